@@ -1,0 +1,174 @@
+import { boolean, brokerList, host, integer, nonEmpty, oneOf, topicName, url } from "./parse.ts";
+
+export const SASL_MECHANISMS = ["none", "plain", "scram-sha-256", "scram-sha-512", "aws-msk-iam"] as const;
+export const COMPRESSIONS = ["none", "gzip", "snappy", "lz4", "zstd"] as const;
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+/** Dev secret used when neither JWT_SECRET nor JWKS_URL is set; logged as insecure at start. */
+export const DEV_JWT_SECRET = "edge-gateway-dev-secret-change-me";
+
+export interface Config {
+  host: string;
+  port: number;
+  workers: number;
+  logLevel: (typeof LOG_LEVELS)[number];
+  maxBodyBytes: number;
+  maxRecordsPerRequest: number;
+  ackTimeoutMs: number;
+  drainDelayMs: number;
+  drainTimeoutMs: number;
+  kafka: {
+    brokers: string[] | undefined;
+    clientId: string;
+    topic: string;
+    fanoutTopic: string;
+    dlqTopic: string | undefined;
+    saslMechanism: (typeof SASL_MECHANISMS)[number];
+    saslUsername: string | undefined;
+    saslPassword: string | undefined;
+    tls: boolean;
+    awsRegion: string | undefined;
+    compression: (typeof COMPRESSIONS)[number];
+    lingerMs: number;
+    batchBytes: number;
+    maxInFlight: number;
+    queueMaxRecords: number;
+    queueMaxBytes: number;
+    unhealthyAfterMs: number;
+  };
+  localLog: {
+    dir: string;
+    rotateBytes: number;
+  };
+  redisUrl: string | undefined;
+  auth: {
+    jwtSecret: string | undefined;
+    jwksUrl: string | undefined;
+    usingDevSecret: boolean;
+    tokenCacheSize: number;
+  };
+  schemas: {
+    source: string | undefined;
+    refreshMs: number;
+  };
+  rateLimit: {
+    eventsPerSec: number;
+    requestsPerSec: number;
+    trustProxyHops: number;
+  };
+  ws: {
+    pingIntervalMs: number;
+    authTimeoutMs: number;
+    maxPayloadBytes: number;
+    backpressureBytes: number;
+    idleTimeoutSec: number;
+  };
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((problem) => `  - ${problem}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+/**
+ * Reads every setting from the environment and validates it. All problems are
+ * collected so the operator fixes them in one pass; each names its variable.
+ */
+export function loadConfig(env: Env = process.env): Config {
+  const problems: string[] = [];
+
+  function read<T>(name: string, parse: (raw: string) => T, fallback: T): T;
+  function read<T>(name: string, parse: (raw: string) => T): T | undefined;
+  function read<T>(name: string, parse: (raw: string) => T, fallback?: T): T | undefined {
+    const raw = env[name];
+    if (raw === undefined || raw.trim() === "") return fallback;
+    try {
+      return parse(raw);
+    } catch (error) {
+      problems.push(`${name}: ${(error as Error).message}`);
+      return fallback;
+    }
+  }
+
+  const jwtSecret = read("JWT_SECRET", nonEmpty);
+  const jwksUrl = read("JWKS_URL", url(["https:", "http:"]));
+  const saslMechanism = read("KAFKA_SASL_MECHANISM", oneOf(SASL_MECHANISMS), "none");
+  const saslUsername = read("KAFKA_SASL_USERNAME", nonEmpty);
+  const saslPassword = read("KAFKA_SASL_PASSWORD", nonEmpty);
+  const needsPassword = saslMechanism === "plain" || saslMechanism.startsWith("scram");
+  if (needsPassword && (saslUsername === undefined || saslPassword === undefined)) {
+    problems.push(
+      `KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD: required when KAFKA_SASL_MECHANISM=${saslMechanism}`,
+    );
+  }
+  const drainDelayMs = read("DRAIN_DELAY_MS", integer(0, 600_000), 5000);
+  const drainTimeoutMs = read("DRAIN_TIMEOUT_MS", integer(100, 3_600_000), 25_000);
+  if (drainTimeoutMs <= drainDelayMs) {
+    problems.push("DRAIN_TIMEOUT_MS: must be greater than DRAIN_DELAY_MS");
+  }
+
+  const config: Config = {
+    host: read("HOST", host, "0.0.0.0"),
+    port: read("PORT", integer(0, 65535), 8080),
+    workers: read("WORKERS", integer(1, 256), 1),
+    logLevel: read("LOG_LEVEL", oneOf(LOG_LEVELS), "info"),
+    maxBodyBytes: read("MAX_BODY_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
+    maxRecordsPerRequest: read("MAX_RECORDS_PER_REQUEST", integer(1, 1_000_000), 10_000),
+    ackTimeoutMs: read("INGEST_ACK_TIMEOUT_MS", integer(100, 600_000), 15_000),
+    drainDelayMs,
+    drainTimeoutMs,
+    kafka: {
+      brokers: read("KAFKA_BROKERS", brokerList),
+      clientId: read("KAFKA_CLIENT_ID", nonEmpty, "edge-gateway"),
+      topic: read("KAFKA_TOPIC", topicName, "events"),
+      fanoutTopic: read("KAFKA_FANOUT_TOPIC", topicName, "fanout"),
+      dlqTopic: read("KAFKA_DLQ_TOPIC", topicName),
+      saslMechanism,
+      saslUsername,
+      saslPassword,
+      tls: read("KAFKA_TLS", boolean, saslMechanism === "aws-msk-iam"),
+      awsRegion: read("AWS_REGION", nonEmpty) ?? read("AWS_DEFAULT_REGION", nonEmpty),
+      compression: read("KAFKA_COMPRESSION", oneOf(COMPRESSIONS), "lz4"),
+      lingerMs: read("KAFKA_LINGER_MS", integer(0, 60_000), 5),
+      batchBytes: read("KAFKA_BATCH_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
+      maxInFlight: read("KAFKA_MAX_IN_FLIGHT", integer(1, 5), 3),
+      queueMaxRecords: read("KAFKA_QUEUE_MAX_RECORDS", integer(1, 100_000_000), 200_000),
+      queueMaxBytes: read("KAFKA_QUEUE_MAX_BYTES", integer(1024, 16 * 1024 * 1024 * 1024), 256 * 1024 * 1024),
+      unhealthyAfterMs: read("KAFKA_UNHEALTHY_AFTER_MS", integer(0, 3_600_000), 10_000),
+    },
+    localLog: {
+      dir: read("LOCAL_LOG_DIR", nonEmpty, "./data/events"),
+      rotateBytes: read("LOCAL_LOG_ROTATE_BYTES", integer(1024, 64 * 1024 * 1024 * 1024), 64 * 1024 * 1024),
+    },
+    redisUrl: read("REDIS_URL", url(["redis:", "rediss:"])),
+    auth: {
+      jwtSecret,
+      jwksUrl,
+      usingDevSecret: jwtSecret === undefined && jwksUrl === undefined,
+      tokenCacheSize: read("AUTH_TOKEN_CACHE_SIZE", integer(0, 10_000_000), 10_000),
+    },
+    schemas: {
+      source: read("SCHEMAS", nonEmpty),
+      refreshMs: read("SCHEMAS_REFRESH_MS", integer(1000, 86_400_000), 30_000),
+    },
+    rateLimit: {
+      eventsPerSec: read("RATE_LIMIT_EVENTS_PER_SEC", integer(1), 100_000),
+      requestsPerSec: read("RATE_LIMIT_REQUESTS_PER_SEC", integer(1), 10_000),
+      trustProxyHops: read("TRUST_PROXY", integer(0, 16), 0),
+    },
+    ws: {
+      pingIntervalMs: read("WS_PING_INTERVAL_MS", integer(100, 3_600_000), 30_000),
+      authTimeoutMs: read("WS_AUTH_TIMEOUT_MS", integer(100, 60_000), 5000),
+      maxPayloadBytes: read("WS_MAX_PAYLOAD_BYTES", integer(128, 16 * 1024 * 1024), 64 * 1024),
+      backpressureBytes: read("WS_BACKPRESSURE_BYTES", integer(1024, 256 * 1024 * 1024), 1024 * 1024),
+      idleTimeoutSec: read("WS_IDLE_TIMEOUT_SEC", integer(8, 960), 120),
+    },
+  };
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}

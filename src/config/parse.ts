@@ -1,0 +1,75 @@
+/**
+ * Parsers for environment values. Each returns the parsed value or throws a
+ * plain Error whose message says what was expected; the config loader adds the
+ * variable name so the operator sees exactly which setting is wrong.
+ */
+
+export function integer(min: number, max: number = Number.MAX_SAFE_INTEGER) {
+  return (raw: string): number => {
+    if (!/^-?\d+$/.test(raw.trim())) throw new Error(`expected an integer, got "${raw}"`);
+    const value = Number(raw);
+    if (value < min || value > max) throw new Error(`expected an integer in [${min}, ${max}], got ${value}`);
+    return value;
+  };
+}
+
+export function oneOf<T extends string>(choices: readonly T[]) {
+  return (raw: string): T => {
+    const value = raw.trim().toLowerCase() as T;
+    if (!choices.includes(value)) throw new Error(`expected one of ${choices.join(", ")}, got "${raw}"`);
+    return value;
+  };
+}
+
+export function boolean(raw: string): boolean {
+  const value = raw.trim().toLowerCase();
+  if (["1", "true", "yes", "on"].includes(value)) return true;
+  if (["0", "false", "no", "off"].includes(value)) return false;
+  throw new Error(`expected true or false, got "${raw}"`);
+}
+
+export function nonEmpty(raw: string): string {
+  const value = raw.trim();
+  if (value === "") throw new Error("must not be empty");
+  return value;
+}
+
+export function topicName(raw: string): string {
+  const value = raw.trim();
+  if (!/^[a-zA-Z0-9._-]{1,249}$/.test(value)) throw new Error(`not a valid Kafka topic name: "${raw}"`);
+  return value;
+}
+
+export function brokerList(raw: string): string[] {
+  const brokers = raw
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
+  if (brokers.length === 0) throw new Error("expected a comma-separated list of host:port");
+  for (const broker of brokers) {
+    const match = /^(.+):(\d{1,5})$/.exec(broker);
+    if (!match || Number(match[2]) > 65535) throw new Error(`expected host:port, got "${broker}"`);
+  }
+  return brokers;
+}
+
+export function url(protocols: readonly string[]) {
+  return (raw: string): string => {
+    let parsed: URL;
+    try {
+      parsed = new URL(raw.trim());
+    } catch {
+      throw new Error(`expected a URL, got "${raw}"`);
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      throw new Error(`expected a ${protocols.join(" or ")} URL, got "${raw}"`);
+    }
+    return parsed.toString();
+  };
+}
+
+export function host(raw: string): string {
+  const value = raw.trim();
+  if (!/^[a-zA-Z0-9.:_-]+$/.test(value)) throw new Error(`expected a host name or address, got "${raw}"`);
+  return value;
+}

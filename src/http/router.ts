@@ -1,0 +1,128 @@
+import { GatewayError } from "../errors/errors.ts";
+import type { Logger } from "../log/logger.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import type { HttpReply, HttpRequest } from "../transport/types.ts";
+import { errorReply } from "./reply.ts";
+
+export type RouteHandler = (
+  request: HttpRequest,
+  params: Record<string, string>,
+) => Promise<HttpReply> | HttpReply;
+
+export interface Route {
+  method: string;
+  /** Path template; `{name}` matches one path segment. */
+  path: string;
+  handler: RouteHandler;
+}
+
+interface CompiledRoute extends Route {
+  pattern: RegExp | undefined;
+  paramNames: string[];
+}
+
+/**
+ * Matches requests to routes, maps errors to responses, records metrics by
+ * route template (never the raw path) and counts requests in flight so the
+ * drain can wait for them.
+ */
+export class Router {
+  private readonly exact = new Map<string, CompiledRoute[]>();
+  private readonly patterned: CompiledRoute[] = [];
+  private inFlight = 0;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(
+    routes: Route[],
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {
+    for (const route of routes) this.add(route);
+  }
+
+  private add(route: Route): void {
+    const paramNames: string[] = [];
+    if (!route.path.includes("{")) {
+      const list = this.exact.get(route.path) ?? [];
+      list.push({ ...route, pattern: undefined, paramNames });
+      this.exact.set(route.path, list);
+      return;
+    }
+    const source = route.path.replace(/\{(\w+)\}/g, (_, name: string) => {
+      paramNames.push(name);
+      return "([^/]+)";
+    });
+    this.patterned.push({ ...route, pattern: new RegExp(`^${source}$`), paramNames });
+  }
+
+  readonly handle = async (request: HttpRequest): Promise<HttpReply> => {
+    const started = performance.now();
+    this.inFlight++;
+    this.metrics.inFlightRequests.inc();
+    let routeName = "unmatched";
+    let reply: HttpReply;
+    try {
+      const match = this.match(request);
+      routeName = match.routeName;
+      reply = await match.run();
+    } catch (error) {
+      if (!(error instanceof GatewayError))
+        this.log.error({ err: error, route: routeName }, "request failed");
+      reply = errorReply(error);
+    } finally {
+      this.inFlight--;
+      this.metrics.inFlightRequests.dec();
+      if (this.inFlight === 0) this.wakeIdleWaiters();
+    }
+    const labels = { route: routeName, method: request.method, status: String(reply.status) };
+    this.metrics.httpRequests.inc(labels);
+    this.metrics.httpDuration.observe(labels, (performance.now() - started) / 1000);
+    return reply;
+  };
+
+  /** Resolves once no request is being handled. */
+  whenIdle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private wakeIdleWaiters(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  private match(request: HttpRequest): { routeName: string; run: () => Promise<HttpReply> | HttpReply } {
+    const candidates = this.exact.get(request.path);
+    if (candidates) return this.pick(candidates, request, {});
+    for (const route of this.patterned) {
+      const found = route.pattern?.exec(request.path);
+      if (!found) continue;
+      const params: Record<string, string> = {};
+      route.paramNames.forEach((name, index) => {
+        params[name] = decodeURIComponent(found[index + 1] as string);
+      });
+      return this.pick(
+        this.patterned.filter((other) => other.path === route.path),
+        request,
+        params,
+      );
+    }
+    throw new GatewayError("not_found", `no route for ${request.path}`);
+  }
+
+  private pick(routes: CompiledRoute[], request: HttpRequest, params: Record<string, string>) {
+    const route = routes.find((candidate) => candidate.method === request.method);
+    const path = (routes[0] as CompiledRoute).path;
+    if (!route) {
+      const allow = routes.map((candidate) => candidate.method).join(", ");
+      return {
+        routeName: path,
+        run: () => {
+          throw new GatewayError("method_not_allowed", `use ${allow} on ${path}`, { allow });
+        },
+      };
+    }
+    return { routeName: path, run: () => route.handler(request, params) };
+  }
+}

@@ -1,0 +1,20 @@
+import pino from "pino";
+
+export type Logger = pino.Logger;
+
+/**
+ * Structured JSON lines on stdout. The destination writes synchronously so
+ * nothing is buffered in the process without bound; the gateway logs notable
+ * events, never one line per request.
+ */
+export function createLogger(level: string, base: Record<string, unknown>): Logger {
+  return pino(
+    {
+      level,
+      base,
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    pino.destination({ fd: 1, sync: true }),
+  );
+}

@@ -1,0 +1,49 @@
+import packageJson from "../package.json" with { type: "json" };
+import { createGateway } from "./app.ts";
+import { ConfigError, loadConfig } from "./config/config.ts";
+import { Lifecycle } from "./lifecycle/lifecycle.ts";
+import { createLogger } from "./log/logger.ts";
+import { selectTransport } from "./transport/select.ts";
+
+const runtime = typeof Bun !== "undefined" ? "bun" : "node-uws";
+
+function readConfig() {
+  try {
+    return loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
+}
+
+const config = readConfig();
+const log = createLogger(config.logLevel, { runtime, pid: process.pid });
+
+// A stray rejection or exception is a bug to log, not a reason to drop every connection.
+process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));
+process.on("uncaughtException", (error) => log.error({ err: error }, "uncaught exception"));
+
+const gateway = createGateway(config, log, runtime, packageJson.version);
+const listen = await selectTransport();
+const server = await listen(gateway.app, {
+  host: config.host,
+  port: config.port,
+  maxBodyBytes: config.maxBodyBytes,
+  ws: {
+    maxPayloadBytes: config.ws.maxPayloadBytes,
+    maxBackpressureBytes: config.ws.backpressureBytes * 2,
+    idleTimeoutSec: config.ws.idleTimeoutSec,
+  },
+});
+
+new Lifecycle({
+  drainTimeoutMs: config.drainTimeoutMs,
+  log,
+  steps: gateway.drainSteps(server),
+  exit: (code) => process.exit(code),
+}).installSignalHandlers();
+
+log.info({ host: config.host, port: server.port, version: packageJson.version }, "listening");

@@ -1,0 +1,189 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const SIZE_BUCKETS = [1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 50_000];
+
+/**
+ * Every metric the gateway exports, in one registry. Labels only ever carry
+ * values from small fixed sets (route templates, status codes, reason codes),
+ * never ids, raw paths or tenants.
+ */
+export function createMetrics(runtime: string, version: string) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  // These three are gauges named like counters; `promtool check metrics` rejects them.
+  for (const name of [
+    "nodejs_active_handles_total",
+    "nodejs_active_requests_total",
+    "nodejs_active_resources_total",
+  ]) {
+    registry.removeSingleMetric(name);
+  }
+  const r = [registry];
+
+  const metrics = {
+    registry,
+    info: new Gauge({
+      name: "gateway_info",
+      help: "Build and runtime of this instance",
+      labelNames: ["runtime", "version"],
+      registers: r,
+    }),
+    httpRequests: new Counter({
+      name: "gateway_http_requests_total",
+      help: "HTTP requests by route, method and status",
+      labelNames: ["route", "method", "status"],
+      registers: r,
+    }),
+    httpDuration: new Histogram({
+      name: "gateway_http_request_duration_seconds",
+      help: "HTTP request latency by route, method and status",
+      labelNames: ["route", "method", "status"],
+      buckets: LATENCY_BUCKETS,
+      registers: r,
+    }),
+    inFlightRequests: new Gauge({
+      name: "gateway_http_requests_in_flight",
+      help: "HTTP requests being handled",
+      registers: r,
+    }),
+    eventsAccepted: new Counter({
+      name: "gateway_events_accepted_total",
+      help: "Records accepted for delivery",
+      registers: r,
+    }),
+    eventsRejected: new Counter({
+      name: "gateway_events_rejected_total",
+      help: "Records rejected, by reason",
+      labelNames: ["reason"],
+      registers: r,
+    }),
+    eventsProduced: new Counter({
+      name: "gateway_events_produced_total",
+      help: "Records acknowledged by the sink (Kafka or the local log)",
+      registers: r,
+    }),
+    produceDuration: new Histogram({
+      name: "gateway_kafka_produce_duration_seconds",
+      help: "Time from sending a batch to its acknowledgement",
+      buckets: LATENCY_BUCKETS,
+      registers: r,
+    }),
+    produceBatchRecords: new Histogram({
+      name: "gateway_kafka_batch_records",
+      help: "Records per produced batch",
+      buckets: SIZE_BUCKETS,
+      registers: r,
+    }),
+    produceErrors: new Counter({
+      name: "gateway_kafka_produce_errors_total",
+      help: "Failed produce attempts (retried)",
+      registers: r,
+    }),
+    kafkaUp: new Gauge({
+      name: "gateway_kafka_up",
+      help: "1 when the sink accepts writes, 0 while it is unreachable",
+      registers: r,
+    }),
+    queueRecords: new Gauge({
+      name: "gateway_queue_records",
+      help: "Records queued for the sink, not yet acknowledged",
+      registers: r,
+    }),
+    queueBytes: new Gauge({
+      name: "gateway_queue_bytes",
+      help: "Bytes queued for the sink, not yet acknowledged",
+      registers: r,
+    }),
+    queueCapacityRecords: new Gauge({
+      name: "gateway_queue_capacity_records",
+      help: "Queue bound in records",
+      registers: r,
+    }),
+    queueCapacityBytes: new Gauge({
+      name: "gateway_queue_capacity_bytes",
+      help: "Queue bound in bytes",
+      registers: r,
+    }),
+    overloaded: new Counter({
+      name: "gateway_overloaded_total",
+      help: "Requests refused with 503 because the queue was full or the sink down",
+      registers: r,
+    }),
+    rateLimited: new Counter({
+      name: "gateway_rate_limited_total",
+      help: "Requests or connections refused by a rate limit, by scope",
+      labelNames: ["scope"],
+      registers: r,
+    }),
+    rateLimiterDegraded: new Gauge({
+      name: "gateway_rate_limiter_degraded",
+      help: "1 while Redis is unavailable and the per-process limiter is in charge",
+      registers: r,
+    }),
+    wsConnections: new Gauge({
+      name: "gateway_ws_connections",
+      help: "Open WebSocket connections",
+      labelNames: ["runtime"],
+      registers: r,
+    }),
+    wsSubscriptions: new Gauge({
+      name: "gateway_ws_subscriptions",
+      help: "Active channel subscriptions",
+      registers: r,
+    }),
+    wsMessagesSent: new Counter({
+      name: "gateway_ws_messages_sent_total",
+      help: "WebSocket messages sent to clients",
+      registers: r,
+    }),
+    wsBytesSent: new Counter({
+      name: "gateway_ws_bytes_sent_total",
+      help: "WebSocket payload bytes sent to clients",
+      registers: r,
+    }),
+    wsMessagesDropped: new Counter({
+      name: "gateway_ws_messages_dropped_total",
+      help: "WebSocket messages dropped because of backpressure",
+      registers: r,
+    }),
+    wsSlowConsumerDisconnects: new Counter({
+      name: "gateway_ws_slow_consumer_disconnects_total",
+      help: "Connections closed with 1013 past the backpressure limit",
+      registers: r,
+    }),
+    wsResumes: new Counter({
+      name: "gateway_ws_resumes_total",
+      help: "Resume requests, by result",
+      labelNames: ["result"],
+      registers: r,
+    }),
+    fanoutLatency: new Histogram({
+      name: "gateway_fanout_latency_seconds",
+      help: "Time from the fan-out message timestamp to delivery",
+      buckets: LATENCY_BUCKETS,
+      registers: r,
+    }),
+    schemaRefreshFailures: new Counter({
+      name: "gateway_schema_refresh_failures_total",
+      help: "Failed schema registry refreshes",
+      registers: r,
+    }),
+    schemaTypes: new Gauge({
+      name: "gateway_schema_types",
+      help: "Event types in the loaded schema registry",
+      registers: r,
+    }),
+    draining: new Gauge({
+      name: "gateway_draining",
+      help: "1 while the instance drains before exit",
+      registers: r,
+    }),
+  };
+  metrics.info.set({ runtime, version }, 1);
+  metrics.draining.set(0);
+  metrics.wsConnections.set({ runtime }, 0);
+  return metrics;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

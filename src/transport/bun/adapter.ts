@@ -1,0 +1,141 @@
+import type { Server, ServerWebSocket } from "bun";
+import { BodyBuffer, parseContentLength, tooLarge } from "../body-buffer.ts";
+import type {
+  GatewayApp,
+  HttpReply,
+  HttpRequest,
+  ListenOptions,
+  RunningServer,
+  SendResult,
+  WsPeer,
+} from "../types.ts";
+
+interface SocketData<State> {
+  state: State;
+  peer?: WsPeer<State> & { closed: boolean };
+}
+
+/** Bun adapter: maps Bun.serve (uWebSockets inside) onto the transport seam. */
+export async function listen<State>(app: GatewayApp<State>, options: ListenOptions): Promise<RunningServer> {
+  const server: Server<SocketData<State>> = Bun.serve<SocketData<State>>({
+    hostname: options.host,
+    port: options.port,
+    // Bun answers 413 on its own past this; keep it above our limit so clients
+    // normally get the gateway's JSON 413, while huge uploads are cut early.
+    maxRequestBodySize: options.maxBodyBytes * 2 + 64 * 1024,
+    async fetch(req, bunServer) {
+      const request = readRequest(req, bunServer, options.maxBodyBytes);
+      if (request.path === app.wsPath && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+        const decision = await app.ws.upgrade(request);
+        if (decision.accept) {
+          if (bunServer.upgrade(req, { data: { state: decision.state } })) return undefined;
+          return toResponse({ status: 400, body: "" });
+        }
+        return toResponse(decision.reply);
+      }
+      return toResponse(await app.http(request));
+    },
+    websocket: {
+      maxPayloadLength: options.ws.maxPayloadBytes,
+      backpressureLimit: options.ws.maxBackpressureBytes,
+      closeOnBackpressureLimit: false,
+      idleTimeout: options.ws.idleTimeoutSec,
+      sendPings: true,
+      open(socket) {
+        socket.data.peer = createPeer(socket);
+        app.ws.open(socket.data.peer);
+      },
+      message(socket, message) {
+        const peer = socket.data.peer;
+        if (peer) app.ws.message(peer, typeof message === "string" ? message : message.toString("utf8"));
+      },
+      drain(socket) {
+        const peer = socket.data.peer;
+        if (peer) app.ws.drain(peer);
+      },
+      close(socket, code) {
+        const peer = socket.data.peer;
+        if (!peer) return;
+        peer.closed = true;
+        app.ws.close(peer, code);
+      },
+    },
+  });
+  let listening = true;
+
+  return {
+    port: server.port ?? options.port,
+    runtime: "bun",
+    publish: (topic, text) => {
+      server.publish(topic, text);
+    },
+    stopListening: () => {
+      if (!listening) return;
+      listening = false;
+      // false: stop accepting, let open requests and sockets finish.
+      server.stop(false);
+    },
+  };
+}
+
+function readRequest<State>(req: Request, server: Server<SocketData<State>>, limit: number): HttpRequest {
+  const url = new URL(req.url);
+  let body: Promise<Uint8Array> | undefined;
+  return {
+    method: req.method,
+    path: url.pathname,
+    query: url.searchParams,
+    header: (name) => req.headers.get(name) ?? undefined,
+    remoteAddress: server.requestIP(req)?.address ?? "",
+    body: () => {
+      body ??= collectBody(req, limit);
+      return body;
+    },
+  };
+}
+
+async function collectBody(req: Request, limit: number): Promise<Uint8Array> {
+  const buffer = new BodyBuffer(limit, parseContentLength(req.headers.get("content-length") ?? undefined));
+  if (!req.body) return buffer.bytes();
+  const reader = req.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return buffer.bytes();
+    try {
+      buffer.append(value);
+    } catch {
+      await reader.cancel();
+      throw tooLarge(limit);
+    }
+  }
+}
+
+function toResponse(reply: HttpReply): Response {
+  const headers = reply.closeConnection ? { ...reply.headers, connection: "close" } : reply.headers;
+  return new Response(reply.body, { status: reply.status, headers });
+}
+
+function createPeer<State>(socket: ServerWebSocket<SocketData<State>>): WsPeer<State> & { closed: boolean } {
+  const peer = {
+    state: socket.data.state,
+    closed: false,
+    send(text: string): SendResult {
+      if (peer.closed) return "dropped";
+      const status = socket.send(text);
+      return status > 0 ? "sent" : status === -1 ? "queued" : "dropped";
+    },
+    subscribe(topic: string) {
+      if (!peer.closed) socket.subscribe(topic);
+    },
+    unsubscribe(topic: string) {
+      if (!peer.closed) socket.unsubscribe(topic);
+    },
+    bufferedAmount: () => (peer.closed ? 0 : socket.getBufferedAmount()),
+    close(code: number, reason: string) {
+      if (peer.closed) return;
+      peer.closed = true;
+      socket.close(code, reason);
+    },
+  };
+  return peer;
+}

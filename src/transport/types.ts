@@ -1,0 +1,87 @@
+/**
+ * The transport seam. The gateway core speaks only these types; one adapter
+ * per runtime (uWebSockets.js on Node, Bun.serve on Bun) maps its engine onto
+ * them and holds no business logic.
+ */
+
+export interface HttpRequest {
+  /** Upper-case method. */
+  readonly method: string;
+  readonly path: string;
+  readonly query: URLSearchParams;
+  /** Header value by lower-case name. */
+  header(name: string): string | undefined;
+  /** Peer address of the TCP connection. */
+  readonly remoteAddress: string;
+  /**
+   * The whole body, read once. Rejects with a `payload_too_large`
+   * GatewayError as soon as it exceeds the adapter's body limit, without
+   * buffering the rest.
+   */
+  body(): Promise<Uint8Array>;
+}
+
+export interface HttpReply {
+  status: number;
+  headers?: Record<string, string>;
+  body: string | Uint8Array;
+  /** Close the connection after replying (used after an oversize body). */
+  closeConnection?: boolean;
+}
+
+export type SendResult = "sent" | "queued" | "dropped";
+
+/** One open WebSocket as the core sees it. Valid from `open` until `close`. */
+export interface WsPeer<State> {
+  readonly state: State;
+  send(text: string): SendResult;
+  subscribe(topic: string): void;
+  unsubscribe(topic: string): void;
+  /** Bytes queued for this peer and not yet written to the socket. */
+  bufferedAmount(): number;
+  close(code: number, reason: string): void;
+}
+
+/** What the core decides when a client asks to upgrade to WebSocket. */
+export type UpgradeDecision<State> = { accept: true; state: State } | { accept: false; reply: HttpReply };
+
+export interface WsHandlers<State> {
+  upgrade(request: HttpRequest): Promise<UpgradeDecision<State>>;
+  open(peer: WsPeer<State>): void;
+  message(peer: WsPeer<State>, text: string): void;
+  drain(peer: WsPeer<State>): void;
+  close(peer: WsPeer<State>, code: number): void;
+}
+
+export interface WsLimits {
+  maxPayloadBytes: number;
+  /** Engine-level cap on queued bytes; past it the engine drops frames. */
+  maxBackpressureBytes: number;
+  idleTimeoutSec: number;
+}
+
+/** Everything an adapter needs from the core. */
+export interface GatewayApp<State> {
+  http(request: HttpRequest): Promise<HttpReply>;
+  /** The one path where WebSocket upgrades are accepted. */
+  wsPath: string;
+  ws: WsHandlers<State>;
+}
+
+export interface ListenOptions {
+  host: string;
+  port: number;
+  maxBodyBytes: number;
+  ws: WsLimits;
+}
+
+export interface RunningServer {
+  readonly port: number;
+  readonly runtime: "node-uws" | "bun";
+  /** Publish to every peer subscribed to `topic`; one serialisation for all. */
+  publish(topic: string, text: string): void;
+  /** Stop accepting new connections; open ones keep working. */
+  stopListening(): void;
+}
+
+export type Listen = <State>(app: GatewayApp<State>, options: ListenOptions) => Promise<RunningServer>;

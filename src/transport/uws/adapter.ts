@@ -1,0 +1,206 @@
+import type {
+  HttpRequest as UwsRequest,
+  HttpResponse as UwsResponse,
+  WebSocket as UwsSocket,
+} from "uWebSockets.js";
+import uws from "uWebSockets.js";
+import { statusLine } from "../../http/status-text.ts";
+import { BodyBuffer, parseContentLength } from "../body-buffer.ts";
+import type {
+  GatewayApp,
+  HttpReply,
+  HttpRequest,
+  ListenOptions,
+  RunningServer,
+  SendResult,
+  WsPeer,
+} from "../types.ts";
+
+interface SocketData<State> {
+  state: State;
+  peer?: WsPeer<State>;
+}
+
+const METHODS_WITHOUT_BODY = new Set(["GET", "HEAD", "OPTIONS", "DELETE"]);
+const textDecoder = new TextDecoder();
+
+/** Node adapter: maps uWebSockets.js onto the transport seam. */
+export async function listen<State>(app: GatewayApp<State>, options: ListenOptions): Promise<RunningServer> {
+  const server = uws.App();
+
+  server.ws<SocketData<State>>(app.wsPath, {
+    maxPayloadLength: options.ws.maxPayloadBytes,
+    maxBackpressure: options.ws.maxBackpressureBytes,
+    idleTimeout: options.ws.idleTimeoutSec,
+    sendPingsAutomatically: true,
+    upgrade: (res, req, context) => {
+      const key = req.getHeader("sec-websocket-key");
+      const protocol = req.getHeader("sec-websocket-protocol");
+      const extensions = req.getHeader("sec-websocket-extensions");
+      const request = readRequest(res, req, 0);
+      let aborted = false;
+      res.onAborted(() => {
+        aborted = true;
+      });
+      app.ws.upgrade(request).then(
+        (decision) => {
+          if (aborted) return;
+          res.cork(() => {
+            if (decision.accept) res.upgrade({ state: decision.state }, key, protocol, extensions, context);
+            else writeReply(res, decision.reply);
+          });
+        },
+        () => {
+          if (!aborted) res.cork(() => writeReply(res, { status: 500, body: "" }));
+        },
+      );
+    },
+    open: (socket) => {
+      const data = socket.getUserData();
+      data.peer = createPeer(socket, data.state);
+      app.ws.open(data.peer);
+    },
+    message: (socket, message) => {
+      const peer = socket.getUserData().peer;
+      if (peer) app.ws.message(peer, textDecoder.decode(message));
+    },
+    drain: (socket) => {
+      const peer = socket.getUserData().peer;
+      if (peer) app.ws.drain(peer);
+    },
+    close: (socket, code) => {
+      const peer = socket.getUserData().peer as (WsPeer<State> & { closed: boolean }) | undefined;
+      if (!peer) return;
+      peer.closed = true;
+      app.ws.close(peer, code);
+    },
+  });
+
+  server.any("/*", (res, req) => {
+    const request = readRequest(res, req, options.maxBodyBytes);
+    let aborted = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    app.http(request).then(
+      (reply) => {
+        if (!aborted) res.cork(() => writeReply(res, reply));
+      },
+      () => {
+        if (!aborted) res.cork(() => writeReply(res, { status: 500, body: "" }));
+      },
+    );
+  });
+
+  const listenSocket = await new Promise<uws.us_listen_socket>((resolve, reject) => {
+    server.listen(options.host, options.port, (token) => {
+      if (token) resolve(token);
+      else reject(new Error(`cannot listen on ${options.host}:${options.port}`));
+    });
+  });
+  let listening = true;
+
+  return {
+    port: uws.us_socket_local_port(listenSocket),
+    runtime: "node-uws",
+    publish: (topic, text) => {
+      server.publish(topic, text, false);
+    },
+    stopListening: () => {
+      if (!listening) return;
+      listening = false;
+      uws.us_listen_socket_close(listenSocket);
+    },
+  };
+}
+
+/**
+ * Copies everything the core may need out of the uWS request, which is only
+ * valid until this handler returns, and starts collecting the body at once
+ * (uWS requires onData to be attached synchronously).
+ */
+function readRequest(res: UwsResponse, req: UwsRequest, maxBodyBytes: number): HttpRequest {
+  const method = req.getCaseSensitiveMethod().toUpperCase();
+  const headers = new Map<string, string>();
+  req.forEach((name, value) => {
+    headers.set(name, value);
+  });
+  const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
+  const body = METHODS_WITHOUT_BODY.has(method)
+    ? Promise.resolve(new Uint8Array(0))
+    : collectBody(res, maxBodyBytes, parseContentLength(headers.get("content-length")));
+  // The core may answer without reading the body (401, 415, ...): keep that rejection handled.
+  body.catch(() => {});
+  return {
+    method,
+    path: req.getUrl(),
+    query: new URLSearchParams(req.getQuery() ?? ""),
+    header: (name) => headers.get(name),
+    remoteAddress,
+    body: () => body,
+  };
+}
+
+function collectBody(
+  res: UwsResponse,
+  limit: number,
+  contentLength: number | undefined,
+): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    let buffer: BodyBuffer;
+    try {
+      buffer = new BodyBuffer(limit, contentLength);
+    } catch (error) {
+      reject(error);
+      return;
+    }
+    let failed = false;
+    res.onData((chunk, isLast) => {
+      if (failed) return;
+      try {
+        buffer.append(new Uint8Array(chunk));
+      } catch (error) {
+        failed = true;
+        reject(error);
+        return;
+      }
+      if (isLast) resolve(buffer.bytes());
+    });
+  });
+}
+
+function writeReply(res: UwsResponse, reply: HttpReply): void {
+  res.writeStatus(statusLine(reply.status));
+  if (reply.headers) {
+    for (const name in reply.headers) res.writeHeader(name, reply.headers[name] as string);
+  }
+  res.end(reply.body, reply.closeConnection === true);
+}
+
+function createPeer<State>(
+  socket: UwsSocket<SocketData<State>>,
+  state: State,
+): WsPeer<State> & { closed: boolean } {
+  const peer = {
+    state,
+    closed: false,
+    send(text: string): SendResult {
+      if (peer.closed) return "dropped";
+      const status = socket.send(text, false);
+      return status === 1 ? "sent" : status === 0 ? "queued" : "dropped";
+    },
+    subscribe(topic: string) {
+      if (!peer.closed) socket.subscribe(topic);
+    },
+    unsubscribe(topic: string) {
+      if (!peer.closed) socket.unsubscribe(topic);
+    },
+    bufferedAmount: () => (peer.closed ? 0 : socket.getBufferedAmount()),
+    close(code: number, reason: string) {
+      if (peer.closed) return;
+      peer.closed = true;
+      socket.end(code, reason);
+    },
+  };
+  return peer;
+}

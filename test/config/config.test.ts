@@ -1,0 +1,77 @@
+import { describe, expect, test } from "bun:test";
+import { ConfigError, loadConfig } from "../../src/config/config.ts";
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  return [];
+}
+
+describe("loadConfig", () => {
+  test("an empty environment gives the documented defaults and the embedded sink", () => {
+    const config = loadConfig({});
+    expect(config.host).toBe("0.0.0.0");
+    expect(config.port).toBe(8080);
+    expect(config.kafka.brokers).toBeUndefined();
+    expect(config.kafka.topic).toBe("events");
+    expect(config.kafka.fanoutTopic).toBe("fanout");
+    expect(config.kafka.saslMechanism).toBe("none");
+    expect(config.maxBodyBytes).toBe(1048576);
+    expect(config.drainDelayMs).toBe(5000);
+    expect(config.drainTimeoutMs).toBe(25000);
+    expect(config.ws.pingIntervalMs).toBe(30000);
+    expect(config.workers).toBe(1);
+    expect(config.auth.usingDevSecret).toBe(true);
+  });
+
+  test("parses brokers and SASL settings", () => {
+    const config = loadConfig({
+      KAFKA_BROKERS: "b-1.example:9098, b-2.example:9098",
+      KAFKA_SASL_MECHANISM: "SCRAM-SHA-512",
+      KAFKA_SASL_USERNAME: "u",
+      KAFKA_SASL_PASSWORD: "p",
+    });
+    expect(config.kafka.brokers).toEqual(["b-1.example:9098", "b-2.example:9098"]);
+    expect(config.kafka.saslMechanism).toBe("scram-sha-512");
+  });
+
+  test("aws-msk-iam turns TLS on unless told otherwise", () => {
+    expect(loadConfig({ KAFKA_SASL_MECHANISM: "aws-msk-iam" }).kafka.tls).toBe(true);
+    expect(loadConfig({ KAFKA_SASL_MECHANISM: "aws-msk-iam", KAFKA_TLS: "false" }).kafka.tls).toBe(false);
+  });
+
+  test("every bad value is reported with its variable name", () => {
+    const problems = problemsOf({
+      PORT: "80a",
+      KAFKA_BROKERS: "nohostport",
+      KAFKA_SASL_MECHANISM: "kerberos",
+      MAX_BODY_BYTES: "1",
+      REDIS_URL: "http://x",
+      WORKERS: "0",
+    });
+    for (const name of [
+      "PORT",
+      "KAFKA_BROKERS",
+      "KAFKA_SASL_MECHANISM",
+      "MAX_BODY_BYTES",
+      "REDIS_URL",
+      "WORKERS",
+    ]) {
+      expect(problems.some((problem) => problem.startsWith(`${name}:`))).toBe(true);
+    }
+  });
+
+  test("PLAIN without credentials is refused", () => {
+    expect(problemsOf({ KAFKA_SASL_MECHANISM: "plain" }).join()).toContain("KAFKA_SASL_USERNAME");
+  });
+
+  test("drain timeout must exceed drain delay", () => {
+    expect(problemsOf({ DRAIN_DELAY_MS: "5000", DRAIN_TIMEOUT_MS: "4000" }).join()).toContain(
+      "DRAIN_TIMEOUT_MS",
+    );
+  });
+});

@@ -1,0 +1,170 @@
+import type { Subprocess } from "bun";
+
+export type Runtime = "node" | "bun";
+export const RUNTIMES: Runtime[] = ["node", "bun"];
+
+const ROOT = new URL("../..", import.meta.url).pathname;
+
+export interface RunningGateway {
+  runtime: Runtime;
+  port: number;
+  url: string;
+  wsUrl: string;
+  /** Every JSON log line the process wrote so far. */
+  logs: Array<Record<string, unknown>>;
+  process: Subprocess<"ignore", "pipe", "pipe">;
+  /** Sends a signal and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number>;
+}
+
+function command(runtime: Runtime): string[] {
+  return runtime === "node"
+    ? ["node", "--enable-source-maps", `${ROOT}dist/main.js`]
+    : [process.execPath, `${ROOT}src/main.ts`];
+}
+
+/**
+ * Spawns the real gateway (built JS on Node with uWebSockets.js, or the
+ * TypeScript entry on Bun) on an ephemeral port and waits for its "listening" log line.
+ */
+export async function startGateway(
+  runtime: Runtime,
+  env: Record<string, string> = {},
+): Promise<RunningGateway> {
+  const child = Bun.spawn(command(runtime), {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      HOST: "127.0.0.1",
+      PORT: "0",
+      DRAIN_DELAY_MS: "200",
+      DRAIN_TIMEOUT_MS: "10000",
+      ...env,
+    },
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`${runtime} gateway did not start:\n${JSON.stringify(logs)}`)),
+      20_000,
+    );
+    readLines(child.stdout, (line) => {
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        logs.push(entry);
+        if (entry.msg === "listening") {
+          clearTimeout(timer);
+          resolve(entry.port as number);
+        }
+      } catch {
+        logs.push({ raw: line });
+      }
+    });
+    child.exited.then(async (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${runtime} gateway exited with ${code}: ${await new Response(child.stderr).text()}`));
+    });
+  });
+  return {
+    runtime,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
+    logs,
+    process: child,
+    stop: async (signal = "SIGTERM") => {
+      if (child.exitCode === null) child.kill(signal);
+      return child.exited;
+    },
+  };
+}
+
+async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
+  const decoder = new TextDecoder();
+  let pending = "";
+  for await (const chunk of stream) {
+    pending += decoder.decode(chunk, { stream: true });
+    let newline = pending.indexOf("\n");
+    while (newline >= 0) {
+      const line = pending.slice(0, newline).trim();
+      pending = pending.slice(newline + 1);
+      if (line !== "") onLine(line);
+      newline = pending.indexOf("\n");
+    }
+  }
+}
+
+/** Runs the gateway command with a bad environment and returns its exit code and stderr. */
+export async function runUntilExit(
+  runtime: Runtime,
+  env: Record<string, string>,
+): Promise<{ code: number; stderr: string }> {
+  const child = Bun.spawn(command(runtime), {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const code = await child.exited;
+  return { code, stderr: await new Response(child.stderr).text() };
+}
+
+/** A WebSocket client that queues every frame for assertions. */
+export class TestSocket {
+  readonly frames: Array<Record<string, unknown>> = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+  private waiters: Array<() => void> = [];
+  readonly socket: WebSocket;
+
+  constructor(url: string, options?: { headers?: Record<string, string> }) {
+    this.socket = new WebSocket(url, options as unknown as string[]);
+    this.socket.onmessage = (event) => {
+      this.frames.push(JSON.parse(String(event.data)));
+      for (const wake of this.waiters.splice(0)) wake();
+    };
+    this.closed = new Promise((resolve) => {
+      this.socket.onclose = (event) => {
+        resolve({ code: event.code, reason: event.reason });
+        for (const wake of this.waiters.splice(0)) wake();
+      };
+    });
+  }
+
+  opened(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.socket.readyState === WebSocket.OPEN) resolve();
+      this.socket.onopen = () => resolve();
+      this.socket.onerror = () => reject(new Error("websocket failed to open"));
+    });
+  }
+
+  send(frame: unknown): void {
+    this.socket.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+  }
+
+  /** Waits for the first frame (not yet consumed) matching `predicate`, and consumes frames up to it. */
+  async next(predicate: (frame: Record<string, unknown>) => boolean = () => true, timeoutMs = 5000) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const index = this.frames.findIndex(predicate);
+      if (index >= 0) return this.frames.splice(0, index + 1)[index] as Record<string, unknown>;
+      const left = deadline - Date.now();
+      if (left <= 0)
+        throw new Error(`no matching frame within ${timeoutMs} ms; got ${JSON.stringify(this.frames)}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}

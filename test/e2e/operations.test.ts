@@ -1,0 +1,115 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { RUNTIMES, type RunningGateway, runUntilExit, startGateway, TestSocket } from "./harness.ts";
+
+describe.each(RUNTIMES)("operations on %s", (runtime) => {
+  let gateway: RunningGateway;
+
+  beforeAll(async () => {
+    gateway = await startGateway(runtime);
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+  });
+
+  test("GET /health answers 200 ok while serving", async () => {
+    const response = await fetch(`${gateway.url}/health`);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ status: "ok" });
+  });
+
+  test("GET /health/live answers 200", async () => {
+    const response = await fetch(`${gateway.url}/health/live`);
+    expect(response.status).toBe(200);
+  });
+
+  test("GET /metrics exposes gateway and process metrics that promtool accepts", async () => {
+    await fetch(`${gateway.url}/health`);
+    const response = await fetch(`${gateway.url}/metrics`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toContain("text/plain");
+    const text = await response.text();
+    expect(text).toContain(`gateway_info{runtime="${runtime === "node" ? "node-uws" : "bun"}"`);
+    expect(text).toContain('gateway_http_requests_total{route="/health",method="GET",status="200"}');
+    expect(text).toContain("process_resident_memory_bytes");
+    const promtool = Bun.spawn(["promtool", "check", "metrics"], {
+      stdin: new Blob([text]),
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const problems =
+      (await new Response(promtool.stdout).text()) + (await new Response(promtool.stderr).text());
+    expect(problems).toBe("");
+    expect(await promtool.exited).toBe(0);
+  });
+
+  test("unknown route answers a JSON 404 with a stable code", async () => {
+    const response = await fetch(`${gateway.url}/nope`);
+    expect(response.status).toBe(404);
+    expect(((await response.json()) as { error: string }).error).toBe("not_found");
+  });
+
+  test("wrong method answers 405 with Allow", async () => {
+    const response = await fetch(`${gateway.url}/health`, { method: "POST", body: "x" });
+    expect(response.status).toBe(405);
+    expect(response.headers.get("allow")).toBe("GET");
+  });
+});
+
+describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
+  test("SIGTERM: /health turns 503 during the drain delay, sockets get reconnect + 1001, exit 0 in time", async () => {
+    const gateway = await startGateway(runtime, { DRAIN_DELAY_MS: "1500", DRAIN_TIMEOUT_MS: "6000" });
+    const client = new TestSocket(gateway.wsUrl);
+    await client.opened();
+    await client.next((frame) => frame.type === "connected");
+    expect((await fetch(`${gateway.url}/health`)).status).toBe(200);
+
+    const signalledAt = Date.now();
+    gateway.process.kill("SIGTERM");
+    await Bun.sleep(100);
+    const during = await fetch(`${gateway.url}/health`);
+    expect(during.status).toBe(503);
+    expect(((await during.json()) as { reasons: string[] }).reasons).toContain("draining");
+    expect((await fetch(`${gateway.url}/health/live`)).status).toBe(200);
+
+    const reconnect = await client.next((frame) => frame.type === "reconnect", 5000);
+    expect(typeof reconnect.afterMs).toBe("number");
+    expect((await client.closed).code).toBe(1001);
+    const code = await gateway.process.exited;
+    expect(code).toBe(0);
+    const elapsed = Date.now() - signalledAt;
+    expect(elapsed).toBeGreaterThanOrEqual(1400);
+    expect(elapsed).toBeLessThan(6000);
+  });
+
+  test("after the drain delay new connections are refused", async () => {
+    const gateway = await startGateway(runtime, { DRAIN_DELAY_MS: "300", DRAIN_TIMEOUT_MS: "5000" });
+    const client = new TestSocket(gateway.wsUrl);
+    await client.opened();
+    gateway.process.kill("SIGTERM");
+    await client.closed;
+    await Bun.sleep(50);
+    const refused = await fetch(`${gateway.url}/health`).then(
+      () => false,
+      () => true,
+    );
+    expect(refused).toBe(true);
+    expect(await gateway.process.exited).toBe(0);
+  });
+
+  test("a second signal exits at once", async () => {
+    const gateway = await startGateway(runtime, { DRAIN_DELAY_MS: "20000", DRAIN_TIMEOUT_MS: "30000" });
+    const started = Date.now();
+    gateway.process.kill("SIGTERM");
+    await Bun.sleep(200);
+    gateway.process.kill("SIGINT");
+    expect(await gateway.process.exited).toBe(1);
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  test("a bad setting exits 1 naming the variable", async () => {
+    const { code, stderr } = await runUntilExit(runtime, { PORT: "eighty", DRAIN_TIMEOUT_MS: "-5" });
+    expect(code).toBe(1);
+    expect(stderr).toContain("PORT");
+    expect(stderr).toContain("DRAIN_TIMEOUT_MS");
+  });
+});
