@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import packageJson from "../package.json" with { type: "json" };
 import { createGateway } from "./app.ts";
 import { ConfigError, loadConfig } from "./config/config.ts";
@@ -26,7 +27,13 @@ const log = createLogger(config.logLevel, { runtime, pid: process.pid });
 process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));
 process.on("uncaughtException", (error) => log.error({ err: error }, "uncaught exception"));
 
-const gateway = createGateway(config, log, runtime, packageJson.version);
+const gateway = await createGateway({
+  config,
+  log,
+  runtime,
+  version: packageJson.version,
+  defaultSchemas: fileURLToPath(new URL("../schemas", import.meta.url)),
+});
 const listen = await selectTransport();
 const server = await listen(gateway.app, {
   host: config.host,
@@ -38,6 +45,8 @@ const server = await listen(gateway.app, {
     idleTimeoutSec: config.ws.idleTimeoutSec,
   },
 });
+
+gateway.attach(server);
 
 new Lifecycle({
   drainTimeoutMs: config.drainTimeoutMs,

@@ -1,3 +1,4 @@
+import zlib from "node:zlib";
 import { boolean, brokerList, host, integer, nonEmpty, oneOf, topicName, url } from "./parse.ts";
 
 export const SASL_MECHANISMS = ["none", "plain", "scram-sha-256", "scram-sha-512", "aws-msk-iam"] as const;
@@ -35,6 +36,7 @@ export interface Config {
     queueMaxRecords: number;
     queueMaxBytes: number;
     unhealthyAfterMs: number;
+    topicPartitions: number;
   };
   localLog: {
     dir: string;
@@ -55,6 +57,8 @@ export interface Config {
     eventsPerSec: number;
     requestsPerSec: number;
     trustProxyHops: number;
+    expectedInstances: number;
+    redisTimeoutMs: number;
   };
   ws: {
     pingIntervalMs: number;
@@ -62,6 +66,16 @@ export interface Config {
     maxPayloadBytes: number;
     backpressureBytes: number;
     idleTimeoutSec: number;
+    maxConnections: number;
+    maxConnectionsPerTenant: number;
+    maxSubscriptions: number;
+    maxMessagesPerSec: number;
+    connectsPerSecPerIp: number;
+  };
+  history: {
+    eventsPerChannel: number;
+    bytesPerChannel: number;
+    channels: number;
   };
 }
 
@@ -139,6 +153,7 @@ export function loadConfig(env: Env = process.env): Config {
       queueMaxRecords: read("KAFKA_QUEUE_MAX_RECORDS", integer(1, 100_000_000), 200_000),
       queueMaxBytes: read("KAFKA_QUEUE_MAX_BYTES", integer(1024, 16 * 1024 * 1024 * 1024), 256 * 1024 * 1024),
       unhealthyAfterMs: read("KAFKA_UNHEALTHY_AFTER_MS", integer(0, 3_600_000), 10_000),
+      topicPartitions: read("KAFKA_TOPIC_PARTITIONS", integer(1, 10_000), 6),
     },
     localLog: {
       dir: read("LOCAL_LOG_DIR", nonEmpty, "./data/events"),
@@ -159,6 +174,8 @@ export function loadConfig(env: Env = process.env): Config {
       eventsPerSec: read("RATE_LIMIT_EVENTS_PER_SEC", integer(1), 100_000),
       requestsPerSec: read("RATE_LIMIT_REQUESTS_PER_SEC", integer(1), 10_000),
       trustProxyHops: read("TRUST_PROXY", integer(0, 16), 0),
+      expectedInstances: read("RATE_LIMIT_EXPECTED_INSTANCES", integer(1, 10_000), 1),
+      redisTimeoutMs: read("REDIS_TIMEOUT_MS", integer(1, 10_000), 50),
     },
     ws: {
       pingIntervalMs: read("WS_PING_INTERVAL_MS", integer(100, 3_600_000), 30_000),
@@ -166,9 +183,25 @@ export function loadConfig(env: Env = process.env): Config {
       maxPayloadBytes: read("WS_MAX_PAYLOAD_BYTES", integer(128, 16 * 1024 * 1024), 64 * 1024),
       backpressureBytes: read("WS_BACKPRESSURE_BYTES", integer(1024, 256 * 1024 * 1024), 1024 * 1024),
       idleTimeoutSec: read("WS_IDLE_TIMEOUT_SEC", integer(8, 960), 120),
+      maxConnections: read("WS_MAX_CONNECTIONS", integer(1), 100_000),
+      maxConnectionsPerTenant: read("WS_MAX_CONNECTIONS_PER_TENANT", integer(1), 20_000),
+      maxSubscriptions: read("WS_MAX_SUBSCRIPTIONS", integer(1, 100_000), 100),
+      maxMessagesPerSec: read("WS_MAX_MESSAGES_PER_SEC", integer(1), 100),
+      connectsPerSecPerIp: read("WS_CONNECTS_PER_SEC_PER_IP", integer(1), 1000),
+    },
+    history: {
+      eventsPerChannel: read("HISTORY_EVENTS_PER_CHANNEL", integer(1, 1_000_000), 1000),
+      bytesPerChannel: read("HISTORY_BYTES_PER_CHANNEL", integer(1024), 1024 * 1024),
+      channels: read("HISTORY_MAX_CHANNELS", integer(1), 10_000),
     },
   };
 
+  if (
+    config.kafka.compression === "zstd" &&
+    typeof (zlib as { zstdCompressSync?: unknown }).zstdCompressSync !== "function"
+  ) {
+    problems.push("KAFKA_COMPRESSION: zstd needs Node >= 22.15 or Bun; this runtime lacks it");
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
 }

@@ -1,63 +1,179 @@
 import { randomUUID } from "node:crypto";
+import type { Authenticator } from "../auth/authenticator.ts";
+import { bearerToken } from "../auth/bearer.ts";
+import { channelAllowed, type Principal, requireScope } from "../auth/principal.ts";
+import { GatewayError, isGatewayError } from "../errors/errors.ts";
+import { broadcastTopic, channelTopic, type FanoutTarget } from "../fanout/fanout.ts";
+import type { ChannelHistory } from "../fanout/history.ts";
+import { errorReply } from "../http/reply.ts";
+import { CHANNEL_PATTERN } from "../ingest/record.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { HttpRequest, UpgradeDecision, WsHandlers, WsPeer } from "../transport/types.ts";
+import { type ClientFrame, parseClientFrame } from "./protocol.ts";
 
 export interface ConnectionState {
   id: string;
+  ip: string;
+  principal: Principal | undefined;
+  channels: Set<string>;
+  authTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Inbound frames in the current one-second window, for the per-connection message rate. */
+  windowStart: number;
+  windowMessages: number;
 }
 
 export interface WsHubOptions {
   runtime: string;
-  metrics: Metrics;
-  log: Logger;
+  pingIntervalMs: number;
+  authTimeoutMs: number;
+  backpressureBytes: number;
+  maxConnections: number;
+  maxConnectionsPerTenant: number;
+  maxSubscriptions: number;
+  maxMessagesPerSec: number;
 }
 
-/** Owns every open WebSocket of this instance; the set is freed by close events. */
-export class WsHub implements WsHandlers<ConnectionState> {
-  private readonly peers = new Set<WsPeer<ConnectionState>>();
+export interface WsHubDependencies {
+  authenticator: Authenticator;
+  history: ChannelHistory;
+  metrics: Metrics;
+  log: Logger;
+  /** Per-IP connect rate limit; throws a 429 GatewayError when exceeded. */
+  admitConnection(ip: string): Promise<void>;
+}
 
-  constructor(private readonly options: WsHubOptions) {}
+type Peer = WsPeer<ConnectionState>;
+
+/** Close codes of the protocol. */
+export const CLOSE = { unauthorized: 4001, goingAway: 1001, tryAgainLater: 1013, policy: 1008 } as const;
+
+/**
+ * Owns every WebSocket of this instance: authentication, subscriptions with
+ * tenant isolation, resume from history, keep-alive pings, slow-consumer and
+ * token-expiry sweeps, and the paced disconnect on drain. Every map here is
+ * freed by the close event of the connection that filled it.
+ */
+export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
+  private readonly peers = new Set<Peer>();
+  private readonly tenantConnections = new Map<string, number>();
+  private readonly topicSubscribers = new Map<string, number>();
+  private publishToEngine: ((topic: string, frame: string) => void) | undefined;
+  private readonly timers: Array<ReturnType<typeof setInterval>> = [];
+
+  constructor(
+    private readonly options: WsHubOptions,
+    private readonly deps: WsHubDependencies,
+  ) {}
+
+  /** Starts the sweeps once the server listens. */
+  attach(publishToEngine: (topic: string, frame: string) => void): void {
+    this.publishToEngine = publishToEngine;
+    this.timers.push(
+      setInterval(() => this.sweep(), 1000),
+      setInterval(() => this.ping(), this.options.pingIntervalMs),
+    );
+    for (const timer of this.timers) timer.unref?.();
+  }
+
+  stop(): void {
+    for (const timer of this.timers.splice(0)) clearInterval(timer);
+  }
 
   get size(): number {
     return this.peers.size;
   }
 
-  async upgrade(_request: HttpRequest): Promise<UpgradeDecision<ConnectionState>> {
-    return { accept: true, state: { id: randomUUID() } };
+  publish(topic: string, frame: string): number {
+    const receivers = this.topicSubscribers.get(topic) ?? 0;
+    if (receivers > 0) this.publishToEngine?.(topic, frame);
+    return receivers;
   }
 
-  open(peer: WsPeer<ConnectionState>): void {
-    this.peers.add(peer);
-    this.options.metrics.wsConnections.inc({ runtime: this.options.runtime });
-    this.sendFrame(peer, { type: "connected", connection: peer.state.id });
-  }
-
-  message(peer: WsPeer<ConnectionState>, text: string): void {
-    let frame: unknown;
+  async upgrade(request: HttpRequest): Promise<UpgradeDecision<ConnectionState>> {
     try {
-      frame = JSON.parse(text);
-    } catch {
-      this.sendFrame(peer, { type: "error", code: "bad_frame", message: "frames are JSON text" });
+      if (this.peers.size >= this.options.maxConnections) {
+        throw new GatewayError("unavailable", "this instance has no room for more connections", {
+          "retry-after": "5",
+        });
+      }
+      await this.deps.admitConnection(request.remoteAddress);
+      const token = request.header("authorization")
+        ? bearerToken(request.header("authorization"))
+        : (request.query.get("token") ?? undefined);
+      const principal = token === undefined ? undefined : await this.authorize(token);
+      return { accept: true, state: this.newState(request.remoteAddress, principal) };
+    } catch (error) {
+      return { accept: false, reply: errorReply(error) };
+    }
+  }
+
+  open(peer: Peer): void {
+    this.peers.add(peer);
+    this.deps.metrics.wsConnections.inc({ runtime: this.options.runtime });
+    const principal = peer.state.principal;
+    if (principal) {
+      this.establish(peer, principal);
       return;
     }
-    const type = (frame as { type?: unknown } | null)?.type;
-    this.sendFrame(peer, {
-      type: "error",
-      code: "unknown_type",
-      message: `unsupported frame type ${String(type)}`,
-    });
+    peer.state.authTimer = setTimeout(() => {
+      this.sendFrame(peer, {
+        type: "error",
+        code: "unauthorized",
+        message: "authenticate within the deadline",
+      });
+      peer.close(CLOSE.unauthorized, "authentication timeout");
+    }, this.options.authTimeoutMs);
   }
 
-  drain(_peer: WsPeer<ConnectionState>): void {}
+  message(peer: Peer, text: string): void {
+    if (!this.withinMessageRate(peer)) return;
+    const frame = parseClientFrame(text);
+    if ("error" in frame) {
+      this.sendFrame(peer, { type: "error", code: "bad_frame", message: frame.error });
+      return;
+    }
+    if (!peer.state.principal) {
+      this.handleAuth(peer, frame);
+      return;
+    }
+    switch (frame.type) {
+      case "auth":
+        this.sendFrame(peer, { type: "error", code: "bad_frame", message: "already authenticated" });
+        return;
+      case "subscribe":
+        this.subscribe(peer, peer.state.principal, frame.channel, frame.since);
+        return;
+      case "unsubscribe":
+        this.unsubscribe(peer, frame.channel);
+        this.sendFrame(peer, { type: "unsubscribed", channel: frame.channel });
+        return;
+      case "ping":
+        this.sendFrame(peer, { type: "pong" });
+        return;
+    }
+  }
 
-  close(peer: WsPeer<ConnectionState>, _code: number): void {
-    if (this.peers.delete(peer)) this.options.metrics.wsConnections.dec({ runtime: this.options.runtime });
+  drain(_peer: Peer): void {}
+
+  close(peer: Peer, _code: number): void {
+    if (!this.peers.delete(peer)) return;
+    const state = peer.state;
+    if (state.authTimer) clearTimeout(state.authTimer);
+    for (const channel of [...state.channels]) this.unsubscribe(peer, channel);
+    const tenant = state.principal?.tenant;
+    if (tenant !== undefined) {
+      const left = (this.tenantConnections.get(tenant) ?? 1) - 1;
+      if (left > 0) this.tenantConnections.set(tenant, left);
+      else this.tenantConnections.delete(tenant);
+      this.countTopic(broadcastTopic(tenant), -1);
+    }
+    this.deps.metrics.wsConnections.dec({ runtime: this.options.runtime });
   }
 
   /**
-   * Tells every client to reconnect elsewhere and closes it with 1001, in
-   * batches spread over `withinMs` so clients do not all come back at once.
+   * Tells every client to reconnect and closes it with 1001, in batches spread
+   * over `withinMs` with a jittered `afterMs`, so clients do not all return at once.
    */
   async disconnectAll(withinMs: number): Promise<void> {
     const peers = [...this.peers];
@@ -66,22 +182,186 @@ export class WsHub implements WsHandlers<ConnectionState> {
     const pause = batches > 1 ? Math.floor(withinMs / batches) : 0;
     for (let start = 0; start < peers.length; start += batchSize) {
       for (const peer of peers.slice(start, start + batchSize)) {
-        this.sendFrame(peer, {
-          type: "reconnect",
-          afterMs: Math.floor(Math.random() * Math.max(1, withinMs)),
-        });
-        peer.close(1001, "server draining");
+        this.sendFrame(peer, { type: "reconnect", afterMs: 250 + Math.floor(Math.random() * 4750) });
+        peer.close(CLOSE.goingAway, "server draining");
       }
-      if (pause > 0) await new Promise((resolve) => setTimeout(resolve, pause));
+      if (pause > 0 && start + batchSize < peers.length)
+        await new Promise((resolve) => setTimeout(resolve, pause));
     }
   }
 
-  private sendFrame(peer: WsPeer<ConnectionState>, frame: Record<string, unknown>): void {
-    const text = JSON.stringify(frame);
-    if (peer.send(text) === "dropped") this.options.metrics.wsMessagesDropped.inc();
+  private newState(ip: string, principal: Principal | undefined): ConnectionState {
+    return {
+      id: randomUUID(),
+      ip,
+      principal,
+      channels: new Set(),
+      authTimer: undefined,
+      windowStart: Date.now(),
+      windowMessages: 0,
+    };
+  }
+
+  private async authorize(token: string): Promise<Principal> {
+    const principal = await this.deps.authenticator.verify(token);
+    requireScope(principal, "subscribe");
+    const open = this.tenantConnections.get(principal.tenant) ?? 0;
+    if (open >= this.options.maxConnectionsPerTenant) {
+      throw new GatewayError("rate_limited", "too many connections for this tenant", { "retry-after": "5" });
+    }
+    return principal;
+  }
+
+  private handleAuth(peer: Peer, frame: ClientFrame): void {
+    if (frame.type !== "auth") {
+      this.sendFrame(peer, { type: "error", code: "unauthorized", message: "authenticate first" });
+      peer.close(CLOSE.unauthorized, "unauthorized");
+      return;
+    }
+    this.authorize(frame.token).then(
+      (principal) => {
+        if (!this.peers.has(peer)) return;
+        peer.state.principal = principal;
+        this.establish(peer, principal);
+      },
+      (error) => {
+        if (!this.peers.has(peer)) return;
+        const code = isGatewayError(error) ? error.code : "unauthorized";
+        this.sendFrame(peer, { type: "error", code, message: (error as Error).message });
+        peer.close(CLOSE.unauthorized, "unauthorized");
+      },
+    );
+  }
+
+  private establish(peer: Peer, principal: Principal): void {
+    const state = peer.state;
+    if (state.authTimer) clearTimeout(state.authTimer);
+    state.authTimer = undefined;
+    this.tenantConnections.set(principal.tenant, (this.tenantConnections.get(principal.tenant) ?? 0) + 1);
+    peer.subscribe(broadcastTopic(principal.tenant));
+    this.countTopic(broadcastTopic(principal.tenant), 1);
+    this.sendFrame(peer, { type: "connected", connection: state.id });
+  }
+
+  private subscribe(peer: Peer, principal: Principal, channel: string, since: string | undefined): void {
+    if (!CHANNEL_PATTERN.test(channel)) {
+      this.sendFrame(peer, { type: "error", code: "bad_channel", channel, message: "invalid channel name" });
+      return;
+    }
+    if (!channelAllowed(principal, channel)) {
+      this.sendFrame(peer, {
+        type: "error",
+        code: "forbidden",
+        channel,
+        message: "channel not allowed for this token",
+      });
+      return;
+    }
+    const state = peer.state;
+    if (!state.channels.has(channel) && state.channels.size >= this.options.maxSubscriptions) {
+      this.sendFrame(peer, {
+        type: "error",
+        code: "too_many_subscriptions",
+        channel,
+        message: `at most ${this.options.maxSubscriptions}`,
+      });
+      return;
+    }
+    const topic = channelTopic(principal.tenant, channel);
+    const replay = since === undefined ? undefined : this.deps.history.after(topic, since);
+    if (replay && !replay.ok) {
+      this.deps.metrics.wsResumes.inc({ result: "history_gone" });
+      this.sendFrame(peer, {
+        type: "error",
+        code: "history_gone",
+        channel,
+        message: "since is older than the kept history",
+      });
+    }
+    if (!state.channels.has(channel)) {
+      state.channels.add(channel);
+      peer.subscribe(topic);
+      this.countTopic(topic, 1);
+      this.deps.metrics.wsSubscriptions.inc();
+    }
+    this.sendFrame(peer, {
+      type: "subscribed",
+      channel,
+      lastEventId: this.deps.history.lastId(topic) ?? null,
+    });
+    // Same tick as the engine subscription: no live event can slip between replay and live delivery.
+    if (replay?.ok) {
+      this.deps.metrics.wsResumes.inc({ result: "served" });
+      for (const event of replay.events) this.sendText(peer, event.frame);
+    }
+  }
+
+  private unsubscribe(peer: Peer, channel: string): void {
+    const state = peer.state;
+    if (!state.principal || !state.channels.delete(channel)) return;
+    const topic = channelTopic(state.principal.tenant, channel);
+    peer.unsubscribe(topic);
+    this.countTopic(topic, -1);
+    this.deps.metrics.wsSubscriptions.dec();
+  }
+
+  private countTopic(topic: string, delta: number): void {
+    const count = (this.topicSubscribers.get(topic) ?? 0) + delta;
+    if (count > 0) this.topicSubscribers.set(topic, count);
+    else this.topicSubscribers.delete(topic);
+  }
+
+  private withinMessageRate(peer: Peer): boolean {
+    const state = peer.state;
+    const now = Date.now();
+    if (now - state.windowStart >= 1000) {
+      state.windowStart = now;
+      state.windowMessages = 0;
+    }
+    state.windowMessages++;
+    if (state.windowMessages <= this.options.maxMessagesPerSec) return true;
+    this.deps.metrics.rateLimited.inc({ scope: "ws_message" });
+    if (state.windowMessages === this.options.maxMessagesPerSec + 1) {
+      this.sendFrame(peer, { type: "error", code: "rate_limited", message: "too many messages; slow down" });
+    }
+    return false;
+  }
+
+  /** Closes slow consumers (1013) and connections whose token expired (4001). */
+  private sweep(): void {
+    const now = Date.now();
+    for (const peer of this.peers) {
+      if (peer.bufferedAmount() > this.options.backpressureBytes) {
+        this.deps.metrics.wsSlowConsumerDisconnects.inc();
+        peer.close(CLOSE.tryAgainLater, "slow consumer");
+      } else if (peer.state.principal && peer.state.principal.expiresAt <= now) {
+        this.sendFrame(peer, { type: "error", code: "unauthorized", message: "token expired" });
+        peer.close(CLOSE.unauthorized, "token expired");
+      }
+    }
+  }
+
+  private ping(): void {
+    for (const peer of this.peers) {
+      const principal = peer.state.principal;
+      if (!principal) continue;
+      const lastEventIds: Record<string, string | null> = {};
+      for (const channel of peer.state.channels) {
+        lastEventIds[channel] = this.deps.history.lastId(channelTopic(principal.tenant, channel)) ?? null;
+      }
+      this.sendFrame(peer, { type: "ping", lastEventIds });
+    }
+  }
+
+  private sendFrame(peer: Peer, frame: Record<string, unknown>): void {
+    this.sendText(peer, JSON.stringify(frame));
+  }
+
+  private sendText(peer: Peer, text: string): void {
+    if (peer.send(text) === "dropped") this.deps.metrics.wsMessagesDropped.inc();
     else {
-      this.options.metrics.wsMessagesSent.inc();
-      this.options.metrics.wsBytesSent.inc(text.length);
+      this.deps.metrics.wsMessagesSent.inc();
+      this.deps.metrics.wsBytesSent.inc(text.length);
     }
   }
 }

@@ -1,0 +1,25 @@
+import { parseArgs } from "node:util";
+import { signDevToken } from "../src/auth/dev-token.ts";
+import { DEV_JWT_SECRET } from "../src/config/config.ts";
+
+// Prints a development token, e.g. `bun run token -- --tenant acme --scope ingest,subscribe`.
+const { values } = parseArgs({
+  options: {
+    tenant: { type: "string", default: "acme" },
+    scope: { type: "string", default: "ingest,subscribe,publish" },
+    sub: { type: "string", default: "dev" },
+    ttl: { type: "string", default: "3600" },
+    channels: { type: "string" },
+    secret: { type: "string" },
+  },
+});
+const list = (value: string) => value.split(/[ ,]+/).filter((entry) => entry !== "");
+const token = await signDevToken({
+  secret: values.secret ?? process.env.JWT_SECRET ?? DEV_JWT_SECRET,
+  tenant: values.tenant,
+  scopes: list(values.scope),
+  sub: values.sub,
+  ttlSec: Number(values.ttl),
+  channels: values.channels === undefined ? undefined : list(values.channels),
+});
+console.log(token);

@@ -1,0 +1,62 @@
+import type { Metrics } from "../metrics/metrics.ts";
+import type { DeliveredMessage, FanoutListener } from "./bus.ts";
+import { formatEventId } from "./event-id.ts";
+import type { ChannelHistory } from "./history.ts";
+
+/** Engine topic of one tenant's channel. "/" never occurs in tenant or channel names. */
+export const channelTopic = (tenant: string, channel: string) => `t/${tenant}/${channel}`;
+/** Engine topic every connection of a tenant joins, for broadcasts. */
+export const broadcastTopic = (tenant: string) => `b/${tenant}`;
+
+export interface FanoutTarget {
+  /** Publishes one frame to every local subscriber of `topic`; returns how many got it. */
+  publish(topic: string, frame: string): number;
+}
+
+/**
+ * Turns each message from the bus into one `event` frame, serialised once,
+ * keeps it in the channel's history for resume, and hands it to the engine's
+ * native pub/sub for every local subscriber.
+ */
+export class Fanout implements FanoutListener {
+  private target: FanoutTarget | undefined;
+
+  constructor(
+    readonly history: ChannelHistory,
+    private readonly metrics: Metrics,
+  ) {}
+
+  /** Set once the server listens; messages before that only go to history. */
+  attach(target: FanoutTarget): void {
+    this.target = target;
+  }
+
+  origin(epoch: string, partition: number, offset: bigint): void {
+    this.history.setOrigin(epoch, partition, offset);
+  }
+
+  deliver(message: DeliveredMessage): void {
+    const id = formatEventId(message.position);
+    const channel = message.broadcast ? (message.channel ?? "$broadcast") : (message.channel as string);
+    const frame = JSON.stringify({
+      type: "event",
+      channel,
+      id,
+      data: message.data,
+      ...(message.broadcast ? { broadcast: true } : {}),
+      ...(message.record ? { recordType: message.record.type, recordId: message.record.id } : {}),
+    });
+    let topic: string;
+    if (message.broadcast) topic = broadcastTopic(message.tenant);
+    else {
+      topic = channelTopic(message.tenant, channel);
+      this.history.append(topic, { id, position: message.position, frame });
+    }
+    const receivers = this.target?.publish(topic, frame) ?? 0;
+    if (receivers > 0) {
+      this.metrics.wsMessagesSent.inc(receivers);
+      this.metrics.wsBytesSent.inc(receivers * frame.length);
+      this.metrics.fanoutLatency.observe(Math.max(0, Date.now() - message.ts) / 1000);
+    }
+  }
+}

@@ -1,0 +1,149 @@
+import type { Principal } from "../auth/principal.ts";
+import { requireScope } from "../auth/principal.ts";
+import { GatewayError } from "../errors/errors.ts";
+import { json } from "../http/reply.ts";
+import type { Route } from "../http/router.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import type { DeliveryQueue } from "../sink/delivery-queue.ts";
+import type { SinkMessage } from "../sink/types.ts";
+import type { HttpRequest } from "../transport/types.ts";
+import type { SchemaRegistry } from "../validation/registry.ts";
+import { decodeBody } from "./body.ts";
+import { type EventRecord, normalizeRecord } from "./record.ts";
+
+/** Admits a request of `cost` events; returns headers to add, or throws a 429 GatewayError. */
+export type Admission = (
+  request: HttpRequest,
+  principal: Principal,
+  cost: number,
+) => Promise<Record<string, string>>;
+
+export interface IngestOptions {
+  topic: string;
+  dlqTopic: string | undefined;
+  maxBodyBytes: number;
+  maxRecords: number;
+  ackTimeoutMs: number;
+}
+
+export interface IngestDependencies {
+  authenticate(request: HttpRequest): Promise<Principal>;
+  admit: Admission;
+  schemas: SchemaRegistry;
+  queue: DeliveryQueue;
+  metrics: Metrics;
+  /** Hands accepted records with a `channel` to the fan-out (after they are queued). */
+  fanOut(records: EventRecord[]): void;
+}
+
+interface RecordError {
+  index: number;
+  reason: string;
+}
+
+export function toSinkMessage(topic: string, record: EventRecord): SinkMessage {
+  return {
+    topic,
+    key: record.key ?? record.tenant,
+    value: JSON.stringify(record),
+    headers: { tenant: record.tenant, type: record.type, "content-type": "application/json" },
+  };
+}
+
+/** POST /v1/events: authenticate, rate limit, validate, queue for Kafka, answer when acknowledged. */
+export function ingestRoute(options: IngestOptions, deps: IngestDependencies): Route {
+  return {
+    method: "POST",
+    path: "/v1/events",
+    handler: async (request) => {
+      const principal = await deps.authenticate(request);
+      requireScope(principal, "ingest");
+      const rawRecords = await decodeBody(
+        await request.body(),
+        request.header("content-type"),
+        request.header("content-encoding"),
+        { maxBytes: options.maxBodyBytes, maxRecords: options.maxRecords },
+      );
+      const rateLimitHeaders = await deps.admit(request, principal, rawRecords.length);
+
+      const receivedAt = new Date().toISOString();
+      const accepted: EventRecord[] = [];
+      const errors: RecordError[] = [];
+      const rejectedRaw: Array<{ raw: unknown; reason: string }> = [];
+      rawRecords.forEach((raw, index) => {
+        const result = raw.ok
+          ? normalizeRecord(raw.value, principal.tenant, receivedAt, deps.schemas)
+          : { ok: false as const, reason: raw.reason, category: "malformed_json" as const };
+        if (result.ok) {
+          accepted.push(result.record);
+          return;
+        }
+        errors.push({ index, reason: result.reason });
+        deps.metrics.eventsRejected.inc({ reason: result.category });
+        rejectedRaw.push({ raw: raw.ok ? raw.value : undefined, reason: result.reason });
+      });
+      if (options.dlqTopic && rejectedRaw.length > 0)
+        sendToDeadLetters(options.dlqTopic, principal, rejectedRaw, deps);
+
+      const body = { accepted: accepted.length, rejected: errors.length, errors };
+      if (accepted.length === 0) return json(422, body, rateLimitHeaders);
+
+      const acknowledged = deps.queue.enqueue(accepted.map((record) => toSinkMessage(options.topic, record)));
+      deps.metrics.eventsAccepted.inc(accepted.length);
+      deps.fanOut(accepted);
+      if (request.query.get("ack") === "none") {
+        // The caller chose speed over confirmation; the queue still retries until delivered.
+        acknowledged.catch(() => {});
+        return json(202, body, rateLimitHeaders);
+      }
+      await withTimeout(acknowledged, options.ackTimeoutMs);
+      return json(202, body, rateLimitHeaders);
+    },
+  };
+}
+
+async function withTimeout(acknowledged: Promise<void>, timeoutMs: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new GatewayError(
+            "unavailable",
+            "Kafka did not acknowledge in time; the records may still be delivered",
+            {
+              "retry-after": "5",
+            },
+          ),
+        ),
+      timeoutMs,
+    );
+  });
+  acknowledged.catch(() => {});
+  try {
+    await Promise.race([acknowledged, timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Best effort: rejected records go to the dead-letter topic with their reason; never blocks the answer. */
+function sendToDeadLetters(
+  topic: string,
+  principal: Principal,
+  rejected: Array<{ raw: unknown; reason: string }>,
+  deps: IngestDependencies,
+): void {
+  const rejectedAt = new Date().toISOString();
+  const messages = rejected.map(({ raw, reason }) => ({
+    topic,
+    key: principal.tenant,
+    value: JSON.stringify({ tenant: principal.tenant, reason, rejectedAt, record: raw ?? null }),
+    headers: { tenant: principal.tenant, "content-type": "application/json" },
+  }));
+  try {
+    deps.queue.enqueue(messages).catch(() => {});
+  } catch {
+    // A full queue drops dead letters first: they are diagnostics, not data.
+  }
+}

@@ -1,0 +1,252 @@
+import { GatewayError } from "../errors/errors.ts";
+import type { HealthState } from "../health/health.ts";
+import type { Logger } from "../log/logger.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import type { SinkMessage, SinkWriter } from "./types.ts";
+
+export interface DeliveryQueueOptions {
+  lingerMs: number;
+  batchBytes: number;
+  maxRecords: number;
+  maxBytes: number;
+  unhealthyAfterMs: number;
+  maxInFlight: number;
+  probeIntervalMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+}
+
+interface Ticket {
+  remaining: number;
+  resolve(): void;
+  reject(error: Error): void;
+}
+
+interface Entry {
+  message: SinkMessage;
+  bytes: number;
+  ticket: Ticket;
+}
+
+export const UNHEALTHY_REASON = "kafka_unreachable";
+
+/** Rough size of a message on the wire, for the byte bounds. */
+function messageBytes(message: SinkMessage): number {
+  return message.value.length + message.key.length + 64;
+}
+
+/**
+ * The bounded queue between requests and the sink. Records accumulate and
+ * leave in batches (on linger time, on batch bytes, or as soon as the previous
+ * batch is acknowledged); a failed batch is retried with backoff until it
+ * succeeds, so an acknowledged request is never lost. Past its bounds, or while
+ * the sink has been unreachable for `unhealthyAfterMs`, it refuses new records
+ * with a 503 instead of growing memory.
+ */
+export class DeliveryQueue {
+  private pending: Entry[] = [];
+  private pendingHead = 0;
+  private pendingBytes = 0;
+  /** Records and bytes accepted and not yet acknowledged (pending + in flight). */
+  private queuedRecords = 0;
+  private queuedBytes = 0;
+  private inFlight = 0;
+  private lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  private probeTimer: ReturnType<typeof setInterval> | undefined;
+  private failingSince: number | undefined;
+  private closed = false;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly writer: SinkWriter,
+    private readonly options: DeliveryQueueOptions,
+    private readonly metrics: Metrics,
+    private readonly health: HealthState,
+    private readonly log: Logger,
+  ) {
+    metrics.queueCapacityRecords.set(options.maxRecords);
+    metrics.queueCapacityBytes.set(options.maxBytes);
+    metrics.kafkaUp.set(1);
+  }
+
+  /** Starts the idle-time probe so /health notices an unreachable sink without traffic. */
+  startProbe(probe: () => Promise<void>): void {
+    this.probeTimer = setInterval(() => {
+      if (this.inFlight > 0 || this.closed) return;
+      probe().then(
+        () => this.markHealthy(),
+        (error) => this.markFailing(error),
+      );
+    }, this.options.probeIntervalMs);
+    this.probeTimer.unref?.();
+  }
+
+  /**
+   * Queues the messages of one request. Throws a 503 GatewayError when they do
+   * not fit; otherwise returns a promise settled once all are acknowledged.
+   */
+  enqueue(messages: SinkMessage[]): Promise<void> {
+    if (this.closed)
+      throw new GatewayError("draining", "the gateway is shutting down", { "retry-after": "1" });
+    if (this.isUnhealthy()) {
+      this.metrics.overloaded.inc();
+      throw new GatewayError("unavailable", "Kafka is unreachable", { "retry-after": "5" });
+    }
+    let bytes = 0;
+    for (const message of messages) bytes += messageBytes(message);
+    if (
+      this.queuedRecords + messages.length > this.options.maxRecords ||
+      this.queuedBytes + bytes > this.options.maxBytes
+    ) {
+      this.metrics.overloaded.inc();
+      throw new GatewayError("overloaded", "the producer queue is full", { "retry-after": "1" });
+    }
+    let ticket!: Ticket;
+    const acknowledged = new Promise<void>((resolve, reject) => {
+      ticket = { remaining: messages.length, resolve, reject };
+    });
+    for (const message of messages) {
+      const entryBytes = messageBytes(message);
+      this.pending.push({ message, bytes: entryBytes, ticket });
+      this.pendingBytes += entryBytes;
+    }
+    this.queuedRecords += messages.length;
+    this.queuedBytes += bytes;
+    this.updateGauges();
+    if (this.pendingBytes >= this.options.batchBytes) this.pump();
+    else this.lingerTimer ??= setTimeout(() => this.pump(), this.options.lingerMs);
+    return acknowledged;
+  }
+
+  get depth(): { records: number; bytes: number } {
+    return { records: this.queuedRecords, bytes: this.queuedBytes };
+  }
+
+  /**
+   * Refuses new records, flushes what is queued, and closes the writer. Gives
+   * up when `deadlineMs` passes, logging how many records were not delivered.
+   */
+  async close(deadlineMs: number): Promise<void> {
+    this.closed = true;
+    if (this.probeTimer) clearInterval(this.probeTimer);
+    this.pump();
+    const flushed = await Promise.race([
+      this.whenEmpty().then(() => true),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), deadlineMs).unref?.()),
+    ]);
+    if (!flushed)
+      this.log.error({ records: this.queuedRecords }, "drain deadline passed with records undelivered");
+    await this.writer.close();
+  }
+
+  private whenEmpty(): Promise<void> {
+    if (this.queuedRecords === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private pump(): void {
+    if (this.lingerTimer) {
+      clearTimeout(this.lingerTimer);
+      this.lingerTimer = undefined;
+    }
+    // While a batch is being retried, hold the others back instead of hammering a failing broker.
+    while (this.inFlight < this.options.maxInFlight && this.hasPending() && this.failingSince === undefined) {
+      this.inFlight++;
+      void this.deliver(this.takeBatch());
+    }
+  }
+
+  private hasPending(): boolean {
+    return this.pendingHead < this.pending.length;
+  }
+
+  private takeBatch(): Entry[] {
+    const batch: Entry[] = [];
+    let bytes = 0;
+    while (this.hasPending() && (batch.length === 0 || bytes < this.options.batchBytes)) {
+      const entry = this.pending[this.pendingHead] as Entry;
+      this.pendingHead++;
+      bytes += entry.bytes;
+      batch.push(entry);
+    }
+    this.pendingBytes -= bytes;
+    if (this.pendingHead === this.pending.length) {
+      this.pending = [];
+      this.pendingHead = 0;
+    } else if (this.pendingHead > 4096 && this.pendingHead * 2 > this.pending.length) {
+      this.pending = this.pending.slice(this.pendingHead);
+      this.pendingHead = 0;
+    }
+    return batch;
+  }
+
+  private async deliver(batch: Entry[]): Promise<void> {
+    const messages = batch.map((entry) => entry.message);
+    for (let attempt = 0; ; attempt++) {
+      const started = performance.now();
+      try {
+        await this.writer.write(messages);
+        this.metrics.produceDuration.observe((performance.now() - started) / 1000);
+        break;
+      } catch (error) {
+        this.metrics.produceErrors.inc();
+        this.markFailing(error);
+        await new Promise((resolve) => setTimeout(resolve, this.backoff(attempt)));
+      }
+    }
+    this.markHealthy();
+    this.settle(batch);
+    this.inFlight--;
+    this.pump();
+  }
+
+  private settle(batch: Entry[]): void {
+    let bytes = 0;
+    for (const entry of batch) {
+      bytes += entry.bytes;
+      entry.ticket.remaining--;
+      if (entry.ticket.remaining === 0) entry.ticket.resolve();
+    }
+    this.queuedRecords -= batch.length;
+    this.queuedBytes -= bytes;
+    this.metrics.eventsProduced.inc(batch.length);
+    this.metrics.produceBatchRecords.observe(batch.length);
+    this.updateGauges();
+    if (this.queuedRecords === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  private backoff(attempt: number): number {
+    const ceiling = Math.min(this.options.retryMaxMs, this.options.retryBaseMs * 2 ** Math.min(attempt, 16));
+    return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  private isUnhealthy(): boolean {
+    return this.failingSince !== undefined && Date.now() - this.failingSince >= this.options.unhealthyAfterMs;
+  }
+
+  private markFailing(error: unknown): void {
+    const now = Date.now();
+    if (this.failingSince === undefined) {
+      this.failingSince = now;
+      this.log.warn({ err: error, sink: this.writer.kind }, "sink write failed; retrying");
+    }
+    if (this.isUnhealthy() && !this.health.has(UNHEALTHY_REASON)) {
+      this.health.set(UNHEALTHY_REASON, true);
+      this.metrics.kafkaUp.set(0);
+      this.log.error({ sink: this.writer.kind, failingForMs: now - this.failingSince }, "sink unreachable");
+    }
+  }
+
+  private markHealthy(): void {
+    if (this.failingSince === undefined) return;
+    this.failingSince = undefined;
+    this.health.set(UNHEALTHY_REASON, false);
+    this.metrics.kafkaUp.set(1);
+    this.log.info({ sink: this.writer.kind }, "sink reachable again");
+  }
+
+  private updateGauges(): void {
+    this.metrics.queueRecords.set(this.queuedRecords);
+    this.metrics.queueBytes.set(this.queuedBytes);
+  }
+}

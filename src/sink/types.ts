@@ -1,0 +1,19 @@
+/** One record on its way to Kafka (or to the local log). */
+export interface SinkMessage {
+  topic: string;
+  key: string;
+  value: string;
+  headers: Record<string, string>;
+}
+
+/**
+ * A durable destination for batches. `write` resolves only once the batch is
+ * acknowledged (Kafka acks=all, or fsync for the local log) and rejects on any
+ * failure; the delivery queue retries.
+ */
+export interface SinkWriter {
+  readonly kind: "kafka" | "local-log";
+  connect(): Promise<void>;
+  write(batch: SinkMessage[]): Promise<void>;
+  close(): Promise<void>;
+}

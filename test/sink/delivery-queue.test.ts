@@ -1,0 +1,97 @@
+import { describe, expect, test } from "bun:test";
+import pino from "pino";
+import { HealthState } from "../../src/health/health.ts";
+import { createMetrics } from "../../src/metrics/metrics.ts";
+import { DeliveryQueue, type DeliveryQueueOptions, UNHEALTHY_REASON } from "../../src/sink/delivery-queue.ts";
+import type { SinkMessage, SinkWriter } from "../../src/sink/types.ts";
+
+/** A writer whose availability the test controls; the queue, not the writer, is under test. */
+class ControlledWriter implements SinkWriter {
+  readonly kind = "kafka";
+  readonly batches: SinkMessage[][] = [];
+  failing = false;
+  attempts = 0;
+  async connect() {}
+  async write(batch: SinkMessage[]) {
+    this.attempts++;
+    if (this.failing) throw new Error("broker down");
+    this.batches.push(batch);
+  }
+  async close() {}
+}
+
+const OPTIONS: DeliveryQueueOptions = {
+  lingerMs: 5,
+  batchBytes: 10_000,
+  maxRecords: 100,
+  maxBytes: 1_000_000,
+  unhealthyAfterMs: 50,
+  maxInFlight: 2,
+  probeIntervalMs: 1000,
+  retryBaseMs: 5,
+  retryMaxMs: 20,
+};
+
+function message(n: number): SinkMessage {
+  return { topic: "t", key: "k", value: JSON.stringify({ n }), headers: {} };
+}
+
+function setup(options: Partial<DeliveryQueueOptions> = {}) {
+  const writer = new ControlledWriter();
+  const health = new HealthState();
+  const metrics = createMetrics("test", "0");
+  const queue = new DeliveryQueue(
+    writer,
+    { ...OPTIONS, ...options },
+    metrics,
+    health,
+    pino({ level: "silent" }),
+  );
+  return { writer, health, queue };
+}
+
+describe("DeliveryQueue", () => {
+  test("batches records of concurrent requests and acknowledges each request", async () => {
+    const { writer, queue } = setup();
+    await Promise.all([queue.enqueue([message(1), message(2)]), queue.enqueue([message(3)])]);
+    expect(writer.batches.flat().map((m) => JSON.parse(m.value).n)).toEqual([1, 2, 3]);
+    expect(writer.batches.length).toBe(1);
+    expect(queue.depth.records).toBe(0);
+  });
+
+  test("splits by batch bytes", async () => {
+    const { writer, queue } = setup({ batchBytes: 200 });
+    await queue.enqueue(Array.from({ length: 10 }, (_, i) => message(i)));
+    expect(writer.batches.length).toBeGreaterThan(1);
+    expect(writer.batches.flat().length).toBe(10);
+  });
+
+  test("refuses with 503 past the record bound instead of growing", () => {
+    const { queue } = setup({ maxRecords: 3 });
+    queue.enqueue([message(1), message(2)]).catch(() => {});
+    expect(() => queue.enqueue([message(3), message(4)])).toThrow("queue is full");
+  });
+
+  test("retries a failed batch until it succeeds, turns unhealthy, and recovers", async () => {
+    const { writer, health, queue } = setup();
+    writer.failing = true;
+    const acknowledged = queue.enqueue([message(1)]);
+    await Bun.sleep(120);
+    expect(health.list()).toContain(UNHEALTHY_REASON);
+    expect(() => queue.enqueue([message(2)])).toThrow("unreachable");
+    writer.failing = false;
+    await acknowledged;
+    expect(writer.attempts).toBeGreaterThan(2);
+    expect(writer.batches.flat().map((m) => JSON.parse(m.value).n)).toEqual([1]);
+    expect(health.ready).toBe(true);
+  });
+
+  test("close flushes what is queued and then refuses", async () => {
+    const { writer, queue } = setup({ lingerMs: 10_000 });
+    const acknowledged = queue.enqueue([message(1)]);
+    await queue.close(1000);
+    await acknowledged;
+    expect(writer.batches.flat().length).toBe(1);
+    expect(() => queue.enqueue([message(2)])).toThrow("shutting down");
+  });
+});

@@ -1,0 +1,78 @@
+import { Admin, Consumer, type Message, stringDeserializers } from "@platformatic/kafka";
+
+/** Addresses of the real services started by scripts/services (see scripts/test-all). */
+export function services() {
+  const brokers = process.env.KAFKA_BROKERS;
+  const redisUrl = process.env.REDIS_URL;
+  if (!brokers || !redisUrl) {
+    throw new Error('KAFKA_BROKERS and REDIS_URL must be set: run `eval "$(scripts/services env)"` first');
+  }
+  return { brokers, redisUrl };
+}
+
+/** A fresh topic per test, so tests never see each other's records. */
+export async function createTopic(prefix: string, partitions = 3): Promise<string> {
+  const topic = `${prefix}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  const admin = new Admin({ clientId: "test-admin", bootstrapBrokers: services().brokers.split(",") });
+  try {
+    await admin.createTopics({ topics: [topic], partitions, replicas: 1 });
+  } finally {
+    await admin.close();
+  }
+  return topic;
+}
+
+export type ReadMessage = Message<string, string, string, string>;
+
+/**
+ * Reads `topic` from the beginning until `expected` messages arrived or the
+ * timeout passed, and returns what it read (the caller asserts the count).
+ */
+export async function readTopic(topic: string, expected: number, timeoutMs = 30_000): Promise<ReadMessage[]> {
+  const consumer = new Consumer({
+    clientId: "test-reader",
+    groupId: `test-reader-${Date.now()}-${Math.random().toString(36).slice(2)}`,
+    bootstrapBrokers: services().brokers.split(","),
+    deserializers: stringDeserializers,
+    maxWaitTime: 200,
+  });
+  const messages: ReadMessage[] = [];
+  try {
+    const stream = await consumer.consume({
+      topics: [topic],
+      mode: "earliest",
+      autocommit: false,
+      maxWaitTime: 200,
+    });
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      stream.on("data", (message) => {
+        messages.push(message);
+        if (messages.length >= expected) {
+          clearTimeout(timer);
+          // Give a moment for unexpected extra records (duplicates) to show up too.
+          setTimeout(resolve, 300);
+        }
+      });
+    });
+    await stream.close();
+  } finally {
+    await consumer.close(true);
+  }
+  return messages;
+}
+
+/** Delivery invariants: every expected id exactly once, nothing else. */
+export function assertExactlyOnce(
+  ids: string[],
+  expected: string[],
+): { missing: string[]; duplicates: string[]; unexpected: string[] } {
+  const seen = new Map<string, number>();
+  for (const id of ids) seen.set(id, (seen.get(id) ?? 0) + 1);
+  const expectedSet = new Set(expected);
+  return {
+    missing: expected.filter((id) => !seen.has(id)),
+    duplicates: [...seen].filter(([, count]) => count > 1).map(([id]) => id),
+    unexpected: [...seen.keys()].filter((id) => !expectedSet.has(id)),
+  };
+}
