@@ -215,6 +215,7 @@ async function createSink(
     unhealthyAfterMs: config.kafka.unhealthyAfterMs,
     maxInFlight: config.kafka.maxInFlight,
     probeIntervalMs: 2000,
+    writeTimeoutMs: config.kafka.writeTimeoutMs,
     retryBaseMs: 100,
     retryMaxMs: 3000,
   };
@@ -245,7 +246,7 @@ async function createSink(
     log.error({ err: error, brokers: config.kafka.brokers }, "Kafka unreachable at start");
   }
   const queue = new DeliveryQueue(writer, queueOptions, metrics, health, log);
-  queue.startProbe(() => writer.probe());
+  queue.startMonitor(() => writer.probe());
   log.info(
     { brokers: config.kafka.brokers, topic: config.kafka.topic, sasl: config.kafka.saslMechanism },
     "Kafka sink",

@@ -37,6 +37,7 @@ export interface Config {
     queueMaxBytes: number;
     unhealthyAfterMs: number;
     topicPartitions: number;
+    writeTimeoutMs: number;
   };
   localLog: {
     dir: string;
@@ -149,10 +150,11 @@ export function loadConfig(env: Env = process.env): Config {
       compression: read("KAFKA_COMPRESSION", oneOf(COMPRESSIONS), "lz4"),
       lingerMs: read("KAFKA_LINGER_MS", integer(0, 60_000), 5),
       batchBytes: read("KAFKA_BATCH_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
-      maxInFlight: read("KAFKA_MAX_IN_FLIGHT", integer(1, 5), 3),
+      maxInFlight: read("KAFKA_MAX_IN_FLIGHT", integer(1, 5), 1),
       queueMaxRecords: read("KAFKA_QUEUE_MAX_RECORDS", integer(1, 100_000_000), 200_000),
       queueMaxBytes: read("KAFKA_QUEUE_MAX_BYTES", integer(1024, 16 * 1024 * 1024 * 1024), 256 * 1024 * 1024),
       unhealthyAfterMs: read("KAFKA_UNHEALTHY_AFTER_MS", integer(0, 3_600_000), 10_000),
+      writeTimeoutMs: read("KAFKA_WRITE_TIMEOUT_MS", integer(100, 600_000), 5000),
       topicPartitions: read("KAFKA_TOPIC_PARTITIONS", integer(1, 10_000), 6),
     },
     localLog: {

@@ -5,15 +5,28 @@ import type { Logger } from "../log/logger.ts";
 import type { DeliveryQueue } from "../sink/delivery-queue.ts";
 import { type FanoutBus, type FanoutListener, type FanoutMessage, fanoutKey } from "./bus.ts";
 
+type FanoutConsumer = Consumer<string, string, string, string>;
+type FanoutStream = MessagesStream<string, string, string, string>;
+
+const RESTART_DELAY_MS = 2000;
+
 /**
  * Fan-out over a Kafka topic. Publishing goes through the shared delivery
  * queue (batched, retried, bounded). Every instance reads every partition from
  * the offsets that were latest when it started: it uses a consumer group of its
- * own (unique id, no commits) so instances never share partitions.
+ * own (unique id, no commits) so instances never share partitions. When the
+ * stream fails (broker restart) it is rebuilt from the next unread offsets, so
+ * no message is skipped.
  */
 export class KafkaFanoutBus implements FanoutBus {
-  private consumer: Consumer<string, string, string, string> | undefined;
-  private stream: MessagesStream<string, string, string, string> | undefined;
+  private consumer: FanoutConsumer | undefined;
+  private stream: FanoutStream | undefined;
+  private listener: FanoutListener | undefined;
+  private epoch = "";
+  /** Next offset to read, per partition. */
+  private readonly nextOffsets = new Map<number, bigint>();
+  private restartTimer: ReturnType<typeof setTimeout> | undefined;
+  private closed = false;
 
   constructor(
     private readonly connection: KafkaConnectionOptions,
@@ -23,43 +36,23 @@ export class KafkaFanoutBus implements FanoutBus {
   ) {}
 
   async start(listener: FanoutListener): Promise<void> {
-    const consumer = new Consumer({
-      ...this.connection,
-      groupId: `edge-gateway-fanout-${randomUUID()}`,
-      deserializers: stringDeserializers,
-      autocommit: false,
-      maxWaitTime: 500,
-    });
-    this.consumer = consumer;
-    const metadata = await consumer.metadata({ topics: [this.topic], forceUpdate: true });
-    const topicId = metadata.topics.get(this.topic)?.id ?? "0";
-    // The topic id changes when the topic is recreated: that is when old event ids stop meaning anything.
-    const epoch = `k${topicId.replaceAll("-", "").slice(0, 12)}`;
-    const latest = (await consumer.listOffsets({ topics: [this.topic] })).get(this.topic) ?? [];
-    latest.forEach((offset, partition) => {
-      listener.origin(epoch, partition, offset);
-    });
-    this.stream = await consumer.consume({
-      topics: [this.topic],
-      mode: "manual",
-      offsets: latest.map((offset, partition) => ({ topic: this.topic, partition, offset })),
-      autocommit: false,
-      maxWaitTime: 500,
-    });
-    this.stream.on("data", (message) => {
-      let parsed: FanoutMessage;
-      try {
-        parsed = JSON.parse(message.value) as FanoutMessage;
-      } catch {
-        this.log.warn({ partition: message.partition }, "fan-out message is not JSON; skipped");
-        return;
-      }
-      listener.deliver({
-        ...parsed,
-        position: { epoch, partition: message.partition, offset: message.offset },
+    this.listener = listener;
+    const consumer = this.newConsumer();
+    try {
+      const metadata = await consumer.metadata({ topics: [this.topic], forceUpdate: true });
+      const topicId = metadata.topics.get(this.topic)?.id ?? "0";
+      // The topic id changes when the topic is recreated: that is when old event ids stop meaning anything.
+      this.epoch = `k${topicId.replaceAll("-", "").slice(0, 12)}`;
+      const latest = (await consumer.listOffsets({ topics: [this.topic] })).get(this.topic) ?? [];
+      latest.forEach((offset, partition) => {
+        this.nextOffsets.set(partition, offset);
+        listener.origin(this.epoch, partition, offset);
       });
-    });
-    this.stream.on("error", (error) => this.log.error({ err: error }, "fan-out consumer error"));
+      await this.consume(consumer);
+    } catch (error) {
+      await forceClose(consumer);
+      throw error;
+    }
   }
 
   publish(messages: FanoutMessage[]): Promise<void> {
@@ -74,7 +67,76 @@ export class KafkaFanoutBus implements FanoutBus {
   }
 
   async close(): Promise<void> {
-    await this.stream?.close();
-    await this.consumer?.close(true);
+    this.closed = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    await this.stop();
   }
+
+  private newConsumer(): FanoutConsumer {
+    return new Consumer({
+      ...this.connection,
+      groupId: `edge-gateway-fanout-${randomUUID()}`,
+      deserializers: stringDeserializers,
+      autocommit: false,
+      maxWaitTime: 500,
+    });
+  }
+
+  private async consume(consumer: FanoutConsumer): Promise<void> {
+    this.consumer = consumer;
+    const stream = await consumer.consume({
+      topics: [this.topic],
+      mode: "manual",
+      offsets: [...this.nextOffsets].map(([partition, offset]) => ({ topic: this.topic, partition, offset })),
+      autocommit: false,
+      maxWaitTime: 500,
+    });
+    this.stream = stream;
+    stream.on("data", (message) => {
+      this.nextOffsets.set(message.partition, message.offset + 1n);
+      let parsed: FanoutMessage;
+      try {
+        parsed = JSON.parse(message.value) as FanoutMessage;
+      } catch {
+        this.log.warn({ partition: message.partition }, "fan-out message is not JSON; skipped");
+        return;
+      }
+      const position = { epoch: this.epoch, partition: message.partition, offset: message.offset };
+      this.listener?.deliver({ ...parsed, position });
+    });
+    stream.on("error", (error) => {
+      this.log.warn({ err: error }, "fan-out consumer failed; rebuilding it");
+      this.scheduleRestart();
+    });
+  }
+
+  private scheduleRestart(): void {
+    if (this.closed || this.restartTimer) return;
+    this.restartTimer = setTimeout(async () => {
+      this.restartTimer = undefined;
+      await this.stop();
+      if (this.closed) return;
+      this.consume(this.newConsumer()).then(
+        () => this.log.info("fan-out consumer rebuilt"),
+        (error) => {
+          this.log.warn({ err: error }, "fan-out consumer rebuild failed; retrying");
+          this.scheduleRestart();
+        },
+      );
+    }, RESTART_DELAY_MS);
+    this.restartTimer.unref?.();
+  }
+
+  private async stop(): Promise<void> {
+    const { stream, consumer } = this;
+    this.stream = undefined;
+    this.consumer = undefined;
+    await stream?.close().catch(() => {});
+    if (consumer) await forceClose(consumer);
+  }
+}
+
+/** Closes without waiting for in-flight fetches; errors on the way out are irrelevant. */
+function forceClose(consumer: FanoutConsumer): Promise<void> {
+  return new Promise((resolve) => consumer.close(true, () => resolve()));
 }

@@ -12,6 +12,8 @@ export interface DeliveryQueueOptions {
   unhealthyAfterMs: number;
   maxInFlight: number;
   probeIntervalMs: number;
+  /** A write (or probe) not acknowledged in this time counts as failed and is retried. */
+  writeTimeoutMs: number;
   retryBaseMs: number;
   retryMaxMs: number;
 }
@@ -52,7 +54,8 @@ export class DeliveryQueue {
   private queuedBytes = 0;
   private inFlight = 0;
   private lingerTimer: ReturnType<typeof setTimeout> | undefined;
-  private probeTimer: ReturnType<typeof setInterval> | undefined;
+  private monitorTimer: ReturnType<typeof setInterval> | undefined;
+  private lastProbeAt = 0;
   private failingSince: number | undefined;
   private closed = false;
   private idleWaiters: Array<() => void> = [];
@@ -69,16 +72,23 @@ export class DeliveryQueue {
     metrics.kafkaUp.set(1);
   }
 
-  /** Starts the idle-time probe so /health notices an unreachable sink without traffic. */
-  startProbe(probe: () => Promise<void>): void {
-    this.probeTimer = setInterval(() => {
-      if (this.inFlight > 0 || this.closed) return;
-      probe().then(
+  /**
+   * Starts the monitor: it turns /health unhealthy once failures have lasted
+   * `unhealthyAfterMs` (even between retries), and, when `probe` is given,
+   * checks an idle sink so an outage is noticed without traffic.
+   */
+  startMonitor(probe?: () => Promise<void>): void {
+    this.monitorTimer = setInterval(() => {
+      if (this.closed) return;
+      this.checkHealth();
+      if (!probe || this.inFlight > 0 || Date.now() - this.lastProbeAt < this.options.probeIntervalMs) return;
+      this.lastProbeAt = Date.now();
+      withDeadline(probe(), this.options.writeTimeoutMs).then(
         () => this.markHealthy(),
         (error) => this.markFailing(error),
       );
-    }, this.options.probeIntervalMs);
-    this.probeTimer.unref?.();
+    }, 250);
+    this.monitorTimer.unref?.();
   }
 
   /**
@@ -128,7 +138,7 @@ export class DeliveryQueue {
    */
   async close(deadlineMs: number): Promise<void> {
     this.closed = true;
-    if (this.probeTimer) clearInterval(this.probeTimer);
+    if (this.monitorTimer) clearInterval(this.monitorTimer);
     this.pump();
     const flushed = await Promise.race([
       this.whenEmpty().then(() => true),
@@ -185,7 +195,7 @@ export class DeliveryQueue {
     for (let attempt = 0; ; attempt++) {
       const started = performance.now();
       try {
-        await this.writer.write(messages);
+        await withDeadline(this.writer.write(messages), this.options.writeTimeoutMs);
         this.metrics.produceDuration.observe((performance.now() - started) / 1000);
         break;
       } catch (error) {
@@ -225,16 +235,18 @@ export class DeliveryQueue {
   }
 
   private markFailing(error: unknown): void {
-    const now = Date.now();
     if (this.failingSince === undefined) {
-      this.failingSince = now;
+      this.failingSince = Date.now();
       this.log.warn({ err: error, sink: this.writer.kind }, "sink write failed; retrying");
     }
-    if (this.isUnhealthy() && !this.health.has(UNHEALTHY_REASON)) {
-      this.health.set(UNHEALTHY_REASON, true);
-      this.metrics.kafkaUp.set(0);
-      this.log.error({ sink: this.writer.kind, failingForMs: now - this.failingSince }, "sink unreachable");
-    }
+    this.checkHealth();
+  }
+
+  private checkHealth(): void {
+    if (this.failingSince === undefined || !this.isUnhealthy() || this.health.has(UNHEALTHY_REASON)) return;
+    this.health.set(UNHEALTHY_REASON, true);
+    this.metrics.kafkaUp.set(0);
+    this.log.error({ sink: this.writer.kind, failingForMs: Date.now() - this.failingSince }, "sink unreachable");
   }
 
   private markHealthy(): void {
@@ -249,4 +261,14 @@ export class DeliveryQueue {
     this.metrics.queueRecords.set(this.queuedRecords);
     this.metrics.queueBytes.set(this.queuedBytes);
   }
+}
+
+/** Rejects when `promise` has not settled within `ms`; the late result is ignored. */
+function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no acknowledgement within ${ms} ms`)), ms);
+  });
+  promise.catch(() => {});
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }

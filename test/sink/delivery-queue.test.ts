@@ -28,6 +28,7 @@ const OPTIONS: DeliveryQueueOptions = {
   unhealthyAfterMs: 50,
   maxInFlight: 2,
   probeIntervalMs: 1000,
+  writeTimeoutMs: 1000,
   retryBaseMs: 5,
   retryMaxMs: 20,
 };

@@ -1,0 +1,217 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createTopic, services } from "../support/kafka.ts";
+import { TEST_SECRET, token } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
+
+type Frame = Record<string, unknown>;
+
+async function connect(gateway: RunningGateway, tenant: string, extra: { channels?: string[] } = {}) {
+  const socket = new TestSocket(`${gateway.wsUrl}?token=${await token(tenant, ["subscribe"], extra)}`);
+  await socket.opened();
+  await socket.next((frame) => frame.type === "connected");
+  return socket;
+}
+
+async function subscribe(socket: TestSocket, channel: string, since?: string): Promise<Frame> {
+  socket.send({ type: "subscribe", channel, ...(since ? { since } : {}) });
+  return socket.next((frame) => frame.type === "subscribed" || frame.type === "error");
+}
+
+async function ingest(gateway: RunningGateway, tenant: string, channel: string, from: number, count: number) {
+  const records = Array.from({ length: count }, (_, i) => ({
+    type: "click",
+    channel,
+    data: { element: `e${from + i}` },
+  }));
+  const response = await fetch(`${gateway.url}/v1/events`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${await token(tenant, ["ingest"])}`,
+      "content-type": "application/json",
+    },
+    body: JSON.stringify(records),
+  });
+  expect(response.status).toBe(202);
+}
+
+async function collect(socket: TestSocket, count: number, timeoutMs = 10_000): Promise<Frame[]> {
+  const events: Frame[] = [];
+  while (events.length < count) events.push(await socket.next((frame) => frame.type === "event", timeoutMs));
+  return events;
+}
+
+describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
+  let first: RunningGateway;
+  let second: RunningGateway;
+
+  beforeAll(async () => {
+    const env = {
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: await createTopic(`fanout-events-${runtime}`),
+      KAFKA_FANOUT_TOPIC: await createTopic(`fanout-${runtime}`),
+      JWT_SECRET: TEST_SECRET,
+      WS_PING_INTERVAL_MS: "500",
+    };
+    [first, second] = await Promise.all([startGateway(runtime, env), startGateway(runtime, env)]);
+  });
+  afterAll(async () => {
+    await Promise.all([first.stop("SIGKILL"), second.stop("SIGKILL")]);
+  });
+
+  test("events ingested on one instance reach a subscriber on the other, in order, once", async () => {
+    const subscriber = await connect(second, "acme");
+    expect((await subscribe(subscriber, "orders")).type).toBe("subscribed");
+    await ingest(first, "acme", "orders", 0, 20);
+    const events = await collect(subscriber, 20);
+    expect(events.map((event) => (event.data as { element: string }).element)).toEqual(
+      Array.from({ length: 20 }, (_, i) => `e${i}`),
+    );
+    const ids = events.map((event) => event.id as string);
+    expect([...ids].sort()).toEqual(ids);
+    expect(new Set(ids).size).toBe(20);
+    expect(events.every((event) => event.channel === "orders" && event.recordType === "click")).toBe(true);
+    await Bun.sleep(300);
+    expect(subscriber.frames.filter((frame) => frame.type === "event")).toEqual([]);
+    subscriber.close();
+  });
+
+  test("a broadcast published on one instance reaches every connection of the tenant on the other", async () => {
+    const subscriber = await connect(second, "acme");
+    const outsider = await connect(second, "globex");
+    const response = await fetch(`${first.url}/v1/publish`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${await token("acme", ["publish"])}`,
+        "content-type": "application/json",
+      },
+      body: JSON.stringify({ broadcast: true, data: { notice: "maintenance" } }),
+    });
+    expect(response.status).toBe(202);
+    const event = await subscriber.next((frame) => frame.type === "event");
+    expect(event.broadcast).toBe(true);
+    expect(event.data).toEqual({ notice: "maintenance" });
+    await Bun.sleep(500);
+    expect(outsider.frames.filter((frame) => frame.type === "event")).toEqual([]);
+    subscriber.close();
+    outsider.close();
+  });
+
+  test("resume: 100 events missed while away arrive after reconnecting with since, and the HTTP delta matches", async () => {
+    const before = await connect(second, "acme");
+    await subscribe(before, "resume");
+    await ingest(first, "acme", "resume", 0, 1);
+    const [seen] = await collect(before, 1);
+    const since = (seen as Frame).id as string;
+    before.close();
+    await before.closed;
+
+    await ingest(first, "acme", "resume", 1, 100);
+    await Bun.sleep(1000);
+    const after = await connect(second, "acme");
+    const subscribed = await subscribe(after, "resume", since);
+    expect(subscribed.type).toBe("subscribed");
+    const replayed = await collect(after, 100);
+    expect(replayed.map((event) => (event.data as { element: string }).element)).toEqual(
+      Array.from({ length: 100 }, (_, i) => `e${i + 1}`),
+    );
+    expect(new Set(replayed.map((event) => event.id)).size).toBe(100);
+
+    const delta = await fetch(`${second.url}/v1/channels/resume/events?since=${since}`, {
+      headers: { authorization: `Bearer ${await token("acme", ["subscribe"])}` },
+    });
+    expect(delta.status).toBe(200);
+    const body = (await delta.json()) as { events: Frame[] };
+    expect(body.events.map((event) => event.id)).toEqual(replayed.map((event) => event.id));
+    after.close();
+  });
+
+  test("since older than the history: history_gone on the socket and 410 on HTTP", async () => {
+    const socket = await connect(second, "acme");
+    await ingest(first, "acme", "old", 0, 1);
+    await Bun.sleep(500);
+    const gone = await subscribe(socket, "old", "k0-0-0000000000000000");
+    expect(gone).toMatchObject({ type: "error", code: "history_gone" });
+    expect((await socket.next((frame) => frame.type === "subscribed")).channel).toBe("old");
+    const delta = await fetch(`${second.url}/v1/channels/old/events?since=k0-0-0000000000000000`, {
+      headers: { authorization: `Bearer ${await token("acme", ["subscribe"])}` },
+    });
+    expect(delta.status).toBe(410);
+    socket.close();
+  });
+
+  test("tenant isolation: same channel name in two tenants, crafted names, system channels", async () => {
+    const acme = await connect(second, "acme");
+    const globex = await connect(second, "globex");
+    await subscribe(acme, "shared");
+    await subscribe(globex, "shared");
+    for (const crafted of ["$system", "acme/shared", "../shared", "", "a b"]) {
+      expect(await subscribe(globex, crafted)).toMatchObject({ type: "error", code: "bad_channel" });
+    }
+    await ingest(first, "acme", "shared", 0, 5);
+    expect((await collect(acme, 5)).length).toBe(5);
+    await Bun.sleep(500);
+    expect(globex.frames.filter((frame) => frame.type === "event")).toEqual([]);
+    acme.close();
+    globex.close();
+  });
+
+  test("a forbidden subscribe gets an error frame and the connection stays usable", async () => {
+    const limited = await connect(second, "acme", { channels: ["orders.*"] });
+    expect(await subscribe(limited, "payroll")).toMatchObject({ type: "error", code: "forbidden" });
+    expect(await subscribe(limited, "orders.eu")).toMatchObject({ type: "subscribed", channel: "orders.eu" });
+    await ingest(first, "acme", "orders.eu", 0, 1);
+    expect((await collect(limited, 1)).length).toBe(1);
+    limited.close();
+  });
+
+  test("app-level ping carries the last event id of each subscribed channel", async () => {
+    const socket = await connect(second, "acme");
+    await subscribe(socket, "orders");
+    const ping = await socket.next((frame) => frame.type === "ping", 3000);
+    expect(typeof (ping.lastEventIds as Record<string, string>).orders).toBe("string");
+    socket.close();
+  });
+});
+
+describe.each(RUNTIMES)("WebSocket authentication on %s", (runtime) => {
+  let gateway: RunningGateway;
+  beforeAll(async () => {
+    gateway = await startGateway(runtime, { JWT_SECRET: TEST_SECRET, WS_AUTH_TIMEOUT_MS: "400" });
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+  });
+
+  test("a first-message auth frame authenticates", async () => {
+    const socket = new TestSocket(gateway.wsUrl);
+    await socket.opened();
+    socket.send({ type: "auth", token: await token("acme", ["subscribe"]) });
+    expect((await socket.next()).type).toBe("connected");
+    socket.close();
+  });
+
+  test("no auth within the deadline closes with 4001", async () => {
+    const socket = new TestSocket(gateway.wsUrl);
+    await socket.opened();
+    expect((await socket.closed).code).toBe(4001);
+  });
+
+  test("a bad first-message token closes with 4001", async () => {
+    const socket = new TestSocket(gateway.wsUrl);
+    await socket.opened();
+    socket.send({ type: "auth", token: "bad" });
+    expect((await socket.closed).code).toBe(4001);
+  });
+
+  test("a bad token in the query is refused at upgrade", async () => {
+    const response = await fetch(`${gateway.url}/v1/ws?token=bad`, {
+      headers: {
+        upgrade: "websocket",
+        connection: "Upgrade",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-version": "13",
+      },
+    });
+    expect(response.status).toBe(401);
+  });
+});

@@ -1,0 +1,11 @@
+import { signDevToken } from "../../src/auth/dev-token.ts";
+
+export const TEST_SECRET = "e2e-test-secret-0123456789";
+
+export function token(
+  tenant: string,
+  scopes: string[],
+  extra: { channels?: string[]; ttlSec?: number } = {},
+) {
+  return signDevToken({ secret: TEST_SECRET, tenant, scopes, ...extra });
+}

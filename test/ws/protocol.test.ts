@@ -1,0 +1,22 @@
+import { expect, test } from "bun:test";
+import { parseClientFrame } from "../../src/ws/protocol.ts";
+
+test("client frames are parsed, and bad ones explained without throwing", () => {
+  expect(parseClientFrame('{"type":"subscribe","channel":"orders","since":"e-0-1"}')).toEqual({
+    type: "subscribe",
+    channel: "orders",
+    since: "e-0-1",
+  });
+  expect(parseClientFrame('{"type":"auth","token":"t"}')).toEqual({ type: "auth", token: "t" });
+  expect(parseClientFrame('{"type":"unsubscribe","channel":"o"}')).toEqual({
+    type: "unsubscribe",
+    channel: "o",
+  });
+  expect(parseClientFrame("nope")).toEqual({ error: "frames are JSON text" });
+  expect(parseClientFrame("[1]")).toEqual({ error: "a frame is a JSON object" });
+  expect(parseClientFrame('{"type":"subscribe"}')).toEqual({ error: "subscribe needs a channel" });
+  expect(parseClientFrame('{"type":"subscribe","channel":"o","since":5}')).toEqual({
+    error: "since must be an event id",
+  });
+  expect(parseClientFrame('{"type":"dance"}')).toEqual({ error: 'unknown frame type "dance"' });
+});
