@@ -177,7 +177,7 @@ export function loadConfig(env: Env = process.env): Config {
       requestsPerSec: read("RATE_LIMIT_REQUESTS_PER_SEC", integer(1), 10_000),
       trustProxyHops: read("TRUST_PROXY", integer(0, 16), 0),
       expectedInstances: read("RATE_LIMIT_EXPECTED_INSTANCES", integer(1, 10_000), 1),
-      redisTimeoutMs: read("REDIS_TIMEOUT_MS", integer(1, 10_000), 50),
+      redisTimeoutMs: read("REDIS_TIMEOUT_MS", integer(1, 10_000), 250),
     },
     ws: {
       pingIntervalMs: read("WS_PING_INTERVAL_MS", integer(100, 3_600_000), 30_000),

@@ -1,0 +1,132 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { services } from "../support/kafka.ts";
+import { TEST_SECRET, token } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+
+const SERVICES = new URL("../../scripts/services", import.meta.url).pathname;
+const BUDGET = 200;
+
+async function servicesCommand(command: string): Promise<void> {
+  const child = Bun.spawn([SERVICES, command], { stdout: "inherit", stderr: "inherit" });
+  if ((await child.exited) !== 0) throw new Error(`scripts/services ${command} failed`);
+}
+
+/** Waits until the gateway says Redis is in charge (gateway_rate_limiter_degraded 0). */
+async function waitForSharedLimits(gateway: RunningGateway): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const text = await (await fetch(`${gateway.url}/metrics`)).text();
+    if (text.includes("gateway_rate_limiter_degraded 0")) return;
+    await Bun.sleep(100);
+  }
+  throw new Error("the gateway never reported Redis ready");
+}
+
+async function postBatch(gateway: RunningGateway, tenant: string, size: number) {
+  const records = Array.from({ length: size }, () => ({ type: "click", data: { element: "x" } }));
+  const response = await fetch(`${gateway.url}/v1/events?ack=none`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${await token(tenant, ["ingest"])}`,
+      "content-type": "application/json",
+    },
+    body: JSON.stringify(records),
+  });
+  await response.arrayBuffer();
+  return response;
+}
+
+/** Fires `requests` batches of 10 at the two gateways at once and sums what was admitted. */
+async function burst(gateways: RunningGateway[], tenant: string, requests: number) {
+  const responses = await Promise.all(
+    Array.from({ length: requests }, (_, i) =>
+      postBatch(gateways[i % gateways.length] as RunningGateway, tenant, 10),
+    ),
+  );
+  const statuses = responses.map((response) => response.status);
+  return { admitted: statuses.filter((status) => status === 202).length * 10, statuses, responses };
+}
+
+describe.each(RUNTIMES)("rate limits shared through Redis on %s", (runtime) => {
+  let gateways: RunningGateway[];
+  let folder: string;
+
+  beforeAll(async () => {
+    folder = await mkdtemp(join(tmpdir(), "ratelimit-"));
+    const env = {
+      REDIS_URL: services().redisUrl,
+      JWT_SECRET: TEST_SECRET,
+      RATE_LIMIT_EVENTS_PER_SEC: String(BUDGET),
+      RATE_LIMIT_EXPECTED_INSTANCES: "2",
+    };
+    gateways = await Promise.all([
+      startGateway(runtime, { ...env, LOCAL_LOG_DIR: join(folder, "a") }),
+      startGateway(runtime, { ...env, LOCAL_LOG_DIR: join(folder, "b") }),
+    ]);
+    await Promise.all(gateways.map(waitForSharedLimits));
+  });
+  afterAll(async () => {
+    await Promise.all(gateways.map((gateway) => gateway.stop("SIGKILL")));
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  test("two instances together admit the tenant's budget in a window; another tenant is unaffected", async () => {
+    const tenant = `t${Date.now()}`;
+    const { admitted, statuses } = await burst(gateways, tenant, 40);
+    expect(admitted).toBeGreaterThanOrEqual(BUDGET * 0.95);
+    expect(admitted).toBeLessThanOrEqual(BUDGET * 1.05);
+    expect(statuses.filter((status) => status !== 202 && status !== 429)).toEqual([]);
+    expect((await postBatch(gateways[0] as RunningGateway, `other${Date.now()}`, 10)).status).toBe(202);
+  });
+
+  test("429 carries Retry-After and RateLimit-*, successes carry RateLimit-*, and a retry after Retry-After succeeds", async () => {
+    const tenant = `h${Date.now()}`;
+    const ok = await postBatch(gateways[0] as RunningGateway, tenant, 10);
+    expect(ok.status).toBe(202);
+    expect(ok.headers.get("ratelimit-limit")).toBe(String(BUDGET));
+    expect(ok.headers.get("ratelimit-remaining")).toBe(String(BUDGET - 10));
+    const refused = await postBatch(gateways[1] as RunningGateway, tenant, BUDGET);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("ratelimit-limit")).toBe(String(BUDGET));
+    expect(refused.headers.get("ratelimit-remaining")).toBe("0");
+    const retryAfter = Number(refused.headers.get("retry-after"));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(Number(refused.headers.get("ratelimit-reset"))).toBeGreaterThanOrEqual(1);
+    await Bun.sleep(retryAfter * 1000);
+    expect((await postBatch(gateways[1] as RunningGateway, tenant, 10)).status).toBe(202);
+  });
+
+  test("Redis down: no 5xx and per-process limits; Redis back: shared limits again", async () => {
+    let redisStopped = false;
+    try {
+      await servicesCommand("stop-redis");
+      redisStopped = true;
+      await Bun.sleep(300);
+      const degraded = await burst(gateways, `d${Date.now()}`, 40);
+      expect(degraded.statuses.filter((status) => status >= 500)).toEqual([]);
+      // Each instance allows budget ÷ expected instances on its own.
+      expect(degraded.admitted).toBeGreaterThanOrEqual(BUDGET * 0.95);
+      expect(degraded.admitted).toBeLessThanOrEqual(BUDGET * 1.05);
+      const metrics = await (await fetch(`${(gateways[0] as RunningGateway).url}/metrics`)).text();
+      expect(metrics).toContain("gateway_rate_limiter_degraded 1");
+
+      await servicesCommand("start-redis");
+      redisStopped = false;
+      await waitForSharedLimits(gateways[0] as RunningGateway);
+      await Bun.sleep(1000);
+      const shared = await burst(
+        [gateways[0] as RunningGateway, gateways[0] as RunningGateway],
+        `s${Date.now()}`,
+        40,
+      );
+      // One instance alone now gets the whole shared budget, not its per-process share.
+      expect(shared.admitted).toBeGreaterThanOrEqual(BUDGET * 0.95);
+      expect(shared.admitted).toBeLessThanOrEqual(BUDGET * 1.05);
+    } finally {
+      if (redisStopped) await servicesCommand("start-redis");
+    }
+  }, 60_000);
+});
