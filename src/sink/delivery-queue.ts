@@ -201,6 +201,7 @@ export class DeliveryQueue {
       } catch (error) {
         this.metrics.produceErrors.inc();
         this.markFailing(error);
+        this.writer.reset?.();
         await new Promise((resolve) => setTimeout(resolve, this.backoff(attempt)));
       }
     }
@@ -246,7 +247,10 @@ export class DeliveryQueue {
     if (this.failingSince === undefined || !this.isUnhealthy() || this.health.has(UNHEALTHY_REASON)) return;
     this.health.set(UNHEALTHY_REASON, true);
     this.metrics.kafkaUp.set(0);
-    this.log.error({ sink: this.writer.kind, failingForMs: Date.now() - this.failingSince }, "sink unreachable");
+    this.log.error(
+      { sink: this.writer.kind, failingForMs: Date.now() - this.failingSince },
+      "sink unreachable",
+    );
   }
 
   private markHealthy(): void {

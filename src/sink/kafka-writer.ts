@@ -3,6 +3,8 @@ import type { Config } from "../config/config.ts";
 import type { KafkaConnectionOptions } from "../kafka/client-options.ts";
 import type { SinkMessage, SinkWriter } from "./types.ts";
 
+type StringProducer = Producer<string, string, string, string>;
+
 /**
  * Writes batches to Kafka with one shared idempotent producer (acks=all is
  * forced by idempotence). `write` resolves when the broker acknowledged the
@@ -10,20 +12,36 @@ import type { SinkMessage, SinkWriter } from "./types.ts";
  */
 export class KafkaWriter implements SinkWriter {
   readonly kind = "kafka";
-  private readonly producer: Producer<string, string, string, string>;
+  private producer: StringProducer;
 
   constructor(
     private readonly connection: KafkaConnectionOptions,
-    kafka: Config["kafka"],
+    private readonly kafka: Config["kafka"],
   ) {
-    this.producer = new Producer({
-      ...connection,
+    this.producer = this.newProducer();
+  }
+
+  private newProducer(): StringProducer {
+    return new Producer({
+      ...this.connection,
       idempotent: true,
       acks: -1,
-      compression: kafka.compression,
+      compression: this.kafka.compression,
       autocreateTopics: true,
       serializers: stringSerializers,
     });
+  }
+
+  /**
+   * After a failed or timed-out write the old producer may still hold that
+   * batch and its idempotence sequence (seen as OUT_OF_ORDER_SEQUENCE_NUMBER
+   * after a broker restart). A fresh producer id starts clean; the retry may
+   * duplicate a batch the old one did deliver (at-least-once, never lost).
+   */
+  reset(): void {
+    const stale = this.producer;
+    this.producer = this.newProducer();
+    stale.close(true, () => {});
   }
 
   async connect(): Promise<void> {
