@@ -45,7 +45,10 @@ const params = {
 };
 
 function record(i) {
-  return { type: "page_view", data: { url: `https://example.com/k6/${__VU}/${__ITER}/${i}`, duration_ms: i } };
+  return {
+    type: "page_view",
+    data: { url: `https://example.com/k6/${__VU}/${__ITER}/${i}`, duration_ms: i },
+  };
 }
 
 export function single() {
