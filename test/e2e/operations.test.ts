@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { TEST_SECRET, token } from "../support/tokens.ts";
 import { RUNTIMES, type RunningGateway, runUntilExit, startGateway, TestSocket } from "./harness.ts";
 
 describe.each(RUNTIMES)("operations on %s", (runtime) => {
@@ -57,8 +58,12 @@ describe.each(RUNTIMES)("operations on %s", (runtime) => {
 
 describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
   test("SIGTERM: /health turns 503 during the drain delay, sockets get reconnect + 1001, exit 0 in time", async () => {
-    const gateway = await startGateway(runtime, { DRAIN_DELAY_MS: "1500", DRAIN_TIMEOUT_MS: "6000" });
-    const client = new TestSocket(gateway.wsUrl);
+    const gateway = await startGateway(runtime, {
+      DRAIN_DELAY_MS: "1500",
+      DRAIN_TIMEOUT_MS: "6000",
+      JWT_SECRET: TEST_SECRET,
+    });
+    const client = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
     await client.opened();
     await client.next((frame) => frame.type === "connected");
     expect((await fetch(`${gateway.url}/health`)).status).toBe(200);
