@@ -111,7 +111,7 @@ export async function createGateway({
       metrics,
       log,
       admitConnection: async (ip) => {
-        await limits.admit("ws_connect", ip);
+        if (config.rateLimit.enabled) await limits.admit("ws_connect", ip);
       },
     },
   );
@@ -149,6 +149,7 @@ export async function createGateway({
         {
           authenticate,
           admit: async (request, principal, cost) => {
+            if (!config.rateLimit.enabled) return {};
             await limits.admit("ip_requests", clientIp(request, config.rateLimit.trustProxyHops));
             return limits.admit("tenant_events", principal.tenant, cost);
           },

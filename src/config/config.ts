@@ -55,6 +55,7 @@ export interface Config {
     refreshMs: number;
   };
   rateLimit: {
+    enabled: boolean;
     eventsPerSec: number;
     requestsPerSec: number;
     trustProxyHops: number;
@@ -173,6 +174,7 @@ export function loadConfig(env: Env = process.env): Config {
       refreshMs: read("SCHEMAS_REFRESH_MS", integer(1000, 86_400_000), 30_000),
     },
     rateLimit: {
+      enabled: read("RATE_LIMIT_ENABLED", boolean, true),
       eventsPerSec: read("RATE_LIMIT_EVENTS_PER_SEC", integer(1), 100_000),
       requestsPerSec: read("RATE_LIMIT_REQUESTS_PER_SEC", integer(1), 10_000),
       trustProxyHops: read("TRUST_PROXY", integer(0, 16), 0),

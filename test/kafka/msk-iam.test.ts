@@ -58,7 +58,7 @@ describe("MSK IAM OAUTHBEARER token", () => {
     const options = kafkaConnectionOptions(config.kafka, signWithStaticCredentials);
     expect(options.tls).toEqual({});
     expect(options.sasl?.mechanism).toBe("OAUTHBEARER");
-    const token = await (options.sasl?.token as () => Promise<string>)();
+    const token = await (options.sasl as { token: () => Promise<string> }).token();
     expect(Buffer.from(token, "base64url").toString("utf8")).toContain("kafka-cluster%3AConnect");
   });
 });

@@ -1,0 +1,24 @@
+// The baseline: a bare uWebSockets.js server on Node that reads the POST body
+// and answers 202 with a small JSON body, with no auth, validation or Kafka.
+import uws from "uWebSockets.js";
+
+const port = Number(process.env.PORT ?? 0);
+uws
+  .App()
+  .post("/*", (res) => {
+    let aborted = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    res.onData((_chunk, isLast) => {
+      if (isLast && !aborted) {
+        res.cork(() => {
+          res.writeStatus("202 Accepted").writeHeader("content-type", "application/json");
+          res.end('{"accepted":1,"rejected":0,"errors":[]}');
+        });
+      }
+    });
+  })
+  .listen("127.0.0.1", port, (token) => {
+    console.log(JSON.stringify({ msg: "listening", port: uws.us_socket_local_port(token) }));
+  });
