@@ -185,6 +185,8 @@ export async function createGateway({
         { name: "wait for the load balancer", run: () => sleep(config.drainDelayMs) },
         { name: "stop listening", run: () => server.stopListening() },
         { name: "disconnect websockets", run: () => hub.disconnectAll(Math.min(2000, remaining() / 4)) },
+        // Exiting with unread bytes on a socket makes the kernel reset it, and the client then loses the close frame.
+        { name: "let close handshakes finish", run: () => sleep(Math.min(500, remaining() / 8)) },
         { name: "finish in-flight requests", run: () => router.whenIdle() },
         { name: "flush the queue", run: () => queue.close(remaining()) },
         {

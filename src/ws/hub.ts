@@ -15,6 +15,10 @@ import { type ClientFrame, parseClientFrame } from "./protocol.ts";
 export interface ConnectionState {
   id: string;
   ip: string;
+  /** Token from the Authorization header or ?token=, verified right after open. */
+  upgradeToken: string | undefined;
+  /** Frames that arrived while the token was being verified; replayed once it is (bounded). */
+  framesDuringAuth: string[] | undefined;
   principal: Principal | undefined;
   channels: Set<string>;
   authTimer: ReturnType<typeof setTimeout> | undefined;
@@ -44,6 +48,8 @@ export interface WsHubDependencies {
 }
 
 type Peer = WsPeer<ConnectionState>;
+
+const MAX_FRAMES_DURING_AUTH = 16;
 
 /** Close codes of the protocol. */
 export const CLOSE = { unauthorized: 4001, goingAway: 1001, tryAgainLater: 1013, policy: 1008 } as const;
@@ -90,6 +96,11 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
     return receivers;
   }
 
+  /**
+   * Decides at once, without I/O: uWebSockets.js (Node) lost sockets whose
+   * upgrade completed after real asynchronous work, so token checks and the
+   * connect rate limit run right after `open` instead.
+   */
   async upgrade(request: HttpRequest): Promise<UpgradeDecision<ConnectionState>> {
     try {
       if (this.peers.size >= this.options.maxConnections) {
@@ -97,12 +108,10 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
           "retry-after": "5",
         });
       }
-      await this.deps.admitConnection(request.remoteAddress);
       const token = request.header("authorization")
         ? bearerToken(request.header("authorization"))
         : (request.query.get("token") ?? undefined);
-      const principal = token === undefined ? undefined : await this.authorize(token);
-      return { accept: true, state: this.newState(request.remoteAddress, principal) };
+      return { accept: true, state: this.newState(request.remoteAddress, token) };
     } catch (error) {
       return { accept: false, reply: errorReply(error) };
     }
@@ -111,11 +120,6 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
   open(peer: Peer): void {
     this.peers.add(peer);
     this.deps.metrics.wsConnections.inc({ runtime: this.options.runtime });
-    const principal = peer.state.principal;
-    if (principal) {
-      this.establish(peer, principal);
-      return;
-    }
     peer.state.authTimer = setTimeout(() => {
       this.sendFrame(peer, {
         type: "error",
@@ -124,9 +128,26 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
       });
       peer.close(CLOSE.unauthorized, "authentication timeout");
     }, this.options.authTimeoutMs);
+    this.deps.admitConnection(peer.state.ip).then(
+      () => {
+        const token = peer.state.upgradeToken;
+        peer.state.upgradeToken = undefined;
+        if (token !== undefined && this.peers.has(peer)) this.authenticate(peer, token);
+      },
+      (error) => {
+        if (!this.peers.has(peer)) return;
+        this.sendFrame(peer, { type: "error", code: "rate_limited", message: (error as Error).message });
+        peer.close(CLOSE.tryAgainLater, "too many connections");
+      },
+    );
   }
 
   message(peer: Peer, text: string): void {
+    const waiting = peer.state.framesDuringAuth;
+    if (waiting) {
+      if (waiting.length < MAX_FRAMES_DURING_AUTH) waiting.push(text);
+      return;
+    }
     if (!this.withinMessageRate(peer)) return;
     const frame = parseClientFrame(text);
     if ("error" in frame) {
@@ -190,11 +211,13 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
     }
   }
 
-  private newState(ip: string, principal: Principal | undefined): ConnectionState {
+  private newState(ip: string, upgradeToken: string | undefined): ConnectionState {
     return {
       id: randomUUID(),
       ip,
-      principal,
+      upgradeToken,
+      framesDuringAuth: upgradeToken === undefined ? undefined : [],
+      principal: undefined,
       channels: new Set(),
       authTimer: undefined,
       windowStart: Date.now(),
@@ -218,7 +241,12 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
       peer.close(CLOSE.unauthorized, "unauthorized");
       return;
     }
-    this.authorize(frame.token).then(
+    this.authenticate(peer, frame.token);
+  }
+
+  /** Verifies a token (from the upgrade or an auth frame); success sends `connected`, failure closes 4001. */
+  private authenticate(peer: Peer, token: string): void {
+    this.authorize(token).then(
       (principal) => {
         if (!this.peers.has(peer)) return;
         peer.state.principal = principal;
@@ -241,6 +269,9 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
     peer.subscribe(broadcastTopic(principal.tenant));
     this.countTopic(broadcastTopic(principal.tenant), 1);
     this.sendFrame(peer, { type: "connected", connection: state.id });
+    const waiting = state.framesDuringAuth ?? [];
+    state.framesDuringAuth = undefined;
+    for (const text of waiting) this.message(peer, text);
   }
 
   private subscribe(peer: Peer, principal: Principal, channel: string, since: string | undefined): void {

@@ -203,15 +203,18 @@ describe.each(RUNTIMES)("WebSocket authentication on %s", (runtime) => {
     expect((await socket.closed).code).toBe(4001);
   });
 
-  test("a bad token in the query is refused at upgrade", async () => {
-    const response = await fetch(`${gateway.url}/v1/ws?token=bad`, {
-      headers: {
-        upgrade: "websocket",
-        connection: "Upgrade",
-        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
-        "sec-websocket-version": "13",
-      },
-    });
-    expect(response.status).toBe(401);
+  test("a bad token in the query closes with 4001 and an error frame", async () => {
+    const socket = new TestSocket(`${gateway.wsUrl}?token=bad`);
+    expect((await socket.closed).code).toBe(4001);
+    expect(socket.frames[0]).toMatchObject({ type: "error", code: "unauthorized" });
+  });
+
+  test("frames sent before the query token is verified are handled after it", async () => {
+    const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
+    await socket.opened();
+    socket.send({ type: "subscribe", channel: "early" });
+    expect((await socket.next()).type).toBe("connected");
+    expect(await socket.next()).toMatchObject({ type: "subscribed", channel: "early" });
+    socket.close();
   });
 });

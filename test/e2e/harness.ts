@@ -5,6 +5,12 @@ export const RUNTIMES: Runtime[] = ["node", "bun"];
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
+/** Every gateway this test process started; killed on exit so a failed test never leaks one. */
+const spawned = new Set<Subprocess>();
+process.on("exit", () => {
+  for (const child of spawned) child.kill("SIGKILL");
+});
+
 export interface RunningGateway {
   runtime: Runtime;
   port: number;
@@ -45,6 +51,8 @@ export async function startGateway(
     stdout: "pipe",
     stderr: "pipe",
   });
+  spawned.add(child);
+  child.exited.then(() => spawned.delete(child));
   const logs: Array<Record<string, unknown>> = [];
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(
