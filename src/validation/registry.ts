@@ -1,85 +1,75 @@
 import Ajv2020, { type ValidateFunction } from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import type { Logger } from "../log/logger.ts";
-import { loadSchemaDocuments, type S3Fetch } from "./sources.ts";
+import { loadSchemaDocuments, type S3ObjectClient } from "./sources.ts";
 
 export type Validation = { ok: true } | { ok: false; reason: string };
 
 export interface SchemaRegistry {
-  /** Validates a record's `data` against the schema of its `type`. */
+  /**
+   * Validates a record's `data` against the schema for `type`. Unknown type →
+   * `unknown type "x"`; otherwise reasons read like `data/amount must be >= 0`.
+   */
   validate(type: string, data: unknown): Validation;
   types(): string[];
-  /** First load (rejects if it fails), then a background refresh every `refreshMs`. */
+  /** Initial load; rejects if it fails (the gateway then refuses to start). Then refreshes every refreshMs in the background. */
   start(): Promise<void>;
+  /** Stops the refresh timer. */
   stop(): void;
 }
 
 export interface SchemaRegistryOptions {
-  /** A folder, an http(s) URL, or s3://bucket/key. */
+  /** A folder path, an http(s):// URL, or s3://bucket/key. */
   source: string;
   refreshMs: number;
   log: Logger;
   onRefreshFailure?: () => void;
   onLoaded?: (typeCount: number) => void;
-  fetchS3?: S3Fetch;
+  /** Stands in for S3 in tests; by default a real client is created on first use. */
+  s3Client?: S3ObjectClient;
+}
+
+/** What is in use: swapped as a whole, never edited. */
+interface LoadedSet {
+  validators: Map<string, ValidateFunction>;
+  hash: string;
+  etag?: string;
 }
 
 const MAX_REASONS = 3;
 
-function compileAll(schemas: Record<string, unknown>): Map<string, ValidateFunction> {
-  // strict: false so user schemas with vendor keywords still load; a schema that does not compile fails the set.
-  const ajv = new Ajv2020({ allErrors: false, strict: false });
-  addFormats.default(ajv);
-  const compiled = new Map<string, ValidateFunction>();
-  for (const [type, schema] of Object.entries(schemas)) {
-    try {
-      compiled.set(type, ajv.compile(schema as object));
-    } catch (error) {
-      throw new Error(`schema for "${type}": ${(error as Error).message}`);
-    }
-  }
-  return compiled;
-}
-
-function describe(validate: ValidateFunction): string {
-  return (validate.errors ?? [])
-    .slice(0, MAX_REASONS)
-    .map((error) => `data${error.instancePath} ${error.message ?? "is invalid"}`)
-    .join("; ");
-}
-
 /**
- * JSON Schemas (draft 2020-12) per event type, compiled once with ajv. A
- * refresh that fails (unreachable source, bad JSON, a schema that does not
- * compile) keeps the last good set; a new set is swapped in whole.
+ * JSON Schemas per event type, compiled with ajv. A refresh that fails (source
+ * unreachable, bad JSON, a schema that does not compile) keeps the last good
+ * set; a new set replaces it only once every schema in it compiled.
  */
 export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegistry {
-  let validators = new Map<string, ValidateFunction>();
-  let fingerprint = "";
+  const { source, log } = options;
+  let current: LoadedSet = { validators: new Map(), hash: "" };
   let timer: ReturnType<typeof setInterval> | undefined;
   let refreshing = false;
 
   async function load(): Promise<void> {
-    const documents = await loadSchemaDocuments(options.source, options.fetchS3);
-    if (documents.fingerprint === fingerprint) return;
-    const compiled = compileAll(documents.schemas);
-    validators = compiled;
-    fingerprint = documents.fingerprint;
-    options.onLoaded?.(compiled.size);
-    options.log.info({ source: options.source, types: [...compiled.keys()] }, "schemas loaded");
+    const loaded = await loadSchemaDocuments(source, { etag: current.etag, s3Client: options.s3Client });
+    if (loaded === "not-modified") return;
+    if (loaded.hash === current.hash) {
+      current = { ...current, etag: loaded.etag };
+      return;
+    }
+    const validators = compileAll(loaded.schemas);
+    current = { validators, hash: loaded.hash, etag: loaded.etag };
+    options.onLoaded?.(validators.size);
+    log.info({ source, types: [...validators.keys()] }, "schemas loaded");
   }
 
   async function refresh(): Promise<void> {
-    if (refreshing) return;
+    if (refreshing) return; // a slow source must not pile up concurrent loads
     refreshing = true;
     try {
       await load();
-    } catch (error) {
+    } catch (err) {
+      log.warn({ err, source }, "schema refresh failed");
       options.onRefreshFailure?.();
-      options.log.warn(
-        { err: error, source: options.source },
-        "schema refresh failed; keeping the last good set",
-      );
     } finally {
       refreshing = false;
     }
@@ -87,18 +77,41 @@ export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegi
 
   return {
     validate(type, data) {
-      const validate = validators.get(type);
+      const validate = current.validators.get(type);
       if (!validate) return { ok: false, reason: `unknown type "${type}"` };
-      return validate(data) ? { ok: true } : { ok: false, reason: describe(validate) };
+      return validate(data) ? { ok: true } : { ok: false, reason: describeErrors(validate) };
     },
-    types: () => [...validators.keys()],
+    types: () => [...current.validators.keys()],
     async start() {
       await load();
       timer = setInterval(() => void refresh(), options.refreshMs);
-      timer.unref?.();
+      timer.unref(); // the refresh alone must not keep the process alive
     },
     stop() {
-      if (timer) clearInterval(timer);
+      clearInterval(timer);
     },
   };
+}
+
+function compileAll(schemas: Record<string, object>): Map<string, ValidateFunction> {
+  // A fresh instance per set: schemas of a replaced set (and their $ids) do not linger.
+  // strict: false so vendor keywords in user schemas load; a schema that does not compile still fails the set.
+  const ajv = new Ajv2020({ allErrors: false, strict: false });
+  addFormats.default(ajv);
+  const validators = new Map<string, ValidateFunction>();
+  for (const [type, schema] of Object.entries(schemas)) {
+    try {
+      validators.set(type, ajv.compile(schema));
+    } catch (error) {
+      throw new Error(`schema for "${type}" does not compile: ${(error as Error).message}`);
+    }
+  }
+  return validators;
+}
+
+function describeErrors(validate: ValidateFunction): string {
+  return (validate.errors ?? [])
+    .slice(0, MAX_REASONS)
+    .map((error) => `data${error.instancePath} ${error.message ?? "is invalid"}`)
+    .join("; ");
 }

@@ -1,82 +1,159 @@
 import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { GetObjectCommand } from "@aws-sdk/client-s3";
 
-/** Raw schema documents by event type, plus a fingerprint to skip recompiling an unchanged set. */
+/** The raw schemas of one load, before compilation. */
 export interface SchemaDocuments {
-  schemas: Record<string, unknown>;
-  fingerprint: string;
+  /** JSON Schema (draft 2020-12) for each event type's `data`. */
+  schemas: Record<string, object>;
+  /** sha256 of the raw text(s): an identical set is not compiled again. */
+  hash: string;
+  /** The URL's or S3 object's ETag, sent back as If-None-Match on the next load. */
+  etag?: string;
 }
 
-export type S3Fetch = (bucket: string, key: string) => Promise<string>;
+/** "not-modified": the URL or S3 object still has the ETag the caller passed. */
+export type SchemaLoad = SchemaDocuments | "not-modified";
+
+/** The one S3 call the loader makes; a real S3Client fits, and so does a test's stand-in. */
+export interface S3ObjectClient {
+  send(command: GetObjectCommand): Promise<{
+    ETag?: string;
+    Body?: { transformToString(encoding?: string): Promise<string> };
+  }>;
+}
+
+export interface LoadOptions {
+  /** ETag of the set in use, for a conditional request. */
+  etag?: string;
+  /** Defaults to one real S3 client per process, created on first use. */
+  s3Client?: S3ObjectClient;
+}
 
 const TYPE_NAME = /^[A-Za-z0-9._-]{1,128}$/;
+const S3_LOCATION = /^s3:\/\/([^/]+)\/(.+)$/;
+const URL_TIMEOUT_MS = 10_000;
 
-/** Loads schemas from a folder (`<type>.json` each), an http(s) URL or `s3://bucket/key` (one `{type: schema}` document). */
-export async function loadSchemaDocuments(
-  source: string,
-  fetchS3: S3Fetch = defaultS3Fetch,
-): Promise<SchemaDocuments> {
-  if (/^https?:\/\//.test(source)) return fromDocument(await fetchUrl(source));
-  const s3 = /^s3:\/\/([^/]+)\/(.+)$/.exec(source);
-  if (s3) return fromDocument(await fetchS3(s3[1] as string, s3[2] as string));
-  return fromFolder(source);
+/**
+ * Reads the schemas from a folder (one `<type>.json` per event type), an
+ * http(s) URL or `s3://bucket/key` (one `{ "<type>": <schema>, … }` document).
+ * Rejects on anything unreadable, so a caller never gets a partial set.
+ */
+export async function loadSchemaDocuments(source: string, options: LoadOptions = {}): Promise<SchemaLoad> {
+  if (/^https?:\/\//i.test(source)) return loadFromUrl(source, options.etag);
+  if (source.startsWith("s3://")) {
+    const [, bucket, key] = S3_LOCATION.exec(source) ?? [];
+    if (!bucket || !key) throw new Error(`schema source ${source}: expected s3://bucket/key`);
+    return loadFromS3(bucket, key, options.etag, options.s3Client ?? (await sharedS3Client()));
+  }
+  return loadFromFolder(source);
 }
 
-async function fromFolder(folder: string): Promise<SchemaDocuments> {
+async function loadFromFolder(folder: string): Promise<SchemaDocuments> {
+  // Names, not file types: a Kubernetes ConfigMap mounts each file as a symlink, which readFile follows.
   const names = (await readdir(folder)).filter((name) => name.endsWith(".json")).sort();
-  const schemas: Record<string, unknown> = {};
   const hash = createHash("sha256");
+  const entries: [string, object][] = [];
   for (const name of names) {
-    const type = name.slice(0, -".json".length);
-    if (!TYPE_NAME.test(type)) throw new Error(`schema file ${name}: not a valid event type name`);
+    const type = checkedType(name.slice(0, -".json".length), `${folder}/${name}`);
     const text = await readFile(join(folder, name), "utf8");
+    // The name is part of the content: renaming a file renames its event type.
     hash.update(name).update("\0").update(text).update("\0");
-    try {
-      schemas[type] = JSON.parse(text);
-    } catch (error) {
-      throw new Error(`schema file ${name}: ${(error as Error).message}`);
-    }
+    entries.push([type, checkedSchema(parseJson(text, name), name)]);
   }
-  if (names.length === 0) throw new Error(`no <type>.json schema in ${folder}`);
-  return { schemas, fingerprint: hash.digest("hex") };
+  // fromEntries defines own properties, so even a type named "__proto__" stays a plain key.
+  return { schemas: nonEmpty(Object.fromEntries(entries), folder), hash: hash.digest("hex") };
 }
 
-function fromDocument(text: string): SchemaDocuments {
-  const parsed = JSON.parse(text) as unknown;
-  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-    throw new Error("a schema document must be an object of { type: schema }");
+async function loadFromUrl(url: string, etag: string | undefined): Promise<SchemaLoad> {
+  const response = await fetch(url, {
+    headers: etag ? { "if-none-match": etag } : {},
+    signal: AbortSignal.timeout(URL_TIMEOUT_MS),
+  });
+  if (response.status === 304 || !response.ok) {
+    await response.body?.cancel(); // frees the pooled connection now rather than at GC
+    if (response.status === 304) return "not-modified";
+    throw new Error(`GET ${url}: HTTP ${response.status}`);
   }
-  for (const type of Object.keys(parsed)) {
-    if (!TYPE_NAME.test(type)) throw new Error(`"${type}" is not a valid event type name`);
+  return parseDocument(await response.text(), url, response.headers.get("etag") ?? undefined);
+}
+
+async function loadFromS3(
+  bucket: string,
+  key: string,
+  etag: string | undefined,
+  client: S3ObjectClient,
+): Promise<SchemaLoad> {
+  const location = `s3://${bucket}/${key}`;
+  const { GetObjectCommand } = await import("@aws-sdk/client-s3");
+  let object: Awaited<ReturnType<S3ObjectClient["send"]>>;
+  try {
+    object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, IfNoneMatch: etag }));
+  } catch (error) {
+    if (isNotModified(error)) return "not-modified";
+    throw error;
+  }
+  if (!object.Body) throw new Error(`${location}: empty object`);
+  return parseDocument(await object.Body.transformToString("utf8"), location, object.ETag);
+}
+
+/** S3 has no modelled error for 304: the SDK (3.1169) throws one carrying only the status. */
+function isNotModified(error: unknown): boolean {
+  return (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 304;
+}
+
+let s3Client: Promise<S3ObjectClient> | undefined;
+
+/** Imported on first use so the gateway loads the AWS SDK only for an s3:// source; shared so credentials are cached. */
+function sharedS3Client(): Promise<S3ObjectClient> {
+  s3Client ??= Promise.all([import("@aws-sdk/client-s3"), import("@aws-sdk/credential-providers")]).then(
+    ([{ S3Client }, { fromNodeProviderChain }]) =>
+      new S3Client({
+        region: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1",
+        credentials: fromNodeProviderChain(),
+      }),
+  );
+  return s3Client;
+}
+
+function parseDocument(text: string, origin: string, etag: string | undefined): SchemaDocuments {
+  const document = parseJson(text, origin);
+  if (!isJsonObject(document)) throw new Error(`${origin}: expected a document { "<type>": <schema>, … }`);
+  for (const [type, schema] of Object.entries(document)) {
+    checkedSchema(schema, `${origin} "${checkedType(type, origin)}"`);
   }
   return {
-    schemas: parsed as Record<string, unknown>,
-    fingerprint: createHash("sha256").update(text).digest("hex"),
+    schemas: nonEmpty(document as Record<string, object>, origin),
+    hash: createHash("sha256").update(text).digest("hex"),
+    etag,
   };
 }
 
-async function fetchUrl(url: string): Promise<string> {
-  const response = await fetch(url, { signal: AbortSignal.timeout(10_000) });
-  if (!response.ok) throw new Error(`GET ${url}: HTTP ${response.status}`);
-  return response.text();
+function parseJson(text: string, origin: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new Error(`${origin}: ${(error as Error).message}`);
+  }
 }
 
-/** The AWS SDK is loaded only when an s3:// source is configured. */
-async function defaultS3Fetch(bucket: string, key: string): Promise<string> {
-  const [{ S3Client, GetObjectCommand }, { fromNodeProviderChain }] = await Promise.all([
-    import("@aws-sdk/client-s3"),
-    import("@aws-sdk/credential-providers"),
-  ]);
-  const client = new S3Client({
-    region: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1",
-    credentials: fromNodeProviderChain(),
-  });
-  try {
-    const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-    if (!object.Body) throw new Error(`s3://${bucket}/${key} is empty`);
-    return await object.Body.transformToString("utf8");
-  } finally {
-    client.destroy();
-  }
+function checkedType(type: string, origin: string): string {
+  if (!TYPE_NAME.test(type)) throw new Error(`${origin}: "${type}" is not a valid event type name`);
+  return type;
+}
+
+function checkedSchema(schema: unknown, origin: string): object {
+  if (!isJsonObject(schema)) throw new Error(`${origin}: a schema must be a JSON object`);
+  return schema;
+}
+
+/** A set without any type would reject every event: a misconfiguration, not a state to switch to. */
+function nonEmpty(schemas: Record<string, object>, origin: string): Record<string, object> {
+  if (Object.keys(schemas).length === 0) throw new Error(`${origin}: no event type schemas`);
+  return schemas;
+}
+
+function isJsonObject(value: unknown): value is object {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
 }
