@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import { createAuthenticator } from "./auth/authenticator.ts";
 import { bearerToken } from "./auth/bearer.ts";
 import { type Config, DEV_JWT_SECRET } from "./config/config.ts";
@@ -16,6 +17,7 @@ import { kafkaConnectionOptions } from "./kafka/client-options.ts";
 import type { DrainStep } from "./lifecycle/lifecycle.ts";
 import { sleep } from "./lifecycle/lifecycle.ts";
 import { startWithRetry } from "./lifecycle/retry.ts";
+import { WORKER_ENV } from "./lifecycle/workers.ts";
 import type { Logger } from "./log/logger.ts";
 import { createMetrics } from "./metrics/metrics.ts";
 import { clientIp } from "./ratelimit/client-ip.ts";
@@ -223,10 +225,13 @@ async function createSink(
     retryMaxMs: 3000,
   };
   if (!config.kafka.brokers) {
-    const writer = new LocalLogWriter(config.localLog);
+    // Each worker process appends to a log of its own.
+    const worker = process.env[WORKER_ENV];
+    const dir = worker === undefined ? config.localLog.dir : join(config.localLog.dir, `worker-${worker}`);
+    const writer = new LocalLogWriter({ ...config.localLog, dir });
     await writer.connect();
     log.warn(
-      { dir: config.localLog.dir },
+      { dir },
       "KAFKA_BROKERS unset: embedded default (local NDJSON log as sink, in-process fan-out bus)",
     );
     return {

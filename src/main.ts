@@ -3,6 +3,7 @@ import packageJson from "../package.json" with { type: "json" };
 import { createGateway } from "./app.ts";
 import { ConfigError, loadConfig } from "./config/config.ts";
 import { Lifecycle } from "./lifecycle/lifecycle.ts";
+import { isWorker, superviseWorkers } from "./lifecycle/workers.ts";
 import { createLogger } from "./log/logger.ts";
 import { selectTransport } from "./transport/select.ts";
 
@@ -27,32 +28,38 @@ const log = createLogger(config.logLevel, { runtime, pid: process.pid });
 process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));
 process.on("uncaughtException", (error) => log.error({ err: error }, "uncaught exception"));
 
-const gateway = await createGateway({
-  config,
-  log,
-  runtime,
-  version: packageJson.version,
-  defaultSchemas: fileURLToPath(new URL("../schemas", import.meta.url)),
-});
-const listen = await selectTransport();
-const server = await listen(gateway.app, {
-  host: config.host,
-  port: config.port,
-  maxBodyBytes: config.maxBodyBytes,
-  ws: {
-    maxPayloadBytes: config.ws.maxPayloadBytes,
-    maxBackpressureBytes: config.ws.backpressureBytes * 2,
-    idleTimeoutSec: config.ws.idleTimeoutSec,
-  },
-});
+async function serve(): Promise<void> {
+  const gateway = await createGateway({
+    config,
+    log,
+    runtime,
+    version: packageJson.version,
+    defaultSchemas: fileURLToPath(new URL("../schemas", import.meta.url)),
+  });
+  const listen = await selectTransport();
+  const server = await listen(gateway.app, {
+    host: config.host,
+    port: config.port,
+    reusePort: config.workers > 1,
+    maxBodyBytes: config.maxBodyBytes,
+    ws: {
+      maxPayloadBytes: config.ws.maxPayloadBytes,
+      maxBackpressureBytes: config.ws.backpressureBytes * 2,
+      idleTimeoutSec: config.ws.idleTimeoutSec,
+    },
+  });
 
-gateway.attach(server);
+  gateway.attach(server);
 
-new Lifecycle({
-  drainTimeoutMs: config.drainTimeoutMs,
-  log,
-  steps: gateway.drainSteps(server),
-  exit: (code) => process.exit(code),
-}).installSignalHandlers();
+  new Lifecycle({
+    drainTimeoutMs: config.drainTimeoutMs,
+    log,
+    steps: gateway.drainSteps(server),
+    exit: (code) => process.exit(code),
+  }).installSignalHandlers();
 
-log.info({ host: config.host, port: server.port, version: packageJson.version }, "listening");
+  log.info({ host: config.host, port: server.port, version: packageJson.version }, "listening");
+}
+
+if (isWorker(config.workers)) await serve();
+else superviseWorkers(config.workers, log);

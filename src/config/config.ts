@@ -206,6 +206,8 @@ export function loadConfig(env: Env = process.env): Config {
   ) {
     problems.push("KAFKA_COMPRESSION: zstd needs Node >= 22.15 or Bun; this runtime lacks it");
   }
+  if (config.workers > 1 && config.port === 0)
+    problems.push("WORKERS: more than 1 needs a fixed PORT, not 0");
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
 }

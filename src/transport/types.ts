@@ -71,6 +71,8 @@ export interface GatewayApp<State> {
 export interface ListenOptions {
   host: string;
   port: number;
+  /** Several processes share the port (WORKERS > 1); uWebSockets.js always allows it on Linux. */
+  reusePort: boolean;
   maxBodyBytes: number;
   ws: WsLimits;
 }

@@ -118,3 +118,25 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
     expect(stderr).toContain("DRAIN_TIMEOUT_MS");
   });
 });
+
+describe.each(RUNTIMES)("WORKERS on %s", (runtime) => {
+  test("two workers share the port, both answer, and SIGTERM drains both and exits 0", async () => {
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = probe.port;
+    probe.stop(true);
+    const gateway = await startGateway(runtime, {
+      WORKERS: "2",
+      PORT: String(port),
+      LOCAL_LOG_DIR: `/tmp/workers-${port}`,
+    });
+    const statuses = await Promise.all(
+      Array.from(
+        { length: 20 },
+        async () => (await fetch(`${gateway.url}/health`, { headers: { connection: "close" } })).status,
+      ),
+    );
+    expect(statuses).toEqual(Array(20).fill(200));
+    expect(gateway.logs.some((entry) => entry.msg === "supervising workers")).toBe(true);
+    expect(await gateway.stop("SIGTERM")).toBe(0);
+  });
+});

@@ -20,6 +20,7 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
   const server: Server<SocketData<State>> = Bun.serve<SocketData<State>>({
     hostname: options.host,
     port: options.port,
+    reusePort: options.reusePort,
     // Bun answers 413 on its own past this; keep it above our limit so clients
     // normally get the gateway's JSON 413, while huge uploads are cut early.
     maxRequestBodySize: options.maxBodyBytes * 2 + 64 * 1024,
