@@ -1,4 +1,9 @@
-/** A bounded least-recently-used map: the oldest entry goes when `maxSize` is reached. */
+/**
+ * A bounded least-recently-used map: past `maxSize` the least recently read
+ * or written entry goes. A Map keeps insertion order, so re-inserting on
+ * access moves an entry to the young end and the first key is the oldest.
+ * `maxSize` 0 keeps nothing.
+ */
 export class LruCache<K, V> {
   private readonly entries = new Map<K, V>();
 
@@ -24,9 +29,5 @@ export class LruCache<K, V> {
 
   delete(key: K): void {
     this.entries.delete(key);
-  }
-
-  get size(): number {
-    return this.entries.size;
   }
 }
