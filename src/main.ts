@@ -3,7 +3,7 @@ import packageJson from "../package.json" with { type: "json" };
 import { createGateway } from "./app.ts";
 import { ConfigError, loadConfig } from "./config/config.ts";
 import { Lifecycle } from "./lifecycle/lifecycle.ts";
-import { isWorker, superviseWorkers } from "./lifecycle/workers.ts";
+import { isWorker, superviseWorkers, watchSupervisor } from "./lifecycle/workers.ts";
 import { createLogger } from "./log/logger.ts";
 import { selectTransport } from "./transport/select.ts";
 
@@ -51,12 +51,14 @@ async function serve(): Promise<void> {
 
   gateway.attach(server);
 
-  new Lifecycle({
+  const lifecycle = new Lifecycle({
     drainTimeoutMs: config.drainTimeoutMs,
     log,
     steps: gateway.drainSteps(server),
     exit: (code) => process.exit(code),
-  }).installSignalHandlers();
+  });
+  lifecycle.installSignalHandlers();
+  watchSupervisor(() => lifecycle.onSignal("supervisor gone"));
 
   log.info({ host: config.host, port: server.port, version: packageJson.version }, "listening");
 }

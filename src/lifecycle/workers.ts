@@ -3,6 +3,11 @@ import type { Logger } from "../log/logger.ts";
 
 export const WORKER_ENV = "EDGE_GATEWAY_WORKER";
 
+/** Runs `onOrphaned` when this worker's supervisor goes away without telling it. */
+export function watchSupervisor(onOrphaned: () => void): void {
+  if (process.env[WORKER_ENV] !== undefined) process.on("disconnect", onOrphaned);
+}
+
 /** True in a process started by `superviseWorkers`, and when WORKERS is 1. */
 export function isWorker(workers: number): boolean {
   return workers <= 1 || process.env[WORKER_ENV] !== undefined;
@@ -20,19 +25,24 @@ export function superviseWorkers(workers: number, log: Logger): void {
   let failed = false;
 
   const start = (index: number) => {
+    // Own process group: a signal sent to ours (Ctrl-C, `timeout`) reaches a worker once, through us.
+    // The IPC channel closes when we die, which tells an orphaned worker to drain.
     const child = spawn(process.execPath, process.argv.slice(1), {
       env: { ...process.env, [WORKER_ENV]: String(index) },
-      stdio: "inherit",
+      stdio: ["inherit", "inherit", "inherit", "ipc"],
+      detached: true,
     });
     children.add(child);
     child.on("exit", (code, signal) => {
       children.delete(child);
-      if (code !== 0) failed = true;
       if (!draining) {
         log.error({ worker: index, code, signal }, "worker died; restarting it");
         setTimeout(() => start(index), 1000).unref();
         return;
       }
+      // A worker still starting up has no handlers yet: the forwarded signal ends it, which is no failure.
+      if (code !== 0 && signal !== "SIGTERM" && signal !== "SIGINT") failed = true;
+      log.info({ worker: index, code, signal }, "worker exited");
       if (children.size === 0) process.exit(failed ? 1 : 0);
     });
   };

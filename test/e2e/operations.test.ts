@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { type AddressInfo, createServer } from "node:net";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { RUNTIMES, type RunningGateway, runUntilExit, startGateway, TestSocket } from "./harness.ts";
 
@@ -121,9 +122,10 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
 
 describe.each(RUNTIMES)("WORKERS on %s", (runtime) => {
   test("two workers share the port, both answer, and SIGTERM drains both and exits 0", async () => {
-    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-    const port = probe.port;
-    probe.stop(true);
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise((resolve) => probe.close(resolve));
     const gateway = await startGateway(runtime, {
       WORKERS: "2",
       PORT: String(port),
