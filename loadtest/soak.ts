@@ -1,0 +1,107 @@
+// Memory soak: runs the real gateway on one runtime against the real broker
+// for DURATION_SEC while ingesting events (some with channels) and churning
+// WebSocket clients that connect, subscribe, receive and leave. Samples the
+// gateway's heap and RSS from /metrics and fails when memory keeps growing
+// after warm-up: the highest heap of the last third may exceed the highest of
+// the middle third by at most 25% + 8 MiB.
+//   bun loadtest/soak.ts node|bun        (needs scripts/services up)
+import { signDevToken } from "../src/auth/dev-token.ts";
+import { startGateway } from "../test/e2e/harness.ts";
+
+const runtime = (process.argv[2] ?? "node") as "node" | "bun";
+const durationSec = Number(process.env.DURATION_SEC ?? 45);
+const secret = `soak-${crypto.randomUUID()}`;
+const gateway = await startGateway(runtime, {
+  JWT_SECRET: secret,
+  KAFKA_TOPIC: "soak-events",
+  KAFKA_FANOUT_TOPIC: "soak-fanout",
+  LOG_LEVEL: "info",
+  RATE_LIMIT_ENABLED: "false",
+  REDIS_URL: "",
+});
+const ingestToken = await signDevToken({ secret, tenant: "soak", scopes: ["ingest"] });
+const subscribeToken = await signDevToken({ secret, tenant: "soak", scopes: ["subscribe"] });
+
+interface Sample {
+  at: number;
+  heap: number;
+  rss: number;
+}
+const samples: Sample[] = [];
+const metric = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN);
+
+const deadline = Date.now() + durationSec * 1000;
+let requests = 0;
+let failures = 0;
+let delivered = 0;
+
+async function ingestLoop(): Promise<void> {
+  const headers = { authorization: `Bearer ${ingestToken}`, "content-type": "application/json" };
+  while (Date.now() < deadline) {
+    const records = Array.from({ length: 20 }, (_, i) => ({
+      type: "click",
+      channel: `room-${i % 50}`,
+      data: { element: `button-${requests}-${i}` },
+    }));
+    const response = await fetch(`${gateway.url}/v1/events`, { method: "POST", headers, body: JSON.stringify(records) });
+    await response.arrayBuffer();
+    requests++;
+    if (response.status !== 202) failures++;
+  }
+}
+
+async function socketChurn(): Promise<void> {
+  while (Date.now() < deadline) {
+    const socket = new WebSocket(`${gateway.wsUrl}?token=${subscribeToken}`);
+    socket.onmessage = (event) => {
+      const frame = JSON.parse(String(event.data));
+      if (frame.type === "connected") socket.send(JSON.stringify({ type: "subscribe", channel: `room-${requests % 50}` }));
+      if (frame.type === "event") delivered++;
+    };
+    await Bun.sleep(300 + Math.random() * 500);
+    socket.close();
+  }
+}
+
+async function sampler(): Promise<void> {
+  while (Date.now() < deadline) {
+    const text = await (await fetch(`${gateway.url}/metrics`)).text();
+    samples.push({ at: Date.now(), heap: metric(text, "nodejs_heap_size_used_bytes"), rss: metric(text, "process_resident_memory_bytes") });
+    await Bun.sleep(1000);
+  }
+}
+
+await Promise.all([ingestLoop(), ingestLoop(), ...Array.from({ length: 20 }, socketChurn), sampler()]);
+const exitCode = await gateway.stop("SIGTERM");
+
+const third = Math.floor(samples.length / 3);
+const peak = (list: Sample[]) => Math.max(...list.map((sample) => sample.heap));
+const middlePeak = peak(samples.slice(third, 2 * third));
+const lastPeak = peak(samples.slice(2 * third));
+const limit = middlePeak * 1.25 + 8 * 1024 * 1024;
+const mib = (bytes: number) => (bytes / 1024 / 1024).toFixed(1);
+console.log(
+  JSON.stringify({
+    runtime,
+    durationSec,
+    requests,
+    failures,
+    delivered,
+    samples: samples.length,
+    heapMiddlePeakMiB: mib(middlePeak),
+    heapLastPeakMiB: mib(lastPeak),
+    rssFirstMiB: mib(samples[0]?.rss ?? 0),
+    rssLastMiB: mib(samples.at(-1)?.rss ?? 0),
+    exitCode,
+  }),
+);
+const problems = [
+  lastPeak > limit ? `heap kept growing: ${mib(lastPeak)} MiB > ${mib(limit)} MiB` : "",
+  failures > requests * 0.01 ? `${failures} of ${requests} requests failed` : "",
+  delivered === 0 ? "no event reached a WebSocket client" : "",
+  exitCode !== 0 ? `exit code ${exitCode} after SIGTERM` : "",
+].filter((problem) => problem !== "");
+if (problems.length > 0) {
+  console.error(`soak failed: ${problems.join("; ")}`);
+  process.exit(1);
+}
