@@ -8,7 +8,7 @@ const BASE_URL = __ENV.BASE_URL || "http://127.0.0.1:8080";
 const DURATION = __ENV.DURATION || "30s";
 const SINGLE_RATE = Number(__ENV.SINGLE_RATE || 300);
 const BATCH_RATE = Number(__ENV.BATCH_RATE || 30);
-const P99_MS = Number(__ENV.P99_MS || 250);
+const P99_MS = Number(__ENV.P99_MS || 400);
 
 export const options = {
   discardResponseBodies: false,
