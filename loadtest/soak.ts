@@ -28,7 +28,8 @@ interface Sample {
   rss: number;
 }
 const samples: Sample[] = [];
-const metric = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN);
+const metric = (text: string, name: string) =>
+  Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN);
 
 const deadline = Date.now() + durationSec * 1000;
 let requests = 0;
@@ -43,7 +44,11 @@ async function ingestLoop(): Promise<void> {
       channel: `room-${i % 50}`,
       data: { element: `button-${requests}-${i}` },
     }));
-    const response = await fetch(`${gateway.url}/v1/events`, { method: "POST", headers, body: JSON.stringify(records) });
+    const response = await fetch(`${gateway.url}/v1/events`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify(records),
+    });
     await response.arrayBuffer();
     requests++;
     if (response.status !== 202) failures++;
@@ -55,7 +60,8 @@ async function socketChurn(): Promise<void> {
     const socket = new WebSocket(`${gateway.wsUrl}?token=${subscribeToken}`);
     socket.onmessage = (event) => {
       const frame = JSON.parse(String(event.data));
-      if (frame.type === "connected") socket.send(JSON.stringify({ type: "subscribe", channel: `room-${requests % 50}` }));
+      if (frame.type === "connected")
+        socket.send(JSON.stringify({ type: "subscribe", channel: `room-${requests % 50}` }));
       if (frame.type === "event") delivered++;
     };
     await Bun.sleep(300 + Math.random() * 500);
@@ -66,7 +72,11 @@ async function socketChurn(): Promise<void> {
 async function sampler(): Promise<void> {
   while (Date.now() < deadline) {
     const text = await (await fetch(`${gateway.url}/metrics`)).text();
-    samples.push({ at: Date.now(), heap: metric(text, "nodejs_heap_size_used_bytes"), rss: metric(text, "process_resident_memory_bytes") });
+    samples.push({
+      at: Date.now(),
+      heap: metric(text, "nodejs_heap_size_used_bytes"),
+      rss: metric(text, "process_resident_memory_bytes"),
+    });
     await Bun.sleep(1000);
   }
 }
