@@ -22,6 +22,7 @@ import type { Logger } from "./log/logger.ts";
 import { createMetrics } from "./metrics/metrics.ts";
 import { clientIp } from "./ratelimit/client-ip.ts";
 import { RateLimits } from "./ratelimit/limiter.ts";
+import { TenantQuotas } from "./ratelimit/tenant-quotas.ts";
 import { DeliveryQueue } from "./sink/delivery-queue.ts";
 import { KafkaWriter } from "./sink/kafka-writer.ts";
 import { LocalLogWriter } from "./sink/local-log-writer.ts";
@@ -96,6 +97,15 @@ export async function createGateway({
     log,
   );
 
+  const quotas = config.rateLimit.tenantQuotas
+    ? new TenantQuotas({
+        source: config.rateLimit.tenantQuotas,
+        refreshMs: config.rateLimit.tenantQuotasRefreshMs,
+        log,
+      })
+    : undefined;
+  await quotas?.start();
+
   const hub = new WsHub(
     {
       runtime,
@@ -153,7 +163,12 @@ export async function createGateway({
           admit: async (request, principal, cost) => {
             if (!config.rateLimit.enabled) return {};
             await limits.admit("ip_requests", clientIp(request, config.rateLimit.trustProxyHops));
-            return limits.admit("tenant_events", principal.tenant, cost);
+            return limits.admit(
+              "tenant_events",
+              principal.tenant,
+              cost,
+              quotas?.eventsPerSec(principal.tenant),
+            );
           },
           schemas,
           queue,
@@ -197,6 +212,7 @@ export async function createGateway({
             hub.stop();
             schemas.stop();
             busStarter.stop();
+            quotas?.stop();
             await Promise.allSettled([bus.close(), limits.close()]);
             log.info({ sink: writer.kind }, "resources released");
           },

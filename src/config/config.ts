@@ -56,6 +56,8 @@ export interface Config {
   };
   rateLimit: {
     enabled: boolean;
+    tenantQuotas: string | undefined;
+    tenantQuotasRefreshMs: number;
     eventsPerSec: number;
     requestsPerSec: number;
     trustProxyHops: number;
@@ -175,6 +177,8 @@ export function loadConfig(env: Env = process.env): Config {
     },
     rateLimit: {
       enabled: read("RATE_LIMIT_ENABLED", boolean, true),
+      tenantQuotas: read("TENANT_QUOTAS", nonEmpty),
+      tenantQuotasRefreshMs: read("TENANT_QUOTAS_REFRESH_MS", integer(1000, 86_400_000), 30_000),
       eventsPerSec: read("RATE_LIMIT_EVENTS_PER_SEC", integer(1), 100_000),
       requestsPerSec: read("RATE_LIMIT_REQUESTS_PER_SEC", integer(1), 10_000),
       trustProxyHops: read("TRUST_PROXY", integer(0, 16), 0),

@@ -42,6 +42,8 @@ function headersOf(points: number, result: RateLimiterRes): RateLimitHeaders {
 export class RateLimits {
   private readonly redis: Redis | undefined;
   private readonly limiters: Record<LimitScope, Limiter>;
+  /** Event limiters for tenants with their own budget, one per distinct budget (bounded by the quota table). */
+  private readonly tenantLimiters = new Map<number, Limiter>();
   private degraded = false;
 
   constructor(
@@ -71,9 +73,13 @@ export class RateLimits {
     };
   }
 
-  /** Spends `cost` from the key's budget; throws a 429 with Retry-After and RateLimit-* when it does not fit. */
-  async admit(scope: LimitScope, key: string, cost = 1): Promise<RateLimitHeaders> {
-    const limiter = this.limiters[scope];
+  /**
+   * Spends `cost` from the key's budget (or from `budget` per second when
+   * given, e.g. a tenant's own quota); throws a 429 with Retry-After and
+   * RateLimit-* when it does not fit.
+   */
+  async admit(scope: LimitScope, key: string, cost = 1, budget?: number): Promise<RateLimitHeaders> {
+    const limiter = budget === undefined ? this.limiters[scope] : this.budgetLimiter(budget);
     try {
       return headersOf(limiter.points, await limiter.consume(key, cost));
     } catch (rejection) {
@@ -92,6 +98,15 @@ export class RateLimits {
         { ...headers, "retry-after": headers["ratelimit-reset"] as string },
       );
     }
+  }
+
+  private budgetLimiter(points: number): Limiter {
+    let limiter = this.tenantLimiters.get(points);
+    if (!limiter) {
+      limiter = this.limiter("rl:ev", points);
+      this.tenantLimiters.set(points, limiter);
+    }
+    return limiter;
   }
 
   async close(): Promise<void> {

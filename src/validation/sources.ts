@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { GetObjectCommand } from "@aws-sdk/client-s3";
+import { type S3ObjectClient, sharedS3Client } from "../aws/s3.ts";
 
 /** The raw schemas of one load, before compilation. */
 export interface SchemaDocuments {
@@ -16,13 +17,7 @@ export interface SchemaDocuments {
 /** "not-modified": the URL or S3 object still has the ETag the caller passed. */
 export type SchemaLoad = SchemaDocuments | "not-modified";
 
-/** The one S3 call the loader makes; a real S3Client fits, and so does a test's stand-in. */
-export interface S3ObjectClient {
-  send(command: GetObjectCommand): Promise<{
-    ETag?: string;
-    Body?: { transformToString(encoding?: string): Promise<string> };
-  }>;
-}
+export type { S3ObjectClient } from "../aws/s3.ts";
 
 export interface LoadOptions {
   /** ETag of the set in use, for a conditional request. */
@@ -101,20 +96,6 @@ async function loadFromS3(
 /** S3 has no modelled error for 304: the SDK (3.1169) throws one carrying only the status. */
 function isNotModified(error: unknown): boolean {
   return (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 304;
-}
-
-let s3Client: Promise<S3ObjectClient> | undefined;
-
-/** Imported on first use so the gateway loads the AWS SDK only for an s3:// source; shared so credentials are cached. */
-function sharedS3Client(): Promise<S3ObjectClient> {
-  s3Client ??= Promise.all([import("@aws-sdk/client-s3"), import("@aws-sdk/credential-providers")]).then(
-    ([{ S3Client }, { fromNodeProviderChain }]) =>
-      new S3Client({
-        region: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1",
-        credentials: fromNodeProviderChain(),
-      }),
-  );
-  return s3Client;
 }
 
 function parseDocument(text: string, origin: string, etag: string | undefined): SchemaDocuments {

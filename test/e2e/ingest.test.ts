@@ -31,13 +31,16 @@ async function post(
 describe.each(RUNTIMES)("ingest into real Kafka on %s", (runtime) => {
   let gateway: RunningGateway;
   let topic: string;
+  let deadLetters: string;
   let auth: Record<string, string>;
 
   beforeAll(async () => {
     topic = await createTopic(`ingest-${runtime}`);
+    deadLetters = await createTopic(`dlq-${runtime}`);
     gateway = await startGateway(runtime, {
       KAFKA_BROKERS: services().brokers,
       KAFKA_TOPIC: topic,
+      KAFKA_DLQ_TOPIC: deadLetters,
       JWT_SECRET: TEST_SECRET,
       KAFKA_QUEUE_MAX_RECORDS: "5000",
     });
@@ -120,6 +123,17 @@ describe.each(RUNTIMES)("ingest into real Kafka on %s", (runtime) => {
     expect(none.status).toBe(422);
     expect(none.body.accepted).toBe(0);
     expect((none.body.errors as unknown[]).length).toBe(2);
+
+    const letters = (await readTopic(deadLetters, 4, 10_000)).map((message) => JSON.parse(message.value));
+    expect(letters.length).toBe(4);
+    expect(letters.every((letter) => letter.tenant === "acme" && typeof letter.rejectedAt === "string")).toBe(
+      true,
+    );
+    expect(letters.map((letter) => letter.reason)).toContain("data/url must be string");
+    expect(letters.find((letter) => letter.reason === 'unknown type "nope"')?.record).toEqual({
+      type: "nope",
+      data: {},
+    });
   });
 
   test("400 malformed JSON, 415 wrong type, 413 too large", async () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { services } from "../support/kafka.ts";
@@ -53,10 +53,13 @@ async function burst(gateways: RunningGateway[], tenant: string, requests: numbe
 describe.each(RUNTIMES)("rate limits shared through Redis on %s", (runtime) => {
   let gateways: RunningGateway[];
   let folder: string;
+  const vip = `vip${Date.now()}`;
 
   beforeAll(async () => {
     folder = await mkdtemp(join(tmpdir(), "ratelimit-"));
+    await writeFile(join(folder, "quotas.json"), JSON.stringify({ [vip]: { eventsPerSec: 50 } }));
     const env = {
+      TENANT_QUOTAS: join(folder, "quotas.json"),
       REDIS_URL: services().redisUrl,
       JWT_SECRET: TEST_SECRET,
       RATE_LIMIT_EVENTS_PER_SEC: String(BUDGET),
@@ -80,6 +83,13 @@ describe.each(RUNTIMES)("rate limits shared through Redis on %s", (runtime) => {
     expect(admitted).toBeLessThanOrEqual(BUDGET * 1.05);
     expect(statuses.filter((status) => status !== 202 && status !== 429)).toEqual([]);
     expect((await postBatch(gateways[0] as RunningGateway, `other${Date.now()}`, 10)).status).toBe(202);
+  });
+
+  test("a tenant listed in the quota table gets its own budget", async () => {
+    const { admitted } = await burst(gateways, vip, 20);
+    expect(admitted).toBe(50);
+    const refused = await postBatch(gateways[0] as RunningGateway, vip, 10);
+    expect(refused.headers.get("ratelimit-limit")).toBe("50");
   });
 
   test("429 carries Retry-After and RateLimit-*, successes carry RateLimit-*, and a retry after Retry-After succeeds", async () => {
