@@ -1,7 +1,6 @@
 import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { GetObjectCommand } from "@aws-sdk/client-s3";
 import { type S3ObjectClient, sharedS3Client } from "../aws/s3.ts";
 
 /** The raw schemas of one load, before compilation. */
