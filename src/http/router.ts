@@ -30,6 +30,14 @@ export class Router {
   private readonly exact = new Map<string, CompiledRoute[]>();
   private readonly patterned: CompiledRoute[] = [];
   private inFlight = 0;
+  private readonly series = new Map<
+    string,
+    {
+      requests: ReturnType<Metrics["httpRequests"]["labels"]>;
+      duration: ReturnType<Metrics["httpDuration"]["labels"]>;
+    }
+  >();
+  private readonly knownMethods = new Set(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]);
   private idleWaiters: Array<() => void> = [];
 
   constructor(
@@ -74,11 +82,31 @@ export class Router {
       this.metrics.inFlightRequests.dec();
       if (this.inFlight === 0) this.wakeIdleWaiters();
     }
-    const labels = { route: routeName, method: request.method, status: String(reply.status) };
-    this.metrics.httpRequests.inc(labels);
-    this.metrics.httpDuration.observe(labels, (performance.now() - started) / 1000);
+    const series = this.seriesFor(routeName, request.method, reply.status);
+    series.requests.inc();
+    series.duration.observe((performance.now() - started) / 1000);
     return reply;
   };
+
+  /**
+   * The labelled children of the request metrics, looked up once per
+   * route/method/status instead of hashing labels on every request. Bounded:
+   * routes and methods come from the table ("unmatched" otherwise), statuses from the catalogue.
+   */
+  private seriesFor(route: string, requestMethod: string, status: number) {
+    const method = this.knownMethods.has(requestMethod) ? requestMethod : "OTHER";
+    const key = `${route} ${method} ${status}`;
+    let series = this.series.get(key);
+    if (!series) {
+      const labels = { route, method, status: String(status) };
+      series = {
+        requests: this.metrics.httpRequests.labels(labels),
+        duration: this.metrics.httpDuration.labels(labels),
+      };
+      this.series.set(key, series);
+    }
+    return series;
+  }
 
   /** Resolves once no request is being handled. */
   whenIdle(): Promise<void> {

@@ -131,10 +131,16 @@ function readRequest(res: UwsResponse, req: UwsRequest, maxBodyBytes: number): H
     : collectBody(res, maxBodyBytes, parseContentLength(headers.get("content-length")));
   // The core may answer without reading the body (401, 415, ...): keep that rejection handled.
   body.catch(() => {});
+  const rawQuery = req.getQuery() ?? "";
+  let query: URLSearchParams | undefined;
   return {
     method,
     path: req.getUrl(),
-    query: new URLSearchParams(req.getQuery() ?? ""),
+    // Parsed only when a handler asks: most requests never read the query.
+    get query() {
+      query ??= new URLSearchParams(rawQuery);
+      return query;
+    },
     header: (name) => headers.get(name),
     remoteAddress,
     body: () => body,
