@@ -79,13 +79,32 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
   };
 }
 
+/**
+ * Path and query string of `req.url` without `new URL()`, which throws on
+ * the URL Bun builds for a request without a Host header (an HTTP/1.0 load
+ * balancer check), and costs more on the hot path.
+ */
+export function splitUrl(raw: string): { path: string; search: string } {
+  const schemeEnd = raw.indexOf("://");
+  const pathStart = raw.indexOf("/", schemeEnd >= 0 ? schemeEnd + 3 : 0);
+  const pathAndQuery = pathStart >= 0 ? raw.slice(pathStart) : "/";
+  const queryStart = pathAndQuery.indexOf("?");
+  return queryStart >= 0
+    ? { path: pathAndQuery.slice(0, queryStart), search: pathAndQuery.slice(queryStart + 1) }
+    : { path: pathAndQuery, search: "" };
+}
+
 function readRequest<State>(req: Request, server: Server<SocketData<State>>, limit: number): HttpRequest {
-  const url = new URL(req.url);
+  const { path, search } = splitUrl(req.url);
+  let query: URLSearchParams | undefined;
   let body: Promise<Uint8Array> | undefined;
   return {
     method: req.method,
-    path: url.pathname,
-    query: url.searchParams,
+    path,
+    get query() {
+      query ??= new URLSearchParams(search);
+      return query;
+    },
     header: (name) => req.headers.get(name) ?? undefined,
     remoteAddress: server.requestIP(req)?.address ?? "",
     body: () => {
