@@ -1,14 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
+import { servicesCommand } from "../support/services.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { RUNTIMES, startGateway } from "./harness.ts";
-
-const SERVICES = new URL("../../scripts/services", import.meta.url).pathname;
-
-async function servicesCommand(command: string): Promise<void> {
-  const child = Bun.spawn([SERVICES, command], { stdout: "inherit", stderr: "inherit" });
-  if ((await child.exited) !== 0) throw new Error(`scripts/services ${command} failed`);
-}
 
 async function waitForHealth(url: string, status: number, timeoutMs: number): Promise<number> {
   const started = Date.now();

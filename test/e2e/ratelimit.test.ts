@@ -3,16 +3,11 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { services } from "../support/kafka.ts";
+import { servicesCommand } from "../support/services.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 
-const SERVICES = new URL("../../scripts/services", import.meta.url).pathname;
 const BUDGET = 200;
-
-async function servicesCommand(command: string): Promise<void> {
-  const child = Bun.spawn([SERVICES, command], { stdout: "inherit", stderr: "inherit" });
-  if ((await child.exited) !== 0) throw new Error(`scripts/services ${command} failed`);
-}
 
 /** Waits until the gateway says Redis is in charge (gateway_rate_limiter_degraded 0). */
 async function waitForSharedLimits(gateway: RunningGateway): Promise<void> {
