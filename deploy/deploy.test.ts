@@ -7,7 +7,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
@@ -175,6 +175,39 @@ function exposedMetrics(exposition: string): Map<string, string> {
   return types;
 }
 
+/** The request HAProxy's health check sends, as deploy/haproxy.cfg configures it. */
+function haproxyCheckRequest(): string {
+  const option = /^\s*option httpchk\s+(\S+)\s+(\S+)(?:\s+(\S+))?\s*$/m.exec(haproxy);
+  const send = /^\s*http-check send\s+(.*)$/m.exec(haproxy)?.[1] ?? "";
+  const field = (name: string) => new RegExp(`\\b${name}\\s+(\\S+)`).exec(send)?.[1];
+  const method = field("meth") ?? option?.[1] ?? "OPTIONS";
+  const uri = field("uri") ?? option?.[2] ?? "/";
+  const version = field("ver") ?? option?.[3] ?? "HTTP/1.0";
+  const headers = [...send.matchAll(/\bhdr\s+(\S+)\s+(\S+)/g)].map((m) => `${m[1]}: ${m[2]}\r\n`).join("");
+  return `${method} ${uri} ${version}\r\n${headers}Connection: close\r\n\r\n`;
+}
+
+/** Sends raw bytes and returns the status line of the answer ("" if none came within 5 s). */
+function rawStatusLine(port: number, request: string): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1");
+    let received = "";
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(received.split("\r\n")[0] ?? "");
+    };
+    const timer = setTimeout(done, 5000);
+    socket.on("connect", () => socket.write(request));
+    socket.on("data", (chunk) => {
+      received += chunk.toString("latin1");
+      if (received.includes("\r\n")) done();
+    });
+    socket.on("error", done);
+    socket.on("close", done);
+  });
+}
+
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -308,7 +341,7 @@ afterAll(async () => {
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 });
 
-// ---------------------------------------------------------------- Dockerfile
+// ---------------------------------------------------------------- the files under test
 
 // Every file is read once, up front (describe callbacks must be synchronous).
 const stages = dockerStages(await text("Dockerfile"));
@@ -344,6 +377,8 @@ const prometheusConfig = await yaml<{
   rule_files: string[];
   scrape_configs: Array<{ job_name: string; metrics_path?: string }>;
 }>("prometheus/prometheus.yml");
+
+// ---------------------------------------------------------------- Dockerfile
 
 describe("Dockerfile", () => {
   const runtime = stages.at(-1) as Stage;
@@ -565,6 +600,8 @@ describe("compose", () => {
     expect(Number(template?.[3])).toBe(DEFAULTS.port);
     expect(haproxy).toMatch(/^\s*option httpchk GET \/health\s*$/m);
     expect(haproxy).toMatch(/^\s*timeout tunnel\s+\S+/m);
+    // HAProxy's default check (HTTP/1.0, no Host) gets no answer from either engine.
+    expect(haproxyCheckRequest()).toStartWith("GET /health HTTP/1.1\r\nHost: ");
   });
 
   test("the gateway environment is a valid configuration, with Kafka and Redis", () => {
@@ -652,6 +689,17 @@ describe("Grafana dashboard", () => {
 });
 
 // ---------------------------------------------------------------- live gateway and Prometheus
+
+describe("HAProxy against a running gateway", () => {
+  test(
+    "the health check request of haproxy.cfg gets 200",
+    async () => {
+      const { port } = await gateway();
+      expect(await rawStatusLine(port, haproxyCheckRequest())).toBe("HTTP/1.1 200 OK");
+    },
+    WAIT_MS,
+  );
+});
 
 const METRIC_SOURCES = [
   "grafana/gateway.json",
