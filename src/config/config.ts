@@ -151,7 +151,7 @@ export function loadConfig(env: Env = process.env): Config {
       tls: read("KAFKA_TLS", boolean, saslMechanism === "aws-msk-iam"),
       awsRegion: read("AWS_REGION", nonEmpty) ?? read("AWS_DEFAULT_REGION", nonEmpty),
       compression: read("KAFKA_COMPRESSION", oneOf(COMPRESSIONS), "lz4"),
-      lingerMs: read("KAFKA_LINGER_MS", integer(0, 60_000), 5),
+      lingerMs: read("KAFKA_LINGER_MS", integer(0, 60_000), 0),
       batchBytes: read("KAFKA_BATCH_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
       maxInFlight: read("KAFKA_MAX_IN_FLIGHT", integer(1, 5), 1),
       queueMaxRecords: read("KAFKA_QUEUE_MAX_RECORDS", integer(1, 100_000_000), 200_000),
