@@ -44,10 +44,6 @@ export class KafkaWriter implements SinkWriter {
     stale.close(true, () => {});
   }
 
-  async connect(): Promise<void> {
-    await this.probe();
-  }
-
   /** A metadata round trip: proves a broker answers, for /health without traffic. */
   async probe(): Promise<void> {
     await this.producer.metadata({ topics: [], forceUpdate: true });

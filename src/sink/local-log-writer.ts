@@ -23,6 +23,7 @@ export class LocalLogWriter implements SinkWriter {
 
   constructor(private readonly options: LocalLogOptions) {}
 
+  /** Opens the newest log file, continuing its sequence after a restart. */
   async connect(): Promise<void> {
     await mkdir(this.options.dir, { recursive: true });
     const existing = (await readdir(this.options.dir))

@@ -13,7 +13,6 @@ export interface SinkMessage {
  */
 export interface SinkWriter {
   readonly kind: "kafka" | "local-log";
-  connect(): Promise<void>;
   write(batch: SinkMessage[]): Promise<void>;
   /** Called after a failed write, before the retry: drop state that may be stale (connections, sequences). */
   reset?(): void;

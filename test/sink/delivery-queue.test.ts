@@ -11,7 +11,6 @@ class ControlledWriter implements SinkWriter {
   readonly batches: SinkMessage[][] = [];
   failing = false;
   attempts = 0;
-  async connect() {}
   async write(batch: SinkMessage[]) {
     this.attempts++;
     if (this.failing) throw new Error("broker down");
