@@ -263,13 +263,14 @@ async function createSink(
     config.kafka.fanoutTopic,
     ...(config.kafka.dlqTopic ? [config.kafka.dlqTopic] : []),
   ];
+  const queue = new DeliveryQueue(writer, queueOptions, metrics, health, log);
   try {
     await writer.ensureTopics(topics, config.kafka.topicPartitions);
   } catch (error) {
     // Not fatal: the queue retries, /health reports the outage, the producer auto-creates topics later.
     log.error({ err: error, brokers: config.kafka.brokers }, "Kafka unreachable at start");
+    queue.noteFailure(error);
   }
-  const queue = new DeliveryQueue(writer, queueOptions, metrics, health, log);
   queue.startMonitor(() => writer.probe());
   log.info(
     { brokers: config.kafka.brokers, topic: config.kafka.topic, sasl: config.kafka.saslMechanism },

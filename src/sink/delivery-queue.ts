@@ -91,6 +91,11 @@ export class DeliveryQueue {
     this.monitorTimer.unref?.();
   }
 
+  /** Records a failure seen outside a write (Kafka unreachable at start): the unhealthy clock starts now. */
+  noteFailure(error: unknown): void {
+    this.markFailing(error);
+  }
+
   /**
    * Queues the messages of one request. Throws a 503 GatewayError when they do
    * not fit; otherwise returns a promise settled once all are acknowledged.

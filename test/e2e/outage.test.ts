@@ -81,3 +81,29 @@ describe.each(RUNTIMES)("Kafka outage on %s", (runtime) => {
     await gateway.stop("SIGKILL");
   }, 90_000);
 });
+
+describe.each(RUNTIMES)("Kafka down at start on %s", (runtime) => {
+  test("the gateway still starts, /health turns 503 and ingest answers 503 with Retry-After", async () => {
+    const gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: "127.0.0.1:1",
+      KAFKA_UNHEALTHY_AFTER_MS: "500",
+      INGEST_ACK_TIMEOUT_MS: "2000",
+      JWT_SECRET: TEST_SECRET,
+    });
+    try {
+      await waitForHealth(gateway.url, 503, 10_000);
+      const response = await fetch(`${gateway.url}/v1/events`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await token("acme", ["ingest"])}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({ type: "click", data: { element: "x" } }),
+      });
+      expect(response.status).toBe(503);
+      expect(Number(response.headers.get("retry-after"))).toBeGreaterThan(0);
+    } finally {
+      await gateway.stop("SIGKILL");
+    }
+  }, 30_000);
+});
