@@ -86,10 +86,6 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
     for (const timer of this.timers.splice(0)) clearInterval(timer);
   }
 
-  get size(): number {
-    return this.peers.size;
-  }
-
   publish(topic: string, frame: string): number {
     const receivers = this.topicSubscribers.get(topic) ?? 0;
     if (receivers > 0) this.publishToEngine?.(topic, frame);
