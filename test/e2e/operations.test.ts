@@ -7,7 +7,7 @@ describe.each(RUNTIMES)("operations on %s", (runtime) => {
   let gateway: RunningGateway;
 
   beforeAll(async () => {
-    gateway = await startGateway(runtime);
+    gateway = await startGateway(runtime, { JWT_SECRET: TEST_SECRET });
   });
   afterAll(async () => {
     await gateway.stop("SIGKILL");
@@ -48,6 +48,25 @@ describe.each(RUNTIMES)("operations on %s", (runtime) => {
     const response = await fetch(`${gateway.url}/nope`);
     expect(response.status).toBe(404);
     expect(((await response.json()) as { error: string }).error).toBe("not_found");
+  });
+
+  test("an upload the client abandons does not stay in flight", async () => {
+    const socket = await Bun.connect({ hostname: "127.0.0.1", port: gateway.port, socket: { data() {} } });
+    socket.write(
+      `POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${await token("acme", ["ingest"])}\r\n` +
+        "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n[{",
+    );
+    await Bun.sleep(200);
+    socket.end();
+    let inFlight = Number.NaN;
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const text = await (await fetch(`${gateway.url}/metrics`)).text();
+      // The scrape itself is one request in flight.
+      inFlight = Number(/^gateway_http_requests_in_flight (\S+)$/m.exec(text)?.[1]);
+      if (inFlight === 1) break;
+      await Bun.sleep(100);
+    }
+    expect(inFlight).toBe(1);
   });
 
   test("wrong method answers 405 with Allow", async () => {

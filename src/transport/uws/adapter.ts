@@ -37,21 +37,17 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       const key = req.getHeader("sec-websocket-key");
       const protocol = req.getHeader("sec-websocket-protocol");
       const extensions = req.getHeader("sec-websocket-extensions");
-      const request = readRequest(res, req, 0);
-      let aborted = false;
-      res.onAborted(() => {
-        aborted = true;
-      });
+      const { request, aborted } = readRequest(res, req, 0);
       app.ws.upgrade(request).then(
         (decision) => {
-          if (aborted) return;
+          if (aborted()) return;
           res.cork(() => {
             if (decision.accept) res.upgrade({ state: decision.state }, key, protocol, extensions, context);
             else writeReply(res, decision.reply);
           });
         },
         () => {
-          if (!aborted) res.cork(() => writeReply(res, { status: 500, body: "" }));
+          if (!aborted()) res.cork(() => writeReply(res, { status: 500, body: "" }));
         },
       );
     },
@@ -77,17 +73,13 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
   });
 
   server.any("/*", (res, req) => {
-    const request = readRequest(res, req, options.maxBodyBytes);
-    let aborted = false;
-    res.onAborted(() => {
-      aborted = true;
-    });
+    const { request, aborted } = readRequest(res, req, options.maxBodyBytes);
     app.http(request).then(
       (reply) => {
-        if (!aborted) res.cork(() => writeReply(res, reply));
+        if (!aborted()) res.cork(() => writeReply(res, reply));
       },
       () => {
-        if (!aborted) res.cork(() => writeReply(res, { status: 500, body: "" }));
+        if (!aborted()) res.cork(() => writeReply(res, { status: 500, body: "" }));
       },
     );
   });
@@ -116,24 +108,39 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
 
 /**
  * Copies everything the core may need out of the uWS request, which is only
- * valid until this handler returns, and starts collecting the body at once
- * (uWS requires onData to be attached synchronously).
+ * valid until this handler returns, starts collecting the body at once (uWS
+ * requires onData to be attached synchronously), and watches for the client
+ * going away: then the body rejects, so a handler never waits forever on an
+ * upload that stopped (and the drain never waits on such a request).
  */
-function readRequest(res: UwsResponse, req: UwsRequest, maxBodyBytes: number): HttpRequest {
+function readRequest(
+  res: UwsResponse,
+  req: UwsRequest,
+  maxBodyBytes: number,
+): { request: HttpRequest; aborted: () => boolean } {
   const method = req.getCaseSensitiveMethod().toUpperCase();
   const headers = new Map<string, string>();
   req.forEach((name, value) => {
     headers.set(name, value);
   });
   const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
+  let aborted = false;
+  let abortBody: (error: Error) => void = () => {};
+  res.onAborted(() => {
+    aborted = true;
+    abortBody(new Error("client went away"));
+  });
   const body = METHODS_WITHOUT_BODY.has(method)
     ? Promise.resolve(new Uint8Array(0))
-    : collectBody(res, maxBodyBytes, parseContentLength(headers.get("content-length")));
+    : new Promise<Uint8Array>((resolve, reject) => {
+        abortBody = reject;
+        collectBody(res, maxBodyBytes, parseContentLength(headers.get("content-length")), resolve, reject);
+      });
   // The core may answer without reading the body (401, 415, ...): keep that rejection handled.
   body.catch(() => {});
   const rawQuery = req.getQuery() ?? "";
   let query: URLSearchParams | undefined;
-  return {
+  const request: HttpRequest = {
     method,
     path: req.getUrl(),
     // Parsed only when a handler asks: most requests never read the query.
@@ -145,33 +152,34 @@ function readRequest(res: UwsResponse, req: UwsRequest, maxBodyBytes: number): H
     remoteAddress,
     body: () => body,
   };
+  return { request, aborted: () => aborted };
 }
 
 function collectBody(
   res: UwsResponse,
   limit: number,
   contentLength: number | undefined,
-): Promise<Uint8Array> {
-  return new Promise((resolve, reject) => {
-    let buffer: BodyBuffer;
+  resolve: (body: Uint8Array) => void,
+  reject: (error: unknown) => void,
+): void {
+  let buffer: BodyBuffer;
+  try {
+    buffer = new BodyBuffer(limit, contentLength);
+  } catch (error) {
+    reject(error);
+    return;
+  }
+  let failed = false;
+  res.onData((chunk, isLast) => {
+    if (failed) return;
     try {
-      buffer = new BodyBuffer(limit, contentLength);
+      buffer.append(new Uint8Array(chunk));
     } catch (error) {
+      failed = true;
       reject(error);
       return;
     }
-    let failed = false;
-    res.onData((chunk, isLast) => {
-      if (failed) return;
-      try {
-        buffer.append(new Uint8Array(chunk));
-      } catch (error) {
-        failed = true;
-        reject(error);
-        return;
-      }
-      if (isLast) resolve(buffer.bytes());
-    });
+    if (isLast) resolve(buffer.bytes());
   });
 }
 
