@@ -242,6 +242,8 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
 
   /** Verifies a token (from the upgrade or an auth frame); success sends `connected`, failure closes 4001. */
   private authenticate(peer: Peer, token: string): void {
+    // Frames that arrive while the token is checked wait for the outcome instead of being refused.
+    peer.state.framesDuringAuth ??= [];
     this.authorize(token).then(
       (principal) => {
         if (!this.peers.has(peer)) return;

@@ -182,11 +182,13 @@ describe.each(RUNTIMES)("WebSocket authentication on %s", (runtime) => {
     await gateway.stop("SIGKILL");
   });
 
-  test("a first-message auth frame authenticates", async () => {
+  test("a first-message auth frame authenticates, and a subscribe sent right behind it is served", async () => {
     const socket = new TestSocket(gateway.wsUrl);
     await socket.opened();
     socket.send({ type: "auth", token: await token("acme", ["subscribe"]) });
+    socket.send({ type: "subscribe", channel: "right-behind" });
     expect((await socket.next()).type).toBe("connected");
+    expect(await socket.next()).toMatchObject({ type: "subscribed", channel: "right-behind" });
     socket.close();
   });
 
