@@ -3,6 +3,7 @@ import { requireScope } from "../auth/principal.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { json } from "../http/reply.ts";
 import type { Route } from "../http/router.ts";
+import { withDeadline } from "../lifecycle/time.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { DeliveryQueue } from "../sink/delivery-queue.ts";
 import type { SinkMessage } from "../sink/types.ts";
@@ -80,7 +81,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
         }
         errors.push({ index, reason: result.reason });
         deps.metrics.eventsRejected.inc({ reason: result.category });
-        rejectedRaw.push({ raw: raw.ok ? raw.value : undefined, reason: result.reason });
+        if (options.dlqTopic)
+          rejectedRaw.push({ raw: raw.ok ? raw.value : undefined, reason: result.reason });
       });
       if (options.dlqTopic && rejectedRaw.length > 0)
         sendToDeadLetters(options.dlqTopic, principal, rejectedRaw, deps);
@@ -96,18 +98,10 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
         acknowledged.catch(() => {});
         return json(202, body, rateLimitHeaders);
       }
-      await withTimeout(acknowledged, options.ackTimeoutMs);
-      return json(202, body, rateLimitHeaders);
-    },
-  };
-}
-
-async function withTimeout(acknowledged: Promise<void>, timeoutMs: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timedOut = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
+      await withDeadline(
+        acknowledged,
+        options.ackTimeoutMs,
+        () =>
           new GatewayError(
             "unavailable",
             "Kafka did not acknowledge in time; the records may still be delivered",
@@ -115,16 +109,10 @@ async function withTimeout(acknowledged: Promise<void>, timeoutMs: number): Prom
               "retry-after": "5",
             },
           ),
-        ),
-      timeoutMs,
-    );
-  });
-  acknowledged.catch(() => {});
-  try {
-    await Promise.race([acknowledged, timedOut]);
-  } finally {
-    clearTimeout(timer);
-  }
+      );
+      return json(202, body, rateLimitHeaders);
+    },
+  };
 }
 
 /** Best effort: rejected records go to the dead-letter topic with their reason; never blocks the answer. */

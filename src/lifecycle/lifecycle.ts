@@ -64,5 +64,3 @@ export class Lifecycle {
     }
   }
 }
-
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

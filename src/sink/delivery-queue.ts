@@ -1,5 +1,6 @@
 import { GatewayError } from "../errors/errors.ts";
 import type { HealthState } from "../health/health.ts";
+import { sleep, withDeadline } from "../lifecycle/time.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { SinkMessage, SinkWriter } from "./types.ts";
@@ -83,7 +84,7 @@ export class DeliveryQueue {
       this.checkHealth();
       if (!probe || this.inFlight > 0 || Date.now() - this.lastProbeAt < this.options.probeIntervalMs) return;
       this.lastProbeAt = Date.now();
-      withDeadline(probe(), this.options.writeTimeoutMs).then(
+      withDeadline(probe(), this.options.writeTimeoutMs, () => this.writeTimeout()).then(
         () => this.markHealthy(),
         (error) => this.markFailing(error),
       );
@@ -107,8 +108,9 @@ export class DeliveryQueue {
       this.metrics.overloaded.inc();
       throw new GatewayError("unavailable", "Kafka is unreachable", { "retry-after": "5" });
     }
+    const sizes = messages.map(messageBytes);
     let bytes = 0;
-    for (const message of messages) bytes += messageBytes(message);
+    for (const size of sizes) bytes += size;
     if (
       this.queuedRecords + messages.length > this.options.maxRecords ||
       this.queuedBytes + bytes > this.options.maxBytes
@@ -120,11 +122,10 @@ export class DeliveryQueue {
     const acknowledged = new Promise<void>((resolve, reject) => {
       ticket = { remaining: messages.length, resolve, reject };
     });
-    for (const message of messages) {
-      const entryBytes = messageBytes(message);
-      this.pending.push({ message, bytes: entryBytes, ticket });
-      this.pendingBytes += entryBytes;
-    }
+    messages.forEach((message, index) => {
+      this.pending.push({ message, bytes: sizes[index] as number, ticket });
+    });
+    this.pendingBytes += bytes;
     this.queuedRecords += messages.length;
     this.queuedBytes += bytes;
     this.updateGauges();
@@ -200,14 +201,16 @@ export class DeliveryQueue {
     for (let attempt = 0; ; attempt++) {
       const started = performance.now();
       try {
-        await withDeadline(this.writer.write(messages), this.options.writeTimeoutMs);
+        await withDeadline(this.writer.write(messages), this.options.writeTimeoutMs, () =>
+          this.writeTimeout(),
+        );
         this.metrics.produceDuration.observe((performance.now() - started) / 1000);
         break;
       } catch (error) {
         this.metrics.produceErrors.inc();
         this.markFailing(error);
         this.writer.reset?.();
-        await new Promise((resolve) => setTimeout(resolve, this.backoff(attempt)));
+        await sleep(this.backoff(attempt));
       }
     }
     this.markHealthy();
@@ -229,6 +232,10 @@ export class DeliveryQueue {
     this.metrics.produceBatchRecords.observe(batch.length);
     this.updateGauges();
     if (this.queuedRecords === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  private writeTimeout(): Error {
+    return new Error(`no acknowledgement within ${this.options.writeTimeoutMs} ms`);
   }
 
   private backoff(attempt: number): number {
@@ -270,14 +277,4 @@ export class DeliveryQueue {
     this.metrics.queueRecords.set(this.queuedRecords);
     this.metrics.queueBytes.set(this.queuedBytes);
   }
-}
-
-/** Rejects when `promise` has not settled within `ms`; the late result is ignored. */
-function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no acknowledgement within ${ms} ms`)), ms);
-  });
-  promise.catch(() => {});
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }

@@ -7,6 +7,7 @@ import { broadcastTopic, channelTopic, type FanoutTarget } from "../fanout/fanou
 import type { ChannelHistory } from "../fanout/history.ts";
 import { errorReply } from "../http/reply.ts";
 import { CHANNEL_PATTERN } from "../ingest/record.ts";
+import { sleep } from "../lifecycle/time.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { HttpRequest, UpgradeDecision, WsHandlers, WsPeer } from "../transport/types.ts";
@@ -202,8 +203,7 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
         this.sendFrame(peer, { type: "reconnect", afterMs: 250 + Math.floor(Math.random() * 4750) });
         peer.close(CLOSE.goingAway, "server draining");
       }
-      if (pause > 0 && start + batchSize < peers.length)
-        await new Promise((resolve) => setTimeout(resolve, pause));
+      if (pause > 0 && start + batchSize < peers.length) await sleep(pause);
     }
   }
 
