@@ -285,6 +285,7 @@ async function startGateway(): Promise<RunningGateway> {
       LOCAL_LOG_DIR: tempDir("edge-gateway-deploy-log-"),
       DRAIN_DELAY_MS: "0",
       DRAIN_TIMEOUT_MS: "5000",
+      DEV_MODE: "true",
     },
     stdin: "ignore",
     stdout: "pipe",

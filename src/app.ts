@@ -60,9 +60,9 @@ export async function createGateway({
   const health = new HealthState();
 
   if (config.auth.usingDevSecret)
-    log.warn("JWT_SECRET and JWKS_URL unset: using the built-in dev secret (insecure)");
+    log.warn("DEV_MODE: JWT_SECRET and JWKS_URL unset, tokens are checked against the public dev secret");
   const authenticator = createAuthenticator({
-    jwtSecret: config.auth.jwtSecret ?? (config.auth.jwksUrl ? undefined : DEV_JWT_SECRET),
+    jwtSecret: config.auth.usingDevSecret ? DEV_JWT_SECRET : config.auth.jwtSecret,
     jwksUrl: config.auth.jwksUrl,
     cacheSize: config.auth.tokenCacheSize,
   });

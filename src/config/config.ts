@@ -1,12 +1,17 @@
 import zlib from "node:zlib";
-import { boolean, brokerList, host, integer, nonEmpty, oneOf, topicName, url } from "./parse.ts";
+import { boolean, brokerList, host, integer, nonEmpty, oneOf, secret, topicName, url } from "./parse.ts";
 
 export const SASL_MECHANISMS = ["none", "plain", "scram-sha-256", "scram-sha-512", "aws-msk-iam"] as const;
 export const COMPRESSIONS = ["none", "gzip", "snappy", "lz4", "zstd"] as const;
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
-/** Dev secret used when neither JWT_SECRET nor JWKS_URL is set; logged as insecure at start. */
+/**
+ * Public dev secret, used only in an explicitly requested dev mode (DEV_MODE=true) when neither
+ * JWT_SECRET nor JWKS_URL is set; logged as insecure at start.
+ */
 export const DEV_JWT_SECRET = "edge-gateway-dev-secret-change-me";
+/** HS256 needs a key at least as long as its 256-bit output (RFC 7518 §3.2). */
+export const MIN_JWT_SECRET_BYTES = 32;
 
 export interface Config {
   host: string;
@@ -47,6 +52,7 @@ export interface Config {
   auth: {
     jwtSecret: string | undefined;
     jwksUrl: string | undefined;
+    /** DEV_MODE=true and no JWT_SECRET or JWKS_URL: tokens are checked against DEV_JWT_SECRET. */
     usingDevSecret: boolean;
     tokenCacheSize: number;
   };
@@ -112,8 +118,20 @@ export function loadConfig(env: Env = process.env): Config {
     }
   }
 
-  const jwtSecret = read("JWT_SECRET", nonEmpty);
+  const jwtSecret = read("JWT_SECRET", secret(MIN_JWT_SECRET_BYTES));
   const jwksUrl = read("JWKS_URL", url(["https:", "http:"]));
+  const devMode = read("DEV_MODE", boolean, false);
+  // Auth fails closed: without a way to verify tokens the gateway does not start, unless asked for dev mode.
+  if (
+    jwtSecret === undefined &&
+    jwksUrl === undefined &&
+    !devMode &&
+    !problems.some((problem) => problem.startsWith("JWT_SECRET:"))
+  ) {
+    problems.push(
+      "JWT_SECRET: required (at least 32 bytes), or set JWKS_URL; DEV_MODE=true runs on the public dev secret",
+    );
+  }
   const saslMechanism = read("KAFKA_SASL_MECHANISM", oneOf(SASL_MECHANISMS), "none");
   const saslUsername = read("KAFKA_SASL_USERNAME", nonEmpty);
   const saslPassword = read("KAFKA_SASL_PASSWORD", nonEmpty);
@@ -168,7 +186,7 @@ export function loadConfig(env: Env = process.env): Config {
     auth: {
       jwtSecret,
       jwksUrl,
-      usingDevSecret: jwtSecret === undefined && jwksUrl === undefined,
+      usingDevSecret: devMode && jwtSecret === undefined && jwksUrl === undefined,
       tokenCacheSize: read("AUTH_TOKEN_CACHE_SIZE", integer(0, 10_000_000), 10_000),
     },
     schemas: {

@@ -34,6 +34,15 @@ export function nonEmpty(raw: string): string {
   return value;
 }
 
+/** A shared secret used as given (no trimming), at least `minBytes` long in UTF-8. */
+export function secret(minBytes: number) {
+  return (raw: string): string => {
+    const bytes = new TextEncoder().encode(raw).byteLength;
+    if (bytes < minBytes) throw new Error(`must be at least ${minBytes} bytes, got ${bytes}`);
+    return raw;
+  };
+}
+
 export function topicName(raw: string): string {
   const value = raw.trim();
   if (!/^[a-zA-Z0-9._-]{1,249}$/.test(value)) throw new Error(`not a valid Kafka topic name: "${raw}"`);

@@ -1,9 +1,12 @@
 import { describe, expect, test } from "bun:test";
 import { ConfigError, loadConfig } from "../../src/config/config.ts";
 
+/** A valid secret, so each test sees only the problems it provokes. */
+const SECRET = { JWT_SECRET: "0123456789abcdef0123456789abcdef" };
+
 function problemsOf(env: Record<string, string>): string[] {
   try {
-    loadConfig(env);
+    loadConfig({ ...SECRET, ...env });
   } catch (error) {
     if (error instanceof ConfigError) return error.problems;
     throw error;
@@ -12,8 +15,8 @@ function problemsOf(env: Record<string, string>): string[] {
 }
 
 describe("loadConfig", () => {
-  test("an empty environment gives the documented defaults and the embedded sink", () => {
-    const config = loadConfig({});
+  test("with only a secret, the documented defaults and the embedded sink", () => {
+    const config = loadConfig(SECRET);
     expect(config.host).toBe("0.0.0.0");
     expect(config.port).toBe(8080);
     expect(config.kafka.brokers).toBeUndefined();
@@ -25,11 +28,21 @@ describe("loadConfig", () => {
     expect(config.drainTimeoutMs).toBe(25000);
     expect(config.ws.pingIntervalMs).toBe(30000);
     expect(config.workers).toBe(1);
-    expect(config.auth.usingDevSecret).toBe(true);
+    expect(config.auth.usingDevSecret).toBe(false);
+  });
+
+  test("auth fails closed: no JWT_SECRET or JWKS_URL is refused outside dev mode", () => {
+    expect(() => loadConfig({})).toThrow(ConfigError);
+    expect(problemsOf({ JWT_SECRET: "" }).join()).toContain("JWT_SECRET: required");
+    expect(problemsOf({ JWT_SECRET: "x" }).join()).toContain("JWT_SECRET: must be at least 32 bytes");
+    expect(problemsOf({ JWT_SECRET: "", JWKS_URL: "https://issuer.example/jwks.json" })).toEqual([]);
+    expect(loadConfig({ DEV_MODE: "true" }).auth.usingDevSecret).toBe(true);
+    expect(loadConfig({ ...SECRET, DEV_MODE: "true" }).auth.usingDevSecret).toBe(false);
   });
 
   test("parses brokers and SASL settings", () => {
     const config = loadConfig({
+      ...SECRET,
       KAFKA_BROKERS: "b-1.example:9098, b-2.example:9098",
       KAFKA_SASL_MECHANISM: "SCRAM-SHA-512",
       KAFKA_SASL_USERNAME: "u",
@@ -40,8 +53,10 @@ describe("loadConfig", () => {
   });
 
   test("aws-msk-iam turns TLS on unless told otherwise", () => {
-    expect(loadConfig({ KAFKA_SASL_MECHANISM: "aws-msk-iam" }).kafka.tls).toBe(true);
-    expect(loadConfig({ KAFKA_SASL_MECHANISM: "aws-msk-iam", KAFKA_TLS: "false" }).kafka.tls).toBe(false);
+    expect(loadConfig({ ...SECRET, KAFKA_SASL_MECHANISM: "aws-msk-iam" }).kafka.tls).toBe(true);
+    expect(loadConfig({ ...SECRET, KAFKA_SASL_MECHANISM: "aws-msk-iam", KAFKA_TLS: "false" }).kafka.tls).toBe(
+      false,
+    );
   });
 
   test("every bad value is reported with its variable name", () => {

@@ -1,4 +1,5 @@
 import type { Subprocess } from "bun";
+import { TEST_SECRET } from "../support/tokens.ts";
 
 export type Runtime = "node" | "bun";
 export const RUNTIMES: Runtime[] = ["node", "bun"];
@@ -45,6 +46,7 @@ export async function startGateway(
       PORT: "0",
       DRAIN_DELAY_MS: "200",
       DRAIN_TIMEOUT_MS: "10000",
+      JWT_SECRET: TEST_SECRET,
       ...env,
     },
     stdin: "ignore",

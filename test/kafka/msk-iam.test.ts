@@ -51,6 +51,7 @@ describe("MSK IAM OAUTHBEARER token", () => {
 
   test("aws-msk-iam config gives an OAUTHBEARER token provider over TLS", async () => {
     const config = loadConfig({
+      JWT_SECRET: "0123456789abcdef0123456789abcdef",
       KAFKA_BROKERS: "b-1.msk:9098",
       KAFKA_SASL_MECHANISM: "aws-msk-iam",
       AWS_REGION: "eu-west-1",

@@ -1,6 +1,6 @@
 import { signDevToken } from "../../src/auth/dev-token.ts";
 
-export const TEST_SECRET = "e2e-test-secret-0123456789";
+export const TEST_SECRET = "e2e-test-secret-0123456789-abcdefghijklmnop";
 
 export function token(
   tenant: string,

@@ -1,0 +1,80 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { signDevToken } from "../../src/auth/dev-token.ts";
+import { DEV_JWT_SECRET } from "../../src/config/config.ts";
+import { TEST_SECRET } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, runUntilExit, startGateway } from "./harness.ts";
+
+const ROOT = new URL("../..", import.meta.url).pathname;
+
+async function postEvent(gateway: RunningGateway, token: string): Promise<number> {
+  const response = await fetch(`${gateway.url}/v1/events`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ type: "page_view", data: { url: "https://example.com/" } }),
+  });
+  return response.status;
+}
+
+const devToken = () => signDevToken({ secret: DEV_JWT_SECRET, tenant: "acme", scopes: ["ingest"] });
+const tempLogDir = () => mkdtempSync(join(tmpdir(), "edge-gateway-auth-"));
+
+describe.each(RUNTIMES)("auth fails closed on %s", (runtime) => {
+  let gateway: RunningGateway | undefined;
+  afterEach(async () => {
+    await gateway?.stop("SIGKILL");
+    gateway = undefined;
+  });
+
+  test("without JWT_SECRET or JWKS_URL the gateway refuses to start, naming JWT_SECRET", async () => {
+    const { code, stderr } = await runUntilExit(runtime, { JWT_SECRET: "", JWKS_URL: "", PORT: "0" });
+    expect(code).toBe(1);
+    expect(stderr).toContain("JWT_SECRET");
+  });
+
+  test("a JWT_SECRET under 32 bytes is refused", async () => {
+    const { code, stderr } = await runUntilExit(runtime, { JWT_SECRET: "x".repeat(31), PORT: "0" });
+    expect(code).toBe(1);
+    expect(stderr).toContain("JWT_SECRET: must be at least 32 bytes");
+  });
+
+  test("with a real secret, a token signed with the public dev secret is refused", async () => {
+    gateway = await startGateway(runtime, { JWT_SECRET: TEST_SECRET, LOCAL_LOG_DIR: tempLogDir() });
+    expect(await postEvent(gateway, await devToken())).toBe(401);
+  });
+
+  test("DEV_MODE=true runs on the dev secret and says so", async () => {
+    gateway = await startGateway(runtime, { JWT_SECRET: "", DEV_MODE: "true", LOCAL_LOG_DIR: tempLogDir() });
+    expect(await postEvent(gateway, await devToken())).toBe(202);
+    expect(gateway.logs.some((entry) => String(entry.msg).startsWith("DEV_MODE"))).toBe(true);
+  });
+});
+
+test("the README's start command asks for dev mode, so a first run works without a secret", async () => {
+  const child = Bun.spawn(["bun", "run", "start"], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH ?? "/usr/bin:/bin",
+      HOME: process.env.HOME ?? tmpdir(),
+      HOST: "127.0.0.1",
+      PORT: "0",
+      LOCAL_LOG_DIR: tempLogDir(),
+    },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  try {
+    const decoder = new TextDecoder();
+    let output = "";
+    const deadline = Date.now() + 20_000;
+    for await (const chunk of child.stdout) {
+      output += decoder.decode(chunk, { stream: true });
+      if (output.includes('"msg":"listening"') || Date.now() > deadline) break;
+    }
+    expect(output).toContain('"msg":"listening"');
+  } finally {
+    child.kill("SIGKILL");
+  }
+});
