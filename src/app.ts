@@ -134,7 +134,7 @@ export async function createGateway({
       .map((record) => ({
         tenant: record.tenant,
         channel: record.channel,
-        data: record.data,
+        dataJson: record.dataJson,
         record: { type: record.type, id: record.id },
         ts: Date.now(),
       }));
@@ -160,15 +160,20 @@ export async function createGateway({
         },
         {
           authenticate,
-          admit: async (request, principal, cost) => {
-            if (!config.rateLimit.enabled) return {};
-            await limits.admit("ip_requests", clientIp(request, config.rateLimit.trustProxyHops));
-            return limits.admit(
-              "tenant_events",
-              principal.tenant,
-              cost,
-              quotas?.eventsPerSec(principal.tenant),
-            );
+          admit: {
+            request: async (request) => {
+              if (config.rateLimit.enabled)
+                await limits.admit("ip_requests", clientIp(request, config.rateLimit.trustProxyHops));
+            },
+            events: async (principal, cost) => {
+              if (!config.rateLimit.enabled) return {};
+              return limits.admit(
+                "tenant_events",
+                principal.tenant,
+                cost,
+                quotas?.eventsPerSec(principal.tenant),
+              );
+            },
           },
           schemas,
           queue,

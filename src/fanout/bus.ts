@@ -5,7 +5,8 @@ export interface FanoutMessage {
   tenant: string;
   channel?: string;
   broadcast?: boolean;
-  data: unknown;
+  /** The payload as JSON text, exactly as the publisher sent it. */
+  dataJson: string;
   /** For ingested events: the record's type and id, so subscribers can tell events apart. */
   record?: { type: string; id: string };
   /** Epoch ms when the gateway accepted it; used for the fan-out latency metric. */

@@ -8,6 +8,19 @@ export const channelTopic = (tenant: string, channel: string) => `t/${tenant}/${
 /** Engine topic every connection of a tenant joins, for broadcasts. */
 export const broadcastTopic = (tenant: string) => `b/${tenant}`;
 
+/** Every `event` frame starts so; the delta route drops the `type` member by cutting it off. */
+export const EVENT_FRAME_PREFIX = '{"type":"event",';
+
+/** The `event` frame, its `data` spliced in as sent (a parse and re-serialisation would alter numbers). */
+function eventFrame(channel: string, id: string, message: DeliveredMessage): string {
+  let frame = `${EVENT_FRAME_PREFIX}"channel":${JSON.stringify(channel)},"id":"${id}","data":${message.dataJson}`;
+  if (message.broadcast) frame += ',"broadcast":true';
+  if (message.record) {
+    frame += `,"recordType":${JSON.stringify(message.record.type)},"recordId":${JSON.stringify(message.record.id)}`;
+  }
+  return `${frame}}`;
+}
+
 export interface FanoutTarget {
   /** Publishes one frame to every local subscriber of `topic`; returns how many got it. */
   publish(topic: string, frame: string): number;
@@ -38,14 +51,7 @@ export class Fanout implements FanoutListener {
   deliver(message: DeliveredMessage): void {
     const id = formatEventId(message.position);
     const channel = message.broadcast ? (message.channel ?? "$broadcast") : (message.channel as string);
-    const frame = JSON.stringify({
-      type: "event",
-      channel,
-      id,
-      data: message.data,
-      ...(message.broadcast ? { broadcast: true } : {}),
-      ...(message.record ? { recordType: message.record.type, recordId: message.record.id } : {}),
-    });
+    const frame = eventFrame(channel, id, message);
     let topic: string;
     if (message.broadcast) topic = broadcastTopic(message.tenant);
     else {

@@ -1,8 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { Consumer, type MessagesStream, stringDeserializers } from "@platformatic/kafka";
+import { CHANNEL_PATTERN } from "../ingest/record.ts";
+import { isJsonValue } from "../json/scan.ts";
 import type { KafkaConnectionOptions } from "../kafka/client-options.ts";
 import type { Logger } from "../log/logger.ts";
 import type { DeliveryQueue } from "../sink/delivery-queue.ts";
+import type { SinkMessage } from "../sink/types.ts";
 import { type FanoutBus, type FanoutListener, type FanoutMessage, fanoutKey } from "./bus.ts";
 
 type FanoutConsumer = Consumer<string, string, string, string>;
@@ -56,14 +59,7 @@ export class KafkaFanoutBus implements FanoutBus {
   }
 
   publish(messages: FanoutMessage[]): Promise<void> {
-    return this.queue.enqueue(
-      messages.map((message) => ({
-        topic: this.topic,
-        key: fanoutKey(message),
-        value: JSON.stringify(message),
-        headers: { tenant: message.tenant, "content-type": "application/json" },
-      })),
-    );
+    return this.queue.enqueue(messages.map((message) => toFanoutRecord(this.topic, message)));
   }
 
   async close(): Promise<void> {
@@ -94,11 +90,12 @@ export class KafkaFanoutBus implements FanoutBus {
     this.stream = stream;
     stream.on("data", (message) => {
       this.nextOffsets.set(message.partition, message.offset + 1n);
-      let parsed: FanoutMessage;
-      try {
-        parsed = JSON.parse(message.value) as FanoutMessage;
-      } catch {
-        this.log.warn({ partition: message.partition }, "fan-out message is not JSON; skipped");
+      const parsed = fromFanoutRecord(message.headers, message.value);
+      if (!parsed) {
+        this.log.warn(
+          { partition: message.partition, offset: String(message.offset) },
+          "fan-out record is malformed; skipped",
+        );
         return;
       }
       const position = { epoch: this.epoch, partition: message.partition, offset: message.offset };
@@ -134,6 +131,42 @@ export class KafkaFanoutBus implements FanoutBus {
     await stream?.close().catch(() => {});
     if (consumer) await forceClose(consumer);
   }
+}
+
+/**
+ * A fan-out record: the payload as the value, byte for byte as it was
+ * published, and everything else in headers, so no instance parses and
+ * re-serialises the payload (which would alter big numbers).
+ */
+export function toFanoutRecord(topic: string, message: FanoutMessage): SinkMessage {
+  const headers: Record<string, string> = {
+    tenant: message.tenant,
+    ts: String(message.ts),
+    "content-type": "application/json",
+  };
+  if (message.channel !== undefined) headers.channel = message.channel;
+  if (message.broadcast) headers.broadcast = "true";
+  if (message.record) {
+    headers["record-type"] = message.record.type;
+    headers["record-id"] = message.record.id;
+  }
+  return { topic, key: fanoutKey(message), value: message.dataJson, headers };
+}
+
+/** The message back from a fan-out record; undefined when it was not written by a gateway. */
+export function fromFanoutRecord(headers: Map<string, string>, value: string): FanoutMessage | undefined {
+  const tenant = headers.get("tenant");
+  const channel = headers.get("channel");
+  const broadcast = headers.get("broadcast") === "true";
+  if (!tenant || (channel === undefined ? !broadcast : !CHANNEL_PATTERN.test(channel))) return undefined;
+  if (!isJsonValue(Buffer.from(value))) return undefined;
+  const message: FanoutMessage = { tenant, dataJson: value, ts: Number(headers.get("ts")) || Date.now() };
+  if (channel !== undefined) message.channel = channel;
+  if (broadcast) message.broadcast = true;
+  const type = headers.get("record-type");
+  const id = headers.get("record-id");
+  if (type !== undefined && id !== undefined) message.record = { type, id };
+  return message;
 }
 
 /** Closes without waiting for in-flight fetches; errors on the way out are irrelevant. */

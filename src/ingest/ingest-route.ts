@@ -1,8 +1,8 @@
-import type { Principal } from "../auth/principal.ts";
-import { requireScope } from "../auth/principal.ts";
+import { channelAllowed, type Principal, requireScope } from "../auth/principal.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { json } from "../http/reply.ts";
 import type { Route } from "../http/router.ts";
+import { TOO_DEEP_REASON } from "../json/scan.ts";
 import { withDeadline } from "../lifecycle/time.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { DeliveryQueue } from "../sink/delivery-queue.ts";
@@ -10,14 +10,15 @@ import type { SinkMessage } from "../sink/types.ts";
 import type { HttpRequest } from "../transport/types.ts";
 import type { SchemaRegistry } from "../validation/registry.ts";
 import { decodeBody } from "./body.ts";
-import { type EventRecord, normalizeRecord } from "./record.ts";
+import { type EventRecord, normalizeRecord, type RejectReason, recordValue } from "./record.ts";
 
-/** Admits a request of `cost` events; returns headers to add, or throws a 429 GatewayError. */
-export type Admission = (
-  request: HttpRequest,
-  principal: Principal,
-  cost: number,
-) => Promise<Record<string, string>>;
+/** The rate limits ingest obeys; each rejects with a 429 GatewayError when over budget. */
+export interface IngestAdmission {
+  /** Per client IP, before the token is checked or the body read: a client over budget costs nothing more. */
+  request(request: HttpRequest): Promise<void>;
+  /** Per tenant, `cost` events; resolves with the RateLimit-* headers to answer with. */
+  events(principal: Principal, cost: number): Promise<Record<string, string>>;
+}
 
 export interface IngestOptions {
   topic: string;
@@ -29,7 +30,7 @@ export interface IngestOptions {
 
 export interface IngestDependencies {
   authenticate(request: HttpRequest): Promise<Principal>;
-  admit: Admission;
+  admit: IngestAdmission;
   schemas: SchemaRegistry;
   queue: DeliveryQueue;
   metrics: Metrics;
@@ -46,9 +47,20 @@ export function toSinkMessage(topic: string, record: EventRecord): SinkMessage {
   return {
     topic,
     key: record.key ?? record.tenant,
-    value: JSON.stringify(record),
+    value: recordValue(record),
     headers: { tenant: record.tenant, type: record.type, "content-type": "application/json" },
   };
+}
+
+/**
+ * A record with a `channel` is also fanned out to subscribers, so it needs
+ * what `POST /v1/publish` needs: the `publish` scope and a channel the token allows.
+ */
+function channelRefusal(principal: Principal, channel: string | undefined): string | undefined {
+  if (channel === undefined) return undefined;
+  if (!principal.scopes.has("publish")) return `"channel" needs a token with scope publish`;
+  if (!channelAllowed(principal, channel)) return `channel ${channel} is not allowed for this token`;
+  return undefined;
 }
 
 /** POST /v1/events: authenticate, rate limit, validate, queue for Kafka, answer when acknowledged. */
@@ -57,6 +69,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     method: "POST",
     path: "/v1/events",
     handler: async (request) => {
+      await deps.admit.request(request);
       const principal = await deps.authenticate(request);
       requireScope(principal, "ingest");
       const rawRecords = await decodeBody(
@@ -65,7 +78,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
         request.header("content-encoding"),
         { maxBytes: options.maxBodyBytes, maxRecords: options.maxRecords },
       );
-      const rateLimitHeaders = await deps.admit(request, principal, rawRecords.length);
+      const rateLimitHeaders = await deps.admit.events(principal, rawRecords.length);
 
       const receivedAt = new Date().toISOString();
       const accepted: EventRecord[] = [];
@@ -73,16 +86,23 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       const rejectedRaw: Array<{ raw: unknown; reason: string }> = [];
       rawRecords.forEach((raw, index) => {
         const result = raw.ok
-          ? normalizeRecord(raw.value, principal.tenant, receivedAt, deps.schemas)
-          : { ok: false as const, reason: raw.reason, category: "malformed_json" as const };
-        if (result.ok) {
+          ? normalizeRecord(raw.value, raw.dataJson, raw.tsJson, principal.tenant, receivedAt, deps.schemas)
+          : {
+              ok: false as const,
+              reason: raw.reason,
+              category: (raw.reason === TOO_DEEP_REASON
+                ? "invalid_record"
+                : "malformed_json") as RejectReason,
+            };
+        const refusal = result.ok ? channelRefusal(principal, result.record.channel) : undefined;
+        if (result.ok && refusal === undefined) {
           accepted.push(result.record);
           return;
         }
-        errors.push({ index, reason: result.reason });
-        deps.metrics.eventsRejected.inc({ reason: result.category });
-        if (options.dlqTopic)
-          rejectedRaw.push({ raw: raw.ok ? raw.value : undefined, reason: result.reason });
+        const reason = result.ok ? (refusal as string) : result.reason;
+        errors.push({ index, reason });
+        deps.metrics.eventsRejected.inc({ reason: result.ok ? "forbidden_channel" : result.category });
+        if (options.dlqTopic) rejectedRaw.push({ raw: raw.ok ? raw.value : undefined, reason });
       });
       if (options.dlqTopic && rejectedRaw.length > 0)
         sendToDeadLetters(options.dlqTopic, principal, rejectedRaw, deps);

@@ -1,20 +1,38 @@
 import { v7 as uuidv7 } from "uuid";
 import type { SchemaRegistry } from "../validation/registry.ts";
 
-/** The record as written to Kafka: the validated client fields plus what the gateway adds. */
+/** One Kafka record value per event: the record's fields, its `data` and `ts` exactly as sent. */
+export function recordValue(record: EventRecord): string {
+  // type, channel and tenant match patterns without characters that need escaping.
+  let value = `{"id":${JSON.stringify(record.id)},"type":"${record.type}"`;
+  if (record.tsJson !== undefined) value += `,"ts":${record.tsJson}`;
+  if (record.channel !== undefined) value += `,"channel":"${record.channel}"`;
+  if (record.key !== undefined) value += `,"key":${JSON.stringify(record.key)}`;
+  return `${value},"data":${record.dataJson},"tenant":"${record.tenant}","receivedAt":"${record.receivedAt}"}`;
+}
+
+/**
+ * The record as written to Kafka: the validated client fields plus what the
+ * gateway adds. `data` and `ts` are kept as the exact JSON text the client sent.
+ */
 export interface EventRecord {
   id: string;
   type: string;
-  ts?: number | string;
+  tsJson?: string;
   channel?: string;
   key?: string;
-  data: Record<string, unknown>;
+  dataJson: string;
   tenant: string;
   receivedAt: string;
 }
 
 /** Bounded set of reasons used as a metric label. */
-export type RejectReason = "malformed_json" | "invalid_record" | "unknown_type" | "schema";
+export type RejectReason =
+  | "malformed_json"
+  | "invalid_record"
+  | "unknown_type"
+  | "schema"
+  | "forbidden_channel";
 
 export type Normalized =
   | { ok: true; record: EventRecord }
@@ -34,9 +52,12 @@ function invalid(reason: string): Normalized {
  * Checks one record's envelope, validates its `data` against the schema of
  * its `type`, and returns the record to produce. Unknown top-level fields are
  * dropped so a client can never set `tenant` or `receivedAt` itself.
+ * `dataJson`/`tsJson` are the exact texts of `raw.data`/`raw.ts` in the body.
  */
 export function normalizeRecord(
   raw: unknown,
+  dataJson: string | undefined,
+  tsJson: string | undefined,
   tenant: string,
   receivedAt: string,
   schemas: SchemaRegistry,
@@ -73,11 +94,11 @@ export function normalizeRecord(
   const record: EventRecord = {
     id: (id as string | undefined) ?? uuidv7(),
     type,
-    data: data as Record<string, unknown>,
+    dataJson: dataJson ?? JSON.stringify(data),
     tenant,
     receivedAt,
   };
-  if (ts !== undefined) record.ts = ts as number | string;
+  if (ts !== undefined) record.tsJson = tsJson ?? JSON.stringify(ts);
   if (channel !== undefined) record.channel = channel;
   if (key !== undefined) record.key = key;
   return { ok: true, record };

@@ -26,7 +26,7 @@ async function ingest(gateway: RunningGateway, tenant: string, channel: string, 
   const response = await fetch(`${gateway.url}/v1/events`, {
     method: "POST",
     headers: {
-      authorization: `Bearer ${await token(tenant, ["ingest"])}`,
+      authorization: `Bearer ${await token(tenant, ["ingest", "publish"])}`,
       "content-type": "application/json",
     },
     body: JSON.stringify(records),

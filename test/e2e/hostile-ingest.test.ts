@@ -1,0 +1,192 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import { createTopic, readTopic, services } from "../support/kafka.ts";
+import { token } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
+
+/** A 19-digit nanosecond timestamp and 2^53 + 1: both come out of JSON.parse rounded. */
+const BIG_DATA = '{"element":"big","nanos":1700000000123456789,"n":9007199254740993,"f":1.50}';
+
+const deepData = (levels: number) => `{"element":"deep","x":${"[".repeat(levels)}${"]".repeat(levels)}}`;
+
+async function post(
+  gateway: RunningGateway,
+  path: string,
+  body: string | Uint8Array,
+  headers: Record<string, string>,
+) {
+  const response = await fetch(`${gateway.url}${path}`, { method: "POST", body, headers });
+  return { status: response.status, text: await response.text() };
+}
+
+/** How long /health/live takes to answer while `work` runs: the event loop's stall. */
+async function liveLatencyDuring(gateway: RunningGateway, work: Promise<unknown>): Promise<number> {
+  let worst = 0;
+  let done = false;
+  const probing = (async () => {
+    while (!done) {
+      const started = performance.now();
+      await fetch(`${gateway.url}/health/live`);
+      worst = Math.max(worst, performance.now() - started);
+      await Bun.sleep(5);
+    }
+  })();
+  await work;
+  done = true;
+  await probing;
+  return worst;
+}
+
+describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) => {
+  let gateway: RunningGateway;
+  let topic: string;
+  let ingestAuth: Record<string, string>;
+  let publisherAuth: Record<string, string>;
+
+  beforeAll(async () => {
+    topic = await createTopic(`fidelity-${runtime}`, 1);
+    gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: topic,
+      KAFKA_FANOUT_TOPIC: await createTopic(`fidelity-fanout-${runtime}`, 1),
+    });
+    ingestAuth = {
+      authorization: `Bearer ${await token("acme", ["ingest"])}`,
+      "content-type": "application/json",
+    };
+    publisherAuth = {
+      authorization: `Bearer ${await token("acme", ["ingest", "publish", "subscribe"])}`,
+      "content-type": "application/json",
+    };
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+  });
+
+  test("numbers in data reach Kafka, subscribers and the delta route exactly as sent", async () => {
+    const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
+    await socket.opened();
+    await socket.next((frame) => frame.type === "connected");
+    socket.send({ type: "subscribe", channel: "big" });
+    await socket.next((frame) => frame.type === "subscribed");
+    const raw: string[] = [];
+    socket.socket.addEventListener("message", (event) => raw.push(String(event.data)));
+
+    const record = `{"type":"click","id":"big-1","ts":1700000000123456789,"channel":"big","data":${BIG_DATA}}`;
+    expect((await post(gateway, "/v1/events", `[${record}]`, publisherAuth)).status).toBe(202);
+    const published = `{"channel":"big","data":${BIG_DATA}}`;
+    expect((await post(gateway, "/v1/publish", published, publisherAuth)).status).toBe(202);
+
+    const [message] = await readTopic(topic, 1);
+    expect(message?.value).toContain(`"data":${BIG_DATA}`);
+    expect(message?.value).toContain('"ts":1700000000123456789');
+
+    await socket.next((frame) => frame.type === "event");
+    await socket.next((frame) => frame.type === "event");
+    const events = raw.filter((text) => text.includes('"type":"event"'));
+    expect(events.length).toBe(2);
+    for (const text of events) expect(text).toContain(`"data":${BIG_DATA}`);
+
+    const delta = await fetch(`${gateway.url}/v1/channels/big/events`, { headers: publisherAuth });
+    const deltaText = await delta.text();
+    expect(delta.status).toBe(200);
+    expect(deltaText.split(`"data":${BIG_DATA}`).length - 1).toBe(2);
+    expect(JSON.parse(deltaText).events.length).toBe(2);
+    socket.close();
+  });
+
+  test("a record with a channel needs the publish scope; without it only that record is refused", async () => {
+    const body = JSON.stringify([
+      { type: "click", channel: "orders", data: { element: "a" } },
+      { type: "click", data: { element: "b" } },
+    ]);
+    const response = await post(gateway, "/v1/events", body, ingestAuth);
+    expect(response.status).toBe(202);
+    expect(JSON.parse(response.text)).toEqual({
+      accepted: 1,
+      rejected: 1,
+      errors: [{ index: 0, reason: '"channel" needs a token with scope publish' }],
+    });
+    const limited = {
+      authorization: `Bearer ${await token("acme", ["ingest", "publish"], { channels: ["news.*"] })}`,
+      "content-type": "application/json",
+    };
+    const refused = await post(
+      gateway,
+      "/v1/events",
+      body.replace('"b"}}]', '"b"},"channel":"news.eu"}]'),
+      limited,
+    );
+    expect(JSON.parse(refused.text).errors).toEqual([
+      { index: 0, reason: "channel orders is not allowed for this token" },
+    ]);
+  });
+
+  test("deep nesting is a cheap per-record 422 on ingest and a 400 on publish, never a 5xx or a stall", async () => {
+    const valid = '{"type":"click","data":{"element":"ok"}}';
+    const mixed = `[{"type":"click","data":${deepData(10_000)}},${valid}]`;
+    const mixedResponse = await post(gateway, "/v1/events", mixed, ingestAuth);
+    expect(mixedResponse.status).toBe(202);
+    expect(JSON.parse(mixedResponse.text).errors).toEqual([
+      { index: 0, reason: "nesting deeper than 64 levels" },
+    ]);
+
+    const huge = `{"type":"click","data":${deepData(400_000)}}`;
+    const requests = Promise.all(
+      Array.from({ length: 4 }, () => post(gateway, "/v1/events", huge, ingestAuth)),
+    );
+    const stall = await liveLatencyDuring(gateway, requests);
+    for (const response of await requests) expect(response.status).toBe(422);
+    expect(stall).toBeLessThan(500);
+
+    const publish = await post(
+      gateway,
+      "/v1/publish",
+      `{"channel":"big","data":${deepData(100_000)}}`,
+      publisherAuth,
+    );
+    expect(publish.status).toBe(400);
+    expect(JSON.parse(publish.text).error).toBe("bad_request");
+  });
+
+  test("a 1 MiB body of bad NDJSON lines is refused at once, and gzip bombs are cut", async () => {
+    const junk = "x\n".repeat(512 * 1024 - 8);
+    const ndjson = { ...ingestAuth, "content-type": "application/x-ndjson" };
+    const started = performance.now();
+    const response = await post(gateway, "/v1/events", junk, ndjson);
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(response.status).toBe(400);
+    const bomb = gzipSync(Buffer.alloc(64 * 1024 * 1024, 0x20));
+    const bombed = await post(gateway, "/v1/events", bomb, { ...ingestAuth, "content-encoding": "gzip" });
+    expect(bombed.status).toBe(413);
+  });
+});
+
+describe.each(RUNTIMES)("per-IP budget before the body on %s", (runtime) => {
+  let gateway: RunningGateway;
+  beforeAll(async () => {
+    gateway = await startGateway(runtime, {
+      RATE_LIMIT_REQUESTS_PER_SEC: "1",
+      LOCAL_LOG_DIR: mkdtempSync(join(tmpdir(), "edge-gateway-ip-")),
+    });
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+  });
+
+  test("a client over its request budget gets 429 before its token or body is looked at", async () => {
+    const headers = { "content-type": "application/json" };
+    // Three requests within one second: whatever the window boundary, at least one is over a budget of 1.
+    const responses = [];
+    for (let attempt = 0; attempt < 3; attempt++)
+      responses.push(await post(gateway, "/v1/events", "{", headers));
+    expect(responses[0]?.status).toBe(401);
+    const second = responses.find((response) => response.status === 429);
+    expect(second).toBeDefined();
+    if (!second) return;
+    expect(JSON.parse(second.text).error).toBe("rate_limited");
+  });
+});
