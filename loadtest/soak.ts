@@ -24,7 +24,7 @@ const gateway = await startGateway(runtime, {
   RATE_LIMIT_ENABLED: "false",
   REDIS_URL: "",
 });
-const ingestToken = await signDevToken({ secret, tenant: "soak", scopes: ["ingest"] });
+const ingestToken = await signDevToken({ secret, tenant: "soak", scopes: ["ingest", "publish"] });
 const subscribeToken = await signDevToken({ secret, tenant: "soak", scopes: ["subscribe"] });
 
 interface Sample {
