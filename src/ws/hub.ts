@@ -33,7 +33,10 @@ export interface WsHubOptions {
   pingIntervalMs: number;
   authTimeoutMs: number;
   backpressureBytes: number;
+  /** Authenticated sockets per instance. */
   maxConnections: number;
+  /** Sockets still authenticating (open, no principal yet), counted apart from `maxConnections`. */
+  maxUnauthenticated: number;
   maxConnectionsPerTenant: number;
   maxSubscriptions: number;
   maxMessagesPerSec: number;
@@ -63,6 +66,8 @@ export const CLOSE = { unauthorized: 4001, goingAway: 1001, tryAgainLater: 1013,
  */
 export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
   private readonly peers = new Set<Peer>();
+  /** Peers with a principal; the others (`peers.size - authenticated`) are still authenticating. */
+  private authenticated = 0;
   private readonly tenantConnections = new Map<string, number>();
   private readonly topicSubscribers = new Map<string, number>();
   private publishToEngine: ((topic: string, frame: string) => void) | undefined;
@@ -96,15 +101,14 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
   /**
    * Decides at once, without I/O: uWebSockets.js (Node) lost sockets whose
    * upgrade completed after real asynchronous work, so token checks and the
-   * connect rate limit run right after `open` instead.
+   * connect rate limit run right after `open` instead. Both caps are checked
+   * again where they are counted (`open`, `establish`): upgrades accepted
+   * together may overshoot here.
    */
   async upgrade(request: HttpRequest): Promise<UpgradeDecision<ConnectionState>> {
     try {
-      if (this.peers.size >= this.options.maxConnections) {
-        throw new GatewayError("unavailable", "this instance has no room for more connections", {
-          "retry-after": "5",
-        });
-      }
+      const full = this.fullness();
+      if (full) throw full;
       const token = request.header("authorization")
         ? bearerToken(request.header("authorization"))
         : (request.query.get("token") ?? undefined);
@@ -115,6 +119,12 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
   }
 
   open(peer: Peer): void {
+    const full = this.fullness();
+    if (full) {
+      // Not tracked: its close event finds nothing to free.
+      this.refuse(peer, full);
+      return;
+    }
     this.peers.add(peer);
     this.deps.metrics.wsConnections.inc({ runtime: this.options.runtime });
     peer.state.authTimer = setTimeout(() => {
@@ -181,6 +191,7 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
     for (const channel of [...state.channels]) this.unsubscribe(peer, channel);
     const tenant = state.principal?.tenant;
     if (tenant !== undefined) {
+      this.authenticated--;
       const left = (this.tenantConnections.get(tenant) ?? 1) - 1;
       if (left > 0) this.tenantConnections.set(tenant, left);
       else this.tenantConnections.delete(tenant);
@@ -224,11 +235,28 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
   private async authorize(token: string): Promise<Principal> {
     const principal = await this.deps.authenticator.verify(token);
     requireScope(principal, "subscribe");
-    const open = this.tenantConnections.get(principal.tenant) ?? 0;
-    if (open >= this.options.maxConnectionsPerTenant) {
-      throw new GatewayError("rate_limited", "too many connections for this tenant", { "retry-after": "5" });
-    }
     return principal;
+  }
+
+  /** Why no new socket fits right now, if none does: the authenticated slots or the pending ones are full. */
+  private fullness(): GatewayError | undefined {
+    if (this.authenticated >= this.options.maxConnections) {
+      return new GatewayError("unavailable", "this instance has no room for more connections", {
+        "retry-after": "5",
+      });
+    }
+    if (this.peers.size - this.authenticated >= this.options.maxUnauthenticated) {
+      return new GatewayError("unavailable", "too many connections are authenticating; retry shortly", {
+        "retry-after": String(Math.ceil(this.options.authTimeoutMs / 1000)),
+      });
+    }
+    return undefined;
+  }
+
+  /** A socket that authenticated (or opened) past a cap: an error frame and 1013, "try again later". */
+  private refuse(peer: Peer, error: GatewayError): void {
+    this.sendFrame(peer, { type: "error", code: error.code, message: error.message });
+    peer.close(CLOSE.tryAgainLater, error.code);
   }
 
   private handleAuth(peer: Peer, frame: ClientFrame): void {
@@ -246,9 +274,7 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
     peer.state.framesDuringAuth ??= [];
     this.authorize(token).then(
       (principal) => {
-        if (!this.peers.has(peer)) return;
-        peer.state.principal = principal;
-        this.establish(peer, principal);
+        if (this.peers.has(peer)) this.establish(peer, principal);
       },
       (error) => {
         if (!this.peers.has(peer)) return;
@@ -259,11 +285,30 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
     );
   }
 
+  /**
+   * Checks both caps and takes the slots in one synchronous step, so
+   * verifications that finish in the same tick cannot all pass a check made
+   * before they count.
+   */
   private establish(peer: Peer, principal: Principal): void {
     const state = peer.state;
+    const tenantOpen = this.tenantConnections.get(principal.tenant) ?? 0;
+    if (tenantOpen >= this.options.maxConnectionsPerTenant) {
+      this.refuse(
+        peer,
+        new GatewayError("rate_limited", "too many connections for this tenant", { "retry-after": "5" }),
+      );
+      return;
+    }
+    if (this.authenticated >= this.options.maxConnections) {
+      this.refuse(peer, new GatewayError("unavailable", "this instance has no room for more connections"));
+      return;
+    }
+    state.principal = principal;
+    this.authenticated++;
+    this.tenantConnections.set(principal.tenant, tenantOpen + 1);
     if (state.authTimer) clearTimeout(state.authTimer);
     state.authTimer = undefined;
-    this.tenantConnections.set(principal.tenant, (this.tenantConnections.get(principal.tenant) ?? 0) + 1);
     peer.subscribe(broadcastTopic(principal.tenant));
     this.countTopic(broadcastTopic(principal.tenant), 1);
     this.sendFrame(peer, { type: "connected", connection: state.id });
