@@ -53,7 +53,9 @@ export interface WsHubDependencies {
 
 type Peer = WsPeer<ConnectionState>;
 
+/** Frames held while a token is verified: a few subscribes, never a pending socket's worth of payloads. */
 const MAX_FRAMES_DURING_AUTH = 16;
+const MAX_BYTES_DURING_AUTH = 16 * 1024;
 
 /** Close codes of the protocol. */
 export const CLOSE = { unauthorized: 4001, goingAway: 1001, tryAgainLater: 1013, policy: 1008 } as const;
@@ -152,7 +154,8 @@ export class WsHub implements WsHandlers<ConnectionState>, FanoutTarget {
   message(peer: Peer, text: string): void {
     const waiting = peer.state.framesDuringAuth;
     if (waiting) {
-      if (waiting.length < MAX_FRAMES_DURING_AUTH) waiting.push(text);
+      const held = waiting.reduce((bytes, frame) => bytes + frame.length, text.length);
+      if (waiting.length < MAX_FRAMES_DURING_AUTH && held <= MAX_BYTES_DURING_AUTH) waiting.push(text);
       return;
     }
     if (!this.withinMessageRate(peer)) return;

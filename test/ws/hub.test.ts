@@ -157,3 +157,20 @@ describe("WsHub connection caps", () => {
     expect(first.connected && second.connected).toBe(true);
   });
 });
+
+describe("WsHub frames sent while the token is verified", () => {
+  test("are held up to 16 KiB and served once it is", async () => {
+    const { authenticator, release } = gatedAuthenticator();
+    const target = hub({}, authenticator);
+    const peer = (await openPeer(target, "acme:x")) as FakePeer;
+    const frame = (i: number) =>
+      JSON.stringify({ type: "subscribe", channel: `c${i}`, pad: "x".repeat(2000) });
+    expect(frame(0).length).toBe(2044);
+    for (let i = 0; i < 10; i++) target.message(peer, frame(i));
+    release();
+    await settle();
+    expect(peer.frames.filter((f) => f.type === "subscribed").map((f) => f.channel)).toEqual(
+      Array.from({ length: 8 }, (_, i) => `c${i}`),
+    );
+  });
+});
