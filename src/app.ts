@@ -113,6 +113,7 @@ export async function createGateway({
       authTimeoutMs: config.ws.authTimeoutMs,
       backpressureBytes: config.ws.backpressureBytes,
       maxConnections: config.ws.maxConnections,
+      maxUnauthenticated: config.ws.maxUnauthenticated,
       maxConnectionsPerTenant: config.ws.maxConnectionsPerTenant,
       maxSubscriptions: config.ws.maxSubscriptions,
       maxMessagesPerSec: config.ws.maxMessagesPerSec,

@@ -5,8 +5,36 @@ export type ClientFrame =
   | { type: "unsubscribe"; channel: string }
   | { type: "ping" };
 
+/** Client frames are flat objects; anything nested deeper is refused before it is parsed. */
+const MAX_DEPTH = 8;
+/** Longest frame type echoed back in an error. */
+const MAX_ECHOED_TYPE = 32;
+
+/**
+ * True when `text`, read as JSON, nests objects or arrays deeper than `limit`.
+ * One pass, no allocation, stops at the first level too deep: deeply nested
+ * input costs what reading it costs, never a deep parse or a RangeError.
+ */
+function nestsDeeperThan(text: string, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const char = text.charCodeAt(i);
+    if (inString) {
+      if (char === 0x5c)
+        i++; // backslash: skip the escaped character
+      else if (char === 0x22) inString = false;
+    } else if (char === 0x22) inString = true;
+    else if (char === 0x5b || char === 0x7b) {
+      if (++depth > limit) return true;
+    } else if (char === 0x5d || char === 0x7d) depth--;
+  }
+  return false;
+}
+
 /** Parses one text frame; never throws, returns `{ error }` with a readable reason instead. */
 export function parseClientFrame(text: string): ClientFrame | { error: string } {
+  if (nestsDeeperThan(text, MAX_DEPTH)) return { error: `frames nest at most ${MAX_DEPTH} levels` };
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -33,6 +61,9 @@ export function parseClientFrame(text: string): ClientFrame | { error: string } 
     case "ping":
       return { type: "ping" };
     default:
-      return { error: `unknown frame type ${JSON.stringify(frame.type ?? null)}` };
+      // Only a short string is echoed: the reply never costs more than the frame's shape.
+      return typeof frame.type === "string" && frame.type.length <= MAX_ECHOED_TYPE
+        ? { error: `unknown frame type ${JSON.stringify(frame.type)}` }
+        : { error: "unknown frame type" };
   }
 }
