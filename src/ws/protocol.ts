@@ -1,3 +1,5 @@
+import { DEPTH_ERROR, jsonProblem, SYNTAX_ERROR } from "../json/scan.ts";
+
 /** Frames a client may send, after parsing and shape checks. */
 export type ClientFrame =
   | { type: "auth"; token: string }
@@ -10,37 +12,13 @@ const MAX_DEPTH = 8;
 /** Longest frame type echoed back in an error. */
 const MAX_ECHOED_TYPE = 32;
 
-/**
- * True when `text`, read as JSON, nests objects or arrays deeper than `limit`.
- * One pass, no allocation, stops at the first level too deep: deeply nested
- * input costs what reading it costs, never a deep parse or a RangeError.
- */
-function nestsDeeperThan(text: string, limit: number): boolean {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const char = text.charCodeAt(i);
-    if (inString) {
-      if (char === 0x5c)
-        i++; // backslash: skip the escaped character
-      else if (char === 0x22) inString = false;
-    } else if (char === 0x22) inString = true;
-    else if (char === 0x5b || char === 0x7b) {
-      if (++depth > limit) return true;
-    } else if (char === 0x5d || char === 0x7d) depth--;
-  }
-  return false;
-}
-
 /** Parses one text frame; never throws, returns `{ error }` with a readable reason instead. */
 export function parseClientFrame(text: string): ClientFrame | { error: string } {
-  if (nestsDeeperThan(text, MAX_DEPTH)) return { error: `frames nest at most ${MAX_DEPTH} levels` };
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return { error: "frames are JSON text" };
-  }
+  // Checked before JSON.parse: deep nesting costs a scan, never a deep parse or a RangeError.
+  const problem = jsonProblem(Buffer.from(text), MAX_DEPTH);
+  if (problem === DEPTH_ERROR) return { error: `frames nest at most ${MAX_DEPTH} levels` };
+  if (problem === SYNTAX_ERROR) return { error: "frames are JSON text" };
+  const value: unknown = JSON.parse(text);
   if (value === null || typeof value !== "object" || Array.isArray(value))
     return { error: "a frame is a JSON object" };
   const frame = value as Record<string, unknown>;
