@@ -76,6 +76,8 @@ export class Router {
     } catch (error) {
       if (!(error instanceof GatewayError))
         this.log.error({ err: error, route: routeName }, "request failed");
+      else if (error.code === "client_closed_request")
+        this.log.debug({ code: error.code, route: routeName }, "client went away mid-request");
       reply = errorReply(error);
     } finally {
       this.inFlight--;
@@ -126,20 +128,21 @@ export class Router {
     for (const route of this.patterned) {
       const found = route.pattern?.exec(request.path);
       if (!found) continue;
-      const params: Record<string, string> = {};
+      const rawParams: Record<string, string> = {};
       route.paramNames.forEach((name, index) => {
-        params[name] = decodeURIComponent(found[index + 1] as string);
+        rawParams[name] = found[index + 1] as string;
       });
       return this.pick(
         this.patterned.filter((other) => other.path === route.path),
         request,
-        params,
+        rawParams,
       );
     }
     throw new GatewayError("not_found", `no route for ${request.path}`);
   }
 
-  private pick(routes: CompiledRoute[], request: HttpRequest, params: Record<string, string>) {
+  /** `rawParams` are still percent-encoded: decoded only for the handler, so a bad one is a 400 on its route. */
+  private pick(routes: CompiledRoute[], request: HttpRequest, rawParams: Record<string, string>) {
     const route = routes.find((candidate) => candidate.method === request.method);
     const path = (routes[0] as CompiledRoute).path;
     if (!route) {
@@ -151,6 +154,18 @@ export class Router {
         },
       };
     }
-    return { routeName: path, run: () => route.handler(request, params) };
+    return { routeName: path, run: () => route.handler(request, decodeParams(rawParams)) };
   }
+}
+
+function decodeParams(rawParams: Record<string, string>): Record<string, string> {
+  const params: Record<string, string> = {};
+  for (const name in rawParams) {
+    try {
+      params[name] = decodeURIComponent(rawParams[name] as string);
+    } catch {
+      throw new GatewayError("bad_request", `malformed percent-encoding in path parameter "${name}"`);
+    }
+  }
+  return params;
 }

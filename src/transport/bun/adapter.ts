@@ -1,5 +1,5 @@
 import type { Server, ServerWebSocket } from "bun";
-import { BodyBuffer, parseContentLength, tooLarge } from "../body-buffer.ts";
+import { BodyBuffer, clientClosed, parseContentLength, tooLarge } from "../body-buffer.ts";
 import type {
   GatewayApp,
   HttpReply,
@@ -119,7 +119,10 @@ async function collectBody(req: Request, limit: number): Promise<Uint8Array> {
   if (!req.body) return buffer.bytes();
   const reader = req.body.getReader();
   for (;;) {
-    const { done, value } = await reader.read();
+    // Bun fails the read (AbortError) only when the connection ended mid-body.
+    const { done, value } = await reader.read().catch(() => {
+      throw clientClosed();
+    });
     if (done) return buffer.bytes();
     try {
       buffer.append(value);

@@ -5,7 +5,7 @@ import type {
 } from "uWebSockets.js";
 import uws from "uWebSockets.js";
 import { statusLine } from "../../http/status-text.ts";
-import { BodyBuffer, parseContentLength } from "../body-buffer.ts";
+import { BodyBuffer, clientClosed, parseContentLength } from "../body-buffer.ts";
 import type {
   GatewayApp,
   HttpReply,
@@ -128,7 +128,7 @@ function readRequest(
   let abortBody: (error: Error) => void = () => {};
   res.onAborted(() => {
     aborted = true;
-    abortBody(new Error("client went away"));
+    abortBody(clientClosed());
   });
   const body = METHODS_WITHOUT_BODY.has(method)
     ? Promise.resolve(new Uint8Array(0))
