@@ -1,5 +1,6 @@
 import type { Server, ServerWebSocket } from "bun";
 import { BodyBuffer, clientClosed, parseContentLength, tooLarge } from "../body-buffer.ts";
+import { framingProblem, framingRefusal } from "../framing.ts";
 import type {
   GatewayApp,
   HttpReply,
@@ -25,6 +26,12 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
     // normally get the gateway's JSON 413, while huge uploads are cut early.
     maxRequestBodySize: options.maxBodyBytes * 2 + 64 * 1024,
     async fetch(req, bunServer) {
+      // Bun refuses most ambiguous framing itself; a repeated identical Content-Length reaches us joined.
+      const problem = framingProblem(
+        req.headers.get("content-length") ?? undefined,
+        req.headers.get("transfer-encoding") ?? undefined,
+      );
+      if (problem !== undefined) return toResponse(framingRefusal(problem));
       const request = readRequest(req, bunServer, options.maxBodyBytes);
       if (request.path === app.wsPath && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
         const decision = await app.ws.upgrade(request);

@@ -6,6 +6,7 @@ import type {
 import uws from "uWebSockets.js";
 import { statusLine } from "../../http/status-text.ts";
 import { BodyBuffer, clientClosed, parseContentLength } from "../body-buffer.ts";
+import { framingProblem, framingRefusal } from "../framing.ts";
 import type {
   GatewayApp,
   HttpReply,
@@ -37,7 +38,10 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       const key = req.getHeader("sec-websocket-key");
       const protocol = req.getHeader("sec-websocket-protocol");
       const extensions = req.getHeader("sec-websocket-extensions");
-      const { request, aborted } = readRequest(res, req, 0);
+      const headers = readHeaders(req);
+      const problem = framingProblem(headers.get("content-length"), headers.get("transfer-encoding"));
+      if (problem !== undefined) return refuseFraming(res, problem);
+      const { request, aborted } = readRequest(res, req, headers, 0);
       app.ws.upgrade(request).then(
         (decision) => {
           if (aborted()) return;
@@ -73,7 +77,10 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
   });
 
   server.any("/*", (res, req) => {
-    const { request, aborted } = readRequest(res, req, options.maxBodyBytes);
+    const headers = readHeaders(req);
+    const problem = framingProblem(headers.get("content-length"), headers.get("transfer-encoding"));
+    if (problem !== undefined) return refuseFraming(res, problem);
+    const { request, aborted } = readRequest(res, req, headers, options.maxBodyBytes);
     app.http(request).then(
       (reply) => {
         if (!aborted()) res.cork(() => writeReply(res, reply));
@@ -116,13 +123,10 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
 function readRequest(
   res: UwsResponse,
   req: UwsRequest,
+  headers: Map<string, string>,
   maxBodyBytes: number,
 ): { request: HttpRequest; aborted: () => boolean } {
   const method = req.getCaseSensitiveMethod().toUpperCase();
-  const headers = new Map<string, string>();
-  req.forEach((name, value) => {
-    headers.set(name, value);
-  });
   const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
   let aborted = false;
   let abortBody: (error: Error) => void = () => {};
@@ -153,6 +157,32 @@ function readRequest(
     body: () => body,
   };
   return { request, aborted: () => aborted };
+}
+
+/** Header values by lower-case name; a repeated header is joined with ", " as in fetch's Headers (and on Bun). */
+function readHeaders(req: UwsRequest): Map<string, string> {
+  const headers = new Map<string, string>();
+  req.forEach((name, value) => {
+    const earlier = headers.get(name);
+    headers.set(name, earlier === undefined ? value : `${earlier}, ${value}`);
+  });
+  return headers;
+}
+
+/**
+ * Answers 400 and closes, one turn of the event loop later on purpose: uWS
+ * goes on parsing the bytes it already read once this handler returns, and
+ * answers a request smuggled there if this response is already complete;
+ * while it is pending, uWS drops the connection instead.
+ */
+function refuseFraming(res: UwsResponse, problem: string): void {
+  let aborted = false;
+  res.onAborted(() => {
+    aborted = true;
+  });
+  setImmediate(() => {
+    if (!aborted) res.cork(() => writeReply(res, framingRefusal(problem)));
+  });
 }
 
 function collectBody(
