@@ -4,6 +4,11 @@ import type { Metrics } from "../metrics/metrics.ts";
 import type { HttpReply, HttpRequest } from "../transport/types.ts";
 import { errorReply } from "./reply.ts";
 
+/** On every response: a browser must never sniff a body into something it renders. */
+const COMMON_HEADERS = { "x-content-type-options": "nosniff" };
+/** `/v1` responses hold tenant data, which no browser or shared cache may keep. */
+const TENANT_DATA_HEADERS = { ...COMMON_HEADERS, "cache-control": "no-store" };
+
 export type RouteHandler = (
   request: HttpRequest,
   params: Record<string, string>,
@@ -87,8 +92,14 @@ export class Router {
     const series = this.seriesFor(routeName, request.method, reply.status);
     series.requests.inc();
     series.duration.observe((performance.now() - started) / 1000);
-    return reply;
+    return this.withPolicyHeaders(request, reply);
   };
+
+  /** The headers every response gets, whichever handler or error produced it. */
+  private withPolicyHeaders(request: HttpRequest, reply: HttpReply): HttpReply {
+    const policy = request.path.startsWith("/v1/") ? TENANT_DATA_HEADERS : COMMON_HEADERS;
+    return { ...reply, headers: { ...reply.headers, ...policy } };
+  }
 
   /**
    * The labelled children of the request metrics, looked up once per
@@ -143,10 +154,13 @@ export class Router {
 
   /** `rawParams` are still percent-encoded: decoded only for the handler, so a bad one is a 400 on its route. */
   private pick(routes: CompiledRoute[], request: HttpRequest, rawParams: Record<string, string>) {
-    const route = routes.find((candidate) => candidate.method === request.method);
+    const route =
+      routes.find((candidate) => candidate.method === request.method) ??
+      // HEAD is GET without the body; the adapters leave the body out.
+      (request.method === "HEAD" ? routes.find((candidate) => candidate.method === "GET") : undefined);
     const path = (routes[0] as CompiledRoute).path;
     if (!route) {
-      const allow = routes.map((candidate) => candidate.method).join(", ");
+      const allow = allowedMethods(routes).join(", ");
       return {
         routeName: path,
         run: () => {
@@ -156,6 +170,12 @@ export class Router {
     }
     return { routeName: path, run: () => route.handler(request, decodeParams(rawParams)) };
   }
+}
+
+function allowedMethods(routes: CompiledRoute[]): string[] {
+  const methods = routes.map((route) => route.method);
+  if (methods.includes("GET") && !methods.includes("HEAD")) methods.push("HEAD");
+  return methods;
 }
 
 function decodeParams(rawParams: Record<string, string>): Record<string, string> {

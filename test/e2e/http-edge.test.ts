@@ -144,3 +144,74 @@ describe.each(RUNTIMES)("HTTP edge cases on %s", (runtime) => {
     );
   });
 });
+
+describe.each(RUNTIMES)("response headers on %s", (runtime) => {
+  let gateway: RunningGateway;
+
+  beforeAll(async () => {
+    gateway = await startGateway(runtime, { JWT_SECRET: TEST_SECRET });
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+  });
+
+  test("every response carries X-Content-Type-Options: nosniff", async () => {
+    const ingestToken = await token("acme", ["ingest"]);
+    const responses = await Promise.all([
+      fetch(`${gateway.url}/health`),
+      fetch(`${gateway.url}/health/live`),
+      fetch(`${gateway.url}/metrics`),
+      fetch(`${gateway.url}/nope`),
+      fetch(`${gateway.url}/health`, { method: "POST", body: "x" }),
+      fetch(`${gateway.url}/v1/events`, { method: "POST", body: "[]" }),
+      fetch(`${gateway.url}/v1/events`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ingestToken}`, "content-type": "application/json" },
+        body: JSON.stringify({ type: "page_view", data: { url: "https://example.com/" } }),
+      }),
+    ]);
+    expect(responses.map((response) => response.status)).toEqual([200, 200, 200, 404, 405, 401, 202]);
+    for (const response of responses) expect(response.headers.get("x-content-type-options")).toBe("nosniff");
+  });
+
+  test("every /v1 response carries Cache-Control: no-store, the health routes do not", async () => {
+    const subscribeToken = await token("acme", ["subscribe"]);
+    const tenantResponses = await Promise.all([
+      fetch(`${gateway.url}/v1/events`, { method: "POST", body: "[]" }),
+      fetch(`${gateway.url}/v1/channels/news/events`, {
+        headers: { authorization: `Bearer ${subscribeToken}` },
+      }),
+      fetch(`${gateway.url}/v1/nope`),
+    ]);
+    for (const response of tenantResponses) expect(response.headers.get("cache-control")).toBe("no-store");
+    expect((await fetch(`${gateway.url}/health`)).headers.get("cache-control")).toBeNull();
+  });
+
+  for (const path of ["/health", "/health/live"]) {
+    test(`HEAD ${path}: the status and headers of GET, no body, and the connection stays usable`, async () => {
+      const get = await fetch(`${gateway.url}${path}`);
+      const getBody = await get.text();
+      const client = new RawClient(gateway.port);
+      client.write(`HEAD ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      await Bun.sleep(200);
+      // Had the HEAD answer carried a body, or not been complete, this second answer would not follow at once.
+      client.write("GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      const { text } = await client.receivedWithin(3000);
+      expect(statuses(text)).toEqual([get.status, 200]);
+      const head = text.slice(0, text.indexOf("\r\n\r\n"));
+      expect(text.slice(head.length + 4).startsWith("HTTP/1.1 200 ")).toBe(true);
+      const headers = new Map(
+        head
+          .split("\r\n")
+          .slice(1)
+          .map((line) => [
+            line.slice(0, line.indexOf(":")).toLowerCase(),
+            line.slice(line.indexOf(":") + 1).trim(),
+          ]),
+      );
+      expect(headers.get("content-type")).toBe(get.headers.get("content-type") ?? "");
+      expect(headers.get("content-length")).toBe(String(Buffer.byteLength(getBody)));
+      expect(headers.get("x-content-type-options")).toBe("nosniff");
+    });
+  }
+});

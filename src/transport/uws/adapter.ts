@@ -83,7 +83,7 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
     const { request, aborted } = readRequest(res, req, headers, options.maxBodyBytes);
     app.http(request).then(
       (reply) => {
-        if (!aborted()) res.cork(() => writeReply(res, reply));
+        if (!aborted()) res.cork(() => writeReply(res, reply, request.method === "HEAD"));
       },
       () => {
         if (!aborted()) res.cork(() => writeReply(res, { status: 500, body: "" }));
@@ -213,12 +213,22 @@ function collectBody(
   });
 }
 
-function writeReply(res: UwsResponse, reply: HttpReply): void {
+/** `head`: answer a HEAD request, with the Content-Length of the body left out. */
+function writeReply(res: UwsResponse, reply: HttpReply, head = false): void {
   res.writeStatus(statusLine(reply.status));
   if (reply.headers) {
     for (const name in reply.headers) res.writeHeader(name, reply.headers[name] as string);
   }
-  res.end(reply.body, reply.closeConnection === true);
+  if (head && reply.closeConnection !== true) {
+    // Not endWithoutBody(length): this uWS version then waits for the body it announced (and
+    // reads an explicit undefined as a huge length). So the length is written by hand.
+    res.writeHeader("content-length", String(byteLength(reply.body)));
+    res.endWithoutBody();
+  } else res.end(head ? "" : reply.body, reply.closeConnection === true);
+}
+
+function byteLength(body: string | Uint8Array): number {
+  return typeof body === "string" ? Buffer.byteLength(body) : body.byteLength;
 }
 
 function createPeer<State>(
