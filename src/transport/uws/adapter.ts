@@ -22,6 +22,16 @@ interface SocketData<State> {
   peer?: WsPeer<State>;
 }
 
+/** Exported by the addon, typed only as a member of an enum that does not exist at run time. */
+const { LIBUS_LISTEN_EXCLUSIVE_PORT } = uws as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number };
+
+type ListenWithOptions = (
+  host: string,
+  port: number,
+  options: number,
+  cb: (listenSocket: uws.us_listen_socket | false) => void,
+) => void;
+
 const METHODS_WITHOUT_BODY = new Set(["GET", "HEAD", "OPTIONS", "DELETE"]);
 const textDecoder = new TextDecoder();
 
@@ -92,9 +102,13 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
   });
 
   const listenSocket = await new Promise<uws.us_listen_socket>((resolve, reject) => {
-    server.listen(options.host, options.port, (token) => {
+    // uWS sets SO_REUSEPORT unless told otherwise, and a second process on a busy
+    // port would then silently take half the connections.
+    const flags = options.reusePort ? 0 : LIBUS_LISTEN_EXCLUSIVE_PORT;
+    // The (host, port, options, cb) overload exists in the addon but not in its typings.
+    (server.listen as unknown as ListenWithOptions)(options.host, options.port, flags, (token) => {
       if (token) resolve(token);
-      else reject(new Error(`cannot listen on ${options.host}:${options.port}`));
+      else reject(new Error("the port is in use or the address is not available"));
     });
   });
   let listening = true;
