@@ -11,6 +11,8 @@ import type {
   WsPeer,
 } from "../types.ts";
 
+const HTTP_IDLE_TIMEOUT_SEC = 10;
+
 interface SocketData<State> {
   state: State;
   peer?: WsPeer<State> & { closed: boolean };
@@ -22,6 +24,9 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
     hostname: options.host,
     port: options.port,
     reusePort: options.reusePort,
+    // A connection that delivers no whole request (headers or body) in this
+    // time is closed: the slow-client bound uWebSockets.js has built in (10 s).
+    idleTimeout: HTTP_IDLE_TIMEOUT_SEC,
     // Bun answers 413 on its own past this; keep it above our limit so clients
     // normally get the gateway's JSON 413, while huge uploads are cut early.
     maxRequestBodySize: options.maxBodyBytes * 2 + 64 * 1024,
