@@ -1,7 +1,8 @@
 import { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import type { HttpReply, HttpRequest } from "../transport/types.ts";
+import type { HttpReply, HttpRequest, UpgradeDecision, WsHandlers } from "../transport/types.ts";
+import { type CorsPolicy, isPreflight } from "./cors.ts";
 import { errorReply } from "./reply.ts";
 
 /** On every response: a browser must never sniff a body into something it renders. */
@@ -29,7 +30,9 @@ interface CompiledRoute extends Route {
 /**
  * Matches requests to routes, maps errors to responses, records metrics by
  * route template (never the raw path) and counts requests in flight so the
- * drain can wait for them.
+ * drain can wait for them. It is also the one place where response policy is
+ * applied: nosniff, no-store on tenant data, and CORS (preflights, response
+ * headers, and the origin check on WebSocket upgrades).
  */
 export class Router {
   private readonly exact = new Map<string, CompiledRoute[]>();
@@ -49,6 +52,8 @@ export class Router {
     routes: Route[],
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    /** Unset: no CORS headers at all. */
+    private readonly cors?: CorsPolicy,
   ) {
     for (const route of routes) this.add(route);
   }
@@ -98,7 +103,34 @@ export class Router {
   /** The headers every response gets, whichever handler or error produced it. */
   private withPolicyHeaders(request: HttpRequest, reply: HttpReply): HttpReply {
     const policy = request.path.startsWith("/v1/") ? TENANT_DATA_HEADERS : COMMON_HEADERS;
-    return { ...reply, headers: { ...reply.headers, ...policy } };
+    const cors = this.cors?.responseHeaders(request.header("origin"));
+    return { ...reply, headers: { ...reply.headers, ...policy, ...cors } };
+  }
+
+  /**
+   * The WebSocket handlers with upgrades held to the same policy as HTTP: a
+   * browser origin not allowed is refused with 403, and every refusal carries
+   * the policy headers. The rest is passed through.
+   */
+  guardUpgrades<State>(handlers: WsHandlers<State>): WsHandlers<State> {
+    const refuseOrigin = () => ({
+      accept: false as const,
+      reply: errorReply(new GatewayError("forbidden", "this origin may not open WebSockets (CORS_ORIGINS)")),
+    });
+    return {
+      upgrade: async (request): Promise<UpgradeDecision<State>> => {
+        const decision = this.cors?.refusesUpgrade(request.header("origin"))
+          ? refuseOrigin()
+          : await handlers.upgrade(request);
+        return decision.accept
+          ? decision
+          : { accept: false, reply: this.withPolicyHeaders(request, decision.reply) };
+      },
+      open: (peer) => handlers.open(peer),
+      message: (peer, text) => handlers.message(peer, text),
+      drain: (peer) => handlers.drain(peer),
+      close: (peer, code) => handlers.close(peer, code),
+    };
   }
 
   /**
@@ -160,7 +192,12 @@ export class Router {
       (request.method === "HEAD" ? routes.find((candidate) => candidate.method === "GET") : undefined);
     const path = (routes[0] as CompiledRoute).path;
     if (!route) {
-      const allow = allowedMethods(routes).join(", ");
+      const methods = allowedMethods(routes);
+      if (this.cors && isPreflight(request.method, request.header("access-control-request-method"))) {
+        const cors = this.cors;
+        return { routeName: path, run: () => answerPreflight(cors, request, methods) };
+      }
+      const allow = methods.join(", ");
       return {
         routeName: path,
         run: () => {
@@ -170,6 +207,13 @@ export class Router {
     }
     return { routeName: path, run: () => route.handler(request, decodeParams(rawParams)) };
   }
+}
+
+/** A preflight from an origin not allowed is a 403 (and gets no CORS headers). */
+function answerPreflight(cors: CorsPolicy, request: HttpRequest, methods: string[]): HttpReply {
+  if (!cors.allows(request.header("origin")))
+    throw new GatewayError("forbidden", "this origin may not call the API (CORS_ORIGINS)");
+  return cors.preflight(methods);
 }
 
 function allowedMethods(routes: CompiledRoute[]): string[] {
