@@ -1,5 +1,16 @@
 import zlib from "node:zlib";
-import { boolean, brokerList, host, integer, nonEmpty, oneOf, secret, topicName, url } from "./parse.ts";
+import {
+  boolean,
+  brokerList,
+  host,
+  integer,
+  nonEmpty,
+  oneOf,
+  originList,
+  secret,
+  topicName,
+  url,
+} from "./parse.ts";
 
 export const SASL_MECHANISMS = ["none", "plain", "scram-sha-256", "scram-sha-512", "aws-msk-iam"] as const;
 export const COMPRESSIONS = ["none", "gzip", "snappy", "lz4", "zstd"] as const;
@@ -23,6 +34,8 @@ export interface Config {
   ackTimeoutMs: number;
   drainDelayMs: number;
   drainTimeoutMs: number;
+  /** Browser origins allowed by CORS; undefined: no CORS headers at all. */
+  corsOrigins: "*" | string[] | undefined;
   kafka: {
     brokers: string[] | undefined;
     clientId: string;
@@ -161,6 +174,7 @@ export function loadConfig(env: Env = process.env): Config {
     ackTimeoutMs: read("INGEST_ACK_TIMEOUT_MS", integer(100, 600_000), 15_000),
     drainDelayMs,
     drainTimeoutMs,
+    corsOrigins: read("CORS_ORIGINS", originList),
     kafka: {
       brokers: read("KAFKA_BROKERS", brokerList),
       clientId: read("KAFKA_CLIENT_ID", nonEmpty, "edge-gateway"),
