@@ -54,6 +54,8 @@ export class DeliveryQueue {
   private queuedRecords = 0;
   private queuedBytes = 0;
   private inFlight = 0;
+  /** Batches in flight that failed at least once and are being retried. */
+  private retrying = 0;
   private lingerTimer: ReturnType<typeof setTimeout> | undefined;
   private monitorTimer: ReturnType<typeof setInterval> | undefined;
   private lastProbeAt = 0;
@@ -166,7 +168,8 @@ export class DeliveryQueue {
       this.lingerTimer = undefined;
     }
     // While a batch is being retried, hold the others back instead of hammering a failing broker.
-    while (this.inFlight < this.options.maxInFlight && this.hasPending() && this.failingSince === undefined) {
+    // An outage seen only by the probe does not hold them: with nothing in flight, nobody else would send.
+    while (this.inFlight < this.options.maxInFlight && this.hasPending() && this.retrying === 0) {
       this.inFlight++;
       void this.deliver(this.takeBatch());
     }
@@ -198,6 +201,7 @@ export class DeliveryQueue {
 
   private async deliver(batch: Entry[]): Promise<void> {
     const messages = batch.map((entry) => entry.message);
+    let failed = false;
     for (let attempt = 0; ; attempt++) {
       const started = performance.now();
       try {
@@ -208,11 +212,14 @@ export class DeliveryQueue {
         break;
       } catch (error) {
         this.metrics.produceErrors.inc();
+        if (!failed) this.retrying++;
+        failed = true;
         this.markFailing(error);
         this.writer.reset?.();
         await sleep(this.backoff(attempt));
       }
     }
+    if (failed) this.retrying--;
     this.markHealthy();
     this.settle(batch);
     this.inFlight--;
@@ -271,6 +278,7 @@ export class DeliveryQueue {
     this.health.set(UNHEALTHY_REASON, false);
     this.metrics.kafkaUp.set(1);
     this.log.info({ sink: this.writer.kind }, "sink reachable again");
+    this.pump();
   }
 
   private updateGauges(): void {

@@ -86,6 +86,24 @@ describe("DeliveryQueue", () => {
     expect(health.ready).toBe(true);
   });
 
+  test("records queued while only the probe saw the outage leave once the probe sees recovery", async () => {
+    const { writer, queue } = setup({ probeIntervalMs: 0, unhealthyAfterMs: 10_000 });
+    let brokerUp = false;
+    queue.startMonitor(async () => {
+      if (!brokerUp) throw new Error("broker down");
+    });
+    await Bun.sleep(300);
+    const acknowledged = queue.enqueue([message(1)]);
+    brokerUp = true;
+    const settled = await Promise.race([
+      acknowledged.then(() => "acknowledged"),
+      Bun.sleep(1000).then(() => "stalled"),
+    ]);
+    expect(settled).toBe("acknowledged");
+    expect(writer.batches.flat().length).toBe(1);
+    await queue.close(100);
+  });
+
   test("close flushes what is queued and then refuses", async () => {
     const { writer, queue } = setup({ lingerMs: 10_000 });
     const acknowledged = queue.enqueue([message(1)]);
