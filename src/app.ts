@@ -139,12 +139,8 @@ export async function createGateway({
         ts: Date.now(),
       }));
     if (messages.length === 0) return;
-    // Live fan-out is best effort: the records themselves are already queued for the events topic.
-    try {
-      bus.publish(messages).catch(() => {});
-    } catch (error) {
-      log.debug({ err: error }, "fan-out of ingested records skipped");
-    }
+    // Live fan-out is best effort: the records themselves are already in the events topic.
+    bus.publish(messages).catch((error) => log.debug({ err: error }, "fan-out of ingested records skipped"));
   };
 
   const router = new Router(

@@ -63,6 +63,7 @@ export class KafkaFanoutBus implements FanoutBus {
         value: JSON.stringify(message),
         headers: { tenant: message.tenant, "content-type": "application/json" },
       })),
+      "acknowledged",
     );
   }
 

@@ -90,26 +90,28 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       const body = { accepted: accepted.length, rejected: errors.length, errors };
       if (accepted.length === 0) return json(422, body, rateLimitHeaders);
 
-      const acknowledged = deps.queue.enqueue(accepted.map((record) => toSinkMessage(options.topic, record)));
+      const ackNone = request.query.get("ack") === "none";
+      // With ?ack=none the caller chose speed over confirmation; the queue still retries until delivered.
+      const delivered = deps.queue.enqueue(
+        accepted.map((record) => toSinkMessage(options.topic, record)),
+        ackNone ? "queued" : "acknowledged",
+      );
+      if (ackNone) await delivered;
+      else
+        await withDeadline(
+          delivered,
+          options.ackTimeoutMs,
+          () =>
+            new GatewayError(
+              "unavailable",
+              "Kafka did not acknowledge in time; the records may still be delivered",
+              {
+                "retry-after": "5",
+              },
+            ),
+        );
       deps.metrics.eventsAccepted.inc(accepted.length);
       deps.fanOut(accepted);
-      if (request.query.get("ack") === "none") {
-        // The caller chose speed over confirmation; the queue still retries until delivered.
-        acknowledged.catch(() => {});
-        return json(202, body, rateLimitHeaders);
-      }
-      await withDeadline(
-        acknowledged,
-        options.ackTimeoutMs,
-        () =>
-          new GatewayError(
-            "unavailable",
-            "Kafka did not acknowledge in time; the records may still be delivered",
-            {
-              "retry-after": "5",
-            },
-          ),
-      );
       return json(202, body, rateLimitHeaders);
     },
   };
@@ -129,9 +131,6 @@ function sendToDeadLetters(
     value: JSON.stringify({ tenant: principal.tenant, reason, rejectedAt, record: raw ?? null }),
     headers: { tenant: principal.tenant, "content-type": "application/json" },
   }));
-  try {
-    deps.queue.enqueue(messages).catch(() => {});
-  } catch {
-    // A full queue drops dead letters first: they are diagnostics, not data.
-  }
+  // A full queue drops dead letters first: they are diagnostics, not data.
+  deps.queue.enqueue(messages, "queued").catch(() => {});
 }

@@ -100,30 +100,28 @@ export class DeliveryQueue {
   }
 
   /**
-   * Queues the messages of one request. Throws a 503 GatewayError when they do
-   * not fit; otherwise returns a promise settled once all are acknowledged.
+   * Queues the messages of one request. The promise resolves once they are
+   * accepted (`"queued"`) or once the sink acknowledged all of them
+   * (`"acknowledged"`); it rejects with a 503 GatewayError when they are
+   * refused (draining, sink unreachable, queue full). It never throws.
    */
-  enqueue(messages: SinkMessage[]): Promise<void> {
-    if (this.closed)
-      throw new GatewayError("draining", "the gateway is shutting down", { "retry-after": "1" });
-    if (this.isUnhealthy()) {
-      this.metrics.overloaded.inc();
-      throw new GatewayError("unavailable", "Kafka is unreachable", { "retry-after": "5" });
-    }
+  enqueue(messages: SinkMessage[], until: "queued" | "acknowledged"): Promise<void> {
     const sizes = messages.map(messageBytes);
     let bytes = 0;
     for (const size of sizes) bytes += size;
-    if (
-      this.queuedRecords + messages.length > this.options.maxRecords ||
-      this.queuedBytes + bytes > this.options.maxBytes
-    ) {
-      this.metrics.overloaded.inc();
-      throw new GatewayError("overloaded", "the producer queue is full", { "retry-after": "1" });
-    }
+    const refusal = this.refusal(messages.length, bytes);
+    if (refusal) return Promise.reject(refusal);
     let ticket!: Ticket;
-    const acknowledged = new Promise<void>((resolve, reject) => {
-      ticket = { remaining: messages.length, resolve, reject };
-    });
+    let settled: Promise<void>;
+    if (until === "acknowledged") {
+      settled = new Promise<void>((resolve, reject) => {
+        ticket = { remaining: messages.length, resolve, reject };
+      });
+    } else {
+      // Nobody waits for the acknowledgement: the queue still retries until delivered.
+      ticket = { remaining: messages.length, resolve: () => {}, reject: () => {} };
+      settled = Promise.resolve();
+    }
     messages.forEach((message, index) => {
       this.pending.push({ message, bytes: sizes[index] as number, ticket });
     });
@@ -133,7 +131,25 @@ export class DeliveryQueue {
     this.updateGauges();
     if (this.pendingBytes >= this.options.batchBytes) this.pump();
     else this.lingerTimer ??= setTimeout(() => this.pump(), this.options.lingerMs);
-    return acknowledged;
+    return settled;
+  }
+
+  /** Why `records` more records of `bytes` cannot be queued now, if they cannot. */
+  private refusal(records: number, bytes: number): GatewayError | undefined {
+    if (this.closed)
+      return new GatewayError("draining", "the gateway is shutting down", { "retry-after": "1" });
+    if (this.isUnhealthy()) {
+      this.metrics.overloaded.inc();
+      return new GatewayError("unavailable", "Kafka is unreachable", { "retry-after": "5" });
+    }
+    if (
+      this.queuedRecords + records > this.options.maxRecords ||
+      this.queuedBytes + bytes > this.options.maxBytes
+    ) {
+      this.metrics.overloaded.inc();
+      return new GatewayError("overloaded", "the producer queue is full", { "retry-after": "1" });
+    }
+    return undefined;
   }
 
   get depth(): { records: number; bytes: number } {

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import pino from "pino";
+import { type ErrorCode, GatewayError } from "../../src/errors/errors.ts";
 import { HealthState } from "../../src/health/health.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import { DeliveryQueue, type DeliveryQueueOptions, UNHEALTHY_REASON } from "../../src/sink/delivery-queue.ts";
@@ -50,10 +51,28 @@ function setup(options: Partial<DeliveryQueueOptions> = {}) {
   return { writer, health, queue };
 }
 
+/** The queue's one error channel: a refusal is a rejected promise with a 503 GatewayError, never a throw. */
+async function expectRefused(enqueue: () => Promise<void>, code: ErrorCode): Promise<void> {
+  let promise: Promise<void> | undefined;
+  expect(() => {
+    promise = enqueue();
+  }).not.toThrow();
+  const error = await (promise as Promise<void>).then(
+    () => undefined,
+    (reason: unknown) => reason,
+  );
+  expect(error).toBeInstanceOf(GatewayError);
+  expect((error as GatewayError).code).toBe(code);
+  expect((error as GatewayError).status).toBe(503);
+}
+
 describe("DeliveryQueue", () => {
   test("batches records of concurrent requests and acknowledges each request", async () => {
     const { writer, queue } = setup();
-    await Promise.all([queue.enqueue([message(1), message(2)]), queue.enqueue([message(3)])]);
+    await Promise.all([
+      queue.enqueue([message(1), message(2)], "acknowledged"),
+      queue.enqueue([message(3)], "acknowledged"),
+    ]);
     expect(writer.batches.flat().map((m) => JSON.parse(m.value).n)).toEqual([1, 2, 3]);
     expect(writer.batches.length).toBe(1);
     expect(queue.depth.records).toBe(0);
@@ -61,24 +80,42 @@ describe("DeliveryQueue", () => {
 
   test("splits by batch bytes", async () => {
     const { writer, queue } = setup({ batchBytes: 200 });
-    await queue.enqueue(Array.from({ length: 10 }, (_, i) => message(i)));
+    await queue.enqueue(
+      Array.from({ length: 10 }, (_, i) => message(i)),
+      "acknowledged",
+    );
     expect(writer.batches.length).toBeGreaterThan(1);
     expect(writer.batches.flat().length).toBe(10);
   });
 
-  test("refuses with 503 past the record bound instead of growing", () => {
+  test("refuses with a 503 rejection past the record bound instead of growing", async () => {
     const { queue } = setup({ maxRecords: 3 });
-    queue.enqueue([message(1), message(2)]).catch(() => {});
-    expect(() => queue.enqueue([message(3), message(4)])).toThrow("queue is full");
+    queue.enqueue([message(1), message(2)], "acknowledged").catch(() => {});
+    await expectRefused(() => queue.enqueue([message(3), message(4)], "queued"), "overloaded");
+  });
+
+  test('"queued" resolves once accepted, "acknowledged" only once the sink acknowledged', async () => {
+    const { writer, queue } = setup();
+    writer.failing = true;
+    let acknowledged = false;
+    queue.enqueue([message(1)], "acknowledged").then(() => {
+      acknowledged = true;
+    });
+    await queue.enqueue([message(2)], "queued");
+    await Bun.sleep(50);
+    expect(acknowledged).toBe(false);
+    writer.failing = false;
+    await Bun.sleep(100);
+    expect(acknowledged).toBe(true);
   });
 
   test("retries a failed batch until it succeeds, turns unhealthy, and recovers", async () => {
     const { writer, health, queue } = setup();
     writer.failing = true;
-    const acknowledged = queue.enqueue([message(1)]);
+    const acknowledged = queue.enqueue([message(1)], "acknowledged");
     await Bun.sleep(120);
     expect(health.list()).toContain(UNHEALTHY_REASON);
-    expect(() => queue.enqueue([message(2)])).toThrow("unreachable");
+    await expectRefused(() => queue.enqueue([message(2)], "acknowledged"), "unavailable");
     writer.failing = false;
     await acknowledged;
     expect(writer.attempts).toBeGreaterThan(2);
@@ -93,7 +130,7 @@ describe("DeliveryQueue", () => {
       if (!brokerUp) throw new Error("broker down");
     });
     await Bun.sleep(300);
-    const acknowledged = queue.enqueue([message(1)]);
+    const acknowledged = queue.enqueue([message(1)], "acknowledged");
     brokerUp = true;
     const settled = await Promise.race([
       acknowledged.then(() => "acknowledged"),
@@ -106,10 +143,10 @@ describe("DeliveryQueue", () => {
 
   test("close flushes what is queued and then refuses", async () => {
     const { writer, queue } = setup({ lingerMs: 10_000 });
-    const acknowledged = queue.enqueue([message(1)]);
+    const acknowledged = queue.enqueue([message(1)], "acknowledged");
     await queue.close(1000);
     await acknowledged;
     expect(writer.batches.flat().length).toBe(1);
-    expect(() => queue.enqueue([message(2)])).toThrow("shutting down");
+    await expectRefused(() => queue.enqueue([message(2)], "queued"), "draining");
   });
 });
