@@ -33,6 +33,8 @@ interface Entry {
 
 export const UNHEALTHY_REASON = "kafka_unreachable";
 
+const DRAIN_RETRY_MAX_MS = 500;
+
 /** Rough size of a message on the wire, for the byte bounds. */
 function messageBytes(message: SinkMessage): number {
   return message.value.length + message.key.length + 64;
@@ -61,6 +63,8 @@ export class DeliveryQueue {
   private lastProbeAt = 0;
   private failingSince: number | undefined;
   private closed = false;
+  /** Set when the drain deadline passed: batches still failing stop retrying. */
+  private abandoned = false;
   private idleWaiters: Array<() => void> = [];
 
   constructor(
@@ -157,20 +161,26 @@ export class DeliveryQueue {
   }
 
   /**
-   * Refuses new records, flushes what is queued, and closes the writer. Gives
-   * up when `deadlineMs` passes, logging how many records were not delivered.
+   * Refuses new records, flushes what is queued (retrying a failing sink, more
+   * often than usual, until `timeoutMs` runs out) and closes the writer.
+   * Rejects, saying how many, when records were left undelivered.
    */
-  async close(deadlineMs: number): Promise<void> {
+  async close(timeoutMs: number): Promise<void> {
     this.closed = true;
     if (this.monitorTimer) clearInterval(this.monitorTimer);
     this.pump();
-    const flushed = await Promise.race([
-      this.whenEmpty().then(() => true),
-      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), deadlineMs).unref?.()),
-    ]);
-    if (!flushed)
-      this.log.error({ records: this.queuedRecords }, "drain deadline passed with records undelivered");
-    await this.writer.close();
+    const flushed = await withDeadline(this.whenEmpty(), timeoutMs, () => new Error("flush timed out")).then(
+      () => true,
+      () => false,
+    );
+    const undelivered = this.queuedRecords;
+    // Retrying past the deadline would only reopen connections while the process exits.
+    if (!flushed) this.abandoned = true;
+    await this.writer.close().catch((error) => this.log.warn({ err: error }, "sink close failed"));
+    if (!flushed) {
+      this.log.error({ records: undelivered }, "drain deadline passed with records undelivered");
+      throw new Error(`${undelivered} records undelivered at the drain deadline`);
+    }
   }
 
   private whenEmpty(): Promise<void> {
@@ -231,8 +241,10 @@ export class DeliveryQueue {
         if (!failed) this.retrying++;
         failed = true;
         this.markFailing(error);
+        if (this.abandoned) return;
         this.writer.reset?.();
         await sleep(this.backoff(attempt));
+        if (this.abandoned) return;
       }
     }
     if (failed) this.retrying--;
@@ -262,7 +274,11 @@ export class DeliveryQueue {
   }
 
   private backoff(attempt: number): number {
-    const ceiling = Math.min(this.options.retryMaxMs, this.options.retryBaseMs * 2 ** Math.min(attempt, 16));
+    // While draining, every moment the sink is back counts: retry often.
+    const maxMs = this.closed
+      ? Math.min(this.options.retryMaxMs, DRAIN_RETRY_MAX_MS)
+      : this.options.retryMaxMs;
+    const ceiling = Math.min(maxMs, this.options.retryBaseMs * 2 ** Math.min(attempt, 16));
     return ceiling / 2 + Math.random() * (ceiling / 2);
   }
 

@@ -149,4 +149,27 @@ describe("DeliveryQueue", () => {
     expect(writer.batches.flat().length).toBe(1);
     await expectRefused(() => queue.enqueue([message(2)], "queued"), "draining");
   });
+
+  test("close retries a failing sink until its deadline, often, and flushes once it is back", async () => {
+    const { writer, queue } = setup({ retryBaseMs: 400, retryMaxMs: 3000 });
+    writer.failing = true;
+    const acknowledged = queue.enqueue([message(1)], "acknowledged");
+    setTimeout(() => {
+      writer.failing = false;
+    }, 700);
+    await queue.close(1500);
+    expect(writer.batches.flat().length).toBe(1);
+    await acknowledged;
+  });
+
+  test("close rejects, saying how many, when records are left undelivered at the deadline", async () => {
+    const { writer, queue } = setup();
+    writer.failing = true;
+    queue.enqueue([message(1), message(2)], "queued");
+    await expect(queue.close(200)).rejects.toThrow("2 records undelivered");
+    // Past the deadline it stops retrying instead of reopening connections while the process exits.
+    const attempts = writer.attempts;
+    await Bun.sleep(100);
+    expect(writer.attempts).toBe(attempts);
+  });
 });
