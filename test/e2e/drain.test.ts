@@ -58,4 +58,39 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
     const flush = gateway.logs.find((entry) => entry.step === "flush the queue");
     console.log(`${runtime}: ${ids.length} records flushed in ${flush?.ms} ms of the drain`);
   }, 60_000);
+
+  test("records still undelivered at the drain deadline are counted in the log and the exit code is 1", async () => {
+    const gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: await createTopic(`drain-lost-${runtime}`),
+      JWT_SECRET: TEST_SECRET,
+      DRAIN_DELAY_MS: "100",
+      DRAIN_TIMEOUT_MS: "2000",
+    });
+    let code: number;
+    try {
+      await servicesCommand("stop-kafka");
+      const records = Array.from({ length: 30 }, (_, index) => ({
+        type: "click",
+        data: { element: `e${index}` },
+      }));
+      const response = await fetch(`${gateway.url}/v1/events?ack=none`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await token("acme", ["ingest"])}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify(records),
+      });
+      expect(response.status).toBe(202);
+      code = await gateway.stop("SIGTERM");
+    } finally {
+      await servicesCommand("start-kafka");
+    }
+    expect(code).toBe(1);
+    const report = gateway.logs.find(
+      (entry) => entry.msg === "drain deadline passed with records undelivered",
+    );
+    expect(report?.records).toBe(30);
+  }, 30_000);
 });
