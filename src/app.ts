@@ -26,6 +26,7 @@ import { TenantQuotas } from "./ratelimit/tenant-quotas.ts";
 import { DeliveryQueue } from "./sink/delivery-queue.ts";
 import { KafkaWriter } from "./sink/kafka-writer.ts";
 import { LocalLogWriter } from "./sink/local-log-writer.ts";
+import { batchBytesLimit } from "./sink/record-size.ts";
 import type { SinkWriter } from "./sink/types.ts";
 import type { GatewayApp, HttpRequest, RunningServer } from "./transport/types.ts";
 import { createSchemaRegistry } from "./validation/registry.ts";
@@ -238,6 +239,7 @@ async function createSink(
   const queueOptions = {
     lingerMs: config.kafka.lingerMs,
     batchBytes: config.kafka.batchBytes,
+    maxBatchBytes: batchBytesLimit(config.kafka.maxMessageBytes, config.kafka.compression !== "none"),
     maxRecords: config.kafka.queueMaxRecords,
     maxBytes: config.kafka.queueMaxBytes,
     unhealthyAfterMs: config.kafka.unhealthyAfterMs,

@@ -13,6 +13,7 @@ export const ERROR_STATUS = {
   method_not_allowed: 405,
   history_gone: 410,
   payload_too_large: 413,
+  record_too_large: 413,
   unsupported_media_type: 415,
   all_rejected: 422,
   rate_limited: 429,

@@ -3,11 +3,15 @@ import type { HealthState } from "../health/health.ts";
 import { sleep, withDeadline } from "../lifecycle/time.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
+import { recordBytes } from "./record-size.ts";
 import type { SinkMessage, SinkWriter } from "./types.ts";
 
 export interface DeliveryQueueOptions {
   lingerMs: number;
+  /** A batch leaves once it holds this many bytes. */
   batchBytes: number;
+  /** No batch holds more bytes than this (see `batchBytesLimit`): every batch fits the broker. */
+  maxBatchBytes: number;
   maxRecords: number;
   maxBytes: number;
   unhealthyAfterMs: number;
@@ -34,11 +38,6 @@ interface Entry {
 export const UNHEALTHY_REASON = "kafka_unreachable";
 
 const DRAIN_RETRY_MAX_MS = 500;
-
-/** Rough size of a message on the wire, for the byte bounds. */
-function messageBytes(message: SinkMessage): number {
-  return message.value.length + message.key.length + 64;
-}
 
 /**
  * The bounded queue between requests and the sink. Records accumulate and
@@ -110,10 +109,14 @@ export class DeliveryQueue {
    * refused (draining, sink unreachable, queue full). It never throws.
    */
   enqueue(messages: SinkMessage[], until: "queued" | "acknowledged"): Promise<void> {
-    const sizes = messages.map(messageBytes);
+    const sizes = messages.map(recordBytes);
     let bytes = 0;
-    for (const size of sizes) bytes += size;
-    const refusal = this.refusal(messages.length, bytes);
+    let largest = 0;
+    for (const size of sizes) {
+      bytes += size;
+      if (size > largest) largest = size;
+    }
+    const refusal = this.refusal(messages.length, bytes, largest);
     if (refusal) return Promise.reject(refusal);
     let ticket!: Ticket;
     let settled: Promise<void>;
@@ -138,8 +141,23 @@ export class DeliveryQueue {
     return settled;
   }
 
-  /** Why `records` more records of `bytes` cannot be queued now, if they cannot. */
-  private refusal(records: number, bytes: number): GatewayError | undefined {
+  /** The largest record (in `recordBytes`) a batch can hold; a larger one can never be delivered. */
+  get maxRecordBytes(): number {
+    return this.options.maxBatchBytes;
+  }
+
+  /** Whether `message` fits in a batch at all, for refusing it before it is accepted. */
+  fits(message: SinkMessage): boolean {
+    return recordBytes(message) <= this.options.maxBatchBytes;
+  }
+
+  /** Why `records` more records of `bytes` in all cannot be queued now, if they cannot. */
+  private refusal(records: number, bytes: number, largest: number): GatewayError | undefined {
+    if (largest > this.options.maxBatchBytes)
+      return new GatewayError(
+        "record_too_large",
+        `a record takes ${largest} bytes in Kafka; at most ${this.options.maxBatchBytes} fit`,
+      );
     if (this.closed)
       return new GatewayError("draining", "the gateway is shutting down", { "retry-after": "1" });
     if (this.isUnhealthy()) {
@@ -210,6 +228,7 @@ export class DeliveryQueue {
     let bytes = 0;
     while (this.hasPending() && (batch.length === 0 || bytes < this.options.batchBytes)) {
       const entry = this.pending[this.pendingHead] as Entry;
+      if (batch.length > 0 && bytes + entry.bytes > this.options.maxBatchBytes) break;
       this.pendingHead++;
       bytes += entry.bytes;
       batch.push(entry);

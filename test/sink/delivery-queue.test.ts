@@ -4,6 +4,7 @@ import { type ErrorCode, GatewayError } from "../../src/errors/errors.ts";
 import { HealthState } from "../../src/health/health.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import { DeliveryQueue, type DeliveryQueueOptions, UNHEALTHY_REASON } from "../../src/sink/delivery-queue.ts";
+import { recordBytes } from "../../src/sink/record-size.ts";
 import type { SinkMessage, SinkWriter } from "../../src/sink/types.ts";
 
 /** A writer whose availability the test controls; the queue, not the writer, is under test. */
@@ -23,6 +24,7 @@ class ControlledWriter implements SinkWriter {
 const OPTIONS: DeliveryQueueOptions = {
   lingerMs: 5,
   batchBytes: 10_000,
+  maxBatchBytes: 100_000,
   maxRecords: 100,
   maxBytes: 1_000_000,
   unhealthyAfterMs: 50,
@@ -86,6 +88,29 @@ describe("DeliveryQueue", () => {
     );
     expect(writer.batches.length).toBeGreaterThan(1);
     expect(writer.batches.flat().length).toBe(10);
+  });
+
+  test("no batch holds more than maxBatchBytes, whatever batchBytes says", async () => {
+    const { writer, queue } = setup({ batchBytes: 50_000, maxBatchBytes: 1000 });
+    const messages = Array.from({ length: 20 }, (_, i) => ({ ...message(i), value: "x".repeat(250) }));
+    await queue.enqueue(messages, "acknowledged");
+    expect(writer.batches.flat().length).toBe(20);
+    for (const batch of writer.batches) {
+      expect(batch.reduce((sum, each) => sum + recordBytes(each), 0)).toBeLessThanOrEqual(1000);
+    }
+  });
+
+  test("a record that can never fit a batch is refused with a 413, and fits() says so up front", async () => {
+    const { queue, writer } = setup({ maxBatchBytes: 1000 });
+    const huge = { ...message(1), value: "é".repeat(600) };
+    expect(queue.maxRecordBytes).toBe(1000);
+    expect(queue.fits(message(1))).toBe(true);
+    expect(queue.fits(huge)).toBe(false);
+    const error = await queue.enqueue([message(1), huge], "queued").catch((reason: unknown) => reason);
+    expect(error).toBeInstanceOf(GatewayError);
+    expect((error as GatewayError).status).toBe(413);
+    expect(queue.depth.records).toBe(0);
+    expect(writer.attempts).toBe(0);
   });
 
   test("refuses with a 503 rejection past the record bound instead of growing", async () => {
