@@ -248,6 +248,7 @@ async function createSink(
     writeTimeoutMs: config.kafka.writeTimeoutMs,
     retryBaseMs: 100,
     retryMaxMs: 3000,
+    deadLetterTopic: config.kafka.dlqTopic,
   };
   if (!config.kafka.brokers) {
     // Each worker process appends to a log of its own.

@@ -16,6 +16,7 @@ export const ERROR_STATUS = {
   record_too_large: 413,
   unsupported_media_type: 415,
   all_rejected: 422,
+  record_refused: 422,
   rate_limited: 429,
   internal: 500,
   overloaded: 503,

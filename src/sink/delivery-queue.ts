@@ -3,8 +3,9 @@ import type { HealthState } from "../health/health.ts";
 import { sleep, withDeadline } from "../lifecycle/time.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
+import { deadLetterFor } from "./dead-letter.ts";
 import { recordBytes } from "./record-size.ts";
-import type { SinkMessage, SinkWriter } from "./types.ts";
+import { type SinkMessage, type SinkWriter, UndeliverableError } from "./types.ts";
 
 export interface DeliveryQueueOptions {
   lingerMs: number;
@@ -21,6 +22,8 @@ export interface DeliveryQueueOptions {
   writeTimeoutMs: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /** Where records the sink refused for good go (KAFKA_DLQ_TOPIC); unset: they are dropped. */
+  deadLetterTopic?: string;
 }
 
 interface Ticket {
@@ -39,11 +42,27 @@ export const UNHEALTHY_REASON = "kafka_unreachable";
 
 const DRAIN_RETRY_MAX_MS = 500;
 
+/** What the request of a record the sink refused for good is answered: never a 5xx for the client's record. */
+function refusalReply(refusal: UndeliverableError): GatewayError {
+  switch (refusal.reason) {
+    case "too_large":
+      return new GatewayError("record_too_large", "Kafka refused a record as too large");
+    case "invalid_record":
+      return new GatewayError("record_refused", `Kafka refused a record as invalid (${refusal.sinkCode})`);
+    case "not_authorized":
+      return new GatewayError("unavailable", "Kafka refused the write: not authorized", {
+        "retry-after": "30",
+      });
+  }
+}
+
 /**
  * The bounded queue between requests and the sink. Records accumulate and
  * leave in batches (on linger time, on batch bytes, or as soon as the previous
- * batch is acknowledged); a failed batch is retried with backoff until it
- * succeeds, so an acknowledged request is never lost. Past its bounds, or while
+ * batch is acknowledged) and every batch fits the broker (`maxBatchBytes`);
+ * a failed batch is retried with backoff until it succeeds, so an
+ * acknowledged request is never lost. A batch the sink refuses for good is
+ * split down to the record at fault (see `send`). Past its bounds, or while
  * the sink has been unreachable for `unhealthyAfterMs`, it refuses new records
  * with a 503 instead of growing memory.
  */
@@ -245,45 +264,133 @@ export class DeliveryQueue {
   }
 
   private async deliver(batch: Entry[]): Promise<void> {
-    const messages = batch.map((entry) => entry.message);
-    let failed = false;
-    for (let attempt = 0; ; attempt++) {
-      const started = performance.now();
-      try {
-        await withDeadline(this.writer.write(messages), this.options.writeTimeoutMs, () =>
-          this.writeTimeout(),
-        );
-        this.metrics.produceDuration.observe((performance.now() - started) / 1000);
-        break;
-      } catch (error) {
-        this.metrics.produceErrors.inc();
-        if (!failed) this.retrying++;
-        failed = true;
-        this.markFailing(error);
-        if (this.abandoned) return;
-        this.writer.reset?.();
-        await sleep(this.backoff(attempt));
-        if (this.abandoned) return;
-      }
-    }
-    if (failed) this.retrying--;
-    this.markHealthy();
-    this.settle(batch);
+    await this.send(batch);
     this.inFlight--;
     this.pump();
   }
 
+  /**
+   * Sends `batch` until the sink acknowledges it. A batch the sink refuses for
+   * good is split in halves, each sent on its own, down to the record at
+   * fault, which is set aside: one bad record never stalls the queue.
+   */
+  private async send(batch: Entry[]): Promise<void> {
+    const outcome = await this.writeUntilAnswered(batch);
+    if (outcome === "abandoned") return;
+    if (outcome === "acknowledged") {
+      this.settle(batch);
+      return;
+    }
+    if (batch.length > 1) {
+      const half = Math.ceil(batch.length / 2);
+      await this.send(batch.slice(0, half));
+      await this.send(batch.slice(half));
+      return;
+    }
+    this.setAside(batch[0] as Entry, outcome);
+  }
+
+  /** Writes until acknowledged or refused for good, retrying other failures with backoff. */
+  private async writeUntilAnswered(
+    batch: Entry[],
+  ): Promise<"acknowledged" | "abandoned" | UndeliverableError> {
+    const messages = batch.map((entry) => entry.message);
+    let failed = false;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const started = performance.now();
+        try {
+          await withDeadline(this.writer.write(messages), this.options.writeTimeoutMs, () =>
+            this.writeTimeout(),
+          );
+          this.metrics.produceDuration.observe((performance.now() - started) / 1000);
+          this.markHealthy();
+          return "acknowledged";
+        } catch (error) {
+          this.metrics.produceErrors.inc();
+          // A refusal is still an answer: the sink is reachable, the records are the problem.
+          if (error instanceof UndeliverableError) {
+            this.writer.reset?.();
+            this.markHealthy();
+            return error;
+          }
+          if (!failed) this.retrying++;
+          failed = true;
+          this.markFailing(error);
+          if (this.abandoned) return "abandoned";
+          this.writer.reset?.();
+          await sleep(this.backoff(attempt));
+          if (this.abandoned) return "abandoned";
+        }
+      }
+    } finally {
+      if (failed) this.retrying--;
+    }
+  }
+
+  /** A record the sink refused for good: dead-lettered if a topic is set (and it is not a dead letter), else dropped. */
+  private setAside(entry: Entry, refusal: UndeliverableError): void {
+    const { message } = entry;
+    const deadLetters = this.options.deadLetterTopic;
+    const deadLettered =
+      deadLetters !== undefined &&
+      message.topic !== deadLetters &&
+      this.requeue(
+        deadLetterFor(
+          message,
+          deadLetters,
+          `refused by Kafka: ${refusal.sinkCode}`,
+          this.options.maxBatchBytes,
+        ),
+      );
+    this.metrics.eventsUndeliverable.inc({ reason: refusal.reason });
+    this.log.warn(
+      {
+        reason: refusal.reason,
+        code: refusal.sinkCode,
+        topic: message.topic,
+        bytes: entry.bytes,
+        deadLettered,
+      },
+      deadLettered ? "record refused by the sink: dead-lettered" : "record refused by the sink: dropped",
+    );
+    entry.ticket.reject(refusalReply(refusal));
+    this.release([entry]);
+  }
+
+  /** Queues a message of the queue's own (a dead letter) within the bounds; false when it does not fit. */
+  private requeue(message: SinkMessage): boolean {
+    const bytes = recordBytes(message);
+    if (
+      bytes > this.options.maxBatchBytes ||
+      this.queuedRecords + 1 > this.options.maxRecords ||
+      this.queuedBytes + bytes > this.options.maxBytes
+    )
+      return false;
+    this.pending.push({ message, bytes, ticket: { remaining: 1, resolve: () => {}, reject: () => {} } });
+    this.pendingBytes += bytes;
+    this.queuedRecords++;
+    this.queuedBytes += bytes;
+    this.updateGauges();
+    return true;
+  }
+
   private settle(batch: Entry[]): void {
-    let bytes = 0;
     for (const entry of batch) {
-      bytes += entry.bytes;
       entry.ticket.remaining--;
       if (entry.ticket.remaining === 0) entry.ticket.resolve();
     }
-    this.queuedRecords -= batch.length;
-    this.queuedBytes -= bytes;
     this.metrics.eventsProduced.inc(batch.length);
     this.metrics.produceBatchRecords.observe(batch.length);
+    this.release(batch);
+  }
+
+  /** Forgets entries that left the queue, delivered or set aside. */
+  private release(entries: Entry[]): void {
+    let bytes = 0;
+    for (const entry of entries) bytes += entry.bytes;
+    this.queuedRecords -= entries.length;
+    this.queuedBytes -= bytes;
     this.updateGauges();
     if (this.queuedRecords === 0) for (const wake of this.idleWaiters.splice(0)) wake();
   }

@@ -5,7 +5,7 @@ import { HealthState } from "../../src/health/health.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import { DeliveryQueue, type DeliveryQueueOptions, UNHEALTHY_REASON } from "../../src/sink/delivery-queue.ts";
 import { recordBytes } from "../../src/sink/record-size.ts";
-import type { SinkMessage, SinkWriter } from "../../src/sink/types.ts";
+import { type SinkMessage, type SinkWriter, UndeliverableError } from "../../src/sink/types.ts";
 
 /** A writer whose availability the test controls; the queue, not the writer, is under test. */
 class ControlledWriter implements SinkWriter {
@@ -13,9 +13,13 @@ class ControlledWriter implements SinkWriter {
   readonly batches: SinkMessage[][] = [];
   failing = false;
   attempts = 0;
+  /** Answers a batch with a refusal for good, as the broker does for MESSAGE_TOO_LARGE and the like. */
+  refuse: (batch: SinkMessage[]) => UndeliverableError | undefined = () => undefined;
   async write(batch: SinkMessage[]) {
     this.attempts++;
     if (this.failing) throw new Error("broker down");
+    const refusal = this.refuse(batch);
+    if (refusal) throw refusal;
     this.batches.push(batch);
   }
   async close() {}
@@ -50,7 +54,7 @@ function setup(options: Partial<DeliveryQueueOptions> = {}) {
     health,
     pino({ level: "silent" }),
   );
-  return { writer, health, queue };
+  return { writer, health, queue, metrics };
 }
 
 /** The queue's one error channel: a refusal is a rejected promise with a 503 GatewayError, never a throw. */
@@ -196,5 +200,85 @@ describe("DeliveryQueue", () => {
     const attempts = writer.attempts;
     await Bun.sleep(100);
     expect(writer.attempts).toBe(attempts);
+  });
+
+  describe("records the sink refuses for good", () => {
+    const delivered = (writer: ControlledWriter) =>
+      writer.batches.flat().map((m) => (JSON.parse(m.value) as { n: number }).n);
+    const undeliverable = async (metrics: ReturnType<typeof setup>["metrics"], reason: string) =>
+      (await metrics.eventsUndeliverable.get()).values.find((value) => value.labels.reason === reason)
+        ?.value ?? 0;
+
+    test("a batch too large as a whole is split in halves until every part is delivered", async () => {
+      const { writer, queue, health } = setup();
+      writer.refuse = (batch) =>
+        batch.length > 3 ? new UndeliverableError("too_large", "MESSAGE_TOO_LARGE") : undefined;
+      await queue.enqueue(
+        Array.from({ length: 10 }, (_, i) => message(i)),
+        "acknowledged",
+      );
+      expect(delivered(writer).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      expect(writer.batches.every((batch) => batch.length <= 3)).toBe(true);
+      expect(health.ready).toBe(true);
+    });
+
+    test("the one record at fault is dropped and counted, its request gets a 413, the others go on", async () => {
+      const { writer, queue, health, metrics } = setup();
+      writer.refuse = (batch) =>
+        batch.some((m) => JSON.parse(m.value).n === 6)
+          ? new UndeliverableError("too_large", "MESSAGE_TOO_LARGE")
+          : undefined;
+      const first = queue.enqueue(
+        Array.from({ length: 10 }, (_, i) => message(i)),
+        "acknowledged",
+      );
+      const second = queue.enqueue([message(10), message(11)], "acknowledged");
+      const error = await first.catch((reason: unknown) => reason);
+      expect(error).toBeInstanceOf(GatewayError);
+      expect((error as GatewayError).status).toBe(413);
+      await second;
+      expect(delivered(writer).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11]);
+      expect(await undeliverable(metrics, "too_large")).toBe(1);
+      expect(queue.depth.records).toBe(0);
+      expect(health.ready).toBe(true);
+      await queue.enqueue([message(12)], "acknowledged");
+    });
+
+    test("with a dead-letter topic the record at fault goes there, and a refused dead letter is dropped", async () => {
+      const { writer, queue, metrics } = setup({ deadLetterTopic: "dlq" });
+      writer.refuse = (batch) =>
+        batch.some((m) => m.topic === "t" && JSON.parse(m.value).n === 1)
+          ? new UndeliverableError("invalid_record", "INVALID_RECORD")
+          : undefined;
+      const bad = { ...message(1), headers: { tenant: "acme", "content-type": "application/json" } };
+      const error = await queue.enqueue([message(0), bad], "acknowledged").catch((reason: unknown) => reason);
+      expect((error as GatewayError).status).toBe(422);
+      await Bun.sleep(50);
+      const letters = writer.batches.flat().filter((m) => m.topic === "dlq");
+      expect(letters.length).toBe(1);
+      const letter = JSON.parse((letters[0] as SinkMessage).value);
+      expect(letter).toMatchObject({ tenant: "acme", topic: "t", record: { n: 1 } });
+      expect(letter.reason).toContain("INVALID_RECORD");
+      expect(await undeliverable(metrics, "invalid_record")).toBe(1);
+
+      // A dead letter the sink refuses too is dropped, not dead-lettered again.
+      writer.refuse = (batch) =>
+        batch.some((m) => m.topic === "dlq" || JSON.parse(m.value).n === 2)
+          ? new UndeliverableError("invalid_record", "INVALID_RECORD")
+          : undefined;
+      await queue.enqueue([message(2)], "queued");
+      await Bun.sleep(50);
+      expect(writer.batches.flat().filter((m) => m.topic === "dlq").length).toBe(1);
+      expect(await undeliverable(metrics, "invalid_record")).toBe(3);
+      expect(queue.depth.records).toBe(0);
+    });
+
+    test("a write the sink is not authorized for answers 503, not a client error", async () => {
+      const { writer, queue } = setup();
+      writer.refuse = () => new UndeliverableError("not_authorized", "TOPIC_AUTHORIZATION_FAILED");
+      const error = await queue.enqueue([message(1)], "acknowledged").catch((reason: unknown) => reason);
+      expect((error as GatewayError).status).toBe(503);
+      expect(queue.depth.records).toBe(0);
+    });
   });
 });
