@@ -124,8 +124,10 @@ export class DeliveryQueue {
   /**
    * Queues the messages of one request. The promise resolves once they are
    * accepted (`"queued"`) or once the sink acknowledged all of them
-   * (`"acknowledged"`); it rejects with a 503 GatewayError when they are
-   * refused (draining, sink unreachable, queue full). It never throws.
+   * (`"acknowledged"`). It rejects with a GatewayError when they are refused:
+   * 503 (draining, sink unreachable, queue full) or 413 (a record that can
+   * never fit); with `"acknowledged"` also when the sink refuses one of them
+   * for good (see `setAside`). It never throws.
    */
   enqueue(messages: SinkMessage[], until: "queued" | "acknowledged"): Promise<void> {
     const sizes = messages.map(recordBytes);
