@@ -31,6 +31,7 @@ describe.each(RUNTIMES)("Kafka outage on %s", (runtime) => {
     const statuses = new Map<number, number>();
     let sending = true;
     let sequence = 0;
+    let networkErrors = 0;
     const sender = (async () => {
       const inFlight = new Set<Promise<void>>();
       while (sending) {
@@ -45,6 +46,8 @@ describe.each(RUNTIMES)("Kafka outage on %s", (runtime) => {
             statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
             if (response.status === 202) accepted.push(id);
           })
+          // A keep-alive connection the server closed as idle just as the client reused it: no answer, not accepted.
+          .catch(() => void networkErrors++)
           .finally(() => inFlight.delete(request));
         inFlight.add(request);
         await Bun.sleep(20);
@@ -74,6 +77,7 @@ describe.each(RUNTIMES)("Kafka outage on %s", (runtime) => {
 
     expect(statuses.get(503) ?? 0).toBeGreaterThan(0);
     expect(statuses.get(202) ?? 0).toBeGreaterThan(50);
+    expect(networkErrors).toBeLessThan(sequence / 50);
     expect([...statuses.keys()].every((status) => status === 202 || status === 503)).toBe(true);
     const messages = await readTopic(topic, accepted.length, 30_000);
     const inKafka = new Set(messages.map((message) => (JSON.parse(message.value) as { id: string }).id));

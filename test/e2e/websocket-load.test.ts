@@ -72,7 +72,7 @@ describe.each(RUNTIMES)("WebSocket under load on %s", (runtime) => {
       await Promise.all(fast.map((client) => client.next((frame) => frame.type === "subscribed")));
 
       const ingest = {
-        authorization: `Bearer ${await token("acme", ["ingest"])}`,
+        authorization: `Bearer ${await token("acme", ["ingest", "publish"])}`,
         "content-type": "application/json",
       };
       const padding = "x".repeat(4000);
