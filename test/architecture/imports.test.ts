@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, normalize, relative } from "node:path";
 
-const SRC = join(import.meta.dir, "../src");
+const SRC = join(import.meta.dir, "../../src");
 
 /**
  * Which layers each layer may import (ARCHITECTURE.md draws the same arrows).
