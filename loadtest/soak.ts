@@ -10,7 +10,7 @@
 // other runs stayed within ±25%), so a 40 s soak catches gross leaks; a longer
 // DURATION_SEC catches slow ones.
 //   bun loadtest/soak.ts node|bun        (needs scripts/services up)
-import { signDevToken } from "../src/auth/dev-token.ts";
+import { signDevToken } from "../src/infra/auth/dev-token.ts";
 import { startGateway } from "../test/e2e/harness.ts";
 
 const runtime = (process.argv[2] ?? "node") as "node" | "bun";

@@ -1,6 +1,6 @@
 import { parseArgs } from "node:util";
-import { signDevToken } from "../src/auth/dev-token.ts";
 import { DEV_JWT_SECRET } from "../src/config/config.ts";
+import { signDevToken } from "../src/infra/auth/dev-token.ts";
 
 // Prints a development token, e.g. `bun scripts/token.ts --tenant acme --scope ingest,subscribe`.
 // Signed with --secret, else JWT_SECRET, else the gateway's dev secret, so it matches a first run.

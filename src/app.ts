@@ -1,43 +1,41 @@
 import { join } from "node:path";
-import { createAuthenticator } from "./auth/authenticator.ts";
-import { bearerToken } from "./auth/bearer.ts";
 import { type Config, DEV_JWT_SECRET } from "./config/config.ts";
-import type { FanoutBus } from "./fanout/bus.ts";
-import { Fanout } from "./fanout/fanout.ts";
-import { ChannelHistory } from "./fanout/history.ts";
-import { KafkaFanoutBus } from "./fanout/kafka-bus.ts";
-import { LocalFanoutBus } from "./fanout/local-bus.ts";
-import { fanoutRoutes } from "./fanout/routes.ts";
-import { HealthState } from "./health/health.ts";
-import { operationRoutes } from "./health/routes.ts";
+import { createIngestModule } from "./features/ingest/module.ts";
+import { HealthState } from "./features/operations/health.ts";
+import { createOperationsModule } from "./features/operations/module.ts";
+import { createPublishModule } from "./features/publish/module.ts";
+import type { Connection } from "./features/realtime/connection.ts";
+import { createRealtimeModule } from "./features/realtime/module.ts";
+import { bearerToken } from "./http/bearer.ts";
 import { CorsPolicy } from "./http/cors.ts";
 import { Router } from "./http/router.ts";
-import { ingestRoute } from "./ingest/ingest-route.ts";
-import type { EventRecord } from "./ingest/record.ts";
-import { kafkaConnectionOptions } from "./kafka/client-options.ts";
-import type { DrainStep } from "./lifecycle/lifecycle.ts";
-import { startWithRetry } from "./lifecycle/retry.ts";
-import { msUntil, sleep, withDeadline } from "./lifecycle/time.ts";
+import { createAuthenticator } from "./infra/auth/authenticator.ts";
+import { DeliveryQueue } from "./infra/delivery/delivery-queue.ts";
+import { batchBytesLimit } from "./infra/delivery/record-size.ts";
+import { type KafkaConnectionOptions, kafkaConnectionOptions } from "./infra/kafka/client-options.ts";
+import { KafkaFanoutBus } from "./infra/kafka/fanout-bus.ts";
+import { KafkaWriter } from "./infra/kafka/writer.ts";
+import { LocalFanoutBus } from "./infra/local/fanout-bus.ts";
+import { LocalLogWriter } from "./infra/local/log-writer.ts";
+import { createAdmission } from "./infra/ratelimit/admission.ts";
+import { RateLimits } from "./infra/ratelimit/limiter.ts";
+import { TenantQuotas } from "./infra/ratelimit/tenant-quotas.ts";
+import { createSchemaRegistry } from "./infra/validation/registry.ts";
+import { msUntil } from "./lib/time.ts";
+import { type DrainStep, drainPlan } from "./lifecycle/drain-plan.ts";
 import { WORKER_ENV } from "./lifecycle/workers.ts";
 import type { Logger } from "./log/logger.ts";
-import { createMetrics } from "./metrics/metrics.ts";
-import { clientIp } from "./ratelimit/client-ip.ts";
-import { RateLimits } from "./ratelimit/limiter.ts";
-import { TenantQuotas } from "./ratelimit/tenant-quotas.ts";
-import { DeliveryQueue } from "./sink/delivery-queue.ts";
-import { KafkaWriter } from "./sink/kafka-writer.ts";
-import { LocalLogWriter } from "./sink/local-log-writer.ts";
-import { batchBytesLimit } from "./sink/record-size.ts";
-import type { SinkWriter } from "./sink/types.ts";
-import type { GatewayApp, HttpRequest, RunningServer } from "./transport/types.ts";
-import { createSchemaRegistry } from "./validation/registry.ts";
-import { type ConnectionState, WsHub } from "./ws/hub.ts";
+import { createMetrics, type Metrics } from "./metrics/metrics.ts";
+import type { FanoutBus } from "./ports/fanout-bus.ts";
+import type { HealthReasons } from "./ports/health.ts";
+import type { Module } from "./ports/module.ts";
+import type { GatewayApp, HttpRequest, RunningServer } from "./ports/transport.ts";
 
 export interface Gateway {
-  app: GatewayApp<ConnectionState>;
-  /** Connects the fan-out to the listening server. */
+  app: GatewayApp<Connection>;
+  /** Connects every module to the listening server. */
   attach(server: RunningServer): void;
-  /** Drain steps, in order, given the server once it listens. */
+  /** The drain, in order, given the server once it listens. */
   drainSteps(server: RunningServer): DrainStep[];
 }
 
@@ -50,14 +48,13 @@ export interface GatewayEnvironment {
   defaultSchemas: string;
 }
 
-/** The composition root: builds every module and wires them together. */
-export async function createGateway({
-  config,
-  log,
-  runtime,
-  version,
-  defaultSchemas,
-}: GatewayEnvironment): Promise<Gateway> {
+/**
+ * The composition root: builds the infrastructure, hands each feature the
+ * ports it needs, and returns the modules as one app. Policy lives in the
+ * features and the drain plan, not here.
+ */
+export async function createGateway(environment: GatewayEnvironment): Promise<Gateway> {
+  const { config, log, runtime, version, defaultSchemas } = environment;
   const metrics = createMetrics(runtime, version);
   const health = new HealthState();
 
@@ -80,11 +77,11 @@ export async function createGateway({
   });
   await schemas.start();
 
-  const { writer, queue, bus } = await createSink(config, log, metrics, health);
-
-  const history = new ChannelHistory(config.history);
-  const fanout = new Fanout(history, metrics);
-  const busStarter = startWithRetry("fan-out bus", () => bus.start(fanout), log);
+  const kafka = config.kafka.brokers ? kafkaConnectionOptions(config.kafka) : undefined;
+  const queue = await createSink(config, kafka, log, metrics, health);
+  const bus: FanoutBus = kafka
+    ? new KafkaFanoutBus(kafka, config.kafka.fanoutTopic, queue, log)
+    : new LocalFanoutBus();
 
   const limits = new RateLimits(
     {
@@ -98,7 +95,6 @@ export async function createGateway({
     metrics,
     log,
   );
-
   const quotas = config.rateLimit.tenantQuotas
     ? new TenantQuotas({
         source: config.rateLimit.tenantQuotas,
@@ -107,143 +103,79 @@ export async function createGateway({
       })
     : undefined;
   await quotas?.start();
+  const admission = createAdmission(limits, quotas, {
+    enabled: config.rateLimit.enabled,
+    trustProxyHops: config.rateLimit.trustProxyHops,
+  });
 
-  const hub = new WsHub(
+  const realtime = createRealtimeModule(
     {
-      runtime,
-      pingIntervalMs: config.ws.pingIntervalMs,
-      authTimeoutMs: config.ws.authTimeoutMs,
-      backpressureBytes: config.ws.backpressureBytes,
-      maxConnections: config.ws.maxConnections,
-      maxUnauthenticated: config.ws.maxUnauthenticated,
-      maxConnectionsPerTenant: config.ws.maxConnectionsPerTenant,
-      maxSubscriptions: config.ws.maxSubscriptions,
-      maxMessagesPerSec: config.ws.maxMessagesPerSec,
+      ws: {
+        runtime,
+        pingIntervalMs: config.ws.pingIntervalMs,
+        authTimeoutMs: config.ws.authTimeoutMs,
+        backpressureBytes: config.ws.backpressureBytes,
+        maxConnections: config.ws.maxConnections,
+        maxUnauthenticated: config.ws.maxUnauthenticated,
+        maxConnectionsPerTenant: config.ws.maxConnectionsPerTenant,
+        maxSubscriptions: config.ws.maxSubscriptions,
+        maxMessagesPerSec: config.ws.maxMessagesPerSec,
+      },
+      history: config.history,
     },
+    { authenticator, authenticate, bus, metrics, log, admitConnection: admission.connection },
+  );
+  const modules: Module[] = [
+    { name: "schemas", close: () => schemas.stop() },
     {
-      authenticator,
-      history,
-      metrics,
-      log,
-      admitConnection: async (ip) => {
-        if (config.rateLimit.enabled) await limits.admit("ws_connect", ip);
+      name: "rate limits",
+      close: () => {
+        quotas?.stop();
+        return limits.close();
       },
     },
-  );
-
-  const fanOutRecords = (records: EventRecord[]) => {
-    const messages = records
-      .filter((record) => record.channel !== undefined)
-      .map((record) => ({
-        tenant: record.tenant,
-        channel: record.channel,
-        dataJson: record.dataJson,
-        record: { type: record.type, id: record.id },
-        ts: Date.now(),
-      }));
-    if (messages.length === 0) return;
-    // Live fan-out is best effort: the records themselves are already in the events topic.
-    bus.publish(messages).catch((error) => log.debug({ err: error }, "fan-out of ingested records skipped"));
-  };
+    { name: "sink", drain: { flush: (deadline) => queue.close(msUntil(deadline)) } },
+    { name: "fan-out bus", close: () => bus.close() },
+    createOperationsModule(health, metrics),
+    createIngestModule(
+      {
+        topic: config.kafka.topic,
+        dlqTopic: config.kafka.dlqTopic,
+        maxBodyBytes: config.maxBodyBytes,
+        maxRecords: config.maxRecordsPerRequest,
+        ackTimeoutMs: config.ackTimeoutMs,
+      },
+      { authenticate, admission, schemas, queue, bus, metrics, log },
+    ),
+    createPublishModule({ authenticate, bus }),
+    realtime,
+  ];
 
   const router = new Router(
-    [
-      ...operationRoutes(health, metrics),
-      ingestRoute(
-        {
-          topic: config.kafka.topic,
-          dlqTopic: config.kafka.dlqTopic,
-          maxBodyBytes: config.maxBodyBytes,
-          maxRecords: config.maxRecordsPerRequest,
-          ackTimeoutMs: config.ackTimeoutMs,
-        },
-        {
-          authenticate,
-          admit: {
-            request: async (request) => {
-              if (config.rateLimit.enabled)
-                await limits.admit("ip_requests", clientIp(request, config.rateLimit.trustProxyHops));
-            },
-            events: async (principal, cost) => {
-              if (!config.rateLimit.enabled) return {};
-              return limits.admit(
-                "tenant_events",
-                principal.tenant,
-                cost,
-                quotas?.eventsPerSec(principal.tenant),
-              );
-            },
-          },
-          schemas,
-          queue,
-          metrics,
-          fanOut: fanOutRecords,
-        },
-      ),
-      ...fanoutRoutes({ authenticate, bus, history, maxBodyBytes: config.maxBodyBytes }),
-    ],
+    modules.flatMap((module) => module.routes ?? []),
     metrics,
     log,
     config.corsOrigins ? new CorsPolicy(config.corsOrigins) : undefined,
   );
 
   return {
-    app: { http: router.handle, wsPath: "/v1/ws", ws: router.guardUpgrades(hub) },
+    app: { http: router.handle, wsPath: "/v1/ws", ws: router.guardUpgrades(realtime.ws) },
     attach: (server) => {
-      hub.attach((topic, frame) => server.publish(topic, frame));
-      fanout.attach(hub);
+      for (const module of modules) module.attach?.(server);
     },
-    drainSteps: (server) => [
-      {
-        name: "mark unhealthy",
-        run: () => {
-          health.set("draining", true);
-          metrics.draining.set(1);
-        },
-      },
-      { name: "wait for the load balancer", run: () => sleep(config.drainDelayMs) },
-      { name: "stop listening", run: () => server.stopListening() },
-      {
-        name: "disconnect websockets",
-        run: (deadline) => hub.disconnectAll(Math.min(2000, msUntil(deadline) / 4)),
-      },
-      // Exiting with unread bytes on a socket makes the kernel reset it, and the client then loses the close frame.
-      {
-        name: "let close handshakes finish",
-        run: (deadline) => sleep(Math.min(500, msUntil(deadline) / 8)),
-      },
-      {
-        name: "finish in-flight requests",
-        // Bounded, so the flush still runs and reports what it could not deliver.
-        run: (deadline) =>
-          withDeadline(
-            router.whenIdle(),
-            msUntil(deadline),
-            () => new Error("requests still in flight at the drain deadline"),
-          ),
-      },
-      { name: "flush the queue", run: (deadline) => queue.close(msUntil(deadline)) },
-      {
-        name: "release resources",
-        run: async () => {
-          hub.stop();
-          schemas.stop();
-          busStarter.stop();
-          quotas?.stop();
-          await Promise.allSettled([bus.close(), limits.close()]);
-          log.info({ sink: writer.kind }, "resources released");
-        },
-      },
-    ],
+    drainSteps: (server) =>
+      drainPlan({ modules, server, requests: router, drainDelayMs: config.drainDelayMs, log }),
   };
 }
 
+/** The delivery queue in front of Kafka, or of the embedded local log when KAFKA_BROKERS is unset. */
 async function createSink(
   config: Config,
+  kafka: KafkaConnectionOptions | undefined,
   log: Logger,
-  metrics: ReturnType<typeof createMetrics>,
-  health: HealthState,
-): Promise<{ writer: SinkWriter; queue: DeliveryQueue; bus: FanoutBus }> {
+  metrics: Metrics,
+  health: HealthReasons,
+): Promise<DeliveryQueue> {
   const queueOptions = {
     lingerMs: config.kafka.lingerMs,
     batchBytes: config.kafka.batchBytes,
@@ -258,7 +190,7 @@ async function createSink(
     retryMaxMs: 3000,
     deadLetterTopic: config.kafka.dlqTopic,
   };
-  if (!config.kafka.brokers) {
+  if (!kafka) {
     // Each worker process appends to a log of its own.
     const worker = process.env[WORKER_ENV];
     const dir = worker === undefined ? config.localLog.dir : join(config.localLog.dir, `worker-${worker}`);
@@ -268,14 +200,9 @@ async function createSink(
       { dir },
       "KAFKA_BROKERS unset: embedded default (local NDJSON log as sink, in-process fan-out bus)",
     );
-    return {
-      writer,
-      queue: new DeliveryQueue(writer, queueOptions, metrics, health, log),
-      bus: new LocalFanoutBus(),
-    };
+    return new DeliveryQueue(writer, queueOptions, metrics, health, log);
   }
-  const connection = kafkaConnectionOptions(config.kafka);
-  const writer = new KafkaWriter(connection, config.kafka);
+  const writer = new KafkaWriter(kafka, config.kafka);
   const topics = [
     config.kafka.topic,
     config.kafka.fanoutTopic,
@@ -294,5 +221,5 @@ async function createSink(
     { brokers: config.kafka.brokers, topic: config.kafka.topic, sasl: config.kafka.saslMechanism },
     "Kafka sink",
   );
-  return { writer, queue, bus: new KafkaFanoutBus(connection, config.kafka.fanoutTopic, queue, log) };
+  return queue;
 }

@@ -1,4 +1,4 @@
-import type { HttpReply } from "../transport/types.ts";
+import type { HttpReply } from "../ports/transport.ts";
 
 /** `*` for any origin, or the exact origins (`scheme://host[:port]`) allowed. */
 export type CorsOrigins = "*" | readonly string[];

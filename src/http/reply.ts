@@ -1,5 +1,5 @@
-import { GatewayError, isGatewayError } from "../errors/errors.ts";
-import type { HttpReply } from "../transport/types.ts";
+import { GatewayError, isGatewayError } from "../domain/errors.ts";
+import type { HttpReply } from "../ports/transport.ts";
 
 const JSON_TYPE = { "content-type": "application/json" };
 

@@ -1,7 +1,8 @@
-import { GatewayError } from "../errors/errors.ts";
+import { GatewayError } from "../domain/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import type { HttpReply, HttpRequest, UpgradeDecision, WsHandlers } from "../transport/types.ts";
+import type { Route } from "../ports/route.ts";
+import type { HttpReply, HttpRequest, UpgradeDecision, WsHandlers } from "../ports/transport.ts";
 import { type CorsPolicy, isPreflight } from "./cors.ts";
 import { errorReply } from "./reply.ts";
 
@@ -9,18 +10,6 @@ import { errorReply } from "./reply.ts";
 const COMMON_HEADERS = { "x-content-type-options": "nosniff" };
 /** `/v1` responses hold tenant data, which no browser or shared cache may keep. */
 const TENANT_DATA_HEADERS = { ...COMMON_HEADERS, "cache-control": "no-store" };
-
-export type RouteHandler = (
-  request: HttpRequest,
-  params: Record<string, string>,
-) => Promise<HttpReply> | HttpReply;
-
-export interface Route {
-  method: string;
-  /** Path template; `{name}` matches one path segment. */
-  path: string;
-  handler: RouteHandler;
-}
 
 interface CompiledRoute extends Route {
   pattern: RegExp | undefined;

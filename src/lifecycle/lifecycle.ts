@@ -1,13 +1,5 @@
 import type { Logger } from "../log/logger.ts";
-
-export interface DrainStep {
-  name: string;
-  /**
-   * `deadline` (epoch ms) is when the drain's budget, counted from the signal,
-   * runs out for the steps: each step gets what the earlier ones left.
-   */
-  run: (deadline: number) => Promise<void> | void;
-}
+import type { DrainStep } from "./drain-plan.ts";
 
 export interface LifecycleOptions {
   drainTimeoutMs: number;

@@ -1,4 +1,4 @@
-import { GatewayError } from "../errors/errors.ts";
+import { GatewayError } from "../domain/errors.ts";
 
 /**
  * Accumulates a request body up to a byte limit. When the client announced a

@@ -1,6 +1,6 @@
-import { GatewayError } from "../errors/errors.ts";
+import { GatewayError } from "../domain/errors.ts";
 import { errorReply } from "../http/reply.ts";
-import type { HttpReply } from "./types.ts";
+import type { HttpReply } from "../ports/transport.ts";
 
 /**
  * Why a request's body framing is ambiguous, or undefined when it is not.

@@ -1,4 +1,4 @@
-import type { Listen } from "./types.ts";
+import type { Listen } from "../ports/transport.ts";
 
 /**
  * Picks the adapter for the runtime we run on. Imported lazily so Node never

@@ -2,8 +2,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { signDevToken } from "../../src/auth/dev-token.ts";
 import { DEV_JWT_SECRET } from "../../src/config/config.ts";
+import { signDevToken } from "../../src/infra/auth/dev-token.ts";
 import { TEST_SECRET } from "../support/tokens.ts";
 import { RUNTIMES, type RunningGateway, runUntilExit, startGateway } from "./harness.ts";
 

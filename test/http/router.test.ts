@@ -1,10 +1,11 @@
 import { expect, test } from "bun:test";
 import pino from "pino";
-import { GatewayError } from "../../src/errors/errors.ts";
+import { GatewayError } from "../../src/domain/errors.ts";
 import { CorsPolicy } from "../../src/http/cors.ts";
-import { type Route, Router } from "../../src/http/router.ts";
+import { Router } from "../../src/http/router.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
-import type { HttpRequest, WsHandlers } from "../../src/transport/types.ts";
+import type { Route } from "../../src/ports/route.ts";
+import type { HttpRequest, WsHandlers } from "../../src/ports/transport.ts";
 
 function request(method: string, path: string, headers: Record<string, string> = {}): HttpRequest {
   return {

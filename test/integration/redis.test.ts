@@ -1,8 +1,8 @@
 import { afterAll, expect, test } from "bun:test";
 import { Redis } from "ioredis";
 import pino from "pino";
+import { RateLimits } from "../../src/infra/ratelimit/limiter.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
-import { RateLimits } from "../../src/ratelimit/limiter.ts";
 import { services } from "../support/kafka.ts";
 
 const log = pino({ level: "silent" });

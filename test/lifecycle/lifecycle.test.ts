@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import pino from "pino";
-import { type DrainStep, Lifecycle } from "../../src/lifecycle/lifecycle.ts";
+import type { DrainStep } from "../../src/lifecycle/drain-plan.ts";
+import { Lifecycle } from "../../src/lifecycle/lifecycle.ts";
 
 /** Runs a drain with `steps` and resolves with the exit code and each step's deadline. */
 function drain(steps: DrainStep[], drainTimeoutMs: number) {

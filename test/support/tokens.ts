@@ -1,4 +1,4 @@
-import { signDevToken } from "../../src/auth/dev-token.ts";
+import { signDevToken } from "../../src/infra/auth/dev-token.ts";
 
 export const TEST_SECRET = "e2e-test-secret-0123456789-abcdefghijklmnop";
 

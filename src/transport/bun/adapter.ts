@@ -1,6 +1,4 @@
 import type { Server, ServerWebSocket } from "bun";
-import { BodyBuffer, clientClosed, parseContentLength, tooLarge } from "../body-buffer.ts";
-import { framingProblem, framingRefusal } from "../framing.ts";
 import type {
   GatewayApp,
   HttpReply,
@@ -9,7 +7,9 @@ import type {
   RunningServer,
   SendResult,
   WsPeer,
-} from "../types.ts";
+} from "../../ports/transport.ts";
+import { BodyBuffer, clientClosed, parseContentLength, tooLarge } from "../body-buffer.ts";
+import { framingProblem, framingRefusal } from "../framing.ts";
 
 const HTTP_IDLE_TIMEOUT_SEC = 10;
 

@@ -5,8 +5,6 @@ import type {
 } from "uWebSockets.js";
 import uws from "uWebSockets.js";
 import { statusLine } from "../../http/status-text.ts";
-import { BodyBuffer, clientClosed, parseContentLength } from "../body-buffer.ts";
-import { framingProblem, framingRefusal } from "../framing.ts";
 import type {
   GatewayApp,
   HttpReply,
@@ -15,7 +13,9 @@ import type {
   RunningServer,
   SendResult,
   WsPeer,
-} from "../types.ts";
+} from "../../ports/transport.ts";
+import { BodyBuffer, clientClosed, parseContentLength } from "../body-buffer.ts";
+import { framingProblem, framingRefusal } from "../framing.ts";
 
 interface SocketData<State> {
   state: State;

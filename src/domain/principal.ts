@@ -1,0 +1,51 @@
+import { GatewayError } from "./errors.ts";
+
+/** Who a verified token speaks for. */
+export interface Principal {
+  /** JWT `sub`. */
+  subject: string;
+  /** JWT `tenant`: every channel and record of this principal lives in this tenant. */
+  tenant: string;
+  scopes: ReadonlySet<string>;
+  /** Channel patterns the token is limited to ("orders", "orders.*", "*"); undefined = every channel of the tenant. */
+  channels: readonly string[] | undefined;
+  /** Epoch ms from `exp`. */
+  expiresAt: number;
+}
+
+export function requireScope(principal: Principal, scope: string): void {
+  if (!principal.scopes.has(scope)) throw new GatewayError("forbidden", `token lacks scope ${scope}`);
+}
+
+/**
+ * A channel pattern is a channel name, optionally ending in `*` ("orders",
+ * "orders.*", "orders*", "*"). A wildcard only at the end keeps matching a
+ * prefix test: no pattern from a token can make the RegExp backtrack.
+ */
+export function isChannelPattern(pattern: string): boolean {
+  return /^(?:\*|[^*]+\*?)$/.test(pattern);
+}
+
+/** All of a principal's patterns as one anchored RegExp; a `*` other than a trailing one is literal. */
+function compileChannelPatterns(patterns: readonly string[]): RegExp {
+  const alternatives = patterns.map((pattern) => {
+    const escaped = pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    return escaped.endsWith("\\*") ? `${escaped.slice(0, -2)}.*` : escaped;
+  });
+  // With no alternatives the RegExp would match ""; an empty list allows nothing.
+  return alternatives.length === 0 ? /(?!)/ : new RegExp(`^(?:${alternatives.join("|")})$`);
+}
+
+// Principals live as long as their cached token, so each one's patterns are compiled once.
+const compiledPatterns = new WeakMap<Principal, RegExp>();
+
+/** Whether the principal may use `channel` of its tenant. */
+export function channelAllowed(principal: Principal, channel: string): boolean {
+  if (principal.channels === undefined) return true;
+  let matcher = compiledPatterns.get(principal);
+  if (!matcher) {
+    matcher = compileChannelPatterns(principal.channels);
+    compiledPatterns.set(principal, matcher);
+  }
+  return matcher.test(channel);
+}

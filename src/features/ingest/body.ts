@@ -1,0 +1,185 @@
+import { gunzip } from "node:zlib";
+import { GatewayError } from "../../domain/errors.ts";
+import {
+  DEPTH_ERROR,
+  JsonScanner,
+  type RecordSpans,
+  SYNTAX_ERROR,
+  TOO_DEEP_REASON,
+} from "../../lib/json-scan.ts";
+
+/**
+ * One item of a request body: parsed JSON with the exact text of its `data`
+ * and `ts` members, or why it was refused on its own.
+ */
+export type RawRecord =
+  | { ok: true; value: unknown; dataJson: string | undefined; tsJson: string | undefined }
+  | { ok: false; reason: string };
+
+export interface BodyLimits {
+  /** Limit on the decoded (decompressed) body, to stop gzip bombs. */
+  maxBytes: number;
+  maxRecords: number;
+}
+
+const MALFORMED_LINE_REASON = "malformed JSON line";
+/** An NDJSON body whose first lines are all malformed is not NDJSON: stop reading it there. */
+const MALFORMED_LINES_BEFORE_GIVING_UP = 100;
+const UTF8_BOM = [0xef, 0xbb, 0xbf];
+const LF = 0x0a;
+const COMMA = 0x2c;
+const OPEN_BRACE = 0x7b;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+
+const JSON_TYPES = new Set(["application/json"]);
+const NDJSON_TYPES = new Set(["application/x-ndjson", "application/ndjson", "application/jsonl"]);
+
+/**
+ * Turns a request body into raw records: one JSON object, a JSON array of
+ * objects, or NDJSON (one object per line). A body that is not JSON at all is
+ * a 400; an NDJSON line that does not parse, or a record nested too deep,
+ * rejects only that record. More than `maxRecords` records is a 413, found
+ * before any record is parsed.
+ */
+export async function decodeBody(
+  bytes: Uint8Array,
+  contentType: string | undefined,
+  contentEncoding: string | undefined,
+  limits: BodyLimits,
+): Promise<RawRecord[]> {
+  const mediaType = (contentType ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
+  const ndjson = NDJSON_TYPES.has(mediaType);
+  if (!ndjson && !JSON_TYPES.has(mediaType) && !mediaType.endsWith("+json")) {
+    throw new GatewayError(
+      "unsupported_media_type",
+      "use Content-Type application/json or application/x-ndjson",
+    );
+  }
+  const decoded = withoutBom(await decompress(bytes, contentEncoding, limits.maxBytes));
+  const text = Buffer.from(decoded.buffer, decoded.byteOffset, decoded.byteLength);
+  const records = ndjson ? scanNdjson(text, limits.maxRecords) : scanJson(text, limits.maxRecords);
+  if (records.length === 0) throw new GatewayError("bad_request", "the body holds no records");
+  return records;
+}
+
+function withoutBom(bytes: Uint8Array): Uint8Array {
+  return bytes[0] === UTF8_BOM[0] && bytes[1] === UTF8_BOM[1] && bytes[2] === UTF8_BOM[2]
+    ? bytes.subarray(3)
+    : bytes;
+}
+
+function tooManyRecords(maxRecords: number): GatewayError {
+  return new GatewayError("payload_too_large", `at most ${maxRecords} records per request`);
+}
+
+function malformed(scanner: JsonScanner): GatewayError {
+  return new GatewayError("malformed_json", `malformed JSON near byte ${scanner.pos}`);
+}
+
+/** A JSON body: one object, or an array of them. */
+function scanJson(text: Buffer, maxRecords: number): RawRecord[] {
+  const scanner = new JsonScanner(text);
+  scanner.skipWhitespace();
+  const first = scanner.peek();
+  if (first !== OPEN_BRACE && first !== OPEN_BRACKET) {
+    throw new GatewayError("malformed_json", "the body must be a JSON object or an array of objects");
+  }
+  const records: RawRecord[] = [];
+  try {
+    if (first === OPEN_BRACE) records.push(readRecord(scanner, text, "record"));
+    else {
+      scanner.pos++;
+      scanner.skipWhitespace();
+      if (scanner.peek() === CLOSE_BRACKET) scanner.pos++;
+      else {
+        for (;;) {
+          if (records.length === maxRecords) throw tooManyRecords(maxRecords);
+          records.push(readRecord(scanner, text, "record"));
+          scanner.skipWhitespace();
+          const next = scanner.peek();
+          scanner.pos++;
+          if (next === CLOSE_BRACKET) break;
+          if (next !== COMMA) throw SYNTAX_ERROR;
+        }
+      }
+    }
+    scanner.end();
+  } catch (failure) {
+    if (failure === SYNTAX_ERROR) throw malformed(scanner);
+    throw failure;
+  }
+  return records;
+}
+
+/** An NDJSON body: each non-blank line is one record, refused on its own when it does not parse. */
+function scanNdjson(text: Buffer, maxRecords: number): RawRecord[] {
+  const records: RawRecord[] = [];
+  let parsedAny = false;
+  let lineStart = 0;
+  while (lineStart < text.length) {
+    let lineEnd = text.indexOf(LF, lineStart);
+    if (lineEnd < 0) lineEnd = text.length;
+    const scanner = new JsonScanner(text.subarray(lineStart, lineEnd));
+    lineStart = lineEnd + 1;
+    scanner.skipWhitespace();
+    if (scanner.peek() === -1) continue;
+    if (records.length === maxRecords) throw tooManyRecords(maxRecords);
+    let record: RawRecord;
+    try {
+      record = readRecord(scanner, scanner.bytes as Buffer, "line");
+      scanner.end();
+    } catch (failure) {
+      if (failure !== SYNTAX_ERROR) throw failure;
+      record = { ok: false, reason: MALFORMED_LINE_REASON };
+    }
+    records.push(record);
+    parsedAny ||= record.ok;
+    if (!parsedAny && records.length >= MALFORMED_LINES_BEFORE_GIVING_UP) break;
+  }
+  if (records.length > 0 && !parsedAny)
+    throw new GatewayError("malformed_json", "no line of the body is valid JSON");
+  return records;
+}
+
+/**
+ * Scans the record at the scanner's position and parses it. Only text the
+ * scanner accepted reaches JSON.parse, so it cannot throw or recurse deeply.
+ * Each string is decoded from its own bytes: no record keeps the body alive.
+ */
+function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line"): RawRecord {
+  let spans: RecordSpans;
+  try {
+    spans = scanner.record();
+  } catch (failure) {
+    if (failure === DEPTH_ERROR) return { ok: false, reason: TOO_DEEP_REASON };
+    if (unit === "line" && failure === SYNTAX_ERROR) return { ok: false, reason: MALFORMED_LINE_REASON };
+    throw failure;
+  }
+  return {
+    ok: true,
+    value: JSON.parse(text.toString("utf8", spans.start, spans.end)),
+    dataJson: spans.data && text.toString("utf8", spans.data.start, spans.data.end),
+    tsJson: spans.ts && text.toString("utf8", spans.ts.start, spans.ts.end),
+  };
+}
+
+async function decompress(
+  bytes: Uint8Array,
+  encoding: string | undefined,
+  maxBytes: number,
+): Promise<Uint8Array> {
+  const name = (encoding ?? "identity").trim().toLowerCase();
+  if (name === "identity" || name === "") return bytes;
+  if (name !== "gzip" && name !== "x-gzip") {
+    throw new GatewayError("unsupported_media_type", `Content-Encoding ${name} is not supported; use gzip`);
+  }
+  return new Promise((resolve, reject) => {
+    gunzip(bytes, { maxOutputLength: maxBytes }, (error, result) => {
+      if (!error) resolve(result);
+      else if ((error as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
+        reject(new GatewayError("payload_too_large", `decompressed body exceeds ${maxBytes} bytes`));
+      } else reject(new GatewayError("bad_request", "body is not valid gzip"));
+    });
+  });
+}

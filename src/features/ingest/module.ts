@@ -1,0 +1,56 @@
+import type { Principal } from "../../domain/principal.ts";
+import type { EventRecord } from "../../domain/record.ts";
+import type { Logger } from "../../log/logger.ts";
+import type { Metrics } from "../../metrics/metrics.ts";
+import type { Admission } from "../../ports/admission.ts";
+import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
+import type { Module } from "../../ports/module.ts";
+import type { SchemaValidator } from "../../ports/schemas.ts";
+import type { RecordQueue } from "../../ports/sink.ts";
+import type { HttpRequest } from "../../ports/transport.ts";
+import { type IngestOptions, ingestRoute } from "./route.ts";
+
+export interface IngestModuleDependencies {
+  authenticate(request: HttpRequest): Promise<Principal>;
+  admission: Pick<Admission, "request" | "events">;
+  schemas: SchemaValidator;
+  queue: RecordQueue;
+  bus: FanoutBus;
+  metrics: Metrics;
+  log: Logger;
+}
+
+/** POST /v1/events; accepted records with a `channel` also go to the fan-out bus. */
+export function createIngestModule(options: IngestOptions, deps: IngestModuleDependencies): Module {
+  const fanOut = (records: EventRecord[]) => {
+    const messages: FanoutMessage[] = [];
+    for (const record of records) {
+      if (record.channel === undefined) continue;
+      messages.push({
+        tenant: record.tenant,
+        channel: record.channel,
+        dataJson: record.dataJson,
+        record: { type: record.type, id: record.id },
+        ts: Date.now(),
+      });
+    }
+    if (messages.length === 0) return;
+    // Live fan-out is best effort: the records themselves are already in the events topic.
+    deps.bus
+      .publish(messages)
+      .catch((error) => deps.log.debug({ err: error }, "fan-out of ingested records skipped"));
+  };
+  return {
+    name: "ingest",
+    routes: [
+      ingestRoute(options, {
+        authenticate: deps.authenticate,
+        admit: deps.admission,
+        schemas: deps.schemas,
+        queue: deps.queue,
+        metrics: deps.metrics,
+        fanOut,
+      }),
+    ],
+  };
+}

@@ -1,0 +1,74 @@
+import { requireChannel } from "../../domain/channel.ts";
+import { GatewayError } from "../../domain/errors.ts";
+import { type Principal, requireScope } from "../../domain/principal.ts";
+import { json } from "../../http/reply.ts";
+import { DEPTH_ERROR, JsonScanner, type RecordSpans, TOO_DEEP_REASON } from "../../lib/json-scan.ts";
+import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
+import type { Module } from "../../ports/module.ts";
+import type { HttpRequest } from "../../ports/transport.ts";
+
+export interface PublishDependencies {
+  authenticate(request: HttpRequest): Promise<Principal>;
+  bus: FanoutBus;
+}
+
+/**
+ * The publish body, checked by the scanner before JSON.parse (bounded nesting,
+ * no exception on bad input), with the exact text of its `data`.
+ */
+function parsePublishBody(bytes: Uint8Array): {
+  body: Record<string, unknown>;
+  dataJson: string | undefined;
+} {
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const scanner = new JsonScanner(text);
+  let spans: RecordSpans;
+  try {
+    spans = scanner.record();
+    scanner.end();
+  } catch (failure) {
+    if (failure === DEPTH_ERROR) throw new GatewayError("bad_request", TOO_DEEP_REASON);
+    throw new GatewayError("malformed_json", `malformed JSON near byte ${scanner.pos}`);
+  }
+  const body = JSON.parse(text.toString("utf8", spans.start, spans.end)) as unknown;
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new GatewayError("bad_request", "the body must be a JSON object");
+  }
+  return {
+    body: body as Record<string, unknown>,
+    dataJson: spans.data && text.toString("utf8", spans.data.start, spans.data.end),
+  };
+}
+
+/** POST /v1/publish: server-side publish to a channel, or to every connection of the tenant, through the bus. */
+export function createPublishModule(deps: PublishDependencies): Module {
+  return {
+    name: "publish",
+    routes: [
+      {
+        method: "POST",
+        path: "/v1/publish",
+        handler: async (request) => {
+          const principal = await deps.authenticate(request);
+          requireScope(principal, "publish");
+          const mediaType = request.header("content-type")?.split(";")[0]?.trim().toLowerCase();
+          if (mediaType !== "application/json")
+            throw new GatewayError("unsupported_media_type", "use application/json");
+          const { body, dataJson } = parsePublishBody(await request.body());
+          const broadcast = body.broadcast === true;
+          const message: FanoutMessage = {
+            tenant: principal.tenant,
+            dataJson: dataJson ?? "null",
+            ts: Date.now(),
+          };
+          if (broadcast) {
+            message.broadcast = true;
+            if (body.channel !== undefined) message.channel = requireChannel(principal, body.channel);
+          } else message.channel = requireChannel(principal, body.channel);
+          await deps.bus.publish([message]);
+          return json(202, { published: 1 });
+        },
+      },
+    ],
+  };
+}

@@ -1,0 +1,64 @@
+import { broadcastTopic, channelTopic } from "../../domain/channel.ts";
+import { formatEventId } from "../../domain/event-id.ts";
+import type { Metrics } from "../../metrics/metrics.ts";
+import type { DeliveredMessage, FanoutListener } from "../../ports/fanout-bus.ts";
+import type { ChannelHistory } from "./history.ts";
+
+/** Every `event` frame starts so; the delta route drops the `type` member by cutting it off. */
+export const EVENT_FRAME_PREFIX = '{"type":"event",';
+
+/** The `event` frame, its `data` spliced in as sent (a parse and re-serialisation would alter numbers). */
+function eventFrame(channel: string, id: string, message: DeliveredMessage): string {
+  let frame = `${EVENT_FRAME_PREFIX}"channel":${JSON.stringify(channel)},"id":"${id}","data":${message.dataJson}`;
+  if (message.broadcast) frame += ',"broadcast":true';
+  if (message.record) {
+    frame += `,"recordType":${JSON.stringify(message.record.type)},"recordId":${JSON.stringify(message.record.id)}`;
+  }
+  return `${frame}}`;
+}
+
+export interface FanoutTarget {
+  /** Publishes one frame to every local subscriber of `topic`; returns how many got it. */
+  publish(topic: string, frame: string): number;
+}
+
+/**
+ * Turns each message from the bus into one `event` frame, serialised once,
+ * keeps it in the channel's history for resume, and hands it to the engine's
+ * native pub/sub for every local subscriber.
+ */
+export class Fanout implements FanoutListener {
+  private target: FanoutTarget | undefined;
+
+  constructor(
+    readonly history: ChannelHistory,
+    private readonly metrics: Metrics,
+  ) {}
+
+  /** Set once the server listens; messages before that only go to history. */
+  attach(target: FanoutTarget): void {
+    this.target = target;
+  }
+
+  origin(epoch: string, partition: number, offset: bigint): void {
+    this.history.setOrigin(epoch, partition, offset);
+  }
+
+  deliver(message: DeliveredMessage): void {
+    const id = formatEventId(message.position);
+    const channel = message.broadcast ? (message.channel ?? "$broadcast") : (message.channel as string);
+    const frame = eventFrame(channel, id, message);
+    let topic: string;
+    if (message.broadcast) topic = broadcastTopic(message.tenant);
+    else {
+      topic = channelTopic(message.tenant, channel);
+      this.history.append(topic, { id, position: message.position, frame });
+    }
+    const receivers = this.target?.publish(topic, frame) ?? 0;
+    if (receivers > 0) {
+      this.metrics.wsMessagesSent.inc(receivers);
+      this.metrics.wsBytesSent.inc(receivers * frame.length);
+      this.metrics.fanoutLatency.observe(Math.max(0, Date.now() - message.ts) / 1000);
+    }
+  }
+}

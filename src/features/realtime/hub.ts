@@ -1,0 +1,203 @@
+import { broadcastTopic } from "../../domain/channel.ts";
+import { GatewayError } from "../../domain/errors.ts";
+import { requireScope } from "../../domain/principal.ts";
+import { bearerToken } from "../../http/bearer.ts";
+import { errorReply } from "../../http/reply.ts";
+import { sleep } from "../../lib/time.ts";
+import type { Logger } from "../../log/logger.ts";
+import type { Metrics } from "../../metrics/metrics.ts";
+import type { Authenticator } from "../../ports/auth.ts";
+import type { HttpRequest, UpgradeDecision, WsHandlers } from "../../ports/transport.ts";
+import { CLOSE, Connection, type ConnectionHost, type Peer } from "./connection.ts";
+import type { FanoutTarget } from "./fanout.ts";
+import type { ChannelHistory } from "./history.ts";
+import { Sweeps } from "./sweeps.ts";
+
+/** What the transport carries for each socket: its connection. */
+export type ConnectionState = Connection;
+
+export interface WsHubOptions {
+  runtime: string;
+  pingIntervalMs: number;
+  authTimeoutMs: number;
+  backpressureBytes: number;
+  /** Authenticated sockets per instance. */
+  maxConnections: number;
+  /** Sockets still authenticating (open, no principal yet), counted apart from `maxConnections`. */
+  maxUnauthenticated: number;
+  maxConnectionsPerTenant: number;
+  maxSubscriptions: number;
+  maxMessagesPerSec: number;
+}
+
+export interface WsHubDependencies {
+  authenticator: Authenticator;
+  history: ChannelHistory;
+  metrics: Metrics;
+  log: Logger;
+  /** Per-IP connect rate limit; throws a 429 GatewayError when exceeded. */
+  admitConnection(ip: string): Promise<void>;
+}
+
+/**
+ * The registry of every WebSocket of this instance: which connections are
+ * open, how many are authenticated (per instance and per tenant), and how many
+ * local subscribers each engine topic has. Each connection runs its own state
+ * machine (`Connection`); the periodic sweeps live in `Sweeps`. Every count
+ * here is freed by the close event of the connection that took it.
+ */
+export class WsHub implements WsHandlers<Connection>, FanoutTarget {
+  private readonly connections = new Set<Connection>();
+  /** Connections with a principal; the others (`connections.size - authenticated`) are still authenticating. */
+  private authenticated = 0;
+  private readonly tenantConnections = new Map<string, number>();
+  private readonly topicSubscribers = new Map<string, number>();
+  private publishToEngine: ((topic: string, frame: string) => void) | undefined;
+  private readonly sweeps: Sweeps;
+  /** What each connection may ask of the hub. */
+  private readonly host: ConnectionHost;
+
+  constructor(
+    private readonly options: WsHubOptions,
+    private readonly deps: WsHubDependencies,
+  ) {
+    this.sweeps = new Sweeps(options, this.connections, deps.metrics);
+    this.host = {
+      limits: options,
+      history: deps.history,
+      metrics: deps.metrics,
+      admit: (ip) => deps.admitConnection(ip),
+      verify: async (token) => {
+        const principal = await deps.authenticator.verify(token);
+        requireScope(principal, "subscribe");
+        return principal;
+      },
+      claimSlots: (tenant) => this.claimSlots(tenant),
+      countTopic: (topic, delta) => this.countTopic(topic, delta),
+    };
+  }
+
+  /** Starts the sweeps once the server listens. */
+  attach(publishToEngine: (topic: string, frame: string) => void): void {
+    this.publishToEngine = publishToEngine;
+    this.sweeps.start();
+  }
+
+  stop(): void {
+    this.sweeps.stop();
+  }
+
+  publish(topic: string, frame: string): number {
+    const receivers = this.topicSubscribers.get(topic) ?? 0;
+    if (receivers > 0) this.publishToEngine?.(topic, frame);
+    return receivers;
+  }
+
+  /**
+   * Decides at once, without I/O: uWebSockets.js (Node) lost sockets whose
+   * upgrade completed after real asynchronous work, so token checks and the
+   * connect rate limit run right after `open` instead. Both caps are checked
+   * again where they are counted (`open`, `claimSlots`): upgrades accepted
+   * together may overshoot here.
+   */
+  async upgrade(request: HttpRequest): Promise<UpgradeDecision<Connection>> {
+    try {
+      const full = this.fullness();
+      if (full) throw full;
+      const token = request.header("authorization")
+        ? bearerToken(request.header("authorization"))
+        : (request.query.get("token") ?? undefined);
+      return { accept: true, state: new Connection(request.remoteAddress, token, this.host) };
+    } catch (error) {
+      return { accept: false, reply: errorReply(error) };
+    }
+  }
+
+  open(peer: Peer): void {
+    const connection = peer.state;
+    connection.attach(peer);
+    const full = this.fullness();
+    if (full) {
+      // Not registered: its close event finds nothing to free.
+      connection.refuse(full);
+      return;
+    }
+    this.connections.add(connection);
+    this.deps.metrics.wsConnections.inc({ runtime: this.options.runtime });
+    connection.start();
+  }
+
+  message(peer: Peer, text: string): void {
+    peer.state.receive(text);
+  }
+
+  drain(_peer: Peer): void {}
+
+  close(peer: Peer, _code: number): void {
+    const connection = peer.state;
+    if (!this.connections.delete(connection)) return;
+    connection.closed();
+    const tenant = connection.principal?.tenant;
+    if (tenant !== undefined) {
+      this.authenticated--;
+      const left = (this.tenantConnections.get(tenant) ?? 1) - 1;
+      if (left > 0) this.tenantConnections.set(tenant, left);
+      else this.tenantConnections.delete(tenant);
+      this.countTopic(broadcastTopic(tenant), -1);
+    }
+    this.deps.metrics.wsConnections.dec({ runtime: this.options.runtime });
+  }
+
+  /**
+   * Tells every client to reconnect and closes it with 1001, in batches spread
+   * over `withinMs` with a jittered `afterMs`, so clients do not all return at once.
+   */
+  async disconnectAll(withinMs: number): Promise<void> {
+    const connections = [...this.connections];
+    const batches = Math.max(1, Math.min(20, Math.ceil(connections.length / 50)));
+    const batchSize = Math.ceil(connections.length / batches);
+    const pause = batches > 1 ? Math.floor(withinMs / batches) : 0;
+    for (let start = 0; start < connections.length; start += batchSize) {
+      for (const connection of connections.slice(start, start + batchSize)) {
+        connection.send({ type: "reconnect", afterMs: 250 + Math.floor(Math.random() * 4750) });
+        connection.close(CLOSE.goingAway, "server draining");
+      }
+      if (pause > 0 && start + batchSize < connections.length) await sleep(pause);
+    }
+  }
+
+  /** Takes an authenticated slot of the instance and of `tenant` in one synchronous step, or says which cap is full. */
+  private claimSlots(tenant: string): GatewayError | undefined {
+    const tenantOpen = this.tenantConnections.get(tenant) ?? 0;
+    if (tenantOpen >= this.options.maxConnectionsPerTenant) {
+      return new GatewayError("rate_limited", "too many connections for this tenant", { "retry-after": "5" });
+    }
+    if (this.authenticated >= this.options.maxConnections) {
+      return new GatewayError("unavailable", "this instance has no room for more connections");
+    }
+    this.authenticated++;
+    this.tenantConnections.set(tenant, tenantOpen + 1);
+    return undefined;
+  }
+
+  private countTopic(topic: string, delta: number): void {
+    const count = (this.topicSubscribers.get(topic) ?? 0) + delta;
+    if (count > 0) this.topicSubscribers.set(topic, count);
+    else this.topicSubscribers.delete(topic);
+  }
+
+  /** Why no new socket fits right now, if none does: the authenticated slots or the pending ones are full. */
+  private fullness(): GatewayError | undefined {
+    if (this.authenticated >= this.options.maxConnections) {
+      return new GatewayError("unavailable", "this instance has no room for more connections", {
+        "retry-after": "5",
+      });
+    }
+    if (this.connections.size - this.authenticated >= this.options.maxUnauthenticated) {
+      return new GatewayError("unavailable", "too many connections are authenticating; retry shortly", {
+        "retry-after": String(Math.ceil(this.options.authTimeoutMs / 1000)),
+      });
+    }
+    return undefined;
+  }
+}

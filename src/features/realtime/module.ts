@@ -1,0 +1,72 @@
+import type { Principal } from "../../domain/principal.ts";
+import { startWithRetry } from "../../lib/retry.ts";
+import { msUntil, sleep } from "../../lib/time.ts";
+import type { Logger } from "../../log/logger.ts";
+import type { Metrics } from "../../metrics/metrics.ts";
+import type { Authenticator } from "../../ports/auth.ts";
+import type { FanoutBus } from "../../ports/fanout-bus.ts";
+import type { Module } from "../../ports/module.ts";
+import type { HttpRequest, WsHandlers } from "../../ports/transport.ts";
+import type { Connection } from "./connection.ts";
+import { deltaRoute } from "./delta-route.ts";
+import { Fanout } from "./fanout.ts";
+import { ChannelHistory, type HistoryLimits } from "./history.ts";
+import { WsHub, type WsHubOptions } from "./hub.ts";
+
+export interface RealtimeOptions {
+  ws: WsHubOptions;
+  history: HistoryLimits;
+}
+
+export interface RealtimeDependencies {
+  authenticator: Authenticator;
+  authenticate(request: HttpRequest): Promise<Principal>;
+  bus: FanoutBus;
+  metrics: Metrics;
+  log: Logger;
+  /** Per-IP connect rate limit; rejects with a 429 GatewayError when exceeded. */
+  admitConnection(ip: string): Promise<void>;
+}
+
+export interface RealtimeModule extends Module {
+  readonly ws: WsHandlers<Connection>;
+}
+
+/**
+ * WebSocket fan-out: reads every message from the bus into the channels'
+ * history and the engine's pub/sub, serves the sockets (`/v1/ws`) and the
+ * delta route, and on drain sends every client `reconnect` before closing it.
+ */
+export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDependencies): RealtimeModule {
+  const history = new ChannelHistory(options.history);
+  const fanout = new Fanout(history, deps.metrics);
+  const hub = new WsHub(options.ws, {
+    authenticator: deps.authenticator,
+    history,
+    metrics: deps.metrics,
+    log: deps.log,
+    admitConnection: deps.admitConnection,
+  });
+  // The bus may be down at start (Kafka unreachable): keep trying in the background.
+  const subscription = startWithRetry("fan-out bus", () => deps.bus.start(fanout), deps.log);
+  return {
+    name: "realtime",
+    routes: [deltaRoute({ authenticate: deps.authenticate, history })],
+    ws: hub,
+    attach: (server) => {
+      hub.attach((topic, frame) => server.publish(topic, frame));
+      fanout.attach(hub);
+    },
+    drain: {
+      disconnect: async (deadline) => {
+        await hub.disconnectAll(Math.min(2000, msUntil(deadline) / 4));
+        // Exiting with unread bytes on a socket makes the kernel reset it, and the client then loses the close frame.
+        await sleep(Math.min(500, msUntil(deadline) / 8));
+      },
+    },
+    close: () => {
+      hub.stop();
+      subscription.stop();
+    },
+  };
+}

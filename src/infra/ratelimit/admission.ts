@@ -1,0 +1,32 @@
+import { clientIp } from "../../http/client-ip.ts";
+import type { Admission } from "../../ports/admission.ts";
+import type { RateLimits } from "./limiter.ts";
+import type { TenantQuotas } from "./tenant-quotas.ts";
+
+export interface AdmissionOptions {
+  /** false turns every limit off (benchmarks). */
+  enabled: boolean;
+  /** X-Forwarded-For hops to trust for the client IP. */
+  trustProxyHops: number;
+}
+
+/** The rate limits as features ask for them: per IP, per tenant (with its own quota), per IP connects. */
+export function createAdmission(
+  limits: RateLimits,
+  quotas: TenantQuotas | undefined,
+  options: AdmissionOptions,
+): Admission {
+  if (!options.enabled) {
+    return { request: async () => {}, events: async () => ({}), connection: async () => {} };
+  }
+  return {
+    request: async (request) => {
+      await limits.admit("ip_requests", clientIp(request, options.trustProxyHops));
+    },
+    events: (principal, cost) =>
+      limits.admit("tenant_events", principal.tenant, cost, quotas?.eventsPerSec(principal.tenant)),
+    connection: async (ip) => {
+      await limits.admit("ws_connect", ip);
+    },
+  };
+}

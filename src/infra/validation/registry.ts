@@ -1,0 +1,111 @@
+import Ajv2020, { type ValidateFunction } from "ajv/dist/2020.js";
+import addFormats from "ajv-formats";
+import type { Logger } from "../../log/logger.ts";
+import type { SchemaValidator } from "../../ports/schemas.ts";
+import { loadSchemaDocuments, type S3ObjectClient } from "./sources.ts";
+
+export interface SchemaRegistry extends SchemaValidator {
+  types(): string[];
+  /** Initial load; rejects if it fails (the gateway then refuses to start). Then refreshes every refreshMs in the background. */
+  start(): Promise<void>;
+  /** Stops the refresh timer. */
+  stop(): void;
+}
+
+export interface SchemaRegistryOptions {
+  /** A folder path, an http(s):// URL, or s3://bucket/key. */
+  source: string;
+  refreshMs: number;
+  log: Logger;
+  onRefreshFailure?: () => void;
+  onLoaded?: (typeCount: number) => void;
+  /** Stands in for S3 in tests; by default a real client is created on first use. */
+  s3Client?: S3ObjectClient;
+}
+
+/** What is in use: swapped as a whole, never edited. */
+interface LoadedSet {
+  validators: Map<string, ValidateFunction>;
+  hash: string;
+  etag?: string;
+}
+
+const MAX_REASONS = 3;
+
+/**
+ * JSON Schemas per event type, compiled with ajv. A refresh that fails (source
+ * unreachable, bad JSON, a schema that does not compile) keeps the last good
+ * set; a new set replaces it only once every schema in it compiled.
+ */
+export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegistry {
+  const { source, log } = options;
+  let current: LoadedSet = { validators: new Map(), hash: "" };
+  let timer: ReturnType<typeof setInterval> | undefined;
+  let refreshing = false;
+
+  async function load(): Promise<void> {
+    const loaded = await loadSchemaDocuments(source, { etag: current.etag, s3Client: options.s3Client });
+    if (loaded === "not-modified") return;
+    if (loaded.hash === current.hash) {
+      current = { ...current, etag: loaded.etag };
+      return;
+    }
+    const validators = compileAll(loaded.schemas);
+    current = { validators, hash: loaded.hash, etag: loaded.etag };
+    options.onLoaded?.(validators.size);
+    log.info({ source, types: [...validators.keys()] }, "schemas loaded");
+  }
+
+  async function refresh(): Promise<void> {
+    if (refreshing) return; // a slow source must not pile up concurrent loads
+    refreshing = true;
+    try {
+      await load();
+    } catch (err) {
+      log.warn({ err, source }, "schema refresh failed");
+      options.onRefreshFailure?.();
+    } finally {
+      refreshing = false;
+    }
+  }
+
+  return {
+    validate(type, data) {
+      const validate = current.validators.get(type);
+      if (!validate) return { ok: false, reason: `unknown type "${type}"` };
+      return validate(data) ? { ok: true } : { ok: false, reason: describeErrors(validate) };
+    },
+    types: () => [...current.validators.keys()],
+    async start() {
+      await load();
+      timer = setInterval(() => void refresh(), options.refreshMs);
+      timer.unref(); // the refresh alone must not keep the process alive
+    },
+    stop() {
+      clearInterval(timer);
+    },
+  };
+}
+
+function compileAll(schemas: Record<string, object>): Map<string, ValidateFunction> {
+  // A fresh instance per set: schemas of a replaced set (and their $ids) do not linger.
+  // strict: false so vendor keywords in user schemas load; a schema that does not compile still fails the set.
+  const ajv = new Ajv2020({ allErrors: false, strict: false });
+  addFormats.default(ajv);
+  const validators = new Map<string, ValidateFunction>();
+  for (const [type, schema] of Object.entries(schemas)) {
+    try {
+      validators.set(type, ajv.compile(schema));
+    } catch (error) {
+      throw new Error(`schema for "${type}" does not compile: ${(error as Error).message}`);
+    }
+  }
+  return validators;
+}
+
+function describeErrors(validate: ValidateFunction): string {
+  return (validate.errors ?? [])
+    .slice(0, MAX_REASONS)
+    .map((error) => `data${error.instancePath} ${error.message ?? "is invalid"}`)
+    .join("; ");
+}

@@ -1,0 +1,40 @@
+import { expect, test } from "bun:test";
+import { parseClientFrame } from "../../../src/features/realtime/protocol.ts";
+
+test("client frames are parsed, and bad ones explained without throwing", () => {
+  expect(parseClientFrame('{"type":"subscribe","channel":"orders","since":"e-0-1"}')).toEqual({
+    type: "subscribe",
+    channel: "orders",
+    since: "e-0-1",
+  });
+  expect(parseClientFrame('{"type":"auth","token":"t"}')).toEqual({ type: "auth", token: "t" });
+  expect(parseClientFrame('{"type":"unsubscribe","channel":"o"}')).toEqual({
+    type: "unsubscribe",
+    channel: "o",
+  });
+  expect(parseClientFrame("nope")).toEqual({ error: "frames are JSON text" });
+  expect(parseClientFrame("[1]")).toEqual({ error: "a frame is a JSON object" });
+  expect(parseClientFrame('{"type":"subscribe"}')).toEqual({ error: "subscribe needs a channel" });
+  expect(parseClientFrame('{"type":"subscribe","channel":"o","since":5}')).toEqual({
+    error: "since must be an event id",
+  });
+  expect(parseClientFrame('{"type":"dance"}')).toEqual({ error: 'unknown frame type "dance"' });
+});
+
+test("deeply nested or oversized values are refused before they cost anything", () => {
+  expect(parseClientFrame("[".repeat(20_000))).toEqual({ error: "frames nest at most 8 levels" });
+  expect(parseClientFrame(`{"type":${"[".repeat(20_000)}${"]".repeat(20_000)}}`)).toEqual({
+    error: "frames nest at most 8 levels",
+  });
+  // Brackets inside strings are text, not nesting.
+  expect(parseClientFrame(`{"type":"auth","token":"${"[{".repeat(100)}"}`)).toEqual({
+    type: "auth",
+    token: "[{".repeat(100),
+  });
+  expect(parseClientFrame('{"type":"auth","token":"a\\"[[[[[[[[[[[[["}')).toEqual({
+    type: "auth",
+    token: 'a"[[[[[[[[[[[[[',
+  });
+  expect(parseClientFrame('{"type":{"a":1}}')).toEqual({ error: "unknown frame type" });
+  expect(parseClientFrame(`{"type":"${"x".repeat(10_000)}"}`)).toEqual({ error: "unknown frame type" });
+});

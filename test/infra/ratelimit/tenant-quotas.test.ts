@@ -1,0 +1,35 @@
+import { afterEach, expect, test } from "bun:test";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { parseQuotas, TenantQuotas } from "../../../src/infra/ratelimit/tenant-quotas.ts";
+
+let folder = "";
+afterEach(async () => {
+  await rm(folder, { recursive: true, force: true });
+});
+
+test("the quota document is validated entry by entry", () => {
+  expect(parseQuotas('{"acme":{"eventsPerSec":500}}').get("acme")).toBe(500);
+  expect(() => parseQuotas("[]")).toThrow();
+  expect(() => parseQuotas('{"acme":{"eventsPerSec":0}}')).toThrow("positive integer");
+  expect(() => parseQuotas('{"a/b":{"eventsPerSec":5}}')).toThrow("not a tenant name");
+});
+
+test("a changed file is picked up, and a broken one keeps the last good table", async () => {
+  folder = await mkdtemp(join(tmpdir(), "quotas-"));
+  const file = join(folder, "quotas.json");
+  await writeFile(file, '{"acme":{"eventsPerSec":10}}');
+  const quotas = new TenantQuotas({ source: file, refreshMs: 50, log: pino({ level: "silent" }) });
+  await quotas.start();
+  expect(quotas.eventsPerSec("acme")).toBe(10);
+  expect(quotas.eventsPerSec("other")).toBeUndefined();
+  await writeFile(file, '{"acme":{"eventsPerSec":20}}');
+  await Bun.sleep(200);
+  expect(quotas.eventsPerSec("acme")).toBe(20);
+  await writeFile(file, "{broken");
+  await Bun.sleep(200);
+  expect(quotas.eventsPerSec("acme")).toBe(20);
+  quotas.stop();
+});

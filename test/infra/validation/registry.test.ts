@@ -1,0 +1,428 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { cp, mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import pino from "pino";
+import {
+  createSchemaRegistry,
+  type SchemaRegistry,
+  type SchemaRegistryOptions,
+} from "../../../src/infra/validation/registry.ts";
+import type { S3ObjectClient } from "../../../src/infra/validation/sources.ts";
+
+const BUNDLED = join(import.meta.dir, "../../../schemas");
+const REGISTRY_MODULE = join(import.meta.dir, "../../../src/infra/validation/registry.ts");
+const SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema";
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A registry that is stopped after the test, with its log lines and hook calls recorded. */
+function registry(source: string, extra: Partial<SchemaRegistryOptions> = {}) {
+  const lines: Record<string, unknown>[] = [];
+  const log = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const calls = { loaded: [] as number[], failures: 0 };
+  const schemas: SchemaRegistry = createSchemaRegistry({
+    source,
+    refreshMs: 50,
+    log,
+    onLoaded: (count) => calls.loaded.push(count),
+    onRefreshFailure: () => calls.failures++,
+    ...extra,
+  });
+  cleanups.push(() => schemas.stop());
+  return { schemas, lines, calls };
+}
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "schemas-test-"));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function waitFor(condition: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(10);
+  }
+}
+
+function objectSchema(required: string[], properties: Record<string, object> = {}): object {
+  return { $schema: SCHEMA_DRAFT, type: "object", required, properties };
+}
+
+const writeJson = (path: string, value: unknown) => writeFile(path, JSON.stringify(value));
+
+describe("bundled schemas folder", () => {
+  test("loads every type and accepts realistic data", async () => {
+    const { schemas, calls, lines } = registry(BUNDLED);
+    await schemas.start();
+    expect(schemas.types().sort()).toEqual(["click", "order_created", "page_view", "sensor_reading"]);
+    expect(calls.loaded).toEqual([4]);
+    expect(lines.some((line) => line.msg === "schemas loaded" && line.source === BUNDLED)).toBe(true);
+    const valid: [string, object][] = [
+      ["page_view", { url: "https://shop.example/p/1", referrer: "https://a.example/", duration_ms: 1200 }],
+      ["click", { element: "button#buy", x: 10.5, y: 300 }],
+      ["order_created", { order_id: "o-1", amount: 19.9, currency: "EUR", items: [{ sku: "A1", qty: 2 }] }],
+      ["sensor_reading", { sensor: "t-7", value: 21.5, unit: "celsius" }],
+    ];
+    for (const [type, data] of valid)
+      expect({ type, ...schemas.validate(type, data) }).toEqual({ type, ok: true });
+  });
+
+  test("rejects invalid data with a readable reason", async () => {
+    const { schemas } = registry(BUNDLED);
+    await schemas.start();
+    const order = { order_id: "o-1", amount: 5, currency: "EUR", items: [{ sku: "A1", qty: 1 }] };
+    const invalid: [string, object, string][] = [
+      ["order_created", { ...order, amount: -1 }, "data/amount must be >= 0"],
+      ["order_created", { ...order, currency: "eur" }, 'data/currency must match pattern "^[A-Z]{3}$"'],
+      ["order_created", { ...order, items: [] }, "data/items must NOT have fewer than 1 items"],
+      ["order_created", { ...order, items: [{ qty: 1 }] }, "data/items/0 must have required property 'sku'"],
+      ["order_created", { ...order, items: [{ sku: "A1", qty: 1.5 }] }, "data/items/0/qty must be integer"],
+      ["page_view", { url: "not a uri" }, 'data/url must match format "uri"'],
+      ["page_view", { url: "https://a.example/", duration_ms: -5 }, "data/duration_ms must be >= 0"],
+      ["click", { x: 1, y: 2 }, "data must have required property 'element'"],
+      [
+        "sensor_reading",
+        { sensor: "t", value: 1, unit: "kelvin" },
+        "data/unit must be equal to one of the allowed values",
+      ],
+    ];
+    for (const [type, data, reason] of invalid) {
+      expect(schemas.validate(type, data)).toEqual({ ok: false, reason });
+    }
+  });
+
+  test("an unknown type is rejected by name", async () => {
+    const { schemas } = registry(BUNDLED);
+    await schemas.start();
+    expect(schemas.validate("checkout", {})).toEqual({ ok: false, reason: 'unknown type "checkout"' });
+  });
+});
+
+describe("folder source", () => {
+  test("start() rejects when the folder is missing", async () => {
+    const missing = join(await tempDir(), "nope");
+    const { schemas } = registry(missing);
+    await expect(schemas.start()).rejects.toThrow(/ENOENT/);
+    expect(schemas.types()).toEqual([]);
+  });
+
+  test("start() rejects an empty folder, a bad type name, and a schema that does not compile", async () => {
+    const empty = await tempDir();
+    await expect(registry(empty).schemas.start()).rejects.toThrow("no event type schemas");
+
+    const badName = await tempDir();
+    await writeJson(join(badName, "page view.json"), objectSchema([]));
+    await expect(registry(badName).schemas.start()).rejects.toThrow(
+      '"page view" is not a valid event type name',
+    );
+
+    const uncompilable = await tempDir();
+    await writeJson(join(uncompilable, "ok.json"), objectSchema([]));
+    await writeJson(join(uncompilable, "bad.json"), { $schema: SCHEMA_DRAFT, type: "nope" });
+    await expect(registry(uncompilable).schemas.start()).rejects.toThrow('schema for "bad" does not compile');
+  });
+
+  test("unknown keywords do not break loading (strict: false)", async () => {
+    const dir = await tempDir();
+    await writeJson(join(dir, "tagged.json"), { ...objectSchema(["a"]), "x-owner": "team-a" });
+    const { schemas } = registry(dir);
+    await schemas.start();
+    expect(schemas.validate("tagged", { a: 1 })).toEqual({ ok: true });
+  });
+
+  test("a reason lists at most the first 3 errors, joined by '; '", async () => {
+    const dir = await tempDir();
+    // anyOf reports each failed branch even without allErrors: 4 branch errors + the anyOf error.
+    const branches = ["a", "b", "c", "d"].map((name) => ({ required: [name] }));
+    await writeJson(join(dir, "either.json"), { $schema: SCHEMA_DRAFT, anyOf: branches });
+    const { schemas } = registry(dir);
+    await schemas.start();
+    expect(schemas.validate("either", {})).toEqual({
+      ok: false,
+      reason:
+        "data must have required property 'a'; data must have required property 'b'; data must have required property 'c'",
+    });
+  });
+
+  test("a refresh picks up a changed and an added schema file without restart", async () => {
+    const dir = await tempDir();
+    await cp(BUNDLED, dir, { recursive: true });
+    const { schemas, calls } = registry(dir);
+    await schemas.start();
+    expect(schemas.validate("click", { element: "a" })).toEqual({ ok: true });
+
+    await writeJson(join(dir, "click.json"), objectSchema(["element", "x"]));
+    await writeJson(join(dir, "signup.json"), objectSchema(["email"]));
+    await waitFor(() => schemas.types().includes("signup"), "the new set");
+    expect(schemas.validate("click", { element: "a" })).toEqual({
+      ok: false,
+      reason: "data must have required property 'x'",
+    });
+    expect(schemas.validate("signup", { email: "a@b.example" })).toEqual({ ok: true });
+    expect(calls.loaded).toEqual([4, 5]);
+  });
+
+  test("unchanged files are not compiled again, even when touched", async () => {
+    const dir = await tempDir();
+    await cp(BUNDLED, dir, { recursive: true });
+    const { schemas, calls } = registry(dir, { refreshMs: 20 });
+    await schemas.start();
+    const later = new Date(Date.now() + 60_000);
+    await utimes(join(dir, "click.json"), later, later);
+    await Bun.sleep(200); // about 10 refreshes
+    expect(calls.loaded).toEqual([4]);
+    expect(calls.failures).toBe(0);
+  });
+
+  test("a broken refresh keeps the last good set, warns, counts, and recovers once fixed", async () => {
+    const dir = await tempDir();
+    await writeJson(join(dir, "click.json"), objectSchema(["element"]));
+    const { schemas, calls, lines } = registry(dir);
+    await schemas.start();
+
+    await writeFile(join(dir, "click.json"), '{ "type": "object", ');
+    await waitFor(() => calls.failures > 0, "a failed refresh");
+    expect(schemas.validate("click", {})).toEqual({
+      ok: false,
+      reason: "data must have required property 'element'",
+    });
+    const warning = lines.find((line) => line.msg === "schema refresh failed");
+    expect(warning).toMatchObject({
+      level: 40,
+      source: dir,
+      err: { message: expect.stringContaining("click.json") },
+    });
+
+    await writeJson(join(dir, "click.json"), objectSchema([]));
+    await waitFor(() => calls.loaded.length === 2, "the fixed set");
+    expect(schemas.validate("click", {})).toEqual({ ok: true });
+  });
+
+  test("a set with one schema that does not compile is not swapped in partly", async () => {
+    const dir = await tempDir();
+    await writeJson(join(dir, "click.json"), objectSchema(["element"]));
+    const { schemas, calls } = registry(dir);
+    await schemas.start();
+
+    await writeJson(join(dir, "click.json"), objectSchema([]));
+    await writeJson(join(dir, "zzz.json"), { $schema: SCHEMA_DRAFT, minimum: "zero" });
+    await waitFor(() => calls.failures > 0, "a failed refresh");
+    expect(schemas.types()).toEqual(["click"]);
+    expect(schemas.validate("click", {}).ok).toBe(false);
+  });
+
+  test("stop() ends the refreshes", async () => {
+    const dir = await tempDir();
+    await writeJson(join(dir, "click.json"), objectSchema(["element"]));
+    const { schemas, calls } = registry(dir, { refreshMs: 20 });
+    await schemas.start();
+    schemas.stop();
+    await writeJson(join(dir, "click.json"), objectSchema([]));
+    await Bun.sleep(150);
+    expect(calls.loaded).toEqual([1]);
+    expect(schemas.validate("click", {}).ok).toBe(false);
+  });
+
+  test("the refresh timer does not keep the process alive", async () => {
+    const script = `
+      import { createSchemaRegistry } from ${JSON.stringify(REGISTRY_MODULE)};
+      import pino from "pino";
+      const schemas = createSchemaRegistry({ source: ${JSON.stringify(BUNDLED)}, refreshMs: 10, log: pino({ level: "silent" }) });
+      await schemas.start();
+      console.log(schemas.types().length);
+    `;
+    const child = Bun.spawn([process.execPath, "-e", script], {
+      cwd: join(import.meta.dir, "../../.."),
+      stdout: "pipe",
+    });
+    const timeout = setTimeout(() => child.kill(), 5000);
+    cleanups.push(() => clearTimeout(timeout));
+    expect(await child.exited).toBe(0); // killed by the timeout → non-zero
+    expect((await new Response(child.stdout).text()).trim()).toBe("4");
+  });
+});
+
+/** A schema document server with an ETag per version, recording each request's If-None-Match and answer. */
+function documentServer(options: { etags?: boolean; delayMs?: number } = {}) {
+  const state = {
+    version: 1,
+    document: { click: objectSchema(["element"]) } as Record<string, object>,
+    requests: [] as { ifNoneMatch: string | null; status: number }[],
+  };
+  const server = Bun.serve({
+    port: 0,
+    async fetch(request) {
+      if (options.delayMs) await Bun.sleep(options.delayMs);
+      const etag = `"v${state.version}"`;
+      const ifNoneMatch = request.headers.get("if-none-match");
+      const status = options.etags !== false && ifNoneMatch === etag ? 304 : 200;
+      state.requests.push({ ifNoneMatch, status });
+      const headers: Record<string, string> = options.etags === false ? {} : { etag };
+      return status === 304
+        ? new Response(null, { status, headers })
+        : Response.json(state.document, { headers });
+    },
+  });
+  cleanups.push(() => server.stop(true));
+  const publish = (document: Record<string, object>) => {
+    state.version++;
+    state.document = document;
+  };
+  return { url: `http://127.0.0.1:${server.port}/schemas.json`, server, state, publish };
+}
+
+describe("URL source", () => {
+  test("loads, keeps an unchanged document on 304, reloads a change, keeps the last good set when down", async () => {
+    const { url, server, state, publish } = documentServer();
+    const { schemas, calls } = registry(url);
+    await schemas.start();
+    expect(state.requests[0]).toEqual({ ifNoneMatch: null, status: 200 });
+    expect(schemas.validate("click", {}).ok).toBe(false);
+
+    await waitFor(() => state.requests.length >= 3, "conditional refreshes");
+    expect(state.requests.slice(1, 3)).toEqual([
+      { ifNoneMatch: '"v1"', status: 304 },
+      { ifNoneMatch: '"v1"', status: 304 },
+    ]);
+    expect(calls).toEqual({ loaded: [1], failures: 0 });
+
+    publish({ click: objectSchema([]), signup: objectSchema(["email"]) });
+    await waitFor(() => calls.loaded.length === 2, "the changed document");
+    expect(calls.loaded).toEqual([1, 2]);
+    expect(schemas.validate("click", {})).toEqual({ ok: true });
+    await waitFor(() => state.requests.at(-1)?.ifNoneMatch === '"v2"', "a refresh with the new ETag");
+
+    server.stop(true);
+    await waitFor(() => calls.failures > 0, "a failed refresh");
+    expect(schemas.types()).toEqual(["click", "signup"]);
+    expect(schemas.validate("signup", {})).toEqual({
+      ok: false,
+      reason: "data must have required property 'email'",
+    });
+  });
+
+  test("without ETags, an identical document is not compiled again", async () => {
+    const { url, state, publish } = documentServer({ etags: false });
+    const { schemas, calls } = registry(url);
+    await schemas.start();
+    await waitFor(() => state.requests.length >= 3, "refreshes");
+    expect(calls.loaded).toEqual([1]);
+    publish({ click: objectSchema([]) });
+    await waitFor(() => calls.loaded.length === 2, "the changed document");
+  });
+
+  test("start() rejects on an HTTP error and on a document that is not a { type: schema } object", async () => {
+    const failing = Bun.serve({ port: 0, fetch: () => new Response("nope", { status: 500 }) });
+    cleanups.push(() => failing.stop(true));
+    await expect(registry(`http://127.0.0.1:${failing.port}/s`).schemas.start()).rejects.toThrow("HTTP 500");
+
+    const { url, publish } = documentServer();
+    publish({ click: [] as unknown as object });
+    await expect(registry(url).schemas.start()).rejects.toThrow('"click": a schema must be a JSON object');
+  });
+
+  test("a slow source never has two refreshes in flight", async () => {
+    const { url, state } = documentServer({ delayMs: 150 });
+    const { schemas } = registry(url, { refreshMs: 10 });
+    await schemas.start();
+    const afterStart = state.requests.length;
+    await Bun.sleep(400); // ~40 ticks, but each refresh takes 150 ms
+    expect(afterStart).toBe(1);
+    expect(state.requests.length - afterStart).toBeGreaterThanOrEqual(1);
+    expect(state.requests.length - afterStart).toBeLessThanOrEqual(3);
+  });
+});
+
+describe("S3 source", () => {
+  /**
+   * S3 cannot be reached from here, and S3 itself is not what these tests
+   * claim anything about: the stand-in answers GetObject as S3 does (body +
+   * ETag, or a 304 error when If-None-Match matches) so the registry's use of
+   * it is what is tested.
+   */
+  function fakeS3() {
+    const state = { etag: '"e1"', body: JSON.stringify({ click: objectSchema(["element"]) }), down: false };
+    const inputs: GetObjectCommand["input"][] = [];
+    const client: S3ObjectClient = {
+      async send(command) {
+        inputs.push(command.input);
+        if (state.down) throw Object.assign(new Error("Access Denied"), { name: "AccessDenied" });
+        if (command.input.IfNoneMatch === state.etag) {
+          // The shape the real SDK (3.1169) throws for a 304, which has no modelled error.
+          throw Object.assign(new Error("UnknownError"), {
+            name: "Unknown",
+            $metadata: { httpStatusCode: 304 },
+          });
+        }
+        const body = state.body;
+        return { ETag: state.etag, Body: { transformToString: async () => body } };
+      },
+    };
+    return { client, state, inputs };
+  }
+
+  test("loads with GetObject, skips an unchanged object by ETag, reloads a change, keeps the last good set", async () => {
+    const { client, state, inputs } = fakeS3();
+    const { schemas, calls } = registry("s3://schema-bucket/gateway/schemas.json", { s3Client: client });
+    await schemas.start();
+    expect(inputs[0]).toEqual({
+      Bucket: "schema-bucket",
+      Key: "gateway/schemas.json",
+      IfNoneMatch: undefined,
+    });
+    expect(schemas.validate("click", {}).ok).toBe(false);
+
+    await waitFor(() => inputs.length >= 3, "conditional refreshes");
+    expect(inputs[1]?.IfNoneMatch).toBe('"e1"');
+    expect(calls).toEqual({ loaded: [1], failures: 0 });
+
+    state.etag = '"e2"';
+    state.body = JSON.stringify({ click: objectSchema([]) });
+    await waitFor(() => calls.loaded.length === 2, "the changed object");
+    expect(schemas.validate("click", {})).toEqual({ ok: true });
+
+    state.down = true;
+    await waitFor(() => calls.failures > 0, "a failed refresh");
+    expect(schemas.validate("click", {})).toEqual({ ok: true });
+  });
+
+  test("start() rejects an s3:// source without a key", async () => {
+    const { client } = fakeS3();
+    await expect(registry("s3://schema-bucket", { s3Client: client }).schemas.start()).rejects.toThrow(
+      "expected s3://bucket/key",
+    );
+  });
+
+  test("the real SDK's answer to a matching If-None-Match is taken as not modified", async () => {
+    // A local HTTP endpoint in S3's place checks the fake above against what the SDK really throws on a 304.
+    const requests: (string | null)[] = [];
+    const endpoint = Bun.serve({
+      port: 0,
+      fetch(request) {
+        requests.push(request.headers.get("if-none-match"));
+        if (request.headers.get("if-none-match") === '"e1"') return new Response(null, { status: 304 });
+        return Response.json({ click: objectSchema([]) }, { headers: { etag: '"e1"' } });
+      },
+    });
+    const client = new S3Client({
+      region: "us-east-1",
+      endpoint: `http://127.0.0.1:${endpoint.port}`,
+      forcePathStyle: true,
+      credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "example" },
+    });
+    cleanups.push(() => endpoint.stop(true));
+    cleanups.push(() => client.destroy());
+    const { schemas, calls } = registry("s3://bucket/schemas.json", { s3Client: client });
+    await schemas.start();
+    await waitFor(() => requests.length >= 3, "conditional refreshes");
+    expect(requests.slice(0, 2)).toEqual([null, '"e1"']);
+    expect(calls).toEqual({ loaded: [1], failures: 0 });
+  });
+});
