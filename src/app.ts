@@ -10,6 +10,7 @@ import { LocalFanoutBus } from "./fanout/local-bus.ts";
 import { fanoutRoutes } from "./fanout/routes.ts";
 import { HealthState } from "./health/health.ts";
 import { operationRoutes } from "./health/routes.ts";
+import { CorsPolicy } from "./http/cors.ts";
 import { Router } from "./http/router.ts";
 import { ingestRoute } from "./ingest/ingest-route.ts";
 import type { EventRecord } from "./ingest/record.ts";
@@ -113,6 +114,7 @@ export async function createGateway({
       authTimeoutMs: config.ws.authTimeoutMs,
       backpressureBytes: config.ws.backpressureBytes,
       maxConnections: config.ws.maxConnections,
+      maxUnauthenticated: config.ws.maxUnauthenticated,
       maxConnectionsPerTenant: config.ws.maxConnectionsPerTenant,
       maxSubscriptions: config.ws.maxSubscriptions,
       maxMessagesPerSec: config.ws.maxMessagesPerSec,
@@ -185,10 +187,11 @@ export async function createGateway({
     ],
     metrics,
     log,
+    config.corsOrigins ? new CorsPolicy(config.corsOrigins) : undefined,
   );
 
   return {
-    app: { http: router.handle, wsPath: "/v1/ws", ws: hub },
+    app: { http: router.handle, wsPath: "/v1/ws", ws: router.guardUpgrades(hub) },
     attach: (server) => {
       hub.attach((topic, frame) => server.publish(topic, frame));
       fanout.attach(hub);

@@ -47,6 +47,13 @@ async function serve(): Promise<void> {
       maxBackpressureBytes: config.ws.backpressureBytes * 2,
       idleTimeoutSec: config.ws.idleTimeoutSec,
     },
+  }).catch((error: unknown) => {
+    const reason = error instanceof Error ? error.message : String(error);
+    log.fatal(
+      { host: config.host, port: config.port },
+      `cannot listen on ${config.host}:${config.port}: ${reason}`,
+    );
+    process.exit(1);
   });
 
   gateway.attach(server);

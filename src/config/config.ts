@@ -1,5 +1,16 @@
 import zlib from "node:zlib";
-import { boolean, brokerList, host, integer, nonEmpty, oneOf, secret, topicName, url } from "./parse.ts";
+import {
+  boolean,
+  brokerList,
+  host,
+  integer,
+  nonEmpty,
+  oneOf,
+  originList,
+  secret,
+  topicName,
+  url,
+} from "./parse.ts";
 
 export const SASL_MECHANISMS = ["none", "plain", "scram-sha-256", "scram-sha-512", "aws-msk-iam"] as const;
 export const COMPRESSIONS = ["none", "gzip", "snappy", "lz4", "zstd"] as const;
@@ -23,6 +34,8 @@ export interface Config {
   ackTimeoutMs: number;
   drainDelayMs: number;
   drainTimeoutMs: number;
+  /** Browser origins allowed by CORS; undefined: no CORS headers at all. */
+  corsOrigins: "*" | string[] | undefined;
   kafka: {
     brokers: string[] | undefined;
     clientId: string;
@@ -77,6 +90,7 @@ export interface Config {
     backpressureBytes: number;
     idleTimeoutSec: number;
     maxConnections: number;
+    maxUnauthenticated: number;
     maxConnectionsPerTenant: number;
     maxSubscriptions: number;
     maxMessagesPerSec: number;
@@ -141,6 +155,9 @@ export function loadConfig(env: Env = process.env): Config {
       `KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD: required when KAFKA_SASL_MECHANISM=${saslMechanism}`,
     );
   }
+  const wsMaxConnections = read("WS_MAX_CONNECTIONS", integer(1), 100_000);
+  // Sockets still authenticating turn over within WS_AUTH_TIMEOUT_MS: a tenth of the slots is ample.
+  const wsMaxUnauthenticatedDefault = Math.max(100, Math.ceil(wsMaxConnections / 10));
   const drainDelayMs = read("DRAIN_DELAY_MS", integer(0, 600_000), 5000);
   const drainTimeoutMs = read("DRAIN_TIMEOUT_MS", integer(100, 3_600_000), 25_000);
   if (drainTimeoutMs <= drainDelayMs) {
@@ -157,6 +174,7 @@ export function loadConfig(env: Env = process.env): Config {
     ackTimeoutMs: read("INGEST_ACK_TIMEOUT_MS", integer(100, 600_000), 15_000),
     drainDelayMs,
     drainTimeoutMs,
+    corsOrigins: read("CORS_ORIGINS", originList),
     kafka: {
       brokers: read("KAFKA_BROKERS", brokerList),
       clientId: read("KAFKA_CLIENT_ID", nonEmpty, "edge-gateway"),
@@ -209,7 +227,8 @@ export function loadConfig(env: Env = process.env): Config {
       maxPayloadBytes: read("WS_MAX_PAYLOAD_BYTES", integer(128, 16 * 1024 * 1024), 64 * 1024),
       backpressureBytes: read("WS_BACKPRESSURE_BYTES", integer(1024, 256 * 1024 * 1024), 1024 * 1024),
       idleTimeoutSec: read("WS_IDLE_TIMEOUT_SEC", integer(8, 960), 120),
-      maxConnections: read("WS_MAX_CONNECTIONS", integer(1), 100_000),
+      maxConnections: wsMaxConnections,
+      maxUnauthenticated: read("WS_MAX_UNAUTHENTICATED", integer(1), wsMaxUnauthenticatedDefault),
       maxConnectionsPerTenant: read("WS_MAX_CONNECTIONS_PER_TENANT", integer(1), 20_000),
       maxSubscriptions: read("WS_MAX_SUBSCRIPTIONS", integer(1, 100_000), 100),
       maxMessagesPerSec: read("WS_MAX_MESSAGES_PER_SEC", integer(1), 100),

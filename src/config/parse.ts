@@ -77,6 +77,28 @@ export function url(protocols: readonly string[]) {
   };
 }
 
+/** `*`, or a comma-separated list of browser origins (`scheme://host[:port]`, no path). */
+export function originList(raw: string): "*" | string[] {
+  const entries = raw
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
+  if (entries.length === 1 && entries[0] === "*") return "*";
+  if (entries.length === 0 || entries.includes("*"))
+    throw new Error("expected * alone or a comma-separated list of origins like https://app.example.com");
+  return entries.map((entry) => {
+    const parsed = URL.canParse(entry) ? new URL(entry) : undefined;
+    // Browsers send the origin serialised: lower-case scheme and host, no default port, no path.
+    if (
+      !parsed ||
+      !["http:", "https:"].includes(parsed.protocol) ||
+      parsed.origin !== entry.replace(/\/$/, "")
+    )
+      throw new Error(`expected an origin like https://app.example.com, got "${entry}"`);
+    return parsed.origin;
+  });
+}
+
 export function host(raw: string): string {
   const value = raw.trim();
   if (!/^[a-zA-Z0-9.:_-]+$/.test(value)) throw new Error(`expected a host name or address, got "${raw}"`);

@@ -16,6 +16,8 @@ export const ERROR_STATUS = {
   unsupported_media_type: 415,
   all_rejected: 422,
   rate_limited: 429,
+  /** The client went away before its request was read (nginx's 499): not a server fault. */
+  client_closed_request: 499,
   internal: 500,
   overloaded: 503,
   unavailable: 503,

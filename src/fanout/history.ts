@@ -19,8 +19,13 @@ export type Replay = { ok: true; events: HistoryEvent[] } | { ok: false };
 class ChannelLog {
   events: HistoryEvent[] = [];
   bytes = 0;
-  /** Offset of the newest evicted event: a `since` older than it can no longer be served. */
-  evictedUpTo = -1n;
+
+  constructor(
+    /** The partition of the channel's events (one channel, one key, one partition). */
+    readonly partition: number,
+    /** Offset of the newest evicted event: a `since` older than it can no longer be served. */
+    public evictedUpTo: bigint,
+  ) {}
 }
 
 /**
@@ -32,6 +37,12 @@ export class ChannelHistory {
   private epoch: string | undefined;
   /** Per partition, the first offset this instance has seen: nothing older is known here. */
   private readonly origins = new Map<number, bigint>();
+  /**
+   * Per partition, the newest offset of any channel dropped whole. A channel
+   * with no log here may be one of them, so a `since` older than this cannot
+   * be served for it: saying `history_gone` too often is safe, missing events is not.
+   */
+  private readonly droppedUpTo = new Map<number, bigint>();
 
   constructor(private readonly limits: HistoryLimits) {}
 
@@ -40,6 +51,7 @@ export class ChannelHistory {
     if (this.epoch !== epoch) {
       this.epoch = epoch;
       this.origins.clear();
+      this.droppedUpTo.clear();
       this.logs.clear();
     }
     if (!this.origins.has(partition)) this.origins.set(partition, offset);
@@ -49,11 +61,10 @@ export class ChannelHistory {
     let log = this.logs.get(channelKey);
     if (log) this.logs.delete(channelKey);
     else {
-      log = new ChannelLog();
-      if (this.logs.size >= this.limits.channels) {
-        const oldest = this.logs.keys().next().value;
-        if (oldest !== undefined) this.logs.delete(oldest);
-      }
+      if (this.logs.size >= this.limits.channels) this.dropOldestChannel();
+      const partition = event.position.partition;
+      // A channel created now may have been dropped before: it inherits what was dropped.
+      log = new ChannelLog(partition, this.droppedUpTo.get(partition) ?? -1n);
     }
     this.logs.set(channelKey, log);
     log.events.push(event);
@@ -72,6 +83,15 @@ export class ChannelHistory {
     }
   }
 
+  private dropOldestChannel(): void {
+    const [key, log] = this.logs.entries().next().value ?? [];
+    if (key === undefined || log === undefined) return;
+    this.logs.delete(key);
+    const newest = log.events[log.events.length - 1]?.position.offset ?? log.evictedUpTo;
+    const dropped = this.droppedUpTo.get(log.partition) ?? -1n;
+    if (newest > dropped) this.droppedUpTo.set(log.partition, newest);
+  }
+
   lastId(channelKey: string): string | undefined {
     const events = this.logs.get(channelKey)?.events;
     return events?.[events.length - 1]?.id;
@@ -79,7 +99,7 @@ export class ChannelHistory {
 
   /**
    * Events after `since`. Not servable (`ok: false`) when `since` is from
-   * another epoch or older than what is kept.
+   * another epoch or partition, or older than what is kept (or was dropped).
    */
   after(channelKey: string, since: string | undefined): Replay {
     const log = this.logs.get(channelKey);
@@ -89,7 +109,9 @@ export class ChannelHistory {
     if (!position || position.epoch !== this.epoch) return { ok: false };
     const origin = this.origins.get(position.partition);
     if (origin === undefined || position.offset + 1n < origin) return { ok: false };
-    if (log && position.offset < log.evictedUpTo) return { ok: false };
+    const evictedUpTo = log ? log.evictedUpTo : (this.droppedUpTo.get(position.partition) ?? -1n);
+    if (position.offset < evictedUpTo) return { ok: false };
+    if (log && log.partition !== position.partition) return { ok: false };
     const index = events.findIndex((event) => event.position.offset > position.offset);
     return { ok: true, events: index < 0 ? [] : events.slice(index) };
   }

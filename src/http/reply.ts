@@ -16,7 +16,8 @@ export function errorReply(error: unknown): HttpReply {
   const reply = json(
     gatewayError.status,
     { error: gatewayError.code, message: gatewayError.message, ...gatewayError.details },
-    gatewayError.headers,
+    // Also here, for errors answered outside the router (refused upgrades, malformed framing).
+    { ...gatewayError.headers, "x-content-type-options": "nosniff" },
   );
   // After an oversize body the rest of the upload is not read; close instead.
   if (gatewayError.code === "payload_too_large") reply.closeConnection = true;

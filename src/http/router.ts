@@ -1,8 +1,14 @@
 import { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import type { HttpReply, HttpRequest } from "../transport/types.ts";
+import type { HttpReply, HttpRequest, UpgradeDecision, WsHandlers } from "../transport/types.ts";
+import { type CorsPolicy, isPreflight } from "./cors.ts";
 import { errorReply } from "./reply.ts";
+
+/** On every response: a browser must never sniff a body into something it renders. */
+const COMMON_HEADERS = { "x-content-type-options": "nosniff" };
+/** `/v1` responses hold tenant data, which no browser or shared cache may keep. */
+const TENANT_DATA_HEADERS = { ...COMMON_HEADERS, "cache-control": "no-store" };
 
 export type RouteHandler = (
   request: HttpRequest,
@@ -24,7 +30,9 @@ interface CompiledRoute extends Route {
 /**
  * Matches requests to routes, maps errors to responses, records metrics by
  * route template (never the raw path) and counts requests in flight so the
- * drain can wait for them.
+ * drain can wait for them. It is also the one place where response policy is
+ * applied: nosniff, no-store on tenant data, and CORS (preflights, response
+ * headers, and the origin check on WebSocket upgrades).
  */
 export class Router {
   private readonly exact = new Map<string, CompiledRoute[]>();
@@ -44,6 +52,8 @@ export class Router {
     routes: Route[],
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    /** Unset: no CORS headers at all. */
+    private readonly cors?: CorsPolicy,
   ) {
     for (const route of routes) this.add(route);
   }
@@ -76,6 +86,8 @@ export class Router {
     } catch (error) {
       if (!(error instanceof GatewayError))
         this.log.error({ err: error, route: routeName }, "request failed");
+      else if (error.code === "client_closed_request")
+        this.log.debug({ code: error.code, route: routeName }, "client went away mid-request");
       reply = errorReply(error);
     } finally {
       this.inFlight--;
@@ -85,8 +97,41 @@ export class Router {
     const series = this.seriesFor(routeName, request.method, reply.status);
     series.requests.inc();
     series.duration.observe((performance.now() - started) / 1000);
-    return reply;
+    return this.withPolicyHeaders(request, reply);
   };
+
+  /** The headers every response gets, whichever handler or error produced it. */
+  private withPolicyHeaders(request: HttpRequest, reply: HttpReply): HttpReply {
+    const policy = request.path.startsWith("/v1/") ? TENANT_DATA_HEADERS : COMMON_HEADERS;
+    const cors = this.cors?.responseHeaders(request.header("origin"));
+    return { ...reply, headers: { ...reply.headers, ...policy, ...cors } };
+  }
+
+  /**
+   * The WebSocket handlers with upgrades held to the same policy as HTTP: a
+   * browser origin not allowed is refused with 403, and every refusal carries
+   * the policy headers. The rest is passed through.
+   */
+  guardUpgrades<State>(handlers: WsHandlers<State>): WsHandlers<State> {
+    const refuseOrigin = () => ({
+      accept: false as const,
+      reply: errorReply(new GatewayError("forbidden", "this origin may not open WebSockets (CORS_ORIGINS)")),
+    });
+    return {
+      upgrade: async (request): Promise<UpgradeDecision<State>> => {
+        const decision = this.cors?.refusesUpgrade(request.header("origin"))
+          ? refuseOrigin()
+          : await handlers.upgrade(request);
+        return decision.accept
+          ? decision
+          : { accept: false, reply: this.withPolicyHeaders(request, decision.reply) };
+      },
+      open: (peer) => handlers.open(peer),
+      message: (peer, text) => handlers.message(peer, text),
+      drain: (peer) => handlers.drain(peer),
+      close: (peer, code) => handlers.close(peer, code),
+    };
+  }
 
   /**
    * The labelled children of the request metrics, looked up once per
@@ -126,24 +171,33 @@ export class Router {
     for (const route of this.patterned) {
       const found = route.pattern?.exec(request.path);
       if (!found) continue;
-      const params: Record<string, string> = {};
+      const rawParams: Record<string, string> = {};
       route.paramNames.forEach((name, index) => {
-        params[name] = decodeURIComponent(found[index + 1] as string);
+        rawParams[name] = found[index + 1] as string;
       });
       return this.pick(
         this.patterned.filter((other) => other.path === route.path),
         request,
-        params,
+        rawParams,
       );
     }
     throw new GatewayError("not_found", `no route for ${request.path}`);
   }
 
-  private pick(routes: CompiledRoute[], request: HttpRequest, params: Record<string, string>) {
-    const route = routes.find((candidate) => candidate.method === request.method);
+  /** `rawParams` are still percent-encoded: decoded only for the handler, so a bad one is a 400 on its route. */
+  private pick(routes: CompiledRoute[], request: HttpRequest, rawParams: Record<string, string>) {
+    const route =
+      routes.find((candidate) => candidate.method === request.method) ??
+      // HEAD is GET without the body; the adapters leave the body out.
+      (request.method === "HEAD" ? routes.find((candidate) => candidate.method === "GET") : undefined);
     const path = (routes[0] as CompiledRoute).path;
     if (!route) {
-      const allow = routes.map((candidate) => candidate.method).join(", ");
+      const methods = allowedMethods(routes);
+      if (this.cors && isPreflight(request.method, request.header("access-control-request-method"))) {
+        const cors = this.cors;
+        return { routeName: path, run: () => answerPreflight(cors, request, methods) };
+      }
+      const allow = methods.join(", ");
       return {
         routeName: path,
         run: () => {
@@ -151,6 +205,31 @@ export class Router {
         },
       };
     }
-    return { routeName: path, run: () => route.handler(request, params) };
+    return { routeName: path, run: () => route.handler(request, decodeParams(rawParams)) };
   }
+}
+
+/** A preflight from an origin not allowed is a 403 (and gets no CORS headers). */
+function answerPreflight(cors: CorsPolicy, request: HttpRequest, methods: string[]): HttpReply {
+  if (!cors.allows(request.header("origin")))
+    throw new GatewayError("forbidden", "this origin may not call the API (CORS_ORIGINS)");
+  return cors.preflight(methods);
+}
+
+function allowedMethods(routes: CompiledRoute[]): string[] {
+  const methods = routes.map((route) => route.method);
+  if (methods.includes("GET") && !methods.includes("HEAD")) methods.push("HEAD");
+  return methods;
+}
+
+function decodeParams(rawParams: Record<string, string>): Record<string, string> {
+  const params: Record<string, string> = {};
+  for (const name in rawParams) {
+    try {
+      params[name] = decodeURIComponent(rawParams[name] as string);
+    } catch {
+      throw new GatewayError("bad_request", `malformed percent-encoding in path parameter "${name}"`);
+    }
+  }
+  return params;
 }

@@ -317,14 +317,19 @@ export class JsonScanner {
   }
 }
 
-/** True when `bytes` is exactly one JSON value within the nesting limit. */
-export function isJsonValue(bytes: Uint8Array, maxDepth: number = MAX_JSON_DEPTH): boolean {
+/** Why `bytes` is not exactly one JSON value within the nesting limit, or undefined when it is. */
+export function jsonProblem(bytes: Uint8Array, maxDepth: number = MAX_JSON_DEPTH): ScanFailure | undefined {
   const scanner = new JsonScanner(bytes, maxDepth);
   try {
     scanner.value();
     scanner.end();
-    return true;
-  } catch {
-    return false;
+    return undefined;
+  } catch (failure) {
+    return failure === DEPTH_ERROR ? DEPTH_ERROR : SYNTAX_ERROR;
   }
+}
+
+/** True when `bytes` is exactly one JSON value within the nesting limit. */
+export function isJsonValue(bytes: Uint8Array, maxDepth: number = MAX_JSON_DEPTH): boolean {
+  return jsonProblem(bytes, maxDepth) === undefined;
 }

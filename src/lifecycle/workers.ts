@@ -17,12 +17,19 @@ export function isWorker(workers: number): boolean {
  * WORKERS > 1: this process only supervises. It starts that many copies of
  * itself, which all listen on the same port (SO_REUSEPORT: the kernel spreads
  * connections), forwards SIGTERM/SIGINT to them so each drains, restarts one
- * that dies outside a drain, and exits once all have exited (1 if any failed).
+ * that dies outside a drain (never once a signal came: pending restarts are
+ * cancelled), and exits once all have exited (1 if any failed in the drain).
  */
 export function superviseWorkers(workers: number, log: Logger): void {
   const children = new Set<ChildProcess>();
+  // Pending restarts keep this process alive while no worker runs; a signal cancels them.
+  const restarts = new Set<ReturnType<typeof setTimeout>>();
   let draining = false;
   let failed = false;
+
+  const exitOnceAllExited = () => {
+    if (children.size === 0) process.exit(failed ? 1 : 0);
+  };
 
   const start = (index: number) => {
     // Own process group: a signal sent to ours (Ctrl-C, `timeout`) reaches a worker once, through us.
@@ -37,20 +44,27 @@ export function superviseWorkers(workers: number, log: Logger): void {
       children.delete(child);
       if (!draining) {
         log.error({ worker: index, code, signal }, "worker died; restarting it");
-        setTimeout(() => start(index), 1000).unref();
+        const restart = setTimeout(() => {
+          restarts.delete(restart);
+          start(index);
+        }, 1000);
+        restarts.add(restart);
         return;
       }
       // A worker still starting up has no handlers yet: the forwarded signal ends it, which is no failure.
       if (code !== 0 && signal !== "SIGTERM" && signal !== "SIGINT") failed = true;
       log.info({ worker: index, code, signal }, "worker exited");
-      if (children.size === 0) process.exit(failed ? 1 : 0);
+      exitOnceAllExited();
     });
   };
 
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     process.on(signal, () => {
       draining = true;
+      for (const restart of restarts) clearTimeout(restart);
+      restarts.clear();
       for (const child of children) child.kill(signal);
+      exitOnceAllExited();
     });
   }
   for (let index = 0; index < workers; index++) start(index);

@@ -39,6 +39,14 @@ export function tooLarge(limit: number): GatewayError {
   return new GatewayError("payload_too_large", `request body exceeds ${limit} bytes`);
 }
 
+/** The body reader's error when the client goes away mid-upload: a 499, never a server fault. */
+export function clientClosed(): GatewayError {
+  return new GatewayError(
+    "client_closed_request",
+    "the client closed the connection before the body was read",
+  );
+}
+
 /** Parses a Content-Length header; undefined when absent or not a plain integer. */
 export function parseContentLength(value: string | undefined): number | undefined {
   if (value === undefined || !/^\d+$/.test(value)) return undefined;

@@ -71,7 +71,7 @@ export interface GatewayApp<State> {
 export interface ListenOptions {
   host: string;
   port: number;
-  /** Several processes share the port (WORKERS > 1); uWebSockets.js always allows it on Linux. */
+  /** Several processes share the port (WORKERS > 1); otherwise a port in use fails the listen. */
   reusePort: boolean;
   maxBodyBytes: number;
   ws: WsLimits;

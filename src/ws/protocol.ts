@@ -1,3 +1,5 @@
+import { DEPTH_ERROR, jsonProblem, SYNTAX_ERROR } from "../json/scan.ts";
+
 /** Frames a client may send, after parsing and shape checks. */
 export type ClientFrame =
   | { type: "auth"; token: string }
@@ -5,14 +7,18 @@ export type ClientFrame =
   | { type: "unsubscribe"; channel: string }
   | { type: "ping" };
 
+/** Client frames are flat objects; anything nested deeper is refused before it is parsed. */
+const MAX_DEPTH = 8;
+/** Longest frame type echoed back in an error. */
+const MAX_ECHOED_TYPE = 32;
+
 /** Parses one text frame; never throws, returns `{ error }` with a readable reason instead. */
 export function parseClientFrame(text: string): ClientFrame | { error: string } {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return { error: "frames are JSON text" };
-  }
+  // Checked before JSON.parse: deep nesting costs a scan, never a deep parse or a RangeError.
+  const problem = jsonProblem(Buffer.from(text), MAX_DEPTH);
+  if (problem === DEPTH_ERROR) return { error: `frames nest at most ${MAX_DEPTH} levels` };
+  if (problem === SYNTAX_ERROR) return { error: "frames are JSON text" };
+  const value: unknown = JSON.parse(text);
   if (value === null || typeof value !== "object" || Array.isArray(value))
     return { error: "a frame is a JSON object" };
   const frame = value as Record<string, unknown>;
@@ -33,6 +39,9 @@ export function parseClientFrame(text: string): ClientFrame | { error: string } 
     case "ping":
       return { type: "ping" };
     default:
-      return { error: `unknown frame type ${JSON.stringify(frame.type ?? null)}` };
+      // Only a short string is echoed: the reply never costs more than the frame's shape.
+      return typeof frame.type === "string" && frame.type.length <= MAX_ECHOED_TYPE
+        ? { error: `unknown frame type ${JSON.stringify(frame.type)}` }
+        : { error: "unknown frame type" };
   }
 }

@@ -107,19 +107,32 @@ async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: stri
   }
 }
 
-/** Runs the gateway command with a bad environment and returns its exit code and stderr. */
+/**
+ * Runs the gateway command with an environment it should refuse and returns
+ * its exit code and output. One still running after `timeoutMs` is killed and
+ * reported with code -1.
+ */
 export async function runUntilExit(
   runtime: Runtime,
   env: Record<string, string>,
-): Promise<{ code: number; stderr: string }> {
+  timeoutMs = 20_000,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = Bun.spawn(command(runtime), {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdout: "pipe",
     stderr: "pipe",
   });
-  const code = await child.exited;
-  return { code, stderr: await new Response(child.stderr).text() };
+  spawned.add(child);
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const [exitCode, stdout, stderr] = await Promise.all([
+    child.exited,
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+  ]);
+  clearTimeout(timer);
+  spawned.delete(child);
+  return { code: child.signalCode === "SIGKILL" ? -1 : exitCode, stdout, stderr };
 }
 
 /** A WebSocket client that queues every frame for assertions. */

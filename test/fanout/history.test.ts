@@ -55,3 +55,51 @@ describe("ChannelHistory", () => {
     expect(history.lastId("t/a/one")).toBeUndefined();
   });
 });
+
+describe("ChannelHistory eviction of whole channels", () => {
+  const limits = { eventsPerChannel: 10, bytesPerChannel: 1000, channels: 2 };
+
+  test("a since in an evicted channel is history_gone, not an empty replay", () => {
+    const history = new ChannelHistory(limits);
+    history.setOrigin("e1", 0, 0n);
+    history.append("t/a/one", event(0));
+    history.append("t/a/one", event(1));
+    history.append("t/a/two", event(2));
+    history.append("t/a/three", event(3));
+    // "one" is gone with offset 1: a client that saw 0 missed 1.
+    expect(history.after("t/a/one", event(0).id).ok).toBe(false);
+    // A client that saw 1 (or anything newer) missed nothing that was evicted.
+    expect(history.after("t/a/one", event(1).id)).toEqual({ ok: true, events: [] });
+    // Kept channels are judged by their own log, not by the eviction of another.
+    const kept = history.after("t/a/two", event(0).id);
+    expect(kept.ok && kept.events.map((e) => e.position.offset)).toEqual([2n]);
+  });
+
+  test("a channel written again after its eviction does not hide the evicted events", () => {
+    const history = new ChannelHistory(limits);
+    history.setOrigin("e1", 0, 0n);
+    history.append("t/a/one", event(0));
+    history.append("t/a/one", event(1));
+    history.append("t/a/two", event(2));
+    history.append("t/a/three", event(3));
+    history.append("t/a/one", event(4));
+    expect(history.after("t/a/one", event(0).id).ok).toBe(false);
+    const fresh = history.after("t/a/one", event(3).id);
+    expect(fresh.ok && fresh.events.map((e) => e.position.offset)).toEqual([4n]);
+  });
+
+  test("evictions are tracked per partition, and a new epoch forgets them", () => {
+    const history = new ChannelHistory(limits);
+    history.setOrigin("e1", 0, 0n);
+    history.setOrigin("e1", 1, 0n);
+    history.append("t/a/one", event(5, "e1", 0));
+    history.append("t/a/two", event(1, "e1", 1));
+    history.append("t/a/three", event(2, "e1", 1));
+    expect(history.after("t/a/one", event(4, "e1", 0).id).ok).toBe(false);
+    expect(history.after("t/a/other", event(0, "e1", 1).id).ok).toBe(true);
+    // An id from another partition than the channel's says nothing about the channel.
+    expect(history.after("t/a/three", event(0, "e1", 0).id).ok).toBe(false);
+    history.setOrigin("e2", 0, 0n);
+    expect(history.after("t/a/one", event(4, "e2", 0).id).ok).toBe(true);
+  });
+});

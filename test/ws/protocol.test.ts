@@ -20,3 +20,21 @@ test("client frames are parsed, and bad ones explained without throwing", () => 
   });
   expect(parseClientFrame('{"type":"dance"}')).toEqual({ error: 'unknown frame type "dance"' });
 });
+
+test("deeply nested or oversized values are refused before they cost anything", () => {
+  expect(parseClientFrame("[".repeat(20_000))).toEqual({ error: "frames nest at most 8 levels" });
+  expect(parseClientFrame(`{"type":${"[".repeat(20_000)}${"]".repeat(20_000)}}`)).toEqual({
+    error: "frames nest at most 8 levels",
+  });
+  // Brackets inside strings are text, not nesting.
+  expect(parseClientFrame(`{"type":"auth","token":"${"[{".repeat(100)}"}`)).toEqual({
+    type: "auth",
+    token: "[{".repeat(100),
+  });
+  expect(parseClientFrame('{"type":"auth","token":"a\\"[[[[[[[[[[[[["}')).toEqual({
+    type: "auth",
+    token: 'a"[[[[[[[[[[[[[',
+  });
+  expect(parseClientFrame('{"type":{"a":1}}')).toEqual({ error: "unknown frame type" });
+  expect(parseClientFrame(`{"type":"${"x".repeat(10_000)}"}`)).toEqual({ error: "unknown frame type" });
+});

@@ -1,5 +1,6 @@
 import type { Server, ServerWebSocket } from "bun";
-import { BodyBuffer, parseContentLength, tooLarge } from "../body-buffer.ts";
+import { BodyBuffer, clientClosed, parseContentLength, tooLarge } from "../body-buffer.ts";
+import { framingProblem, framingRefusal } from "../framing.ts";
 import type {
   GatewayApp,
   HttpReply,
@@ -9,6 +10,8 @@ import type {
   SendResult,
   WsPeer,
 } from "../types.ts";
+
+const HTTP_IDLE_TIMEOUT_SEC = 10;
 
 interface SocketData<State> {
   state: State;
@@ -21,10 +24,19 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
     hostname: options.host,
     port: options.port,
     reusePort: options.reusePort,
+    // A connection that delivers no whole request (headers or body) in this
+    // time is closed: the slow-client bound uWebSockets.js has built in (10 s).
+    idleTimeout: HTTP_IDLE_TIMEOUT_SEC,
     // Bun answers 413 on its own past this; keep it above our limit so clients
     // normally get the gateway's JSON 413, while huge uploads are cut early.
     maxRequestBodySize: options.maxBodyBytes * 2 + 64 * 1024,
     async fetch(req, bunServer) {
+      // Bun refuses most ambiguous framing itself; a repeated identical Content-Length reaches us joined.
+      const problem = framingProblem(
+        req.headers.get("content-length") ?? undefined,
+        req.headers.get("transfer-encoding") ?? undefined,
+      );
+      if (problem !== undefined) return toResponse(framingRefusal(problem));
       const request = readRequest(req, bunServer, options.maxBodyBytes);
       if (request.path === app.wsPath && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
         const decision = await app.ws.upgrade(request);
@@ -119,7 +131,10 @@ async function collectBody(req: Request, limit: number): Promise<Uint8Array> {
   if (!req.body) return buffer.bytes();
   const reader = req.body.getReader();
   for (;;) {
-    const { done, value } = await reader.read();
+    // Bun fails the read (AbortError) only when the connection ended mid-body.
+    const { done, value } = await reader.read().catch(() => {
+      throw clientClosed();
+    });
     if (done) return buffer.bytes();
     try {
       buffer.append(value);

@@ -5,7 +5,8 @@ import type {
 } from "uWebSockets.js";
 import uws from "uWebSockets.js";
 import { statusLine } from "../../http/status-text.ts";
-import { BodyBuffer, parseContentLength } from "../body-buffer.ts";
+import { BodyBuffer, clientClosed, parseContentLength } from "../body-buffer.ts";
+import { framingProblem, framingRefusal } from "../framing.ts";
 import type {
   GatewayApp,
   HttpReply,
@@ -20,6 +21,16 @@ interface SocketData<State> {
   state: State;
   peer?: WsPeer<State>;
 }
+
+/** Exported by the addon, typed only as a member of an enum that does not exist at run time. */
+const { LIBUS_LISTEN_EXCLUSIVE_PORT } = uws as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number };
+
+type ListenWithOptions = (
+  host: string,
+  port: number,
+  options: number,
+  cb: (listenSocket: uws.us_listen_socket | false) => void,
+) => void;
 
 const METHODS_WITHOUT_BODY = new Set(["GET", "HEAD", "OPTIONS", "DELETE"]);
 const textDecoder = new TextDecoder();
@@ -37,7 +48,10 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       const key = req.getHeader("sec-websocket-key");
       const protocol = req.getHeader("sec-websocket-protocol");
       const extensions = req.getHeader("sec-websocket-extensions");
-      const { request, aborted } = readRequest(res, req, 0);
+      const headers = readHeaders(req);
+      const problem = framingProblem(headers.get("content-length"), headers.get("transfer-encoding"));
+      if (problem !== undefined) return refuseFraming(res, problem);
+      const { request, aborted } = readRequest(res, req, headers, 0);
       app.ws.upgrade(request).then(
         (decision) => {
           if (aborted()) return;
@@ -73,10 +87,13 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
   });
 
   server.any("/*", (res, req) => {
-    const { request, aborted } = readRequest(res, req, options.maxBodyBytes);
+    const headers = readHeaders(req);
+    const problem = framingProblem(headers.get("content-length"), headers.get("transfer-encoding"));
+    if (problem !== undefined) return refuseFraming(res, problem);
+    const { request, aborted } = readRequest(res, req, headers, options.maxBodyBytes);
     app.http(request).then(
       (reply) => {
-        if (!aborted()) res.cork(() => writeReply(res, reply));
+        if (!aborted()) res.cork(() => writeReply(res, reply, request.method === "HEAD"));
       },
       () => {
         if (!aborted()) res.cork(() => writeReply(res, { status: 500, body: "" }));
@@ -85,9 +102,13 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
   });
 
   const listenSocket = await new Promise<uws.us_listen_socket>((resolve, reject) => {
-    server.listen(options.host, options.port, (token) => {
+    // uWS sets SO_REUSEPORT unless told otherwise, and a second process on a busy
+    // port would then silently take half the connections.
+    const flags = options.reusePort ? 0 : LIBUS_LISTEN_EXCLUSIVE_PORT;
+    // The (host, port, options, cb) overload exists in the addon but not in its typings.
+    (server.listen as unknown as ListenWithOptions)(options.host, options.port, flags, (token) => {
       if (token) resolve(token);
-      else reject(new Error(`cannot listen on ${options.host}:${options.port}`));
+      else reject(new Error("the port is in use or the address is not available"));
     });
   });
   let listening = true;
@@ -116,19 +137,16 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
 function readRequest(
   res: UwsResponse,
   req: UwsRequest,
+  headers: Map<string, string>,
   maxBodyBytes: number,
 ): { request: HttpRequest; aborted: () => boolean } {
   const method = req.getCaseSensitiveMethod().toUpperCase();
-  const headers = new Map<string, string>();
-  req.forEach((name, value) => {
-    headers.set(name, value);
-  });
   const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
   let aborted = false;
   let abortBody: (error: Error) => void = () => {};
   res.onAborted(() => {
     aborted = true;
-    abortBody(new Error("client went away"));
+    abortBody(clientClosed());
   });
   const body = METHODS_WITHOUT_BODY.has(method)
     ? Promise.resolve(new Uint8Array(0))
@@ -153,6 +171,32 @@ function readRequest(
     body: () => body,
   };
   return { request, aborted: () => aborted };
+}
+
+/** Header values by lower-case name; a repeated header is joined with ", " as in fetch's Headers (and on Bun). */
+function readHeaders(req: UwsRequest): Map<string, string> {
+  const headers = new Map<string, string>();
+  req.forEach((name, value) => {
+    const earlier = headers.get(name);
+    headers.set(name, earlier === undefined ? value : `${earlier}, ${value}`);
+  });
+  return headers;
+}
+
+/**
+ * Answers 400 and closes, one turn of the event loop later on purpose: uWS
+ * goes on parsing the bytes it already read once this handler returns, and
+ * answers a request smuggled there if this response is already complete;
+ * while it is pending, uWS drops the connection instead.
+ */
+function refuseFraming(res: UwsResponse, problem: string): void {
+  let aborted = false;
+  res.onAborted(() => {
+    aborted = true;
+  });
+  setImmediate(() => {
+    if (!aborted) res.cork(() => writeReply(res, framingRefusal(problem)));
+  });
 }
 
 function collectBody(
@@ -183,12 +227,22 @@ function collectBody(
   });
 }
 
-function writeReply(res: UwsResponse, reply: HttpReply): void {
+/** `head`: answer a HEAD request, with the Content-Length of the body left out. */
+function writeReply(res: UwsResponse, reply: HttpReply, head = false): void {
   res.writeStatus(statusLine(reply.status));
   if (reply.headers) {
     for (const name in reply.headers) res.writeHeader(name, reply.headers[name] as string);
   }
-  res.end(reply.body, reply.closeConnection === true);
+  if (head && reply.closeConnection !== true) {
+    // Not endWithoutBody(length): this uWS version then waits for the body it announced (and
+    // reads an explicit undefined as a huge length). So the length is written by hand.
+    res.writeHeader("content-length", String(byteLength(reply.body)));
+    res.endWithoutBody();
+  } else res.end(head ? "" : reply.body, reply.closeConnection === true);
+}
+
+function byteLength(body: string | Uint8Array): number {
+  return typeof body === "string" ? Buffer.byteLength(body) : body.byteLength;
 }
 
 function createPeer<State>(

@@ -1,0 +1,75 @@
+import type { HttpReply } from "../transport/types.ts";
+
+/** `*` for any origin, or the exact origins (`scheme://host[:port]`) allowed. */
+export type CorsOrigins = "*" | readonly string[];
+
+const ALLOWED_REQUEST_HEADERS = "authorization, content-type, content-encoding";
+/** The response headers a browser script may read: the rate-limit state and when to retry. */
+const EXPOSED_HEADERS = "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After";
+const PREFLIGHT_MAX_AGE_SEC = "600";
+
+/**
+ * Which browser origins may call the API (CORS_ORIGINS). Tokens travel in the
+ * Authorization header, never in cookies, so no credentials mode is offered.
+ * With a list, every response says `Vary: Origin`, since whether it carries
+ * Access-Control-Allow-Origin depends on the request's Origin.
+ */
+export class CorsPolicy {
+  private readonly any: boolean;
+  private readonly origins: ReadonlySet<string>;
+  private readonly anyOriginHeaders: Record<string, string> = {
+    "access-control-allow-origin": "*",
+    "access-control-expose-headers": EXPOSED_HEADERS,
+  };
+  private readonly varyOnly: Record<string, string> = { vary: "Origin" };
+
+  constructor(origins: CorsOrigins) {
+    this.any = origins === "*";
+    this.origins = new Set(origins === "*" ? [] : origins);
+  }
+
+  allows(origin: string | undefined): boolean {
+    return origin !== undefined && (this.any || this.origins.has(origin));
+  }
+
+  /** Headers for any response to a request with this Origin header (none for an origin not allowed). */
+  responseHeaders(origin: string | undefined): Readonly<Record<string, string>> {
+    if (this.any) return this.anyOriginHeaders;
+    if (origin === undefined || !this.origins.has(origin)) return this.varyOnly;
+    return {
+      "access-control-allow-origin": origin,
+      vary: "Origin",
+      "access-control-expose-headers": EXPOSED_HEADERS,
+    };
+  }
+
+  /**
+   * The answer to a preflight from an allowed origin for a route accepting
+   * `methods`; the origin headers are added with every other response's.
+   */
+  preflight(methods: readonly string[]): HttpReply {
+    return {
+      status: 204,
+      headers: {
+        "access-control-allow-methods": methods.join(", "),
+        "access-control-allow-headers": ALLOWED_REQUEST_HEADERS,
+        "access-control-max-age": PREFLIGHT_MAX_AGE_SEC,
+      },
+      body: "",
+    };
+  }
+
+  /**
+   * A WebSocket upgrade is refused when a browser sent it from an origin not
+   * allowed. Clients that are not browsers send no Origin and are let through:
+   * they are not subject to CORS and authenticate with a token like any other.
+   */
+  refusesUpgrade(origin: string | undefined): boolean {
+    return origin !== undefined && !this.allows(origin);
+  }
+}
+
+/** A preflight is an OPTIONS request naming the method it asks for (Fetch standard). */
+export function isPreflight(method: string, requestedMethod: string | undefined): boolean {
+  return method === "OPTIONS" && requestedMethod !== undefined;
+}

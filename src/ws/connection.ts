@@ -1,0 +1,288 @@
+import { randomUUID } from "node:crypto";
+import { channelAllowed, type Principal } from "../auth/principal.ts";
+import { type GatewayError, isGatewayError } from "../errors/errors.ts";
+import { broadcastTopic, channelTopic } from "../fanout/fanout.ts";
+import type { ChannelHistory } from "../fanout/history.ts";
+import { CHANNEL_PATTERN } from "../ingest/record.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import type { WsPeer } from "../transport/types.ts";
+import { parseClientFrame } from "./protocol.ts";
+
+/** Close codes of the protocol. */
+export const CLOSE = { unauthorized: 4001, goingAway: 1001, tryAgainLater: 1013, policy: 1008 } as const;
+
+/** Frames held while a token is verified: a few subscribes, never a pending socket's worth of payloads. */
+const MAX_FRAMES_DURING_AUTH = 16;
+const MAX_BYTES_DURING_AUTH = 16 * 1024;
+
+export type Peer = WsPeer<Connection>;
+
+export interface ConnectionLimits {
+  authTimeoutMs: number;
+  maxSubscriptions: number;
+  maxMessagesPerSec: number;
+}
+
+/** What a connection needs from the registry that holds it (the hub). */
+export interface ConnectionHost {
+  readonly limits: ConnectionLimits;
+  readonly history: ChannelHistory;
+  readonly metrics: Metrics;
+  /** Per-IP connect rate limit; rejects with a 429 GatewayError when exceeded. */
+  admit(ip: string): Promise<void>;
+  /** The principal of a token allowed to subscribe; rejects otherwise. */
+  verify(token: string): Promise<Principal>;
+  /** Takes an authenticated slot of the instance and of `tenant` in one step, or says which cap is full. */
+  claimSlots(tenant: string): GatewayError | undefined;
+  /** Keeps the count of local subscribers per engine topic. */
+  countTopic(topic: string, delta: number): void;
+}
+
+/**
+ * One WebSocket's state machine and the timers it owns. It opens
+ * authenticating (auth deadline running, frames held while a token is
+ * verified), becomes authenticated once its token is verified and the hub
+ * gave it a slot, and ends with `closed`, which frees everything it took.
+ */
+export class Connection {
+  readonly id = randomUUID();
+  principal: Principal | undefined;
+  readonly channels = new Set<string>();
+  private peer: Peer | undefined;
+  /** From `open` until `closed`: async outcomes arriving outside that window are dropped. */
+  private live = false;
+  /** Frames that arrived while a token was being verified; replayed once it is (bounded). */
+  private framesDuringAuth: string[] | undefined;
+  private authTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Inbound frames in the current one-second window, for the per-connection message rate. */
+  private windowStart = Date.now();
+  private windowMessages = 0;
+
+  constructor(
+    readonly ip: string,
+    /** Token from the Authorization header or ?token=, verified right after open. */
+    private upgradeToken: string | undefined,
+    private readonly host: ConnectionHost,
+  ) {
+    if (upgradeToken !== undefined) this.framesDuringAuth = [];
+  }
+
+  /** The engine opened the socket; from now on frames can be sent. */
+  attach(peer: Peer): void {
+    this.peer = peer;
+  }
+
+  /** Admitted by the hub: starts the auth deadline, the connect rate check and the upgrade token's check. */
+  start(): void {
+    this.live = true;
+    this.authTimer = setTimeout(() => {
+      this.send({ type: "error", code: "unauthorized", message: "authenticate within the deadline" });
+      this.close(CLOSE.unauthorized, "authentication timeout");
+    }, this.host.limits.authTimeoutMs);
+    this.host.admit(this.ip).then(
+      () => {
+        const token = this.upgradeToken;
+        this.upgradeToken = undefined;
+        if (token !== undefined && this.live) this.authenticate(token);
+      },
+      (error) => {
+        if (!this.live) return;
+        this.send({ type: "error", code: "rate_limited", message: (error as Error).message });
+        this.close(CLOSE.tryAgainLater, "too many connections");
+      },
+    );
+  }
+
+  receive(text: string): void {
+    const waiting = this.framesDuringAuth;
+    if (waiting) {
+      const held = waiting.reduce((bytes, frame) => bytes + frame.length, text.length);
+      if (waiting.length < MAX_FRAMES_DURING_AUTH && held <= MAX_BYTES_DURING_AUTH) waiting.push(text);
+      return;
+    }
+    if (!this.withinMessageRate()) return;
+    const frame = parseClientFrame(text);
+    if ("error" in frame) {
+      this.send({ type: "error", code: "bad_frame", message: frame.error });
+      return;
+    }
+    const principal = this.principal;
+    if (!principal) {
+      if (frame.type === "auth") this.authenticate(frame.token);
+      else {
+        this.send({ type: "error", code: "unauthorized", message: "authenticate first" });
+        this.close(CLOSE.unauthorized, "unauthorized");
+      }
+      return;
+    }
+    switch (frame.type) {
+      case "auth":
+        this.send({ type: "error", code: "bad_frame", message: "already authenticated" });
+        return;
+      case "subscribe":
+        this.subscribe(principal, frame.channel, frame.since);
+        return;
+      case "unsubscribe":
+        this.unsubscribe(frame.channel);
+        this.send({ type: "unsubscribed", channel: frame.channel });
+        return;
+      case "ping":
+        this.send({ type: "pong" });
+        return;
+    }
+  }
+
+  /** The socket closed: stops the auth deadline and drops this connection's channel subscriptions. */
+  closed(): void {
+    this.live = false;
+    if (this.authTimer) clearTimeout(this.authTimer);
+    this.authTimer = undefined;
+    this.framesDuringAuth = undefined;
+    for (const channel of [...this.channels]) this.unsubscribe(channel);
+  }
+
+  /** An error frame and 1013 ("try again later"): the socket opened or authenticated past a cap. */
+  refuse(error: GatewayError): void {
+    this.send({ type: "error", code: error.code, message: error.message });
+    this.close(CLOSE.tryAgainLater, error.code);
+  }
+
+  /** `ping` frame with the last event id of each subscribed channel, so a client can detect a gap. */
+  ping(): void {
+    const principal = this.principal;
+    if (!principal) return;
+    const lastEventIds: Record<string, string | null> = {};
+    for (const channel of this.channels) {
+      lastEventIds[channel] = this.host.history.lastId(channelTopic(principal.tenant, channel)) ?? null;
+    }
+    this.send({ type: "ping", lastEventIds });
+  }
+
+  bufferedAmount(): number {
+    return this.peer?.bufferedAmount() ?? 0;
+  }
+
+  close(code: number, reason: string): void {
+    this.peer?.close(code, reason);
+  }
+
+  send(frame: Record<string, unknown>): void {
+    this.sendText(JSON.stringify(frame));
+  }
+
+  private sendText(text: string): void {
+    const metrics = this.host.metrics;
+    if ((this.peer?.send(text) ?? "dropped") === "dropped") metrics.wsMessagesDropped.inc();
+    else {
+      metrics.wsMessagesSent.inc();
+      metrics.wsBytesSent.inc(text.length);
+    }
+  }
+
+  /** Verifies a token (from the upgrade or an auth frame); success sends `connected`, failure closes 4001. */
+  private authenticate(token: string): void {
+    // Frames that arrive while the token is checked wait for the outcome instead of being refused.
+    this.framesDuringAuth ??= [];
+    this.host.verify(token).then(
+      (principal) => {
+        if (this.live) this.establish(principal);
+      },
+      (error) => {
+        if (!this.live) return;
+        const code = isGatewayError(error) ? error.code : "unauthorized";
+        this.send({ type: "error", code, message: (error as Error).message });
+        this.close(CLOSE.unauthorized, "unauthorized");
+      },
+    );
+  }
+
+  /**
+   * Takes the slots and becomes authenticated in one synchronous step, so
+   * verifications that finish in the same tick cannot all pass a cap.
+   */
+  private establish(principal: Principal): void {
+    const full = this.host.claimSlots(principal.tenant);
+    if (full) {
+      this.refuse(full);
+      return;
+    }
+    this.principal = principal;
+    if (this.authTimer) clearTimeout(this.authTimer);
+    this.authTimer = undefined;
+    this.peer?.subscribe(broadcastTopic(principal.tenant));
+    this.host.countTopic(broadcastTopic(principal.tenant), 1);
+    this.send({ type: "connected", connection: this.id });
+    const waiting = this.framesDuringAuth ?? [];
+    this.framesDuringAuth = undefined;
+    for (const text of waiting) this.receive(text);
+  }
+
+  private subscribe(principal: Principal, channel: string, since: string | undefined): void {
+    if (!CHANNEL_PATTERN.test(channel)) {
+      this.send({ type: "error", code: "bad_channel", channel, message: "invalid channel name" });
+      return;
+    }
+    if (!channelAllowed(principal, channel)) {
+      this.send({ type: "error", code: "forbidden", channel, message: "channel not allowed for this token" });
+      return;
+    }
+    const { maxSubscriptions } = this.host.limits;
+    if (!this.channels.has(channel) && this.channels.size >= maxSubscriptions) {
+      this.send({
+        type: "error",
+        code: "too_many_subscriptions",
+        channel,
+        message: `at most ${maxSubscriptions}`,
+      });
+      return;
+    }
+    const { history, metrics } = this.host;
+    const topic = channelTopic(principal.tenant, channel);
+    const replay = since === undefined ? undefined : history.after(topic, since);
+    if (replay && !replay.ok) {
+      metrics.wsResumes.inc({ result: "history_gone" });
+      this.send({
+        type: "error",
+        code: "history_gone",
+        channel,
+        message: "since is older than the kept history",
+      });
+    }
+    if (!this.channels.has(channel)) {
+      this.channels.add(channel);
+      this.peer?.subscribe(topic);
+      this.host.countTopic(topic, 1);
+      metrics.wsSubscriptions.inc();
+    }
+    this.send({ type: "subscribed", channel, lastEventId: history.lastId(topic) ?? null });
+    // Same tick as the engine subscription: no live event can slip between replay and live delivery.
+    if (replay?.ok) {
+      metrics.wsResumes.inc({ result: "served" });
+      for (const event of replay.events) this.sendText(event.frame);
+    }
+  }
+
+  private unsubscribe(channel: string): void {
+    if (!this.principal || !this.channels.delete(channel)) return;
+    const topic = channelTopic(this.principal.tenant, channel);
+    this.peer?.unsubscribe(topic);
+    this.host.countTopic(topic, -1);
+    this.host.metrics.wsSubscriptions.dec();
+  }
+
+  private withinMessageRate(): boolean {
+    const now = Date.now();
+    if (now - this.windowStart >= 1000) {
+      this.windowStart = now;
+      this.windowMessages = 0;
+    }
+    this.windowMessages++;
+    const { maxMessagesPerSec } = this.host.limits;
+    if (this.windowMessages <= maxMessagesPerSec) return true;
+    this.host.metrics.rateLimited.inc({ scope: "ws_message" });
+    if (this.windowMessages === maxMessagesPerSec + 1) {
+      this.send({ type: "error", code: "rate_limited", message: "too many messages; slow down" });
+    }
+    return false;
+  }
+}

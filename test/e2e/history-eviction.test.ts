@@ -1,0 +1,73 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { TEST_SECRET, token } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
+
+type Frame = Record<string, unknown>;
+
+async function connect(gateway: RunningGateway): Promise<TestSocket> {
+  const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
+  await socket.next((frame) => frame.type === "connected");
+  return socket;
+}
+
+describe.each(RUNTIMES)("resume after the channel history dropped a channel on %s", (runtime) => {
+  let gateway: RunningGateway;
+  let folder: string;
+  beforeAll(async () => {
+    folder = await mkdtemp(join(tmpdir(), "ws-history-"));
+    gateway = await startGateway(runtime, {
+      JWT_SECRET: TEST_SECRET,
+      LOCAL_LOG_DIR: folder,
+      HISTORY_MAX_CHANNELS: "2",
+    });
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  async function publish(channel: string, n: number): Promise<void> {
+    const response = await fetch(`${gateway.url}/v1/publish`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${await token("acme", ["publish"])}`,
+        "content-type": "application/json",
+      },
+      body: JSON.stringify({ channel, data: { n } }),
+    });
+    expect(response.status).toBe(202);
+  }
+
+  test("a since in a dropped channel is history_gone on the socket and 410 on HTTP", async () => {
+    const before = await connect(gateway);
+    before.send({ type: "subscribe", channel: "dropped" });
+    await before.next((frame) => frame.type === "subscribed");
+    await publish("dropped", 0);
+    const seen = (await before.next((frame) => frame.type === "event")) as Frame;
+    before.close();
+    await before.closed;
+
+    // Missed while away, then two other channels push "dropped" out of the history.
+    for (let n = 1; n <= 3; n++) await publish("dropped", n);
+    await publish("second", 0);
+    await publish("third", 0);
+    await Bun.sleep(200);
+
+    const after = await connect(gateway);
+    after.send({ type: "subscribe", channel: "dropped", since: seen.id });
+    expect(await after.next((frame) => frame.type === "subscribed" || frame.type === "error")).toMatchObject({
+      type: "error",
+      code: "history_gone",
+      channel: "dropped",
+    });
+    expect(await after.next()).toMatchObject({ type: "subscribed", channel: "dropped" });
+    const delta = await fetch(`${gateway.url}/v1/channels/dropped/events?since=${seen.id}`, {
+      headers: { authorization: `Bearer ${await token("acme", ["subscribe"])}` },
+    });
+    expect(delta.status).toBe(410);
+    after.close();
+  });
+});

@@ -1,0 +1,128 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { TEST_SECRET, token } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
+
+const MAX_PAYLOAD = 65536;
+
+async function connect(gateway: RunningGateway): Promise<TestSocket> {
+  const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
+  await socket.next((frame) => frame.type === "connected");
+  return socket;
+}
+
+async function live(gateway: RunningGateway): Promise<number> {
+  return (await fetch(`${gateway.url}/health/live`)).status;
+}
+
+/** Sends `frame` and waits for the error frame it earns; the socket must stay open and answer a ping. */
+async function expectBadFrame(socket: TestSocket, frame: string | Uint8Array): Promise<void> {
+  socket.socket.send(frame);
+  expect(await socket.next()).toMatchObject({ type: "error", code: "bad_frame" });
+  socket.send({ type: "ping" });
+  expect(await socket.next()).toEqual({ type: "pong" });
+}
+
+describe.each(RUNTIMES)("hostile WebSocket input on %s", (runtime) => {
+  let gateway: RunningGateway;
+  let folder: string;
+  let bystander: TestSocket;
+
+  beforeAll(async () => {
+    folder = await mkdtemp(join(tmpdir(), "ws-hostile-"));
+    gateway = await startGateway(runtime, {
+      JWT_SECRET: TEST_SECRET,
+      LOCAL_LOG_DIR: folder,
+      WS_MAX_PAYLOAD_BYTES: String(MAX_PAYLOAD),
+      WS_CONNECTS_PER_SEC_PER_IP: "100000",
+    });
+    bystander = await connect(gateway);
+  });
+  afterAll(async () => {
+    // Whatever was sent, the bystander kept working and nothing escaped as an uncaught error.
+    bystander.send({ type: "ping" });
+    expect(await bystander.next()).toEqual({ type: "pong" });
+    expect(await live(gateway)).toBe(200);
+    expect(gateway.logs.filter((entry) => String(entry.msg).startsWith("uncaught"))).toEqual([]);
+    bystander.close();
+    await gateway.stop("SIGKILL");
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  test("an oversized frame closes that socket and no other", async () => {
+    const attacker = await connect(gateway);
+    attacker.send(JSON.stringify({ type: "ping", padding: "x".repeat(MAX_PAYLOAD) }));
+    // Bun sends close 1009; uWebSockets.js (Node) drops the connection without a close frame (1006).
+    expect(runtime === "bun" ? [1009] : [1006, 1009]).toContain((await attacker.closed).code);
+    bystander.send({ type: "ping" });
+    expect(await bystander.next()).toEqual({ type: "pong" });
+    expect(await live(gateway)).toBe(200);
+  });
+
+  test("binary frames get bad_frame, the socket stays open", async () => {
+    const socket = await connect(gateway);
+    await expectBadFrame(socket, new Uint8Array([0xff, 0x00, 0xfe, 0x81]));
+    await expectBadFrame(socket, new Uint8Array(1000));
+    socket.close();
+  });
+
+  test("garbage and non-JSON text frames get bad_frame", async () => {
+    const socket = await connect(gateway);
+    const garbage = [
+      "",
+      "not json",
+      "{",
+      "\u0000\u0001",
+      "null",
+      "1e999999",
+      '"subscribe"',
+      "[]",
+      '{"type":"subscribe","channel":{"$gt":""}}',
+      '{"type":"auth"}',
+      '{"type":{"nested":true}}',
+      `{"type":"${"x".repeat(10_000)}"}`,
+      '{"__proto__":{"type":"ping"}}',
+    ];
+    for (const frame of garbage) await expectBadFrame(socket, frame);
+    socket.close();
+  });
+
+  test("20,000 levels of nesting get bad_frame cheaply, without stalling anyone", async () => {
+    const socket = await connect(gateway);
+    const deep = [
+      "[".repeat(20_000),
+      `${"[".repeat(20_000)}${"]".repeat(20_000)}`,
+      `{"type":${"[".repeat(20_000)}${"]".repeat(20_000)}}`,
+      `{"type":"subscribe","channel":"x","since":${'{"a":'.repeat(10_000)}1${"}".repeat(10_000)}}`,
+    ];
+    for (const frame of deep) {
+      const started = performance.now();
+      await expectBadFrame(socket, frame);
+      expect(performance.now() - started).toBeLessThan(100);
+    }
+    // A burst of them while a probe runs: the event loop keeps answering.
+    const burst = `{"type":${"[".repeat(30_000)}${"]".repeat(30_000)}}`;
+    for (let i = 0; i < 20; i++) socket.socket.send(burst);
+    const probeStarted = performance.now();
+    expect(await live(gateway)).toBe(200);
+    expect(performance.now() - probeStarted).toBeLessThan(250);
+    for (let i = 0; i < 20; i++) {
+      expect(await socket.next()).toMatchObject({ type: "error", code: "bad_frame" });
+    }
+    socket.close();
+  });
+
+  test("hostile frames before authentication get bad_frame too, and auth still works after", async () => {
+    const socket = new TestSocket(gateway.wsUrl);
+    await socket.opened();
+    for (const frame of ["[".repeat(20_000), "nope", new Uint8Array([0xff])]) {
+      socket.socket.send(frame);
+      expect(await socket.next()).toMatchObject({ type: "error", code: "bad_frame" });
+    }
+    socket.send({ type: "auth", token: await token("acme", ["subscribe"]) });
+    expect(await socket.next((frame) => frame.type === "connected")).toMatchObject({ type: "connected" });
+    socket.close();
+  });
+});

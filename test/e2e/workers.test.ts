@@ -1,0 +1,91 @@
+import { describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(20);
+  }
+}
+
+const listening = (gateway: RunningGateway) => gateway.logs.filter((entry) => entry.msg === "listening");
+
+/** Resolves with the exit code, or "still running" after `ms`. */
+function exitWithin(gateway: RunningGateway, ms: number): Promise<number | "still running"> {
+  return Promise.race([gateway.process.exited, Bun.sleep(ms).then(() => "still running" as const)]);
+}
+
+describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
+  async function supervise(): Promise<{ gateway: RunningGateway; cleanup: () => Promise<void> }> {
+    const folder = await mkdtemp(join(tmpdir(), "workers-"));
+    const gateway = await startGateway(runtime, {
+      WORKERS: "2",
+      PORT: String(await freePort()),
+      LOCAL_LOG_DIR: folder,
+      // A worker's drain outlasts the supervisor's 1 s restart delay.
+      DRAIN_DELAY_MS: "1500",
+      DRAIN_TIMEOUT_MS: "5000",
+    });
+    await until(() => listening(gateway).length === 2, 20_000, "two workers listening");
+    return {
+      gateway,
+      cleanup: async () => {
+        // A worker left behind by a failed run loses its IPC channel with the supervisor and drains.
+        await gateway.stop("SIGKILL");
+        await rm(folder, { recursive: true, force: true });
+      },
+    };
+  }
+
+  test("SIGTERM within the restart delay of a dead worker: no respawn, exit 0 once the other drained", async () => {
+    const { gateway, cleanup } = await supervise();
+    try {
+      process.kill(listening(gateway)[0]?.pid as number, "SIGKILL");
+      await until(
+        () => gateway.logs.some((entry) => entry.msg === "worker died; restarting it"),
+        5000,
+        "the supervisor to notice",
+      );
+      gateway.process.kill("SIGTERM");
+      expect(await exitWithin(gateway, 6000)).toBe(0);
+      await Bun.sleep(1200);
+      expect(listening(gateway).length).toBe(2);
+    } finally {
+      await cleanup();
+    }
+  }, 30_000);
+
+  test("SIGTERM while every worker is dead and waiting for its restart: exit 0 at once", async () => {
+    const { gateway, cleanup } = await supervise();
+    try {
+      for (const entry of listening(gateway)) process.kill(entry.pid as number, "SIGKILL");
+      await until(
+        () => gateway.logs.filter((entry) => entry.msg === "worker died; restarting it").length === 2,
+        5000,
+        "the supervisor to notice both",
+      );
+      // With no worker left, the supervisor waits for the restarts instead of ending on its own.
+      expect(await exitWithin(gateway, 200)).toBe("still running");
+      gateway.process.kill("SIGTERM");
+      expect(await exitWithin(gateway, 3000)).toBe(0);
+      await Bun.sleep(1200);
+      expect(listening(gateway).length).toBe(2);
+    } finally {
+      await cleanup();
+    }
+  }, 30_000);
+});

@@ -1,0 +1,125 @@
+import { expect, test } from "bun:test";
+import pino from "pino";
+import { GatewayError } from "../../src/errors/errors.ts";
+import { CorsPolicy } from "../../src/http/cors.ts";
+import { type Route, Router } from "../../src/http/router.ts";
+import { createMetrics } from "../../src/metrics/metrics.ts";
+import type { HttpRequest, WsHandlers } from "../../src/transport/types.ts";
+
+function request(method: string, path: string, headers: Record<string, string> = {}): HttpRequest {
+  return {
+    method,
+    path,
+    query: new URLSearchParams(),
+    header: (name) => headers[name],
+    remoteAddress: "127.0.0.1",
+    body: async () => new Uint8Array(0),
+  };
+}
+
+/** A router over `routes` whose log lines are kept for assertions. */
+function routerFor(routes: Route[], cors?: CorsPolicy) {
+  const lines: Array<Record<string, unknown>> = [];
+  const log = pino({ level: "debug" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  const metrics = createMetrics("test", "0");
+  return { router: new Router(routes, metrics, log, cors), lines, metrics };
+}
+
+async function counted(metrics: ReturnType<typeof createMetrics>): Promise<string> {
+  return metrics.registry.metrics();
+}
+
+const channelRoute: Route = {
+  method: "GET",
+  path: "/v1/channels/{channel}/events",
+  handler: (_request, params) => ({ status: 200, body: params.channel ?? "" }),
+};
+
+test("path parameters are percent-decoded", async () => {
+  const { router } = routerFor([channelRoute]);
+  const reply = await router.handle(request("GET", "/v1/channels/a%3Ab/events"));
+  expect(reply.status).toBe(200);
+  expect(reply.body).toBe("a:b");
+});
+
+test("a bad percent-encoding in a path is a 400, not a 500 with a stack in the log", async () => {
+  const { router, lines } = routerFor([channelRoute]);
+  const reply = await router.handle(request("GET", "/v1/channels/%E0%A4%A/events"));
+  expect(reply.status).toBe(400);
+  expect(JSON.parse(String(reply.body)).error).toBe("bad_request");
+  expect(lines.filter((line) => (line.level as number) >= 50)).toEqual([]);
+});
+
+test("a client that goes away mid-body is a 499 logged at debug, never a 500", async () => {
+  const { router, lines, metrics } = routerFor([
+    {
+      method: "POST",
+      path: "/v1/events",
+      handler: () => {
+        throw new GatewayError("client_closed_request", "client closed the connection");
+      },
+    },
+  ]);
+  const reply = await router.handle(request("POST", "/v1/events"));
+  expect(reply.status).toBe(499);
+  expect(lines.filter((line) => (line.level as number) >= 40)).toEqual([]);
+  expect(lines.some((line) => line.level === 20 && line.code === "client_closed_request")).toBe(true);
+  const text = await counted(metrics);
+  expect(text).toContain('gateway_http_requests_total{route="/v1/events",method="POST",status="499"} 1');
+  expect(text).not.toContain('status="500"');
+});
+
+const publishRoute: Route = {
+  method: "POST",
+  path: "/v1/publish",
+  handler: () => ({ status: 202, body: "" }),
+};
+
+test("preflights are answered only with CORS configured, and only for an allowed origin", async () => {
+  const preflight = (origin: string) =>
+    request("OPTIONS", "/v1/publish", { origin, "access-control-request-method": "POST" });
+  const withoutCors = routerFor([publishRoute]).router;
+  expect((await withoutCors.handle(preflight("https://app.example.com"))).status).toBe(405);
+  const { router } = routerFor([publishRoute], new CorsPolicy(["https://app.example.com"]));
+  const allowed = await router.handle(preflight("https://app.example.com"));
+  expect(allowed.status).toBe(204);
+  expect(allowed.headers?.["access-control-allow-origin"]).toBe("https://app.example.com");
+  expect(allowed.headers?.["access-control-allow-methods"]).toBe("POST");
+  const refused = await router.handle(preflight("https://evil.example.net"));
+  expect(refused.status).toBe(403);
+  expect(refused.headers?.["access-control-allow-origin"]).toBeUndefined();
+});
+
+test("guarded upgrades: a foreign browser origin is a 403 before the hub is asked; refusals carry the policy headers", async () => {
+  const asked: string[] = [];
+  const handlers: WsHandlers<string> = {
+    upgrade: async (upgradeRequest) => {
+      asked.push(upgradeRequest.header("origin") ?? "none");
+      return upgradeRequest.header("authorization")
+        ? { accept: true, state: "ok" }
+        : { accept: false, reply: { status: 503, body: "" } };
+    },
+    open: () => {},
+    message: () => {},
+    drain: () => {},
+    close: () => {},
+  };
+  const { router } = routerFor([], new CorsPolicy(["https://app.example.com"]));
+  const guarded = router.guardUpgrades(handlers);
+  const foreign = await guarded.upgrade(request("GET", "/v1/ws", { origin: "https://evil.example.net" }));
+  expect(foreign.accept).toBe(false);
+  if (!foreign.accept) expect(foreign.reply.status).toBe(403);
+  expect(asked).toEqual([]);
+  const allowed = await guarded.upgrade(
+    request("GET", "/v1/ws", { origin: "https://app.example.com", authorization: "Bearer t" }),
+  );
+  expect(allowed).toEqual({ accept: true, state: "ok" });
+  const noOrigin = await guarded.upgrade(request("GET", "/v1/ws"));
+  expect(noOrigin.accept).toBe(false);
+  if (!noOrigin.accept) {
+    expect(noOrigin.reply.status).toBe(503);
+    expect(noOrigin.reply.headers?.["x-content-type-options"]).toBe("nosniff");
+    expect(noOrigin.reply.headers?.["cache-control"]).toBe("no-store");
+  }
+  expect(asked).toEqual(["https://app.example.com", "none"]);
+});

@@ -1,0 +1,176 @@
+import { describe, expect, test } from "bun:test";
+import type { Authenticator } from "../../src/auth/authenticator.ts";
+import type { Principal } from "../../src/auth/principal.ts";
+import { ChannelHistory } from "../../src/fanout/history.ts";
+import { createLogger } from "../../src/log/logger.ts";
+import { createMetrics } from "../../src/metrics/metrics.ts";
+import type { HttpRequest, SendResult, WsPeer } from "../../src/transport/types.ts";
+import { type ConnectionState, WsHub, type WsHubOptions } from "../../src/ws/hub.ts";
+
+/** A peer as an engine would hand it over; `close` reports back to the hub like the engine's close event. */
+class FakePeer implements WsPeer<ConnectionState> {
+  readonly frames: Array<Record<string, unknown>> = [];
+  closedWith: number | undefined;
+  constructor(
+    readonly state: ConnectionState,
+    private readonly hub: WsHub,
+  ) {}
+  send(text: string): SendResult {
+    this.frames.push(JSON.parse(text));
+    return "sent";
+  }
+  subscribe(): void {}
+  unsubscribe(): void {}
+  bufferedAmount(): number {
+    return 0;
+  }
+  close(code: number): void {
+    if (this.closedWith !== undefined) return;
+    this.closedWith = code;
+    this.hub.close(this, code);
+  }
+  get connected(): boolean {
+    return this.frames.some((frame) => frame.type === "connected");
+  }
+}
+
+function request(token?: string): HttpRequest {
+  return {
+    method: "GET",
+    path: "/v1/ws",
+    query: new URLSearchParams(token ? { token } : {}),
+    header: () => undefined,
+    remoteAddress: "127.0.0.1",
+    body: async () => new Uint8Array(0),
+  };
+}
+
+/** Every verification waits for `release()`, so the test decides which ones finish in the same tick. */
+function gatedAuthenticator() {
+  let release: () => void = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const authenticator: Authenticator = {
+    verify: async (token) => {
+      await gate;
+      const [tenant] = token.split(":");
+      const principal: Principal = {
+        subject: token,
+        tenant: tenant as string,
+        scopes: new Set(["subscribe"]),
+        channels: undefined,
+        expiresAt: Date.now() + 60_000,
+      };
+      return principal;
+    },
+  };
+  return { authenticator, release };
+}
+
+function hub(options: Partial<WsHubOptions>, authenticator: Authenticator): WsHub {
+  return new WsHub(
+    {
+      runtime: "test",
+      pingIntervalMs: 60_000,
+      authTimeoutMs: 60_000,
+      backpressureBytes: 1 << 20,
+      maxConnections: 100,
+      maxUnauthenticated: 100,
+      maxConnectionsPerTenant: 100,
+      maxSubscriptions: 10,
+      maxMessagesPerSec: 100,
+      ...options,
+    },
+    {
+      authenticator,
+      history: new ChannelHistory({ eventsPerChannel: 10, bytesPerChannel: 10_000, channels: 10 }),
+      metrics: createMetrics("test", "0"),
+      log: createLogger("silent", {}),
+      admitConnection: async () => {},
+    },
+  );
+}
+
+async function openPeer(target: WsHub, token?: string): Promise<FakePeer | number> {
+  const decision = await target.upgrade(request(token));
+  if (!decision.accept) return decision.reply.status;
+  const peer = new FakePeer(decision.state, target);
+  target.open(peer);
+  return peer;
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 10));
+
+describe("WsHub connection caps", () => {
+  test("per tenant: 10 verifications finishing in the same tick connect exactly the cap", async () => {
+    const { authenticator, release } = gatedAuthenticator();
+    const target = hub({ maxConnectionsPerTenant: 2 }, authenticator);
+    const peers = (await Promise.all(
+      Array.from({ length: 10 }, () => openPeer(target, "acme:x")),
+    )) as FakePeer[];
+    release();
+    await settle();
+    expect(peers.filter((peer) => peer.connected).length).toBe(2);
+    const refused = peers.filter((peer) => !peer.connected);
+    expect(refused.map((peer) => peer.closedWith)).toEqual(Array(8).fill(1013));
+    expect(refused[0]?.frames[0]).toMatchObject({ type: "error", code: "rate_limited" });
+    // A slot freed by a close is usable again.
+    peers.find((peer) => peer.connected)?.close(1000);
+    const again = (await openPeer(target, "acme:y")) as FakePeer;
+    await settle();
+    expect(again.connected).toBe(true);
+  });
+
+  test("per instance: authenticated sockets count against WS_MAX_CONNECTIONS, checked when they authenticate", async () => {
+    const { authenticator, release } = gatedAuthenticator();
+    const target = hub({ maxConnections: 2, maxUnauthenticated: 20 }, authenticator);
+    const peers = (await Promise.all(
+      Array.from({ length: 10 }, (_, i) => openPeer(target, `t${i}:x`)),
+    )) as FakePeer[];
+    release();
+    await settle();
+    expect(peers.filter((peer) => peer.connected).length).toBe(2);
+    expect(peers.filter((peer) => !peer.connected).map((peer) => peer.closedWith)).toEqual(
+      Array(8).fill(1013),
+    );
+    // Full: the upgrade itself is refused.
+    expect(await openPeer(target, "t9:x")).toBe(503);
+  });
+
+  test("pending sockets have their own cap and never take an authenticated slot", async () => {
+    const { authenticator, release } = gatedAuthenticator();
+    release();
+    const target = hub({ maxConnections: 2, maxUnauthenticated: 3 }, authenticator);
+    const idle = await Promise.all([openPeer(target), openPeer(target), openPeer(target)]);
+    expect(idle.every((peer) => peer instanceof FakePeer)).toBe(true);
+    const refused = await target.upgrade(request());
+    expect(refused.accept === false && refused.reply).toMatchObject({
+      status: 503,
+      headers: { "retry-after": expect.any(String) },
+    });
+    (idle[0] as FakePeer).close(1000);
+    const first = (await openPeer(target, "acme:x")) as FakePeer;
+    await settle();
+    const second = (await openPeer(target, "acme:y")) as FakePeer;
+    await settle();
+    expect(first.connected && second.connected).toBe(true);
+  });
+});
+
+describe("WsHub frames sent while the token is verified", () => {
+  test("are held up to 16 KiB and served once it is", async () => {
+    const { authenticator, release } = gatedAuthenticator();
+    const target = hub({}, authenticator);
+    const peer = (await openPeer(target, "acme:x")) as FakePeer;
+    const frame = (i: number) =>
+      JSON.stringify({ type: "subscribe", channel: `c${i}`, pad: "x".repeat(2000) });
+    expect(frame(0).length).toBe(2044);
+    for (let i = 0; i < 10; i++) target.message(peer, frame(i));
+    release();
+    await settle();
+    expect(peer.frames.filter((f) => f.type === "subscribed").map((f) => f.channel)).toEqual(
+      Array.from({ length: 8 }, (_, i) => `c${i}`),
+    );
+  });
+});
