@@ -365,7 +365,12 @@ export class EventClient {
       "content-type": "application/x-ndjson",
     };
     if (gzip) headers["content-encoding"] = "gzip";
-    const init: RequestInit = { method: "POST", headers, body: body as RequestInit["body"], signal: this.abort.signal };
+    const init: RequestInit = {
+      method: "POST",
+      headers,
+      body: body as RequestInit["body"],
+      signal: this.abort.signal,
+    };
     if (!keepalive) return this.fetch(this.endpoint, init);
     this.keepaliveBytes += size;
     const sent = this.fetch(this.endpoint, { ...init, keepalive: true });
