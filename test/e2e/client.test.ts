@@ -10,6 +10,7 @@ import {
   type SubscriberEvents,
   type WebSocketConstructor,
 } from "../../clients/typescript/src/index.js";
+import { createTopic, services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
 import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 
@@ -382,4 +383,69 @@ describe.each(RUNTIMES)("TypeScript client across a drain and a restart on %s", 
       subscriber.close();
     },
   );
+});
+
+describe.each(RUNTIMES)("TypeScript client resuming across a restart with Kafka on %s", (runtime) => {
+  const running: RunningGateway[] = [];
+  afterAll(async () => {
+    await Promise.all(running.map((gateway) => gateway.stop("SIGKILL")));
+  });
+
+  test("events published while the subscriber was away are replayed from the new process, once, in order", async () => {
+    const env = {
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: await createTopic(`client-events-${runtime}`),
+      KAFKA_FANOUT_TOPIC: await createTopic(`client-fanout-${runtime}`),
+    };
+    const first = await startGateway(runtime, env);
+    running.push(first);
+    // Connections go where `target` says; undefined sends them to a closed port (the subscriber is "away").
+    let target: string | undefined = first.wsUrl;
+    const Routed = class extends WebSocket {
+      constructor(_url: string) {
+        super(target ?? "ws://127.0.0.1:9/v1/ws");
+      }
+    } as unknown as WebSocketConstructor;
+    const subscriber = new Subscriber({
+      url: first.url,
+      token: () => token("acme", ["subscribe"]),
+      channels: ["orders"],
+      reconnect: { initialDelayMs: 100, maxDelayMs: 400 },
+      WebSocket: Routed,
+    });
+    const recorder = new Recorder(subscriber);
+    await recorder.next("connected");
+    await recorder.next("subscribed");
+    await publish(first, "acme", "orders", { n: 1 });
+    const seen = (await recorder.next("event")).payload;
+
+    target = undefined;
+    await first.stop("SIGTERM");
+    await recorder.next("disconnected");
+    const second = await startGateway(runtime, env);
+    running.push(second);
+    for (const n of [2, 3, 4]) await publish(second, "acme", "orders", { n });
+    // Wait until the new process holds them in its history (it reads the fan-out topic from its start).
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const delta = await fetch(`${second.url}/v1/channels/orders/events?since=${seen.id}`, {
+        headers: { authorization: `Bearer ${await token("acme", ["subscribe"])}` },
+      });
+      expect(delta.status).toBe(200);
+      if (((await delta.json()) as { events: unknown[] }).events.length === 3) break;
+      if (Date.now() > deadline) throw new Error("the new process never held the missed events");
+      await Bun.sleep(100);
+    }
+
+    target = second.wsUrl;
+    await recorder.next("connected", () => true, 10_000);
+    const replayed = [];
+    for (let i = 0; i < 3; i++) replayed.push((await recorder.next("event")).payload);
+    expect(replayed.map((event) => event.data)).toEqual([{ n: 2 }, { n: 3 }, { n: 4 }]);
+    expect(replayed[0]?.id.split("-")[0]).toBe(seen.id.split("-")[0]);
+    await publish(second, "acme", "orders", { n: 5 });
+    expect((await recorder.next("event")).payload.data).toEqual({ n: 5 });
+    expect(recorder.seen.filter((entry) => entry.type === "gap" || entry.type === "event")).toEqual([]);
+    subscriber.close();
+  });
 });
