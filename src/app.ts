@@ -17,7 +17,7 @@ import type { EventRecord } from "./ingest/record.ts";
 import { kafkaConnectionOptions } from "./kafka/client-options.ts";
 import type { DrainStep } from "./lifecycle/lifecycle.ts";
 import { startWithRetry } from "./lifecycle/retry.ts";
-import { sleep } from "./lifecycle/time.ts";
+import { msUntil, sleep, withDeadline } from "./lifecycle/time.ts";
 import { WORKER_ENV } from "./lifecycle/workers.ts";
 import type { Logger } from "./log/logger.ts";
 import { createMetrics } from "./metrics/metrics.ts";
@@ -27,6 +27,7 @@ import { TenantQuotas } from "./ratelimit/tenant-quotas.ts";
 import { DeliveryQueue } from "./sink/delivery-queue.ts";
 import { KafkaWriter } from "./sink/kafka-writer.ts";
 import { LocalLogWriter } from "./sink/local-log-writer.ts";
+import { batchBytesLimit } from "./sink/record-size.ts";
 import type { SinkWriter } from "./sink/types.ts";
 import type { GatewayApp, HttpRequest, RunningServer } from "./transport/types.ts";
 import { createSchemaRegistry } from "./validation/registry.ts";
@@ -141,12 +142,8 @@ export async function createGateway({
         ts: Date.now(),
       }));
     if (messages.length === 0) return;
-    // Live fan-out is best effort: the records themselves are already queued for the events topic.
-    try {
-      bus.publish(messages).catch(() => {});
-    } catch (error) {
-      log.debug({ err: error }, "fan-out of ingested records skipped");
-    }
+    // Live fan-out is best effort: the records themselves are already in the events topic.
+    bus.publish(messages).catch((error) => log.debug({ err: error }, "fan-out of ingested records skipped"));
   };
 
   const router = new Router(
@@ -196,37 +193,48 @@ export async function createGateway({
       hub.attach((topic, frame) => server.publish(topic, frame));
       fanout.attach(hub);
     },
-    drainSteps: (server) => {
-      const startedAt = Date.now();
-      const remaining = () => Math.max(100, config.drainTimeoutMs - (Date.now() - startedAt) - 500);
-      return [
-        {
-          name: "mark unhealthy",
-          run: () => {
-            health.set("draining", true);
-            metrics.draining.set(1);
-          },
+    drainSteps: (server) => [
+      {
+        name: "mark unhealthy",
+        run: () => {
+          health.set("draining", true);
+          metrics.draining.set(1);
         },
-        { name: "wait for the load balancer", run: () => sleep(config.drainDelayMs) },
-        { name: "stop listening", run: () => server.stopListening() },
-        { name: "disconnect websockets", run: () => hub.disconnectAll(Math.min(2000, remaining() / 4)) },
-        // Exiting with unread bytes on a socket makes the kernel reset it, and the client then loses the close frame.
-        { name: "let close handshakes finish", run: () => sleep(Math.min(500, remaining() / 8)) },
-        { name: "finish in-flight requests", run: () => router.whenIdle() },
-        { name: "flush the queue", run: () => queue.close(remaining()) },
-        {
-          name: "release resources",
-          run: async () => {
-            hub.stop();
-            schemas.stop();
-            busStarter.stop();
-            quotas?.stop();
-            await Promise.allSettled([bus.close(), limits.close()]);
-            log.info({ sink: writer.kind }, "resources released");
-          },
+      },
+      { name: "wait for the load balancer", run: () => sleep(config.drainDelayMs) },
+      { name: "stop listening", run: () => server.stopListening() },
+      {
+        name: "disconnect websockets",
+        run: (deadline) => hub.disconnectAll(Math.min(2000, msUntil(deadline) / 4)),
+      },
+      // Exiting with unread bytes on a socket makes the kernel reset it, and the client then loses the close frame.
+      {
+        name: "let close handshakes finish",
+        run: (deadline) => sleep(Math.min(500, msUntil(deadline) / 8)),
+      },
+      {
+        name: "finish in-flight requests",
+        // Bounded, so the flush still runs and reports what it could not deliver.
+        run: (deadline) =>
+          withDeadline(
+            router.whenIdle(),
+            msUntil(deadline),
+            () => new Error("requests still in flight at the drain deadline"),
+          ),
+      },
+      { name: "flush the queue", run: (deadline) => queue.close(msUntil(deadline)) },
+      {
+        name: "release resources",
+        run: async () => {
+          hub.stop();
+          schemas.stop();
+          busStarter.stop();
+          quotas?.stop();
+          await Promise.allSettled([bus.close(), limits.close()]);
+          log.info({ sink: writer.kind }, "resources released");
         },
-      ];
-    },
+      },
+    ],
   };
 }
 
@@ -239,6 +247,7 @@ async function createSink(
   const queueOptions = {
     lingerMs: config.kafka.lingerMs,
     batchBytes: config.kafka.batchBytes,
+    maxBatchBytes: batchBytesLimit(config.kafka.maxMessageBytes, config.kafka.compression !== "none"),
     maxRecords: config.kafka.queueMaxRecords,
     maxBytes: config.kafka.queueMaxBytes,
     unhealthyAfterMs: config.kafka.unhealthyAfterMs,
@@ -247,6 +256,7 @@ async function createSink(
     writeTimeoutMs: config.kafka.writeTimeoutMs,
     retryBaseMs: 100,
     retryMaxMs: 3000,
+    deadLetterTopic: config.kafka.dlqTopic,
   };
   if (!config.kafka.brokers) {
     // Each worker process appends to a log of its own.

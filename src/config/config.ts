@@ -50,6 +50,7 @@ export interface Config {
     compression: (typeof COMPRESSIONS)[number];
     lingerMs: number;
     batchBytes: number;
+    maxMessageBytes: number;
     maxInFlight: number;
     queueMaxRecords: number;
     queueMaxBytes: number;
@@ -189,6 +190,8 @@ export function loadConfig(env: Env = process.env): Config {
       compression: read("KAFKA_COMPRESSION", oneOf(COMPRESSIONS), "lz4"),
       lingerMs: read("KAFKA_LINGER_MS", integer(0, 60_000), 0),
       batchBytes: read("KAFKA_BATCH_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
+      // Kafka's and MSK's default message.max.bytes: every batch is cut to fit it.
+      maxMessageBytes: read("KAFKA_MAX_MESSAGE_BYTES", integer(4096, 64 * 1024 * 1024), 1024 * 1024),
       maxInFlight: read("KAFKA_MAX_IN_FLIGHT", integer(1, 5), 1),
       queueMaxRecords: read("KAFKA_QUEUE_MAX_RECORDS", integer(1, 100_000_000), 200_000),
       queueMaxBytes: read("KAFKA_QUEUE_MAX_BYTES", integer(1024, 16 * 1024 * 1024 * 1024), 256 * 1024 * 1024),

@@ -13,8 +13,10 @@ export const ERROR_STATUS = {
   method_not_allowed: 405,
   history_gone: 410,
   payload_too_large: 413,
+  record_too_large: 413,
   unsupported_media_type: 415,
   all_rejected: 422,
+  record_refused: 422,
   rate_limited: 429,
   /** The client went away before its request was read (nginx's 499): not a server fault. */
   client_closed_request: 499,

@@ -59,7 +59,10 @@ export class KafkaFanoutBus implements FanoutBus {
   }
 
   publish(messages: FanoutMessage[]): Promise<void> {
-    return this.queue.enqueue(messages.map((message) => toFanoutRecord(this.topic, message)));
+    return this.queue.enqueue(
+      messages.map((message) => toFanoutRecord(this.topic, message)),
+      "acknowledged",
+    );
   }
 
   async close(): Promise<void> {

@@ -82,6 +82,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
 
       const receivedAt = new Date().toISOString();
       const accepted: EventRecord[] = [];
+      const messages: SinkMessage[] = [];
       const errors: RecordError[] = [];
       const rejectedRaw: Array<{ raw: unknown; reason: string }> = [];
       rawRecords.forEach((raw, index) => {
@@ -94,15 +95,28 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
                 ? "invalid_record"
                 : "malformed_json") as RejectReason,
             };
-        const refusal = result.ok ? channelRefusal(principal, result.record.channel) : undefined;
-        if (result.ok && refusal === undefined) {
-          accepted.push(result.record);
-          return;
+        let refusal: { reason: string; category: RejectReason };
+        if (!result.ok) refusal = result;
+        else {
+          const channelProblem = channelRefusal(principal, result.record.channel);
+          const message = toSinkMessage(options.topic, result.record);
+          if (channelProblem !== undefined)
+            refusal = { reason: channelProblem, category: "forbidden_channel" };
+          else if (!deps.queue.fits(message)) {
+            refusal = {
+              reason: `record too large for Kafka: at most ${deps.queue.maxRecordBytes} bytes`,
+              category: "too_large",
+            };
+          } else {
+            accepted.push(result.record);
+            messages.push(message);
+            return;
+          }
         }
-        const reason = result.ok ? (refusal as string) : result.reason;
-        errors.push({ index, reason });
-        deps.metrics.eventsRejected.inc({ reason: result.ok ? "forbidden_channel" : result.category });
-        if (options.dlqTopic) rejectedRaw.push({ raw: raw.ok ? raw.value : undefined, reason });
+        errors.push({ index, reason: refusal.reason });
+        deps.metrics.eventsRejected.inc({ reason: refusal.category });
+        if (options.dlqTopic)
+          rejectedRaw.push({ raw: raw.ok ? raw.value : undefined, reason: refusal.reason });
       });
       if (options.dlqTopic && rejectedRaw.length > 0)
         sendToDeadLetters(options.dlqTopic, principal, rejectedRaw, deps);
@@ -110,26 +124,25 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       const body = { accepted: accepted.length, rejected: errors.length, errors };
       if (accepted.length === 0) return json(422, body, rateLimitHeaders);
 
-      const acknowledged = deps.queue.enqueue(accepted.map((record) => toSinkMessage(options.topic, record)));
+      const ackNone = request.query.get("ack") === "none";
+      // With ?ack=none the caller chose speed over confirmation; the queue still retries until delivered.
+      const delivered = deps.queue.enqueue(messages, ackNone ? "queued" : "acknowledged");
+      if (ackNone) await delivered;
+      else
+        await withDeadline(
+          delivered,
+          options.ackTimeoutMs,
+          () =>
+            new GatewayError(
+              "unavailable",
+              "Kafka did not acknowledge in time; the records may still be delivered",
+              {
+                "retry-after": "5",
+              },
+            ),
+        );
       deps.metrics.eventsAccepted.inc(accepted.length);
       deps.fanOut(accepted);
-      if (request.query.get("ack") === "none") {
-        // The caller chose speed over confirmation; the queue still retries until delivered.
-        acknowledged.catch(() => {});
-        return json(202, body, rateLimitHeaders);
-      }
-      await withDeadline(
-        acknowledged,
-        options.ackTimeoutMs,
-        () =>
-          new GatewayError(
-            "unavailable",
-            "Kafka did not acknowledge in time; the records may still be delivered",
-            {
-              "retry-after": "5",
-            },
-          ),
-      );
       return json(202, body, rateLimitHeaders);
     },
   };
@@ -149,9 +162,6 @@ function sendToDeadLetters(
     value: JSON.stringify({ tenant: principal.tenant, reason, rejectedAt, record: raw ?? null }),
     headers: { tenant: principal.tenant, "content-type": "application/json" },
   }));
-  try {
-    deps.queue.enqueue(messages).catch(() => {});
-  } catch {
-    // A full queue drops dead letters first: they are diagnostics, not data.
-  }
+  // A full queue drops dead letters first: they are diagnostics, not data.
+  deps.queue.enqueue(messages, "queued").catch(() => {});
 }

@@ -32,7 +32,8 @@ export type RejectReason =
   | "invalid_record"
   | "unknown_type"
   | "schema"
-  | "forbidden_channel";
+  | "forbidden_channel"
+  | "too_large";
 
 export type Normalized =
   | { ok: true; record: EventRecord }

@@ -2,7 +2,11 @@ import type { Logger } from "../log/logger.ts";
 
 export interface DrainStep {
   name: string;
-  run: () => Promise<void> | void;
+  /**
+   * `deadline` (epoch ms) is when the drain's budget, counted from the signal,
+   * runs out for the steps: each step gets what the earlier ones left.
+   */
+  run: (deadline: number) => Promise<void> | void;
 }
 
 export interface LifecycleOptions {
@@ -13,10 +17,15 @@ export interface LifecycleOptions {
   exit: (code: number) => void;
 }
 
+/** Kept back from the steps' deadline so the process still exits before the hard deadline. */
+const EXIT_RESERVE_MS = 500;
+
 /**
- * Graceful shutdown. The first SIGTERM/SIGINT runs the drain steps in order
- * and exits 0; if they overrun DRAIN_TIMEOUT_MS the process exits 1; a second
- * signal exits 1 at once.
+ * Graceful shutdown. The first SIGTERM/SIGINT starts the drain clock and runs
+ * the drain steps in order, each with the same deadline; a step that fails is
+ * logged and the next ones still run. The process exits 0 when every step
+ * succeeded, 1 when one failed (say, records left undelivered) or the drain
+ * overran DRAIN_TIMEOUT_MS; a second signal exits 1 at once.
  */
 export class Lifecycle {
   private draining = false;
@@ -30,37 +39,40 @@ export class Lifecycle {
   }
 
   onSignal(signal: string): void {
-    const { log, exit } = this.options;
+    const { log, exit, drainTimeoutMs } = this.options;
     if (this.draining) {
       log.warn({ signal }, "second signal: exiting now");
       exit(1);
       return;
     }
     this.draining = true;
-    log.info({ signal, drainTimeoutMs: this.options.drainTimeoutMs }, "drain started");
-    const deadline = setTimeout(() => {
-      log.error({ drainTimeoutMs: this.options.drainTimeoutMs }, "drain timed out: exiting");
+    const deadline = Date.now() + drainTimeoutMs - Math.min(EXIT_RESERVE_MS, drainTimeoutMs / 10);
+    log.info({ signal, drainTimeoutMs }, "drain started");
+    const hardDeadline = setTimeout(() => {
+      log.error({ drainTimeoutMs }, "drain timed out: exiting");
       exit(1);
-    }, this.options.drainTimeoutMs);
-    this.runSteps().then(
-      () => {
-        clearTimeout(deadline);
-        log.info("drain complete: exiting");
-        exit(0);
-      },
-      (error) => {
-        clearTimeout(deadline);
-        log.error({ err: error }, "drain failed: exiting");
-        exit(1);
-      },
-    );
+    }, drainTimeoutMs);
+    this.runSteps(deadline).then((complete) => {
+      clearTimeout(hardDeadline);
+      if (complete) log.info("drain complete: exiting");
+      else log.error("drain incomplete: exiting with 1");
+      exit(complete ? 0 : 1);
+    });
   }
 
-  private async runSteps(): Promise<void> {
+  /** Runs every step; resolves whether all of them succeeded. */
+  private async runSteps(deadline: number): Promise<boolean> {
+    let complete = true;
     for (const step of this.options.steps) {
       const started = Date.now();
-      await step.run();
-      this.options.log.info({ step: step.name, ms: Date.now() - started }, "drain step done");
+      try {
+        await step.run(deadline);
+        this.options.log.info({ step: step.name, ms: Date.now() - started }, "drain step done");
+      } catch (error) {
+        complete = false;
+        this.options.log.error({ err: error, step: step.name }, "drain step failed");
+      }
     }
+    return complete;
   }
 }

@@ -12,3 +12,8 @@ export function withDeadline<T>(promise: Promise<T>, ms: number, timeoutError: (
   promise.catch(() => {});
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
+
+/** Milliseconds left until `deadline` (epoch ms), never negative. */
+export function msUntil(deadline: number): number {
+  return Math.max(0, deadline - Date.now());
+}

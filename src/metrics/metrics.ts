@@ -63,6 +63,12 @@ export function createMetrics(runtime: string, version: string) {
       help: "Records acknowledged by the sink (Kafka or the local log)",
       registers: r,
     }),
+    eventsUndeliverable: new Counter({
+      name: "gateway_events_undeliverable_total",
+      help: "Records the sink refused for good (dead-lettered when KAFKA_DLQ_TOPIC is set, else dropped), by reason",
+      labelNames: ["reason"],
+      registers: r,
+    }),
     produceDuration: new Histogram({
       name: "gateway_kafka_produce_duration_seconds",
       help: "Time from sending a batch to its acknowledgement",

@@ -1,9 +1,37 @@
-import { Admin, Producer, stringSerializers } from "@platformatic/kafka";
+import { Admin, GenericError, Producer, stringSerializers } from "@platformatic/kafka";
 import type { Config } from "../config/config.ts";
 import type { KafkaConnectionOptions } from "../kafka/client-options.ts";
-import type { SinkMessage, SinkWriter } from "./types.ts";
+import { type SinkMessage, type SinkWriter, UndeliverableError, type UndeliverableReason } from "./types.ts";
 
 type StringProducer = Producer<string, string, string, string>;
+
+/** Broker answers that no retry of the same records can change. */
+const REFUSALS: Record<string, UndeliverableReason> = {
+  MESSAGE_TOO_LARGE: "too_large",
+  RECORD_LIST_TOO_LARGE: "too_large",
+  INVALID_RECORD: "invalid_record",
+  CORRUPT_MESSAGE: "invalid_record",
+  TOPIC_AUTHORIZATION_FAILED: "not_authorized",
+  CLUSTER_AUTHORIZATION_FAILED: "not_authorized",
+};
+
+/**
+ * The idempotent producer turns `retries` <= 1 into "forever", which hid a
+ * refusal the client counts as retriable (CORRUPT_MESSAGE) behind the write
+ * timeout. A few quick retries keep the sequence for a transient error; then
+ * the delivery queue takes over.
+ */
+const PRODUCER_RETRIES = 3;
+
+/** The refusal inside a @platformatic/kafka error (it nests broker codes as `apiId`), if it is one. */
+export function refusalOf(error: unknown): UndeliverableError | undefined {
+  if (!(error instanceof Error) || !GenericError.isGenericError(error)) return undefined;
+  const kafkaError = error as GenericError;
+  for (const [code, reason] of Object.entries(REFUSALS)) {
+    if (kafkaError.findBy("apiId", code)) return new UndeliverableError(reason, code, { cause: error });
+  }
+  return undefined;
+}
 
 /**
  * Writes batches to Kafka with one shared idempotent producer (acks=all is
@@ -26,6 +54,7 @@ export class KafkaWriter implements SinkWriter {
       ...this.connection,
       idempotent: true,
       acks: -1,
+      retries: PRODUCER_RETRIES,
       compression: this.kafka.compression,
       autocreateTopics: true,
       serializers: stringSerializers,
@@ -49,8 +78,13 @@ export class KafkaWriter implements SinkWriter {
     await this.producer.metadata({ topics: [], forceUpdate: true });
   }
 
+  /** Rejects with an UndeliverableError when the broker refused the batch for good. */
   async write(batch: SinkMessage[]): Promise<void> {
-    await this.producer.send({ messages: batch });
+    try {
+      await this.producer.send({ messages: batch });
+    } catch (error) {
+      throw refusalOf(error) ?? error;
+    }
   }
 
   async close(): Promise<void> {

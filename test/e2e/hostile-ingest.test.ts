@@ -52,6 +52,7 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
       KAFKA_BROKERS: services().brokers,
       KAFKA_TOPIC: topic,
       KAFKA_FANOUT_TOPIC: await createTopic(`fidelity-fanout-${runtime}`, 1),
+      KAFKA_MAX_MESSAGE_BYTES: "65536",
     });
     ingestAuth = {
       authorization: `Bearer ${await token("acme", ["ingest"])}`,
@@ -123,6 +124,21 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
     expect(JSON.parse(refused.text).errors).toEqual([
       { index: 0, reason: "channel orders is not allowed for this token" },
     ]);
+  });
+
+  test("a record that can never fit a Kafka batch is refused on its own, before any 202", async () => {
+    const big = { type: "click", data: { element: "x", padding: "x".repeat(70_000) } };
+    const response = await post(
+      gateway,
+      "/v1/events",
+      JSON.stringify([big, { type: "click", data: { element: "y" } }]),
+      ingestAuth,
+    );
+    expect(response.status).toBe(202);
+    const body = JSON.parse(response.text);
+    expect(body.accepted).toBe(1);
+    expect(body.errors[0].index).toBe(0);
+    expect(body.errors[0].reason).toStartWith("record too large for Kafka");
   });
 
   test("deep nesting is a cheap per-record 422 on ingest and a 400 on publish, never a 5xx or a stall", async () => {

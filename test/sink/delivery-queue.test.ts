@@ -1,9 +1,11 @@
 import { describe, expect, test } from "bun:test";
 import pino from "pino";
+import { type ErrorCode, GatewayError } from "../../src/errors/errors.ts";
 import { HealthState } from "../../src/health/health.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import { DeliveryQueue, type DeliveryQueueOptions, UNHEALTHY_REASON } from "../../src/sink/delivery-queue.ts";
-import type { SinkMessage, SinkWriter } from "../../src/sink/types.ts";
+import { recordBytes } from "../../src/sink/record-size.ts";
+import { type SinkMessage, type SinkWriter, UndeliverableError } from "../../src/sink/types.ts";
 
 /** A writer whose availability the test controls; the queue, not the writer, is under test. */
 class ControlledWriter implements SinkWriter {
@@ -11,9 +13,13 @@ class ControlledWriter implements SinkWriter {
   readonly batches: SinkMessage[][] = [];
   failing = false;
   attempts = 0;
+  /** Answers a batch with a refusal for good, as the broker does for MESSAGE_TOO_LARGE and the like. */
+  refuse: (batch: SinkMessage[]) => UndeliverableError | undefined = () => undefined;
   async write(batch: SinkMessage[]) {
     this.attempts++;
     if (this.failing) throw new Error("broker down");
+    const refusal = this.refuse(batch);
+    if (refusal) throw refusal;
     this.batches.push(batch);
   }
   async close() {}
@@ -22,6 +28,7 @@ class ControlledWriter implements SinkWriter {
 const OPTIONS: DeliveryQueueOptions = {
   lingerMs: 5,
   batchBytes: 10_000,
+  maxBatchBytes: 100_000,
   maxRecords: 100,
   maxBytes: 1_000_000,
   unhealthyAfterMs: 50,
@@ -47,13 +54,31 @@ function setup(options: Partial<DeliveryQueueOptions> = {}) {
     health,
     pino({ level: "silent" }),
   );
-  return { writer, health, queue };
+  return { writer, health, queue, metrics };
+}
+
+/** The queue's one error channel: a refusal is a rejected promise with a 503 GatewayError, never a throw. */
+async function expectRefused(enqueue: () => Promise<void>, code: ErrorCode): Promise<void> {
+  let promise: Promise<void> | undefined;
+  expect(() => {
+    promise = enqueue();
+  }).not.toThrow();
+  const error = await (promise as Promise<void>).then(
+    () => undefined,
+    (reason: unknown) => reason,
+  );
+  expect(error).toBeInstanceOf(GatewayError);
+  expect((error as GatewayError).code).toBe(code);
+  expect((error as GatewayError).status).toBe(503);
 }
 
 describe("DeliveryQueue", () => {
   test("batches records of concurrent requests and acknowledges each request", async () => {
     const { writer, queue } = setup();
-    await Promise.all([queue.enqueue([message(1), message(2)]), queue.enqueue([message(3)])]);
+    await Promise.all([
+      queue.enqueue([message(1), message(2)], "acknowledged"),
+      queue.enqueue([message(3)], "acknowledged"),
+    ]);
     expect(writer.batches.flat().map((m) => JSON.parse(m.value).n)).toEqual([1, 2, 3]);
     expect(writer.batches.length).toBe(1);
     expect(queue.depth.records).toBe(0);
@@ -61,24 +86,65 @@ describe("DeliveryQueue", () => {
 
   test("splits by batch bytes", async () => {
     const { writer, queue } = setup({ batchBytes: 200 });
-    await queue.enqueue(Array.from({ length: 10 }, (_, i) => message(i)));
+    await queue.enqueue(
+      Array.from({ length: 10 }, (_, i) => message(i)),
+      "acknowledged",
+    );
     expect(writer.batches.length).toBeGreaterThan(1);
     expect(writer.batches.flat().length).toBe(10);
   });
 
-  test("refuses with 503 past the record bound instead of growing", () => {
+  test("no batch holds more than maxBatchBytes, whatever batchBytes says", async () => {
+    const { writer, queue } = setup({ batchBytes: 50_000, maxBatchBytes: 1000 });
+    const messages = Array.from({ length: 20 }, (_, i) => ({ ...message(i), value: "x".repeat(250) }));
+    await queue.enqueue(messages, "acknowledged");
+    expect(writer.batches.flat().length).toBe(20);
+    for (const batch of writer.batches) {
+      expect(batch.reduce((sum, each) => sum + recordBytes(each), 0)).toBeLessThanOrEqual(1000);
+    }
+  });
+
+  test("a record that can never fit a batch is refused with a 413, and fits() says so up front", async () => {
+    const { queue, writer } = setup({ maxBatchBytes: 1000 });
+    const huge = { ...message(1), value: "é".repeat(600) };
+    expect(queue.maxRecordBytes).toBe(1000);
+    expect(queue.fits(message(1))).toBe(true);
+    expect(queue.fits(huge)).toBe(false);
+    const error = await queue.enqueue([message(1), huge], "queued").catch((reason: unknown) => reason);
+    expect(error).toBeInstanceOf(GatewayError);
+    expect((error as GatewayError).status).toBe(413);
+    expect(queue.depth.records).toBe(0);
+    expect(writer.attempts).toBe(0);
+  });
+
+  test("refuses with a 503 rejection past the record bound instead of growing", async () => {
     const { queue } = setup({ maxRecords: 3 });
-    queue.enqueue([message(1), message(2)]).catch(() => {});
-    expect(() => queue.enqueue([message(3), message(4)])).toThrow("queue is full");
+    queue.enqueue([message(1), message(2)], "acknowledged").catch(() => {});
+    await expectRefused(() => queue.enqueue([message(3), message(4)], "queued"), "overloaded");
+  });
+
+  test('"queued" resolves once accepted, "acknowledged" only once the sink acknowledged', async () => {
+    const { writer, queue } = setup();
+    writer.failing = true;
+    let acknowledged = false;
+    queue.enqueue([message(1)], "acknowledged").then(() => {
+      acknowledged = true;
+    });
+    await queue.enqueue([message(2)], "queued");
+    await Bun.sleep(50);
+    expect(acknowledged).toBe(false);
+    writer.failing = false;
+    await Bun.sleep(100);
+    expect(acknowledged).toBe(true);
   });
 
   test("retries a failed batch until it succeeds, turns unhealthy, and recovers", async () => {
     const { writer, health, queue } = setup();
     writer.failing = true;
-    const acknowledged = queue.enqueue([message(1)]);
+    const acknowledged = queue.enqueue([message(1)], "acknowledged");
     await Bun.sleep(120);
     expect(health.list()).toContain(UNHEALTHY_REASON);
-    expect(() => queue.enqueue([message(2)])).toThrow("unreachable");
+    await expectRefused(() => queue.enqueue([message(2)], "acknowledged"), "unavailable");
     writer.failing = false;
     await acknowledged;
     expect(writer.attempts).toBeGreaterThan(2);
@@ -86,12 +152,133 @@ describe("DeliveryQueue", () => {
     expect(health.ready).toBe(true);
   });
 
+  test("records queued while only the probe saw the outage leave once the probe sees recovery", async () => {
+    const { writer, queue } = setup({ probeIntervalMs: 0, unhealthyAfterMs: 10_000 });
+    let brokerUp = false;
+    queue.startMonitor(async () => {
+      if (!brokerUp) throw new Error("broker down");
+    });
+    await Bun.sleep(300);
+    const acknowledged = queue.enqueue([message(1)], "acknowledged");
+    brokerUp = true;
+    const settled = await Promise.race([
+      acknowledged.then(() => "acknowledged"),
+      Bun.sleep(1000).then(() => "stalled"),
+    ]);
+    expect(settled).toBe("acknowledged");
+    expect(writer.batches.flat().length).toBe(1);
+    await queue.close(100);
+  });
+
   test("close flushes what is queued and then refuses", async () => {
     const { writer, queue } = setup({ lingerMs: 10_000 });
-    const acknowledged = queue.enqueue([message(1)]);
+    const acknowledged = queue.enqueue([message(1)], "acknowledged");
     await queue.close(1000);
     await acknowledged;
     expect(writer.batches.flat().length).toBe(1);
-    expect(() => queue.enqueue([message(2)])).toThrow("shutting down");
+    await expectRefused(() => queue.enqueue([message(2)], "queued"), "draining");
+  });
+
+  test("close retries a failing sink until its deadline, often, and flushes once it is back", async () => {
+    const { writer, queue } = setup({ retryBaseMs: 400, retryMaxMs: 3000 });
+    writer.failing = true;
+    const acknowledged = queue.enqueue([message(1)], "acknowledged");
+    setTimeout(() => {
+      writer.failing = false;
+    }, 700);
+    await queue.close(1500);
+    expect(writer.batches.flat().length).toBe(1);
+    await acknowledged;
+  });
+
+  test("close rejects, saying how many, when records are left undelivered at the deadline", async () => {
+    const { writer, queue } = setup();
+    writer.failing = true;
+    queue.enqueue([message(1), message(2)], "queued");
+    await expect(queue.close(200)).rejects.toThrow("2 records undelivered");
+    // Past the deadline it stops retrying instead of reopening connections while the process exits.
+    const attempts = writer.attempts;
+    await Bun.sleep(100);
+    expect(writer.attempts).toBe(attempts);
+  });
+
+  describe("records the sink refuses for good", () => {
+    const delivered = (writer: ControlledWriter) =>
+      writer.batches.flat().map((m) => (JSON.parse(m.value) as { n: number }).n);
+    const undeliverable = async (metrics: ReturnType<typeof setup>["metrics"], reason: string) =>
+      (await metrics.eventsUndeliverable.get()).values.find((value) => value.labels.reason === reason)
+        ?.value ?? 0;
+
+    test("a batch too large as a whole is split in halves until every part is delivered", async () => {
+      const { writer, queue, health } = setup();
+      writer.refuse = (batch) =>
+        batch.length > 3 ? new UndeliverableError("too_large", "MESSAGE_TOO_LARGE") : undefined;
+      await queue.enqueue(
+        Array.from({ length: 10 }, (_, i) => message(i)),
+        "acknowledged",
+      );
+      expect(delivered(writer).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      expect(writer.batches.every((batch) => batch.length <= 3)).toBe(true);
+      expect(health.ready).toBe(true);
+    });
+
+    test("the one record at fault is dropped and counted, its request gets a 413, the others go on", async () => {
+      const { writer, queue, health, metrics } = setup();
+      writer.refuse = (batch) =>
+        batch.some((m) => JSON.parse(m.value).n === 6)
+          ? new UndeliverableError("too_large", "MESSAGE_TOO_LARGE")
+          : undefined;
+      const first = queue.enqueue(
+        Array.from({ length: 10 }, (_, i) => message(i)),
+        "acknowledged",
+      );
+      const second = queue.enqueue([message(10), message(11)], "acknowledged");
+      const error = await first.catch((reason: unknown) => reason);
+      expect(error).toBeInstanceOf(GatewayError);
+      expect((error as GatewayError).status).toBe(413);
+      await second;
+      expect(delivered(writer).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11]);
+      expect(await undeliverable(metrics, "too_large")).toBe(1);
+      expect(queue.depth.records).toBe(0);
+      expect(health.ready).toBe(true);
+      await queue.enqueue([message(12)], "acknowledged");
+    });
+
+    test("with a dead-letter topic the record at fault goes there, and a refused dead letter is dropped", async () => {
+      const { writer, queue, metrics } = setup({ deadLetterTopic: "dlq" });
+      writer.refuse = (batch) =>
+        batch.some((m) => m.topic === "t" && JSON.parse(m.value).n === 1)
+          ? new UndeliverableError("invalid_record", "INVALID_RECORD")
+          : undefined;
+      const bad = { ...message(1), headers: { tenant: "acme", "content-type": "application/json" } };
+      const error = await queue.enqueue([message(0), bad], "acknowledged").catch((reason: unknown) => reason);
+      expect((error as GatewayError).status).toBe(422);
+      await Bun.sleep(50);
+      const letters = writer.batches.flat().filter((m) => m.topic === "dlq");
+      expect(letters.length).toBe(1);
+      const letter = JSON.parse((letters[0] as SinkMessage).value);
+      expect(letter).toMatchObject({ tenant: "acme", topic: "t", record: { n: 1 } });
+      expect(letter.reason).toContain("INVALID_RECORD");
+      expect(await undeliverable(metrics, "invalid_record")).toBe(1);
+
+      // A dead letter the sink refuses too is dropped, not dead-lettered again.
+      writer.refuse = (batch) =>
+        batch.some((m) => m.topic === "dlq" || JSON.parse(m.value).n === 2)
+          ? new UndeliverableError("invalid_record", "INVALID_RECORD")
+          : undefined;
+      await queue.enqueue([message(2)], "queued");
+      await Bun.sleep(50);
+      expect(writer.batches.flat().filter((m) => m.topic === "dlq").length).toBe(1);
+      expect(await undeliverable(metrics, "invalid_record")).toBe(3);
+      expect(queue.depth.records).toBe(0);
+    });
+
+    test("a write the sink is not authorized for answers 503, not a client error", async () => {
+      const { writer, queue } = setup();
+      writer.refuse = () => new UndeliverableError("not_authorized", "TOPIC_AUTHORIZATION_FAILED");
+      const error = await queue.enqueue([message(1)], "acknowledged").catch((reason: unknown) => reason);
+      expect((error as GatewayError).status).toBe(503);
+      expect(queue.depth.records).toBe(0);
+    });
   });
 });

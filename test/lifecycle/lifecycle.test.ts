@@ -1,0 +1,93 @@
+import { describe, expect, test } from "bun:test";
+import pino from "pino";
+import { type DrainStep, Lifecycle } from "../../src/lifecycle/lifecycle.ts";
+
+/** Runs a drain with `steps` and resolves with the exit code and each step's deadline. */
+function drain(steps: DrainStep[], drainTimeoutMs: number) {
+  let signalledAt = 0;
+  const lifecycle = new Lifecycle({
+    drainTimeoutMs,
+    log: pino({ level: "silent" }),
+    steps,
+    exit: (code) => exited(code),
+  });
+  let exited: (code: number) => void = () => {};
+  const exitCode = new Promise<number>((resolve) => {
+    exited = resolve;
+  });
+  return {
+    lifecycle,
+    signal: () => {
+      signalledAt = Date.now();
+      lifecycle.onSignal("SIGTERM");
+      return exitCode;
+    },
+    signalledAt: () => signalledAt,
+  };
+}
+
+describe("Lifecycle", () => {
+  test("the drain deadline starts at the signal, not when the lifecycle was built", async () => {
+    const deadlines: number[] = [];
+    const run = drain([{ name: "record", run: (deadline) => void deadlines.push(deadline) }], 500);
+    // Older than DRAIN_TIMEOUT_MS when the signal comes.
+    await Bun.sleep(700);
+    expect(await run.signal()).toBe(0);
+    const budget = (deadlines[0] as number) - run.signalledAt();
+    expect(budget).toBeGreaterThanOrEqual(400);
+    expect(budget).toBeLessThanOrEqual(500);
+  });
+
+  test("every step gets the same deadline, so a later step gets what the earlier ones left", async () => {
+    const left: number[] = [];
+    const run = drain(
+      [
+        { name: "slow", run: () => Bun.sleep(300) },
+        { name: "record", run: (deadline) => void left.push(deadline - Date.now()) },
+      ],
+      2000,
+    );
+    expect(await run.signal()).toBe(0);
+    expect(left[0]).toBeGreaterThan(1300);
+    expect(left[0]).toBeLessThan(1600);
+  });
+
+  test("a failed step is logged, the next steps still run, and the exit code is 1", async () => {
+    const ran: string[] = [];
+    const run = drain(
+      [
+        {
+          name: "flush",
+          run: async () => {
+            ran.push("flush");
+            throw new Error("3 records undelivered at the drain deadline");
+          },
+        },
+        { name: "release", run: () => void ran.push("release") },
+      ],
+      1000,
+    );
+    expect(await run.signal()).toBe(1);
+    expect(ran).toEqual(["flush", "release"]);
+  });
+
+  test("a drain that overruns DRAIN_TIMEOUT_MS exits 1 at the hard deadline", async () => {
+    const run = drain([{ name: "hang", run: () => new Promise<void>(() => {}) }], 300);
+    const started = Date.now();
+    expect(await run.signal()).toBe(1);
+    expect(Date.now() - started).toBeLessThan(600);
+  });
+
+  test("a second signal exits 1 at once", async () => {
+    const codes: number[] = [];
+    const lifecycle = new Lifecycle({
+      drainTimeoutMs: 5000,
+      log: pino({ level: "silent" }),
+      steps: [{ name: "hang", run: () => new Promise<void>(() => {}) }],
+      exit: (code) => void codes.push(code),
+    });
+    lifecycle.onSignal("SIGTERM");
+    lifecycle.onSignal("SIGTERM");
+    expect(codes).toEqual([1]);
+  });
+});
