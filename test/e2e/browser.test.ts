@@ -11,6 +11,8 @@ import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 /** Debian's chromium (scripts/install-tools), driven by puppeteer-core: no browser download. */
 const CHROMIUM = "/usr/bin/chromium";
 const CLIENT_ENTRY = new URL("../../clients/typescript/src/index.ts", import.meta.url).pathname;
+/** The embedded sink and bus, even when the test command exported the real services' addresses. */
+const EMBEDDED = { KAFKA_BROKERS: "", REDIS_URL: "" };
 
 /** A page that loads the client bundle and exposes it as `globalThis.edgeClient`. */
 const TEST_PAGE = `<!doctype html><meta charset="utf-8"><title>client test</title>
@@ -91,7 +93,7 @@ async function openPage(server: ReturnType<typeof Bun.serve>): Promise<Page> {
 describe.each(RUNTIMES)("the client in headless Chromium, from another origin, against %s", (runtime) => {
   let gateway: RunningGateway;
   let folder: string;
-  const env = () => ({ CORS_ORIGINS: origin(allowed), LOCAL_LOG_DIR: join(folder, "log") });
+  const env = () => ({ ...EMBEDDED, CORS_ORIGINS: origin(allowed), LOCAL_LOG_DIR: join(folder, "log") });
 
   beforeAll(async () => {
     folder = mkdtempSync(join(tmpdir(), "browser-e2e-"));
@@ -267,6 +269,7 @@ describe.each(RUNTIMES)("the live dashboard example in headless Chromium, agains
     folder = mkdtempSync(join(tmpdir(), "dashboard-e2e-"));
     dashboard = await serveDashboard();
     gateway = await startGateway(runtime, {
+      ...EMBEDDED,
       CORS_ORIGINS: new URL(dashboard.url).origin,
       LOCAL_LOG_DIR: join(folder, "log"),
     });

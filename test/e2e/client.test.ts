@@ -15,6 +15,8 @@ import { token } from "../support/tokens.ts";
 import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 
 const CLIENT_ENTRY = new URL("../../clients/typescript/src/index.ts", import.meta.url).pathname;
+/** The embedded sink and bus, even when the test command exported the real services' addresses. */
+const EMBEDDED = { KAFKA_BROKERS: "", REDIS_URL: "" };
 
 interface LoggedRequest {
   at: number;
@@ -125,6 +127,7 @@ describe.each(RUNTIMES)("TypeScript client against the gateway on %s", (runtime)
     folder = mkdtempSync(join(tmpdir(), "client-e2e-"));
     writeFileSync(join(folder, "quotas.json"), JSON.stringify({ acme: { eventsPerSec: 100_000 } }));
     gateway = await startGateway(runtime, {
+      ...EMBEDDED,
       LOCAL_LOG_DIR: logDir(),
       TENANT_QUOTAS: join(folder, "quotas.json"),
       RATE_LIMIT_EVENTS_PER_SEC: "10",
@@ -331,7 +334,7 @@ describe.each(RUNTIMES)("TypeScript client across a drain and a restart on %s", 
   }
 
   test("SIGTERM drain: the reconnect frame's afterMs is obeyed before the next attempt", async () => {
-    const gateway = await startGateway(runtime, { LOCAL_LOG_DIR: join(folder, "drain") });
+    const gateway = await startGateway(runtime, { ...EMBEDDED, LOCAL_LOG_DIR: join(folder, "drain") });
     running.push(gateway);
     const attempts: number[] = [];
     const Recording = class extends WebSocket {
@@ -358,7 +361,7 @@ describe.each(RUNTIMES)("TypeScript client across a drain and a restart on %s", 
   test.skipIf(runtime === "node")(
     "after a restart on the same port the new history is a gap (history_gone) and live events flow again",
     async () => {
-      const env = { LOCAL_LOG_DIR: join(folder, "restart") };
+      const env = { ...EMBEDDED, LOCAL_LOG_DIR: join(folder, "restart") };
       const first = await startGateway(runtime, env);
       running.push(first);
       const { subscriber, recorder } = await subscribedTo(first);
