@@ -1,0 +1,492 @@
+import { type BackoffOptions, backoffDelay, parseRetryAfter, sleep } from "./backoff.js";
+import { uuidv7 } from "./ids.js";
+import { onPageHide } from "./page.js";
+import { resolveToken, type TokenSource } from "./token.js";
+import { utf8Length } from "./utf8.js";
+
+/** One event, as `POST /v1/events` takes it. */
+export interface EventRecord {
+  type: string;
+  data: Record<string, unknown>;
+  /** Set by the client (a UUIDv7) when absent, so a retried record can be deduplicated downstream. */
+  id?: string;
+  ts?: number | string;
+  /** Also fans the record out to this channel's subscribers (the token needs scope `publish`). */
+  channel?: string;
+  key?: string;
+}
+
+export interface RetryOptions extends BackoffOptions {
+  /** Attempts per batch (the first one included) before its records are dropped and reported. */
+  maxAttempts: number;
+  /** A `Retry-After` longer than this is cut to it. */
+  maxRetryAfterMs: number;
+}
+
+/** Anything shaped like `fetch` (a wrapper for logging or tests, or a polyfill). */
+export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
+
+export interface EventClientOptions {
+  /** The gateway's base URL, e.g. `https://events.example.com`. */
+  url: string;
+  token: TokenSource;
+  /** A batch is sent once it holds this many records. Default 500. */
+  maxBatchRecords?: number;
+  /** ... or this many bytes of NDJSON (before compression). Default 512 KiB; the gateway's limit is 1 MiB. */
+  maxBatchBytes?: number;
+  /** ... or once its oldest record has waited this long. Default 1000 ms. */
+  flushIntervalMs?: number;
+  /** Records held while the gateway is slow or away; past it new records are dropped. Default 10,000. */
+  maxBufferRecords?: number;
+  /** The same bound in bytes. Default 5 MiB. */
+  maxBufferBytes?: number;
+  /** Gzip bodies where the platform has `CompressionStream`. Default true. */
+  gzip?: boolean;
+  /** Bodies smaller than this are sent uncompressed. Default 1024 bytes. */
+  gzipMinBytes?: number;
+  retry?: Partial<RetryOptions>;
+  /** In a browser page, send what is buffered with `keepalive` when the page is hidden. Default true. */
+  flushOnPageHide?: boolean;
+  fetch?: FetchLike;
+  /** Records the gateway refused, or that the client gave up on. */
+  onError?: (failure: DeliveryFailure) => void;
+}
+
+export interface DeliveryFailure {
+  /** `rejected`: the gateway refused these records (never retried); `dropped`: the client gave up on them. */
+  kind: "rejected" | "dropped";
+  /** HTTP status of the last answer, when there was one. */
+  status: number | undefined;
+  message: string;
+  records: Array<{ id: string; reason?: string }>;
+}
+
+export interface EventClientStats {
+  /** Records waiting in the buffer (not yet in a request). */
+  buffered: number;
+  bufferedBytes: number;
+  /** Records the gateway accepted. */
+  accepted: number;
+  /** Records the gateway refused (4xx other than 408 and 429, or per-record errors). */
+  rejected: number;
+  /** Records lost on the client: buffer full (the newest are dropped), attempts exhausted, or close timed out. */
+  dropped: number;
+  /** Requests repeated after a 408, 429, 5xx or network error. */
+  retries: number;
+}
+
+interface Pending {
+  id: string;
+  line: string;
+  bytes: number;
+  /** Order of enqueueing, for flush(). */
+  seq: number;
+}
+
+interface Batch {
+  records: Pending[];
+  /** NDJSON, one record a line. */
+  body: string;
+  bytes: number;
+}
+
+type Outcome =
+  | { done: true }
+  | { done: false; status: number | undefined; message: string; retryAfterMs?: number };
+
+/** Browsers refuse `keepalive` requests once their bodies in flight pass 64 KiB (per page). */
+export const KEEPALIVE_BODY_LIMIT = 65_536;
+
+const DEFAULT_RETRY: RetryOptions = {
+  initialDelayMs: 500,
+  maxDelayMs: 30_000,
+  maxAttempts: 10,
+  maxRetryAfterMs: 300_000,
+};
+
+function retryable(status: number): boolean {
+  return status === 408 || status === 429 || status >= 500;
+}
+
+/** `promise`, or a rejection once `signal` aborts (for a fetch that does not honour its signal). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(new Error("aborted"));
+    if (signal.aborted) onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Sends events to `POST /v1/events` in batches (by count, bytes and time),
+ * gzipped where the platform can, one request at a time so records keep
+ * their order. Failed requests are retried with jittered exponential backoff
+ * and never before `Retry-After`; every record carries an id that stays the
+ * same across retries. Memory is bounded: past `maxBufferRecords` or
+ * `maxBufferBytes` new records are dropped and counted.
+ */
+export class EventClient {
+  private readonly endpoint: string;
+  private readonly fetch: FetchLike;
+  private readonly retry: RetryOptions;
+  private readonly limits: {
+    maxBatchRecords: number;
+    maxBatchBytes: number;
+    flushIntervalMs: number;
+    maxBufferRecords: number;
+    maxBufferBytes: number;
+    gzipMinBytes: number;
+  };
+  private readonly gzip: boolean;
+  private readonly buffer: Pending[] = [];
+  private bufferBytes = 0;
+  private readonly inFlight = new Set<Batch>();
+  private sending = false;
+  /** A batch smaller than the limits may go: the timer fired, or flush() or close() asked. */
+  private partialDue = false;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private nextSeq = 1;
+  private flushWaiters: Array<{ upTo: number; resolve: () => void }> = [];
+  private readonly counts = { accepted: 0, rejected: 0, dropped: 0, retries: 0 };
+  /** Body bytes of keepalive requests in flight, held under KEEPALIVE_BODY_LIMIT. */
+  private keepaliveBytes = 0;
+  /** The last token a callback returned, for the synchronous send on page hide. */
+  private lastToken: string | undefined;
+  private readonly abort = new AbortController();
+  private readonly stopPageHide: (() => void) | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly options: EventClientOptions) {
+    this.endpoint = `${options.url.replace(/\/+$/, "")}/v1/events`;
+    this.fetch = options.fetch ?? ((url, init) => globalThis.fetch(url, init));
+    this.retry = { ...DEFAULT_RETRY, ...options.retry };
+    this.limits = {
+      maxBatchRecords: options.maxBatchRecords ?? 500,
+      maxBatchBytes: options.maxBatchBytes ?? 512 * 1024,
+      flushIntervalMs: options.flushIntervalMs ?? 1000,
+      maxBufferRecords: options.maxBufferRecords ?? 10_000,
+      maxBufferBytes: options.maxBufferBytes ?? 5 * 1024 * 1024,
+      gzipMinBytes: options.gzipMinBytes ?? 1024,
+    };
+    this.gzip = (options.gzip ?? true) && typeof CompressionStream === "function";
+    this.stopPageHide =
+      options.flushOnPageHide === false ? undefined : onPageHide(() => this.sendOnPageHide());
+  }
+
+  /**
+   * Buffers one record and returns its id, or undefined when the buffer is
+   * full (the record is dropped and counted: the records already buffered
+   * keep their place). Throws on a record that can never be sent.
+   */
+  enqueue(record: EventRecord): string | undefined {
+    if (this.closing) throw new Error("the EventClient is closed");
+    if (typeof record?.type !== "string" || record.type === "") throw new TypeError("a record needs a type");
+    if (record.data === null || typeof record.data !== "object" || Array.isArray(record.data)) {
+      throw new TypeError("a record needs a data object");
+    }
+    const id = record.id ?? uuidv7();
+    const { type, ts, channel, key, data } = record;
+    const line = JSON.stringify({ id, type, ts, channel, key, data });
+    const bytes = utf8Length(line);
+    if (bytes > this.limits.maxBatchBytes) {
+      throw new RangeError(`a record of ${bytes} bytes is larger than maxBatchBytes`);
+    }
+    if (
+      this.buffer.length >= this.limits.maxBufferRecords ||
+      this.bufferBytes + bytes > this.limits.maxBufferBytes
+    ) {
+      this.counts.dropped++;
+      return undefined;
+    }
+    this.buffer.push({ id, line, bytes, seq: this.nextSeq++ });
+    this.bufferBytes += bytes;
+    this.maybeSend();
+    return id;
+  }
+
+  /** Sends everything buffered; resolves once every record enqueued before the call is accepted, refused or dropped. */
+  flush(): Promise<void> {
+    const upTo = this.nextSeq - 1;
+    this.partialDue = true;
+    this.maybeSend();
+    if (this.oldestUnsettled() > upTo) return Promise.resolve();
+    return new Promise((resolve) => this.flushWaiters.push({ upTo, resolve }));
+  }
+
+  /**
+   * Stops taking records, flushes, and stops listening to the page. After
+   * `timeoutMs` (default 10 s) whatever is still unsent is dropped and counted.
+   */
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.closing ??= this.shutDown(options.timeoutMs ?? 10_000);
+    return this.closing;
+  }
+
+  get stats(): EventClientStats {
+    return { buffered: this.buffer.length, bufferedBytes: this.bufferBytes, ...this.counts };
+  }
+
+  private async shutDown(timeoutMs: number): Promise<void> {
+    this.stopPageHide?.();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const flushed = this.flush();
+    const timedOut = await Promise.race([
+      flushed.then(() => false),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    this.clearTimer();
+    if (!timedOut) return;
+    // Aborting ends every request and backoff wait at once; their batches are dropped and counted.
+    this.abort.abort();
+    const left = this.buffer.splice(0);
+    this.bufferBytes = 0;
+    if (left.length > 0) this.drop(left, undefined, "the client closed before these records were sent");
+    this.settle(undefined);
+    await flushed;
+  }
+
+  private maybeSend(): void {
+    if (this.sending || this.buffer.length === 0 || this.abort.signal.aborted) return;
+    if (this.partialDue || this.fullBatchReady()) {
+      this.clearTimer();
+      void this.sendLoop();
+      return;
+    }
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      this.partialDue = true;
+      this.maybeSend();
+    }, this.limits.flushIntervalMs);
+  }
+
+  private fullBatchReady(): boolean {
+    return (
+      this.buffer.length >= this.limits.maxBatchRecords ||
+      this.bufferBytes + this.buffer.length > this.limits.maxBatchBytes
+    );
+  }
+
+  private async sendLoop(): Promise<void> {
+    this.sending = true;
+    try {
+      while (this.buffer.length > 0 && (this.partialDue || this.fullBatchReady())) {
+        if (this.abort.signal.aborted) return;
+        const batch = this.takeBatch(this.limits.maxBatchBytes);
+        if (batch) await this.deliver(batch);
+      }
+      this.partialDue = false;
+    } finally {
+      this.sending = false;
+    }
+    this.maybeSend();
+  }
+
+  /** The oldest buffered records that fit in `maxBytes` (and the count limit); undefined if not even one fits. */
+  private takeBatch(maxBytes: number): Batch | undefined {
+    let count = 0;
+    let bytes = 0;
+    while (count < this.buffer.length && count < this.limits.maxBatchRecords) {
+      const next = (this.buffer[count] as Pending).bytes + (count > 0 ? 1 : 0);
+      if (bytes + next > maxBytes) break;
+      bytes += next;
+      count++;
+    }
+    if (count === 0) return undefined;
+    const records = this.buffer.splice(0, count);
+    for (const record of records) this.bufferBytes -= record.bytes;
+    const batch: Batch = { records, body: records.map((record) => record.line).join("\n"), bytes };
+    this.inFlight.add(batch);
+    return batch;
+  }
+
+  /** Sends one batch until it is accepted, refused, or given up on. Never rejects. */
+  private async deliver(batch: Batch): Promise<void> {
+    const payload = await this.encode(batch);
+    for (let attempt = 1; ; attempt++) {
+      let outcome: Outcome;
+      try {
+        const token = await resolveToken(this.options.token);
+        this.lastToken = token;
+        const response = await untilAborted(
+          this.post(payload.body, payload.size, payload.gzip, token),
+          this.abort.signal,
+        );
+        outcome = await this.interpret(batch, response);
+      } catch (error) {
+        outcome = { done: false, status: undefined, message: messageOf(error) };
+      }
+      if (outcome.done) break;
+      if (attempt >= this.retry.maxAttempts || this.abort.signal.aborted) {
+        this.drop(batch.records, outcome.status, `gave up after ${attempt} attempts: ${outcome.message}`);
+        break;
+      }
+      this.counts.retries++;
+      const delay =
+        outcome.retryAfterMs === undefined
+          ? backoffDelay(attempt - 1, this.retry)
+          : Math.min(outcome.retryAfterMs, this.retry.maxRetryAfterMs) +
+            Math.floor(Math.random() * this.retry.initialDelayMs);
+      await sleep(delay, this.abort.signal);
+    }
+    this.settle(batch);
+  }
+
+  /** Gzipped once per batch, so every retry sends the same bytes. */
+  private async encode(batch: Batch): Promise<{ body: string | Uint8Array; size: number; gzip: boolean }> {
+    if (this.gzip && batch.bytes >= this.limits.gzipMinBytes) {
+      try {
+        const stream = new Blob([batch.body]).stream().pipeThrough(new CompressionStream("gzip"));
+        const body = new Uint8Array(await new Response(stream).arrayBuffer());
+        return { body, size: body.byteLength, gzip: true };
+      } catch {
+        // A platform whose CompressionStream fails gets the plain body.
+      }
+    }
+    return { body: batch.body, size: batch.bytes, gzip: false };
+  }
+
+  /**
+   * Calls fetch synchronously (the page-hide path depends on it). In a page,
+   * a request is sent with `keepalive` whenever it fits in the browser's
+   * budget, so it survives the page being closed mid-request.
+   */
+  private post(body: string | Uint8Array, size: number, gzip: boolean, token: string): Promise<Response> {
+    const keepalive = this.stopPageHide !== undefined && size <= KEEPALIVE_BODY_LIMIT - this.keepaliveBytes;
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${token}`,
+      "content-type": "application/x-ndjson",
+    };
+    if (gzip) headers["content-encoding"] = "gzip";
+    const init: RequestInit = {
+      method: "POST",
+      headers,
+      body: body as RequestInit["body"],
+      signal: this.abort.signal,
+    };
+    if (!keepalive) return this.fetch(this.endpoint, init);
+    this.keepaliveBytes += size;
+    const sent = this.fetch(this.endpoint, { ...init, keepalive: true });
+    const release = () => {
+      this.keepaliveBytes -= size;
+    };
+    sent.then(release, release);
+    return sent;
+  }
+
+  private async interpret(batch: Batch, response: Response): Promise<Outcome> {
+    const text = await response.text().catch(() => "");
+    if (retryable(response.status)) {
+      const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"));
+      return { done: false, status: response.status, message: `HTTP ${response.status}`, retryAfterMs };
+    }
+    let answer: { accepted?: unknown; errors?: unknown; message?: unknown } = {};
+    try {
+      answer = JSON.parse(text) as typeof answer;
+    } catch {
+      // A body that is not JSON (a proxy's error page) carries no per-record detail.
+    }
+    const reasons = new Map<number, string>();
+    if (Array.isArray(answer.errors)) {
+      for (const error of answer.errors as Array<{ index?: unknown; reason?: unknown }>) {
+        if (typeof error.index === "number") reasons.set(error.index, String(error.reason));
+      }
+    }
+    if (response.ok) {
+      const refused = batch.records.filter((_, index) => reasons.has(index));
+      this.counts.accepted += batch.records.length - refused.length;
+      if (refused.length > 0) this.reject(batch, response.status, "some records were rejected", reasons);
+    } else {
+      const message = typeof answer.message === "string" ? answer.message : `HTTP ${response.status}`;
+      this.reject(batch, response.status, message, reasons, true);
+    }
+    return { done: true };
+  }
+
+  private reject(
+    batch: Batch,
+    status: number,
+    message: string,
+    reasons: Map<number, string>,
+    all = false,
+  ): void {
+    const records: DeliveryFailure["records"] = [];
+    batch.records.forEach((record, index) => {
+      const reason = reasons.get(index);
+      if (reason !== undefined) records.push({ id: record.id, reason });
+      else if (all) records.push({ id: record.id });
+    });
+    this.counts.rejected += records.length;
+    this.options.onError?.({ kind: "rejected", status, message, records });
+  }
+
+  private drop(records: Pending[], status: number | undefined, message: string): void {
+    this.counts.dropped += records.length;
+    this.options.onError?.({ kind: "dropped", status, message, records: records.map(({ id }) => ({ id })) });
+  }
+
+  /**
+   * The page is being hidden or closed: send what fits in the keepalive budget
+   * now, uncompressed (compression is asynchronous and might not finish). What
+   * does not fit stays buffered and goes out if the page comes back.
+   */
+  private sendOnPageHide(): void {
+    const token = typeof this.options.token === "string" ? this.options.token : this.lastToken;
+    if (token === undefined || this.abort.signal.aborted) return;
+    this.clearTimer();
+    for (;;) {
+      const batch = this.takeBatch(
+        Math.min(this.limits.maxBatchBytes, KEEPALIVE_BODY_LIMIT - this.keepaliveBytes),
+      );
+      if (!batch) return;
+      untilAborted(this.post(batch.body, batch.bytes, false, token), this.abort.signal)
+        .then((response) => this.interpret(batch, response))
+        .catch((error): Outcome => ({ done: false, status: undefined, message: messageOf(error) }))
+        .then((outcome) => {
+          if (outcome.done) this.settle(batch);
+          else this.requeue(batch);
+        });
+    }
+  }
+
+  /** A page-hide batch that failed goes back to the front of the buffer, in its order. */
+  private requeue(batch: Batch): void {
+    if (this.abort.signal.aborted) {
+      this.drop(batch.records, undefined, "the client closed before these records were sent");
+      this.settle(batch);
+      return;
+    }
+    this.inFlight.delete(batch);
+    this.buffer.unshift(...batch.records);
+    for (const record of batch.records) this.bufferBytes += record.bytes;
+    this.maybeSend();
+  }
+
+  private oldestUnsettled(): number {
+    let oldest = this.buffer[0]?.seq ?? Number.POSITIVE_INFINITY;
+    for (const batch of this.inFlight) oldest = Math.min(oldest, (batch.records[0] as Pending).seq);
+    return oldest;
+  }
+
+  private settle(batch: Batch | undefined): void {
+    if (batch) this.inFlight.delete(batch);
+    const oldest = this.oldestUnsettled();
+    this.flushWaiters = this.flushWaiters.filter((waiter) => {
+      if (waiter.upTo >= oldest) return true;
+      waiter.resolve();
+      return false;
+    });
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

@@ -1,0 +1,22 @@
+export type { BackoffOptions } from "./backoff.js";
+export {
+  type DeliveryFailure,
+  EventClient,
+  type EventClientOptions,
+  type EventClientStats,
+  type EventRecord,
+  type FetchLike,
+  KEEPALIVE_BODY_LIMIT,
+  type RetryOptions,
+} from "./event-client.js";
+export { uuidv7 } from "./ids.js";
+export {
+  type ChannelEvent,
+  Subscriber,
+  type SubscriberEvents,
+  type SubscriberOptions,
+  type SubscriberState,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from "./subscriber.js";
+export type { TokenRequest, TokenSource } from "./token.js";

@@ -1,0 +1,272 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import {
+  type DeliveryFailure,
+  EventClient,
+  type EventClientOptions,
+  KEEPALIVE_BODY_LIMIT,
+} from "../src/index.js";
+
+interface Sent {
+  at: number;
+  headers: Record<string, string>;
+  body: string;
+  keepalive: boolean;
+}
+
+/** A fetch that records each request and answers from a script (the last answer repeats). */
+function scriptedFetch(answers: Array<() => Response | Promise<Response>>) {
+  const sent: Sent[] = [];
+  let call = 0;
+  const fetch = async (_url: string, init: RequestInit) => {
+    const headers = init.headers as Record<string, string>;
+    let body = init.body as string | Uint8Array;
+    if (headers["content-encoding"] === "gzip") body = Bun.gunzipSync(body as Uint8Array<ArrayBuffer>);
+    sent.push({
+      at: Date.now(),
+      headers,
+      body: typeof body === "string" ? body : new TextDecoder().decode(body),
+      keepalive: init.keepalive === true,
+    });
+    const answer = answers[Math.min(call++, answers.length - 1)] as () => Response | Promise<Response>;
+    return answer();
+  };
+  return { fetch, sent };
+}
+
+const accepted = () => Response.json({ accepted: 1, rejected: 0, errors: [] }, { status: 202 });
+const idsOf = (request: Sent) => request.body.split("\n").map((line) => JSON.parse(line).id as string);
+
+function client(options: Partial<EventClientOptions> & Pick<EventClientOptions, "fetch">) {
+  return new EventClient({ url: "http://gateway.test/", token: "t", gzip: false, ...options });
+}
+
+const click = (n: number) => ({ type: "click", data: { element: `e${n}` } });
+
+describe("EventClient batching", () => {
+  test("a full batch by count goes at once; the rest waits for the timer", async () => {
+    const { fetch, sent } = scriptedFetch([accepted]);
+    const events = client({ fetch, maxBatchRecords: 3, flushIntervalMs: 150 });
+    const start = Date.now();
+    for (let i = 0; i < 7; i++) events.enqueue(click(i));
+    await Bun.sleep(50);
+    expect(sent.map((request) => request.body.split("\n").length)).toEqual([3, 3]);
+    await Bun.sleep(200);
+    expect(sent.length).toBe(3);
+    expect((sent[2] as Sent).at - start).toBeGreaterThanOrEqual(140);
+    expect(sent.flatMap(idsOf).length).toBe(7);
+    expect(new Set(sent.flatMap(idsOf)).size).toBe(7);
+    await events.close();
+  });
+
+  test("batches by bytes hold at most maxBatchBytes of NDJSON", async () => {
+    const { fetch, sent } = scriptedFetch([accepted]);
+    const events = client({ fetch, maxBatchBytes: 300 });
+    for (let i = 0; i < 20; i++) events.enqueue(click(i));
+    await events.flush();
+    expect(sent.length).toBeGreaterThan(4);
+    for (const request of sent)
+      expect(new TextEncoder().encode(request.body).byteLength).toBeLessThanOrEqual(300);
+    expect(sent.flatMap(idsOf).length).toBe(20);
+    await events.close();
+  });
+
+  test("each record gets a UUIDv7 id unless it has one; the URL gets /v1/events once", async () => {
+    let url = "";
+    const events = new EventClient({
+      url: "http://gateway.test//",
+      token: async () => "from-callback",
+      fetch: async (target, init) => {
+        url = target;
+        expect((init.headers as Record<string, string>).authorization).toBe("Bearer from-callback");
+        return accepted();
+      },
+    });
+    const generated = events.enqueue(click(1)) as string;
+    expect(generated).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(events.enqueue({ ...click(2), id: "mine" })).toBe("mine");
+    await events.flush();
+    expect(url).toBe("http://gateway.test/v1/events");
+    await events.close();
+  });
+
+  test("a full buffer drops the newest records and counts them", async () => {
+    const { fetch } = scriptedFetch([() => new Promise<Response>(() => {})]);
+    const events = client({ fetch, maxBatchRecords: 2, maxBufferRecords: 4 });
+    const results = Array.from({ length: 9 }, (_, i) => events.enqueue(click(i)));
+    // Two went into the (hanging) request, four wait in the buffer, three had no room.
+    expect(results.filter((id) => id === undefined).length).toBe(3);
+    expect(results.slice(-3)).toEqual([undefined, undefined, undefined]);
+    expect(events.stats).toMatchObject({ buffered: 4, dropped: 3 });
+    await events.close({ timeoutMs: 50 });
+    expect(events.stats.dropped).toBe(9);
+  });
+
+  test("a record larger than a batch is refused at once", () => {
+    const events = client({ fetch: scriptedFetch([accepted]).fetch, maxBatchBytes: 100 });
+    expect(() => events.enqueue({ type: "click", data: { element: "x".repeat(200) } })).toThrow(RangeError);
+    expect(() => events.enqueue({ type: "click" } as never)).toThrow(TypeError);
+  });
+
+  test("gzip where CompressionStream exists, above gzipMinBytes", async () => {
+    const { fetch, sent } = scriptedFetch([accepted]);
+    const events = new EventClient({ url: "http://gateway.test", token: "t", fetch, gzipMinBytes: 200 });
+    events.enqueue(click(0));
+    await events.flush();
+    for (let i = 0; i < 20; i++) events.enqueue(click(i));
+    await events.flush();
+    expect(sent.map((request) => request.headers["content-encoding"])).toEqual([undefined, "gzip"]);
+    expect(idsOf(sent[1] as Sent).length).toBe(20);
+    await events.close();
+  });
+});
+
+describe("EventClient retries", () => {
+  test("429 and 503 wait for Retry-After and resend the same bytes", async () => {
+    const { fetch, sent } = scriptedFetch([
+      () => new Response("{}", { status: 429, headers: { "retry-after": "1" } }),
+      () => new Response("{}", { status: 503, headers: { "retry-after": "1" } }),
+      accepted,
+    ]);
+    const events = client({ fetch, retry: { initialDelayMs: 10 } });
+    for (let i = 0; i < 3; i++) events.enqueue(click(i));
+    await events.flush();
+    expect(sent.length).toBe(3);
+    expect((sent[1] as Sent).at - (sent[0] as Sent).at).toBeGreaterThanOrEqual(1000);
+    expect((sent[2] as Sent).at - (sent[1] as Sent).at).toBeGreaterThanOrEqual(1000);
+    expect(new Set(sent.map((request) => request.body)).size).toBe(1);
+    expect(events.stats).toMatchObject({ retries: 2, accepted: 3, dropped: 0 });
+    await events.close();
+  });
+
+  test("network errors back off and, once attempts run out, the batch is dropped and reported", async () => {
+    const failures: DeliveryFailure[] = [];
+    const { fetch, sent } = scriptedFetch([
+      () => {
+        throw new TypeError("connection refused");
+      },
+    ]);
+    const events = client({
+      fetch,
+      retry: { initialDelayMs: 20, maxAttempts: 4 },
+      onError: (failure) => failures.push(failure),
+    });
+    const id = events.enqueue(click(0));
+    await events.flush();
+    expect(sent.length).toBe(4);
+    const gaps = sent.slice(1).map((request, i) => request.at - (sent[i] as Sent).at);
+    // Jittered doubling: 10–20, 20–40, 40–80 ms.
+    expect(gaps[0]).toBeGreaterThanOrEqual(9);
+    expect(gaps[2]).toBeGreaterThanOrEqual(39);
+    expect(failures).toEqual([
+      expect.objectContaining({ kind: "dropped", records: [{ id: id as string }] }) as DeliveryFailure,
+    ]);
+    expect(events.stats).toMatchObject({ dropped: 1, retries: 3 });
+    await events.close();
+  });
+
+  test("other 4xx are never retried; per-record reasons reach onError", async () => {
+    const failures: DeliveryFailure[] = [];
+    const { fetch, sent } = scriptedFetch([
+      () =>
+        Response.json(
+          { accepted: 1, rejected: 1, errors: [{ index: 1, reason: "unknown type" }] },
+          { status: 202 },
+        ),
+      () => Response.json({ error: "unauthorized", message: "bad token" }, { status: 401 }),
+    ]);
+    const events = client({ fetch, onError: (failure) => failures.push(failure) });
+    events.enqueue(click(0));
+    const refused = events.enqueue({ type: "nope", data: {} }) as string;
+    await events.flush();
+    const unauthorized = events.enqueue(click(2)) as string;
+    await events.flush();
+    expect(sent.length).toBe(2);
+    expect(failures).toEqual([
+      {
+        kind: "rejected",
+        status: 202,
+        message: "some records were rejected",
+        records: [{ id: refused, reason: "unknown type" }],
+      },
+      { kind: "rejected", status: 401, message: "bad token", records: [{ id: unauthorized }] },
+    ]);
+    expect(events.stats).toMatchObject({ accepted: 1, rejected: 2, retries: 0 });
+    await events.close();
+  });
+
+  test("close() gives up after its timeout and counts what was left", async () => {
+    const { fetch } = scriptedFetch([
+      () => new Response("{}", { status: 503, headers: { "retry-after": "60" } }),
+    ]);
+    const events = client({ fetch });
+    for (let i = 0; i < 5; i++) events.enqueue(click(i));
+    const started = Date.now();
+    await events.close({ timeoutMs: 100 });
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(events.stats).toMatchObject({ dropped: 5, buffered: 0 });
+    expect(() => events.enqueue(click(9))).toThrow("closed");
+  });
+});
+
+describe("EventClient in a page", () => {
+  type Listener = () => void;
+  const page = globalThis as unknown as Record<string, unknown>;
+  const listeners = new Map<string, Listener>();
+  const document = {
+    visibilityState: "visible",
+    addEventListener: (type: string, listener: Listener) => listeners.set(`document:${type}`, listener),
+    removeEventListener: (type: string) => listeners.delete(`document:${type}`),
+  };
+
+  function installPage() {
+    page.document = document;
+    page.addEventListener = (type: string, listener: Listener) => listeners.set(type, listener);
+    page.removeEventListener = (type: string) => listeners.delete(type);
+  }
+  afterEach(() => {
+    delete page.document;
+    delete page.addEventListener;
+    delete page.removeEventListener;
+    listeners.clear();
+  });
+
+  test("on pagehide, what is buffered goes out with keepalive, within the 64 KiB budget", async () => {
+    installPage();
+    const { fetch, sent } = scriptedFetch([() => new Promise<Response>(() => {})]);
+    const events = client({ fetch, flushIntervalMs: 60_000, maxBatchBytes: 20_000 });
+    const big = "x".repeat(5_000);
+    for (let i = 0; i < 30; i++) events.enqueue({ type: "click", data: { element: big } });
+    (listeners.get("pagehide") as Listener)();
+    const keepalive = sent.filter((request) => request.keepalive);
+    expect(keepalive.length).toBeGreaterThan(1);
+    const bytes = keepalive.map((request) => new TextEncoder().encode(request.body).byteLength);
+    expect(Math.max(...bytes)).toBeLessThanOrEqual(20_000);
+    expect(bytes.reduce((sum, size) => sum + size, 0)).toBeLessThanOrEqual(KEEPALIVE_BODY_LIMIT);
+    // What did not fit stays buffered for when the page comes back; the budget stays respected.
+    expect(events.stats.buffered).toBeGreaterThan(0);
+    await Bun.sleep(10);
+    const inFlight = sent.filter((request) => request.keepalive);
+    const total = inFlight.reduce(
+      (sum, request) => sum + new TextEncoder().encode(request.body).byteLength,
+      0,
+    );
+    expect(total).toBeLessThanOrEqual(KEEPALIVE_BODY_LIMIT);
+    await events.close({ timeoutMs: 20 });
+    expect(listeners.size).toBe(0);
+  });
+
+  test("visibilitychange to hidden sends too; a failed keepalive batch is requeued in order", async () => {
+    installPage();
+    const { fetch, sent } = scriptedFetch([() => Promise.reject(new TypeError("offline")), accepted]);
+    const events = client({ fetch, flushIntervalMs: 60_000 });
+    const ids = [0, 1, 2].map((i) => events.enqueue(click(i)));
+    document.visibilityState = "hidden";
+    (listeners.get("document:visibilitychange") as Listener)();
+    document.visibilityState = "visible";
+    await Bun.sleep(10);
+    expect(events.stats.buffered).toBe(3);
+    await events.flush();
+    expect(idsOf(sent[1] as Sent)).toEqual(ids as string[]);
+    await events.close();
+  });
+});

@@ -1,0 +1,454 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  type DeliveryFailure,
+  EventClient,
+  type FetchLike,
+  Subscriber,
+  type SubscriberEvents,
+  type WebSocketConstructor,
+} from "../../clients/typescript/src/index.js";
+import { createTopic, services } from "../support/kafka.ts";
+import { token } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+
+const CLIENT_ENTRY = new URL("../../clients/typescript/src/index.ts", import.meta.url).pathname;
+/** The embedded sink and bus, even when the test command exported the real services' addresses. */
+const EMBEDDED = { KAFKA_BROKERS: "", REDIS_URL: "" };
+
+interface LoggedRequest {
+  at: number;
+  status: number;
+  retryAfter: string | null;
+  encoding: string | undefined;
+  body: Buffer;
+}
+
+/** A fetch that records what the client sent and what it got back. */
+function loggingFetch(): { fetch: FetchLike; requests: LoggedRequest[] } {
+  const requests: LoggedRequest[] = [];
+  const fetch: FetchLike = async (url, init) => {
+    const at = Date.now();
+    const response = await globalThis.fetch(url, init);
+    const body = init.body as string | Uint8Array;
+    requests.push({
+      at,
+      status: response.status,
+      retryAfter: response.headers.get("retry-after"),
+      encoding: (init.headers as Record<string, string>)["content-encoding"],
+      body: Buffer.from(body),
+    });
+    return response;
+  };
+  return { fetch, requests };
+}
+
+/** Ingested records the embedded sink wrote, read back from its NDJSON log. */
+function loggedRecords(dir: string): Array<Record<string, unknown>> {
+  return readdirSync(dir)
+    .filter((name) => name.endsWith(".ndjson"))
+    .sort()
+    .flatMap((name) => readFileSync(join(dir, name), "utf8").split("\n"))
+    .filter((line) => line !== "")
+    .map((line) => JSON.parse(line) as { topic: string; value: Record<string, unknown> })
+    .filter((line) => line.topic === "events")
+    .map((line) => line.value);
+}
+
+type Seen<K extends keyof SubscriberEvents = keyof SubscriberEvents> = {
+  type: K;
+  payload: SubscriberEvents[K];
+  at: number;
+};
+
+/** Keeps every event a Subscriber emits, for assertions in order of arrival. */
+class Recorder {
+  readonly seen: Seen[] = [];
+  private wake: (() => void) | undefined;
+
+  constructor(subscriber: Subscriber) {
+    const types = ["connected", "subscribed", "event", "gap", "error", "disconnected"] as const;
+    for (const type of types) {
+      subscriber.on(type, (payload) => {
+        this.seen.push({ type, payload, at: Date.now() } as Seen);
+        this.wake?.();
+      });
+    }
+  }
+
+  /** The first unconsumed `type` event matching `predicate`, consumed. */
+  async next<K extends keyof SubscriberEvents>(
+    type: K,
+    predicate: (payload: SubscriberEvents[K]) => boolean = () => true,
+    timeoutMs = 8000,
+  ): Promise<Seen<K>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const index = this.seen.findIndex(
+        (entry) => entry.type === type && predicate(entry.payload as SubscriberEvents[K]),
+      );
+      if (index >= 0) return this.seen.splice(index, 1)[0] as Seen<K>;
+      const left = deadline - Date.now();
+      if (left <= 0)
+        throw new Error(`no ${String(type)} within ${timeoutMs} ms; saw ${JSON.stringify(this.seen)}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+}
+
+async function publish(gateway: RunningGateway, tenant: string, channel: string, data: unknown) {
+  const response = await fetch(`${gateway.url}/v1/publish`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${await token(tenant, ["publish"])}`,
+      "content-type": "application/json",
+    },
+    body: JSON.stringify({ channel, data }),
+  });
+  expect(response.status).toBe(202);
+}
+
+const click = (element: string, channel?: string) => ({ type: "click", channel, data: { element } });
+
+describe.each(RUNTIMES)("TypeScript client against the gateway on %s", (runtime) => {
+  let gateway: RunningGateway;
+  let folder: string;
+  const logDir = () => join(folder, "log");
+
+  beforeAll(async () => {
+    folder = mkdtempSync(join(tmpdir(), "client-e2e-"));
+    writeFileSync(join(folder, "quotas.json"), JSON.stringify({ acme: { eventsPerSec: 100_000 } }));
+    gateway = await startGateway(runtime, {
+      ...EMBEDDED,
+      LOCAL_LOG_DIR: logDir(),
+      TENANT_QUOTAS: join(folder, "quotas.json"),
+      RATE_LIMIT_EVENTS_PER_SEC: "10",
+    });
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+    rmSync(folder, { recursive: true, force: true });
+  });
+
+  test("batches by count, then by time, gzipped; every record lands in the log with its client id", async () => {
+    const { fetch, requests } = loggingFetch();
+    const events = new EventClient({
+      url: gateway.url,
+      token: () => token("acme", ["ingest"]),
+      maxBatchRecords: 10,
+      flushIntervalMs: 400,
+      gzipMinBytes: 0,
+      fetch,
+    });
+    const enqueuedAt = Date.now();
+    const ids = Array.from({ length: 25 }, (_, i) => events.enqueue(click(`batch-${i}`)) as string);
+    await Bun.sleep(250);
+    expect(requests.map((request) => request.status)).toEqual([202, 202]);
+    while (requests.length < 3 && Date.now() - enqueuedAt < 3000) await Bun.sleep(20);
+    expect(requests.map((request) => request.status)).toEqual([202, 202, 202]);
+    expect((requests[2] as LoggedRequest).at - enqueuedAt).toBeGreaterThanOrEqual(390);
+    expect(requests.every((request) => request.encoding === "gzip")).toBe(true);
+    const logged = loggedRecords(logDir()).filter((record) => ids.includes(record.id as string));
+    expect(logged.map((record) => record.id)).toEqual(ids);
+    expect(logged.map((record) => (record.data as { element: string }).element)).toEqual(
+      ids.map((_, i) => `batch-${i}`),
+    );
+    expect(events.stats).toMatchObject({ accepted: 25, rejected: 0, dropped: 0, retries: 0 });
+    await events.close();
+  });
+
+  test("a 429 is retried after its Retry-After with the same bytes, so the same ids", async () => {
+    const { fetch, requests } = loggingFetch();
+    const tenant = `limited-${Date.now()}`;
+    const events = new EventClient({
+      url: gateway.url,
+      token: await token(tenant, ["ingest"]),
+      maxBatchRecords: 8,
+      retry: { initialDelayMs: 50 },
+      fetch,
+    });
+    const ids = Array.from({ length: 16 }, (_, i) => events.enqueue(click(`limited-${i}`)) as string);
+    await events.flush();
+    expect(requests.map((request) => request.status)).toEqual([202, 429, 202]);
+    const [, limited, retried] = requests as [LoggedRequest, LoggedRequest, LoggedRequest];
+    expect(limited.retryAfter).toBe("1");
+    expect(retried.at - limited.at).toBeGreaterThanOrEqual(1000);
+    expect(retried.body.equals(limited.body)).toBe(true);
+    const logged = loggedRecords(logDir()).filter((record) => record.tenant === tenant);
+    expect(logged.map((record) => record.id).sort()).toEqual([...ids].sort());
+    expect(events.stats).toMatchObject({ accepted: 16, retries: 1, dropped: 0 });
+    await events.close();
+  });
+
+  test("a 422 or a 401 is reported and never retried", async () => {
+    const { fetch, requests } = loggingFetch();
+    const failures: DeliveryFailure[] = [];
+    const refused = new EventClient({
+      url: gateway.url,
+      token: await token("acme", ["ingest"]),
+      fetch,
+      onError: (failure) => failures.push(failure),
+    });
+    const unknown = refused.enqueue({ type: "no_such_type", data: {} }) as string;
+    await refused.flush();
+    const unauthorized = new EventClient({
+      url: gateway.url,
+      token: "not-a-token",
+      fetch,
+      onError: (failure) => failures.push(failure),
+    });
+    const stranger = unauthorized.enqueue(click("x")) as string;
+    await unauthorized.flush();
+    expect(requests.map((request) => request.status)).toEqual([422, 401]);
+    expect(failures.map((failure) => [failure.kind, failure.status, failure.records[0]?.id])).toEqual([
+      ["rejected", 422, unknown],
+      ["rejected", 401, stranger],
+    ]);
+    await Promise.all([refused.close(), unauthorized.close()]);
+  });
+
+  test("a subscriber receives ingested and published events live", async () => {
+    const subscriber = new Subscriber({ url: gateway.url, token: () => token("acme", ["subscribe"]) });
+    const recorder = new Recorder(subscriber);
+    subscriber.subscribe("orders");
+    await recorder.next("subscribed", (frame) => frame.channel === "orders");
+    const events = new EventClient({ url: gateway.url, token: await token("acme", ["ingest", "publish"]) });
+    const id = events.enqueue(click("live", "orders"));
+    await events.flush();
+    await publish(gateway, "acme", "orders", { status: "shipped" });
+    const ingested = (await recorder.next("event")).payload;
+    expect(ingested).toMatchObject({ channel: "orders", recordType: "click", recordId: id });
+    expect(ingested.data).toEqual({ element: "live" });
+    const published = (await recorder.next("event")).payload;
+    expect(published.data).toEqual({ status: "shipped" });
+    expect(published.id > ingested.id).toBe(true);
+    expect(subscriber.lastEventId("orders")).toBe(published.id);
+    subscriber.close();
+    await events.close();
+  });
+
+  test("an expired token closes with 4001; the refresh callback is called and the subscriber carries on", async () => {
+    const refreshes: boolean[] = [];
+    const subscriber = new Subscriber({
+      url: gateway.url,
+      token: ({ refresh }) => {
+        refreshes.push(refresh);
+        return token("acme", ["subscribe"], { ttlSec: refresh ? 600 : 1 });
+      },
+      channels: ["expiring"],
+    });
+    const recorder = new Recorder(subscriber);
+    await recorder.next("subscribed");
+    expect((await recorder.next("disconnected")).payload.code).toBe(4001);
+    await recorder.next("subscribed");
+    expect(refreshes).toEqual([false, true]);
+    await publish(gateway, "acme", "expiring", { after: "refresh" });
+    expect((await recorder.next("event")).payload.data).toEqual({ after: "refresh" });
+    subscriber.close();
+  });
+
+  test("the bundle runs on Node: ingest and subscribe from a node process", async () => {
+    const bundle = await Bun.build({ entrypoints: [CLIENT_ENTRY], target: "browser", format: "esm" });
+    const file = join(folder, "client.mjs");
+    writeFileSync(file, await (bundle.outputs[0] as Blob).text());
+    const script = `
+      import { EventClient, Subscriber } from ${JSON.stringify(file)};
+      const [url, ingestToken, subscribeToken] = process.argv.slice(1);
+      const subscriber = new Subscriber({ url, token: subscribeToken, channels: ["from-node"] });
+      const received = [];
+      await new Promise((resolve) => subscriber.on("subscribed", resolve));
+      const done = new Promise((resolve) => subscriber.on("event", (event) => {
+        received.push(event.recordId);
+        if (received.length === 3) resolve();
+      }));
+      const events = new EventClient({ url, token: ingestToken, gzipMinBytes: 0 });
+      const ids = [0, 1, 2].map((n) => events.enqueue({ type: "click", channel: "from-node", data: { element: "n" + n } }));
+      await events.close();
+      await done;
+      subscriber.close();
+      console.log(JSON.stringify({ ids, received, stats: events.stats }));
+    `;
+    const child = Bun.spawn(
+      [
+        "node",
+        "--experimental-websocket",
+        "--input-type=module",
+        "-e",
+        script,
+        gateway.url,
+        await token("acme", ["ingest", "publish"]),
+        await token("acme", ["subscribe"]),
+      ],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    const timer = setTimeout(() => child.kill(), 15_000);
+    const [code, output, errors] = await Promise.all([
+      child.exited,
+      new Response(child.stdout).text(),
+      new Response(child.stderr).text(),
+    ]);
+    clearTimeout(timer);
+    expect({
+      code,
+      errors: errors.replace(/.*ExperimentalWarning.*\n(.*--trace-warnings.*\n)?/g, ""),
+    }).toEqual({
+      code: 0,
+      errors: "",
+    });
+    const result = JSON.parse(output) as { ids: string[]; received: string[]; stats: { accepted: number } };
+    expect(result.received).toEqual(result.ids);
+    expect(result.stats.accepted).toBe(3);
+  });
+});
+
+describe.each(RUNTIMES)("TypeScript client across a drain and a restart on %s", (runtime) => {
+  let folder: string;
+  const running: RunningGateway[] = [];
+  beforeAll(() => {
+    folder = mkdtempSync(join(tmpdir(), "client-restart-"));
+  });
+  afterAll(async () => {
+    await Promise.all(running.map((gateway) => gateway.stop("SIGKILL")));
+    rmSync(folder, { recursive: true, force: true });
+  });
+
+  async function subscribedTo(gateway: RunningGateway, WebSocket?: WebSocketConstructor) {
+    const subscriber = new Subscriber({
+      url: gateway.url,
+      token: () => token("acme", ["subscribe"]),
+      channels: ["orders"],
+      ...(WebSocket ? { WebSocket } : {}),
+    });
+    const recorder = new Recorder(subscriber);
+    await recorder.next("connected");
+    await recorder.next("subscribed");
+    return { subscriber, recorder };
+  }
+
+  test("SIGTERM drain: the reconnect frame's afterMs is obeyed before the next attempt", async () => {
+    const gateway = await startGateway(runtime, { ...EMBEDDED, LOCAL_LOG_DIR: join(folder, "drain") });
+    running.push(gateway);
+    const attempts: number[] = [];
+    const Recording = class extends WebSocket {
+      constructor(url: string) {
+        super(url);
+        attempts.push(Date.now());
+      }
+    } as unknown as WebSocketConstructor;
+    const { subscriber, recorder } = await subscribedTo(gateway, Recording);
+    await gateway.stop("SIGTERM");
+    const disconnected = await recorder.next("disconnected");
+    expect(disconnected.payload.code).toBe(1001);
+    const afterMs = disconnected.payload.reconnectInMs as number;
+    expect(afterMs).toBeGreaterThanOrEqual(250);
+    expect(afterMs).toBeLessThanOrEqual(5000);
+    while (attempts.length < 2) await Bun.sleep(20);
+    expect((attempts[1] as number) - disconnected.at).toBeGreaterThanOrEqual(afterMs - 5);
+    subscriber.close();
+  });
+
+  // Node + uWebSockets.js cannot listen again on a port while sockets its previous
+  // process closed first (the drain's 1001) sit in TIME_WAIT: "cannot listen", for
+  // up to a minute. Reported; until fixed, the same-port restart runs on Bun only.
+  test.skipIf(runtime === "node")(
+    "after a restart on the same port the new history is a gap (history_gone) and live events flow again",
+    async () => {
+      const env = { ...EMBEDDED, LOCAL_LOG_DIR: join(folder, "restart") };
+      const first = await startGateway(runtime, env);
+      running.push(first);
+      const { subscriber, recorder } = await subscribedTo(first);
+      await publish(first, "acme", "orders", { n: 1 });
+      const before = (await recorder.next("event")).payload;
+      await first.stop("SIGTERM");
+      await recorder.next("disconnected");
+
+      const second = await startGateway(runtime, { ...env, PORT: String(first.port) });
+      running.push(second);
+      await recorder.next("connected", () => true, 10_000);
+      // The embedded bus starts a new epoch: the old position cannot be replayed, and the client says so.
+      const gap = (await recorder.next("gap")).payload;
+      expect(gap).toEqual({ channel: "orders", since: before.id, reason: "history_gone" });
+      await recorder.next("subscribed");
+      await publish(second, "acme", "orders", { n: 2 });
+      const after = (await recorder.next("event")).payload;
+      expect(after.data).toEqual({ n: 2 });
+      expect(after.id.split("-")[0]).not.toBe(before.id.split("-")[0]);
+      expect(subscriber.lastEventId("orders")).toBe(after.id);
+      expect(recorder.seen.filter((entry) => entry.type === "error")).toEqual([]);
+      subscriber.close();
+    },
+  );
+});
+
+describe.each(RUNTIMES)("TypeScript client resuming across a restart with Kafka on %s", (runtime) => {
+  const running: RunningGateway[] = [];
+  afterAll(async () => {
+    await Promise.all(running.map((gateway) => gateway.stop("SIGKILL")));
+  });
+
+  test("events published while the subscriber was away are replayed from the new process, once, in order", async () => {
+    const env = {
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: await createTopic(`client-events-${runtime}`),
+      KAFKA_FANOUT_TOPIC: await createTopic(`client-fanout-${runtime}`),
+    };
+    const first = await startGateway(runtime, env);
+    running.push(first);
+    // Connections go where `target` says; undefined sends them to a closed port (the subscriber is "away").
+    let target: string | undefined = first.wsUrl;
+    const Routed = class extends WebSocket {
+      constructor(_url: string) {
+        super(target ?? "ws://127.0.0.1:9/v1/ws");
+      }
+    } as unknown as WebSocketConstructor;
+    const subscriber = new Subscriber({
+      url: first.url,
+      token: () => token("acme", ["subscribe"]),
+      channels: ["orders"],
+      reconnect: { initialDelayMs: 100, maxDelayMs: 400 },
+      WebSocket: Routed,
+    });
+    const recorder = new Recorder(subscriber);
+    await recorder.next("connected");
+    await recorder.next("subscribed");
+    await publish(first, "acme", "orders", { n: 1 });
+    const seen = (await recorder.next("event")).payload;
+
+    target = undefined;
+    await first.stop("SIGTERM");
+    await recorder.next("disconnected");
+    const second = await startGateway(runtime, env);
+    running.push(second);
+    for (const n of [2, 3, 4]) await publish(second, "acme", "orders", { n });
+    // Wait until the new process holds them in its history (it reads the fan-out topic from its start).
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const delta = await fetch(`${second.url}/v1/channels/orders/events?since=${seen.id}`, {
+        headers: { authorization: `Bearer ${await token("acme", ["subscribe"])}` },
+      });
+      expect(delta.status).toBe(200);
+      if (((await delta.json()) as { events: unknown[] }).events.length === 3) break;
+      if (Date.now() > deadline) throw new Error("the new process never held the missed events");
+      await Bun.sleep(100);
+    }
+
+    target = second.wsUrl;
+    await recorder.next("connected", () => true, 10_000);
+    const replayed = [];
+    for (let i = 0; i < 3; i++) replayed.push((await recorder.next("event")).payload);
+    expect(replayed.map((event) => event.data)).toEqual([{ n: 2 }, { n: 3 }, { n: 4 }]);
+    expect(replayed[0]?.id.split("-")[0]).toBe(seen.id.split("-")[0]);
+    await publish(second, "acme", "orders", { n: 5 });
+    expect((await recorder.next("event")).payload.data).toEqual({ n: 5 });
+    expect(recorder.seen.filter((entry) => entry.type === "gap" || entry.type === "event")).toEqual([]);
+    subscriber.close();
+  });
+});
