@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { createAuthenticator } from "./auth/authenticator.ts";
 import { bearerToken } from "./auth/bearer.ts";
+import { createS3ObjectClient } from "./aws/s3.ts";
 import { type Config, DEV_JWT_SECRET } from "./config/config.ts";
 import type { FanoutBus } from "./fanout/bus.ts";
 import { Fanout } from "./fanout/fanout.ts";
@@ -70,12 +71,15 @@ export async function createGateway({
   const authenticate = (request: HttpRequest) =>
     authenticator.verify(bearerToken(request.header("authorization")));
 
+  // One client for every s3:// source, so they share its connections and cached credentials.
+  const s3Client = createS3ObjectClient(config.s3);
   const schemas = createSchemaRegistry({
     source: config.schemas.source ?? defaultSchemas,
     refreshMs: config.schemas.refreshMs,
     log,
     onRefreshFailure: () => metrics.schemaRefreshFailures.inc(),
     onLoaded: (count) => metrics.schemaTypes.set(count),
+    s3Client,
   });
   await schemas.start();
 
@@ -103,6 +107,7 @@ export async function createGateway({
         source: config.rateLimit.tenantQuotas,
         refreshMs: config.rateLimit.tenantQuotasRefreshMs,
         log,
+        s3Client,
       })
     : undefined;
   await quotas?.start();

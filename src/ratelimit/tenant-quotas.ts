@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { type S3ObjectClient, sharedS3Client } from "../aws/s3.ts";
+import { parseS3Url, type S3ObjectClient } from "../aws/s3.ts";
 import type { Logger } from "../log/logger.ts";
 
 export interface TenantQuotaOptions {
@@ -7,6 +7,7 @@ export interface TenantQuotaOptions {
   source: string;
   refreshMs: number;
   log: Logger;
+  /** Needed for an s3:// source. */
   s3Client?: S3ObjectClient;
 }
 
@@ -55,13 +56,30 @@ export class TenantQuotas {
   }
 
   private async load(): Promise<void> {
-    const table = parseQuotas(await readDocument(this.options.source, this.options.s3Client));
+    const table = parseQuotas(await this.read());
     const changed =
       table.size !== this.quotas.size ||
       [...table].some(([tenant, value]) => this.quotas.get(tenant) !== value);
     this.quotas = table;
     if (changed)
       this.options.log.info({ source: this.options.source, tenants: table.size }, "tenant quotas loaded");
+  }
+
+  private async read(): Promise<string> {
+    const { source, s3Client } = this.options;
+    if (/^https?:\/\//i.test(source)) {
+      const response = await fetch(source, { signal: AbortSignal.timeout(10_000) });
+      if (!response.ok) throw new Error(`GET ${source}: HTTP ${response.status}`);
+      return response.text();
+    }
+    if (source.startsWith("s3://")) {
+      const location = parseS3Url(source);
+      if (!s3Client) throw new Error(`${source}: no S3 client given`);
+      const object = await s3Client.getObject(location);
+      if (object === "not-modified") throw new Error(`${source}: 304 to an unconditional GetObject`);
+      return object.text;
+    }
+    return readFile(source, "utf8");
   }
 }
 
@@ -82,21 +100,4 @@ export function parseQuotas(text: string): Map<string, number> {
     table.set(tenant, eventsPerSec as number);
   }
   return table;
-}
-
-async function readDocument(source: string, s3Client: S3ObjectClient | undefined): Promise<string> {
-  if (/^https?:\/\//i.test(source)) {
-    const response = await fetch(source, { signal: AbortSignal.timeout(10_000) });
-    if (!response.ok) throw new Error(`GET ${source}: HTTP ${response.status}`);
-    return response.text();
-  }
-  const s3 = /^s3:\/\/([^/]+)\/(.+)$/.exec(source);
-  if (s3) {
-    const { GetObjectCommand } = await import("@aws-sdk/client-s3");
-    const client = s3Client ?? (await sharedS3Client());
-    const object = await client.send(new GetObjectCommand({ Bucket: s3[1], Key: s3[2] }));
-    if (!object.Body) throw new Error(`${source}: empty object`);
-    return object.Body.transformToString("utf8");
-  }
-  return readFile(source, "utf8");
 }
