@@ -108,6 +108,7 @@ export async function createGateway({
         refreshMs: config.rateLimit.tenantQuotasRefreshMs,
         log,
         s3Client,
+        onRefreshFailure: () => metrics.tenantQuotaRefreshFailures.inc(),
       })
     : undefined;
   await quotas?.start();

@@ -3,11 +3,12 @@ import { createServer, type Socket } from "node:net";
 import pino from "pino";
 import { createS3ObjectClient, type S3ObjectClient } from "../../src/aws/s3.ts";
 import { loadConfig } from "../../src/config/config.ts";
+import { TenantQuotas } from "../../src/ratelimit/tenant-quotas.ts";
 import { createSchemaRegistry } from "../../src/validation/registry.ts";
 import { TestBucket, waitFor } from "../support/s3.ts";
 
 /**
- * The schema source against the real S3 API server of
+ * The schema and quota sources against the real S3 API server of
  * scripts/services (moto, which checks request signatures), through the client
  * the gateway builds from its config: S3_ENDPOINT and the credentials come
  * from the environment that `scripts/services env` set.
@@ -44,6 +45,20 @@ async function schemaRegistry(source: string) {
   cleanups.push(() => schemas.stop());
   await schemas.start();
   return { schemas, calls };
+}
+
+async function tenantQuotas(source: string) {
+  const calls = { failures: 0 };
+  const quotas = new TenantQuotas({
+    source,
+    refreshMs: REFRESH_MS,
+    log: pino({ level: "silent" }),
+    s3Client: gatewayS3Client(),
+    onRefreshFailure: () => calls.failures++,
+  });
+  cleanups.push(() => quotas.stop());
+  await quotas.start();
+  return { quotas, calls };
 }
 
 /** Waits for `count` more GETs of `key` after `seen` and returns their statuses. */
@@ -104,6 +119,41 @@ describe("schemas from S3", () => {
   test("start() rejects when the object is missing", async () => {
     const bucket = await testBucket();
     await expect(schemaRegistry(bucket.url("missing.json"))).rejects.toThrow(/key does not exist/i);
+  });
+});
+
+describe("tenant quotas from S3", () => {
+  test("a replaced object changes a tenant's budget; an unchanged one is answered 304", async () => {
+    const bucket = await testBucket();
+    await bucket.put("quotas.json", { acme: { eventsPerSec: 10 } });
+    const { quotas, calls } = await tenantQuotas(bucket.url("quotas.json"));
+    expect(quotas.eventsPerSec("acme")).toBe(10);
+    expect(await nextStatuses(bucket, "quotas.json", 0, 3)).toEqual([200, 304, 304]);
+
+    await bucket.put("quotas.json", { acme: { eventsPerSec: 20 }, globex: { eventsPerSec: 5 } });
+    await waitFor(() => quotas.eventsPerSec("acme") === 20, "the new budget");
+    expect(quotas.eventsPerSec("globex")).toBe(5);
+    const seen = (await bucket.getStatuses("quotas.json")).length;
+    expect(await nextStatuses(bucket, "quotas.json", seen, 2)).toEqual([304, 304]);
+    expect(calls.failures).toBe(0);
+  });
+
+  test("a deleted or broken object keeps the last good table, and each failed refresh is counted", async () => {
+    const bucket = await testBucket();
+    await bucket.put("quotas.json", { acme: { eventsPerSec: 10 } });
+    const { quotas, calls } = await tenantQuotas(bucket.url("quotas.json"));
+
+    await bucket.delete("quotas.json");
+    await waitFor(() => calls.failures >= 2, "failed refreshes of the deleted object");
+    expect(quotas.eventsPerSec("acme")).toBe(10);
+
+    await bucket.put("quotas.json", { acme: { eventsPerSec: -1 } });
+    const failures = calls.failures;
+    await waitFor(() => calls.failures >= failures + 2, "failed refreshes of the broken object");
+    expect(quotas.eventsPerSec("acme")).toBe(10);
+
+    await bucket.put("quotas.json", { acme: { eventsPerSec: 30 } });
+    await waitFor(() => quotas.eventsPerSec("acme") === 30, "a good object again");
   });
 });
 
