@@ -1,4 +1,4 @@
-import type { S3Client } from "@aws-sdk/client-s3";
+import type { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
 
 /** Where S3 is and how buckets are addressed (the `s3` section of the config). */
 export interface S3Settings {
@@ -46,12 +46,9 @@ export function createS3ObjectClient(
   settings: S3Settings,
   timeoutMs: number = DEFAULT_TIMEOUT_MS,
 ): S3ObjectClient {
-  let client: Promise<{
-    s3: S3Client;
-    GetObjectCommand: typeof import("@aws-sdk/client-s3").GetObjectCommand;
-  }>;
-  const sdk = () => {
-    client ??= Promise.all([import("@aws-sdk/client-s3"), import("@aws-sdk/credential-providers")]).then(
+  let sdk: Promise<{ s3: S3Client; GetObjectCommand: typeof GetObjectCommand }> | undefined;
+  const loadSdk = () => {
+    sdk ??= Promise.all([import("@aws-sdk/client-s3"), import("@aws-sdk/credential-providers")]).then(
       ([{ S3Client, GetObjectCommand }, { fromNodeProviderChain }]) => ({
         s3: new S3Client({
           region: settings.region,
@@ -62,19 +59,15 @@ export function createS3ObjectClient(
         GetObjectCommand,
       }),
     );
-    return client;
+    return sdk;
   };
   return {
     async getObject({ bucket, key }, ifNoneMatch) {
-      const { s3, GetObjectCommand } = await sdk();
+      const { s3, GetObjectCommand } = await loadSdk();
+      const command = new GetObjectCommand({ Bucket: bucket, Key: key, IfNoneMatch: ifNoneMatch });
       const signal = AbortSignal.timeout(timeoutMs);
       try {
-        const object = await s3.send(
-          new GetObjectCommand({ Bucket: bucket, Key: key, IfNoneMatch: ifNoneMatch }),
-          {
-            abortSignal: signal,
-          },
-        );
+        const object = await s3.send(command, { abortSignal: signal });
         if (!object.Body) throw new Error(`s3://${bucket}/${key}: empty object`);
         return { text: await object.Body.transformToString("utf8"), etag: object.ETag };
       } catch (error) {
