@@ -10,6 +10,7 @@ import { bearerToken } from "./http/bearer.ts";
 import { CorsPolicy } from "./http/cors.ts";
 import { Router } from "./http/router.ts";
 import { createAuthenticator } from "./infra/auth/authenticator.ts";
+import { createS3ObjectClient } from "./infra/aws/s3.ts";
 import { DeliveryQueue } from "./infra/delivery/delivery-queue.ts";
 import { batchBytesLimit } from "./infra/delivery/record-size.ts";
 import { type KafkaConnectionOptions, kafkaConnectionOptions } from "./infra/kafka/client-options.ts";
@@ -68,12 +69,15 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
   const authenticate = (request: HttpRequest) =>
     authenticator.verify(bearerToken(request.header("authorization")));
 
+  // One client for every s3:// source, so they share its connections and cached credentials.
+  const s3Client = createS3ObjectClient(config.s3);
   const schemas = createSchemaRegistry({
     source: config.schemas.source ?? defaultSchemas,
     refreshMs: config.schemas.refreshMs,
     log,
     onRefreshFailure: () => metrics.schemaRefreshFailures.inc(),
     onLoaded: (count) => metrics.schemaTypes.set(count),
+    s3Client,
   });
   await schemas.start();
 
@@ -100,6 +104,8 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         source: config.rateLimit.tenantQuotas,
         refreshMs: config.rateLimit.tenantQuotasRefreshMs,
         log,
+        s3Client,
+        onRefreshFailure: () => metrics.tenantQuotaRefreshFailures.inc(),
       })
     : undefined;
   await quotas?.start();

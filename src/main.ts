@@ -70,5 +70,11 @@ async function serve(): Promise<void> {
   log.info({ host: config.host, port: server.port, version: packageJson.version }, "listening");
 }
 
-if (isWorker(config.workers)) await serve();
+// A start that fails (say, a schema or quota source that cannot be read) exits 1, like a bad setting:
+// left to the uncaughtException handler it was only logged, and the process exited 0.
+if (isWorker(config.workers))
+  await serve().catch((error: unknown) => {
+    log.fatal({ err: error }, "cannot start");
+    process.exit(1);
+  });
 else superviseWorkers(config.workers, log);

@@ -74,6 +74,12 @@ export interface Config {
     source: string | undefined;
     refreshMs: number;
   };
+  /** How s3:// sources (SCHEMAS, TENANT_QUOTAS) reach S3; credentials come from the default AWS chain. */
+  s3: {
+    endpoint: string | undefined;
+    forcePathStyle: boolean;
+    region: string;
+  };
   rateLimit: {
     enabled: boolean;
     tenantQuotas: string | undefined;
@@ -159,6 +165,8 @@ export function loadConfig(env: Env = process.env): Config {
   const wsMaxConnections = read("WS_MAX_CONNECTIONS", integer(1), 100_000);
   // Sockets still authenticating turn over within WS_AUTH_TIMEOUT_MS: a tenth of the slots is ample.
   const wsMaxUnauthenticatedDefault = Math.max(100, Math.ceil(wsMaxConnections / 10));
+  const awsRegion = read("AWS_REGION", nonEmpty) ?? read("AWS_DEFAULT_REGION", nonEmpty);
+  const s3Endpoint = read("S3_ENDPOINT", url(["https:", "http:"]));
   const drainDelayMs = read("DRAIN_DELAY_MS", integer(0, 600_000), 5000);
   const drainTimeoutMs = read("DRAIN_TIMEOUT_MS", integer(100, 3_600_000), 25_000);
   if (drainTimeoutMs <= drainDelayMs) {
@@ -186,7 +194,7 @@ export function loadConfig(env: Env = process.env): Config {
       saslUsername,
       saslPassword,
       tls: read("KAFKA_TLS", boolean, saslMechanism === "aws-msk-iam"),
-      awsRegion: read("AWS_REGION", nonEmpty) ?? read("AWS_DEFAULT_REGION", nonEmpty),
+      awsRegion,
       compression: read("KAFKA_COMPRESSION", oneOf(COMPRESSIONS), "lz4"),
       lingerMs: read("KAFKA_LINGER_MS", integer(0, 60_000), 0),
       batchBytes: read("KAFKA_BATCH_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
@@ -213,6 +221,13 @@ export function loadConfig(env: Env = process.env): Config {
     schemas: {
       source: read("SCHEMAS", nonEmpty),
       refreshMs: read("SCHEMAS_REFRESH_MS", integer(1000, 86_400_000), 30_000),
+    },
+    s3: {
+      endpoint: s3Endpoint,
+      // S3-compatible stores mostly serve buckets under the path, not as a DNS name per bucket.
+      forcePathStyle: read("S3_FORCE_PATH_STYLE", boolean, s3Endpoint !== undefined),
+      // S3 is addressed through a region even with an endpoint; us-east-1 is what compatible stores expect.
+      region: awsRegion ?? "us-east-1",
     },
     rateLimit: {
       enabled: read("RATE_LIMIT_ENABLED", boolean, true),

@@ -175,6 +175,11 @@ export function createMetrics(runtime: string, version: string) {
       help: "Failed schema registry refreshes",
       registers: r,
     }),
+    tenantQuotaRefreshFailures: new Counter({
+      name: "gateway_tenant_quota_refresh_failures_total",
+      help: "Failed tenant quota refreshes (the last good table stays in use)",
+      registers: r,
+    }),
     schemaTypes: new Gauge({
       name: "gateway_schema_types",
       help: "Event types in the loaded schema registry",

@@ -59,6 +59,27 @@ describe("loadConfig", () => {
     );
   });
 
+  test("S3: AWS's endpoint by default; an S3-compatible one is addressed path-style unless told otherwise", () => {
+    expect(loadConfig(SECRET).s3).toEqual({
+      endpoint: undefined,
+      forcePathStyle: false,
+      region: "us-east-1",
+    });
+    expect(
+      loadConfig({ ...SECRET, S3_ENDPOINT: "http://127.0.0.1:9000", AWS_DEFAULT_REGION: "eu-west-1" }).s3,
+    ).toEqual({
+      endpoint: "http://127.0.0.1:9000/",
+      forcePathStyle: true,
+      region: "eu-west-1",
+    });
+    expect(
+      loadConfig({ ...SECRET, S3_ENDPOINT: "https://s3.store.example", S3_FORCE_PATH_STYLE: "false" }).s3
+        .forcePathStyle,
+    ).toBe(false);
+    expect(problemsOf({ S3_ENDPOINT: "store.example:9000" }).join()).toContain("S3_ENDPOINT: expected");
+    expect(problemsOf({ S3_FORCE_PATH_STYLE: "maybe" }).join()).toContain("S3_FORCE_PATH_STYLE:");
+  });
+
   test("every bad value is reported with its variable name", () => {
     const problems = problemsOf({
       PORT: "80a",

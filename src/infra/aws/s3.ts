@@ -1,23 +1,84 @@
-import type { GetObjectCommand } from "@aws-sdk/client-s3";
+import type { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
 
-/** The one S3 call the gateway makes; a real S3Client fits, and so does a test's stand-in. */
-export interface S3ObjectClient {
-  send(command: GetObjectCommand): Promise<{
-    ETag?: string;
-    Body?: { transformToString(encoding?: string): Promise<string> };
-  }>;
+/** Where S3 is and how buckets are addressed (the `s3` section of the config). */
+export interface S3Settings {
+  /** An S3-compatible store (MinIO, Ceph, moto…); unset: AWS's own endpoint for the region. */
+  endpoint: string | undefined;
+  /** `endpoint/bucket/key` rather than `bucket.endpoint/key`: most S3-compatible stores need it. */
+  forcePathStyle: boolean;
+  region: string;
 }
 
-let s3Client: Promise<S3ObjectClient> | undefined;
+export interface S3Location {
+  bucket: string;
+  key: string;
+}
 
-/** Imported on first use so the gateway loads the AWS SDK only for an s3:// source; shared so credentials are cached. */
-export function sharedS3Client(): Promise<S3ObjectClient> {
-  s3Client ??= Promise.all([import("@aws-sdk/client-s3"), import("@aws-sdk/credential-providers")]).then(
-    ([{ S3Client }, { fromNodeProviderChain }]) =>
-      new S3Client({
-        region: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1",
-        credentials: fromNodeProviderChain(),
+export interface S3Object {
+  text: string;
+  etag: string | undefined;
+}
+
+/** The one S3 call the gateway makes: read a whole object, unless it still has the ETag the caller holds. */
+export interface S3ObjectClient {
+  /** "not-modified" when the object's ETag is still `ifNoneMatch`; rejects when it is missing, denied or too slow. */
+  getObject(location: S3Location, ifNoneMatch?: string): Promise<S3Object | "not-modified">;
+}
+
+const S3_URL = /^s3:\/\/([^/]+)\/(.+)$/;
+/** A GetObject that has not completed by then fails, so a hung store cannot stall refreshes for good. */
+const DEFAULT_TIMEOUT_MS = 10_000;
+
+/** `s3://bucket/key` → its parts; rejects anything else with a message naming the source. */
+export function parseS3Url(source: string): S3Location {
+  const [, bucket, key] = S3_URL.exec(source) ?? [];
+  if (!bucket || !key) throw new Error(`${source}: expected s3://bucket/key`);
+  return { bucket, key };
+}
+
+/**
+ * An S3 client that loads the AWS SDK on its first call, so a gateway with no
+ * s3:// source never does. Credentials come from the default AWS chain
+ * (environment, shared config files, web identity / IRSA, container and
+ * instance metadata) and are cached by the SDK between calls.
+ */
+export function createS3ObjectClient(
+  settings: S3Settings,
+  timeoutMs: number = DEFAULT_TIMEOUT_MS,
+): S3ObjectClient {
+  let sdk: Promise<{ s3: S3Client; GetObjectCommand: typeof GetObjectCommand }> | undefined;
+  const loadSdk = () => {
+    sdk ??= Promise.all([import("@aws-sdk/client-s3"), import("@aws-sdk/credential-providers")]).then(
+      ([{ S3Client, GetObjectCommand }, { fromNodeProviderChain }]) => ({
+        s3: new S3Client({
+          region: settings.region,
+          endpoint: settings.endpoint,
+          forcePathStyle: settings.forcePathStyle,
+          credentials: fromNodeProviderChain(),
+        }),
+        GetObjectCommand,
       }),
-  );
-  return s3Client;
+    );
+    return sdk;
+  };
+  return {
+    async getObject({ bucket, key }, ifNoneMatch) {
+      const { s3, GetObjectCommand } = await loadSdk();
+      const command = new GetObjectCommand({ Bucket: bucket, Key: key, IfNoneMatch: ifNoneMatch });
+      const signal = AbortSignal.timeout(timeoutMs);
+      try {
+        const object = await s3.send(command, { abortSignal: signal });
+        if (!object.Body) throw new Error(`s3://${bucket}/${key}: empty object`);
+        return { text: await object.Body.transformToString("utf8"), etag: object.ETag };
+      } catch (error) {
+        if (isNotModified(error)) return "not-modified";
+        throw signal.aborted ? new Error(`s3://${bucket}/${key}: no answer within ${timeoutMs} ms`) : error;
+      }
+    },
+  };
+}
+
+/** S3 has no modelled error for 304: the SDK (3.1169) throws one carrying only the status. */
+function isNotModified(error: unknown): boolean {
+  return (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 304;
 }

@@ -19,7 +19,7 @@ export interface SchemaRegistryOptions {
   log: Logger;
   onRefreshFailure?: () => void;
   onLoaded?: (typeCount: number) => void;
-  /** Stands in for S3 in tests; by default a real client is created on first use. */
+  /** Needed for an s3:// source. */
   s3Client?: S3ObjectClient;
 }
 

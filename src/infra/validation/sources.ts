@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type S3ObjectClient, sharedS3Client } from "../aws/s3.ts";
+import { parseS3Url, type S3Location, type S3ObjectClient } from "../aws/s3.ts";
 
 /** The raw schemas of one load, before compilation. */
 export interface SchemaDocuments {
@@ -21,12 +21,11 @@ export type { S3ObjectClient } from "../aws/s3.ts";
 export interface LoadOptions {
   /** ETag of the set in use, for a conditional request. */
   etag?: string;
-  /** Defaults to one real S3 client per process, created on first use. */
+  /** Needed for an s3:// source. */
   s3Client?: S3ObjectClient;
 }
 
 const TYPE_NAME = /^[A-Za-z0-9._-]{1,128}$/;
-const S3_LOCATION = /^s3:\/\/([^/]+)\/(.+)$/;
 const URL_TIMEOUT_MS = 10_000;
 
 /**
@@ -36,11 +35,7 @@ const URL_TIMEOUT_MS = 10_000;
  */
 export async function loadSchemaDocuments(source: string, options: LoadOptions = {}): Promise<SchemaLoad> {
   if (/^https?:\/\//i.test(source)) return loadFromUrl(source, options.etag);
-  if (source.startsWith("s3://")) {
-    const [, bucket, key] = S3_LOCATION.exec(source) ?? [];
-    if (!bucket || !key) throw new Error(`schema source ${source}: expected s3://bucket/key`);
-    return loadFromS3(bucket, key, options.etag, options.s3Client ?? (await sharedS3Client()));
-  }
+  if (source.startsWith("s3://")) return loadFromS3(parseS3Url(source), options.etag, options.s3Client);
   return loadFromFolder(source);
 }
 
@@ -74,27 +69,15 @@ async function loadFromUrl(url: string, etag: string | undefined): Promise<Schem
 }
 
 async function loadFromS3(
-  bucket: string,
-  key: string,
+  location: S3Location,
   etag: string | undefined,
-  client: S3ObjectClient,
+  client: S3ObjectClient | undefined,
 ): Promise<SchemaLoad> {
-  const location = `s3://${bucket}/${key}`;
-  const { GetObjectCommand } = await import("@aws-sdk/client-s3");
-  let object: Awaited<ReturnType<S3ObjectClient["send"]>>;
-  try {
-    object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, IfNoneMatch: etag }));
-  } catch (error) {
-    if (isNotModified(error)) return "not-modified";
-    throw error;
-  }
-  if (!object.Body) throw new Error(`${location}: empty object`);
-  return parseDocument(await object.Body.transformToString("utf8"), location, object.ETag);
-}
-
-/** S3 has no modelled error for 304: the SDK (3.1169) throws one carrying only the status. */
-function isNotModified(error: unknown): boolean {
-  return (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 304;
+  const url = `s3://${location.bucket}/${location.key}`;
+  if (!client) throw new Error(`${url}: no S3 client given`);
+  const object = await client.getObject(location, etag);
+  if (object === "not-modified") return object;
+  return parseDocument(object.text, url, object.etag);
 }
 
 function parseDocument(text: string, origin: string, etag: string | undefined): SchemaDocuments {
