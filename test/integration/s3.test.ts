@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { createServer, type Socket } from "node:net";
 import pino from "pino";
-import { createS3ObjectClient, type S3ObjectClient } from "../../src/infra/aws/s3.ts";
 import { loadConfig } from "../../src/config/config.ts";
+import { createS3ObjectClient, type S3ObjectClient } from "../../src/infra/aws/s3.ts";
 import { TenantQuotas } from "../../src/infra/ratelimit/tenant-quotas.ts";
 import { createSchemaRegistry } from "../../src/infra/validation/registry.ts";
 import { TestBucket, waitFor } from "../support/s3.ts";
