@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import Ajv from "ajv";
 import Ajv2020 from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
+import { ERROR_STATUS } from "../../src/domain/errors.ts";
 import type { Route } from "../../src/ports/route.ts";
 
 /**
@@ -136,6 +137,41 @@ export function responseProblems(method: string, path: string, response: RealRes
       ...schemaProblems(openapiAjv, "openapi.json", schemaPointer, response.body, `${what} body`),
     );
   }
+  return problems;
+}
+
+/** `METHOD template status` of every response openapi.yaml documents. */
+export function documentedStatuses(): string[] {
+  return Object.entries(openapi.paths as Record<string, Node>).flatMap(([path, item]) =>
+    HTTP_METHODS.filter((method) => item[method]).flatMap((method) =>
+      Object.keys(((item[method] as Node).responses as Node | undefined) ?? {}).map(
+        (status) => `${method.toUpperCase()} ${path} ${status}`,
+      ),
+    ),
+  );
+}
+
+/**
+ * Where an error answered outside the documented paths (a refused WebSocket
+ * upgrade) departs from openapi.yaml's error body, or from the status its code maps to.
+ */
+export function errorBodyProblems(status: number, text: string): string[] {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return [`a ${status} whose body is not JSON: ${text.slice(0, 200)}`];
+  }
+  const problems = schemaProblems(
+    openapiAjv,
+    "openapi.json",
+    "/components/schemas/Error",
+    body,
+    "error body",
+  );
+  const code = (body as { error?: string }).error as keyof typeof ERROR_STATUS;
+  if (ERROR_STATUS[code] !== status)
+    problems.push(`a ${status} with code ${code}, which maps to ${ERROR_STATUS[code]}`);
   return problems;
 }
 
