@@ -4,6 +4,7 @@ import type { Metrics } from "../metrics/metrics.ts";
 import type { Route } from "../ports/route.ts";
 import type { HttpReply, HttpRequest, UpgradeDecision, WsHandlers } from "../ports/transport.ts";
 import { type CorsPolicy, isPreflight } from "./cors.ts";
+import { deprecationHeaders } from "./deprecation.ts";
 import { errorReply } from "./reply.ts";
 
 /** On every response: a browser must never sniff a body into something it renders. */
@@ -14,14 +15,17 @@ const TENANT_DATA_HEADERS = { ...COMMON_HEADERS, "cache-control": "no-store" };
 interface CompiledRoute extends Route {
   pattern: RegExp | undefined;
   paramNames: string[];
+  /** Headers added to every response of this route (its deprecation), built once. */
+  routeHeaders: Record<string, string> | undefined;
 }
 
 /**
  * Matches requests to routes, maps errors to responses, records metrics by
  * route template (never the raw path) and counts requests in flight so the
  * drain can wait for them. It is also the one place where response policy is
- * applied: nosniff, no-store on tenant data, and CORS (preflights, response
- * headers, and the origin check on WebSocket upgrades).
+ * applied: nosniff, no-store on tenant data, the deprecation headers of a
+ * route being retired, and CORS (preflights, response headers, and the
+ * origin check on WebSocket upgrades).
  */
 export class Router {
   private readonly exact = new Map<string, CompiledRoute[]>();
@@ -49,9 +53,10 @@ export class Router {
 
   private add(route: Route): void {
     const paramNames: string[] = [];
+    const routeHeaders = route.deprecation && deprecationHeaders(route.deprecation);
     if (!route.path.includes("{")) {
       const list = this.exact.get(route.path) ?? [];
-      list.push({ ...route, pattern: undefined, paramNames });
+      list.push({ ...route, pattern: undefined, paramNames, routeHeaders });
       this.exact.set(route.path, list);
       return;
     }
@@ -59,7 +64,7 @@ export class Router {
       paramNames.push(name);
       return "([^/]+)";
     });
-    this.patterned.push({ ...route, pattern: new RegExp(`^${source}$`), paramNames });
+    this.patterned.push({ ...route, pattern: new RegExp(`^${source}$`), paramNames, routeHeaders });
   }
 
   readonly handle = async (request: HttpRequest): Promise<HttpReply> => {
@@ -67,10 +72,12 @@ export class Router {
     this.inFlight++;
     this.metrics.inFlightRequests.inc();
     let routeName = "unmatched";
+    let routeHeaders: Record<string, string> | undefined;
     let reply: HttpReply;
     try {
       const match = this.match(request);
       routeName = match.routeName;
+      routeHeaders = match.routeHeaders;
       reply = await match.run();
     } catch (error) {
       if (!(error instanceof GatewayError))
@@ -86,6 +93,8 @@ export class Router {
     const series = this.seriesFor(routeName, request.method, reply.status);
     series.requests.inc();
     series.duration.observe((performance.now() - started) / 1000);
+    // Errors of a deprecated route say so too: a client may only ever see those.
+    if (routeHeaders) reply = { ...reply, headers: { ...reply.headers, ...routeHeaders } };
     return this.withPolicyHeaders(request, reply);
   };
 
@@ -154,7 +163,7 @@ export class Router {
     for (const wake of waiters) wake();
   }
 
-  private match(request: HttpRequest): { routeName: string; run: () => Promise<HttpReply> | HttpReply } {
+  private match(request: HttpRequest): RouteMatch {
     const candidates = this.exact.get(request.path);
     if (candidates) return this.pick(candidates, request, {});
     for (const route of this.patterned) {
@@ -174,7 +183,7 @@ export class Router {
   }
 
   /** `rawParams` are still percent-encoded: decoded only for the handler, so a bad one is a 400 on its route. */
-  private pick(routes: CompiledRoute[], request: HttpRequest, rawParams: Record<string, string>) {
+  private pick(routes: CompiledRoute[], request: HttpRequest, rawParams: Record<string, string>): RouteMatch {
     const route =
       routes.find((candidate) => candidate.method === request.method) ??
       // HEAD is GET without the body; the adapters leave the body out.
@@ -194,8 +203,19 @@ export class Router {
         },
       };
     }
-    return { routeName: path, run: () => route.handler(request, decodeParams(rawParams)) };
+    return {
+      routeName: path,
+      routeHeaders: route.routeHeaders,
+      run: () => route.handler(request, decodeParams(rawParams)),
+    };
   }
+}
+
+interface RouteMatch {
+  routeName: string;
+  /** Set when one route (not only its path) matched and it adds headers of its own. */
+  routeHeaders?: Record<string, string> | undefined;
+  run: () => Promise<HttpReply> | HttpReply;
 }
 
 /** A preflight from an origin not allowed is a 403 (and gets no CORS headers). */
