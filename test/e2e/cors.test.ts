@@ -1,36 +1,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { connect } from "node:net";
 import { TEST_SECRET, token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+import { RUNTIMES, type RunningGateway, rawUpgrade, startGateway } from "./harness.ts";
 
 const ALLOWED = "https://app.example.com";
 const OTHER = "https://evil.example.net";
 const EXPOSED = "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After";
 
-/** Sends a WebSocket upgrade over a raw socket and returns the status of the answer. */
-function upgradeStatus(port: number, headers: Record<string, string>): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, "127.0.0.1");
-    let received = "";
-    socket.setEncoding("latin1");
-    socket.on("data", (chunk: string) => {
-      received += chunk;
-      const match = /^HTTP\/1\.1 (\d{3}) /.exec(received);
-      if (match && received.includes("\r\n\r\n")) {
-        socket.destroy();
-        resolve(Number(match[1]));
-      }
-    });
-    socket.on("error", reject);
-    const extra = Object.entries(headers)
-      .map(([name, value]) => `${name}: ${value}\r\n`)
-      .join("");
-    socket.write(
-      "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`,
-    );
-  });
-}
+/** The status of a WebSocket upgrade sent over a raw socket. */
+const upgradeStatus = async (port: number, headers: Record<string, string>) =>
+  (await rawUpgrade(port, headers)).status;
 
 describe.each(RUNTIMES)("CORS with a list of origins on %s", (runtime) => {
   let gateway: RunningGateway;

@@ -1,3 +1,4 @@
+import { connect } from "node:net";
 import type { Subprocess } from "bun";
 import { TEST_SECRET } from "../support/tokens.ts";
 
@@ -190,4 +191,40 @@ export class TestSocket {
   close(): void {
     this.socket.close();
   }
+}
+
+/** Sends a WebSocket upgrade over a raw socket and returns the HTTP answer. */
+export function rawUpgrade(
+  port: number,
+  headers: Record<string, string>,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1");
+    let received = "";
+    socket.setEncoding("utf8");
+    const finish = () => {
+      const match = /^HTTP\/1\.1 (\d{3}) /.exec(received);
+      const headerEnd = received.indexOf("\r\n\r\n");
+      if (!match || headerEnd < 0) return false;
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(received)?.[1] ?? 0);
+      const body = received.slice(headerEnd + 4);
+      if (Buffer.byteLength(body) < length) return false;
+      socket.destroy();
+      resolve({ status: Number(match[1]), body });
+      return true;
+    };
+    socket.on("data", (chunk: string) => {
+      received += chunk;
+      finish();
+    });
+    socket.on("error", reject);
+    socket.on("close", () => finish() || reject(new Error(`closed after ${JSON.stringify(received)}`)));
+    const extra = Object.entries(headers)
+      .map(([name, value]) => `${name}: ${value}\r\n`)
+      .join("");
+    socket.write(
+      "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`,
+    );
+  });
 }
