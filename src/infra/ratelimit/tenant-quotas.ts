@@ -1,6 +1,6 @@
-import { readFile } from "node:fs/promises";
 import type { Logger } from "../../log/logger.ts";
-import { parseS3Url, type S3ObjectClient } from "../aws/s3.ts";
+import type { S3ObjectClient } from "../aws/s3.ts";
+import { RefreshedDocument, readDocument } from "../remote/document.ts";
 
 export interface TenantQuotaOptions {
   /** A JSON file path, an http(s) URL or s3://bucket/key holding `{ "<tenant>": { "eventsPerSec": n } }`. */
@@ -12,82 +12,48 @@ export interface TenantQuotaOptions {
   onRefreshFailure?: () => void;
 }
 
-/** The document's text, or "not-modified" when the S3 object still has the ETag of the table in use. */
-type QuotaDocument = { text: string; etag?: string } | "not-modified";
-
 const MAX_TENANTS = 100_000;
 const TENANT = /^[A-Za-z0-9._-]{1,64}$/;
 
 /**
  * The in-memory table of per-tenant event budgets that override
  * RATE_LIMIT_EVENTS_PER_SEC. Loaded at start, refreshed in the background; a
- * failed or invalid refresh keeps the last good table. An S3 object is read
- * conditionally on its ETag, so an unchanged one is not downloaded again.
+ * failed or invalid refresh keeps the last good table. A URL or S3 object is
+ * read conditionally on its ETag, so an unchanged one is not downloaded again.
  */
 export class TenantQuotas {
-  private quotas: ReadonlyMap<string, number> = new Map();
-  private etag: string | undefined;
-  private timer: ReturnType<typeof setInterval> | undefined;
-  private refreshing = false;
+  private readonly document: RefreshedDocument<ReadonlyMap<string, number>>;
 
-  constructor(private readonly options: TenantQuotaOptions) {}
+  constructor(options: TenantQuotaOptions) {
+    const { source, log } = options;
+    this.document = new RefreshedDocument({
+      name: "tenant quota",
+      source,
+      refreshMs: options.refreshMs,
+      log,
+      onRefreshFailure: options.onRefreshFailure,
+      load: async (current) => {
+        const read = await readDocument(source, current?.etag, options.s3Client);
+        if (read === "not-modified") return read;
+        const table = parseQuotas(read.text);
+        const previous = current?.value;
+        if (!previous || table.size !== previous.size || [...table].some(([t, v]) => previous.get(t) !== v))
+          log.info({ source, tenants: table.size }, "tenant quotas loaded");
+        return { value: table, etag: read.etag };
+      },
+    });
+  }
 
-  async start(): Promise<void> {
-    await this.load();
-    this.timer = setInterval(() => void this.refresh(), this.options.refreshMs);
-    this.timer.unref?.();
+  start(): Promise<void> {
+    return this.document.start();
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.document.stop();
   }
 
   eventsPerSec(tenant: string): number | undefined {
-    return this.quotas.get(tenant);
-  }
-
-  private async refresh(): Promise<void> {
-    if (this.refreshing) return;
-    this.refreshing = true;
-    try {
-      await this.load();
-    } catch (error) {
-      this.options.log.warn(
-        { err: error, source: this.options.source },
-        "tenant quota refresh failed; keeping the last table",
-      );
-      this.options.onRefreshFailure?.();
-    } finally {
-      this.refreshing = false;
-    }
-  }
-
-  private async load(): Promise<void> {
-    const document = await this.read();
-    if (document === "not-modified") return;
-    const table = parseQuotas(document.text);
-    const changed =
-      table.size !== this.quotas.size ||
-      [...table].some(([tenant, value]) => this.quotas.get(tenant) !== value);
-    this.quotas = table;
-    this.etag = document.etag;
-    if (changed)
-      this.options.log.info({ source: this.options.source, tenants: table.size }, "tenant quotas loaded");
-  }
-
-  private async read(): Promise<QuotaDocument> {
-    const { source, s3Client } = this.options;
-    if (/^https?:\/\//i.test(source)) {
-      const response = await fetch(source, { signal: AbortSignal.timeout(10_000) });
-      if (!response.ok) throw new Error(`GET ${source}: HTTP ${response.status}`);
-      return { text: await response.text() };
-    }
-    if (source.startsWith("s3://")) {
-      const location = parseS3Url(source);
-      if (!s3Client) throw new Error(`${source}: no S3 client given`);
-      return s3Client.getObject(location, this.etag);
-    }
-    return { text: await readFile(source, "utf8") };
+    return this.document.value?.get(tenant);
   }
 }
 

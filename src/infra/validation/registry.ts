@@ -2,6 +2,7 @@ import Ajv2020, { type ValidateFunction } from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import type { Logger } from "../../log/logger.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
+import { RefreshedDocument } from "../remote/document.ts";
 import { loadSchemaDocuments, type S3ObjectClient } from "./sources.ts";
 
 export interface SchemaRegistry extends SchemaValidator {
@@ -24,10 +25,10 @@ export interface SchemaRegistryOptions {
 }
 
 /** What is in use: swapped as a whole, never edited. */
-interface LoadedSet {
+interface CompiledSet {
   validators: Map<string, ValidateFunction>;
+  /** sha256 of the source text(s): an identical set is not compiled again. */
   hash: string;
-  etag?: string;
 }
 
 const MAX_REASONS = 3;
@@ -39,51 +40,32 @@ const MAX_REASONS = 3;
  */
 export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegistry {
   const { source, log } = options;
-  let current: LoadedSet = { validators: new Map(), hash: "" };
-  let timer: ReturnType<typeof setInterval> | undefined;
-  let refreshing = false;
-
-  async function load(): Promise<void> {
-    const loaded = await loadSchemaDocuments(source, { etag: current.etag, s3Client: options.s3Client });
-    if (loaded === "not-modified") return;
-    if (loaded.hash === current.hash) {
-      current = { ...current, etag: loaded.etag };
-      return;
-    }
-    const validators = compileAll(loaded.schemas);
-    current = { validators, hash: loaded.hash, etag: loaded.etag };
-    options.onLoaded?.(validators.size);
-    log.info({ source, types: [...validators.keys()] }, "schemas loaded");
-  }
-
-  async function refresh(): Promise<void> {
-    if (refreshing) return; // a slow source must not pile up concurrent loads
-    refreshing = true;
-    try {
-      await load();
-    } catch (err) {
-      log.warn({ err, source }, "schema refresh failed");
-      options.onRefreshFailure?.();
-    } finally {
-      refreshing = false;
-    }
-  }
+  const document = new RefreshedDocument<CompiledSet>({
+    name: "schema",
+    source,
+    refreshMs: options.refreshMs,
+    log,
+    onRefreshFailure: options.onRefreshFailure,
+    load: async (current) => {
+      const loaded = await loadSchemaDocuments(source, { etag: current?.etag, s3Client: options.s3Client });
+      if (loaded === "not-modified") return loaded;
+      if (current && loaded.hash === current.value.hash) return { value: current.value, etag: loaded.etag };
+      const validators = compileAll(loaded.schemas);
+      options.onLoaded?.(validators.size);
+      log.info({ source, types: [...validators.keys()] }, "schemas loaded");
+      return { value: { validators, hash: loaded.hash }, etag: loaded.etag };
+    },
+  });
 
   return {
     validate(type, data) {
-      const validate = current.validators.get(type);
+      const validate = document.value?.validators.get(type);
       if (!validate) return { ok: false, reason: `unknown type "${type}"` };
       return validate(data) ? { ok: true } : { ok: false, reason: describeErrors(validate) };
     },
-    types: () => [...current.validators.keys()],
-    async start() {
-      await load();
-      timer = setInterval(() => void refresh(), options.refreshMs);
-      timer.unref(); // the refresh alone must not keep the process alive
-    },
-    stop() {
-      clearInterval(timer);
-    },
+    types: () => [...(document.value?.validators.keys() ?? [])],
+    start: () => document.start(),
+    stop: () => document.stop(),
   };
 }
 

@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { parseS3Url, type S3Location, type S3ObjectClient } from "../aws/s3.ts";
+import type { S3ObjectClient } from "../aws/s3.ts";
+import { readDocument } from "../remote/document.ts";
 
 /** The raw schemas of one load, before compilation. */
 export interface SchemaDocuments {
@@ -26,7 +27,6 @@ export interface LoadOptions {
 }
 
 const TYPE_NAME = /^[A-Za-z0-9._-]{1,128}$/;
-const URL_TIMEOUT_MS = 10_000;
 
 /**
  * Reads the schemas from a folder (one `<type>.json` per event type), an
@@ -34,9 +34,9 @@ const URL_TIMEOUT_MS = 10_000;
  * Rejects on anything unreadable, so a caller never gets a partial set.
  */
 export async function loadSchemaDocuments(source: string, options: LoadOptions = {}): Promise<SchemaLoad> {
-  if (/^https?:\/\//i.test(source)) return loadFromUrl(source, options.etag);
-  if (source.startsWith("s3://")) return loadFromS3(parseS3Url(source), options.etag, options.s3Client);
-  return loadFromFolder(source);
+  if (!/^https?:\/\//i.test(source) && !source.startsWith("s3://")) return loadFromFolder(source);
+  const read = await readDocument(source, options.etag, options.s3Client);
+  return read === "not-modified" ? read : parseDocument(read.text, source, read.etag);
 }
 
 async function loadFromFolder(folder: string): Promise<SchemaDocuments> {
@@ -53,31 +53,6 @@ async function loadFromFolder(folder: string): Promise<SchemaDocuments> {
   }
   // fromEntries defines own properties, so even a type named "__proto__" stays a plain key.
   return { schemas: nonEmpty(Object.fromEntries(entries), folder), hash: hash.digest("hex") };
-}
-
-async function loadFromUrl(url: string, etag: string | undefined): Promise<SchemaLoad> {
-  const response = await fetch(url, {
-    headers: etag ? { "if-none-match": etag } : {},
-    signal: AbortSignal.timeout(URL_TIMEOUT_MS),
-  });
-  if (response.status === 304 || !response.ok) {
-    await response.body?.cancel(); // frees the pooled connection now rather than at GC
-    if (response.status === 304) return "not-modified";
-    throw new Error(`GET ${url}: HTTP ${response.status}`);
-  }
-  return parseDocument(await response.text(), url, response.headers.get("etag") ?? undefined);
-}
-
-async function loadFromS3(
-  location: S3Location,
-  etag: string | undefined,
-  client: S3ObjectClient | undefined,
-): Promise<SchemaLoad> {
-  const url = `s3://${location.bucket}/${location.key}`;
-  if (!client) throw new Error(`${url}: no S3 client given`);
-  const object = await client.getObject(location, etag);
-  if (object === "not-modified") return object;
-  return parseDocument(object.text, url, object.etag);
 }
 
 function parseDocument(text: string, origin: string, etag: string | undefined): SchemaDocuments {

@@ -1,0 +1,107 @@
+import { readFile } from "node:fs/promises";
+import type { Logger } from "../../log/logger.ts";
+import { parseS3Url, type S3ObjectClient } from "../aws/s3.ts";
+
+/** One read of a document: its text and ETag, or "not-modified" when it still has the ETag the reader sent. */
+export type DocumentRead = { text: string; etag?: string } | "not-modified";
+
+const URL_TIMEOUT_MS = 10_000;
+
+/**
+ * Reads a document from a file, an http(s) URL or `s3://bucket/key`. The URL
+ * and S3 reads are conditional on `etag` (If-None-Match), so an unchanged
+ * document is not downloaded again. Rejects on anything unreadable.
+ */
+export async function readDocument(
+  source: string,
+  etag: string | undefined,
+  s3Client: S3ObjectClient | undefined,
+): Promise<DocumentRead> {
+  if (/^https?:\/\//i.test(source)) {
+    const response = await fetch(source, {
+      headers: etag ? { "if-none-match": etag } : {},
+      signal: AbortSignal.timeout(URL_TIMEOUT_MS),
+    });
+    if (response.status === 304 || !response.ok) {
+      await response.body?.cancel(); // frees the pooled connection now rather than at GC
+      if (response.status === 304) return "not-modified";
+      throw new Error(`GET ${source}: HTTP ${response.status}`);
+    }
+    return { text: await response.text(), etag: response.headers.get("etag") ?? undefined };
+  }
+  if (source.startsWith("s3://")) {
+    const location = parseS3Url(source);
+    if (!s3Client) throw new Error(`${source}: no S3 client given`);
+    return s3Client.getObject(location, etag);
+  }
+  return { text: await readFile(source, "utf8") };
+}
+
+/** A loaded copy: the value in use and the ETag to send on the next read. */
+export interface Loaded<T> {
+  value: T;
+  etag?: string;
+}
+
+export interface RefreshedOptions<T> {
+  /** What the document is, for the log. */
+  name: string;
+  source: string;
+  refreshMs: number;
+  log: Logger;
+  /**
+   * Reads and parses the document, given the copy in use; "not-modified"
+   * keeps it. Rejects when the document is unreadable or invalid.
+   */
+  load(current: Loaded<T> | undefined): Promise<Loaded<T> | "not-modified">;
+  onRefreshFailure?(): void;
+}
+
+/**
+ * A document loaded at start and refreshed in the background. A refresh that
+ * fails (unreachable, invalid) keeps the last good copy, is logged and
+ * counted; refreshes never overlap, so a slow source cannot pile them up.
+ */
+export class RefreshedDocument<T> {
+  private loaded: Loaded<T> | undefined;
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private refreshing = false;
+
+  constructor(private readonly options: RefreshedOptions<T>) {}
+
+  /** The initial load: rejects if it fails (the gateway then refuses to start); then refreshes. */
+  async start(): Promise<void> {
+    await this.load();
+    this.timer = setInterval(() => void this.refresh(), this.options.refreshMs);
+    this.timer.unref?.(); // the refresh alone must not keep the process alive
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** The copy in use; undefined before `start` resolved. */
+  get value(): T | undefined {
+    return this.loaded?.value;
+  }
+
+  private async load(): Promise<void> {
+    const next = await this.options.load(this.loaded);
+    if (next !== "not-modified") this.loaded = next;
+  }
+
+  private async refresh(): Promise<void> {
+    if (this.refreshing) return;
+    this.refreshing = true;
+    try {
+      await this.load();
+    } catch (error) {
+      const { log, name, source } = this.options;
+      log.warn({ err: error, source }, `${name} refresh failed; keeping the last good copy`);
+      this.options.onRefreshFailure?.();
+    } finally {
+      this.refreshing = false;
+    }
+  }
+}
