@@ -5,17 +5,16 @@ import type {
   HttpRequest,
   ListenOptions,
   RunningServer,
-  SendResult,
-  WsPeer,
 } from "../../ports/transport.ts";
 import { BodyBuffer, clientClosed, parseContentLength, tooLarge } from "../body-buffer.ts";
 import { framingProblem, framingRefusal } from "../framing.ts";
+import { EnginePeer } from "../peer.ts";
 
 const HTTP_IDLE_TIMEOUT_SEC = 10;
 
 interface SocketData<State> {
   state: State;
-  peer?: WsPeer<State> & { closed: boolean };
+  peer?: EnginePeer<State>;
 }
 
 /** Bun adapter: maps Bun.serve (uWebSockets inside) onto the transport seam. */
@@ -69,7 +68,7 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       close(socket, code) {
         const peer = socket.data.peer;
         if (!peer) return;
-        peer.closed = true;
+        peer.markClosed();
         app.ws.close(peer, code);
       },
     },
@@ -150,27 +149,15 @@ function toResponse(reply: HttpReply): Response {
   return new Response(reply.body, { status: reply.status, headers });
 }
 
-function createPeer<State>(socket: ServerWebSocket<SocketData<State>>): WsPeer<State> & { closed: boolean } {
-  const peer = {
-    state: socket.data.state,
-    closed: false,
-    send(text: string): SendResult {
-      if (peer.closed) return "dropped";
+function createPeer<State>(socket: ServerWebSocket<SocketData<State>>): EnginePeer<State> {
+  return new EnginePeer(socket.data.state, {
+    send: (text) => {
       const status = socket.send(text);
       return status > 0 ? "sent" : status === -1 ? "queued" : "dropped";
     },
-    subscribe(topic: string) {
-      if (!peer.closed) socket.subscribe(topic);
-    },
-    unsubscribe(topic: string) {
-      if (!peer.closed) socket.unsubscribe(topic);
-    },
-    bufferedAmount: () => (peer.closed ? 0 : socket.getBufferedAmount()),
-    close(code: number, reason: string) {
-      if (peer.closed) return;
-      peer.closed = true;
-      socket.close(code, reason);
-    },
-  };
-  return peer;
+    subscribe: (topic) => socket.subscribe(topic),
+    unsubscribe: (topic) => socket.unsubscribe(topic),
+    bufferedAmount: () => socket.getBufferedAmount(),
+    close: (code, reason) => socket.close(code, reason),
+  });
 }

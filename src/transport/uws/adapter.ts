@@ -11,15 +11,14 @@ import type {
   HttpRequest,
   ListenOptions,
   RunningServer,
-  SendResult,
-  WsPeer,
 } from "../../ports/transport.ts";
 import { BodyBuffer, clientClosed, parseContentLength } from "../body-buffer.ts";
 import { framingProblem, framingRefusal } from "../framing.ts";
+import { EnginePeer } from "../peer.ts";
 
 interface SocketData<State> {
   state: State;
-  peer?: WsPeer<State>;
+  peer?: EnginePeer<State>;
 }
 
 /** Exported by the addon, typed only as a member of an enum that does not exist at run time. */
@@ -79,9 +78,9 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       if (peer) app.ws.drain(peer);
     },
     close: (socket, code) => {
-      const peer = socket.getUserData().peer as (WsPeer<State> & { closed: boolean }) | undefined;
+      const peer = socket.getUserData().peer;
       if (!peer) return;
-      peer.closed = true;
+      peer.markClosed();
       app.ws.close(peer, code);
     },
   });
@@ -245,30 +244,15 @@ function byteLength(body: string | Uint8Array): number {
   return typeof body === "string" ? Buffer.byteLength(body) : body.byteLength;
 }
 
-function createPeer<State>(
-  socket: UwsSocket<SocketData<State>>,
-  state: State,
-): WsPeer<State> & { closed: boolean } {
-  const peer = {
-    state,
-    closed: false,
-    send(text: string): SendResult {
-      if (peer.closed) return "dropped";
+function createPeer<State>(socket: UwsSocket<SocketData<State>>, state: State): EnginePeer<State> {
+  return new EnginePeer(state, {
+    send: (text) => {
       const status = socket.send(text, false);
       return status === 1 ? "sent" : status === 0 ? "queued" : "dropped";
     },
-    subscribe(topic: string) {
-      if (!peer.closed) socket.subscribe(topic);
-    },
-    unsubscribe(topic: string) {
-      if (!peer.closed) socket.unsubscribe(topic);
-    },
-    bufferedAmount: () => (peer.closed ? 0 : socket.getBufferedAmount()),
-    close(code: number, reason: string) {
-      if (peer.closed) return;
-      peer.closed = true;
-      socket.end(code, reason);
-    },
-  };
-  return peer;
+    subscribe: (topic) => socket.subscribe(topic),
+    unsubscribe: (topic) => socket.unsubscribe(topic),
+    bufferedAmount: () => socket.getBufferedAmount(),
+    close: (code, reason) => socket.end(code, reason),
+  });
 }
