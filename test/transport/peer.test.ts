@@ -3,7 +3,10 @@ import { EnginePeer, type EngineSocket } from "../../src/transport/peer.ts";
 
 function recordingSocket(calls: string[]): EngineSocket {
   return {
-    send: (text) => (calls.push(`send ${text}`), "sent"),
+    send: (text) => {
+      calls.push(`send ${text}`);
+      return "sent";
+    },
     subscribe: (topic) => void calls.push(`subscribe ${topic}`),
     unsubscribe: (topic) => void calls.push(`unsubscribe ${topic}`),
     bufferedAmount: () => 42,
