@@ -1,4 +1,4 @@
-// The baseline: a bare uWebSockets.js server on Node that reads the POST body
+// The Node engine alone: a bare uWebSockets.js server that reads the POST body
 // and answers 202 with a small JSON body, with no auth, validation or Kafka.
 import uws from "uWebSockets.js";
 
