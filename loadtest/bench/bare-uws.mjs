@@ -20,5 +20,9 @@ uws
     });
   })
   .listen("127.0.0.1", port, (token) => {
+    if (!token) {
+      console.error(`cannot listen on 127.0.0.1:${port}`);
+      process.exit(1);
+    }
     console.log(JSON.stringify({ msg: "listening", port: uws.us_socket_local_port(token) }));
   });
