@@ -336,6 +336,8 @@ interface Server {
   logPath: string;
 }
 
+let starts = 0;
+
 /** Starts a server on a free port; tries another port when it exits before listening (the port was taken). */
 async function startServer(
   id: string,
@@ -345,7 +347,8 @@ async function startServer(
   attempt = 1,
 ): Promise<Server> {
   const port = await freePort();
-  const logPath = join(work, `${id}.log`);
+  // A log of its own per start: an earlier round's "listening" line must not count.
+  const logPath = join(work, `${id}-${++starts}.log`);
   const child = Bun.spawn(command, {
     cwd: ROOT,
     env: { ...process.env, HOST: "127.0.0.1", PORT: String(port), ...env },
