@@ -534,30 +534,39 @@ async function measureFanout(entry: FanoutCase): Promise<FanoutResult> {
 
 const ingestRuns = new Map<string, IngestResult[]>();
 const fanoutRuns = new Map<string, FanoutResult[]>();
+/** Runs that failed (a server that did not start, wrk or the client failing): reported, and the run exits 1. */
+const failures: string[] = [];
 const started = new Date();
-try {
-  for (let round = 1; round <= ROUNDS; round++) {
-    log(`round ${round} of ${ROUNDS}`);
-    for (const entry of ingest) {
-      const result = await measureIngest(entry);
-      ingestRuns.set(entry.id, [...(ingestRuns.get(entry.id) ?? []), result]);
-      log(
-        `${entry.id}: ${Math.round(result.reqPerSec)} req/s, server ${pct(result.serverCpuSec / result.wallSec)}, wrk ${pct(result.wrkCpuSec / result.wallSec)}`,
-      );
-    }
-    for (const entry of fanout) {
-      const result = await measureFanout(entry);
-      fanoutRuns.set(entry.id, [...(fanoutRuns.get(entry.id) ?? []), result]);
-      log(
-        `${entry.id}: ${Math.round(result.deliveriesPerSec)} deliveries/s, p99 ${result.p99Ms.toFixed(1)} ms`,
-      );
-    }
+
+/** One case's run; a failure is recorded and the run goes on with the next case. */
+async function attempt<T>(id: string, round: number, measure: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await measure();
+  } catch (error) {
+    log(`${id} failed: ${(error as Error).message}`);
+    failures.push(`${id} (round ${round}): ${(error as Error).message.split("\n")[0]}`);
+    return undefined;
   }
-} catch (error) {
-  log(`failed: ${(error as Error).message}`);
-  cleanup();
-  await admin?.deleteTopics({ topics: [topic, fanoutTopic] }).catch(() => {});
-  process.exit(1);
+}
+
+for (let round = 1; round <= ROUNDS; round++) {
+  log(`round ${round} of ${ROUNDS}`);
+  for (const entry of ingest) {
+    const result = await attempt(entry.id, round, () => measureIngest(entry));
+    if (!result) continue;
+    ingestRuns.set(entry.id, [...(ingestRuns.get(entry.id) ?? []), result]);
+    log(
+      `${entry.id}: ${Math.round(result.reqPerSec)} req/s, server ${pct(result.serverCpuSec / result.wallSec)}, wrk ${pct(result.wrkCpuSec / result.wallSec)}`,
+    );
+  }
+  for (const entry of fanout) {
+    const result = await attempt(entry.id, round, () => measureFanout(entry));
+    if (!result) continue;
+    fanoutRuns.set(entry.id, [...(fanoutRuns.get(entry.id) ?? []), result]);
+    log(
+      `${entry.id}: ${Math.round(result.deliveriesPerSec)} deliveries/s, p99 ${result.p99Ms.toFixed(1)} ms`,
+    );
+  }
 }
 await admin?.deleteTopics({ topics: [topic, fanoutTopic] }).catch(() => {});
 await admin?.close();
@@ -603,11 +612,15 @@ function limit(
 }
 
 /** Correctness failures (not slowness): they make the run exit 1. */
-const problems: string[] = [];
+const problems: string[] = [...failures];
 const rows: string[] = [];
 for (const entry of ingest) {
   const runs = ingestRuns.get(entry.id) ?? [];
-  const result = chosen.get(entry.id) as IngestResult;
+  const result = chosen.get(entry.id);
+  if (!result) {
+    rows.push(`${entry.id} | failed | ${Array(11).fill("").join(" | ")}`);
+    continue;
+  }
   const serverShare = result.serverCpuSec / result.wallSec;
   const wrkShare = result.wrkCpuSec / result.wallSec / WRK_THREADS;
   const flags: string[] = [];
@@ -648,6 +661,7 @@ for (const entry of ingest) {
 
 const fanoutRows = fanout.map((entry) => {
   const runs = fanoutRuns.get(entry.id) ?? [];
+  if (runs.length === 0) return `${entry.id} | failed | ${Array(10).fill("").join(" | ")}`;
   const result = median(runs, (run) => run.deliveriesPerSec);
   const flags = [
     result.undelivered > 0 ? `⚠ ${result.undelivered} undelivered` : "",
