@@ -680,7 +680,7 @@ const fanoutRows = fanout.map((entry) => {
     pct(result.clientCpuShare),
     pct(result.machineBusy),
     limit(gatewayShare, 1, result.clientCpuShare, "client", result.machineBusy),
-    median(runs, (run) => run.kibPerIdleSocket).kibPerIdleSocket.toFixed(1),
+    `${median(runs, (run) => run.kibPerIdleSocket).kibPerIdleSocket.toFixed(1)} (${runs.map((run) => run.kibPerIdleSocket.toFixed(1)).join(" ")})`,
     mib(result.peakRssBytes),
     flags.join(", "),
   ].join(" | ");
@@ -693,7 +693,7 @@ const LEGEND = [
   "- peak RSS = VmHWM; wrk CPU = wrk's own rusage (one thread: 100% = saturated); machine CPU = all cores busy, anything running (the broker and other work share them);",
   `- limit: "⚠ wrk-bound" (wrk ≥ ${pct(WRK_SATURATED)} while the server < ${pct(SERVER_BUSY)}: the numbers measure wrk), "server CPU" (≥ ${pct(SERVER_BUSY)} per process), "machine full" (≥ ${pct(MACHINE_FULL)} of all cores), else "server waits" (for fsync or the broker's acknowledgement);`,
   "- ÷ bare engine = req/s ÷ the bare engine of the same runtime with the same body (the Fastify baseline runs on Node: ÷ bare uWebSockets.js); ÷ baseline = events landed/s ÷ the Fastify + KafkaJS baseline's with the same body.",
-  "- KiB per idle subscribed socket: the gateway's RSS growth while the second half of the subscribers connected and subscribed, per socket (median of rounds).",
+  "- KiB per idle subscribed socket: the gateway's RSS growth while the second half of the subscribers connected and subscribed, per socket (median of rounds, then every round: RSS grows in allocator steps, so single rounds scatter).",
   "",
 ];
 
