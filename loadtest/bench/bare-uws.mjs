@@ -1,4 +1,4 @@
-// The baseline: a bare uWebSockets.js server on Node that reads the POST body
+// The Node engine alone: a bare uWebSockets.js server that reads the POST body
 // and answers 202 with a small JSON body, with no auth, validation or Kafka.
 import uws from "uWebSockets.js";
 
@@ -20,5 +20,9 @@ uws
     });
   })
   .listen("127.0.0.1", port, (token) => {
+    if (!token) {
+      console.error(`cannot listen on 127.0.0.1:${port}`);
+      process.exit(1);
+    }
     console.log(JSON.stringify({ msg: "listening", port: uws.us_socket_local_port(token) }));
   });

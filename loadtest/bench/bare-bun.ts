@@ -1,0 +1,14 @@
+// The Bun engine alone: Bun.serve reading the POST body and answering 202 with
+// a small JSON body, with no auth, validation or sink (bare-uws.mjs on Bun).
+const server = Bun.serve({
+  hostname: "127.0.0.1",
+  port: Number(process.env.PORT ?? 0),
+  async fetch(request) {
+    await request.arrayBuffer();
+    return new Response('{"accepted":1,"rejected":0,"errors":[]}', {
+      status: 202,
+      headers: { "content-type": "application/json" },
+    });
+  },
+});
+console.log(JSON.stringify({ msg: "listening", port: server.port }));

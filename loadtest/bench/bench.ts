@@ -1,0 +1,734 @@
+// The saturating benchmark (`bun run bench`): Debian's wrk drives POST
+// /v1/events against bare engines, the gateway on Node and Bun, and a Fastify +
+// KafkaJS baseline, all in one run; a Bun client drives the WebSocket fan-out.
+// Each case runs DURATION after a short warm-up, ROUNDS times in round-robin
+// order (this machine's noise moves single runs), and the round with the median
+// rate is reported. The server's CPU comes from /proc/PID/stat over the run
+// (so the broker's and wrk's do not count) and wrk's own CPU from its rusage:
+// a case where wrk used a whole core while the server used less than ~90% of
+// one is flagged, because there wrk, not the server, was the limit.
+//   bun run bench                         (Kafka cases need `scripts/services up`)
+//   BENCH_QUICK=1 bun run bench           one 2 s round over a subset, < 90 s
+//   ROUNDS=3 DURATION=5s CONNECTIONS=64 BENCH_CASES=node-local-1,bare-uws-1 BENCH_OUT=file.md
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { Admin } from "@platformatic/kafka";
+import { signDevToken } from "../../src/auth/dev-token.ts";
+import { cpuSeconds, machineTicks, statusBytes, treeCpuSeconds, treePeakRssBytes } from "./proc.ts";
+
+const ROOT = join(import.meta.dir, "../..");
+const BASELINE_DIR = join(ROOT, "loadtest/baselines/fastify-kafkajs");
+const QUICK = process.env.BENCH_QUICK === "1";
+const ROUNDS = Number(process.env.ROUNDS ?? (QUICK ? 1 : 3));
+const DURATION_SEC = seconds(process.env.DURATION ?? (QUICK ? "2s" : "5s"));
+const WARMUP_SEC = seconds(process.env.WARMUP ?? "1s");
+const CONNECTIONS = Number(process.env.CONNECTIONS ?? 64);
+const WRK_THREADS = Number(process.env.WRK_THREADS ?? 1);
+const SUBSCRIBERS = Number(process.env.SUBSCRIBERS ?? 1000);
+const OUT = process.env.BENCH_OUT ?? join(ROOT, "dist/bench/latest.md");
+/** wrk at or above this share of its core(s) while the server is under SERVER_BUSY is wrk-bound. */
+const WRK_SATURATED = 0.9;
+const SERVER_BUSY = 0.9;
+/** Share of all cores busy (anything on the machine) past which the cores, not the server, are the limit. */
+const MACHINE_FULL = 0.9;
+const START_DEADLINE_MS = 30_000;
+const STOP_DEADLINE_MS = 30_000;
+const CLIENT_SLACK_MS = 60_000;
+const KAFKA_PARTITIONS = 6;
+const LISTEN_PORTS = { from: 20_000, to: 32_000 };
+const START_ATTEMPTS = 3;
+
+/** Whole seconds, as wrk takes them ("5s" or "5"). */
+function seconds(text: string): number {
+  const match = /^([1-9]\d*)s?$/.exec(text);
+  if (!match) throw new Error(`not a whole number of seconds: ${text}`);
+  return Number(match[1]);
+}
+
+type Sink = "none" | "local" | "kafka";
+type Engine = "bare-uws" | "bare-bun";
+
+interface IngestCase {
+  id: string;
+  label: string;
+  command: string[];
+  env: Record<string, string>;
+  events: number;
+  sink: Sink;
+  /** The bare engine whose req/s (with the same body) this case is divided by. */
+  engine: Engine;
+  /** `listening` lines to wait for (WORKERS=2 prints one per worker). */
+  listeners: number;
+  /** Case whose events landed/s this one is divided by. */
+  baseline?: string;
+  quick: boolean;
+}
+
+interface IngestResult {
+  reqPerSec: number;
+  requests: number;
+  non2xx: number;
+  socketErrors: number;
+  p50Ms: number;
+  p99Ms: number;
+  wallSec: number;
+  landed: number | undefined;
+  serverCpuSec: number;
+  wrkCpuSec: number;
+  machineBusy: number;
+  brokerCpuSec: number | undefined;
+  peakRssBytes: number;
+}
+
+interface FanoutCase {
+  id: string;
+  label: string;
+  command: string[];
+  quick: boolean;
+}
+
+interface FanoutResult {
+  subscribers: number;
+  batch: number;
+  deliveries: number;
+  deliveriesPerSec: number;
+  undelivered: number;
+  closedEarly: number;
+  failedRequests: number;
+  p50Ms: number;
+  p99Ms: number;
+  gatewayCpuSec: number;
+  clientCpuShare: number;
+  machineBusy: number;
+  kibPerIdleSocket: number;
+  elapsedSec: number;
+  peakRssBytes: number;
+}
+
+// ---------------------------------------------------------------- setup
+
+const live = new Set<Bun.Subprocess>();
+const work = mkdtempSync(join(tmpdir(), "edge-gateway-bench-"));
+function cleanup(): void {
+  for (const child of live) child.kill("SIGKILL");
+  rmSync(work, { recursive: true, force: true });
+}
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    cleanup();
+    process.exit(130);
+  });
+}
+
+const startedAt = performance.now();
+function log(line: string): void {
+  process.stderr.write(`bench ${((performance.now() - startedAt) / 1000).toFixed(1)}s: ${line}\n`);
+}
+
+function run(command: string[], cwd = ROOT): string {
+  const result = Bun.spawnSync(command, { cwd, stdout: "pipe", stderr: "pipe" });
+  if (result.exitCode !== 0) {
+    throw new Error(`${command.join(" ")} failed (${result.exitCode}): ${result.stderr.toString()}`);
+  }
+  return result.stdout.toString();
+}
+
+/** KAFKA_BROKERS from the environment, else from `scripts/services env`, else none (Kafka cases skipped). */
+function kafkaBrokers(): string | undefined {
+  if (process.env.KAFKA_BROKERS) return process.env.KAFKA_BROKERS;
+  const result = Bun.spawnSync([join(ROOT, "scripts/services"), "env"], { stdout: "pipe", stderr: "pipe" });
+  if (result.exitCode !== 0) return undefined;
+  return /KAFKA_BROKERS=(\S+)/.exec(result.stdout.toString())?.[1];
+}
+
+/**
+ * A free port below the kernel's ephemeral range (32768+ here), so no client
+ * socket of wrk or the fan-out client, nor any other work on the machine, takes
+ * it between this check and the server's bind.
+ */
+function freePort(): Promise<number> {
+  const port = LISTEN_PORTS.from + Math.floor(Math.random() * (LISTEN_PORTS.to - LISTEN_PORTS.from));
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(freePort()));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(port)));
+  });
+}
+
+const brokers = kafkaBrokers();
+const runId = `${Date.now().toString(36)}`;
+const topic = `bench-events-${runId}`;
+const fanoutTopic = `bench-fanout-${runId}`;
+const secret = `bench-${crypto.randomUUID()}-${crypto.randomUUID()}`;
+const ingestToken = await signDevToken({
+  secret,
+  tenant: "bench",
+  scopes: ["ingest", "publish"],
+  ttlSec: 86_400,
+});
+const subscribeToken = await signDevToken({ secret, tenant: "bench", scopes: ["subscribe"], ttlSec: 86_400 });
+
+if (!Bun.which("wrk")) {
+  log("wrk is missing: scripts/install-tools installs Debian's wrk");
+  process.exit(1);
+}
+log("bun run build");
+run(["bun", "run", "build"]);
+if (brokers && !existsSync(join(BASELINE_DIR, "node_modules/fastify"))) {
+  log("npm ci in loadtest/baselines/fastify-kafkajs");
+  run(["npm", "ci", "--no-audit", "--no-fund"], BASELINE_DIR);
+}
+
+const admin = brokers
+  ? new Admin({ clientId: "bench-admin", bootstrapBrokers: brokers.split(",") })
+  : undefined;
+await admin?.createTopics({ topics: [topic, fanoutTopic], partitions: KAFKA_PARTITIONS, replicas: 1 });
+
+async function kafkaEndOffsets(): Promise<number> {
+  const partitions = Array.from({ length: KAFKA_PARTITIONS }, (_, partitionIndex) => ({
+    partitionIndex,
+    timestamp: -1n, // latest
+  }));
+  const listed = await (admin as Admin).listOffsets({ topics: [{ name: topic, partitions }] });
+  return listed.flatMap((entry) => entry.partitions).reduce((sum, entry) => sum + Number(entry.offset), 0);
+}
+
+function localLogLines(dir: string): number {
+  // WORKERS > 1 gives each worker a folder of its own below `dir`.
+  return Number(
+    run(["sh", "-c", `find "${dir}" -name '*.ndjson' -exec cat {} + 2>/dev/null | wc -l`]).trim(),
+  );
+}
+
+/** The broker's pid when it is the scripts/services broker we produce to (for its CPU share). */
+function brokerPid(): number | undefined {
+  const state = process.env.EDGE_GATEWAY_STATE ?? "/tmp/edge-gateway-services";
+  try {
+    const port = /^KAFKA_PORT=(\d+)$/m.exec(readFileSync(join(state, "ports"), "utf8"))?.[1];
+    if (!port || !brokers?.split(",").includes(`127.0.0.1:${port}`)) return undefined;
+    return Number(readFileSync(join(state, "kafka.pid"), "utf8").trim());
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------- cases
+
+function gatewayEnv(sink: Sink, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    JWT_SECRET: secret,
+    DEV_MODE: "false",
+    LOG_LEVEL: "info",
+    // The bench measures the pipeline, not the limiter: every rate limit off.
+    RATE_LIMIT_ENABLED: "false",
+    REDIS_URL: "",
+    DRAIN_DELAY_MS: "0",
+    KAFKA_BROKERS: sink === "kafka" ? (brokers as string) : "",
+    KAFKA_TOPIC: topic,
+    KAFKA_FANOUT_TOPIC: fanoutTopic,
+    ...extra,
+  };
+}
+
+const NODE_GATEWAY = ["node", "dist/main.js"];
+const BUN_GATEWAY = ["bun", "src/main.ts"];
+
+const describeEvents = (events: number) => (events === 1 ? "1 event per request" : `${events}-event batches`);
+
+function ingestCases(): IngestCase[] {
+  const cases: IngestCase[] = [];
+  const bareEngines = [
+    {
+      engine: "bare-uws" as const,
+      label: "bare uWebSockets.js (Node)",
+      command: ["node", "loadtest/bench/bare-uws.mjs"],
+    },
+    { engine: "bare-bun" as const, label: "bare Bun.serve", command: ["bun", "loadtest/bench/bare-bun.ts"] },
+  ];
+  for (const bare of bareEngines) {
+    for (const events of [1, 100]) {
+      cases.push({
+        id: `${bare.engine}-${events}`,
+        label: `${bare.label}, ${describeEvents(events)} (body read, 202, nothing else)`,
+        command: bare.command,
+        env: {},
+        events,
+        sink: "none",
+        engine: bare.engine,
+        listeners: 1,
+        quick: true,
+      });
+    }
+  }
+  const gateways = [
+    { runtime: "node", command: NODE_GATEWAY, engine: "bare-uws" as const },
+    { runtime: "bun", command: BUN_GATEWAY, engine: "bare-bun" as const },
+  ];
+  for (const sink of ["local", "kafka"] as const) {
+    for (const gateway of gateways) {
+      for (const events of [1, 100]) {
+        cases.push({
+          id: `${gateway.runtime}-${sink}-${events}`,
+          label: `gateway ${gateway.runtime}, ${sink === "local" ? "embedded sink" : "Kafka acks=all"}, ${describeEvents(events)}`,
+          command: gateway.command,
+          env: gatewayEnv(sink),
+          events,
+          sink,
+          engine: gateway.engine,
+          listeners: 1,
+          baseline: sink === "kafka" ? `baseline-kafka-${events}` : undefined,
+          quick: events === 100 || (gateway.runtime === "node" && sink === "local"),
+        });
+      }
+    }
+  }
+  for (const events of [1, 100]) {
+    cases.push({
+      id: `node-local-${events}-w2`,
+      label: `gateway node, embedded sink, ${describeEvents(events)}, WORKERS=2`,
+      command: NODE_GATEWAY,
+      env: gatewayEnv("local", { WORKERS: "2" }),
+      events,
+      sink: "local",
+      engine: "bare-uws",
+      listeners: 2,
+      quick: false,
+    });
+  }
+  for (const events of [1, 100]) {
+    cases.push({
+      id: `baseline-kafka-${events}`,
+      label: `Fastify + KafkaJS baseline (Node), ${describeEvents(events)}`,
+      command: ["node", "loadtest/baselines/fastify-kafkajs/server.mjs"],
+      env: { JWT_SECRET: secret, KAFKA_BROKERS: brokers ?? "", KAFKA_TOPIC: topic },
+      events,
+      sink: "kafka",
+      engine: "bare-uws",
+      listeners: 1,
+      baseline: `baseline-kafka-${events}`,
+      quick: events === 100,
+    });
+  }
+  return cases;
+}
+
+const fanoutCases: FanoutCase[] = [
+  { id: "fanout-node", label: "fan-out, gateway node, embedded bus", command: NODE_GATEWAY, quick: true },
+  { id: "fanout-bun", label: "fan-out, gateway bun, embedded bus", command: BUN_GATEWAY, quick: false },
+];
+
+const only = process.env.BENCH_CASES?.split(",").map((id) => id.trim());
+const selected = <T extends { id: string; quick: boolean }>(list: T[]) =>
+  list.filter((entry) => (only ? only.includes(entry.id) : !QUICK || entry.quick));
+const allIngest = ingestCases();
+const skipped = brokers ? [] : allIngest.filter((entry) => entry.sink === "kafka").map((entry) => entry.id);
+if (skipped.length > 0) log(`no Kafka (run scripts/services up): skipping ${skipped.join(", ")}`);
+const ingest = selected(allIngest).filter((entry) => !skipped.includes(entry.id));
+const fanout = selected(fanoutCases);
+
+// ---------------------------------------------------------------- one run of one case
+
+interface Server {
+  process: Bun.Subprocess;
+  port: number;
+  logPath: string;
+}
+
+let starts = 0;
+
+/** Starts a server on a free port; tries another port when it exits before listening (the port was taken). */
+async function startServer(
+  id: string,
+  command: string[],
+  env: Record<string, string>,
+  listeners: number,
+  attempt = 1,
+): Promise<Server> {
+  const port = await freePort();
+  // A log of its own per start: an earlier round's "listening" line must not count.
+  const logPath = join(work, `${id}-${++starts}.log`);
+  const child = Bun.spawn(command, {
+    cwd: ROOT,
+    env: { ...process.env, HOST: "127.0.0.1", PORT: String(port), ...env },
+    stdout: Bun.file(logPath),
+    stderr: "inherit",
+  });
+  live.add(child);
+  const deadline = Date.now() + START_DEADLINE_MS;
+  for (;;) {
+    const text = await Bun.file(logPath)
+      .text()
+      .catch(() => "");
+    if ((text.match(/"msg":"listening"/g) ?? []).length >= listeners) break;
+    if (child.exitCode !== null && attempt < START_ATTEMPTS) {
+      live.delete(child);
+      log(`${id} exited before listening on ${port}; trying another port`);
+      return startServer(id, command, env, listeners, attempt + 1);
+    }
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill("SIGKILL");
+      live.delete(child);
+      throw new Error(`${id} did not start: ${text.slice(-2000)}`);
+    }
+    await Bun.sleep(50);
+  }
+  return { process: child, port, logPath };
+}
+
+async function stopServer(server: Server): Promise<void> {
+  server.process.kill("SIGTERM");
+  const stopped = await Promise.race([
+    server.process.exited.then(() => true),
+    Bun.sleep(STOP_DEADLINE_MS).then(() => false),
+  ]);
+  if (!stopped) {
+    log(`pid ${server.process.pid} ignored SIGTERM for ${STOP_DEADLINE_MS} ms; killing it`);
+    server.process.kill("SIGKILL");
+    await server.process.exited;
+  }
+  live.delete(server.process);
+}
+
+interface WrkOutput {
+  requests: number;
+  durationUs: number;
+  non2xx: number;
+  connectErrors: number;
+  readErrors: number;
+  writeErrors: number;
+  timeouts: number;
+  p50Us: number;
+  p99Us: number;
+}
+
+async function wrk(
+  port: number,
+  events: number,
+  durationSec: number,
+): Promise<{ out: WrkOutput; cpuSec: number }> {
+  const child = Bun.spawn(
+    [
+      "wrk",
+      `-t${WRK_THREADS}`,
+      `-c${CONNECTIONS}`,
+      `-d${durationSec}s`,
+      "--timeout",
+      "10s",
+      "-s",
+      join(import.meta.dir, "post.lua"),
+      `http://127.0.0.1:${port}/v1/events`,
+    ],
+    {
+      env: { ...process.env, EVENTS: String(events), BENCH_TOKEN: ingestToken },
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
+  live.add(child);
+  const [stdout, stderr] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+  ]);
+  await child.exited;
+  live.delete(child);
+  const line = /^wrk-result (.*)$/m.exec(stdout)?.[1];
+  if (child.exitCode !== 0 || !line) throw new Error(`wrk failed (${child.exitCode}): ${stdout}${stderr}`);
+  const usage = child.resourceUsage();
+  return { out: JSON.parse(line) as WrkOutput, cpuSec: Number(usage?.cpuTime.total ?? 0n) / 1e6 };
+}
+
+async function landedSoFar(entry: IngestCase, logDir: string): Promise<number | undefined> {
+  if (entry.sink === "kafka") return kafkaEndOffsets();
+  if (entry.sink === "local") return localLogLines(logDir);
+  return undefined;
+}
+
+async function measureIngest(entry: IngestCase): Promise<IngestResult> {
+  const logDir = join(work, `${entry.id}-log`);
+  const env = entry.sink === "local" ? { ...entry.env, LOCAL_LOG_DIR: logDir } : entry.env;
+  const server = await startServer(entry.id, entry.command, env, entry.listeners);
+  try {
+    await wrk(server.port, entry.events, WARMUP_SEC);
+    await Bun.sleep(300); // the warm-up's last requests land before counting
+    const landedBefore = await landedSoFar(entry, logDir);
+    const broker = entry.sink === "kafka" ? brokerPid() : undefined;
+    const pid = server.process.pid;
+    const cpuBefore = treeCpuSeconds(pid);
+    const brokerBefore = broker ? cpuSeconds(broker) : 0;
+    const machineBefore = machineTicks();
+    const startedAt = performance.now();
+    const { out, cpuSec: wrkCpuSec } = await wrk(server.port, entry.events, DURATION_SEC);
+    const wallSec = (performance.now() - startedAt) / 1000;
+    const serverCpuSec = treeCpuSeconds(pid) - cpuBefore;
+    const brokerCpuSec = broker ? cpuSeconds(broker) - brokerBefore : undefined;
+    const machineAfter = machineTicks();
+    const peakRssBytes = treePeakRssBytes(pid);
+    await stopServer(server); // drains: what was accepted is written before counting
+    const landedAfter = await landedSoFar(entry, logDir);
+    const runSec = out.durationUs / 1e6;
+    return {
+      reqPerSec: out.requests / runSec,
+      requests: out.requests,
+      non2xx: out.non2xx,
+      socketErrors: out.connectErrors + out.readErrors + out.writeErrors + out.timeouts,
+      p50Ms: out.p50Us / 1000,
+      p99Ms: out.p99Us / 1000,
+      wallSec,
+      landed: landedBefore === undefined ? undefined : (landedAfter as number) - landedBefore,
+      serverCpuSec,
+      wrkCpuSec,
+      machineBusy: (machineAfter.busy - machineBefore.busy) / (machineAfter.total - machineBefore.total),
+      brokerCpuSec,
+      peakRssBytes,
+    };
+  } finally {
+    if (live.has(server.process)) await stopServer(server);
+    rmSync(logDir, { recursive: true, force: true });
+  }
+}
+
+async function measureFanout(entry: FanoutCase): Promise<FanoutResult> {
+  const logDir = join(work, `${entry.id}-log`);
+  const server = await startServer(
+    entry.id,
+    entry.command,
+    gatewayEnv("local", { LOCAL_LOG_DIR: logDir }),
+    1,
+  );
+  try {
+    const client = Bun.spawn(["bun", join(import.meta.dir, "fanout-client.ts")], {
+      env: {
+        ...process.env,
+        GATEWAY_URL: `http://127.0.0.1:${server.port}`,
+        INGEST_TOKEN: ingestToken,
+        SUBSCRIBE_TOKEN: subscribeToken,
+        GATEWAY_PID: String(server.process.pid),
+        SUBSCRIBERS: String(SUBSCRIBERS),
+        DURATION_MS: String(DURATION_SEC * 1000),
+      },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    live.add(client);
+    // The client bounds each of its phases; this only catches a client that hangs anyway.
+    const watchdog = setTimeout(() => client.kill("SIGKILL"), DURATION_SEC * 1000 + CLIENT_SLACK_MS);
+    const [stdout, stderr] = await Promise.all([
+      new Response(client.stdout).text(),
+      new Response(client.stderr).text(),
+    ]);
+    await client.exited;
+    clearTimeout(watchdog);
+    live.delete(client);
+    if (client.exitCode !== 0) throw new Error(`fan-out client failed: ${stdout}${stderr}`);
+    const peakRssBytes = statusBytes(server.process.pid, "VmHWM");
+    return { ...(JSON.parse(stdout.trim().split("\n").at(-1) as string) as FanoutResult), peakRssBytes };
+  } finally {
+    await stopServer(server);
+    rmSync(logDir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------- the run
+
+const ingestRuns = new Map<string, IngestResult[]>();
+const fanoutRuns = new Map<string, FanoutResult[]>();
+/** Runs that failed (a server that did not start, wrk or the client failing): reported, and the run exits 1. */
+const failures: string[] = [];
+const started = new Date();
+
+/** One case's run; a failure is recorded and the run goes on with the next case. */
+async function attempt<T>(id: string, round: number, measure: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await measure();
+  } catch (error) {
+    log(`${id} failed: ${(error as Error).message}`);
+    failures.push(`${id} (round ${round}): ${(error as Error).message.split("\n")[0]}`);
+    return undefined;
+  }
+}
+
+for (let round = 1; round <= ROUNDS; round++) {
+  log(`round ${round} of ${ROUNDS}`);
+  for (const entry of ingest) {
+    const result = await attempt(entry.id, round, () => measureIngest(entry));
+    if (!result) continue;
+    ingestRuns.set(entry.id, [...(ingestRuns.get(entry.id) ?? []), result]);
+    log(
+      `${entry.id}: ${Math.round(result.reqPerSec)} req/s, server ${pct(result.serverCpuSec / result.wallSec)}, wrk ${pct(result.wrkCpuSec / result.wallSec)}`,
+    );
+  }
+  for (const entry of fanout) {
+    const result = await attempt(entry.id, round, () => measureFanout(entry));
+    if (!result) continue;
+    fanoutRuns.set(entry.id, [...(fanoutRuns.get(entry.id) ?? []), result]);
+    log(
+      `${entry.id}: ${Math.round(result.deliveriesPerSec)} deliveries/s, p99 ${result.p99Ms.toFixed(1)} ms`,
+    );
+  }
+}
+await admin?.deleteTopics({ topics: [topic, fanoutTopic] }).catch(() => {});
+await admin?.close();
+cleanup();
+
+// ---------------------------------------------------------------- report
+
+function median<T>(runs: T[], key: (run: T) => number): T {
+  return [...runs].sort((a, b) => key(a) - key(b))[Math.floor((runs.length - 1) / 2)] as T;
+}
+function pct(share: number): string {
+  return `${Math.round(share * 100)}%`;
+}
+function count(value: number): string {
+  if (value >= 10_000) return `${Math.round(value / 1000).toLocaleString("en-US")}k`;
+  return Math.round(value).toLocaleString("en-US");
+}
+/** Two decimals, or two significant digits below 0.1 (a batch's req/s is a small share of the bare engine's). */
+const ratio = (value: number) => (value >= 0.1 ? value.toFixed(2) : value.toPrecision(2));
+const mib = (bytes: number) => `${Math.round(bytes / 1024 / 1024)}`;
+
+const chosen = new Map([...ingestRuns].map(([id, runs]) => [id, median(runs, (run) => run.reqPerSec)]));
+const landedPerSec = (result: IngestResult) =>
+  result.landed === undefined ? undefined : result.landed / (result.wallSec || 1);
+
+/**
+ * What held the case back, read from the CPU shares: wrk at its limit while the
+ * server had room; the server's core(s) full; the machine's cores full (shared
+ * with wrk, the broker and whatever else runs); else the server was waiting
+ * (for the sink's fsync or the broker's acknowledgement).
+ */
+function limit(
+  server: number,
+  cores: number,
+  generator: number,
+  generatorName: string,
+  machine: number,
+): string {
+  if (generator >= WRK_SATURATED && server < SERVER_BUSY) return `⚠ ${generatorName}-bound`;
+  if (server >= SERVER_BUSY * cores) return "server CPU";
+  if (machine >= MACHINE_FULL) return "machine full";
+  return "server waits";
+}
+
+/** Correctness failures (not slowness): they make the run exit 1. */
+const problems: string[] = [...failures];
+const rows: string[] = [];
+for (const entry of ingest) {
+  const runs = ingestRuns.get(entry.id) ?? [];
+  const result = chosen.get(entry.id);
+  if (!result) {
+    rows.push(`${entry.id} | failed | ${Array(11).fill("").join(" | ")}`);
+    continue;
+  }
+  const serverShare = result.serverCpuSec / result.wallSec;
+  const wrkShare = result.wrkCpuSec / result.wallSec / WRK_THREADS;
+  const flags: string[] = [];
+  if (result.non2xx > 0) flags.push(`${result.non2xx} non-2xx`);
+  if (result.socketErrors > 0) flags.push(`${result.socketErrors} socket errors`);
+  const accepted = (result.requests - result.non2xx) * entry.events;
+  if (result.landed !== undefined && result.landed < accepted)
+    flags.push(`⚠ landed ${result.landed} < accepted ${accepted}`);
+  if (flags.length > 0) problems.push(`${entry.id}: ${flags.join(", ")}`);
+  if (result.brokerCpuSec !== undefined) flags.push(`broker ${pct(result.brokerCpuSec / result.wallSec)}`);
+  const perSec = landedPerSec(result);
+  const engine = chosen.get(`${entry.engine}-${entry.events}`);
+  const baseline = entry.baseline ? chosen.get(entry.baseline) : undefined;
+  const baselinePerSec = baseline && landedPerSec(baseline);
+  const events = result.landed ?? accepted;
+  rows.push(
+    [
+      entry.id,
+      `${count(result.reqPerSec)} (${runs.map((run) => count(run.reqPerSec)).join(" ")})`,
+      perSec === undefined ? "—" : `${count(perSec)}/s`,
+      `${result.p50Ms.toFixed(1)} / ${result.p99Ms.toFixed(1)}`,
+      `${result.serverCpuSec.toFixed(2)} (${pct(serverShare)})`,
+      entry.sink === "none" ? "—" : count(events / result.serverCpuSec),
+      mib(result.peakRssBytes),
+      pct(wrkShare),
+      pct(result.machineBusy),
+      limit(serverShare, entry.listeners, wrkShare, "wrk", result.machineBusy),
+      engine && entry.id !== `${entry.engine}-${entry.events}`
+        ? ratio(result.reqPerSec / engine.reqPerSec)
+        : "—",
+      baselinePerSec && perSec !== undefined && entry.baseline !== entry.id
+        ? ratio(perSec / baselinePerSec)
+        : "—",
+      flags.join(", "),
+    ].join(" | "),
+  );
+}
+
+const fanoutRows = fanout.map((entry) => {
+  const runs = fanoutRuns.get(entry.id) ?? [];
+  if (runs.length === 0) return `${entry.id} | failed | ${Array(10).fill("").join(" | ")}`;
+  const result = median(runs, (run) => run.deliveriesPerSec);
+  const flags = [
+    result.undelivered > 0 ? `⚠ ${result.undelivered} undelivered` : "",
+    result.closedEarly > 0 ? `⚠ ${result.closedEarly} sockets closed` : "",
+    result.failedRequests > 0 ? `${result.failedRequests} failed publishes` : "",
+  ].filter((flag) => flag !== "");
+  if (flags.length > 0) problems.push(`${entry.id}: ${flags.join(", ")}`);
+  const gatewayShare = result.gatewayCpuSec / result.elapsedSec;
+  return [
+    entry.id,
+    `${result.subscribers}`,
+    `${count(result.deliveriesPerSec)} (${runs.map((run) => count(run.deliveriesPerSec)).join(" ")})`,
+    `${result.p50Ms.toFixed(1)} / ${result.p99Ms.toFixed(1)}`,
+    `${result.gatewayCpuSec.toFixed(2)} (${pct(gatewayShare)})`,
+    count(result.deliveries / result.gatewayCpuSec),
+    pct(result.clientCpuShare),
+    pct(result.machineBusy),
+    limit(gatewayShare, 1, result.clientCpuShare, "client", result.machineBusy),
+    `${median(runs, (run) => run.kibPerIdleSocket).kibPerIdleSocket.toFixed(1)} (${runs.map((run) => run.kibPerIdleSocket.toFixed(1)).join(" ")})`,
+    mib(result.peakRssBytes),
+    flags.join(", "),
+  ].join(" | ");
+});
+
+const LEGEND = [
+  "",
+  "- Columns: req/s from wrk (median round, then every round); events landed/s = growth of the local log's lines or of the topic's end offsets over the run, counted after the server drained; p50/p99 from wrk (fan-out: publish call to receipt);",
+  "- server CPU = utime+stime of the server's process tree from /proc over the run (100% = one core; Node's GC and I/O threads add to its main thread); events / server CPU-s = events landed ÷ that;",
+  "- peak RSS = VmHWM; wrk CPU = wrk's own rusage (one thread: 100% = saturated); machine CPU = all cores busy, anything running (the broker and other work share them);",
+  `- limit: "⚠ wrk-bound" (wrk ≥ ${pct(WRK_SATURATED)} while the server < ${pct(SERVER_BUSY)}: the numbers measure wrk), "server CPU" (≥ ${pct(SERVER_BUSY)} per process), "machine full" (≥ ${pct(MACHINE_FULL)} of all cores), else "server waits" (for fsync or the broker's acknowledgement);`,
+  "- ÷ bare engine = req/s ÷ the bare engine of the same runtime with the same body (the Fastify baseline runs on Node: ÷ bare uWebSockets.js); ÷ baseline = events landed/s ÷ the Fastify + KafkaJS baseline's with the same body.",
+  "- KiB per idle subscribed socket: the gateway's RSS growth while the second half of the subscribers connected and subscribed, per socket (median of rounds, then every round: RSS grows in allocator steps, so single rounds scatter).",
+  "",
+];
+
+const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB`;
+const versions = `Node ${run(["node", "--version"]).trim()}, Bun ${Bun.version}, ${run(["sh", "-c", "wrk -v 2>&1 | head -1"]).split(" Copyright")[0]}`;
+const report = [
+  `Run of ${started.toISOString().slice(0, 16).replace("T", " ")} UTC: \`${QUICK ? "BENCH_QUICK=1 " : ""}bun run bench\`` +
+    ` (ROUNDS=${ROUNDS}, DURATION=${DURATION_SEC}s, warm-up ${WARMUP_SEC}s, wrk -t${WRK_THREADS} -c${CONNECTIONS}).`,
+  `Machine: ${machine}; ${versions}; Kafka ${brokers ? `at ${brokers} (same cores)` : "not running"}.`,
+  "",
+  "| case | req/s (runs) | events landed/s | p50 / p99 ms | server CPU-s (% of a core) | events / server CPU-s | peak RSS MiB | wrk CPU | machine CPU | limit | ÷ bare engine | ÷ baseline | notes |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ...rows.map((row) => `| ${row} |`),
+  "",
+  ...(fanoutRows.length > 0
+    ? [
+        "| fan-out case | subscribers | deliveries/s (runs) | p50 / p99 delivery ms | gateway CPU-s (% of a core) | deliveries / gateway CPU-s | client CPU | machine CPU | limit | KiB per idle subscribed socket | peak RSS MiB | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ...fanoutRows.map((row) => `| ${row} |`),
+        "",
+      ]
+    : []),
+  ...[...ingest, ...fanout].map((entry) => `- \`${entry.id}\`: ${entry.label}`),
+  ...LEGEND,
+  ...(skipped.length > 0 ? [`- skipped (no Kafka): ${skipped.join(", ")}`] : []),
+  "",
+].join("\n");
+process.stdout.write(report);
+mkdirSync(dirname(OUT), { recursive: true });
+writeFileSync(OUT, report);
+writeFileSync(
+  OUT.replace(/\.md$/, ".json"),
+  JSON.stringify({ ingest: [...ingestRuns], fanout: [...fanoutRuns] }),
+);
+log(`written to ${OUT}`);
+for (const problem of problems) log(`problem: ${problem}`);
+// Exit explicitly: the Kafka admin client can keep sockets open for its timeout.
+process.exit(problems.length > 0 ? 1 : 0);
