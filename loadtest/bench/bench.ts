@@ -15,7 +15,7 @@ import { createServer } from "node:net";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { Admin } from "@platformatic/kafka";
-import { signDevToken } from "../../src/auth/dev-token.ts";
+import { signDevToken } from "../../src/infra/auth/dev-token.ts";
 import { cpuSeconds, machineTicks, statusBytes, treeCpuSeconds, treePeakRssBytes } from "./proc.ts";
 
 const ROOT = join(import.meta.dir, "../..");
