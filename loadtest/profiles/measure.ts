@@ -11,7 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { signDevToken } from "../../src/infra/auth/dev-token.ts";
 
-const ROOT = join(import.meta.dir, "../..");
+// GATEWAY_ROOT: measure another checkout (e.g. `git archive` of an older commit) with this script.
+const ROOT = process.env.GATEWAY_ROOT ?? join(import.meta.dir, "../..");
 const runtime = process.argv[2] ?? "node";
 const seconds = Number(process.argv[3] ?? 5);
 const TICKS = 100;
