@@ -1,6 +1,6 @@
-import { v7 as uuidv7 } from "uuid";
 import { CHANNEL_PATTERN } from "../../domain/channel.ts";
 import type { EventRecord } from "../../domain/record.ts";
+import { uuidv7 } from "../../lib/uuid7.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
 
 /** Bounded set of reasons used as a metric label. */

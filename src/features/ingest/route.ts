@@ -36,13 +36,17 @@ interface RecordError {
   reason: string;
 }
 
-export function toSinkMessage(topic: string, record: EventRecord): SinkMessage {
-  return {
-    topic,
-    key: record.key ?? record.tenant,
-    value: recordValue(record),
-    headers: { tenant: record.tenant, type: record.type, "content-type": "application/json" },
-  };
+/** `headers` are those of `sinkHeaders(record)`, shared by the records of one type in a request. */
+export function toSinkMessage(
+  topic: string,
+  record: EventRecord,
+  headers: SinkMessage["headers"],
+): SinkMessage {
+  return { topic, key: record.key ?? record.tenant, value: recordValue(record), headers };
+}
+
+export function sinkHeaders(record: EventRecord): SinkMessage["headers"] {
+  return { tenant: record.tenant, type: record.type, "content-type": "application/json" };
 }
 
 /**
@@ -78,6 +82,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       const messages: SinkMessage[] = [];
       const errors: RecordError[] = [];
       const rejectedRaw: Array<{ raw: unknown; reason: string }> = [];
+      // Batches are mostly of one type: one headers object for a run of records of the same type.
+      let headers: SinkMessage["headers"] | undefined;
       rawRecords.forEach((raw, index) => {
         const result = raw.ok
           ? normalizeRecord(raw.value, raw.dataJson, raw.tsJson, principal.tenant, receivedAt, deps.schemas)
@@ -92,7 +98,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
         if (!result.ok) refusal = result;
         else {
           const channelProblem = channelRefusal(principal, result.record.channel);
-          const message = toSinkMessage(options.topic, result.record);
+          if (headers?.type !== result.record.type) headers = sinkHeaders(result.record);
+          const message = toSinkMessage(options.topic, result.record, headers);
           if (channelProblem !== undefined)
             refusal = { reason: channelProblem, category: "forbidden_channel" };
           else if (!deps.queue.fits(message)) {

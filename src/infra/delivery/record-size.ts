@@ -13,10 +13,26 @@ const HEADER_OVERHEAD = 10;
  * varints. Used for the queue's byte bounds and to size batches.
  */
 export function recordBytes(message: SinkMessage): number {
-  let bytes = RECORD_OVERHEAD + Buffer.byteLength(message.key) + Buffer.byteLength(message.value);
-  for (const name in message.headers) {
-    bytes += HEADER_OVERHEAD + Buffer.byteLength(name) + Buffer.byteLength(message.headers[name] as string);
+  return (
+    RECORD_OVERHEAD +
+    Buffer.byteLength(message.key) +
+    Buffer.byteLength(message.value) +
+    headersBytes(message.headers)
+  );
+}
+
+/** The records of a request share one headers object: it is measured once (the last one is kept). */
+let lastHeaders: SinkMessage["headers"] | undefined;
+let lastHeadersBytes = 0;
+
+function headersBytes(headers: SinkMessage["headers"]): number {
+  if (headers === lastHeaders) return lastHeadersBytes;
+  let bytes = 0;
+  for (const name in headers) {
+    bytes += HEADER_OVERHEAD + Buffer.byteLength(name) + Buffer.byteLength(headers[name] as string);
   }
+  lastHeaders = headers;
+  lastHeadersBytes = bytes;
   return bytes;
 }
 

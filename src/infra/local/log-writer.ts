@@ -41,8 +41,21 @@ export class LocalLogWriter implements SinkWriter {
   async write(batch: SinkMessage[]): Promise<void> {
     if (!this.file) throw new Error("local log is not open");
     let text = "";
+    // Runs of records share their topic and headers: each is serialised once per run.
+    let topic: string | undefined;
+    let topicJson = "";
+    let headers: SinkMessage["headers"] | undefined;
+    let headersJson = "";
     for (const message of batch) {
-      text += `{"topic":${JSON.stringify(message.topic)},"key":${JSON.stringify(message.key)},"headers":${JSON.stringify(message.headers)},"value":${message.value}}\n`;
+      if (message.topic !== topic) {
+        topic = message.topic;
+        topicJson = JSON.stringify(topic);
+      }
+      if (message.headers !== headers) {
+        headers = message.headers;
+        headersJson = JSON.stringify(headers);
+      }
+      text += `{"topic":${topicJson},"key":${JSON.stringify(message.key)},"headers":${headersJson},"value":${message.value}}\n`;
     }
     const bytes = Buffer.from(text);
     await this.file.write(bytes);

@@ -61,3 +61,18 @@ describe("recordBytes", () => {
     },
   );
 });
+
+describe("recordBytes with shared headers", () => {
+  test("counts each message's own headers when messages alternate between headers objects", () => {
+    const short = { tenant: "a" };
+    const long = { tenant: "a-much-longer-tenant", type: "page_view" };
+    const of = (headers: Record<string, string>) => ({ topic: "t", key: "k", value: "v", headers });
+    const alone = (headers: Record<string, string>) => recordBytes(of({ ...headers }));
+    expect([recordBytes(of(short)), recordBytes(of(long)), recordBytes(of(short))]).toEqual([
+      alone(short),
+      alone(long),
+      alone(short),
+    ]);
+    expect(alone(long)).toBeGreaterThan(alone(short));
+  });
+});
