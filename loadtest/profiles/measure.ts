@@ -70,7 +70,7 @@ function wrk(
       "-c64",
       `-d${duration}s`,
       "-s",
-      join(import.meta.dir, "post.lua"),
+      join(import.meta.dir, "../bench/post.lua"),
       `http://127.0.0.1:${port}/v1/events${query}`,
     ],
     { env: { ...process.env, EVENTS: String(events), BENCH_TOKEN: token }, stdout: "pipe", stderr: "pipe" },
