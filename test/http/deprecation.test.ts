@@ -5,21 +5,12 @@ import { deprecationHeaders } from "../../src/http/deprecation.ts";
 import { Router } from "../../src/http/router.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import type { Route } from "../../src/ports/route.ts";
-import type { HttpRequest } from "../../src/ports/transport.ts";
+import { fakeRequest } from "../support/http.ts";
 
 const SINCE = new Date("2026-03-01T00:00:00Z");
 const SUNSET = new Date("2026-09-01T00:00:00Z");
 
-function request(method: string, path: string, headers: Record<string, string> = {}): HttpRequest {
-  return {
-    method,
-    path,
-    query: new URLSearchParams(),
-    header: (name) => headers[name],
-    remoteAddress: "127.0.0.1",
-    body: async () => new Uint8Array(0),
-  };
-}
+const request = fakeRequest;
 
 /** Routes made for this test only: a retired one with its successor, and one still current. */
 const routes: Route[] = [

@@ -5,18 +5,10 @@ import { CorsPolicy } from "../../src/http/cors.ts";
 import { Router } from "../../src/http/router.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import type { Route } from "../../src/ports/route.ts";
-import type { HttpRequest, WsHandlers } from "../../src/ports/transport.ts";
+import type { WsHandlers } from "../../src/ports/transport.ts";
+import { fakeRequest } from "../support/http.ts";
 
-function request(method: string, path: string, headers: Record<string, string> = {}): HttpRequest {
-  return {
-    method,
-    path,
-    query: new URLSearchParams(),
-    header: (name) => headers[name],
-    remoteAddress: "127.0.0.1",
-    body: async () => new Uint8Array(0),
-  };
-}
+const request = fakeRequest;
 
 /** A router over `routes` whose log lines are kept for assertions. */
 function routerFor(routes: Route[], cors?: CorsPolicy) {
