@@ -5,7 +5,9 @@ export type CorsOrigins = "*" | readonly string[];
 
 const ALLOWED_REQUEST_HEADERS = "authorization, content-type, content-encoding";
 /** The response headers a browser script may read: the rate-limit state and when to retry. */
-const EXPOSED_HEADERS = "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After";
+// Deprecation, Sunset and Link tell a script that the route it calls is retired (RFC 9745, RFC 8594).
+const EXPOSED_HEADERS =
+  "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Deprecation, Sunset, Link";
 const PREFLIGHT_MAX_AGE_SEC = "600";
 
 /**

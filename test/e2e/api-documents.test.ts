@@ -192,6 +192,13 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
       (await publish("{}", { ...JSON_TYPE, ...(await bearer("docs-publish", ["ingest"])) })).status,
     ).toBe(403);
     expect((await publish(JSON.stringify({ channel: "orders", data: 1 }), auth, kafkaDown)).status).toBe(503);
+    // A publish costs one event of the tenant's budget (50 a second here): the 51st in a window is refused.
+    const limited = { ...JSON_TYPE, ...(await bearer("docs-publish-limited", ["publish"])) };
+    let refused = await publish(JSON.stringify({ channel: "orders", data: 1 }), limited);
+    for (let attempt = 0; attempt < 200 && refused.status !== 429; attempt++)
+      refused = await publish(JSON.stringify({ channel: "orders", data: 1 }), limited);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
   });
 
   test("GET and HEAD /v1/channels/{channel}/events: the delta, and each refusal", async () => {

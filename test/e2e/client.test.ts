@@ -12,7 +12,7 @@ import {
 } from "../../clients/typescript/src/index.js";
 import { createTopic, services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+import { RUNTIMES, type RunningGateway, startGateway, waitForLog } from "./harness.ts";
 
 const CLIENT_ENTRY = new URL("../../clients/typescript/src/index.ts", import.meta.url).pathname;
 /** The embedded sink and bus, even when the test command exported the real services' addresses. */
@@ -402,6 +402,7 @@ describe.each(RUNTIMES)("TypeScript client resuming across a restart with Kafka 
     };
     const first = await startGateway(runtime, env);
     running.push(first);
+    await waitForLog(first, "fan-out consumer reading");
     // Connections go where `target` says; undefined sends them to a closed port (the subscriber is "away").
     let target: string | undefined = first.wsUrl;
     const Routed = class extends WebSocket {
@@ -427,6 +428,7 @@ describe.each(RUNTIMES)("TypeScript client resuming across a restart with Kafka 
     await recorder.next("disconnected");
     const second = await startGateway(runtime, env);
     running.push(second);
+    await waitForLog(second, "fan-out consumer reading");
     for (const n of [2, 3, 4]) await publish(second, "acme", "orders", { n });
     // Wait until the new process holds them in its history (it reads the fan-out topic from its start).
     const deadline = Date.now() + 10_000;

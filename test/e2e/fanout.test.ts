@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createTopic, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
+import { RUNTIMES, type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
 
 type Frame = Record<string, unknown>;
 
@@ -53,6 +53,8 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
       WS_PING_INTERVAL_MS: "500",
     };
     [first, second] = await Promise.all([startGateway(runtime, env), startGateway(runtime, env)]);
+    // Each instance reads the fan-out topic from the offsets that were latest when its consumer started.
+    await Promise.all([first, second].map((gateway) => waitForLog(gateway, "fan-out consumer reading")));
   });
   afterAll(async () => {
     await Promise.all([first.stop("SIGKILL"), second.stop("SIGKILL")]);

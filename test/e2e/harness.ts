@@ -228,3 +228,16 @@ export function rawUpgrade(
     );
   });
 }
+
+/** Resolves once the gateway logged `message` (say, its fan-out consumer reading: a fresh broker takes seconds). */
+export async function waitForLog(
+  gateway: RunningGateway,
+  message: string,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!gateway.logs.some((entry) => entry.msg === message)) {
+    if (Date.now() > deadline) throw new Error(`${gateway.runtime} gateway did not log "${message}"`);
+    await Bun.sleep(50);
+  }
+}

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
+import { RUNTIMES, type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
 
 /** A 19-digit nanosecond timestamp and 2^53 + 1: both come out of JSON.parse rounded. */
 const BIG_DATA = '{"element":"big","nanos":1700000000123456789,"n":9007199254740993,"f":1.50}';
@@ -54,6 +54,7 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
       KAFKA_FANOUT_TOPIC: await createTopic(`fidelity-fanout-${runtime}`, 1),
       KAFKA_MAX_MESSAGE_BYTES: "65536",
     });
+    await waitForLog(gateway, "fan-out consumer reading");
     ingestAuth = {
       authorization: `Bearer ${await token("acme", ["ingest"])}`,
       "content-type": "application/json",

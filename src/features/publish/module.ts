@@ -3,12 +3,15 @@ import { GatewayError } from "../../domain/errors.ts";
 import { type Principal, requireScope } from "../../domain/principal.ts";
 import { json } from "../../http/reply.ts";
 import { DEPTH_ERROR, JsonScanner, type RecordSpans, TOO_DEEP_REASON } from "../../lib/json-scan.ts";
+import type { Admission } from "../../ports/admission.ts";
 import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
 import type { HttpRequest } from "../../ports/transport.ts";
 
 export interface PublishDependencies {
   authenticate(request: HttpRequest): Promise<Principal>;
+  /** A publish costs one request of the client's IP budget and one event of the tenant's. */
+  admission: Pick<Admission, "request" | "events">;
   bus: FanoutBus;
 }
 
@@ -49,6 +52,7 @@ export function createPublishModule(deps: PublishDependencies): Module {
         method: "POST",
         path: "/v1/publish",
         handler: async (request) => {
+          await deps.admission.request(request);
           const principal = await deps.authenticate(request);
           requireScope(principal, "publish");
           const mediaType = request.header("content-type")?.split(";")[0]?.trim().toLowerCase();
@@ -65,8 +69,9 @@ export function createPublishModule(deps: PublishDependencies): Module {
             message.broadcast = true;
             if (body.channel !== undefined) message.channel = requireChannel(principal, body.channel);
           } else message.channel = requireChannel(principal, body.channel);
+          const rateLimitHeaders = await deps.admission.events(principal, 1);
           await deps.bus.publish([message]);
-          return json(202, { published: 1 });
+          return json(202, { published: 1 }, rateLimitHeaders);
         },
       },
     ],

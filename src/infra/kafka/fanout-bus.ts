@@ -56,6 +56,10 @@ export class KafkaFanoutBus implements FanoutBus {
         listener.origin(this.epoch, partition, offset);
       });
       await this.consume(consumer);
+      this.log.info(
+        { topic: this.topic, partitions: this.nextOffsets.size, epoch: this.epoch },
+        "fan-out consumer reading",
+      );
     } catch (error) {
       await forceClose(consumer);
       throw error;
