@@ -6,6 +6,8 @@
 //   bun loadtest/profiles/measure.ts node|bun [seconds]
 //   PROFILE=node|bun   runs that runtime with --cpu-prof (profiles in dist/profiles/)
 //   CASES=one-none,batch-ack   picks cases
+//   MEASURE_KAFKA_BROKERS=host:port   Kafka sink (acks=all) instead of the embedded log;
+//   KAFKA_COMPRESSION etc. pass through from the environment
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -44,7 +46,7 @@ const child = Bun.spawn(command, {
     LOG_LEVEL: "warn",
     RATE_LIMIT_ENABLED: "false",
     REDIS_URL: "",
-    KAFKA_BROKERS: "",
+    KAFKA_BROKERS: process.env.MEASURE_KAFKA_BROKERS ?? "",
     LOCAL_LOG_DIR: logDir,
     DRAIN_DELAY_MS: "0",
   },
