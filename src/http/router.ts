@@ -34,8 +34,8 @@ export class Router {
   private readonly series = new Map<
     string,
     {
-      requests: ReturnType<Metrics["httpRequests"]["labels"]>;
-      duration: ReturnType<Metrics["httpDuration"]["labels"]>;
+      requests: ReturnType<Metrics["httpRequests"]["child"]>;
+      duration: ReturnType<Metrics["httpDuration"]["child"]>;
     }
   >();
   private readonly knownMethods = new Set(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]);
@@ -133,7 +133,7 @@ export class Router {
 
   /**
    * The labelled children of the request metrics, looked up once per
-   * route/method/status instead of hashing labels on every request. Bounded:
+   * route/method/status (`metrics/resolved.ts`: no label hashing per request). Bounded:
    * routes and methods come from the table ("unmatched" otherwise), statuses from the catalogue.
    */
   private seriesFor(route: string, requestMethod: string, status: number) {
@@ -143,8 +143,8 @@ export class Router {
     if (!series) {
       const labels = { route, method, status: String(status) };
       series = {
-        requests: this.metrics.httpRequests.labels(labels),
-        duration: this.metrics.httpDuration.labels(labels),
+        requests: this.metrics.httpRequests.child(labels),
+        duration: this.metrics.httpDuration.child(labels),
       };
       this.series.set(key, series);
     }
