@@ -17,3 +17,19 @@ export function withDeadline<T>(promise: Promise<T>, ms: number, timeoutError: (
 export function msUntil(deadline: number): number {
   return Math.max(0, deadline - Date.now());
 }
+
+let isoMillis = Number.NaN;
+let isoText = "";
+
+/**
+ * `new Date().toISOString()`, formatted once per millisecond: formatting costs
+ * about 0.8 µs, and under load many requests arrive within the same millisecond.
+ */
+export function isoNow(): string {
+  const now = Date.now();
+  if (now !== isoMillis) {
+    isoMillis = now;
+    isoText = new Date(now).toISOString();
+  }
+  return isoText;
+}

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { ResolvedCounter, ResolvedHistogram } from "./resolved.ts";
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const SIZE_BUCKETS = [1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 50_000];
@@ -29,19 +30,18 @@ export function createMetrics(runtime: string, version: string) {
       labelNames: ["runtime", "version"],
       registers: r,
     }),
-    httpRequests: new Counter({
-      name: "gateway_http_requests_total",
-      help: "HTTP requests by route, method and status",
-      labelNames: ["route", "method", "status"],
-      registers: r,
-    }),
-    httpDuration: new Histogram({
-      name: "gateway_http_request_duration_seconds",
-      help: "HTTP request latency by route, method and status",
-      labelNames: ["route", "method", "status"],
-      buckets: LATENCY_BUCKETS,
-      registers: r,
-    }),
+    // Observed on every request: children resolved once per route, method and status.
+    httpRequests: new ResolvedCounter(
+      "gateway_http_requests_total",
+      "HTTP requests by route, method and status",
+      registry,
+    ),
+    httpDuration: new ResolvedHistogram(
+      "gateway_http_request_duration_seconds",
+      "HTTP request latency by route, method and status",
+      LATENCY_BUCKETS,
+      registry,
+    ),
     inFlightRequests: new Gauge({
       name: "gateway_http_requests_in_flight",
       help: "HTTP requests being handled",

@@ -3,7 +3,7 @@ import { channelAllowed, type Principal, requireScope } from "../../domain/princ
 import { type EventRecord, recordValue } from "../../domain/record.ts";
 import { json } from "../../http/reply.ts";
 import { TOO_DEEP_REASON } from "../../lib/json-scan.ts";
-import { withDeadline } from "../../lib/time.ts";
+import { isoNow, withDeadline } from "../../lib/time.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { Route } from "../../ports/route.ts";
@@ -77,7 +77,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       );
       const rateLimitHeaders = await deps.admit.events(principal, rawRecords.length);
 
-      const receivedAt = new Date().toISOString();
+      const receivedAt = isoNow();
       const accepted: EventRecord[] = [];
       const messages: SinkMessage[] = [];
       const errors: RecordError[] = [];

@@ -139,37 +139,58 @@ function readRequest(
   headers: Map<string, string>,
   maxBodyBytes: number,
 ): { request: HttpRequest; aborted: () => boolean } {
-  const method = req.getCaseSensitiveMethod().toUpperCase();
-  const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
-  let aborted = false;
-  let abortBody: (error: Error) => void = () => {};
-  res.onAborted(() => {
-    aborted = true;
-    abortBody(clientClosed());
-  });
-  const body = METHODS_WITHOUT_BODY.has(method)
-    ? Promise.resolve(new Uint8Array(0))
-    : new Promise<Uint8Array>((resolve, reject) => {
-        abortBody = reject;
-        collectBody(res, maxBodyBytes, parseContentLength(headers.get("content-length")), resolve, reject);
-      });
-  // The core may answer without reading the body (401, 415, ...): keep that rejection handled.
-  body.catch(() => {});
-  const rawQuery = req.getQuery() ?? "";
-  let query: URLSearchParams | undefined;
-  const request: HttpRequest = {
-    method,
-    path: req.getUrl(),
-    // Parsed only when a handler asks: most requests never read the query.
-    get query() {
-      query ??= new URLSearchParams(rawQuery);
-      return query;
-    },
-    header: (name) => headers.get(name),
-    remoteAddress,
-    body: () => body,
-  };
-  return { request, aborted: () => aborted };
+  const request = new UwsHttpRequest(res, req, headers, maxBodyBytes);
+  return { request, aborted: () => request.aborted };
+}
+
+/** A class rather than an object of closures: one is made per request, so its methods are shared. */
+class UwsHttpRequest implements HttpRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly remoteAddress: string;
+  aborted = false;
+  private readonly rawQuery: string;
+  private parsedQuery: URLSearchParams | undefined;
+  private readonly bodyBytes: Promise<Uint8Array>;
+  private abortBody: ((error: Error) => void) | undefined;
+
+  constructor(
+    res: UwsResponse,
+    req: UwsRequest,
+    private readonly headers: Map<string, string>,
+    maxBodyBytes: number,
+  ) {
+    this.method = req.getCaseSensitiveMethod().toUpperCase();
+    this.path = req.getUrl();
+    this.rawQuery = req.getQuery() ?? "";
+    this.remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
+    res.onAborted(() => {
+      this.aborted = true;
+      this.abortBody?.(clientClosed());
+    });
+    this.bodyBytes = METHODS_WITHOUT_BODY.has(this.method)
+      ? Promise.resolve(new Uint8Array(0))
+      : new Promise<Uint8Array>((resolve, reject) => {
+          this.abortBody = reject;
+          collectBody(res, maxBodyBytes, parseContentLength(headers.get("content-length")), resolve, reject);
+        });
+    // The core may answer without reading the body (401, 415, ...): keep that rejection handled.
+    this.bodyBytes.catch(() => {});
+  }
+
+  /** Parsed only when a handler asks: most requests never read the query. */
+  get query(): URLSearchParams {
+    this.parsedQuery ??= new URLSearchParams(this.rawQuery);
+    return this.parsedQuery;
+  }
+
+  header(name: string): string | undefined {
+    return this.headers.get(name);
+  }
+
+  body(): Promise<Uint8Array> {
+    return this.bodyBytes;
+  }
 }
 
 /** Header values by lower-case name; a repeated header is joined with ", " as in fetch's Headers (and on Bun). */
