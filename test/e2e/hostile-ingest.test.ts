@@ -169,6 +169,19 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
     expect(JSON.parse(publish.text).error).toBe("bad_request");
   });
 
+  test("a body far past the limit gets the gateway's JSON 413 with its headers, not an engine's bare one", async () => {
+    const started = performance.now();
+    const response = await fetch(`${gateway.url}/v1/events`, {
+      method: "POST",
+      headers: ingestAuth,
+      body: "x".repeat(8 * 1024 * 1024),
+    });
+    expect(response.status).toBe(413);
+    expect(response.headers.get("x-content-type-options")).toBe("nosniff");
+    expect(((await response.json()) as { error: string }).error).toBe("payload_too_large");
+    expect(performance.now() - started).toBeLessThan(2000);
+  });
+
   test("a 1 MiB body of bad NDJSON lines is refused at once, and gzip bombs are cut", async () => {
     const junk = "x\n".repeat(512 * 1024 - 8);
     const ndjson = { ...ingestAuth, "content-type": "application/x-ndjson" };

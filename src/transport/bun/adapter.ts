@@ -26,9 +26,10 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
     // A connection that delivers no whole request (headers or body) in this
     // time is closed: the slow-client bound uWebSockets.js has built in (10 s).
     idleTimeout: HTTP_IDLE_TIMEOUT_SEC,
-    // Bun answers 413 on its own past this; keep it above our limit so clients
-    // normally get the gateway's JSON 413, while huge uploads are cut early.
-    maxRequestBodySize: options.maxBodyBytes * 2 + 64 * 1024,
+    // Bun would answer a bare 413 of its own (no body, no headers) past its limit. The body
+    // reader enforces MAX_BODY_BYTES itself, from Content-Length up front or while streaming,
+    // and closes the connection after its JSON 413: Bun's limit only has to stay out of the way.
+    maxRequestBodySize: Number.MAX_SAFE_INTEGER,
     async fetch(req, bunServer) {
       // Bun refuses most ambiguous framing itself; a repeated identical Content-Length reaches us joined.
       const problem = framingProblem(
