@@ -45,7 +45,7 @@ export function createIngestModule(options: IngestOptions, deps: IngestModuleDep
     routes: [
       ingestRoute(options, {
         authenticate: deps.authenticate,
-        admit: deps.admission,
+        admission: deps.admission,
         schemas: deps.schemas,
         queue: deps.queue,
         metrics: deps.metrics,

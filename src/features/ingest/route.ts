@@ -1,6 +1,7 @@
 import { GatewayError } from "../../domain/errors.ts";
-import { channelAllowed, type Principal, requireScope } from "../../domain/principal.ts";
+import { channelAllowed, type Principal } from "../../domain/principal.ts";
 import { type EventRecord, recordValue } from "../../domain/record.ts";
+import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import { json } from "../../http/reply.ts";
 import { TOO_DEEP_REASON } from "../../lib/json-scan.ts";
 import { isoNow, withDeadline } from "../../lib/time.ts";
@@ -9,7 +10,6 @@ import type { Admission } from "../../ports/admission.ts";
 import type { Route } from "../../ports/route.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
 import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
-import type { HttpRequest } from "../../ports/transport.ts";
 import { decodeBody } from "./body.ts";
 import { normalizeRecord, type RejectReason } from "./record.ts";
 
@@ -21,9 +21,8 @@ export interface IngestOptions {
   ackTimeoutMs: number;
 }
 
-export interface IngestDependencies {
-  authenticate(request: HttpRequest): Promise<Principal>;
-  admit: Pick<Admission, "request" | "events">;
+export interface IngestDependencies extends CallerChecks {
+  admission: Pick<Admission, "request" | "events">;
   schemas: SchemaValidator;
   queue: RecordQueue;
   metrics: Metrics;
@@ -66,16 +65,14 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     method: "POST",
     path: "/v1/events",
     handler: async (request) => {
-      await deps.admit.request(request);
-      const principal = await deps.authenticate(request);
-      requireScope(principal, "ingest");
+      const principal = await authorizedCaller(request, "ingest", deps);
       const rawRecords = await decodeBody(
         await request.body(),
         request.header("content-type"),
         request.header("content-encoding"),
         { maxBytes: options.maxBodyBytes, maxRecords: options.maxRecords },
       );
-      const rateLimitHeaders = await deps.admit.events(principal, rawRecords.length);
+      const rateLimitHeaders = await deps.admission.events(principal, rawRecords.length);
 
       const receivedAt = isoNow();
       const accepted: EventRecord[] = [];

@@ -1,15 +1,13 @@
 import { requireChannel } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
-import { type Principal, requireScope } from "../../domain/principal.ts";
+import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import { json } from "../../http/reply.ts";
 import { DEPTH_ERROR, JsonScanner, type RecordSpans, TOO_DEEP_REASON } from "../../lib/json-scan.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
-import type { HttpRequest } from "../../ports/transport.ts";
 
-export interface PublishDependencies {
-  authenticate(request: HttpRequest): Promise<Principal>;
+export interface PublishDependencies extends CallerChecks {
   /** A publish costs one request of the client's IP budget and one event of the tenant's. */
   admission: Pick<Admission, "request" | "events">;
   bus: FanoutBus;
@@ -52,9 +50,7 @@ export function createPublishModule(deps: PublishDependencies): Module {
         method: "POST",
         path: "/v1/publish",
         handler: async (request) => {
-          await deps.admission.request(request);
-          const principal = await deps.authenticate(request);
-          requireScope(principal, "publish");
+          const principal = await authorizedCaller(request, "publish", deps);
           const mediaType = request.header("content-type")?.split(";")[0]?.trim().toLowerCase();
           if (mediaType !== "application/json")
             throw new GatewayError("unsupported_media_type", "use application/json");
