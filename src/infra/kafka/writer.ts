@@ -1,4 +1,21 @@
-import { Admin, GenericError, Producer, stringSerializers } from "@platformatic/kafka";
+import {
+  Admin,
+  type API,
+  type Callback,
+  createAPI,
+  GenericError,
+  kGetApi,
+  type MessageToProduce,
+  Producer,
+  produceV7,
+  produceV8,
+  produceV9,
+  produceV10,
+  produceV11,
+  type SerializerWithHeaders,
+  stringSerializer,
+  UnsupportedApiError,
+} from "@platformatic/kafka";
 import type { Config } from "../../config/config.ts";
 import {
   type SinkMessage,
@@ -7,8 +24,7 @@ import {
   type UndeliverableReason,
 } from "../../ports/sink.ts";
 import type { KafkaConnectionOptions } from "./client-options.ts";
-
-type StringProducer = Producer<string, string, string, string>;
+import { createProduceRequest, type ProduceRecord, type ProduceRequestOptions } from "./produce-request.ts";
 
 /** Broker answers that no retry of the same records can change. */
 const REFUSALS: Record<string, UndeliverableReason> = {
@@ -38,6 +54,64 @@ export function refusalOf(error: unknown): UndeliverableError | undefined {
   return undefined;
 }
 
+/** Our Produce request builder behind the client's own response parser, for each version it speaks. */
+const PRODUCE_APIS = new Map(
+  [produceV7, produceV8, produceV9, produceV10, produceV11].map(({ api, parseResponse }) => [
+    api.version,
+    createAPI(
+      api.key,
+      api.version,
+      (acks: number, timeout: number, records: ProduceRecord[], options: ProduceRequestOptions) =>
+        createProduceRequest(api.version, acks, timeout, records, options),
+      parseResponse,
+      api.version >= 9,
+      api.version >= 9,
+    ),
+  ]),
+);
+
+/**
+ * The client's string serializers turned key, value and every header into a
+ * Buffer of its own, which its encoder then copied about five times (see
+ * loadtest/profiles/kafka.md). This producer keeps the client's metadata,
+ * partitioning (by the key, so it stays serialized), idempotence, sequences
+ * and retries, but passes the SinkMessage through as the value and encodes
+ * the Produce request itself, writing each record once.
+ */
+class SinkProducer extends Producer<string, SinkMessage, string, string> {
+  override [kGetApi]<RequestArguments extends Array<unknown>, ResponseType>(
+    name: string,
+    callback: Callback<API<RequestArguments, ResponseType>>,
+  ): void {
+    if (name !== "Produce") {
+      super[kGetApi](name, callback);
+      return;
+    }
+    super[kGetApi]<RequestArguments, ResponseType>(name, (error, negotiated) => {
+      const ours = negotiated && PRODUCE_APIS.get(negotiated.version);
+      if (error || !ours) {
+        callback(
+          error ?? new UnsupportedApiError(`No Produce request builder for version ${negotiated?.version}`),
+        );
+        return;
+      }
+      callback(null, ours as unknown as API<RequestArguments, ResponseType>);
+    });
+  }
+}
+
+/** The value reaches the Produce request builder untouched (see SinkProducer). */
+const passSinkMessage = ((message: SinkMessage) => message) as unknown as SerializerWithHeaders<
+  SinkMessage,
+  string,
+  string
+>;
+
+/** The key partitions the record; the message itself rides as the value, headers included. */
+function toProduce(message: SinkMessage): MessageToProduce<string, SinkMessage, string, string> {
+  return { topic: message.topic, key: message.key, value: message };
+}
+
 /**
  * Writes batches to Kafka with one shared idempotent producer (acks=all is
  * forced by idempotence). `write` resolves when the broker acknowledged the
@@ -45,7 +119,7 @@ export function refusalOf(error: unknown): UndeliverableError | undefined {
  */
 export class KafkaWriter implements SinkWriter {
   readonly kind = "kafka";
-  private producer: StringProducer;
+  private producer: SinkProducer;
 
   constructor(
     private readonly connection: KafkaConnectionOptions,
@@ -54,15 +128,20 @@ export class KafkaWriter implements SinkWriter {
     this.producer = this.newProducer();
   }
 
-  private newProducer(): StringProducer {
-    return new Producer({
+  private newProducer(): SinkProducer {
+    return new SinkProducer({
       ...this.connection,
       idempotent: true,
       acks: -1,
       retries: PRODUCER_RETRIES,
       compression: this.kafka.compression,
       autocreateTopics: true,
-      serializers: stringSerializers,
+      serializers: {
+        key: stringSerializer,
+        value: passSinkMessage,
+        headerKey: stringSerializer,
+        headerValue: stringSerializer,
+      },
     });
   }
 
@@ -86,7 +165,7 @@ export class KafkaWriter implements SinkWriter {
   /** Rejects with an UndeliverableError when the broker refused the batch for good. */
   async write(batch: SinkMessage[]): Promise<void> {
     try {
-      await this.producer.send({ messages: batch });
+      await this.producer.send({ messages: batch.map(toProduce) });
     } catch (error) {
       throw refusalOf(error) ?? error;
     }

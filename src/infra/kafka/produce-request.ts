@@ -1,0 +1,280 @@
+import {
+  type CompressionAlgorithmValue,
+  type CreateRecordsBatchOptions,
+  compressionsAlgorithms,
+  crc32c,
+  ProduceAcks,
+  Writer,
+} from "@platformatic/kafka";
+import type { SinkMessage } from "../../ports/sink.ts";
+
+/**
+ * A record as the producer hands it to the Produce API: the producer
+ * serialized the key (it partitions by it) and passed the SinkMessage through
+ * as `value`, so its value and headers are written straight into the request.
+ */
+export interface ProduceRecord {
+  key?: Buffer;
+  value: SinkMessage;
+  topic: string;
+  partition: number;
+}
+
+export type ProduceRequestOptions = Partial<
+  Pick<
+    CreateRecordsBatchOptions,
+    "transactionalId" | "compression" | "producerId" | "producerEpoch" | "sequences"
+  >
+>;
+
+/** Record batch v2, from baseOffset to the record count: every field before the records. */
+const BATCH_HEADER_BYTES = 61;
+/** The CRC covers the batch from `attributes` (after baseOffset, length, leader epoch, magic, crc). */
+const CRC_FROM = 21;
+const MAGIC = 2;
+const TRANSACTIONAL = 0x10;
+/** A null key, and the producer id of a producer that has none. */
+const NONE = -1;
+
+/** The first version whose request is "flexible" (compact strings and arrays, tagged fields). */
+const FIRST_FLEXIBLE_VERSION = 9;
+
+/** Kafka varints are zig-zag encoded signed integers. */
+function zigzag(value: number): number {
+  return ((value << 1) ^ (value >> 31)) >>> 0;
+}
+
+function varintBytes(zigzagged: number): number {
+  if (zigzagged < 0x80) return 1;
+  if (zigzagged < 0x4000) return 2;
+  if (zigzagged < 0x200000) return 3;
+  if (zigzagged < 0x10000000) return 4;
+  return 5;
+}
+
+function writeVarint(buffer: Buffer, position: number, zigzagged: number): number {
+  let rest = zigzagged;
+  let at = position;
+  while (rest >= 0x80) {
+    buffer[at++] = (rest & 0x7f) | 0x80;
+    rest >>>= 7;
+  }
+  buffer[at++] = rest;
+  return at;
+}
+
+/** A record's headers as they sit on the wire: count, then each name and value with its length. */
+function encodeHeaders(headers: SinkMessage["headers"]): Buffer {
+  const names = Object.keys(headers);
+  const encoded: Buffer[] = [];
+  let bytes = varintBytes(zigzag(names.length));
+  for (const name of names) {
+    const nameBytes = Buffer.from(name);
+    const valueBytes = Buffer.from(headers[name] as string);
+    encoded.push(nameBytes, valueBytes);
+    bytes += varintBytes(zigzag(nameBytes.length)) + nameBytes.length;
+    bytes += varintBytes(zigzag(valueBytes.length)) + valueBytes.length;
+  }
+  const block = Buffer.allocUnsafe(bytes);
+  let at = writeVarint(block, 0, zigzag(names.length));
+  for (const part of encoded) {
+    at = writeVarint(block, at, zigzag(part.length));
+    part.copy(block, at);
+    at += part.length;
+  }
+  return block;
+}
+
+/** What writing a partition's records takes: per record, its value's UTF-8 length and headers block. */
+interface RecordsLayout {
+  valueLengths: number[];
+  headerBlocks: Buffer[];
+  bytes: number;
+}
+
+/**
+ * Measures the records of one partition before anything is written. A run of
+ * records shares one headers object (see the ingest route): its block is
+ * encoded once per run.
+ */
+function layOut(records: readonly ProduceRecord[]): RecordsLayout {
+  const count = records.length;
+  const valueLengths = new Array<number>(count);
+  const headerBlocks = new Array<Buffer>(count);
+  let lastHeaders: SinkMessage["headers"] | undefined;
+  let lastBlock: Buffer | undefined;
+  let bytes = 0;
+  for (let i = 0; i < count; i++) {
+    const record = records[i] as ProduceRecord;
+    const message = record.value;
+    if (message.headers !== lastHeaders || !lastBlock) {
+      lastHeaders = message.headers;
+      lastBlock = encodeHeaders(message.headers);
+    }
+    headerBlocks[i] = lastBlock;
+    const valueLength = Buffer.byteLength(message.value);
+    valueLengths[i] = valueLength;
+    const body = recordBodyBytes(record.key, valueLength, lastBlock.length, i);
+    bytes += varintBytes(zigzag(body)) + body;
+  }
+  return { valueLengths, headerBlocks, bytes };
+}
+
+/**
+ * Writes the records at `position` of `buffer`, which has `layout.bytes` room
+ * there. The writer's records carry no timestamp of their own (the batch's is
+ * theirs), so every timestamp delta is 0.
+ */
+function writeRecords(
+  records: readonly ProduceRecord[],
+  layout: RecordsLayout,
+  buffer: Buffer,
+  start: number,
+): void {
+  let position = start;
+  for (let i = 0; i < records.length; i++) {
+    const record = records[i] as ProduceRecord;
+    const key = record.key;
+    const valueLength = layout.valueLengths[i] as number;
+    const block = layout.headerBlocks[i] as Buffer;
+    position = writeVarint(buffer, position, zigzag(recordBodyBytes(key, valueLength, block.length, i)));
+    buffer[position++] = 0; // attributes
+    buffer[position++] = 0; // timestamp delta
+    position = writeVarint(buffer, position, zigzag(i));
+    if (key) {
+      position = writeVarint(buffer, position, zigzag(key.length));
+      key.copy(buffer, position);
+      position += key.length;
+    } else {
+      position = writeVarint(buffer, position, zigzag(NONE));
+    }
+    position = writeVarint(buffer, position, zigzag(valueLength));
+    position += buffer.write(record.value.value, position, valueLength, "utf8");
+    block.copy(buffer, position);
+    position += block.length;
+  }
+}
+
+/** One record's bytes after its length prefix: attributes, deltas, key, value, headers. */
+function recordBodyBytes(
+  key: Buffer | undefined,
+  valueLength: number,
+  headersLength: number,
+  offsetDelta: number,
+) {
+  const keyBytes = key ? varintBytes(zigzag(key.length)) + key.length : 1;
+  return (
+    2 +
+    varintBytes(zigzag(offsetDelta)) +
+    keyBytes +
+    varintBytes(zigzag(valueLength)) +
+    valueLength +
+    headersLength
+  );
+}
+
+/**
+ * One record batch (format v2) holding `records`, all of one topic-partition,
+ * in one buffer: uncompressed records are written in place; compressed ones
+ * are encoded, compressed, and the result copied once behind the header.
+ */
+export function encodeRecordBatch(
+  records: readonly ProduceRecord[],
+  options: ProduceRequestOptions,
+  now: number = Date.now(),
+): Buffer {
+  const first = records[0] as ProduceRecord;
+  const compression: CompressionAlgorithmValue = options.compression ?? "none";
+  let batch: Buffer;
+  let attributes = options.transactionalId ? TRANSACTIONAL : 0;
+  const layout = layOut(records);
+  if (compression === "none") {
+    batch = Buffer.allocUnsafe(BATCH_HEADER_BYTES + layout.bytes);
+    writeRecords(records, layout, batch, BATCH_HEADER_BYTES);
+  } else {
+    const algorithm = compressionsAlgorithms[compression];
+    const raw = Buffer.allocUnsafe(layout.bytes);
+    writeRecords(records, layout, raw, 0);
+    const compressed = algorithm.compressSync(raw);
+    attributes |= algorithm.bitmask;
+    batch = Buffer.allocUnsafe(BATCH_HEADER_BYTES + compressed.length);
+    batch.set(compressed, BATCH_HEADER_BYTES);
+  }
+  const timestamp = BigInt(now);
+  // Defaults as the client's own encoder writes them, byte for byte (the broker sets the leader epoch).
+  const sequence = options.sequences?.getWithDefault(`${first.topic}:${first.partition}`, 0) ?? 0;
+  batch.writeBigInt64BE(0n, 0); // base offset: the broker assigns it
+  batch.writeInt32BE(batch.length - 12, 8);
+  batch.writeInt32BE(0, 12); // partition leader epoch
+  batch.writeInt8(MAGIC, 16);
+  batch.writeInt16BE(attributes, 21);
+  batch.writeInt32BE(records.length - 1, 23); // last offset delta
+  batch.writeBigInt64BE(timestamp, 27);
+  batch.writeBigInt64BE(timestamp, 35);
+  batch.writeBigInt64BE(options.producerId ?? BigInt(NONE), 43);
+  batch.writeInt16BE(options.producerEpoch ?? 0, 51);
+  batch.writeInt32BE(sequence, 53);
+  batch.writeInt32BE(records.length, 57);
+  batch.writeUInt32BE(crc32c(batch.subarray(CRC_FROM)), 17);
+  return batch;
+}
+
+/** Records grouped by topic, then partition, in the order they came (per-partition order is kept). */
+function groupByTopicPartition(records: readonly ProduceRecord[]): Map<string, Map<number, ProduceRecord[]>> {
+  const topics = new Map<string, Map<number, ProduceRecord[]>>();
+  for (const record of records) {
+    let partitions = topics.get(record.topic);
+    if (!partitions) {
+      partitions = new Map();
+      topics.set(record.topic, partitions);
+    }
+    const group = partitions.get(record.partition);
+    if (group) group.push(record);
+    else partitions.set(record.partition, [record]);
+  }
+  return topics;
+}
+
+/**
+ * The body of a Produce request (versions 7 to 11; from 9 on the request is
+ * "flexible"), with the same arguments as @platformatic/kafka's own
+ * `createRequest`. Each partition's batch is one buffer handed to the
+ * connection as is, so the request is copied once, into the frame.
+ */
+export function createProduceRequest(
+  version: number,
+  acks: number,
+  timeout: number,
+  records: readonly ProduceRecord[],
+  options: ProduceRequestOptions = {},
+  now: number = Date.now(),
+): Writer {
+  const flexible = version >= FIRST_FLEXIBLE_VERSION;
+  const writer = Writer.create()
+    .appendString(options.transactionalId ?? null, flexible)
+    .appendInt16(acks)
+    .appendInt32(timeout);
+  const topics = groupByTopicPartition(records);
+  appendLength(writer, topics.size, flexible);
+  for (const [topic, partitions] of topics) {
+    writer.appendString(topic, flexible);
+    appendLength(writer, partitions.size, flexible);
+    for (const [partition, group] of partitions) {
+      const batch = encodeRecordBatch(group, options, now);
+      writer.appendInt32(partition);
+      if (flexible) writer.appendUnsignedVarInt(batch.length + 1);
+      else writer.appendInt32(batch.length);
+      writer.append(batch);
+      if (flexible) writer.appendTaggedFields();
+    }
+    if (flexible) writer.appendTaggedFields();
+  }
+  if (flexible) writer.appendTaggedFields();
+  if (acks === ProduceAcks.NO_RESPONSE) writer.context.noResponse = true;
+  return writer;
+}
+
+function appendLength(writer: Writer, length: number, flexible: boolean): void {
+  if (flexible) writer.appendUnsignedVarInt(length + 1);
+  else writer.appendInt32(length);
+}
