@@ -9,12 +9,11 @@ import {
 import type { SinkMessage } from "../../ports/sink.ts";
 
 /**
- * A record as the producer hands it to the Produce API: the producer
- * serialized the key (it partitions by it) and passed the SinkMessage through
- * as `value`, so its value and headers are written straight into the request.
+ * A record as the producer hands it to the Produce API: the SinkMessage rides
+ * as `value` (its key too), so key, value and headers are written straight
+ * into the request; `partition` was set by the caller.
  */
 export interface ProduceRecord {
-  key?: Buffer;
   value: SinkMessage;
   topic: string;
   partition: number;
@@ -33,9 +32,6 @@ const BATCH_HEADER_BYTES = 61;
 const CRC_FROM = 21;
 const MAGIC = 2;
 const TRANSACTIONAL = 0x10;
-/** A null key, and the producer id of a producer that has none. */
-const NONE = -1;
-
 /** The first version whose request is "flexible" (compact strings and arrays, tagged fields). */
 const FIRST_FLEXIBLE_VERSION = 9;
 
@@ -87,6 +83,7 @@ function encodeHeaders(headers: SinkMessage["headers"]): Buffer {
 
 /** What writing a partition's records takes: per record, its value's UTF-8 length and headers block. */
 interface RecordsLayout {
+  keyLengths: number[];
   valueLengths: number[];
   headerBlocks: Buffer[];
   bytes: number;
@@ -99,6 +96,7 @@ interface RecordsLayout {
  */
 function layOut(records: readonly ProduceRecord[]): RecordsLayout {
   const count = records.length;
+  const keyLengths = new Array<number>(count);
   const valueLengths = new Array<number>(count);
   const headerBlocks = new Array<Buffer>(count);
   let lastHeaders: SinkMessage["headers"] | undefined;
@@ -112,12 +110,14 @@ function layOut(records: readonly ProduceRecord[]): RecordsLayout {
       lastBlock = encodeHeaders(message.headers);
     }
     headerBlocks[i] = lastBlock;
+    const keyLength = Buffer.byteLength(message.key);
+    keyLengths[i] = keyLength;
     const valueLength = Buffer.byteLength(message.value);
     valueLengths[i] = valueLength;
-    const body = recordBodyBytes(record.key, valueLength, lastBlock.length, i);
+    const body = recordBodyBytes(keyLength, valueLength, lastBlock.length, i);
     bytes += varintBytes(zigzag(body)) + body;
   }
-  return { valueLengths, headerBlocks, bytes };
+  return { keyLengths, valueLengths, headerBlocks, bytes };
 }
 
 /**
@@ -133,36 +133,30 @@ function writeRecords(
 ): void {
   let position = start;
   for (let i = 0; i < records.length; i++) {
-    const record = records[i] as ProduceRecord;
-    const key = record.key;
+    const message = (records[i] as ProduceRecord).value;
+    const keyLength = layout.keyLengths[i] as number;
     const valueLength = layout.valueLengths[i] as number;
     const block = layout.headerBlocks[i] as Buffer;
-    position = writeVarint(buffer, position, zigzag(recordBodyBytes(key, valueLength, block.length, i)));
+    position = writeVarint(
+      buffer,
+      position,
+      zigzag(recordBodyBytes(keyLength, valueLength, block.length, i)),
+    );
     buffer[position++] = 0; // attributes
     buffer[position++] = 0; // timestamp delta
     position = writeVarint(buffer, position, zigzag(i));
-    if (key) {
-      position = writeVarint(buffer, position, zigzag(key.length));
-      key.copy(buffer, position);
-      position += key.length;
-    } else {
-      position = writeVarint(buffer, position, zigzag(NONE));
-    }
+    position = writeVarint(buffer, position, zigzag(keyLength));
+    position += buffer.write(message.key, position, keyLength, "utf8");
     position = writeVarint(buffer, position, zigzag(valueLength));
-    position += buffer.write(record.value.value, position, valueLength, "utf8");
+    position += buffer.write(message.value, position, valueLength, "utf8");
     block.copy(buffer, position);
     position += block.length;
   }
 }
 
 /** One record's bytes after its length prefix: attributes, deltas, key, value, headers. */
-function recordBodyBytes(
-  key: Buffer | undefined,
-  valueLength: number,
-  headersLength: number,
-  offsetDelta: number,
-) {
-  const keyBytes = key ? varintBytes(zigzag(key.length)) + key.length : 1;
+function recordBodyBytes(keyLength: number, valueLength: number, headersLength: number, offsetDelta: number) {
+  const keyBytes = varintBytes(zigzag(keyLength)) + keyLength;
   return (
     2 +
     varintBytes(zigzag(offsetDelta)) +
@@ -211,7 +205,7 @@ export function encodeRecordBatch(
   batch.writeInt32BE(records.length - 1, 23); // last offset delta
   batch.writeBigInt64BE(timestamp, 27);
   batch.writeBigInt64BE(timestamp, 35);
-  batch.writeBigInt64BE(options.producerId ?? BigInt(NONE), 43);
+  batch.writeBigInt64BE(options.producerId ?? -1n, 43);
   batch.writeInt16BE(options.producerEpoch ?? 0, 51);
   batch.writeInt32BE(sequence, 53);
   batch.writeInt32BE(records.length, 57);

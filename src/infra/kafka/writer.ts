@@ -24,6 +24,7 @@ import {
   type UndeliverableReason,
 } from "../../ports/sink.ts";
 import type { KafkaConnectionOptions } from "./client-options.ts";
+import { PartitionHash } from "./partition-hash.ts";
 import { createProduceRequest, type ProduceRecord, type ProduceRequestOptions } from "./produce-request.ts";
 
 /** Broker answers that no retry of the same records can change. */
@@ -74,9 +75,10 @@ const PRODUCE_APIS = new Map(
  * The client's string serializers turned key, value and every header into a
  * Buffer of its own, which its encoder then copied about five times (see
  * loadtest/profiles/kafka.md). This producer keeps the client's metadata,
- * partitioning (by the key, so it stays serialized), idempotence, sequences
- * and retries, but passes the SinkMessage through as the value and encodes
- * the Produce request itself, writing each record once.
+ * idempotence, sequences and retries, but is handed the partition (the
+ * client's own hash of the key, see PartitionHash), passes the SinkMessage
+ * through as the value and encodes the Produce request itself, writing each
+ * record once.
  */
 class SinkProducer extends Producer<string, SinkMessage, string, string> {
   override [kGetApi]<RequestArguments extends Array<unknown>, ResponseType>(
@@ -107,9 +109,11 @@ const passSinkMessage = ((message: SinkMessage) => message) as unknown as Serial
   string
 >;
 
-/** The key partitions the record; the message itself rides as the value, headers included. */
+const partitionHash = new PartitionHash();
+
+/** The message rides as the value, key and headers included; its key chose the partition. */
 function toProduce(message: SinkMessage): MessageToProduce<string, SinkMessage, string, string> {
-  return { topic: message.topic, key: message.key, value: message };
+  return { topic: message.topic, value: message, partition: partitionHash.of(message.key) };
 }
 
 /**
