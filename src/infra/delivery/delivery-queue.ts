@@ -5,7 +5,7 @@ import type { Metrics } from "../../metrics/metrics.ts";
 import type { HealthReasons } from "../../ports/health.ts";
 import { type RecordQueue, type SinkMessage, type SinkWriter, UndeliverableError } from "../../ports/sink.ts";
 import { deadLetterFor } from "./dead-letter.ts";
-import { recordBytes } from "./record-size.ts";
+import { recordBytes, recordBytesAtMost } from "./record-size.ts";
 
 export interface DeliveryQueueOptions {
   lingerMs: number;
@@ -169,7 +169,9 @@ export class DeliveryQueue implements RecordQueue {
 
   /** Whether `message` fits in a batch at all, for refusing it before it is accepted. */
   fits(message: SinkMessage): boolean {
-    return recordBytes(message) <= this.options.maxBatchBytes;
+    const max = this.options.maxBatchBytes;
+    // Most records are far below the limit: the loose bound settles them without reading the strings.
+    return recordBytesAtMost(message) <= max || recordBytes(message) <= max;
   }
 
   /** Why `records` more records of `bytes` in all cannot be queued now, if they cannot. */

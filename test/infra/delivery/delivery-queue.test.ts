@@ -114,6 +114,9 @@ describe("DeliveryQueue", () => {
     expect(queue.maxRecordBytes).toBe(1000);
     expect(queue.fits(message(1))).toBe(true);
     expect(queue.fits(huge)).toBe(false);
+    // ASCII near the limit: the loose bound (3 bytes per character) is over it, the real size is not.
+    expect(queue.fits({ ...message(1), value: "a".repeat(800) })).toBe(true);
+    expect(queue.fits({ ...message(1), value: "a".repeat(1000) })).toBe(false);
     const error = await queue.enqueue([message(1), huge], "queued").catch((reason: unknown) => reason);
     expect(error).toBeInstanceOf(GatewayError);
     expect((error as GatewayError).status).toBe(413);

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { createRecordsBatch } from "@platformatic/kafka";
-import { batchBytesLimit, recordBytes } from "../../../src/infra/delivery/record-size.ts";
+import { batchBytesLimit, recordBytes, recordBytesAtMost } from "../../../src/infra/delivery/record-size.ts";
 import type { SinkMessage } from "../../../src/ports/sink.ts";
 
 /** The bytes the Kafka client really puts on the wire for these messages in one record batch. */
@@ -27,6 +27,15 @@ function message(valueBytes: number): SinkMessage {
   const value = `{"data":"${data}é€"}`;
   return { topic: "events", key: "tenant-ü", value, headers: { tenant: "tenant-ü", type: "click" } };
 }
+
+describe("recordBytesAtMost", () => {
+  test("bounds recordBytes from above, whatever the characters", () => {
+    for (const value of ["", "a".repeat(500), "é€".repeat(300), "𝄞".repeat(200), "\ud800".repeat(10)]) {
+      const one = { ...message(0), value };
+      expect(recordBytesAtMost(one)).toBeGreaterThanOrEqual(recordBytes(one));
+    }
+  });
+});
 
 describe("recordBytes", () => {
   test("is an upper bound of each record's encoded size, counted in UTF-8", () => {
