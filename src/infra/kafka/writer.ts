@@ -1,21 +1,4 @@
-import {
-  Admin,
-  type API,
-  type Callback,
-  createAPI,
-  GenericError,
-  kGetApi,
-  type MessageToProduce,
-  Producer,
-  produceV7,
-  produceV8,
-  produceV9,
-  produceV10,
-  produceV11,
-  type SerializerWithHeaders,
-  stringSerializer,
-  UnsupportedApiError,
-} from "@platformatic/kafka";
+import { Admin, GenericError } from "@platformatic/kafka";
 import type { Config } from "../../config/config.ts";
 import {
   type SinkMessage,
@@ -24,8 +7,7 @@ import {
   type UndeliverableReason,
 } from "../../ports/sink.ts";
 import type { KafkaConnectionOptions } from "./client-options.ts";
-import { PartitionHash } from "./partition-hash.ts";
-import { createProduceRequest, type ProduceRecord, type ProduceRequestOptions } from "./produce-request.ts";
+import { SinkProducer, sinkMessageSerializers, toProduce } from "./sink-producer.ts";
 
 /** Broker answers that no retry of the same records can change. */
 const REFUSALS: Record<string, UndeliverableReason> = {
@@ -55,67 +37,6 @@ export function refusalOf(error: unknown): UndeliverableError | undefined {
   return undefined;
 }
 
-/** Our Produce request builder behind the client's own response parser, for each version it speaks. */
-const PRODUCE_APIS = new Map(
-  [produceV7, produceV8, produceV9, produceV10, produceV11].map(({ api, parseResponse }) => [
-    api.version,
-    createAPI(
-      api.key,
-      api.version,
-      (acks: number, timeout: number, records: ProduceRecord[], options: ProduceRequestOptions) =>
-        createProduceRequest(api.version, acks, timeout, records, options),
-      parseResponse,
-      api.version >= 9,
-      api.version >= 9,
-    ),
-  ]),
-);
-
-/**
- * The client's string serializers turned key, value and every header into a
- * Buffer of its own, which its encoder then copied about five times (see
- * loadtest/profiles/kafka.md). This producer keeps the client's metadata,
- * idempotence, sequences and retries, but is handed the partition (the
- * client's own hash of the key, see PartitionHash), passes the SinkMessage
- * through as the value and encodes the Produce request itself, writing each
- * record once.
- */
-class SinkProducer extends Producer<string, SinkMessage, string, string> {
-  override [kGetApi]<RequestArguments extends Array<unknown>, ResponseType>(
-    name: string,
-    callback: Callback<API<RequestArguments, ResponseType>>,
-  ): void {
-    if (name !== "Produce") {
-      super[kGetApi](name, callback);
-      return;
-    }
-    super[kGetApi]<RequestArguments, ResponseType>(name, (error, negotiated) => {
-      const ours = negotiated && PRODUCE_APIS.get(negotiated.version);
-      if (error || !ours) {
-        callback(
-          error ?? new UnsupportedApiError(`No Produce request builder for version ${negotiated?.version}`),
-        );
-        return;
-      }
-      callback(null, ours as unknown as API<RequestArguments, ResponseType>);
-    });
-  }
-}
-
-/** The value reaches the Produce request builder untouched (see SinkProducer). */
-const passSinkMessage = ((message: SinkMessage) => message) as unknown as SerializerWithHeaders<
-  SinkMessage,
-  string,
-  string
->;
-
-const partitionHash = new PartitionHash();
-
-/** The message rides as the value, key and headers included; its key chose the partition. */
-function toProduce(message: SinkMessage): MessageToProduce<string, SinkMessage, string, string> {
-  return { topic: message.topic, value: message, partition: partitionHash.of(message.key) };
-}
-
 /**
  * Writes batches to Kafka with one shared idempotent producer (acks=all is
  * forced by idempotence). `write` resolves when the broker acknowledged the
@@ -140,12 +61,7 @@ export class KafkaWriter implements SinkWriter {
       retries: PRODUCER_RETRIES,
       compression: this.kafka.compression,
       autocreateTopics: true,
-      serializers: {
-        key: stringSerializer,
-        value: passSinkMessage,
-        headerKey: stringSerializer,
-        headerValue: stringSerializer,
-      },
+      serializers: sinkMessageSerializers,
     });
   }
 
