@@ -34,17 +34,20 @@ function counterSeed(): number {
 export class Uuid7Sequence {
   private lastMs = -1;
   private counter = 0;
+  /** The timestamp's hex, "tttttttt-tttt-", shared by every id of one millisecond. */
+  private prefix = "";
 
   next(now: number): string {
-    if (now > this.lastMs) {
-      this.lastMs = now;
-      this.counter = counterSeed();
-    } else if (this.counter < COUNTER_MAX) this.counter++;
-    else {
-      this.lastMs++;
-      this.counter = counterSeed();
-    }
-    return format(this.lastMs, this.counter, randomWord());
+    if (now > this.lastMs) this.startMillisecond(now);
+    else if (this.counter < COUNTER_MAX) this.counter++;
+    else this.startMillisecond(this.lastMs + 1);
+    return this.prefix + formatRandom(this.counter, randomWord());
+  }
+
+  private startMillisecond(ms: number): void {
+    this.lastMs = ms;
+    this.counter = counterSeed();
+    this.prefix = formatTimestamp(ms);
   }
 }
 
@@ -54,18 +57,27 @@ export function uuidv7(): string {
   return sequence.next(Date.now());
 }
 
-function format(ms: number, counter: number, tail: number): string {
+function hex(byte: number): string {
+  return HEX[byte] as string;
+}
+
+function formatTimestamp(ms: number): string {
   const msHigh = Math.floor(ms / TWO_32); // 16 bits
   const msLow = ms >>> 0; // 32 bits
+  return (
+    `${hex(msHigh >>> 8)}${hex(msHigh & 0xff)}${hex(msLow >>> 24)}${hex((msLow >>> 16) & 0xff)}-` +
+    `${hex((msLow >>> 8) & 0xff)}${hex(msLow & 0xff)}-`
+  );
+}
+
+/** The version, the counter, the variant and the random tail: "7ccc-vccc-cccc" + 8 random hex digits. */
+function formatRandom(counter: number, tail: number): string {
   const counterHigh = Math.floor(counter / TWO_32); // 10 bits
   const counterLow = counter >>> 0; // 32 bits
   // counter bits 41..30 go to rand_a (after the version), 29..0 to rand_b (after the variant).
   const randA = (counterHigh << 2) | (counterLow >>> 30);
   const randB = counterLow & 0x3fffffff;
-  const hex = (byte: number) => HEX[byte] as string;
   return (
-    `${hex(msHigh >>> 8)}${hex(msHigh & 0xff)}${hex(msLow >>> 24)}${hex((msLow >>> 16) & 0xff)}-` +
-    `${hex((msLow >>> 8) & 0xff)}${hex(msLow & 0xff)}-` +
     `${hex(0x70 | (randA >>> 8))}${hex(randA & 0xff)}-` +
     `${hex(0x80 | (randB >>> 24))}${hex((randB >>> 16) & 0xff)}-` +
     `${hex((randB >>> 8) & 0xff)}${hex(randB & 0xff)}` +
