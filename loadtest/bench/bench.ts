@@ -14,6 +14,8 @@
 //   bun run bench                         (Kafka cases need `scripts/services up`)
 //   BENCH_QUICK=1 bun run bench           one 2 s round over a subset (one paced case), < 90 s
 //   ROUNDS=3 DURATION=5s CONNECTIONS=64 BENCH_CASES=node-local-1,bare-uws-1 BENCH_OUT=file.md
+//   PACED_CONNECTIONS=256                 paced.ts's pool (default CONNECTIONS): past rate × latency
+//                                         connections, requests queue in the generator, not the server
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { cpus, tmpdir, totalmem } from "node:os";
@@ -30,6 +32,7 @@ const ROUNDS = Number(process.env.ROUNDS ?? (QUICK ? 1 : 3));
 const DURATION_SEC = seconds(process.env.DURATION ?? (QUICK ? "2s" : "5s"));
 const WARMUP_SEC = seconds(process.env.WARMUP ?? "1s");
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 64);
+const PACED_CONNECTIONS = Number(process.env.PACED_CONNECTIONS ?? CONNECTIONS);
 const WRK_THREADS = Number(process.env.WRK_THREADS ?? 1);
 const SUBSCRIBERS = Number(process.env.SUBSCRIBERS ?? 1000);
 const OUT = process.env.BENCH_OUT ?? join(ROOT, "dist/bench/latest.md");
@@ -549,7 +552,7 @@ async function pacedRun(
       `--rate=${rate}`,
       `--duration=${durationSec}`,
       `--events=${events}`,
-      `--connections=${CONNECTIONS}`,
+      `--connections=${PACED_CONNECTIONS}`,
     ],
     { env: { ...process.env, BENCH_TOKEN: ingestToken }, stdout: "pipe", stderr: "pipe" },
   );
@@ -838,7 +841,7 @@ const LEGEND = [
 ];
 
 const PACED_LEGEND = [
-  `- Paced: after the same start and wrk warm-up, \`loadtest/bench/paced.ts\` (Bun, ${CONNECTIONS} keep-alive connections, one request in flight on each) sends requests due at fixed intervals, at half the case's median saturating req/s above, for DURATION; each request is timed from its scheduled send time to the end of its response, so a request that found every connection busy counts its wait (connection waits: how many did). Median round by p99, then every round's p99.`,
+  `- Paced: after the same start and wrk warm-up, \`loadtest/bench/paced.ts\` (Bun, ${PACED_CONNECTIONS} keep-alive connections, one request in flight on each) sends requests due at fixed intervals, at half the case's median saturating req/s above, for DURATION; each request is timed from its scheduled send time to the end of its response, so a request that found every connection busy counts its wait (connection waits: how many did). Median round by p99, then every round's p99.`,
   `- achieved = responses ÷ the time from the first slot to the later of the schedule's end and the last response; events landed/s, server CPU and the broker's share over that time; generator CPU = paced.ts's own process.cpuUsage (100% = one core: "⚠ generator-bound" at ≥ ${pct(WRK_SATURATED)}); send lag p99 = how late the generator sent the requests that found a free connection (its timers on the shared cores).`,
   `- p99 ≤ ${PACED_P99_TARGET_MS} ms: the issue's target, "yes" only with every request answered 2xx.`,
   "",
