@@ -76,7 +76,8 @@ export class DeliveryQueue implements RecordQueue {
   private inFlight = 0;
   /** Batches in flight that failed at least once and are being retried. */
   private retrying = 0;
-  private lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The pump waiting for the linger time to pass, if one is. */
+  private scheduledPump: { cancel(): void } | undefined;
   private monitorTimer: ReturnType<typeof setInterval> | undefined;
   private lastProbeAt = 0;
   private failingSince: number | undefined;
@@ -158,7 +159,7 @@ export class DeliveryQueue implements RecordQueue {
     this.queuedBytes += bytes;
     this.updateGauges();
     if (this.pendingBytes >= this.options.batchBytes) this.pump();
-    else this.lingerTimer ??= setTimeout(() => this.pump(), this.options.lingerMs);
+    else this.schedulePump();
     return settled;
   }
 
@@ -229,11 +230,24 @@ export class DeliveryQueue implements RecordQueue {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  private pump(): void {
-    if (this.lingerTimer) {
-      clearTimeout(this.lingerTimer);
-      this.lingerTimer = undefined;
+  /**
+   * With no linger time the pump runs once the records of this turn's reads
+   * are queued (setImmediate); a 0 ms timer would wait 1 ms or more.
+   */
+  private schedulePump(): void {
+    if (this.scheduledPump) return;
+    if (this.options.lingerMs === 0) {
+      const immediate = setImmediate(() => this.pump());
+      this.scheduledPump = { cancel: () => clearImmediate(immediate) };
+    } else {
+      const timer = setTimeout(() => this.pump(), this.options.lingerMs);
+      this.scheduledPump = { cancel: () => clearTimeout(timer) };
     }
+  }
+
+  private pump(): void {
+    this.scheduledPump?.cancel();
+    this.scheduledPump = undefined;
     // While a batch is being retried, hold the others back instead of hammering a failing broker.
     // An outage seen only by the probe does not hold them: with nothing in flight, nobody else would send.
     while (this.inFlight < this.options.maxInFlight && this.hasPending() && this.retrying === 0) {

@@ -177,6 +177,19 @@ describe("DeliveryQueue", () => {
     await queue.close(100);
   });
 
+  test("with no linger time, the records queued in one turn leave together, without waiting for a timer", async () => {
+    const { writer, queue } = setup({ lingerMs: 0 });
+    const acknowledged = [
+      queue.enqueue([message(1)], "acknowledged"),
+      queue.enqueue([message(2)], "acknowledged"),
+    ];
+    expect(writer.attempts).toBe(0);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(writer.batches).toEqual([[message(1), message(2)]]);
+    await Promise.all(acknowledged);
+    await queue.close(100);
+  });
+
   test("close flushes what is queued and then refuses", async () => {
     const { writer, queue } = setup({ lingerMs: 10_000 });
     const acknowledged = queue.enqueue([message(1)], "acknowledged");
