@@ -4,7 +4,17 @@ import type { HttpReply } from "../ports/transport.ts";
 const JSON_TYPE = { "content-type": "application/json" };
 
 export function json(status: number, body: unknown, headers?: Record<string, string>): HttpReply {
-  return { status, headers: headers ? { ...JSON_TYPE, ...headers } : JSON_TYPE, body: JSON.stringify(body) };
+  return jsonText(status, JSON.stringify(body), headers);
+}
+
+/** A JSON reply whose body the caller serialised already. */
+export function jsonText(status: number, text: string, headers?: Record<string, string>): HttpReply {
+  // Object.assign, not a spread: cheaper on Node (see the router's policy headers).
+  return {
+    status,
+    headers: headers ? Object.assign({ "content-type": "application/json" }, headers) : JSON_TYPE,
+    body: text,
+  };
 }
 
 /**

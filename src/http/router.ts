@@ -12,11 +12,18 @@ const COMMON_HEADERS = { "x-content-type-options": "nosniff" };
 /** `/v1` responses hold tenant data, which no browser or shared cache may keep. */
 const TENANT_DATA_HEADERS = { ...COMMON_HEADERS, "cache-control": "no-store" };
 
+interface RequestSeries {
+  requests: ReturnType<Metrics["httpRequests"]["child"]>;
+  duration: ReturnType<Metrics["httpDuration"]["child"]>;
+}
+
 interface CompiledRoute extends Route {
   pattern: RegExp | undefined;
   paramNames: string[];
   /** Headers added to every response of this route (its deprecation), built once. */
   routeHeaders: Record<string, string> | undefined;
+  /** Its request metrics by status, for requests with its own method: no key string built per request. */
+  seriesByStatus: Map<number, RequestSeries>;
 }
 
 /**
@@ -31,13 +38,7 @@ export class Router {
   private readonly exact = new Map<string, CompiledRoute[]>();
   private readonly patterned: CompiledRoute[] = [];
   private inFlight = 0;
-  private readonly series = new Map<
-    string,
-    {
-      requests: ReturnType<Metrics["httpRequests"]["child"]>;
-      duration: ReturnType<Metrics["httpDuration"]["child"]>;
-    }
-  >();
+  private readonly series = new Map<string, RequestSeries>();
   private readonly knownMethods = new Set(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]);
   private idleWaiters: Array<() => void> = [];
 
@@ -56,7 +57,7 @@ export class Router {
     const routeHeaders = route.deprecation && deprecationHeaders(route.deprecation);
     if (!route.path.includes("{")) {
       const list = this.exact.get(route.path) ?? [];
-      list.push({ ...route, pattern: undefined, paramNames, routeHeaders });
+      list.push({ ...route, pattern: undefined, paramNames, routeHeaders, seriesByStatus: new Map() });
       this.exact.set(route.path, list);
       return;
     }
@@ -64,7 +65,13 @@ export class Router {
       paramNames.push(name);
       return "([^/]+)";
     });
-    this.patterned.push({ ...route, pattern: new RegExp(`^${source}$`), paramNames, routeHeaders });
+    this.patterned.push({
+      ...route,
+      pattern: new RegExp(`^${source}$`),
+      paramNames,
+      routeHeaders,
+      seriesByStatus: new Map(),
+    });
   }
 
   readonly handle = async (request: HttpRequest): Promise<HttpReply> => {
@@ -72,12 +79,12 @@ export class Router {
     this.inFlight++;
     this.metrics.inFlightRequests.inc();
     let routeName = "unmatched";
-    let routeHeaders: Record<string, string> | undefined;
+    let route: CompiledRoute | undefined;
     let reply: HttpReply;
     try {
       const match = this.match(request);
       routeName = match.routeName;
-      routeHeaders = match.routeHeaders;
+      route = match.route;
       reply = await match.run();
     } catch (error) {
       if (!(error instanceof GatewayError))
@@ -90,10 +97,14 @@ export class Router {
       this.metrics.inFlightRequests.dec();
       if (this.inFlight === 0) this.wakeIdleWaiters();
     }
-    const series = this.seriesFor(routeName, request.method, reply.status);
+    const series =
+      route !== undefined && request.method === route.method
+        ? this.routeSeries(route, reply.status)
+        : this.seriesFor(routeName, request.method, reply.status);
     series.requests.inc();
     series.duration.observe((performance.now() - started) / 1000);
     // Errors of a deprecated route say so too: a client may only ever see those.
+    const routeHeaders = route?.routeHeaders;
     if (routeHeaders) reply = { ...reply, headers: { ...reply.headers, ...routeHeaders } };
     return this.withPolicyHeaders(request, reply);
   };
@@ -138,7 +149,16 @@ export class Router {
    * route/method/status (`metrics/resolved.ts`: no label hashing per request). Bounded:
    * routes and methods come from the table ("unmatched" otherwise), statuses from the catalogue.
    */
-  private seriesFor(route: string, requestMethod: string, status: number) {
+  private routeSeries(route: CompiledRoute, status: number): RequestSeries {
+    let series = route.seriesByStatus.get(status);
+    if (!series) {
+      series = this.seriesFor(route.path, route.method, status);
+      route.seriesByStatus.set(status, series);
+    }
+    return series;
+  }
+
+  private seriesFor(route: string, requestMethod: string, status: number): RequestSeries {
     const method = this.knownMethods.has(requestMethod) ? requestMethod : "OTHER";
     const key = `${route} ${method} ${status}`;
     let series = this.series.get(key);
@@ -207,7 +227,7 @@ export class Router {
     }
     return {
       routeName: path,
-      routeHeaders: route.routeHeaders,
+      route,
       run: () => route.handler(request, decodeParams(rawParams)),
     };
   }
@@ -215,8 +235,8 @@ export class Router {
 
 interface RouteMatch {
   routeName: string;
-  /** Set when one route (not only its path) matched and it adds headers of its own. */
-  routeHeaders?: Record<string, string> | undefined;
+  /** Set when one route (not only its path) matched. */
+  route?: CompiledRoute;
   run: () => Promise<HttpReply> | HttpReply;
 }
 

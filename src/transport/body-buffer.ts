@@ -3,7 +3,10 @@ import { GatewayError } from "../domain/errors.ts";
 /**
  * Accumulates a request body up to a byte limit. When the client announced a
  * Content-Length the buffer is allocated once at that size, so each chunk is
- * copied exactly once; otherwise it grows geometrically.
+ * copied exactly once; otherwise it grows geometrically. Its memory comes
+ * from `Buffer.allocUnsafe`, which on Node carves small bodies out of a shared
+ * pool instead of allocating an ArrayBuffer per request (those made GC a fifth
+ * of a one-event request's cost); only the bytes written are ever exposed.
  */
 export class BodyBuffer {
   private buffer: Uint8Array;
@@ -14,7 +17,7 @@ export class BodyBuffer {
     contentLength: number | undefined,
   ) {
     if (contentLength !== undefined && contentLength > limit) throw tooLarge(limit);
-    this.buffer = new Uint8Array(contentLength ?? Math.min(limit, 16 * 1024));
+    this.buffer = Buffer.allocUnsafe(contentLength ?? Math.min(limit, 16 * 1024));
   }
 
   /** Copies `chunk` in; throws `payload_too_large` once the limit is passed. */
@@ -22,7 +25,7 @@ export class BodyBuffer {
     const needed = this.length + chunk.byteLength;
     if (needed > this.limit) throw tooLarge(this.limit);
     if (needed > this.buffer.byteLength) {
-      const grown = new Uint8Array(Math.min(this.limit, Math.max(needed, this.buffer.byteLength * 2)));
+      const grown = Buffer.allocUnsafe(Math.min(this.limit, Math.max(needed, this.buffer.byteLength * 2)));
       grown.set(this.buffer.subarray(0, this.length));
       this.buffer = grown;
     }

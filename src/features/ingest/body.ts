@@ -32,7 +32,8 @@ const OPEN_BRACE = 0x7b;
 const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
 
-const JSON_TYPES = new Set(["application/json"]);
+const JSON_TYPE = "application/json";
+const JSON_TYPES = new Set([JSON_TYPE]);
 const NDJSON_TYPES = new Set(["application/x-ndjson", "application/ndjson", "application/jsonl"]);
 
 /**
@@ -48,7 +49,7 @@ export async function decodeBody(
   contentEncoding: string | undefined,
   limits: BodyLimits,
 ): Promise<RawRecord[]> {
-  const mediaType = (contentType ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
+  const mediaType = contentType === JSON_TYPE ? JSON_TYPE : mediaTypeOf(contentType);
   const ndjson = NDJSON_TYPES.has(mediaType);
   if (!ndjson && !JSON_TYPES.has(mediaType) && !mediaType.endsWith("+json")) {
     throw new GatewayError(
@@ -56,11 +57,21 @@ export async function decodeBody(
       "use Content-Type application/json or application/x-ndjson",
     );
   }
-  const decoded = withoutBom(await decompress(bytes, contentEncoding, limits.maxBytes));
-  const text = Buffer.from(decoded.buffer, decoded.byteOffset, decoded.byteLength);
+  // Most bodies are not compressed: no await (and no microtask turn) for them.
+  const inflated =
+    contentEncoding === undefined ? bytes : await decompress(bytes, contentEncoding, limits.maxBytes);
+  const decoded = withoutBom(inflated);
+  const text = Buffer.isBuffer(decoded)
+    ? decoded
+    : Buffer.from(decoded.buffer, decoded.byteOffset, decoded.byteLength);
   const records = ndjson ? scanNdjson(text, limits.maxRecords) : scanJson(text, limits.maxRecords);
   if (records.length === 0) throw new GatewayError("bad_request", "the body holds no records");
   return records;
+}
+
+/** `type/subtype` of a Content-Type, lower-case, without parameters. */
+function mediaTypeOf(contentType: string | undefined): string {
+  return (contentType ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
 }
 
 function withoutBom(bytes: Uint8Array): Uint8Array {

@@ -10,6 +10,9 @@ export interface AdmissionOptions {
   trustProxyHops: number;
 }
 
+const ADMITTED: Promise<void> = Promise.resolve();
+const NO_RATE_LIMIT_HEADERS: Promise<Record<string, string>> = Promise.resolve(Object.freeze({}));
+
 /** The rate limits as features ask for them: per IP, per tenant (with its own quota), per IP connects. */
 export function createAdmission(
   limits: RateLimits,
@@ -17,7 +20,8 @@ export function createAdmission(
   options: AdmissionOptions,
 ): Admission {
   if (!options.enabled) {
-    return { request: async () => {}, events: async () => ({}), connection: async () => {} };
+    // Shared settled promises: every request awaits these, none needs a new one.
+    return { request: () => ADMITTED, events: () => NO_RATE_LIMIT_HEADERS, connection: () => ADMITTED };
   }
   return {
     request: async (request) => {

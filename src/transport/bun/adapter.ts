@@ -110,6 +110,7 @@ function readRequest<State>(req: Request, server: Server<SocketData<State>>, lim
   const { path, search } = splitUrl(req.url);
   let query: URLSearchParams | undefined;
   let body: Promise<Uint8Array> | undefined;
+  let address: string | undefined;
   return {
     method: req.method,
     path,
@@ -118,7 +119,11 @@ function readRequest<State>(req: Request, server: Server<SocketData<State>>, lim
       return query;
     },
     header: (name) => req.headers.get(name) ?? undefined,
-    remoteAddress: server.requestIP(req)?.address ?? "",
+    // On first use, like on Node: most requests never ask (rate limits off, or behind a proxy).
+    get remoteAddress() {
+      address ??= server.requestIP(req)?.address ?? "";
+      return address;
+    },
     body: () => {
       body ??= collectBody(req, limit);
       return body;

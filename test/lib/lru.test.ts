@@ -1,0 +1,44 @@
+import { describe, expect, test } from "bun:test";
+import { LruCache } from "../../src/lib/lru.ts";
+
+describe("LruCache", () => {
+  test("past maxSize the least recently read or written entry goes", () => {
+    const cache = new LruCache<string, number>(2);
+    cache.set("a", 1);
+    cache.set("b", 2);
+    expect(cache.get("a")).toBe(1);
+    cache.set("c", 3);
+    expect(cache.get("b")).toBeUndefined();
+    expect(cache.get("a")).toBe(1);
+    expect(cache.get("c")).toBe(3);
+  });
+
+  test("reading the newest entry again keeps the order", () => {
+    const cache = new LruCache<string, number>(2);
+    cache.set("a", 1);
+    cache.set("b", 2);
+    expect(cache.get("b")).toBe(2);
+    expect(cache.get("b")).toBe(2);
+    cache.set("c", 3);
+    expect(cache.get("a")).toBeUndefined();
+    expect(cache.get("b")).toBe(2);
+  });
+
+  test("a deleted newest entry is read again as any other", () => {
+    const cache = new LruCache<string, number>(2);
+    cache.set("a", 1);
+    cache.set("b", 2);
+    cache.delete("b");
+    cache.set("b", 3);
+    expect(cache.get("a")).toBe(1);
+    cache.set("c", 4);
+    expect(cache.get("b")).toBeUndefined();
+    expect(cache.get("a")).toBe(1);
+  });
+
+  test("maxSize 0 keeps nothing", () => {
+    const cache = new LruCache<string, number>(0);
+    cache.set("a", 1);
+    expect(cache.get("a")).toBeUndefined();
+  });
+});
