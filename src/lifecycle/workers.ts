@@ -34,7 +34,8 @@ export function superviseWorkers(workers: number, log: Logger): void {
   const start = (index: number) => {
     // Own process group: a signal sent to ours (Ctrl-C, `timeout`) reaches a worker once, through us.
     // The IPC channel closes when we die, which tells an orphaned worker to drain.
-    const child = spawn(process.execPath, process.argv.slice(1), {
+    // execArgv too: the runtime's flags (Node's --max-semi-space-size) hold for every worker.
+    const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
       env: { ...process.env, [WORKER_ENV]: String(index) },
       stdio: ["inherit", "inherit", "inherit", "ipc"],
       detached: true,

@@ -51,6 +51,20 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
     };
   }
 
+  test("every worker runs with the supervisor's runtime flags", async () => {
+    const { gateway, cleanup } = await supervise();
+    try {
+      // Everything after the executable's name, which the supervisor spells as a full path.
+      const args = async (pid: number) =>
+        (await Bun.file(`/proc/${pid}/cmdline`).text()).split("\0").slice(1);
+      const supervisorArgs = await args(gateway.process.pid);
+      expect(supervisorArgs.length).toBeGreaterThan(1);
+      for (const entry of listening(gateway)) expect(await args(entry.pid as number)).toEqual(supervisorArgs);
+    } finally {
+      await cleanup();
+    }
+  });
+
   test("SIGTERM within the restart delay of a dead worker: no respawn, exit 0 once the other drained", async () => {
     const { gateway, cleanup } = await supervise();
     try {
