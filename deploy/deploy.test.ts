@@ -405,6 +405,7 @@ describe("Dockerfile", () => {
     expect(JSON.parse(stageValue(node, "CMD") as string)).toEqual([
       "node",
       "--enable-source-maps",
+      "--max-semi-space-size=64",
       "dist/main.js",
     ]);
   });

@@ -255,7 +255,7 @@ function gatewayEnv(sink: Sink, extra: Record<string, string> = {}): Record<stri
   };
 }
 
-const NODE_GATEWAY = ["node", "dist/main.js"];
+const NODE_GATEWAY = ["node", "--max-semi-space-size=64", "dist/main.js"];
 const BUN_GATEWAY = ["bun", "src/main.ts"];
 
 const describeEvents = (events: number) => (events === 1 ? "1 event per request" : `${events}-event batches`);

@@ -27,7 +27,7 @@ export interface RunningGateway {
 
 function command(runtime: Runtime): string[] {
   return runtime === "node"
-    ? ["node", "--enable-source-maps", `${ROOT}dist/main.js`]
+    ? ["node", "--enable-source-maps", "--max-semi-space-size=64", `${ROOT}dist/main.js`]
     : [process.execPath, `${ROOT}src/main.ts`];
 }
 
