@@ -837,7 +837,7 @@ const LEGEND = [
   "- peak RSS = VmHWM; wrk CPU = wrk's own rusage (one thread: 100% = saturated); machine CPU = all cores busy, anything running (the broker and other work share them);",
   `- limit: "⚠ wrk-bound" (wrk ≥ ${pct(WRK_SATURATED)} while the server < ${pct(SERVER_BUSY)}: the numbers measure wrk), "server CPU" (≥ ${pct(SERVER_BUSY)} per process), "machine full" (≥ ${pct(MACHINE_FULL)} of all cores), else "server waits" (for fsync or the broker's acknowledgement);`,
   "- ÷ bare engine = req/s ÷ the bare engine of the same runtime with the same body (the Fastify baseline runs on Node: ÷ bare uWebSockets.js); ÷ baseline = events landed/s ÷ the Fastify + KafkaJS baseline's with the same body.",
-  "- KiB per idle subscribed socket: the gateway's RSS growth while the second half of the subscribers connected and subscribed, per socket (median of rounds, then every round: RSS grows in allocator steps, so single rounds scatter).",
+  "- KiB per idle subscribed socket: the subscribers connect and subscribe in four quarters; the gateway's RSS growth per socket in the last three, median (a step of the runtime growing its heap falls in one quarter and is dropped); then the median of rounds, and every round.",
   "",
 ];
 
