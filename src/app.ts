@@ -189,7 +189,8 @@ async function createSink(
     maxRecords: config.kafka.queueMaxRecords,
     maxBytes: config.kafka.queueMaxBytes,
     unhealthyAfterMs: config.kafka.unhealthyAfterMs,
-    maxInFlight: config.kafka.maxInFlight,
+    // One batch at a time: the Kafka writer sends one at a time anyway (see KafkaWriter.write).
+    maxInFlight: 1,
     probeIntervalMs: 2000,
     writeTimeoutMs: config.kafka.writeTimeoutMs,
     retryBaseMs: 100,

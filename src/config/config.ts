@@ -51,7 +51,6 @@ export interface Config {
     lingerMs: number;
     batchBytes: number;
     maxMessageBytes: number;
-    maxInFlight: number;
     queueMaxRecords: number;
     queueMaxBytes: number;
     unhealthyAfterMs: number;
@@ -200,7 +199,6 @@ export function loadConfig(env: Env = process.env): Config {
       batchBytes: read("KAFKA_BATCH_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
       // Kafka's and MSK's default message.max.bytes: every batch is cut to fit it.
       maxMessageBytes: read("KAFKA_MAX_MESSAGE_BYTES", integer(4096, 64 * 1024 * 1024), 1024 * 1024),
-      maxInFlight: read("KAFKA_MAX_IN_FLIGHT", integer(1, 5), 1),
       queueMaxRecords: read("KAFKA_QUEUE_MAX_RECORDS", integer(1, 100_000_000), 200_000),
       queueMaxBytes: read("KAFKA_QUEUE_MAX_BYTES", integer(1024, 16 * 1024 * 1024 * 1024), 256 * 1024 * 1024),
       unhealthyAfterMs: read("KAFKA_UNHEALTHY_AFTER_MS", integer(0, 3_600_000), 10_000),

@@ -91,3 +91,25 @@ function pairs(flat: string[]): Array<[string, string]> {
   for (let i = 0; i + 1 < flat.length; i += 2) result.push([flat[i] as string, flat[i + 1] as string]);
   return result;
 }
+
+describe("KafkaWriter, writes handed over together", () => {
+  test("every batch is stored, none acknowledged as a duplicate of another", async () => {
+    const topic = await createTopic("writer-together", 1);
+    const config = loadConfig({ KAFKA_BROKERS: services().brokers, DEV_MODE: "true" });
+    const writer = new KafkaWriter(kafkaConnectionOptions(config.kafka), config.kafka);
+    const batch = (n: number): SinkMessage[] =>
+      Array.from({ length: 50 }, (_, i) => ({ topic, key: "k", value: `{"n":${n},"i":${i}}`, headers: {} }));
+    try {
+      await writer.write(batch(0));
+      await Promise.all([1, 2, 3, 4].map((n) => writer.write(batch(n))));
+    } finally {
+      await writer.close();
+    }
+    const read = await kcat(topic);
+    expect(new Set(read.map((message) => message.payload)).size).toBe(250);
+    // One partition, so the order of the writes is the order of the records.
+    expect(read.map((message) => JSON.parse(message.payload).n)).toEqual(
+      [0, 1, 2, 3, 4].flatMap((n) => Array(50).fill(n)),
+    );
+  }, 40_000);
+});

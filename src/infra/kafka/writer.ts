@@ -45,6 +45,8 @@ export function refusalOf(error: unknown): UndeliverableError | undefined {
 export class KafkaWriter implements SinkWriter {
   readonly kind = "kafka";
   private producer: SinkProducer;
+  /** The last write handed to `producer`, which the next one waits for. */
+  private lastWrite: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly connection: KafkaConnectionOptions,
@@ -74,6 +76,7 @@ export class KafkaWriter implements SinkWriter {
   reset(): void {
     const stale = this.producer;
     this.producer = this.newProducer();
+    this.lastWrite = Promise.resolve();
     stale.close(true, () => {});
   }
 
@@ -82,10 +85,23 @@ export class KafkaWriter implements SinkWriter {
     await this.producer.metadata({ topics: [], forceUpdate: true });
   }
 
-  /** Rejects with an UndeliverableError when the broker refused the batch for good. */
-  async write(batch: SinkMessage[]): Promise<void> {
+  /**
+   * Rejects with an UndeliverableError when the broker refused the batch for
+   * good. Writes go one at a time: the idempotent producer numbers a batch
+   * when it sends it and counts it only when acknowledged, so two batches sent
+   * together carried the same sequence, and the broker acknowledged the
+   * second as a duplicate of the first without storing it.
+   */
+  write(batch: SinkMessage[]): Promise<void> {
+    const producer = this.producer;
+    const written = this.lastWrite.then(() => this.send(producer, batch));
+    this.lastWrite = written.catch(() => {});
+    return written;
+  }
+
+  private async send(producer: SinkProducer, batch: SinkMessage[]): Promise<void> {
     try {
-      await this.producer.send({ messages: batch.map(toProduce) });
+      await producer.send({ messages: batch.map(toProduce) });
     } catch (error) {
       throw refusalOf(error) ?? error;
     }
