@@ -33,7 +33,12 @@ const profile = process.env.PROFILE === runtime;
 const command =
   runtime === "bun"
     ? ["bun", ...(profile ? ["--cpu-prof", "--cpu-prof-dir=dist/profiles"] : []), "src/main.ts"]
-    : ["node", "--max-semi-space-size=64", ...(profile ? ["--cpu-prof", "--cpu-prof-dir=dist/profiles"] : []), "dist/main.js"];
+    : [
+        "node",
+        "--max-semi-space-size=64",
+        ...(profile ? ["--cpu-prof", "--cpu-prof-dir=dist/profiles"] : []),
+        "dist/main.js",
+      ];
 
 const child = Bun.spawn(command, {
   cwd: ROOT,
