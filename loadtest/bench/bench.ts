@@ -538,6 +538,26 @@ async function measureIngest(entry: IngestCase): Promise<IngestResult> {
   };
 }
 
+/**
+ * Collects a load client's output until it exits; it is killed if it runs
+ * past `watchdogMs`, and kept in `live` meanwhile so an interrupted bench stops it.
+ */
+async function finishClient(
+  child: Bun.Subprocess<"ignore", "pipe", "pipe">,
+  watchdogMs: number,
+): Promise<{ stdout: string; stderr: string }> {
+  live.add(child);
+  const watchdog = setTimeout(() => child.kill("SIGKILL"), watchdogMs);
+  const [stdout, stderr] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+  ]);
+  await child.exited;
+  clearTimeout(watchdog);
+  live.delete(child);
+  return { stdout, stderr };
+}
+
 /** loadtest/bench/paced.ts at a constant `rate` for `durationSec`, in a process of its own. */
 async function pacedRun(
   port: number,
@@ -557,16 +577,8 @@ async function pacedRun(
     ],
     { env: { ...process.env, BENCH_TOKEN: ingestToken }, stdout: "pipe", stderr: "pipe" },
   );
-  live.add(child);
-  // paced.ts gives up on missing responses itself; this only catches a generator that hangs anyway.
-  const watchdog = setTimeout(() => child.kill("SIGKILL"), durationSec * 1000 + CLIENT_SLACK_MS);
-  const [stdout, stderr] = await Promise.all([
-    new Response(child.stdout).text(),
-    new Response(child.stderr).text(),
-  ]);
-  await child.exited;
-  clearTimeout(watchdog);
-  live.delete(child);
+  // paced.ts gives up on missing responses itself; the watchdog only catches a generator that hangs anyway.
+  const { stdout, stderr } = await finishClient(child, durationSec * 1000 + CLIENT_SLACK_MS);
   const line = /^paced-result (.*)$/m.exec(stdout)?.[1];
   if (child.exitCode !== 0 || !line)
     throw new Error(`paced.ts failed (${child.exitCode}): ${stdout}${stderr}`);
@@ -602,16 +614,8 @@ async function measureFanout(entry: FanoutCase): Promise<FanoutResult> {
       stdout: "pipe",
       stderr: "pipe",
     });
-    live.add(client);
-    // The client bounds each of its phases; this only catches a client that hangs anyway.
-    const watchdog = setTimeout(() => client.kill("SIGKILL"), DURATION_SEC * 1000 + CLIENT_SLACK_MS);
-    const [stdout, stderr] = await Promise.all([
-      new Response(client.stdout).text(),
-      new Response(client.stderr).text(),
-    ]);
-    await client.exited;
-    clearTimeout(watchdog);
-    live.delete(client);
+    // The client bounds each of its phases; the watchdog only catches a client that hangs anyway.
+    const { stdout, stderr } = await finishClient(client, DURATION_SEC * 1000 + CLIENT_SLACK_MS);
     if (client.exitCode !== 0) throw new Error(`fan-out client failed: ${stdout}${stderr}`);
     const peakRssBytes = statusBytes(server.process.pid, "VmHWM");
     return { ...(JSON.parse(stdout.trim().split("\n").at(-1) as string) as FanoutResult), peakRssBytes };

@@ -3,6 +3,11 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { benchBody, runPaced } from "../../loadtest/bench/paced.ts";
 
 let server: ReturnType<typeof Bun.serve> | undefined;
+
+/** A server on a free loopback port answering with `fetch`. */
+function serve(fetch: (request: Request) => Response | Promise<Response>) {
+  return Bun.serve({ hostname: "127.0.0.1", port: 0, fetch });
+}
 afterEach(() => {
   server?.stop(true);
   server = undefined;
@@ -20,17 +25,13 @@ describe("paced load generator", () => {
   test("keeps the rate and times each request from its scheduled slot, waits included", async () => {
     let requests = 0;
     let stalls = 0;
-    server = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      async fetch(request) {
-        await request.arrayBuffer();
-        if (++requests % 100 === 0) {
-          stalls++;
-          await Bun.sleep(5);
-        }
-        return new Response("{}", { status: 202 });
-      },
+    server = serve(async (request) => {
+      await request.arrayBuffer();
+      if (++requests % 100 === 0) {
+        stalls++;
+        await Bun.sleep(5);
+      }
+      return new Response("{}", { status: 202 });
     });
     // One connection at 1 ms intervals: the requests due during a 5 ms stall queue behind it.
     const { result, latenciesMs } = await runPaced({
@@ -51,13 +52,9 @@ describe("paced load generator", () => {
   });
 
   test("keeps pace at 5,000 req/s over a pool of connections", async () => {
-    server = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      async fetch(request) {
-        await request.arrayBuffer();
-        return new Response("{}", { status: 202 });
-      },
+    server = serve(async (request) => {
+      await request.arrayBuffer();
+      return new Response("{}", { status: 202 });
     });
     const { result } = await runPaced({
       ...options(server.port as number),
@@ -72,7 +69,7 @@ describe("paced load generator", () => {
   });
 
   test("counts non-2xx answers", async () => {
-    server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("no", { status: 401 }) });
+    server = serve(() => new Response("no", { status: 401 }));
     const { result } = await runPaced({
       ...options(server.port as number),
       ratePerSec: 200,
@@ -84,14 +81,10 @@ describe("paced load generator", () => {
 
   test("reports requests still unanswered after the drain timeout as unfinished", async () => {
     let requests = 0;
-    server = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      async fetch(request) {
-        await request.arrayBuffer();
-        if (++requests === 3) await Bun.sleep(2000);
-        return new Response("{}", { status: 202 });
-      },
+    server = serve(async (request) => {
+      await request.arrayBuffer();
+      if (++requests === 3) await Bun.sleep(2000);
+      return new Response("{}", { status: 202 });
     });
     const { result } = await runPaced({
       ...options(server.port as number),
