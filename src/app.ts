@@ -153,7 +153,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
       },
       { authenticate, admission, schemas, queue, bus, metrics, log },
     ),
-    createPublishModule({ authenticate, admission, bus }),
+    createPublishModule({ authenticate, admission, bus, maxBytes: config.maxPublishBytes }),
     realtime,
   ];
 

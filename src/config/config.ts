@@ -30,6 +30,8 @@ export interface Config {
   workers: number;
   logLevel: (typeof LOG_LEVELS)[number];
   maxBodyBytes: number;
+  /** Body bytes of one `/v1/publish`: every instance keeps the message in its history. */
+  maxPublishBytes: number;
   maxRecordsPerRequest: number;
   ackTimeoutMs: number;
   drainDelayMs: number;
@@ -106,6 +108,8 @@ export interface Config {
     eventsPerChannel: number;
     bytesPerChannel: number;
     channels: number;
+    maxBytes: number;
+    tenantMaxBytes: number;
   };
 }
 
@@ -164,6 +168,8 @@ export function loadConfig(env: Env = process.env): Config {
   const wsMaxConnections = read("WS_MAX_CONNECTIONS", integer(1), 100_000);
   // Sockets still authenticating turn over within WS_AUTH_TIMEOUT_MS: a tenth of the slots is ample.
   const wsMaxUnauthenticatedDefault = Math.max(100, Math.ceil(wsMaxConnections / 10));
+  // Fits a 1.5 GiB pod next to 100k idle sockets and the delivery queue (see the README).
+  const historyMaxBytes = read("HISTORY_MAX_BYTES", integer(1024 * 1024), 256 * 1024 * 1024);
   const awsRegion = read("AWS_REGION", nonEmpty) ?? read("AWS_DEFAULT_REGION", nonEmpty);
   const s3Endpoint = read("S3_ENDPOINT", url(["https:", "http:"]));
   const drainDelayMs = read("DRAIN_DELAY_MS", integer(0, 600_000), 5000);
@@ -178,6 +184,7 @@ export function loadConfig(env: Env = process.env): Config {
     workers: read("WORKERS", integer(1, 256), 1),
     logLevel: read("LOG_LEVEL", oneOf(LOG_LEVELS), "info"),
     maxBodyBytes: read("MAX_BODY_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
+    maxPublishBytes: read("PUBLISH_MAX_BYTES", integer(128, 16 * 1024 * 1024), 64 * 1024),
     maxRecordsPerRequest: read("MAX_RECORDS_PER_REQUEST", integer(1, 1_000_000), 10_000),
     ackTimeoutMs: read("INGEST_ACK_TIMEOUT_MS", integer(100, 600_000), 15_000),
     drainDelayMs,
@@ -254,6 +261,8 @@ export function loadConfig(env: Env = process.env): Config {
       eventsPerChannel: read("HISTORY_EVENTS_PER_CHANNEL", integer(1, 1_000_000), 1000),
       bytesPerChannel: read("HISTORY_BYTES_PER_CHANNEL", integer(1024), 1024 * 1024),
       channels: read("HISTORY_MAX_CHANNELS", integer(1), 10_000),
+      maxBytes: historyMaxBytes,
+      tenantMaxBytes: read("HISTORY_TENANT_MAX_BYTES", integer(1024), Math.floor(historyMaxBytes / 4)),
     },
   };
 

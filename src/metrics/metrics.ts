@@ -164,6 +164,16 @@ export function createMetrics(runtime: string, version: string) {
       labelNames: ["result"],
       registers: r,
     }),
+    historyBytes: new Gauge({
+      name: "gateway_history_bytes",
+      help: "Bytes of resume history held, as counted against HISTORY_MAX_BYTES",
+      registers: r,
+    }),
+    historyEvictions: new ResolvedCounter(
+      "gateway_history_evictions_total",
+      "Events evicted from the resume history, by the bound that evicted them",
+      registry,
+    ),
     fanoutLatency: new Histogram({
       name: "gateway_fanout_latency_seconds",
       help: "Time from the fan-out message timestamp to delivery",

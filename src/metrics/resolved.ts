@@ -51,11 +51,11 @@ export class ResolvedCounter extends ResolvedMetric<{ labels: Labels; value: num
   readonly type = "counter" as const;
   readonly aggregator = "sum";
 
-  child(labels: Labels): { inc(): void } {
+  child(labels: Labels): { inc(amount?: number): void } {
     const series = this.resolve(labels, () => ({ labels: { ...labels }, value: 0 }));
     return {
-      inc: () => {
-        series.value++;
+      inc: (amount = 1) => {
+        series.value += amount;
       },
     };
   }

@@ -70,4 +70,17 @@ describe.each(RUNTIMES)("resume after the channel history dropped a channel on %
     expect(delta.status).toBe(410);
     after.close();
   });
+
+  test("a publish body past PUBLISH_MAX_BYTES is a 413", async () => {
+    const response = await fetch(`${gateway.url}/v1/publish`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${await token("acme", ["publish"])}`,
+        "content-type": "application/json",
+      },
+      body: JSON.stringify({ channel: "big", data: "x".repeat(64 * 1024) }),
+    });
+    expect(response.status).toBe(413);
+    expect(((await response.json()) as Frame).error).toBe("payload_too_large");
+  });
 });

@@ -11,6 +11,8 @@ export interface PublishDependencies extends CallerChecks {
   /** A publish costs one request of the client's IP budget and one event of the tenant's. */
   admission: Pick<Admission, "request" | "events">;
   bus: FanoutBus;
+  /** Body bytes past which a publish gets 413 (bounded again by MAX_BODY_BYTES while it is read). */
+  maxBytes: number;
 }
 
 /**
@@ -54,7 +56,10 @@ export function createPublishModule(deps: PublishDependencies): Module {
           const mediaType = request.header("content-type")?.split(";")[0]?.trim().toLowerCase();
           if (mediaType !== "application/json")
             throw new GatewayError("unsupported_media_type", "use application/json");
-          const { body, dataJson } = parsePublishBody(await request.body());
+          const bytes = await request.body();
+          if (bytes.byteLength > deps.maxBytes)
+            throw new GatewayError("payload_too_large", `a publish body is at most ${deps.maxBytes} bytes`);
+          const { body, dataJson } = parsePublishBody(bytes);
           const broadcast = body.broadcast === true;
           const message: FanoutMessage = {
             tenant: principal.tenant,

@@ -10,86 +10,143 @@ export interface HistoryEvent {
 export interface HistoryLimits {
   eventsPerChannel: number;
   bytesPerChannel: number;
-  /** Channels kept; the least recently written one is dropped past this. */
+  /** Channels kept by the instance; past this, the tenant holding the most channels loses its least recently written one. */
   channels: number;
+  /** Bytes kept by the instance (see `storedBytes`); past this, the tenant holding the most bytes loses its oldest events. */
+  maxBytes: number;
+  /** Bytes one tenant may keep; past this, that tenant loses its own oldest events. */
+  tenantMaxBytes: number;
 }
 
-export type Replay = { ok: true; events: HistoryEvent[] } | { ok: false };
+/** Why events left the history: a bound of the channel, of its tenant, or of the instance. */
+export type EvictionCause = "channel" | "channels" | "tenant_budget" | "instance_budget";
+
+/**
+ * `not_kept`: older than what this instance keeps (the log may still hold it).
+ * `unknown_position`: malformed, from another epoch, or another partition than the channel's.
+ */
+export type Replay =
+  | { ok: true; events: HistoryEvent[] }
+  | { ok: false; reason: "not_kept" | "unknown_position" };
+
+/**
+ * What an event costs as stored: its strings counted as UTF-16 (2 bytes per
+ * code unit, what V8 and JavaScriptCore allocate for a two-byte string and an
+ * upper bound for a one-byte one) plus the objects around them.
+ */
+const EVENT_OVERHEAD_BYTES = 120;
+const CHANNEL_OVERHEAD_BYTES = 200;
+export const storedBytes = (event: HistoryEvent) =>
+  2 * (event.frame.length + event.id.length) + EVENT_OVERHEAD_BYTES;
+
+class TenantHistory {
+  /** This tenant's channels, least recently written first. */
+  readonly channels = new Map<string, ChannelLog>();
+  bytes = 0;
+  events = 0;
+  /**
+   * Per partition, the newest offset of any of this tenant's channels dropped
+   * whole. A channel of this tenant with no log here may be one of them, so a
+   * `since` older than this cannot be served for it: saying `history_gone` (or
+   * reading the log) too often is safe, missing events is not.
+   */
+  readonly droppedUpTo = new Map<number, bigint>();
+
+  constructor(readonly name: string) {}
+}
 
 class ChannelLog {
   events: HistoryEvent[] = [];
+  /** Bytes of `events`; the log's own cost (`overheadBytes`) counts for its tenant and the instance only. */
   bytes = 0;
+  readonly overheadBytes: number;
 
   constructor(
+    readonly key: string,
+    readonly tenant: TenantHistory,
     /** The partition of the channel's events (one channel, one key, one partition). */
     readonly partition: number,
     /** Offset of the newest evicted event: a `since` older than it can no longer be served. */
     public evictedUpTo: bigint,
-  ) {}
+  ) {
+    this.overheadBytes = CHANNEL_OVERHEAD_BYTES + 2 * key.length;
+  }
 }
 
 /**
- * The bounded per-channel history each instance keeps for resume. Bounded in
- * events and bytes per channel and in channels overall (LRU by last write).
+ * The bounded per-channel history each instance keeps for resume. Bounded per
+ * channel (events, bytes), per tenant (bytes) and per instance (bytes,
+ * channels). A tenant past its share evicts only its own events; past the
+ * instance's bounds, the tenant holding the most pays. Every bound evicts
+ * oldest first (the least recently written channel's oldest events).
  */
 export class ChannelHistory {
   private readonly logs = new Map<string, ChannelLog>();
+  private readonly tenants = new Map<string, TenantHistory>();
   private epoch: string | undefined;
-  /** Per partition, the first offset this instance has seen: nothing older is known here. */
+  /** Per partition, the first offset this instance delivers: nothing older is known here. */
   private readonly origins = new Map<number, bigint>();
-  /**
-   * Per partition, the newest offset of any channel dropped whole. A channel
-   * with no log here may be one of them, so a `since` older than this cannot
-   * be served for it: saying `history_gone` too often is safe, missing events is not.
-   */
-  private readonly droppedUpTo = new Map<number, bigint>();
+  /** The `droppedUpTo` marks of tenants that no longer hold any channel, merged (their state is freed). */
+  private readonly formerTenantsDroppedUpTo = new Map<number, bigint>();
+  private totalBytes = 0;
 
-  constructor(private readonly limits: HistoryLimits) {}
+  constructor(
+    private readonly limits: HistoryLimits,
+    private readonly onEvict: (cause: EvictionCause, events: number) => void = () => {},
+  ) {}
 
   /** Records where this instance's knowledge of a partition starts (its first consumed offset). */
   setOrigin(epoch: string, partition: number, offset: bigint): void {
     if (this.epoch !== epoch) {
       this.epoch = epoch;
       this.origins.clear();
-      this.droppedUpTo.clear();
+      this.formerTenantsDroppedUpTo.clear();
       this.logs.clear();
+      this.tenants.clear();
+      this.totalBytes = 0;
     }
     if (!this.origins.has(partition)) this.origins.set(partition, offset);
   }
 
+  /** `channelKey` is the channel's engine topic, `t/<tenant>/<channel>`. */
   append(channelKey: string, event: HistoryEvent): void {
     let log = this.logs.get(channelKey);
-    if (log) this.logs.delete(channelKey);
+    if (log) log.tenant.channels.delete(channelKey);
     else {
-      if (this.logs.size >= this.limits.channels) this.dropOldestChannel();
-      const partition = event.position.partition;
-      // A channel created now may have been dropped before: it inherits what was dropped.
-      log = new ChannelLog(partition, this.droppedUpTo.get(partition) ?? -1n);
+      if (this.logs.size >= this.limits.channels) this.dropChannelOfLargest(tenantOf(channelKey));
+      log = this.createLog(channelKey, event.position.partition);
     }
-    this.logs.set(channelKey, log);
+    const tenant = log.tenant;
+    tenant.channels.set(channelKey, log);
+    const bytes = storedBytes(event);
     log.events.push(event);
-    log.bytes += event.frame.length;
-    let evict = 0;
+    log.bytes += bytes;
+    tenant.bytes += bytes;
+    tenant.events++;
+    this.totalBytes += bytes;
+    let evicted = 0;
     while (
-      log.events.length - evict > this.limits.eventsPerChannel ||
-      (log.bytes > this.limits.bytesPerChannel && log.events.length - evict > 1)
+      log.events.length > this.limits.eventsPerChannel ||
+      (log.bytes > this.limits.bytesPerChannel && log.events.length > 1)
     ) {
-      log.bytes -= (log.events[evict] as HistoryEvent).frame.length;
-      evict++;
+      this.evictOldest(log);
+      evicted++;
     }
-    if (evict > 0) {
-      log.evictedUpTo = (log.events[evict - 1] as HistoryEvent).position.offset;
-      log.events.splice(0, evict);
+    if (evicted > 0) this.onEvict("channel", evicted);
+    evicted = 0;
+    while (tenant.bytes > this.limits.tenantMaxBytes && tenant.events > 1) {
+      this.evictOldestOf(tenant);
+      evicted++;
     }
-  }
-
-  private dropOldestChannel(): void {
-    const [key, log] = this.logs.entries().next().value ?? [];
-    if (key === undefined || log === undefined) return;
-    this.logs.delete(key);
-    const newest = log.events[log.events.length - 1]?.position.offset ?? log.evictedUpTo;
-    const dropped = this.droppedUpTo.get(log.partition) ?? -1n;
-    if (newest > dropped) this.droppedUpTo.set(log.partition, newest);
+    if (evicted > 0) this.onEvict("tenant_budget", evicted);
+    evicted = 0;
+    while (this.totalBytes > this.limits.maxBytes) {
+      const victim = this.largest(tenant.name, (t) => t.bytes, this.totalBytes);
+      if (!victim || (victim === tenant && tenant.events <= 1)) break;
+      this.evictOldestOf(victim);
+      evicted++;
+    }
+    if (evicted > 0) this.onEvict("instance_budget", evicted);
   }
 
   lastId(channelKey: string): string | undefined {
@@ -98,20 +155,22 @@ export class ChannelHistory {
   }
 
   /**
-   * Events after `since`. Not servable (`ok: false`) when `since` is from
-   * another epoch or partition, or older than what is kept (or was dropped).
+   * Events after `since`. Not servable when `since` is from another epoch or
+   * partition (`unknown_position`), or older than what is kept or was dropped
+   * (`not_kept`).
    */
   after(channelKey: string, since: string | undefined): Replay {
     const log = this.logs.get(channelKey);
     const events = log?.events ?? [];
     if (since === undefined) return { ok: true, events: [...events] };
     const position = parseEventId(since);
-    if (!position || position.epoch !== this.epoch) return { ok: false };
+    if (!position || position.epoch !== this.epoch) return { ok: false, reason: "unknown_position" };
+    if (log && log.partition !== position.partition) return { ok: false, reason: "unknown_position" };
     const origin = this.origins.get(position.partition);
-    if (origin === undefined || position.offset + 1n < origin) return { ok: false };
-    const evictedUpTo = log ? log.evictedUpTo : (this.droppedUpTo.get(position.partition) ?? -1n);
-    if (position.offset < evictedUpTo) return { ok: false };
-    if (log && log.partition !== position.partition) return { ok: false };
+    if (origin === undefined) return { ok: false, reason: "unknown_position" };
+    if (position.offset + 1n < origin) return { ok: false, reason: "not_kept" };
+    const evictedUpTo = log ? log.evictedUpTo : this.droppedUpTo(tenantOf(channelKey), position.partition);
+    if (position.offset < evictedUpTo) return { ok: false, reason: "not_kept" };
     const index = events.findIndex((event) => event.position.offset > position.offset);
     return { ok: true, events: index < 0 ? [] : events.slice(index) };
   }
@@ -119,4 +178,102 @@ export class ChannelHistory {
   get channelCount(): number {
     return this.logs.size;
   }
+
+  /** Bytes held, as counted against the budgets. */
+  get bytes(): number {
+    return this.totalBytes;
+  }
+
+  private createLog(channelKey: string, partition: number): ChannelLog {
+    const name = tenantOf(channelKey);
+    let tenant = this.tenants.get(name);
+    if (!tenant) {
+      tenant = new TenantHistory(name);
+      this.tenants.set(name, tenant);
+    }
+    // A channel created now may have been dropped before: it inherits what was dropped.
+    const log = new ChannelLog(channelKey, tenant, partition, this.droppedUpTo(name, partition));
+    tenant.bytes += log.overheadBytes;
+    this.totalBytes += log.overheadBytes;
+    this.logs.set(channelKey, log);
+    return log;
+  }
+
+  private droppedUpTo(tenantName: string, partition: number): bigint {
+    const own = this.tenants.get(tenantName)?.droppedUpTo.get(partition) ?? -1n;
+    const former = this.formerTenantsDroppedUpTo.get(partition) ?? -1n;
+    return own > former ? own : former;
+  }
+
+  /** Drops the oldest event of the channel (the whole channel once it has none left). */
+  private evictOldest(log: ChannelLog): void {
+    const event = log.events.shift();
+    if (!event) return;
+    const bytes = storedBytes(event);
+    log.bytes -= bytes;
+    log.tenant.bytes -= bytes;
+    log.tenant.events--;
+    this.totalBytes -= bytes;
+    log.evictedUpTo = event.position.offset;
+    if (log.events.length === 0) this.dropChannel(log);
+  }
+
+  /** The tenant's least recently written channel loses its oldest event. */
+  private evictOldestOf(tenant: TenantHistory): void {
+    const log = tenant.channels.values().next().value;
+    if (log) this.evictOldest(log);
+  }
+
+  /** Past the instance's channel bound: the tenant holding the most channels loses its least recently written one. */
+  private dropChannelOfLargest(writer: string): void {
+    const victim = this.largest(writer, (tenant) => tenant.channels.size, this.logs.size);
+    const log = victim?.channels.values().next().value;
+    if (!log) return;
+    this.onEvict("channels", log.events.length);
+    this.dropChannel(log);
+  }
+
+  private dropChannel(log: ChannelLog): void {
+    const tenant = log.tenant;
+    tenant.bytes -= log.bytes + log.overheadBytes;
+    tenant.events -= log.events.length;
+    this.totalBytes -= log.bytes + log.overheadBytes;
+    const newest = log.events[log.events.length - 1]?.position.offset ?? log.evictedUpTo;
+    const marks = tenant.droppedUpTo;
+    if (newest > (marks.get(log.partition) ?? -1n)) marks.set(log.partition, newest);
+    this.logs.delete(log.key);
+    tenant.channels.delete(log.key);
+    if (tenant.channels.size === 0) {
+      // The tenant's state is freed; its marks stay, merged with those of every former tenant.
+      for (const [partition, offset] of marks) {
+        if (offset > (this.formerTenantsDroppedUpTo.get(partition) ?? -1n))
+          this.formerTenantsDroppedUpTo.set(partition, offset);
+      }
+      this.tenants.delete(tenant.name);
+    }
+  }
+
+  /**
+   * The tenant holding the most by `measure` (whose sum over tenants is
+   * `total`): the writing tenant when it holds at least the average, the
+   * common case, which needs no scan; otherwise the largest, found by a scan.
+   */
+  private largest(
+    writer: string,
+    measure: (tenant: TenantHistory) => number,
+    total: number,
+  ): TenantHistory | undefined {
+    const candidate = this.tenants.get(writer);
+    if (candidate && measure(candidate) * this.tenants.size >= total) return candidate;
+    let largest: TenantHistory | undefined;
+    for (const tenant of this.tenants.values()) {
+      if (!largest || measure(tenant) > measure(largest)) largest = tenant;
+    }
+    return largest;
+  }
+}
+
+/** The tenant of an engine topic `t/<tenant>/<channel>`. */
+function tenantOf(channelKey: string): string {
+  return channelKey.slice(2, channelKey.indexOf("/", 2));
 }

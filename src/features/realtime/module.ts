@@ -38,7 +38,18 @@ export interface RealtimeModule extends Module {
  * delta route, and on drain sends every client `reconnect` before closing it.
  */
 export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDependencies): RealtimeModule {
-  const history = new ChannelHistory(options.history);
+  const evictions = {
+    channel: deps.metrics.historyEvictions.child({ cause: "channel" }),
+    channels: deps.metrics.historyEvictions.child({ cause: "channels" }),
+    tenant_budget: deps.metrics.historyEvictions.child({ cause: "tenant_budget" }),
+    instance_budget: deps.metrics.historyEvictions.child({ cause: "instance_budget" }),
+  };
+  const history = new ChannelHistory(options.history, (cause, events) => {
+    evictions[cause].inc(events);
+  });
+  // Sampled, not set per event: the gauge stays off the fan-out path.
+  const historyGauge = setInterval(() => deps.metrics.historyBytes.set(history.bytes), 1000);
+  historyGauge.unref?.();
   const fanout = new Fanout(history, deps.metrics);
   const hub = new WsHub(options.ws, {
     authenticator: deps.authenticator,
@@ -65,6 +76,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
       },
     },
     close: () => {
+      clearInterval(historyGauge);
       hub.stop();
       subscription.stop();
     },

@@ -1,11 +1,14 @@
 import { describe, expect, test } from "bun:test";
 import { formatEventId, parseEventId } from "../../../src/domain/event-id.ts";
-import { ChannelHistory, type HistoryEvent } from "../../../src/features/realtime/history.ts";
+import { ChannelHistory, type HistoryEvent, storedBytes } from "../../../src/features/realtime/history.ts";
 
 function event(offset: number, epoch = "e1", partition = 0, size = 10): HistoryEvent {
   const position = { epoch, partition, offset: BigInt(offset) };
   return { id: formatEventId(position), position, frame: "x".repeat(size) };
 }
+
+/** Instance and tenant budgets that never bind. */
+const ROOMY = { maxBytes: 1 << 30, tenantMaxBytes: 1 << 30 };
 
 describe("event ids", () => {
   test("round-trip and increase as strings within a partition", () => {
@@ -18,7 +21,7 @@ describe("event ids", () => {
 });
 
 describe("ChannelHistory", () => {
-  const limits = { eventsPerChannel: 3, bytesPerChannel: 1000, channels: 2 };
+  const limits = { eventsPerChannel: 3, bytesPerChannel: 100_000, channels: 2, ...ROOMY };
 
   test("replays what came after since, and refuses ids older than what is kept", () => {
     const history = new ChannelHistory(limits);
@@ -44,7 +47,12 @@ describe("ChannelHistory", () => {
   });
 
   test("bounded in bytes per channel and in channels", () => {
-    const history = new ChannelHistory({ eventsPerChannel: 100, bytesPerChannel: 25, channels: 2 });
+    const history = new ChannelHistory({
+      eventsPerChannel: 100,
+      bytesPerChannel: 2 * storedBytes(event(0)) + 1,
+      channels: 2,
+      ...ROOMY,
+    });
     history.setOrigin("e1", 0, 0n);
     for (const offset of [0, 1, 2]) history.append("t/a/one", event(offset));
     const kept = history.after("t/a/one", undefined);
@@ -57,7 +65,7 @@ describe("ChannelHistory", () => {
 });
 
 describe("ChannelHistory eviction of whole channels", () => {
-  const limits = { eventsPerChannel: 10, bytesPerChannel: 1000, channels: 2 };
+  const limits = { eventsPerChannel: 10, bytesPerChannel: 100_000, channels: 2, ...ROOMY };
 
   test("a since in an evicted channel is history_gone, not an empty replay", () => {
     const history = new ChannelHistory(limits);
@@ -103,3 +111,96 @@ describe("ChannelHistory eviction of whole channels", () => {
     expect(history.after("t/a/one", event(4, "e2", 0).id).ok).toBe(true);
   });
 });
+
+describe("ChannelHistory budgets", () => {
+  const eventBytes = storedBytes(event(0));
+
+  test("a tenant flooding 12,000 channels never evicts another tenant's events (issue 23)", () => {
+    let evictedByChannels = 0;
+    const history = new ChannelHistory(
+      {
+        eventsPerChannel: 1000,
+        bytesPerChannel: 1 << 20,
+        channels: 10_000,
+        maxBytes: 1 << 30,
+        tenantMaxBytes: 1 << 30,
+      },
+      (cause, events) => {
+        if (cause === "channels") evictedByChannels += events;
+      },
+    );
+    history.setOrigin("e1", 0, 0n);
+    history.append("t/a/orders", event(0));
+    history.append("t/a/orders", event(1));
+    for (let n = 0; n < 12_000; n++) history.append(`t/b/c${n}`, event(2 + n));
+    const resumed = history.after("t/a/orders", event(0).id);
+    expect(resumed.ok && resumed.events.map((e) => e.position.offset)).toEqual([1n]);
+    expect(history.channelCount).toBe(10_000);
+    expect(evictedByChannels).toBe(2001);
+    // B's dropped channels are history_gone for B only: A's channels keep their own marks.
+    expect(history.after("t/b/c0", event(1).id)).toEqual({ ok: false, reason: "not_kept" });
+    expect(history.after("t/a/never-written", event(1).id)).toEqual({ ok: true, events: [] });
+  });
+
+  test("a tenant past its share loses its own oldest events, never another tenant's", () => {
+    const causes: string[] = [];
+    const history = new ChannelHistory(
+      {
+        eventsPerChannel: 1000,
+        bytesPerChannel: 1 << 20,
+        channels: 100,
+        maxBytes: 1 << 20,
+        tenantMaxBytes: 10 * eventBytes + 1000,
+      },
+      (cause) => causes.push(cause),
+    );
+    history.setOrigin("e1", 0, 0n);
+    history.append("t/a/x", event(0));
+    for (let n = 1; n <= 50; n++) history.append(`t/b/c${n % 3}`, event(n));
+    expect(history.after("t/a/x", undefined)).toMatchObject({ ok: true, events: [{ id: event(0).id }] });
+    const kept = history.after("t/b/c0", undefined);
+    expect(kept.ok && kept.events.length).toBeLessThan(5);
+    expect(history.bytes).toBeLessThanOrEqual(11 * eventBytes + 2000);
+    expect(new Set(causes)).toEqual(new Set(["tenant_budget"]));
+    // What B lost is history_gone for B's resume, not a silent gap.
+    expect(history.after("t/b/c1", event(1).id)).toEqual({ ok: false, reason: "not_kept" });
+  });
+
+  test("past the instance budget, the tenant holding the most pays", () => {
+    const history = new ChannelHistory({
+      eventsPerChannel: 1000,
+      bytesPerChannel: 1 << 20,
+      channels: 100,
+      maxBytes: 20 * eventBytes,
+      tenantMaxBytes: 1 << 20,
+    });
+    history.setOrigin("e1", 0, 0n);
+    for (let n = 0; n < 3; n++) history.append("t/a/x", event(n));
+    for (let n = 3; n < 100; n++) history.append("t/b/y", event(n));
+    const a = history.after("t/a/x", event(0).id);
+    expect(a.ok && a.events.map((e) => e.position.offset)).toEqual([1n, 2n]);
+    expect(history.bytes).toBeLessThanOrEqual(20 * eventBytes);
+    // A small tenant writing now does not evict itself while B holds more.
+    history.append("t/a/x", event(100));
+    const again = history.after("t/a/x", event(0).id);
+    expect(again.ok && again.events.length).toBe(3);
+  });
+
+  test("a dropped channel gives back every byte it held", () => {
+    const flooded = new ChannelHistory({ ...limitsFor(2), ...ROOMY });
+    const fresh = new ChannelHistory({ ...limitsFor(2), ...ROOMY });
+    for (const history of [flooded, fresh]) history.setOrigin("e1", 0, 0n);
+    flooded.append("t/a/x", event(0));
+    flooded.append("t/a/x", event(1));
+    for (const history of [flooded, fresh]) {
+      history.append("t/b/y", event(2));
+      history.append("t/c/z", event(3));
+    }
+    expect(flooded.channelCount).toBe(2);
+    expect(flooded.bytes).toBe(fresh.bytes);
+  });
+});
+
+function limitsFor(channels: number) {
+  return { eventsPerChannel: 10, bytesPerChannel: 100_000, channels };
+}

@@ -84,7 +84,13 @@ function hub(options: Partial<WsHubOptions>, authenticator: Authenticator): WsHu
     },
     {
       authenticator,
-      history: new ChannelHistory({ eventsPerChannel: 10, bytesPerChannel: 10_000, channels: 10 }),
+      history: new ChannelHistory({
+        eventsPerChannel: 10,
+        bytesPerChannel: 10_000,
+        channels: 10,
+        maxBytes: 1 << 20,
+        tenantMaxBytes: 1 << 20,
+      }),
       metrics: createMetrics("test", "0"),
       log: createLogger("silent", {}),
       admitConnection: async () => {},
