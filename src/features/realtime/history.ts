@@ -95,7 +95,11 @@ export class ChannelHistory {
     private readonly onEvict: (cause: EvictionCause, events: number) => void = () => {},
   ) {}
 
-  /** Records where this instance's knowledge of a partition starts (its first consumed offset). */
+  /**
+   * Records where this instance's knowledge of a partition starts: the first
+   * offset it will deliver. Announced again when a start is retried, and the
+   * later announcement wins: the offsets between the two were never read.
+   */
   setOrigin(epoch: string, partition: number, offset: bigint): void {
     if (this.epoch !== epoch) {
       this.epoch = epoch;
@@ -105,7 +109,7 @@ export class ChannelHistory {
       this.tenants.clear();
       this.totalBytes = 0;
     }
-    if (!this.origins.has(partition)) this.origins.set(partition, offset);
+    this.origins.set(partition, offset);
   }
 
   /** `channelKey` is the channel's engine topic, `t/<tenant>/<channel>`. */

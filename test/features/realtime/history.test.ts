@@ -204,3 +204,16 @@ describe("ChannelHistory budgets", () => {
 function limitsFor(channels: number) {
   return { eventsPerChannel: 10, bytesPerChannel: 100_000, channels };
 }
+
+describe("ChannelHistory origin", () => {
+  test("a retried start announces a later origin, and the later one wins (issue 23)", () => {
+    const history = new ChannelHistory({ ...limitsFor(10), ...ROOMY });
+    // The first attempt read the latest offsets (100) and failed before consuming; the retry starts at 150.
+    history.setOrigin("e1", 0, 100n);
+    history.setOrigin("e1", 0, 150n);
+    history.append("t/a/x", event(150));
+    // 120..149 were never read here: a resume from 120 must not answer ok with them missing.
+    expect(history.after("t/a/x", event(120).id)).toEqual({ ok: false, reason: "not_kept" });
+    expect(history.after("t/a/x", event(149).id).ok).toBe(true);
+  });
+});
