@@ -126,6 +126,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         maxConnectionsPerTenant: config.ws.maxConnectionsPerTenant,
         maxSubscriptions: config.ws.maxSubscriptions,
         maxMessagesPerSec: config.ws.maxMessagesPerSec,
+        trustProxyHops: config.rateLimit.trustProxyHops,
       },
       history: config.history,
     },

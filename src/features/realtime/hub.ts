@@ -2,6 +2,7 @@ import { broadcastTopic } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
 import { requireScope } from "../../domain/principal.ts";
 import { bearerToken } from "../../http/bearer.ts";
+import { clientIp } from "../../http/client-ip.ts";
 import { errorReply } from "../../http/reply.ts";
 import { sleep } from "../../lib/time.ts";
 import type { Logger } from "../../log/logger.ts";
@@ -28,6 +29,8 @@ export interface WsHubOptions {
   maxConnectionsPerTenant: number;
   maxSubscriptions: number;
   maxMessagesPerSec: number;
+  /** X-Forwarded-For hops to trust for the client IP the connect rate limit counts (`TRUST_PROXY`). */
+  trustProxyHops: number;
 }
 
 export interface WsHubDependencies {
@@ -107,7 +110,8 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
       const token = request.header("authorization")
         ? bearerToken(request.header("authorization"))
         : (request.query.get("token") ?? undefined);
-      return { accept: true, state: new Connection(request.remoteAddress, token, this.host) };
+      const ip = clientIp(request, this.options.trustProxyHops);
+      return { accept: true, state: new Connection(ip, token, this.host) };
     } catch (error) {
       return { accept: false, reply: errorReply(error) };
     }

@@ -34,12 +34,12 @@ class FakePeer implements WsPeer<ConnectionState> {
   }
 }
 
-function request(token?: string): HttpRequest {
+function request(token?: string, headers: Record<string, string> = {}): HttpRequest {
   return {
     method: "GET",
     path: "/v1/ws",
     query: new URLSearchParams(token ? { token } : {}),
-    header: () => undefined,
+    header: (name) => headers[name],
     remoteAddress: "127.0.0.1",
     body: async () => new Uint8Array(0),
   };
@@ -68,7 +68,11 @@ function gatedAuthenticator() {
   return { authenticator, release };
 }
 
-function hub(options: Partial<WsHubOptions>, authenticator: Authenticator): WsHub {
+function hub(
+  options: Partial<WsHubOptions>,
+  authenticator: Authenticator,
+  admitConnection: (ip: string) => Promise<void> = async () => {},
+): WsHub {
   return new WsHub(
     {
       runtime: "test",
@@ -80,6 +84,7 @@ function hub(options: Partial<WsHubOptions>, authenticator: Authenticator): WsHu
       maxConnectionsPerTenant: 100,
       maxSubscriptions: 10,
       maxMessagesPerSec: 100,
+      trustProxyHops: 0,
       ...options,
     },
     {
@@ -93,7 +98,7 @@ function hub(options: Partial<WsHubOptions>, authenticator: Authenticator): WsHu
       }),
       metrics: createMetrics("test", "0"),
       log: createLogger("silent", {}),
-      admitConnection: async () => {},
+      admitConnection,
     },
   );
 }
@@ -178,5 +183,29 @@ describe("WsHub frames sent while the token is verified", () => {
     expect(peer.frames.filter((f) => f.type === "subscribed").map((f) => f.channel)).toEqual(
       Array.from({ length: 8 }, (_, i) => `c${i}`),
     );
+  });
+});
+
+describe("WsHub connect rate limit", () => {
+  const behindBalancer = { "x-forwarded-for": "203.0.113.9, 10.0.0.2" };
+
+  async function admittedIp(trustProxyHops: number): Promise<string | undefined> {
+    const { authenticator, release } = gatedAuthenticator();
+    release();
+    let admitted: string | undefined;
+    const target = hub({ trustProxyHops }, authenticator, async (ip) => {
+      admitted = ip;
+    });
+    const decision = await target.upgrade(request("acme:x", behindBalancer));
+    if (!decision.accept) throw new Error("refused");
+    target.open(new FakePeer(decision.state, target));
+    await settle();
+    return admitted;
+  }
+
+  test("counts the client's address behind TRUST_PROXY hops, not the balancer's (issue 23)", async () => {
+    expect(await admittedIp(1)).toBe("10.0.0.2");
+    expect(await admittedIp(2)).toBe("203.0.113.9");
+    expect(await admittedIp(0)).toBe("127.0.0.1");
   });
 });
