@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { type Config, DEV_JWT_SECRET } from "./config/config.ts";
 import { createIngestModule } from "./features/ingest/module.ts";
 import { HealthState } from "./features/operations/health.ts";
+import { createMetricsApp } from "./features/operations/metrics-app.ts";
 import { createOperationsModule } from "./features/operations/module.ts";
 import { createPublishModule } from "./features/publish/module.ts";
 import type { Connection } from "./features/realtime/connection.ts";
@@ -11,7 +12,7 @@ import { CorsPolicy } from "./http/cors.ts";
 import { Router } from "./http/router.ts";
 import { createAuthenticator } from "./infra/auth/authenticator.ts";
 import { createS3ObjectClient } from "./infra/aws/s3.ts";
-import { DeliveryQueue } from "./infra/delivery/delivery-queue.ts";
+import { DeliveryQueue, UNHEALTHY_REASON } from "./infra/delivery/delivery-queue.ts";
 import { batchBytesLimit } from "./infra/delivery/record-size.ts";
 import { type KafkaConnectionOptions, kafkaConnectionOptions } from "./infra/kafka/client-options.ts";
 import { KafkaFanoutBus } from "./infra/kafka/fanout-bus.ts";
@@ -34,6 +35,8 @@ import type { GatewayApp, HttpRequest, RunningServer } from "./ports/transport.t
 
 export interface Gateway {
   app: GatewayApp<Connection>;
+  /** Served on METRICS_PORT when it is set (then /metrics is not on the main port). */
+  metricsApp?: GatewayApp<never>;
   /** Connects every module to the listening server. */
   attach(server: RunningServer): void;
   /** The drain, in order, given the server once it listens. */
@@ -57,7 +60,7 @@ export interface GatewayEnvironment {
 export async function createGateway(environment: GatewayEnvironment): Promise<Gateway> {
   const { config, log, runtime, version, defaultSchemas } = environment;
   const metrics = createMetrics(runtime, version);
-  const health = new HealthState();
+  const health = new HealthState(config.kafka.affectsHealth ? [] : [UNHEALTHY_REASON]);
 
   if (config.auth.usingDevSecret)
     log.warn("DEV_MODE: JWT_SECRET and JWKS_URL unset, tokens are checked against the public dev secret");
@@ -143,7 +146,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     },
     { name: "sink", drain: { flush: (deadline) => queue.close(msUntil(deadline)) } },
     { name: "fan-out bus", close: () => bus.close() },
-    createOperationsModule(health, metrics),
+    createOperationsModule(health, metrics, { metricsOnMainPort: config.metricsPort === undefined }),
     createIngestModule(
       {
         topic: config.kafka.topic,
@@ -167,6 +170,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
 
   return {
     app: { http: router.handle, wsPath: "/v1/ws", ws: router.guardUpgrades(realtime.ws) },
+    metricsApp: config.metricsPort === undefined ? undefined : createMetricsApp(metrics, log),
     attach: (server) => {
       for (const module of modules) module.attach?.(server);
     },

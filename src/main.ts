@@ -37,24 +37,35 @@ async function serve(): Promise<void> {
     defaultSchemas: fileURLToPath(new URL("../schemas", import.meta.url)),
   });
   const listen = await selectTransport();
+  const reusePort = config.workers > 1;
+  const ws = {
+    maxPayloadBytes: config.ws.maxPayloadBytes,
+    maxBackpressureBytes: config.ws.backpressureBytes * 2,
+    idleTimeoutSec: config.ws.idleTimeoutSec,
+  };
+  const cannotListen = (port: number) => (error: unknown) => {
+    const reason = error instanceof Error ? error.message : String(error);
+    log.fatal({ host: config.host, port }, `cannot listen on ${config.host}:${port}: ${reason}`);
+    process.exit(1);
+  };
   const server = await listen(gateway.app, {
     host: config.host,
     port: config.port,
-    reusePort: config.workers > 1,
+    reusePort,
     maxBodyBytes: config.maxBodyBytes,
-    ws: {
-      maxPayloadBytes: config.ws.maxPayloadBytes,
-      maxBackpressureBytes: config.ws.backpressureBytes * 2,
-      idleTimeoutSec: config.ws.idleTimeoutSec,
-    },
-  }).catch((error: unknown) => {
-    const reason = error instanceof Error ? error.message : String(error);
-    log.fatal(
-      { host: config.host, port: config.port },
-      `cannot listen on ${config.host}:${config.port}: ${reason}`,
-    );
-    process.exit(1);
-  });
+    ws,
+  }).catch(cannotListen(config.port));
+  // Left open through the drain so Prometheus sees it; the process exit closes it.
+  const metricsServer =
+    gateway.metricsApp === undefined || config.metricsPort === undefined
+      ? undefined
+      : await listen(gateway.metricsApp, {
+          host: config.host,
+          port: config.metricsPort,
+          reusePort,
+          maxBodyBytes: 1024,
+          ws,
+        }).catch(cannotListen(config.metricsPort));
 
   gateway.attach(server);
 
@@ -67,7 +78,15 @@ async function serve(): Promise<void> {
   lifecycle.installSignalHandlers();
   watchSupervisor(() => lifecycle.onSignal("supervisor gone"));
 
-  log.info({ host: config.host, port: server.port, version: packageJson.version }, "listening");
+  log.info(
+    {
+      host: config.host,
+      port: server.port,
+      ...(metricsServer ? { metricsPort: metricsServer.port } : {}),
+      version: packageJson.version,
+    },
+    "listening",
+  );
 }
 
 // A start that fails (say, a schema or quota source that cannot be read) exits 1, like a bad setting:

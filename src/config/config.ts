@@ -27,6 +27,8 @@ export const MIN_JWT_SECRET_BYTES = 32;
 export interface Config {
   host: string;
   port: number;
+  /** Where /metrics is served: unset, on PORT beside the API; else on this port alone (0 picks a free one). */
+  metricsPort: number | undefined;
   workers: number;
   logLevel: (typeof LOG_LEVELS)[number];
   maxBodyBytes: number;
@@ -56,6 +58,8 @@ export interface Config {
     queueMaxRecords: number;
     queueMaxBytes: number;
     unhealthyAfterMs: number;
+    /** Whether Kafka failing past unhealthyAfterMs turns /health 503 (ingest answers 503 either way). */
+    affectsHealth: boolean;
     topicPartitions: number;
     writeTimeoutMs: number;
   };
@@ -172,6 +176,11 @@ export function loadConfig(env: Env = process.env): Config {
   const historyMaxBytes = read("HISTORY_MAX_BYTES", integer(1024 * 1024), 256 * 1024 * 1024);
   const awsRegion = read("AWS_REGION", nonEmpty) ?? read("AWS_DEFAULT_REGION", nonEmpty);
   const s3Endpoint = read("S3_ENDPOINT", url(["https:", "http:"]));
+  const port = read("PORT", integer(0, 65535), 8080);
+  const metricsPort = read("METRICS_PORT", integer(0, 65535));
+  if (metricsPort !== undefined && metricsPort !== 0 && metricsPort === port) {
+    problems.push("METRICS_PORT: must differ from PORT (unset serves /metrics on PORT)");
+  }
   const drainDelayMs = read("DRAIN_DELAY_MS", integer(0, 600_000), 5000);
   const drainTimeoutMs = read("DRAIN_TIMEOUT_MS", integer(100, 3_600_000), 25_000);
   if (drainTimeoutMs <= drainDelayMs) {
@@ -180,7 +189,8 @@ export function loadConfig(env: Env = process.env): Config {
 
   const config: Config = {
     host: read("HOST", host, "0.0.0.0"),
-    port: read("PORT", integer(0, 65535), 8080),
+    port,
+    metricsPort,
     workers: read("WORKERS", integer(1, 256), 1),
     logLevel: read("LOG_LEVEL", oneOf(LOG_LEVELS), "info"),
     maxBodyBytes: read("MAX_BODY_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
@@ -209,6 +219,7 @@ export function loadConfig(env: Env = process.env): Config {
       queueMaxRecords: read("KAFKA_QUEUE_MAX_RECORDS", integer(1, 100_000_000), 200_000),
       queueMaxBytes: read("KAFKA_QUEUE_MAX_BYTES", integer(1024, 16 * 1024 * 1024 * 1024), 256 * 1024 * 1024),
       unhealthyAfterMs: read("KAFKA_UNHEALTHY_AFTER_MS", integer(0, 3_600_000), 10_000),
+      affectsHealth: read("KAFKA_AFFECTS_HEALTH", boolean, true),
       writeTimeoutMs: read("KAFKA_WRITE_TIMEOUT_MS", integer(100, 600_000), 5000),
       topicPartitions: read("KAFKA_TOPIC_PARTITIONS", integer(1, 10_000), 6),
     },

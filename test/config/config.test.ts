@@ -111,3 +111,25 @@ describe("loadConfig", () => {
     );
   });
 });
+
+describe("METRICS_PORT and KAFKA_AFFECTS_HEALTH", () => {
+  test("unset: /metrics stays on PORT and Kafka affects /health", () => {
+    const config = loadConfig(SECRET);
+    expect(config.metricsPort).toBeUndefined();
+    expect(config.kafka.affectsHealth).toBe(true);
+  });
+
+  test("a port of its own, 0 for a free one; PORT itself is refused", () => {
+    expect(loadConfig({ ...SECRET, METRICS_PORT: "9464" }).metricsPort).toBe(9464);
+    expect(loadConfig({ ...SECRET, METRICS_PORT: "0" }).metricsPort).toBe(0);
+    expect(problemsOf({ PORT: "9000", METRICS_PORT: "9000" })).toEqual([
+      "METRICS_PORT: must differ from PORT (unset serves /metrics on PORT)",
+    ]);
+    expect(problemsOf({ METRICS_PORT: "70000" })[0]).toStartWith("METRICS_PORT:");
+  });
+
+  test("KAFKA_AFFECTS_HEALTH=false", () => {
+    expect(loadConfig({ ...SECRET, KAFKA_AFFECTS_HEALTH: "false" }).kafka.affectsHealth).toBe(false);
+    expect(problemsOf({ KAFKA_AFFECTS_HEALTH: "maybe" })[0]).toStartWith("KAFKA_AFFECTS_HEALTH:");
+  });
+});

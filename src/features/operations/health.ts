@@ -3,9 +3,17 @@ import type { HealthReasons } from "../../ports/health.ts";
 /**
  * Whether this instance should receive traffic. Each reason is owned by the
  * module that sets and clears it (lifecycle: "draining"; sink: "kafka_unreachable").
+ * An advisory reason is recorded (`has` sees it) but never turns /health 503:
+ * KAFKA_AFFECTS_HEALTH=false makes "kafka_unreachable" one, so an outage every
+ * instance sees does not take every instance out of the load balancer.
  */
 export class HealthState implements HealthReasons {
   private readonly reasons = new Set<string>();
+  private readonly advisory: ReadonlySet<string>;
+
+  constructor(advisory: Iterable<string> = []) {
+    this.advisory = new Set(advisory);
+  }
 
   set(reason: string, active: boolean): void {
     if (active) this.reasons.add(reason);
@@ -17,10 +25,12 @@ export class HealthState implements HealthReasons {
   }
 
   get ready(): boolean {
-    return this.reasons.size === 0;
+    for (const reason of this.reasons) if (!this.advisory.has(reason)) return false;
+    return true;
   }
 
+  /** The reasons that keep this instance out of service. */
   list(): string[] {
-    return [...this.reasons].sort();
+    return [...this.reasons].filter((reason) => !this.advisory.has(reason)).sort();
   }
 }

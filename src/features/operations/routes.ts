@@ -3,8 +3,8 @@ import type { Metrics } from "../../metrics/metrics.ts";
 import type { Route } from "../../ports/route.ts";
 import type { HealthState } from "./health.ts";
 
-/** /health for the load balancer, /health/live for liveness, /metrics for Prometheus. */
-export function operationRoutes(health: HealthState, metrics: Metrics): Route[] {
+/** /health for the load balancer, /health/live for liveness. */
+export function healthRoutes(health: HealthState): Route[] {
   return [
     {
       method: "GET",
@@ -15,6 +15,12 @@ export function operationRoutes(health: HealthState, metrics: Metrics): Route[] 
           : json(503, { status: "unavailable", reasons: health.list() }),
     },
     { method: "GET", path: "/health/live", handler: () => json(200, { status: "ok" }) },
+  ];
+}
+
+/** /metrics for Prometheus. */
+export function metricsRoutes(metrics: Metrics): Route[] {
+  return [
     {
       method: "GET",
       path: "/metrics",
@@ -25,4 +31,9 @@ export function operationRoutes(health: HealthState, metrics: Metrics): Route[] 
       }),
     },
   ];
+}
+
+/** Every operations route, as served on one port when METRICS_PORT is unset. */
+export function operationRoutes(health: HealthState, metrics: Metrics): Route[] {
+  return [...healthRoutes(health), ...metricsRoutes(metrics)];
 }
