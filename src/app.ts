@@ -67,6 +67,9 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
   const authenticator = createAuthenticator({
     jwtSecret: config.auth.usingDevSecret ? DEV_JWT_SECRET : config.auth.jwtSecret,
     jwksUrl: config.auth.jwksUrl,
+    issuer: config.auth.issuer,
+    audience: config.auth.audience,
+    onJwksFetchFailure: (reason) => log.warn({ reason }, "JWKS fetch failed; tokens with new keys get 503"),
     cacheSize: config.auth.tokenCacheSize,
   });
   const authenticate = (request: HttpRequest) =>

@@ -3,6 +3,7 @@ import {
   boolean,
   brokerList,
   host,
+  httpsUrlExceptLoopback,
   integer,
   nonEmpty,
   oneOf,
@@ -71,6 +72,10 @@ export interface Config {
   auth: {
     jwtSecret: string | undefined;
     jwksUrl: string | undefined;
+    /** Required `iss` of every token, when set. */
+    issuer: string | undefined;
+    /** Required `aud` (one of the token's audiences), when set. */
+    audience: string | undefined;
     /** DEV_MODE=true and no JWT_SECRET or JWKS_URL: tokens are checked against DEV_JWT_SECRET. */
     usingDevSecret: boolean;
     tokenCacheSize: number;
@@ -147,7 +152,8 @@ export function loadConfig(env: Env = process.env): Config {
   }
 
   const jwtSecret = read("JWT_SECRET", secret(MIN_JWT_SECRET_BYTES));
-  const jwksUrl = read("JWKS_URL", url(["https:", "http:"]));
+  // Keys fetched over plain http could be swapped by anyone on the path: only a loopback IdP may use it.
+  const jwksUrl = read("JWKS_URL", httpsUrlExceptLoopback);
   const devMode = read("DEV_MODE", boolean, false);
   // Auth fails closed: without a way to verify tokens the gateway does not start, unless asked for dev mode.
   if (
@@ -231,6 +237,8 @@ export function loadConfig(env: Env = process.env): Config {
     auth: {
       jwtSecret,
       jwksUrl,
+      issuer: read("JWT_ISSUER", nonEmpty),
+      audience: read("JWT_AUDIENCE", nonEmpty),
       usingDevSecret: devMode && jwtSecret === undefined && jwksUrl === undefined,
       tokenCacheSize: read("AUTH_TOKEN_CACHE_SIZE", integer(0, 10_000_000), 10_000),
     },

@@ -77,6 +77,22 @@ export function url(protocols: readonly string[]) {
   };
 }
 
+/** Whether a URL's host is this machine: `localhost`, 127.0.0.0/8 or ::1. */
+function isLoopbackHost(hostname: string): boolean {
+  return (
+    hostname === "localhost" || hostname === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname)
+  );
+}
+
+/** An https URL, or http on loopback (a local identity provider or a test's). */
+export function httpsUrlExceptLoopback(raw: string): string {
+  const value = url(["https:", "http:"])(raw);
+  const parsed = new URL(value);
+  if (parsed.protocol === "http:" && !isLoopbackHost(parsed.hostname))
+    throw new Error(`expected an https URL (http only on loopback), got "${raw}"`);
+  return value;
+}
+
 /** `*`, or a comma-separated list of browser origins (`scheme://host[:port]`, no path). */
 export function originList(raw: string): "*" | string[] {
   const entries = raw

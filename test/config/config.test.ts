@@ -40,6 +40,37 @@ describe("loadConfig", () => {
     expect(loadConfig({ ...SECRET, DEV_MODE: "true" }).auth.usingDevSecret).toBe(false);
   });
 
+  test("JWKS_URL must be https, except on loopback", () => {
+    for (const url of ["http://idp.example/jwks.json", "http://10.0.0.1/jwks", "http://127.example/jwks"]) {
+      const problems = problemsOf({ JWKS_URL: url });
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toStartWith("JWKS_URL: expected an https URL");
+    }
+    expect(problemsOf({ JWKS_URL: "ftp://idp.example/jwks" })[0]).toStartWith("JWKS_URL:");
+    for (const url of [
+      "https://idp.example/.well-known/jwks.json",
+      "http://127.0.0.1:8081/jwks",
+      "http://127.3.4.5/jwks",
+      "http://localhost:9/jwks",
+      "http://[::1]:9/jwks",
+    ]) {
+      expect(problemsOf({ JWKS_URL: url })).toEqual([]);
+    }
+  });
+
+  test("JWT_ISSUER and JWT_AUDIENCE are checked only when set", () => {
+    const unset = loadConfig(SECRET);
+    expect(unset.auth.issuer).toBeUndefined();
+    expect(unset.auth.audience).toBeUndefined();
+    const set = loadConfig({
+      ...SECRET,
+      JWT_ISSUER: "https://idp.example/",
+      JWT_AUDIENCE: "edge-gateway",
+    });
+    expect(set.auth.issuer).toBe("https://idp.example/");
+    expect(set.auth.audience).toBe("edge-gateway");
+  });
+
   test("parses brokers and SASL settings", () => {
     const config = loadConfig({
       ...SECRET,

@@ -30,6 +30,8 @@ const JSON_TYPE = { "content-type": "application/json" };
 /** Documented statuses this test does not provoke, and why. */
 const NOT_PROVOKED: Record<string, string> = {
   "POST /v1/publish 422": "record_refused needs a broker that refuses a record as invalid",
+  "GET /v1/channels/{channel}/events 503": "needs a JWKS endpoint that fails: test/e2e/jwks.test.ts",
+  "HEAD /v1/channels/{channel}/events 503": "needs a JWKS endpoint that fails: test/e2e/jwks.test.ts",
 };
 
 async function freePort(): Promise<number> {

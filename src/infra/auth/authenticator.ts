@@ -1,14 +1,25 @@
-import { createRemoteJWKSet, decodeProtectedHeader, type JWTPayload, jwtVerify } from "jose";
-import { GatewayError } from "../../domain/errors.ts";
+import { decodeProtectedHeader, type JWTPayload, jwtVerify } from "jose";
+import { GatewayError, isGatewayError } from "../../domain/errors.ts";
 import { isChannelPattern, type Principal } from "../../domain/principal.ts";
 import { LruCache } from "../../lib/lru.ts";
 import type { Authenticator } from "../../ports/auth.ts";
+import { JwksKeys } from "./jwks.ts";
 
 export interface AuthenticatorOptions {
   /** HS256 shared secret. */
   jwtSecret: string | undefined;
   /** JWKS endpoint for asymmetric keys (RS256, ES256, EdDSA, PS256). */
   jwksUrl: string | undefined;
+  /** Required `iss`, when set (every key source). */
+  issuer?: string | undefined;
+  /** Required `aud` (among the token's audiences), when set (every key source). */
+  audience?: string | undefined;
+  /** Least time between two JWKS fetches; a rotated key is accepted within about this; default 1 s. */
+  jwksRefetchIntervalMs?: number;
+  /** One JWKS fetch's deadline; default 5 s. */
+  jwksTimeoutMs?: number;
+  /** A JWKS fetch failed (`reason` is a fixed phrase). */
+  onJwksFetchFailure?(reason: string): void;
   /** Verified tokens kept (0 disables the cache). */
   cacheSize: number;
   /** Seconds of clock skew allowed on `exp` and `nbf`; default 5. */
@@ -27,21 +38,18 @@ function unauthorized(reason: string): GatewayError {
 }
 
 function rejectionReason(error: unknown): string {
-  switch ((error as { code?: unknown }).code) {
+  const { code, claim } = error as { code?: unknown; claim?: unknown };
+  switch (code) {
     case "ERR_JWT_EXPIRED":
       return "token expired";
     case "ERR_JWT_CLAIM_VALIDATION_FAILED":
+      if (claim === "iss") return "token issuer not accepted";
+      if (claim === "aud") return "token audience not accepted";
       return "token not valid yet or has malformed claims";
     case "ERR_JWS_SIGNATURE_VERIFICATION_FAILED":
       return "bad token signature";
     case "ERR_JWKS_NO_MATCHING_KEY":
       return "unknown token signing key";
-    case "ERR_JOSE_GENERIC":
-    case "ERR_JWKS_INVALID":
-    case "ERR_JWKS_TIMEOUT":
-    case undefined:
-      // The JWKS endpoint failed (HTTP status, body, timeout, network): not the token's fault, but no key to trust.
-      return "token signing keys unavailable";
     default:
       return "invalid token";
   }
@@ -83,11 +91,14 @@ function principalFromClaims(payload: JWTPayload): Principal {
 
 /**
  * Verifies bearer JWTs with jose: HS256 against the shared secret, RS256,
- * ES256, EdDSA and PS256 against the JWKS (jose caches the key set, refetches
- * it on an unknown `kid` at most every 30 s, and re-reads it every 10 min).
- * The token's `alg` picks the key source, so with both configured either kind
- * of token is accepted and an HS256 token can never be checked against a
- * public key. Signature comparison is jose's (constant time).
+ * ES256, EdDSA and PS256 against the JWKS (`JwksKeys`: fetched on a new
+ * `kid` at most once a second, re-read every 10 min, kept through an outage
+ * of the endpoint). The token's `alg` picks the key source, so with both
+ * configured either kind of token is accepted and an HS256 token can never
+ * be checked against a public key. `iss` and `aud` are checked when
+ * configured. Signature comparison is jose's (constant time). A token that
+ * cannot be checked because the JWKS endpoint fails is `unavailable` (503,
+ * Retry-After), never `unauthorized`: the client keeps it and retries.
  *
  * Verified principals are kept in a bounded LRU keyed by the token string
  * and served only while `now < expiresAt`, so a hot client costs a map lookup
@@ -100,7 +111,20 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   const clockTolerance = options.clockToleranceSec ?? 5;
   const cache = new LruCache<string, Principal>(options.cacheSize);
   const secret = options.jwtSecret ? new TextEncoder().encode(options.jwtSecret) : undefined;
-  const jwks = options.jwksUrl ? createRemoteJWKSet(new URL(options.jwksUrl)) : undefined;
+  const jwks = options.jwksUrl
+    ? new JwksKeys({
+        url: options.jwksUrl,
+        minRefetchIntervalMs: options.jwksRefetchIntervalMs ?? 1000,
+        maxAgeMs: 10 * 60_000,
+        timeoutMs: options.jwksTimeoutMs ?? 5000,
+        onFetchFailure: options.onJwksFetchFailure,
+      })
+    : undefined;
+  const claims = {
+    clockTolerance,
+    ...(options.issuer === undefined ? {} : { issuer: options.issuer }),
+    ...(options.audience === undefined ? {} : { audience: options.audience }),
+  };
 
   async function verifySignature(token: string): Promise<JWTPayload> {
     let alg: string | undefined;
@@ -109,15 +133,17 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     } catch {
       throw unauthorized("malformed token");
     }
-    const checks = { clockTolerance, currentDate: new Date(now()) };
+    const checks = { ...claims, currentDate: new Date(now()) };
     try {
       if (secret && alg !== undefined && SECRET_ALGORITHMS.includes(alg)) {
         return (await jwtVerify(token, secret, { ...checks, algorithms: SECRET_ALGORITHMS })).payload;
       }
       if (jwks && alg !== undefined && JWKS_ALGORITHMS.includes(alg)) {
-        return (await jwtVerify(token, jwks, { ...checks, algorithms: JWKS_ALGORITHMS })).payload;
+        return (await jwtVerify(token, jwks.getKey, { ...checks, algorithms: JWKS_ALGORITHMS })).payload;
       }
     } catch (error) {
+      // The key lookup's own 503: the endpoint failed, not the token.
+      if (isGatewayError(error)) throw error;
       throw unauthorized(rejectionReason(error));
     }
     throw unauthorized("unsupported token algorithm");

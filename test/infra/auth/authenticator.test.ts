@@ -1,6 +1,7 @@
-import { describe, expect, setSystemTime, spyOn, test } from "bun:test";
+import { describe, expect, spyOn, test } from "bun:test";
 import { exportJWK, generateKeyPair, type JWK, type JWTPayload, SignJWT, UnsecuredJWT } from "jose";
 import { GatewayError } from "../../../src/domain/errors.ts";
+import type { Principal } from "../../../src/domain/principal.ts";
 import { createAuthenticator } from "../../../src/infra/auth/authenticator.ts";
 import { signDevToken } from "../../../src/infra/auth/dev-token.ts";
 import type { Authenticator } from "../../../src/ports/auth.ts";
@@ -20,7 +21,7 @@ function signClaims(claims: JWTPayload, alg = "HS256"): Promise<string> {
   return new SignJWT(claims).setProtectedHeader({ alg }).sign(secretKey);
 }
 
-async function expectUnauthorized(authenticator: Authenticator, token: string, reason: string) {
+async function expectRefused(authenticator: Authenticator, token: string, reason: string) {
   let thrown: unknown;
   try {
     await authenticator.verify(token);
@@ -114,14 +115,14 @@ describe("HS256 tokens", () => {
 
   test("an expired token is refused", async () => {
     const token = await signDevToken({ secret: SECRET, tenant: "acme", scopes: ["ingest"], ttlSec: -60 });
-    await expectUnauthorized(secretAuthenticator(), token, "token expired");
+    await expectRefused(secretAuthenticator(), token, "token expired");
   });
 
   test("exp is allowed the clock tolerance, 5 s by default", async () => {
     const token = await signDevToken({ secret: SECRET, tenant: "acme", scopes: ["ingest"], ttlSec: 60 });
     const threeSecondsPastExp = () => Date.now() + 63_000;
     expect((await secretAuthenticator({ now: threeSecondsPastExp }).verify(token)).tenant).toBe("acme");
-    await expectUnauthorized(
+    await expectRefused(
       secretAuthenticator({ now: threeSecondsPastExp, clockToleranceSec: 0 }),
       token,
       "token expired",
@@ -130,7 +131,7 @@ describe("HS256 tokens", () => {
 
   test("a token signed with another secret is refused", async () => {
     const token = await signDevToken({ secret: "some-other-secret", tenant: "acme", scopes: ["ingest"] });
-    await expectUnauthorized(secretAuthenticator(), token, "bad token signature");
+    await expectRefused(secretAuthenticator(), token, "bad token signature");
   });
 
   test("a token whose claims were changed after signing is refused", async () => {
@@ -138,30 +139,26 @@ describe("HS256 tokens", () => {
     const [header, payload, signature] = token.split(".") as [string, string, string];
     const claims = JSON.parse(Buffer.from(payload, "base64url").toString());
     const forged = Buffer.from(JSON.stringify({ ...claims, tenant: "victim" })).toString("base64url");
-    await expectUnauthorized(
-      secretAuthenticator(),
-      `${header}.${forged}.${signature}`,
-      "bad token signature",
-    );
+    await expectRefused(secretAuthenticator(), `${header}.${forged}.${signature}`, "bad token signature");
   });
 
   test("a token not valid yet is refused", async () => {
     const token = await signClaims({ sub: "a", tenant: "acme", exp: inOneHour(), nbf: inOneHour() - 60 });
-    await expectUnauthorized(secretAuthenticator(), token, "token not valid yet or has malformed claims");
+    await expectRefused(secretAuthenticator(), token, "token not valid yet or has malformed claims");
   });
 
   test("garbage is a malformed token, and the reason never repeats it", async () => {
     for (const token of ["not-a-jwt", "a.b.c", ""]) {
-      await expectUnauthorized(secretAuthenticator(), token, "malformed token");
+      await expectRefused(secretAuthenticator(), token, "malformed token");
     }
   });
 
   test("only HS256 is accepted for the secret", async () => {
     const authenticator = secretAuthenticator();
     const unsigned = new UnsecuredJWT({ sub: "a", tenant: "acme" }).setExpirationTime(inOneHour()).encode();
-    await expectUnauthorized(authenticator, unsigned, "unsupported token algorithm");
+    await expectRefused(authenticator, unsigned, "unsupported token algorithm");
     const hs384 = await signClaims({ sub: "a", tenant: "acme", exp: inOneHour() }, "HS384");
-    await expectUnauthorized(authenticator, hs384, "unsupported token algorithm");
+    await expectRefused(authenticator, hs384, "unsupported token algorithm");
   });
 });
 
@@ -170,14 +167,10 @@ describe("claims", () => {
 
   test("tenant is required and must be a plain name", async () => {
     const { tenant: _, ...withoutTenant } = valid();
-    await expectUnauthorized(
-      secretAuthenticator(),
-      await signClaims(withoutTenant),
-      "token has no valid tenant",
-    );
+    await expectRefused(secretAuthenticator(), await signClaims(withoutTenant), "token has no valid tenant");
     for (const tenant of ["", "a/b", "x".repeat(65), 42]) {
       const token = await signClaims({ ...valid(), tenant });
-      await expectUnauthorized(secretAuthenticator(), token, "token has no valid tenant");
+      await expectRefused(secretAuthenticator(), token, "token has no valid tenant");
     }
     expect(
       (await secretAuthenticator().verify(await signClaims({ ...valid(), tenant: "a-b_c.9" }))).tenant,
@@ -186,9 +179,9 @@ describe("claims", () => {
 
   test("sub and exp are required", async () => {
     const { sub: _sub, ...withoutSub } = valid();
-    await expectUnauthorized(secretAuthenticator(), await signClaims(withoutSub), "token has no sub");
+    await expectRefused(secretAuthenticator(), await signClaims(withoutSub), "token has no sub");
     const { exp: _exp, ...withoutExp } = valid();
-    await expectUnauthorized(secretAuthenticator(), await signClaims(withoutExp), "token has no exp");
+    await expectRefused(secretAuthenticator(), await signClaims(withoutExp), "token has no exp");
   });
 
   test("scope is a space-separated string", async () => {
@@ -210,22 +203,14 @@ describe("claims", () => {
   test("a scope of another shape is refused", async () => {
     for (const scope of [7, ["ingest", 7], { ingest: true }]) {
       const token = await signClaims({ ...valid(), scope });
-      await expectUnauthorized(
-        secretAuthenticator(),
-        token,
-        "token scope must be a string or a list of strings",
-      );
+      await expectRefused(secretAuthenticator(), token, "token scope must be a string or a list of strings");
     }
   });
 
   test("channels must be a list of channel patterns", async () => {
     for (const channels of ["orders", ["orders", 1], ["*.orders"], [""]]) {
       const token = await signClaims({ ...valid(), channels });
-      await expectUnauthorized(
-        secretAuthenticator(),
-        token,
-        "token channels must be a list of channel patterns",
-      );
+      await expectRefused(secretAuthenticator(), token, "token channels must be a list of channel patterns");
     }
   });
 });
@@ -256,7 +241,7 @@ describe("verified-token cache", () => {
     const principal = await authenticator.verify(token);
     expect(await authenticator.verify(token)).toBe(principal);
     clock = principal.expiresAt + 6000;
-    await expectUnauthorized(authenticator, token, "token expired");
+    await expectRefused(authenticator, token, "token expired");
   });
 
   test("past exp, the cache steps aside and jose decides with the clock tolerance", async () => {
@@ -325,7 +310,7 @@ describe("JWKS tokens", () => {
     const impostor = await signingKey("es-1", "ES256");
     await withJwksServer([published.jwk], async (jwks) => {
       const authenticator = createAuthenticator({ jwtSecret: undefined, jwksUrl: jwks.url, cacheSize: 0 });
-      await expectUnauthorized(authenticator, await signWith(impostor), "bad token signature");
+      await expectRefused(authenticator, await signWith(impostor), "bad token signature");
     });
   });
 
@@ -348,48 +333,209 @@ describe("JWKS tokens", () => {
     await withJwksServer([key.jwk], async (jwks) => {
       const jwksOnly = createAuthenticator({ jwtSecret: undefined, jwksUrl: jwks.url, cacheSize: 0 });
       const hs256 = await signDevToken({ secret: SECRET, tenant: "acme", scopes: ["ingest"] });
-      await expectUnauthorized(jwksOnly, hs256, "unsupported token algorithm");
-      await expectUnauthorized(secretAuthenticator(), await signWith(key), "unsupported token algorithm");
+      await expectRefused(jwksOnly, hs256, "unsupported token algorithm");
+      await expectRefused(secretAuthenticator(), await signWith(key), "unsupported token algorithm");
     });
   });
 
-  test("key rotation: a new kid is fetched once the refetch cooldown has passed", async () => {
+  test("key rotation: a token with a new kid makes a fresh fetch and is accepted, never refused", async () => {
     const oldKey = await signingKey("es-old", "ES256");
     const newKey = await signingKey("rs-new", "RS256");
     await withJwksServer([oldKey.jwk], async (jwks) => {
-      const authenticator = createAuthenticator({ jwtSecret: undefined, jwksUrl: jwks.url, cacheSize: 100 });
+      const authenticator = createAuthenticator({
+        jwtSecret: undefined,
+        jwksUrl: jwks.url,
+        cacheSize: 100,
+        jwksRefetchIntervalMs: 200,
+      });
       const oldToken = await signWith(oldKey);
       const cachedPrincipal = await authenticator.verify(oldToken);
       expect(jwks.fetches()).toBe(1);
 
+      // Within the refetch interval of the first fetch: the lookup waits for the next one instead of failing.
       jwks.serve([newKey.jwk]);
-      const newToken = await signWith(newKey);
-      // jose refetches on an unknown kid at most every 30 s, so kid floods cannot hammer the JWKS endpoint.
-      await expectUnauthorized(authenticator, newToken, "unknown token signing key");
-      expect(jwks.fetches()).toBe(1);
-      try {
-        setSystemTime(new Date(Date.now() + 31_000));
-        expect((await authenticator.verify(newToken)).subject).toBe("svc");
-        expect(jwks.fetches()).toBe(2);
-        // The retired key signs nothing new; a principal already verified stays cached until its exp.
-        await expectUnauthorized(authenticator, await signWith(oldKey), "unknown token signing key");
-        expect(await authenticator.verify(oldToken)).toBe(cachedPrincipal);
-      } finally {
-        setSystemTime();
-      }
+      expect((await authenticator.verify(await signWith(newKey))).subject).toBe("svc");
+      expect(jwks.fetches()).toBe(2);
+      // The retired key signs nothing new; a principal already verified stays cached until its exp.
+      await expectRefused(authenticator, await signWith(oldKey), "unknown token signing key");
+      expect(jwks.fetches()).toBe(3);
+      expect(await authenticator.verify(oldToken)).toBe(cachedPrincipal);
     });
   });
 
-  test("an unusable JWKS endpoint refuses tokens without naming them", async () => {
-    const key = await signingKey("es-1", "ES256");
-    const server = Bun.serve({ port: 0, fetch: () => new Response("down", { status: 503 }) });
-    try {
+  test("a flood of unknown kids costs one fetch per interval and never keeps a rotated key out", async () => {
+    const oldKey = await signingKey("es-old", "ES256");
+    const newKey = await signingKey("es-new", "ES256");
+    const attacker = await signingKey("attacker", "ES256");
+    const intervalMs = 500;
+    await withJwksServer([oldKey.jwk], async (jwks) => {
       const authenticator = createAuthenticator({
         jwtSecret: undefined,
-        jwksUrl: server.url.href,
+        jwksUrl: jwks.url,
         cacheSize: 0,
+        jwksRefetchIntervalMs: intervalMs,
       });
-      await expectUnauthorized(authenticator, await signWith(key), "token signing keys unavailable");
+      await authenticator.verify(await signWith(oldKey));
+      const floodStart = Date.now();
+      let flooding = true;
+      const refusals: string[] = [];
+      const flood = (async () => {
+        while (flooding) {
+          const tokens = await Promise.all(
+            Array.from({ length: 20 }, () => signWith({ ...attacker, kid: crypto.randomUUID() })),
+          );
+          for (const token of tokens)
+            authenticator.verify(token).then(
+              () => refusals.push("accepted"),
+              (error: GatewayError) => refusals.push(error.message),
+            );
+          await Bun.sleep(20);
+        }
+      })();
+      try {
+        // Random kids first: jose's remote set would now refuse every new kid for 30 s.
+        while (refusals.length < 100) await Bun.sleep(10);
+        jwks.serve([oldKey.jwk, newKey.jwk]);
+        const rotatedAt = Date.now();
+        expect((await authenticator.verify(await signWith(newKey))).subject).toBe("svc");
+        // One interval for the fetch in flight to pass, one for the fresh fetch: well within two seconds.
+        expect(Date.now() - rotatedAt).toBeLessThan(2 * intervalMs + 1000);
+      } finally {
+        flooding = false;
+        await flood;
+      }
+      const floodMs = Date.now() - floodStart;
+      expect(jwks.fetches() - 1).toBeLessThanOrEqual(Math.ceil(floodMs / intervalMs) + 1);
+      expect(new Set(refusals.slice(0, 100))).toEqual(new Set(["unknown token signing key"]));
+    });
+  });
+
+  test("iss and aud are checked when configured, on every key source", async () => {
+    const key = await signingKey("es-1", "ES256");
+    await withJwksServer([key.jwk], async (jwks) => {
+      const checked = createAuthenticator({
+        jwtSecret: SECRET,
+        jwksUrl: jwks.url,
+        cacheSize: 100,
+        issuer: "https://idp.example/",
+        audience: "edge-gateway",
+      });
+      const good = { iss: "https://idp.example/", aud: ["other-app", "edge-gateway"] };
+      expect((await checked.verify(await signWith(key, good))).tenant).toBe("acme");
+      await expectRefused(checked, await signWith(key, { aud: "edge-gateway" }), "token issuer not accepted");
+      await expectRefused(
+        checked,
+        await signWith(key, { ...good, iss: "https://other-idp.example/" }),
+        "token issuer not accepted",
+      );
+      await expectRefused(
+        checked,
+        await signWith(key, { iss: good.iss, aud: "other-app" }),
+        "token audience not accepted",
+      );
+      await expectRefused(checked, await signWith(key, { iss: good.iss }), "token audience not accepted");
+      const hs256 = await signClaims({ sub: "a", tenant: "acme", exp: inOneHour(), aud: "edge-gateway" });
+      await expectRefused(checked, hs256, "token issuer not accepted");
+      // Not configured: not checked.
+      const unchecked = createAuthenticator({ jwtSecret: undefined, jwksUrl: jwks.url, cacheSize: 0 });
+      expect((await unchecked.verify(await signWith(key, { aud: "other-app" }))).tenant).toBe("acme");
+    });
+  });
+});
+
+/** What the authenticator says when it cannot get the keys: 503 with Retry-After, never 401. */
+async function expectUnavailable(authenticator: Authenticator, token: string): Promise<GatewayError> {
+  const error = await authenticator.verify(token).then(
+    () => undefined,
+    (thrown: unknown) => thrown,
+  );
+  expect(error).toBeInstanceOf(GatewayError);
+  const refusal = error as GatewayError;
+  expect(refusal.code).toBe("unavailable");
+  expect(refusal.status).toBe(503);
+  expect(refusal.message).toBe("token signing keys unavailable");
+  expect(Number(refusal.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+  return refusal;
+}
+
+describe("JWKS endpoint outages are 503, never 401", () => {
+  const failures: Array<[string, (request: Request) => Response | Promise<Response>, string]> = [
+    ["answers 503", () => new Response("down", { status: 503 }), "JWKS endpoint answered 503"],
+    [
+      "answers 500 with JSON",
+      () => Response.json({ keys: [] }, { status: 500 }),
+      "JWKS endpoint answered 500",
+    ],
+    [
+      "answers garbage",
+      () => new Response("<html>oops</html>"),
+      "JWKS endpoint answered something other than JSON",
+    ],
+    [
+      "answers JSON that is no key set",
+      () => Response.json({ keys: "none" }),
+      "JWKS endpoint answered something other than a key set",
+    ],
+    ["redirects", () => Response.redirect("http://127.0.0.1:9/jwks", 302), "JWKS endpoint answered 302"],
+    ["hangs past the timeout", () => new Promise<Response>(() => {}), "JWKS endpoint timed out"],
+  ];
+  for (const [what, answer, reason] of failures) {
+    test(`an endpoint that ${what}`, async () => {
+      const key = await signingKey("es-1", "ES256");
+      const server = Bun.serve({ port: 0, fetch: answer });
+      const logged: string[] = [];
+      try {
+        const authenticator = createAuthenticator({
+          jwtSecret: undefined,
+          jwksUrl: server.url.href,
+          cacheSize: 0,
+          jwksTimeoutMs: 200,
+          onJwksFetchFailure: (failure) => logged.push(failure),
+        });
+        await expectUnavailable(authenticator, await signWith(key));
+        expect(logged).toEqual([reason]);
+      } finally {
+        server.stop(true);
+      }
+    });
+  }
+
+  test("an unreachable endpoint, then back: 503 while down, accepted once it answers", async () => {
+    const key = await signingKey("es-1", "ES256");
+    let fetches = 0;
+    const fetchHandler = () => {
+      fetches++;
+      return Response.json({ keys: [key.jwk] });
+    };
+    const probe = Bun.serve({ port: 0, fetch: fetchHandler });
+    const port = probe.port;
+    probe.stop(true);
+    const authenticator = createAuthenticator({
+      jwtSecret: undefined,
+      jwksUrl: `http://127.0.0.1:${port}/jwks.json`,
+      cacheSize: 0,
+      jwksRefetchIntervalMs: 300,
+    });
+    const token = await signWith(key);
+    await expectUnavailable(authenticator, token);
+    // Until the interval passed, the down endpoint is not asked again: 503 at once.
+    for (let attempt = 0; attempt < 10; attempt++) await expectUnavailable(authenticator, token);
+    const server = Bun.serve({ port, fetch: fetchHandler });
+    try {
+      const deadline = Date.now() + 5000;
+      let principal: Principal | undefined;
+      while (!principal && Date.now() < deadline) {
+        principal = await authenticator.verify(token).catch((error: GatewayError) => {
+          expect(error.code).toBe("unavailable");
+          return undefined;
+        });
+        if (!principal) await Bun.sleep(50);
+      }
+      expect(principal?.tenant).toBe("acme");
+      expect(fetches).toBe(1);
+      // Keys already fetched keep working while the endpoint is down again.
+      server.stop(true);
+      expect((await authenticator.verify(await signWith(key, { tenant: "later" }))).tenant).toBe("later");
     } finally {
       server.stop(true);
     }

@@ -1,0 +1,169 @@
+import { createLocalJWKSet, type FlattenedJWSInput, type JWSHeaderParameters } from "jose";
+import { GatewayError } from "../../domain/errors.ts";
+import { sleep } from "../../lib/time.ts";
+
+export interface JwksOptions {
+  url: string;
+  /** Least time between two fetches of the document, whoever asks (new kids, stale set, retries). */
+  minRefetchIntervalMs: number;
+  /** A key set older than this is re-read in the background while it keeps serving. */
+  maxAgeMs: number;
+  /** One fetch, from connect to the last byte. */
+  timeoutMs: number;
+  /** A fetch failed: `reason` is a fixed phrase, for the log. */
+  onFetchFailure?(reason: string): void;
+}
+
+type LocalKeySet = ReturnType<typeof createLocalJWKSet>;
+
+/** Far more than any identity provider's key set; a larger answer is not one. */
+const MAX_DOCUMENT_BYTES = 256 * 1024;
+
+/** Why a fetch failed, in words fit for a log line (nothing from the answer itself). */
+class FetchFailure extends Error {}
+
+function fetchFailureReason(error: unknown): string {
+  if (error instanceof FetchFailure) return error.message;
+  const { name, code } = error as { name?: unknown; code?: unknown };
+  if (name === "TimeoutError" || name === "AbortError") return "JWKS endpoint timed out";
+  if (name === "SyntaxError") return "JWKS endpoint answered something other than JSON";
+  if (code === "ERR_JWKS_INVALID") return "JWKS endpoint answered something other than a key set";
+  return "JWKS endpoint unreachable";
+}
+
+/** A 503 with Retry-After: the token may be fine, there is just no key to check it against yet. */
+function keysUnavailable(retryInMs: number): GatewayError {
+  const seconds = Math.max(1, Math.ceil(retryInMs / 1000));
+  return new GatewayError("unavailable", "token signing keys unavailable", {
+    "retry-after": String(seconds),
+  });
+}
+
+async function readCapped(response: Response, limit: number): Promise<string> {
+  if (Number(response.headers.get("content-length") ?? 0) > limit)
+    throw new FetchFailure("JWKS document too large");
+  const reader = response.body?.getReader();
+  if (!reader) return "";
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel();
+      throw new FetchFailure("JWKS document too large");
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/**
+ * The identity provider's key set: fetched here, searched with jose's
+ * `createLocalJWKSet`. jose's remote set refetches on an unknown `kid` at
+ * most every 30 s and refuses every other unknown `kid` meanwhile, so a
+ * stream of tokens with random kids kept a freshly rotated key refused. Here
+ * a token whose `kid` is not in the set waits for the next fetch that starts
+ * after it arrived: one starts at once when the last one is at least
+ * `minRefetchIntervalMs` old, otherwise as soon as it is, and every lookup
+ * waiting meanwhile shares it. So the endpoint sees at most one fetch per
+ * interval however many kids arrive, and a rotated key is accepted within
+ * about one interval, never refused.
+ *
+ * When a fetch fails (unreachable, timeout, non-200, not a key set) the
+ * lookups that waited for it get `unavailable` (503) and, until the interval
+ * passed, so does every lookup that needs a fetch. Keys already fetched keep
+ * serving through an outage: a set older than `maxAgeMs` is re-read in the
+ * background and replaced only by a good answer.
+ */
+export class JwksKeys {
+  private keys: LocalKeySet | undefined;
+  private keysFetchedAt = 0;
+  private lastFetchAt = Number.NEGATIVE_INFINITY;
+  private lastFetchFailed = false;
+  private inFlight: Promise<void> | undefined;
+  private inFlightStartedAt = 0;
+  /** The fetch waiting for the interval to pass; lookups that need a newer document join it. */
+  private next: Promise<void> | undefined;
+
+  constructor(private readonly options: JwksOptions) {}
+
+  /** jose's key lookup: the key this token's header names, fetching the document when it is not known yet. */
+  readonly getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey> => {
+    const askedAt = Date.now();
+    const keys = this.keys;
+    if (keys) {
+      if (askedAt - this.keysFetchedAt >= this.options.maxAgeMs) this.refreshInBackground(askedAt);
+      try {
+        return await keys(header, token);
+      } catch (error) {
+        if ((error as { code?: unknown }).code !== "ERR_JWKS_NO_MATCHING_KEY") throw error;
+      }
+    }
+    await this.fetchStartedAfter(askedAt);
+    // Still no matching key after a fresh document: jose's "no matching key" error, a 401.
+    return (this.keys as LocalKeySet)(header, token);
+  };
+
+  private fetchStartedAfter(askedAt: number): Promise<void> {
+    const cooldown = this.lastFetchAt + this.options.minRefetchIntervalMs - Date.now();
+    // A failing endpoint is not asked more often for it: answer 503 at once until the interval passed.
+    if (this.lastFetchFailed && cooldown > 0 && !this.next) return Promise.reject(keysUnavailable(cooldown));
+    if (this.inFlight && this.inFlightStartedAt >= askedAt) return this.inFlight;
+    this.next ??= this.fetchWhenAllowed();
+    return this.next;
+  }
+
+  private async fetchWhenAllowed(): Promise<void> {
+    // A fetch in flight may have started before the key was published: let it finish, then fetch anew.
+    await this.inFlight?.catch(() => {});
+    const cooldown = this.lastFetchAt + this.options.minRefetchIntervalMs - Date.now();
+    if (cooldown > 0) await sleep(cooldown);
+    this.next = undefined;
+    return this.fetch();
+  }
+
+  private refreshInBackground(now: number): void {
+    if (this.inFlight || this.next || now - this.lastFetchAt < this.options.minRefetchIntervalMs) return;
+    // Failures are logged by fetch; the old keys keep serving.
+    this.fetch().catch(() => {});
+  }
+
+  private fetch(): Promise<void> {
+    const startedAt = Date.now();
+    this.lastFetchAt = startedAt;
+    this.lastFetchFailed = false;
+    this.inFlightStartedAt = startedAt;
+    const fetching = this.download()
+      .then(
+        (keys) => {
+          this.keys = keys;
+          this.keysFetchedAt = startedAt;
+        },
+        (error) => {
+          this.lastFetchFailed = true;
+          this.options.onFetchFailure?.(fetchFailureReason(error));
+          throw keysUnavailable(startedAt + this.options.minRefetchIntervalMs - Date.now());
+        },
+      )
+      .finally(() => {
+        if (this.inFlight === fetching) this.inFlight = undefined;
+      });
+    this.inFlight = fetching;
+    return fetching;
+  }
+
+  private async download(): Promise<LocalKeySet> {
+    const response = await fetch(this.options.url, {
+      headers: { accept: "application/json" },
+      redirect: "manual",
+      signal: AbortSignal.timeout(this.options.timeoutMs),
+    });
+    if (response.status !== 200) {
+      await response.body?.cancel();
+      throw new FetchFailure(`JWKS endpoint answered ${response.status}`);
+    }
+    return createLocalJWKSet(JSON.parse(await readCapped(response, MAX_DOCUMENT_BYTES)));
+  }
+}
