@@ -1,5 +1,7 @@
 // k6 open-model load test for POST /v1/events: single events and 100-event
-// batches at a constant arrival rate. Thresholds fail the run.
+// batches at a constant arrival rate. Thresholds fail the run: errors and
+// checks always; latency only with -e P99_MS=<ms> (speed is measured by the
+// benchmark, loadtest/bench, not asserted while other tests share the cores).
 //   k6 run -e BASE_URL=http://127.0.0.1:8080 -e TOKEN=... loadtest/ingest.js
 import { check } from "k6";
 import http from "k6/http";
@@ -8,7 +10,7 @@ const BASE_URL = __ENV.BASE_URL || "http://127.0.0.1:8080";
 const DURATION = __ENV.DURATION || "30s";
 const SINGLE_RATE = Number(__ENV.SINGLE_RATE || 300);
 const BATCH_RATE = Number(__ENV.BATCH_RATE || 30);
-const P99_MS = Number(__ENV.P99_MS || 400);
+const P99_MS = __ENV.P99_MS ? Number(__ENV.P99_MS) : undefined;
 
 export const options = {
   discardResponseBodies: false,
@@ -35,8 +37,12 @@ export const options = {
   thresholds: {
     http_req_failed: ["rate<0.01"],
     checks: ["rate>0.99"],
-    "http_req_duration{scenario:single}": [`p(99)<${P99_MS}`],
-    "http_req_duration{scenario:batch100}": [`p(99)<${P99_MS * 2}`],
+    ...(P99_MS === undefined
+      ? {}
+      : {
+          "http_req_duration{scenario:single}": [`p(99)<${P99_MS}`],
+          "http_req_duration{scenario:batch100}": [`p(99)<${P99_MS * 2}`],
+        }),
   },
 };
 

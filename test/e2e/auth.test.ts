@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEV_JWT_SECRET } from "../../src/config/config.ts";
 import { signDevToken } from "../../src/infra/auth/dev-token.ts";
+import { killGroup, spawnGroup } from "../support/processes.ts";
 import { TEST_SECRET } from "../support/tokens.ts";
 import { RUNTIMES, type RunningGateway, runUntilExit, startGateway } from "./harness.ts";
 
@@ -52,29 +53,33 @@ describe.each(RUNTIMES)("auth fails closed on %s", (runtime) => {
   });
 });
 
-test("the README's start command asks for dev mode, so a first run works without a secret", async () => {
-  const child = Bun.spawn(["bun", "run", "start"], {
-    cwd: ROOT,
-    env: {
-      PATH: process.env.PATH ?? "/usr/bin:/bin",
-      HOME: process.env.HOME ?? tmpdir(),
-      HOST: "127.0.0.1",
-      PORT: "0",
-      LOCAL_LOG_DIR: tempLogDir(),
-    },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  try {
-    const decoder = new TextDecoder();
-    let output = "";
-    const deadline = Date.now() + 20_000;
-    for await (const chunk of child.stdout) {
-      output += decoder.decode(chunk, { stream: true });
-      if (output.includes('"msg":"listening"') || Date.now() > deadline) break;
+test.each(["bun run start", "npm start"])(
+  "the README's start command (%s) asks for dev mode, so a first run works without a secret",
+  async (line) => {
+    // Its own process group: the package manager runs the gateway as a child, which a kill of the manager alone orphans.
+    const child = spawnGroup(line.split(" "), {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        HOME: process.env.HOME ?? tmpdir(),
+        HOST: "127.0.0.1",
+        PORT: "0",
+        LOCAL_LOG_DIR: tempLogDir(),
+      },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    try {
+      const decoder = new TextDecoder();
+      let output = "";
+      const deadline = Date.now() + 20_000;
+      for await (const chunk of child.stdout) {
+        output += decoder.decode(chunk, { stream: true });
+        if (output.includes('"msg":"listening"') || Date.now() > deadline) break;
+      }
+      expect(output).toContain('"msg":"listening"');
+    } finally {
+      await killGroup(child);
     }
-    expect(output).toContain('"msg":"listening"');
-  } finally {
-    child.kill("SIGKILL");
-  }
-});
+  },
+);

@@ -1,17 +1,12 @@
 import { connect } from "node:net";
 import type { Subprocess } from "bun";
+import { killGroup, spawnGroup } from "../support/processes.ts";
 import { TEST_SECRET } from "../support/tokens.ts";
 
 export type Runtime = "node" | "bun";
 export const RUNTIMES: Runtime[] = ["node", "bun"];
 
 const ROOT = new URL("../..", import.meta.url).pathname;
-
-/** Every gateway this test process started; killed on exit so a failed test never leaks one. */
-const spawned = new Set<Subprocess>();
-process.on("exit", () => {
-  for (const child of spawned) child.kill("SIGKILL");
-});
 
 export interface RunningGateway {
   runtime: Runtime;
@@ -21,7 +16,11 @@ export interface RunningGateway {
   /** Every JSON log line the process wrote so far. */
   logs: Array<Record<string, unknown>>;
   process: Subprocess<"ignore", "pipe", "pipe">;
-  /** Sends a signal and resolves with the exit code. */
+  /**
+   * Sends a signal to the gateway's main process and resolves with its exit
+   * code; SIGKILL kills its whole family (the workers of a WORKERS supervisor too)
+   * and resolves once none of it is left.
+   */
   stop(signal?: NodeJS.Signals): Promise<number>;
 }
 
@@ -39,7 +38,7 @@ export async function startGateway(
   runtime: Runtime,
   env: Record<string, string> = {},
 ): Promise<RunningGateway> {
-  const child = Bun.spawn(command(runtime), {
+  const child = spawnGroup(command(runtime), {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -54,8 +53,6 @@ export async function startGateway(
     stdout: "pipe",
     stderr: "pipe",
   });
-  spawned.add(child);
-  child.exited.then(() => spawned.delete(child));
   const logs: Array<Record<string, unknown>> = [];
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(
@@ -87,7 +84,8 @@ export async function startGateway(
     logs,
     process: child,
     stop: async (signal = "SIGTERM") => {
-      if (child.exitCode === null) child.kill(signal);
+      if (signal === "SIGKILL") await killGroup(child);
+      else if (child.exitCode === null) child.kill(signal);
       return child.exited;
     },
   };
@@ -118,22 +116,25 @@ export async function runUntilExit(
   env: Record<string, string>,
   timeoutMs = 20_000,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = Bun.spawn(command(runtime), {
+  const child = spawnGroup(command(runtime), {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdout: "pipe",
     stderr: "pipe",
   });
-  spawned.add(child);
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup(child);
+  }, timeoutMs);
   const [exitCode, stdout, stderr] = await Promise.all([
     child.exited,
     new Response(child.stdout).text(),
     new Response(child.stderr).text(),
   ]);
   clearTimeout(timer);
-  spawned.delete(child);
-  return { code: child.signalCode === "SIGKILL" ? -1 : exitCode, stdout, stderr };
+  await killGroup(child);
+  return { code: timedOut ? -1 : exitCode, stdout, stderr };
 }
 
 /** A WebSocket client that queues every frame for assertions. */

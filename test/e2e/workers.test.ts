@@ -44,7 +44,7 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
     return {
       gateway,
       cleanup: async () => {
-        // A worker left behind by a failed run loses its IPC channel with the supervisor and drains.
+        // The supervisor's whole family: its workers are detached, and outlive a SIGKILL of it alone.
         await gateway.stop("SIGKILL");
         await rm(folder, { recursive: true, force: true });
       },

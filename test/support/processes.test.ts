@@ -1,0 +1,39 @@
+import { expect, test } from "bun:test";
+import { killGroup, leftovers, RUN_ENV, spawnGroup } from "./processes.ts";
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+test("killGroup ends the child, its group, and a grandchild that left for a session of its own", async () => {
+  // The grandchild does what a WORKERS supervisor's worker does: leaves the group (setsid) and outlives its parent.
+  const child = spawnGroup(["bash", "-c", "sleep 300 & setsid sleep 301 & echo $!; wait"], {
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  const reader = child.stdout.getReader();
+  const detached = Number(new TextDecoder().decode((await reader.read()).value).trim());
+  reader.releaseLock();
+  expect(alive(detached)).toBe(true);
+  await killGroup(child);
+  expect(alive(child.pid)).toBe(false);
+  // Reparented to init and reaped by it: gone, or at most a zombie for a moment.
+  const deadline = Date.now() + 5000;
+  while (alive(detached) && (await Bun.file(`/proc/${detached}/cmdline`).text()) !== "") {
+    if (Date.now() > deadline) throw new Error(`pid ${detached} survived`);
+    await Bun.sleep(20);
+  }
+});
+
+test("leftovers finds a process of the run by its marker, and nothing once it is gone", async () => {
+  const run = process.env[RUN_ENV] ?? "adhoc";
+  const child = spawnGroup(["sleep", "300"], { stdout: "ignore" });
+  expect(leftovers(run).map((found) => found.pid)).toContain(child.pid);
+  await killGroup(child);
+  expect(leftovers(run).map((found) => found.pid)).not.toContain(child.pid);
+});
