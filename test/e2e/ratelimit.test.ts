@@ -135,3 +135,80 @@ describe.each(RUNTIMES)("rate limits shared through Redis on %s", (runtime) => {
     }
   }, 60_000);
 });
+
+/**
+ * The shared budget seen from outside: gateways on both runtimes spend one
+ * tenant's budget from one Redis, each from slices it leases, under twice the
+ * budget's demand; a third gateway joins halfway. Windows are one second and
+ * each opens on the first lease after the last closed, so 10 s of traffic
+ * spans at most 10 of them (plus what was in flight at the end).
+ */
+describe("one tenant's budget over 10 s, leased by several gateways", () => {
+  const LIMIT = 2000;
+  const BATCH = 10;
+  const RUN_MS = 10_000;
+  /** Each client sends a batch this often: 4 clients × 10 batches of 10 / 100 ms = twice LIMIT. */
+  const PACE_MS = 10;
+  let gateways: RunningGateway[];
+  let folder: string;
+
+  beforeAll(async () => {
+    folder = await mkdtemp(join(tmpdir(), "ratelimit-shared-"));
+    const env = { REDIS_URL: services().redisUrl, RATE_LIMIT_EVENTS_PER_SEC: String(LIMIT) };
+    gateways = await Promise.all(
+      (["node", "bun", "bun"] as const).map((runtime, i) =>
+        startGateway(runtime, { ...env, LOCAL_LOG_DIR: join(folder, String(i)) }),
+      ),
+    );
+    await Promise.all(gateways.map(waitForSharedLimits));
+  });
+  afterAll(async () => {
+    await Promise.all(gateways.map((gateway) => gateway.stop("SIGKILL")));
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  test("two gateways admit the budget within 10%, and a third joining does not raise it", async () => {
+    const tenant = `shared${Date.now()}`;
+    const authorization = `Bearer ${await token(tenant, ["ingest"])}`;
+    const body = JSON.stringify(
+      Array.from({ length: BATCH }, () => ({ type: "click", data: { element: "x" } })),
+    );
+    const start = performance.now();
+    const half = start + RUN_MS / 2;
+    const accepted = { first: 0, second: 0 };
+    const otherStatuses: number[] = [];
+    /** One client: a batch every PACE_MS to `gateway` from `from` until the end of the run. */
+    const client = async (gateway: RunningGateway, from: number) => {
+      await Bun.sleep(from - performance.now());
+      for (let next = performance.now(); next < start + RUN_MS; next += PACE_MS) {
+        await Bun.sleep(Math.max(0, next - performance.now()));
+        const sentAt = performance.now();
+        const response = await fetch(`${gateway.url}/v1/events?ack=none`, {
+          method: "POST",
+          headers: { authorization, "content-type": "application/json" },
+          body,
+        });
+        await response.arrayBuffer();
+        if (response.status === 202) accepted[sentAt < half ? "first" : "second"] += BATCH;
+        else if (response.status !== 429) otherStatuses.push(response.status);
+      }
+    };
+    const [node, bun, third] = gateways as [RunningGateway, RunningGateway, RunningGateway];
+    await Promise.all([
+      client(node, start),
+      client(node, start),
+      client(bun, start),
+      client(bun, start),
+      client(third, half),
+      client(third, half),
+    ]);
+    expect(otherStatuses).toEqual([]);
+    const total = accepted.first + accepted.second;
+    const budget = (LIMIT * RUN_MS) / 1000;
+    expect(total).toBeGreaterThanOrEqual(budget * 0.9);
+    expect(total).toBeLessThanOrEqual(budget * 1.1);
+    // The half with three gateways gets no more than the half with two.
+    expect(accepted.second).toBeLessThanOrEqual(budget * 0.55);
+    expect(accepted.first).toBeGreaterThanOrEqual(budget * 0.45);
+  }, 40_000);
+});

@@ -24,13 +24,9 @@ export function createAdmission(
     return { request: () => ADMITTED, events: () => NO_RATE_LIMIT_HEADERS, connection: () => ADMITTED };
   }
   return {
-    request: async (request) => {
-      await limits.admit("ip_requests", clientIp(request, options.trustProxyHops));
-    },
+    request: (request) => limits.allow("ip_requests", clientIp(request, options.trustProxyHops)),
     events: (principal, cost) =>
       limits.admit("tenant_events", principal.tenant, cost, quotas?.eventsPerSec(principal.tenant)),
-    connection: async (ip) => {
-      await limits.admit("ws_connect", ip);
-    },
+    connection: (ip) => limits.allow("ws_connect", ip),
   };
 }

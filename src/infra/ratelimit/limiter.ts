@@ -1,8 +1,10 @@
 import { Redis } from "ioredis";
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
+import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import { GatewayError } from "../../domain/errors.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
+import { LeasedBudgets, type Spent, WINDOW_MS } from "./leases.ts";
+import { RedisLeaseStore } from "./redis-leases.ts";
 
 export type LimitScope = "tenant_events" | "ip_requests" | "ws_connect";
 
@@ -17,120 +19,167 @@ export interface RateLimitOptions {
   redisTimeoutMs: number;
 }
 
-interface Limiter {
-  points: number;
-  consume(key: string, cost: number): Promise<RateLimiterRes>;
-}
-
 export type RateLimitHeaders = Record<string, string>;
 
-function headersOf(points: number, result: RateLimiterRes): RateLimitHeaders {
+const PREFIXES: Record<LimitScope, string> = {
+  tenant_events: "rl:ev",
+  ip_requests: "rl:ip",
+  ws_connect: "rl:wsc",
+};
+/** Keys (tenants, client IPs) whose leases each scope keeps; past it the least recent go (and what they held). */
+const MAX_KEYS_PER_SCOPE = 100_000;
+const ADMITTED: Promise<void> = Promise.resolve();
+const NOTHING = (): void => undefined;
+const LEASE_FAILURE_LOG_INTERVAL_MS = 10_000;
+
+function headers(limit: number, remaining: number, resetMs: number): RateLimitHeaders {
   return {
-    "ratelimit-limit": String(points),
-    "ratelimit-remaining": String(Math.max(0, result.remainingPoints)),
-    "ratelimit-reset": String(Math.max(1, Math.ceil(result.msBeforeNext / 1000))),
+    "ratelimit-limit": String(limit),
+    "ratelimit-remaining": String(Math.max(0, remaining)),
+    "ratelimit-reset": String(Math.max(1, Math.ceil(resetMs / 1000))),
   };
 }
 
 /**
  * Fixed one-second windows per tenant (events) and per client IP (requests,
- * WebSocket connects), shared through Redis across instances. When Redis is
- * down or slow an in-memory limiter with the per-process share takes over, so
- * Redis never causes a 5xx; keys already over budget are refused from memory
- * without a Redis round trip.
+ * WebSocket connects), shared through Redis across instances: each instance
+ * leases slices of a key's budget and spends them locally (leases.ts), so a
+ * request costs a Redis round trip only when its key's slice runs out. When
+ * Redis is down or slow an in-memory limiter with the per-process share takes
+ * over, so Redis never causes a 5xx.
  */
 export class RateLimits {
   private readonly redis: Redis | undefined;
-  private readonly limiters: Record<LimitScope, Limiter>;
-  /** Event limiters for tenants with their own budget, one per distinct budget (bounded by the quota table). */
-  private readonly tenantLimiters = new Map<number, Limiter>();
+  private readonly points: Record<LimitScope, number>;
+  private readonly leased: Record<LimitScope, LeasedBudgets> | undefined;
+  /** Per-process limiters (without Redis, or while it is down), one per scope and budget; tenant budgets come from the bounded quota table. */
+  private readonly local = new Map<string, RateLimiterMemory>();
   private degraded = false;
+  private leaseFailureLoggedAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly options: RateLimitOptions,
     private readonly metrics: Metrics,
     private readonly log: Logger,
   ) {
-    if (options.redisUrl) {
-      this.redis = new Redis(options.redisUrl, {
-        enableOfflineQueue: false,
-        enableAutoPipelining: true,
-        commandTimeout: options.redisTimeoutMs,
-        maxRetriesPerRequest: 0,
-        retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
-      });
-      this.redis.on("ready", () => this.setDegraded(false));
-      this.redis.on("error", (error) => this.setDegraded(true, error));
-      this.redis.on("close", () => this.setDegraded(true));
-      // Until the first "ready", the per-process limiter is in charge.
-      this.degraded = true;
-      metrics.rateLimiterDegraded.set(1);
-    }
-    this.limiters = {
-      tenant_events: this.limiter("rl:ev", options.eventsPerSec),
-      ip_requests: this.limiter("rl:ip", options.requestsPerSec),
-      ws_connect: this.limiter("rl:wsc", options.connectsPerSec),
+    this.points = {
+      tenant_events: options.eventsPerSec,
+      ip_requests: options.requestsPerSec,
+      ws_connect: options.connectsPerSec,
+    };
+    if (!options.redisUrl) return;
+    const redis = new Redis(options.redisUrl, {
+      enableOfflineQueue: false,
+      enableAutoPipelining: true,
+      commandTimeout: options.redisTimeoutMs,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
+    });
+    this.redis = redis;
+    redis.on("ready", () => this.setDegraded(false));
+    redis.on("error", (error) => this.setDegraded(true, error));
+    redis.on("close", () => this.setDegraded(true));
+    // Until the first "ready", the per-process limiter is in charge.
+    this.degraded = true;
+    metrics.rateLimiterDegraded.set(1);
+    const store = new RedisLeaseStore(redis);
+    const budgets = (scope: LimitScope) =>
+      new LeasedBudgets(store, PREFIXES[scope], MAX_KEYS_PER_SCOPE, (error) =>
+        this.leaseFailed(scope, error),
+      );
+    this.leased = {
+      tenant_events: budgets("tenant_events"),
+      ip_requests: budgets("ip_requests"),
+      ws_connect: budgets("ws_connect"),
     };
   }
 
   /**
    * Spends `cost` from the key's budget (or from `budget` per second when
-   * given, e.g. a tenant's own quota); throws a 429 with Retry-After and
-   * RateLimit-* when it does not fit.
+   * given, e.g. a tenant's own quota); resolves with RateLimit-* or rejects
+   * with a 429 carrying Retry-After and RateLimit-* when it does not fit.
    */
-  async admit(scope: LimitScope, key: string, cost = 1, budget?: number): Promise<RateLimitHeaders> {
-    const limiter = budget === undefined ? this.limiters[scope] : this.budgetLimiter(budget);
-    try {
-      return headersOf(limiter.points, await limiter.consume(key, cost));
-    } catch (rejection) {
-      if (!(rejection instanceof RateLimiterRes)) {
-        // Neither Redis nor the insurance limiter answered: let the request through rather than fail it.
-        this.log.warn({ err: rejection, scope }, "rate limiter error; request admitted");
-        return {};
-      }
-      this.metrics.rateLimited.inc({ scope });
-      const headers = headersOf(limiter.points, rejection);
-      throw new GatewayError(
-        "rate_limited",
-        cost > limiter.points
-          ? `a batch of ${cost} exceeds the budget of ${limiter.points} per second`
-          : "rate limit exceeded",
-        { ...headers, "retry-after": headers["ratelimit-reset"] as string },
-      );
-    }
+  admit(scope: LimitScope, key: string, cost = 1, budget?: number): Promise<RateLimitHeaders> {
+    const limit = budget ?? this.points[scope];
+    if (!this.leased || this.degraded) return this.admitLocally(scope, key, cost, limit);
+    const spent = this.leased[scope].spend(key, cost, limit);
+    if (!(spent instanceof Promise)) return this.answer(scope, cost, spent);
+    return spent.then((result) =>
+      result ? this.answer(scope, cost, result) : this.admitLocally(scope, key, cost, limit),
+    );
   }
 
-  private budgetLimiter(points: number): Limiter {
-    let limiter = this.tenantLimiters.get(points);
-    if (!limiter) {
-      limiter = this.limiter("rl:ev", points);
-      this.tenantLimiters.set(points, limiter);
+  /** admit() for one unit of the scope's default budget, without the headers: the per-request check's fast path allocates nothing. */
+  allow(scope: LimitScope, key: string): Promise<void> {
+    if (!this.leased || this.degraded) return this.admit(scope, key).then(NOTHING);
+    const spent = this.leased[scope].spend(key, 1, this.points[scope]);
+    if (spent instanceof Promise) {
+      return spent.then((result) =>
+        result
+          ? this.answer(scope, 1, result).then(NOTHING)
+          : this.admitLocally(scope, key, 1, this.points[scope]).then(NOTHING),
+      );
     }
-    return limiter;
+    return spent.admitted ? ADMITTED : this.answer(scope, 1, spent).then(NOTHING);
   }
 
   async close(): Promise<void> {
     this.redis?.disconnect();
   }
 
-  private limiter(prefix: string, points: number): Limiter {
-    const local = new RateLimiterMemory({
-      keyPrefix: prefix,
-      points: Math.max(1, Math.floor(points / (this.redis ? this.options.expectedInstances : 1))),
-      duration: 1,
-    });
-    if (!this.redis) return { points, consume: (key, cost) => local.consume(key, cost) };
-    const shared = new RateLimiterRedis({
-      storeClient: this.redis,
-      keyPrefix: prefix,
-      points,
-      duration: 1,
-      rejectIfRedisNotReady: true,
-      inMemoryBlockOnConsumed: points,
-      inMemoryBlockDuration: 1,
-      insuranceLimiter: local,
-    });
-    return { points, consume: (key, cost) => shared.consume(key, cost) };
+  private answer(scope: LimitScope, cost: number, spent: Spent): Promise<RateLimitHeaders> {
+    if (spent.admitted) return Promise.resolve(headers(spent.limit, spent.remaining, spent.resetMs));
+    return Promise.reject(this.refusal(scope, cost, spent.limit, headers(spent.limit, 0, spent.resetMs)));
+  }
+
+  private async admitLocally(
+    scope: LimitScope,
+    key: string,
+    cost: number,
+    limit: number,
+  ): Promise<RateLimitHeaders> {
+    try {
+      const result = await this.localLimiter(scope, limit).consume(key, cost);
+      return headers(limit, result.remainingPoints, result.msBeforeNext);
+    } catch (rejection) {
+      if (!(rejection instanceof RateLimiterRes)) throw rejection;
+      throw this.refusal(
+        scope,
+        cost,
+        limit,
+        headers(limit, rejection.remainingPoints, rejection.msBeforeNext),
+      );
+    }
+  }
+
+  private refusal(scope: LimitScope, cost: number, limit: number, answer: RateLimitHeaders): GatewayError {
+    this.metrics.rateLimited.inc({ scope });
+    return new GatewayError(
+      "rate_limited",
+      cost > limit ? `a batch of ${cost} exceeds the budget of ${limit} per second` : "rate limit exceeded",
+      { ...answer, "retry-after": answer["ratelimit-reset"] as string },
+    );
+  }
+
+  private localLimiter(scope: LimitScope, limit: number): RateLimiterMemory {
+    const name = `${scope}:${limit}`;
+    let limiter = this.local.get(name);
+    if (!limiter) {
+      limiter = new RateLimiterMemory({
+        keyPrefix: PREFIXES[scope],
+        points: Math.max(1, Math.floor(limit / (this.redis ? this.options.expectedInstances : 1))),
+        duration: WINDOW_MS / 1000,
+      });
+      this.local.set(name, limiter);
+    }
+    return limiter;
+  }
+
+  private leaseFailed(scope: LimitScope, error: unknown): void {
+    const now = performance.now();
+    if (now - this.leaseFailureLoggedAt < LEASE_FAILURE_LOG_INTERVAL_MS) return;
+    this.leaseFailureLoggedAt = now;
+    this.log.warn({ err: error, scope }, "Redis lease failed: the per-process limiter decides meanwhile");
   }
 
   private setDegraded(degraded: boolean, error?: unknown): void {
