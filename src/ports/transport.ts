@@ -27,6 +27,31 @@ export interface HttpReply {
   body: string | Uint8Array;
   /** Close the connection after replying (used after an oversize body). */
   closeConnection?: boolean;
+  /**
+   * A response that stays open (Server-Sent Events): the adapter writes the
+   * status and headers, then `body` as the first chunk, and hands the open
+   * stream to `stream.open`. Ignored for HEAD.
+   */
+  stream?: StreamListener;
+}
+
+/** One open streaming response, as the core sees it. */
+export interface HttpStream {
+  /** Writes a chunk; false when the response is already closed (nothing is written then). */
+  write(text: string): boolean;
+  /** Bytes written and not yet taken by the socket: how far the client lags behind. */
+  bufferedAmount(): number;
+  /** Ends the response (the connection stays open for the next request). */
+  end(): void;
+  /** Drops the connection and whatever it has not sent yet (a client that stopped reading). */
+  abort(): void;
+}
+
+export interface StreamListener {
+  /** The head and first chunk are written; from now on the core writes through `stream`. */
+  open(stream: HttpStream): void;
+  /** The response ended, by `end()` or because the client went away; called once. */
+  closed(): void;
 }
 
 export type SendResult = "sent" | "queued" | "dropped";

@@ -5,6 +5,7 @@ import type {
   HttpRequest,
   ListenOptions,
   RunningServer,
+  StreamListener,
 } from "../../ports/transport.ts";
 import { BodyBuffer, clientClosed, parseContentLength, tooLarge } from "../body-buffer.ts";
 import { framingProblem, framingRefusal } from "../framing.ts";
@@ -46,7 +47,15 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
         }
         return toResponse(decision.reply);
       }
-      return toResponse(await app.http(request));
+      const reply = await app.http(request);
+      if (reply.stream && req.method !== "HEAD" && !req.signal.aborted) {
+        // A stream may stay quiet between heartbeats longer than the idle timeout that bounds requests.
+        bunServer.timeout(req, 0);
+        return streamResponse(reply, reply.stream, req.signal);
+      }
+      // HEAD, or the client left already: the stream never opens.
+      reply.stream?.closed();
+      return toResponse(reply);
     },
     websocket: {
       maxPayloadLength: options.ws.maxPayloadBytes,
@@ -153,6 +162,51 @@ async function collectBody(req: Request, limit: number): Promise<Uint8Array> {
 function toResponse(reply: HttpReply): Response {
   const headers = reply.closeConnection ? { ...reply.headers, connection: "close" } : reply.headers;
   return new Response(reply.body, { status: reply.status, headers });
+}
+
+/**
+ * A streaming response on Bun: a ReadableStream whose queue counts bytes.
+ * Bun takes chunks as the socket accepts them, so the queue's size is what
+ * the client has not read (beyond the socket's own buffers).
+ */
+function streamResponse(reply: HttpReply, listener: StreamListener, signal: AbortSignal): Response {
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    listener.closed();
+  };
+  const encoder = new TextEncoder();
+  const body = new ReadableStream<Uint8Array>(
+    {
+      start(controller) {
+        controller.enqueue(typeof reply.body === "string" ? encoder.encode(reply.body) : reply.body);
+        listener.open({
+          write(text) {
+            if (done) return false;
+            controller.enqueue(encoder.encode(text));
+            return true;
+          },
+          bufferedAmount: () => (done ? 0 : Math.max(0, -(controller.desiredSize ?? 0))),
+          end() {
+            if (done) return;
+            controller.close();
+            finish();
+          },
+          abort() {
+            if (done) return;
+            // An errored body makes Bun drop the connection instead of ending the response.
+            controller.error(new Error("stream aborted"));
+            finish();
+          },
+        });
+      },
+      cancel: finish,
+    },
+    new ByteLengthQueuingStrategy({ highWaterMark: 0 }),
+  );
+  signal.addEventListener("abort", finish, { once: true });
+  return new Response(body, { status: reply.status, headers: reply.headers });
 }
 
 function createPeer<State>(socket: ServerWebSocket<SocketData<State>>): EnginePeer<State> {

@@ -9,8 +9,10 @@ import type {
   GatewayApp,
   HttpReply,
   HttpRequest,
+  HttpStream,
   ListenOptions,
   RunningServer,
+  StreamListener,
 } from "../../ports/transport.ts";
 import { BodyBuffer, clientClosed, parseContentLength } from "../body-buffer.ts";
 import { framingProblem, framingRefusal } from "../framing.ts";
@@ -145,6 +147,8 @@ class UwsHttpRequest implements HttpRequest {
   private address: string | undefined;
   private readonly bodyBytes: Promise<Uint8Array>;
   private abortBody: ((error: Error) => void) | undefined;
+  /** The open streaming response, told when the client goes away. */
+  private stream: UwsStream | undefined;
 
   constructor(
     private readonly res: UwsResponse,
@@ -158,6 +162,7 @@ class UwsHttpRequest implements HttpRequest {
     res.onAborted(() => {
       this.closed = true;
       this.abortBody?.(clientClosed());
+      this.stream?.aborted();
     });
     this.bodyBytes = METHODS_WITHOUT_BODY.has(this.method)
       ? Promise.resolve(new Uint8Array(0))
@@ -209,9 +214,81 @@ class UwsHttpRequest implements HttpRequest {
 
   /** Writes `reply` (corked: one send) unless the client went away. */
   reply(reply: HttpReply, head = false): void {
-    if (this.closed) return;
+    const listener = reply.stream;
+    if (this.closed) {
+      listener?.closed();
+      return;
+    }
+    if (listener && !head) {
+      const stream = new UwsStream(this.res, listener);
+      this.stream = stream;
+      this.res.cork(() => {
+        this.res.writeStatus(statusAndHeaders(reply));
+        this.res.write(reply.body);
+      });
+      listener.open(stream);
+      return;
+    }
     this.closed = true;
     this.res.cork(() => writeReply(this.res, reply, head));
+    // HEAD: the head of a stream, which never opens.
+    listener?.closed();
+  }
+}
+
+/**
+ * A streaming response on uWS: chunked, corked writes. uWS buffers whatever
+ * the socket does not take (it never drops), so the bytes written since a
+ * write first reported backpressure, until the socket is writable again,
+ * stand for what the client has not read.
+ */
+class UwsStream implements HttpStream {
+  private done = false;
+  private buffered = 0;
+
+  constructor(
+    private readonly res: UwsResponse,
+    private readonly listener: StreamListener,
+  ) {}
+
+  write(text: string): boolean {
+    if (this.done) return false;
+    this.res.cork(() => {
+      if (this.res.write(text)) return;
+      if (this.buffered === 0)
+        this.res.onWritable(() => {
+          this.buffered = 0;
+          return true;
+        });
+      this.buffered += text.length;
+    });
+    return true;
+  }
+
+  bufferedAmount(): number {
+    return this.buffered;
+  }
+
+  end(): void {
+    if (this.done) return;
+    this.res.cork(() => this.res.end());
+    this.finish();
+  }
+
+  abort(): void {
+    if (this.done) return;
+    this.res.close();
+    this.finish();
+  }
+
+  /** The client went away: `res` may no longer be touched. */
+  aborted(): void {
+    if (!this.done) this.finish();
+  }
+
+  private finish(): void {
+    this.done = true;
+    this.listener.closed();
   }
 }
 
@@ -277,18 +354,24 @@ function collectBody(
  * gateway's own (none copies request text unchecked), so none holds a CR or LF.
  */
 function writeReply(res: UwsResponse, reply: HttpReply, head = false): void {
-  let statusAndHeaders = statusLine(reply.status);
-  const headers = reply.headers;
-  for (const name in headers) statusAndHeaders += `\r\n${name}: ${headers[name]}`;
+  const statusText = statusAndHeaders(reply);
   if (head && reply.closeConnection !== true) {
     // Not endWithoutBody(length): this uWS version then waits for the body it announced (and
     // reads an explicit undefined as a huge length). So the length is written by hand.
-    res.writeStatus(`${statusAndHeaders}\r\ncontent-length: ${byteLength(reply.body)}`);
+    res.writeStatus(`${statusText}\r\ncontent-length: ${byteLength(reply.body)}`);
     res.endWithoutBody();
   } else {
-    res.writeStatus(statusAndHeaders);
+    res.writeStatus(statusText);
     res.end(head ? "" : reply.body, reply.closeConnection === true);
   }
+}
+
+/** The status line and every header, as one text for `writeStatus` (see `writeReply`). */
+function statusAndHeaders(reply: HttpReply): string {
+  let text = statusLine(reply.status);
+  const headers = reply.headers;
+  for (const name in headers) text += `\r\n${name}: ${headers[name]}`;
+  return text;
 }
 
 function byteLength(body: string | Uint8Array): number {
