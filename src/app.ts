@@ -134,9 +134,18 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         maxMessagesPerSec: config.ws.maxMessagesPerSec,
         trustProxyHops: config.rateLimit.trustProxyHops,
       },
+      sse: config.sse,
       history: config.history,
     },
-    { authenticator, authenticate, bus, metrics, log, admitConnection: admission.connection },
+    {
+      authenticator,
+      authenticate,
+      bus,
+      metrics,
+      log,
+      admitConnection: admission.connection,
+      admitRequest: admission.request,
+    },
   );
   const modules: Module[] = [
     { name: "schemas", close: () => schemas.stop() },

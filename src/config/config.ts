@@ -113,6 +113,10 @@ export interface Config {
     maxMessagesPerSec: number;
     connectsPerSecPerIp: number;
   };
+  /** Server-Sent Events (`GET /v1/sse`); the caps and backpressure limit are the WebSocket ones. */
+  sse: {
+    heartbeatMs: number;
+  };
   history: {
     eventsPerChannel: number;
     bytesPerChannel: number;
@@ -275,6 +279,10 @@ export function loadConfig(env: Env = process.env): Config {
       maxSubscriptions: read("WS_MAX_SUBSCRIPTIONS", integer(1, 100_000), 100),
       maxMessagesPerSec: read("WS_MAX_MESSAGES_PER_SEC", integer(1), 100),
       connectsPerSecPerIp: read("WS_CONNECTS_PER_SEC_PER_IP", integer(1), 1000),
+    },
+    sse: {
+      // At most 15 s between comment lines (the contract); 10 s also stays under common proxy idle timeouts.
+      heartbeatMs: read("SSE_HEARTBEAT_MS", integer(100, 15_000), 10_000),
     },
     history: {
       eventsPerChannel: read("HISTORY_EVENTS_PER_CHANNEL", integer(1, 1_000_000), 1000),

@@ -153,6 +153,21 @@ export function createMetrics(runtime: string, version: string) {
       help: "WebSocket messages dropped because of backpressure",
       registers: r,
     }),
+    sseStreams: new Gauge({
+      name: "gateway_sse_streams",
+      help: "Open Server-Sent Events streams",
+      registers: r,
+    }),
+    sseEventsSent: new Counter({
+      name: "gateway_sse_events_sent_total",
+      help: "Events written to Server-Sent Events streams",
+      registers: r,
+    }),
+    sseSlowConsumerDisconnects: new Counter({
+      name: "gateway_sse_slow_consumer_disconnects_total",
+      help: "Server-Sent Events streams ended past the backpressure limit",
+      registers: r,
+    }),
     wsSlowConsumerDisconnects: new Counter({
       name: "gateway_ws_slow_consumer_disconnects_total",
       help: "Connections closed with 1013 past the backpressure limit",

@@ -10,6 +10,7 @@ import { createPublishModule } from "../../src/features/publish/module.ts";
 import { CLOSE } from "../../src/features/realtime/connection.ts";
 import { deltaRoute } from "../../src/features/realtime/delta-route.ts";
 import { parseClientFrame } from "../../src/features/realtime/protocol.ts";
+import { SseStreams } from "../../src/features/realtime/sse.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import type { Route } from "../../src/ports/route.ts";
 import {
@@ -37,6 +38,7 @@ function routeTable(): Route[] {
     ingestRoute(unused, unused),
     ...(createPublishModule(unused).routes ?? []),
     deltaRoute(unused),
+    new SseStreams(unused, unused).route(),
   ];
 }
 

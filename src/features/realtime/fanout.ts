@@ -18,8 +18,8 @@ function eventFrame(channel: string, id: string, message: DeliveredMessage): str
 }
 
 export interface FanoutTarget {
-  /** Publishes one frame to every local subscriber of `topic`; returns how many got it. */
-  publish(topic: string, frame: string): number;
+  /** Publishes one event frame to every local subscriber of `topic` and counts it; returns how many got it. */
+  publish(topic: string, frame: string, id: string): number;
 }
 
 /**
@@ -28,16 +28,16 @@ export interface FanoutTarget {
  * native pub/sub for every local subscriber.
  */
 export class Fanout implements FanoutListener {
-  private target: FanoutTarget | undefined;
+  private readonly targets: FanoutTarget[] = [];
 
   constructor(
     readonly history: ChannelHistory,
     private readonly metrics: Metrics,
   ) {}
 
-  /** Set once the server listens; messages before that only go to history. */
+  /** Added once the server listens (WebSockets, event streams); messages before that only go to history. */
   attach(target: FanoutTarget): void {
-    this.target = target;
+    this.targets.push(target);
   }
 
   origin(epoch: string, partition: number, offset: bigint): void {
@@ -54,11 +54,8 @@ export class Fanout implements FanoutListener {
       topic = channelTopic(message.tenant, channel);
       this.history.append(topic, { id, position: message.position, frame });
     }
-    const receivers = this.target?.publish(topic, frame) ?? 0;
-    if (receivers > 0) {
-      this.metrics.wsMessagesSent.inc(receivers);
-      this.metrics.wsBytesSent.inc(receivers * frame.length);
-      this.metrics.fanoutLatency.observe(Math.max(0, Date.now() - message.ts) / 1000);
-    }
+    let receivers = 0;
+    for (const target of this.targets) receivers += target.publish(topic, frame, id);
+    if (receivers > 0) this.metrics.fanoutLatency.observe(Math.max(0, Date.now() - message.ts) / 1000);
   }
 }

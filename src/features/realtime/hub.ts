@@ -92,7 +92,10 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
 
   publish(topic: string, frame: string): number {
     const receivers = this.topicSubscribers.get(topic) ?? 0;
-    if (receivers > 0) this.publishToEngine?.(topic, frame);
+    if (receivers === 0 || !this.publishToEngine) return 0;
+    this.publishToEngine(topic, frame);
+    this.deps.metrics.wsMessagesSent.inc(receivers);
+    this.deps.metrics.wsBytesSent.inc(receivers * frame.length);
     return receivers;
   }
 
@@ -143,10 +146,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
     connection.closed();
     const tenant = connection.principal?.tenant;
     if (tenant !== undefined) {
-      this.authenticated--;
-      const left = (this.tenantConnections.get(tenant) ?? 1) - 1;
-      if (left > 0) this.tenantConnections.set(tenant, left);
-      else this.tenantConnections.delete(tenant);
+      this.releaseSlot(tenant);
       this.countTopic(broadcastTopic(tenant), -1);
     }
     this.deps.metrics.wsConnections.dec({ runtime: this.options.runtime });
@@ -170,8 +170,12 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
     }
   }
 
-  /** Takes an authenticated slot of the instance and of `tenant` in one synchronous step, or says which cap is full. */
-  private claimSlots(tenant: string): GatewayError | undefined {
+  /**
+   * Takes an authenticated slot of the instance and of `tenant` in one
+   * synchronous step, or says which cap is full. Event streams (SSE) take
+   * theirs here too: the caps count both kinds of connection.
+   */
+  claimSlots(tenant: string): GatewayError | undefined {
     const tenantOpen = this.tenantConnections.get(tenant) ?? 0;
     if (tenantOpen >= this.options.maxConnectionsPerTenant) {
       return new GatewayError("rate_limited", "too many connections for this tenant", { "retry-after": "5" });
@@ -182,6 +186,14 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
     this.authenticated++;
     this.tenantConnections.set(tenant, tenantOpen + 1);
     return undefined;
+  }
+
+  /** Gives back a slot `claimSlots` took. */
+  releaseSlot(tenant: string): void {
+    this.authenticated--;
+    const left = (this.tenantConnections.get(tenant) ?? 1) - 1;
+    if (left > 0) this.tenantConnections.set(tenant, left);
+    else this.tenantConnections.delete(tenant);
   }
 
   private countTopic(topic: string, delta: number): void {

@@ -12,9 +12,11 @@ import { deltaRoute } from "./delta-route.ts";
 import { Fanout } from "./fanout.ts";
 import { ChannelHistory, type HistoryLimits } from "./history.ts";
 import { WsHub, type WsHubOptions } from "./hub.ts";
+import { SseStreams } from "./sse.ts";
 
 export interface RealtimeOptions {
   ws: WsHubOptions;
+  sse: { heartbeatMs: number };
   history: HistoryLimits;
 }
 
@@ -26,6 +28,8 @@ export interface RealtimeDependencies {
   log: Logger;
   /** Per-IP connect rate limit; rejects with a 429 GatewayError when exceeded. */
   admitConnection(ip: string): Promise<void>;
+  /** Per-IP request budget (event streams are requests); rejects with a 429 GatewayError. */
+  admitRequest(request: HttpRequest): Promise<void>;
 }
 
 export interface RealtimeModule extends Module {
@@ -34,8 +38,9 @@ export interface RealtimeModule extends Module {
 
 /**
  * WebSocket fan-out: reads every message from the bus into the channels'
- * history and the engine's pub/sub, serves the sockets (`/v1/ws`) and the
- * delta route, and on drain sends every client `reconnect` before closing it.
+ * history, the engine's pub/sub and the event streams, serves the sockets
+ * (`/v1/ws`), the event streams (`/v1/sse`) and the delta route, and on drain
+ * sends every client `reconnect` before closing it.
  */
 export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDependencies): RealtimeModule {
   const evictions = {
@@ -58,18 +63,36 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
     log: deps.log,
     admitConnection: deps.admitConnection,
   });
+  const streams = new SseStreams(
+    {
+      heartbeatMs: options.sse.heartbeatMs,
+      backpressureBytes: options.ws.backpressureBytes,
+      maxChannels: options.ws.maxSubscriptions,
+    },
+    {
+      history,
+      metrics: deps.metrics,
+      admitRequest: deps.admitRequest,
+      verify: (token) => deps.authenticator.verify(token),
+      claimSlot: (tenant) => hub.claimSlots(tenant),
+      releaseSlot: (tenant) => hub.releaseSlot(tenant),
+    },
+  );
   // The bus may be down at start (Kafka unreachable): keep trying in the background.
   const subscription = startWithRetry("fan-out bus", () => deps.bus.start(fanout), deps.log);
   return {
     name: "realtime",
-    routes: [deltaRoute({ authenticate: deps.authenticate, history })],
+    routes: [deltaRoute({ authenticate: deps.authenticate, history }), streams.route()],
     ws: hub,
     attach: (server) => {
       hub.attach((topic, frame) => server.publish(topic, frame));
       fanout.attach(hub);
+      fanout.attach(streams);
+      streams.start();
     },
     drain: {
       disconnect: async (deadline) => {
+        streams.disconnectAll();
         await hub.disconnectAll(Math.min(2000, msUntil(deadline) / 4));
         // Exiting with unread bytes on a socket makes the kernel reset it, and the client then loses the close frame.
         await sleep(Math.min(500, msUntil(deadline) / 8));
@@ -78,6 +101,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
     close: () => {
       clearInterval(historyGauge);
       hub.stop();
+      streams.stop();
       subscription.stop();
     },
   };

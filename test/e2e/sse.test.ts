@@ -1,0 +1,382 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { connect } from "node:net";
+import puppeteer, { type Browser } from "puppeteer-core";
+import { token } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+
+/** The embedded sink and bus, even when the test command exported the real services' addresses. */
+const EMBEDDED = { KAFKA_BROKERS: "", REDIS_URL: "" };
+
+interface SseMessage {
+  id?: string;
+  event?: string;
+  data?: string;
+  comment?: string;
+}
+
+/** Reads an event stream as it arrives: each message (or comment line) as it completes. */
+class SseReader {
+  readonly messages: SseMessage[] = [];
+  ended = false;
+  private buffer = "";
+  private waiters: Array<() => void> = [];
+  private readonly reader: {
+    read(): Promise<{ done: boolean; value?: Uint8Array }>;
+    cancel(): Promise<void>;
+  };
+
+  constructor(response: Response) {
+    this.reader = (response.body as ReadableStream<Uint8Array>).getReader() as unknown as typeof this.reader;
+    void this.pump();
+  }
+
+  /** Goes away, as a client closing its EventSource. */
+  close(): Promise<void> {
+    return this.reader.cancel();
+  }
+
+  private async pump(): Promise<void> {
+    const reader = this.reader;
+    const decoder = new TextDecoder();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        this.buffer += decoder.decode(value, { stream: true });
+        let end = this.buffer.indexOf("\n\n");
+        while (end >= 0) {
+          this.messages.push(parseMessage(this.buffer.slice(0, end)));
+          this.buffer = this.buffer.slice(end + 2);
+          end = this.buffer.indexOf("\n\n");
+        }
+        this.wake();
+      }
+    } catch {
+      // The connection went away: the same as an end for the tests.
+    }
+    this.ended = true;
+    this.wake();
+  }
+
+  private wake(): void {
+    for (const wake of this.waiters.splice(0)) wake();
+  }
+
+  /** Waits until `done(messages)` holds, or fails after `timeoutMs`. */
+  async until(done: (messages: SseMessage[]) => boolean, timeoutMs = 10_000): Promise<SseMessage[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (!done(this.messages)) {
+      if (this.ended) throw new Error(`stream ended: ${JSON.stringify(this.messages)}`);
+      if (Date.now() > deadline) throw new Error(`timed out: ${JSON.stringify(this.messages)}`);
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        setTimeout(resolve, 100);
+      });
+    }
+    return this.messages;
+  }
+
+  events(): SseMessage[] {
+    return this.messages.filter((message) => message.event === "event");
+  }
+}
+
+function parseMessage(block: string): SseMessage {
+  const message: SseMessage = {};
+  for (const line of block.split("\n")) {
+    if (line.startsWith(":")) message.comment = line.slice(1).trim();
+    const colon = line.indexOf(": ");
+    if (colon < 0) continue;
+    const field = line.slice(0, colon);
+    const value = line.slice(colon + 2);
+    if (field === "id") message.id = value;
+    else if (field === "event") message.event = value;
+    else if (field === "data")
+      message.data = message.data === undefined ? value : `${message.data}\n${value}`;
+  }
+  return message;
+}
+
+async function openStream(
+  gateway: RunningGateway,
+  query: string,
+  headers: Record<string, string> = {},
+): Promise<SseReader> {
+  const response = await fetch(`${gateway.url}/v1/sse?${query}`, { headers });
+  expect(response.status).toBe(200);
+  expect(response.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+  return new SseReader(response);
+}
+
+async function publish(gateway: RunningGateway, tenant: string, channel: string, dataJson: string) {
+  const response = await fetch(`${gateway.url}/v1/publish`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${await token(tenant, ["publish"])}`,
+      "content-type": "application/json",
+    },
+    body: `{"channel":${JSON.stringify(channel)},"data":${dataJson}}`,
+  });
+  expect(response.status).toBe(202);
+}
+
+for (const runtime of RUNTIMES) {
+  describe(`Server-Sent Events on ${runtime}`, () => {
+    let gateway: RunningGateway;
+    beforeAll(async () => {
+      gateway = await startGateway(runtime, { ...EMBEDDED, SSE_HEARTBEAT_MS: "300" });
+    });
+    afterAll(async () => {
+      await gateway.stop();
+    });
+
+    test("events arrive as id + event + the WebSocket frame, byte for byte, with heartbeats between", async () => {
+      const subscriber = await token("acme", ["subscribe"]);
+      const stream = await openStream(gateway, `channel=prices&token=${subscriber}`);
+      await publish(gateway, "acme", "prices", '{"big": 12345678901234567890, "text":"a\\nb"}');
+      await publish(gateway, "other", "prices", '{"tenant":"other"}');
+      await publish(gateway, "acme", "prices", '{\n  "n": 2\n}');
+      const [first, second] = (
+        await stream.until(
+          (messages) =>
+            messages.filter((m) => m.event === "event").length >= 2 &&
+            messages.some((m) => m.comment === "ping"),
+        )
+      ).filter((m) => m.event === "event");
+      expect(first?.data).toBe(
+        `{"type":"event","channel":"prices","id":"${first?.id}","data":{"big": 12345678901234567890, "text":"a\\nb"}}`,
+      );
+      // A payload with line breaks spans several data lines and joins back to the same JSON.
+      expect(JSON.parse(second?.data as string).data).toEqual({ n: 2 });
+      expect(second?.data).toContain('"data":{\n  "n": 2\n}');
+      expect((second?.id as string) > (first?.id as string)).toBe(true);
+      expect(stream.events()).toHaveLength(2);
+      await stream.close();
+    });
+
+    test("resume from Last-Event-ID (header) or since (query): only the events after it, then live", async () => {
+      const subscriber = await token("acme", ["subscribe"]);
+      const first = await openStream(gateway, "channel=orders", { authorization: `Bearer ${subscriber}` });
+      for (const n of [1, 2, 3]) await publish(gateway, "acme", "orders", `{"n":${n}}`);
+      const seen = await first.until((messages) => messages.filter((m) => m.event === "event").length === 3);
+      const ids = seen.filter((m) => m.event === "event").map((m) => m.id as string);
+      await first.close();
+
+      const byHeader = await openStream(gateway, "channel=orders", {
+        authorization: `Bearer ${subscriber}`,
+        "last-event-id": ids[0] as string,
+      });
+      const byQuery = await openStream(gateway, `channel=orders&since=${ids[1]}&token=${subscriber}`);
+      await byHeader.until((messages) => messages.filter((m) => m.event === "event").length === 2);
+      await byQuery.until((messages) => messages.filter((m) => m.event === "event").length === 1);
+      await publish(gateway, "acme", "orders", '{"n":4}');
+      const resumed = await byHeader.until((m) => m.filter((x) => x.event === "event").length === 3);
+      expect(
+        resumed.filter((m) => m.event === "event").map((m) => JSON.parse(m.data as string).data.n),
+      ).toEqual([2, 3, 4]);
+      const fromQuery = await byQuery.until((m) => m.filter((x) => x.event === "event").length === 2);
+      expect(
+        fromQuery.filter((m) => m.event === "event").map((m) => JSON.parse(m.data as string).data.n),
+      ).toEqual([3, 4]);
+      await byHeader.close();
+      await byQuery.close();
+    });
+
+    test("a since from another history is said with an error event, and the stream goes on live", async () => {
+      const subscriber = await token("acme", ["subscribe"]);
+      const stream = await openStream(
+        gateway,
+        `channel=gone&since=lzzzz-0-0000000000000001&token=${subscriber}`,
+      );
+      const [error] = await stream.until((messages) => messages.some((m) => m.event === "error"));
+      expect(JSON.parse(stream.messages.find((m) => m.event === "error")?.data as string)).toMatchObject({
+        code: "history_gone",
+        channel: "gone",
+      });
+      expect(error).toBeDefined();
+      await publish(gateway, "acme", "gone", '{"live":true}');
+      await stream.until((messages) => messages.some((m) => m.event === "event"));
+      await stream.close();
+    });
+
+    test("the same checks as WebSockets: token, scope, channel names and patterns", async () => {
+      const ask = (query: string) => fetch(`${gateway.url}/v1/sse?${query}`);
+      expect((await ask("channel=a")).status).toBe(401);
+      expect((await ask(`channel=a&token=${await token("acme", ["ingest"])}`)).status).toBe(403);
+      expect((await ask(`channel=$bad&token=${await token("acme", ["subscribe"])}`)).status).toBe(400);
+      expect((await ask(`token=${await token("acme", ["subscribe"])}`)).status).toBe(400);
+      const limited = await token("acme", ["subscribe"], { channels: ["public.*"] });
+      expect((await ask(`channel=private&token=${limited}`)).status).toBe(403);
+      const allowed = await ask(`channel=public.news&token=${limited}`);
+      expect(allowed.status).toBe(200);
+      await allowed.body?.cancel();
+    });
+
+    test("a stream the server ends (token expired) leaves the HTTP/1.1 connection ready for the next request", async () => {
+      const shortLived = await token("acme", ["subscribe"], { ttlSec: 1 });
+      const socket = connect(gateway.port, "127.0.0.1");
+      let received = "";
+      socket.on("data", (chunk) => {
+        received += chunk.toString();
+      });
+      await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+      socket.write(`GET /v1/sse?channel=t&token=${shortLived} HTTP/1.1\r\nhost: x\r\n\r\n`);
+      const deadline = Date.now() + 10_000;
+      // Chunked encoding: the stream is over once the terminating empty chunk came.
+      while (!received.includes("\r\n0\r\n\r\n") && Date.now() < deadline) await Bun.sleep(50);
+      expect(received).toContain("event: error");
+      expect(received).toContain('"code":"unauthorized"');
+      const streamPart = received.length;
+      socket.write("GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n");
+      while (!received.slice(streamPart).includes("200 OK") && Date.now() < deadline) await Bun.sleep(50);
+      expect(received.slice(streamPart)).toContain("HTTP/1.1 200 OK");
+      socket.destroy();
+    });
+
+    test("a reader that stops reading is cut off past the backpressure limit; others keep receiving", async () => {
+      const slowGateway = await startGateway(runtime, { ...EMBEDDED, WS_BACKPRESSURE_BYTES: "65536" });
+      try {
+        const subscriber = await token("acme", ["subscribe"]);
+        const socket = connect(slowGateway.port, "127.0.0.1");
+        await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+        socket.write(`GET /v1/sse?channel=bulk&token=${subscriber} HTTP/1.1\r\nhost: x\r\n\r\n`);
+        socket.pause();
+        let closed = false;
+        socket.on("close", () => {
+          closed = true;
+        });
+        const healthy = await openStream(slowGateway, `channel=bulk&token=${subscriber}`);
+        // Below any publish size limit; 16 at a time fill the socket's and the engine's buffers quickly.
+        const payload = `{"blob":"${"x".repeat(60 * 1024)}"}`;
+        const cutOff = async () =>
+          (await (await fetch(`${slowGateway.url}/metrics`)).text()).includes(
+            "gateway_sse_slow_consumer_disconnects_total 1",
+          );
+        let published = 0;
+        while (!(await cutOff()) && published < 2000) {
+          await Promise.all(Array.from({ length: 16 }, () => publish(slowGateway, "acme", "bulk", payload)));
+          published += 16;
+          // The healthy reader keeps up: it has every event so far.
+          await healthy.until((m) => m.filter((x) => x.event === "event").length === published, 20_000);
+        }
+        expect(await cutOff()).toBe(true);
+        socket.resume();
+        const deadline = Date.now() + 10_000;
+        while (!closed && Date.now() < deadline) await Bun.sleep(50);
+        await publish(slowGateway, "acme", "bulk", '{"after":true}');
+        await healthy.until((m) => m.filter((x) => x.event === "event").length === published + 1);
+        await healthy.close();
+        socket.destroy();
+      } finally {
+        await slowGateway.stop();
+      }
+    });
+
+    test("the drain sends event: reconnect and ends every stream", async () => {
+      const draining = await startGateway(runtime, EMBEDDED);
+      const stream = await openStream(draining, `channel=x&token=${await token("acme", ["subscribe"])}`);
+      await stream.until((messages) => messages.length >= 1);
+      const exited = draining.stop("SIGTERM");
+      const messages = await stream.until((m) => m.some((x) => x.event === "reconnect"));
+      const reconnect = messages.find((m) => m.event === "reconnect");
+      expect(JSON.parse(reconnect?.data as string).afterMs).toBeGreaterThan(0);
+      const deadline = Date.now() + 10_000;
+      while (!stream.ended && Date.now() < deadline) await Bun.sleep(20);
+      expect(stream.ended).toBe(true);
+      expect(await exited).toBe(0);
+    });
+  });
+}
+
+describe("EventSource in headless Chromium", () => {
+  let browser: Browser;
+  let gateway: RunningGateway;
+  let proxy: ReturnType<typeof Bun.serve>;
+  /** Streams the proxy is relaying, so the test can cut them as a load balancer would. */
+  const relayed = new Set<AbortController>();
+
+  beforeAll(async () => {
+    gateway = await startGateway("bun", EMBEDDED);
+    // The page and the gateway behind one origin, as behind a load balancer that the test can make drop streams.
+    proxy = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch(request) {
+        const { pathname, search } = new URL(request.url);
+        if (pathname !== "/v1/sse")
+          return new Response("<!doctype html><title>sse</title>", {
+            headers: { "content-type": "text/html" },
+          });
+        const abort = new AbortController();
+        relayed.add(abort);
+        const upstream = await fetch(`${gateway.url}${pathname}${search}`, {
+          headers: request.headers,
+          signal: abort.signal,
+        });
+        return new Response(upstream.body, { status: upstream.status, headers: upstream.headers });
+      },
+    });
+    browser = await puppeteer.launch({
+      executablePath: "/usr/bin/chromium",
+      args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+    });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    proxy?.stop(true);
+    await gateway?.stop();
+  });
+
+  test("EventSource reconnects with Last-Event-ID and gets every event once, in order", async () => {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${proxy.port}/`);
+    const subscriber = await token("acme", ["subscribe"]);
+    await page.evaluate((url: string) => {
+      const state = globalThis as unknown as { seen: number[]; opens: number };
+      state.seen = [];
+      state.opens = 0;
+      // The page's EventSource (this project's types have no DOM library).
+      const { EventSource } = globalThis as unknown as {
+        EventSource: new (
+          url: string,
+        ) => {
+          onopen: () => void;
+          addEventListener(type: string, listener: (event: { data: string }) => void): void;
+        };
+      };
+      const source = new EventSource(url);
+      source.onopen = () => {
+        state.opens++;
+      };
+      source.addEventListener("event", (event) => {
+        state.seen.push(JSON.parse(event.data).data.n);
+      });
+    }, `/v1/sse?channel=live&token=${subscriber}`);
+    const read = () =>
+      page.evaluate(() => {
+        const state = globalThis as unknown as { seen: number[]; opens: number };
+        return { seen: [...state.seen], opens: state.opens };
+      });
+    const waitFor = async (done: (state: { seen: number[]; opens: number }) => boolean) => {
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const state = await read();
+        if (done(state)) return state;
+        if (Date.now() > deadline) throw new Error(`timed out: ${JSON.stringify(state)}`);
+        await Bun.sleep(50);
+      }
+    };
+    await waitFor((state) => state.opens === 1);
+    for (const n of [1, 2, 3]) await publish(gateway, "acme", "live", `{"n":${n}}`);
+    await waitFor((state) => state.seen.length === 3);
+    // The load balancer drops the stream; events published meanwhile must come with the reconnect.
+    for (const abort of relayed) abort.abort();
+    relayed.clear();
+    for (const n of [4, 5]) await publish(gateway, "acme", "live", `{"n":${n}}`);
+    await waitFor((state) => state.opens === 2 && state.seen.length === 5);
+    await publish(gateway, "acme", "live", '{"n":6}');
+    const final = await waitFor((state) => state.seen.length === 6);
+    expect(final.seen).toEqual([1, 2, 3, 4, 5, 6]);
+    await page.close();
+  });
+});

@@ -1,0 +1,190 @@
+import { describe, expect, test } from "bun:test";
+import { GatewayError } from "../../../src/domain/errors.ts";
+import type { Principal } from "../../../src/domain/principal.ts";
+import { ChannelHistory } from "../../../src/features/realtime/history.ts";
+import { SseStreams, sseEvent } from "../../../src/features/realtime/sse.ts";
+import { createMetrics } from "../../../src/metrics/metrics.ts";
+import type { HttpReply, HttpRequest, HttpStream } from "../../../src/ports/transport.ts";
+
+class FakeStream implements HttpStream {
+  written: string[] = [];
+  buffered = 0;
+  state: "open" | "ended" | "aborted" = "open";
+  constructor(private readonly onClosed: () => void) {}
+  write(text: string): boolean {
+    if (this.state !== "open") return false;
+    this.written.push(text);
+    return true;
+  }
+  bufferedAmount(): number {
+    return this.buffered;
+  }
+  end(): void {
+    this.state = "ended";
+    this.onClosed();
+  }
+  abort(): void {
+    this.state = "aborted";
+    this.onClosed();
+  }
+}
+
+function principal(overrides: Partial<Principal> = {}): Principal {
+  return {
+    subject: "u1",
+    tenant: "acme",
+    scopes: new Set(["subscribe"]),
+    channels: undefined,
+    expiresAt: Date.now() + 3_600_000,
+    ...overrides,
+  };
+}
+
+function request(query: string, headers: Record<string, string> = {}): HttpRequest {
+  return {
+    method: "GET",
+    path: "/v1/sse",
+    query: new URLSearchParams(query),
+    header: (name) => headers[name],
+    remoteAddress: "127.0.0.1",
+    body: async () => new Uint8Array(0),
+  };
+}
+
+function setup(who: Principal = principal(), slots = 10) {
+  const history = new ChannelHistory({
+    eventsPerChannel: 100,
+    bytesPerChannel: 1 << 20,
+    channels: 100,
+    maxBytes: 1 << 24,
+    tenantMaxBytes: 1 << 22,
+  });
+  history.setOrigin("e1", 0, 0n);
+  let taken = 0;
+  const streams = new SseStreams(
+    { heartbeatMs: 1000, backpressureBytes: 1000, maxChannels: 3 },
+    {
+      history,
+      metrics: createMetrics("test", "0"),
+      admitRequest: async () => {},
+      verify: async (token) => {
+        if (token !== "good") throw new GatewayError("unauthorized", "bad token");
+        return who;
+      },
+      claimSlot: () => {
+        if (taken >= slots) return new GatewayError("unavailable", "full");
+        taken++;
+        return undefined;
+      },
+      releaseSlot: () => {
+        taken--;
+      },
+    },
+  );
+  const open = async (query: string, headers: Record<string, string> = {}) => {
+    const reply = (await streams.route().handler(request(query, headers), {})) as HttpReply;
+    const stream = new FakeStream(() => reply.stream?.closed());
+    reply.stream?.open(stream);
+    return { reply, stream };
+  };
+  return { streams, history, open, slots: () => taken };
+}
+
+const frame = (n: number) => `{"type":"event","channel":"c","id":"e1-0-${n}","data":{"n":${n}}}`;
+
+describe("sseEvent", () => {
+  test("one data line per line of the text, so the client joins back the same JSON", () => {
+    expect(sseEvent("event", '{"a":1}', "e-0-1")).toBe('id: e-0-1\nevent: event\ndata: {"a":1}\n\n');
+    expect(sseEvent("event", '{\r\n"a":\n1\r}')).toBe(
+      'event: event\ndata: {\ndata: "a":\ndata: 1\ndata: }\n\n',
+    );
+  });
+});
+
+describe("SseStreams", () => {
+  test("a stream gets its channels' events and the tenant's broadcasts, and frees its slot when it closes", async () => {
+    const { streams, open, slots } = setup();
+    const { reply, stream } = await open("channel=c&token=good");
+    expect(reply.status).toBe(200);
+    expect(reply.headers?.["content-type"]).toBe("text/event-stream; charset=utf-8");
+    expect(slots()).toBe(1);
+    expect(streams.publish("t/acme/c", frame(1), "e1-0-1")).toBe(1);
+    expect(streams.publish("b/acme", frame(2), "e1-0-2")).toBe(1);
+    expect(streams.publish("t/acme/other", frame(3), "e1-0-3")).toBe(0);
+    expect(streams.publish("t/globex/c", frame(4), "e1-0-4")).toBe(0);
+    expect(stream.written).toEqual([
+      sseEvent("event", frame(1), "e1-0-1"),
+      sseEvent("event", frame(2), "e1-0-2"),
+    ]);
+    stream.end();
+    expect(slots()).toBe(0);
+    expect(streams.size).toBe(0);
+    expect(streams.publish("t/acme/c", frame(5), "e1-0-5")).toBe(0);
+  });
+
+  test("resume replays from history in the first chunk; events before the response opens are kept", async () => {
+    const { streams, history } = setup();
+    for (const n of [0, 1, 2]) {
+      history.append("t/acme/c", {
+        id: `e1-0-${n}`,
+        position: { epoch: "e1", partition: 0, offset: BigInt(n) },
+        frame: frame(n),
+      });
+    }
+    const reply = (await streams
+      .route()
+      .handler(request("channel=c&token=good", { "last-event-id": "e1-0-0" }), {})) as HttpReply;
+    expect(reply.body).toContain(sseEvent("event", frame(1), "e1-0-1"));
+    expect(reply.body).toContain(sseEvent("event", frame(2), "e1-0-2"));
+    expect(reply.body).not.toContain('"n":0');
+    streams.publish("t/acme/c", frame(3), "e1-0-3");
+    const stream = new FakeStream(() => reply.stream?.closed());
+    reply.stream?.open(stream);
+    expect(stream.written).toEqual([sseEvent("event", frame(3), "e1-0-3")]);
+  });
+
+  test("refusals: token, channels, the shared connection cap", async () => {
+    const { open } = setup(principal({ channels: ["public.*"] }), 1);
+    await expect(open("channel=public.a&token=bad")).rejects.toMatchObject({ code: "unauthorized" });
+    await expect(open("token=good")).rejects.toMatchObject({ code: "bad_request" });
+    await expect(open("channel=a&channel=b&channel=c&channel=d&token=good")).rejects.toMatchObject({
+      code: "bad_request",
+    });
+    await expect(open("channel=private&token=good")).rejects.toMatchObject({ code: "forbidden" });
+    await open("channel=public.a&token=good");
+    await expect(open("channel=public.a&token=good")).rejects.toMatchObject({ code: "unavailable" });
+  });
+
+  test("a stream whose response never opened (HEAD, client gone) frees its slot", async () => {
+    const { streams, slots } = setup();
+    const reply = (await streams.route().handler(request("channel=c&token=good"), {})) as HttpReply;
+    expect(slots()).toBe(1);
+    reply.stream?.closed();
+    expect(slots()).toBe(0);
+    expect(streams.size).toBe(0);
+  });
+
+  test("the drain ends every stream with event: reconnect, and refuses new ones", async () => {
+    const { streams, open } = setup();
+    const { stream } = await open("channel=c&token=good");
+    streams.disconnectAll();
+    expect(stream.state).toBe("ended");
+    expect(stream.written.at(-1)).toMatch(/^event: reconnect\ndata: \{"afterMs":\d+\}\n\n$/);
+    await expect(open("channel=c&token=good")).rejects.toMatchObject({ code: "draining" });
+  });
+
+  test("the sweep aborts a reader past the backpressure limit, ends an expired one, and sends heartbeats", async () => {
+    const { streams, open, slots } = setup(principal({ expiresAt: Date.now() + 60_000 }));
+    const slow = await open("channel=c&token=good");
+    const quiet = await open("channel=c&token=good");
+    slow.stream.buffered = 1001;
+    streams.sweep(Date.now() + 1000);
+    expect(slow.stream.state).toBe("aborted");
+    expect(quiet.stream.written).toEqual([": ping\n\n"]);
+    expect(slots()).toBe(1);
+    streams.sweep(Date.now() + 61_000);
+    expect(quiet.stream.state).toBe("ended");
+    expect(quiet.stream.written.at(-1)).toContain('"code":"unauthorized"');
+    expect(slots()).toBe(0);
+  });
+});
