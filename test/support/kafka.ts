@@ -25,8 +25,11 @@ export async function createTopic(prefix: string, partitions = 3): Promise<strin
 export type ReadMessage = Message<string, string, string, string>;
 
 /**
- * Reads `topic` from the beginning until `expected` messages arrived or the
- * timeout passed, and returns what it read (the caller asserts the count).
+ * Reads `topic` from the beginning to its end: waits (up to `timeoutMs`) until
+ * its end offsets hold at least `expected` records, then reads every
+ * partition up to those end offsets, so that a duplicate written before them is
+ * always in what comes back, however slowly it is read. Returns what it read
+ * (the caller asserts the count: fewer than `expected` when they never came).
  */
 export async function readTopic(topic: string, expected: number, timeoutMs = 30_000): Promise<ReadMessage[]> {
   const consumer = new Consumer({
@@ -37,21 +40,35 @@ export async function readTopic(topic: string, expected: number, timeoutMs = 30_
     maxWaitTime: 200,
   });
   const messages: ReadMessage[] = [];
+  const deadline = Date.now() + timeoutMs;
   try {
+    let ends: bigint[] = [];
+    for (;;) {
+      ends = (await consumer.listOffsets({ topics: [topic] })).get(topic) ?? [];
+      const total = ends.reduce((sum, end) => sum + end, 0n);
+      if (total >= BigInt(expected) || Date.now() > deadline) break;
+      await Bun.sleep(100);
+    }
+    const unfinished = new Set(ends.flatMap((end, partition) => (end > 0n ? [partition] : [])));
+    if (unfinished.size === 0) return messages;
     const stream = await consumer.consume({
       topics: [topic],
       mode: "earliest",
       autocommit: false,
       maxWaitTime: 200,
     });
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`${topic} not read to its end offsets within ${timeoutMs} ms`)),
+        Math.max(deadline - Date.now(), 10_000),
+      );
       stream.on("data", (message) => {
-        messages.push(message);
-        if (messages.length >= expected) {
+        const end = ends[message.partition] ?? 0n;
+        if (message.offset < end) messages.push(message);
+        if (message.offset + 1n >= end) unfinished.delete(message.partition);
+        if (unfinished.size === 0) {
           clearTimeout(timer);
-          // Give a moment for unexpected extra records (duplicates) to show up too.
-          setTimeout(resolve, 300);
+          resolve();
         }
       });
     });
