@@ -133,6 +133,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         maxSubscriptions: config.ws.maxSubscriptions,
         maxMessagesPerSec: config.ws.maxMessagesPerSec,
         trustProxyHops: config.rateLimit.trustProxyHops,
+        tokenExpiryWarningMs: config.ws.tokenExpiryWarningMs,
       },
       sse: config.sse,
       history: config.history,

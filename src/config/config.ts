@@ -112,6 +112,8 @@ export interface Config {
     maxSubscriptions: number;
     maxMessagesPerSec: number;
     connectsPerSecPerIp: number;
+    /** How long before its token's exp a socket gets `token_expiring`; 0: never. */
+    tokenExpiryWarningMs: number;
   };
   /** Server-Sent Events (`GET /v1/sse`); the caps and backpressure limit are the WebSocket ones. */
   sse: {
@@ -279,6 +281,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxSubscriptions: read("WS_MAX_SUBSCRIPTIONS", integer(1, 100_000), 100),
       maxMessagesPerSec: read("WS_MAX_MESSAGES_PER_SEC", integer(1), 100),
       connectsPerSecPerIp: read("WS_CONNECTS_PER_SEC_PER_IP", integer(1), 1000),
+      tokenExpiryWarningMs: read("WS_TOKEN_EXPIRY_WARNING_MS", integer(0, 86_400_000), 60_000),
     },
     sse: {
       // At most 15 s between comment lines (the contract); 10 s also stays under common proxy idle timeouts.

@@ -18,6 +18,17 @@ export function requireScope(principal: Principal, scope: string): void {
 }
 
 /**
+ * Why `next` may not replace `current` as a live socket's token, if it may
+ * not: a refresh keeps who the socket speaks for and only extends its life.
+ */
+export function refreshRefusal(current: Principal, next: Principal): string | undefined {
+  if (next.tenant !== current.tenant || next.subject !== current.subject)
+    return "a refreshed token must have the same tenant and subject";
+  if (next.expiresAt <= current.expiresAt) return "a refreshed token must expire later";
+  return undefined;
+}
+
+/**
  * A channel pattern is a channel name, optionally ending in `*` ("orders",
  * "orders.*", "orders*", "*"). A wildcard only at the end keeps matching a
  * prefix test: no pattern from a token can make the RegExp backtrack.

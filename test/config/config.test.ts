@@ -58,17 +58,21 @@ describe("loadConfig", () => {
     }
   });
 
-  test("JWT_ISSUER and JWT_AUDIENCE are checked only when set", () => {
+  test("JWT_ISSUER and JWT_AUDIENCE are checked only when set; the expiry warning defaults to a minute", () => {
     const unset = loadConfig(SECRET);
     expect(unset.auth.issuer).toBeUndefined();
     expect(unset.auth.audience).toBeUndefined();
+    expect(unset.ws.tokenExpiryWarningMs).toBe(60_000);
     const set = loadConfig({
       ...SECRET,
       JWT_ISSUER: "https://idp.example/",
       JWT_AUDIENCE: "edge-gateway",
+      WS_TOKEN_EXPIRY_WARNING_MS: "0",
     });
     expect(set.auth.issuer).toBe("https://idp.example/");
     expect(set.auth.audience).toBe("edge-gateway");
+    expect(set.ws.tokenExpiryWarningMs).toBe(0);
+    expect(problemsOf({ WS_TOKEN_EXPIRY_WARNING_MS: "-1" })[0]).toStartWith("WS_TOKEN_EXPIRY_WARNING_MS:");
   });
 
   test("parses brokers and SASL settings", () => {

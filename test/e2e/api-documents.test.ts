@@ -310,8 +310,9 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     });
     socket.send("not json");
     expect(await socket.next((frame) => frame.type === "error")).toMatchObject({ code: "bad_frame" });
-    send(socket, { type: "auth", token: "again" });
-    expect(await socket.next((frame) => frame.type === "error")).toMatchObject({ code: "bad_frame" });
+    // A refresh with another tenant's token is refused, and the socket keeps its own.
+    send(socket, { type: "auth", token: await token("docs-someone-else", ["subscribe"]) });
+    expect(await socket.next((frame) => frame.type === "error")).toMatchObject({ code: "forbidden" });
     for (let i = 0; i < 25; i++) socket.send({ type: "ping" });
     expect(await socket.next((frame) => frame.type === "error")).toMatchObject({ code: "rate_limited" });
   });

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { broadcastTopic, CHANNEL_PATTERN, channelTopic } from "../../domain/channel.ts";
 import { type GatewayError, isGatewayError } from "../../domain/errors.ts";
-import { channelAllowed, type Principal } from "../../domain/principal.ts";
+import { channelAllowed, type Principal, refreshRefusal } from "../../domain/principal.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { WsPeer } from "../../ports/transport.ts";
 import type { ChannelHistory } from "./history.ts";
@@ -20,6 +20,8 @@ export interface ConnectionLimits {
   authTimeoutMs: number;
   maxSubscriptions: number;
   maxMessagesPerSec: number;
+  /** How long before its token's exp a socket gets `token_expiring`; 0: never. */
+  tokenExpiryWarningMs: number;
 }
 
 /** What a connection needs from the registry that holds it (the hub). */
@@ -53,6 +55,8 @@ export class Connection {
   /** Frames that arrived while a token was being verified; replayed once it is (bounded). */
   private framesDuringAuth: string[] | undefined;
   private authTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The `expiresAt` of the token `token_expiring` was sent for: once per token. */
+  private expiryWarnedFor: number | undefined;
   /** Inbound frames in the current one-second window, for the per-connection message rate. */
   private windowStart = Date.now();
   private windowMessages = 0;
@@ -116,7 +120,7 @@ export class Connection {
     }
     switch (frame.type) {
       case "auth":
-        this.send({ type: "error", code: "bad_frame", message: "already authenticated" });
+        this.refresh(frame.token);
         return;
       case "subscribe":
         this.subscribe(principal, frame.channel, frame.since);
@@ -144,6 +148,30 @@ export class Connection {
   refuse(error: GatewayError): void {
     this.send({ type: "error", code: error.code, message: error.message });
     this.close(CLOSE.tryAgainLater, error.code);
+  }
+
+  /**
+   * Run by the sweep each second and right after a token is taken: closes
+   * 4001 once the token expired, and sends `token_expiring` once per token
+   * when its exp is within `tokenExpiryWarningMs`, so the client can refresh first.
+   */
+  checkExpiry(now: number): void {
+    const principal = this.principal;
+    if (!principal) return;
+    if (principal.expiresAt <= now) {
+      this.send({ type: "error", code: "unauthorized", message: "token expired" });
+      this.close(CLOSE.unauthorized, "token expired");
+      return;
+    }
+    const warningMs = this.host.limits.tokenExpiryWarningMs;
+    if (
+      warningMs > 0 &&
+      this.expiryWarnedFor !== principal.expiresAt &&
+      principal.expiresAt - now <= warningMs
+    ) {
+      this.expiryWarnedFor = principal.expiresAt;
+      this.send({ type: "token_expiring", expiresAt: principal.expiresAt });
+    }
   }
 
   /** `ping` frame with the last event id of each subscribed channel, so a client can detect a gap. */
@@ -178,7 +206,10 @@ export class Connection {
     }
   }
 
-  /** Verifies a token (from the upgrade or an auth frame); success sends `connected`, failure closes 4001. */
+  /**
+   * Verifies a token (from the upgrade or an auth frame); success sends
+   * `connected`, a bad token closes 4001, keys that cannot be fetched 1013.
+   */
   private authenticate(token: string): void {
     // Frames that arrive while the token is checked wait for the outcome instead of being refused.
     this.framesDuringAuth ??= [];
@@ -188,11 +219,56 @@ export class Connection {
       },
       (error) => {
         if (!this.live) return;
-        const code = isGatewayError(error) ? error.code : "unauthorized";
-        this.send({ type: "error", code, message: (error as Error).message });
-        this.close(CLOSE.unauthorized, "unauthorized");
+        // The identity provider could not be asked: the token may be fine, so "try again later".
+        if (this.sendAuthError(error) === "unavailable")
+          this.close(CLOSE.tryAgainLater, "token signing keys unavailable");
+        else this.close(CLOSE.unauthorized, "unauthorized");
       },
     );
+  }
+
+  /**
+   * An `auth` frame on an authenticated socket: a token of the same tenant
+   * and subject that expires later replaces the current one, and the
+   * subscriptions stay, but for those its `channels` claim no longer allows.
+   * A bad token closes 4001; a valid one that cannot replace the current one,
+   * or keys that cannot be fetched, leave the socket on its current token.
+   */
+  private refresh(token: string): void {
+    this.host.verify(token).then(
+      (next) => {
+        const current = this.principal;
+        if (!this.live || !current) return;
+        const refusal = refreshRefusal(current, next);
+        if (refusal) {
+          this.send({ type: "error", code: "forbidden", message: refusal });
+          return;
+        }
+        this.principal = next;
+        for (const channel of [...this.channels]) {
+          if (channelAllowed(next, channel)) continue;
+          this.unsubscribe(channel);
+          this.send({ type: "unsubscribed", channel, reason: "forbidden" });
+        }
+        this.send({ type: "refreshed", expiresAt: next.expiresAt });
+        this.checkExpiry(Date.now());
+      },
+      (error) => {
+        if (!this.live) return;
+        const code = this.sendAuthError(error);
+        if (code !== "unavailable" && code !== "forbidden") this.close(CLOSE.unauthorized, "unauthorized");
+      },
+    );
+  }
+
+  /** The error frame for a refused token, with `retryAfterMs` when its keys could not be fetched; returns its code. */
+  private sendAuthError(error: unknown): string {
+    const code = isGatewayError(error) ? error.code : "unauthorized";
+    const frame: Record<string, unknown> = { type: "error", code, message: (error as Error).message };
+    if (isGatewayError(error) && code === "unavailable")
+      frame.retryAfterMs = Number(error.headers["retry-after"] ?? 1) * 1000;
+    this.send(frame);
+    return code;
   }
 
   /**
@@ -211,6 +287,7 @@ export class Connection {
     this.peer?.subscribe(broadcastTopic(principal.tenant));
     this.host.countTopic(broadcastTopic(principal.tenant), 1);
     this.send({ type: "connected", connection: this.id });
+    this.checkExpiry(Date.now());
     const waiting = this.framesDuringAuth ?? [];
     this.framesDuringAuth = undefined;
     for (const text of waiting) this.receive(text);

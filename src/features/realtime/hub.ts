@@ -31,6 +31,7 @@ export interface WsHubOptions {
   maxMessagesPerSec: number;
   /** X-Forwarded-For hops to trust for the client IP the connect rate limit counts (`TRUST_PROXY`). */
   trustProxyHops: number;
+  tokenExpiryWarningMs: number;
 }
 
 export interface WsHubDependencies {

@@ -9,8 +9,10 @@ export interface SweepOptions {
 
 /**
  * The periodic work over every connection of the hub: each second, closes
- * slow consumers (1013) and connections whose token expired (4001); every
- * `pingIntervalMs`, sends the app-level ping. Owns its two timers.
+ * slow consumers (1013), warns connections whose token expires soon
+ * (`token_expiring`) and closes those whose token expired (4001); every
+ * `pingIntervalMs`, sends the app-level ping. Owns its two timers: no
+ * connection has a timer of its own for its token.
  */
 export class Sweeps {
   private readonly timers: Array<ReturnType<typeof setInterval>> = [];
@@ -38,10 +40,7 @@ export class Sweeps {
       if (connection.bufferedAmount() > this.options.backpressureBytes) {
         this.metrics.wsSlowConsumerDisconnects.inc();
         connection.close(CLOSE.tryAgainLater, "slow consumer");
-      } else if (connection.principal && connection.principal.expiresAt <= now) {
-        connection.send({ type: "error", code: "unauthorized", message: "token expired" });
-        connection.close(CLOSE.unauthorized, "token expired");
-      }
+      } else connection.checkExpiry(now);
     }
   }
 

@@ -85,6 +85,7 @@ function hub(
       maxSubscriptions: 10,
       maxMessagesPerSec: 100,
       trustProxyHops: 0,
+      tokenExpiryWarningMs: 60_000,
       ...options,
     },
     {

@@ -1,0 +1,205 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
+import { frameProblems, realResponse, responseProblems } from "../support/api-documents.ts";
+import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
+
+/**
+ * The gateway against a real identity provider's JWKS endpoint that the test
+ * takes down and brings back: an outage is 503 / close 1013 (never 401 /
+ * 4001), and sockets refresh their token in band instead of being closed at
+ * its expiry.
+ */
+
+const KID = "e2e-es256";
+const { privateKey, publicKey } = await generateKeyPair("ES256");
+const PUBLIC_JWK: JWK = { ...(await exportJWK(publicKey)), kid: KID, alg: "ES256", use: "sig" };
+
+function signed(scope: string, expiresInSec = 3600): Promise<string> {
+  return new SignJWT({ tenant: "acme", scope })
+    .setProtectedHeader({ alg: "ES256", kid: KID })
+    .setSubject("e2e")
+    .setExpirationTime(Math.floor(Date.now() / 1000) + expiresInSec)
+    .sign(privateKey);
+}
+
+/** A JWKS endpoint on a fixed loopback port, which `down()` stops listening and `up()` starts again. */
+class JwksServer {
+  private server: ReturnType<typeof Bun.serve> | undefined;
+  fetches = 0;
+  constructor(readonly port: number) {}
+
+  static async start(): Promise<JwksServer> {
+    const probe = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response() });
+    const port = probe.port as number;
+    probe.stop(true);
+    return new JwksServer(port);
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}/.well-known/jwks.json`;
+  }
+
+  up(): void {
+    this.server = Bun.serve({
+      port: this.port,
+      hostname: "127.0.0.1",
+      fetch: () => {
+        this.fetches++;
+        return Response.json({ keys: [PUBLIC_JWK] });
+      },
+    });
+  }
+
+  down(): void {
+    this.server?.stop(true);
+    this.server = undefined;
+  }
+}
+
+async function ingest(gateway: RunningGateway, token: string): Promise<Response> {
+  return fetch(`${gateway.url}/v1/events`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ type: "page_view", data: { url: "https://example.com/" } }),
+  });
+}
+
+describe.each(RUNTIMES)("an identity provider's JWKS endpoint on %s", (runtime) => {
+  let jwks: JwksServer;
+  let gateway: RunningGateway;
+  const sockets: TestSocket[] = [];
+  const serverFrames: unknown[] = [];
+  /** Every frame each socket received, in order, whatever `next` consumed. */
+  const received = new Map<TestSocket, Array<Record<string, unknown>>>();
+
+  function socket(token: string): TestSocket {
+    const opened = new TestSocket(`${gateway.wsUrl}?token=${token}`);
+    const frames: Array<Record<string, unknown>> = [];
+    received.set(opened, frames);
+    const onmessage = opened.socket.onmessage;
+    opened.socket.onmessage = (event) => {
+      const frame = JSON.parse(String(event.data));
+      serverFrames.push(frame);
+      frames.push(frame);
+      onmessage?.call(opened.socket, event);
+    };
+    sockets.push(opened);
+    return opened;
+  }
+
+  /** The position of the first frame `opened` ever received of this type, once there is one. */
+  async function indexOf(opened: TestSocket, type: string, timeoutMs = 10_000): Promise<number> {
+    const frames = received.get(opened) ?? [];
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const index = frames.findIndex((frame) => frame.type === type);
+      if (index >= 0) return index;
+      if (Date.now() > deadline)
+        throw new Error(`no ${type} frame within ${timeoutMs} ms: ${JSON.stringify(frames)}`);
+      await Bun.sleep(20);
+    }
+  }
+
+  beforeAll(async () => {
+    jwks = await JwksServer.start();
+    gateway = await startGateway(runtime, {
+      JWKS_URL: jwks.url,
+      KAFKA_BROKERS: "",
+      REDIS_URL: "",
+      LOCAL_LOG_DIR: mkdtempSync(join(tmpdir(), "edge-gateway-jwks-")),
+      WS_TOKEN_EXPIRY_WARNING_MS: "2000",
+    });
+  });
+
+  afterAll(async () => {
+    for (const opened of sockets) opened.close();
+    await gateway?.stop("SIGKILL");
+    jwks?.down();
+  });
+
+  test("while it is down, tokens get 503 with Retry-After and sockets 1013, never 401/4001; once back, 202", async () => {
+    const token = await signed("ingest subscribe");
+    const refused = await realResponse(await ingest(gateway, token));
+    expect(refused.status).toBe(503);
+    expect(JSON.parse(refused.body).error).toBe("unavailable");
+    expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expect(responseProblems("POST", "/v1/events", refused)).toEqual([]);
+
+    const delta = await realResponse(
+      await fetch(`${gateway.url}/v1/channels/orders/events`, {
+        headers: { authorization: `Bearer ${token}` },
+      }),
+    );
+    expect(delta.status).toBe(503);
+    expect(responseProblems("GET", "/v1/channels/{channel}/events", delta)).toEqual([]);
+
+    const early = socket(token);
+    expect(await early.next((frame) => frame.type === "error")).toMatchObject({
+      code: "unavailable",
+      retryAfterMs: expect.any(Number),
+    });
+    expect((await early.closed).code).toBe(1013);
+
+    jwks.up();
+    const deadline = Date.now() + 10_000;
+    let status = 503;
+    while (status !== 202 && Date.now() < deadline) {
+      status = (await ingest(gateway, token)).status;
+      // Never a 401 on the way: the client keeps its token and retries.
+      expect([202, 503]).toContain(status);
+      if (status !== 202) await Bun.sleep(100);
+    }
+    expect(status).toBe(202);
+    expect(jwks.fetches).toBe(1);
+
+    // Keys already fetched carry on through the next outage.
+    jwks.down();
+    expect((await ingest(gateway, await signed("ingest"))).status).toBe(202);
+    jwks.up();
+  });
+
+  test("a socket that refreshes in band keeps its subscription across the token's expiry; one that does not gets token_expiring, then 4001", async () => {
+    const shortLived = await signed("subscribe", 3);
+    const [refreshing, lapsing] = [socket(shortLived), socket(shortLived)];
+    for (const opened of [refreshing, lapsing]) {
+      await opened.next((frame) => frame.type === "connected");
+      opened.send({ type: "subscribe", channel: "orders" });
+      await opened.next((frame) => frame.type === "subscribed");
+    }
+
+    // token_expiring may come before or after subscribed: the token is that close to its exp.
+    const frames = received.get(refreshing) ?? [];
+    const warning = frames[await indexOf(refreshing, "token_expiring")] as Record<string, unknown>;
+    const fresh = await signed("subscribe");
+    refreshing.send({ type: "auth", token: fresh });
+    const refreshed = await refreshing.next((frame) => frame.type === "refreshed");
+    expect(refreshed.expiresAt as number).toBeGreaterThan(warning.expiresAt as number);
+
+    // The other socket: warned first, closed at the old exp.
+    expect((await lapsing.closed).code).toBe(4001);
+    const lapsed = received.get(lapsing) ?? [];
+    const warned = await indexOf(lapsing, "token_expiring", 0);
+    expect(lapsed[warned]).toEqual(warning);
+    expect(lapsed.slice(warned + 1).filter((frame) => frame.type === "error")).toEqual([
+      { type: "error", code: "unauthorized", message: "token expired" },
+    ]);
+
+    // Past the first token's exp, the refreshed socket is open and still receives its channel.
+    expect(Date.now()).toBeGreaterThan(warning.expiresAt as number);
+    const published = await fetch(`${gateway.url}/v1/publish`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${await signed("publish")}`, "content-type": "application/json" },
+      body: JSON.stringify({ channel: "orders", data: { after: "refresh" } }),
+    });
+    expect(published.status).toBe(202);
+    expect(await refreshing.next((frame) => frame.type === "event")).toMatchObject({
+      channel: "orders",
+      data: { after: "refresh" },
+    });
+    expect(refreshing.socket.readyState).toBe(WebSocket.OPEN);
+    expect(serverFrames.flatMap((frame) => frameProblems("server", frame))).toEqual([]);
+  });
+});

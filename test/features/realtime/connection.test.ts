@@ -1,0 +1,239 @@
+import { describe, expect, test } from "bun:test";
+import { broadcastTopic, channelTopic } from "../../../src/domain/channel.ts";
+import { GatewayError } from "../../../src/domain/errors.ts";
+import type { Principal } from "../../../src/domain/principal.ts";
+import { CLOSE, Connection, type ConnectionHost } from "../../../src/features/realtime/connection.ts";
+import { ChannelHistory } from "../../../src/features/realtime/history.ts";
+import { createMetrics } from "../../../src/metrics/metrics.ts";
+import type { SendResult, WsPeer } from "../../../src/ports/transport.ts";
+
+/**
+ * One connection's token life: the first token, in-band refresh, the expiry
+ * warning and the close at exp, driven through `receive` and `checkExpiry`
+ * with tokens that stand for principals or refusals.
+ */
+
+const NOW = Date.now();
+
+function principal(overrides: Partial<Principal> = {}): Principal {
+  return {
+    subject: "alice",
+    tenant: "acme",
+    scopes: new Set(["subscribe"]),
+    channels: undefined,
+    expiresAt: NOW + 10 * 60_000,
+    ...overrides,
+  };
+}
+
+const keysUnavailable = () =>
+  new GatewayError("unavailable", "token signing keys unavailable", { "retry-after": "2" });
+
+class FakePeer implements WsPeer<Connection> {
+  readonly frames: Array<Record<string, unknown>> = [];
+  readonly topics = new Set<string>();
+  closedWith: number | undefined;
+  constructor(readonly state: Connection) {}
+  send(text: string): SendResult {
+    this.frames.push(JSON.parse(text));
+    return "sent";
+  }
+  subscribe(topic: string): void {
+    this.topics.add(topic);
+  }
+  unsubscribe(topic: string): void {
+    this.topics.delete(topic);
+  }
+  bufferedAmount(): number {
+    return 0;
+  }
+  close(code: number): void {
+    this.closedWith ??= code;
+  }
+  /** Frames since the last call. */
+  take(): Array<Record<string, unknown>> {
+    return this.frames.splice(0);
+  }
+}
+
+/** A connection whose host verifies tokens by name: `tokens[name]` is the principal, or the refusal. */
+function connection(tokens: Record<string, Principal | GatewayError>, tokenExpiryWarningMs = 60_000) {
+  const host: ConnectionHost = {
+    limits: { authTimeoutMs: 60_000, maxSubscriptions: 10, maxMessagesPerSec: 1000, tokenExpiryWarningMs },
+    history: new ChannelHistory({
+      eventsPerChannel: 10,
+      bytesPerChannel: 10_000,
+      channels: 10,
+      maxBytes: 1 << 20,
+      tenantMaxBytes: 1 << 20,
+    }),
+    metrics: createMetrics("test", "0"),
+    admit: async () => {},
+    verify: async (token) => {
+      const outcome = tokens[token];
+      if (outcome === undefined) throw new GatewayError("unauthorized", "bad token signature");
+      if (outcome instanceof GatewayError) throw outcome;
+      if (!outcome.scopes.has("subscribe"))
+        throw new GatewayError("forbidden", "token lacks scope subscribe");
+      return outcome;
+    },
+    claimSlots: () => undefined,
+    countTopic: () => {},
+  };
+  const subject = new Connection("127.0.0.1", undefined, host);
+  const peer = new FakePeer(subject);
+  subject.attach(peer);
+  subject.start();
+  return { connection: subject, peer };
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 10));
+
+async function send(peer: FakePeer, frame: Record<string, unknown>) {
+  peer.state.receive(JSON.stringify(frame));
+  await settle();
+  return peer.take();
+}
+
+async function authenticated(tokens: Record<string, Principal | GatewayError>, warningMs?: number) {
+  const opened = connection(tokens, warningMs);
+  const frames = await send(opened.peer, { type: "auth", token: "first" });
+  expect(frames[0]).toMatchObject({ type: "connected" });
+  return { ...opened, frames };
+}
+
+describe("the first token", () => {
+  test("keys that cannot be fetched: an unavailable error with retryAfterMs, and close 1013, not 4001", async () => {
+    const { peer } = connection({ first: keysUnavailable() });
+    expect(await send(peer, { type: "auth", token: "first" })).toEqual([
+      { type: "error", code: "unavailable", message: "token signing keys unavailable", retryAfterMs: 2000 },
+    ]);
+    expect(peer.closedWith).toBe(CLOSE.tryAgainLater);
+  });
+
+  test("a bad token, or one without scope subscribe, closes 4001 as before", async () => {
+    const refusals: Array<Record<string, Principal>> = [
+      {},
+      { first: principal({ scopes: new Set(["ingest"]) }) },
+    ];
+    for (const tokens of refusals) {
+      const { peer } = connection(tokens);
+      const [frame] = await send(peer, { type: "auth", token: "first" });
+      expect(frame?.type).toBe("error");
+      expect(peer.closedWith).toBe(CLOSE.unauthorized);
+    }
+  });
+});
+
+describe("in-band refresh", () => {
+  test("a later token of the same tenant and subject replaces the current one; subscriptions stay", async () => {
+    const later = principal({ expiresAt: NOW + 60 * 60_000 });
+    const { connection: subject, peer } = await authenticated({ first: principal(), later });
+    await send(peer, { type: "subscribe", channel: "orders" });
+    expect(await send(peer, { type: "auth", token: "later" })).toEqual([
+      { type: "refreshed", expiresAt: later.expiresAt },
+    ]);
+    expect(subject.principal).toBe(later);
+    expect(peer.closedWith).toBeUndefined();
+    expect([...subject.channels]).toEqual(["orders"]);
+    expect(peer.topics).toEqual(new Set([broadcastTopic("acme"), channelTopic("acme", "orders")]));
+  });
+
+  test("channels the new token no longer allows are dropped, before `refreshed`", async () => {
+    const narrower = principal({ expiresAt: NOW + 60 * 60_000, channels: ["orders.*"] });
+    const { connection: subject, peer } = await authenticated({ first: principal(), narrower });
+    for (const channel of ["orders.eu", "billing", "orders.us", "audit"])
+      await send(peer, { type: "subscribe", channel });
+    expect(await send(peer, { type: "auth", token: "narrower" })).toEqual([
+      { type: "unsubscribed", channel: "billing", reason: "forbidden" },
+      { type: "unsubscribed", channel: "audit", reason: "forbidden" },
+      { type: "refreshed", expiresAt: narrower.expiresAt },
+    ]);
+    expect([...subject.channels]).toEqual(["orders.eu", "orders.us"]);
+    expect(peer.topics).toEqual(
+      new Set(
+        ["orders.eu", "orders.us"]
+          .map((channel) => channelTopic("acme", channel))
+          .concat(broadcastTopic("acme")),
+      ),
+    );
+  });
+
+  test("a valid token of another tenant or subject, or not expiring later, is forbidden; the socket keeps its token", async () => {
+    const first = principal();
+    const tokens = {
+      first,
+      otherTenant: principal({ tenant: "globex", expiresAt: NOW + 60 * 60_000 }),
+      otherSubject: principal({ subject: "mallory", expiresAt: NOW + 60 * 60_000 }),
+      sameExp: principal(),
+      earlier: principal({ expiresAt: NOW + 60_000 }),
+      noScope: principal({ scopes: new Set(["ingest"]), expiresAt: NOW + 60 * 60_000 }),
+    };
+    const { connection: subject, peer } = await authenticated(tokens);
+    for (const token of ["otherTenant", "otherSubject", "sameExp", "earlier", "noScope"]) {
+      const frames = await send(peer, { type: "auth", token });
+      expect(frames).toHaveLength(1);
+      expect(frames[0]).toMatchObject({ type: "error", code: "forbidden" });
+      expect(subject.principal).toBe(first);
+      expect(peer.closedWith).toBeUndefined();
+    }
+  });
+
+  test("a bad token closes 4001", async () => {
+    const { peer } = await authenticated({ first: principal() });
+    expect(await send(peer, { type: "auth", token: "forged" })).toEqual([
+      { type: "error", code: "unauthorized", message: "bad token signature" },
+    ]);
+    expect(peer.closedWith).toBe(CLOSE.unauthorized);
+  });
+
+  test("keys that cannot be fetched: an unavailable error, and the socket stays on its token until that expires", async () => {
+    const first = principal();
+    const { connection: subject, peer } = await authenticated({ first, later: keysUnavailable() });
+    expect(await send(peer, { type: "auth", token: "later" })).toEqual([
+      { type: "error", code: "unavailable", message: "token signing keys unavailable", retryAfterMs: 2000 },
+    ]);
+    expect(peer.closedWith).toBeUndefined();
+    expect(subject.principal).toBe(first);
+    subject.checkExpiry(first.expiresAt);
+    expect(peer.closedWith).toBe(CLOSE.unauthorized);
+  });
+});
+
+describe("expiry", () => {
+  test("token_expiring once per token within the warning window, then 4001 at exp unless refreshed", async () => {
+    const first = principal({ expiresAt: NOW + 10 * 60_000 });
+    const later = principal({ expiresAt: NOW + 20 * 60_000 });
+    const { connection: subject, peer } = await authenticated({ first, later }, 60_000);
+    subject.checkExpiry(first.expiresAt - 60_001);
+    expect(peer.take()).toEqual([]);
+    subject.checkExpiry(first.expiresAt - 60_000);
+    subject.checkExpiry(first.expiresAt - 30_000);
+    expect(peer.take()).toEqual([{ type: "token_expiring", expiresAt: first.expiresAt }]);
+
+    expect(await send(peer, { type: "auth", token: "later" })).toEqual([
+      { type: "refreshed", expiresAt: later.expiresAt },
+    ]);
+    subject.checkExpiry(first.expiresAt);
+    expect(peer.closedWith).toBeUndefined();
+    subject.checkExpiry(later.expiresAt - 1000);
+    subject.checkExpiry(later.expiresAt - 500);
+    expect(peer.take()).toEqual([{ type: "token_expiring", expiresAt: later.expiresAt }]);
+    subject.checkExpiry(later.expiresAt);
+    expect(peer.take()).toEqual([{ type: "error", code: "unauthorized", message: "token expired" }]);
+    expect(peer.closedWith).toBe(CLOSE.unauthorized);
+  });
+
+  test("a token already within the window is warned right after `connected`; 0 turns the warning off", async () => {
+    const soon = principal({ expiresAt: Date.now() + 30_000 });
+    const { frames } = await authenticated({ first: soon }, 60_000);
+    expect(frames).toEqual([
+      { type: "connected", connection: expect.any(String) },
+      { type: "token_expiring", expiresAt: soon.expiresAt },
+    ]);
+    const quiet = await authenticated({ first: soon }, 0);
+    expect(quiet.frames).toHaveLength(1);
+    quiet.connection.checkExpiry(soon.expiresAt - 1);
+    expect(quiet.peer.take()).toEqual([]);
+  });
+});
