@@ -69,7 +69,10 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     jwksUrl: config.auth.jwksUrl,
     issuer: config.auth.issuer,
     audience: config.auth.audience,
-    onJwksFetchFailure: (reason) => log.warn({ reason }, "JWKS fetch failed; tokens with new keys get 503"),
+    onJwksFetchFailure: (reason) => {
+      metrics.jwksFetchFailures.inc();
+      log.warn({ reason }, "JWKS fetch failed; tokens with new keys get 503");
+    },
     cacheSize: config.auth.tokenCacheSize,
   });
   const authenticate = (request: HttpRequest) =>
