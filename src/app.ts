@@ -19,6 +19,7 @@ import { KafkaFanoutBus } from "./infra/kafka/fanout-bus.ts";
 import { KafkaWriter } from "./infra/kafka/writer.ts";
 import { LocalFanoutBus } from "./infra/local/fanout-bus.ts";
 import { LocalLogWriter } from "./infra/local/log-writer.ts";
+import { RedisPresence } from "./infra/presence/redis-presence.ts";
 import { createAdmission } from "./infra/ratelimit/admission.ts";
 import { RateLimits } from "./infra/ratelimit/limiter.ts";
 import { TenantQuotas } from "./infra/ratelimit/tenant-quotas.ts";
@@ -69,10 +70,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     jwksUrl: config.auth.jwksUrl,
     issuer: config.auth.issuer,
     audience: config.auth.audience,
-    onJwksFetchFailure: (reason) => {
-      metrics.jwksFetchFailures.inc();
-      log.warn({ reason }, "JWKS fetch failed; tokens with new keys get 503");
-    },
+    onJwksFetchFailure: (reason) => log.warn({ reason }, "JWKS fetch failed; tokens with new keys get 503"),
     cacheSize: config.auth.tokenCacheSize,
   });
   const authenticate = (request: HttpRequest) =>
@@ -149,6 +147,17 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
       log,
       admitConnection: admission.connection,
       admitRequest: admission.request,
+      presenceStore: config.redisUrl
+        ? new RedisPresence(
+            {
+              redisUrl: config.redisUrl,
+              ttlMs: config.presence.ttlMs,
+              flushMs: 1000,
+              commandTimeoutMs: config.rateLimit.redisTimeoutMs,
+            },
+            log,
+          )
+        : undefined,
     },
   );
   const modules: Module[] = [

@@ -119,6 +119,10 @@ export interface Config {
   sse: {
     heartbeatMs: number;
   };
+  presence: {
+    /** A crashed instance's presence entries vanish this long after its last write (Redis). */
+    ttlMs: number;
+  };
   history: {
     eventsPerChannel: number;
     bytesPerChannel: number;
@@ -286,6 +290,9 @@ export function loadConfig(env: Env = process.env): Config {
     sse: {
       // At most 15 s between comment lines (the contract); 10 s also stays under common proxy idle timeouts.
       heartbeatMs: read("SSE_HEARTBEAT_MS", integer(100, 15_000), 10_000),
+    },
+    presence: {
+      ttlMs: read("PRESENCE_TTL_MS", integer(3000, 3_600_000), 30_000),
     },
     history: {
       eventsPerChannel: read("HISTORY_EVENTS_PER_CHANNEL", integer(1, 1_000_000), 1000),

@@ -200,11 +200,6 @@ export function createMetrics(runtime: string, version: string) {
       help: "Failed schema registry refreshes",
       registers: r,
     }),
-    jwksFetchFailures: new Counter({
-      name: "gateway_jwks_fetch_failures_total",
-      help: "Failed fetches of the JWKS_URL key set (tokens with keys not fetched yet get 503 meanwhile)",
-      registers: r,
-    }),
     tenantQuotaRefreshFailures: new Counter({
       name: "gateway_tenant_quota_refresh_failures_total",
       help: "Failed tenant quota refreshes (the last good table stays in use)",

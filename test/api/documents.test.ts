@@ -9,6 +9,7 @@ import { operationRoutes } from "../../src/features/operations/routes.ts";
 import { createPublishModule } from "../../src/features/publish/module.ts";
 import { CLOSE } from "../../src/features/realtime/connection.ts";
 import { deltaRoute } from "../../src/features/realtime/delta-route.ts";
+import { Presence } from "../../src/features/realtime/presence.ts";
 import { parseClientFrame } from "../../src/features/realtime/protocol.ts";
 import { SseStreams } from "../../src/features/realtime/sse.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
@@ -39,6 +40,7 @@ function routeTable(): Route[] {
     ...(createPublishModule(unused).routes ?? []),
     deltaRoute(unused),
     new SseStreams(unused, unused).route(),
+    new Presence(undefined, unused).route(unused),
   ];
 }
 

@@ -154,8 +154,6 @@ describe.each(RUNTIMES)("an identity provider's JWKS endpoint on %s", (runtime) 
     }
     expect(status).toBe(202);
     expect(jwks.fetches).toBe(1);
-    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
-    expect(Number(/^gateway_jwks_fetch_failures_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
 
     // Keys already fetched carry on through the next outage.
     jwks.down();

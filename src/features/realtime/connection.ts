@@ -37,6 +37,8 @@ export interface ConnectionHost {
   claimSlots(tenant: string): GatewayError | undefined;
   /** Keeps the count of local subscribers per engine topic. */
   countTopic(topic: string, delta: number): void;
+  /** A subject joined (1) or left (-1) a channel, for presence. */
+  presence(channelKey: string, subject: string, delta: 1 | -1): void;
 }
 
 /**
@@ -328,6 +330,7 @@ export class Connection {
       this.channels.add(channel);
       this.peer?.subscribe(topic);
       this.host.countTopic(topic, 1);
+      this.host.presence(topic, principal.subject, 1);
       metrics.wsSubscriptions.inc();
     }
     this.send({ type: "subscribed", channel, lastEventId: history.lastId(topic) ?? null });
@@ -343,6 +346,7 @@ export class Connection {
     const topic = channelTopic(this.principal.tenant, channel);
     this.peer?.unsubscribe(topic);
     this.host.countTopic(topic, -1);
+    this.host.presence(topic, this.principal.subject, -1);
     this.host.metrics.wsSubscriptions.dec();
   }
 

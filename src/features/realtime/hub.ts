@@ -12,6 +12,7 @@ import type { HttpRequest, UpgradeDecision, WsHandlers } from "../../ports/trans
 import { CLOSE, Connection, type ConnectionHost, type Peer } from "./connection.ts";
 import type { FanoutTarget } from "./fanout.ts";
 import type { ChannelHistory } from "./history.ts";
+import type { Presence } from "./presence.ts";
 import { Sweeps } from "./sweeps.ts";
 
 /** What the transport carries for each socket: its connection. */
@@ -39,6 +40,8 @@ export interface WsHubDependencies {
   history: ChannelHistory;
   metrics: Metrics;
   log: Logger;
+  /** Who watches each channel; unset in tests that do not look. */
+  presence?: Presence;
   /** Per-IP connect rate limit; throws a 429 GatewayError when exceeded. */
   admitConnection(ip: string): Promise<void>;
 }
@@ -78,6 +81,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
       },
       claimSlots: (tenant) => this.claimSlots(tenant),
       countTopic: (topic, delta) => this.countTopic(topic, delta),
+      presence: (channelKey, subject, delta) => deps.presence?.change(channelKey, subject, delta),
     };
   }
 

@@ -6,12 +6,14 @@ import type { Metrics } from "../../metrics/metrics.ts";
 import type { Authenticator } from "../../ports/auth.ts";
 import type { FanoutBus } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
+import type { PresenceStore } from "../../ports/presence.ts";
 import type { HttpRequest, WsHandlers } from "../../ports/transport.ts";
 import type { Connection } from "./connection.ts";
 import { deltaRoute } from "./delta-route.ts";
 import { Fanout } from "./fanout.ts";
 import { ChannelHistory, type HistoryLimits } from "./history.ts";
 import { WsHub, type WsHubOptions } from "./hub.ts";
+import { Presence } from "./presence.ts";
 import { SseStreams } from "./sse.ts";
 
 export interface RealtimeOptions {
@@ -30,6 +32,8 @@ export interface RealtimeDependencies {
   admitConnection(ip: string): Promise<void>;
   /** Per-IP request budget (event streams are requests); rejects with a 429 GatewayError. */
   admitRequest(request: HttpRequest): Promise<void>;
+  /** Shares presence across instances (Redis); unset: presence is this instance's. */
+  presenceStore: PresenceStore | undefined;
 }
 
 export interface RealtimeModule extends Module {
@@ -56,12 +60,14 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
   const historyGauge = setInterval(() => deps.metrics.historyBytes.set(history.bytes), 1000);
   historyGauge.unref?.();
   const fanout = new Fanout(history, deps.metrics);
+  const presence = new Presence(deps.presenceStore, deps.log);
   const hub = new WsHub(options.ws, {
     authenticator: deps.authenticator,
     history,
     metrics: deps.metrics,
     log: deps.log,
     admitConnection: deps.admitConnection,
+    presence,
   });
   const streams = new SseStreams(
     {
@@ -76,13 +82,18 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
       verify: (token) => deps.authenticator.verify(token),
       claimSlot: (tenant) => hub.claimSlots(tenant),
       releaseSlot: (tenant) => hub.releaseSlot(tenant),
+      presence: (channelKey, subject, delta) => presence.change(channelKey, subject, delta),
     },
   );
   // The bus may be down at start (Kafka unreachable): keep trying in the background.
   const subscription = startWithRetry("fan-out bus", () => deps.bus.start(fanout), deps.log);
   return {
     name: "realtime",
-    routes: [deltaRoute({ authenticate: deps.authenticate, history }), streams.route()],
+    routes: [
+      deltaRoute({ authenticate: deps.authenticate, history }),
+      streams.route(),
+      presence.route(deps.authenticate),
+    ],
     ws: hub,
     attach: (server) => {
       hub.attach((topic, frame) => server.publish(topic, frame));
@@ -103,6 +114,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
       hub.stop();
       streams.stop();
       subscription.stop();
+      return deps.presenceStore?.close();
     },
   };
 }

@@ -27,6 +27,8 @@ export interface SseDependencies {
   /** Takes a connection slot of the instance and tenant (shared with WebSockets), or says which cap is full. */
   claimSlot(tenant: string): GatewayError | undefined;
   releaseSlot(tenant: string): void;
+  /** A subject joined (1) or left (-1) a channel, for presence. */
+  presence(channelKey: string, subject: string, delta: 1 | -1): void;
 }
 
 const SSE_HEADERS = {
@@ -56,6 +58,9 @@ class EventStream {
 
   constructor(
     readonly principal: Principal,
+    /** Its channels' keys, for presence. */
+    readonly channelKeys: string[],
+    /** Every engine topic it hears: its channels and the tenant's broadcasts. */
     readonly topics: string[],
   ) {}
 
@@ -173,9 +178,11 @@ export class SseStreams implements FanoutTarget {
       }
       for (const event of replay.events) first += sseEvent("event", event.frame, event.id);
     }
-    const topics = [...channels.map((channel) => channelTopic(principal.tenant, channel))];
-    topics.push(broadcastTopic(principal.tenant));
-    const eventStream = new EventStream(principal, topics);
+    const channelKeys = channels.map((channel) => channelTopic(principal.tenant, channel));
+    const eventStream = new EventStream(principal, channelKeys, [
+      ...channelKeys,
+      broadcastTopic(principal.tenant),
+    ]);
     // Registered in the same tick as the replay was read: no live event falls between the two.
     this.register(eventStream);
     return {
@@ -199,6 +206,7 @@ export class SseStreams implements FanoutTarget {
       }
       streams.add(stream);
     }
+    for (const key of stream.channelKeys) this.deps.presence(key, stream.principal.subject, 1);
     this.deps.metrics.sseStreams.inc();
   }
 
@@ -209,6 +217,7 @@ export class SseStreams implements FanoutTarget {
       streams?.delete(stream);
       if (streams?.size === 0) this.byTopic.delete(topic);
     }
+    for (const key of stream.channelKeys) this.deps.presence(key, stream.principal.subject, -1);
     this.deps.releaseSlot(stream.principal.tenant);
     this.deps.metrics.sseStreams.dec();
   }

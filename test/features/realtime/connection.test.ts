@@ -79,6 +79,7 @@ function connection(tokens: Record<string, Principal | GatewayError>, tokenExpir
     },
     claimSlots: () => undefined,
     countTopic: () => {},
+    presence: () => {},
   };
   const subject = new Connection("127.0.0.1", undefined, host);
   const peer = new FakePeer(subject);

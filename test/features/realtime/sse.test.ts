@@ -61,6 +61,8 @@ function setup(who: Principal = principal(), slots = 10) {
   });
   history.setOrigin("e1", 0, 0n);
   let taken = 0;
+  /** Presence as the stream reports it: channel key | subject → connections. */
+  const watching = new Map<string, number>();
   const streams = new SseStreams(
     { heartbeatMs: 1000, backpressureBytes: 1000, maxChannels: 3 },
     {
@@ -79,6 +81,9 @@ function setup(who: Principal = principal(), slots = 10) {
       releaseSlot: () => {
         taken--;
       },
+      presence: (channelKey, subject, delta) => {
+        watching.set(`${channelKey}|${subject}`, (watching.get(`${channelKey}|${subject}`) ?? 0) + delta);
+      },
     },
   );
   const open = async (query: string, headers: Record<string, string> = {}) => {
@@ -87,7 +92,7 @@ function setup(who: Principal = principal(), slots = 10) {
     reply.stream?.open(stream);
     return { reply, stream };
   };
-  return { streams, history, open, slots: () => taken };
+  return { streams, history, open, slots: () => taken, watching };
 }
 
 const frame = (n: number) => `{"type":"event","channel":"c","id":"e1-0-${n}","data":{"n":${n}}}`;
@@ -103,8 +108,9 @@ describe("sseEvent", () => {
 
 describe("SseStreams", () => {
   test("a stream gets its channels' events and the tenant's broadcasts, and frees its slot when it closes", async () => {
-    const { streams, open, slots } = setup();
+    const { streams, open, slots, watching } = setup();
     const { reply, stream } = await open("channel=c&token=good");
+    expect(watching).toEqual(new Map([["t/acme/c|u1", 1]]));
     expect(reply.status).toBe(200);
     expect(reply.headers?.["content-type"]).toBe("text/event-stream; charset=utf-8");
     expect(slots()).toBe(1);
@@ -119,6 +125,7 @@ describe("SseStreams", () => {
     stream.end();
     expect(slots()).toBe(0);
     expect(streams.size).toBe(0);
+    expect(watching).toEqual(new Map([["t/acme/c|u1", 0]]));
     expect(streams.publish("t/acme/c", frame(5), "e1-0-5")).toBe(0);
   });
 

@@ -1,0 +1,93 @@
+import { describe, expect, test } from "bun:test";
+import type { Principal } from "../../../src/domain/principal.ts";
+import { Presence } from "../../../src/features/realtime/presence.ts";
+import { createLogger } from "../../../src/log/logger.ts";
+import type { PresenceMembers, PresenceStore } from "../../../src/ports/presence.ts";
+import type { HttpReply, HttpRequest } from "../../../src/ports/transport.ts";
+
+const log = createLogger("silent", {});
+
+function principal(overrides: Partial<Principal> = {}): Principal {
+  return {
+    subject: "reader",
+    tenant: "acme",
+    scopes: new Set(["subscribe"]),
+    channels: undefined,
+    expiresAt: Date.now() + 60_000,
+    ...overrides,
+  };
+}
+
+async function ask(presence: Presence, channel: string, who = principal()) {
+  const request = {} as HttpRequest;
+  const reply = (await presence.route(async () => who).handler(request, { channel })) as HttpReply;
+  return { status: reply.status, body: JSON.parse(reply.body as string) };
+}
+
+describe("Presence", () => {
+  test("counts connections per subject, forgets a subject at zero and a channel with no one", () => {
+    const presence = new Presence(undefined, log);
+    presence.change("t/acme/c", "ann", 1);
+    presence.change("t/acme/c", "ann", 1);
+    presence.change("t/acme/c", "bob", 1);
+    expect([...presence.localMembers("t/acme/c")]).toEqual([
+      ["ann", 2],
+      ["bob", 1],
+    ]);
+    presence.change("t/acme/c", "ann", -1);
+    presence.change("t/acme/c", "bob", -1);
+    expect([...presence.localMembers("t/acme/c")]).toEqual([["ann", 1]]);
+    presence.change("t/acme/c", "ann", -1);
+    presence.change("t/acme/gone", "x", -1);
+    expect(presence.localMembers("t/acme/c").size).toBe(0);
+    expect(presence.localMembers("t/acme/gone").size).toBe(0);
+  });
+
+  test("without a store the answer is this instance's, said so; channels stay within the tenant and the token", async () => {
+    const presence = new Presence(undefined, log);
+    presence.change("t/acme/c", "ann", 1);
+    presence.change("t/globex/c", "eve", 1);
+    expect(await ask(presence, "c")).toEqual({
+      status: 200,
+      body: { channel: "c", scope: "instance", total: 1, members: [{ subject: "ann", connections: 1 }] },
+    });
+    await expect(ask(presence, "c", principal({ scopes: new Set(["ingest"]) }))).rejects.toMatchObject({
+      code: "forbidden",
+    });
+    await expect(ask(presence, "c", principal({ channels: ["other"] }))).rejects.toMatchObject({
+      code: "forbidden",
+    });
+    await expect(ask(presence, "$bad")).rejects.toMatchObject({ code: "bad_request" });
+  });
+
+  test("with a store every change is told to it, and the answer is the cluster's; a store failure falls back to this instance", async () => {
+    const told: Array<[string, Array<[string, number]>]> = [];
+    let failing = false;
+    const store: PresenceStore = {
+      changed: (key, members) => told.push([key, [...members]]),
+      members: async (): Promise<PresenceMembers> => {
+        if (failing) throw new Error("redis down");
+        return new Map([
+          ["ann", 3],
+          ["zed", 1],
+        ]);
+      },
+      close: async () => {},
+    };
+    const presence = new Presence(store, log);
+    presence.change("t/acme/c", "ann", 1);
+    presence.change("t/acme/c", "ann", -1);
+    expect(told).toEqual([
+      ["t/acme/c", [["ann", 1]]],
+      ["t/acme/c", []],
+    ]);
+    expect((await ask(presence, "c")).body).toMatchObject({ scope: "cluster", total: 2 });
+    failing = true;
+    expect((await ask(presence, "c")).body).toEqual({
+      channel: "c",
+      scope: "instance",
+      total: 0,
+      members: [],
+    });
+  });
+});

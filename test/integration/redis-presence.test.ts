@@ -1,0 +1,69 @@
+import { afterAll, expect, test } from "bun:test";
+import pino from "pino";
+import { RedisPresence } from "../../src/infra/presence/redis-presence.ts";
+import type { PresenceMembers } from "../../src/ports/presence.ts";
+import { services } from "../support/kafka.ts";
+
+const log = pino({ level: "silent" });
+const options = { redisUrl: services().redisUrl, ttlMs: 900, flushMs: 50, commandTimeoutMs: 500 };
+const open: RedisPresence[] = [];
+function instance(): RedisPresence {
+  const store = new RedisPresence(options, log);
+  open.push(store);
+  return store;
+}
+afterAll(async () => {
+  await Promise.all(open.map((store) => store.close()));
+});
+
+/** Asks until the members are `expected` (the stores write in the background), or fails with the last answer. */
+async function eventually(
+  store: RedisPresence,
+  key: string,
+  expected: Record<string, number>,
+): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  let members: PresenceMembers = new Map();
+  while (Date.now() < deadline) {
+    members = await store.members(key).catch(() => new Map());
+    if (JSON.stringify(Object.fromEntries([...members].sort())) === JSON.stringify(expected)) return;
+    await Bun.sleep(30);
+  }
+  expect(Object.fromEntries(members)).toEqual(expected);
+}
+
+test("instances share presence through Redis: counts add up, a leaver is removed, a closed instance leaves at once", async () => {
+  const key = `t/it-${Date.now()}/room`;
+  const a = instance();
+  const b = instance();
+  a.changed(key, new Map([["ann", 2]]));
+  b.changed(
+    key,
+    new Map([
+      ["ann", 1],
+      ["bob", 1],
+    ]),
+  );
+  await eventually(a, key, { ann: 3, bob: 1 });
+  await eventually(b, key, { ann: 3, bob: 1 });
+  b.changed(key, new Map([["ann", 1]]));
+  await eventually(a, key, { ann: 3 });
+  await a.close();
+  await eventually(b, key, { ann: 1 });
+});
+
+test("a crashed instance's entries vanish by themselves after the TTL, while a live one's are refreshed", async () => {
+  const key = `t/it-${Date.now()}/crash`;
+  const crashed = new RedisPresence(options, log);
+  const live = instance();
+  crashed.changed(key, new Map([["cat", 1]]));
+  live.changed(key, new Map([["liv", 1]]));
+  await eventually(live, key, { cat: 1, liv: 1 });
+  // A crash: no goodbye written, the process just stops writing.
+  (crashed as unknown as { redis: { disconnect(): void } }).redis.disconnect();
+  clearInterval((crashed as unknown as { timer: ReturnType<typeof setInterval> }).timer);
+  await eventually(live, key, { liv: 1 });
+  // Well past several TTLs, the live instance's entry is still there.
+  await Bun.sleep(options.ttlMs * 2);
+  await eventually(live, key, { liv: 1 });
+});
