@@ -57,6 +57,8 @@ export class Connection {
   /** Frames that arrived while a token was being verified; replayed once it is (bounded). */
   private framesDuringAuth: string[] | undefined;
   private authTimer: ReturnType<typeof setTimeout> | undefined;
+  /** A first token is being verified. */
+  private verifying = false;
   /** The `expiresAt` of the token `token_expiring` was sent for: once per token. */
   private expiryWarnedFor: number | undefined;
   /** Inbound frames in the current one-second window, for the per-connection message rate. */
@@ -81,6 +83,17 @@ export class Connection {
   start(): void {
     this.live = true;
     this.authTimer = setTimeout(() => {
+      // A token came in time but is not verified yet (the JWKS endpoint is slow): not the client's fault.
+      if (this.verifying || this.upgradeToken !== undefined) {
+        this.send({
+          type: "error",
+          code: "unavailable",
+          message: "token could not be verified in time",
+          retryAfterMs: 1000,
+        });
+        this.close(CLOSE.tryAgainLater, "token not verified in time");
+        return;
+      }
       this.send({ type: "error", code: "unauthorized", message: "authenticate within the deadline" });
       this.close(CLOSE.unauthorized, "authentication timeout");
     }, this.host.limits.authTimeoutMs);
@@ -215,11 +228,14 @@ export class Connection {
   private authenticate(token: string): void {
     // Frames that arrive while the token is checked wait for the outcome instead of being refused.
     this.framesDuringAuth ??= [];
+    this.verifying = true;
     this.host.verify(token).then(
       (principal) => {
+        this.verifying = false;
         if (this.live) this.establish(principal);
       },
       (error) => {
+        this.verifying = false;
         if (!this.live) return;
         // The identity provider could not be asked: the token may be fine, so "try again later".
         if (this.sendAuthError(error) === "unavailable")

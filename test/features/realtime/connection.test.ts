@@ -57,9 +57,13 @@ class FakePeer implements WsPeer<Connection> {
 }
 
 /** A connection whose host verifies tokens by name: `tokens[name]` is the principal, or the refusal. */
-function connection(tokens: Record<string, Principal | GatewayError>, tokenExpiryWarningMs = 60_000) {
+function connection(
+  tokens: Record<string, Principal | GatewayError | "never">,
+  tokenExpiryWarningMs = 60_000,
+  authTimeoutMs = 60_000,
+) {
   const host: ConnectionHost = {
-    limits: { authTimeoutMs: 60_000, maxSubscriptions: 10, maxMessagesPerSec: 1000, tokenExpiryWarningMs },
+    limits: { authTimeoutMs, maxSubscriptions: 10, maxMessagesPerSec: 1000, tokenExpiryWarningMs },
     history: new ChannelHistory({
       eventsPerChannel: 10,
       bytesPerChannel: 10_000,
@@ -72,6 +76,7 @@ function connection(tokens: Record<string, Principal | GatewayError>, tokenExpir
     verify: async (token) => {
       const outcome = tokens[token];
       if (outcome === undefined) throw new GatewayError("unauthorized", "bad token signature");
+      if (outcome === "never") return new Promise<never>(() => {});
       if (outcome instanceof GatewayError) throw outcome;
       if (!outcome.scopes.has("subscribe"))
         throw new GatewayError("forbidden", "token lacks scope subscribe");
@@ -110,6 +115,27 @@ describe("the first token", () => {
       { type: "error", code: "unavailable", message: "token signing keys unavailable", retryAfterMs: 2000 },
     ]);
     expect(peer.closedWith).toBe(CLOSE.tryAgainLater);
+  });
+
+  test("a token still being verified at the auth deadline (a slow JWKS endpoint): unavailable and 1013", async () => {
+    const { peer } = connection({ first: "never" }, 60_000, 50);
+    peer.state.receive(JSON.stringify({ type: "auth", token: "first" }));
+    const deadline = Date.now() + 5000;
+    while (peer.closedWith === undefined && Date.now() < deadline) await settle();
+    expect(peer.take()).toEqual([
+      {
+        type: "error",
+        code: "unavailable",
+        message: "token could not be verified in time",
+        retryAfterMs: 1000,
+      },
+    ]);
+    expect(peer.closedWith).toBe(CLOSE.tryAgainLater);
+
+    const silent = connection({}, 60_000, 50);
+    while (silent.peer.closedWith === undefined && Date.now() < deadline) await settle();
+    expect(silent.peer.take()[0]).toMatchObject({ code: "unauthorized" });
+    expect(silent.peer.closedWith).toBe(CLOSE.unauthorized);
   });
 
   test("a bad token, or one without scope subscribe, closes 4001 as before", async () => {
