@@ -215,9 +215,15 @@ export function createMetrics(runtime: string, version: string) {
       help: "1 while the instance drains before exit",
       registers: r,
     }),
+    drainStarted: new Gauge({
+      name: "gateway_drain_started_timestamp_seconds",
+      help: "Unix time the drain began (0 while serving): how long a drain has run, for GatewayDrainStuck",
+      registers: r,
+    }),
   };
   metrics.info.set({ runtime, version }, 1);
   metrics.draining.set(0);
+  metrics.drainStarted.set(0);
   metrics.wsConnections.set({ runtime }, 0);
   return metrics;
 }

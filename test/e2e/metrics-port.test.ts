@@ -75,6 +75,32 @@ describe.each(RUNTIMES)("METRICS_PORT on %s", (runtime) => {
   });
 });
 
+describe.each(RUNTIMES)("METRICS_PORT through the drain on %s", (runtime) => {
+  test("SIGTERM: the metrics port keeps answering, with the drain's start time, while /health is 503", async () => {
+    const gateway = await startGateway(runtime, { ...EMBEDDED, METRICS_PORT: "0", DRAIN_DELAY_MS: "1500" });
+    const metricsUrl = `http://127.0.0.1:${metricsPortOf(gateway)}`;
+    try {
+      const before = await (await fetch(`${metricsUrl}/metrics`)).text();
+      expect(before).toMatch(/^gateway_drain_started_timestamp_seconds 0$/m);
+      const signalledAt = Date.now() / 1000;
+      gateway.process.kill("SIGTERM");
+      const health = await until(
+        async () => (await fetch(`${gateway.url}/health`)).status,
+        (status) => status === 503,
+      );
+      expect(health).toBe(503);
+      const during = await (await fetch(`${metricsUrl}/metrics`)).text();
+      expect(during).toMatch(/^gateway_draining 1$/m);
+      const started = Number(/^gateway_drain_started_timestamp_seconds (\S+)$/m.exec(during)?.[1]);
+      expect(started).toBeGreaterThanOrEqual(Math.floor(signalledAt));
+      expect(started).toBeLessThanOrEqual(Date.now() / 1000);
+      expect(await gateway.process.exited).toBe(0);
+    } finally {
+      await gateway.stop("SIGKILL");
+    }
+  }, 30_000);
+});
+
 describe.each(RUNTIMES)("KAFKA_AFFECTS_HEALTH=false on %s", (runtime) => {
   test("Kafka down: /health stays 200 while ingest answers 503 and gateway_kafka_up is 0", async () => {
     const gateway = await startGateway(runtime, {

@@ -21,6 +21,7 @@ export function createOperationsModule(
       unready: () => {
         health.set(DRAINING_REASON, true);
         metrics.draining.set(1);
+        metrics.drainStarted.set(Date.now() / 1000);
       },
     },
   };
