@@ -94,13 +94,13 @@ function gatewayContainer(deployment: Deployment): Container {
 /** Stands in for a value the cluster reads from a Secret: long enough for any secret the config checks. */
 const SECRET_PLACEHOLDER = "value-from-a-kubernetes-secret-0123456789";
 
-/** The env as the pod sees it: literal values, and a placeholder for each value from a Secret. */
+/** The env as the pod sees it: literal values, and a placeholder for each required value from a Secret. */
 function literalEnv(vars: EnvVar[] | undefined): Env {
   const env: Env = {};
   for (const v of vars ?? []) {
+    const fromSecret = (v.valueFrom as { secretKeyRef?: { optional?: boolean } } | undefined)?.secretKeyRef;
     if (v.value !== undefined) env[v.name] = v.value;
-    else if ((v.valueFrom as { secretKeyRef?: unknown } | undefined)?.secretKeyRef)
-      env[v.name] = SECRET_PLACEHOLDER;
+    else if (fromSecret && !fromSecret.optional) env[v.name] = SECRET_PLACEHOLDER;
   }
   return env;
 }
@@ -509,11 +509,13 @@ describe("Kubernetes base", () => {
     );
   });
 
-  test("the ConfigMap and env are a valid gateway configuration", () => {
+  test("the ConfigMap and env are a valid gateway configuration; REDIS_URL (it may carry a token) is from the Secret", () => {
     const config = loadConfig({ ...configMap.data, ...env });
     expect(config.workers).toBe(1);
     expect(config.kafka.brokers?.length).toBeGreaterThan(0);
-    expect(config.redisUrl).toBeDefined();
+    expect(configMap.data?.REDIS_URL).toBeUndefined();
+    const redis = container.env?.find((v) => v.name === "REDIS_URL");
+    expect(redis?.valueFrom).toMatchObject({ secretKeyRef: { name: "edge-gateway", key: "redis-url" } });
   });
 
   test("non-root, read-only root filesystem, writable emptyDir at /app/data", () => {
@@ -619,6 +621,12 @@ describe("compose", () => {
     expect(config.kafka.brokers).toEqual(["kafka:9092"]);
     expect(config.redisUrl).toBe("redis://redis:6379");
     expect(config.rateLimit.expectedInstances).toBe(2);
+    // Prometheus scrapes each replica on its metrics port.
+    const job = prometheusConfig.scrape_configs.find((c) => c.job_name === "edge-gateway") as {
+      dns_sd_configs?: Array<{ port: number }>;
+    };
+    expect(config.metricsPort).toBeDefined();
+    expect(job.dns_sd_configs?.[0]?.port).toBe(config.metricsPort);
     // Docker's stop timeout must let the drain finish before SIGKILL.
     expect(Number.parseInt(gatewayService.stop_grace_period, 10) * 1000).toBeGreaterThan(
       config.drainDelayMs + config.drainTimeoutMs,
@@ -692,6 +700,11 @@ describe("Grafana dashboard", () => {
       "process_resident_memory_bytes",
       "nodejs_heap_size_used_bytes",
       "nodejs_eventloop_lag_p99_seconds",
+      "gateway_events_undeliverable_total",
+      "gateway_ws_resumes_total",
+      'kube_pod_container_resource_limits{resource="memory"',
+      "kube_horizontalpodautoscaler_status_current_replicas",
+      "gateway_schema_refresh_failures_total",
     ]) {
       expect(exprs).toContain(needle);
     }
@@ -716,6 +729,7 @@ const METRIC_SOURCES = [
   "prometheus/alerts.yml",
   "prometheus/alerts.test.yml",
   "k8s/base/hpa.yaml",
+  "k8s/prometheus-adapter/values.yaml",
 ];
 
 describe("metrics against a running gateway", () => {

@@ -1,0 +1,423 @@
+/**
+ * The Kubernetes objects as a cluster would receive them — `kubectl kustomize`
+ * of the base and each overlay, `helm template` of the chart with each values
+ * file in its ci/ folder — checked against the gateway and each other: memory
+ * budgets within the pod's limit, a heap cap only where the runtime has one,
+ * shutdown timings against the load balancer, TRUST_PROXY against the proxies
+ * shipped, credentials only from Secrets, images by digest where a registry is
+ * set, autoscaling metrics the gateway exports, and the alert rules loaded by
+ * the Prometheus Operator equal to deploy/prometheus/alerts.yml.
+ *
+ *   bun test --timeout 60000 deploy/rendered.test.ts     (deploy/check runs it)
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { loadConfig } from "../src/config/config.ts";
+import { createMetrics } from "../src/metrics/metrics.ts";
+import { prometheusRule } from "./sync-rules.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const DEPLOY = join(ROOT, "deploy");
+const CHART = join(DEPLOY, "helm/edge-gateway");
+/** The oldest Kubernetes deploy/check validates against; the chart's kubeVersion. */
+const KUBE_VERSION = "1.29.0";
+const MiB = 1024 * 1024;
+
+// biome-ignore lint/suspicious/noExplicitAny: Kubernetes objects differ per kind; each test reads what it checks.
+type K8s = any;
+type Env = Record<string, string>;
+
+function run(command: string[]): string {
+  const result = Bun.spawnSync(command, { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  if (result.exitCode !== 0) throw new Error(`${command.join(" ")}: ${result.stderr.toString()}`);
+  return result.stdout.toString();
+}
+
+function documents(yaml: string): K8s[] {
+  const parsed = Bun.YAML.parse(yaml);
+  return (Array.isArray(parsed) ? parsed : [parsed]).filter((doc) => doc && typeof doc === "object");
+}
+
+interface Rendering {
+  name: string;
+  objects: K8s[];
+}
+
+const kubectl = Bun.which("kubectl");
+/** scripts/install-tools builds helm into the cache's bin folder. */
+const cachedHelm = join(
+  process.env.EDGE_GATEWAY_CACHE ?? join(process.env.HOME ?? "", ".cache/edge-gateway"),
+  "bin/helm",
+);
+const helm = Bun.which("helm") ?? (existsSync(cachedHelm) ? cachedHelm : undefined);
+const renderings: Rendering[] = [];
+if (kubectl) {
+  for (const dir of ["base", "overlays/aws", "overlays/node"]) {
+    const objects = documents(run([kubectl, "kustomize", join(DEPLOY, "k8s", dir)]));
+    renderings.push({ name: `kustomize ${dir}`, objects });
+  }
+} else console.warn("deploy/rendered.test.ts: kubectl not installed, Kustomize output not checked");
+if (helm) {
+  for (const file of [...new Bun.Glob("*-values.yaml").scanSync(join(CHART, "ci"))].sort()) {
+    const objects = documents(
+      run([helm, "template", "gw", CHART, "--kube-version", KUBE_VERSION, "-f", join(CHART, "ci", file)]),
+    );
+    renderings.push({ name: `helm ${file}`, objects });
+  }
+} else
+  console.warn(
+    "deploy/rendered.test.ts: helm not installed (scripts/install-tools builds it), chart not checked",
+  );
+
+const alertsSource = await Bun.file(join(DEPLOY, "prometheus/alerts.yml")).text();
+const alerts = Bun.YAML.parse(alertsSource) as {
+  groups: Array<{ rules: Array<{ alert: string; expr: string; annotations: Env }> }>;
+};
+const adapterValues = Bun.YAML.parse(
+  await Bun.file(join(DEPLOY, "k8s/prometheus-adapter/values.yaml")).text(),
+) as { rules: { custom: Array<{ seriesQuery: string; name: { as: string } }> } };
+const results = await Bun.file(join(ROOT, "loadtest/RESULTS.md")).text();
+const runbooks = await Bun.file(join(ROOT, "docs/runbooks.md")).text();
+
+// ---------------------------------------------------------------- helpers
+
+function only(objects: K8s[], kind: string): K8s {
+  const found = objects.filter((object) => object.kind === kind);
+  if (found.length !== 1) throw new Error(`expected one ${kind}, found ${found.length}`);
+  return found[0];
+}
+
+function gatewayContainer(objects: K8s[]): K8s {
+  return only(objects, "Deployment").spec.template.spec.containers.find((c: K8s) => c.name === "gateway");
+}
+
+/** Stands in for a value from a Secret: long enough for any secret the config checks. */
+const SECRET_PLACEHOLDER = "value-from-a-kubernetes-secret-0123456789";
+
+/** The environment the gateway container sees: ConfigMap, then env (required Secret keys as placeholders). */
+function podEnv(objects: K8s[]): Env {
+  const container = gatewayContainer(objects);
+  const env: Env = {};
+  for (const source of container.envFrom ?? []) {
+    const map = objects.find((o) => o.kind === "ConfigMap" && o.metadata.name === source.configMapRef?.name);
+    Object.assign(env, map?.data ?? {});
+  }
+  for (const entry of container.env ?? []) {
+    if (entry.value !== undefined) env[entry.name] = entry.value;
+    else if (entry.valueFrom?.secretKeyRef && !entry.valueFrom.secretKeyRef.optional)
+      env[entry.name] = SECRET_PLACEHOLDER;
+  }
+  return env;
+}
+
+/** Kubernetes quantities as bytes (Mi, Gi) or cores (m). */
+function bytes(quantity: string): number {
+  const match = /^(\d+)(Mi|Gi)$/.exec(quantity);
+  if (!match) throw new Error(`unexpected memory quantity ${quantity}`);
+  return Number(match[1]) * (match[2] === "Gi" ? 1024 * MiB : MiB);
+}
+function cores(quantity: string): number {
+  return quantity.endsWith("m") ? Number(quantity.slice(0, -1)) / 1000 : Number(quantity);
+}
+
+/** Rows of every Markdown table in RESULTS.md whose header has `column`, as {case, value}. */
+function resultsColumn(column: string): Array<{ name: string; cell: string }> {
+  const rows: Array<{ name: string; cell: string }> = [];
+  let index = -1;
+  for (const line of results.split("\n")) {
+    if (!line.startsWith("|")) {
+      index = -1;
+      continue;
+    }
+    const cells = line.split("|").map((cell) => cell.trim());
+    if (index < 0) index = cells.indexOf(column);
+    else if (!cells[1]?.startsWith("---")) rows.push({ name: cells[1] as string, cell: cells[index] ?? "" });
+  }
+  return rows;
+}
+
+/**
+ * What one pod holds beyond the configured bounds, from loadtest/RESULTS.md:
+ * each runtime's highest peak RSS in a one-process gateway case (the working
+ * set under load), and the cost of an idle subscribed socket (the highest
+ * median measured, and never less than the 4 KiB the suite holds it to).
+ */
+const measured = (() => {
+  const workingSet = { bun: 0, node: 0 };
+  for (const { name, cell } of resultsColumn("peak RSS MiB")) {
+    const runtime = /^(?:(node|bun)-(?:kafka|local)-\d+|fanout-(node|bun))$/.exec(name);
+    const rss = Number(cell);
+    if (!runtime || !Number.isFinite(rss)) continue;
+    const key = (runtime[1] ?? runtime[2]) as "bun" | "node";
+    workingSet[key] = Math.max(workingSet[key], rss * MiB);
+  }
+  const socketMedians = resultsColumn("KiB per idle subscribed socket")
+    .map(({ cell }) => Number.parseFloat(cell))
+    .filter(Number.isFinite);
+  return { workingSet, socketBytes: Math.max(4, ...socketMedians) * 1024, socketMedians };
+})();
+
+function runtimeOf(objects: K8s[]): "bun" | "node" {
+  const image: string = gatewayContainer(objects).image;
+  return /:[^/@]*-node$/.test(image) || podEnv(objects).NODE_OPTIONS !== undefined ? "node" : "bun";
+}
+
+const ALB_INGRESS = (objects: K8s[]) =>
+  objects.find((o) => o.kind === "Ingress" && o.spec.ingressClassName === "alb");
+
+// ---------------------------------------------------------------- tests
+
+test("every renderer ran: Kustomize (base, aws, node) and the chart (every ci/ values file)", () => {
+  expect(renderings.map((r) => r.name)).toEqual([
+    ...(kubectl ? ["kustomize base", "kustomize overlays/aws", "kustomize overlays/node"] : []),
+    ...(helm ? ["helm default-values.yaml", "helm eks-values.yaml", "helm node-jwks-values.yaml"] : []),
+  ]);
+  expect(helm).toBeTruthy();
+});
+
+test("the memory figures come from loadtest/RESULTS.md", () => {
+  expect(measured.workingSet.bun).toBeGreaterThan(100 * MiB);
+  expect(measured.workingSet.node).toBeGreaterThan(100 * MiB);
+  expect(measured.socketMedians.length).toBeGreaterThan(1);
+});
+
+describe.each(renderings)("$name", ({ objects }) => {
+  const env = podEnv(objects);
+  const config = loadConfig(env);
+  const container = gatewayContainer(objects);
+  const pod = only(objects, "Deployment").spec.template.spec;
+  const runtime = runtimeOf(objects);
+
+  test("the pod's environment is a valid gateway configuration", () => {
+    expect(config.workers).toBe(1);
+    expect(config.kafka.brokers?.length).toBeGreaterThan(0);
+  });
+
+  test("memory: history + queue + sockets + the runtime's working set fit in 70% of the limit", () => {
+    const limit = bytes(container.resources.limits.memory);
+    expect(bytes(container.resources.requests.memory)).toBe(limit);
+    const budget = {
+      history: config.history.maxBytes,
+      queue: config.kafka.queueMaxBytes,
+      sockets: config.ws.maxConnections * measured.socketBytes,
+      workingSet: measured.workingSet[runtime],
+    };
+    const total = Object.values(budget).reduce((sum, part) => sum + part, 0);
+    expect({ ...budget, total, share: total / limit }).toMatchObject({ share: expect.any(Number) });
+    expect(total / limit).toBeLessThanOrEqual(0.7);
+  });
+
+  test("a heap cap only where the runtime has one: NODE_OPTIONS on the node target, none on Bun", () => {
+    const nodeOptions = env.NODE_OPTIONS;
+    if (runtime === "bun") {
+      expect(nodeOptions).toBeUndefined();
+      return;
+    }
+    const oldSpace = Number(/--max-old-space-size=(\d+)/.exec(nodeOptions ?? "")?.[1]) * MiB;
+    // The history (strings on the heap) and the sockets' state fit, with room for the live set.
+    expect(oldSpace).toBeGreaterThanOrEqual(
+      config.history.maxBytes + config.ws.maxConnections * measured.socketBytes + 64 * MiB,
+    );
+    // Old space, the young generation (3 x --max-semi-space-size=64 in the image) and the
+    // queue's buffers (outside the heap) stay under the limit.
+    expect(oldSpace + 3 * 64 * MiB + config.kafka.queueMaxBytes).toBeLessThan(
+      bytes(container.resources.limits.memory),
+    );
+  });
+
+  test("one core requested per pod", () => {
+    expect(cores(container.resources.requests.cpu)).toBe(1);
+  });
+
+  test("readiness follows only startup and the drain: Kafka does not take pods out", () => {
+    expect(config.kafka.affectsHealth).toBe(false);
+    expect(container.readinessProbe.httpGet).toMatchObject({ path: "/health", port: "http" });
+    expect(container.startupProbe.httpGet).toMatchObject({ path: "/health/live", port: "http" });
+  });
+
+  test("shutdown: grace outlasts preStop + DRAIN_TIMEOUT_MS; GatewayDrainStuck can fire before the drain's deadline", () => {
+    const preStop = container.lifecycle.preStop.exec.command;
+    expect(preStop[0]).toBe("sleep");
+    const preStopMs = Number(preStop[1]) * 1000;
+    expect(pod.terminationGracePeriodSeconds * 1000).toBeGreaterThan(preStopMs + config.drainTimeoutMs);
+    const drainStuck = alerts.groups
+      .flatMap((group) => group.rules)
+      .find((rule) => rule.alert === "GatewayDrainStuck");
+    const thresholdMs = Number(/> (\d+)\s*$/.exec(drainStuck?.expr ?? "")?.[1]) * 1000;
+    const monitor = objects.find((o) => o.kind === "ServiceMonitor");
+    const scrapeMs = Number.parseInt(monitor?.spec.endpoints[0].interval ?? "15s", 10) * 1000;
+    expect(thresholdMs).toBeGreaterThan(config.drainDelayMs);
+    expect(thresholdMs + scrapeMs).toBeLessThanOrEqual(config.drainTimeoutMs);
+  });
+
+  test("TRUST_PROXY counts the proxies shipped in front: 1 behind the ALB, else 0", () => {
+    expect(config.rateLimit.trustProxyHops).toBe(ALB_INGRESS(objects) ? 1 : 0);
+  });
+
+  test("behind the ALB: IP targets, /health check, deregistration and idle timeouts that fit the gateway", () => {
+    const ingress = ALB_INGRESS(objects);
+    if (!ingress) return;
+    const annotations: Env = ingress.metadata.annotations;
+    expect(annotations["alb.ingress.kubernetes.io/target-type"]).toBe("ip");
+    expect(annotations["alb.ingress.kubernetes.io/healthcheck-path"]).toBe("/health");
+    const deregistrationS = Number(
+      /deregistration_delay\.timeout_seconds=(\d+)/.exec(
+        annotations["alb.ingress.kubernetes.io/target-group-attributes"] ?? "",
+      )?.[1],
+    );
+    const idleS = Number(
+      /idle_timeout\.timeout_seconds=(\d+)/.exec(
+        annotations["alb.ingress.kubernetes.io/load-balancer-attributes"] ?? "",
+      )?.[1],
+    );
+    expect(deregistrationS * 1000).toBeGreaterThan(config.ackTimeoutMs);
+    expect(Number(container.lifecycle.preStop.exec.command[1])).toBeGreaterThan(deregistrationS);
+    expect(idleS * 1000).toBeGreaterThan(config.ws.pingIntervalMs);
+    const backend = ingress.spec.rules[0].http.paths[0].backend.service;
+    const service = only(objects, "Service");
+    expect(backend).toEqual({ name: service.metadata.name, port: { name: "http" } });
+  });
+
+  test("credentials come only from Secrets", () => {
+    for (const name of ["JWT_SECRET", "REDIS_URL", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"]) {
+      const entry = container.env.find((e: K8s) => e.name === name);
+      expect({ name, fromSecret: entry?.valueFrom?.secretKeyRef !== undefined }).toEqual({
+        name,
+        fromSecret: true,
+      });
+    }
+    for (const map of objects.filter((o) => o.kind === "ConfigMap")) {
+      for (const [name, value] of Object.entries((map.data ?? {}) as Env)) {
+        expect({
+          name,
+          credential: /SECRET|PASSWORD|REDIS_URL/.test(name) || /\/\/[^/]*@/.test(value),
+        }).toEqual({ name, credential: false });
+      }
+    }
+  });
+
+  test("an image from a registry is pinned by digest", () => {
+    const image: string = container.image;
+    const [first] = image.split("/");
+    if (image.includes("/") && first?.includes(".")) {
+      expect(image).toMatch(/^[a-z0-9.-]+\.[a-z]+(:\d+)?\/[a-z0-9./_-]+@sha256:[0-9a-f]{64}$/);
+    }
+  });
+
+  test("PDB: one pod at a time, and unhealthy pods never block a node drain", () => {
+    const pdb = only(objects, "PodDisruptionBudget");
+    expect(pdb.spec.unhealthyPodEvictionPolicy).toBe("AlwaysAllow");
+    expect(only(objects, "Deployment").spec.template.metadata.labels).toMatchObject(
+      pdb.spec.selector.matchLabels,
+    );
+  });
+
+  test("/metrics on the internal port: container port `metrics` = METRICS_PORT, scraped there, admitted only from a namespace", () => {
+    const metricsPort = container.ports.find((p: K8s) => p.name === "metrics")?.containerPort;
+    expect(metricsPort).toBe(config.metricsPort);
+    const service = only(objects, "Service");
+    expect(service.spec.ports.map((p: K8s) => p.targetPort)).toContain("metrics");
+    const policy = objects.find((o) => o.kind === "NetworkPolicy");
+    if (policy) {
+      const rule = policy.spec.ingress.find((r: K8s) => r.ports.some((p: K8s) => p.port === metricsPort));
+      expect(rule.from?.[0]?.namespaceSelector).toBeDefined();
+    }
+    const monitor = objects.find((o) => o.kind === "ServiceMonitor");
+    if (monitor) {
+      expect(monitor.spec.endpoints.map((e: K8s) => [e.port, e.path])).toEqual([["metrics", "/metrics"]]);
+      // The alerts select job="edge-gateway": the job label comes from the Service's name label.
+      expect(service.metadata.labels[monitor.spec.jobLabel]).toBe("edge-gateway");
+      expect(monitor.metadata.labels.release).toBeString();
+      expect(service.metadata.labels).toMatchObject(monitor.spec.selector.matchLabels);
+    }
+  });
+
+  test("with a pod role (IRSA or Pod Identity), the NetworkPolicy lets the Pod Identity agent through", () => {
+    const policy = objects.find((o) => o.kind === "NetworkPolicy");
+    if (!policy || !pod.serviceAccountName) return;
+    const agent = policy.spec.egress.find((rule: K8s) =>
+      rule.to?.some((peer: K8s) => peer.ipBlock?.cidr === "169.254.170.23/32"),
+    );
+    expect(agent?.ports).toEqual([{ protocol: "TCP", port: 80 }]);
+  });
+
+  test("the PrometheusRule carries deploy/prometheus/alerts.yml, labelled for the Operator", () => {
+    const rule = objects.find((o) => o.kind === "PrometheusRule");
+    if (!rule) return;
+    expect(rule.spec).toEqual({ groups: alerts.groups });
+    expect(rule.metadata.labels.release).toBeString();
+  });
+
+  test("HPA: CPU and WebSockets per pod, each Pods metric served by a shipped adapter rule", () => {
+    const hpa = only(objects, "HorizontalPodAutoscaler");
+    expect(hpa.spec.scaleTargetRef.name).toBe(only(objects, "Deployment").metadata.name);
+    const types = hpa.spec.metrics.map((m: K8s) =>
+      m.type === "Resource" ? m.resource.name : m.pods.metric.name,
+    );
+    expect(types).toEqual(["cpu", "gateway_ws_connections"]);
+    const served = adapterValues.rules.custom.map((rule) => rule.name.as);
+    for (const metric of hpa.spec.metrics.filter((m: K8s) => m.type === "Pods"))
+      expect(served).toContain(metric.pods.metric.name);
+    // Far enough under the per-pod cap that scaling starts before sockets are refused.
+    const target = Number(hpa.spec.metrics[1].pods.target.averageValue);
+    expect(target).toBeLessThanOrEqual(config.ws.maxConnections / 2);
+  });
+});
+
+describe("files that must agree", () => {
+  test("every prometheus-adapter rule reads a series the gateway exports", async () => {
+    const exported = new Set(
+      (await createMetrics("bun", "0").registry.getMetricsAsJSON()).map((metric) => metric.name),
+    );
+    expect(adapterValues.rules.custom.length).toBeGreaterThan(0);
+    for (const rule of adapterValues.rules.custom) {
+      const series = /^([a-zA-Z_:][a-zA-Z0-9_:]*)/.exec(rule.seriesQuery)?.[1];
+      expect({ series, exported: exported.has(series as string) }).toEqual({ series, exported: true });
+    }
+  });
+
+  test("the PrometheusRule and the chart's rules are in sync with alerts.yml (bun deploy/sync-rules.ts)", async () => {
+    expect(await Bun.file(join(DEPLOY, "k8s/base/prometheusrule.yaml")).text()).toBe(prometheusRule);
+    expect(await Bun.file(join(CHART, "files/alerts.yml")).text()).toBe(alertsSource);
+  });
+
+  test("every alert links its runbook section in docs/runbooks.md", () => {
+    const anchors = new Set(
+      [...runbooks.matchAll(/^#{2,3} (.+)$/gm)].map((m) =>
+        (m[1] as string)
+          .toLowerCase()
+          .replace(/[^a-z0-9 -]/g, "")
+          .replace(/ /g, "-"),
+      ),
+    );
+    for (const rule of alerts.groups.flatMap((group) => group.rules)) {
+      const anchor = /docs\/runbooks\.md#([a-z0-9-]+)$/.exec(rule.annotations.runbook_url ?? "")?.[1];
+      expect({ alert: rule.alert, anchor, documented: anchors.has(anchor ?? "") }).toEqual({
+        alert: rule.alert,
+        anchor: rule.alert.toLowerCase(),
+        documented: true,
+      });
+    }
+  });
+
+  test("every alert is aggregated over pods: it fires in alerts.test.yml, never with an instance or pod label", async () => {
+    const unitTests = Bun.YAML.parse(await Bun.file(join(DEPLOY, "prometheus/alerts.test.yml")).text()) as {
+      tests: Array<{
+        alert_rule_test: Array<{ alertname: string; exp_alerts: Array<{ exp_labels: Env }> }>;
+      }>;
+    };
+    const fired = unitTests.tests
+      .flatMap((unit) => unit.alert_rule_test)
+      .flatMap((check) => check.exp_alerts.map((alert) => ({ alert: check.alertname, ...alert.exp_labels })));
+    for (const rule of alerts.groups.flatMap((group) => group.rules)) {
+      const firings = fired.filter((firing) => firing.alert === rule.alert);
+      expect({ alert: rule.alert, tested: firings.length > 0 }).toEqual({ alert: rule.alert, tested: true });
+      for (const firing of firings) expect(firing).not.toContainAnyKeys(["instance", "pod"]);
+      expect({ alert: rule.alert, perPod: /\$labels\.(instance|pod)/.test(JSON.stringify(rule)) }).toEqual({
+        alert: rule.alert,
+        perPod: false,
+      });
+    }
+  });
+});
