@@ -1,3 +1,5 @@
+import { isExactDouble } from "./decimal.ts";
+
 /**
  * A strict JSON scanner over UTF-8 bytes (RFC 8259 grammar), with a nesting
  * limit. It builds no values: it finds where values sit, so that
@@ -18,7 +20,26 @@ export const TOO_DEEP_REASON = `nesting deeper than ${MAX_JSON_DEPTH} levels`;
 
 export const SYNTAX_ERROR: unique symbol = Symbol("json syntax error");
 export const DEPTH_ERROR: unique symbol = Symbol("json nesting too deep");
+/** Thrown only by a scanner that checks keys; the key is then in `duplicateKey`. */
+export const DUPLICATE_KEY_ERROR: unique symbol = Symbol("json duplicate key");
 export type ScanFailure = typeof SYNTAX_ERROR | typeof DEPTH_ERROR;
+
+/** Up to this many keys an object's keys are compared byte by byte; past it, through a Set. */
+const LINEAR_KEY_LIMIT = 16;
+/** A duplicate key is named in the reason up to this many characters. */
+const MAX_KEY_IN_REASON = 64;
+/** A number of at most this many digits and no exponent is always exactly its double (DBL_DIG). */
+const ALWAYS_EXACT_DIGITS = 15;
+
+export interface ScannerOptions {
+  maxDepth?: number;
+  /**
+   * Refuse an object holding the same key twice (DUPLICATE_KEY_ERROR):
+   * JSON.parse keeps the last one, a consumer of the forwarded bytes may take
+   * the first, so what was validated would not be what is read.
+   */
+  rejectDuplicateKeys?: boolean;
+}
 
 /** Byte range [start, end) of a value. */
 export interface Span {
@@ -30,6 +51,8 @@ export interface Span {
 export interface RecordSpans extends Span {
   data: Span | undefined;
   ts: Span | undefined;
+  /** Some number in the record is not exactly the double JSON.parse makes of it (see `isExactDouble`). */
+  inexactNumbers: boolean;
 }
 
 const SPACE = 0x20;
@@ -62,6 +85,8 @@ const TS_KEY = [0x74, 0x73];
 /** Characters allowed after a backslash in a string: " \ / b f n r t (u is handled apart). */
 const SIMPLE_ESCAPES = new Set([0x22, 0x5c, 0x2f, 0x62, 0x66, 0x6e, 0x72, 0x74]);
 
+const utf8 = new TextDecoder();
+
 const isDigit = (byte: number) => byte >= ZERO && byte <= NINE;
 const isHex = (byte: number) =>
   (byte >= ZERO && byte <= NINE) || (byte >= 0x41 && byte <= 0x46) || (byte >= 0x61 && byte <= 0x66);
@@ -70,11 +95,26 @@ const isWhitespace = (byte: number) => byte === SPACE || byte === LF || byte ===
 export class JsonScanner {
   /** Current position; callers move it between values (after a comma, past a newline). */
   pos = 0;
+  /** After DUPLICATE_KEY_ERROR: the key seen twice. */
+  duplicateKey = "";
+  private readonly maxDepth: number;
+  private readonly checkKeys: boolean;
+  /** Set when a number scanned since the last `record()` is not exactly its double. */
+  private inexact = false;
+  /**
+   * The keys of the objects being scanned, innermost last, as pairs (start,
+   * end) of their contents' byte range, end bitwise-negated when the key holds
+   * escapes (a stack: an object's keys are dropped when it closes).
+   */
+  private readonly keys: number[] = [];
 
   constructor(
     readonly bytes: Uint8Array,
-    private readonly maxDepth: number = MAX_JSON_DEPTH,
-  ) {}
+    options: ScannerOptions = {},
+  ) {
+    this.maxDepth = options.maxDepth ?? MAX_JSON_DEPTH;
+    this.checkKeys = options.rejectDuplicateKeys ?? false;
+  }
 
   skipWhitespace(): void {
     const bytes = this.bytes;
@@ -104,22 +144,28 @@ export class JsonScanner {
   record(): RecordSpans {
     this.skipWhitespace();
     const start = this.pos;
+    this.inexact = false;
+    if (this.keys.length !== 0) this.keys.length = 0;
     if (this.peek() !== OPEN_BRACE) {
       this.scanValueOrSkip(start, 0);
-      return { start, end: this.pos, data: undefined, ts: undefined };
+      return { start, end: this.pos, data: undefined, ts: undefined, inexactNumbers: this.inexact };
     }
     let data: Span | undefined;
     let ts: Span | undefined;
+    let seen: Set<string> | undefined;
     try {
       this.pos++;
       this.skipWhitespace();
       if (this.peek() === CLOSE_BRACE) {
         this.pos++;
-        return { start, end: this.pos, data, ts };
+        return { start, end: this.pos, data, ts, inexactNumbers: false };
       }
       for (;;) {
         this.skipWhitespace();
-        const key = this.memberKey();
+        const keyStart = this.pos;
+        const escaped = this.scanString();
+        if (this.checkKeys) seen = this.noteKey(0, keyStart + 1, this.pos - 1, escaped, seen);
+        const key = this.memberKey(keyStart, escaped);
         this.skipWhitespace();
         this.expect(COLON);
         this.skipWhitespace();
@@ -129,11 +175,11 @@ export class JsonScanner {
         else if (key === "ts") ts = { start: valueStart, end: this.pos };
         this.skipWhitespace();
         const next = this.bytes[this.pos++];
-        if (next === CLOSE_BRACE) return { start, end: this.pos, data, ts };
+        if (next === CLOSE_BRACE) return { start, end: this.pos, data, ts, inexactNumbers: this.inexact };
         if (next !== COMMA) throw SYNTAX_ERROR;
       }
     } catch (failure) {
-      if (failure === DEPTH_ERROR) this.skipBalanced(start);
+      if (failure === DEPTH_ERROR || failure === DUPLICATE_KEY_ERROR) this.skipBalanced(start);
       throw failure;
     }
   }
@@ -153,19 +199,17 @@ export class JsonScanner {
     try {
       this.scanValue(depth);
     } catch (failure) {
-      if (failure === DEPTH_ERROR) this.skipBalanced(start);
+      if (failure === DEPTH_ERROR || failure === DUPLICATE_KEY_ERROR) this.skipBalanced(start);
       throw failure;
     }
   }
 
-  /** Reads an object key; returns "data", "ts", or "" for any other key. */
-  private memberKey(): "data" | "ts" | "" {
-    const start = this.pos;
-    const escaped = this.scanString();
+  /** The object key just scanned (from `start`, its opening quote): "data", "ts", or "" for any other key. */
+  private memberKey(start: number, escaped: boolean): "data" | "ts" | "" {
     const length = this.pos - start - 2;
     if (escaped) {
       // A key spelled with escapes ("d\u0061ta") is still that key for JSON.parse.
-      const key = JSON.parse(new TextDecoder().decode(this.bytes.subarray(start, this.pos))) as string;
+      const key = this.keyText(start + 1, this.pos - 1, true);
       return key === "data" || key === "ts" ? key : "";
     }
     if (length === 4 && this.matches(start + 1, DATA_KEY)) return "data";
@@ -200,19 +244,96 @@ export class JsonScanner {
       this.pos++;
       return;
     }
+    const keysBase = this.keys.length;
+    let seen: Set<string> | undefined;
     for (;;) {
       this.skipWhitespace();
       if (this.peek() !== QUOTE) throw SYNTAX_ERROR;
-      this.scanString();
+      const keyStart = this.pos;
+      const escaped = this.scanString();
+      if (this.checkKeys) seen = this.noteKey(keysBase, keyStart + 1, this.pos - 1, escaped, seen);
       this.skipWhitespace();
       this.expect(COLON);
       this.skipWhitespace();
       this.scanValue(depth);
       this.skipWhitespace();
       const next = this.bytes[this.pos++];
-      if (next === CLOSE_BRACE) return;
+      if (next === CLOSE_BRACE) {
+        if (this.checkKeys) this.keys.length = keysBase;
+        return;
+      }
       if (next !== COMMA) throw SYNTAX_ERROR;
     }
+  }
+
+  /**
+   * Remembers a key of the object whose keys start at `base` on the stack;
+   * throws DUPLICATE_KEY_ERROR when the object has it already. Small objects
+   * compare bytes (no string is made); past LINEAR_KEY_LIMIT keys the object
+   * gets a Set, returned for its next keys.
+   */
+  private noteKey(
+    base: number,
+    start: number,
+    end: number,
+    escaped: boolean,
+    seen: Set<string> | undefined,
+  ): Set<string> | undefined {
+    const keys = this.keys;
+    if (seen === undefined && keys.length - base >= 2 * LINEAR_KEY_LIMIT) {
+      seen = new Set();
+      for (let index = base; index < keys.length; index += 2) {
+        const storedEnd = keys[index + 1] as number;
+        seen.add(this.keyText(keys[index] as number, storedEnd < 0 ? ~storedEnd : storedEnd, storedEnd < 0));
+      }
+      keys.length = base;
+    }
+    if (seen !== undefined) {
+      const key = this.keyText(start, end, escaped);
+      if (seen.has(key)) this.duplicate(key);
+      seen.add(key);
+      return seen;
+    }
+    for (let index = base; index < keys.length; index += 2) {
+      if (this.sameKey(keys[index] as number, keys[index + 1] as number, start, end, escaped))
+        this.duplicate(this.keyText(start, end, escaped));
+    }
+    keys.push(start, escaped ? ~end : end);
+    return undefined;
+  }
+
+  /** Whether the key stored as (otherStart, storedEnd) is the key at [start, end). */
+  private sameKey(
+    otherStart: number,
+    storedEnd: number,
+    start: number,
+    end: number,
+    escaped: boolean,
+  ): boolean {
+    const otherEscaped = storedEnd < 0;
+    const otherEnd = otherEscaped ? ~storedEnd : storedEnd;
+    if (escaped || otherEscaped) {
+      // "a" and "\u0061" are one key for JSON.parse.
+      return this.keyText(start, end, escaped) === this.keyText(otherStart, otherEnd, otherEscaped);
+    }
+    if (end - start !== otherEnd - otherStart) return false;
+    const bytes = this.bytes;
+    for (let offset = 0; offset < end - start; offset++) {
+      if (bytes[start + offset] !== bytes[otherStart + offset]) return false;
+    }
+    return true;
+  }
+
+  /** The key whose contents (between the quotes) are bytes [start, end). */
+  private keyText(start: number, end: number, escaped: boolean): string {
+    return escaped
+      ? (JSON.parse(utf8.decode(this.bytes.subarray(start - 1, end + 1))) as string)
+      : utf8.decode(this.bytes.subarray(start, end));
+  }
+
+  private duplicate(key: string): never {
+    this.duplicateKey = key.length > MAX_KEY_IN_REASON ? `${key.slice(0, MAX_KEY_IN_REASON)}…` : key;
+    throw DUPLICATE_KEY_ERROR;
   }
 
   private scanArray(depth: number): void {
@@ -266,23 +387,33 @@ export class JsonScanner {
 
   private scanNumber(): void {
     const bytes = this.bytes;
-    let pos = this.pos;
+    const start = this.pos;
+    let pos = start;
     if (bytes[pos] === MINUS) pos++;
+    const digitsStart = pos;
     if (bytes[pos] === ZERO) pos++;
     else if (isDigit(bytes[pos] as number)) while (isDigit(bytes[pos] as number)) pos++;
     else throw SYNTAX_ERROR;
+    let digits = pos - digitsStart;
     if (bytes[pos] === DOT) {
       pos++;
       if (!isDigit(bytes[pos] as number)) throw SYNTAX_ERROR;
+      const fractionStart = pos;
       while (isDigit(bytes[pos] as number)) pos++;
+      digits += pos - fractionStart;
     }
+    let exponent = false;
     if (bytes[pos] === LOWER_E || bytes[pos] === UPPER_E) {
+      exponent = true;
       pos++;
       if (bytes[pos] === PLUS || bytes[pos] === MINUS) pos++;
       if (!isDigit(bytes[pos] as number)) throw SYNTAX_ERROR;
       while (isDigit(bytes[pos] as number)) pos++;
     }
     this.pos = pos;
+    // The usual number is short: exact without looking closer.
+    if ((exponent || digits > ALWAYS_EXACT_DIGITS) && !this.inexact)
+      this.inexact = !isExactDouble(utf8.decode(bytes.subarray(start, pos)));
   }
 
   private literal(word: number[]): void {
@@ -319,7 +450,7 @@ export class JsonScanner {
 
 /** Why `bytes` is not exactly one JSON value within the nesting limit, or undefined when it is. */
 export function jsonProblem(bytes: Uint8Array, maxDepth: number = MAX_JSON_DEPTH): ScanFailure | undefined {
-  const scanner = new JsonScanner(bytes, maxDepth);
+  const scanner = new JsonScanner(bytes, { maxDepth });
   try {
     scanner.value();
     scanner.end();

@@ -110,7 +110,7 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
     expect(JSON.parse(response.text)).toEqual({
       accepted: 1,
       rejected: 1,
-      errors: [{ index: 0, reason: '"channel" needs a token with scope publish' }],
+      errors: [{ index: 0, reason: '"channel" needs a token with scope publish', code: "forbidden_channel" }],
     });
     const limited = {
       authorization: `Bearer ${await token("acme", ["ingest", "publish"], { channels: ["news.*"] })}`,
@@ -123,7 +123,7 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
       limited,
     );
     expect(JSON.parse(refused.text).errors).toEqual([
-      { index: 0, reason: "channel orders is not allowed for this token" },
+      { index: 0, reason: "channel orders is not allowed for this token", code: "forbidden_channel" },
     ]);
   });
 
@@ -148,7 +148,7 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
     const mixedResponse = await post(gateway, "/v1/events", mixed, ingestAuth);
     expect(mixedResponse.status).toBe(202);
     expect(JSON.parse(mixedResponse.text).errors).toEqual([
-      { index: 0, reason: "nesting deeper than 64 levels" },
+      { index: 0, reason: "nesting deeper than 64 levels", code: "too_deep" },
     ]);
 
     const huge = `{"type":"click","data":${deepData(400_000)}}`;

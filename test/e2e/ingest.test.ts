@@ -116,8 +116,8 @@ describe.each(RUNTIMES)("ingest into real Kafka on %s", (runtime) => {
     expect(partial.body.accepted).toBe(1);
     expect(partial.body.rejected).toBe(2);
     expect(partial.body.errors).toEqual([
-      { index: 1, reason: "data/url must be string" },
-      { index: 2, reason: 'unknown type "nope"' },
+      { index: 1, reason: "data/url must be string", code: "schema_invalid" },
+      { index: 2, reason: 'unknown type "nope"', code: "unknown_type" },
     ]);
     const none = await post(gateway, JSON.stringify([{ type: "nope", data: {} }, { data: {} }]), auth);
     expect(none.status).toBe(422);

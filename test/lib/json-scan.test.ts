@@ -1,7 +1,13 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { decodeBody } from "../../src/features/ingest/body.ts";
-import { DEPTH_ERROR, isJsonValue, JsonScanner, MAX_JSON_DEPTH } from "../../src/lib/json-scan.ts";
+import {
+  DEPTH_ERROR,
+  DUPLICATE_KEY_ERROR,
+  isJsonValue,
+  JsonScanner,
+  MAX_JSON_DEPTH,
+} from "../../src/lib/json-scan.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 const parses = (text: string) => {
@@ -124,5 +130,58 @@ describe("decodeBody over generated records", () => {
       ),
       { numRuns: 500 },
     );
+  });
+});
+
+describe("JsonScanner: duplicate keys and inexact numbers", () => {
+  const recordOf = (text: string, options = { rejectDuplicateKeys: true }) =>
+    new JsonScanner(bytes(text), options).record();
+  const duplicateIn = (text: string): string | undefined => {
+    const scanner = new JsonScanner(bytes(text), { rejectDuplicateKeys: true });
+    try {
+      scanner.record();
+      return undefined;
+    } catch (failure) {
+      expect(failure).toBe(DUPLICATE_KEY_ERROR);
+      return scanner.duplicateKey;
+    }
+  };
+
+  test("finds a key twice at any depth, escaped or not, in small and large objects", () => {
+    expect(duplicateIn('{"data":{"amount":-5,"amount":1}}')).toBe("amount");
+    expect(duplicateIn('{"data":{"a":[{"b":{"c":1,"c":2}}]}}')).toBe("c");
+    expect(duplicateIn('{"data":{"a":1,"\\u0061":2}}')).toBe("a");
+    expect(duplicateIn('{"type":"x","type":"y","data":{}}')).toBe("type");
+    const wide = (extra: string) =>
+      `{"data":{${Array.from({ length: 100 }, (_, index) => `"k${index}":${index}`).join(",")}${extra}}}`;
+    expect(duplicateIn(wide(',"k7":0'))).toBe("k7");
+    expect(duplicateIn(wide(',"k100":0'))).toBeUndefined();
+    // The same key in sibling or nested objects is no duplicate.
+    expect(duplicateIn('{"data":{"a":{"a":1},"b":{"a":2},"c":[{"a":1},{"a":2}]}}')).toBeUndefined();
+    expect(duplicateIn('{"data":{"ab":1,"ba":2,"a":3,"b":4}}')).toBeUndefined();
+  });
+
+  test("without the option, duplicates pass as before; after a duplicate, the next record is read", () => {
+    expect(() => recordOf('{"a":1,"a":2}', { rejectDuplicateKeys: false })).not.toThrow();
+    const scanner = new JsonScanner(bytes('{"a":{"b":1,"b":2}} {"c":1}'), { rejectDuplicateKeys: true });
+    expect(() => scanner.record()).toThrow();
+    expect(scanner.record().start).toBe(20);
+  });
+
+  test("generated objects without duplicates pass; JSON.parse agrees on the keys", () => {
+    fc.assert(
+      fc.property(fc.json({ maxDepth: 6 }), (text) => {
+        const record = `{"data":${text}}`;
+        expect(duplicateIn(record)).toBeUndefined();
+      }),
+    );
+  });
+
+  test("marks records holding a number JSON.parse rounds, and only those", () => {
+    expect(recordOf('{"data":{"a":1,"b":[2.5,-0.1,1e3,123456789012345]}}').inexactNumbers).toBe(false);
+    expect(recordOf('{"data":{"a":1.0000000000000000001}}').inexactNumbers).toBe(true);
+    expect(recordOf('{"data":{"a":[9007199254740993]}}').inexactNumbers).toBe(true);
+    expect(recordOf('{"data":{"a":1e400}}').inexactNumbers).toBe(true);
+    expect(recordOf('{"data":{"a":9007199254740992}}').inexactNumbers).toBe(false);
   });
 });

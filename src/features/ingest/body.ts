@@ -1,20 +1,31 @@
 import { gunzip } from "node:zlib";
 import { GatewayError } from "../../domain/errors.ts";
+import { exactNumbersOf } from "../../lib/exact-numbers.ts";
 import {
   DEPTH_ERROR,
+  DUPLICATE_KEY_ERROR,
   JsonScanner,
   type RecordSpans,
   SYNTAX_ERROR,
   TOO_DEEP_REASON,
 } from "../../lib/json-scan.ts";
+import type { ExactNumbers } from "../../ports/schemas.ts";
+import type { RecordErrorCode } from "./record.ts";
 
 /**
  * One item of a request body: parsed JSON with the exact text of its `data`
- * and `ts` members, or why it was refused on its own.
+ * and `ts` members (and of the numbers in `data` that JSON.parse rounded), or
+ * why it was refused on its own.
  */
 export type RawRecord =
-  | { ok: true; value: unknown; dataJson: string | undefined; tsJson: string | undefined }
-  | { ok: false; reason: string };
+  | {
+      ok: true;
+      value: unknown;
+      dataJson: string | undefined;
+      tsJson: string | undefined;
+      exactNumbers?: ExactNumbers;
+    }
+  | { ok: false; reason: string; code: RecordErrorCode };
 
 export interface BodyLimits {
   /** Limit on the decoded (decompressed) body, to stop gzip bombs. */
@@ -22,7 +33,10 @@ export interface BodyLimits {
   maxRecords: number;
 }
 
-const MALFORMED_LINE_REASON = "malformed JSON line";
+const MALFORMED_LINE: RawRecord = { ok: false, reason: "malformed JSON line", code: "malformed_json" };
+const TOO_DEEP: RawRecord = { ok: false, reason: TOO_DEEP_REASON, code: "too_deep" };
+/** Ingest refuses objects with a key twice: what is validated must be what consumers read. */
+const SCANNER_OPTIONS = { rejectDuplicateKeys: true };
 /** An NDJSON body whose first lines are all malformed is not NDJSON: stop reading it there. */
 const MALFORMED_LINES_BEFORE_GIVING_UP = 100;
 const UTF8_BOM = [0xef, 0xbb, 0xbf];
@@ -90,7 +104,7 @@ function malformed(scanner: JsonScanner): GatewayError {
 
 /** A JSON body: one object, or an array of them. */
 function scanJson(text: Buffer, maxRecords: number): RawRecord[] {
-  const scanner = new JsonScanner(text);
+  const scanner = new JsonScanner(text, SCANNER_OPTIONS);
   scanner.skipWhitespace();
   const first = scanner.peek();
   if (first !== OPEN_BRACE && first !== OPEN_BRACKET) {
@@ -131,7 +145,7 @@ function scanNdjson(text: Buffer, maxRecords: number): RawRecord[] {
   while (lineStart < text.length) {
     let lineEnd = text.indexOf(LF, lineStart);
     if (lineEnd < 0) lineEnd = text.length;
-    const scanner = new JsonScanner(text.subarray(lineStart, lineEnd));
+    const scanner = new JsonScanner(text.subarray(lineStart, lineEnd), SCANNER_OPTIONS);
     lineStart = lineEnd + 1;
     scanner.skipWhitespace();
     if (scanner.peek() === -1) continue;
@@ -142,7 +156,7 @@ function scanNdjson(text: Buffer, maxRecords: number): RawRecord[] {
       scanner.end();
     } catch (failure) {
       if (failure !== SYNTAX_ERROR) throw failure;
-      record = { ok: false, reason: MALFORMED_LINE_REASON };
+      record = MALFORMED_LINE;
     }
     records.push(record);
     parsedAny ||= record.ok;
@@ -163,16 +177,29 @@ function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line")
   try {
     spans = scanner.record();
   } catch (failure) {
-    if (failure === DEPTH_ERROR) return { ok: false, reason: TOO_DEEP_REASON };
-    if (unit === "line" && failure === SYNTAX_ERROR) return { ok: false, reason: MALFORMED_LINE_REASON };
+    if (failure === DEPTH_ERROR) return TOO_DEEP;
+    if (failure === DUPLICATE_KEY_ERROR) {
+      return {
+        ok: false,
+        reason: `duplicate key ${JSON.stringify(scanner.duplicateKey)}`,
+        code: "duplicate_key",
+      };
+    }
+    if (unit === "line" && failure === SYNTAX_ERROR) return MALFORMED_LINE;
     throw failure;
   }
-  return {
+  const value = JSON.parse(text.toString("utf8", spans.start, spans.end)) as unknown;
+  const dataJson = spans.data && text.toString("utf8", spans.data.start, spans.data.end);
+  const record: RawRecord = {
     ok: true,
-    value: JSON.parse(text.toString("utf8", spans.start, spans.end)),
-    dataJson: spans.data && text.toString("utf8", spans.data.start, spans.data.end),
+    value,
+    dataJson,
     tsJson: spans.ts && text.toString("utf8", spans.ts.start, spans.ts.end),
   };
+  // Rare (a number JSON.parse rounds): keep the texts so schema limits hold for the numbers as sent.
+  if (spans.inexactNumbers && dataJson !== undefined && value !== null && typeof value === "object")
+    record.exactNumbers = exactNumbersOf(dataJson, (value as { data?: unknown }).data);
+  return record;
 }
 
 async function decompress(

@@ -1,7 +1,21 @@
 import { CHANNEL_PATTERN } from "../../domain/channel.ts";
 import type { EventRecord } from "../../domain/record.ts";
 import { uuidv7 } from "../../lib/uuid7.ts";
-import type { SchemaValidator } from "../../ports/schemas.ts";
+import type { ExactNumbers, SchemaValidator } from "../../ports/schemas.ts";
+
+/**
+ * Why one record was refused, as a stable code in the answer's `errors`
+ * (clients branch on it; the prose `reason` beside it is for people).
+ */
+export type RecordErrorCode =
+  | "malformed_json"
+  | "too_deep"
+  | "duplicate_key"
+  | "invalid_record"
+  | "unknown_type"
+  | "schema_invalid"
+  | "forbidden_channel"
+  | "record_too_large";
 
 /** Bounded set of reasons used as a metric label. */
 export type RejectReason =
@@ -14,21 +28,34 @@ export type RejectReason =
 
 export type Normalized =
   | { ok: true; record: EventRecord }
-  | { ok: false; reason: string; category: RejectReason };
+  | { ok: false; reason: string; code: RecordErrorCode };
 
 const TYPE_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 const MAX_ID_LENGTH = 128;
 const MAX_KEY_LENGTH = 1024;
 
 function invalid(reason: string): Normalized {
-  return { ok: false, reason, category: "invalid_record" };
+  return { ok: false, reason, code: "invalid_record" };
 }
+
+/** The metric label of each code (the label set predates the codes and stays as dashboards know it). */
+export const REJECT_REASON: Record<RecordErrorCode, RejectReason> = {
+  malformed_json: "malformed_json",
+  too_deep: "invalid_record",
+  duplicate_key: "invalid_record",
+  invalid_record: "invalid_record",
+  unknown_type: "unknown_type",
+  schema_invalid: "schema",
+  forbidden_channel: "forbidden_channel",
+  record_too_large: "too_large",
+};
 
 /**
  * Checks one record's envelope, validates its `data` against the schema of
  * its `type`, and returns the record to produce. Unknown top-level fields are
  * dropped so a client can never set `tenant` or `receivedAt` itself.
- * `dataJson`/`tsJson` are the exact texts of `raw.data`/`raw.ts` in the body.
+ * `dataJson`/`tsJson` are the exact texts of `raw.data`/`raw.ts` in the body;
+ * `exactNumbers` those of the numbers in `data` that JSON.parse rounded.
  */
 export function normalizeRecord(
   raw: unknown,
@@ -37,6 +64,7 @@ export function normalizeRecord(
   tenant: string,
   receivedAt: string,
   schemas: SchemaValidator,
+  exactNumbers?: ExactNumbers,
 ): Normalized {
   if (raw === null || typeof raw !== "object" || Array.isArray(raw))
     return invalid("a record must be a JSON object");
@@ -59,12 +87,12 @@ export function normalizeRecord(
   }
   if (data === null || typeof data !== "object" || Array.isArray(data))
     return invalid('"data" must be a JSON object');
-  const validation = schemas.validate(type, data);
+  const validation = schemas.validate(type, data, exactNumbers);
   if (!validation.ok) {
     return {
       ok: false,
       reason: validation.reason,
-      category: validation.reason.startsWith("unknown type") ? "unknown_type" : "schema",
+      code: validation.reason.startsWith("unknown type") ? "unknown_type" : "schema_invalid",
     };
   }
   const record: EventRecord = {

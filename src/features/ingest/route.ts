@@ -3,7 +3,6 @@ import { channelAllowed, type Principal } from "../../domain/principal.ts";
 import { type EventRecord, recordValue } from "../../domain/record.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import { json, jsonText } from "../../http/reply.ts";
-import { TOO_DEEP_REASON } from "../../lib/json-scan.ts";
 import { isoNow, withDeadline } from "../../lib/time.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { Admission } from "../../ports/admission.ts";
@@ -11,7 +10,7 @@ import type { Route } from "../../ports/route.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
 import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import { decodeBody, type RawRecord } from "./body.ts";
-import { normalizeRecord, type RejectReason } from "./record.ts";
+import { type Normalized, normalizeRecord, REJECT_REASON, type RecordErrorCode } from "./record.ts";
 
 export interface IngestOptions {
   topic: string;
@@ -33,6 +32,7 @@ export interface IngestDependencies extends CallerChecks {
 interface RecordError {
   index: number;
   reason: string;
+  code: RecordErrorCode;
 }
 
 /** `headers` are those of `sinkHeaders(record)`, shared by the records of one type in a request. */
@@ -84,27 +84,28 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       // A plain loop, not forEach: no closure over this request's state per request.
       for (let index = 0; index < rawRecords.length; index++) {
         const raw = rawRecords[index] as RawRecord;
-        const result = raw.ok
-          ? normalizeRecord(raw.value, raw.dataJson, raw.tsJson, principal.tenant, receivedAt, deps.schemas)
-          : {
-              ok: false as const,
-              reason: raw.reason,
-              category: (raw.reason === TOO_DEEP_REASON
-                ? "invalid_record"
-                : "malformed_json") as RejectReason,
-            };
-        let refusal: { reason: string; category: RejectReason };
+        const result: Normalized = raw.ok
+          ? normalizeRecord(
+              raw.value,
+              raw.dataJson,
+              raw.tsJson,
+              principal.tenant,
+              receivedAt,
+              deps.schemas,
+              raw.exactNumbers,
+            )
+          : raw;
+        let refusal: { reason: string; code: RecordErrorCode };
         if (!result.ok) refusal = result;
         else {
           const channelProblem = channelRefusal(principal, result.record.channel);
           if (headers?.type !== result.record.type) headers = sinkHeaders(result.record);
           const message = toSinkMessage(options.topic, result.record, headers);
-          if (channelProblem !== undefined)
-            refusal = { reason: channelProblem, category: "forbidden_channel" };
+          if (channelProblem !== undefined) refusal = { reason: channelProblem, code: "forbidden_channel" };
           else if (!deps.queue.fits(message)) {
             refusal = {
               reason: `record too large for Kafka: at most ${deps.queue.maxRecordBytes} bytes`,
-              category: "too_large",
+              code: "record_too_large",
             };
           } else {
             accepted.push(result.record);
@@ -112,8 +113,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
             continue;
           }
         }
-        errors.push({ index, reason: refusal.reason });
-        deps.metrics.eventsRejected.inc({ reason: refusal.category });
+        errors.push({ index, reason: refusal.reason, code: refusal.code });
+        deps.metrics.eventsRejected.inc({ reason: REJECT_REASON[refusal.code] });
         if (options.dlqTopic)
           rejectedRaw.push({ raw: raw.ok ? raw.value : undefined, reason: refusal.reason });
       }

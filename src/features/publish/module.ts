@@ -2,7 +2,13 @@ import { requireChannel } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import { json } from "../../http/reply.ts";
-import { DEPTH_ERROR, JsonScanner, type RecordSpans, TOO_DEEP_REASON } from "../../lib/json-scan.ts";
+import {
+  DEPTH_ERROR,
+  DUPLICATE_KEY_ERROR,
+  JsonScanner,
+  type RecordSpans,
+  TOO_DEEP_REASON,
+} from "../../lib/json-scan.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
@@ -24,13 +30,16 @@ function parsePublishBody(bytes: Uint8Array): {
   dataJson: string | undefined;
 } {
   const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const scanner = new JsonScanner(text);
+  // Its `data` is forwarded byte for byte: a key twice would be read differently by different consumers.
+  const scanner = new JsonScanner(text, { rejectDuplicateKeys: true });
   let spans: RecordSpans;
   try {
     spans = scanner.record();
     scanner.end();
   } catch (failure) {
     if (failure === DEPTH_ERROR) throw new GatewayError("bad_request", TOO_DEEP_REASON);
+    if (failure === DUPLICATE_KEY_ERROR)
+      throw new GatewayError("bad_request", `duplicate key ${JSON.stringify(scanner.duplicateKey)}`);
     throw new GatewayError("malformed_json", `malformed JSON near byte ${scanner.pos}`);
   }
   const body = JSON.parse(text.toString("utf8", spans.start, spans.end)) as unknown;

@@ -1,7 +1,8 @@
 import Ajv2020, { type ValidateFunction } from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
+import { compareDecimal, isMultipleOf, parseDecimal } from "../../lib/decimal.ts";
 import type { Logger } from "../../log/logger.ts";
-import type { SchemaValidator } from "../../ports/schemas.ts";
+import type { ExactNumbers, SchemaValidator } from "../../ports/schemas.ts";
 import { RefreshedDocument } from "../remote/document.ts";
 import { loadSchemaDocuments, type S3ObjectClient } from "./sources.ts";
 
@@ -58,10 +59,16 @@ export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegi
   });
 
   return {
-    validate(type, data) {
+    validate(type, data, exactNumbers) {
       const validate = document.value?.validators.get(type);
       if (!validate) return { ok: false, reason: `unknown type "${type}"` };
-      return validate(data) ? { ok: true } : { ok: false, reason: describeErrors(validate) };
+      // Read by the numeric keywords during this synchronous call only.
+      numbersAsSent = exactNumbers;
+      try {
+        return validate(data) ? { ok: true } : { ok: false, reason: describeErrors(validate) };
+      } finally {
+        numbersAsSent = undefined;
+      }
     },
     types: () => [...(document.value?.validators.keys() ?? [])],
     start: () => document.start(),
@@ -69,15 +76,147 @@ export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegi
   };
 }
 
+/** The exact texts of the numbers of the `data` being validated, when some are not exactly their double. */
+let numbersAsSent: ExactNumbers | undefined;
+
+type NumericKeyword = "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf";
+
+/**
+ * The numeric keywords, each as a keyword of ours (`exactMaximum`…) that
+ * holds for the number as sent: a number JSON.parse rounded is compared by
+ * its text, exactly; any other number as a double, as ajv would. The schema's
+ * own limit is a double; its shortest text (`String(limit)`) is the decimal the
+ * schema's author wrote for any limit a double can hold exactly enough.
+ */
+const EXACT_KEYWORDS: Record<
+  NumericKeyword,
+  { name: string; holds(value: string, limit: number): boolean; operator: string }
+> = {
+  minimum: {
+    name: "exactMinimum",
+    operator: ">=",
+    holds: (value, limit) => compareToLimit(value, limit) >= 0,
+  },
+  maximum: {
+    name: "exactMaximum",
+    operator: "<=",
+    holds: (value, limit) => compareToLimit(value, limit) <= 0,
+  },
+  exclusiveMinimum: {
+    name: "exactExclusiveMinimum",
+    operator: ">",
+    holds: (value, limit) => compareToLimit(value, limit) > 0,
+  },
+  exclusiveMaximum: {
+    name: "exactExclusiveMaximum",
+    operator: "<",
+    holds: (value, limit) => compareToLimit(value, limit) < 0,
+  },
+  multipleOf: {
+    name: "exactMultipleOf",
+    operator: "multiple of",
+    holds: (value, limit) => isMultipleOf(parseDecimal(value), parseDecimal(String(limit))),
+  },
+};
+
+function compareToLimit(value: string, limit: number): number {
+  return compareDecimal(parseDecimal(value), parseDecimal(String(limit)));
+}
+
+/** ajv's own check on doubles, for the numbers that are exactly their double. */
+function holdsAsDouble(keyword: NumericKeyword, value: number, limit: number): boolean {
+  switch (keyword) {
+    case "minimum":
+      return value >= limit;
+    case "maximum":
+      return value <= limit;
+    case "exclusiveMinimum":
+      return value > limit;
+    case "exclusiveMaximum":
+      return value < limit;
+    case "multipleOf": {
+      // As ajv does without multipleOfPrecision: the quotient must be an integer.
+      const quotient = value / limit;
+      return Number.isInteger(quotient);
+    }
+  }
+}
+
+function addExactKeywords(ajv: Ajv2020): void {
+  for (const keyword of Object.keys(EXACT_KEYWORDS) as NumericKeyword[]) {
+    const { name, holds, operator } = EXACT_KEYWORDS[keyword];
+    const check = (
+      limit: number,
+      value: number,
+      _schema: unknown,
+      context?: { parentData?: unknown; parentDataProperty?: string | number },
+    ): boolean => {
+      const parent = context?.parentData;
+      const text =
+        numbersAsSent !== undefined && parent !== null && typeof parent === "object"
+          ? numbersAsSent.get(parent)?.get(context?.parentDataProperty as string | number)
+          : undefined;
+      if (text === undefined ? holdsAsDouble(keyword, value, limit) : holds(text, limit)) return true;
+      check.errors = [{ keyword, message: `must be ${operator} ${limit}`, params: { limit } }];
+      return false;
+    };
+    check.errors = [] as Array<{ keyword: string; message: string; params: Record<string, unknown> }>;
+    ajv.addKeyword({ keyword: name, type: "number", schemaType: "number", errors: true, validate: check });
+  }
+}
+
+/** Keywords whose value is one subschema, a list of them, or a map of them (2020-12 and draft-07 spellings). */
+const SUBSCHEMA = new Set([
+  "not",
+  "if",
+  "then",
+  "else",
+  "items",
+  "additionalItems",
+  "additionalProperties",
+  "unevaluatedItems",
+  "unevaluatedProperties",
+  "contains",
+  "propertyNames",
+]);
+const SUBSCHEMA_LISTS = new Set(["allOf", "anyOf", "oneOf", "prefixItems", "items"]);
+const SUBSCHEMA_MAPS = new Set([
+  "properties",
+  "patternProperties",
+  "$defs",
+  "definitions",
+  "dependentSchemas",
+]);
+
+/** A copy of `schema` with its numeric keywords (where they are keywords, not data) replaced by ours. */
+export function withExactNumericKeywords(schema: unknown): unknown {
+  if (schema === null || typeof schema !== "object" || Array.isArray(schema)) return schema;
+  const copy: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(schema)) {
+    if (key in EXACT_KEYWORDS && typeof value === "number")
+      copy[EXACT_KEYWORDS[key as NumericKeyword].name] = value;
+    else if (SUBSCHEMA_LISTS.has(key) && Array.isArray(value))
+      copy[key] = value.map(withExactNumericKeywords);
+    else if (SUBSCHEMA.has(key)) copy[key] = withExactNumericKeywords(value);
+    else if (SUBSCHEMA_MAPS.has(key) && value !== null && typeof value === "object") {
+      copy[key] = Object.fromEntries(
+        Object.entries(value).map(([name, subschema]) => [name, withExactNumericKeywords(subschema)]),
+      );
+    } else copy[key] = value;
+  }
+  return copy;
+}
+
 function compileAll(schemas: Record<string, object>): Map<string, ValidateFunction> {
   // A fresh instance per set: schemas of a replaced set (and their $ids) do not linger.
   // strict: false so vendor keywords in user schemas load; a schema that does not compile still fails the set.
   const ajv = new Ajv2020({ allErrors: false, strict: false });
   addFormats.default(ajv);
+  addExactKeywords(ajv);
   const validators = new Map<string, ValidateFunction>();
   for (const [type, schema] of Object.entries(schemas)) {
     try {
-      validators.set(type, ajv.compile(schema));
+      validators.set(type, ajv.compile(withExactNumericKeywords(schema) as object));
     } catch (error) {
       throw new Error(`schema for "${type}" does not compile: ${(error as Error).message}`);
     }

@@ -38,7 +38,7 @@ describe("decodeBody", () => {
     );
     expect(ndjson).toEqual([
       parsed({ a: 1 }),
-      { ok: false, reason: "malformed JSON line" },
+      { ok: false, reason: "malformed JSON line", code: "malformed_json" },
       parsed({ a: 3 }),
     ]);
   });
@@ -90,10 +90,14 @@ describe("decodeBody", () => {
     expect(line[0]).toMatchObject({ dataJson: "[ 12345678901234567890 ]" });
   });
 
-  test("a key spelled with escapes is the same key, and the last duplicate wins, as in JSON.parse", async () => {
-    const body = '{"d\\u0061ta":{"a":1},"data":{"b":2},"data":{"c":3}}';
-    const [record] = await decodeBody(bytes(body), "application/json", undefined, LIMITS);
-    expect(record).toMatchObject({ dataJson: '{"c":3}' });
+  test("a key spelled with escapes is the same key: twice, it refuses the record on its own", async () => {
+    const body = '[{"d\\u0061ta":{"a":1},"data":{"b":2}},{"data":{"amount":-5,"amount":1}},{"data":{}}]';
+    const records = await decodeBody(bytes(body), "application/json", undefined, LIMITS);
+    expect(records).toEqual([
+      { ok: false, reason: 'duplicate key "data"', code: "duplicate_key" },
+      { ok: false, reason: 'duplicate key "amount"', code: "duplicate_key" },
+      parsed({ data: {} }, "{}"),
+    ]);
     const [escaped] = await decodeBody(
       bytes('{"d\\u0061ta":{"a":1}}'),
       "application/json",
@@ -108,9 +112,15 @@ describe("decodeBody", () => {
     const started = performance.now();
     const records = await decodeBody(bytes(`[${deep},{"data":{}}]`), "application/json", undefined, LIMITS);
     expect(performance.now() - started).toBeLessThan(200);
-    expect(records).toEqual([{ ok: false, reason: TOO_DEEP_REASON }, parsed({ data: {} }, "{}")]);
+    expect(records).toEqual([
+      { ok: false, reason: TOO_DEEP_REASON, code: "too_deep" },
+      parsed({ data: {} }, "{}"),
+    ]);
     const lines = await decodeBody(bytes(`${deep}\n{"data":{}}`), "application/x-ndjson", undefined, LIMITS);
-    expect(lines).toEqual([{ ok: false, reason: TOO_DEEP_REASON }, parsed({ data: {} }, "{}")]);
+    expect(lines).toEqual([
+      { ok: false, reason: TOO_DEEP_REASON, code: "too_deep" },
+      parsed({ data: {} }, "{}"),
+    ]);
     expect(await codeOf(decodeBody(bytes(`${deep}]`), "application/json", undefined, LIMITS))).toBe(
       "malformed_json",
     );

@@ -8,6 +8,7 @@ import {
   type SchemaRegistry,
   type SchemaRegistryOptions,
 } from "../../../src/infra/validation/registry.ts";
+import { exactNumbersOf } from "../../../src/lib/exact-numbers.ts";
 
 const BUNDLED = join(import.meta.dir, "../../../schemas");
 const REGISTRY_MODULE = join(import.meta.dir, "../../../src/infra/validation/registry.ts");
@@ -342,5 +343,65 @@ describe("S3 source", () => {
   // Reading from S3 (ETag, 304, replaced, deleted and broken objects) is tested against a real S3 API server in test/integration/s3.test.ts.
   test("start() rejects an s3:// source without a key", async () => {
     await expect(registry("s3://schema-bucket").schemas.start()).rejects.toThrow("expected s3://bucket/key");
+  });
+});
+
+describe("numeric limits hold for the numbers as sent", () => {
+  /** A registry of one type `t` with `schema` for its data, and a validate() that reads data as sent. */
+  async function validatorFor(schema: object) {
+    const dir = await tempDir();
+    await writeJson(join(dir, "t.json"), { $schema: SCHEMA_DRAFT, ...schema });
+    const { schemas } = registry(dir);
+    await schemas.start();
+    return (dataJson: string) => {
+      const data = JSON.parse(dataJson) as unknown;
+      return schemas.validate("t", data, exactNumbersOf(dataJson, data)).ok;
+    };
+  }
+
+  test("maximum, minimum and the exclusive ones compare the text, not JSON.parse's double", async () => {
+    const valid = await validatorFor({
+      type: "object",
+      properties: {
+        max: { maximum: 1 },
+        big: { maximum: 9007199254740992 },
+        exclusive: { exclusiveMaximum: 1 },
+        min: { minimum: 1 },
+        nested: { type: "array", items: { allOf: [{ exclusiveMinimum: 0 }] } },
+      },
+    });
+    expect(valid('{"max":1}')).toBe(true);
+    expect(valid('{"max":1.0000000000000000001}')).toBe(false);
+    expect(valid('{"big":9007199254740992}')).toBe(true);
+    expect(valid('{"big":9007199254740993}')).toBe(false);
+    // JSON.parse makes 1 of it, which exclusiveMaximum 1 refuses; the number sent is below 1.
+    expect(valid('{"exclusive":0.99999999999999999999}')).toBe(true);
+    expect(valid('{"min":0.99999999999999999999}')).toBe(false);
+    expect(valid('{"nested":[1,1e-400]}')).toBe(true);
+    expect(valid('{"nested":[1,-1e-400]}')).toBe(false);
+  });
+
+  test("multipleOf is exact for big integers", async () => {
+    const valid = await validatorFor({ type: "object", properties: { even: { multipleOf: 2 } } });
+    expect(valid('{"even":9007199254740994}')).toBe(true);
+    expect(valid('{"even":9007199254740993}')).toBe(false);
+  });
+
+  test("reasons read as ajv's; a property named like a keyword is not a keyword", async () => {
+    const dir = await tempDir();
+    await writeJson(join(dir, "t.json"), {
+      $schema: SCHEMA_DRAFT,
+      type: "object",
+      properties: { maximum: { type: "number", maximum: 5 } },
+    });
+    const { schemas } = registry(dir);
+    await schemas.start();
+    expect(schemas.validate("t", { maximum: 3 })).toEqual({ ok: true });
+    expect(schemas.validate("t", { maximum: 6 })).toEqual({ ok: false, reason: "data/maximum must be <= 5" });
+    const data = JSON.parse('{"maximum":5.0000000000000000001}');
+    expect(schemas.validate("t", data, exactNumbersOf('{"maximum":5.0000000000000000001}', data))).toEqual({
+      ok: false,
+      reason: "data/maximum must be <= 5",
+    });
   });
 });

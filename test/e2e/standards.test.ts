@@ -1,0 +1,62 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createTopic, readTopic, services } from "../support/kafka.ts";
+import { token } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+
+async function post(
+  gateway: RunningGateway,
+  path: string,
+  body: string | Uint8Array,
+  headers: Record<string, string>,
+) {
+  const response = await fetch(`${gateway.url}${path}`, { method: "POST", body, headers });
+  return { status: response.status, headers: response.headers, text: await response.text() };
+}
+
+describe.each(RUNTIMES)("one truth for validation and forwarding on %s", (runtime) => {
+  let gateway: RunningGateway;
+  let topic: string;
+  let auth: Record<string, string>;
+
+  beforeAll(async () => {
+    topic = await createTopic(`standards-${runtime}`, 1);
+    gateway = await startGateway(runtime, { KAFKA_BROKERS: services().brokers, KAFKA_TOPIC: topic });
+    auth = {
+      authorization: `Bearer ${await token("acme", ["ingest", "publish"])}`,
+      "content-type": "application/json",
+    };
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+  });
+
+  test("duplicate keys and numbers past a schema's limits as sent are refused per record, with a code", async () => {
+    const order = (amount: string, qty = "1") =>
+      `{"order_id":"o-1","amount":${amount},"currency":"EUR","items":[{"sku":"A","qty":${qty}}]}`;
+    const accepted = order("9007199254740993.25");
+    const body = `[
+      {"type":"order_created","id":"dup","data":{"order_id":"o-1","amount":-5,"amount":1,"currency":"EUR","items":[{"sku":"A","qty":1}]}},
+      {"type":"order_created","id":"tiny","data":${order("-1e-400")}},
+      {"type":"order_created","id":"qty","data":${order("1", "0.99999999999999999999")}},
+      {"type":"order_created","id":"ok","data":${accepted}}
+    ]`;
+    const response = await post(gateway, "/v1/events", body, auth);
+    expect(response.status).toBe(202);
+    expect(JSON.parse(response.text)).toEqual({
+      accepted: 1,
+      rejected: 3,
+      errors: [
+        { index: 0, reason: 'duplicate key "amount"', code: "duplicate_key" },
+        { index: 1, reason: "data/amount must be >= 0", code: "schema_invalid" },
+        { index: 2, reason: "data/items/0/qty must be >= 1", code: "schema_invalid" },
+      ],
+    });
+    const messages = await readTopic(topic, 1);
+    expect(messages.map((message) => JSON.parse(message.value).id)).toEqual(["ok"]);
+    expect(messages[0]?.value).toContain(`"data":${accepted}`);
+
+    const publish = await post(gateway, "/v1/publish", '{"channel":"c","data":{"a":1,"a":2}}', auth);
+    expect(publish.status).toBe(400);
+    expect(JSON.parse(publish.text).message).toBe('duplicate key "a"');
+  });
+});
