@@ -7,7 +7,7 @@ const ALLOWED_REQUEST_HEADERS = "authorization, content-type, content-encoding";
 /** The response headers a browser script may read: the rate-limit state and when to retry. */
 // Deprecation, Sunset and Link tell a script that the route it calls is retired (RFC 9745, RFC 8594).
 const EXPOSED_HEADERS =
-  "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Deprecation, Sunset, Link";
+  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Deprecation, Sunset, Link";
 const PREFLIGHT_MAX_AGE_SEC = "600";
 
 /**

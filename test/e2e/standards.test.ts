@@ -60,3 +60,44 @@ describe.each(RUNTIMES)("one truth for validation and forwarding on %s", (runtim
     expect(JSON.parse(publish.text).message).toBe('duplicate key "a"');
   });
 });
+
+describe.each(RUNTIMES)("RateLimit-Policy and RateLimit fields on %s", (runtime) => {
+  let gateway: RunningGateway;
+
+  beforeAll(async () => {
+    gateway = await startGateway(runtime, {
+      REDIS_URL: "",
+      RATE_LIMIT_EVENTS_PER_SEC: "10",
+      RATE_LIMIT_REQUESTS_PER_SEC: "1000",
+      CORS_ORIGINS: "*",
+    });
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+  });
+
+  test("on a 202 and on a 429, beside the legacy headers, and exposed to scripts", async () => {
+    const headers = {
+      authorization: `Bearer ${await token(`rl-${runtime}-${Date.now()}`, ["ingest"])}`,
+      "content-type": "application/json",
+      origin: "https://app.example",
+    };
+    const batch = (size: number) =>
+      JSON.stringify(Array.from({ length: size }, () => ({ type: "click", data: { element: "x" } })));
+    const accepted = await post(gateway, "/v1/events", batch(8), headers);
+    expect(accepted.status).toBe(202);
+    expect(accepted.headers.get("ratelimit-policy")).toBe('"tenant";q=10;w=1');
+    expect(accepted.headers.get("ratelimit")).toMatch(/^"tenant";r=2;t=1$/);
+    expect(accepted.headers.get("ratelimit-limit")).toBe("10");
+    expect(accepted.headers.get("ratelimit-remaining")).toBe("2");
+    expect(accepted.headers.get("access-control-expose-headers")).toContain("RateLimit-Policy, RateLimit,");
+
+    // Two batches of 8 never fit one window of 10; a window may turn between the requests, not twice.
+    let refused = await post(gateway, "/v1/events", batch(8), headers);
+    if (refused.status === 202) refused = await post(gateway, "/v1/events", batch(8), headers);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("ratelimit-policy")).toBe('"tenant";q=10;w=1');
+    expect(refused.headers.get("ratelimit")).toMatch(/^"tenant";r=0;t=1$/);
+    expect(refused.headers.get("retry-after")).toBe("1");
+  });
+});

@@ -1,4 +1,6 @@
+import { isGatewayError } from "../../domain/errors.ts";
 import { clientIp } from "../../http/client-ip.ts";
+import { addRateLimitFields, type RateLimitPolicy } from "../../http/rate-limit-fields.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { RateLimits } from "./limiter.ts";
 import type { TenantQuotas } from "./tenant-quotas.ts";
@@ -11,6 +13,8 @@ export interface AdmissionOptions {
 }
 
 const ADMITTED: Promise<void> = Promise.resolve();
+/** The limiter's budgets are per one-second window. */
+const WINDOW_SEC = 1;
 const NO_RATE_LIMIT_HEADERS: Promise<Record<string, string>> = Promise.resolve(Object.freeze({}));
 
 /** The rate limits as features ask for them: per IP, per tenant (with its own quota), per IP connects. */
@@ -24,9 +28,27 @@ export function createAdmission(
     return { request: () => ADMITTED, events: () => NO_RATE_LIMIT_HEADERS, connection: () => ADMITTED };
   }
   return {
-    request: (request) => limits.allow("ip_requests", clientIp(request, options.trustProxyHops)),
+    // The per-IP budget's headers are sent only with its 429.
+    request: (request) =>
+      limits.allow("ip_requests", clientIp(request, options.trustProxyHops)).catch(refusedByIp),
     events: (principal, cost) =>
-      limits.admit("tenant_events", principal.tenant, cost, quotas?.eventsPerSec(principal.tenant)),
-    connection: (ip) => limits.allow("ws_connect", ip),
+      limits
+        .admit("tenant_events", principal.tenant, cost, quotas?.eventsPerSec(principal.tenant))
+        .then(admittedWithFields, refusedByTenant),
+    connection: (ip) => limits.allow("ws_connect", ip).catch(refusedByConnects),
   };
+}
+
+/** The RateLimit-Policy and RateLimit fields beside the legacy headers of an admitted tenant batch. */
+const admittedWithFields = (headers: Record<string, string>) =>
+  addRateLimitFields(headers, "tenant", WINDOW_SEC);
+
+/** The same fields on a 429 of each policy, which is rethrown. */
+const refusedByTenant = (error: unknown) => refuse(error, "tenant");
+const refusedByIp = (error: unknown) => refuse(error, "ip");
+const refusedByConnects = (error: unknown) => refuse(error, "ip-connects");
+
+function refuse(error: unknown, policy: RateLimitPolicy): never {
+  if (isGatewayError(error)) addRateLimitFields(error.headers, policy, WINDOW_SEC);
+  throw error;
 }
