@@ -138,6 +138,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
       },
       sse: config.sse,
       history: config.history,
+      replay: config.replay,
     },
     {
       authenticator,

@@ -130,6 +130,12 @@ export interface Config {
     maxBytes: number;
     tenantMaxBytes: number;
   };
+  replay: {
+    maxConcurrent: number;
+    maxConcurrentPerTenant: number;
+    maxBytes: number;
+    timeoutMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -300,6 +306,12 @@ export function loadConfig(env: Env = process.env): Config {
       channels: read("HISTORY_MAX_CHANNELS", integer(1), 10_000),
       maxBytes: historyMaxBytes,
       tenantMaxBytes: read("HISTORY_TENANT_MAX_BYTES", integer(1024), Math.floor(historyMaxBytes / 4)),
+    },
+    replay: {
+      maxConcurrent: read("REPLAY_MAX_CONCURRENT", integer(0, 10_000), 16),
+      maxConcurrentPerTenant: read("REPLAY_MAX_CONCURRENT_PER_TENANT", integer(0, 10_000), 4),
+      maxBytes: read("REPLAY_MAX_BYTES", integer(1024, 1024 * 1024 * 1024), 8 * 1024 * 1024),
+      timeoutMs: read("REPLAY_TIMEOUT_MS", integer(100, 600_000), 10_000),
     },
   };
 

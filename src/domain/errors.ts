@@ -22,6 +22,8 @@ export const ERROR_STATUS = {
   client_closed_request: 499,
   internal: 500,
   overloaded: 503,
+  /** A replay bound was hit (concurrent replays, time): retry after Retry-After. */
+  try_again: 503,
   unavailable: 503,
   draining: 503,
 } as const;

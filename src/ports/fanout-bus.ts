@@ -23,6 +23,36 @@ export interface FanoutListener {
   origin(epoch: string, partition: number, offset: bigint): void;
 }
 
+/** Where the live reader stands on one partition: the next offset it will deliver. */
+export interface LivePosition {
+  epoch: string;
+  partition: number;
+  next: bigint;
+}
+
+/** A read of one channel's messages from the log, for a resume older than the in-memory history. */
+export interface LogRead {
+  tenant: string;
+  channel: string;
+  partition: number;
+  /** First offset to read. */
+  from: bigint;
+  /** Offset to stop before: where the live reader stood when the read began. */
+  until: bigint;
+  /** Stop before the message that would exceed this many. */
+  maxMessages: number;
+  /** Stop before the message whose payload would take the total past this many bytes. */
+  maxBytes: number;
+  /** Epoch ms at which the read stops and answers with what it read so far. */
+  deadline: number;
+}
+
+/**
+ * `gone`: the log no longer holds `from`. Otherwise the channel's messages in
+ * order, and `next`, the first offset not read: `until` once the read is complete.
+ */
+export type LogReadResult = { gone: true } | { gone: false; messages: DeliveredMessage[]; next: bigint };
+
 /**
  * Carries fan-out messages to every gateway instance. Over Kafka every
  * instance reads every partition of the fan-out topic (no shared group);
@@ -33,6 +63,10 @@ export interface FanoutBus {
   /** Resolves once the messages are durably accepted for delivery. */
   publish(messages: FanoutMessage[]): Promise<void>;
   close(): Promise<void>;
+  /** The live reader's position on the partition of `key`; undefined until it reads. */
+  head(key: string): LivePosition | undefined;
+  /** Reads one channel's messages back from the log's retention; absent when nothing outlives memory. */
+  readLog?(request: LogRead): Promise<LogReadResult>;
 }
 
 /** Messages of one tenant's channel share a key, hence a partition, hence ordered offsets. */

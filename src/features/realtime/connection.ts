@@ -4,8 +4,9 @@ import { type GatewayError, isGatewayError } from "../../domain/errors.ts";
 import { channelAllowed, type Principal, refreshRefusal } from "../../domain/principal.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { WsPeer } from "../../ports/transport.ts";
-import type { ChannelHistory } from "./history.ts";
+import type { ChannelHistory, HistoryEvent } from "./history.ts";
 import { parseClientFrame } from "./protocol.ts";
+import { isPending, type PendingResume, type Resume, type ResumeOutcome } from "./resume.ts";
 
 /** Close codes of the protocol. */
 export const CLOSE = { unauthorized: 4001, goingAway: 1001, tryAgainLater: 1013, policy: 1008 } as const;
@@ -15,6 +16,16 @@ const MAX_FRAMES_DURING_AUTH = 16;
 const MAX_BYTES_DURING_AUTH = 16 * 1024;
 
 export type Peer = WsPeer<Connection>;
+
+/** Receives each live frame of a topic, with its offset in the partition. */
+export type LiveTap = (frame: string, offset: bigint) => void;
+
+/** A subscribe whose replay is read from the log: the channel's live frames wait here until it is sent. */
+interface PendingReplay {
+  untap: () => void;
+  held: Array<{ frame: string; offset: bigint }>;
+  heldBytes: number;
+}
 
 export interface ConnectionLimits {
   authTimeoutMs: number;
@@ -28,6 +39,7 @@ export interface ConnectionLimits {
 export interface ConnectionHost {
   readonly limits: ConnectionLimits;
   readonly history: ChannelHistory;
+  readonly resume: Resume;
   readonly metrics: Metrics;
   /** Per-IP connect rate limit; rejects with a 429 GatewayError when exceeded. */
   admit(ip: string): Promise<void>;
@@ -39,6 +51,8 @@ export interface ConnectionHost {
   countTopic(topic: string, delta: number): void;
   /** A subject joined (1) or left (-1) a channel, for presence. */
   presence(channelKey: string, subject: string, delta: 1 | -1): void;
+  /** Hands `listener` every live frame of `topic` until the returned function is called. */
+  tap(topic: string, listener: LiveTap): () => void;
 }
 
 /**
@@ -51,6 +65,8 @@ export class Connection {
   readonly id = randomUUID();
   principal: Principal | undefined;
   readonly channels = new Set<string>();
+  /** Channels whose subscribe waits on a read of the log (not yet in `channels`). */
+  private readonly replays = new Map<string, PendingReplay>();
   private peer: Peer | undefined;
   /** From `open` until `closed`: async outcomes arriving outside that window are dropped. */
   private live = false;
@@ -156,6 +172,7 @@ export class Connection {
     if (this.authTimer) clearTimeout(this.authTimer);
     this.authTimer = undefined;
     this.framesDuringAuth = undefined;
+    for (const channel of [...this.replays.keys()]) this.cancelReplay(channel);
     for (const channel of [...this.channels]) this.unsubscribe(channel);
   }
 
@@ -321,7 +338,7 @@ export class Connection {
       return;
     }
     const { maxSubscriptions } = this.host.limits;
-    if (!this.channels.has(channel) && this.channels.size >= maxSubscriptions) {
+    if (!this.channels.has(channel) && this.channels.size + this.replays.size >= maxSubscriptions) {
       this.send({
         type: "error",
         code: "too_many_subscriptions",
@@ -330,10 +347,39 @@ export class Connection {
       });
       return;
     }
-    const { history, metrics } = this.host;
-    const topic = channelTopic(principal.tenant, channel);
-    const replay = since === undefined ? undefined : history.after(topic, since);
-    if (replay && !replay.ok) {
+    // A subscribe replaces one still reading the log.
+    this.cancelReplay(channel);
+    const resumed =
+      since === undefined
+        ? undefined
+        : this.host.resume.after(principal.tenant, channel, since, Number.MAX_SAFE_INTEGER);
+    if (resumed && isPending(resumed)) this.replayFromLog(principal, channel, resumed);
+    else this.answerResume(principal, channel, resumed, []);
+  }
+
+  /**
+   * Joins the channel and sends the replay: `subscribed`, the replayed events,
+   * then the live frames held back while they were read. The engine
+   * subscription is taken in the same tick, so no live event slips between.
+   */
+  private answerResume(
+    principal: Principal,
+    channel: string,
+    resumed: ResumeOutcome | undefined,
+    held: PendingReplay["held"],
+  ): void {
+    const metrics = this.host.metrics;
+    if (resumed?.kind === "try_again") {
+      this.tryAgain(channel, resumed.retryAfterMs, resumed.message);
+      return;
+    }
+    if (resumed?.kind === "events" && !resumed.complete) {
+      // A replay bound stopped the read: the events so far, in order, then where to go on from.
+      for (const event of resumed.events) this.sendText(event.frame);
+      this.tryAgain(channel, 0, "the replay is larger than one read; resubscribe from the last event");
+      return;
+    }
+    if (resumed?.kind === "gone") {
       metrics.wsResumes.inc({ result: "history_gone" });
       this.send({
         type: "error",
@@ -342,6 +388,7 @@ export class Connection {
         message: "since is older than the kept history",
       });
     }
+    const topic = channelTopic(principal.tenant, channel);
     if (!this.channels.has(channel)) {
       this.channels.add(channel);
       this.peer?.subscribe(topic);
@@ -349,15 +396,58 @@ export class Connection {
       this.host.presence(topic, principal.subject, 1);
       metrics.wsSubscriptions.inc();
     }
-    this.send({ type: "subscribed", channel, lastEventId: history.lastId(topic) ?? null });
-    // Same tick as the engine subscription: no live event can slip between replay and live delivery.
-    if (replay?.ok) {
-      metrics.wsResumes.inc({ result: "served" });
-      for (const event of replay.events) this.sendText(event.frame);
-    }
+    this.send({
+      type: "subscribed",
+      channel,
+      lastEventId: this.host.resume.position(principal.tenant, channel),
+    });
+    if (resumed?.kind !== "events") return;
+    metrics.wsResumes.inc({ result: "served" });
+    const events: HistoryEvent[] = resumed.events;
+    for (const event of events) this.sendText(event.frame);
+    const last = events.at(-1)?.position.offset ?? -1n;
+    for (const live of held) if (live.offset > last) this.sendText(live.frame);
+  }
+
+  /** Holds the channel's live frames back while the log is read, then answers as `answerResume`. */
+  private replayFromLog(principal: Principal, channel: string, pending: PendingResume): void {
+    const replay: PendingReplay = { untap: () => {}, held: [], heldBytes: 0 };
+    const { maxBytes } = this.host.resume.limits;
+    replay.untap = this.host.tap(channelTopic(principal.tenant, channel), (frame, offset) => {
+      if (offset < pending.until) return;
+      replay.held.push({ frame, offset });
+      replay.heldBytes += frame.length;
+      if (replay.heldBytes > maxBytes) {
+        this.cancelReplay(channel);
+        this.tryAgain(channel, 0, "live events outran the replay");
+      }
+    });
+    this.replays.set(channel, replay);
+    this.host.metrics.wsResumes.inc({ result: "from_log" });
+    pending.outcome.then((resumed) => {
+      if (this.replays.get(channel) !== replay) return;
+      this.cancelReplay(channel);
+      // A token refreshed meanwhile may no longer allow the channel.
+      if (this.live && this.principal && channelAllowed(this.principal, channel))
+        this.answerResume(this.principal, channel, resumed, replay.held);
+    });
+  }
+
+  private cancelReplay(channel: string): void {
+    const replay = this.replays.get(channel);
+    if (!replay) return;
+    replay.untap();
+    this.replays.delete(channel);
+  }
+
+  /** A replay bound was hit: the channel is not subscribed, the client asks again (from its last event) after the delay. */
+  private tryAgain(channel: string, retryAfterMs: number, message: string): void {
+    this.host.metrics.wsResumes.inc({ result: "try_again" });
+    this.send({ type: "error", code: "try_again", channel, retryAfterMs, message });
   }
 
   private unsubscribe(channel: string): void {
+    this.cancelReplay(channel);
     if (!this.principal || !this.channels.delete(channel)) return;
     const topic = channelTopic(this.principal.tenant, channel);
     this.peer?.unsubscribe(topic);

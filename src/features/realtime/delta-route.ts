@@ -1,15 +1,22 @@
-import { channelTopic, requireChannel } from "../../domain/channel.ts";
+import { requireChannel } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
 import { type Principal, requireScope } from "../../domain/principal.ts";
 import type { Route } from "../../ports/route.ts";
 import type { HttpRequest } from "../../ports/transport.ts";
 import { EVENT_FRAME_PREFIX } from "./fanout.ts";
-import type { ChannelHistory, HistoryEvent } from "./history.ts";
+import type { HistoryEvent } from "./history.ts";
+import { isPending, type Resume, type ResumeOutcome } from "./resume.ts";
 
-/** GET /v1/channels/{channel}/events: what a client missed, from this instance's bounded history. */
+export const DEFAULT_PAGE = 100;
+export const MAX_PAGE = 1000;
+
+/**
+ * GET /v1/channels/{channel}/events: a page of what a client missed, from this
+ * instance's history or read back from the fan-out log (see `Resume`).
+ */
 export function deltaRoute(deps: {
   authenticate(request: HttpRequest): Promise<Principal>;
-  history: ChannelHistory;
+  resume: Resume;
 }): Route {
   return {
     method: "GET",
@@ -18,19 +25,37 @@ export function deltaRoute(deps: {
       const principal = await deps.authenticate(request);
       requireScope(principal, "subscribe");
       const channel = requireChannel(principal, params.channel);
-      const topic = channelTopic(principal.tenant, channel);
+      const limit = pageLimit(request.query.get("limit"));
       const since = request.query.get("since") ?? undefined;
-      const replay = deps.history.after(topic, since);
-      if (!replay.ok) throw new GatewayError("history_gone", "since is older than the kept history");
-      const lastEventId = JSON.stringify(deps.history.lastId(topic) ?? null);
-      const events = replay.events.map(toDelta).join(",");
+      // The position is taken first: a read of the log answers up to where live delivery stood then.
+      const lastEventId = JSON.stringify(deps.resume.position(principal.tenant, channel));
+      const resumed = deps.resume.after(principal.tenant, channel, since, limit);
+      const page: ResumeOutcome = isPending(resumed) ? await resumed.outcome : resumed;
+      if (page.kind === "gone")
+        throw new GatewayError("history_gone", "since is older than the kept history");
+      if (page.kind === "try_again") {
+        throw new GatewayError("try_again", page.message, {
+          "retry-after": String(Math.ceil(page.retryAfterMs / 1000)),
+        });
+      }
+      const events = page.events.map(toDelta).join(",");
       return {
         status: 200,
         headers: { "content-type": "application/json" },
-        body: `{"channel":${JSON.stringify(channel)},"events":[${events}],"lastEventId":${lastEventId}}`,
+        body: `{"channel":${JSON.stringify(channel)},"events":[${events}],"lastEventId":${lastEventId},"next":${JSON.stringify(page.next)}}`,
       };
     },
   };
+}
+
+/** `limit`: 1 to 1,000 events, 100 when absent; anything else is a 400. */
+function pageLimit(raw: string | null): number {
+  if (raw === null) return DEFAULT_PAGE;
+  const limit = /^\d{1,4}$/.test(raw) ? Number(raw) : 0;
+  if (limit < 1 || limit > MAX_PAGE) {
+    throw new GatewayError("bad_request", `limit must be an integer from 1 to ${MAX_PAGE}`);
+  }
+  return limit;
 }
 
 /** The history frame without its `type` member, as text: numbers in `data` stay as they were sent. */

@@ -2,7 +2,7 @@ import { broadcastTopic, channelTopic } from "../../domain/channel.ts";
 import { formatEventId } from "../../domain/event-id.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { DeliveredMessage, FanoutListener } from "../../ports/fanout-bus.ts";
-import type { ChannelHistory } from "./history.ts";
+import type { ChannelHistory, HistoryEvent } from "./history.ts";
 
 /** Every `event` frame starts so; the delta route drops the `type` member by cutting it off. */
 export const EVENT_FRAME_PREFIX = '{"type":"event",';
@@ -17,9 +17,15 @@ function eventFrame(channel: string, id: string, message: DeliveredMessage): str
   return `${frame}}`;
 }
 
+/** A channel message as kept in history and replayed: its id, position and `event` frame. */
+export function historyEvent(message: DeliveredMessage): HistoryEvent {
+  const id = formatEventId(message.position);
+  return { id, position: message.position, frame: eventFrame(message.channel as string, id, message) };
+}
+
 export interface FanoutTarget {
-  /** Publishes one event frame to every local subscriber of `topic` and counts it; returns how many got it. */
-  publish(topic: string, frame: string, id: string): number;
+  /** Publishes one event frame (`offset` in its partition) to every local subscriber of `topic` and counts it; returns how many got it. */
+  publish(topic: string, frame: string, id: string, offset: bigint): number;
 }
 
 /**
@@ -55,7 +61,7 @@ export class Fanout implements FanoutListener {
       this.history.append(topic, { id, position: message.position, frame });
     }
     let receivers = 0;
-    for (const target of this.targets) receivers += target.publish(topic, frame, id);
+    for (const target of this.targets) receivers += target.publish(topic, frame, id, message.position.offset);
     if (receivers > 0) this.metrics.fanoutLatency.observe(Math.max(0, Date.now() - message.ts) / 1000);
   }
 }

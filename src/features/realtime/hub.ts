@@ -9,10 +9,11 @@ import type { Logger } from "../../log/logger.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { Authenticator } from "../../ports/auth.ts";
 import type { HttpRequest, UpgradeDecision, WsHandlers } from "../../ports/transport.ts";
-import { CLOSE, Connection, type ConnectionHost, type Peer } from "./connection.ts";
+import { CLOSE, Connection, type ConnectionHost, type LiveTap, type Peer } from "./connection.ts";
 import type { FanoutTarget } from "./fanout.ts";
 import type { ChannelHistory } from "./history.ts";
 import type { Presence } from "./presence.ts";
+import type { Resume } from "./resume.ts";
 import { Sweeps } from "./sweeps.ts";
 
 /** What the transport carries for each socket: its connection. */
@@ -38,6 +39,7 @@ export interface WsHubOptions {
 export interface WsHubDependencies {
   authenticator: Authenticator;
   history: ChannelHistory;
+  resume: Resume;
   metrics: Metrics;
   log: Logger;
   /** Who watches each channel; unset in tests that do not look. */
@@ -59,6 +61,8 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
   private authenticated = 0;
   private readonly tenantConnections = new Map<string, number>();
   private readonly topicSubscribers = new Map<string, number>();
+  /** Per engine topic, the sockets holding live events back while their replay is read from the log. */
+  private readonly taps = new Map<string, Set<LiveTap>>();
   private publishToEngine: ((topic: string, frame: string) => void) | undefined;
   private readonly sweeps: Sweeps;
   /** What each connection may ask of the hub. */
@@ -72,6 +76,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
     this.host = {
       limits: options,
       history: deps.history,
+      resume: deps.resume,
       metrics: deps.metrics,
       admit: (ip) => deps.admitConnection(ip),
       verify: async (token) => {
@@ -82,6 +87,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
       claimSlots: (tenant) => this.claimSlots(tenant),
       countTopic: (topic, delta) => this.countTopic(topic, delta),
       presence: (channelKey, subject, delta) => deps.presence?.change(channelKey, subject, delta),
+      tap: (topic, listener) => this.tap(topic, listener),
     };
   }
 
@@ -95,7 +101,11 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
     this.sweeps.stop();
   }
 
-  publish(topic: string, frame: string): number {
+  publish(topic: string, frame: string, _id: string, offset: bigint): number {
+    if (this.taps.size > 0) {
+      const taps = this.taps.get(topic);
+      if (taps) for (const tap of taps) tap(frame, offset);
+    }
     const receivers = this.topicSubscribers.get(topic) ?? 0;
     if (receivers === 0 || !this.publishToEngine) return 0;
     this.publishToEngine(topic, frame);
@@ -199,6 +209,21 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
     const left = (this.tenantConnections.get(tenant) ?? 1) - 1;
     if (left > 0) this.tenantConnections.set(tenant, left);
     else this.tenantConnections.delete(tenant);
+  }
+
+  /** Hands `listener` every frame published to `topic` until the returned function is called. */
+  private tap(topic: string, listener: LiveTap): () => void {
+    let taps = this.taps.get(topic);
+    if (!taps) {
+      taps = new Set();
+      this.taps.set(topic, taps);
+    }
+    taps.add(listener);
+    return () => {
+      const current = this.taps.get(topic);
+      if (!current?.delete(listener)) return;
+      if (current.size === 0) this.taps.delete(topic);
+    };
   }
 
   private countTopic(topic: string, delta: number): void {

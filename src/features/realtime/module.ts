@@ -14,12 +14,14 @@ import { Fanout } from "./fanout.ts";
 import { ChannelHistory, type HistoryLimits } from "./history.ts";
 import { WsHub, type WsHubOptions } from "./hub.ts";
 import { Presence } from "./presence.ts";
+import { type ReplayLimits, Resume } from "./resume.ts";
 import { SseStreams } from "./sse.ts";
 
 export interface RealtimeOptions {
   ws: WsHubOptions;
   sse: { heartbeatMs: number };
   history: HistoryLimits;
+  replay: ReplayLimits;
 }
 
 export interface RealtimeDependencies {
@@ -59,11 +61,13 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
   // Sampled, not set per event: the gauge stays off the fan-out path.
   const historyGauge = setInterval(() => deps.metrics.historyBytes.set(history.bytes), 1000);
   historyGauge.unref?.();
+  const resume = new Resume(history, deps.bus, options.replay);
   const fanout = new Fanout(history, deps.metrics);
   const presence = new Presence(deps.presenceStore, deps.log);
   const hub = new WsHub(options.ws, {
     authenticator: deps.authenticator,
     history,
+    resume,
     metrics: deps.metrics,
     log: deps.log,
     admitConnection: deps.admitConnection,
@@ -90,7 +94,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
   return {
     name: "realtime",
     routes: [
-      deltaRoute({ authenticate: deps.authenticate, history }),
+      deltaRoute({ authenticate: deps.authenticate, resume }),
       streams.route(),
       presence.route(deps.authenticate),
     ],

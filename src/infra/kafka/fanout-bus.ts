@@ -4,15 +4,30 @@ import { CHANNEL_PATTERN } from "../../domain/channel.ts";
 import { isJsonValue } from "../../lib/json-scan.ts";
 import type { Logger } from "../../log/logger.ts";
 import {
+  type DeliveredMessage,
   type FanoutBus,
   type FanoutListener,
   type FanoutMessage,
   fanoutKey,
+  type LivePosition,
+  type LogRead,
+  type LogReadResult,
 } from "../../ports/fanout-bus.ts";
 import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { KafkaConnectionOptions } from "./client-options.ts";
+import { PartitionHash } from "./partition-hash.ts";
 
 type FanoutConsumer = Consumer<string, string, string, string>;
+/** Reads raw record batches: headers are looked at before any value is decoded. */
+type LogReader = Consumer<Buffer, Buffer, Buffer, Buffer>;
+
+/** Bytes asked of the broker per fetch of a log read. */
+const LOG_READ_FETCH_BYTES = 1024 * 1024;
+const LOG_READ_GRACE_MS = 2000;
+/** A batch attribute: transaction markers, which carry no message. */
+const CONTROL_BATCH = 0x20;
+const TENANT_HEADER = Buffer.from("tenant");
+const CHANNEL_HEADER = Buffer.from("channel");
 type FanoutStream = MessagesStream<string, string, string, string>;
 
 const RESTART_DELAY_MS = 2000;
@@ -34,6 +49,7 @@ export class KafkaFanoutBus implements FanoutBus {
   private readonly nextOffsets = new Map<number, bigint>();
   private restartTimer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
+  private readonly partitionHash = new PartitionHash();
 
   constructor(
     private readonly connection: KafkaConnectionOptions,
@@ -48,8 +64,7 @@ export class KafkaFanoutBus implements FanoutBus {
     try {
       const metadata = await consumer.metadata({ topics: [this.topic], forceUpdate: true });
       const topicId = metadata.topics.get(this.topic)?.id ?? "0";
-      // The topic id changes when the topic is recreated: that is when old event ids stop meaning anything.
-      this.epoch = `k${topicId.replaceAll("-", "").slice(0, 12)}`;
+      this.epoch = epochOf(topicId);
       const latest = (await consumer.listOffsets({ topics: [this.topic] })).get(this.topic) ?? [];
       latest.forEach((offset, partition) => {
         this.nextOffsets.set(partition, offset);
@@ -71,6 +86,120 @@ export class KafkaFanoutBus implements FanoutBus {
       messages.map((message) => toFanoutRecord(this.topic, message)),
       "acknowledged",
     );
+  }
+
+  /** The partition the producer picks for `key` (its hash modulo the partition count), and where the live reader stands on it. */
+  head(key: string): LivePosition | undefined {
+    const partitions = this.nextOffsets.size;
+    if (partitions === 0) return undefined;
+    const partition = this.partitionHash.of(key) % partitions;
+    const next = this.nextOffsets.get(partition);
+    return next === undefined ? undefined : { epoch: this.epoch, partition, next };
+  }
+
+  /**
+   * Reads one channel's messages of a partition with a short-lived consumer
+   * (a group id of its own, never joined, nothing committed): plain fetches
+   * from `from`, headers compared as bytes before any value is decoded.
+   */
+  async readLog(request: LogRead): Promise<LogReadResult> {
+    const reader: LogReader = new Consumer({
+      ...this.connection,
+      groupId: `edge-gateway-replay-${randomUUID()}`,
+      autocommit: false,
+      maxWaitTime: 100,
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // A backstop for a broker that stops answering: the read itself stops at the deadline with what it has.
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error("log read timed out")),
+        Math.max(0, request.deadline - Date.now()) + LOG_READ_GRACE_MS,
+      );
+    });
+    try {
+      return await Promise.race([this.readWith(reader, request), expired]);
+    } finally {
+      clearTimeout(timer);
+      // A read still waiting on the broker fails once its consumer is closed; its outcome is ignored.
+      forceClose(reader as unknown as FanoutConsumer);
+    }
+  }
+
+  private async readWith(reader: LogReader, request: LogRead): Promise<LogReadResult> {
+    const { partition, until } = request;
+    const metadata = await reader.metadata({ topics: [this.topic], forceUpdate: true });
+    const topic = metadata.topics.get(this.topic);
+    const leader = topic?.partitions[partition]?.leader;
+    if (!topic || leader === undefined) throw new Error(`no leader for ${this.topic}/${partition}`);
+    if (epochOf(topic.id) !== this.epoch) return { gone: true };
+    const earliest = (
+      await reader.listOffsets({
+        topics: [this.topic],
+        partitions: { [this.topic]: [partition] },
+        timestamp: -2n,
+      })
+    ).get(this.topic)?.[partition];
+    if (earliest === undefined) throw new Error(`no earliest offset for ${this.topic}/${partition}`);
+    if (earliest > request.from) return { gone: true };
+    const tenant = Buffer.from(request.tenant);
+    const channel = Buffer.from(request.channel);
+    const messages: DeliveredMessage[] = [];
+    let bytes = 0;
+    let offset = request.from;
+    while (offset < until) {
+      // Out of time: what was read so far, in order, with where to go on from.
+      if (Date.now() >= request.deadline) return { gone: false, messages, next: offset };
+      const response = await reader.fetch({
+        node: leader,
+        topics: [
+          {
+            topicId: topic.id,
+            partitions: [
+              {
+                partition,
+                fetchOffset: offset,
+                partitionMaxBytes: LOG_READ_FETCH_BYTES,
+                currentLeaderEpoch: -1,
+                lastFetchedEpoch: -1,
+              },
+            ],
+          },
+        ],
+        maxWaitTime: 100,
+        minBytes: 1,
+        maxBytes: LOG_READ_FETCH_BYTES,
+      });
+      const read = response.responses[0]?.partitions[0];
+      if (!read?.records?.length) {
+        // Nothing past `offset` although the live reader read up to `until`: the log was truncated.
+        if (read && read.highWatermark <= offset) return { gone: false, messages, next: offset };
+        continue;
+      }
+      for (const batch of read.records) {
+        const batchEnd = batch.firstOffset + BigInt(batch.lastOffsetDelta) + 1n;
+        if ((batch.attributes & CONTROL_BATCH) === 0) {
+          for (const record of batch.records) {
+            const at = batch.firstOffset + BigInt(record.offsetDelta);
+            if (at < offset) continue;
+            if (at >= until) return { gone: false, messages, next: until };
+            if (
+              !hasHeader(record.headers, TENANT_HEADER, tenant) ||
+              !hasHeader(record.headers, CHANNEL_HEADER, channel)
+            )
+              continue;
+            const message = fromRawFanoutRecord(record.headers, record.value);
+            if (!message) continue;
+            bytes += message.dataJson.length;
+            if (messages.length >= request.maxMessages || (messages.length > 0 && bytes > request.maxBytes))
+              return { gone: false, messages, next: at };
+            messages.push({ ...message, position: { epoch: this.epoch, partition, offset: at } });
+          }
+        }
+        if (batchEnd > offset) offset = batchEnd;
+      }
+    }
+    return { gone: false, messages, next: until };
   }
 
   async close(): Promise<void> {
@@ -178,6 +307,28 @@ export function fromFanoutRecord(headers: Map<string, string>, value: string): F
   const id = headers.get("record-id");
   if (type !== undefined && id !== undefined) message.record = { type, id };
   return message;
+}
+
+/** The topic id changes when the topic is recreated: that is when old event ids stop meaning anything. */
+function epochOf(topicId: string): string {
+  return `k${topicId.replaceAll("-", "").slice(0, 12)}`;
+}
+
+function hasHeader(headers: [Buffer | null, Buffer | null][], name: Buffer, value: Buffer): boolean {
+  for (const [key, found] of headers) {
+    if (key?.equals(name)) return found?.equals(value) === true;
+  }
+  return false;
+}
+
+/** `fromFanoutRecord` for a record read raw: only records that passed the header check are decoded. */
+function fromRawFanoutRecord(
+  headers: [Buffer | null, Buffer | null][],
+  value: Buffer | null,
+): FanoutMessage | undefined {
+  const decoded = new Map<string, string>();
+  for (const [key, found] of headers) if (key && found) decoded.set(key.toString(), found.toString());
+  return value ? fromFanoutRecord(decoded, value.toString()) : undefined;
 }
 
 /** Closes without waiting for in-flight fetches; errors on the way out are irrelevant. */

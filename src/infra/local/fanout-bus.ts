@@ -1,4 +1,10 @@
-import type { DeliveredMessage, FanoutBus, FanoutListener, FanoutMessage } from "../../ports/fanout-bus.ts";
+import type {
+  DeliveredMessage,
+  FanoutBus,
+  FanoutListener,
+  FanoutMessage,
+  LivePosition,
+} from "../../ports/fanout-bus.ts";
 
 /**
  * The embedded default: delivers in process, on the next tick, with one
@@ -8,6 +14,8 @@ import type { DeliveredMessage, FanoutBus, FanoutListener, FanoutMessage } from 
 export class LocalFanoutBus implements FanoutBus {
   private listener: FanoutListener | undefined;
   private nextOffset = 0n;
+  /** Offset of the next message handed to the listener. */
+  private nextDelivered = 0n;
   private readonly epoch = `l${Date.now().toString(36)}`;
 
   async start(listener: FanoutListener): Promise<void> {
@@ -21,8 +29,15 @@ export class LocalFanoutBus implements FanoutBus {
       position: { epoch: this.epoch, partition: 0, offset: this.nextOffset++ },
     }));
     queueMicrotask(() => {
-      for (const message of delivered) this.listener?.deliver(message);
+      for (const message of delivered) {
+        this.nextDelivered = message.position.offset + 1n;
+        this.listener?.deliver(message);
+      }
     });
+  }
+
+  head(_key: string): LivePosition | undefined {
+    return this.listener ? { epoch: this.epoch, partition: 0, next: this.nextDelivered } : undefined;
   }
 
   async close(): Promise<void> {

@@ -4,6 +4,8 @@ import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { CLOSE, Connection, type ConnectionHost } from "../../../src/features/realtime/connection.ts";
 import { ChannelHistory } from "../../../src/features/realtime/history.ts";
+import { Resume } from "../../../src/features/realtime/resume.ts";
+import { LocalFanoutBus } from "../../../src/infra/local/fanout-bus.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { SendResult, WsPeer } from "../../../src/ports/transport.ts";
 
@@ -62,15 +64,23 @@ function connection(
   tokenExpiryWarningMs = 60_000,
   authTimeoutMs = 60_000,
 ) {
+  const history = new ChannelHistory({
+    eventsPerChannel: 10,
+    bytesPerChannel: 10_000,
+    channels: 10,
+    maxBytes: 1 << 20,
+    tenantMaxBytes: 1 << 20,
+  });
   const host: ConnectionHost = {
     limits: { authTimeoutMs, maxSubscriptions: 10, maxMessagesPerSec: 1000, tokenExpiryWarningMs },
-    history: new ChannelHistory({
-      eventsPerChannel: 10,
-      bytesPerChannel: 10_000,
-      channels: 10,
+    history,
+    resume: new Resume(history, new LocalFanoutBus(), {
+      maxConcurrent: 1,
+      maxConcurrentPerTenant: 1,
       maxBytes: 1 << 20,
-      tenantMaxBytes: 1 << 20,
+      timeoutMs: 1000,
     }),
+    tap: () => () => {},
     metrics: createMetrics("test", "0"),
     admit: async () => {},
     verify: async (token) => {

@@ -2,10 +2,14 @@ import { describe, expect, test } from "bun:test";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { ChannelHistory } from "../../../src/features/realtime/history.ts";
 import { type ConnectionState, WsHub, type WsHubOptions } from "../../../src/features/realtime/hub.ts";
+import { Resume } from "../../../src/features/realtime/resume.ts";
+import { LocalFanoutBus } from "../../../src/infra/local/fanout-bus.ts";
 import { createLogger } from "../../../src/log/logger.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { Authenticator } from "../../../src/ports/auth.ts";
 import type { HttpRequest, SendResult, WsPeer } from "../../../src/ports/transport.ts";
+
+const REPLAY_LIMITS = { maxConcurrent: 2, maxConcurrentPerTenant: 1, maxBytes: 1 << 20, timeoutMs: 1000 };
 
 /** A peer as an engine would hand it over; `close` reports back to the hub like the engine's close event. */
 class FakePeer implements WsPeer<ConnectionState> {
@@ -73,6 +77,13 @@ function hub(
   authenticator: Authenticator,
   admitConnection: (ip: string) => Promise<void> = async () => {},
 ): WsHub {
+  const history = new ChannelHistory({
+    eventsPerChannel: 10,
+    bytesPerChannel: 10_000,
+    channels: 10,
+    maxBytes: 1 << 20,
+    tenantMaxBytes: 1 << 20,
+  });
   return new WsHub(
     {
       runtime: "test",
@@ -90,13 +101,8 @@ function hub(
     },
     {
       authenticator,
-      history: new ChannelHistory({
-        eventsPerChannel: 10,
-        bytesPerChannel: 10_000,
-        channels: 10,
-        maxBytes: 1 << 20,
-        tenantMaxBytes: 1 << 20,
-      }),
+      history,
+      resume: new Resume(history, new LocalFanoutBus(), REPLAY_LIMITS),
       metrics: createMetrics("test", "0"),
       log: createLogger("silent", {}),
       admitConnection,

@@ -1,0 +1,144 @@
+import { channelTopic } from "../../domain/channel.ts";
+import { type EventPosition, formatEventId, parseEventId } from "../../domain/event-id.ts";
+import type { FanoutBus } from "../../ports/fanout-bus.ts";
+import { historyEvent } from "./fanout.ts";
+import type { ChannelHistory, HistoryEvent } from "./history.ts";
+
+export interface ReplayLimits {
+  /** Reads from the log under way on this instance. */
+  maxConcurrent: number;
+  /** Reads from the log under way for one tenant. */
+  maxConcurrentPerTenant: number;
+  /** Payload bytes one read returns (and live bytes a socket holds back while it runs). */
+  maxBytes: number;
+  timeoutMs: number;
+}
+
+/**
+ * `events`: in order, after `since`; `complete` when nothing after them was
+ * left out, else `next` is the position to resume from (the last event's id,
+ * or where a read of the log stopped). `gone`: `since` can no longer be
+ * served. `try_again`: a replay bound was hit; nothing was left out silently.
+ */
+export type ResumeOutcome =
+  | { kind: "events"; events: HistoryEvent[]; complete: boolean; next: string | null }
+  | { kind: "gone" }
+  | { kind: "try_again"; retryAfterMs: number; message: string };
+
+/** A read of the log under way; live delivery of the channel takes over at offset `until`. */
+export interface PendingResume {
+  until: bigint;
+  outcome: Promise<ResumeOutcome>;
+}
+
+/** How long a client waits after a refusal for lack of replay capacity. */
+const BUSY_RETRY_MS = 1000;
+
+/**
+ * Resume and history for every transport (WebSocket, the HTTP delta route,
+ * Server-Sent Events): the events of a channel after an event id, from the
+ * in-memory history when it holds them, else read back from the fan-out log
+ * while it retains them, within the replay bounds.
+ */
+export class Resume {
+  private active = 0;
+  private readonly activePerTenant = new Map<string, number>();
+
+  constructor(
+    private readonly history: ChannelHistory,
+    private readonly bus: Pick<FanoutBus, "head" | "readLog">,
+    readonly limits: ReplayLimits,
+  ) {}
+
+  /**
+   * The channel's current position, valid as a later `since`: its newest
+   * event, or for a channel with none kept here, the newest offset the live
+   * reader delivered on the channel's partition. Null before anything was read.
+   */
+  position(tenant: string, channel: string): string | null {
+    const last = this.history.lastId(channelTopic(tenant, channel));
+    if (last !== undefined) return last;
+    const head = this.bus.head(`${tenant}/${channel}`);
+    if (!head || head.next === 0n) return null;
+    return formatEventId({ epoch: head.epoch, partition: head.partition, offset: head.next - 1n });
+  }
+
+  /**
+   * At most `limit` events of the channel after `since` (every kept event
+   * without it). Answered at once from memory; a `PendingResume` when the log
+   * has to be read.
+   */
+  after(
+    tenant: string,
+    channel: string,
+    since: string | undefined,
+    limit: number,
+  ): ResumeOutcome | PendingResume {
+    const kept = this.history.after(channelTopic(tenant, channel), since);
+    if (kept.ok) {
+      const events = kept.events.length > limit ? kept.events.slice(0, limit) : kept.events;
+      const complete = events.length === kept.events.length;
+      return { kind: "events", events, complete, next: complete ? null : (events.at(-1)?.id ?? null) };
+    }
+    const position = since === undefined ? undefined : parseEventId(since);
+    const head = this.bus.head(`${tenant}/${channel}`);
+    if (
+      kept.reason === "unknown_position" ||
+      !this.bus.readLog ||
+      !position ||
+      !head ||
+      head.epoch !== position.epoch ||
+      head.partition !== position.partition
+    ) {
+      return { kind: "gone" };
+    }
+    if (this.active >= this.limits.maxConcurrent) return busy("this instance is replaying as much as it may");
+    if ((this.activePerTenant.get(tenant) ?? 0) >= this.limits.maxConcurrentPerTenant)
+      return busy("this tenant is replaying as much as it may");
+    return { until: head.next, outcome: this.readLog(tenant, channel, position, head.next, limit) };
+  }
+
+  private async readLog(
+    tenant: string,
+    channel: string,
+    since: EventPosition,
+    until: bigint,
+    limit: number,
+  ): Promise<ResumeOutcome> {
+    this.active++;
+    this.activePerTenant.set(tenant, (this.activePerTenant.get(tenant) ?? 0) + 1);
+    try {
+      if (!this.bus.readLog) return { kind: "gone" };
+      const read = await this.bus.readLog({
+        tenant,
+        channel,
+        partition: since.partition,
+        from: since.offset + 1n,
+        until,
+        maxMessages: limit,
+        maxBytes: this.limits.maxBytes,
+        deadline: Date.now() + this.limits.timeoutMs,
+      });
+      if (read.gone) return { kind: "gone" };
+      const events = read.messages.map(historyEvent);
+      const complete = read.next >= until;
+      const next = complete ? null : formatEventId({ ...since, offset: read.next - 1n });
+      return { kind: "events", events, complete, next };
+    } catch {
+      return { kind: "try_again", retryAfterMs: BUSY_RETRY_MS, message: "the log could not be read in time" };
+    } finally {
+      this.active--;
+      const left = (this.activePerTenant.get(tenant) ?? 1) - 1;
+      if (left > 0) this.activePerTenant.set(tenant, left);
+      else this.activePerTenant.delete(tenant);
+    }
+  }
+}
+
+function busy(message: string): ResumeOutcome {
+  return { kind: "try_again", retryAfterMs: BUSY_RETRY_MS, message };
+}
+
+export function isPending(outcome: ResumeOutcome | PendingResume): outcome is PendingResume {
+  return "outcome" in outcome;
+}

@@ -1,0 +1,214 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Admin } from "@platformatic/kafka";
+import { parseEventId } from "../../src/domain/event-id.ts";
+import { createTopic, services } from "../support/kafka.ts";
+import { TEST_SECRET, token } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
+
+type Frame = Record<string, unknown>;
+
+async function connect(gateway: RunningGateway): Promise<TestSocket> {
+  const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
+  await socket.opened();
+  await socket.next((frame) => frame.type === "connected");
+  return socket;
+}
+
+/** Publishes `count` events numbered from `from`, one request each, in order. */
+async function publish(gateway: RunningGateway, channel: string, from: number, count: number): Promise<void> {
+  const authorization = `Bearer ${await token("acme", ["publish"])}`;
+  for (let n = from; n < from + count; n++) {
+    const response = await fetch(`${gateway.url}/v1/publish`, {
+      method: "POST",
+      headers: { authorization, "content-type": "application/json" },
+      body: JSON.stringify({ channel, data: { n, pad: "x".repeat(100) } }),
+    });
+    expect(response.status).toBe(202);
+  }
+}
+
+const numbers = (events: Frame[]) => events.map((event) => (event.data as { n: number }).n);
+const ofChannel = (channel: string) => (frame: Frame) => frame.channel === channel;
+
+/**
+ * Subscribes from `since` and collects `count` events, resubscribing from the
+ * last one received whenever the gateway answers `try_again` (after the delay it asks for).
+ */
+async function resume(socket: TestSocket, channel: string, since: string, count: number): Promise<Frame[]> {
+  const events: Frame[] = [];
+  let cursor = since;
+  let tryAgains = 0;
+  for (;;) {
+    socket.send({ type: "subscribe", channel, since: cursor });
+    const answer = await socket.next(
+      (frame) => ofChannel(channel)(frame) && ["event", "subscribed", "error"].includes(frame.type as string),
+      15_000,
+    );
+    if (answer.type === "event") {
+      events.push(answer);
+      cursor = answer.id as string;
+      // The rest of this round: events, then `subscribed` or an error.
+      for (;;) {
+        const frame = await socket.next(
+          (f) => ofChannel(channel)(f) && ["event", "subscribed", "error"].includes(f.type as string),
+          15_000,
+        );
+        if (frame.type !== "event") {
+          Object.assign(answer, frame);
+          break;
+        }
+        events.push(frame);
+        cursor = frame.id as string;
+      }
+    }
+    if (answer.type === "error") {
+      expect(answer.code).toBe("try_again");
+      tryAgains++;
+      await Bun.sleep(answer.retryAfterMs as number);
+      continue;
+    }
+    expect(answer.type === "subscribed" || answer.type === "event").toBe(true);
+    while (events.length < count)
+      events.push(await socket.next((f) => f.type === "event" && f.channel === channel, 15_000));
+    return Object.assign(events, { tryAgains });
+  }
+}
+
+describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtime) => {
+  let env: Record<string, string>;
+  let fanoutTopic: string;
+  let gateway: RunningGateway;
+
+  beforeAll(async () => {
+    fanoutTopic = await createTopic(`resume-fanout-${runtime}`);
+    env = {
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: await createTopic(`resume-events-${runtime}`),
+      KAFKA_FANOUT_TOPIC: fanoutTopic,
+      JWT_SECRET: TEST_SECRET,
+      HISTORY_EVENTS_PER_CHANNEL: "2",
+      REPLAY_MAX_BYTES: "2048",
+      REPLAY_MAX_CONCURRENT_PER_TENANT: "1",
+    };
+    gateway = await startGateway(runtime, env);
+    await waitForLog(gateway, "fan-out consumer reading");
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+  });
+
+  test("a subscriber away while the only instance restarts gets every event published meanwhile, once, in order", async () => {
+    const before = await connect(gateway);
+    before.send({ type: "subscribe", channel: "away" });
+    await before.next((frame) => frame.type === "subscribed");
+    await publish(gateway, "away", 0, 1);
+    const seen = await before.next((frame) => frame.type === "event");
+    before.close();
+    await before.closed;
+
+    await publish(gateway, "away", 1, 20);
+    await gateway.stop("SIGTERM");
+    gateway = await startGateway(runtime, env);
+    await waitForLog(gateway, "fan-out consumer reading");
+    await publish(gateway, "away", 21, 20);
+
+    const after = await connect(gateway);
+    const events = (await resume(after, "away", seen.id as string, 40)) as Frame[] & { tryAgains: number };
+    // 40 events of ~130 bytes: REPLAY_MAX_BYTES (2 KiB) splits the read, and nothing is lost between the parts.
+    expect(events.tryAgains).toBeGreaterThan(0);
+    await publish(gateway, "away", 41, 1);
+    events.push(await after.next((frame) => frame.type === "event", 10_000));
+    expect(numbers(events)).toEqual(Array.from({ length: 41 }, (_, i) => i + 1));
+    expect(new Set(events.map((event) => event.id)).size).toBe(41);
+    after.close();
+  });
+
+  /** The id of the newest event of `channel` (kept in memory), through the delta route. */
+  async function newestId(channel: string): Promise<string> {
+    const authorization = `Bearer ${await token("acme", ["subscribe"])}`;
+    const response = await fetch(`${gateway.url}/v1/channels/${channel}/events`, {
+      headers: { authorization },
+    });
+    const page = (await response.json()) as { events: Frame[] };
+    return page.events.at(-1)?.id as string;
+  }
+
+  test("paging reads the log too: limit and next cover every event once", async () => {
+    await publish(gateway, "paged", 0, 1);
+    const first = await newestId("paged");
+    await publish(gateway, "paged", 1, 11);
+    const authorization = `Bearer ${await token("acme", ["subscribe"])}`;
+    const seen: number[] = [];
+    let since: string | null = first;
+    while (since !== null) {
+      const response = await fetch(`${gateway.url}/v1/channels/paged/events?since=${since}&limit=5`, {
+        headers: { authorization },
+      });
+      expect(response.status).toBe(200);
+      const page = (await response.json()) as { events: Frame[]; next: string | null };
+      expect(page.events.length).toBeLessThanOrEqual(5);
+      seen.push(...numbers(page.events));
+      since = page.next;
+    }
+    expect(seen).toEqual(Array.from({ length: 11 }, (_, i) => i + 1));
+  });
+
+  test("two replays at once for a tenant allowed one: the second gets try_again with a delay", async () => {
+    await publish(gateway, "first", 0, 1);
+    await publish(gateway, "second", 0, 1);
+    const [first, second] = [await newestId("first"), await newestId("second")];
+    // Both older than the two events kept in memory per channel.
+    await publish(gateway, "first", 1, 3);
+    await publish(gateway, "second", 1, 3);
+    const socket = await connect(gateway);
+    socket.send({ type: "subscribe", channel: "first", since: first });
+    socket.send({ type: "subscribe", channel: "second", since: second });
+    expect(await socket.next((frame) => frame.type === "error")).toMatchObject({
+      code: "try_again",
+      channel: "second",
+      retryAfterMs: 1000,
+    });
+    const replayed = [];
+    for (let i = 0; i < 3; i++) replayed.push(await socket.next((frame) => frame.type === "event", 15_000));
+    expect(replayed.every((event) => event.channel === "first")).toBe(true);
+    expect(numbers(replayed)).toEqual([1, 2, 3]);
+    socket.close();
+  });
+
+  test("a since whose offset the log deleted is history_gone", async () => {
+    const socket = await connect(gateway);
+    socket.send({ type: "subscribe", channel: "deleted" });
+    await socket.next((frame) => frame.type === "subscribed");
+    await publish(gateway, "deleted", 0, 5);
+    const events: Frame[] = [];
+    for (let i = 0; i < 5; i++) events.push(await socket.next((frame) => frame.type === "event"));
+    const last = parseEventId(events[4]?.id as string);
+    const admin = new Admin({ clientId: "test-admin", bootstrapBrokers: services().brokers.split(",") });
+    try {
+      await admin.deleteRecords({
+        topics: [
+          {
+            name: fanoutTopic,
+            partitions: [{ partition: last?.partition ?? 0, offset: last?.offset ?? 0n }],
+          },
+        ],
+      });
+    } finally {
+      await admin.close();
+    }
+    // The first event is older than the two kept in memory, and the log no longer holds what followed it.
+    socket.send({ type: "subscribe", channel: "deleted", since: events[0]?.id });
+    expect(await socket.next((frame) => frame.channel === "deleted" && frame.type !== "event")).toMatchObject(
+      {
+        type: "error",
+        code: "history_gone",
+      },
+    );
+    const authorization = `Bearer ${await token("acme", ["subscribe"])}`;
+    const response = await fetch(`${gateway.url}/v1/channels/deleted/events?since=${events[0]?.id}`, {
+      headers: { authorization },
+    });
+    expect(response.status).toBe(410);
+    socket.close();
+  });
+});

@@ -1,0 +1,333 @@
+import { describe, expect, test } from "bun:test";
+import { formatEventId } from "../../../src/domain/event-id.ts";
+import type { Principal } from "../../../src/domain/principal.ts";
+import { deltaRoute } from "../../../src/features/realtime/delta-route.ts";
+import { Fanout } from "../../../src/features/realtime/fanout.ts";
+import { ChannelHistory } from "../../../src/features/realtime/history.ts";
+import { type ConnectionState, WsHub } from "../../../src/features/realtime/hub.ts";
+import { type ReplayLimits, Resume } from "../../../src/features/realtime/resume.ts";
+import { createLogger } from "../../../src/log/logger.ts";
+import { createMetrics } from "../../../src/metrics/metrics.ts";
+import type {
+  DeliveredMessage,
+  FanoutBus,
+  LivePosition,
+  LogRead,
+  LogReadResult,
+} from "../../../src/ports/fanout-bus.ts";
+import type { HttpRequest, SendResult, WsPeer } from "../../../src/ports/transport.ts";
+
+const EPOCH = "e1";
+const principal: Principal = {
+  subject: "s",
+  tenant: "acme",
+  scopes: new Set(["subscribe"]),
+  channels: undefined,
+  expiresAt: Date.now() + 600_000,
+};
+
+function message(offset: number, channel = "x", tenant = "acme"): DeliveredMessage {
+  return {
+    tenant,
+    channel,
+    dataJson: `{"n":${offset}}`,
+    ts: Date.now(),
+    position: { epoch: EPOCH, partition: 0, offset: BigInt(offset) },
+  };
+}
+
+const id = (offset: number) => formatEventId({ epoch: EPOCH, partition: 0, offset: BigInt(offset) });
+
+/**
+ * A fan-out log with one partition: `delivered` is what the live reader
+ * handed over, everything in `log` from `earliest` can be read back; reads
+ * wait for `release()` when `gated`.
+ */
+class FakeLog implements Pick<FanoutBus, "head" | "readLog"> {
+  readonly log: DeliveredMessage[] = [];
+  earliest = 0n;
+  next = 0n;
+  reads: LogRead[] = [];
+  gated = false;
+  private waiting: Array<() => void> = [];
+
+  head(): LivePosition {
+    return { epoch: EPOCH, partition: 0, next: this.next };
+  }
+
+  release(): void {
+    for (const wake of this.waiting.splice(0)) wake();
+  }
+
+  async readLog(request: LogRead): Promise<LogReadResult> {
+    this.reads.push(request);
+    if (this.gated) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (this.earliest > request.from) return { gone: true };
+    const messages: DeliveredMessage[] = [];
+    let bytes = 0;
+    for (const entry of this.log) {
+      const offset = entry.position.offset;
+      if (offset < request.from || offset >= request.until) continue;
+      if (entry.tenant !== request.tenant || entry.channel !== request.channel) continue;
+      bytes += entry.dataJson.length;
+      if (messages.length >= request.maxMessages || (messages.length > 0 && bytes > request.maxBytes))
+        return { gone: false, messages, next: offset };
+      messages.push(entry);
+    }
+    return { gone: false, messages, next: request.until };
+  }
+}
+
+const LIMITS: ReplayLimits = {
+  maxConcurrent: 4,
+  maxConcurrentPerTenant: 1,
+  maxBytes: 1 << 20,
+  timeoutMs: 1000,
+};
+
+/** History that keeps 3 events per channel, the log, and the fan-out feeding both (as the bus would). */
+function setup(limits: ReplayLimits = LIMITS) {
+  const history = new ChannelHistory({
+    eventsPerChannel: 3,
+    bytesPerChannel: 1 << 20,
+    channels: 100,
+    maxBytes: 1 << 24,
+    tenantMaxBytes: 1 << 24,
+  });
+  const log = new FakeLog();
+  const resume = new Resume(history, log, limits);
+  const metrics = createMetrics("test", "0");
+  const fanout = new Fanout(history, metrics);
+  fanout.origin(EPOCH, 0, 0n);
+  const publish = (offset: number, channel = "x", tenant = "acme") => {
+    const delivered = message(offset, channel, tenant);
+    log.log.push(delivered);
+    log.next = delivered.position.offset + 1n;
+    fanout.deliver(delivered);
+  };
+  return { history, log, resume, metrics, fanout, publish };
+}
+
+class FakePeer implements WsPeer<ConnectionState> {
+  readonly frames: Array<Record<string, unknown>> = [];
+  readonly topics = new Set<string>();
+  constructor(readonly state: ConnectionState) {}
+  send(text: string): SendResult {
+    this.frames.push(JSON.parse(text));
+    return "sent";
+  }
+  subscribe(topic: string): void {
+    this.topics.add(topic);
+  }
+  unsubscribe(topic: string): void {
+    this.topics.delete(topic);
+  }
+  bufferedAmount(): number {
+    return 0;
+  }
+  close(): void {}
+}
+
+async function connectedPeer(world: ReturnType<typeof setup>) {
+  const hub = new WsHub(
+    {
+      runtime: "test",
+      pingIntervalMs: 60_000,
+      authTimeoutMs: 60_000,
+      backpressureBytes: 1 << 20,
+      maxConnections: 10,
+      maxUnauthenticated: 10,
+      maxConnectionsPerTenant: 10,
+      maxSubscriptions: 10,
+      maxMessagesPerSec: 1000,
+      trustProxyHops: 0,
+      tokenExpiryWarningMs: 60_000,
+    },
+    {
+      authenticator: { verify: async () => principal },
+      history: world.history,
+      resume: world.resume,
+      metrics: world.metrics,
+      log: createLogger("silent", {}),
+      admitConnection: async () => {},
+    },
+  );
+  // The engine: a frame published to a topic reaches the peers subscribed to it.
+  const peers: FakePeer[] = [];
+  hub.attach((topic, frame) => {
+    for (const peer of peers) if (peer.topics.has(topic)) peer.send(frame);
+  });
+  world.fanout.attach(hub);
+  const decision = await hub.upgrade({
+    method: "GET",
+    path: "/v1/ws",
+    query: new URLSearchParams({ token: "t" }),
+    header: () => undefined,
+    remoteAddress: "127.0.0.1",
+    body: async () => new Uint8Array(0),
+  });
+  if (!decision.accept) throw new Error("refused");
+  const peer = new FakePeer(decision.state);
+  peers.push(peer);
+  hub.open(peer);
+  await settle();
+  return { hub, peer };
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 5));
+const eventIds = (peer: FakePeer) => peer.frames.filter((f) => f.type === "event").map((f) => f.id);
+
+describe("resume from the log over WebSocket", () => {
+  test("events older than the history are read from the log, then live ones join with no gap and no duplicate", async () => {
+    const world = setup();
+    for (let n = 0; n < 10; n++) world.publish(n, n % 2 === 0 ? "x" : "other");
+    const { hub, peer } = await connectedPeer(world);
+    world.log.gated = true;
+    hub.message(peer, JSON.stringify({ type: "subscribe", channel: "x", since: id(0) }));
+    expect(world.log.reads).toMatchObject([{ from: 1n, until: 10n, tenant: "acme", channel: "x" }]);
+    // Published while the log is read: held back, then sent after the replay.
+    world.publish(10);
+    world.publish(11, "other");
+    world.publish(12);
+    expect(eventIds(peer)).toEqual([]);
+    world.log.release();
+    await settle();
+    world.publish(13);
+    expect(peer.frames.filter((f) => f.type !== "event").map((f) => f.type)).toEqual([
+      "connected",
+      "subscribed",
+    ]);
+    expect(eventIds(peer)).toEqual([id(2), id(4), id(6), id(8), id(10), id(12), id(13)]);
+  });
+
+  test("a since the log no longer holds is history_gone, and the channel is still subscribed", async () => {
+    const world = setup();
+    for (let n = 0; n < 10; n++) world.publish(n);
+    world.log.earliest = 5n;
+    const { hub, peer } = await connectedPeer(world);
+    hub.message(peer, JSON.stringify({ type: "subscribe", channel: "x", since: id(2) }));
+    await settle();
+    expect(peer.frames.slice(1)).toMatchObject([
+      { type: "error", code: "history_gone", channel: "x" },
+      { type: "subscribed", channel: "x", lastEventId: id(9) },
+    ]);
+  });
+
+  test("past the replay byte bound: the events so far, then try_again; resuming from the last one misses nothing", async () => {
+    const world = setup({ ...LIMITS, maxBytes: 20 });
+    for (let n = 0; n < 10; n++) world.publish(n);
+    const { hub, peer } = await connectedPeer(world);
+    let since = id(0);
+    const received: unknown[] = [];
+    for (let round = 0; round < 10; round++) {
+      peer.frames.length = 0;
+      hub.message(peer, JSON.stringify({ type: "subscribe", channel: "x", since }));
+      await settle();
+      received.push(...eventIds(peer));
+      const last = peer.frames.at(-1) as Record<string, unknown>;
+      if (last.type !== "error") break;
+      expect(last).toMatchObject({ code: "try_again", channel: "x", retryAfterMs: 0 });
+      since = received.at(-1) as string;
+    }
+    // 7..9 are in memory (3 per channel); 1..6 came from the log, two by two.
+    expect(received).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9].map(id));
+  });
+
+  test("past the concurrent replays of a tenant: try_again with a delay, never a silent gap", async () => {
+    const world = setup();
+    for (let n = 0; n < 10; n++) world.publish(n, n % 2 === 0 ? "x" : "y");
+    const { hub, peer } = await connectedPeer(world);
+    world.log.gated = true;
+    hub.message(peer, JSON.stringify({ type: "subscribe", channel: "x", since: id(0) }));
+    hub.message(peer, JSON.stringify({ type: "subscribe", channel: "y", since: id(1) }));
+    expect(peer.frames.at(-1)).toMatchObject({
+      type: "error",
+      code: "try_again",
+      channel: "y",
+      retryAfterMs: 1000,
+    });
+    world.log.release();
+    await settle();
+    expect(eventIds(peer)).toEqual([id(2), id(4), id(6), id(8)]);
+  });
+
+  test("an empty channel's subscribed carries the partition's position, and resuming from it misses nothing", async () => {
+    const world = setup();
+    for (let n = 0; n < 10; n++) world.publish(n, "busy");
+    const { hub, peer } = await connectedPeer(world);
+    hub.message(peer, JSON.stringify({ type: "subscribe", channel: "quiet" }));
+    const subscribed = peer.frames.at(-1) as Record<string, unknown>;
+    expect(subscribed).toMatchObject({ type: "subscribed", channel: "quiet", lastEventId: id(9) });
+    hub.message(peer, JSON.stringify({ type: "unsubscribe", channel: "quiet" }));
+    world.publish(10, "quiet");
+    for (let n = 11; n < 20; n++) world.publish(n, "busy");
+    hub.message(peer, JSON.stringify({ type: "subscribe", channel: "quiet", since: subscribed.lastEventId }));
+    await settle();
+    expect(eventIds(peer)).toEqual([id(10)]);
+  });
+});
+
+describe("history paging (GET /v1/channels/{c}/events)", () => {
+  async function get(world: ReturnType<typeof setup>, query: Record<string, string>) {
+    const route = deltaRoute({ authenticate: async () => principal, resume: world.resume });
+    const request: HttpRequest = {
+      method: "GET",
+      path: "/v1/channels/x/events",
+      query: new URLSearchParams(query),
+      header: () => undefined,
+      remoteAddress: "127.0.0.1",
+      body: async () => new Uint8Array(0),
+    };
+    const reply = await route.handler(request, { channel: "x" });
+    return JSON.parse(String(reply.body)) as {
+      events: Array<{ id: string }>;
+      next: string | null;
+      lastEventId: string;
+    };
+  }
+
+  test("pages through memory and the log with next, until next is null", async () => {
+    const world = setup();
+    for (let n = 0; n < 30; n++) world.publish(n, n % 3 === 0 ? "x" : "other");
+    const seen: string[] = [];
+    let since = id(0);
+    let pages = 0;
+    for (;;) {
+      const page = await get(world, { since, limit: "3" });
+      pages++;
+      expect(page.lastEventId).toBe(id(27));
+      seen.push(...page.events.map((event) => event.id));
+      if (page.next === null) break;
+      since = page.next;
+    }
+    expect(seen).toEqual([3, 6, 9, 12, 15, 18, 21, 24, 27].map(id));
+    expect(pages).toBeLessThanOrEqual(4);
+  });
+
+  test("limit defaults to 100 and is at most 1000; anything else is a 400", async () => {
+    const world = setup();
+    const route = deltaRoute({ authenticate: async () => principal, resume: world.resume });
+    for (const limit of ["0", "1001", "-1", "abc", "1.5", ""]) {
+      const request: HttpRequest = {
+        method: "GET",
+        path: "/v1/channels/x/events",
+        query: new URLSearchParams({ limit }),
+        header: () => undefined,
+        remoteAddress: "127.0.0.1",
+        body: async () => new Uint8Array(0),
+      };
+      await expect(route.handler(request, { channel: "x" })).rejects.toMatchObject({ code: "bad_request" });
+    }
+    expect((await get(world, { limit: "1000" })).next).toBeNull();
+  });
+
+  test("over the replay bounds the route answers 503 try_again with Retry-After", async () => {
+    const world = setup({ ...LIMITS, maxConcurrent: 0 });
+    for (let n = 0; n < 10; n++) world.publish(n);
+    await expect(get(world, { since: id(0) })).rejects.toMatchObject({
+      code: "try_again",
+      status: 503,
+      headers: { "retry-after": "1" },
+    });
+  });
+});
