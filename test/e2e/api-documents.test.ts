@@ -33,6 +33,8 @@ const NOT_PROVOKED: Record<string, string> = {
   "GET /v1/channels/{channel}/events 503":
     "needs a JWKS endpoint that fails (test/e2e/jwks.test.ts) or a Kafka read past a replay bound (test/e2e/resume.test.ts)",
   "HEAD /v1/channels/{channel}/events 503": "as GET",
+  "GET /v1/channels/{channel}/presence 503": "needs a JWKS endpoint that fails: test/e2e/jwks.test.ts",
+  "HEAD /v1/channels/{channel}/presence 503": "as GET",
 };
 
 async function freePort(): Promise<number> {

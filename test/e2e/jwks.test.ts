@@ -128,13 +128,23 @@ describe.each(RUNTIMES)("an identity provider's JWKS endpoint on %s", (runtime) 
     expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
     expect(responseProblems("POST", "/v1/events", refused)).toEqual([]);
 
-    const delta = await realResponse(
-      await fetch(`${gateway.url}/v1/channels/orders/events`, {
-        headers: { authorization: `Bearer ${token}` },
-      }),
-    );
-    expect(delta.status).toBe(503);
-    expect(responseProblems("GET", "/v1/channels/{channel}/events", delta)).toEqual([]);
+    // Every authenticated route, each answer as openapi.yaml documents it.
+    const authorization = { authorization: `Bearer ${token}` };
+    for (const [method, path, template] of [
+      ["GET", "/v1/channels/orders/events", "/v1/channels/{channel}/events"],
+      ["HEAD", "/v1/channels/orders/events", "/v1/channels/{channel}/events"],
+      ["GET", "/v1/channels/orders/presence", "/v1/channels/{channel}/presence"],
+      ["HEAD", "/v1/channels/orders/presence", "/v1/channels/{channel}/presence"],
+      ["GET", "/v1/sse?channel=orders", "/v1/sse"],
+      ["HEAD", "/v1/sse?channel=orders", "/v1/sse"],
+    ] as const) {
+      const answer = await realResponse(
+        await fetch(`${gateway.url}${path}`, { method, headers: authorization }),
+      );
+      expect(`${method} ${path} ${answer.status}`).toBe(`${method} ${path} 503`);
+      expect(answer.headers.get("retry-after")).toMatch(/^[1-9][0-9]*$/);
+      expect(responseProblems(method, template, answer)).toEqual([]);
+    }
 
     const early = socket(token);
     expect(await early.next((frame) => frame.type === "error")).toMatchObject({
