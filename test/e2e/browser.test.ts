@@ -6,7 +6,7 @@ import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import type * as ClientModule from "../../clients/typescript/src/index.js";
 import { serveDashboard } from "../../examples/live-dashboard/serve.ts";
 import { token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+import { freePort, RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 
 /** Debian's chromium (scripts/install-tools), driven by puppeteer-core: no browser download. */
 const CHROMIUM = "/usr/bin/chromium";
@@ -93,10 +93,18 @@ async function openPage(server: ReturnType<typeof Bun.serve>): Promise<Page> {
 describe.each(RUNTIMES)("the client in headless Chromium, from another origin, against %s", (runtime) => {
   let gateway: RunningGateway;
   let folder: string;
-  const env = () => ({ ...EMBEDDED, CORS_ORIGINS: origin(allowed), LOCAL_LOG_DIR: join(folder, "log") });
+  let port: number;
+  // A port of its own, not PORT=0: a test restarts the gateway on the same port (see freePort).
+  const env = () => ({
+    ...EMBEDDED,
+    CORS_ORIGINS: origin(allowed),
+    LOCAL_LOG_DIR: join(folder, "log"),
+    PORT: String(port),
+  });
 
   beforeAll(async () => {
     folder = mkdtempSync(join(tmpdir(), "browser-e2e-"));
+    port = await freePort();
     gateway = await startGateway(runtime, env());
   });
   afterAll(async () => {
@@ -214,50 +222,45 @@ describe.each(RUNTIMES)("the client in headless Chromium, from another origin, a
     await page.close();
   });
 
-  // Node + uWebSockets.js cannot listen again at once on a port whose WebSockets it
-  // closed first (see client.test.ts); the same-port restart runs on Bun.
-  test.skipIf(runtime === "node")(
-    "the page's subscriber resumes after the gateway restarts: a gap, then live events again",
-    async () => {
-      const page = await openPage(allowed);
-      await page.evaluate(
-        async ({ url, subscribeToken }) => {
-          const globals = globalThis as PageGlobals;
-          globals.seen = [];
-          const subscriber = new globals.edgeClient.Subscriber({
-            url,
-            token: subscribeToken,
-            channels: ["orders"],
-          });
-          for (const type of ["connected", "gap", "event"] as const) {
-            subscriber.on(type, (payload) => globals.seen.push({ type, payload }));
-          }
-          const subscribed = new Promise((resolve) => subscriber.on("subscribed", resolve));
-          await Promise.race([subscribed, new Promise((resolve) => setTimeout(resolve, 5000))]);
-        },
-        { url: gateway.url, subscribeToken: await token("acme", ["subscribe"]) },
-      );
-      await publish(gateway, "orders", { n: 1 });
-      await page.waitForFunction(() => (globalThis as PageGlobals).seen.length >= 2, { timeout: 5000 });
-      await gateway.stop("SIGTERM");
-      gateway = await startGateway(runtime, { ...env(), PORT: String(gateway.port) });
-      await page.waitForFunction(
-        () => (globalThis as PageGlobals).seen.some((entry) => (entry as { type: string }).type === "gap"),
-        { timeout: 10_000 },
-      );
-      await Bun.sleep(200);
-      await publish(gateway, "orders", { n: 2 });
-      await page.waitForFunction(() => (globalThis as PageGlobals).seen.length >= 5, { timeout: 5000 });
-      const seen = (await page.evaluate(() => (globalThis as PageGlobals).seen)) as Array<{
-        type: string;
-        payload: { data?: unknown; reason?: string };
-      }>;
-      expect(seen.map((entry) => entry.type)).toEqual(["connected", "event", "connected", "gap", "event"]);
-      expect(seen[3]?.payload.reason).toBe("history_gone");
-      expect(seen[4]?.payload.data).toEqual({ n: 2 });
-      await page.close();
-    },
-  );
+  test("the page's subscriber resumes after the gateway restarts: a gap, then live events again", async () => {
+    const page = await openPage(allowed);
+    await page.evaluate(
+      async ({ url, subscribeToken }) => {
+        const globals = globalThis as PageGlobals;
+        globals.seen = [];
+        const subscriber = new globals.edgeClient.Subscriber({
+          url,
+          token: subscribeToken,
+          channels: ["orders"],
+        });
+        for (const type of ["connected", "gap", "event"] as const) {
+          subscriber.on(type, (payload) => globals.seen.push({ type, payload }));
+        }
+        const subscribed = new Promise((resolve) => subscriber.on("subscribed", resolve));
+        await Promise.race([subscribed, new Promise((resolve) => setTimeout(resolve, 5000))]);
+      },
+      { url: gateway.url, subscribeToken: await token("acme", ["subscribe"]) },
+    );
+    await publish(gateway, "orders", { n: 1 });
+    await page.waitForFunction(() => (globalThis as PageGlobals).seen.length >= 2, { timeout: 5000 });
+    await gateway.stop("SIGTERM");
+    gateway = await startGateway(runtime, env());
+    await page.waitForFunction(
+      () => (globalThis as PageGlobals).seen.some((entry) => (entry as { type: string }).type === "gap"),
+      { timeout: 10_000 },
+    );
+    await Bun.sleep(200);
+    await publish(gateway, "orders", { n: 2 });
+    await page.waitForFunction(() => (globalThis as PageGlobals).seen.length >= 5, { timeout: 5000 });
+    const seen = (await page.evaluate(() => (globalThis as PageGlobals).seen)) as Array<{
+      type: string;
+      payload: { data?: unknown; reason?: string };
+    }>;
+    expect(seen.map((entry) => entry.type)).toEqual(["connected", "event", "connected", "gap", "event"]);
+    expect(seen[3]?.payload.reason).toBe("history_gone");
+    expect(seen[4]?.payload.data).toEqual({ n: 2 });
+    await page.close();
+  });
 });
 
 describe.each(RUNTIMES)("the live dashboard example in headless Chromium, against %s", (runtime) => {

@@ -12,7 +12,7 @@ import {
 } from "../../clients/typescript/src/index.js";
 import { createTopic, services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway, waitForLog } from "./harness.ts";
+import { freePort, RUNTIMES, type RunningGateway, startGateway, waitForLog } from "./harness.ts";
 
 const CLIENT_ENTRY = new URL("../../clients/typescript/src/index.ts", import.meta.url).pathname;
 /** The embedded sink and bus, even when the test command exported the real services' addresses. */
@@ -355,37 +355,32 @@ describe.each(RUNTIMES)("TypeScript client across a drain and a restart on %s", 
     subscriber.close();
   });
 
-  // Node + uWebSockets.js cannot listen again on a port while sockets its previous
-  // process closed first (the drain's 1001) sit in TIME_WAIT: "cannot listen", for
-  // up to a minute. Reported; until fixed, the same-port restart runs on Bun only.
-  test.skipIf(runtime === "node")(
-    "after a restart on the same port the new history is a gap (history_gone) and live events flow again",
-    async () => {
-      const env = { ...EMBEDDED, LOCAL_LOG_DIR: join(folder, "restart") };
-      const first = await startGateway(runtime, env);
-      running.push(first);
-      const { subscriber, recorder } = await subscribedTo(first);
-      await publish(first, "acme", "orders", { n: 1 });
-      const before = (await recorder.next("event")).payload;
-      await first.stop("SIGTERM");
-      await recorder.next("disconnected");
+  test("after a restart on the same port the new history is a gap (history_gone) and live events flow again", async () => {
+    // A port of its own, not PORT=0, as in production (see freePort).
+    const env = { ...EMBEDDED, LOCAL_LOG_DIR: join(folder, "restart"), PORT: String(await freePort()) };
+    const first = await startGateway(runtime, env);
+    running.push(first);
+    const { subscriber, recorder } = await subscribedTo(first);
+    await publish(first, "acme", "orders", { n: 1 });
+    const before = (await recorder.next("event")).payload;
+    await first.stop("SIGTERM");
+    await recorder.next("disconnected");
 
-      const second = await startGateway(runtime, { ...env, PORT: String(first.port) });
-      running.push(second);
-      await recorder.next("connected", () => true, 10_000);
-      // The embedded bus starts a new epoch: the old position cannot be replayed, and the client says so.
-      const gap = (await recorder.next("gap")).payload;
-      expect(gap).toEqual({ channel: "orders", since: before.id, reason: "history_gone" });
-      await recorder.next("subscribed");
-      await publish(second, "acme", "orders", { n: 2 });
-      const after = (await recorder.next("event")).payload;
-      expect(after.data).toEqual({ n: 2 });
-      expect(after.id.split("-")[0]).not.toBe(before.id.split("-")[0]);
-      expect(subscriber.lastEventId("orders")).toBe(after.id);
-      expect(recorder.seen.filter((entry) => entry.type === "error")).toEqual([]);
-      subscriber.close();
-    },
-  );
+    const second = await startGateway(runtime, env);
+    running.push(second);
+    await recorder.next("connected", () => true, 10_000);
+    // The embedded bus starts a new epoch: the old position cannot be replayed, and the client says so.
+    const gap = (await recorder.next("gap")).payload;
+    expect(gap).toEqual({ channel: "orders", since: before.id, reason: "history_gone" });
+    await recorder.next("subscribed");
+    await publish(second, "acme", "orders", { n: 2 });
+    const after = (await recorder.next("event")).payload;
+    expect(after.data).toEqual({ n: 2 });
+    expect(after.id.split("-")[0]).not.toBe(before.id.split("-")[0]);
+    expect(subscriber.lastEventId("orders")).toBe(after.id);
+    expect(recorder.seen.filter((entry) => entry.type === "error")).toEqual([]);
+    subscriber.close();
+  });
 });
 
 describe.each(RUNTIMES)("TypeScript client resuming across a restart with Kafka on %s", (runtime) => {

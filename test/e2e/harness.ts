@@ -1,4 +1,4 @@
-import { connect } from "node:net";
+import { type AddressInfo, connect, createServer } from "node:net";
 import type { Subprocess } from "bun";
 import { killGroup, spawnGroup } from "../support/processes.ts";
 import { TEST_SECRET } from "../support/tokens.ts";
@@ -228,6 +228,20 @@ export function rawUpgrade(
         `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`,
     );
   });
+}
+
+/**
+ * A port free right now, for a gateway that must restart on the same port. Not
+ * PORT=0 for that: uSockets (Node) sets SO_REUSEADDR only on a port given to it,
+ * and without it the connections an ephemeral-port gateway closed first keep
+ * the port from being bound again for a minute (TIME_WAIT), as no real deployment does.
+ */
+export async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
 }
 
 /** Resolves once the gateway logged `message` (say, its fan-out consumer reading: a fresh broker takes seconds). */
