@@ -48,6 +48,8 @@ export interface GatewayEnvironment {
   config: Config;
   log: Logger;
   runtime: string;
+  /** What serves HTTP and WebSockets (bun, uws-native, uws-js-fallback): gateway_engine_info. */
+  engine: string;
   version: string;
   /** The bundled sample schemas, used when SCHEMAS is unset. */
   defaultSchemas: string;
@@ -59,8 +61,9 @@ export interface GatewayEnvironment {
  * features and the drain plan, not here.
  */
 export async function createGateway(environment: GatewayEnvironment): Promise<Gateway> {
-  const { config, log, runtime, version, defaultSchemas } = environment;
+  const { config, log, runtime, engine, version, defaultSchemas } = environment;
   const metrics = createMetrics(runtime, version);
+  metrics.engineInfo.set({ engine }, 1);
   const health = new HealthState(config.kafka.affectsHealth ? [] : [UNHEALTHY_REASON]);
 
   if (config.auth.usingDevSecret)

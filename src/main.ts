@@ -6,6 +6,7 @@ import { Lifecycle } from "./lifecycle/lifecycle.ts";
 import { isWorker, superviseWorkers, watchSupervisor } from "./lifecycle/workers.ts";
 import { createLogger } from "./log/logger.ts";
 import { selectTransport } from "./transport/select.ts";
+import { fallbackRefusal } from "./transport/uws/engine.ts";
 
 const runtime = typeof Bun !== "undefined" ? "bun" : "node-uws";
 
@@ -29,14 +30,24 @@ process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandl
 process.on("uncaughtException", (error) => log.error({ err: error }, "uncaught exception"));
 
 async function serve(): Promise<void> {
+  const { listen, engine } = await selectTransport();
+  if (engine === "uws-js-fallback") {
+    const forced = /^(1|true)$/i.test(process.env.UWS_USE_FALLBACK ?? "");
+    const refusal = fallbackRefusal(process.versions.node, process.versions.modules, forced);
+    if (!config.uwsAllowFallback) {
+      log.fatal({ engine, node: process.versions.node }, refusal);
+      process.exit(1);
+    }
+    log.warn({ engine, node: process.versions.node }, `UWS_ALLOW_FALLBACK=true: ${refusal}`);
+  }
   const gateway = await createGateway({
     config,
     log,
     runtime,
+    engine,
     version: packageJson.version,
     defaultSchemas: fileURLToPath(new URL("../schemas", import.meta.url)),
   });
-  const listen = await selectTransport();
   const reusePort = config.workers > 1;
   const ws = {
     maxPayloadBytes: config.ws.maxPayloadBytes,
@@ -84,6 +95,7 @@ async function serve(): Promise<void> {
       port: server.port,
       ...(metricsServer ? { metricsPort: metricsServer.port } : {}),
       version: packageJson.version,
+      engine,
     },
     "listening",
   );

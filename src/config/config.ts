@@ -31,6 +31,8 @@ export interface Config {
   /** Where /metrics is served: unset, on PORT beside the API; else on this port alone (0 picks a free one). */
   metricsPort: number | undefined;
   workers: number;
+  /** Start on uWebSockets.js's pure-JS fallback (a Node without its native build) instead of refusing. */
+  uwsAllowFallback: boolean;
   logLevel: (typeof LOG_LEVELS)[number];
   maxBodyBytes: number;
   /** Body bytes of one `/v1/publish`: every instance keeps the message in its history. */
@@ -214,6 +216,7 @@ export function loadConfig(env: Env = process.env): Config {
     port,
     metricsPort,
     workers: read("WORKERS", integer(1, 256), 1),
+    uwsAllowFallback: read("UWS_ALLOW_FALLBACK", boolean, false),
     logLevel: read("LOG_LEVEL", oneOf(LOG_LEVELS), "info"),
     maxBodyBytes: read("MAX_BODY_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
     maxPublishBytes: read("PUBLISH_MAX_BYTES", integer(128, 16 * 1024 * 1024), 64 * 1024),

@@ -30,6 +30,12 @@ export function createMetrics(runtime: string, version: string) {
       labelNames: ["runtime", "version"],
       registers: r,
     }),
+    engineInfo: new Gauge({
+      name: "gateway_engine_info",
+      help: "What serves HTTP and WebSockets: bun, uws-native, or uws-js-fallback (UWS_ALLOW_FALLBACK)",
+      labelNames: ["engine"],
+      registers: r,
+    }),
     // Observed on every request: children resolved once per route, method and status.
     httpRequests: new ResolvedCounter(
       "gateway_http_requests_total",

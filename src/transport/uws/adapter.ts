@@ -17,6 +17,10 @@ import type {
 import { BodyBuffer, clientClosed, parseContentLength } from "../body-buffer.ts";
 import { framingProblem, framingRefusal } from "../framing.ts";
 import { EnginePeer } from "../peer.ts";
+import { uwsEngine } from "./engine.ts";
+
+/** Native addon or the package's pure-JS fallback: see engine.ts. */
+export const engine = uwsEngine(uws);
 
 interface SocketData<State> {
   state: State;
