@@ -158,9 +158,9 @@ const measured = (() => {
   return { workingSet, socketBytes: Math.max(4, ...socketMedians) * 1024, socketMedians };
 })();
 
+/** The image target, from the pod template's annotation (a digest does not say which). */
 function runtimeOf(objects: K8s[]): "bun" | "node" {
-  const image: string = gatewayContainer(objects).image;
-  return /:[^/@]*-node$/.test(image) || podEnv(objects).NODE_OPTIONS !== undefined ? "node" : "bun";
+  return only(objects, "Deployment").spec.template.metadata.annotations["edge-gateway/image-target"];
 }
 
 const ALB_INGRESS = (objects: K8s[]) =>
@@ -209,6 +209,10 @@ describe.each(renderings)("$name", ({ objects }) => {
   });
 
   test("a heap cap only where the runtime has one: NODE_OPTIONS on the node target, none on Bun", () => {
+    expect(["bun", "node"]).toContain(runtime);
+    // A tagged image says its target too: the -node tag is the node target.
+    const tag = /:([^/@]+)$/.exec(container.image)?.[1];
+    if (tag !== undefined) expect(tag.endsWith("-node")).toBe(runtime === "node");
     const nodeOptions = env.NODE_OPTIONS;
     if (runtime === "bun") {
       expect(nodeOptions).toBeUndefined();
