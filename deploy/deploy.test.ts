@@ -621,6 +621,7 @@ describe("compose", () => {
     expect(config.kafka.brokers).toEqual(["kafka:9092"]);
     expect(config.redisUrl).toBe("redis://redis:6379");
     expect(config.rateLimit.expectedInstances).toBe(2);
+    expect(config.kafka.affectsHealth).toBe(false);
     // Prometheus scrapes each replica on its metrics port.
     const job = prometheusConfig.scrape_configs.find((c) => c.job_name === "edge-gateway") as {
       dns_sd_configs?: Array<{ port: number }>;
