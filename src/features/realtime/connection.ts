@@ -280,8 +280,10 @@ export class Connection {
           return;
         }
         this.principal = next;
-        for (const channel of [...this.channels]) {
+        // Subscribed channels and those still waiting on a replay from the log alike.
+        for (const channel of new Set([...this.channels, ...this.replays.keys()])) {
           if (channelAllowed(next, channel)) continue;
+          this.cancelReplay(channel);
           this.unsubscribe(channel);
           this.send({ type: "unsubscribed", channel, reason: "forbidden" });
         }

@@ -4,7 +4,7 @@ import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { CLOSE, Connection, type ConnectionHost } from "../../../src/features/realtime/connection.ts";
 import { ChannelHistory } from "../../../src/features/realtime/history.ts";
-import { Resume } from "../../../src/features/realtime/resume.ts";
+import { Resume, type ResumeOutcome } from "../../../src/features/realtime/resume.ts";
 import { LocalFanoutBus } from "../../../src/infra/local/fanout-bus.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { SendResult, WsPeer } from "../../../src/ports/transport.ts";
@@ -63,6 +63,7 @@ function connection(
   tokens: Record<string, Principal | GatewayError | "never">,
   tokenExpiryWarningMs = 60_000,
   authTimeoutMs = 60_000,
+  resume?: Resume,
 ) {
   const history = new ChannelHistory({
     eventsPerChannel: 10,
@@ -74,12 +75,14 @@ function connection(
   const host: ConnectionHost = {
     limits: { authTimeoutMs, maxSubscriptions: 10, maxMessagesPerSec: 1000, tokenExpiryWarningMs },
     history,
-    resume: new Resume(history, new LocalFanoutBus(), {
-      maxConcurrent: 1,
-      maxConcurrentPerTenant: 1,
-      maxBytes: 1 << 20,
-      timeoutMs: 1000,
-    }),
+    resume:
+      resume ??
+      new Resume(history, new LocalFanoutBus(), {
+        maxConcurrent: 1,
+        maxConcurrentPerTenant: 1,
+        maxBytes: 1 << 20,
+        timeoutMs: 1000,
+      }),
     tap: () => () => {},
     metrics: createMetrics("test", "0"),
     admit: async () => {},
@@ -194,6 +197,30 @@ describe("in-band refresh", () => {
           .concat(broadcastTopic("acme")),
       ),
     );
+  });
+
+  test("a channel whose replay is still read from the log is dropped too, and never answered after", async () => {
+    let finishRead: (outcome: ResumeOutcome) => void = () => {};
+    const outcome = new Promise<ResumeOutcome>((resolve) => {
+      finishRead = resolve;
+    });
+    const readingTheLog = {
+      limits: { maxBytes: 1 << 20 },
+      after: () => ({ until: 0n, outcome }),
+    } as unknown as Resume;
+    const narrower = principal({ expiresAt: NOW + 60 * 60_000, channels: ["orders.*"] });
+    const { peer } = connection({ first: principal(), narrower }, 60_000, 60_000, readingTheLog);
+    expect((await send(peer, { type: "auth", token: "first" }))[0]).toMatchObject({ type: "connected" });
+    expect(
+      await send(peer, { type: "subscribe", channel: "billing", since: "1-0-0000000000000001" }),
+    ).toEqual([]);
+    expect(await send(peer, { type: "auth", token: "narrower" })).toEqual([
+      { type: "unsubscribed", channel: "billing", reason: "forbidden" },
+      { type: "refreshed", expiresAt: narrower.expiresAt },
+    ]);
+    finishRead({ kind: "events", events: [], complete: true, next: null });
+    await settle();
+    expect(peer.take()).toEqual([]);
   });
 
   test("a valid token of another tenant or subject, or not expiring later, is forbidden; the socket keeps its token", async () => {
