@@ -29,6 +29,9 @@ const JSON_TYPE = { "content-type": "application/json" };
 
 /** Documented statuses this test does not provoke, and why. */
 const NOT_PROVOKED: Record<string, string> = {
+  "GET /v1/sse 503":
+    "draining or the instance's connection cap: test/features/realtime/sse.test.ts, test/e2e/sse.test.ts",
+  "HEAD /v1/sse 503": "draining or the instance's connection cap: test/features/realtime/sse.test.ts",
   "POST /v1/publish 422": "record_refused needs a broker that refuses a record as invalid",
   "GET /v1/channels/{channel}/events 503":
     "needs a JWKS endpoint that fails (test/e2e/jwks.test.ts) or a Kafka read past a replay bound (test/e2e/resume.test.ts)",
@@ -235,6 +238,64 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     }
   });
 
+  test("GET and HEAD /v1/sse: a stream, and each refusal", async () => {
+    const auth = await bearer("docs-sse", ["subscribe"]);
+    /** Opens a stream and checks its head and first chunk (it stays open: it is then closed). */
+    const stream = async (tenant: string) => {
+      const response = await fetch(`${gateway.url}/v1/sse?channel=orders`, {
+        headers: await bearer(tenant, ["subscribe"]),
+      });
+      const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+      const first = new TextDecoder().decode((await reader.read()).value);
+      expect(
+        responseProblems("GET", "/v1/sse", {
+          status: response.status,
+          headers: response.headers,
+          body: first,
+        }),
+      ).toEqual([]);
+      expect(response.status).toBe(200);
+      seen.add("GET /v1/sse 200");
+      return reader;
+    };
+    await (await stream("docs-sse")).cancel();
+    // The tenant's connection cap (2 here) counts event streams with WebSockets.
+    const held = [await stream("docs-sse-cap"), await stream("docs-sse-cap")];
+    for (const method of ["GET", "HEAD"]) {
+      const get = (path: string, headers = auth) => call(method, "/v1/sse", path, { headers });
+      if (method === "HEAD") expect((await get("/v1/sse?channel=orders")).status).toBe(200);
+      expect((await get("/v1/sse?channel=%24x")).status).toBe(400);
+      expect((await get("/v1/sse")).status).toBe(400);
+      expect((await get("/v1/sse?channel=orders", {})).status).toBe(401);
+      expect((await get("/v1/sse?channel=orders", await bearer("docs-sse", ["ingest"]))).status).toBe(403);
+      expect((await get("/v1/sse?channel=orders", await bearer("docs-sse-cap", ["subscribe"]))).status).toBe(
+        429,
+      );
+    }
+    for (const reader of held) await reader.cancel();
+  });
+
+  test("GET and HEAD /v1/channels/{channel}/presence: the members, and each refusal", async () => {
+    const socket = await authenticated("docs-presence", ["subscribe"]);
+    send(socket, { type: "subscribe", channel: "lobby" });
+    await socket.next((frame) => frame.type === "subscribed");
+    const auth = await bearer("docs-presence", ["subscribe"]);
+    const template = "/v1/channels/{channel}/presence";
+    for (const method of ["GET", "HEAD"]) {
+      const get = (path: string, headers = auth) => call(method, template, path, { headers });
+      const answer = await get("/v1/channels/lobby/presence");
+      expect(answer.status).toBe(200);
+      if (method === "GET") expect(answer.json()).toMatchObject({ scope: "instance", total: 1 });
+      expect((await get("/v1/channels/%24x/presence")).status).toBe(400);
+      expect((await get("/v1/channels//presence")).status).toBe(404);
+      expect((await get("/v1/channels/lobby/presence", {})).status).toBe(401);
+      expect(
+        (await get("/v1/channels/lobby/presence", await bearer("docs-presence", ["ingest"]))).status,
+      ).toBe(403);
+    }
+    socket.close();
+  });
+
   test("operations routes: GET and HEAD", async () => {
     for (const method of ["GET", "HEAD"]) {
       for (const path of ["/health", "/health/live", "/metrics"])
@@ -250,6 +311,8 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
       ["/v1/events", "/v1/events", "POST"],
       ["/v1/publish", "/v1/publish", "POST"],
       ["/v1/channels/{channel}/events", "/v1/channels/orders/events", "GET"],
+      ["/v1/channels/{channel}/presence", "/v1/channels/orders/presence", "GET"],
+      ["/v1/sse", "/v1/sse", "GET"],
       ["/health", "/health", "GET"],
       ["/health/live", "/health/live", "GET"],
       ["/metrics", "/metrics", "GET"],
