@@ -11,9 +11,10 @@
 // median saturating req/s under paced.ts, an open-model generator timing each
 // request from its scheduled slot: the issue's "p99 <= 10 ms at half the
 // saturating rate" table.
-//   bun run bench                         (Kafka cases need `scripts/services up`)
+//   bun run bench                         (Kafka cases and the `-redis` ones need `scripts/services up`)
 //   BENCH_QUICK=1 bun run bench           one 2 s round over a subset (one paced case), < 90 s
 //   ROUNDS=3 DURATION=5s CONNECTIONS=64 BENCH_CASES=node-local-1,bare-uws-1 BENCH_OUT=file.md
+//   PACED=0                               no paced runs (an A/B of saturating cases only)
 //   PACED_CONNECTIONS=256                 paced.ts's pool (default 256): past rate × latency
 //                                         connections, requests queue in the generator, not the server
 //                                         (64 made 11k waits and doubled p99 at 12k req/s, 2026-11-23)
@@ -76,6 +77,8 @@ interface IngestCase {
   listeners: number;
   /** Case whose events landed/s this one is divided by. */
   baseline?: string;
+  /** The same case with rate limits off, whose events per server CPU-second this one is divided by. */
+  limitsOff?: string;
   quick: boolean;
   /** Also run at half its saturating rate under the paced generator. */
   paced: boolean;
@@ -92,6 +95,7 @@ interface ServerWindow {
 }
 
 interface IngestResult extends ServerWindow {
+  round: number;
   reqPerSec: number;
   requests: number;
   non2xx: number;
@@ -102,6 +106,7 @@ interface IngestResult extends ServerWindow {
 }
 
 interface PacedCaseResult extends ServerWindow {
+  round: number;
   paced: PacedResult;
 }
 
@@ -158,12 +163,12 @@ function run(command: string[], cwd = ROOT): string {
   return result.stdout.toString();
 }
 
-/** KAFKA_BROKERS from the environment, else from `scripts/services env`, else none (Kafka cases skipped). */
-function kafkaBrokers(): string | undefined {
-  if (process.env.KAFKA_BROKERS) return process.env.KAFKA_BROKERS;
+/** `name` (KAFKA_BROKERS, REDIS_URL) from the environment, else from `scripts/services env`, else none (its cases skipped). */
+function serviceSetting(name: string): string | undefined {
+  if (process.env[name]) return process.env[name];
   const result = Bun.spawnSync([join(ROOT, "scripts/services"), "env"], { stdout: "pipe", stderr: "pipe" });
   if (result.exitCode !== 0) return undefined;
-  return /KAFKA_BROKERS=(\S+)/.exec(result.stdout.toString())?.[1];
+  return new RegExp(`${name}=(\\S+)`).exec(result.stdout.toString())?.[1];
 }
 
 /**
@@ -180,7 +185,8 @@ function freePort(): Promise<number> {
   });
 }
 
-const brokers = kafkaBrokers();
+const brokers = serviceSetting("KAFKA_BROKERS");
+const redisUrl = serviceSetting("REDIS_URL");
 const runId = `${Date.now().toString(36)}`;
 const topic = `bench-events-${runId}`;
 const fanoutTopic = `bench-fanout-${runId}`;
@@ -244,7 +250,7 @@ function gatewayEnv(sink: Sink, extra: Record<string, string> = {}): Record<stri
     JWT_SECRET: secret,
     DEV_MODE: "false",
     LOG_LEVEL: "info",
-    // The bench measures the pipeline, not the limiter: every rate limit off.
+    // The bench measures the pipeline, not the limiter: every rate limit off (the `-redis` cases turn them on).
     RATE_LIMIT_ENABLED: "false",
     REDIS_URL: "",
     DRAIN_DELAY_MS: "0",
@@ -309,6 +315,32 @@ function ingestCases(): IngestCase[] {
       }
     }
   }
+  // Users run with Redis-backed limits: the same gateway cases with them on, budgets far above the offered
+  // load, so what is measured is the limiter's cost, not its refusals.
+  for (const sink of ["local", "kafka"] as const) {
+    for (const gateway of gateways) {
+      for (const events of [1, 100]) {
+        cases.push({
+          id: `${gateway.runtime}-${sink}-${events}-redis`,
+          label: `gateway ${gateway.runtime}, ${sink === "local" ? "embedded sink" : "Kafka acks=all"}, ${describeEvents(events)}, Redis-backed rate limits on`,
+          command: gateway.command,
+          env: gatewayEnv(sink, {
+            RATE_LIMIT_ENABLED: "true",
+            REDIS_URL: redisUrl ?? "",
+            RATE_LIMIT_EVENTS_PER_SEC: "100000000",
+            RATE_LIMIT_REQUESTS_PER_SEC: "100000000",
+          }),
+          events,
+          sink,
+          engine: gateway.engine,
+          listeners: 1,
+          limitsOff: `${gateway.runtime}-${sink}-${events}`,
+          quick: false,
+          paced: sink === "kafka",
+        });
+      }
+    }
+  }
   for (const events of [1, 100]) {
     cases.push({
       id: `node-local-${events}-w2`,
@@ -350,12 +382,15 @@ const only = process.env.BENCH_CASES?.split(",").map((id) => id.trim());
 const selected = <T extends { id: string; quick: boolean }>(list: T[]) =>
   list.filter((entry) => (only ? only.includes(entry.id) : !QUICK || entry.quick));
 const allIngest = ingestCases();
-const skipped = brokers ? [] : allIngest.filter((entry) => entry.sink === "kafka").map((entry) => entry.id);
-if (skipped.length > 0) log(`no Kafka (run scripts/services up): skipping ${skipped.join(", ")}`);
+const skipped = allIngest
+  .filter((entry) => (entry.sink === "kafka" && !brokers) || (entry.limitsOff !== undefined && !redisUrl))
+  .map((entry) => entry.id);
+if (skipped.length > 0) log(`no Kafka or Redis (run scripts/services up): skipping ${skipped.join(", ")}`);
 const ingest = selected(allIngest).filter((entry) => !skipped.includes(entry.id));
 const fanout = selected(fanoutCases);
 const paced = ingest.filter(
-  (entry) => entry.paced && (!QUICK || only !== undefined || entry.id === PACED_QUICK),
+  (entry) =>
+    process.env.PACED !== "0" && entry.paced && (!QUICK || only !== undefined || entry.id === PACED_QUICK),
 );
 
 // ---------------------------------------------------------------- one run of one case
@@ -522,11 +557,12 @@ async function measureWindow<T>(
   }
 }
 
-async function measureIngest(entry: IngestCase): Promise<IngestResult> {
+async function measureIngest(entry: IngestCase, round: number): Promise<IngestResult> {
   const { driven, window } = await measureWindow(entry, (port) => wrk(port, entry.events, DURATION_SEC));
   const { out, cpuSec: wrkCpuSec } = driven;
   const runSec = out.durationUs / 1e6;
   return {
+    round,
     ...window,
     reqPerSec: out.requests / runSec,
     requests: out.requests,
@@ -585,11 +621,11 @@ async function pacedRun(
   return JSON.parse(line) as PacedResult;
 }
 
-async function measurePaced(entry: IngestCase, rate: number): Promise<PacedCaseResult> {
+async function measurePaced(entry: IngestCase, rate: number, round: number): Promise<PacedCaseResult> {
   const { driven, window } = await measureWindow(entry, (port) =>
     pacedRun(port, entry.events, rate, DURATION_SEC),
   );
-  return { ...window, paced: driven };
+  return { round, ...window, paced: driven };
 }
 
 async function measureFanout(entry: FanoutCase): Promise<FanoutResult> {
@@ -647,7 +683,7 @@ async function attempt<T>(id: string, round: number, measure: () => Promise<T>):
 for (let round = 1; round <= ROUNDS; round++) {
   log(`round ${round} of ${ROUNDS}`);
   for (const entry of ingest) {
-    const result = await attempt(entry.id, round, () => measureIngest(entry));
+    const result = await attempt(entry.id, round, () => measureIngest(entry, round));
     if (!result) continue;
     ingestRuns.set(entry.id, [...(ingestRuns.get(entry.id) ?? []), result]);
     log(
@@ -663,10 +699,11 @@ for (let round = 1; round <= ROUNDS; round++) {
     );
   }
 }
-// After every saturating round, so each paced rate is half the median of them all.
+// After every saturating round, so each paced rate is half the median of them all; a case with limits
+// on runs at its limits-off twin's rate, so that both do the same work and their CPU compares.
 const pacedRates = new Map<string, number>();
 for (const entry of paced) {
-  const runs = ingestRuns.get(entry.id);
+  const runs = ingestRuns.get(entry.limitsOff ?? entry.id);
   if (runs)
     pacedRates.set(entry.id, Math.max(1, Math.round(median(runs, (run) => run.reqPerSec).reqPerSec / 2)));
   else log(`${entry.id}: no saturating rate, so no paced run`);
@@ -676,7 +713,7 @@ for (let round = 1; round <= ROUNDS && pacedRates.size > 0; round++) {
   log(`paced round ${round} of ${ROUNDS}`);
   for (const [id, rate] of pacedRates) {
     const entry = paced.find((candidate) => candidate.id === id) as IngestCase;
-    const result = await attempt(`${id} paced`, round, () => measurePaced(entry, rate));
+    const result = await attempt(`${id} paced`, round, () => measurePaced(entry, rate, round));
     if (!result) continue;
     pacedRuns.set(id, [...(pacedRuns.get(id) ?? []), result]);
     const { paced: run } = result;
@@ -776,6 +813,38 @@ for (const entry of ingest) {
   );
 }
 
+/** Events per server CPU-second: landed, else accepted (the bare engines sink nothing). */
+const eventsPerCpuSec = (entry: IngestCase, result: IngestResult) =>
+  (result.landed ?? (result.requests - result.non2xx) * entry.events) / result.serverCpuSec;
+
+/**
+ * Redis-backed limits on ÷ off in events per server CPU-second, round by round
+ * (the two ran minutes apart at most, on the same busy machine): one row per
+ * case with limits on, `perCpuSec` reading a run.
+ */
+function limitRows<Run extends { round: number }>(
+  runs: Map<string, Run[]>,
+  perCpuSec: (entry: IngestCase, run: Run) => number,
+): string[] {
+  return ingest.flatMap((entry) => {
+    const offEntry = ingest.find((candidate) => candidate.id === entry.limitsOff);
+    if (!offEntry) return [];
+    const offRuns = runs.get(offEntry.id) ?? [];
+    const ratios = (runs.get(entry.id) ?? []).flatMap((on) => {
+      const off = offRuns.find((candidate) => candidate.round === on.round);
+      return off ? [perCpuSec(entry, on) / perCpuSec(offEntry, off)] : [];
+    });
+    if (ratios.length === 0) return [];
+    const middle = [...ratios].sort((a, b) => a - b)[Math.floor((ratios.length - 1) / 2)] as number;
+    return [`${entry.id} ÷ ${offEntry.id} | ${ratio(middle)} | ${ratios.map(ratio).join(" ")}`];
+  });
+}
+const saturatingLimitRows = limitRows(ingestRuns, eventsPerCpuSec);
+const pacedLimitRows = limitRows(
+  pacedRuns,
+  (entry, run) => (run.landed ?? (run.paced.completed - run.paced.non2xx) * entry.events) / run.serverCpuSec,
+);
+
 const fanoutRows = fanout.map((entry) => {
   const runs = fanoutRuns.get(entry.id) ?? [];
   if (runs.length === 0) return `${entry.id} | failed | ${Array(10).fill("").join(" | ")}`;
@@ -841,6 +910,7 @@ const LEGEND = [
   "- peak RSS = VmHWM; wrk CPU = wrk's own rusage (one thread: 100% = saturated); machine CPU = all cores busy, anything running (the broker and other work share them);",
   `- limit: "⚠ wrk-bound" (wrk ≥ ${pct(WRK_SATURATED)} while the server < ${pct(SERVER_BUSY)}: the numbers measure wrk), "server CPU" (≥ ${pct(SERVER_BUSY)} per process), "machine full" (≥ ${pct(MACHINE_FULL)} of all cores), else "server waits" (for fsync or the broker's acknowledgement);`,
   "- ÷ bare engine = req/s ÷ the bare engine of the same runtime with the same body (the Fastify baseline runs on Node: ÷ bare uWebSockets.js); ÷ baseline = events landed/s ÷ the Fastify + KafkaJS baseline's with the same body.",
+  "- limits on ÷ off: a `-redis` case's events per server CPU-second ÷ its limits-off twin's in the same round (`RATE_LIMIT_ENABLED=true`, `REDIS_URL` of `scripts/services`, budgets of 10^8/s so nothing is refused), then the median of those ratios. Paced, a `-redis` case runs at its twin's rate, so both do the same work: on a machine shared with other load, the fairer comparison of CPU per event.",
   "- KiB per idle subscribed socket: the subscribers connect and subscribe in four quarters; the gateway's RSS growth per socket in the last three, median (a step of the runtime growing its heap falls in one quarter and is dropped); then the median of rounds, and every round.",
   "",
 ];
@@ -863,6 +933,14 @@ const report = [
   "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ...rows.map((row) => `| ${row} |`),
   "",
+  ...(saturatingLimitRows.length > 0
+    ? [
+        "| limits on ÷ off: events / server CPU-s, saturating | median round | rounds |",
+        "|---|---|---|",
+        ...saturatingLimitRows.map((row) => `| ${row} |`),
+        "",
+      ]
+    : []),
   ...(fanoutRows.length > 0
     ? [
         "| fan-out case | subscribers | deliveries/s (runs) | p50 / p99 delivery ms | gateway CPU-s (% of a core) | deliveries / gateway CPU-s | client CPU | machine CPU | limit | KiB per idle subscribed socket | peak RSS MiB | notes |",
@@ -873,7 +951,7 @@ const report = [
     : []),
   ...[...ingest, ...fanout].map((entry) => `- \`${entry.id}\`: ${entry.label}`),
   ...LEGEND,
-  ...(skipped.length > 0 ? [`- skipped (no Kafka): ${skipped.join(", ")}`] : []),
+  ...(skipped.length > 0 ? [`- skipped (no Kafka or Redis): ${skipped.join(", ")}`] : []),
   ...(pacedRows.length > 0
     ? [
         "Paced at half the saturating rate (open model, latency from the scheduled send time):",
@@ -882,6 +960,14 @@ const report = [
         "|---|---|---|---|---|---|---|---|---|---|---|",
         ...pacedRows.map((row) => `| ${row} |`),
         "",
+        ...(pacedLimitRows.length > 0
+          ? [
+              "| limits on ÷ off: events / server CPU-s, paced at the same rate | median round | rounds |",
+              "|---|---|---|",
+              ...pacedLimitRows.map((row) => `| ${row} |`),
+              "",
+            ]
+          : []),
         ...PACED_LEGEND,
       ]
     : []),
