@@ -299,42 +299,32 @@ function ingestCases(): IngestCase[] {
   for (const sink of ["local", "kafka"] as const) {
     for (const gateway of gateways) {
       for (const events of [1, 100]) {
+        const id = `${gateway.runtime}-${sink}-${events}`;
+        const label = `gateway ${gateway.runtime}, ${sink === "local" ? "embedded sink" : "Kafka acks=all"}, ${describeEvents(events)}`;
+        const common = { command: gateway.command, events, sink, engine: gateway.engine, listeners: 1 };
         cases.push({
-          id: `${gateway.runtime}-${sink}-${events}`,
-          label: `gateway ${gateway.runtime}, ${sink === "local" ? "embedded sink" : "Kafka acks=all"}, ${describeEvents(events)}`,
-          command: gateway.command,
+          ...common,
+          id,
+          label,
           env: gatewayEnv(sink),
-          events,
-          sink,
-          engine: gateway.engine,
-          listeners: 1,
           baseline: sink === "kafka" ? `baseline-kafka-${events}` : undefined,
           quick: events === 100 || (gateway.runtime === "node" && sink === "local"),
           paced: sink === "kafka",
         });
-      }
-    }
-  }
-  // Users run with Redis-backed limits: the same gateway cases with them on, budgets far above the offered
-  // load, so what is measured is the limiter's cost, not its refusals.
-  for (const sink of ["local", "kafka"] as const) {
-    for (const gateway of gateways) {
-      for (const events of [1, 100]) {
+        // Users run with Redis-backed limits: the same case with them on, right after it (the two compare
+        // best close in time), budgets far above the offered load, so what is measured is the limiter's
+        // cost, not its refusals.
         cases.push({
-          id: `${gateway.runtime}-${sink}-${events}-redis`,
-          label: `gateway ${gateway.runtime}, ${sink === "local" ? "embedded sink" : "Kafka acks=all"}, ${describeEvents(events)}, Redis-backed rate limits on`,
-          command: gateway.command,
+          ...common,
+          id: `${id}-redis`,
+          label: `${label}, Redis-backed rate limits on`,
           env: gatewayEnv(sink, {
             RATE_LIMIT_ENABLED: "true",
             REDIS_URL: redisUrl ?? "",
             RATE_LIMIT_EVENTS_PER_SEC: "100000000",
             RATE_LIMIT_REQUESTS_PER_SEC: "100000000",
           }),
-          events,
-          sink,
-          engine: gateway.engine,
-          listeners: 1,
-          limitsOff: `${gateway.runtime}-${sink}-${events}`,
+          limitsOff: id,
           quick: false,
           paced: sink === "kafka",
         });
