@@ -8,7 +8,9 @@
 // Without a forced collection, old garbage can sit in the heap for the whole
 // run (one CI run: floor 30.9 -> 48.8 MiB under a 122 MiB peak, where four
 // other runs stayed within ±25%), so a 40 s soak catches gross leaks; a longer
-// DURATION_SEC catches slow ones.
+// DURATION_SEC catches slow ones. Rate limits are on and shared through the
+// services' Redis, and each request comes from another client IP (through
+// TRUST_PROXY), so the limiter's per-key state churns as under a flood.
 //   bun loadtest/soak.ts node|bun        (needs scripts/services up)
 import { signDevToken } from "../src/infra/auth/dev-token.ts";
 import { startGateway } from "../test/e2e/harness.ts";
@@ -21,8 +23,11 @@ const gateway = await startGateway(runtime, {
   KAFKA_TOPIC: "soak-events",
   KAFKA_FANOUT_TOPIC: "soak-fanout",
   LOG_LEVEL: "info",
-  RATE_LIMIT_ENABLED: "false",
-  REDIS_URL: "",
+  // Budgets above the offered load: the limiter works on every request and refuses none.
+  RATE_LIMIT_ENABLED: "true",
+  RATE_LIMIT_EVENTS_PER_SEC: "100000000",
+  RATE_LIMIT_REQUESTS_PER_SEC: "100000000",
+  TRUST_PROXY: "1",
 });
 const ingestToken = await signDevToken({ secret, tenant: "soak", scopes: ["ingest", "publish"] });
 const subscribeToken = await signDevToken({ secret, tenant: "soak", scopes: ["subscribe"] });
@@ -31,6 +36,7 @@ interface Sample {
   at: number;
   heap: number;
   rss: number;
+  limiterDegraded: number;
 }
 const samples: Sample[] = [];
 const metric = (text: string, name: string) =>
@@ -51,7 +57,10 @@ async function ingestLoop(): Promise<void> {
     }));
     const response = await fetch(`${gateway.url}/v1/events`, {
       method: "POST",
-      headers,
+      headers: {
+        ...headers,
+        "x-forwarded-for": `10.${(requests >> 16) & 255}.${(requests >> 8) & 255}.${requests & 255}`,
+      },
       body: JSON.stringify(records),
     });
     await response.arrayBuffer();
@@ -81,6 +90,7 @@ async function sampler(): Promise<void> {
       at: Date.now(),
       heap: metric(text, "nodejs_heap_size_used_bytes"),
       rss: metric(text, "process_resident_memory_bytes"),
+      limiterDegraded: metric(text, "gateway_rate_limiter_degraded"),
     });
     await Bun.sleep(1000);
   }
@@ -124,6 +134,12 @@ const checks: Array<[boolean, string]> = [
   ],
   [requests > 0 && failures <= requests * 0.01, `at most 1% of requests failed (${failures} of ${requests})`],
   [delivered > 0, `events reached WebSocket clients (${delivered})`],
+  [
+    process.env.REDIS_URL !== undefined &&
+      process.env.REDIS_URL !== "" &&
+      samples.slice(third).every((sample) => sample.limiterDegraded === 0),
+    "rate limits shared through REDIS_URL after warm-up (gateway_rate_limiter_degraded 0)",
+  ],
   [exitCode === 0, `exit code 0 after SIGTERM (${exitCode})`],
 ];
 for (const [ok, what] of checks) console.log(`check: ${ok ? "pass" : "fail"} soak on ${runtime}: ${what}`);
