@@ -1,13 +1,12 @@
 import { type BackoffOptions, backoffDelay, parseRetryAfter, sleep } from "./backoff.js";
 import { uuidv7 } from "./ids.js";
 import { onPageHide } from "./page.js";
-import { resolveToken, type TokenSource } from "./token.js";
+import type { QueueStorage, StoredRecord } from "./storage.js";
+import { resolveToken, type TokenSource, tokenExpiresAt } from "./token.js";
 import { utf8Length } from "./utf8.js";
 
-/** One event, as `POST /v1/events` takes it. */
-export interface EventRecord {
-  type: string;
-  data: Record<string, unknown>;
+/** The fields every record may carry besides its type and data. */
+export interface RecordFields {
   /** Set by the client (a UUIDv7) when absent, so a retried record can be deduplicated downstream. */
   id?: string;
   ts?: number | string;
@@ -15,6 +14,21 @@ export interface EventRecord {
   channel?: string;
   key?: string;
 }
+
+/** Event types by name, each with the shape of its `data` (see `GatewayEvents`, generated from schemas/). */
+export type EventTypes = object;
+
+/** Any type with any data object: the client's default, when it is not given `EventTypes`. */
+export type UntypedEvents = Record<string, Record<string, unknown>>;
+
+/**
+ * One event, as `POST /v1/events` takes it. With `EventTypes` (an
+ * `EventClient<GatewayEvents>`), `type` must be one of them and `data` must
+ * have that type's shape, checked at compile time.
+ */
+export type EventRecord<Events extends EventTypes = UntypedEvents> = {
+  [Type in keyof Events & string]: RecordFields & { type: Type; data: Events[Type] };
+}[keyof Events & string];
 
 export interface RetryOptions extends BackoffOptions {
   /** Attempts per batch (the first one included) before its records are dropped and reported. */
@@ -48,6 +62,12 @@ export interface EventClientOptions {
   /** In a browser page, send what is buffered with `keepalive` when the page is hidden. Default true. */
   flushOnPageHide?: boolean;
   fetch?: FetchLike;
+  /**
+   * Keeps unsent records across a reload or a restart (`browserQueue()` in a
+   * page, `fileQueue(path)` on Node and Bun): they are sent on the next start,
+   * once, with their original ids. Default: memory only.
+   */
+  storage?: QueueStorage;
   /** Records the gateway refused, or that the client gave up on. */
   onError?: (failure: DeliveryFailure) => void;
 }
@@ -69,7 +89,11 @@ export interface EventClientStats {
   accepted: number;
   /** Records the gateway refused (4xx other than 408 and 429, or per-record errors). */
   rejected: number;
-  /** Records lost on the client: buffer full (the newest are dropped), attempts exhausted, or close timed out. */
+  /**
+   * Records lost on the client: buffer full (the newest are dropped), attempts
+   * exhausted, close timed out, or a page closed with records it could not
+   * send (without `storage`).
+   */
   dropped: number;
   /** Requests repeated after a 408, 429, 5xx or network error. */
   retries: number;
@@ -92,10 +116,20 @@ interface Batch {
 
 type Outcome =
   | { done: true }
-  | { done: false; status: number | undefined; message: string; retryAfterMs?: number };
+  | {
+      done: false;
+      status: number | undefined;
+      message: string;
+      retryAfterMs?: number;
+      /** No HTTP answer at all (network error, abort). */
+      unreachable?: boolean;
+    };
 
 /** Browsers refuse `keepalive` requests once their bodies in flight pass 64 KiB (per page). */
 export const KEEPALIVE_BODY_LIMIT = 65_536;
+
+/** A token that expires within this is replaced ahead of time, so a page that is hidden has a valid one at hand. */
+const TOKEN_AHEAD_MS = 60_000;
 
 const DEFAULT_RETRY: RetryOptions = {
   initialDelayMs: 500,
@@ -122,15 +156,44 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** The parts of a page the online check uses, looked up at run time so the same build runs on servers. */
+interface OnlineAware {
+  navigator?: { onLine?: boolean };
+  addEventListener?(type: string, listener: () => void): void;
+  removeEventListener?(type: string, listener: () => void): void;
+}
+
+/** A page that says it is offline (and will say when it is back): a request now would only burn an attempt. */
+function isOffline(): boolean {
+  const page = globalThis as unknown as OnlineAware;
+  return page.navigator?.onLine === false && typeof page.addEventListener === "function";
+}
+
+/** Resolves at once when online, else on the page's `online` event or when `signal` aborts. */
+function untilOnline(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (!isOffline() || signal.aborted) return resolve();
+    const page = globalThis as unknown as Required<Pick<OnlineAware, "addEventListener">> & OnlineAware;
+    const done = () => {
+      page.removeEventListener?.("online", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    page.addEventListener("online", done);
+    signal.addEventListener("abort", done);
+  });
+}
+
 /**
  * Sends events to `POST /v1/events` in batches (by count, bytes and time),
  * gzipped where the platform can, one request at a time so records keep
  * their order. Failed requests are retried with jittered exponential backoff
- * and never before `Retry-After`; every record carries an id that stays the
- * same across retries. Memory is bounded: past `maxBufferRecords` or
- * `maxBufferBytes` new records are dropped and counted.
+ * (after `Retry-After` when the gateway sends one, up to `maxRetryAfterMs`);
+ * a 401 gets one fresh token and the same bytes again; every record carries
+ * an id that stays the same across retries and restarts. Memory is bounded:
+ * past `maxBufferRecords` or `maxBufferBytes` new records are dropped and counted.
  */
-export class EventClient {
+export class EventClient<Events extends EventTypes = UntypedEvents> {
   private readonly endpoint: string;
   private readonly fetch: FetchLike;
   private readonly retry: RetryOptions;
@@ -151,12 +214,22 @@ export class EventClient {
   private partialDue = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private nextSeq = 1;
+  /** Records restored from storage get sequence numbers below every enqueued one: they are older. */
+  private lowestSeq = 1;
   private flushWaiters: Array<{ upTo: number; resolve: () => void }> = [];
   private readonly counts = { accepted: 0, rejected: 0, dropped: 0, retries: 0 };
   /** Body bytes of keepalive requests in flight, held under KEEPALIVE_BODY_LIMIT. */
   private keepaliveBytes = 0;
   /** The last token a callback returned, for the synchronous send on page hide. */
   private lastToken: string | undefined;
+  /** A token being resolved ahead of need, and when to look at it again. */
+  private tokenAhead: Promise<void> | undefined;
+  private nextTokenCheck = 0;
+  /** Whether the last request got an HTTP answer: then a keepalive request on page hide will most likely arrive. */
+  private reachable = false;
+  private readonly storage: QueueStorage | undefined;
+  /** Records an earlier run stored are being loaded: nothing is sent until they are back at the front. */
+  private restoring: Promise<void> | undefined;
   private readonly abort = new AbortController();
   private readonly stopPageHide: (() => void) | undefined;
   private closing: Promise<void> | undefined;
@@ -174,8 +247,11 @@ export class EventClient {
       gzipMinBytes: options.gzipMinBytes ?? 1024,
     };
     this.gzip = (options.gzip ?? true) && typeof CompressionStream === "function";
+    this.storage = options.storage;
+    if (this.storage) this.restoring = this.restore(this.storage);
     this.stopPageHide =
-      options.flushOnPageHide === false ? undefined : onPageHide(() => this.sendOnPageHide());
+      options.flushOnPageHide === false ? undefined : onPageHide((final) => this.sendOnPageHide(final));
+    if (this.stopPageHide) this.prepareToken();
   }
 
   /**
@@ -183,14 +259,15 @@ export class EventClient {
    * full (the record is dropped and counted: the records already buffered
    * keep their place). Throws on a record that can never be sent.
    */
-  enqueue(record: EventRecord): string | undefined {
+  enqueue(record: EventRecord<Events>): string | undefined {
     if (this.closing) throw new Error("the EventClient is closed");
     if (typeof record?.type !== "string" || record.type === "") throw new TypeError("a record needs a type");
-    if (record.data === null || typeof record.data !== "object" || Array.isArray(record.data)) {
+    const data: unknown = record.data;
+    if (data === null || typeof data !== "object" || Array.isArray(data)) {
       throw new TypeError("a record needs a data object");
     }
     const id = record.id ?? uuidv7();
-    const { type, ts, channel, key, data } = record;
+    const { type, ts, channel, key } = record;
     const line = JSON.stringify({ id, type, ts, channel, key, data });
     const bytes = utf8Length(line);
     if (bytes > this.limits.maxBatchBytes) {
@@ -205,22 +282,26 @@ export class EventClient {
     }
     this.buffer.push({ id, line, bytes, seq: this.nextSeq++ });
     this.bufferBytes += bytes;
+    this.storage?.add([{ id, line }]);
+    this.prepareToken();
     this.maybeSend();
     return id;
   }
 
-  /** Sends everything buffered; resolves once every record enqueued before the call is accepted, refused or dropped. */
+  /**
+   * Sends everything buffered; resolves once every record enqueued before the
+   * call (and every record restored from storage) is accepted, refused or dropped.
+   */
   flush(): Promise<void> {
     const upTo = this.nextSeq - 1;
-    this.partialDue = true;
-    this.maybeSend();
-    if (this.oldestUnsettled() > upTo) return Promise.resolve();
-    return new Promise((resolve) => this.flushWaiters.push({ upTo, resolve }));
+    if (this.restoring) return this.restoring.then(() => this.flushUpTo(upTo));
+    return this.flushUpTo(upTo);
   }
 
   /**
    * Stops taking records, flushes, and stops listening to the page. After
-   * `timeoutMs` (default 10 s) whatever is still unsent is dropped and counted.
+   * `timeoutMs` (default 10 s) whatever is still unsent is dropped and counted
+   * (with `storage`, it stays stored and goes on the next start instead).
    */
   close(options: { timeoutMs?: number } = {}): Promise<void> {
     this.closing ??= this.shutDown(options.timeoutMs ?? 10_000);
@@ -229,6 +310,13 @@ export class EventClient {
 
   get stats(): EventClientStats {
     return { buffered: this.buffer.length, bufferedBytes: this.bufferBytes, ...this.counts };
+  }
+
+  private flushUpTo(upTo: number): Promise<void> {
+    this.partialDue = true;
+    this.maybeSend();
+    if (this.oldestUnsettled() > upTo) return Promise.resolve();
+    return new Promise((resolve) => this.flushWaiters.push({ upTo, resolve }));
   }
 
   private async shutDown(timeoutMs: number): Promise<void> {
@@ -243,18 +331,57 @@ export class EventClient {
     ]);
     clearTimeout(timer);
     this.clearTimer();
-    if (!timedOut) return;
-    // Aborting ends every request and backoff wait at once; their batches are dropped and counted.
-    this.abort.abort();
-    const left = this.buffer.splice(0);
-    this.bufferBytes = 0;
-    if (left.length > 0) this.drop(left, undefined, "the client closed before these records were sent");
-    this.settle(undefined);
-    await flushed;
+    if (timedOut) {
+      // Aborting ends every request and backoff wait at once; their batches are given up on.
+      this.abort.abort();
+      const left = this.buffer.splice(0);
+      this.bufferBytes = 0;
+      if (left.length > 0) this.giveUp(left, undefined, "the client closed before these records were sent");
+      this.settle(undefined);
+      await flushed;
+    }
+    await this.storage?.flush();
+  }
+
+  /** Puts the records an earlier run left in storage in front of the buffer, oldest first. */
+  private async restore(storage: QueueStorage): Promise<void> {
+    let stored: StoredRecord[] = [];
+    try {
+      stored = await storage.load();
+    } catch {
+      // Unreadable storage: nothing to restore, and new records still go from memory.
+    }
+    const present = new Set(this.buffer.map((record) => record.id));
+    const restored: Pending[] = [];
+    const refused: Pending[] = [];
+    let bytes = 0;
+    for (const { id, line } of stored) {
+      if (present.has(id)) continue;
+      const record: Pending = { id, line, bytes: utf8Length(line), seq: 0 };
+      const fits =
+        record.bytes <= this.limits.maxBatchBytes &&
+        this.buffer.length + restored.length < this.limits.maxBufferRecords &&
+        this.bufferBytes + bytes + record.bytes <= this.limits.maxBufferBytes;
+      if (!fits) {
+        refused.push(record);
+        continue;
+      }
+      restored.push(record);
+      bytes += record.bytes;
+    }
+    this.lowestSeq -= restored.length;
+    restored.forEach((record, index) => {
+      record.seq = this.lowestSeq + index;
+    });
+    this.buffer.unshift(...restored);
+    this.bufferBytes += bytes;
+    if (refused.length > 0) this.drop(refused, undefined, "stored records past this client's limits");
+    this.restoring = undefined;
+    this.maybeSend();
   }
 
   private maybeSend(): void {
-    if (this.sending || this.buffer.length === 0 || this.abort.signal.aborted) return;
+    if (this.sending || this.restoring || this.buffer.length === 0 || this.abort.signal.aborted) return;
     if (this.partialDue || this.fullBatchReady()) {
       this.clearTimer();
       void this.sendLoop();
@@ -307,24 +434,73 @@ export class EventClient {
     return batch;
   }
 
+  /**
+   * Resolves a token ahead of need (in a page, and whenever the one at hand
+   * expires within a minute), so the synchronous send on page hide has one.
+   */
+  private prepareToken(): void {
+    const source = this.options.token;
+    if (typeof source === "string" || this.tokenAhead || Date.now() < this.nextTokenCheck) return;
+    const current = this.lastToken;
+    if (current !== undefined) {
+      const expiresAt = tokenExpiresAt(current);
+      if (expiresAt === undefined || expiresAt - Date.now() > TOKEN_AHEAD_MS) return;
+    }
+    this.tokenAhead = resolveToken(source, current !== undefined)
+      .then(
+        (token) => {
+          this.lastToken = token;
+        },
+        () => {
+          // The next request calls the callback again, and reports if it still fails.
+        },
+      )
+      .finally(() => {
+        this.tokenAhead = undefined;
+        // A callback that failed, or handed back a token that still expires soon, is not asked again at once.
+        this.nextTokenCheck = Date.now() + 5000;
+      });
+  }
+
   /** Sends one batch until it is accepted, refused, or given up on. Never rejects. */
   private async deliver(batch: Batch): Promise<void> {
     const payload = await this.encode(batch);
-    for (let attempt = 1; ; attempt++) {
+    const canRefresh = typeof this.options.token === "function";
+    let refresh = false;
+    let refreshed = false;
+    let attempt = 1;
+    for (;;) {
+      await untilOnline(this.abort.signal);
       let outcome: Outcome;
       try {
-        const token = await resolveToken(this.options.token);
+        const token = await resolveToken(this.options.token, refresh);
         this.lastToken = token;
         const response = await untilAborted(
           this.post(payload.body, payload.size, payload.gzip, token),
           this.abort.signal,
         );
+        this.reachable = true;
+        if (response.status === 401 && canRefresh && !refreshed) {
+          // The token expired between enqueue and send, or was revoked: one fresh token, the same bytes.
+          await response.text().catch(() => "");
+          refresh = refreshed = true;
+          continue;
+        }
         outcome = await this.interpret(batch, response);
       } catch (error) {
-        outcome = { done: false, status: undefined, message: messageOf(error) };
+        outcome = { done: false, status: undefined, message: messageOf(error), unreachable: true };
       }
+      refresh = false;
       if (outcome.done) break;
-      if (attempt >= this.retry.maxAttempts || this.abort.signal.aborted) {
+      if (outcome.unreachable) this.reachable = false;
+      if (this.abort.signal.aborted) {
+        this.giveUp(batch.records, outcome.status, `the client closed: ${outcome.message}`);
+        this.settle(batch);
+        return;
+      }
+      // Offline: the attempt is not counted; the next one waits for the page's `online` event.
+      if (outcome.unreachable && isOffline()) continue;
+      if (attempt >= this.retry.maxAttempts) {
         this.drop(batch.records, outcome.status, `gave up after ${attempt} attempts: ${outcome.message}`);
         break;
       }
@@ -334,8 +510,10 @@ export class EventClient {
           ? backoffDelay(attempt - 1, this.retry)
           : Math.min(outcome.retryAfterMs, this.retry.maxRetryAfterMs) +
             Math.floor(Math.random() * this.retry.initialDelayMs);
+      attempt++;
       await sleep(delay, this.abort.signal);
     }
+    this.storage?.remove(batch.records.map((record) => record.id));
     this.settle(batch);
   }
 
@@ -429,37 +607,73 @@ export class EventClient {
 
   private drop(records: Pending[], status: number | undefined, message: string): void {
     this.counts.dropped += records.length;
+    this.storage?.remove(records.map((record) => record.id));
     this.options.onError?.({ kind: "dropped", status, message, records: records.map(({ id }) => ({ id })) });
+  }
+
+  /** Records the client stops trying to send: with storage they stay stored for the next start, else they are dropped. */
+  private giveUp(records: Pending[], status: number | undefined, message: string): void {
+    if (!this.storage) this.drop(records, status, message);
   }
 
   /**
    * The page is being hidden or closed: send what fits in the keepalive budget
-   * now, uncompressed (compression is asynchronous and might not finish). What
-   * does not fit stays buffered and goes out if the page comes back.
+   * now, uncompressed (compression is asynchronous and might not finish), with
+   * the token resolved ahead of time. What does not fit stays buffered and
+   * goes out if the page comes back; when the page is going away for good
+   * (`final`), what is left is counted as dropped, unless it is in storage.
    */
-  private sendOnPageHide(): void {
+  private sendOnPageHide(final: boolean): void {
+    if (this.abort.signal.aborted) return;
     const token = typeof this.options.token === "string" ? this.options.token : this.lastToken;
-    if (token === undefined || this.abort.signal.aborted) return;
-    this.clearTimer();
-    for (;;) {
-      const batch = this.takeBatch(
-        Math.min(this.limits.maxBatchBytes, KEEPALIVE_BODY_LIMIT - this.keepaliveBytes),
+    if (token !== undefined && !isOffline() && !this.restoring) {
+      this.clearTimer();
+      for (;;) {
+        const batch = this.takeBatch(
+          Math.min(this.limits.maxBatchBytes, KEEPALIVE_BODY_LIMIT - this.keepaliveBytes),
+        );
+        if (!batch) break;
+        const ids = batch.records.map((record) => record.id);
+        // A keepalive request outlives the page: once the gateway is known to answer, its records
+        // leave storage now (else a reload would send them twice). Without that, they stay stored.
+        const unstored = this.storage !== undefined && this.reachable;
+        if (unstored) this.storage?.remove(ids);
+        untilAborted(this.post(batch.body, batch.bytes, false, token), this.abort.signal)
+          .then((response): Outcome | Promise<Outcome> => {
+            if (response.status !== 401) return this.interpret(batch, response);
+            // No fresh token can be awaited here: the batch goes again with one.
+            this.lastToken = undefined;
+            return { done: false, status: 401, message: "HTTP 401" };
+          })
+          .catch((error): Outcome => ({ done: false, status: undefined, message: messageOf(error) }))
+          .then((outcome) => {
+            if (outcome.done) {
+              this.storage?.remove(ids);
+              this.settle(batch);
+            } else this.requeue(batch, unstored);
+          });
+      }
+    }
+    if (final && !this.storage && this.buffer.length > 0) {
+      // Nothing will send these once the page is gone: count them rather than lose them silently.
+      const left = this.buffer.splice(0);
+      this.bufferBytes = 0;
+      this.drop(
+        left,
+        undefined,
+        token === undefined
+          ? "the page closed before a token was at hand"
+          : "the page closed with more than the browser lets it send",
       );
-      if (!batch) return;
-      untilAborted(this.post(batch.body, batch.bytes, false, token), this.abort.signal)
-        .then((response) => this.interpret(batch, response))
-        .catch((error): Outcome => ({ done: false, status: undefined, message: messageOf(error) }))
-        .then((outcome) => {
-          if (outcome.done) this.settle(batch);
-          else this.requeue(batch);
-        });
+      this.settle(undefined);
     }
   }
 
-  /** A page-hide batch that failed goes back to the front of the buffer, in its order. */
-  private requeue(batch: Batch): void {
+  /** A page-hide batch that failed goes back to the front of the buffer (and to storage), in its order. */
+  private requeue(batch: Batch, unstored: boolean): void {
+    if (unstored) this.storage?.add(batch.records.map(({ id, line }) => ({ id, line })));
     if (this.abort.signal.aborted) {
-      this.drop(batch.records, undefined, "the client closed before these records were sent");
+      this.giveUp(batch.records, undefined, "the client closed before these records were sent");
       this.settle(batch);
       return;
     }

@@ -5,11 +5,21 @@ export {
   type EventClientOptions,
   type EventClientStats,
   type EventRecord,
+  type EventTypes,
   type FetchLike,
   KEEPALIVE_BODY_LIMIT,
+  type RecordFields,
   type RetryOptions,
+  type UntypedEvents,
 } from "./event-client.js";
 export { uuidv7 } from "./ids.js";
+export {
+  browserQueue,
+  indexedDbQueue,
+  localStorageQueue,
+  type QueueStorage,
+  type StoredRecord,
+} from "./storage.js";
 export {
   type ChannelEvent,
   Subscriber,

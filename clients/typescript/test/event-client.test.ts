@@ -1,9 +1,15 @@
 import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileQueue } from "../src/file-queue.js";
 import {
   type DeliveryFailure,
   EventClient,
   type EventClientOptions,
   KEEPALIVE_BODY_LIMIT,
+  localStorageQueue,
+  type QueueStorage,
 } from "../src/index.js";
 
 interface Sent {
@@ -71,13 +77,13 @@ describe("EventClient batching", () => {
   });
 
   test("each record gets a UUIDv7 id unless it has one; the URL gets /v1/events once", async () => {
-    let url = "";
+    // Asserted after the flush: an expect() inside the fake fetch would throw into the client, which retries.
+    const requests: Array<{ url: string; authorization: string | undefined }> = [];
     const events = new EventClient({
       url: "http://gateway.test//",
       token: async () => "from-callback",
       fetch: async (target, init) => {
-        url = target;
-        expect((init.headers as Record<string, string>).authorization).toBe("Bearer from-callback");
+        requests.push({ url: target, authorization: (init.headers as Record<string, string>).authorization });
         return accepted();
       },
     });
@@ -85,7 +91,10 @@ describe("EventClient batching", () => {
     expect(generated).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(events.enqueue({ ...click(2), id: "mine" })).toBe("mine");
     await events.flush();
-    expect(url).toBe("http://gateway.test/v1/events");
+    expect(requests).toEqual([
+      { url: "http://gateway.test/v1/events", authorization: "Bearer from-callback" },
+    ]);
+    expect(events.stats).toMatchObject({ accepted: 2, retries: 0 });
     await events.close();
   });
 
@@ -194,6 +203,41 @@ describe("EventClient retries", () => {
     await events.close();
   });
 
+  test("a 401 gets one fresh token from the callback and the same bytes again", async () => {
+    const refreshes: boolean[] = [];
+    const { fetch, sent } = scriptedFetch([
+      () => Response.json({ error: "unauthorized", message: "token expired" }, { status: 401 }),
+      accepted,
+    ]);
+    const events = client({
+      fetch,
+      token: ({ refresh }) => {
+        refreshes.push(refresh);
+        return refresh ? "fresh" : "stale";
+      },
+    });
+    for (let i = 0; i < 3; i++) events.enqueue(click(i));
+    await events.flush();
+    expect(sent.map((request) => request.headers.authorization)).toEqual(["Bearer stale", "Bearer fresh"]);
+    expect((sent[1] as Sent).body).toBe((sent[0] as Sent).body);
+    expect(refreshes.at(-1)).toBe(true);
+    expect(events.stats).toMatchObject({ accepted: 3, rejected: 0, dropped: 0 });
+    await events.close();
+  });
+
+  test("a second 401 in a row is a refusal: reported, never retried again", async () => {
+    const failures: DeliveryFailure[] = [];
+    const { fetch, sent } = scriptedFetch([
+      () => Response.json({ error: "unauthorized", message: "bad token" }, { status: 401 }),
+    ]);
+    const events = client({ fetch, token: () => "revoked", onError: (failure) => failures.push(failure) });
+    const id = events.enqueue(click(0)) as string;
+    await events.flush();
+    expect(sent.length).toBe(2);
+    expect(failures).toEqual([{ kind: "rejected", status: 401, message: "bad token", records: [{ id }] }]);
+    await events.close();
+  });
+
   test("close() gives up after its timeout and counts what was left", async () => {
     const { fetch } = scriptedFetch([
       () => new Response("{}", { status: 503, headers: { "retry-after": "60" } }),
@@ -210,6 +254,7 @@ describe("EventClient retries", () => {
 
 describe("EventClient in a page", () => {
   type Listener = () => void;
+  type PageHideListener = (event: { persisted: boolean }) => void;
   const page = globalThis as unknown as Record<string, unknown>;
   const listeners = new Map<string, Listener>();
   const document = {
@@ -223,11 +268,16 @@ describe("EventClient in a page", () => {
     page.addEventListener = (type: string, listener: Listener) => listeners.set(type, listener);
     page.removeEventListener = (type: string) => listeners.delete(type);
   }
+  const realNavigator = Object.getOwnPropertyDescriptor(globalThis, "navigator");
+  function setOnline(onLine: boolean) {
+    Object.defineProperty(globalThis, "navigator", { value: { onLine }, configurable: true, writable: true });
+  }
   afterEach(() => {
     delete page.document;
     delete page.addEventListener;
     delete page.removeEventListener;
     listeners.clear();
+    if (realNavigator) Object.defineProperty(globalThis, "navigator", realNavigator);
   });
 
   test("on pagehide, what is buffered goes out with keepalive, within the 64 KiB budget", async () => {
@@ -236,7 +286,8 @@ describe("EventClient in a page", () => {
     const events = client({ fetch, flushIntervalMs: 60_000, maxBatchBytes: 20_000 });
     const big = "x".repeat(5_000);
     for (let i = 0; i < 30; i++) events.enqueue({ type: "click", data: { element: big } });
-    (listeners.get("pagehide") as Listener)();
+    // Kept in the back/forward cache: the page may come back.
+    (listeners.get("pagehide") as PageHideListener)({ persisted: true });
     const keepalive = sent.filter((request) => request.keepalive);
     expect(keepalive.length).toBeGreaterThan(1);
     const bytes = keepalive.map((request) => new TextEncoder().encode(request.body).byteLength);
@@ -244,6 +295,7 @@ describe("EventClient in a page", () => {
     expect(bytes.reduce((sum, size) => sum + size, 0)).toBeLessThanOrEqual(KEEPALIVE_BODY_LIMIT);
     // What did not fit stays buffered for when the page comes back; the budget stays respected.
     expect(events.stats.buffered).toBeGreaterThan(0);
+    expect(events.stats.dropped).toBe(0);
     await Bun.sleep(10);
     const inFlight = sent.filter((request) => request.keepalive);
     const total = inFlight.reduce(
@@ -267,6 +319,178 @@ describe("EventClient in a page", () => {
     expect(events.stats.buffered).toBe(3);
     await events.flush();
     expect(idsOf(sent[1] as Sent)).toEqual(ids as string[]);
+    await events.close();
+  });
+
+  test("a callback token is resolved ahead of page hide, so the hide sends the buffer with it", async () => {
+    installPage();
+    const { fetch, sent } = scriptedFetch([accepted]);
+    const events = client({ fetch, token: async () => "ahead", flushIntervalMs: 60_000 });
+    const ids = [0, 1, 2].map((i) => events.enqueue(click(i)));
+    await Bun.sleep(5);
+    expect(sent.length).toBe(0);
+    (listeners.get("pagehide") as PageHideListener)({ persisted: false });
+    expect(sent.map((request) => [request.keepalive, request.headers.authorization])).toEqual([
+      [true, "Bearer ahead"],
+    ]);
+    expect(idsOf(sent[0] as Sent)).toEqual(ids as string[]);
+    await events.close();
+  });
+
+  test("records a closing page cannot send (no token at hand) are counted as dropped and reported", async () => {
+    installPage();
+    const failures: DeliveryFailure[] = [];
+    const { fetch, sent } = scriptedFetch([accepted]);
+    const events = client({
+      fetch,
+      token: () => new Promise<string>(() => {}),
+      flushIntervalMs: 60_000,
+      onError: (failure) => failures.push(failure),
+    });
+    const ids = [0, 1, 2].map((i) => events.enqueue(click(i)));
+    (listeners.get("pagehide") as PageHideListener)({ persisted: false });
+    expect(sent.length).toBe(0);
+    expect(events.stats).toMatchObject({ buffered: 0, dropped: 3 });
+    expect(failures.map((failure) => [failure.kind, failure.records.map((record) => record.id)])).toEqual([
+      ["dropped", ids as string[]],
+    ]);
+    await events.close({ timeoutMs: 20 });
+  });
+
+  test("while the page is offline nothing is sent and no attempt is burnt; `online` resumes", async () => {
+    installPage();
+    setOnline(false);
+    const { fetch, sent } = scriptedFetch([accepted]);
+    const events = client({ fetch, retry: { maxAttempts: 1 }, flushIntervalMs: 10 });
+    const id = events.enqueue(click(0));
+    await Bun.sleep(100);
+    expect(sent.length).toBe(0);
+    setOnline(true);
+    (listeners.get("online") as Listener)();
+    await events.flush();
+    expect(sent.flatMap(idsOf)).toEqual([id as string]);
+    expect(events.stats).toMatchObject({ accepted: 1, dropped: 0 });
+    await events.close();
+  });
+
+  test("a network error while offline is not counted against maxAttempts", async () => {
+    installPage();
+    const { fetch, sent } = scriptedFetch([
+      () => {
+        setOnline(false);
+        return Promise.reject(new TypeError("network down"));
+      },
+      accepted,
+    ]);
+    const events = client({ fetch, retry: { maxAttempts: 1 }, flushIntervalMs: 10 });
+    events.enqueue(click(0));
+    await until(() => sent.length === 1);
+    await Bun.sleep(50);
+    expect(events.stats.dropped).toBe(0);
+    setOnline(true);
+    (listeners.get("online") as Listener)();
+    await events.flush();
+    expect(events.stats).toMatchObject({ accepted: 1, dropped: 0 });
+    await events.close();
+  });
+});
+
+async function until(probe: () => boolean, timeoutMs = 2000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!probe()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await Bun.sleep(5);
+  }
+}
+
+/** A Storage (the localStorage interface) in memory. */
+function memoryStorage(): Storage & { items: Map<string, string> } {
+  const items = new Map<string, string>();
+  return {
+    items,
+    get length() {
+      return items.size;
+    },
+    clear: () => items.clear(),
+    getItem: (key) => items.get(key) ?? null,
+    key: (index) => [...items.keys()][index] ?? null,
+    removeItem: (key) => void items.delete(key),
+    setItem: (key, value) => void items.set(key, String(value)),
+  };
+}
+
+describe("EventClient with storage: unsent records survive a restart", () => {
+  const unreachable = () => Promise.reject(new TypeError("connection refused"));
+
+  async function acrossRestart(storage: () => QueueStorage) {
+    const first = client({
+      fetch: scriptedFetch([unreachable]).fetch,
+      storage: storage(),
+      retry: { initialDelayMs: 5_000 },
+    });
+    const ids = [0, 1, 2].map((i) => first.enqueue(click(i)) as string);
+    await first.close({ timeoutMs: 50 });
+    // Given up on at close, but kept: not dropped.
+    expect(first.stats.dropped).toBe(0);
+    const { fetch, sent } = scriptedFetch([accepted]);
+    const second = client({ fetch, storage: storage() });
+    const more = second.enqueue(click(3)) as string;
+    await second.flush();
+    expect(sent.flatMap(idsOf)).toEqual([...ids, more]);
+    expect(
+      sent.flatMap((request) => request.body.split("\n").map((line) => JSON.parse(line).data.element)),
+    ).toEqual(["e0", "e1", "e2", "e3"]);
+    await second.close();
+    // Sent once: a third start finds nothing left.
+    const third = scriptedFetch([accepted]);
+    const again = client({ fetch: third.fetch, storage: storage() });
+    await again.flush();
+    expect(third.sent.length).toBe(0);
+    await again.close();
+  }
+
+  test("localStorage", async () => {
+    const backing = memoryStorage();
+    await acrossRestart(() => localStorageQueue("events", backing));
+    expect(backing.items.size).toBe(0);
+  });
+
+  test("a file (Node and Bun); a journal line cut short by a crash is ignored", async () => {
+    const folder = mkdtempSync(join(tmpdir(), "file-queue-"));
+    const path = join(folder, "queue", "events.jsonl");
+    try {
+      await acrossRestart(() => fileQueue(path));
+      expect(readFileSync(path, "utf8")).toBe("");
+      writeFileSync(
+        path,
+        `${JSON.stringify(["+", "kept", JSON.stringify({ id: "kept", type: "click", data: {} })])}\n["+", "cut`,
+      );
+      const { fetch, sent } = scriptedFetch([accepted]);
+      const events = client({ fetch, storage: fileQueue(path) });
+      await events.flush();
+      expect(sent.flatMap(idsOf)).toEqual(["kept"]);
+      await events.close();
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
+  });
+
+  test("records the gateway refused or accepted leave storage; so do dropped ones", async () => {
+    const backing = memoryStorage();
+    const storage = localStorageQueue("events", backing);
+    const { fetch } = scriptedFetch([
+      () =>
+        Response.json(
+          { accepted: 1, rejected: 1, errors: [{ index: 1, reason: "unknown type" }] },
+          { status: 202 },
+        ),
+    ]);
+    const events = client({ fetch, storage });
+    events.enqueue(click(0));
+    events.enqueue({ type: "nope", data: {} });
+    await events.flush();
+    await storage.flush();
+    expect(await storage.load()).toEqual([]);
     await events.close();
   });
 });

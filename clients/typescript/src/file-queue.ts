@@ -1,0 +1,74 @@
+import { appendFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
+import { apply, type QueueStorage, type StoredRecord, WriteBatcher } from "./storage.js";
+
+/** Journal lines past this many per live record (and past a floor) make the next write compact the file. */
+const COMPACT_RATIO = 4;
+const COMPACT_FLOOR = 1000;
+
+/**
+ * A file that keeps an `EventClient`'s unsent records across restarts, for
+ * Node and Bun: an append-only journal (`["+", id, line]`, `["-", id]`), so a
+ * crash loses at most the last write, compacted at load and when it grows.
+ * One client per file at a time.
+ */
+export function fileQueue(path: string): QueueStorage {
+  const records = new Map<string, string>();
+  let journalLines = 0;
+  let loading: Promise<void> | undefined;
+
+  const compact = async () => {
+    const text = [...records].map(([id, line]) => `${JSON.stringify(["+", id, line])}\n`).join("");
+    await writeFile(`${path}.tmp`, text);
+    await rename(`${path}.tmp`, path);
+    journalLines = records.size;
+  };
+
+  const load = () => {
+    loading ??= (async () => {
+      await mkdir(dirname(path), { recursive: true });
+      let text = "";
+      try {
+        text = await readFile(path, "utf8");
+      } catch (error) {
+        if ((error as { code?: string }).code !== "ENOENT") throw error;
+      }
+      for (const entry of text.split("\n")) {
+        if (entry === "") continue;
+        try {
+          const [op, id, line] = JSON.parse(entry) as [string, string, string?];
+          if (op === "+" && typeof line === "string") records.set(id, line);
+          else if (op === "-") records.delete(id);
+        } catch {
+          // A line cut short by a crash: what it said was never confirmed.
+        }
+      }
+      await compact();
+    })();
+    return loading;
+  };
+
+  const batcher = new WriteBatcher(async (operations) => {
+    await load();
+    apply(records, operations);
+    const lines: string[] = [];
+    for (const operation of operations) {
+      if ("add" in operation)
+        for (const { id, line } of operation.add) lines.push(JSON.stringify(["+", id, line]));
+      else for (const id of operation.remove) lines.push(JSON.stringify(["-", id]));
+    }
+    journalLines += lines.length;
+    if (journalLines > COMPACT_FLOOR && journalLines > COMPACT_RATIO * records.size) await compact();
+    else if (lines.length > 0) await appendFile(path, `${lines.join("\n")}\n`);
+  });
+
+  return {
+    async load(): Promise<StoredRecord[]> {
+      await load();
+      return [...records].map(([id, line]) => ({ id, line }));
+    },
+    add: (added) => batcher.push({ add: added }),
+    remove: (ids) => batcher.push({ remove: ids }),
+    flush: () => batcher.flush(),
+  };
+}
