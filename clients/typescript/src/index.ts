@@ -22,10 +22,18 @@ export {
 } from "./storage.js";
 export {
   type ChannelEvent,
+  type Gap,
+  type GatewayErrorInfo,
+  GatewayRequestError,
+  type HistoryPage,
   Subscriber,
   type SubscriberEvents,
   type SubscriberOptions,
   type SubscriberState,
+  Subscription,
+  type SubscriptionEvents,
+  type SubscriptionState,
+  type UnsubscribeReason,
   type WebSocketConstructor,
   type WebSocketLike,
 } from "./subscriber.js";

@@ -1,7 +1,8 @@
 import { type BackoffOptions, backoffDelay } from "./backoff.js";
 import { Emitter } from "./emitter.js";
+import type { FetchLike } from "./event-client.js";
 import { isAfter } from "./event-id.js";
-import { resolveToken, type TokenSource } from "./token.js";
+import { resolveToken, type TokenSource, tokenExpiresAt } from "./token.js";
 
 /** The WebSocket surface this client needs: the browser's, Bun's, Node's (22+, or 20 with `--experimental-websocket`) or the `ws` package. */
 export interface WebSocketLike {
@@ -29,21 +30,49 @@ export interface ChannelEvent {
   broadcast?: boolean;
 }
 
+/**
+ * Events may have been missed on `channel`: `history_gone` when the gateway
+ * can no longer replay from `since` (restarted, or it kept less), `behind`
+ * when its keep-alive showed a newer event than the last received (a replay is
+ * asked for at once). Reload whatever state you build from the channel.
+ */
+export interface Gap {
+  channel: string;
+  since: string;
+  reason: "history_gone" | "behind";
+}
+
+/** Why a subscription ended: the caller, the gateway refused the channel (also after a token refresh), or the subscriber closed. */
+export type UnsubscribeReason = "client" | "forbidden" | "bad_channel" | "closed";
+
+export interface GatewayErrorInfo {
+  code: string;
+  message: string;
+  channel?: string;
+}
+
+export interface SubscriptionEvents {
+  /** Being (re)subscribed: on subscribe, after a reconnect, or while a replay waits (`try_again`). */
+  subscribing: { channel: string };
+  subscribed: { channel: string; lastEventId: string | null };
+  unsubscribed: { channel: string; reason: UnsubscribeReason };
+  event: ChannelEvent;
+  gap: Gap;
+  error: GatewayErrorInfo;
+}
+
 export interface SubscriberEvents {
   /** Authenticated; subscriptions are being (re)sent. */
   connected: { connection: string };
   subscribed: { channel: string; lastEventId: string | null };
-  unsubscribed: { channel: string };
+  /** A subscription ended; `reason` is absent for the gateway's answer to an `unsubscribe`. */
+  unsubscribed: { channel: string; reason?: UnsubscribeReason };
   event: ChannelEvent;
-  /**
-   * Events may have been missed on `channel`: `history_gone` when the gateway
-   * can no longer replay from `since` (restarted, or it kept less), `behind`
-   * when its keep-alive showed a newer event than the last received (a replay is
-   * asked for at once). Reload whatever state you build from the channel.
-   */
-  gap: { channel: string; since: string; reason: "history_gone" | "behind" };
-  /** An error frame from the gateway (`forbidden`, `bad_channel`, …), or `token` when the token callback failed. */
-  error: { code: string; message: string; channel?: string };
+  gap: Gap;
+  /** An error frame from the gateway (`forbidden`, `bad_channel`, `unavailable`, …), or `token` when the token callback failed. */
+  error: GatewayErrorInfo;
+  /** The gateway took a new token in band: the socket and its subscriptions stayed. */
+  refreshed: { expiresAt: number | undefined };
   /** The socket closed; `reconnectInMs` is undefined when the subscriber will not reconnect. */
   disconnected: { code: number; reason: string; reconnectInMs: number | undefined };
 }
@@ -51,7 +80,11 @@ export interface SubscriberEvents {
 export interface SubscriberOptions {
   /** The gateway's base URL (`https://…`, turned into `wss://…/v1/ws`), or the full `ws(s)://…/v1/ws` URL. */
   url: string;
-  /** Called before every connection; with `{ refresh: true }` after the gateway closed with 4001. */
+  /**
+   * Called before every connection, and with `{ refresh: true }` for a new
+   * token: before the current one expires (sent in band, the socket stays)
+   * and after the gateway closed with 4001.
+   */
   token: TokenSource;
   /** Channels to subscribe to from the start. */
   channels?: string[];
@@ -62,16 +95,47 @@ export interface SubscriberOptions {
   /** Consecutive refused tokens (close 4001 before `connected`) after which the subscriber stops. Default 5. */
   maxAuthFailures?: number;
   WebSocket?: WebSocketConstructor;
+  /** For `history()`. Default `globalThis.fetch`. */
+  fetch?: FetchLike;
 }
 
 export type SubscriberState = "connecting" | "open" | "waiting" | "closed";
+
+export type SubscriptionState = "subscribing" | "subscribed" | "unsubscribed";
+
+/** One page of `GET /v1/channels/{channel}/events`. */
+export interface HistoryPage {
+  channel: string;
+  /** Oldest first. */
+  events: ChannelEvent[];
+  /** The channel's current position. */
+  lastEventId: string | null;
+  /** Pass as `since` for the next page; null once caught up. */
+  next: string | null;
+}
+
+/** A refused HTTP request: `status` and the gateway's error `code` (`history_gone` is 410). */
+export class GatewayRequestError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "GatewayRequestError";
+  }
+}
 
 /** Close codes of the gateway's protocol. */
 const CLOSE = { goingAway: 1001, tryAgainLater: 1013, unauthorized: 4001 } as const;
 /** A connection that lasted this long resets the backoff. */
 const STABLE_AFTER_MS = 5000;
-/** The longest wait a `reconnect` frame may ask for. */
+/** The longest wait the gateway may ask for (`reconnect` frame, `retryAfterMs`). */
 const MAX_SERVER_DELAY_MS = 60_000;
+/** A token is replaced in band this long before it expires (or at half its remaining life, if shorter). */
+const REFRESH_AHEAD_MS = 30_000;
+/** A refresh that could not be made (callback failed, nothing newer) is tried again after this. */
+const REFRESH_RETRY_MS = 5000;
 
 function toWebSocketUrl(url: string): string {
   if (/^wss?:/i.test(url)) return url;
@@ -79,31 +143,140 @@ function toWebSocketUrl(url: string): string {
   return `${base}/v1/ws`;
 }
 
+function toHttpBase(url: string): string {
+  return url
+    .replace(/^ws/i, "http")
+    .replace(/\/+$/, "")
+    .replace(/\/v1\/ws$/, "");
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function serverDelay(value: unknown): number | undefined {
+  return typeof value === "number" && value >= 0 ? Math.min(value, MAX_SERVER_DELAY_MS) : undefined;
+}
+
+function toChannelEvent(frame: Record<string, unknown>): ChannelEvent {
+  const event: ChannelEvent = { channel: String(frame.channel), id: String(frame.id), data: frame.data };
+  if (typeof frame.recordType === "string") event.recordType = frame.recordType;
+  if (typeof frame.recordId === "string") event.recordId = frame.recordId;
+  if (frame.broadcast === true) event.broadcast = true;
+  return event;
+}
+
+/**
+ * One channel of a `Subscriber` (as centrifuge-js has them): its state, its
+ * position, its own events. Created by `subscriber.subscribe(channel)`; it
+ * lives until `unsubscribe()`, a refusal by the gateway, or `close()`.
+ */
+export class Subscription extends Emitter<SubscriptionEvents> {
+  private current: SubscriptionState = "subscribing";
+  private waiters: Array<{ resolve: (subscription: Subscription) => void; reject: (error: Error) => void }> =
+    [];
+  /** The `since` of the next subscribe: the last event received, or the position the gateway reported. */
+  position: string | undefined;
+
+  constructor(
+    readonly channel: string,
+    private readonly owner: Subscriber,
+  ) {
+    super();
+  }
+
+  get state(): SubscriptionState {
+    return this.current;
+  }
+
+  /** The id of the last event received (where a resume starts); store it to resume across page loads. */
+  get lastEventId(): string | undefined {
+    return this.position;
+  }
+
+  /** Resolves once subscribed (at once if it is); rejects once the subscription has ended. */
+  ready(): Promise<Subscription> {
+    if (this.current === "subscribed") return Promise.resolve(this);
+    if (this.current === "unsubscribed")
+      return Promise.reject(new Error(`not subscribed to ${this.channel}`));
+    const ready = new Promise<Subscription>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    // Ignoring the promise is fine: a refusal is also an `error` event, never an unhandled rejection.
+    ready.catch(() => {});
+    return ready;
+  }
+
+  unsubscribe(): void {
+    this.owner.unsubscribe(this.channel);
+  }
+
+  /** A page of the channel's history; see `Subscriber.history`. */
+  history(options: { since?: string; limit?: number } = {}): Promise<HistoryPage> {
+    return this.owner.history(this.channel, options);
+  }
+
+  /** Moves to `state` and tells this subscription's listeners (for the Subscriber only). */
+  transition(state: "subscribing", payload: SubscriptionEvents["subscribing"]): void;
+  transition(state: "subscribed", payload: SubscriptionEvents["subscribed"]): void;
+  transition(state: "unsubscribed", payload: SubscriptionEvents["unsubscribed"]): void;
+  transition(state: SubscriptionState, payload: SubscriptionEvents[SubscriptionState]): void {
+    if (this.current === "unsubscribed") return;
+    if (state === "subscribing" && this.current === "subscribing") return;
+    this.current = state;
+    if (state !== "subscribing") {
+      const waiters = this.waiters;
+      this.waiters = [];
+      const reason = (payload as SubscriptionEvents["unsubscribed"]).reason;
+      for (const waiter of waiters) {
+        if (state === "subscribed") waiter.resolve(this);
+        else waiter.reject(new Error(`subscription to ${this.channel} ended: ${reason}`));
+      }
+    }
+    this.emit(state, payload as never);
+    if (state === "unsubscribed") this.removeAllListeners();
+  }
+
+  /** Tells this subscription's listeners (for the Subscriber only). */
+  notify<K extends "event" | "gap" | "error">(type: K, payload: SubscriptionEvents[K]): void {
+    this.emit(type, payload);
+  }
+}
+
 /**
  * A WebSocket subscription to gateway channels that survives disconnects:
- * first-message auth, automatic reconnect with jittered backoff (or the delay
- * the gateway asks for in its `reconnect` frame), and resume from the last
- * event id of each channel, with duplicates from an overlapping replay dropped.
+ * first-message auth, token refresh in band before expiry, automatic
+ * reconnect with jittered backoff (or the delay the gateway asks for), and
+ * resume from each channel's position, with duplicates from an overlapping
+ * replay dropped.
  */
 export class Subscriber extends Emitter<SubscriberEvents> {
   private readonly WebSocketImpl: WebSocketConstructor;
   private readonly wsUrl: string;
+  private readonly httpBase: string;
   private readonly backoff: BackoffOptions;
-  /** Channels the caller wants, kept across reconnects. */
-  private readonly channels = new Set<string>();
-  /** Last event id seen (or known to be current) per channel: the `since` of the next subscribe. */
-  private readonly positions = new Map<string, string>();
+  /** The channels the caller wants, kept across reconnects. */
+  private readonly subscriptions = new Map<string, Subscription>();
+  /** Subscribes the gateway asked to try again later (`try_again`), one timer per channel at most. */
+  private readonly retrySubscribe = new Map<string, ReturnType<typeof setTimeout>>();
   private socket: WebSocketLike | undefined;
   private currentState: SubscriberState = "connecting";
   private attempt = 0;
   private authFailures = 0;
   private refreshToken = false;
   private connectedAt = 0;
-  /** The delay of the gateway's last `reconnect` frame on this connection. */
+  /** The delay of the gateway's last `reconnect` frame, or `retryAfterMs` of its `unavailable` error, on this connection. */
   private serverDelayMs: number | undefined;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   private awaitingPong = false;
+  /** The token the gateway holds for this connection, and when it expires (epoch ms, when known). */
+  private token: string | undefined;
+  private tokenExpiresAt: number | undefined;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  /** An in-band `auth` sent and not yet answered. */
+  private pendingToken: string | undefined;
+  private refreshing = false;
+  /** False once this connection's gateway refused in-band refresh (an older version): it waits for 4001. */
+  private inBandRefresh = true;
 
   constructor(private readonly options: SubscriberOptions) {
     super();
@@ -115,8 +288,10 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     }
     this.WebSocketImpl = WebSocketImpl;
     this.wsUrl = toWebSocketUrl(options.url);
+    this.httpBase = toHttpBase(options.url);
     this.backoff = { initialDelayMs: 500, maxDelayMs: 30_000, ...options.reconnect };
-    for (const channel of options.channels ?? []) this.channels.add(channel);
+    for (const channel of options.channels ?? [])
+      this.subscriptions.set(channel, new Subscription(channel, this));
     void this.connect();
   }
 
@@ -124,36 +299,106 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     return this.currentState;
   }
 
-  /** The id of the last event received on `channel` (where a resume starts). */
+  /** The position a resume of `channel` starts from: the last event received, or the gateway's position at subscribe. */
   lastEventId(channel: string): string | undefined {
-    return this.positions.get(channel);
+    return this.subscriptions.get(channel)?.position;
   }
 
-  /** Subscribes now if connected, and again after every reconnect. `since` resumes after that event id. */
-  subscribe(channel: string, options: { since?: string } = {}): void {
-    this.channels.add(channel);
-    if (options.since !== undefined) this.positions.set(channel, options.since);
-    if (this.currentState === "open") this.sendSubscribe(channel);
+  /** The subscription to `channel`, while there is one. */
+  subscription(channel: string): Subscription | undefined {
+    return this.subscriptions.get(channel);
+  }
+
+  /**
+   * Subscribes now if connected, and again after every reconnect; `since`
+   * resumes after that event id. Resolves with the subscription once the
+   * gateway confirmed it; rejects if the channel is refused or the subscriber
+   * closes first (the refusal is also an `error` event, so ignoring the
+   * promise is safe).
+   */
+  subscribe(channel: string, options: { since?: string } = {}): Promise<Subscription> {
+    let subscription = this.subscriptions.get(channel);
+    const fresh = subscription === undefined;
+    if (!subscription) {
+      subscription = new Subscription(channel, this);
+      this.subscriptions.set(channel, subscription);
+    }
+    if (options.since !== undefined) subscription.position = options.since;
+    const ready = subscription.ready();
+    if (this.isClosed()) {
+      this.end(subscription, "closed");
+      return ready;
+    }
+    if (fresh || options.since !== undefined) {
+      subscription.transition("subscribing", { channel });
+      if (this.currentState === "open") this.sendSubscribe(subscription);
+    }
+    return ready;
   }
 
   unsubscribe(channel: string): void {
-    this.channels.delete(channel);
-    this.positions.delete(channel);
+    const subscription = this.subscriptions.get(channel);
+    if (!subscription) return;
+    this.end(subscription, "client");
     if (this.currentState === "open") this.send({ type: "unsubscribe", channel });
   }
 
-  /** Closes for good: no reconnect. */
+  /**
+   * A page of `channel`'s history after `since` (the oldest kept when
+   * absent), `limit` events at most (gateway default 100, at most 1000):
+   * follow `next` until it is null to catch up. Rejects with a
+   * `GatewayRequestError` (`history_gone`, 410, when `since` is older than what is kept).
+   */
+  async history(channel: string, options: { since?: string; limit?: number } = {}): Promise<HistoryPage> {
+    const url = new URL(`${this.httpBase}/v1/channels/${encodeURIComponent(channel)}/events`);
+    if (options.since !== undefined) url.searchParams.set("since", options.since);
+    if (options.limit !== undefined) url.searchParams.set("limit", String(options.limit));
+    const fetch = this.options.fetch ?? ((target, init) => globalThis.fetch(target, init));
+    let token = this.token ?? (await resolveToken(this.options.token));
+    for (let refreshed = false; ; refreshed = true) {
+      const response = await fetch(url.toString(), { headers: { authorization: `Bearer ${token}` } });
+      const text = await response.text();
+      let body: Record<string, unknown> = {};
+      try {
+        body = JSON.parse(text) as Record<string, unknown>;
+      } catch {
+        // Not JSON (a proxy's error page): the status says what happened.
+      }
+      if (response.status === 401 && !refreshed && typeof this.options.token === "function") {
+        token = await resolveToken(this.options.token, true);
+        continue;
+      }
+      if (!response.ok) {
+        const code = typeof body.error === "string" ? body.error : `http_${response.status}`;
+        throw new GatewayRequestError(
+          response.status,
+          code,
+          String(body.message ?? `HTTP ${response.status}`),
+        );
+      }
+      const events = Array.isArray(body.events) ? (body.events as Array<Record<string, unknown>>) : [];
+      return {
+        channel,
+        events: events.map((event) => toChannelEvent({ channel, ...event })),
+        lastEventId: typeof body.lastEventId === "string" ? body.lastEventId : null,
+        next: typeof body.next === "string" ? body.next : null,
+      };
+    }
+  }
+
+  /** Closes for good: no reconnect; every subscription ends. */
   close(): void {
     if (this.currentState === "closed") return;
     this.currentState = "closed";
     clearTimeout(this.retryTimer);
-    this.stopHeartbeat();
+    this.stopConnectionTimers();
     const socket = this.socket;
     this.socket = undefined;
     if (socket) {
       socket.onclose = null;
       socket.close(1000, "client closed");
     }
+    for (const subscription of [...this.subscriptions.values()]) this.end(subscription, "closed");
     this.emit("disconnected", { code: 1000, reason: "client closed", reconnectInMs: undefined });
   }
 
@@ -165,7 +410,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       token = await resolveToken(this.options.token, this.refreshToken);
     } catch (error) {
       if (this.isClosed()) return;
-      this.emit("error", { code: "token", message: error instanceof Error ? error.message : String(error) });
+      this.emit("error", { code: "token", message: messageOf(error) });
       this.scheduleReconnect(backoffDelay(this.attempt++, this.backoff), 1006, "token callback failed");
       return;
     }
@@ -178,6 +423,9 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       return;
     }
     this.socket = socket;
+    this.token = token;
+    this.tokenExpiresAt = tokenExpiresAt(token);
+    this.inBandRefresh = true;
     // The token goes in the first message, not the URL, so it stays out of access logs.
     socket.onopen = () => socket.send(JSON.stringify({ type: "auth", token }));
     socket.onmessage = (event) => this.onFrame(socket, String(event.data));
@@ -208,32 +456,47 @@ export class Subscriber extends Emitter<SubscriberEvents> {
         this.authFailures = 0;
         this.refreshToken = false;
         this.startHeartbeat(socket);
+        this.scheduleRefresh(socket);
         this.emit("connected", { connection: String(frame.connection) });
-        for (const channel of this.channels) this.sendSubscribe(channel);
+        for (const subscription of this.subscriptions.values()) this.sendSubscribe(subscription);
         return;
       case "event":
         this.onEvent(frame);
         return;
       case "subscribed": {
         const channel = String(frame.channel);
+        const subscription = this.subscriptions.get(channel);
+        if (!subscription) return;
         const lastEventId = typeof frame.lastEventId === "string" ? frame.lastEventId : null;
-        // Without a position, "now" is the position: a later resume starts here rather than missing events.
-        if (lastEventId !== null && this.channels.has(channel) && !this.positions.has(channel)) {
-          this.positions.set(channel, lastEventId);
-        }
+        // Without a position, "now" is the position (also for a channel with no events yet):
+        // a later resume starts here rather than missing what was published meanwhile.
+        if (lastEventId !== null && subscription.position === undefined) subscription.position = lastEventId;
+        subscription.transition("subscribed", { channel, lastEventId });
         this.emit("subscribed", { channel, lastEventId });
         return;
       }
-      case "unsubscribed":
-        this.emit("unsubscribed", { channel: String(frame.channel) });
+      case "unsubscribed": {
+        const channel = String(frame.channel);
+        const subscription = this.subscriptions.get(channel);
+        if (frame.reason === "forbidden" && subscription) {
+          // The refreshed token no longer allows this channel.
+          this.end(subscription, "forbidden");
+          return;
+        }
+        this.emit("unsubscribed", { channel });
         return;
+      }
       case "error":
-        this.onErrorFrame(frame);
+        this.onErrorFrame(socket, frame);
+        return;
+      case "refreshed":
+        this.onRefreshed(socket, frame);
+        return;
+      case "token_expiring":
+        void this.refreshInBand(socket);
         return;
       case "reconnect":
-        if (typeof frame.afterMs === "number" && frame.afterMs >= 0) {
-          this.serverDelayMs = Math.min(frame.afterMs, MAX_SERVER_DELAY_MS);
-        }
+        this.serverDelayMs = serverDelay(frame.afterMs) ?? this.serverDelayMs;
         return;
       case "ping":
         this.checkForGaps(frame.lastEventIds);
@@ -242,38 +505,58 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   }
 
   private onEvent(frame: Record<string, unknown>): void {
-    const event: ChannelEvent = { channel: String(frame.channel), id: String(frame.id), data: frame.data };
-    if (typeof frame.recordType === "string") event.recordType = frame.recordType;
-    if (typeof frame.recordId === "string") event.recordId = frame.recordId;
-    if (frame.broadcast === true) {
-      event.broadcast = true;
+    const event = toChannelEvent(frame);
+    if (event.broadcast) {
       this.emit("event", event);
       return;
     }
-    if (!this.channels.has(event.channel)) return;
-    const last = this.positions.get(event.channel);
+    const subscription = this.subscriptions.get(event.channel);
+    if (!subscription) return;
+    const last = subscription.position;
     // A replay can overlap events already received live: each is delivered once.
     if (last !== undefined && !isAfter(event.id, last)) return;
-    this.positions.set(event.channel, event.id);
+    subscription.position = event.id;
+    subscription.notify("event", event);
     this.emit("event", event);
   }
 
-  private onErrorFrame(frame: Record<string, unknown>): void {
+  private onErrorFrame(socket: WebSocketLike, frame: Record<string, unknown>): void {
     const code = String(frame.code);
+    const message = String(frame.message ?? code);
     const channel = typeof frame.channel === "string" ? frame.channel : undefined;
-    if (code === "history_gone" && channel !== undefined) {
-      const since = this.positions.get(channel) ?? "";
-      // The `subscribed` frame that follows sets the new position.
-      this.positions.delete(channel);
-      this.emit("gap", { channel, since, reason: "history_gone" });
-      return;
+    const subscription = channel === undefined ? undefined : this.subscriptions.get(channel);
+    if (channel !== undefined && subscription) {
+      if (code === "history_gone") {
+        const gap: Gap = { channel, since: subscription.position ?? "", reason: "history_gone" };
+        // The `subscribed` frame that follows sets the new position.
+        subscription.position = undefined;
+        subscription.notify("gap", gap);
+        this.emit("gap", gap);
+        return;
+      }
+      if (code === "try_again") {
+        // The replay is over the gateway's bounds for now: not a gap, the same subscribe later.
+        this.retrySubscribeLater(
+          subscription,
+          serverDelay(frame.retryAfterMs) ?? this.backoff.initialDelayMs,
+        );
+        return;
+      }
+      if (code === "forbidden" || code === "bad_channel") {
+        // Refused for good: not asked again after a reconnect.
+        subscription.notify("error", { code, message, channel });
+        this.emit("error", { code, message, channel });
+        this.end(subscription, code);
+        return;
+      }
     }
-    if (channel !== undefined && (code === "forbidden" || code === "bad_channel")) {
-      // Refused for good: not asked again after a reconnect.
-      this.channels.delete(channel);
-      this.positions.delete(channel);
+    if (channel === undefined && this.refreshing) {
+      if (this.onRefreshRefused(socket, code, frame)) return;
+    } else if (channel === undefined && code === "unavailable") {
+      // The identity provider is unreachable: the close (1013) that follows waits as long as asked.
+      this.serverDelayMs = serverDelay(frame.retryAfterMs) ?? this.serverDelayMs;
     }
-    const error: SubscriberEvents["error"] = { code, message: String(frame.message ?? code) };
+    const error: GatewayErrorInfo = { code, message };
     if (channel !== undefined) error.channel = channel;
     this.emit("error", error);
   }
@@ -282,22 +565,106 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   private checkForGaps(lastEventIds: unknown): void {
     if (lastEventIds === null || typeof lastEventIds !== "object") return;
     for (const [channel, newest] of Object.entries(lastEventIds as Record<string, unknown>)) {
-      const ours = this.positions.get(channel);
-      if (typeof newest !== "string" || ours === undefined || !this.channels.has(channel)) continue;
+      const subscription = this.subscriptions.get(channel);
+      const ours = subscription?.position;
+      if (typeof newest !== "string" || ours === undefined || !subscription) continue;
       if (isAfter(newest, ours, { sameEpochOnly: true })) {
-        this.emit("gap", { channel, since: ours, reason: "behind" });
-        this.sendSubscribe(channel);
+        const gap: Gap = { channel, since: ours, reason: "behind" };
+        subscription.notify("gap", gap);
+        this.emit("gap", gap);
+        this.sendSubscribe(subscription);
       }
     }
+  }
+
+  /** Schedules the in-band refresh ahead of expiry (the gateway's `token_expiring` may come first). */
+  private scheduleRefresh(socket: WebSocketLike, inMs?: number): void {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
+    if (typeof this.options.token === "string") return;
+    let delay = inMs;
+    if (delay === undefined) {
+      if (this.tokenExpiresAt === undefined) return;
+      const left = this.tokenExpiresAt - Date.now();
+      delay = Math.max(0, left - Math.min(REFRESH_AHEAD_MS, left / 2));
+    }
+    this.refreshTimer = setTimeout(() => void this.refreshInBand(socket), delay);
+  }
+
+  /** Sends a fresh token on the open socket: it and its subscriptions stay. */
+  private async refreshInBand(socket: WebSocketLike): Promise<void> {
+    const source = this.options.token;
+    if (typeof source === "string" || this.refreshing || !this.inBandRefresh || socket !== this.socket)
+      return;
+    this.refreshing = true;
+    clearTimeout(this.refreshTimer);
+    let token: string;
+    try {
+      token = await resolveToken(source, true);
+    } catch (error) {
+      this.refreshing = false;
+      if (socket !== this.socket) return;
+      this.emit("error", { code: "token", message: messageOf(error) });
+      this.scheduleRefresh(socket, REFRESH_RETRY_MS);
+      return;
+    }
+    if (socket !== this.socket || this.isClosed()) {
+      this.refreshing = false;
+      return;
+    }
+    const expiresAt = tokenExpiresAt(token);
+    if (expiresAt !== undefined && this.tokenExpiresAt !== undefined && expiresAt <= this.tokenExpiresAt) {
+      // Nothing newer yet (the gateway would refuse it): ask again shortly; at expiry a reconnect refreshes anyway.
+      this.refreshing = false;
+      this.scheduleRefresh(socket, REFRESH_RETRY_MS);
+      return;
+    }
+    this.pendingToken = token;
+    this.send({ type: "auth", token });
+  }
+
+  private onRefreshed(socket: WebSocketLike, frame: Record<string, unknown>): void {
+    if (this.pendingToken === undefined) return;
+    this.token = this.pendingToken;
+    this.pendingToken = undefined;
+    this.refreshing = false;
+    this.tokenExpiresAt = typeof frame.expiresAt === "number" ? frame.expiresAt : tokenExpiresAt(this.token);
+    this.scheduleRefresh(socket);
+    this.emit("refreshed", { expiresAt: this.tokenExpiresAt });
+  }
+
+  /**
+   * The gateway's answer to an in-band `auth` that it did not take. Returns
+   * true when handled here: an older gateway that cannot refresh in band
+   * (`bad_frame`) is left to close at expiry, and the reconnect refreshes.
+   */
+  private onRefreshRefused(socket: WebSocketLike, code: string, frame: Record<string, unknown>): boolean {
+    this.refreshing = false;
+    this.pendingToken = undefined;
+    if (code === "unavailable") {
+      // The identity provider is unreachable: the socket stays; try again when asked.
+      this.scheduleRefresh(socket, serverDelay(frame.retryAfterMs) ?? REFRESH_RETRY_MS);
+      return false;
+    }
+    if (code === "bad_frame") {
+      this.inBandRefresh = false;
+      return true;
+    }
+    // `forbidden` (another tenant or subject, or no later expiry): reported; at expiry a reconnect asks again.
+    // `unauthorized` is followed by close 4001, which refreshes too.
+    return false;
   }
 
   private onClose(socket: WebSocketLike, code: number, reason: string): void {
     if (socket !== this.socket) return;
     this.socket = undefined;
-    this.stopHeartbeat();
+    this.stopConnectionTimers();
     if (this.currentState === "closed") return;
     if (this.connectedAt > 0 && Date.now() - this.connectedAt >= STABLE_AFTER_MS) this.attempt = 0;
     this.connectedAt = 0;
+    for (const subscription of this.subscriptions.values()) {
+      subscription.transition("subscribing", { channel: subscription.channel });
+    }
 
     if (code === CLOSE.unauthorized) {
       this.authFailures++;
@@ -310,14 +677,17 @@ export class Subscriber extends Emitter<SubscriberEvents> {
             ? "the gateway refused every refreshed token"
             : "the gateway refused the token; give a token callback so it can be refreshed",
         });
+        for (const subscription of [...this.subscriptions.values()]) this.end(subscription, "closed");
         this.emit("disconnected", { code, reason, reconnectInMs: undefined });
         return;
       }
       this.refreshToken = true;
     }
     let delay: number;
-    if (this.serverDelayMs !== undefined) delay = this.serverDelayMs;
-    else if (code === CLOSE.tryAgainLater) {
+    if (this.serverDelayMs !== undefined) {
+      // As long as the gateway asked (a drain, an unreachable identity provider), spread by a little jitter.
+      delay = this.serverDelayMs + (code === CLOSE.tryAgainLater ? backoffDelay(0, this.backoff) : 0);
+    } else if (code === CLOSE.tryAgainLater) {
       // Too slow or too many connections: start further up the backoff.
       delay = backoffDelay(this.attempt + 2, this.backoff);
       this.attempt++;
@@ -333,8 +703,31 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     this.retryTimer = setTimeout(() => void this.connect(), delay);
   }
 
-  private sendSubscribe(channel: string): void {
-    const since = this.positions.get(channel);
+  /** Ends a subscription for good and forgets it. */
+  private end(subscription: Subscription, reason: UnsubscribeReason): void {
+    const channel = subscription.channel;
+    if (this.subscriptions.get(channel) === subscription) this.subscriptions.delete(channel);
+    clearTimeout(this.retrySubscribe.get(channel));
+    this.retrySubscribe.delete(channel);
+    subscription.transition("unsubscribed", { channel, reason });
+    if (reason !== "client") this.emit("unsubscribed", { channel, reason });
+  }
+
+  private retrySubscribeLater(subscription: Subscription, delay: number): void {
+    const channel = subscription.channel;
+    clearTimeout(this.retrySubscribe.get(channel));
+    this.retrySubscribe.set(
+      channel,
+      setTimeout(() => {
+        this.retrySubscribe.delete(channel);
+        if (this.subscriptions.get(channel) === subscription) this.sendSubscribe(subscription);
+      }, delay),
+    );
+  }
+
+  private sendSubscribe(subscription: Subscription): void {
+    const since = subscription.position;
+    const channel = subscription.channel;
     this.send(since === undefined ? { type: "subscribe", channel } : { type: "subscribe", channel, since });
   }
 
@@ -350,7 +743,8 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   private startHeartbeat(socket: WebSocketLike): void {
     const interval = this.options.heartbeatMs ?? 20_000;
     if (interval <= 0) return;
-    this.stopHeartbeat();
+    clearInterval(this.heartbeatTimer);
+    this.awaitingPong = false;
     this.heartbeatTimer = setInterval(() => {
       if (this.awaitingPong) {
         socket.onclose = null;
@@ -363,9 +757,16 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     }, interval);
   }
 
-  private stopHeartbeat(): void {
+  /** Timers that belong to one connection: heartbeat, token refresh, delayed subscribes. */
+  private stopConnectionTimers(): void {
     clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = undefined;
     this.awaitingPong = false;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
+    this.refreshing = false;
+    this.pendingToken = undefined;
+    for (const timer of this.retrySubscribe.values()) clearTimeout(timer);
+    this.retrySubscribe.clear();
   }
 }

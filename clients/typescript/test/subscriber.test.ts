@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import {
+  GatewayRequestError,
   Subscriber,
   type SubscriberEvents,
   type SubscriberOptions,
@@ -228,5 +229,250 @@ describe("Subscriber", () => {
     const first = await connect(0);
     await until(() => first.sent.some((frame) => frame.type === "ping"));
     await socket(1);
+  });
+});
+
+/** An unsigned JWT-shaped token expiring at `expSec` (the client reads `exp`, the gateway verifies). */
+const jwt = (name: string, expSec: number) =>
+  `h.${btoa(JSON.stringify({ sub: name, exp: expSec }))
+    .replace(/=+$/, "")
+    .replace(/\+/g, "-")
+    .replace(/\//g, "_")}.s`;
+const nowSec = () => Math.floor(Date.now() / 1000);
+
+describe("Subscriber subscriptions", () => {
+  test("subscribe() resolves once subscribed; a subscription has states, a position and its own events", async () => {
+    const { subscriber } = start();
+    const pending = subscriber.subscribe("orders");
+    const orders = subscriber.subscription("orders");
+    expect(orders?.state).toBe("subscribing");
+    const states: string[] = [];
+    const received: number[] = [];
+    for (const type of ["subscribing", "subscribed", "unsubscribed"] as const)
+      orders?.on(type, () => states.push(type));
+    orders?.on("event", (event) => received.push((event.data as { n: number }).n));
+    const first = await connect(0);
+    first.frame({ type: "subscribed", channel: "orders", lastEventId: event("orders", 4).id });
+    expect(await pending).toBe(orders as NonNullable<typeof orders>);
+    expect(orders?.state).toBe("subscribed");
+    expect(orders?.lastEventId).toBe(event("orders", 4).id);
+    first.frame(event("orders", 5));
+    first.frame(event("other", 6));
+    first.serverClose(1006);
+    expect(orders?.state).toBe("subscribing");
+    const second = await connect(1);
+    second.frame({ type: "subscribed", channel: "orders", lastEventId: event("orders", 5).id });
+    await orders?.ready();
+    orders?.unsubscribe();
+    expect(orders?.state).toBe("unsubscribed");
+    expect(states).toEqual(["subscribed", "subscribing", "subscribed", "unsubscribed"]);
+    expect(received).toEqual([5]);
+    expect(subscriber.subscription("orders")).toBeUndefined();
+  });
+
+  test("subscribe() rejects when the gateway refuses the channel; the refusal is also an error event", async () => {
+    const { subscriber, of } = start();
+    const refused = subscriber.subscribe("payroll");
+    const server = await connect(0);
+    server.frame({ type: "error", code: "forbidden", channel: "payroll", message: "not yours" });
+    await expect(refused).rejects.toThrow("forbidden");
+    expect(of("error").map((e) => e.payload)).toEqual([
+      { code: "forbidden", message: "not yours", channel: "payroll" },
+    ]);
+    // Ignored promises never surface as unhandled rejections.
+    void subscriber.subscribe("secret");
+    server.frame({ type: "error", code: "forbidden", channel: "secret", message: "no" });
+    subscriber.close();
+    await Bun.sleep(10);
+  });
+
+  test("an empty channel keeps the position the gateway reported, so a resume misses nothing", async () => {
+    const { subscriber } = start();
+    const empty = subscriber.subscribe("empty");
+    const first = await connect(0);
+    first.frame({ type: "subscribed", channel: "empty", lastEventId: event("empty", 0).id });
+    expect((await empty).lastEventId).toBe(event("empty", 0).id);
+    first.serverClose(1006);
+    const second = await connect(1);
+    expect(second.sent.slice(1)).toEqual([
+      { type: "subscribe", channel: "empty", since: event("empty", 0).id },
+    ]);
+  });
+
+  test("try_again (a replay over the gateway's bounds) resubscribes after retryAfterMs: no gap, no error", async () => {
+    const { subscriber, of } = start();
+    void subscriber.subscribe("orders", { since: event("orders", 1).id });
+    const server = await connect(0);
+    const refusedAt = Date.now();
+    server.frame({ type: "error", code: "try_again", channel: "orders", retryAfterMs: 150, message: "busy" });
+    await until(() => server.sent.filter((frame) => frame.type === "subscribe").length === 2);
+    expect(Date.now() - refusedAt).toBeGreaterThanOrEqual(145);
+    expect(server.sent.at(-1)).toEqual({
+      type: "subscribe",
+      channel: "orders",
+      since: event("orders", 1).id,
+    });
+    expect([...of("gap"), ...of("error")]).toEqual([]);
+    expect(subscriber.subscription("orders")?.state).toBe("subscribing");
+  });
+});
+
+describe("Subscriber token refresh in band", () => {
+  test("token_expiring: a fresh token goes on the same socket; subscriptions stay", async () => {
+    const requests: boolean[] = [];
+    const fresh = jwt("fresh", nowSec() + 7200);
+    const { subscriber, seen } = start({
+      channels: ["orders"],
+      token: ({ refresh }) => {
+        requests.push(refresh);
+        return refresh ? fresh : jwt("first", nowSec() + 3600);
+      },
+    });
+    const refreshed: unknown[] = [];
+    subscriber.on("refreshed", (payload) => refreshed.push(payload));
+    const server = await connect(0);
+    server.frame({ type: "subscribed", channel: "orders", lastEventId: null });
+    server.frame({ type: "token_expiring", expiresAt: Date.now() + 60_000 });
+    await until(() => server.sent.filter((frame) => frame.type === "auth").length === 2);
+    expect(server.sent.at(-1)).toEqual({ type: "auth", token: fresh });
+    const expiresAt = Date.now() + 3_600_000;
+    server.frame({ type: "refreshed", expiresAt });
+    expect(refreshed).toEqual([{ expiresAt }]);
+    expect(requests).toEqual([false, true]);
+    expect(FakeSocket.all.length).toBe(1);
+    expect(subscriber.subscription("orders")?.state).toBe("subscribed");
+    expect(seen.filter((entry) => entry.type === "disconnected" || entry.type === "error")).toEqual([]);
+  });
+
+  test("without a warning, the token is still replaced before its exp", async () => {
+    start({ token: ({ refresh }) => jwt(refresh ? "fresh" : "short", nowSec() + (refresh ? 3600 : 2)) });
+    const server = await connect(0);
+    await until(() => server.sent.filter((frame) => frame.type === "auth").length === 2, 3000);
+    expect(FakeSocket.all.length).toBe(1);
+    expect((server.sent.at(-1) as { token: string }).token).toBe(jwt("fresh", nowSec() + 3600));
+  });
+
+  test("a channel the new token no longer allows is unsubscribed (forbidden) and not asked for again", async () => {
+    const { subscriber, of } = start({ channels: ["orders", "payroll"], token: () => "t" });
+    const payroll = subscriber.subscription("payroll");
+    const ended: unknown[] = [];
+    payroll?.on("unsubscribed", (payload) => ended.push(payload));
+    const first = await connect(0);
+    first.frame({ type: "subscribed", channel: "payroll", lastEventId: null });
+    first.frame({ type: "unsubscribed", channel: "payroll", reason: "forbidden" });
+    expect(ended).toEqual([{ channel: "payroll", reason: "forbidden" }]);
+    expect(of("unsubscribed" as keyof SubscriberEvents).length).toBe(0);
+    first.serverClose(1006);
+    const second = await connect(1);
+    expect(second.sent.slice(1)).toEqual([{ type: "subscribe", channel: "orders" }]);
+  });
+
+  test("an unreachable identity provider during a refresh: the socket stays, the refresh is tried again when asked", async () => {
+    const { of } = start({
+      token: ({ refresh }) => jwt(refresh ? "fresh" : "first", nowSec() + (refresh ? 3600 : 600)),
+    });
+    const server = await connect(0);
+    server.frame({ type: "token_expiring", expiresAt: Date.now() + 60_000 });
+    await until(() => server.sent.filter((frame) => frame.type === "auth").length === 2);
+    const refusedAt = Date.now();
+    server.frame({
+      type: "error",
+      code: "unavailable",
+      retryAfterMs: 150,
+      message: "identity provider unreachable",
+    });
+    await until(() => server.sent.filter((frame) => frame.type === "auth").length === 3);
+    expect(Date.now() - refusedAt).toBeGreaterThanOrEqual(145);
+    expect(FakeSocket.all.length).toBe(1);
+    expect(of("error").map((e) => (e.payload as { code: string }).code)).toEqual(["unavailable"]);
+  });
+
+  test("a gateway without in-band refresh (bad_frame) is left to close at expiry; the reconnect refreshes", async () => {
+    const { of } = start({
+      token: ({ refresh }) => jwt(refresh ? "fresh" : "first", nowSec() + (refresh ? 3600 : 600)),
+    });
+    const first = await connect(0);
+    first.frame({ type: "token_expiring", expiresAt: Date.now() + 60_000 });
+    await until(() => first.sent.filter((frame) => frame.type === "auth").length === 2);
+    first.frame({ type: "error", code: "bad_frame", message: "already authenticated" });
+    expect(of("error")).toEqual([]);
+    first.frame({ type: "token_expiring", expiresAt: Date.now() + 60_000 });
+    await Bun.sleep(20);
+    expect(first.sent.filter((frame) => frame.type === "auth").length).toBe(2);
+    first.serverClose(4001, "token expired");
+    const second = await connect(1);
+    expect(second.sent[0]).toEqual({ type: "auth", token: jwt("fresh", nowSec() + 3600) });
+  });
+});
+
+describe("Subscriber when the identity provider is down", () => {
+  test("unavailable + 1013 waits retryAfterMs and never stops, however often it repeats", async () => {
+    const { subscriber, of } = start({ token: () => "t", maxAuthFailures: 2 });
+    for (let index = 0; index < 4; index++) {
+      const server = await socket(index);
+      await until(() => server.sent.length > 0);
+      server.frame({
+        type: "error",
+        code: "unavailable",
+        retryAfterMs: 100,
+        message: "identity provider unreachable",
+      });
+      server.serverClose(1013, "try again later");
+    }
+    const delays = of("disconnected").map((e) => (e.payload as { reconnectInMs: number }).reconnectInMs);
+    expect(delays.length).toBe(4);
+    // retryAfterMs plus a little jitter (the first backoff step, 10–20 ms here): not the growing backoff.
+    for (const delay of delays) {
+      expect(delay).toBeGreaterThanOrEqual(100);
+      expect(delay).toBeLessThanOrEqual(120);
+    }
+    await connect(4);
+    expect(subscriber.state).toBe("open");
+  });
+});
+
+describe("Subscriber history", () => {
+  test("history({ since, limit }) reads a page with the token; a 401 gets one refreshed token; 410 is history_gone", async () => {
+    const requests: Array<{ url: string; authorization: string }> = [];
+    const answers = [
+      () => Response.json({ error: "unauthorized", message: "expired" }, { status: 401 }),
+      () =>
+        Response.json({
+          channel: "orders",
+          events: [{ id: event("orders", 2).id, data: { n: 2 }, recordType: "click" }],
+          lastEventId: event("orders", 9).id,
+          next: event("orders", 2).id,
+        }),
+      () =>
+        Response.json(
+          { error: "history_gone", message: "since is older than the kept history" },
+          { status: 410 },
+        ),
+    ];
+    const { subscriber } = start({
+      url: "wss://gateway.test/v1/ws",
+      token: ({ refresh }) => (refresh ? "fresh" : "stale"),
+      fetch: async (url, init) => {
+        requests.push({
+          url,
+          authorization: (init.headers as Record<string, string>).authorization as string,
+        });
+        return (answers.shift() as () => Response)();
+      },
+    });
+    const page = await subscriber.history("orders", { since: event("orders", 1).id, limit: 1 });
+    expect(page).toEqual({
+      channel: "orders",
+      events: [{ channel: "orders", id: event("orders", 2).id, data: { n: 2 }, recordType: "click" }],
+      lastEventId: event("orders", 9).id,
+      next: event("orders", 2).id,
+    });
+    expect(requests.map((request) => request.authorization)).toEqual(["Bearer stale", "Bearer fresh"]);
+    expect(requests[0]?.url).toBe(
+      `https://gateway.test/v1/channels/orders/events?since=${event("orders", 1).id}&limit=1`,
+    );
+    const gone = await subscriber.history("orders", { since: "x" }).catch((error: unknown) => error);
+    expect(gone).toBeInstanceOf(GatewayRequestError);
+    expect(gone).toMatchObject({ status: 410, code: "history_gone" });
   });
 });
