@@ -12,12 +12,22 @@ export {
   type RetryOptions,
   type UntypedEvents,
 } from "./event-client.js";
+export type {
+  ClickData,
+  GatewayEvents,
+  OrderCreatedData,
+  PageViewData,
+  SensorReadingData,
+} from "./generated/gateway-events.js";
 export { uuidv7 } from "./ids.js";
+export { PROTOCOL_VERSION } from "./protocol.js";
 export {
   browserQueue,
+  type IdbFactoryLike,
   indexedDbQueue,
   localStorageQueue,
   type QueueStorage,
+  type StorageLike,
   type StoredRecord,
 } from "./storage.js";
 export {

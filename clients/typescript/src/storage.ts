@@ -19,6 +19,49 @@ export interface QueueStorage {
 
 type Operation = { add: StoredRecord[] } | { remove: string[] };
 
+/** The parts of `localStorage` used here (declared, not taken from the DOM library, so servers typecheck too). */
+export interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+/** The parts of IndexedDB used here. */
+interface IdbRequest<T> {
+  readonly result: T;
+  readonly error: unknown;
+  onsuccess: (() => void) | null;
+  onerror: (() => void) | null;
+}
+interface IdbOpenRequest extends IdbRequest<IdbDatabase> {
+  onupgradeneeded: (() => void) | null;
+  onblocked: (() => void) | null;
+}
+interface IdbTransaction {
+  readonly error: unknown;
+  objectStore(name: string): IdbObjectStore;
+  oncomplete: (() => void) | null;
+  onerror: (() => void) | null;
+  onabort: (() => void) | null;
+}
+interface IdbObjectStore {
+  put(value: unknown): unknown;
+  delete(key: string): unknown;
+  getAll(): IdbRequest<unknown[]>;
+}
+interface IdbDatabase {
+  createObjectStore(name: string, options: { keyPath: string }): unknown;
+  transaction(name: string, mode?: "readonly" | "readwrite"): IdbTransaction;
+}
+export interface IdbFactoryLike {
+  open(name: string, version: number): IdbOpenRequest;
+}
+
+interface StorageGlobals {
+  indexedDB?: IdbFactoryLike;
+  localStorage?: StorageLike;
+}
+
 /**
  * Collects the operations of one tick and hands them to `write` as one
  * batch; batches are written one after the other, in order.
@@ -62,7 +105,10 @@ export function apply(records: Map<string, string>, operations: Operation[]): vo
 }
 
 /** localStorage: one key holding every unsent record (synchronous, small quota, but everywhere). */
-export function localStorageQueue(key: string, storage: Storage = globalThis.localStorage): QueueStorage {
+export function localStorageQueue(
+  key: string,
+  storage: StorageLike = (globalThis as StorageGlobals).localStorage as StorageLike,
+): QueueStorage {
   const records = new Map<string, string>();
   let loaded = false;
   const read = () => {
@@ -92,7 +138,7 @@ export function localStorageQueue(key: string, storage: Storage = globalThis.loc
   };
 }
 
-function request<T>(req: IDBRequest<T>): Promise<T> {
+function request<T>(req: IdbRequest<T>): Promise<T> {
   return new Promise((resolve, reject) => {
     req.onsuccess = () => resolve(req.result);
     req.onerror = () => reject(req.error);
@@ -103,8 +149,11 @@ function request<T>(req: IDBRequest<T>): Promise<T> {
  * IndexedDB: a database `name` with one object store, a row per record keyed
  * by id, and an `order` field so records come back in the order they were enqueued.
  */
-export function indexedDbQueue(name: string, factory: IDBFactory = globalThis.indexedDB): QueueStorage {
-  const opening = new Promise<IDBDatabase>((resolve, reject) => {
+export function indexedDbQueue(
+  name: string,
+  factory: IdbFactoryLike = (globalThis as StorageGlobals).indexedDB as IdbFactoryLike,
+): QueueStorage {
+  const opening = new Promise<IdbDatabase>((resolve, reject) => {
     const open = factory.open(name, 1);
     open.onupgradeneeded = () => open.result.createObjectStore("records", { keyPath: "id" });
     open.onsuccess = () => resolve(open.result);
@@ -130,11 +179,9 @@ export function indexedDbQueue(name: string, factory: IDBFactory = globalThis.in
   return {
     async load() {
       const db = await opening;
-      const rows = await request(
-        db.transaction("records").objectStore("records").getAll() as IDBRequest<
-          Array<StoredRecord & { order: number }>
-        >,
-      );
+      const rows = (await request(db.transaction("records").objectStore("records").getAll())) as Array<
+        StoredRecord & { order: number }
+      >;
       rows.sort((a, b) => a.order - b.order);
       const last = rows.at(-1);
       if (last) order = Math.max(order, last.order + 1);
@@ -152,7 +199,7 @@ export function indexedDbQueue(name: string, factory: IDBFactory = globalThis.in
  * and Bun use `fileQueue` from `@edge-gateway/client/file-queue`.
  */
 export function browserQueue(name = "edge-gateway-events"): QueueStorage {
-  const page = globalThis as { indexedDB?: IDBFactory; localStorage?: Storage };
+  const page = globalThis as StorageGlobals;
   if (!page.indexedDB && !page.localStorage) {
     throw new Error("neither IndexedDB nor localStorage here: use fileQueue on Node and Bun");
   }
@@ -166,7 +213,7 @@ export function browserQueue(name = "edge-gateway-events"): QueueStorage {
         return localStorageQueue(name, page.localStorage);
       },
     );
-  } else chosen = Promise.resolve(localStorageQueue(name, page.localStorage as Storage));
+  } else chosen = Promise.resolve(localStorageQueue(name, page.localStorage as StorageLike));
   // Operations asked for before the choice is made wait for it, in order.
   let chain: Promise<unknown> = chosen;
   const later = (operation: (storage: QueueStorage) => void) => {

@@ -175,7 +175,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   private current: SubscriptionState = "subscribing";
   private waiters: Array<{ resolve: (subscription: Subscription) => void; reject: (error: Error) => void }> =
     [];
-  /** The `since` of the next subscribe: the last event received, or the position the gateway reported. */
+  /** @internal The `since` of the next subscribe: the last event received, or the position the gateway reported. */
   position: string | undefined;
 
   constructor(
@@ -214,11 +214,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     return this.owner.history(this.channel, options);
   }
 
-  /** Moves to `state` and tells this subscription's listeners (for the Subscriber only). */
-  transition(state: "subscribing", payload: SubscriptionEvents["subscribing"]): void;
-  transition(state: "subscribed", payload: SubscriptionEvents["subscribed"]): void;
-  transition(state: "unsubscribed", payload: SubscriptionEvents["unsubscribed"]): void;
-  transition(state: SubscriptionState, payload: SubscriptionEvents[SubscriptionState]): void {
+  /** @internal Moves to `state` and tells this subscription's listeners (for the Subscriber only). */
+  transition<State extends SubscriptionState>(state: State, payload: SubscriptionEvents[State]): void {
     if (this.current === "unsubscribed") return;
     if (state === "subscribing" && this.current === "subscribing") return;
     this.current = state;
@@ -231,11 +228,11 @@ export class Subscription extends Emitter<SubscriptionEvents> {
         else waiter.reject(new Error(`subscription to ${this.channel} ended: ${reason}`));
       }
     }
-    this.emit(state, payload as never);
+    this.emit(state, payload);
     if (state === "unsubscribed") this.removeAllListeners();
   }
 
-  /** Tells this subscription's listeners (for the Subscriber only). */
+  /** @internal Tells this subscription's listeners (for the Subscriber only). */
   notify<K extends "event" | "gap" | "error">(type: K, payload: SubscriptionEvents[K]): void {
     this.emit(type, payload);
   }

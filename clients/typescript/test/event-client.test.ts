@@ -10,6 +10,7 @@ import {
   KEEPALIVE_BODY_LIMIT,
   localStorageQueue,
   type QueueStorage,
+  type StorageLike,
 } from "../src/index.js";
 
 interface Sent {
@@ -404,18 +405,13 @@ async function until(probe: () => boolean, timeoutMs = 2000): Promise<void> {
 }
 
 /** A Storage (the localStorage interface) in memory. */
-function memoryStorage(): Storage & { items: Map<string, string> } {
+function memoryStorage(): StorageLike & { items: Map<string, string> } {
   const items = new Map<string, string>();
   return {
     items,
-    get length() {
-      return items.size;
-    },
-    clear: () => items.clear(),
     getItem: (key) => items.get(key) ?? null,
-    key: (index) => [...items.keys()][index] ?? null,
     removeItem: (key) => void items.delete(key),
-    setItem: (key, value) => void items.set(key, String(value)),
+    setItem: (key, value) => void items.set(key, value),
   };
 }
 
