@@ -251,7 +251,7 @@ export class EventClient<Events extends EventTypes = UntypedEvents> {
     if (this.storage) this.restoring = this.restore(this.storage);
     this.stopPageHide =
       options.flushOnPageHide === false ? undefined : onPageHide((final) => this.sendOnPageHide(final));
-    if (this.stopPageHide) this.prepareToken();
+    this.prepareToken();
   }
 
   /**
@@ -435,12 +435,13 @@ export class EventClient<Events extends EventTypes = UntypedEvents> {
   }
 
   /**
-   * Resolves a token ahead of need (in a page, and whenever the one at hand
-   * expires within a minute), so the synchronous send on page hide has one.
+   * In a page, resolves a token ahead of need (at start, and whenever the one
+   * at hand expires within a minute), so the synchronous send on page hide has one.
    */
   private prepareToken(): void {
     const source = this.options.token;
-    if (typeof source === "string" || this.tokenAhead || Date.now() < this.nextTokenCheck) return;
+    if (!this.stopPageHide || typeof source === "string") return;
+    if (this.tokenAhead || Date.now() < this.nextTokenCheck) return;
     const current = this.lastToken;
     if (current !== undefined) {
       const expiresAt = tokenExpiresAt(current);
