@@ -6,8 +6,11 @@ const MAX_ROWS = 100;
 
 interface Settings {
   gateway: string;
-  token: string;
   channel: string;
+  /** A fixed token (it stops working when it expires), or else… */
+  token?: string;
+  /** …where to get a fresh one whenever the client asks: this page's server by default. */
+  tokenUrl: string;
 }
 
 function element<T extends HTMLElement = HTMLElement>(id: string): T {
@@ -18,9 +21,10 @@ function element<T extends HTMLElement = HTMLElement>(id: string): T {
 function settingsFromHash(): Settings | undefined {
   const params = new URLSearchParams(location.hash.slice(1));
   const gateway = params.get("gateway");
-  const token = params.get("token");
   const channel = params.get("channel");
-  return gateway && token && channel ? { gateway, token, channel } : undefined;
+  if (!gateway || !channel) return undefined;
+  const token = params.get("token") || undefined;
+  return { gateway, channel, token, tokenUrl: params.get("tokenUrl") || "/token" };
 }
 
 /** Event counts per wall-clock second, for the last SECONDS seconds. */
@@ -72,12 +76,24 @@ function watch(settings: Settings): void {
   let total = 0;
   let gaps = 0;
 
+  let refreshes = 0;
   const subscriber = new Subscriber({
     url: settings.gateway,
-    token: settings.token,
+    // Called for every connection and, with `refresh`, before the token expires: the socket stays open.
+    token:
+      settings.token ??
+      (async () => {
+        const response = await fetch(settings.tokenUrl, { cache: "no-store" });
+        if (!response.ok) throw new Error(`token endpoint: HTTP ${response.status}`);
+        return response.text();
+      }),
     channels: [settings.channel],
   });
   subscriber.on("connected", () => setStatus("live", "live"));
+  subscriber.on("refreshed", () => {
+    refreshes++;
+    element("status").dataset.refreshes = String(refreshes);
+  });
   subscriber.on("disconnected", ({ reconnectInMs }) =>
     reconnectInMs === undefined
       ? setStatus("closed", "closed")
@@ -135,11 +151,12 @@ function showSetup(): void {
   form.addEventListener("submit", (submit) => {
     submit.preventDefault();
     const data = new FormData(form);
-    location.hash = new URLSearchParams({
+    const settings = new URLSearchParams({
       gateway: String(data.get("gateway")),
-      token: String(data.get("token")),
       channel: String(data.get("channel")),
-    }).toString();
+    });
+    if (data.get("token")) settings.set("token", String(data.get("token")));
+    location.hash = settings.toString();
     location.reload();
   });
 }

@@ -1,17 +1,24 @@
 /**
- * Serves the live dashboard: its page and one bundle of its script with the
- * client. `bun examples/live-dashboard/serve.ts [port]` prints the address to open.
+ * Serves the live dashboard: its page, one bundle of its script with the
+ * client, and (in development) `GET /token`, short-lived subscribe tokens the
+ * page refreshes itself with. `bun examples/live-dashboard/serve.ts [port]`
+ * prints the address to open.
  */
+import { type DevTokenIssuer, type DevTokenOptions, devTokenIssuer } from "../dev-tokens.ts";
+
 const HERE = new URL(".", import.meta.url).pathname;
 
-export async function serveDashboard(port = 0): Promise<{ url: string; stop(): void }> {
+export async function serveDashboard(
+  options: { port?: number; tokens?: DevTokenOptions } = {},
+): Promise<{ url: string; tokens: DevTokenIssuer | undefined; stop(): void }> {
   const build = await Bun.build({ entrypoints: [`${HERE}dashboard.ts`], target: "browser", format: "esm" });
   if (!build.success) throw new AggregateError(build.logs, "the dashboard did not build");
   const script = await (build.outputs[0] as Blob).text();
   const page = await Bun.file(`${HERE}index.html`).text();
+  const tokens = options.tokens ? devTokenIssuer(options.tokens) : undefined;
   const server = Bun.serve({
     hostname: "127.0.0.1",
-    port,
+    port: options.port ?? 0,
     fetch(request) {
       const { pathname } = new URL(request.url);
       if (pathname === "/")
@@ -19,13 +26,17 @@ export async function serveDashboard(port = 0): Promise<{ url: string; stop(): v
       if (pathname === "/dashboard.js") {
         return new Response(script, { headers: { "content-type": "text/javascript; charset=utf-8" } });
       }
+      if (pathname === "/token" && tokens) return tokens.respond();
       return new Response("not found", { status: 404 });
     },
   });
-  return { url: `http://127.0.0.1:${server.port}/`, stop: () => server.stop(true) };
+  return { url: `http://127.0.0.1:${server.port}/`, tokens, stop: () => server.stop(true) };
 }
 
 if (import.meta.main) {
-  const { url } = await serveDashboard(Number(process.argv[2] ?? 5173));
-  console.log(`live dashboard: ${url}#gateway=http://localhost:8080&token=<token>&channel=orders`);
+  const { url } = await serveDashboard({
+    port: Number(process.argv[2] ?? 5173),
+    tokens: { scopes: ["subscribe"] },
+  });
+  console.log(`live dashboard: ${url}#gateway=http://localhost:8080&channel=orders`);
 }

@@ -38,13 +38,43 @@ events.enqueue({ type: "page_veiw", data: { url: "https://example.com/" } });
 events.enqueue({ type: "sensor_reading", data: { sensor: "s1", value: 1, unit: "kelvin" } });
 events.enqueue({ type: "click", data: {} });\n`,
       );
-      const options = ["--noEmit", "--strict", "--skipLibCheck", "--target", "ES2022", "--module", "ESNext"];
-      const more = ["--moduleResolution", "Bundler", "--lib", "ES2022,DOM", "--types", "node"];
+      const options = [
+        "--noEmit",
+        "--strict",
+        "--noUncheckedIndexedAccess",
+        "--skipLibCheck",
+        "--target",
+        "ES2022",
+      ];
+      const more = [
+        "--module",
+        "ESNext",
+        "--moduleResolution",
+        "Bundler",
+        "--lib",
+        "ES2022,DOM,DOM.Iterable",
+      ];
+      more.push("--types", "node", "--allowImportingTsExtensions");
       const tsc = join(ROOT, "node_modules/.bin/tsc");
-      // One run for both files: the right one has no error, the wrong one one per wrong call, on its line.
-      const checked = run([tsc, ...options, ...more, join(folder, "right.ts"), join(folder, "wrong.ts")]);
+      // The examples are typed users of the client too: checked in the same run (tsc is slow to start).
+      const examples = [
+        "browser-events/page.ts",
+        "live-dashboard/dashboard.ts",
+        "node-producer/producer.ts",
+      ].map((file) => join(ROOT, "examples", file));
+      // One run: the right files have no error, the wrong one one per wrong call, on its line.
+      const checked = run([
+        tsc,
+        ...options,
+        ...more,
+        join(folder, "right.ts"),
+        ...examples,
+        join(folder, "wrong.ts"),
+      ]);
       expect(checked.code).not.toBe(0);
-      expect(checked.output).not.toContain("right.ts(");
+      expect(
+        checked.output.split("\n").filter((line) => line.includes("error") && !line.includes("wrong.ts(")),
+      ).toEqual([]);
       const errors = checked.output.split("\n").filter((line) => line.includes("wrong.ts("));
       expect(errors.map((line) => /wrong\.ts\((\d+),/.exec(line)?.[1])).toEqual(["3", "4", "5", "6"]);
       expect(checked.output).toContain("Type 'number' is not assignable to type 'string'");
