@@ -4,8 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import type * as ClientModule from "../../clients/typescript/src/index.js";
+import { serveBrowserEvents } from "../../examples/browser-events/serve.ts";
 import { serveDashboard } from "../../examples/live-dashboard/serve.ts";
-import { token } from "../support/tokens.ts";
+import { TEST_SECRET, token } from "../support/tokens.ts";
 import { freePort, RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 
 /** Debian's chromium (scripts/install-tools), driven by puppeteer-core: no browser download. */
@@ -19,6 +20,10 @@ const TEST_PAGE = `<!doctype html><meta charset="utf-8"><title>client test</titl
 <script type="module">import * as client from "/client.js"; globalThis.edgeClient = client;</script>`;
 
 type PageGlobals = typeof globalThis & { edgeClient: typeof ClientModule; seen: unknown[] };
+/** The example page's stats, as it shows them. */
+type ExamplePage = typeof globalThis & {
+  document: { getElementById(id: string): { textContent: string | null } | null };
+};
 /** The DOM the dashboard test reads (this project's types have no DOM library). */
 type DashboardPage = typeof globalThis & {
   document: {
@@ -42,12 +47,19 @@ function servePage(bundle: string) {
   });
 }
 
-function loggedIds(dir: string): string[] {
+function loggedRecords(dir: string): Array<{ id: string; type: string; data: Record<string, unknown> }> {
   return readdirSync(dir)
     .filter((name) => name.endsWith(".ndjson"))
     .flatMap((name) => readFileSync(join(dir, name), "utf8").split("\n"))
     .filter((line) => line !== "")
-    .map((line) => (JSON.parse(line) as { value: { id: string } }).value.id);
+    .map(
+      (line) =>
+        (JSON.parse(line) as { value: { id: string; type: string; data: Record<string, unknown> } }).value,
+    );
+}
+
+function loggedIds(dir: string): string[] {
+  return loggedRecords(dir).map((record) => record.id);
 }
 
 async function publish(gateway: RunningGateway, channel: string, data: unknown) {
@@ -65,6 +77,7 @@ async function publish(gateway: RunningGateway, channel: string, data: unknown) 
 let browser: Browser;
 let allowed: ReturnType<typeof Bun.serve>;
 let refused: ReturnType<typeof Bun.serve>;
+let example: Awaited<ReturnType<typeof serveBrowserEvents>>;
 const origin = (server: ReturnType<typeof Bun.serve>) => `http://127.0.0.1:${server.port}`;
 
 beforeAll(async () => {
@@ -72,6 +85,7 @@ beforeAll(async () => {
   const bundle = await (build.outputs[0] as Blob).text();
   allowed = servePage(bundle);
   refused = servePage(bundle);
+  example = await serveBrowserEvents({ tokens: { secret: TEST_SECRET, tenant: "acme", scopes: ["ingest"] } });
   browser = await puppeteer.launch({
     executablePath: CHROMIUM,
     args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
@@ -81,6 +95,7 @@ afterAll(async () => {
   await browser?.close();
   allowed?.stop(true);
   refused?.stop(true);
+  example?.stop();
 });
 
 async function openPage(server: ReturnType<typeof Bun.serve>): Promise<Page> {
@@ -97,7 +112,7 @@ describe.each(RUNTIMES)("the client in headless Chromium, from another origin, a
   // A port of its own, not PORT=0: a test restarts the gateway on the same port (see freePort).
   const env = () => ({
     ...EMBEDDED,
-    CORS_ORIGINS: origin(allowed),
+    CORS_ORIGINS: `${origin(allowed)},${new URL(example.url).origin}`,
     LOCAL_LOG_DIR: join(folder, "log"),
     PORT: String(port),
   });
@@ -222,6 +237,92 @@ describe.each(RUNTIMES)("the client in headless Chromium, from another origin, a
     await page.close();
   });
 
+  test("a page that closes before any request still sends its records: the callback's token was resolved ahead", async () => {
+    const page = await openPage(allowed);
+    const ids = await page.evaluate(
+      ({ url, ingestToken }) => {
+        const { EventClient } = (globalThis as PageGlobals).edgeClient;
+        const events = new EventClient({
+          url,
+          token: async () => ingestToken,
+          flushIntervalMs: 60_000,
+        });
+        return [1, 2].map((n) => events.enqueue({ type: "click", data: { element: `ahead-${n}` } }));
+      },
+      { url: gateway.url, ingestToken: await token("acme", ["ingest"]) },
+    );
+    await page.goto("about:blank");
+    const deadline = Date.now() + 5000;
+    while (
+      Date.now() < deadline &&
+      !ids.every((id) => loggedIds(join(folder, "log")).includes(id as string))
+    ) {
+      await Bun.sleep(100);
+    }
+    expect(loggedIds(join(folder, "log"))).toEqual(expect.arrayContaining(ids as string[]));
+    await page.close();
+  });
+
+  test("with browserQueue, records a page could not send survive a real reload and are sent once, with their ids", async () => {
+    const page = await openPage(allowed);
+    const queue = `reload-${runtime}-${Date.now()}`;
+    // The gateway unreachable (a closed port): the records stay in IndexedDB.
+    const ids = await page.evaluate(
+      async ({ queue, ingestToken }) => {
+        const { EventClient, browserQueue } = (globalThis as PageGlobals).edgeClient;
+        const storage = browserQueue(queue);
+        const events = new EventClient({ url: "http://127.0.0.1:9", token: ingestToken, storage });
+        const ids = [1, 2, 3].map((n) => events.enqueue({ type: "click", data: { element: `reload-${n}` } }));
+        await storage.flush();
+        return ids;
+      },
+      { queue, ingestToken: await token("acme", ["ingest"]) },
+    );
+    await page.reload();
+    await page.waitForFunction(() => "edgeClient" in globalThis, { timeout: 5000 });
+    const after = await page.evaluate(
+      async ({ queue, url, ingestToken }) => {
+        const { EventClient, browserQueue } = (globalThis as PageGlobals).edgeClient;
+        const storage = browserQueue(queue);
+        const events = new EventClient({ url, token: ingestToken, storage });
+        await events.flush();
+        await storage.flush();
+        return { stats: events.stats, left: (await storage.load()).length };
+      },
+      { queue, url: gateway.url, ingestToken: await token("acme", ["ingest"]) },
+    );
+    expect(after).toEqual({
+      stats: { buffered: 0, bufferedBytes: 0, accepted: 3, rejected: 0, dropped: 0, retries: 0 },
+      left: 0,
+    });
+    const logged = loggedIds(join(folder, "log")).filter((id) => ids.includes(id));
+    expect(logged).toEqual(ids as string[]);
+    await page.close();
+  });
+
+  test("the browser example sends a page_view and typed clicks with EventClient and tokens from its server", async () => {
+    const page = await browser.newPage();
+    await page.goto(`${example.url}#gateway=${gateway.url}`);
+    await page.waitForSelector('button[data-element="buy"]');
+    await page.click('button[data-element="buy"]');
+    await page.click('button[data-element="share"]');
+    await page.waitForFunction(
+      () => (globalThis as ExamplePage).document.getElementById("accepted")?.textContent === "3",
+      { timeout: 8000 },
+    );
+    const records = loggedRecords(join(folder, "log")).filter(
+      (record) =>
+        record.type === "page_view" || record.data.element === "buy" || record.data.element === "share",
+    );
+    expect(records.map((record) => [record.type, record.data.element ?? record.data.url])).toEqual([
+      ["page_view", `${example.url}#gateway=${gateway.url}`],
+      ["click", "buy"],
+      ["click", "share"],
+    ]);
+    expect(example.tokens.issued).toBeGreaterThanOrEqual(1);
+    await page.close();
+  });
+
   test("the page's subscriber resumes after the gateway restarts: a gap, then live events again", async () => {
     const page = await openPage(allowed);
     await page.evaluate(
@@ -270,7 +371,10 @@ describe.each(RUNTIMES)("the live dashboard example in headless Chromium, agains
 
   beforeAll(async () => {
     folder = mkdtempSync(join(tmpdir(), "dashboard-e2e-"));
-    dashboard = await serveDashboard();
+    // Two-second tokens from the dashboard's own server: the page outlives several of them.
+    dashboard = await serveDashboard({
+      tokens: { secret: TEST_SECRET, tenant: "acme", scopes: ["subscribe"], ttlSec: 2 },
+    });
     gateway = await startGateway(runtime, {
       ...EMBEDDED,
       CORS_ORIGINS: new URL(dashboard.url).origin,
@@ -282,14 +386,11 @@ describe.each(RUNTIMES)("the live dashboard example in headless Chromium, agains
     dashboard.stop();
   });
 
-  test("shows a channel's events live with a per-second count; a screenshot is saved", async () => {
+  test("shows a channel's events live with a per-second count, past its first token's expiry; a screenshot is saved", async () => {
     const page = await browser.newPage();
     await page.setViewport({ width: 1200, height: 800 });
-    const settings = new URLSearchParams({
-      gateway: gateway.url,
-      token: await token("acme", ["subscribe"]),
-      channel: "orders",
-    });
+    const settings = new URLSearchParams({ gateway: gateway.url, channel: "orders" });
+    const openedAt = Date.now();
     await page.goto(`${dashboard.url}#${settings}`);
     await page.waitForSelector('#status[data-state="live"]', { timeout: 5000 });
     await Bun.sleep(200);
@@ -318,6 +419,15 @@ describe.each(RUNTIMES)("the live dashboard example in headless Chromium, agains
         timeout: 3000,
       },
     );
+    // Past the first token's expiry: a fresh one came from the page's server, and events still arrive.
+    await Bun.sleep(Math.max(0, openedAt + 2500 - Date.now()));
+    expect(dashboard.tokens?.issued).toBeGreaterThanOrEqual(2);
+    await publish(gateway, "orders", { order: 6, total: 60 });
+    await page.waitForFunction(
+      () => (globalThis as DashboardPage).document.getElementById("total")?.textContent === "6",
+      { timeout: 8000 },
+    );
+    await page.waitForSelector('#status[data-state="live"]', { timeout: 5000 });
     const screenshot = join(folder, `live-dashboard-${runtime}.png`);
     await page.screenshot({ path: screenshot as `${string}.png` });
     console.log(`live dashboard screenshot: ${screenshot}`);
