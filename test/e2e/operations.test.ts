@@ -1,7 +1,15 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type AddressInfo, createServer } from "node:net";
 import { TEST_SECRET, token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, runUntilExit, startGateway, TestSocket } from "./harness.ts";
+import { waitUntil } from "../support/wait.ts";
+import {
+  RUNTIMES,
+  type RunningGateway,
+  runUntilExit,
+  startGateway,
+  TestSocket,
+  waitForLog,
+} from "./harness.ts";
 
 describe.each(RUNTIMES)("operations on %s", (runtime) => {
   let gateway: RunningGateway;
@@ -56,17 +64,16 @@ describe.each(RUNTIMES)("operations on %s", (runtime) => {
       `POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${await token("acme", ["ingest"])}\r\n` +
         "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n[{",
     );
-    await Bun.sleep(200);
+    // The scrape itself is one request in flight.
+    const inFlight = async () =>
+      Number(
+        /^gateway_http_requests_in_flight (\S+)$/m.exec(
+          await (await fetch(`${gateway.url}/metrics`)).text(),
+        )?.[1],
+      );
+    await waitUntil(async () => (await inFlight()) === 2, "the upload in flight");
     socket.end();
-    let inFlight = Number.NaN;
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const text = await (await fetch(`${gateway.url}/metrics`)).text();
-      // The scrape itself is one request in flight.
-      inFlight = Number(/^gateway_http_requests_in_flight (\S+)$/m.exec(text)?.[1]);
-      if (inFlight === 1) break;
-      await Bun.sleep(100);
-    }
-    expect(inFlight).toBe(1);
+    await waitUntil(async () => (await inFlight()) === 1, "the abandoned upload no longer in flight");
   });
 
   test("wrong method answers 405 with Allow", async () => {
@@ -90,7 +97,7 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
 
     const signalledAt = Date.now();
     gateway.process.kill("SIGTERM");
-    await Bun.sleep(100);
+    await waitUntil(async () => (await fetch(`${gateway.url}/health`)).status === 503, "/health to turn 503");
     const during = await fetch(`${gateway.url}/health`);
     expect(during.status).toBe(503);
     expect(((await during.json()) as { reasons: string[] }).reasons).toContain("draining");
@@ -99,11 +106,11 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
     const reconnect = await client.next((frame) => frame.type === "reconnect", 5000);
     expect(typeof reconnect.afterMs).toBe("number");
     expect((await client.closed).code).toBe(1001);
+    // Exit 0: the drain finished before DRAIN_TIMEOUT_MS (past it, the exit code is 1). The lower
+    // bound is the drain delay being honoured, which a slow machine can only make longer.
     const code = await gateway.process.exited;
     expect(code).toBe(0);
-    const elapsed = Date.now() - signalledAt;
-    expect(elapsed).toBeGreaterThanOrEqual(1400);
-    expect(elapsed).toBeLessThan(6000);
+    expect(Date.now() - signalledAt).toBeGreaterThanOrEqual(1400);
   });
 
   test("after the drain delay new connections are refused", async () => {
@@ -125,10 +132,11 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
     const gateway = await startGateway(runtime, { DRAIN_DELAY_MS: "20000", DRAIN_TIMEOUT_MS: "30000" });
     const started = Date.now();
     gateway.process.kill("SIGTERM");
-    await Bun.sleep(200);
+    await waitForLog(gateway, "drain started");
     gateway.process.kill("SIGINT");
     expect(await gateway.process.exited).toBe(1);
-    expect(Date.now() - started).toBeLessThan(3000);
+    // Timing is the claim here: "at once" against a 20 s drain delay, so the bound is generous (10 s).
+    expect(Date.now() - started).toBeLessThan(10_000);
   });
 
   test("a bad setting exits 1 naming the variable", async () => {

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { s3Service, TestBucket, waitFor } from "../support/s3.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
+import { waitUntil } from "../support/wait.ts";
 import { RUNTIMES, type RunningGateway, runUntilExit, startGateway } from "./harness.ts";
 
 /**
@@ -82,9 +83,15 @@ describe.each(RUNTIMES)("schemas and tenant quotas from S3 on %s", (runtime) => 
       schemas: (await bucket.getStatuses("schemas.json")).length,
       quotas: (await bucket.getStatuses("quotas.json")).length,
     };
-    await Bun.sleep(2500); // two refreshes of each
-    const schemas = (await bucket.getStatuses("schemas.json")).slice(before.schemas);
-    const quotas = (await bucket.getStatuses("quotas.json")).slice(before.quotas);
+    const since = async () => ({
+      schemas: (await bucket.getStatuses("schemas.json")).slice(before.schemas),
+      quotas: (await bucket.getStatuses("quotas.json")).slice(before.quotas),
+    });
+    await waitUntil(async () => {
+      const { schemas, quotas } = await since();
+      return schemas.length >= 2 && quotas.length >= 2;
+    }, "two refreshes of each");
+    const { schemas, quotas } = await since();
     expect(schemas.length).toBeGreaterThanOrEqual(2);
     expect(quotas.length).toBeGreaterThanOrEqual(2);
     expect(new Set([...schemas, ...quotas])).toEqual(new Set([304]));

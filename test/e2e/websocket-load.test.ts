@@ -127,15 +127,14 @@ describe.each(RUNTIMES)("WebSocket under load on %s", (runtime) => {
         await Promise.all(opened.map((client) => client.next((frame) => frame.type === "connected", 15_000)));
         clients.push(...opened);
       }
-      const started = Date.now();
       gateway.process.kill("SIGTERM");
       const closes = await Promise.all(clients.map((client) => client.closed));
       expect(closes.filter((close) => close.code !== 1001)).toEqual([]);
       expect(clients.filter((client) => !client.frames.some((frame) => frame.type === "reconnect"))).toEqual(
         [],
       );
+      // Exit 0 is "before the deadline": past DRAIN_TIMEOUT_MS the drain ends with exit code 1.
       expect(await gateway.process.exited).toBe(0);
-      expect(Date.now() - started).toBeLessThan(8000);
     } finally {
       await gateway.stop("SIGKILL");
       await rm(folder, { recursive: true, force: true });

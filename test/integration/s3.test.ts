@@ -184,7 +184,8 @@ describe("an S3 endpoint that stops answering", () => {
       await expect(client.getObject({ bucket: "bucket", key: "schemas.json" })).rejects.toThrow(
         "no answer within 300 ms",
       );
-      expect(Date.now() - started).toBeLessThan(3000);
+      // The rejection's message is the timeout at work; the bound only rules out a hang, generously.
+      expect(Date.now() - started).toBeLessThan(10_000);
     });
   }
 });
