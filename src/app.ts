@@ -186,7 +186,13 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
       },
       { authenticate, admission, schemas, queue, bus, metrics, log },
     ),
-    createPublishModule({ authenticate, admission, bus, maxBytes: config.maxPublishBytes }),
+    createPublishModule({
+      authenticate,
+      admission,
+      bus,
+      maxBytes: config.maxPublishBytes,
+      ackTimeoutMs: config.ackTimeoutMs,
+    }),
     realtime,
   ];
 
@@ -223,12 +229,13 @@ async function createSink(
     maxRecords: config.kafka.queueMaxRecords,
     maxBytes: config.kafka.queueMaxBytes,
     unhealthyAfterMs: config.kafka.unhealthyAfterMs,
-    // One batch at a time: the Kafka writer sends one at a time anyway (see KafkaWriter.write).
+    // One batch at a time per topic: the Kafka writer sends one at a time per topic anyway (see KafkaWriter.write).
     maxInFlight: 1,
     probeIntervalMs: 2000,
     writeTimeoutMs: config.kafka.writeTimeoutMs,
     retryBaseMs: 100,
     retryMaxMs: 3000,
+    unavailableRetryMs: config.kafka.topicRetryMs,
     deadLetterTopic: config.kafka.dlqTopic,
   };
   if (!kafka) {
@@ -236,7 +243,9 @@ async function createSink(
     const worker = process.env[WORKER_ENV];
     const dir = worker === undefined ? config.localLog.dir : join(config.localLog.dir, `worker-${worker}`);
     const writer = new LocalLogWriter({ ...config.localLog, dir });
-    await writer.connect();
+    const { truncatedBytes } = await writer.connect();
+    if (truncatedBytes > 0)
+      log.warn({ path: writer.currentPath, bytes: truncatedBytes }, "local log: cut a torn last line");
     log.warn(
       { dir },
       "KAFKA_BROKERS unset: embedded default (local NDJSON log as sink, in-process fan-out bus)",

@@ -65,6 +65,8 @@ export interface Config {
     affectsHealth: boolean;
     topicPartitions: number;
     writeTimeoutMs: number;
+    /** How often a topic Kafka refuses as a whole (or an unwritable local log) is tried again. */
+    topicRetryMs: number;
   };
   localLog: {
     dir: string;
@@ -246,6 +248,7 @@ export function loadConfig(env: Env = process.env): Config {
       unhealthyAfterMs: read("KAFKA_UNHEALTHY_AFTER_MS", integer(0, 3_600_000), 10_000),
       affectsHealth: read("KAFKA_AFFECTS_HEALTH", boolean, true),
       writeTimeoutMs: read("KAFKA_WRITE_TIMEOUT_MS", integer(100, 600_000), 5000),
+      topicRetryMs: read("KAFKA_TOPIC_RETRY_MS", integer(100, 600_000), 5000),
       topicPartitions: read("KAFKA_TOPIC_PARTITIONS", integer(1, 10_000), 6),
     },
     localLog: {

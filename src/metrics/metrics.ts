@@ -92,6 +92,18 @@ export function createMetrics(runtime: string, version: string) {
       help: "Failed produce attempts (retried)",
       registers: r,
     }),
+    topicAvailable: new Gauge({
+      name: "gateway_sink_topic_available",
+      help: "0 while the sink refuses a whole topic (not authorized, missing, disk full), else 1; topics come from config",
+      labelNames: ["topic"],
+      registers: r,
+    }),
+    deadLettersDropped: new Counter({
+      name: "gateway_dead_letters_dropped_total",
+      help: "Dead letters dropped instead of written, by reason (full, unavailable, refused, undelivered_at_exit)",
+      labelNames: ["reason"],
+      registers: r,
+    }),
     kafkaUp: new Gauge({
       name: "gateway_kafka_up",
       help: "1 when the sink accepts writes, 0 while it is unreachable",

@@ -22,23 +22,26 @@ export interface RecordQueue {
 /**
  * A durable destination for batches. `write` resolves only once the batch is
  * acknowledged (Kafka acks=all, or fsync for the local log) and rejects on any
- * failure; the delivery queue retries.
+ * failure: with an UndeliverableError (the records are at fault), a
+ * SinkUnavailableError (the topic is), or any other error (transient: the
+ * delivery queue retries). A batch holds records of one topic.
  */
 export interface SinkWriter {
   readonly kind: "kafka" | "local-log";
   write(batch: SinkMessage[]): Promise<void>;
-  /** Called after a failed write, before the retry: drop state that may be stale (connections, sequences). */
-  reset?(): void;
+  /** Called after a failed write to `topic`, before the retry: drop state that may be stale (connections, sequences). */
+  reset?(topic: string): void;
   close(): Promise<void>;
 }
 
 /** Why the sink refused records for good, as a metric label. */
-export type UndeliverableReason = "too_large" | "invalid_record" | "not_authorized";
+export type UndeliverableReason = "too_large" | "invalid_record";
 
 /**
  * A writer's rejection when the sink answered but refused the batch for good
- * (too large, invalid, not authorized): sending the same bytes again cannot
- * succeed, so the queue splits the batch instead of retrying it.
+ * because of the records themselves (too large, invalid): sending the same
+ * bytes again cannot succeed, so the queue splits the batch instead of
+ * retrying it.
  */
 export class UndeliverableError extends Error {
   constructor(
@@ -49,5 +52,23 @@ export class UndeliverableError extends Error {
   ) {
     super(`the sink refused the records: ${sinkCode}`, options);
     this.name = "UndeliverableError";
+  }
+}
+
+/**
+ * A writer's rejection when the sink cannot take any record of the batch's
+ * topic until someone acts: not authorized, topic missing on a cluster that
+ * does not create it, a full disk under the local log. Neither splitting nor
+ * a quick retry helps; the queue holds that topic's records, answers its
+ * requests 503 and tries the topic again now and then, while other topics flow.
+ */
+export class SinkUnavailableError extends Error {
+  constructor(
+    /** The sink's own code, e.g. Kafka's TOPIC_AUTHORIZATION_FAILED or the errno ENOSPC. */
+    readonly sinkCode: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`the sink cannot take records for this topic: ${sinkCode}`, options);
+    this.name = "SinkUnavailableError";
   }
 }

@@ -10,6 +10,7 @@ import type { HealthReasons } from "../../ports/health.ts";
 export class HealthState implements HealthReasons {
   private readonly reasons = new Set<string>();
   private readonly advisory: ReadonlySet<string>;
+  private readonly degradations = new Set<string>();
 
   constructor(advisory: Iterable<string> = []) {
     this.advisory = new Set(advisory);
@@ -18,6 +19,11 @@ export class HealthState implements HealthReasons {
   set(reason: string, active: boolean): void {
     if (active) this.reasons.add(reason);
     else this.reasons.delete(reason);
+  }
+
+  degrade(reason: string, active: boolean): void {
+    if (active) this.degradations.add(reason);
+    else this.degradations.delete(reason);
   }
 
   has(reason: string): boolean {
@@ -32,5 +38,11 @@ export class HealthState implements HealthReasons {
   /** The reasons that keep this instance out of service. */
   list(): string[] {
     return [...this.reasons].filter((reason) => !this.advisory.has(reason)).sort();
+  }
+
+  /** Faults reported without leaving service: degradations (see HealthReasons.degrade) and active advisory reasons. */
+  degraded(): string[] {
+    const advisory = [...this.reasons].filter((reason) => this.advisory.has(reason));
+    return [...this.degradations, ...advisory].sort();
   }
 }

@@ -9,10 +9,14 @@ export function healthRoutes(health: HealthState): Route[] {
     {
       method: "GET",
       path: "/health",
-      handler: () =>
-        health.ready
-          ? json(200, { status: "ok" })
-          : json(503, { status: "unavailable", reasons: health.list() }),
+      handler: () => {
+        // `degraded` only when there is something to say: the healthy answer stays `{"status":"ok"}`.
+        const degraded = health.degraded();
+        const extra = degraded.length > 0 ? { degraded } : {};
+        return health.ready
+          ? json(200, { status: "ok", ...extra })
+          : json(503, { status: "unavailable", reasons: health.list(), ...extra });
+      },
     },
     { method: "GET", path: "/health/live", handler: () => json(200, { status: "ok" }) },
   ];

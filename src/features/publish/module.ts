@@ -9,6 +9,7 @@ import {
   type RecordSpans,
   TOO_DEEP_REASON,
 } from "../../lib/json-scan.ts";
+import { withDeadline } from "../../lib/time.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
@@ -19,6 +20,8 @@ export interface PublishDependencies extends CallerChecks {
   bus: FanoutBus;
   /** Body bytes past which a publish gets 413 (bounded again by MAX_BODY_BYTES while it is read). */
   maxBytes: number;
+  /** How long a publish waits for Kafka's acknowledgement before a 503 (INGEST_ACK_TIMEOUT_MS, as ingest). */
+  ackTimeoutMs: number;
 }
 
 /**
@@ -80,7 +83,16 @@ export function createPublishModule(deps: PublishDependencies): Module {
             if (body.channel !== undefined) message.channel = requireChannel(principal, body.channel);
           } else message.channel = requireChannel(principal, body.channel);
           const rateLimitHeaders = await deps.admission.events(principal, 1);
-          await deps.bus.publish([message]);
+          await withDeadline(
+            deps.bus.publish([message]),
+            deps.ackTimeoutMs,
+            () =>
+              new GatewayError(
+                "unavailable",
+                "Kafka did not acknowledge in time; the event may still be published",
+                { "retry-after": "5" },
+              ),
+          );
           return json(202, { published: 1 }, rateLimitHeaders);
         },
       },

@@ -3,7 +3,13 @@ import { sleep, withDeadline } from "../../lib/time.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { HealthReasons } from "../../ports/health.ts";
-import { type RecordQueue, type SinkMessage, type SinkWriter, UndeliverableError } from "../../ports/sink.ts";
+import {
+  type RecordQueue,
+  type SinkMessage,
+  SinkUnavailableError,
+  type SinkWriter,
+  UndeliverableError,
+} from "../../ports/sink.ts";
 import { deadLetterFor } from "./dead-letter.ts";
 import { recordBytes, recordBytesAtMost } from "./record-size.ts";
 
@@ -16,18 +22,23 @@ export interface DeliveryQueueOptions {
   maxRecords: number;
   maxBytes: number;
   unhealthyAfterMs: number;
+  /** Batches in flight per topic. */
   maxInFlight: number;
   probeIntervalMs: number;
   /** A write (or probe) not acknowledged in this time counts as failed and is retried. */
   writeTimeoutMs: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /** How long a topic the sink refused as a whole (SinkUnavailableError) is held before it is tried again. */
+  unavailableRetryMs: number;
   /** Where records the sink refused for good go (KAFKA_DLQ_TOPIC); unset: they are dropped. */
   deadLetterTopic?: string;
 }
 
 interface Ticket {
   remaining: number;
+  /** Whether a request waits for the acknowledgement ("acknowledged"); else it was answered when queued. */
+  waits: boolean;
   resolve(): void;
   reject(error: Error): void;
 }
@@ -39,52 +50,143 @@ interface Entry {
 }
 
 export const UNHEALTHY_REASON = "kafka_unreachable";
+/** /health 503 reason while the embedded log cannot be written (full disk, size limit): this instance's own trouble. */
+export const LOCAL_LOG_UNWRITABLE_REASON = "local_log_unwritable";
+/** /health stays 200 and lists this (plus the topic) while Kafka refuses a topic: every instance shares that fault. */
+export const TOPIC_UNAVAILABLE_PREFIX = "kafka_topic_unavailable:";
 
 const DRAIN_RETRY_MAX_MS = 500;
+/** One topic never takes more than this share of the queue's bounds, so a failing topic leaves room for the others. */
+const LANE_SHARE = 3 / 4;
+/** Dead letters are diagnostics: they get a small share and are dropped first. */
+const DEAD_LETTER_SHARE = 1 / 16;
+/** At most one log line per this interval about dropped dead letters, with the count. */
+const DEAD_LETTER_LOG_INTERVAL_MS = 10_000;
+
+const noTicket = (): Ticket => ({ remaining: 1, waits: false, resolve: () => {}, reject: () => {} });
 
 /** What the request of a record the sink refused for good is answered: never a 5xx for the client's record. */
 function refusalReply(refusal: UndeliverableError): GatewayError {
-  switch (refusal.reason) {
-    case "too_large":
-      return new GatewayError("record_too_large", "Kafka refused a record as too large");
-    case "invalid_record":
-      return new GatewayError("record_refused", `Kafka refused a record as invalid (${refusal.sinkCode})`);
-    case "not_authorized":
-      return new GatewayError("unavailable", "Kafka refused the write: not authorized", {
-        "retry-after": "30",
-      });
+  return refusal.reason === "too_large"
+    ? new GatewayError("record_too_large", "Kafka refused a record as too large")
+    : new GatewayError("record_refused", `Kafka refused a record as invalid (${refusal.sinkCode})`);
+}
+
+/**
+ * One topic's records. Batches hold records of one topic, and a topic's
+ * trouble (retries, a refusal of the whole topic) holds only its own lane.
+ * There is one lane per topic the gateway writes (ingest, fan-out, dead
+ * letters: all from config), so the lanes are few and live as long as the queue.
+ */
+class Lane {
+  pending: Entry[] = [];
+  pendingHead = 0;
+  pendingBytes = 0;
+  /** Records and bytes of this topic accepted and not yet acknowledged (pending + in flight). */
+  records = 0;
+  bytes = 0;
+  inFlight = 0;
+  /** A batch failed with a transient error and is being retried: the lane sends nothing else meanwhile. */
+  retrying = false;
+  /** Since when this topic's writes fail with transient errors; cleared by an answer. */
+  failingSince: number | undefined;
+  /** Set while the sink refuses the whole topic: its code, and until when the lane is held. */
+  unavailable: { code: string; until: number } | undefined;
+  /** Wakes the lane when its hold ends. */
+  retryTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    readonly topic: string,
+    readonly deadLetters: boolean,
+  ) {}
+
+  hasPending(): boolean {
+    return this.pendingHead < this.pending.length;
+  }
+
+  push(entry: Entry): void {
+    this.pending.push(entry);
+    this.pendingBytes += entry.bytes;
+  }
+
+  take(batchBytes: number, maxBatchBytes: number): Entry[] {
+    const batch: Entry[] = [];
+    let bytes = 0;
+    while (this.hasPending() && (batch.length === 0 || bytes < batchBytes)) {
+      const entry = this.pending[this.pendingHead] as Entry;
+      if (batch.length > 0 && bytes + entry.bytes > maxBatchBytes) break;
+      this.pendingHead++;
+      bytes += entry.bytes;
+      batch.push(entry);
+    }
+    this.pendingBytes -= bytes;
+    if (this.pendingHead === this.pending.length) {
+      this.pending = [];
+      this.pendingHead = 0;
+    } else if (this.pendingHead > 4096 && this.pendingHead * 2 > this.pending.length) {
+      this.pending = this.pending.slice(this.pendingHead);
+      this.pendingHead = 0;
+    }
+    return batch;
+  }
+
+  /** Puts a batch that was not delivered back in front, in order. */
+  requeueFront(batch: Entry[]): void {
+    this.pending = batch.concat(this.pending.slice(this.pendingHead));
+    this.pendingHead = 0;
+    this.pendingBytes = this.pending.reduce((sum, entry) => sum + entry.bytes, 0);
+  }
+
+  /** Keeps only the pending entries `keep` accepts. */
+  retain(keep: (entry: Entry) => boolean): void {
+    this.pending = this.pending.slice(this.pendingHead).filter(keep);
+    this.pendingHead = 0;
+    this.pendingBytes = this.pending.reduce((sum, entry) => sum + entry.bytes, 0);
   }
 }
 
 /**
- * The bounded queue between requests and the sink. Records accumulate and
- * leave in batches (on linger time, on batch bytes, or as soon as the previous
- * batch is acknowledged) and every batch fits the broker (`maxBatchBytes`);
- * a failed batch is retried with backoff until it succeeds, so an
- * acknowledged request is never lost. A batch the sink refuses for good is
- * split down to the record at fault (see `send`). Past its bounds, or while
- * the sink has been unreachable for `unhealthyAfterMs`, it refuses new records
- * with a 503 instead of growing memory.
+ * The bounded queue between requests and the sink. Records accumulate per
+ * topic and leave in batches (on linger time, on batch bytes, or as soon as
+ * the previous batch is acknowledged); every batch fits the broker
+ * (`maxBatchBytes`). Each failure is classified by the writer:
+ *
+ * - transient (network, leader changes, timeouts): the batch is retried with
+ *   bounded backoff until it succeeds, so an acknowledged request is never
+ *   lost; only its own topic waits meanwhile. Once failures have lasted
+ *   `unhealthyAfterMs`, new records for that topic get a 503 (and, when the
+ *   sink as a whole is failing, /health says `kafka_unreachable`);
+ * - refused for good because of the records (UndeliverableError): the batch
+ *   is split down to the record at fault, which is dead-lettered or dropped;
+ * - refused for the whole topic (SinkUnavailableError: not authorized,
+ *   missing topic, full disk): the topic is held for `unavailableRetryMs` and
+ *   then tried again. Requests waiting for it get a 503 at once (their records
+ *   are dropped: the client retries), records already answered 202 stay
+ *   queued until the topic comes back, and new records for it get a 503.
+ *
+ * Dead letters travel in a lane of their own with a small share of the
+ * bounds: when they cannot be written they are dropped, counted and logged,
+ * never holding data. Past its bounds the queue refuses new records with a
+ * 503 instead of growing memory.
  */
 export class DeliveryQueue implements RecordQueue {
-  private pending: Entry[] = [];
-  private pendingHead = 0;
-  private pendingBytes = 0;
-  /** Records and bytes accepted and not yet acknowledged (pending + in flight). */
+  private readonly lanes = new Map<string, Lane>();
+  /** Records and bytes accepted and not yet acknowledged, every lane together. */
   private queuedRecords = 0;
   private queuedBytes = 0;
-  private inFlight = 0;
-  /** Batches in flight that failed at least once and are being retried. */
-  private retrying = 0;
   /** The pump waiting for the linger time to pass, if one is. */
   private scheduledPump: { cancel(): void } | undefined;
   private monitorTimer: ReturnType<typeof setInterval> | undefined;
   private lastProbeAt = 0;
+  private probing = false;
+  /** Since when the sink fails with transient errors and nothing it answered since (any topic, or the probe). */
   private failingSince: number | undefined;
   private closed = false;
   /** Set when the drain deadline passed: batches still failing stop retrying. */
   private abandoned = false;
   private idleWaiters: Array<() => void> = [];
+  private deadLettersDroppedSinceLog = 0;
+  private deadLetterLogAt = 0;
 
   constructor(
     private readonly writer: SinkWriter,
@@ -101,64 +203,77 @@ export class DeliveryQueue implements RecordQueue {
   /**
    * Starts the monitor: it turns /health unhealthy once failures have lasted
    * `unhealthyAfterMs` (even between retries), and, when `probe` is given,
-   * checks an idle sink so an outage is noticed without traffic.
+   * checks the sink every `probeIntervalMs` so an outage (and its end) is
+   * noticed without traffic.
    */
   startMonitor(probe?: () => Promise<void>): void {
     this.monitorTimer = setInterval(() => {
       if (this.closed) return;
       this.checkHealth();
-      if (!probe || this.inFlight > 0 || Date.now() - this.lastProbeAt < this.options.probeIntervalMs) return;
+      if (!probe || this.probing || Date.now() - this.lastProbeAt < this.options.probeIntervalMs) return;
       this.lastProbeAt = Date.now();
-      withDeadline(probe(), this.options.writeTimeoutMs, () => this.writeTimeout()).then(
-        () => this.markHealthy(),
-        (error) => this.markFailing(error),
-      );
+      this.probing = true;
+      withDeadline(probe(), this.options.writeTimeoutMs, () => this.writeTimeout())
+        .then(
+          () => this.markReachable(),
+          (error) => this.markFailing(undefined, error),
+        )
+        .finally(() => {
+          this.probing = false;
+        });
     }, 250);
     this.monitorTimer.unref?.();
   }
 
   /** Records a failure seen outside a write (Kafka unreachable at start): the unhealthy clock starts now. */
   noteFailure(error: unknown): void {
-    this.markFailing(error);
+    this.markFailing(undefined, error);
   }
 
   /**
    * Queues the messages of one request. The promise resolves once they are
    * accepted (`"queued"`) or once the sink acknowledged all of them
    * (`"acknowledged"`). It rejects with a GatewayError when they are refused:
-   * 503 (draining, sink unreachable, queue full) or 413 (a record that can
-   * never fit); with `"acknowledged"` also when the sink refuses one of them
-   * for good (see `setAside`). It never throws.
+   * 503 (draining, sink unreachable, topic unavailable, queue full) or 413 (a
+   * record that can never fit); with `"acknowledged"` also when the sink
+   * refuses one of them for good or refuses their topic. It never throws.
    */
   enqueue(messages: SinkMessage[], until: "queued" | "acknowledged"): Promise<void> {
     const sizes = messages.map(recordBytes);
-    let bytes = 0;
     let largest = 0;
-    for (const size of sizes) {
-      bytes += size;
+    // Per topic: a request's records nearly always share one.
+    const demand = new Map<Lane, { records: number; bytes: number }>();
+    messages.forEach((message, index) => {
+      const size = sizes[index] as number;
       if (size > largest) largest = size;
-    }
-    const refusal = this.refusal(messages.length, bytes, largest);
+      const lane = this.lane(message.topic);
+      const need = demand.get(lane);
+      if (need) {
+        need.records++;
+        need.bytes += size;
+      } else demand.set(lane, { records: 1, bytes: size });
+    });
+    const refusal = this.refusal(demand, largest);
     if (refusal) return Promise.reject(refusal);
     let ticket!: Ticket;
     let settled: Promise<void>;
     if (until === "acknowledged") {
       settled = new Promise<void>((resolve, reject) => {
-        ticket = { remaining: messages.length, resolve, reject };
+        ticket = { remaining: messages.length, waits: true, resolve, reject };
       });
     } else {
       // Nobody waits for the acknowledgement: the queue still retries until delivered.
-      ticket = { remaining: messages.length, resolve: () => {}, reject: () => {} };
+      ticket = { ...noTicket(), remaining: messages.length };
       settled = Promise.resolve();
     }
+    let readyToSend = false;
     messages.forEach((message, index) => {
-      this.pending.push({ message, bytes: sizes[index] as number, ticket });
+      const lane = this.lane(message.topic);
+      lane.push({ message, bytes: sizes[index] as number, ticket });
+      if (lane.pendingBytes >= this.options.batchBytes) readyToSend = true;
     });
-    this.pendingBytes += bytes;
-    this.queuedRecords += messages.length;
-    this.queuedBytes += bytes;
-    this.updateGauges();
-    if (this.pendingBytes >= this.options.batchBytes) this.pump();
+    for (const [lane, need] of demand) this.count(lane, need.records, need.bytes);
+    if (readyToSend) this.pump();
     else this.schedulePump();
     return settled;
   }
@@ -175,29 +290,6 @@ export class DeliveryQueue implements RecordQueue {
     return recordBytesAtMost(message) <= max || recordBytes(message) <= max;
   }
 
-  /** Why `records` more records of `bytes` in all cannot be queued now, if they cannot. */
-  private refusal(records: number, bytes: number, largest: number): GatewayError | undefined {
-    if (largest > this.options.maxBatchBytes)
-      return new GatewayError(
-        "record_too_large",
-        `a record takes ${largest} bytes in Kafka; at most ${this.options.maxBatchBytes} fit`,
-      );
-    if (this.closed)
-      return new GatewayError("draining", "the gateway is shutting down", { "retry-after": "1" });
-    if (this.isUnhealthy()) {
-      this.metrics.overloaded.inc();
-      return new GatewayError("unavailable", "Kafka is unreachable", { "retry-after": "5" });
-    }
-    if (
-      this.queuedRecords + records > this.options.maxRecords ||
-      this.queuedBytes + bytes > this.options.maxBytes
-    ) {
-      this.metrics.overloaded.inc();
-      return new GatewayError("overloaded", "the producer queue is full", { "retry-after": "1" });
-    }
-    return undefined;
-  }
-
   get depth(): { records: number; bytes: number } {
     return { records: this.queuedRecords, bytes: this.queuedBytes };
   }
@@ -205,29 +297,128 @@ export class DeliveryQueue implements RecordQueue {
   /**
    * Refuses new records, flushes what is queued (retrying a failing sink, more
    * often than usual, until `timeoutMs` runs out) and closes the writer.
-   * Rejects, saying how many, when records were left undelivered.
+   * Rejects, saying how many, when records were left undelivered; dead letters
+   * left over are dropped and counted, never a failure.
    */
   async close(timeoutMs: number): Promise<void> {
     this.closed = true;
     if (this.monitorTimer) clearInterval(this.monitorTimer);
+    // Every moment counts now: held topics are tried again at once.
+    for (const lane of this.lanes.values()) {
+      if (lane.unavailable) lane.unavailable.until = Date.now();
+      if (lane.retryTimer) clearTimeout(lane.retryTimer);
+      lane.retryTimer = undefined;
+    }
     this.pump();
-    const flushed = await withDeadline(this.whenEmpty(), timeoutMs, () => new Error("flush timed out")).then(
+    const flushed = await withDeadline(this.whenIdle(), timeoutMs, () => new Error("flush timed out")).then(
       () => true,
       () => false,
     );
-    const undelivered = this.queuedRecords;
-    // Retrying past the deadline would only reopen connections while the process exits.
-    if (!flushed) this.abandoned = true;
+    const deadLetters = this.deadLetterLane()?.records ?? 0;
+    const undelivered = this.queuedRecords - deadLetters;
+    // Retrying past the deadline (or dead letters past the data) would only reopen connections while the process exits.
+    this.abandoned = true;
+    for (const lane of this.lanes.values()) if (lane.retryTimer) clearTimeout(lane.retryTimer);
+    if (deadLetters > 0) this.dropDeadLetters("undelivered_at_exit", deadLetters);
     await this.writer.close().catch((error) => this.log.warn({ err: error }, "sink close failed"));
-    if (!flushed) {
+    if (!flushed && undelivered > 0) {
       this.log.error({ records: undelivered }, "drain deadline passed with records undelivered");
       throw new Error(`${undelivered} records undelivered at the drain deadline`);
     }
   }
 
-  private whenEmpty(): Promise<void> {
-    if (this.queuedRecords === 0) return Promise.resolve();
+  private lane(topic: string): Lane {
+    let lane = this.lanes.get(topic);
+    if (!lane) {
+      lane = new Lane(topic, topic === this.options.deadLetterTopic);
+      this.lanes.set(topic, lane);
+      this.metrics.topicAvailable.set({ topic }, 1);
+    }
+    return lane;
+  }
+
+  private deadLetterLane(): Lane | undefined {
+    const topic = this.options.deadLetterTopic;
+    return topic === undefined ? undefined : this.lanes.get(topic);
+  }
+
+  /** Why these records cannot be queued now, if they cannot; a dead letter refused is counted as dropped. */
+  private refusal(
+    demand: Map<Lane, { records: number; bytes: number }>,
+    largest: number,
+  ): GatewayError | undefined {
+    const refusal = this.findRefusal(demand, largest);
+    if (!refusal) return undefined;
+    let deadLetters = 0;
+    for (const [lane, need] of demand) if (lane.deadLetters) deadLetters += need.records;
+    if (deadLetters > 0)
+      this.dropDeadLetters(refusal.code === "overloaded" ? "full" : "unavailable", deadLetters);
+    else if (refusal.code === "overloaded" || refusal.code === "unavailable") this.metrics.overloaded.inc();
+    return refusal;
+  }
+
+  private findRefusal(
+    demand: Map<Lane, { records: number; bytes: number }>,
+    largest: number,
+  ): GatewayError | undefined {
+    if (largest > this.options.maxBatchBytes)
+      return new GatewayError(
+        "record_too_large",
+        `a record takes ${largest} bytes in Kafka; at most ${this.options.maxBatchBytes} fit`,
+      );
+    if (this.closed)
+      return new GatewayError("draining", "the gateway is shutting down", { "retry-after": "1" });
+    let records = 0;
+    let bytes = 0;
+    for (const [lane, need] of demand) {
+      records += need.records;
+      bytes += need.bytes;
+      const refusal = this.laneRefusal(lane, need.records, need.bytes);
+      if (refusal) return refusal;
+    }
+    if (
+      this.queuedRecords + records > this.options.maxRecords ||
+      this.queuedBytes + bytes > this.options.maxBytes
+    )
+      return new GatewayError("overloaded", "the producer queue is full", { "retry-after": "1" });
+    return undefined;
+  }
+
+  private laneRefusal(lane: Lane, records: number, bytes: number): GatewayError | undefined {
+    const now = Date.now();
+    if (lane.unavailable && now < lane.unavailable.until) return this.unavailableReply(lane);
+    if (
+      this.isUnhealthy() ||
+      (lane.failingSince !== undefined && now - lane.failingSince >= this.options.unhealthyAfterMs)
+    )
+      return new GatewayError("unavailable", "Kafka is unreachable", { "retry-after": "5" });
+    const share = lane.deadLetters ? DEAD_LETTER_SHARE : LANE_SHARE;
+    if (
+      lane.records + records > Math.max(1, Math.floor(this.options.maxRecords * share)) ||
+      lane.bytes + bytes > this.options.maxBytes * share
+    )
+      return new GatewayError("overloaded", "the producer queue is full", { "retry-after": "1" });
+    return undefined;
+  }
+
+  private whenIdle(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Nothing left to flush: no data records, and no dead letters the sink can take now. */
+  private isIdle(): boolean {
+    const deadLetters = this.deadLetterLane();
+    const waitingLetters =
+      deadLetters !== undefined &&
+      deadLetters.records > 0 &&
+      !deadLetters.retrying &&
+      deadLetters.unavailable === undefined;
+    return this.queuedRecords - (deadLetters?.records ?? 0) === 0 && !waitingLetters;
+  }
+
+  private wakeIfIdle(): void {
+    if (this.idleWaiters.length > 0 && this.isIdle()) for (const wake of this.idleWaiters.splice(0)) wake();
   }
 
   /**
@@ -248,70 +439,71 @@ export class DeliveryQueue implements RecordQueue {
   private pump(): void {
     this.scheduledPump?.cancel();
     this.scheduledPump = undefined;
-    // While a batch is being retried, hold the others back instead of hammering a failing broker.
-    // An outage seen only by the probe does not hold them: with nothing in flight, nobody else would send.
-    while (this.inFlight < this.options.maxInFlight && this.hasPending() && this.retrying === 0) {
-      this.inFlight++;
-      void this.deliver(this.takeBatch());
+    for (const lane of this.lanes.values()) this.pumpLane(lane);
+  }
+
+  /**
+   * While one of its batches is retried, a lane holds its others back instead
+   * of hammering a failing broker; a held topic waits for its retry time.
+   * Other lanes are not concerned.
+   */
+  private pumpLane(lane: Lane): void {
+    while (
+      lane.inFlight < this.options.maxInFlight &&
+      lane.hasPending() &&
+      !lane.retrying &&
+      !this.isHeld(lane)
+    ) {
+      lane.inFlight++;
+      void this.deliver(lane, lane.take(this.options.batchBytes, this.options.maxBatchBytes));
     }
   }
 
-  private hasPending(): boolean {
-    return this.pendingHead < this.pending.length;
+  private isHeld(lane: Lane): boolean {
+    return lane.unavailable !== undefined && Date.now() < lane.unavailable.until;
   }
 
-  private takeBatch(): Entry[] {
-    const batch: Entry[] = [];
-    let bytes = 0;
-    while (this.hasPending() && (batch.length === 0 || bytes < this.options.batchBytes)) {
-      const entry = this.pending[this.pendingHead] as Entry;
-      if (batch.length > 0 && bytes + entry.bytes > this.options.maxBatchBytes) break;
-      this.pendingHead++;
-      bytes += entry.bytes;
-      batch.push(entry);
-    }
-    this.pendingBytes -= bytes;
-    if (this.pendingHead === this.pending.length) {
-      this.pending = [];
-      this.pendingHead = 0;
-    } else if (this.pendingHead > 4096 && this.pendingHead * 2 > this.pending.length) {
-      this.pending = this.pending.slice(this.pendingHead);
-      this.pendingHead = 0;
-    }
-    return batch;
-  }
-
-  private async deliver(batch: Entry[]): Promise<void> {
-    await this.send(batch);
-    this.inFlight--;
-    this.pump();
+  private async deliver(lane: Lane, batch: Entry[]): Promise<void> {
+    await this.send(lane, batch);
+    lane.inFlight--;
+    this.pumpLane(lane);
   }
 
   /**
    * Sends `batch` until the sink acknowledges it. A batch the sink refuses for
    * good is split in halves, each sent on its own, down to the record at
-   * fault, which is set aside: one bad record never stalls the queue.
+   * fault, which is set aside: one bad record never stalls the queue. A batch
+   * whose topic the sink refuses goes back to its lane, which is held.
    */
-  private async send(batch: Entry[]): Promise<void> {
-    const outcome = await this.writeUntilAnswered(batch);
+  private async send(lane: Lane, batch: Entry[]): Promise<void> {
+    if (this.isHeld(lane)) {
+      this.hold(lane, batch, undefined);
+      return;
+    }
+    const outcome = await this.writeUntilAnswered(lane, batch);
     if (outcome === "abandoned") return;
     if (outcome === "acknowledged") {
-      this.settle(batch);
+      this.settle(lane, batch);
+      return;
+    }
+    if (outcome instanceof SinkUnavailableError) {
+      this.hold(lane, batch, outcome);
       return;
     }
     if (batch.length > 1) {
       const half = Math.ceil(batch.length / 2);
-      await this.send(batch.slice(0, half));
-      await this.send(batch.slice(half));
+      await this.send(lane, batch.slice(0, half));
+      await this.send(lane, batch.slice(half));
       return;
     }
-    this.setAside(batch[0] as Entry, outcome);
+    this.setAside(lane, batch[0] as Entry, outcome);
   }
 
-  /** Writes until acknowledged or refused for good, retrying other failures with backoff. */
+  /** Writes until acknowledged or answered with a refusal, retrying transient failures with bounded backoff. */
   private async writeUntilAnswered(
+    lane: Lane,
     batch: Entry[],
-  ): Promise<"acknowledged" | "abandoned" | UndeliverableError> {
+  ): Promise<"acknowledged" | "abandoned" | UndeliverableError | SinkUnavailableError> {
     const messages = batch.map((entry) => entry.message);
     let failed = false;
     try {
@@ -322,37 +514,122 @@ export class DeliveryQueue implements RecordQueue {
             this.writeTimeout(),
           );
           this.metrics.produceDuration.observe((performance.now() - started) / 1000);
-          this.markHealthy();
+          this.markAnswered(lane, true);
           return "acknowledged";
         } catch (error) {
           this.metrics.produceErrors.inc();
-          // A refusal is still an answer: the sink is reachable, the records are the problem.
-          if (error instanceof UndeliverableError) {
-            this.writer.reset?.();
-            this.markHealthy();
+          // A refusal is still an answer: the sink is reachable, the records or the topic are the problem.
+          if (error instanceof UndeliverableError || error instanceof SinkUnavailableError) {
+            this.writer.reset?.(lane.topic);
+            this.markAnswered(lane, error instanceof UndeliverableError);
             return error;
           }
-          if (!failed) this.retrying++;
+          if (!failed) {
+            lane.retrying = true;
+            this.wakeIfIdle();
+          }
           failed = true;
-          this.markFailing(error);
+          this.markFailing(lane, error);
           if (this.abandoned) return "abandoned";
-          this.writer.reset?.();
+          this.writer.reset?.(lane.topic);
           await sleep(this.backoff(attempt));
           if (this.abandoned) return "abandoned";
         }
       }
     } finally {
-      if (failed) this.retrying--;
+      if (failed) lane.retrying = false;
     }
   }
 
+  /**
+   * The sink refused the lane's topic (or the lane is held and `refusal` is
+   * undefined): the batch goes back in front; requests waiting for this topic
+   * get a 503 now and their records are dropped (the client retries), records
+   * already answered stay for the next try; dead letters are dropped.
+   */
+  private hold(lane: Lane, batch: Entry[], refusal: SinkUnavailableError | undefined): void {
+    lane.requeueFront(batch);
+    if (refusal) {
+      const retryMs = this.closed
+        ? Math.min(this.options.unavailableRetryMs, DRAIN_RETRY_MAX_MS)
+        : this.options.unavailableRetryMs;
+      const first = lane.unavailable === undefined;
+      lane.unavailable = { code: refusal.sinkCode, until: Date.now() + retryMs };
+      if (lane.retryTimer) clearTimeout(lane.retryTimer);
+      if (!this.abandoned) {
+        lane.retryTimer = setTimeout(() => {
+          lane.retryTimer = undefined;
+          this.pumpLane(lane);
+        }, retryMs);
+        lane.retryTimer.unref?.();
+      }
+      if (first) this.noteUnavailable(lane, refusal);
+    }
+    const dropped: Entry[] = [];
+    lane.retain((entry) => {
+      if (!lane.deadLetters && !entry.ticket.waits) return true;
+      dropped.push(entry);
+      return false;
+    });
+    if (dropped.length === 0) return;
+    if (lane.deadLetters) this.dropDeadLetters("unavailable", dropped.length);
+    const reply = this.unavailableReply(lane);
+    for (const entry of dropped) entry.ticket.reject(reply);
+    this.release(lane, dropped);
+  }
+
+  /** The 503 for a held topic's requests, with the time until it is tried again. */
+  private unavailableReply(lane: Lane): GatewayError {
+    const until = lane.unavailable?.until ?? Date.now();
+    const message =
+      this.writer.kind === "kafka"
+        ? `Kafka refuses writes to this topic (${lane.unavailable?.code})`
+        : `the local log cannot be written (${lane.unavailable?.code})`;
+    return new GatewayError("unavailable", message, {
+      "retry-after": String(Math.max(1, Math.ceil((until - Date.now()) / 1000))),
+    });
+  }
+
+  private noteUnavailable(lane: Lane, refusal: SinkUnavailableError): void {
+    this.metrics.topicAvailable.set({ topic: lane.topic }, 0);
+    if (this.writer.kind === "kafka") this.health.degrade(`${TOPIC_UNAVAILABLE_PREFIX}${lane.topic}`, true);
+    else this.health.set(LOCAL_LOG_UNWRITABLE_REASON, true);
+    this.log.error(
+      { err: refusal.cause ?? refusal, sink: this.writer.kind, topic: lane.topic, code: refusal.sinkCode },
+      lane.deadLetters
+        ? "the sink refuses the dead-letter topic; dead letters are dropped until it takes them"
+        : "the sink refuses a whole topic; its requests get 503 until it takes records again",
+    );
+    this.wakeIfIdle();
+  }
+
+  /** The sink answered for `lane`: its transient failures are over, and, if `accepted`, so is its hold. */
+  private markAnswered(lane: Lane, accepted: boolean): void {
+    lane.failingSince = undefined;
+    if (accepted && lane.unavailable) {
+      lane.unavailable = undefined;
+      if (lane.retryTimer) clearTimeout(lane.retryTimer);
+      lane.retryTimer = undefined;
+      this.metrics.topicAvailable.set({ topic: lane.topic }, 1);
+      if (this.writer.kind === "kafka")
+        this.health.degrade(`${TOPIC_UNAVAILABLE_PREFIX}${lane.topic}`, false);
+      else if (![...this.lanes.values()].some((other) => other.unavailable))
+        this.health.set(LOCAL_LOG_UNWRITABLE_REASON, false);
+      this.log.info(
+        { sink: this.writer.kind, topic: lane.topic },
+        "the sink takes records for the topic again",
+      );
+    }
+    this.markReachable();
+  }
+
   /** A record the sink refused for good: dead-lettered if a topic is set (and it is not a dead letter), else dropped. */
-  private setAside(entry: Entry, refusal: UndeliverableError): void {
+  private setAside(lane: Lane, entry: Entry, refusal: UndeliverableError): void {
     const { message } = entry;
     const deadLetters = this.options.deadLetterTopic;
     const deadLettered =
       deadLetters !== undefined &&
-      message.topic !== deadLetters &&
+      !lane.deadLetters &&
       this.requeue(
         deadLetterFor(
           message,
@@ -362,6 +639,7 @@ export class DeliveryQueue implements RecordQueue {
         ),
       );
     this.metrics.eventsUndeliverable.inc({ reason: refusal.reason });
+    if (lane.deadLetters) this.dropDeadLetters("refused", 1);
     this.log.warn(
       {
         reason: refusal.reason,
@@ -373,44 +651,61 @@ export class DeliveryQueue implements RecordQueue {
       deadLettered ? "record refused by the sink: dead-lettered" : "record refused by the sink: dropped",
     );
     entry.ticket.reject(refusalReply(refusal));
-    this.release([entry]);
+    this.release(lane, [entry]);
   }
 
-  /** Queues a message of the queue's own (a dead letter) within the bounds; false when it does not fit. */
+  /** Queues a dead letter of the queue's own within the dead-letter lane's bounds; false (and counted) when it cannot. */
   private requeue(message: SinkMessage): boolean {
     const bytes = recordBytes(message);
-    if (
-      bytes > this.options.maxBatchBytes ||
-      this.queuedRecords + 1 > this.options.maxRecords ||
-      this.queuedBytes + bytes > this.options.maxBytes
-    )
-      return false;
-    this.pending.push({ message, bytes, ticket: { remaining: 1, resolve: () => {}, reject: () => {} } });
-    this.pendingBytes += bytes;
-    this.queuedRecords++;
-    this.queuedBytes += bytes;
-    this.updateGauges();
+    const lane = this.lane(message.topic);
+    const demand = new Map([[lane, { records: 1, bytes }]]);
+    if (this.refusal(demand, bytes)) return false;
+    lane.push({ message, bytes, ticket: noTicket() });
+    this.count(lane, 1, bytes);
+    this.schedulePump();
     return true;
   }
 
-  private settle(batch: Entry[]): void {
+  private dropDeadLetters(
+    reason: "full" | "unavailable" | "refused" | "undelivered_at_exit",
+    count: number,
+  ): void {
+    this.metrics.deadLettersDropped.inc({ reason }, count);
+    this.deadLettersDroppedSinceLog += count;
+    const now = Date.now();
+    if (now - this.deadLetterLogAt < DEAD_LETTER_LOG_INTERVAL_MS) return;
+    this.log.warn(
+      { deadLetters: this.deadLettersDroppedSinceLog, reason, topic: this.options.deadLetterTopic },
+      "dead letters dropped: the dead-letter topic cannot take them",
+    );
+    this.deadLetterLogAt = now;
+    this.deadLettersDroppedSinceLog = 0;
+  }
+
+  private count(lane: Lane, records: number, bytes: number): void {
+    lane.records += records;
+    lane.bytes += bytes;
+    this.queuedRecords += records;
+    this.queuedBytes += bytes;
+    this.updateGauges();
+  }
+
+  private settle(lane: Lane, batch: Entry[]): void {
     for (const entry of batch) {
       entry.ticket.remaining--;
       if (entry.ticket.remaining === 0) entry.ticket.resolve();
     }
     this.metrics.eventsProduced.inc(batch.length);
     this.metrics.produceBatchRecords.observe(batch.length);
-    this.release(batch);
+    this.release(lane, batch);
   }
 
-  /** Forgets entries that left the queue, delivered or set aside. */
-  private release(entries: Entry[]): void {
+  /** Forgets entries that left the queue, delivered, set aside or dropped. */
+  private release(lane: Lane, entries: Entry[]): void {
     let bytes = 0;
     for (const entry of entries) bytes += entry.bytes;
-    this.queuedRecords -= entries.length;
-    this.queuedBytes -= bytes;
-    this.updateGauges();
-    if (this.queuedRecords === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+    this.count(lane, -entries.length, -bytes);
+    this.wakeIfIdle();
   }
 
   private writeTimeout(): Error {
@@ -430,10 +725,15 @@ export class DeliveryQueue implements RecordQueue {
     return this.failingSince !== undefined && Date.now() - this.failingSince >= this.options.unhealthyAfterMs;
   }
 
-  private markFailing(error: unknown): void {
+  /** A transient failure of a write to `lane` (or of the probe): both unhealthy clocks start if not running. */
+  private markFailing(lane: Lane | undefined, error: unknown): void {
+    if (lane && lane.failingSince === undefined) lane.failingSince = Date.now();
     if (this.failingSince === undefined) {
       this.failingSince = Date.now();
-      this.log.warn({ err: error, sink: this.writer.kind }, "sink write failed; retrying");
+      this.log.warn(
+        { err: error, sink: this.writer.kind, topic: lane?.topic },
+        "sink write failed; retrying",
+      );
     }
     this.checkHealth();
   }
@@ -448,7 +748,8 @@ export class DeliveryQueue implements RecordQueue {
     );
   }
 
-  private markHealthy(): void {
+  /** The sink answered something (a write, a refusal, the probe): it is reachable. */
+  private markReachable(): void {
     if (this.failingSince === undefined) return;
     this.failingSince = undefined;
     this.health.set(UNHEALTHY_REASON, false);

@@ -1,7 +1,7 @@
 import type { FileHandle } from "node:fs/promises";
 import { mkdir, open, readdir } from "node:fs/promises";
 import { join } from "node:path";
-import type { SinkMessage, SinkWriter } from "../../ports/sink.ts";
+import { type SinkMessage, SinkUnavailableError, type SinkWriter } from "../../ports/sink.ts";
 
 export interface LocalLogOptions {
   dir: string;
@@ -9,22 +9,39 @@ export interface LocalLogOptions {
 }
 
 const FILE_PATTERN = /^events-(\d{6})\.ndjson$/;
+const NEWLINE = 0x0a;
+/** How much of a torn tail is read at a time, from the end, looking for the last whole line. */
+const TAIL_CHUNK_BYTES = 64 * 1024;
 
 /**
  * The embedded default sink: an append-only NDJSON log on local disk, one line
  * per record ({topic, key, headers, value}), fsynced per batch so an
  * acknowledged batch survives a crash, and rotated by size.
+ *
+ * A batch is written whole or not at all: a short write (file-size limit, full
+ * disk) is continued, and when the rest cannot be written the file is cut back
+ * to its last whole line and the write rejects, so nothing is acknowledged
+ * that is not in the log. A line torn by a crash mid-write is cut at start.
  */
 export class LocalLogWriter implements SinkWriter {
   readonly kind = "local-log";
   private file: FileHandle | undefined;
+  /** Where the last whole line ends: what the file is cut back to after a failed write. */
   private fileBytes = 0;
+  /** Set when cutting back failed: the next write tries again before appending anything. */
+  private torn = false;
   private sequence = 0;
+  /** The last write, which the next one waits for: batches of several topics never interleave their lines. */
+  private lastWrite: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: LocalLogOptions) {}
 
-  /** Opens the newest log file, continuing its sequence after a restart. */
-  async connect(): Promise<void> {
+  /**
+   * Opens the newest log file, continuing its sequence after a restart, and
+   * cuts a torn last line (one without its newline). Resolves with how many
+   * bytes were cut.
+   */
+  async connect(): Promise<{ truncatedBytes: number }> {
     await mkdir(this.options.dir, { recursive: true });
     const existing = (await readdir(this.options.dir))
       .map((name) => FILE_PATTERN.exec(name)?.[1])
@@ -32,14 +49,25 @@ export class LocalLogWriter implements SinkWriter {
       .map(Number);
     this.sequence = existing.length > 0 ? Math.max(...existing) : 0;
     await this.openCurrent();
+    const size = this.fileBytes;
+    this.fileBytes = await this.lastLineEnd(size);
+    if (this.fileBytes < size) await this.file?.truncate(this.fileBytes);
+    return { truncatedBytes: size - this.fileBytes };
   }
 
   get currentPath(): string {
     return join(this.options.dir, `events-${String(this.sequence).padStart(6, "0")}.ndjson`);
   }
 
-  async write(batch: SinkMessage[]): Promise<void> {
-    if (!this.file) throw new Error("local log is not open");
+  write(batch: SinkMessage[]): Promise<void> {
+    const written = this.lastWrite.then(() => this.append(batch));
+    this.lastWrite = written.catch(() => {});
+    return written;
+  }
+
+  private async append(batch: SinkMessage[]): Promise<void> {
+    const file = this.file;
+    if (!file) throw new Error("local log is not open");
     let text = "";
     // Runs of records share their topic and headers: each is serialised once per run.
     let topic: string | undefined;
@@ -58,8 +86,23 @@ export class LocalLogWriter implements SinkWriter {
       text += `{"topic":${topicJson},"key":${JSON.stringify(message.key)},"headers":${headersJson},"value":${message.value}}\n`;
     }
     const bytes = Buffer.from(text);
-    await this.file.write(bytes);
-    await this.file.datasync();
+    try {
+      if (this.torn) {
+        await file.truncate(this.fileBytes);
+        this.torn = false;
+      }
+      // The file is opened for appending: each write lands at its end, after the part already written.
+      for (let written = 0; written < bytes.byteLength; ) {
+        const { bytesWritten } = await file.write(bytes, written, bytes.byteLength - written);
+        if (bytesWritten <= 0)
+          throw Object.assign(new Error("the local log accepted no bytes"), { code: "EIO" });
+        written += bytesWritten;
+      }
+      await file.datasync();
+    } catch (error) {
+      await this.cutBack(file);
+      throw unwritable(error);
+    }
     this.fileBytes += bytes.byteLength;
     if (this.fileBytes >= this.options.rotateBytes) await this.rotate();
   }
@@ -67,6 +110,30 @@ export class LocalLogWriter implements SinkWriter {
   async close(): Promise<void> {
     await this.file?.close();
     this.file = undefined;
+  }
+
+  /** Cuts the file back to its last whole line; when that fails too, the next write tries first. */
+  private async cutBack(file: FileHandle): Promise<void> {
+    try {
+      await file.truncate(this.fileBytes);
+      this.torn = false;
+    } catch {
+      this.torn = true;
+    }
+  }
+
+  /** Where the last whole line of the current file ends (its size when it ends with a newline). */
+  private async lastLineEnd(size: number): Promise<number> {
+    const file = this.file as FileHandle;
+    const chunk = Buffer.alloc(TAIL_CHUNK_BYTES);
+    for (let end = size; end > 0; ) {
+      const start = Math.max(0, end - TAIL_CHUNK_BYTES);
+      const { bytesRead } = await file.read(chunk, 0, end - start, start);
+      const newline = chunk.subarray(0, bytesRead).lastIndexOf(NEWLINE);
+      if (newline >= 0) return start + newline + 1;
+      end = start;
+    }
+    return 0;
   }
 
   private async rotate(): Promise<void> {
@@ -77,7 +144,14 @@ export class LocalLogWriter implements SinkWriter {
 
   private async openCurrent(): Promise<void> {
     if (this.sequence === 0) this.sequence = 1;
-    this.file = await open(this.currentPath, "a");
+    // "a+": appends, and lets connect() read the tail it may have to cut.
+    this.file = await open(this.currentPath, "a+");
     this.fileBytes = (await this.file.stat()).size;
   }
+}
+
+/** A write that could not complete: the log cannot take records (full disk, size limit, I/O error) until it can. */
+function unwritable(error: unknown): SinkUnavailableError {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code ?? "EIO";
+  return new SinkUnavailableError(code, { cause: error });
 }

@@ -9,7 +9,12 @@ import {
 } from "../../../src/infra/delivery/delivery-queue.ts";
 import { recordBytes } from "../../../src/infra/delivery/record-size.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
-import { type SinkMessage, type SinkWriter, UndeliverableError } from "../../../src/ports/sink.ts";
+import {
+  type SinkMessage,
+  SinkUnavailableError,
+  type SinkWriter,
+  UndeliverableError,
+} from "../../../src/ports/sink.ts";
 
 /** A writer whose availability the test controls; the queue, not the writer, is under test. */
 class ControlledWriter implements SinkWriter {
@@ -17,11 +22,14 @@ class ControlledWriter implements SinkWriter {
   readonly batches: SinkMessage[][] = [];
   failing = false;
   attempts = 0;
-  /** Answers a batch with a refusal for good, as the broker does for MESSAGE_TOO_LARGE and the like. */
-  refuse: (batch: SinkMessage[]) => UndeliverableError | undefined = () => undefined;
+  /** Answers a batch with a refusal, as the broker does for MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED and the like. */
+  refuse: (batch: SinkMessage[]) => UndeliverableError | SinkUnavailableError | undefined = () => undefined;
+  /** Fails a batch of these topics with a transient error. */
+  readonly failingTopics = new Set<string>();
   async write(batch: SinkMessage[]) {
     this.attempts++;
     if (this.failing) throw new Error("broker down");
+    if (this.failingTopics.has((batch[0] as SinkMessage).topic)) throw new Error("leader not available");
     const refusal = this.refuse(batch);
     if (refusal) throw refusal;
     this.batches.push(batch);
@@ -41,6 +49,7 @@ const OPTIONS: DeliveryQueueOptions = {
   writeTimeoutMs: 1000,
   retryBaseMs: 5,
   retryMaxMs: 20,
+  unavailableRetryMs: 200,
 };
 
 function message(n: number): SinkMessage {
@@ -295,10 +304,161 @@ describe("DeliveryQueue", () => {
 
     test("a write the sink is not authorized for answers 503, not a client error", async () => {
       const { writer, queue } = setup();
-      writer.refuse = () => new UndeliverableError("not_authorized", "TOPIC_AUTHORIZATION_FAILED");
+      writer.refuse = () => new SinkUnavailableError("TOPIC_AUTHORIZATION_FAILED");
       const error = await queue.enqueue([message(1)], "acknowledged").catch((reason: unknown) => reason);
       expect((error as GatewayError).status).toBe(503);
       expect(queue.depth.records).toBe(0);
+    });
+  });
+
+  describe("faults stay in their topic", () => {
+    const onTopic = (topic: string, n: number): SinkMessage => ({ ...message(n), topic });
+    const deliveredTo = (writer: ControlledWriter, topic: string) =>
+      writer.batches
+        .flat()
+        .filter((m) => m.topic === topic)
+        .map((m) => (JSON.parse(m.value) as { n: number }).n);
+    const counter = async (metric: {
+      get(): Promise<{ values: Array<{ labels: object; value: number }> }>;
+    }) => (await metric.get()).values.reduce((sum, value) => sum + value.value, 0);
+
+    test("a topic whose writes fail and are retried never holds another topic's records", async () => {
+      const { writer, queue } = setup({ unhealthyAfterMs: 10_000 });
+      writer.failingTopics.add("a");
+      const waitingOnA = queue.enqueue([onTopic("a", 1)], "acknowledged");
+      await Bun.sleep(30);
+      await queue.enqueue([onTopic("b", 2)], "acknowledged");
+      expect(deliveredTo(writer, "b")).toEqual([2]);
+      writer.failingTopics.clear();
+      await waitingOnA;
+      expect(deliveredTo(writer, "a")).toEqual([1]);
+    });
+
+    test("only the failing topic refuses new records once its failures last unhealthyAfterMs", async () => {
+      const { writer, queue, health } = setup();
+      writer.failingTopics.add("a");
+      queue.enqueue([onTopic("a", 1)], "queued");
+      // The sink still answers for other topics: it is not unreachable.
+      const keepAnswering = setInterval(() => queue.enqueue([onTopic("b", 0)], "queued").catch(() => {}), 10);
+      await Bun.sleep(120);
+      await expectRefused(() => queue.enqueue([onTopic("a", 2)], "acknowledged"), "unavailable");
+      await queue.enqueue([onTopic("b", 3)], "acknowledged");
+      clearInterval(keepAnswering);
+      expect(health.ready).toBe(true);
+      writer.failingTopics.clear();
+      await queue.close(1000);
+      expect(deliveredTo(writer, "a")).toEqual([1]);
+    });
+
+    test("one topic takes at most 3/4 of the queue's bounds, leaving room for the others", async () => {
+      const { writer, queue } = setup({ maxRecords: 8 });
+      writer.failingTopics.add("a");
+      await queue.enqueue(
+        [1, 2, 3, 4, 5, 6].map((n) => onTopic("a", n)),
+        "queued",
+      );
+      await expectRefused(() => queue.enqueue([onTopic("a", 7)], "queued"), "overloaded");
+      await queue.enqueue([onTopic("b", 8), onTopic("b", 9)], "acknowledged");
+      writer.failingTopics.clear();
+      await queue.close(1000);
+    });
+
+    test("a topic refused as a whole: waiting requests get 503 at once, answered records wait for it, the others flow, and it resumes by itself", async () => {
+      const { writer, queue, health, metrics } = setup();
+      let refused = true;
+      writer.refuse = (batch) =>
+        refused && batch[0]?.topic === "a"
+          ? new SinkUnavailableError("TOPIC_AUTHORIZATION_FAILED")
+          : undefined;
+      const queued = queue.enqueue([onTopic("a", 1)], "queued");
+      const waiting = queue.enqueue([onTopic("a", 2)], "acknowledged");
+      await queued;
+      const error = (await waiting.catch((reason: unknown) => reason)) as GatewayError;
+      expect(error.code).toBe("unavailable");
+      expect(Number(error.headers["retry-after"])).toBeGreaterThan(0);
+      // One write found out; no split into single records, no write per record.
+      const attempts = writer.attempts;
+      expect(attempts).toBeLessThanOrEqual(2);
+
+      await expectRefused(() => queue.enqueue([onTopic("a", 3)], "acknowledged"), "unavailable");
+      await queue.enqueue([onTopic("b", 4)], "acknowledged");
+      expect(health.ready).toBe(true);
+      expect(health.degraded()).toEqual(["kafka_topic_unavailable:a"]);
+      expect((await metrics.topicAvailable.get()).values.find((v) => v.labels.topic === "a")?.value).toBe(0);
+
+      // Tried again after unavailableRetryMs, and again while it stays refused.
+      await Bun.sleep(450);
+      expect(writer.attempts).toBeGreaterThan(attempts + 1);
+      expect(deliveredTo(writer, "a")).toEqual([]);
+      refused = false;
+      await Bun.sleep(300);
+      expect(deliveredTo(writer, "a")).toEqual([1]);
+      expect(health.degraded()).toEqual([]);
+      await queue.enqueue([onTopic("a", 5)], "acknowledged");
+      expect(queue.depth.records).toBe(0);
+    });
+
+    test("the embedded log's refusal (full disk) is this instance's own: /health turns 503", async () => {
+      const { writer, queue, health } = setup();
+      Object.assign(writer, { kind: "local-log" });
+      writer.refuse = () => new SinkUnavailableError("ENOSPC");
+      const error = (await queue
+        .enqueue([message(1)], "acknowledged")
+        .catch((r: unknown) => r)) as GatewayError;
+      expect(error.code).toBe("unavailable");
+      expect(error.message).toContain("ENOSPC");
+      expect(health.list()).toEqual(["local_log_unwritable"]);
+      writer.refuse = () => undefined;
+      await Bun.sleep(250);
+      await queue.enqueue([message(2)], "acknowledged");
+      expect(health.ready).toBe(true);
+    });
+
+    test("dead letters the sink keeps failing never hold data, and are dropped and counted past their share", async () => {
+      const { writer, queue, metrics } = setup({
+        deadLetterTopic: "dlq",
+        maxRecords: 64,
+        unhealthyAfterMs: 10_000,
+      });
+      writer.failingTopics.add("dlq");
+      writer.refuse = (batch) =>
+        batch.some((m) => m.topic === "t" && JSON.parse(m.value).n % 2 === 1)
+          ? new UndeliverableError("invalid_record", "INVALID_RECORD")
+          : undefined;
+      // Ten records refused for good: ten dead letters for a lane of 64/16 = 4.
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 20 }, (_, n) => queue.enqueue([message(n)], "acknowledged")),
+      );
+      expect(outcomes.filter((outcome) => outcome.status === "fulfilled").length).toBe(10);
+      expect(deliveredTo(writer, "t").length).toBe(10);
+      expect(await counter(metrics.deadLettersDropped)).toBe(6);
+      // Data keeps flowing while the dead letters are retried.
+      await queue.enqueue([message(100)], "acknowledged");
+      // The drain does not wait for dead letters the sink cannot take, and does not fail for them.
+      const started = Date.now();
+      await queue.close(2000);
+      expect(Date.now() - started).toBeLessThan(1000);
+      expect(await counter(metrics.deadLettersDropped)).toBe(10);
+    });
+
+    test("a dead-letter topic refused as a whole drops its letters, counted, and data is never refused for it", async () => {
+      const { writer, queue, metrics, health } = setup({ deadLetterTopic: "dlq" });
+      writer.refuse = (batch) => {
+        if (batch[0]?.topic === "dlq") return new SinkUnavailableError("UNKNOWN_TOPIC_OR_PARTITION");
+        return batch.some((m) => JSON.parse(m.value).n === 1)
+          ? new UndeliverableError("invalid_record", "INVALID_RECORD")
+          : undefined;
+      };
+      await queue.enqueue([message(1)], "acknowledged").catch(() => {});
+      await Bun.sleep(50);
+      expect(await counter(metrics.deadLettersDropped)).toBe(1);
+      expect(health.degraded()).toEqual(["kafka_topic_unavailable:dlq"]);
+      // Dead letters queued by the caller while it is refused are dropped up front.
+      await expectRefused(() => queue.enqueue([{ ...message(2), topic: "dlq" }], "queued"), "unavailable");
+      expect(await counter(metrics.deadLettersDropped)).toBe(2);
+      await queue.enqueue([message(3), message(4)], "acknowledged");
+      expect(deliveredTo(writer, "t")).toEqual([3, 4]);
+      await queue.close(1000);
     });
   });
 });

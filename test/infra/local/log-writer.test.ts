@@ -1,5 +1,5 @@
 import { afterEach, expect, test } from "bun:test";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LocalLogWriter } from "../../../src/infra/local/log-writer.ts";
@@ -39,4 +39,58 @@ test("appends one NDJSON line per record, rotates by size, and continues the seq
   }
   expect(lines.map((line) => line.value.n)).toEqual(Array.from({ length: 21 }, (_, i) => i));
   expect(lines[0]).toMatchObject({ topic: "events", key: "acme", headers: { tenant: "acme" } });
+});
+
+test("a torn last line (no newline: a crash mid-write) is cut at start, whole lines are kept", async () => {
+  folder = await mkdtemp(join(tmpdir(), "local-log-"));
+  const path = join(folder, "events-000001.ndjson");
+  const whole = `${JSON.stringify({ value: { n: 1 } })}\n${JSON.stringify({ value: { n: 2 } })}\n`;
+  await writeFile(path, `${whole}{"topic":"events","key":"ac`);
+  const writer = new LocalLogWriter({ dir: folder, rotateBytes: 1 << 20 });
+  expect((await writer.connect()).truncatedBytes).toBe(`{"topic":"events","key":"ac`.length);
+  await writer.write([message(3)]);
+  await writer.close();
+  const lines = (await readFile(path, "utf8")).split("\n");
+  expect(lines.pop()).toBe("");
+  expect(lines.map((line) => JSON.parse(line).value.n)).toEqual([1, 2, 3]);
+
+  // A file with no whole line at all is emptied; a clean file is left alone.
+  await writeFile(path, '{"topic"');
+  const again = new LocalLogWriter({ dir: folder, rotateBytes: 1 << 20 });
+  expect((await again.connect()).truncatedBytes).toBe('{"topic"'.length);
+  await again.close();
+  expect((await stat(path)).size).toBe(0);
+});
+
+test("under a file-size limit a write is whole or refused: the log holds every acknowledged record, no torn line", async () => {
+  folder = await mkdtemp(join(tmpdir(), "local-log-"));
+  const script = new URL("./append-until-refused.ts", import.meta.url).pathname;
+  // 8 blocks of 512 bytes: the limit falls inside a batch, so the write is short and then refused (EFBIG).
+  const child = Bun.spawn(
+    ["bash", "-c", `ulimit -f 8; exec "$0" "$1" "$2"`, process.execPath, script, folder],
+    {
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
+  const [code, out, err] = await Promise.all([
+    child.exited,
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+  ]);
+  expect(err).toBe("");
+  expect(code).toBe(0);
+  const result = JSON.parse(out) as {
+    acknowledged: number[];
+    refusal?: { name: string; code: string };
+    small: boolean;
+  };
+  expect(result.refusal).toEqual({ name: "SinkUnavailableError", code: "EFBIG" });
+  expect(result.acknowledged.length).toBeGreaterThan(0);
+  expect(result.small).toBe(true);
+  const text = await readFile(join(folder, "events-000001.ndjson"), "utf8");
+  expect(text.endsWith("\n")).toBe(true);
+  const lines = text.split("\n").slice(0, -1);
+  const logged = lines.map((line) => JSON.parse(line).value.n as number | undefined);
+  expect(logged).toEqual([...result.acknowledged, undefined]);
 });
