@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { Consumer, type MessagesStream, stringDeserializers } from "@platformatic/kafka";
+import { Consumer, type MessagesStream } from "@platformatic/kafka";
 import { CHANNEL_PATTERN } from "../../domain/channel.ts";
 import { isJsonValue } from "../../lib/json-scan.ts";
 import type { Logger } from "../../log/logger.ts";
@@ -17,9 +17,8 @@ import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { KafkaConnectionOptions } from "./client-options.ts";
 import { PartitionHash } from "./partition-hash.ts";
 
-type FanoutConsumer = Consumer<string, string, string, string>;
-/** Reads raw record batches: headers are looked at before any value is decoded. */
-type LogReader = Consumer<Buffer, Buffer, Buffer, Buffer>;
+/** Reads records raw: headers are looked at before any value is decoded, and only the headers used are. */
+type FanoutConsumer = Consumer<Buffer, Buffer, Buffer, Buffer>;
 
 /** Bytes asked of the broker per fetch of a log read. */
 const LOG_READ_FETCH_BYTES = 1024 * 1024;
@@ -28,7 +27,8 @@ const LOG_READ_GRACE_MS = 2000;
 const CONTROL_BATCH = 0x20;
 const TENANT_HEADER = Buffer.from("tenant");
 const CHANNEL_HEADER = Buffer.from("channel");
-type FanoutStream = MessagesStream<string, string, string, string>;
+const TRUE = Buffer.from("true");
+type FanoutStream = MessagesStream<Buffer, Buffer, Buffer, Buffer>;
 
 const RESTART_DELAY_MS = 2000;
 
@@ -103,7 +103,7 @@ export class KafkaFanoutBus implements FanoutBus {
    * from `from`, headers compared as bytes before any value is decoded.
    */
   async readLog(request: LogRead): Promise<LogReadResult> {
-    const reader: LogReader = new Consumer({
+    const reader: FanoutConsumer = new Consumer({
       ...this.connection,
       groupId: `edge-gateway-replay-${randomUUID()}`,
       autocommit: false,
@@ -122,11 +122,11 @@ export class KafkaFanoutBus implements FanoutBus {
     } finally {
       clearTimeout(timer);
       // A read still waiting on the broker fails once its consumer is closed; its outcome is ignored.
-      forceClose(reader as unknown as FanoutConsumer);
+      forceClose(reader);
     }
   }
 
-  private async readWith(reader: LogReader, request: LogRead): Promise<LogReadResult> {
+  private async readWith(reader: FanoutConsumer, request: LogRead): Promise<LogReadResult> {
     const { partition, until } = request;
     const metadata = await reader.metadata({ topics: [this.topic], forceUpdate: true });
     const topic = metadata.topics.get(this.topic);
@@ -188,7 +188,7 @@ export class KafkaFanoutBus implements FanoutBus {
               !hasHeader(record.headers, CHANNEL_HEADER, channel)
             )
               continue;
-            const message = fromRawFanoutRecord(record.headers, record.value);
+            const message = fromFanoutRecord(record.headers, record.value);
             if (!message) continue;
             bytes += message.dataJson.length;
             if (messages.length >= request.maxMessages || (messages.length > 0 && bytes > request.maxBytes))
@@ -212,7 +212,6 @@ export class KafkaFanoutBus implements FanoutBus {
     return new Consumer({
       ...this.connection,
       groupId: `edge-gateway-fanout-${randomUUID()}`,
-      deserializers: stringDeserializers,
       autocommit: false,
       maxWaitTime: 500,
     });
@@ -293,18 +292,51 @@ export function toFanoutRecord(topic: string, message: FanoutMessage): SinkMessa
   return { topic, key: fanoutKey(message), value: message.dataJson, headers };
 }
 
-/** The message back from a fan-out record; undefined when it was not written by a gateway. */
-export function fromFanoutRecord(headers: Map<string, string>, value: string): FanoutMessage | undefined {
-  const tenant = headers.get("tenant");
-  const channel = headers.get("channel");
-  const broadcast = headers.get("broadcast") === "true";
+type RawHeaders = Iterable<[Buffer | null | undefined, Buffer | null | undefined]>;
+
+/**
+ * The message back from a fan-out record read raw; undefined when it was not
+ * written by a gateway. Each header a message needs is decoded once, the
+ * value only once the headers pass, and scanned as the bytes it arrived as.
+ */
+export function fromFanoutRecord(
+  headers: RawHeaders,
+  value: Buffer | null | undefined,
+): FanoutMessage | undefined {
+  let tenant: string | undefined;
+  let channel: string | undefined;
+  let broadcast = false;
+  let ts = Number.NaN;
+  let type: string | undefined;
+  let id: string | undefined;
+  for (const [key, found] of headers) {
+    if (!key || !found) continue;
+    switch (key.toString("latin1")) {
+      case "tenant":
+        tenant = found.toString();
+        break;
+      case "channel":
+        channel = found.toString();
+        break;
+      case "broadcast":
+        broadcast = found.equals(TRUE);
+        break;
+      case "ts":
+        ts = Number(found.toString("latin1"));
+        break;
+      case "record-type":
+        type = found.toString();
+        break;
+      case "record-id":
+        id = found.toString();
+        break;
+    }
+  }
   if (!tenant || (channel === undefined ? !broadcast : !CHANNEL_PATTERN.test(channel))) return undefined;
-  if (!isJsonValue(Buffer.from(value))) return undefined;
-  const message: FanoutMessage = { tenant, dataJson: value, ts: Number(headers.get("ts")) || Date.now() };
+  if (!value || !isJsonValue(value)) return undefined;
+  const message: FanoutMessage = { tenant, dataJson: value.toString(), ts: ts || Date.now() };
   if (channel !== undefined) message.channel = channel;
   if (broadcast) message.broadcast = true;
-  const type = headers.get("record-type");
-  const id = headers.get("record-id");
   if (type !== undefined && id !== undefined) message.record = { type, id };
   return message;
 }
@@ -319,16 +351,6 @@ function hasHeader(headers: [Buffer | null, Buffer | null][], name: Buffer, valu
     if (key?.equals(name)) return found?.equals(value) === true;
   }
   return false;
-}
-
-/** `fromFanoutRecord` for a record read raw: only records that passed the header check are decoded. */
-function fromRawFanoutRecord(
-  headers: [Buffer | null, Buffer | null][],
-  value: Buffer | null,
-): FanoutMessage | undefined {
-  const decoded = new Map<string, string>();
-  for (const [key, found] of headers) if (key && found) decoded.set(key.toString(), found.toString());
-  return value ? fromFanoutRecord(decoded, value.toString()) : undefined;
 }
 
 /** Closes without waiting for in-flight fetches; errors on the way out are irrelevant. */
