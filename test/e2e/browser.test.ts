@@ -6,6 +6,7 @@ import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import type * as ClientModule from "../../clients/typescript/src/index.js";
 import { serveBrowserEvents } from "../../examples/browser-events/serve.ts";
 import { serveDashboard } from "../../examples/live-dashboard/serve.ts";
+import { JwksServer, signingKey } from "../support/jwks.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { freePort, RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 
@@ -363,6 +364,96 @@ describe.each(RUNTIMES)("the client in headless Chromium, from another origin, a
     await page.close();
   });
 });
+
+describe.each(RUNTIMES)(
+  "the page's subscriber across its token's expiry and an identity provider outage, against %s",
+  (runtime) => {
+    let gateway: RunningGateway;
+    let jwks: JwksServer;
+    let folder: string;
+
+    beforeAll(async () => {
+      folder = mkdtempSync(join(tmpdir(), "browser-refresh-"));
+      jwks = await JwksServer.start([]);
+      gateway = await startGateway(runtime, {
+        ...EMBEDDED,
+        CORS_ORIGINS: origin(allowed),
+        LOCAL_LOG_DIR: join(folder, "log"),
+        JWKS_URL: jwks.url,
+        WS_TOKEN_EXPIRY_WARNING_MS: "4000",
+      });
+    });
+    afterAll(async () => {
+      await gateway.stop("SIGKILL");
+      jwks.down();
+      rmSync(folder, { recursive: true, force: true });
+    });
+
+    test("the token is refreshed in band, through an outage of the JWKS (unavailable, the socket stays), and events flow past its expiry", async () => {
+      // The identity provider rotates its key: the refreshed token's key is one the gateway must fetch.
+      const first = await signingKey(`first-${runtime}`);
+      const rotated = await signingKey(`rotated-${runtime}`);
+      jwks.up([first.jwk]);
+      const page = await openPage(allowed);
+      let issued = 0;
+      let firstExpiresAt = 0;
+      await page.exposeFunction("issueToken", async () => {
+        issued++;
+        if (issued > 1) return rotated.sign({ tenant: "acme", scope: "subscribe", ttlSec: 600 });
+        firstExpiresAt = (Math.floor(Date.now() / 1000) + 6) * 1000;
+        return first.sign({ tenant: "acme", scope: "subscribe", ttlSec: 6 });
+      });
+      await page.evaluate(async (url) => {
+        const globals = globalThis as PageGlobals & { issueToken(): Promise<string> };
+        globals.seen = [];
+        const subscriber = new globals.edgeClient.Subscriber({
+          url,
+          token: () => globals.issueToken(),
+          channels: ["refreshing"],
+        });
+        for (const type of ["connected", "refreshed", "error", "disconnected", "event"] as const) {
+          subscriber.on(type, (payload) => globals.seen.push({ type, payload }));
+        }
+        const subscribed = new Promise((resolve) => subscriber.on("subscribed", resolve));
+        await Promise.race([subscribed, new Promise((resolve) => setTimeout(resolve, 5000))]);
+      }, gateway.url);
+      // The identity provider goes away before the refresh (due 4 s before the 6 s token's exp).
+      jwks.down();
+      const seenType = (type: string) =>
+        page.waitForFunction(
+          (wanted) =>
+            (globalThis as PageGlobals).seen.some((entry) => (entry as { type: string }).type === wanted),
+          { timeout: 8000 },
+          type,
+        );
+      await seenType("error");
+      jwks.up([first.jwk, rotated.jwk]);
+      await seenType("refreshed");
+      // Past the first token's exp: the same socket, still subscribed.
+      await Bun.sleep(Math.max(0, firstExpiresAt + 300 - Date.now()));
+      const response = await fetch(`${gateway.url}/v1/publish`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await first.sign({ tenant: "acme", scope: "publish" })}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({ channel: "refreshing", data: { after: "expiry" } }),
+      });
+      expect(response.status).toBe(202);
+      await seenType("event");
+      const seen = (await page.evaluate(() => (globalThis as PageGlobals).seen)) as Array<{
+        type: string;
+        payload: { code?: string; data?: unknown };
+      }>;
+      expect(
+        seen.map((entry) => (entry.type === "error" ? `error ${entry.payload.code}` : entry.type)),
+      ).toEqual(["connected", "error unavailable", "refreshed", "event"]);
+      expect(seen[3]?.payload.data).toEqual({ after: "expiry" });
+      expect(issued).toBe(3);
+      await page.close();
+    });
+  },
+);
 
 describe.each(RUNTIMES)("the live dashboard example in headless Chromium, against %s", (runtime) => {
   let gateway: RunningGateway;

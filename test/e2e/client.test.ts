@@ -10,6 +10,7 @@ import {
   type SubscriberEvents,
   type WebSocketConstructor,
 } from "../../clients/typescript/src/index.js";
+import { JwksServer, type SigningKey, signingKey } from "../support/jwks.ts";
 import { createTopic, services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
 import { freePort, RUNTIMES, type RunningGateway, startGateway, waitForLog } from "./harness.ts";
@@ -294,6 +295,46 @@ describe.each(RUNTIMES)("TypeScript client against the gateway on %s", (runtime)
     expect(page.events.map((event) => event.data)).toEqual([{ n: 2 }, { n: 3 }]);
     expect(page.events.every((event) => event.channel === "history")).toBe(true);
     expect(page.lastEventId).toBe(page.events[1]?.id as string);
+    expect(page.next).toBeNull();
+    // Page by page: `next` is the `since` of the next page, null once caught up.
+    const one = await subscriber.history("history", { since: first.id, limit: 1 });
+    expect(one.events.map((event) => event.data)).toEqual([{ n: 2 }]);
+    expect(one.next).toBe(one.events[0]?.id as string);
+    const rest = await subscriber.history("history", { since: one.next as string, limit: 10 });
+    expect(rest.events.map((event) => event.data)).toEqual([{ n: 3 }]);
+    expect(rest.next).toBeNull();
+    subscriber.close();
+  });
+
+  test("a channel with no events yet resumes from the position the gateway reported: nothing published meanwhile is missed", async () => {
+    await publish(gateway, "acme", "warm-up", { n: 0 });
+    const channel = `empty-${runtime}`;
+    // Connections go where `target` says; undefined sends them to a closed port (the subscriber is "away").
+    let target: string | undefined = gateway.wsUrl;
+    const opened: WebSocket[] = [];
+    const Routed = class extends WebSocket {
+      constructor(_url: string) {
+        super(target ?? "ws://127.0.0.1:9/v1/ws");
+        opened.push(this);
+      }
+    } as unknown as WebSocketConstructor;
+    const subscriber = new Subscriber({
+      url: gateway.url,
+      token: () => token("acme", ["subscribe"]),
+      reconnect: { initialDelayMs: 100, maxDelayMs: 400 },
+      WebSocket: Routed,
+    });
+    const recorder = new Recorder(subscriber);
+    const empty = await subscriber.subscribe(channel);
+    expect(empty.lastEventId).toEqual(expect.any(String));
+    target = undefined;
+    opened[0]?.close();
+    await recorder.next("disconnected");
+    for (const n of [1, 2]) await publish(gateway, "acme", channel, { n });
+    target = gateway.wsUrl;
+    const replayed = [(await recorder.next("event")).payload, (await recorder.next("event")).payload];
+    expect(replayed.map((event) => event.data)).toEqual([{ n: 1 }, { n: 2 }]);
+    expect(recorder.seen.filter((entry) => entry.type === "gap")).toEqual([]);
     subscriber.close();
   });
 
@@ -525,5 +566,84 @@ describe.each(RUNTIMES)("TypeScript client resuming across a restart with Kafka 
     expect((await recorder.next("event")).payload.data).toEqual({ n: 5 });
     expect(recorder.seen.filter((entry) => entry.type === "gap" || entry.type === "event")).toEqual([]);
     subscriber.close();
+  });
+});
+
+describe.each(RUNTIMES)("TypeScript client through an identity provider outage on %s", (runtime) => {
+  let jwks: JwksServer;
+  let key: SigningKey;
+  let gateway: RunningGateway;
+  let folder: string;
+
+  beforeAll(async () => {
+    folder = mkdtempSync(join(tmpdir(), "client-idp-"));
+    key = await signingKey(`client-e2e-${runtime}`);
+    jwks = await JwksServer.start([key.jwk]);
+    jwks.down();
+    gateway = await startGateway(runtime, {
+      ...EMBEDDED,
+      JWKS_URL: jwks.url,
+      LOCAL_LOG_DIR: join(folder, "log"),
+    });
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+    jwks.down();
+    rmSync(folder, { recursive: true, force: true });
+  });
+
+  test("while the JWKS is down, EventClient keeps its records and Subscriber keeps trying (1013, never 4001); both carry on once it is back", async () => {
+    const events = new EventClient({
+      url: gateway.url,
+      token: () => key.sign({ tenant: "acme", scope: "ingest" }),
+      retry: { initialDelayMs: 100 },
+    });
+    const ids = [0, 1, 2].map((n) => events.enqueue(click(`idp-${n}`)) as string);
+    const subscriber = new Subscriber({
+      url: gateway.url,
+      token: () => key.sign({ tenant: "acme", scope: "subscribe" }),
+      channels: ["idp"],
+      maxAuthFailures: 1,
+      reconnect: { initialDelayMs: 100, maxDelayMs: 400 },
+    });
+    const recorder = new Recorder(subscriber);
+    // More outages in a row than maxAuthFailures: none of them is a refused token.
+    for (let i = 0; i < 2; i++) {
+      expect((await recorder.next("error")).payload.code).toBe("unavailable");
+      const closed = (await recorder.next("disconnected")).payload;
+      expect(closed.code).toBe(1013);
+      expect(closed.reconnectInMs).toBeGreaterThanOrEqual(1000);
+    }
+    const deadline = Date.now() + 5000;
+    while (events.stats.retries === 0 && Date.now() < deadline) await Bun.sleep(20);
+    expect(events.stats).toMatchObject({ retries: expect.any(Number), accepted: 0, rejected: 0, dropped: 0 });
+    expect(events.stats.retries).toBeGreaterThan(0);
+
+    jwks.up([key.jwk]);
+    await recorder.next("subscribed", () => true, 10_000);
+    await events.flush();
+    expect(events.stats).toMatchObject({ accepted: 3, rejected: 0, dropped: 0 });
+    expect(loggedRecords(join(folder, "log")).map((record) => record.id)).toEqual(ids);
+    const response = await fetch(`${gateway.url}/v1/publish`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${await key.sign({ tenant: "acme", scope: "publish" })}`,
+        "content-type": "application/json",
+      },
+      body: JSON.stringify({ channel: "idp", data: { back: true } }),
+    });
+    expect(response.status).toBe(202);
+    expect((await recorder.next("event")).payload.data).toEqual({ back: true });
+    expect(subscriber.state).toBe("open");
+    // Never a refused token on the way (only outages, if one more came before the keys were back).
+    const refusals = recorder.seen.filter((entry) => {
+      const code = (entry.payload as { code?: string | number }).code;
+      return (
+        (entry.type === "error" && code !== "unavailable") || (entry.type === "disconnected" && code === 4001)
+      );
+    });
+    expect(refusals).toEqual([]);
+    subscriber.close();
+    await events.close();
   });
 });

@@ -134,8 +134,11 @@ const STABLE_AFTER_MS = 5000;
 const MAX_SERVER_DELAY_MS = 60_000;
 /** A token is replaced in band this long before it expires (or at half its remaining life, if shorter). */
 const REFRESH_AHEAD_MS = 30_000;
-/** A refresh that could not be made (callback failed, nothing newer) is tried again after this. */
+/** A refresh that could not be made (callback failed, nothing newer, refused) is tried again after this… */
 const REFRESH_RETRY_MS = 5000;
+/** …or sooner, at this share of the token's remaining life, but not more often than this. */
+const REFRESH_RETRY_SHARE = 0.5;
+const MIN_REFRESH_RETRY_MS = 250;
 
 function toWebSocketUrl(url: string): string {
   if (/^wss?:/i.test(url)) return url;
@@ -602,7 +605,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       this.refreshing = false;
       if (socket !== this.socket) return;
       this.emit("error", { code: "token", message: messageOf(error) });
-      this.scheduleRefresh(socket, REFRESH_RETRY_MS);
+      this.scheduleRefresh(socket, this.refreshRetryMs());
       return;
     }
     if (socket !== this.socket || this.isClosed()) {
@@ -613,11 +616,18 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     if (expiresAt !== undefined && this.tokenExpiresAt !== undefined && expiresAt <= this.tokenExpiresAt) {
       // Nothing newer yet (the gateway would refuse it): ask again shortly; at expiry a reconnect refreshes anyway.
       this.refreshing = false;
-      this.scheduleRefresh(socket, REFRESH_RETRY_MS);
+      this.scheduleRefresh(socket, this.refreshRetryMs());
       return;
     }
     this.pendingToken = token;
     this.send({ type: "auth", token });
+  }
+
+  /** When to try a refresh again that could not be made: before the current token expires. */
+  private refreshRetryMs(): number {
+    const left =
+      this.tokenExpiresAt === undefined ? Number.POSITIVE_INFINITY : this.tokenExpiresAt - Date.now();
+    return Math.max(MIN_REFRESH_RETRY_MS, Math.min(REFRESH_RETRY_MS, left * REFRESH_RETRY_SHARE));
   }
 
   private onRefreshed(socket: WebSocketLike, frame: Record<string, unknown>): void {
@@ -640,15 +650,17 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     this.pendingToken = undefined;
     if (code === "unavailable") {
       // The identity provider is unreachable: the socket stays; try again when asked.
-      this.scheduleRefresh(socket, serverDelay(frame.retryAfterMs) ?? REFRESH_RETRY_MS);
+      this.scheduleRefresh(socket, serverDelay(frame.retryAfterMs) ?? this.refreshRetryMs());
       return false;
     }
     if (code === "bad_frame") {
       this.inBandRefresh = false;
       return true;
     }
-    // `forbidden` (another tenant or subject, or no later expiry): reported; at expiry a reconnect asks again.
+    // `forbidden` (another tenant or subject, or no later expiry): reported, and asked again shortly
+    // (the callback may have a newer token by then); at expiry a reconnect refreshes anyway.
     // `unauthorized` is followed by close 4001, which refreshes too.
+    if (code === "forbidden") this.scheduleRefresh(socket, this.refreshRetryMs());
     return false;
   }
 

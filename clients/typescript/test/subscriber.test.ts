@@ -387,6 +387,24 @@ describe("Subscriber token refresh in band", () => {
     expect(of("error").map((e) => (e.payload as { code: string }).code)).toEqual(["unavailable"]);
   });
 
+  test("a refresh the gateway refuses (forbidden) is reported and tried again before the token expires", async () => {
+    let calls = 0;
+    const { of } = start({
+      token: () => {
+        calls++;
+        return jwt(`t${calls}`, nowSec() + (calls === 1 ? 2 : 3600 + calls));
+      },
+    });
+    const server = await connect(0);
+    server.frame({ type: "token_expiring", expiresAt: Date.now() + 2000 });
+    await until(() => server.sent.filter((frame) => frame.type === "auth").length === 2);
+    server.frame({ type: "error", code: "forbidden", message: "the new token must expire later" });
+    await until(() => server.sent.filter((frame) => frame.type === "auth").length === 3, 1500);
+    server.frame({ type: "refreshed", expiresAt: Date.now() + 3_600_000 });
+    expect(of("error").map((e) => (e.payload as { code: string }).code)).toEqual(["forbidden"]);
+    expect(FakeSocket.all.length).toBe(1);
+  });
+
   test("a gateway without in-band refresh (bad_frame) is left to close at expiry; the reconnect refreshes", async () => {
     const { of } = start({
       token: ({ refresh }) => jwt(refresh ? "fresh" : "first", nowSec() + (refresh ? 3600 : 600)),
