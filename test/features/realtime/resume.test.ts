@@ -251,6 +251,36 @@ describe("resume from the log over WebSocket", () => {
     expect(eventIds(peer)).toEqual([id(2), id(4), id(6), id(8)]);
   });
 
+  test("a read of the log that fails or times out is try_again, and the channel is not subscribed", async () => {
+    const world = setup();
+    for (let n = 0; n < 10; n++) world.publish(n);
+    world.log.readLog = async () => {
+      throw new Error("log read timed out");
+    };
+    const { hub, peer } = await connectedPeer(world);
+    hub.message(peer, JSON.stringify({ type: "subscribe", channel: "x", since: id(0) }));
+    await settle();
+    expect(peer.frames.slice(1)).toMatchObject([
+      { type: "error", code: "try_again", channel: "x", retryAfterMs: 1000 },
+    ]);
+    world.publish(10);
+    expect(eventIds(peer)).toEqual([]);
+  });
+
+  test("live events held back past the replay byte bound end the replay with try_again", async () => {
+    const world = setup({ ...LIMITS, maxBytes: 200 });
+    for (let n = 0; n < 10; n++) world.publish(n);
+    const { hub, peer } = await connectedPeer(world);
+    world.log.gated = true;
+    hub.message(peer, JSON.stringify({ type: "subscribe", channel: "x", since: id(0) }));
+    for (let n = 10; n < 20; n++) world.publish(n);
+    expect(peer.frames.at(-1)).toMatchObject({ type: "error", code: "try_again", channel: "x" });
+    world.log.release();
+    await settle();
+    world.publish(20);
+    expect(eventIds(peer)).toEqual([]);
+  });
+
   test("an empty channel's subscribed carries the partition's position, and resuming from it misses nothing", async () => {
     const world = setup();
     for (let n = 0; n < 10; n++) world.publish(n, "busy");
