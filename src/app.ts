@@ -9,11 +9,14 @@ import type { Connection } from "./features/realtime/connection.ts";
 import { createRealtimeModule } from "./features/realtime/module.ts";
 import { bearerToken } from "./http/bearer.ts";
 import { CorsPolicy } from "./http/cors.ts";
+import { Idempotency } from "./http/idempotency.ts";
 import { Router } from "./http/router.ts";
 import { createAuthenticator } from "./infra/auth/authenticator.ts";
 import { createS3ObjectClient } from "./infra/aws/s3.ts";
 import { DeliveryQueue, UNHEALTHY_REASON } from "./infra/delivery/delivery-queue.ts";
 import { batchBytesLimit } from "./infra/delivery/record-size.ts";
+import { MemoryIdempotencyStore } from "./infra/idempotency/memory-store.ts";
+import { RedisIdempotencyStore } from "./infra/idempotency/redis-store.ts";
 import { type KafkaConnectionOptions, kafkaConnectionOptions } from "./infra/kafka/client-options.ts";
 import { KafkaFanoutBus } from "./infra/kafka/fanout-bus.ts";
 import { KafkaWriter } from "./infra/kafka/writer.ts";
@@ -31,6 +34,7 @@ import type { Logger } from "./log/logger.ts";
 import { createMetrics, type Metrics } from "./metrics/metrics.ts";
 import type { FanoutBus } from "./ports/fanout-bus.ts";
 import type { HealthReasons } from "./ports/health.ts";
+import type { IdempotencyStore } from "./ports/idempotency.ts";
 import type { Module } from "./ports/module.ts";
 import type { GatewayApp, HttpRequest, RunningServer } from "./ports/transport.ts";
 
@@ -123,6 +127,19 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     enabled: config.rateLimit.enabled,
     trustProxyHops: config.rateLimit.trustProxyHops,
   });
+  const idempotencyStore: IdempotencyStore = config.redisUrl
+    ? new RedisIdempotencyStore(
+        {
+          redisUrl: config.redisUrl,
+          windowMs: config.idempotency.windowMs,
+          pendingMs: config.idempotency.pendingMs,
+          commandTimeoutMs: config.rateLimit.redisTimeoutMs,
+          onFailOpen: () => metrics.idempotencyStoreFailures.inc(),
+        },
+        log,
+      )
+    : new MemoryIdempotencyStore(config.idempotency);
+  const idempotency = new Idempotency(idempotencyStore, metrics);
 
   const realtime = createRealtimeModule(
     {
@@ -174,6 +191,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
       },
     },
     { name: "sink", drain: { flush: (deadline) => queue.close(msUntil(deadline)) } },
+    { name: "idempotency keys", close: () => idempotencyStore.close() },
     { name: "fan-out bus", close: () => bus.close() },
     createOperationsModule(health, metrics, { metricsOnMainPort: config.metricsPort === undefined }),
     createIngestModule(
@@ -184,11 +202,12 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         maxRecords: config.maxRecordsPerRequest,
         ackTimeoutMs: config.ackTimeoutMs,
       },
-      { authenticate, admission, schemas, queue, bus, metrics, log },
+      { authenticate, admission, idempotency, schemas, queue, bus, metrics, log },
     ),
     createPublishModule({
       authenticate,
       admission,
+      idempotency,
       bus,
       maxBytes: config.maxPublishBytes,
       ackTimeoutMs: config.ackTimeoutMs,

@@ -127,6 +127,15 @@ export interface Config {
     /** A crashed instance's presence entries vanish this long after its last write (Redis). */
     ttlMs: number;
   };
+  idempotency: {
+    /** How long the answer to a request with an Idempotency-Key is kept for its repeats. */
+    windowMs: number;
+    /** How long a key stays claimed by a request that never answered (e.g. its instance died). */
+    pendingMs: number;
+    /** Keys and answer bytes kept in memory when REDIS_URL is unset. */
+    maxKeys: number;
+    maxBytes: number;
+  };
   history: {
     eventsPerChannel: number;
     bytesPerChannel: number;
@@ -302,6 +311,12 @@ export function loadConfig(env: Env = process.env): Config {
     sse: {
       // At most 15 s between comment lines (the contract); 10 s also stays under common proxy idle timeouts.
       heartbeatMs: read("SSE_HEARTBEAT_MS", integer(100, 15_000), 10_000),
+    },
+    idempotency: {
+      windowMs: read("IDEMPOTENCY_WINDOW_SEC", integer(1, 30 * 86_400), 86_400) * 1000,
+      pendingMs: read("IDEMPOTENCY_PENDING_SEC", integer(1, 3600), 60) * 1000,
+      maxKeys: read("IDEMPOTENCY_MAX_KEYS", integer(1, 100_000_000), 100_000),
+      maxBytes: read("IDEMPOTENCY_MAX_BYTES", integer(1024), 64 * 1024 * 1024),
     },
     presence: {
       ttlMs: read("PRESENCE_TTL_MS", integer(3000, 3_600_000), 30_000),

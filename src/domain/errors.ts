@@ -11,12 +11,16 @@ export const ERROR_STATUS = {
   forbidden: 403,
   not_found: 404,
   method_not_allowed: 405,
+  /** A request with the same Idempotency-Key is still being handled. */
+  idempotency_in_flight: 409,
   history_gone: 410,
   payload_too_large: 413,
   record_too_large: 413,
   unsupported_media_type: 415,
   all_rejected: 422,
   record_refused: 422,
+  /** The Idempotency-Key was used before with another request body. */
+  idempotency_key_reused: 422,
   rate_limited: 429,
   /** The client went away before its request was read (nginx's 499): not a server fault. */
   client_closed_request: 499,

@@ -3,11 +3,11 @@ import type { HttpReply } from "../ports/transport.ts";
 /** `*` for any origin, or the exact origins (`scheme://host[:port]`) allowed. */
 export type CorsOrigins = "*" | readonly string[];
 
-const ALLOWED_REQUEST_HEADERS = "authorization, content-type, content-encoding";
+const ALLOWED_REQUEST_HEADERS = "authorization, content-type, content-encoding, idempotency-key";
 /** The response headers a browser script may read: the rate-limit state and when to retry. */
 // Deprecation, Sunset and Link tell a script that the route it calls is retired (RFC 9745, RFC 8594).
 const EXPOSED_HEADERS =
-  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Deprecation, Sunset, Link";
+  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Idempotency-Replayed, Deprecation, Sunset, Link";
 const PREFLIGHT_MAX_AGE_SEC = "600";
 
 /**

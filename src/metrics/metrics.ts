@@ -134,6 +134,17 @@ export function createMetrics(runtime: string, version: string) {
       help: "Requests refused with 503 because the queue was full or the sink down",
       registers: r,
     }),
+    idempotencyOutcomes: new Counter({
+      name: "gateway_idempotency_requests_total",
+      help: "Requests with an Idempotency-Key, by outcome: first (ran), replayed, in_flight (409), key_reused (422)",
+      labelNames: ["outcome"],
+      registers: r,
+    }),
+    idempotencyStoreFailures: new Counter({
+      name: "gateway_idempotency_store_failures_total",
+      help: "Idempotency store calls that failed (Redis down or slow): the request ran without the shared check",
+      registers: r,
+    }),
     rateLimited: new Counter({
       name: "gateway_rate_limited_total",
       help: "Requests or connections refused by a rate limit, by scope",

@@ -32,6 +32,10 @@ const NOT_PROVOKED: Record<string, string> = {
   "GET /v1/sse 503":
     "draining or the instance's connection cap: test/features/realtime/sse.test.ts, test/e2e/sse.test.ts",
   "HEAD /v1/sse 503": "draining or the instance's connection cap: test/features/realtime/sse.test.ts",
+  "POST /v1/events 409":
+    "needs a request in flight with the same Idempotency-Key: test/http/idempotency.test.ts; any 409 the racing retries of test/e2e/standards.test.ts meet is checked against this document",
+  "POST /v1/publish 409":
+    "needs a request in flight with the same Idempotency-Key: test/http/idempotency.test.ts",
   "POST /v1/publish 422": "record_refused needs a broker that refuses a record as invalid",
   "GET /v1/channels/{channel}/events 503":
     "needs a JWKS endpoint that fails (test/e2e/jwks.test.ts) or a Kafka read past a replay bound (test/e2e/resume.test.ts)",
@@ -181,6 +185,12 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
       on: kafkaDown,
     });
     expect(down.status).toBe(503);
+
+    const keyed = { ...JSON_TYPE, "idempotency-key": `"docs-${runtime}"` };
+    expect((await post(body, keyed)).status).toBe(202);
+    const replayed = await post(body, keyed);
+    expect(replayed.headers.get("idempotency-replayed")).toBe("true");
+    expect((await post(JSON.stringify([record]), keyed)).json().error).toBe("idempotency_key_reused");
   });
 
   test("POST /v1/publish: a channel, a broadcast, and each refusal", async () => {
@@ -200,6 +210,9 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
       (await publish("{}", { ...JSON_TYPE, ...(await bearer("docs-publish", ["ingest"])) })).status,
     ).toBe(403);
     expect((await publish(JSON.stringify({ channel: "orders", data: 1 }), auth, kafkaDown)).status).toBe(503);
+    const keyed = { ...auth, "idempotency-key": `docs-publish-${runtime}` };
+    expect((await publish(JSON.stringify({ channel: "orders", data: 1 }), keyed)).status).toBe(202);
+    expect((await publish(JSON.stringify({ channel: "orders", data: 2 }), keyed)).status).toBe(422);
     // A publish costs one event of the tenant's budget (50 a second here): the 51st in a window is refused.
     const limited = { ...JSON_TYPE, ...(await bearer("docs-publish-limited", ["publish"])) };
     let refused = await publish(JSON.stringify({ channel: "orders", data: 1 }), limited);

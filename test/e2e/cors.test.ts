@@ -5,7 +5,7 @@ import { RUNTIMES, type RunningGateway, rawUpgrade, startGateway } from "./harne
 const ALLOWED = "https://app.example.com";
 const OTHER = "https://evil.example.net";
 const EXPOSED =
-  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Deprecation, Sunset, Link";
+  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Idempotency-Replayed, Deprecation, Sunset, Link";
 
 /** The status of a WebSocket upgrade sent over a raw socket. */
 const upgradeStatus = async (port: number, headers: Record<string, string>) =>
@@ -39,7 +39,7 @@ describe.each(RUNTIMES)("CORS with a list of origins on %s", (runtime) => {
     expect(response.headers.get("vary")).toBe("Origin");
     expect(response.headers.get("access-control-allow-methods")).toBe("POST");
     expect(response.headers.get("access-control-allow-headers")).toBe(
-      "authorization, content-type, content-encoding",
+      "authorization, content-type, content-encoding, idempotency-key",
     );
     expect(response.headers.get("access-control-max-age")).toBe("600");
     expect(await response.text()).toBe("");

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { responseProblems } from "../support/api-documents.ts";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
 import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
@@ -99,5 +100,85 @@ describe.each(RUNTIMES)("RateLimit-Policy and RateLimit fields on %s", (runtime)
     expect(refused.headers.get("ratelimit-policy")).toBe('"tenant";q=10;w=1');
     expect(refused.headers.get("ratelimit")).toMatch(/^"tenant";r=0;t=1$/);
     expect(refused.headers.get("retry-after")).toBe("1");
+  });
+});
+
+describe.each(RUNTIMES)("Idempotency-Key across two instances sharing Redis on %s", (runtime) => {
+  let gateways: RunningGateway[];
+  let topic: string;
+  let auth: Record<string, string>;
+
+  beforeAll(async () => {
+    topic = await createTopic(`idempotency-${runtime}`, 3);
+    const env = { KAFKA_BROKERS: services().brokers, KAFKA_TOPIC: topic, REDIS_URL: services().redisUrl };
+    gateways = await Promise.all([startGateway(runtime, env), startGateway(runtime, env)]);
+    auth = {
+      authorization: `Bearer ${await token(`idem-${runtime}-${Date.now()}`, ["ingest", "publish"])}`,
+      "content-type": "application/json",
+    };
+  });
+  afterAll(async () => {
+    await Promise.all(gateways.map((gateway) => gateway.stop("SIGKILL")));
+  });
+
+  test("ledger: every request retried once with its key, on the other instance, under load: each record once", async () => {
+    const REQUESTS = 120;
+    const PER_REQUEST = 10;
+    const run = Date.now().toString(36);
+    const send = async (index: number, attempt: number, key: string, body: string) => {
+      const gateway = gateways[(index + attempt) % 2] as RunningGateway;
+      for (;;) {
+        const response = await post(gateway, "/v1/events", body, { ...auth, "idempotency-key": key });
+        // 409 (when the first attempt still runs on the other instance): a client waits and asks again.
+        if (response.status !== 409) return response;
+        expect(responseProblems("POST", "/v1/events", { ...response, body: response.text })).toEqual([]);
+        await Bun.sleep(20);
+      }
+    };
+    const outcomes = await Promise.all(
+      Array.from({ length: REQUESTS }, async (_, index) => {
+        const records = Array.from({ length: PER_REQUEST }, (_, n) => ({
+          type: "click",
+          id: `${run}-${index}-${n}`,
+          data: { element: "buy" },
+        }));
+        const body = JSON.stringify(records);
+        const key = `${run}-${index}`;
+        // Half the retries race the first attempt, half follow it.
+        const [first, retry] =
+          index % 2 === 0
+            ? await Promise.all([send(index, 0, key, body), send(index, 1, key, body)])
+            : [await send(index, 0, key, body), await send(index, 1, key, body)];
+        return { first, retry };
+      }),
+    );
+    for (const { first, retry } of outcomes) {
+      expect([first.status, retry.status]).toEqual([202, 202]);
+      expect(retry.text).toBe(first.text);
+      expect([
+        first.headers.get("idempotency-replayed"),
+        retry.headers.get("idempotency-replayed"),
+      ]).toContain("true");
+    }
+    const expected = REQUESTS * PER_REQUEST;
+    const ids = (await readTopic(topic, expected)).map((message) => JSON.parse(message.value).id as string);
+    expect(ids.length).toBe(expected);
+    expect(new Set(ids).size).toBe(expected);
+  }, 60_000);
+
+  test("same key, other body: 422; on /v1/publish too, and a replay says so", async () => {
+    const key = `reuse-${Date.now()}`;
+    const [a, b] = gateways as [RunningGateway, RunningGateway];
+    const record = (element: string) => JSON.stringify({ type: "click", data: { element } });
+    expect((await post(a, "/v1/events", record("a"), { ...auth, "idempotency-key": key })).status).toBe(202);
+    const reused = await post(b, "/v1/events", record("b"), { ...auth, "idempotency-key": key });
+    expect(reused.status).toBe(422);
+    expect(JSON.parse(reused.text).error).toBe("idempotency_key_reused");
+
+    const publish = JSON.stringify({ channel: "orders", data: { n: 1 } });
+    const first = await post(a, "/v1/publish", publish, { ...auth, "idempotency-key": key });
+    const again = await post(b, "/v1/publish", publish, { ...auth, "idempotency-key": key });
+    expect([first.status, again.status]).toEqual([202, 202]);
+    expect(again.headers.get("idempotency-replayed")).toBe("true");
   });
 });

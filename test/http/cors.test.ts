@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { CorsPolicy, isPreflight } from "../../src/http/cors.ts";
 
 const EXPOSED =
-  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Deprecation, Sunset, Link";
+  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Idempotency-Replayed, Deprecation, Sunset, Link";
 
 test("a listed origin is echoed with Vary and the exposed headers; others get only Vary", () => {
   const policy = new CorsPolicy(["https://app.example.com"]);
@@ -32,7 +32,7 @@ test("a preflight answer lists the route's methods, the request headers a client
     status: 204,
     headers: {
       "access-control-allow-methods": "GET, HEAD",
-      "access-control-allow-headers": "authorization, content-type, content-encoding",
+      "access-control-allow-headers": "authorization, content-type, content-encoding, idempotency-key",
       "access-control-max-age": "600",
     },
     body: "",

@@ -1,5 +1,6 @@
 import type { Principal } from "../../domain/principal.ts";
 import type { EventRecord } from "../../domain/record.ts";
+import type { Idempotency } from "../../http/idempotency.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { Admission } from "../../ports/admission.ts";
@@ -13,6 +14,7 @@ import { type IngestOptions, ingestRoute } from "./route.ts";
 export interface IngestModuleDependencies {
   authenticate(request: HttpRequest): Promise<Principal>;
   admission: Pick<Admission, "request" | "events">;
+  idempotency: Pick<Idempotency, "run">;
   schemas: SchemaValidator;
   queue: RecordQueue;
   bus: FanoutBus;
@@ -46,6 +48,7 @@ export function createIngestModule(options: IngestOptions, deps: IngestModuleDep
       ingestRoute(options, {
         authenticate: deps.authenticate,
         admission: deps.admission,
+        idempotency: deps.idempotency,
         schemas: deps.schemas,
         queue: deps.queue,
         metrics: deps.metrics,

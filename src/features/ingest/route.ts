@@ -2,6 +2,7 @@ import { GatewayError } from "../../domain/errors.ts";
 import { channelAllowed, type Principal } from "../../domain/principal.ts";
 import { type EventRecord, recordValue } from "../../domain/record.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
+import type { Idempotency } from "../../http/idempotency.ts";
 import { json, jsonText } from "../../http/reply.ts";
 import { isoNow, withDeadline } from "../../lib/time.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
@@ -9,6 +10,7 @@ import type { Admission } from "../../ports/admission.ts";
 import type { Route } from "../../ports/route.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
 import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
+import type { HttpReply, HttpRequest } from "../../ports/transport.ts";
 import { decodeBody, type RawRecord } from "./body.ts";
 import { type Normalized, normalizeRecord, REJECT_REASON, type RecordErrorCode } from "./record.ts";
 
@@ -22,6 +24,8 @@ export interface IngestOptions {
 
 export interface IngestDependencies extends CallerChecks {
   admission: Pick<Admission, "request" | "events">;
+  /** Requests with an Idempotency-Key run through it. */
+  idempotency: Pick<Idempotency, "run">;
   schemas: SchemaValidator;
   queue: RecordQueue;
   metrics: Metrics;
@@ -61,92 +65,104 @@ function channelRefusal(principal: Principal, channel: string | undefined): stri
 
 /** POST /v1/events: authenticate, rate limit, validate, queue for Kafka, answer when acknowledged. */
 export function ingestRoute(options: IngestOptions, deps: IngestDependencies): Route {
+  const ingest = async (
+    request: HttpRequest,
+    principal: Principal,
+    bytes: Uint8Array,
+  ): Promise<HttpReply> => {
+    const rawRecords = await decodeBody(
+      bytes,
+      request.header("content-type"),
+      request.header("content-encoding"),
+      { maxBytes: options.maxBodyBytes, maxRecords: options.maxRecords },
+    );
+    const rateLimitHeaders = await deps.admission.events(principal, rawRecords.length);
+
+    const receivedAt = isoNow();
+    const accepted: EventRecord[] = [];
+    const messages: SinkMessage[] = [];
+    const errors: RecordError[] = [];
+    const rejectedRaw: Array<{ raw: unknown; reason: string }> = [];
+    // Batches are mostly of one type: one headers object for a run of records of the same type.
+    let headers: SinkMessage["headers"] | undefined;
+    // A plain loop, not forEach: no closure over this request's state per request.
+    for (let index = 0; index < rawRecords.length; index++) {
+      const raw = rawRecords[index] as RawRecord;
+      const result: Normalized = raw.ok
+        ? normalizeRecord(
+            raw.value,
+            raw.dataJson,
+            raw.tsJson,
+            principal.tenant,
+            receivedAt,
+            deps.schemas,
+            raw.exactNumbers,
+          )
+        : raw;
+      let refusal: { reason: string; code: RecordErrorCode };
+      if (!result.ok) refusal = result;
+      else {
+        const channelProblem = channelRefusal(principal, result.record.channel);
+        if (headers?.type !== result.record.type) headers = sinkHeaders(result.record);
+        const message = toSinkMessage(options.topic, result.record, headers);
+        if (channelProblem !== undefined) refusal = { reason: channelProblem, code: "forbidden_channel" };
+        else if (!deps.queue.fits(message)) {
+          refusal = {
+            reason: `record too large for Kafka: at most ${deps.queue.maxRecordBytes} bytes`,
+            code: "record_too_large",
+          };
+        } else {
+          accepted.push(result.record);
+          messages.push(message);
+          continue;
+        }
+      }
+      errors.push({ index, reason: refusal.reason, code: refusal.code });
+      deps.metrics.eventsRejected.inc({ reason: REJECT_REASON[refusal.code] });
+      if (options.dlqTopic) rejectedRaw.push({ raw: raw.ok ? raw.value : undefined, reason: refusal.reason });
+    }
+    if (options.dlqTopic && rejectedRaw.length > 0)
+      sendToDeadLetters(options.dlqTopic, principal, rejectedRaw, deps);
+
+    const body = { accepted: accepted.length, rejected: errors.length, errors };
+    if (accepted.length === 0) return json(422, body, rateLimitHeaders);
+
+    const ackNone = request.query.get("ack") === "none";
+    // With ?ack=none the caller chose speed over confirmation; the queue still retries until delivered.
+    const delivered = deps.queue.enqueue(messages, ackNone ? "queued" : "acknowledged");
+    if (ackNone) await delivered;
+    else
+      await withDeadline(
+        delivered,
+        options.ackTimeoutMs,
+        () =>
+          new GatewayError(
+            "unavailable",
+            "Kafka did not acknowledge in time; the records may still be delivered",
+            {
+              "retry-after": "5",
+            },
+          ),
+      );
+    deps.metrics.eventsAccepted.inc(accepted.length);
+    deps.fanOut(accepted);
+    // All accepted (the usual answer): the same text JSON.stringify makes, without walking the object.
+    return errors.length === 0
+      ? jsonText(202, `{"accepted":${accepted.length},"rejected":0,"errors":[]}`, rateLimitHeaders)
+      : json(202, body, rateLimitHeaders);
+  };
   return {
     method: "POST",
     path: "/v1/events",
     handler: async (request) => {
       const principal = await authorizedCaller(request, "ingest", deps);
-      const rawRecords = await decodeBody(
-        await request.body(),
-        request.header("content-type"),
-        request.header("content-encoding"),
-        { maxBytes: options.maxBodyBytes, maxRecords: options.maxRecords },
+      const bytes = await request.body();
+      const idempotencyKey = request.header("idempotency-key");
+      // Without the header (the usual request) nothing is hashed, stored or allocated for it.
+      if (idempotencyKey === undefined) return ingest(request, principal, bytes);
+      return deps.idempotency.run(request, idempotencyKey, principal.tenant, bytes, () =>
+        ingest(request, principal, bytes),
       );
-      const rateLimitHeaders = await deps.admission.events(principal, rawRecords.length);
-
-      const receivedAt = isoNow();
-      const accepted: EventRecord[] = [];
-      const messages: SinkMessage[] = [];
-      const errors: RecordError[] = [];
-      const rejectedRaw: Array<{ raw: unknown; reason: string }> = [];
-      // Batches are mostly of one type: one headers object for a run of records of the same type.
-      let headers: SinkMessage["headers"] | undefined;
-      // A plain loop, not forEach: no closure over this request's state per request.
-      for (let index = 0; index < rawRecords.length; index++) {
-        const raw = rawRecords[index] as RawRecord;
-        const result: Normalized = raw.ok
-          ? normalizeRecord(
-              raw.value,
-              raw.dataJson,
-              raw.tsJson,
-              principal.tenant,
-              receivedAt,
-              deps.schemas,
-              raw.exactNumbers,
-            )
-          : raw;
-        let refusal: { reason: string; code: RecordErrorCode };
-        if (!result.ok) refusal = result;
-        else {
-          const channelProblem = channelRefusal(principal, result.record.channel);
-          if (headers?.type !== result.record.type) headers = sinkHeaders(result.record);
-          const message = toSinkMessage(options.topic, result.record, headers);
-          if (channelProblem !== undefined) refusal = { reason: channelProblem, code: "forbidden_channel" };
-          else if (!deps.queue.fits(message)) {
-            refusal = {
-              reason: `record too large for Kafka: at most ${deps.queue.maxRecordBytes} bytes`,
-              code: "record_too_large",
-            };
-          } else {
-            accepted.push(result.record);
-            messages.push(message);
-            continue;
-          }
-        }
-        errors.push({ index, reason: refusal.reason, code: refusal.code });
-        deps.metrics.eventsRejected.inc({ reason: REJECT_REASON[refusal.code] });
-        if (options.dlqTopic)
-          rejectedRaw.push({ raw: raw.ok ? raw.value : undefined, reason: refusal.reason });
-      }
-      if (options.dlqTopic && rejectedRaw.length > 0)
-        sendToDeadLetters(options.dlqTopic, principal, rejectedRaw, deps);
-
-      const body = { accepted: accepted.length, rejected: errors.length, errors };
-      if (accepted.length === 0) return json(422, body, rateLimitHeaders);
-
-      const ackNone = request.query.get("ack") === "none";
-      // With ?ack=none the caller chose speed over confirmation; the queue still retries until delivered.
-      const delivered = deps.queue.enqueue(messages, ackNone ? "queued" : "acknowledged");
-      if (ackNone) await delivered;
-      else
-        await withDeadline(
-          delivered,
-          options.ackTimeoutMs,
-          () =>
-            new GatewayError(
-              "unavailable",
-              "Kafka did not acknowledge in time; the records may still be delivered",
-              {
-                "retry-after": "5",
-              },
-            ),
-        );
-      deps.metrics.eventsAccepted.inc(accepted.length);
-      deps.fanOut(accepted);
-      // All accepted (the usual answer): the same text JSON.stringify makes, without walking the object.
-      return errors.length === 0
-        ? jsonText(202, `{"accepted":${accepted.length},"rejected":0,"errors":[]}`, rateLimitHeaders)
-        : json(202, body, rateLimitHeaders);
     },
   };
 }

@@ -1,6 +1,8 @@
 import { requireChannel } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
+import type { Principal } from "../../domain/principal.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
+import type { Idempotency } from "../../http/idempotency.ts";
 import { json } from "../../http/reply.ts";
 import {
   DEPTH_ERROR,
@@ -13,8 +15,11 @@ import { withDeadline } from "../../lib/time.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
+import type { HttpReply } from "../../ports/transport.ts";
 
 export interface PublishDependencies extends CallerChecks {
+  /** Requests with an Idempotency-Key run through it. */
+  idempotency: Pick<Idempotency, "run">;
   /** A publish costs one request of the client's IP budget and one event of the tenant's. */
   admission: Pick<Admission, "request" | "events">;
   bus: FanoutBus;
@@ -57,6 +62,33 @@ function parsePublishBody(bytes: Uint8Array): {
 
 /** POST /v1/publish: server-side publish to a channel, or to every connection of the tenant, through the bus. */
 export function createPublishModule(deps: PublishDependencies): Module {
+  const publish = async (principal: Principal, bytes: Uint8Array): Promise<HttpReply> => {
+    const { body, dataJson } = parsePublishBody(bytes);
+    const broadcast = body.broadcast === true;
+    const message: FanoutMessage = {
+      tenant: principal.tenant,
+      dataJson: dataJson ?? "null",
+      ts: Date.now(),
+    };
+    if (broadcast) {
+      message.broadcast = true;
+      if (body.channel !== undefined) message.channel = requireChannel(principal, body.channel);
+    } else message.channel = requireChannel(principal, body.channel);
+    const rateLimitHeaders = await deps.admission.events(principal, 1);
+    await withDeadline(
+      deps.bus.publish([message]),
+      deps.ackTimeoutMs,
+      () =>
+        new GatewayError(
+          "unavailable",
+          "Kafka did not acknowledge in time; the event may still be published",
+          {
+            "retry-after": "5",
+          },
+        ),
+    );
+    return json(202, { published: 1 }, rateLimitHeaders);
+  };
   return {
     name: "publish",
     routes: [
@@ -71,29 +103,11 @@ export function createPublishModule(deps: PublishDependencies): Module {
           const bytes = await request.body();
           if (bytes.byteLength > deps.maxBytes)
             throw new GatewayError("payload_too_large", `a publish body is at most ${deps.maxBytes} bytes`);
-          const { body, dataJson } = parsePublishBody(bytes);
-          const broadcast = body.broadcast === true;
-          const message: FanoutMessage = {
-            tenant: principal.tenant,
-            dataJson: dataJson ?? "null",
-            ts: Date.now(),
-          };
-          if (broadcast) {
-            message.broadcast = true;
-            if (body.channel !== undefined) message.channel = requireChannel(principal, body.channel);
-          } else message.channel = requireChannel(principal, body.channel);
-          const rateLimitHeaders = await deps.admission.events(principal, 1);
-          await withDeadline(
-            deps.bus.publish([message]),
-            deps.ackTimeoutMs,
-            () =>
-              new GatewayError(
-                "unavailable",
-                "Kafka did not acknowledge in time; the event may still be published",
-                { "retry-after": "5" },
-              ),
+          const idempotencyKey = request.header("idempotency-key");
+          if (idempotencyKey === undefined) return publish(principal, bytes);
+          return deps.idempotency.run(request, idempotencyKey, principal.tenant, bytes, () =>
+            publish(principal, bytes),
           );
-          return json(202, { published: 1 }, rateLimitHeaders);
         },
       },
     ],

@@ -1,0 +1,100 @@
+import { createHash } from "node:crypto";
+import { GatewayError, isGatewayError } from "../domain/errors.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import type { IdempotencyStore } from "../ports/idempotency.ts";
+import type { HttpReply, HttpRequest } from "../ports/transport.ts";
+import { errorReply } from "./reply.ts";
+
+/** An sf-string (draft-ietf-httpapi-idempotency-key-header) or, leniently, the bare text: printable ASCII. */
+const KEY_PATTERN = /^"?([\x20-\x21\x23-\x7e]{1,255})"?$/;
+const REPLAYED = "idempotency-replayed";
+
+/**
+ * `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header) for a POST
+ * route: the first request with a key runs; a repeat with the same key and the
+ * same body (method, path, query, content type and encoding, bytes) within the
+ * window gets the first final answer again, marked `Idempotency-Replayed:
+ * true`, and runs nothing; the same key with another body is a 422; a repeat
+ * while the first still runs is a 409. Keys are scoped to the tenant and the
+ * route. Final answers are the 2xx and 4xx ones except 409 and 429; after a
+ * 5xx or a 429 the key is released, so a retry runs again.
+ */
+export class Idempotency {
+  constructor(
+    private readonly store: IdempotencyStore,
+    private readonly metrics: Pick<Metrics, "idempotencyOutcomes">,
+  ) {}
+
+  /** `handle` runs at most once per key; without the header this is never called (no cost). */
+  async run(
+    request: HttpRequest,
+    header: string,
+    tenant: string,
+    body: Uint8Array,
+    handle: () => Promise<HttpReply>,
+  ): Promise<HttpReply> {
+    const key = KEY_PATTERN.exec(header)?.[1];
+    if (key === undefined)
+      throw new GatewayError("bad_request", "Idempotency-Key must be 1 to 255 printable ASCII characters");
+    const id = `${tenant}\n${request.path}\n${key}`;
+    const fingerprint = fingerprintOf(request, body);
+    const claim = await this.store.claim(id, fingerprint);
+    if (claim.state !== "claimed") {
+      if (claim.fingerprint !== fingerprint) {
+        this.metrics.idempotencyOutcomes.inc({ outcome: "key_reused" });
+        throw new GatewayError(
+          "idempotency_key_reused",
+          "this Idempotency-Key was used with another request body",
+        );
+      }
+      if (claim.state === "pending") {
+        this.metrics.idempotencyOutcomes.inc({ outcome: "in_flight" });
+        throw new GatewayError(
+          "idempotency_in_flight",
+          "a request with this Idempotency-Key is still being handled",
+          { "retry-after": "1" },
+        );
+      }
+      this.metrics.idempotencyOutcomes.inc({ outcome: "replayed" });
+      return {
+        status: claim.reply.status,
+        headers: { ...claim.reply.headers, [REPLAYED]: "true" },
+        body: claim.reply.body,
+      };
+    }
+    this.metrics.idempotencyOutcomes.inc({ outcome: "first" });
+    let reply: HttpReply;
+    try {
+      reply = await handle();
+    } catch (error) {
+      const answer = isGatewayError(error) ? errorReply(error) : undefined;
+      await this.settle(id, fingerprint, answer);
+      throw error;
+    }
+    await this.settle(id, fingerprint, reply);
+    return reply;
+  }
+
+  private settle(id: string, fingerprint: string, reply: HttpReply | undefined): Promise<void> {
+    if (reply === undefined || !isFinal(reply.status) || typeof reply.body !== "string")
+      return this.store.release(id);
+    return this.store.complete(id, fingerprint, {
+      status: reply.status,
+      headers: reply.headers ?? {},
+      body: reply.body,
+    });
+  }
+}
+
+function isFinal(status: number): boolean {
+  return status < 500 && status !== 429 && status !== 409;
+}
+
+function fingerprintOf(request: HttpRequest, body: Uint8Array): string {
+  const hash = createHash("sha256");
+  hash.update(
+    `${request.method} ${request.path}?${request.query.toString()}\n${request.header("content-type") ?? ""}\n${request.header("content-encoding") ?? ""}\n`,
+  );
+  hash.update(body);
+  return hash.digest("base64url");
+}

@@ -1,0 +1,117 @@
+import { Redis } from "ioredis";
+import type { Logger } from "../../log/logger.ts";
+import type { IdempotencyClaim, IdempotencyStore, StoredReply } from "../../ports/idempotency.ts";
+
+export interface RedisIdempotencyOptions {
+  redisUrl: string;
+  windowMs: number;
+  pendingMs: number;
+  commandTimeoutMs: number;
+  /** Called when Redis did not answer and the request ran without the shared check. */
+  onFailOpen: () => void;
+}
+
+/** Stored value: the body fingerprint, and the answer once there is one. */
+interface Stored {
+  f: string;
+  r?: StoredReply;
+}
+
+const PREFIX = "idem:";
+const CLAIMED: IdempotencyClaim = Object.freeze({ state: "claimed" });
+/** At most one warning per this long while Redis fails: an outage must not flood the log. */
+const WARN_EVERY_MS = 10_000;
+
+/**
+ * Keys shared by every instance through Redis: the claim is `SET NX` with the
+ * pending TTL (one instance wins a race between two retries), the answer then
+ * replaces it for the window. When Redis does not answer in time the request
+ * runs anyway (fail open: a retry during the outage may write twice), counted
+ * and logged, never a 5xx.
+ */
+export class RedisIdempotencyStore implements IdempotencyStore {
+  private readonly redis: Redis;
+  private lastWarning = 0;
+  /** While not connected: one shared wait for "ready", bounded by the command timeout. */
+  private connecting: Promise<void> | undefined;
+
+  constructor(
+    private readonly options: RedisIdempotencyOptions,
+    private readonly log: Logger,
+  ) {
+    this.redis = new Redis(options.redisUrl, {
+      enableOfflineQueue: false,
+      commandTimeout: options.commandTimeoutMs,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
+    });
+    // Reconnects on its own; each command that fails meanwhile fails open.
+    this.redis.on("error", () => {});
+  }
+
+  async claim(id: string, fingerprint: string): Promise<IdempotencyClaim> {
+    const key = PREFIX + id;
+    try {
+      // At start (or after a drop) the first requests wait briefly for the connection rather than fail open.
+      if (this.redis.status !== "ready") await this.whenConnected();
+      const value = JSON.stringify({ f: fingerprint } satisfies Stored);
+      for (let attempt = 0; attempt < 2; attempt++) {
+        if ((await this.redis.set(key, value, "PX", this.options.pendingMs, "NX")) === "OK") return CLAIMED;
+        const text = await this.redis.get(key);
+        // Gone between the two commands (expired): claim it again, once.
+        if (text === null) continue;
+        const stored = JSON.parse(text) as Stored;
+        return stored.r
+          ? { state: "done", fingerprint: stored.f, reply: stored.r }
+          : { state: "pending", fingerprint: stored.f };
+      }
+      return CLAIMED;
+    } catch (error) {
+      this.failedOpen(error);
+      return CLAIMED;
+    }
+  }
+
+  async complete(id: string, fingerprint: string, reply: StoredReply): Promise<void> {
+    try {
+      const value = JSON.stringify({ f: fingerprint, r: reply } satisfies Stored);
+      await this.redis.set(PREFIX + id, value, "PX", this.options.windowMs);
+    } catch (error) {
+      this.failedOpen(error);
+    }
+  }
+
+  async release(id: string): Promise<void> {
+    try {
+      await this.redis.del(PREFIX + id);
+    } catch (error) {
+      this.failedOpen(error);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.redis.disconnect();
+  }
+
+  private whenConnected(): Promise<void> {
+    this.connecting ??= new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.redis.off("ready", done);
+        this.connecting = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, this.options.commandTimeoutMs);
+      this.redis.once("ready", done);
+    });
+    return this.connecting;
+  }
+
+  private failedOpen(error: unknown): void {
+    this.options.onFailOpen();
+    const now = Date.now();
+    if (now - this.lastWarning < WARN_EVERY_MS) return;
+    this.lastWarning = now;
+    this.log.warn({ err: error }, "Redis unavailable: Idempotency-Key checked without the shared store");
+  }
+}

@@ -1,0 +1,139 @@
+import { describe, expect, test } from "bun:test";
+import { GatewayError } from "../../src/domain/errors.ts";
+import { Idempotency } from "../../src/http/idempotency.ts";
+import { MemoryIdempotencyStore } from "../../src/infra/idempotency/memory-store.ts";
+import { createMetrics } from "../../src/metrics/metrics.ts";
+import type { HttpReply, HttpRequest } from "../../src/ports/transport.ts";
+
+function request(headers: Record<string, string> = {}, path = "/v1/events"): HttpRequest {
+  return {
+    method: "POST",
+    path,
+    query: new URLSearchParams(),
+    header: (name) => ({ "content-type": "application/json", ...headers })[name],
+    remoteAddress: "127.0.0.1",
+    body: () => Promise.resolve(new Uint8Array()),
+  };
+}
+
+function setup() {
+  const store = new MemoryIdempotencyStore({
+    windowMs: 60_000,
+    pendingMs: 5000,
+    maxKeys: 100,
+    maxBytes: 1 << 20,
+  });
+  const idempotency = new Idempotency(store, createMetrics("test", "0"));
+  let runs = 0;
+  const handler =
+    (
+      reply: HttpReply | (() => never) = {
+        status: 202,
+        headers: { "content-type": "application/json" },
+        body: '{"accepted":1}',
+      },
+    ) =>
+    async () => {
+      runs++;
+      if (typeof reply === "function") return reply();
+      return reply;
+    };
+  return { idempotency, store, handler, runs: () => runs };
+}
+
+const body = (text: string) => new TextEncoder().encode(text);
+
+describe("Idempotency-Key", () => {
+  test("a repeat with the same key and body gets the first answer, marked replayed, and runs nothing", async () => {
+    const { idempotency, handler, runs } = setup();
+    const first = await idempotency.run(request(), "k1", "acme", body("{}"), handler());
+    expect(first.headers?.["idempotency-replayed"]).toBeUndefined();
+    const again = await idempotency.run(request(), '"k1"', "acme", body("{}"), handler());
+    expect(runs()).toBe(1);
+    expect(again).toEqual({
+      status: 202,
+      headers: { "content-type": "application/json", "idempotency-replayed": "true" },
+      body: '{"accepted":1}',
+    });
+  });
+
+  test("another body is a 422, a repeat in flight a 409; keys are per tenant and per route", async () => {
+    const { idempotency, handler, runs } = setup();
+    await idempotency.run(request(), "k", "acme", body("{}"), handler());
+    await expect(idempotency.run(request(), "k", "acme", body("{ }"), handler())).rejects.toMatchObject({
+      code: "idempotency_key_reused",
+      status: 422,
+    });
+    await idempotency.run(request(), "k", "other", body("{}"), handler());
+    await idempotency.run(request({}, "/v1/publish"), "k", "acme", body("{}"), handler());
+    expect(runs()).toBe(3);
+
+    let finish: (reply: HttpReply) => void = () => {};
+    const slow = idempotency.run(
+      request(),
+      "slow",
+      "acme",
+      body("{}"),
+      () => new Promise((resolve) => (finish = resolve)),
+    );
+    await expect(idempotency.run(request(), "slow", "acme", body("{}"), handler())).rejects.toMatchObject({
+      code: "idempotency_in_flight",
+      status: 409,
+    });
+    finish({ status: 202, body: "{}" });
+    await slow;
+    expect((await idempotency.run(request(), "slow", "acme", body("{}"), handler())).status).toBe(202);
+    expect(runs()).toBe(3);
+  });
+
+  test("a 4xx is an answer kept; after a 5xx or a 429 the key is free for a retry", async () => {
+    const { idempotency, handler, runs } = setup();
+    const refuse = (code: "all_rejected" | "unavailable" | "rate_limited") => () => {
+      throw new GatewayError(code, code);
+    };
+    await expect(
+      idempotency.run(request(), "a", "t", body("x"), handler(refuse("all_rejected"))),
+    ).rejects.toThrow();
+    const replayed = await idempotency.run(request(), "a", "t", body("x"), handler());
+    expect(replayed.status).toBe(422);
+    expect(replayed.headers?.["idempotency-replayed"]).toBe("true");
+    for (const code of ["unavailable", "rate_limited"] as const) {
+      await expect(idempotency.run(request(), code, "t", body("x"), handler(refuse(code)))).rejects.toThrow();
+      expect((await idempotency.run(request(), code, "t", body("x"), handler())).status).toBe(202);
+    }
+    expect(runs()).toBe(5);
+  });
+
+  test("the content type and query are part of the body's fingerprint; a malformed key is a 400", async () => {
+    const { idempotency, handler } = setup();
+    await idempotency.run(request(), "k", "t", body("{}"), handler());
+    await expect(
+      idempotency.run(request({ "content-type": "application/x-ndjson" }), "k", "t", body("{}"), handler()),
+    ).rejects.toMatchObject({ code: "idempotency_key_reused" });
+    for (const bad of ["", "a".repeat(256), "é", 'a"b'])
+      await expect(idempotency.run(request(), bad, "t", body("{}"), handler())).rejects.toMatchObject({
+        code: "bad_request",
+      });
+  });
+});
+
+describe("MemoryIdempotencyStore", () => {
+  test("bounded by keys and bytes, oldest out first; a pending claim expires", async () => {
+    const store = new MemoryIdempotencyStore({ windowMs: 60_000, pendingMs: 20, maxKeys: 3, maxBytes: 2000 });
+    const reply = (size: number) => ({ status: 202, headers: {}, body: "x".repeat(size) });
+    for (const id of ["a", "b", "c", "d"]) {
+      await store.claim(id, "f");
+      await store.complete(id, "f", reply(10));
+    }
+    expect(store.size().keys).toBe(3);
+    expect((await store.claim("a", "f")).state).toBe("claimed");
+    await store.complete("big", "f", reply(1500));
+    expect(store.size().bytes).toBeLessThanOrEqual(2000);
+    expect((await store.claim("b", "f")).state).toBe("claimed");
+
+    expect((await store.claim("p", "f")).state).toBe("claimed");
+    expect((await store.claim("p", "f")).state).toBe("pending");
+    await Bun.sleep(30);
+    expect((await store.claim("p", "f")).state).toBe("claimed");
+  });
+});

@@ -1,0 +1,58 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import pino from "pino";
+import { RedisIdempotencyStore } from "../../../src/infra/idempotency/redis-store.ts";
+import { services } from "../../support/kafka.ts";
+
+const stores: RedisIdempotencyStore[] = [];
+afterAll(async () => {
+  for (const store of stores) await store.close();
+});
+
+function store(redisUrl: string) {
+  let failures = 0;
+  const created = new RedisIdempotencyStore(
+    { redisUrl, windowMs: 60_000, pendingMs: 5000, commandTimeoutMs: 200, onFailOpen: () => failures++ },
+    pino({ level: "silent" }),
+  );
+  stores.push(created);
+  return { store: created, failures: () => failures };
+}
+
+/** The first commands may come before the connection is up (no offline queue): wait for one that Redis answered. */
+async function connected(made: ReturnType<typeof store>): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    const before = made.failures();
+    await made.store.claim(`probe-${Math.random()}`, "f");
+    if (made.failures() === before) return;
+    await Bun.sleep(20);
+  }
+  throw new Error("Redis never answered");
+}
+
+describe("RedisIdempotencyStore", () => {
+  test("two instances share a key: one claims, the other sees it pending, then the answer", async () => {
+    const first = store(services().redisUrl);
+    const second = store(services().redisUrl);
+    await connected(first);
+    await connected(second);
+    const failuresBefore = first.failures() + second.failures();
+    const id = `test-${Date.now()}-${Math.random()}`;
+    expect(await first.store.claim(id, "f1")).toEqual({ state: "claimed" });
+    expect(await second.store.claim(id, "f1")).toEqual({ state: "pending", fingerprint: "f1" });
+    const reply = { status: 202, headers: { "content-type": "application/json" }, body: "{}" };
+    await first.store.complete(id, "f1", reply);
+    expect(await second.store.claim(id, "f2")).toEqual({ state: "done", fingerprint: "f1", reply });
+    await first.store.release(id);
+    expect(await second.store.claim(id, "f2")).toEqual({ state: "claimed" });
+    expect(first.failures() + second.failures()).toBe(failuresBefore);
+  });
+
+  test("Redis unreachable: every call fails open (the request runs), counted, never a rejection", async () => {
+    const down = store("redis://127.0.0.1:1");
+    expect(await down.store.claim("k", "f")).toEqual({ state: "claimed" });
+    await down.store.complete("k", "f", { status: 202, headers: {}, body: "{}" });
+    await down.store.release("k");
+    expect(down.failures()).toBe(3);
+  });
+});
