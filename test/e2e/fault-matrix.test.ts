@@ -6,6 +6,7 @@ import { Admin, Consumer, stringDeserializers } from "@platformatic/kafka";
 import { createTopic, services } from "../support/kafka.ts";
 import { servicesCommand } from "../support/services.ts";
 import { token } from "../support/tokens.ts";
+import { waitUntil } from "../support/wait.ts";
 import { type RunningGateway, type Runtime, startGateway } from "./harness.ts";
 
 /**
@@ -208,18 +209,9 @@ async function health(gateway: RunningGateway): Promise<{ status: number; body: 
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
 }
 
-/** Polls `check` until it holds, failing with `what` after `timeoutMs`. */
-async function until(
-  what: string,
-  check: () => Promise<boolean> | boolean,
-  timeoutMs = 15_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await Bun.sleep(100);
-  }
-}
+/** waitUntil, with what is awaited first: reads better at the call sites below. */
+const until = (what: string, check: () => Promise<boolean> | boolean, timeoutMs = 15_000) =>
+  waitUntil(check, what, timeoutMs);
 
 const missing = (acknowledged: Iterable<string>, found: Set<string>) =>
   [...acknowledged].filter((id) => !found.has(id));

@@ -15,6 +15,7 @@ import {
   type SinkWriter,
   UndeliverableError,
 } from "../../../src/ports/sink.ts";
+import { waitUntil } from "../../support/wait.ts";
 
 /** A writer whose availability the test controls; the queue, not the writer, is under test. */
 class ControlledWriter implements SinkWriter {
@@ -282,7 +283,7 @@ describe("DeliveryQueue", () => {
       const bad = { ...message(1), headers: { tenant: "acme", "content-type": "application/json" } };
       const error = await queue.enqueue([message(0), bad], "acknowledged").catch((reason: unknown) => reason);
       expect((error as GatewayError).status).toBe(422);
-      await Bun.sleep(50);
+      await waitUntil(() => writer.batches.flat().some((m) => m.topic === "dlq"), "the dead letter written");
       const letters = writer.batches.flat().filter((m) => m.topic === "dlq");
       expect(letters.length).toBe(1);
       const letter = JSON.parse((letters[0] as SinkMessage).value);
@@ -296,9 +297,11 @@ describe("DeliveryQueue", () => {
           ? new UndeliverableError("invalid_record", "INVALID_RECORD")
           : undefined;
       await queue.enqueue([message(2)], "queued");
-      await Bun.sleep(50);
+      await waitUntil(
+        async () => (await undeliverable(metrics, "invalid_record")) === 3,
+        "both refusals counted",
+      );
       expect(writer.batches.flat().filter((m) => m.topic === "dlq").length).toBe(1);
-      expect(await undeliverable(metrics, "invalid_record")).toBe(3);
       expect(queue.depth.records).toBe(0);
     });
 
@@ -326,7 +329,7 @@ describe("DeliveryQueue", () => {
       const { writer, queue } = setup({ unhealthyAfterMs: 10_000 });
       writer.failingTopics.add("a");
       const waitingOnA = queue.enqueue([onTopic("a", 1)], "acknowledged");
-      await Bun.sleep(30);
+      await waitUntil(() => writer.attempts >= 2, "topic a retried");
       await queue.enqueue([onTopic("b", 2)], "acknowledged");
       expect(deliveredTo(writer, "b")).toEqual([2]);
       writer.failingTopics.clear();
@@ -387,11 +390,10 @@ describe("DeliveryQueue", () => {
       expect((await metrics.topicAvailable.get()).values.find((v) => v.labels.topic === "a")?.value).toBe(0);
 
       // Tried again after unavailableRetryMs, and again while it stays refused.
-      await Bun.sleep(450);
-      expect(writer.attempts).toBeGreaterThan(attempts + 1);
+      await waitUntil(() => writer.attempts > attempts + 1, "topic a tried twice more");
       expect(deliveredTo(writer, "a")).toEqual([]);
       refused = false;
-      await Bun.sleep(300);
+      await waitUntil(() => deliveredTo(writer, "a").length > 0, "topic a taking records again");
       expect(deliveredTo(writer, "a")).toEqual([1]);
       expect(health.degraded()).toEqual([]);
       await queue.enqueue([onTopic("a", 5)], "acknowledged");
@@ -409,8 +411,15 @@ describe("DeliveryQueue", () => {
       expect(error.message).toContain("ENOSPC");
       expect(health.list()).toEqual(["local_log_unwritable"]);
       writer.refuse = () => undefined;
-      await Bun.sleep(250);
-      await queue.enqueue([message(2)], "acknowledged");
+      // Refused up front until the retry time; then the next request is the one that tries again.
+      await waitUntil(
+        () =>
+          queue.enqueue([message(2)], "acknowledged").then(
+            () => true,
+            () => false,
+          ),
+        "the log taking records again",
+      );
       expect(health.ready).toBe(true);
     });
 
@@ -434,10 +443,8 @@ describe("DeliveryQueue", () => {
       expect(await counter(metrics.deadLettersDropped)).toBe(6);
       // Data keeps flowing while the dead letters are retried.
       await queue.enqueue([message(100)], "acknowledged");
-      // The drain does not wait for dead letters the sink cannot take, and does not fail for them.
-      const started = Date.now();
-      await queue.close(2000);
-      expect(Date.now() - started).toBeLessThan(1000);
+      // The drain does not wait for dead letters the sink cannot take (its deadline is past the test's), nor fail for them.
+      await queue.close(60_000);
       expect(await counter(metrics.deadLettersDropped)).toBe(10);
     });
 
@@ -450,8 +457,10 @@ describe("DeliveryQueue", () => {
           : undefined;
       };
       await queue.enqueue([message(1)], "acknowledged").catch(() => {});
-      await Bun.sleep(50);
-      expect(await counter(metrics.deadLettersDropped)).toBe(1);
+      await waitUntil(
+        async () => (await counter(metrics.deadLettersDropped)) === 1,
+        "the dead letter dropped",
+      );
       expect(health.degraded()).toEqual(["kafka_topic_unavailable:dlq"]);
       // Dead letters queued by the caller while it is refused are dropped up front.
       await expectRefused(() => queue.enqueue([{ ...message(2), topic: "dlq" }], "queued"), "unavailable");
