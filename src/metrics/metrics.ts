@@ -40,11 +40,13 @@ export function createMetrics(runtime: string, version: string) {
     httpRequests: new ResolvedCounter(
       "gateway_http_requests_total",
       "HTTP requests by route, method and status",
+      ["route", "method", "status"],
       registry,
     ),
     httpDuration: new ResolvedHistogram(
       "gateway_http_request_duration_seconds",
       "HTTP request latency by route, method and status",
+      ["route", "method", "status"],
       LATENCY_BUCKETS,
       registry,
     ),
@@ -216,6 +218,7 @@ export function createMetrics(runtime: string, version: string) {
     historyEvictions: new ResolvedCounter(
       "gateway_history_evictions_total",
       "Events evicted from the resume history, by the bound that evicted them",
+      ["cause"],
       registry,
     ),
     fanoutLatency: new Histogram({

@@ -26,6 +26,8 @@ abstract class ResolvedMetric<Series extends { labels: Labels }> {
   constructor(
     readonly name: string,
     readonly help: string,
+    /** The labels every child sets (what docs/metrics.md lists; children are not checked against it). */
+    readonly labelNames: readonly string[],
     registry: Registry,
   ) {
     // prom-client's registry takes anything with name, help, type and get().
@@ -81,10 +83,11 @@ export class ResolvedHistogram extends ResolvedMetric<HistogramSeries> {
   constructor(
     name: string,
     help: string,
+    labelNames: readonly string[],
     private readonly upperBounds: readonly number[],
     registry: Registry,
   ) {
-    super(name, help, registry);
+    super(name, help, labelNames, registry);
   }
 
   child(labels: Labels): { observe(value: number): void } {

@@ -2,12 +2,11 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import Ajv from "ajv";
 import Ajv2020 from "ajv/dist/2020.js";
-import { ERROR_STATUS } from "../../src/domain/errors.ts";
+import { ERROR_STATUS, RECORD_ERRORS, WS_CLOSES, WS_ERRORS } from "../../src/domain/errors.ts";
 import { ingestRoute } from "../../src/features/ingest/route.ts";
 import { HealthState } from "../../src/features/operations/health.ts";
 import { operationRoutes } from "../../src/features/operations/routes.ts";
 import { createPublishModule } from "../../src/features/publish/module.ts";
-import { CLOSE } from "../../src/features/realtime/connection.ts";
 import { deltaRoute } from "../../src/features/realtime/delta-route.ts";
 import { Presence } from "../../src/features/realtime/presence.ts";
 import { parseClientFrame } from "../../src/features/realtime/protocol.ts";
@@ -221,6 +220,8 @@ describe("openapi.yaml", () => {
   test("error codes are the catalogue's, and each error response names only codes of its status", () => {
     const codes = follow(openapi, "/components/schemas/ErrorCode").node.enum as string[];
     expect([...codes].sort()).toEqual(Object.keys(ERROR_STATUS).sort());
+    const recordCodes = follow(openapi, "/components/schemas/RecordErrorCode").node.enum as string[];
+    expect([...recordCodes].sort()).toEqual(Object.keys(RECORD_ERRORS).sort());
     const problems: string[] = [];
     const narrowed = (schema: unknown, visit: (codes: string[]) => void): void => {
       if (schema === null || typeof schema !== "object") return;
@@ -311,8 +312,15 @@ describe("asyncapi.yaml", () => {
     }
   });
 
-  test("every close code the gateway sends is listed", () => {
-    const sent = [...Object.values(CLOSE), 1009].map(String);
-    expect(sent.filter((code) => !(code in CLOSE_CODES))).toEqual([]);
+  test("the close codes are the catalogue's (1006 is never on the wire)", () => {
+    const catalogued = Object.values(WS_CLOSES)
+      .map(({ code }) => String(code))
+      .filter((code) => code !== "1006");
+    expect(Object.keys(CLOSE_CODES).sort()).toEqual(catalogued.sort());
+  });
+
+  test("the error frame codes are the catalogue's", () => {
+    const codes = at(asyncapi, "/components/messages/error/payload/properties/code/enum") as string[];
+    expect([...codes].sort()).toEqual(Object.keys(WS_ERRORS).sort());
   });
 });

@@ -11,10 +11,10 @@ const OBSERVED = [0.0005, 0.001, 0.002, 0.05, 0.5, 3];
 
 test("resolved counter and histogram are exposed exactly as prom-client's own", async () => {
   const ours = new Registry();
-  const counter = new ResolvedCounter("requests_total", "Requests", ours);
-  const histogram = new ResolvedHistogram("duration_seconds", "Latency", BUCKETS, ours);
-  const theirs = new Registry();
   const labelNames = ["route", "method", "status"];
+  const counter = new ResolvedCounter("requests_total", "Requests", labelNames, ours);
+  const histogram = new ResolvedHistogram("duration_seconds", "Latency", labelNames, BUCKETS, ours);
+  const theirs = new Registry();
   const promCounter = new Counter({
     name: "requests_total",
     help: "Requests",
@@ -48,7 +48,7 @@ test("resolved counter and histogram are exposed exactly as prom-client's own", 
 
 test("resolving the same labels twice counts into one series", async () => {
   const registry = new Registry();
-  const counter = new ResolvedCounter("requests_total", "Requests", registry);
+  const counter = new ResolvedCounter("requests_total", "Requests", ["route"], registry);
   counter.child({ route: "/a" }).inc();
   counter.child({ route: "/a" }).inc();
   expect(await registry.metrics()).toContain('requests_total{route="/a"} 2');

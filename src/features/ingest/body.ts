@@ -1,5 +1,5 @@
 import { gunzip } from "node:zlib";
-import { GatewayError } from "../../domain/errors.ts";
+import { GatewayError, type RecordErrorCode } from "../../domain/errors.ts";
 import { exactNumbersOf } from "../../lib/exact-numbers.ts";
 import {
   DEPTH_ERROR,
@@ -10,7 +10,6 @@ import {
   TOO_DEEP_REASON,
 } from "../../lib/json-scan.ts";
 import type { ExactNumbers } from "../../ports/schemas.ts";
-import type { RecordErrorCode } from "./record.ts";
 
 /**
  * One item of a request body: parsed JSON with the exact text of its `data`

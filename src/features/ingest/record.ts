@@ -1,21 +1,8 @@
 import { CHANNEL_PATTERN } from "../../domain/channel.ts";
+import type { RecordErrorCode } from "../../domain/errors.ts";
 import type { EventRecord } from "../../domain/record.ts";
 import { uuidv7 } from "../../lib/uuid7.ts";
 import type { ExactNumbers, SchemaValidator } from "../../ports/schemas.ts";
-
-/**
- * Why one record was refused, as a stable code in the answer's `errors`
- * (clients branch on it; the prose `reason` beside it is for people).
- */
-export type RecordErrorCode =
-  | "malformed_json"
-  | "too_deep"
-  | "duplicate_key"
-  | "invalid_record"
-  | "unknown_type"
-  | "schema_invalid"
-  | "forbidden_channel"
-  | "record_too_large";
 
 /** Bounded set of reasons used as a metric label. */
 export type RejectReason =

@@ -1,4 +1,4 @@
-import { GatewayError } from "../../domain/errors.ts";
+import { GatewayError, type RecordErrorCode } from "../../domain/errors.ts";
 import { channelAllowed, type Principal } from "../../domain/principal.ts";
 import { type EventRecord, recordValue } from "../../domain/record.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
@@ -12,7 +12,7 @@ import type { SchemaValidator } from "../../ports/schemas.ts";
 import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { HttpReply, HttpRequest } from "../../ports/transport.ts";
 import { decodeBody, type RawRecord } from "./body.ts";
-import { type Normalized, normalizeRecord, REJECT_REASON, type RecordErrorCode } from "./record.ts";
+import { type Normalized, normalizeRecord, REJECT_REASON } from "./record.ts";
 
 export interface IngestOptions {
   topic: string;

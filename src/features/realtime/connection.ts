@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { broadcastTopic, CHANNEL_PATTERN, channelTopic } from "../../domain/channel.ts";
-import { type GatewayError, isGatewayError } from "../../domain/errors.ts";
+import { CLOSE, type GatewayError, isGatewayError } from "../../domain/errors.ts";
 import { channelAllowed, type Principal, refreshRefusal } from "../../domain/principal.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { WsPeer } from "../../ports/transport.ts";
@@ -8,8 +8,8 @@ import type { ChannelHistory, HistoryEvent } from "./history.ts";
 import { parseClientFrame } from "./protocol.ts";
 import { isPending, type PendingResume, type Resume, type ResumeOutcome } from "./resume.ts";
 
-/** Close codes of the protocol. */
-export const CLOSE = { unauthorized: 4001, goingAway: 1001, tryAgainLater: 1013, policy: 1008 } as const;
+/** Close codes of the protocol (the catalogue in domain/errors.ts says what each means). */
+export { CLOSE };
 
 /** Frames held while a token is verified: a few subscribes, never a pending socket's worth of payloads. */
 const MAX_FRAMES_DURING_AUTH = 16;
