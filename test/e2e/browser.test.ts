@@ -519,6 +519,16 @@ describe.each(RUNTIMES)("the live dashboard example in headless Chromium, agains
       { timeout: 8000 },
     );
     await page.waitForSelector('#status[data-state="live"]', { timeout: 5000 });
+    // Refreshed in band: the same socket carried on.
+    expect(
+      Number(
+        await page.$eval(
+          "#status",
+          (status) =>
+            (status as unknown as { dataset: Record<string, string | undefined> }).dataset.refreshes,
+        ),
+      ),
+    ).toBeGreaterThan(0);
     const screenshot = join(folder, `live-dashboard-${runtime}.png`);
     await page.screenshot({ path: screenshot as `${string}.png` });
     console.log(`live dashboard screenshot: ${screenshot}`);
