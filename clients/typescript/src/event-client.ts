@@ -169,6 +169,20 @@ function isOffline(): boolean {
   return page.navigator?.onLine === false && typeof page.addEventListener === "function";
 }
 
+/** Waits out a backoff delay; a page that comes back online ends it early (a retry is worth it now). */
+function backoffWait(ms: number, signal: AbortSignal): Promise<void> {
+  const page = globalThis as unknown as OnlineAware;
+  if (typeof page.addEventListener !== "function") return sleep(ms, signal);
+  const wake = new AbortController();
+  const onWake = () => wake.abort();
+  page.addEventListener("online", onWake);
+  signal.addEventListener("abort", onWake);
+  return sleep(ms, wake.signal).then(() => {
+    page.removeEventListener?.("online", onWake);
+    signal.removeEventListener("abort", onWake);
+  });
+}
+
 /** Resolves at once when online, else on the page's `online` event or when `signal` aborts. */
 function untilOnline(signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -512,7 +526,7 @@ export class EventClient<Events extends EventTypes = UntypedEvents> {
           : Math.min(outcome.retryAfterMs, this.retry.maxRetryAfterMs) +
             Math.floor(Math.random() * this.retry.initialDelayMs);
       attempt++;
-      await sleep(delay, this.abort.signal);
+      await backoffWait(delay, this.abort.signal);
     }
     this.storage?.remove(batch.records.map((record) => record.id));
     this.settle(batch);

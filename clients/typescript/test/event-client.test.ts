@@ -374,6 +374,19 @@ describe("EventClient in a page", () => {
     await events.close();
   });
 
+  test("a page coming back online ends a backoff wait at once", async () => {
+    installPage();
+    const { fetch, sent } = scriptedFetch([() => Promise.reject(new TypeError("network down")), accepted]);
+    const events = client({ fetch, retry: { initialDelayMs: 60_000 }, flushIntervalMs: 10 });
+    events.enqueue(click(0));
+    await until(() => sent.length === 1);
+    (listeners.get("online") as Listener)();
+    await until(() => sent.length === 2);
+    await events.flush();
+    expect(events.stats).toMatchObject({ accepted: 1, retries: 1 });
+    await events.close();
+  });
+
   test("a network error while offline is not counted against maxAttempts", async () => {
     installPage();
     const { fetch, sent } = scriptedFetch([
