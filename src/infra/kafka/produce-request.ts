@@ -230,7 +230,7 @@ function groupByTopicPartition(records: readonly ProduceRecord[]): Map<string, M
 }
 
 /**
- * The body of a Produce request (versions 7 to 11; from 9 on the request is
+ * The body of a Produce request (versions 3 to 11; from 9 on the request is
  * "flexible"), with the same arguments as @platformatic/kafka's own
  * `createRequest`. Each partition's batch is one buffer handed to the
  * connection as is, so the request is copied once, into the frame.

@@ -1,3 +1,4 @@
+import * as kafka from "@platformatic/kafka";
 import {
   type API,
   type Callback,
@@ -5,11 +6,6 @@ import {
   kGetApi,
   type MessageToProduce,
   Producer,
-  produceV7,
-  produceV8,
-  produceV9,
-  produceV10,
-  produceV11,
   type Serializers,
   type SerializerWithHeaders,
   stringSerializer,
@@ -19,20 +15,35 @@ import type { SinkMessage } from "../../ports/sink.ts";
 import { PartitionHash } from "./partition-hash.ts";
 import { createProduceRequest, type ProduceRecord, type ProduceRequestOptions } from "./produce-request.ts";
 
-/** Our Produce request builder behind the client's own response parser, for each version it speaks. */
+/** One `produceV<N>` export of the client: the API it negotiates and its response parser. */
+interface ClientProduceApi {
+  api: { key: number; version: number };
+  parseResponse: Parameters<typeof createAPI>[3];
+}
+
+/**
+ * Our Produce request builder behind the client's own response parser, for
+ * each version it speaks: 7 to 11 in @platformatic/kafka 1.x, 3 to 11 in 2.x
+ * (3 to 8 share one request layout), so both majors work unchanged.
+ */
 export const PRODUCE_APIS = new Map(
-  [produceV7, produceV8, produceV9, produceV10, produceV11].map(({ api, parseResponse }) => [
-    api.version,
-    createAPI(
-      api.key,
-      api.version,
-      (acks: number, timeout: number, records: ProduceRecord[], options: ProduceRequestOptions) =>
-        createProduceRequest(api.version, acks, timeout, records, options),
-      parseResponse,
-      api.version >= 9,
-      api.version >= 9,
-    ),
-  ]),
+  Object.entries(kafka)
+    .filter(([name]) => /^produceV\d+$/.test(name))
+    .map(([, module]) => {
+      const { api, parseResponse } = module as unknown as ClientProduceApi;
+      return [
+        api.version,
+        createAPI(
+          api.key,
+          api.version,
+          (acks: number, timeout: number, records: ProduceRecord[], options: ProduceRequestOptions) =>
+            createProduceRequest(api.version, acks, timeout, records, options),
+          parseResponse,
+          api.version >= 9,
+          api.version >= 9,
+        ),
+      ];
+    }),
 );
 
 /**

@@ -1,15 +1,11 @@
 import { describe, expect, test } from "bun:test";
+import * as kafka from "@platformatic/kafka";
 import {
   type CompressionAlgorithmValue,
   compressionsAlgorithms,
   createRecordsBatch,
   type MessageRecord,
   NumericMap,
-  produceV7,
-  produceV8,
-  produceV9,
-  produceV10,
-  produceV11,
   Reader,
   readRecordsBatch,
 } from "@platformatic/kafka";
@@ -22,6 +18,13 @@ import {
 import type { SinkMessage } from "../../../src/ports/sink.ts";
 
 const NOW = 1_790_000_000_123;
+
+/** Every Produce version the installed client speaks (7–11 in 1.x, 3–11 in 2.x), with its request builder. */
+const clientProduceApis = Object.entries(kafka)
+  .filter(([name]) => /^produceV\d+$/.test(name))
+  .map(([, module]) => module as unknown as typeof kafka.produceV7)
+  .map((module) => [module.api.version, module] as const)
+  .sort(([a], [b]) => a - b);
 
 const COMPRESSIONS = (["none", "gzip", "snappy", "lz4", "zstd"] as CompressionAlgorithmValue[]).filter(
   (name) => compressionsAlgorithms[name].available,
@@ -123,27 +126,24 @@ describe("createProduceRequest", () => {
     record("events", 0, { value: '{"d":4}', headers: other }, "a"),
   ];
 
-  test.each([
-    [7, produceV7],
-    [8, produceV8],
-    [9, produceV9],
-    [10, produceV10],
-    [11, produceV11],
-  ])("version %d: the request the client would build, grouped by topic and partition", (version, client) => {
-    const options = {
-      compression: "lz4" as const,
-      producerId: 9n,
-      producerEpoch: 1,
-      sequences: sequences([
-        ["events:0", 10],
-        ["events:3", 20],
-      ]),
-    };
-    const ours = createProduceRequest(version, -1, 30_000, records, options, NOW);
-    const theirs = client.createRequest(-1, 30_000, records.map(asClientMessage), options);
-    expect(ours.buffer.equals(theirs.buffer)).toBe(true);
-    expect(ours.context.noResponse).toBeUndefined();
-  });
+  test.each(clientProduceApis)(
+    "version %d: the request the client would build, grouped by topic and partition",
+    (version, client) => {
+      const options = {
+        compression: "lz4" as const,
+        producerId: 9n,
+        producerEpoch: 1,
+        sequences: sequences([
+          ["events:0", 10],
+          ["events:3", 20],
+        ]),
+      };
+      const ours = createProduceRequest(version, -1, 30_000, records, options, NOW);
+      const theirs = client.createRequest(-1, 30_000, records.map(asClientMessage), options);
+      expect(ours.buffer.equals(theirs.buffer)).toBe(true);
+      expect(ours.context.noResponse).toBeUndefined();
+    },
+  );
 
   test("acks=0 asks the connection not to wait for an answer", () => {
     expect(createProduceRequest(11, 0, 1000, records, {}).context.noResponse).toBe(true);
