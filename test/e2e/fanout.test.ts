@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createTopic, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
+import { waitUntil } from "../support/wait.ts";
 import { RUNTIMES, type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
 
 type Frame = Record<string, unknown>;
@@ -30,6 +31,23 @@ async function ingest(gateway: RunningGateway, tenant: string, channel: string, 
       "content-type": "application/json",
     },
     body: JSON.stringify(records),
+  });
+  expect(response.status).toBe(202);
+}
+
+/** Publishes a broadcast to `tenant` through `gateway`. */
+async function broadcast(
+  gateway: RunningGateway,
+  tenant: string,
+  data: Record<string, unknown>,
+): Promise<void> {
+  const response = await fetch(`${gateway.url}/v1/publish`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${await token(tenant, ["publish"])}`,
+      "content-type": "application/json",
+    },
+    body: JSON.stringify({ broadcast: true, data }),
   });
   expect(response.status).toBe(202);
 }
@@ -72,30 +90,25 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
     expect([...ids].sort()).toEqual(ids);
     expect(new Set(ids).size).toBe(20);
     expect(events.every((event) => event.channel === "orders" && event.recordType === "click")).toBe(true);
-    await Bun.sleep(300);
-    expect(subscriber.frames.filter((frame) => frame.type === "event")).toEqual([]);
+    // Nothing more: a marker sent after them arrives next, with no duplicate before it.
+    await ingest(first, "acme", "orders", 20, 1);
+    expect(((await collect(subscriber, 1))[0]?.data as { element: string }).element).toBe("e20");
     subscriber.close();
   });
 
-  test("a broadcast published on one instance reaches every connection of the tenant on the other", async () => {
-    const subscriber = await connect(second, "acme");
+  test("a broadcast published on one instance reaches every connection of the tenant on the other, and no other tenant's", async () => {
+    const subscribers = await Promise.all(Array.from({ length: 3 }, () => connect(second, "acme")));
     const outsider = await connect(second, "globex");
-    const response = await fetch(`${first.url}/v1/publish`, {
-      method: "POST",
-      headers: {
-        authorization: `Bearer ${await token("acme", ["publish"])}`,
-        "content-type": "application/json",
-      },
-      body: JSON.stringify({ broadcast: true, data: { notice: "maintenance" } }),
-    });
-    expect(response.status).toBe(202);
-    const event = await subscriber.next((frame) => frame.type === "event");
-    expect(event.broadcast).toBe(true);
-    expect(event.data).toEqual({ notice: "maintenance" });
-    await Bun.sleep(500);
-    expect(outsider.frames.filter((frame) => frame.type === "event")).toEqual([]);
-    subscriber.close();
-    outsider.close();
+    await broadcast(first, "acme", { notice: "maintenance" });
+    for (const subscriber of subscribers) {
+      const event = await subscriber.next((frame) => frame.type === "event");
+      expect(event.broadcast).toBe(true);
+      expect(event.data).toEqual({ notice: "maintenance" });
+    }
+    // A leak would have reached the outsider in the same dispatch, before its own tenant's broadcast.
+    await broadcast(first, "globex", { notice: "for globex" });
+    expect((await outsider.next((frame) => frame.type === "event")).data).toEqual({ notice: "for globex" });
+    for (const socket of [...subscribers, outsider]) socket.close();
   });
 
   test("resume: 100 events missed while away arrive after reconnecting with since, and the HTTP delta matches", async () => {
@@ -108,7 +121,16 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
     await before.closed;
 
     await ingest(first, "acme", "resume", 1, 100);
-    await Bun.sleep(1000);
+    const delta = () =>
+      fetch(`${second.url}/v1/channels/resume/events?since=${since}`, {
+        headers: { authorization: `Bearer ${subscribeToken}` },
+      });
+    const subscribeToken = await token("acme", ["subscribe"]);
+    // In the other instance's history once its HTTP delta has all of them.
+    await waitUntil(
+      async () => ((await (await delta()).json()) as { events?: unknown[] }).events?.length === 100,
+      "the 100 events in the other instance's history",
+    );
     const after = await connect(second, "acme");
     const subscribed = await subscribe(after, "resume", since);
     expect(subscribed.type).toBe("subscribed");
@@ -118,11 +140,9 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
     );
     expect(new Set(replayed.map((event) => event.id)).size).toBe(100);
 
-    const delta = await fetch(`${second.url}/v1/channels/resume/events?since=${since}`, {
-      headers: { authorization: `Bearer ${await token("acme", ["subscribe"])}` },
-    });
-    expect(delta.status).toBe(200);
-    const body = (await delta.json()) as { events: Frame[] };
+    const answer = await delta();
+    expect(answer.status).toBe(200);
+    const body = (await answer.json()) as { events: Frame[] };
     expect(body.events.map((event) => event.id)).toEqual(replayed.map((event) => event.id));
     after.close();
   });
@@ -130,14 +150,17 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
   test("since older than the history: history_gone on the socket and 410 on HTTP", async () => {
     const socket = await connect(second, "acme");
     await ingest(first, "acme", "old", 0, 1);
-    await Bun.sleep(500);
+    const delta = () =>
+      fetch(`${second.url}/v1/channels/old/events?since=k0-0-0000000000000000`, {
+        headers: { authorization: `Bearer ${bearer}` },
+      });
+    const bearer = await token("acme", ["subscribe"]);
+    // The channel's history starts with the event just sent: older positions are gone.
+    await waitUntil(async () => (await delta()).status === 410, "a history for the channel");
     const gone = await subscribe(socket, "old", "k0-0-0000000000000000");
     expect(gone).toMatchObject({ type: "error", code: "history_gone" });
     expect((await socket.next((frame) => frame.type === "subscribed")).channel).toBe("old");
-    const delta = await fetch(`${second.url}/v1/channels/old/events?since=k0-0-0000000000000000`, {
-      headers: { authorization: `Bearer ${await token("acme", ["subscribe"])}` },
-    });
-    expect(delta.status).toBe(410);
+    expect((await delta()).status).toBe(410);
     socket.close();
   });
 
@@ -151,8 +174,9 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
     }
     await ingest(first, "acme", "shared", 0, 5);
     expect((await collect(acme, 5)).length).toBe(5);
-    await Bun.sleep(500);
-    expect(globex.frames.filter((frame) => frame.type === "event")).toEqual([]);
+    // A leak would have reached globex's socket in the same dispatch, before globex's own event.
+    await ingest(first, "globex", "shared", 100, 1);
+    expect(((await collect(globex, 1))[0]?.data as { element: string }).element).toBe("e100");
     acme.close();
     globex.close();
   });

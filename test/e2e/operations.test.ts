@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { type AddressInfo, createServer } from "node:net";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
 import {
@@ -147,8 +147,42 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
   });
 });
 
+/** A keep-alive connection to `port` whose GET /health was answered 200, left open. */
+function answeredConnection(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1");
+    let received = "";
+    socket.setEncoding("utf8");
+    socket.on("error", reject);
+    socket.on("data", (chunk: string) => {
+      received += chunk;
+      if (received.startsWith("HTTP/1.1 200 ")) resolve(socket);
+      else if (received.length > 12) reject(new Error(`answered ${JSON.stringify(received.slice(0, 40))}`));
+    });
+    socket.write("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  });
+}
+
+/** Client port → pid of the process holding the server side of each established connection on `port` (ss). */
+function serverSideOwners(port: number): Map<number, number> {
+  const listing = Bun.spawnSync([
+    "ss",
+    "-Htnp",
+    "state",
+    "established",
+    `( sport = :${port} )`,
+  ]).stdout.toString();
+  const owners = new Map<number, number>();
+  for (const line of listing.split("\n")) {
+    const peer = /\s127\.0\.0\.1:(\d+)\s/.exec(line.replace(/127\.0\.0\.1:\d+/, ""));
+    const pid = /pid=(\d+)/.exec(line);
+    if (peer && pid) owners.set(Number(peer[1]), Number(pid[1]));
+  }
+  return owners;
+}
+
 describe.each(RUNTIMES)("WORKERS on %s", (runtime) => {
-  test("two workers share the port, both answer, and SIGTERM drains both and exits 0", async () => {
+  test("two workers share the port, each answers connections (the kernel says which holds each), and SIGTERM drains both and exits 0", async () => {
     const probe = createServer();
     await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
     const port = (probe.address() as AddressInfo).port;
@@ -158,13 +192,19 @@ describe.each(RUNTIMES)("WORKERS on %s", (runtime) => {
       PORT: String(port),
       LOCAL_LOG_DIR: `/tmp/workers-${port}`,
     });
-    const statuses = await Promise.all(
-      Array.from(
-        { length: 20 },
-        async () => (await fetch(`${gateway.url}/health`, { headers: { connection: "close" } })).status,
-      ),
+    await waitUntil(
+      () => gateway.logs.filter((entry) => entry.msg === "listening").length === 2,
+      "both workers listening",
     );
-    expect(statuses).toEqual(Array(20).fill(200));
+    const workerPids = gateway.logs
+      .filter((entry) => entry.msg === "listening")
+      .map((entry) => entry.pid as number);
+    // Twenty connections, each answered; the kernel says which process holds each one's server side.
+    const connections = await Promise.all(Array.from({ length: 20 }, () => answeredConnection(port)));
+    const owners = serverSideOwners(port);
+    const answeredBy = new Set(connections.map((connection) => owners.get(connection.localPort as number)));
+    for (const connection of connections) connection.destroy();
+    expect([...answeredBy].sort()).toEqual([...workerPids].sort());
     expect(gateway.logs.some((entry) => entry.msg === "supervising workers")).toBe(true);
     expect(await gateway.stop("SIGTERM")).toBe(0);
   });
