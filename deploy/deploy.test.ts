@@ -706,6 +706,10 @@ describe("Grafana dashboard", () => {
       'kube_pod_container_resource_limits{resource="memory"',
       "kube_horizontalpodautoscaler_status_current_replicas",
       "gateway_schema_refresh_failures_total",
+      "gateway_tenant_quota_refresh_failures_total",
+      'gateway_ws_resumes_total{result="history_gone"',
+      "gateway_history_evictions_total",
+      "gateway_sse_streams",
     ]) {
       expect(exprs).toContain(needle);
     }
