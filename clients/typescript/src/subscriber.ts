@@ -42,8 +42,12 @@ export interface Gap {
   reason: "history_gone" | "behind";
 }
 
-/** Why a subscription ended: the caller, the gateway refused the channel (also after a token refresh), or the subscriber closed. */
-export type UnsubscribeReason = "client" | "forbidden" | "bad_channel" | "closed";
+/**
+ * Why a subscription ended: the caller, the gateway refused the channel
+ * (`forbidden`, also after a token refresh; `bad_channel`; past the
+ * connection's `too_many_subscriptions`), or the subscriber closed.
+ */
+export type UnsubscribeReason = "client" | "forbidden" | "bad_channel" | "too_many_subscriptions" | "closed";
 
 export interface GatewayErrorInfo {
   code: string;
@@ -542,7 +546,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
         );
         return;
       }
-      if (code === "forbidden" || code === "bad_channel") {
+      if (code === "forbidden" || code === "bad_channel" || code === "too_many_subscriptions") {
         // Refused for good: not asked again after a reconnect.
         subscription.notify("error", { code, message, channel });
         this.emit("error", { code, message, channel });

@@ -279,6 +279,15 @@ describe("Subscriber subscriptions", () => {
     expect(of("error").map((e) => e.payload)).toEqual([
       { code: "forbidden", message: "not yours", channel: "payroll" },
     ]);
+    const tooMany = subscriber.subscribe("one-too-many");
+    server.frame({
+      type: "error",
+      code: "too_many_subscriptions",
+      channel: "one-too-many",
+      message: "64 at most",
+    });
+    await expect(tooMany).rejects.toThrow("too_many_subscriptions");
+    expect(subscriber.subscription("one-too-many")).toBeUndefined();
     // Ignored promises never surface as unhandled rejections.
     void subscriber.subscribe("secret");
     server.frame({ type: "error", code: "forbidden", channel: "secret", message: "no" });
