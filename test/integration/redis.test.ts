@@ -38,3 +38,24 @@ test("two limiters on one real Redis share one tenant budget, and the key lives 
   expect(Number(await redis.get(`rl:ev:${tenant}`))).toBeGreaterThanOrEqual(100);
   redis.disconnect();
 });
+
+test("per-IP requests and WebSocket connects are shared budgets too, refused with Retry-After past them", async () => {
+  const ip = `192.0.2.${Date.now() % 250}-${Math.random().toString(36).slice(2, 8)}`;
+  const outcomes = await Promise.all(
+    Array.from({ length: 150 }, (_, i) =>
+      (i % 2 === 0 ? first : second).allow("ws_connect", ip).then(
+        () => "admitted",
+        (error: { code: string; headers: Record<string, string> }) => {
+          expect(error.code).toBe("rate_limited");
+          expect(Number(error.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+          return "refused";
+        },
+      ),
+    ),
+  );
+  // The key is new, so its window opens with this burst: at most its budget of 100 in it.
+  const admitted = outcomes.filter((outcome) => outcome === "admitted").length;
+  expect(admitted).toBeGreaterThanOrEqual(95);
+  expect(admitted).toBeLessThanOrEqual(100);
+  expect(outcomes).toContain("refused");
+});
