@@ -34,6 +34,8 @@ export interface Spent {
 }
 
 export const WINDOW_MS = 1000;
+/** spendLocally(): the cost does not fit the local slice; nothing was spent. */
+export const NOT_LOCAL = -1;
 /** Slices sized to a tenth of the key's spend in the last window: about ten leases a window per busy key. */
 const LEASES_PER_WINDOW = 10;
 /** A slice running below this share of its target is topped up in the background, before a request waits. */
@@ -117,6 +119,22 @@ export class LeasedBudgets {
   /** Keys held (for tests of the bound). */
   get keys(): number {
     return this.buckets.size;
+  }
+
+  /**
+   * The per-request fast path, allocating nothing: spends `cost` of `key`'s
+   * budget of `limit` from the local slice when it fits and returns what is
+   * left as far as this instance knows (within the current window, whose
+   * end is at most WINDOW_MS away), else NOT_LOCAL without spending.
+   */
+  spendLocally(key: string, cost: number, limit: number): number {
+    const now = performance.now();
+    const bucket = this.buckets.get(key, now);
+    if (now >= bucket.windowEndsAt) this.rollOver(bucket, now);
+    if (cost > bucket.slice) return NOT_LOCAL;
+    this.take(bucket, cost);
+    this.refillIfLow(key, bucket, limit, now);
+    return this.remaining(bucket, limit);
   }
 
   /**
@@ -241,12 +259,16 @@ export class LeasedBudgets {
     bucket.windowEndsAt = 0;
   }
 
+  /** Others' unspent slices count as spent: an estimate that never promises too much. */
+  private remaining(bucket: Bucket, limit: number): number {
+    return Math.min(limit, bucket.slice + bucket.sharedLeft);
+  }
+
   private spent(admitted: boolean, bucket: Bucket, limit: number, now: number): Spent {
     return {
       admitted,
       limit,
-      // Others' unspent slices count as spent: an estimate that never promises too much.
-      remaining: admitted ? Math.min(limit, bucket.slice + bucket.sharedLeft) : 0,
+      remaining: admitted ? this.remaining(bucket, limit) : 0,
       resetMs: bucket.windowEndsAt === 0 ? WINDOW_MS : Math.max(0, bucket.windowEndsAt - now),
     };
   }

@@ -3,7 +3,7 @@ import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import { GatewayError } from "../../domain/errors.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
-import { LeasedBudgets, type Spent, WINDOW_MS } from "./leases.ts";
+import { LeasedBudgets, NOT_LOCAL, type Spent, WINDOW_MS } from "./leases.ts";
 import { RedisLeaseStore } from "./redis-leases.ts";
 
 export type LimitScope = "tenant_events" | "ip_requests" | "ws_connect";
@@ -32,11 +32,16 @@ const ADMITTED: Promise<void> = Promise.resolve();
 const NOTHING = (): void => undefined;
 const LEASE_FAILURE_LOG_INTERVAL_MS = 10_000;
 
+/** The last limit's text: budgets are few (the default and the quota table's), and most requests repeat one. */
+let limitText = { limit: 0, text: "0" };
+
 function headers(limit: number, remaining: number, resetMs: number): RateLimitHeaders {
+  if (limitText.limit !== limit) limitText = { limit, text: String(limit) };
   return {
-    "ratelimit-limit": String(limit),
+    "ratelimit-limit": limitText.text,
     "ratelimit-remaining": String(Math.max(0, remaining)),
-    "ratelimit-reset": String(Math.max(1, Math.ceil(resetMs / 1000))),
+    // Windows are one second: within one, the reset is "1" (no number to format).
+    "ratelimit-reset": resetMs <= 1000 ? "1" : String(Math.ceil(resetMs / 1000)),
   };
 }
 
@@ -102,6 +107,8 @@ export class RateLimits {
   admit(scope: LimitScope, key: string, cost = 1, budget?: number): Promise<RateLimitHeaders> {
     const limit = budget ?? this.points[scope];
     if (!this.leased || this.degraded) return this.admitLocally(scope, key, cost, limit);
+    const remaining = this.leased[scope].spendLocally(key, cost, limit);
+    if (remaining !== NOT_LOCAL) return Promise.resolve(headers(limit, remaining, WINDOW_MS));
     const spent = this.leased[scope].spend(key, cost, limit);
     if (!(spent instanceof Promise)) return this.answer(scope, cost, spent);
     return spent.then((result) =>
@@ -112,6 +119,7 @@ export class RateLimits {
   /** admit() for one unit of the scope's default budget, without the headers: the per-request check's fast path allocates nothing. */
   allow(scope: LimitScope, key: string): Promise<void> {
     if (!this.leased || this.degraded) return this.admit(scope, key).then(NOTHING);
+    if (this.leased[scope].spendLocally(key, 1, this.points[scope]) !== NOT_LOCAL) return ADMITTED;
     const spent = this.leased[scope].spend(key, 1, this.points[scope]);
     if (spent instanceof Promise) {
       return spent.then((result) =>
@@ -120,7 +128,7 @@ export class RateLimits {
           : this.admitLocally(scope, key, 1, this.points[scope]).then(NOTHING),
       );
     }
-    return spent.admitted ? ADMITTED : this.answer(scope, 1, spent).then(NOTHING);
+    return this.answer(scope, 1, spent).then(NOTHING);
   }
 
   async close(): Promise<void> {
