@@ -28,7 +28,8 @@ const PREFIXES: Record<LimitScope, string> = {
 };
 /** Keys (tenants, client IPs) whose leases each scope keeps; past it the least recent go (and what they held). */
 const MAX_KEYS_PER_SCOPE = 100_000;
-const ADMITTED: Promise<void> = Promise.resolve();
+/** What allow() answers when the local slice paid: one settled promise, so a caller can tell without awaiting it. */
+export const ALLOWED: Promise<void> = Promise.resolve();
 const NOTHING = (): void => undefined;
 const LEASE_FAILURE_LOG_INTERVAL_MS = 10_000;
 
@@ -119,7 +120,7 @@ export class RateLimits {
   /** admit() for one unit of the scope's default budget, without the headers: the per-request check's fast path allocates nothing. */
   allow(scope: LimitScope, key: string): Promise<void> {
     if (!this.leased || this.degraded) return this.admit(scope, key).then(NOTHING);
-    if (this.leased[scope].spendLocally(key, 1, this.points[scope]) !== NOT_LOCAL) return ADMITTED;
+    if (this.leased[scope].spendLocally(key, 1, this.points[scope]) !== NOT_LOCAL) return ALLOWED;
     const spent = this.leased[scope].spend(key, 1, this.points[scope]);
     if (spent instanceof Promise) {
       return spent.then((result) =>
