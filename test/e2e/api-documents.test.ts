@@ -29,6 +29,7 @@ const JSON_TYPE = { "content-type": "application/json" };
 
 /** Documented statuses this test does not provoke, and why. */
 const NOT_PROVOKED: Record<string, string> = {
+  "GET /v1/ws 503": "the instance's connection caps: test/e2e/websocket-limits.test.ts",
   "GET /v1/sse 503":
     "draining or the instance's connection cap: test/features/realtime/sse.test.ts, test/e2e/sse.test.ts",
   "HEAD /v1/sse 503": "draining or the instance's connection cap: test/features/realtime/sse.test.ts",
@@ -446,13 +447,18 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     expect(CLOSE_CODES["1009"]).toContain("1006");
   });
 
-  test("WebSocket upgrades refused over HTTP answer with the documented error body", async () => {
-    const foreign = await rawUpgrade(gateway.port, { Origin: "https://elsewhere.example" });
-    expect(foreign.status).toBe(403);
-    expect(errorBodyProblems(foreign.status, foreign.body)).toEqual([]);
-    const malformed = await rawUpgrade(gateway.port, { Authorization: "Basic abc" });
-    expect(malformed.status).toBe(401);
-    expect(errorBodyProblems(malformed.status, malformed.body)).toEqual([]);
+  test("WebSocket upgrades answer as GET /v1/ws documents: 101, refusals with the error body, 404 without an upgrade", async () => {
+    const upgrade = async (headers: Record<string, string>) => {
+      const real = await rawUpgrade(gateway.port, headers);
+      expect(responseProblems("GET", "/v1/ws", real)).toEqual([]);
+      expect(real.status === 101 ? [] : errorBodyProblems(real.status, real.body)).toEqual([]);
+      seen.add(`GET /v1/ws ${real.status}`);
+      return real.status;
+    };
+    expect(await upgrade({})).toBe(101);
+    expect(await upgrade({ Origin: "https://elsewhere.example" })).toBe(403);
+    expect(await upgrade({ Authorization: "Basic abc" })).toBe(401);
+    expect((await call("GET", "/v1/ws", "/v1/ws")).status).toBe(404);
   });
 
   test("every documented status was seen, but the few listed with why", () => {

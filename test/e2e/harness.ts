@@ -198,7 +198,7 @@ export class TestSocket {
 export function rawUpgrade(
   port: number,
   headers: Record<string, string>,
-): Promise<{ status: number; body: string }> {
+): Promise<{ status: number; headers: Headers; body: string }> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, "127.0.0.1");
     let received = "";
@@ -211,7 +211,12 @@ export function rawUpgrade(
       const body = received.slice(headerEnd + 4);
       if (Buffer.byteLength(body) < length) return false;
       socket.destroy();
-      resolve({ status: Number(match[1]), body });
+      const headers = new Headers();
+      for (const line of received.slice(0, headerEnd).split("\r\n").slice(1)) {
+        const colon = line.indexOf(":");
+        if (colon > 0) headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+      }
+      resolve({ status: Number(match[1]), headers, body });
       return true;
     };
     socket.on("data", (chunk: string) => {
