@@ -142,6 +142,8 @@ export interface Config {
     channels: number;
     maxBytes: number;
     tenantMaxBytes: number;
+    /** How long a channel's history is kept after its last local watcher left (Kafka bus). */
+    keepIdleMs: number;
   };
   replay: {
     maxConcurrent: number;
@@ -327,6 +329,7 @@ export function loadConfig(env: Env = process.env): Config {
       channels: read("HISTORY_MAX_CHANNELS", integer(1), 10_000),
       maxBytes: historyMaxBytes,
       tenantMaxBytes: read("HISTORY_TENANT_MAX_BYTES", integer(1024), Math.floor(historyMaxBytes / 4)),
+      keepIdleMs: read("HISTORY_KEEP_IDLE_MS", integer(0, 24 * 3600 * 1000), 5 * 60 * 1000),
     },
     replay: {
       maxConcurrent: read("REPLAY_MAX_CONCURRENT", integer(0, 10_000), 16),

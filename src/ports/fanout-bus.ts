@@ -18,6 +18,11 @@ export interface DeliveredMessage extends FanoutMessage {
 }
 
 export interface FanoutListener {
+  /**
+   * Asked with a message's headers before its value is decoded: false skips
+   * it (no connection here wants the channel). `channel` is unset for a broadcast.
+   */
+  wants?(tenant: string, channel: string | undefined): boolean;
   deliver(message: DeliveredMessage): void;
   /** Where this instance starts reading a partition; nothing older can be replayed here. */
   origin(epoch: string, partition: number, offset: bigint): void;

@@ -123,19 +123,20 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
     after.close();
   });
 
-  /** The id of the newest event of `channel` (kept in memory), through the delta route. */
-  async function newestId(channel: string): Promise<string> {
-    const authorization = `Bearer ${await token("acme", ["subscribe"])}`;
-    const response = await fetch(`${gateway.url}/v1/channels/${channel}/events`, {
-      headers: { authorization },
-    });
-    const page = (await response.json()) as { events: Frame[] };
-    return page.events.at(-1)?.id as string;
+  /** Publishes event 0 of `channel` to a subscriber and answers its id (the channel is then kept here for a while). */
+  async function publishWatched(channel: string): Promise<string> {
+    const socket = await connect(gateway);
+    socket.send({ type: "subscribe", channel });
+    await socket.next((frame) => frame.type === "subscribed");
+    await publish(gateway, channel, 0, 1);
+    const event = await socket.next((frame) => frame.type === "event");
+    socket.close();
+    await socket.closed;
+    return event.id as string;
   }
 
   test("paging reads the log too: limit and next cover every event once", async () => {
-    await publish(gateway, "paged", 0, 1);
-    const first = await newestId("paged");
+    const first = await publishWatched("paged");
     await publish(gateway, "paged", 1, 11);
     const authorization = `Bearer ${await token("acme", ["subscribe"])}`;
     const seen: number[] = [];
@@ -154,9 +155,7 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
   });
 
   test("two replays at once for a tenant allowed one: the second gets try_again with a delay", async () => {
-    await publish(gateway, "first", 0, 1);
-    await publish(gateway, "second", 0, 1);
-    const [first, second] = [await newestId("first"), await newestId("second")];
+    const [first, second] = [await publishWatched("first"), await publishWatched("second")];
     // Both older than the two events kept in memory per channel.
     await publish(gateway, "first", 1, 3);
     await publish(gateway, "second", 1, 3);
@@ -210,5 +209,37 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
     });
     expect(response.status).toBe(410);
     socket.close();
+  });
+
+  test("a channel nobody on an instance watched is resumed there from the log, without a gap", async () => {
+    // Another instance on the same fan-out topic: it reads past "elsewhere" without keeping it.
+    const other = await startGateway(runtime, env);
+    try {
+      await waitForLog(other, "fan-out consumer reading");
+      const watcher = await connect(gateway);
+      watcher.send({ type: "subscribe", channel: "elsewhere" });
+      await watcher.next((frame) => frame.type === "subscribed");
+      await publish(gateway, "elsewhere", 0, 6);
+      const seen: Frame[] = [];
+      for (let i = 0; i < 6; i++) seen.push(await watcher.next((frame) => frame.type === "event"));
+      watcher.close();
+
+      const authorization = `Bearer ${await token("acme", ["subscribe"])}`;
+      const response = await fetch(`${other.url}/v1/channels/elsewhere/events?since=${seen[0]?.id}`, {
+        headers: { authorization },
+      });
+      expect(response.status).toBe(200);
+      expect(numbers(((await response.json()) as { events: Frame[] }).events)).toEqual([1, 2, 3, 4, 5]);
+
+      const socket = await connect(other);
+      const events = (await resume(socket, "elsewhere", seen[0]?.id as string, 5)) as Frame[];
+      await publish(other, "elsewhere", 6, 1);
+      events.push(await socket.next((frame) => frame.type === "event", 10_000));
+      expect(numbers(events)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(events.slice(0, 5).map((event) => event.id)).toEqual(seen.slice(1).map((event) => event.id));
+      socket.close();
+    } finally {
+      await other.stop("SIGKILL");
+    }
   });
 });

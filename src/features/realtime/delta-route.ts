@@ -17,6 +17,8 @@ export const MAX_PAGE = 1000;
 export function deltaRoute(deps: {
   authenticate(request: HttpRequest): Promise<Principal>;
   resume: Resume;
+  /** Marks the channel wanted here for a while, so the next page comes from memory. */
+  interested?(tenant: string, channel: string): void;
 }): Route {
   return {
     method: "GET",
@@ -30,6 +32,7 @@ export function deltaRoute(deps: {
       // The position is taken first: a read of the log answers up to where live delivery stood then.
       const lastEventId = JSON.stringify(deps.resume.position(principal.tenant, channel));
       const resumed = deps.resume.after(principal.tenant, channel, since, limit);
+      deps.interested?.(principal.tenant, channel);
       const page: ResumeOutcome = isPending(resumed) ? await resumed.outcome : resumed;
       if (page.kind === "gone")
         throw new GatewayError("history_gone", "since is older than the kept history");

@@ -3,6 +3,7 @@ import { formatEventId } from "../../domain/event-id.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { DeliveredMessage, FanoutListener } from "../../ports/fanout-bus.ts";
 import type { ChannelHistory, HistoryEvent } from "./history.ts";
+import type { Interest } from "./interest.ts";
 
 /** Every `event` frame starts so; the delta route drops the `type` member by cutting it off. */
 export const EVENT_FRAME_PREFIX = '{"type":"event",';
@@ -39,7 +40,14 @@ export class Fanout implements FanoutListener {
   constructor(
     readonly history: ChannelHistory,
     private readonly metrics: Metrics,
+    /** Which channels are wanted here; unset: every channel (the in-process bus, whose history is memory only). */
+    private readonly interest?: Interest,
   ) {}
+
+  /** Broadcasts always; a channel's message only when a local connection wants it (or kept every channel). */
+  wants(tenant: string, channel: string | undefined): boolean {
+    return channel === undefined || !this.interest || this.interest.wants(channelTopic(tenant, channel));
+  }
 
   /** Added once the server listens (WebSockets, event streams); messages before that only go to history. */
   attach(target: FanoutTarget): void {
@@ -51,6 +59,7 @@ export class Fanout implements FanoutListener {
   }
 
   deliver(message: DeliveredMessage): void {
+    if (!message.broadcast && !this.wants(message.tenant, message.channel)) return;
     const id = formatEventId(message.position);
     const channel = message.broadcast ? (message.channel ?? "$broadcast") : (message.channel as string);
     const frame = eventFrame(channel, id, message);

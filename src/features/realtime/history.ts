@@ -93,7 +93,33 @@ export class ChannelHistory {
   constructor(
     private readonly limits: HistoryLimits,
     private readonly onEvict: (cause: EvictionCause, events: number) => void = () => {},
+    /**
+     * `every`: every channel's events are appended (the in-process bus: memory
+     * is the only history). `watched`: only channels started with `watch` are
+     * complete here; the reader skips the others' messages, so a channel
+     * without a log answers `not_kept` for any `since` (the log holds it).
+     */
+    private readonly keeps: "every" | "watched" = "every",
   ) {}
+
+  /**
+   * From now on the channel's events are kept: its log starts at `next`, the
+   * live reader's next offset on the channel's partition. Earlier messages of
+   * the channel may have been skipped, so nothing before is served from here.
+   */
+  watch(channelKey: string, partition: number, next: bigint): void {
+    if (this.logs.has(channelKey)) return;
+    if (this.logs.size >= this.limits.channels) this.dropChannelOfLargest(tenantOf(channelKey));
+    const log = this.createLog(channelKey, partition);
+    if (next - 1n > log.evictedUpTo) log.evictedUpTo = next - 1n;
+    log.tenant.channels.set(channelKey, log);
+  }
+
+  /** The channel is no longer wanted: its events are freed (a later `since` reads the log). */
+  forget(channelKey: string): void {
+    const log = this.logs.get(channelKey);
+    if (log) this.dropChannel(log);
+  }
 
   /**
    * Records where this instance's knowledge of a partition starts: the first
@@ -173,6 +199,7 @@ export class ChannelHistory {
     const origin = this.origins.get(position.partition);
     if (origin === undefined) return { ok: false, reason: "unknown_position" };
     if (position.offset + 1n < origin) return { ok: false, reason: "not_kept" };
+    if (!log && this.keeps === "watched") return { ok: false, reason: "not_kept" };
     const evictedUpTo = log ? log.evictedUpTo : this.droppedUpTo(tenantOf(channelKey), position.partition);
     if (position.offset < evictedUpTo) return { ok: false, reason: "not_kept" };
     const index = events.findIndex((event) => event.position.offset > position.offset);
@@ -212,7 +239,11 @@ export class ChannelHistory {
   /** Drops the oldest event of the channel (the whole channel once it has none left). */
   private evictOldest(log: ChannelLog): void {
     const event = log.events.shift();
-    if (!event) return;
+    if (!event) {
+      // A watched channel with nothing yet: it goes whole (a later append starts it again).
+      this.dropChannel(log);
+      return;
+    }
     const bytes = storedBytes(event);
     log.bytes -= bytes;
     log.tenant.bytes -= bytes;

@@ -12,6 +12,7 @@ import type { HttpRequest, UpgradeDecision, WsHandlers } from "../../ports/trans
 import { CLOSE, Connection, type ConnectionHost, type LiveTap, type Peer } from "./connection.ts";
 import type { FanoutTarget } from "./fanout.ts";
 import type { ChannelHistory } from "./history.ts";
+import type { Interest } from "./interest.ts";
 import type { Presence } from "./presence.ts";
 import type { Resume } from "./resume.ts";
 import { Sweeps } from "./sweeps.ts";
@@ -44,6 +45,8 @@ export interface WsHubDependencies {
   log: Logger;
   /** Who watches each channel; unset in tests that do not look. */
   presence?: Presence;
+  /** The channels this instance reads messages for; unset: every channel. */
+  interest?: Interest;
   /** Per-IP connect rate limit; throws a 429 GatewayError when exceeded. */
   admitConnection(ip: string): Promise<void>;
 }
@@ -219,14 +222,19 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
       this.taps.set(topic, taps);
     }
     taps.add(listener);
+    // A socket holding live events back during a replay wants them read.
+    this.deps.interest?.change(topic, 1);
     return () => {
       const current = this.taps.get(topic);
       if (!current?.delete(listener)) return;
       if (current.size === 0) this.taps.delete(topic);
+      this.deps.interest?.change(topic, -1);
     };
   }
 
   private countTopic(topic: string, delta: number): void {
+    // Broadcast topics (`b/…`) are always read.
+    if (topic.startsWith("t/")) this.deps.interest?.change(topic, delta > 0 ? 1 : -1);
     const count = (this.topicSubscribers.get(topic) ?? 0) + delta;
     if (count > 0) this.topicSubscribers.set(topic, count);
     else this.topicSubscribers.delete(topic);

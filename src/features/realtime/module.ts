@@ -1,3 +1,4 @@
+import { channelTopic } from "../../domain/channel.ts";
 import type { Principal } from "../../domain/principal.ts";
 import { startWithRetry } from "../../lib/retry.ts";
 import { msUntil, sleep } from "../../lib/time.ts";
@@ -13,14 +14,19 @@ import { deltaRoute } from "./delta-route.ts";
 import { Fanout } from "./fanout.ts";
 import { ChannelHistory, type HistoryLimits } from "./history.ts";
 import { WsHub, type WsHubOptions } from "./hub.ts";
+import { Interest } from "./interest.ts";
 import { Presence } from "./presence.ts";
 import { type ReplayLimits, Resume } from "./resume.ts";
 import { SseStreams } from "./sse.ts";
 
+/** How often channels idle past `HISTORY_KEEP_IDLE_MS` are freed. */
+const INTEREST_SWEEP_MS = 10_000;
+
 export interface RealtimeOptions {
   ws: WsHubOptions;
   sse: { heartbeatMs: number };
-  history: HistoryLimits;
+  /** `keepIdleMs`: how long a channel's history is kept after its last local watcher left (Kafka bus). */
+  history: HistoryLimits & { keepIdleMs: number };
   replay: ReplayLimits;
 }
 
@@ -55,14 +61,32 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
     tenant_budget: deps.metrics.historyEvictions.child({ cause: "tenant_budget" }),
     instance_budget: deps.metrics.historyEvictions.child({ cause: "instance_budget" }),
   };
-  const history = new ChannelHistory(options.history, (cause, events) => {
-    evictions[cause].inc(events);
-  });
+  // Over Kafka the log holds every channel: memory keeps only the channels wanted here.
+  const selective = deps.bus.readLog !== undefined;
+  const history = new ChannelHistory(
+    options.history,
+    (cause, events) => {
+      evictions[cause].inc(events);
+    },
+    selective ? "watched" : "every",
+  );
+  const interest = selective
+    ? new Interest(
+        { keepIdleMs: options.history.keepIdleMs, maxRecent: options.history.channels },
+        (topic) => {
+          const head = deps.bus.head(topic.slice(2));
+          if (head) history.watch(topic, head.partition, head.next);
+        },
+        (topic) => history.forget(topic),
+      )
+    : undefined;
+  const interestSweep = setInterval(() => interest?.sweep(), INTEREST_SWEEP_MS);
+  interestSweep.unref?.();
   // Sampled, not set per event: the gauge stays off the fan-out path.
   const historyGauge = setInterval(() => deps.metrics.historyBytes.set(history.bytes), 1000);
   historyGauge.unref?.();
   const resume = new Resume(history, deps.bus, options.replay);
-  const fanout = new Fanout(history, deps.metrics);
+  const fanout = new Fanout(history, deps.metrics, interest);
   const presence = new Presence(deps.presenceStore, deps.log);
   const hub = new WsHub(options.ws, {
     authenticator: deps.authenticator,
@@ -72,6 +96,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
     log: deps.log,
     admitConnection: deps.admitConnection,
     presence,
+    interest,
   });
   const streams = new SseStreams(
     {
@@ -86,7 +111,10 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
       verify: (token) => deps.authenticator.verify(token),
       claimSlot: (tenant) => hub.claimSlots(tenant),
       releaseSlot: (tenant) => hub.releaseSlot(tenant),
-      presence: (channelKey, subject, delta) => presence.change(channelKey, subject, delta),
+      presence: (channelKey, subject, delta) => {
+        interest?.change(channelKey, delta);
+        presence.change(channelKey, subject, delta);
+      },
     },
   );
   // The bus may be down at start (Kafka unreachable): keep trying in the background.
@@ -94,7 +122,11 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
   return {
     name: "realtime",
     routes: [
-      deltaRoute({ authenticate: deps.authenticate, resume }),
+      deltaRoute({
+        authenticate: deps.authenticate,
+        resume,
+        interested: (tenant, channel) => interest?.touch(channelTopic(tenant, channel)),
+      }),
       streams.route(),
       presence.route(deps.authenticate),
     ],
@@ -115,6 +147,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
     },
     close: () => {
       clearInterval(historyGauge);
+      clearInterval(interestSweep);
       hub.stop();
       streams.stop();
       subscription.stop();

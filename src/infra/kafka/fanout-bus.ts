@@ -189,7 +189,7 @@ export class KafkaFanoutBus implements FanoutBus {
             )
               continue;
             const message = fromFanoutRecord(record.headers, record.value);
-            if (!message) continue;
+            if (!message || message === UNWANTED) continue;
             bytes += message.dataJson.length;
             if (messages.length >= request.maxMessages || (messages.length > 0 && bytes > request.maxBytes))
               return { gone: false, messages, next: at };
@@ -229,7 +229,9 @@ export class KafkaFanoutBus implements FanoutBus {
     this.stream = stream;
     stream.on("data", (message) => {
       this.nextOffsets.set(message.partition, message.offset + 1n);
-      const parsed = fromFanoutRecord(message.headers, message.value);
+      const listener = this.listener;
+      const parsed = fromFanoutRecord(message.headers, message.value, listener?.wants?.bind(listener));
+      if (parsed === UNWANTED) return;
       if (!parsed) {
         this.log.warn(
           { partition: message.partition, offset: String(message.offset) },
@@ -294,21 +296,27 @@ export function toFanoutRecord(topic: string, message: FanoutMessage): SinkMessa
 
 type RawHeaders = Iterable<[Buffer | null | undefined, Buffer | null | undefined]>;
 
+/** What `fromFanoutRecord` answers for a record no local connection wants: nothing past its headers was decoded. */
+export const UNWANTED = "unwanted";
+
 /**
  * The message back from a fan-out record read raw; undefined when it was not
- * written by a gateway. Each header a message needs is decoded once, the
- * value only once the headers pass, and scanned as the bytes it arrived as.
+ * written by a gateway, `UNWANTED` when `wants` refuses its tenant and channel.
+ * Only the tenant and channel headers are decoded before `wants` is asked;
+ * the other headers and the value only once it says yes, and the value is
+ * scanned as the bytes it arrived as.
  */
 export function fromFanoutRecord(
   headers: RawHeaders,
   value: Buffer | null | undefined,
-): FanoutMessage | undefined {
+  wants?: (tenant: string, channel: string | undefined) => boolean,
+): FanoutMessage | undefined | typeof UNWANTED {
   let tenant: string | undefined;
   let channel: string | undefined;
   let broadcast = false;
-  let ts = Number.NaN;
-  let type: string | undefined;
-  let id: string | undefined;
+  let rawTs: Buffer | undefined;
+  let rawType: Buffer | undefined;
+  let rawId: Buffer | undefined;
   for (const [key, found] of headers) {
     if (!key || !found) continue;
     switch (key.toString("latin1")) {
@@ -322,22 +330,25 @@ export function fromFanoutRecord(
         broadcast = found.equals(TRUE);
         break;
       case "ts":
-        ts = Number(found.toString("latin1"));
+        rawTs = found;
         break;
       case "record-type":
-        type = found.toString();
+        rawType = found;
         break;
       case "record-id":
-        id = found.toString();
+        rawId = found;
         break;
     }
   }
-  if (!tenant || (channel === undefined ? !broadcast : !CHANNEL_PATTERN.test(channel))) return undefined;
+  if (!tenant || (channel === undefined && !broadcast)) return undefined;
+  if (wants && !broadcast && !wants(tenant, channel)) return UNWANTED;
+  if (channel !== undefined && !CHANNEL_PATTERN.test(channel)) return undefined;
   if (!value || !isJsonValue(value)) return undefined;
+  const ts = rawTs ? Number(rawTs.toString("latin1")) : Number.NaN;
   const message: FanoutMessage = { tenant, dataJson: value.toString(), ts: ts || Date.now() };
   if (channel !== undefined) message.channel = channel;
   if (broadcast) message.broadcast = true;
-  if (type !== undefined && id !== undefined) message.record = { type, id };
+  if (rawType && rawId) message.record = { type: rawType.toString(), id: rawId.toString() };
   return message;
 }
 

@@ -1,0 +1,78 @@
+/**
+ * Which channels this instance reads fan-out messages for: those a local
+ * connection watches (WebSocket subscribers, event streams, sockets holding
+ * live events back during a replay) and those watched or asked for within
+ * the last `keepIdleMs` (a client that reconnects soon resumes from memory).
+ * Every other channel's messages are skipped before their value is decoded,
+ * and its resume and history are read from the fan-out log.
+ *
+ * Keys are channel topics, `t/<tenant>/<channel>`. `onStart` runs when a channel
+ * becomes wanted, `onEnd` when it stops being wanted: the owner of the
+ * channel's history starts and frees it there.
+ */
+export class Interest {
+  /** Local watchers per channel. */
+  private readonly watched = new Map<string, number>();
+  /** Channels no longer watched but kept a while, with when that began; oldest first. */
+  private readonly recent = new Map<string, number>();
+
+  constructor(
+    private readonly options: {
+      /** How long a channel stays wanted after its last watcher left or its last history request. */
+      keepIdleMs: number;
+      /** Channels kept without a watcher at most; past it the least recently left is dropped. */
+      maxRecent: number;
+    },
+    private readonly onStart: (key: string) => void,
+    private readonly onEnd: (key: string) => void,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Is any local connection, or recent local interest, asking for this channel? */
+  wants(key: string): boolean {
+    return this.watched.has(key) || this.recent.has(key);
+  }
+
+  /** A local watcher joined (1) or left (-1) the channel. */
+  change(key: string, delta: 1 | -1): void {
+    const count = (this.watched.get(key) ?? 0) + delta;
+    if (count > 0) {
+      if (!this.watched.has(key) && !this.recent.delete(key)) this.onStart(key);
+      this.watched.set(key, count);
+      return;
+    }
+    if (!this.watched.delete(key)) return;
+    this.keepRecent(key);
+  }
+
+  /** A request for the channel's history: kept for a while, so the next one is served from memory. */
+  touch(key: string): void {
+    if (this.watched.has(key)) return;
+    if (!this.recent.delete(key)) this.onStart(key);
+    this.keepRecent(key);
+  }
+
+  /** Frees the channels idle for longer than `keepIdleMs`. */
+  sweep(): void {
+    const horizon = this.now() - this.options.keepIdleMs;
+    for (const [key, since] of this.recent) {
+      if (since > horizon) break;
+      this.recent.delete(key);
+      this.onEnd(key);
+    }
+  }
+
+  /** Channels wanted now (watched or recent). */
+  get size(): number {
+    return this.watched.size + this.recent.size;
+  }
+
+  private keepRecent(key: string): void {
+    this.recent.set(key, this.now());
+    while (this.recent.size > this.options.maxRecent) {
+      const oldest = this.recent.keys().next().value as string;
+      this.recent.delete(oldest);
+      this.onEnd(oldest);
+    }
+  }
+}
