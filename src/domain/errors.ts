@@ -315,7 +315,8 @@ export const RECORD_ERRORS = {
     advice: "Fix the record.",
   },
   invalid_record: {
-    meaning: "The envelope is wrong: `type`, `id`, `ts`, `channel`, `key` or `data` (the reason says which).",
+    meaning:
+      "The envelope is wrong: `type`, `id`, `ts`, `channel`, `key` or `data`, or a CloudEvent's attributes (not CloudEvents 1.0, `data_base64`, a `time` that is not RFC 3339); the reason says which.",
     retry: false,
     advice: "Fix the record.",
   },

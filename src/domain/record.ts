@@ -21,4 +21,6 @@ export interface EventRecord {
   dataJson: string;
   tenant: string;
   receivedAt: string;
+  /** Kafka headers of its own beside tenant, type and content-type (a CloudEvent's `ce_*` attributes). */
+  headers?: Record<string, string>;
 }

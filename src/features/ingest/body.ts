@@ -10,6 +10,13 @@ import {
   TOO_DEEP_REASON,
 } from "../../lib/json-scan.ts";
 import type { ExactNumbers } from "../../ports/schemas.ts";
+import {
+  CLOUDEVENT_BATCH_TYPE,
+  CLOUDEVENT_TYPE,
+  type CloudEventAttributes,
+  fromBinaryEvent,
+  fromStructuredEvent,
+} from "./cloudevents.ts";
 
 /**
  * One item of a request body: parsed JSON with the exact text of its `data`
@@ -23,6 +30,8 @@ export type RawRecord =
       dataJson: string | undefined;
       tsJson: string | undefined;
       exactNumbers?: ExactNumbers;
+      /** Kafka headers of its own (a CloudEvent's `ce_*` attributes). */
+      headers?: Record<string, string>;
     }
   | { ok: false; reason: string; code: RecordErrorCode };
 
@@ -61,6 +70,8 @@ export async function decodeBody(
   contentType: string | undefined,
   contentEncoding: string | undefined,
   limits: BodyLimits,
+  /** A binary-mode CloudEvent's `ce-*` attributes: the body is then its data. */
+  binaryEvent?: CloudEventAttributes,
 ): Promise<RawRecord[]> {
   const mediaType = contentType === JSON_TYPE ? JSON_TYPE : mediaTypeOf(contentType);
   const ndjson = NDJSON_TYPES.has(mediaType);
@@ -77,9 +88,44 @@ export async function decodeBody(
   const text = Buffer.isBuffer(decoded)
     ? decoded
     : Buffer.from(decoded.buffer, decoded.byteOffset, decoded.byteLength);
+  if (binaryEvent !== undefined) {
+    if (ndjson) throw new GatewayError("unsupported_media_type", "a binary-mode CloudEvent's data is JSON");
+    return [fromBinaryEvent(scanValue(text), binaryEvent, contentType)];
+  }
+  if (mediaType === CLOUDEVENT_TYPE || mediaType === CLOUDEVENT_BATCH_TYPE) {
+    const batch = mediaType === CLOUDEVENT_BATCH_TYPE;
+    if (firstByte(text) !== (batch ? OPEN_BRACKET : OPEN_BRACE)) {
+      throw new GatewayError(
+        "malformed_json",
+        batch ? "a CloudEvents batch is a JSON array of events" : "a structured CloudEvent is a JSON object",
+      );
+    }
+    const events = scanJson(text, limits.maxRecords);
+    if (events.length === 0) throw new GatewayError("bad_request", "the body holds no events");
+    return events.map(fromStructuredEvent);
+  }
   const records = ndjson ? scanNdjson(text, limits.maxRecords) : scanJson(text, limits.maxRecords);
   if (records.length === 0) throw new GatewayError("bad_request", "the body holds no records");
   return records;
+}
+
+function firstByte(text: Buffer): number {
+  const scanner = new JsonScanner(text);
+  scanner.skipWhitespace();
+  return scanner.peek();
+}
+
+/** The whole body as one value (a binary-mode CloudEvent's data): its text is the data's. */
+function scanValue(text: Buffer): RawRecord {
+  const scanner = new JsonScanner(text, SCANNER_OPTIONS);
+  try {
+    const record = readRecord(scanner, text, "record", true);
+    scanner.end();
+    return record;
+  } catch (failure) {
+    if (failure === SYNTAX_ERROR) throw malformed(scanner);
+    throw failure;
+  }
 }
 
 /** `type/subtype` of a Content-Type, lower-case, without parameters. */
@@ -171,7 +217,7 @@ function scanNdjson(text: Buffer, maxRecords: number): RawRecord[] {
  * scanner accepted reaches JSON.parse, so it cannot throw or recurse deeply.
  * Each string is decoded from its own bytes: no record keeps the body alive.
  */
-function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line"): RawRecord {
+function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line", whole = false): RawRecord {
   let spans: RecordSpans;
   try {
     spans = scanner.record();
@@ -187,7 +233,13 @@ function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line")
     if (unit === "line" && failure === SYNTAX_ERROR) return MALFORMED_LINE;
     throw failure;
   }
-  const value = JSON.parse(text.toString("utf8", spans.start, spans.end)) as unknown;
+  const recordJson = text.toString("utf8", spans.start, spans.end);
+  const value = JSON.parse(recordJson) as unknown;
+  if (whole) {
+    const record: RawRecord = { ok: true, value, dataJson: recordJson, tsJson: undefined };
+    if (spans.inexactNumbers) record.exactNumbers = exactNumbersOf(recordJson, value);
+    return record;
+  }
   const dataJson = spans.data && text.toString("utf8", spans.data.start, spans.data.end);
   const record: RawRecord = {
     ok: true,

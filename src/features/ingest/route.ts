@@ -12,6 +12,7 @@ import type { SchemaValidator } from "../../ports/schemas.ts";
 import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { HttpReply, HttpRequest } from "../../ports/transport.ts";
 import { decodeBody, type RawRecord } from "./body.ts";
+import { binaryCloudEvent } from "./cloudevents.ts";
 import { type Normalized, normalizeRecord, REJECT_REASON } from "./record.ts";
 
 export interface IngestOptions {
@@ -75,6 +76,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       request.header("content-type"),
       request.header("content-encoding"),
       { maxBytes: options.maxBodyBytes, maxRecords: options.maxRecords },
+      binaryCloudEvent(request),
     );
     const rateLimitHeaders = await deps.admission.events(principal, rawRecords.length);
 
@@ -104,7 +106,12 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       else {
         const channelProblem = channelRefusal(principal, result.record.channel);
         if (headers?.type !== result.record.type) headers = sinkHeaders(result.record);
-        const message = toSinkMessage(options.topic, result.record, headers);
+        if (raw.ok && raw.headers !== undefined) result.record.headers = raw.headers;
+        const message = toSinkMessage(
+          options.topic,
+          result.record,
+          result.record.headers ? { ...headers, ...result.record.headers } : headers,
+        );
         if (channelProblem !== undefined) refusal = { reason: channelProblem, code: "forbidden_channel" };
         else if (!deps.queue.fits(message)) {
           refusal = {

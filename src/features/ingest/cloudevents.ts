@@ -1,0 +1,143 @@
+import type { HttpRequest } from "../../ports/transport.ts";
+import type { RawRecord } from "./body.ts";
+
+/**
+ * CloudEvents 1.0 on `POST /v1/events` (HTTP protocol binding 1.0.2): a
+ * structured event (`application/cloudevents+json`), a batch of them
+ * (`application/cloudevents-batch+json`), or binary mode (the attributes in
+ * `ce-*` headers, the body is `data`). Each event becomes a record: `type`,
+ * `id`, `time` → `ts`, `data` (its exact bytes), `partitionkey` → `key`; it is
+ * then validated as any record. Its context attributes travel as Kafka
+ * headers `ce_<name>` (the Kafka protocol binding's binary mode), `source` and
+ * `subject` included.
+ */
+
+export const CLOUDEVENT_TYPE = "application/cloudevents+json";
+export const CLOUDEVENT_BATCH_TYPE = "application/cloudevents-batch+json";
+
+/** Context attributes of one event, by name, as strings. */
+export type CloudEventAttributes = Record<string, string>;
+
+/** The attributes binary mode reads from `ce-*` headers (headers cannot be listed, so extensions are named here). */
+const BINARY_ATTRIBUTES = [
+  "specversion",
+  "id",
+  "source",
+  "type",
+  "time",
+  "subject",
+  "dataschema",
+  "partitionkey",
+  "traceparent",
+  "tracestate",
+];
+/** Members of a structured event that are not attributes carried as headers. */
+const NOT_HEADERS = new Set(["data", "data_base64", "datacontenttype"]);
+/** CloudEvents attribute names: lower-case letters and digits, at most 20 (spec 1.0, "Attribute Naming Convention"). */
+const ATTRIBUTE_NAME = /^[a-z0-9]{1,20}$/;
+const MAX_HEADER_VALUE_LENGTH = 4096;
+
+/** The attributes of a binary-mode event, or undefined when the request is not one (no `ce-specversion`). */
+export function binaryCloudEvent(request: HttpRequest): CloudEventAttributes | undefined {
+  if (request.header("ce-specversion") === undefined) return undefined;
+  const attributes: CloudEventAttributes = {};
+  for (const name of BINARY_ATTRIBUTES) {
+    const value = request.header(`ce-${name}`);
+    if (value === undefined) continue;
+    // Header values are percent-encoded where they need it (HTTP binding 3.1.3.2).
+    try {
+      attributes[name] = decodeURIComponent(value);
+    } catch {
+      attributes[name] = value;
+    }
+  }
+  return attributes;
+}
+
+function refused(reason: string): RawRecord {
+  return { ok: false, reason: `CloudEvent: ${reason}`, code: "invalid_record" };
+}
+
+/** The checks every event gets, whichever mode carried it; a reason, or undefined when it holds. */
+function attributeProblem(attributes: Record<string, unknown>): string | undefined {
+  if (attributes.specversion !== "1.0") return '"specversion" must be "1.0"';
+  for (const name of ["id", "source", "type"]) {
+    const value = attributes[name];
+    if (typeof value !== "string" || value === "") return `"${name}" must be a non-empty string`;
+  }
+  if (
+    attributes.time !== undefined &&
+    (typeof attributes.time !== "string" || Number.isNaN(Date.parse(attributes.time)))
+  )
+    return '"time" must be an RFC 3339 timestamp';
+  const contentType = attributes.datacontenttype;
+  if (contentType !== undefined && !isJsonMediaType(contentType))
+    return '"datacontenttype" must be application/json (data is carried as a JSON object)';
+  return undefined;
+}
+
+function isJsonMediaType(contentType: unknown): boolean {
+  if (typeof contentType !== "string") return false;
+  const mediaType = contentType.split(";")[0]?.trim().toLowerCase() ?? "";
+  return mediaType === "application/json" || mediaType.endsWith("+json");
+}
+
+/** Kafka headers `ce_<name>` for the scalar attributes (CloudEvents Kafka binding, binary mode). */
+function kafkaHeaders(attributes: Record<string, unknown>): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const name in attributes) {
+    if (NOT_HEADERS.has(name) || !ATTRIBUTE_NAME.test(name)) continue;
+    const value = attributes[name];
+    if (typeof value !== "string" && typeof value !== "number" && typeof value !== "boolean") continue;
+    const text = String(value);
+    if (text.length <= MAX_HEADER_VALUE_LENGTH) headers[`ce_${name}`] = text;
+  }
+  return headers;
+}
+
+/** The record an event makes: what normalizeRecord reads, with the event's data bytes and its headers. */
+function toRecord(
+  attributes: Record<string, unknown>,
+  data: unknown,
+  dataJson: string | undefined,
+  exactNumbers: (RawRecord & { ok: true })["exactNumbers"],
+): RawRecord {
+  const value: Record<string, unknown> = { type: attributes.type, id: attributes.id, data };
+  if (typeof attributes.time === "string") value.ts = attributes.time;
+  if (attributes.partitionkey !== undefined) value.key = attributes.partitionkey;
+  const record: RawRecord = {
+    ok: true,
+    value,
+    dataJson,
+    tsJson: typeof attributes.time === "string" ? JSON.stringify(attributes.time) : undefined,
+    headers: kafkaHeaders(attributes),
+  };
+  if (exactNumbers) record.exactNumbers = exactNumbers;
+  return record;
+}
+
+/** One event of a structured or batched body (scanned and parsed as a record, `data` spanned). */
+export function fromStructuredEvent(raw: RawRecord): RawRecord {
+  if (!raw.ok) return raw;
+  const event = raw.value;
+  if (event === null || typeof event !== "object" || Array.isArray(event))
+    return refused("an event must be a JSON object");
+  const attributes = event as Record<string, unknown>;
+  if (attributes.data_base64 !== undefined)
+    return refused('"data_base64" is not carried: send data as a JSON object');
+  const problem = attributeProblem(attributes);
+  if (problem !== undefined) return refused(problem);
+  return toRecord(attributes, attributes.data, raw.dataJson, raw.exactNumbers);
+}
+
+/** A binary-mode event: `raw` is its body (the data, scanned as one JSON value), `attributes` its `ce-*` headers. */
+export function fromBinaryEvent(
+  raw: RawRecord,
+  attributes: CloudEventAttributes,
+  contentType: string | undefined,
+): RawRecord {
+  if (!raw.ok) return raw;
+  const problem = attributeProblem({ ...attributes, datacontenttype: contentType });
+  if (problem !== undefined) return refused(problem);
+  return toRecord(attributes, raw.value, raw.dataJson, raw.exactNumbers);
+}

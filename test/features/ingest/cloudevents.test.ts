@@ -1,0 +1,82 @@
+import { describe, expect, test } from "bun:test";
+import { decodeBody } from "../../../src/features/ingest/body.ts";
+import { binaryCloudEvent } from "../../../src/features/ingest/cloudevents.ts";
+import type { HttpRequest } from "../../../src/ports/transport.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+const LIMITS = { maxBytes: 1 << 20, maxRecords: 100 };
+const EVENT = { specversion: "1.0", type: "click", source: "/s", id: "e1" };
+
+function headers(values: Record<string, string>): HttpRequest {
+  return { header: (name: string) => values[name] } as HttpRequest;
+}
+
+describe("CloudEvents bodies", () => {
+  test("a structured event becomes a record with its attributes as ce_* headers", async () => {
+    const body = JSON.stringify({ ...EVENT, time: "2026-01-01T00:00:00Z", ext1: 7, data: { element: "x" } });
+    const [record] = await decodeBody(
+      bytes(body),
+      "application/cloudevents+json; charset=utf-8",
+      undefined,
+      LIMITS,
+    );
+    expect(record).toEqual({
+      ok: true,
+      value: { type: "click", id: "e1", ts: "2026-01-01T00:00:00Z", data: { element: "x" } },
+      dataJson: '{"element":"x"}',
+      tsJson: '"2026-01-01T00:00:00Z"',
+      headers: {
+        ce_specversion: "1.0",
+        ce_type: "click",
+        ce_source: "/s",
+        ce_id: "e1",
+        ce_time: "2026-01-01T00:00:00Z",
+        ce_ext1: "7",
+      },
+    });
+  });
+
+  test("each event of a batch is refused on its own; the batch must be an array, the event an object", async () => {
+    const body = JSON.stringify([
+      { ...EVENT, data: { element: "x" } },
+      { ...EVENT, specversion: "0.3" },
+      { ...EVENT, data_base64: "AAAA" },
+      { ...EVENT, time: "yesterday" },
+      { ...EVENT, id: "" },
+      { ...EVENT, datacontenttype: "text/plain", data: "x" },
+    ]);
+    const records = await decodeBody(bytes(body), "application/cloudevents-batch+json", undefined, LIMITS);
+    expect(records.map((record) => (record.ok ? "ok" : record.reason))).toEqual([
+      "ok",
+      'CloudEvent: "specversion" must be "1.0"',
+      'CloudEvent: "data_base64" is not carried: send data as a JSON object',
+      'CloudEvent: "time" must be an RFC 3339 timestamp',
+      'CloudEvent: "id" must be a non-empty string',
+      'CloudEvent: "datacontenttype" must be application/json (data is carried as a JSON object)',
+    ]);
+    await expect(
+      decodeBody(bytes("{}"), "application/cloudevents-batch+json", undefined, LIMITS),
+    ).rejects.toThrow("a CloudEvents batch is a JSON array of events");
+    await expect(decodeBody(bytes("[]"), "application/cloudevents+json", undefined, LIMITS)).rejects.toThrow(
+      "a structured CloudEvent is a JSON object",
+    );
+  });
+
+  test("binary mode: percent-decoded ce-* headers, the whole body as data, byte for byte", async () => {
+    const attributes = binaryCloudEvent(
+      headers({ "ce-specversion": "1.0", "ce-type": "click", "ce-source": "/a%20b", "ce-id": "e2" }),
+    );
+    expect(attributes).toEqual({ specversion: "1.0", type: "click", source: "/a b", id: "e2" });
+    expect(binaryCloudEvent(headers({ "content-type": "application/json" }))).toBeUndefined();
+    const data = '{"element":"y","n":9007199254740993}';
+    const [record] = await decodeBody(bytes(data), "application/json", undefined, LIMITS, attributes);
+    expect(record).toMatchObject({ ok: true, dataJson: data, headers: { ce_source: "/a b", ce_id: "e2" } });
+    const [plain] = await decodeBody(bytes(data), "text/plain+json", undefined, LIMITS, attributes);
+    expect(plain?.ok).toBe(true);
+    const [wrong] = await decodeBody(bytes(data), "application/json", undefined, LIMITS, {
+      ...attributes,
+      specversion: "2",
+    });
+    expect(wrong).toMatchObject({ ok: false, code: "invalid_record" });
+  });
+});
