@@ -1,0 +1,81 @@
+import { afterEach, beforeEach, expect, jest, test } from "bun:test";
+import type { Connection } from "../../../src/features/realtime/connection.ts";
+import { Sweeps } from "../../../src/features/realtime/sweeps.ts";
+import { createMetrics } from "../../../src/metrics/metrics.ts";
+
+/** What the sweeps use of a connection, recorded. */
+class FakeConnection {
+  readonly calls: string[] = [];
+  constructor(public buffered = 0) {}
+  bufferedAmount(): number {
+    return this.buffered;
+  }
+  close(code: number, reason: string): void {
+    this.calls.push(`close ${code} ${reason}`);
+  }
+  checkExpiry(now: number): void {
+    this.calls.push(`checkExpiry ${typeof now}`);
+  }
+  ping(): void {
+    this.calls.push("ping");
+  }
+}
+
+const asConnections = (fakes: FakeConnection[]) => fakes as unknown as Connection[];
+
+beforeEach(() => jest.useFakeTimers());
+afterEach(() => jest.useRealTimers());
+
+test("each second: a connection past the backpressure limit closes 1013 and is counted; the others have their token checked", async () => {
+  const metrics = createMetrics("test", "0");
+  const slow = new FakeConnection(70_000);
+  const atLimit = new FakeConnection(65_536);
+  const idle = new FakeConnection(0);
+  const sweeps = new Sweeps(
+    { pingIntervalMs: 60_000, backpressureBytes: 65_536 },
+    asConnections([slow, atLimit, idle]),
+    metrics,
+  );
+  sweeps.start();
+  jest.advanceTimersByTime(999);
+  expect(slow.calls).toEqual([]);
+  jest.advanceTimersByTime(1);
+  expect(slow.calls).toEqual(["close 1013 slow consumer"]);
+  expect(atLimit.calls).toEqual(["checkExpiry number"]);
+  expect(idle.calls).toEqual(["checkExpiry number"]);
+  expect((await metrics.wsSlowConsumerDisconnects.get()).values[0]?.value).toBe(1);
+  sweeps.stop();
+});
+
+test("every pingIntervalMs each connection gets the app-level ping; stop ends both timers", () => {
+  const connection = new FakeConnection();
+  const sweeps = new Sweeps(
+    { pingIntervalMs: 250, backpressureBytes: 1 },
+    asConnections([connection]),
+    createMetrics("test", "0"),
+  );
+  sweeps.start();
+  jest.advanceTimersByTime(1000);
+  expect(connection.calls.filter((call) => call === "ping")).toHaveLength(4);
+  expect(connection.calls.filter((call) => call.startsWith("checkExpiry"))).toHaveLength(1);
+  sweeps.stop();
+  const before = connection.calls.length;
+  jest.advanceTimersByTime(10_000);
+  expect(connection.calls).toHaveLength(before);
+});
+
+test("the connection set is read at each sweep: one added later is swept too", () => {
+  const connections = new Set<FakeConnection>();
+  const sweeps = new Sweeps(
+    { pingIntervalMs: 60_000, backpressureBytes: 10 },
+    connections as unknown as Iterable<Connection>,
+    createMetrics("test", "0"),
+  );
+  sweeps.start();
+  jest.advanceTimersByTime(1000);
+  const late = new FakeConnection(11);
+  connections.add(late);
+  jest.advanceTimersByTime(1000);
+  expect(late.calls).toEqual(["close 1013 slow consumer"]);
+  sweeps.stop();
+});
