@@ -355,7 +355,15 @@ afterAll(async () => {
 // Every file is read once, up front (describe callbacks must be synchronous).
 const stages = dockerStages(await text("Dockerfile"));
 const dockerignore = await Bun.file(join(ROOT, ".dockerignore")).text();
-const packageJson = (await Bun.file(join(ROOT, "package.json")).json()) as { scripts: Env };
+const packageJson = (await Bun.file(join(ROOT, "package.json")).json()) as {
+  scripts: Env;
+  dependencies: Env;
+};
+const node24Manifest = (await Bun.file(join(DEPLOY, "node24/package.json")).json()) as { dependencies: Env };
+const node24Lock = (await Bun.file(join(DEPLOY, "node24/package-lock.json")).json()) as {
+  packages: Record<string, { dependencies?: Env }>;
+};
+const installTools = await Bun.file(join(ROOT, "scripts/install-tools")).text();
 const deployment = await yaml<Deployment>("k8s/base/deployment.yaml");
 const configMap = await yaml<K8sObject>("k8s/base/configmap.yaml");
 const service = await yaml<K8sObject>("k8s/base/service.yaml");
@@ -392,6 +400,7 @@ const prometheusConfig = await yaml<{
 describe("Dockerfile", () => {
   const bun = stages.at(-1) as Stage;
   const node = stages.find((stage) => stage.name === "node") as Stage;
+  const node24 = stages.find((stage) => stage.name === "node24") as Stage;
   const podUser = deployment.spec.template.spec.securityContext?.runAsUser;
 
   test("the default target is Bun (the maintained runtime), running the TypeScript entry", () => {
@@ -410,6 +419,38 @@ describe("Dockerfile", () => {
     ]);
   });
 
+  test("a `node24` target runs the same bundle on Debian 13 with Node 24 and deploy/node24's node_modules", () => {
+    expect(node24.from).toBe("debian:trixie-slim");
+    expect(stageValue(node24, "CMD")).toBe(stageValue(node, "CMD") as string);
+    const copies = node24.instructions.filter((i) => i.op === "COPY").map((i) => i.args);
+    expect(copies).toContain("--from=node24-deps /usr/local/bin/node24 /usr/local/bin/node");
+    expect(copies).toContain("--from=node24-deps /app/node_modules ./node_modules");
+    expect(copies).toContain("--from=build /app/dist ./dist");
+    const deps = stages.find((stage) => stage.name === "node24-deps") as Stage;
+    expect(deps.instructions.map((i) => `${i.op} ${i.args}`)).toEqual(
+      expect.arrayContaining([
+        "COPY deploy/node24/package.json deploy/node24/package-lock.json ./",
+        "RUN keep-uws-binary node_modules",
+      ]),
+    );
+    // The Node the e2e test runs in its Debian 13 tree (scripts/install-tools) is the image's.
+    const imageNode = /^ARG NODE24_VERSION=(\S+)$/m.exec(
+      deps.instructions.map((i) => `${i.op} ${i.args}`).join("\n"),
+    )?.[1];
+    expect(imageNode).toMatch(/^24\./);
+    expect(/^NODE24_VERSION=(\S+)$/m.exec(installTools)?.[1]).toBe(imageNode as string);
+  });
+
+  test("deploy/node24 is the root's dependencies but for @platformatic/kafka 2.x and uWebSockets.js for Node 24, and its lock agrees", () => {
+    const swapped = ["@platformatic/kafka", "uWebSockets.js"];
+    const rest = (deps: Env) =>
+      Object.fromEntries(Object.entries(deps).filter(([name]) => !swapped.includes(name)));
+    expect(rest(node24Manifest.dependencies)).toEqual(rest(packageJson.dependencies));
+    expect(node24Manifest.dependencies["@platformatic/kafka"]).toMatch(/^2\./);
+    expect(node24Manifest.dependencies["uWebSockets.js"]).toMatch(/^npm:@btc-vision\/uwebsockets\.js@/);
+    expect(node24Lock.packages[""]?.dependencies).toEqual(node24Manifest.dependencies);
+  });
+
   test("the build stage bundles exactly like `npm run build`", () => {
     const build = stages.find((stage) => stage.name === "build") as Stage;
     const runs = build.instructions.filter((i) => i.op === "RUN").map((i) => i.args);
@@ -421,7 +462,7 @@ describe("Dockerfile", () => {
     );
   });
 
-  for (const stage of [node, bun]) {
+  for (const stage of [node, node24, bun]) {
     test(`${stage.name}: non-root uid ${podUser}, SIGTERM, port ${DEFAULTS.port}, health check on /health/live`, () => {
       const user = stageValue(stage, "USER") as string;
       const uid = Number(user.split(":")[0]);
