@@ -1,10 +1,13 @@
 import { type AddressInfo, connect, createServer } from "node:net";
 import type { Subprocess } from "bun";
+import { debianTreeCommand } from "../support/debian-tree.ts";
 import { killGroup, spawnGroup } from "../support/processes.ts";
 import { TEST_SECRET } from "../support/tokens.ts";
 
-export type Runtime = "node" | "bun";
-export const RUNTIMES: Runtime[] = ["node", "bun"];
+/** node24: the node24 container target's Node and node_modules, in a Debian 13 chroot (test/support/debian-tree.ts). */
+export type Runtime = "node" | "bun" | "node24";
+/** The runtimes every e2e test runs on; EDGE_GATEWAY_E2E_RUNTIMES (say, "node24") runs them on others. */
+export const RUNTIMES = (process.env.EDGE_GATEWAY_E2E_RUNTIMES?.split(",") ?? ["node", "bun"]) as Runtime[];
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
@@ -25,9 +28,10 @@ export interface RunningGateway {
 }
 
 function command(runtime: Runtime): string[] {
-  return runtime === "node"
-    ? ["node", "--enable-source-maps", "--max-semi-space-size=64", `${ROOT}dist/main.js`]
-    : [process.execPath, `${ROOT}src/main.ts`];
+  const nodeArgs = ["--enable-source-maps", "--max-semi-space-size=64", `${ROOT}dist/main.js`];
+  if (runtime === "node") return ["node", ...nodeArgs];
+  if (runtime === "node24") return debianTreeCommand(nodeArgs);
+  return [process.execPath, `${ROOT}src/main.ts`];
 }
 
 /**
