@@ -10,8 +10,12 @@ export type UwsEngine = "uws-native" | "uws-js-fallback";
 /** Node's module ABI (process.versions.modules) → its major version, for the ABIs the package builds. */
 const NODE_MAJOR_BY_ABI: Record<string, number> = { "93": 16, "108": 18, "115": 20 };
 
-/** The Node versions the gateway supports on the native engine (package.json `engines`). */
-export const SUPPORTED_NODE = "Node 20 (>= 20.19.4)";
+/**
+ * The Node versions the gateway supports on the native engine: package.json's
+ * `engines`, and deploy/node24's (the uWebSockets.js build there needs glibc >= 2.38).
+ */
+export const SUPPORTED_NODE =
+  "Node 20 (>= 20.19.4), Node 24 with deploy/node24's dependencies on glibc >= 2.38 (the container's --target node24)";
 
 /** A native addon's functions print as "[native code]"; the JS fallback's print their source. */
 export function uwsEngine(loaded: { App?: unknown }): UwsEngine {
