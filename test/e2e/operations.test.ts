@@ -38,7 +38,7 @@ describe.each(RUNTIMES)("operations on %s", (runtime) => {
     expect(response.status).toBe(200);
     expect(response.headers.get("content-type")).toContain("text/plain");
     const text = await response.text();
-    expect(text).toContain(`gateway_info{runtime="${runtime === "node" ? "node-uws" : "bun"}"`);
+    expect(text).toContain(`gateway_info{runtime="${runtime === "bun" ? "bun" : "node-uws"}"`);
     expect(text).toContain('gateway_http_requests_total{route="/health",method="GET",status="200"}');
     expect(text).toContain("process_resident_memory_bytes");
     const promtool = Bun.spawn(["promtool", "check", "metrics"], {
