@@ -82,6 +82,9 @@ export class Resume {
     }
     const position = since === undefined ? undefined : parseEventId(since);
     const head = this.bus.head(`${tenant}/${channel}`);
+    // Right after a start (a restart's reconnect wave) the live reader may not have its positions yet:
+    // nothing can be said of `since` until it has, and "gone" would lose the client's place.
+    if (!head && position) return busy("this instance has not started reading the fan-out log yet");
     if (
       kept.reason === "unknown_position" ||
       !this.bus.readLog ||
