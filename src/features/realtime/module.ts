@@ -105,7 +105,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
       maxChannels: options.ws.maxSubscriptions,
     },
     {
-      history,
+      resume,
       metrics: deps.metrics,
       admitRequest: deps.admitRequest,
       verify: (token) => deps.authenticator.verify(token),

@@ -1,12 +1,14 @@
 import { broadcastTopic, channelTopic, requireChannel } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
+import { parseEventId } from "../../domain/event-id.ts";
 import { type Principal, requireScope } from "../../domain/principal.ts";
 import { bearerToken } from "../../http/bearer.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { Route } from "../../ports/route.ts";
 import type { HttpRequest, HttpStream } from "../../ports/transport.ts";
 import type { FanoutTarget } from "./fanout.ts";
-import type { ChannelHistory } from "./history.ts";
+import type { HistoryEvent } from "./history.ts";
+import { isPending, type Resume, type ResumeOutcome } from "./resume.ts";
 
 export interface SseOptions {
   /** A comment line at least this often, so proxies and clients see the stream alive. */
@@ -18,7 +20,8 @@ export interface SseOptions {
 }
 
 export interface SseDependencies {
-  history: ChannelHistory;
+  /** The same resume path as WebSockets: memory, else the fan-out log, within the replay bounds. */
+  resume: Resume;
   metrics: Metrics;
   /** Per-IP request budget; rejects with a 429 GatewayError. */
   admitRequest(request: HttpRequest): Promise<void>;
@@ -49,12 +52,23 @@ export function sseEvent(event: string, data: string, id?: string): string {
 
 const HEARTBEAT = ": ping\n\n";
 
+/** Live events of a channel held back while its replay is read from the log. */
+interface PendingReplay {
+  channel: string;
+  /** Live delivery takes over at this offset: earlier ones come with the replay. */
+  until: bigint;
+  held: Array<{ text: string; offset: bigint }>;
+  heldBytes: number;
+}
+
 /** One event stream: its principal, its engine topics, and the response it writes to once that is open. */
 class EventStream {
   private stream: HttpStream | undefined;
   /** Events that came between the replay and the response opening (same turn of the event loop: few). */
   private early = "";
   private ended = false;
+  /** Channels being read back from the log: their live events are held until the replay is written. */
+  readonly replays = new Map<string, PendingReplay>();
 
   constructor(
     readonly principal: Principal,
@@ -83,6 +97,10 @@ class EventStream {
   end(): void {
     this.ended = true;
     this.stream?.end();
+  }
+
+  get closed(): boolean {
+    return this.ended;
   }
 
   /** A client that stopped reading: its connection and what waits for it are dropped. */
@@ -130,7 +148,11 @@ export class SseStreams implements FanoutTarget {
     const streams = this.byTopic.get(topic);
     if (!streams) return 0;
     const text = sseEvent("event", frame, id);
-    for (const stream of streams) stream.write(text);
+    for (const stream of streams) {
+      const replay = stream.replays.get(topic);
+      if (replay) this.hold(stream, topic, replay, text, id);
+      else stream.write(text);
+    }
     this.deps.metrics.sseEventsSent.inc(streams.size);
     return streams.size;
   }
@@ -164,19 +186,18 @@ export class SseStreams implements FanoutTarget {
     const full = this.deps.claimSlot(principal.tenant);
     if (full) throw full;
 
-    const { history } = this.deps;
-    let first = `retry: 2000\n\n`;
-    for (const channel of channels) {
-      const topic = channelTopic(principal.tenant, channel);
-      const replay = since === undefined ? undefined : history.after(topic, since);
-      if (replay === undefined) continue;
-      this.deps.metrics.wsResumes.inc({ result: replay.ok ? "served" : "history_gone" });
-      if (!replay.ok) {
-        const gone = { code: "history_gone", channel, message: "since is older than the kept history" };
-        first += sseEvent("error", JSON.stringify(gone));
+    let first = "retry: 2000\n\n";
+    let endNow = false;
+    const fromLog: Array<[string, Promise<ResumeOutcome>, bigint]> = [];
+    for (const channel of since === undefined ? [] : channels) {
+      const resumed = this.deps.resume.after(principal.tenant, channel, since, Number.MAX_SAFE_INTEGER);
+      if (isPending(resumed)) {
+        fromLog.push([channel, resumed.outcome, resumed.until]);
         continue;
       }
-      for (const event of replay.events) first += sseEvent("event", event.frame, event.id);
+      const answer = this.replayText(channel, resumed);
+      first += answer.text;
+      endNow ||= answer.end;
     }
     const channelKeys = channels.map((channel) => channelTopic(principal.tenant, channel));
     const eventStream = new EventStream(principal, channelKeys, [
@@ -185,6 +206,8 @@ export class SseStreams implements FanoutTarget {
     ]);
     // Registered in the same tick as the replay was read: no live event falls between the two.
     this.register(eventStream);
+    for (const [channel, outcome, until] of fromLog) this.replayFromLog(eventStream, channel, outcome, until);
+    if (endNow) eventStream.end();
     return {
       status: 200,
       headers: SSE_HEADERS,
@@ -194,6 +217,85 @@ export class SseStreams implements FanoutTarget {
         closed: () => this.unregister(eventStream),
       },
     };
+  }
+
+  /**
+   * A channel's replay as stream text. A replay a bound cut short, or one
+   * refused for now, ends the stream after it (`end`): `EventSource` then
+   * reconnects with the last id it got and goes on from there, after the
+   * `retry` delay given. A `since` nothing can serve any more is said with an
+   * error event, and the channel goes on live.
+   */
+  private replayText(channel: string, resumed: ResumeOutcome): { text: string; end: boolean } {
+    const metrics = this.deps.metrics;
+    switch (resumed.kind) {
+      case "gone": {
+        metrics.wsResumes.inc({ result: "history_gone" });
+        const gone = { code: "history_gone", channel, message: "since is older than the kept history" };
+        return { text: sseEvent("problem", JSON.stringify(gone)), end: false };
+      }
+      case "try_again": {
+        metrics.wsResumes.inc({ result: "try_again" });
+        const error = {
+          code: "try_again",
+          channel,
+          retryAfterMs: resumed.retryAfterMs,
+          message: resumed.message,
+        };
+        return {
+          text: `${sseEvent("problem", JSON.stringify(error))}retry: ${resumed.retryAfterMs}\n\n`,
+          end: true,
+        };
+      }
+      case "events": {
+        metrics.wsResumes.inc({ result: resumed.complete ? "served" : "try_again" });
+        return { text: resumed.events.map(eventText).join(""), end: !resumed.complete };
+      }
+    }
+  }
+
+  /** Holds the channel's live events while the log is read, then writes the replay and what was held after it. */
+  private replayFromLog(
+    stream: EventStream,
+    channel: string,
+    outcome: Promise<ResumeOutcome>,
+    until: bigint,
+  ): void {
+    const topic = channelTopic(stream.principal.tenant, channel);
+    const replay: PendingReplay = { channel, until, held: [], heldBytes: 0 };
+    stream.replays.set(topic, replay);
+    this.deps.metrics.wsResumes.inc({ result: "from_log" });
+    void outcome.then((resumed) => {
+      if (stream.replays.get(topic) !== replay || stream.closed) return;
+      stream.replays.delete(topic);
+      const answer = this.replayText(channel, resumed);
+      stream.write(answer.text);
+      if (answer.end) {
+        stream.end();
+        return;
+      }
+      const last = resumed.kind === "events" ? (resumed.events.at(-1)?.position.offset ?? -1n) : -1n;
+      for (const live of replay.held) if (live.offset > last) stream.write(live.text);
+    });
+  }
+
+  /** A live event of a channel being replayed: held if the replay will not carry it, within the replay bound. */
+  private hold(stream: EventStream, topic: string, replay: PendingReplay, text: string, id: string): void {
+    const offset = parseEventId(id)?.offset ?? -1n;
+    if (offset < replay.until) return;
+    replay.held.push({ text, offset });
+    replay.heldBytes += text.length;
+    if (replay.heldBytes <= this.deps.resume.limits.maxBytes) return;
+    stream.replays.delete(topic);
+    const error = {
+      code: "try_again",
+      channel: replay.channel,
+      retryAfterMs: 0,
+      message: "live events outran the replay",
+    };
+    this.deps.metrics.wsResumes.inc({ result: "try_again" });
+    stream.write(sseEvent("problem", JSON.stringify(error)));
+    stream.end();
   }
 
   private register(stream: EventStream): void {
@@ -231,11 +333,15 @@ export class SseStreams implements FanoutTarget {
         this.deps.metrics.sseSlowConsumerDisconnects.inc();
         stream.abort();
       } else if (stream.principal.expiresAt <= now) {
-        stream.write(sseEvent("error", '{"code":"unauthorized","message":"token expired"}'));
+        stream.write(sseEvent("problem", '{"code":"unauthorized","message":"token expired"}'));
         stream.end();
       } else if (heartbeat) stream.write(HEARTBEAT);
     }
   }
+}
+
+function eventText(event: HistoryEvent): string {
+  return sseEvent("event", event.frame, event.id);
 }
 
 /** EventSource cannot set headers, so the token may come as `?token=`. */

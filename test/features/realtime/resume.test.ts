@@ -1,23 +1,11 @@
 import { describe, expect, test } from "bun:test";
-import { formatEventId } from "../../../src/domain/event-id.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { deltaRoute } from "../../../src/features/realtime/delta-route.ts";
-import { Fanout } from "../../../src/features/realtime/fanout.ts";
-import { ChannelHistory } from "../../../src/features/realtime/history.ts";
 import { type ConnectionState, WsHub } from "../../../src/features/realtime/hub.ts";
-import { type ReplayLimits, Resume } from "../../../src/features/realtime/resume.ts";
 import { createLogger } from "../../../src/log/logger.ts";
-import { createMetrics } from "../../../src/metrics/metrics.ts";
-import type {
-  DeliveredMessage,
-  FanoutBus,
-  LivePosition,
-  LogRead,
-  LogReadResult,
-} from "../../../src/ports/fanout-bus.ts";
 import type { HttpRequest, SendResult, WsPeer } from "../../../src/ports/transport.ts";
+import { id, LIMITS, resumeWorld } from "../../support/fanout-log.ts";
 
-const EPOCH = "e1";
 const principal: Principal = {
   subject: "s",
   tenant: "acme",
@@ -25,88 +13,6 @@ const principal: Principal = {
   channels: undefined,
   expiresAt: Date.now() + 600_000,
 };
-
-function message(offset: number, channel = "x", tenant = "acme"): DeliveredMessage {
-  return {
-    tenant,
-    channel,
-    dataJson: `{"n":${offset}}`,
-    ts: Date.now(),
-    position: { epoch: EPOCH, partition: 0, offset: BigInt(offset) },
-  };
-}
-
-const id = (offset: number) => formatEventId({ epoch: EPOCH, partition: 0, offset: BigInt(offset) });
-
-/**
- * A fan-out log with one partition: `delivered` is what the live reader
- * handed over, everything in `log` from `earliest` can be read back; reads
- * wait for `release()` when `gated`.
- */
-class FakeLog implements Pick<FanoutBus, "head" | "readLog"> {
-  readonly log: DeliveredMessage[] = [];
-  earliest = 0n;
-  next = 0n;
-  reads: LogRead[] = [];
-  gated = false;
-  private waiting: Array<() => void> = [];
-
-  head(): LivePosition {
-    return { epoch: EPOCH, partition: 0, next: this.next };
-  }
-
-  release(): void {
-    for (const wake of this.waiting.splice(0)) wake();
-  }
-
-  async readLog(request: LogRead): Promise<LogReadResult> {
-    this.reads.push(request);
-    if (this.gated) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    if (this.earliest > request.from) return { gone: true };
-    const messages: DeliveredMessage[] = [];
-    let bytes = 0;
-    for (const entry of this.log) {
-      const offset = entry.position.offset;
-      if (offset < request.from || offset >= request.until) continue;
-      if (entry.tenant !== request.tenant || entry.channel !== request.channel) continue;
-      bytes += entry.dataJson.length;
-      if (messages.length >= request.maxMessages || (messages.length > 0 && bytes > request.maxBytes))
-        return { gone: false, messages, next: offset };
-      messages.push(entry);
-    }
-    return { gone: false, messages, next: request.until };
-  }
-}
-
-const LIMITS: ReplayLimits = {
-  maxConcurrent: 4,
-  maxConcurrentPerTenant: 1,
-  maxBytes: 1 << 20,
-  timeoutMs: 1000,
-};
-
-/** History that keeps 3 events per channel, the log, and the fan-out feeding both (as the bus would). */
-function setup(limits: ReplayLimits = LIMITS) {
-  const history = new ChannelHistory({
-    eventsPerChannel: 3,
-    bytesPerChannel: 1 << 20,
-    channels: 100,
-    maxBytes: 1 << 24,
-    tenantMaxBytes: 1 << 24,
-  });
-  const log = new FakeLog();
-  const resume = new Resume(history, log, limits);
-  const metrics = createMetrics("test", "0");
-  const fanout = new Fanout(history, metrics);
-  fanout.origin(EPOCH, 0, 0n);
-  const publish = (offset: number, channel = "x", tenant = "acme") => {
-    const delivered = message(offset, channel, tenant);
-    log.log.push(delivered);
-    log.next = delivered.position.offset + 1n;
-    fanout.deliver(delivered);
-  };
-  return { history, log, resume, metrics, fanout, publish };
-}
 
 class FakePeer implements WsPeer<ConnectionState> {
   readonly frames: Array<Record<string, unknown>> = [];
@@ -128,7 +34,7 @@ class FakePeer implements WsPeer<ConnectionState> {
   close(): void {}
 }
 
-async function connectedPeer(world: ReturnType<typeof setup>) {
+async function connectedPeer(world: ReturnType<typeof resumeWorld>) {
   const hub = new WsHub(
     {
       runtime: "test",
@@ -179,7 +85,7 @@ const eventIds = (peer: FakePeer) => peer.frames.filter((f) => f.type === "event
 
 describe("resume from the log over WebSocket", () => {
   test("events older than the history are read from the log, then live ones join with no gap and no duplicate", async () => {
-    const world = setup();
+    const world = resumeWorld();
     for (let n = 0; n < 10; n++) world.publish(n, n % 2 === 0 ? "x" : "other");
     const { hub, peer } = await connectedPeer(world);
     world.log.gated = true;
@@ -201,7 +107,7 @@ describe("resume from the log over WebSocket", () => {
   });
 
   test("a since the log no longer holds is history_gone, and the channel is still subscribed", async () => {
-    const world = setup();
+    const world = resumeWorld();
     for (let n = 0; n < 10; n++) world.publish(n);
     world.log.earliest = 5n;
     const { hub, peer } = await connectedPeer(world);
@@ -214,7 +120,7 @@ describe("resume from the log over WebSocket", () => {
   });
 
   test("past the replay byte bound: the events so far, then try_again; resuming from the last one misses nothing", async () => {
-    const world = setup({ ...LIMITS, maxBytes: 20 });
+    const world = resumeWorld({ ...LIMITS, maxBytes: 20 });
     for (let n = 0; n < 10; n++) world.publish(n);
     const { hub, peer } = await connectedPeer(world);
     let since = id(0);
@@ -234,7 +140,7 @@ describe("resume from the log over WebSocket", () => {
   });
 
   test("past the concurrent replays of a tenant: try_again with a delay, never a silent gap", async () => {
-    const world = setup();
+    const world = resumeWorld();
     for (let n = 0; n < 10; n++) world.publish(n, n % 2 === 0 ? "x" : "y");
     const { hub, peer } = await connectedPeer(world);
     world.log.gated = true;
@@ -252,7 +158,7 @@ describe("resume from the log over WebSocket", () => {
   });
 
   test("a read of the log that fails or times out is try_again, and the channel is not subscribed", async () => {
-    const world = setup();
+    const world = resumeWorld();
     for (let n = 0; n < 10; n++) world.publish(n);
     world.log.readLog = async () => {
       throw new Error("log read timed out");
@@ -268,7 +174,7 @@ describe("resume from the log over WebSocket", () => {
   });
 
   test("live events held back past the replay byte bound end the replay with try_again", async () => {
-    const world = setup({ ...LIMITS, maxBytes: 200 });
+    const world = resumeWorld({ ...LIMITS, maxBytes: 200 });
     for (let n = 0; n < 10; n++) world.publish(n);
     const { hub, peer } = await connectedPeer(world);
     world.log.gated = true;
@@ -282,7 +188,7 @@ describe("resume from the log over WebSocket", () => {
   });
 
   test("an empty channel's subscribed carries the partition's position, and resuming from it misses nothing", async () => {
-    const world = setup();
+    const world = resumeWorld();
     for (let n = 0; n < 10; n++) world.publish(n, "busy");
     const { hub, peer } = await connectedPeer(world);
     hub.message(peer, JSON.stringify({ type: "subscribe", channel: "quiet" }));
@@ -298,7 +204,7 @@ describe("resume from the log over WebSocket", () => {
 });
 
 describe("history paging (GET /v1/channels/{c}/events)", () => {
-  async function get(world: ReturnType<typeof setup>, query: Record<string, string>) {
+  async function get(world: ReturnType<typeof resumeWorld>, query: Record<string, string>) {
     const route = deltaRoute({ authenticate: async () => principal, resume: world.resume });
     const request: HttpRequest = {
       method: "GET",
@@ -317,7 +223,7 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
   }
 
   test("pages through memory and the log with next, until next is null", async () => {
-    const world = setup();
+    const world = resumeWorld();
     for (let n = 0; n < 30; n++) world.publish(n, n % 3 === 0 ? "x" : "other");
     const seen: string[] = [];
     let since = id(0);
@@ -335,7 +241,7 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
   });
 
   test("limit defaults to 100 and is at most 1000; anything else is a 400", async () => {
-    const world = setup();
+    const world = resumeWorld();
     const route = deltaRoute({ authenticate: async () => principal, resume: world.resume });
     for (const limit of ["0", "1001", "-1", "abc", "1.5", ""]) {
       const request: HttpRequest = {
@@ -352,7 +258,7 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
   });
 
   test("over the replay bounds the route answers 503 try_again with Retry-After", async () => {
-    const world = setup({ ...LIMITS, maxConcurrent: 0 });
+    const world = resumeWorld({ ...LIMITS, maxConcurrent: 0 });
     for (let n = 0; n < 10; n++) world.publish(n);
     await expect(get(world, { since: id(0) })).rejects.toMatchObject({
       code: "try_again",

@@ -1,10 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
-import { ChannelHistory } from "../../../src/features/realtime/history.ts";
 import { SseStreams, sseEvent } from "../../../src/features/realtime/sse.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { HttpReply, HttpRequest, HttpStream } from "../../../src/ports/transport.ts";
+import { id, LIMITS, resumeWorld } from "../../support/fanout-log.ts";
 
 class FakeStream implements HttpStream {
   written: string[] = [];
@@ -51,23 +51,16 @@ function request(query: string, headers: Record<string, string> = {}): HttpReque
   };
 }
 
-function setup(who: Principal = principal(), slots = 10) {
-  const history = new ChannelHistory({
-    eventsPerChannel: 100,
-    bytesPerChannel: 1 << 20,
-    channels: 100,
-    maxBytes: 1 << 24,
-    tenantMaxBytes: 1 << 22,
-  });
-  history.setOrigin("e1", 0, 0n);
+function setup(who: Principal = principal(), slots = 10, limits = LIMITS) {
+  const world = resumeWorld(limits);
   let taken = 0;
   /** Presence as the stream reports it: channel key | subject → connections. */
   const watching = new Map<string, number>();
   const streams = new SseStreams(
     { heartbeatMs: 1000, backpressureBytes: 1000, maxChannels: 3 },
     {
-      history,
-      metrics: createMetrics("test", "0"),
+      resume: world.resume,
+      metrics: world.metrics,
       admitRequest: async () => {},
       verify: async (token) => {
         if (token !== "good") throw new GatewayError("unauthorized", "bad token");
@@ -86,14 +79,19 @@ function setup(who: Principal = principal(), slots = 10) {
       },
     },
   );
+  world.fanout.attach(streams);
   const open = async (query: string, headers: Record<string, string> = {}) => {
     const reply = (await streams.route().handler(request(query, headers), {})) as HttpReply;
     const stream = new FakeStream(() => reply.stream?.closed());
     reply.stream?.open(stream);
     return { reply, stream };
   };
-  return { streams, history, open, slots: () => taken, watching };
+  return { ...world, streams, open, slots: () => taken, watching };
 }
+
+/** The `n` of every event in stream text, in order. */
+const numbers = (text: string) =>
+  [...text.matchAll(/"data":\{"n":(\d+)\}/g)].map((match) => Number(match[1]));
 
 const frame = (n: number) => `{"type":"event","channel":"c","id":"e1-0-${n}","data":{"n":${n}}}`;
 
@@ -129,25 +127,66 @@ describe("SseStreams", () => {
     expect(streams.publish("t/acme/c", frame(5), "e1-0-5")).toBe(0);
   });
 
-  test("resume replays from history in the first chunk; events before the response opens are kept", async () => {
-    const { streams, history } = setup();
-    for (const n of [0, 1, 2]) {
-      history.append("t/acme/c", {
-        id: `e1-0-${n}`,
-        position: { epoch: "e1", partition: 0, offset: BigInt(n) },
-        frame: frame(n),
-      });
-    }
+  test("resume from memory comes in the first chunk; events before the response opens are kept", async () => {
+    const { streams, publish } = setup();
+    for (const n of [0, 1, 2]) publish(n, "c");
     const reply = (await streams
       .route()
-      .handler(request("channel=c&token=good", { "last-event-id": "e1-0-0" }), {})) as HttpReply;
-    expect(reply.body).toContain(sseEvent("event", frame(1), "e1-0-1"));
-    expect(reply.body).toContain(sseEvent("event", frame(2), "e1-0-2"));
-    expect(reply.body).not.toContain('"n":0');
-    streams.publish("t/acme/c", frame(3), "e1-0-3");
+      .handler(request("channel=x&channel=c&token=good", { "last-event-id": id(0) }), {})) as HttpReply;
+    expect(numbers(reply.body as string)).toEqual([1, 2]);
+    publish(3, "c");
     const stream = new FakeStream(() => reply.stream?.closed());
     reply.stream?.open(stream);
-    expect(stream.written).toEqual([sseEvent("event", frame(3), "e1-0-3")]);
+    expect(numbers(stream.written.join(""))).toEqual([3]);
+  });
+
+  test("resume from the log: live events are held while it is read, then follow it without a gap or a duplicate", async () => {
+    const world = setup();
+    for (const n of [0, 1, 2, 3, 4]) world.publish(n, "x");
+    // History keeps 3 events per channel: a since of 0 needs the log.
+    world.log.gated = true;
+    const { stream } = await world.open("channel=x&token=good", { "last-event-id": id(0) });
+    world.publish(5, "x");
+    world.publish(6, "x");
+    expect(numbers(stream.written.join(""))).toEqual([]);
+    world.log.release();
+    await Bun.sleep(0);
+    world.publish(7, "x");
+    expect(numbers(stream.written.join(""))).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(stream.state).toBe("open");
+  });
+
+  test("a replay bound ends the stream after what was read, with retry: EventSource goes on from the last id", async () => {
+    const world = setup(principal(), 10, { ...LIMITS, maxBytes: 20 });
+    for (const n of [0, 1, 2, 3, 4, 5, 6]) world.publish(n, "x");
+    const { stream } = await world.open("channel=x&token=good", { "last-event-id": id(0) });
+    await Bun.sleep(0);
+    // 20 bytes take two of the events after 0; the rest come after EventSource reconnects from 2.
+    expect(numbers(stream.written.join(""))).toEqual([1, 2]);
+    expect(stream.state).toBe("ended");
+  });
+
+  test("a replay refused for now is an error event with retryAfterMs and the retry delay, then the end", async () => {
+    const world = setup(principal(), 10, { ...LIMITS, maxConcurrent: 0 });
+    for (const n of [0, 1, 2, 3, 4]) world.publish(n, "x");
+    const { reply, stream } = await world.open("channel=x&token=good", { "last-event-id": id(0) });
+    expect(reply.body).toContain(
+      'event: problem\ndata: {"code":"try_again","channel":"x","retryAfterMs":1000',
+    );
+    expect(reply.body).toEndWith("retry: 1000\n\n");
+    expect(stream.state).toBe("ended");
+  });
+
+  test("a since the log no longer holds is history_gone for that channel; the stream goes on live", async () => {
+    const world = setup();
+    for (const n of [0, 1, 2, 3, 4]) world.publish(n, "x");
+    world.log.earliest = 3n;
+    const { stream } = await world.open("channel=x&token=good", { "last-event-id": id(0) });
+    await Bun.sleep(0);
+    expect(stream.written.join("")).toContain('"code":"history_gone"');
+    world.publish(5, "x");
+    expect(numbers(stream.written.join(""))).toEqual([5]);
+    expect(stream.state).toBe("open");
   });
 
   test("refusals: token, channels, the shared connection cap", async () => {

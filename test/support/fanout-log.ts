@@ -1,0 +1,97 @@
+import { formatEventId } from "../../src/domain/event-id.ts";
+import { Fanout } from "../../src/features/realtime/fanout.ts";
+import { ChannelHistory } from "../../src/features/realtime/history.ts";
+import { type ReplayLimits, Resume } from "../../src/features/realtime/resume.ts";
+import { createMetrics } from "../../src/metrics/metrics.ts";
+import type {
+  DeliveredMessage,
+  FanoutBus,
+  LivePosition,
+  LogRead,
+  LogReadResult,
+} from "../../src/ports/fanout-bus.ts";
+
+/** A world for resume tests: history, a fake fan-out log with one partition, and the fan-out feeding both. */
+export const EPOCH = "e1";
+
+export function message(offset: number, channel = "x", tenant = "acme"): DeliveredMessage {
+  return {
+    tenant,
+    channel,
+    dataJson: `{"n":${offset}}`,
+    ts: Date.now(),
+    position: { epoch: EPOCH, partition: 0, offset: BigInt(offset) },
+  };
+}
+
+export const id = (offset: number) => formatEventId({ epoch: EPOCH, partition: 0, offset: BigInt(offset) });
+
+/**
+ * A fan-out log with one partition: `delivered` is what the live reader
+ * handed over, everything in `log` from `earliest` can be read back; reads
+ * wait for `release()` when `gated`.
+ */
+export class FakeLog implements Pick<FanoutBus, "head" | "readLog"> {
+  readonly log: DeliveredMessage[] = [];
+  earliest = 0n;
+  next = 0n;
+  reads: LogRead[] = [];
+  gated = false;
+  private waiting: Array<() => void> = [];
+
+  head(): LivePosition {
+    return { epoch: EPOCH, partition: 0, next: this.next };
+  }
+
+  release(): void {
+    for (const wake of this.waiting.splice(0)) wake();
+  }
+
+  async readLog(request: LogRead): Promise<LogReadResult> {
+    this.reads.push(request);
+    if (this.gated) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (this.earliest > request.from) return { gone: true };
+    const messages: DeliveredMessage[] = [];
+    let bytes = 0;
+    for (const entry of this.log) {
+      const offset = entry.position.offset;
+      if (offset < request.from || offset >= request.until) continue;
+      if (entry.tenant !== request.tenant || entry.channel !== request.channel) continue;
+      bytes += entry.dataJson.length;
+      if (messages.length >= request.maxMessages || (messages.length > 0 && bytes > request.maxBytes))
+        return { gone: false, messages, next: offset };
+      messages.push(entry);
+    }
+    return { gone: false, messages, next: request.until };
+  }
+}
+
+export const LIMITS: ReplayLimits = {
+  maxConcurrent: 4,
+  maxConcurrentPerTenant: 1,
+  maxBytes: 1 << 20,
+  timeoutMs: 1000,
+};
+
+/** History that keeps 3 events per channel, the log, and the fan-out feeding both (as the bus would). */
+export function resumeWorld(limits: ReplayLimits = LIMITS) {
+  const history = new ChannelHistory({
+    eventsPerChannel: 3,
+    bytesPerChannel: 1 << 20,
+    channels: 100,
+    maxBytes: 1 << 24,
+    tenantMaxBytes: 1 << 24,
+  });
+  const log = new FakeLog();
+  const resume = new Resume(history, log, limits);
+  const metrics = createMetrics("test", "0");
+  const fanout = new Fanout(history, metrics);
+  fanout.origin(EPOCH, 0, 0n);
+  const publish = (offset: number, channel = "x", tenant = "acme") => {
+    const delivered = message(offset, channel, tenant);
+    log.log.push(delivered);
+    log.next = delivered.position.offset + 1n;
+    fanout.deliver(delivered);
+  };
+  return { history, log, resume, metrics, fanout, publish };
+}
