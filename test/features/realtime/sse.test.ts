@@ -2,7 +2,6 @@ import { describe, expect, test } from "bun:test";
 import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { SseStreams, sseEvent } from "../../../src/features/realtime/sse.ts";
-import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { HttpReply, HttpRequest, HttpStream } from "../../../src/ports/transport.ts";
 import { id, LIMITS, resumeWorld } from "../../support/fanout-log.ts";
 
