@@ -11,6 +11,9 @@ export interface FanoutMessage {
   record?: { type: string; id: string };
   /** Epoch ms when the gateway accepted it; used for the fan-out latency metric. */
   ts: number;
+  /** The publisher's W3C trace context, carried in the fan-out record's headers (not in subscribers' frames). */
+  traceparent?: string;
+  tracestate?: string;
 }
 
 export interface DeliveredMessage extends FanoutMessage {

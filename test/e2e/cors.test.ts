@@ -39,7 +39,7 @@ describe.each(RUNTIMES)("CORS with a list of origins on %s", (runtime) => {
     expect(response.headers.get("vary")).toBe("Origin");
     expect(response.headers.get("access-control-allow-methods")).toBe("POST");
     expect(response.headers.get("access-control-allow-headers")).toBe(
-      "authorization, content-type, content-encoding, idempotency-key",
+      "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey",
     );
     expect(response.headers.get("access-control-max-age")).toBe("600");
     expect(await response.text()).toBe("");

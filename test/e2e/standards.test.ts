@@ -17,11 +17,17 @@ async function post(
 describe.each(RUNTIMES)("one truth for validation and forwarding on %s", (runtime) => {
   let gateway: RunningGateway;
   let topic: string;
+  let fanoutTopic: string;
   let auth: Record<string, string>;
 
   beforeAll(async () => {
     topic = await createTopic(`standards-${runtime}`, 1);
-    gateway = await startGateway(runtime, { KAFKA_BROKERS: services().brokers, KAFKA_TOPIC: topic });
+    fanoutTopic = await createTopic(`standards-fanout-${runtime}`, 1);
+    gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: topic,
+      KAFKA_FANOUT_TOPIC: fanoutTopic,
+    });
     auth = {
       authorization: `Bearer ${await token("acme", ["ingest", "publish"])}`,
       "content-type": "application/json",
@@ -59,6 +65,27 @@ describe.each(RUNTIMES)("one truth for validation and forwarding on %s", (runtim
     const publish = await post(gateway, "/v1/publish", '{"channel":"c","data":{"a":1,"a":2}}', auth);
     expect(publish.status).toBe(400);
     expect(JSON.parse(publish.text).message).toBe('duplicate key "a"');
+  });
+
+  test("a valid traceparent and tracestate reach the Kafka record's headers, on ingest and on publish", async () => {
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const trace = { traceparent, tracestate: "rojo=00f067aa0ba902b7" };
+    const record = JSON.stringify({ type: "click", id: "traced", data: { element: "t" } });
+    expect((await post(gateway, "/v1/events", record, { ...auth, ...trace })).status).toBe(202);
+    const untraced = JSON.stringify({ type: "click", id: "bad-trace", data: { element: "t" } });
+    const invalid = { traceparent: "00-zz-00f067aa0ba902b7-01", tracestate: "rojo=1" };
+    expect((await post(gateway, "/v1/events", untraced, { ...auth, ...invalid })).status).toBe(202);
+    const published = JSON.stringify({ channel: "traced", data: { n: 1 } });
+    expect((await post(gateway, "/v1/publish", published, { ...auth, ...trace })).status).toBe(202);
+
+    const messages = await readTopic(topic, 3);
+    const headersOf = (id: string) =>
+      Object.fromEntries(messages.find((message) => JSON.parse(message.value).id === id)?.headers ?? []);
+    expect(headersOf("traced")).toMatchObject(trace);
+    expect(headersOf("bad-trace").traceparent).toBeUndefined();
+    expect(headersOf("bad-trace").tracestate).toBeUndefined();
+    const [fanned] = await readTopic(fanoutTopic, 1);
+    expect(Object.fromEntries(fanned?.headers ?? [])).toMatchObject({ ...trace, channel: "traced" });
   });
 });
 

@@ -32,7 +32,8 @@ test("a preflight answer lists the route's methods, the request headers a client
     status: 204,
     headers: {
       "access-control-allow-methods": "GET, HEAD",
-      "access-control-allow-headers": "authorization, content-type, content-encoding, idempotency-key",
+      "access-control-allow-headers":
+        "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey",
       "access-control-max-age": "600",
     },
     body: "",

@@ -4,6 +4,7 @@ import { type EventRecord, recordValue } from "../../domain/record.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import type { Idempotency } from "../../http/idempotency.ts";
 import { json, jsonText } from "../../http/reply.ts";
+import { type TraceContext, traceContextOf } from "../../http/trace-context.ts";
 import { isoNow, withDeadline } from "../../lib/time.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { Admission } from "../../ports/admission.ts";
@@ -49,8 +50,18 @@ export function toSinkMessage(
   return { topic, key: record.key ?? record.tenant, value: recordValue(record), headers };
 }
 
-export function sinkHeaders(record: EventRecord): SinkMessage["headers"] {
-  return { tenant: record.tenant, type: record.type, "content-type": "application/json" };
+/** With the request's trace context (W3C), when it sent a valid one, so consumers can continue the trace. */
+export function sinkHeaders(record: EventRecord, trace: TraceContext | undefined): SinkMessage["headers"] {
+  const headers: SinkMessage["headers"] = {
+    tenant: record.tenant,
+    type: record.type,
+    "content-type": "application/json",
+  };
+  if (trace !== undefined) {
+    headers.traceparent = trace.traceparent;
+    if (trace.tracestate !== undefined) headers.tracestate = trace.tracestate;
+  }
+  return headers;
 }
 
 /**
@@ -78,6 +89,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       { maxBytes: options.maxBodyBytes, maxRecords: options.maxRecords },
       binaryCloudEvent(request),
     );
+    const trace = traceContextOf(request);
     const rateLimitHeaders = await deps.admission.events(principal, rawRecords.length);
 
     const receivedAt = isoNow();
@@ -105,7 +117,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       if (!result.ok) refusal = result;
       else {
         const channelProblem = channelRefusal(principal, result.record.channel);
-        if (headers?.type !== result.record.type) headers = sinkHeaders(result.record);
+        if (headers?.type !== result.record.type) headers = sinkHeaders(result.record, trace);
         if (raw.ok && raw.headers !== undefined) result.record.headers = raw.headers;
         const message = toSinkMessage(
           options.topic,

@@ -4,6 +4,7 @@ import type { Principal } from "../../domain/principal.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import type { Idempotency } from "../../http/idempotency.ts";
 import { json } from "../../http/reply.ts";
+import { traceContextOf } from "../../http/trace-context.ts";
 import {
   DEPTH_ERROR,
   DUPLICATE_KEY_ERROR,
@@ -15,7 +16,7 @@ import { withDeadline } from "../../lib/time.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
-import type { HttpReply } from "../../ports/transport.ts";
+import type { HttpReply, HttpRequest } from "../../ports/transport.ts";
 
 export interface PublishDependencies extends CallerChecks {
   /** Requests with an Idempotency-Key run through it. */
@@ -62,7 +63,11 @@ function parsePublishBody(bytes: Uint8Array): {
 
 /** POST /v1/publish: server-side publish to a channel, or to every connection of the tenant, through the bus. */
 export function createPublishModule(deps: PublishDependencies): Module {
-  const publish = async (principal: Principal, bytes: Uint8Array): Promise<HttpReply> => {
+  const publish = async (
+    request: HttpRequest,
+    principal: Principal,
+    bytes: Uint8Array,
+  ): Promise<HttpReply> => {
     const { body, dataJson } = parsePublishBody(bytes);
     const broadcast = body.broadcast === true;
     const message: FanoutMessage = {
@@ -70,6 +75,11 @@ export function createPublishModule(deps: PublishDependencies): Module {
       dataJson: dataJson ?? "null",
       ts: Date.now(),
     };
+    const trace = traceContextOf(request);
+    if (trace !== undefined) {
+      message.traceparent = trace.traceparent;
+      if (trace.tracestate !== undefined) message.tracestate = trace.tracestate;
+    }
     if (broadcast) {
       message.broadcast = true;
       if (body.channel !== undefined) message.channel = requireChannel(principal, body.channel);
@@ -104,9 +114,9 @@ export function createPublishModule(deps: PublishDependencies): Module {
           if (bytes.byteLength > deps.maxBytes)
             throw new GatewayError("payload_too_large", `a publish body is at most ${deps.maxBytes} bytes`);
           const idempotencyKey = request.header("idempotency-key");
-          if (idempotencyKey === undefined) return publish(principal, bytes);
+          if (idempotencyKey === undefined) return publish(request, principal, bytes);
           return deps.idempotency.run(request, idempotencyKey, principal.tenant, bytes, () =>
-            publish(principal, bytes),
+            publish(request, principal, bytes),
           );
         },
       },

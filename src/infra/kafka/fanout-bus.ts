@@ -291,6 +291,8 @@ export function toFanoutRecord(topic: string, message: FanoutMessage): SinkMessa
     headers["record-type"] = message.record.type;
     headers["record-id"] = message.record.id;
   }
+  if (message.traceparent !== undefined) headers.traceparent = message.traceparent;
+  if (message.tracestate !== undefined) headers.tracestate = message.tracestate;
   return { topic, key: fanoutKey(message), value: message.dataJson, headers };
 }
 
