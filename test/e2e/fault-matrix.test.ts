@@ -18,11 +18,10 @@ import { type RunningGateway, type Runtime, startGateway } from "./harness.ts";
  * ended are read back too (recovery).
  *
  * Runtimes: each fault runs on one runtime, alternating, to keep the file
- * near 90 s; the DLQ and fan-out faults run on both. Broker restart is in
- * ledger.test.ts (both runtimes). Authorization revoked on one topic needs a
- * broker with an authorizer, super users and ACLs for the test's own admin;
- * the classification of TOPIC_AUTHORIZATION_FAILED is unit-tested instead
- * (test/infra/kafka/writer.test.ts, test/infra/delivery/delivery-queue.test.ts).
+ * near 60 s; the DLQ and fan-out faults run on both. Broker restart is in
+ * ledger.test.ts (both runtimes, four tenants). The deleted-topic faults need
+ * a broker that does not create topics, the revoked-topic fault one with an
+ * authorizer; each is skipped, saying so, on a broker without.
  */
 
 const ACK_TIMEOUT_MS = 4000;
@@ -229,6 +228,31 @@ if (autoCreates)
   console.log(
     "fault matrix: the broker auto-creates topics; the deleted-topic faults need one that does not " +
       "(KAFKA_AUTO_CREATE_TOPICS=false scripts/services up, as scripts/test-all does for this file)",
+  );
+
+/** Whether the broker has an authorizer (scripts/services with KAFKA_ACLS=true): without one, ACL requests fail. */
+const aclsEnabled = await withAdmin((admin) =>
+  admin
+    .describeAcls({
+      filter: {
+        resourceType: 1,
+        resourceName: null,
+        resourcePatternType: 1,
+        principal: null,
+        host: null,
+        operation: 1,
+        permissionType: 1,
+      },
+    })
+    .then(
+      () => true,
+      () => false,
+    ),
+);
+if (!aclsEnabled)
+  console.log(
+    "fault matrix: the broker has no authorizer; revoking a topic needs one " +
+      "(KAFKA_ACLS=true scripts/services up, as scripts/test-all does for this file)",
   );
 
 /** Whether this process may mount a small tmpfs (root in a container that allows it). */
@@ -594,4 +618,92 @@ describe("fault matrix, one runtime each", () => {
       await rm(dir, { recursive: true, force: true });
     }
   }, 40_000);
+
+  test.skipIf(!aclsEnabled)(
+    "bun: write access to the ingest topic revoked: its requests get 503, publishes to the fan-out topic keep flowing, ingest resumes once access is back",
+    async () => {
+      const runtime = "bun";
+      const [events, fanout] = await Promise.all([
+        createTopic(`fm-acl-events-${runtime}`),
+        createTopic(`fm-acl-fanout-${runtime}`),
+      ]);
+      const gateway = await startGateway(runtime, {
+        KAFKA_BROKERS: process.env.KAFKA_SASL_PLAIN_BROKERS ?? "",
+        KAFKA_SASL_MECHANISM: "plain",
+        KAFKA_SASL_USERNAME: process.env.KAFKA_SASL_USERNAME ?? "",
+        KAFKA_SASL_PASSWORD: process.env.KAFKA_SASL_PASSWORD ?? "",
+        KAFKA_TOPIC: events,
+        KAFKA_FANOUT_TOPIC: fanout,
+        RATE_LIMIT_ENABLED: "false",
+        KAFKA_TOPIC_RETRY_MS: TOPIC_RETRY_MS,
+        INGEST_ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS),
+      });
+      const ingester = await Tenant.create("acl-ingester", ["ingest"]);
+      const publisher = await Tenant.create("acl-publisher", ["publish"]);
+      const denyWrite = {
+        resourceType: 2 as const,
+        resourceName: events,
+        resourcePatternType: 3 as const,
+        principal: `User:${process.env.KAFKA_SASL_USERNAME}`,
+        host: "*",
+        operation: 4 as const,
+        permissionType: 2 as const,
+      };
+      let publishing = true;
+      let revoked = false;
+      const publishes = (async () => {
+        for (let n = 0; publishing; n++) {
+          const id = `pub-${n}`;
+          await publisher.post(`${gateway.url}/v1/publish`, { channel: "orders", data: { id } }, [id]);
+          await Bun.sleep(50);
+        }
+      })();
+      try {
+        ingester.sendEvents(gateway);
+        await until(
+          "both acknowledged",
+          () => ingester.acknowledged.size > 0 && publisher.acknowledged.size > 0,
+        );
+        await withAdmin((admin) => admin.createAcls({ creations: [denyWrite] }));
+        revoked = true;
+        await until("/health names the revoked topic", async () =>
+          (((await health(gateway)).body.degraded as string[] | undefined) ?? []).includes(
+            `kafka_topic_unavailable:${events}`,
+          ),
+        );
+        expect((await health(gateway)).status).toBe(200);
+        const published = publisher.acknowledged.size;
+        await until(
+          "publishes acknowledged while ingest is refused",
+          () => publisher.acknowledged.size > published + 5,
+        );
+        await withAdmin((admin) => admin.deleteAcls({ filters: [denyWrite] }));
+        revoked = false;
+        const faultEnds = Date.now();
+        await until(
+          "ingest acknowledged again",
+          () => ingester.firstAcknowledgedAfter(faultEnds) !== undefined,
+          20_000,
+        );
+        publishing = false;
+        await publishes;
+        await ingester.stop();
+        report(runtime, "write access revoked on the ingest topic", [ingester, publisher]);
+        expectOnlyAllowedStatuses(ingester, [202, 503]);
+        expect(ingester.statuses()["503"] ?? 0).toBeGreaterThan(0);
+        expect(publisher.statuses()).toEqual({ "202": publisher.outcomes.length });
+        expect(missing(ingester.acknowledged.keys(), await readIds(events, (value) => value.id))).toEqual([]);
+        expect(missing(publisher.acknowledged.keys(), await readIds(fanout, (value) => value.id))).toEqual(
+          [],
+        );
+      } finally {
+        publishing = false;
+        await publishes;
+        await ingester.stop();
+        if (revoked) await withAdmin((admin) => admin.deleteAcls({ filters: [denyWrite] }));
+        await gateway.stop("SIGKILL");
+      }
+    },
+    40_000,
+  );
 });
