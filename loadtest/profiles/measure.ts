@@ -1,11 +1,13 @@
 // Ingest hot path, measured: starts the gateway (embedded sink, rate limits
-// off), drives it with wrk for each case and prints req/s, events/s and the
+// off unless MEASURE_REDIS_URL), drives it with wrk for each case and prints req/s, events/s and the
 // gateway's own CPU per event (utime + stime from /proc/PID/stat, so wrk's
 // share does not count).
 //
 //   bun loadtest/profiles/measure.ts node|bun [seconds]
 //   PROFILE=node|bun   runs that runtime with --cpu-prof (profiles in dist/profiles/)
 //   CASES=one-none,batch-ack   picks cases
+//   MEASURE_REDIS_URL=redis://host:port   rate limits on, shared through that Redis (budgets of 10^8/s:
+//                                     the limiter's cost, no refusals), for an A/B against limits off;
 //   MEASURE_KAFKA_BROKERS=host:port   Kafka sink (acks=all) instead of the embedded log;
 //   KAFKA_COMPRESSION etc. pass through from the environment
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -49,8 +51,10 @@ const child = Bun.spawn(command, {
     JWT_SECRET: secret,
     DEV_MODE: "false",
     LOG_LEVEL: "warn",
-    RATE_LIMIT_ENABLED: "false",
-    REDIS_URL: "",
+    RATE_LIMIT_ENABLED: process.env.MEASURE_REDIS_URL ? "true" : "false",
+    REDIS_URL: process.env.MEASURE_REDIS_URL ?? "",
+    RATE_LIMIT_EVENTS_PER_SEC: "100000000",
+    RATE_LIMIT_REQUESTS_PER_SEC: "100000000",
     KAFKA_BROKERS: process.env.MEASURE_KAFKA_BROKERS ?? "",
     LOCAL_LOG_DIR: logDir,
     DRAIN_DELAY_MS: "0",
