@@ -79,6 +79,20 @@ export async function readTopic(topic: string, expected: number, timeoutMs = 30_
   return messages;
 }
 
+/** How many partitions `topic` has (it must exist). */
+export async function partitionCount(topic: string): Promise<number> {
+  const consumer = new Consumer({
+    clientId: "test-partitions",
+    groupId: `test-partitions-${Date.now()}-${Math.random().toString(36).slice(2)}`,
+    bootstrapBrokers: services().brokers.split(","),
+  });
+  try {
+    return ((await consumer.listOffsets({ topics: [topic] })).get(topic) ?? []).length;
+  } finally {
+    await consumer.close(true);
+  }
+}
+
 /** Delivery invariants: every expected id exactly once, nothing else. */
 export function assertExactlyOnce(
   ids: string[],

@@ -1,0 +1,111 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Server } from "bun";
+import { TEST_SECRET, token } from "../support/tokens.ts";
+import { waitUntil } from "../support/wait.ts";
+import { RUNTIMES, runUntilExit, startGateway } from "./harness.ts";
+
+/**
+ * SCHEMAS from an https URL: a local TLS server with a self-signed
+ * certificate, which the gateway trusts only through NODE_EXTRA_CA_CERTS
+ * (how an internal CA is added in production).
+ */
+const folder = mkdtempSync(join(tmpdir(), "https-schemas-"));
+const certificate = join(folder, "cert.pem");
+const key = join(folder, "key.pem");
+const SCHEMA = "https://json-schema.org/draft/2020-12/schema";
+const schemas = { signup: { $schema: SCHEMA, type: "object", required: ["email"] } };
+let server: Server<undefined>;
+const requests: Array<{ ifNoneMatch: string | null }> = [];
+
+beforeAll(() => {
+  const made = Bun.spawnSync([
+    "openssl",
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "1",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-addext",
+    "subjectAltName=IP:127.0.0.1",
+    "-keyout",
+    key,
+    "-out",
+    certificate,
+  ]);
+  if (made.exitCode !== 0) throw new Error(`openssl: ${made.stderr.toString()}`);
+  server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    tls: { cert: readFileSync(certificate, "utf8"), key: readFileSync(key, "utf8") },
+    fetch(request) {
+      const ifNoneMatch = request.headers.get("if-none-match");
+      requests.push({ ifNoneMatch });
+      if (ifNoneMatch === '"v1"') return new Response(null, { status: 304 });
+      return Response.json(schemas, { headers: { etag: '"v1"' } });
+    },
+  });
+});
+afterAll(() => {
+  server.stop(true);
+  rmSync(folder, { recursive: true, force: true });
+});
+
+const source = () => `https://127.0.0.1:${server.port}/schemas.json`;
+
+describe.each(RUNTIMES)("SCHEMAS from an https URL on %s", (runtime) => {
+  test("with the CA in NODE_EXTRA_CA_CERTS: its types are validated, and a refresh is a conditional GET answered 304", async () => {
+    const gateway = await startGateway(runtime, {
+      SCHEMAS: source(),
+      SCHEMAS_REFRESH_MS: "1000",
+      NODE_EXTRA_CA_CERTS: certificate,
+      KAFKA_BROKERS: "",
+      REDIS_URL: "",
+      LOCAL_LOG_DIR: join(folder, `log-${runtime}`),
+      JWT_SECRET: TEST_SECRET,
+    });
+    try {
+      const post = async (record: object) =>
+        (
+          await fetch(`${gateway.url}/v1/events`, {
+            method: "POST",
+            headers: {
+              authorization: `Bearer ${await token("acme", ["ingest"])}`,
+              "content-type": "application/json",
+            },
+            body: JSON.stringify(record),
+          })
+        ).status;
+      expect(await post({ type: "signup", data: { email: "a@example.com" } })).toBe(202);
+      expect(await post({ type: "signup", data: { name: "no email" } })).toBe(422);
+      const before = requests.length;
+      await waitUntil(
+        () => requests.slice(before).some((request) => request.ifNoneMatch === '"v1"'),
+        "a refresh with If-None-Match",
+      );
+    } finally {
+      await gateway.stop("SIGKILL");
+    }
+  });
+
+  test("without the CA the certificate is refused and the gateway does not start", async () => {
+    const { code, stdout, stderr } = await runUntilExit(runtime, {
+      SCHEMAS: source(),
+      NODE_EXTRA_CA_CERTS: "",
+      KAFKA_BROKERS: "",
+      REDIS_URL: "",
+      LOCAL_LOG_DIR: join(folder, `refused-${runtime}`),
+      JWT_SECRET: TEST_SECRET,
+      HOST: "127.0.0.1",
+      PORT: "0",
+    });
+    expect(code).toBe(1);
+    expect(stdout + stderr).toMatch(/certificate|self[- ]signed/i);
+  });
+});
