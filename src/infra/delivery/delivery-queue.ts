@@ -56,8 +56,12 @@ export const LOCAL_LOG_UNWRITABLE_REASON = "local_log_unwritable";
 export const TOPIC_UNAVAILABLE_PREFIX = "kafka_topic_unavailable:";
 
 const DRAIN_RETRY_MAX_MS = 500;
-/** One topic never takes more than this share of the queue's bounds, so a failing topic leaves room for the others. */
-const LANE_SHARE = 3 / 4;
+/**
+ * One topic never takes more than this share of the queue's bounds, so a
+ * failing topic leaves room for the others; high enough that a queue filling
+ * up with one topic still crosses the GatewayQueueNearFull alert's 80%.
+ */
+const LANE_SHARE = 9 / 10;
 /** Dead letters are diagnostics: they get a small share and are dropped first. */
 const DEAD_LETTER_SHARE = 1 / 16;
 /** At most one log line per this interval about dropped dead letters, with the count. */

@@ -353,15 +353,15 @@ describe("DeliveryQueue", () => {
       expect(deliveredTo(writer, "a")).toEqual([1]);
     });
 
-    test("one topic takes at most 3/4 of the queue's bounds, leaving room for the others", async () => {
-      const { writer, queue } = setup({ maxRecords: 8 });
+    test("one topic takes at most 9/10 of the queue's bounds, leaving room for the others", async () => {
+      const { writer, queue } = setup({ maxRecords: 20 });
       writer.failingTopics.add("a");
       await queue.enqueue(
-        [1, 2, 3, 4, 5, 6].map((n) => onTopic("a", n)),
+        Array.from({ length: 18 }, (_, n) => onTopic("a", n)),
         "queued",
       );
-      await expectRefused(() => queue.enqueue([onTopic("a", 7)], "queued"), "overloaded");
-      await queue.enqueue([onTopic("b", 8), onTopic("b", 9)], "acknowledged");
+      await expectRefused(() => queue.enqueue([onTopic("a", 18)], "queued"), "overloaded");
+      await queue.enqueue([onTopic("b", 19), onTopic("b", 20)], "acknowledged");
       writer.failingTopics.clear();
       await queue.close(1000);
     });
