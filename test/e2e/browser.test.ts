@@ -264,6 +264,39 @@ describe.each(RUNTIMES)("the client in headless Chromium, from another origin, a
     await page.close();
   });
 
+  test("while the browser is offline nothing is sent and no attempt is spent; back online, the records go", async () => {
+    const page = await openPage(allowed);
+    await page.setOfflineMode(true);
+    const id = await page.evaluate(
+      async ({ url, ingestToken }) => {
+        const globals = globalThis as PageGlobals & {
+          events?: ClientModule.EventClient;
+        };
+        const { EventClient } = globals.edgeClient;
+        // One attempt only: a request sent while offline would drop the record.
+        globals.events = new EventClient({
+          url,
+          token: ingestToken,
+          flushIntervalMs: 10,
+          retry: { maxAttempts: 1 },
+        });
+        const id = globals.events.enqueue({ type: "click", data: { element: "offline" } });
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return id;
+      },
+      { url: gateway.url, ingestToken: await token("acme", ["ingest"]) },
+    );
+    await page.setOfflineMode(false);
+    const stats = await page.evaluate(async () => {
+      const events = (globalThis as PageGlobals & { events: ClientModule.EventClient }).events;
+      await events.flush();
+      return events.stats;
+    });
+    expect(stats).toMatchObject({ accepted: 1, dropped: 0, rejected: 0 });
+    expect(loggedIds(join(folder, "log"))).toContain(id as string);
+    await page.close();
+  });
+
   test("with browserQueue, records a page could not send survive a real reload and are sent once, with their ids", async () => {
     const page = await openPage(allowed);
     const queue = `reload-${runtime}-${Date.now()}`;
