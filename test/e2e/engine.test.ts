@@ -15,7 +15,7 @@ describe.each(RUNTIMES)("the engine on %s", (runtime) => {
   test("is named in the listening log line and in gateway_engine_info", async () => {
     const gateway = await startGateway(runtime, EMBEDDED);
     try {
-      const engine = runtime === "node" ? "uws-native" : "bun";
+      const engine = runtime === "bun" ? "bun" : "uws-native";
       expect(gateway.logs.find((entry) => entry.msg === "listening")?.engine).toBe(engine);
       const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
       expect(metrics).toContain(`gateway_engine_info{engine="${engine}"} 1`);
