@@ -39,9 +39,7 @@ describe.each(RUNTIMES)("METRICS_PORT on %s", (runtime) => {
     const scrape = await fetch(`${metricsUrl}/metrics`);
     expect(scrape.status).toBe(200);
     expect(scrape.headers.get("content-type")).toContain("text/plain");
-    expect(await scrape.text()).toContain(
-      `gateway_info{runtime="${runtime === "bun" ? "bun" : "node-uws"}"`,
-    );
+    expect(await scrape.text()).toContain(`gateway_info{runtime="${runtime === "bun" ? "bun" : "node-uws"}"`);
     expect((await fetch(`${gateway.url}/metrics`)).status).toBe(404);
     expect((await fetch(`${gateway.url}/health`)).status).toBe(200);
   });
