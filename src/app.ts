@@ -127,18 +127,23 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     enabled: config.rateLimit.enabled,
     trustProxyHops: config.rateLimit.trustProxyHops,
   });
+  // A claim must outlive the longest a request can wait for Kafka, or a retry would run beside it.
+  const idempotencyOptions = {
+    ...config.idempotency,
+    pendingMs: Math.max(config.idempotency.pendingMs, config.ackTimeoutMs + 5000),
+  };
   const idempotencyStore: IdempotencyStore = config.redisUrl
     ? new RedisIdempotencyStore(
         {
           redisUrl: config.redisUrl,
-          windowMs: config.idempotency.windowMs,
-          pendingMs: config.idempotency.pendingMs,
+          windowMs: idempotencyOptions.windowMs,
+          pendingMs: idempotencyOptions.pendingMs,
           commandTimeoutMs: config.rateLimit.redisTimeoutMs,
           onFailOpen: () => metrics.idempotencyStoreFailures.inc(),
         },
         log,
       )
-    : new MemoryIdempotencyStore(config.idempotency);
+    : new MemoryIdempotencyStore(idempotencyOptions);
   const idempotency = new Idempotency(idempotencyStore, metrics);
 
   const realtime = createRealtimeModule(
