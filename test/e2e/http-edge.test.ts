@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect, type Socket } from "node:net";
 import { TEST_SECRET, token } from "../support/tokens.ts";
+import { waitUntil } from "../support/wait.ts";
 import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 
 /** A raw TCP client: what we send is exactly what the gateway reads. */
@@ -25,6 +26,12 @@ class RawClient {
 
   destroy(): void {
     this.socket.destroy();
+  }
+
+  /** Resolves once what was received so far passes `complete`. */
+  async receivedSoFar(complete: (text: string) => boolean, what: string): Promise<string> {
+    await waitUntil(() => complete(this.received), what);
+    return this.received;
   }
 
   /** Everything received once the server closed the connection, or after `timeoutMs`. */
@@ -129,14 +136,18 @@ describe.each(RUNTIMES)("HTTP edge cases on %s", (runtime) => {
       `POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${await token("acme", ["ingest"])}\r\n` +
         "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n[{",
     );
-    await Bun.sleep(200);
+    // In flight (the scrape is the other one) before the client gives up on it.
+    await waitUntil(
+      async () =>
+        /^gateway_http_requests_in_flight 2$/m.test(await (await fetch(`${gateway.url}/metrics`)).text()),
+      "the upload in flight",
+    );
     client.destroy();
     let counts: string[] = [];
-    for (let attempt = 0; attempt < 30; attempt++) {
+    await waitUntil(async () => {
       counts = await requestCounts(gateway);
-      if (counts.some((line) => line.includes('status="499"'))) break;
-      await Bun.sleep(100);
-    }
+      return counts.some((line) => line.includes('status="499"'));
+    }, "the abandoned upload counted");
     expect(counts).toContain('gateway_http_requests_total{route="/v1/events",method="POST",status="499"} 1');
     expect(counts.filter((line) => line.includes('status="5'))).toEqual([]);
     expect(gateway.logs.filter((line) => line.level === "error")).toEqual([]);
@@ -194,7 +205,7 @@ describe.each(RUNTIMES)("response headers on %s", (runtime) => {
       const getBody = await get.text();
       const client = new RawClient(gateway.port);
       client.write(`HEAD ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
-      await Bun.sleep(200);
+      await client.receivedSoFar((text) => text.includes("\r\n\r\n"), "the HEAD answer's headers");
       // Had the HEAD answer carried a body, or not been complete, this second answer would not follow at once.
       client.write("GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
       const { text } = await client.receivedWithin(3000);
