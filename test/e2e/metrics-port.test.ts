@@ -116,7 +116,8 @@ describe.each(RUNTIMES)("KAFKA_AFFECTS_HEALTH=false on %s", (runtime) => {
       expect(scrape).toMatch(/^gateway_kafka_up 0$/m);
       const health = await fetch(`${gateway.url}/health`);
       expect(health.status).toBe(200);
-      expect(await health.json()).toEqual({ status: "ok" });
+      // In service, and saying why it is degraded.
+      expect(await health.json()).toEqual({ status: "ok", degraded: ["kafka_unreachable"] });
       const response = await fetch(`${gateway.url}/v1/events`, {
         method: "POST",
         headers: {
