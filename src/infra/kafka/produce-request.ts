@@ -59,26 +59,47 @@ function writeVarint(buffer: Buffer, position: number, zigzagged: number): numbe
   return at;
 }
 
-/** A record's headers as they sit on the wire: count, then each name and value with its length. */
+/**
+ * A record's headers as they sit on the wire: count, then each name and value
+ * with its length, measured, then written straight into one block. Fan-out
+ * records carry headers of their own (channel, record id), so this runs per
+ * record: short ASCII strings are measured and copied in JavaScript, without
+ * a native call per string.
+ */
 function encodeHeaders(headers: SinkMessage["headers"]): Buffer {
   const names = Object.keys(headers);
-  const encoded: Buffer[] = [];
   let bytes = varintBytes(zigzag(names.length));
   for (const name of names) {
-    const nameBytes = Buffer.from(name);
-    const valueBytes = Buffer.from(headers[name] as string);
-    encoded.push(nameBytes, valueBytes);
-    bytes += varintBytes(zigzag(nameBytes.length)) + nameBytes.length;
-    bytes += varintBytes(zigzag(valueBytes.length)) + valueBytes.length;
+    const nameLength = utf8Length(name);
+    const valueLength = utf8Length(headers[name] as string);
+    bytes += varintBytes(zigzag(nameLength)) + nameLength + varintBytes(zigzag(valueLength)) + valueLength;
   }
   const block = Buffer.allocUnsafe(bytes);
   let at = writeVarint(block, 0, zigzag(names.length));
-  for (const part of encoded) {
-    at = writeVarint(block, at, zigzag(part.length));
-    part.copy(block, at);
-    at += part.length;
+  for (const name of names) {
+    at = writeString(block, at, name);
+    at = writeString(block, at, headers[name] as string);
   }
   return block;
+}
+
+/** Past this length a string goes through the native encoder, which then costs less than a loop. */
+const SHORT_STRING = 64;
+
+/** UTF-8 bytes of `text`: its length when it is short and ASCII. */
+function utf8Length(text: string): number {
+  if (text.length > SHORT_STRING) return Buffer.byteLength(text);
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return Buffer.byteLength(text);
+  return text.length;
+}
+
+/** Writes `text` with its length prefix at `at`; answers the position after it. */
+function writeString(block: Buffer, at: number, text: string): number {
+  const length = utf8Length(text);
+  at = writeVarint(block, at, zigzag(length));
+  if (length !== text.length || length > SHORT_STRING) return at + block.write(text, at, length, "utf8");
+  for (let i = 0; i < length; i++) block[at + i] = text.charCodeAt(i);
+  return at + length;
 }
 
 /** What writing a partition's records takes: per record, its value's UTF-8 length and headers block. */
