@@ -153,6 +153,12 @@ export function createMetrics(runtime: string, version: string) {
       labelNames: ["scope"],
       registers: r,
     }),
+    rateLimitLeases: new Counter({
+      name: "gateway_rate_limit_leases_total",
+      help: "Slices of a shared rate-limit budget asked of Redis, by scope and outcome (granted, refused: none left, failed: Redis did not answer)",
+      labelNames: ["scope", "outcome"],
+      registers: r,
+    }),
     rateLimiterDegraded: new Gauge({
       name: "gateway_rate_limiter_degraded",
       help: "1 while Redis is unavailable and the per-process limiter is in charge",

@@ -59,3 +59,26 @@ test("per-IP requests and WebSocket connects are shared budgets too, refused wit
   expect(admitted).toBeLessThanOrEqual(100);
   expect(outcomes).toContain("refused");
 });
+
+test("a busy key is paid from leased slices: Redis is asked far less than once per request, and the leases are counted", async () => {
+  const metrics = createMetrics("test", "0");
+  const limits = new RateLimits({ ...options, requestsPerSec: 1_000_000 }, metrics, log);
+  try {
+    const deadline = Date.now() + 5000;
+    while (
+      !(await metrics.registry.getSingleMetricAsString("gateway_rate_limiter_degraded")).endsWith(" 0")
+    ) {
+      if (Date.now() > deadline) throw new Error("the limiter never reported Redis ready");
+      await Bun.sleep(20);
+    }
+    const ip = `198.51.100.${Date.now() % 250}-${Math.random().toString(36).slice(2, 8)}`;
+    for (let i = 0; i < 3000; i++) await limits.allow("ip_requests", ip);
+    const leases = (await metrics.rateLimitLeases.get()).values
+      .filter((value) => value.labels.scope === "ip_requests")
+      .reduce((sum, value) => sum + value.value, 0);
+    expect(leases).toBeGreaterThan(0);
+    expect(leases).toBeLessThan(300);
+  } finally {
+    await limits.close();
+  }
+});

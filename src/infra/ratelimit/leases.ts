@@ -111,7 +111,8 @@ export class LeasedBudgets {
     /** The store's key is `prefix:key`. */
     private readonly prefix: string,
     maxKeys: number,
-    private readonly onLeaseFailure: (error: unknown) => void,
+    /** Told of each lease's outcome; `error` when the store failed. */
+    private readonly onLease: (granted: number, error?: unknown) => void,
   ) {
     this.buckets = new Buckets(maxKeys);
   }
@@ -213,11 +214,12 @@ export class LeasedBudgets {
         bucket.windowEndsAt = windowEndsAt;
         bucket.slice += lease.granted;
         bucket.sharedLeft = lease.left;
+        this.onLease(lease.granted);
         return lease;
       },
       (error: unknown) => {
         bucket.leasing = undefined;
-        this.onLeaseFailure(error);
+        this.onLease(0, error);
         return undefined;
       },
     );

@@ -90,8 +90,8 @@ export class RateLimits {
     metrics.rateLimiterDegraded.set(1);
     const store = new RedisLeaseStore(redis);
     const budgets = (scope: LimitScope) =>
-      new LeasedBudgets(store, PREFIXES[scope], MAX_KEYS_PER_SCOPE, (error) =>
-        this.leaseFailed(scope, error),
+      new LeasedBudgets(store, PREFIXES[scope], MAX_KEYS_PER_SCOPE, (granted, error) =>
+        this.leaseAnswered(scope, granted, error),
       );
     this.leased = {
       tenant_events: budgets("tenant_events"),
@@ -184,7 +184,10 @@ export class RateLimits {
     return limiter;
   }
 
-  private leaseFailed(scope: LimitScope, error: unknown): void {
+  private leaseAnswered(scope: LimitScope, granted: number, error: unknown): void {
+    const outcome = error !== undefined ? "failed" : granted > 0 ? "granted" : "refused";
+    this.metrics.rateLimitLeases.inc({ scope, outcome });
+    if (error === undefined) return;
     const now = performance.now();
     if (now - this.leaseFailureLoggedAt < LEASE_FAILURE_LOG_INTERVAL_MS) return;
     this.leaseFailureLoggedAt = now;

@@ -32,8 +32,8 @@ class CountingStore implements LeaseStore {
 }
 
 const unique = (name: string) => `${name}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
-const noFailure = (error: unknown) => {
-  throw error;
+const noFailure = (_granted: number, error?: unknown) => {
+  if (error !== undefined) throw error;
 };
 
 async function spend(budgets: LeasedBudgets, key: string, cost: number, limit: number): Promise<Spent> {
@@ -155,7 +155,7 @@ describe("leased budgets on a real Redis", () => {
   test("a store that fails resolves undefined (the caller falls back) and reports it", async () => {
     const failures: unknown[] = [];
     const failing: LeaseStore = { lease: () => Promise.reject(new Error("Redis timed out")) };
-    const budgets = new LeasedBudgets(failing, "rl:test", 1000, (error) => failures.push(error));
+    const budgets = new LeasedBudgets(failing, "rl:test", 1000, (_granted, error) => failures.push(error));
     expect(await budgets.spend(unique("down"), 1, 10)).toBeUndefined();
     expect(failures).toHaveLength(1);
   });
