@@ -209,7 +209,7 @@ export function loadConfig(env: Env = process.env): Config {
   const wsMaxConnections = read("WS_MAX_CONNECTIONS", integer(1), 100_000);
   // Sockets still authenticating turn over within WS_AUTH_TIMEOUT_MS: a tenth of the slots is ample.
   const wsMaxUnauthenticatedDefault = Math.max(100, Math.ceil(wsMaxConnections / 10));
-  // Fits a 1.5 GiB pod next to 100k idle sockets and the delivery queue (see the README).
+  // Fits a 1.5 GiB pod next to 100k idle sockets and the delivery queue (see docs/configuration.md).
   const historyMaxBytes = read("HISTORY_MAX_BYTES", integer(1024 * 1024), 256 * 1024 * 1024);
   const awsRegion = read("AWS_REGION", nonEmpty) ?? read("AWS_DEFAULT_REGION", nonEmpty);
   const s3Endpoint = read("S3_ENDPOINT", url(["https:", "http:"]));
