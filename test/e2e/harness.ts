@@ -59,10 +59,12 @@ export async function startGateway(
   });
   const logs: Array<Record<string, unknown>> = [];
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`${runtime} gateway did not start:\n${JSON.stringify(logs)}`)),
-      20_000,
-    );
+    // One that never says "listening" is killed with everything it started, not left to the runner's exit.
+    const timer = setTimeout(() => {
+      killGroup(child).finally(() =>
+        reject(new Error(`${runtime} gateway did not start:\n${JSON.stringify(logs)}`)),
+      );
+    }, 20_000);
     readLines(child.stdout, (line) => {
       try {
         const entry = JSON.parse(line) as Record<string, unknown>;

@@ -4,6 +4,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TEST_SECRET, token } from "../support/tokens.ts";
+import { waitUntil } from "../support/wait.ts";
 import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
 
 /** Sends a WebSocket upgrade by hand and returns the response head (status line and headers). */
@@ -98,9 +99,18 @@ describe.each(RUNTIMES)("WebSocket connection caps on %s", (runtime) => {
       for (let i = 0; i < 3; i++) sockets.push(await idleSocket(gateway));
       expect(await rawUpgrade(gateway)).toMatch(/^http\/1\.1 503[\s\S]*retry-after: \d+/);
       // A pending socket that closes frees its slot.
-      sockets.shift()?.close();
-      await Bun.sleep(200);
-      sockets.push(await authenticated(gateway, "acme"));
+      const leaving = sockets.shift() as TestSocket;
+      leaving.close();
+      await leaving.closed;
+      // Freed once the gateway has handled the close: a new socket then connects.
+      let replacement: TestSocket | undefined;
+      await waitUntil(async () => {
+        const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
+        if ((await outcome(socket)) === "connected") replacement = socket;
+        else socket.close();
+        return replacement !== undefined;
+      }, "a new socket in the freed slot");
+      sockets.push(replacement as TestSocket);
     } finally {
       for (const socket of sockets) socket.close();
       await gateway.stop("SIGKILL");
