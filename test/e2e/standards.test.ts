@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { CloudEvent, HTTP } from "cloudevents";
 import { responseProblems } from "../support/api-documents.ts";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
@@ -89,114 +90,103 @@ describe.each(RUNTIMES)("one truth for validation and forwarding on %s", (runtim
   });
 });
 
-describe.each(RUNTIMES)("CloudEvents in the three HTTP modes on %s", (runtime) => {
-  let gateway: RunningGateway;
-  let topic: string;
-  let auth: Record<string, string>;
+describe.each(RUNTIMES)(
+  "CloudEvents from the official SDK (cloudevents) in the three HTTP modes on %s",
+  (runtime) => {
+    let gateway: RunningGateway;
+    let topic: string;
+    let auth: Record<string, string>;
 
-  beforeAll(async () => {
-    topic = await createTopic(`cloudevents-${runtime}`, 1);
-    gateway = await startGateway(runtime, { KAFKA_BROKERS: services().brokers, KAFKA_TOPIC: topic });
-    auth = { authorization: `Bearer ${await token("acme", ["ingest"])}` };
-  });
-  afterAll(async () => {
-    await gateway.stop("SIGKILL");
-  });
+    beforeAll(async () => {
+      topic = await createTopic(`cloudevents-${runtime}`, 1);
+      gateway = await startGateway(runtime, { KAFKA_BROKERS: services().brokers, KAFKA_TOPIC: topic });
+      auth = { authorization: `Bearer ${await token("acme", ["ingest"])}` };
+    });
+    afterAll(async () => {
+      await gateway.stop("SIGKILL");
+    });
 
-  test("structured, batched and binary modes land as records with ce_* headers, data byte for byte", async () => {
-    // What the cloudevents SDK's HTTP.structured / HTTP.binary emit for such an event.
-    const attributes = (id: string) => ({
-      id,
-      time: "2026-12-04T10:00:00.000Z",
-      type: "click",
-      source: "/shop/web",
-      specversion: "1.0",
-      subject: `cart-${id}`,
-      partitionkey: `key-${id}`,
-    });
-    const event = (id: string, data: object) => ({
-      ...attributes(id),
-      data,
-      toJSON: () => ({ ...attributes(id), data }),
-    });
-    const HTTP = {
-      structured: (one: ReturnType<typeof event>) => ({
-        headers: { "content-type": "application/cloudevents+json; charset=utf-8" },
-        body: JSON.stringify(one.toJSON()),
-      }),
-      binary: (one: ReturnType<typeof event>) => ({
-        headers: {
-          "content-type": "application/json; charset=utf-8",
-          ...Object.fromEntries(
-            Object.entries(attributes(one.id)).map(([name, value]) => [`ce-${name}`, value]),
-          ),
-        },
-        body: JSON.stringify(one.data),
-      }),
-    };
-    const send = async (message: { headers: Record<string, unknown>; body: unknown }) =>
-      post(gateway, "/v1/events", message.body as string, {
-        ...auth,
-        ...(message.headers as Record<string, string>),
+    test("structured, batched and binary modes land as records with ce_* headers, data byte for byte", async () => {
+      const event = (id: string, data: object) =>
+        new CloudEvent({
+          type: "click",
+          source: "/shop/web",
+          id,
+          time: "2026-12-04T10:00:00.000Z",
+          subject: `cart-${id}`,
+          partitionkey: `key-${id}`,
+          data,
+        });
+      const send = async (message: { headers: Record<string, unknown>; body: unknown }) =>
+        post(gateway, "/v1/events", message.body as string, {
+          ...auth,
+          ...(message.headers as Record<string, string>),
+        });
+      const structured = await send(HTTP.structured(event("ce-structured", { element: "a", n: 1 })));
+      expect(structured.status).toBe(202);
+      const binary = await send(HTTP.binary(event("ce-binary", { element: "b", n: 2 })));
+      expect(binary.status).toBe(202);
+      const batch = [event("ce-batch-1", { element: "c" }), event("ce-batch-2", { element: "d" })];
+      const batched = await send({
+        headers: { "content-type": "application/cloudevents-batch+json" },
+        body: JSON.stringify(batch.map((one) => one.toJSON())),
       });
-    const structured = await send(HTTP.structured(event("ce-structured", { element: "a", n: 1 })));
-    expect(structured.status).toBe(202);
-    const binary = await send(HTTP.binary(event("ce-binary", { element: "b", n: 2 })));
-    expect(binary.status).toBe(202);
-    const batch = [event("ce-batch-1", { element: "c" }), event("ce-batch-2", { element: "d" })];
-    const batched = await send({
-      headers: { "content-type": "application/cloudevents-batch+json" },
-      body: JSON.stringify(batch.map((one) => one.toJSON())),
-    });
-    expect(JSON.parse(batched.text)).toEqual({ accepted: 2, rejected: 0, errors: [] });
-    // A byte-faithful data member, spelled as no serializer would.
-    const exact = '{"element":"e","big":9007199254740993,"f":1.50}';
-    const raw = await post(
-      gateway,
-      "/v1/events",
-      `{"specversion":"1.0","type":"click","source":"/raw","id":"ce-raw","data":${exact}}`,
-      { ...auth, "content-type": "application/cloudevents+json" },
-    );
-    expect(raw.status).toBe(202);
-    const invalid = await post(
-      gateway,
-      "/v1/events",
-      JSON.stringify({ specversion: "0.3", type: "click", source: "/x", id: "old", data: { element: "x" } }),
-      { ...auth, "content-type": "application/cloudevents+json" },
-    );
-    expect(invalid.status).toBe(422);
-    expect(JSON.parse(invalid.text).errors[0]).toMatchObject({ code: "invalid_record" });
+      expect(JSON.parse(batched.text)).toEqual({ accepted: 2, rejected: 0, errors: [] });
+      // A byte-faithful data member, spelled as no serializer would.
+      const exact = '{"element":"e","big":9007199254740993,"f":1.50}';
+      const raw = await post(
+        gateway,
+        "/v1/events",
+        `{"specversion":"1.0","type":"click","source":"/raw","id":"ce-raw","data":${exact}}`,
+        { ...auth, "content-type": "application/cloudevents+json" },
+      );
+      expect(raw.status).toBe(202);
+      const invalid = await post(
+        gateway,
+        "/v1/events",
+        JSON.stringify({
+          specversion: "0.3",
+          type: "click",
+          source: "/x",
+          id: "old",
+          data: { element: "x" },
+        }),
+        { ...auth, "content-type": "application/cloudevents+json" },
+      );
+      expect(invalid.status).toBe(422);
+      expect(JSON.parse(invalid.text).errors[0]).toMatchObject({ code: "invalid_record" });
 
-    const messages = await readTopic(topic, 5);
-    const byId = new Map(messages.map((message) => [JSON.parse(message.value).id as string, message]));
-    expect([...byId.keys()].sort()).toEqual([
-      "ce-batch-1",
-      "ce-batch-2",
-      "ce-binary",
-      "ce-raw",
-      "ce-structured",
-    ]);
-    for (const id of ["ce-structured", "ce-binary", "ce-batch-1"]) {
-      const message = byId.get(id);
-      const value = JSON.parse(message?.value ?? "{}");
-      expect(value).toMatchObject({ type: "click", ts: "2026-12-04T10:00:00.000Z", key: `key-${id}` });
-      expect(message?.key).toBe(`key-${id}`);
-      const headers = Object.fromEntries(message?.headers ?? []);
-      expect(headers).toMatchObject({
-        ce_specversion: "1.0",
-        ce_id: id,
-        ce_type: "click",
-        ce_source: "/shop/web",
-        ce_subject: `cart-${id}`,
-        ce_time: "2026-12-04T10:00:00.000Z",
-        tenant: "acme",
-        type: "click",
-      });
-    }
-    expect(JSON.parse(byId.get("ce-binary")?.value ?? "{}").data).toEqual({ element: "b", n: 2 });
-    expect(byId.get("ce-raw")?.value).toContain(`"data":${exact}`);
-  });
-});
+      const messages = await readTopic(topic, 5);
+      const byId = new Map(messages.map((message) => [JSON.parse(message.value).id as string, message]));
+      expect([...byId.keys()].sort()).toEqual([
+        "ce-batch-1",
+        "ce-batch-2",
+        "ce-binary",
+        "ce-raw",
+        "ce-structured",
+      ]);
+      for (const id of ["ce-structured", "ce-binary", "ce-batch-1"]) {
+        const message = byId.get(id);
+        const value = JSON.parse(message?.value ?? "{}");
+        expect(value).toMatchObject({ type: "click", ts: "2026-12-04T10:00:00.000Z", key: `key-${id}` });
+        expect(message?.key).toBe(`key-${id}`);
+        const headers = Object.fromEntries(message?.headers ?? []);
+        expect(headers).toMatchObject({
+          ce_specversion: "1.0",
+          ce_id: id,
+          ce_type: "click",
+          ce_source: "/shop/web",
+          ce_subject: `cart-${id}`,
+          ce_time: "2026-12-04T10:00:00.000Z",
+          tenant: "acme",
+          type: "click",
+        });
+      }
+      expect(JSON.parse(byId.get("ce-binary")?.value ?? "{}").data).toEqual({ element: "b", n: 2 });
+      expect(byId.get("ce-raw")?.value).toContain(`"data":${exact}`);
+    });
+  },
+);
 
 describe.each(RUNTIMES)("RateLimit-Policy and RateLimit fields on %s", (runtime) => {
   let gateway: RunningGateway;
