@@ -4,8 +4,9 @@ import { servicesCommand } from "../support/services.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { RUNTIMES, startGateway } from "./harness.ts";
 
-// Long enough for the broker to restart on a loaded machine (it has taken 11 s).
-const DRAIN_TIMEOUT_MS = 20_000;
+// Long enough for the broker to restart on a loaded machine (it has taken 11 s, and 15-26 s while
+// the second e2e group and its own broker share the two cores).
+const DRAIN_TIMEOUT_MS = 30_000;
 
 describe.each(RUNTIMES)("drain on %s", (runtime) => {
   test("after an uptime longer than DRAIN_TIMEOUT_MS, records queued while Kafka is down are all flushed", async () => {
@@ -58,7 +59,7 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
     expect(code).toBe(0);
     const flush = gateway.logs.find((entry) => entry.step === "flush the queue");
     console.log(`${runtime}: ${ids.length} records flushed in ${flush?.ms} ms of the drain`);
-  }, 90_000);
+  }, 120_000);
 
   test("records still undelivered at the drain deadline are counted in the log and the exit code is 1", async () => {
     const gateway = await startGateway(runtime, {
@@ -93,5 +94,6 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
       (entry) => entry.msg === "drain deadline passed with records undelivered",
     );
     expect(report?.records).toBe(30);
-  }, 30_000);
+    // The broker's restart (in finally) is part of this test's time: generous, as for the test above.
+  }, 90_000);
 });
