@@ -273,12 +273,13 @@ describe.each(RUNTIMES)("the client in headless Chromium, from another origin, a
           events?: ClientModule.EventClient;
         };
         const { EventClient } = globals.edgeClient;
-        // One attempt only: a request sent while offline would drop the record.
+        // Two quick attempts: requests sent while offline would drop the record within the 300 ms below
+        // (one more than that: the first request just after coming back online may still fail).
         globals.events = new EventClient({
           url,
           token: ingestToken,
           flushIntervalMs: 10,
-          retry: { maxAttempts: 1 },
+          retry: { maxAttempts: 2, initialDelayMs: 50 },
         });
         const id = globals.events.enqueue({ type: "click", data: { element: "offline" } });
         await new Promise((resolve) => setTimeout(resolve, 300));
