@@ -216,6 +216,26 @@ export function createMetrics(runtime: string, version: string) {
       labelNames: ["result"],
       registers: r,
     }),
+    fanoutWantedChannels: new Gauge({
+      name: "gateway_fanout_wanted_channels",
+      help: "Channels whose fan-out messages this instance decodes and keeps: watched here, or within HISTORY_KEEP_IDLE_MS (Kafka bus)",
+      registers: r,
+    }),
+    historyChannels: new Gauge({
+      name: "gateway_history_channels",
+      help: "Channels with resume history held in memory",
+      registers: r,
+    }),
+    replaysInProgress: new Gauge({
+      name: "gateway_replays_in_progress",
+      help: "Reads of the fan-out log under way for resumes and history pages (bounded by REPLAY_MAX_CONCURRENT)",
+      registers: r,
+    }),
+    presenceChannels: new Gauge({
+      name: "gateway_presence_channels",
+      help: "Channels with at least one member connected to this instance",
+      registers: r,
+    }),
     historyBytes: new Gauge({
       name: "gateway_history_bytes",
       help: "Bytes of resume history held, as counted against HISTORY_MAX_BYTES",

@@ -82,12 +82,19 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
     : undefined;
   const interestSweep = setInterval(() => interest?.sweep(), INTEREST_SWEEP_MS);
   interestSweep.unref?.();
-  // Sampled, not set per event: the gauge stays off the fan-out path.
-  const historyGauge = setInterval(() => deps.metrics.historyBytes.set(history.bytes), 1000);
-  historyGauge.unref?.();
+
   const resume = new Resume(history, deps.bus, options.replay);
   const fanout = new Fanout(history, deps.metrics, interest);
   const presence = new Presence(deps.presenceStore, deps.log);
+  // Sampled, not set per event: the gauges stay off the fan-out path.
+  const historyGauge = setInterval(() => {
+    deps.metrics.historyBytes.set(history.bytes);
+    deps.metrics.historyChannels.set(history.channelCount);
+    deps.metrics.fanoutWantedChannels.set(interest ? interest.size : history.channelCount);
+    deps.metrics.replaysInProgress.set(resume.inProgress);
+    deps.metrics.presenceChannels.set(presence.channelCount);
+  }, 1000);
+  historyGauge.unref?.();
   const hub = new WsHub(options.ws, {
     authenticator: deps.authenticator,
     history,

@@ -39,6 +39,11 @@ export class Presence {
     this.store?.changed(channelKey, members);
   }
 
+  /** Channels with a member on this instance. */
+  get channelCount(): number {
+    return this.local.size;
+  }
+
   /** This instance's members of a channel. */
   localMembers(channelKey: string): PresenceMembers {
     return this.local.get(channelKey) ?? new Map();

@@ -50,6 +50,11 @@ export class Resume {
     readonly limits: ReplayLimits,
   ) {}
 
+  /** Reads of the log under way. */
+  get inProgress(): number {
+    return this.active;
+  }
+
   /**
    * The channel's current position, valid as a later `since`: its newest
    * event, or for a channel with none kept here, the newest offset the live
