@@ -11,6 +11,7 @@ import { bearerToken } from "./http/bearer.ts";
 import { CorsPolicy } from "./http/cors.ts";
 import { Idempotency } from "./http/idempotency.ts";
 import { Router } from "./http/router.ts";
+import { tracedRoute } from "./http/traced-route.ts";
 import { createAuthenticator } from "./infra/auth/authenticator.ts";
 import { createS3ObjectClient } from "./infra/aws/s3.ts";
 import { DeliveryQueue, UNHEALTHY_REASON } from "./infra/delivery/delivery-queue.ts";
@@ -26,6 +27,7 @@ import { RedisPresence } from "./infra/presence/redis-presence.ts";
 import { createAdmission } from "./infra/ratelimit/admission.ts";
 import { RateLimits } from "./infra/ratelimit/limiter.ts";
 import { TenantQuotas } from "./infra/ratelimit/tenant-quotas.ts";
+import { createOtelTracing } from "./infra/tracing/otel.ts";
 import { createSchemaRegistry } from "./infra/validation/registry.ts";
 import { msUntil } from "./lib/time.ts";
 import { type DrainStep, drainPlan } from "./lifecycle/drain-plan.ts";
@@ -36,6 +38,8 @@ import type { FanoutBus } from "./ports/fanout-bus.ts";
 import type { HealthReasons } from "./ports/health.ts";
 import type { IdempotencyStore } from "./ports/idempotency.ts";
 import type { Module } from "./ports/module.ts";
+import type { SinkWriter } from "./ports/sink.ts";
+import type { Tracing } from "./ports/tracing.ts";
 import type { GatewayApp, HttpRequest, RunningServer } from "./ports/transport.ts";
 
 export interface Gateway {
@@ -95,8 +99,20 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
   });
   await schemas.start();
 
+  // Without an OTLP endpoint nothing is traced and the OpenTelemetry SDK is never imported.
+  const tracing = config.tracing.tracesUrl
+    ? await createOtelTracing({
+        tracesUrl: config.tracing.tracesUrl,
+        serviceName: config.tracing.serviceName,
+        serviceVersion: version,
+      })
+    : undefined;
+  if (tracing) log.info({ url: config.tracing.tracesUrl }, "OpenTelemetry: exporting spans over OTLP");
+  const traced = (module: Module): Module =>
+    tracing ? { ...module, routes: module.routes?.map((route) => tracedRoute(route, tracing)) } : module;
+
   const kafka = config.kafka.brokers ? kafkaConnectionOptions(config.kafka) : undefined;
-  const queue = await createSink(config, kafka, log, metrics, health);
+  const queue = await createSink(config, kafka, log, metrics, health, tracing);
   const bus: FanoutBus = kafka
     ? new KafkaFanoutBus(kafka, config.kafka.fanoutTopic, queue, log)
     : new LocalFanoutBus();
@@ -199,25 +215,31 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     { name: "idempotency keys", close: () => idempotencyStore.close() },
     { name: "fan-out bus", close: () => bus.close() },
     createOperationsModule(health, metrics, { metricsOnMainPort: config.metricsPort === undefined }),
-    createIngestModule(
-      {
-        topic: config.kafka.topic,
-        dlqTopic: config.kafka.dlqTopic,
-        maxBodyBytes: config.maxBodyBytes,
-        maxRecords: config.maxRecordsPerRequest,
-        ackTimeoutMs: config.ackTimeoutMs,
-      },
-      { authenticate, admission, idempotency, schemas, queue, bus, metrics, log },
+    traced(
+      createIngestModule(
+        {
+          topic: config.kafka.topic,
+          dlqTopic: config.kafka.dlqTopic,
+          maxBodyBytes: config.maxBodyBytes,
+          maxRecords: config.maxRecordsPerRequest,
+          ackTimeoutMs: config.ackTimeoutMs,
+        },
+        { authenticate, admission, idempotency, schemas, queue, bus, metrics, log },
+      ),
     ),
-    createPublishModule({
-      authenticate,
-      admission,
-      idempotency,
-      bus,
-      maxBytes: config.maxPublishBytes,
-      ackTimeoutMs: config.ackTimeoutMs,
-    }),
+    traced(
+      createPublishModule({
+        authenticate,
+        admission,
+        idempotency,
+        bus,
+        maxBytes: config.maxPublishBytes,
+        ackTimeoutMs: config.ackTimeoutMs,
+      }),
+    ),
     realtime,
+    // Closed after the sink's flush, so the last batches' spans are exported.
+    ...(tracing ? [{ name: "tracing", close: () => tracing.shutdown() }] : []),
   ];
 
   const router = new Router(
@@ -245,7 +267,9 @@ async function createSink(
   log: Logger,
   metrics: Metrics,
   health: HealthReasons,
+  tracing: Tracing | undefined,
 ): Promise<DeliveryQueue> {
+  const traceWrites = (writer: SinkWriter): SinkWriter => (tracing ? tracing.traceWriter(writer) : writer);
   const queueOptions = {
     lingerMs: config.kafka.lingerMs,
     batchBytes: config.kafka.batchBytes,
@@ -274,7 +298,7 @@ async function createSink(
       { dir },
       "KAFKA_BROKERS unset: embedded default (local NDJSON log as sink, in-process fan-out bus)",
     );
-    return new DeliveryQueue(writer, queueOptions, metrics, health, log);
+    return new DeliveryQueue(traceWrites(writer), queueOptions, metrics, health, log);
   }
   const writer = new KafkaWriter(kafka, config.kafka);
   const topics = [
@@ -282,7 +306,7 @@ async function createSink(
     config.kafka.fanoutTopic,
     ...(config.kafka.dlqTopic ? [config.kafka.dlqTopic] : []),
   ];
-  const queue = new DeliveryQueue(writer, queueOptions, metrics, health, log);
+  const queue = new DeliveryQueue(traceWrites(writer), queueOptions, metrics, health, log);
   try {
     await writer.ensureTopics(topics, config.kafka.topicPartitions);
   } catch (error) {

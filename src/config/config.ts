@@ -151,6 +151,15 @@ export interface Config {
     maxBytes: number;
     timeoutMs: number;
   };
+  tracing: {
+    /** OTLP/HTTP traces URL; unset: no spans, and the OpenTelemetry SDK is never loaded. */
+    tracesUrl: string | undefined;
+    serviceName: string;
+  };
+}
+
+function tracesUrlOf(base: string | undefined): string | undefined {
+  return base === undefined ? undefined : `${base.replace(/\/+$/, "")}/v1/traces`;
 }
 
 export class ConfigError extends Error {
@@ -336,6 +345,13 @@ export function loadConfig(env: Env = process.env): Config {
       maxConcurrentPerTenant: read("REPLAY_MAX_CONCURRENT_PER_TENANT", integer(0, 10_000), 4),
       maxBytes: read("REPLAY_MAX_BYTES", integer(1024, 1024 * 1024 * 1024), 8 * 1024 * 1024),
       timeoutMs: read("REPLAY_TIMEOUT_MS", integer(100, 600_000), 10_000),
+    },
+    tracing: {
+      // The OpenTelemetry names: the signal-specific URL is used as is, the base one gets /v1/traces (OTLP spec).
+      tracesUrl:
+        read("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url(["http:", "https:"])) ??
+        tracesUrlOf(read("OTEL_EXPORTER_OTLP_ENDPOINT", url(["http:", "https:"]))),
+      serviceName: read("OTEL_SERVICE_NAME", nonEmpty, "edge-gateway"),
     },
   };
 

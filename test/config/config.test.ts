@@ -15,6 +15,19 @@ function problemsOf(env: Record<string, string>): string[] {
 }
 
 describe("loadConfig", () => {
+  test("OpenTelemetry: no traces URL unless an OTLP endpoint is set; the base one gets /v1/traces, the traces one wins", () => {
+    expect(loadConfig(SECRET).tracing).toEqual({ tracesUrl: undefined, serviceName: "edge-gateway" });
+    const base = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/" };
+    expect(loadConfig({ ...SECRET, ...base }).tracing.tracesUrl).toBe("http://collector:4318/v1/traces");
+    const traces = { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://otlp.example/traces" };
+    expect(loadConfig({ ...SECRET, ...base, ...traces }).tracing.tracesUrl).toBe(
+      "https://otlp.example/traces",
+    );
+    expect(problemsOf({ OTEL_EXPORTER_OTLP_ENDPOINT: "collector:4318" }).join()).toContain(
+      "OTEL_EXPORTER_OTLP_ENDPOINT",
+    );
+  });
+
   test("with only a secret, the documented defaults and the embedded sink", () => {
     const config = loadConfig(SECRET);
     expect(config.host).toBe("0.0.0.0");

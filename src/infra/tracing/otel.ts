@@ -1,0 +1,133 @@
+import type { Link, SpanContext, Tracer } from "@opentelemetry/api";
+import type { SinkMessage, SinkWriter } from "../../ports/sink.ts";
+import type { RequestSpan, Tracing } from "../../ports/tracing.ts";
+
+export interface OtelOptions {
+  /** Full OTLP/HTTP traces URL (…/v1/traces). */
+  tracesUrl: string;
+  serviceName: string;
+  serviceVersion: string;
+}
+
+/** Spans waiting for export beyond this are dropped (counted by the SDK), never buffered without bound. */
+const MAX_QUEUED_SPANS = 4096;
+const EXPORT_BATCH_SPANS = 512;
+const EXPORT_DELAY_MS = 1000;
+/** A batch links to at most this many request spans (the SDK's default link limit). */
+const MAX_LINKS = 128;
+
+/**
+ * OpenTelemetry tracing exported over OTLP/HTTP (JSON). The SDK is imported
+ * here, lazily: a gateway without an OTLP endpoint never loads it.
+ */
+export async function createOtelTracing(options: OtelOptions): Promise<Tracing> {
+  const [api, sdk, exporter, resources, semconv] = await Promise.all([
+    import("@opentelemetry/api"),
+    import("@opentelemetry/sdk-trace-base"),
+    import("@opentelemetry/exporter-trace-otlp-http"),
+    import("@opentelemetry/resources"),
+    import("@opentelemetry/semantic-conventions"),
+  ]);
+  const provider = new sdk.BasicTracerProvider({
+    resource: resources.resourceFromAttributes({
+      [semconv.ATTR_SERVICE_NAME]: options.serviceName,
+      [semconv.ATTR_SERVICE_VERSION]: options.serviceVersion,
+    }),
+    spanProcessors: [
+      new sdk.BatchSpanProcessor(new exporter.OTLPTraceExporter({ url: options.tracesUrl }), {
+        maxQueueSize: MAX_QUEUED_SPANS,
+        maxExportBatchSize: EXPORT_BATCH_SPANS,
+        scheduledDelayMillis: EXPORT_DELAY_MS,
+      }),
+    ],
+  });
+  const tracer: Tracer = provider.getTracer("edge-gateway", options.serviceVersion);
+
+  const remoteContext = (traceparent: string, tracestate?: string): SpanContext => {
+    const [, traceId, spanId, flags] = traceparent.split("-") as [string, string, string, string];
+    return {
+      traceId,
+      spanId,
+      traceFlags: Number.parseInt(flags, 16) & api.TraceFlags.SAMPLED,
+      isRemote: true,
+      ...(tracestate === undefined ? {} : { traceState: api.createTraceState(tracestate) }),
+    };
+  };
+
+  return {
+    startRequest(method, route, parent): RequestSpan {
+      const context =
+        parent === undefined
+          ? api.ROOT_CONTEXT
+          : api.trace.setSpanContext(api.ROOT_CONTEXT, remoteContext(parent.traceparent, parent.tracestate));
+      const span = tracer.startSpan(
+        `${method} ${route}`,
+        {
+          kind: api.SpanKind.SERVER,
+          attributes: { [semconv.ATTR_HTTP_REQUEST_METHOD]: method, [semconv.ATTR_HTTP_ROUTE]: route },
+        },
+        context,
+      );
+      const own = span.spanContext();
+      const flags = own.traceFlags & api.TraceFlags.SAMPLED ? "01" : "00";
+      return {
+        traceparent: `00-${own.traceId}-${own.spanId}-${flags}`,
+        end(status) {
+          span.setAttribute(semconv.ATTR_HTTP_RESPONSE_STATUS_CODE, status);
+          if (status >= 500) span.setStatus({ code: api.SpanStatusCode.ERROR });
+          span.end();
+        },
+      };
+    },
+
+    traceWriter(writer: SinkWriter): SinkWriter {
+      const linksOf = (batch: SinkMessage[]): Link[] => {
+        const links: Link[] = [];
+        let previous: string | undefined;
+        for (const message of batch) {
+          const traceparent = message.headers.traceparent;
+          // The records of one request are adjacent in a batch: one link per request.
+          if (traceparent === undefined || traceparent === previous) continue;
+          previous = traceparent;
+          links.push({ context: remoteContext(traceparent) });
+          if (links.length === MAX_LINKS) break;
+        }
+        return links;
+      };
+      return {
+        kind: writer.kind,
+        ...(writer.reset ? { reset: (topic: string) => writer.reset?.(topic) } : {}),
+        close: () => writer.close(),
+        write(batch) {
+          const topic = batch[0]?.topic ?? "";
+          const span = tracer.startSpan(
+            `send ${topic}`,
+            {
+              kind: api.SpanKind.PRODUCER,
+              links: linksOf(batch),
+              // Messaging semantic conventions (still "development" there, so not in the stable export).
+              attributes: {
+                "messaging.system": writer.kind === "kafka" ? "kafka" : "local-log",
+                "messaging.destination.name": topic,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.batch.message_count": batch.length,
+              },
+            },
+            api.ROOT_CONTEXT,
+          );
+          return writer.write(batch).then(
+            () => span.end(),
+            (error: unknown) => {
+              span.setStatus({ code: api.SpanStatusCode.ERROR, message: String(error) });
+              span.end();
+              throw error;
+            },
+          );
+        },
+      };
+    },
+
+    shutdown: () => provider.shutdown(),
+  };
+}

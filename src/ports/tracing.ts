@@ -1,0 +1,22 @@
+import type { SinkWriter } from "./sink.ts";
+
+/** The SERVER span of one HTTP request. */
+export interface RequestSpan {
+  /** This span's W3C traceparent: records written for the request carry it, so a consumer continues the trace. */
+  readonly traceparent: string;
+  end(status: number): void;
+}
+
+/** OpenTelemetry spans, exported over OTLP; present only when an OTLP endpoint is configured. */
+export interface Tracing {
+  /** `parent` is the request's valid `traceparent` (and `tracestate`), when it sent one. */
+  startRequest(
+    method: string,
+    route: string,
+    parent: { traceparent: string; tracestate?: string } | undefined,
+  ): RequestSpan;
+  /** `writer`, with a PRODUCER span per batch written, linked to the request spans of its records. */
+  traceWriter(writer: SinkWriter): SinkWriter;
+  /** Exports the spans still queued, then stops. */
+  shutdown(): Promise<void>;
+}
