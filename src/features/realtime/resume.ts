@@ -43,6 +43,12 @@ const BUSY_RETRY_MS = 1000;
 export class Resume {
   private active = 0;
   private readonly activePerTenant = new Map<string, number>();
+  /**
+   * Reads under way by what they read (tenant, channel, from, until, limit):
+   * clients resuming the same channel from the same event at once (every
+   * subscriber after a restart) share one read. At most `maxConcurrent` entries.
+   */
+  private readonly reading = new Map<string, Promise<ResumeOutcome>>();
 
   constructor(
     private readonly history: ChannelHistory,
@@ -100,10 +106,17 @@ export class Resume {
     ) {
       return { kind: "gone" };
     }
+    const key = `${tenant}\n${channel}\n${position.offset}\n${head.next}\n${limit}`;
+    const shared = this.reading.get(key);
+    if (shared) return { until: head.next, outcome: shared };
     if (this.active >= this.limits.maxConcurrent) return busy("this instance is replaying as much as it may");
     if ((this.activePerTenant.get(tenant) ?? 0) >= this.limits.maxConcurrentPerTenant)
       return busy("this tenant is replaying as much as it may");
-    return { until: head.next, outcome: this.readLog(tenant, channel, position, head.next, limit) };
+    const outcome = this.readLog(tenant, channel, position, head.next, limit).finally(() =>
+      this.reading.delete(key),
+    );
+    this.reading.set(key, outcome);
+    return { until: head.next, outcome };
   }
 
   private async readLog(

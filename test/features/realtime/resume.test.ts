@@ -157,6 +157,23 @@ describe("resume from the log over WebSocket", () => {
     expect(eventIds(peer)).toEqual([id(2), id(4), id(6), id(8)]);
   });
 
+  test("clients resuming a channel from the same event at once share one read of the log (no try_again)", async () => {
+    const world = resumeWorld();
+    for (let n = 0; n < 6; n++) world.publish(n, "x");
+    const first = await connectedPeer(world);
+    const second = await connectedPeer(world);
+    world.log.gated = true;
+    first.hub.message(first.peer, JSON.stringify({ type: "subscribe", channel: "x", since: id(0) }));
+    second.hub.message(second.peer, JSON.stringify({ type: "subscribe", channel: "x", since: id(0) }));
+    expect(world.log.reads).toHaveLength(1);
+    world.log.release();
+    await settle();
+    for (const { peer } of [first, second]) {
+      expect(peer.frames.some((frame) => frame.type === "error")).toBe(false);
+      expect(eventIds(peer)).toEqual([id(1), id(2), id(3), id(4), id(5)]);
+    }
+  });
+
   test("a read of the log that fails or times out is try_again, and the channel is not subscribed", async () => {
     const world = resumeWorld();
     for (let n = 0; n < 10; n++) world.publish(n);
