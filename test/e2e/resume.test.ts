@@ -3,6 +3,7 @@ import { Admin } from "@platformatic/kafka";
 import { parseEventId } from "../../src/domain/event-id.ts";
 import { createTopic, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
+import { waitUntil } from "../support/wait.ts";
 import { RUNTIMES, type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
 
 type Frame = Record<string, unknown>;
@@ -225,11 +226,17 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
       watcher.close();
 
       const authorization = `Bearer ${await token("acme", ["subscribe"])}`;
-      const response = await fetch(`${other.url}/v1/channels/elsewhere/events?since=${seen[0]?.id}`, {
-        headers: { authorization },
-      });
-      expect(response.status).toBe(200);
-      expect(numbers(((await response.json()) as { events: Frame[] }).events)).toEqual([1, 2, 3, 4, 5]);
+      // A page answers up to where this instance's reader stands: wait for it to reach the last event.
+      let page: Frame[] = [];
+      await waitUntil(async () => {
+        const response = await fetch(`${other.url}/v1/channels/elsewhere/events?since=${seen[0]?.id}`, {
+          headers: { authorization },
+        });
+        expect(response.status).toBe(200);
+        page = ((await response.json()) as { events: Frame[] }).events;
+        return page.length >= 5;
+      }, "the other instance's page to reach the last event");
+      expect(numbers(page)).toEqual([1, 2, 3, 4, 5]);
 
       const socket = await connect(other);
       const events = (await resume(socket, "elsewhere", seen[0]?.id as string, 5)) as Frame[];
