@@ -78,8 +78,8 @@ ${table(
 
 \`{"type":"error","code":<code>,"message":…}\`, with \`channel\` for a
 channel's errors and \`retryAfterMs\` where a wait is known. Server-Sent
-Events streams send \`history_gone\` and \`unauthorized\` the same way, as
-\`event: error\`.
+Events streams send \`history_gone\`, \`try_again\` and \`unauthorized\` with
+the same body as \`event: problem\` ([realtime.md](realtime.md)).
 
 ${table(
   ["code", "meaning", "retry"],

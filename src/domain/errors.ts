@@ -173,7 +173,7 @@ export const ERROR_STATUS = Object.fromEntries(
 
 /**
  * The codes of WebSocket `{"type":"error","code",…}` frames (Server-Sent
- * Events streams send `history_gone` and `unauthorized` as `event: error`).
+ * Events streams send `history_gone`, `try_again` and `unauthorized` as `event: problem`).
  */
 export const WS_ERRORS = {
   bad_frame: {
