@@ -10,8 +10,13 @@ interface PresenceAnswer {
   members: Array<{ subject: string; connections: number }>;
 }
 
-async function watch(gateway: RunningGateway, subject: string, channel: string): Promise<TestSocket> {
-  const jwt = await token("acme", ["subscribe"], { sub: subject });
+async function watch(
+  gateway: RunningGateway,
+  subject: string,
+  channel: string,
+  tenant = "acme",
+): Promise<TestSocket> {
+  const jwt = await token(tenant, ["subscribe"], { sub: subject });
   const socket = new TestSocket(`${gateway.wsUrl}?token=${jwt}`);
   await socket.opened();
   await socket.next((frame) => frame.type === "connected");
@@ -65,15 +70,7 @@ describe("presence across two instances sharing Redis (one on each runtime)", ()
       await watch(bun, "ann", channel),
       await watch(bun, "bob", channel),
       // Same channel name in another tenant: never counted here.
-      await (async () => {
-        const jwt = await token("globex", ["subscribe"], { sub: "eve" });
-        const socket = new TestSocket(`${bun.wsUrl}?token=${jwt}`);
-        await socket.opened();
-        await socket.next((frame) => frame.type === "connected");
-        socket.send({ type: "subscribe", channel });
-        await socket.next((frame) => frame.type === "subscribed");
-        return socket;
-      })(),
+      await watch(bun, "eve", channel, "globex"),
     ];
     const both = await presenceUntil(
       node,

@@ -1,6 +1,7 @@
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import type { Logger } from "../../log/logger.ts";
 import type { IdempotencyClaim, IdempotencyStore, StoredReply } from "../../ports/idempotency.ts";
+import { connectRedis } from "../redis/client.ts";
 
 export interface RedisIdempotencyOptions {
   redisUrl: string;
@@ -39,14 +40,8 @@ export class RedisIdempotencyStore implements IdempotencyStore {
     private readonly options: RedisIdempotencyOptions,
     private readonly log: Logger,
   ) {
-    this.redis = new Redis(options.redisUrl, {
-      enableOfflineQueue: false,
-      commandTimeout: options.commandTimeoutMs,
-      maxRetriesPerRequest: 0,
-      retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
-    });
     // Reconnects on its own; each command that fails meanwhile fails open.
-    this.redis.on("error", () => {});
+    this.redis = connectRedis(options.redisUrl, options.commandTimeoutMs);
   }
 
   async claim(id: string, fingerprint: string): Promise<IdempotencyClaim> {

@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import type { Logger } from "../../log/logger.ts";
 import type { PresenceMembers, PresenceStore } from "../../ports/presence.ts";
+import { connectRedis } from "../redis/client.ts";
 
 export interface RedisPresenceOptions {
   redisUrl: string;
@@ -38,14 +39,8 @@ export class RedisPresence implements PresenceStore {
     private readonly options: RedisPresenceOptions,
     private readonly log: Logger,
   ) {
-    this.redis = new Redis(options.redisUrl, {
-      enableOfflineQueue: false,
-      commandTimeout: options.commandTimeoutMs,
-      maxRetriesPerRequest: 0,
-      retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
-    });
     // Reconnects on its own; the next flush rewrites what changed meanwhile.
-    this.redis.on("error", () => {});
+    this.redis = connectRedis(options.redisUrl, options.commandTimeoutMs);
     this.timer = setInterval(() => void this.flush(), options.flushMs);
     this.timer.unref?.();
   }
