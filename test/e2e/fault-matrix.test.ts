@@ -2,8 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Admin, Consumer, stringDeserializers } from "@platformatic/kafka";
-import { createTopic, services } from "../support/kafka.ts";
+import { Admin } from "@platformatic/kafka";
+import { createTopic, readTopic, services } from "../support/kafka.ts";
 import { servicesCommand } from "../support/services.ts";
 import { token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
@@ -167,40 +167,10 @@ async function readIds(
   topic: string,
   pick: (value: Record<string, unknown>) => unknown,
 ): Promise<Set<string>> {
-  const consumer = new Consumer({
-    clientId: "fault-matrix-reader",
-    groupId: `fault-matrix-${Date.now()}-${Math.random().toString(36).slice(2)}`,
-    bootstrapBrokers: services().brokers.split(","),
-    deserializers: stringDeserializers,
-    maxWaitTime: 200,
-  });
-  const ids = new Set<string>();
-  try {
-    const ends = (await consumer.listOffsets({ topics: [topic] })).get(topic) ?? [];
-    const unfinished = new Set(ends.flatMap((end, partition) => (end > 0n ? [partition] : [])));
-    if (unfinished.size === 0) return ids;
-    const stream = await consumer.consume({
-      topics: [topic],
-      mode: "earliest",
-      autocommit: false,
-      maxWaitTime: 200,
-    });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${topic} not read to its end within 20 s`)), 20_000);
-      stream.on("data", (message) => {
-        ids.add(String(pick(JSON.parse(message.value) as Record<string, unknown>)));
-        if (message.offset + 1n >= (ends[message.partition] ?? 0n)) unfinished.delete(message.partition);
-        if (unfinished.size === 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    });
-    await stream.close();
-  } finally {
-    await consumer.close(true);
-  }
-  return ids;
+  const messages = await readTopic(topic, 0);
+  return new Set(
+    messages.map((message) => String(pick(JSON.parse(message.value) as Record<string, unknown>))),
+  );
 }
 
 async function health(gateway: RunningGateway): Promise<{ status: number; body: Record<string, unknown> }> {
