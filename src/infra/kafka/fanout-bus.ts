@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { Consumer, type MessagesStream } from "@platformatic/kafka";
+import { Consumer } from "@platformatic/kafka";
 import { CHANNEL_PATTERN } from "../../domain/channel.ts";
 import { isJsonValue } from "../../lib/json-scan.ts";
 import type { Logger } from "../../log/logger.ts";
@@ -15,6 +15,7 @@ import {
 } from "../../ports/fanout-bus.ts";
 import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { KafkaConnectionOptions } from "./client-options.ts";
+import { connectionTo, rawFetchApi, walkRecords } from "./fanout-fetch.ts";
 import { PartitionHash } from "./partition-hash.ts";
 
 /** Reads records raw: headers are looked at before any value is decoded, and only the headers used are. */
@@ -28,7 +29,11 @@ const CONTROL_BATCH = 0x20;
 const TENANT_HEADER = Buffer.from("tenant");
 const CHANNEL_HEADER = Buffer.from("channel");
 const TRUE = Buffer.from("true");
-type FanoutStream = MessagesStream<Buffer, Buffer, Buffer, Buffer>;
+/** Wait, and bytes per partition and per answer, of the live reader's fetches. */
+const LIVE_FETCH_WAIT_MS = 500;
+const LIVE_FETCH_PARTITION_BYTES = 1024 * 1024;
+const LIVE_FETCH_BYTES = 8 * 1024 * 1024;
+type RawPartitionAnswer = { partitionIndex: number; records: Buffer | undefined };
 
 const RESTART_DELAY_MS = 2000;
 
@@ -42,7 +47,8 @@ const RESTART_DELAY_MS = 2000;
  */
 export class KafkaFanoutBus implements FanoutBus {
   private consumer: FanoutConsumer | undefined;
-  private stream: FanoutStream | undefined;
+  /** The live reader's fetch loops; set `stopped` to end them. */
+  private running: { stopped: boolean } | undefined;
   private listener: FanoutListener | undefined;
   private epoch = "";
   /** Next offset to read, per partition. */
@@ -217,35 +223,107 @@ export class KafkaFanoutBus implements FanoutBus {
     });
   }
 
+  /**
+   * Starts the live reader on `consumer`: once the partitions' leaders and
+   * the Fetch version are known, one fetch loop per leader runs in the
+   * background; a failure rebuilds the reader from the next unread offsets.
+   */
   private async consume(consumer: FanoutConsumer): Promise<void> {
     this.consumer = consumer;
-    const stream = await consumer.consume({
-      topics: [this.topic],
-      mode: "manual",
-      offsets: [...this.nextOffsets].map(([partition, offset]) => ({ topic: this.topic, partition, offset })),
-      autocommit: false,
-      maxWaitTime: 500,
-    });
-    this.stream = stream;
-    stream.on("data", (message) => {
-      this.nextOffsets.set(message.partition, message.offset + 1n);
-      const listener = this.listener;
-      const parsed = fromFanoutRecord(message.headers, message.value, listener?.wants?.bind(listener));
-      if (parsed === UNWANTED) return;
-      if (!parsed) {
-        this.log.warn(
-          { partition: message.partition, offset: String(message.offset) },
-          "fan-out record is malformed; skipped",
+    const metadata = await consumer.metadata({ topics: [this.topic], forceUpdate: true });
+    const topic = metadata.topics.get(this.topic);
+    if (!topic) throw new Error(`no metadata for ${this.topic}`);
+    const api = await rawFetchApi(consumer);
+    const byLeader = new Map<number, number[]>();
+    for (const partition of this.nextOffsets.keys()) {
+      const leader = topic.partitions[partition]?.leader;
+      if (leader === undefined) throw new Error(`no leader for ${this.topic}/${partition}`);
+      byLeader.set(leader, [...(byLeader.get(leader) ?? []), partition]);
+    }
+    const run = { stopped: false };
+    this.running = run;
+    for (const [leader, partitions] of byLeader) {
+      const broker = metadata.brokers.get(leader);
+      if (!broker) throw new Error(`no broker ${leader} for ${this.topic}`);
+      const fetchFrom = { topicId: api.byName ? this.topic : topic.id, run, consumer, broker, partitions };
+      this.fetchLoop(api.fetch, fetchFrom).catch((error) => {
+        if (run.stopped) return;
+        this.log.warn({ err: error }, "fan-out consumer failed; rebuilding it");
+        this.scheduleRestart();
+      });
+    }
+  }
+
+  /**
+   * Fetches the partitions one leader holds, walking each answer before asking
+   * for more. The connection is asked of the client's pool for every fetch:
+   * the pool holds a request back while the connection re-authenticates
+   * (KIP-368), since a Fetch sent between the SASL handshake and its
+   * authentication makes the broker close the connection.
+   */
+  private async fetchLoop(
+    fetch: Awaited<ReturnType<typeof rawFetchApi>>["fetch"],
+    from: {
+      topicId: string;
+      run: { stopped: boolean };
+      consumer: FanoutConsumer;
+      broker: { host: string; port: number };
+      partitions: number[];
+    },
+  ): Promise<void> {
+    const listener = this.listener;
+    const wants = listener?.wants ? listener.wants.bind(listener) : () => true;
+    while (!from.run.stopped) {
+      const topics = [
+        {
+          topicId: from.topicId,
+          partitions: from.partitions.map((partition) => ({
+            partition,
+            fetchOffset: this.nextOffsets.get(partition) ?? 0n,
+            partitionMaxBytes: LIVE_FETCH_PARTITION_BYTES,
+            currentLeaderEpoch: -1,
+            lastFetchedEpoch: -1,
+          })),
+        },
+      ];
+      const connection = await connectionTo(from.consumer, from.broker);
+      if (from.run.stopped) return;
+      const answer = await new Promise<RawPartitionAnswer[]>((resolve, reject) =>
+        fetch(
+          connection,
+          LIVE_FETCH_WAIT_MS,
+          1,
+          LIVE_FETCH_BYTES,
+          1,
+          0,
+          -1,
+          topics,
+          [],
+          "",
+          (error, partitions) => (error ? reject(error) : resolve(partitions ?? [])),
+        ),
+      );
+      if (from.run.stopped) return;
+      for (const { partitionIndex: partition, records } of answer) {
+        if (!records) continue;
+        const position = { epoch: this.epoch, partition, offset: 0n };
+        const next = walkRecords(
+          records,
+          this.nextOffsets.get(partition) ?? 0n,
+          wants,
+          (offset, headers, value) => {
+            this.nextOffsets.set(partition, offset + 1n);
+            const parsed = fromFanoutRecord(headers, value);
+            if (!parsed || parsed === UNWANTED) {
+              this.log.warn({ partition, offset: String(offset) }, "fan-out record is malformed; skipped");
+              return;
+            }
+            listener?.deliver({ ...parsed, position: { ...position, offset } });
+          },
         );
-        return;
+        this.nextOffsets.set(partition, next);
       }
-      const position = { epoch: this.epoch, partition: message.partition, offset: message.offset };
-      this.listener?.deliver({ ...parsed, position });
-    });
-    stream.on("error", (error) => {
-      this.log.warn({ err: error }, "fan-out consumer failed; rebuilding it");
-      this.scheduleRestart();
-    });
+    }
   }
 
   private scheduleRestart(): void {
@@ -266,10 +344,10 @@ export class KafkaFanoutBus implements FanoutBus {
   }
 
   private async stop(): Promise<void> {
-    const { stream, consumer } = this;
-    this.stream = undefined;
+    const { running, consumer } = this;
+    if (running) running.stopped = true;
+    this.running = undefined;
     this.consumer = undefined;
-    await stream?.close().catch(() => {});
     if (consumer) await forceClose(consumer);
   }
 }

@@ -1,0 +1,103 @@
+import { describe, expect, test } from "bun:test";
+import { createRecordsBatch } from "@platformatic/kafka";
+import { fromFanoutRecord, toFanoutRecord } from "../../../src/infra/kafka/fanout-bus.ts";
+import { walkRecords } from "../../../src/infra/kafka/fanout-fetch.ts";
+import type { FanoutMessage } from "../../../src/ports/fanout-bus.ts";
+
+/** One record batch at `baseOffset` holding these messages as the gateway writes them. */
+function batch(baseOffset: number, messages: FanoutMessage[], compression = "none"): Buffer {
+  const records = messages.map((message) => {
+    const record = toFanoutRecord("fanout", message);
+    return {
+      key: Buffer.from(record.key as string),
+      value: Buffer.from(record.value as string),
+      headers: new Map(
+        Object.entries(record.headers ?? {}).map(([k, v]) => [Buffer.from(k), Buffer.from(v)]),
+      ),
+      topic: "fanout",
+      partition: 0,
+    };
+  });
+  const bytes = Buffer.from(
+    createRecordsBatch(records as never, { compression: compression as never }).buffer,
+  );
+  bytes.writeBigInt64BE(BigInt(baseOffset), 0);
+  return bytes;
+}
+
+const message = (channel: string, n: number): FanoutMessage => ({
+  tenant: "acme",
+  channel,
+  dataJson: `{"n":${n}}`,
+  ts: 1700000000000 + n,
+});
+
+/** Walks `bytes` from `from`, wanting `wanted` channels; answers what was handed on and the next offset. */
+function walk(bytes: Buffer, from: bigint, wanted: string[]) {
+  const asked: string[] = [];
+  const delivered: Array<{ offset: bigint; message: unknown }> = [];
+  const next = walkRecords(
+    bytes,
+    from,
+    (tenant, channel) => {
+      asked.push(`${tenant}/${channel}`);
+      return channel !== undefined && wanted.includes(channel);
+    },
+    (offset, headers, value) => delivered.push({ offset, message: fromFanoutRecord(headers, value) }),
+  );
+  return { asked, delivered, next };
+}
+
+describe("walkRecords: the live reader's walk over fetched record batches", () => {
+  test("hands on only wanted channels, decoded as the client would; answers the offset after the last batch", () => {
+    const bytes = Buffer.concat([
+      batch(10, [message("a", 0), message("b", 1), message("a", 2)]),
+      batch(13, [message("c", 3)]),
+    ]);
+    const { asked, delivered, next } = walk(bytes, 10n, ["a"]);
+    expect(asked).toEqual(["acme/a", "acme/b", "acme/a", "acme/c"]);
+    expect(delivered).toEqual([
+      { offset: 10n, message: message("a", 0) },
+      { offset: 12n, message: message("a", 2) },
+    ]);
+    expect(next).toBe(14n);
+  });
+
+  test("records before the requested offset (a batch fetched again from its middle) are skipped", () => {
+    const bytes = batch(10, [message("a", 0), message("a", 1), message("a", 2)]);
+    const { delivered, next } = walk(bytes, 11n, ["a"]);
+    expect(delivered.map((d) => d.offset)).toEqual([11n, 12n]);
+    expect(next).toBe(13n);
+  });
+
+  test("a batch cut off by the fetch's byte limit is left for the next fetch", () => {
+    const whole = batch(10, [message("a", 0)]);
+    const cut = Buffer.concat([whole, batch(11, [message("a", 1)]).subarray(0, 70)]);
+    const { delivered, next } = walk(cut, 10n, ["a"]);
+    expect(delivered.map((d) => d.offset)).toEqual([10n]);
+    expect(next).toBe(11n);
+  });
+
+  test("broadcasts are handed on without asking; compressed batches are walked too", () => {
+    const broadcast: FanoutMessage = { tenant: "acme", broadcast: true, dataJson: "{}", ts: 1 };
+    const bytes = batch(0, [broadcast, message("b", 1), message("a", 2)], "gzip");
+    const { asked, delivered } = walk(bytes, 0n, ["a"]);
+    expect(asked).toEqual(["acme/b", "acme/a"]);
+    expect(delivered).toEqual([
+      { offset: 0n, message: broadcast },
+      { offset: 2n, message: message("a", 2) },
+    ]);
+  });
+
+  test("a record without tenant or channel headers is never handed on", () => {
+    const record = {
+      key: Buffer.from("k"),
+      value: Buffer.from("{}"),
+      headers: new Map(),
+      topic: "f",
+      partition: 0,
+    };
+    const bytes = Buffer.from(createRecordsBatch([record] as never).buffer);
+    expect(walk(bytes, 0n, ["a"]).delivered).toEqual([]);
+  });
+});
