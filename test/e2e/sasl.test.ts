@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { createTopic, readTopic } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
-import { RUNTIMES, startGateway } from "./harness.ts";
+import { RUNTIMES, startGateway, TestSocket, waitForLog } from "./harness.ts";
 
 function saslListener(mechanism: string): string {
   const brokers =
@@ -34,6 +34,19 @@ const CASES = [
   { mechanism: "scram-sha-512", seconds: 13, reauthenticates: true },
 ];
 const SENDERS = 4;
+/** Past the broker's 10 s session lifetime, counted from the fan-out reader's start. */
+const FANOUT_SECONDS = 12;
+
+function saslGateway(runtime: (typeof RUNTIMES)[number], mechanism: string, env: Record<string, string>) {
+  return startGateway(runtime, {
+    KAFKA_BROKERS: saslListener(mechanism),
+    KAFKA_SASL_MECHANISM: mechanism,
+    KAFKA_SASL_USERNAME: process.env.KAFKA_SASL_USERNAME ?? "",
+    KAFKA_SASL_PASSWORD: process.env.KAFKA_SASL_PASSWORD ?? "",
+    JWT_SECRET: TEST_SECRET,
+    ...env,
+  });
+}
 
 describe.each(RUNTIMES)("SASL to a real broker on %s", (runtime) => {
   for (const { mechanism, seconds, reauthenticates } of CASES) {
@@ -42,14 +55,7 @@ describe.each(RUNTIMES)("SASL to a real broker on %s", (runtime) => {
       : `${mechanism}: ${SENDERS} clients sending for ${seconds} s: every request succeeds and the records are in Kafka`;
     test(name, async () => {
       const topic = await createTopic(`sasl-${mechanism}-${runtime}`);
-      const gateway = await startGateway(runtime, {
-        KAFKA_BROKERS: saslListener(mechanism),
-        KAFKA_SASL_MECHANISM: mechanism,
-        KAFKA_SASL_USERNAME: process.env.KAFKA_SASL_USERNAME ?? "",
-        KAFKA_SASL_PASSWORD: process.env.KAFKA_SASL_PASSWORD ?? "",
-        KAFKA_TOPIC: topic,
-        JWT_SECRET: TEST_SECRET,
-      });
+      const gateway = await saslGateway(runtime, mechanism, { KAFKA_TOPIC: topic });
       try {
         const headers = {
           authorization: `Bearer ${await token("acme", ["ingest"])}`,
@@ -86,4 +92,48 @@ describe.each(RUNTIMES)("SASL to a real broker on %s", (runtime) => {
       }
     }, 60_000);
   }
+
+  test(`scram-sha-512: fan-out keeps delivering to a subscriber for ${FANOUT_SECONDS} s, past the session lifetime: each event arrives before the next is published, and the live reader's connection re-authenticated instead of being dropped and rebuilt`, async () => {
+    const mechanism = "scram-sha-512";
+    const gateway = await saslGateway(runtime, mechanism, {
+      KAFKA_TOPIC: await createTopic(`sasl-fanout-events-${runtime}`),
+      KAFKA_FANOUT_TOPIC: await createTopic(`sasl-fanout-${runtime}`),
+    });
+    try {
+      await waitForLog(gateway, "fan-out consumer reading");
+      const readerStarted = Date.now();
+      const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
+      await socket.opened();
+      socket.send({ type: "subscribe", channel: "ticks" });
+      expect((await socket.next((frame) => frame.type === "subscribed" || frame.type === "error")).type).toBe(
+        "subscribed",
+      );
+      const headers = {
+        authorization: `Bearer ${await token("acme", ["ingest", "publish"])}`,
+        "content-type": "application/json",
+      };
+      const early = brokerConnections(gateway.process.pid, saslListener(mechanism));
+      let sent = 0;
+      while (Date.now() < readerStarted + FANOUT_SECONDS * 1000) {
+        const response = await fetch(`${gateway.url}/v1/events`, {
+          method: "POST",
+          headers,
+          body: JSON.stringify({ type: "click", channel: "ticks", data: { element: `e${sent}` } }),
+        });
+        await response.arrayBuffer();
+        expect(response.status).toBe(202);
+        const event = await socket.next((frame) => frame.type === "event", 10_000);
+        expect(event.data).toEqual({ element: `e${sent}` });
+        sent++;
+      }
+      socket.close();
+      const late = brokerConnections(gateway.process.pid, saslListener(mechanism));
+      expect([...early].filter((port) => !late.has(port))).toEqual([]);
+      expect(gateway.logs.filter((entry) => entry.msg === "fan-out consumer failed; rebuilding it")).toEqual(
+        [],
+      );
+    } finally {
+      await gateway.stop("SIGKILL");
+    }
+  }, 60_000);
 });
