@@ -16,7 +16,9 @@ import { createAuthenticator } from "./infra/auth/authenticator.ts";
 import { createS3ObjectClient } from "./infra/aws/s3.ts";
 import { DeliveryQueue, UNHEALTHY_REASON } from "./infra/delivery/delivery-queue.ts";
 import { batchBytesLimit } from "./infra/delivery/record-size.ts";
+import { MemoryRecordIdStore } from "./infra/idempotency/memory-record-ids.ts";
 import { MemoryIdempotencyStore } from "./infra/idempotency/memory-store.ts";
+import { RedisRecordIdStore } from "./infra/idempotency/redis-record-ids.ts";
 import { RedisIdempotencyStore } from "./infra/idempotency/redis-store.ts";
 import { type KafkaConnectionOptions, kafkaConnectionOptions } from "./infra/kafka/client-options.ts";
 import { KafkaFanoutBus } from "./infra/kafka/fanout-bus.ts";
@@ -38,6 +40,7 @@ import type { FanoutBus } from "./ports/fanout-bus.ts";
 import type { HealthReasons } from "./ports/health.ts";
 import type { IdempotencyStore } from "./ports/idempotency.ts";
 import type { Module } from "./ports/module.ts";
+import type { RecordIdStore } from "./ports/record-ids.ts";
 import type { SinkWriter } from "./ports/sink.ts";
 import type { Tracing } from "./ports/tracing.ts";
 import type { GatewayApp, HttpRequest, RunningServer } from "./ports/transport.ts";
@@ -161,6 +164,26 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
       )
     : new MemoryIdempotencyStore(idempotencyOptions);
   const idempotency = new Idempotency(idempotencyStore, metrics);
+  // Per-record deduplication is asked for per tenant, in the tenant table; without one, no tenant has it.
+  const recordIds: RecordIdStore = config.redisUrl
+    ? new RedisRecordIdStore(
+        {
+          redisUrl: config.redisUrl,
+          pendingMs: idempotencyOptions.pendingMs,
+          commandTimeoutMs: config.rateLimit.redisTimeoutMs,
+          onFailOpen: () => metrics.recordDedupStoreFailures.inc(),
+        },
+        log,
+      )
+    : new MemoryRecordIdStore({
+        pendingMs: idempotencyOptions.pendingMs,
+        maxIds: config.idempotency.maxRecordIds,
+        onEarlyEviction: () => metrics.recordDedupEarlyEvictions.inc(),
+      });
+  const dedup = {
+    windowMs: (tenant: string) => quotas?.dedupWindowMs(tenant),
+    store: recordIds,
+  };
 
   const realtime = createRealtimeModule(
     {
@@ -213,6 +236,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     },
     { name: "sink", drain: { flush: (deadline) => queue.close(msUntil(deadline)) } },
     { name: "idempotency keys", close: () => idempotencyStore.close() },
+    { name: "record ids", close: () => recordIds.close() },
     { name: "fan-out bus", close: () => bus.close() },
     createOperationsModule(health, metrics, { metricsOnMainPort: config.metricsPort === undefined }),
     traced(
@@ -224,7 +248,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
           maxRecords: config.maxRecordsPerRequest,
           ackTimeoutMs: config.ackTimeoutMs,
         },
-        { authenticate, admission, idempotency, schemas, queue, bus, metrics, log },
+        { authenticate, admission, idempotency, dedup, schemas, queue, bus, metrics, log },
       ),
     ),
     traced(

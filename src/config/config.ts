@@ -135,6 +135,8 @@ export interface Config {
     /** Keys and answer bytes kept in memory when REDIS_URL is unset. */
     maxKeys: number;
     maxBytes: number;
+    /** Record ids kept in memory for per-record deduplication when REDIS_URL is unset. */
+    maxRecordIds: number;
   };
   history: {
     eventsPerChannel: number;
@@ -328,6 +330,7 @@ export function loadConfig(env: Env = process.env): Config {
       pendingMs: read("IDEMPOTENCY_PENDING_SEC", integer(1, 3600), 60) * 1000,
       maxKeys: read("IDEMPOTENCY_MAX_KEYS", integer(1, 100_000_000), 100_000),
       maxBytes: read("IDEMPOTENCY_MAX_BYTES", integer(1024), 64 * 1024 * 1024),
+      maxRecordIds: read("DEDUP_MAX_IDS", integer(1000, 100_000_000), 200_000),
     },
     presence: {
       ttlMs: read("PRESENCE_TTL_MS", integer(3000, 3_600_000), 30_000),

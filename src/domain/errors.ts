@@ -65,6 +65,14 @@ export const HTTP_ERRORS = {
     retry: true,
     advice: "After `Retry-After`: the repeat then gets the first request's answer.",
   },
+  duplicate_in_flight: {
+    status: 409,
+    meaning:
+      "Per-record deduplication (a tenant setting): another request is writing a record with the same `id` right now, so nothing of this request was written (`Retry-After: 1`).",
+    retry: true,
+    advice:
+      "After `Retry-After`: the repeat then gets those records acknowledged as `duplicates`, or written if the other write failed.",
+  },
   history_gone: {
     status: 410,
     meaning:

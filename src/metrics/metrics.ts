@@ -147,6 +147,22 @@ export function createMetrics(runtime: string, version: string) {
       help: "Idempotency store calls that failed (Redis down or slow): the request ran without the shared check",
       registers: r,
     }),
+    recordDedup: new Counter({
+      name: "gateway_record_dedup_total",
+      help: "Records of tenants with per-record deduplication, by outcome: new (written), duplicate (acknowledged, not written again), in_flight (its id was being written: request answered 409)",
+      labelNames: ["outcome"],
+      registers: r,
+    }),
+    recordDedupStoreFailures: new Counter({
+      name: "gateway_record_dedup_store_failures_total",
+      help: "Record id store calls that failed (Redis down or slow): the records were written without the shared check",
+      registers: r,
+    }),
+    recordDedupEarlyEvictions: new Counter({
+      name: "gateway_record_dedup_early_evictions_total",
+      help: "Record ids evicted from the in-memory store before their window ended (DEDUP_MAX_IDS too small for the traffic)",
+      registers: r,
+    }),
     rateLimited: new Counter({
       name: "gateway_rate_limited_total",
       help: "Requests or connections refused by a rate limit, by scope",

@@ -9,12 +9,14 @@ import type { Module } from "../../ports/module.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
 import type { RecordQueue } from "../../ports/sink.ts";
 import type { HttpRequest } from "../../ports/transport.ts";
+import type { RecordDedup } from "./dedup.ts";
 import { type IngestOptions, ingestRoute } from "./route.ts";
 
 export interface IngestModuleDependencies {
   authenticate(request: HttpRequest): Promise<Principal>;
   admission: Pick<Admission, "request" | "events">;
   idempotency: Pick<Idempotency, "run">;
+  dedup: RecordDedup;
   schemas: SchemaValidator;
   queue: RecordQueue;
   bus: FanoutBus;
@@ -49,6 +51,7 @@ export function createIngestModule(options: IngestOptions, deps: IngestModuleDep
         authenticate: deps.authenticate,
         admission: deps.admission,
         idempotency: deps.idempotency,
+        dedup: deps.dedup,
         schemas: deps.schemas,
         queue: deps.queue,
         metrics: deps.metrics,

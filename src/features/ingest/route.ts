@@ -14,6 +14,7 @@ import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { HttpReply, HttpRequest } from "../../ports/transport.ts";
 import { decodeBody, type RawRecord } from "./body.ts";
 import { binaryCloudEvent } from "./cloudevents.ts";
+import { type ClaimedIds, claimRecordIds, type DedupCandidate, type RecordDedup } from "./dedup.ts";
 import { type Normalized, normalizeRecord, REJECT_REASON } from "./record.ts";
 
 export interface IngestOptions {
@@ -31,6 +32,8 @@ export interface IngestDependencies extends CallerChecks {
   schemas: SchemaValidator;
   queue: RecordQueue;
   metrics: Metrics;
+  /** Per-record deduplication by id, for the tenants that asked for it. */
+  dedup: RecordDedup;
   /** Hands accepted records with a `channel` to the fan-out (after they are queued). */
   fanOut(records: EventRecord[]): void;
 }
@@ -97,6 +100,9 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     const messages: SinkMessage[] = [];
     const errors: RecordError[] = [];
     const rejectedRaw: Array<{ raw: unknown; reason: string }> = [];
+    // Only for a tenant that deduplicates: its accepted records whose ids the client chose.
+    const dedupWindowMs = deps.dedup.windowMs(principal.tenant);
+    const dedupCandidates: DedupCandidate[] | undefined = dedupWindowMs === undefined ? undefined : [];
     // Batches are mostly of one type: one headers object for a run of records of the same type.
     let headers: SinkMessage["headers"] | undefined;
     // A plain loop, not forEach: no closure over this request's state per request.
@@ -131,6 +137,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
             code: "record_too_large",
           };
         } else {
+          if (dedupCandidates !== undefined && raw.ok && (raw.value as { id?: unknown }).id !== undefined)
+            dedupCandidates.push({ position: accepted.length, index, id: result.record.id });
           accepted.push(result.record);
           messages.push(message);
           continue;
@@ -143,12 +151,35 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     if (options.dlqTopic && rejectedRaw.length > 0)
       sendToDeadLetters(options.dlqTopic, principal, rejectedRaw, deps);
 
-    const body = { accepted: accepted.length, rejected: errors.length, errors };
-    if (accepted.length === 0) return json(422, body, rateLimitHeaders);
+    if (accepted.length === 0)
+      return json(422, { accepted: 0, rejected: errors.length, errors }, rateLimitHeaders);
+    const acknowledged = accepted.length;
+
+    let claimed: ClaimedIds | undefined;
+    if (dedupWindowMs !== undefined && dedupCandidates !== undefined && dedupCandidates.length > 0) {
+      claimed = await claimRecordIds(
+        deps.dedup,
+        principal.tenant,
+        dedupWindowMs,
+        dedupCandidates,
+        deps.metrics,
+      );
+      if (claimed.skip.size > 0) dropSkipped(claimed.skip, accepted, messages);
+    }
+    const duplicates =
+      claimed !== undefined && claimed.duplicates.length > 0 ? claimed.duplicates : undefined;
+    const body =
+      duplicates === undefined
+        ? { accepted: acknowledged, rejected: errors.length, errors }
+        : { accepted: acknowledged, rejected: errors.length, errors, duplicates };
+    // Every accepted record was a duplicate: nothing to write.
+    if (accepted.length === 0) return json(202, body, rateLimitHeaders);
 
     const ackNone = request.query.get("ack") === "none";
     // With ?ack=none the caller chose speed over confirmation; the queue still retries until delivered.
-    const delivered = deps.queue.enqueue(messages, ackNone ? "queued" : "acknowledged");
+    const queued = deps.queue.enqueue(messages, ackNone ? "queued" : "acknowledged");
+    // Claimed ids count as written once the write succeeded (even past the answer's deadline), else are freed.
+    const delivered = claimed === undefined ? queued : settleAfter(queued, claimed);
     if (ackNone) await delivered;
     else
       await withDeadline(
@@ -166,8 +197,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     deps.metrics.eventsAccepted.inc(accepted.length);
     deps.fanOut(accepted);
     // All accepted (the usual answer): the same text JSON.stringify makes, without walking the object.
-    return errors.length === 0
-      ? jsonText(202, `{"accepted":${accepted.length},"rejected":0,"errors":[]}`, rateLimitHeaders)
+    return errors.length === 0 && duplicates === undefined
+      ? jsonText(202, `{"accepted":${acknowledged},"rejected":0,"errors":[]}`, rateLimitHeaders)
       : json(202, body, rateLimitHeaders);
   };
   return {
@@ -184,6 +215,30 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       );
     },
   };
+}
+
+/** Removes the records at `skip` (positions) from both arrays, in place, keeping their order. */
+function dropSkipped(skip: ReadonlySet<number>, records: EventRecord[], messages: SinkMessage[]): void {
+  let kept = 0;
+  for (let position = 0; position < records.length; position++) {
+    if (skip.has(position)) continue;
+    records[kept] = records[position] as EventRecord;
+    messages[kept] = messages[position] as SinkMessage;
+    kept++;
+  }
+  records.length = kept;
+  messages.length = kept;
+}
+
+/** `written`, once the claimed ids are confirmed (it resolved) or released (it rejected, with the same error). */
+function settleAfter(written: Promise<void>, claimed: ClaimedIds): Promise<void> {
+  return written.then(
+    () => claimed.settle(true),
+    (error: unknown) => {
+      void claimed.settle(false);
+      throw error;
+    },
+  );
 }
 
 /** Best effort: rejected records go to the dead-letter topic with their reason; never blocks the answer. */

@@ -11,7 +11,11 @@ afterEach(async () => {
 });
 
 test("the quota document is validated entry by entry", () => {
-  expect(parseQuotas('{"acme":{"eventsPerSec":500}}').get("acme")).toBe(500);
+  expect(parseQuotas('{"acme":{"eventsPerSec":500}}').get("acme")).toEqual({ eventsPerSec: 500 });
+  expect(parseQuotas('{"acme":{"dedupWindowSec":60}}').get("acme")).toEqual({ dedupWindowMs: 60_000 });
+  expect(() => parseQuotas('{"acme":{}}')).toThrow("needs eventsPerSec or dedupWindowSec");
+  expect(() => parseQuotas('{"acme":{"dedupWindowSec":0}}')).toThrow("dedupWindowSec must be");
+  expect(() => parseQuotas('{"acme":{"dedupWindowSec":1.5}}')).toThrow("dedupWindowSec must be");
   expect(() => parseQuotas("[]")).toThrow();
   expect(() => parseQuotas('{"acme":{"eventsPerSec":0}}')).toThrow("positive integer");
   expect(() => parseQuotas('{"a/b":{"eventsPerSec":5}}')).toThrow("not a tenant name");

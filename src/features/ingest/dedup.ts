@@ -1,0 +1,106 @@
+import { randomUUID } from "node:crypto";
+import { GatewayError } from "../../domain/errors.ts";
+import type { Metrics } from "../../metrics/metrics.ts";
+import type { RecordIdStore } from "../../ports/record-ids.ts";
+
+/** Per-record deduplication by `id`, for the tenants that asked for it. */
+export interface RecordDedup {
+  /** The tenant's window in ms; undefined (the usual answer, a map lookup) when it does not deduplicate. */
+  windowMs(tenant: string): number | undefined;
+  store: RecordIdStore;
+}
+
+/** A record acknowledged without being written again: its id was written within the window. */
+export interface Duplicate {
+  /** Position of the record in the request. */
+  index: number;
+  id: string;
+}
+
+/** An accepted record whose id the client chose (a generated id is never a repeat). */
+export interface DedupCandidate {
+  /** Position among the request's accepted records. */
+  position: number;
+  /** Position in the request. */
+  index: number;
+  id: string;
+}
+
+/** What a request holds after claiming its ids: it must `settle` them once the write succeeded or failed. */
+export interface ClaimedIds {
+  duplicates: Duplicate[];
+  /** Positions among the accepted records not to write. */
+  skip: Set<number>;
+  /** Settles the claims after the write: `written` confirms them for the window, else they are released. */
+  settle(written: boolean): Promise<void>;
+}
+
+/**
+ * Claims the candidates' ids for this request. An id written within the
+ * window, or twice in the request, makes its record a duplicate. When
+ * another request is writing one of the ids right now, this request writes
+ * nothing (its claims are released) and is answered 409 with `Retry-After`:
+ * acknowledging the record then could acknowledge a write that fails.
+ */
+export async function claimRecordIds(
+  dedup: RecordDedup,
+  tenant: string,
+  windowMs: number,
+  candidates: readonly DedupCandidate[],
+  metrics: Pick<Metrics, "recordDedup">,
+): Promise<ClaimedIds> {
+  const claimant = randomUUID();
+  const duplicates: Duplicate[] = [];
+  const skip = new Set<number>();
+  const firstOfId = new Set<string>();
+  const unique: DedupCandidate[] = [];
+  for (const candidate of candidates) {
+    if (firstOfId.has(candidate.id)) {
+      duplicates.push({ index: candidate.index, id: candidate.id });
+      skip.add(candidate.position);
+    } else {
+      firstOfId.add(candidate.id);
+      unique.push(candidate);
+    }
+  }
+  const verdicts = await dedup.store.claim(
+    tenant,
+    unique.map((candidate) => candidate.id),
+    claimant,
+  );
+  const claimed: string[] = [];
+  let pending = 0;
+  unique.forEach((candidate, at) => {
+    const verdict = verdicts[at];
+    if (verdict === "new") claimed.push(candidate.id);
+    else if (verdict === "pending") pending++;
+    else {
+      duplicates.push({ index: candidate.index, id: candidate.id });
+      skip.add(candidate.position);
+    }
+  });
+  if (pending > 0) {
+    await dedup.store.release(tenant, claimed, claimant);
+    metrics.recordDedup.inc({ outcome: "in_flight" }, pending);
+    throw new GatewayError(
+      "duplicate_in_flight",
+      `${pending} record id(s) of this request are being written by another request`,
+      { "retry-after": "1" },
+    );
+  }
+  if (claimed.length > 0) metrics.recordDedup.inc({ outcome: "new" }, claimed.length);
+  if (duplicates.length > 0) {
+    metrics.recordDedup.inc({ outcome: "duplicate" }, duplicates.length);
+    duplicates.sort((a, b) => a.index - b.index);
+  }
+  return {
+    duplicates,
+    skip,
+    settle: (written) =>
+      claimed.length === 0
+        ? Promise.resolve()
+        : written
+          ? dedup.store.confirm(tenant, claimed, claimant, windowMs)
+          : dedup.store.release(tenant, claimed, claimant),
+  };
+}

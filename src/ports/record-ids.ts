@@ -1,0 +1,23 @@
+/**
+ * What a store says about one record id of a tenant: this request may write
+ * it (`new`: the id is now claimed by it), it was written within the window
+ * (`seen`), or another request is writing it now (`pending`).
+ */
+export type RecordIdVerdict = "new" | "seen" | "pending";
+
+/**
+ * The record ids a tenant wrote within its deduplication window, for
+ * tenants that ask for per-record deduplication. A claim names its request
+ * (`claimant`), so only that request can confirm or release it. Never
+ * rejects: a store that cannot answer says every id is `new` (fails open: a
+ * retry during the outage may write twice), counted and logged.
+ */
+export interface RecordIdStore {
+  /** One verdict per id, in order; `ids` hold no repeats. */
+  claim(tenant: string, ids: readonly string[], claimant: string): Promise<RecordIdVerdict[]>;
+  /** The claimed ids are written (acknowledged): `seen` for `windowMs` from now. */
+  confirm(tenant: string, ids: readonly string[], claimant: string, windowMs: number): Promise<void>;
+  /** The claimed ids were not written: a retry may write them. */
+  release(tenant: string, ids: readonly string[], claimant: string): Promise<void>;
+  close(): Promise<void>;
+}
