@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Admin } from "@platformatic/kafka";
+import { Admin, Producer, stringSerializers } from "@platformatic/kafka";
 import { parseEventId } from "../../src/domain/event-id.ts";
+import { toFanoutRecord } from "../../src/infra/kafka/fanout-bus.ts";
 import { createTopic, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
@@ -264,4 +265,102 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
       await other.stop("SIGKILL");
     }
   });
+});
+
+describe.each(RUNTIMES)("the live fan-out reader's offset deleted under it on %s", (runtime) => {
+  /** Writes events `numbers` of `channel` to the fan-out topic's partition 0 as a gateway would, in one request. */
+  async function produce(
+    producer: Producer<string, string, string, string>,
+    topic: string,
+    channel: string,
+    numbers: number[],
+  ) {
+    await producer.send({
+      messages: numbers.map((n) => {
+        const record = toFanoutRecord(topic, {
+          tenant: "acme",
+          channel,
+          dataJson: JSON.stringify({ n }),
+          ts: Date.now(),
+        });
+        return {
+          topic,
+          partition: 0,
+          key: record.key,
+          value: record.value as string,
+          headers: record.headers,
+        };
+      }),
+    });
+  }
+
+  test("the reader skips to what the log still holds and goes on delivering; a since before the deleted records is history_gone", async () => {
+    const fanoutTopic = await createTopic(`lagging-fanout-${runtime}`, 1);
+    const gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: await createTopic(`lagging-events-${runtime}`),
+      KAFKA_FANOUT_TOPIC: fanoutTopic,
+      JWT_SECRET: TEST_SECRET,
+      // Rate limits per instance: the shared Redis's per-address budget is spent by whatever else runs here.
+      REDIS_URL: "",
+    });
+    const brokers = services().brokers.split(",");
+    const producer = new Producer({
+      clientId: "test-lagging",
+      bootstrapBrokers: brokers,
+      serializers: stringSerializers,
+    });
+    const admin = new Admin({ clientId: "test-admin", bootstrapBrokers: brokers });
+    try {
+      await waitForLog(gateway, "fan-out consumer reading");
+      const socket = await connect(gateway);
+      socket.send({ type: "subscribe", channel: "lagging" });
+      await socket.next((frame) => frame.type === "subscribed");
+      await publish(gateway, "lagging", 0, 1);
+      const first = await socket.next((frame) => frame.type === "event");
+
+      // The reader falls behind the log's start, as one slower than the retention would: while the
+      // gateway is stopped, a fetch it had under way is answered with event 1 at most, and events
+      // 1 to 4 are deleted after event 4 was written.
+      gateway.process.kill("SIGSTOP");
+      try {
+        await produce(producer, fanoutTopic, "lagging", [1]);
+        await produce(producer, fanoutTopic, "lagging", [2, 3, 4]);
+        await admin.deleteRecords({
+          topics: [{ name: fanoutTopic, partitions: [{ partition: 0, offset: -1n }] }],
+        });
+      } finally {
+        gateway.process.kill("SIGCONT");
+      }
+
+      await publish(gateway, "lagging", 5, 1);
+      const live: Frame[] = [];
+      do live.push(await socket.next((frame) => frame.type === "event", 15_000));
+      while (numbers(live).at(-1) !== 5);
+      // Event 1 may have come with the fetch under way; the deleted ones never.
+      expect([[5], [1, 5]]).toContainEqual(numbers(live));
+      socket.close();
+
+      const resumed = await connect(gateway);
+      resumed.send({ type: "subscribe", channel: "lagging", since: first.id });
+      expect(
+        await resumed.next((frame) => frame.channel === "lagging" && frame.type !== "event"),
+      ).toMatchObject({
+        type: "error",
+        code: "history_gone",
+      });
+      resumed.close();
+      // It moved on once, without failing (a reader rebuilt from the same offset fails again, and again).
+      const moves = gateway.logs.filter(
+        (entry) =>
+          entry.msg === "the fan-out log no longer holds the reader's offset; reading on from what it holds",
+      );
+      expect(moves).toMatchObject([{ partition: 0, to: "5" }]);
+      expect(gateway.logs.filter((entry) => entry.msg === "fan-out consumer failed; rebuilding it")).toEqual(
+        [],
+      );
+    } finally {
+      await Promise.all([gateway.stop("SIGKILL"), producer.close(), admin.close()]);
+    }
+  }, 60_000);
 });

@@ -15,7 +15,13 @@ import {
 } from "../../ports/fanout-bus.ts";
 import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { KafkaConnectionOptions } from "./client-options.ts";
-import { connectionTo, rawFetchApi, walkRecords } from "./fanout-fetch.ts";
+import {
+  connectionTo,
+  OFFSET_OUT_OF_RANGE,
+  type RawPartition,
+  rawFetchApi,
+  walkRecords,
+} from "./fanout-fetch.ts";
 import { PartitionHash } from "./partition-hash.ts";
 
 /** Reads records raw: headers are looked at before any value is decoded, and only the headers used are. */
@@ -33,7 +39,6 @@ const TRUE = Buffer.from("true");
 const LIVE_FETCH_WAIT_MS = 500;
 const LIVE_FETCH_PARTITION_BYTES = 1024 * 1024;
 const LIVE_FETCH_BYTES = 8 * 1024 * 1024;
-type RawPartitionAnswer = { partitionIndex: number; records: Buffer | undefined };
 
 const RESTART_DELAY_MS = 2000;
 
@@ -288,7 +293,7 @@ export class KafkaFanoutBus implements FanoutBus {
       ];
       const connection = await connectionTo(from.consumer, from.broker);
       if (from.run.stopped) return;
-      const answer = await new Promise<RawPartitionAnswer[]>((resolve, reject) =>
+      const answer = await new Promise<RawPartition[]>((resolve, reject) =>
         fetch(
           connection,
           LIVE_FETCH_WAIT_MS,
@@ -304,7 +309,9 @@ export class KafkaFanoutBus implements FanoutBus {
         ),
       );
       if (from.run.stopped) return;
-      for (const { partitionIndex: partition, records } of answer) {
+      const behind: number[] = [];
+      for (const { partitionIndex: partition, errorCode, records } of answer) {
+        if (errorCode === OFFSET_OUT_OF_RANGE) behind.push(partition);
         if (!records) continue;
         const position = { epoch: this.epoch, partition, offset: 0n };
         const next = walkRecords(
@@ -323,6 +330,42 @@ export class KafkaFanoutBus implements FanoutBus {
         );
         this.nextOffsets.set(partition, next);
       }
+      if (behind.length > 0) await this.moveIntoLog(from.consumer, behind);
+    }
+  }
+
+  /**
+   * Partitions whose next offset the log no longer holds (retention or a
+   * deletion passed the reader, or the log was cut back): the reader goes on
+   * from the nearest offset the log holds, rather than fail every fetch. What
+   * it skipped was never delivered here nor kept, so the partition's origin
+   * moves there: a `since` before it is `history_gone`, never a silent gap.
+   */
+  private async moveIntoLog(consumer: FanoutConsumer, partitions: number[]): Promise<void> {
+    const offsets = async (timestamp: bigint) =>
+      (
+        await consumer.listOffsets({
+          topics: [this.topic],
+          partitions: { [this.topic]: partitions },
+          timestamp,
+        })
+      ).get(this.topic) ?? [];
+    const [earliest, latest] = await Promise.all([offsets(-2n), offsets(-1n)]);
+    for (const partition of partitions) {
+      const next = this.nextOffsets.get(partition) ?? 0n;
+      const start = earliest[partition];
+      const end = latest[partition];
+      if (start === undefined || end === undefined)
+        throw new Error(`no offsets for ${this.topic}/${partition}`);
+      const held = next < start ? start : next > end ? end : next;
+      // Back in range by now (the log moved meanwhile): the next fetch tells.
+      if (held === next) continue;
+      this.log.warn(
+        { partition, from: String(next), to: String(held) },
+        "the fan-out log no longer holds the reader's offset; reading on from what it holds",
+      );
+      this.nextOffsets.set(partition, held);
+      this.listener?.origin(this.epoch, partition, held);
     }
   }
 

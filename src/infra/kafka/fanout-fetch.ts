@@ -24,8 +24,11 @@ import {
  * a record nobody here wants costs a few varint reads and two short strings.
  */
 
-/** One partition's records as they arrived, undecoded. */
-interface RawPartition {
+/** A partition's error when the log no longer holds the offset asked for (deleted, or cut back). */
+export const OFFSET_OUT_OF_RANGE = 1;
+
+/** One partition's records as they arrived, undecoded; none when `errorCode` is `OFFSET_OUT_OF_RANGE`. */
+export interface RawPartition {
   partitionIndex: number;
   errorCode: number;
   records: Buffer | undefined;
@@ -63,7 +66,10 @@ function rawParser(byName: boolean) {
         partitions.push(partition);
       });
     });
-    const failed = partitions.find((partition) => partition.errorCode !== 0);
+    // Out of range is the reader's to resolve (it moves to what the log holds); any other error fails the fetch.
+    const failed = partitions.find(
+      (partition) => partition.errorCode !== 0 && partition.errorCode !== OFFSET_OUT_OF_RANGE,
+    );
     if (errorCode !== 0 || failed) {
       throw new ResponseError(apiKey, apiVersion, { "": [errorCode || (failed?.errorCode ?? 0), null] }, {});
     }
