@@ -7,17 +7,25 @@ export type RecordIdVerdict = "new" | "seen" | "pending";
 
 /**
  * The record ids a tenant wrote within its deduplication window, for
- * tenants that ask for per-record deduplication. A claim names its request
- * (`claimant`), so only that request can confirm or release it. Never
- * rejects: a store that cannot answer says every id is `new` (fails open: a
- * retry during the outage may write twice), counted and logged.
+ * tenants that ask for per-record deduplication. A request claims its ids
+ * under a name of its own (`claimant`, unique per request), then confirms
+ * (written) or releases (not written) all of them at once. An id whose
+ * claimant released it, or never confirmed it within the pending time (its
+ * instance died), can be claimed again. Never rejects: a store that cannot
+ * answer says every id is `new` (fails open: a retry during the outage may
+ * write twice), counted and logged.
  */
 export interface RecordIdStore {
   /** One verdict per id, in order; `ids` hold no repeats. */
-  claim(tenant: string, ids: readonly string[], claimant: string): Promise<RecordIdVerdict[]>;
-  /** The claimed ids are written (acknowledged): `seen` for `windowMs` from now. */
-  confirm(tenant: string, ids: readonly string[], claimant: string, windowMs: number): Promise<void>;
-  /** The claimed ids were not written: a retry may write them. */
-  release(tenant: string, ids: readonly string[], claimant: string): Promise<void>;
+  claim(
+    tenant: string,
+    ids: readonly string[],
+    claimant: string,
+    windowMs: number,
+  ): Promise<RecordIdVerdict[]>;
+  /** The claimant's ids are written (acknowledged): `seen` for `windowMs` from now. */
+  confirm(tenant: string, claimant: string, windowMs: number): Promise<void>;
+  /** The claimant's ids were not written: another request may write them. */
+  release(tenant: string, claimant: string): Promise<void>;
   close(): Promise<void>;
 }

@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { GatewayError } from "../../domain/errors.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { RecordIdStore } from "../../ports/record-ids.ts";
@@ -49,7 +49,8 @@ export async function claimRecordIds(
   candidates: readonly DedupCandidate[],
   metrics: Pick<Metrics, "recordDedup">,
 ): Promise<ClaimedIds> {
-  const claimant = randomUUID();
+  // Unique per request; short, since every claimed id holds it for the window.
+  const claimant = randomBytes(12).toString("base64url");
   const duplicates: Duplicate[] = [];
   const skip = new Set<number>();
   const firstOfId = new Set<string>();
@@ -67,12 +68,13 @@ export async function claimRecordIds(
     tenant,
     unique.map((candidate) => candidate.id),
     claimant,
+    windowMs,
   );
-  const claimed: string[] = [];
+  let claimed = 0;
   let pending = 0;
   unique.forEach((candidate, at) => {
     const verdict = verdicts[at];
-    if (verdict === "new") claimed.push(candidate.id);
+    if (verdict === "new") claimed++;
     else if (verdict === "pending") pending++;
     else {
       duplicates.push({ index: candidate.index, id: candidate.id });
@@ -80,7 +82,7 @@ export async function claimRecordIds(
     }
   });
   if (pending > 0) {
-    await dedup.store.release(tenant, claimed, claimant);
+    await dedup.store.release(tenant, claimant);
     metrics.recordDedup.inc({ outcome: "in_flight" }, pending);
     throw new GatewayError(
       "duplicate_in_flight",
@@ -88,7 +90,7 @@ export async function claimRecordIds(
       { "retry-after": "1" },
     );
   }
-  if (claimed.length > 0) metrics.recordDedup.inc({ outcome: "new" }, claimed.length);
+  if (claimed > 0) metrics.recordDedup.inc({ outcome: "new" }, claimed);
   if (duplicates.length > 0) {
     metrics.recordDedup.inc({ outcome: "duplicate" }, duplicates.length);
     duplicates.sort((a, b) => a.index - b.index);
@@ -97,10 +99,6 @@ export async function claimRecordIds(
     duplicates,
     skip,
     settle: (written) =>
-      claimed.length === 0
-        ? Promise.resolve()
-        : written
-          ? dedup.store.confirm(tenant, claimed, claimant, windowMs)
-          : dedup.store.release(tenant, claimed, claimant),
+      written ? dedup.store.confirm(tenant, claimant, windowMs) : dedup.store.release(tenant, claimant),
   };
 }

@@ -1,85 +1,95 @@
 import type { RecordIdStore, RecordIdVerdict } from "../../ports/record-ids.ts";
 
 export interface MemoryRecordIdOptions {
-  /** How long a claim holds without a confirmation (its request died, or Kafka is that slow). */
+  /** How long a request's claim holds without a confirmation (it died, or Kafka is that slow). */
   pendingMs: number;
-  /** Ids kept; past it the oldest go first (an id evicted inside its window is no longer recognised). */
+  /** Ids kept, and requests' states kept; past it the oldest go first. */
   maxIds: number;
-  /** Called when an id is evicted before its window ended (the bound is too small for the traffic). */
+  /** Called when an id or a request's state is evicted before it expired (the bound is too small for the traffic). */
   onEarlyEviction?: () => void;
 }
 
-interface Entry {
-  /** The claiming request, or undefined once written. */
-  claimant: string | undefined;
+interface Expiring {
   expiresAt: number;
 }
 
 /**
- * The embedded default: record ids kept in this process only, bounded by
- * count, oldest first out (a Map keeps insertion order; a confirmed id is
- * re-inserted at the young end). Behind a load balancer a retry that lands on
- * another instance is not recognised: set REDIS_URL to share the ids.
+ * The embedded default, in this process only, the same model as the Redis
+ * store: each id names the request that claimed it, for the window; each
+ * request has a state, pending then written, or none once released or
+ * expired. Both maps are bounded by count, oldest first out (a Map keeps
+ * insertion order). Behind a load balancer a retry that lands on another
+ * instance is not recognised: set REDIS_URL to share the ids.
  */
 export class MemoryRecordIdStore implements RecordIdStore {
-  private readonly entries = new Map<string, Entry>();
+  private readonly ids = new Map<string, Expiring & { claimant: string }>();
+  private readonly requests = new Map<string, Expiring & { written: boolean }>();
 
   constructor(private readonly options: MemoryRecordIdOptions) {}
 
-  claim(tenant: string, ids: readonly string[], claimant: string): Promise<RecordIdVerdict[]> {
+  claim(
+    tenant: string,
+    ids: readonly string[],
+    claimant: string,
+    windowMs: number,
+  ): Promise<RecordIdVerdict[]> {
     const now = Date.now();
+    this.put(
+      this.requests,
+      `${tenant}\n${claimant}`,
+      { written: false, expiresAt: now + this.options.pendingMs },
+      now,
+    );
     const verdicts: RecordIdVerdict[] = [];
     for (const id of ids) {
       const key = `${tenant}\n${id}`;
-      const entry = this.entries.get(key);
-      if (entry !== undefined && entry.expiresAt > now) {
-        verdicts.push(entry.claimant === undefined ? "seen" : "pending");
+      const owner = this.live(this.ids, key, now);
+      const state = owner && this.live(this.requests, `${tenant}\n${owner.claimant}`, now);
+      if (state) {
+        verdicts.push(state.written ? "seen" : "pending");
         continue;
       }
-      this.put(key, { claimant, expiresAt: now + this.options.pendingMs }, now);
+      this.put(this.ids, key, { claimant, expiresAt: now + windowMs }, now);
       verdicts.push("new");
     }
     return Promise.resolve(verdicts);
   }
 
-  confirm(tenant: string, ids: readonly string[], claimant: string, windowMs: number): Promise<void> {
+  confirm(tenant: string, claimant: string, windowMs: number): Promise<void> {
     const now = Date.now();
-    for (const id of ids) {
-      const key = `${tenant}\n${id}`;
-      const entry = this.entries.get(key);
-      // Another request's claim (this one's expired meanwhile) is left alone: that request confirms it.
-      if (entry !== undefined && entry.claimant !== claimant && entry.claimant !== undefined) continue;
-      this.put(key, { claimant: undefined, expiresAt: now + windowMs }, now);
-    }
+    this.put(this.requests, `${tenant}\n${claimant}`, { written: true, expiresAt: now + windowMs }, now);
     return Promise.resolve();
   }
 
-  release(tenant: string, ids: readonly string[], claimant: string): Promise<void> {
-    for (const id of ids) {
-      const key = `${tenant}\n${id}`;
-      if (this.entries.get(key)?.claimant === claimant) this.entries.delete(key);
-    }
+  release(tenant: string, claimant: string): Promise<void> {
+    this.requests.delete(`${tenant}\n${claimant}`);
     return Promise.resolve();
   }
 
   close(): Promise<void> {
-    this.entries.clear();
+    this.ids.clear();
+    this.requests.clear();
     return Promise.resolve();
   }
 
-  /** Ids held now (tests). */
-  get size(): number {
-    return this.entries.size;
+  /** Ids and request states held now (tests). */
+  get size(): { ids: number; requests: number } {
+    return { ids: this.ids.size, requests: this.requests.size };
   }
 
-  private put(key: string, entry: Entry, now: number): void {
-    this.entries.delete(key);
-    this.entries.set(key, entry);
-    while (this.entries.size > this.options.maxIds) {
-      const oldest = this.entries.entries().next();
+  private live<T extends Expiring>(map: Map<string, T>, key: string, now: number): T | undefined {
+    const entry = map.get(key);
+    return entry !== undefined && entry.expiresAt > now ? entry : undefined;
+  }
+
+  private put<T extends Expiring>(map: Map<string, T>, key: string, entry: T, now: number): void {
+    map.delete(key);
+    map.set(key, entry);
+    while (map.size > this.options.maxIds) {
+      const oldest = map.entries().next();
       if (oldest.done) break;
       const [oldestKey, oldestEntry] = oldest.value;
-      this.entries.delete(oldestKey);
+      map.delete(oldestKey);
       if (oldestEntry.expiresAt > now) this.options.onEarlyEviction?.();
     }
   }

@@ -12,46 +12,50 @@ export interface RedisRecordIdOptions {
   onFailOpen: () => void;
 }
 
-/** Keys per script call: a call runs alone in Redis, so a batch of 10,000 ids goes in slices. */
+/** Ids per script call: a call runs alone in Redis, so a batch of 10,000 ids goes in slices. */
 const SLICE = 1000;
 /** At most one warning per this long while Redis fails: an outage must not flood the log. */
 const WARN_EVERY_MS = 10_000;
 
-/** Per id: SET NX the claim; else 1 when written, 2 when another request's claim. */
-const CLAIM = `local out = {}
-for i = 1, #KEYS do
-  if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then out[i] = 0
-  elseif redis.call('GET', KEYS[i]) == '' then out[i] = 1
-  else out[i] = 2 end
+/**
+ * KEYS[1]: the request's state key, KEYS[2..]: its id keys; ARGV: claimant,
+ * pending ms, window ms, the prefix of state keys. Marks the request pending,
+ * then per id: SET NX (value: the claimant, for the window); else the owner's
+ * state says: 1 written, 2 still writing, and absent (released, or its
+ * instance died) lets this request take the id over. The owners' state keys
+ * are not in KEYS, but share the tenant's hash tag, so the slot of KEYS[1].
+ */
+const CLAIM = `redis.call('SET', KEYS[1], 'p', 'PX', ARGV[2])
+local out = {}
+for i = 2, #KEYS do
+  local verdict = 0
+  if not redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[3]) then
+    local owner = redis.call('GET', KEYS[i])
+    local state = owner and redis.call('GET', ARGV[4] .. owner)
+    if state == 'd' then verdict = 1
+    elseif state == 'p' then verdict = 2
+    else redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[3]) end
+  end
+  out[i - 1] = verdict
 end
 return out`;
-/** Per id: written for the window, unless another request claimed it since (it confirms it itself). */
-const CONFIRM = `for i = 1, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if v == false or v == '' or v == ARGV[1] then redis.call('SET', KEYS[i], '', 'PX', ARGV[2]) end
-end
-return 0`;
-/** Per id: forgotten, when still this request's claim. */
-const RELEASE = `for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
-end
-return 0`;
 
 interface RecordIdCommands {
   recordIdsClaim(count: number, ...keysAndArgs: string[]): Promise<number[]>;
-  recordIdsConfirm(count: number, ...keysAndArgs: string[]): Promise<number>;
-  recordIdsRelease(count: number, ...keysAndArgs: string[]): Promise<number>;
 }
 
 const VERDICTS: readonly RecordIdVerdict[] = ["new", "seen", "pending"];
 
 /**
- * Record ids shared by every instance through Redis, one key per id
- * (`rid:{tenant}:<id>`: a tenant's keys share a cluster slot, so one script
- * sees them all). Each call is one Lua script per slice of ids, atomic: of two
- * requests racing with the same id, exactly one claims it. When Redis does not
- * answer in time the records are written anyway (fail open), counted and
- * logged, never a 5xx.
+ * Record ids shared by every instance through Redis: one key per id
+ * (`rid:{tenant}:<id>`, its claimant as value, for the window) and one per
+ * request (`rreq:{tenant}:<claimant>`: `p` while it writes, `d` once written,
+ * absent once released). A tenant's keys share a cluster slot (the hash tag),
+ * so one script sees them all. Claiming is one Lua script per slice of ids,
+ * atomic: of two requests racing with the same id, exactly one claims it.
+ * Confirming or releasing a request's ids is one command on its state key,
+ * whatever their number. When Redis does not answer in time the records are
+ * written anyway (fail open), counted and logged, never a 5xx.
  */
 export class RedisRecordIdStore implements RecordIdStore {
   private readonly redis: Redis & RecordIdCommands;
@@ -65,22 +69,30 @@ export class RedisRecordIdStore implements RecordIdStore {
   ) {
     const redis = connectRedis(options.redisUrl, options.commandTimeoutMs);
     redis.defineCommand("recordIdsClaim", { lua: CLAIM });
-    redis.defineCommand("recordIdsConfirm", { lua: CONFIRM });
-    redis.defineCommand("recordIdsRelease", { lua: RELEASE });
     this.redis = redis as Redis & RecordIdCommands;
   }
 
-  async claim(tenant: string, ids: readonly string[], claimant: string): Promise<RecordIdVerdict[]> {
+  async claim(
+    tenant: string,
+    ids: readonly string[],
+    claimant: string,
+    windowMs: number,
+  ): Promise<RecordIdVerdict[]> {
     try {
       // At start (or after a drop) the first requests wait briefly for the connection rather than fail open.
       if (this.redis.status !== "ready") await this.whenConnected();
+      const statePrefix = `rreq:{${tenant}}:`;
+      const idPrefix = `rid:{${tenant}}:`;
       const slices = await Promise.all(
         slicesOf(ids).map((slice) =>
           this.redis.recordIdsClaim(
-            slice.length,
-            ...keysOf(tenant, slice),
+            slice.length + 1,
+            statePrefix + claimant,
+            ...slice.map((id) => idPrefix + id),
             claimant,
             String(this.options.pendingMs),
+            String(windowMs),
+            statePrefix,
           ),
         ),
       );
@@ -91,25 +103,17 @@ export class RedisRecordIdStore implements RecordIdStore {
     }
   }
 
-  async confirm(tenant: string, ids: readonly string[], claimant: string, windowMs: number): Promise<void> {
+  async confirm(tenant: string, claimant: string, windowMs: number): Promise<void> {
     try {
-      await Promise.all(
-        slicesOf(ids).map((slice) =>
-          this.redis.recordIdsConfirm(slice.length, ...keysOf(tenant, slice), claimant, String(windowMs)),
-        ),
-      );
+      await this.redis.set(`rreq:{${tenant}}:${claimant}`, "d", "PX", windowMs);
     } catch (error) {
       this.failedOpen(error);
     }
   }
 
-  async release(tenant: string, ids: readonly string[], claimant: string): Promise<void> {
+  async release(tenant: string, claimant: string): Promise<void> {
     try {
-      await Promise.all(
-        slicesOf(ids).map((slice) =>
-          this.redis.recordIdsRelease(slice.length, ...keysOf(tenant, slice), claimant),
-        ),
-      );
+      await this.redis.del(`rreq:{${tenant}}:${claimant}`);
     } catch (error) {
       this.failedOpen(error);
     }
@@ -140,11 +144,6 @@ export class RedisRecordIdStore implements RecordIdStore {
     this.lastWarning = now;
     this.log.warn({ err: error }, "Redis unavailable: record ids deduplicated without the shared store");
   }
-}
-
-function keysOf(tenant: string, ids: readonly string[]): string[] {
-  const prefix = `rid:{${tenant}}:`;
-  return ids.map((id) => prefix + id);
 }
 
 function slicesOf(ids: readonly string[]): (readonly string[])[] {

@@ -1,0 +1,109 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import pino from "pino";
+import { MemoryRecordIdStore } from "../../../src/infra/idempotency/memory-record-ids.ts";
+import { RedisRecordIdStore } from "../../../src/infra/idempotency/redis-record-ids.ts";
+import type { RecordIdStore } from "../../../src/ports/record-ids.ts";
+import { services } from "../../support/kafka.ts";
+
+const stores: RecordIdStore[] = [];
+afterAll(async () => {
+  for (const store of stores) await store.close();
+});
+
+function redisStore(redisUrl: string, pendingMs: number, commandTimeoutMs = 500) {
+  let failures = 0;
+  const store = new RedisRecordIdStore(
+    { redisUrl, pendingMs, commandTimeoutMs, onFailOpen: () => failures++ },
+    pino({ level: "silent" }),
+  );
+  stores.push(store);
+  return { store, failures: () => failures };
+}
+
+/** Two instances of each kind: the memory store's two are one store (it is per process), Redis's are two clients. */
+const KINDS: Array<[string, (pendingMs: number) => [RecordIdStore, RecordIdStore]]> = [
+  [
+    "memory",
+    (pendingMs) => {
+      const store = new MemoryRecordIdStore({ pendingMs, maxIds: 10_000 });
+      return [store, store];
+    },
+  ],
+  [
+    "redis",
+    (pendingMs) => [
+      redisStore(services().redisUrl, pendingMs).store,
+      redisStore(services().redisUrl, pendingMs).store,
+    ],
+  ],
+];
+
+const unique = (prefix: string) => `${prefix}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+
+describe.each(KINDS)("%s record id store", (_, make) => {
+  test("new once, pending while its request writes, seen once confirmed; per tenant", async () => {
+    const [a, b] = make(60_000);
+    const tenant = unique("t");
+    expect(await a.claim(tenant, ["x", "y"], "r1", 60_000)).toEqual(["new", "new"]);
+    expect(await b.claim(tenant, ["x", "z"], "r2", 60_000)).toEqual(["pending", "new"]);
+    expect(await b.claim(`${tenant}-other`, ["x"], "r3", 60_000)).toEqual(["new"]);
+    await a.confirm(tenant, "r1", 60_000);
+    expect(await b.claim(tenant, ["x", "y", "z"], "r4", 60_000)).toEqual(["seen", "seen", "pending"]);
+  });
+
+  test("a released request's ids can be claimed again, and then belong to the new request", async () => {
+    const [a, b] = make(60_000);
+    const tenant = unique("t");
+    await a.claim(tenant, ["x"], "r1", 60_000);
+    await a.release(tenant, "r1");
+    expect(await b.claim(tenant, ["x"], "r2", 60_000)).toEqual(["new"]);
+    await a.confirm(tenant, "r1", 60_000);
+    expect(await a.claim(tenant, ["x"], "r3", 60_000)).toEqual(["pending"]);
+    await b.confirm(tenant, "r2", 60_000);
+    expect(await a.claim(tenant, ["x"], "r3", 60_000)).toEqual(["seen"]);
+  });
+
+  test("a request that never confirms loses its claims after the pending time; a window ends", async () => {
+    const [a, b] = make(50);
+    const tenant = unique("t");
+    await a.claim(tenant, ["x"], "r1", 60_000);
+    await Bun.sleep(80);
+    expect(await b.claim(tenant, ["x"], "r2", 150)).toEqual(["new"]);
+    await b.confirm(tenant, "r2", 150);
+    expect(await a.claim(tenant, ["x"], "r3", 150)).toEqual(["seen"]);
+    await Bun.sleep(200);
+    expect(await a.claim(tenant, ["x"], "r4", 150)).toEqual(["new"]);
+  });
+});
+
+test("redis: racing requests with the same 2,500 ids on two clients: each id is new for exactly one", async () => {
+  const tenant = unique("race");
+  const clients = [redisStore(services().redisUrl, 60_000), redisStore(services().redisUrl, 60_000)];
+  const ids = Array.from({ length: 2500 }, (_, n) => `id-${n}`);
+  const verdicts = await Promise.all(
+    Array.from({ length: 6 }, (_, n) => clients[n % 2]?.store.claim(tenant, ids, `r${n}`, 60_000) ?? []),
+  );
+  for (let at = 0; at < ids.length; at++) {
+    expect(verdicts.filter((one) => one[at] === "new").length).toBe(1);
+  }
+  expect(clients[0]?.failures()).toBe(0);
+});
+
+test("redis unreachable: every id is new (fail open), counted, never a rejection", async () => {
+  const down = redisStore("redis://127.0.0.1:1", 1000, 100);
+  expect(await down.store.claim("acme", ["a", "b"], "r1", 1000)).toEqual(["new", "new"]);
+  await down.store.confirm("acme", "r1", 1000);
+  await down.store.release("acme", "r1");
+  expect(down.failures()).toBe(3);
+});
+
+test("memory: bounded by count, oldest first, early evictions counted", async () => {
+  let early = 0;
+  const store = new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 3, onEarlyEviction: () => early++ });
+  await store.claim("acme", ["1", "2", "3", "4", "5"], "r1", 60_000);
+  expect(store.size).toEqual({ ids: 3, requests: 1 });
+  expect(early).toBe(2);
+  expect(await store.claim("acme", ["1", "5"], "r2", 60_000)).toEqual(["new", "pending"]);
+  await store.close();
+  expect(store.size).toEqual({ ids: 0, requests: 0 });
+});
