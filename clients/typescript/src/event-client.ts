@@ -87,7 +87,7 @@ export interface EventClientStats {
   bufferedBytes: number;
   /** Records the gateway accepted. */
   accepted: number;
-  /** Records the gateway refused (4xx other than 408 and 429, or per-record errors). */
+  /** Records the gateway refused (4xx other than 408, 409 and 429, or per-record errors). */
   rejected: number;
   /**
    * Records lost on the client: buffer full (the newest are dropped), attempts
@@ -95,7 +95,7 @@ export interface EventClientStats {
    * send (without `storage`).
    */
   dropped: number;
-  /** Requests repeated after a 408, 429, 5xx or network error. */
+  /** Requests repeated after a 408, 409, 429, 5xx or network error. */
   retries: number;
 }
 
@@ -138,8 +138,9 @@ const DEFAULT_RETRY: RetryOptions = {
   maxRetryAfterMs: 300_000,
 };
 
+/** 409: a request with the same Idempotency-Key, or a record with the same id, is being written: ask again. */
 function retryable(status: number): boolean {
-  return status === 408 || status === 429 || status >= 500;
+  return status === 408 || status === 409 || status === 429 || status >= 500;
 }
 
 /** `promise`, or a rejection once `signal` aborts (for a fetch that does not honour its signal). */

@@ -148,6 +148,34 @@ describe("EventClient retries", () => {
     await events.close();
   });
 
+  test("409 (a record with the same id, or the same Idempotency-Key, being written) is waited out and resent", async () => {
+    const inFlight = { error: "duplicate_in_flight", message: "being written" };
+    const { fetch, sent } = scriptedFetch([
+      () => Response.json(inFlight, { status: 409, headers: { "retry-after": "1" } }),
+      () =>
+        Response.json(
+          { accepted: 2, rejected: 0, errors: [], duplicates: [{ index: 0, id: "a" }] },
+          { status: 202 },
+        ),
+    ]);
+    const failures: DeliveryFailure[] = [];
+    const events = client({
+      fetch,
+      retry: { initialDelayMs: 10 },
+      onError: (failure) => failures.push(failure),
+    });
+    events.enqueue({ ...click(0), id: "a" });
+    events.enqueue(click(1));
+    await events.flush();
+    expect(sent.length).toBe(2);
+    expect((sent[1] as Sent).at - (sent[0] as Sent).at).toBeGreaterThanOrEqual(1000);
+    expect((sent[1] as Sent).body).toBe((sent[0] as Sent).body);
+    // A duplicate is acknowledged: the gateway already holds that record.
+    expect(events.stats).toMatchObject({ retries: 1, accepted: 2, rejected: 0, dropped: 0 });
+    expect(failures).toEqual([]);
+    await events.close();
+  });
+
   test("network errors back off and, once attempts run out, the batch is dropped and reported", async () => {
     const failures: DeliveryFailure[] = [];
     const { fetch, sent } = scriptedFetch([
