@@ -143,6 +143,17 @@ function retryable(status: number): boolean {
   return status === 408 || status === 409 || status === 429 || status >= 500;
 }
 
+/** How a batch of records (each one JSON text) becomes a request body. */
+export interface BatchEncoding {
+  contentType: string;
+  open: string;
+  /** One byte: the batch size arithmetic counts it as one. */
+  separator: string;
+  close: string;
+}
+
+const NDJSON: BatchEncoding = { contentType: "application/x-ndjson", open: "", separator: "\n", close: "" };
+
 /** `promise`, or a rejection once `signal` aborts (for a fetch that does not honour its signal). */
 function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise((resolve, reject) => {
@@ -200,15 +211,17 @@ function untilOnline(signal: AbortSignal): Promise<void> {
 }
 
 /**
- * Sends events to `POST /v1/events` in batches (by count, bytes and time),
+ * Sends records to `POST /v1/events` in batches (by count, bytes and time),
  * gzipped where the platform can, one request at a time so records keep
  * their order. Failed requests are retried with jittered exponential backoff
  * (after `Retry-After` when the gateway sends one, up to `maxRetryAfterMs`);
  * a 401 gets one fresh token and the same bytes again; every record carries
  * an id that stays the same across retries and restarts. Memory is bounded:
- * past `maxBufferRecords` or `maxBufferBytes` new records are dropped and counted.
+ * past `maxBufferRecords` or `maxBufferBytes` new records are dropped and
+ * counted. `EventClient` and `CloudEventClient` are its two faces: what a
+ * record is, and how a batch is framed.
  */
-export class EventClient<Events extends EventTypes = UntypedEvents> {
+export abstract class BatchingClient {
   private readonly endpoint: string;
   private readonly fetch: FetchLike;
   private readonly retry: RetryOptions;
@@ -249,7 +262,10 @@ export class EventClient<Events extends EventTypes = UntypedEvents> {
   private readonly stopPageHide: (() => void) | undefined;
   private closing: Promise<void> | undefined;
 
-  constructor(private readonly options: EventClientOptions) {
+  constructor(
+    private readonly options: EventClientOptions,
+    private readonly encoding: BatchEncoding,
+  ) {
     this.endpoint = `${options.url.replace(/\/+$/, "")}/v1/events`;
     this.fetch = options.fetch ?? ((url, init) => globalThis.fetch(url, init));
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
@@ -269,23 +285,11 @@ export class EventClient<Events extends EventTypes = UntypedEvents> {
     this.prepareToken();
   }
 
-  /**
-   * Buffers one record and returns its id, or undefined when the buffer is
-   * full (the record is dropped and counted: the records already buffered
-   * keep their place). Throws on a record that can never be sent.
-   */
-  enqueue(record: EventRecord<Events>): string | undefined {
-    if (this.closing) throw new Error("the EventClient is closed");
-    if (typeof record?.type !== "string" || record.type === "") throw new TypeError("a record needs a type");
-    const data: unknown = record.data;
-    if (data === null || typeof data !== "object" || Array.isArray(data)) {
-      throw new TypeError("a record needs a data object");
-    }
-    const id = record.id ?? uuidv7();
-    const { type, ts, channel, key } = record;
-    const line = JSON.stringify({ id, type, ts, channel, key, data });
+  /** Buffers one record, already JSON, under its id; see `enqueue` of the subclasses. */
+  protected add(id: string, line: string): string | undefined {
+    if (this.closing) throw new Error("the client is closed");
     const bytes = utf8Length(line);
-    if (bytes > this.limits.maxBatchBytes) {
+    if (bytes + this.encoding.open.length + this.encoding.close.length > this.limits.maxBatchBytes) {
       throw new RangeError(`a record of ${bytes} bytes is larger than maxBatchBytes`);
     }
     if (
@@ -434,7 +438,7 @@ export class EventClient<Events extends EventTypes = UntypedEvents> {
   /** The oldest buffered records that fit in `maxBytes` (and the count limit); undefined if not even one fits. */
   private takeBatch(maxBytes: number): Batch | undefined {
     let count = 0;
-    let bytes = 0;
+    let bytes = this.encoding.open.length + this.encoding.close.length;
     while (count < this.buffer.length && count < this.limits.maxBatchRecords) {
       const next = (this.buffer[count] as Pending).bytes + (count > 0 ? 1 : 0);
       if (bytes + next > maxBytes) break;
@@ -444,7 +448,9 @@ export class EventClient<Events extends EventTypes = UntypedEvents> {
     if (count === 0) return undefined;
     const records = this.buffer.splice(0, count);
     for (const record of records) this.bufferBytes -= record.bytes;
-    const batch: Batch = { records, body: records.map((record) => record.line).join("\n"), bytes };
+    const { open, separator, close } = this.encoding;
+    const body = open + records.map((record) => record.line).join(separator) + close;
+    const batch: Batch = { records, body, bytes };
     this.inFlight.add(batch);
     return batch;
   }
@@ -556,7 +562,7 @@ export class EventClient<Events extends EventTypes = UntypedEvents> {
     const keepalive = this.stopPageHide !== undefined && size <= KEEPALIVE_BODY_LIMIT - this.keepaliveBytes;
     const headers: Record<string, string> = {
       authorization: `Bearer ${token}`,
-      "content-type": "application/x-ndjson",
+      "content-type": this.encoding.contentType,
     };
     if (gzip) headers["content-encoding"] = "gzip";
     const init: RequestInit = {
@@ -718,5 +724,31 @@ export class EventClient<Events extends EventTypes = UntypedEvents> {
   private clearTimer(): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+  }
+}
+
+/**
+ * Sends events to `POST /v1/events` as NDJSON batches: see `BatchingClient`
+ * for batching, retries, ids and bounds.
+ */
+export class EventClient<Events extends EventTypes = UntypedEvents> extends BatchingClient {
+  constructor(options: EventClientOptions) {
+    super(options, NDJSON);
+  }
+
+  /**
+   * Buffers one record and returns its id, or undefined when the buffer is
+   * full (the record is dropped and counted: the records already buffered
+   * keep their place). Throws on a record that can never be sent.
+   */
+  enqueue(record: EventRecord<Events>): string | undefined {
+    if (typeof record?.type !== "string" || record.type === "") throw new TypeError("a record needs a type");
+    const data: unknown = record.data;
+    if (data === null || typeof data !== "object" || Array.isArray(data)) {
+      throw new TypeError("a record needs a data object");
+    }
+    const id = record.id ?? uuidv7();
+    const { type, ts, channel, key } = record;
+    return this.add(id, JSON.stringify({ id, type, ts, channel, key, data }));
   }
 }

@@ -1,5 +1,7 @@
 export type { BackoffOptions } from "./backoff.js";
+export { type CloudEventAttributes, CloudEventClient, type CloudEventInput } from "./cloud-event-client.js";
 export {
+  BatchingClient,
   type DeliveryFailure,
   EventClient,
   type EventClientOptions,
