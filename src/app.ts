@@ -4,7 +4,7 @@ import { createIngestModule } from "./features/ingest/module.ts";
 import { HealthState } from "./features/operations/health.ts";
 import { createMetricsApp } from "./features/operations/metrics-app.ts";
 import { createOperationsModule } from "./features/operations/module.ts";
-import { createPublishModule } from "./features/publish/module.ts";
+import { createPublisher, createPublishModule, tracedPublisher } from "./features/publish/module.ts";
 import type { Connection } from "./features/realtime/connection.ts";
 import { createRealtimeModule } from "./features/realtime/module.ts";
 import { bearerToken } from "./http/bearer.ts";
@@ -185,6 +185,8 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     store: recordIds,
   };
 
+  // WebSocket publish frames: the publish of POST /v1/publish, in a span of their own when tracing.
+  const publisher = createPublisher({ admission, bus, ackTimeoutMs: config.ackTimeoutMs });
   const realtime = createRealtimeModule(
     {
       ws: {
@@ -212,6 +214,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
       log,
       admitConnection: admission.connection,
       admitRequest: admission.request,
+      publish: tracing ? tracedPublisher(publisher, tracing, "publish") : publisher,
       presenceStore: config.redisUrl
         ? new RedisPresence(
             {

@@ -198,7 +198,7 @@ export const WS_ERRORS = {
   },
   forbidden: {
     meaning:
-      "The token's `channels` claim does not allow the channel; a refresh token that cannot replace the current one (another tenant or subject, or expiring sooner: the socket keeps its token); or the first token lacks scope `subscribe` (then close 4001).",
+      "The token's `channels` claim does not allow the channel; a publish without scope `publish`; a refresh token that cannot replace the current one (another tenant or subject, or expiring sooner: the socket keeps its token); or the first token lacks scope `subscribe` (then close 4001).",
     retry: false,
     advice: "Needs another token.",
   },
@@ -219,13 +219,13 @@ export const WS_ERRORS = {
   },
   rate_limited: {
     meaning:
-      "More than `WS_MAX_MESSAGES_PER_SEC` frames (the extra ones are ignored, one error a second), or (then close 1013) too many connections for the tenant or connection attempts from the IP.",
+      "More than `WS_MAX_MESSAGES_PER_SEC` frames (the extra ones are ignored, one error a second); a publish past the tenant's event budget or past 32 publishes of the connection waiting for Kafka (with `retryAfterMs`); or (then close 1013) too many connections for the tenant or connection attempts from the IP.",
     retry: true,
     advice: "Slow down; after a close, reconnect with backoff.",
   },
   unavailable: {
     meaning:
-      "This instance has no room for more connections (close 1013), or the token's signing keys cannot be fetched (with `retryAfterMs`; close 1013 for the first token, while a refresh keeps the socket on its current token).",
+      "This instance has no room for more connections (close 1013), or the token's signing keys cannot be fetched (with `retryAfterMs`; close 1013 for the first token, while a refresh keeps the socket on its current token), or Kafka did not acknowledge a publish in time (with `retryAfterMs`; it may still be delivered).",
     retry: true,
     advice: "After `retryAfterMs` or with backoff.",
   },

@@ -11,7 +11,7 @@ export interface FanoutMessage {
   record?: { type: string; id: string };
   /** Epoch ms when the gateway accepted it; used for the fan-out latency metric. */
   ts: number;
-  /** The publisher's W3C trace context, carried in the fan-out record's headers (not in subscribers' frames). */
+  /** The publisher's W3C trace context, carried in the fan-out record's headers and in subscribers' `event` frames. */
   traceparent?: string;
   tracestate?: string;
 }

@@ -1,6 +1,6 @@
 import type { SinkWriter } from "./sink.ts";
 
-/** The SERVER span of one HTTP request. */
+/** The SERVER span of one HTTP request or WebSocket frame. */
 export interface RequestSpan {
   /** This span's W3C traceparent: records written for the request carry it, so a consumer continues the trace. */
   readonly traceparent: string;
@@ -15,6 +15,8 @@ export interface Tracing {
     route: string,
     parent: { traceparent: string; tracestate?: string } | undefined,
   ): RequestSpan;
+  /** The same for a WebSocket frame of `type` the gateway acts on (a publish); `end` takes its outcome as an HTTP status. */
+  startFrame(type: string, parent: { traceparent: string; tracestate?: string } | undefined): RequestSpan;
   /** `writer`, with a PRODUCER span per batch written, linked to the request spans of its records. */
   traceWriter(writer: SinkWriter): SinkWriter;
   /** Exports the spans still queued, then stops. */

@@ -303,7 +303,13 @@ describe("asyncapi.yaml", () => {
   });
 
   test("the client frames are the ones the gateway parses, and its examples parse", () => {
-    expect([...FRAME_PAYLOADS.client.keys()].sort()).toEqual(["auth", "ping", "subscribe", "unsubscribe"]);
+    expect([...FRAME_PAYLOADS.client.keys()].sort()).toEqual([
+      "auth",
+      "ping",
+      "publish",
+      "subscribe",
+      "unsubscribe",
+    ]);
     for (const pointer of FRAME_PAYLOADS.client.values()) {
       const message = at(asyncapi, pointer.replace(/\/payload$/, "")) as Node;
       const examples = (message.examples as Node[] | undefined) ?? [];

@@ -366,6 +366,18 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
       channel: "$broadcast",
       broadcast: true,
     });
+    // A publish frame from another socket, with its trace context: acknowledged, and the event carries it.
+    const publishing = await authenticated("docs-ws", ["subscribe", "publish"]);
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    send(publishing, { type: "publish", channel: "orders", data: { n: 2 }, ref: "p1", traceparent });
+    expect(await publishing.next((frame) => frame.type === "published")).toEqual({
+      type: "published",
+      ref: "p1",
+    });
+    expect(await socket.next((frame) => frame.type === "event")).toMatchObject({
+      data: { n: 2 },
+      traceparent,
+    });
 
     send(socket, { type: "ping" });
     await socket.next((frame) => frame.type === "pong");
@@ -478,7 +490,17 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     expect(serverFrames.flatMap((frame) => frameProblems("server", frame))).toEqual([]);
     const types = new Set(serverFrames.map((frame) => (frame as { type: string }).type));
     expect([...types].sort()).toEqual(
-      ["connected", "error", "event", "ping", "pong", "reconnect", "subscribed", "unsubscribed"].sort(),
+      [
+        "connected",
+        "error",
+        "event",
+        "ping",
+        "pong",
+        "published",
+        "reconnect",
+        "subscribed",
+        "unsubscribed",
+      ].sort(),
     );
   });
 });

@@ -13,7 +13,7 @@ import {
   startCollector,
 } from "../support/otelcol.ts";
 import { token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+import { RUNTIMES, type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
 
 /** Debian's chromium (scripts/install-tools), driven by puppeteer-core: no browser download. */
 const CHROMIUM = "/usr/bin/chromium";
@@ -167,6 +167,66 @@ describe.each(RUNTIMES)("trace context and spans through a real OpenTelemetry Co
     expect(attribute(ingestBatch, "messaging.batch.message_count")).toBe(1);
     const publishBatch = await waitForProducerSpan(collector, publishSpan);
     expect(attribute(publishBatch, "messaging.destination.name")).toBe(fanoutTopic);
+  });
+
+  test("WebSocket publish: a SERVER span, child of the frame's traceparent; the fan-out record and the subscriber's event carry the span's", async () => {
+    const clientTraceId = newTraceId();
+    const clientSpanId = newSpanId();
+    const channel = `traced-ws-${runtime}`;
+    await waitForLog(gateway, "fan-out consumer reading");
+    const authenticated = async (scopes: string[]) => {
+      const socket = new TestSocket(gateway.wsUrl);
+      await socket.opened();
+      socket.send({ type: "auth", token: await token("acme", scopes) });
+      await socket.next((frame) => frame.type === "connected");
+      return socket;
+    };
+    const subscriber = await authenticated(["subscribe"]);
+    const publisher = await authenticated(["subscribe", "publish"]);
+    try {
+      subscriber.send({ type: "subscribe", channel });
+      await subscriber.next((frame) => frame.type === "subscribed");
+      publisher.send({
+        type: "publish",
+        channel,
+        data: { n: 1 },
+        ref: "w1",
+        traceparent: `00-${clientTraceId}-${clientSpanId}-01`,
+        tracestate: "rojo=00f067aa0ba902b7",
+      });
+      expect(await publisher.next((frame) => frame.type === "published", 15_000)).toEqual({
+        type: "published",
+        ref: "w1",
+      });
+      const event = await subscriber.next((frame) => frame.type === "event", 15_000);
+
+      const [frameSpan] = await collector.waitForTrace(
+        clientTraceId,
+        (spans) => spans.some((span) => span.kind === SPAN_KIND_SERVER),
+        "the publish frame's SERVER span",
+      );
+      expect(frameSpan).toMatchObject({ name: "WebSocket publish", parentSpanId: clientSpanId });
+      expect(attribute(frameSpan as CollectedSpan, "network.protocol.name")).toBe("websocket");
+      const spanTraceparent = `00-${clientTraceId}-${frameSpan?.spanId}-01`;
+      expect(event).toMatchObject({
+        channel,
+        data: { n: 1 },
+        traceparent: spanTraceparent,
+        tracestate: "rojo=00f067aa0ba902b7",
+      });
+      const records = await readTopic(fanoutTopic, 2);
+      const record = records.find((found) => headersOf(found).channel === channel);
+      expect(headersOf(record)).toMatchObject({
+        traceparent: spanTraceparent,
+        tracestate: "rojo=00f067aa0ba902b7",
+      });
+      const batch = await waitForProducerSpan(collector, frameSpan as CollectedSpan);
+      expect(attribute(batch, "messaging.destination.name")).toBe(fanoutTopic);
+      expect(attribute(batch, "messaging.system")).toBe("kafka");
+    } finally {
+      subscriber.close();
+      publisher.close();
+    }
   });
 
   test("a trace started in headless Chromium: the page's span, the gateway's spans as its children, its trace id in the Kafka record", async () => {

@@ -16,6 +16,10 @@ function recordingTracing() {
       started.push({ route, parent });
       return { traceparent: SPAN_TRACEPARENT, end: (status) => ended.push(status) };
     },
+    startFrame: (type, parent) => {
+      started.push({ route: type, parent });
+      return { traceparent: SPAN_TRACEPARENT, end: (status) => ended.push(status) };
+    },
     traceWriter: (writer) => writer,
     shutdown: async () => {},
   };

@@ -28,6 +28,9 @@ export interface ChannelEvent {
   recordId?: string;
   /** A broadcast to every connection of the tenant. */
   broadcast?: boolean;
+  /** The publisher's W3C trace context, when its publish carried one: continue the trace from it. */
+  traceparent?: string;
+  tracestate?: string;
 }
 
 /**
@@ -170,6 +173,8 @@ function toChannelEvent(frame: Record<string, unknown>): ChannelEvent {
   if (typeof frame.recordType === "string") event.recordType = frame.recordType;
   if (typeof frame.recordId === "string") event.recordId = frame.recordId;
   if (frame.broadcast === true) event.broadcast = true;
+  if (typeof frame.traceparent === "string") event.traceparent = frame.traceparent;
+  if (typeof frame.tracestate === "string") event.tracestate = frame.tracestate;
   return event;
 }
 

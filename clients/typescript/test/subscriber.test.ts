@@ -117,6 +117,19 @@ describe("Subscriber", () => {
     expect(of("event").map((e) => (e.payload as { data: { n: number } }).data.n)).toEqual([1, 2, 3, 4]);
   });
 
+  test("an event carries the publisher's trace context when the gateway sent it", async () => {
+    const { of } = start({ channels: ["orders"] });
+    const server = await connect(0);
+    server.frame({ type: "subscribed", channel: "orders", lastEventId: null });
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    server.frame({ ...event("orders", 1), traceparent, tracestate: "rojo=1" });
+    server.frame(event("orders", 2));
+    expect(of("event").map((e) => e.payload)).toEqual([
+      { channel: "orders", id: event("orders", 1).id, data: { n: 1 }, traceparent, tracestate: "rojo=1" },
+      { channel: "orders", id: event("orders", 2).id, data: { n: 2 } },
+    ]);
+  });
+
   test("a subscribe without since takes the gateway's lastEventId as its position", async () => {
     start({ channels: ["orders"] });
     const first = await connect(0);

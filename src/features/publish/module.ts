@@ -1,5 +1,5 @@
 import { requireChannel } from "../../domain/channel.ts";
-import { GatewayError } from "../../domain/errors.ts";
+import { GatewayError, isGatewayError } from "../../domain/errors.ts";
 import type { Principal } from "../../domain/principal.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import type { Idempotency } from "../../http/idempotency.ts";
@@ -16,6 +16,8 @@ import { withDeadline } from "../../lib/time.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
+import type { Publish } from "../../ports/publish.ts";
+import type { Tracing } from "../../ports/tracing.ts";
 import type { HttpReply, HttpRequest } from "../../ports/transport.ts";
 
 export interface PublishDependencies extends CallerChecks {
@@ -61,29 +63,24 @@ function parsePublishBody(bytes: Uint8Array): {
   };
 }
 
-/** POST /v1/publish: server-side publish to a channel, or to every connection of the tenant, through the bus. */
-export function createPublishModule(deps: PublishDependencies): Module {
-  const publish = async (
-    request: HttpRequest,
-    principal: Principal,
-    bytes: Uint8Array,
-  ): Promise<HttpReply> => {
-    const { body, dataJson } = parsePublishBody(bytes);
-    const broadcast = body.broadcast === true;
-    const message: FanoutMessage = {
-      tenant: principal.tenant,
-      dataJson: dataJson ?? "null",
-      ts: Date.now(),
-    };
-    const trace = traceContextOf(request);
-    if (trace !== undefined) {
-      message.traceparent = trace.traceparent;
-      if (trace.tracestate !== undefined) message.tracestate = trace.tracestate;
+/**
+ * The publish both transports share: the channel checked against the token,
+ * one event of the tenant's budget, then the bus, answered once Kafka
+ * acknowledged (or a 503 after `ackTimeoutMs`).
+ */
+export function createPublisher(
+  deps: Pick<PublishDependencies, "admission" | "bus" | "ackTimeoutMs">,
+): Publish {
+  return async (principal, request) => {
+    const message: FanoutMessage = { tenant: principal.tenant, dataJson: request.dataJson, ts: Date.now() };
+    if (request.trace !== undefined) {
+      message.traceparent = request.trace.traceparent;
+      if (request.trace.tracestate !== undefined) message.tracestate = request.trace.tracestate;
     }
-    if (broadcast) {
+    if (request.broadcast) {
       message.broadcast = true;
-      if (body.channel !== undefined) message.channel = requireChannel(principal, body.channel);
-    } else message.channel = requireChannel(principal, body.channel);
+      if (request.channel !== undefined) message.channel = requireChannel(principal, request.channel);
+    } else message.channel = requireChannel(principal, request.channel);
     const rateLimitHeaders = await deps.admission.events(principal, 1);
     await withDeadline(
       deps.bus.publish([message]),
@@ -97,6 +94,48 @@ export function createPublishModule(deps: PublishDependencies): Module {
           },
         ),
     );
+    return rateLimitHeaders;
+  };
+}
+
+/**
+ * `publish` inside a SERVER span, a child of the publisher's trace context:
+ * the message then carries the span's own traceparent. For WebSocket frames
+ * (HTTP requests get theirs from `tracedRoute`).
+ */
+export function tracedPublisher(publish: Publish, tracing: Tracing, frameType: string): Publish {
+  return async (principal, request) => {
+    const span = tracing.startFrame(frameType, request.trace);
+    const trace = {
+      traceparent: span.traceparent,
+      ...(request.trace?.tracestate === undefined ? {} : { tracestate: request.trace.tracestate }),
+    };
+    try {
+      const headers = await publish(principal, { ...request, trace });
+      span.end(202);
+      return headers;
+    } catch (error) {
+      span.end(isGatewayError(error) ? error.status : 500);
+      throw error;
+    }
+  };
+}
+
+/** POST /v1/publish: server-side publish to a channel, or to every connection of the tenant, through the bus. */
+export function createPublishModule(deps: PublishDependencies): Module {
+  const publisher = createPublisher(deps);
+  const publish = async (
+    request: HttpRequest,
+    principal: Principal,
+    bytes: Uint8Array,
+  ): Promise<HttpReply> => {
+    const { body, dataJson } = parsePublishBody(bytes);
+    const rateLimitHeaders = await publisher(principal, {
+      channel: body.channel,
+      broadcast: body.broadcast === true,
+      dataJson: dataJson ?? "null",
+      trace: traceContextOf(request),
+    });
     return json(202, { published: 1 }, rateLimitHeaders);
   };
   return {

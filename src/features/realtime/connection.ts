@@ -3,9 +3,10 @@ import { broadcastTopic, CHANNEL_PATTERN, channelTopic } from "../../domain/chan
 import { CLOSE, type GatewayError, isGatewayError } from "../../domain/errors.ts";
 import { channelAllowed, type Principal, refreshRefusal } from "../../domain/principal.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
+import type { Publish } from "../../ports/publish.ts";
 import type { WsPeer } from "../../ports/transport.ts";
 import type { ChannelHistory, HistoryEvent } from "./history.ts";
-import { parseClientFrame } from "./protocol.ts";
+import { type PublishFrame, parseClientFrame } from "./protocol.ts";
 import { isPending, type PendingResume, type Resume, type ResumeOutcome } from "./resume.ts";
 
 /** Close codes of the protocol (the catalogue in domain/errors.ts says what each means). */
@@ -14,6 +15,8 @@ export { CLOSE };
 /** Frames held while a token is verified: a few subscribes, never a pending socket's worth of payloads. */
 const MAX_FRAMES_DURING_AUTH = 16;
 const MAX_BYTES_DURING_AUTH = 16 * 1024;
+/** Publishes of one connection waiting for Kafka's acknowledgement; past it a publish is refused, not queued. */
+export const MAX_PUBLISHES_IN_FLIGHT = 32;
 
 export type Peer = WsPeer<Connection>;
 
@@ -53,6 +56,8 @@ export interface ConnectionHost {
   presence(channelKey: string, subject: string, delta: 1 | -1): void;
   /** Hands `listener` every live frame of `topic` until the returned function is called. */
   tap(topic: string, listener: LiveTap): () => void;
+  /** A `publish` frame's message, through the fan-out bus (as `POST /v1/publish`). */
+  publish: Publish;
 }
 
 /**
@@ -80,6 +85,8 @@ export class Connection {
   /** Inbound frames in the current one-second window, for the per-connection message rate. */
   private windowStart = Date.now();
   private windowMessages = 0;
+  /** Publishes waiting for Kafka's acknowledgement (at most MAX_PUBLISHES_IN_FLIGHT). */
+  private publishing = 0;
 
   constructor(
     readonly ip: string,
@@ -162,6 +169,9 @@ export class Connection {
         return;
       case "ping":
         this.send({ type: "pong" });
+        return;
+      case "publish":
+        this.publish(principal, frame);
         return;
     }
   }
@@ -296,6 +306,51 @@ export class Connection {
         if (code !== "unavailable" && code !== "forbidden") this.close(CLOSE.unauthorized, "unauthorized");
       },
     );
+  }
+
+  /**
+   * A `publish` frame, with scope `publish`: `published` once Kafka
+   * acknowledged, else an error frame; either echoes the frame's `ref`.
+   */
+  private publish(principal: Principal, frame: PublishFrame): void {
+    const ref = frame.ref === undefined ? {} : { ref: frame.ref };
+    if (!principal.scopes.has("publish")) {
+      this.send({
+        type: "error",
+        code: "forbidden",
+        message: "publish needs a token with scope publish",
+        ...ref,
+      });
+      return;
+    }
+    if (this.publishing >= MAX_PUBLISHES_IN_FLIGHT) {
+      this.send({
+        type: "error",
+        code: "rate_limited",
+        message: `at most ${MAX_PUBLISHES_IN_FLIGHT} publishes of a connection wait for Kafka`,
+        retryAfterMs: 1000,
+        ...ref,
+      });
+      return;
+    }
+    this.publishing++;
+    this.host
+      .publish(principal, {
+        channel: frame.channel,
+        broadcast: frame.broadcast,
+        dataJson: frame.dataJson,
+        trace: frame.trace,
+      })
+      .then(
+        () => {
+          this.publishing--;
+          if (this.live) this.send({ type: "published", ...ref });
+        },
+        (error: unknown) => {
+          this.publishing--;
+          if (this.live) this.send({ ...publishError(error), ...ref });
+        },
+      );
   }
 
   /** The error frame for a refused token, with `retryAfterMs` when its keys could not be fetched; returns its code. */
@@ -473,4 +528,15 @@ export class Connection {
     }
     return false;
   }
+}
+
+/** A refused publish as an error frame: the HTTP code where WebSocket frames have it, `retryAfterMs` when worth retrying. */
+function publishError(error: unknown): Record<string, unknown> {
+  if (!isGatewayError(error))
+    return { type: "error", code: "unavailable", message: "publish failed", retryAfterMs: 1000 };
+  if (error.code === "bad_request") return { type: "error", code: "bad_channel", message: error.message };
+  if (error.code === "forbidden") return { type: "error", code: "forbidden", message: error.message };
+  const retryAfter = Number(error.headers["retry-after"] ?? 1);
+  const code = error.code === "rate_limited" ? "rate_limited" : "unavailable";
+  return { type: "error", code, message: error.message, retryAfterMs: retryAfter * 1000 };
 }

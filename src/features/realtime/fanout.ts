@@ -8,12 +8,19 @@ import type { Interest } from "./interest.ts";
 /** Every `event` frame starts so; the delta route drops the `type` member by cutting it off. */
 export const EVENT_FRAME_PREFIX = '{"type":"event",';
 
-/** The `event` frame, its `data` spliced in as sent (a parse and re-serialisation would alter numbers). */
+/**
+ * The `event` frame, its `data` spliced in as sent (a parse and re-serialisation
+ * would alter numbers), with the publisher's trace context when it sent one.
+ */
 function eventFrame(channel: string, id: string, message: DeliveredMessage): string {
   let frame = `${EVENT_FRAME_PREFIX}"channel":${JSON.stringify(channel)},"id":"${id}","data":${message.dataJson}`;
   if (message.broadcast) frame += ',"broadcast":true';
   if (message.record) {
     frame += `,"recordType":${JSON.stringify(message.record.type)},"recordId":${JSON.stringify(message.record.id)}`;
+  }
+  if (message.traceparent !== undefined) {
+    frame += `,"traceparent":${JSON.stringify(message.traceparent)}`;
+    if (message.tracestate !== undefined) frame += `,"tracestate":${JSON.stringify(message.tracestate)}`;
   }
   return `${frame}}`;
 }

@@ -8,6 +8,7 @@ import { sleep } from "../../lib/time.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { Authenticator } from "../../ports/auth.ts";
+import type { Publish } from "../../ports/publish.ts";
 import type { HttpRequest, UpgradeDecision, WsHandlers } from "../../ports/transport.ts";
 import { CLOSE, Connection, type ConnectionHost, type LiveTap, type Peer } from "./connection.ts";
 import type { FanoutTarget } from "./fanout.ts";
@@ -49,6 +50,8 @@ export interface WsHubDependencies {
   interest?: Interest;
   /** Per-IP connect rate limit; throws a 429 GatewayError when exceeded. */
   admitConnection(ip: string): Promise<void>;
+  /** `publish` frames go through it. */
+  publish: Publish;
 }
 
 /**
@@ -91,6 +94,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
       countTopic: (topic, delta) => this.countTopic(topic, delta),
       presence: (channelKey, subject, delta) => deps.presence?.change(channelKey, subject, delta),
       tap: (topic, listener) => this.tap(topic, listener),
+      publish: deps.publish,
     };
   }
 

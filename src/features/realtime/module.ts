@@ -8,6 +8,7 @@ import type { Authenticator } from "../../ports/auth.ts";
 import type { FanoutBus } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
 import type { PresenceStore } from "../../ports/presence.ts";
+import type { Publish } from "../../ports/publish.ts";
 import type { HttpRequest, WsHandlers } from "../../ports/transport.ts";
 import type { Connection } from "./connection.ts";
 import { deltaRoute } from "./delta-route.ts";
@@ -42,6 +43,8 @@ export interface RealtimeDependencies {
   admitRequest(request: HttpRequest): Promise<void>;
   /** Shares presence across instances (Redis); unset: presence is this instance's. */
   presenceStore: PresenceStore | undefined;
+  /** WebSocket `publish` frames go through it (as `POST /v1/publish`). */
+  publish: Publish;
 }
 
 export interface RealtimeModule extends Module {
@@ -102,6 +105,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
     metrics: deps.metrics,
     log: deps.log,
     admitConnection: deps.admitConnection,
+    publish: deps.publish,
     presence,
     interest,
   });

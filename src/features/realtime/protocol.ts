@@ -1,16 +1,40 @@
-import { DEPTH_ERROR, jsonProblem, SYNTAX_ERROR } from "../../lib/json-scan.ts";
+import { type TraceContext, traceContextOf } from "../../http/trace-context.ts";
+import {
+  DEPTH_ERROR,
+  DUPLICATE_KEY_ERROR,
+  JsonScanner,
+  jsonProblem,
+  SYNTAX_ERROR,
+} from "../../lib/json-scan.ts";
 
 /** Frames a client may send, after parsing and shape checks. */
 export type ClientFrame =
   | { type: "auth"; token: string }
   | { type: "subscribe"; channel: string; since: string | undefined }
   | { type: "unsubscribe"; channel: string }
-  | { type: "ping" };
+  | { type: "ping" }
+  | PublishFrame;
+
+/** A publish to a channel (or the tenant's broadcast), answered `published` once Kafka acknowledged. */
+export interface PublishFrame {
+  type: "publish";
+  /** Checked by the publisher against the token. */
+  channel: unknown;
+  broadcast: boolean;
+  /** `data` exactly as sent (a parse and re-serialisation would alter numbers); `null` when absent. */
+  dataJson: string;
+  /** Echoed in the answer, so a client can match it to its publish. */
+  ref: string | undefined;
+  /** A valid `traceparent` (with its `tracestate`); an invalid one is ignored, as on HTTP. */
+  trace: TraceContext | undefined;
+}
 
 /** Client frames are flat objects; anything nested deeper is refused before it is parsed. */
 const MAX_DEPTH = 8;
 /** Longest frame type echoed back in an error. */
 const MAX_ECHOED_TYPE = 32;
+/** Longest `ref` of a publish frame (it is echoed back). */
+export const MAX_REF_LENGTH = 64;
 
 /** Parses one text frame; never throws, returns `{ error }` with a readable reason instead. */
 export function parseClientFrame(text: string): ClientFrame | { error: string } {
@@ -38,10 +62,43 @@ export function parseClientFrame(text: string): ClientFrame | { error: string } 
         : { error: "unsubscribe needs a channel" };
     case "ping":
       return { type: "ping" };
+    case "publish":
+      return publishFrame(text, frame);
     default:
       // Only a short string is echoed: the reply never costs more than the frame's shape.
       return typeof frame.type === "string" && frame.type.length <= MAX_ECHOED_TYPE
         ? { error: `unknown frame type ${JSON.stringify(frame.type)}` }
         : { error: "unknown frame type" };
   }
+}
+
+function publishFrame(text: string, frame: Record<string, unknown>): PublishFrame | { error: string } {
+  if (frame.broadcast !== undefined && typeof frame.broadcast !== "boolean")
+    return { error: "broadcast must be true or false" };
+  if (frame.broadcast !== true && frame.channel === undefined) return { error: "publish needs a channel" };
+  if (frame.ref !== undefined && (typeof frame.ref !== "string" || frame.ref.length > MAX_REF_LENGTH))
+    return { error: `ref must be a string of at most ${MAX_REF_LENGTH} characters` };
+  const header = (name: string): string | undefined => {
+    const value = frame[name];
+    return typeof value === "string" ? value : undefined;
+  };
+  // Its `data` is forwarded byte for byte: a key twice would be read differently by different consumers.
+  const bytes = Buffer.from(text);
+  const scanner = new JsonScanner(bytes, { rejectDuplicateKeys: true });
+  let data: { start: number; end: number } | undefined;
+  try {
+    data = scanner.record().data;
+  } catch (failure) {
+    if (failure === DUPLICATE_KEY_ERROR)
+      return { error: `duplicate key ${JSON.stringify(scanner.duplicateKey)}` };
+    return { error: "frames are JSON text" };
+  }
+  return {
+    type: "publish",
+    channel: frame.channel,
+    broadcast: frame.broadcast === true,
+    dataJson: data ? bytes.toString("utf8", data.start, data.end) : "null",
+    ref: frame.ref as string | undefined,
+    trace: traceContextOf({ header }),
+  };
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { Consumer } from "@platformatic/kafka";
 import { CHANNEL_PATTERN } from "../../domain/channel.ts";
+import { isValidTraceparent } from "../../http/trace-context.ts";
 import { isJsonValue } from "../../lib/json-scan.ts";
 import type { Logger } from "../../log/logger.ts";
 import {
@@ -440,6 +441,8 @@ export function fromFanoutRecord(
   let rawTs: Buffer | undefined;
   let rawType: Buffer | undefined;
   let rawId: Buffer | undefined;
+  let rawTraceparent: Buffer | undefined;
+  let rawTracestate: Buffer | undefined;
   for (const [key, found] of headers) {
     if (!key || !found) continue;
     switch (key.toString("latin1")) {
@@ -461,6 +464,12 @@ export function fromFanoutRecord(
       case "record-id":
         rawId = found;
         break;
+      case "traceparent":
+        rawTraceparent = found;
+        break;
+      case "tracestate":
+        rawTracestate = found;
+        break;
     }
   }
   if (!tenant || (channel === undefined && !broadcast)) return undefined;
@@ -472,6 +481,12 @@ export function fromFanoutRecord(
   if (channel !== undefined) message.channel = channel;
   if (broadcast) message.broadcast = true;
   if (rawType && rawId) message.record = { type: rawType.toString(), id: rawId.toString() };
+  // Subscribers' frames carry the publisher's trace context; a record not written by a gateway may hold anything.
+  const traceparent = rawTraceparent?.toString("latin1");
+  if (traceparent !== undefined && isValidTraceparent(traceparent)) {
+    message.traceparent = traceparent;
+    if (rawTracestate) message.tracestate = rawTracestate.toString();
+  }
   return message;
 }
 

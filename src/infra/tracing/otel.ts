@@ -1,4 +1,4 @@
-import type { Link, SpanContext, Tracer } from "@opentelemetry/api";
+import type { Attributes, Link, SpanContext, Tracer } from "@opentelemetry/api";
 import type { SinkMessage, SinkWriter } from "../../ports/sink.ts";
 import type { RequestSpan, Tracing } from "../../ports/tracing.ts";
 
@@ -15,6 +15,8 @@ const EXPORT_BATCH_SPANS = 512;
 const EXPORT_DELAY_MS = 1000;
 /** A batch links to at most this many request spans (the SDK's default link limit). */
 const MAX_LINKS = 128;
+/** Where WebSocket frames arrive (the app's `wsPath`). */
+const WS_PATH = "/v1/ws";
 
 /**
  * OpenTelemetry tracing exported over OTLP/HTTP (JSON). The SDK is imported
@@ -54,26 +56,43 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
     };
   };
 
+  const parentContext = (parent: { traceparent: string; tracestate?: string } | undefined) =>
+    parent === undefined
+      ? api.ROOT_CONTEXT
+      : api.trace.setSpanContext(api.ROOT_CONTEXT, remoteContext(parent.traceparent, parent.tracestate));
+  const serverSpan = (name: string, attributes: Attributes, parent: Parameters<typeof parentContext>[0]) => {
+    const span = tracer.startSpan(name, { kind: api.SpanKind.SERVER, attributes }, parentContext(parent));
+    const own = span.spanContext();
+    const flags = own.traceFlags & api.TraceFlags.SAMPLED ? "01" : "00";
+    return { span, traceparent: `00-${own.traceId}-${own.spanId}-${flags}` };
+  };
+
   return {
     startRequest(method, route, parent): RequestSpan {
-      const context =
-        parent === undefined
-          ? api.ROOT_CONTEXT
-          : api.trace.setSpanContext(api.ROOT_CONTEXT, remoteContext(parent.traceparent, parent.tracestate));
-      const span = tracer.startSpan(
+      const { span, traceparent } = serverSpan(
         `${method} ${route}`,
-        {
-          kind: api.SpanKind.SERVER,
-          attributes: { [semconv.ATTR_HTTP_REQUEST_METHOD]: method, [semconv.ATTR_HTTP_ROUTE]: route },
-        },
-        context,
+        { [semconv.ATTR_HTTP_REQUEST_METHOD]: method, [semconv.ATTR_HTTP_ROUTE]: route },
+        parent,
       );
-      const own = span.spanContext();
-      const flags = own.traceFlags & api.TraceFlags.SAMPLED ? "01" : "00";
       return {
-        traceparent: `00-${own.traceId}-${own.spanId}-${flags}`,
+        traceparent,
         end(status) {
           span.setAttribute(semconv.ATTR_HTTP_RESPONSE_STATUS_CODE, status);
+          if (status >= 500) span.setStatus({ code: api.SpanStatusCode.ERROR });
+          span.end();
+        },
+      };
+    },
+
+    startFrame(type, parent): RequestSpan {
+      const { span, traceparent } = serverSpan(
+        `WebSocket ${type}`,
+        { [semconv.ATTR_NETWORK_PROTOCOL_NAME]: "websocket", [semconv.ATTR_URL_PATH]: WS_PATH },
+        parent,
+      );
+      return {
+        traceparent,
+        end(status) {
           if (status >= 500) span.setStatus({ code: api.SpanStatusCode.ERROR });
           span.end();
         },

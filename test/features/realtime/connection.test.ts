@@ -2,11 +2,17 @@ import { describe, expect, test } from "bun:test";
 import { broadcastTopic, channelTopic } from "../../../src/domain/channel.ts";
 import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
-import { CLOSE, Connection, type ConnectionHost } from "../../../src/features/realtime/connection.ts";
+import {
+  CLOSE,
+  Connection,
+  type ConnectionHost,
+  MAX_PUBLISHES_IN_FLIGHT,
+} from "../../../src/features/realtime/connection.ts";
 import { ChannelHistory } from "../../../src/features/realtime/history.ts";
 import { Resume, type ResumeOutcome } from "../../../src/features/realtime/resume.ts";
 import { LocalFanoutBus } from "../../../src/infra/local/fanout-bus.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
+import type { Publish, PublishRequest } from "../../../src/ports/publish.ts";
 import type { SendResult, WsPeer } from "../../../src/ports/transport.ts";
 
 /**
@@ -64,6 +70,7 @@ function connection(
   tokenExpiryWarningMs = 60_000,
   authTimeoutMs = 60_000,
   resume?: Resume,
+  publish: Publish = async () => ({}),
 ) {
   const history = new ChannelHistory({
     eventsPerChannel: 10,
@@ -98,6 +105,7 @@ function connection(
     claimSlots: () => undefined,
     countTopic: () => {},
     presence: () => {},
+    publish,
   };
   const subject = new Connection("127.0.0.1", undefined, host);
   const peer = new FakePeer(subject);
@@ -299,5 +307,126 @@ describe("expiry", () => {
     expect(quiet.frames).toHaveLength(1);
     quiet.connection.checkExpiry(soon.expiresAt - 1);
     expect(quiet.peer.take()).toEqual([]);
+  });
+});
+
+describe("publish frames", () => {
+  const TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+  async function publisher(scopes: string[], publish: Publish) {
+    const opened = connection(
+      { first: principal({ scopes: new Set(scopes) }) },
+      60_000,
+      60_000,
+      undefined,
+      publish,
+    );
+    expect((await send(opened.peer, { type: "auth", token: "first" }))[0]).toMatchObject({
+      type: "connected",
+    });
+    return opened.peer;
+  }
+
+  test("published once the bus acknowledged, with its ref; data byte for byte and the trace context passed on", async () => {
+    const requests: PublishRequest[] = [];
+    const peer = await publisher(["subscribe", "publish"], async (_principal, request) => {
+      requests.push(request);
+      return {};
+    });
+    peer.state.receive(
+      `{"type":"publish","channel":"orders","data":{"n":12345678901234567890},"ref":"r1","traceparent":"${TRACEPARENT}","tracestate":"rojo=1"}`,
+    );
+    await settle();
+    expect(peer.take()).toEqual([{ type: "published", ref: "r1" }]);
+    expect(requests).toEqual([
+      {
+        channel: "orders",
+        broadcast: false,
+        dataJson: '{"n":12345678901234567890}',
+        trace: { traceparent: TRACEPARENT, tracestate: "rojo=1" },
+      },
+    ]);
+    // An invalid traceparent is ignored, with its tracestate, as on HTTP.
+    expect(
+      await send(peer, { type: "publish", broadcast: true, traceparent: "00-zz", tracestate: "a=1" }),
+    ).toEqual([{ type: "published" }]);
+    expect(requests[1]).toEqual({ channel: undefined, broadcast: true, dataJson: "null", trace: undefined });
+  });
+
+  test("without scope publish: forbidden, and the bus is not asked", async () => {
+    let asked = 0;
+    const peer = await publisher(["subscribe"], async () => {
+      asked++;
+      return {};
+    });
+    expect(await send(peer, { type: "publish", channel: "orders", data: 1, ref: "r" })).toEqual([
+      { type: "error", code: "forbidden", message: "publish needs a token with scope publish", ref: "r" },
+    ]);
+    expect(asked).toBe(0);
+    expect(peer.closedWith).toBeUndefined();
+  });
+
+  test("refusals become error frames: bad channel, rate limited and no acknowledgement with retryAfterMs", async () => {
+    const refusals = [
+      new GatewayError("bad_request", "bad name"),
+      new GatewayError("rate_limited", "slow down", { "retry-after": "3" }),
+      new GatewayError("unavailable", "Kafka did not acknowledge in time", { "retry-after": "5" }),
+      new Error("broken"),
+    ];
+    const peer = await publisher(["subscribe", "publish"], async () => {
+      throw refusals.shift();
+    });
+    const frames = [];
+    for (let n = 0; n < 4; n++)
+      frames.push(...(await send(peer, { type: "publish", channel: "o", ref: `${n}` })));
+    expect(frames).toEqual([
+      { type: "error", code: "bad_channel", message: "bad name", ref: "0" },
+      { type: "error", code: "rate_limited", message: "slow down", retryAfterMs: 3000, ref: "1" },
+      {
+        type: "error",
+        code: "unavailable",
+        message: "Kafka did not acknowledge in time",
+        retryAfterMs: 5000,
+        ref: "2",
+      },
+      { type: "error", code: "unavailable", message: "publish failed", retryAfterMs: 1000, ref: "3" },
+    ]);
+  });
+
+  test(`at most ${MAX_PUBLISHES_IN_FLIGHT} publishes wait for Kafka per connection; the next is refused, not queued`, async () => {
+    const waiting: Array<() => void> = [];
+    const peer = await publisher(
+      ["subscribe", "publish"],
+      () => new Promise((resolve) => waiting.push(() => resolve({}))),
+    );
+    for (let n = 0; n <= MAX_PUBLISHES_IN_FLIGHT; n++)
+      peer.state.receive(JSON.stringify({ type: "publish", channel: "orders", ref: `${n}` }));
+    await settle();
+    expect(waiting.length).toBe(MAX_PUBLISHES_IN_FLIGHT);
+    expect(peer.take()).toEqual([
+      expect.objectContaining({ type: "error", code: "rate_limited", ref: `${MAX_PUBLISHES_IN_FLIGHT}` }),
+    ]);
+    for (const release of waiting.splice(0)) release();
+    await settle();
+    expect(peer.take()).toHaveLength(MAX_PUBLISHES_IN_FLIGHT);
+    // Room again once they were acknowledged.
+    expect(await send(peer, { type: "publish", channel: "orders" })).toEqual([]);
+    waiting.shift()?.();
+    await settle();
+    expect(peer.take()).toEqual([{ type: "published" }]);
+  });
+
+  test("malformed publish frames are bad_frame", async () => {
+    const peer = await publisher(["subscribe", "publish"], async () => ({}));
+    for (const frame of [
+      '{"type":"publish","data":1}',
+      '{"type":"publish","channel":"o","broadcast":"yes"}',
+      `{"type":"publish","channel":"o","ref":"${"r".repeat(65)}"}`,
+      '{"type":"publish","channel":"o","data":{"a":1,"a":2}}',
+    ]) {
+      peer.state.receive(frame);
+      await settle();
+      expect(peer.take()).toEqual([expect.objectContaining({ type: "error", code: "bad_frame" })]);
+    }
   });
 });

@@ -26,6 +26,26 @@ test("a message survives the trip through a Kafka record, its payload byte for b
   expect(fromFanoutRecord(headersOf(sent), Buffer.from(sent.value as string))).toEqual(broadcast);
 });
 
+test("the publisher's trace context comes back from the record's headers; an invalid traceparent does not", () => {
+  const traced: FanoutMessage = {
+    tenant: "acme",
+    channel: "orders",
+    dataJson: "{}",
+    ts: 1,
+    traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    tracestate: "rojo=00f067aa0ba902b7",
+  };
+  const record = toFanoutRecord("fanout", traced);
+  expect(fromFanoutRecord(headersOf(record), Buffer.from("{}"))).toEqual(traced);
+  const forged = raw({ ...record.headers, traceparent: '00-x"}', tracestate: "a=1" });
+  expect(fromFanoutRecord(forged, Buffer.from("{}"))).toEqual({
+    tenant: "acme",
+    channel: "orders",
+    dataJson: "{}",
+    ts: 1,
+  });
+});
+
 test("records not written by a gateway are skipped, never delivered as broken frames", () => {
   const good = toFanoutRecord("fanout", { tenant: "acme", channel: "orders", dataJson: "{}", ts: 1 });
   expect(fromFanoutRecord(headersOf(good), Buffer.from("{not json"))).toBeUndefined();
