@@ -1,0 +1,93 @@
+import { expect, test } from "bun:test";
+import { GatewayError } from "../../../src/domain/errors.ts";
+import type { Principal } from "../../../src/domain/principal.ts";
+import { ingestRoute } from "../../../src/features/ingest/route.ts";
+import { MemoryRecordIdStore } from "../../../src/infra/idempotency/memory-record-ids.ts";
+import { createMetrics } from "../../../src/metrics/metrics.ts";
+import type { RecordIdStore } from "../../../src/ports/record-ids.ts";
+import type { SinkMessage } from "../../../src/ports/sink.ts";
+import type { HttpRequest } from "../../../src/ports/transport.ts";
+
+const principal = (tenant: string): Principal => ({
+  subject: "s",
+  tenant,
+  scopes: new Set(["ingest"]),
+  channels: undefined,
+  expiresAt: Date.now() + 60_000,
+});
+
+function request(tenant: string, body: string): HttpRequest {
+  return {
+    method: "POST",
+    path: "/v1/events",
+    query: new URLSearchParams(),
+    header: (name) =>
+      name === "content-type" ? "application/x-ndjson" : name === "x-tenant" ? tenant : undefined,
+    remoteAddress: "127.0.0.1",
+    body: async () => new TextEncoder().encode(body),
+  };
+}
+
+/** The ingest route with a queue that keeps what it is given, or fails while `failing`. */
+function setup(store: RecordIdStore, dedupTenants: string[]) {
+  const written: SinkMessage[] = [];
+  const queue = {
+    failing: false,
+    maxRecordBytes: 1_000_000,
+    fits: () => true,
+    enqueue: async (messages: SinkMessage[]) => {
+      if (queue.failing) throw new GatewayError("unavailable", "Kafka is down");
+      written.push(...messages);
+    },
+  };
+  const route = ingestRoute(
+    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 5000 },
+    {
+      authenticate: async (req) => principal(req.header("x-tenant") as string),
+      admission: { request: async () => {}, events: async () => ({}) },
+      idempotency: { run: async () => ({ status: 500, body: "" }) },
+      schemas: { validate: () => ({ ok: true }) },
+      queue,
+      metrics: createMetrics("test", "0"),
+      dedup: { windowMs: (tenant) => (dedupTenants.includes(tenant) ? 60_000 : undefined), store },
+      fanOut: () => {},
+    },
+  );
+  const post = async (tenant: string, ...ids: Array<string | undefined>) => {
+    const body = ids.map((id) => JSON.stringify({ type: "click", id, data: {} })).join("\n");
+    const reply = await route.handler(request(tenant, body), {});
+    return { status: reply.status, body: JSON.parse(reply.body as string) };
+  };
+  const ids = () => written.map((message) => JSON.parse(message.value).id as string);
+  return { post, queue, ids };
+}
+
+test("a tenant without deduplication: the store is never called, every copy is written, the answer is unchanged", async () => {
+  const untouchable: RecordIdStore = {
+    claim: () => Promise.reject(new Error("called")),
+    confirm: () => Promise.reject(new Error("called")),
+    release: () => Promise.reject(new Error("called")),
+    close: async () => {},
+  };
+  const { post, ids } = setup(untouchable, ["other"]);
+  expect(await post("acme", "a", "a")).toEqual({
+    status: 202,
+    body: { accepted: 2, rejected: 0, errors: [] },
+  });
+  expect(ids()).toEqual(["a", "a"]);
+});
+
+test("a duplicate-only request writes nothing; a failed write frees its ids for the retry", async () => {
+  const { post, queue, ids } = setup(new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 100 }), ["acme"]);
+  expect((await post("acme", "a", undefined)).body).toEqual({ accepted: 2, rejected: 0, errors: [] });
+  expect(await post("acme", "a")).toEqual({
+    status: 202,
+    body: { accepted: 1, rejected: 0, errors: [], duplicates: [{ index: 0, id: "a" }] },
+  });
+  queue.failing = true;
+  await expect(post("acme", "b", "c")).rejects.toThrow("Kafka is down");
+  queue.failing = false;
+  expect((await post("acme", "b", "c")).body).toEqual({ accepted: 2, rejected: 0, errors: [] });
+  expect(ids().filter((id) => id.length === 1)).toEqual(["a", "b", "c"]);
+  expect(ids().length).toBe(4);
+});
