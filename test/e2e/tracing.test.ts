@@ -215,7 +215,9 @@ describe.each(RUNTIMES)("trace context and spans through a real OpenTelemetry Co
         tracestate: "rojo=00f067aa0ba902b7",
       });
       const records = await readTopic(fanoutTopic, 2);
-      const record = records.find((found) => headersOf(found).channel === channel);
+      const record = records.find(
+        (found) => headersOf(found).channel === channel && headersOf(found)["record-id"] === undefined,
+      );
       expect(headersOf(record)).toMatchObject({
         traceparent: spanTraceparent,
         tracestate: "rojo=00f067aa0ba902b7",
@@ -223,6 +225,29 @@ describe.each(RUNTIMES)("trace context and spans through a real OpenTelemetry Co
       const batch = await waitForProducerSpan(collector, frameSpan as CollectedSpan);
       expect(attribute(batch, "messaging.destination.name")).toBe(fanoutTopic);
       expect(attribute(batch, "messaging.system")).toBe("kafka");
+
+      // A record ingested with a channel reaches the subscriber with its request's span too.
+      const ingestTraceId = newTraceId();
+      const ingest = await fetch(`${gateway.url}/v1/events`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await token("acme", ["ingest", "publish"])}`,
+          "content-type": "application/json",
+          traceparent: `00-${ingestTraceId}-${newSpanId()}-01`,
+        },
+        body: JSON.stringify({ type: "click", id: `to-${channel}`, channel, data: { element: "c" } }),
+      });
+      expect(ingest.status).toBe(202);
+      const ingested = await subscriber.next((frame) => frame.type === "event", 15_000);
+      const [ingestSpan] = await collector.waitForTrace(
+        ingestTraceId,
+        (spans) => spans.some((span) => span.kind === SPAN_KIND_SERVER),
+        "the ingest's SERVER span",
+      );
+      expect(ingested).toMatchObject({
+        recordId: `to-${channel}`,
+        traceparent: `00-${ingestTraceId}-${ingestSpan?.spanId}-01`,
+      });
     } finally {
       subscriber.close();
       publisher.close();

@@ -1,6 +1,7 @@
 import type { Principal } from "../../domain/principal.ts";
 import type { EventRecord } from "../../domain/record.ts";
 import type { Idempotency } from "../../http/idempotency.ts";
+import type { TraceContext } from "../../http/trace-context.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { Admission } from "../../ports/admission.ts";
@@ -26,17 +27,22 @@ export interface IngestModuleDependencies {
 
 /** POST /v1/events; accepted records with a `channel` also go to the fan-out bus. */
 export function createIngestModule(options: IngestOptions, deps: IngestModuleDependencies): Module {
-  const fanOut = (records: EventRecord[]) => {
+  const fanOut = (records: EventRecord[], trace: TraceContext | undefined) => {
     const messages: FanoutMessage[] = [];
     for (const record of records) {
       if (record.channel === undefined) continue;
-      messages.push({
+      const message: FanoutMessage = {
         tenant: record.tenant,
         channel: record.channel,
         dataJson: record.dataJson,
         record: { type: record.type, id: record.id },
         ts: Date.now(),
-      });
+      };
+      if (trace !== undefined) {
+        message.traceparent = trace.traceparent;
+        if (trace.tracestate !== undefined) message.tracestate = trace.tracestate;
+      }
+      messages.push(message);
     }
     if (messages.length === 0) return;
     // Live fan-out is best effort: the records themselves are already in the events topic.

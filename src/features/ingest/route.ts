@@ -34,8 +34,8 @@ export interface IngestDependencies extends CallerChecks {
   metrics: Metrics;
   /** Per-record deduplication by id, for the tenants that asked for it. */
   dedup: RecordDedup;
-  /** Hands accepted records with a `channel` to the fan-out (after they are queued). */
-  fanOut(records: EventRecord[]): void;
+  /** Hands accepted records with a `channel` to the fan-out (after they are queued), with the request's trace context. */
+  fanOut(records: EventRecord[], trace: TraceContext | undefined): void;
 }
 
 interface RecordError {
@@ -195,7 +195,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
           ),
       );
     deps.metrics.eventsAccepted.inc(accepted.length);
-    deps.fanOut(accepted);
+    deps.fanOut(accepted, trace);
     // All accepted (the usual answer): the same text JSON.stringify makes, without walking the object.
     return errors.length === 0 && duplicates === undefined
       ? jsonText(202, `{"accepted":${acknowledged},"rejected":0,"errors":[]}`, rateLimitHeaders)
