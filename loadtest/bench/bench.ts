@@ -7,6 +7,9 @@
 // (so the broker's and wrk's do not count) and wrk's own CPU from its rusage:
 // a case where wrk used a whole core while the server used less than ~90% of
 // one is flagged, because there wrk, not the server, was the limit.
+// Each round also runs loadtest/bench/floor.mjs on Node and Bun (JSON.parse +
+// ajv of the same events, nothing else): the 100-event gateway cases are
+// reported as a share of that floor, per round (issue 17, target 3).
 // Then the Kafka cases (and the baseline's batches) run again at half their
 // median saturating req/s under paced.ts, an open-model generator timing each
 // request from its scheduled slot: the issue's "p99 <= 10 ms at half the
@@ -655,6 +658,23 @@ async function measureFanout(entry: FanoutCase): Promise<FanoutResult> {
 
 const ingestRuns = new Map<string, IngestResult[]>();
 const fanoutRuns = new Map<string, FanoutResult[]>();
+/** The floor's events per CPU-second (events parsed one by one), by runtime, one per round. */
+const floorRuns = new Map<string, Array<{ round: number; perCpuSec: number }>>();
+/** Runtimes whose 100-event gateway cases run: the floor is measured for them. */
+const floorRuntimes = [...new Set(ingest.filter(isGatewayBatch).map((entry) => entry.command[0] as string))];
+
+function isGatewayBatch(entry: IngestCase): boolean {
+  return entry.events === 100 && /^(node|bun)-/.test(entry.id);
+}
+
+/** floor.mjs on `runtime` for a second (per event and per body, half each); events per CPU-second per event. */
+function measureFloor(runtime: string): number {
+  const line = run([runtime, "loadtest/bench/floor.mjs", "2"])
+    .split("\n")
+    .find((text) => text.startsWith("floor-result "));
+  if (!line) throw new Error(`floor.mjs on ${runtime} printed no result`);
+  return (JSON.parse(line.slice("floor-result ".length)) as { perEvent: number }).perEvent;
+}
 /** Runs that failed (a server that did not start, wrk or the client failing): reported, and the run exits 1. */
 const failures: string[] = [];
 const started = new Date();
@@ -687,6 +707,12 @@ for (let round = 1; round <= ROUNDS; round++) {
     log(
       `${entry.id}: ${Math.round(result.deliveriesPerSec)} deliveries/s, p99 ${result.p99Ms.toFixed(1)} ms`,
     );
+  }
+  for (const runtime of floorRuntimes) {
+    const perCpuSec = await attempt(`floor-${runtime}`, round, async () => measureFloor(runtime));
+    if (perCpuSec === undefined) continue;
+    floorRuns.set(runtime, [...(floorRuns.get(runtime) ?? []), { round, perCpuSec }]);
+    log(`floor ${runtime}: ${Math.round(perCpuSec)} events / CPU-s`);
   }
 }
 // After every saturating round, so each paced rate is half the median of them all; a case with limits
@@ -835,6 +861,22 @@ const pacedLimitRows = limitRows(
   (entry, run) => (run.landed ?? (run.paced.completed - run.paced.non2xx) * entry.events) / run.serverCpuSec,
 );
 
+/** 100-event gateway cases ÷ the floor of their runtime, round by round (both measured in that round). */
+const floorRows = ingest.filter(isGatewayBatch).flatMap((entry) => {
+  const runtime = entry.command[0] as string;
+  const floors = floorRuns.get(runtime) ?? [];
+  const ratios = (ingestRuns.get(entry.id) ?? []).flatMap((each) => {
+    const floor = floors.find((candidate) => candidate.round === each.round);
+    return floor ? [eventsPerCpuSec(entry, each) / floor.perCpuSec] : [];
+  });
+  if (ratios.length === 0) return [];
+  const middle = [...ratios].sort((a, b) => a - b)[Math.floor((ratios.length - 1) / 2)] as number;
+  const floorMedian = median(floors, (floor) => floor.perCpuSec).perCpuSec;
+  return [
+    `${entry.id} ÷ floor (${runtime}, ${count(floorMedian)}) | ${ratio(middle)} | ${ratios.map(ratio).join(" ")}`,
+  ];
+});
+
 const fanoutRows = fanout.map((entry) => {
   const runs = fanoutRuns.get(entry.id) ?? [];
   if (runs.length === 0) return `${entry.id} | failed | ${Array(10).fill("").join(" | ")}`;
@@ -901,6 +943,7 @@ const LEGEND = [
   `- limit: "⚠ wrk-bound" (wrk ≥ ${pct(WRK_SATURATED)} while the server < ${pct(SERVER_BUSY)}: the numbers measure wrk), "server CPU" (≥ ${pct(SERVER_BUSY)} per process), "machine full" (≥ ${pct(MACHINE_FULL)} of all cores), else "server waits" (for fsync or the broker's acknowledgement);`,
   "- ÷ bare engine = req/s ÷ the bare engine of the same runtime with the same body (the Fastify baseline runs on Node: ÷ bare uWebSockets.js); ÷ baseline = events landed/s ÷ the Fastify + KafkaJS baseline's with the same body.",
   "- limits on ÷ off: a `-redis` case's events per server CPU-second ÷ its limits-off twin's in the same round (`RATE_LIMIT_ENABLED=true`, `REDIS_URL` of `scripts/services`, budgets of 10^8/s so nothing is refused), then the median of those ratios. Paced, a `-redis` case runs at its twin's rate, so both do the same work: on a machine shared with other load, the fairer comparison of CPU per event.",
+  "- batches ÷ floor: the floor is `loadtest/bench/floor.mjs` on the case's runtime in the same round: post.lua's event parsed with JSON.parse and its data validated by ajv (2020-12, formats on) against its schema, in one loop, events per CPU-second of that process (issue 17, target 3: ≥ 0.33).",
   "- KiB per idle subscribed socket: the subscribers connect and subscribe in four quarters; the gateway's RSS growth per socket in the last three, median (a step of the runtime growing its heap falls in one quarter and is dropped); then the median of rounds, and every round.",
   "",
 ];
@@ -928,6 +971,14 @@ const report = [
         "| limits on ÷ off: events / server CPU-s, saturating | median round | rounds |",
         "|---|---|---|",
         ...saturatingLimitRows.map((row) => `| ${row} |`),
+        "",
+      ]
+    : []),
+  ...(floorRows.length > 0
+    ? [
+        "| batches ÷ floor: events / server CPU-s ÷ JSON.parse + ajv of the same events (events / CPU-s), same runtime and round | median round | rounds |",
+        "|---|---|---|",
+        ...floorRows.map((row) => `| ${row} |`),
         "",
       ]
     : []),

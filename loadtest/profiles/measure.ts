@@ -10,6 +10,8 @@
 //                                     the limiter's cost, no refusals), for an A/B against limits off;
 //   MEASURE_KAFKA_BROKERS=host:port   Kafka sink (acks=all) instead of the embedded log;
 //   KAFKA_COMPRESSION etc. pass through from the environment
+//   FLOOR=1   then runs loadtest/bench/floor.mjs on the same runtime (JSON.parse + ajv of the same
+//             events, issue 17 target 3) and prints each case's events per gateway CPU-second ÷ that floor
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -106,6 +108,7 @@ for (let i = 0; i < 100; i++) {
 try {
   console.log(`| ${runtime} case | req/s | events/s (2xx) | CPU-µs/event | p50 ms | p99 ms | non-2xx |`);
   console.log("|---|---:|---:|---:|---:|---:|---:|");
+  const perCpuSecond: Array<{ id: string; events: number }> = [];
   for (const c of CASES) {
     wrk(c.events, c.query, 1); // warm-up
     const before = cpuSeconds(child.pid);
@@ -114,9 +117,31 @@ try {
     // Refused requests (503 when the local log falls behind with ?ack=none) did the parsing too.
     const events = result.requests * c.events;
     const landed = (result.requests - result.non2xx) * c.events;
+    perCpuSecond.push({ id: c.id, events: landed / cpu });
     console.log(
       `| ${c.id} | ${Math.round(result.requests / seconds)} | ${Math.round(landed / seconds)} | ${((cpu * 1e6) / events).toFixed(2)} | ${(result.p50Us / 1000).toFixed(2)} | ${(result.p99Us / 1000).toFixed(2)} | ${result.non2xx} |`,
     );
+  }
+  if (process.env.FLOOR === "1") {
+    const run = Bun.spawnSync([runtime, join(import.meta.dir, "../bench/floor.mjs"), "2"], {
+      cwd: ROOT,
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+    const line = run.stdout
+      .toString()
+      .split("\n")
+      .find((l) => l.startsWith("floor-result "));
+    if (!line) throw new Error(`floor.mjs failed: ${run.stdout}`);
+    const floor = JSON.parse(line.slice("floor-result ".length)) as { perEvent: number; perBody: number };
+    console.log(
+      `\nfloor (${runtime}): ${floor.perEvent} events/CPU-s parsed one by one, ${floor.perBody} as 100-event bodies`,
+    );
+    for (const { id, events } of perCpuSecond) {
+      console.log(
+        `${id}: ${Math.round(events)} accepted events / gateway CPU-s = ${(events / floor.perEvent).toFixed(3)} of the floor (${(events / floor.perBody).toFixed(3)} of the per-body floor)`,
+      );
+    }
   }
 } finally {
   child.kill("SIGTERM");
