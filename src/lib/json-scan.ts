@@ -55,6 +55,17 @@ export interface RecordSpans extends Span {
   inexactNumbers: boolean;
 }
 
+/**
+ * The top-level members of a record that ingest reads, as indexes into
+ * `JsonScanner.members` (after `scanRecord`, the value of member `m` spans
+ * `members[2m]` to `members[2m + 1]`, start -1 when the record has none).
+ */
+export const MEMBER = { data: 0, ts: 1, type: 2, id: 3, channel: 4, key: 5 } as const;
+export type Member = (typeof MEMBER)[keyof typeof MEMBER];
+const MEMBER_COUNT = 6;
+const MEMBER_BY_NAME = new Map<string, Member>(Object.entries(MEMBER) as Array<[string, Member]>);
+const NOT_A_MEMBER = -1;
+
 const SPACE = 0x20;
 const TAB = 0x09;
 const LF = 0x0a;
@@ -81,6 +92,10 @@ const FALSE = [0x66, 0x61, 0x6c, 0x73, 0x65];
 const NULL = [0x6e, 0x75, 0x6c, 0x6c];
 const DATA_KEY = [0x64, 0x61, 0x74, 0x61];
 const TS_KEY = [0x74, 0x73];
+const TYPE_KEY = [0x74, 0x79, 0x70, 0x65];
+const ID_KEY = [0x69, 0x64];
+const KEY_KEY = [0x6b, 0x65, 0x79];
+const CHANNEL_KEY = [0x63, 0x68, 0x61, 0x6e, 0x6e, 0x65, 0x6c];
 
 /** Characters allowed after a backslash in a string: " \ / b f n r t (u is handled apart). */
 const SIMPLE_ESCAPES = new Set([0x22, 0x5c, 0x2f, 0x62, 0x66, 0x6e, 0x72, 0x74]);
@@ -101,12 +116,23 @@ export class JsonScanner {
   private readonly checkKeys: boolean;
   /** Set when a number scanned since the last `record()` is not exactly its double. */
   private inexact = false;
+  /** After `scanRecord`: the record's span. */
+  recordStart = 0;
+  recordEnd = 0;
+  /** After `scanRecord`: the spans of the record's members (see MEMBER); reused, not allocated per record. */
+  readonly members = new Int32Array(2 * MEMBER_COUNT);
+  /** After `scanRecord`: bit `m` is set when member `m` is a string holding escapes. */
+  escapedMembers = 0;
   /**
    * The keys of the objects being scanned, innermost last, as pairs (start,
    * end) of their contents' byte range, end bitwise-negated when the key holds
-   * escapes (a stack: an object's keys are dropped when it closes).
+   * escapes: a stack whose live part ends at `keysTop` (an object's keys are
+   * dropped when it closes by moving the top, not by resizing the array,
+   * which costs a runtime call). Its length is bounded by the nesting limit
+   * times 2 × LINEAR_KEY_LIMIT: larger objects move their keys to a Set.
    */
   private readonly keys: number[] = [];
+  private keysTop = 0;
 
   constructor(
     readonly bytes: Uint8Array,
@@ -142,40 +168,81 @@ export class JsonScanner {
    * position is already past the record, so the caller can go on with the next.
    */
   record(): RecordSpans {
+    this.scanRecord();
+    const members = this.members;
+    const span = (member: Member): Span | undefined => {
+      const start = members[2 * member] as number;
+      return start < 0 ? undefined : { start, end: members[2 * member + 1] as number };
+    };
+    return {
+      start: this.recordStart,
+      end: this.recordEnd,
+      data: span(MEMBER.data),
+      ts: span(MEMBER.ts),
+      inexactNumbers: this.inexact,
+    };
+  }
+
+  /** Whether a number of the record last scanned is not exactly the double JSON.parse makes of it. */
+  get inexactNumbers(): boolean {
+    return this.inexact;
+  }
+
+  /**
+   * `record()` without building its result: the spans land in `recordStart`,
+   * `recordEnd`, `members` and `escapedMembers`, so a body of many records
+   * allocates nothing for them.
+   */
+  scanRecord(): void {
     this.skipWhitespace();
     const start = this.pos;
+    this.recordStart = start;
     this.inexact = false;
-    if (this.keys.length !== 0) this.keys.length = 0;
+    this.escapedMembers = 0;
+    const members = this.members;
+    for (let index = 0; index < 2 * MEMBER_COUNT; index += 2) members[index] = -1;
+    this.keysTop = 0;
     if (this.peek() !== OPEN_BRACE) {
       this.scanValueOrSkip(start, 0);
-      return { start, end: this.pos, data: undefined, ts: undefined, inexactNumbers: this.inexact };
+      this.recordEnd = this.pos;
+      return;
     }
-    let data: Span | undefined;
-    let ts: Span | undefined;
     let seen: Set<string> | undefined;
     try {
       this.pos++;
       this.skipWhitespace();
       if (this.peek() === CLOSE_BRACE) {
         this.pos++;
-        return { start, end: this.pos, data, ts, inexactNumbers: false };
+        this.recordEnd = this.pos;
+        return;
       }
       for (;;) {
         this.skipWhitespace();
         const keyStart = this.pos;
         const escaped = this.scanString();
         if (this.checkKeys) seen = this.noteKey(0, keyStart + 1, this.pos - 1, escaped, seen);
-        const key = this.memberKey(keyStart, escaped);
+        const member = this.memberKey(keyStart, escaped);
         this.skipWhitespace();
         this.expect(COLON);
         this.skipWhitespace();
         const valueStart = this.pos;
-        this.scanValue(1);
-        if (key === "data") data = { start: valueStart, end: this.pos };
-        else if (key === "ts") ts = { start: valueStart, end: this.pos };
+        if (member === NOT_A_MEMBER) this.scanValue(1);
+        else {
+          // A string member's escapes are noted, so its text is decoded without JSON.parse when it has none.
+          let escapes = false;
+          if (this.bytes[valueStart] === QUOTE) escapes = this.scanString();
+          else this.scanValue(1);
+          if (escapes) this.escapedMembers |= 1 << member;
+          else this.escapedMembers &= ~(1 << member);
+          members[2 * member] = valueStart;
+          members[2 * member + 1] = this.pos;
+        }
         this.skipWhitespace();
         const next = this.bytes[this.pos++];
-        if (next === CLOSE_BRACE) return { start, end: this.pos, data, ts, inexactNumbers: this.inexact };
+        if (next === CLOSE_BRACE) {
+          this.recordEnd = this.pos;
+          return;
+        }
         if (next !== COMMA) throw SYNTAX_ERROR;
       }
     } catch (failure) {
@@ -204,17 +271,27 @@ export class JsonScanner {
     }
   }
 
-  /** The object key just scanned (from `start`, its opening quote): "data", "ts", or "" for any other key. */
-  private memberKey(start: number, escaped: boolean): "data" | "ts" | "" {
-    const length = this.pos - start - 2;
+  /** The member the object key just scanned names (from `start`, its opening quote), or NOT_A_MEMBER. */
+  private memberKey(start: number, escaped: boolean): Member | typeof NOT_A_MEMBER {
     if (escaped) {
       // A key spelled with escapes ("d\u0061ta") is still that key for JSON.parse.
-      const key = this.keyText(start + 1, this.pos - 1, true);
-      return key === "data" || key === "ts" ? key : "";
+      return MEMBER_BY_NAME.get(this.keyText(start + 1, this.pos - 1, true)) ?? NOT_A_MEMBER;
     }
-    if (length === 4 && this.matches(start + 1, DATA_KEY)) return "data";
-    if (length === 2 && this.matches(start + 1, TS_KEY)) return "ts";
-    return "";
+    const at = start + 1;
+    switch (this.pos - start - 2) {
+      case 2:
+        if (this.matches(at, TS_KEY)) return MEMBER.ts;
+        return this.matches(at, ID_KEY) ? MEMBER.id : NOT_A_MEMBER;
+      case 3:
+        return this.matches(at, KEY_KEY) ? MEMBER.key : NOT_A_MEMBER;
+      case 4:
+        if (this.matches(at, DATA_KEY)) return MEMBER.data;
+        return this.matches(at, TYPE_KEY) ? MEMBER.type : NOT_A_MEMBER;
+      case 7:
+        return this.matches(at, CHANNEL_KEY) ? MEMBER.channel : NOT_A_MEMBER;
+      default:
+        return NOT_A_MEMBER;
+    }
   }
 
   private matches(at: number, word: number[]): boolean {
@@ -244,7 +321,7 @@ export class JsonScanner {
       this.pos++;
       return;
     }
-    const keysBase = this.keys.length;
+    const keysBase = this.keysTop;
     let seen: Set<string> | undefined;
     for (;;) {
       this.skipWhitespace();
@@ -259,7 +336,7 @@ export class JsonScanner {
       this.skipWhitespace();
       const next = this.bytes[this.pos++];
       if (next === CLOSE_BRACE) {
-        if (this.checkKeys) this.keys.length = keysBase;
+        this.keysTop = keysBase;
         return;
       }
       if (next !== COMMA) throw SYNTAX_ERROR;
@@ -280,13 +357,14 @@ export class JsonScanner {
     seen: Set<string> | undefined,
   ): Set<string> | undefined {
     const keys = this.keys;
-    if (seen === undefined && keys.length - base >= 2 * LINEAR_KEY_LIMIT) {
+    const top = this.keysTop;
+    if (seen === undefined && top - base >= 2 * LINEAR_KEY_LIMIT) {
       seen = new Set();
-      for (let index = base; index < keys.length; index += 2) {
+      for (let index = base; index < top; index += 2) {
         const storedEnd = keys[index + 1] as number;
         seen.add(this.keyText(keys[index] as number, storedEnd < 0 ? ~storedEnd : storedEnd, storedEnd < 0));
       }
-      keys.length = base;
+      this.keysTop = base;
     }
     if (seen !== undefined) {
       const key = this.keyText(start, end, escaped);
@@ -294,11 +372,13 @@ export class JsonScanner {
       seen.add(key);
       return seen;
     }
-    for (let index = base; index < keys.length; index += 2) {
+    for (let index = base; index < top; index += 2) {
       if (this.sameKey(keys[index] as number, keys[index + 1] as number, start, end, escaped))
         this.duplicate(this.keyText(start, end, escaped));
     }
-    keys.push(start, escaped ? ~end : end);
+    keys[top] = start;
+    keys[top + 1] = escaped ? ~end : end;
+    this.keysTop = top + 2;
     return undefined;
   }
 

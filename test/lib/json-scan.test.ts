@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { decodeBody } from "../../src/features/ingest/body.ts";
+import { decodeBody, sentAs } from "../../src/features/ingest/body.ts";
 import {
   DEPTH_ERROR,
   DUPLICATE_KEY_ERROR,
@@ -101,7 +101,16 @@ describe("decodeBody over generated records", () => {
         decoded.forEach((raw, index) => {
           const sent = records[index] as Record<string, unknown>;
           if (!raw.ok) throw new Error(`record ${index} refused: ${raw.reason}`);
-          expect(raw.value).toEqual(JSON.parse(JSON.stringify(sent)));
+          const parsed = JSON.parse(JSON.stringify(sent));
+          expect(raw.value).toEqual({
+            type: parsed.type,
+            id: parsed.id,
+            ts: parsed.ts,
+            channel: parsed.channel,
+            key: parsed.key,
+            data: parsed.data,
+          });
+          expect(sentAs(raw)).toEqual(parsed);
           expect(JSON.parse(raw.dataJson as string)).toEqual(JSON.parse(JSON.stringify(sent.data)));
           if ("ts" in sent) expect(JSON.parse(raw.tsJson as string)).toEqual(sent.ts);
         });

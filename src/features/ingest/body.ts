@@ -5,6 +5,8 @@ import {
   DEPTH_ERROR,
   DUPLICATE_KEY_ERROR,
   JsonScanner,
+  MEMBER,
+  type Member,
   type RecordSpans,
   SYNTAX_ERROR,
   TOO_DEEP_REASON,
@@ -19,21 +21,50 @@ import {
 } from "./cloudevents.ts";
 
 /**
- * One item of a request body: parsed JSON with the exact text of its `data`
- * and `ts` members (and of the numbers in `data` that JSON.parse rounded), or
- * why it was refused on its own.
+ * One item of a request body: what `normalizeRecord` reads of it, with the
+ * exact text of its `data` and `ts` members (and of the numbers in `data`
+ * that JSON.parse rounded), or why it was refused on its own.
  */
 export type RawRecord =
   | {
       ok: true;
+      /**
+       * A plain record's members `type`, `id`, `ts`, `channel`, `key` and
+       * `data`, as JSON.parse gives them (the others are dropped by
+       * normalizeRecord, so they are not parsed); a CloudEvent's record; or
+       * the parsed value when the item is not an object.
+       */
       value: unknown;
       dataJson: string | undefined;
       tsJson: string | undefined;
       exactNumbers?: ExactNumbers;
       /** Kafka headers of its own (a CloudEvent's `ce_*` attributes). */
       headers?: Record<string, string>;
+      /**
+       * Where a plain record's whole text lies (`sentAs` reads it for a dead
+       * letter): the request's body, valid while the request is handled.
+       */
+      source?: Buffer;
+      sourceStart?: number;
+      sourceEnd?: number;
     }
   | { ok: false; reason: string; code: RecordErrorCode };
+
+/** A plain record's members as `RawRecord.value` holds them (undefined when absent). */
+export interface RecordMembers {
+  type: unknown;
+  id: unknown;
+  ts: unknown;
+  channel: unknown;
+  key: unknown;
+  data: unknown;
+}
+
+/** The item as the client sent it, every member included: what a dead letter carries. */
+export function sentAs(raw: RawRecord & { ok: true }): unknown {
+  if (raw.source === undefined) return raw.value;
+  return JSON.parse(raw.source.toString("utf8", raw.sourceStart, raw.sourceEnd));
+}
 
 export interface BodyLimits {
   /** Limit on the decoded (decompressed) body, to stop gzip bombs. */
@@ -49,6 +80,9 @@ const SCANNER_OPTIONS = { rejectDuplicateKeys: true };
 const MALFORMED_LINES_BEFORE_GIVING_UP = 100;
 const UTF8_BOM = [0xef, 0xbb, 0xbf];
 const LF = 0x0a;
+const QUOTE = 0x22;
+/** A type longer than this is not kept as the last one seen (TYPE_PATTERN allows 128). */
+const MAX_KEPT_TYPE_LENGTH = 128;
 const COMMA = 0x2c;
 const OPEN_BRACE = 0x7b;
 const OPEN_BRACKET = 0x5b;
@@ -100,11 +134,13 @@ export async function decodeBody(
         batch ? "a CloudEvents batch is a JSON array of events" : "a structured CloudEvent is a JSON object",
       );
     }
-    const events = scanJson(text, limits.maxRecords);
+    const events = scanJson(text, limits.maxRecords, readEvent);
     if (events.length === 0) throw new GatewayError("bad_request", "the body holds no events");
     return events.map(fromStructuredEvent);
   }
-  const records = ndjson ? scanNdjson(text, limits.maxRecords) : scanJson(text, limits.maxRecords);
+  const records = ndjson
+    ? scanNdjson(text, limits.maxRecords)
+    : scanJson(text, limits.maxRecords, readRecord);
   if (records.length === 0) throw new GatewayError("bad_request", "the body holds no records");
   return records;
 }
@@ -119,7 +155,7 @@ function firstByte(text: Buffer): number {
 function scanValue(text: Buffer): RawRecord {
   const scanner = new JsonScanner(text, SCANNER_OPTIONS);
   try {
-    const record = readRecord(scanner, text, "record", true);
+    const record = readEvent(scanner, text, "record", true);
     scanner.end();
     return record;
   } catch (failure) {
@@ -147,8 +183,11 @@ function malformed(scanner: JsonScanner): GatewayError {
   return new GatewayError("malformed_json", `malformed JSON near byte ${scanner.pos}`);
 }
 
+/** Reads the item at the scanner's position: `readRecord` or `readEvent`. */
+type ItemReader = (scanner: JsonScanner, text: Buffer, unit: "record" | "line") => RawRecord;
+
 /** A JSON body: one object, or an array of them. */
-function scanJson(text: Buffer, maxRecords: number): RawRecord[] {
+function scanJson(text: Buffer, maxRecords: number, read: ItemReader): RawRecord[] {
   const scanner = new JsonScanner(text, SCANNER_OPTIONS);
   scanner.skipWhitespace();
   const first = scanner.peek();
@@ -157,7 +196,7 @@ function scanJson(text: Buffer, maxRecords: number): RawRecord[] {
   }
   const records: RawRecord[] = [];
   try {
-    if (first === OPEN_BRACE) records.push(readRecord(scanner, text, "record"));
+    if (first === OPEN_BRACE) records.push(read(scanner, text, "record"));
     else {
       scanner.pos++;
       scanner.skipWhitespace();
@@ -165,7 +204,7 @@ function scanJson(text: Buffer, maxRecords: number): RawRecord[] {
       else {
         for (;;) {
           if (records.length === maxRecords) throw tooManyRecords(maxRecords);
-          records.push(readRecord(scanner, text, "record"));
+          records.push(read(scanner, text, "record"));
           scanner.skipWhitespace();
           const next = scanner.peek();
           scanner.pos++;
@@ -212,26 +251,134 @@ function scanNdjson(text: Buffer, maxRecords: number): RawRecord[] {
   return records;
 }
 
+/** Why the scanner refused the item at its position, as the item's own refusal, or rethrows. */
+function refusalOf(failure: unknown, scanner: JsonScanner, unit: "record" | "line"): RawRecord {
+  if (failure === DEPTH_ERROR) return TOO_DEEP;
+  if (failure === DUPLICATE_KEY_ERROR) {
+    return {
+      ok: false,
+      reason: `duplicate key ${JSON.stringify(scanner.duplicateKey)}`,
+      code: "duplicate_key",
+    };
+  }
+  if (unit === "line" && failure === SYNTAX_ERROR) return MALFORMED_LINE;
+  throw failure;
+}
+
 /**
- * Scans the record at the scanner's position and parses it. Only text the
- * scanner accepted reaches JSON.parse, so it cannot throw or recurse deeply.
- * Each string is decoded from its own bytes: no record keeps the body alive.
+ * Scans the plain record at the scanner's position and parses what ingest
+ * reads of it: its `data` text is decoded once, parsed once, and is the text
+ * forwarded; `ts` likewise; `type`, `id`, `channel` and `key` are decoded
+ * from their bytes. The record's other members are scanned (grammar,
+ * nesting, duplicate keys) but not parsed. Only text the scanner accepted
+ * reaches JSON.parse, so it cannot throw or recurse deeply.
  */
-function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line", whole = false): RawRecord {
+function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line"): RawRecord {
+  try {
+    scanner.scanRecord();
+  } catch (failure) {
+    return refusalOf(failure, scanner, unit);
+  }
+  const start = scanner.recordStart;
+  const end = scanner.recordEnd;
+  if (text[start] !== OPEN_BRACE) {
+    // Not an object: normalizeRecord refuses it by its value.
+    return {
+      ok: true,
+      value: JSON.parse(text.toString("utf8", start, end)),
+      dataJson: undefined,
+      tsJson: undefined,
+    };
+  }
+  const members = scanner.members;
+  const dataJson = spanText(text, members, MEMBER.data);
+  const data: unknown = dataJson === undefined ? undefined : JSON.parse(dataJson);
+  const tsJson = spanText(text, members, MEMBER.ts);
+  const value: RecordMembers = {
+    type: typeOf(text, scanner),
+    id: memberValue(text, scanner, MEMBER.id),
+    ts: tsJson === undefined ? undefined : JSON.parse(tsJson),
+    channel: memberValue(text, scanner, MEMBER.channel),
+    key: memberValue(text, scanner, MEMBER.key),
+    data,
+  };
+  const record: RawRecord = {
+    ok: true,
+    value,
+    dataJson,
+    tsJson,
+    source: text,
+    sourceStart: start,
+    sourceEnd: end,
+  };
+  // Rare (a number JSON.parse rounds): keep the texts so schema limits hold for the numbers as sent.
+  if (scanner.inexactNumbers && dataJson !== undefined) record.exactNumbers = exactNumbersOf(dataJson, data);
+  return record;
+}
+
+/** The text of member `member`'s value, or undefined when the record has none. */
+function spanText(text: Buffer, members: Int32Array, member: Member): string | undefined {
+  const start = members[2 * member] as number;
+  return start < 0 ? undefined : text.toString("utf8", start, members[2 * member + 1]);
+}
+
+/** Member `member`'s value: a string without escapes straight from its bytes, anything else through JSON.parse. */
+function memberValue(text: Buffer, scanner: JsonScanner, member: Member): unknown {
+  const members = scanner.members;
+  const start = members[2 * member] as number;
+  if (start < 0) return undefined;
+  const end = members[2 * member + 1] as number;
+  if (text[start] !== QUOTE || (scanner.escapedMembers & (1 << member)) !== 0)
+    return JSON.parse(text.toString("utf8", start, end));
+  return text.toString("utf8", start + 1, end - 1);
+}
+
+/** The last `type` decoded; a batch is mostly of one type, so its bytes are compared instead of decoded again. */
+let lastType = "";
+
+/** The record's `type`: the last one seen when its bytes spell it, else decoded (and kept when short and ASCII). */
+function typeOf(text: Buffer, scanner: JsonScanner): unknown {
+  const members = scanner.members;
+  const start = members[2 * MEMBER.type] as number;
+  const end = members[2 * MEMBER.type + 1] as number;
+  if (
+    start >= 0 &&
+    text[start] === QUOTE &&
+    (scanner.escapedMembers & (1 << MEMBER.type)) === 0 &&
+    end - start - 2 === lastType.length
+  ) {
+    let same = true;
+    for (let index = 0; index < lastType.length; index++) {
+      if (text[start + 1 + index] !== lastType.charCodeAt(index)) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return lastType;
+  }
+  const type = memberValue(text, scanner, MEMBER.type);
+  // Only ASCII is kept: its bytes and its UTF-16 code units are then the same numbers.
+  if (typeof type === "string" && type.length <= MAX_KEPT_TYPE_LENGTH && isAscii(type)) lastType = type;
+  return type;
+}
+
+function isAscii(text: string): boolean {
+  for (let index = 0; index < text.length; index++) if (text.charCodeAt(index) > 0x7f) return false;
+  return true;
+}
+
+/**
+ * Scans the item at the scanner's position and parses it whole: a
+ * CloudEvent (whose attributes are all read), or with `whole` the body of a
+ * binary-mode CloudEvent (its text is the data's). Each string is decoded
+ * from its own bytes: no record keeps the body alive.
+ */
+function readEvent(scanner: JsonScanner, text: Buffer, unit: "record" | "line", whole = false): RawRecord {
   let spans: RecordSpans;
   try {
     spans = scanner.record();
   } catch (failure) {
-    if (failure === DEPTH_ERROR) return TOO_DEEP;
-    if (failure === DUPLICATE_KEY_ERROR) {
-      return {
-        ok: false,
-        reason: `duplicate key ${JSON.stringify(scanner.duplicateKey)}`,
-        code: "duplicate_key",
-      };
-    }
-    if (unit === "line" && failure === SYNTAX_ERROR) return MALFORMED_LINE;
-    throw failure;
+    return refusalOf(failure, scanner, unit);
   }
   const recordJson = text.toString("utf8", spans.start, spans.end);
   const value = JSON.parse(recordJson) as unknown;

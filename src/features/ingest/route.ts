@@ -12,7 +12,7 @@ import type { Route } from "../../ports/route.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
 import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { HttpReply, HttpRequest } from "../../ports/transport.ts";
-import { decodeBody, type RawRecord } from "./body.ts";
+import { decodeBody, type RawRecord, sentAs } from "./body.ts";
 import { binaryCloudEvent } from "./cloudevents.ts";
 import { type ClaimedIds, claimRecordIds, type DedupCandidate, type RecordDedup } from "./dedup.ts";
 import { type Normalized, normalizeRecord, REJECT_REASON } from "./record.ts";
@@ -146,7 +146,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       }
       errors.push({ index, reason: refusal.reason, code: refusal.code });
       deps.metrics.eventsRejected.inc({ reason: REJECT_REASON[refusal.code] });
-      if (options.dlqTopic) rejectedRaw.push({ raw: raw.ok ? raw.value : undefined, reason: refusal.reason });
+      if (options.dlqTopic)
+        rejectedRaw.push({ raw: raw.ok ? sentAs(raw) : undefined, reason: refusal.reason });
     }
     if (options.dlqTopic && rejectedRaw.length > 0)
       sendToDeadLetters(options.dlqTopic, principal, rejectedRaw, deps);

@@ -1,16 +1,29 @@
 import { describe, expect, test } from "bun:test";
 import { gzipSync } from "node:zlib";
-import { decodeBody, type RawRecord } from "../../../src/features/ingest/body.ts";
+import { decodeBody, type RawRecord, sentAs } from "../../../src/features/ingest/body.ts";
 import { TOO_DEEP_REASON } from "../../../src/lib/json-scan.ts";
 
 const LIMITS = { maxBytes: 1024 * 1024, maxRecords: 1000 };
 const bytes = (text: string) => new TextEncoder().encode(text);
-const parsed = (value: unknown, dataJson?: string, tsJson?: string): RawRecord => ({
+/** A plain record as decodeBody gives it: the members ingest reads, and where its whole text lies. */
+const parsed = (sent: Record<string, unknown>, dataJson?: string, tsJson?: string): RawRecord => ({
   ok: true,
-  value,
+  value: {
+    type: sent.type,
+    id: sent.id,
+    ts: sent.ts,
+    channel: sent.channel,
+    key: sent.key,
+    data: sent.data,
+  },
   dataJson,
   tsJson,
+  source: expect.any(Buffer),
+  sourceStart: expect.any(Number),
+  sourceEnd: expect.any(Number),
 });
+/** What a dead letter of each accepted item would carry. */
+const sent = (records: RawRecord[]) => records.map((raw) => (raw.ok ? sentAs(raw) : raw.code));
 
 async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
   try {
@@ -41,6 +54,7 @@ describe("decodeBody", () => {
       { ok: false, reason: "malformed JSON line", code: "malformed_json" },
       parsed({ a: 3 }),
     ]);
+    expect(sent(ndjson)).toEqual([{ a: 1 }, "malformed_json", { a: 3 }]);
   });
 
   test("gzip is decoded, and a gzip bomb is cut at the limit", async () => {
@@ -136,7 +150,41 @@ describe("decodeBody", () => {
   });
 
   test("a UTF-8 byte order mark is ignored, as TextDecoder did", async () => {
-    const body = new Uint8Array([0xef, 0xbb, 0xbf, ...bytes('{"a":"é"}')]);
-    expect(await decodeBody(body, "application/json", undefined, LIMITS)).toEqual([parsed({ a: "é" })]);
+    const body = new Uint8Array([0xef, 0xbb, 0xbf, ...bytes('{"type":"é","a":"é"}')]);
+    const records = await decodeBody(body, "application/json", undefined, LIMITS);
+    expect(records).toEqual([parsed({ type: "é" })]);
+    expect(sent(records)).toEqual([{ type: "é", a: "é" }]);
+  });
+
+  test("type, id, channel and key are read as JSON.parse reads them: escapes, other types, the last of a batch", async () => {
+    const body = String.raw`[
+      {"type":"page_view","id":"a\"b\u00e9","channel":"c","key":"k","ts":"x","data":{},"other":[1]},
+      {"type":"page_view","id":7,"channel":null,"key":{"k":1},"ts":5,"data":{"n":1}},
+      {"type":"page_viex","data":{}},
+      {"type":"\u0070age_view","data":{}},
+      {"type":"pagé","data":{}},
+      {"type":"pagé","data":{}},
+      {"type":12,"data":{}},
+      [1, 2],
+      "text"
+    ]`;
+    const records = await decodeBody(bytes(body), "application/json", undefined, LIMITS);
+    const expected = JSON.parse(body) as Array<Record<string, unknown>>;
+    expect(records.slice(0, 7)).toEqual(
+      expected
+        .slice(0, 7)
+        .map((record) =>
+          parsed(
+            record,
+            JSON.stringify(record.data),
+            record.ts === undefined ? undefined : JSON.stringify(record.ts),
+          ),
+        ),
+    );
+    expect(records.slice(7)).toEqual([
+      { ok: true, value: [1, 2], dataJson: undefined, tsJson: undefined },
+      { ok: true, value: "text", dataJson: undefined, tsJson: undefined },
+    ]);
+    expect(sent(records)).toEqual(expected);
   });
 });
