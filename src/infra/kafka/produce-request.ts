@@ -169,7 +169,9 @@ function writeRecords(
     position = writeVarint(buffer, position, zigzag(keyLength));
     position += buffer.write(message.key, position, keyLength, "utf8");
     position = writeVarint(buffer, position, zigzag(valueLength));
-    position += buffer.write(message.value, position, valueLength, "utf8");
+    // As many bytes as characters: ASCII, whose bytes a latin1 write copies without UTF-8 encoding.
+    const encoding = valueLength === message.value.length ? "latin1" : "utf8";
+    position += buffer.write(message.value, position, valueLength, encoding);
     block.copy(buffer, position);
     position += block.length;
   }
