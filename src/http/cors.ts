@@ -25,25 +25,36 @@ export class CorsPolicy {
     "access-control-expose-headers": EXPOSED_HEADERS,
   };
   private readonly varyOnly: Record<string, string> = { vary: "Origin" };
+  /** The headers for each allowed origin, made once: the router keeps its header blocks by these objects. */
+  private readonly originHeaders: ReadonlyMap<string, Readonly<Record<string, string>>>;
 
   constructor(origins: CorsOrigins) {
     this.any = origins === "*";
     this.origins = new Set(origins === "*" ? [] : origins);
+    this.originHeaders = new Map(
+      [...this.origins].map((origin) => [
+        origin,
+        {
+          "access-control-allow-origin": origin,
+          vary: "Origin",
+          "access-control-expose-headers": EXPOSED_HEADERS,
+        },
+      ]),
+    );
   }
 
   allows(origin: string | undefined): boolean {
     return origin !== undefined && (this.any || this.origins.has(origin));
   }
 
-  /** Headers for any response to a request with this Origin header (none for an origin not allowed). */
+  /**
+   * Headers for any response to a request with this Origin header (none for
+   * an origin not allowed): one of a fixed set of objects, the same for every
+   * request from an origin.
+   */
   responseHeaders(origin: string | undefined): Readonly<Record<string, string>> {
     if (this.any) return this.anyOriginHeaders;
-    if (origin === undefined || !this.origins.has(origin)) return this.varyOnly;
-    return {
-      "access-control-allow-origin": origin,
-      vary: "Origin",
-      "access-control-expose-headers": EXPOSED_HEADERS,
-    };
+    return (origin === undefined ? undefined : this.originHeaders.get(origin)) ?? this.varyOnly;
   }
 
   /**

@@ -25,6 +25,11 @@ export interface HttpReply {
   status: number;
   headers?: Record<string, string>;
   body: string | Uint8Array;
+  /**
+   * Headers shared by many replies (the router's response policy), written
+   * after `headers`; a name in both is written once, with this block's value.
+   */
+  sharedHeaders?: HeaderBlock;
   /** Close the connection after replying (used after an oversize body). */
   closeConnection?: boolean;
   /**
@@ -33,6 +38,13 @@ export interface HttpReply {
    * stream to `stream.open`. Ignored for HEAD.
    */
   stream?: StreamListener;
+}
+
+/** Header fields made once and shared by replies; never changed (see http/header-block.ts). */
+export interface HeaderBlock {
+  readonly fields: Readonly<Record<string, string>>;
+  /** `\r\n<name>: <value>` for each field, in order: what an HTTP/1.1 writer appends to the head. */
+  readonly text: string;
 }
 
 /** One open streaming response, as the core sees it. */

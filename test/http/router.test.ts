@@ -2,6 +2,7 @@ import { expect, test } from "bun:test";
 import pino from "pino";
 import { GatewayError } from "../../src/domain/errors.ts";
 import { CorsPolicy } from "../../src/http/cors.ts";
+import { replyHeaders } from "../../src/http/header-block.ts";
 import { Router } from "../../src/http/router.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import type { Route } from "../../src/ports/route.ts";
@@ -76,11 +77,11 @@ test("preflights are answered only with CORS configured, and only for an allowed
   const { router } = routerFor([publishRoute], new CorsPolicy(["https://app.example.com"]));
   const allowed = await router.handle(preflight("https://app.example.com"));
   expect(allowed.status).toBe(204);
-  expect(allowed.headers?.["access-control-allow-origin"]).toBe("https://app.example.com");
-  expect(allowed.headers?.["access-control-allow-methods"]).toBe("POST");
+  expect(replyHeaders(allowed)?.["access-control-allow-origin"]).toBe("https://app.example.com");
+  expect(replyHeaders(allowed)?.["access-control-allow-methods"]).toBe("POST");
   const refused = await router.handle(preflight("https://evil.example.net"));
   expect(refused.status).toBe(403);
-  expect(refused.headers?.["access-control-allow-origin"]).toBeUndefined();
+  expect(replyHeaders(refused)?.["access-control-allow-origin"]).toBeUndefined();
 });
 
 test("guarded upgrades: a foreign browser origin is a 403 before the hub is asked; refusals carry the policy headers", async () => {
@@ -111,8 +112,8 @@ test("guarded upgrades: a foreign browser origin is a 403 before the hub is aske
   expect(noOrigin.accept).toBe(false);
   if (!noOrigin.accept) {
     expect(noOrigin.reply.status).toBe(503);
-    expect(noOrigin.reply.headers?.["x-content-type-options"]).toBe("nosniff");
-    expect(noOrigin.reply.headers?.["cache-control"]).toBe("no-store");
+    expect(replyHeaders(noOrigin.reply)?.["x-content-type-options"]).toBe("nosniff");
+    expect(replyHeaders(noOrigin.reply)?.["cache-control"]).toBe("no-store");
   }
   expect(asked).toEqual(["https://app.example.com", "none"]);
 });

@@ -1,4 +1,5 @@
 import type { Server, ServerWebSocket } from "bun";
+import { replyHeaders } from "../../http/header-block.ts";
 import type {
   GatewayApp,
   HttpReply,
@@ -180,7 +181,9 @@ async function streamBody(req: Request, limit: number): Promise<Uint8Array> {
 }
 
 function toResponse(reply: HttpReply): Response {
-  const headers = reply.closeConnection ? { ...reply.headers, connection: "close" } : reply.headers;
+  const headers = reply.closeConnection
+    ? { ...replyHeaders(reply), connection: "close" }
+    : replyHeaders(reply);
   return new Response(reply.body, { status: reply.status, headers });
 }
 
@@ -226,7 +229,7 @@ function streamResponse(reply: HttpReply, listener: StreamListener, signal: Abor
     new ByteLengthQueuingStrategy({ highWaterMark: 0 }),
   );
   signal.addEventListener("abort", finish, { once: true });
-  return new Response(body, { status: reply.status, headers: reply.headers });
+  return new Response(body, { status: reply.status, headers: replyHeaders(reply) });
 }
 
 function createPeer<State>(socket: ServerWebSocket<SocketData<State>>): EnginePeer<State> {

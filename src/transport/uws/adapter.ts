@@ -370,12 +370,22 @@ function writeReply(res: UwsResponse, reply: HttpReply, head = false): void {
   }
 }
 
-/** The status line and every header, as one text for `writeStatus` (see `writeReply`). */
+/**
+ * The status line and every header, as one text for `writeStatus` (see
+ * `writeReply`); the shared block's text as it is, and the reply's own
+ * headers but those the block overrides.
+ */
 function statusAndHeaders(reply: HttpReply): string {
   let text = statusLine(reply.status);
   const headers = reply.headers;
-  for (const name in headers) text += `\r\n${name}: ${headers[name]}`;
-  return text;
+  const shared = reply.sharedHeaders;
+  if (shared === undefined) {
+    for (const name in headers) text += `\r\n${name}: ${headers[name]}`;
+    return text;
+  }
+  const overridden = shared.fields;
+  for (const name in headers) if (!(name in overridden)) text += `\r\n${name}: ${headers[name]}`;
+  return text + shared.text;
 }
 
 function byteLength(body: string | Uint8Array): number {
