@@ -17,6 +17,29 @@
 export type RateLimitPolicy = "tenant" | "ip" | "ip-connects";
 
 /**
+ * The legacy headers and the two fields of an admitted request, made in one
+ * object of a fixed shape (the per-request path: no fields added one by one).
+ * `limitText` is String(limit), which the caller keeps; `resetSec` ≥ 1.
+ */
+export function rateLimitHeaders(
+  policy: RateLimitPolicy,
+  windowSec: number,
+  limitText: string,
+  remaining: number,
+  resetSec: number,
+): Record<string, string> {
+  const remainingText = String(remaining);
+  const resetText = resetSec === 1 ? "1" : String(resetSec);
+  return {
+    "ratelimit-limit": limitText,
+    "ratelimit-remaining": remainingText,
+    "ratelimit-reset": resetText,
+    "ratelimit-policy": `"${policy}";q=${limitText};w=${windowSec}`,
+    ratelimit: `"${policy}";r=${remainingText};t=${resetText}`,
+  };
+}
+
+/**
  * Adds the two fields to `headers` (in place: the limiter's headers object is
  * fresh per request) when it holds the legacy ones; `windowSec` is the
  * policy's window. Returns `headers`.

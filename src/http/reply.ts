@@ -3,12 +3,16 @@ import type { HttpReply } from "../ports/transport.ts";
 
 const JSON_TYPE = { "content-type": "application/json" };
 
-export function json(status: number, body: unknown, headers?: Record<string, string>): HttpReply {
+export function json(status: number, body: unknown, headers?: Readonly<Record<string, string>>): HttpReply {
   return jsonText(status, JSON.stringify(body), headers);
 }
 
 /** A JSON reply whose body the caller serialised already. */
-export function jsonText(status: number, text: string, headers?: Record<string, string>): HttpReply {
+export function jsonText(
+  status: number,
+  text: string,
+  headers?: Readonly<Record<string, string>>,
+): HttpReply {
   // Object.assign, not a spread: cheaper on Node (see the router's policy headers).
   return {
     status,

@@ -1,12 +1,19 @@
 import type { Principal } from "../domain/principal.ts";
 import type { HttpRequest } from "./transport.ts";
 
+/** The RateLimit-* headers to answer an admitted request with; undefined when limits are off. */
+export type AdmittedHeaders = Readonly<Record<string, string>> | undefined;
+
 /** The rate limits a feature obeys; each rejects with a 429 GatewayError when over budget. */
 export interface Admission {
   /** Per client IP, one request: checked before the token or the body. */
   request(request: HttpRequest): Promise<void>;
-  /** Per tenant, `cost` events; resolves with the RateLimit-* headers to answer with. */
-  events(principal: Principal, cost: number): Promise<Record<string, string>>;
+  /**
+   * Per tenant, `cost` events: the headers at once when the instance's own
+   * share of the budget paid (no promise, nothing to wait for), else a
+   * promise of them that rejects with the 429.
+   */
+  events(principal: Principal, cost: number): AdmittedHeaders | Promise<AdmittedHeaders>;
   /** Per client IP, one WebSocket connection attempt. */
   connection(ip: string): Promise<void>;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { addRateLimitFields } from "../../src/http/rate-limit-fields.ts";
+import { addRateLimitFields, rateLimitHeaders } from "../../src/http/rate-limit-fields.ts";
 
 /**
  * A Structured Fields List (RFC 8941) of Items whose bare item is a String
@@ -50,6 +50,23 @@ describe("RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers-1
       { name: "tenant", params: { q: 100, w: 10 } },
     ]);
     expect(parseList(headers.ratelimit as string)).toEqual([{ name: "tenant", params: { r: 50, t: 30 } }]);
+  });
+
+  test("made in one object on the fast path, the same headers as derived from the legacy ones", () => {
+    for (const [remaining, reset] of [
+      [50, 30],
+      [0, 1],
+      [999, 1],
+    ] as const) {
+      const legacy = {
+        "ratelimit-limit": "1000",
+        "ratelimit-remaining": String(remaining),
+        "ratelimit-reset": String(reset),
+      };
+      expect(rateLimitHeaders("tenant", 1, "1000", remaining, reset)).toEqual(
+        addRateLimitFields(legacy, "tenant", 1),
+      );
+    }
   });
 
   test("nothing is added where no limit applied", () => {

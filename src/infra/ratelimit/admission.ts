@@ -1,8 +1,8 @@
 import { isGatewayError } from "../../domain/errors.ts";
 import { clientIp } from "../../http/client-ip.ts";
-import { addRateLimitFields, type RateLimitPolicy } from "../../http/rate-limit-fields.ts";
-import type { Admission } from "../../ports/admission.ts";
-import { ALLOWED, type RateLimits } from "./limiter.ts";
+import { addRateLimitFields, type RateLimitPolicy, rateLimitHeaders } from "../../http/rate-limit-fields.ts";
+import type { Admission, AdmittedHeaders } from "../../ports/admission.ts";
+import { ALLOWED, NOT_LOCAL, type RateLimits } from "./limiter.ts";
 import type { TenantQuotas } from "./tenant-quotas.ts";
 
 export interface AdmissionOptions {
@@ -14,7 +14,6 @@ export interface AdmissionOptions {
 
 /** The limiter's budgets are per one-second window. */
 const WINDOW_SEC = 1;
-const NO_RATE_LIMIT_HEADERS: Promise<Record<string, string>> = Promise.resolve(Object.freeze({}));
 
 /** The rate limits as features ask for them: per IP, per tenant (with its own quota), per IP connects. */
 export function createAdmission(
@@ -23,17 +22,28 @@ export function createAdmission(
   options: AdmissionOptions,
 ): Admission {
   if (!options.enabled) {
-    // Shared settled promises: every request awaits these, none needs a new one.
-    return { request: () => ALLOWED, events: () => NO_RATE_LIMIT_HEADERS, connection: () => ALLOWED };
+    // A shared settled promise, and no headers: nothing allocated or merged per request.
+    return { request: () => ALLOWED, events: () => undefined, connection: () => ALLOWED };
   }
+  /** String(limit) of the last budget formatted: budgets are few (the default and the quota table's). */
+  let limitText = { limit: -1, text: "" };
   return {
     // The per-IP budget's headers are sent only with its 429.
     request: (request) =>
       orRefused(limits.allow("ip_requests", clientIp(request, options.trustProxyHops)), refusedByIp),
-    events: (principal, cost) =>
-      limits
-        .admit("tenant_events", principal.tenant, cost, quotas?.eventsPerSec(principal.tenant))
-        .then(admittedWithFields, refusedByTenant),
+    events: (principal, cost): AdmittedHeaders | Promise<AdmittedHeaders> => {
+      const budget = quotas?.eventsPerSec(principal.tenant);
+      const remaining = limits.spendLocally("tenant_events", principal.tenant, cost, budget);
+      if (remaining === NOT_LOCAL) {
+        return limits
+          .admit("tenant_events", principal.tenant, cost, budget)
+          .then(admittedWithFields, refusedByTenant);
+      }
+      const limit = limits.limitOf("tenant_events", budget);
+      if (limitText.limit !== limit) limitText = { limit, text: String(limit) };
+      // The local slice lasts no longer than the window: the reset is within it.
+      return rateLimitHeaders("tenant", WINDOW_SEC, limitText.text, Math.max(0, remaining), WINDOW_SEC);
+    },
     connection: (ip) => orRefused(limits.allow("ws_connect", ip), refusedByConnects),
   };
 }

@@ -4,6 +4,9 @@ import { GatewayError } from "../../domain/errors.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import { LeasedBudgets, NOT_LOCAL, type Spent, WINDOW_MS } from "./leases.ts";
+
+export { NOT_LOCAL };
+
 import { RedisLeaseStore } from "./redis-leases.ts";
 
 export type LimitScope = "tenant_events" | "ip_requests" | "ws_connect";
@@ -108,13 +111,27 @@ export class RateLimits {
   admit(scope: LimitScope, key: string, cost = 1, budget?: number): Promise<RateLimitHeaders> {
     const limit = budget ?? this.points[scope];
     if (!this.leased || this.degraded) return this.admitLocally(scope, key, cost, limit);
-    const remaining = this.leased[scope].spendLocally(key, cost, limit);
-    if (remaining !== NOT_LOCAL) return Promise.resolve(headers(limit, remaining, WINDOW_MS));
     const spent = this.leased[scope].spend(key, cost, limit);
     if (!(spent instanceof Promise)) return this.answer(scope, cost, spent);
     return spent.then((result) =>
       result ? this.answer(scope, cost, result) : this.admitLocally(scope, key, cost, limit),
     );
+  }
+
+  /**
+   * The per-request fast path of admit(), allocating nothing: spends `cost`
+   * from this instance's leased slice when it fits and returns what is left
+   * as far as this instance knows (the window ends within WINDOW_MS), or
+   * NOT_LOCAL without spending (admit() then decides, maybe after a lease).
+   */
+  spendLocally(scope: LimitScope, key: string, cost: number, budget?: number): number {
+    if (!this.leased || this.degraded) return NOT_LOCAL;
+    return this.leased[scope].spendLocally(key, cost, budget ?? this.points[scope]);
+  }
+
+  /** The budget per window that admit() applies: `budget` when given, else the scope's default. */
+  limitOf(scope: LimitScope, budget?: number): number {
+    return budget ?? this.points[scope];
   }
 
   /** admit() for one unit of the scope's default budget, without the headers: the per-request check's fast path allocates nothing. */
