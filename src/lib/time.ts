@@ -5,12 +5,21 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
  * first; a late result of `promise` is then ignored.
  */
 export function withDeadline<T>(promise: Promise<T>, ms: number, timeoutError: () => Error): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(timeoutError()), ms);
+  // One promise and one reaction on `promise`: it runs on every acknowledged request, and
+  // Promise.race with a deadline promise and .finally made five promises and their reactions.
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(timeoutError()), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
   });
-  promise.catch(() => {});
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
 
 /** Milliseconds left until `deadline` (epoch ms), never negative. */
