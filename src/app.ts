@@ -304,7 +304,7 @@ async function createSink(
     maxRecords: config.kafka.queueMaxRecords,
     maxBytes: config.kafka.queueMaxBytes,
     unhealthyAfterMs: config.kafka.unhealthyAfterMs,
-    // One batch at a time per topic: the Kafka writer sends one at a time per topic anyway (see KafkaWriter.write).
+    // One batch at a time per writer of a topic: a Kafka producer sends one at a time anyway (see KafkaWriter.write).
     maxInFlight: 1,
     probeIntervalMs: 2000,
     writeTimeoutMs: config.kafka.writeTimeoutMs,

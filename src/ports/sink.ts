@@ -24,13 +24,22 @@ export interface RecordQueue {
  * acknowledged (Kafka acks=all, or fsync for the local log) and rejects on any
  * failure: with an UndeliverableError (the records are at fault), a
  * SinkUnavailableError (the topic is), or any other error (transient: the
- * delivery queue retries). A batch holds records of one topic.
+ * delivery queue retries).
  */
 export interface SinkWriter {
   readonly kind: "kafka" | "local-log";
-  write(batch: SinkMessage[]): Promise<void>;
-  /** Called after a failed write to `topic`, before the retry: drop state that may be stale (connections, sequences). */
-  reset?(topic: string): void;
+  /**
+   * How many writers each topic has (1 when unset). Each takes one batch at a
+   * time, and a record always goes to the same one (`writerOf`), so records
+   * that share a key (Kafka: a partition) keep their order.
+   */
+  readonly writersPerTopic?: number;
+  /** Which of its topic's writers takes `message`, from 0 to `writersPerTopic` - 1. */
+  writerOf?(message: SinkMessage): number;
+  /** A batch holds records of one topic, all for `writer` (0 when unset). */
+  write(batch: SinkMessage[], writer?: number): Promise<void>;
+  /** Called after a failed write to `topic` by `writer`, before the retry: drop state that may be stale (connections, sequences). */
+  reset?(topic: string, writer?: number): void;
   close(): Promise<void>;
 }
 

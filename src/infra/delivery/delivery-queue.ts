@@ -22,7 +22,7 @@ export interface DeliveryQueueOptions {
   maxRecords: number;
   maxBytes: number;
   unhealthyAfterMs: number;
-  /** Batches in flight per topic. */
+  /** Batches in flight per writer of a topic (see `SinkWriter.writersPerTopic`). */
   maxInFlight: number;
   probeIntervalMs: number;
   /** A write (or probe) not acknowledged in this time counts as failed and is retried. */
@@ -77,32 +77,20 @@ function refusalReply(refusal: UndeliverableError): GatewayError {
 }
 
 /**
- * One topic's records. Batches hold records of one topic, and a topic's
- * trouble (retries, a refusal of the whole topic) holds only its own lane.
- * There is one lane per topic the gateway writes (ingest, fan-out, dead
- * letters: all from config), so the lanes are few and live as long as the queue.
+ * The records of one topic bound for one of its writers (a Kafka producer
+ * owning some of the partitions), in the order they came. Each sends its own
+ * batches and retries its own failures, so records of one writer keep their
+ * order while the topic's writers work side by side.
  */
-class Lane {
+class WriterQueue {
   pending: Entry[] = [];
   pendingHead = 0;
   pendingBytes = 0;
-  /** Records and bytes of this topic accepted and not yet acknowledged (pending + in flight). */
-  records = 0;
-  bytes = 0;
   inFlight = 0;
-  /** A batch failed with a transient error and is being retried: the lane sends nothing else meanwhile. */
+  /** A batch failed with a transient error and is being retried: this writer sends nothing else meanwhile. */
   retrying = false;
-  /** Since when this topic's writes fail with transient errors; cleared by an answer. */
-  failingSince: number | undefined;
-  /** Set while the sink refuses the whole topic: its code, and until when the lane is held. */
-  unavailable: { code: string; until: number } | undefined;
-  /** Wakes the lane when its hold ends. */
-  retryTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(
-    readonly topic: string,
-    readonly deadLetters: boolean,
-  ) {}
+  constructor(readonly writer: number) {}
 
   hasPending(): boolean {
     return this.pendingHead < this.pending.length;
@@ -150,14 +138,54 @@ class Lane {
 }
 
 /**
+ * One topic's records. Batches hold records of one topic, and a topic's
+ * trouble (retries, a refusal of the whole topic) holds only its own lane.
+ * There is one lane per topic the gateway writes (ingest, fan-out, dead
+ * letters: all from config), so the lanes are few and live as long as the
+ * queue; each has a fixed number of writer queues (`SinkWriter.writersPerTopic`).
+ */
+class Lane {
+  readonly queues: WriterQueue[];
+  /** Records and bytes of this topic accepted and not yet acknowledged (pending + in flight). */
+  records = 0;
+  bytes = 0;
+  /** Since when this topic's writes fail with transient errors; cleared by an answer. */
+  failingSince: number | undefined;
+  /** Set while the sink refuses the whole topic: its code, and until when the lane is held. */
+  unavailable: { code: string; until: number } | undefined;
+  /** Wakes the lane when its hold ends. */
+  retryTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    readonly topic: string,
+    readonly deadLetters: boolean,
+    writers: number,
+  ) {
+    this.queues = Array.from({ length: writers }, (_, writer) => new WriterQueue(writer));
+  }
+
+  /** Whether one of the topic's writers is retrying a batch. */
+  isRetrying(): boolean {
+    return this.queues.some((queue) => queue.retrying);
+  }
+
+  /** Keeps only the pending entries `keep` accepts, in every writer queue. */
+  retain(keep: (entry: Entry) => boolean): void {
+    for (const queue of this.queues) queue.retain(keep);
+  }
+}
+
+/**
  * The bounded queue between requests and the sink. Records accumulate per
- * topic and leave in batches (on linger time, on batch bytes, or as soon as
- * the previous batch is acknowledged); every batch fits the broker
- * (`maxBatchBytes`). Each failure is classified by the writer:
+ * topic and, within it, per writer (a Kafka producer owning some of the
+ * topic's partitions), and leave in batches (on linger time, on batch bytes,
+ * or as soon as that writer's previous batch is acknowledged); every batch
+ * fits the broker (`maxBatchBytes`). Each failure is classified by the writer:
  *
  * - transient (network, leader changes, timeouts): the batch is retried with
  *   bounded backoff until it succeeds, so an acknowledged request is never
- *   lost; only its own topic waits meanwhile. Once failures have lasted
+ *   lost; only its own writer waits meanwhile (its later records keep their
+ *   order behind it). Once failures have lasted
  *   `unhealthyAfterMs`, new records for that topic get a 503 (and, when the
  *   sink as a whole is failing, /health says `kafka_unreachable`);
  * - refused for good because of the records (UndeliverableError): the batch
@@ -272,9 +300,9 @@ export class DeliveryQueue implements RecordQueue {
     }
     let readyToSend = false;
     messages.forEach((message, index) => {
-      const lane = this.lane(message.topic);
-      lane.push({ message, bytes: sizes[index] as number, ticket });
-      if (lane.pendingBytes >= this.options.batchBytes) readyToSend = true;
+      const queue = this.writerQueue(this.lane(message.topic), message);
+      queue.push({ message, bytes: sizes[index] as number, ticket });
+      if (queue.pendingBytes >= this.options.batchBytes) readyToSend = true;
     });
     for (const [lane, need] of demand) this.count(lane, need.records, need.bytes);
     if (readyToSend) this.pump();
@@ -334,11 +362,16 @@ export class DeliveryQueue implements RecordQueue {
   private lane(topic: string): Lane {
     let lane = this.lanes.get(topic);
     if (!lane) {
-      lane = new Lane(topic, topic === this.options.deadLetterTopic);
+      lane = new Lane(topic, topic === this.options.deadLetterTopic, this.writer.writersPerTopic ?? 1);
       this.lanes.set(topic, lane);
       this.metrics.topicAvailable.set({ topic }, 1);
     }
     return lane;
+  }
+
+  /** The queue of the topic's writer that takes `message`: the same one for every record of its key. */
+  private writerQueue(lane: Lane, message: SinkMessage): WriterQueue {
+    return lane.queues[this.writer.writerOf ? this.writer.writerOf(message) : 0] as WriterQueue;
   }
 
   private deadLetterLane(): Lane | undefined {
@@ -416,7 +449,7 @@ export class DeliveryQueue implements RecordQueue {
     const waitingLetters =
       deadLetters !== undefined &&
       deadLetters.records > 0 &&
-      !deadLetters.retrying &&
+      !deadLetters.isRetrying() &&
       deadLetters.unavailable === undefined;
     return this.queuedRecords - (deadLetters?.records ?? 0) === 0 && !waitingLetters;
   }
@@ -446,20 +479,24 @@ export class DeliveryQueue implements RecordQueue {
     for (const lane of this.lanes.values()) this.pumpLane(lane);
   }
 
-  /**
-   * While one of its batches is retried, a lane holds its others back instead
-   * of hammering a failing broker; a held topic waits for its retry time.
-   * Other lanes are not concerned.
-   */
   private pumpLane(lane: Lane): void {
+    for (const queue of lane.queues) this.pumpWriter(lane, queue);
+  }
+
+  /**
+   * While one of its batches is retried, a writer holds its others back
+   * instead of hammering a failing broker (and so keeps their order); a held
+   * topic waits for its retry time. Other writers and lanes are not concerned.
+   */
+  private pumpWriter(lane: Lane, queue: WriterQueue): void {
     while (
-      lane.inFlight < this.options.maxInFlight &&
-      lane.hasPending() &&
-      !lane.retrying &&
+      queue.inFlight < this.options.maxInFlight &&
+      queue.hasPending() &&
+      !queue.retrying &&
       !this.isHeld(lane)
     ) {
-      lane.inFlight++;
-      void this.deliver(lane, lane.take(this.options.batchBytes, this.options.maxBatchBytes));
+      queue.inFlight++;
+      void this.deliver(lane, queue, queue.take(this.options.batchBytes, this.options.maxBatchBytes));
     }
   }
 
@@ -467,10 +504,10 @@ export class DeliveryQueue implements RecordQueue {
     return lane.unavailable !== undefined && Date.now() < lane.unavailable.until;
   }
 
-  private async deliver(lane: Lane, batch: Entry[]): Promise<void> {
-    await this.send(lane, batch);
-    lane.inFlight--;
-    this.pumpLane(lane);
+  private async deliver(lane: Lane, queue: WriterQueue, batch: Entry[]): Promise<void> {
+    await this.send(lane, queue, batch);
+    queue.inFlight--;
+    this.pumpWriter(lane, queue);
   }
 
   /**
@@ -479,25 +516,25 @@ export class DeliveryQueue implements RecordQueue {
    * fault, which is set aside: one bad record never stalls the queue. A batch
    * whose topic the sink refuses goes back to its lane, which is held.
    */
-  private async send(lane: Lane, batch: Entry[]): Promise<void> {
+  private async send(lane: Lane, queue: WriterQueue, batch: Entry[]): Promise<void> {
     if (this.isHeld(lane)) {
-      this.hold(lane, batch, undefined);
+      this.hold(lane, queue, batch, undefined);
       return;
     }
-    const outcome = await this.writeUntilAnswered(lane, batch);
+    const outcome = await this.writeUntilAnswered(lane, queue, batch);
     if (outcome === "abandoned") return;
     if (outcome === "acknowledged") {
       this.settle(lane, batch);
       return;
     }
     if (outcome instanceof SinkUnavailableError) {
-      this.hold(lane, batch, outcome);
+      this.hold(lane, queue, batch, outcome);
       return;
     }
     if (batch.length > 1) {
       const half = Math.ceil(batch.length / 2);
-      await this.send(lane, batch.slice(0, half));
-      await this.send(lane, batch.slice(half));
+      await this.send(lane, queue, batch.slice(0, half));
+      await this.send(lane, queue, batch.slice(half));
       return;
     }
     this.setAside(lane, batch[0] as Entry, outcome);
@@ -506,6 +543,7 @@ export class DeliveryQueue implements RecordQueue {
   /** Writes until acknowledged or answered with a refusal, retrying transient failures with bounded backoff. */
   private async writeUntilAnswered(
     lane: Lane,
+    queue: WriterQueue,
     batch: Entry[],
   ): Promise<"acknowledged" | "abandoned" | UndeliverableError | SinkUnavailableError> {
     const messages = batch.map((entry) => entry.message);
@@ -514,7 +552,7 @@ export class DeliveryQueue implements RecordQueue {
       for (let attempt = 0; ; attempt++) {
         const started = performance.now();
         try {
-          await withDeadline(this.writer.write(messages), this.options.writeTimeoutMs, () =>
+          await withDeadline(this.writer.write(messages, queue.writer), this.options.writeTimeoutMs, () =>
             this.writeTimeout(),
           );
           this.metrics.produceDuration.observe((performance.now() - started) / 1000);
@@ -524,35 +562,41 @@ export class DeliveryQueue implements RecordQueue {
           this.metrics.produceErrors.inc();
           // A refusal is still an answer: the sink is reachable, the records or the topic are the problem.
           if (error instanceof UndeliverableError || error instanceof SinkUnavailableError) {
-            this.writer.reset?.(lane.topic);
+            this.writer.reset?.(lane.topic, queue.writer);
             this.markAnswered(lane, error instanceof UndeliverableError);
             return error;
           }
           if (!failed) {
-            lane.retrying = true;
+            queue.retrying = true;
             this.wakeIfIdle();
           }
           failed = true;
           this.markFailing(lane, error);
           if (this.abandoned) return "abandoned";
-          this.writer.reset?.(lane.topic);
+          this.writer.reset?.(lane.topic, queue.writer);
           await sleep(this.backoff(attempt));
           if (this.abandoned) return "abandoned";
         }
       }
     } finally {
-      if (failed) lane.retrying = false;
+      if (failed) queue.retrying = false;
     }
   }
 
   /**
    * The sink refused the lane's topic (or the lane is held and `refusal` is
-   * undefined): the batch goes back in front; requests waiting for this topic
-   * get a 503 now and their records are dropped (the client retries), records
-   * already answered stay for the next try; dead letters are dropped.
+   * undefined): the batch goes back in front of its writer's queue; requests
+   * waiting for this topic (any writer's) get a 503 now and their records are
+   * dropped (the client retries), records already answered stay for the next
+   * try; dead letters are dropped.
    */
-  private hold(lane: Lane, batch: Entry[], refusal: SinkUnavailableError | undefined): void {
-    lane.requeueFront(batch);
+  private hold(
+    lane: Lane,
+    queue: WriterQueue,
+    batch: Entry[],
+    refusal: SinkUnavailableError | undefined,
+  ): void {
+    queue.requeueFront(batch);
     if (refusal) {
       const retryMs = this.closed
         ? Math.min(this.options.unavailableRetryMs, DRAIN_RETRY_MAX_MS)
@@ -664,7 +708,7 @@ export class DeliveryQueue implements RecordQueue {
     const lane = this.lane(message.topic);
     const demand = new Map([[lane, { records: 1, bytes }]]);
     if (this.refusal(demand, bytes)) return false;
-    lane.push({ message, bytes, ticket: noTicket() });
+    this.writerQueue(lane, message).push({ message, bytes, ticket: noTicket() });
     this.count(lane, 1, bytes);
     this.schedulePump();
     return true;

@@ -115,9 +115,11 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
       };
       return {
         kind: writer.kind,
-        ...(writer.reset ? { reset: (topic: string) => writer.reset?.(topic) } : {}),
+        ...(writer.writersPerTopic === undefined ? {} : { writersPerTopic: writer.writersPerTopic }),
+        ...(writer.writerOf ? { writerOf: (message: SinkMessage) => writer.writerOf?.(message) ?? 0 } : {}),
+        ...(writer.reset ? { reset: (topic: string, index?: number) => writer.reset?.(topic, index) } : {}),
         close: () => writer.close(),
-        write(batch) {
+        write(batch, index) {
           const topic = batch[0]?.topic ?? "";
           const span = tracer.startSpan(
             `send ${topic}`,
@@ -135,7 +137,7 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
             },
             api.ROOT_CONTEXT,
           );
-          return writer.write(batch).then(
+          return writer.write(batch, index).then(
             () => span.end(),
             (error: unknown) => {
               span.setStatus({ code: api.SpanStatusCode.ERROR, message: String(error) });

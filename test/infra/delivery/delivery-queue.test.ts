@@ -471,3 +471,126 @@ describe("DeliveryQueue", () => {
     });
   });
 });
+
+/** A topic with two writers (keys "a…" to writer 0, others to 1) whose writes the test lets through. */
+class TwoWriters implements SinkWriter {
+  readonly kind = "kafka";
+  readonly writersPerTopic = 2;
+  /** Per writer, the `n`s of its acknowledged records in the order they were written. */
+  readonly written: number[][] = [[], []];
+  readonly inFlight = [0, 0];
+  readonly mostInFlight = [0, 0];
+  /** Per writer: while set, its writes wait for this promise. */
+  readonly gates: Array<Promise<void> | undefined> = [undefined, undefined];
+  /** Per writer: its writes fail with a transient error, or with this refusal. */
+  readonly failing: Array<Error | undefined> = [undefined, undefined];
+  readonly resets: number[] = [];
+
+  writerOf(message: SinkMessage): number {
+    return message.key.startsWith("a") ? 0 : 1;
+  }
+
+  async write(batch: SinkMessage[], writer = 0) {
+    for (const each of batch) expect(this.writerOf(each)).toBe(writer);
+    this.inFlight[writer] = (this.inFlight[writer] as number) + 1;
+    this.mostInFlight[writer] = Math.max(
+      this.mostInFlight[writer] as number,
+      this.inFlight[writer] as number,
+    );
+    try {
+      await this.gates[writer];
+      const failure = this.failing[writer];
+      if (failure) throw failure;
+      this.written[writer]?.push(...batch.map((each) => JSON.parse(each.value).n as number));
+    } finally {
+      this.inFlight[writer] = (this.inFlight[writer] as number) - 1;
+    }
+  }
+
+  reset(_topic: string, writer = 0) {
+    this.resets.push(writer);
+  }
+
+  async close() {}
+}
+
+function keyed(key: string, n: number): SinkMessage {
+  return { topic: "t", key, value: JSON.stringify({ n }), headers: {} };
+}
+
+function gate(): { opened: Promise<void>; open(): void } {
+  let open = () => {};
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
+
+describe("DeliveryQueue, several writers per topic", () => {
+  function twoWriters(options: Partial<DeliveryQueueOptions> = {}) {
+    const writer = new TwoWriters();
+    const health = new HealthState();
+    const queue = new DeliveryQueue(
+      writer,
+      { ...OPTIONS, lingerMs: 0, maxInFlight: 1, ...options },
+      createMetrics("test", "0"),
+      health,
+      pino({ level: "silent" }),
+    );
+    return { writer, queue, health };
+  }
+
+  test("a writer waiting for its acknowledgement does not hold the other's records; each keeps one batch in flight, in order", async () => {
+    const { writer, queue } = twoWriters();
+    const slow = gate();
+    writer.gates[0] = slow.opened;
+    const first = queue.enqueue([keyed("a", 1)], "acknowledged");
+    await waitUntil(async () => writer.inFlight[0] === 1, "writer 0's batch in flight");
+    const later = [2, 3, 4].map((n) => queue.enqueue([keyed("a", n)], "acknowledged"));
+    // Writer 1's records are acknowledged while writer 0's first batch still waits.
+    await queue.enqueue([keyed("b", 10), keyed("b", 11)], "acknowledged");
+    await queue.enqueue([keyed("b", 12)], "acknowledged");
+    expect(writer.written).toEqual([[], [10, 11, 12]]);
+    slow.open();
+    await Promise.all([first, ...later]);
+    expect(writer.written[0]).toEqual([1, 2, 3, 4]);
+    expect(writer.mostInFlight).toEqual([1, 1]);
+    await queue.close(1000);
+  });
+
+  test("a writer retrying a transient failure keeps its order and resets only itself; the other writer flows", async () => {
+    const { writer, queue } = twoWriters({ unhealthyAfterMs: 60_000 });
+    writer.failing[0] = new Error("leader not available");
+    const retried = queue.enqueue([keyed("a", 1), keyed("a", 2)], "acknowledged");
+    await waitUntil(async () => writer.resets.length >= 2, "writer 0 retried twice");
+    const behind = queue.enqueue([keyed("a", 3)], "acknowledged");
+    await queue.enqueue([keyed("b", 10)], "acknowledged");
+    expect(writer.written).toEqual([[], [10]]);
+    writer.failing[0] = undefined;
+    await Promise.all([retried, behind]);
+    expect(writer.written[0]).toEqual([1, 2, 3]);
+    expect(new Set(writer.resets)).toEqual(new Set([0]));
+    await queue.close(1000);
+  });
+
+  test("a topic refused through one writer is held for all of them: every waiting request gets 503", async () => {
+    const { writer, queue, health } = twoWriters({ unavailableRetryMs: 60_000 });
+    const slow = gate();
+    writer.gates[0] = slow.opened;
+    writer.gates[1] = slow.opened;
+    writer.failing[0] = new SinkUnavailableError("TOPIC_AUTHORIZATION_FAILED");
+    const inFlight = queue.enqueue([keyed("a", 1)], "acknowledged").catch((error: unknown) => error);
+    await waitUntil(async () => writer.inFlight[1] === 0 && writer.inFlight[0] === 1, "writer 0 in flight");
+    const behindOther = queue.enqueue([keyed("b", 10)], "acknowledged").catch((error: unknown) => error);
+    await waitUntil(async () => writer.inFlight[1] === 1, "writer 1 in flight");
+    const pendingOther = queue.enqueue([keyed("b", 11)], "acknowledged").catch((error: unknown) => error);
+    slow.open();
+    expect(((await inFlight) as GatewayError).code).toBe("unavailable");
+    expect(((await pendingOther) as GatewayError).code).toBe("unavailable");
+    // Writer 1's batch in flight was acknowledged before the hold; nothing of it is refused.
+    expect(await behindOther).toBeUndefined();
+    expect(health.degraded()).toEqual(["kafka_topic_unavailable:t"]);
+    await expectRefused(() => queue.enqueue([keyed("b", 12)], "acknowledged"), "unavailable");
+    expect(writer.written).toEqual([[], [10]]);
+  });
+});
