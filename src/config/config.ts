@@ -64,6 +64,7 @@ export interface Config {
     /** Whether Kafka failing past unhealthyAfterMs turns /health 503 (ingest answers 503 either way). */
     affectsHealth: boolean;
     topicPartitions: number;
+    producers: number;
     writeTimeoutMs: number;
     /** How often a topic Kafka refuses as a whole (or an unwritable local log) is tried again. */
     topicRetryMs: number;
@@ -272,6 +273,8 @@ export function loadConfig(env: Env = process.env): Config {
       writeTimeoutMs: read("KAFKA_WRITE_TIMEOUT_MS", integer(100, 600_000), 5000),
       topicRetryMs: read("KAFKA_TOPIC_RETRY_MS", integer(100, 600_000), 5000),
       topicPartitions: read("KAFKA_TOPIC_PARTITIONS", integer(1, 10_000), 6),
+      // Idempotent producers per topic, each owning a share of its partitions with one batch in flight.
+      producers: read("KAFKA_PRODUCERS", integer(1, 16), 2),
     },
     localLog: {
       dir: read("LOCAL_LOG_DIR", nonEmpty, "./data/events"),

@@ -113,3 +113,46 @@ describe("KafkaWriter, writes handed over together", () => {
     );
   }, 40_000);
 });
+
+describe("KafkaWriter with several producers per topic", () => {
+  test("each partition has one producer; writes through all of them together are stored, each partition in order", async () => {
+    const topic = await createTopic("writer-producers", 6);
+    const config = loadConfig({ KAFKA_BROKERS: services().brokers, KAFKA_PRODUCERS: "3", DEV_MODE: "true" });
+    const writer = new KafkaWriter(kafkaConnectionOptions(config.kafka), config.kafka);
+    const partitionOf = (key: string) => (murmur2(Buffer.from(key)) >>> 0) % 6;
+    const records: SinkMessage[] = Array.from({ length: 600 }, (_, i) => ({
+      topic,
+      key: `device-${i % 37}`,
+      value: `{"i":${i}}`,
+      headers: {},
+    }));
+    // Per producer, its records in 4 batches handed over at once: they queue behind each other, the producers run side by side.
+    const batches: SinkMessage[][][] = [[], [], []];
+    try {
+      await writer.ensureTopics([topic], 6);
+      for (const record of records) {
+        const owner = writer.writerOf(record);
+        expect(owner).toBe(partitionOf(record.key) % 3);
+        const mine = batches[owner] as SinkMessage[][];
+        if (mine.length === 0 || (mine.at(-1) as SinkMessage[]).length === 50) mine.push([]);
+        (mine.at(-1) as SinkMessage[]).push(record);
+      }
+      expect(batches.every((mine) => mine.length > 1)).toBe(true);
+      await Promise.all(batches.flatMap((mine, owner) => mine.map((batch) => writer.write(batch, owner))));
+    } finally {
+      await writer.close();
+    }
+    const read = await kcat(topic);
+    expect(new Set(read.map((message) => message.payload)).size).toBe(600);
+    for (let partition = 0; partition < 6; partition++) {
+      const stored = read
+        .filter((message) => message.partition === partition)
+        .map((message) => message.payload);
+      const handedOver = (batches[partition % 3] as SinkMessage[][])
+        .flat()
+        .filter((record) => partitionOf(record.key) === partition)
+        .map((record) => record.value);
+      expect(stored).toEqual(handedOver);
+    }
+  }, 40_000);
+});

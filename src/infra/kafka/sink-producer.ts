@@ -85,7 +85,8 @@ export const sinkMessageSerializers: Serializers<string, SinkMessage, string, st
   headerValue: stringSerializer,
 };
 
-const partitionHash = new PartitionHash();
+/** The client's hash of a key, shared by the producers' partitioning and the writer's choice of producer. */
+export const partitionHash = new PartitionHash();
 
 /** The message rides as the value, key and headers included; its key chose the partition. */
 export function toProduce(message: SinkMessage): MessageToProduce<string, SinkMessage, string, string> {

@@ -8,7 +8,7 @@ import {
   type UndeliverableReason,
 } from "../../ports/sink.ts";
 import type { KafkaConnectionOptions } from "./client-options.ts";
-import { SinkProducer, sinkMessageSerializers, toProduce } from "./sink-producer.ts";
+import { partitionHash, SinkProducer, sinkMessageSerializers, toProduce } from "./sink-producer.ts";
 
 /** Broker answers about the records themselves: no retry of the same records can change them, a split can. */
 const RECORD_REFUSALS: Record<string, UndeliverableReason> = {
@@ -92,22 +92,29 @@ export function classifyFailure(error: unknown): UndeliverableError | SinkUnavai
   return undefined;
 }
 
-/** One topic's producer and its last write, which the next one waits for. */
+/** One of a topic's producers and its last write, which the next one waits for. */
 interface TopicProducer {
   producer: SinkProducer;
   lastWrite: Promise<void>;
 }
 
 /**
- * Writes batches to Kafka with an idempotent producer per topic (acks=all is
- * forced by idempotence). `write` resolves when the broker acknowledged the
- * whole batch. A producer per topic keeps topics apart: resetting one after a
+ * Writes batches to Kafka with `KAFKA_PRODUCERS` idempotent producers per
+ * topic (acks=all is forced by idempotence). `write` resolves when the broker
+ * acknowledged the whole batch. Each producer has its own producer id and
+ * sequences and owns a share of the topic's partitions (`writerOf`), so each
+ * partition has one writer with one batch in flight, while the topic has
+ * several. Producers per topic keep topics apart: resetting one after a
  * failure never disturbs a write to another. The topics come from config
- * (ingest, fan-out, dead letters), so there are at most three.
+ * (ingest, fan-out, dead letters), so there are at most 3 × KAFKA_PRODUCERS.
  */
 export class KafkaWriter implements SinkWriter {
   readonly kind = "kafka";
-  private readonly producers = new Map<string, TopicProducer>();
+  readonly writersPerTopic: number;
+  /** Per topic, its producers by index; a slot is filled at the first write through it. */
+  private readonly producers = new Map<string, Array<TopicProducer | undefined>>();
+  /** Partitions per topic, from the last metadata seen (at most one entry per topic written). */
+  private readonly partitionCounts = new Map<string, number>();
   /** Answers the idle probe; never writes, so it has no sequence to lose. */
   private probeProducer: SinkProducer;
 
@@ -115,7 +122,23 @@ export class KafkaWriter implements SinkWriter {
     private readonly connection: KafkaConnectionOptions,
     private readonly kafka: Config["kafka"],
   ) {
+    this.writersPerTopic = kafka.producers;
     this.probeProducer = this.newProducer();
+  }
+
+  /**
+   * The producer owning `message`'s partition: partition (the client's hash
+   * of the key modulo the topic's partitions) modulo the producers, so every
+   * record of a partition goes through one producer and keeps its order.
+   * Until the topic's partition count is known (Kafka unreachable since the
+   * start) the hash alone picks it, which is the same owner whenever the
+   * producers divide the partition count (the default: 6 partitions).
+   */
+  writerOf(message: SinkMessage): number {
+    if (this.writersPerTopic === 1) return 0;
+    const hash = partitionHash.of(message.key);
+    const partitions = this.partitionCounts.get(message.topic);
+    return (partitions === undefined ? hash : hash % partitions) % this.writersPerTopic;
   }
 
   private newProducer(): SinkProducer {
@@ -130,11 +153,16 @@ export class KafkaWriter implements SinkWriter {
     });
   }
 
-  private topicProducer(topic: string): TopicProducer {
-    let entry = this.producers.get(topic);
+  private topicProducer(topic: string, writer: number): TopicProducer {
+    let producers = this.producers.get(topic);
+    if (!producers) {
+      producers = new Array<TopicProducer | undefined>(this.writersPerTopic);
+      this.producers.set(topic, producers);
+    }
+    let entry = producers[writer];
     if (!entry) {
       entry = { producer: this.newProducer(), lastWrite: Promise.resolve() };
-      this.producers.set(topic, entry);
+      producers[writer] = entry;
     }
     return entry;
   }
@@ -145,10 +173,11 @@ export class KafkaWriter implements SinkWriter {
    * after a broker restart). A fresh producer id starts clean; the retry may
    * duplicate a batch the old one did deliver (at-least-once, never lost).
    */
-  reset(topic: string): void {
-    const stale = this.producers.get(topic);
-    if (!stale) return;
-    this.producers.delete(topic);
+  reset(topic: string, writer = 0): void {
+    const producers = this.producers.get(topic);
+    const stale = producers?.[writer];
+    if (!producers || !stale) return;
+    producers[writer] = undefined;
     stale.producer.close(true, () => {});
   }
 
@@ -167,34 +196,48 @@ export class KafkaWriter implements SinkWriter {
   /**
    * Rejects with an UndeliverableError or a SinkUnavailableError when the
    * broker refused the batch (see `classifyFailure`). A batch holds records
-   * of one topic. Writes to a topic go one at a time: the idempotent producer
-   * numbers a batch when it sends it and counts it only when acknowledged, so
-   * two batches sent together carried the same sequence, and the broker
-   * acknowledged the second as a duplicate of the first without storing it.
+   * of one topic, all owned by `writer`. Writes through one producer go one at
+   * a time: the idempotent producer numbers a batch when it sends it and
+   * counts it only when acknowledged, so two batches sent together carried the
+   * same sequence, and the broker acknowledged the second as a duplicate of
+   * the first without storing it.
    */
-  write(batch: SinkMessage[]): Promise<void> {
-    const topic = this.topicProducer((batch[0] as SinkMessage).topic);
-    const producer = topic.producer;
-    const written = topic.lastWrite.then(() => this.send(producer, batch));
-    topic.lastWrite = written.catch(() => {});
+  write(batch: SinkMessage[], writer = 0): Promise<void> {
+    const topic = (batch[0] as SinkMessage).topic;
+    const entry = this.topicProducer(topic, writer);
+    const producer = entry.producer;
+    const written = entry.lastWrite.then(() => this.send(producer, topic, batch));
+    entry.lastWrite = written.catch(() => {});
     return written;
   }
 
-  private async send(producer: SinkProducer, batch: SinkMessage[]): Promise<void> {
+  private async send(producer: SinkProducer, topic: string, batch: SinkMessage[]): Promise<void> {
     try {
       await producer.send({ messages: batch.map(toProduce) });
     } catch (error) {
       throw classifyFailure(error) ?? error;
+    } finally {
+      this.notePartitions(topic, producer.currentMetadata?.topics.get(topic)?.partitionsCount);
     }
   }
 
+  private notePartitions(topic: string, partitions: number | undefined): void {
+    if (partitions !== undefined && partitions > 0) this.partitionCounts.set(topic, partitions);
+  }
+
   async close(): Promise<void> {
-    const producers = [this.probeProducer, ...[...this.producers.values()].map((entry) => entry.producer)];
+    const producers = [this.probeProducer];
+    for (const entries of this.producers.values())
+      for (const entry of entries) if (entry) producers.push(entry.producer);
     this.producers.clear();
     await Promise.all(producers.map((producer) => producer.close()));
   }
 
-  /** Creates the topics when missing (a no-op when they exist or the broker auto-creates them). */
+  /**
+   * Creates the topics when missing (a no-op when they exist or the broker
+   * auto-creates them) and learns their partition counts, so records are
+   * routed to their partition's producer from the first one on.
+   */
   async ensureTopics(topics: string[], partitions: number): Promise<void> {
     const admin = new Admin({ ...this.connection });
     try {
@@ -203,6 +246,8 @@ export class KafkaWriter implements SinkWriter {
       if (missing.length > 0) {
         await admin.createTopics({ topics: missing, partitions, replicas: -1 });
       }
+      const metadata = await admin.metadata({ topics });
+      for (const topic of topics) this.notePartitions(topic, metadata.topics.get(topic)?.partitionsCount);
     } finally {
       await admin.close();
     }
