@@ -9,7 +9,7 @@
 // reader can see it was not the limit. Used by bench.ts for the
 // "paced at half the saturating rate" table.
 //   BENCH_TOKEN=... bun loadtest/bench/paced.ts --port 8080 --rate 5000 --duration 5 [--events 100]
-//     [--connections 64] [--host 127.0.0.1] [--path /v1/events]
+//     [--connections 64] [--host 127.0.0.1] [--path /v1/events] [--keys N]
 // Prints a summary on stderr and one line "paced-result {json}" on stdout.
 import { parseArgs } from "node:util";
 import type { Socket } from "bun";
@@ -20,7 +20,8 @@ export interface PacedOptions {
   path: string;
   /** Header lines besides Host and Content-Length. */
   headers: Record<string, string>;
-  body: string;
+  /** The request body, or bodies sent in turn (request i gets bodies[i % length]). */
+  body: string | string[];
   ratePerSec: number;
   durationSec: number;
   connections: number;
@@ -52,9 +53,14 @@ export interface PacedResult {
   cpuShare: number;
 }
 
-/** The bodies loadtest/bench/post.lua sends: one page_view event, or a JSON array of `events` of them. */
-export function benchBody(events: number): string {
-  const event = '{"type":"page_view","data":{"url":"https://example.com/bench","title":"bench"}}';
+/**
+ * The bodies loadtest/bench/post.lua sends: one page_view event, or a JSON
+ * array of `events` of them; with `key`, every event carries it as its record
+ * key (without, Kafka's key is the tenant: one partition).
+ */
+export function benchBody(events: number, key?: string): string {
+  const keyed = key === undefined ? "" : `"key":${JSON.stringify(key)},`;
+  const event = `{${keyed}"type":"page_view","data":{"url":"https://example.com/bench","title":"bench"}}`;
   return events <= 1 ? event : `[${Array(events).fill(event).join(",")}]`;
 }
 
@@ -95,16 +101,19 @@ export async function runPaced(
   const scheduled = Math.max(1, Math.round(ratePerSec * durationSec));
   const intervalMs = 1000 / ratePerSec;
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
-  const body = Buffer.from(options.body);
-  const head = [
-    `POST ${options.path} HTTP/1.1`,
-    `Host: ${options.host}:${options.port}`,
-    ...Object.entries(options.headers).map(([name, value]) => `${name}: ${value}`),
-    `Content-Length: ${body.length}`,
-    "",
-    "",
-  ].join("\r\n");
-  const request = new Uint8Array(Buffer.concat([Buffer.from(head), body]));
+  const requests = (typeof options.body === "string" ? [options.body] : options.body).map((text) => {
+    const body = Buffer.from(text);
+    const head = [
+      `POST ${options.path} HTTP/1.1`,
+      `Host: ${options.host}:${options.port}`,
+      ...Object.entries(options.headers).map(([name, value]) => `${name}: ${value}`),
+      `Content-Length: ${body.length}`,
+      "",
+      "",
+    ].join("\r\n");
+    return new Uint8Array(Buffer.concat([Buffer.from(head), body]));
+  });
+  let sent = 0;
 
   // Every buffer is bounded by the schedule: one entry per scheduled request.
   const latenciesMs = new Float64Array(scheduled);
@@ -143,6 +152,7 @@ export async function runPaced(
     connection.scheduledAt = scheduledAt;
     connection.status = 0;
     connection.bodyLeft = -1;
+    const request = requests[sent++ % requests.length] as Uint8Array;
     const written = socket.write(request);
     if (written < request.length) connection.unwritten = request.subarray(Math.max(0, written));
   }
@@ -298,6 +308,7 @@ if (import.meta.main) {
       duration: { type: "string" },
       connections: { type: "string", default: "64" },
       events: { type: "string", default: "1" },
+      keys: { type: "string", default: "0" },
     },
   });
   if (!values.port || !values.rate || !values.duration) {
@@ -314,7 +325,11 @@ if (import.meta.main) {
       "Content-Type": "application/json",
       Authorization: `Bearer ${process.env.BENCH_TOKEN ?? ""}`,
     },
-    body: benchBody(Number(values.events)),
+    // --keys N: request i's events carry the record key k<i mod N>, spreading them over partitions.
+    body:
+      Number(values.keys) > 0
+        ? Array.from({ length: Number(values.keys) }, (_, i) => benchBody(Number(values.events), `k${i}`))
+        : benchBody(Number(values.events)),
     ratePerSec: Number(values.rate),
     durationSec: Number(values.duration),
     connections: Number(values.connections),
