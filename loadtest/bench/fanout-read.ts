@@ -6,7 +6,13 @@
 // caught-up and gateway CPU). Needs the services (`eval "$(scripts/services env)"`)
 // and, for node, `bun run build`.
 //
-//   bun loadtest/bench/fanout-read.ts node|bun [N=200000] [R=100000]
+//   bun loadtest/bench/fanout-read.ts node|bun [N=200000] [R=100000] [ROOT...]
+//
+// Each ROOT (another checkout, built for node, e.g. `git archive REV | tar -x`
+// with this node_modules linked in) runs a gateway of its own beside this
+// one, reading the same records at the same time with a sentinel socket of
+// its own: their read costs are compared within one run. The replay runs
+// on this checkout's gateway only.
 import { Producer, stringSerializers } from "@platformatic/kafka";
 import { RUNTIMES, type Runtime, startGateway, TestSocket, waitForLog } from "../../test/e2e/harness.ts";
 import { createTopic, services } from "../../test/support/kafka.ts";
@@ -17,17 +23,20 @@ const runtime = (process.argv[2] ?? "bun") as Runtime;
 if (!RUNTIMES.includes(runtime)) throw new Error(`runtime: one of ${RUNTIMES.join(", ")}`);
 const messages = Number(process.argv[3] ?? 200_000);
 const replayed = Number(process.argv[4] ?? 100_000);
+const roots = process.argv.slice(5).map((root) => (root.endsWith("/") ? root : `${root}/`));
 const BATCH = 1000;
 const PAD = "x".repeat(80);
 
 const fanoutTopic = await createTopic("bench-fanout-read");
-const gateway = await startGateway(runtime, {
+const env = {
   KAFKA_BROKERS: services().brokers,
   KAFKA_TOPIC: await createTopic("bench-fanout-read-events"),
   KAFKA_FANOUT_TOPIC: fanoutTopic,
   RATE_LIMIT_ENABLED: "false",
   LOG_LEVEL: "info",
-});
+};
+const gateway = await startGateway(runtime, env);
+const others = await Promise.all(roots.map((root) => startGateway(runtime, env, root)));
 const producer = new Producer({
   clientId: "bench-fanout-read",
   bootstrapBrokers: services().brokers.split(","),
@@ -44,8 +53,8 @@ function record(n: number, channel: string) {
   };
 }
 
-/** Writes `count` records (over 1,000 channels, or all to `channel`), then one to the sentinel channel, and waits for it to arrive. */
-async function round(socket: TestSocket, count: number, mark: number, channel?: string): Promise<void> {
+/** Writes `count` records (over 1,000 channels, or all to `channel`), then one to the sentinel channel, and waits for it to arrive at every socket. */
+async function round(sockets: TestSocket[], count: number, mark: number, channel?: string): Promise<void> {
   for (let sent = 0; sent < count; sent += BATCH) {
     const size = Math.min(BATCH, count - sent);
     await producer.send({
@@ -53,7 +62,11 @@ async function round(socket: TestSocket, count: number, mark: number, channel?: 
     });
   }
   await producer.send({ messages: [record(mark, "sentinel")] });
-  await socket.next((frame) => frame.type === "event" && (frame.data as { n: number }).n === mark, 120_000);
+  await Promise.all(
+    sockets.map((socket) =>
+      socket.next((frame) => frame.type === "event" && (frame.data as { n: number }).n === mark, 120_000),
+    ),
+  );
 }
 
 /** R events of channel `big` written while nobody watched it, then resumed from before the first by a new socket. */
@@ -65,7 +78,7 @@ async function replay(socket: TestSocket) {
     .id as string;
   socket.send({ type: "unsubscribe", channel: "big" });
   await socket.next((frame) => frame.type === "unsubscribed");
-  await round(socket, replayed, -4, "big");
+  await round([socket], replayed, -4, "big");
 
   const reader = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
   await reader.next((frame) => frame.type === "connected");
@@ -106,32 +119,42 @@ async function replay(socket: TestSocket) {
   };
 }
 
-try {
-  await waitForLog(gateway, "fan-out consumer reading");
-  const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
+/** A sentinel socket on `target`, subscribed to the sentinel channel. */
+async function sentinel(target: typeof gateway): Promise<TestSocket> {
+  await waitForLog(target, "fan-out consumer reading");
+  const socket = new TestSocket(`${target.wsUrl}?token=${await token("acme", ["subscribe"])}`);
   await socket.next((frame) => frame.type === "connected");
   socket.send({ type: "subscribe", channel: "sentinel" });
   await socket.next((frame) => frame.type === "subscribed");
-  await round(socket, 20_000, -1);
-  const pid = gateway.process.pid;
-  const before = cpuSeconds(pid);
+  return socket;
+}
+
+try {
+  const gateways = [gateway, ...others];
+  const sockets = await Promise.all(gateways.map(sentinel));
+  await round(sockets, 20_000, -1);
+  const before = gateways.map((target) => cpuSeconds(target.process.pid));
   const started = performance.now();
-  await round(socket, messages, -2);
-  const cpu = cpuSeconds(pid) - before;
+  await round(sockets, messages, -2);
   const seconds = (performance.now() - started) / 1000;
-  console.log(
-    JSON.stringify({
-      runtime,
-      messages,
-      gatewayCpuSeconds: Number(cpu.toFixed(2)),
-      messagesPerCpuSecond: Math.round(messages / cpu),
-      microsecondsPerMessage: Number(((cpu / messages) * 1e6).toFixed(2)),
-      wallSeconds: Number(seconds.toFixed(1)),
-    }),
-  );
-  if (replayed > 0) console.log(JSON.stringify(await replay(socket)));
-  socket.close();
+  gateways.forEach((target, i) => {
+    const cpu = cpuSeconds(target.process.pid) - (before[i] as number);
+    console.log(
+      JSON.stringify({
+        runtime,
+        root: i === 0 ? "." : roots[i - 1],
+        messages,
+        gatewayCpuSeconds: Number(cpu.toFixed(2)),
+        messagesPerCpuSecond: Math.round(messages / cpu),
+        microsecondsPerMessage: Number(((cpu / messages) * 1e6).toFixed(2)),
+        wallSeconds: Number(seconds.toFixed(1)),
+      }),
+    );
+  });
+  for (const socket of sockets.slice(1)) socket.close();
+  if (replayed > 0) console.log(JSON.stringify(await replay(sockets[0] as TestSocket)));
+  sockets[0]?.close();
 } finally {
   await producer.close();
-  await gateway.stop("SIGKILL");
+  await Promise.all([gateway, ...others].map((target) => target.stop("SIGKILL")));
 }

@@ -27,11 +27,11 @@ export interface RunningGateway {
   stop(signal?: NodeJS.Signals): Promise<number>;
 }
 
-function command(runtime: Runtime): string[] {
-  const nodeArgs = ["--enable-source-maps", "--max-semi-space-size=64", `${ROOT}dist/main.js`];
+function command(runtime: Runtime, root: string): string[] {
+  const nodeArgs = ["--enable-source-maps", "--max-semi-space-size=64", `${root}dist/main.js`];
   if (runtime === "node") return ["node", ...nodeArgs];
   if (runtime === "node24") return debianTreeCommand(nodeArgs);
-  return [process.execPath, `${ROOT}src/main.ts`];
+  return [process.execPath, `${root}src/main.ts`];
 }
 
 /**
@@ -41,9 +41,11 @@ function command(runtime: Runtime): string[] {
 export async function startGateway(
   runtime: Runtime,
   env: Record<string, string> = {},
+  /** Another checkout to run (a benchmark's "before"), its path ending in `/`; this one by default. */
+  root = ROOT,
 ): Promise<RunningGateway> {
-  const child = spawnGroup(command(runtime), {
-    cwd: ROOT,
+  const child = spawnGroup(command(runtime, root), {
+    cwd: root,
     env: {
       ...process.env,
       HOST: "127.0.0.1",
@@ -122,7 +124,7 @@ export async function runUntilExit(
   env: Record<string, string>,
   timeoutMs = 20_000,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = spawnGroup(command(runtime), {
+  const child = spawnGroup(command(runtime, ROOT), {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdout: "pipe",
