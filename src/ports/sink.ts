@@ -3,7 +3,14 @@ export interface SinkMessage {
   topic: string;
   key: string;
   value: string;
+  /** Often one object shared by a run of messages (it is then encoded and measured once per run). */
   headers: Record<string, string>;
+  /**
+   * Headers of this record alone (a record id), written after `headers`, with
+   * names `headers` does not have: they keep `headers` shareable when one
+   * value differs per record.
+   */
+  ownHeaders?: Record<string, string>;
 }
 
 /** Where features hand records over for durable delivery; the delivery queue implements it. */

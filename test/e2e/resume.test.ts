@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Admin, Producer, stringSerializers } from "@platformatic/kafka";
 import { parseEventId } from "../../src/domain/event-id.ts";
-import { toFanoutRecord } from "../../src/infra/kafka/fanout-bus.ts";
+import { toFanoutRecords } from "../../src/infra/kafka/fanout-bus.ts";
 import { createTopic, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
@@ -277,18 +277,15 @@ describe.each(RUNTIMES)("the live fan-out reader's offset deleted under it on %s
   ) {
     await producer.send({
       messages: numbers.map((n) => {
-        const record = toFanoutRecord(topic, {
-          tenant: "acme",
-          channel,
-          dataJson: JSON.stringify({ n }),
-          ts: Date.now(),
-        });
+        const [record] = toFanoutRecords(topic, [
+          { tenant: "acme", channel, dataJson: JSON.stringify({ n }), ts: Date.now() },
+        ]);
         return {
           topic,
           partition: 0,
-          key: record.key,
-          value: record.value as string,
-          headers: record.headers,
+          key: record?.key,
+          value: record?.value as string,
+          headers: { ...record?.headers, ...record?.ownHeaders },
         };
       }),
     });

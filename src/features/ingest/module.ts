@@ -29,6 +29,8 @@ export interface IngestModuleDependencies {
 export function createIngestModule(options: IngestOptions, deps: IngestModuleDependencies): Module {
   const fanOut = (records: EventRecord[], trace: TraceContext | undefined) => {
     const messages: FanoutMessage[] = [];
+    // One time for the request's records: the fan-out bus then writes their shared headers once.
+    const ts = Date.now();
     for (const record of records) {
       if (record.channel === undefined) continue;
       const message: FanoutMessage = {
@@ -36,7 +38,7 @@ export function createIngestModule(options: IngestOptions, deps: IngestModuleDep
         channel: record.channel,
         dataJson: record.dataJson,
         record: { type: record.type, id: record.id },
-        ts: Date.now(),
+        ts,
       };
       if (trace !== undefined) {
         message.traceparent = trace.traceparent;

@@ -17,7 +17,8 @@ export function recordBytes(message: SinkMessage): number {
     RECORD_OVERHEAD +
     Buffer.byteLength(message.key) +
     Buffer.byteLength(message.value) +
-    headersBytes(message.headers)
+    headersBytes(message.headers) +
+    ownHeadersBytes(message.ownHeaders)
   );
 }
 
@@ -27,7 +28,12 @@ export function recordBytes(message: SinkMessage): number {
  * reading the strings.
  */
 export function recordBytesAtMost(message: SinkMessage): number {
-  return RECORD_OVERHEAD + 3 * (message.key.length + message.value.length) + headersBytes(message.headers);
+  return (
+    RECORD_OVERHEAD +
+    3 * (message.key.length + message.value.length) +
+    headersBytes(message.headers) +
+    ownHeadersBytes(message.ownHeaders)
+  );
 }
 
 /** The records of a request share one headers object: it is measured once (the last one is kept). */
@@ -42,6 +48,16 @@ function headersBytes(headers: SinkMessage["headers"]): number {
   }
   lastHeaders = headers;
   lastHeadersBytes = bytes;
+  return bytes;
+}
+
+/** A record's own headers differ per record: measured each time (they are few and short). */
+function ownHeadersBytes(headers: SinkMessage["ownHeaders"]): number {
+  if (headers === undefined) return 0;
+  let bytes = 0;
+  for (const name in headers) {
+    bytes += HEADER_OVERHEAD + Buffer.byteLength(name) + Buffer.byteLength(headers[name] as string);
+  }
   return bytes;
 }
 

@@ -94,10 +94,7 @@ export class KafkaFanoutBus implements FanoutBus {
   }
 
   publish(messages: FanoutMessage[]): Promise<void> {
-    return this.queue.enqueue(
-      messages.map((message) => toFanoutRecord(this.topic, message)),
-      "acknowledged",
-    );
+    return this.queue.enqueue(toFanoutRecords(this.topic, messages), "acknowledged");
   }
 
   /** The partition the producer picks for `key` (its hash modulo the partition count), and where the live reader stands on it. */
@@ -397,25 +394,58 @@ export class KafkaFanoutBus implements FanoutBus {
 }
 
 /**
- * A fan-out record: the payload as the value, byte for byte as it was
+ * Fan-out records: the payload as the value, byte for byte as it was
  * published, and everything else in headers, so no instance parses and
- * re-serialises the payload (which would alter big numbers).
+ * re-serialises the payload (which would alter big numbers). Consecutive
+ * messages of one tenant, time, record type and trace (an ingested batch)
+ * share one headers object, encoded once per run; channel and record id are
+ * each record's own headers.
  */
-export function toFanoutRecord(topic: string, message: FanoutMessage): SinkMessage {
-  const headers: Record<string, string> = {
+export function toFanoutRecords(topic: string, messages: readonly FanoutMessage[]): SinkMessage[] {
+  const records = new Array<SinkMessage>(messages.length);
+  let shared: SinkMessage["headers"] | undefined;
+  let sharedBy: FanoutMessage | undefined;
+  for (let i = 0; i < messages.length; i++) {
+    const message = messages[i] as FanoutMessage;
+    if (sharedBy === undefined || shared === undefined || !sameSharedHeaders(sharedBy, message)) {
+      shared = sharedHeaders(message);
+      sharedBy = message;
+    }
+    const record: SinkMessage = { topic, key: fanoutKey(message), value: message.dataJson, headers: shared };
+    if (message.channel !== undefined || message.record !== undefined) {
+      const own: Record<string, string> = {};
+      if (message.channel !== undefined) own.channel = message.channel;
+      if (message.record !== undefined) own["record-id"] = message.record.id;
+      record.ownHeaders = own;
+    }
+    records[i] = record;
+  }
+  return records;
+}
+
+/** The headers of a fan-out record that a batch of messages has in common. */
+function sharedHeaders(message: FanoutMessage): SinkMessage["headers"] {
+  const headers: SinkMessage["headers"] = {
     tenant: message.tenant,
     ts: String(message.ts),
     "content-type": "application/json",
   };
-  if (message.channel !== undefined) headers.channel = message.channel;
   if (message.broadcast) headers.broadcast = "true";
-  if (message.record) {
-    headers["record-type"] = message.record.type;
-    headers["record-id"] = message.record.id;
-  }
+  if (message.record) headers["record-type"] = message.record.type;
   if (message.traceparent !== undefined) headers.traceparent = message.traceparent;
   if (message.tracestate !== undefined) headers.tracestate = message.tracestate;
-  return { topic, key: fanoutKey(message), value: message.dataJson, headers };
+  return headers;
+}
+
+function sameSharedHeaders(a: FanoutMessage, b: FanoutMessage): boolean {
+  return (
+    a.tenant === b.tenant &&
+    a.ts === b.ts &&
+    a.broadcast === b.broadcast &&
+    a.record?.type === b.record?.type &&
+    a.traceparent === b.traceparent &&
+    a.tracestate === b.tracestate
+  );
 }
 
 type RawHeaders = Iterable<[Buffer | null | undefined, Buffer | null | undefined]>;

@@ -60,27 +60,37 @@ function writeVarint(buffer: Buffer, position: number, zigzagged: number): numbe
 }
 
 /**
- * A record's headers as they sit on the wire: count, then each name and value
- * with its length, measured, then written straight into one block. Fan-out
- * records carry headers of their own (channel, record id), so this runs per
- * record: short ASCII strings are measured and copied in JavaScript, without
- * a native call per string.
+ * A headers object's entries as they sit on the wire (each name and value
+ * with its length, without the count), measured, then written straight into
+ * one block. A run of records sharing the object shares the block; short
+ * ASCII strings are measured and copied in JavaScript, without a native call
+ * per string.
  */
-function encodeHeaders(headers: SinkMessage["headers"]): Buffer {
-  const names = Object.keys(headers);
-  let bytes = varintBytes(zigzag(names.length));
-  for (const name of names) {
-    const nameLength = utf8Length(name);
-    const valueLength = utf8Length(headers[name] as string);
-    bytes += varintBytes(zigzag(nameLength)) + nameLength + varintBytes(zigzag(valueLength)) + valueLength;
-  }
-  const block = Buffer.allocUnsafe(bytes);
-  let at = writeVarint(block, 0, zigzag(names.length));
-  for (const name of names) {
+function encodeEntries(headers: SinkMessage["headers"]): Buffer {
+  const block = Buffer.allocUnsafe(entriesBytes(headers));
+  let at = 0;
+  for (const name in headers) {
     at = writeString(block, at, name);
     at = writeString(block, at, headers[name] as string);
   }
   return block;
+}
+
+/** The bytes of `headers`' entries on the wire. */
+function entriesBytes(headers: SinkMessage["headers"]): number {
+  let bytes = 0;
+  for (const name in headers) {
+    const nameLength = utf8Length(name);
+    const valueLength = utf8Length(headers[name] as string);
+    bytes += varintBytes(zigzag(nameLength)) + nameLength + varintBytes(zigzag(valueLength)) + valueLength;
+  }
+  return bytes;
+}
+
+function entryCount(headers: SinkMessage["headers"]): number {
+  let count = 0;
+  for (const _ in headers) count++;
+  return count;
 }
 
 /** Past this length a string goes through the native encoder, which then costs less than a loop. */
@@ -93,52 +103,93 @@ function utf8Length(text: string): number {
   return text.length;
 }
 
-/** Writes `text` with its length prefix at `at`; answers the position after it. */
+/** A string of at most this many bytes has a one-byte length prefix (its zig-zag varint is below 0x80). */
+const ONE_BYTE_PREFIX = 63;
+
+/**
+ * Writes `text` with its length prefix at `at`; answers the position after
+ * it. A short ASCII string (names, ids, channels) is checked and copied in
+ * one pass; any other is measured, then written by the native encoder over
+ * what that pass left.
+ */
 function writeString(block: Buffer, at: number, text: string): number {
-  const length = utf8Length(text);
-  at = writeVarint(block, at, zigzag(length));
-  if (length !== text.length || length > SHORT_STRING) return at + block.write(text, at, length, "utf8");
-  for (let i = 0; i < length; i++) block[at + i] = text.charCodeAt(i);
-  return at + length;
+  const length = text.length;
+  if (length <= ONE_BYTE_PREFIX) {
+    const start = at + 1;
+    let i = 0;
+    for (; i < length; i++) {
+      const code = text.charCodeAt(i);
+      if (code > 0x7f) break;
+      block[start + i] = code;
+    }
+    if (i === length) {
+      block[at] = length << 1;
+      return start + length;
+    }
+  }
+  const bytes = utf8Length(text);
+  at = writeVarint(block, at, zigzag(bytes));
+  return at + block.write(text, at, bytes, "utf8");
 }
 
-/** What writing a partition's records takes: per record, its value's UTF-8 length and headers block. */
+/**
+ * What writing a partition's records takes, per record: its key's and
+ * value's UTF-8 lengths, the block of its shared `headers` entries, and its
+ * headers' count and length on the wire (own headers included).
+ */
 interface RecordsLayout {
   keyLengths: number[];
   valueLengths: number[];
-  headerBlocks: Buffer[];
+  sharedBlocks: Buffer[];
+  headerCounts: number[];
+  headersLengths: number[];
   bytes: number;
 }
 
 /**
  * Measures the records of one partition before anything is written. A run of
- * records shares one headers object (see the ingest route): its block is
- * encoded once per run.
+ * records shares one headers object (see the ingest route and the fan-out
+ * bus): its entries are encoded once per run; a record's own headers are
+ * measured here and written in place.
  */
 function layOut(records: readonly ProduceRecord[]): RecordsLayout {
   const count = records.length;
   const keyLengths = new Array<number>(count);
   const valueLengths = new Array<number>(count);
-  const headerBlocks = new Array<Buffer>(count);
+  const sharedBlocks = new Array<Buffer>(count);
+  const headerCounts = new Array<number>(count);
+  const headersLengths = new Array<number>(count);
   let lastHeaders: SinkMessage["headers"] | undefined;
   let lastBlock: Buffer | undefined;
+  let lastCount = 0;
   let bytes = 0;
   for (let i = 0; i < count; i++) {
     const record = records[i] as ProduceRecord;
     const message = record.value;
     if (message.headers !== lastHeaders || !lastBlock) {
       lastHeaders = message.headers;
-      lastBlock = encodeHeaders(message.headers);
+      lastBlock = encodeEntries(message.headers);
+      lastCount = entryCount(message.headers);
     }
-    headerBlocks[i] = lastBlock;
+    sharedBlocks[i] = lastBlock;
+    let headerCount = lastCount;
+    let entries = lastBlock.length;
+    const own = message.ownHeaders;
+    if (own !== undefined) {
+      headerCount += entryCount(own);
+      entries += entriesBytes(own);
+    }
+    headerCounts[i] = headerCount;
+    const headersLength = varintBytes(zigzag(headerCount)) + entries;
+    headersLengths[i] = headersLength;
     const keyLength = Buffer.byteLength(message.key);
     keyLengths[i] = keyLength;
     const valueLength = Buffer.byteLength(message.value);
     valueLengths[i] = valueLength;
-    const body = recordBodyBytes(keyLength, valueLength, lastBlock.length, i);
+    const body = recordBodyBytes(keyLength, valueLength, headersLength, i);
     bytes += varintBytes(zigzag(body)) + body;
   }
-  return { keyLengths, valueLengths, headerBlocks, bytes };
+  return { keyLengths, valueLengths, sharedBlocks, headerCounts, headersLengths, bytes };
 }
 
 /**
@@ -157,11 +208,11 @@ function writeRecords(
     const message = (records[i] as ProduceRecord).value;
     const keyLength = layout.keyLengths[i] as number;
     const valueLength = layout.valueLengths[i] as number;
-    const block = layout.headerBlocks[i] as Buffer;
+    const block = layout.sharedBlocks[i] as Buffer;
     position = writeVarint(
       buffer,
       position,
-      zigzag(recordBodyBytes(keyLength, valueLength, block.length, i)),
+      zigzag(recordBodyBytes(keyLength, valueLength, layout.headersLengths[i] as number, i)),
     );
     buffer[position++] = 0; // attributes
     buffer[position++] = 0; // timestamp delta
@@ -172,8 +223,16 @@ function writeRecords(
     // As many bytes as characters: ASCII, whose bytes a latin1 write copies without UTF-8 encoding.
     const encoding = valueLength === message.value.length ? "latin1" : "utf8";
     position += buffer.write(message.value, position, valueLength, encoding);
+    position = writeVarint(buffer, position, zigzag(layout.headerCounts[i] as number));
     block.copy(buffer, position);
     position += block.length;
+    const own = message.ownHeaders;
+    if (own !== undefined) {
+      for (const name in own) {
+        position = writeString(buffer, position, name);
+        position = writeString(buffer, position, own[name] as string);
+      }
+    }
   }
 }
 

@@ -83,7 +83,11 @@ export class LocalLogWriter implements SinkWriter {
         headers = message.headers;
         headersJson = JSON.stringify(headers);
       }
-      text += `{"topic":${topicJson},"key":${JSON.stringify(message.key)},"headers":${headersJson},"value":${message.value}}\n`;
+      const recordHeadersJson =
+        message.ownHeaders === undefined
+          ? headersJson
+          : JSON.stringify({ ...headers, ...message.ownHeaders });
+      text += `{"topic":${topicJson},"key":${JSON.stringify(message.key)},"headers":${recordHeadersJson},"value":${message.value}}\n`;
     }
     const bytes = Buffer.from(text);
     try {

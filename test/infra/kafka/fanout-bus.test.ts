@@ -1,11 +1,14 @@
 import { expect, test } from "bun:test";
-import { fromFanoutRecord, toFanoutRecord } from "../../../src/infra/kafka/fanout-bus.ts";
+import { fromFanoutRecord, toFanoutRecords } from "../../../src/infra/kafka/fanout-bus.ts";
 import type { FanoutMessage } from "../../../src/ports/fanout-bus.ts";
+import type { SinkMessage } from "../../../src/ports/sink.ts";
 
 /** Headers and values as the consumer hands them over: raw bytes. */
 const raw = (headers: Record<string, string>) =>
   new Map(Object.entries(headers).map(([key, value]) => [Buffer.from(key), Buffer.from(value)]));
-const headersOf = (record: { headers: Record<string, string> }) => raw(record.headers);
+const headersOf = (record: SinkMessage) => raw({ ...record.headers, ...record.ownHeaders });
+const toFanoutRecord = (topic: string, message: FanoutMessage) =>
+  toFanoutRecords(topic, [message])[0] as SinkMessage;
 
 test("a message survives the trip through a Kafka record, its payload byte for byte", () => {
   const message: FanoutMessage = {
@@ -37,12 +40,32 @@ test("the publisher's trace context comes back from the record's headers; an inv
   };
   const record = toFanoutRecord("fanout", traced);
   expect(fromFanoutRecord(headersOf(record), Buffer.from("{}"))).toEqual(traced);
-  const forged = raw({ ...record.headers, traceparent: '00-x"}', tracestate: "a=1" });
+  const forged = raw({ ...record.headers, ...record.ownHeaders, traceparent: '00-x"}', tracestate: "a=1" });
   expect(fromFanoutRecord(forged, Buffer.from("{}"))).toEqual({
     tenant: "acme",
     channel: "orders",
     dataJson: "{}",
     ts: 1,
+  });
+});
+
+test("an ingested batch's records share one headers object; channel and record id are each record's own", () => {
+  const batch: FanoutMessage[] = ["a", "b", "a"].map((channel, i) => ({
+    tenant: "acme",
+    channel,
+    dataJson: `{"i":${i}}`,
+    record: { type: "click", id: `r-${i}` },
+    ts: 1_700_000_000_000,
+  }));
+  batch.push({ ...batch[0], record: { type: "view", id: "r-3" } } as FanoutMessage);
+  const records = toFanoutRecords("fanout", batch);
+  expect(records[1]?.headers).toBe(records[0]?.headers as SinkMessage["headers"]);
+  expect(records[2]?.headers).toBe(records[0]?.headers as SinkMessage["headers"]);
+  expect(records[3]?.headers).not.toBe(records[0]?.headers as SinkMessage["headers"]);
+  expect(records[1]?.ownHeaders).toEqual({ channel: "b", "record-id": "r-1" });
+  records.forEach((record, i) => {
+    expect(record.key).toBe(`acme/${batch[i]?.channel}`);
+    expect(fromFanoutRecord(headersOf(record), Buffer.from(record.value))).toEqual(batch[i] as FanoutMessage);
   });
 });
 

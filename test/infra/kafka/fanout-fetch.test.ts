@@ -1,18 +1,20 @@
 import { describe, expect, test } from "bun:test";
 import { createRecordsBatch } from "@platformatic/kafka";
-import { fromFanoutRecord, toFanoutRecord } from "../../../src/infra/kafka/fanout-bus.ts";
+import { fromFanoutRecord, toFanoutRecords } from "../../../src/infra/kafka/fanout-bus.ts";
 import { walkRecords } from "../../../src/infra/kafka/fanout-fetch.ts";
 import type { FanoutMessage } from "../../../src/ports/fanout-bus.ts";
 
 /** One record batch at `baseOffset` holding these messages as the gateway writes them. */
 function batch(baseOffset: number, messages: FanoutMessage[], compression = "none"): Buffer {
-  const records = messages.map((message) => {
-    const record = toFanoutRecord("fanout", message);
+  const records = toFanoutRecords("fanout", messages).map((record) => {
     return {
       key: Buffer.from(record.key as string),
       value: Buffer.from(record.value as string),
       headers: new Map(
-        Object.entries(record.headers ?? {}).map(([k, v]) => [Buffer.from(k), Buffer.from(v)]),
+        Object.entries({ ...record.headers, ...record.ownHeaders }).map(([k, v]) => [
+          Buffer.from(k),
+          Buffer.from(v),
+        ]),
       ),
       topic: "fanout",
       partition: 0,

@@ -37,7 +37,7 @@ function record(topic: string, partition: number, message: Partial<SinkMessage>,
 /** The same records as the client's own encoder takes them: every string a Buffer, headers a Map. */
 function asClientMessage(produced: ProduceRecord): MessageRecord {
   const headers = new Map<Buffer, Buffer>();
-  for (const [name, value] of Object.entries(produced.value.headers))
+  for (const [name, value] of Object.entries({ ...produced.value.headers, ...produced.value.ownHeaders }))
     headers.set(Buffer.from(name), Buffer.from(value));
   return {
     topic: produced.topic,
@@ -68,6 +68,16 @@ const SAMPLE: ProduceRecord[] = [
   ),
   record("events", 2, { value: '{"big":9007199254740993}', headers: other }, "k"),
   record("events", 2, { value: "x".repeat(20_000), headers: {} }),
+  // Fan-out records: shared headers plus each record's own.
+  ...Array.from({ length: 5 }, (_, i) =>
+    record(
+      "events",
+      2,
+      { value: `{"i":${i}}`, headers: shared, ownHeaders: { channel: `c${i % 2}`, "record-id": `r-ü-${i}` } },
+      `acme/c${i % 2}`,
+    ),
+  ),
+  record("events", 2, { value: "{}", headers: {}, ownHeaders: { "record-id": "only" } }),
 ];
 
 describe("encodeRecordBatch", () => {
@@ -92,23 +102,34 @@ describe("encodeRecordBatch", () => {
       expect(read.offsetDelta).toBe(i);
       expect(read.key?.toString()).toBe(sent.value.key);
       expect(read.value?.toString()).toBe(sent.value.value);
-      const headers = Object.fromEntries(
-        read.headers.map(([name, value]) => [name?.toString(), value?.toString()]),
-      );
-      expect(headers).toEqual(sent.value.headers);
+      const headers = read.headers.map(([name, value]) => [name?.toString(), value?.toString()]);
+      expect(headers).toEqual(Object.entries({ ...sent.value.headers, ...sent.value.ownHeaders }));
     });
   });
 
   test("any records: same bytes as the client's encoder", () => {
     const text = fc.string({ unit: "binary", maxLength: 300 });
     const headers = fc.dictionary(fc.string({ unit: "binary", maxLength: 20 }), text, { maxKeys: 4 });
-    const records = fc.array(fc.record({ value: text, key: text, headers }), {
+    const ownHeaders = fc.option(
+      fc.dictionary(
+        fc.string({ unit: "binary", maxLength: 20 }).map((name) => `own-${name}`),
+        text,
+        {
+          maxKeys: 3,
+        },
+      ),
+      { nil: undefined },
+    );
+    const records = fc.array(fc.record({ value: text, key: text, headers, ownHeaders }), {
       minLength: 1,
       maxLength: 40,
     });
     fc.assert(
       fc.property(records, fc.constantFrom(...COMPRESSIONS), (generated, compression) => {
-        const produced = generated.map(({ value, key, headers }) => record("t", 0, { value, headers }, key));
+        // Own header names never repeat a shared one (the client's encoder would see one entry for both).
+        const produced = generated.map(({ value, key, headers, ownHeaders }) =>
+          record("t", 0, ownHeaders ? { value, headers, ownHeaders } : { value, headers }, key),
+        );
         const ours = encodeRecordBatch(produced, { compression }, NOW);
         const theirs = createRecordsBatch(produced.map(asClientMessage), { compression }).buffer;
         expect(ours.equals(theirs)).toBe(true);
