@@ -185,7 +185,7 @@ class UwsHttpRequest implements HttpRequest {
    * aborted; a request whose client already left has no address.
    */
   get remoteAddress(): string {
-    this.address ??= this.closed ? "" : textDecoder.decode(this.res.getRemoteAddressAsText());
+    this.address ??= this.closed ? "" : peerAddress(this.res);
     return this.address;
   }
 
@@ -294,6 +294,19 @@ class UwsStream implements HttpStream {
     this.done = true;
     this.listener.closed();
   }
+}
+
+/**
+ * The peer's address as text. An IPv4 peer's four bytes are formatted here:
+ * decoding uWS's text form with TextDecoder cost about 0.5 µs more per
+ * request (the address is read on every request while per-IP limits are on).
+ * Other addresses keep uWS's own text form.
+ */
+function peerAddress(res: UwsResponse): string {
+  const binary = res.getRemoteAddress();
+  if (binary.byteLength !== 4) return textDecoder.decode(res.getRemoteAddressAsText());
+  const bytes = new Uint8Array(binary);
+  return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
 }
 
 /** Header values by lower-case name; a repeated header is joined with ", " as in fetch's Headers (and on Bun). */
