@@ -91,6 +91,8 @@ async function startLedgerGateway(runtime: Runtime, topic: string): Promise<Runn
     DRAIN_TIMEOUT_MS: "10000",
     KAFKA_UNHEALTHY_AFTER_MS: "2000",
     INGEST_ACK_TIMEOUT_MS: "5000",
+    // Two producers per topic (four tenants spread over both): every fault hits batches in flight side by side.
+    KAFKA_PRODUCERS: "2",
   });
 }
 
