@@ -100,7 +100,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     onLoaded: (count) => metrics.schemaTypes.set(count),
     s3Client,
   });
-  await schemas.start();
+  await startNamingSetting("SCHEMAS", schemas.start());
 
   // Without an OTLP endpoint nothing is traced and the OpenTelemetry SDK is never imported.
   const tracing = config.tracing.tracesUrl
@@ -141,7 +141,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         onRefreshFailure: () => metrics.tenantQuotaRefreshFailures.inc(),
       })
     : undefined;
-  await quotas?.start();
+  if (quotas) await startNamingSetting("TENANT_QUOTAS", quotas.start());
   const admission = createAdmission(limits, quotas, {
     enabled: config.rateLimit.enabled,
     trustProxyHops: config.rateLimit.trustProxyHops,
@@ -347,4 +347,18 @@ async function createSink(
     "Kafka sink",
   );
   return queue;
+}
+
+/**
+ * A document named by a setting that cannot be loaded at start stops the gateway
+ * with a message naming that setting, as a bad value of any other setting does.
+ */
+async function startNamingSetting(setting: string, started: Promise<void>): Promise<void> {
+  try {
+    await started;
+  } catch (error) {
+    throw new Error(`${setting}: cannot load: ${error instanceof Error ? error.message : String(error)}`, {
+      cause: error,
+    });
+  }
 }

@@ -145,6 +145,18 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
     expect(stderr).toContain("PORT");
     expect(stderr).toContain("DRAIN_TIMEOUT_MS");
   });
+
+  test("a SCHEMAS or TENANT_QUOTAS source that cannot be loaded exits 1 naming the variable", async () => {
+    for (const setting of ["SCHEMAS", "TENANT_QUOTAS"]) {
+      const { code, stdout, stderr } = await runUntilExit(runtime, {
+        JWT_SECRET: TEST_SECRET,
+        PORT: "0",
+        [setting]: "/nonexistent/edge-gateway-source",
+      });
+      expect(code).toBe(1);
+      expect(stdout + stderr).toContain(`${setting}: cannot load`);
+    }
+  });
 });
 
 /** A keep-alive connection to `port` whose GET /health was answered 200, left open. */
