@@ -206,6 +206,19 @@ export function createMetrics(runtime: string, version: string) {
       help: "WebSocket messages dropped because of backpressure",
       registers: r,
     }),
+    wsPublishes: new Counter({
+      name: "gateway_ws_publishes_total",
+      help: "WebSocket publish frames, by result: published (Kafka acknowledged), forbidden, bad_channel, rate_limited, unavailable",
+      labelNames: ["result"],
+      registers: r,
+    }),
+    wsPublishDuration: new Histogram({
+      name: "gateway_ws_publish_duration_seconds",
+      help: "Time from a WebSocket publish frame to its answer (published or error), by result",
+      labelNames: ["result"],
+      buckets: LATENCY_BUCKETS,
+      registers: r,
+    }),
     sseStreams: new Gauge({
       name: "gateway_sse_streams",
       help: "Open Server-Sent Events streams",

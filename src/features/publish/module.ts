@@ -63,14 +63,14 @@ function parsePublishBody(bytes: Uint8Array): {
   };
 }
 
+/** The answer's headers with rate limits off. */
+const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
 /**
  * The publish both transports share: the channel checked against the token,
  * one event of the tenant's budget, then the bus, answered once Kafka
  * acknowledged (or a 503 after `ackTimeoutMs`).
  */
-/** The answer's headers with rate limits off. */
-const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>;
-
 export function createPublisher(
   deps: Pick<PublishDependencies, "admission" | "bus" | "ackTimeoutMs">,
 ): Publish {

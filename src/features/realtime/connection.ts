@@ -314,8 +314,9 @@ export class Connection {
    */
   private publish(principal: Principal, frame: PublishFrame): void {
     const ref = frame.ref === undefined ? {} : { ref: frame.ref };
+    const started = performance.now();
     if (!principal.scopes.has("publish")) {
-      this.send({
+      this.answerPublish(started, {
         type: "error",
         code: "forbidden",
         message: "publish needs a token with scope publish",
@@ -324,7 +325,7 @@ export class Connection {
       return;
     }
     if (this.publishing >= MAX_PUBLISHES_IN_FLIGHT) {
-      this.send({
+      this.answerPublish(started, {
         type: "error",
         code: "rate_limited",
         message: `at most ${MAX_PUBLISHES_IN_FLIGHT} publishes of a connection wait for Kafka`,
@@ -344,13 +345,26 @@ export class Connection {
       .then(
         () => {
           this.publishing--;
-          if (this.live) this.send({ type: "published", ...ref });
+          this.answerPublish(started, { type: "published", ...ref });
         },
         (error: unknown) => {
           this.publishing--;
-          if (this.live) this.send({ ...publishError(error), ...ref });
+          this.answerPublish(started, { ...publishError(error), ...ref });
         },
       );
+  }
+
+  /**
+   * Counts and times a publish by its answer's result (`published` or the
+   * error code), and sends the answer while the socket is open: a publish
+   * Kafka acknowledged after its socket closed still counts as published.
+   */
+  private answerPublish(started: number, answer: Record<string, unknown>): void {
+    const result = answer.type === "published" ? "published" : String(answer.code);
+    const metrics = this.host.metrics;
+    metrics.wsPublishes.inc({ result });
+    metrics.wsPublishDuration.observe({ result }, (performance.now() - started) / 1000);
+    if (this.live) this.send(answer);
   }
 
   /** The error frame for a refused token, with `retryAfterMs` when its keys could not be fetched; returns its code. */

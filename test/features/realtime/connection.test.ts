@@ -111,7 +111,7 @@ function connection(
   const peer = new FakePeer(subject);
   subject.attach(peer);
   subject.start();
-  return { connection: subject, peer };
+  return { connection: subject, peer, metrics: host.metrics };
 }
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 10));
@@ -326,6 +326,32 @@ describe("publish frames", () => {
     });
     return opened.peer;
   }
+
+  test("each publish is counted and timed by its result", async () => {
+    const opened = connection(
+      { first: principal({ scopes: new Set(["subscribe", "publish"]) }) },
+      60_000,
+      60_000,
+      undefined,
+      async (_principal, request) => {
+        if (request.channel === "refused") throw new GatewayError("rate_limited", "slow down");
+        return {};
+      },
+    );
+    await send(opened.peer, { type: "auth", token: "first" });
+    for (const channel of ["orders", "orders", "refused"])
+      await send(opened.peer, { type: "publish", channel });
+    const text = await opened.metrics.registry.metrics();
+    const lines = (prefix: string) => text.split("\n").filter((line) => line.startsWith(prefix));
+    expect(lines("gateway_ws_publishes_total{")).toEqual([
+      'gateway_ws_publishes_total{result="published"} 2',
+      'gateway_ws_publishes_total{result="rate_limited"} 1',
+    ]);
+    expect(lines("gateway_ws_publish_duration_seconds_count{")).toEqual([
+      'gateway_ws_publish_duration_seconds_count{result="published"} 2',
+      'gateway_ws_publish_duration_seconds_count{result="rate_limited"} 1',
+    ]);
+  });
 
   test("published once the bus acknowledged, with its ref; data byte for byte and the trace context passed on", async () => {
     const requests: PublishRequest[] = [];
