@@ -300,7 +300,10 @@ async function createSink(
   const queueOptions = {
     lingerMs: config.kafka.lingerMs,
     batchBytes: config.kafka.batchBytes,
-    maxBatchBytes: batchBytesLimit(config.kafka.maxMessageBytes, config.kafka.compression !== "none"),
+    maxBatchBytes: batchBytesLimit(
+      config.kafka.maxMessageBytes,
+      config.kafka.compression !== "none" || config.kafka.fanoutCompression !== "none",
+    ),
     maxRecords: config.kafka.queueMaxRecords,
     maxBytes: config.kafka.queueMaxBytes,
     unhealthyAfterMs: config.kafka.unhealthyAfterMs,

@@ -55,6 +55,8 @@ export interface Config {
     tls: boolean;
     awsRegion: string | undefined;
     compression: (typeof COMPRESSIONS)[number];
+    /** The fan-out topic's: every instance decompresses every batch of it, wanted or not. */
+    fanoutCompression: (typeof COMPRESSIONS)[number];
     lingerMs: number;
     batchBytes: number;
     maxMessageBytes: number;
@@ -262,6 +264,8 @@ export function loadConfig(env: Env = process.env): Config {
       tls: read("KAFKA_TLS", boolean, saslMechanism === "aws-msk-iam"),
       awsRegion,
       compression: read("KAFKA_COMPRESSION", oneOf(COMPRESSIONS), "lz4"),
+      // Uncompressed by default: each instance reads every fan-out batch, so decompressing costs CPU once per instance.
+      fanoutCompression: read("KAFKA_FANOUT_COMPRESSION", oneOf(COMPRESSIONS), "none"),
       lingerMs: read("KAFKA_LINGER_MS", integer(0, 60_000), 0),
       batchBytes: read("KAFKA_BATCH_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
       // Kafka's and MSK's default message.max.bytes: every batch is cut to fit it.
@@ -362,12 +366,11 @@ export function loadConfig(env: Env = process.env): Config {
     },
   };
 
-  if (
-    config.kafka.compression === "zstd" &&
-    typeof (zlib as { zstdCompressSync?: unknown }).zstdCompressSync !== "function"
-  ) {
+  const zstd = typeof (zlib as { zstdCompressSync?: unknown }).zstdCompressSync === "function";
+  if (config.kafka.compression === "zstd" && !zstd)
     problems.push("KAFKA_COMPRESSION: zstd needs Node >= 22.15 or Bun; this runtime lacks it");
-  }
+  if (config.kafka.fanoutCompression === "zstd" && !zstd)
+    problems.push("KAFKA_FANOUT_COMPRESSION: zstd needs Node >= 22.15 or Bun; this runtime lacks it");
   if (config.workers > 1 && config.port === 0)
     problems.push("WORKERS: more than 1 needs a fixed PORT, not 0");
   if (problems.length > 0) throw new ConfigError(problems);

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { compressionsAlgorithms, murmur2 } from "@platformatic/kafka";
+import { Consumer, compressionsAlgorithms, murmur2 } from "@platformatic/kafka";
 import { COMPRESSIONS, loadConfig } from "../../src/config/config.ts";
 import { kafkaConnectionOptions } from "../../src/infra/kafka/client-options.ts";
 import { KafkaWriter } from "../../src/infra/kafka/writer.ts";
@@ -31,6 +31,46 @@ async function kcat(topic: string): Promise<KcatMessage[]> {
     .split("\n")
     .filter((line) => line.trim() !== "")
     .map((line) => JSON.parse(line) as KcatMessage);
+}
+
+/** The compression attribute of the first record batch of partition 0 (0 none, 3 lz4), as stored. */
+async function storedCompression(topic: string): Promise<number> {
+  const consumer = new Consumer({
+    clientId: "writer-test",
+    bootstrapBrokers: [services().brokers],
+    groupId: `writer-test-${topic}`,
+  });
+  try {
+    const metadata = await consumer.metadata({ topics: [topic], forceUpdate: true });
+    const found = metadata.topics.get(topic);
+    const leader = found?.partitions[0]?.leader;
+    if (!found || leader === undefined) throw new Error(`no leader for ${topic}`);
+    const response = await consumer.fetch({
+      node: leader,
+      topics: [
+        {
+          topicId: found.id,
+          partitions: [
+            {
+              partition: 0,
+              fetchOffset: 0n,
+              partitionMaxBytes: 1 << 20,
+              currentLeaderEpoch: -1,
+              lastFetchedEpoch: -1,
+            },
+          ],
+        },
+      ],
+      maxWaitTime: 100,
+      minBytes: 1,
+      maxBytes: 1 << 20,
+    });
+    const stored = response.responses[0]?.partitions[0]?.records?.[0];
+    if (!stored) throw new Error(`nothing stored in ${topic}`);
+    return stored.attributes & 0x07;
+  } finally {
+    await new Promise<void>((resolve) => consumer.close(true, () => resolve()));
+  }
 }
 
 function batch(topic: string): SinkMessage[] {
@@ -154,5 +194,36 @@ describe("KafkaWriter with several producers per topic", () => {
         .map((record) => record.value);
       expect(stored).toEqual(handedOver);
     }
+  }, 40_000);
+});
+
+describe("KafkaWriter, compression per topic", () => {
+  test("the fan-out topic is written with KAFKA_FANOUT_COMPRESSION (none by default), the others with KAFKA_COMPRESSION", async () => {
+    const events = await createTopic("writer-compression-events", 1);
+    const fanout = await createTopic("writer-compression-fanout", 1);
+    const config = loadConfig({
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: events,
+      KAFKA_FANOUT_TOPIC: fanout,
+      DEV_MODE: "true",
+    });
+    expect(config.kafka.compression).toBe("lz4");
+    expect(config.kafka.fanoutCompression).toBe("none");
+    const writer = new KafkaWriter(kafkaConnectionOptions(config.kafka), config.kafka);
+    const records = (topic: string): SinkMessage[] =>
+      Array.from({ length: 20 }, (_, i) => ({
+        topic,
+        key: "k",
+        value: `{"i":${i},"pad":"${"x".repeat(50)}"}`,
+        headers: {},
+      }));
+    try {
+      await writer.write(records(events));
+      await writer.write(records(fanout));
+    } finally {
+      await writer.close();
+    }
+    expect(await storedCompression(events)).toBe(compressionsAlgorithms.lz4.bitmask);
+    expect(await storedCompression(fanout)).toBe(0);
   }, 40_000);
 });

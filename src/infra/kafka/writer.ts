@@ -141,13 +141,18 @@ export class KafkaWriter implements SinkWriter {
     return (partitions === undefined ? hash : hash % partitions) % this.writersPerTopic;
   }
 
-  private newProducer(): SinkProducer {
+  /** KAFKA_FANOUT_COMPRESSION for the fan-out topic, KAFKA_COMPRESSION for the others. */
+  private compressionOf(topic: string): Config["kafka"]["compression"] {
+    return topic === this.kafka.fanoutTopic ? this.kafka.fanoutCompression : this.kafka.compression;
+  }
+
+  private newProducer(compression: Config["kafka"]["compression"] = this.kafka.compression): SinkProducer {
     return new SinkProducer({
       ...this.connection,
       idempotent: true,
       acks: -1,
       retries: PRODUCER_RETRIES,
-      compression: this.kafka.compression,
+      compression,
       autocreateTopics: true,
       serializers: sinkMessageSerializers,
     });
@@ -161,7 +166,7 @@ export class KafkaWriter implements SinkWriter {
     }
     let entry = producers[writer];
     if (!entry) {
-      entry = { producer: this.newProducer(), lastWrite: Promise.resolve() };
+      entry = { producer: this.newProducer(this.compressionOf(topic)), lastWrite: Promise.resolve() };
       producers[writer] = entry;
     }
     return entry;
