@@ -298,7 +298,7 @@ function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line")
     type: typeOf(text, scanner),
     id: memberValue(text, scanner, MEMBER.id),
     ts: tsJson === undefined ? undefined : JSON.parse(tsJson),
-    channel: memberValue(text, scanner, MEMBER.channel),
+    channel: channelOf(text, scanner),
     key: memberValue(text, scanner, MEMBER.key),
     data,
   };
@@ -360,6 +360,53 @@ function typeOf(text: Buffer, scanner: JsonScanner): unknown {
   // Only ASCII is kept: its bytes and its UTF-16 code units are then the same numbers.
   if (typeof type === "string" && type.length <= MAX_KEPT_TYPE_LENGTH && isAscii(type)) lastType = type;
   return type;
+}
+
+/** Channels kept by a hash of their bytes (a fixed table, a slot overwritten on a miss): a batch repeats a few. */
+const CHANNEL_SLOTS = 64;
+const MAX_KEPT_CHANNEL_LENGTH = 32;
+const keptChannels = new Array<string>(CHANNEL_SLOTS).fill("");
+
+/**
+ * The record's `channel`. A short ASCII one is looked up by a hash of its
+ * bytes and compared with the one kept there, so a channel repeated in a
+ * batch is not decoded again (on Bun, decoding a two-byte string from a
+ * Buffer cost about as much as the record's `data`).
+ */
+function channelOf(text: Buffer, scanner: JsonScanner): unknown {
+  const members = scanner.members;
+  const start = members[2 * MEMBER.channel] as number;
+  const end = members[2 * MEMBER.channel + 1] as number;
+  const length = end - start - 2;
+  if (
+    start < 0 ||
+    text[start] !== QUOTE ||
+    (scanner.escapedMembers & (1 << MEMBER.channel)) !== 0 ||
+    length > MAX_KEPT_CHANNEL_LENGTH
+  )
+    return memberValue(text, scanner, MEMBER.channel);
+  let hash = length;
+  for (let at = start + 1; at < end - 1; at++) {
+    const byte = text[at] as number;
+    if (byte > 0x7f) return memberValue(text, scanner, MEMBER.channel);
+    hash = (Math.imul(hash, 31) + byte) | 0;
+  }
+  const slot = hash & (CHANNEL_SLOTS - 1);
+  const kept = keptChannels[slot] as string;
+  if (kept.length === length) {
+    let same = true;
+    for (let index = 0; index < length; index++) {
+      if (text[start + 1 + index] !== kept.charCodeAt(index)) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return kept;
+  }
+  // ASCII: its bytes are its characters.
+  const channel = text.toString("latin1", start + 1, end - 1);
+  keptChannels[slot] = channel;
+  return channel;
 }
 
 function isAscii(text: string): boolean {

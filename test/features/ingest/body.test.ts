@@ -156,6 +156,24 @@ describe("decodeBody", () => {
     expect(sent(records)).toEqual([{ type: "é", a: "é" }]);
   });
 
+  test("channels repeated across a batch, more than the kept ones, escaped, long or not ASCII, are read as JSON.parse reads them", async () => {
+    const channels = [
+      ...Array.from({ length: 300 }, (_, i) => `room-${i % 150}`),
+      "c",
+      String.raw`c\u0031`,
+      "é",
+      "x".repeat(40),
+      "x".repeat(32),
+      "x".repeat(31),
+      "",
+    ];
+    const body = `[${channels.map((channel) => `{"type":"t","channel":"${channel}","data":{}}`).join(",")}]`;
+    const records = await decodeBody(bytes(body), "application/json", undefined, LIMITS);
+    expect(
+      records.map((record) => (record.ok ? (record.value as { channel?: unknown }).channel : undefined)),
+    ).toEqual((JSON.parse(body) as Array<{ channel: string }>).map((record) => record.channel));
+  });
+
   test("type, id, channel and key are read as JSON.parse reads them: escapes, other types, the last of a batch", async () => {
     const body = String.raw`[
       {"type":"page_view","id":"a\"b\u00e9","channel":"c","key":"k","ts":"x","data":{},"other":[1]},
