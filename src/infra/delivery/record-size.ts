@@ -1,3 +1,4 @@
+import { utf8Length } from "../../lib/utf8.ts";
 import type { SinkMessage } from "../../ports/sink.ts";
 
 /** Fixed header of a Kafka record batch (format v2): offsets, CRC, producer id and epoch, sequence, count. */
@@ -15,7 +16,7 @@ const HEADER_OVERHEAD = 10;
 export function recordBytes(message: SinkMessage): number {
   return (
     RECORD_OVERHEAD +
-    Buffer.byteLength(message.key) +
+    utf8Length(message.key) +
     Buffer.byteLength(message.value) +
     headersBytes(message.headers) +
     ownHeadersBytes(message.ownHeaders)
@@ -44,7 +45,7 @@ function headersBytes(headers: SinkMessage["headers"]): number {
   if (headers === lastHeaders) return lastHeadersBytes;
   let bytes = 0;
   for (const name in headers) {
-    bytes += HEADER_OVERHEAD + Buffer.byteLength(name) + Buffer.byteLength(headers[name] as string);
+    bytes += HEADER_OVERHEAD + utf8Length(name) + utf8Length(headers[name] as string);
   }
   lastHeaders = headers;
   lastHeadersBytes = bytes;
@@ -56,7 +57,7 @@ function ownHeadersBytes(headers: SinkMessage["ownHeaders"]): number {
   if (headers === undefined) return 0;
   let bytes = 0;
   for (const name in headers) {
-    bytes += HEADER_OVERHEAD + Buffer.byteLength(name) + Buffer.byteLength(headers[name] as string);
+    bytes += HEADER_OVERHEAD + utf8Length(name) + utf8Length(headers[name] as string);
   }
   return bytes;
 }

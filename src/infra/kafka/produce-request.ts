@@ -6,6 +6,7 @@ import {
   ProduceAcks,
   Writer,
 } from "@platformatic/kafka";
+import { utf8Length } from "../../lib/utf8.ts";
 import type { SinkMessage } from "../../ports/sink.ts";
 
 /**
@@ -93,16 +94,6 @@ function entryCount(headers: SinkMessage["headers"]): number {
   return count;
 }
 
-/** Past this length a string goes through the native encoder, which then costs less than a loop. */
-const SHORT_STRING = 64;
-
-/** UTF-8 bytes of `text`: its length when it is short and ASCII. */
-function utf8Length(text: string): number {
-  if (text.length > SHORT_STRING) return Buffer.byteLength(text);
-  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return Buffer.byteLength(text);
-  return text.length;
-}
-
 /** A string of at most this many bytes has a one-byte length prefix (its zig-zag varint is below 0x80). */
 const ONE_BYTE_PREFIX = 63;
 
@@ -182,7 +173,7 @@ function layOut(records: readonly ProduceRecord[]): RecordsLayout {
     headerCounts[i] = headerCount;
     const headersLength = varintBytes(zigzag(headerCount)) + entries;
     headersLengths[i] = headersLength;
-    const keyLength = Buffer.byteLength(message.key);
+    const keyLength = utf8Length(message.key);
     keyLengths[i] = keyLength;
     const valueLength = Buffer.byteLength(message.value);
     valueLengths[i] = valueLength;
@@ -217,8 +208,8 @@ function writeRecords(
     buffer[position++] = 0; // attributes
     buffer[position++] = 0; // timestamp delta
     position = writeVarint(buffer, position, zigzag(i));
-    position = writeVarint(buffer, position, zigzag(keyLength));
-    position += buffer.write(message.key, position, keyLength, "utf8");
+    // Its length prefix is the same zig-zag varint as a header string's.
+    position = writeString(buffer, position, message.key);
     position = writeVarint(buffer, position, zigzag(valueLength));
     // As many bytes as characters: ASCII, whose bytes a latin1 write copies without UTF-8 encoding.
     const encoding = valueLength === message.value.length ? "latin1" : "utf8";

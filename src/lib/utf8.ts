@@ -1,0 +1,12 @@
+/** Past this length a string goes through the native encoder, which then costs less than a loop. */
+export const SHORT_STRING = 64;
+
+/**
+ * UTF-8 bytes of `text`: its length when it is short and ASCII (keys,
+ * header names, ids, channels), counted without a native call per string.
+ */
+export function utf8Length(text: string): number {
+  if (text.length > SHORT_STRING) return Buffer.byteLength(text);
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return Buffer.byteLength(text);
+  return text.length;
+}
