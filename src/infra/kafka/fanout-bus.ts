@@ -405,13 +405,21 @@ export function toFanoutRecords(topic: string, messages: readonly FanoutMessage[
   const records = new Array<SinkMessage>(messages.length);
   let shared: SinkMessage["headers"] | undefined;
   let sharedBy: FanoutMessage | undefined;
+  // Per channel of the run, one key string: hashed (partition, producer) and measured once, not per record.
+  let keys = new Map<string | undefined, string>();
   for (let i = 0; i < messages.length; i++) {
     const message = messages[i] as FanoutMessage;
     if (sharedBy === undefined || shared === undefined || !sameSharedHeaders(sharedBy, message)) {
       shared = sharedHeaders(message);
       sharedBy = message;
+      keys = new Map();
     }
-    const record: SinkMessage = { topic, key: fanoutKey(message), value: message.dataJson, headers: shared };
+    let key = keys.get(message.channel);
+    if (key === undefined) {
+      key = fanoutKey(message);
+      keys.set(message.channel, key);
+    }
+    const record: SinkMessage = { topic, key, value: message.dataJson, headers: shared };
     if (message.channel !== undefined || message.record !== undefined) {
       const own: Record<string, string> = {};
       if (message.channel !== undefined) own.channel = message.channel;
