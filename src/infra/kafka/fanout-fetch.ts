@@ -146,6 +146,7 @@ export function walkRecords(
   wants: (tenant: string, channel: string | undefined) => boolean,
   sink: RawRecordSink,
 ): bigint {
+  const asked = new WantsMemo(wants);
   let at = 0;
   while (bytes.length - at >= BATCH_HEAD) {
     const batchLength = bytes.readInt32BE(at + 8);
@@ -159,12 +160,12 @@ export function walkRecords(
     const batchEnd = baseOffset + BigInt(lastOffsetDelta) + 1n;
     if (batchEnd > next && (attributes & CONTROL_BATCH) === 0) {
       const compression = attributes & COMPRESSION_MASK;
-      if (compression === 0) walkBatch(bytes, at + BATCH_HEAD, count, baseOffset, next, wants, sink);
+      if (compression === 0) walkBatch(bytes, at + BATCH_HEAD, count, baseOffset, next, asked, sink);
       else {
         const algorithm = compressionsAlgorithmsByBitmask[compression];
         if (!algorithm) throw new Error(`unsupported compression ${compression} in the fan-out topic`);
         const records = algorithm.decompressSync(bytes.subarray(at + BATCH_HEAD, end)) as Buffer;
-        walkBatch(records, 0, count, baseOffset, next, wants, sink);
+        walkBatch(records, 0, count, baseOffset, next, asked, sink);
       }
     }
     if (batchEnd > next) next = batchEnd;
@@ -179,7 +180,7 @@ function walkBatch(
   count: number,
   baseOffset: bigint,
   from: bigint,
-  wants: (tenant: string, channel: string | undefined) => boolean,
+  asked: WantsMemo,
   sink: RawRecordSink,
 ): void {
   const cursor = { at: start };
@@ -225,17 +226,70 @@ function walkBatch(
     }
     cursor.at = recordEnd;
     if (tenantStart < 0 || (channelStart < 0 && !broadcast)) continue;
-    if (!broadcast) {
-      const tenant = bytes.toString("utf8", tenantStart, tenantEnd);
-      const channel = bytes.toString("utf8", channelStart, channelEnd);
-      if (!wants(tenant, channel)) continue;
-    }
+    if (!broadcast && !asked.wants(bytes, tenantStart, tenantEnd, channelStart, channelEnd)) continue;
     sink(
       baseOffset + BigInt(offsetDelta),
       headersOf(bytes, headersStart, headerCount),
       valueLength < 0 ? null : bytes.subarray(valueStart, valueStart + valueLength),
     );
   }
+}
+
+const MEMO_SLOTS = 16;
+
+/**
+ * `wants` over one walk, remembered per tenant and channel by a hash of
+ * their bytes (a fixed table, a slot overwritten on a miss): a partition's
+ * records repeat a few channels, which are then neither decoded nor looked up
+ * again. It lives for one walk, which runs without yielding, so a
+ * subscription made meanwhile counts from the next fetched answer on.
+ */
+class WantsMemo {
+  private readonly tenants = new Array<string>(MEMO_SLOTS).fill("");
+  private readonly channels = new Array<string>(MEMO_SLOTS).fill("");
+  private readonly answers = new Array<boolean>(MEMO_SLOTS).fill(false);
+  private filled = 0;
+
+  constructor(private readonly ask: (tenant: string, channel: string | undefined) => boolean) {}
+
+  wants(
+    bytes: Buffer,
+    tenantStart: number,
+    tenantEnd: number,
+    channelStart: number,
+    channelEnd: number,
+  ): boolean {
+    let hash = 0;
+    for (let at = tenantStart; at < tenantEnd; at++) hash = (Math.imul(hash, 31) + (bytes[at] as number)) | 0;
+    hash = Math.imul(hash, 31) | 0;
+    for (let at = channelStart; at < channelEnd; at++)
+      hash = (Math.imul(hash, 31) + (bytes[at] as number)) | 0;
+    const slot = hash & (MEMO_SLOTS - 1);
+    if (
+      (this.filled & (1 << slot)) !== 0 &&
+      spells(bytes, tenantStart, tenantEnd, this.tenants[slot] as string) &&
+      spells(bytes, channelStart, channelEnd, this.channels[slot] as string)
+    )
+      return this.answers[slot] as boolean;
+    const tenant = bytes.toString("utf8", tenantStart, tenantEnd);
+    const channel = bytes.toString("utf8", channelStart, channelEnd);
+    const wanted = this.ask(tenant, channel);
+    // Only ASCII is kept: its bytes and its UTF-16 code units are then the same numbers.
+    if (tenant.length === tenantEnd - tenantStart && channel.length === channelEnd - channelStart) {
+      this.tenants[slot] = tenant;
+      this.channels[slot] = channel;
+      this.answers[slot] = wanted;
+      this.filled |= 1 << slot;
+    }
+    return wanted;
+  }
+}
+
+/** Whether the bytes from `start` to `end` are `text`'s characters, one byte each. */
+function spells(bytes: Buffer, start: number, end: number, text: string): boolean {
+  if (end - start !== text.length) return false;
+  for (let i = 0; i < text.length; i++) if (bytes[start + i] !== text.charCodeAt(i)) return false;
+  return true;
 }
 
 /** A wanted record's headers as views of the fetched bytes (null values left out). */

@@ -51,13 +51,33 @@ function walk(bytes: Buffer, from: bigint, wanted: string[]) {
 }
 
 describe("walkRecords: the live reader's walk over fetched record batches", () => {
+  test("asks once per tenant and channel in a walk, again in the next walk; many channels, names not ASCII", () => {
+    const channels = [...Array.from({ length: 40 }, (_, i) => `room-${i}`), "é", "ü"];
+    const messages = [...channels, ...channels].map((channel, n) => message(channel, n));
+    const wanted = channels.filter((_, i) => i % 3 === 0);
+    const bytes = batch(0, messages);
+    const first = walk(bytes, 0n, wanted);
+    expect(first.delivered.map(({ message }) => (message as FanoutMessage).channel)).toEqual(
+      messages.map((sent) => sent.channel).filter((channel) => wanted.includes(channel as string)),
+    );
+    expect(first.asked.length).toBeGreaterThanOrEqual(channels.length);
+    expect(first.asked.length).toBeLessThan(messages.length);
+    // A subscription made between two fetches counts in the next walk.
+    const second = walk(bytes, 0n, ["room-1"]);
+    expect(second.delivered.map(({ message }) => (message as FanoutMessage).channel)).toEqual([
+      "room-1",
+      "room-1",
+    ]);
+  });
+
   test("hands on only wanted channels, decoded as the client would; answers the offset after the last batch", () => {
     const bytes = Buffer.concat([
       batch(10, [message("a", 0), message("b", 1), message("a", 2)]),
       batch(13, [message("c", 3)]),
     ]);
     const { asked, delivered, next } = walk(bytes, 10n, ["a"]);
-    expect(asked).toEqual(["acme/a", "acme/b", "acme/a", "acme/c"]);
+    // Each tenant and channel is asked once per walk.
+    expect(asked).toEqual(["acme/a", "acme/b", "acme/c"]);
     expect(delivered).toEqual([
       { offset: 10n, message: message("a", 0) },
       { offset: 12n, message: message("a", 2) },
