@@ -240,6 +240,31 @@ describe.each(RUNTIMES)("TypeScript client against the gateway on %s", (runtime)
     await events.close();
   });
 
+  test("publish() over the socket: subscribers get the event with its trace context; without scope publish it is refused", async () => {
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const channel = `socket-publish-${runtime}`;
+    const watcher = new Subscriber({ url: gateway.url, token: () => token("acme", ["subscribe"]) });
+    const watched = new Recorder(watcher);
+    await watcher.subscribe(channel);
+    const publisher = new Subscriber({
+      url: gateway.url,
+      token: () => token("acme", ["subscribe", "publish"]),
+    });
+    await new Recorder(publisher).next("connected");
+    await publisher.publish(channel, { status: "shipped" }, { traceparent, tracestate: "rojo=1" });
+    const received = (await watched.next("event")).payload;
+    expect(received).toMatchObject({ channel, traceparent, tracestate: "rojo=1" });
+    expect(received.data).toEqual({ status: "shipped" });
+    // The watcher's token lacks scope publish: refused, and its socket stays open.
+    const refused = await watcher.publish(channel, 1).catch((error: unknown) => error);
+    expect(refused).toMatchObject({ name: "GatewayPublishError", code: "forbidden" });
+    expect(watcher.state).toBe("open");
+    const notAllowed = await publisher.publish("Not A Channel!", 1).catch((error: unknown) => error);
+    expect(notAllowed).toMatchObject({ code: "bad_channel" });
+    watcher.close();
+    publisher.close();
+  });
+
   test("a token that expires is refreshed through the callback and the subscriber carries on", async () => {
     const refreshes: boolean[] = [];
     const subscriber = new Subscriber({

@@ -133,6 +133,36 @@ export class GatewayRequestError extends Error {
   }
 }
 
+/** What `Subscriber.publish` sends beside the channel and the data. */
+export interface PublishOptions {
+  /** To every connection of the tenant; the channel is then optional (subscribers see `$broadcast` without one). */
+  broadcast?: boolean;
+  /**
+   * The W3C trace context of the publish: the gateway carries a valid one
+   * into the Kafka record's headers and the subscribers' event frames (an
+   * invalid one is ignored, with its `tracestate`).
+   */
+  traceparent?: string;
+  tracestate?: string;
+}
+
+/**
+ * A publish the gateway refused (`forbidden`, `bad_channel`, `rate_limited`,
+ * `unavailable`; `retryAfterMs` when worth trying again), or one left
+ * unanswered: `disconnected` when there was no open connection or it closed
+ * before the answer (then it may still have been delivered).
+ */
+export class GatewayPublishError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+    this.name = "GatewayPublishError";
+  }
+}
+
 /** Close codes of the gateway's protocol. */
 const CLOSE = { goingAway: 1001, tryAgainLater: 1013, unauthorized: 4001 } as const;
 /** A connection that lasted this long resets the backoff. */
@@ -286,6 +316,16 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   private refreshing = false;
   /** False once this connection's gateway refused in-band refresh (an older version): it waits for 4001. */
   private inBandRefresh = true;
+  /**
+   * Publishes sent on the current socket and not answered yet, by `ref`: the
+   * gateway answers each (it refuses past 32 waiting), and a close rejects
+   * the rest, so this holds at most what one connection has in flight.
+   */
+  private readonly publishes = new Map<
+    string,
+    { resolve: () => void; reject: (error: GatewayPublishError) => void }
+  >();
+  private publishRef = 0;
 
   constructor(private readonly options: SubscriberOptions) {
     super();
@@ -395,6 +435,30 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     }
   }
 
+  /**
+   * Publishes `data` to `channel` over the open socket (token scope
+   * `publish`), as `POST /v1/publish` does; resolves once Kafka acknowledged
+   * it. Rejects with a `GatewayPublishError`: the gateway's refusal, or
+   * `disconnected` when the subscriber is not `open` or the socket closed
+   * before the answer (the publish may then have been delivered: it is not
+   * sent again).
+   */
+  publish(channel: string | undefined, data: unknown, options: PublishOptions = {}): Promise<void> {
+    const socket = this.socket;
+    if (this.currentState !== "open" || socket?.readyState !== 1)
+      return Promise.reject(new GatewayPublishError("disconnected", "publish needs an open connection"));
+    const ref = String(++this.publishRef);
+    const frame: Record<string, unknown> = { type: "publish", data, ref };
+    if (channel !== undefined) frame.channel = channel;
+    if (options.broadcast) frame.broadcast = true;
+    if (options.traceparent !== undefined) frame.traceparent = options.traceparent;
+    if (options.tracestate !== undefined) frame.tracestate = options.tracestate;
+    return new Promise<void>((resolve, reject) => {
+      this.publishes.set(ref, { resolve, reject });
+      socket.send(JSON.stringify(frame));
+    });
+  }
+
   /** Closes for good: no reconnect; every subscription ends. */
   close(): void {
     if (this.currentState === "closed") return;
@@ -407,6 +471,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       socket.onclose = null;
       socket.close(1000, "client closed");
     }
+    this.abandonPublishes("the subscriber closed before the gateway answered");
     for (const subscription of [...this.subscriptions.values()]) this.end(subscription, "closed");
     this.emit("disconnected", { code: 1000, reason: "client closed", reconnectInMs: undefined });
   }
@@ -472,6 +537,14 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       case "event":
         this.onEvent(frame);
         return;
+      case "published": {
+        const ref = typeof frame.ref === "string" ? frame.ref : undefined;
+        const pending = ref === undefined ? undefined : this.publishes.get(ref);
+        if (ref === undefined || !pending) return;
+        this.publishes.delete(ref);
+        pending.resolve();
+        return;
+      }
       case "subscribed": {
         const channel = String(frame.channel);
         const subscription = this.subscriptions.get(channel);
@@ -532,6 +605,15 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   private onErrorFrame(socket: WebSocketLike, frame: Record<string, unknown>): void {
     const code = String(frame.code);
     const message = String(frame.message ?? code);
+    const ref = typeof frame.ref === "string" ? frame.ref : undefined;
+    const publish = ref === undefined ? undefined : this.publishes.get(ref);
+    if (ref !== undefined && publish) {
+      // The answer to a publish: its promise rejects (not an `error` event).
+      this.publishes.delete(ref);
+      const retryAfterMs = typeof frame.retryAfterMs === "number" ? frame.retryAfterMs : undefined;
+      publish.reject(new GatewayPublishError(code, message, retryAfterMs));
+      return;
+    }
     const channel = typeof frame.channel === "string" ? frame.channel : undefined;
     const subscription = channel === undefined ? undefined : this.subscriptions.get(channel);
     if (channel !== undefined && subscription) {
@@ -677,6 +759,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     if (socket !== this.socket) return;
     this.socket = undefined;
     this.stopConnectionTimers();
+    this.abandonPublishes(`the connection closed (${code}) before the gateway answered`);
     if (this.currentState === "closed") return;
     if (this.connectedAt > 0 && Date.now() - this.connectedAt >= STABLE_AFTER_MS) this.attempt = 0;
     this.connectedAt = 0;
@@ -719,6 +802,13 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     this.emit("disconnected", { code, reason, reconnectInMs: delay });
     if (this.currentState !== "waiting") return;
     this.retryTimer = setTimeout(() => void this.connect(), delay);
+  }
+
+  /** Rejects the publishes of a socket that is gone: their answers will never come. */
+  private abandonPublishes(message: string): void {
+    const pending = [...this.publishes.values()];
+    this.publishes.clear();
+    for (const publish of pending) publish.reject(new GatewayPublishError("disconnected", message));
   }
 
   /** Ends a subscription for good and forgets it. */

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import {
+  GatewayPublishError,
   GatewayRequestError,
   Subscriber,
   type SubscriberEvents,
@@ -468,6 +469,44 @@ describe("Subscriber when the identity provider is down", () => {
     }
     await connect(4);
     expect(subscriber.state).toBe("open");
+  });
+});
+
+describe("Subscriber publish", () => {
+  const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+  test("a publish frame with a ref and the trace context; resolved by `published`, rejected by an error with the same ref", async () => {
+    const { subscriber, of } = start();
+    const server = await connect(0);
+    const sent = subscriber.publish("orders", { n: 1 }, { traceparent, tracestate: "rojo=1" });
+    const refused = subscriber.publish(undefined, { notice: "x" }, { broadcast: true });
+    expect(server.sent.slice(1)).toEqual([
+      { type: "publish", channel: "orders", data: { n: 1 }, ref: "1", traceparent, tracestate: "rojo=1" },
+      { type: "publish", broadcast: true, data: { notice: "x" }, ref: "2" },
+    ]);
+    server.frame({ type: "error", code: "rate_limited", message: "slow down", retryAfterMs: 3000, ref: "2" });
+    server.frame({ type: "published", ref: "1" });
+    await sent;
+    const error = await refused.catch((failure: unknown) => failure);
+    expect(error).toBeInstanceOf(GatewayPublishError);
+    expect(error).toMatchObject({ code: "rate_limited", message: "slow down", retryAfterMs: 3000 });
+    // The refusal is the promise's, not an `error` event of the subscriber.
+    expect(of("error")).toEqual([]);
+  });
+
+  test("without an open connection, or when it closes before the answer: disconnected, never sent again", async () => {
+    const { subscriber } = start({ channels: ["orders"] });
+    const early = await subscriber.publish("orders", 1).catch((failure: unknown) => failure);
+    expect(early).toMatchObject({ code: "disconnected" });
+    const first = await connect(0);
+    const pending = subscriber.publish("orders", 2).catch((failure: unknown) => failure);
+    first.serverClose(1006);
+    expect(await pending).toMatchObject({ code: "disconnected" });
+    const second = await connect(1);
+    expect(second.sent.filter((frame) => frame.type === "publish")).toEqual([]);
+    const last = subscriber.publish("orders", 3).catch((failure: unknown) => failure);
+    subscriber.close();
+    expect(await last).toMatchObject({ code: "disconnected" });
   });
 });
 
