@@ -2,8 +2,10 @@
  * Gateway event ids are `<epoch>-<partition>-<offset>` with the offset
  * zero-padded: within one epoch and channel they increase as strings. A new
  * epoch is a new history (a recreated topic, a restarted embedded bus).
+ * The offset `-1` is the position before a partition's first event (the
+ * gateway's `lastEventId` for a channel on a partition nothing was written to).
  */
-const ID_PATTERN = /^(.+)-(\d+)-(\d+)$/;
+const ID_PATTERN = /^(.+)-(\d+)-(-1|\d+)$/;
 
 /**
  * Whether `id` comes after `last`. An id from another epoch counts as after

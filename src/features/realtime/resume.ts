@@ -64,13 +64,18 @@ export class Resume {
   /**
    * The channel's current position, valid as a later `since`: its newest
    * event, or for a channel with none kept here, the newest offset the live
-   * reader delivered on the channel's partition. Null before anything was read.
+   * reader delivered on the channel's partition, or, on a partition nothing
+   * was ever written to, the position before its first offset (SPEC: a
+   * position also when the channel has no events yet). Null only while this
+   * instance does not know the partition's position at all: before its
+   * fan-out reader started (a moment after start, or while Kafka is unreachable).
    */
   position(tenant: string, channel: string): string | null {
     const last = this.history.lastId(channelTopic(tenant, channel));
     if (last !== undefined) return last;
     const head = this.bus.head(`${tenant}/${channel}`);
-    if (!head || head.next === 0n) return null;
+    if (!head) return null;
+    // `next - 1n` is BEFORE_FIRST_OFFSET on an empty partition: every later event is after it.
     return formatEventId({ epoch: head.epoch, partition: head.partition, offset: head.next - 1n });
   }
 
