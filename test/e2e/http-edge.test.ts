@@ -130,6 +130,21 @@ describe.each(RUNTIMES)("HTTP edge cases on %s", (runtime) => {
     expect(gateway.logs.filter((line) => line.level === "error")).toEqual([]);
   });
 
+  // docs/http-api.md: neither parser lets a handler see a method it does not know, so no 405 is possible there.
+  test("an unknown method: Bun answers 405 for one its parser knows (PURGE), both close without an answer for others", async () => {
+    const answers: Record<string, { status: number[]; closed: boolean }> = {};
+    for (const method of ["PURGE", "FOOBAR"]) {
+      const client = new RawClient(gateway.port);
+      client.write(`${method} /health HTTP/1.1\r\nHost: x\r\n\r\n`);
+      const { text, closed } = await client.receivedWithin(2000);
+      answers[method] = { status: statuses(text), closed };
+      client.destroy();
+    }
+    expect(answers.FOOBAR).toEqual({ status: [], closed: true });
+    if (runtime === "bun") expect(answers.PURGE?.status).toEqual([405]);
+    else expect(answers.PURGE).toEqual({ status: [], closed: true });
+  });
+
   test("an upload the client abandons is counted as 499 and logged at debug, never as 500", async () => {
     const client = new RawClient(gateway.port);
     client.write(
