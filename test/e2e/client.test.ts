@@ -265,6 +265,28 @@ describe.each(RUNTIMES)("TypeScript client against the gateway on %s", (runtime)
     publisher.close();
   });
 
+  test("presence(channel): the subjects watching it on this instance (no Redis), with their connection counts", async () => {
+    const channel = `presence-${runtime}`;
+    const watchers = ["ann", "ann", "bob"].map(
+      (sub) => new Subscriber({ url: gateway.url, token: () => token("acme", ["subscribe"], { sub }) }),
+    );
+    await Promise.all(watchers.map((watcher) => watcher.subscribe(channel)));
+    // Presence is written in the background: read until all three are counted.
+    const deadline = Date.now() + 5000;
+    let seen = await (watchers[0] as Subscriber).presence(channel);
+    while (seen.total < 2 && Date.now() < deadline) {
+      await Bun.sleep(50);
+      seen = await (watchers[0] as Subscriber).presence(channel);
+    }
+    expect(seen.scope).toBe("instance");
+    expect(seen.total).toBe(2);
+    expect([...seen.members].sort((a, b) => a.subject.localeCompare(b.subject))).toEqual([
+      { subject: "ann", connections: 2 },
+      { subject: "bob", connections: 1 },
+    ]);
+    for (const watcher of watchers) watcher.close();
+  });
+
   test("a token that expires is refreshed through the callback and the subscriber carries on", async () => {
     const refreshes: boolean[] = [];
     const subscriber = new Subscriber({

@@ -34,6 +34,7 @@ export {
 } from "./storage.js";
 export {
   type ChannelEvent,
+  type ChannelPresence,
   type Gap,
   type GatewayErrorInfo,
   GatewayPublishError,

@@ -121,6 +121,16 @@ export interface HistoryPage {
   next: string | null;
 }
 
+/** `GET /v1/channels/{channel}/presence`: who watches the channel. */
+export interface ChannelPresence {
+  channel: string;
+  /** `cluster`: every instance's members (the gateway has Redis); `instance`: the answering instance's only. */
+  scope: "cluster" | "instance";
+  /** Subjects watching, listed or not (at most 1,000 are listed). */
+  total: number;
+  members: Array<{ subject: string; connections: number }>;
+}
+
 /** A refused HTTP request: `status` and the gateway's error `code` (`history_gone` is 410). */
 export class GatewayRequestError extends Error {
   constructor(
@@ -254,6 +264,11 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   /** A page of the channel's history; see `Subscriber.history`. */
   history(options: { since?: string; limit?: number } = {}): Promise<HistoryPage> {
     return this.owner.history(this.channel, options);
+  }
+
+  /** Who watches the channel; see `Subscriber.presence`. */
+  presence(): Promise<ChannelPresence> {
+    return this.owner.presence(this.channel);
   }
 
   /** @internal Moves to `state` and tells this subscription's listeners (for the Subscriber only). */
@@ -402,6 +417,40 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     const url = new URL(`${this.httpBase}/v1/channels/${encodeURIComponent(channel)}/events`);
     if (options.since !== undefined) url.searchParams.set("since", options.since);
     if (options.limit !== undefined) url.searchParams.set("limit", String(options.limit));
+    const body = await this.getJson(url);
+    const events = Array.isArray(body.events) ? (body.events as Array<Record<string, unknown>>) : [];
+    return {
+      channel,
+      events: events.map((event) => toChannelEvent({ channel, ...event })),
+      lastEventId: typeof body.lastEventId === "string" ? body.lastEventId : null,
+      next: typeof body.next === "string" ? body.next : null,
+    };
+  }
+
+  /**
+   * Who watches `channel` (`GET /v1/channels/{channel}/presence`): subjects
+   * and their connection counts, across instances (`scope: "cluster"`) when
+   * the gateway has Redis, else the answering instance's (`"instance"`).
+   * Rejects with a `GatewayRequestError`.
+   */
+  async presence(channel: string): Promise<ChannelPresence> {
+    const body = await this.getJson(
+      new URL(`${this.httpBase}/v1/channels/${encodeURIComponent(channel)}/presence`),
+    );
+    const members = Array.isArray(body.members) ? (body.members as Array<Record<string, unknown>>) : [];
+    return {
+      channel,
+      scope: body.scope === "cluster" ? "cluster" : "instance",
+      total: typeof body.total === "number" ? body.total : members.length,
+      members: members.map((member) => ({
+        subject: String(member.subject),
+        connections: Number(member.connections),
+      })),
+    };
+  }
+
+  /** A GET with the subscriber's token (one refreshed token after a 401); a refusal rejects with `GatewayRequestError`. */
+  private async getJson(url: URL): Promise<Record<string, unknown>> {
     const fetch = this.options.fetch ?? ((target, init) => globalThis.fetch(target, init));
     let token = this.token ?? (await resolveToken(this.options.token));
     for (let refreshed = false; ; refreshed = true) {
@@ -425,13 +474,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
           String(body.message ?? `HTTP ${response.status}`),
         );
       }
-      const events = Array.isArray(body.events) ? (body.events as Array<Record<string, unknown>>) : [];
-      return {
-        channel,
-        events: events.map((event) => toChannelEvent({ channel, ...event })),
-        lastEventId: typeof body.lastEventId === "string" ? body.lastEventId : null,
-        next: typeof body.next === "string" ? body.next : null,
-      };
+      return body;
     }
   }
 

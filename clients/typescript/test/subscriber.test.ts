@@ -510,6 +510,47 @@ describe("Subscriber publish", () => {
   });
 });
 
+describe("Subscriber presence", () => {
+  test("presence(channel) reads who watches it with the token; a refusal is a GatewayRequestError", async () => {
+    const urls: string[] = [];
+    const answers = [
+      () =>
+        Response.json({
+          channel: "orders",
+          scope: "cluster",
+          total: 2,
+          members: [
+            { subject: "ann", connections: 2 },
+            { subject: "bob", connections: 1 },
+          ],
+        }),
+      () => Response.json({ error: "forbidden", message: "not your channel" }, { status: 403 }),
+    ];
+    const { subscriber } = start({
+      fetch: async (url) => {
+        urls.push(url);
+        return (answers.shift() as () => Response)();
+      },
+    });
+    expect(await subscriber.presence("orders")).toEqual({
+      channel: "orders",
+      scope: "cluster",
+      total: 2,
+      members: [
+        { subject: "ann", connections: 2 },
+        { subject: "bob", connections: 1 },
+      ],
+    });
+    const refused = await subscriber.presence("secret").catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(GatewayRequestError);
+    expect(refused).toMatchObject({ status: 403, code: "forbidden" });
+    expect(urls).toEqual([
+      "https://gateway.test/v1/channels/orders/presence",
+      "https://gateway.test/v1/channels/secret/presence",
+    ]);
+  });
+});
+
 describe("Subscriber history", () => {
   test("history({ since, limit }) reads a page with the token; a 401 gets one refreshed token; 410 is history_gone", async () => {
     const requests: Array<{ url: string; authorization: string }> = [];
