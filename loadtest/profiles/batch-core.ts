@@ -18,8 +18,8 @@ import type { Principal } from "../../src/domain/principal.ts";
 import { ingestRoute } from "../../src/features/ingest/route.ts";
 import { HealthState } from "../../src/features/operations/health.ts";
 import { DeliveryQueue } from "../../src/infra/delivery/delivery-queue.ts";
-import { createProduceRequest, type ProduceRecord } from "../../src/infra/kafka/produce-request.ts";
-import { toProduce } from "../../src/infra/kafka/sink-producer.ts";
+import { createProduceRequest, type PartitionRecords } from "../../src/infra/kafka/produce-request.ts";
+import { toPartitions } from "../../src/infra/kafka/sink-producer.ts";
 import { createSchemaRegistry } from "../../src/infra/validation/registry.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import type { SinkMessage, SinkWriter } from "../../src/ports/sink.ts";
@@ -43,11 +43,8 @@ let encodedBytes = 0;
 const writer: SinkWriter = {
   kind: "kafka",
   async write(batch: SinkMessage[]) {
-    const records = batch.map((message) => {
-      const produce = toProduce(message);
-      return { value: message, topic: message.topic, partition: (produce.partition as number) % PARTITIONS };
-    }) as ProduceRecord[];
-    const request = createProduceRequest(11, -1, 30_000, records, { compression: "lz4" });
+    const messages = toPartitions((batch[0] as SinkMessage).topic, batch, PARTITIONS) as PartitionRecords[];
+    const request = createProduceRequest(11, -1, 30_000, messages, { compression: "lz4" });
     encodedBytes += request.length;
   },
   async close() {},

@@ -10,12 +10,15 @@ import { utf8Length } from "../../lib/utf8.ts";
 import type { SinkMessage } from "../../ports/sink.ts";
 
 /**
- * A record as the producer hands it to the Produce API: the SinkMessage rides
- * as `value` (its key too), so key, value and headers are written straight
- * into the request; `partition` was set by the caller.
+ * One client message as the producer hands it to the Produce API: all the
+ * records of a write for one partition ride as `value` (keys and headers
+ * included), so the client does its per-message bookkeeping (serializers,
+ * partition, header maps, sequence keys) once per partition, not once per
+ * record, and each record is written straight into the request.
+ * `partition` was set by the caller.
  */
-export interface ProduceRecord {
-  value: SinkMessage;
+export interface PartitionRecords {
+  value: readonly SinkMessage[];
   topic: string;
   partition: number;
 }
@@ -143,7 +146,7 @@ interface RecordsLayout {
  * bus): its entries are encoded once per run; a record's own headers are
  * measured here and written in place.
  */
-function layOut(records: readonly ProduceRecord[]): RecordsLayout {
+function layOut(records: readonly SinkMessage[]): RecordsLayout {
   const count = records.length;
   const keyLengths = new Array<number>(count);
   const valueLengths = new Array<number>(count);
@@ -155,8 +158,7 @@ function layOut(records: readonly ProduceRecord[]): RecordsLayout {
   let lastCount = 0;
   let bytes = 0;
   for (let i = 0; i < count; i++) {
-    const record = records[i] as ProduceRecord;
-    const message = record.value;
+    const message = records[i] as SinkMessage;
     if (message.headers !== lastHeaders || !lastBlock) {
       lastHeaders = message.headers;
       lastBlock = encodeEntries(message.headers);
@@ -189,14 +191,14 @@ function layOut(records: readonly ProduceRecord[]): RecordsLayout {
  * theirs), so every timestamp delta is 0.
  */
 function writeRecords(
-  records: readonly ProduceRecord[],
+  records: readonly SinkMessage[],
   layout: RecordsLayout,
   buffer: Buffer,
   start: number,
 ): void {
   let position = start;
   for (let i = 0; i < records.length; i++) {
-    const message = (records[i] as ProduceRecord).value;
+    const message = records[i] as SinkMessage;
     const keyLength = layout.keyLengths[i] as number;
     const valueLength = layout.valueLengths[i] as number;
     const block = layout.sharedBlocks[i] as Buffer;
@@ -241,16 +243,18 @@ function recordBodyBytes(keyLength: number, valueLength: number, headersLength: 
 }
 
 /**
- * One record batch (format v2) holding `records`, all of one topic-partition,
- * in one buffer: uncompressed records are written in place; compressed ones
- * are encoded, compressed, and the result copied once behind the header.
+ * One record batch (format v2) holding `records`, all of `topic`'s
+ * `partition`, in one buffer: uncompressed records are written in place;
+ * compressed ones are encoded, compressed, and the result copied once behind
+ * the header.
  */
 export function encodeRecordBatch(
-  records: readonly ProduceRecord[],
+  topic: string,
+  partition: number,
+  records: readonly SinkMessage[],
   options: ProduceRequestOptions,
   now: number = Date.now(),
 ): Buffer {
-  const first = records[0] as ProduceRecord;
   const compression: CompressionAlgorithmValue = options.compression ?? "none";
   let batch: Buffer;
   let attributes = options.transactionalId ? TRANSACTIONAL : 0;
@@ -269,7 +273,7 @@ export function encodeRecordBatch(
   }
   const timestamp = BigInt(now);
   // Defaults as the client's own encoder writes them, byte for byte (the broker sets the leader epoch).
-  const sequence = options.sequences?.getWithDefault(`${first.topic}:${first.partition}`, 0) ?? 0;
+  const sequence = options.sequences?.getWithDefault(sequenceKey(topic, partition), 0) ?? 0;
   batch.writeBigInt64BE(0n, 0); // base offset: the broker assigns it
   batch.writeInt32BE(batch.length - 12, 8);
   batch.writeInt32BE(0, 12); // partition leader epoch
@@ -286,18 +290,29 @@ export function encodeRecordBatch(
   return batch;
 }
 
-/** Records grouped by topic, then partition, in the order they came (per-partition order is kept). */
-function groupByTopicPartition(records: readonly ProduceRecord[]): Map<string, Map<number, ProduceRecord[]>> {
-  const topics = new Map<string, Map<number, ProduceRecord[]>>();
-  for (const record of records) {
-    let partitions = topics.get(record.topic);
+/** The client's key of a partition's idempotence sequence. */
+export function sequenceKey(topic: string, partition: number): string {
+  return `${topic}:${partition}`;
+}
+
+/**
+ * The records of `messages` grouped by topic, then partition, in the order
+ * they came (per-partition order is kept). A partition normally has one
+ * message; several (the writer did not know the partition count yet, see
+ * `toPartitions`) are joined, in their order, into one batch.
+ */
+function groupByTopicPartition(
+  messages: readonly PartitionRecords[],
+): Map<string, Map<number, readonly SinkMessage[]>> {
+  const topics = new Map<string, Map<number, readonly SinkMessage[]>>();
+  for (const message of messages) {
+    let partitions = topics.get(message.topic);
     if (!partitions) {
       partitions = new Map();
-      topics.set(record.topic, partitions);
+      topics.set(message.topic, partitions);
     }
-    const group = partitions.get(record.partition);
-    if (group) group.push(record);
-    else partitions.set(record.partition, [record]);
+    const group = partitions.get(message.partition);
+    partitions.set(message.partition, group ? group.concat(message.value) : message.value);
   }
   return topics;
 }
@@ -312,7 +327,7 @@ export function createProduceRequest(
   version: number,
   acks: number,
   timeout: number,
-  records: readonly ProduceRecord[],
+  messages: readonly PartitionRecords[],
   options: ProduceRequestOptions = {},
   now: number = Date.now(),
 ): Writer {
@@ -321,13 +336,13 @@ export function createProduceRequest(
     .appendString(options.transactionalId ?? null, flexible)
     .appendInt16(acks)
     .appendInt32(timeout);
-  const topics = groupByTopicPartition(records);
+  const topics = groupByTopicPartition(messages);
   appendLength(writer, topics.size, flexible);
   for (const [topic, partitions] of topics) {
     writer.appendString(topic, flexible);
     appendLength(writer, partitions.size, flexible);
     for (const [partition, group] of partitions) {
-      const batch = encodeRecordBatch(group, options, now);
+      const batch = encodeRecordBatch(topic, partition, group, options, now);
       writer.appendInt32(partition);
       if (flexible) writer.appendUnsignedVarInt(batch.length + 1);
       else writer.appendInt32(batch.length);

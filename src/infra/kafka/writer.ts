@@ -8,7 +8,7 @@ import {
   type UndeliverableReason,
 } from "../../ports/sink.ts";
 import type { KafkaConnectionOptions } from "./client-options.ts";
-import { partitionHash, SinkProducer, sinkMessageSerializers, toProduce } from "./sink-producer.ts";
+import { partitionHash, SinkProducer, sinkMessageSerializers, toPartitions } from "./sink-producer.ts";
 
 /** Broker answers about the records themselves: no retry of the same records can change them, a split can. */
 const RECORD_REFUSALS: Record<string, UndeliverableReason> = {
@@ -218,7 +218,7 @@ export class KafkaWriter implements SinkWriter {
 
   private async send(producer: SinkProducer, topic: string, batch: SinkMessage[]): Promise<void> {
     try {
-      await producer.send({ messages: batch.map(toProduce) });
+      await producer.send({ messages: toPartitions(topic, batch, this.partitionCounts.get(topic)) });
     } catch (error) {
       throw classifyFailure(error) ?? error;
     } finally {

@@ -13,7 +13,7 @@ import fc from "fast-check";
 import {
   createProduceRequest,
   encodeRecordBatch,
-  type ProduceRecord,
+  type PartitionRecords,
 } from "../../../src/infra/kafka/produce-request.ts";
 import type { SinkMessage } from "../../../src/ports/sink.ts";
 
@@ -30,20 +30,20 @@ const COMPRESSIONS = (["none", "gzip", "snappy", "lz4", "zstd"] as CompressionAl
   (name) => compressionsAlgorithms[name].available,
 );
 
-function record(topic: string, partition: number, message: Partial<SinkMessage>, key = ""): ProduceRecord {
-  return { topic, partition, value: { topic, key, value: "{}", headers: {}, ...message } };
+function record(topic: string, message: Partial<SinkMessage>, key = ""): SinkMessage {
+  return { topic, key, value: "{}", headers: {}, ...message };
 }
 
-/** The same records as the client's own encoder takes them: every string a Buffer, headers a Map. */
-function asClientMessage(produced: ProduceRecord): MessageRecord {
+/** The same record as the client's own encoder takes it: every string a Buffer, headers a Map. */
+function asClientMessage(message: SinkMessage, partition: number): MessageRecord {
   const headers = new Map<Buffer, Buffer>();
-  for (const [name, value] of Object.entries({ ...produced.value.headers, ...produced.value.ownHeaders }))
+  for (const [name, value] of Object.entries({ ...message.headers, ...message.ownHeaders }))
     headers.set(Buffer.from(name), Buffer.from(value));
   return {
-    topic: produced.topic,
-    partition: produced.partition,
-    key: Buffer.from(produced.value.key),
-    value: Buffer.from(produced.value.value),
+    topic: message.topic,
+    partition,
+    key: Buffer.from(message.key),
+    value: Buffer.from(message.value),
     headers,
     timestamp: BigInt(NOW),
   };
@@ -57,27 +57,26 @@ function sequences(entries: Array<[string, number]>): NumericMap {
 
 const shared = { type: "page_view", tenant: "acme", "content-type": "application/json" };
 const other = { type: "click", tenant: "acme" };
-const SAMPLE: ProduceRecord[] = [
+/** Records of partition 2 of "events". */
+const SAMPLE: SinkMessage[] = [
   ...Array.from({ length: 150 }, (_, i) =>
     record(
       "events",
-      2,
       { value: JSON.stringify({ i, text: "ünïcødé ✓ 𝄞" }), headers: shared },
       `device-${i % 7}`,
     ),
   ),
-  record("events", 2, { value: '{"big":9007199254740993}', headers: other }, "k"),
-  record("events", 2, { value: "x".repeat(20_000), headers: {} }),
+  record("events", { value: '{"big":9007199254740993}', headers: other }, "k"),
+  record("events", { value: "x".repeat(20_000), headers: {} }),
   // Fan-out records: shared headers plus each record's own.
   ...Array.from({ length: 5 }, (_, i) =>
     record(
       "events",
-      2,
       { value: `{"i":${i}}`, headers: shared, ownHeaders: { channel: `c${i % 2}`, "record-id": `r-ü-${i}` } },
       `acme/c${i % 2}`,
     ),
   ),
-  record("events", 2, { value: "{}", headers: {}, ownHeaders: { "record-id": "only" } }),
+  record("events", { value: "{}", headers: {}, ownHeaders: { "record-id": "only" } }),
 ];
 
 describe("encodeRecordBatch", () => {
@@ -88,22 +87,27 @@ describe("encodeRecordBatch", () => {
       producerEpoch: 3,
       sequences: sequences([["events:2", 4242]]),
     };
-    const ours = encodeRecordBatch(SAMPLE, options, NOW);
-    const theirs = createRecordsBatch(SAMPLE.map(asClientMessage), options).buffer;
+    const ours = encodeRecordBatch("events", 2, SAMPLE, options, NOW);
+    const theirs = createRecordsBatch(
+      SAMPLE.map((message) => asClientMessage(message, 2)),
+      options,
+    ).buffer;
     expect(ours.equals(theirs)).toBe(true);
   });
 
   test("reads back as the records given, in order, with keys, values and headers", () => {
-    const batch = readRecordsBatch(Reader.from(encodeRecordBatch(SAMPLE, { compression: "lz4" }, NOW)));
+    const batch = readRecordsBatch(
+      Reader.from(encodeRecordBatch("events", 2, SAMPLE, { compression: "lz4" }, NOW)),
+    );
     expect(batch.records).toHaveLength(SAMPLE.length);
     expect(batch.firstTimestamp).toBe(BigInt(NOW));
     batch.records.forEach((read, i) => {
-      const sent = SAMPLE[i] as ProduceRecord;
+      const sent = SAMPLE[i] as SinkMessage;
       expect(read.offsetDelta).toBe(i);
-      expect(read.key?.toString()).toBe(sent.value.key);
-      expect(read.value?.toString()).toBe(sent.value.value);
+      expect(read.key?.toString()).toBe(sent.key);
+      expect(read.value?.toString()).toBe(sent.value);
       const headers = read.headers.map(([name, value]) => [name?.toString(), value?.toString()]);
-      expect(headers).toEqual(Object.entries({ ...sent.value.headers, ...sent.value.ownHeaders }));
+      expect(headers).toEqual(Object.entries({ ...sent.headers, ...sent.ownHeaders }));
     });
   });
 
@@ -128,10 +132,13 @@ describe("encodeRecordBatch", () => {
       fc.property(records, fc.constantFrom(...COMPRESSIONS), (generated, compression) => {
         // Own header names never repeat a shared one (the client's encoder would see one entry for both).
         const produced = generated.map(({ value, key, headers, ownHeaders }) =>
-          record("t", 0, ownHeaders ? { value, headers, ownHeaders } : { value, headers }, key),
+          record("t", ownHeaders ? { value, headers, ownHeaders } : { value, headers }, key),
         );
-        const ours = encodeRecordBatch(produced, { compression }, NOW);
-        const theirs = createRecordsBatch(produced.map(asClientMessage), { compression }).buffer;
+        const ours = encodeRecordBatch("t", 0, produced, { compression }, NOW);
+        const theirs = createRecordsBatch(
+          produced.map((message) => asClientMessage(message, 0)),
+          { compression },
+        ).buffer;
         expect(ours.equals(theirs)).toBe(true);
       }),
       { numRuns: 200 },
@@ -140,33 +147,50 @@ describe("encodeRecordBatch", () => {
 });
 
 describe("createProduceRequest", () => {
-  const records = [
-    record("events", 0, { value: '{"a":1}', headers: shared }, "a"),
-    record("events", 3, { value: '{"b":2}', headers: shared }, "b"),
-    record("audit", 1, { value: '{"c":3}', headers: other }),
-    record("events", 0, { value: '{"d":4}', headers: other }, "a"),
+  /** Records in the order sent, each with its partition. */
+  const records: Array<[SinkMessage, number]> = [
+    [record("events", { value: '{"a":1}', headers: shared }, "a"), 0],
+    [record("events", { value: '{"b":2}', headers: shared }, "b"), 3],
+    [record("audit", { value: '{"c":3}', headers: other }), 1],
+    [record("events", { value: '{"d":4}', headers: other }, "a"), 0],
+    [record("events", { value: '{"e":5}', headers: shared }, "e"), 3],
   ];
+  const theirRecords = records.map(([message, partition]) => asClientMessage(message, partition));
+  /** The client's messages as the writer makes them: one per partition, holding its records in order. */
+  const perPartition: PartitionRecords[] = [
+    { topic: "events", partition: 0, value: [records[0]?.[0], records[3]?.[0]] as SinkMessage[] },
+    { topic: "events", partition: 3, value: [records[1]?.[0], records[4]?.[0]] as SinkMessage[] },
+    { topic: "audit", partition: 1, value: [records[2]?.[0]] as SinkMessage[] },
+  ];
+  /** One message per record (a partition's records split across messages, as before the partition count is known). */
+  const perRecord: PartitionRecords[] = records.map(([message, partition]) => ({
+    topic: message.topic,
+    partition,
+    value: [message],
+  }));
+  const options = () => ({
+    compression: "lz4" as const,
+    producerId: 9n,
+    producerEpoch: 1,
+    sequences: sequences([
+      ["events:0", 10],
+      ["events:3", 20],
+    ]),
+  });
 
   test.each(clientProduceApis)(
     "version %d: the request the client would build, grouped by topic and partition",
     (version, client) => {
-      const options = {
-        compression: "lz4" as const,
-        producerId: 9n,
-        producerEpoch: 1,
-        sequences: sequences([
-          ["events:0", 10],
-          ["events:3", 20],
-        ]),
-      };
-      const ours = createProduceRequest(version, -1, 30_000, records, options, NOW);
-      const theirs = client.createRequest(-1, 30_000, records.map(asClientMessage), options);
-      expect(ours.buffer.equals(theirs.buffer)).toBe(true);
-      expect(ours.context.noResponse).toBeUndefined();
+      const theirs = client.createRequest(-1, 30_000, theirRecords, options());
+      for (const messages of [perPartition, perRecord]) {
+        const ours = createProduceRequest(version, -1, 30_000, messages, options(), NOW);
+        expect(ours.buffer.equals(theirs.buffer)).toBe(true);
+        expect(ours.context.noResponse).toBeUndefined();
+      }
     },
   );
 
   test("acks=0 asks the connection not to wait for an answer", () => {
-    expect(createProduceRequest(11, 0, 1000, records, {}).context.noResponse).toBe(true);
+    expect(createProduceRequest(11, 0, 1000, perPartition, {}).context.noResponse).toBe(true);
   });
 });

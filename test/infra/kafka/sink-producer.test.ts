@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as kafka from "@platformatic/kafka";
-import { PRODUCE_APIS, toProduce } from "../../../src/infra/kafka/sink-producer.ts";
+import { PRODUCE_APIS, toPartitions } from "../../../src/infra/kafka/sink-producer.ts";
+import type { SinkMessage } from "../../../src/ports/sink.ts";
 
 /** The Produce versions this client can negotiate: each is a `produceV<N>` export. */
 const clientProduceVersions = Object.entries(kafka)
@@ -17,10 +18,26 @@ describe("SinkProducer", () => {
     }
   });
 
-  test("a message goes to the partition the client's default partitioner picks for its key", () => {
-    const message = { topic: "events", key: "device-42", value: "{}", headers: {} };
-    const produced = toProduce(message);
-    expect(produced.value).toBe(message);
-    expect(produced.partition).toBe(kafka.defaultPartitioner(produced, Buffer.from("device-42")));
+  test("records go, in order, one client message per partition, to the partition the client's default partitioner picks for each key", () => {
+    const batch: SinkMessage[] = Array.from({ length: 40 }, (_, i) => ({
+      topic: "events",
+      key: `device-${i % 9}`,
+      value: `{"i":${i}}`,
+      headers: {},
+    }));
+    const partitionOf = (key: string) => kafka.defaultPartitioner({ topic: "events" }, Buffer.from(key)) % 6;
+    const messages = toPartitions("events", batch, 6);
+    expect(new Set(messages.map((message) => message.partition)).size).toBe(messages.length);
+    for (const message of messages) {
+      expect(message.topic).toBe("events");
+      expect(message.value).toEqual(batch.filter((record) => partitionOf(record.key) === message.partition));
+    }
+    expect(messages.flatMap((message) => message.value)).toHaveLength(batch.length);
+    // Before the partition count is known: grouped by the hash, which the client takes modulo the count.
+    for (const message of toPartitions("events", batch, undefined))
+      for (const record of message.value ?? [])
+        expect(message.partition).toBe(
+          kafka.defaultPartitioner({ topic: "events" }, Buffer.from(record.key)),
+        );
   });
 });
