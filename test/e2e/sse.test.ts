@@ -379,53 +379,57 @@ describe("EventSource in headless Chromium", () => {
     return { page, waitFor };
   }
 
-  test("EventSource reconnects with Last-Event-ID after a dropped stream and gets every event once, in order", async () => {
-    const gateway = await startGateway("bun", EMBEDDED);
-    setUpstream(gateway);
-    const { page, waitFor } = await watchInPage("live");
-    await waitFor((state) => state.opens === 1);
-    for (const n of [1, 2, 3]) await publish(gateway, "acme", "live", `{"n":${n}}`);
-    await waitFor((state) => state.seen.length === 3);
-    // The load balancer drops the stream; events published meanwhile must come with the reconnect.
-    for (const abort of relayed) abort.abort();
-    relayed.clear();
-    for (const n of [4, 5]) await publish(gateway, "acme", "live", `{"n":${n}}`);
-    await waitFor((state) => state.opens === 2 && state.seen.length === 5);
-    await publish(gateway, "acme", "live", '{"n":6}');
-    const final = await waitFor((state) => state.seen.length === 6);
-    expect(final.seen).toEqual([1, 2, 3, 4, 5, 6]);
-    await page.close();
-    setUpstream(undefined);
-    await gateway.stop();
-  });
+  for (const runtime of RUNTIMES) {
+    const live = `live-${runtime}`;
+    const restart = `restart-${runtime}`;
+    test(`EventSource reconnects with Last-Event-ID after a dropped stream and gets every event once, in order (${runtime})`, async () => {
+      const gateway = await startGateway(runtime, EMBEDDED);
+      setUpstream(gateway);
+      const { page, waitFor } = await watchInPage(live);
+      await waitFor((state) => state.opens === 1);
+      for (const n of [1, 2, 3]) await publish(gateway, "acme", live, `{"n":${n}}`);
+      await waitFor((state) => state.seen.length === 3);
+      // The load balancer drops the stream; events published meanwhile must come with the reconnect.
+      for (const abort of relayed) abort.abort();
+      relayed.clear();
+      for (const n of [4, 5]) await publish(gateway, "acme", live, `{"n":${n}}`);
+      await waitFor((state) => state.opens === 2 && state.seen.length === 5);
+      await publish(gateway, "acme", live, '{"n":6}');
+      const final = await waitFor((state) => state.seen.length === 6);
+      expect(final.seen).toEqual([1, 2, 3, 4, 5, 6]);
+      await page.close();
+      setUpstream(undefined);
+      await gateway.stop();
+    });
 
-  test("after the only instance restarts, EventSource resumes from Kafka's retention: every event once, in order", async () => {
-    const env = {
-      KAFKA_BROKERS: services().brokers,
-      KAFKA_TOPIC: await createTopic("sse-restart-events"),
-      KAFKA_FANOUT_TOPIC: await createTopic("sse-restart-fanout"),
-      REDIS_URL: "",
-    };
-    const first = await startGateway("bun", env);
-    setUpstream(first);
-    const { page, waitFor } = await watchInPage("restart");
-    await waitFor((state) => state.opens === 1);
-    for (const n of [1, 2, 3]) await publish(first, "acme", "restart", `{"n":${n}}`);
-    await waitFor((state) => state.seen.length === 3);
-    // The instance goes away (drain: event reconnect, then the end); the page reconnects once one is back.
-    setUpstream(undefined);
-    expect(await first.stop("SIGTERM")).toBe(0);
-    // Published while no instance serves the page, through one that stops again: only Kafka keeps them.
-    const publisher = await startGateway("bun", env);
-    for (const n of [4, 5]) await publish(publisher, "acme", "restart", `{"n":${n}}`);
-    await publisher.stop();
-    const second = await startGateway("bun", env);
-    setUpstream(second);
-    // Reconnects until the new instance reads the log (a try_again in between is fine); never a gap.
-    await waitFor((state) => state.seen.length >= 5);
-    await publish(second, "acme", "restart", '{"n":6}');
-    const final = await waitFor((state) => state.seen.length === 6);
-    expect(final.seen).toEqual([1, 2, 3, 4, 5, 6]);
-    await page.close();
-  });
+    test(`after the only instance restarts, EventSource resumes from Kafka's retention: every event once, in order (${runtime})`, async () => {
+      const env = {
+        KAFKA_BROKERS: services().brokers,
+        KAFKA_TOPIC: await createTopic(`sse-restart-events-${runtime}`),
+        KAFKA_FANOUT_TOPIC: await createTopic(`sse-restart-fanout-${runtime}`),
+        REDIS_URL: "",
+      };
+      const first = await startGateway(runtime, env);
+      setUpstream(first);
+      const { page, waitFor } = await watchInPage(restart);
+      await waitFor((state) => state.opens === 1);
+      for (const n of [1, 2, 3]) await publish(first, "acme", restart, `{"n":${n}}`);
+      await waitFor((state) => state.seen.length === 3);
+      // The instance goes away (drain: event reconnect, then the end); the page reconnects once one is back.
+      setUpstream(undefined);
+      expect(await first.stop("SIGTERM")).toBe(0);
+      // Published while no instance serves the page, through one that stops again: only Kafka keeps them.
+      const publisher = await startGateway(runtime, env);
+      for (const n of [4, 5]) await publish(publisher, "acme", restart, `{"n":${n}}`);
+      await publisher.stop();
+      const second = await startGateway(runtime, env);
+      setUpstream(second);
+      // Reconnects until the new instance reads the log (a try_again in between is fine); never a gap.
+      await waitFor((state) => state.seen.length >= 5);
+      await publish(second, "acme", restart, '{"n":6}');
+      const final = await waitFor((state) => state.seen.length === 6);
+      expect(final.seen).toEqual([1, 2, 3, 4, 5, 6]);
+      await page.close();
+    });
+  }
 });
