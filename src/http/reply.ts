@@ -1,7 +1,8 @@
 import { GatewayError, isGatewayError } from "../domain/errors.ts";
 import type { HttpReply } from "../ports/transport.ts";
 
-const JSON_TYPE = { "content-type": "application/json" };
+/** Frozen: shared by replies, and an adapter may keep what it builds from it (Bun's Headers). */
+const JSON_TYPE = Object.freeze({ "content-type": "application/json" });
 
 export function json(status: number, body: unknown, headers?: Readonly<Record<string, string>>): HttpReply {
   return jsonText(status, JSON.stringify(body), headers);

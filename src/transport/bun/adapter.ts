@@ -2,6 +2,7 @@ import type { Server, ServerWebSocket } from "bun";
 import { replyHeaders } from "../../http/header-block.ts";
 import type {
   GatewayApp,
+  HeaderBlock,
   HttpReply,
   HttpRequest,
   ListenOptions,
@@ -183,8 +184,37 @@ async function streamBody(req: Request, limit: number): Promise<Uint8Array> {
 function toResponse(reply: HttpReply): Response {
   const headers = reply.closeConnection
     ? { ...replyHeaders(reply), connection: "close" }
-    : replyHeaders(reply);
+    : responseHeaders(reply);
   return new Response(reply.body, { status: reply.status, headers });
+}
+
+/** The key for a reply with a shared block and no headers of its own. */
+const NO_OWN_HEADERS = Object.freeze({});
+/** Bun Headers made once per frozen (shared) own-headers object and header block; weak, so they go with them. */
+const madeHeaders = new WeakMap<object, WeakMap<HeaderBlock, Headers>>();
+
+/**
+ * A Response copies a Headers object natively (~0.3 us) but builds one from
+ * a plain object property by property (~0.6 us, plus ~0.4 us to merge the
+ * reply's own headers with its block): the usual reply, whose own headers
+ * are a frozen shared object (JSON's content type), reuses one made before.
+ */
+function responseHeaders(reply: HttpReply): Headers | Readonly<Record<string, string>> | undefined {
+  const own = reply.headers;
+  const block = reply.sharedHeaders;
+  if (block === undefined || (own !== undefined && !Object.isFrozen(own))) return replyHeaders(reply);
+  const key = own ?? NO_OWN_HEADERS;
+  let byBlock = madeHeaders.get(key);
+  if (byBlock === undefined) {
+    byBlock = new WeakMap();
+    madeHeaders.set(key, byBlock);
+  }
+  let headers = byBlock.get(block);
+  if (headers === undefined) {
+    headers = new Headers(replyHeaders(reply));
+    byBlock.set(block, headers);
+  }
+  return headers;
 }
 
 /**
