@@ -87,8 +87,11 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     onJwksFetchFailure: (reason) => log.warn({ reason }, "JWKS fetch failed; tokens with new keys get 503"),
     cacheSize: config.auth.tokenCacheSize,
   });
-  const authenticate = (request: HttpRequest) =>
-    authenticator.verify(bearerToken(request.header("authorization")));
+  // A cached token's principal at once (the usual request): no promise to await.
+  const authenticate = (request: HttpRequest) => {
+    const token = bearerToken(request.header("authorization"));
+    return authenticator.cached(token) ?? authenticator.verify(token);
+  };
 
   // One client for every s3:// source, so they share its connections and cached credentials.
   const s3Client = createS3ObjectClient(config.s3);

@@ -4,21 +4,39 @@ import type { HttpRequest } from "../ports/transport.ts";
 
 export interface CallerChecks {
   admission: Pick<Admission, "request">;
-  authenticate(request: HttpRequest): Promise<Principal>;
+  /** The principal at once when its token was verified before (cached), else a promise of it. */
+  authenticate(request: HttpRequest): Principal | Promise<Principal>;
 }
 
 /**
  * The checks an API write starts with, cheapest first: the client's IP budget
  * (so a client over it costs no signature check and no body read), its token,
- * then the scope the route needs. Rejects with a 429, 401 or 403 GatewayError.
+ * then the scope the route needs. Throws or rejects with a 429, 401 or 403 GatewayError.
+ *
+ * The usual caller (IP paid from the local share, token cached) gets its
+ * principal back at once: no promise, and no await in the route for it.
  */
-export async function authorizedCaller(
+export function authorizedCaller(
   request: HttpRequest,
   scope: string,
   checks: CallerChecks,
-): Promise<Principal> {
-  await checks.admission.request(request);
-  const principal = await checks.authenticate(request);
+): Principal | Promise<Principal> {
+  const admitted = checks.admission.request(request);
+  if (admitted !== undefined) return admitted.then(() => authenticated(request, scope, checks));
+  return authenticated(request, scope, checks);
+}
+
+function authenticated(
+  request: HttpRequest,
+  scope: string,
+  checks: CallerChecks,
+): Principal | Promise<Principal> {
+  const principal = checks.authenticate(request);
+  if (principal instanceof Promise) return principal.then((verified) => withScope(verified, scope));
+  return withScope(principal, scope);
+}
+
+function withScope(principal: Principal, scope: string): Principal {
   requireScope(principal, scope);
   return principal;
 }

@@ -6,8 +6,12 @@ export type AdmittedHeaders = Readonly<Record<string, string>> | undefined;
 
 /** The rate limits a feature obeys; each rejects with a 429 GatewayError when over budget. */
 export interface Admission {
-  /** Per client IP, one request: checked before the token or the body. */
-  request(request: HttpRequest): Promise<void>;
+  /**
+   * Per client IP, one request: checked before the token or the body.
+   * undefined when admitted at once (limits off, or paid from the local
+   * share): the caller goes on without a promise or an await.
+   */
+  request(request: HttpRequest): Promise<void> | undefined;
   /**
    * Per tenant, `cost` events: the headers at once when the instance's own
    * share of the budget paid (no promise, nothing to wait for), else a

@@ -14,7 +14,7 @@ import type { RecordDedup } from "./dedup.ts";
 import { type IngestOptions, ingestRoute } from "./route.ts";
 
 export interface IngestModuleDependencies {
-  authenticate(request: HttpRequest): Promise<Principal>;
+  authenticate(request: HttpRequest): Principal | Promise<Principal>;
   admission: Pick<Admission, "request" | "events">;
   idempotency: Pick<Idempotency, "run">;
   dedup: RecordDedup;

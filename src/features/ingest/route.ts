@@ -208,7 +208,9 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     method: "POST",
     path: "/v1/events",
     handler: async (request) => {
-      const principal = await authorizedCaller(request, "ingest", deps);
+      // Usually at once (IP paid locally, token cached): no await before the body's.
+      const caller = authorizedCaller(request, "ingest", deps);
+      const principal = caller instanceof Promise ? await caller : caller;
       const bytes = await request.body();
       const idempotencyKey = request.header("idempotency-key");
       // Without the header (the usual request) nothing is hashed, stored or allocated for it.

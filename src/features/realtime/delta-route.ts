@@ -15,7 +15,7 @@ export const MAX_PAGE = 1000;
  * instance's history or read back from the fan-out log (see `Resume`).
  */
 export function deltaRoute(deps: {
-  authenticate(request: HttpRequest): Promise<Principal>;
+  authenticate(request: HttpRequest): Principal | Promise<Principal>;
   resume: Resume;
   /** Marks the channel wanted here for a while, so the next page comes from memory. */
   interested?(tenant: string, channel: string): void;

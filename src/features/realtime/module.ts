@@ -33,14 +33,14 @@ export interface RealtimeOptions {
 
 export interface RealtimeDependencies {
   authenticator: Authenticator;
-  authenticate(request: HttpRequest): Promise<Principal>;
+  authenticate(request: HttpRequest): Principal | Promise<Principal>;
   bus: FanoutBus;
   metrics: Metrics;
   log: Logger;
   /** Per-IP connect rate limit; rejects with a 429 GatewayError when exceeded. */
   admitConnection(ip: string): Promise<void>;
   /** Per-IP request budget (event streams are requests); rejects with a 429 GatewayError. */
-  admitRequest(request: HttpRequest): Promise<void>;
+  admitRequest(request: HttpRequest): Promise<void> | undefined;
   /** Shares presence across instances (Redis); unset: presence is this instance's. */
   presenceStore: PresenceStore | undefined;
   /** WebSocket `publish` frames go through it (as `POST /v1/publish`). */

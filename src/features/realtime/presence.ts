@@ -49,7 +49,7 @@ export class Presence {
     return this.local.get(channelKey) ?? new Map();
   }
 
-  route(authenticate: (request: HttpRequest) => Promise<Principal>): Route {
+  route(authenticate: (request: HttpRequest) => Principal | Promise<Principal>): Route {
     return {
       method: "GET",
       path: "/v1/channels/{channel}/presence",

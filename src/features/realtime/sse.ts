@@ -24,7 +24,7 @@ export interface SseDependencies {
   resume: Resume;
   metrics: Metrics;
   /** Per-IP request budget; rejects with a 429 GatewayError. */
-  admitRequest(request: HttpRequest): Promise<void>;
+  admitRequest(request: HttpRequest): Promise<void> | undefined;
   /** Token from `Authorization` or `?token=` to a principal; rejects with a 401 or 503 GatewayError. */
   verify(token: string): Promise<Principal>;
   /** Takes a connection slot of the instance and tenant (shared with WebSockets), or says which cap is full. */

@@ -106,7 +106,13 @@ function principalFromClaims(payload: JWTPayload): Principal {
  * from the JWKS, never the token's `exp`. Failures are not cached: a forger
  * can vary the token at will, so a negative cache would only hold garbage.
  */
-export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
+/** An authenticator that also answers for a token it verified before, without a promise. */
+export interface CachingAuthenticator extends Authenticator {
+  /** The principal of a token verified before and not yet expired; else undefined (call verify). */
+  cached(token: string): Principal | undefined;
+}
+
+export function createAuthenticator(options: AuthenticatorOptions): CachingAuthenticator {
   const now = options.now ?? Date.now;
   const clockTolerance = options.clockToleranceSec ?? 5;
   const cache = new LruCache<string, Principal>(options.cacheSize);
@@ -149,14 +155,20 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     throw unauthorized("unsupported token algorithm");
   }
 
+  function cached(token: string): Principal | undefined {
+    const principal = cache.get(token);
+    if (principal === undefined) return undefined;
+    if (now() < principal.expiresAt) return principal;
+    // Past `exp`: forget it and let jose decide, with the same clock tolerance as for any other token.
+    cache.delete(token);
+    return undefined;
+  }
+
   return {
+    cached,
     async verify(token) {
-      const cached = cache.get(token);
-      if (cached) {
-        if (now() < cached.expiresAt) return cached;
-        // Past `exp`: forget it and let jose decide, with the same clock tolerance as for any other token.
-        cache.delete(token);
-      }
+      const known = cached(token);
+      if (known) return known;
       const principal = principalFromClaims(await verifySignature(token));
       if (now() < principal.expiresAt) cache.set(token, principal);
       return principal;

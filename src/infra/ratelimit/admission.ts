@@ -22,15 +22,17 @@ export function createAdmission(
   options: AdmissionOptions,
 ): Admission {
   if (!options.enabled) {
-    // A shared settled promise, and no headers: nothing allocated or merged per request.
-    return { request: () => ALLOWED, events: () => undefined, connection: () => ALLOWED };
+    // Nothing to wait for and no headers: nothing allocated or merged per request.
+    return { request: () => undefined, events: () => undefined, connection: () => ALLOWED };
   }
   /** String(limit) of the last budget formatted: budgets are few (the default and the quota table's). */
   let limitText = { limit: -1, text: "" };
   return {
     // The per-IP budget's headers are sent only with its 429.
-    request: (request) =>
-      orRefused(limits.allow("ip_requests", clientIp(request, options.trustProxyHops)), refusedByIp),
+    request: (request) => {
+      const allowed = limits.allow("ip_requests", clientIp(request, options.trustProxyHops));
+      return allowed === ALLOWED ? undefined : allowed.catch(refusedByIp);
+    },
     events: (principal, cost): AdmittedHeaders | Promise<AdmittedHeaders> => {
       const budget = quotas?.eventsPerSec(principal.tenant);
       const remaining = limits.spendLocally("tenant_events", principal.tenant, cost, budget);
