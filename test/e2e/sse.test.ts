@@ -430,6 +430,8 @@ describe("EventSource in headless Chromium", () => {
       const final = await waitFor((state) => state.seen.length === 6);
       expect(final.seen).toEqual([1, 2, 3, 4, 5, 6]);
       await page.close();
+      setUpstream(undefined);
+      await second.stop();
     });
   }
 });
