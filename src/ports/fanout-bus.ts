@@ -26,6 +26,12 @@ export interface FanoutListener {
    * it (no connection here wants the channel). `channel` is unset for a broadcast.
    */
   wants?(tenant: string, channel: string | undefined): boolean;
+  /**
+   * Asked before `wants`, with the record's channel topic hashed from its
+   * header bytes (`topicHash`): false when no wanted channel has that hash,
+   * so the record is skipped with no string made; true may be a collision.
+   */
+  mayWant?(topicHash: number): boolean;
   deliver(message: DeliveredMessage): void;
   /** Where this instance starts reading a partition; nothing older can be replayed here. */
   origin(epoch: string, partition: number, offset: bigint): void;

@@ -56,6 +56,11 @@ export class Fanout implements FanoutListener {
     return channel === undefined || !this.interest || this.interest.wants(channelTopic(tenant, channel));
   }
 
+  /** False when no wanted channel's topic has this hash (`Interest.mayWant`). */
+  mayWant(hash: number): boolean {
+    return !this.interest || this.interest.mayWant(hash);
+  }
+
   /** Added once the server listens (WebSockets, event streams); messages before that only go to history. */
   attach(target: FanoutTarget): void {
     this.targets.push(target);

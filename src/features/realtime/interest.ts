@@ -1,3 +1,5 @@
+import { topicHash } from "../../domain/channel.ts";
+
 /**
  * Which channels this instance reads fan-out messages for: those a local
  * connection watches (WebSocket subscribers, event streams, sockets holding
@@ -15,6 +17,8 @@ export class Interest {
   private readonly watched = new Map<string, number>();
   /** Channels no longer watched but kept a while, with when that began; oldest first. */
   private readonly recent = new Map<string, number>();
+  /** Wanted channels per topic hash (`topicHash`): the reader's byte-level filter ahead of `wants`. */
+  private readonly hashes = new Map<number, number>();
 
   constructor(
     private readonly options: {
@@ -33,11 +37,16 @@ export class Interest {
     return this.watched.has(key) || this.recent.has(key);
   }
 
+  /** False when no wanted channel's topic hashes to `hash`: the record can be skipped unread. */
+  mayWant(hash: number): boolean {
+    return this.hashes.has(hash);
+  }
+
   /** A local watcher joined (1) or left (-1) the channel. */
   change(key: string, delta: 1 | -1): void {
     const count = (this.watched.get(key) ?? 0) + delta;
     if (count > 0) {
-      if (!this.watched.has(key) && !this.recent.delete(key)) this.onStart(key);
+      if (!this.watched.has(key) && !this.recent.delete(key)) this.started(key);
       this.watched.set(key, count);
       return;
     }
@@ -48,7 +57,7 @@ export class Interest {
   /** A request for the channel's history: kept for a while, so the next one is served from memory. */
   touch(key: string): void {
     if (this.watched.has(key)) return;
-    if (!this.recent.delete(key)) this.onStart(key);
+    if (!this.recent.delete(key)) this.started(key);
     this.keepRecent(key);
   }
 
@@ -58,7 +67,7 @@ export class Interest {
     for (const [key, since] of this.recent) {
       if (since > horizon) break;
       this.recent.delete(key);
-      this.onEnd(key);
+      this.ended(key);
     }
   }
 
@@ -67,12 +76,26 @@ export class Interest {
     return this.watched.size + this.recent.size;
   }
 
+  private started(key: string): void {
+    const hash = topicHash(key);
+    this.hashes.set(hash, (this.hashes.get(hash) ?? 0) + 1);
+    this.onStart(key);
+  }
+
+  private ended(key: string): void {
+    const hash = topicHash(key);
+    const count = (this.hashes.get(hash) ?? 0) - 1;
+    if (count > 0) this.hashes.set(hash, count);
+    else this.hashes.delete(hash);
+    this.onEnd(key);
+  }
+
   private keepRecent(key: string): void {
     this.recent.set(key, this.now());
     while (this.recent.size > this.options.maxRecent) {
       const oldest = this.recent.keys().next().value as string;
       this.recent.delete(oldest);
-      this.onEnd(oldest);
+      this.ended(oldest);
     }
   }
 }

@@ -275,7 +275,10 @@ export class KafkaFanoutBus implements FanoutBus {
     },
   ): Promise<void> {
     const listener = this.listener;
-    const wants = listener?.wants ? listener.wants.bind(listener) : () => true;
+    const filter = {
+      mayWant: listener?.mayWant ? listener.mayWant.bind(listener) : () => true,
+      wants: listener?.wants ? listener.wants.bind(listener) : () => true,
+    };
     while (!from.run.stopped) {
       const topics = [
         {
@@ -315,7 +318,7 @@ export class KafkaFanoutBus implements FanoutBus {
         const next = walkRecords(
           records,
           this.nextOffsets.get(partition) ?? 0n,
-          wants,
+          filter,
           (offset, headers, value) => {
             this.nextOffsets.set(partition, offset + 1n);
             const parsed = fromFanoutRecord(headers, value);

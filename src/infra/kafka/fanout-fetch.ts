@@ -15,13 +15,15 @@ import {
   type Reader,
   ResponseError,
 } from "@platformatic/kafka";
+import { channelTopicHashAt } from "../../domain/channel.ts";
 
 /**
  * The live reader of the fan-out topic, below the client's message stream:
  * Fetch requests whose record sets are kept as bytes, then walked record by
  * record with no object per record. Only a record's offset and its `tenant`,
- * `channel` and `broadcast` headers are looked at until `wants` says yes;
- * a record nobody here wants costs a few varint reads and two short strings.
+ * `channel` and `broadcast` headers are looked at until the filter says
+ * yes; a record nobody here wants costs a few varint reads and a hash of its
+ * tenant and channel bytes, with nothing allocated.
  */
 
 /** A partition's error when the log no longer holds the offset asked for (deleted, or cut back). */
@@ -125,6 +127,14 @@ export function connectionTo(
 /** What the walk hands on for a wanted record: its offset, headers and value as views of the fetched bytes. */
 export type RawRecordSink = (offset: bigint, headers: Array<[Buffer, Buffer]>, value: Buffer | null) => void;
 
+/** Which records the walk hands on, asked from their headers (see `FanoutListener`). */
+export interface RecordFilter {
+  /** False when no wanted channel's topic has this hash (`topicHash`): the record is skipped unread. */
+  mayWant(topicHash: number): boolean;
+  /** Whether a record of this tenant and channel is wanted (never asked for a broadcast). */
+  wants(tenant: string, channel: string | undefined): boolean;
+}
+
 /** A batch attribute: transaction markers, which carry no message. */
 const CONTROL_BATCH = 0x20;
 const COMPRESSION_MASK = 0x07;
@@ -136,17 +146,12 @@ const BROADCAST = Buffer.from("broadcast");
 
 /**
  * Walks the record batches of one partition's fetched bytes from offset
- * `next` on; `wants(tenant, channel)` decides, from the headers, whether a
- * record is decoded (`channel` undefined for a broadcast, always wanted).
+ * `next` on; `filter` decides, from the headers, whether a record is
+ * decoded (a broadcast always is).
  * Answers the next offset to fetch.
  */
-export function walkRecords(
-  bytes: Buffer,
-  next: bigint,
-  wants: (tenant: string, channel: string | undefined) => boolean,
-  sink: RawRecordSink,
-): bigint {
-  const asked = new WantsMemo(wants);
+export function walkRecords(bytes: Buffer, next: bigint, filter: RecordFilter, sink: RawRecordSink): bigint {
+  const asked = new WantsMemo(filter);
   let at = 0;
   while (bytes.length - at >= BATCH_HEAD) {
     const batchLength = bytes.readInt32BE(at + 8);
@@ -250,7 +255,7 @@ class WantsMemo {
   private readonly answers = new Array<boolean>(MEMO_SLOTS).fill(false);
   private filled = 0;
 
-  constructor(private readonly ask: (tenant: string, channel: string | undefined) => boolean) {}
+  constructor(private readonly filter: RecordFilter) {}
 
   wants(
     bytes: Buffer,
@@ -259,6 +264,9 @@ class WantsMemo {
     channelStart: number,
     channelEnd: number,
   ): boolean {
+    // No wanted channel's topic hashes alike: skipped with nothing decoded, whatever the number of channels.
+    if (!this.filter.mayWant(channelTopicHashAt(bytes, tenantStart, tenantEnd, channelStart, channelEnd)))
+      return false;
     let hash = 0;
     for (let at = tenantStart; at < tenantEnd; at++) hash = (Math.imul(hash, 31) + (bytes[at] as number)) | 0;
     hash = Math.imul(hash, 31) | 0;
@@ -273,7 +281,7 @@ class WantsMemo {
       return this.answers[slot] as boolean;
     const tenant = bytes.toString("utf8", tenantStart, tenantEnd);
     const channel = bytes.toString("utf8", channelStart, channelEnd);
-    const wanted = this.ask(tenant, channel);
+    const wanted = this.filter.wants(tenant, channel);
     // Only ASCII is kept: its bytes and its UTF-16 code units are then the same numbers.
     if (tenant.length === tenantEnd - tenantStart && channel.length === channelEnd - channelStart) {
       this.tenants[slot] = tenant;

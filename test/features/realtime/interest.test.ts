@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { channelTopic, channelTopicHashAt, topicHash } from "../../../src/domain/channel.ts";
 import { formatEventId } from "../../../src/domain/event-id.ts";
 import { Fanout } from "../../../src/features/realtime/fanout.ts";
 import { ChannelHistory, type HistoryEvent } from "../../../src/features/realtime/history.ts";
@@ -161,6 +162,46 @@ describe("Fanout skips what nobody here wants", () => {
     expect(history.channelCount).toBe(1);
     const kept = history.after("t/a/wanted", event(0).id);
     expect(kept.ok && kept.events.map((e) => e.position.offset)).toEqual([2n]);
+  });
+
+  test("mayWant answers by topic hash for exactly the wanted channels, watched or recent, until they end", () => {
+    let now = 0;
+    const interest = new Interest(
+      { keepIdleMs: 1000, maxRecent: 10 },
+      () => {},
+      () => {},
+      () => now,
+    );
+    const fanout = new Fanout(new ChannelHistory(LIMITS), createMetrics("bun", "test"), interest);
+    const hash = (channel: string) => topicHash(channelTopic("a", channel));
+    interest.change("t/a/x", 1);
+    interest.change("t/a/x", 1);
+    interest.touch("t/a/y");
+    expect([fanout.mayWant(hash("x")), fanout.mayWant(hash("y")), fanout.mayWant(hash("z"))]).toEqual([
+      true,
+      true,
+      false,
+    ]);
+    interest.change("t/a/x", -1);
+    interest.change("t/a/x", -1);
+    expect(fanout.mayWant(hash("x"))).toBe(true); // kept keepIdleMs after its last watcher
+    now = 2000;
+    interest.sweep();
+    expect([fanout.mayWant(hash("x")), fanout.mayWant(hash("y"))]).toEqual([false, false]);
+  });
+
+  test("the hash of a topic's header bytes is the hash of its name, non-ASCII included", () => {
+    for (const [tenant, channel] of [
+      ["acme", "c1"],
+      ["tenänt", "orders:eu-1"],
+      ["a", "é"],
+    ] as const) {
+      const bytes = Buffer.concat([Buffer.from("xx"), Buffer.from(tenant), Buffer.from(channel)]);
+      const tenantEnd = 2 + Buffer.byteLength(tenant);
+      expect(channelTopicHashAt(bytes, 2, tenantEnd, tenantEnd, bytes.length)).toBe(
+        topicHash(channelTopic(tenant, channel)),
+      );
+    }
   });
 
   test("without an Interest every channel is wanted", () => {

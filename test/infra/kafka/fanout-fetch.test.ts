@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { createRecordsBatch } from "@platformatic/kafka";
+import { channelTopic, topicHash } from "../../../src/domain/channel.ts";
 import { fromFanoutRecord, toFanoutRecords } from "../../../src/infra/kafka/fanout-bus.ts";
 import { walkRecords } from "../../../src/infra/kafka/fanout-fetch.ts";
 import type { FanoutMessage } from "../../../src/ports/fanout-bus.ts";
@@ -41,9 +42,12 @@ function walk(bytes: Buffer, from: bigint, wanted: string[]) {
   const next = walkRecords(
     bytes,
     from,
-    (tenant, channel) => {
-      asked.push(`${tenant}/${channel}`);
-      return channel !== undefined && wanted.includes(channel);
+    {
+      mayWant: () => true,
+      wants: (tenant, channel) => {
+        asked.push(`${tenant}/${channel}`);
+        return channel !== undefined && wanted.includes(channel);
+      },
     },
     (offset, headers, value) => delivered.push({ offset, message: fromFanoutRecord(headers, value) }),
   );
@@ -51,6 +55,32 @@ function walk(bytes: Buffer, from: bigint, wanted: string[]) {
 }
 
 describe("walkRecords: the live reader's walk over fetched record batches", () => {
+  test("a record whose topic hash no wanted channel has is skipped before anything is decoded", () => {
+    const channels = Array.from({ length: 40 }, (_, i) => `room-${i}`);
+    const bytes = batch(
+      10,
+      [...channels, ...channels].map((channel, n) => message(channel, n)),
+    );
+    const hashes = new Set([topicHash(channelTopic("acme", "room-7"))]);
+    const asked: string[] = [];
+    const delivered: bigint[] = [];
+    const next = walkRecords(
+      bytes,
+      10n,
+      {
+        mayWant: (hash) => hashes.has(hash),
+        wants: (tenant, channel) => {
+          asked.push(`${tenant}/${channel}`);
+          return true;
+        },
+      },
+      (offset) => delivered.push(offset),
+    );
+    expect(asked).toEqual(["acme/room-7"]);
+    expect(delivered).toEqual([17n, 57n]);
+    expect(next).toBe(90n);
+  });
+
   test("asks once per tenant and channel in a walk, again in the next walk; many channels, names not ASCII", () => {
     const channels = [...Array.from({ length: 40 }, (_, i) => `room-${i}`), "é", "ü"];
     const messages = [...channels, ...channels].map((channel, n) => message(channel, n));
