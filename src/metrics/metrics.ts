@@ -265,6 +265,17 @@ export function createMetrics(runtime: string, version: string) {
       help: "Channels with at least one member connected to this instance",
       registers: r,
     }),
+    presenceWatchedChannels: new Gauge({
+      name: "gateway_presence_watched_channels",
+      help: "Channels whose join and leave events a connection to this instance asked for (checked each second)",
+      registers: r,
+    }),
+    presenceEvents: new Counter({
+      name: "gateway_presence_events_total",
+      help: "Join and leave events this instance sent (each counted once, however many watchers got it), by kind",
+      labelNames: ["kind"],
+      registers: r,
+    }),
     historyBytes: new Gauge({
       name: "gateway_history_bytes",
       help: "Bytes of resume history held, as counted against HISTORY_MAX_BYTES",

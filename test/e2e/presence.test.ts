@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
-import { type RunningGateway, startGateway, TestSocket } from "./harness.ts";
+import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
 
 interface PresenceAnswer {
   channel: string;
@@ -116,3 +116,61 @@ describe("presence without Redis", () => {
     await presenceUntil(gateway, "lobby", (a) => a.total === 0);
   });
 });
+
+describe.each(RUNTIMES)(
+  "join and leave events across two instances sharing Redis (subscriber on %s)",
+  (runtime) => {
+    const TTL_MS = 3000;
+    let watcherSide: RunningGateway;
+    let other: RunningGateway;
+    beforeAll(async () => {
+      const env = { KAFKA_BROKERS: "", REDIS_URL: services().redisUrl, PRESENCE_TTL_MS: String(TTL_MS) };
+      [watcherSide, other] = await Promise.all([
+        startGateway(runtime, env),
+        startGateway(runtime === "node" ? "bun" : "node", env),
+      ]);
+    });
+    afterAll(async () => {
+      await Promise.all([watcherSide?.stop(), other?.stop()]);
+    });
+
+    test("a subject's first connection on the other instance is a join, its last one gone a leave; SIGKILL is a leave within the TTL", async () => {
+      const channel = `stage-${runtime}-${Date.now()}`;
+      const jwt = await token("acme", ["subscribe"], { sub: "watcher" });
+      const watcher = new TestSocket(`${watcherSide.wsUrl}?token=${jwt}`);
+      await watcher.opened();
+      await watcher.next((frame) => frame.type === "connected");
+      watcher.send({ type: "subscribe", channel, presence: true });
+      await watcher.next((frame) => frame.type === "subscribed");
+      // Default off: a plain subscriber of the channel never sees them.
+      const plain = await watch(watcherSide, "plain", channel);
+      const presenceFrames = (frame: Record<string, unknown>) =>
+        frame.type === "join" || frame.type === "leave";
+      // The watcher's own and `plain`'s arrival may come first (the first check is a baseline).
+      const ofCarol = (frame: Record<string, unknown>) => presenceFrames(frame) && frame.subject === "carol";
+
+      const first = await watch(other, "carol", channel);
+      const second = await watch(other, "carol", channel);
+      expect(await watcher.next(ofCarol, 10_000)).toEqual({ type: "join", channel, subject: "carol" });
+      // One of carol's two connections goes: she is still there, no leave.
+      first.close();
+      await Bun.sleep(2500);
+      const leftEarly = watcher.frames.filter((frame) => ofCarol(frame) && frame.type === "leave");
+      expect(leftEarly).toEqual([]);
+
+      await other.stop("SIGKILL");
+      const killedAt = Date.now();
+      expect(await watcher.next(ofCarol, TTL_MS + 5000)).toEqual({
+        type: "leave",
+        channel,
+        subject: "carol",
+      });
+      // The entries expire PRESENCE_TTL_MS after the dead instance's last write, seen at the next check (1 s).
+      expect(Date.now() - killedAt).toBeLessThan(TTL_MS + 1500);
+      expect(plain.frames.filter(presenceFrames)).toEqual([]);
+      second.close();
+      watcher.close();
+      plain.close();
+    }, 30_000);
+  },
+);

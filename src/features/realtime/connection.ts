@@ -6,6 +6,7 @@ import type { Metrics } from "../../metrics/metrics.ts";
 import type { Publish } from "../../ports/publish.ts";
 import type { WsPeer } from "../../ports/transport.ts";
 import type { ChannelHistory, HistoryEvent } from "./history.ts";
+import { presenceTopic } from "./presence.ts";
 import { type PublishFrame, parseClientFrame } from "./protocol.ts";
 import { isPending, type PendingResume, type Resume, type ResumeOutcome } from "./resume.ts";
 
@@ -54,6 +55,8 @@ export interface ConnectionHost {
   countTopic(topic: string, delta: number): void;
   /** A subject joined (1) or left (-1) a channel, for presence. */
   presence(channelKey: string, subject: string, delta: 1 | -1): void;
+  /** This connection started (1) or stopped (-1) asking for a channel's join and leave events. */
+  watchPresence(channelKey: string, delta: 1 | -1): void;
   /** Hands `listener` every live frame of `topic` until the returned function is called. */
   tap(topic: string, listener: LiveTap): () => void;
   /** A `publish` frame's message, through the fan-out bus (as `POST /v1/publish`). */
@@ -70,6 +73,10 @@ export class Connection {
   readonly id = randomUUID();
   principal: Principal | undefined;
   readonly channels = new Set<string>();
+  /** Subscribed channels whose join and leave events this connection asked for (`presence: true`). */
+  private readonly presenceChannels = new Set<string>();
+  /** Per channel being subscribed, whether its subscribe asked for join and leave events. */
+  private readonly presenceAsked = new Map<string, boolean>();
   /** Channels whose subscribe waits on a read of the log (not yet in `channels`). */
   private readonly replays = new Map<string, PendingReplay>();
   private peer: Peer | undefined;
@@ -161,7 +168,7 @@ export class Connection {
         this.refresh(frame.token);
         return;
       case "subscribe":
-        this.subscribe(principal, frame.channel, frame.since);
+        this.subscribe(principal, frame.channel, frame.since, frame.presence);
         return;
       case "unsubscribe":
         this.unsubscribe(frame.channel);
@@ -399,7 +406,12 @@ export class Connection {
     for (const text of waiting) this.receive(text);
   }
 
-  private subscribe(principal: Principal, channel: string, since: string | undefined): void {
+  private subscribe(
+    principal: Principal,
+    channel: string,
+    since: string | undefined,
+    presence: boolean,
+  ): void {
     if (!CHANNEL_PATTERN.test(channel)) {
       this.send({ type: "error", code: "bad_channel", channel, message: "invalid channel name" });
       return;
@@ -420,6 +432,7 @@ export class Connection {
     }
     // A subscribe replaces one still reading the log.
     this.cancelReplay(channel);
+    this.presenceAsked.set(channel, presence);
     const resumed =
       since === undefined
         ? undefined
@@ -467,6 +480,9 @@ export class Connection {
       this.host.presence(topic, principal.subject, 1);
       metrics.wsSubscriptions.inc();
     }
+    // The latest subscribe of the channel says whether it wants join and leave events.
+    this.setPresenceEvents(topic, channel, this.presenceAsked.get(channel) === true);
+    this.presenceAsked.delete(channel);
     this.send({
       type: "subscribed",
       channel,
@@ -513,18 +529,35 @@ export class Connection {
 
   /** A replay bound was hit: the channel is not subscribed, the client asks again (from its last event) after the delay. */
   private tryAgain(channel: string, retryAfterMs: number, message: string): void {
+    this.presenceAsked.delete(channel);
     this.host.metrics.wsResumes.inc({ result: "try_again" });
     this.send({ type: "error", code: "try_again", channel, retryAfterMs, message });
   }
 
   private unsubscribe(channel: string): void {
+    this.presenceAsked.delete(channel);
     this.cancelReplay(channel);
     if (!this.principal || !this.channels.delete(channel)) return;
     const topic = channelTopic(this.principal.tenant, channel);
     this.peer?.unsubscribe(topic);
     this.host.countTopic(topic, -1);
     this.host.presence(topic, this.principal.subject, -1);
+    this.setPresenceEvents(topic, channel, false);
     this.host.metrics.wsSubscriptions.dec();
+  }
+
+  /** Subscribes the socket to the channel's join and leave events, or unsubscribes it. */
+  private setPresenceEvents(topic: string, channel: string, on: boolean): void {
+    if (on === this.presenceChannels.has(channel)) return;
+    if (on) {
+      this.presenceChannels.add(channel);
+      this.peer?.subscribe(presenceTopic(topic));
+      this.host.watchPresence(topic, 1);
+    } else {
+      this.presenceChannels.delete(channel);
+      this.peer?.unsubscribe(presenceTopic(topic));
+      this.host.watchPresence(topic, -1);
+    }
   }
 
   private withinMessageRate(): boolean {

@@ -14,7 +14,7 @@ import { CLOSE, Connection, type ConnectionHost, type LiveTap, type Peer } from 
 import type { FanoutTarget } from "./fanout.ts";
 import type { ChannelHistory } from "./history.ts";
 import type { Interest } from "./interest.ts";
-import type { Presence } from "./presence.ts";
+import { type Presence, type PresenceListener, presenceTopic } from "./presence.ts";
 import type { Resume } from "./resume.ts";
 import { Sweeps } from "./sweeps.ts";
 
@@ -61,7 +61,7 @@ export interface WsHubDependencies {
  * machine (`Connection`); the periodic sweeps live in `Sweeps`. Every count
  * here is freed by the close event of the connection that took it.
  */
-export class WsHub implements WsHandlers<Connection>, FanoutTarget {
+export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceListener {
   private readonly connections = new Set<Connection>();
   /** Connections with a principal; the others (`connections.size - authenticated`) are still authenticating. */
   private authenticated = 0;
@@ -93,6 +93,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
       claimSlots: (tenant) => this.claimSlots(tenant),
       countTopic: (topic, delta) => this.countTopic(topic, delta),
       presence: (channelKey, subject, delta) => deps.presence?.change(channelKey, subject, delta),
+      watchPresence: (channelKey, delta) => deps.presence?.watch(channelKey, delta),
       tap: (topic, listener) => this.tap(topic, listener),
       publish: deps.publish,
     };
@@ -119,6 +120,11 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget {
     this.deps.metrics.wsMessagesSent.inc(receivers);
     this.deps.metrics.wsBytesSent.inc(receivers * frame.length);
     return receivers;
+  }
+
+  /** A join or leave frame, to the sockets that asked for the channel's (subscribed to its presence topic). */
+  presenceEvent(channelKey: string, _kind: "join" | "leave", frame: string): void {
+    this.publishToEngine?.(presenceTopic(channelKey), frame);
   }
 
   /**

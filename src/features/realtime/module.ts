@@ -20,6 +20,8 @@ import { Presence } from "./presence.ts";
 import { type ReplayLimits, Resume } from "./resume.ts";
 import { SseStreams } from "./sse.ts";
 
+/** How often watched channels' members are compared for join and leave events (as often as the store writes). */
+const PRESENCE_CHECK_MS = 1000;
 /** How often channels idle past `HISTORY_KEEP_IDLE_MS` are freed. */
 const INTEREST_SWEEP_MS = 10_000;
 
@@ -88,7 +90,11 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
 
   const resume = new Resume(history, deps.bus, options.replay);
   const fanout = new Fanout(history, deps.metrics, interest);
-  const presence = new Presence(deps.presenceStore, deps.log);
+  const presence = new Presence(deps.presenceStore, deps.log, (kind, count) =>
+    deps.metrics.presenceEvents.inc({ kind }, count),
+  );
+  const presenceCheck = setInterval(() => void presence.check(), PRESENCE_CHECK_MS);
+  presenceCheck.unref?.();
   // Sampled, not set per event: the gauges stay off the fan-out path.
   const historyGauge = setInterval(() => {
     deps.metrics.historyBytes.set(history.bytes);
@@ -96,6 +102,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
     deps.metrics.fanoutWantedChannels.set(interest ? interest.size : history.channelCount);
     deps.metrics.replaysInProgress.set(resume.inProgress);
     deps.metrics.presenceChannels.set(presence.channelCount);
+    deps.metrics.presenceWatchedChannels.set(presence.watchedCount);
   }, 1000);
   historyGauge.unref?.();
   const hub = new WsHub(options.ws, {
@@ -126,6 +133,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
         interest?.change(channelKey, delta);
         presence.change(channelKey, subject, delta);
       },
+      watchPresence: (channelKey, delta) => presence.watch(channelKey, delta),
     },
   );
   // The bus may be down at start (Kafka unreachable): keep trying in the background.
@@ -146,6 +154,8 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
       hub.attach((topic, frame) => server.publish(topic, frame));
       fanout.attach(hub);
       fanout.attach(streams);
+      presence.listen(hub);
+      presence.listen(streams);
       streams.start();
     },
     drain: {
@@ -158,6 +168,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
     },
     close: () => {
       clearInterval(historyGauge);
+      clearInterval(presenceCheck);
       clearInterval(interestSweep);
       hub.stop();
       streams.stop();

@@ -8,6 +8,18 @@ import type { HttpRequest } from "../../ports/transport.ts";
 
 /** Members listed in one answer; the rest are counted in `total`. */
 export const MAX_LISTED_MEMBERS = 1000;
+/** A channel with more subjects than this gets no join/leave events (its members are not tracked for them). */
+export const MAX_TRACKED_MEMBERS = 1000;
+/** Join and leave events sent per channel per check; the rest come at the next checks (nothing is lost, a flood is spread). */
+export const MAX_EVENTS_PER_CHECK = 100;
+
+/** Receives the join and leave frames of a channel (`channelKey`), to send to its presence watchers. */
+export interface PresenceListener {
+  presenceEvent(channelKey: string, kind: "join" | "leave", frame: string): void;
+}
+
+/** The engine topic of a channel's join and leave events (`p/<tenant>/<channel>` beside the channel's `t/…`). */
+export const presenceTopic = (channelKey: string) => `p${channelKey.slice(1)}`;
 
 /**
  * Who is watching each channel. This instance's members are counted here as
@@ -18,11 +30,119 @@ export const MAX_LISTED_MEMBERS = 1000;
 export class Presence {
   /** Channel key → subject → connections of this instance subscribed. */
   private readonly local = new Map<string, Map<string, number>>();
+  /**
+   * Channels with a local connection asking for join/leave events → how many
+   * ask, and the members last told to them (unset until the baseline, who was
+   * there when the first watcher came, is read: never a wave of joins).
+   * Bounded by the subscriptions.
+   */
+  private readonly watched = new Map<string, { watchers: number; told: Set<string> | undefined }>();
+  private readonly listeners: PresenceListener[] = [];
+  private checking = false;
 
   constructor(
     private readonly store: PresenceStore | undefined,
     private readonly log: Logger,
+    private readonly onEvents: (kind: "join" | "leave", count: number) => void = () => {},
   ) {}
+
+  /** Added once the server listens (WebSockets, event streams). */
+  listen(listener: PresenceListener): void {
+    this.listeners.push(listener);
+  }
+
+  /** A local connection started (1) or stopped (-1) asking for the channel's join and leave events. */
+  watch(channelKey: string, delta: 1 | -1): void {
+    const entry = this.watched.get(channelKey);
+    if (!entry) {
+      if (delta < 0) return;
+      const started = { watchers: 1, told: undefined as Set<string> | undefined };
+      this.watched.set(channelKey, started);
+      // The baseline is who is there now, so a subject arriving right after is a join, not part of it.
+      const baseline = (members: PresenceMembers | undefined) => {
+        if (members && this.watched.get(channelKey) === started && !started.told)
+          started.told = members.size > MAX_TRACKED_MEMBERS ? undefined : new Set(members.keys());
+      };
+      // Unread from the store (Redis not connected yet, or slow): this instance's members, known exactly;
+      // the others' then count as joins at the first check that reads them (a join too many, never one missed).
+      if (this.store)
+        this.store.members(channelKey).then(baseline, () => baseline(this.localMembers(channelKey)));
+      else baseline(this.localMembers(channelKey));
+      return;
+    }
+    entry.watchers += delta;
+    if (entry.watchers <= 0) this.watched.delete(channelKey);
+  }
+
+  /**
+   * Run on a timer (never per message or per subscribe): compares each watched
+   * channel's members (every instance's, from the store, else this one's) with
+   * what its watchers were last told, and sends a join for each subject that
+   * gained its first connection and a leave for each that lost its last one.
+   * A subject that connects and leaves between two checks sends nothing; at
+   * most MAX_EVENTS_PER_CHECK per channel per check. With a store, a crashed
+   * instance's subjects leave once their entries expire (PRESENCE_TTL_MS).
+   */
+  async check(): Promise<void> {
+    if (this.checking || this.watched.size === 0) return;
+    this.checking = true;
+    try {
+      const keys = [...this.watched.keys()];
+      const store = this.store;
+      const members = store
+        ? await Promise.all(keys.map((key) => store.members(key).catch(() => undefined)))
+        : keys.map((key) => this.localMembers(key));
+      keys.forEach((key, index) => {
+        const now = members[index];
+        // The store did not answer: nothing is said rather than every subject leaving.
+        if (now) this.compare(key, now);
+      });
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  private compare(channelKey: string, members: PresenceMembers): void {
+    const entry = this.watched.get(channelKey);
+    if (!entry) return;
+    if (members.size > MAX_TRACKED_MEMBERS) {
+      // Too crowded to follow: no events, and a fresh baseline once it is not.
+      entry.told = undefined;
+      return;
+    }
+    const told = entry.told;
+    if (!told) {
+      entry.told = new Set(members.keys());
+      return;
+    }
+    let sent = 0;
+    let joins = 0;
+    let leaves = 0;
+    for (const subject of told) {
+      if (sent >= MAX_EVENTS_PER_CHECK) break;
+      if (members.has(subject)) continue;
+      told.delete(subject);
+      this.emit(channelKey, "leave", subject);
+      sent++;
+      leaves++;
+    }
+    for (const subject of members.keys()) {
+      if (sent >= MAX_EVENTS_PER_CHECK) break;
+      if (told.has(subject)) continue;
+      told.add(subject);
+      this.emit(channelKey, "join", subject);
+      sent++;
+      joins++;
+    }
+    if (joins > 0) this.onEvents("join", joins);
+    if (leaves > 0) this.onEvents("leave", leaves);
+  }
+
+  private emit(channelKey: string, kind: "join" | "leave", subject: string): void {
+    const channel = channelKey.slice(channelKey.indexOf("/", 2) + 1);
+    const frame = `{"type":"${kind}","channel":${JSON.stringify(channel)},"subject":${JSON.stringify(subject)}}`;
+    for (const listener of this.listeners) listener.presenceEvent(channelKey, kind, frame);
+  }
 
   /** A connection of `subject` joined (`delta` 1) or left (-1) the channel `channelKey`. */
   change(channelKey: string, subject: string, delta: 1 | -1): void {
@@ -37,6 +157,11 @@ export class Presence {
     else members.delete(subject);
     if (members.size === 0) this.local.delete(channelKey);
     this.store?.changed(channelKey, members);
+  }
+
+  /** Channels whose join/leave events a local connection asked for. */
+  get watchedCount(): number {
+    return this.watched.size;
   }
 
   /** Channels with a member on this instance. */

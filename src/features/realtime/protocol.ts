@@ -10,7 +10,7 @@ import {
 /** Frames a client may send, after parsing and shape checks. */
 export type ClientFrame =
   | { type: "auth"; token: string }
-  | { type: "subscribe"; channel: string; since: string | undefined }
+  | { type: "subscribe"; channel: string; since: string | undefined; presence: boolean }
   | { type: "unsubscribe"; channel: string }
   | { type: "ping" }
   | PublishFrame;
@@ -55,7 +55,14 @@ export function parseClientFrame(text: string): ClientFrame | { error: string } 
       if (typeof frame.channel !== "string") return { error: "subscribe needs a channel" };
       if (frame.since !== undefined && typeof frame.since !== "string")
         return { error: "since must be an event id" };
-      return { type: "subscribe", channel: frame.channel, since: frame.since as string | undefined };
+      if (frame.presence !== undefined && typeof frame.presence !== "boolean")
+        return { error: "presence must be true or false" };
+      return {
+        type: "subscribe",
+        channel: frame.channel,
+        since: frame.since as string | undefined,
+        presence: frame.presence === true,
+      };
     case "unsubscribe":
       return typeof frame.channel === "string"
         ? { type: "unsubscribe", channel: frame.channel }

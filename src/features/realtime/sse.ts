@@ -8,6 +8,7 @@ import type { Route } from "../../ports/route.ts";
 import type { HttpRequest, HttpStream } from "../../ports/transport.ts";
 import type { FanoutTarget } from "./fanout.ts";
 import type { HistoryEvent } from "./history.ts";
+import { type PresenceListener, presenceTopic } from "./presence.ts";
 import { isPending, type Resume, type ResumeOutcome } from "./resume.ts";
 
 export interface SseOptions {
@@ -32,6 +33,8 @@ export interface SseDependencies {
   releaseSlot(tenant: string): void;
   /** A subject joined (1) or left (-1) a channel, for presence. */
   presence(channelKey: string, subject: string, delta: 1 | -1): void;
+  /** A stream started (1) or stopped (-1) asking for a channel's join and leave events (`?presence=true`). */
+  watchPresence(channelKey: string, delta: 1 | -1): void;
 }
 
 const SSE_HEADERS = {
@@ -74,8 +77,10 @@ class EventStream {
     readonly principal: Principal,
     /** Its channels' keys, for presence. */
     readonly channelKeys: string[],
-    /** Every engine topic it hears: its channels and the tenant's broadcasts. */
+    /** Every engine topic it hears: its channels, the tenant's broadcasts and, when asked, its channels' presence. */
     readonly topics: string[],
+    /** It asked for its channels' join and leave events. */
+    readonly presence: boolean,
   ) {}
 
   opened(stream: HttpStream): void {
@@ -118,7 +123,7 @@ class EventStream {
  * open streams by topic (a `FanoutTarget` beside the WebSocket hub), and owns
  * the timer that sends heartbeats and ends slow or expired streams.
  */
-export class SseStreams implements FanoutTarget {
+export class SseStreams implements FanoutTarget, PresenceListener {
   private readonly streams = new Set<EventStream>();
   private readonly byTopic = new Map<string, Set<EventStream>>();
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -157,6 +162,15 @@ export class SseStreams implements FanoutTarget {
     return streams.size;
   }
 
+  /** A join or leave, as `event: join` / `event: leave` (no `id:`: not a position to resume from). */
+  presenceEvent(channelKey: string, kind: "join" | "leave", frame: string): void {
+    const streams = this.byTopic.get(presenceTopic(channelKey));
+    if (!streams) return;
+    const text = sseEvent(kind, frame);
+    for (const stream of streams) stream.write(text);
+    this.deps.metrics.sseEventsSent.inc(streams.size);
+  }
+
   /** The drain: every stream gets `event: reconnect` and ends. */
   disconnectAll(): void {
     this.draining = true;
@@ -183,6 +197,9 @@ export class SseStreams implements FanoutTarget {
       throw new GatewayError("bad_request", `at most ${this.options.maxChannels} channels per stream`);
     for (const channel of channels) requireChannel(principal, channel);
     const since = request.header("last-event-id") || request.query.get("since") || undefined;
+    const presence = request.query.get("presence");
+    if (presence !== null && presence !== "true" && presence !== "false")
+      throw new GatewayError("bad_request", "presence is true or false");
     const full = this.deps.claimSlot(principal.tenant);
     if (full) throw full;
 
@@ -200,10 +217,17 @@ export class SseStreams implements FanoutTarget {
       endNow ||= answer.end;
     }
     const channelKeys = channels.map((channel) => channelTopic(principal.tenant, channel));
-    const eventStream = new EventStream(principal, channelKeys, [
-      ...channelKeys,
-      broadcastTopic(principal.tenant),
-    ]);
+    const withPresence = presence === "true";
+    const eventStream = new EventStream(
+      principal,
+      channelKeys,
+      [
+        ...channelKeys,
+        broadcastTopic(principal.tenant),
+        ...(withPresence ? channelKeys.map(presenceTopic) : []),
+      ],
+      withPresence,
+    );
     // Registered in the same tick as the replay was read: no live event falls between the two.
     this.register(eventStream);
     for (const [channel, outcome, until] of fromLog) this.replayFromLog(eventStream, channel, outcome, until);
@@ -308,7 +332,10 @@ export class SseStreams implements FanoutTarget {
       }
       streams.add(stream);
     }
-    for (const key of stream.channelKeys) this.deps.presence(key, stream.principal.subject, 1);
+    for (const key of stream.channelKeys) {
+      this.deps.presence(key, stream.principal.subject, 1);
+      if (stream.presence) this.deps.watchPresence(key, 1);
+    }
     this.deps.metrics.sseStreams.inc();
   }
 
@@ -319,7 +346,10 @@ export class SseStreams implements FanoutTarget {
       streams?.delete(stream);
       if (streams?.size === 0) this.byTopic.delete(topic);
     }
-    for (const key of stream.channelKeys) this.deps.presence(key, stream.principal.subject, -1);
+    for (const key of stream.channelKeys) {
+      this.deps.presence(key, stream.principal.subject, -1);
+      if (stream.presence) this.deps.watchPresence(key, -1);
+    }
     this.deps.releaseSlot(stream.principal.tenant);
     this.deps.metrics.sseStreams.dec();
   }

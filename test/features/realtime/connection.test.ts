@@ -105,6 +105,7 @@ function connection(
     claimSlots: () => undefined,
     countTopic: () => {},
     presence: () => {},
+    watchPresence: () => {},
     publish,
   };
   const subject = new Connection("127.0.0.1", undefined, host);

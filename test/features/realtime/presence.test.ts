@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import type { Principal } from "../../../src/domain/principal.ts";
-import { Presence } from "../../../src/features/realtime/presence.ts";
+import { MAX_EVENTS_PER_CHECK, Presence } from "../../../src/features/realtime/presence.ts";
 import { createLogger } from "../../../src/log/logger.ts";
 import type { PresenceMembers, PresenceStore } from "../../../src/ports/presence.ts";
 import type { HttpReply, HttpRequest } from "../../../src/ports/transport.ts";
@@ -89,5 +89,83 @@ describe("Presence", () => {
       total: 0,
       members: [],
     });
+  });
+});
+
+describe("join and leave events (this instance's members)", () => {
+  function watched() {
+    const presence = new Presence(undefined, log);
+    const frames: Array<Record<string, unknown>> = [];
+    presence.listen({ presenceEvent: (_key, _kind, frame) => frames.push(JSON.parse(frame)) });
+    return { presence, frames };
+  }
+
+  test("a subject's first connection is a join and its last one's going a leave; who was there is not", async () => {
+    const { presence, frames } = watched();
+    presence.change("t/acme/room", "ann", 1);
+    presence.watch("t/acme/room", 1);
+    presence.change("t/acme/room", "bob", 1);
+    presence.change("t/acme/room", "bob", 1);
+    await presence.check();
+    expect(frames).toEqual([{ type: "join", channel: "room", subject: "bob" }]);
+    presence.change("t/acme/room", "bob", -1);
+    await presence.check();
+    expect(frames).toHaveLength(1);
+    presence.change("t/acme/room", "bob", -1);
+    await presence.check();
+    expect(frames.at(-1)).toEqual({ type: "leave", channel: "room", subject: "bob" });
+  });
+
+  test("a subject that comes and goes between two checks sends nothing; unwatched channels nothing", async () => {
+    const { presence, frames } = watched();
+    presence.watch("t/acme/room", 1);
+    for (let i = 0; i < 50; i++) {
+      presence.change("t/acme/room", "flappy", 1);
+      presence.change("t/acme/room", "flappy", -1);
+    }
+    presence.change("t/acme/other", "ann", 1);
+    await presence.check();
+    expect(frames).toEqual([]);
+    presence.watch("t/acme/room", -1);
+    presence.change("t/acme/room", "late", 1);
+    await presence.check();
+    expect(frames).toEqual([]);
+    expect(presence.watchedCount).toBe(0);
+  });
+
+  test("at most MAX_EVENTS_PER_CHECK per channel per check; the rest come at the next checks", async () => {
+    const { presence, frames } = watched();
+    presence.watch("t/acme/crowd", 1);
+    for (let i = 0; i < MAX_EVENTS_PER_CHECK + 10; i++) presence.change("t/acme/crowd", `s${i}`, 1);
+    await presence.check();
+    expect(frames).toHaveLength(MAX_EVENTS_PER_CHECK);
+    await presence.check();
+    expect(frames).toHaveLength(MAX_EVENTS_PER_CHECK + 10);
+    expect(new Set(frames.map((frame) => frame.subject)).size).toBe(MAX_EVENTS_PER_CHECK + 10);
+  });
+
+  test("a store that cannot answer sends nothing rather than every subject leaving", async () => {
+    let fail = false;
+    const members = new Map([["ann", 1]]);
+    const store: PresenceStore = {
+      changed: () => {},
+      members: async () => {
+        if (fail) throw new Error("down");
+        return members;
+      },
+      close: async () => {},
+    };
+    const presence = new Presence(store, log);
+    const frames: string[] = [];
+    presence.listen({ presenceEvent: (_key, kind) => frames.push(kind) });
+    presence.watch("t/acme/room", 1);
+    await presence.check();
+    fail = true;
+    await presence.check();
+    expect(frames).toEqual([]);
+    fail = false;
+    members.delete("ann");
+    await presence.check();
+    expect(frames).toEqual(["leave"]);
   });
 });

@@ -6,6 +6,7 @@ test("client frames are parsed, and bad ones explained without throwing", () => 
     type: "subscribe",
     channel: "orders",
     since: "e-0-1",
+    presence: false,
   });
   expect(parseClientFrame('{"type":"auth","token":"t"}')).toEqual({ type: "auth", token: "t" });
   expect(parseClientFrame('{"type":"unsubscribe","channel":"o"}')).toEqual({

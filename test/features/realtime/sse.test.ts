@@ -76,6 +76,7 @@ function setup(who: Principal = principal(), slots = 10, limits = LIMITS) {
       presence: (channelKey, subject, delta) => {
         watching.set(`${channelKey}|${subject}`, (watching.get(`${channelKey}|${subject}`) ?? 0) + delta);
       },
+      watchPresence: () => {},
     },
   );
   world.fanout.attach(streams);
@@ -231,5 +232,19 @@ describe("SseStreams", () => {
     expect(quiet.stream.state).toBe("ended");
     expect(quiet.stream.written.at(-1)).toContain('"code":"unauthorized"');
     expect(slots()).toBe(0);
+  });
+
+  test("presence=true streams get their channels' join and leave as event: join/leave without an id; others none", async () => {
+    const { streams, open } = setup();
+    const watching = await open("channel=c&token=good&presence=true");
+    const plain = await open("channel=c&token=good");
+    await expect(open("channel=c&token=good&presence=yes")).rejects.toMatchObject({ code: "bad_request" });
+    const frame = '{"type":"join","channel":"c","subject":"ann"}';
+    streams.presenceEvent("t/acme/c", "join", frame);
+    streams.presenceEvent("t/acme/other", "leave", frame);
+    expect(watching.stream.written.filter((text) => text.includes("subject"))).toEqual([
+      `event: join\ndata: ${frame}\n\n`,
+    ]);
+    expect(plain.stream.written.join("")).not.toContain("subject");
   });
 });
