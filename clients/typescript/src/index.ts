@@ -40,6 +40,7 @@ export {
   GatewayPublishError,
   GatewayRequestError,
   type HistoryPage,
+  type PresenceChange,
   type PublishOptions,
   Subscriber,
   type SubscriberEvents,

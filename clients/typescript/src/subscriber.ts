@@ -17,6 +17,13 @@ export interface WebSocketLike {
 
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
+/** A subject's first connection to a channel (`join`) or its last one gone (`leave`); asked for with `presence: true`. */
+export interface PresenceChange {
+  channel: string;
+  /** The token `sub` of the subject. */
+  subject: string;
+}
+
 /** One event on a channel, as the gateway delivers it. */
 export interface ChannelEvent {
   channel: string;
@@ -66,6 +73,9 @@ export interface SubscriptionEvents {
   event: ChannelEvent;
   gap: Gap;
   error: GatewayErrorInfo;
+  /** Only for a subscription made with `presence: true`. */
+  join: PresenceChange;
+  leave: PresenceChange;
 }
 
 export interface SubscriberEvents {
@@ -76,6 +86,9 @@ export interface SubscriberEvents {
   unsubscribed: { channel: string; reason?: UnsubscribeReason };
   event: ChannelEvent;
   gap: Gap;
+  /** A subject joined or left a channel subscribed with `presence: true`. */
+  join: PresenceChange;
+  leave: PresenceChange;
   /** An error frame from the gateway (`forbidden`, `bad_channel`, `unavailable`, …), or `token` when the token callback failed. */
   error: GatewayErrorInfo;
   /** The gateway took a new token in band: the socket and its subscriptions stayed. */
@@ -229,6 +242,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     [];
   /** @internal The `since` of the next subscribe: the last event received, or the position the gateway reported. */
   position: string | undefined;
+  /** @internal Whether its subscribe asks for join and leave events (sent again on every resubscribe). */
+  presenceEvents = false;
 
   constructor(
     readonly channel: string,
@@ -290,7 +305,10 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   }
 
   /** @internal Tells this subscription's listeners (for the Subscriber only). */
-  notify<K extends "event" | "gap" | "error">(type: K, payload: SubscriptionEvents[K]): void {
+  notify<K extends "event" | "gap" | "error" | "join" | "leave">(
+    type: K,
+    payload: SubscriptionEvents[K],
+  ): void {
     this.emit(type, payload);
   }
 }
@@ -378,9 +396,10 @@ export class Subscriber extends Emitter<SubscriberEvents> {
    * resumes after that event id. Resolves with the subscription once the
    * gateway confirmed it; rejects if the channel is refused or the subscriber
    * closes first (the refusal is also an `error` event, so ignoring the
-   * promise is safe).
+   * promise is safe). `presence: true` also delivers `join` and `leave`
+   * events of the channel (off by default; a later subscribe of the channel changes it).
    */
-  subscribe(channel: string, options: { since?: string } = {}): Promise<Subscription> {
+  subscribe(channel: string, options: { since?: string; presence?: boolean } = {}): Promise<Subscription> {
     let subscription = this.subscriptions.get(channel);
     const fresh = subscription === undefined;
     if (!subscription) {
@@ -388,12 +407,15 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       this.subscriptions.set(channel, subscription);
     }
     if (options.since !== undefined) subscription.position = options.since;
+    const presenceChanged =
+      options.presence !== undefined && options.presence !== subscription.presenceEvents;
+    if (options.presence !== undefined) subscription.presenceEvents = options.presence;
     const ready = subscription.ready();
     if (this.isClosed()) {
       this.end(subscription, "closed");
       return ready;
     }
-    if (fresh || options.since !== undefined) {
+    if (fresh || options.since !== undefined || presenceChanged) {
       subscription.transition("subscribing", { channel });
       if (this.currentState === "open") this.sendSubscribe(subscription);
     }
@@ -580,6 +602,15 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       case "event":
         this.onEvent(frame);
         return;
+      case "join":
+      case "leave": {
+        const subscription = this.subscriptions.get(String(frame.channel));
+        if (!subscription || typeof frame.subject !== "string") return;
+        const change: PresenceChange = { channel: subscription.channel, subject: frame.subject };
+        subscription.notify(frame.type, change);
+        this.emit(frame.type, change);
+        return;
+      }
       case "published": {
         const ref = typeof frame.ref === "string" ? frame.ref : undefined;
         const pending = ref === undefined ? undefined : this.publishes.get(ref);
@@ -879,7 +910,10 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   private sendSubscribe(subscription: Subscription): void {
     const since = subscription.position;
     const channel = subscription.channel;
-    this.send(since === undefined ? { type: "subscribe", channel } : { type: "subscribe", channel, since });
+    const frame: Record<string, unknown> = { type: "subscribe", channel };
+    if (since !== undefined) frame.since = since;
+    if (subscription.presenceEvents) frame.presence = true;
+    this.send(frame);
   }
 
   private send(frame: Record<string, unknown>): void {

@@ -131,6 +131,37 @@ describe("Subscriber", () => {
     ]);
   });
 
+  test("presence: true asks for join and leave (again after a reconnect) and delivers them; the position before a first event is kept", async () => {
+    const { subscriber } = start();
+    const changes: unknown[] = [];
+    subscriber.on("join", (change) => changes.push({ kind: "join", ...change }));
+    const subscribed = subscriber.subscribe("room", { presence: true });
+    const first = await connect(0);
+    await until(() => first.sent.length > 1);
+    expect(first.sent[1]).toEqual({ type: "subscribe", channel: "room", presence: true });
+    first.frame({ type: "subscribed", channel: "room", lastEventId: "e1-0--1" });
+    const subscription = await subscribed;
+    subscription.on("leave", (change) => changes.push({ kind: "leave", ...change }));
+    first.frame({ type: "join", channel: "room", subject: "ann" });
+    first.frame({ type: "leave", channel: "room", subject: "ann" });
+    first.frame({ type: "join", channel: "elsewhere", subject: "bob" });
+    expect(changes).toEqual([
+      { kind: "join", channel: "room", subject: "ann" },
+      { kind: "leave", channel: "room", subject: "ann" },
+    ]);
+    first.frame(event("room", 0));
+    expect(subscription.lastEventId).toBe(event("room", 0).id);
+    first.serverClose(1006);
+    const second = await connect(1);
+    await until(() => second.sent.length > 1);
+    expect(second.sent[1]).toEqual({
+      type: "subscribe",
+      channel: "room",
+      since: event("room", 0).id,
+      presence: true,
+    });
+  });
+
   test("a subscribe without since takes the gateway's lastEventId as its position", async () => {
     start({ channels: ["orders"] });
     const first = await connect(0);
