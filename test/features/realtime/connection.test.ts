@@ -457,3 +457,21 @@ describe("publish frames", () => {
     }
   });
 });
+
+describe("Connection: join and leave events", () => {
+  test("off by default; presence: true subscribes the socket to them, the latest subscribe decides, leaving stops them", async () => {
+    const { peer } = await authenticated({ first: principal() });
+    const presenceTopics = () => [...peer.topics].filter((topic) => topic.startsWith("p/"));
+    await send(peer, { type: "subscribe", channel: "room" });
+    expect(presenceTopics()).toEqual([]);
+    await send(peer, { type: "subscribe", channel: "room", presence: true });
+    expect(presenceTopics()).toEqual(["p/acme/room"]);
+    await send(peer, { type: "subscribe", channel: "room" });
+    expect(presenceTopics()).toEqual([]);
+    await send(peer, { type: "subscribe", channel: "room", presence: true });
+    await send(peer, { type: "unsubscribe", channel: "room" });
+    expect(presenceTopics()).toEqual([]);
+    const refused = await send(peer, { type: "subscribe", channel: "room", presence: "yes" });
+    expect(refused[0]).toMatchObject({ type: "error", code: "bad_frame" });
+  });
+});
