@@ -8,7 +8,7 @@ import { serveBrowserEvents } from "../../examples/browser-events/serve.ts";
 import { serveDashboard } from "../../examples/live-dashboard/serve.ts";
 import { JwksServer, signingKey } from "../support/jwks.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
-import { freePort, RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+import { freePort, publishEvent, RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 
 /** Debian's chromium (scripts/install-tools), driven by puppeteer-core: no browser download. */
 const CHROMIUM = "/usr/bin/chromium";
@@ -61,18 +61,6 @@ function loggedRecords(dir: string): Array<{ id: string; type: string; data: Rec
 
 function loggedIds(dir: string): string[] {
   return loggedRecords(dir).map((record) => record.id);
-}
-
-async function publish(gateway: RunningGateway, channel: string, data: unknown) {
-  const response = await fetch(`${gateway.url}/v1/publish`, {
-    method: "POST",
-    headers: {
-      authorization: `Bearer ${await token("acme", ["publish"])}`,
-      "content-type": "application/json",
-    },
-    body: JSON.stringify({ channel, data }),
-  });
-  expect(response.status).toBe(202);
 }
 
 let browser: Browser;
@@ -377,7 +365,7 @@ describe.each(RUNTIMES)("the client in headless Chromium, from another origin, a
       },
       { url: gateway.url, subscribeToken: await token("acme", ["subscribe"]) },
     );
-    await publish(gateway, "orders", { n: 1 });
+    await publishEvent(gateway, "orders", { n: 1 });
     await page.waitForFunction(() => (globalThis as PageGlobals).seen.length >= 2, { timeout: 5000 });
     await gateway.stop("SIGTERM");
     gateway = await startGateway(runtime, env());
@@ -386,7 +374,7 @@ describe.each(RUNTIMES)("the client in headless Chromium, from another origin, a
       { timeout: 10_000 },
     );
     await Bun.sleep(200);
-    await publish(gateway, "orders", { n: 2 });
+    await publishEvent(gateway, "orders", { n: 2 });
     await page.waitForFunction(() => (globalThis as PageGlobals).seen.length >= 5, { timeout: 5000 });
     const seen = (await page.evaluate(() => (globalThis as PageGlobals).seen)) as Array<{
       type: string;
@@ -519,7 +507,7 @@ describe.each(RUNTIMES)("the live dashboard example in headless Chromium, agains
     await page.goto(`${dashboard.url}#${settings}`);
     await page.waitForSelector('#status[data-state="live"]', { timeout: 5000 });
     await Bun.sleep(200);
-    for (let n = 1; n <= 5; n++) await publish(gateway, "orders", { order: n, total: n * 10 });
+    for (let n = 1; n <= 5; n++) await publishEvent(gateway, "orders", { order: n, total: n * 10 });
     await page.waitForFunction(
       () => (globalThis as DashboardPage).document.getElementById("total")?.textContent === "5",
       {
@@ -547,7 +535,7 @@ describe.each(RUNTIMES)("the live dashboard example in headless Chromium, agains
     // Past the first token's expiry: a fresh one came from the page's server, and events still arrive.
     await Bun.sleep(Math.max(0, openedAt + 2500 - Date.now()));
     expect(dashboard.tokens?.issued).toBeGreaterThanOrEqual(2);
-    await publish(gateway, "orders", { order: 6, total: 60 });
+    await publishEvent(gateway, "orders", { order: 6, total: 60 });
     await page.waitForFunction(
       () => (globalThis as DashboardPage).document.getElementById("total")?.textContent === "6",
       { timeout: 8000 },

@@ -13,7 +13,14 @@ import {
 import { JwksServer, type SigningKey, signingKey } from "../support/jwks.ts";
 import { createTopic, services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
-import { freePort, RUNTIMES, type RunningGateway, startGateway, waitForLog } from "./harness.ts";
+import {
+  freePort,
+  publishEvent,
+  RUNTIMES,
+  type RunningGateway,
+  startGateway,
+  waitForLog,
+} from "./harness.ts";
 
 const CLIENT_ENTRY = new URL("../../clients/typescript/src/index.ts", import.meta.url).pathname;
 /** The embedded sink and bus, even when the test command exported the real services' addresses. */
@@ -103,18 +110,6 @@ class Recorder {
       });
     }
   }
-}
-
-async function publish(gateway: RunningGateway, tenant: string, channel: string, data: unknown) {
-  const response = await fetch(`${gateway.url}/v1/publish`, {
-    method: "POST",
-    headers: {
-      authorization: `Bearer ${await token(tenant, ["publish"])}`,
-      "content-type": "application/json",
-    },
-    body: JSON.stringify({ channel, data }),
-  });
-  expect(response.status).toBe(202);
 }
 
 const click = (element: string, channel?: string) => ({ type: "click", channel, data: { element } });
@@ -228,7 +223,7 @@ describe.each(RUNTIMES)("TypeScript client against the gateway on %s", (runtime)
     const events = new EventClient({ url: gateway.url, token: await token("acme", ["ingest", "publish"]) });
     const id = events.enqueue(click("live", "orders"));
     await events.flush();
-    await publish(gateway, "acme", "orders", { status: "shipped" });
+    await publishEvent(gateway, "orders", { status: "shipped" });
     const ingested = (await recorder.next("event")).payload;
     expect(ingested).toMatchObject({ channel: "orders", recordType: "click", recordId: id });
     expect(ingested.data).toEqual({ element: "live" });
@@ -309,7 +304,7 @@ describe.each(RUNTIMES)("TypeScript client against the gateway on %s", (runtime)
     expect(carriedOn()).toBe(true);
     expect(refreshes[0]).toBe(false);
     expect(refreshes).toContain(true);
-    await publish(gateway, "acme", "expiring", { after: "refresh" });
+    await publishEvent(gateway, "expiring", { after: "refresh" });
     expect((await recorder.next("event")).payload.data).toEqual({ after: "refresh" });
     subscriber.close();
   });
@@ -340,7 +335,7 @@ describe.each(RUNTIMES)("TypeScript client against the gateway on %s", (runtime)
     const subscriber = new Subscriber({ url: gateway.url, token: () => token("acme", ["subscribe"]) });
     const recorder = new Recorder(subscriber);
     await subscriber.subscribe("history");
-    for (const n of [1, 2, 3]) await publish(gateway, "acme", "history", { n });
+    for (const n of [1, 2, 3]) await publishEvent(gateway, "history", { n });
     const first = (await recorder.next("event")).payload;
     const page = await subscriber.history("history", { since: first.id });
     expect(page.events.map((event) => event.data)).toEqual([{ n: 2 }, { n: 3 }]);
@@ -358,7 +353,7 @@ describe.each(RUNTIMES)("TypeScript client against the gateway on %s", (runtime)
   });
 
   test("a channel with no events yet resumes from the position the gateway reported: nothing published meanwhile is missed", async () => {
-    await publish(gateway, "acme", "warm-up", { n: 0 });
+    await publishEvent(gateway, "warm-up", { n: 0 });
     const channel = `empty-${runtime}`;
     // Connections go where `target` says; undefined sends them to a closed port (the subscriber is "away").
     let target: string | undefined = gateway.wsUrl;
@@ -381,7 +376,7 @@ describe.each(RUNTIMES)("TypeScript client against the gateway on %s", (runtime)
     target = undefined;
     opened[0]?.close();
     await recorder.next("disconnected");
-    for (const n of [1, 2]) await publish(gateway, "acme", channel, { n });
+    for (const n of [1, 2]) await publishEvent(gateway, channel, { n });
     target = gateway.wsUrl;
     const replayed = [(await recorder.next("event")).payload, (await recorder.next("event")).payload];
     expect(replayed.map((event) => event.data)).toEqual([{ n: 1 }, { n: 2 }]);
@@ -531,7 +526,7 @@ describe.each(RUNTIMES)("TypeScript client across a drain and a restart on %s", 
     const first = await startGateway(runtime, env);
     running.push(first);
     const { subscriber, recorder } = await subscribedTo(first);
-    await publish(first, "acme", "orders", { n: 1 });
+    await publishEvent(first, "orders", { n: 1 });
     const before = (await recorder.next("event")).payload;
     await first.stop("SIGTERM");
     await recorder.next("disconnected");
@@ -543,7 +538,7 @@ describe.each(RUNTIMES)("TypeScript client across a drain and a restart on %s", 
     const gap = (await recorder.next("gap")).payload;
     expect(gap).toEqual({ channel: "orders", since: before.id, reason: "history_gone" });
     await recorder.next("subscribed");
-    await publish(second, "acme", "orders", { n: 2 });
+    await publishEvent(second, "orders", { n: 2 });
     const after = (await recorder.next("event")).payload;
     expect(after.data).toEqual({ n: 2 });
     expect(after.id.split("-")[0]).not.toBe(before.id.split("-")[0]);
@@ -585,7 +580,7 @@ describe.each(RUNTIMES)("TypeScript client resuming across a restart with Kafka 
     const recorder = new Recorder(subscriber);
     await recorder.next("connected");
     await recorder.next("subscribed");
-    await publish(first, "acme", "orders", { n: 1 });
+    await publishEvent(first, "orders", { n: 1 });
     const seen = (await recorder.next("event")).payload;
 
     target = undefined;
@@ -594,7 +589,7 @@ describe.each(RUNTIMES)("TypeScript client resuming across a restart with Kafka 
     const second = await startGateway(runtime, env);
     running.push(second);
     await waitForLog(second, "fan-out consumer reading");
-    for (const n of [2, 3, 4]) await publish(second, "acme", "orders", { n });
+    for (const n of [2, 3, 4]) await publishEvent(second, "orders", { n });
     // Wait until the new process holds them in its history (it reads the fan-out topic from its start).
     const deadline = Date.now() + 10_000;
     for (;;) {
@@ -613,7 +608,7 @@ describe.each(RUNTIMES)("TypeScript client resuming across a restart with Kafka 
     for (let i = 0; i < 3; i++) replayed.push((await recorder.next("event")).payload);
     expect(replayed.map((event) => event.data)).toEqual([{ n: 2 }, { n: 3 }, { n: 4 }]);
     expect(replayed[0]?.id.split("-")[0]).toBe(seen.id.split("-")[0]);
-    await publish(second, "acme", "orders", { n: 5 });
+    await publishEvent(second, "orders", { n: 5 });
     expect((await recorder.next("event")).payload.data).toEqual({ n: 5 });
     expect(recorder.seen.filter((entry) => entry.type === "gap" || entry.type === "event")).toEqual([]);
     subscriber.close();

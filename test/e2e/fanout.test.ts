@@ -2,16 +2,16 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createTopic, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
-import { RUNTIMES, type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
+import {
+  connectSubscriber,
+  RUNTIMES,
+  type RunningGateway,
+  startGateway,
+  TestSocket,
+  waitForLog,
+} from "./harness.ts";
 
 type Frame = Record<string, unknown>;
-
-async function connect(gateway: RunningGateway, tenant: string, extra: { channels?: string[] } = {}) {
-  const socket = new TestSocket(`${gateway.wsUrl}?token=${await token(tenant, ["subscribe"], extra)}`);
-  await socket.opened();
-  await socket.next((frame) => frame.type === "connected");
-  return socket;
-}
 
 async function subscribe(socket: TestSocket, channel: string, since?: string): Promise<Frame> {
   socket.send({ type: "subscribe", channel, ...(since ? { since } : {}) });
@@ -79,7 +79,7 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
   });
 
   test("events ingested on one instance reach a subscriber on the other, in order, once", async () => {
-    const subscriber = await connect(second, "acme");
+    const subscriber = await connectSubscriber(second, "acme");
     expect((await subscribe(subscriber, "orders")).type).toBe("subscribed");
     await ingest(first, "acme", "orders", 0, 20);
     const events = await collect(subscriber, 20);
@@ -99,8 +99,8 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
   });
 
   test("a broadcast published on one instance reaches every connection of the tenant on the other, and no other tenant's", async () => {
-    const subscribers = await Promise.all(Array.from({ length: 3 }, () => connect(second, "acme")));
-    const outsider = await connect(second, "globex");
+    const subscribers = await Promise.all(Array.from({ length: 3 }, () => connectSubscriber(second, "acme")));
+    const outsider = await connectSubscriber(second, "globex");
     await broadcast(first, "acme", { notice: "maintenance" });
     for (const subscriber of subscribers) {
       const event = await subscriber.next((frame) => frame.type === "event");
@@ -114,7 +114,7 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
   });
 
   test("resume: 100 events missed while away arrive after reconnecting with since, and the HTTP delta matches", async () => {
-    const before = await connect(second, "acme");
+    const before = await connectSubscriber(second, "acme");
     await subscribe(before, "resume");
     await ingest(first, "acme", "resume", 0, 1);
     const [seen] = await collect(before, 1);
@@ -133,7 +133,7 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
       async () => ((await (await delta()).json()) as { events?: unknown[] }).events?.length === 100,
       "the 100 events in the other instance's history",
     );
-    const after = await connect(second, "acme");
+    const after = await connectSubscriber(second, "acme");
     const subscribed = await subscribe(after, "resume", since);
     expect(subscribed.type).toBe("subscribed");
     const replayed = await collect(after, 100);
@@ -150,7 +150,7 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
   });
 
   test("since older than the history: history_gone on the socket and 410 on HTTP", async () => {
-    const socket = await connect(second, "acme");
+    const socket = await connectSubscriber(second, "acme");
     await ingest(first, "acme", "old", 0, 1);
     const delta = () =>
       fetch(`${second.url}/v1/channels/old/events?since=k0-0-0000000000000000`, {
@@ -167,8 +167,8 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
   });
 
   test("tenant isolation: same channel name in two tenants, crafted names, system channels", async () => {
-    const acme = await connect(second, "acme");
-    const globex = await connect(second, "globex");
+    const acme = await connectSubscriber(second, "acme");
+    const globex = await connectSubscriber(second, "globex");
     await subscribe(acme, "shared");
     await subscribe(globex, "shared");
     for (const crafted of ["$system", "acme/shared", "../shared", "", "a b"]) {
@@ -186,7 +186,7 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
   });
 
   test("a forbidden subscribe gets an error frame and the connection stays usable", async () => {
-    const limited = await connect(second, "acme", { channels: ["orders.*"] });
+    const limited = await connectSubscriber(second, "acme", { channels: ["orders.*"] });
     expect(await subscribe(limited, "payroll")).toMatchObject({ type: "error", code: "forbidden" });
     expect(await subscribe(limited, "orders.eu")).toMatchObject({ type: "subscribed", channel: "orders.eu" });
     await ingest(first, "acme", "orders.eu", 0, 1);
@@ -195,7 +195,7 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
   });
 
   test("app-level ping carries the last event id of each subscribed channel", async () => {
-    const socket = await connect(second, "acme");
+    const socket = await connectSubscriber(second, "acme");
     await subscribe(socket, "orders");
     const ping = await socket.next((frame) => frame.type === "ping", 3000);
     expect(typeof (ping.lastEventIds as Record<string, string>).orders).toBe("string");

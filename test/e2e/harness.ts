@@ -2,7 +2,7 @@ import { type AddressInfo, connect, createServer } from "node:net";
 import type { Subprocess } from "bun";
 import { debianTreeCommand } from "../support/debian-tree.ts";
 import { killGroup, spawnGroup } from "../support/processes.ts";
-import { TEST_SECRET } from "../support/tokens.ts";
+import { TEST_SECRET, token } from "../support/tokens.ts";
 
 /** node24: the node24 container target's Node and node_modules, in a Debian 13 chroot (test/support/debian-tree.ts). */
 export type Runtime = "node" | "bun" | "node24";
@@ -200,6 +200,37 @@ export class TestSocket {
   close(): void {
     this.socket.close();
   }
+}
+
+/** A socket signed in as `tenant` with the subscribe scope (and `extra` claims), past its `connected` frame. */
+export async function connectSubscriber(
+  gateway: RunningGateway,
+  tenant = "acme",
+  extra: Parameters<typeof token>[2] = {},
+): Promise<TestSocket> {
+  const socket = new TestSocket(`${gateway.wsUrl}?token=${await token(tenant, ["subscribe"], extra)}`);
+  await socket.opened();
+  await socket.next((frame) => frame.type === "connected");
+  return socket;
+}
+
+/** Publishes `data` on `channel` as `tenant` through `POST /v1/publish`, expecting its 202. */
+export async function publishEvent(
+  gateway: RunningGateway,
+  channel: string,
+  data: unknown,
+  tenant = "acme",
+): Promise<void> {
+  const response = await fetch(`${gateway.url}/v1/publish`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${await token(tenant, ["publish"])}`,
+      "content-type": "application/json",
+    },
+    body: JSON.stringify({ channel, data }),
+  });
+  if (response.status !== 202)
+    throw new Error(`publish answered ${response.status}: ${await response.text()}`);
 }
 
 /** Sends a WebSocket upgrade over a raw socket and returns the HTTP answer. */

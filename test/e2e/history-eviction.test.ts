@@ -4,15 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
-import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
+import { connectSubscriber, publishEvent, RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 
 type Frame = Record<string, unknown>;
-
-async function connect(gateway: RunningGateway): Promise<TestSocket> {
-  const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
-  await socket.next((frame) => frame.type === "connected");
-  return socket;
-}
 
 describe.each(RUNTIMES)("resume after the channel history dropped a channel on %s", (runtime) => {
   let gateway: RunningGateway;
@@ -33,31 +27,19 @@ describe.each(RUNTIMES)("resume after the channel history dropped a channel on %
     await rm(folder, { recursive: true, force: true });
   });
 
-  async function publish(channel: string, n: number): Promise<void> {
-    const response = await fetch(`${gateway.url}/v1/publish`, {
-      method: "POST",
-      headers: {
-        authorization: `Bearer ${await token("acme", ["publish"])}`,
-        "content-type": "application/json",
-      },
-      body: JSON.stringify({ channel, data: { n } }),
-    });
-    expect(response.status).toBe(202);
-  }
-
   test("a since in a dropped channel is history_gone on the socket and 410 on HTTP", async () => {
-    const before = await connect(gateway);
+    const before = await connectSubscriber(gateway);
     before.send({ type: "subscribe", channel: "dropped" });
     await before.next((frame) => frame.type === "subscribed");
-    await publish("dropped", 0);
+    await publishEvent(gateway, "dropped", { n: 0 });
     const seen = (await before.next((frame) => frame.type === "event")) as Frame;
     before.close();
     await before.closed;
 
     // Missed while away, then two other channels push "dropped" out of the history.
-    for (let n = 1; n <= 3; n++) await publish("dropped", n);
-    await publish("second", 0);
-    await publish("third", 0);
+    for (let n = 1; n <= 3; n++) await publishEvent(gateway, "dropped", { n: n });
+    await publishEvent(gateway, "second", { n: 0 });
+    await publishEvent(gateway, "third", { n: 0 });
     // Published is not yet in the history: wait until the eviction shows over HTTP.
     await waitUntil(
       async () =>
@@ -69,7 +51,7 @@ describe.each(RUNTIMES)("resume after the channel history dropped a channel on %
       "the channel pushed out of the history",
     );
 
-    const after = await connect(gateway);
+    const after = await connectSubscriber(gateway);
     after.send({ type: "subscribe", channel: "dropped", since: seen.id });
     expect(await after.next((frame) => frame.type === "subscribed" || frame.type === "error")).toMatchObject({
       type: "error",

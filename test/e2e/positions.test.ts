@@ -1,28 +1,16 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createTopic, services } from "../support/kafka.ts";
-import { TEST_SECRET, token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
+import { TEST_SECRET } from "../support/tokens.ts";
+import {
+  connectSubscriber,
+  publishEvent,
+  RUNTIMES,
+  type RunningGateway,
+  startGateway,
+  waitForLog,
+} from "./harness.ts";
 
 type Frame = Record<string, unknown>;
-
-async function connect(gateway: RunningGateway): Promise<TestSocket> {
-  const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
-  await socket.opened();
-  await socket.next((frame) => frame.type === "connected");
-  return socket;
-}
-
-async function publish(gateway: RunningGateway, channel: string, n: number): Promise<void> {
-  const response = await fetch(`${gateway.url}/v1/publish`, {
-    method: "POST",
-    headers: {
-      authorization: `Bearer ${await token("acme", ["publish"])}`,
-      "content-type": "application/json",
-    },
-    body: JSON.stringify({ channel, data: { n } }),
-  });
-  expect(response.status).toBe(202);
-}
 
 const BUSES = ["embedded", "kafka"] as const;
 
@@ -51,16 +39,16 @@ describe.each(RUNTIMES.flatMap((runtime) => BUSES.map((bus) => [runtime, bus] as
     });
 
     test("is given, and resuming from it yields every event published since", async () => {
-      const first = await connect(gateway);
+      const first = await connectSubscriber(gateway);
       first.send({ type: "subscribe", channel: "fresh" });
       const subscribed = await first.next((frame) => frame.type === "subscribed");
       expect(subscribed.lastEventId).toEqual(expect.stringMatching(/^[A-Za-z0-9]+-\d+--1$/));
       first.close();
       await first.closed;
 
-      await publish(gateway, "fresh", 1);
-      await publish(gateway, "fresh", 2);
-      const again = await connect(gateway);
+      await publishEvent(gateway, "fresh", { n: 1 });
+      await publishEvent(gateway, "fresh", { n: 2 });
+      const again = await connectSubscriber(gateway);
       again.send({ type: "subscribe", channel: "fresh", since: subscribed.lastEventId });
       const events: Frame[] = [];
       while (events.length < 2) events.push(await again.next((frame) => frame.type === "event", 10_000));

@@ -5,28 +5,21 @@ import { toFanoutRecords } from "../../src/infra/kafka/fanout-bus.ts";
 import { createTopic, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
-import { RUNTIMES, type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
+import {
+  connectSubscriber,
+  publishEvent,
+  RUNTIMES,
+  type RunningGateway,
+  startGateway,
+  type TestSocket,
+  waitForLog,
+} from "./harness.ts";
 
 type Frame = Record<string, unknown>;
 
-async function connect(gateway: RunningGateway): Promise<TestSocket> {
-  const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
-  await socket.opened();
-  await socket.next((frame) => frame.type === "connected");
-  return socket;
-}
-
 /** Publishes `count` events numbered from `from`, one request each, in order. */
 async function publish(gateway: RunningGateway, channel: string, from: number, count: number): Promise<void> {
-  const authorization = `Bearer ${await token("acme", ["publish"])}`;
-  for (let n = from; n < from + count; n++) {
-    const response = await fetch(`${gateway.url}/v1/publish`, {
-      method: "POST",
-      headers: { authorization, "content-type": "application/json" },
-      body: JSON.stringify({ channel, data: { n, pad: "x".repeat(100) } }),
-    });
-    expect(response.status).toBe(202);
-  }
+  for (let n = from; n < from + count; n++) await publishEvent(gateway, channel, { n, pad: "x".repeat(100) });
 }
 
 const numbers = (events: Frame[]) => events.map((event) => (event.data as { n: number }).n);
@@ -100,7 +93,7 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
   });
 
   test("a subscriber away while the only instance restarts gets every event published meanwhile, once, in order", async () => {
-    const before = await connect(gateway);
+    const before = await connectSubscriber(gateway);
     before.send({ type: "subscribe", channel: "away" });
     await before.next((frame) => frame.type === "subscribed");
     await publish(gateway, "away", 0, 1);
@@ -114,7 +107,7 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
     await waitForLog(gateway, "fan-out consumer reading");
     await publish(gateway, "away", 21, 20);
 
-    const after = await connect(gateway);
+    const after = await connectSubscriber(gateway);
     const events = (await resume(after, "away", seen.id as string, 40)) as Frame[] & { tryAgains: number };
     // 40 events of ~130 bytes: REPLAY_MAX_BYTES (2 KiB) splits the read, and nothing is lost between the parts.
     expect(events.tryAgains).toBeGreaterThan(0);
@@ -127,7 +120,7 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
 
   /** Publishes event 0 of `channel` to a subscriber and answers its id (the channel is then kept here for a while). */
   async function publishWatched(channel: string): Promise<string> {
-    const socket = await connect(gateway);
+    const socket = await connectSubscriber(gateway);
     socket.send({ type: "subscribe", channel });
     await socket.next((frame) => frame.type === "subscribed");
     await publish(gateway, channel, 0, 1);
@@ -167,7 +160,7 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
       // Both older than the two events kept in memory per channel.
       await publish(gateway, firstChannel, 1, 3);
       await publish(gateway, secondChannel, 1, 3);
-      const socket = await connect(gateway);
+      const socket = await connectSubscriber(gateway);
       // Every frame, kept apart from the ones `next` consumes.
       const frames: Frame[] = [];
       socket.socket.addEventListener("message", (event) => frames.push(JSON.parse(String(event.data))));
@@ -192,7 +185,7 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
   });
 
   test("a since whose offset the log deleted is history_gone", async () => {
-    const socket = await connect(gateway);
+    const socket = await connectSubscriber(gateway);
     socket.send({ type: "subscribe", channel: "deleted" });
     await socket.next((frame) => frame.type === "subscribed");
     await publish(gateway, "deleted", 0, 5);
@@ -233,7 +226,7 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
     const other = await startGateway(runtime, env);
     try {
       await waitForLog(other, "fan-out consumer reading");
-      const watcher = await connect(gateway);
+      const watcher = await connectSubscriber(gateway);
       watcher.send({ type: "subscribe", channel: "elsewhere" });
       await watcher.next((frame) => frame.type === "subscribed");
       await publish(gateway, "elsewhere", 0, 6);
@@ -254,7 +247,7 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
       }, "the other instance's page to reach the last event");
       expect(numbers(page)).toEqual([1, 2, 3, 4, 5]);
 
-      const socket = await connect(other);
+      const socket = await connectSubscriber(other);
       const events = (await resume(socket, "elsewhere", seen[0]?.id as string, 5)) as Frame[];
       await publish(other, "elsewhere", 6, 1);
       events.push(await socket.next((frame) => frame.type === "event", 10_000));
@@ -310,7 +303,7 @@ describe.each(RUNTIMES)("the live fan-out reader's offset deleted under it on %s
     const admin = new Admin({ clientId: "test-admin", bootstrapBrokers: brokers });
     try {
       await waitForLog(gateway, "fan-out consumer reading");
-      const socket = await connect(gateway);
+      const socket = await connectSubscriber(gateway);
       socket.send({ type: "subscribe", channel: "lagging" });
       await socket.next((frame) => frame.type === "subscribed");
       await publish(gateway, "lagging", 0, 1);
@@ -338,7 +331,7 @@ describe.each(RUNTIMES)("the live fan-out reader's offset deleted under it on %s
       expect([[5], [1, 5]]).toContainEqual(numbers(live));
       socket.close();
 
-      const resumed = await connect(gateway);
+      const resumed = await connectSubscriber(gateway);
       resumed.send({ type: "subscribe", channel: "lagging", since: first.id });
       expect(
         await resumed.next((frame) => frame.channel === "lagging" && frame.type !== "event"),

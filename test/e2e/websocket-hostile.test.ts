@@ -3,15 +3,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TEST_SECRET, token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
+import { connectSubscriber, RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
 
 const MAX_PAYLOAD = 65536;
-
-async function connect(gateway: RunningGateway): Promise<TestSocket> {
-  const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
-  await socket.next((frame) => frame.type === "connected");
-  return socket;
-}
 
 async function live(gateway: RunningGateway): Promise<number> {
   return (await fetch(`${gateway.url}/health/live`)).status;
@@ -38,7 +32,7 @@ describe.each(RUNTIMES)("hostile WebSocket input on %s", (runtime) => {
       WS_MAX_PAYLOAD_BYTES: String(MAX_PAYLOAD),
       WS_CONNECTS_PER_SEC_PER_IP: "100000",
     });
-    bystander = await connect(gateway);
+    bystander = await connectSubscriber(gateway);
   });
   afterAll(async () => {
     // Whatever was sent, the bystander kept working and nothing escaped as an uncaught error.
@@ -52,7 +46,7 @@ describe.each(RUNTIMES)("hostile WebSocket input on %s", (runtime) => {
   });
 
   test("an oversized frame closes that socket and no other", async () => {
-    const attacker = await connect(gateway);
+    const attacker = await connectSubscriber(gateway);
     attacker.send(JSON.stringify({ type: "ping", padding: "x".repeat(MAX_PAYLOAD) }));
     // Bun sends close 1009; uWebSockets.js (Node) drops the connection without a close frame (1006).
     expect(runtime === "bun" ? [1009] : [1006, 1009]).toContain((await attacker.closed).code);
@@ -62,14 +56,14 @@ describe.each(RUNTIMES)("hostile WebSocket input on %s", (runtime) => {
   });
 
   test("binary frames get bad_frame, the socket stays open", async () => {
-    const socket = await connect(gateway);
+    const socket = await connectSubscriber(gateway);
     await expectBadFrame(socket, new Uint8Array([0xff, 0x00, 0xfe, 0x81]));
     await expectBadFrame(socket, new Uint8Array(1000));
     socket.close();
   });
 
   test("garbage and non-JSON text frames get bad_frame", async () => {
-    const socket = await connect(gateway);
+    const socket = await connectSubscriber(gateway);
     const garbage = [
       "",
       "not json",
@@ -90,7 +84,7 @@ describe.each(RUNTIMES)("hostile WebSocket input on %s", (runtime) => {
   });
 
   test("20,000 levels of nesting get bad_frame, and /health/live answers during a burst of them", async () => {
-    const socket = await connect(gateway);
+    const socket = await connectSubscriber(gateway);
     const deep = [
       "[".repeat(20_000),
       `${"[".repeat(20_000)}${"]".repeat(20_000)}`,
