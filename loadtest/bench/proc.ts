@@ -48,6 +48,28 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SEC;
 }
 
+/** CPU seconds per thread of the process so far, user and system, by thread name (`main` for the main thread; threads of one name summed). */
+export function threadCpuSeconds(pid: number): Map<string, { user: number; system: number }> {
+  const threads = new Map<string, { user: number; system: number }>();
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return threads; // the process exited
+  }
+  for (const tid of entries) {
+    const name = tid === String(pid) ? "main" : readText(`/proc/${pid}/task/${tid}/comm`)?.trim();
+    const text = readText(`/proc/${pid}/task/${tid}/stat`);
+    if (!name || !text) continue; // the thread ended between listing and reading
+    const after = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    const sum = threads.get(name) ?? { user: 0, system: 0 };
+    sum.user += Number(after[11]) / TICKS_PER_SEC;
+    sum.system += Number(after[12]) / TICKS_PER_SEC;
+    threads.set(name, sum);
+  }
+  return threads;
+}
+
 export function treeCpuSeconds(root: number): number {
   return processTree(root).reduce((sum, pid) => sum + cpuSeconds(pid), 0);
 }
