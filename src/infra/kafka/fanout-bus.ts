@@ -20,6 +20,7 @@ import {
   connectionTo,
   OFFSET_OUT_OF_RANGE,
   type RawPartition,
+  RecordBytes,
   rawFetchApi,
   walkRecords,
 } from "./fanout-fetch.ts";
@@ -279,6 +280,7 @@ export class KafkaFanoutBus implements FanoutBus {
       mayWant: listener?.mayWant ? listener.mayWant.bind(listener) : () => true,
       wants: listener?.wants ? listener.wants.bind(listener) : () => true,
     };
+    const bytes = new RecordBytes(LIVE_FETCH_PARTITION_BYTES);
     while (!from.run.stopped) {
       const topics = [
         {
@@ -316,7 +318,7 @@ export class KafkaFanoutBus implements FanoutBus {
         if (!records) continue;
         const position = { epoch: this.epoch, partition, offset: 0n };
         const next = walkRecords(
-          records,
+          bytes.join(records),
           this.nextOffsets.get(partition) ?? 0n,
           filter,
           (offset, headers, value) => {

@@ -29,11 +29,15 @@ import { channelTopicHashAt } from "../../domain/channel.ts";
 /** A partition's error when the log no longer holds the offset asked for (deleted, or cut back). */
 export const OFFSET_OUT_OF_RANGE = 1;
 
-/** One partition's records as they arrived, undecoded; none when `errorCode` is `OFFSET_OUT_OF_RANGE`. */
+/**
+ * One partition's records as they arrived, undecoded: views of the chunks
+ * the connection read them in (one, or more when the answer spanned socket
+ * reads; `RecordBytes` joins them); none when `errorCode` is `OFFSET_OUT_OF_RANGE`.
+ */
 export interface RawPartition {
   partitionIndex: number;
   errorCode: number;
-  records: Buffer | undefined;
+  records: Buffer[] | undefined;
 }
 
 /** Fetch responses v12–v17 share one layout but for the topic (a name up to v12, an id after). */
@@ -62,7 +66,8 @@ function rawParser(byName: boolean) {
         r.readInt32(); // preferred_read_replica
         const size = r.readUnsignedVarInt() - 1;
         if (size > 0) {
-          partition.records = r.buffer.slice(r.position, r.position + size);
+          // Views, not a copy: each socket read is a buffer of its own, which the connection never writes again.
+          partition.records = r.buffer.subarray(r.position, r.position + size).buffers;
           r.skip(size);
         }
         partitions.push(partition);
@@ -122,6 +127,33 @@ export function connectionTo(
       error ? reject(error) : resolve(connection),
     );
   });
+}
+
+/**
+ * A partition's fetched bytes as one buffer for the walk: a record set that
+ * came in one socket read is walked where it lies; one spread over several
+ * is copied into a buffer owned here and reused by the next answer, rather
+ * than into a new one per answer (garbage the collector must find: at tens
+ * of megabytes a second it ran full collections, for the memory outside the
+ * heap, several times a second). Only for use until the next `join`: the
+ * walk keeps nothing of the bytes (wanted records are decoded to strings).
+ * Holds at most `keep` bytes; a larger record set gets a buffer of its own.
+ */
+export class RecordBytes {
+  private scratch = Buffer.alloc(0);
+
+  constructor(private readonly keep: number) {}
+
+  join(chunks: Buffer[]): Buffer {
+    if (chunks.length === 1) return chunks[0] as Buffer;
+    let length = 0;
+    for (const chunk of chunks) length += chunk.length;
+    if (length > this.keep) return Buffer.concat(chunks, length);
+    if (this.scratch.length < length) this.scratch = Buffer.allocUnsafe(Math.min(this.keep, length * 2));
+    let at = 0;
+    for (const chunk of chunks) at += chunk.copy(this.scratch, at);
+    return this.scratch.subarray(0, length);
+  }
 }
 
 /** What the walk hands on for a wanted record: its offset, headers and value as views of the fetched bytes. */

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { createRecordsBatch } from "@platformatic/kafka";
 import { channelTopic, topicHash } from "../../../src/domain/channel.ts";
 import { fromFanoutRecord, toFanoutRecords } from "../../../src/infra/kafka/fanout-bus.ts";
-import { walkRecords } from "../../../src/infra/kafka/fanout-fetch.ts";
+import { RecordBytes, walkRecords } from "../../../src/infra/kafka/fanout-fetch.ts";
 import type { FanoutMessage } from "../../../src/ports/fanout-bus.ts";
 
 /** One record batch at `baseOffset` holding these messages as the gateway writes them. */
@@ -151,5 +151,24 @@ describe("walkRecords: the live reader's walk over fetched record batches", () =
     };
     const bytes = Buffer.from(createRecordsBatch([record] as never).buffer);
     expect(walk(bytes, 0n, ["a"]).delivered).toEqual([]);
+  });
+});
+
+describe("RecordBytes: a partition's record set from the chunks it arrived in", () => {
+  test("a record set spread over socket reads is walked as if it came whole, answer after answer", () => {
+    const bytes = new RecordBytes(64 * 1024);
+    const whole = Buffer.concat([
+      batch(0, [message("a", 0), message("b", 1)]),
+      batch(2, [message("a", 2), message("a", 3)]),
+    ]);
+    const reads = (cuts: number[]) =>
+      [0, ...cuts].map((start, i) => Buffer.from(whole.subarray(start, cuts[i] ?? whole.length)));
+    const expected = walk(whole, 0n, ["a"]);
+    for (const cuts of [[], [1], [50, 51, 130], [whole.length - 1]]) {
+      expect(walk(bytes.join(reads(cuts)), 0n, ["a"])).toEqual(expected);
+    }
+    // One bigger than it keeps is joined all the same.
+    const small = new RecordBytes(16);
+    expect(walk(small.join(reads([40])), 0n, ["a"])).toEqual(expected);
   });
 });
