@@ -12,6 +12,28 @@ export function headerBlock(fields: Readonly<Record<string, string>>): HeaderBlo
   return Object.freeze({ fields: Object.freeze({ ...fields }), text });
 }
 
+/** Blocks joined before, by their first and then second block; weak, so they go with their blocks. */
+const joined = new WeakMap<HeaderBlock, WeakMap<HeaderBlock, HeaderBlock>>();
+
+/**
+ * One block of `first`'s fields and then `second`'s, which win on a name
+ * both have; made once per pair (a reply's own block, such as a budget's
+ * RateLimit fields, under the router's policy block) and kept while both are.
+ */
+export function joinBlocks(first: HeaderBlock, second: HeaderBlock): HeaderBlock {
+  let bySecond = joined.get(first);
+  if (bySecond === undefined) {
+    bySecond = new WeakMap();
+    joined.set(first, bySecond);
+  }
+  let block = bySecond.get(second);
+  if (block === undefined) {
+    block = headerBlock({ ...first.fields, ...second.fields });
+    bySecond.set(second, block);
+  }
+  return block;
+}
+
 /** A reply's headers as one object: its own, then its shared block's, which win on a name both have. */
 export function replyHeaders(reply: HttpReply): Record<string, string> | undefined {
   const shared = reply.sharedHeaders;

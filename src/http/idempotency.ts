@@ -3,6 +3,7 @@ import { GatewayError, isGatewayError } from "../domain/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { IdempotencyStore } from "../ports/idempotency.ts";
 import type { HttpReply, HttpRequest } from "../ports/transport.ts";
+import { replyHeaders } from "./header-block.ts";
 import { errorReply } from "./reply.ts";
 
 /** An sf-string (draft-ietf-httpapi-idempotency-key-header) or, leniently, the bare text: printable ASCII. */
@@ -80,7 +81,8 @@ export class Idempotency {
       return this.store.release(id);
     return this.store.complete(id, fingerprint, {
       status: reply.status,
-      headers: reply.headers ?? {},
+      // Its own and its shared headers (a budget's RateLimit fields, the content type) alike.
+      headers: replyHeaders(reply) ?? {},
       body: reply.body,
     });
   }

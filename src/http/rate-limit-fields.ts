@@ -13,30 +13,61 @@
  * right for the per-IP policy).
  */
 
+import { LruCache } from "../lib/lru.ts";
+import type { RateLimitFields } from "../ports/admission.ts";
+import type { HeaderBlock } from "../ports/transport.ts";
+import { headerBlock } from "./header-block.ts";
+
 /** The names of the gateway's policies: a tenant's events, a client IP's requests and WebSocket connects. */
 export type RateLimitPolicy = "tenant" | "ip" | "ip-connects";
 
+/** Budgets whose shared block one policy keeps: the default and the quota table's, which are few. */
+const MAX_BUDGETS = 1_000;
+
 /**
- * The legacy headers and the two fields of an admitted request, made in one
- * object of a fixed shape (the per-request path: no fields added one by one).
- * `limitText` is String(limit), which the caller keeps; `resetSec` ≥ 1.
+ * The legacy headers and the two fields of one policy's admitted requests.
+ * What stays while a budget does (RateLimit-Limit, -Reset and -Policy) is
+ * one header block per budget, made once and shared by its replies (an
+ * adapter keeps what it builds from a block: Bun's Headers, uWS's text);
+ * each request adds only RateLimit-Remaining and RateLimit.
  */
-export function rateLimitHeaders(
-  policy: RateLimitPolicy,
-  windowSec: number,
-  limitText: string,
-  remaining: number,
-  resetSec: number,
-): Record<string, string> {
-  const remainingText = String(remaining);
-  const resetText = resetSec === 1 ? "1" : String(resetSec);
-  return {
-    "ratelimit-limit": limitText,
-    "ratelimit-remaining": remainingText,
-    "ratelimit-reset": resetText,
-    "ratelimit-policy": `"${policy}";q=${limitText};w=${windowSec}`,
-    ratelimit: `"${policy}";r=${remainingText};t=${resetText}`,
-  };
+export class AdmittedFields {
+  /** By limit, for a reset of one window (the usual answer: windows are one second). */
+  private readonly blocks = new LruCache<number, HeaderBlock>(MAX_BUDGETS);
+
+  constructor(
+    private readonly policy: RateLimitPolicy,
+    private readonly windowSec: number,
+  ) {}
+
+  /** `resetSec` ≥ 1. */
+  headers(limit: number, remaining: number, resetSec: number): RateLimitFields {
+    const remainingText = String(remaining);
+    return {
+      own: {
+        "ratelimit-remaining": remainingText,
+        ratelimit: `"${this.policy}";r=${remainingText};t=${resetSec}`,
+      },
+      shared: resetSec === this.windowSec ? this.block(limit) : this.newBlock(limit, resetSec),
+    };
+  }
+
+  private block(limit: number): HeaderBlock {
+    let block = this.blocks.get(limit);
+    if (block === undefined) {
+      block = this.newBlock(limit, this.windowSec);
+      this.blocks.set(limit, block);
+    }
+    return block;
+  }
+
+  private newBlock(limit: number, resetSec: number): HeaderBlock {
+    return headerBlock({
+      "ratelimit-limit": String(limit),
+      "ratelimit-reset": String(resetSec),
+      "ratelimit-policy": `"${this.policy}";q=${limit};w=${this.windowSec}`,
+    });
+  }
 }
 
 /**

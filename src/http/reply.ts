@@ -1,11 +1,22 @@
 import { GatewayError, isGatewayError } from "../domain/errors.ts";
-import type { HttpReply } from "../ports/transport.ts";
+import type { HeaderBlock, HttpReply } from "../ports/transport.ts";
+import { headerBlock, joinBlocks } from "./header-block.ts";
 
 /** Frozen: shared by replies, and an adapter may keep what it builds from it (Bun's Headers). */
 const JSON_TYPE = Object.freeze({ "content-type": "application/json" });
+const JSON_BLOCK = headerBlock(JSON_TYPE);
 
-export function json(status: number, body: unknown, headers?: Readonly<Record<string, string>>): HttpReply {
-  return jsonText(status, JSON.stringify(body), headers);
+/**
+ * `shared`: headers this reply shares with others (a budget's RateLimit
+ * fields), made once; `headers` are then this reply's own (its remaining count).
+ */
+export function json(
+  status: number,
+  body: unknown,
+  headers?: Readonly<Record<string, string>>,
+  shared?: HeaderBlock,
+): HttpReply {
+  return jsonText(status, JSON.stringify(body), headers, shared);
 }
 
 /** A JSON reply whose body the caller serialised already. */
@@ -13,7 +24,11 @@ export function jsonText(
   status: number,
   text: string,
   headers?: Readonly<Record<string, string>>,
+  shared?: HeaderBlock,
 ): HttpReply {
+  // The content type joins the shared block: no headers object merged per reply.
+  if (shared !== undefined)
+    return { status, headers, sharedHeaders: joinBlocks(JSON_BLOCK, shared), body: text };
   // Object.assign, not a spread: cheaper on Node (see the router's policy headers).
   return {
     status,

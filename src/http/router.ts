@@ -5,7 +5,7 @@ import type { Route } from "../ports/route.ts";
 import type { HeaderBlock, HttpReply, HttpRequest, UpgradeDecision, WsHandlers } from "../ports/transport.ts";
 import { type CorsPolicy, isPreflight } from "./cors.ts";
 import { deprecationHeaders } from "./deprecation.ts";
-import { headerBlock } from "./header-block.ts";
+import { headerBlock, joinBlocks } from "./header-block.ts";
 import { errorReply } from "./reply.ts";
 
 /** On every response: a browser must never sniff a body into something it renders. */
@@ -148,7 +148,8 @@ export class Router {
     return {
       status: reply.status,
       headers: reply.headers,
-      sharedHeaders: block,
+      // A reply's own block (a budget's RateLimit fields) under the policy, joined once per pair.
+      sharedHeaders: reply.sharedHeaders === undefined ? block : joinBlocks(reply.sharedHeaders, block),
       body: reply.body,
       closeConnection: reply.closeConnection,
       stream: reply.stream,

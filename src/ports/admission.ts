@@ -1,8 +1,18 @@
 import type { Principal } from "../domain/principal.ts";
-import type { HttpRequest } from "./transport.ts";
+import type { HeaderBlock, HttpRequest } from "./transport.ts";
+
+/**
+ * The RateLimit-* headers of an admitted request: those that stay while the
+ * budget does, made once and shared by the replies (`shared`), and this
+ * request's remaining count (`own`).
+ */
+export interface RateLimitFields {
+  readonly own: Readonly<Record<string, string>>;
+  readonly shared: HeaderBlock;
+}
 
 /** The RateLimit-* headers to answer an admitted request with; undefined when limits are off. */
-export type AdmittedHeaders = Readonly<Record<string, string>> | undefined;
+export type AdmittedHeaders = RateLimitFields | undefined;
 
 /** The rate limits a feature obeys; each rejects with a 429 GatewayError when over budget. */
 export interface Admission {

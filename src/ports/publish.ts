@@ -1,4 +1,5 @@
 import type { Principal } from "../domain/principal.ts";
+import type { AdmittedHeaders } from "./admission.ts";
 
 /** A publisher's W3C trace context, already found valid. */
 export interface PublishTrace {
@@ -18,8 +19,8 @@ export interface PublishRequest {
 
 /**
  * Publishes through the fan-out bus, from `POST /v1/publish` or a WebSocket
- * `publish` frame: resolves with the RateLimit headers once Kafka
+ * `publish` frame: resolves with the RateLimit headers (none with limits off) once Kafka
  * acknowledged, rejects with a GatewayError (forbidden channel, rate limited,
  * no acknowledgement in time).
  */
-export type Publish = (principal: Principal, request: PublishRequest) => Promise<Record<string, string>>;
+export type Publish = (principal: Principal, request: PublishRequest) => Promise<AdmittedHeaders>;

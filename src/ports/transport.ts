@@ -26,7 +26,8 @@ export interface HttpReply {
   headers?: Record<string, string>;
   body: string | Uint8Array;
   /**
-   * Headers shared by many replies (the router's response policy), written
+   * Headers shared by many replies (the router's response policy, joined
+   * under a handler's own block such as a budget's RateLimit fields), written
    * after `headers`; a name in both is written once, with this block's value.
    */
   sharedHeaders?: HeaderBlock;

@@ -217,6 +217,11 @@ describe.each(RUNTIMES)("RateLimit-Policy and RateLimit fields on %s", (runtime)
     expect(accepted.headers.get("ratelimit")).toMatch(/^"tenant";r=2;t=1$/);
     expect(accepted.headers.get("ratelimit-limit")).toBe("10");
     expect(accepted.headers.get("ratelimit-remaining")).toBe("2");
+    expect(accepted.headers.get("ratelimit-reset")).toBe("1");
+    // The budget's shared fields join the reply's content type and the response policy.
+    expect(accepted.headers.get("content-type")).toBe("application/json");
+    expect(accepted.headers.get("x-content-type-options")).toBe("nosniff");
+    expect(accepted.headers.get("cache-control")).toBe("no-store");
     expect(accepted.headers.get("access-control-expose-headers")).toContain("RateLimit-Policy, RateLimit,");
 
     // Two batches of 8 never fit one window of 10; a window may turn between the requests, not twice.

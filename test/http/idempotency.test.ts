@@ -1,6 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { GatewayError } from "../../src/domain/errors.ts";
 import { Idempotency } from "../../src/http/idempotency.ts";
+import { AdmittedFields } from "../../src/http/rate-limit-fields.ts";
+import { json } from "../../src/http/reply.ts";
 import { MemoryIdempotencyStore } from "../../src/infra/idempotency/memory-store.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import type { HttpReply, HttpRequest } from "../../src/ports/transport.ts";
@@ -54,6 +56,23 @@ describe("Idempotency-Key", () => {
       status: 202,
       headers: { "content-type": "application/json", "idempotency-replayed": "true" },
       body: '{"accepted":1}',
+    });
+  });
+
+  test("a replay carries the first answer's shared headers too (its content type and RateLimit fields)", async () => {
+    const { idempotency, handler } = setup();
+    const admitted = new AdmittedFields("tenant", 1).headers(100, 99, 1);
+    const reply = json(202, { accepted: 1 }, admitted.own, admitted.shared);
+    await idempotency.run(request(), "k1", "acme", body("{}"), handler(reply));
+    const again = await idempotency.run(request(), "k1", "acme", body("{}"), handler(reply));
+    expect(again.headers).toEqual({
+      "ratelimit-remaining": "99",
+      ratelimit: '"tenant";r=99;t=1',
+      "content-type": "application/json",
+      "ratelimit-limit": "100",
+      "ratelimit-reset": "1",
+      "ratelimit-policy": '"tenant";q=100;w=1',
+      "idempotency-replayed": "true",
     });
   });
 

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { addRateLimitFields, rateLimitHeaders } from "../../src/http/rate-limit-fields.ts";
+import { replyHeaders } from "../../src/http/header-block.ts";
+import { AdmittedFields, addRateLimitFields } from "../../src/http/rate-limit-fields.ts";
 
 /**
  * A Structured Fields List (RFC 8941) of Items whose bare item is a String
@@ -52,7 +53,8 @@ describe("RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers-1
     expect(parseList(headers.ratelimit as string)).toEqual([{ name: "tenant", params: { r: 50, t: 30 } }]);
   });
 
-  test("made in one object on the fast path, the same headers as derived from the legacy ones", () => {
+  test("on the fast path, a block shared per budget and the request's own count: the same headers as derived", () => {
+    const fields = new AdmittedFields("tenant", 1);
     for (const [remaining, reset] of [
       [50, 30],
       [0, 1],
@@ -63,10 +65,14 @@ describe("RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers-1
         "ratelimit-remaining": String(remaining),
         "ratelimit-reset": String(reset),
       };
-      expect(rateLimitHeaders("tenant", 1, "1000", remaining, reset)).toEqual(
-        addRateLimitFields(legacy, "tenant", 1),
-      );
+      const admitted = fields.headers(1000, remaining, reset);
+      expect(
+        replyHeaders({ status: 202, body: "", headers: { ...admitted.own }, sharedHeaders: admitted.shared }),
+      ).toEqual(addRateLimitFields(legacy, "tenant", 1));
     }
+    // One block per budget, made once: an adapter keeps what it builds from it.
+    expect(fields.headers(1000, 5, 1).shared).toBe(fields.headers(1000, 7, 1).shared);
+    expect(fields.headers(2000, 5, 1).shared.fields["ratelimit-limit"]).toBe("2000");
   });
 
   test("nothing is added where no limit applied", () => {

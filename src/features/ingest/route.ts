@@ -95,7 +95,9 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     const trace = traceContextOf(request);
     const admitted = deps.admission.events(principal, rawRecords.length);
     // Paid from the local slice (the usual case): no promise to wait on.
-    const rateLimitHeaders = admitted instanceof Promise ? await admitted : admitted;
+    const rateLimit = admitted instanceof Promise ? await admitted : admitted;
+    const ownHeaders = rateLimit?.own;
+    const sharedHeaders = rateLimit?.shared;
 
     const receivedAt = isoNow();
     const accepted: EventRecord[] = [];
@@ -155,7 +157,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       sendToDeadLetters(options.dlqTopic, principal, rejectedRaw, deps);
 
     if (accepted.length === 0)
-      return json(422, { accepted: 0, rejected: errors.length, errors }, rateLimitHeaders);
+      return json(422, { accepted: 0, rejected: errors.length, errors }, ownHeaders, sharedHeaders);
     const acknowledged = accepted.length;
 
     let claimed: ClaimedIds | undefined;
@@ -176,7 +178,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
         ? { accepted: acknowledged, rejected: errors.length, errors }
         : { accepted: acknowledged, rejected: errors.length, errors, duplicates };
     // Every accepted record was a duplicate: nothing to write.
-    if (accepted.length === 0) return json(202, body, rateLimitHeaders);
+    if (accepted.length === 0) return json(202, body, ownHeaders, sharedHeaders);
 
     const ackNone = request.query.get("ack") === "none";
     // With ?ack=none the caller chose speed over confirmation; the queue still retries until delivered.
@@ -201,8 +203,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     deps.fanOut(accepted, trace);
     // All accepted (the usual answer): the same text JSON.stringify makes, without walking the object.
     return errors.length === 0 && duplicates === undefined
-      ? jsonText(202, `{"accepted":${acknowledged},"rejected":0,"errors":[]}`, rateLimitHeaders)
-      : json(202, body, rateLimitHeaders);
+      ? jsonText(202, `{"accepted":${acknowledged},"rejected":0,"errors":[]}`, ownHeaders, sharedHeaders)
+      : json(202, body, ownHeaders, sharedHeaders);
   };
   return {
     method: "POST",

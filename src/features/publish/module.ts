@@ -63,9 +63,6 @@ function parsePublishBody(bytes: Uint8Array): {
   };
 }
 
-/** The answer's headers with rate limits off. */
-const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>;
-
 /**
  * The publish both transports share: the channel checked against the token,
  * one event of the tenant's budget, then the bus, answered once Kafka
@@ -85,7 +82,7 @@ export function createPublisher(
       if (request.channel !== undefined) message.channel = requireChannel(principal, request.channel);
     } else message.channel = requireChannel(principal, request.channel);
     const admitted = deps.admission.events(principal, 1);
-    const rateLimitHeaders = admitted instanceof Promise ? await admitted : admitted;
+    const rateLimit = admitted instanceof Promise ? await admitted : admitted;
     await withDeadline(
       deps.bus.publish([message]),
       deps.ackTimeoutMs,
@@ -98,7 +95,7 @@ export function createPublisher(
           },
         ),
     );
-    return rateLimitHeaders ?? NO_HEADERS;
+    return rateLimit;
   };
 }
 
@@ -134,13 +131,13 @@ export function createPublishModule(deps: PublishDependencies): Module {
     bytes: Uint8Array,
   ): Promise<HttpReply> => {
     const { body, dataJson } = parsePublishBody(bytes);
-    const rateLimitHeaders = await publisher(principal, {
+    const rateLimit = await publisher(principal, {
       channel: body.channel,
       broadcast: body.broadcast === true,
       dataJson: dataJson ?? "null",
       trace: traceContextOf(request),
     });
-    return json(202, { published: 1 }, rateLimitHeaders);
+    return json(202, { published: 1 }, rateLimit?.own, rateLimit?.shared);
   };
   return {
     name: "publish",

@@ -1,6 +1,6 @@
 import { isGatewayError } from "../../domain/errors.ts";
 import { clientIp } from "../../http/client-ip.ts";
-import { addRateLimitFields, type RateLimitPolicy, rateLimitHeaders } from "../../http/rate-limit-fields.ts";
+import { AdmittedFields, addRateLimitFields, type RateLimitPolicy } from "../../http/rate-limit-fields.ts";
 import type { Admission, AdmittedHeaders } from "../../ports/admission.ts";
 import { ALLOWED, NOT_LOCAL, type RateLimits } from "./limiter.ts";
 import type { TenantQuotas } from "./tenant-quotas.ts";
@@ -25,8 +25,14 @@ export function createAdmission(
     // Nothing to wait for and no headers: nothing allocated or merged per request.
     return { request: () => undefined, events: () => undefined, connection: () => ALLOWED };
   }
-  /** String(limit) of the last budget formatted: budgets are few (the default and the quota table's). */
-  let limitText = { limit: -1, text: "" };
+  const tenantFields = new AdmittedFields("tenant", WINDOW_SEC);
+  /** A batch admitted after a lease: the limiter's legacy headers, as the fields of the fast path. */
+  const admittedAfterLease = (headers: Record<string, string>): AdmittedHeaders =>
+    tenantFields.headers(
+      Number(headers["ratelimit-limit"]),
+      Number(headers["ratelimit-remaining"]),
+      Number(headers["ratelimit-reset"]),
+    );
   return {
     // The per-IP budget's headers are sent only with its 429.
     request: (request) => {
@@ -39,20 +45,14 @@ export function createAdmission(
       if (remaining === NOT_LOCAL) {
         return limits
           .admit("tenant_events", principal.tenant, cost, budget)
-          .then(admittedWithFields, refusedByTenant);
+          .then(admittedAfterLease, refusedByTenant);
       }
-      const limit = limits.limitOf("tenant_events", budget);
-      if (limitText.limit !== limit) limitText = { limit, text: String(limit) };
       // The local slice lasts no longer than the window: the reset is within it.
-      return rateLimitHeaders("tenant", WINDOW_SEC, limitText.text, Math.max(0, remaining), WINDOW_SEC);
+      return tenantFields.headers(limits.limitOf("tenant_events", budget), remaining, WINDOW_SEC);
     },
     connection: (ip) => orRefused(limits.allow("ws_connect", ip), refusedByConnects),
   };
 }
-
-/** The RateLimit-Policy and RateLimit fields beside the legacy headers of an admitted tenant batch. */
-const admittedWithFields = (headers: Record<string, string>) =>
-  addRateLimitFields(headers, "tenant", WINDOW_SEC);
 
 /** Most checks are paid from the local slice (ALLOWED): no 429 to decorate, so no promise or microtask more per request. */
 const orRefused = (allowed: Promise<void>, refused: (error: unknown) => never): Promise<void> =>

@@ -181,11 +181,36 @@ async function streamBody(req: Request, limit: number): Promise<Uint8Array> {
   }
 }
 
+/**
+ * A Response copies a Headers object natively (~0.3 us) but builds one from
+ * a plain object property by property (~0.6 us, plus ~0.4 us to merge the
+ * reply's own headers with its block). So a reply with a block gets the
+ * Headers made once for it and its own headers when those are a frozen
+ * shared object (JSON's content type: the usual reply); own headers made
+ * for this reply alone (a RateLimit remaining count) are set one by one on
+ * a native copy of the block's: ~0.75 us against ~1.7 us for the merged
+ * plain object, in a Bun loop with two own fields.
+ */
 function toResponse(reply: HttpReply): Response {
-  const headers = reply.closeConnection
-    ? { ...replyHeaders(reply), connection: "close" }
-    : responseHeaders(reply);
-  return new Response(reply.body, { status: reply.status, headers });
+  const own = reply.headers;
+  const block = reply.sharedHeaders;
+  if (reply.closeConnection) {
+    const headers = { ...replyHeaders(reply), connection: "close" };
+    return new Response(reply.body, { status: reply.status, headers });
+  }
+  if (block === undefined) return new Response(reply.body, { status: reply.status, headers: own });
+  if (own === undefined || Object.isFrozen(own)) {
+    const headers = blockHeaders(own ?? NO_OWN_HEADERS, block);
+    return new Response(reply.body, { status: reply.status, headers });
+  }
+  const response = new Response(reply.body, {
+    status: reply.status,
+    headers: blockHeaders(NO_OWN_HEADERS, block),
+  });
+  const headers = response.headers;
+  // The block wins on a name both have.
+  for (const name in own) if (!(name in block.fields)) headers.set(name, own[name] as string);
+  return response;
 }
 
 /** The key for a reply with a shared block and no headers of its own. */
@@ -193,25 +218,16 @@ const NO_OWN_HEADERS = Object.freeze({});
 /** Bun Headers made once per frozen (shared) own-headers object and header block; weak, so they go with them. */
 const madeHeaders = new WeakMap<object, WeakMap<HeaderBlock, Headers>>();
 
-/**
- * A Response copies a Headers object natively (~0.3 us) but builds one from
- * a plain object property by property (~0.6 us, plus ~0.4 us to merge the
- * reply's own headers with its block): the usual reply, whose own headers
- * are a frozen shared object (JSON's content type), reuses one made before.
- */
-function responseHeaders(reply: HttpReply): Headers | Readonly<Record<string, string>> | undefined {
-  const own = reply.headers;
-  const block = reply.sharedHeaders;
-  if (block === undefined || (own !== undefined && !Object.isFrozen(own))) return replyHeaders(reply);
-  const key = own ?? NO_OWN_HEADERS;
-  let byBlock = madeHeaders.get(key);
+/** The Headers of frozen own headers (or none: NO_OWN_HEADERS) and a block, made once per pair. */
+function blockHeaders(own: Readonly<Record<string, string>>, block: HeaderBlock): Headers {
+  let byBlock = madeHeaders.get(own);
   if (byBlock === undefined) {
     byBlock = new WeakMap();
-    madeHeaders.set(key, byBlock);
+    madeHeaders.set(own, byBlock);
   }
   let headers = byBlock.get(block);
   if (headers === undefined) {
-    headers = new Headers(replyHeaders(reply));
+    headers = new Headers(Object.assign({}, own, block.fields));
     byBlock.set(block, headers);
   }
   return headers;

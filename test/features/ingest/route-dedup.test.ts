@@ -44,7 +44,7 @@ function setup(store: RecordIdStore, dedupTenants: string[]) {
     { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 5000 },
     {
       authenticate: async (req) => principal(req.header("x-tenant") as string),
-      admission: { request: async () => {}, events: async () => ({}) },
+      admission: { request: () => undefined, events: () => undefined },
       idempotency: { run: async () => ({ status: 500, body: "" }) },
       schemas: { validate: () => ({ ok: true }) },
       queue,

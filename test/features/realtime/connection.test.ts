@@ -70,7 +70,7 @@ function connection(
   tokenExpiryWarningMs = 60_000,
   authTimeoutMs = 60_000,
   resume?: Resume,
-  publish: Publish = async () => ({}),
+  publish: Publish = async () => undefined,
 ) {
   const history = new ChannelHistory({
     eventsPerChannel: 10,
@@ -336,7 +336,7 @@ describe("publish frames", () => {
       undefined,
       async (_principal, request) => {
         if (request.channel === "refused") throw new GatewayError("rate_limited", "slow down");
-        return {};
+        return undefined;
       },
     );
     await send(opened.peer, { type: "auth", token: "first" });
@@ -358,7 +358,7 @@ describe("publish frames", () => {
     const requests: PublishRequest[] = [];
     const peer = await publisher(["subscribe", "publish"], async (_principal, request) => {
       requests.push(request);
-      return {};
+      return undefined;
     });
     peer.state.receive(
       `{"type":"publish","channel":"orders","data":{"n":12345678901234567890},"ref":"r1","traceparent":"${TRACEPARENT}","tracestate":"rojo=1"}`,
@@ -384,7 +384,7 @@ describe("publish frames", () => {
     let asked = 0;
     const peer = await publisher(["subscribe"], async () => {
       asked++;
-      return {};
+      return undefined;
     });
     expect(await send(peer, { type: "publish", channel: "orders", data: 1, ref: "r" })).toEqual([
       { type: "error", code: "forbidden", message: "publish needs a token with scope publish", ref: "r" },
@@ -424,7 +424,7 @@ describe("publish frames", () => {
     const waiting: Array<() => void> = [];
     const peer = await publisher(
       ["subscribe", "publish"],
-      () => new Promise((resolve) => waiting.push(() => resolve({}))),
+      () => new Promise((resolve) => waiting.push(() => resolve(undefined))),
     );
     for (let n = 0; n <= MAX_PUBLISHES_IN_FLIGHT; n++)
       peer.state.receive(JSON.stringify({ type: "publish", channel: "orders", ref: `${n}` }));
@@ -444,7 +444,7 @@ describe("publish frames", () => {
   });
 
   test("malformed publish frames are bad_frame", async () => {
-    const peer = await publisher(["subscribe", "publish"], async () => ({}));
+    const peer = await publisher(["subscribe", "publish"], async () => undefined);
     for (const frame of [
       '{"type":"publish","data":1}',
       '{"type":"publish","channel":"o","broadcast":"yes"}',

@@ -104,7 +104,7 @@ function hub(
       history,
       resume: new Resume(history, new LocalFanoutBus(), REPLAY_LIMITS),
       metrics: createMetrics("test", "0"),
-      publish: async () => ({}),
+      publish: async () => undefined,
       log: createLogger("silent", {}),
       admitConnection,
     },

@@ -54,7 +54,7 @@ async function connectedPeer(world: ReturnType<typeof resumeWorld>) {
       history: world.history,
       resume: world.resume,
       metrics: world.metrics,
-      publish: async () => ({}),
+      publish: async () => undefined,
       log: createLogger("silent", {}),
       admitConnection: async () => {},
     },
