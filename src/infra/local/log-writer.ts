@@ -1,6 +1,8 @@
+import { constants } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { mkdir, open, readdir } from "node:fs/promises";
 import { join } from "node:path";
+import { jsonString } from "../../domain/record.ts";
 import { type SinkMessage, SinkUnavailableError, type SinkWriter } from "../../ports/sink.ts";
 
 export interface LocalLogOptions {
@@ -12,6 +14,16 @@ const FILE_PATTERN = /^events-(\d{6})\.ndjson$/;
 const NEWLINE = 0x0a;
 /** How much of a torn tail is read at a time, from the end, looking for the last whole line. */
 const TAIL_CHUNK_BYTES = 64 * 1024;
+/**
+ * Appends, and reads (connect() reads the tail it may have to cut). With
+ * O_DSYNC each write returns once its bytes are on disk, as a write then
+ * fdatasync would: one system call and one trip to the runtime's I/O threads
+ * per batch instead of two (each trip costs the event loop ~10-15 us on this
+ * kind of machine). Where the platform has no O_DSYNC, each write is followed by datasync().
+ */
+const DSYNC = constants.O_DSYNC;
+const OPEN_FLAGS =
+  DSYNC === undefined ? "a+" : constants.O_RDWR | constants.O_APPEND | constants.O_CREAT | DSYNC;
 
 /**
  * The embedded default sink: an append-only NDJSON log on local disk, one line
@@ -87,7 +99,7 @@ export class LocalLogWriter implements SinkWriter {
         message.ownHeaders === undefined
           ? headersJson
           : JSON.stringify({ ...headers, ...message.ownHeaders });
-      text += `{"topic":${topicJson},"key":${JSON.stringify(message.key)},"headers":${recordHeadersJson},"value":${message.value}}\n`;
+      text += `{"topic":${topicJson},"key":${jsonString(message.key)},"headers":${recordHeadersJson},"value":${message.value}}\n`;
     }
     const bytes = Buffer.from(text);
     try {
@@ -102,7 +114,7 @@ export class LocalLogWriter implements SinkWriter {
           throw Object.assign(new Error("the local log accepted no bytes"), { code: "EIO" });
         written += bytesWritten;
       }
-      await file.datasync();
+      if (DSYNC === undefined) await file.datasync();
     } catch (error) {
       await this.cutBack(file);
       throw unwritable(error);
@@ -148,8 +160,7 @@ export class LocalLogWriter implements SinkWriter {
 
   private async openCurrent(): Promise<void> {
     if (this.sequence === 0) this.sequence = 1;
-    // "a+": appends, and lets connect() read the tail it may have to cut.
-    this.file = await open(this.currentPath, "a+");
+    this.file = await open(this.currentPath, OPEN_FLAGS);
     this.fileBytes = (await this.file.stat()).size;
   }
 }

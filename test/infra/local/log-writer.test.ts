@@ -1,4 +1,5 @@
 import { afterEach, expect, test } from "bun:test";
+import { constants, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -94,3 +95,29 @@ test("under a file-size limit a write is whole or refused: the log holds every a
   const logged = lines.map((line) => JSON.parse(line).value.n as number | undefined);
   expect(logged).toEqual([...result.acknowledged, undefined]);
 });
+
+test.skipIf(process.platform !== "linux")(
+  "every write is durable when it resolves: the log is open with O_DSYNC (no separate fdatasync)",
+  async () => {
+    folder = await mkdtemp(join(tmpdir(), "local-log-"));
+    const writer = new LocalLogWriter({ dir: folder, rotateBytes: 1 << 20 });
+    await writer.connect();
+    await writer.write([message(1)]);
+    // The open file's flags as the kernel holds them (octal), found by its path among this process's descriptors.
+    const fd = readdirSync("/proc/self/fd").find((entry) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${entry}`) === writer.currentPath;
+      } catch {
+        return false;
+      }
+    });
+    const flags = Number.parseInt(
+      /^flags:\s+(\d+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))?.[1] ?? "0",
+      8,
+    );
+    await writer.close();
+    expect(fd).toBeDefined();
+    expect(flags & constants.O_DSYNC).toBe(constants.O_DSYNC);
+    expect(flags & constants.O_APPEND).toBe(constants.O_APPEND);
+  },
+);
