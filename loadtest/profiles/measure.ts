@@ -6,6 +6,7 @@
 //   bun loadtest/profiles/measure.ts node|bun [seconds]
 //   PROFILE=node|bun   runs that runtime with --cpu-prof (profiles in dist/profiles/)
 //   CASES=one-none,batch-ack   picks cases
+//   CONNECTIONS=256   wrk's connections (default 64; `bun run bench` drives the one-event cases with 256)
 //   MEASURE_REDIS_URL=redis://host:port   rate limits on, shared through that Redis (budgets of 10^8/s:
 //                                     the limiter's cost, no refusals), for an A/B against limits off;
 //   MEASURE_KAFKA_BROKERS=host:port   Kafka sink (acks=all) instead of the embedded log;
@@ -22,6 +23,7 @@ const ROOT = process.env.GATEWAY_ROOT ?? join(import.meta.dir, "../..");
 const runtime = process.argv[2] ?? "node";
 const seconds = Number(process.argv[3] ?? 5);
 const TICKS = 100;
+const CONNECTIONS = Number(process.env.CONNECTIONS ?? 64);
 const CASES = [
   { id: "one-none", events: 1, query: "?ack=none" },
   { id: "one-ack", events: 1, query: "" },
@@ -80,7 +82,7 @@ function wrk(
     [
       "wrk",
       "-t1",
-      "-c64",
+      `-c${CONNECTIONS}`,
       `-d${duration}s`,
       "-s",
       join(import.meta.dir, "../bench/post.lua"),
