@@ -286,8 +286,28 @@ export function encodeRecordBatch(
   batch.writeInt16BE(options.producerEpoch ?? 0, 51);
   batch.writeInt32BE(sequence, 53);
   batch.writeInt32BE(records.length, 57);
-  batch.writeUInt32BE(crc32c(batch.subarray(CRC_FROM)), 17);
+  batch.writeUInt32BE(crcOf(batch.subarray(CRC_FROM)), 17);
   return batch;
+}
+
+/**
+ * Given a Buffer, the client's crc32c copies it into a new Uint8Array before
+ * its native (or wasm) call: about 0.8 ns a byte on Node, 15-20 µs per 25 KB
+ * batch, three times the CRC itself. Given one of its DynamicBuffers holding
+ * one buffer, it reads that buffer in place; this one is reused (the call is
+ * synchronous) and emptied after each use, so it holds no batch.
+ */
+const crcInput = Writer.create().dynamicBuffer;
+
+function crcOf(bytes: Buffer): number {
+  crcInput.buffers.push(bytes);
+  crcInput.length = bytes.length;
+  try {
+    return crc32c(crcInput);
+  } finally {
+    crcInput.buffers.length = 0;
+    crcInput.length = 0;
+  }
 }
 
 /** The client's key of a partition's idempotence sequence. */
