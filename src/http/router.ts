@@ -63,6 +63,7 @@ export class Router {
     private readonly cors?: CorsPolicy,
   ) {
     for (const route of routes) this.add(route);
+    metrics.inFlightRequests.sampleFrom(() => this.inFlight);
   }
 
   private add(route: Route): void {
@@ -98,7 +99,6 @@ export class Router {
   readonly handle = async (request: HttpRequest): Promise<HttpReply> => {
     const started = performance.now();
     this.inFlight++;
-    this.metrics.inFlightRequests.inc();
     let routeName = "unmatched";
     let route: CompiledRoute | undefined;
     let reply: HttpReply;
@@ -115,7 +115,6 @@ export class Router {
       reply = errorReply(error);
     } finally {
       this.inFlight--;
-      this.metrics.inFlightRequests.dec();
       if (this.inFlight === 0) this.wakeIdleWaiters();
     }
     const series =

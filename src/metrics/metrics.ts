@@ -1,5 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import { ResolvedCounter, ResolvedHistogram } from "./resolved.ts";
+import { ResolvedCounter, ResolvedHistogram, SampledGauge } from "./resolved.ts";
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const SIZE_BUCKETS = [1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 50_000];
@@ -50,11 +50,12 @@ export function createMetrics(runtime: string, version: string) {
       LATENCY_BUCKETS,
       registry,
     ),
-    inFlightRequests: new Gauge({
-      name: "gateway_http_requests_in_flight",
-      help: "HTTP requests being handled",
-      registers: r,
-    }),
+    // Read when scraped (from each router's count): nothing to set on the request path.
+    inFlightRequests: new SampledGauge(
+      "gateway_http_requests_in_flight",
+      "HTTP requests being handled",
+      registry,
+    ),
     eventsAccepted: new Counter({
       name: "gateway_events_accepted_total",
       help: "Records accepted for delivery",
@@ -111,16 +112,17 @@ export function createMetrics(runtime: string, version: string) {
       help: "1 when the sink accepts writes, 0 while it is unreachable",
       registers: r,
     }),
-    queueRecords: new Gauge({
-      name: "gateway_queue_records",
-      help: "Records queued for the sink, not yet acknowledged",
-      registers: r,
-    }),
-    queueBytes: new Gauge({
-      name: "gateway_queue_bytes",
-      help: "Bytes queued for the sink, not yet acknowledged",
-      registers: r,
-    }),
+    // Read when scraped, from the queue's own counts.
+    queueRecords: new SampledGauge(
+      "gateway_queue_records",
+      "Records queued for the sink, not yet acknowledged",
+      registry,
+    ),
+    queueBytes: new SampledGauge(
+      "gateway_queue_bytes",
+      "Bytes queued for the sink, not yet acknowledged",
+      registry,
+    ),
     queueCapacityRecords: new Gauge({
       name: "gateway_queue_capacity_records",
       help: "Queue bound in records",

@@ -6,7 +6,7 @@ type Labels = Record<string, string>;
 interface Exposition {
   name: string;
   help: string;
-  type: "counter" | "histogram";
+  type: "counter" | "histogram" | "gauge";
   values: Array<{ metricName?: string; labels: Record<string, string | number>; value: number }>;
   aggregator: "sum";
 }
@@ -126,4 +126,49 @@ export class ResolvedHistogram extends ResolvedMetric<HistogramSeries> {
     }
     return Promise.resolve({ name: this.name, help: this.help, type: this.type, values, aggregator: "sum" });
   }
+}
+
+/**
+ * A gauge read when it is scraped: the sum of its sources' current values
+ * (each router's requests in flight, the queue's depth), where a prom-client
+ * Gauge is set on every change, several calls on a one-event request's path
+ * (each ~0.05-0.4 µs with its label handling). Exposed as prom-client exposes
+ * an unlabelled gauge.
+ *
+ * Bounded: its sources are added once by their owners (a router, the queue),
+ * which are made at start and live as long as the registry.
+ */
+export class SampledGauge {
+  readonly type = "gauge" as const;
+  readonly aggregator = "sum";
+  readonly labelNames: readonly string[] = [];
+  private readonly sources: Array<() => number> = [];
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    registry: Registry,
+  ) {
+    registry.registerMetric(this as unknown as Metric);
+  }
+
+  /** Adds `read` to what the gauge sums when scraped. */
+  sampleFrom(read: () => number): void {
+    this.sources.push(read);
+  }
+
+  get(): Promise<Exposition> {
+    let value = 0;
+    for (const read of this.sources) value += read();
+    return Promise.resolve({
+      name: this.name,
+      help: this.help,
+      type: this.type,
+      values: [{ labels: {}, value }],
+      aggregator: "sum",
+    });
+  }
+
+  /** Nothing is stored here: the sources hold the values. */
+  reset(): void {}
 }

@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
-import { Counter, Histogram, Registry } from "prom-client";
-import { ResolvedCounter, ResolvedHistogram } from "../../src/metrics/resolved.ts";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { ResolvedCounter, ResolvedHistogram, SampledGauge } from "../../src/metrics/resolved.ts";
 
 const BUCKETS = [0.001, 0.01, 0.1];
 const SERIES = [
@@ -52,4 +52,22 @@ test("resolving the same labels twice counts into one series", async () => {
   counter.child({ route: "/a" }).inc();
   counter.child({ route: "/a" }).inc();
   expect(await registry.metrics()).toContain('requests_total{route="/a"} 2');
+});
+
+test("a sampled gauge is exposed as prom-client's gauge holding the sum of its sources when scraped", async () => {
+  const ours = new Registry();
+  const gauge = new SampledGauge("in_flight", "Requests being handled", ours);
+  const theirs = new Registry();
+  const promGauge = new Gauge({ name: "in_flight", help: "Requests being handled", registers: [theirs] });
+  expect(await ours.metrics()).toBe(await theirs.metrics());
+
+  let first = 2;
+  gauge.sampleFrom(() => first);
+  gauge.sampleFrom(() => 3);
+  promGauge.set(5);
+  expect(await ours.metrics()).toBe(await theirs.metrics());
+  first = 0;
+  promGauge.set(3);
+  expect(await ours.metrics()).toBe(await theirs.metrics());
+  expect(await ours.metrics()).toContain("in_flight 3");
 });

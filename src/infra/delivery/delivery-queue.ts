@@ -230,6 +230,8 @@ export class DeliveryQueue implements RecordQueue {
     metrics.queueCapacityRecords.set(options.maxRecords);
     metrics.queueCapacityBytes.set(options.maxBytes);
     metrics.kafkaUp.set(1);
+    metrics.queueRecords.sampleFrom(() => this.queuedRecords);
+    metrics.queueBytes.sampleFrom(() => this.queuedBytes);
   }
 
   /**
@@ -735,7 +737,6 @@ export class DeliveryQueue implements RecordQueue {
     lane.bytes += bytes;
     this.queuedRecords += records;
     this.queuedBytes += bytes;
-    this.updateGauges();
   }
 
   private settle(lane: Lane, batch: Entry[]): void {
@@ -804,10 +805,5 @@ export class DeliveryQueue implements RecordQueue {
     this.metrics.kafkaUp.set(1);
     this.log.info({ sink: this.writer.kind }, "sink reachable again");
     this.pump();
-  }
-
-  private updateGauges(): void {
-    this.metrics.queueRecords.set(this.queuedRecords);
-    this.metrics.queueBytes.set(this.queuedBytes);
   }
 }
