@@ -35,13 +35,12 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
     maxRequestBodySize: Number.MAX_SAFE_INTEGER,
     async fetch(req, bunServer) {
       // Bun refuses most ambiguous framing itself; a repeated identical Content-Length reaches us joined.
-      const problem = framingProblem(
-        req.headers.get("content-length") ?? undefined,
-        req.headers.get("transfer-encoding") ?? undefined,
-      );
+      const headers = req.headers;
+      const contentLength = headers.get("content-length") ?? undefined;
+      const problem = framingProblem(contentLength, headers.get("transfer-encoding") ?? undefined);
       if (problem !== undefined) return toResponse(framingRefusal(problem));
-      const request = readRequest(req, bunServer, options.maxBodyBytes);
-      if (request.path === app.wsPath && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+      const request = new BunHttpRequest(req, headers, contentLength, bunServer, options.maxBodyBytes);
+      if (request.path === app.wsPath && headers.get("upgrade")?.toLowerCase() === "websocket") {
         const decision = await app.ws.upgrade(request);
         if (decision.accept) {
           if (bunServer.upgrade(req, { data: { state: decision.state } })) return undefined;
@@ -117,29 +116,53 @@ export function splitUrl(raw: string): { path: string; search: string } {
     : { path: pathAndQuery, search: "" };
 }
 
-function readRequest<State>(req: Request, server: Server<SocketData<State>>, limit: number): HttpRequest {
-  const { path, search } = splitUrl(req.url);
-  let query: URLSearchParams | undefined;
-  let body: Promise<Uint8Array> | undefined;
-  let address: string | undefined;
-  return {
-    method: req.method,
-    path,
-    get query() {
-      query ??= new URLSearchParams(search);
-      return query;
-    },
-    header: (name) => req.headers.get(name) ?? undefined,
-    // On first use, like on Node: most requests never ask (rate limits off, or behind a proxy).
-    get remoteAddress() {
-      address ??= server.requestIP(req)?.address ?? "";
-      return address;
-    },
-    body: () => {
-      body ??= collectBody(req, limit);
-      return body;
-    },
-  };
+/**
+ * The request as the core sees it. A class rather than an object of getters
+ * and closures: one is made per request, so its methods are shared (as the
+ * uWS adapter's); the Headers object and the Content-Length the framing
+ * check read are kept, not asked of Bun again.
+ */
+class BunHttpRequest<State> implements HttpRequest {
+  readonly method: string;
+  readonly path: string;
+  private readonly search: string;
+  private parsedQuery: URLSearchParams | undefined;
+  private address: string | undefined;
+  private bodyBytes: Promise<Uint8Array> | undefined;
+
+  constructor(
+    private readonly req: Request,
+    private readonly headers: Headers,
+    private readonly contentLength: string | undefined,
+    private readonly server: Server<SocketData<State>>,
+    private readonly limit: number,
+  ) {
+    const { path, search } = splitUrl(req.url);
+    this.method = req.method;
+    this.path = path;
+    this.search = search;
+  }
+
+  /** Parsed only when a handler asks. */
+  get query(): URLSearchParams {
+    this.parsedQuery ??= new URLSearchParams(this.search);
+    return this.parsedQuery;
+  }
+
+  header(name: string): string | undefined {
+    return this.headers.get(name) ?? undefined;
+  }
+
+  /** On first use, like on Node: most requests never ask (rate limits off, or behind a proxy). */
+  get remoteAddress(): string {
+    this.address ??= this.server.requestIP(this.req)?.address ?? "";
+    return this.address;
+  }
+
+  body(): Promise<Uint8Array> {
+    this.bodyBytes ??= collectBody(this.req, parseContentLength(this.contentLength), this.limit);
+    return this.bodyBytes;
+  }
 }
 
 /**
@@ -149,8 +172,7 @@ function readRequest<State>(req: Request, server: Server<SocketData<State>>, lim
  * request's CPU (a promise and a controller callback per chunk). Without
  * one (chunked), the stream is read chunk by chunk up to the limit.
  */
-function collectBody(req: Request, limit: number): Promise<Uint8Array> {
-  const contentLength = parseContentLength(req.headers.get("content-length") ?? undefined);
+function collectBody(req: Request, contentLength: number | undefined, limit: number): Promise<Uint8Array> {
   if (contentLength === undefined) return streamBody(req, limit);
   if (contentLength > limit) return Promise.reject(tooLarge(limit));
   // Bun fails the read (AbortError) only when the connection ended mid-body.
