@@ -1,5 +1,5 @@
 import { afterEach, expect, setSystemTime, test } from "bun:test";
-import { isoNow, sleep, withDeadline } from "../../src/lib/time.ts";
+import { Deadlines, isoNow, sleep, withDeadline } from "../../src/lib/time.ts";
 
 afterEach(() => {
   setSystemTime();
@@ -25,4 +25,49 @@ test("withDeadline settles as the promise does in time, else rejects with the de
   // Rejecting after the deadline is no unhandled rejection: the deadline's promise already answered.
   failLate(new Error("after the deadline"));
   await sleep(0);
+});
+
+test("Deadlines: each promise settles as it does in time, else rejects at its own deadline; the timer goes when none waits", async () => {
+  const deadlines = new Deadlines(40);
+  const timeout = () => new Error("too late");
+  expect(await deadlines.within(Promise.resolve(7), timeout)).toBe(7);
+  await expect(deadlines.within(Promise.reject(new Error("refused")), timeout)).rejects.toThrow("refused");
+
+  // Three waits started 20 ms apart: the first two expire at their own deadlines, the third is answered in time.
+  const outcomes: string[] = [];
+  const started = performance.now();
+  const watch = (name: string, promise: Promise<unknown>) =>
+    promise.then(
+      () => outcomes.push(`${name} answered`),
+      (error: Error) =>
+        outcomes.push(`${name} ${error.message} at ${Math.round((performance.now() - started) / 20)}`),
+    );
+  const never = () => new Promise<never>(() => {});
+  const first = watch("first", deadlines.within(never(), timeout));
+  await sleep(20);
+  const second = watch("second", deadlines.within(never(), timeout));
+  await sleep(20);
+  let answer!: () => void;
+  const third = watch(
+    "third",
+    deadlines.within(
+      new Promise<void>((resolve) => {
+        answer = resolve;
+      }),
+      timeout,
+    ),
+  );
+  await Promise.all([first, second]);
+  answer();
+  await third;
+  // Deadlines at 40 and 60 ms (in units of 20 ms: 2 and 3, give or take the timers' slack).
+  expect(outcomes.slice(0, 2).map((outcome) => outcome.replace(/ at \d+$/, ""))).toEqual([
+    "first too late",
+    "second too late",
+  ]);
+  expect(Number(outcomes[0]?.split(" at ")[1])).toBeGreaterThanOrEqual(2);
+  expect(Number(outcomes[1]?.split(" at ")[1])).toBeGreaterThanOrEqual(3);
+  expect(outcomes[2]).toBe("third answered");
+  // Nothing waits: no timer keeps the process alive.
+  expect((deadlines as unknown as { timer: unknown }).timer).toBeUndefined();
 });

@@ -5,7 +5,7 @@ import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import type { Idempotency } from "../../http/idempotency.ts";
 import { json, jsonText } from "../../http/reply.ts";
 import { type TraceContext, traceContextOf } from "../../http/trace-context.ts";
-import { isoNow, withDeadline } from "../../lib/time.ts";
+import { Deadlines, isoNow } from "../../lib/time.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { Route } from "../../ports/route.ts";
@@ -80,6 +80,8 @@ function channelRefusal(principal: Principal, channel: string | undefined): stri
 
 /** POST /v1/events: authenticate, rate limit, validate, queue for Kafka, answer when acknowledged. */
 export function ingestRoute(options: IngestOptions, deps: IngestDependencies): Route {
+  // Every request waits for its acknowledgement with the same time limit: one timer for all of them.
+  const acknowledgements = new Deadlines(options.ackTimeoutMs);
   const ingest = async (
     request: HttpRequest,
     principal: Principal,
@@ -187,9 +189,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     const delivered = claimed === undefined ? queued : settleAfter(queued, claimed);
     if (ackNone) await delivered;
     else
-      await withDeadline(
+      await acknowledgements.within(
         delivered,
-        options.ackTimeoutMs,
         () =>
           new GatewayError(
             "unavailable",

@@ -12,7 +12,7 @@ import {
   type RecordSpans,
   TOO_DEEP_REASON,
 } from "../../lib/json-scan.ts";
-import { withDeadline } from "../../lib/time.ts";
+import { Deadlines } from "../../lib/time.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
@@ -71,6 +71,8 @@ function parsePublishBody(bytes: Uint8Array): {
 export function createPublisher(
   deps: Pick<PublishDependencies, "admission" | "bus" | "ackTimeoutMs">,
 ): Publish {
+  // One timer for every publish waiting for its acknowledgement (they share the time limit).
+  const acknowledgements = new Deadlines(deps.ackTimeoutMs);
   return async (principal, request) => {
     const message: FanoutMessage = { tenant: principal.tenant, dataJson: request.dataJson, ts: Date.now() };
     if (request.trace !== undefined) {
@@ -83,9 +85,8 @@ export function createPublisher(
     } else message.channel = requireChannel(principal, request.channel);
     const admitted = deps.admission.events(principal, 1);
     const rateLimit = admitted instanceof Promise ? await admitted : admitted;
-    await withDeadline(
+    await acknowledgements.within(
       deps.bus.publish([message]),
-      deps.ackTimeoutMs,
       () =>
         new GatewayError(
           "unavailable",
