@@ -124,6 +124,15 @@ export class JsonScanner {
   /** After `scanRecord`: bit `m` is set when member `m` is a string holding escapes. */
   escapedMembers = 0;
   /**
+   * After `scanRecord`: bit `m` is set when a string in member `m`'s value
+   * holds a byte above 0x7f. A member without it is ASCII (JSON outside
+   * strings is), so its bytes are already the UTF-8 of its decoded text,
+   * whatever the rest of the body holds (invalid UTF-8 decodes to U+FFFD).
+   */
+  nonAsciiMembers = 0;
+  /** Set by `scanString` when a string held a byte above 0x7f; cleared before each member's value. */
+  private nonAscii = false;
+  /**
    * The keys of the objects being scanned, innermost last, as pairs (start,
    * end) of their contents' byte range, end bitwise-negated when the key holds
    * escapes: a stack whose live part ends at `keysTop` (an object's keys are
@@ -199,6 +208,7 @@ export class JsonScanner {
     this.recordStart = start;
     this.inexact = false;
     this.escapedMembers = 0;
+    this.nonAsciiMembers = 0;
     const members = this.members;
     for (let index = 0; index < 2 * MEMBER_COUNT; index += 2) members[index] = -1;
     this.keysTop = 0;
@@ -230,10 +240,13 @@ export class JsonScanner {
         else {
           // A string member's escapes are noted, so its text is decoded without JSON.parse when it has none.
           let escapes = false;
+          this.nonAscii = false;
           if (this.bytes[valueStart] === QUOTE) escapes = this.scanString();
           else this.scanValue(1);
           if (escapes) this.escapedMembers |= 1 << member;
           else this.escapedMembers &= ~(1 << member);
+          if (this.nonAscii) this.nonAsciiMembers |= 1 << member;
+          else this.nonAsciiMembers &= ~(1 << member);
           members[2 * member] = valueStart;
           members[2 * member + 1] = this.pos;
         }
@@ -440,9 +453,12 @@ export class JsonScanner {
     if (bytes[this.pos] !== QUOTE) throw SYNTAX_ERROR;
     let pos = this.pos + 1;
     let escaped = false;
+    // Every byte ORed in: above 0x7f at the end when any byte was.
+    let high = 0;
     for (;;) {
       if (pos >= bytes.length) throw SYNTAX_ERROR;
       const byte = bytes[pos] as number;
+      high |= byte;
       if (byte === QUOTE) break;
       if (byte < SPACE) throw SYNTAX_ERROR;
       if (byte === BACKSLASH) {
@@ -462,6 +478,7 @@ export class JsonScanner {
       pos++;
     }
     this.pos = pos + 1;
+    if (high > 0x7f) this.nonAscii = true;
     return escaped;
   }
 

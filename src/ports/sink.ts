@@ -2,7 +2,16 @@
 export interface SinkMessage {
   topic: string;
   key: string;
-  value: string;
+  readonly value: string;
+  /**
+   * The value's UTF-8 bytes, when they exist already (an ingested record's,
+   * see features/ingest/record-value.ts): `valueEnd - valueStart` bytes of
+   * `valueBytes` from `valueStart`. Sinks then measure and copy these, and
+   * read `value` (decoded from them) only when they need the text.
+   */
+  readonly valueBytes?: Buffer;
+  readonly valueStart?: number;
+  readonly valueEnd?: number;
   /** Often one object shared by a run of messages (it is then encoded and measured once per run). */
   headers: Record<string, string>;
   /**

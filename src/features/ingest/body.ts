@@ -47,6 +47,12 @@ export type RawRecord =
       source?: Buffer;
       sourceStart?: number;
       sourceEnd?: number;
+      /**
+       * `dataJson`'s UTF-8 length when its bytes in the body are its text as
+       * is (ASCII): their count, known without measuring the string; -1 when
+       * they are not.
+       */
+      dataBytes?: number;
     }
   | { ok: false; reason: string; code: RecordErrorCode };
 
@@ -294,6 +300,7 @@ function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line")
   const dataJson = spanText(text, members, MEMBER.data);
   const data: unknown = dataJson === undefined ? undefined : JSON.parse(dataJson);
   const tsJson = spanText(text, members, MEMBER.ts);
+  const dataAscii = dataJson !== undefined && (scanner.nonAsciiMembers & (1 << MEMBER.data)) === 0;
   const value: RecordMembers = {
     type: typeOf(text, scanner),
     id: memberValue(text, scanner, MEMBER.id),
@@ -310,6 +317,9 @@ function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line")
     source: text,
     sourceStart: start,
     sourceEnd: end,
+    dataBytes: dataAscii
+      ? (members[2 * MEMBER.data + 1] as number) - (members[2 * MEMBER.data] as number)
+      : -1,
   };
   // Rare (a number JSON.parse rounds): keep the texts so schema limits hold for the numbers as sent.
   if (scanner.inexactNumbers && dataJson !== undefined) record.exactNumbers = exactNumbersOf(dataJson, data);

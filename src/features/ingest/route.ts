@@ -1,6 +1,6 @@
 import { GatewayError, type RecordErrorCode } from "../../domain/errors.ts";
 import { channelAllowed, type Principal } from "../../domain/principal.ts";
-import { type EventRecord, recordValue } from "../../domain/record.ts";
+import type { EventRecord } from "../../domain/record.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import type { Idempotency } from "../../http/idempotency.ts";
 import { json, jsonText } from "../../http/reply.ts";
@@ -12,10 +12,11 @@ import type { Route } from "../../ports/route.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
 import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { HttpReply, HttpRequest } from "../../ports/transport.ts";
-import { decodeBody, type RawRecord, sentAs } from "./body.ts";
+import { decodeBody, type RawRecord, type RecordMembers, sentAs } from "./body.ts";
 import { binaryCloudEvent } from "./cloudevents.ts";
 import { type ClaimedIds, claimRecordIds, type DedupCandidate, type RecordDedup } from "./dedup.ts";
 import { type Normalized, normalizeRecord, REJECT_REASON } from "./record.ts";
+import { RecordMessage, RecordValues } from "./record-value.ts";
 
 export interface IngestOptions {
   topic: string;
@@ -42,15 +43,6 @@ interface RecordError {
   index: number;
   reason: string;
   code: RecordErrorCode;
-}
-
-/** `headers` are those of `sinkHeaders(record)`, shared by the records of one type in a request. */
-export function toSinkMessage(
-  topic: string,
-  record: EventRecord,
-  headers: SinkMessage["headers"],
-): SinkMessage {
-  return { topic, key: record.key ?? record.tenant, value: recordValue(record), headers };
 }
 
 /** With the request's trace context (W3C), when it sent a valid one, so consumers can continue the trace. */
@@ -103,7 +95,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
 
     const receivedAt = isoNow();
     const accepted: EventRecord[] = [];
-    const messages: SinkMessage[] = [];
+    const messages: RecordMessage[] = [];
+    const values = new RecordValues(principal.tenant, receivedAt);
     const errors: RecordError[] = [];
     const rejectedRaw: Array<{ raw: unknown; reason: string }> = [];
     // Only for a tenant that deduplicates: its accepted records whose ids the client chose.
@@ -131,10 +124,17 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
         const channelProblem = channelRefusal(principal, result.record.channel);
         if (headers?.type !== result.record.type) headers = sinkHeaders(result.record, trace);
         if (raw.ok && raw.headers !== undefined) result.record.headers = raw.headers;
-        const message = toSinkMessage(
+        const record = result.record;
+        // A plain record without an id gets one from normalizeRecord (a CloudEvent always has its own).
+        const idGenerated =
+          raw.ok && raw.source !== undefined && (raw.value as RecordMembers).id === undefined;
+        const valueLength = values.measure(record, raw.ok ? (raw.dataBytes ?? -1) : -1, idGenerated);
+        const message = new RecordMessage(
           options.topic,
-          result.record,
-          result.record.headers ? { ...headers, ...result.record.headers } : headers,
+          record.key ?? record.tenant,
+          record.headers ? { ...headers, ...record.headers } : headers,
+          values.length,
+          values.length + valueLength,
         );
         if (channelProblem !== undefined) refusal = { reason: channelProblem, code: "forbidden_channel" };
         else if (!deps.queue.fits(message)) {
@@ -145,8 +145,9 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
         } else {
           if (dedupCandidates !== undefined && raw.ok && (raw.value as { id?: unknown }).id !== undefined)
             dedupCandidates.push({ position: accepted.length, index, id: result.record.id });
-          accepted.push(result.record);
+          accepted.push(record);
           messages.push(message);
+          values.add(record, valueLength, idGenerated);
           continue;
         }
       }
@@ -161,6 +162,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     if (accepted.length === 0)
       return json(422, { accepted: 0, rejected: errors.length, errors }, ownHeaders, sharedHeaders);
     const acknowledged = accepted.length;
+    const valueBytes = values.write();
+    for (const message of messages) message.valueBytes = valueBytes;
 
     let claimed: ClaimedIds | undefined;
     if (dedupWindowMs !== undefined && dedupCandidates !== undefined && dedupCandidates.length > 0) {

@@ -17,7 +17,7 @@ export function recordBytes(message: SinkMessage): number {
   return (
     RECORD_OVERHEAD +
     utf8Length(message.key) +
-    Buffer.byteLength(message.value) +
+    valueLength(message) +
     headersBytes(message.headers) +
     ownHeadersBytes(message.ownHeaders)
   );
@@ -31,10 +31,18 @@ export function recordBytes(message: SinkMessage): number {
 export function recordBytesAtMost(message: SinkMessage): number {
   return (
     RECORD_OVERHEAD +
-    3 * (message.key.length + message.value.length) +
+    3 * message.key.length +
+    (message.valueBytes === undefined ? 3 * message.value.length : valueLength(message)) +
     headersBytes(message.headers) +
     ownHeadersBytes(message.ownHeaders)
   );
+}
+
+/** The UTF-8 length of `message`'s value: its bytes' when it has them, else measured from the text. */
+export function valueLength(message: SinkMessage): number {
+  return message.valueBytes === undefined
+    ? Buffer.byteLength(message.value)
+    : (message.valueEnd as number) - (message.valueStart as number);
 }
 
 /** The records of a request share one headers object: it is measured once (the last one is kept). */

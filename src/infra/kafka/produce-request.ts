@@ -8,6 +8,7 @@ import {
 } from "@platformatic/kafka";
 import { utf8Length } from "../../lib/utf8.ts";
 import type { SinkMessage } from "../../ports/sink.ts";
+import { valueLength as valueBytesOf } from "../delivery/record-size.ts";
 
 /**
  * One client message as the producer hands it to the Produce API: all the
@@ -177,7 +178,7 @@ function layOut(records: readonly SinkMessage[]): RecordsLayout {
     headersLengths[i] = headersLength;
     const keyLength = utf8Length(message.key);
     keyLengths[i] = keyLength;
-    const valueLength = Buffer.byteLength(message.value);
+    const valueLength = valueBytesOf(message);
     valueLengths[i] = valueLength;
     const body = recordBodyBytes(keyLength, valueLength, headersLength, i);
     bytes += varintBytes(zigzag(body)) + body;
@@ -213,9 +214,13 @@ function writeRecords(
     // Its length prefix is the same zig-zag varint as a header string's.
     position = writeString(buffer, position, message.key);
     position = writeVarint(buffer, position, zigzag(valueLength));
-    // As many bytes as characters: ASCII, whose bytes a latin1 write copies without UTF-8 encoding.
-    const encoding = valueLength === message.value.length ? "latin1" : "utf8";
-    position += buffer.write(message.value, position, valueLength, encoding);
+    const bytes = message.valueBytes;
+    if (bytes !== undefined) position += bytes.copy(buffer, position, message.valueStart, message.valueEnd);
+    else {
+      // As many bytes as characters: ASCII, whose bytes a latin1 write copies without UTF-8 encoding.
+      const encoding = valueLength === message.value.length ? "latin1" : "utf8";
+      position += buffer.write(message.value, position, valueLength, encoding);
+    }
     position = writeVarint(buffer, position, zigzag(layout.headerCounts[i] as number));
     block.copy(buffer, position);
     position += block.length;

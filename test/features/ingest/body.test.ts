@@ -21,6 +21,7 @@ const parsed = (sent: Record<string, unknown>, dataJson?: string, tsJson?: strin
   source: expect.any(Buffer),
   sourceStart: expect.any(Number),
   sourceEnd: expect.any(Number),
+  dataBytes: dataJson !== undefined && Buffer.byteLength(dataJson) === dataJson.length ? dataJson.length : -1,
 });
 /** What a dead letter of each accepted item would carry. */
 const sent = (records: RawRecord[]) => records.map((raw) => (raw.ok ? sentAs(raw) : raw.code));
@@ -102,6 +103,23 @@ describe("decodeBody", () => {
       LIMITS,
     );
     expect(line[0]).toMatchObject({ dataJson: "[ 12345678901234567890 ]" });
+  });
+
+  test("an ASCII data's length in UTF-8 is its bytes' count; one with a byte above 0x7f anywhere in it is measured later", async () => {
+    const body = Buffer.concat([
+      Buffer.from('[{"note":"\u00e9té","data":{"a":"x\\u00e9"}},{"data":{"b":"'),
+      Buffer.from("é"),
+      Buffer.from('"}},{"data":{"c":"'),
+      // Not UTF-8: decoded as U+FFFD, so its bytes are not its text.
+      Buffer.from([0xff]),
+      Buffer.from('"},"type":"t\u00e9"}]'),
+    ]);
+    const records = await decodeBody(body, "application/json", undefined, LIMITS);
+    expect(records.map((raw) => (raw.ok ? [raw.dataJson, raw.dataBytes] : raw.code))).toEqual([
+      ['{"a":"x\\u00e9"}', 15],
+      ['{"b":"é"}', -1],
+      ['{"c":"\ufffd"}', -1],
+    ]);
   });
 
   test("a key spelled with escapes is the same key: twice, it refuses the record on its own", async () => {

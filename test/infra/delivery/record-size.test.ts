@@ -37,6 +37,28 @@ describe("recordBytesAtMost", () => {
   });
 });
 
+describe("a value given as bytes", () => {
+  test("is counted by its bytes, as its text would be, and never read as text", () => {
+    for (const value of ["", "a".repeat(500), "é€".repeat(300), "𝄞".repeat(200)]) {
+      const text = { ...message(0), value };
+      const bytes = Buffer.from(`xx${value}yy`);
+      const given: SinkMessage = {
+        topic: text.topic,
+        key: text.key,
+        headers: text.headers,
+        valueBytes: bytes,
+        valueStart: 2,
+        valueEnd: bytes.length - 2,
+        get value(): string {
+          throw new Error("read as text");
+        },
+      };
+      expect(recordBytes(given)).toBe(recordBytes(text));
+      expect(recordBytesAtMost(given)).toBeGreaterThanOrEqual(recordBytes(given));
+    }
+  });
+});
+
 describe("recordBytes", () => {
   test("is an upper bound of each record's encoded size, counted in UTF-8", () => {
     for (const size of [0, 10, 127, 128, 16_383, 16_384, 300_000]) {

@@ -95,6 +95,38 @@ describe("encodeRecordBatch", () => {
     expect(ours.equals(theirs)).toBe(true);
   });
 
+  test("values given as bytes (an ingested record's) are copied as they are: the same batch as from their text", () => {
+    // Every other value as bytes in one buffer, between other bytes, as the ingest route writes a request's values.
+    const texts = SAMPLE.filter((_, i) => i % 2 === 0).map((message) => Buffer.from(message.value));
+    const values = Buffer.concat([Buffer.from("before"), ...texts, Buffer.from("after")]);
+    let at = "before".length;
+    const mixed = SAMPLE.map((message, i): SinkMessage => {
+      if (i % 2 === 1) return message;
+      const length = Buffer.byteLength(message.value);
+      const valueStart = at;
+      at += length;
+      return {
+        topic: message.topic,
+        key: message.key,
+        headers: message.headers,
+        ...(message.ownHeaders ? { ownHeaders: message.ownHeaders } : {}),
+        valueBytes: values,
+        valueStart,
+        valueEnd: at,
+        get value(): string {
+          throw new Error("the text of a value given as bytes is not needed");
+        },
+      };
+    });
+    for (const compression of COMPRESSIONS) {
+      expect(
+        encodeRecordBatch("events", 2, mixed, { compression }, NOW).equals(
+          encodeRecordBatch("events", 2, SAMPLE, { compression }, NOW),
+        ),
+      ).toBe(true);
+    }
+  });
+
   test("reads back as the records given, in order, with keys, values and headers", () => {
     const batch = readRecordsBatch(
       Reader.from(encodeRecordBatch("events", 2, SAMPLE, { compression: "lz4" }, NOW)),

@@ -1,0 +1,86 @@
+import { expect, test } from "bun:test";
+import type { Principal } from "../../../src/domain/principal.ts";
+import { ingestRoute } from "../../../src/features/ingest/route.ts";
+import { deadLetterFor } from "../../../src/infra/delivery/dead-letter.ts";
+import { recordBytes } from "../../../src/infra/delivery/record-size.ts";
+import { createMetrics } from "../../../src/metrics/metrics.ts";
+import type { SinkMessage } from "../../../src/ports/sink.ts";
+import type { HttpRequest } from "../../../src/ports/transport.ts";
+
+const principal: Principal = {
+  subject: "s",
+  tenant: "acmé",
+  scopes: new Set(["ingest", "publish"]),
+  channels: undefined,
+  expiresAt: Date.now() + 60_000,
+};
+
+/** Posts `body` to the ingest route; answers the messages it queued. */
+async function ingest(body: Buffer): Promise<SinkMessage[]> {
+  const written: SinkMessage[] = [];
+  const route = ingestRoute(
+    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 5000 },
+    {
+      authenticate: async () => principal,
+      admission: { request: () => undefined, events: () => undefined },
+      idempotency: { run: async () => ({ status: 500, body: "" }) },
+      schemas: { validate: () => ({ ok: true }) },
+      queue: {
+        maxRecordBytes: 1_000_000,
+        fits: () => true,
+        enqueue: async (messages: SinkMessage[]) => {
+          written.push(...messages);
+        },
+      },
+      metrics: createMetrics("test", "0"),
+      dedup: { windowMs: () => undefined, store: undefined as never },
+      fanOut: () => {},
+    },
+  );
+  const request: HttpRequest = {
+    method: "POST",
+    path: "/v1/events",
+    query: new URLSearchParams(),
+    header: (name) => (name === "content-type" ? "application/json" : undefined),
+    remoteAddress: "127.0.0.1",
+    body: async () => body,
+  };
+  const reply = await route.handler(request, {});
+  expect(reply.status).toBe(202);
+  return written;
+}
+
+test("each record's value is written as bytes: data and ts as sent (their text), ids and keys as JSON.stringify writes them", async () => {
+  const body = Buffer.concat([
+    Buffer.from(
+      '[{"type":"t","data":{"n":9007199254740993, "f":1.50}},' +
+        '{"type":"t","id":"a\\"b\\u00e9","key":"k\\u0000ü","ts":"2026-12-05T00:00:00Z","channel":"c","data":{"s":"\\u00e9"}},' +
+        '{"type":"u","data":{"s":"é 𝄞"},"ts":17},{"type":"t","data":{"s":"',
+    ),
+    // Not UTF-8: the record carries the text it decodes to (U+FFFD), as it always did.
+    Buffer.from([0xff, 0xc3]),
+    Buffer.from('"}}]'),
+  ]);
+  const messages = await ingest(body);
+  const values = messages.map((message) => JSON.parse(message.value) as Record<string, unknown>);
+  const receivedAt = values[0]?.receivedAt as string;
+  const id = values[0]?.id as string;
+  expect(messages.map((message) => message.value)).toEqual([
+    `{"id":"${id}","type":"t","data":{"n":9007199254740993, "f":1.50},"tenant":"acmé","receivedAt":"${receivedAt}"}`,
+    `{"id":"a\\"bé","type":"t","ts":"2026-12-05T00:00:00Z","channel":"c","key":"k\\u0000ü","data":{"s":"\\u00e9"},"tenant":"acmé","receivedAt":"${receivedAt}"}`,
+    `{"id":"${values[2]?.id}","type":"u","ts":17,"data":{"s":"é 𝄞"},"tenant":"acmé","receivedAt":"${receivedAt}"}`,
+    `{"id":"${values[3]?.id}","type":"t","data":{"s":"\ufffd\ufffd"},"tenant":"acmé","receivedAt":"${receivedAt}"}`,
+  ]);
+  for (const message of messages) {
+    // The bytes the Kafka writer copies are the UTF-8 of that text, and are counted as such.
+    const bytes = message.valueBytes?.subarray(message.valueStart, message.valueEnd);
+    expect(bytes?.equals(Buffer.from(message.value))).toBe(true);
+    expect(recordBytes(message)).toBe(
+      recordBytes({ ...message, value: message.value, valueBytes: undefined }),
+    );
+    expect(message.key).toBe(JSON.parse(message.value).key ?? "acmé");
+    // Refused by Kafka for good, it is dead-lettered as it was sent (its numbers unrounded).
+    const letter = deadLetterFor(message, "dlq", "MESSAGE_TOO_LARGE", 1_000_000).value;
+    expect(letter).toContain(`,"record":${message.value}}`);
+  }
+});
