@@ -2,7 +2,8 @@
  * Budgets shared across instances, spent locally: an instance leases a slice
  * of a key's budget for the current window from a shared counter (Redis) and
  * spends it with no round trip per request. Slices follow the key's recent
- * local spend (about LEASES_PER_WINDOW leases a window) and the shared store
+ * local spend (the last window's, or this one's projected over the window:
+ * about LEASES_PER_WINDOW leases a window) and the shared store
  * never hands out more than a quarter of what is left, so slices shrink as a
  * window runs dry and what other instances hold unspent stays small. Unspent
  * slices expire with the window: no instance can spend more than it leased,
@@ -38,6 +39,14 @@ export const WINDOW_MS = 1000;
 export const NOT_LOCAL = -1;
 /** Slices sized to a tenth of the key's spend in the last window: about ten leases a window per busy key. */
 const LEASES_PER_WINDOW = 10;
+/**
+ * This window's spend is projected over the whole window from at least this
+ * much of it: a key turning busy gets slices of its new rate within a few
+ * leases, not a tenth more per lease (about 60 leases, and requests waiting on
+ * them, in a fresh key's first second at 20k/s), and a short burst at the
+ * window's start is not taken for a rate more than ten times it.
+ */
+const PROJECT_FROM = WINDOW_MS / 10;
 /** A slice running below this share of its target is topped up in the background, before a request waits. */
 const REFILL_BELOW = 0.5;
 /** No background top-up in the window's last tenth: it would expire mostly unspent. */
@@ -173,7 +182,11 @@ export class LeasedBudgets {
         if (!lease) return undefined;
       } else {
         const need = cost - bucket.slice;
-        const want = Math.max(need, this.target(bucket), bucket.waiting + cost - bucket.slice);
+        const want = Math.max(
+          need,
+          this.target(bucket, performance.now()),
+          bucket.waiting + cost - bucket.slice,
+        );
         const lease = await this.lease(key, bucket, limit, need, want);
         if (!lease) return undefined;
         if (lease.granted === 0) return this.spent(false, bucket, limit, performance.now());
@@ -228,7 +241,7 @@ export class LeasedBudgets {
   }
 
   private refillIfLow(key: string, bucket: Bucket, limit: number, now: number): void {
-    const target = this.target(bucket);
+    const target = this.target(bucket, now);
     if (
       bucket.leasing ||
       bucket.slice >= target * REFILL_BELOW ||
@@ -240,9 +253,12 @@ export class LeasedBudgets {
     void this.lease(key, bucket, limit, 1, target);
   }
 
-  /** The slice to ask for: a share of the key's recent local spend. */
-  private target(bucket: Bucket): number {
-    return Math.ceil(Math.max(bucket.spentLastWindow, bucket.spentThisWindow) / LEASES_PER_WINDOW);
+  /** The slice to ask for: a share of the key's local spend in the last window or, projected, in this one. */
+  private target(bucket: Bucket, now: number): number {
+    // The window started when the store opened it (no later than its first lease here).
+    const elapsed = bucket.windowEndsAt === 0 ? 0 : now - (bucket.windowEndsAt - WINDOW_MS);
+    const projected = (bucket.spentThisWindow * WINDOW_MS) / Math.max(elapsed, PROJECT_FROM);
+    return Math.ceil(Math.max(bucket.spentLastWindow, projected) / LEASES_PER_WINDOW);
   }
 
   private take(bucket: Bucket, cost: number): void {

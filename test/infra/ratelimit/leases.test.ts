@@ -85,6 +85,26 @@ describe("leased budgets on a real Redis", () => {
     expect(counting.calls).toBeLessThan(requests / 20);
   });
 
+  test("a fresh key turning busy gets slices of its rate within its first window, not a tenth more per lease", async () => {
+    const counting = new CountingStore();
+    const budgets = new LeasedBudgets(counting, "rl:test", 1000, noFailure);
+    const key = unique("fresh");
+    // Most of one window at a steady rate (tens of thousands a second), from no history.
+    const until = performance.now() + 0.8 * WINDOW_MS;
+    let requests = 0;
+    while (performance.now() < until) {
+      for (let i = 0; i < 100; i++) {
+        requests++;
+        await spend(budgets, key, 1, 10_000_000);
+      }
+      await Bun.sleep(1);
+    }
+    expect(requests).toBeGreaterThan(5000);
+    // Slices grown a tenth per lease took ~100 leases here (at ~70k/s); projected from the window's
+    // spend, 26: they double over the window's first tenth, then about ten a window.
+    expect(counting.calls).toBeLessThan(45);
+  });
+
   test("requests that find no slice wait for one lease per key, not one each", async () => {
     const counting = new CountingStore();
     const budgets = new LeasedBudgets(counting, "rl:test", 1000, noFailure);
