@@ -7,6 +7,7 @@
 // node, `bun run build`.
 //
 //   bun loadtest/bench/publish-channel.ts node|bun [REQUESTS=2000] [ROUNDS=3]
+// GATEWAY_ROOT=/path/to/another/checkout/ runs that checkout's gateway (built there) instead.
 import { RUNTIMES, type Runtime, startGateway, waitForLog } from "../../test/e2e/harness.ts";
 import { createTopic, services } from "../../test/support/kafka.ts";
 import { TEST_SECRET, token } from "../../test/support/tokens.ts";
@@ -19,14 +20,19 @@ const rounds = Number(process.argv[4] ?? 3);
 const BATCH = 100;
 const CONCURRENCY = 16;
 
-const gateway = await startGateway(runtime, {
-  KAFKA_BROKERS: services().brokers,
-  KAFKA_TOPIC: await createTopic("bench-publish-channel-events"),
-  KAFKA_FANOUT_TOPIC: await createTopic("bench-publish-channel-fanout"),
-  JWT_SECRET: TEST_SECRET,
-  RATE_LIMIT_ENABLED: "false",
-  LOG_LEVEL: "info",
-});
+const root = process.env.GATEWAY_ROOT;
+const gateway = await startGateway(
+  runtime,
+  {
+    KAFKA_BROKERS: services().brokers,
+    KAFKA_TOPIC: await createTopic("bench-publish-channel-events"),
+    KAFKA_FANOUT_TOPIC: await createTopic("bench-publish-channel-fanout"),
+    JWT_SECRET: TEST_SECRET,
+    RATE_LIMIT_ENABLED: "false",
+    LOG_LEVEL: "info",
+  },
+  root === undefined ? undefined : `${root.replace(/\/$/, "")}/`,
+);
 const authorization = `Bearer ${await token("acme", ["ingest", "publish"])}`;
 const body = (channel: boolean) =>
   JSON.stringify(
@@ -77,6 +83,7 @@ try {
   console.log(
     JSON.stringify({
       runtime,
+      ...(root === undefined ? {} : { root }),
       eventsPerCase: requests * BATCH,
       microsecondsPerEvent: { plain: Number(plain.toFixed(2)), channel: Number(channel.toFixed(2)) },
       rounds: results,

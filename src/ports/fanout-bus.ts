@@ -1,4 +1,5 @@
 import type { EventPosition } from "../domain/event-id.ts";
+import type { EventRecord } from "../domain/record.ts";
 
 /** A message for the subscribers of one tenant: one channel, or every connection (`broadcast`). */
 export interface FanoutMessage {
@@ -13,6 +14,12 @@ export interface FanoutMessage {
   ts: number;
   /** The publisher's W3C trace context, carried in the fan-out record's headers and in subscribers' `event` frames. */
   traceparent?: string;
+  tracestate?: string;
+}
+
+/** The publisher's W3C trace context, as a fan-out message carries it. */
+export interface FanoutTrace {
+  traceparent: string;
   tracestate?: string;
 }
 
@@ -76,6 +83,13 @@ export interface FanoutBus {
   start(listener: FanoutListener): Promise<void>;
   /** Resolves once the messages are durably accepted for delivery. */
   publish(messages: FanoutMessage[]): Promise<void>;
+  /**
+   * Ingested records: each with a channel is published as `publish` would
+   * its message (tenant, channel, `dataJson`, the record's type and id, `ts`,
+   * the publisher's trace context), with no message object per record in
+   * between; records without a channel are skipped.
+   */
+  publishRecords(records: readonly EventRecord[], ts: number, trace: FanoutTrace | undefined): Promise<void>;
   close(): Promise<void>;
   /** The live reader's position on the partition of `key`; undefined until it reads. */
   head(key: string): LivePosition | undefined;
@@ -86,4 +100,29 @@ export interface FanoutBus {
 /** Messages of one tenant's channel share a key, hence a partition, hence ordered offsets. */
 export function fanoutKey(message: FanoutMessage): string {
   return message.broadcast ? `${message.tenant}/$broadcast` : `${message.tenant}/${message.channel}`;
+}
+
+/** The messages `publishRecords` stands for: one per record with a channel. */
+export function fanoutMessagesOf(
+  records: readonly EventRecord[],
+  ts: number,
+  trace: FanoutTrace | undefined,
+): FanoutMessage[] {
+  const messages: FanoutMessage[] = [];
+  for (const record of records) {
+    if (record.channel === undefined) continue;
+    const message: FanoutMessage = {
+      tenant: record.tenant,
+      channel: record.channel,
+      dataJson: record.dataJson,
+      record: { type: record.type, id: record.id },
+      ts,
+    };
+    if (trace !== undefined) {
+      message.traceparent = trace.traceparent;
+      if (trace.tracestate !== undefined) message.tracestate = trace.tracestate;
+    }
+    messages.push(message);
+  }
+  return messages;
 }

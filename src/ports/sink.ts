@@ -15,11 +15,22 @@ export interface SinkMessage {
   /** Often one object shared by a run of messages (it is then encoded and measured once per run). */
   headers: Record<string, string>;
   /**
-   * Headers of this record alone (a record id), written after `headers`, with
-   * names `headers` does not have: they keep `headers` shareable when one
-   * value differs per record.
+   * The name of a header of this record alone (the fan-out's record id),
+   * written after `headers`, which do not have it: `headers` stay shared by
+   * the records of a run when one value differs per record. Two fields
+   * rather than an object: one object per record on the way to the encoder.
    */
-  ownHeaders?: Record<string, string>;
+  ownHeader?: string;
+  /** The value of `ownHeader`. */
+  ownHeaderValue?: string;
+}
+
+/** Every header of `message`, its own one last: as they are written (the local log, tests). */
+export function headersOf(message: SinkMessage): Record<string, string> {
+  const name = message.ownHeader;
+  return name === undefined
+    ? message.headers
+    : { ...message.headers, [name]: message.ownHeaderValue as string };
 }
 
 /** Where features hand records over for durable delivery; the delivery queue implements it. */

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Admin, Producer, stringSerializers } from "@platformatic/kafka";
 import { parseEventId } from "../../src/domain/event-id.ts";
 import { toFanoutRecords } from "../../src/infra/kafka/fanout-bus.ts";
+import { headersOf } from "../../src/ports/sink.ts";
 import { createTopic, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
@@ -278,7 +279,7 @@ describe.each(RUNTIMES)("the live fan-out reader's offset deleted under it on %s
           partition: 0,
           key: record?.key,
           value: record?.value as string,
-          headers: { ...record?.headers, ...record?.ownHeaders },
+          headers: record ? headersOf(record) : {},
         };
       }),
     });

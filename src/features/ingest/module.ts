@@ -5,7 +5,7 @@ import type { TraceContext } from "../../http/trace-context.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { Admission } from "../../ports/admission.ts";
-import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
+import type { FanoutBus } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
 import type { RecordQueue } from "../../ports/sink.ts";
@@ -28,28 +28,10 @@ export interface IngestModuleDependencies {
 /** POST /v1/events; accepted records with a `channel` also go to the fan-out bus. */
 export function createIngestModule(options: IngestOptions, deps: IngestModuleDependencies): Module {
   const fanOut = (records: EventRecord[], trace: TraceContext | undefined) => {
-    const messages: FanoutMessage[] = [];
-    // One time for the request's records: the fan-out bus then writes their shared headers once.
-    const ts = Date.now();
-    for (const record of records) {
-      if (record.channel === undefined) continue;
-      const message: FanoutMessage = {
-        tenant: record.tenant,
-        channel: record.channel,
-        dataJson: record.dataJson,
-        record: { type: record.type, id: record.id },
-        ts,
-      };
-      if (trace !== undefined) {
-        message.traceparent = trace.traceparent;
-        if (trace.tracestate !== undefined) message.tracestate = trace.tracestate;
-      }
-      messages.push(message);
-    }
-    if (messages.length === 0) return;
     // Live fan-out is best effort: the records themselves are already in the events topic.
+    // One time for the request's records: the fan-out bus then writes their shared headers once.
     deps.bus
-      .publish(messages)
+      .publishRecords(records, Date.now(), trace)
       .catch((error) => deps.log.debug({ err: error }, "fan-out of ingested records skipped"));
   };
   return {

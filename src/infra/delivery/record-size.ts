@@ -11,7 +11,9 @@ const HEADER_OVERHEAD = 10;
 /**
  * An upper bound of the bytes one message takes in a Kafka record batch
  * before compression: its key, value and headers in UTF-8 plus the widest
- * varints. Used for the queue's byte bounds and to size batches.
+ * varints. Used for the queue's byte bounds and to size batches. A record's
+ * own header is bounded by its length (as in `recordBytesAtMost`), not
+ * measured: it differs per record, and the encoder measures it anyway.
  */
 export function recordBytes(message: SinkMessage): number {
   return (
@@ -19,7 +21,7 @@ export function recordBytes(message: SinkMessage): number {
     utf8Length(message.key) +
     valueLength(message) +
     headersBytes(message.headers) +
-    ownHeadersBytes(message.ownHeaders)
+    ownHeaderBytesAtMost(message)
   );
 }
 
@@ -34,7 +36,7 @@ export function recordBytesAtMost(message: SinkMessage): number {
     3 * message.key.length +
     (message.valueBytes === undefined ? 3 * message.value.length : valueLength(message)) +
     headersBytes(message.headers) +
-    ownHeadersBytes(message.ownHeaders)
+    ownHeaderBytesAtMost(message)
   );
 }
 
@@ -45,29 +47,41 @@ export function valueLength(message: SinkMessage): number {
     : (message.valueEnd as number) - (message.valueStart as number);
 }
 
-/** The records of a request share one headers object: it is measured once (the last one is kept). */
-let lastHeaders: SinkMessage["headers"] | undefined;
-let lastHeadersBytes = 0;
+/**
+ * The headers objects measured last and their bytes. The records of a
+ * request share one (or one per channel, interleaved, for the fan-out's):
+ * each is measured once per request while it stays among the last few.
+ */
+const MEASURED = 16;
+const measuredHeaders = new Array<SinkMessage["headers"] | undefined>(MEASURED).fill(undefined);
+const measuredBytes = new Array<number>(MEASURED).fill(0);
+let nextMeasured = 0;
+/** The slot found last: a run of records of one headers object finds it at the first look. */
+let lastMeasured = 0;
 
 function headersBytes(headers: SinkMessage["headers"]): number {
-  if (headers === lastHeaders) return lastHeadersBytes;
+  if (measuredHeaders[lastMeasured] === headers) return measuredBytes[lastMeasured] as number;
+  for (let slot = 0; slot < MEASURED; slot++) {
+    if (measuredHeaders[slot] === headers) {
+      lastMeasured = slot;
+      return measuredBytes[slot] as number;
+    }
+  }
   let bytes = 0;
   for (const name in headers) {
     bytes += HEADER_OVERHEAD + utf8Length(name) + utf8Length(headers[name] as string);
   }
-  lastHeaders = headers;
-  lastHeadersBytes = bytes;
+  lastMeasured = nextMeasured;
+  measuredHeaders[nextMeasured] = headers;
+  measuredBytes[nextMeasured] = bytes;
+  nextMeasured = (nextMeasured + 1) % MEASURED;
   return bytes;
 }
 
-/** A record's own headers differ per record: measured each time (they are few and short). */
-function ownHeadersBytes(headers: SinkMessage["ownHeaders"]): number {
-  if (headers === undefined) return 0;
-  let bytes = 0;
-  for (const name in headers) {
-    bytes += HEADER_OVERHEAD + utf8Length(name) + utf8Length(headers[name] as string);
-  }
-  return bytes;
+function ownHeaderBytesAtMost(message: SinkMessage): number {
+  const name = message.ownHeader;
+  if (name === undefined) return 0;
+  return HEADER_OVERHEAD + 3 * (name.length + (message.ownHeaderValue as string).length);
 }
 
 /**

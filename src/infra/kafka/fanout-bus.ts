@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { Consumer } from "@platformatic/kafka";
 import { CHANNEL_PATTERN } from "../../domain/channel.ts";
+import type { EventRecord } from "../../domain/record.ts";
 import { isValidTraceparent } from "../../http/trace-context.ts";
 import { isJsonValue } from "../../lib/json-scan.ts";
 import type { Logger } from "../../log/logger.ts";
@@ -9,6 +10,7 @@ import {
   type FanoutBus,
   type FanoutListener,
   type FanoutMessage,
+  type FanoutTrace,
   fanoutKey,
   type LivePosition,
   type LogRead,
@@ -43,6 +45,9 @@ const LIVE_FETCH_PARTITION_BYTES = 1024 * 1024;
 const LIVE_FETCH_BYTES = 8 * 1024 * 1024;
 
 const RESTART_DELAY_MS = 2000;
+const NOTHING_TO_PUBLISH = Promise.resolve();
+/** The fan-out record's own header: each record's id (its other headers are shared). */
+const RECORD_ID_HEADER = "record-id";
 
 /**
  * Fan-out over a Kafka topic. Publishing goes through the shared delivery
@@ -96,6 +101,11 @@ export class KafkaFanoutBus implements FanoutBus {
 
   publish(messages: FanoutMessage[]): Promise<void> {
     return this.queue.enqueue(toFanoutRecords(this.topic, messages), "acknowledged");
+  }
+
+  publishRecords(records: readonly EventRecord[], ts: number, trace: FanoutTrace | undefined): Promise<void> {
+    const fanout = ingestedFanoutRecords(this.topic, records, ts, trace);
+    return fanout.length === 0 ? NOTHING_TO_PUBLISH : this.queue.enqueue(fanout, "acknowledged");
   }
 
   /** The partition the producer picks for `key` (its hash modulo the partition count), and where the live reader stands on it. */
@@ -401,42 +411,43 @@ export class KafkaFanoutBus implements FanoutBus {
 /**
  * Fan-out records: the payload as the value, byte for byte as it was
  * published, and everything else in headers, so no instance parses and
- * re-serialises the payload (which would alter big numbers). Consecutive
- * messages of one tenant, time, record type and trace (an ingested batch)
- * share one headers object, encoded once per run; channel and record id are
- * each record's own headers.
+ * re-serialises the payload (which would alter big numbers). The messages of
+ * one channel in a run of one tenant, time, record type and trace (an
+ * ingested batch) share one key and one headers object (tenant, ts, content
+ * type, record type, channel, trace context), encoded once per batch; the
+ * record id is each record's own header.
  */
 export function toFanoutRecords(topic: string, messages: readonly FanoutMessage[]): SinkMessage[] {
   const records = new Array<SinkMessage>(messages.length);
-  let shared: SinkMessage["headers"] | undefined;
   let sharedBy: FanoutMessage | undefined;
-  // Per channel of the run, one key string: hashed (partition, producer) and measured once, not per record.
-  let keys = new Map<string | undefined, string>();
+  // Per channel of the run (a broadcast has its own entry): one key string, hashed (partition, producer) and measured once.
+  let channels = new Map<string | undefined, { key: string; headers: SinkMessage["headers"] }>();
   for (let i = 0; i < messages.length; i++) {
     const message = messages[i] as FanoutMessage;
-    if (sharedBy === undefined || shared === undefined || !sameSharedHeaders(sharedBy, message)) {
-      shared = sharedHeaders(message);
+    if (sharedBy === undefined || !sameSharedHeaders(sharedBy, message)) {
       sharedBy = message;
-      keys = new Map();
+      channels = new Map();
     }
-    let key = keys.get(message.channel);
-    if (key === undefined) {
-      key = fanoutKey(message);
-      keys.set(message.channel, key);
+    const slot = message.broadcast ? BROADCAST_SLOT : message.channel;
+    let shared = channels.get(slot);
+    if (shared === undefined) {
+      shared = { key: fanoutKey(message), headers: sharedHeaders(message) };
+      channels.set(slot, shared);
     }
-    const record: SinkMessage = { topic, key, value: message.dataJson, headers: shared };
-    if (message.channel !== undefined || message.record !== undefined) {
-      const own: Record<string, string> = {};
-      if (message.channel !== undefined) own.channel = message.channel;
-      if (message.record !== undefined) own["record-id"] = message.record.id;
-      record.ownHeaders = own;
+    const record: SinkMessage = { topic, key: shared.key, value: message.dataJson, headers: shared.headers };
+    if (message.record !== undefined) {
+      record.ownHeader = RECORD_ID_HEADER;
+      record.ownHeaderValue = message.record.id;
     }
     records[i] = record;
   }
   return records;
 }
 
-/** The headers of a fan-out record that a batch of messages has in common. */
+/** A broadcast's entry among a run's channels (no channel is named so: `$` is not allowed in one). */
+const BROADCAST_SLOT = "$broadcast";
+
+/** The headers a channel's messages of a run have in common. */
 function sharedHeaders(message: FanoutMessage): SinkMessage["headers"] {
   const headers: SinkMessage["headers"] = {
     tenant: message.tenant,
@@ -445,6 +456,7 @@ function sharedHeaders(message: FanoutMessage): SinkMessage["headers"] {
   };
   if (message.broadcast) headers.broadcast = "true";
   if (message.record) headers["record-type"] = message.record.type;
+  if (message.channel !== undefined) headers.channel = message.channel;
   if (message.traceparent !== undefined) headers.traceparent = message.traceparent;
   if (message.tracestate !== undefined) headers.tracestate = message.tracestate;
   return headers;
@@ -454,11 +466,61 @@ function sameSharedHeaders(a: FanoutMessage, b: FanoutMessage): boolean {
   return (
     a.tenant === b.tenant &&
     a.ts === b.ts &&
-    a.broadcast === b.broadcast &&
     a.record?.type === b.record?.type &&
     a.traceparent === b.traceparent &&
     a.tracestate === b.tracestate
   );
+}
+
+/**
+ * `toFanoutRecords` of the messages `publishRecords` stands for, built from
+ * the records themselves: one object per record on its way to the encoder
+ * (no FanoutMessage in between). A request's records share a tenant; per
+ * channel and type they share one key and one headers object.
+ */
+export function ingestedFanoutRecords(
+  topic: string,
+  records: readonly EventRecord[],
+  ts: number,
+  trace: FanoutTrace | undefined,
+): SinkMessage[] {
+  const fanout: SinkMessage[] = [];
+  let channels:
+    | Map<string, { tenant: string; type: string; key: string; headers: SinkMessage["headers"] }>
+    | undefined;
+  let stamp: string | undefined;
+  for (let i = 0; i < records.length; i++) {
+    const record = records[i] as EventRecord;
+    const channel = record.channel;
+    if (channel === undefined) continue;
+    channels ??= new Map();
+    let shared = channels.get(channel);
+    if (shared === undefined || shared.type !== record.type || shared.tenant !== record.tenant) {
+      stamp ??= String(ts);
+      const headers: SinkMessage["headers"] = {
+        tenant: record.tenant,
+        ts: stamp,
+        "content-type": "application/json",
+        "record-type": record.type,
+        channel,
+      };
+      if (trace !== undefined) {
+        headers.traceparent = trace.traceparent;
+        if (trace.tracestate !== undefined) headers.tracestate = trace.tracestate;
+      }
+      shared = { tenant: record.tenant, type: record.type, key: `${record.tenant}/${channel}`, headers };
+      channels.set(channel, shared);
+    }
+    fanout.push({
+      topic,
+      key: shared.key,
+      value: record.dataJson,
+      headers: shared.headers,
+      ownHeader: RECORD_ID_HEADER,
+      ownHeaderValue: record.id,
+    });
+  }
+  return fanout;
 }
 
 type RawHeaders = Iterable<[Buffer | null | undefined, Buffer | null | undefined]>;

@@ -84,12 +84,15 @@ function encodeEntries(headers: SinkMessage["headers"]): Buffer {
 /** The bytes of `headers`' entries on the wire. */
 function entriesBytes(headers: SinkMessage["headers"]): number {
   let bytes = 0;
-  for (const name in headers) {
-    const nameLength = utf8Length(name);
-    const valueLength = utf8Length(headers[name] as string);
-    bytes += varintBytes(zigzag(nameLength)) + nameLength + varintBytes(zigzag(valueLength)) + valueLength;
-  }
+  for (const name in headers) bytes += entryBytes(name, headers[name] as string);
   return bytes;
+}
+
+/** The bytes of one header entry on the wire: name and value, each with its length. */
+function entryBytes(name: string, value: string): number {
+  const nameLength = utf8Length(name);
+  const valueLength = utf8Length(value);
+  return varintBytes(zigzag(nameLength)) + nameLength + varintBytes(zigzag(valueLength)) + valueLength;
 }
 
 function entryCount(headers: SinkMessage["headers"]): number {
@@ -130,7 +133,7 @@ function writeString(block: Buffer, at: number, text: string): number {
 /**
  * What writing a partition's records takes, per record: its key's and
  * value's UTF-8 lengths, the block of its shared `headers` entries, and its
- * headers' count and length on the wire (own headers included).
+ * headers' count and length on the wire (its own header included).
  */
 interface RecordsLayout {
   keyLengths: number[];
@@ -141,10 +144,14 @@ interface RecordsLayout {
   bytes: number;
 }
 
+/** Headers objects a partition's layout keeps encoded blocks of: a request's fan-out records share one per channel, interleaved. */
+const ENCODED = 16;
+
 /**
  * Measures the records of one partition before anything is written. A run of
- * records shares one headers object (see the ingest route and the fan-out
- * bus): its entries are encoded once per run; a record's own headers are
+ * records shares one headers object (see the ingest route), or a request's
+ * records one per channel (the fan-out bus): the entries of each are encoded
+ * once while it is among the last ENCODED seen; a record's own header is
  * measured here and written in place.
  */
 function layOut(records: readonly SinkMessage[]): RecordsLayout {
@@ -154,6 +161,10 @@ function layOut(records: readonly SinkMessage[]): RecordsLayout {
   const sharedBlocks = new Array<Buffer>(count);
   const headerCounts = new Array<number>(count);
   const headersLengths = new Array<number>(count);
+  const encodedHeaders: Array<SinkMessage["headers"]> = [];
+  const encodedBlocks: Buffer[] = [];
+  const encodedCounts: number[] = [];
+  let nextEncoded = 0;
   let lastHeaders: SinkMessage["headers"] | undefined;
   let lastBlock: Buffer | undefined;
   let lastCount = 0;
@@ -162,16 +173,26 @@ function layOut(records: readonly SinkMessage[]): RecordsLayout {
     const message = records[i] as SinkMessage;
     if (message.headers !== lastHeaders || !lastBlock) {
       lastHeaders = message.headers;
-      lastBlock = encodeEntries(message.headers);
-      lastCount = entryCount(message.headers);
+      const slot = encodedHeaders.indexOf(lastHeaders);
+      if (slot >= 0) {
+        lastBlock = encodedBlocks[slot] as Buffer;
+        lastCount = encodedCounts[slot] as number;
+      } else {
+        lastBlock = encodeEntries(lastHeaders);
+        lastCount = entryCount(lastHeaders);
+        encodedHeaders[nextEncoded] = lastHeaders;
+        encodedBlocks[nextEncoded] = lastBlock;
+        encodedCounts[nextEncoded] = lastCount;
+        nextEncoded = (nextEncoded + 1) % ENCODED;
+      }
     }
     sharedBlocks[i] = lastBlock;
     let headerCount = lastCount;
     let entries = lastBlock.length;
-    const own = message.ownHeaders;
+    const own = message.ownHeader;
     if (own !== undefined) {
-      headerCount += entryCount(own);
-      entries += entriesBytes(own);
+      headerCount++;
+      entries += entryBytes(own, message.ownHeaderValue as string);
     }
     headerCounts[i] = headerCount;
     const headersLength = varintBytes(zigzag(headerCount)) + entries;
@@ -222,14 +243,12 @@ function writeRecords(
       position += buffer.write(message.value, position, valueLength, encoding);
     }
     position = writeVarint(buffer, position, zigzag(layout.headerCounts[i] as number));
-    block.copy(buffer, position);
+    buffer.set(block, position);
     position += block.length;
-    const own = message.ownHeaders;
+    const own = message.ownHeader;
     if (own !== undefined) {
-      for (const name in own) {
-        position = writeString(buffer, position, name);
-        position = writeString(buffer, position, own[name] as string);
-      }
+      position = writeString(buffer, position, own);
+      position = writeString(buffer, position, message.ownHeaderValue as string);
     }
   }
 }

@@ -1,9 +1,12 @@
-import type {
-  DeliveredMessage,
-  FanoutBus,
-  FanoutListener,
-  FanoutMessage,
-  LivePosition,
+import type { EventRecord } from "../../domain/record.ts";
+import {
+  type DeliveredMessage,
+  type FanoutBus,
+  type FanoutListener,
+  type FanoutMessage,
+  type FanoutTrace,
+  fanoutMessagesOf,
+  type LivePosition,
 } from "../../ports/fanout-bus.ts";
 
 /**
@@ -34,6 +37,10 @@ export class LocalFanoutBus implements FanoutBus {
         this.listener?.deliver(message);
       }
     });
+  }
+
+  publishRecords(records: readonly EventRecord[], ts: number, trace: FanoutTrace | undefined): Promise<void> {
+    return this.publish(fanoutMessagesOf(records, ts, trace));
   }
 
   head(_key: string): LivePosition | undefined {

@@ -3,7 +3,7 @@ import type { FileHandle } from "node:fs/promises";
 import { mkdir, open, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { jsonString } from "../../domain/record.ts";
-import { type SinkMessage, SinkUnavailableError, type SinkWriter } from "../../ports/sink.ts";
+import { headersOf, type SinkMessage, SinkUnavailableError, type SinkWriter } from "../../ports/sink.ts";
 
 export interface LocalLogOptions {
   dir: string;
@@ -96,9 +96,7 @@ export class LocalLogWriter implements SinkWriter {
         headersJson = JSON.stringify(headers);
       }
       const recordHeadersJson =
-        message.ownHeaders === undefined
-          ? headersJson
-          : JSON.stringify({ ...headers, ...message.ownHeaders });
+        message.ownHeader === undefined ? headersJson : JSON.stringify(headersOf(message));
       text += `{"topic":${topicJson},"key":${jsonString(message.key)},"headers":${recordHeadersJson},"value":${message.value}}\n`;
     }
     const bytes = Buffer.from(text);

@@ -1,12 +1,17 @@
 import { expect, test } from "bun:test";
-import { fromFanoutRecord, toFanoutRecords } from "../../../src/infra/kafka/fanout-bus.ts";
-import type { FanoutMessage } from "../../../src/ports/fanout-bus.ts";
-import type { SinkMessage } from "../../../src/ports/sink.ts";
+import type { EventRecord } from "../../../src/domain/record.ts";
+import {
+  fromFanoutRecord,
+  ingestedFanoutRecords,
+  toFanoutRecords,
+} from "../../../src/infra/kafka/fanout-bus.ts";
+import { type FanoutMessage, fanoutMessagesOf } from "../../../src/ports/fanout-bus.ts";
+import { headersOf as allHeadersOf, type SinkMessage } from "../../../src/ports/sink.ts";
 
 /** Headers and values as the consumer hands them over: raw bytes. */
 const raw = (headers: Record<string, string>) =>
   new Map(Object.entries(headers).map(([key, value]) => [Buffer.from(key), Buffer.from(value)]));
-const headersOf = (record: SinkMessage) => raw({ ...record.headers, ...record.ownHeaders });
+const headersOf = (record: SinkMessage) => raw(allHeadersOf(record));
 const toFanoutRecord = (topic: string, message: FanoutMessage) =>
   toFanoutRecords(topic, [message])[0] as SinkMessage;
 
@@ -40,7 +45,7 @@ test("the publisher's trace context comes back from the record's headers; an inv
   };
   const record = toFanoutRecord("fanout", traced);
   expect(fromFanoutRecord(headersOf(record), Buffer.from("{}"))).toEqual(traced);
-  const forged = raw({ ...record.headers, ...record.ownHeaders, traceparent: '00-x"}', tracestate: "a=1" });
+  const forged = raw({ ...allHeadersOf(record), traceparent: '00-x"}', tracestate: "a=1" });
   expect(fromFanoutRecord(forged, Buffer.from("{}"))).toEqual({
     tenant: "acme",
     channel: "orders",
@@ -49,7 +54,7 @@ test("the publisher's trace context comes back from the record's headers; an inv
   });
 });
 
-test("an ingested batch's records share one headers object; channel and record id are each record's own", () => {
+test("an ingested batch's records of one channel share one key and one headers object; the record id is each record's own", () => {
   const batch: FanoutMessage[] = ["a", "b", "a"].map((channel, i) => ({
     tenant: "acme",
     channel,
@@ -59,14 +64,51 @@ test("an ingested batch's records share one headers object; channel and record i
   }));
   batch.push({ ...batch[0], record: { type: "view", id: "r-3" } } as FanoutMessage);
   const records = toFanoutRecords("fanout", batch);
-  expect(records[1]?.headers).toBe(records[0]?.headers as SinkMessage["headers"]);
   expect(records[2]?.headers).toBe(records[0]?.headers as SinkMessage["headers"]);
+  expect(records[2]?.key).toBe(records[0]?.key as string);
+  expect(records[1]?.headers).not.toBe(records[0]?.headers as SinkMessage["headers"]);
   expect(records[3]?.headers).not.toBe(records[0]?.headers as SinkMessage["headers"]);
-  expect(records[1]?.ownHeaders).toEqual({ channel: "b", "record-id": "r-1" });
+  expect(records[1]?.headers.channel).toBe("b");
+  expect([records[1]?.ownHeader, records[1]?.ownHeaderValue]).toEqual(["record-id", "r-1"]);
   records.forEach((record, i) => {
     expect(record.key).toBe(`acme/${batch[i]?.channel}`);
     expect(fromFanoutRecord(headersOf(record), Buffer.from(record.value))).toEqual(batch[i] as FanoutMessage);
   });
+});
+
+test("ingested records become the fan-out records their messages would: same keys, values and headers; none without a channel", () => {
+  const ts = 1_700_000_000_000;
+  const records: EventRecord[] = ["a", undefined, "b", "a", "b"].map((channel, i) => ({
+    id: `r-${i}`,
+    type: i === 3 ? "view" : "click",
+    dataJson: `{"i":${i},"s":"ü"}`,
+    tenant: "acme",
+    receivedAt: "2026-12-05T00:00:00.000Z",
+    ...(channel === undefined ? {} : { channel }),
+  }));
+  const trace = {
+    traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    tracestate: "rojo=00f067aa0ba902b7",
+  };
+  for (const traced of [undefined, trace]) {
+    const direct = ingestedFanoutRecords("fanout", records, ts, traced);
+    const viaMessages = toFanoutRecords("fanout", fanoutMessagesOf(records, ts, traced));
+    expect(direct.length).toBe(4);
+    expect(direct.map((record) => [record.topic, record.key, record.value, allHeadersOf(record)])).toEqual(
+      viaMessages.map((record) => [record.topic, record.key, record.value, allHeadersOf(record)]),
+    );
+    // Channel b's click records share their headers; channel a's view record has its own.
+    expect(direct[3]?.headers).toBe(direct[1]?.headers as SinkMessage["headers"]);
+    expect(direct[2]?.headers).not.toBe(direct[0]?.headers as SinkMessage["headers"]);
+  }
+  expect(
+    ingestedFanoutRecords(
+      "fanout",
+      records.filter((record) => !record.channel),
+      ts,
+      undefined,
+    ),
+  ).toEqual([]);
 });
 
 test("records not written by a gateway are skipped, never delivered as broken frames", () => {

@@ -4,6 +4,7 @@ import { channelTopic, topicHash } from "../../../src/domain/channel.ts";
 import { fromFanoutRecord, toFanoutRecords } from "../../../src/infra/kafka/fanout-bus.ts";
 import { RecordBytes, walkRecords } from "../../../src/infra/kafka/fanout-fetch.ts";
 import type { FanoutMessage } from "../../../src/ports/fanout-bus.ts";
+import { headersOf } from "../../../src/ports/sink.ts";
 
 /** One record batch at `baseOffset` holding these messages as the gateway writes them. */
 function batch(baseOffset: number, messages: FanoutMessage[], compression = "none"): Buffer {
@@ -11,12 +12,7 @@ function batch(baseOffset: number, messages: FanoutMessage[], compression = "non
     return {
       key: Buffer.from(record.key as string),
       value: Buffer.from(record.value as string),
-      headers: new Map(
-        Object.entries({ ...record.headers, ...record.ownHeaders }).map(([k, v]) => [
-          Buffer.from(k),
-          Buffer.from(v),
-        ]),
-      ),
+      headers: new Map(Object.entries(headersOf(record)).map(([k, v]) => [Buffer.from(k), Buffer.from(v)])),
       topic: "fanout",
       partition: 0,
     };

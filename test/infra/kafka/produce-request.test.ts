@@ -15,7 +15,7 @@ import {
   encodeRecordBatch,
   type PartitionRecords,
 } from "../../../src/infra/kafka/produce-request.ts";
-import type { SinkMessage } from "../../../src/ports/sink.ts";
+import { headersOf, type SinkMessage } from "../../../src/ports/sink.ts";
 
 const NOW = 1_790_000_000_123;
 
@@ -37,7 +37,7 @@ function record(topic: string, message: Partial<SinkMessage>, key = ""): SinkMes
 /** The same record as the client's own encoder takes it: every string a Buffer, headers a Map. */
 function asClientMessage(message: SinkMessage, partition: number): MessageRecord {
   const headers = new Map<Buffer, Buffer>();
-  for (const [name, value] of Object.entries({ ...message.headers, ...message.ownHeaders }))
+  for (const [name, value] of Object.entries(headersOf(message)))
     headers.set(Buffer.from(name), Buffer.from(value));
   return {
     topic: message.topic,
@@ -57,6 +57,7 @@ function sequences(entries: Array<[string, number]>): NumericMap {
 
 const shared = { type: "page_view", tenant: "acme", "content-type": "application/json" };
 const other = { type: "click", tenant: "acme" };
+const channelHeaders = Array.from({ length: 20 }, (_, i) => ({ ...shared, channel: `c${i}` }));
 /** Records of partition 2 of "events". */
 const SAMPLE: SinkMessage[] = [
   ...Array.from({ length: 150 }, (_, i) =>
@@ -68,15 +69,24 @@ const SAMPLE: SinkMessage[] = [
   ),
   record("events", { value: '{"big":9007199254740993}', headers: other }, "k"),
   record("events", { value: "x".repeat(20_000), headers: {} }),
-  // Fan-out records: shared headers plus each record's own.
+  // Fan-out records: headers shared per channel, interleaved, plus each record's own.
   ...Array.from({ length: 5 }, (_, i) =>
     record(
       "events",
-      { value: `{"i":${i}}`, headers: shared, ownHeaders: { channel: `c${i % 2}`, "record-id": `r-ü-${i}` } },
+      {
+        value: `{"i":${i}}`,
+        headers: channelHeaders[i % 2] as SinkMessage["headers"],
+        ownHeader: "record-id",
+        ownHeaderValue: `r-ü-${i}`,
+      },
       `acme/c${i % 2}`,
     ),
   ),
-  record("events", { value: "{}", headers: {}, ownHeaders: { "record-id": "only" } }),
+  record("events", { value: "{}", headers: {}, ownHeader: "record-id", ownHeaderValue: "only" }),
+  // More headers objects interleaved than the encoder keeps blocks of: each record still gets its own.
+  ...Array.from({ length: 60 }, (_, i) =>
+    record("events", { value: `{"j":${i}}`, headers: channelHeaders[i % 20] as SinkMessage["headers"] }),
+  ),
 ];
 
 describe("encodeRecordBatch", () => {
@@ -109,7 +119,9 @@ describe("encodeRecordBatch", () => {
         topic: message.topic,
         key: message.key,
         headers: message.headers,
-        ...(message.ownHeaders ? { ownHeaders: message.ownHeaders } : {}),
+        ...(message.ownHeader === undefined
+          ? {}
+          : { ownHeader: message.ownHeader, ownHeaderValue: message.ownHeaderValue as string }),
         valueBytes: values,
         valueStart,
         valueEnd: at,
@@ -139,33 +151,39 @@ describe("encodeRecordBatch", () => {
       expect(read.key?.toString()).toBe(sent.key);
       expect(read.value?.toString()).toBe(sent.value);
       const headers = read.headers.map(([name, value]) => [name?.toString(), value?.toString()]);
-      expect(headers).toEqual(Object.entries({ ...sent.headers, ...sent.ownHeaders }));
+      expect(headers).toEqual(Object.entries(headersOf(sent)));
     });
   });
 
   test("any records: same bytes as the client's encoder", () => {
     const text = fc.string({ unit: "binary", maxLength: 300 });
     const headers = fc.dictionary(fc.string({ unit: "binary", maxLength: 20 }), text, { maxKeys: 4 });
-    const ownHeaders = fc.option(
-      fc.dictionary(
+    const ownHeader = fc.option(
+      fc.tuple(
         fc.string({ unit: "binary", maxLength: 20 }).map((name) => `own-${name}`),
         text,
-        {
-          maxKeys: 3,
-        },
       ),
       { nil: undefined },
     );
-    const records = fc.array(fc.record({ value: text, key: text, headers, ownHeaders }), {
+    // Records pick their headers object from a pool, so runs, interleavings and more objects than the encoder keeps occur.
+    const pool = fc.array(headers, { minLength: 1, maxLength: 24 });
+    const picks = fc.array(fc.record({ value: text, key: text, pick: fc.nat(), ownHeader }), {
       minLength: 1,
       maxLength: 40,
     });
     fc.assert(
-      fc.property(records, fc.constantFrom(...COMPRESSIONS), (generated, compression) => {
+      fc.property(pool, picks, fc.constantFrom(...COMPRESSIONS), (headerObjects, generated, compression) => {
         // Own header names never repeat a shared one (the client's encoder would see one entry for both).
-        const produced = generated.map(({ value, key, headers, ownHeaders }) =>
-          record("t", ownHeaders ? { value, headers, ownHeaders } : { value, headers }, key),
-        );
+        const produced = generated.map(({ value, key, pick, ownHeader }) => {
+          const headers = headerObjects[pick % headerObjects.length] as SinkMessage["headers"];
+          return record(
+            "t",
+            ownHeader
+              ? { value, headers, ownHeader: ownHeader[0], ownHeaderValue: ownHeader[1] }
+              : { value, headers },
+            key,
+          );
+        });
         const ours = encodeRecordBatch("t", 0, produced, { compression }, NOW);
         const theirs = createRecordsBatch(
           produced.map((message) => asClientMessage(message, 0)),
