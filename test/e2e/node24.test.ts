@@ -8,6 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, readlinkSync } from "node:fs";
+import { partitionHash } from "../../src/infra/kafka/sink-producer.ts";
 import { DEBIAN_TREE, debianTreeProblem } from "../support/debian-tree.ts";
 import { assertExactlyOnce, createTopic, readTopic, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
@@ -91,6 +92,32 @@ describe("the node24 target's gateway in a Debian 13 chroot", () => {
       expect(message.headers.get("type")).toBe("click");
     }
   }, 60_000);
+
+  test("writes one after another to a partition, then to it and another in one request: each record once (2.x counts a client message once, our batches hold many records)", async () => {
+    const sequencesTopic = await createTopic("node24-sequences");
+    const gateway = await startGateway("node24", { ...env, KAFKA_TOPIC: sequencesTopic });
+    gateways.push(gateway);
+    // Two keys on different partitions of the topic's 3.
+    const [first, second] = ["k-0", "k-1", "k-2", "k-3"].filter(
+      (key, index, keys) =>
+        index === 0 || partitionHash.of(key) % 3 !== partitionHash.of(keys[0] as string) % 3,
+    ) as [string, string];
+    const requests = [
+      clicks("one", 10, { key: first }),
+      clicks("two", 10, { key: first }),
+      [...clicks("three", 10, { key: first }), ...clicks("four", 10, { key: second })],
+    ];
+    for (const records of requests) expect(await post(gateway, "/v1/events", records, ["ingest"])).toBe(202);
+    const ids = (await readTopic(sequencesTopic, 40)).map(
+      (message) => (JSON.parse(message.value) as { id: string }).id,
+    );
+    expect(
+      assertExactlyOnce(
+        ids,
+        requests.flat().map((record) => record.id),
+      ),
+    ).toEqual({ missing: [], duplicates: [], unexpected: [] });
+  }, 30_000);
 
   test("events ingested on one instance reach WebSocket subscribers on the other, in order", async () => {
     const [first, second] = gateways as [RunningGateway, RunningGateway];

@@ -25,11 +25,11 @@ export interface PartitionRecords {
 }
 
 export type ProduceRequestOptions = Partial<
-  Pick<
-    CreateRecordsBatchOptions,
-    "transactionalId" | "compression" | "producerId" | "producerEpoch" | "sequences"
-  >
->;
+  Pick<CreateRecordsBatchOptions, "transactionalId" | "compression" | "producerId" | "producerEpoch">
+> & {
+  /** Each partition's first sequence, by `sequenceKey` (the client's NumericMap, or a SinkProducer's own). */
+  sequences?: Pick<CreateRecordsBatchOptions["sequences"] & object, "getWithDefault">;
+};
 
 /** Record batch v2, from baseOffset to the record count: every field before the records. */
 const BATCH_HEADER_BYTES = 61;

@@ -40,14 +40,8 @@ type ProduceApi = ((
 /**
  * Our Produce request builder behind the client's own response parser, for
  * each version it speaks: 7 to 11 in @platformatic/kafka 1.x, 3 to 11 in 2.x
- * (3 to 8 share one request layout), so both majors work unchanged.
- *
- * The client advances a partition's idempotence sequence by the messages it
- * sent there once they are acknowledged; each of its messages here carries
- * a partition's records (PartitionRecords), so the rest of their count is
- * added at the same moment. A failed request adds nothing (the client's
- * retries encode it again with the same sequence, and after a failed send the
- * writer replaces the producer).
+ * (3 to 8 share one request layout), so both majors work unchanged. A
+ * SinkProducer calls it with its own RecordSequences (see `produceWith`).
  */
 export const PRODUCE_APIS = new Map(
   Object.entries(kafka)
@@ -62,41 +56,92 @@ export const PRODUCE_APIS = new Map(
         parseResponse,
         api.version >= 9,
         api.version >= 9,
-      );
-      const counted: ProduceApi = Object.assign(
-        (
-          connection: unknown,
-          acks: number,
-          timeout: number,
-          messages: PartitionRecords[],
-          options: ProduceRequestOptions,
-          callback: Callback<unknown>,
-        ) => {
-          produce(
-            connection as never,
-            acks,
-            timeout,
-            messages,
-            options,
-            (error: Error | null, response: unknown) => {
-              if (!error && options.sequences) countRecords(messages, options.sequences);
-              callback(error, response);
-            },
-          );
-        },
-        { key: produce.key, version: produce.version, async: produce.async },
-      );
-      return [api.version, counted];
+      ) as unknown as ProduceApi;
+      return [api.version, produce];
     }),
 );
 
-/** Adds each message's records beyond the one the client counts to its partition's sequence. */
-function countRecords(
-  messages: readonly PartitionRecords[],
-  sequences: NonNullable<ProduceRequestOptions["sequences"]>,
-): void {
-  for (const message of messages)
-    sequences.postIncrement(sequenceKey(message.topic, message.partition), message.value.length - 1, 0);
+/** Kafka's sequences are non-negative int32s that wrap to 0 (DefaultRecordBatch.incrementSequence). */
+const SEQUENCE_WRAP = 2 ** 31;
+
+/**
+ * A producer's idempotence sequences, counted in records. Each client
+ * message here carries a partition's records (PartitionRecords), and the
+ * client counts messages: 1.x advances its sequences by one per message when
+ * acknowledged, 2.x when it sends them, and hands the request builder a copy
+ * (so adding the rest of the records to it, as this builder once did, was
+ * lost there, and every second write to a partition was refused as
+ * OUT_OF_ORDER_SEQUENCE_NUMBER; the client then took a new producer id and
+ * sent the whole request again, duplicating the partitions the broker had
+ * taken). So the batches are numbered here instead: a partition's next
+ * sequence is advanced by its records once the broker acknowledged them; a
+ * failed request advances nothing (the client's retries of it carry the same
+ * sequences, which the broker deduplicates). A new producer id or epoch (the
+ * client's recovery) starts every partition over at 0. One entry per
+ * partition the producer wrote, owned by the producer.
+ */
+export class RecordSequences {
+  private producerId: bigint | undefined;
+  private producerEpoch: number | undefined;
+  private readonly next = new Map<string, number>();
+
+  /** These sequences for `producerId` at `producerEpoch`: forgotten when the id or epoch changed. */
+  of(producerId: bigint | undefined, producerEpoch: number | undefined): this {
+    if (producerId !== this.producerId || producerEpoch !== this.producerEpoch) {
+      this.producerId = producerId;
+      this.producerEpoch = producerEpoch;
+      this.next.clear();
+    }
+    return this;
+  }
+
+  /** The first sequence of the next batch for `key` (topic:partition), as the request builder reads it. */
+  getWithDefault(key: string, fallback: number): number {
+    return this.next.get(key) ?? fallback;
+  }
+
+  /** Counts the records of an acknowledged request. */
+  acknowledged(messages: readonly PartitionRecords[]): void {
+    for (const message of messages) {
+      const key = sequenceKey(message.topic, message.partition);
+      this.next.set(key, ((this.next.get(key) ?? 0) + message.value.length) % SEQUENCE_WRAP);
+    }
+  }
+}
+
+/**
+ * `produce` numbering its batches with `sequences` instead of the client's
+ * (when the client asked for idempotence, i.e. passed sequences at all).
+ */
+function produceWith(produce: ProduceApi, sequences: RecordSequences): ProduceApi {
+  return Object.assign(
+    (
+      connection: unknown,
+      acks: number,
+      timeout: number,
+      messages: PartitionRecords[],
+      options: ProduceRequestOptions,
+      callback: Callback<unknown>,
+    ) => {
+      if (options.sequences === undefined) {
+        produce(connection, acks, timeout, messages, options, callback);
+        return;
+      }
+      const ours = sequences.of(options.producerId, options.producerEpoch);
+      produce(
+        connection,
+        acks,
+        timeout,
+        messages,
+        { ...options, sequences: ours },
+        (error: Error | null, response: unknown) => {
+          if (!error) ours.acknowledged(messages);
+          callback(error, response);
+        },
+      );
+    },
+    { key: produce.key, version: produce.version, async: produce.async },
+  );
 }
 
 /**
@@ -109,6 +154,10 @@ function countRecords(
  * and encodes the Produce request itself, writing each record once.
  */
 export class SinkProducer extends Producer<string, readonly SinkMessage[], string, string> {
+  private readonly sequences = new RecordSequences();
+  /** Our Produce API per version the client negotiated (a handful at most), numbering with `sequences`. */
+  private readonly produceApis = new Map<number, ProduceApi>();
+
   override [kGetApi]<RequestArguments extends Array<unknown>, ResponseType>(
     name: string,
     callback: Callback<API<RequestArguments, ResponseType>>,
@@ -118,12 +167,17 @@ export class SinkProducer extends Producer<string, readonly SinkMessage[], strin
       return;
     }
     super[kGetApi]<RequestArguments, ResponseType>(name, (error, negotiated) => {
-      const ours = negotiated && PRODUCE_APIS.get(negotiated.version);
-      if (error || !ours) {
+      const produce = negotiated && PRODUCE_APIS.get(negotiated.version);
+      if (error || !produce) {
         callback(
           error ?? new UnsupportedApiError(`No Produce request builder for version ${negotiated?.version}`),
         );
         return;
+      }
+      let ours = this.produceApis.get(negotiated.version);
+      if (ours === undefined) {
+        ours = produceWith(produce, this.sequences);
+        this.produceApis.set(negotiated.version, ours);
       }
       callback(null, ours as unknown as API<RequestArguments, ResponseType>);
     });

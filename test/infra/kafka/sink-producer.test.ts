@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import * as kafka from "@platformatic/kafka";
-import { PRODUCE_APIS, toPartitions } from "../../../src/infra/kafka/sink-producer.ts";
+import type { PartitionRecords } from "../../../src/infra/kafka/produce-request.ts";
+import { PRODUCE_APIS, RecordSequences, toPartitions } from "../../../src/infra/kafka/sink-producer.ts";
 import type { SinkMessage } from "../../../src/ports/sink.ts";
 
 /** The Produce versions this client can negotiate: each is a `produceV<N>` export. */
@@ -39,5 +40,30 @@ describe("SinkProducer", () => {
         expect(message.partition).toBe(
           kafka.defaultPartitioner({ topic: "events" }, Buffer.from(record.key)),
         );
+  });
+});
+
+describe("RecordSequences", () => {
+  // Only the records' count matters here.
+  const written = (partition: number, records: number): PartitionRecords => ({
+    topic: "events",
+    partition,
+    value: { length: records } as unknown as SinkMessage[],
+  });
+
+  test("a partition's next batch starts after the records acknowledged, a new producer id or epoch at 0, and the count wraps at 2^31", () => {
+    const sequences = new RecordSequences().of(7n, 0);
+    expect(sequences.getWithDefault("events:1", 0)).toBe(0);
+    sequences.acknowledged([written(1, 100), written(2, 3)]);
+    sequences.acknowledged([written(1, 10)]);
+    expect(sequences.of(7n, 0).getWithDefault("events:1", 0)).toBe(110);
+    expect(sequences.getWithDefault("events:2", 0)).toBe(3);
+    expect(sequences.of(7n, 1).getWithDefault("events:1", 0)).toBe(0);
+    sequences.acknowledged([written(1, 4)]);
+    expect(sequences.of(8n, 1).getWithDefault("events:1", 0)).toBe(0);
+    const wrapping = new RecordSequences().of(1n, 0);
+    for (let i = 0; i < 2; i++) wrapping.acknowledged([written(0, 2 ** 30 - 1)]);
+    wrapping.acknowledged([written(0, 5)]);
+    expect(wrapping.getWithDefault("events:0", 0)).toBe(3);
   });
 });
