@@ -74,6 +74,19 @@ function channelRefusal(principal: Principal, channel: string | undefined): stri
 export function ingestRoute(options: IngestOptions, deps: IngestDependencies): Route {
   // Every request waits for its acknowledgement with the same time limit: one timer for all of them.
   const acknowledgements = new Deadlines(options.ackTimeoutMs);
+  /**
+   * The headers of the last records without trace context, frozen: the next
+   * request of the same tenant and type shares them, so the sinks, which
+   * serialise and measure a headers object once per run of it (the local
+   * log's line, the record sizes), do that once per run of such requests.
+   */
+  let untraced: SinkMessage["headers"] | undefined;
+  const headersOf = (record: EventRecord, trace: TraceContext | undefined): SinkMessage["headers"] => {
+    if (trace !== undefined) return sinkHeaders(record, trace);
+    if (untraced?.tenant !== record.tenant || untraced.type !== record.type)
+      untraced = Object.freeze(sinkHeaders(record, undefined));
+    return untraced;
+  };
   const ingest = async (
     request: HttpRequest,
     principal: Principal,
@@ -122,7 +135,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       if (!result.ok) refusal = result;
       else {
         const channelProblem = channelRefusal(principal, result.record.channel);
-        if (headers?.type !== result.record.type) headers = sinkHeaders(result.record, trace);
+        if (headers?.type !== result.record.type) headers = headersOf(result.record, trace);
         if (raw.ok && raw.headers !== undefined) result.record.headers = raw.headers;
         const record = result.record;
         // A plain record without an id gets one from normalizeRecord (a CloudEvent always has its own).
