@@ -273,20 +273,32 @@ export class DeliveryQueue implements RecordQueue {
    * refuses one of them for good or refuses their topic. It never throws.
    */
   enqueue(messages: SinkMessage[], until: "queued" | "acknowledged"): Promise<void> {
-    const sizes = messages.map(recordBytes);
+    const sizes: number[] = new Array(messages.length);
+    const lanes: Lane[] = new Array(messages.length);
     let largest = 0;
-    // Per topic: a request's records nearly always share one.
+    // Per topic: a request's records nearly always share one, so its lane is looked up once per run.
+    // Plain loops: no closure over this request's state per request.
     const demand = new Map<Lane, { records: number; bytes: number }>();
-    messages.forEach((message, index) => {
-      const size = sizes[index] as number;
+    let lane: Lane | undefined;
+    let need = { records: 0, bytes: 0 };
+    for (let index = 0; index < messages.length; index++) {
+      const message = messages[index] as SinkMessage;
+      const size = recordBytes(message);
+      sizes[index] = size;
       if (size > largest) largest = size;
-      const lane = this.lane(message.topic);
-      const need = demand.get(lane);
-      if (need) {
-        need.records++;
-        need.bytes += size;
-      } else demand.set(lane, { records: 1, bytes: size });
-    });
+      if (lane?.topic !== message.topic) {
+        lane = this.lane(message.topic);
+        const known = demand.get(lane);
+        if (known) need = known;
+        else {
+          need = { records: 0, bytes: 0 };
+          demand.set(lane, need);
+        }
+      }
+      lanes[index] = lane;
+      need.records++;
+      need.bytes += size;
+    }
     const refusal = this.refusal(demand, largest);
     if (refusal) return Promise.reject(refusal);
     let ticket!: Ticket;
@@ -301,12 +313,13 @@ export class DeliveryQueue implements RecordQueue {
       settled = Promise.resolve();
     }
     let readyToSend = false;
-    messages.forEach((message, index) => {
-      const queue = this.writerQueue(this.lane(message.topic), message);
+    for (let index = 0; index < messages.length; index++) {
+      const message = messages[index] as SinkMessage;
+      const queue = this.writerQueue(lanes[index] as Lane, message);
       queue.push({ message, bytes: sizes[index] as number, ticket });
       if (queue.pendingBytes >= this.options.batchBytes) readyToSend = true;
-    });
-    for (const [lane, need] of demand) this.count(lane, need.records, need.bytes);
+    }
+    for (const [demanded, { records, bytes }] of demand) this.count(demanded, records, bytes);
     if (readyToSend) this.pump();
     else this.schedulePump();
     return settled;
