@@ -23,6 +23,16 @@ export interface FanoutTrace {
   tracestate?: string;
 }
 
+/**
+ * Where a record's `dataJson` already lies as UTF-8 (its Kafka value holds
+ * it): `valueBytes` from `dataStart` to `dataEnd`; `dataStart` is -1 when not known.
+ */
+export interface RecordDataBytes {
+  readonly valueBytes: Buffer;
+  readonly dataStart: number;
+  readonly dataEnd: number;
+}
+
 export interface DeliveredMessage extends FanoutMessage {
   position: EventPosition;
 }
@@ -87,9 +97,15 @@ export interface FanoutBus {
    * Ingested records: each with a channel is published as `publish` would
    * its message (tenant, channel, `dataJson`, the record's type and id, `ts`,
    * the publisher's trace context), with no message object per record in
-   * between; records without a channel are skipped.
+   * between; records without a channel are skipped. `dataBytes[i]`, when
+   * given, says where record i's `dataJson` lies as bytes, to be copied as they are.
    */
-  publishRecords(records: readonly EventRecord[], ts: number, trace: FanoutTrace | undefined): Promise<void>;
+  publishRecords(
+    records: readonly EventRecord[],
+    ts: number,
+    trace: FanoutTrace | undefined,
+    dataBytes?: readonly RecordDataBytes[],
+  ): Promise<void>;
   close(): Promise<void>;
   /** The live reader's position on the partition of `key`; undefined until it reads. */
   head(key: string): LivePosition | undefined;

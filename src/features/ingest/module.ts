@@ -11,6 +11,7 @@ import type { SchemaValidator } from "../../ports/schemas.ts";
 import type { RecordQueue } from "../../ports/sink.ts";
 import type { HttpRequest } from "../../ports/transport.ts";
 import type { RecordDedup } from "./dedup.ts";
+import type { RecordMessage } from "./record-value.ts";
 import { type IngestOptions, ingestRoute } from "./route.ts";
 
 export interface IngestModuleDependencies {
@@ -27,11 +28,15 @@ export interface IngestModuleDependencies {
 
 /** POST /v1/events; accepted records with a `channel` also go to the fan-out bus. */
 export function createIngestModule(options: IngestOptions, deps: IngestModuleDependencies): Module {
-  const fanOut = (records: EventRecord[], trace: TraceContext | undefined) => {
+  const fanOut = (
+    records: EventRecord[],
+    trace: TraceContext | undefined,
+    messages: readonly RecordMessage[],
+  ) => {
     // Live fan-out is best effort: the records themselves are already in the events topic.
     // One time for the request's records: the fan-out bus then writes their shared headers once.
     deps.bus
-      .publishRecords(records, Date.now(), trace)
+      .publishRecords(records, Date.now(), trace, messages)
       .catch((error) => deps.log.debug({ err: error }, "fan-out of ingested records skipped"));
   };
   return {

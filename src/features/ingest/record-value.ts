@@ -20,6 +20,7 @@ const FIXED_BYTES = '{"id":,"type":"","data":,"tenant":"","receivedAt":""}'.leng
 const TS_BYTES = ',"ts":'.length;
 const CHANNEL_BYTES = ',"channel":""'.length;
 const KEY_BYTES = ',"key":'.length;
+const AFTER_DATA_BYTES = ',"tenant":"","receivedAt":""}'.length;
 
 /** An empty buffer for messages whose values are not written yet. */
 const NOT_WRITTEN = Buffer.alloc(0);
@@ -32,6 +33,9 @@ const NOT_WRITTEN = Buffer.alloc(0);
  */
 export class RecordMessage implements SinkMessage {
   valueBytes: Buffer = NOT_WRITTEN;
+  /** Where the record's `data` lies in `valueBytes` (see `RecordValues.locateData`): the fan-out record copies it. */
+  dataStart = -1;
+  dataEnd = -1;
   constructor(
     readonly topic: string,
     readonly key: string,
@@ -75,9 +79,15 @@ export class RecordValues {
   private bytes = 0;
   /** The bytes of every value of the request besides its own parts. */
   private readonly shared: number;
+  /** The bytes after a value's `data`: `,"tenant":"…","receivedAt":"…"}`. */
+  private readonly afterData: number;
+  /** The UTF-8 length of `data` in the value measured last. */
+  private measuredData = 0;
 
   constructor(tenant: string, receivedAt: string) {
-    this.shared = FIXED_BYTES + utf8Length(tenant) + receivedAt.length;
+    const tenantBytes = utf8Length(tenant);
+    this.shared = FIXED_BYTES + tenantBytes + receivedAt.length;
+    this.afterData = AFTER_DATA_BYTES + tenantBytes + receivedAt.length;
   }
 
   /**
@@ -88,14 +98,19 @@ export class RecordValues {
    */
   measure(record: EventRecord, dataBytes: number, idGenerated: boolean): number {
     let bytes =
-      this.shared +
-      (idGenerated ? record.id.length + 2 : quotedLength(record.id)) +
-      record.type.length +
-      (dataBytes >= 0 ? dataBytes : utf8Length(record.dataJson));
+      this.shared + (idGenerated ? record.id.length + 2 : quotedLength(record.id)) + record.type.length;
+    this.measuredData = dataBytes >= 0 ? dataBytes : utf8Length(record.dataJson);
+    bytes += this.measuredData;
     if (record.tsJson !== undefined) bytes += TS_BYTES + utf8Length(record.tsJson);
     if (record.channel !== undefined) bytes += CHANNEL_BYTES + record.channel.length;
     if (record.key !== undefined) bytes += KEY_BYTES + quotedLength(record.key);
     return bytes;
+  }
+
+  /** Sets where `message`'s `data` will lie, `message` being that of the value measured last (its `data` comes right before the tenant). */
+  locateData(message: RecordMessage): void {
+    message.dataEnd = message.valueEnd - this.afterData;
+    message.dataStart = message.dataEnd - this.measuredData;
   }
 
   /** Adds `record`'s value, of `length` bytes (`measure`'s answer for it); answers where it ends. */

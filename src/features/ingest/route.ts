@@ -35,8 +35,12 @@ export interface IngestDependencies extends CallerChecks {
   metrics: Metrics;
   /** Per-record deduplication by id, for the tenants that asked for it. */
   dedup: RecordDedup;
-  /** Hands accepted records with a `channel` to the fan-out (after they are queued), with the request's trace context. */
-  fanOut(records: EventRecord[], trace: TraceContext | undefined): void;
+  /**
+   * Hands accepted records with a `channel` to the fan-out (after they are
+   * queued), with the request's trace context and their Kafka messages (each
+   * record's `data` lies in its message's value bytes).
+   */
+  fanOut(records: EventRecord[], trace: TraceContext | undefined, messages: readonly RecordMessage[]): void;
 }
 
 interface RecordError {
@@ -149,6 +153,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
           values.length,
           values.length + valueLength,
         );
+        if (record.channel !== undefined) values.locateData(message);
         if (channelProblem !== undefined) refusal = { reason: channelProblem, code: "forbidden_channel" };
         else if (!deps.queue.fits(message)) {
           refusal = {
@@ -217,7 +222,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
           ),
       );
     deps.metrics.eventsAccepted.inc(accepted.length);
-    deps.fanOut(accepted, trace);
+    deps.fanOut(accepted, trace, messages);
     // All accepted (the usual answer): the same text JSON.stringify makes, without walking the object.
     return errors.length === 0 && duplicates === undefined
       ? jsonText(202, `{"accepted":${acknowledged},"rejected":0,"errors":[]}`, ownHeaders, sharedHeaders)

@@ -15,6 +15,7 @@ import {
   type LivePosition,
   type LogRead,
   type LogReadResult,
+  type RecordDataBytes,
 } from "../../ports/fanout-bus.ts";
 import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { KafkaConnectionOptions } from "./client-options.ts";
@@ -103,8 +104,13 @@ export class KafkaFanoutBus implements FanoutBus {
     return this.queue.enqueue(toFanoutRecords(this.topic, messages), "acknowledged");
   }
 
-  publishRecords(records: readonly EventRecord[], ts: number, trace: FanoutTrace | undefined): Promise<void> {
-    const fanout = ingestedFanoutRecords(this.topic, records, ts, trace);
+  publishRecords(
+    records: readonly EventRecord[],
+    ts: number,
+    trace: FanoutTrace | undefined,
+    dataBytes?: readonly RecordDataBytes[],
+  ): Promise<void> {
+    const fanout = ingestedFanoutRecords(this.topic, records, ts, trace, dataBytes);
     return fanout.length === 0 ? NOTHING_TO_PUBLISH : this.queue.enqueue(fanout, "acknowledged");
   }
 
@@ -476,13 +482,15 @@ function sameSharedHeaders(a: FanoutMessage, b: FanoutMessage): boolean {
  * `toFanoutRecords` of the messages `publishRecords` stands for, built from
  * the records themselves: one object per record on its way to the encoder
  * (no FanoutMessage in between). A request's records share a tenant; per
- * channel and type they share one key and one headers object.
+ * channel and type they share one key and one headers object. With
+ * `dataBytes`, a record's value is the bytes its `dataJson` already has.
  */
 export function ingestedFanoutRecords(
   topic: string,
   records: readonly EventRecord[],
   ts: number,
   trace: FanoutTrace | undefined,
+  dataBytes?: readonly RecordDataBytes[],
 ): SinkMessage[] {
   const fanout: SinkMessage[] = [];
   let channels:
@@ -511,10 +519,16 @@ export function ingestedFanoutRecords(
       shared = { tenant: record.tenant, type: record.type, key: `${record.tenant}/${channel}`, headers };
       channels.set(channel, shared);
     }
+    // The payload's bytes, where the record's value holds them: copied, not measured and encoded again.
+    const data = dataBytes?.[i];
+    const known = data !== undefined && data.dataStart >= 0;
     fanout.push({
       topic,
       key: shared.key,
       value: record.dataJson,
+      valueBytes: known ? data.valueBytes : undefined,
+      valueStart: known ? data.dataStart : undefined,
+      valueEnd: known ? data.dataEnd : undefined,
       headers: shared.headers,
       ownHeader: RECORD_ID_HEADER,
       ownHeaderValue: record.id,

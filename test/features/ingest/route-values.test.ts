@@ -1,5 +1,7 @@
 import { expect, test } from "bun:test";
 import type { Principal } from "../../../src/domain/principal.ts";
+import type { EventRecord } from "../../../src/domain/record.ts";
+import type { RecordMessage } from "../../../src/features/ingest/record-value.ts";
 import { ingestRoute } from "../../../src/features/ingest/route.ts";
 import { deadLetterFor } from "../../../src/infra/delivery/dead-letter.ts";
 import { recordBytes } from "../../../src/infra/delivery/record-size.ts";
@@ -14,6 +16,9 @@ const principal: Principal = {
   channels: undefined,
   expiresAt: Date.now() + 60_000,
 };
+
+/** What the route handed to the fan-out: the accepted records and their messages. */
+let fannedOut: { records: EventRecord[]; messages: readonly RecordMessage[] } | undefined;
 
 /** Posts `body` to the ingest route; answers the messages it queued. */
 async function ingest(body: Buffer): Promise<SinkMessage[]> {
@@ -34,7 +39,9 @@ async function ingest(body: Buffer): Promise<SinkMessage[]> {
       },
       metrics: createMetrics("test", "0"),
       dedup: { windowMs: () => undefined, store: undefined as never },
-      fanOut: () => {},
+      fanOut: (records, _trace, messages) => {
+        fannedOut = { records, messages };
+      },
     },
   );
   const request: HttpRequest = {
@@ -83,4 +90,29 @@ test("each record's value is written as bytes: data and ts as sent (their text),
     const letter = deadLetterFor(message, "dlq", "MESSAGE_TOO_LARGE", 1_000_000).value;
     expect(letter).toContain(`,"record":${message.value}}`);
   }
+});
+
+test("a record with a channel tells the fan-out where its data lies in its value's bytes: exactly its data text's UTF-8", async () => {
+  const body = Buffer.concat([
+    Buffer.from(
+      '[{"type":"t","channel":"a","data":{"n":9007199254740993, "f":1.50}},' +
+        '{"type":"t","id":"a\\"b\\u00e9","key":"k\\u0000ü","ts":"2026-12-05T00:00:00Z","channel":"b","data":{"s":"\\u00e9"}},' +
+        '{"type":"u","data":{"s":"no channel"}},{"type":"u","channel":"c","data":{"s":"é 𝄞"},"ts":17},' +
+        '{"type":"t","channel":"d","data":{"s":"',
+    ),
+    Buffer.from([0xff, 0xc3]),
+    Buffer.from('"}}]'),
+  ]);
+  await ingest(body);
+  const { records, messages } = fannedOut as NonNullable<typeof fannedOut>;
+  expect(records.map((record) => record.channel)).toEqual(["a", "b", undefined, "c", "d"]);
+  records.forEach((record, i) => {
+    const message = messages[i] as RecordMessage;
+    if (record.channel === undefined) {
+      expect(message.dataStart).toBe(-1);
+      return;
+    }
+    const data = message.valueBytes.subarray(message.dataStart, message.dataEnd);
+    expect(data.equals(Buffer.from(record.dataJson))).toBe(true);
+  });
 });

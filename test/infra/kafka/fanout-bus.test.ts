@@ -5,6 +5,7 @@ import {
   ingestedFanoutRecords,
   toFanoutRecords,
 } from "../../../src/infra/kafka/fanout-bus.ts";
+import { encodeRecordBatch } from "../../../src/infra/kafka/produce-request.ts";
 import { type FanoutMessage, fanoutMessagesOf } from "../../../src/ports/fanout-bus.ts";
 import { headersOf as allHeadersOf, type SinkMessage } from "../../../src/ports/sink.ts";
 
@@ -109,6 +110,31 @@ test("ingested records become the fan-out records their messages would: same key
       undefined,
     ),
   ).toEqual([]);
+});
+
+test("with the records' data as bytes, fan-out records copy them: the same batch as from the text", () => {
+  const records: EventRecord[] = ["a", undefined, "b", "a"].map((channel, i) => ({
+    id: `r-${i}`,
+    type: "click",
+    dataJson: `{"i":${i},"s":"ü 𝄞"}`,
+    tenant: "acme",
+    receivedAt: "2026-12-05T00:00:00.000Z",
+    ...(channel === undefined ? {} : { channel }),
+  }));
+  // The data of records 0 and 2 (unknown for 3: its text is used) inside one buffer, as the ingest route's values hold them.
+  const texts = records.map((record) => Buffer.from(record.dataJson));
+  const valueBytes = Buffer.concat([Buffer.from("{…"), ...texts]);
+  let at = Buffer.byteLength("{…");
+  const dataBytes = texts.map((text, i) => {
+    const span = { valueBytes, dataStart: i === 3 ? -1 : at, dataEnd: i === 3 ? -1 : at + text.length };
+    at += text.length;
+    return span;
+  });
+  const fromBytes = ingestedFanoutRecords("fanout", records, 1, undefined, dataBytes);
+  const fromText = ingestedFanoutRecords("fanout", records, 1, undefined);
+  expect(fromBytes.map((record) => record.valueBytes !== undefined)).toEqual([true, true, false]);
+  const batch = (sent: SinkMessage[]) => encodeRecordBatch("fanout", 0, sent, {}, 1);
+  expect(batch(fromBytes).equals(batch(fromText))).toBe(true);
 });
 
 test("records not written by a gateway are skipped, never delivered as broken frames", () => {
