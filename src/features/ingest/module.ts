@@ -26,6 +26,8 @@ export interface IngestModuleDependencies {
   log: Logger;
 }
 
+const hasChannel = (record: EventRecord): boolean => record.channel !== undefined;
+
 /** POST /v1/events; accepted records with a `channel` also go to the fan-out bus. */
 export function createIngestModule(options: IngestOptions, deps: IngestModuleDependencies): Module {
   const fanOut = (
@@ -33,6 +35,8 @@ export function createIngestModule(options: IngestOptions, deps: IngestModuleDep
     trace: TraceContext | undefined,
     messages: readonly RecordMessage[],
   ) => {
+    // Most requests' records have no channel: no clock read, fan-out call or promise for them.
+    if (!records.some(hasChannel)) return;
     // Live fan-out is best effort: the records themselves are already in the events topic.
     // One time for the request's records: the fan-out bus then writes their shared headers once.
     deps.bus
