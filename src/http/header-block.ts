@@ -1,3 +1,4 @@
+import { PairMemo } from "../lib/pair-memo.ts";
 import type { HeaderBlock, HttpReply } from "../ports/transport.ts";
 
 /**
@@ -13,7 +14,9 @@ export function headerBlock(fields: Readonly<Record<string, string>>): HeaderBlo
 }
 
 /** Blocks joined before, by their first and then second block; weak, so they go with their blocks. */
-const joined = new WeakMap<HeaderBlock, WeakMap<HeaderBlock, HeaderBlock>>();
+const joined = new PairMemo((first: HeaderBlock, second: HeaderBlock) =>
+  headerBlock({ ...first.fields, ...second.fields }),
+);
 
 /**
  * One block of `first`'s fields and then `second`'s, which win on a name
@@ -21,17 +24,7 @@ const joined = new WeakMap<HeaderBlock, WeakMap<HeaderBlock, HeaderBlock>>();
  * RateLimit fields, under the router's policy block) and kept while both are.
  */
 export function joinBlocks(first: HeaderBlock, second: HeaderBlock): HeaderBlock {
-  let bySecond = joined.get(first);
-  if (bySecond === undefined) {
-    bySecond = new WeakMap();
-    joined.set(first, bySecond);
-  }
-  let block = bySecond.get(second);
-  if (block === undefined) {
-    block = headerBlock({ ...first.fields, ...second.fields });
-    bySecond.set(second, block);
-  }
-  return block;
+  return joined.get(first, second);
 }
 
 /** A reply's headers as one object: its own, then its shared block's, which win on a name both have. */

@@ -26,16 +26,18 @@ interface ClientProduceApi {
   parseResponse: Parameters<typeof createAPI>[3];
 }
 
-/** A Produce API as the client calls it: a connection, the request's arguments, a callback. */
-type ProduceApi = ((
+/** A Produce call as the client makes it: a connection, the request's arguments, a callback. */
+type ProduceCall = (
   connection: unknown,
   acks: number,
   timeout: number,
   messages: PartitionRecords[],
   options: ProduceRequestOptions,
   callback: Callback<unknown>,
-) => void) &
-  Pick<API<unknown[], unknown>, "key" | "version" | "async">;
+) => void;
+
+/** A Produce API: the call, and what the client reads of the API beside it. */
+type ProduceApi = ProduceCall & Pick<API<unknown[], unknown>, "key" | "version" | "async">;
 
 /**
  * Our Produce request builder behind the client's own response parser, for
@@ -114,34 +116,18 @@ export class RecordSequences {
  * (when the client asked for idempotence, i.e. passed sequences at all).
  */
 function produceWith(produce: ProduceApi, sequences: RecordSequences): ProduceApi {
-  return Object.assign(
-    (
-      connection: unknown,
-      acks: number,
-      timeout: number,
-      messages: PartitionRecords[],
-      options: ProduceRequestOptions,
-      callback: Callback<unknown>,
-    ) => {
-      if (options.sequences === undefined) {
-        produce(connection, acks, timeout, messages, options, callback);
-        return;
-      }
-      const ours = sequences.of(options.producerId, options.producerEpoch);
-      produce(
-        connection,
-        acks,
-        timeout,
-        messages,
-        { ...options, sequences: ours },
-        (error: Error | null, response: unknown) => {
-          if (!error) ours.acknowledged(messages);
-          callback(error, response);
-        },
-      );
-    },
-    { key: produce.key, version: produce.version, async: produce.async },
-  );
+  const call: ProduceCall = (connection, acks, timeout, messages, options, callback) => {
+    if (options.sequences === undefined) {
+      produce(connection, acks, timeout, messages, options, callback);
+      return;
+    }
+    const ours = sequences.of(options.producerId, options.producerEpoch);
+    produce(connection, acks, timeout, messages, { ...options, sequences: ours }, (error, response) => {
+      if (!error) ours.acknowledged(messages);
+      callback(error, response);
+    });
+  };
+  return Object.assign(call, { key: produce.key, version: produce.version, async: produce.async });
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { Server, ServerWebSocket } from "bun";
 import { replyHeaders } from "../../http/header-block.ts";
+import { PairMemo } from "../../lib/pair-memo.ts";
 import type {
   GatewayApp,
   HeaderBlock,
@@ -257,21 +258,14 @@ function toResponse(reply: HttpReply): Response {
 /** The key for a reply with a shared block and no headers of its own. */
 const NO_OWN_HEADERS = Object.freeze({});
 /** Bun Headers made once per frozen (shared) own-headers object and header block; weak, so they go with them. */
-const madeHeaders = new WeakMap<object, WeakMap<HeaderBlock, Headers>>();
+const madeHeaders = new PairMemo(
+  (own: Readonly<Record<string, string>>, block: HeaderBlock) =>
+    new Headers(Object.assign({}, own, block.fields)),
+);
 
 /** The Headers of frozen own headers (or none: NO_OWN_HEADERS) and a block, made once per pair. */
 function blockHeaders(own: Readonly<Record<string, string>>, block: HeaderBlock): Headers {
-  let byBlock = madeHeaders.get(own);
-  if (byBlock === undefined) {
-    byBlock = new WeakMap();
-    madeHeaders.set(own, byBlock);
-  }
-  let headers = byBlock.get(block);
-  if (headers === undefined) {
-    headers = new Headers(Object.assign({}, own, block.fields));
-    byBlock.set(block, headers);
-  }
-  return headers;
+  return madeHeaders.get(own, block);
 }
 
 /**
