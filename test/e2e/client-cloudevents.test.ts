@@ -33,12 +33,12 @@ describe.each(RUNTIMES)("the official client's CloudEventClient against the gate
 
   test("batched CloudEvents land as records with ce_* headers; answers lost in transit are retried and written once", async () => {
     // Every first attempt reaches the gateway but its answer is lost: the client sends the same batch again.
-    const answers: Array<{ status: number; body: Record<string, unknown> }> = [];
+    const answers: Array<{ status: number; body: Record<string, unknown>; replayed: string | null }> = [];
     let attempt = 0;
     const losingFetch: FetchLike = async (url, init) => {
       const response = await fetch(url, init);
       const body = (await response.json()) as Record<string, unknown>;
-      answers.push({ status: response.status, body });
+      answers.push({ status: response.status, body, replayed: response.headers.get("idempotency-replayed") });
       if (attempt++ % 2 === 0) throw new TypeError("network error: the answer was lost");
       return Response.json(body, { status: response.status, headers: response.headers });
     };
@@ -73,10 +73,12 @@ describe.each(RUNTIMES)("the official client's CloudEventClient against the gate
     );
     await events.flush();
     expect(events.stats).toMatchObject({ accepted: 6, rejected: 0, dropped: 0, retries: 2 });
-    // Two batches (3 + 3), each sent twice: the second copy was acknowledged as duplicates, not written.
+    // Two batches (3 + 3), each sent twice with its Idempotency-Key: the second copy got the first
+    // answer again, replayed, and wrote nothing (per-record deduplication had nothing left to catch).
     expect(answers.map((answer) => answer.status)).toEqual([202, 202, 202, 202]);
+    expect(answers.map((answer) => answer.replayed)).toEqual([null, "true", null, "true"]);
     expect(answers.map((answer) => (answer.body.duplicates as unknown[] | undefined)?.length ?? 0)).toEqual([
-      0, 3, 0, 3,
+      0, 0, 0, 0,
     ]);
     await events.close();
 

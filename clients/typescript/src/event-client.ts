@@ -112,6 +112,13 @@ interface Batch {
   /** NDJSON, one record a line. */
   body: string;
   bytes: number;
+  /**
+   * The batch's `Idempotency-Key` (an sf-string), sent with every attempt of
+   * these bytes: a retry of a request the gateway wrote but whose answer was
+   * lost gets the first answer again, and nothing is written twice. Records
+   * put back in the buffer go out in a new batch, with a key of its own.
+   */
+  key: string;
 }
 
 type Outcome =
@@ -215,8 +222,10 @@ function untilOnline(signal: AbortSignal): Promise<void> {
  * gzipped where the platform can, one request at a time so records keep
  * their order. Failed requests are retried with jittered exponential backoff
  * (after `Retry-After` when the gateway sends one, up to `maxRetryAfterMs`);
- * a 401 gets one fresh token and the same bytes again; every record carries
- * an id that stays the same across retries and restarts. Memory is bounded:
+ * a 401 gets one fresh token and the same bytes again; every attempt of a
+ * batch carries the same `Idempotency-Key`, so the gateway writes a retried
+ * batch once; every record carries an id that stays the same across retries
+ * and restarts. Memory is bounded:
  * past `maxBufferRecords` or `maxBufferBytes` new records are dropped and
  * counted. `EventClient` and `CloudEventClient` are its two faces: what a
  * record is, and how a batch is framed.
@@ -450,7 +459,7 @@ export abstract class BatchingClient {
     for (const record of records) this.bufferBytes -= record.bytes;
     const { open, separator, close } = this.encoding;
     const body = open + records.map((record) => record.line).join(separator) + close;
-    const batch: Batch = { records, body, bytes };
+    const batch: Batch = { records, body, bytes, key: `"${uuidv7()}"` };
     this.inFlight.add(batch);
     return batch;
   }
@@ -498,7 +507,7 @@ export abstract class BatchingClient {
         const token = await resolveToken(this.options.token, refresh);
         this.lastToken = token;
         const response = await untilAborted(
-          this.post(payload.body, payload.size, payload.gzip, token),
+          this.post(payload.body, payload.size, payload.gzip, token, batch.key),
           this.abort.signal,
         );
         this.reachable = true;
@@ -558,11 +567,18 @@ export abstract class BatchingClient {
    * a request is sent with `keepalive` whenever it fits in the browser's
    * budget, so it survives the page being closed mid-request.
    */
-  private post(body: string | Uint8Array, size: number, gzip: boolean, token: string): Promise<Response> {
+  private post(
+    body: string | Uint8Array,
+    size: number,
+    gzip: boolean,
+    token: string,
+    idempotencyKey: string,
+  ): Promise<Response> {
     const keepalive = this.stopPageHide !== undefined && size <= KEEPALIVE_BODY_LIMIT - this.keepaliveBytes;
     const headers: Record<string, string> = {
       authorization: `Bearer ${token}`,
       "content-type": this.encoding.contentType,
+      "idempotency-key": idempotencyKey,
     };
     if (gzip) headers["content-encoding"] = "gzip";
     const init: RequestInit = {
@@ -660,7 +676,7 @@ export abstract class BatchingClient {
         // leave storage now (else a reload would send them twice). Without that, they stay stored.
         const unstored = this.storage !== undefined && this.reachable;
         if (unstored) this.storage?.remove(ids);
-        untilAborted(this.post(batch.body, batch.bytes, false, token), this.abort.signal)
+        untilAborted(this.post(batch.body, batch.bytes, false, token, batch.key), this.abort.signal)
           .then((response): Outcome | Promise<Outcome> => {
             if (response.status !== 401) return this.interpret(batch, response);
             // No fresh token can be awaited here: the batch goes again with one.

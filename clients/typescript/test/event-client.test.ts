@@ -148,6 +148,24 @@ describe("EventClient retries", () => {
     await events.close();
   });
 
+  test("every attempt of a batch carries the batch's one Idempotency-Key (an sf-string); the next batch has its own", async () => {
+    const { fetch, sent } = scriptedFetch([
+      () => new Response("{}", { status: 503, headers: { "retry-after": "1" } }),
+      accepted,
+    ]);
+    const events = client({ fetch, maxBatchRecords: 2, retry: { initialDelayMs: 10 } });
+    for (let i = 0; i < 2; i++) events.enqueue(click(i));
+    await events.flush();
+    events.enqueue(click(2));
+    await events.flush();
+    const keys = sent.map((request) => request.headers["idempotency-key"]);
+    expect(keys).toHaveLength(3);
+    expect(keys[0]).toMatch(/^"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"$/);
+    expect(keys[1]).toBe(keys[0] as string);
+    expect(keys[2]).not.toBe(keys[0] as string);
+    await events.close();
+  });
+
   test("409 (a record with the same id, or the same Idempotency-Key, being written) is waited out and resent", async () => {
     const inFlight = { error: "duplicate_in_flight", message: "being written" };
     const { fetch, sent } = scriptedFetch([
