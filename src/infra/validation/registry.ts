@@ -1,9 +1,9 @@
 import Ajv2020, { type ValidateFunction } from "ajv/dist/2020.js";
-import addFormats from "ajv-formats";
 import { compareDecimal, isMultipleOf, parseDecimal } from "../../lib/decimal.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { ExactNumbers, SchemaValidator } from "../../ports/schemas.ts";
 import { RefreshedDocument } from "../remote/document.ts";
+import { addSchemaFormats } from "./formats.ts";
 import { loadSchemaDocuments, type S3ObjectClient } from "./sources.ts";
 
 export interface SchemaRegistry extends SchemaValidator {
@@ -211,7 +211,7 @@ function compileAll(schemas: Record<string, object>): Map<string, ValidateFuncti
   // A fresh instance per set: schemas of a replaced set (and their $ids) do not linger.
   // strict: false so vendor keywords in user schemas load; a schema that does not compile still fails the set.
   const ajv = new Ajv2020({ allErrors: false, strict: false });
-  addFormats.default(ajv);
+  addSchemaFormats(ajv);
   addExactKeywords(ajv);
   const validators = new Map<string, ValidateFunction>();
   for (const [type, schema] of Object.entries(schemas)) {

@@ -1,0 +1,73 @@
+import { describe, expect, test } from "bun:test";
+import Ajv2020 from "ajv/dist/2020.js";
+import { fullFormats } from "ajv-formats/dist/formats.js";
+import fc from "fast-check";
+import { addSchemaFormats, COMMON_URL, uri } from "../../../src/infra/validation/formats.ts";
+
+const fullUri = fullFormats.uri as (text: string) => boolean;
+
+/** Strings built from the characters URIs are made of, and a few that they are not. */
+const uriLike = fc
+  .array(
+    fc.oneof(
+      fc.constantFrom("http", "https", "ws", "a+b.c-d", "1x", "://", ":", "/", "//", "?", "#", "@", ":80"),
+      fc.constantFrom("%20", "%zz", "%4", "[::1]", "[v1.x]", "example.com", "127.0.0.1", "é", " ", "\n"),
+      fc.string({ unit: fc.constantFrom(..."azAZ09-._~!$&'()*+,;=:@/?#%[]<>\"{}|\\^` ") }),
+    ),
+    { maxLength: 8 },
+  )
+  .map((parts) => parts.join(""));
+
+describe("uri format", () => {
+  test("answers as ajv-formats' uri for any string", () => {
+    fc.assert(
+      fc.property(uriLike, (text) => uri(text) === fullUri(text)),
+      { numRuns: 20_000 },
+    );
+    fc.assert(
+      fc.property(fc.webUrl({ withQueryParameters: true, withFragments: true }), (text) => uri(text)),
+    );
+  });
+
+  test("every string the common-URL pattern takes is a uri for ajv-formats", () => {
+    fc.assert(
+      fc.property(uriLike, (text) => !COMMON_URL.test(text) || fullUri(text)),
+      { numRuns: 20_000 },
+    );
+  });
+
+  test("the usual URLs take the fast pattern; others fall back to the full check", () => {
+    for (const text of [
+      "https://example.com/bench",
+      "http://localhost:8080/a/b%20c?x=1&y=%2F#top",
+      "HTTPS://Shop.Example.org/p/123?ref=home",
+    ]) {
+      expect(COMMON_URL.test(text)).toBe(true);
+    }
+    // Userinfo and IP literals are URIs the fast pattern leaves to the full one.
+    for (const text of [
+      "https://user:pw@example.com/",
+      "http://[::1]:80/x",
+      "urn:isbn:0451450523",
+      "mailto:a@b.c",
+    ]) {
+      expect(COMMON_URL.test(text)).toBe(false);
+      expect(uri(text)).toBe(true);
+    }
+    for (const text of ["example.com", "/relative/path", "https://exa mple.com", "http://x/%zz", ""]) {
+      expect(uri(text)).toBe(false);
+    }
+  });
+
+  test("schemas compiled with the gateway's formats use it", () => {
+    const ajv = new Ajv2020({ strict: false });
+    addSchemaFormats(ajv);
+    const validate = ajv.compile({ type: "string", format: "uri" });
+    expect(validate("https://example.com/a")).toBe(true);
+    expect(validate("https://user@example.com/a")).toBe(true);
+    expect(validate("not a uri")).toBe(false);
+    const email = ajv.compile({ type: "string", format: "email" });
+    expect(email("someone@example.com")).toBe(true);
+    expect(email("nobody")).toBe(false);
+  });
+});
