@@ -180,6 +180,38 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
     expect(((await response.json()) as { error: string }).error).toBe("payload_too_large");
   });
 
+  test("bytes that are not UTF-8 are refused (400, or the NDJSON line alone), and UTF-8 reaches Kafka as sent", async () => {
+    const text = (title: string) =>
+      `{"type":"page_view","id":"utf8-${title.length}","data":{"url":"https://e.com/","title":"${title}"}}`;
+    const invalid = Buffer.concat([
+      Buffer.from(text("").slice(0, -3)),
+      Buffer.from([0xff, 0xfe]),
+      Buffer.from('"}}'),
+    ]);
+    const refused = await post(gateway, "/v1/events", invalid, ingestAuth);
+    expect(refused.status).toBe(400);
+    expect(JSON.parse(refused.text).error).toBe("malformed_json");
+    const ndjson = Buffer.concat([invalid, Buffer.from(`\n${text("é ✓ 😀")}\n`)]);
+    const partly = await post(gateway, "/v1/events", ndjson, {
+      ...ingestAuth,
+      "content-type": "application/x-ndjson",
+    });
+    expect(partly.status).toBe(202);
+    expect(JSON.parse(partly.text)).toMatchObject({ accepted: 1, rejected: 1, errors: [{ index: 0 }] });
+    const published = Buffer.concat([
+      Buffer.from('{"channel":"big","data":{"t":"'),
+      Buffer.from([0xc3]),
+      Buffer.from('"}}'),
+    ]);
+    expect((await post(gateway, "/v1/publish", published, publisherAuth)).status).toBe(400);
+    const [message] = await readTopic(topic, 2);
+    expect(message).toBeDefined();
+    const landed = await readTopic(topic, 2);
+    expect(landed.map((record) => record.value).find((value) => value.includes('"id":"utf8-'))).toContain(
+      '"title":"é ✓ 😀"',
+    );
+  });
+
   test("a 1 MiB body of bad NDJSON lines is a 400, and a gzip bomb a 413", async () => {
     const junk = "x\n".repeat(512 * 1024 - 8);
     const ndjson = { ...ingestAuth, "content-type": "application/x-ndjson" };

@@ -1,3 +1,4 @@
+import { isUtf8 } from "node:buffer";
 import { gunzip } from "node:zlib";
 import { GatewayError, type RecordErrorCode } from "../../domain/errors.ts";
 import { exactNumbersOf } from "../../lib/exact-numbers.ts";
@@ -128,6 +129,9 @@ export async function decodeBody(
   const text = Buffer.isBuffer(decoded)
     ? decoded
     : Buffer.from(decoded.buffer, decoded.byteOffset, decoded.byteLength);
+  // JSON text is UTF-8 (RFC 8259): invalid bytes would reach Kafka as U+FFFD, not as sent. One native pass.
+  const utf8 = isUtf8(text);
+  if (!utf8 && !ndjson) throw new GatewayError("malformed_json", "the body is not valid UTF-8");
   if (binaryEvent !== undefined) {
     if (ndjson) throw new GatewayError("unsupported_media_type", "a binary-mode CloudEvent's data is JSON");
     return [fromBinaryEvent(scanValue(text), binaryEvent, contentType)];
@@ -145,7 +149,7 @@ export async function decodeBody(
     return events.map(fromStructuredEvent);
   }
   const records = ndjson
-    ? scanNdjson(text, limits.maxRecords)
+    ? scanNdjson(text, limits.maxRecords, !utf8)
     : scanJson(text, limits.maxRecords, readRecord);
   if (records.length === 0) throw new GatewayError("bad_request", "the body holds no records");
   return records;
@@ -227,8 +231,12 @@ function scanJson(text: Buffer, maxRecords: number, read: ItemReader): RawRecord
   return records;
 }
 
-/** An NDJSON body: each non-blank line is one record, refused on its own when it does not parse. */
-function scanNdjson(text: Buffer, maxRecords: number): RawRecord[] {
+/**
+ * An NDJSON body: each non-blank line is one record, refused on its own when
+ * it does not parse or, in a body that is not all UTF-8 (`checkUtf8`), when
+ * the line is not.
+ */
+function scanNdjson(text: Buffer, maxRecords: number, checkUtf8: boolean): RawRecord[] {
   const records: RawRecord[] = [];
   let parsedAny = false;
   let lineStart = 0;
@@ -242,6 +250,7 @@ function scanNdjson(text: Buffer, maxRecords: number): RawRecord[] {
     if (records.length === maxRecords) throw tooManyRecords(maxRecords);
     let record: RawRecord;
     try {
+      if (checkUtf8 && !isUtf8(scanner.bytes)) throw SYNTAX_ERROR;
       record = readRecord(scanner, scanner.bytes as Buffer, "line");
       scanner.end();
     } catch (failure) {

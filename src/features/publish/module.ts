@@ -1,3 +1,4 @@
+import { isUtf8 } from "node:buffer";
 import { requireChannel } from "../../domain/channel.ts";
 import { GatewayError, isGatewayError } from "../../domain/errors.ts";
 import type { Principal } from "../../domain/principal.ts";
@@ -41,6 +42,8 @@ function parsePublishBody(bytes: Uint8Array): {
   dataJson: string | undefined;
 } {
   const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // JSON text is UTF-8 (RFC 8259): invalid bytes would be delivered as U+FFFD, not as sent.
+  if (!isUtf8(text)) throw new GatewayError("malformed_json", "the body is not valid UTF-8");
   // Its `data` is forwarded byte for byte: a key twice would be read differently by different consumers.
   const scanner = new JsonScanner(text, { rejectDuplicateKeys: true });
   let spans: RecordSpans;

@@ -110,15 +110,14 @@ describe("decodeBody", () => {
       Buffer.from('[{"note":"\u00e9té","data":{"a":"x\\u00e9"}},{"data":{"b":"'),
       Buffer.from("é"),
       Buffer.from('"}},{"data":{"c":"'),
-      // Not UTF-8: decoded as U+FFFD, so its bytes are not its text.
-      Buffer.from([0xff]),
+      Buffer.from("ü"),
       Buffer.from('"},"type":"t\u00e9"}]'),
     ]);
     const records = await decodeBody(body, "application/json", undefined, LIMITS);
     expect(records.map((raw) => (raw.ok ? [raw.dataJson, raw.dataBytes] : raw.code))).toEqual([
       ['{"a":"x\\u00e9"}', 15],
       ['{"b":"é"}', -1],
-      ['{"c":"\ufffd"}', -1],
+      ['{"c":"ü"}', -1],
     ]);
   });
 
@@ -165,6 +164,23 @@ describe("decodeBody", () => {
     expect(await codeOf(decodeBody(bytes(mixed), "application/x-ndjson", undefined, LIMITS))).toBe(
       "payload_too_large",
     );
+  });
+
+  test("a body that is not UTF-8 is a 400; in NDJSON only its bad lines are refused", async () => {
+    const bad = new Uint8Array([...bytes('{"type":"t","data":{"a":"'), 0xc3, ...bytes('"}}')]);
+    expect(await codeOf(decodeBody(bad, "application/json", undefined, LIMITS))).toBe("malformed_json");
+    expect(await codeOf(decodeBody(bad, "application/cloudevents+json", undefined, LIMITS))).toBe(
+      "malformed_json",
+    );
+    const good = bytes('{"type":"t","data":{"a":"é"}}');
+    const lines = new Uint8Array([...good, 0x0a, ...bad, 0x0a, ...good]);
+    const records = await decodeBody(lines, "application/x-ndjson", undefined, LIMITS);
+    expect(records.map((record) => record.ok)).toEqual([true, false, true]);
+    expect(records[1]).toMatchObject({ ok: false, code: "malformed_json" });
+    expect(sent(records.filter((record) => record.ok))).toEqual([
+      { type: "t", data: { a: "é" } },
+      { type: "t", data: { a: "é" } },
+    ]);
   });
 
   test("a UTF-8 byte order mark is ignored, as TextDecoder did", async () => {

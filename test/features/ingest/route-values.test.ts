@@ -64,8 +64,8 @@ test("each record's value is written as bytes: data and ts as sent (their text),
         '{"type":"t","id":"a\\"b\\u00e9","key":"k\\u0000ü","ts":"2026-12-05T00:00:00Z","channel":"c","data":{"s":"\\u00e9"}},' +
         '{"type":"u","data":{"s":"é 𝄞"},"ts":17},{"type":"t","data":{"s":"',
     ),
-    // Not UTF-8: the record carries the text it decodes to (U+FFFD), as it always did.
-    Buffer.from([0xff, 0xc3]),
+    // Two-byte UTF-8 sequences: counted by their bytes, not their characters.
+    Buffer.from("ÿÃ"),
     Buffer.from('"}}]'),
   ]);
   const messages = await ingest(body);
@@ -76,7 +76,7 @@ test("each record's value is written as bytes: data and ts as sent (their text),
     `{"id":"${id}","type":"t","data":{"n":9007199254740993, "f":1.50},"tenant":"acmé","receivedAt":"${receivedAt}"}`,
     `{"id":"a\\"bé","type":"t","ts":"2026-12-05T00:00:00Z","channel":"c","key":"k\\u0000ü","data":{"s":"\\u00e9"},"tenant":"acmé","receivedAt":"${receivedAt}"}`,
     `{"id":"${values[2]?.id}","type":"u","ts":17,"data":{"s":"é 𝄞"},"tenant":"acmé","receivedAt":"${receivedAt}"}`,
-    `{"id":"${values[3]?.id}","type":"t","data":{"s":"\ufffd\ufffd"},"tenant":"acmé","receivedAt":"${receivedAt}"}`,
+    `{"id":"${values[3]?.id}","type":"t","data":{"s":"ÿÃ"},"tenant":"acmé","receivedAt":"${receivedAt}"}`,
   ]);
   for (const message of messages) {
     // The bytes the Kafka writer copies are the UTF-8 of that text, and are counted as such.
@@ -100,7 +100,7 @@ test("a record with a channel tells the fan-out where its data lies in its value
         '{"type":"u","data":{"s":"no channel"}},{"type":"u","channel":"c","data":{"s":"é 𝄞"},"ts":17},' +
         '{"type":"t","channel":"d","data":{"s":"',
     ),
-    Buffer.from([0xff, 0xc3]),
+    Buffer.from("ÿÃ"),
     Buffer.from('"}}]'),
   ]);
   await ingest(body);
