@@ -80,6 +80,7 @@ export class Connection {
   /** Channels whose subscribe waits on a read of the log (not yet in `channels`). */
   private readonly replays = new Map<string, PendingReplay>();
   private peer: Peer | undefined;
+  private closing = false;
   /** From `open` until `closed`: async outcomes arriving outside that window are dropped. */
   private live = false;
   /** Frames that arrived while a token was being verified; replayed once it is (bounded). */
@@ -238,8 +239,16 @@ export class Connection {
     return this.peer?.bufferedAmount() ?? 0;
   }
 
+  /** Asks the engine to close, once: a later close (a sweep, the drain) finds it already closing. */
   close(code: number, reason: string): void {
-    this.peer?.close(code, reason);
+    if (this.closing || this.peer === undefined) return;
+    this.closing = true;
+    this.peer.close(code, reason);
+  }
+
+  /** `close` was called; the engine's close event (`closed`) may come later. */
+  get isClosing(): boolean {
+    return this.closing;
   }
 
   send(frame: Record<string, unknown>): void {

@@ -117,6 +117,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
     const receivers = this.topicSubscribers.get(topic) ?? 0;
     if (receivers === 0 || !this.publishToEngine) return 0;
     this.publishToEngine(topic, frame);
+    this.sweeps.noteSending();
     this.deps.metrics.wsMessagesSent.inc(receivers);
     this.deps.metrics.wsBytesSent.inc(receivers * frame.length);
     return receivers;

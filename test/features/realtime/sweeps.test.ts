@@ -6,11 +6,13 @@ import { createMetrics } from "../../../src/metrics/metrics.ts";
 /** What the sweeps use of a connection, recorded. */
 class FakeConnection {
   readonly calls: string[] = [];
+  isClosing = false;
   constructor(public buffered = 0) {}
   bufferedAmount(): number {
     return this.buffered;
   }
   close(code: number, reason: string): void {
+    this.isClosing = true;
     this.calls.push(`close ${code} ${reason}`);
   }
   checkExpiry(now: number): void {
@@ -77,5 +79,28 @@ test("the connection set is read at each sweep: one added later is swept too", (
   connections.add(late);
   jest.advanceTimersByTime(1000);
   expect(late.calls).toEqual(["close 1013 slow consumer"]);
+  sweeps.stop();
+});
+
+test("while frames are sent, a slow consumer is closed within 100 ms, once, before the engine's limit drops the close frame", async () => {
+  const metrics = createMetrics("test", "0");
+  const slow = new FakeConnection(70_000);
+  const sweeps = new Sweeps(
+    { pingIntervalMs: 60_000, backpressureBytes: 65_536 },
+    asConnections([slow]),
+    metrics,
+  );
+  sweeps.start();
+  // Nothing sent: no check before the second's sweep.
+  jest.advanceTimersByTime(500);
+  expect(slow.calls).toEqual([]);
+  sweeps.noteSending();
+  jest.advanceTimersByTime(100);
+  expect(slow.calls).toEqual(["close 1013 slow consumer"]);
+  // Still holding its bytes while the engine closes it: neither closed nor counted again.
+  sweeps.noteSending();
+  jest.advanceTimersByTime(1000);
+  expect(slow.calls).toEqual(["close 1013 slow consumer"]);
+  expect((await metrics.wsSlowConsumerDisconnects.get()).values[0]?.value).toBe(1);
   sweeps.stop();
 });
