@@ -121,6 +121,24 @@ describe.each(RUNTIMES)("HTTP edge cases on %s", (runtime) => {
     expect(closed).toBe(true);
   });
 
+  test("pipelined requests: answered in order behind immediate answers; behind a waiting one the connection closes, never a mixed-up answer", async () => {
+    const immediate = new RawClient(gateway.port);
+    immediate.write(`${HIDDEN}GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n${HIDDEN}`);
+    const answered = await immediate.receivedSoFar((text) => statuses(text).length === 3, "three answers");
+    expect(statuses(answered)).toEqual([200, 404, 200]);
+    immediate.destroy();
+
+    const body = '{"type":"page_view","data":{"url":"https://example.com/"}}';
+    const ingest =
+      `POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${await token("acme", ["ingest"])}\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    const waiting = new RawClient(gateway.port);
+    waiting.write(`${ingest}${HIDDEN}`);
+    const { text, closed } = await waiting.receivedWithin(3000);
+    expect(statuses(text)).toEqual([]);
+    expect(closed).toBe(true);
+  });
+
   test("a bad percent-encoding in a path is a 400", async () => {
     const response = await fetch(`${gateway.url}/v1/channels/%E0%A4%A/events`, {
       headers: { authorization: `Bearer ${await token("acme", ["subscribe"])}` },
