@@ -84,7 +84,9 @@ type NumericKeyword = "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMax
 /**
  * The numeric keywords, each as a keyword of ours (`exactMaximum`…) that
  * holds for the number as sent: a number JSON.parse rounded is compared by
- * its text, exactly; any other number as a double, as ajv would. The schema's
+ * its text, exactly; any other number by its double (the order of doubles is
+ * that of the numbers as written; `multipleOf` is still decided in decimals,
+ * see `isMultipleOfAsWritten`, as a double quotient is not). The schema's
  * own limit is a double; its shortest text (`String(limit)`) is the decimal the
  * schema's author wrote for any limit a double can hold exactly enough.
  */
@@ -123,7 +125,7 @@ function compareToLimit(value: string, limit: number): number {
   return compareDecimal(parseDecimal(value), parseDecimal(String(limit)));
 }
 
-/** ajv's own check on doubles, for the numbers that are exactly their double. */
+/** The check for the numbers that are exactly their double: ajv's comparisons, an exact `multipleOf`. */
 function holdsAsDouble(keyword: NumericKeyword, value: number, limit: number): boolean {
   switch (keyword) {
     case "minimum":
@@ -134,12 +136,21 @@ function holdsAsDouble(keyword: NumericKeyword, value: number, limit: number): b
       return value > limit;
     case "exclusiveMaximum":
       return value < limit;
-    case "multipleOf": {
-      // As ajv does without multipleOfPrecision: the quotient must be an integer.
-      const quotient = value / limit;
-      return Number.isInteger(quotient);
-    }
+    case "multipleOf":
+      return isMultipleOfAsWritten(value, limit);
   }
+}
+
+/**
+ * `multipleOf` for a number that is exactly its double, decided in decimals:
+ * the shortest text of a double (`String(x)`) is the number as written, so
+ * 0.07 is a multiple of 0.01 and 1e21 is not one of 3, where ajv's double
+ * quotient (7.000000000000001, 333333333333333300000) says the opposite.
+ * Safe integers divide exactly as doubles, so they skip the decimals.
+ */
+function isMultipleOfAsWritten(value: number, limit: number): boolean {
+  if (Number.isSafeInteger(value) && Number.isSafeInteger(limit) && limit > 0) return value % limit === 0;
+  return isMultipleOf(parseDecimal(String(value)), parseDecimal(String(limit)));
 }
 
 function addExactKeywords(ajv: Ajv2020): void {

@@ -387,6 +387,37 @@ describe("numeric limits hold for the numbers as sent", () => {
     expect(valid('{"even":9007199254740993}')).toBe(false);
   });
 
+  test("multipleOf holds for the numbers as written, not for a double quotient", async () => {
+    const valid = await validatorFor({
+      type: "object",
+      properties: {
+        cents: { type: "number", multipleOf: 0.01 },
+        tenths: { multipleOf: 0.1 },
+        whole: { multipleOf: 1 },
+        three: { multipleOf: 3 },
+      },
+    });
+    // 0.07 / 0.01 is 7.000000000000001 and 0.3 / 0.1 is 2.9999999999999996 in doubles: ajv refused both.
+    for (const cents of ["0.07", "19.99", "-0.07", "0", "-0", "1e308", "-1e308", "1234567.89", "1e-2"])
+      expect({ cents, ok: valid(`{"cents":${cents}}`) }).toEqual({ cents, ok: true });
+    for (const cents of ["0.075", "5e-324", "-5e-324", "0.001", "1.005"])
+      expect({ cents, ok: valid(`{"cents":${cents}}`) }).toEqual({ cents, ok: false });
+    expect(valid('{"tenths":0.3}')).toBe(true);
+    expect(valid('{"tenths":0.35}')).toBe(false);
+    expect(valid('{"whole":1e308}')).toBe(true);
+    expect(valid('{"whole":9007199254740992}')).toBe(true);
+    expect(valid('{"whole":1.5}')).toBe(false);
+    expect(valid('{"whole":5e-324}')).toBe(false);
+    // 1e21 / 3 is an integral double (333333333333333300000), but 10^21 is no multiple of 3.
+    expect(valid('{"three":1e21}')).toBe(false);
+    expect(valid('{"three":3e21}')).toBe(true);
+    // Safe integers (the fast path) agree with integer arithmetic.
+    for (let value = -30; value <= 30; value++)
+      expect({ value, ok: valid(`{"three":${value}}`) }).toEqual({ value, ok: value % 3 === 0 });
+    expect(valid('{"three":9007199254740990}')).toBe(true);
+    expect(valid('{"three":9007199254740991}')).toBe(false);
+  });
+
   test("reasons read as ajv's; a property named like a keyword is not a keyword", async () => {
     const dir = await tempDir();
     await writeJson(join(dir, "t.json"), {
