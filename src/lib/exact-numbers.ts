@@ -14,11 +14,16 @@ const BACKSLASH = 0x5c;
 /**
  * Pairs `text` (one JSON value that the strict scanner accepted, without
  * duplicate keys) with `value` (JSON.parse of it) and collects the numbers
- * whose text JSON.parse rounded. Only called for records the scanner marked,
- * so its cost is off the usual path; nesting is bounded by the scanner's limit.
+ * whose text JSON.parse rounded. Only called for records (and schema texts)
+ * the scanner marked, so its cost is off the usual path; nesting is bounded by
+ * the scanner's limit.
+ * `found` gathers the numbers of several texts in one map (a folder of schemas).
  */
-export function exactNumbersOf(text: string, value: unknown): ExactNumbers {
-  const found: ExactNumbers = new WeakMap();
+export function exactNumbersOf(
+  text: string,
+  value: unknown,
+  found: ExactNumbers = new WeakMap(),
+): ExactNumbers {
   let pos = 0;
   const skipWhitespace = () => {
     while (pos < text.length && " \t\n\r".includes(text[pos] as string)) pos++;

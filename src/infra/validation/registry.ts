@@ -1,5 +1,11 @@
 import Ajv2020, { type ValidateFunction } from "ajv/dist/2020.js";
-import { compareDecimal, isMultipleOf, parseDecimal } from "../../lib/decimal.ts";
+import {
+  compareDecimal,
+  type Decimal,
+  isExactDouble,
+  isMultipleOf,
+  parseDecimal,
+} from "../../lib/decimal.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { ExactNumbers, SchemaValidator } from "../../ports/schemas.ts";
 import { RefreshedDocument } from "../remote/document.ts";
@@ -51,7 +57,7 @@ export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegi
       const loaded = await loadSchemaDocuments(source, { etag: current?.etag, s3Client: options.s3Client });
       if (loaded === "not-modified") return loaded;
       if (current && loaded.hash === current.value.hash) return { value: current.value, etag: loaded.etag };
-      const validators = compileAll(loaded.schemas);
+      const validators = compileAll(loaded.schemas, loaded.exactNumbers);
       options.onLoaded?.(validators.size);
       log.info({ source, types: [...validators.keys()] }, "schemas loaded");
       return { value: { validators, hash: loaded.hash }, etag: loaded.etag };
@@ -83,96 +89,102 @@ type NumericKeyword = "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMax
 
 /**
  * The numeric keywords, each as a keyword of ours (`exactMaximum`…) that
- * holds for the number as sent: a number JSON.parse rounded is compared by
- * its text, exactly; any other number by its double (the order of doubles is
- * that of the numbers as written; `multipleOf` is still decided in decimals,
- * see `isMultipleOfAsWritten`, as a double quotient is not). The schema's
- * own limit is a double; its shortest text (`String(limit)`) is the decimal the
- * schema's author wrote for any limit a double can hold exactly enough.
+ * holds for the numbers as written, the data's and the schema's: a number
+ * JSON.parse rounded is compared by its text, exactly; a number that is
+ * exactly its double by that double, whose shortest text (`String(x)`) is the
+ * number as written. Comparisons of two such doubles are ajv's; `multipleOf`
+ * is decided in decimals (see `holds`), as a double quotient is not exact.
+ * The keyword's value in the compiled copy is the limit's text: the schema's
+ * own where JSON.parse rounded it (`9007199254740993`), else `String(limit)`.
  */
-const EXACT_KEYWORDS: Record<
-  NumericKeyword,
-  { name: string; holds(value: string, limit: number): boolean; operator: string }
-> = {
-  minimum: {
-    name: "exactMinimum",
-    operator: ">=",
-    holds: (value, limit) => compareToLimit(value, limit) >= 0,
-  },
-  maximum: {
-    name: "exactMaximum",
-    operator: "<=",
-    holds: (value, limit) => compareToLimit(value, limit) <= 0,
-  },
-  exclusiveMinimum: {
-    name: "exactExclusiveMinimum",
-    operator: ">",
-    holds: (value, limit) => compareToLimit(value, limit) > 0,
-  },
-  exclusiveMaximum: {
-    name: "exactExclusiveMaximum",
-    operator: "<",
-    holds: (value, limit) => compareToLimit(value, limit) < 0,
-  },
-  multipleOf: {
-    name: "exactMultipleOf",
-    operator: "multiple of",
-    holds: (value, limit) => isMultipleOf(parseDecimal(value), parseDecimal(String(limit))),
-  },
+const EXACT_KEYWORDS: Record<NumericKeyword, { name: string; operator: string }> = {
+  minimum: { name: "exactMinimum", operator: ">=" },
+  maximum: { name: "exactMaximum", operator: "<=" },
+  exclusiveMinimum: { name: "exactExclusiveMinimum", operator: ">" },
+  exclusiveMaximum: { name: "exactExclusiveMaximum", operator: "<" },
+  multipleOf: { name: "exactMultipleOf", operator: "multiple of" },
 };
 
-function compareToLimit(value: string, limit: number): number {
-  return compareDecimal(parseDecimal(value), parseDecimal(String(limit)));
+/** A schema's limit, prepared once when its schema compiles. */
+interface Limit {
+  decimal: Decimal;
+  double: number;
+  /** The limit is exactly its double (see `isExactDouble`): doubles compare with it as the numbers written. */
+  exact: boolean;
+  /** An exact positive safe integer: a safe integer value divides by it as a double, exactly. */
+  safeInteger: boolean;
 }
 
-/** The check for the numbers that are exactly their double: ajv's comparisons, an exact `multipleOf`. */
-function holdsAsDouble(keyword: NumericKeyword, value: number, limit: number): boolean {
-  switch (keyword) {
-    case "minimum":
-      return value >= limit;
-    case "maximum":
-      return value <= limit;
-    case "exclusiveMinimum":
-      return value > limit;
-    case "exclusiveMaximum":
-      return value < limit;
-    case "multipleOf":
-      return isMultipleOfAsWritten(value, limit);
-  }
+function limitOf(text: string): Limit {
+  const double = Number(text);
+  const exact = isExactDouble(text);
+  return {
+    decimal: parseDecimal(text),
+    double,
+    exact,
+    safeInteger: exact && Number.isSafeInteger(double) && double > 0,
+  };
 }
 
 /**
- * `multipleOf` for a number that is exactly its double, decided in decimals:
- * the shortest text of a double (`String(x)`) is the number as written, so
- * 0.07 is a multiple of 0.01 and 1e21 is not one of 3, where ajv's double
- * quotient (7.000000000000001, 333333333333333300000) says the opposite.
- * Safe integers divide exactly as doubles, so they skip the decimals.
+ * Whether `value` meets the limit; `sent` is its text when JSON.parse rounded
+ * it. Doubles compare when both sides are exactly their double, decimals
+ * otherwise; `multipleOf` is always decided in decimals (0.07 is a multiple of
+ * 0.01 though 0.07 / 0.01 is 7.000000000000001, 1e21 is none of 3 though
+ * 1e21 / 3 is an integral double), but for safe integers, which divide exactly.
  */
-function isMultipleOfAsWritten(value: number, limit: number): boolean {
-  if (Number.isSafeInteger(value) && Number.isSafeInteger(limit) && limit > 0) return value % limit === 0;
-  return isMultipleOf(parseDecimal(String(value)), parseDecimal(String(limit)));
+function holds(keyword: NumericKeyword, value: number, sent: string | undefined, limit: Limit): boolean {
+  if (keyword === "multipleOf") {
+    if (sent === undefined && limit.safeInteger && Number.isSafeInteger(value))
+      return value % limit.double === 0;
+    return isMultipleOf(parseDecimal(sent ?? String(value)), limit.decimal);
+  }
+  // The difference of two finite doubles rounds but keeps its sign, and is 0 only for equal ones.
+  const order =
+    sent === undefined && limit.exact
+      ? Math.sign(value - limit.double)
+      : compareDecimal(parseDecimal(sent ?? String(value)), limit.decimal);
+  switch (keyword) {
+    case "minimum":
+      return order >= 0;
+    case "maximum":
+      return order <= 0;
+    case "exclusiveMinimum":
+      return order > 0;
+    case "exclusiveMaximum":
+      return order < 0;
+  }
 }
+
+type DataContext = { parentData?: unknown; parentDataProperty?: string | number };
+type ErrorObject = { keyword: string; message: string; params: Record<string, unknown> };
 
 function addExactKeywords(ajv: Ajv2020): void {
   for (const keyword of Object.keys(EXACT_KEYWORDS) as NumericKeyword[]) {
-    const { name, holds, operator } = EXACT_KEYWORDS[keyword];
-    const check = (
-      limit: number,
-      value: number,
-      _schema: unknown,
-      context?: { parentData?: unknown; parentDataProperty?: string | number },
-    ): boolean => {
-      const parent = context?.parentData;
-      const text =
-        numbersAsSent !== undefined && parent !== null && typeof parent === "object"
-          ? numbersAsSent.get(parent)?.get(context?.parentDataProperty as string | number)
-          : undefined;
-      if (text === undefined ? holdsAsDouble(keyword, value, limit) : holds(text, limit)) return true;
-      check.errors = [{ keyword, message: `must be ${operator} ${limit}`, params: { limit } }];
-      return false;
-    };
-    check.errors = [] as Array<{ keyword: string; message: string; params: Record<string, unknown> }>;
-    ajv.addKeyword({ keyword: name, type: "number", schemaType: "number", errors: true, validate: check });
+    const { name, operator } = EXACT_KEYWORDS[keyword];
+    ajv.addKeyword({
+      keyword: name,
+      type: "number",
+      schemaType: "string",
+      errors: true,
+      compile(text: string) {
+        const limit = limitOf(text);
+        const message = `must be ${operator} ${text}`;
+        const check = (value: number, context?: DataContext): boolean => {
+          const parent = context?.parentData;
+          const sent =
+            numbersAsSent !== undefined && parent !== null && typeof parent === "object"
+              ? numbersAsSent.get(parent)?.get(context?.parentDataProperty as string | number)
+              : undefined;
+          if (holds(keyword, value, sent, limit)) return true;
+          // A new object each time: ajv writes the instance path into it.
+          check.errors = [{ keyword, message, params: { limit: limit.double } }];
+          return false;
+        };
+        check.errors = [] as ErrorObject[];
+        return check;
+      },
+    });
   }
 }
 
@@ -199,26 +211,34 @@ const SUBSCHEMA_MAPS = new Set([
   "dependentSchemas",
 ]);
 
-/** A copy of `schema` with its numeric keywords (where they are keywords, not data) replaced by ours. */
-export function withExactNumericKeywords(schema: unknown): unknown {
+/**
+ * A copy of `schema` with its numeric keywords (where they are keywords, not
+ * data) replaced by ours, each holding its limit's text: the schema's own text
+ * when `schemaNumbers` has it (JSON.parse rounded it), else `String(limit)`.
+ */
+export function withExactNumericKeywords(schema: unknown, schemaNumbers?: ExactNumbers): unknown {
   if (schema === null || typeof schema !== "object" || Array.isArray(schema)) return schema;
+  const copied = (subschema: unknown) => withExactNumericKeywords(subschema, schemaNumbers);
+  const texts = schemaNumbers?.get(schema);
   const copy: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(schema)) {
     if (key in EXACT_KEYWORDS && typeof value === "number")
-      copy[EXACT_KEYWORDS[key as NumericKeyword].name] = value;
-    else if (SUBSCHEMA_LISTS.has(key) && Array.isArray(value))
-      copy[key] = value.map(withExactNumericKeywords);
-    else if (SUBSCHEMA.has(key)) copy[key] = withExactNumericKeywords(value);
+      copy[EXACT_KEYWORDS[key as NumericKeyword].name] = texts?.get(key) ?? String(value);
+    else if (SUBSCHEMA_LISTS.has(key) && Array.isArray(value)) copy[key] = value.map(copied);
+    else if (SUBSCHEMA.has(key)) copy[key] = copied(value);
     else if (SUBSCHEMA_MAPS.has(key) && value !== null && typeof value === "object") {
       copy[key] = Object.fromEntries(
-        Object.entries(value).map(([name, subschema]) => [name, withExactNumericKeywords(subschema)]),
+        Object.entries(value).map(([name, subschema]) => [name, copied(subschema)]),
       );
     } else copy[key] = value;
   }
   return copy;
 }
 
-function compileAll(schemas: Record<string, object>): Map<string, ValidateFunction> {
+function compileAll(
+  schemas: Record<string, object>,
+  schemaNumbers: ExactNumbers,
+): Map<string, ValidateFunction> {
   // A fresh instance per set: schemas of a replaced set (and their $ids) do not linger.
   // strict: false so vendor keywords in user schemas load; a schema that does not compile still fails the set.
   const ajv = new Ajv2020({ allErrors: false, strict: false });
@@ -227,7 +247,7 @@ function compileAll(schemas: Record<string, object>): Map<string, ValidateFuncti
   const validators = new Map<string, ValidateFunction>();
   for (const [type, schema] of Object.entries(schemas)) {
     try {
-      validators.set(type, ajv.compile(withExactNumericKeywords(schema) as object));
+      validators.set(type, ajv.compile(withExactNumericKeywords(schema, schemaNumbers) as object));
     } catch (error) {
       throw new Error(`schema for "${type}" does not compile: ${(error as Error).message}`);
     }

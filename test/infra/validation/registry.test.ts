@@ -56,6 +56,13 @@ function objectSchema(required: string[], properties: Record<string, object> = {
 
 const writeJson = (path: string, value: unknown) => writeFile(path, JSON.stringify(value));
 
+/** A folder holding one schema, for type `t`. */
+async function tempDirWith(schema: object): Promise<string> {
+  const dir = await tempDir();
+  await writeJson(join(dir, "t.json"), { $schema: SCHEMA_DRAFT, ...schema });
+  return dir;
+}
+
 describe("bundled schemas folder", () => {
   test("loads every type and accepts realistic data", async () => {
     const { schemas, calls, lines } = registry(BUNDLED);
@@ -429,10 +436,109 @@ describe("numeric limits hold for the numbers as sent", () => {
     await schemas.start();
     expect(schemas.validate("t", { maximum: 3 })).toEqual({ ok: true });
     expect(schemas.validate("t", { maximum: 6 })).toEqual({ ok: false, reason: "data/maximum must be <= 5" });
+    // One compiled keyword, failing at two places: each reason names its own.
+    const { schemas: items } = registry(await tempDirWith({ type: "array", items: { maximum: 5 } }));
+    await items.start();
+    expect(items.validate("t", [9, 1])).toEqual({ ok: false, reason: "data/0 must be <= 5" });
+    expect(items.validate("t", [1, 9])).toEqual({ ok: false, reason: "data/1 must be <= 5" });
     const data = JSON.parse('{"maximum":5.0000000000000000001}');
     expect(schemas.validate("t", data, exactNumbersOf('{"maximum":5.0000000000000000001}', data))).toEqual({
       ok: false,
       reason: "data/maximum must be <= 5",
     });
+  });
+});
+
+describe("a schema's own limits are the numbers its author wrote", () => {
+  const data = (json: string) => {
+    const value = JSON.parse(json) as unknown;
+    return [value, exactNumbersOf(json, value)] as const;
+  };
+  /** validate() of type `t`, reading the data's numbers as sent. */
+  const validator = (schemas: SchemaRegistry) => (dataJson: string) =>
+    schemas.validate("t", ...data(dataJson));
+
+  // Written as text: JSON.stringify would round these limits before the registry saw them.
+  const LIMITS = `{
+    "$schema": "${SCHEMA_DRAFT}",
+    "type": "object",
+    "properties": {
+      "max": { "maximum": 9007199254740993 },
+      "below": { "exclusiveMaximum": 9007199254740993 },
+      "above": { "exclusiveMinimum": 0.30000000000000001 },
+      "step": { "type": "array", "items": { "allOf": [{ "multipleOf": 0.10000000000000000001 }] } },
+      "huge": { "$ref": "#/$defs/huge" }
+    },
+    "$defs": { "huge": { "maximum": 1e400, "minimum": -1e400 } }
+  }`;
+
+  function expectExactLimits(valid: (dataJson: string) => ReturnType<SchemaRegistry["validate"]>) {
+    expect(valid('{"max":9007199254740993}')).toEqual({ ok: true });
+    expect(valid('{"max":9007199254740994}')).toEqual({
+      ok: false,
+      reason: "data/max must be <= 9007199254740993",
+    });
+    // Exactly its double, compared with a limit that is not.
+    expect(valid('{"below":9007199254740992}')).toEqual({ ok: true });
+    expect(valid('{"below":9007199254740993}').ok).toBe(false);
+    expect(valid('{"above":0.300000000000000001}')).toEqual({
+      ok: false,
+      reason: "data/above must be > 0.30000000000000001",
+    });
+    expect(valid('{"above":0.3}').ok).toBe(false);
+    expect(valid('{"above":0.30000000000000002}')).toEqual({ ok: true });
+    expect(valid('{"above":0.30000000000000004}')).toEqual({ ok: true });
+    expect(valid('{"step":[0.20000000000000000002, 0.30000000000000000003]}')).toEqual({ ok: true });
+    expect(valid('{"step":[0.2]}').ok).toBe(false);
+    expect(valid('{"huge":1e308}')).toEqual({ ok: true });
+    expect(valid('{"huge":-1e399}')).toEqual({ ok: true });
+    expect(valid('{"huge":1e401}').ok).toBe(false);
+  }
+
+  test("from a folder: one file per type", async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "t.json"), LIMITS);
+    // A second file's numbers land in the same set, and a usual limit is unchanged.
+    await writeFile(join(dir, "u.json"), '{"maximum": 1.0000000000000000001, "minimum": 0.5}');
+    const { schemas } = registry(dir);
+    await schemas.start();
+    expectExactLimits(validator(schemas));
+    expect(schemas.validate("u", 1)).toEqual({ ok: true });
+    expect(schemas.validate("u", 1.0000000000000002)).toEqual({
+      ok: false,
+      reason: "data must be <= 1.0000000000000000001",
+    });
+    expect(schemas.validate("u", 0.4)).toEqual({ ok: false, reason: "data must be >= 0.5" });
+  });
+
+  test("from a URL: one document { type: schema }", async () => {
+    const server = Bun.serve({ port: 0, fetch: () => new Response(`{ "t": ${LIMITS} }`) });
+    cleanups.push(() => server.stop(true));
+    const { schemas } = registry(`http://127.0.0.1:${server.port}/schemas.json`);
+    await schemas.start();
+    expectExactLimits(validator(schemas));
+  });
+
+  test("a schema nested deeper than the scanner's limit does not load", async () => {
+    const dir = await tempDir();
+    // 256 levels: 255 objects with a "not", the innermost {}.
+    await writeFile(join(dir, "t.json"), `${'{"not":'.repeat(255)}{}${"}".repeat(255)}`);
+    const { schemas } = registry(dir);
+    await schemas.start();
+    expect(schemas.validate("t", 1).ok).toBe(false);
+    await writeFile(join(dir, "t.json"), `${'{"not":'.repeat(256)}{}${"}".repeat(256)}`);
+    await expect(registry(dir).schemas.start()).rejects.toThrow("t.json: nesting deeper than 256 levels");
+  });
+
+  test("a key held twice is refused only beside a number a double does not hold", async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "t.json"), '{"maximum": 9007199254740993, "maximum": 1}');
+    await expect(registry(dir).schemas.start()).rejects.toThrow(
+      't.json: duplicate key "maximum" in a schema with numbers beyond a double\'s precision',
+    );
+    await writeFile(join(dir, "t.json"), '{"maximum": 3, "maximum": 1}');
+    const { schemas } = registry(dir);
+    await schemas.start();
+    expect(schemas.validate("t", 2)).toEqual({ ok: false, reason: "data must be <= 1" });
   });
 });
