@@ -335,7 +335,7 @@ export const RECORD_ERRORS = {
   },
   schema_invalid: {
     meaning:
-      "`data` fails its type's JSON Schema (numeric limits hold for the numbers as sent, not as a double rounds them).",
+      "`data` fails its type's JSON Schema (numeric limits hold for the numbers as sent, and for the schema's limits as written, not as a double rounds them).",
     retry: false,
     advice: "Fix the record.",
   },
