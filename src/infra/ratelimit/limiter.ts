@@ -49,6 +49,29 @@ function headers(limit: number, remaining: number, resetMs: number): RateLimitHe
   };
 }
 
+/** A refund this close to the window's end is skipped: the window it would land in may already be the next one. */
+const REFUND_MARGIN_MS = 2;
+
+/**
+ * Gives back what a refused consume() took: RateLimiterMemory counts the
+ * points of a request it rejects, so a refused batch would spend budget that
+ * the requests after it could have used (a leased budget refuses without
+ * spending; the per-process limiter must agree). The memory store changes
+ * synchronously within reward(). The refund is skipped when the window the
+ * consume() counted in has ended (or is about to), since reward() would then
+ * open the next window below zero; that window's counter is gone anyway.
+ */
+function refund(
+  limiter: RateLimiterMemory,
+  key: string,
+  cost: number,
+  consumedAt: number,
+  windowLeftMs: number,
+): void {
+  if (Date.now() + REFUND_MARGIN_MS >= consumedAt + windowLeftMs) return;
+  void limiter.reward(key, cost);
+}
+
 /**
  * Fixed one-second windows per tenant (events) and per client IP (requests,
  * WebSocket connects), shared through Redis across instances: each instance
@@ -164,17 +187,16 @@ export class RateLimits {
     cost: number,
     limit: number,
   ): Promise<RateLimitHeaders> {
+    const limiter = this.localLimiter(scope, limit);
+    const consumedAt = Date.now();
     try {
-      const result = await this.localLimiter(scope, limit).consume(key, cost);
+      const result = await limiter.consume(key, cost);
       return headers(limit, result.remainingPoints, result.msBeforeNext);
     } catch (rejection) {
       if (!(rejection instanceof RateLimiterRes)) throw rejection;
-      throw this.refusal(
-        scope,
-        cost,
-        limit,
-        headers(limit, rejection.remainingPoints, rejection.msBeforeNext),
-      );
+      refund(limiter, key, cost, consumedAt, rejection.msBeforeNext);
+      // As a refusal from a leased budget: nothing left for this cost, RateLimit-Remaining 0.
+      throw this.refusal(scope, cost, limit, headers(limit, 0, rejection.msBeforeNext));
     }
   }
 

@@ -1,0 +1,76 @@
+import { expect, test } from "bun:test";
+import pino from "pino";
+import type { GatewayError } from "../../../src/domain/errors.ts";
+import { RateLimits } from "../../../src/infra/ratelimit/limiter.ts";
+import { createMetrics } from "../../../src/metrics/metrics.ts";
+
+/** The per-process limiter alone (no REDIS_URL), as a single instance runs it. */
+function perProcess(budget: { eventsPerSec?: number; requestsPerSec?: number } = {}): RateLimits {
+  return new RateLimits(
+    {
+      redisUrl: undefined,
+      eventsPerSec: budget.eventsPerSec ?? 10,
+      requestsPerSec: budget.requestsPerSec ?? 1000,
+      connectsPerSec: 100,
+      expectedInstances: 1,
+      redisTimeoutMs: 250,
+    },
+    createMetrics("test", "0"),
+    pino({ level: "silent" }),
+  );
+}
+
+/** "admitted" or the 429's code, for one admit(). */
+const outcome = (limits: RateLimits, key: string, cost: number): Promise<string> =>
+  limits.admit("tenant_events", key, cost).then(
+    () => "admitted",
+    (error: GatewayError) => error.code,
+  );
+
+test("per process, a refused batch spends nothing: what was left still fits, to the last event", async () => {
+  const limits = perProcess({ eventsPerSec: 10 });
+  const tenant = `t${Date.now()}`;
+  // The whole run lasts well under the one-second window.
+  expect(await outcome(limits, tenant, 4)).toBe("admitted");
+  expect(await outcome(limits, tenant, 4)).toBe("admitted");
+  expect(await outcome(limits, tenant, 4)).toBe("rate_limited");
+  expect(await outcome(limits, tenant, 1)).toBe("admitted");
+  expect(await outcome(limits, tenant, 1)).toBe("admitted");
+  expect(await outcome(limits, tenant, 1)).toBe("rate_limited");
+  await limits.close();
+});
+
+test("per process, a batch larger than the whole budget is refused and leaves the budget whole", async () => {
+  const limits = perProcess({ eventsPerSec: 10 });
+  const tenant = `big${Date.now()}`;
+  const refused = await limits.admit("tenant_events", tenant, 11).catch((error: GatewayError) => error);
+  expect((refused as GatewayError).code).toBe("rate_limited");
+  expect((refused as GatewayError).headers["ratelimit-remaining"]).toBe("0");
+  expect((refused as GatewayError).headers["retry-after"]).toBe("1");
+  const admitted = await limits.admit("tenant_events", tenant, 10);
+  expect(admitted["ratelimit-remaining"]).toBe("0");
+  await limits.close();
+});
+
+test("per process, a client IP's refused requests do not count: the budget is its admitted requests", async () => {
+  const limits = perProcess({ requestsPerSec: 3 });
+  const ip = `192.0.2.${Date.now() % 250}`;
+  const outcomes: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    outcomes.push(
+      await limits.allow("ip_requests", ip).then(
+        () => "admitted",
+        (error: GatewayError) => error.code,
+      ),
+    );
+  }
+  expect(outcomes).toEqual([
+    "admitted",
+    "admitted",
+    "admitted",
+    "rate_limited",
+    "rate_limited",
+    "rate_limited",
+  ]);
+  await limits.close();
+});
