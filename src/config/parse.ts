@@ -103,6 +103,11 @@ export function originList(raw: string): "*" | string[] {
   if (entries.length === 0 || entries.includes("*"))
     throw new Error("expected * alone or a comma-separated list of origins like https://app.example.com");
   return entries.map((entry) => {
+    // A URL parser takes "https://*.example.com" as a host name, but a browser sends its exact origin: it would never match.
+    if (entry.includes("*"))
+      throw new Error(
+        `"${entry}": origins are matched exactly, no wildcards (* alone allows every origin); list each origin`,
+      );
     const parsed = URL.canParse(entry) ? new URL(entry) : undefined;
     // Browsers send the origin serialised: lower-case scheme and host, no default port, no path.
     if (

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { TEST_SECRET, token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, rawUpgrade, startGateway } from "./harness.ts";
+import { RUNTIMES, type RunningGateway, rawUpgrade, runUntilExit, startGateway } from "./harness.ts";
 
 const ALLOWED = "https://app.example.com";
 const OTHER = "https://evil.example.net";
@@ -157,5 +157,18 @@ describe.each(RUNTIMES)("without CORS_ORIGINS on %s", (runtime) => {
       expect(headers.get("vary")).toBeNull();
     }
     expect(await upgradeStatus(gateway.port, { Origin: OTHER })).toBe(101);
+  });
+});
+
+describe.each(RUNTIMES)("a wildcard in CORS_ORIGINS on %s", (runtime) => {
+  test("an origin holding * (which no browser sends) does not start: exit 1 naming the variable", async () => {
+    const { code, stdout, stderr } = await runUntilExit(runtime, {
+      JWT_SECRET: TEST_SECRET,
+      PORT: "0",
+      CORS_ORIGINS: `${ALLOWED}, https://*.example.com`,
+    });
+    expect(code).toBe(1);
+    expect(stdout + stderr).toContain("CORS_ORIGINS");
+    expect(stdout + stderr).toContain("https://*.example.com");
   });
 });
