@@ -87,6 +87,8 @@ export class RateLimits {
   /** Per-process limiters (without Redis, or while it is down), one per scope and budget; tenant budgets come from the bounded quota table. */
   private readonly local = new Map<string, RateLimiterMemory>();
   private degraded = false;
+  /** "Redis unavailable" was logged since Redis was last ready (or since the start): once per outage, not per retry. */
+  private unavailableLogged = false;
   private leaseFailureLoggedAt = Number.NEGATIVE_INFINITY;
 
   constructor(
@@ -234,10 +236,16 @@ export class RateLimits {
   }
 
   private setDegraded(degraded: boolean, error?: unknown): void {
+    // The limiter starts degraded (until the first "ready"): a Redis unreachable from the start is logged on its first failure too.
+    if (degraded && !this.unavailableLogged) {
+      this.unavailableLogged = true;
+      this.log.warn({ err: error }, "Redis unavailable: rate limits are per process");
+    }
     if (this.degraded === degraded) return;
     this.degraded = degraded;
     this.metrics.rateLimiterDegraded.set(degraded ? 1 : 0);
-    if (degraded) this.log.warn({ err: error }, "Redis unavailable: rate limits are per process");
-    else this.log.info("Redis ready: rate limits are shared across instances");
+    if (degraded) return;
+    this.unavailableLogged = false;
+    this.log.info("Redis ready: rate limits are shared across instances");
   }
 }

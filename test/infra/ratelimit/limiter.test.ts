@@ -74,3 +74,33 @@ test("per process, a client IP's refused requests do not count: the budget is it
   ]);
   await limits.close();
 });
+
+test("a Redis unreachable from the start is logged once, not per retry, and the per-process limiter decides", async () => {
+  const lines: Array<{ msg: string; err?: unknown }> = [];
+  const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  const metrics = createMetrics("test", "0");
+  const limits = new RateLimits(
+    {
+      // Nothing listens on port 1: each connection attempt is refused at once.
+      redisUrl: "redis://127.0.0.1:1",
+      eventsPerSec: 10,
+      requestsPerSec: 1000,
+      connectsPerSec: 100,
+      expectedInstances: 1,
+      redisTimeoutMs: 250,
+    },
+    metrics,
+    log,
+  );
+  try {
+    // Reconnects after 200, 400 and 600 ms: four refused attempts by 1.5 s.
+    await Bun.sleep(1500);
+    const unavailable = lines.filter((line) => line.msg === "Redis unavailable: rate limits are per process");
+    expect(unavailable).toHaveLength(1);
+    expect(unavailable[0]?.err).toBeDefined();
+    expect(await metrics.registry.getSingleMetricAsString("gateway_rate_limiter_degraded")).toEndWith(" 1");
+    expect(await outcome(limits, `down${Date.now()}`, 10)).toBe("admitted");
+  } finally {
+    await limits.close();
+  }
+});
