@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "../../log/logger.ts";
 import type { RecordIdStore, RecordIdVerdict } from "../../ports/record-ids.ts";
-import { connectRedis } from "../redis/client.ts";
+import { connectionWait, connectRedis } from "../redis/client.ts";
 
 export interface RedisRecordIdOptions {
   redisUrl: string;
@@ -60,8 +60,8 @@ const VERDICTS: readonly RecordIdVerdict[] = ["new", "seen", "pending"];
 export class RedisRecordIdStore implements RecordIdStore {
   private readonly redis: Redis & RecordIdCommands;
   private lastWarning = 0;
-  /** While not connected: one shared wait for "ready", bounded by the command timeout. */
-  private connecting: Promise<void> | undefined;
+  /** What to wait for before a claim: a connection attempt in progress (the start), not a Redis known down. */
+  private readonly connected: () => Promise<void> | undefined;
 
   constructor(
     private readonly options: RedisRecordIdOptions,
@@ -70,6 +70,7 @@ export class RedisRecordIdStore implements RecordIdStore {
     const redis = connectRedis(options.redisUrl, options.commandTimeoutMs);
     redis.defineCommand("recordIdsClaim", { lua: CLAIM });
     this.redis = redis as Redis & RecordIdCommands;
+    this.connected = connectionWait(redis, options.commandTimeoutMs);
   }
 
   async claim(
@@ -79,8 +80,10 @@ export class RedisRecordIdStore implements RecordIdStore {
     windowMs: number,
   ): Promise<RecordIdVerdict[]> {
     try {
-      // At start (or after a drop) the first requests wait briefly for the connection rather than fail open.
-      if (this.redis.status !== "ready") await this.whenConnected();
+      // At start the first requests wait briefly for the connection rather than fail open; once Redis
+      // is known down (a failed attempt or a drop), they fail open at once, as the command would.
+      const connecting = this.connected();
+      if (connecting) await connecting;
       const statePrefix = `rreq:{${tenant}}:`;
       const idPrefix = `rid:{${tenant}}:`;
       const slices = await Promise.all(
@@ -121,20 +124,6 @@ export class RedisRecordIdStore implements RecordIdStore {
 
   async close(): Promise<void> {
     this.redis.disconnect();
-  }
-
-  private whenConnected(): Promise<void> {
-    this.connecting ??= new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.redis.off("ready", done);
-        this.connecting = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, this.options.commandTimeoutMs);
-      this.redis.once("ready", done);
-    });
-    return this.connecting;
   }
 
   private failedOpen(error: unknown): void {

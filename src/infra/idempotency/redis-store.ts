@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "../../log/logger.ts";
 import type { IdempotencyClaim, IdempotencyStore, StoredReply } from "../../ports/idempotency.ts";
-import { connectRedis } from "../redis/client.ts";
+import { connectionWait, connectRedis } from "../redis/client.ts";
 
 export interface RedisIdempotencyOptions {
   redisUrl: string;
@@ -33,8 +33,8 @@ const WARN_EVERY_MS = 10_000;
 export class RedisIdempotencyStore implements IdempotencyStore {
   private readonly redis: Redis;
   private lastWarning = 0;
-  /** While not connected: one shared wait for "ready", bounded by the command timeout. */
-  private connecting: Promise<void> | undefined;
+  /** What to wait for before a claim: a connection attempt in progress (the start), not a Redis known down. */
+  private readonly connected: () => Promise<void> | undefined;
 
   constructor(
     private readonly options: RedisIdempotencyOptions,
@@ -42,13 +42,16 @@ export class RedisIdempotencyStore implements IdempotencyStore {
   ) {
     // Reconnects on its own; each command that fails meanwhile fails open.
     this.redis = connectRedis(options.redisUrl, options.commandTimeoutMs);
+    this.connected = connectionWait(this.redis, options.commandTimeoutMs);
   }
 
   async claim(id: string, fingerprint: string): Promise<IdempotencyClaim> {
     const key = PREFIX + id;
     try {
-      // At start (or after a drop) the first requests wait briefly for the connection rather than fail open.
-      if (this.redis.status !== "ready") await this.whenConnected();
+      // At start the first requests wait briefly for the connection rather than fail open; once Redis
+      // is known down (a failed attempt or a drop), they fail open at once, as the command would.
+      const connecting = this.connected();
+      if (connecting) await connecting;
       const value = JSON.stringify({ f: fingerprint } satisfies Stored);
       for (let attempt = 0; attempt < 2; attempt++) {
         if ((await this.redis.set(key, value, "PX", this.options.pendingMs, "NX")) === "OK") return CLAIMED;
@@ -86,20 +89,6 @@ export class RedisIdempotencyStore implements IdempotencyStore {
 
   async close(): Promise<void> {
     this.redis.disconnect();
-  }
-
-  private whenConnected(): Promise<void> {
-    this.connecting ??= new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.redis.off("ready", done);
-        this.connecting = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, this.options.commandTimeoutMs);
-      this.redis.once("ready", done);
-    });
-    return this.connecting;
   }
 
   private failedOpen(error: unknown): void {

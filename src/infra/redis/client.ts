@@ -17,3 +17,43 @@ export function connectRedis(url: string, commandTimeoutMs: number): Redis {
   redis.on("error", () => {});
   return redis;
 }
+
+/** ioredis statuses of a first connection attempt still in progress (past it, a drop or a failure emits "close"). */
+const ATTEMPTING = new Set(["wait", "connecting", "connect"]);
+
+/**
+ * What a command on `redis` should wait for before it is sent: undefined
+ * when nothing (the connection is ready, or Redis is known to be down: an
+ * attempt failed or the connection dropped, and it was not ready since; a
+ * command then fails at once, without the offline queue, so the caller fails
+ * open at once rather than after `timeoutMs`), else the one wait shared by
+ * every caller for a connection attempt in progress (at the start), settled
+ * when it is ready, when it fails, or after `timeoutMs`.
+ */
+export function connectionWait(redis: Redis, timeoutMs: number): () => Promise<void> | undefined {
+  let down = false;
+  let waiting: Promise<void> | undefined;
+  redis.on("ready", () => {
+    down = false;
+  });
+  // Emitted after every failed attempt and every drop, before the next reconnect.
+  redis.on("close", () => {
+    down = true;
+  });
+  return () => {
+    if (down || !ATTEMPTING.has(redis.status)) return undefined;
+    waiting ??= new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        redis.off("ready", done);
+        redis.off("close", done);
+        waiting = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      redis.once("ready", done);
+      redis.once("close", done);
+    });
+    return waiting;
+  };
+}

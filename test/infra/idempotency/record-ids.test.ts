@@ -97,6 +97,18 @@ test("redis unreachable: every id is new (fail open), counted, never a rejection
   expect(down.failures()).toBe(3);
 });
 
+test("redis known down (its connection attempt failed): a claim fails open at once, not after the command timeout", async () => {
+  const down = redisStore("redis://127.0.0.1:1", 1000, 1000);
+  // Nothing listens on port 1: the first attempt is refused within milliseconds, then ioredis waits to retry.
+  await Bun.sleep(100);
+  for (let i = 0; i < 3; i++) {
+    const started = performance.now();
+    expect(await down.store.claim("acme", ["a"], `r${i}`, 1000)).toEqual(["new"]);
+    expect(performance.now() - started).toBeLessThan(100);
+  }
+  expect(down.failures()).toBe(3);
+});
+
 test("memory: bounded by count, oldest first, early evictions counted", async () => {
   let early = 0;
   const store = new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 3, onEarlyEviction: () => early++ });

@@ -8,10 +8,10 @@ afterAll(async () => {
   for (const store of stores) await store.close();
 });
 
-function store(redisUrl: string) {
+function store(redisUrl: string, commandTimeoutMs = 200) {
   let failures = 0;
   const created = new RedisIdempotencyStore(
-    { redisUrl, windowMs: 60_000, pendingMs: 5000, commandTimeoutMs: 200, onFailOpen: () => failures++ },
+    { redisUrl, windowMs: 60_000, pendingMs: 5000, commandTimeoutMs, onFailOpen: () => failures++ },
     pino({ level: "silent" }),
   );
   stores.push(created);
@@ -54,5 +54,27 @@ describe("RedisIdempotencyStore", () => {
     await down.store.complete("k", "f", { status: 202, headers: {}, body: "{}" });
     await down.store.release("k");
     expect(down.failures()).toBe(3);
+  });
+
+  test("Redis known down (its connection attempt failed): a claim fails open at once, not after the command timeout", async () => {
+    const down = store("redis://127.0.0.1:1", 1000);
+    // Nothing listens on port 1: the first attempt is refused within milliseconds, then ioredis waits to retry.
+    await Bun.sleep(100);
+    for (let i = 0; i < 3; i++) {
+      const started = performance.now();
+      expect(await down.store.claim(`k${i}`, "f")).toEqual({ state: "claimed" });
+      expect(performance.now() - started).toBeLessThan(100);
+    }
+    expect(down.failures()).toBe(3);
+  });
+
+  test("at the start, the first claim waits for the connection in progress rather than fail open", async () => {
+    const fresh = store(services().redisUrl, 2000);
+    const id = `start-${Date.now()}-${Math.random()}`;
+    expect(await fresh.store.claim(id, "f")).toEqual({ state: "claimed" });
+    expect(fresh.failures()).toBe(0);
+    // The claim reached Redis: a second client sees it pending.
+    const other = store(services().redisUrl, 2000);
+    expect(await other.store.claim(id, "f")).toEqual({ state: "pending", fingerprint: "f" });
   });
 });
