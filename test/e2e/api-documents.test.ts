@@ -45,6 +45,9 @@ const NOT_PROVOKED: Record<string, string> = {
   "HEAD /v1/channels/{channel}/presence 503": "as GET",
 };
 
+/** The per-IP request budget of the gateway whose Kafka is down. */
+const REQUESTS_PER_IP = 3;
+
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const server = createServer();
@@ -86,6 +89,9 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
           REDIS_URL: "",
           KAFKA_UNHEALTHY_AFTER_MS: "0",
           INGEST_ACK_TIMEOUT_MS: "500",
+          // A small per-IP request budget, each client IP from X-Forwarded-For: the read routes' 429.
+          TRUST_PROXY: "1",
+          RATE_LIMIT_REQUESTS_PER_SEC: String(REQUESTS_PER_IP),
         }),
       ),
     ]);
@@ -94,6 +100,17 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     for (const socket of sockets) socket.close();
     await Promise.all([gateway.stop("SIGKILL"), kafkaDown.stop("SIGKILL")]);
   });
+
+  /**
+   * Requests from `ip` (without a token) to the gateway whose Kafka is down,
+   * one past its per-IP budget; the last answer: its 429, before the token.
+   */
+  async function overIpBudget(method: string, template: string, path: string, ip: string) {
+    let last = await call(method, template, path, { headers: { "x-forwarded-for": ip }, on: kafkaDown });
+    for (let i = 0; i < REQUESTS_PER_IP; i++)
+      last = await call(method, template, path, { headers: { "x-forwarded-for": ip }, on: kafkaDown });
+    return last;
+  }
 
   /** One request, its response checked against openapi.yaml; `template` names the documented path. */
   async function call(
@@ -249,6 +266,14 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
       expect((await get("/v1/channels/orders/events", await bearer("docs-delta", ["ingest"]))).status).toBe(
         403,
       );
+      const limited = await overIpBudget(
+        method,
+        template,
+        "/v1/channels/orders/events",
+        `203.0.113.${method.length}`,
+      );
+      expect(limited.status).toBe(429);
+      expect(limited.headers.get("ratelimit-policy")).toBe(`"ip";q=${REQUESTS_PER_IP};w=1`);
     }
   });
 
@@ -306,6 +331,14 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
       expect(
         (await get("/v1/channels/lobby/presence", await bearer("docs-presence", ["ingest"]))).status,
       ).toBe(403);
+      const limited = await overIpBudget(
+        method,
+        template,
+        "/v1/channels/lobby/presence",
+        `203.0.113.1${method.length}`,
+      );
+      expect(limited.status).toBe(429);
+      expect(limited.headers.get("ratelimit-policy")).toBe(`"ip";q=${REQUESTS_PER_IP};w=1`);
     }
     socket.close();
   });

@@ -212,3 +212,61 @@ describe("one tenant's budget over 10 s, leased by several gateways", () => {
     expect(accepted.first).toBeGreaterThanOrEqual(budget * 0.45);
   }, 40_000);
 });
+
+/**
+ * The per-IP request budget on the read routes, as on the writes and /v1/sse:
+ * one gateway alone (no Redis), each test from its own client IP (TRUST_PROXY
+ * takes it from X-Forwarded-For), so each starts with a whole window.
+ */
+describe.each(RUNTIMES)("the per-IP request budget on the read routes on %s", (runtime) => {
+  const REQUESTS = 2;
+  let gateway: RunningGateway;
+  let folder: string;
+
+  beforeAll(async () => {
+    folder = await mkdtemp(join(tmpdir(), "ratelimit-reads-"));
+    gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: "",
+      REDIS_URL: "",
+      LOCAL_LOG_DIR: folder,
+      TRUST_PROXY: "1",
+      RATE_LIMIT_REQUESTS_PER_SEC: String(REQUESTS),
+    });
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  for (const [name, path] of [
+    ["history", "/v1/channels/orders/events"],
+    ["presence", "/v1/channels/orders/presence"],
+  ] as const) {
+    test(`GET ${name}: past the budget a 429 with Retry-After and the ip policy's RateLimit-*, before the token`, async () => {
+      const headers = {
+        authorization: `Bearer ${await token(`reads${Date.now()}`, ["subscribe"])}`,
+        "x-forwarded-for": `198.51.100.${name === "history" ? 1 : 2}`,
+      };
+      const responses: Response[] = [];
+      // Within one window (these take milliseconds): the budget, then one over it, then one without a token.
+      for (let i = 0; i <= REQUESTS; i++) responses.push(await fetch(`${gateway.url}${path}`, { headers }));
+      responses.push(
+        await fetch(`${gateway.url}${path}`, { headers: { "x-forwarded-for": headers["x-forwarded-for"] } }),
+      );
+      const statuses = responses.map((response) => response.status);
+      expect(statuses).toEqual([200, 200, 429, 429]);
+      const refused = responses[2] as Response;
+      expect(((await refused.json()) as { error: string }).error).toBe("rate_limited");
+      expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+      expect(refused.headers.get("ratelimit-limit")).toBe(String(REQUESTS));
+      expect(refused.headers.get("ratelimit-remaining")).toBe("0");
+      expect(refused.headers.get("ratelimit-policy")).toBe(`"ip";q=${REQUESTS};w=1`);
+      expect(refused.headers.get("ratelimit")).toStartWith('"ip";r=0;t=');
+      // Another client IP has its own budget.
+      const other = await fetch(`${gateway.url}${path}`, {
+        headers: { ...headers, "x-forwarded-for": "198.51.100.200" },
+      });
+      expect(other.status).toBe(200);
+    });
+  }
+});

@@ -1,8 +1,7 @@
 import { requireChannel } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
-import { type Principal, requireScope } from "../../domain/principal.ts";
+import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import type { Route } from "../../ports/route.ts";
-import type { HttpRequest } from "../../ports/transport.ts";
 import { EVENT_FRAME_PREFIX } from "./fanout.ts";
 import type { HistoryEvent } from "./history.ts";
 import { isPending, type Resume, type ResumeOutcome } from "./resume.ts";
@@ -12,20 +11,22 @@ export const MAX_PAGE = 1000;
 
 /**
  * GET /v1/channels/{channel}/events: a page of what a client missed, from this
- * instance's history or read back from the fan-out log (see `Resume`).
+ * instance's history or read back from the fan-out log (see `Resume`), after
+ * the per-IP request budget, the token and the scope `subscribe`.
  */
-export function deltaRoute(deps: {
-  authenticate(request: HttpRequest): Principal | Promise<Principal>;
-  resume: Resume;
-  /** Marks the channel wanted here for a while, so the next page comes from memory. */
-  interested?(tenant: string, channel: string): void;
-}): Route {
+export function deltaRoute(
+  deps: CallerChecks & {
+    resume: Resume;
+    /** Marks the channel wanted here for a while, so the next page comes from memory. */
+    interested?(tenant: string, channel: string): void;
+  },
+): Route {
   return {
     method: "GET",
     path: "/v1/channels/{channel}/events",
     handler: async (request, params) => {
-      const principal = await deps.authenticate(request);
-      requireScope(principal, "subscribe");
+      // The client IP's request budget first, as every API route: a client over it costs no signature check.
+      const principal = await authorizedCaller(request, "subscribe", deps);
       const channel = requireChannel(principal, params.channel);
       const limit = pageLimit(request.query.get("limit"));
       const since = request.query.get("since") ?? undefined;

@@ -1,5 +1,6 @@
 import { channelTopic } from "../../domain/channel.ts";
 import type { Principal } from "../../domain/principal.ts";
+import type { CallerChecks } from "../../http/caller.ts";
 import { startWithRetry } from "../../lib/retry.ts";
 import { msUntil, sleep } from "../../lib/time.ts";
 import type { Logger } from "../../log/logger.ts";
@@ -136,18 +137,23 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
       watchPresence: (channelKey, delta) => presence.watch(channelKey, delta),
     },
   );
+  // The read routes check what the write routes do: the client IP's request budget, then the token.
+  const callers: CallerChecks = {
+    admission: { request: deps.admitRequest },
+    authenticate: deps.authenticate,
+  };
   // The bus may be down at start (Kafka unreachable): keep trying in the background.
   const subscription = startWithRetry("fan-out bus", () => deps.bus.start(fanout), deps.log);
   return {
     name: "realtime",
     routes: [
       deltaRoute({
-        authenticate: deps.authenticate,
+        ...callers,
         resume,
         interested: (tenant, channel) => interest?.touch(channelTopic(tenant, channel)),
       }),
       streams.route(),
-      presence.route(deps.authenticate),
+      presence.route(callers),
     ],
     ws: hub,
     attach: (server) => {

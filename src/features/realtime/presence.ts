@@ -1,10 +1,9 @@
 import { channelTopic, requireChannel } from "../../domain/channel.ts";
-import { type Principal, requireScope } from "../../domain/principal.ts";
+import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import { jsonText } from "../../http/reply.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { PresenceMembers, PresenceStore } from "../../ports/presence.ts";
 import type { Route } from "../../ports/route.ts";
-import type { HttpRequest } from "../../ports/transport.ts";
 
 /** Members listed in one answer; the rest are counted in `total`. */
 export const MAX_LISTED_MEMBERS = 1000;
@@ -174,13 +173,13 @@ export class Presence {
     return this.local.get(channelKey) ?? new Map();
   }
 
-  route(authenticate: (request: HttpRequest) => Principal | Promise<Principal>): Route {
+  /** GET /v1/channels/{channel}/presence, after the per-IP request budget, the token and the scope `subscribe`. */
+  route(checks: CallerChecks): Route {
     return {
       method: "GET",
       path: "/v1/channels/{channel}/presence",
       handler: async (request, params) => {
-        const principal = await authenticate(request);
-        requireScope(principal, "subscribe");
+        const principal = await authorizedCaller(request, "subscribe", checks);
         const channel = requireChannel(principal, params.channel);
         const key = channelTopic(principal.tenant, channel);
         let scope = "instance";

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { MAX_EVENTS_PER_CHECK, Presence } from "../../../src/features/realtime/presence.ts";
 import { createLogger } from "../../../src/log/logger.ts";
@@ -20,11 +21,27 @@ function principal(overrides: Partial<Principal> = {}): Principal {
 
 async function ask(presence: Presence, channel: string, who = principal()) {
   const request = {} as HttpRequest;
-  const reply = (await presence.route(async () => who).handler(request, { channel })) as HttpReply;
+  const checks = { admission: { request: () => undefined }, authenticate: async () => who };
+  const reply = (await presence.route(checks).handler(request, { channel })) as HttpReply;
   return { status: reply.status, body: JSON.parse(reply.body as string) };
 }
 
 describe("Presence", () => {
+  test("GET presence: a client over its IP request budget gets the 429 before its token is looked at", async () => {
+    const presence = new Presence(undefined, log);
+    const refusal = new GatewayError("rate_limited", "rate limit exceeded", { "retry-after": "1" });
+    let verified = 0;
+    const route = presence.route({
+      admission: { request: () => Promise.reject(refusal) },
+      authenticate: async () => {
+        verified++;
+        return principal();
+      },
+    });
+    await expect(route.handler({} as HttpRequest, { channel: "c" })).rejects.toBe(refusal);
+    expect(verified).toBe(0);
+  });
+
   test("counts connections per subject, forgets a subject at zero and a channel with no one", () => {
     const presence = new Presence(undefined, log);
     presence.change("t/acme/c", "ann", 1);

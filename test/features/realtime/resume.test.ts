@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { deltaRoute } from "../../../src/features/realtime/delta-route.ts";
 import { type ConnectionState, WsHub } from "../../../src/features/realtime/hub.ts";
@@ -80,6 +81,9 @@ async function connectedPeer(world: ReturnType<typeof resumeWorld>) {
   await settle();
   return { hub, peer };
 }
+
+/** Admission that admits at once, as when the client IP's request is paid from the local share. */
+const admitted = { admission: { request: () => undefined } };
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 5));
 const eventIds = (peer: FakePeer) => peer.frames.filter((f) => f.type === "event").map((f) => f.id);
@@ -223,7 +227,7 @@ describe("resume from the log over WebSocket", () => {
 
 describe("history paging (GET /v1/channels/{c}/events)", () => {
   async function get(world: ReturnType<typeof resumeWorld>, query: Record<string, string>) {
-    const route = deltaRoute({ authenticate: async () => principal, resume: world.resume });
+    const route = deltaRoute({ ...admitted, authenticate: async () => principal, resume: world.resume });
     const request: HttpRequest = {
       method: "GET",
       path: "/v1/channels/x/events",
@@ -260,7 +264,7 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
 
   test("limit defaults to 100 and is at most 1000; anything else is a 400", async () => {
     const world = resumeWorld();
-    const route = deltaRoute({ authenticate: async () => principal, resume: world.resume });
+    const route = deltaRoute({ ...admitted, authenticate: async () => principal, resume: world.resume });
     for (const limit of ["0", "1001", "-1", "abc", "1.5", ""]) {
       const request: HttpRequest = {
         method: "GET",
@@ -273,6 +277,30 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
       await expect(route.handler(request, { channel: "x" })).rejects.toMatchObject({ code: "bad_request" });
     }
     expect((await get(world, { limit: "1000" })).next).toBeNull();
+  });
+
+  test("a client over its IP request budget gets the 429 before its token is looked at", async () => {
+    const world = resumeWorld();
+    const refusal = new GatewayError("rate_limited", "rate limit exceeded", { "retry-after": "1" });
+    let verified = 0;
+    const route = deltaRoute({
+      admission: { request: () => Promise.reject(refusal) },
+      authenticate: async () => {
+        verified++;
+        return principal;
+      },
+      resume: world.resume,
+    });
+    const request: HttpRequest = {
+      method: "GET",
+      path: "/v1/channels/x/events",
+      query: new URLSearchParams(),
+      header: () => undefined,
+      remoteAddress: "127.0.0.1",
+      body: async () => new Uint8Array(0),
+    };
+    await expect(route.handler(request, { channel: "x" })).rejects.toBe(refusal);
+    expect(verified).toBe(0);
   });
 
   test("over the replay bounds the route answers 503 try_again with Retry-After", async () => {
