@@ -43,7 +43,7 @@ export const HTTP_ERRORS = {
   forbidden: {
     status: 403,
     meaning:
-      "The token lacks the route's scope (`ingest`, `subscribe`, `publish`), its `channels` claim does not allow the channel, or the browser origin is not in `CORS_ORIGINS` (preflights and WebSocket upgrades).",
+      "The token lacks the route's scope (`ingest`, `subscribe`, `publish`), its `channels` claim does not allow the channel or limits it and it broadcasts, or the browser origin is not in `CORS_ORIGINS` (preflights and WebSocket upgrades).",
     retry: false,
     advice: "Needs another token or configuration.",
   },
@@ -198,7 +198,7 @@ export const WS_ERRORS = {
   },
   forbidden: {
     meaning:
-      "The token's `channels` claim does not allow the channel; a publish without scope `publish`; a refresh token that cannot replace the current one (another tenant or subject, or expiring sooner: the socket keeps its token); or the first token lacks scope `subscribe` (then close 4001).",
+      "The token's `channels` claim does not allow the channel, or limits it and it publishes a broadcast; a publish without scope `publish`; a refresh token that cannot replace the current one (another tenant or subject, or expiring sooner: the socket keeps its token); or the first token lacks scope `subscribe` (then close 4001).",
     retry: false,
     advice: "Needs another token.",
   },

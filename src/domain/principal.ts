@@ -50,6 +50,15 @@ function compileChannelPatterns(patterns: readonly string[]): RegExp {
 // Principals live as long as their cached token, so each one's patterns are compiled once.
 const compiledPatterns = new WeakMap<Principal, RegExp>();
 
+/**
+ * Whether the principal may broadcast: a broadcast reaches every connection of
+ * the tenant, whatever it subscribed to, so only a token that may use every
+ * channel may send one (no `channels` claim, or one holding the pattern `*`).
+ */
+export function mayBroadcast(principal: Principal): boolean {
+  return principal.channels === undefined || principal.channels.includes("*");
+}
+
 /** Whether the principal may use `channel` of its tenant. */
 export function channelAllowed(principal: Principal, channel: string): boolean {
   if (principal.channels === undefined) return true;

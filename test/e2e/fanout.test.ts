@@ -194,6 +194,35 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
     limited.close();
   });
 
+  test("a token limited to channel patterns cannot broadcast: 403 over HTTP, a forbidden error frame over the socket", async () => {
+    const tenant = `limited-${runtime}`;
+    const listener = await connectSubscriber(second, tenant);
+    const limited = await token(tenant, ["subscribe", "publish"], { channels: ["orders*"] });
+    const response = await fetch(`${first.url}/v1/publish`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${limited}`, "content-type": "application/json" },
+      body: JSON.stringify({ broadcast: true, data: { leak: "http" } }),
+    });
+    expect(response.status).toBe(403);
+    expect(((await response.json()) as Frame).error).toBe("forbidden");
+    const socket = new TestSocket(`${first.wsUrl}?token=${limited}`);
+    await socket.opened();
+    await socket.next((frame) => frame.type === "connected");
+    socket.send({ type: "publish", broadcast: true, data: { leak: "ws" }, ref: "b" });
+    expect(await socket.next((frame) => frame.ref === "b")).toMatchObject({
+      type: "error",
+      code: "forbidden",
+    });
+    // The socket stays open and may still publish to its own channels.
+    socket.send({ type: "publish", channel: "orders", data: { ok: true }, ref: "c" });
+    expect(await socket.next((frame) => frame.ref === "c")).toMatchObject({ type: "published" });
+    // Neither refused broadcast reached the tenant: a broadcast from an unlimited token is the next event.
+    await broadcast(first, tenant, { notice: "allowed" });
+    expect((await collect(listener, 1))[0]).toMatchObject({ broadcast: true, data: { notice: "allowed" } });
+    socket.close();
+    listener.close();
+  });
+
   test("app-level ping carries the last event id of each subscribed channel", async () => {
     const socket = await connectSubscriber(second, "acme");
     await subscribe(socket, "orders");

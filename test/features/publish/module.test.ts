@@ -1,0 +1,83 @@
+import { describe, expect, test } from "bun:test";
+import { GatewayError } from "../../../src/domain/errors.ts";
+import type { Principal } from "../../../src/domain/principal.ts";
+import { createPublisher } from "../../../src/features/publish/module.ts";
+import type { FanoutBus, FanoutMessage } from "../../../src/ports/fanout-bus.ts";
+
+function principal(channels: string[] | undefined): Principal {
+  return {
+    subject: "alice",
+    tenant: "acme",
+    scopes: new Set(["publish"]),
+    channels,
+    expiresAt: Date.now() + 60_000,
+  };
+}
+
+/** A publisher on a bus that records what it was given, and whether the tenant's budget was asked. */
+function publisher() {
+  const published: FanoutMessage[] = [];
+  let charged = 0;
+  const bus = {
+    publish: async (messages: FanoutMessage[]) => {
+      published.push(...messages);
+    },
+  } as unknown as FanoutBus;
+  const publish = createPublisher({
+    bus,
+    ackTimeoutMs: 1000,
+    admission: {
+      request: () => undefined,
+      events: () => {
+        charged++;
+        return undefined;
+      },
+    },
+  });
+  return { publish, published, charged: () => charged };
+}
+
+const broadcast = (channel?: string) => ({ channel, broadcast: true, dataJson: "{}", trace: undefined });
+
+describe("createPublisher: broadcasts", () => {
+  test("a token without a channels claim broadcasts to the tenant", async () => {
+    const { publish, published } = publisher();
+    await publish(principal(undefined), broadcast());
+    expect(published).toMatchObject([{ tenant: "acme", broadcast: true }]);
+  });
+
+  test("a token whose claim holds `*` may use every channel, so it may broadcast", async () => {
+    const { publish, published } = publisher();
+    await publish(principal(["orders", "*"]), broadcast());
+    expect(published.length).toBe(1);
+  });
+
+  test.each([
+    ["without a channel", undefined],
+    ["on a channel the token may use", "orders.eu"],
+  ])(
+    "a token limited to channel patterns may not broadcast (%s): forbidden, nothing published or charged",
+    async (_, channel) => {
+      const { publish, published, charged } = publisher();
+      const refused = await publish(principal(["orders*"]), broadcast(channel)).catch(
+        (error: unknown) => error,
+      );
+      expect(refused).toBeInstanceOf(GatewayError);
+      expect((refused as GatewayError).code).toBe("forbidden");
+      expect((refused as GatewayError).status).toBe(403);
+      expect(published).toEqual([]);
+      expect(charged()).toBe(0);
+    },
+  );
+
+  test("the same token still publishes to a channel it may use", async () => {
+    const { publish, published } = publisher();
+    await publish(principal(["orders*"]), {
+      channel: "orders",
+      broadcast: false,
+      dataJson: "{}",
+      trace: undefined,
+    });
+    expect(published).toMatchObject([{ tenant: "acme", channel: "orders" }]);
+  });
+});
