@@ -4,7 +4,7 @@ import type { HttpReply } from "../ports/transport.ts";
 export type CorsOrigins = "*" | readonly string[];
 
 const ALLOWED_REQUEST_HEADERS =
-  "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey";
+  "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, last-event-id, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey";
 /** The response headers a browser script may read: the rate-limit state and when to retry. */
 // Deprecation, Sunset and Link tell a script that the route it calls is retired (RFC 9745, RFC 8594).
 const EXPOSED_HEADERS =

@@ -39,7 +39,7 @@ describe.each(RUNTIMES)("CORS with a list of origins on %s", (runtime) => {
     expect(response.headers.get("vary")).toBe("Origin");
     expect(response.headers.get("access-control-allow-methods")).toBe("POST");
     expect(response.headers.get("access-control-allow-headers")).toBe(
-      "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey",
+      "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, last-event-id, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey",
     );
     expect(response.headers.get("access-control-max-age")).toBe("600");
     expect(await response.text()).toBe("");
@@ -52,6 +52,22 @@ describe.each(RUNTIMES)("CORS with a list of origins on %s", (runtime) => {
     });
     expect(response.status).toBe(204);
     expect(response.headers.get("access-control-allow-methods")).toBe("GET, HEAD");
+  });
+
+  test("a preflight for an SSE resume with Last-Event-ID allows that header", async () => {
+    const response = await fetch(`${gateway.url}/v1/sse?channel=news`, {
+      method: "OPTIONS",
+      headers: {
+        origin: ALLOWED,
+        "access-control-request-method": "GET",
+        "access-control-request-headers": "authorization, last-event-id",
+      },
+    });
+    expect(response.status).toBe(204);
+    expect(response.headers.get("access-control-allow-origin")).toBe(ALLOWED);
+    const allowed = response.headers.get("access-control-allow-headers")?.split(", ");
+    expect(allowed).toContain("authorization");
+    expect(allowed).toContain("last-event-id");
   });
 
   test("a preflight from another origin is a 403 without CORS headers", async () => {

@@ -33,7 +33,7 @@ test("a preflight answer lists the route's methods, the request headers a client
     headers: {
       "access-control-allow-methods": "GET, HEAD",
       "access-control-allow-headers":
-        "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey",
+        "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, last-event-id, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey",
       "access-control-max-age": "600",
     },
     body: "",
