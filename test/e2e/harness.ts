@@ -233,7 +233,10 @@ export async function publishEvent(
     throw new Error(`publish answered ${response.status}: ${await response.text()}`);
 }
 
-/** Sends a WebSocket upgrade over a raw socket and returns the HTTP answer. */
+/**
+ * Sends a WebSocket upgrade over a raw socket and returns the HTTP answer;
+ * a `Sec-WebSocket-Version` in `headers` replaces the usual 13.
+ */
 export function rawUpgrade(
   port: number,
   headers: Record<string, string>,
@@ -264,12 +267,15 @@ export function rawUpgrade(
     });
     socket.on("error", reject);
     socket.on("close", () => finish() || reject(new Error(`closed after ${JSON.stringify(received)}`)));
+    const version = Object.keys(headers).some((name) => name.toLowerCase() === "sec-websocket-version")
+      ? ""
+      : "Sec-WebSocket-Version: 13\r\n";
     const extra = Object.entries(headers)
       .map(([name, value]) => `${name}: ${value}\r\n`)
       .join("");
     socket.write(
       "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`,
+        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${version}${extra}\r\n`,
     );
   });
 }

@@ -3,7 +3,14 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TEST_SECRET, token } from "../support/tokens.ts";
-import { connectSubscriber, RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
+import {
+  connectSubscriber,
+  RUNTIMES,
+  type RunningGateway,
+  rawUpgrade,
+  startGateway,
+  TestSocket,
+} from "./harness.ts";
 
 const MAX_PAYLOAD = 65536;
 
@@ -43,6 +50,16 @@ describe.each(RUNTIMES)("hostile WebSocket input on %s", (runtime) => {
     bystander.close();
     await gateway.stop("SIGKILL");
     await rm(folder, { recursive: true, force: true });
+  });
+
+  test("an upgrade asking for a WebSocket version other than 13 gets 426 naming 13 (RFC 6455 §4.4)", async () => {
+    for (const version of ["8", "", "13, 8", "abc"]) {
+      const answer = await rawUpgrade(gateway.port, { "Sec-WebSocket-Version": version });
+      expect({ version, status: answer.status }).toEqual({ version, status: 426 });
+      expect(answer.headers.get("sec-websocket-version")).toBe("13");
+      expect(answer.body).toBe("");
+    }
+    expect((await rawUpgrade(gateway.port, {})).status).toBe(101);
   });
 
   test("an oversized frame closes that socket and no other", async () => {
