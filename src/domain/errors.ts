@@ -22,7 +22,7 @@ export const HTTP_ERRORS = {
   bad_request: {
     status: 400,
     meaning:
-      "The request is malformed: a bad query parameter, an empty batch, a body that is not a JSON object or array, a publish body nested deeper than 64 levels or holding a key twice, a malformed percent-encoding in the path, or broken request framing (then the connection is closed).",
+      "The request is malformed: a bad query parameter (a `since` or SSE `Last-Event-ID` that is not an event id included), an empty batch, a body that is not a JSON object or array, a publish body nested deeper than 64 levels or holding a key twice, a malformed percent-encoding in the path, or broken request framing (then the connection is closed).",
     retry: false,
     advice: "Fix the request; the message says what is wrong.",
   },
@@ -186,7 +186,7 @@ export const ERROR_STATUS = Object.fromEntries(
 export const WS_ERRORS = {
   bad_frame: {
     meaning:
-      "A frame that is not a JSON object, nested deeper than 8 levels, of an unknown `type` or missing members. The socket stays open.",
+      "A frame that is not a JSON object, nested deeper than 8 levels, of an unknown `type` or missing members, or a `subscribe` whose `since` is not an event id (then not subscribed). The socket stays open.",
     retry: false,
     advice: "Fix the frame.",
   },

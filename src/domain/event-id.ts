@@ -27,6 +27,11 @@ export function formatEventId(position: EventPosition): string {
   return `${position.epoch}-${position.partition}-${offset}`;
 }
 
+/** Whether `id` has an event id's shape (a position, or a `since` a client may send). */
+export function isEventId(id: string): boolean {
+  return ID_PATTERN.test(id);
+}
+
 export function parseEventId(id: string): EventPosition | undefined {
   const match = ID_PATTERN.exec(id);
   if (!match) return undefined;

@@ -259,7 +259,9 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
         const after = await get(`/v1/channels/orders/events?since=${events[0]?.id}`);
         expect(after.json().events).toHaveLength(1);
       }
-      expect((await get("/v1/channels/orders/events?since=not-an-id")).status).toBe(410);
+      // Another epoch's id cannot be served (410); one that is not an event id is a client bug (400).
+      expect((await get("/v1/channels/orders/events?since=otherepoch-0-0000000000000001")).status).toBe(410);
+      expect((await get("/v1/channels/orders/events?since=not-an-id")).status).toBe(400);
       expect((await get("/v1/channels/%24x/events")).status).toBe(400);
       expect((await get("/v1/channels//events")).status).toBe(404);
       expect((await get("/v1/channels/orders/events", {})).status).toBe(401);

@@ -4,7 +4,7 @@ import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import type { Route } from "../../ports/route.ts";
 import { EVENT_FRAME_PREFIX } from "./fanout.ts";
 import type { HistoryEvent } from "./history.ts";
-import { isPending, type Resume, type ResumeOutcome } from "./resume.ts";
+import { isPending, type Resume, type ResumeOutcome, requireSince } from "./resume.ts";
 
 export const DEFAULT_PAGE = 100;
 export const MAX_PAGE = 1000;
@@ -29,7 +29,7 @@ export function deltaRoute(
       const principal = await authorizedCaller(request, "subscribe", deps);
       const channel = requireChannel(principal, params.channel);
       const limit = pageLimit(request.query.get("limit"));
-      const since = request.query.get("since") ?? undefined;
+      const since = requireSince(request.query.get("since") ?? undefined, "since");
       // The position is taken first: a read of the log answers up to where live delivery stood then.
       const lastEventId = JSON.stringify(deps.resume.position(principal.tenant, channel));
       const resumed = deps.resume.after(principal.tenant, channel, since, limit);

@@ -1,3 +1,4 @@
+import { isEventId } from "../../domain/event-id.ts";
 import { type TraceContext, traceContextOf } from "../../http/trace-context.ts";
 import {
   DEPTH_ERROR,
@@ -53,7 +54,8 @@ export function parseClientFrame(text: string): ClientFrame | { error: string } 
         : { error: "auth needs a token" };
     case "subscribe":
       if (typeof frame.channel !== "string") return { error: "subscribe needs a channel" };
-      if (frame.since !== undefined && typeof frame.since !== "string")
+      // A malformed `since` is a client bug: said as such, not as `history_gone` (lost history).
+      if (frame.since !== undefined && (typeof frame.since !== "string" || !isEventId(frame.since)))
         return { error: "since must be an event id" };
       if (frame.presence !== undefined && typeof frame.presence !== "boolean")
         return { error: "presence must be true or false" };

@@ -1,5 +1,6 @@
 import { channelTopic } from "../../domain/channel.ts";
-import { type EventPosition, formatEventId, parseEventId } from "../../domain/event-id.ts";
+import { GatewayError } from "../../domain/errors.ts";
+import { type EventPosition, formatEventId, isEventId, parseEventId } from "../../domain/event-id.ts";
 import type { FanoutBus } from "../../ports/fanout-bus.ts";
 import { historyEvent } from "./fanout.ts";
 import type { ChannelHistory, HistoryEvent } from "./history.ts";
@@ -29,6 +30,18 @@ export type ResumeOutcome =
 export interface PendingResume {
   until: bigint;
   outcome: Promise<ResumeOutcome>;
+}
+
+/**
+ * A `since` a client sent over HTTP (`name`: the parameter or header it came
+ * in), checked to be an event id: anything else is a client bug, a 400
+ * `bad_request`, never `history_gone` (which would look like lost history).
+ * A well-formed id from another epoch or partition stays for `after` to judge.
+ */
+export function requireSince(since: string | undefined, name: string): string | undefined {
+  if (since !== undefined && !isEventId(since))
+    throw new GatewayError("bad_request", `${name} must be an event id (<epoch>-<partition>-<offset>)`);
+  return since;
 }
 
 /** How long a client waits after a refusal for lack of replay capacity. */

@@ -9,7 +9,7 @@ import type { HttpRequest, HttpStream } from "../../ports/transport.ts";
 import type { FanoutTarget } from "./fanout.ts";
 import type { HistoryEvent } from "./history.ts";
 import { type PresenceListener, presenceTopic } from "./presence.ts";
-import { isPending, type Resume, type ResumeOutcome } from "./resume.ts";
+import { isPending, type Resume, type ResumeOutcome, requireSince } from "./resume.ts";
 
 export interface SseOptions {
   /** A comment line at least this often, so proxies and clients see the stream alive. */
@@ -196,7 +196,12 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     if (channels.length > this.options.maxChannels)
       throw new GatewayError("bad_request", `at most ${this.options.maxChannels} channels per stream`);
     for (const channel of channels) requireChannel(principal, channel);
-    const since = request.header("last-event-id") || request.query.get("since") || undefined;
+    // EventSource sends back the last `id:` it got, always one of ours: anything else is a client bug.
+    const lastEventId = request.header("last-event-id") || undefined;
+    const since =
+      lastEventId === undefined
+        ? requireSince(request.query.get("since") || undefined, "since")
+        : requireSince(lastEventId, "Last-Event-ID");
     const presence = request.query.get("presence");
     if (presence !== null && presence !== "true" && presence !== "false")
       throw new GatewayError("bad_request", "presence is true or false");

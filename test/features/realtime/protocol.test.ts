@@ -19,6 +19,16 @@ test("client frames are parsed, and bad ones explained without throwing", () => 
   expect(parseClientFrame('{"type":"subscribe","channel":"o","since":5}')).toEqual({
     error: "since must be an event id",
   });
+  // A malformed since is a client bug (bad_frame), not history_gone; a well-formed id of another epoch parses.
+  for (const since of ["bogus", "", "1-0-x"]) {
+    expect(parseClientFrame(JSON.stringify({ type: "subscribe", channel: "o", since }))).toEqual({
+      error: "since must be an event id",
+    });
+  }
+  expect(parseClientFrame('{"type":"subscribe","channel":"o","since":"other-3-1"}')).toMatchObject({
+    type: "subscribe",
+    since: "other-3-1",
+  });
   expect(parseClientFrame('{"type":"dance"}')).toEqual({ error: 'unknown frame type "dance"' });
 });
 

@@ -303,6 +303,18 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
     expect(verified).toBe(0);
   });
 
+  test("a since that is not an event id is a 400 bad_request; a well-formed one of another epoch or partition stays 410", async () => {
+    const world = resumeWorld();
+    for (let n = 0; n < 5; n++) world.publish(n, "x");
+    for (const since of ["bogus", "", "null", `${id(1)}x`]) {
+      await expect(get(world, { since })).rejects.toMatchObject({ code: "bad_request", status: 400 });
+    }
+    for (const since of ["otherepoch-0-0000000000000001", id(1).replace("-0-", "-7-")]) {
+      await expect(get(world, { since })).rejects.toMatchObject({ code: "history_gone", status: 410 });
+    }
+    expect((await get(world, { since: id(1) })).events.map((event) => event.id)).toEqual([2, 3, 4].map(id));
+  });
+
   test("over the replay bounds the route answers 503 try_again with Retry-After", async () => {
     const world = resumeWorld({ ...LIMITS, maxConcurrent: 0 });
     for (let n = 0; n < 10; n++) world.publish(n);

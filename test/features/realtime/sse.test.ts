@@ -189,6 +189,27 @@ describe("SseStreams", () => {
     expect(stream.state).toBe("open");
   });
 
+  test("a Last-Event-ID or since that is not an event id is a 400 naming it, and takes no slot", async () => {
+    const { open, slots } = setup();
+    await expect(open("channel=x&token=good", { "last-event-id": "bogus" })).rejects.toMatchObject({
+      code: "bad_request",
+      message: "Last-Event-ID must be an event id (<epoch>-<partition>-<offset>)",
+    });
+    await expect(open("channel=x&token=good&since=bogus")).rejects.toMatchObject({
+      code: "bad_request",
+      message: "since must be an event id (<epoch>-<partition>-<offset>)",
+    });
+    expect(slots()).toBe(0);
+  });
+
+  test("a well-formed Last-Event-ID of another epoch is history_gone for the channel; the stream goes on live", async () => {
+    const world = setup();
+    world.publish(0, "x");
+    const { reply, stream } = await world.open("channel=x&token=good", { "last-event-id": "otherepoch-0-1" });
+    expect(String(reply.body)).toContain('"code":"history_gone","channel":"x"');
+    expect(stream.state).toBe("open");
+  });
+
   test("refusals: token, channels, the shared connection cap", async () => {
     const { open } = setup(principal({ channels: ["public.*"] }), 1);
     await expect(open("channel=public.a&token=bad")).rejects.toMatchObject({ code: "unauthorized" });
