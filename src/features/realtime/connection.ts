@@ -224,13 +224,17 @@ export class Connection {
     }
   }
 
-  /** `ping` frame with the last event id of each subscribed channel, so a client can detect a gap. */
+  /**
+   * `ping` frame with each subscribed channel's current position, the value
+   * `subscribed` carried, so a client can detect a gap: its newest event,
+   * also one published before this instance kept the channel's history.
+   */
   ping(): void {
     const principal = this.principal;
     if (!principal) return;
     const lastEventIds: Record<string, string | null> = {};
     for (const channel of this.channels) {
-      lastEventIds[channel] = this.host.history.lastId(channelTopic(principal.tenant, channel)) ?? null;
+      lastEventIds[channel] = this.host.resume.position(principal.tenant, channel);
     }
     this.send({ type: "ping", lastEventIds });
   }
