@@ -14,7 +14,7 @@ import { Router } from "./http/router.ts";
 import { tracedRoute } from "./http/traced-route.ts";
 import { createAuthenticator } from "./infra/auth/authenticator.ts";
 import { createS3ObjectClient } from "./infra/aws/s3.ts";
-import { DeliveryQueue, UNHEALTHY_REASON } from "./infra/delivery/delivery-queue.ts";
+import { CONNECTING_REASON, DeliveryQueue, UNHEALTHY_REASON } from "./infra/delivery/delivery-queue.ts";
 import { batchBytesLimit } from "./infra/delivery/record-size.ts";
 import { MemoryRecordIdStore } from "./infra/idempotency/memory-record-ids.ts";
 import { MemoryIdempotencyStore } from "./infra/idempotency/memory-store.ts";
@@ -75,7 +75,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
   const { config, log, runtime, engine, version, defaultSchemas } = environment;
   const metrics = createMetrics(runtime, version);
   metrics.engineInfo.set({ engine }, 1);
-  const health = new HealthState(config.kafka.affectsHealth ? [] : [UNHEALTHY_REASON]);
+  const health = new HealthState(config.kafka.affectsHealth ? [] : [CONNECTING_REASON, UNHEALTHY_REASON]);
 
   if (config.auth.usingDevSecret)
     log.warn("DEV_MODE: JWT_SECRET and JWKS_URL unset, tokens are checked against the public dev secret");
@@ -340,8 +340,11 @@ async function createSink(
     ...(config.kafka.dlqTopic ? [config.kafka.dlqTopic] : []),
   ];
   const queue = new DeliveryQueue(traceWrites(writer), queueOptions, metrics, health, log);
+  // Not ready until Kafka has answered once: ensureTopics below, or later a write or the probe.
+  queue.awaitFirstContact();
   try {
     await writer.ensureTopics(topics, config.kafka.topicPartitions);
+    queue.noteReachable();
   } catch (error) {
     // Not fatal: the queue retries, /health reports the outage, the producer auto-creates topics later.
     log.error({ err: error, brokers: config.kafka.brokers }, "Kafka unreachable at start");

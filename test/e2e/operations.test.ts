@@ -3,6 +3,7 @@ import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
 import {
+  freePort,
   RUNTIMES,
   type RunningGateway,
   runUntilExit,
@@ -167,6 +168,27 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
       expect(stdout + stderr).toContain(`${setting}: cannot load`);
     }
   });
+});
+
+describe.each(RUNTIMES)("Kafka never reached on %s", (runtime) => {
+  test("/health is 503 kafka_connecting from the start, long before KAFKA_UNHEALTHY_AFTER_MS; advisory with KAFKA_AFFECTS_HEALTH=false", async () => {
+    const closed = `127.0.0.1:${await freePort()}`;
+    const env = { KAFKA_BROKERS: closed, REDIS_URL: "", KAFKA_UNHEALTHY_AFTER_MS: "60000" };
+    const [gated, advisory] = await Promise.all([
+      startGateway(runtime, env),
+      startGateway(runtime, { ...env, KAFKA_AFFECTS_HEALTH: "false" }),
+    ]);
+    try {
+      const unready = await fetch(`${gated.url}/health`);
+      expect(unready.status).toBe(503);
+      expect(await unready.json()).toEqual({ status: "unavailable", reasons: ["kafka_connecting"] });
+      const ready = await fetch(`${advisory.url}/health`);
+      expect(ready.status).toBe(200);
+      expect(await ready.json()).toEqual({ status: "ok", degraded: ["kafka_connecting"] });
+    } finally {
+      await Promise.all([gated.stop("SIGKILL"), advisory.stop("SIGKILL")]);
+    }
+  }, 40_000);
 });
 
 /** A keep-alive connection to `port` whose GET /health was answered 200, left open. */

@@ -50,6 +50,8 @@ describe.each(RUNTIMES)("Kafka outage on %s", (runtime) => {
       KAFKA_UNHEALTHY_AFTER_MS: "1500",
       INGEST_ACK_TIMEOUT_MS: "4000",
     });
+    // Kafka answered at start: ready as soon as it listens, before any traffic.
+    expect((await fetch(`${gateway.url}/health`)).status).toBe(200);
     const headers = {
       authorization: `Bearer ${await token("acme", ["ingest"])}`,
       "content-type": "application/json",

@@ -2,10 +2,10 @@ import type { HealthReasons } from "../../ports/health.ts";
 
 /**
  * Whether this instance should receive traffic. Each reason is owned by the
- * module that sets and clears it (lifecycle: "draining"; sink: "kafka_unreachable").
- * An advisory reason is recorded (`has` sees it) but never turns /health 503:
- * KAFKA_AFFECTS_HEALTH=false makes "kafka_unreachable" one, so an outage every
- * instance sees does not take every instance out of the load balancer.
+ * module that sets and clears it (lifecycle: "draining"; sink: "kafka_connecting",
+ * "kafka_unreachable"). An advisory reason is recorded (`has` sees it) but never
+ * turns /health 503: KAFKA_AFFECTS_HEALTH=false makes both Kafka reasons advisory,
+ * so an outage every instance sees does not take every instance out of the load balancer.
  */
 export class HealthState implements HealthReasons {
   private readonly reasons = new Set<string>();

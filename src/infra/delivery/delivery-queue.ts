@@ -50,6 +50,12 @@ interface Entry {
 }
 
 export const UNHEALTHY_REASON = "kafka_unreachable";
+/**
+ * /health 503 reason of a new instance whose sink has not answered yet (see
+ * `DeliveryQueue.awaitFirstContact`): the grace of `unhealthyAfterMs` is for an
+ * outage of an instance that was serving, not for one that never reached Kafka.
+ */
+export const CONNECTING_REASON = "kafka_connecting";
 /** /health 503 reason while the embedded log cannot be written (full disk, size limit): this instance's own trouble. */
 export const LOCAL_LOG_UNWRITABLE_REASON = "local_log_unwritable";
 /** /health stays 200 and lists this (plus the topic) while Kafka refuses a topic: every instance shares that fault. */
@@ -213,6 +219,8 @@ export class DeliveryQueue implements RecordQueue {
   private probing = false;
   /** Since when the sink fails with transient errors and nothing it answered since (any topic, or the probe). */
   private failingSince: number | undefined;
+  /** Set by `awaitFirstContact` until the sink answers for the first time. */
+  private connecting = false;
   private closed = false;
   /** Set when the drain deadline passed: batches still failing stop retrying. */
   private abandoned = false;
@@ -259,9 +267,25 @@ export class DeliveryQueue implements RecordQueue {
     this.monitorTimer.unref?.();
   }
 
+  /**
+   * A new instance is not ready before its sink has answered once: /health
+   * says `kafka_connecting` (503 unless KAFKA_AFFECTS_HEALTH=false) until a
+   * write, a refusal or the probe is answered. Once failures have lasted
+   * `unhealthyAfterMs` the reason becomes `kafka_unreachable`, as for any outage.
+   */
+  awaitFirstContact(): void {
+    this.connecting = true;
+    this.health.set(CONNECTING_REASON, true);
+  }
+
   /** Records a failure seen outside a write (Kafka unreachable at start): the unhealthy clock starts now. */
   noteFailure(error: unknown): void {
     this.markFailing(undefined, error);
+  }
+
+  /** Records an answer seen outside a write (Kafka reached at start). */
+  noteReachable(): void {
+    this.markReachable();
   }
 
   /**
@@ -803,6 +827,8 @@ export class DeliveryQueue implements RecordQueue {
   private checkHealth(): void {
     if (this.failingSince === undefined || !this.isUnhealthy() || this.health.has(UNHEALTHY_REASON)) return;
     this.health.set(UNHEALTHY_REASON, true);
+    // One reason at a time: never reached, and now failing past the grace, is an outage like any other.
+    this.health.set(CONNECTING_REASON, false);
     this.metrics.kafkaUp.set(0);
     this.log.error(
       { sink: this.writer.kind, failingForMs: Date.now() - this.failingSince },
@@ -812,6 +838,11 @@ export class DeliveryQueue implements RecordQueue {
 
   /** The sink answered something (a write, a refusal, the probe): it is reachable. */
   private markReachable(): void {
+    if (this.connecting) {
+      this.connecting = false;
+      this.health.set(CONNECTING_REASON, false);
+      if (this.failingSince === undefined) this.log.info({ sink: this.writer.kind }, "sink reached");
+    }
     if (this.failingSince === undefined) return;
     this.failingSince = undefined;
     this.health.set(UNHEALTHY_REASON, false);

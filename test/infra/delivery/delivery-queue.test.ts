@@ -3,6 +3,7 @@ import pino from "pino";
 import { type ErrorCode, GatewayError } from "../../../src/domain/errors.ts";
 import { HealthState } from "../../../src/features/operations/health.ts";
 import {
+  CONNECTING_REASON,
   DeliveryQueue,
   type DeliveryQueueOptions,
   UNHEALTHY_REASON,
@@ -166,6 +167,59 @@ describe("DeliveryQueue", () => {
     await acknowledged;
     expect(writer.attempts).toBeGreaterThan(2);
     expect(writer.batches.flat().map((m) => JSON.parse(m.value).n)).toEqual([1]);
+    expect(health.ready).toBe(true);
+  });
+
+  test("a new instance is out of service until the sink answered once: kafka_connecting, not the outage grace", async () => {
+    const { health, queue } = setup({ probeIntervalMs: 0, unhealthyAfterMs: 60_000 });
+    let brokerUp = false;
+    queue.awaitFirstContact();
+    queue.noteFailure(new Error("connect ECONNREFUSED"));
+    queue.startMonitor(async () => {
+      if (!brokerUp) throw new Error("broker down");
+    });
+    // Far inside the 60 s grace, and never reached: not ready.
+    await Bun.sleep(300);
+    expect(health.ready).toBe(false);
+    expect(health.list()).toEqual([CONNECTING_REASON]);
+    brokerUp = true;
+    await waitUntil(() => health.ready, "ready once the probe is answered");
+    expect(health.list()).toEqual([]);
+    // Once reached, a later outage gets the grace again.
+    brokerUp = false;
+    await Bun.sleep(300);
+    expect(health.ready).toBe(true);
+    await queue.close(100);
+  });
+
+  test("never reached past the grace: the reason becomes kafka_unreachable alone, until the sink answers", async () => {
+    const { health, queue } = setup({ probeIntervalMs: 0, unhealthyAfterMs: 50 });
+    let brokerUp = false;
+    queue.awaitFirstContact();
+    queue.noteFailure(new Error("connect ECONNREFUSED"));
+    queue.startMonitor(async () => {
+      if (!brokerUp) throw new Error("broker down");
+    });
+    await waitUntil(() => health.has(UNHEALTHY_REASON), "unhealthy past the grace");
+    expect(health.list()).toEqual([UNHEALTHY_REASON]);
+    brokerUp = true;
+    await waitUntil(() => health.ready, "ready once the probe is answered");
+    await queue.close(100);
+  });
+
+  test("the first acknowledged write counts as contact", async () => {
+    const { health, queue } = setup();
+    queue.awaitFirstContact();
+    await queue.enqueue([message(1)], "acknowledged");
+    expect(health.ready).toBe(true);
+    await queue.close(100);
+  });
+
+  test("a sink reached at start is ready at once, without traffic", () => {
+    const { health, queue } = setup();
+    queue.awaitFirstContact();
+    expect(health.list()).toEqual([CONNECTING_REASON]);
+    queue.noteReachable();
     expect(health.ready).toBe(true);
   });
 
