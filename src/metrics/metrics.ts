@@ -114,7 +114,7 @@ export function createMetrics(runtime: string, version: string) {
     }),
     kafkaUp: new Gauge({
       name: "gateway_kafka_up",
-      help: "1 when the sink accepts writes, 0 while it is unreachable",
+      help: "1 while the sink answers; 0 from a failed write or probe (or, for Kafka, from the start) until it answers again, without waiting for KAFKA_UNHEALTHY_AFTER_MS",
       registers: r,
     }),
     // Read when scraped, from the queue's own counts.

@@ -182,6 +182,8 @@ describe.each(RUNTIMES)("Kafka never reached on %s", (runtime) => {
       const unready = await fetch(`${gated.url}/health`);
       expect(unready.status).toBe(503);
       expect(await unready.json()).toEqual({ status: "unavailable", reasons: ["kafka_connecting"] });
+      // Not reached: the metric says so at once, not after the 60 s grace.
+      expect(await (await fetch(`${gated.url}/metrics`)).text()).toMatch(/^gateway_kafka_up 0$/m);
       const ready = await fetch(`${advisory.url}/health`);
       expect(ready.status).toBe(200);
       expect(await ready.json()).toEqual({ status: "ok", degraded: ["kafka_connecting"] });

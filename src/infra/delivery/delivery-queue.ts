@@ -276,6 +276,7 @@ export class DeliveryQueue implements RecordQueue {
   awaitFirstContact(): void {
     this.connecting = true;
     this.health.set(CONNECTING_REASON, true);
+    this.metrics.kafkaUp.set(0);
   }
 
   /** Records a failure seen outside a write (Kafka unreachable at start): the unhealthy clock starts now. */
@@ -816,6 +817,8 @@ export class DeliveryQueue implements RecordQueue {
     if (lane && lane.failingSince === undefined) lane.failingSince = Date.now();
     if (this.failingSince === undefined) {
       this.failingSince = Date.now();
+      // The metric says what happens now; /health waits for unhealthyAfterMs, alerts for their own `for`.
+      this.metrics.kafkaUp.set(0);
       this.log.warn(
         { err: error, sink: this.writer.kind, topic: lane?.topic },
         "sink write failed; retrying",
@@ -829,7 +832,6 @@ export class DeliveryQueue implements RecordQueue {
     this.health.set(UNHEALTHY_REASON, true);
     // One reason at a time: never reached, and now failing past the grace, is an outage like any other.
     this.health.set(CONNECTING_REASON, false);
-    this.metrics.kafkaUp.set(0);
     this.log.error(
       { sink: this.writer.kind, failingForMs: Date.now() - this.failingSince },
       "sink unreachable",
@@ -841,7 +843,10 @@ export class DeliveryQueue implements RecordQueue {
     if (this.connecting) {
       this.connecting = false;
       this.health.set(CONNECTING_REASON, false);
-      if (this.failingSince === undefined) this.log.info({ sink: this.writer.kind }, "sink reached");
+      if (this.failingSince === undefined) {
+        this.metrics.kafkaUp.set(1);
+        this.log.info({ sink: this.writer.kind }, "sink reached");
+      }
     }
     if (this.failingSince === undefined) return;
     this.failingSince = undefined;

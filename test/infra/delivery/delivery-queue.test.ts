@@ -223,6 +223,31 @@ describe("DeliveryQueue", () => {
     expect(health.ready).toBe(true);
   });
 
+  test("gateway_kafka_up is 0 from the first failed write until an answer, not only once /health gave up", async () => {
+    const { writer, health, queue, metrics } = setup({ unhealthyAfterMs: 60_000 });
+    const up = async () => (await metrics.kafkaUp.get()).values[0]?.value;
+    expect(await up()).toBe(1);
+    writer.failing = true;
+    const acknowledged = queue.enqueue([message(1)], "acknowledged");
+    await waitUntil(() => writer.attempts > 0, "a failed write");
+    // Well inside the 60 s grace: /health still serves, the metric already says the sink does not answer.
+    expect(await up()).toBe(0);
+    expect(health.ready).toBe(true);
+    writer.failing = false;
+    await acknowledged;
+    expect(await up()).toBe(1);
+    await queue.close(100);
+  });
+
+  test("gateway_kafka_up is 0 until a sink awaiting its first contact answers", async () => {
+    const { queue, metrics } = setup();
+    const up = async () => (await metrics.kafkaUp.get()).values[0]?.value;
+    queue.awaitFirstContact();
+    expect(await up()).toBe(0);
+    queue.noteReachable();
+    expect(await up()).toBe(1);
+  });
+
   test("records queued while only the probe saw the outage leave once the probe sees recovery", async () => {
     const { writer, queue } = setup({ probeIntervalMs: 0, unhealthyAfterMs: 10_000 });
     let brokerUp = false;
