@@ -49,6 +49,12 @@ export function topicName(raw: string): string {
   return value;
 }
 
+/**
+ * A comma-separated list of Kafka bootstrap brokers, each `host:port`: a host
+ * name or IPv4 address, or an IPv6 address in brackets, and a port in
+ * [1, 65535]. No scheme (the client speaks Kafka, not a URL), no whitespace
+ * inside an entry: a typo is refused at start, not retried as an outage.
+ */
 export function brokerList(raw: string): string[] {
   const brokers = raw
     .split(",")
@@ -56,8 +62,12 @@ export function brokerList(raw: string): string[] {
     .filter((entry) => entry !== "");
   if (brokers.length === 0) throw new Error("expected a comma-separated list of host:port");
   for (const broker of brokers) {
-    const match = /^(.+):(\d{1,5})$/.exec(broker);
-    if (!match || Number(match[2]) > 65535) throw new Error(`expected host:port, got "${broker}"`);
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(broker))
+      throw new Error(`expected host:port without a scheme, got "${broker}"`);
+    const match = /^([a-zA-Z0-9._-]+|\[[0-9a-fA-F:.]+\]):(\d{1,5})$/.exec(broker);
+    const port = Number(match?.[2]);
+    if (!match || port < 1 || port > 65535)
+      throw new Error(`expected host:port with a port in [1, 65535], got "${broker}"`);
   }
   return brokers;
 }

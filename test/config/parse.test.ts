@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { loadConfig } from "../../src/config/config.ts";
-import { originList } from "../../src/config/parse.ts";
+import { brokerList, originList } from "../../src/config/parse.ts";
 
 test("CORS_ORIGINS: * alone, or origins as browsers serialise them", () => {
   expect(originList("*")).toBe("*");
@@ -34,4 +34,44 @@ test("CORS_ORIGINS unset means no CORS; a bad one is reported by name", () => {
   expect(() => loadConfig({ ...secret, CORS_ORIGINS: "https://*.example.com" })).toThrow(
     /CORS_ORIGINS.*no wildcards/,
   );
+});
+
+test("KAFKA_BROKERS: host:port entries with a port in [1, 65535]; a scheme, port 0, an empty host or whitespace is refused", () => {
+  expect(brokerList(" b-1.msk.example:9098, 10.0.0.7:9092 ,[::1]:9092,kafka_1:1,k:65535")).toEqual([
+    "b-1.msk.example:9098",
+    "10.0.0.7:9092",
+    "[::1]:9092",
+    "kafka_1:1",
+    "k:65535",
+  ]);
+  for (const bad of [
+    "",
+    ",",
+    "x",
+    "x:",
+    "x:0",
+    "x:00",
+    "x:65536",
+    "x:99999",
+    "x:123456",
+    ":9092",
+    "http://x:9092",
+    "PLAINTEXT://x:9092",
+    "x:9092/",
+    "a b:9092",
+    "x :9092",
+    "x:\t9092",
+    "x:9092\ny:9092",
+    "ok:9092,x:0",
+  ]) {
+    expect(() => brokerList(bad)).toThrow();
+  }
+});
+
+test("KAFKA_BROKERS: a scheme or port 0 is reported by name", () => {
+  const secret = { JWT_SECRET: "0123456789abcdef0123456789abcdef" };
+  expect(() => loadConfig({ ...secret, KAFKA_BROKERS: "http://x:9092" })).toThrow(
+    /KAFKA_BROKERS: expected host:port without a scheme/,
+  );
+  expect(() => loadConfig({ ...secret, KAFKA_BROKERS: "x:0" })).toThrow(/KAFKA_BROKERS: expected host:port/);
 });
