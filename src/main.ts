@@ -15,6 +15,11 @@ function readConfig() {
     return loadConfig();
   } catch (error) {
     if (error instanceof ConfigError) {
+      // A JSON line for the log pipeline, as every other fatal start error; the text on stderr for whoever runs it.
+      createLogger("info", { runtime, pid: process.pid }).fatal(
+        { problems: error.problems, variables: error.variables },
+        `invalid configuration: ${error.variables.join(", ")}`,
+      );
       process.stderr.write(`${error.message}\n`);
       process.exit(1);
     }

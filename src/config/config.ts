@@ -168,9 +168,16 @@ function tracesUrlOf(base: string | undefined): string | undefined {
 }
 
 export class ConfigError extends Error {
+  /** Each problem starts with the variable(s) it is about: `PORT: …`, `KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD: …`. */
   constructor(readonly problems: string[]) {
     super(`invalid configuration:\n${problems.map((problem) => `  - ${problem}`).join("\n")}`);
     this.name = "ConfigError";
+  }
+
+  /** The variables named by the problems, each once, in order. */
+  get variables(): string[] {
+    const names = this.problems.flatMap((problem) => problem.slice(0, problem.indexOf(":")).split("/"));
+    return [...new Set(names.filter((name) => name !== ""))];
   }
 }
 

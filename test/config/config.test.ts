@@ -149,6 +149,19 @@ describe("loadConfig", () => {
     }
   });
 
+  test("a ConfigError names each variable once, for the fatal log line", () => {
+    const error = new ConfigError([
+      "PORT: expected an integer",
+      "KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD: required when KAFKA_SASL_MECHANISM=plain",
+      "PORT: again",
+    ]);
+    expect(error.variables).toEqual(["PORT", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"]);
+    expect(error.message).toBe(
+      "invalid configuration:\n  - PORT: expected an integer\n" +
+        "  - KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD: required when KAFKA_SASL_MECHANISM=plain\n  - PORT: again",
+    );
+  });
+
   test("PLAIN without credentials is refused", () => {
     expect(problemsOf({ KAFKA_SASL_MECHANISM: "plain" }).join()).toContain("KAFKA_SASL_USERNAME");
   });

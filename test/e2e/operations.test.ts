@@ -157,6 +157,26 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
     expect(stderr).toContain("DRAIN_TIMEOUT_MS");
   });
 
+  test("a bad setting is also one fatal JSON line on stdout, naming each variable", async () => {
+    const { code, stdout, stderr } = await runUntilExit(runtime, {
+      JWT_SECRET: TEST_SECRET,
+      PORT: "eighty",
+      DRAIN_TIMEOUT_MS: "-5",
+      KAFKA_BROKERS: "x:0",
+    });
+    expect(code).toBe(1);
+    expect(stderr).toStartWith("invalid configuration:\n  - ");
+    const lines = stdout.split("\n").filter((line) => line.trim() !== "");
+    expect(lines).toHaveLength(1);
+    const fatal = JSON.parse(lines[0] as string) as Record<string, unknown>;
+    expect(fatal.level).toBe("fatal");
+    expect(fatal.msg).toBe("invalid configuration: PORT, DRAIN_TIMEOUT_MS, KAFKA_BROKERS");
+    expect(fatal.variables).toEqual(["PORT", "DRAIN_TIMEOUT_MS", "KAFKA_BROKERS"]);
+    const problems = fatal.problems as string[];
+    for (const name of ["PORT", "DRAIN_TIMEOUT_MS", "KAFKA_BROKERS"])
+      expect(problems.some((problem) => problem.startsWith(`${name}: `))).toBe(true);
+  });
+
   test("a SCHEMAS or TENANT_QUOTAS source that cannot be loaded exits 1 naming the variable", async () => {
     for (const setting of ["SCHEMAS", "TENANT_QUOTAS"]) {
       const { code, stdout, stderr } = await runUntilExit(runtime, {
