@@ -50,14 +50,27 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* preStop: past the ALB's deregistration delay when the Ingress is on. */}}
+{{/* preStop: with the Ingress, long enough for the ALB to stop routing to the pod. */}}
 {{- define "edge-gateway.preStopSeconds" -}}
 {{- if .Values.drain.preStopSeconds -}}
 {{- .Values.drain.preStopSeconds -}}
 {{- else if .Values.ingress.enabled -}}
-{{- add .Values.ingress.deregistrationDelaySeconds 5 -}}
+25
 {{- else -}}
 5
+{{- end -}}
+{{- end -}}
+
+{{/*
+The ALB's deregistration delay: past preStop + DRAIN_DELAY_MS + 5 s, so the
+drain's reconnect frame and 1001 reach the WebSockets still open through the
+ALB before it closes them.
+*/}}
+{{- define "edge-gateway.deregistrationDelaySeconds" -}}
+{{- if .Values.ingress.deregistrationDelaySeconds -}}
+{{- .Values.ingress.deregistrationDelaySeconds -}}
+{{- else -}}
+{{- add (include "edge-gateway.preStopSeconds" . | int) (div .Values.drain.delayMs 1000) 5 -}}
 {{- end -}}
 {{- end -}}
 
