@@ -183,8 +183,12 @@ of the Grafana dashboard [\`deploy/grafana/gateway.json\`](../deploy/grafana/gat
 the alerts those of [\`deploy/prometheus/alerts.yml\`](../deploy/prometheus/alerts.yml)
 (what to do for each: [runbooks.md](runbooks.md)). Labels carry values from
 small fixed sets only (route templates, status codes, reason codes), never
-ids, raw paths or tenants. Each instance (and each \`WORKERS\` process) has
-its own counters: aggregate over instances.
+ids, raw paths or tenants. Each instance has
+its own counters: aggregate over instances. With \`WORKERS\` > 1 the workers
+of an instance share its port and each counts for itself, so a scrape reaches
+one of them and sees only its counters (a reset at every change of worker,
+and gauges of one worker): for Prometheus, run one worker per instance, as
+the manifests do, and scale instances; the gateway logs a warning at start.
 
 ## The gateway's
 

@@ -70,4 +70,9 @@ export function superviseWorkers(workers: number, log: Logger): void {
   }
   for (let index = 0; index < workers; index++) start(index);
   log.info({ workers }, "supervising workers");
+  // Each worker counts for itself and they share the port: a scrape sees one of them at random.
+  log.warn(
+    { workers },
+    "WORKERS > 1: each /metrics scrape reaches one worker and shows only its counters; for Prometheus run one worker per instance and scale instances",
+  );
 }

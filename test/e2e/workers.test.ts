@@ -31,6 +31,10 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
       DRAIN_TIMEOUT_MS: "5000",
     });
     await until(() => listening(gateway).length === 2, 20_000, "two workers listening");
+    // Each scrape reaches one worker: said once, at start, by the supervisor.
+    expect(
+      gateway.logs.filter((entry) => entry.level === "warn" && String(entry.msg).startsWith("WORKERS > 1")),
+    ).toHaveLength(1);
     return {
       gateway,
       cleanup: async () => {
