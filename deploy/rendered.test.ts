@@ -429,3 +429,36 @@ describe("files that must agree", () => {
     }
   });
 });
+
+describe.skipIf(!helm)("the chart's config passthrough", () => {
+  test("a setting the chart sets itself is refused in `config`, naming the value to use; others pass through", () => {
+    const render = (setting: string) =>
+      Bun.spawnSync(
+        [
+          helm as string,
+          "template",
+          "gw",
+          CHART,
+          "--kube-version",
+          KUBE_VERSION,
+          "-f",
+          join(CHART, "ci", "default-values.yaml"),
+          "--set",
+          setting,
+        ],
+        { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
+      );
+    for (const [setting, use] of [
+      ["config.DRAIN_TIMEOUT_MS=40000", "drain.timeoutMs"],
+      ["config.TRUST_PROXY=2", "trustProxy"],
+      ["config.KAFKA_TLS=true", "kafka.tls or kafka.msk"],
+    ]) {
+      const result = render(setting as string);
+      expect(result.exitCode).not.toBe(0);
+      expect(result.stderr.toString()).toContain(`is set by the chart: use ${use} instead`);
+    }
+    const passed = render("config.HISTORY_EVENTS_PER_CHANNEL=7");
+    expect(passed.exitCode).toBe(0);
+    expect(passed.stdout.toString()).toContain('HISTORY_EVENTS_PER_CHANNEL: "7"');
+  });
+});
