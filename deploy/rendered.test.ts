@@ -341,6 +341,19 @@ describe.each(renderings)("$name", ({ objects }) => {
     }
   });
 
+  test("the NetworkPolicy lets the gateway reach every port its settings name: Kafka's listeners, Redis, HTTPS, OTLP", () => {
+    const policy = objects.find((o) => o.kind === "NetworkPolicy");
+    if (!policy) return;
+    const open = new Set(
+      policy.spec.egress
+        .filter((rule: K8s) => !rule.to)
+        .flatMap((rule: K8s) => rule.ports.map((p: K8s) => p.port)),
+    );
+    for (const port of [53, 9092, 9093, 9094, 9096, 9098, 6379, 6380, 443, 4317, 4318]) {
+      expect({ port, open: open.has(port) }).toEqual({ port, open: true });
+    }
+  });
+
   test("with a pod role (IRSA or Pod Identity), the NetworkPolicy lets the Pod Identity agent through", () => {
     const policy = objects.find((o) => o.kind === "NetworkPolicy");
     if (!policy || !pod.serviceAccountName) return;
