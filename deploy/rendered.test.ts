@@ -444,7 +444,7 @@ describe("files that must agree", () => {
 });
 
 describe.skipIf(!helm)("the chart's config passthrough", () => {
-  test("a setting the chart sets itself is refused in `config`, naming the value to use; others pass through", () => {
+  test("a setting the chart sets itself is refused in `config`, naming the value to use, and so are empty brokers; others pass through", () => {
     const render = (setting: string) =>
       Bun.spawnSync(
         [
@@ -470,6 +470,9 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
       expect(result.exitCode).not.toBe(0);
       expect(result.stderr.toString()).toContain(`is set by the chart: use ${use} instead`);
     }
+    const embedded = render("kafka.brokers=");
+    expect(embedded.exitCode).not.toBe(0);
+    expect(embedded.stderr.toString()).toContain("kafka.brokers is required");
     const passed = render("config.HISTORY_EVENTS_PER_CHANNEL=7");
     expect(passed.exitCode).toBe(0);
     expect(passed.stdout.toString()).toContain('HISTORY_EVENTS_PER_CHANNEL: "7"');
