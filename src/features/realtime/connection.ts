@@ -224,17 +224,13 @@ export class Connection {
     }
   }
 
-  /**
-   * `ping` frame with each subscribed channel's current position, the value
-   * `subscribed` carried, so a client can detect a gap: its newest event,
-   * also one published before this instance kept the channel's history.
-   */
+  /** `ping` frame with the last event id of each subscribed channel, so a client can detect a gap. */
   ping(): void {
     const principal = this.principal;
     if (!principal) return;
     const lastEventIds: Record<string, string | null> = {};
     for (const channel of this.channels) {
-      lastEventIds[channel] = this.host.resume.position(principal.tenant, channel);
+      lastEventIds[channel] = this.host.history.lastId(channelTopic(principal.tenant, channel)) ?? null;
     }
     this.send({ type: "ping", lastEventIds });
   }

@@ -5,7 +5,7 @@ import { deltaRoute } from "../../../src/features/realtime/delta-route.ts";
 import { type ConnectionState, WsHub } from "../../../src/features/realtime/hub.ts";
 import { createLogger } from "../../../src/log/logger.ts";
 import type { HttpRequest, SendResult, WsPeer } from "../../../src/ports/transport.ts";
-import { id, LIMITS, message, resumeWorld } from "../../support/fanout-log.ts";
+import { id, LIMITS, resumeWorld } from "../../support/fanout-log.ts";
 
 const principal: Principal = {
   subject: "s",
@@ -207,23 +207,6 @@ describe("resume from the log over WebSocket", () => {
     await settle();
     world.publish(20);
     expect(eventIds(peer)).toEqual([]);
-  });
-
-  test("the app-level ping carries each channel's position as subscribed does, events published before the subscribe included", async () => {
-    const world = resumeWorld();
-    // Written to the log while no connection here watched the channel: the fan-out reader skipped them, none is kept.
-    for (let n = 0; n < 5; n++) {
-      world.log.log.push(message(n, "orders"));
-      world.log.next = BigInt(n + 1);
-    }
-    const { hub, peer } = await connectedPeer(world);
-    hub.message(peer, JSON.stringify({ type: "subscribe", channel: "orders" }));
-    expect(peer.frames.at(-1)).toMatchObject({ type: "subscribed", channel: "orders", lastEventId: id(4) });
-    peer.state.ping();
-    expect(peer.frames.at(-1)).toEqual({ type: "ping", lastEventIds: { orders: id(4) } });
-    world.publish(5, "orders");
-    peer.state.ping();
-    expect(peer.frames.at(-1)).toEqual({ type: "ping", lastEventIds: { orders: id(5) } });
   });
 
   test("an empty channel's subscribed carries the partition's position, and resuming from it misses nothing", async () => {
