@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { GatewayError, isGatewayError } from "../domain/errors.ts";
+import type { Principal } from "../domain/principal.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { IdempotencyStore } from "../ports/idempotency.ts";
 import type { HttpReply, HttpRequest } from "../ports/transport.ts";
@@ -11,13 +12,25 @@ const KEY_PATTERN = /^"?([\x20-\x21\x23-\x7e]{1,255})"?$/;
 const REPLAYED = "idempotency-replayed";
 
 /**
+ * Whose keys a request's key is among: the tenant, the token's subject and its
+ * `channels` claim. A replay answers without running the request's checks, so
+ * it must only reach a caller whose request would have passed them: another
+ * token of the tenant limited to other channels (or another subject) runs its
+ * own request and gets its own answer (a 403 for a channel it may not use),
+ * not the first caller's 202.
+ */
+export function idempotencyScope(principal: Principal): string {
+  return `${principal.tenant}\n${principal.subject}\n${principal.channels?.join(" ") ?? ""}`;
+}
+
+/**
  * `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header) for a POST
  * route: the first request with a key runs; a repeat with the same key and the
  * same body (method, path, query, content type and encoding, bytes) within the
  * window gets the first final answer again, marked `Idempotency-Replayed:
  * true`, and runs nothing; the same key with another body is a 422; a repeat
- * while the first still runs is a 409. Keys are scoped to the tenant and the
- * route. Final answers are the 2xx and 4xx ones except 409 and 429; after a
+ * while the first still runs is a 409. Keys are scoped to the caller (see
+ * `idempotencyScope`) and the route. Final answers are the 2xx and 4xx ones except 409 and 429; after a
  * 5xx or a 429 the key is released, so a retry runs again.
  */
 export class Idempotency {
@@ -30,14 +43,14 @@ export class Idempotency {
   async run(
     request: HttpRequest,
     header: string,
-    tenant: string,
+    scope: string,
     body: Uint8Array,
     handle: () => Promise<HttpReply>,
   ): Promise<HttpReply> {
     const key = KEY_PATTERN.exec(header)?.[1];
     if (key === undefined)
       throw new GatewayError("bad_request", "Idempotency-Key must be 1 to 255 printable ASCII characters");
-    const id = `${tenant}\n${request.path}\n${key}`;
+    const id = `${scope}\n${request.path}\n${key}`;
     const fingerprint = fingerprintOf(request, body);
     const claim = await this.store.claim(id, fingerprint);
     if (claim.state !== "claimed") {

@@ -312,4 +312,24 @@ describe.each(RUNTIMES)("Idempotency-Key across two instances sharing Redis on %
     expect([first.status, again.status]).toEqual([202, 202]);
     expect(again.headers.get("idempotency-replayed")).toBe("true");
   });
+
+  test("a key is the caller's: a token of the tenant limited to other channels gets its own 403, not the first caller's replayed 202", async () => {
+    const key = `scope-${Date.now()}`;
+    const [a, b] = gateways as [RunningGateway, RunningGateway];
+    const tenant = JSON.parse(atob((auth.authorization as string).split(".")[1] as string)).tenant as string;
+    const limited = {
+      authorization: `Bearer ${await token(tenant, ["ingest", "publish"], { channels: ["orders.*"] })}`,
+      "content-type": "application/json",
+    };
+    const publish = JSON.stringify({ channel: "secret", data: { n: 1 } });
+    expect((await post(a, "/v1/publish", publish, { ...auth, "idempotency-key": key })).status).toBe(202);
+    const refused = await post(b, "/v1/publish", publish, { ...limited, "idempotency-key": key });
+    expect(refused.status).toBe(403);
+    expect(refused.headers.get("idempotency-replayed")).toBeNull();
+    const record = JSON.stringify({ type: "click", channel: "secret", data: { element: "x" } });
+    expect((await post(a, "/v1/events", record, { ...auth, "idempotency-key": key })).status).toBe(202);
+    const rejected = await post(b, "/v1/events", record, { ...limited, "idempotency-key": key });
+    expect(rejected.status).toBe(422);
+    expect(JSON.parse(rejected.text).errors[0].code).toBe("forbidden_channel");
+  });
 });

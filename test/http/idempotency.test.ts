@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { GatewayError } from "../../src/domain/errors.ts";
-import { Idempotency } from "../../src/http/idempotency.ts";
+import { Idempotency, idempotencyScope } from "../../src/http/idempotency.ts";
 import { AdmittedFields } from "../../src/http/rate-limit-fields.ts";
 import { json } from "../../src/http/reply.ts";
 import { MemoryIdempotencyStore } from "../../src/infra/idempotency/memory-store.ts";
@@ -46,6 +46,25 @@ function setup() {
 const body = (text: string) => new TextEncoder().encode(text);
 
 describe("Idempotency-Key", () => {
+  test("keys are the caller's: another subject, or a token limited to other channels, runs its own request", async () => {
+    const { idempotency, handler, runs } = setup();
+    const alice = {
+      tenant: "acme",
+      subject: "alice",
+      scopes: new Set(["publish"]),
+      channels: undefined,
+      expiresAt: 0,
+    };
+    const carol = { ...alice, subject: "carol" };
+    const aliceLimited = { ...alice, channels: ["orders.*"] };
+    for (const caller of [alice, carol, aliceLimited, alice]) {
+      await idempotency.run(request(), "k1", idempotencyScope(caller), body("{}"), handler());
+    }
+    // The last one, alice again with the same token's claims, is the only replay.
+    expect(runs()).toBe(3);
+    expect(new Set([alice, carol, aliceLimited].map(idempotencyScope)).size).toBe(3);
+  });
+
   test("a repeat with the same key and body gets the first answer, marked replayed, and runs nothing", async () => {
     const { idempotency, handler, runs } = setup();
     const first = await idempotency.run(request(), "k1", "acme", body("{}"), handler());

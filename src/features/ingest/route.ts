@@ -2,7 +2,7 @@ import { GatewayError, type RecordErrorCode } from "../../domain/errors.ts";
 import { channelAllowed, type Principal } from "../../domain/principal.ts";
 import type { EventRecord } from "../../domain/record.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
-import type { Idempotency } from "../../http/idempotency.ts";
+import { type Idempotency, idempotencyScope } from "../../http/idempotency.ts";
 import { json, jsonText } from "../../http/reply.ts";
 import { type TraceContext, traceContextOf } from "../../http/trace-context.ts";
 import { Deadlines, isoNow } from "../../lib/time.ts";
@@ -239,7 +239,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       const idempotencyKey = request.header("idempotency-key");
       // Without the header (the usual request) nothing is hashed, stored or allocated for it.
       if (idempotencyKey === undefined) return ingest(request, principal, bytes);
-      return deps.idempotency.run(request, idempotencyKey, principal.tenant, bytes, () =>
+      return deps.idempotency.run(request, idempotencyKey, idempotencyScope(principal), bytes, () =>
         ingest(request, principal, bytes),
       );
     },

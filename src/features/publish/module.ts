@@ -3,7 +3,7 @@ import { requireChannel } from "../../domain/channel.ts";
 import { GatewayError, isGatewayError } from "../../domain/errors.ts";
 import { mayBroadcast, type Principal } from "../../domain/principal.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
-import type { Idempotency } from "../../http/idempotency.ts";
+import { type Idempotency, idempotencyScope } from "../../http/idempotency.ts";
 import { json } from "../../http/reply.ts";
 import { traceContextOf } from "../../http/trace-context.ts";
 import {
@@ -161,7 +161,7 @@ export function createPublishModule(deps: PublishDependencies): Module {
             throw new GatewayError("payload_too_large", `a publish body is at most ${deps.maxBytes} bytes`);
           const idempotencyKey = request.header("idempotency-key");
           if (idempotencyKey === undefined) return publish(request, principal, bytes);
-          return deps.idempotency.run(request, idempotencyKey, principal.tenant, bytes, () =>
+          return deps.idempotency.run(request, idempotencyKey, idempotencyScope(principal), bytes, () =>
             publish(request, principal, bytes),
           );
         },
