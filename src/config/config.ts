@@ -198,7 +198,8 @@ export function loadConfig(env: Env = process.env): Config {
     try {
       return parse(raw);
     } catch (error) {
-      problems.push(`${name}: ${(error as Error).message}`);
+      // The problem is printed and logged: a URL's password (REDIS_URL, JWKS_URL…) must not be.
+      problems.push(`${name}: ${withoutPasswords((error as Error).message)}`);
       return fallback;
     }
   }
@@ -382,4 +383,9 @@ export function loadConfig(env: Env = process.env): Config {
     problems.push("WORKERS: more than 1 needs a fixed PORT, not 0");
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+/** `text` with the password of every URL in it masked: `redis://:secret@host` → `redis://:***@host`. */
+export function withoutPasswords(text: string): string {
+  return text.replace(/(\/\/[^/\s:@"]*):[^/\s@"]*@/g, "$1:***@");
 }

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { ConfigError, loadConfig } from "../../src/config/config.ts";
+import { ConfigError, loadConfig, withoutPasswords } from "../../src/config/config.ts";
 
 /** A valid secret, so each test sees only the problems it provokes. */
 const SECRET = { JWT_SECRET: "0123456789abcdef0123456789abcdef" };
@@ -51,6 +51,19 @@ describe("loadConfig", () => {
     expect(problemsOf({ JWT_SECRET: "", JWKS_URL: "https://issuer.example/jwks.json" })).toEqual([]);
     expect(loadConfig({ DEV_MODE: "true" }).auth.usingDevSecret).toBe(true);
     expect(loadConfig({ ...SECRET, DEV_MODE: "true" }).auth.usingDevSecret).toBe(false);
+  });
+
+  test("a bad URL is named without its password: problems are printed and logged", () => {
+    const problems = [
+      ...problemsOf({ REDIS_URL: "redis://:S3CRETPW@127.0.0.1:notaport" }),
+      ...problemsOf({ JWKS_URL: "http://user:S3CRETPW@example.com/jwks" }),
+    ];
+    expect(problems).toHaveLength(2);
+    expect(problems.join("\n")).not.toContain("S3CRETPW");
+    expect(problems[0]).toStartWith("REDIS_URL:");
+    expect(problems[0]).toContain("redis://:***@127.0.0.1:notaport");
+    expect(problems[1]).toContain("http://user:***@example.com/jwks");
+    expect(withoutPasswords('got "https://example.com/a:b@c"')).toBe('got "https://example.com/a:b@c"');
   });
 
   test("JWKS_URL must be https, except on loopback", () => {
