@@ -356,6 +356,12 @@ export type RecordErrorCode = keyof typeof RECORD_ERRORS;
 
 export class GatewayError extends Error {
   readonly status: number;
+  /**
+   * The answer the request will have once work it already started settles
+   * (records past their acknowledgement deadline, still being written):
+   * `Idempotency-Key` keeps the key for it, so a retry is answered, not run twice.
+   */
+  eventualAnswer?: Promise<unknown>;
 
   constructor(
     readonly code: ErrorCode,

@@ -81,6 +81,16 @@ export class Idempotency {
     try {
       reply = await handle();
     } catch (error) {
+      const eventual = isGatewayError(error) ? error.eventualAnswer : undefined;
+      if (eventual !== undefined) {
+        // The request's work goes on (records past their deadline): the key stays pending (a
+        // repeat gets 409) until it ends, then holds its answer, or is freed if it failed.
+        eventual.then(
+          (reply) => this.settle(id, fingerprint, reply as HttpReply),
+          () => this.store.release(id),
+        );
+        throw error;
+      }
       const answer = isGatewayError(error) ? errorReply(error) : undefined;
       await this.settle(id, fingerprint, answer);
       throw error;

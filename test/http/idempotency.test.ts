@@ -46,6 +46,43 @@ function setup() {
 const body = (text: string) => new TextEncoder().encode(text);
 
 describe("Idempotency-Key", () => {
+  test("a 503 whose records are still being written keeps the key: a repeat gets 409 until they land, then the 202; freed if they fail", async () => {
+    const { idempotency, handler, runs } = setup();
+    const late = (eventual: Promise<HttpReply>) => () => {
+      const error = new GatewayError("unavailable", "Kafka did not acknowledge in time", {
+        "retry-after": "5",
+      });
+      error.eventualAnswer = eventual;
+      throw error;
+    };
+    const written = Promise.withResolvers<HttpReply>();
+    await expect(
+      idempotency.run(request(), "k1", "acme", body("{}"), handler(late(written.promise))),
+    ).rejects.toMatchObject({
+      code: "unavailable",
+    });
+    await expect(idempotency.run(request(), "k1", "acme", body("{}"), handler())).rejects.toMatchObject({
+      code: "idempotency_in_flight",
+    });
+    written.resolve({ status: 202, headers: { "content-type": "application/json" }, body: '{"accepted":1}' });
+    await Bun.sleep(1);
+    const replayed = await idempotency.run(request(), "k1", "acme", body("{}"), handler());
+    expect(replayed.headers?.["idempotency-replayed"]).toBe("true");
+    expect(replayed.body).toBe('{"accepted":1}');
+    expect(runs()).toBe(1);
+
+    const failed = Promise.withResolvers<HttpReply>();
+    await expect(
+      idempotency.run(request(), "k2", "acme", body("{}"), handler(late(failed.promise))),
+    ).rejects.toMatchObject({
+      code: "unavailable",
+    });
+    failed.reject(new Error("undeliverable"));
+    await Bun.sleep(1);
+    await idempotency.run(request(), "k2", "acme", body("{}"), handler());
+    expect(runs()).toBe(3);
+  });
+
   test("keys are the caller's: another subject, or a token limited to other channels, runs its own request", async () => {
     const { idempotency, handler, runs } = setup();
     const alice = {

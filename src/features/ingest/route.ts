@@ -208,25 +208,27 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     const queued = deps.queue.enqueue(messages, ackNone ? "queued" : "acknowledged");
     // Claimed ids count as written once the write succeeded (even past the answer's deadline), else are freed.
     const delivered = claimed === undefined ? queued : settleAfter(queued, claimed);
+    // All accepted (the usual answer): the same text JSON.stringify makes, without walking the object.
+    const acceptedReply = (): HttpReply =>
+      errors.length === 0 && duplicates === undefined
+        ? jsonText(202, `{"accepted":${acknowledged},"rejected":0,"errors":[]}`, ownHeaders, sharedHeaders)
+        : json(202, body, ownHeaders, sharedHeaders);
     if (ackNone) await delivered;
     else
-      await acknowledgements.within(
-        delivered,
-        () =>
-          new GatewayError(
-            "unavailable",
-            "Kafka did not acknowledge in time; the records may still be delivered",
-            {
-              "retry-after": "5",
-            },
-          ),
-      );
+      await acknowledgements.within(delivered, () => {
+        const late = new GatewayError(
+          "unavailable",
+          "Kafka did not acknowledge in time; the records may still be delivered",
+          { "retry-after": "5" },
+        );
+        // Written later after all: a retry with the same Idempotency-Key gets this 202, not a second write.
+        late.eventualAnswer = delivered.then(acceptedReply);
+        late.eventualAnswer.catch(() => {});
+        return late;
+      });
     deps.metrics.eventsAccepted.inc(accepted.length);
     deps.fanOut(accepted, trace, messages);
-    // All accepted (the usual answer): the same text JSON.stringify makes, without walking the object.
-    return errors.length === 0 && duplicates === undefined
-      ? jsonText(202, `{"accepted":${acknowledged},"rejected":0,"errors":[]}`, ownHeaders, sharedHeaders)
-      : json(202, body, ownHeaders, sharedHeaders);
+    return acceptedReply();
   };
   return {
     method: "POST",

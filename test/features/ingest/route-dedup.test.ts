@@ -91,3 +91,29 @@ test("a duplicate-only request writes nothing; a failed write frees its ids for 
   expect(ids().filter((id) => id.length === 1)).toEqual(["a", "b", "c"]);
   expect(ids().length).toBe(4);
 });
+
+test("records acknowledged past the deadline: the 503 carries the 202 they get once written, for Idempotency-Key to keep", async () => {
+  const written = Promise.withResolvers<void>();
+  const route = ingestRoute(
+    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 20 },
+    {
+      authenticate: async () => principal("acme"),
+      admission: { request: () => undefined, events: () => undefined },
+      idempotency: { run: async () => ({ status: 500, body: "" }) },
+      schemas: { validate: () => ({ ok: true }) },
+      queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: () => written.promise },
+      metrics: createMetrics("test", "0"),
+      dedup: { windowMs: () => undefined, store: new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 10 }) },
+      fanOut: () => {},
+    },
+  );
+  const late = await Promise.resolve(route.handler(request("acme", '{"type":"click","data":{}}'), {})).catch(
+    (error: unknown) => error as GatewayError,
+  );
+  if (!(late instanceof GatewayError)) throw new Error("expected the 503");
+  expect(late.code).toBe("unavailable");
+  written.resolve();
+  const answer = (await late.eventualAnswer) as { status: number; body: string };
+  expect(answer.status).toBe(202);
+  expect(JSON.parse(answer.body)).toEqual({ accepted: 1, rejected: 0, errors: [] });
+});
