@@ -68,7 +68,7 @@ describe.each(RUNTIMES)("the official client's CloudEventClient against the gate
           id: "sdk-event",
           partitionkey: "pk",
           data: { element: "sdk" },
-        }) as never,
+        }),
       ) as string,
     );
     await events.flush();

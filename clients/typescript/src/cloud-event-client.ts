@@ -34,6 +34,20 @@ export type CloudEventInput<Events extends EventTypes = UntypedEvents> = {
   [Type in keyof Events & string]: CloudEventAttributes & { type: Type; data: Events[Type] };
 }[keyof Events & string];
 
+/**
+ * An event of the `cloudevents` SDK (`new CloudEvent({...})`), as its types
+ * say it (`data` optional, `specversion` a string): checked when enqueued
+ * (a `data` object, `specversion` "1.0"), not at compile time. Plain objects
+ * have no `toJSON`, so they keep the checks of `CloudEventInput`.
+ */
+export interface SdkCloudEvent {
+  specversion: string;
+  type: string;
+  source: string;
+  data?: unknown;
+  toJSON(): Record<string, unknown>;
+}
+
 /** The structured-mode batch of the CloudEvents HTTP binding: a JSON array of events. */
 const CLOUDEVENTS_BATCH: BatchEncoding = {
   contentType: "application/cloudevents-batch+json",
@@ -60,7 +74,7 @@ export class CloudEventClient<Events extends EventTypes = UntypedEvents> extends
    * full (dropped and counted). Throws on an event that can never be sent:
    * no `type` or `source`, `data` not a JSON object, another `specversion`.
    */
-  enqueue(event: CloudEventInput<Events>): string | undefined {
+  enqueue(event: CloudEventInput<Events> | SdkCloudEvent): string | undefined {
     // An SDK event serializes through its toJSON (its own fields, extensions included).
     const attributes = (
       typeof (event as { toJSON?: unknown })?.toJSON === "function"

@@ -1,5 +1,10 @@
 export type { BackoffOptions } from "./backoff.js";
-export { type CloudEventAttributes, CloudEventClient, type CloudEventInput } from "./cloud-event-client.js";
+export {
+  type CloudEventAttributes,
+  CloudEventClient,
+  type CloudEventInput,
+  type SdkCloudEvent,
+} from "./cloud-event-client.js";
 export {
   BatchingClient,
   type DeliveryFailure,
