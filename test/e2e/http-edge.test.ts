@@ -139,6 +139,14 @@ describe.each(RUNTIMES)("HTTP edge cases on %s", (runtime) => {
     expect(closed).toBe(true);
   });
 
+  test("two Host headers: 400 and the connection closed (RFC 9112 §3.2)", async () => {
+    const client = new RawClient(gateway.port);
+    client.write("GET /health HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n");
+    const { text, closed } = await client.receivedWithin(3000);
+    expect(statuses(text)).toEqual([400]);
+    expect(closed).toBe(true);
+  });
+
   test("a bad percent-encoding in a path is a 400", async () => {
     const response = await fetch(`${gateway.url}/v1/channels/%E0%A4%A/events`, {
       headers: { authorization: `Bearer ${await token("acme", ["subscribe"])}` },

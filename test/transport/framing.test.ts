@@ -20,6 +20,11 @@ describe("framingProblem: one reading of where a body ends, or a refusal", () =>
     }
   });
 
+  test("two Host headers (joined with ', ') are refused; one is fine", () => {
+    expect(framingProblem(undefined, undefined, "x, y")).toBe("one Host header at most");
+    expect(framingProblem(undefined, undefined, "example.com:8080")).toBeUndefined();
+  });
+
   test("a Transfer-Encoding other than exactly chunked: lists, other codings, padding", () => {
     for (const value of ["gzip, chunked", "chunked, chunked", "identity", " chunked", "chunked ", ""]) {
       expect(framingProblem(undefined, value)).toBe("Transfer-Encoding must be chunked");

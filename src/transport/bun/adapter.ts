@@ -38,7 +38,11 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       // Bun refuses most ambiguous framing itself; a repeated identical Content-Length reaches us joined.
       const headers = req.headers;
       const contentLength = headers.get("content-length") ?? undefined;
-      const problem = framingProblem(contentLength, headers.get("transfer-encoding") ?? undefined);
+      const problem = framingProblem(
+        contentLength,
+        headers.get("transfer-encoding") ?? undefined,
+        headers.get("host") ?? undefined,
+      );
       if (problem !== undefined) return toResponse(framingRefusal(problem));
       const request = new BunHttpRequest(req, headers, contentLength, bunServer, options.maxBodyBytes);
       if (request.path === app.wsPath && headers.get("upgrade")?.toLowerCase() === "websocket") {

@@ -55,7 +55,11 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       const extensions = req.getHeader("sec-websocket-extensions");
       const version = req.getHeader("sec-websocket-version");
       const headers = readHeaders(req);
-      const problem = framingProblem(headers.get("content-length"), headers.get("transfer-encoding"));
+      const problem = framingProblem(
+        headers.get("content-length"),
+        headers.get("transfer-encoding"),
+        headers.get("host"),
+      );
       if (problem !== undefined) return refuseFraming(res, problem);
       const request = new UwsHttpRequest(res, req, headers, 0);
       app.ws.upgrade(request).then(
@@ -91,7 +95,11 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
 
   server.any("/*", (res, req) => {
     const headers = readHeaders(req);
-    const problem = framingProblem(headers.get("content-length"), headers.get("transfer-encoding"));
+    const problem = framingProblem(
+      headers.get("content-length"),
+      headers.get("transfer-encoding"),
+      headers.get("host"),
+    );
     if (problem !== undefined) return refuseFraming(res, problem);
     answer(app, new UwsHttpRequest(res, req, headers, options.maxBodyBytes));
   });
