@@ -97,7 +97,7 @@ export const HTTP_ERRORS = {
   unsupported_media_type: {
     status: 415,
     meaning:
-      "`Content-Type` is not JSON or NDJSON (`application/json`, `application/*+json`, `application/x-ndjson`, `application/ndjson`, `application/jsonl`), or `Content-Encoding` is not `gzip`.",
+      "`Content-Type` is not JSON or NDJSON (`application/json`, `application/*+json`, `application/x-ndjson`, `application/ndjson`, `application/jsonl`; `POST /v1/publish`: `application/json` only), or `Content-Encoding` is not `gzip` (`POST /v1/publish`: any `Content-Encoding` but `identity`).",
     retry: false,
     advice: "Send a supported type and encoding.",
   },

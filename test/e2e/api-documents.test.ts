@@ -213,7 +213,7 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
 
   test("POST /v1/publish: a channel, a broadcast, and each refusal", async () => {
     const auth = { ...JSON_TYPE, ...(await bearer("docs-publish", ["publish"])) };
-    const publish = (body: string, headers = auth, on?: RunningGateway) =>
+    const publish = (body: string, headers: Record<string, string> = auth, on?: RunningGateway) =>
       call("POST", "/v1/publish", "/v1/publish", { headers, body, ...(on ? { on } : {}) });
     expect((await publish(JSON.stringify({ channel: "orders", data: { id: 1 } }))).json()).toEqual({
       published: 1,
@@ -223,6 +223,13 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     expect((await publish("{nope")).status).toBe(400);
     expect((await publish(JSON.stringify({ channel: "orders", data: "x".repeat(70_000) }))).status).toBe(413);
     expect((await publish("x", { ...auth, "content-type": "text/plain" })).status).toBe(415);
+    // The route reads the body as sent: a compressed one is refused, not read as JSON.
+    const message = JSON.stringify({ channel: "orders", data: 1 });
+    for (const coding of ["gzip", "br"])
+      expect((await publish(message, { ...auth, "content-encoding": coding })).json().error).toBe(
+        "unsupported_media_type",
+      );
+    expect((await publish(message, { ...auth, "content-encoding": "identity" })).status).toBe(202);
     expect((await publish("{}", JSON_TYPE)).status).toBe(401);
     expect(
       (await publish("{}", { ...JSON_TYPE, ...(await bearer("docs-publish", ["ingest"])) })).status,

@@ -156,6 +156,14 @@ export function createPublishModule(deps: PublishDependencies): Module {
           const mediaType = request.header("content-type")?.split(";")[0]?.trim().toLowerCase();
           if (mediaType !== "application/json")
             throw new GatewayError("unsupported_media_type", "use application/json");
+          // This route reads the body as sent: a compressed one would be taken for JSON (a 400 for
+          // gzip, and a brotli body that happens to be JSON text would be published as is).
+          const coding = request.header("content-encoding")?.trim().toLowerCase();
+          if (coding !== undefined && coding !== "" && coding !== "identity")
+            throw new GatewayError(
+              "unsupported_media_type",
+              `Content-Encoding ${coding} is not supported on /v1/publish; send the body uncompressed`,
+            );
           const bytes = await request.body();
           if (bytes.byteLength > deps.maxBytes)
             throw new GatewayError("payload_too_large", `a publish body is at most ${deps.maxBytes} bytes`);
