@@ -42,6 +42,8 @@ describe.each(RUNTIMES)("CORS with a list of origins on %s", (runtime) => {
       "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, last-event-id, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey",
     );
     expect(response.headers.get("access-control-max-age")).toBe("600");
+    // RFC 9110 §8.6: a 204 carries no Content-Length (uWebSockets.js's end() wrote `Content-Length: 0`).
+    expect(response.headers.get("content-length")).toBeNull();
     expect(await response.text()).toBe("");
   });
 

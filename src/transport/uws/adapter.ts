@@ -389,6 +389,7 @@ function collectBody(
 
 /**
  * `head`: answer a HEAD request, with the Content-Length of the body left out.
+ * A 204 (a CORS preflight) has neither a body nor a Content-Length.
  * The status line and every header go to uWS in one `writeStatus` call, which
  * writes its text verbatim and then CRLF: each call into the addon costs about
  * 0.15 µs, a string concatenation far less. Header names and values are the
@@ -396,7 +397,11 @@ function collectBody(
  */
 function writeReply(res: UwsResponse, reply: HttpReply, head = false): void {
   const statusText = statusAndHeaders(reply);
-  if (head && reply.closeConnection !== true) {
+  if (reply.status === 204 && reply.closeConnection !== true) {
+    // end() would say `Content-Length: 0`, which a 204 must not carry (RFC 9110 §8.6).
+    res.writeStatus(statusText);
+    res.endWithoutBody();
+  } else if (head && reply.closeConnection !== true) {
     // Not endWithoutBody(length): this uWS version then waits for the body it announced (and
     // reads an explicit undefined as a huge length). So the length is written by hand.
     res.writeStatus(`${statusText}\r\ncontent-length: ${byteLength(reply.body)}`);
