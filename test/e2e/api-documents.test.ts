@@ -9,6 +9,7 @@ import {
   documentedStatuses,
   errorBodyProblems,
   frameProblems,
+  parameterProblems,
   type RealResponse,
   responseProblems,
 } from "../support/api-documents.ts";
@@ -183,6 +184,16 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     expect((await post(JSON.stringify({ ...record, data: { url: "x".repeat(70_000) } }))).status).toBe(413);
     expect((await post("hello", { "content-type": "text/plain" })).status).toBe(415);
     expect((await post(JSON.stringify(record), { ...JSON_TYPE, "content-encoding": "br" })).status).toBe(415);
+
+    // What the route accepts, the document allows: another `ack`, an uncompressed body said so, gzip's alias.
+    for (const [query, headers, sent] of [
+      [{ ack: "all" }, JSON_TYPE, JSON.stringify(record)],
+      [{}, { ...JSON_TYPE, "content-encoding": "identity" }, JSON.stringify(record)],
+      [{}, { ...JSON_TYPE, "content-encoding": "x-gzip" }, gzipped],
+    ] as const) {
+      expect((await post(sent, headers, `?${new URLSearchParams(query)}`)).status).toBe(202);
+      expect(parameterProblems("POST", "/v1/events", { query, headers })).toEqual([]);
+    }
 
     const body = JSON.stringify(record);
     expect((await call("POST", "/v1/events", "/v1/events", { headers: JSON_TYPE, body })).status).toBe(401);

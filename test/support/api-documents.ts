@@ -140,6 +140,48 @@ export function responseProblems(method: string, path: string, response: RealRes
   return problems;
 }
 
+/**
+ * Where the query and header values of a request (to `method` on the path
+ * template `path`) fall outside the schemas openapi.yaml gives those
+ * parameters: a request the gateway accepts must be one the document allows,
+ * or a client generated from it could not send it.
+ */
+export function parameterProblems(
+  method: string,
+  path: string,
+  request: { query?: Record<string, string>; headers?: Record<string, string> },
+): string[] {
+  const pathPointer = `/paths/${escapePointer(path)}`;
+  const operationPointer = `${pathPointer}/${method.toLowerCase()}`;
+  if (!at(openapi, operationPointer)) return [`${method} ${path} is not documented`];
+  const problems: string[] = [];
+  for (const listPointer of [`${pathPointer}/parameters`, `${operationPointer}/parameters`]) {
+    const list = (at(openapi, listPointer) as unknown[] | undefined) ?? [];
+    list.forEach((_, index) => {
+      const { node, pointer } = follow(openapi, `${listPointer}/${index}`);
+      const given =
+        node.in === "query"
+          ? request.query
+          : node.in === "header"
+            ? Object.fromEntries(Object.entries(request.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]))
+            : undefined;
+      const name = node.in === "header" ? String(node.name).toLowerCase() : String(node.name);
+      const value = given?.[name];
+      if (value !== undefined && node.schema)
+        problems.push(
+          ...schemaProblems(
+            openapiAjv,
+            "openapi.json",
+            `${pointer}/schema`,
+            value,
+            `${method} ${path} ${name}`,
+          ),
+        );
+    });
+  }
+  return problems;
+}
+
 /** `METHOD template status` of every response openapi.yaml documents. */
 export function documentedStatuses(): string[] {
   return Object.entries(openapi.paths as Record<string, Node>).flatMap(([path, item]) =>
