@@ -474,7 +474,10 @@ async function decompress(
   const name = (encoding ?? "identity").trim().toLowerCase();
   if (name === "identity" || name === "") return bytes;
   if (name !== "gzip" && name !== "x-gzip") {
-    throw new GatewayError("unsupported_media_type", `Content-Encoding ${name} is not supported; use gzip`);
+    // RFC 9110 §15.5.16: a 415 for a content coding says which codings would have been read.
+    throw new GatewayError("unsupported_media_type", `Content-Encoding ${name} is not supported; use gzip`, {
+      "accept-encoding": "gzip",
+    });
   }
   return new Promise((resolve, reject) => {
     gunzip(bytes, { maxOutputLength: maxBytes }, (error, result) => {

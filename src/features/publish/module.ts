@@ -163,6 +163,7 @@ export function createPublishModule(deps: PublishDependencies): Module {
             throw new GatewayError(
               "unsupported_media_type",
               `Content-Encoding ${coding} is not supported on /v1/publish; send the body uncompressed`,
+              { "accept-encoding": "identity" },
             );
           const bytes = await request.body();
           if (bytes.byteLength > deps.maxBytes)

@@ -65,6 +65,11 @@ describe("decodeBody", () => {
     expect(await codeOf(decodeBody(bomb, "application/json", "gzip", LIMITS))).toBe("payload_too_large");
   });
 
+  test("a content coding other than gzip is a 415 naming gzip in Accept-Encoding (RFC 9110 §15.5.16)", async () => {
+    const refused = await decodeBody(bytes("{}"), "application/json", "br", LIMITS).catch((error) => error);
+    expect(refused).toMatchObject({ code: "unsupported_media_type", headers: { "accept-encoding": "gzip" } });
+  });
+
   test("malformed JSON, wrong type, empty batches and too many records are refused with stable codes", async () => {
     expect(await codeOf(decodeBody(bytes("{nope"), "application/json", undefined, LIMITS))).toBe(
       "malformed_json",
