@@ -216,7 +216,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
       metrics,
       log,
       admitConnection: admission.connection,
-      admitRequest: admission.request,
+      admitRead: admission.read,
       publish: tracing ? tracedPublisher(publisher, tracing, "publish") : publisher,
       presenceStore: config.redisUrl
         ? new RedisPresence(

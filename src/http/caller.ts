@@ -1,5 +1,5 @@
 import { type Principal, requireScope } from "../domain/principal.ts";
-import type { Admission } from "../ports/admission.ts";
+import type { Admission, AdmittedHeaders } from "../ports/admission.ts";
 import type { HttpRequest } from "../ports/transport.ts";
 
 export interface CallerChecks {
@@ -26,10 +26,32 @@ export function authorizedCaller(
   return authenticated(request, scope, checks);
 }
 
+/** The checks a read route starts with: as a write's, with the IP budget's RateLimit fields for its answer. */
+export interface ReaderChecks {
+  admission: Pick<Admission, "read">;
+  authenticate(request: HttpRequest): Principal | Promise<Principal>;
+}
+
+/**
+ * `authorizedCaller` for the read routes (history, presence, event streams):
+ * the same checks in the same order, and the `ip` policy's RateLimit fields,
+ * which their 2xx carry as every limited route's does.
+ */
+export async function authorizedReader(
+  request: HttpRequest,
+  scope: string,
+  checks: ReaderChecks,
+): Promise<{ principal: Principal; rateLimit: AdmittedHeaders }> {
+  const admitted = checks.admission.read(request);
+  const rateLimit = admitted instanceof Promise ? await admitted : admitted;
+  const principal = await authenticated(request, scope, checks);
+  return { principal, rateLimit };
+}
+
 function authenticated(
   request: HttpRequest,
   scope: string,
-  checks: CallerChecks,
+  checks: Pick<CallerChecks, "authenticate">,
 ): Principal | Promise<Principal> {
   const principal = checks.authenticate(request);
   if (principal instanceof Promise) return principal.then((verified) => withScope(verified, scope));

@@ -23,6 +23,14 @@ export interface Admission {
    */
   request(request: HttpRequest): Promise<void> | undefined;
   /**
+   * Per client IP, one request of a read route (event streams, history,
+   * presence), as `request`, but answered with the `ip` policy's RateLimit
+   * fields for the route's 2xx (it spends no tenant budget whose fields it
+   * could carry instead): at once when paid from the local share, else a
+   * promise of them that rejects with the 429.
+   */
+  read(request: HttpRequest): AdmittedHeaders | Promise<AdmittedHeaders>;
+  /**
    * Per tenant, `cost` events: the headers at once when the instance's own
    * share of the budget paid (no promise, nothing to wait for), else a
    * promise of them that rejects with the 429.

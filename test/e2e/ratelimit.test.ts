@@ -255,6 +255,12 @@ describe.each(RUNTIMES)("the per-IP request budget on the read routes on %s", (r
       );
       const statuses = responses.map((response) => response.status);
       expect(statuses).toEqual([200, 200, 429, 429]);
+      // SPEC: a limited route's 2xx carries the fields too, here the ip policy's (the route spends no other).
+      const first = responses[0] as Response;
+      expect(first.headers.get("ratelimit-policy")).toBe(`"ip";q=${REQUESTS};w=1`);
+      expect(first.headers.get("ratelimit")).toBe(`"ip";r=${REQUESTS - 1};t=1`);
+      expect(first.headers.get("ratelimit-limit")).toBe(String(REQUESTS));
+      expect(first.headers.get("ratelimit-remaining")).toBe(String(REQUESTS - 1));
       const refused = responses[2] as Response;
       expect(((await refused.json()) as { error: string }).error).toBe("rate_limited");
       expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
@@ -269,4 +275,20 @@ describe.each(RUNTIMES)("the per-IP request budget on the read routes on %s", (r
       expect(other.status).toBe(200);
     });
   }
+
+  test("GET /v1/sse: the stream's head carries the ip policy's fields", async () => {
+    const abort = new AbortController();
+    const response = await fetch(`${gateway.url}/v1/sse?channel=orders`, {
+      headers: {
+        authorization: `Bearer ${await token(`reads${Date.now()}`, ["subscribe"])}`,
+        "x-forwarded-for": "198.51.100.3",
+      },
+      signal: abort.signal,
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+    expect(response.headers.get("ratelimit-policy")).toBe(`"ip";q=${REQUESTS};w=1`);
+    expect(response.headers.get("ratelimit")).toBe(`"ip";r=${REQUESTS - 1};t=1`);
+    abort.abort();
+  });
 });

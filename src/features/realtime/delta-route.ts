@@ -1,6 +1,7 @@
 import { requireChannel } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
-import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
+import { authorizedReader, type ReaderChecks } from "../../http/caller.ts";
+import { jsonText } from "../../http/reply.ts";
 import type { Route } from "../../ports/route.ts";
 import { EVENT_FRAME_PREFIX } from "./fanout.ts";
 import type { HistoryEvent } from "./history.ts";
@@ -15,7 +16,7 @@ export const MAX_PAGE = 1000;
  * the per-IP request budget, the token and the scope `subscribe`.
  */
 export function deltaRoute(
-  deps: CallerChecks & {
+  deps: ReaderChecks & {
     resume: Resume;
     /** Marks the channel wanted here for a while, so the next page comes from memory. */
     interested?(tenant: string, channel: string): void;
@@ -26,7 +27,7 @@ export function deltaRoute(
     path: "/v1/channels/{channel}/events",
     handler: async (request, params) => {
       // The client IP's request budget first, as every API route: a client over it costs no signature check.
-      const principal = await authorizedCaller(request, "subscribe", deps);
+      const { principal, rateLimit } = await authorizedReader(request, "subscribe", deps);
       const channel = requireChannel(principal, params.channel);
       const limit = pageLimit(request.query.get("limit"));
       const since = requireSince(request.query.get("since") ?? undefined, "since");
@@ -43,11 +44,12 @@ export function deltaRoute(
         });
       }
       const events = page.events.map(toDelta).join(",");
-      return {
-        status: 200,
-        headers: { "content-type": "application/json" },
-        body: `{"channel":${JSON.stringify(channel)},"events":[${events}],"lastEventId":${lastEventId},"next":${JSON.stringify(page.next)}}`,
-      };
+      return jsonText(
+        200,
+        `{"channel":${JSON.stringify(channel)},"events":[${events}],"lastEventId":${lastEventId},"next":${JSON.stringify(page.next)}}`,
+        rateLimit?.own,
+        rateLimit?.shared,
+      );
     },
   };
 }

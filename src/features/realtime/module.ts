@@ -1,10 +1,11 @@
 import { channelTopic } from "../../domain/channel.ts";
 import type { Principal } from "../../domain/principal.ts";
-import type { CallerChecks } from "../../http/caller.ts";
+import type { ReaderChecks } from "../../http/caller.ts";
 import { startWithRetry } from "../../lib/retry.ts";
 import { msUntil, sleep } from "../../lib/time.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
+import type { AdmittedHeaders } from "../../ports/admission.ts";
 import type { Authenticator } from "../../ports/auth.ts";
 import type { FanoutBus } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
@@ -42,8 +43,8 @@ export interface RealtimeDependencies {
   log: Logger;
   /** Per-IP connect rate limit; rejects with a 429 GatewayError when exceeded. */
   admitConnection(ip: string): Promise<void>;
-  /** Per-IP request budget (event streams are requests); rejects with a 429 GatewayError. */
-  admitRequest(request: HttpRequest): Promise<void> | undefined;
+  /** Per-IP request budget (event streams are requests), with its RateLimit fields; rejects with a 429 GatewayError. */
+  admitRead(request: HttpRequest): AdmittedHeaders | Promise<AdmittedHeaders>;
   /** Shares presence across instances (Redis); unset: presence is this instance's. */
   presenceStore: PresenceStore | undefined;
   /** WebSocket `publish` frames go through it (as `POST /v1/publish`). */
@@ -126,7 +127,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
     {
       resume,
       metrics: deps.metrics,
-      admitRequest: deps.admitRequest,
+      admitRead: deps.admitRead,
       verify: (token) => deps.authenticator.verify(token),
       claimSlot: (tenant) => hub.claimSlots(tenant),
       releaseSlot: (tenant) => hub.releaseSlot(tenant),
@@ -138,8 +139,8 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
     },
   );
   // The read routes check what the write routes do: the client IP's request budget, then the token.
-  const callers: CallerChecks = {
-    admission: { request: deps.admitRequest },
+  const callers: ReaderChecks = {
+    admission: { read: deps.admitRead },
     authenticate: deps.authenticate,
   };
   // The bus may be down at start (Kafka unreachable): keep trying in the background.

@@ -1,5 +1,5 @@
 import { channelTopic, requireChannel } from "../../domain/channel.ts";
-import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
+import { authorizedReader, type ReaderChecks } from "../../http/caller.ts";
 import { jsonText } from "../../http/reply.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { PresenceMembers, PresenceStore } from "../../ports/presence.ts";
@@ -174,12 +174,12 @@ export class Presence {
   }
 
   /** GET /v1/channels/{channel}/presence, after the per-IP request budget, the token and the scope `subscribe`. */
-  route(checks: CallerChecks): Route {
+  route(checks: ReaderChecks): Route {
     return {
       method: "GET",
       path: "/v1/channels/{channel}/presence",
       handler: async (request, params) => {
-        const principal = await authorizedCaller(request, "subscribe", checks);
+        const { principal, rateLimit } = await authorizedReader(request, "subscribe", checks);
         const channel = requireChannel(principal, params.channel);
         const key = channelTopic(principal.tenant, channel);
         let scope = "instance";
@@ -197,7 +197,12 @@ export class Presence {
           .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
           .slice(0, MAX_LISTED_MEMBERS)
           .map(([subject, connections]) => ({ subject, connections }));
-        return jsonText(200, JSON.stringify({ channel, scope, total: members.size, members: listed }));
+        return jsonText(
+          200,
+          JSON.stringify({ channel, scope, total: members.size, members: listed }),
+          rateLimit?.own,
+          rateLimit?.shared,
+        );
       },
     };
   }

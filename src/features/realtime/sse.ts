@@ -4,6 +4,7 @@ import { parseEventId } from "../../domain/event-id.ts";
 import { type Principal, requireScope } from "../../domain/principal.ts";
 import { bearerToken } from "../../http/bearer.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
+import type { AdmittedHeaders } from "../../ports/admission.ts";
 import type { Route } from "../../ports/route.ts";
 import type { HttpRequest, HttpStream } from "../../ports/transport.ts";
 import type { FanoutTarget } from "./fanout.ts";
@@ -24,8 +25,8 @@ export interface SseDependencies {
   /** The same resume path as WebSockets: memory, else the fan-out log, within the replay bounds. */
   resume: Resume;
   metrics: Metrics;
-  /** Per-IP request budget; rejects with a 429 GatewayError. */
-  admitRequest(request: HttpRequest): Promise<void> | undefined;
+  /** Per-IP request budget, with its RateLimit fields for the stream's head; rejects with a 429 GatewayError. */
+  admitRead(request: HttpRequest): AdmittedHeaders | Promise<AdmittedHeaders>;
   /** Token from `Authorization` or `?token=` to a principal; rejects with a 401 or 503 GatewayError. */
   verify(token: string): Promise<Principal>;
   /** Takes a connection slot of the instance and tenant (shared with WebSockets), or says which cap is full. */
@@ -188,7 +189,7 @@ export class SseStreams implements FanoutTarget, PresenceListener {
   private async open(request: HttpRequest) {
     if (this.draining)
       throw new GatewayError("draining", "the gateway is shutting down", { "retry-after": "1" });
-    await this.deps.admitRequest(request);
+    const rateLimit = await this.deps.admitRead(request);
     const principal = await this.deps.verify(tokenOf(request));
     requireScope(principal, "subscribe");
     const channels = [...new Set(request.query.getAll("channel"))];
@@ -239,7 +240,8 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     if (endNow) eventStream.end();
     return {
       status: 200,
-      headers: SSE_HEADERS,
+      headers: rateLimit ? { ...SSE_HEADERS, ...rateLimit.own } : SSE_HEADERS,
+      ...(rateLimit ? { sharedHeaders: rateLimit.shared } : {}),
       body: first,
       stream: {
         open: (stream: HttpStream) => eventStream.opened(stream),

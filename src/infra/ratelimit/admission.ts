@@ -23,21 +23,35 @@ export function createAdmission(
 ): Admission {
   if (!options.enabled) {
     // Nothing to wait for and no headers: nothing allocated or merged per request.
-    return { request: () => undefined, events: () => undefined, connection: () => ALLOWED };
+    return {
+      request: () => undefined,
+      read: () => undefined,
+      events: () => undefined,
+      connection: () => ALLOWED,
+    };
   }
   const tenantFields = new AdmittedFields("tenant", WINDOW_SEC);
-  /** A batch admitted after a lease: the limiter's legacy headers, as the fields of the fast path. */
-  const admittedAfterLease = (headers: Record<string, string>): AdmittedHeaders =>
-    tenantFields.headers(
+  const ipFields = new AdmittedFields("ip", WINDOW_SEC);
+  /** Admitted after a lease: the limiter's legacy headers, as the fields of the fast path. */
+  const afterLease = (fields: AdmittedFields) => (headers: Record<string, string>) =>
+    fields.headers(
       Number(headers["ratelimit-limit"]),
       Number(headers["ratelimit-remaining"]),
       Number(headers["ratelimit-reset"]),
     );
+  const admittedAfterLease = afterLease(tenantFields);
+  const readAfterLease = afterLease(ipFields);
   return {
-    // The per-IP budget's headers are sent only with its 429.
+    // The write routes answer with the tenant's fields: the per-IP budget's are sent only with its 429.
     request: (request) => {
       const allowed = limits.allow("ip_requests", clientIp(request, options.trustProxyHops));
       return allowed === ALLOWED ? undefined : allowed.catch(refusedByIp);
+    },
+    read: (request): AdmittedHeaders | Promise<AdmittedHeaders> => {
+      const ip = clientIp(request, options.trustProxyHops);
+      const remaining = limits.spendLocally("ip_requests", ip, 1);
+      if (remaining === NOT_LOCAL) return limits.admit("ip_requests", ip).then(readAfterLease, refusedByIp);
+      return ipFields.headers(limits.limitOf("ip_requests"), remaining, WINDOW_SEC);
     },
     events: (principal, cost): AdmittedHeaders | Promise<AdmittedHeaders> => {
       const budget = quotas?.eventsPerSec(principal.tenant);

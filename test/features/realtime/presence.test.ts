@@ -21,7 +21,7 @@ function principal(overrides: Partial<Principal> = {}): Principal {
 
 async function ask(presence: Presence, channel: string, who = principal()) {
   const request = {} as HttpRequest;
-  const checks = { admission: { request: () => undefined }, authenticate: async () => who };
+  const checks = { admission: { read: () => undefined }, authenticate: async () => who };
   const reply = (await presence.route(checks).handler(request, { channel })) as HttpReply;
   return { status: reply.status, body: JSON.parse(reply.body as string) };
 }
@@ -32,7 +32,7 @@ describe("Presence", () => {
     const refusal = new GatewayError("rate_limited", "rate limit exceeded", { "retry-after": "1" });
     let verified = 0;
     const route = presence.route({
-      admission: { request: () => Promise.reject(refusal) },
+      admission: { read: () => Promise.reject(refusal) },
       authenticate: async () => {
         verified++;
         return principal();

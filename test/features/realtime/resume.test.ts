@@ -83,7 +83,7 @@ async function connectedPeer(world: ReturnType<typeof resumeWorld>) {
 }
 
 /** Admission that admits at once, as when the client IP's request is paid from the local share. */
-const admitted = { admission: { request: () => undefined } };
+const admitted = { admission: { read: () => undefined } };
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 5));
 const eventIds = (peer: FakePeer) => peer.frames.filter((f) => f.type === "event").map((f) => f.id);
@@ -284,7 +284,7 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
     const refusal = new GatewayError("rate_limited", "rate limit exceeded", { "retry-after": "1" });
     let verified = 0;
     const route = deltaRoute({
-      admission: { request: () => Promise.reject(refusal) },
+      admission: { read: () => Promise.reject(refusal) },
       authenticate: async () => {
         verified++;
         return principal;

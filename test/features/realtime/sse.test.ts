@@ -60,7 +60,7 @@ function setup(who: Principal = principal(), slots = 10, limits = LIMITS) {
     {
       resume: world.resume,
       metrics: world.metrics,
-      admitRequest: async () => {},
+      admitRead: () => undefined,
       verify: async (token) => {
         if (token !== "good") throw new GatewayError("unauthorized", "bad token");
         return who;
