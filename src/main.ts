@@ -3,7 +3,7 @@ import packageJson from "../package.json" with { type: "json" };
 import { createGateway } from "./app.ts";
 import { ConfigError, loadConfig } from "./config/config.ts";
 import { Lifecycle } from "./lifecycle/lifecycle.ts";
-import { isWorker, superviseWorkers, watchSupervisor } from "./lifecycle/workers.ts";
+import { isWorker, superviseWorkers, tellSupervisorListening, watchSupervisor } from "./lifecycle/workers.ts";
 import { createLogger } from "./log/logger.ts";
 import { selectTransport } from "./transport/select.ts";
 import { fallbackRefusal } from "./transport/uws/engine.ts";
@@ -93,6 +93,7 @@ async function serve(): Promise<void> {
   });
   lifecycle.installSignalHandlers();
   watchSupervisor(() => lifecycle.onSignal("supervisor gone"));
+  tellSupervisorListening();
 
   log.info(
     {

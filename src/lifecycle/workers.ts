@@ -8,6 +8,14 @@ export function watchSupervisor(onOrphaned: () => void): void {
   if (process.env[WORKER_ENV] !== undefined) process.on("disconnect", onOrphaned);
 }
 
+/** What a worker tells its supervisor once it listens: from then on, a death of it is a crash to restart. */
+const LISTENING_MESSAGE = { type: "listening" } as const;
+
+/** In a worker: tells the supervisor it listens (a no-op without one). */
+export function tellSupervisorListening(): void {
+  if (process.env[WORKER_ENV] !== undefined) process.send?.(LISTENING_MESSAGE);
+}
+
 /** True in a process started by `superviseWorkers`, and when WORKERS is 1. */
 export function isWorker(workers: number): boolean {
   return workers <= 1 || process.env[WORKER_ENV] !== undefined;
@@ -19,6 +27,9 @@ export function isWorker(workers: number): boolean {
  * connections), forwards SIGTERM/SIGINT to them so each drains, restarts one
  * that dies outside a drain (never once a signal came: pending restarts are
  * cancelled), and exits once all have exited (1 if any failed in the drain).
+ * A worker that exits before it listened failed to start (port in use, a
+ * schema source that cannot be read): restarting it would fail the same way
+ * forever, so the supervisor drains the others and exits 1, as one process would.
  */
 export function superviseWorkers(workers: number, log: Logger): void {
   const children = new Set<ChildProcess>();
@@ -41,8 +52,18 @@ export function superviseWorkers(workers: number, log: Logger): void {
       detached: true,
     });
     children.add(child);
+    let listening = false;
+    child.on("message", (message) => {
+      if ((message as { type?: unknown } | null)?.type === LISTENING_MESSAGE.type) listening = true;
+    });
     child.on("exit", (code, signal) => {
       children.delete(child);
+      if (!draining && !listening) {
+        log.fatal({ worker: index, code, signal }, "worker could not start; stopping the other workers");
+        failed = true;
+        stopAll("SIGTERM");
+        return;
+      }
       if (!draining) {
         log.error({ worker: index, code, signal }, "worker died; restarting it");
         const restart = setTimeout(() => {
@@ -59,15 +80,15 @@ export function superviseWorkers(workers: number, log: Logger): void {
     });
   };
 
-  for (const signal of ["SIGTERM", "SIGINT"] as const) {
-    process.on(signal, () => {
-      draining = true;
-      for (const restart of restarts) clearTimeout(restart);
-      restarts.clear();
-      for (const child of children) child.kill(signal);
-      exitOnceAllExited();
-    });
-  }
+  const stopAll = (signal: "SIGTERM" | "SIGINT") => {
+    draining = true;
+    for (const restart of restarts) clearTimeout(restart);
+    restarts.clear();
+    for (const child of children) child.kill(signal);
+    exitOnceAllExited();
+  };
+
+  for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => stopAll(signal));
   for (let index = 0; index < workers; index++) start(index);
   log.info({ workers }, "supervising workers");
   // Each worker counts for itself and they share the port: a scrape sees one of them at random.

@@ -2,7 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+import { TEST_SECRET } from "../support/tokens.ts";
+import { freePort, RUNTIMES, type RunningGateway, runUntilExit, startGateway } from "./harness.ts";
 
 async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -94,6 +95,33 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
       expect(listening(gateway).length).toBe(2);
     } finally {
       await cleanup();
+    }
+  }, 30_000);
+
+  test("a worker that cannot start (a schema source that cannot be read): exit 1 at once, as one process does, not a restart every second", async () => {
+    const folder = await mkdtemp(join(tmpdir(), "workers-"));
+    try {
+      const { code, stdout } = await runUntilExit(
+        runtime,
+        {
+          JWT_SECRET: TEST_SECRET,
+          WORKERS: "2",
+          HOST: "127.0.0.1",
+          PORT: String(await freePort()),
+          LOCAL_LOG_DIR: folder,
+          SCHEMAS: join(folder, "missing"),
+        },
+        15_000,
+      );
+      expect(code).toBe(1);
+      const messages = stdout
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => String((JSON.parse(line) as { msg?: unknown }).msg));
+      expect(messages).toContain("worker could not start; stopping the other workers");
+      expect(messages).not.toContain("worker died; restarting it");
+    } finally {
+      await rm(folder, { recursive: true, force: true });
     }
   }, 30_000);
 });
