@@ -213,7 +213,8 @@ export function loadConfig(env: Env = process.env): Config {
     jwtSecret === undefined &&
     jwksUrl === undefined &&
     !devMode &&
-    !problems.some((problem) => problem.startsWith("JWT_SECRET:"))
+    // A bad JWT_SECRET or JWKS_URL is named already: "required" would send the operator after the wrong one.
+    !problems.some((problem) => problem.startsWith("JWT_SECRET:") || problem.startsWith("JWKS_URL:"))
   ) {
     problems.push(
       "JWT_SECRET: required (at least 32 bytes), or set JWKS_URL; DEV_MODE=true runs on the public dev secret",
@@ -242,8 +243,11 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const drainDelayMs = read("DRAIN_DELAY_MS", integer(0, 600_000), 5000);
   const drainTimeoutMs = read("DRAIN_TIMEOUT_MS", integer(100, 3_600_000), 25_000);
+  // Either one may be the mistake (a longer DRAIN_DELAY_MS under the default timeout, say): name both.
   if (drainTimeoutMs <= drainDelayMs) {
-    problems.push("DRAIN_TIMEOUT_MS: must be greater than DRAIN_DELAY_MS");
+    problems.push(
+      `DRAIN_DELAY_MS/DRAIN_TIMEOUT_MS: DRAIN_TIMEOUT_MS (${drainTimeoutMs}) must be greater than DRAIN_DELAY_MS (${drainDelayMs})`,
+    );
   }
 
   const config: Config = {
@@ -380,7 +384,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (config.kafka.fanoutCompression === "zstd" && !zstd)
     problems.push("KAFKA_FANOUT_COMPRESSION: zstd needs Node >= 22.15 or Bun; this runtime lacks it");
   if (config.workers > 1 && config.port === 0)
-    problems.push("WORKERS: more than 1 needs a fixed PORT, not 0");
+    problems.push("WORKERS/PORT: more than 1 worker needs a fixed PORT, not 0");
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
 }

@@ -179,10 +179,31 @@ describe("loadConfig", () => {
     expect(problemsOf({ KAFKA_SASL_MECHANISM: "plain" }).join()).toContain("KAFKA_SASL_USERNAME");
   });
 
-  test("drain timeout must exceed drain delay", () => {
-    expect(problemsOf({ DRAIN_DELAY_MS: "5000", DRAIN_TIMEOUT_MS: "4000" }).join()).toContain(
-      "DRAIN_TIMEOUT_MS",
-    );
+  test("drain timeout must exceed drain delay: both are named, either may be the one set wrong", () => {
+    for (const env of [
+      { DRAIN_DELAY_MS: "5000", DRAIN_TIMEOUT_MS: "4000" },
+      // A delay longer than the default timeout: the operator set DRAIN_DELAY_MS only.
+      { DRAIN_DELAY_MS: "30000" },
+    ]) {
+      try {
+        loadConfig({ ...SECRET, ...env });
+        throw new Error("accepted");
+      } catch (error) {
+        expect((error as ConfigError).variables).toEqual(["DRAIN_DELAY_MS", "DRAIN_TIMEOUT_MS"]);
+      }
+    }
+  });
+
+  test("WORKERS > 1 with PORT=0 names both", () => {
+    expect(problemsOf({ WORKERS: "2", PORT: "0" })).toEqual([
+      "WORKERS/PORT: more than 1 worker needs a fixed PORT, not 0",
+    ]);
+  });
+
+  test("a JWKS_URL refused is the one problem named: JWT_SECRET is not said to be missing too", () => {
+    expect(problemsOf({ JWT_SECRET: "", JWKS_URL: "http://idp.example/jwks.json" })).toEqual([
+      'JWKS_URL: expected an https URL (http only on loopback), got "http://idp.example/jwks.json"',
+    ]);
   });
 });
 
