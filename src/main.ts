@@ -59,9 +59,13 @@ async function serve(): Promise<void> {
     maxBackpressureBytes: config.ws.backpressureBytes * 2,
     idleTimeoutSec: config.ws.idleTimeoutSec,
   };
-  const cannotListen = (port: number) => (error: unknown) => {
+  // Named like a bad setting: the address comes from them, and an unusable one is known only here.
+  const cannotListen = (port: number, variables: [string, string]) => (error: unknown) => {
     const reason = error instanceof Error ? error.message : String(error);
-    log.fatal({ host: config.host, port }, `cannot listen on ${config.host}:${port}: ${reason}`);
+    log.fatal(
+      { host: config.host, port, variables },
+      `cannot listen on ${config.host}:${port} (${variables.join(", ")}): ${reason}`,
+    );
     process.exit(1);
   };
   const server = await listen(gateway.app, {
@@ -70,7 +74,7 @@ async function serve(): Promise<void> {
     reusePort,
     maxBodyBytes: config.maxBodyBytes,
     ws,
-  }).catch(cannotListen(config.port));
+  }).catch(cannotListen(config.port, ["HOST", "PORT"]));
   // Left open through the drain so Prometheus sees it; the process exit closes it.
   const metricsServer =
     gateway.metricsApp === undefined || config.metricsPort === undefined
@@ -81,7 +85,7 @@ async function serve(): Promise<void> {
           reusePort,
           maxBodyBytes: 1024,
           ws,
-        }).catch(cannotListen(config.metricsPort));
+        }).catch(cannotListen(config.metricsPort, ["HOST", "METRICS_PORT"]));
 
   gateway.attach(server);
 

@@ -1,3 +1,5 @@
+import { isIP } from "node:net";
+
 /**
  * Parsers for environment values. Each returns the parsed value or throws a
  * plain Error whose message says what was expected; the config loader adds the
@@ -130,8 +132,17 @@ export function originList(raw: string): "*" | string[] {
   });
 }
 
+/**
+ * A host name, IPv4 or IPv6 address. Digits and dots only are meant as IPv4, anything with a colon as
+ * IPv6: either must be a real address, or the mistake (999.1.1.1) would surface only at listen, unnamed.
+ */
 export function host(raw: string): string {
   const value = raw.trim();
-  if (!/^[a-zA-Z0-9.:_-]+$/.test(value)) throw new Error(`expected a host name or address, got "${raw}"`);
+  if (/^[\d.]+$/.test(value) || value.includes(":")) {
+    if (isIP(value) === 0) throw new Error(`expected an IPv4 or IPv6 address, got "${raw}"`);
+    return value;
+  }
+  if (!/^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$/.test(value))
+    throw new Error(`expected a host name or address, got "${raw}"`);
   return value;
 }

@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { loadConfig } from "../../src/config/config.ts";
-import { brokerList, originList } from "../../src/config/parse.ts";
+import { brokerList, host, originList } from "../../src/config/parse.ts";
 
 test("CORS_ORIGINS: * alone, or origins as browsers serialise them", () => {
   expect(originList("*")).toBe("*");
@@ -74,4 +74,14 @@ test("KAFKA_BROKERS: a scheme or port 0 is reported by name", () => {
     /KAFKA_BROKERS: expected host:port without a scheme/,
   );
   expect(() => loadConfig({ ...secret, KAFKA_BROKERS: "x:0" })).toThrow(/KAFKA_BROKERS: expected host:port/);
+});
+
+test("HOST: a host name or an IPv4/IPv6 address; something meant as an address that is none is refused", () => {
+  for (const value of ["0.0.0.0", "127.0.0.1", "::", "::1", "localhost", "gateway.internal", "my_host"])
+    expect(host(value)).toBe(value);
+  for (const value of ["999.999.999.999", "256.0.0.1", "1.5", "10.0.0", ":::1", "[::1]", "a b", "a..b"])
+    expect(() => host(value)).toThrow();
+  expect(() =>
+    loadConfig({ JWT_SECRET: "0123456789abcdef0123456789abcdef", HOST: "999.999.999.999" }),
+  ).toThrow(/HOST: expected an IPv4 or IPv6 address/);
 });

@@ -29,6 +29,8 @@ describe.each(RUNTIMES)("listening on %s", (runtime) => {
         .map((line) => JSON.parse(line) as Record<string, unknown>)
         .find((line) => line.level === "fatal");
       expect(String(fatal?.msg)).toContain(`127.0.0.1:${port}`);
+      // Named like a bad setting: the address is theirs.
+      expect(fatal?.variables).toEqual(["HOST", "PORT"]);
       expect((await fetch(`${first.url}/health/live`)).status).toBe(200);
     } finally {
       await first.stop("SIGKILL");
