@@ -51,6 +51,8 @@ export class Router {
   private readonly series = new Map<string, RequestSeries>();
   private readonly knownMethods = new Set(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]);
   private idleWaiters: Array<() => void> = [];
+  /** Draining: every reply closes its connection, so no keep-alive connection sits idle until the exit cuts it. */
+  private closingConnections = false;
   /** Policy headers of replies no route answered (404, 405, preflights, refused upgrades), by path kind. */
   private readonly tenantDataBlocks: BlocksByCors = new Map();
   private readonly commonBlocks: BlocksByCors = new Map();
@@ -150,7 +152,7 @@ export class Router {
       // A reply's own block (a budget's RateLimit fields) under the policy, joined once per pair.
       sharedHeaders: reply.sharedHeaders === undefined ? block : joinBlocks(reply.sharedHeaders, block),
       body: reply.body,
-      closeConnection: reply.closeConnection,
+      closeConnection: reply.closeConnection || this.closingConnections,
       stream: reply.stream,
     };
   }
@@ -208,6 +210,11 @@ export class Router {
       this.series.set(key, series);
     }
     return series;
+  }
+
+  /** From now on each reply closes its connection (`Connection: close`): the drain has begun. */
+  closeConnectionsAfterReplies(): void {
+    this.closingConnections = true;
   }
 
   /** Resolves once no request is being handled. */

@@ -15,14 +15,17 @@ export interface DrainStep {
 export interface DrainPlanInputs {
   modules: Module[];
   server: RunningServer;
-  /** Whatever counts requests in flight (the router). */
-  requests: { whenIdle(): Promise<void> };
+  /** Whatever counts requests in flight and answers them (the router). */
+  requests: { whenIdle(): Promise<void>; closeConnectionsAfterReplies(): void };
   drainDelayMs: number;
   log: Logger;
 }
 
 /**
- * The drain, in order: every module turns unready; the load balancer gets
+ * The drain, in order: every module turns unready and each HTTP reply from
+ * then on closes its connection (a keep-alive client, or the load balancer's
+ * pool, moves to a new connection after an answer, instead of finding an idle
+ * one cut under a request it just sent); the load balancer gets
  * DRAIN_DELAY_MS to notice; the listener closes; modules disconnect their
  * long-lived connections; in-flight requests finish (bounded by the deadline,
  * so the flush still runs and reports); modules flush what they accepted;
@@ -37,6 +40,7 @@ export function drainPlan({ modules, server, requests, drainDelayMs, log }: Drai
   });
   return [
     phase("mark unhealthy", "unready"),
+    { name: "close connections after their replies", run: () => requests.closeConnectionsAfterReplies() },
     { name: "wait for the load balancer", run: () => sleep(drainDelayMs) },
     { name: "stop listening", run: () => server.stopListening() },
     phase("disconnect websockets", "disconnect"),

@@ -139,6 +139,35 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
     expect(await gateway.process.exited).toBe(0);
   });
 
+  test("SIGTERM: a keep-alive connection gets Connection: close with its next answer and is closed after it, before the listener closes", async () => {
+    const gateway = await startGateway(runtime, { DRAIN_DELAY_MS: "3000", DRAIN_TIMEOUT_MS: "8000" });
+    const received: string[] = [];
+    let ended = false;
+    const socket = connect(gateway.port, "127.0.0.1");
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => void received.push(chunk));
+    socket.on("close", () => {
+      ended = true;
+    });
+    socket.on("error", () => {});
+    const ask = () => socket.write("GET /health/live HTTP/1.1\r\nHost: gateway\r\n\r\n");
+    const answers = () => received.join("").split("HTTP/1.1 ").slice(1);
+    await new Promise((resolve) => socket.once("connect", resolve));
+    ask();
+    await waitUntil(() => answers().length === 1, "the answer before the drain");
+    expect(answers()[0]?.toLowerCase()).not.toContain("connection: close");
+
+    gateway.process.kill("SIGTERM");
+    await waitForLog(gateway, "drain started");
+    ask();
+    await waitUntil(() => answers().length === 2 && ended, "the answer in the drain, then the close");
+    // Within the drain delay: the connection ended because of its answer, not because the listener closed.
+    expect(gateway.logs.some((entry) => entry.step === "stop listening")).toBe(false);
+    expect(answers()[1]).toStartWith("200");
+    expect(answers()[1]?.toLowerCase()).toContain("connection: close");
+    expect(await gateway.process.exited).toBe(0);
+  });
+
   test("a second signal exits at once", async () => {
     const gateway = await startGateway(runtime, { DRAIN_DELAY_MS: "20000", DRAIN_TIMEOUT_MS: "30000" });
     const started = Date.now();

@@ -117,3 +117,16 @@ test("guarded upgrades: a foreign browser origin is a 403 before the hub is aske
   }
   expect(asked).toEqual(["https://app.example.com", "none"]);
 });
+
+test("once the drain has begun every reply closes its connection, errors and refused upgrades too", async () => {
+  const { router } = routerFor([channelRoute]);
+  const upgrades = router.guardUpgrades({
+    upgrade: async () => ({ accept: false, reply: { status: 401, body: "" } }),
+  } as unknown as WsHandlers<unknown>);
+  expect((await router.handle(request("GET", "/v1/channels/a/events"))).closeConnection).toBeFalsy();
+  router.closeConnectionsAfterReplies();
+  expect((await router.handle(request("GET", "/v1/channels/a/events"))).closeConnection).toBe(true);
+  expect((await router.handle(request("GET", "/nowhere"))).closeConnection).toBe(true);
+  const refused = await upgrades.upgrade(request("GET", "/v1/ws"));
+  expect(refused.accept ? undefined : refused.reply.closeConnection).toBe(true);
+});

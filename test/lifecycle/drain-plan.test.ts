@@ -16,7 +16,10 @@ test("phases run in order across modules, and modules close last-created first",
     close: () => void events.push(`${name}:close`),
   });
   const server = { stopListening: () => void events.push("server:stop") } as unknown as RunningServer;
-  const requests = { whenIdle: async () => void events.push("requests:idle") };
+  const requests = {
+    whenIdle: async () => void events.push("requests:idle"),
+    closeConnectionsAfterReplies: () => void events.push("requests:close connections"),
+  };
   const steps = drainPlan({
     modules: [module("a"), module("b")],
     server,
@@ -29,6 +32,8 @@ test("phases run in order across modules, and modules close last-created first",
   expect(events).toEqual([
     "a:unready",
     "b:unready",
+    // Before the load balancer's delay: keep-alive clients move off while the listener still takes them.
+    "requests:close connections",
     "server:stop",
     "a:disconnect",
     "b:disconnect",
@@ -49,7 +54,7 @@ test("a flush that fails fails its step; a module that fails to close does not s
       { name: "ok", close: () => void closed.push("ok") },
     ],
     server: { stopListening: () => {} } as unknown as RunningServer,
-    requests: { whenIdle: async () => {} },
+    requests: { whenIdle: async () => {}, closeConnectionsAfterReplies: () => {} },
     drainDelayMs: 0,
     log: pino({ level: "silent" }),
   });
@@ -63,7 +68,7 @@ test("in-flight requests are waited for only until the deadline", async () => {
   const steps = drainPlan({
     modules: [],
     server: { stopListening: () => {} } as unknown as RunningServer,
-    requests: { whenIdle: () => new Promise(() => {}) },
+    requests: { whenIdle: () => new Promise(() => {}), closeConnectionsAfterReplies: () => {} },
     drainDelayMs: 0,
     log: pino({ level: "silent" }),
   });
