@@ -45,9 +45,11 @@ export function secret(minBytes: number) {
   };
 }
 
+/** Kafka's rule for topic names (`Topic.validate`): its characters, at most 249, and neither `.` nor `..`. */
 export function topicName(raw: string): string {
   const value = raw.trim();
-  if (!/^[a-zA-Z0-9._-]{1,249}$/.test(value)) throw new Error(`not a valid Kafka topic name: "${raw}"`);
+  if (!/^[a-zA-Z0-9._-]{1,249}$/.test(value) || value === "." || value === "..")
+    throw new Error(`not a valid Kafka topic name: "${raw}"`);
   return value;
 }
 

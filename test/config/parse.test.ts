@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { loadConfig } from "../../src/config/config.ts";
-import { brokerList, host, originList } from "../../src/config/parse.ts";
+import { brokerList, host, originList, topicName } from "../../src/config/parse.ts";
 
 test("CORS_ORIGINS: * alone, or origins as browsers serialise them", () => {
   expect(originList("*")).toBe("*");
@@ -84,4 +84,12 @@ test("HOST: a host name or an IPv4/IPv6 address; something meant as an address t
   expect(() =>
     loadConfig({ JWT_SECRET: "0123456789abcdef0123456789abcdef", HOST: "999.999.999.999" }),
   ).toThrow(/HOST: expected an IPv4 or IPv6 address/);
+});
+
+test("Kafka topic names as Kafka takes them: . and .. are refused at start, not by the broker at every write", () => {
+  for (const value of ["events", "a.b_c-1", ".hidden", "x".repeat(249)]) expect(topicName(value)).toBe(value);
+  for (const value of [".", "..", "a b", "x".repeat(250), "é"]) expect(() => topicName(value)).toThrow();
+  expect(() => loadConfig({ JWT_SECRET: "0123456789abcdef0123456789abcdef", KAFKA_TOPIC: ".." })).toThrow(
+    /KAFKA_TOPIC: not a valid Kafka topic name/,
+  );
 });
