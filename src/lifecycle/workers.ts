@@ -11,9 +11,10 @@ export function watchSupervisor(onOrphaned: () => void): void {
 /** What a worker tells its supervisor once it listens: from then on, a death of it is a crash to restart. */
 const LISTENING_MESSAGE = { type: "listening" } as const;
 
-/** In a worker: tells the supervisor it listens (a no-op without one). */
+/** In a worker: tells the supervisor it listens (a no-op without one, or once it is gone). */
 export function tellSupervisorListening(): void {
-  if (process.env[WORKER_ENV] !== undefined) process.send?.(LISTENING_MESSAGE);
+  // A send on a closed channel raises an 'error' event on Node; the worker is draining then anyway.
+  if (process.env[WORKER_ENV] !== undefined && process.connected) process.send?.(LISTENING_MESSAGE);
 }
 
 /** True in a process started by `superviseWorkers`, and when WORKERS is 1. */

@@ -1,5 +1,10 @@
 import { afterEach, expect, test } from "bun:test";
-import { isWorker, WORKER_ENV, watchSupervisor } from "../../src/lifecycle/workers.ts";
+import {
+  isWorker,
+  tellSupervisorListening,
+  WORKER_ENV,
+  watchSupervisor,
+} from "../../src/lifecycle/workers.ts";
 
 const saved = process.env[WORKER_ENV];
 afterEach(() => {
@@ -29,4 +34,29 @@ test("a worker drains when its supervisor's IPC channel closes; a process withou
   process.emit("disconnect");
   expect(orphaned).toBe(1);
   process.removeListener("disconnect", onOrphaned);
+});
+
+test("a worker tells its supervisor it listens only over an open channel: none, or a closed one, is no error", () => {
+  const sent: unknown[] = [];
+  const saved = { send: process.send, connected: process.connected };
+  try {
+    process.env[WORKER_ENV] = "0";
+    process.send = ((message: unknown) => sent.push(message) > 0) as typeof process.send;
+    Object.defineProperty(process, "connected", { value: false, configurable: true, writable: true });
+    tellSupervisorListening();
+    expect(sent).toEqual([]);
+    Object.defineProperty(process, "connected", { value: true, configurable: true, writable: true });
+    tellSupervisorListening();
+    expect(sent).toEqual([{ type: "listening" }]);
+    delete process.env[WORKER_ENV];
+    tellSupervisorListening();
+    expect(sent).toHaveLength(1);
+  } finally {
+    process.send = saved.send;
+    Object.defineProperty(process, "connected", {
+      value: saved.connected,
+      configurable: true,
+      writable: true,
+    });
+  }
 });
