@@ -50,6 +50,9 @@ function fnv1a(bytes: Uint8Array, start: number, end: number, seed: number): num
 /** Engine topic every connection of a tenant joins, for broadcasts. */
 export const broadcastTopic = (tenant: string) => `b/${tenant}`;
 
+/** Whether an engine topic is a tenant's broadcast topic (`broadcastTopic`). */
+export const isBroadcastTopic = (topic: string) => topic.startsWith("b/");
+
 /** `channel` as a channel this principal may use; a 400 or 403 GatewayError otherwise. */
 export function requireChannel(principal: Principal, channel: unknown): string {
   if (typeof channel !== "string" || !CHANNEL_PATTERN.test(channel)) {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
 import puppeteer, { type Browser } from "puppeteer-core";
+import { PartitionHash } from "../../src/infra/kafka/partition-hash.ts";
 import { createTopic, services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
 import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
@@ -119,6 +120,65 @@ async function publish(gateway: RunningGateway, tenant: string, channel: string,
     body: `{"channel":${JSON.stringify(channel)},"data":${dataJson}}`,
   });
   expect(response.status).toBe(202);
+}
+
+/** A channel of `tenant` whose fan-out partition is not the one its broadcasts go to (keys as the fan-out bus makes them). */
+function channelOffBroadcastPartition(tenant: string, partitions: number): string {
+  const hash = new PartitionHash();
+  const partition = (key: string) => hash.of(key) % partitions;
+  for (let n = 0; ; n++) {
+    const channel = `news-${n}`;
+    if (partition(`${tenant}/${channel}`) !== partition(`${tenant}/$broadcast`)) return channel;
+  }
+}
+
+for (const runtime of RUNTIMES) {
+  describe(`Server-Sent Events with Kafka on ${runtime}`, () => {
+    test("a broadcast has no id: after one, the Last-Event-ID EventSource sends back resumes the stream's channel", async () => {
+      const gateway = await startGateway(runtime, {
+        KAFKA_BROKERS: services().brokers,
+        KAFKA_TOPIC: await createTopic(`sse-broadcast-events-${runtime}`),
+        KAFKA_FANOUT_TOPIC: await createTopic(`sse-broadcast-fanout-${runtime}`, 3),
+        REDIS_URL: "",
+      });
+      try {
+        const channel = channelOffBroadcastPartition("acme", 3);
+        const subscriber = await token("acme", ["subscribe"]);
+        const stream = await openStream(gateway, `channel=${channel}&token=${subscriber}`);
+        await publish(gateway, "acme", channel, '{"n":1}');
+        const broadcast = await fetch(`${gateway.url}/v1/publish`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${await token("acme", ["publish"])}`,
+            "content-type": "application/json",
+          },
+          body: '{"broadcast":true,"data":{"to":"everyone"}}',
+        });
+        expect(broadcast.status).toBe(202);
+        const [event, broadcastEvent] = (
+          await stream.until((messages) => messages.filter((m) => m.event === "event").length === 2)
+        ).filter((m) => m.event === "event");
+        expect(event?.id).toBe(JSON.parse(event?.data as string).id);
+        expect(JSON.parse(broadcastEvent?.data as string)).toMatchObject({ broadcast: true });
+        expect(broadcastEvent?.id).toBeUndefined();
+        await stream.close();
+        // What EventSource sends when it reconnects: the last `id:` it got.
+        const lastEventId = stream.messages.findLast((m) => m.id !== undefined)?.id as string;
+        await publish(gateway, "acme", channel, '{"n":2}');
+        const resumed = await openStream(gateway, `channel=${channel}&token=${subscriber}`, {
+          "last-event-id": lastEventId,
+        });
+        const messages = await resumed.until((all) =>
+          all.some((m) => m.event === "event" || m.event === "problem"),
+        );
+        expect(messages.filter((m) => m.event === "problem")).toEqual([]);
+        expect(JSON.parse(resumed.events()[0]?.data as string).data).toEqual({ n: 2 });
+        await resumed.close();
+      } finally {
+        await gateway.stop();
+      }
+    });
+  });
 }
 
 for (const runtime of RUNTIMES) {

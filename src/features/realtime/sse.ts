@@ -1,4 +1,4 @@
-import { broadcastTopic, channelTopic, requireChannel } from "../../domain/channel.ts";
+import { broadcastTopic, channelTopic, isBroadcastTopic, requireChannel } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
 import { parseEventId } from "../../domain/event-id.ts";
 import { type Principal, requireScope } from "../../domain/principal.ts";
@@ -118,8 +118,8 @@ class EventStream {
 
 /**
  * `GET /v1/sse`: Server-Sent Events for clients that only read. Each stream
- * carries the events of its channels (and the tenant's broadcasts) as
- * `id: <eventId>`, `event: event`, `data: <the WebSocket event frame>`, after
+ * carries the events of its channels (and the tenant's broadcasts, without
+ * the `id:`) as `id: <eventId>`, `event: event`, `data: <the WebSocket event frame>`, after
  * a replay from the same history WebSocket resume uses. It is the registry of
  * open streams by topic (a `FanoutTarget` beside the WebSocket hub), and owns
  * the timer that sends heartbeats and ends slow or expired streams.
@@ -153,7 +153,11 @@ export class SseStreams implements FanoutTarget, PresenceListener {
   publish(topic: string, frame: string, id: string): number {
     const streams = this.byTopic.get(topic);
     if (!streams) return 0;
-    const text = sseEvent("event", frame, id);
+    // A broadcast goes without `id:`: no history keeps it (no resume replays it), and its id names
+    // the broadcast's partition of the fan-out topic, so as the `Last-Event-ID` EventSource sends
+    // back it would make the stream's channels, on other partitions, `history_gone`. Without it
+    // the stream's resume position stays its last channel event.
+    const text = isBroadcastTopic(topic) ? sseEvent("event", frame) : sseEvent("event", frame, id);
     for (const stream of streams) {
       const replay = stream.replays.get(topic);
       if (replay) this.hold(stream, topic, replay, text, id);
