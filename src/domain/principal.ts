@@ -18,6 +18,17 @@ export function requireScope(principal: Principal, scope: string): void {
 }
 
 /**
+ * For a WebSocket or an event stream: a token past its `exp` but inside the
+ * verifier's clock-skew tolerance is fine for one request, but a connection
+ * opened on it would be closed for its expiry at once (after a `connected`
+ * frame, or a 200 stream), so it is refused as the expired token it is.
+ */
+export function requireUnexpired(principal: Principal, now: number): void {
+  if (principal.expiresAt <= now)
+    throw new GatewayError("unauthorized", "token expired", { "www-authenticate": "Bearer" });
+}
+
+/**
  * Why `next` may not replace `current` as a live socket's token, if it may
  * not: a refresh keeps who the socket speaks for and only extends its life.
  */

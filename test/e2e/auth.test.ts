@@ -5,8 +5,8 @@ import { join } from "node:path";
 import { DEV_JWT_SECRET } from "../../src/config/config.ts";
 import { signDevToken } from "../../src/infra/auth/dev-token.ts";
 import { killGroup, spawnGroup } from "../support/processes.ts";
-import { TEST_SECRET } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, runUntilExit, startGateway } from "./harness.ts";
+import { TEST_SECRET, token } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, runUntilExit, startGateway, TestSocket } from "./harness.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
@@ -50,6 +50,31 @@ describe.each(RUNTIMES)("auth fails closed on %s", (runtime) => {
     gateway = await startGateway(runtime, { JWT_SECRET: "", DEV_MODE: "true", LOCAL_LOG_DIR: tempLogDir() });
     expect(await postEvent(gateway, await devToken())).toBe(202);
     expect(gateway.logs.some((entry) => String(entry.msg).startsWith("DEV_MODE"))).toBe(true);
+  });
+});
+
+describe.each(RUNTIMES)("a token just past its exp, inside the clock-skew tolerance, on %s", (runtime) => {
+  let gateway: RunningGateway | undefined;
+  afterEach(async () => {
+    await gateway?.stop("SIGKILL");
+    gateway = undefined;
+  });
+
+  test("opens no WebSocket (an error frame and 4001, never connected) and no event stream (401)", async () => {
+    gateway = await startGateway(runtime, { JWT_SECRET: TEST_SECRET, LOCAL_LOG_DIR: tempLogDir() });
+    const expired = await token("acme", ["subscribe"], { ttlSec: -1 });
+    const expiredError = { type: "error", code: "unauthorized", message: "token expired" };
+    const atUpgrade = new TestSocket(`${gateway.wsUrl}?token=${expired}`);
+    expect((await atUpgrade.closed).code).toBe(4001);
+    expect(atUpgrade.frames).toEqual([expiredError]);
+    const inFrame = new TestSocket(gateway.wsUrl);
+    await inFrame.opened();
+    inFrame.send({ type: "auth", token: expired });
+    expect((await inFrame.closed).code).toBe(4001);
+    expect(inFrame.frames).toEqual([expiredError]);
+    const stream = await fetch(`${gateway.url}/v1/sse?channel=orders&token=${expired}`);
+    expect(stream.status).toBe(401);
+    expect(await stream.json()).toEqual({ error: "unauthorized", message: "token expired" });
   });
 });
 

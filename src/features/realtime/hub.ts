@@ -1,6 +1,6 @@
 import { broadcastTopic } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
-import { requireScope } from "../../domain/principal.ts";
+import { requireScope, requireUnexpired } from "../../domain/principal.ts";
 import { bearerToken } from "../../http/bearer.ts";
 import { clientIp } from "../../http/client-ip.ts";
 import { errorReply } from "../../http/reply.ts";
@@ -87,6 +87,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
       admit: (ip) => deps.admitConnection(ip),
       verify: async (token) => {
         const principal = await deps.authenticator.verify(token);
+        requireUnexpired(principal, Date.now());
         requireScope(principal, "subscribe");
         return principal;
       },

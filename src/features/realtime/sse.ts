@@ -1,7 +1,7 @@
 import { broadcastTopic, channelTopic, isBroadcastTopic, requireChannel } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
 import { parseEventId } from "../../domain/event-id.ts";
-import { type Principal, requireScope } from "../../domain/principal.ts";
+import { type Principal, requireScope, requireUnexpired } from "../../domain/principal.ts";
 import { bearerToken } from "../../http/bearer.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { AdmittedHeaders } from "../../ports/admission.ts";
@@ -195,6 +195,7 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       throw new GatewayError("draining", "the gateway is shutting down", { "retry-after": "1" });
     const rateLimit = await this.deps.admitRead(request);
     const principal = await this.deps.verify(tokenOf(request));
+    requireUnexpired(principal, Date.now());
     requireScope(principal, "subscribe");
     const channels = [...new Set(request.query.getAll("channel"))];
     if (channels.length === 0) throw new GatewayError("bad_request", "name at least one channel (?channel=)");
