@@ -176,12 +176,16 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     this.deps.metrics.sseEventsSent.inc(streams.size);
   }
 
-  /** The drain: every stream gets `event: reconnect` and ends. */
+  /**
+   * The drain: every stream gets `event: reconnect` and ends. `retry:` carries
+   * the same jittered delay, as EventSource reconnects by itself after its
+   * retry time: without it every stream would come back exactly 2 s later.
+   */
   disconnectAll(): void {
     this.draining = true;
     for (const stream of [...this.streams]) {
       const afterMs = 250 + Math.floor(Math.random() * 4750);
-      stream.write(sseEvent("reconnect", JSON.stringify({ afterMs })));
+      stream.write(`${sseEvent("reconnect", JSON.stringify({ afterMs }))}retry: ${afterMs}\n\n`);
       stream.end();
     }
   }

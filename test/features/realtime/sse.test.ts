@@ -237,7 +237,12 @@ describe("SseStreams", () => {
     const { stream } = await open("channel=c&token=good");
     streams.disconnectAll();
     expect(stream.state).toBe("ended");
-    expect(stream.written.at(-1)).toMatch(/^event: reconnect\ndata: \{"afterMs":\d+\}\n\n$/);
+    const drain = stream.written
+      .at(-1)
+      ?.match(/^event: reconnect\ndata: \{"afterMs":(\d+)\}\n\nretry: (\d+)\n\n$/);
+    // EventSource reconnects by itself after `retry`: the jittered delay, not the stream's 2 s for everyone.
+    expect(drain).not.toBeNull();
+    expect(drain?.[2]).toBe(drain?.[1] as string);
     await expect(open("channel=c&token=good")).rejects.toMatchObject({ code: "draining" });
   });
 
