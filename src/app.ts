@@ -55,6 +55,9 @@ export interface Gateway {
   drainSteps(server: RunningServer): DrainStep[];
 }
 
+/** The one path where WebSocket upgrades are taken. */
+const WS_PATH = "/v1/ws";
+
 export interface GatewayEnvironment {
   config: Config;
   log: Logger;
@@ -277,10 +280,11 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     metrics,
     log,
     config.corsOrigins ? new CorsPolicy(config.corsOrigins) : undefined,
+    WS_PATH,
   );
 
   return {
-    app: { http: router.handle, wsPath: "/v1/ws", ws: router.guardUpgrades(realtime.ws) },
+    app: { http: router.handle, wsPath: WS_PATH, ws: router.guardUpgrades(realtime.ws) },
     metricsApp: config.metricsPort === undefined ? undefined : createMetricsApp(metrics, log),
     attach: (server) => {
       for (const module of modules) module.attach?.(server);

@@ -59,6 +59,13 @@ export const HTTP_ERRORS = {
     retry: false,
     advice: "Use a method from `Allow`.",
   },
+  upgrade_required: {
+    status: 426,
+    meaning:
+      "A `GET` of `/v1/ws` that asks for no WebSocket upgrade (no `Upgrade: websocket`); `Upgrade: websocket` names what to ask for. An upgrade that is asked for but malformed (no valid `Sec-WebSocket-Key`) is a 400 `bad_request` instead.",
+    retry: false,
+    advice: "Open it with a WebSocket client.",
+  },
   idempotency_in_flight: {
     status: 409,
     meaning: "A request with the same `Idempotency-Key` is still being handled (`Retry-After: 1`).",

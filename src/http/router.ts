@@ -63,6 +63,8 @@ export class Router {
     private readonly log: Logger,
     /** Unset: no CORS headers at all. */
     private readonly cors?: CorsPolicy,
+    /** The WebSocket path: the engines take its upgrades; what reaches the router there is not one. */
+    private readonly upgradePath?: string,
   ) {
     for (const route of routes) this.add(route);
     metrics.inFlightRequests.sampleFrom(() => this.inFlight);
@@ -232,6 +234,15 @@ export class Router {
   private match(request: HttpRequest): RouteMatch {
     const candidates = this.exact.get(request.path);
     if (candidates) return this.pick(candidates, request, {});
+    if (request.path === this.upgradePath) {
+      const error = notAnUpgrade(request);
+      return {
+        routeName: request.path,
+        run: () => {
+          throw error;
+        },
+      };
+    }
     for (const route of this.patterned) {
       const found = route.pattern?.exec(request.path);
       if (!found) continue;
@@ -282,6 +293,26 @@ interface RouteMatch {
   /** Set when one route (not only its path) matched. */
   route?: CompiledRoute;
   run: () => Promise<HttpReply> | HttpReply;
+}
+
+/**
+ * Why a request to the WebSocket path that the engine did not upgrade is
+ * refused: another method (405), an upgrade asked for but malformed (400), or
+ * no upgrade asked for at all (426 naming the protocol, RFC 9110 §15.5.22).
+ */
+function notAnUpgrade(request: HttpRequest): GatewayError {
+  if (request.method !== "GET" && request.method !== "HEAD")
+    return new GatewayError("method_not_allowed", `use GET on ${request.path}: a WebSocket upgrade`, {
+      allow: "GET, HEAD",
+    });
+  if (request.header("upgrade")?.toLowerCase() === "websocket")
+    return new GatewayError(
+      "bad_request",
+      "not a valid WebSocket handshake: Sec-WebSocket-Key is missing or malformed",
+    );
+  return new GatewayError("upgrade_required", `${request.path} takes only WebSocket upgrades`, {
+    upgrade: "websocket",
+  });
 }
 
 /** A preflight from an origin not allowed is a 403 (and gets no CORS headers). */

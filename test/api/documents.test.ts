@@ -120,7 +120,7 @@ describe("openapi.yaml", () => {
       expected.add(`OPTIONS ${route.path}`);
     }
     // The WebSocket upgrade is not a router route: the transport hands GETs of wsPath to the hub.
-    const wsPaths = [...app.matchAll(/wsPath: "([^"]+)"/g)].map((match) => match[1]);
+    const wsPaths = [...app.matchAll(/WS_PATH = "([^"]+)"/g)].map((match) => match[1]);
     expect(wsPaths).toEqual(["/v1/ws"]);
     for (const path of wsPaths) expected.add(`GET ${path}`);
     const documented = operations().map(({ method, path }) => `${method} ${path}`);

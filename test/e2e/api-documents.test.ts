@@ -515,7 +515,7 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     expect(CLOSE_CODES["1009"]).toContain("1006");
   });
 
-  test("WebSocket upgrades answer as GET /v1/ws documents: 101, refusals with the error body (426 has none), 404 without an upgrade", async () => {
+  test("WebSocket upgrades answer as GET /v1/ws documents: 101, refusals with the error body (the version's 426 has none), 426 without an upgrade", async () => {
     const upgrade = async (headers: Record<string, string>) => {
       const real = await rawUpgrade(gateway.port, headers);
       expect(responseProblems("GET", "/v1/ws", real)).toEqual([]);
@@ -529,7 +529,13 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     expect(await upgrade({ Origin: "https://elsewhere.example" })).toBe(403);
     expect(await upgrade({ Authorization: "Basic abc" })).toBe(401);
     expect(await upgrade({ "Sec-WebSocket-Version": "8" })).toBe(426);
-    expect((await call("GET", "/v1/ws", "/v1/ws")).status).toBe(404);
+    expect(await upgrade({ "Sec-WebSocket-Key": "too-short" })).toBe(400);
+    const plain = await call("GET", "/v1/ws", "/v1/ws");
+    expect([plain.status, plain.json().error, plain.headers.get("upgrade")]).toEqual([
+      426,
+      "upgrade_required",
+      "websocket",
+    ]);
   });
 
   test("every documented status was seen, but the few listed with why", () => {

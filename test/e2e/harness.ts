@@ -267,15 +267,15 @@ export function rawUpgrade(
     });
     socket.on("error", reject);
     socket.on("close", () => finish() || reject(new Error(`closed after ${JSON.stringify(received)}`)));
-    const version = Object.keys(headers).some((name) => name.toLowerCase() === "sec-websocket-version")
-      ? ""
-      : "Sec-WebSocket-Version: 13\r\n";
+    // A header given replaces the default one.
+    const given = (name: string) => Object.keys(headers).some((other) => other.toLowerCase() === name);
+    const version = given("sec-websocket-version") ? "" : "Sec-WebSocket-Version: 13\r\n";
+    const key = given("sec-websocket-key") ? "" : "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
     const extra = Object.entries(headers)
       .map(([name, value]) => `${name}: ${value}\r\n`)
       .join("");
     socket.write(
-      "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${version}${extra}\r\n`,
+      `GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n${key}${version}${extra}\r\n`,
     );
   });
 }

@@ -130,3 +130,21 @@ test("once the drain has begun every reply closes its connection, errors and ref
   const refused = await upgrades.upgrade(request("GET", "/v1/ws"));
   expect(refused.accept ? undefined : refused.reply.closeConnection).toBe(true);
 });
+
+test("what reaches the router on the WebSocket path is not an upgrade: 426 naming websocket, 400 for a malformed one, 405 for other methods", async () => {
+  const metrics = createMetrics("test", "0");
+  const router = new Router([], metrics, pino({ level: "silent" }), undefined, "/v1/ws");
+  const plain = await router.handle(request("GET", "/v1/ws"));
+  expect([plain.status, JSON.parse(String(plain.body)).error, plain.headers?.upgrade]).toEqual([
+    426,
+    "upgrade_required",
+    "websocket",
+  ]);
+  expect((await router.handle(request("HEAD", "/v1/ws"))).status).toBe(426);
+  const malformed = await router.handle(request("GET", "/v1/ws", { upgrade: "WebSocket" }));
+  expect(JSON.parse(String(malformed.body)).error).toBe("bad_request");
+  const posted = await router.handle(request("POST", "/v1/ws"));
+  expect([posted.status, posted.headers?.allow]).toEqual([405, "GET, HEAD"]);
+  // Other paths are unaffected.
+  expect((await router.handle(request("GET", "/v1/wss"))).status).toBe(404);
+});

@@ -15,6 +15,8 @@ import { framingProblem, framingRefusal } from "../framing.ts";
 import { EnginePeer } from "../peer.ts";
 
 const HTTP_IDLE_TIMEOUT_SEC = 10;
+/** A `Sec-WebSocket-Key` is 16 bytes in base64 (RFC 6455 §4.1). */
+const WEBSOCKET_KEY_LENGTH = 24;
 
 interface SocketData<State> {
   state: State;
@@ -45,7 +47,12 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       );
       if (problem !== undefined) return toResponse(framingRefusal(problem));
       const request = new BunHttpRequest(req, headers, contentLength, bunServer, options.maxBodyBytes);
-      if (request.path === app.wsPath && headers.get("upgrade")?.toLowerCase() === "websocket") {
+      // As uWS.js does: a key of any other length is no upgrade, and the router answers it (400).
+      if (
+        request.path === app.wsPath &&
+        headers.get("upgrade")?.toLowerCase() === "websocket" &&
+        headers.get("sec-websocket-key")?.length === WEBSOCKET_KEY_LENGTH
+      ) {
         const decision = await app.ws.upgrade(request);
         if (decision.accept) {
           if (bunServer.upgrade(req, { data: { state: decision.state } })) return undefined;
