@@ -130,18 +130,22 @@ export class SseStreams implements FanoutTarget, PresenceListener {
   private timer: ReturnType<typeof setInterval> | undefined;
   private lastHeartbeat = Date.now();
   private draining = false;
+  /** The sweep's period: every second, or every heartbeat if they are more often. */
+  private readonly sweepMs: number;
 
   constructor(
     private readonly options: SseOptions,
     private readonly deps: SseDependencies,
-  ) {}
+  ) {
+    this.sweepMs = Math.min(1000, options.heartbeatMs);
+  }
 
   route(): Route {
     return { method: "GET", path: "/v1/sse", handler: (request) => this.open(request) };
   }
 
   start(): void {
-    this.timer = setInterval(() => this.sweep(Date.now()), Math.min(1000, this.options.heartbeatMs));
+    this.timer = setInterval(() => this.sweep(Date.now()), this.sweepMs);
     this.timer.unref?.();
   }
 
@@ -370,9 +374,13 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     this.deps.metrics.sseStreams.dec();
   }
 
-  /** Every second (and every heartbeat): ends slow and expired streams, sends the heartbeat when due. */
+  /**
+   * Every second (and every heartbeat): ends slow and expired streams, sends
+   * the heartbeat when due. Due one sweep early: waiting for the sweep past
+   * `heartbeatMs` made the gap up to a sweep longer than it (16 s at 15000).
+   */
   sweep(now: number): void {
-    const heartbeat = now - this.lastHeartbeat >= this.options.heartbeatMs;
+    const heartbeat = now - this.lastHeartbeat >= this.options.heartbeatMs - this.sweepMs;
     if (heartbeat) this.lastHeartbeat = now;
     for (const stream of [...this.streams]) {
       if (stream.bufferedAmount() > this.options.backpressureBytes) {

@@ -50,13 +50,13 @@ function request(query: string, headers: Record<string, string> = {}): HttpReque
   };
 }
 
-function setup(who: Principal = principal(), slots = 10, limits = LIMITS) {
+function setup(who: Principal = principal(), slots = 10, limits = LIMITS, heartbeatMs = 1000) {
   const world = resumeWorld(limits);
   let taken = 0;
   /** Presence as the stream reports it: channel key | subject → connections. */
   const watching = new Map<string, number>();
   const streams = new SseStreams(
-    { heartbeatMs: 1000, backpressureBytes: 1000, maxChannels: 3 },
+    { heartbeatMs, backpressureBytes: 1000, maxChannels: 3 },
     {
       resume: world.resume,
       metrics: world.metrics,
@@ -259,6 +259,21 @@ describe("SseStreams", () => {
     expect(quiet.stream.state).toBe("ended");
     expect(quiet.stream.written.at(-1)).toContain('"code":"unauthorized"');
     expect(slots()).toBe(0);
+  });
+
+  test("at the longest SSE_HEARTBEAT_MS the heartbeat goes on the last sweep before it is due, never a sweep after", async () => {
+    const { streams, open } = setup(principal(), 10, LIMITS, 15_000);
+    const quiet = await open("channel=c&token=good");
+    const start = Date.now();
+    streams.sweep(start + 13_000);
+    expect(quiet.stream.written).toEqual([]);
+    // The next sweep, a second on, would be past 15 s.
+    streams.sweep(start + 14_000);
+    expect(quiet.stream.written).toEqual([": ping\n\n"]);
+    streams.sweep(start + 27_000);
+    expect(quiet.stream.written).toEqual([": ping\n\n"]);
+    streams.sweep(start + 28_000);
+    expect(quiet.stream.written).toEqual([": ping\n\n", ": ping\n\n"]);
   });
 
   test("presence=true streams get their channels' join and leave as event: join/leave without an id; others none", async () => {
