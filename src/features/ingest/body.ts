@@ -132,10 +132,6 @@ export async function decodeBody(
   // JSON text is UTF-8 (RFC 8259): invalid bytes would reach Kafka as U+FFFD, not as sent. One native pass.
   const utf8 = isUtf8(text);
   if (!utf8 && !ndjson) throw new GatewayError("malformed_json", "the body is not valid UTF-8");
-  if (binaryEvent !== undefined) {
-    if (ndjson) throw new GatewayError("unsupported_media_type", "a binary-mode CloudEvent's data is JSON");
-    return [fromBinaryEvent(scanValue(text), binaryEvent, contentType)];
-  }
   if (mediaType === CLOUDEVENT_TYPE || mediaType === CLOUDEVENT_BATCH_TYPE) {
     const batch = mediaType === CLOUDEVENT_BATCH_TYPE;
     if (firstByte(text) !== (batch ? OPEN_BRACKET : OPEN_BRACE)) {
@@ -147,6 +143,12 @@ export async function decodeBody(
     const events = scanJson(text, limits.maxRecords, readEvent);
     if (events.length === 0) throw new GatewayError("bad_request", "the body holds no events");
     return events.map(fromStructuredEvent);
+  }
+  // Only now: the Content-Type decides the mode, and a structured event MAY
+  // repeat its attributes as ce-* headers (HTTP binding 1.0.2, 3 and 3.2.3).
+  if (binaryEvent !== undefined) {
+    if (ndjson) throw new GatewayError("unsupported_media_type", "a binary-mode CloudEvent's data is JSON");
+    return [fromBinaryEvent(scanValue(text), binaryEvent, contentType)];
   }
   const records = ndjson
     ? scanNdjson(text, limits.maxRecords, !utf8)

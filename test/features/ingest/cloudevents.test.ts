@@ -79,4 +79,22 @@ describe("CloudEvents bodies", () => {
     });
     expect(wrong).toMatchObject({ ok: false, code: "invalid_record" });
   });
+
+  test("the Content-Type decides the mode: a structured event with ce-* headers is read as structured", async () => {
+    // Binding 3.2.3: a structured event MAY carry the binary mode's headers as well.
+    const attributes = binaryCloudEvent(
+      headers({ "ce-specversion": "1.0", "ce-type": "other", "ce-source": "/h", "ce-id": "h1" }),
+    );
+    const body = JSON.stringify({ ...EVENT, data: { element: "x" } });
+    for (const contentType of ["application/cloudevents+json", "application/cloudevents-batch+json"]) {
+      const text = contentType.includes("batch") ? `[${body}]` : body;
+      const [record] = await decodeBody(bytes(text), contentType, undefined, LIMITS, attributes);
+      expect(record).toMatchObject({
+        ok: true,
+        value: { type: "click", id: "e1", data: { element: "x" } },
+        dataJson: '{"element":"x"}',
+        headers: { ce_type: "click", ce_source: "/s", ce_id: "e1" },
+      });
+    }
+  });
 });
