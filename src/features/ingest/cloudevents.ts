@@ -1,3 +1,4 @@
+import { fullFormats } from "ajv-formats/dist/formats.js";
 import type { HttpRequest } from "../../ports/transport.ts";
 import type { RawRecord } from "./body.ts";
 
@@ -36,6 +37,12 @@ const NOT_HEADERS = new Set(["data", "data_base64", "datacontenttype"]);
 /** CloudEvents attribute names: lower-case letters and digits, at most 20 (spec 1.0, "Attribute Naming Convention"). */
 const ATTRIBUTE_NAME = /^[a-z0-9]{1,20}$/;
 const MAX_HEADER_VALUE_LENGTH = 4096;
+/**
+ * RFC 3339 (offset required, the date and a leap second checked), as a
+ * schema's `format: date-time` judges it; Date.parse would also take `1`,
+ * `2020-01-01` or an RFC 1123 date, which are no CloudEvents Timestamp.
+ */
+const dateTime = fullFormats["date-time"] as { validate(text: string): boolean };
 
 /** The attributes of a binary-mode event, or undefined when the request is not one (no `ce-specversion`). */
 export function binaryCloudEvent(request: HttpRequest): CloudEventAttributes | undefined {
@@ -67,7 +74,7 @@ function attributeProblem(attributes: Record<string, unknown>): string | undefin
   }
   if (
     attributes.time !== undefined &&
-    (typeof attributes.time !== "string" || Number.isNaN(Date.parse(attributes.time)))
+    (typeof attributes.time !== "string" || !dateTime.validate(attributes.time))
   )
     return '"time" must be an RFC 3339 timestamp';
   const contentType = attributes.datacontenttype;

@@ -42,6 +42,15 @@ describe("CloudEvents bodies", () => {
       { ...EVENT, specversion: "0.3" },
       { ...EVENT, data_base64: "AAAA" },
       { ...EVENT, time: "yesterday" },
+      // Date.parse takes these; none is an RFC 3339 timestamp (no time, no offset, RFC 1123, no such day).
+      { ...EVENT, time: "1" },
+      { ...EVENT, time: "2026-01-01" },
+      { ...EVENT, time: "2026-01-01T00:00:00" },
+      { ...EVENT, time: "Thu, 01 Jan 2026 00:00:00 GMT" },
+      { ...EVENT, time: "2026-02-30T00:00:00Z" },
+      // RFC 3339 allows fractions of any length, lower-case t and z, and a leap second.
+      { ...EVENT, time: "2026-01-01T00:00:00.123456789+02:00", data: { element: "x" } },
+      { ...EVENT, time: "2016-12-31t23:59:60z", data: { element: "x" } },
       { ...EVENT, id: "" },
       { ...EVENT, datacontenttype: "text/plain", data: "x" },
     ]);
@@ -51,6 +60,13 @@ describe("CloudEvents bodies", () => {
       'CloudEvent: "specversion" must be "1.0"',
       'CloudEvent: "data_base64" is not carried: send data as a JSON object',
       'CloudEvent: "time" must be an RFC 3339 timestamp',
+      'CloudEvent: "time" must be an RFC 3339 timestamp',
+      'CloudEvent: "time" must be an RFC 3339 timestamp',
+      'CloudEvent: "time" must be an RFC 3339 timestamp',
+      'CloudEvent: "time" must be an RFC 3339 timestamp',
+      'CloudEvent: "time" must be an RFC 3339 timestamp',
+      "ok",
+      "ok",
       'CloudEvent: "id" must be a non-empty string',
       'CloudEvent: "datacontenttype" must be application/json (data is carried as a JSON object)',
     ]);
