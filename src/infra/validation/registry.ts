@@ -57,7 +57,9 @@ export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegi
       const loaded = await loadSchemaDocuments(source, { etag: current?.etag, s3Client: options.s3Client });
       if (loaded === "not-modified") return loaded;
       if (current && loaded.hash === current.value.hash) return { value: current.value, etag: loaded.etag };
-      const validators = compileAll(loaded.schemas, loaded.exactNumbers);
+      const validators = compileAll(loaded.schemas, loaded.exactNumbers, (type, warning) =>
+        log.warn({ source, type, warning }, "schema warning"),
+      );
       options.onLoaded?.(validators.size);
       log.info({ source, types: [...validators.keys()] }, "schemas loaded");
       return { value: { validators, hash: loaded.hash }, etag: loaded.etag };
@@ -238,14 +240,31 @@ export function withExactNumericKeywords(schema: unknown, schemaNumbers?: ExactN
 function compileAll(
   schemas: Record<string, object>,
   schemaNumbers: ExactNumbers,
+  warn: (type: string, warning: string) => void,
 ): Map<string, ValidateFunction> {
+  let compiling = "";
+  // ajv prints its warnings (`unknown format "x" ignored`: a typo that checks nothing) on the console,
+  // which would break the JSON log lines; each goes to the log once (ajv says some twice), naming its type.
+  const warnings = new Set<string>();
+  const logger = {
+    log: () => {},
+    warn: (...parts: unknown[]) => {
+      const warning = parts.join(" ");
+      if (!warnings.has(`${compiling}\0${warning}`)) {
+        warnings.add(`${compiling}\0${warning}`);
+        warn(compiling, warning);
+      }
+    },
+    error: (...parts: unknown[]) => warn(compiling, parts.join(" ")),
+  };
   // A fresh instance per set: schemas of a replaced set (and their $ids) do not linger.
   // strict: false so vendor keywords in user schemas load; a schema that does not compile still fails the set.
-  const ajv = new Ajv2020({ allErrors: false, strict: false });
+  const ajv = new Ajv2020({ allErrors: false, strict: false, logger });
   addSchemaFormats(ajv);
   addExactKeywords(ajv);
   const validators = new Map<string, ValidateFunction>();
   for (const [type, schema] of Object.entries(schemas)) {
+    compiling = type;
     try {
       validators.set(type, ajv.compile(withExactNumericKeywords(schema, schemaNumbers) as object));
     } catch (error) {

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, spyOn, test } from "bun:test";
 import { cp, mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -141,6 +141,34 @@ describe("folder source", () => {
     const { schemas } = registry(dir);
     await schemas.start();
     expect(schemas.validate("tagged", { a: 1 })).toEqual({ ok: true });
+  });
+
+  test("an unknown format loads (it checks nothing), with a warning in the JSON log naming the type", async () => {
+    const dir = await tempDir();
+    await writeJson(
+      join(dir, "painted.json"),
+      objectSchema([], { c: { type: "string", format: "x-color" } }),
+    );
+    const printed: unknown[] = [];
+    const spies = [spyOn(console, "warn"), spyOn(console, "log"), spyOn(console, "error")];
+    for (const spy of spies) spy.mockImplementation((...parts: unknown[]) => void printed.push(parts));
+    try {
+      const { schemas, lines } = registry(dir);
+      await schemas.start();
+      expect(schemas.validate("painted", { c: "red" })).toEqual({ ok: true });
+      // ajv printed it on the console, twice: not a JSON line.
+      expect(printed).toEqual([]);
+      expect(lines.filter((line) => line.msg === "schema warning")).toMatchObject([
+        {
+          level: 40,
+          source: dir,
+          type: "painted",
+          warning: 'unknown format "x-color" ignored in schema at path "#/properties/c"',
+        },
+      ]);
+    } finally {
+      for (const spy of spies) spy.mockRestore();
+    }
   });
 
   test("a reason lists at most the first 3 errors, joined by '; '", async () => {
