@@ -1,4 +1,9 @@
+import { createRequire } from "node:module";
+import Ajv from "ajv";
+import Ajv2019 from "ajv/dist/2019.js";
 import Ajv2020, { type ValidateFunction } from "ajv/dist/2020.js";
+import type AjvCore from "ajv/dist/core.js";
+import type { Options } from "ajv/dist/core.js";
 import {
   compareDecimal,
   type Decimal,
@@ -161,7 +166,7 @@ function holds(keyword: NumericKeyword, value: number, sent: string | undefined,
 type DataContext = { parentData?: unknown; parentDataProperty?: string | number };
 type ErrorObject = { keyword: string; message: string; params: Record<string, unknown> };
 
-function addExactKeywords(ajv: Ajv2020): void {
+function addExactKeywords(ajv: AjvCore): void {
   for (const keyword of Object.keys(EXACT_KEYWORDS) as NumericKeyword[]) {
     const { name, operator } = EXACT_KEYWORDS[keyword];
     ajv.addKeyword({
@@ -211,6 +216,8 @@ const SUBSCHEMA_MAPS = new Set([
   "$defs",
   "definitions",
   "dependentSchemas",
+  // draft-07: a subschema or a list of names, which is copied as it is
+  "dependencies",
 ]);
 
 /**
@@ -237,6 +244,51 @@ export function withExactNumericKeywords(schema: unknown, schemaNumbers?: ExactN
   return copy;
 }
 
+/**
+ * The drafts a schema may name in `$schema`, each validated by its own ajv
+ * (2020-12 changed `items` and `$ref`, so one instance cannot hold them all):
+ * a schema written for draft-07 keeps draft-07's meaning. Without `$schema`,
+ * 2020-12. ajv has no draft-04 (`exclusiveMaximum: true`).
+ */
+type Dialect = "2020-12" | "2019-09" | "draft-07";
+const DIALECTS: Record<string, Dialect> = {
+  "https://json-schema.org/draft/2020-12/schema": "2020-12",
+  "https://json-schema.org/draft/2019-09/schema": "2019-09",
+  "http://json-schema.org/draft-07/schema": "draft-07",
+  "http://json-schema.org/draft-06/schema": "draft-07",
+};
+
+function dialectOf(schema: object): Dialect {
+  if (!("$schema" in schema)) return "2020-12";
+  const declared = schema.$schema;
+  // The meta-schemas' ids, with or without the empty fragment ("…/draft-07/schema#").
+  const dialect = typeof declared === "string" ? DIALECTS[declared.replace(/#$/, "")] : undefined;
+  if (dialect === undefined) {
+    throw new Error(
+      `"$schema" ${JSON.stringify(declared)} is not a draft the registry knows (${Object.keys(DIALECTS).join(", ")})`,
+    );
+  }
+  return dialect;
+}
+
+// Not an import: `bun build` drops its `with { type: "json" }`, without which Node refuses a JSON module.
+const draft6MetaSchema = createRequire(import.meta.url)("ajv/dist/refs/json-schema-draft-06.json");
+
+function newAjv(dialect: Dialect, logger: Options["logger"]): AjvCore {
+  // strict: false so vendor keywords in user schemas load; a schema that does not compile still fails the set.
+  const options: Options = { allErrors: false, strict: false, logger };
+  let ajv: AjvCore;
+  if (dialect === "2020-12") ajv = new Ajv2020(options);
+  else if (dialect === "2019-09") ajv = new Ajv2019(options);
+  else {
+    ajv = new Ajv(options);
+    ajv.addMetaSchema(draft6MetaSchema);
+  }
+  addSchemaFormats(ajv);
+  addExactKeywords(ajv);
+  return ajv;
+}
+
 function compileAll(
   schemas: Record<string, object>,
   schemaNumbers: ExactNumbers,
@@ -257,15 +309,21 @@ function compileAll(
     },
     error: (...parts: unknown[]) => warn(compiling, parts.join(" ")),
   };
-  // A fresh instance per set: schemas of a replaced set (and their $ids) do not linger.
-  // strict: false so vendor keywords in user schemas load; a schema that does not compile still fails the set.
-  const ajv = new Ajv2020({ allErrors: false, strict: false, logger });
-  addSchemaFormats(ajv);
-  addExactKeywords(ajv);
+  // Fresh instances per set: schemas of a replaced set (and their $ids) do not linger.
+  const instances = new Map<Dialect, AjvCore>();
+  const instanceFor = (dialect: Dialect): AjvCore => {
+    let ajv = instances.get(dialect);
+    if (ajv === undefined) {
+      ajv = newAjv(dialect, logger);
+      instances.set(dialect, ajv);
+    }
+    return ajv;
+  };
   const validators = new Map<string, ValidateFunction>();
   for (const [type, schema] of Object.entries(schemas)) {
     compiling = type;
     try {
+      const ajv = instanceFor(dialectOf(schema));
       validators.set(type, ajv.compile(withExactNumericKeywords(schema, schemaNumbers) as object));
     } catch (error) {
       throw new Error(`schema for "${type}" does not compile: ${(error as Error).message}`);

@@ -171,6 +171,61 @@ describe("folder source", () => {
     }
   });
 
+  test("a schema naming draft-07, -06 or 2019-09 in $schema loads and keeps that draft's meaning", async () => {
+    const dir = await tempDir();
+    // draft-07: `items` as a list is a tuple, `dependencies` holds subschemas (their limits exact too).
+    await writeJson(join(dir, "seven.json"), {
+      $schema: "http://json-schema.org/draft-07/schema#",
+      type: "object",
+      properties: {
+        pair: { type: "array", items: [{ type: "string" }, { type: "integer" }], additionalItems: false },
+      },
+      dependencies: { card: { properties: { cvc: { maximum: 999 } } }, bill: ["address"] },
+      definitions: { id: { type: "string" } },
+    });
+    await writeJson(join(dir, "six.json"), {
+      $schema: "http://json-schema.org/draft-06/schema#",
+      properties: { n: { exclusiveMinimum: 0 } },
+    });
+    await writeJson(join(dir, "nineteen.json"), {
+      $schema: "https://json-schema.org/draft/2019-09/schema",
+      $defs: { n: { type: "integer" } },
+      properties: { n: { $ref: "#/$defs/n" } },
+      unevaluatedProperties: false,
+    });
+    await writeJson(
+      join(dir, "twenty.json"),
+      objectSchema([], { pair: { prefixItems: [{ type: "string" }] } }),
+    );
+    const { schemas } = registry(dir);
+    await schemas.start();
+    expect(schemas.validate("seven", { pair: ["a", 1] })).toEqual({ ok: true });
+    expect(schemas.validate("seven", { pair: ["a", "b"] })).toEqual({
+      ok: false,
+      reason: "data/pair/1 must be integer",
+    });
+    expect(schemas.validate("seven", { pair: ["a", 1, 2] })).toMatchObject({ ok: false });
+    expect(schemas.validate("seven", { card: 1, cvc: 1000 })).toEqual({
+      ok: false,
+      reason: "data/cvc must be <= 999",
+    });
+    expect(schemas.validate("seven", { bill: 1 })).toMatchObject({ ok: false });
+    expect(schemas.validate("six", { n: 0 })).toEqual({ ok: false, reason: "data/n must be > 0" });
+    expect(schemas.validate("nineteen", { n: 1 })).toEqual({ ok: true });
+    expect(schemas.validate("nineteen", { n: 1, m: 2 })).toMatchObject({ ok: false });
+    expect(schemas.validate("twenty", { pair: [1] })).toMatchObject({ ok: false });
+  });
+
+  test("a $schema the registry does not know fails the load, naming it", async () => {
+    for (const draft of ["http://json-schema.org/draft-04/schema#", "https://example.com/my-meta"]) {
+      const dir = await tempDir();
+      await writeJson(join(dir, "old.json"), { $schema: draft, type: "object" });
+      await expect(registry(dir).schemas.start()).rejects.toThrow(
+        `schema for "old" does not compile: "$schema" "${draft}" is not a draft the registry knows`,
+      );
+    }
+  });
+
   test("a reason lists at most the first 3 errors, joined by '; '", async () => {
     const dir = await tempDir();
     // anyOf reports each failed branch even without allErrors: 4 branch errors + the anyOf error.
