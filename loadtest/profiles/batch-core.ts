@@ -96,6 +96,7 @@ const request: HttpRequest = {
   path: "/v1/events",
   query: new URLSearchParams(),
   header: (name) => headers[name],
+  headerNames: () => Object.keys(headers),
   remoteAddress: "127.0.0.1",
   body: () => Promise.resolve(body),
 };

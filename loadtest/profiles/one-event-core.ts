@@ -67,6 +67,7 @@ function request(): HttpRequest {
       return new URLSearchParams(search);
     },
     header: (name) => headers.get(name),
+    headerNames: () => headers.keys(),
     remoteAddress: "127.0.0.1",
     body: () => Promise.resolve(body),
   };

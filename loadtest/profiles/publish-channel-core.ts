@@ -137,6 +137,7 @@ const requestOf = (bytes: Buffer): HttpRequest => {
     path: "/v1/events",
     query: new URLSearchParams(),
     header: (name) => headers[name],
+    headerNames: () => Object.keys(headers),
     remoteAddress: "127.0.0.1",
     body: () => Promise.resolve(bytes),
   };

@@ -115,25 +115,15 @@ function isFinal(status: number): boolean {
   return status < 500 && status !== 429 && status !== 409;
 }
 
-/** Headers that are part of what a request asks (a binary-mode CloudEvent's attributes), hashed when present. */
-const CLOUDEVENT_HEADERS = [
-  "ce-specversion",
-  "ce-id",
-  "ce-source",
-  "ce-type",
-  "ce-time",
-  "ce-subject",
-  "ce-dataschema",
-  "ce-partitionkey",
-];
-
 function fingerprintOf(request: HttpRequest, body: Uint8Array): string {
   const hash = createHash("sha256");
   hash.update(
     `${request.method} ${request.path}?${request.query.toString()}\n${request.header("content-type") ?? ""}\n${request.header("content-encoding") ?? ""}\n`,
   );
+  // A binary-mode CloudEvent's ce-* headers (its attributes, extensions included) are part of what it asks.
   if (request.header("ce-specversion") !== undefined) {
-    for (const name of CLOUDEVENT_HEADERS) hash.update(`${name}: ${request.header(name) ?? ""}\n`);
+    const names = [...request.headerNames()].filter((name) => name.startsWith("ce-")).sort();
+    for (const name of names) hash.update(`${name}: ${request.header(name)}\n`);
   }
   hash.update(body);
   return hash.digest("base64url");

@@ -22,6 +22,7 @@ export function tracedRoute(route: Route, tracing: Tracing): Route {
         query: request.query,
         remoteAddress: request.remoteAddress,
         body: () => request.body(),
+        headerNames: () => request.headerNames(),
         header: (name) => {
           if (name === "traceparent") return span.traceparent;
           if (name === "tracestate") return parent?.tracestate;

@@ -11,6 +11,8 @@ export interface HttpRequest {
   readonly query: URLSearchParams;
   /** Header value by lower-case name. */
   header(name: string): string | undefined;
+  /** The lower-case names of the headers sent (a binary-mode CloudEvent's extensions are any `ce-*`). */
+  headerNames(): Iterable<string>;
   /** Peer address of the TCP connection. */
   readonly remoteAddress: string;
   /**

@@ -115,6 +115,8 @@ describe.each(RUNTIMES)(
           time: "2026-12-04T10:00:00.000Z",
           subject: `cart-${id}`,
           partitionkey: `key-${id}`,
+          // An extension: a ce-region header in binary mode (HTTP binding 3.1.3).
+          region: "eu",
           data,
         });
       const send = async (message: { headers: Record<string, unknown>; body: unknown }) =>
@@ -178,6 +180,7 @@ describe.each(RUNTIMES)(
           ce_source: "/shop/web",
           ce_subject: `cart-${id}`,
           ce_time: "2026-12-04T10:00:00.000Z",
+          ce_region: "eu",
           tenant: "acme",
           type: "click",
         });

@@ -8,6 +8,7 @@ function request(forwarded: string | undefined): HttpRequest {
     path: "/",
     query: new URLSearchParams(),
     header: (name) => (name === "x-forwarded-for" ? forwarded : undefined),
+    headerNames: () => ["x-forwarded-for"],
     remoteAddress: "10.0.0.9",
     body: async () => new Uint8Array(),
   };

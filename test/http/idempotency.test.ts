@@ -13,6 +13,7 @@ function request(headers: Record<string, string> = {}, path = "/v1/events"): Htt
     path,
     query: new URLSearchParams(),
     header: (name) => ({ "content-type": "application/json", ...headers })[name],
+    headerNames: () => ["content-type", ...Object.keys(headers)],
     remoteAddress: "127.0.0.1",
     body: () => Promise.resolve(new Uint8Array()),
   };
@@ -184,6 +185,12 @@ describe("Idempotency-Key", () => {
     await idempotency.run(request(), "k", "t", body("{}"), handler());
     await expect(
       idempotency.run(request({ "content-type": "application/x-ndjson" }), "k", "t", body("{}"), handler()),
+    ).rejects.toMatchObject({ code: "idempotency_key_reused" });
+    // A binary-mode CloudEvent's ce-* headers are its attributes, extensions included.
+    const event = { "ce-specversion": "1.0", "ce-id": "e1", "ce-source": "/s", "ce-type": "click" };
+    await idempotency.run(request({ ...event, "ce-region": "eu" }), "ce", "t", body("{}"), handler());
+    await expect(
+      idempotency.run(request({ ...event, "ce-region": "us" }), "ce", "t", body("{}"), handler()),
     ).rejects.toMatchObject({ code: "idempotency_key_reused" });
     for (const bad of ["", "a".repeat(256), "é", 'a"b'])
       await expect(idempotency.run(request(), bad, "t", body("{}"), handler())).rejects.toMatchObject({

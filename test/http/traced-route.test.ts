@@ -33,6 +33,7 @@ function requestWith(headers: Record<string, string>): HttpRequest {
     query: new URLSearchParams(),
     remoteAddress: "127.0.0.1",
     header: (name) => headers[name],
+    headerNames: () => Object.keys(headers),
     body: async () => new Uint8Array(),
   };
 }

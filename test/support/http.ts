@@ -7,6 +7,7 @@ export function fakeRequest(method: string, path: string, headers: Record<string
     path,
     query: new URLSearchParams(),
     header: (name) => headers[name],
+    headerNames: () => Object.keys(headers),
     remoteAddress: "127.0.0.1",
     body: async () => new Uint8Array(0),
   };

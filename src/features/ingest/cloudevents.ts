@@ -19,19 +19,6 @@ export const CLOUDEVENT_BATCH_TYPE = "application/cloudevents-batch+json";
 /** Context attributes of one event, by name, as strings. */
 export type CloudEventAttributes = Record<string, string>;
 
-/** The attributes binary mode reads from `ce-*` headers (headers cannot be listed, so extensions are named here). */
-const BINARY_ATTRIBUTES = [
-  "specversion",
-  "id",
-  "source",
-  "type",
-  "time",
-  "subject",
-  "dataschema",
-  "partitionkey",
-  "traceparent",
-  "tracestate",
-];
 /** Members of a structured event that are not attributes carried as headers. */
 const NOT_HEADERS = new Set(["data", "data_base64", "datacontenttype"]);
 /** CloudEvents attribute names: lower-case letters and digits, at most 20 (spec 1.0, "Attribute Naming Convention"). */
@@ -44,13 +31,19 @@ const MAX_HEADER_VALUE_LENGTH = 4096;
  */
 const dateTime = fullFormats["date-time"] as { validate(text: string): boolean };
 
-/** The attributes of a binary-mode event, or undefined when the request is not one (no `ce-specversion`). */
+/**
+ * The attributes of a binary-mode event, or undefined when the request is not
+ * one (no `ce-specversion`): every `ce-<name>` header, extensions included
+ * (HTTP binding 3.1.3), but those whose name is no attribute name.
+ */
 export function binaryCloudEvent(request: HttpRequest): CloudEventAttributes | undefined {
   if (request.header("ce-specversion") === undefined) return undefined;
   const attributes: CloudEventAttributes = {};
-  for (const name of BINARY_ATTRIBUTES) {
-    const value = request.header(`ce-${name}`);
-    if (value === undefined) continue;
+  for (const header of request.headerNames()) {
+    if (!header.startsWith("ce-")) continue;
+    const name = header.slice("ce-".length);
+    const value = request.header(header);
+    if (!ATTRIBUTE_NAME.test(name) || value === undefined) continue;
     // Header values are percent-encoded where they need it (HTTP binding 3.1.3.2).
     try {
       attributes[name] = decodeURIComponent(value);

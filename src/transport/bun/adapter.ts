@@ -184,6 +184,10 @@ class BunHttpRequest<State> implements HttpRequest {
     return this.headers.get(name) ?? undefined;
   }
 
+  headerNames(): Iterable<string> {
+    return this.headers.keys();
+  }
+
   /** On first use, like on Node: most requests never ask (rate limits off, or behind a proxy). */
   get remoteAddress(): string {
     this.address ??= this.server.requestIP(this.req)?.address ?? "";

@@ -223,6 +223,10 @@ class UwsHttpRequest implements HttpRequest {
     return this.headers.get(name);
   }
 
+  headerNames(): Iterable<string> {
+    return this.headers.keys();
+  }
+
   body(): Promise<Uint8Array> {
     return this.bodyBytes;
   }

@@ -2,13 +2,14 @@ import { describe, expect, test } from "bun:test";
 import { decodeBody } from "../../../src/features/ingest/body.ts";
 import { binaryCloudEvent } from "../../../src/features/ingest/cloudevents.ts";
 import type { HttpRequest } from "../../../src/ports/transport.ts";
+import { fakeRequest } from "../../support/http.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 const LIMITS = { maxBytes: 1 << 20, maxRecords: 100 };
 const EVENT = { specversion: "1.0", type: "click", source: "/s", id: "e1" };
 
 function headers(values: Record<string, string>): HttpRequest {
-  return { header: (name: string) => values[name] } as HttpRequest;
+  return fakeRequest("POST", "/v1/events", values);
 }
 
 describe("CloudEvents bodies", () => {
@@ -94,6 +95,35 @@ describe("CloudEvents bodies", () => {
       specversion: "2",
     });
     expect(wrong).toMatchObject({ ok: false, code: "invalid_record" });
+  });
+
+  test("binary mode: every ce-* header is an attribute, extensions included; a name that is no attribute name is not", async () => {
+    const attributes = binaryCloudEvent(
+      headers({
+        "ce-specversion": "1.0",
+        "ce-type": "click",
+        "ce-source": "/s",
+        "ce-id": "e3",
+        "ce-region": "eu%2Dwest%201",
+        "ce-comexampleextension1": "value",
+        "ce-my-extension": "not an attribute name",
+        "content-type": "application/json",
+        "x-ce-id": "other",
+      }),
+    );
+    expect(attributes).toEqual({
+      specversion: "1.0",
+      type: "click",
+      source: "/s",
+      id: "e3",
+      region: "eu-west 1",
+      comexampleextension1: "value",
+    });
+    const [record] = await decodeBody(bytes("{}"), "application/json", undefined, LIMITS, attributes);
+    expect(record).toMatchObject({
+      ok: true,
+      headers: { ce_id: "e3", ce_region: "eu-west 1", ce_comexampleextension1: "value" },
+    });
   });
 
   test("the Content-Type decides the mode: a structured event with ce-* headers is read as structured", async () => {

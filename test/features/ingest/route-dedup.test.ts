@@ -23,6 +23,7 @@ function request(tenant: string, body: string): HttpRequest {
     query: new URLSearchParams(),
     header: (name) =>
       name === "content-type" ? "application/x-ndjson" : name === "x-tenant" ? tenant : undefined,
+    headerNames: () => ["content-type", "x-tenant"],
     remoteAddress: "127.0.0.1",
     body: async () => new TextEncoder().encode(body),
   };

@@ -49,6 +49,7 @@ async function ingest(body: Buffer): Promise<SinkMessage[]> {
     path: "/v1/events",
     query: new URLSearchParams(),
     header: (name) => (name === "content-type" ? "application/json" : undefined),
+    headerNames: () => ["content-type"],
     remoteAddress: "127.0.0.1",
     body: async () => body,
   };

@@ -44,6 +44,7 @@ function request(token?: string, headers: Record<string, string> = {}): HttpRequ
     path: "/v1/ws",
     query: new URLSearchParams(token ? { token } : {}),
     header: (name) => headers[name],
+    headerNames: () => Object.keys(headers),
     remoteAddress: "127.0.0.1",
     body: async () => new Uint8Array(0),
   };

@@ -71,6 +71,7 @@ async function connectedPeer(world: ReturnType<typeof resumeWorld>) {
     path: "/v1/ws",
     query: new URLSearchParams({ token: "t" }),
     header: () => undefined,
+    headerNames: () => [],
     remoteAddress: "127.0.0.1",
     body: async () => new Uint8Array(0),
   });
@@ -233,6 +234,7 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
       path: "/v1/channels/x/events",
       query: new URLSearchParams(query),
       header: () => undefined,
+      headerNames: () => [],
       remoteAddress: "127.0.0.1",
       body: async () => new Uint8Array(0),
     };
@@ -271,6 +273,7 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
         path: "/v1/channels/x/events",
         query: new URLSearchParams({ limit }),
         header: () => undefined,
+        headerNames: () => [],
         remoteAddress: "127.0.0.1",
         body: async () => new Uint8Array(0),
       };
@@ -296,6 +299,7 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
       path: "/v1/channels/x/events",
       query: new URLSearchParams(),
       header: () => undefined,
+      headerNames: () => [],
       remoteAddress: "127.0.0.1",
       body: async () => new Uint8Array(0),
     };

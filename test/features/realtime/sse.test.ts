@@ -45,6 +45,7 @@ function request(query: string, headers: Record<string, string> = {}): HttpReque
     path: "/v1/sse",
     query: new URLSearchParams(query),
     header: (name) => headers[name],
+    headerNames: () => Object.keys(headers),
     remoteAddress: "127.0.0.1",
     body: async () => new Uint8Array(0),
   };
