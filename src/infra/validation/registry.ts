@@ -319,17 +319,32 @@ function compileAll(
     }
     return ajv;
   };
-  const validators = new Map<string, ValidateFunction>();
+  // All added before any is compiled: a schema may $ref another type's by its $id, whichever file sorts first.
+  const added: [string, AjvCore][] = [];
   for (const [type, schema] of Object.entries(schemas)) {
     compiling = type;
     try {
       const ajv = instanceFor(dialectOf(schema));
-      validators.set(type, ajv.compile(withExactNumericKeywords(schema, schemaNumbers) as object));
+      ajv.addSchema(withExactNumericKeywords(schema, schemaNumbers) as object, type);
+      added.push([type, ajv]);
     } catch (error) {
-      throw new Error(`schema for "${type}" does not compile: ${(error as Error).message}`);
+      throw doesNotCompile(type, error);
+    }
+  }
+  const validators = new Map<string, ValidateFunction>();
+  for (const [type, ajv] of added) {
+    compiling = type;
+    try {
+      validators.set(type, ajv.getSchema(type) as ValidateFunction);
+    } catch (error) {
+      throw doesNotCompile(type, error);
     }
   }
   return validators;
+}
+
+function doesNotCompile(type: string, error: unknown): Error {
+  return new Error(`schema for "${type}" does not compile: ${(error as Error).message}`);
 }
 
 function describeErrors(validate: ValidateFunction): string {

@@ -216,6 +216,29 @@ describe("folder source", () => {
     expect(schemas.validate("twenty", { pair: [1] })).toMatchObject({ ok: false });
   });
 
+  test("a schema may $ref another type's schema by its $id, whichever file sorts first", async () => {
+    const dir = await tempDir();
+    await writeJson(join(dir, "a_order.json"), {
+      ...objectSchema(["total"]),
+      properties: { total: { $ref: "https://schemas.example/money" } },
+    });
+    await writeJson(join(dir, "money.json"), {
+      ...objectSchema(["amount"], { amount: { type: "number", maximum: 100 } }),
+      $id: "https://schemas.example/money",
+    });
+    const { schemas } = registry(dir);
+    await schemas.start();
+    expect(schemas.validate("a_order", { total: { amount: 1 } })).toEqual({ ok: true });
+    expect(schemas.validate("a_order", { total: {} })).toEqual({
+      ok: false,
+      reason: "data/total must have required property 'amount'",
+    });
+    await writeJson(join(dir, "b.json"), { $schema: SCHEMA_DRAFT, $ref: "https://schemas.example/none" });
+    await expect(registry(dir).schemas.start()).rejects.toThrow(
+      'schema for "b" does not compile: can\'t resolve reference https://schemas.example/none',
+    );
+  });
+
   test("a $schema the registry does not know fails the load, naming it", async () => {
     for (const draft of ["http://json-schema.org/draft-04/schema#", "https://example.com/my-meta"]) {
       const dir = await tempDir();
