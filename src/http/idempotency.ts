@@ -7,8 +7,14 @@ import type { HttpReply, HttpRequest } from "../ports/transport.ts";
 import { replyHeaders } from "./header-block.ts";
 import { errorReply } from "./reply.ts";
 
-/** An sf-string (draft-ietf-httpapi-idempotency-key-header) or, leniently, the bare text: printable ASCII. */
-const KEY_PATTERN = /^"?([\x20-\x21\x23-\x7e]{1,255})"?$/;
+/**
+ * The field is an sf-string (draft-ietf-httpapi-idempotency-key-header, RFC 8941 §3.3.3): printable
+ * ASCII in quotes, where `"` and `\` are escaped as `\"` and `\\`, so a client's structured-field
+ * serializer can send any key; leniently, the bare text (printable ASCII without `"`). The key, its
+ * escapes undone, is 1 to 255 characters.
+ */
+const SF_STRING = /^"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\]){1,255})"$/;
+const BARE_KEY = /^[\x20\x21\x23-\x7e]{1,255}$/;
 const REPLAYED = "idempotency-replayed";
 
 /**
@@ -47,9 +53,12 @@ export class Idempotency {
     body: Uint8Array,
     handle: () => Promise<HttpReply>,
   ): Promise<HttpReply> {
-    const key = KEY_PATTERN.exec(header)?.[1];
+    const key = keyOf(header);
     if (key === undefined)
-      throw new GatewayError("bad_request", "Idempotency-Key must be 1 to 255 printable ASCII characters");
+      throw new GatewayError(
+        "bad_request",
+        'Idempotency-Key must be a quoted string ("…", with \\" and \\\\ escapes) or bare text of 1 to 255 printable ASCII characters',
+      );
     const id = `${scope}\n${request.path}\n${key}`;
     const fingerprint = fingerprintOf(request, body);
     const claim = await this.store.claim(id, fingerprint);
@@ -109,6 +118,12 @@ export class Idempotency {
       body: reply.body,
     });
   }
+}
+
+/** The key a field names: an sf-string's value (`"a\"b"` is `a"b`; the bare `a\b` and `"a\\b"` are one key). */
+function keyOf(header: string): string | undefined {
+  if (header.startsWith('"')) return SF_STRING.exec(header)?.[1]?.replace(/\\(["\\])/g, "$1");
+  return BARE_KEY.test(header) ? header : undefined;
 }
 
 function isFinal(status: number): boolean {

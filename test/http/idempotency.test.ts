@@ -197,6 +197,25 @@ describe("Idempotency-Key", () => {
         code: "bad_request",
       });
   });
+
+  test("the key is an sf-string: its escapes are undone, and a quote left open or a bad escape is a 400", async () => {
+    const { idempotency, handler, runs } = setup();
+    // A structured-field serializer escapes `"` and `\`: such a key is valid, and names the key it escapes.
+    await idempotency.run(request(), '"a\\"b"', "t", body("{}"), handler());
+    expect((await idempotency.run(request(), '"a\\"b"', "t", body("{}"), handler())).headers).toMatchObject({
+      "idempotency-replayed": "true",
+    });
+    await idempotency.run(request(), "c\\d", "t", body("{}"), handler());
+    expect((await idempotency.run(request(), '"c\\\\d"', "t", body("{}"), handler())).headers).toMatchObject({
+      "idempotency-replayed": "true",
+    });
+    expect(runs()).toBe(2);
+    // One quote is not an sf-string, and would otherwise name the same key as `k` or `"k"`.
+    for (const bad of ['"k', 'k"', '"a\\x"', '"a\\"', '""', `"${"a".repeat(256)}"`])
+      await expect(idempotency.run(request(), bad, "t", body("{}"), handler())).rejects.toMatchObject({
+        code: "bad_request",
+      });
+  });
 });
 
 describe("MemoryIdempotencyStore", () => {
