@@ -156,6 +156,25 @@ describe.each(RUNTIMES)("HTTP edge cases on %s", (runtime) => {
     expect(gateway.logs.filter((line) => line.level === "error")).toEqual([]);
   });
 
+  test("a path is resolved as a URL parser does (dot segments, also as %2e, and \\), alike on both runtimes", async () => {
+    const bearer = await token("acme", ["subscribe"]);
+    const answers: string[] = [];
+    for (const path of [
+      "/v1/channels/a/../b/events",
+      "/v1/channels/%2E%2E/events",
+      "/v1\\channels\\x\\events",
+    ]) {
+      const client = new RawClient(gateway.port);
+      client.write(
+        `GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${bearer}\r\nConnection: close\r\n\r\n`,
+      );
+      const { text } = await client.receivedWithin(3000);
+      answers.push(`${statuses(text)} ${/"(?:channel|error)":"[^"]*"/.exec(text)?.[0]}`);
+    }
+    // Bun.serve resolves them itself (the WHATWG URL it builds); the Node engine resolves them the same way.
+    expect(answers).toEqual(['200 "channel":"b"', '405 "error":"method_not_allowed"', '200 "channel":"x"']);
+  });
+
   // docs/http-api.md: neither parser lets a handler see a method it does not know, so no 405 is possible there.
   test("an unknown method: Bun answers 405 for one its parser knows (PURGE), both close without an answer for others", async () => {
     const answers: Record<string, { status: number[]; closed: boolean }> = {};

@@ -18,6 +18,7 @@ import { BodyBuffer, clientClosed, parseContentLength } from "../body-buffer.ts"
 import { framingProblem, framingRefusal } from "../framing.ts";
 import { EnginePeer } from "../peer.ts";
 import { uwsEngine } from "./engine.ts";
+import { resolvedPath } from "./resolved-path.ts";
 
 /** Native addon or the package's pure-JS fallback: see engine.ts. */
 export const engine = uwsEngine(uws);
@@ -185,7 +186,7 @@ class UwsHttpRequest implements HttpRequest {
     maxBodyBytes: number,
   ) {
     this.method = req.getCaseSensitiveMethod().toUpperCase();
-    this.path = req.getUrl();
+    this.path = resolvedPath(req.getUrl());
     this.rawQuery = req.getQuery() ?? "";
     res.onAborted(() => {
       this.closed = true;
