@@ -350,6 +350,21 @@ function doesNotCompile(type: string, error: unknown): Error {
 function describeErrors(validate: ValidateFunction): string {
   return (validate.errors ?? [])
     .slice(0, MAX_REASONS)
-    .map((error) => `data${error.instancePath} ${error.message ?? "is invalid"}`)
+    .map((error) => `data${error.instancePath} ${error.message ?? "is invalid"}${propertyNamed(error)}`)
     .join("; ");
+}
+
+/** Longest property name quoted in a reason: the name is the client's, of any length. */
+const MAX_NAME_IN_REASON = 64;
+
+/**
+ * ajv's message for a property the schema does not allow leaves out which one
+ * ("must NOT have additional properties"): without it, a client has to diff its
+ * object against the schema to find the culprit.
+ */
+function propertyNamed(error: { params: Record<string, unknown> }): string {
+  const name = error.params.additionalProperty ?? error.params.unevaluatedProperty;
+  if (typeof name !== "string") return "";
+  const shown = name.length > MAX_NAME_IN_REASON ? `${name.slice(0, MAX_NAME_IN_REASON)}…` : name;
+  return `: ${JSON.stringify(shown)}`;
 }
