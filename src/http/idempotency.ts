@@ -67,7 +67,7 @@ export class Idempotency {
         this.metrics.idempotencyOutcomes.inc({ outcome: "key_reused" });
         throw new GatewayError(
           "idempotency_key_reused",
-          "this Idempotency-Key was used with another request body",
+          "this Idempotency-Key was used with another request (body, content type, encoding or query)",
         );
       }
       if (claim.state === "pending") {
