@@ -1,6 +1,6 @@
 import type { HttpRequest } from "../ports/transport.ts";
 
-/** W3C Trace Context (https://www.w3.org/TR/trace-context/) of a request, as received and found valid. */
+/** W3C Trace Context (https://www.w3.org/TR/trace-context/) of a request, found valid; the traceparent in version 00. */
 export interface TraceContext {
   traceparent: string;
   tracestate?: string;
@@ -20,27 +20,35 @@ const TRACESTATE_MEMBER =
   /^(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$/;
 
 /**
- * The request's `traceparent` and `tracestate` when the traceparent is valid
- * (an invalid one is ignored, with its tracestate, as the spec asks of a
- * receiver, never refused); an invalid tracestate alone is dropped. Costs one
- * header lookup when there is none.
+ * The request's `traceparent` (see `traceparentOf`) and `tracestate` when the
+ * traceparent is valid (an invalid one is ignored, with its tracestate, as the
+ * spec asks of a receiver, never refused); an invalid tracestate alone is
+ * dropped. Costs one header lookup when there is none.
  */
 export function traceContextOf(request: Pick<HttpRequest, "header">): TraceContext | undefined {
-  const traceparent = request.header("traceparent");
-  if (traceparent === undefined || !isValidTraceparent(traceparent)) return undefined;
+  const received = request.header("traceparent");
+  const traceparent = received === undefined ? undefined : traceparentOf(received);
+  if (traceparent === undefined) return undefined;
   const tracestate = request.header("tracestate");
   return tracestate !== undefined && isValidTracestate(tracestate)
     ? { traceparent, tracestate }
     : { traceparent };
 }
 
-export function isValidTraceparent(value: string): boolean {
+/**
+ * The traceparent to propagate for a received `value`, or undefined when it
+ * is invalid. A later version than 00 is read for the fields of 00 and passed
+ * on as version 00 (W3C Trace Context, "Versioning of traceparent": the new
+ * traceparent is built from them in the highest version the vendor knows), so
+ * its unknown fields, of any length, never reach a Kafka header or a frame.
+ */
+export function traceparentOf(value: string): string | undefined {
   const match = TRACEPARENT.exec(value);
-  if (!match) return false;
-  const [, version, traceId, parentId, , rest] = match;
-  if (version === "ff" || traceId === ZERO_TRACE_ID || parentId === ZERO_PARENT_ID) return false;
-  // Version 00 has exactly four fields.
-  return !(version === "00" && rest !== undefined);
+  if (!match) return undefined;
+  const [, version, traceId, parentId, flags, rest] = match;
+  if (version === "ff" || traceId === ZERO_TRACE_ID || parentId === ZERO_PARENT_ID) return undefined;
+  if (version === "00") return rest === undefined ? value : undefined;
+  return `00-${traceId}-${parentId}-${flags}`;
 }
 
 function isValidTracestate(value: string): boolean {

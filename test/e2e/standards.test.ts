@@ -68,7 +68,7 @@ describe.each(RUNTIMES)("one truth for validation and forwarding on %s", (runtim
     expect(JSON.parse(publish.text).message).toBe('duplicate key "a"');
   });
 
-  test("a valid traceparent and tracestate reach the Kafka record's headers, on ingest and on publish", async () => {
+  test("a valid traceparent (a later version as version 00) and tracestate reach the Kafka record's headers, on ingest and on publish", async () => {
     const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const trace = { traceparent, tracestate: "rojo=00f067aa0ba902b7" };
     const record = JSON.stringify({ type: "click", id: "traced", data: { element: "t" } });
@@ -76,15 +76,23 @@ describe.each(RUNTIMES)("one truth for validation and forwarding on %s", (runtim
     const untraced = JSON.stringify({ type: "click", id: "bad-trace", data: { element: "t" } });
     const invalid = { traceparent: "00-zz-00f067aa0ba902b7-01", tracestate: "rojo=1" };
     expect((await post(gateway, "/v1/events", untraced, { ...auth, ...invalid })).status).toBe(202);
+    // A later version is passed on as version 00 (W3C Trace Context): its unknown fields, however long, stay out.
+    const later = JSON.stringify({ type: "click", id: "later-version", data: { element: "t" } });
+    const laterTrace = {
+      traceparent: `01-${traceparent.slice(3)}-${"x".repeat(4000)}`,
+      tracestate: "rojo=1",
+    };
+    expect((await post(gateway, "/v1/events", later, { ...auth, ...laterTrace })).status).toBe(202);
     const published = JSON.stringify({ channel: "traced", data: { n: 1 } });
     expect((await post(gateway, "/v1/publish", published, { ...auth, ...trace })).status).toBe(202);
 
-    const messages = await readTopic(topic, 3);
+    const messages = await readTopic(topic, 4);
     const headersOf = (id: string) =>
       Object.fromEntries(messages.find((message) => JSON.parse(message.value).id === id)?.headers ?? []);
     expect(headersOf("traced")).toMatchObject(trace);
     expect(headersOf("bad-trace").traceparent).toBeUndefined();
     expect(headersOf("bad-trace").tracestate).toBeUndefined();
+    expect(headersOf("later-version")).toMatchObject({ traceparent, tracestate: "rojo=1" });
     const [fanned] = await readTopic(fanoutTopic, 1);
     expect(Object.fromEntries(fanned?.headers ?? [])).toMatchObject({ ...trace, channel: "traced" });
   });

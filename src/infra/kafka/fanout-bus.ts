@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { Consumer } from "@platformatic/kafka";
 import { CHANNEL_PATTERN } from "../../domain/channel.ts";
 import type { EventRecord } from "../../domain/record.ts";
-import { isValidTraceparent } from "../../http/trace-context.ts";
+import { traceparentOf } from "../../http/trace-context.ts";
 import { isJsonValue } from "../../lib/json-scan.ts";
 import type { Logger } from "../../log/logger.ts";
 import {
@@ -601,8 +601,9 @@ export function fromFanoutRecord(
   if (broadcast) message.broadcast = true;
   if (rawType && rawId) message.record = { type: rawType.toString(), id: rawId.toString() };
   // Subscribers' frames carry the publisher's trace context; a record not written by a gateway may hold anything.
-  const traceparent = rawTraceparent?.toString("latin1");
-  if (traceparent !== undefined && isValidTraceparent(traceparent)) {
+  const received = rawTraceparent?.toString("latin1");
+  const traceparent = received === undefined ? undefined : traceparentOf(received);
+  if (traceparent !== undefined) {
     message.traceparent = traceparent;
     if (rawTracestate) message.tracestate = rawTracestate.toString();
   }

@@ -35,7 +35,7 @@ test("a message survives the trip through a Kafka record, its payload byte for b
   expect(fromFanoutRecord(headersOf(sent), Buffer.from(sent.value as string))).toEqual(broadcast);
 });
 
-test("the publisher's trace context comes back from the record's headers; an invalid traceparent does not", () => {
+test("the publisher's trace context comes back from the record's headers (a later version as version 00); an invalid traceparent does not", () => {
   const traced: FanoutMessage = {
     tenant: "acme",
     channel: "orders",
@@ -46,6 +46,8 @@ test("the publisher's trace context comes back from the record's headers; an inv
   };
   const record = toFanoutRecord("fanout", traced);
   expect(fromFanoutRecord(headersOf(record), Buffer.from("{}"))).toEqual(traced);
+  const later = raw({ ...allHeadersOf(record), traceparent: `01-${traced.traceparent?.slice(3)}-more` });
+  expect(fromFanoutRecord(later, Buffer.from("{}"))).toEqual(traced);
   const forged = raw({ ...allHeadersOf(record), traceparent: '00-x"}', tracestate: "a=1" });
   expect(fromFanoutRecord(forged, Buffer.from("{}"))).toEqual({
     tenant: "acme",
