@@ -22,7 +22,7 @@ import { RedisRecordIdStore } from "./infra/idempotency/redis-record-ids.ts";
 import { RedisIdempotencyStore } from "./infra/idempotency/redis-store.ts";
 import { type KafkaConnectionOptions, kafkaConnectionOptions } from "./infra/kafka/client-options.ts";
 import { KafkaFanoutBus } from "./infra/kafka/fanout-bus.ts";
-import { KafkaWriter } from "./infra/kafka/writer.ts";
+import { classifyFailure, KafkaWriter } from "./infra/kafka/writer.ts";
 import { LocalFanoutBus } from "./infra/local/fanout-bus.ts";
 import { LocalLogWriter } from "./infra/local/log-writer.ts";
 import { RedisPresence } from "./infra/presence/redis-presence.ts";
@@ -41,7 +41,7 @@ import type { HealthReasons } from "./ports/health.ts";
 import type { IdempotencyStore } from "./ports/idempotency.ts";
 import type { Module } from "./ports/module.ts";
 import type { RecordIdStore } from "./ports/record-ids.ts";
-import type { SinkWriter } from "./ports/sink.ts";
+import { SinkUnavailableError, type SinkWriter } from "./ports/sink.ts";
 import type { Tracing } from "./ports/tracing.ts";
 import type { GatewayApp, HttpRequest, RunningServer } from "./ports/transport.ts";
 
@@ -351,8 +351,14 @@ async function createSink(
     queue.noteReachable();
   } catch (error) {
     // Not fatal: the queue retries, /health reports the outage, the producer auto-creates topics later.
-    log.error({ err: error, brokers: config.kafka.brokers }, "Kafka unreachable at start");
-    queue.noteFailure(error);
+    // A refusal (credentials the brokers reject) is an answer: the writes hold their topics, /health says degraded.
+    if (classifyFailure(error) instanceof SinkUnavailableError) {
+      log.error({ err: error, brokers: config.kafka.brokers }, "Kafka refuses the gateway at start");
+      queue.noteReachable();
+    } else {
+      log.error({ err: error, brokers: config.kafka.brokers }, "Kafka unreachable at start");
+      queue.noteFailure(error);
+    }
   }
   queue.startMonitor(() => writer.probe());
   log.info(

@@ -93,6 +93,40 @@ describe.each(RUNTIMES)("SASL to a real broker on %s", (runtime) => {
     }, 60_000);
   }
 
+  test("credentials the broker refuses: its answer, not an outage: /health 200 listing the topic as degraded, requests 503 with Retry-After at once, never after the ack timeout", async () => {
+    const topic = await createTopic(`sasl-refused-${runtime}`);
+    // A long ack timeout: a request waiting for it instead of the refusal would fail the test's time limit.
+    const gateway = await saslGateway(runtime, "scram-sha-512", {
+      KAFKA_TOPIC: topic,
+      KAFKA_SASL_PASSWORD: "not-the-password",
+      INGEST_ACK_TIMEOUT_MS: "60000",
+    });
+    try {
+      const response = await fetch(`${gateway.url}/v1/events`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await token("acme", ["ingest"])}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({ type: "click", data: { element: "x" } }),
+        signal: AbortSignal.timeout(15_000),
+      });
+      expect(response.status).toBe(503);
+      expect(Number(response.headers.get("retry-after"))).toBeGreaterThan(0);
+      expect(((await response.json()) as { message: string }).message).toContain(
+        "SASL_AUTHENTICATION_FAILED",
+      );
+      // Every instance has the same credentials: taking them all out of service would not route around it.
+      const health = await fetch(`${gateway.url}/health`);
+      expect(health.status).toBe(200);
+      expect(((await health.json()) as { degraded?: string[] }).degraded).toEqual([
+        `kafka_topic_unavailable:${topic}`,
+      ]);
+    } finally {
+      await gateway.stop("SIGKILL");
+    }
+  }, 60_000);
+
   test(`scram-sha-512: fan-out keeps delivering to a subscriber for ${FANOUT_SECONDS} s, past the session lifetime: each event arrives before the next is published, and the live reader's connection re-authenticated instead of being dropped and rebuilt`, async () => {
     const mechanism = "scram-sha-512";
     const gateway = await saslGateway(runtime, mechanism, {

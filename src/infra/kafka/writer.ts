@@ -72,24 +72,46 @@ const PRODUCER_RETRIES = 3;
  * What a failed write means for the delivery queue: an UndeliverableError
  * (split down to the record at fault), a SinkUnavailableError (hold the
  * topic), or undefined (transient: retry). @platformatic/kafka nests broker
- * codes as `apiId`, behind its own retries (MultipleErrors).
+ * codes as `apiId`, behind its own retries (MultipleErrors) and, for a
+ * connection the broker refused (SASL), as the `cause` of a NetworkError.
  */
 export function classifyFailure(error: unknown): UndeliverableError | SinkUnavailableError | undefined {
   if (!(error instanceof Error) || !GenericError.isGenericError(error)) return undefined;
-  const kafkaError = error as GenericError;
   for (const [code, reason] of Object.entries(RECORD_REFUSALS)) {
-    if (kafkaError.findBy("apiId", code)) return new UndeliverableError(reason, code, { cause: error });
+    if (findIn(error, "apiId", code)) return new UndeliverableError(reason, code, { cause: error });
   }
   for (const code of TOPIC_REFUSALS) {
-    if (kafkaError.findBy("apiId", code)) return new SinkUnavailableError(code, { cause: error });
+    if (findIn(error, "apiId", code)) return new SinkUnavailableError(code, { cause: error });
   }
   for (const [clientCode, code] of Object.entries(CLIENT_REFUSALS)) {
-    if (kafkaError.findBy("code", clientCode)) return new SinkUnavailableError(code, { cause: error });
+    if (findIn(error, "code", clientCode)) return new SinkUnavailableError(code, { cause: error });
   }
-  const userError = kafkaError.findBy("code", UserError.code);
+  const userError = findIn(error, "code", UserError.code);
   if (userError && UNKNOWN_TOPIC_MESSAGE.test(userError.message))
     return new SinkUnavailableError("UNKNOWN_TOPIC_OR_PARTITION", { cause: error });
   return undefined;
+}
+
+/** The client's errors nest a few levels (retries, connection, response); a cycle or a deeper chain stops here. */
+const MAX_ERROR_DEPTH = 8;
+
+/**
+ * `error`, or an error it wraps, whose `property` is `value`: GenericError's
+ * `findBy` walks only `errors`, and the client reports a refused SASL
+ * handshake as a NetworkError "Connection … failed" whose `cause` is the
+ * AuthenticationError (itself caused by the broker's SASL_AUTHENTICATION_FAILED).
+ */
+function findIn(error: unknown, property: string, value: string, depth = 0): Error | undefined {
+  if (!(error instanceof Error) || depth > MAX_ERROR_DEPTH) return undefined;
+  if ((error as unknown as Record<string, unknown>)[property] === value) return error;
+  const inner = (error as { errors?: unknown }).errors;
+  if (Array.isArray(inner)) {
+    for (const wrapped of inner) {
+      const found = findIn(wrapped, property, value, depth + 1);
+      if (found) return found;
+    }
+  }
+  return findIn(error.cause, property, value, depth + 1);
 }
 
 /** One of a topic's producers and its last write, which the next one waits for. */
@@ -186,7 +208,11 @@ export class KafkaWriter implements SinkWriter {
     stale.producer.close(true, () => {});
   }
 
-  /** A metadata round trip: proves a broker answers, for /health without traffic. */
+  /**
+   * A metadata round trip: proves a broker answers, for /health without
+   * traffic. A refusal (credentials the brokers reject) is an answer too: the
+   * writes report it for their topics, and every instance sees the same.
+   */
   async probe(): Promise<void> {
     try {
       await this.probeProducer.metadata({ topics: [], forceUpdate: true });
@@ -194,7 +220,7 @@ export class KafkaWriter implements SinkWriter {
       const stale = this.probeProducer;
       this.probeProducer = this.newProducer();
       stale.close(true, () => {});
-      throw error;
+      if (!(classifyFailure(error) instanceof SinkUnavailableError)) throw error;
     }
   }
 

@@ -68,6 +68,21 @@ describe("classifyFailure", () => {
     expect(classifyFailure(new UserError("Failed to serialize a message."))).toBeUndefined();
   });
 
+  test("a SASL handshake the broker refused, as the client reports it, refuses the topic", () => {
+    // 1.35 over a real SCRAM listener with a wrong password: the broker's code behind the AuthenticationError,
+    // the cause of the connection's NetworkError, behind the pool's and the metadata retries' MultipleErrors.
+    const saslAnswer = new ResponseError(36, 2, { "": [58, "Authentication failed"] }, {});
+    const refused = new AuthenticationError("SASL authentication failed.", { cause: saslAnswer });
+    const connection = new NetworkError("Connection to 127.0.0.1:9094 failed.", { cause: refused });
+    const failure = new MultipleErrors("metadata failed 2 times.", [
+      new MultipleErrors("Cannot connect to any broker.", [connection]),
+    ]);
+    expect(classifyFailure(failure)?.sinkCode).toBe("SASL_AUTHENTICATION_FAILED");
+    // A connection that failed for a network reason stays transient.
+    const refusedSocket = Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });
+    expect(classifyFailure(new NetworkError("Connection failed.", { cause: refusedSocket }))).toBeUndefined();
+  });
+
   test("the refusal is found behind the client's own retries", () => {
     const retried = new MultipleErrors("produce failed 2 times.", [
       new NetworkError("Connection closed"),
