@@ -235,6 +235,12 @@ export function loadConfig(env: Env = process.env): Config {
   // Fits a 1.5 GiB pod next to 100k idle sockets and the delivery queue (see docs/configuration.md).
   const historyMaxBytes = read("HISTORY_MAX_BYTES", integer(1024 * 1024), 256 * 1024 * 1024);
   const awsRegion = read("AWS_REGION", nonEmpty) ?? read("AWS_DEFAULT_REGION", nonEmpty);
+  // The MSK IAM signer signs for a region: without one the gateway could never authenticate.
+  if (saslMechanism === "aws-msk-iam" && awsRegion === undefined) {
+    problems.push(
+      "AWS_REGION: required when KAFKA_SASL_MECHANISM=aws-msk-iam (AWS_DEFAULT_REGION also does)",
+    );
+  }
   const s3Endpoint = read("S3_ENDPOINT", url(["https:", "http:"]));
   const port = read("PORT", integer(0, 65535), 8080);
   const metricsPort = read("METRICS_PORT", integer(0, 65535));

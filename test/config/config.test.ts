@@ -114,10 +114,21 @@ describe("loadConfig", () => {
   });
 
   test("aws-msk-iam turns TLS on unless told otherwise", () => {
-    expect(loadConfig({ ...SECRET, KAFKA_SASL_MECHANISM: "aws-msk-iam" }).kafka.tls).toBe(true);
-    expect(loadConfig({ ...SECRET, KAFKA_SASL_MECHANISM: "aws-msk-iam", KAFKA_TLS: "false" }).kafka.tls).toBe(
-      false,
+    const msk = { ...SECRET, KAFKA_SASL_MECHANISM: "aws-msk-iam", AWS_REGION: "eu-west-1" };
+    expect(loadConfig(msk).kafka.tls).toBe(true);
+    expect(loadConfig({ ...msk, KAFKA_TLS: "false" }).kafka.tls).toBe(false);
+  });
+
+  test("aws-msk-iam without a region is a configuration problem named AWS_REGION, not a crash at start", () => {
+    expect(problemsOf({ KAFKA_SASL_MECHANISM: "aws-msk-iam" })).toContain(
+      "AWS_REGION: required when KAFKA_SASL_MECHANISM=aws-msk-iam (AWS_DEFAULT_REGION also does)",
     );
+    const config = loadConfig({
+      ...SECRET,
+      KAFKA_SASL_MECHANISM: "aws-msk-iam",
+      AWS_DEFAULT_REGION: "eu-west-1",
+    });
+    expect(config.kafka.awsRegion).toBe("eu-west-1");
   });
 
   test("S3: AWS's endpoint by default; an S3-compatible one is addressed path-style unless told otherwise", () => {
