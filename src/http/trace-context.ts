@@ -13,9 +13,11 @@ export interface TraceContext {
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
 const ZERO_TRACE_ID = "0".repeat(32);
 const ZERO_PARENT_ID = "0".repeat(16);
-/** tracestate: at most 32 list members of `key=value`, 512 characters in all (the spec's limits a receiver may apply). */
+/** tracestate: at most 32 list members of `key=value`; cut to 512 characters, the least the spec asks to propagate. */
 const MAX_TRACESTATE_LENGTH = 512;
 const MAX_TRACESTATE_MEMBERS = 32;
+/** Members longer than this are the first the spec has cut from a tracestate too long. */
+const LONG_TRACESTATE_MEMBER = 128;
 const TRACESTATE_MEMBER =
   /^(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$/;
 
@@ -23,16 +25,16 @@ const TRACESTATE_MEMBER =
  * The request's `traceparent` (see `traceparentOf`) and `tracestate` when the
  * traceparent is valid (an invalid one is ignored, with its tracestate, as the
  * spec asks of a receiver, never refused); an invalid tracestate alone is
- * dropped. Costs one header lookup when there is none.
+ * dropped, a long one cut (see `tracestateOf`). Costs one header lookup when
+ * there is none.
  */
 export function traceContextOf(request: Pick<HttpRequest, "header">): TraceContext | undefined {
-  const received = request.header("traceparent");
-  const traceparent = received === undefined ? undefined : traceparentOf(received);
+  const receivedParent = request.header("traceparent");
+  const traceparent = receivedParent === undefined ? undefined : traceparentOf(receivedParent);
   if (traceparent === undefined) return undefined;
-  const tracestate = request.header("tracestate");
-  return tracestate !== undefined && isValidTracestate(tracestate)
-    ? { traceparent, tracestate }
-    : { traceparent };
+  const receivedState = request.header("tracestate");
+  const tracestate = receivedState === undefined ? undefined : tracestateOf(receivedState);
+  return tracestate === undefined ? { traceparent } : { traceparent, tracestate };
 }
 
 /**
@@ -51,13 +53,25 @@ export function traceparentOf(value: string): string | undefined {
   return `00-${traceId}-${parentId}-${flags}`;
 }
 
-function isValidTracestate(value: string): boolean {
-  if (value.length > MAX_TRACESTATE_LENGTH) return false;
+/**
+ * The tracestate to propagate for a received `value`, or undefined when it is
+ * invalid (more than 32 members, or one that is not `key=value`). One over
+ * 512 characters is cut by whole members as the spec asks: those over 128
+ * characters go first, then members from the end, until it fits.
+ */
+function tracestateOf(value: string): string | undefined {
   const members = value
     .split(",")
     .map((member) => member.trim())
     .filter((member) => member !== "");
-  return (
-    members.length <= MAX_TRACESTATE_MEMBERS && members.every((member) => TRACESTATE_MEMBER.test(member))
-  );
+  if (members.length > MAX_TRACESTATE_MEMBERS || !members.every((member) => TRACESTATE_MEMBER.test(member)))
+    return undefined;
+  if (value.length <= MAX_TRACESTATE_LENGTH) return value;
+  let kept = members;
+  for (let index = kept.length - 1; index >= 0 && kept.join(",").length > MAX_TRACESTATE_LENGTH; index--) {
+    if ((kept[index] as string).length > LONG_TRACESTATE_MEMBER)
+      kept = [...kept.slice(0, index), ...kept.slice(index + 1)];
+  }
+  while (kept.join(",").length > MAX_TRACESTATE_LENGTH) kept = kept.slice(0, -1);
+  return kept.length === 0 ? undefined : kept.join(",");
 }

@@ -52,4 +52,24 @@ describe("W3C trace context", () => {
       traceparent: EXAMPLE,
     });
   });
+
+  test("a tracestate over 512 characters is cut by whole members: those over 128 first, then from the end", () => {
+    const stateOf = (tracestate: string) =>
+      traceContextOf(headers({ traceparent: EXAMPLE, tracestate }))?.tracestate;
+    const member = (key: string, length: number) => `${key}=${"v".repeat(length - key.length - 1)}`;
+    // 512 characters pass untouched; past that only because of spaces, they are dropped, nothing else.
+    const fits = [member("a", 100), member("b", 100), member("c", 100), member("d", 100), member("e", 108)];
+    expect(fits.join(",").length).toBe(512);
+    expect(stateOf(fits.join(","))).toBe(fits.join(","));
+    expect(stateOf(fits.join(", "))).toBe(fits.join(","));
+    // Long members go first (the last of them first), before any short one, even one at the end.
+    const [rojo, congo, tail] = ["rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE", member("tail", 100)];
+    const withLong = [rojo, member("long", 250), congo, member("long2", 200), tail].join(",");
+    expect(stateOf(withLong)).toBe([rojo, member("long", 250), congo, tail].join(","));
+    // Members of at most 128 characters: cut from the end.
+    const many = Array.from({ length: 8 }, (_, index) => member(`k${index}`, 100));
+    expect(stateOf(many.join(","))).toBe(many.slice(0, 5).join(","));
+    // A single member too long for the limit leaves nothing to carry.
+    expect(stateOf(member("huge", 513))).toBeUndefined();
+  });
 });
