@@ -19,6 +19,9 @@ export function defaultMskSigner(region: string): MskTokenSigner {
  * every (re-)authentication; the cached token is reused until `refreshMarginMs`
  * before its expiry, so a connection never authenticates with a token about to
  * lapse, and long-lived processes keep working past the 15-minute token life.
+ * A signing that fails within the margin (credentials endpoint briefly away)
+ * falls back to the cached token while it is still valid: the margin is there
+ * to refresh early, not to fail early.
  */
 export function mskTokenProvider(sign: MskTokenSigner, refreshMarginMs = 5 * 60_000, now = Date.now) {
   let cached: MskToken | undefined;
@@ -28,7 +31,12 @@ export function mskTokenProvider(sign: MskTokenSigner, refreshMarginMs = 5 * 60_
     pending ??= sign().finally(() => {
       pending = undefined;
     });
-    cached = await pending;
+    try {
+      cached = await pending;
+    } catch (error) {
+      if (cached && cached.expiryTime > now()) return cached.token;
+      throw error;
+    }
     return cached.token;
   };
 }

@@ -49,6 +49,25 @@ describe("MSK IAM OAUTHBEARER token", () => {
     expect(signed).toBe(2);
   });
 
+  test("a signing that fails before the cached token expires falls back to it; after, the failure is the answer", async () => {
+    let clock = 1_000_000;
+    let failing = false;
+    const provider = mskTokenProvider(
+      async () => {
+        if (failing) throw new Error("credentials endpoint unreachable");
+        return { token: "t1", expiryTime: clock + 15 * 60_000 };
+      },
+      5 * 60_000,
+      () => clock,
+    );
+    expect(await provider()).toBe("t1");
+    failing = true;
+    clock += 11 * 60_000;
+    expect(await provider()).toBe("t1");
+    clock += 4 * 60_000;
+    await expect(provider()).rejects.toThrow("credentials endpoint unreachable");
+  });
+
   test("aws-msk-iam config gives an OAUTHBEARER token provider over TLS", async () => {
     const config = loadConfig({
       JWT_SECRET: "0123456789abcdef0123456789abcdef",
