@@ -103,6 +103,7 @@ describe.each(RUNTIMES)("trace context and spans through a real OpenTelemetry Co
       CORS_ORIGINS: pageOrigin(),
       OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint,
       OTEL_SERVICE_NAME: `edge-gateway-${runtime}`,
+      OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name=e2e,service.name=overridden",
     });
   });
   afterAll(async () => {
@@ -141,6 +142,9 @@ describe.each(RUNTIMES)("trace context and spans through a real OpenTelemetry Co
     const ingestSpan = serverSpan("/v1/events") as CollectedSpan;
     expect(ingestSpan).toMatchObject({ name: "POST /v1/events", parentSpanId: clientSpanId });
     expect(ingestSpan.service).toBe(`edge-gateway-${runtime}`);
+    // OTEL_RESOURCE_ATTRIBUTES reaches the resource; OTEL_SERVICE_NAME wins over a service.name there.
+    expect(attribute({ attributes: ingestSpan.resource }, "deployment.environment.name")).toBe("e2e");
+    expect(attribute({ attributes: ingestSpan.resource }, "telemetry.sdk.language")).toBe("nodejs");
     expect(attribute(ingestSpan, "http.request.method")).toBe("POST");
     expect(attribute(ingestSpan, "http.response.status_code")).toBe(202);
     const publishSpan = serverSpan("/v1/publish") as CollectedSpan;

@@ -25,6 +25,8 @@ export interface CollectedSpan {
   links?: Array<{ traceId: string; spanId: string }>;
   /** `service.name` of the resource that sent it. */
   service: string | undefined;
+  /** The attributes of the resource that sent it. */
+  resource: Array<{ key: string; value: OtlpValue }>;
 }
 export const SPAN_KIND_INTERNAL = 1;
 export const SPAN_KIND_SERVER = 2;
@@ -113,14 +115,18 @@ export async function startCollector(): Promise<Collector> {
       const request = JSON.parse(line) as {
         resourceSpans?: Array<{
           resource?: { attributes?: Array<{ key: string; value: OtlpValue }> };
-          scopeSpans?: Array<{ spans?: Omit<CollectedSpan, "service">[] }>;
+          scopeSpans?: Array<{ spans?: Omit<CollectedSpan, "service" | "resource">[] }>;
         }>;
       };
       for (const resource of request.resourceSpans ?? []) {
         const service = attribute(resource.resource ?? {}, "service.name");
         for (const scope of resource.scopeSpans ?? [])
           for (const span of scope.spans ?? [])
-            found.push({ ...span, service: typeof service === "string" ? service : undefined });
+            found.push({
+              ...span,
+              service: typeof service === "string" ? service : undefined,
+              resource: resource.resource?.attributes ?? [],
+            });
       }
     }
     return found;

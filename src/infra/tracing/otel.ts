@@ -31,10 +31,18 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
     import("@opentelemetry/semantic-conventions"),
   ]);
   const provider = new sdk.BasicTracerProvider({
-    resource: resources.resourceFromAttributes({
-      [semconv.ATTR_SERVICE_NAME]: options.serviceName,
-      [semconv.ATTR_SERVICE_VERSION]: options.serviceVersion,
-    }),
+    // The SDK's own attributes (telemetry.sdk.*), then ours, then what the operator set in
+    // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (the OpenTelemetry precedence): without the env
+    // detector a deployment.environment or k8s.* attribute set the standard way never reached the backend.
+    resource: resources
+      .defaultResource()
+      .merge(
+        resources.resourceFromAttributes({
+          [semconv.ATTR_SERVICE_NAME]: options.serviceName,
+          [semconv.ATTR_SERVICE_VERSION]: options.serviceVersion,
+        }),
+      )
+      .merge(resources.detectResources({ detectors: [resources.envDetector] })),
     spanProcessors: [
       new sdk.BatchSpanProcessor(new exporter.OTLPTraceExporter({ url: options.tracesUrl }), {
         maxQueueSize: MAX_QUEUED_SPANS,

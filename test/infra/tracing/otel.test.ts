@@ -1,0 +1,73 @@
+import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
+import { createOtelTracing } from "../../../src/infra/tracing/otel.ts";
+
+type OtlpValue = { stringValue?: string; intValue?: string | number };
+type OtlpAttributes = Array<{ key: string; value: OtlpValue }>;
+interface Export {
+  resourceSpans: Array<{
+    resource: { attributes: OtlpAttributes };
+    scopeSpans: Array<{ spans: Array<{ name: string; attributes: OtlpAttributes }> }>;
+  }>;
+}
+
+const attributeOf = (attributes: OtlpAttributes, key: string) => {
+  const value = attributes.find((entry) => entry.key === key)?.value;
+  return value?.intValue !== undefined ? Number(value.intValue) : value?.stringValue;
+};
+
+/** An OTLP/HTTP JSON receiver on loopback: what the exporter sends, request by request. */
+let exports: Export[] = [];
+let receiver: ReturnType<typeof Bun.serve>;
+beforeAll(() => {
+  receiver = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(request) {
+      exports.push((await request.json()) as Export);
+      return Response.json({});
+    },
+  });
+});
+afterAll(() => receiver.stop(true));
+
+const OTEL_ENV = ["OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME"] as const;
+afterEach(() => {
+  exports = [];
+  for (const name of OTEL_ENV) delete process.env[name];
+});
+
+/** Ends one request span and exports it: the resource and the span, as the receiver got them. */
+async function exportOneRequest(status = 202) {
+  const tracing = await createOtelTracing({
+    tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
+    serviceName: process.env.OTEL_SERVICE_NAME ?? "edge-gateway",
+    serviceVersion: "1.2.3",
+  });
+  tracing.startRequest("POST", "/v1/events", undefined).end(status);
+  await tracing.shutdown();
+  const [sent] = exports;
+  const resourceSpans = sent?.resourceSpans[0];
+  return {
+    resource: resourceSpans?.resource.attributes ?? [],
+    span: resourceSpans?.scopeSpans[0]?.spans[0],
+  };
+}
+
+test("the resource carries the SDK's attributes, the gateway's name and version, and OTEL_RESOURCE_ATTRIBUTES", async () => {
+  process.env.OTEL_RESOURCE_ATTRIBUTES = "deployment.environment.name=prod,k8s.pod.name=gw-0";
+  const { resource } = await exportOneRequest();
+  expect(attributeOf(resource, "service.name")).toBe("edge-gateway");
+  expect(attributeOf(resource, "service.version")).toBe("1.2.3");
+  expect(attributeOf(resource, "deployment.environment.name")).toBe("prod");
+  expect(attributeOf(resource, "k8s.pod.name")).toBe("gw-0");
+  expect(attributeOf(resource, "telemetry.sdk.language")).toBe("nodejs");
+  expect(attributeOf(resource, "telemetry.sdk.name")).toBe("opentelemetry");
+});
+
+test("service.name: OTEL_SERVICE_NAME first, then OTEL_RESOURCE_ATTRIBUTES, then the gateway's own", async () => {
+  process.env.OTEL_RESOURCE_ATTRIBUTES = "service.name=from-attributes";
+  expect(attributeOf((await exportOneRequest()).resource, "service.name")).toBe("from-attributes");
+  exports = [];
+  process.env.OTEL_SERVICE_NAME = "from-service-name";
+  expect(attributeOf((await exportOneRequest()).resource, "service.name")).toBe("from-service-name");
+});
