@@ -9,10 +9,11 @@ export interface RequestSpan {
 
 /** OpenTelemetry spans, exported over OTLP; present only when an OTLP endpoint is configured. */
 export interface Tracing {
-  /** `parent` is the request's valid `traceparent` (and `tracestate`), when it sent one. */
+  /** `route` is the template (`/v1/events`), `path` the request's; `parent` is the request's valid `traceparent` (and `tracestate`), when it sent one. */
   startRequest(
     method: string,
     route: string,
+    path: string,
     parent: { traceparent: string; tracestate?: string } | undefined,
   ): RequestSpan;
   /** The same for a WebSocket frame of `type` the gateway acts on (a publish); `end` takes its outcome as an HTTP status. */

@@ -147,6 +147,8 @@ describe.each(RUNTIMES)("trace context and spans through a real OpenTelemetry Co
     expect(attribute({ attributes: ingestSpan.resource }, "telemetry.sdk.language")).toBe("nodejs");
     expect(attribute(ingestSpan, "http.request.method")).toBe("POST");
     expect(attribute(ingestSpan, "http.response.status_code")).toBe(202);
+    expect(attribute(ingestSpan, "url.path")).toBe("/v1/events");
+    expect(attribute(ingestSpan, "url.scheme")).toBe("http");
     const publishSpan = serverSpan("/v1/publish") as CollectedSpan;
     expect(publishSpan.parentSpanId).toBe(clientSpanId);
 

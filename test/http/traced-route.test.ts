@@ -9,11 +9,11 @@ const SPAN_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-0
 
 /** A Tracing that records what the route asked of it. */
 function recordingTracing() {
-  const started: Array<{ route: string; parent: unknown }> = [];
+  const started: Array<{ route: string; path?: string; parent: unknown }> = [];
   const ended: number[] = [];
   const tracing: Tracing = {
-    startRequest: (_method, route, parent) => {
-      started.push({ route, parent });
+    startRequest: (_method, route, path, parent) => {
+      started.push({ route, path, parent });
       return { traceparent: SPAN_TRACEPARENT, end: (status) => ended.push(status) };
     },
     startFrame: (type, parent) => {
@@ -54,7 +54,9 @@ test("the handler sees the span's traceparent and the client's tracestate; the s
     requestWith({ traceparent: client, tracestate: "rojo=1", authorization: "Bearer x" }),
     {},
   );
-  expect(started).toEqual([{ route: "/v1/events", parent: { traceparent: client, tracestate: "rojo=1" } }]);
+  expect(started).toEqual([
+    { route: "/v1/events", path: "/v1/events", parent: { traceparent: client, tracestate: "rojo=1" } },
+  ]);
   expect(seen).toEqual([SPAN_TRACEPARENT, "rojo=1", "Bearer x"]);
   expect(ended).toEqual([202]);
 });
@@ -75,7 +77,7 @@ test("an invalid traceparent starts a root span and its tracestate is dropped; a
     {},
   );
   await expect(Promise.resolve(handled)).rejects.toThrow("down");
-  expect(started).toEqual([{ route: "/v1/events", parent: undefined }]);
+  expect(started).toEqual([{ route: "/v1/events", path: "/v1/events", parent: undefined }]);
   expect(tracestate).toBeUndefined();
   expect(ended).toEqual([503]);
 });

@@ -76,17 +76,28 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
   };
 
   return {
-    startRequest(method, route, parent): RequestSpan {
+    startRequest(method, route, path, parent): RequestSpan {
+      // The HTTP server span's required attributes (semantic conventions): url.path and url.scheme too,
+      // which backends group and filter on. The gateway serves plain HTTP (TLS ends before it).
       const { span, traceparent } = serverSpan(
         `${method} ${route}`,
-        { [semconv.ATTR_HTTP_REQUEST_METHOD]: method, [semconv.ATTR_HTTP_ROUTE]: route },
+        {
+          [semconv.ATTR_HTTP_REQUEST_METHOD]: method,
+          [semconv.ATTR_HTTP_ROUTE]: route,
+          [semconv.ATTR_URL_PATH]: path,
+          [semconv.ATTR_URL_SCHEME]: "http",
+        },
         parent,
       );
       return {
         traceparent,
         end(status) {
           span.setAttribute(semconv.ATTR_HTTP_RESPONSE_STATUS_CODE, status);
-          if (status >= 500) span.setStatus({ code: api.SpanStatusCode.ERROR });
+          if (status >= 500) {
+            // An error span names its error: for an HTTP status, the status code as a string.
+            span.setAttribute(semconv.ATTR_ERROR_TYPE, String(status));
+            span.setStatus({ code: api.SpanStatusCode.ERROR });
+          }
           span.end();
         },
       };

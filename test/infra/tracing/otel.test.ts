@@ -43,7 +43,7 @@ async function exportOneRequest(status = 202) {
     serviceName: process.env.OTEL_SERVICE_NAME ?? "edge-gateway",
     serviceVersion: "1.2.3",
   });
-  tracing.startRequest("POST", "/v1/events", undefined).end(status);
+  tracing.startRequest("POST", "/v1/events", "/v1/events", undefined).end(status);
   await tracing.shutdown();
   const [sent] = exports;
   const resourceSpans = sent?.resourceSpans[0];
@@ -70,4 +70,19 @@ test("service.name: OTEL_SERVICE_NAME first, then OTEL_RESOURCE_ATTRIBUTES, then
   exports = [];
   process.env.OTEL_SERVICE_NAME = "from-service-name";
   expect(attributeOf((await exportOneRequest()).resource, "service.name")).toBe("from-service-name");
+});
+
+test("an HTTP SERVER span has the semantic conventions' required attributes, and error.type on a 5xx", async () => {
+  const { span } = await exportOneRequest(202);
+  expect(span?.name).toBe("POST /v1/events");
+  const attributes = span?.attributes ?? [];
+  expect(attributeOf(attributes, "http.request.method")).toBe("POST");
+  expect(attributeOf(attributes, "http.route")).toBe("/v1/events");
+  expect(attributeOf(attributes, "url.path")).toBe("/v1/events");
+  expect(attributeOf(attributes, "url.scheme")).toBe("http");
+  expect(attributeOf(attributes, "http.response.status_code")).toBe(202);
+  expect(attributeOf(attributes, "error.type")).toBeUndefined();
+  exports = [];
+  const failed = (await exportOneRequest(503)).span?.attributes ?? [];
+  expect(attributeOf(failed, "error.type")).toBe("503");
 });
