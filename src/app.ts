@@ -114,6 +114,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         tracesUrl: config.tracing.tracesUrl,
         serviceName: config.tracing.serviceName,
         serviceVersion: version,
+        log,
       })
     : undefined;
   if (tracing) log.info({ url: config.tracing.tracesUrl }, "OpenTelemetry: exporting spans over OTLP");

@@ -1,4 +1,6 @@
 /** In-process cost of the OpenTelemetry spans: a route with and without its SERVER span, a traced Kafka batch (spans exported to a local receiver). */
+
+import pino from "pino";
 import { tracedRoute } from "../../src/http/traced-route.ts";
 import { createOtelTracing } from "../../src/infra/tracing/otel.ts";
 import type { Route } from "../../src/ports/route.ts";
@@ -8,6 +10,7 @@ const tracing = await createOtelTracing({
   tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
   serviceName: "b",
   serviceVersion: "0",
+  log: pino({ level: "silent" }),
 });
 const reply = { status: 202, body: "" };
 const plain: Route = { method: "POST", path: "/v1/events", handler: () => reply };

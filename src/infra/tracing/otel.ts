@@ -1,4 +1,6 @@
 import type { Attributes, Link, SpanContext, Tracer } from "@opentelemetry/api";
+import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
+import type { Logger } from "../../log/logger.ts";
 import type { SinkMessage, SinkWriter } from "../../ports/sink.ts";
 import type { RequestSpan, Tracing } from "../../ports/tracing.ts";
 
@@ -7,6 +9,7 @@ export interface OtelOptions {
   tracesUrl: string;
   serviceName: string;
   serviceVersion: string;
+  log: Logger;
 }
 
 /** Spans waiting for export beyond this are dropped (counted by the SDK), never buffered without bound. */
@@ -44,11 +47,14 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
       )
       .merge(resources.detectResources({ detectors: [resources.envDetector] })),
     spanProcessors: [
-      new sdk.BatchSpanProcessor(new exporter.OTLPTraceExporter({ url: options.tracesUrl }), {
-        maxQueueSize: MAX_QUEUED_SPANS,
-        maxExportBatchSize: EXPORT_BATCH_SPANS,
-        scheduledDelayMillis: EXPORT_DELAY_MS,
-      }),
+      new sdk.BatchSpanProcessor(
+        loggingFailures(new exporter.OTLPTraceExporter({ url: options.tracesUrl }), options),
+        {
+          maxQueueSize: MAX_QUEUED_SPANS,
+          maxExportBatchSize: EXPORT_BATCH_SPANS,
+          scheduledDelayMillis: EXPORT_DELAY_MS,
+        },
+      ),
     ],
   });
   const tracer: Tracer = provider.getTracer("edge-gateway", options.serviceVersion);
@@ -169,5 +175,40 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
     },
 
     shutdown: () => provider.shutdown(),
+  };
+}
+
+/** ExportResultCode.SUCCESS of @opentelemetry/core (not a dependency of its own). */
+const EXPORT_SUCCESS = 0;
+
+/**
+ * `exporter`, logging when exports start failing and when they succeed again:
+ * the SDK reports a failed export only to its diagnostic logger, which nothing
+ * reads, so a Collector that was down or refused the spans left no trace at
+ * all. One line per change, not per export (one a second while it is down).
+ */
+function loggingFailures(
+  exporter: SpanExporter,
+  options: Pick<OtelOptions, "tracesUrl" | "log">,
+): SpanExporter {
+  let failing = false;
+  return {
+    export(spans, done) {
+      exporter.export(spans, (result) => {
+        if (result.code !== EXPORT_SUCCESS && !failing) {
+          failing = true;
+          options.log.warn(
+            { url: options.tracesUrl, err: result.error?.message },
+            "OpenTelemetry: span export failing, spans are dropped until it succeeds",
+          );
+        } else if (result.code === EXPORT_SUCCESS && failing) {
+          failing = false;
+          options.log.info({ url: options.tracesUrl }, "OpenTelemetry: span export succeeds again");
+        }
+        done(result);
+      });
+    },
+    shutdown: () => exporter.shutdown(),
+    ...(exporter.forceFlush ? { forceFlush: () => exporter.forceFlush?.() ?? Promise.resolve() } : {}),
   };
 }

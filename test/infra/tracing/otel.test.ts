@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
+import pino from "pino";
 import { createOtelTracing } from "../../../src/infra/tracing/otel.ts";
 
 type OtlpValue = { stringValue?: string; intValue?: string | number };
@@ -15,14 +16,18 @@ const attributeOf = (attributes: OtlpAttributes, key: string) => {
   return value?.intValue !== undefined ? Number(value.intValue) : value?.stringValue;
 };
 
-/** An OTLP/HTTP JSON receiver on loopback: what the exporter sends, request by request. */
+/** An OTLP/HTTP JSON receiver on loopback: what the exporter sends, request by request; it refuses them while `refusing`. */
 let exports: Export[] = [];
+let refusing = false;
+let requests = 0;
 let receiver: ReturnType<typeof Bun.serve>;
 beforeAll(() => {
   receiver = Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
     async fetch(request) {
+      requests++;
+      if (refusing) return new Response("no", { status: 400 });
       exports.push((await request.json()) as Export);
       return Response.json({});
     },
@@ -33,6 +38,7 @@ afterAll(() => receiver.stop(true));
 const OTEL_ENV = ["OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME"] as const;
 afterEach(() => {
   exports = [];
+  refusing = false;
   for (const name of OTEL_ENV) delete process.env[name];
 });
 
@@ -42,6 +48,7 @@ async function exportOneRequest(status = 202) {
     tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
     serviceName: process.env.OTEL_SERVICE_NAME ?? "edge-gateway",
     serviceVersion: "1.2.3",
+    log: pino({ level: "silent" }),
   });
   tracing.startRequest("POST", "/v1/events", "/v1/events", undefined).end(status);
   await tracing.shutdown();
@@ -85,4 +92,37 @@ test("an HTTP SERVER span has the semantic conventions' required attributes, and
   exports = [];
   const failed = (await exportOneRequest(503)).span?.attributes ?? [];
   expect(attributeOf(failed, "error.type")).toBe("503");
+});
+
+test("a failing export is logged once, and its recovery once", async () => {
+  const lines: Array<{ level: number; msg: string; url?: string }> = [];
+  const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  const tracing = await createOtelTracing({
+    tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
+    serviceName: "edge-gateway",
+    serviceVersion: "1.2.3",
+    log,
+  });
+  // One span, then the batch processor's next export (every second) reaching the receiver and answered.
+  const exportOne = async () => {
+    const before = requests;
+    tracing.startRequest("POST", "/v1/events", "/v1/events", undefined).end(202);
+    while (requests === before) await Bun.sleep(20);
+    await Bun.sleep(50);
+  };
+  refusing = true;
+  await exportOne();
+  await exportOne();
+  expect(lines.map((line) => line.msg)).toEqual([
+    "OpenTelemetry: span export failing, spans are dropped until it succeeds",
+  ]);
+  expect(lines[0]?.url).toBe(`http://127.0.0.1:${receiver.port}/v1/traces`);
+  refusing = false;
+  await exportOne();
+  await exportOne();
+  expect(lines.map((line) => line.msg)).toEqual([
+    "OpenTelemetry: span export failing, spans are dropped until it succeeds",
+    "OpenTelemetry: span export succeeds again",
+  ]);
+  await tracing.shutdown();
 });
