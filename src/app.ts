@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { type Config, DEV_JWT_SECRET } from "./config/config.ts";
+import { type Config, DEV_JWT_SECRET, withoutPasswords } from "./config/config.ts";
 import { createIngestModule } from "./features/ingest/module.ts";
 import { HealthState } from "./features/operations/health.ts";
 import { createMetricsApp } from "./features/operations/metrics-app.ts";
@@ -109,15 +109,17 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
   await startNamingSetting("SCHEMAS", schemas.start());
 
   // Without an OTLP endpoint nothing is traced and the OpenTelemetry SDK is never imported.
-  const tracing = config.tracing.tracesUrl
+  const tracesUrl = config.tracing.tracesUrl;
+  const tracing = tracesUrl
     ? await createOtelTracing({
-        tracesUrl: config.tracing.tracesUrl,
+        tracesUrl,
         serviceName: config.tracing.serviceName,
         serviceVersion: version,
         log,
       })
     : undefined;
-  if (tracing) log.info({ url: config.tracing.tracesUrl }, "OpenTelemetry: exporting spans over OTLP");
+  // A URL may carry a password (https://user:key@collector): logged without it.
+  if (tracesUrl) log.info({ url: withoutPasswords(tracesUrl) }, "OpenTelemetry: exporting spans over OTLP");
   const traced = (module: Module): Module =>
     tracing ? { ...module, routes: module.routes?.map((route) => tracedRoute(route, tracing)) } : module;
 

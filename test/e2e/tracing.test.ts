@@ -101,7 +101,8 @@ describe.each(RUNTIMES)("trace context and spans through a real OpenTelemetry Co
       // A limiter of its own: the shared Redis holds other tests' budgets.
       REDIS_URL: "",
       CORS_ORIGINS: pageOrigin(),
-      OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint,
+      // With credentials, as for a hosted backend (the Collector ignores them): never logged.
+      OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint.replace("//", "//collector:s3cret@"),
       OTEL_SERVICE_NAME: `edge-gateway-${runtime}`,
       OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name=e2e,service.name=overridden",
     });
@@ -142,6 +143,8 @@ describe.each(RUNTIMES)("trace context and spans through a real OpenTelemetry Co
     const ingestSpan = serverSpan("/v1/events") as CollectedSpan;
     expect(ingestSpan).toMatchObject({ name: "POST /v1/events", parentSpanId: clientSpanId });
     expect(ingestSpan.service).toBe(`edge-gateway-${runtime}`);
+    expect(JSON.stringify(gateway.logs)).toContain("collector:***@");
+    expect(JSON.stringify(gateway.logs)).not.toContain("s3cret");
     // OTEL_RESOURCE_ATTRIBUTES reaches the resource; OTEL_SERVICE_NAME wins over a service.name there.
     expect(attribute({ attributes: ingestSpan.resource }, "deployment.environment.name")).toBe("e2e");
     expect(attribute({ attributes: ingestSpan.resource }, "telemetry.sdk.language")).toBe("nodejs");

@@ -1,5 +1,6 @@
 import type { Attributes, Link, SpanContext, Tracer } from "@opentelemetry/api";
 import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
+import { withoutPasswords } from "../../config/config.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { SinkMessage, SinkWriter } from "../../ports/sink.ts";
 import type { RequestSpan, Tracing } from "../../ports/tracing.ts";
@@ -192,18 +193,19 @@ function loggingFailures(
   options: Pick<OtelOptions, "tracesUrl" | "log">,
 ): SpanExporter {
   let failing = false;
+  const url = withoutPasswords(options.tracesUrl);
   return {
     export(spans, done) {
       exporter.export(spans, (result) => {
         if (result.code !== EXPORT_SUCCESS && !failing) {
           failing = true;
           options.log.warn(
-            { url: options.tracesUrl, err: result.error?.message },
+            { url, err: result.error?.message },
             "OpenTelemetry: span export failing, spans are dropped until it succeeds",
           );
         } else if (result.code === EXPORT_SUCCESS && failing) {
           failing = false;
-          options.log.info({ url: options.tracesUrl }, "OpenTelemetry: span export succeeds again");
+          options.log.info({ url }, "OpenTelemetry: span export succeeds again");
         }
         done(result);
       });
