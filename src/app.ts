@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { type Config, DEV_JWT_SECRET, withoutPasswords } from "./config/config.ts";
+import { type Config, DEV_JWT_SECRET } from "./config/config.ts";
 import { createIngestModule } from "./features/ingest/module.ts";
 import { HealthState } from "./features/operations/health.ts";
 import { createMetricsApp } from "./features/operations/metrics-app.ts";
@@ -118,8 +118,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         log,
       })
     : undefined;
-  // A URL may carry a password (https://user:key@collector): logged without it.
-  if (tracesUrl) log.info({ url: withoutPasswords(tracesUrl) }, "OpenTelemetry: exporting spans over OTLP");
+  if (tracesUrl) log.info({ url: tracesUrl }, "OpenTelemetry: exporting spans over OTLP");
   const traced = (module: Module): Module =>
     tracing ? { ...module, routes: module.routes?.map((route) => tracedRoute(route, tracing)) } : module;
 

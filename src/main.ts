@@ -1,7 +1,7 @@
 import { fileURLToPath } from "node:url";
 import packageJson from "../package.json" with { type: "json" };
 import { createGateway } from "./app.ts";
-import { ConfigError, loadConfig } from "./config/config.ts";
+import { ConfigError, loadConfig, withoutPasswords } from "./config/config.ts";
 import { Lifecycle } from "./lifecycle/lifecycle.ts";
 import { isWorker, superviseWorkers, tellSupervisorListening, watchSupervisor } from "./lifecycle/workers.ts";
 import { createLogger } from "./log/logger.ts";
@@ -28,7 +28,9 @@ function readConfig() {
 }
 
 const config = readConfig();
-const log = createLogger(config.logLevel, { runtime, pid: process.pid });
+// A URL in a setting may carry a password (SCHEMAS=https://user:key@host/…, a hosted OTLP endpoint), and
+// many lines quote their URL or an error naming it: every line is written with passwords masked, whoever logs it.
+const log = createLogger(config.logLevel, { runtime, pid: process.pid }, withoutPasswords);
 
 // A stray rejection or exception is a bug to log, not a reason to drop every connection.
 process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));

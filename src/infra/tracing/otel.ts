@@ -1,6 +1,5 @@
 import type { Attributes, Link, SpanContext, Tracer } from "@opentelemetry/api";
 import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
-import { withoutPasswords } from "../../config/config.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { SinkMessage, SinkWriter } from "../../ports/sink.ts";
 import type { RequestSpan, Tracing } from "../../ports/tracing.ts";
@@ -193,7 +192,7 @@ function loggingFailures(
   options: Pick<OtelOptions, "tracesUrl" | "log">,
 ): SpanExporter {
   let failing = false;
-  const url = withoutPasswords(options.tracesUrl);
+  const url = options.tracesUrl;
   return {
     export(spans, done) {
       exporter.export(spans, (result) => {
