@@ -56,6 +56,24 @@ describe.each(RUNTIMES)("TRUST_PROXY on %s", (runtime) => {
     expect(same.filter((outcome) => outcome !== "connected")).toContain("rate_limited");
   });
 
+  test("TRUST_PROXY=1: one client is one address, whatever port or IPv6 spelling the proxy writes", async () => {
+    const gateway = gateways.trusted as RunningGateway;
+    const ports = await together(gateway, [
+      "198.51.100.8:4001",
+      "198.51.100.8:4002",
+      "198.51.100.8:4003",
+      "198.51.100.8:4004",
+    ]);
+    expect(ports.filter((outcome) => outcome === "connected").length).toBeLessThanOrEqual(2);
+    const spellings = await together(gateway, [
+      "2001:DB8:0::9",
+      "[2001:db8::9]:443",
+      "2001:0db8:0000:0000:0000:0000:0000:0009",
+      "2001:db8::9",
+    ]);
+    expect(spellings.filter((outcome) => outcome === "connected").length).toBeLessThanOrEqual(2);
+  });
+
   test("TRUST_PROXY=0: X-Forwarded-For is ignored, every attempt counts against the socket's address", async () => {
     const gateway = gateways.untrusted as RunningGateway;
     const outcomes = await together(gateway, ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"]);

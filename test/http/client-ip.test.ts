@@ -21,3 +21,19 @@ test("X-Forwarded-For is used only as far as the trusted hops reach", () => {
   expect(clientIp(request("6.6.6.6, 1.1.1.1, 2.2.2.2"), 2)).toBe("1.1.1.1");
   expect(clientIp(request("1.1.1.1"), 3)).toBe("1.1.1.1");
 });
+
+test("one client is one address however its runtime or proxy spells it", () => {
+  const peer = (remoteAddress: string): HttpRequest => ({ ...request(undefined), remoteAddress });
+  // uWebSockets.js's text of a dual-stack listener's peers, and Bun's.
+  expect(clientIp(peer("0000:0000:0000:0000:0000:ffff:7f00:0001"), 0)).toBe("127.0.0.1");
+  expect(clientIp(peer("::ffff:127.0.0.1"), 0)).toBe("127.0.0.1");
+  expect(clientIp(peer("0000:0000:0000:0000:0000:0000:0000:0001"), 0)).toBe("::1");
+  expect(clientIp(peer("2001:0DB8:0000:0000:0000:0000:0000:0001"), 0)).toBe("2001:db8::1");
+  // A proxy's port changes per connection: it must not open a new budget.
+  expect(clientIp(request("6.6.6.6, 1.1.1.1:5678"), 1)).toBe("1.1.1.1");
+  expect(clientIp(request("[2001:db8::1]:443"), 1)).toBe("2001:db8::1");
+  expect(clientIp(request("2001:DB8:0::1"), 1)).toBe("2001:db8::1");
+  // Text that is no address is kept as it came.
+  expect(clientIp(request("fe80::1%eth0"), 1)).toBe("fe80::1%eth0");
+  expect(clientIp(request("unknown"), 1)).toBe("unknown");
+});
