@@ -37,3 +37,15 @@ test("one client is one address however its runtime or proxy spells it", () => {
   expect(clientIp(request("fe80::1%eth0"), 1)).toBe("fe80::1%eth0");
   expect(clientIp(request("unknown"), 1)).toBe("unknown");
 });
+
+test("past the memo's bound, every address still gets its own canonical text", () => {
+  const peer = (remoteAddress: string): HttpRequest => ({ ...request(undefined), remoteAddress });
+  for (let round = 0; round < 2; round++) {
+    for (let i = 1; i <= 10_000; i++) {
+      const high = i >> 8;
+      const low = i & 255;
+      expect(clientIp(peer(`::ffff:10.0.${high}.${low}`), 0)).toBe(`10.0.${high}.${low}`);
+      expect(clientIp(peer(`2001:0db8::${i.toString(16)}`), 0)).toBe(`2001:db8::${i.toString(16)}`);
+    }
+  }
+});
