@@ -113,12 +113,17 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
   const tracing = tracesUrl
     ? await createOtelTracing({
         tracesUrl,
+        protocol: config.tracing.protocol,
         serviceName: config.tracing.serviceName,
         serviceVersion: version,
         log,
       })
     : undefined;
-  if (tracesUrl) log.info({ url: tracesUrl }, "OpenTelemetry: exporting spans over OTLP");
+  if (tracesUrl)
+    log.info(
+      { url: tracesUrl, protocol: config.tracing.protocol },
+      "OpenTelemetry: exporting spans over OTLP",
+    );
   const traced = (module: Module): Module =>
     tracing ? { ...module, routes: module.routes?.map((route) => tracedRoute(route, tracing)) } : module;
 

@@ -8,6 +8,7 @@ import type { Route } from "../../src/ports/route.ts";
 const receiver = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => Response.json({}) });
 const tracing = await createOtelTracing({
   tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
+  protocol: "http/json",
   serviceName: "b",
   serviceVersion: "0",
   log: pino({ level: "silent" }),

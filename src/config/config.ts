@@ -157,14 +157,33 @@ export interface Config {
     timeoutMs: number;
   };
   tracing: {
-    /** OTLP/HTTP traces URL; unset: no spans, and the OpenTelemetry SDK is never loaded. */
+    /** Where spans go (an OTLP/HTTP traces URL, or a gRPC endpoint); unset: no spans, and the OpenTelemetry SDK is never loaded. */
     tracesUrl: string | undefined;
+    protocol: OtlpProtocol;
     serviceName: string;
   };
 }
 
-function tracesUrlOf(base: string | undefined): string | undefined {
-  return base === undefined ? undefined : `${base.replace(/\/+$/, "")}/v1/traces`;
+/** The OTLP transports of the OpenTelemetry exporter specification (OTEL_EXPORTER_OTLP_PROTOCOL). */
+export const OTLP_PROTOCOLS = ["http/protobuf", "http/json", "grpc"] as const;
+export type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
+const TRACES_EXPORTERS = ["otlp", "none"] as const;
+
+/**
+ * The traces URL as the OpenTelemetry exporter specification derives it: a
+ * signal-specific endpoint as is; the base one as is for gRPC, else with
+ * /v1/traces. None when the SDK or the traces exporter is switched off.
+ */
+function tracesUrlOf(
+  protocol: OtlpProtocol,
+  tracesEndpoint: string | undefined,
+  baseEndpoint: string | undefined,
+  switchedOff: boolean,
+): string | undefined {
+  if (switchedOff) return undefined;
+  if (tracesEndpoint !== undefined || baseEndpoint === undefined || protocol === "grpc")
+    return tracesEndpoint ?? baseEndpoint;
+  return `${baseEndpoint.replace(/\/+$/, "")}/v1/traces`;
 }
 
 export class ConfigError extends Error {
@@ -221,6 +240,10 @@ export function loadConfig(env: Env = process.env): Config {
     );
   }
   const saslMechanism = read("KAFKA_SASL_MECHANISM", oneOf(SASL_MECHANISMS), "none");
+  // The OpenTelemetry default; the traces-specific variable wins over the general one.
+  const otlpProtocol =
+    read("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", oneOf(OTLP_PROTOCOLS)) ??
+    read("OTEL_EXPORTER_OTLP_PROTOCOL", oneOf(OTLP_PROTOCOLS), "http/protobuf");
   const saslUsername = read("KAFKA_SASL_USERNAME", nonEmpty);
   const saslPassword = read("KAFKA_SASL_PASSWORD", nonEmpty);
   const needsPassword = saslMechanism === "plain" || saslMechanism.startsWith("scram");
@@ -376,10 +399,14 @@ export function loadConfig(env: Env = process.env): Config {
       timeoutMs: read("REPLAY_TIMEOUT_MS", integer(100, 600_000), 10_000),
     },
     tracing: {
-      // The OpenTelemetry names: the signal-specific URL is used as is, the base one gets /v1/traces (OTLP spec).
-      tracesUrl:
-        read("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url(["http:", "https:"])) ??
-        tracesUrlOf(read("OTEL_EXPORTER_OTLP_ENDPOINT", url(["http:", "https:"]))),
+      tracesUrl: tracesUrlOf(
+        otlpProtocol,
+        read("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url(["http:", "https:"])),
+        read("OTEL_EXPORTER_OTLP_ENDPOINT", url(["http:", "https:"])),
+        read("OTEL_SDK_DISABLED", boolean, false) ||
+          read("OTEL_TRACES_EXPORTER", oneOf(TRACES_EXPORTERS), "otlp") === "none",
+      ),
+      protocol: otlpProtocol,
       serviceName: read("OTEL_SERVICE_NAME", nonEmpty, "edge-gateway"),
     },
   };

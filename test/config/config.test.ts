@@ -16,7 +16,11 @@ function problemsOf(env: Record<string, string>): string[] {
 
 describe("loadConfig", () => {
   test("OpenTelemetry: no traces URL unless an OTLP endpoint is set; the base one gets /v1/traces, the traces one wins", () => {
-    expect(loadConfig(SECRET).tracing).toEqual({ tracesUrl: undefined, serviceName: "edge-gateway" });
+    expect(loadConfig(SECRET).tracing).toEqual({
+      tracesUrl: undefined,
+      protocol: "http/protobuf",
+      serviceName: "edge-gateway",
+    });
     const base = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/" };
     expect(loadConfig({ ...SECRET, ...base }).tracing.tracesUrl).toBe("http://collector:4318/v1/traces");
     const traces = { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://otlp.example/traces" };
@@ -26,6 +30,30 @@ describe("loadConfig", () => {
     expect(problemsOf({ OTEL_EXPORTER_OTLP_ENDPOINT: "collector:4318" }).join()).toContain(
       "OTEL_EXPORTER_OTLP_ENDPOINT",
     );
+  });
+
+  test("OpenTelemetry: the transport, and the standard switches that turn the exporter off", () => {
+    const base = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4317" };
+    // gRPC takes the base endpoint as it is: no /v1/traces.
+    expect(loadConfig({ ...SECRET, ...base, OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" }).tracing).toEqual({
+      tracesUrl: "http://collector:4317/",
+      protocol: "grpc",
+      serviceName: "edge-gateway",
+    });
+    // The traces-specific protocol wins over the general one.
+    const json = { OTEL_EXPORTER_OTLP_PROTOCOL: "grpc", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/json" };
+    expect(loadConfig({ ...SECRET, ...base, ...json }).tracing).toMatchObject({
+      tracesUrl: "http://collector:4317/v1/traces",
+      protocol: "http/json",
+    });
+    expect(problemsOf({ OTEL_EXPORTER_OTLP_PROTOCOL: "thrift" }).join()).toContain(
+      "OTEL_EXPORTER_OTLP_PROTOCOL",
+    );
+    expect(loadConfig({ ...SECRET, ...base, OTEL_SDK_DISABLED: "true" }).tracing.tracesUrl).toBeUndefined();
+    expect(
+      loadConfig({ ...SECRET, ...base, OTEL_TRACES_EXPORTER: "none" }).tracing.tracesUrl,
+    ).toBeUndefined();
+    expect(problemsOf({ ...base, OTEL_TRACES_EXPORTER: "zipkin" }).join()).toContain("OTEL_TRACES_EXPORTER");
   });
 
   test("with only a secret, the documented defaults and the embedded sink", () => {

@@ -341,3 +341,65 @@ describe.each(RUNTIMES)("without OTEL_EXPORTER_OTLP_ENDPOINT on %s", (runtime) =
     }
   });
 });
+
+// The main describe above exports over the default transport, OTLP/HTTP with protobuf; these are the other two.
+describe.each(RUNTIMES)("each OTLP transport of OTEL_EXPORTER_OTLP_PROTOCOL on %s", (runtime) => {
+  for (const protocol of ["http/json", "grpc"] as const) {
+    test(`${protocol}: the request's SERVER span reaches the Collector`, async () => {
+      const gateway = await startGateway(runtime, {
+        REDIS_URL: "",
+        OTEL_EXPORTER_OTLP_ENDPOINT: protocol === "grpc" ? collector.grpcEndpoint : collector.endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
+        OTEL_SERVICE_NAME: `edge-gateway-${runtime}-${protocol}`,
+      });
+      try {
+        const traceId = newTraceId();
+        const response = await fetch(`${gateway.url}/v1/events`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${await token("acme", ["ingest"])}`,
+            "content-type": "application/json",
+            traceparent: `00-${traceId}-${newSpanId()}-01`,
+          },
+          body: JSON.stringify({ type: "click", data: { element: protocol } }),
+        });
+        expect(response.status).toBe(202);
+        const [span] = await collector.waitForTrace(
+          traceId,
+          (spans) => spans.some((found) => found.kind === SPAN_KIND_SERVER),
+          `the SERVER span sent over ${protocol}`,
+        );
+        expect(span?.service).toBe(`edge-gateway-${runtime}-${protocol}`);
+      } finally {
+        await gateway.stop("SIGKILL");
+      }
+    });
+  }
+
+  test("OTEL_SDK_DISABLED=true: nothing is exported even with an endpoint", async () => {
+    const gateway = await startGateway(runtime, {
+      REDIS_URL: "",
+      OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint,
+      OTEL_SDK_DISABLED: "true",
+    });
+    try {
+      const traceId = newTraceId();
+      const response = await fetch(`${gateway.url}/v1/events`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await token("acme", ["ingest"])}`,
+          "content-type": "application/json",
+          traceparent: `00-${traceId}-${newSpanId()}-01`,
+        },
+        body: JSON.stringify({ type: "click", data: { element: "disabled" } }),
+      });
+      expect(response.status).toBe(202);
+      // Past the exporter's 1 s batch delay, a span would be in the file.
+      await Bun.sleep(2_500);
+      expect(collector.spans().filter((span) => span.traceId === traceId)).toEqual([]);
+      expect(gateway.logs.some((entry) => String(entry.msg).includes("OpenTelemetry"))).toBe(false);
+    } finally {
+      await gateway.stop("SIGKILL");
+    }
+  });
+});

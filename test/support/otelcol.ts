@@ -46,6 +46,8 @@ export function attribute(
 export interface Collector {
   /** For OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP). */
   endpoint: string;
+  /** For OTEL_EXPORTER_OTLP_ENDPOINT with OTEL_EXPORTER_OTLP_PROTOCOL=grpc. */
+  grpcEndpoint: string;
   /** Every span written to the file so far. */
   spans(): CollectedSpan[];
   /** Resolves with the spans of `traceId` once `done` says they are all there; fails naming `what` at the deadline. */
@@ -59,8 +61,8 @@ export interface Collector {
 }
 
 /**
- * Starts the real OpenTelemetry Collector (OTLP/HTTP receiver, file
- * exporter) on a free loopback port. A missing binary fails the test with what
+ * Starts the real OpenTelemetry Collector (OTLP/HTTP and OTLP/gRPC
+ * receivers, file exporter) on free loopback ports. A missing binary fails the test with what
  * to run: the tracing tests never skip.
  */
 export async function startCollector(): Promise<Collector> {
@@ -72,8 +74,14 @@ export async function startCollector(): Promise<Collector> {
   const folder = mkdtempSync(join(tmpdir(), "otelcol-"));
   const spansFile = join(folder, "spans.jsonl");
   const port = await freePort();
+  const grpcPort = await freePort();
   const child = spawnGroup([OTELCOL, `--config=file:${CONFIG}`], {
-    env: { ...process.env, OTELCOL_HTTP_PORT: String(port), OTELCOL_SPANS_FILE: spansFile },
+    env: {
+      ...process.env,
+      OTELCOL_HTTP_PORT: String(port),
+      OTELCOL_GRPC_PORT: String(grpcPort),
+      OTELCOL_SPANS_FILE: spansFile,
+    },
     stdin: "ignore",
     stdout: "ignore",
     stderr: "pipe",
@@ -134,6 +142,7 @@ export async function startCollector(): Promise<Collector> {
 
   return {
     endpoint,
+    grpcEndpoint: `http://127.0.0.1:${grpcPort}`,
     spans,
     async waitForTrace(traceId, done, what, timeoutMs = 20_000) {
       let trace: CollectedSpan[] = [];

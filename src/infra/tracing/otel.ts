@@ -1,12 +1,14 @@
 import type { Attributes, Link, SpanContext, Tracer } from "@opentelemetry/api";
 import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
+import type { OtlpProtocol } from "../../config/config.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { SinkMessage, SinkWriter } from "../../ports/sink.ts";
 import type { RequestSpan, Tracing } from "../../ports/tracing.ts";
 
 export interface OtelOptions {
-  /** Full OTLP/HTTP traces URL (…/v1/traces). */
+  /** Full OTLP/HTTP traces URL (…/v1/traces), or the gRPC endpoint. */
   tracesUrl: string;
+  protocol: OtlpProtocol;
   serviceName: string;
   serviceVersion: string;
   log: Logger;
@@ -21,15 +23,28 @@ const MAX_LINKS = 128;
 /** Where WebSocket frames arrive (the app's `wsPath`). */
 const WS_PATH = "/v1/ws";
 
+/** The official exporter of each OTLP transport, imported only when chosen. */
+async function otlpExporter(protocol: OtlpProtocol, url: string): Promise<SpanExporter> {
+  switch (protocol) {
+    case "http/protobuf":
+      return new (await import("@opentelemetry/exporter-trace-otlp-proto")).OTLPTraceExporter({ url });
+    case "http/json":
+      return new (await import("@opentelemetry/exporter-trace-otlp-http")).OTLPTraceExporter({ url });
+    case "grpc":
+      return new (await import("@opentelemetry/exporter-trace-otlp-grpc")).OTLPTraceExporter({ url });
+  }
+}
+
 /**
- * OpenTelemetry tracing exported over OTLP/HTTP (JSON). The SDK is imported
- * here, lazily: a gateway without an OTLP endpoint never loads it.
+ * OpenTelemetry tracing exported over OTLP (HTTP with protobuf or JSON, or
+ * gRPC). The SDK is imported here, lazily: a gateway without an OTLP
+ * endpoint never loads it.
  */
 export async function createOtelTracing(options: OtelOptions): Promise<Tracing> {
   const [api, sdk, exporter, resources, semconv] = await Promise.all([
     import("@opentelemetry/api"),
     import("@opentelemetry/sdk-trace-base"),
-    import("@opentelemetry/exporter-trace-otlp-http"),
+    otlpExporter(options.protocol, options.tracesUrl),
     import("@opentelemetry/resources"),
     import("@opentelemetry/semantic-conventions"),
   ]);
@@ -47,14 +62,11 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
       )
       .merge(resources.detectResources({ detectors: [resources.envDetector] })),
     spanProcessors: [
-      new sdk.BatchSpanProcessor(
-        loggingFailures(new exporter.OTLPTraceExporter({ url: options.tracesUrl }), options),
-        {
-          maxQueueSize: MAX_QUEUED_SPANS,
-          maxExportBatchSize: EXPORT_BATCH_SPANS,
-          scheduledDelayMillis: EXPORT_DELAY_MS,
-        },
-      ),
+      new sdk.BatchSpanProcessor(loggingFailures(exporter, options), {
+        maxQueueSize: MAX_QUEUED_SPANS,
+        maxExportBatchSize: EXPORT_BATCH_SPANS,
+        scheduledDelayMillis: EXPORT_DELAY_MS,
+      }),
     ],
   });
   const tracer: Tracer = provider.getTracer("edge-gateway", options.serviceVersion);

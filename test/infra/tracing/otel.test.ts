@@ -46,6 +46,7 @@ afterEach(() => {
 async function exportOneRequest(status = 202) {
   const tracing = await createOtelTracing({
     tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
+    protocol: "http/json",
     serviceName: process.env.OTEL_SERVICE_NAME ?? "edge-gateway",
     serviceVersion: "1.2.3",
     log: pino({ level: "silent" }),
@@ -99,6 +100,7 @@ test("a failing export is logged once, and its recovery once", async () => {
   const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
   const tracing = await createOtelTracing({
     tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
+    protocol: "http/json",
     serviceName: "edge-gateway",
     serviceVersion: "1.2.3",
     log,
