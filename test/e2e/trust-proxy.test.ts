@@ -56,7 +56,7 @@ describe.each(RUNTIMES)("TRUST_PROXY on %s", (runtime) => {
     expect(same.filter((outcome) => outcome !== "connected")).toContain("rate_limited");
   });
 
-  test("TRUST_PROXY=1: one client is one address, whatever port or IPv6 spelling the proxy writes", async () => {
+  test("TRUST_PROXY=1: one client is one address, whatever port or IPv6 spelling the proxy writes, and one IPv6 /64", async () => {
     const gateway = gateways.trusted as RunningGateway;
     const ports = await together(gateway, [
       "198.51.100.8:4001",
@@ -72,6 +72,14 @@ describe.each(RUNTIMES)("TRUST_PROXY on %s", (runtime) => {
       "2001:db8::9",
     ]);
     expect(spellings.filter((outcome) => outcome === "connected").length).toBeLessThanOrEqual(2);
+    // Any address of a /64 is the same host or subscriber: rotating through it opens no new budget.
+    const network = await together(gateway, [
+      "2001:db8:5:6::1",
+      "2001:db8:5:6::2",
+      "2001:db8:5:6:aaaa::3",
+      "2001:db8:5:6:ffff:ffff:ffff:ffff",
+    ]);
+    expect(network.filter((outcome) => outcome === "connected").length).toBeLessThanOrEqual(2);
   });
 
   test("TRUST_PROXY=0: X-Forwarded-For is ignored, every attempt counts against the socket's address", async () => {
