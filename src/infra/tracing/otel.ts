@@ -23,6 +23,32 @@ const MAX_LINKS = 128;
 /** Where WebSocket frames arrive (the app's `wsPath`). */
 const WS_PATH = "/v1/ws";
 
+/**
+ * What OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME set. A value that does
+ * not parse is dropped whole, as the specification says, but the SDK tells
+ * only its debug channel: the operator is told here, once, at start.
+ */
+function detectEnvResource(
+  api: typeof import("@opentelemetry/api"),
+  resources: typeof import("@opentelemetry/resources"),
+  log: Logger,
+): import("@opentelemetry/resources").Resource {
+  const report = (message: string) => {
+    if (message.startsWith("EnvDetector failed"))
+      log.warn({ reason: message }, "OpenTelemetry: OTEL_RESOURCE_ATTRIBUTES ignored, it does not parse");
+  };
+  const quiet = () => {};
+  api.diag.setLogger(
+    { error: quiet, warn: quiet, info: quiet, debug: report, verbose: quiet },
+    api.DiagLogLevel.DEBUG,
+  );
+  try {
+    return resources.detectResources({ detectors: [resources.envDetector] });
+  } finally {
+    api.diag.disable();
+  }
+}
+
 /** The official exporter of each OTLP transport, imported only when chosen. */
 async function otlpExporter(protocol: OtlpProtocol, url: string): Promise<SpanExporter> {
   switch (protocol) {
@@ -60,7 +86,7 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
           [semconv.ATTR_SERVICE_VERSION]: options.serviceVersion,
         }),
       )
-      .merge(resources.detectResources({ detectors: [resources.envDetector] })),
+      .merge(detectEnvResource(api, resources, options.log)),
     spanProcessors: [
       new sdk.BatchSpanProcessor(loggingFailures(exporter, options), {
         maxQueueSize: MAX_QUEUED_SPANS,

@@ -128,3 +128,25 @@ test("a failing export is logged once, and its recovery once", async () => {
   ]);
   await tracing.shutdown();
 });
+
+test("an OTEL_RESOURCE_ATTRIBUTES that does not parse is dropped whole, and the operator is told once at start", async () => {
+  const lines: Array<{ level: number; msg: string; reason?: string }> = [];
+  const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  process.env.OTEL_RESOURCE_ATTRIBUTES = "deployment.environment.name=prod,no-equals-sign";
+  const tracing = await createOtelTracing({
+    tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
+    protocol: "http/json",
+    serviceName: "edge-gateway",
+    serviceVersion: "1.2.3",
+    log,
+  });
+  tracing.startRequest("POST", "/v1/events", "/v1/events", undefined).end(202);
+  await tracing.shutdown();
+  const resource = exports[0]?.resourceSpans[0]?.resource.attributes ?? [];
+  expect(attributeOf(resource, "deployment.environment.name")).toBeUndefined();
+  expect(attributeOf(resource, "service.name")).toBe("edge-gateway");
+  const warnings = lines.filter((line) => line.msg.includes("OTEL_RESOURCE_ATTRIBUTES"));
+  expect(warnings).toHaveLength(1);
+  expect(warnings[0]?.level).toBe(40);
+  expect(warnings[0]?.reason).toContain("no-equals-sign");
+});
