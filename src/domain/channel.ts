@@ -1,5 +1,5 @@
 import { GatewayError } from "./errors.ts";
-import { channelAllowed, type Principal } from "./principal.ts";
+import { channelAllowed, insufficientScope, type Principal } from "./principal.ts";
 
 /**
  * Channels: names clients use, and how they map to the engine's pub/sub topics.
@@ -58,7 +58,6 @@ export function requireChannel(principal: Principal, channel: unknown): string {
   if (typeof channel !== "string" || !CHANNEL_PATTERN.test(channel)) {
     throw new GatewayError("bad_request", '"channel" must match [A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}');
   }
-  if (!channelAllowed(principal, channel))
-    throw new GatewayError("forbidden", "channel not allowed for this token");
+  if (!channelAllowed(principal, channel)) throw insufficientScope("channel not allowed for this token");
   return channel;
 }

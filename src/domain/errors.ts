@@ -36,14 +36,14 @@ export const HTTP_ERRORS = {
   unauthorized: {
     status: 401,
     meaning:
-      "No bearer token, a malformed `Authorization` header, or a token that is invalid, expired or not for this gateway (`iss`, `aud`). `WWW-Authenticate: Bearer`.",
+      'No bearer token, a malformed `Authorization` header, or a token that is invalid, expired or not for this gateway (`iss`, `aud`). `WWW-Authenticate` is RFC 6750\'s challenge: `Bearer` without a bearer token, `Bearer error="invalid_request", …` for a malformed one, `Bearer error="invalid_token", error_description="…"` for a bad one.',
     retry: true,
     advice: "Once, with a fresh token (the official client refreshes on 401); never with the same token.",
   },
   forbidden: {
     status: 403,
     meaning:
-      "The token lacks the route's scope (`ingest`, `subscribe`, `publish`), its `channels` claim does not allow the channel or limits it and it broadcasts, or the browser origin is not in `CORS_ORIGINS` (preflights and WebSocket upgrades).",
+      'The token lacks the route\'s scope (`ingest`, `subscribe`, `publish`), its `channels` claim does not allow the channel or limits it and it broadcasts (these carry `WWW-Authenticate: Bearer error="insufficient_scope", …`, with `scope="…"` for a missing scope: RFC 6750), or the browser origin is not in `CORS_ORIGINS` (preflights and WebSocket upgrades).',
     retry: false,
     advice: "Needs another token or configuration.",
   },

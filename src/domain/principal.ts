@@ -13,8 +13,34 @@ export interface Principal {
   expiresAt: number;
 }
 
+/**
+ * A 401 for a token that was presented but is not good, with RFC 6750's
+ * challenge `error="invalid_token"`: it tells a client (and OAuth libraries,
+ * which branch on it) that getting a new token helps, where a request with no
+ * token at all gets a bare `Bearer`. `reason` is a fixed phrase, never text
+ * from the token, so it fits a quoted-string as it is.
+ */
+export function invalidToken(reason: string): GatewayError {
+  return new GatewayError("unauthorized", reason, {
+    "www-authenticate": `Bearer error="invalid_token", error_description="${reason}"`,
+  });
+}
+
+/**
+ * A 403 for a good token that does not allow this: RFC 6750's challenge
+ * `error="insufficient_scope"`, with `scope` naming the scope the route needs
+ * when one is missing (absent when the token's `channels` claim is what
+ * refuses). `message` is a fixed phrase, as in `invalidToken`.
+ */
+export function insufficientScope(message: string, scope?: string): GatewayError {
+  const needed = scope === undefined ? "" : `, scope="${scope}"`;
+  return new GatewayError("forbidden", message, {
+    "www-authenticate": `Bearer error="insufficient_scope", error_description="${message}"${needed}`,
+  });
+}
+
 export function requireScope(principal: Principal, scope: string): void {
-  if (!principal.scopes.has(scope)) throw new GatewayError("forbidden", `token lacks scope ${scope}`);
+  if (!principal.scopes.has(scope)) throw insufficientScope(`token lacks scope ${scope}`, scope);
 }
 
 /**
@@ -24,8 +50,7 @@ export function requireScope(principal: Principal, scope: string): void {
  * frame, or a 200 stream), so it is refused as the expired token it is.
  */
 export function requireUnexpired(principal: Principal, now: number): void {
-  if (principal.expiresAt <= now)
-    throw new GatewayError("unauthorized", "token expired", { "www-authenticate": "Bearer" });
+  if (principal.expiresAt <= now) throw invalidToken("token expired");
 }
 
 /**

@@ -5,6 +5,7 @@ import {
   isChannelPattern,
   type Principal,
   requireScope,
+  requireUnexpired,
 } from "../../src/domain/principal.ts";
 
 function principal(fields: Partial<Principal> = {}): Principal {
@@ -35,6 +36,25 @@ describe("requireScope", () => {
     expect(error.code).toBe("forbidden");
     expect(error.status).toBe(403);
     expect(error.message).toBe("token lacks scope publish");
+    expect(error.headers["www-authenticate"]).toBe(
+      'Bearer error="insufficient_scope", error_description="token lacks scope publish", scope="publish"',
+    );
+  });
+});
+
+describe("requireUnexpired", () => {
+  test("a token past its exp is a 401 with the invalid_token challenge", () => {
+    let thrown: unknown;
+    try {
+      requireUnexpired(principal({ expiresAt: 1000 }), 1000);
+    } catch (error) {
+      thrown = error;
+    }
+    const error = thrown as GatewayError;
+    expect(error.status).toBe(401);
+    expect(error.headers["www-authenticate"]).toBe(
+      'Bearer error="invalid_token", error_description="token expired"',
+    );
   });
 });
 

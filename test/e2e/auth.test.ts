@@ -78,6 +78,55 @@ describe.each(RUNTIMES)("a token just past its exp, inside the clock-skew tolera
   });
 });
 
+describe.each(RUNTIMES)("the RFC 6750 challenge of a 401 and a 403 on %s", (runtime) => {
+  let gateway: RunningGateway | undefined;
+  afterEach(async () => {
+    await gateway?.stop("SIGKILL");
+    gateway = undefined;
+  });
+
+  async function challenge(path: string, init: RequestInit = {}): Promise<[number, string | null]> {
+    const response = await fetch(`${(gateway as RunningGateway).url}${path}`, init);
+    await response.body?.cancel();
+    return [response.status, response.headers.get("www-authenticate")];
+  }
+
+  test("no token: bare Bearer; a bad one: invalid_token; a missing scope or channel: insufficient_scope", async () => {
+    gateway = await startGateway(runtime, { JWT_SECRET: TEST_SECRET, LOCAL_LOG_DIR: tempLogDir() });
+    const post = (authorization?: string, body: unknown = { type: "page_view", data: {} }) => ({
+      method: "POST",
+      headers: { "content-type": "application/json", ...(authorization ? { authorization } : {}) },
+      body: JSON.stringify(body),
+    });
+    expect(await challenge("/v1/events", post())).toEqual([401, "Bearer"]);
+    expect(await challenge("/v1/events", post("Basic dXNlcjpwYXNz"))).toEqual([401, "Bearer"]);
+    expect(await challenge("/v1/events", post("Bearer a b"))).toEqual([
+      401,
+      'Bearer error="invalid_request", error_description="malformed Authorization header"',
+    ]);
+    expect(await challenge("/v1/events", post(`Bearer ${await devToken()}`))).toEqual([
+      401,
+      'Bearer error="invalid_token", error_description="bad token signature"',
+    ]);
+    const expired = await token("acme", ["subscribe"], { ttlSec: -1 });
+    expect(await challenge(`/v1/sse?channel=orders&token=${expired}`)).toEqual([
+      401,
+      'Bearer error="invalid_token", error_description="token expired"',
+    ]);
+    const subscriber = await token("acme", ["subscribe"], { channels: ["orders"] });
+    expect(await challenge("/v1/events", post(`Bearer ${subscriber}`))).toEqual([
+      403,
+      'Bearer error="insufficient_scope", error_description="token lacks scope ingest", scope="ingest"',
+    ]);
+    expect(
+      await challenge("/v1/channels/billing/events", { headers: { authorization: `Bearer ${subscriber}` } }),
+    ).toEqual([
+      403,
+      'Bearer error="insufficient_scope", error_description="channel not allowed for this token"',
+    ]);
+  });
+});
+
 test.each(["bun run start", "npm start"])(
   "the README's start command (%s) asks for dev mode, so a first run works without a secret",
   async (line) => {

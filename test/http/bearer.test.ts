@@ -39,4 +39,18 @@ describe("bearerToken", () => {
       expect(error.message).toBe("malformed Authorization header");
     }
   });
+
+  test("another scheme holds no bearer token: a bare Bearer challenge, no error code (RFC 6750 §3.1)", () => {
+    for (const header of ["Basic dXNlcjpwYXNz", "Bearerabc", "abc"]) {
+      expect(rejection(header).headers["www-authenticate"]).toBe("Bearer");
+    }
+  });
+
+  test("a malformed Bearer header is an invalid_request challenge", () => {
+    for (const header of ["Bearer", "Bearer ", "Bearer a b", "Bearer a, Bearer b"]) {
+      expect(rejection(header).headers["www-authenticate"]).toBe(
+        'Bearer error="invalid_request", error_description="malformed Authorization header"',
+      );
+    }
+  });
 });

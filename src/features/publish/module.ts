@@ -1,7 +1,7 @@
 import { isUtf8 } from "node:buffer";
 import { requireChannel } from "../../domain/channel.ts";
 import { GatewayError, isGatewayError } from "../../domain/errors.ts";
-import { mayBroadcast, type Principal } from "../../domain/principal.ts";
+import { insufficientScope, mayBroadcast, type Principal } from "../../domain/principal.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import { type Idempotency, idempotencyScope } from "../../http/idempotency.ts";
 import { json } from "../../http/reply.ts";
@@ -84,7 +84,7 @@ export function createPublisher(
     }
     if (request.broadcast) {
       if (!mayBroadcast(principal))
-        throw new GatewayError("forbidden", "a token limited by a channels claim cannot broadcast");
+        throw insufficientScope("a token limited by a channels claim cannot broadcast");
       message.broadcast = true;
       if (request.channel !== undefined) message.channel = requireChannel(principal, request.channel);
     } else message.channel = requireChannel(principal, request.channel);

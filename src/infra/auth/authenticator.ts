@@ -1,6 +1,6 @@
 import { decodeProtectedHeader, type JWTPayload, jwtVerify } from "jose";
-import { GatewayError, isGatewayError } from "../../domain/errors.ts";
-import { isChannelPattern, type Principal } from "../../domain/principal.ts";
+import { isGatewayError } from "../../domain/errors.ts";
+import { invalidToken, isChannelPattern, type Principal } from "../../domain/principal.ts";
 import { LruCache } from "../../lib/lru.ts";
 import type { Authenticator } from "../../ports/auth.ts";
 import { JwksKeys } from "./jwks.ts";
@@ -32,11 +32,6 @@ const TENANT_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const SECRET_ALGORITHMS = ["HS256"];
 const JWKS_ALGORITHMS = ["RS256", "ES256", "EdDSA", "PS256"];
 
-/** Reasons are fixed phrases: nothing from the token reaches a response or a log. */
-function unauthorized(reason: string): GatewayError {
-  return new GatewayError("unauthorized", reason, { "www-authenticate": "Bearer" });
-}
-
 function rejectionReason(error: unknown): string {
   const { code, claim } = error as { code?: unknown; claim?: unknown };
   switch (code) {
@@ -60,7 +55,7 @@ function parseScopes(scope: unknown): Set<string> {
   if (scope === undefined) return new Set();
   if (typeof scope === "string") return new Set(scope.split(/\s+/).filter((entry) => entry !== ""));
   if (Array.isArray(scope) && scope.every((entry) => typeof entry === "string")) return new Set(scope);
-  throw unauthorized("token scope must be a string or a list of strings");
+  throw invalidToken("token scope must be a string or a list of strings");
 }
 
 function parseChannels(channels: unknown): string[] | undefined {
@@ -71,15 +66,15 @@ function parseChannels(channels: unknown): string[] | undefined {
   ) {
     return channels;
   }
-  throw unauthorized("token channels must be a list of channel patterns");
+  throw invalidToken("token channels must be a list of channel patterns");
 }
 
 function principalFromClaims(payload: JWTPayload): Principal {
   const { sub, tenant, scope, channels, exp } = payload;
-  if (typeof sub !== "string" || sub === "") throw unauthorized("token has no sub");
+  if (typeof sub !== "string" || sub === "") throw invalidToken("token has no sub");
   if (typeof tenant !== "string" || !TENANT_PATTERN.test(tenant))
-    throw unauthorized("token has no valid tenant");
-  if (typeof exp !== "number") throw unauthorized("token has no exp");
+    throw invalidToken("token has no valid tenant");
+  if (typeof exp !== "number") throw invalidToken("token has no exp");
   return {
     subject: sub,
     tenant,
@@ -137,7 +132,7 @@ export function createAuthenticator(options: AuthenticatorOptions): CachingAuthe
     try {
       alg = decodeProtectedHeader(token).alg;
     } catch {
-      throw unauthorized("malformed token");
+      throw invalidToken("malformed token");
     }
     const checks = { ...claims, currentDate: new Date(now()) };
     try {
@@ -150,9 +145,9 @@ export function createAuthenticator(options: AuthenticatorOptions): CachingAuthe
     } catch (error) {
       // The key lookup's own 503: the endpoint failed, not the token.
       if (isGatewayError(error)) throw error;
-      throw unauthorized(rejectionReason(error));
+      throw invalidToken(rejectionReason(error));
     }
-    throw unauthorized("unsupported token algorithm");
+    throw invalidToken("unsupported token algorithm");
   }
 
   function cached(token: string): Principal | undefined {

@@ -65,6 +65,9 @@ describe("createPublisher: broadcasts", () => {
       expect(refused).toBeInstanceOf(GatewayError);
       expect((refused as GatewayError).code).toBe("forbidden");
       expect((refused as GatewayError).status).toBe(403);
+      expect((refused as GatewayError).headers["www-authenticate"]).toBe(
+        'Bearer error="insufficient_scope", error_description="a token limited by a channels claim cannot broadcast"',
+      );
       expect(published).toEqual([]);
       expect(charged()).toBe(0);
     },

@@ -33,6 +33,11 @@ async function expectRefused(authenticator: Authenticator, token: string, reason
   expect(error.code).toBe("unauthorized");
   expect(error.status).toBe(401);
   expect(error.message).toBe(reason);
+  // RFC 6750's challenge, its description a valid quoted-string (RFC 6750 §3: no '"' or '\\').
+  expect(error.headers["www-authenticate"]).toBe(
+    `Bearer error="invalid_token", error_description="${reason}"`,
+  );
+  expect(reason).toMatch(/^[\x20\x21\x23-\x5B\x5D-\x7E]+$/);
 }
 
 /** Counts signature checks: jose verifies every JWS through WebCrypto. */
