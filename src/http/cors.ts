@@ -7,8 +7,9 @@ const ALLOWED_REQUEST_HEADERS =
   "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, last-event-id, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey";
 /** The response headers a browser script may read: the rate-limit state and when to retry. */
 // Deprecation, Sunset and Link tell a script that the route it calls is retired (RFC 9745, RFC 8594).
+// WWW-Authenticate tells it whether a new token helps (invalid_token) or which scope is missing (RFC 6750).
 const EXPOSED_HEADERS =
-  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Idempotency-Replayed, Deprecation, Sunset, Link";
+  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Idempotency-Replayed, Deprecation, Sunset, Link, WWW-Authenticate";
 const PREFLIGHT_MAX_AGE_SEC = "600";
 
 /**

@@ -5,7 +5,7 @@ import { RUNTIMES, type RunningGateway, rawUpgrade, runUntilExit, startGateway }
 const ALLOWED = "https://app.example.com";
 const OTHER = "https://evil.example.net";
 const EXPOSED =
-  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Idempotency-Replayed, Deprecation, Sunset, Link";
+  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Idempotency-Replayed, Deprecation, Sunset, Link, WWW-Authenticate";
 
 /** The status of a WebSocket upgrade sent over a raw socket. */
 const upgradeStatus = async (port: number, headers: Record<string, string>) =>

@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { CorsPolicy, isPreflight } from "../../src/http/cors.ts";
 
 const EXPOSED =
-  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Idempotency-Replayed, Deprecation, Sunset, Link";
+  "RateLimit-Policy, RateLimit, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, Idempotency-Replayed, Deprecation, Sunset, Link, WWW-Authenticate";
 
 test("a listed origin is echoed with Vary and the exposed headers; others get only Vary", () => {
   const policy = new CorsPolicy(["https://app.example.com"]);
