@@ -135,8 +135,8 @@ export async function decodeBody(
   if (mediaType === CLOUDEVENT_TYPE || mediaType === CLOUDEVENT_BATCH_TYPE) {
     const batch = mediaType === CLOUDEVENT_BATCH_TYPE;
     if (firstByte(text) !== (batch ? OPEN_BRACKET : OPEN_BRACE)) {
-      throw new GatewayError(
-        "malformed_json",
+      throw wrongShape(
+        text,
         batch ? "a CloudEvents batch is a JSON array of events" : "a structured CloudEvent is a JSON object",
       );
     }
@@ -195,6 +195,23 @@ function malformed(scanner: JsonScanner): GatewayError {
   return new GatewayError("malformed_json", `malformed JSON near byte ${scanner.pos}`);
 }
 
+/**
+ * A body whose first byte is not the shape asked for. JSON all the same
+ * (`42`, `"x"`, an object where an array is asked for) is a `bad_request`,
+ * as the catalogue and `/v1/publish` say: the client sent the wrong value,
+ * not broken JSON. Only a body that is not JSON is `malformed_json`.
+ */
+function wrongShape(text: Buffer, shape: string): GatewayError {
+  const scanner = new JsonScanner(text);
+  try {
+    scanner.value();
+    scanner.end();
+  } catch (failure) {
+    if (failure === SYNTAX_ERROR) return malformed(scanner);
+  }
+  return new GatewayError("bad_request", shape);
+}
+
 /** Reads the item at the scanner's position: `readRecord` or `readEvent`. */
 type ItemReader = (scanner: JsonScanner, text: Buffer, unit: "record" | "line") => RawRecord;
 
@@ -204,7 +221,7 @@ function scanJson(text: Buffer, maxRecords: number, read: ItemReader): RawRecord
   scanner.skipWhitespace();
   const first = scanner.peek();
   if (first !== OPEN_BRACE && first !== OPEN_BRACKET) {
-    throw new GatewayError("malformed_json", "the body must be a JSON object or an array of objects");
+    throw wrongShape(text, "the body must be a JSON object or an array of objects");
   }
   const records: RawRecord[] = [];
   try {

@@ -74,7 +74,7 @@ describe("decodeBody", () => {
     expect(await codeOf(decodeBody(bytes("{nope"), "application/json", undefined, LIMITS))).toBe(
       "malformed_json",
     );
-    expect(await codeOf(decodeBody(bytes("42"), "application/json", undefined, LIMITS))).toBe(
+    expect(await codeOf(decodeBody(bytes("hello"), "application/json", undefined, LIMITS))).toBe(
       "malformed_json",
     );
     expect(
@@ -91,6 +91,30 @@ describe("decodeBody", () => {
     expect(
       await codeOf(decodeBody(bytes(many), "application/json", undefined, { ...LIMITS, maxRecords: 2 })),
     ).toBe("payload_too_large");
+  });
+
+  test("JSON that is not an object or an array is a bad_request (as on /v1/publish), not malformed_json", async () => {
+    for (const body of ["42", ' "x" ', "null", "true"]) {
+      expect(await codeOf(decodeBody(bytes(body), "application/json", undefined, LIMITS))).toBe(
+        "bad_request",
+      );
+    }
+    expect(await codeOf(decodeBody(bytes("[]"), "application/cloudevents+json", undefined, LIMITS))).toBe(
+      "bad_request",
+    );
+    expect(
+      await codeOf(
+        decodeBody(bytes('{"specversion":"1.0"}'), "application/cloudevents-batch+json", undefined, LIMITS),
+      ),
+    ).toBe("bad_request");
+    for (const body of ["", "nope", "42 43", '"open']) {
+      expect(await codeOf(decodeBody(bytes(body), "application/json", undefined, LIMITS))).toBe(
+        "malformed_json",
+      );
+    }
+    expect(await codeOf(decodeBody(bytes("[1,"), "application/cloudevents+json", undefined, LIMITS))).toBe(
+      "malformed_json",
+    );
   });
 
   test("data and ts keep the exact bytes the client sent, numbers beyond 2^53 included", async () => {
