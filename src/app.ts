@@ -376,6 +376,21 @@ async function createSink(
 }
 
 /**
+ * A document named by a setting that could not be loaded at start: the fatal
+ * line names the setting in its text and in `variables`, as for a bad value
+ * or an unusable HOST/PORT, so a log pipeline finds all three the same way.
+ */
+export class SettingLoadError extends Error {
+  readonly variables: string[];
+
+  constructor(setting: string, cause: unknown) {
+    super(`${setting}: cannot load: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = "SettingLoadError";
+    this.variables = [setting];
+  }
+}
+
+/**
  * A document named by a setting that cannot be loaded at start stops the gateway
  * with a message naming that setting, as a bad value of any other setting does.
  */
@@ -383,8 +398,6 @@ async function startNamingSetting(setting: string, started: Promise<void>): Prom
   try {
     await started;
   } catch (error) {
-    throw new Error(`${setting}: cannot load: ${error instanceof Error ? error.message : String(error)}`, {
-      cause: error,
-    });
+    throw new SettingLoadError(setting, error);
   }
 }

@@ -1,6 +1,6 @@
 import { fileURLToPath } from "node:url";
 import packageJson from "../package.json" with { type: "json" };
-import { createGateway } from "./app.ts";
+import { createGateway, SettingLoadError } from "./app.ts";
 import { ConfigError, loadConfig, withoutPasswords } from "./config/config.ts";
 import { Lifecycle } from "./lifecycle/lifecycle.ts";
 import { isWorker, superviseWorkers, tellSupervisorListening, watchSupervisor } from "./lifecycle/workers.ts";
@@ -117,7 +117,10 @@ async function serve(): Promise<void> {
 // left to the uncaughtException handler it was only logged, and the process exited 0.
 if (isWorker(config.workers))
   await serve().catch((error: unknown) => {
-    log.fatal({ err: error }, "cannot start");
+    // The error itself is the cause: logged as the wrapper, its text came twice (pino appends a cause's message).
+    if (error instanceof SettingLoadError)
+      log.fatal({ variables: error.variables, err: error.cause }, error.message);
+    else log.fatal({ err: error }, "cannot start");
     process.exit(1);
   });
 else superviseWorkers(config.workers, log);

@@ -215,6 +215,16 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
       });
       expect(code).toBe(1);
       expect(stdout + stderr).toContain(`${setting}: cannot load`);
+      // One fatal line, named like a bad value (msg and variables), the cause's text once.
+      const fatal = stdout
+        .split("\n")
+        .filter((line) => line.includes('"level":"fatal"'))
+        .map((line) => JSON.parse(line) as { msg: string; variables?: string[]; err?: { message: string } });
+      expect(fatal).toHaveLength(1);
+      expect(fatal[0]?.msg).toStartWith(`${setting}: cannot load: `);
+      expect(fatal[0]?.variables).toEqual([setting]);
+      expect(fatal[0]?.msg.split("/nonexistent/edge-gateway-source")).toHaveLength(2);
+      expect(fatal[0]?.err?.message).toContain("/nonexistent/edge-gateway-source");
     }
   });
 });
