@@ -273,6 +273,30 @@ for (const runtime of RUNTIMES) {
       await allowed.body?.cancel();
     });
 
+    test("HEAD: GET's status and headers (chunked, no Content-Length), no body, and the connection stays usable", async () => {
+      const subscriber = await token("acme", ["subscribe"]);
+      const socket = connect(gateway.port, "127.0.0.1");
+      let received = "";
+      socket.on("data", (chunk) => {
+        received += chunk.toString();
+      });
+      await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+      socket.write(`HEAD /v1/sse?channel=t&token=${subscriber} HTTP/1.1\r\nhost: x\r\n\r\n`);
+      const deadline = Date.now() + 5000;
+      // Not pipelined: the HEAD answer waits for the token check (see http-api.md, pipelining).
+      while (!received.includes("\r\n\r\n") && Date.now() < deadline) await Bun.sleep(50);
+      socket.write("GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n");
+      while (!received.includes('{"status":"ok"}') && Date.now() < deadline) await Bun.sleep(50);
+      socket.destroy();
+      const head = received.slice(0, received.indexOf("\r\n\r\n")).toLowerCase();
+      expect(head).toStartWith("http/1.1 200 ");
+      expect(head).toContain("content-type: text/event-stream");
+      expect(head).toContain("transfer-encoding: chunked");
+      expect(head).not.toContain("content-length");
+      // No body: the next answer follows the HEAD answer's headers at once.
+      expect(received.slice(head.length + 4)).toStartWith("HTTP/1.1 200 ");
+    });
+
     test("a stream the server ends (token expired) leaves the HTTP/1.1 connection ready for the next request", async () => {
       const shortLived = await token("acme", ["subscribe"], { ttlSec: 1 });
       const socket = connect(gateway.port, "127.0.0.1");

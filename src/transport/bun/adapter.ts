@@ -68,6 +68,10 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       }
       // HEAD, or the client left already: the stream never opens.
       reply.stream?.closed();
+      // A stream's GET is chunked, its length unknown: its HEAD says so too (an empty stream
+      // body, which Bun cancels unread), not the length of the first chunk.
+      if (reply.stream && req.method === "HEAD")
+        return new Response(new ReadableStream(), { status: reply.status, headers: replyHeaders(reply) });
       return toResponse(reply);
     },
     websocket: {

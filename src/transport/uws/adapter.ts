@@ -408,8 +408,10 @@ function writeReply(res: UwsResponse, reply: HttpReply, head = false): void {
     res.endWithoutBody();
   } else if (head && reply.closeConnection !== true) {
     // Not endWithoutBody(length): this uWS version then waits for the body it announced (and
-    // reads an explicit undefined as a huge length). So the length is written by hand.
-    res.writeStatus(`${statusText}\r\ncontent-length: ${byteLength(reply.body)}`);
+    // reads an explicit undefined as a huge length). So the length is written by hand. A
+    // stream's GET is chunked, its length unknown: its HEAD says so too, not its first chunk's.
+    const framing = reply.stream ? "transfer-encoding: chunked" : `content-length: ${byteLength(reply.body)}`;
+    res.writeStatus(`${statusText}\r\n${framing}`);
     res.endWithoutBody();
   } else {
     res.writeStatus(statusText);
