@@ -41,6 +41,8 @@ export type RawRecord =
       exactNumbers?: ExactNumbers;
       /** Kafka headers of its own (a CloudEvent's `ce_*` attributes). */
       headers?: Record<string, string>;
+      /** A CloudEvent's `source`: its `id` is unique only within it (CloudEvents 1.0, "id"). */
+      idSource?: string;
       /**
        * Where a plain record's whole text lies (`sentAs` reads it for a dead
        * letter): the request's body, valid while the request is handled.

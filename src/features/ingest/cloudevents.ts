@@ -111,6 +111,7 @@ function toRecord(
     dataJson,
     tsJson: typeof attributes.time === "string" ? JSON.stringify(attributes.time) : undefined,
     headers: kafkaHeaders(attributes),
+    idSource: attributes.source as string,
   };
   if (exactNumbers) record.exactNumbers = exactNumbers;
   return record;

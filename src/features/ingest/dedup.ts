@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { GatewayError } from "../../domain/errors.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { RecordIdStore } from "../../ports/record-ids.ts";
@@ -24,6 +24,21 @@ export interface DedupCandidate {
   /** Position in the request. */
   index: number;
   id: string;
+  /** What the store keeps for it (`recordIdKey`). */
+  key: string;
+}
+
+/**
+ * The name a record's id is kept under: the id itself, or for a CloudEvent
+ * its `source` and `id` together, since CloudEvents 1.0 makes an id unique
+ * only within its source (two sources numbering their events from 1 repeat
+ * each other's ids, and neither event is a duplicate). The source goes in
+ * as a digest, so a long one costs the store no more than a short one.
+ */
+export function recordIdKey(id: string, cloudEventSource: string | undefined): string {
+  if (cloudEventSource === undefined) return id;
+  const source = createHash("sha256").update(cloudEventSource).digest("base64url").slice(0, 16);
+  return `ce:${source}:${id}`;
 }
 
 /** What a request holds after claiming its ids: it must `settle` them once the write succeeded or failed. */
@@ -56,17 +71,17 @@ export async function claimRecordIds(
   const firstOfId = new Set<string>();
   const unique: DedupCandidate[] = [];
   for (const candidate of candidates) {
-    if (firstOfId.has(candidate.id)) {
+    if (firstOfId.has(candidate.key)) {
       duplicates.push({ index: candidate.index, id: candidate.id });
       skip.add(candidate.position);
     } else {
-      firstOfId.add(candidate.id);
+      firstOfId.add(candidate.key);
       unique.push(candidate);
     }
   }
   const verdicts = await dedup.store.claim(
     tenant,
-    unique.map((candidate) => candidate.id),
+    unique.map((candidate) => candidate.key),
     claimant,
     windowMs,
   );

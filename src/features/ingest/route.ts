@@ -14,7 +14,13 @@ import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { HttpReply, HttpRequest } from "../../ports/transport.ts";
 import { decodeBody, type RawRecord, type RecordMembers, sentAs } from "./body.ts";
 import { binaryCloudEvent } from "./cloudevents.ts";
-import { type ClaimedIds, claimRecordIds, type DedupCandidate, type RecordDedup } from "./dedup.ts";
+import {
+  type ClaimedIds,
+  claimRecordIds,
+  type DedupCandidate,
+  type RecordDedup,
+  recordIdKey,
+} from "./dedup.ts";
 import { type Normalized, normalizeRecord, REJECT_REASON } from "./record.ts";
 import { RecordMessage, RecordValues } from "./record-value.ts";
 
@@ -162,7 +168,12 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
           };
         } else {
           if (dedupCandidates !== undefined && raw.ok && (raw.value as { id?: unknown }).id !== undefined)
-            dedupCandidates.push({ position: accepted.length, index, id: result.record.id });
+            dedupCandidates.push({
+              position: accepted.length,
+              index,
+              id: record.id,
+              key: recordIdKey(record.id, raw.idSource),
+            });
           accepted.push(record);
           messages.push(message);
           values.add(record, valueLength, idGenerated);

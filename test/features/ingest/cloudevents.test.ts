@@ -34,6 +34,7 @@ describe("CloudEvents bodies", () => {
         ce_time: "2026-01-01T00:00:00Z",
         ce_ext1: "7",
       },
+      idSource: "/s",
     });
   });
 

@@ -11,7 +11,7 @@ function setup() {
 }
 
 const candidates = (...ids: string[]): DedupCandidate[] =>
-  ids.map((id, position) => ({ position, index: position + 1, id }));
+  ids.map((id, position) => ({ position, index: position + 1, id, key: id }));
 
 test("ids written in the window and repeats within the request are duplicates; the rest are written", async () => {
   const { dedup, metrics } = setup();

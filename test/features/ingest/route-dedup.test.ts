@@ -60,7 +60,7 @@ function setup(store: RecordIdStore, dedupTenants: string[]) {
     return { status: reply.status, body: JSON.parse(reply.body as string) };
   };
   const ids = () => written.map((message) => JSON.parse(message.value).id as string);
-  return { post, queue, ids };
+  return { route, post, queue, ids };
 }
 
 test("a tenant without deduplication: the store is never called, every copy is written, the answer is unchanged", async () => {
@@ -117,4 +117,42 @@ test("records acknowledged past the deadline: the 503 carries the 202 they get o
   const answer = (await late.eventualAnswer) as { status: number; body: string };
   expect(answer.status).toBe(202);
   expect(JSON.parse(answer.body)).toEqual({ accepted: 1, rejected: 0, errors: [] });
+});
+
+test("a CloudEvent is a duplicate only of one with the same source and id: another source's event with that id is written", async () => {
+  const { route, ids } = setup(new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 100 }), ["acme"]);
+  // CloudEvents 1.0: `id` is unique within its `source`; sources often count from 1 on their own.
+  const event = (source: string) => ({ specversion: "1.0", type: "click", source, id: "1", data: {} });
+  const batch = (...sources: string[]): HttpRequest => ({
+    ...request("acme", JSON.stringify(sources.map(event))),
+    header: (name) =>
+      name === "content-type"
+        ? "application/cloudevents-batch+json"
+        : name === "x-tenant"
+          ? "acme"
+          : undefined,
+  });
+  const post = async (...sources: string[]) => {
+    const reply = await route.handler(batch(...sources), {});
+    return JSON.parse(reply.body as string);
+  };
+  expect(await post("/sensor/a", "/sensor/b", "/sensor/a")).toEqual({
+    accepted: 3,
+    rejected: 0,
+    errors: [],
+    duplicates: [{ index: 2, id: "1" }],
+  });
+  expect(await post("/sensor/b", "/sensor/c")).toEqual({
+    accepted: 2,
+    rejected: 0,
+    errors: [],
+    duplicates: [{ index: 0, id: "1" }],
+  });
+  // A plain record is no CloudEvent of any source: its id "1" is its own.
+  const plain = await route.handler(
+    request("acme", JSON.stringify({ type: "click", id: "1", data: {} })),
+    {},
+  );
+  expect(JSON.parse(plain.body as string)).toEqual({ accepted: 1, rejected: 0, errors: [] });
+  expect(ids()).toEqual(["1", "1", "1", "1"]);
 });
