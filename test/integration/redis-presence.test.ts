@@ -67,3 +67,17 @@ test("a crashed instance's entries vanish by themselves after the TTL, while a l
   await Bun.sleep(options.ttlMs * 2);
   await eventually(live, key, { liv: 1 });
 });
+
+test("an instance answers with its own members as they are now, not as last written", async () => {
+  const key = `t/it-${Date.now()}/own`;
+  // Writes nothing during the test: whatever it answers of its own comes from its live members.
+  const slow = new RedisPresence({ ...options, flushMs: 60_000, ttlMs: 180_000 }, log);
+  open.push(slow);
+  const other = instance();
+  other.changed(key, new Map([["bob", 1]]));
+  await eventually(slow, key, { bob: 1 });
+  slow.changed(key, new Map([["ann", 1]]));
+  expect(Object.fromEntries(await slow.members(key))).toEqual({ ann: 1, bob: 1 });
+  slow.changed(key, new Map());
+  expect(Object.fromEntries(await slow.members(key))).toEqual({ bob: 1 });
+});

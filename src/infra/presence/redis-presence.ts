@@ -71,9 +71,15 @@ export class RedisPresence implements PresenceStore {
     const countOf = (counts?.[1] as Record<string, string> | undefined) ?? {};
     const members = new Map<string, number>();
     for (const entry of (live?.[1] as string[] | undefined) ?? []) {
-      const subject = entry.slice(entry.indexOf(SEPARATOR) + 1);
+      const separator = entry.indexOf(SEPARATOR);
+      // This instance's own entries lag its connections by up to a flush: its live map below is what holds.
+      if (entry.slice(0, separator) === this.instance) continue;
+      const subject = entry.slice(separator + 1);
       members.set(subject, (members.get(subject) ?? 0) + (Number(countOf[entry]) || 1));
     }
+    // A client that subscribed (or left) here is seen so at once by a read here: the answer, and join and leave events.
+    for (const [subject, count] of this.local.get(channelKey) ?? [])
+      members.set(subject, (members.get(subject) ?? 0) + count);
     return members;
   }
 
