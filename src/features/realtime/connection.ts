@@ -484,11 +484,12 @@ export class Connection {
     const topic = channelTopic(principal.tenant, channel);
     if (!this.channels.has(channel)) {
       this.channels.add(channel);
-      this.peer?.subscribe(topic);
       this.host.countTopic(topic, 1);
       this.host.presence(topic, principal.subject, 1);
       metrics.wsSubscriptions.inc();
     }
+    // Again too for a channel whose live frames were held back from the engine while the log was read.
+    this.peer?.subscribe(topic);
     // The latest subscribe of the channel says whether it wants join and leave events.
     this.setPresenceEvents(topic, channel, this.presenceAsked.get(channel) === true);
     this.presenceAsked.delete(channel);
@@ -505,11 +506,19 @@ export class Connection {
     for (const live of held) if (live.offset > last) this.sendText(live.frame);
   }
 
-  /** Holds the channel's live frames back while the log is read, then answers as `answerResume`. */
+  /**
+   * Holds the channel's live frames back while the log is read, then answers
+   * as `answerResume`. A channel already subscribed (a client closing a gap
+   * it saw) stops getting live frames straight from the engine meanwhile:
+   * they would reach it before the older replayed ones and again after them,
+   * and a client that moved past them drops the replay, keeping the gap.
+   */
   private replayFromLog(principal: Principal, channel: string, pending: PendingResume): void {
     const replay: PendingReplay = { untap: () => {}, held: [], heldBytes: 0 };
     const { maxBytes } = this.host.resume.limits;
-    replay.untap = this.host.tap(channelTopic(principal.tenant, channel), (frame, offset) => {
+    const topic = channelTopic(principal.tenant, channel);
+    if (this.channels.has(channel)) this.peer?.unsubscribe(topic);
+    replay.untap = this.host.tap(topic, (frame, offset) => {
       if (offset < pending.until) return;
       replay.held.push({ frame, offset });
       replay.heldBytes += frame.length;
@@ -536,8 +545,13 @@ export class Connection {
     this.replays.delete(channel);
   }
 
-  /** A replay bound was hit: the channel is not subscribed, the client asks again (from its last event) after the delay. */
+  /**
+   * A replay bound was hit: the channel is not subscribed (no longer, when it
+   * was: its live frames were held back for the replay that is not coming),
+   * and the client asks again, from its last event, after the delay.
+   */
   private tryAgain(channel: string, retryAfterMs: number, message: string): void {
+    if (this.channels.has(channel)) this.unsubscribe(channel);
     this.presenceAsked.delete(channel);
     this.host.metrics.wsResumes.inc({ result: "try_again" });
     this.send({ type: "error", code: "try_again", channel, retryAfterMs, message });

@@ -71,6 +71,7 @@ function connection(
   authTimeoutMs = 60_000,
   resume?: Resume,
   publish: Publish = async () => undefined,
+  tap: ConnectionHost["tap"] = () => () => {},
 ) {
   const history = new ChannelHistory({
     eventsPerChannel: 10,
@@ -90,7 +91,7 @@ function connection(
         maxBytes: 1 << 20,
         timeoutMs: 1000,
       }),
-    tap: () => () => {},
+    tap,
     metrics: createMetrics("test", "0"),
     admit: async () => {},
     verify: async (token) => {
@@ -473,5 +474,89 @@ describe("Connection: join and leave events", () => {
     expect(presenceTopics()).toEqual([]);
     const refused = await send(peer, { type: "subscribe", channel: "room", presence: "yes" });
     expect(refused[0]).toMatchObject({ type: "error", code: "bad_frame" });
+  });
+});
+
+describe("a resume read from the log", () => {
+  /** A Resume whose every `since` is read from the log, finished by the test; live frames offered through `live`. */
+  function readingEveryResumeFromTheLog() {
+    const reads: Array<(outcome: ResumeOutcome) => void> = [];
+    const resume = {
+      limits: { maxBytes: 1 << 20 },
+      position: () => null,
+      after: () => ({ until: 5n, outcome: new Promise<ResumeOutcome>((resolve) => reads.push(resolve)) }),
+    } as unknown as Resume;
+    const listeners = new Set<(frame: string, offset: bigint) => void>();
+    const tap: ConnectionHost["tap"] = (_topic, listener) => {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    };
+    const live = (frame: string, offset: bigint) => {
+      for (const listener of listeners) listener(frame, offset);
+    };
+    return { resume, tap, live, finish: (outcome: ResumeOutcome) => reads.shift()?.(outcome) };
+  }
+
+  const eventFrame = (offset: number) => JSON.stringify({ type: "event", channel: "orders", offset });
+  const keptEvent = (offset: number) => ({
+    id: `e-0-${offset}`,
+    position: { epoch: "e", partition: 0, offset: BigInt(offset) },
+    frame: eventFrame(offset),
+  });
+
+  test("a subscribed channel resumed from the log gets no live frame straight from the engine until the replay is sent: older events first, each once", async () => {
+    const log = readingEveryResumeFromTheLog();
+    const { connection: subject, peer } = connection(
+      { first: principal() },
+      60_000,
+      60_000,
+      log.resume,
+      undefined,
+      log.tap,
+    );
+    const topic = channelTopic("acme", "orders");
+    await send(peer, { type: "auth", token: "first" });
+    expect(await send(peer, { type: "subscribe", channel: "orders" })).toEqual([
+      { type: "subscribed", channel: "orders", lastEventId: null },
+    ]);
+    expect(peer.topics.has(topic)).toBe(true);
+    // The client saw a gap and asks again from its last event: the log is read.
+    expect(await send(peer, { type: "subscribe", channel: "orders", since: "e-0-0000000000000001" })).toEqual(
+      [],
+    );
+    expect(peer.topics.has(topic)).toBe(false);
+    expect([...subject.channels]).toEqual(["orders"]);
+    log.live(eventFrame(6), 6n);
+    log.finish({ kind: "events", events: [keptEvent(2), keptEvent(3)], complete: true, next: null });
+    await settle();
+    expect(peer.take()).toEqual([
+      { type: "subscribed", channel: "orders", lastEventId: null },
+      { type: "event", channel: "orders", offset: 2 },
+      { type: "event", channel: "orders", offset: 3 },
+      { type: "event", channel: "orders", offset: 6 },
+    ]);
+    expect(peer.topics.has(topic)).toBe(true);
+  });
+
+  test("a try_again leaves the channel unsubscribed, even one subscribed before", async () => {
+    const log = readingEveryResumeFromTheLog();
+    const { connection: subject, peer } = connection(
+      { first: principal() },
+      60_000,
+      60_000,
+      log.resume,
+      undefined,
+      log.tap,
+    );
+    await send(peer, { type: "auth", token: "first" });
+    await send(peer, { type: "subscribe", channel: "orders" });
+    await send(peer, { type: "subscribe", channel: "orders", since: "e-0-0000000000000001" });
+    log.finish({ kind: "try_again", retryAfterMs: 100, message: "too many replays" });
+    await settle();
+    expect(peer.take()).toEqual([
+      { type: "error", code: "try_again", channel: "orders", retryAfterMs: 100, message: "too many replays" },
+    ]);
+    expect([...subject.channels]).toEqual([]);
+    expect(peer.topics.has(channelTopic("acme", "orders"))).toBe(false);
   });
 });
