@@ -214,6 +214,24 @@ export async function connectSubscriber(
   return socket;
 }
 
+/** Sends one `click` event to `POST /v1/events` as tenant acme (with `headers` besides the token's): the answer. */
+export async function ingestClick(
+  gateway: RunningGateway,
+  headers: Record<string, string> = {},
+  signal?: AbortSignal,
+): Promise<Response> {
+  return fetch(`${gateway.url}/v1/events`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${await token("acme", ["ingest"])}`,
+      "content-type": "application/json",
+      ...headers,
+    },
+    body: JSON.stringify({ type: "click", data: { element: "x" } }),
+    ...(signal === undefined ? {} : { signal }),
+  });
+}
+
 /** Publishes `data` on `channel` as `tenant` through `POST /v1/publish`, expecting its 202. */
 export async function publishEvent(
   gateway: RunningGateway,

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { TEST_SECRET, token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+import { ingestClick, RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 
 const EMBEDDED = { KAFKA_BROKERS: "", REDIS_URL: "" };
 const DEADLINE_MS = 10_000;
@@ -128,14 +128,7 @@ describe.each(RUNTIMES)("KAFKA_AFFECTS_HEALTH=false on %s", (runtime) => {
       expect(health.status).toBe(200);
       // In service, and saying why it is degraded.
       expect(health.body).toEqual({ status: "ok", degraded: ["kafka_unreachable"] });
-      const response = await fetch(`${gateway.url}/v1/events`, {
-        method: "POST",
-        headers: {
-          authorization: `Bearer ${await token("acme", ["ingest"])}`,
-          "content-type": "application/json",
-        },
-        body: JSON.stringify({ type: "click", data: { element: "x" } }),
-      });
+      const response = await ingestClick(gateway);
       expect(response.status).toBe(503);
       expect(Number(response.headers.get("retry-after"))).toBeGreaterThan(0);
     } finally {

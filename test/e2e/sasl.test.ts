@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { createTopic, readTopic } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
-import { RUNTIMES, startGateway, TestSocket, waitForLog } from "./harness.ts";
+import { ingestClick, RUNTIMES, startGateway, TestSocket, waitForLog } from "./harness.ts";
 
 function saslListener(mechanism: string): string {
   const brokers =
@@ -102,15 +102,7 @@ describe.each(RUNTIMES)("SASL to a real broker on %s", (runtime) => {
       INGEST_ACK_TIMEOUT_MS: "60000",
     });
     try {
-      const response = await fetch(`${gateway.url}/v1/events`, {
-        method: "POST",
-        headers: {
-          authorization: `Bearer ${await token("acme", ["ingest"])}`,
-          "content-type": "application/json",
-        },
-        body: JSON.stringify({ type: "click", data: { element: "x" } }),
-        signal: AbortSignal.timeout(15_000),
-      });
+      const response = await ingestClick(gateway, {}, AbortSignal.timeout(15_000));
       expect(response.status).toBe(503);
       expect(Number(response.headers.get("retry-after"))).toBeGreaterThan(0);
       expect(((await response.json()) as { message: string }).message).toContain(

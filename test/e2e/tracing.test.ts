@@ -13,7 +13,14 @@ import {
   startCollector,
 } from "../support/otelcol.ts";
 import { token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
+import {
+  ingestClick,
+  RUNTIMES,
+  type RunningGateway,
+  startGateway,
+  TestSocket,
+  waitForLog,
+} from "./harness.ts";
 
 /** Debian's chromium (scripts/install-tools), driven by puppeteer-core: no browser download. */
 const CHROMIUM = "/usr/bin/chromium";
@@ -342,6 +349,14 @@ describe.each(RUNTIMES)("without OTEL_EXPORTER_OTLP_ENDPOINT on %s", (runtime) =
   });
 });
 
+/** One event sent with a new trace's traceparent, accepted: the trace id. */
+async function ingestTraced(gateway: RunningGateway): Promise<string> {
+  const traceId = newTraceId();
+  const response = await ingestClick(gateway, { traceparent: `00-${traceId}-${newSpanId()}-01` });
+  expect(response.status).toBe(202);
+  return traceId;
+}
+
 // The main describe above exports over the default transport, OTLP/HTTP with protobuf; these are the other two.
 describe.each(RUNTIMES)("each OTLP transport of OTEL_EXPORTER_OTLP_PROTOCOL on %s", (runtime) => {
   for (const protocol of ["http/json", "grpc"] as const) {
@@ -353,17 +368,7 @@ describe.each(RUNTIMES)("each OTLP transport of OTEL_EXPORTER_OTLP_PROTOCOL on %
         OTEL_SERVICE_NAME: `edge-gateway-${runtime}-${protocol}`,
       });
       try {
-        const traceId = newTraceId();
-        const response = await fetch(`${gateway.url}/v1/events`, {
-          method: "POST",
-          headers: {
-            authorization: `Bearer ${await token("acme", ["ingest"])}`,
-            "content-type": "application/json",
-            traceparent: `00-${traceId}-${newSpanId()}-01`,
-          },
-          body: JSON.stringify({ type: "click", data: { element: protocol } }),
-        });
-        expect(response.status).toBe(202);
+        const traceId = await ingestTraced(gateway);
         const [span] = await collector.waitForTrace(
           traceId,
           (spans) => spans.some((found) => found.kind === SPAN_KIND_SERVER),
@@ -383,17 +388,7 @@ describe.each(RUNTIMES)("each OTLP transport of OTEL_EXPORTER_OTLP_PROTOCOL on %
       OTEL_SDK_DISABLED: "true",
     });
     try {
-      const traceId = newTraceId();
-      const response = await fetch(`${gateway.url}/v1/events`, {
-        method: "POST",
-        headers: {
-          authorization: `Bearer ${await token("acme", ["ingest"])}`,
-          "content-type": "application/json",
-          traceparent: `00-${traceId}-${newSpanId()}-01`,
-        },
-        body: JSON.stringify({ type: "click", data: { element: "disabled" } }),
-      });
-      expect(response.status).toBe(202);
+      const traceId = await ingestTraced(gateway);
       // Past the exporter's 1 s batch delay, a span would be in the file.
       await Bun.sleep(2_500);
       expect(collector.spans().filter((span) => span.traceId === traceId)).toEqual([]);

@@ -504,7 +504,8 @@ describe("a resume read from the log", () => {
     frame: eventFrame(offset),
   });
 
-  test("a subscribed channel resumed from the log gets no live frame straight from the engine until the replay is sent: older events first, each once", async () => {
+  /** An authenticated connection whose every resume is read from `log`. */
+  function connectionReadingTheLog() {
     const log = readingEveryResumeFromTheLog();
     const { connection: subject, peer } = connection(
       { first: principal() },
@@ -514,6 +515,11 @@ describe("a resume read from the log", () => {
       undefined,
       log.tap,
     );
+    return { log, subject, peer };
+  }
+
+  test("a subscribed channel resumed from the log gets no live frame straight from the engine until the replay is sent: older events first, each once", async () => {
+    const { log, subject, peer } = connectionReadingTheLog();
     const topic = channelTopic("acme", "orders");
     await send(peer, { type: "auth", token: "first" });
     expect(await send(peer, { type: "subscribe", channel: "orders" })).toEqual([
@@ -539,15 +545,7 @@ describe("a resume read from the log", () => {
   });
 
   test("a try_again leaves the channel unsubscribed, even one subscribed before", async () => {
-    const log = readingEveryResumeFromTheLog();
-    const { connection: subject, peer } = connection(
-      { first: principal() },
-      60_000,
-      60_000,
-      log.resume,
-      undefined,
-      log.tap,
-    );
+    const { log, subject, peer } = connectionReadingTheLog();
     await send(peer, { type: "auth", token: "first" });
     await send(peer, { type: "subscribe", channel: "orders" });
     await send(peer, { type: "subscribe", channel: "orders", since: "e-0-0000000000000001" });

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
 import pino from "pino";
 import { createOtelTracing } from "../../../src/infra/tracing/otel.ts";
+import type { Logger } from "../../../src/log/logger.ts";
 
 type OtlpValue = { stringValue?: string; intValue?: string | number };
 type OtlpAttributes = Array<{ key: string; value: OtlpValue }>;
@@ -42,15 +43,20 @@ afterEach(() => {
   for (const name of OTEL_ENV) delete process.env[name];
 });
 
-/** Ends one request span and exports it: the resource and the span, as the receiver got them. */
-async function exportOneRequest(status = 202) {
-  const tracing = await createOtelTracing({
+/** Tracing exported as OTLP/JSON to the test's receiver. */
+function tracingToReceiver(log: Logger = pino({ level: "silent" })) {
+  return createOtelTracing({
     tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
     protocol: "http/json",
     serviceName: process.env.OTEL_SERVICE_NAME ?? "edge-gateway",
     serviceVersion: "1.2.3",
-    log: pino({ level: "silent" }),
+    log,
   });
+}
+
+/** Ends one request span and exports it: the resource and the span, as the receiver got them. */
+async function exportOneRequest(status = 202) {
+  const tracing = await tracingToReceiver();
   tracing.startRequest("POST", "/v1/events", "/v1/events", undefined).end(status);
   await tracing.shutdown();
   const [sent] = exports;
@@ -98,13 +104,7 @@ test("an HTTP SERVER span has the semantic conventions' required attributes, and
 test("a failing export is logged once, and its recovery once", async () => {
   const lines: Array<{ level: number; msg: string; url?: string }> = [];
   const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
-  const tracing = await createOtelTracing({
-    tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
-    protocol: "http/json",
-    serviceName: "edge-gateway",
-    serviceVersion: "1.2.3",
-    log,
-  });
+  const tracing = await tracingToReceiver(log);
   // One span, then the batch processor's next export (every second) reaching the receiver and answered.
   const exportOne = async () => {
     const before = requests;
@@ -133,13 +133,7 @@ test("an OTEL_RESOURCE_ATTRIBUTES that does not parse is dropped whole, and the 
   const lines: Array<{ level: number; msg: string; reason?: string }> = [];
   const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
   process.env.OTEL_RESOURCE_ATTRIBUTES = "deployment.environment.name=prod,no-equals-sign";
-  const tracing = await createOtelTracing({
-    tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
-    protocol: "http/json",
-    serviceName: "edge-gateway",
-    serviceVersion: "1.2.3",
-    log,
-  });
+  const tracing = await tracingToReceiver(log);
   tracing.startRequest("POST", "/v1/events", "/v1/events", undefined).end(202);
   await tracing.shutdown();
   const resource = exports[0]?.resourceSpans[0]?.resource.attributes ?? [];
