@@ -6,7 +6,7 @@ import { createMetricsApp } from "./features/operations/metrics-app.ts";
 import { createOperationsModule } from "./features/operations/module.ts";
 import { createPublisher, createPublishModule, tracedPublisher } from "./features/publish/module.ts";
 import type { Connection } from "./features/realtime/connection.ts";
-import { createRealtimeModule } from "./features/realtime/module.ts";
+import { createRealtimeModule, FANOUT_STARTING_REASON } from "./features/realtime/module.ts";
 import { bearerToken } from "./http/bearer.ts";
 import { CorsPolicy } from "./http/cors.ts";
 import { Idempotency } from "./http/idempotency.ts";
@@ -78,7 +78,9 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
   const { config, log, runtime, engine, version, defaultSchemas } = environment;
   const metrics = createMetrics(runtime, version);
   metrics.engineInfo.set({ engine }, 1);
-  const health = new HealthState(config.kafka.affectsHealth ? [] : [CONNECTING_REASON, UNHEALTHY_REASON]);
+  const health = new HealthState(
+    config.kafka.affectsHealth ? [] : [CONNECTING_REASON, UNHEALTHY_REASON, FANOUT_STARTING_REASON],
+  );
 
   if (config.auth.usingDevSecret)
     log.warn("DEV_MODE: JWT_SECRET and JWKS_URL unset, tokens are checked against the public dev secret");
@@ -228,6 +230,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
       admitConnection: admission.connection,
       admitRead: admission.read,
       publish: tracing ? tracedPublisher(publisher, tracing, "publish") : publisher,
+      health,
       presenceStore: config.redisUrl
         ? new RedisPresence(
             {

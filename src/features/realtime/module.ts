@@ -8,6 +8,7 @@ import type { Metrics } from "../../metrics/metrics.ts";
 import type { AdmittedHeaders } from "../../ports/admission.ts";
 import type { Authenticator } from "../../ports/auth.ts";
 import type { FanoutBus } from "../../ports/fanout-bus.ts";
+import type { HealthReasons } from "../../ports/health.ts";
 import type { Module } from "../../ports/module.ts";
 import type { PresenceStore } from "../../ports/presence.ts";
 import type { Publish } from "../../ports/publish.ts";
@@ -21,6 +22,13 @@ import { Interest } from "./interest.ts";
 import { Presence } from "./presence.ts";
 import { type ReplayLimits, Resume } from "./resume.ts";
 import { SseStreams } from "./sse.ts";
+
+/**
+ * The instance is not ready until the fan-out bus's first start has settled:
+ * over Kafka a socket subscribed before the reader has its offsets gets no
+ * position, and an event published meanwhile is never delivered to it.
+ */
+export const FANOUT_STARTING_REASON = "fanout_starting";
 
 /** How often watched channels' members are compared for join and leave events (as often as the store writes). */
 const PRESENCE_CHECK_MS = 1000;
@@ -49,6 +57,7 @@ export interface RealtimeDependencies {
   presenceStore: PresenceStore | undefined;
   /** WebSocket `publish` frames go through it (as `POST /v1/publish`). */
   publish: Publish;
+  health: HealthReasons;
 }
 
 export interface RealtimeModule extends Module {
@@ -143,8 +152,14 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
     admission: { read: deps.admitRead },
     authenticate: deps.authenticate,
   };
-  // The bus may be down at start (Kafka unreachable): keep trying in the background.
-  const subscription = startWithRetry("fan-out bus", () => deps.bus.start(fanout), deps.log);
+  // The bus may be down at start (Kafka unreachable): keep trying in the background. Ready once the
+  // first attempt settles either way: a reader that cannot start must not keep ingest out of service too.
+  deps.health.set(FANOUT_STARTING_REASON, true);
+  const subscription = startWithRetry(
+    "fan-out bus",
+    () => deps.bus.start(fanout).finally(() => deps.health.set(FANOUT_STARTING_REASON, false)),
+    deps.log,
+  );
   return {
     name: "realtime",
     routes: [
