@@ -31,7 +31,7 @@ import { RateLimits } from "./infra/ratelimit/limiter.ts";
 import { TenantQuotas } from "./infra/ratelimit/tenant-quotas.ts";
 import { createOtelTracing } from "./infra/tracing/otel.ts";
 import { createSchemaRegistry } from "./infra/validation/registry.ts";
-import { msUntil } from "./lib/time.ts";
+import { msUntil, withDeadline } from "./lib/time.ts";
 import { type DrainStep, drainPlan } from "./lifecycle/drain-plan.ts";
 import { WORKER_ENV } from "./lifecycle/workers.ts";
 import type { Logger } from "./log/logger.ts";
@@ -57,6 +57,8 @@ export interface Gateway {
 
 /** The one path where WebSocket upgrades are taken. */
 const WS_PATH = "/v1/ws";
+/** How long the port waits for the fan-out reader's first start (a few hundred ms even with Kafka down here). */
+const FANOUT_START_WAIT_MS = 5000;
 
 export interface GatewayEnvironment {
   config: Config;
@@ -243,6 +245,15 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
           )
         : undefined,
     },
+  );
+  // The port opens once the fan-out reader has started (bounded, as the topic check is): with Kafka up the
+  // instance is ready as soon as it listens; past the bound, /health says fanout_starting until it has.
+  await withDeadline(
+    realtime.fanoutStartSettled,
+    FANOUT_START_WAIT_MS,
+    () => new Error("fan-out start"),
+  ).catch(() =>
+    log.warn({ waitedMs: FANOUT_START_WAIT_MS }, "fan-out reader not started yet; listening all the same"),
   );
   const modules: Module[] = [
     { name: "schemas", close: () => schemas.stop() },

@@ -62,6 +62,8 @@ export interface RealtimeDependencies {
 
 export interface RealtimeModule extends Module {
   readonly ws: WsHandlers<Connection>;
+  /** Resolves when the fan-out bus's first start has settled, either way (never rejects). */
+  readonly fanoutStartSettled: Promise<void>;
 }
 
 /**
@@ -155,13 +157,22 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
   // The bus may be down at start (Kafka unreachable): keep trying in the background. Ready once the
   // first attempt settles either way: a reader that cannot start must not keep ingest out of service too.
   deps.health.set(FANOUT_STARTING_REASON, true);
+  let settled: () => void = () => {};
+  const fanoutStartSettled = new Promise<void>((resolve) => {
+    settled = resolve;
+  });
   const subscription = startWithRetry(
     "fan-out bus",
-    () => deps.bus.start(fanout).finally(() => deps.health.set(FANOUT_STARTING_REASON, false)),
+    () =>
+      deps.bus.start(fanout).finally(() => {
+        deps.health.set(FANOUT_STARTING_REASON, false);
+        settled();
+      }),
     deps.log,
   );
   return {
     name: "realtime",
+    fanoutStartSettled,
     routes: [
       deltaRoute({
         ...callers,

@@ -69,7 +69,7 @@ test("the instance is not ready until the fan-out bus has started: a socket woul
   const realtime = realtimeModule(bus, health);
   expect(health.list()).toEqual([FANOUT_STARTING_REASON]);
   starts[0]?.finish();
-  await Bun.sleep(10);
+  await realtime.fanoutStartSettled;
   expect(health.ready).toBe(true);
   await realtime.close?.();
 });
@@ -79,7 +79,7 @@ test("a first start that fails makes the instance ready all the same (ingest is 
   const health = new HealthState();
   const realtime = realtimeModule(bus, health);
   starts[0]?.fail();
-  await Bun.sleep(10);
+  await realtime.fanoutStartSettled;
   expect(health.ready).toBe(true);
   await realtime.close?.();
 });
