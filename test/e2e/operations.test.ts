@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
@@ -95,8 +95,19 @@ describe.each(RUNTIMES)("operations on %s", (runtime) => {
 });
 
 describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
+  // Each test ends its gateway itself (that is what it tests); one that fails midway must not leave it running.
+  const started: RunningGateway[] = [];
+  const startForTest = async (env: Record<string, string>): Promise<RunningGateway> => {
+    const gateway = await startGateway(runtime, env);
+    started.push(gateway);
+    return gateway;
+  };
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((gateway) => gateway.stop("SIGKILL")));
+  });
+
   test("SIGTERM: /health turns 503 during the drain delay, sockets get reconnect + 1001, exit 0 in time", async () => {
-    const gateway = await startGateway(runtime, {
+    const gateway = await startForTest({
       DRAIN_DELAY_MS: "1500",
       DRAIN_TIMEOUT_MS: "6000",
       JWT_SECRET: TEST_SECRET,
@@ -125,7 +136,7 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
   });
 
   test("after the drain delay new connections are refused", async () => {
-    const gateway = await startGateway(runtime, { DRAIN_DELAY_MS: "300", DRAIN_TIMEOUT_MS: "5000" });
+    const gateway = await startForTest({ DRAIN_DELAY_MS: "300", DRAIN_TIMEOUT_MS: "5000" });
     const client = new TestSocket(gateway.wsUrl);
     await client.opened();
     gateway.process.kill("SIGTERM");
@@ -140,7 +151,7 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
   });
 
   test("SIGTERM: a keep-alive connection gets Connection: close with its next answer and is closed after it, before the listener closes", async () => {
-    const gateway = await startGateway(runtime, { DRAIN_DELAY_MS: "3000", DRAIN_TIMEOUT_MS: "8000" });
+    const gateway = await startForTest({ DRAIN_DELAY_MS: "3000", DRAIN_TIMEOUT_MS: "8000" });
     const received: string[] = [];
     let ended = false;
     const socket = connect(gateway.port, "127.0.0.1");
@@ -169,7 +180,7 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
   });
 
   test("a second signal exits at once", async () => {
-    const gateway = await startGateway(runtime, { DRAIN_DELAY_MS: "20000", DRAIN_TIMEOUT_MS: "30000" });
+    const gateway = await startForTest({ DRAIN_DELAY_MS: "20000", DRAIN_TIMEOUT_MS: "30000" });
     const started = Date.now();
     gateway.process.kill("SIGTERM");
     await waitForLog(gateway, "drain started");
