@@ -297,8 +297,8 @@ interface RouteMatch {
 
 /**
  * Why a request to the WebSocket path that the engine did not upgrade is
- * refused: another method (405), an upgrade asked for but malformed (400), or
- * no upgrade asked for at all (426 naming the protocol, RFC 9110 §15.5.22).
+ * refused: another method (405), an upgrade asked for but malformed or in a
+ * HEAD (400), or no upgrade asked for at all (426 naming the protocol, RFC 9110 §15.5.22).
  */
 function notAnUpgrade(request: HttpRequest): GatewayError {
   if (request.method !== "GET" && request.method !== "HEAD")
@@ -308,7 +308,9 @@ function notAnUpgrade(request: HttpRequest): GatewayError {
   if (request.header("upgrade")?.toLowerCase() === "websocket")
     return new GatewayError(
       "bad_request",
-      "not a valid WebSocket handshake: Sec-WebSocket-Key is missing or malformed",
+      request.method === "HEAD"
+        ? "not a valid WebSocket handshake: it must be a GET (RFC 6455 §4.1)"
+        : "not a valid WebSocket handshake: Sec-WebSocket-Key is missing or malformed",
     );
   return new GatewayError("upgrade_required", `${request.path} takes only WebSocket upgrades`, {
     upgrade: "websocket",

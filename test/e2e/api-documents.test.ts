@@ -515,7 +515,7 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     expect(CLOSE_CODES["1009"]).toContain("1006");
   });
 
-  test("WebSocket upgrades answer as GET /v1/ws documents: 101, refusals with the error body (the version's 426 has none), 426 without an upgrade", async () => {
+  test("WebSocket upgrades answer as GET /v1/ws documents: 101, refusals with the error body (the version's 426 has none), 426 without an upgrade; a HEAD never upgrades", async () => {
     const upgrade = async (headers: Record<string, string>) => {
       const real = await rawUpgrade(gateway.port, headers);
       expect(responseProblems("GET", "/v1/ws", real)).toEqual([]);
@@ -536,6 +536,13 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
       "upgrade_required",
       "websocket",
     ]);
+    // Only a GET upgrades (RFC 6455 §4.1): Bun had answered a HEAD's upgrade with a bare 400 of its own.
+    const headUpgrade = await rawUpgrade(gateway.port, {}, "HEAD");
+    expect(responseProblems("HEAD", "/v1/ws", headUpgrade)).toEqual([]);
+    expect([headUpgrade.status, headUpgrade.headers.get("content-type")]).toEqual([400, "application/json"]);
+    seen.add("HEAD /v1/ws 400");
+    const headPlain = await call("HEAD", "/v1/ws", "/v1/ws");
+    expect([headPlain.status, headPlain.headers.get("upgrade")]).toEqual([426, "websocket"]);
   });
 
   test("every documented status was seen, but the few listed with why", () => {

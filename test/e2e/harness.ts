@@ -258,6 +258,7 @@ export async function publishEvent(
 export function rawUpgrade(
   port: number,
   headers: Record<string, string>,
+  method: "GET" | "HEAD" = "GET",
 ): Promise<{ status: number; headers: Headers; body: string }> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, "127.0.0.1");
@@ -267,7 +268,7 @@ export function rawUpgrade(
       const match = /^HTTP\/1\.1 (\d{3}) /.exec(received);
       const headerEnd = received.indexOf("\r\n\r\n");
       if (!match || headerEnd < 0) return false;
-      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(received)?.[1] ?? 0);
+      const length = method === "HEAD" ? 0 : Number(/\r\ncontent-length: *(\d+)/i.exec(received)?.[1] ?? 0);
       const body = received.slice(headerEnd + 4);
       if (Buffer.byteLength(body) < length) return false;
       socket.destroy();
@@ -293,7 +294,7 @@ export function rawUpgrade(
       .map(([name, value]) => `${name}: ${value}\r\n`)
       .join("");
     socket.write(
-      `GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n${key}${version}${extra}\r\n`,
+      `${method} /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n${key}${version}${extra}\r\n`,
     );
   });
 }

@@ -143,6 +143,11 @@ test("what reaches the router on the WebSocket path is not an upgrade: 426 namin
   expect((await router.handle(request("HEAD", "/v1/ws"))).status).toBe(426);
   const malformed = await router.handle(request("GET", "/v1/ws", { upgrade: "WebSocket" }));
   expect(JSON.parse(String(malformed.body)).error).toBe("bad_request");
+  const headUpgrade = await router.handle(request("HEAD", "/v1/ws", { upgrade: "websocket" }));
+  expect([headUpgrade.status, JSON.parse(String(headUpgrade.body)).message]).toEqual([
+    400,
+    "not a valid WebSocket handshake: it must be a GET (RFC 6455 §4.1)",
+  ]);
   const posted = await router.handle(request("POST", "/v1/ws"));
   expect([posted.status, posted.headers?.allow]).toEqual([405, "GET, HEAD"]);
   // Other paths are unaffected.

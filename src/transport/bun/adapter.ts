@@ -47,8 +47,10 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       );
       if (problem !== undefined) return toResponse(framingRefusal(problem));
       const request = new BunHttpRequest(req, headers, contentLength, bunServer, options.maxBodyBytes);
-      // As uWS.js does: a key of any other length is no upgrade, and the router answers it (400).
+      // As uWS.js does: only a GET upgrades, a key of any other length is no upgrade, and the
+      // router answers the rest (400). Bun would answer a HEAD's failed upgrade with a bare 400.
       if (
+        req.method === "GET" &&
         request.path === app.wsPath &&
         headers.get("upgrade")?.toLowerCase() === "websocket" &&
         headers.get("sec-websocket-key")?.length === WEBSOCKET_KEY_LENGTH
