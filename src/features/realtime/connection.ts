@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { broadcastTopic, CHANNEL_PATTERN, channelTopic } from "../../domain/channel.ts";
-import { CLOSE, type GatewayError, isGatewayError } from "../../domain/errors.ts";
+import { CLOSE, GatewayError, isGatewayError } from "../../domain/errors.ts";
 import { channelAllowed, type Principal, refreshRefusal } from "../../domain/principal.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { Publish } from "../../ports/publish.ts";
@@ -134,10 +134,10 @@ export class Connection {
         this.upgradeToken = undefined;
         if (token !== undefined && this.live) this.authenticate(token);
       },
-      (error) => {
-        if (!this.live) return;
-        this.send({ type: "error", code: "rate_limited", message: (error as Error).message });
-        this.close(CLOSE.tryAgainLater, "too many connections");
+      () => {
+        // Closed as a full tenant closes (reason = code), naming which budget refused.
+        if (this.live)
+          this.refuse(new GatewayError("rate_limited", "too many connection attempts from this address"));
       },
     );
   }

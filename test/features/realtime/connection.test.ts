@@ -41,6 +41,7 @@ class FakePeer implements WsPeer<Connection> {
   readonly frames: Array<Record<string, unknown>> = [];
   readonly topics = new Set<string>();
   closedWith: number | undefined;
+  closedBecause: string | undefined;
   constructor(readonly state: Connection) {}
   send(text: string): SendResult {
     this.frames.push(JSON.parse(text));
@@ -55,8 +56,9 @@ class FakePeer implements WsPeer<Connection> {
   bufferedAmount(): number {
     return 0;
   }
-  close(code: number): void {
+  close(code: number, reason: string): void {
     this.closedWith ??= code;
+    this.closedBecause ??= reason;
   }
   /** Frames since the last call. */
   take(): Array<Record<string, unknown>> {
@@ -67,11 +69,21 @@ class FakePeer implements WsPeer<Connection> {
 /** A connection whose host verifies tokens by name: `tokens[name]` is the principal, or the refusal. */
 function connection(
   tokens: Record<string, Principal | GatewayError | "never">,
-  tokenExpiryWarningMs = 60_000,
-  authTimeoutMs = 60_000,
-  resume?: Resume,
-  publish: Publish = async () => undefined,
-  tap: ConnectionHost["tap"] = () => () => {},
+  {
+    tokenExpiryWarningMs = 60_000,
+    authTimeoutMs = 60_000,
+    resume,
+    publish = async () => undefined,
+    tap = () => () => {},
+    admit = async () => {},
+  }: {
+    tokenExpiryWarningMs?: number;
+    authTimeoutMs?: number;
+    resume?: Resume;
+    publish?: Publish;
+    tap?: ConnectionHost["tap"];
+    admit?: ConnectionHost["admit"];
+  } = {},
 ) {
   const history = new ChannelHistory({
     eventsPerChannel: 10,
@@ -93,7 +105,7 @@ function connection(
       }),
     tap,
     metrics: createMetrics("test", "0"),
-    admit: async () => {},
+    admit,
     verify: async (token) => {
       const outcome = tokens[token];
       if (outcome === undefined) throw new GatewayError("unauthorized", "bad token signature");
@@ -125,7 +137,7 @@ async function send(peer: FakePeer, frame: Record<string, unknown>) {
 }
 
 async function authenticated(tokens: Record<string, Principal | GatewayError>, warningMs?: number) {
-  const opened = connection(tokens, warningMs);
+  const opened = connection(tokens, { tokenExpiryWarningMs: warningMs });
   const frames = await send(opened.peer, { type: "auth", token: "first" });
   expect(frames[0]).toMatchObject({ type: "connected" });
   return { ...opened, frames };
@@ -141,7 +153,7 @@ describe("the first token", () => {
   });
 
   test("a token still being verified at the auth deadline (a slow JWKS endpoint): unavailable and 1013", async () => {
-    const { peer } = connection({ first: "never" }, 60_000, 50);
+    const { peer } = connection({ first: "never" }, { authTimeoutMs: 50 });
     peer.state.receive(JSON.stringify({ type: "auth", token: "first" }));
     const deadline = Date.now() + 5000;
     while (peer.closedWith === undefined && Date.now() < deadline) await settle();
@@ -155,7 +167,7 @@ describe("the first token", () => {
     ]);
     expect(peer.closedWith).toBe(CLOSE.tryAgainLater);
 
-    const silent = connection({}, 60_000, 50);
+    const silent = connection({}, { authTimeoutMs: 50 });
     while (silent.peer.closedWith === undefined && Date.now() < deadline) await settle();
     expect(silent.peer.take()[0]).toMatchObject({ code: "unauthorized" });
     expect(silent.peer.closedWith).toBe(CLOSE.unauthorized);
@@ -173,6 +185,18 @@ describe("the first token", () => {
       expect(peer.closedWith).toBe(CLOSE.unauthorized);
     }
   });
+});
+
+test("a refused connect from the IP and a full tenant close alike: a rate_limited frame, then 1013 with the code as reason", async () => {
+  const { peer } = connection(
+    {},
+    { admit: async () => Promise.reject(new GatewayError("rate_limited", "rate limit exceeded")) },
+  );
+  await settle();
+  expect(peer.take()).toEqual([
+    { type: "error", code: "rate_limited", message: "too many connection attempts from this address" },
+  ]);
+  expect([peer.closedWith, peer.closedBecause]).toEqual([CLOSE.tryAgainLater, "rate_limited"]);
 });
 
 describe("in-band refresh", () => {
@@ -219,7 +243,7 @@ describe("in-band refresh", () => {
       after: () => ({ until: 0n, outcome }),
     } as unknown as Resume;
     const narrower = principal({ expiresAt: NOW + 60 * 60_000, channels: ["orders.*"] });
-    const { peer } = connection({ first: principal(), narrower }, 60_000, 60_000, readingTheLog);
+    const { peer } = connection({ first: principal(), narrower }, { resume: readingTheLog });
     expect((await send(peer, { type: "auth", token: "first" }))[0]).toMatchObject({ type: "connected" });
     expect(
       await send(peer, { type: "subscribe", channel: "billing", since: "1-0-0000000000000001" }),
@@ -316,13 +340,7 @@ describe("publish frames", () => {
   const TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
   async function publisher(scopes: string[], publish: Publish) {
-    const opened = connection(
-      { first: principal({ scopes: new Set(scopes) }) },
-      60_000,
-      60_000,
-      undefined,
-      publish,
-    );
+    const opened = connection({ first: principal({ scopes: new Set(scopes) }) }, { publish });
     expect((await send(opened.peer, { type: "auth", token: "first" }))[0]).toMatchObject({
       type: "connected",
     });
@@ -332,12 +350,11 @@ describe("publish frames", () => {
   test("each publish is counted and timed by its result", async () => {
     const opened = connection(
       { first: principal({ scopes: new Set(["subscribe", "publish"]) }) },
-      60_000,
-      60_000,
-      undefined,
-      async (_principal, request) => {
-        if (request.channel === "refused") throw new GatewayError("rate_limited", "slow down");
-        return undefined;
+      {
+        publish: async (_principal, request) => {
+          if (request.channel === "refused") throw new GatewayError("rate_limited", "slow down");
+          return undefined;
+        },
       },
     );
     await send(opened.peer, { type: "auth", token: "first" });
@@ -509,11 +526,7 @@ describe("a resume read from the log", () => {
     const log = readingEveryResumeFromTheLog();
     const { connection: subject, peer } = connection(
       { first: principal() },
-      60_000,
-      60_000,
-      log.resume,
-      undefined,
-      log.tap,
+      { resume: log.resume, tap: log.tap },
     );
     return { log, subject, peer };
   }
