@@ -237,4 +237,26 @@ describe("MemoryIdempotencyStore", () => {
     await Bun.sleep(30);
     expect((await store.claim("p", "f")).state).toBe("claimed");
   });
+
+  test("a tenant past the bounds pushes out its own oldest keys, never another tenant's", async () => {
+    const store = new MemoryIdempotencyStore({
+      windowMs: 60_000,
+      pendingMs: 5000,
+      maxKeys: 10,
+      maxBytes: 5000,
+    });
+    const reply = (size: number) => ({ status: 202, headers: {}, body: "x".repeat(size) });
+    const quiet = "quiet\nsub\n\n/v1/events\norder-1";
+    await store.claim(quiet, "f");
+    await store.complete(quiet, "f", reply(10));
+    for (let n = 0; n < 30; n++) {
+      const id = `noisy\nsub\n\n/v1/events\nkey-${n}`;
+      await store.claim(id, "f");
+      await store.complete(id, "f", reply(n % 2 === 0 ? 10 : 1000));
+    }
+    expect((await store.claim(quiet, "f")).state).toBe("done");
+    expect((await store.claim("noisy\nsub\n\n/v1/events\nkey-0", "f")).state).toBe("claimed");
+    expect(store.size().keys).toBeLessThanOrEqual(10);
+    expect(store.size().bytes).toBeLessThanOrEqual(5000);
+  });
 });

@@ -1,3 +1,4 @@
+import { OwnedEntries } from "../../lib/owned-entries.ts";
 import type { IdempotencyClaim, IdempotencyStore, StoredReply } from "../../ports/idempotency.ts";
 
 export interface MemoryIdempotencyOptions {
@@ -22,20 +23,32 @@ const CLAIMED: IdempotencyClaim = Object.freeze({ state: "claimed" });
 const ENTRY_OVERHEAD_BYTES = 200;
 
 /**
+ * The tenant of a key: ids begin with the caller's scope, tenant first
+ * (`idempotencyScope`); an id without one is its own owner.
+ */
+function tenantOf(id: string): string {
+  const end = id.indexOf("\n");
+  return end < 0 ? id : id.slice(0, end);
+}
+
+/**
  * The embedded default: answers kept in this process only, bounded by count
- * and bytes, oldest first out (a Map keeps insertion order; a completed entry
- * is re-inserted at the young end). Behind a load balancer a retry that lands
- * on another instance is not recognised: set REDIS_URL to share the keys.
+ * and bytes, oldest first out (a completed entry is re-inserted at the young
+ * end). Past a bound the tenant holding the most loses its oldest: a tenant
+ * sending many keys never pushes out another's answers, whose retries would
+ * then be written twice. Behind a load balancer a retry that lands on another
+ * instance is not recognised: set REDIS_URL to share the keys.
  */
 export class MemoryIdempotencyStore implements IdempotencyStore {
-  private readonly entries = new Map<string, Entry>();
-  private bytes = 0;
+  private readonly entries: OwnedEntries<Entry>;
 
-  constructor(private readonly options: MemoryIdempotencyOptions) {}
+  constructor(private readonly options: MemoryIdempotencyOptions) {
+    this.entries = new OwnedEntries({ maxEntries: options.maxKeys, maxWeight: options.maxBytes });
+  }
 
   claim(id: string, fingerprint: string): Promise<IdempotencyClaim> {
     const now = Date.now();
-    const entry = this.entries.get(id);
+    const entry = this.entries.get(tenantOf(id), id);
     if (entry !== undefined && entry.expiresAt > now) {
       return Promise.resolve(
         entry.reply
@@ -55,36 +68,22 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   }
 
   release(id: string): Promise<void> {
-    this.remove(id);
+    this.entries.delete(tenantOf(id), id);
     return Promise.resolve();
   }
 
   close(): Promise<void> {
     this.entries.clear();
-    this.bytes = 0;
     return Promise.resolve();
   }
 
   /** Keys and bytes held now (tests, metrics). */
   size(): { keys: number; bytes: number } {
-    return { keys: this.entries.size, bytes: this.bytes };
+    const { entries, weight } = this.entries.size;
+    return { keys: entries, bytes: weight };
   }
 
   private put(id: string, entry: Entry): void {
-    this.remove(id);
-    this.entries.set(id, entry);
-    this.bytes += entry.bytes;
-    while (this.entries.size > this.options.maxKeys || this.bytes > this.options.maxBytes) {
-      const oldest = this.entries.keys().next();
-      if (oldest.done) break;
-      this.remove(oldest.value);
-    }
-  }
-
-  private remove(id: string): void {
-    const entry = this.entries.get(id);
-    if (entry === undefined) return;
-    this.entries.delete(id);
-    this.bytes -= entry.bytes;
+    this.entries.set(tenantOf(id), id, entry, entry.bytes);
   }
 }

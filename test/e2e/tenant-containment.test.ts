@@ -1,0 +1,52 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { token } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+
+/**
+ * What one tenant can do to another on the same instance through the
+ * instance's shared, bounded memory: a tenant filling a bound pushes out its
+ * own entries, never another tenant's.
+ */
+describe.each(RUNTIMES)("one tenant cannot push out another's state on %s", (runtime) => {
+  let gateway: RunningGateway;
+  let folder: string;
+  beforeAll(async () => {
+    folder = await mkdtemp(join(tmpdir(), "containment-"));
+    gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: "",
+      REDIS_URL: "",
+      LOCAL_LOG_DIR: folder,
+      IDEMPOTENCY_MAX_KEYS: "50",
+    });
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  const ingest = async (tenant: string, key: string) =>
+    fetch(`${gateway.url}/v1/events`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${await token(tenant, ["ingest"])}`,
+        "content-type": "application/json",
+        "idempotency-key": key,
+      },
+      body: JSON.stringify({ type: "click", data: { element: "buy" } }),
+    });
+
+  test("Idempotency-Key: a tenant sending more keys than the instance keeps does not make another's retry run again", async () => {
+    expect((await ingest("quiet", "order-1")).status).toBe(202);
+    for (let n = 0; n < 120; n++) expect((await ingest("noisy", `key-${n}`)).status).toBe(202);
+    const retry = await ingest("quiet", "order-1");
+    expect(retry.status).toBe(202);
+    expect(retry.headers.get("idempotency-replayed")).toBe("true");
+    // The noisy tenant paid with its own oldest keys: its first one runs again.
+    const noisyFirst = await ingest("noisy", "key-0");
+    expect(noisyFirst.status).toBe(202);
+    expect(noisyFirst.headers.get("idempotency-replayed")).toBeNull();
+  }, 30_000);
+});
