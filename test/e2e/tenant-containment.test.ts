@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { token } from "../support/tokens.ts";
@@ -15,11 +15,18 @@ describe.each(RUNTIMES)("one tenant cannot push out another's state on %s", (run
   let folder: string;
   beforeAll(async () => {
     folder = await mkdtemp(join(tmpdir(), "containment-"));
+    const tenants = join(folder, "tenants.json");
+    await writeFile(
+      tenants,
+      JSON.stringify({ quiet: { dedupWindowSec: 3600 }, noisy: { dedupWindowSec: 3600 } }),
+    );
     gateway = await startGateway(runtime, {
       KAFKA_BROKERS: "",
       REDIS_URL: "",
-      LOCAL_LOG_DIR: folder,
+      LOCAL_LOG_DIR: join(folder, "log"),
+      TENANT_QUOTAS: tenants,
       IDEMPOTENCY_MAX_KEYS: "50",
+      DEDUP_MAX_IDS: "1000",
     });
   });
   afterAll(async () => {
@@ -48,5 +55,30 @@ describe.each(RUNTIMES)("one tenant cannot push out another's state on %s", (run
     const noisyFirst = await ingest("noisy", "key-0");
     expect(noisyFirst.status).toBe(202);
     expect(noisyFirst.headers.get("idempotency-replayed")).toBeNull();
+  }, 30_000);
+
+  const records = async (tenant: string, ids: string[]) => {
+    const response = await fetch(`${gateway.url}/v1/events`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${await token(tenant, ["ingest"])}`,
+        "content-type": "application/json",
+      },
+      body: JSON.stringify(ids.map((id) => ({ type: "click", id, data: { element: "buy" } }))),
+    });
+    expect(response.status).toBe(202);
+    return (await response.json()) as { accepted: number; duplicates?: Array<{ index: number; id: string }> };
+  };
+
+  test("per-record deduplication: a tenant writing more ids than the instance keeps does not make another's retry written twice", async () => {
+    expect((await records("quiet", ["order-1"])).duplicates).toBeUndefined();
+    for (let batch = 0; batch < 3; batch++)
+      await records(
+        "noisy",
+        Array.from({ length: 500 }, (_, n) => `${batch}-${n}`),
+      );
+    expect((await records("quiet", ["order-1"])).duplicates).toEqual([{ index: 0, id: "order-1" }]);
+    // The noisy tenant paid with its own oldest ids.
+    expect((await records("noisy", ["0-0"])).duplicates).toBeUndefined();
   }, 30_000);
 });

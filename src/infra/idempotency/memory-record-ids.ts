@@ -1,3 +1,4 @@
+import { OwnedEntries } from "../../lib/owned-entries.ts";
 import type { RecordIdStore, RecordIdVerdict } from "../../ports/record-ids.ts";
 
 export interface MemoryRecordIdOptions {
@@ -17,15 +18,24 @@ interface Expiring {
  * The embedded default, in this process only, the same model as the Redis
  * store: each id names the request that claimed it, for the window; each
  * request has a state, pending then written, or none once released or
- * expired. Both maps are bounded by count, oldest first out (a Map keeps
- * insertion order). Behind a load balancer a retry that lands on another
- * instance is not recognised: set REDIS_URL to share the ids.
+ * expired. Both are bounded by count, oldest first out; past the bound the
+ * tenant holding the most loses its oldest, so a tenant writing many ids
+ * never pushes out another tenant's (whose retries would be written twice).
+ * Behind a load balancer a retry that lands on another instance is not
+ * recognised: set REDIS_URL to share the ids.
  */
 export class MemoryRecordIdStore implements RecordIdStore {
-  private readonly ids = new Map<string, Expiring & { claimant: string }>();
-  private readonly requests = new Map<string, Expiring & { written: boolean }>();
+  private readonly ids: OwnedEntries<Expiring & { claimant: string }>;
+  private readonly requests: OwnedEntries<Expiring & { written: boolean }>;
 
-  constructor(private readonly options: MemoryRecordIdOptions) {}
+  constructor(private readonly options: MemoryRecordIdOptions) {
+    const bounds = { maxEntries: options.maxIds, maxWeight: Number.POSITIVE_INFINITY };
+    const evicted = (entry: Expiring) => {
+      if (entry.expiresAt > Date.now()) this.options.onEarlyEviction?.();
+    };
+    this.ids = new OwnedEntries<Expiring & { claimant: string }>(bounds, evicted);
+    this.requests = new OwnedEntries<Expiring & { written: boolean }>(bounds, evicted);
+  }
 
   claim(
     tenant: string,
@@ -34,35 +44,28 @@ export class MemoryRecordIdStore implements RecordIdStore {
     windowMs: number,
   ): Promise<RecordIdVerdict[]> {
     const now = Date.now();
-    this.put(
-      this.requests,
-      `${tenant}\n${claimant}`,
-      { written: false, expiresAt: now + this.options.pendingMs },
-      now,
-    );
+    this.requests.set(tenant, claimant, { written: false, expiresAt: now + this.options.pendingMs });
     const verdicts: RecordIdVerdict[] = [];
     for (const id of ids) {
-      const key = `${tenant}\n${id}`;
-      const owner = this.live(this.ids, key, now);
-      const state = owner && this.live(this.requests, `${tenant}\n${owner.claimant}`, now);
+      const owner = live(this.ids.get(tenant, id), now);
+      const state = owner && live(this.requests.get(tenant, owner.claimant), now);
       if (state) {
         verdicts.push(state.written ? "seen" : "pending");
         continue;
       }
-      this.put(this.ids, key, { claimant, expiresAt: now + windowMs }, now);
+      this.ids.set(tenant, id, { claimant, expiresAt: now + windowMs });
       verdicts.push("new");
     }
     return Promise.resolve(verdicts);
   }
 
   confirm(tenant: string, claimant: string, windowMs: number): Promise<void> {
-    const now = Date.now();
-    this.put(this.requests, `${tenant}\n${claimant}`, { written: true, expiresAt: now + windowMs }, now);
+    this.requests.set(tenant, claimant, { written: true, expiresAt: Date.now() + windowMs });
     return Promise.resolve();
   }
 
   release(tenant: string, claimant: string): Promise<void> {
-    this.requests.delete(`${tenant}\n${claimant}`);
+    this.requests.delete(tenant, claimant);
     return Promise.resolve();
   }
 
@@ -74,23 +77,10 @@ export class MemoryRecordIdStore implements RecordIdStore {
 
   /** Ids and request states held now (tests). */
   get size(): { ids: number; requests: number } {
-    return { ids: this.ids.size, requests: this.requests.size };
+    return { ids: this.ids.size.entries, requests: this.requests.size.entries };
   }
+}
 
-  private live<T extends Expiring>(map: Map<string, T>, key: string, now: number): T | undefined {
-    const entry = map.get(key);
-    return entry !== undefined && entry.expiresAt > now ? entry : undefined;
-  }
-
-  private put<T extends Expiring>(map: Map<string, T>, key: string, entry: T, now: number): void {
-    map.delete(key);
-    map.set(key, entry);
-    while (map.size > this.options.maxIds) {
-      const oldest = map.entries().next();
-      if (oldest.done) break;
-      const [oldestKey, oldestEntry] = oldest.value;
-      map.delete(oldestKey);
-      if (oldestEntry.expiresAt > now) this.options.onEarlyEviction?.();
-    }
-  }
+function live<T extends Expiring>(entry: T | undefined, now: number): T | undefined {
+  return entry !== undefined && entry.expiresAt > now ? entry : undefined;
 }

@@ -119,3 +119,19 @@ test("memory: bounded by count, oldest first, early evictions counted", async ()
   await store.close();
   expect(store.size).toEqual({ ids: 0, requests: 0 });
 });
+
+test("memory: a tenant writing more ids than the store keeps pushes out its own, never another tenant's", async () => {
+  let early = 0;
+  const store = new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 1000, onEarlyEviction: () => early++ });
+  expect(await store.claim("quiet", ["order-1"], "q1", 60_000)).toEqual(["new"]);
+  await store.confirm("quiet", "q1", 60_000);
+  for (let request = 0; request < 30; request++) {
+    const ids = Array.from({ length: 100 }, (_, n) => `${request}-${n}`);
+    await store.claim("noisy", ids, `n${request}`, 60_000);
+    await store.confirm("noisy", `n${request}`, 60_000);
+  }
+  expect(await store.claim("quiet", ["order-1"], "q2", 60_000)).toEqual(["seen"]);
+  expect(await store.claim("noisy", ["0-0"], "n-again", 60_000)).toEqual(["new"]);
+  expect(store.size.ids).toBeLessThanOrEqual(1000);
+  expect(early).toBeGreaterThan(0);
+});
