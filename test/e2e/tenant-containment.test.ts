@@ -82,3 +82,37 @@ describe.each(RUNTIMES)("one tenant cannot push out another's state on %s", (run
     expect((await records("noisy", ["0-0"])).duplicates).toBeUndefined();
   }, 30_000);
 });
+
+describe.each(RUNTIMES)("connection caps shared by WebSockets and event streams on %s", (runtime) => {
+  let gateway: RunningGateway;
+  let folder: string;
+  beforeAll(async () => {
+    folder = await mkdtemp(join(tmpdir(), "containment-caps-"));
+    gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: "",
+      REDIS_URL: "",
+      LOCAL_LOG_DIR: folder,
+      WS_MAX_CONNECTIONS: "2",
+    });
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  const stream = async (tenant: string, signal: AbortSignal) =>
+    fetch(`${gateway.url}/v1/sse?channel=news&token=${await token(tenant, ["subscribe"])}`, { signal });
+
+  test("an event stream refused by a full instance is a 503 with Retry-After, as a WebSocket upgrade is", async () => {
+    const open = new AbortController();
+    try {
+      for (const tenant of ["a", "b"]) expect((await stream(tenant, open.signal)).status).toBe(200);
+      const refused = await stream("c", open.signal);
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get("retry-after")).toBe("5");
+      expect(((await refused.json()) as { error: string }).error).toBe("unavailable");
+    } finally {
+      open.abort();
+    }
+  });
+});

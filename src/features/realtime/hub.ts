@@ -210,9 +210,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
     if (tenantOpen >= this.options.maxConnectionsPerTenant) {
       return new GatewayError("rate_limited", "too many connections for this tenant", { "retry-after": "5" });
     }
-    if (this.authenticated >= this.options.maxConnections) {
-      return new GatewayError("unavailable", "this instance has no room for more connections");
-    }
+    if (this.authenticated >= this.options.maxConnections) return instanceFull();
     this.authenticated++;
     this.tenantConnections.set(tenant, tenantOpen + 1);
     return undefined;
@@ -254,11 +252,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
 
   /** Why no new socket fits right now, if none does: the authenticated slots or the pending ones are full. */
   private fullness(): GatewayError | undefined {
-    if (this.authenticated >= this.options.maxConnections) {
-      return new GatewayError("unavailable", "this instance has no room for more connections", {
-        "retry-after": "5",
-      });
-    }
+    if (this.authenticated >= this.options.maxConnections) return instanceFull();
     if (this.connections.size - this.authenticated >= this.options.maxUnauthenticated) {
       return new GatewayError("unavailable", "too many connections are authenticating; retry shortly", {
         "retry-after": String(Math.ceil(this.options.authTimeoutMs / 1000)),
@@ -266,4 +260,15 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
     }
     return undefined;
   }
+}
+
+/**
+ * No authenticated slot left: the same answer (with `Retry-After`) for an
+ * upgrade refused at once, a socket refused when it authenticates and an event
+ * stream refused when it opens.
+ */
+function instanceFull(): GatewayError {
+  return new GatewayError("unavailable", "this instance has no room for more connections", {
+    "retry-after": "5",
+  });
 }

@@ -3,6 +3,7 @@ import type { Principal } from "../../../src/domain/principal.ts";
 import { ChannelHistory } from "../../../src/features/realtime/history.ts";
 import { type ConnectionState, WsHub, type WsHubOptions } from "../../../src/features/realtime/hub.ts";
 import { Resume } from "../../../src/features/realtime/resume.ts";
+import { errorReply } from "../../../src/http/reply.ts";
 import { LocalFanoutBus } from "../../../src/infra/local/fanout-bus.ts";
 import { createLogger } from "../../../src/log/logger.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
@@ -156,6 +157,13 @@ describe("WsHub connection caps", () => {
     );
     // Full: the upgrade itself is refused.
     expect(await openPeer(target, "t9:x")).toBe(503);
+  });
+
+  test("an event stream refused by a full instance gets the upgrade's answer: 503 with Retry-After", () => {
+    const target = hub({ maxConnections: 1 }, gatedAuthenticator().authenticator);
+    expect(target.claimSlots("acme")).toBeUndefined();
+    const full = target.claimSlots("other");
+    expect(full && errorReply(full)).toMatchObject({ status: 503, headers: { "retry-after": "5" } });
   });
 
   test("pending sockets have their own cap and never take an authenticated slot", async () => {
