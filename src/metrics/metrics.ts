@@ -172,7 +172,7 @@ export function createMetrics(runtime: string, version: string) {
     }),
     rateLimited: new Counter({
       name: "gateway_rate_limited_total",
-      help: "Requests or connections refused by a rate limit, by scope",
+      help: "Requests or connections refused by a rate limit, by scope: tenant_events, ip_requests, ws_connect (connection attempts per IP), ws_message (frames per socket), tenant_connections (WS_MAX_CONNECTIONS_PER_TENANT, WebSockets and event streams)",
       labelNames: ["scope"],
       registers: r,
     }),

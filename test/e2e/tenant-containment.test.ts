@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { token } from "../support/tokens.ts";
+import { waitUntil } from "../support/wait.ts";
 import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 
 /**
@@ -93,6 +94,7 @@ describe.each(RUNTIMES)("connection caps shared by WebSockets and event streams 
       REDIS_URL: "",
       LOCAL_LOG_DIR: folder,
       WS_MAX_CONNECTIONS: "2",
+      WS_MAX_CONNECTIONS_PER_TENANT: "1",
     });
   });
   afterAll(async () => {
@@ -111,6 +113,34 @@ describe.each(RUNTIMES)("connection caps shared by WebSockets and event streams 
       expect(refused.status).toBe(503);
       expect(refused.headers.get("retry-after")).toBe("5");
       expect(((await refused.json()) as { error: string }).error).toBe("unavailable");
+    } finally {
+      open.abort();
+    }
+  });
+
+  test("a tenant at WS_MAX_CONNECTIONS_PER_TENANT: its socket and its stream are refused and counted; another tenant connects", async () => {
+    // The streams of the test before hold the instance's slots until their close is seen.
+    await waitUntil(
+      async () => (await (await fetch(`${gateway.url}/metrics`)).text()).includes("gateway_sse_streams 0"),
+      "the earlier streams closed",
+    );
+    const open = new AbortController();
+    try {
+      expect((await stream("capped", open.signal)).status).toBe(200);
+      const refusedStream = await stream("capped", open.signal);
+      expect(refusedStream.status).toBe(429);
+      expect(refusedStream.headers.get("retry-after")).toBe("5");
+      const socket = new WebSocket(`${gateway.wsUrl}?token=${await token("capped", ["subscribe"])}`);
+      const frames: Array<Record<string, unknown>> = [];
+      socket.onmessage = (message) => frames.push(JSON.parse(String(message.data)));
+      const code = await new Promise<number>((resolve) => {
+        socket.onclose = (event) => resolve(event.code);
+      });
+      expect(code).toBe(1013);
+      expect(frames[0]).toMatchObject({ type: "error", code: "rate_limited" });
+      expect((await stream("other", open.signal)).status).toBe(200);
+      const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+      expect(metrics).toContain('gateway_rate_limited_total{scope="tenant_connections"} 2');
     } finally {
       open.abort();
     }

@@ -208,6 +208,8 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
   claimSlots(tenant: string): GatewayError | undefined {
     const tenantOpen = this.tenantConnections.get(tenant) ?? 0;
     if (tenantOpen >= this.options.maxConnectionsPerTenant) {
+      // Counted beside the other limits: the operator sees a tenant at its cap without reading logs.
+      this.deps.metrics.rateLimited.inc({ scope: "tenant_connections" });
       return new GatewayError("rate_limited", "too many connections for this tenant", { "retry-after": "5" });
     }
     if (this.authenticated >= this.options.maxConnections) return instanceFull();

@@ -78,6 +78,7 @@ function hub(
   options: Partial<WsHubOptions>,
   authenticator: Authenticator,
   admitConnection: (ip: string) => Promise<void> = async () => {},
+  metrics = createMetrics("test", "0"),
 ): WsHub {
   const history = new ChannelHistory({
     eventsPerChannel: 10,
@@ -105,7 +106,7 @@ function hub(
       authenticator,
       history,
       resume: new Resume(history, new LocalFanoutBus(), REPLAY_LIMITS),
-      metrics: createMetrics("test", "0"),
+      metrics,
       publish: async () => undefined,
       log: createLogger("silent", {}),
       admitConnection,
@@ -126,7 +127,8 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 10));
 describe("WsHub connection caps", () => {
   test("per tenant: 10 verifications finishing in the same tick connect exactly the cap", async () => {
     const { authenticator, release } = gatedAuthenticator();
-    const target = hub({ maxConnectionsPerTenant: 2 }, authenticator);
+    const metrics = createMetrics("test", "0");
+    const target = hub({ maxConnectionsPerTenant: 2 }, authenticator, undefined, metrics);
     const peers = (await Promise.all(
       Array.from({ length: 10 }, () => openPeer(target, "acme:x")),
     )) as FakePeer[];
@@ -136,6 +138,9 @@ describe("WsHub connection caps", () => {
     const refused = peers.filter((peer) => !peer.connected);
     expect(refused.map((peer) => peer.closedWith)).toEqual(Array(8).fill(1013));
     expect(refused[0]?.frames[0]).toMatchObject({ type: "error", code: "rate_limited" });
+    expect(await metrics.registry.getSingleMetricAsString("gateway_rate_limited_total")).toContain(
+      'gateway_rate_limited_total{scope="tenant_connections"} 8',
+    );
     // A slot freed by a close is usable again.
     peers.find((peer) => peer.connected)?.close(1000);
     const again = (await openPeer(target, "acme:y")) as FakePeer;
