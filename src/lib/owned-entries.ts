@@ -13,18 +13,23 @@ class Owner<V> {
   constructor(readonly name: string) {}
 }
 
+const byCount = <V>(owner: Owner<V>) => owner.entries.size;
+const byWeight = <V>(owner: Owner<V>) => owner.weight;
+
 /**
  * Entries grouped by owner (a tenant), bounded in count and weight for all
- * owners together. Past a bound, the owner holding the most (by that bound)
- * loses its oldest entry: an owner writing many entries pushes out its own,
- * never those of an owner holding less, where one shared oldest-first order
- * would let one tenant flush every other tenant's entries. An owner is freed
- * with its last entry.
+ * owners together. Past a bound, an owner holding more than an equal share
+ * (by that bound) loses its oldest entry: an owner writing many entries pushes
+ * out its own, never those of an owner holding less than its share, where one
+ * shared oldest-first order would let one tenant flush every other tenant's
+ * entries. An owner is freed with its last entry.
  */
 export class OwnedEntries<V> {
   private readonly owners = new Map<string, Owner<V>>();
   private entries = 0;
   private weight = 0;
+  /** Who paid for the last write past a bound: likely to pay for the next one too. */
+  private lastPayer: Owner<V> | undefined;
 
   constructor(
     private readonly bounds: OwnedBounds,
@@ -51,8 +56,8 @@ export class OwnedEntries<V> {
     while (this.entries > this.bounds.maxEntries || this.weight > this.bounds.maxWeight) {
       const victim =
         this.entries > this.bounds.maxEntries
-          ? this.largest(held, (candidate) => candidate.entries.size, this.entries)
-          : this.largest(held, (candidate) => candidate.weight, this.weight);
+          ? this.payer(held, byCount, this.entries)
+          : this.payer(held, byWeight, this.weight);
       const oldest = victim.entries.entries().next();
       if (oldest.done) break;
       const [oldestKey, entry] = oldest.value;
@@ -68,6 +73,7 @@ export class OwnedEntries<V> {
 
   clear(): void {
     this.owners.clear();
+    this.lastPayer = undefined;
     this.entries = 0;
     this.weight = 0;
   }
@@ -88,24 +94,32 @@ export class OwnedEntries<V> {
   }
 
   /**
-   * The owner holding the most by `measure` (whose sum over owners is
-   * `total`): the writer when it holds more than the average, the common case
-   * under one owner's flood, which needs no scan; otherwise the largest found
-   * by a scan, ties going to the owner that has held entries longest, so that
-   * owners holding one entry each lose them oldest first and a writer's only
-   * (new) entry is not the one pushed out.
+   * An owner holding more than an equal share by `measure` (whose sum over
+   * owners is `total`) pays: the writer when it does (one owner's flood), else
+   * the last owner that paid while it still does (a quiet writer under that
+   * flood), else the first such owner in the order owners arrived. When every
+   * owner holds exactly its share (one entry each, say), the owner that has
+   * held entries longest, so a writer's only (new) entry is not the one pushed
+   * out. Not the largest: that would scan every owner on each write past a
+   * bound, and an owner under its share never pays either way.
    */
-  private largest(writer: Owner<V>, measure: (owner: Owner<V>) => number, total: number): Owner<V> {
-    if (measure(writer) * this.owners.size > total) return writer;
-    let largest = writer;
-    let most = Number.NEGATIVE_INFINITY;
+  private payer(writer: Owner<V>, measure: (owner: Owner<V>) => number, total: number): Owner<V> {
+    const owners = this.owners.size;
+    const overShare = (owner: Owner<V>) => measure(owner) * owners > total;
+    if (overShare(writer)) return writer;
+    // Every owner holds at least one entry: as many entries as owners is one each, no scan needed.
+    if (measure === byCount && total === owners) return this.owners.values().next().value ?? writer;
+    const last = this.lastPayer;
+    if (last !== undefined && this.owners.get(last.name) === last && overShare(last)) return last;
+    let payer: Owner<V> | undefined;
     for (const owner of this.owners.values()) {
-      const held = measure(owner);
-      if (held > most) {
-        largest = owner;
-        most = held;
+      if (overShare(owner)) {
+        payer = owner;
+        break;
       }
     }
-    return largest;
+    payer ??= this.owners.values().next().value ?? writer;
+    this.lastPayer = payer;
+    return payer;
   }
 }

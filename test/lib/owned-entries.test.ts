@@ -35,6 +35,22 @@ describe("OwnedEntries", () => {
     expect(entries.size).toEqual({ entries: 3, weight: 70, owners: 2 });
   });
 
+  test("quiet writers under one owner's flood: the flooding owner pays, whoever arrived first", () => {
+    const evicted: string[] = [];
+    const entries = new OwnedEntries<string>(
+      { maxEntries: 8, maxWeight: Number.POSITIVE_INFINITY },
+      (value) => evicted.push(value),
+    );
+    entries.set("early", "e1", "e1");
+    for (let n = 1; n <= 6; n++) entries.set("noisy", `n${n}`, `n${n}`);
+    for (const owner of ["late", "later", "latest"]) entries.set(owner, "k", owner);
+    entries.set("late", "k2", "late2");
+    expect(evicted).toEqual(["n1", "n2", "n3"]);
+    expect(
+      ["early", "late", "later", "latest"].map((owner) => entries.get(owner, owner === "early" ? "e1" : "k")),
+    ).toEqual(["e1", "late", "later", "latest"]);
+  });
+
   test("owners holding one entry each lose them oldest first, never the writer's new one", () => {
     const entries = new OwnedEntries<string>({ maxEntries: 3, maxWeight: Number.POSITIVE_INFINITY });
     for (const owner of ["a", "b", "c", "d", "e"]) entries.set(owner, "k", owner);

@@ -18,9 +18,9 @@ interface Expiring {
  * The embedded default, in this process only, the same model as the Redis
  * store: each id names the request that claimed it, for the window; each
  * request has a state, pending then written, or none once released or
- * expired. Both are bounded by count, oldest first out; past the bound the
- * tenant holding the most loses its oldest, so a tenant writing many ids
- * never pushes out another tenant's (whose retries would be written twice).
+ * expired. Both are bounded by count, oldest first out; past the bound a
+ * tenant over an equal share loses its oldest, so a tenant writing many ids
+ * never pushes out a smaller tenant's (whose retries would be written twice).
  * Behind a load balancer a retry that lands on another instance is not
  * recognised: set REDIS_URL to share the ids.
  */

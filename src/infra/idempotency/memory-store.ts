@@ -34,8 +34,8 @@ function tenantOf(id: string): string {
 /**
  * The embedded default: answers kept in this process only, bounded by count
  * and bytes, oldest first out (a completed entry is re-inserted at the young
- * end). Past a bound the tenant holding the most loses its oldest: a tenant
- * sending many keys never pushes out another's answers, whose retries would
+ * end). Past a bound a tenant over an equal share loses its oldest: a tenant
+ * sending many keys pushes out its own, not a smaller tenant's answers, whose retries would
  * then be written twice. Behind a load balancer a retry that lands on another
  * instance is not recognised: set REDIS_URL to share the keys.
  */
