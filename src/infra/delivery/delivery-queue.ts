@@ -1,6 +1,7 @@
 import { GatewayError } from "../../domain/errors.ts";
 import { sleep, withDeadline } from "../../lib/time.ts";
 import type { Logger } from "../../log/logger.ts";
+import { OccasionalLine } from "../../log/occasional-line.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import type { HealthReasons } from "../../ports/health.ts";
 import {
@@ -71,7 +72,8 @@ const LANE_SHARE = 9 / 10;
 /** Dead letters are diagnostics: they get a small share and are dropped first. */
 const DEAD_LETTER_SHARE = 1 / 16;
 /** At most one log line per this interval about dropped dead letters, with the count. */
-const DEAD_LETTER_LOG_INTERVAL_MS = 10_000;
+/** Lines that can come once per record (refusals, dead letters dropped) are logged at most this often. */
+const LOG_INTERVAL_MS = 10_000;
 
 const noTicket = (): Ticket => ({ remaining: 1, waits: false, resolve: () => {}, reject: () => {} });
 
@@ -225,8 +227,8 @@ export class DeliveryQueue implements RecordQueue {
   /** Set when the drain deadline passed: batches still failing stop retrying. */
   private abandoned = false;
   private idleWaiters: Array<() => void> = [];
-  private deadLettersDroppedSinceLog = 0;
-  private deadLetterLogAt = 0;
+  private readonly deadLettersDroppedLine = new OccasionalLine(LOG_INTERVAL_MS);
+  private readonly refusedRecordsLine = new OccasionalLine(LOG_INTERVAL_MS);
 
   constructor(
     private readonly writer: SinkWriter,
@@ -728,16 +730,21 @@ export class DeliveryQueue implements RecordQueue {
       );
     this.metrics.eventsUndeliverable.inc({ reason: refusal.reason });
     if (lane.deadLetters) this.dropDeadLetters("refused", 1);
-    this.log.warn(
-      {
-        reason: refusal.reason,
-        code: refusal.sinkCode,
-        topic: message.topic,
-        bytes: entry.bytes,
-        deadLettered,
-      },
-      deadLettered ? "record refused by the sink: dead-lettered" : "record refused by the sink: dropped",
-    );
+    // Once per record would be a line per record when a topic refuses many (a KAFKA_MAX_MESSAGE_BYTES
+    // above the topic's own limit): this record's details, and how many the line stands for.
+    const records = this.refusedRecordsLine.due();
+    if (records !== undefined)
+      this.log.warn(
+        {
+          reason: refusal.reason,
+          code: refusal.sinkCode,
+          topic: message.topic,
+          bytes: entry.bytes,
+          deadLettered,
+          records,
+        },
+        deadLettered ? "record refused by the sink: dead-lettered" : "record refused by the sink: dropped",
+      );
     entry.ticket.reject(refusalReply(refusal));
     this.release(lane, [entry]);
   }
@@ -759,15 +766,12 @@ export class DeliveryQueue implements RecordQueue {
     count: number,
   ): void {
     this.metrics.deadLettersDropped.inc({ reason }, count);
-    this.deadLettersDroppedSinceLog += count;
-    const now = Date.now();
-    if (now - this.deadLetterLogAt < DEAD_LETTER_LOG_INTERVAL_MS) return;
+    const deadLetters = this.deadLettersDroppedLine.due(count);
+    if (deadLetters === undefined) return;
     this.log.warn(
-      { deadLetters: this.deadLettersDroppedSinceLog, reason, topic: this.options.deadLetterTopic },
+      { deadLetters, reason, topic: this.options.deadLetterTopic },
       "dead letters dropped: the dead-letter topic cannot take them",
     );
-    this.deadLetterLogAt = now;
-    this.deadLettersDroppedSinceLog = 0;
   }
 
   private count(lane: Lane, records: number, bytes: number): void {

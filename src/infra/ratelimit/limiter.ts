@@ -7,6 +7,7 @@ import { LeasedBudgets, NOT_LOCAL, type Spent, WINDOW_MS } from "./leases.ts";
 
 export { NOT_LOCAL };
 
+import { OccasionalLine } from "../../log/occasional-line.ts";
 import { RedisLeaseStore } from "./redis-leases.ts";
 
 export type LimitScope = "tenant_events" | "ip_requests" | "ws_connect";
@@ -89,7 +90,7 @@ export class RateLimits {
   private degraded = false;
   /** "Redis unavailable" was logged since Redis was last ready (or since the start): once per outage, not per retry. */
   private unavailableLogged = false;
-  private leaseFailureLoggedAt = Number.NEGATIVE_INFINITY;
+  private readonly leaseFailureLine = new OccasionalLine(LEASE_FAILURE_LOG_INTERVAL_MS);
 
   constructor(
     private readonly options: RateLimitOptions,
@@ -229,10 +230,12 @@ export class RateLimits {
     const outcome = error !== undefined ? "failed" : granted > 0 ? "granted" : "refused";
     this.metrics.rateLimitLeases.inc({ scope, outcome });
     if (error === undefined) return;
-    const now = performance.now();
-    if (now - this.leaseFailureLoggedAt < LEASE_FAILURE_LOG_INTERVAL_MS) return;
-    this.leaseFailureLoggedAt = now;
-    this.log.warn({ err: error, scope }, "Redis lease failed: the per-process limiter decides meanwhile");
+    const failures = this.leaseFailureLine.due();
+    if (failures === undefined) return;
+    this.log.warn(
+      { err: error, scope, failures },
+      "Redis lease failed: the per-process limiter decides meanwhile",
+    );
   }
 
   private setDegraded(degraded: boolean, error?: unknown): void {

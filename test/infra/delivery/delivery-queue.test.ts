@@ -58,17 +58,11 @@ function message(n: number): SinkMessage {
   return { topic: "t", key: "k", value: JSON.stringify({ n }), headers: {} };
 }
 
-function setup(options: Partial<DeliveryQueueOptions> = {}) {
+function setup(options: Partial<DeliveryQueueOptions> = {}, log = pino({ level: "silent" })) {
   const writer = new ControlledWriter();
   const health = new HealthState();
   const metrics = createMetrics("test", "0");
-  const queue = new DeliveryQueue(
-    writer,
-    { ...OPTIONS, ...options },
-    metrics,
-    health,
-    pino({ level: "silent" }),
-  );
+  const queue = new DeliveryQueue(writer, { ...OPTIONS, ...options }, metrics, health, log);
   return { writer, health, queue, metrics };
 }
 
@@ -351,6 +345,24 @@ describe("DeliveryQueue", () => {
       expect(queue.depth.records).toBe(0);
       expect(health.ready).toBe(true);
       await queue.enqueue([message(12)], "acknowledged");
+    });
+
+    test("a topic refusing every record: each request gets its 413, the log one line for them all", async () => {
+      const lines: Array<Record<string, unknown>> = [];
+      const log = pino({ level: "warn" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+      const { writer, queue, metrics } = setup({}, log);
+      writer.refuse = () => new UndeliverableError("too_large", "MESSAGE_TOO_LARGE");
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, (_, n) =>
+          queue.enqueue([message(n)], "acknowledged").catch((reason: GatewayError) => reason.status),
+        ),
+      );
+      expect(answers).toEqual(Array.from({ length: 20 }, () => 413));
+      expect(await undeliverable(metrics, "too_large")).toBe(20);
+      const refusals = lines.filter((line) => String(line.msg).startsWith("record refused by the sink"));
+      expect(refusals).toEqual([
+        expect.objectContaining({ code: "MESSAGE_TOO_LARGE", topic: "t", records: 1 }),
+      ]);
     });
 
     test("with a dead-letter topic the record at fault goes there, and a refused dead letter is dropped", async () => {
