@@ -370,6 +370,7 @@ async function createSink(
   try {
     await writer.ensureTopics(topics, config.kafka.topicPartitions);
     queue.noteReachable();
+    await capToTopicLimits(writer, topics, config, queue, log);
   } catch (error) {
     // Not fatal: the queue retries, /health reports the outage, the producer auto-creates topics later.
     // A refusal (credentials the brokers reject) is an answer: the writes hold their topics, /health says degraded.
@@ -413,5 +414,38 @@ async function startNamingSetting(setting: string, started: Promise<void>): Prom
     await started;
   } catch (error) {
     throw new SettingLoadError(setting, error);
+  }
+}
+
+/**
+ * A topic that takes smaller records than KAFKA_MAX_MESSAGE_BYTES says would
+ * refuse them one at a time, each after splitting the batch that held it (a
+ * delay for every tenant in that batch): its limit becomes the queue's, so
+ * such a record is a 413 before it is accepted. Read once at start; without
+ * the DescribeConfigs permission the setting is trusted, and a refusal later
+ * is still split down to the record at fault.
+ */
+async function capToTopicLimits(
+  writer: KafkaWriter,
+  topics: string[],
+  config: Config,
+  queue: DeliveryQueue,
+  log: Logger,
+): Promise<void> {
+  let limits: Map<string, number>;
+  try {
+    limits = await writer.messageLimits(topics);
+  } catch (error) {
+    log.info({ err: error }, "topics' max.message.bytes not readable: KAFKA_MAX_MESSAGE_BYTES is trusted");
+    return;
+  }
+  const compressed = config.kafka.compression !== "none" || config.kafka.fanoutCompression !== "none";
+  for (const [topic, bytes] of limits) {
+    if (bytes >= config.kafka.maxMessageBytes) continue;
+    log.warn(
+      { topic, topicMaxMessageBytes: bytes, KAFKA_MAX_MESSAGE_BYTES: config.kafka.maxMessageBytes },
+      "a topic takes smaller records than KAFKA_MAX_MESSAGE_BYTES: its max.message.bytes applies",
+    );
+    queue.capBatchBytes(batchBytesLimit(bytes, compressed));
   }
 }

@@ -1,14 +1,14 @@
 import { describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { Admin } from "@platformatic/kafka";
+import { Admin, ConfigResourceTypes, IncrementalAlterConfigOperationTypes } from "@platformatic/kafka";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { RUNTIMES, startGateway } from "./harness.ts";
 
 const TOPIC_LIMIT = 100_000;
 
-/** A topic whose own max.message.bytes is far below what the gateway is told: the broker refuses big batches. */
-async function createSmallTopic(prefix: string): Promise<string> {
+/** A topic whose own max.message.bytes is `limit` (the broker's default when undefined). */
+async function createLimitedTopic(prefix: string, limit?: number): Promise<string> {
   const topic = `${prefix}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
   const admin = new Admin({ clientId: "test-admin", bootstrapBrokers: services().brokers.split(",") });
   try {
@@ -16,7 +16,7 @@ async function createSmallTopic(prefix: string): Promise<string> {
       topics: [topic],
       partitions: 1,
       replicas: 1,
-      configs: [{ name: "max.message.bytes", value: String(TOPIC_LIMIT) }],
+      configs: limit === undefined ? [] : [{ name: "max.message.bytes", value: String(limit) }],
     });
   } finally {
     await admin.close();
@@ -24,11 +24,35 @@ async function createSmallTopic(prefix: string): Promise<string> {
   return topic;
 }
 
+/** What an operator does while the gateway runs: lowers the topic's max.message.bytes. */
+async function lowerTopicLimit(topic: string, limit: number): Promise<void> {
+  const admin = new Admin({ clientId: "test-admin", bootstrapBrokers: services().brokers.split(",") });
+  try {
+    await admin.incrementalAlterConfigs({
+      resources: [
+        {
+          resourceType: ConfigResourceTypes.TOPIC,
+          resourceName: topic,
+          configs: [
+            {
+              name: "max.message.bytes",
+              configOperation: IncrementalAlterConfigOperationTypes.SET,
+              value: String(limit),
+            },
+          ],
+        },
+      ],
+    });
+  } finally {
+    await admin.close();
+  }
+}
+
 const incompressible = (bytes: number) => randomBytes(Math.ceil((bytes * 3) / 4)).toString("base64");
 
 describe.each(RUNTIMES)("records the broker refuses for good on %s", (runtime) => {
-  test("a refused batch is split and delivered; the record at fault is a 413 and dead-lettered; ingest goes on", async () => {
-    const topic = await createSmallTopic(`refusals-${runtime}`);
+  test("a limit lowered while running: a refused batch is split and delivered; the record at fault is a 413 and dead-lettered; ingest goes on", async () => {
+    const topic = await createLimitedTopic(`refusals-${runtime}`);
     const dlq = await createTopic(`refusals-dlq-${runtime}`, 1);
     const gateway = await startGateway(runtime, {
       KAFKA_BROKERS: services().brokers,
@@ -58,6 +82,8 @@ describe.each(RUNTIMES)("records the broker refuses for good on %s", (runtime) =
       return { status: response.status, body: (await response.json()) as Record<string, unknown> };
     };
     try {
+      // Read at start, the topic's limit was the broker's: the gateway learns of the new one from refusals.
+      await lowerTopicLimit(topic, TOPIC_LIMIT);
       // 30 × 20 KB in one batch: six times what the topic takes.
       const many = Array.from({ length: 30 }, (_, index) => ({ id: `small-${index}`, blobBytes: 20_000 }));
       const [batched, tooLarge] = await Promise.all([post(many), post([{ id: "huge", blobBytes: 150_000 }])]);
@@ -89,6 +115,63 @@ describe.each(RUNTIMES)("records the broker refuses for good on %s", (runtime) =
       expect(gateway.logs.some((entry) => entry.msg === "record refused by the sink: dead-lettered")).toBe(
         true,
       );
+    } finally {
+      await gateway.stop("SIGKILL");
+    }
+  }, 60_000);
+
+  test("a topic that takes less than KAFKA_MAX_MESSAGE_BYTES at start: its limit applies, a record over it is rejected before it is accepted", async () => {
+    const topic = await createLimitedTopic(`small-at-start-${runtime}`, TOPIC_LIMIT);
+    const gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: topic,
+      JWT_SECRET: TEST_SECRET,
+      KAFKA_COMPRESSION: "none",
+      MAX_BODY_BYTES: String(4 * 1024 * 1024),
+    });
+    try {
+      expect(gateway.logs.find((entry) => entry.topic === topic && entry.topicMaxMessageBytes)).toMatchObject(
+        {
+          level: "warn",
+          topicMaxMessageBytes: TOPIC_LIMIT,
+          KAFKA_MAX_MESSAGE_BYTES: 1024 * 1024,
+        },
+      );
+      const post = async (id: string, blobBytes: number) => {
+        const response = await fetch(`${gateway.url}/v1/events`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${await token("acme", ["ingest"])}`,
+            "content-type": "application/json",
+          },
+          body: JSON.stringify({
+            type: "click",
+            id,
+            data: { element: "b", blob: incompressible(blobBytes) },
+          }),
+        });
+        return {
+          status: response.status,
+          body: (await response.json()) as { errors?: Array<{ reason: string }> },
+        };
+      };
+      // Refused by the gateway's own check against the topic's limit (the record rejected, as one that can never
+      // fit KAFKA_MAX_MESSAGE_BYTES is), not accepted and then refused by Kafka with a 413.
+      const huge = await post("huge", 150_000);
+      expect([
+        huge.status,
+        huge.body.errors?.[0]?.reason.startsWith("record too large for Kafka: at most"),
+      ]).toEqual([422, true]);
+      // Batches are cut to the topic's limit: 30 × 20 KB land without a refusal.
+      const ids = Array.from({ length: 30 }, (_, index) => `fits-${index}`);
+      const answers = await Promise.all(ids.map((id) => post(id, 20_000)));
+      expect(answers.map((answer) => answer.status)).toEqual(ids.map(() => 202));
+      const messages = await readTopic(topic, ids.length, 15_000);
+      expect(new Set(messages.map((message) => (JSON.parse(message.value) as { id: string }).id))).toEqual(
+        new Set(ids),
+      );
+      const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+      expect(metrics).not.toContain('gateway_events_undeliverable_total{reason="too_large"} 1');
     } finally {
       await gateway.stop("SIGKILL");
     }

@@ -227,6 +227,8 @@ export class DeliveryQueue implements RecordQueue {
   /** Set when the drain deadline passed: batches still failing stop retrying. */
   private abandoned = false;
   private idleWaiters: Array<() => void> = [];
+  /** `options.maxBatchBytes`, or a topic's own smaller limit learnt since (`capBatchBytes`). */
+  private maxBatchBytes: number;
   private readonly deadLettersDroppedLine = new OccasionalLine(LOG_INTERVAL_MS);
   private readonly refusedRecordsLine = new OccasionalLine(LOG_INTERVAL_MS);
 
@@ -237,6 +239,7 @@ export class DeliveryQueue implements RecordQueue {
     private readonly health: HealthReasons,
     private readonly log: Logger,
   ) {
+    this.maxBatchBytes = options.maxBatchBytes;
     metrics.queueCapacityRecords.set(options.maxRecords);
     metrics.queueCapacityBytes.set(options.maxBytes);
     metrics.kafkaUp.set(1);
@@ -352,14 +355,23 @@ export class DeliveryQueue implements RecordQueue {
     return settled;
   }
 
+  /**
+   * Lowers the largest batch to `bytes` (never raises it): a topic whose own
+   * `max.message.bytes` is below KAFKA_MAX_MESSAGE_BYTES would refuse, one by
+   * one, records accepted for it, each after splitting the batch that held it.
+   */
+  capBatchBytes(bytes: number): void {
+    this.maxBatchBytes = Math.min(this.maxBatchBytes, bytes);
+  }
+
   /** The largest record (in `recordBytes`) a batch can hold; a larger one can never be delivered. */
   get maxRecordBytes(): number {
-    return this.options.maxBatchBytes;
+    return this.maxBatchBytes;
   }
 
   /** Whether `message` fits in a batch at all, for refusing it before it is accepted. */
   fits(message: SinkMessage): boolean {
-    const max = this.options.maxBatchBytes;
+    const max = this.maxBatchBytes;
     // Most records are far below the limit: the loose bound settles them without reading the strings.
     return recordBytesAtMost(message) <= max || recordBytes(message) <= max;
   }
@@ -440,10 +452,10 @@ export class DeliveryQueue implements RecordQueue {
     demand: Map<Lane, { records: number; bytes: number }>,
     largest: number,
   ): GatewayError | undefined {
-    if (largest > this.options.maxBatchBytes)
+    if (largest > this.maxBatchBytes)
       return new GatewayError(
         "record_too_large",
-        `a record takes ${largest} bytes in Kafka; at most ${this.options.maxBatchBytes} fit`,
+        `a record takes ${largest} bytes in Kafka; at most ${this.maxBatchBytes} fit`,
       );
     if (this.closed)
       return new GatewayError("draining", "the gateway is shutting down", { "retry-after": "1" });
@@ -538,7 +550,7 @@ export class DeliveryQueue implements RecordQueue {
       !this.isHeld(lane)
     ) {
       queue.inFlight++;
-      void this.deliver(lane, queue, queue.take(this.options.batchBytes, this.options.maxBatchBytes));
+      void this.deliver(lane, queue, queue.take(this.options.batchBytes, this.maxBatchBytes));
     }
   }
 
@@ -721,12 +733,7 @@ export class DeliveryQueue implements RecordQueue {
       deadLetters !== undefined &&
       !lane.deadLetters &&
       this.requeue(
-        deadLetterFor(
-          message,
-          deadLetters,
-          `refused by Kafka: ${refusal.sinkCode}`,
-          this.options.maxBatchBytes,
-        ),
+        deadLetterFor(message, deadLetters, `refused by Kafka: ${refusal.sinkCode}`, this.maxBatchBytes),
       );
     this.metrics.eventsUndeliverable.inc({ reason: refusal.reason });
     if (lane.deadLetters) this.dropDeadLetters("refused", 1);

@@ -1,4 +1,4 @@
-import { Admin, GenericError, UserError } from "@platformatic/kafka";
+import { Admin, ConfigResourceTypes, GenericError, UserError } from "@platformatic/kafka";
 import type { Config } from "../../config/config.ts";
 import {
   type SinkMessage,
@@ -279,6 +279,27 @@ export class KafkaWriter implements SinkWriter {
       }
       const metadata = await admin.metadata({ topics });
       for (const topic of topics) this.notePartitions(topic, metadata.topics.get(topic)?.partitionsCount);
+    } finally {
+      await admin.close();
+    }
+  }
+  /** Each topic's `max.message.bytes` (its own, else the broker's `message.max.bytes`), as Kafka reports it. */
+  async messageLimits(topics: string[]): Promise<Map<string, number>> {
+    const admin = new Admin({ ...this.connection });
+    try {
+      const described = await admin.describeConfigs({
+        resources: topics.map((topic) => ({
+          resourceType: ConfigResourceTypes.TOPIC,
+          resourceName: topic,
+          configurationKeys: ["max.message.bytes"],
+        })),
+      });
+      const limits = new Map<string, number>();
+      for (const resource of described) {
+        const value = Number(resource.configs.find((config) => config.name === "max.message.bytes")?.value);
+        if (Number.isSafeInteger(value) && value > 0) limits.set(resource.resourceName, value);
+      }
+      return limits;
     } finally {
       await admin.close();
     }
