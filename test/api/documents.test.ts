@@ -119,10 +119,11 @@ describe("openapi.yaml", () => {
       if (route.method === "GET") expected.add(`HEAD ${route.path}`);
       expected.add(`OPTIONS ${route.path}`);
     }
-    // The WebSocket upgrade is not a router route: the transport hands GETs of wsPath to the hub.
+    // The WebSocket upgrade is not a router route: the transport hands GETs of wsPath to the hub, and
+    // the router answers the rest (a HEAD as the GET that asks for no upgrade).
     const wsPaths = [...app.matchAll(/WS_PATH = "([^"]+)"/g)].map((match) => match[1]);
     expect(wsPaths).toEqual(["/v1/ws"]);
-    for (const path of wsPaths) expected.add(`GET ${path}`);
+    for (const path of wsPaths) for (const method of ["GET", "HEAD"]) expected.add(`${method} ${path}`);
     const documented = operations().map(({ method, path }) => `${method} ${path}`);
     expect(documented.sort()).toEqual([...expected].sort());
   });
