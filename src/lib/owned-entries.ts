@@ -95,31 +95,40 @@ export class OwnedEntries<V> {
 
   /**
    * An owner holding more than an equal share by `measure` (whose sum over
-   * owners is `total`) pays: the writer when it does (one owner's flood), else
-   * the last owner that paid while it still does (a quiet writer under that
-   * flood), else the first such owner in the order owners arrived. When every
-   * owner holds exactly its share (one entry each, say), the owner that has
-   * held entries longest, so a writer's only (new) entry is not the one pushed
-   * out. Not the largest: that would scan every owner on each write past a
-   * bound, and an owner under its share never pays either way.
+   * owners is `total`) pays, never one holding less. Which one, without
+   * scanning every owner on each write past a bound: the last payer while it
+   * still holds at least as much as the writer (one owner's flood, whoever
+   * writes), else the writer when it is over its share, unless a scan finds an
+   * owner holding more (once per new payer); else the first owner over its
+   * share in the order owners arrived. When every owner holds exactly its
+   * share (one entry each, say), the owner that has held entries longest, so a
+   * writer's only (new) entry is not the one pushed out.
    */
   private payer(writer: Owner<V>, measure: (owner: Owner<V>) => number, total: number): Owner<V> {
     const owners = this.owners.size;
     const overShare = (owner: Owner<V>) => measure(owner) * owners > total;
-    if (overShare(writer)) return writer;
-    // Every owner holds at least one entry: as many entries as owners is one each, no scan needed.
-    if (measure === byCount && total === owners) return this.owners.values().next().value ?? writer;
-    const last = this.lastPayer;
-    if (last !== undefined && this.owners.get(last.name) === last && overShare(last)) return last;
+    const last =
+      this.lastPayer !== undefined && this.owners.get(this.lastPayer.name) === this.lastPayer
+        ? this.lastPayer
+        : undefined;
+    if (last !== undefined && measure(last) >= measure(writer) && overShare(last)) return last;
     let payer: Owner<V> | undefined;
-    for (const owner of this.owners.values()) {
-      if (overShare(owner)) {
-        payer = owner;
-        break;
+    if (overShare(writer)) {
+      payer = writer;
+      for (const owner of this.owners.values()) if (measure(owner) > measure(payer)) payer = owner;
+    } else if (measure === byCount && total === owners) {
+      // Every owner holds at least one entry: as many entries as owners is one each.
+      payer = this.owners.values().next().value;
+    } else {
+      for (const owner of this.owners.values()) {
+        if (overShare(owner)) {
+          payer = owner;
+          break;
+        }
       }
+      payer ??= this.owners.values().next().value;
     }
-    payer ??= this.owners.values().next().value ?? writer;
-    this.lastPayer = payer;
-    return payer;
+    this.lastPayer = payer ?? writer;
+    return this.lastPayer;
   }
 }
