@@ -491,6 +491,21 @@ describe("DeliveryQueue", () => {
       expect(queue.depth.records).toBe(0);
     });
 
+    test("the drain tries a held topic again at once: records answered 202 while it was refused are flushed", async () => {
+      const { writer, queue, health } = setup({ unavailableRetryMs: 60_000 });
+      let refused = true;
+      writer.refuse = (batch) =>
+        refused && batch[0]?.topic === "a"
+          ? new SinkUnavailableError("UNKNOWN_TOPIC_OR_PARTITION")
+          : undefined;
+      await queue.enqueue([onTopic("a", 1), onTopic("a", 2)], "queued");
+      await waitUntil(() => health.degraded().length > 0, "topic a held");
+      refused = false;
+      // Held for a minute, past the drain's one second: only the drain's own try delivers them.
+      await queue.close(1000);
+      expect(deliveredTo(writer, "a")).toEqual([1, 2]);
+    });
+
     test("the embedded log's refusal (full disk) is this instance's own: /health turns 503", async () => {
       const { writer, queue, health } = setup();
       Object.assign(writer, { kind: "local-log" });
