@@ -1,7 +1,9 @@
 import { describe, expect, test } from "bun:test";
+import { connect } from "node:net";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
 import { servicesCommand } from "../support/services.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
+import { waitUntil } from "../support/wait.ts";
 import { RUNTIMES, startGateway } from "./harness.ts";
 
 // Long enough for the broker to restart on a loaded machine (it has taken 11 s, and 15-26 s while
@@ -60,6 +62,61 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
     const flush = gateway.logs.find((entry) => entry.step === "flush the queue");
     console.log(`${runtime}: ${ids.length} records flushed in ${flush?.ms} ms of the drain`);
   }, 120_000);
+
+  test("a request still uploading when the listener closes is finished: 202, its record in Kafka, exit 0", async () => {
+    const topic = await createTopic(`drain-in-flight-${runtime}`);
+    const gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: topic,
+      JWT_SECRET: TEST_SECRET,
+      DRAIN_DELAY_MS: "200",
+      DRAIN_TIMEOUT_MS: "10000",
+    });
+    try {
+      const id = `drain-in-flight-${runtime}`;
+      const body = JSON.stringify({ type: "click", id, data: { element: "b" } });
+      const half = Math.floor(body.length / 2);
+      let received = "";
+      const socket = connect(gateway.port, "127.0.0.1");
+      socket.setEncoding("latin1");
+      socket.on("data", (chunk: string) => {
+        received += chunk;
+      });
+      socket.on("error", () => {});
+      await new Promise((resolve) => socket.once("connect", resolve));
+      socket.write(
+        `POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${await token("acme", ["ingest"])}\r\n` +
+          `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, half)}`,
+      );
+      // In flight (the scrape is the other one) before the signal.
+      await waitUntil(
+        async () =>
+          /^gateway_http_requests_in_flight 2$/m.test(await (await fetch(`${gateway.url}/metrics`)).text()),
+        "the upload in flight",
+      );
+      const exited = gateway.stop("SIGTERM");
+      await waitUntil(
+        () => gateway.logs.some((entry) => entry.step === "stop listening"),
+        "the listener closed",
+      );
+      // The drain is now waiting for this request alone; it must still be waiting a moment later.
+      await Bun.sleep(500);
+      socket.write(body.slice(half));
+      await waitUntil(() => /\r\n\r\n/.test(received), "the answer to the upload");
+      expect(received).toStartWith("HTTP/1.1 202 ");
+      expect(received.toLowerCase()).toContain("connection: close");
+      socket.destroy();
+      expect(await exited).toBe(0);
+      const steps = gateway.logs
+        .filter((entry) => entry.msg === "drain step done")
+        .map((entry) => entry.step);
+      expect(steps.indexOf("finish in-flight requests")).toBeLessThan(steps.indexOf("flush the queue"));
+      const messages = await readTopic(topic, 1, 20_000);
+      expect(messages.map((message) => (JSON.parse(message.value) as { id: string }).id)).toEqual([id]);
+    } finally {
+      await gateway.stop("SIGKILL");
+    }
+  }, 60_000);
 
   test("records still undelivered at the drain deadline are counted in the log and the exit code is 1", async () => {
     const gateway = await startGateway(runtime, {
