@@ -1,9 +1,11 @@
 import { afterAll, expect, test } from "bun:test";
+import { type AddressInfo, createServer, connect as netConnect, type Socket } from "node:net";
 import { Redis } from "ioredis";
 import pino from "pino";
 import { RateLimits } from "../../src/infra/ratelimit/limiter.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import { services } from "../support/kafka.ts";
+import { waitUntil } from "../support/wait.ts";
 
 const log = pino({ level: "silent" });
 const options = {
@@ -80,5 +82,74 @@ test("a busy key is paid from leased slices: Redis is asked far less than once p
     expect(leases).toBeLessThan(300);
   } finally {
     await limits.close();
+  }
+});
+
+test("a Redis that stops answering with its connection still open: the per-process limiter decides, never a refusal for it", async () => {
+  // A relay to the real Redis that the test freezes: no byte passes either way, no connection closes (a hung
+  // Redis, or a partition dropping packets), so every lease runs into the command timeout.
+  const target = new URL(services().redisUrl);
+  let frozen = false;
+  const sockets: Socket[] = [];
+  const relay = createServer((client) => {
+    const upstream = netConnect(Number(target.port), target.hostname);
+    sockets.push(client, upstream);
+    client.on("data", (chunk) => void (frozen || upstream.write(chunk)));
+    upstream.on("data", (chunk) => void (frozen || client.write(chunk)));
+    client.on("error", () => {});
+    upstream.on("error", () => {});
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  const metrics = createMetrics("test", "0");
+  const limits = new RateLimits(
+    {
+      ...options,
+      redisUrl: `redis://127.0.0.1:${(relay.address() as AddressInfo).port}`,
+      redisTimeoutMs: 200,
+    },
+    metrics,
+    log,
+  );
+  const leases = async (outcome: string) =>
+    (await metrics.rateLimitLeases.get()).values
+      .filter((value) => value.labels.outcome === outcome)
+      .reduce((sum, value) => sum + value.value, 0);
+  try {
+    await waitUntil(
+      async () =>
+        (await metrics.registry.getSingleMetricAsString("gateway_rate_limiter_degraded")).endsWith(" 0"),
+      "Redis ready through the relay",
+    );
+    const tenant = `hung-${Date.now()}`;
+    await limits.admit("tenant_events", tenant, 10);
+    expect(await leases("granted")).toBeGreaterThan(0);
+    frozen = true;
+    // Fresh keys hold no slice here: each needs a lease, which Redis never answers.
+    const outcomes = await Promise.all([
+      ...Array.from({ length: 5 }, (_, i) =>
+        limits.admit("tenant_events", `${tenant}-${i}`, 10).then(
+          () => "admitted",
+          (error: { code: string }) => error.code,
+        ),
+      ),
+      limits.allow("ip_requests", `198.51.100.${Date.now() % 250}`).then(
+        () => "admitted",
+        (error: { code: string }) => error.code,
+      ),
+    ]);
+    expect(outcomes as string[]).toEqual(Array(6).fill("admitted"));
+    expect(await leases("failed")).toBeGreaterThan(0);
+    // Still limited meanwhile: past the per-process share (100 ÷ 2 instances) a batch is a 429.
+    const past = await limits
+      .admit("tenant_events", `${tenant}-0`, 45)
+      .catch((error: { code: string }) => error);
+    expect((past as { code: string }).code).toBe("rate_limited");
+  } finally {
+    frozen = false;
+    await limits.close();
+    for (const socket of sockets) socket.destroy();
+    relay.close();
   }
 });
