@@ -118,6 +118,40 @@ describe.each(RUNTIMES)("Kafka outage on %s", (runtime) => {
   }, 90_000);
 });
 
+describe.each(RUNTIMES)("acknowledgement by default on %s", (runtime) => {
+  test("with Kafka unreachable (inside the grace), a POST is answered only by Kafka's acknowledgement: 503 at the ack deadline, never a 202; ?ack=none is 202 at once", async () => {
+    const gateway = await startGateway(runtime, {
+      // Nothing listens there: no write is ever acknowledged.
+      KAFKA_BROKERS: "127.0.0.1:1",
+      // The outage is not old enough for the queue to refuse up front: only the acknowledgement can answer.
+      KAFKA_UNHEALTHY_AFTER_MS: "60000",
+      INGEST_ACK_TIMEOUT_MS: "1500",
+      JWT_SECRET: TEST_SECRET,
+    });
+    try {
+      const started = Date.now();
+      const waited = await postOne(gateway, `unacknowledged-${runtime}`);
+      expect(waited.status).toBe(503);
+      expect(Number(waited.headers.get("retry-after"))).toBeGreaterThan(0);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
+      const sentAt = Date.now();
+      const queued = await fetch(`${gateway.url}/v1/events?ack=none`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await token("acme", ["ingest"])}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({ type: "click", id: `queued-${runtime}`, data: { element: "x" } }),
+      });
+      expect(queued.status).toBe(202);
+      // Not held until the ack deadline: answered once queued.
+      expect(Date.now() - sentAt).toBeLessThan(1400);
+    } finally {
+      await gateway.stop("SIGKILL");
+    }
+  }, 30_000);
+});
+
 // Both runtimes in one outage: a broker restart costs seconds.
 test("Kafka down at start, on node and bun: the gateway still starts, answers 503 with Retry-After, and picks Kafka up when it comes: 202s, read back from Kafka", async () => {
   const topics = await Promise.all(RUNTIMES.map((runtime) => createTopic(`late-broker-${runtime}`)));
