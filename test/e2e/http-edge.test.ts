@@ -190,6 +190,40 @@ describe.each(RUNTIMES)("HTTP edge cases on %s", (runtime) => {
     else expect(answers.PURGE).toEqual({ status: [], closed: true });
   });
 
+  test("a request refused on its headers is answered while its body is still held back (Expect: 100-continue)", async () => {
+    const ingest = `Authorization: Bearer ${await token("acme", ["ingest"])}\r\n`;
+    const refusals: Array<[string, string, string, number]> = [
+      ["no token", "/v1/events", "Content-Type: application/json\r\nContent-Length: 5000\r\n", 401],
+      [
+        "a Content-Length over the limit",
+        "/v1/events",
+        `${ingest}Content-Type: application/json\r\nContent-Length: 5000000\r\n`,
+        413,
+      ],
+      ["a type not read", "/v1/events", `${ingest}Content-Type: text/plain\r\nContent-Length: 5000\r\n`, 415],
+      [
+        "a coding not read",
+        "/v1/events",
+        `${ingest}Content-Type: application/json\r\nContent-Encoding: br\r\nContent-Length: 5000\r\n`,
+        415,
+      ],
+    ];
+    for (const [refusal, path, headers, status] of refusals) {
+      const client = new RawClient(gateway.port);
+      // curl sends this for bodies over 1 KiB, then waits (1 s) for a 100 Continue or the final answer.
+      client.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n${headers}\r\n`);
+      const text = await client
+        .receivedSoFar((received) => statuses(received).some((code) => code !== 100), `the ${status}`)
+        .catch(() => "");
+      client.destroy();
+      expect({ refusal, path, statuses: statuses(text).filter((code) => code !== 100) }).toEqual({
+        refusal,
+        path,
+        statuses: [status],
+      });
+    }
+  });
+
   test("an upload the client abandons is counted as 499 and logged at debug, never as 500", async () => {
     const client = new RawClient(gateway.port);
     client.write(

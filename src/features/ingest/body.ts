@@ -116,14 +116,8 @@ export async function decodeBody(
   /** A binary-mode CloudEvent's `ce-*` attributes: the body is then its data. */
   binaryEvent?: CloudEventAttributes,
 ): Promise<RawRecord[]> {
-  const mediaType = contentType === JSON_TYPE ? JSON_TYPE : mediaTypeOf(contentType);
+  const mediaType = readableMediaType(contentType, contentEncoding);
   const ndjson = NDJSON_TYPES.has(mediaType);
-  if (!ndjson && !JSON_TYPES.has(mediaType) && !mediaType.endsWith("+json")) {
-    throw new GatewayError(
-      "unsupported_media_type",
-      "use Content-Type application/json or application/x-ndjson",
-    );
-  }
   // Most bodies are not compressed: no await (and no microtask turn) for them.
   const inflated =
     contentEncoding === undefined ? bytes : await decompress(bytes, contentEncoding, limits.maxBytes);
@@ -158,6 +152,38 @@ export async function decodeBody(
   if (records.length === 0) throw new GatewayError("bad_request", "the body holds no records");
   return records;
 }
+
+/**
+ * The body's media type, when the body can be read: a JSON or NDJSON type and
+ * no content coding but gzip; else a 415. Headers alone decide it, so the
+ * route asks before reading the body too: a client refused for its type does
+ * not first upload a body that is never read (it is answered while it waits
+ * on `Expect: 100-continue`).
+ */
+export function readableMediaType(
+  contentType: string | undefined,
+  contentEncoding: string | undefined,
+): string {
+  const mediaType = contentType === JSON_TYPE ? JSON_TYPE : mediaTypeOf(contentType);
+  if (!NDJSON_TYPES.has(mediaType) && !JSON_TYPES.has(mediaType) && !mediaType.endsWith("+json")) {
+    throw new GatewayError(
+      "unsupported_media_type",
+      "use Content-Type application/json or application/x-ndjson",
+    );
+  }
+  if (contentEncoding !== undefined && !READABLE_CODINGS.has(contentEncoding.trim().toLowerCase())) {
+    // RFC 9110 §15.5.16: a 415 for a content coding says which codings would have been read.
+    throw new GatewayError(
+      "unsupported_media_type",
+      `Content-Encoding ${contentEncoding.trim().toLowerCase()} is not supported; use gzip`,
+      { "accept-encoding": "gzip" },
+    );
+  }
+  return mediaType;
+}
+
+/** `Content-Encoding` values a body is read with: none (identity) or gzip. */
+const READABLE_CODINGS = new Set(["", "identity", "gzip", "x-gzip"]);
 
 function firstByte(text: Buffer): number {
   const scanner = new JsonScanner(text);
@@ -492,14 +518,9 @@ async function decompress(
   encoding: string | undefined,
   maxBytes: number,
 ): Promise<Uint8Array> {
+  // Any other coding was refused by readableMediaType.
   const name = (encoding ?? "identity").trim().toLowerCase();
   if (name === "identity" || name === "") return bytes;
-  if (name !== "gzip" && name !== "x-gzip") {
-    // RFC 9110 §15.5.16: a 415 for a content coding says which codings would have been read.
-    throw new GatewayError("unsupported_media_type", `Content-Encoding ${name} is not supported; use gzip`, {
-      "accept-encoding": "gzip",
-    });
-  }
   return new Promise((resolve, reject) => {
     gunzip(bytes, { maxOutputLength: maxBytes }, (error, result) => {
       if (!error) resolve(result);

@@ -12,7 +12,7 @@ import type { Route } from "../../ports/route.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
 import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { HttpReply, HttpRequest } from "../../ports/transport.ts";
-import { decodeBody, type RawRecord, type RecordMembers, sentAs } from "./body.ts";
+import { decodeBody, type RawRecord, type RecordMembers, readableMediaType, sentAs } from "./body.ts";
 import { binaryCloudEvent } from "./cloudevents.ts";
 import {
   type ClaimedIds,
@@ -248,6 +248,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       // Usually at once (IP paid locally, token cached): no await before the body's.
       const caller = authorizedCaller(request, "ingest", deps);
       const principal = caller instanceof Promise ? await caller : caller;
+      // A 415 needs only the headers: answered before the body is read, as a 401 or 413 (by Content-Length) is.
+      readableMediaType(request.header("content-type"), request.header("content-encoding"));
       const bytes = await request.body();
       const idempotencyKey = request.header("idempotency-key");
       // Without the header (the usual request) nothing is hashed, stored or allocated for it.
