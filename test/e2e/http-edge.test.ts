@@ -192,6 +192,7 @@ describe.each(RUNTIMES)("HTTP edge cases on %s", (runtime) => {
 
   test("a request refused on its headers is answered while its body is still held back (Expect: 100-continue)", async () => {
     const ingest = `Authorization: Bearer ${await token("acme", ["ingest"])}\r\n`;
+    const publish = `Authorization: Bearer ${await token("acme", ["publish"])}\r\n`;
     const refusals: Array<[string, string, string, number]> = [
       ["no token", "/v1/events", "Content-Type: application/json\r\nContent-Length: 5000\r\n", 401],
       [
@@ -206,6 +207,12 @@ describe.each(RUNTIMES)("HTTP edge cases on %s", (runtime) => {
         "/v1/events",
         `${ingest}Content-Type: application/json\r\nContent-Encoding: br\r\nContent-Length: 5000\r\n`,
         415,
+      ],
+      [
+        "a publish body over PUBLISH_MAX_BYTES",
+        "/v1/publish",
+        `${publish}Content-Type: application/json\r\nContent-Length: 100000\r\n`,
+        413,
       ],
     ];
     for (const [refusal, path, headers, status] of refusals) {

@@ -165,9 +165,12 @@ export function createPublishModule(deps: PublishDependencies): Module {
               `Content-Encoding ${coding} is not supported on /v1/publish; send the body uncompressed`,
               { "accept-encoding": "identity" },
             );
+          // Refused on its announced length (a valid Content-Length is digits: the adapters checked the
+          // framing) before the body is read, as ingest's body limit is.
+          if (Number(request.header("content-length") ?? 0) > deps.maxBytes)
+            throw publishTooLarge(deps.maxBytes);
           const bytes = await request.body();
-          if (bytes.byteLength > deps.maxBytes)
-            throw new GatewayError("payload_too_large", `a publish body is at most ${deps.maxBytes} bytes`);
+          if (bytes.byteLength > deps.maxBytes) throw publishTooLarge(deps.maxBytes);
           const idempotencyKey = request.header("idempotency-key");
           if (idempotencyKey === undefined) return publish(request, principal, bytes);
           return deps.idempotency.run(request, idempotencyKey, idempotencyScope(principal), bytes, () =>
@@ -177,4 +180,8 @@ export function createPublishModule(deps: PublishDependencies): Module {
       },
     ],
   };
+}
+
+function publishTooLarge(maxBytes: number): GatewayError {
+  return new GatewayError("payload_too_large", `a publish body is at most ${maxBytes} bytes`);
 }
