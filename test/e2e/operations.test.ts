@@ -176,6 +176,19 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
     expect(gateway.logs.some((entry) => entry.step === "stop listening")).toBe(false);
     expect(answers()[1]).toStartWith("200");
     expect(answers()[1]?.toLowerCase()).toContain("connection: close");
+    // A HEAD answer in the drain says so too, with GET's Content-Length (uWS's end() would say 0).
+    const head = connect(gateway.port, "127.0.0.1");
+    head.setEncoding("latin1");
+    let headAnswer = "";
+    head.on("data", (chunk: string) => {
+      headAnswer += chunk;
+    });
+    head.on("error", () => {});
+    head.write("HEAD /health/live HTTP/1.1\r\nHost: gateway\r\n\r\n");
+    await waitUntil(() => headAnswer.includes("\r\n\r\n"), "the HEAD answer in the drain");
+    head.destroy();
+    expect(headAnswer.toLowerCase()).toContain("\r\nconnection: close");
+    expect(headAnswer.toLowerCase()).toContain("\r\ncontent-length: 15\r\n");
     expect(await gateway.process.exited).toBe(0);
   });
 

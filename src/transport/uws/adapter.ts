@@ -402,20 +402,24 @@ function collectBody(
  */
 function writeReply(res: UwsResponse, reply: HttpReply, head = false): void {
   const statusText = statusAndHeaders(reply);
-  if (reply.status === 204 && reply.closeConnection !== true) {
-    // end() would say `Content-Length: 0`, which a 204 must not carry (RFC 9110 §8.6).
-    res.writeStatus(statusText);
+  const closing = reply.closeConnection === true ? "\r\nconnection: close" : "";
+  // Neither a 204 nor a HEAD answer goes through end(), which would say `Content-Length: 0`: a 204
+  // must not carry one (RFC 9110 §8.6), a HEAD answer carries GET's (a drain's HEAD /health said 0).
+  // Nor can endWithoutBody close the connection without announcing a length (see below), so
+  // `Connection: close` is written by hand, and the client, told so, closes (RFC 9112 §9.6).
+  if (reply.status === 204) {
+    res.writeStatus(statusText + closing);
     res.endWithoutBody();
-  } else if (head && reply.closeConnection !== true) {
+  } else if (head) {
     // Not endWithoutBody(length): this uWS version then waits for the body it announced (and
     // reads an explicit undefined as a huge length). So the length is written by hand. A
     // stream's GET is chunked, its length unknown: its HEAD says so too, not its first chunk's.
     const framing = reply.stream ? "transfer-encoding: chunked" : `content-length: ${byteLength(reply.body)}`;
-    res.writeStatus(`${statusText}\r\n${framing}`);
+    res.writeStatus(`${statusText}\r\n${framing}${closing}`);
     res.endWithoutBody();
   } else {
     res.writeStatus(statusText);
-    res.end(head ? "" : reply.body, reply.closeConnection === true);
+    res.end(reply.body, reply.closeConnection === true);
   }
 }
 
