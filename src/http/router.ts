@@ -154,7 +154,7 @@ export class Router {
       // A reply's own block (a budget's RateLimit fields) under the policy, joined once per pair.
       sharedHeaders: reply.sharedHeaders === undefined ? block : joinBlocks(reply.sharedHeaders, block),
       body: reply.body,
-      closeConnection: reply.closeConnection || this.closingConnections,
+      closeConnection: reply.closeConnection || this.closingConnections || asksToClose(request),
       stream: reply.stream,
     };
   }
@@ -300,6 +300,17 @@ interface RouteMatch {
  * refused: another method (405), an upgrade asked for but malformed or in a
  * HEAD (400), or no upgrade asked for at all (426 naming the protocol, RFC 9110 §15.5.22).
  */
+/**
+ * The request carries the `close` connection option. Both engines close the
+ * connection after answering it, but neither says so; RFC 9112 §9.6 asks the
+ * answer to carry `Connection: close` too, so a client or proxy knows the
+ * connection ends rather than finding out on its next request.
+ */
+function asksToClose(request: HttpRequest): boolean {
+  const connection = request.header("connection");
+  return connection !== undefined && /(?:^|,)\s*close\s*(?:,|$)/i.test(connection);
+}
+
 function notAnUpgrade(request: HttpRequest): GatewayError {
   if (request.method !== "GET" && request.method !== "HEAD")
     return new GatewayError("method_not_allowed", `use GET on ${request.path}: a WebSocket upgrade`, {

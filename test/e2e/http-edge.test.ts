@@ -300,6 +300,22 @@ describe.each(RUNTIMES)("response headers on %s", (runtime) => {
     expect((await fetch(`${gateway.url}/health`)).headers.get("cache-control")).toBeNull();
   });
 
+  test("Connection: close is honoured and said back (RFC 9112 §9.6), on HEAD with GET's Content-Length", async () => {
+    for (const method of ["GET", "HEAD", "POST"]) {
+      const client = new RawClient(gateway.port);
+      client.write(`${method} /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      const { text, closed } = await client.receivedWithin(3000);
+      client.destroy();
+      const head = text.slice(0, text.indexOf("\r\n\r\n")).toLowerCase();
+      expect({ method, closed, close: head.includes("\r\nconnection: close") }).toEqual({
+        method,
+        closed: true,
+        close: true,
+      });
+      if (method === "HEAD") expect(head).toContain("\r\ncontent-length: 15");
+    }
+  });
+
   for (const path of ["/health", "/health/live"]) {
     test(`HEAD ${path}: the status and headers of GET, no body, and the connection stays usable`, async () => {
       const get = await fetch(`${gateway.url}${path}`);

@@ -131,6 +131,19 @@ test("once the drain has begun every reply closes its connection, errors and ref
   expect(refused.accept ? undefined : refused.reply.closeConnection).toBe(true);
 });
 
+test("a request carrying the close connection option gets an answer that says Connection: close (RFC 9112 §9.6)", async () => {
+  const { router } = routerFor([channelRoute]);
+  const closes = async (connection: string | undefined) =>
+    (await router.handle(request("GET", "/nowhere", connection === undefined ? {} : { connection })))
+      .closeConnection === true;
+  expect(await closes("close")).toBe(true);
+  expect(await closes("Keep-Alive, Close")).toBe(true);
+  expect(await closes("te,close")).toBe(true);
+  expect(await closes(undefined)).toBe(false);
+  expect(await closes("keep-alive")).toBe(false);
+  expect(await closes("closed")).toBe(false);
+});
+
 test("what reaches the router on the WebSocket path is not an upgrade: 426 naming websocket, 400 for a malformed one, 405 for other methods", async () => {
   const metrics = createMetrics("test", "0");
   const router = new Router([], metrics, pino({ level: "silent" }), undefined, "/v1/ws");

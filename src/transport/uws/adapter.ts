@@ -263,7 +263,7 @@ class UwsHttpRequest implements HttpRequest {
       return;
     }
     this.closed = true;
-    this.res.cork(() => writeReply(this.res, reply, head));
+    this.res.cork(() => writeReply(this.res, reply, head, this.headers.get("connection")?.length === 5));
     // HEAD: the head of a stream, which never opens.
     listener?.closed();
   }
@@ -394,13 +394,16 @@ function collectBody(
 
 /**
  * `head`: answer a HEAD request, with the Content-Length of the body left out.
+ * `engineCloses`: uWS closes the connection after this answer on its own, as it does for a request
+ * whose `Connection` value is 5 characters long (meant: `close`; its own test), and then writes no
+ * `Connection: close`.
  * A 204 (a CORS preflight) has neither a body nor a Content-Length.
  * The status line and every header go to uWS in one `writeStatus` call, which
  * writes its text verbatim and then CRLF: each call into the addon costs about
  * 0.15 µs, a string concatenation far less. Header names and values are the
  * gateway's own (none copies request text unchecked), so none holds a CR or LF.
  */
-function writeReply(res: UwsResponse, reply: HttpReply, head = false): void {
+function writeReply(res: UwsResponse, reply: HttpReply, head = false, engineCloses = false): void {
   const statusText = statusAndHeaders(reply);
   const closing = reply.closeConnection === true ? "\r\nconnection: close" : "";
   // Neither a 204 nor a HEAD answer goes through end(), which would say `Content-Length: 0`: a 204
@@ -418,7 +421,9 @@ function writeReply(res: UwsResponse, reply: HttpReply, head = false): void {
     res.writeStatus(`${statusText}\r\n${framing}${closing}`);
     res.endWithoutBody();
   } else {
-    res.writeStatus(statusText);
+    // end(body, true) writes `Connection: close` itself, except when uWS already closes because of the
+    // request (`engineCloses`); then it is written by hand, since the answer should say so too.
+    res.writeStatus(engineCloses ? statusText + closing : statusText);
     res.end(reply.body, reply.closeConnection === true);
   }
 }
