@@ -15,6 +15,7 @@ const REASONS: Record<number, string> = {
   422: "Unprocessable Content",
   426: "Upgrade Required",
   429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
   499: "Client Closed Request",
   500: "Internal Server Error",
   503: "Service Unavailable",

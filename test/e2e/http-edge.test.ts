@@ -231,6 +231,32 @@ describe.each(RUNTIMES)("HTTP edge cases on %s", (runtime) => {
     }
   });
 
+  test("a request head over 16 KiB, by a long header or a long URL, is a 431 and the connection closed; one under it is answered", async () => {
+    const heads: Array<[string, string, number]> = [
+      ["a 20 KB header", `GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: ${"a".repeat(20_000)}\r\n\r\n`, 431],
+      ["a 20 KB URL", `GET /health?${"a".repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431],
+      [
+        "a 16,000-byte header",
+        `GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: ${"a".repeat(16_000)}\r\n\r\n`,
+        200,
+      ],
+    ];
+    for (const [head, text, status] of heads) {
+      const client = new RawClient(gateway.port);
+      client.write(text);
+      const answer = await client
+        .receivedSoFar((received) => statuses(received).length > 0, `the answer to ${head}`)
+        .catch(() => "");
+      const { closed } = await client.receivedWithin(status === 431 ? 3000 : 200);
+      client.destroy();
+      expect({ head, statuses: statuses(answer), closed }).toEqual({
+        head,
+        statuses: [status],
+        closed: status === 431,
+      });
+    }
+  });
+
   test("an upload the client abandons is counted as 499 and logged at debug, never as 500", async () => {
     const client = new RawClient(gateway.port);
     client.write(

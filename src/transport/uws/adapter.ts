@@ -56,13 +56,16 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       const extensions = req.getHeader("sec-websocket-extensions");
       const version = req.getHeader("sec-websocket-version");
       const headers = readHeaders(req);
+      const url = req.getUrl();
+      const query = req.getQuery() ?? "";
+      if (headBytes(url, query, headers) > MAX_HEAD_BYTES) return refuse(res, HEAD_TOO_LARGE);
       const problem = framingProblem(
         headers.get("content-length"),
         headers.get("transfer-encoding"),
         headers.get("host"),
       );
-      if (problem !== undefined) return refuseFraming(res, problem);
-      const request = new UwsHttpRequest(res, req, headers, 0);
+      if (problem !== undefined) return refuse(res, framingRefusal(problem));
+      const request = new UwsHttpRequest(res, req, url, query, headers, 0);
       app.ws.upgrade(request).then(
         (decision) => {
           if (!decision.accept) request.reply(decision.reply);
@@ -96,13 +99,16 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
 
   server.any("/*", (res, req) => {
     const headers = readHeaders(req);
+    const url = req.getUrl();
+    const query = req.getQuery() ?? "";
+    if (headBytes(url, query, headers) > MAX_HEAD_BYTES) return refuse(res, HEAD_TOO_LARGE);
     const problem = framingProblem(
       headers.get("content-length"),
       headers.get("transfer-encoding"),
       headers.get("host"),
     );
-    if (problem !== undefined) return refuseFraming(res, problem);
-    answer(app, new UwsHttpRequest(res, req, headers, options.maxBodyBytes));
+    if (problem !== undefined) return refuse(res, framingRefusal(problem));
+    answer(app, new UwsHttpRequest(res, req, url, query, headers, options.maxBodyBytes));
   });
 
   const listenSocket = await new Promise<uws.us_listen_socket>((resolve, reject) => {
@@ -182,12 +188,15 @@ class UwsHttpRequest implements HttpRequest {
   constructor(
     private readonly res: UwsResponse,
     req: UwsRequest,
+    /** The request's path and query as uWS read them (`getUrl`, `getQuery`). */
+    url: string,
+    query: string,
     private readonly headers: Map<string, string>,
     maxBodyBytes: number,
   ) {
     this.method = req.getCaseSensitiveMethod().toUpperCase();
-    this.path = resolvedPath(req.getUrl());
-    this.rawQuery = req.getQuery() ?? "";
+    this.path = resolvedPath(url);
+    this.rawQuery = query;
     res.onAborted(() => {
       this.closed = true;
       this.abortBody?.(clientClosed());
@@ -349,18 +358,39 @@ function readHeaders(req: UwsRequest): Map<string, string> {
 }
 
 /**
- * Answers 400 and closes, one turn of the event loop later on purpose: uWS
+ * Bun.serve answers a request head (request line and header fields) of more
+ * than 16 KiB with a bare 431 and closes; uWebSockets.js 20.30 takes heads up
+ * to about 100 KB (and closes without an answer past that). The same bound
+ * and answer here, so both runtimes refuse the same requests alike.
+ */
+const MAX_HEAD_BYTES = 16 * 1024;
+/** Bun.serve's answer: no body, never counted (it does not reach the gateway's router there either). */
+const HEAD_TOO_LARGE: HttpReply = { status: 431, body: "", closeConnection: true };
+/** `GET ` + ` HTTP/1.1\r\n` and the blank line ending the head, bytes of every head: a method's length is about 4. */
+const HEAD_FRAMING_BYTES = 4 + 11 + 2;
+
+/** The size of the request's head as sent, give or take a few bytes of whitespace and method. */
+function headBytes(url: string, query: string, headers: Map<string, string>): number {
+  let bytes = HEAD_FRAMING_BYTES + url.length + (query === "" ? 0 : query.length + 1);
+  // `name: value\r\n` each (a repeated header is joined with ", ": about as long).
+  for (const [name, value] of headers) bytes += name.length + value.length + 4;
+  return bytes;
+}
+
+/**
+ * Answers a request refused before the core sees it (ambiguous framing, a head
+ * too large) and closes, one turn of the event loop later on purpose: uWS
  * goes on parsing the bytes it already read once this handler returns, and
  * answers a request smuggled there if this response is already complete;
  * while it is pending, uWS drops the connection instead.
  */
-function refuseFraming(res: UwsResponse, problem: string): void {
+function refuse(res: UwsResponse, reply: HttpReply): void {
   let aborted = false;
   res.onAborted(() => {
     aborted = true;
   });
   setImmediate(() => {
-    if (!aborted) res.cork(() => writeReply(res, framingRefusal(problem)));
+    if (!aborted) res.cork(() => writeReply(res, reply));
   });
 }
 
