@@ -257,6 +257,21 @@ describe.each(RUNTIMES)("HTTP edge cases on %s", (runtime) => {
     }
   });
 
+  test("48 header fields are answered on both runtimes; past that only Bun answers (a uWebSockets.js 20.30 limit, documented)", async () => {
+    const answered: Record<number, boolean> = {};
+    for (const fields of [48, 49]) {
+      const client = new RawClient(gateway.port);
+      const extra = Array.from({ length: fields - 1 }, (_, index) => `X-Field-${index}: v\r\n`).join("");
+      client.write(`GET /health/live HTTP/1.1\r\nHost: x\r\n${extra}\r\n`);
+      const { text } = await client.receivedWithin(1000);
+      client.destroy();
+      answered[fields] = statuses(text).includes(200);
+    }
+    expect(answered[48]).toBe(true);
+    // uWebSockets.js 20.57 (node24) has limits of its own, not measured here.
+    if (runtime !== "node24") expect(answered[49]).toBe(runtime === "bun");
+  });
+
   test("an upload the client abandons is counted as 499 and logged at debug, never as 500", async () => {
     const client = new RawClient(gateway.port);
     client.write(
