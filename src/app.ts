@@ -349,7 +349,8 @@ async function createSink(
     const worker = process.env[WORKER_ENV];
     const dir = worker === undefined ? config.localLog.dir : join(config.localLog.dir, `worker-${worker}`);
     const writer = new LocalLogWriter({ ...config.localLog, dir });
-    const { truncatedBytes } = await writer.connect();
+    // A folder that cannot be created or written (a file in the way, a read-only disk) is the setting's fault.
+    const { truncatedBytes } = await startNamingSetting("LOCAL_LOG_DIR", writer.connect(), "cannot open");
     if (truncatedBytes > 0)
       log.warn({ path: writer.currentPath, bytes: truncatedBytes }, "local log: cut a torn last line");
     log.warn(
@@ -391,29 +392,30 @@ async function createSink(
 }
 
 /**
- * A document named by a setting that could not be loaded at start: the fatal
- * line names the setting in its text and in `variables`, as for a bad value
- * or an unusable HOST/PORT, so a log pipeline finds all three the same way.
+ * A document or folder named by a setting that could not be loaded or opened
+ * at start: the fatal line names the setting in its text and in `variables`,
+ * as for a bad value or an unusable HOST/PORT, so a log pipeline finds all
+ * three the same way.
  */
 export class SettingLoadError extends Error {
   readonly variables: string[];
 
-  constructor(setting: string, cause: unknown) {
-    super(`${setting}: cannot load: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  constructor(setting: string, cause: unknown, failure = "cannot load") {
+    super(`${setting}: ${failure}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
     this.name = "SettingLoadError";
     this.variables = [setting];
   }
 }
 
 /**
- * A document named by a setting that cannot be loaded at start stops the gateway
- * with a message naming that setting, as a bad value of any other setting does.
+ * A document or folder named by a setting that cannot be loaded at start stops the
+ * gateway with a message naming that setting, as a bad value of any other setting does.
  */
-async function startNamingSetting(setting: string, started: Promise<void>): Promise<void> {
+async function startNamingSetting<T>(setting: string, started: Promise<T>, failure?: string): Promise<T> {
   try {
-    await started;
+    return await started;
   } catch (error) {
-    throw new SettingLoadError(setting, error);
+    throw new SettingLoadError(setting, error, failure);
   }
 }
 

@@ -1,5 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { type AddressInfo, connect, createServer, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
 import {
@@ -250,6 +253,29 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
       expect(fatal[0]?.msg.split("/nonexistent/edge-gateway-source")).toHaveLength(2);
       expect(fatal[0]?.err?.message).toContain("/nonexistent/edge-gateway-source");
     }
+  });
+
+  test("an embedded log folder that cannot be opened exits 1 naming LOCAL_LOG_DIR", async () => {
+    // A regular file where a folder should be: refused even to root, unlike permissions.
+    const folder = mkdtempSync(join(tmpdir(), "operations-log-"));
+    const inTheWay = join(folder, "file");
+    writeFileSync(inTheWay, "");
+    const { code, stdout } = await runUntilExit(runtime, {
+      JWT_SECRET: TEST_SECRET,
+      PORT: "0",
+      KAFKA_BROKERS: "",
+      LOCAL_LOG_DIR: join(inTheWay, "log"),
+    });
+    rmSync(folder, { recursive: true, force: true });
+    expect(code).toBe(1);
+    const fatal = stdout
+      .split("\n")
+      .filter((line) => line.includes('"level":"fatal"'))
+      .map((line) => JSON.parse(line) as { msg: string; variables?: string[] });
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]?.msg).toStartWith("LOCAL_LOG_DIR: cannot open: ");
+    expect(fatal[0]?.msg).toContain(join(inTheWay, "log"));
+    expect(fatal[0]?.variables).toEqual(["LOCAL_LOG_DIR"]);
   });
 });
 
