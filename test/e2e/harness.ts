@@ -1,4 +1,7 @@
+import { mkdtempSync, rmSync } from "node:fs";
 import { type AddressInfo, connect, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { debianTreeCommand } from "../support/debian-tree.ts";
 import { killGroup, spawnGroup } from "../support/processes.ts";
@@ -44,6 +47,7 @@ export async function startGateway(
   /** Another checkout to run (a benchmark's "before"), its path ending in `/`; this one by default. */
   root = ROOT,
 ): Promise<RunningGateway> {
+  const logDir = ownLogDir();
   const child = spawnGroup(command(runtime, root), {
     cwd: root,
     env: {
@@ -53,12 +57,14 @@ export async function startGateway(
       DRAIN_DELAY_MS: "200",
       DRAIN_TIMEOUT_MS: "10000",
       JWT_SECRET: TEST_SECRET,
+      LOCAL_LOG_DIR: logDir,
       ...env,
     },
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
   });
+  child.exited.then(() => rmSync(logDir, { recursive: true, force: true }));
   const logs: Array<Record<string, unknown>> = [];
   const port = await new Promise<number>((resolve, reject) => {
     // One that never says "listening" is killed with everything it started, not left to the runner's exit.
@@ -99,6 +105,14 @@ export async function startGateway(
   };
 }
 
+/**
+ * A folder of its own for a gateway's embedded log, used unless the test names
+ * one: one gateway per folder (a second is refused), and test files run side by side.
+ */
+function ownLogDir(): string {
+  return mkdtempSync(join(tmpdir(), "e2e-log-"));
+}
+
 async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
   const decoder = new TextDecoder();
   let pending = "";
@@ -124,9 +138,10 @@ export async function runUntilExit(
   env: Record<string, string>,
   timeoutMs = 20_000,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
+  const logDir = ownLogDir();
   const child = spawnGroup(command(runtime, ROOT), {
     cwd: ROOT,
-    env: { ...process.env, ...env },
+    env: { ...process.env, LOCAL_LOG_DIR: logDir, ...env },
     stdout: "pipe",
     stderr: "pipe",
   });
@@ -142,6 +157,7 @@ export async function runUntilExit(
   ]);
   clearTimeout(timer);
   await killGroup(child);
+  rmSync(logDir, { recursive: true, force: true });
   return { code: timedOut ? -1 : exitCode, stdout, stderr };
 }
 

@@ -7,6 +7,7 @@ import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
 import {
   freePort,
+  ingestClick,
   RUNTIMES,
   type RunningGateway,
   runUntilExit,
@@ -107,6 +108,33 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
   };
   afterEach(async () => {
     await Promise.all(started.splice(0).map((gateway) => gateway.stop("SIGKILL")));
+  });
+
+  test("a second gateway on the same embedded log folder exits 1 naming LOCAL_LOG_DIR; once the first is killed, a new one takes the folder at once", async () => {
+    const folder = mkdtempSync(join(tmpdir(), "operations-shared-"));
+    const env = { KAFKA_BROKERS: "", LOCAL_LOG_DIR: folder, JWT_SECRET: TEST_SECRET };
+    const first = await startForTest(env);
+    const second = await runUntilExit(runtime, { ...env, HOST: "127.0.0.1", PORT: "0" });
+    expect(second.code).toBe(1);
+    const fatal = second.stdout
+      .split("\n")
+      .filter((line) => line.includes('"level":"fatal"'))
+      .map((line) => JSON.parse(line) as { msg: string; variables?: string[] });
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]?.msg).toStartWith("LOCAL_LOG_DIR: cannot open: ");
+    expect(fatal[0]?.msg).toContain(`pid ${first.process.pid}`);
+    expect(fatal[0]?.variables).toEqual(["LOCAL_LOG_DIR"]);
+    // The first is untouched and still takes records.
+    expect((await ingestClick(first)).status).toBe(202);
+
+    // A crash leaves its lock behind; the pid is gone, so the next start does not wait for it to age.
+    await first.stop("SIGKILL");
+    const startedAt = Date.now();
+    const next = await startForTest(env);
+    expect(Date.now() - startedAt).toBeLessThan(5000);
+    expect((await ingestClick(next)).status).toBe(202);
+    await next.stop("SIGKILL");
+    rmSync(folder, { recursive: true, force: true });
   });
 
   test("SIGTERM: /health turns 503 during the drain delay, sockets get reconnect + 1001, exit 0 in time", async () => {

@@ -4,6 +4,7 @@ import { mkdir, open, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { jsonString } from "../../domain/record.ts";
 import { headersOf, type SinkMessage, SinkUnavailableError, type SinkWriter } from "../../ports/sink.ts";
+import { LogLock } from "./log-lock.ts";
 
 export interface LocalLogOptions {
   dir: string;
@@ -34,10 +35,12 @@ const OPEN_FLAGS =
  * disk) is continued, and when the rest cannot be written the file is cut back
  * to its last whole line and the write rejects, so nothing is acknowledged
  * that is not in the log. A line torn by a crash mid-write is cut at start.
+ * The folder is this writer's alone while it is open (LogLock).
  */
 export class LocalLogWriter implements SinkWriter {
   readonly kind = "local-log";
   private file: FileHandle | undefined;
+  private lock: LogLock | undefined;
   /** Where the last whole line ends: what the file is cut back to after a failed write. */
   private fileBytes = 0;
   /** Set when cutting back failed: the next write tries again before appending anything. */
@@ -49,12 +52,23 @@ export class LocalLogWriter implements SinkWriter {
   constructor(private readonly options: LocalLogOptions) {}
 
   /**
-   * Opens the newest log file, continuing its sequence after a restart, and
-   * cuts a torn last line (one without its newline). Resolves with how many
-   * bytes were cut.
+   * Takes the folder's lock (rejects with LogInUseError while another gateway
+   * holds it), opens the newest log file, continuing its sequence after a
+   * restart, and cuts a torn last line (one without its newline). Resolves
+   * with how many bytes were cut.
    */
   async connect(): Promise<{ truncatedBytes: number }> {
     await mkdir(this.options.dir, { recursive: true });
+    this.lock = await LogLock.acquire(this.options.dir);
+    try {
+      return await this.openNewest();
+    } catch (error) {
+      await this.close();
+      throw error;
+    }
+  }
+
+  private async openNewest(): Promise<{ truncatedBytes: number }> {
     const existing = (await readdir(this.options.dir))
       .map((name) => FILE_PATTERN.exec(name)?.[1])
       .filter((sequence): sequence is string => sequence !== undefined)
@@ -124,6 +138,8 @@ export class LocalLogWriter implements SinkWriter {
   async close(): Promise<void> {
     await this.file?.close();
     this.file = undefined;
+    await this.lock?.release();
+    this.lock = undefined;
   }
 
   /** Cuts the file back to its last whole line; when that fails too, the next write tries first. */
