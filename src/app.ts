@@ -33,7 +33,7 @@ import { createOtelTracing } from "./infra/tracing/otel.ts";
 import { createSchemaRegistry } from "./infra/validation/registry.ts";
 import { msUntil, withDeadline } from "./lib/time.ts";
 import { type DrainStep, drainPlan } from "./lifecycle/drain-plan.ts";
-import { WORKER_ENV } from "./lifecycle/workers.ts";
+import { WORKER_ENV, workerFanoutRelay } from "./lifecycle/workers.ts";
 import type { Logger } from "./log/logger.ts";
 import { createMetrics, type Metrics } from "./metrics/metrics.ts";
 import type { FanoutBus } from "./ports/fanout-bus.ts";
@@ -135,7 +135,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
   const queue = await createSink(config, kafka, log, metrics, health, tracing);
   const bus: FanoutBus = kafka
     ? new KafkaFanoutBus(kafka, config.kafka.fanoutTopic, queue, log)
-    : new LocalFanoutBus();
+    : new LocalFanoutBus(workerFanoutRelay());
 
   const limits = new RateLimits(
     {

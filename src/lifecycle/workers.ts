@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import type { Logger } from "../log/logger.ts";
+import type { FanoutMessage, FanoutRelay } from "../ports/fanout-bus.ts";
 
 export const WORKER_ENV = "EDGE_GATEWAY_WORKER";
 
@@ -17,6 +18,63 @@ export function tellSupervisorListening(): void {
   if (process.env[WORKER_ENV] !== undefined && process.connected) process.send?.(LISTENING_MESSAGE);
 }
 
+/** Fan-out messages of the embedded bus, from a worker to the supervisor and from it to every worker. */
+const FANOUT_MESSAGE_TYPE = "fanout";
+
+interface RelayedFanout {
+  type: typeof FANOUT_MESSAGE_TYPE;
+  messages: FanoutMessage[];
+  /** The sending worker and its count of sends: the copy that comes back settles that send. */
+  worker: string;
+  ref: number;
+}
+
+const isRelayedFanout = (message: unknown): message is RelayedFanout =>
+  (message as { type?: unknown } | null)?.type === FANOUT_MESSAGE_TYPE;
+
+/**
+ * In a worker: the embedded fan-out bus's way to the other workers, through
+ * the supervisor (see superviseWorkers); undefined in a process of its own.
+ */
+export function workerFanoutRelay(): FanoutRelay | undefined {
+  const worker = process.env[WORKER_ENV];
+  if (worker === undefined || !process.send) return undefined;
+  const sent = new Map<number, { resolve: () => void; reject: (error: Error) => void }>();
+  let nextRef = 0;
+  let deliver: (messages: FanoutMessage[]) => void = () => {};
+  process.on("message", (message) => {
+    if (!isRelayedFanout(message)) return;
+    deliver(message.messages);
+    if (message.worker !== worker) return;
+    sent.get(message.ref)?.resolve();
+    sent.delete(message.ref);
+  });
+  // Sends the supervisor never passed on may reach nobody: their publishes fail, and the client retries.
+  process.on("disconnect", () => {
+    for (const { reject } of sent.values()) reject(new Error("the supervisor is gone"));
+    sent.clear();
+  });
+  return {
+    send: (messages) => {
+      if (!process.connected) return undefined;
+      const ref = nextRef++;
+      const relayed: RelayedFanout = { type: FANOUT_MESSAGE_TYPE, messages, worker, ref };
+      return new Promise<void>((resolve, reject) => {
+        sent.set(ref, { resolve, reject });
+        // With a callback a failed send is an answer here, not an 'error' event on the process.
+        process.send?.(relayed, undefined, undefined, (error: Error | null) => {
+          if (!error) return;
+          sent.delete(ref);
+          reject(error);
+        });
+      });
+    },
+    onMessages: (listener) => {
+      deliver = listener;
+    },
+  };
+}
+
 /** True in a process started by `superviseWorkers`, and when WORKERS is 1. */
 export function isWorker(workers: number): boolean {
   return workers <= 1 || process.env[WORKER_ENV] !== undefined;
@@ -31,6 +89,7 @@ export function isWorker(workers: number): boolean {
  * A worker that exits before it listened failed to start (port in use, a
  * schema source that cannot be read): restarting it would fail the same way
  * forever, so the supervisor drains the others and exits 1, as one process would.
+ * On the embedded default it also relays the workers' fan-out messages (workerFanoutRelay).
  */
 export function superviseWorkers(workers: number, log: Logger): void {
   const children = new Set<ChildProcess>();
@@ -56,6 +115,10 @@ export function superviseWorkers(workers: number, log: Logger): void {
     let listening = false;
     child.on("message", (message) => {
       if ((message as { type?: unknown } | null)?.type === LISTENING_MESSAGE.type) listening = true;
+      // One sender, one order: every worker, the publisher's too, gets the fan-out messages as they came in.
+      else if (isRelayedFanout(message))
+        // A worker that went away meanwhile: its exit is handled there, the callback keeps it from an 'error' event.
+        for (const worker of children) if (worker.connected) worker.send(message, () => {});
     });
     child.on("exit", (code, signal) => {
       children.delete(child);

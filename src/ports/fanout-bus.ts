@@ -113,6 +113,22 @@ export interface FanoutBus {
   readLog?(request: LogRead): Promise<LogReadResult>;
 }
 
+/**
+ * With WORKERS > 1 on the embedded default: the supervisor between the
+ * workers' in-process buses, so a publish taken by one worker reaches the
+ * subscribers of every worker, as Kafka does between instances.
+ */
+export interface FanoutRelay {
+  /**
+   * Hands messages to every worker, this one included. Resolves once they came
+   * back through the supervisor, so whatever is published after, on any
+   * worker, is delivered after them; undefined when the supervisor is gone.
+   */
+  send(messages: FanoutMessage[]): Promise<void> | undefined;
+  /** Messages from any worker, in the order every worker receives them. */
+  onMessages(listener: (messages: FanoutMessage[]) => void): void;
+}
+
 /** Messages of one tenant's channel share a key, hence a partition, hence ordered offsets. */
 export function fanoutKey(message: FanoutMessage): string {
   return message.broadcast ? `${message.tenant}/$broadcast` : `${message.tenant}/${message.channel}`;

@@ -2,8 +2,16 @@ import { describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { TEST_SECRET } from "../support/tokens.ts";
-import { freePort, RUNTIMES, type RunningGateway, runUntilExit, startGateway } from "./harness.ts";
+import { TEST_SECRET, token } from "../support/tokens.ts";
+import {
+  connectSubscriber,
+  freePort,
+  RUNTIMES,
+  type RunningGateway,
+  runUntilExit,
+  startGateway,
+  type TestSocket,
+} from "./harness.ts";
 
 async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -21,7 +29,9 @@ function exitWithin(gateway: RunningGateway, ms: number): Promise<number | "stil
 }
 
 describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
-  async function supervise(): Promise<{ gateway: RunningGateway; cleanup: () => Promise<void> }> {
+  async function supervise(
+    env: Record<string, string> = {},
+  ): Promise<{ gateway: RunningGateway; cleanup: () => Promise<void> }> {
     const folder = await mkdtemp(join(tmpdir(), "workers-"));
     const gateway = await startGateway(runtime, {
       WORKERS: "2",
@@ -30,6 +40,7 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
       // A worker's drain outlasts the supervisor's 1 s restart delay.
       DRAIN_DELAY_MS: "1500",
       DRAIN_TIMEOUT_MS: "5000",
+      ...env,
     });
     await until(() => listening(gateway).length === 2, 20_000, "two workers listening");
     // Each scrape reaches one worker: said once, at start, by the supervisor.
@@ -45,6 +56,44 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
       },
     };
   }
+
+  test("on the embedded default a publish reaches the subscribers of every worker, in one order", async () => {
+    // The in-process bus, even when the test command exported the real Kafka's address.
+    const { gateway, cleanup } = await supervise({ KAFKA_BROKERS: "" });
+    const sockets: TestSocket[] = [];
+    try {
+      // The kernel spreads connections over the workers: eight sockets and twenty publishes, each on a
+      // connection of its own, all landing on one worker would be a chance of about one in a million.
+      for (let n = 0; n < 8; n++) {
+        const socket = await connectSubscriber(gateway);
+        sockets.push(socket);
+        socket.send({ type: "subscribe", channel: "orders" });
+        await socket.next((frame) => frame.type === "subscribed");
+      }
+      const publishToken = await token("acme", ["publish"]);
+      for (let n = 0; n < 20; n++) {
+        const response = await fetch(`${gateway.url}/v1/publish`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${publishToken}`,
+            "content-type": "application/json",
+            connection: "close",
+          },
+          body: JSON.stringify({ channel: "orders", data: { n } }),
+        });
+        expect(response.status).toBe(202);
+      }
+      for (const socket of sockets) {
+        const received: unknown[] = [];
+        while (received.length < 20)
+          received.push(((await socket.next((frame) => frame.type === "event")).data as { n: number }).n);
+        expect(received).toEqual(Array.from({ length: 20 }, (_, n) => n));
+      }
+    } finally {
+      for (const socket of sockets) socket.close();
+      await cleanup();
+    }
+  }, 30_000);
 
   test("every worker runs with the supervisor's runtime flags", async () => {
     const { gateway, cleanup } = await supervise();

@@ -1,9 +1,9 @@
 import type { EventRecord } from "../../domain/record.ts";
 import {
-  type DeliveredMessage,
   type FanoutBus,
   type FanoutListener,
   type FanoutMessage,
+  type FanoutRelay,
   type FanoutTrace,
   fanoutMessagesOf,
   type LivePosition,
@@ -13,6 +13,11 @@ import {
  * The embedded default: delivers in process, on the next tick, with one
  * partition and offsets counted from 0. The epoch is this process's start,
  * so ids from before a restart are recognised as another history.
+ *
+ * A worker (WORKERS > 1) publishes through the supervisor's relay instead,
+ * which hands every message to every worker in one order, its own included:
+ * a subscriber gets what was published on any worker. Each worker numbers
+ * what it receives in its own epoch, as each keeps its own history.
  */
 export class LocalFanoutBus implements FanoutBus {
   private listener: FanoutListener | undefined;
@@ -21,22 +26,28 @@ export class LocalFanoutBus implements FanoutBus {
   private nextDelivered = 0n;
   private readonly epoch = `l${Date.now().toString(36)}`;
 
+  constructor(private readonly relay?: FanoutRelay) {
+    relay?.onMessages((messages) => this.deliver(messages));
+  }
+
   async start(listener: FanoutListener): Promise<void> {
     this.listener = listener;
     listener.origin(this.epoch, 0, 0n);
   }
 
   async publish(messages: FanoutMessage[]): Promise<void> {
-    const delivered: DeliveredMessage[] = messages.map((message) => ({
-      ...message,
-      position: { epoch: this.epoch, partition: 0, offset: this.nextOffset++ },
-    }));
-    queueMicrotask(() => {
-      for (const message of delivered) {
-        this.nextDelivered = message.position.offset + 1n;
-        this.listener?.deliver(message);
-      }
-    });
+    const relayed = this.relay?.send(messages);
+    if (relayed) return relayed;
+    // Without the supervisor (it died; this worker drains) the subscribers here still get it.
+    queueMicrotask(() => this.deliver(messages));
+  }
+
+  private deliver(messages: FanoutMessage[]): void {
+    for (const message of messages) {
+      const position = { epoch: this.epoch, partition: 0, offset: this.nextOffset++ };
+      this.nextDelivered = position.offset + 1n;
+      this.listener?.deliver({ ...message, position });
+    }
   }
 
   publishRecords(records: readonly EventRecord[], ts: number, trace: FanoutTrace | undefined): Promise<void> {
