@@ -568,6 +568,34 @@ describe("fault matrix, one runtime each", () => {
     40_000,
   );
 
+  test.skipIf(!canMount)(
+    "bun: disk already full when the gateway starts (ENOSPC): it starts, answers 503 until there is room, never restarts",
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), "fm-full-"));
+      const mount = (options: string) => {
+        const result = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", options, "tmpfs", dir]);
+        if (result.exitCode !== 0) throw new Error(`mount ${options}: ${result.stderr}`);
+      };
+      mount("size=64k");
+      try {
+        // Every block taken before the start: even the folder's lock gets no byte written.
+        await mkdir(join(dir, "log"));
+        await Bun.write(join(dir, "filler"), new Uint8Array(128 * 1024)).catch(() => {});
+        await embeddedLogLedger(
+          "bun",
+          "disk full before the start (ENOSPC)",
+          join(dir, "log"),
+          () => {},
+          () => mount("remount,size=4m"),
+        );
+      } finally {
+        Bun.spawnSync(["umount", dir]);
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+    40_000,
+  );
+
   test("bun: file-size limit on the embedded log (prlimit --fsize, EFBIG)", async () => {
     const dir = await mkdtemp(join(tmpdir(), "fm-efbig-"));
     const prlimit = (gateway: RunningGateway, size: string) => {

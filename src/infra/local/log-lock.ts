@@ -74,7 +74,7 @@ export class LogLock {
     // Taken over: written beside, then renamed over the stale lock, so no reader sees half a lock.
     const next = `${path}.${process.pid}`;
     const file = await open(next, "w");
-    await file.writeFile(holderText());
+    await writeHolder(file);
     await rename(next, path);
     return new LogLock(path, file, timing);
   }
@@ -83,10 +83,11 @@ export class LogLock {
     clearInterval(this.heartbeat);
     this.heartbeat = undefined;
     held.delete(this.path);
-    await this.file.close();
     // Only our own lock is removed: one taken over meanwhile (this process stalled past staleMs) is the new holder's.
-    const holder = holderOf(await readFile(this.path, "utf8").catch(() => ""));
-    if (holder?.pid === process.pid && holder.host === hostname()) await unlink(this.path).catch(() => {});
+    const ours = (await this.file.stat()).ino;
+    await this.file.close();
+    const there = await stat(this.path).catch(() => undefined);
+    if (there?.ino === ours) await unlink(this.path).catch(() => {});
   }
 }
 
@@ -99,8 +100,24 @@ async function create(path: string): Promise<FileHandle | undefined> {
     if ((error as NodeJS.ErrnoException).code === "EEXIST") return undefined;
     throw error;
   }
-  await file.writeFile(holderText());
+  await writeHolder(file);
   return file;
+}
+
+/** What a full disk answers a write: see writeHolder. */
+const FULL_DISK = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
+
+/**
+ * Names the holder in its lock. On a full disk the lock stays empty, judged
+ * by its age alone, rather than the start failing: a full disk is a 503 until
+ * it has room again, never a restart loop.
+ */
+async function writeHolder(file: FileHandle): Promise<void> {
+  try {
+    await file.writeFile(holderText());
+  } catch (error) {
+    if (!FULL_DISK.has((error as NodeJS.ErrnoException).code ?? "")) throw error;
+  }
 }
 
 function holderText(): string {
