@@ -296,11 +296,6 @@ interface RouteMatch {
 }
 
 /**
- * Why a request to the WebSocket path that the engine did not upgrade is
- * refused: another method (405), an upgrade asked for but malformed or in a
- * HEAD (400), or no upgrade asked for at all (426 naming the protocol, RFC 9110 §15.5.22).
- */
-/**
  * The request carries the `close` connection option. Both engines close the
  * connection after answering it, but neither says so; RFC 9112 §9.6 asks the
  * answer to carry `Connection: close` too, so a client or proxy knows the
@@ -311,6 +306,11 @@ function asksToClose(request: HttpRequest): boolean {
   return connection !== undefined && /(?:^|,)\s*close\s*(?:,|$)/i.test(connection);
 }
 
+/**
+ * Why a request to the WebSocket path that the engine did not upgrade is
+ * refused: another method (405), an upgrade asked for but malformed or in a
+ * HEAD (400), or no upgrade asked for at all (426 naming the protocol, RFC 9110 §15.5.22).
+ */
 function notAnUpgrade(request: HttpRequest): GatewayError {
   if (request.method !== "GET" && request.method !== "HEAD")
     return new GatewayError("method_not_allowed", `use GET on ${request.path}: a WebSocket upgrade`, {

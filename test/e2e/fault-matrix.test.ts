@@ -483,6 +483,25 @@ describe("fault matrix, one runtime each", () => {
     }
   }, 40_000);
 
+  /** Runs `body` on a tmpfs of `size` mounted on a folder of its own (`mount` remounts it), unmounted and removed after. */
+  async function onTmpfs(
+    size: string,
+    body: (dir: string, mount: (options: string) => void) => Promise<void>,
+  ): Promise<void> {
+    const dir = await mkdtemp(join(tmpdir(), "fm-tmpfs-"));
+    const mount = (options: string) => {
+      const result = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", options, "tmpfs", dir]);
+      if (result.exitCode !== 0) throw new Error(`mount ${options}: ${result.stderr}`);
+    };
+    mount(`size=${size}`);
+    try {
+      await body(dir, mount);
+    } finally {
+      Bun.spawnSync(["umount", dir]);
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
   /**
    * The embedded log under a fault `limit` sets and `lift` removes: both
    * tenants get 503s (never a 202 for records that were not written, never a
@@ -545,39 +564,23 @@ describe("fault matrix, one runtime each", () => {
 
   test.skipIf(!canMount)(
     "node: disk full under the embedded log (256 KiB tmpfs, ENOSPC)",
-    async () => {
-      const dir = await mkdtemp(join(tmpdir(), "fm-enospc-"));
-      const mount = (options: string) => {
-        const result = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", options, "tmpfs", dir]);
-        if (result.exitCode !== 0) throw new Error(`mount ${options}: ${result.stderr}`);
-      };
-      mount("size=256k");
-      try {
-        await embeddedLogLedger(
+    () =>
+      onTmpfs("256k", (dir, mount) =>
+        embeddedLogLedger(
           "node",
           "disk full (ENOSPC)",
           join(dir, "log"),
           () => {},
           () => mount("remount,size=4m"),
-        );
-      } finally {
-        Bun.spawnSync(["umount", dir]);
-        await rm(dir, { recursive: true, force: true });
-      }
-    },
+        ),
+      ),
     40_000,
   );
 
   test.skipIf(!canMount)(
     "bun: disk already full when the gateway starts (ENOSPC): it starts, answers 503 until there is room, never restarts",
-    async () => {
-      const dir = await mkdtemp(join(tmpdir(), "fm-full-"));
-      const mount = (options: string) => {
-        const result = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", options, "tmpfs", dir]);
-        if (result.exitCode !== 0) throw new Error(`mount ${options}: ${result.stderr}`);
-      };
-      mount("size=64k");
-      try {
+    () =>
+      onTmpfs("64k", async (dir, mount) => {
         // Every block taken before the start: even the folder's lock gets no byte written.
         await mkdir(join(dir, "log"));
         await Bun.write(join(dir, "filler"), new Uint8Array(128 * 1024)).catch(() => {});
@@ -588,11 +591,7 @@ describe("fault matrix, one runtime each", () => {
           () => {},
           () => mount("remount,size=4m"),
         );
-      } finally {
-        Bun.spawnSync(["umount", dir]);
-        await rm(dir, { recursive: true, force: true });
-      }
-    },
+      }),
     40_000,
   );
 
