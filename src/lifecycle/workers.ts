@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { GatewayError } from "../domain/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import type { FanoutMessage, FanoutRelay } from "../ports/fanout-bus.ts";
 
@@ -32,6 +33,11 @@ interface RelayedFanout {
 const isRelayedFanout = (message: unknown): message is RelayedFanout =>
   (message as { type?: unknown } | null)?.type === FANOUT_MESSAGE_TYPE;
 
+/** Publishes a worker waits to see back from the supervisor, at most. */
+const MAX_RELAYED_IN_FLIGHT = 10_000;
+
+const relayUnavailable = (why: string) => new GatewayError("unavailable", why, { "retry-after": "1" });
+
 /**
  * In a worker: the embedded fan-out bus's way to the other workers, through
  * the supervisor (see superviseWorkers); undefined in a process of its own.
@@ -49,14 +55,17 @@ export function workerFanoutRelay(): FanoutRelay | undefined {
     sent.get(message.ref)?.resolve();
     sent.delete(message.ref);
   });
-  // Sends the supervisor never passed on may reach nobody: their publishes fail, and the client retries.
+  // Sends the supervisor never passed on may reach nobody: their publishes fail (503), and the client retries.
   process.on("disconnect", () => {
-    for (const { reject } of sent.values()) reject(new Error("the supervisor is gone"));
+    for (const { reject } of sent.values()) reject(relayUnavailable("the worker supervisor is gone"));
     sent.clear();
   });
   return {
     send: (messages) => {
       if (!process.connected) return undefined;
+      // A supervisor that stopped passing messages on (alive, stuck) would hold every publish: bounded.
+      if (sent.size >= MAX_RELAYED_IN_FLIGHT)
+        return Promise.reject(relayUnavailable("the worker supervisor is not passing publishes on"));
       const ref = nextRef++;
       const relayed: RelayedFanout = { type: FANOUT_MESSAGE_TYPE, messages, worker, ref };
       return new Promise<void>((resolve, reject) => {
@@ -65,7 +74,7 @@ export function workerFanoutRelay(): FanoutRelay | undefined {
         process.send?.(relayed, undefined, undefined, (error: Error | null) => {
           if (!error) return;
           sent.delete(ref);
-          reject(error);
+          reject(relayUnavailable(`the worker supervisor cannot be reached: ${error.message}`));
         });
       });
     },

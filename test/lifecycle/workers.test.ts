@@ -1,9 +1,11 @@
 import { afterEach, expect, test } from "bun:test";
+import { GatewayError } from "../../src/domain/errors.ts";
 import {
   isWorker,
   tellSupervisorListening,
   WORKER_ENV,
   watchSupervisor,
+  workerFanoutRelay,
 } from "../../src/lifecycle/workers.ts";
 
 const saved = process.env[WORKER_ENV];
@@ -58,5 +60,43 @@ test("a worker tells its supervisor it listens only over an open channel: none, 
       configurable: true,
       writable: true,
     });
+  }
+});
+
+test("a worker's relayed publishes are bounded while the supervisor does not pass them on, and fail as 503s when it is gone", async () => {
+  const saved = { send: process.send, connected: process.connected };
+  const listeners = { message: process.listeners("message"), disconnect: process.listeners("disconnect") };
+  const swallowed: unknown[] = [];
+  try {
+    process.env[WORKER_ENV] = "0";
+    // A supervisor that takes every message and passes none on.
+    process.send = (() => true) as typeof process.send;
+    Object.defineProperty(process, "connected", { value: true, configurable: true, writable: true });
+    const relay = workerFanoutRelay();
+    if (!relay) throw new Error("a worker with an IPC channel has a relay");
+    const message = { tenant: "acme", channel: "orders", dataJson: "{}", ts: 0 };
+    const send = () => relay.send([message]) as Promise<void>;
+    const waiting = Array.from({ length: 10_000 }, () =>
+      send().catch((error: unknown) => {
+        swallowed.push(error);
+      }),
+    );
+    const past = await send().catch((error: unknown) => error);
+    expect([(past as GatewayError).code, (past as GatewayError).status]).toEqual(["unavailable", 503]);
+    process.emit("disconnect");
+    await Promise.all(waiting);
+    expect(swallowed).toHaveLength(10_000);
+    expect(swallowed.every((error) => error instanceof GatewayError && error.status === 503)).toBe(true);
+  } finally {
+    process.send = saved.send;
+    Object.defineProperty(process, "connected", {
+      value: saved.connected,
+      configurable: true,
+      writable: true,
+    });
+    for (const listener of process.listeners("message"))
+      if (!listeners.message.includes(listener)) process.removeListener("message", listener);
+    for (const listener of process.listeners("disconnect"))
+      if (!listeners.disconnect.includes(listener)) process.removeListener("disconnect", listener);
   }
 });
