@@ -434,7 +434,8 @@ export function toFanoutRecords(topic: string, messages: readonly FanoutMessage[
       sharedBy = message;
       channels = new Map();
     }
-    const slot = message.broadcast ? BROADCAST_SLOT : message.channel;
+    // A broadcast may name a channel too (its header): one entry per channel among broadcasts as well.
+    const slot = message.broadcast ? `${BROADCAST_SLOT}${message.channel ?? ""}` : message.channel;
     let shared = channels.get(slot);
     if (shared === undefined) {
       shared = { key: fanoutKey(message), headers: sharedHeaders(message) };
@@ -450,7 +451,7 @@ export function toFanoutRecords(topic: string, messages: readonly FanoutMessage[
   return records;
 }
 
-/** A broadcast's entry among a run's channels (no channel is named so: `$` is not allowed in one). */
+/** Prefixes a broadcast's entry among a run's channels (no channel is named so: `$` is not allowed in one). */
 const BROADCAST_SLOT = "$broadcast";
 
 /** The headers a channel's messages of a run have in common. */

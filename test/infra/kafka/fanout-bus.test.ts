@@ -79,6 +79,22 @@ test("an ingested batch's records of one channel share one key and one headers o
   });
 });
 
+test("broadcasts of one run with different channels (or none) keep each its own channel header", () => {
+  const batch: FanoutMessage[] = ["a", "b", undefined, "a"].map((channel, i) => ({
+    tenant: "acme",
+    broadcast: true,
+    ...(channel === undefined ? {} : { channel }),
+    dataJson: `{"i":${i}}`,
+    ts: 1_700_000_000_000,
+  }));
+  const records = toFanoutRecords("fanout", batch);
+  expect(records.map((record) => record.headers.channel)).toEqual(["a", "b", undefined, "a"]);
+  expect(records.map((record) => record.key)).toEqual(batch.map(() => "acme/$broadcast"));
+  records.forEach((record, i) => {
+    expect(fromFanoutRecord(headersOf(record), Buffer.from(record.value))).toEqual(batch[i] as FanoutMessage);
+  });
+});
+
 test("ingested records become the fan-out records their messages would: same keys, values and headers; none without a channel", () => {
   const ts = 1_700_000_000_000;
   const records: EventRecord[] = ["a", undefined, "b", "a", "b"].map((channel, i) => ({
