@@ -403,6 +403,38 @@ describe("files that must agree", () => {
     expect(await Bun.file(join(CHART, "files/alerts.yml")).text()).toBe(alertsSource);
   });
 
+  test("the docs state the ALB's deregistration delay as rendered, and it outlasts preStop, not the reverse", async () => {
+    const rendered = new Set(
+      renderings.flatMap(({ objects }) => {
+        const attributes =
+          ALB_INGRESS(objects)?.metadata.annotations["alb.ingress.kubernetes.io/target-group-attributes"];
+        const seconds = /deregistration_delay\.timeout_seconds=(\d+)/.exec(attributes ?? "")?.[1];
+        return seconds === undefined ? [] : [Number(seconds)];
+      }),
+    );
+    expect(rendered.size).toBeGreaterThan(0);
+    // An operator sizing preStop from a stale sentence would let the ALB cut WebSockets before the drain's reconnect.
+    for (const file of [
+      "deploy/README.md",
+      "docs/deploy.md",
+      "docs/operations.md",
+      "deploy/k8s/base/deployment.yaml",
+      "deploy/k8s/overlays/aws/deployment-patch.yaml",
+      "deploy/k8s/overlays/aws/ingress.yaml",
+    ]) {
+      const prose = (await Bun.file(join(ROOT, file)).text()).replace(/\s+/g, " ");
+      const stated = [...prose.matchAll(/(\d+) s deregistration delay|deregistration delay (\d+) s/g)].map(
+        (match) => Number(match[1] ?? match[2]),
+      );
+      expect({ file, stated: stated.filter((seconds) => !rendered.has(seconds)) }).toEqual({
+        file,
+        stated: [],
+      });
+      const reversed = /preStop[^.;]*\b(?:longer than|past)\b[^.;]*deregistration delay/.exec(prose)?.[0];
+      expect({ file, reversed }).toEqual({ file, reversed: undefined });
+    }
+  });
+
   test("every alert links its runbook section in docs/runbooks.md", () => {
     const anchors = new Set(
       [...runbooks.matchAll(/^#{2,3} (.+)$/gm)].map((m) =>
