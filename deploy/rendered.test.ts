@@ -158,6 +158,25 @@ const measured = (() => {
   return { workingSet, socketBytes: Math.max(4, ...socketMedians) * 1024, socketMedians };
 })();
 
+/**
+ * What a pod can hold that grows with traffic, each part at its configured
+ * bound (docs/deploy.md#memory), and the runtime's measured working set. The
+ * manifests take REDIS_URL from an optional Secret key: without it the
+ * Idempotency-Key answers are kept in memory. A resume read from the fan-out
+ * topic holds up to REPLAY_MAX_BYTES read and as much of live events held
+ * back, REPLAY_MAX_CONCURRENT at once.
+ */
+function memoryBudget(config: ReturnType<typeof loadConfig>, runtime: "bun" | "node") {
+  return {
+    history: config.history.maxBytes,
+    queue: config.kafka.queueMaxBytes,
+    sockets: config.ws.maxConnections * measured.socketBytes,
+    idempotency: config.idempotency.maxBytes,
+    replays: config.replay.maxConcurrent * 2 * config.replay.maxBytes,
+    workingSet: measured.workingSet[runtime],
+  };
+}
+
 /** The image target, from the pod template's annotation (a digest does not say which). */
 function runtimeOf(objects: K8s[]): "bun" | "node" {
   return only(objects, "Deployment").spec.template.metadata.annotations["edge-gateway/image-target"];
@@ -194,15 +213,10 @@ describe.each(renderings)("$name", ({ objects }) => {
     expect(config.kafka.brokers?.length).toBeGreaterThan(0);
   });
 
-  test("memory: history + queue + sockets + the runtime's working set fit in 70% of the limit", () => {
+  test("memory: every in-memory bound + the runtime's working set fit in 70% of the limit", () => {
     const limit = bytes(container.resources.limits.memory);
     expect(bytes(container.resources.requests.memory)).toBe(limit);
-    const budget = {
-      history: config.history.maxBytes,
-      queue: config.kafka.queueMaxBytes,
-      sockets: config.ws.maxConnections * measured.socketBytes,
-      workingSet: measured.workingSet[runtime],
-    };
+    const budget = memoryBudget(config, runtime);
     const total = Object.values(budget).reduce((sum, part) => sum + part, 0);
     expect({ ...budget, total, share: total / limit }).toMatchObject({ share: expect.any(Number) });
     expect(total / limit).toBeLessThanOrEqual(0.7);
@@ -219,9 +233,10 @@ describe.each(renderings)("$name", ({ objects }) => {
       return;
     }
     const oldSpace = Number(/--max-old-space-size=(\d+)/.exec(nodeOptions ?? "")?.[1]) * MiB;
-    // The history (strings on the heap) and the sockets' state fit, with room for the live set.
+    // What lives on the heap (all but the queue's buffers) fits, with room for the live set.
+    const { queue: _offHeap, workingSet: _measuredApart, ...onHeap } = memoryBudget(config, runtime);
     expect(oldSpace).toBeGreaterThanOrEqual(
-      config.history.maxBytes + config.ws.maxConnections * measured.socketBytes + 64 * MiB,
+      Object.values(onHeap).reduce((sum, part) => sum + part, 0) + 64 * MiB,
     );
     // Old space, the young generation (3 x --max-semi-space-size=64 in the image) and the
     // queue's buffers (outside the heap) stay under the limit.
@@ -505,6 +520,13 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
     const embedded = render("kafka.brokers=");
     expect(embedded.exitCode).not.toBe(0);
     expect(embedded.stderr.toString()).toContain("kafka.brokers is required");
+    // A bound the budget counts, raised past the pod's limit, is caught (1 GiB of replays here).
+    const replays = render("config.REPLAY_MAX_BYTES=33554432");
+    expect(replays.exitCode).toBe(0);
+    const objects = documents(replays.stdout.toString());
+    const budget = memoryBudget(loadConfig(podEnv(objects)), runtimeOf(objects));
+    const total = Object.values(budget).reduce((sum, part) => sum + part, 0);
+    expect(total / bytes(gatewayContainer(objects).resources.limits.memory)).toBeGreaterThan(0.7);
     const passed = render("config.HISTORY_EVENTS_PER_CHANNEL=7");
     expect(passed.exitCode).toBe(0);
     expect(passed.stdout.toString()).toContain('HISTORY_EVENTS_PER_CHANNEL: "7"');
