@@ -166,19 +166,20 @@ const measured = (() => {
  * topic holds up to REPLAY_MAX_BYTES read and as much of live events held
  * back, REPLAY_MAX_CONCURRENT at once.
  */
-function memoryBudget(config: ReturnType<typeof loadConfig>, runtime: "bun" | "node") {
+function memoryBudget(config: ReturnType<typeof loadConfig>, runtime: "bun" | "node" | "node24") {
   return {
     history: config.history.maxBytes,
     queue: config.kafka.queueMaxBytes,
     sockets: config.ws.maxConnections * measured.socketBytes,
     idempotency: config.idempotency.maxBytes,
     replays: config.replay.maxConcurrent * 2 * config.replay.maxBytes,
-    workingSet: measured.workingSet[runtime],
+    // Node 24's working set is taken as Node 20's (measured): the same bundle on the same engine family.
+    workingSet: measured.workingSet[runtime === "bun" ? "bun" : "node"],
   };
 }
 
 /** The image target, from the pod template's annotation (a digest does not say which). */
-function runtimeOf(objects: K8s[]): "bun" | "node" {
+function runtimeOf(objects: K8s[]): "bun" | "node" | "node24" {
   return only(objects, "Deployment").spec.template.metadata.annotations["edge-gateway/image-target"];
 }
 
@@ -190,7 +191,14 @@ const ALB_INGRESS = (objects: K8s[]) =>
 test("every renderer ran: Kustomize (base, aws, node) and the chart (every ci/ values file)", () => {
   expect(renderings.map((r) => r.name)).toEqual([
     ...(kubectl ? ["kustomize base", "kustomize overlays/aws", "kustomize overlays/node"] : []),
-    ...(helm ? ["helm default-values.yaml", "helm eks-values.yaml", "helm node-jwks-values.yaml"] : []),
+    ...(helm
+      ? [
+          "helm default-values.yaml",
+          "helm eks-values.yaml",
+          "helm node-jwks-values.yaml",
+          "helm node24-values.yaml",
+        ]
+      : []),
   ]);
   expect(helm).toBeTruthy();
 });
@@ -222,11 +230,12 @@ describe.each(renderings)("$name", ({ objects }) => {
     expect(total / limit).toBeLessThanOrEqual(0.7);
   });
 
-  test("a heap cap only where the runtime has one: NODE_OPTIONS on the node target, none on Bun", () => {
-    expect(["bun", "node"]).toContain(runtime);
-    // A tagged image says its target too: the -node tag is the node target.
+  test("a heap cap only where the runtime has one: NODE_OPTIONS on the Node targets, none on Bun", () => {
+    expect(["bun", "node", "node24"]).toContain(runtime);
+    // A tagged image says its target too: -node and -node24 tags, none for Bun (the default).
     const tag = /:([^/@]+)$/.exec(container.image)?.[1];
-    if (tag !== undefined) expect(tag.endsWith("-node")).toBe(runtime === "node");
+    if (tag !== undefined)
+      expect(/-(node|node24)$/.exec(tag)?.[1]).toBe(runtime === "bun" ? undefined : runtime);
     const nodeOptions = env.NODE_OPTIONS;
     if (runtime === "bun") {
       expect(nodeOptions).toBeUndefined();

@@ -43,8 +43,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- printf "%s@%s" $repository .Values.image.digest -}}
 {{- else -}}
 {{- $tag := .Values.image.tag -}}
-{{- if eq .Values.image.target "node" -}}
-{{- $tag = printf "%s-node" .Values.image.tag -}}
+{{- if ne .Values.image.target "bun" -}}
+{{- $tag = printf "%s-%s" .Values.image.tag .Values.image.target -}}
 {{- end -}}
 {{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
