@@ -162,7 +162,11 @@ export class Router {
   /**
    * The WebSocket handlers with upgrades held to the same policy as HTTP: a
    * browser origin not allowed is refused with 403, and every refusal carries
-   * the policy headers. The rest is passed through.
+   * the policy headers. Each upgrade is counted as a request of the WebSocket
+   * path (101 when accepted, else the refusal's status): the engines take
+   * upgrades before `handle`, and without this a 503 of the connection caps
+   * would never reach the 5xx ratio the runbooks send operators to. The rest
+   * is passed through.
    */
   guardUpgrades<State>(handlers: WsHandlers<State>): WsHandlers<State> {
     const refuseOrigin = () => ({
@@ -171,9 +175,17 @@ export class Router {
     });
     return {
       upgrade: async (request): Promise<UpgradeDecision<State>> => {
+        const started = performance.now();
         const decision = this.cors?.refusesUpgrade(request.header("origin"))
           ? refuseOrigin()
           : await handlers.upgrade(request);
+        const series = this.seriesFor(
+          request.path,
+          request.method,
+          decision.accept ? 101 : decision.reply.status,
+        );
+        series.requests.inc();
+        series.duration.observe((performance.now() - started) / 1000);
         return decision.accept
           ? decision
           : { accept: false, reply: this.withPolicyHeaders(request, decision.reply) };

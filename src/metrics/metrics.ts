@@ -44,7 +44,7 @@ export function createMetrics(runtime: string, version: string) {
     // Observed on every request: children resolved once per route, method and status.
     httpRequests: new ResolvedCounter(
       "gateway_http_requests_total",
-      "HTTP requests by route, method and status",
+      "HTTP requests by route, method and status; WebSocket upgrades too (101, or the refusal's status)",
       ["route", "method", "status"],
       registry,
     ),

@@ -86,6 +86,18 @@ describe.each(RUNTIMES)("WebSocket connection caps on %s", (runtime) => {
       expect(await rawUpgrade(gateway, `?token=${await token("acme", ["subscribe"])}`)).toMatch(
         /^http\/1\.1 503[\s\S]*retry-after: \d+/,
       );
+      // Upgrades are requests of /v1/ws by status: the refusal reaches the 5xx ratio alert.
+      const scraped = await (await fetch(`${gateway.url}/metrics`)).text();
+      const upgrades = (status: number) =>
+        scraped
+          .split("\n")
+          .find((line) =>
+            line.startsWith(`gateway_http_requests_total{route="/v1/ws",method="GET",status="${status}"} `),
+          );
+      expect([upgrades(101), upgrades(503)]).toEqual([
+        'gateway_http_requests_total{route="/v1/ws",method="GET",status="101"} 10',
+        'gateway_http_requests_total{route="/v1/ws",method="GET",status="503"} 1',
+      ]);
     } finally {
       for (const socket of sockets) socket.close();
       await gateway.stop("SIGKILL");

@@ -6,7 +6,7 @@ import { replyHeaders } from "../../src/http/header-block.ts";
 import { Router } from "../../src/http/router.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import type { Route } from "../../src/ports/route.ts";
-import type { WsHandlers } from "../../src/ports/transport.ts";
+import type { HttpRequest, WsHandlers } from "../../src/ports/transport.ts";
 import { fakeRequest } from "../support/http.ts";
 
 const request = fakeRequest;
@@ -116,6 +116,27 @@ test("guarded upgrades: a foreign browser origin is a 403 before the hub is aske
     expect(replyHeaders(noOrigin.reply)?.["cache-control"]).toBe("no-store");
   }
   expect(asked).toEqual(["https://app.example.com", "none"]);
+});
+
+test("WebSocket upgrades are counted as requests of their path: 101 when accepted, else the refusal's status", async () => {
+  const { router, metrics } = routerFor([], new CorsPolicy(["https://app.example.com"]));
+  const upgrades = router.guardUpgrades({
+    upgrade: async (upgradeRequest: HttpRequest) =>
+      upgradeRequest.header("authorization")
+        ? { accept: true, state: "ok" }
+        : { accept: false, reply: { status: 503, body: "" } },
+  } as unknown as WsHandlers<string>);
+  await upgrades.upgrade(request("GET", "/v1/ws", { authorization: "Bearer t" }));
+  await upgrades.upgrade(request("GET", "/v1/ws", { authorization: "Bearer t" }));
+  await upgrades.upgrade(request("GET", "/v1/ws"));
+  await upgrades.upgrade(request("GET", "/v1/ws", { origin: "https://evil.example.net" }));
+  const text = await counted(metrics);
+  expect(text).toContain('gateway_http_requests_total{route="/v1/ws",method="GET",status="101"} 2');
+  expect(text).toContain('gateway_http_requests_total{route="/v1/ws",method="GET",status="503"} 1');
+  expect(text).toContain('gateway_http_requests_total{route="/v1/ws",method="GET",status="403"} 1');
+  expect(text).toContain(
+    'gateway_http_request_duration_seconds_count{route="/v1/ws",method="GET",status="101"} 2',
+  );
 });
 
 test("once the drain has begun every reply closes its connection, errors and refused upgrades too", async () => {
