@@ -101,3 +101,29 @@ test("without TOKEN the scenario stops before sending anything, saying what to s
   expect(stderr).toContain("set -e TOKEN=");
   expect(requests).toBe(0);
 }, 30_000);
+
+test("loadtest/RESULTS.md states the scenario's thresholds as k6 reads them: latency only with P99_MS", async () => {
+  const thresholds = async (...settings: string[]) => {
+    const inspect = Bun.spawn([
+      K6,
+      "inspect",
+      "--include-system-env-vars=false",
+      "-e",
+      "TOKEN=t",
+      ...settings,
+      SCRIPT,
+    ]);
+    return JSON.parse(await new Response(inspect.stdout).text()).thresholds;
+  };
+  expect(await thresholds()).toEqual({ http_req_failed: ["rate<0.01"], checks: ["rate>0.99"] });
+  expect(await thresholds("-e", "P99_MS=50")).toMatchObject({
+    "http_req_duration{scenario:single}": ["p(99)<50"],
+    "http_req_duration{scenario:batch100}": ["p(99)<100"],
+  });
+  const results = readFileSync(join(ROOT, "loadtest/RESULTS.md"), "utf8");
+  const stated = /Thresholds in `loadtest\/ingest\.js`: ([^.]*)\./.exec(results)?.[1];
+  expect(stated).toBe("failed < 1% and checks > 99%");
+  expect(results).toContain(
+    "`-e P99_MS=<ms>` adds p99 thresholds (that for single\nevents, twice it for batches",
+  );
+});
