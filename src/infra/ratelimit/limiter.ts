@@ -90,6 +90,8 @@ export class RateLimits {
   private degraded = false;
   /** "Redis unavailable" was logged since Redis was last ready (or since the start): once per outage, not per retry. */
   private unavailableLogged = false;
+  /** close() was called: the connection's end is not Redis going down. */
+  private closed = false;
   private readonly leaseFailureLine = new OccasionalLine(LEASE_FAILURE_LOG_INTERVAL_MS);
 
   constructor(
@@ -176,6 +178,7 @@ export class RateLimits {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     this.redis?.disconnect();
   }
 
@@ -239,6 +242,8 @@ export class RateLimits {
   }
 
   private setDegraded(degraded: boolean, error?: unknown): void {
+    // Our own disconnect at the drain is no outage: no "Redis unavailable" warning as the gateway exits.
+    if (this.closed) return;
     // The limiter starts degraded (until the first "ready"): a Redis unreachable from the start is logged on its first failure too.
     if (degraded && !this.unavailableLogged) {
       this.unavailableLogged = true;

@@ -3,6 +3,8 @@ import pino from "pino";
 import type { GatewayError } from "../../../src/domain/errors.ts";
 import { RateLimits } from "../../../src/infra/ratelimit/limiter.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
+import { services } from "../../support/kafka.ts";
+import { waitUntil } from "../../support/wait.ts";
 
 /** The per-process limiter alone (no REDIS_URL), as a single instance runs it. */
 function perProcess(budget: { eventsPerSec?: number; requestsPerSec?: number } = {}): RateLimits {
@@ -103,4 +105,26 @@ test("a Redis unreachable from the start is logged once, not per retry, and the 
   } finally {
     await limits.close();
   }
+});
+
+test("closing at the drain is not Redis going down: no 'Redis unavailable' warning as the gateway exits", async () => {
+  const lines: Array<{ msg: string }> = [];
+  const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  const limits = new RateLimits(
+    {
+      redisUrl: services().redisUrl,
+      eventsPerSec: 10,
+      requestsPerSec: 1000,
+      connectsPerSec: 100,
+      expectedInstances: 1,
+      redisTimeoutMs: 250,
+    },
+    createMetrics("test", "0"),
+    log,
+  );
+  await waitUntil(() => lines.some((line) => line.msg.startsWith("Redis ready")), "Redis ready");
+  await limits.close();
+  // The connection's "close" event comes on a later turn of the loop.
+  await Bun.sleep(200);
+  expect(lines.map((line) => line.msg)).toEqual(["Redis ready: rate limits are shared across instances"]);
 });
