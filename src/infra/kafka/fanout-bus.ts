@@ -53,8 +53,9 @@ const RECORD_ID_HEADER = "record-id";
 /**
  * Fan-out over a Kafka topic. Publishing goes through the shared delivery
  * queue (batched, retried, bounded). Every instance reads every partition from
- * the offsets that were latest when it started: it uses a consumer group of its
- * own (unique id, no commits) so instances never share partitions. When the
+ * the offsets that were latest when it started, with plain fetches: its group
+ * id is its own (unique, never joined, nothing committed), so instances never
+ * share partitions and need no group permission. When the
  * stream fails (broker restart) it is rebuilt from the next unread offsets, so
  * no message is skipped.
  */
