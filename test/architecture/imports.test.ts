@@ -20,7 +20,7 @@ const ALLOWED: Record<string, string[]> = {
   features: ["ports", "domain", "lib", "log", "metrics", "http"],
   infra: ["infra", "ports", "domain", "lib", "log", "metrics", "http", "config"],
   transport: ["transport", "ports", "http", "domain", "lib"],
-  lifecycle: ["lifecycle", "ports", "lib", "log"],
+  lifecycle: ["lifecycle", "ports", "domain", "lib", "log"],
 };
 
 function layerOf(file: string): string {
