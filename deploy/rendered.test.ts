@@ -53,7 +53,7 @@ const cachedHelm = join(
 const helm = Bun.which("helm") ?? (existsSync(cachedHelm) ? cachedHelm : undefined);
 const renderings: Rendering[] = [];
 if (kubectl) {
-  for (const dir of ["base", "overlays/aws", "overlays/node"]) {
+  for (const dir of ["base", "overlays/aws", "overlays/node", "overlays/node24"]) {
     const objects = documents(run([kubectl, "kustomize", join(DEPLOY, "k8s", dir)]));
     renderings.push({ name: `kustomize ${dir}`, objects });
   }
@@ -188,9 +188,11 @@ const ALB_INGRESS = (objects: K8s[]) =>
 
 // ---------------------------------------------------------------- tests
 
-test("every renderer ran: Kustomize (base, aws, node) and the chart (every ci/ values file)", () => {
+test("every renderer ran: Kustomize (base, aws, node, node24) and the chart (every ci/ values file)", () => {
   expect(renderings.map((r) => r.name)).toEqual([
-    ...(kubectl ? ["kustomize base", "kustomize overlays/aws", "kustomize overlays/node"] : []),
+    ...(kubectl
+      ? ["kustomize base", "kustomize overlays/aws", "kustomize overlays/node", "kustomize overlays/node24"]
+      : []),
     ...(helm
       ? [
           "helm default-values.yaml",
