@@ -88,7 +88,8 @@ export type UpgradeDecision<State> = { accept: true; state: State } | { accept: 
 export interface WsHandlers<State> {
   upgrade(request: HttpRequest): Promise<UpgradeDecision<State>>;
   open(peer: WsPeer<State>): void;
-  message(peer: WsPeer<State>, text: string): void;
+  /** `text` is undefined for a binary frame whose bytes are not UTF-8 (see `binaryFrameText`). */
+  message(peer: WsPeer<State>, text: string | undefined): void;
   drain(peer: WsPeer<State>): void;
   close(peer: WsPeer<State>, code: number): void;
 }

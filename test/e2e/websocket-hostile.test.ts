@@ -79,6 +79,44 @@ describe.each(RUNTIMES)("hostile WebSocket input on %s", (runtime) => {
     socket.close();
   });
 
+  test("a binary publish frame whose bytes are not UTF-8 is a bad_frame, never published as U+FFFD; a UTF-8 one is published as sent", async () => {
+    const publisher = new TestSocket(
+      `${gateway.wsUrl}?token=${await token("acme", ["subscribe", "publish"])}`,
+    );
+    await publisher.opened();
+    await publisher.next((frame) => frame.type === "connected");
+    publisher.send({ type: "subscribe", channel: "bytes" });
+    await publisher.next((frame) => frame.type === "subscribed");
+    const raw: string[] = [];
+    publisher.socket.addEventListener("message", (event) => raw.push(String(event.data)));
+    const frame = (data: Uint8Array, ref: string) =>
+      Buffer.concat([
+        Buffer.from(`{"type":"publish","channel":"bytes","ref":"${ref}","data":{"s":"`),
+        data,
+        Buffer.from('","n":9007199254740993}}'),
+      ]);
+    // 0xff is no UTF-8 byte, and 0xc3 starts a character the next byte does not finish.
+    publisher.socket.send(frame(Buffer.from([0x61, 0xff, 0xc3, 0x62]), "bad"));
+    expect(await publisher.next()).toMatchObject({
+      type: "error",
+      code: "bad_frame",
+      message: "frames are UTF-8 JSON text",
+    });
+    publisher.socket.send(frame(Buffer.from("é😀"), "good"));
+    const events = () => raw.filter((text) => text.includes('"type":"event"'));
+    for (
+      let waited = 0;
+      waited < 5000 && (events().length === 0 || !raw.includes('{"type":"published","ref":"good"}'));
+      waited += 20
+    )
+      await Bun.sleep(20);
+    expect(raw).toContain('{"type":"published","ref":"good"}');
+    // The bad frame published nothing: the good one's event is the channel's only one.
+    expect(events().length).toBe(1);
+    expect(events()[0]).toContain('"data":{"s":"é😀","n":9007199254740993}');
+    publisher.close();
+  });
+
   test("garbage and non-JSON text frames get bad_frame", async () => {
     const socket = await connectSubscriber(gateway);
     const garbage = [

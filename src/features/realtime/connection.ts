@@ -84,7 +84,7 @@ export class Connection {
   /** From `open` until `closed`: async outcomes arriving outside that window are dropped. */
   private live = false;
   /** Frames that arrived while a token was being verified; replayed once it is (bounded). */
-  private framesDuringAuth: string[] | undefined;
+  private framesDuringAuth: Array<string | undefined> | undefined;
   private authTimer: ReturnType<typeof setTimeout> | undefined;
   /** A first token is being verified. */
   private verifying = false;
@@ -142,10 +142,11 @@ export class Connection {
     );
   }
 
-  receive(text: string): void {
+  /** `text` is undefined for a binary frame that is not UTF-8: a `bad_frame`, in its turn. */
+  receive(text: string | undefined): void {
     const waiting = this.framesDuringAuth;
     if (waiting) {
-      const held = waiting.reduce((bytes, frame) => bytes + frame.length, text.length);
+      const held = waiting.reduce((bytes, frame) => bytes + (frame?.length ?? 0), text?.length ?? 0);
       if (waiting.length < MAX_FRAMES_DURING_AUTH && held <= MAX_BYTES_DURING_AUTH) waiting.push(text);
       return;
     }

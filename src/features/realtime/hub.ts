@@ -164,7 +164,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
     connection.start();
   }
 
-  message(peer: Peer, text: string): void {
+  message(peer: Peer, text: string | undefined): void {
     peer.state.receive(text);
   }
 

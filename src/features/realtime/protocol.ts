@@ -37,8 +37,12 @@ const MAX_ECHOED_TYPE = 32;
 /** Longest `ref` of a publish frame (it is echoed back). */
 export const MAX_REF_LENGTH = 64;
 
-/** Parses one text frame; never throws, returns `{ error }` with a readable reason instead. */
-export function parseClientFrame(text: string): ClientFrame | { error: string } {
+/**
+ * Parses one frame's text (undefined: a binary frame whose bytes are not
+ * UTF-8); never throws, returns `{ error }` with a readable reason instead.
+ */
+export function parseClientFrame(text: string | undefined): ClientFrame | { error: string } {
+  if (text === undefined) return { error: "frames are UTF-8 JSON text" };
   // Checked before JSON.parse: deep nesting costs a scan, never a deep parse or a RangeError.
   const problem = jsonProblem(Buffer.from(text), MAX_DEPTH);
   if (problem === DEPTH_ERROR) return { error: `frames nest at most ${MAX_DEPTH} levels` };

@@ -11,6 +11,7 @@ import type {
   StreamListener,
 } from "../../ports/transport.ts";
 import { BodyBuffer, clientClosed, parseContentLength, tooLarge } from "../body-buffer.ts";
+import { binaryFrameText } from "../frame-text.ts";
 import { framingProblem, framingRefusal } from "../framing.ts";
 import { EnginePeer } from "../peer.ts";
 
@@ -88,7 +89,7 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       },
       message(socket, message) {
         const peer = socket.data.peer;
-        if (peer) app.ws.message(peer, typeof message === "string" ? message : message.toString("utf8"));
+        if (peer) app.ws.message(peer, typeof message === "string" ? message : binaryFrameText(message));
       },
       drain(socket) {
         const peer = socket.data.peer;

@@ -15,6 +15,7 @@ import type {
   StreamListener,
 } from "../../ports/transport.ts";
 import { BodyBuffer, clientClosed, parseContentLength } from "../body-buffer.ts";
+import { binaryFrameText } from "../frame-text.ts";
 import { framingProblem, framingRefusal } from "../framing.ts";
 import { EnginePeer } from "../peer.ts";
 import { uwsEngine } from "./engine.ts";
@@ -81,9 +82,9 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       data.peer = createPeer(socket, data.state);
       app.ws.open(data.peer);
     },
-    message: (socket, message) => {
+    message: (socket, message, isBinary) => {
       const peer = socket.getUserData().peer;
-      if (peer) app.ws.message(peer, textDecoder.decode(message));
+      if (peer) app.ws.message(peer, isBinary ? binaryFrameText(message) : textDecoder.decode(message));
     },
     drain: (socket) => {
       const peer = socket.getUserData().peer;

@@ -49,3 +49,7 @@ test("deeply nested or oversized values are refused before they cost anything", 
   expect(parseClientFrame('{"type":{"a":1}}')).toEqual({ error: "unknown frame type" });
   expect(parseClientFrame(`{"type":"${"x".repeat(10_000)}"}`)).toEqual({ error: "unknown frame type" });
 });
+
+test("a binary frame whose bytes are not UTF-8 (no text: undefined) is refused, not read with U+FFFD in it", () => {
+  expect(parseClientFrame(undefined)).toEqual({ error: "frames are UTF-8 JSON text" });
+});
