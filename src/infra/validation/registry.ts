@@ -195,6 +195,138 @@ function addExactKeywords(ajv: AjvCore): void {
   }
 }
 
+/**
+ * A JSON value as text in which equal values are equal strings: numbers by
+ * their decimal value (as sent when `textOf` has their text, else their
+ * double: `1.0`, `1` and `1e0` alike, `-0` as `0`), members by name order.
+ * `textOf(container, member)` is a number's text, when JSON.parse rounded it.
+ */
+function canonical(
+  value: unknown,
+  textOf: (container: object, member: string | number) => string | undefined,
+  container?: object,
+  member?: string | number,
+): string {
+  if (typeof value === "number") {
+    const sent = container === undefined ? undefined : textOf(container, member as string | number);
+    const { negative, digits, exponent } = parseDecimal(sent ?? String(value));
+    return digits === "" ? "0" : `${negative ? "-" : ""}.${digits}e${exponent}`;
+  }
+  if (Array.isArray(value))
+    return `[${value.map((item, index) => canonical(item, textOf, value, index)).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const object = value as Record<string, unknown>;
+    const members = Object.keys(object)
+      .sort()
+      .map((name) => `${JSON.stringify(name)}:${canonical(object[name], textOf, object, name)}`);
+    return `{${members.join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** The text of a number of the data being validated, when JSON.parse rounded it. */
+const dataNumberText = (container: object, member: string | number): string | undefined =>
+  numbersAsSent?.get(container)?.get(member);
+
+/** `canonical` of the value a keyword is checking, found in the data by its parent. */
+function canonicalData(value: unknown, context?: DataContext): string {
+  const parent = context?.parentData;
+  return parent !== null && typeof parent === "object"
+    ? canonical(value, dataNumberText, parent, context?.parentDataProperty)
+    : canonical(value, dataNumberText);
+}
+
+/**
+ * The allowed values of a `const` (one) or an `enum`, as `canonical` texts,
+ * and whether the schema wrote a number JSON.parse rounded.
+ */
+interface AllowedValues {
+  values: string[];
+  rounded: boolean;
+}
+
+/**
+ * A `const` (`values` of one, sitting at `member` of `container`) or an
+ * `enum` (`values` is the container) as AllowedValues; `numberText` has the
+ * texts of the schema's numbers that JSON.parse rounded.
+ */
+function allowedValues(
+  values: unknown[],
+  numberText: (container: object, member: string | number) => string | undefined,
+  container: object,
+  member?: string,
+): AllowedValues {
+  const asWritten = values.map((value, index) => canonical(value, numberText, container, member ?? index));
+  return {
+    values: asWritten,
+    rounded: asWritten.some((text, index) => text !== canonical(values[index], NO_TEXT)),
+  };
+}
+
+const NO_TEXT = (): undefined => undefined;
+
+/**
+ * `const`, `enum` and `uniqueItems` for the numbers as sent. ajv compares
+ * JSON.parse's doubles: `9007199254740992` passed a `const` of
+ * `9007199254740993`, and `[9007199254740992, 9007199254740993]` had a
+ * duplicate, though the bytes forwarded say otherwise. `const` and `enum`
+ * stay ajv's, which never refuses a value that is equal as sent (equal
+ * numbers round to one double), and ours refuses what only the rounding made
+ * equal; it looks only when a number was rounded, the data's or the schema's.
+ * `uniqueItems` replaces ajv's, whose refusals may be wrong too.
+ */
+function addExactEqualityKeywords(ajv: AjvCore): void {
+  const allowedKeyword = (name: string, keyword: "const" | "enum", message: string) =>
+    ajv.addKeyword({
+      keyword: name,
+      schemaType: "object",
+      errors: true,
+      compile(allowed: AllowedValues) {
+        const values = new Set(allowed.values);
+        const check = (value: unknown, context?: DataContext): boolean => {
+          if (numbersAsSent === undefined && !allowed.rounded) return true;
+          if (values.has(canonicalData(value, context))) return true;
+          check.errors = [{ keyword, message, params: {} }];
+          return false;
+        };
+        check.errors = [] as ErrorObject[];
+        return check;
+      },
+    });
+  allowedKeyword("exactConst", "const", "must be equal to constant");
+  allowedKeyword("exactEnum", "enum", "must be equal to one of the allowed values");
+  ajv.addKeyword({
+    keyword: "exactUniqueItems",
+    type: "array",
+    schemaType: "boolean",
+    errors: true,
+    compile(unique: boolean) {
+      const check = (items: unknown[]): boolean => {
+        if (!unique) return true;
+        const seen = new Map<string, number>();
+        for (let index = 0; index < items.length; index++) {
+          const text = canonical(items[index], dataNumberText, items, index);
+          const first = seen.get(text);
+          if (first !== undefined) {
+            check.errors = [
+              {
+                keyword: "uniqueItems",
+                message: `must NOT have duplicate items (items ## ${first} and ${index} are identical)`,
+                params: { i: index, j: first },
+              },
+            ];
+            return false;
+          }
+          seen.set(text, index);
+        }
+        return true;
+      };
+      check.errors = [] as ErrorObject[];
+      return check;
+    },
+  });
+}
+
 /** Keywords whose value is one subschema, a list of them, or a map of them (2020-12 and draft-07 spellings). */
 const SUBSCHEMA = new Set([
   "not",
@@ -223,16 +355,27 @@ const SUBSCHEMA_MAPS = new Set([
 /**
  * A copy of `schema` with its numeric keywords (where they are keywords, not
  * data) replaced by ours, each holding its limit's text: the schema's own text
- * when `schemaNumbers` has it (JSON.parse rounded it), else `String(limit)`.
+ * when `schemaNumbers` has it (JSON.parse rounded it), else `String(limit)`;
+ * `const` and `enum` joined by ours (their values as written), and
+ * `uniqueItems` replaced by ours (see `addExactEqualityKeywords`).
  */
 export function withExactNumericKeywords(schema: unknown, schemaNumbers?: ExactNumbers): unknown {
   if (schema === null || typeof schema !== "object" || Array.isArray(schema)) return schema;
   const copied = (subschema: unknown) => withExactNumericKeywords(subschema, schemaNumbers);
   const texts = schemaNumbers?.get(schema);
   const copy: Record<string, unknown> = {};
+  const numberText = (container: object, member: string | number) =>
+    schemaNumbers?.get(container)?.get(member);
   for (const [key, value] of Object.entries(schema)) {
     if (key in EXACT_KEYWORDS && typeof value === "number")
       copy[EXACT_KEYWORDS[key as NumericKeyword].name] = texts?.get(key) ?? String(value);
+    else if (key === "const") {
+      copy.const = value;
+      copy.exactConst = allowedValues([value], numberText, schema, key);
+    } else if (key === "enum" && Array.isArray(value)) {
+      copy.enum = value;
+      copy.exactEnum = allowedValues(value, numberText, value);
+    } else if (key === "uniqueItems" && typeof value === "boolean") copy.exactUniqueItems = value;
     else if (SUBSCHEMA_LISTS.has(key) && Array.isArray(value)) copy[key] = value.map(copied);
     else if (SUBSCHEMA.has(key)) copy[key] = copied(value);
     else if (SUBSCHEMA_MAPS.has(key) && value !== null && typeof value === "object") {
@@ -286,6 +429,7 @@ function newAjv(dialect: Dialect, logger: Options["logger"]): AjvCore {
   }
   addSchemaFormats(ajv);
   addExactKeywords(ajv);
+  addExactEqualityKeywords(ajv);
   return ajv;
 }
 

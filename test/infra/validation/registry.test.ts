@@ -669,3 +669,70 @@ describe("a schema's own limits are the numbers its author wrote", () => {
     expect(schemas.validate("t", 2)).toEqual({ ok: false, reason: "data must be <= 1" });
   });
 });
+
+describe("const, enum and uniqueItems hold for the numbers as sent", () => {
+  /** validate() of type `t` whose schema is `schemaText` (written as text: its numbers as its author wrote them). */
+  async function validatorFor(schemaText: string) {
+    const dir = await tempDir();
+    await writeFile(join(dir, "t.json"), schemaText);
+    const { schemas } = registry(dir);
+    await schemas.start();
+    return (dataJson: string) => {
+      const data = JSON.parse(dataJson) as unknown;
+      return schemas.validate("t", data, exactNumbersOf(dataJson, data));
+    };
+  }
+
+  test("a const or an enum of numbers a double does not hold is only the number written", async () => {
+    const valid = await validatorFor(`{
+      "$schema": "${SCHEMA_DRAFT}",
+      "properties": {
+        "c": { "const": 9007199254740993 },
+        "e": { "enum": [12345678901234567890, "x", { "n": [1.0000000000000000001] }] },
+        "plain": { "const": 1 }
+      }
+    }`);
+    // Both round to the double 9007199254740992: ajv took them as the const.
+    expect(valid('{"c":9007199254740993}')).toEqual({ ok: true });
+    expect(valid('{"c":9007199254740993.0}')).toEqual({ ok: true });
+    expect(valid('{"c":9007199254740992}')).toEqual({
+      ok: false,
+      reason: "data/c must be equal to constant",
+    });
+    expect(valid('{"c":9007199254740994}').ok).toBe(false);
+    expect(valid('{"e":12345678901234567890}')).toEqual({ ok: true });
+    expect(valid('{"e":1.234567890123456789e19}')).toEqual({ ok: true });
+    expect(valid('{"e":12345678901234567891}')).toEqual({
+      ok: false,
+      reason: "data/e must be equal to one of the allowed values",
+    });
+    expect(valid('{"e":"x"}')).toEqual({ ok: true });
+    expect(valid('{"e":{"n":[1.0000000000000000001]}}')).toEqual({ ok: true });
+    expect(valid('{"e":{"n":[1]}}').ok).toBe(false);
+    // Numbers a double holds: equal as values, whatever the spelling.
+    for (const one of ["1", "1.0", "1e0", "10E-1"]) expect(valid(`{"plain":${one}}`)).toEqual({ ok: true });
+    expect(valid('{"plain":1.0000000000000000001}')).toEqual({
+      ok: false,
+      reason: "data/plain must be equal to constant",
+    });
+    expect(valid('{"plain":2}')).toEqual({ ok: false, reason: "data/plain must be equal to constant" });
+  });
+
+  test("uniqueItems tells apart numbers that round to one double, and still finds equal ones", async () => {
+    const valid = await validatorFor(`{"$schema": "${SCHEMA_DRAFT}", "uniqueItems": true}`);
+    expect(valid("[9007199254740992, 9007199254740993]")).toEqual({ ok: true });
+    expect(valid('[{"a":1.0000000000000000001}, {"a":1}]')).toEqual({ ok: true });
+    expect(valid("[9007199254740993, 9007199254740993.0]")).toEqual({
+      ok: false,
+      reason: "data must NOT have duplicate items (items ## 0 and 1 are identical)",
+    });
+    expect(valid('[1, "1", {"a":1,"b":[2]}, {"b":[2.0],"a":1e0}]')).toEqual({
+      ok: false,
+      reason: "data must NOT have duplicate items (items ## 2 and 3 are identical)",
+    });
+    expect(valid("[0, -0]").ok).toBe(false);
+    expect(valid('[1, true, null, "a", [1], {"a":[]}]')).toEqual({ ok: true });
+    const allowed = await validatorFor(`{"$schema": "${SCHEMA_DRAFT}", "uniqueItems": false}`);
+    expect(allowed("[1, 1]")).toEqual({ ok: true });
+  });
+});
