@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
+import { waitUntil } from "../support/wait.ts";
 import { RUNTIMES, type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
 
 /** A 19-digit nanosecond timestamp and 2^53 + 1: both come out of JSON.parse rounded. */
@@ -42,16 +43,19 @@ async function liveStatusesDuring(gateway: RunningGateway, work: Promise<unknown
 describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) => {
   let gateway: RunningGateway;
   let topic: string;
+  let deadLetters: string;
   let ingestAuth: Record<string, string>;
   let publisherAuth: Record<string, string>;
 
   beforeAll(async () => {
     topic = await createTopic(`fidelity-${runtime}`, 1);
+    deadLetters = await createTopic(`fidelity-dlq-${runtime}`, 1);
     gateway = await startGateway(runtime, {
       KAFKA_BROKERS: services().brokers,
       KAFKA_TOPIC: topic,
       KAFKA_FANOUT_TOPIC: await createTopic(`fidelity-fanout-${runtime}`, 1),
       KAFKA_MAX_MESSAGE_BYTES: "65536",
+      KAFKA_DLQ_TOPIC: deadLetters,
     });
     await waitForLog(gateway, "fan-out consumer reading");
     ingestAuth = {
@@ -97,6 +101,22 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
     expect(deltaText.split(`"data":${BIG_DATA}`).length - 1).toBe(2);
     expect(JSON.parse(deltaText).events.length).toBe(2);
     socket.close();
+  });
+
+  test("a refused record's dead letter holds it as sent, numbers included", async () => {
+    const data = '{"element":"e","x":"not a number","n":9007199254740993,"huge":1e400,"one":1.0, "z":-0}';
+    const record = `{"type":"click","id":"refused-as-sent", "ts":1700000000123456789,"data":${data}}`;
+    const response = await post(gateway, "/v1/events", `[${record}]`, ingestAuth);
+    expect(response.status).toBe(422);
+    let letter: string | undefined;
+    await waitUntil(async () => {
+      const letters = await readTopic(deadLetters, 1, 2000);
+      letter = letters.find((message) => message.value.includes('"refused-as-sent"'))?.value;
+      return letter !== undefined;
+    }, "the dead letter");
+    expect(letter).toContain(`"reason":"data/x must be number","rejectedAt":"`);
+    expect(letter).toEndWith(`,"record":${record}}`);
+    expect(JSON.parse(letter as string)).toMatchObject({ tenant: "acme", record: { id: "refused-as-sent" } });
   });
 
   test("a record with a channel needs the publish scope; without it only that record is refused", async () => {

@@ -69,10 +69,21 @@ export interface RecordMembers {
   data: unknown;
 }
 
-/** The item as the client sent it, every member included: what a dead letter carries. */
-export function sentAs(raw: RawRecord & { ok: true }): unknown {
-  if (raw.source === undefined) return raw.value;
-  return JSON.parse(raw.source.toString("utf8", raw.sourceStart, raw.sourceEnd));
+/**
+ * The item's JSON text as the client sent it, every member included: what a
+ * dead letter carries. A parsed copy written again would round its numbers
+ * (`9007199254740993`, `1e400` as null), so the letter would not show what
+ * was refused. A CloudEvent's record is written from its members, its `data`
+ * as sent.
+ */
+export function sentAs(raw: RawRecord & { ok: true }): string {
+  if (raw.source !== undefined) return raw.source.toString("utf8", raw.sourceStart, raw.sourceEnd);
+  const value = raw.value;
+  if (raw.dataJson === undefined || value === null || typeof value !== "object" || Array.isArray(value))
+    return JSON.stringify(value);
+  const { data: _parsed, ...members } = value as Record<string, unknown>;
+  const head = JSON.stringify(members);
+  return `${head.slice(0, -1)}${head === "{}" ? "" : ","}"data":${raw.dataJson}}`;
 }
 
 export interface BodyLimits {

@@ -121,7 +121,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     const messages: RecordMessage[] = [];
     const values = new RecordValues(principal.tenant, receivedAt);
     const errors: RecordError[] = [];
-    const rejectedRaw: Array<{ raw: unknown; reason: string }> = [];
+    const rejectedRaw: Array<{ raw: string | undefined; reason: string }> = [];
     // Only for a tenant that deduplicates: its accepted records whose ids the client chose.
     const dedupWindowMs = deps.dedup.windowMs(principal.tenant);
     const dedupCandidates: DedupCandidate[] | undefined = dedupWindowMs === undefined ? undefined : [];
@@ -289,14 +289,15 @@ function settleAfter(written: Promise<void>, claimed: ClaimedIds): Promise<void>
 function sendToDeadLetters(
   topic: string,
   principal: Principal,
-  rejected: Array<{ raw: unknown; reason: string }>,
+  rejected: Array<{ raw: string | undefined; reason: string }>,
   deps: IngestDependencies,
 ): void {
   const rejectedAt = new Date().toISOString();
   const messages = rejected.map(({ raw, reason }) => ({
     topic,
     key: principal.tenant,
-    value: JSON.stringify({ tenant: principal.tenant, reason, rejectedAt, record: raw ?? null }),
+    // The record's text as sent is spliced in (see sentAs).
+    value: `${JSON.stringify({ tenant: principal.tenant, reason, rejectedAt }).slice(0, -1)},"record":${raw ?? "null"}}`,
     headers: { tenant: principal.tenant, "content-type": "application/json" },
   }));
   // A full queue drops dead letters first: they are diagnostics, not data.

@@ -24,7 +24,7 @@ const parsed = (sent: Record<string, unknown>, dataJson?: string, tsJson?: strin
   dataBytes: dataJson !== undefined && Buffer.byteLength(dataJson) === dataJson.length ? dataJson.length : -1,
 });
 /** What a dead letter of each accepted item would carry. */
-const sent = (records: RawRecord[]) => records.map((raw) => (raw.ok ? sentAs(raw) : raw.code));
+const sent = (records: RawRecord[]) => records.map((raw) => (raw.ok ? JSON.parse(sentAs(raw)) : raw.code));
 
 async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
   try {
@@ -210,6 +210,27 @@ describe("decodeBody", () => {
       { type: "t", data: { a: "é" } },
       { type: "t", data: { a: "é" } },
     ]);
+  });
+
+  test("what a dead letter carries is the record's text as sent, numbers included; a CloudEvent's record has its data as sent", async () => {
+    const data = '{ "n" : 9007199254740993, "huge":1e400, "one":1.0, "e":"\\u00e9" }';
+    const record = `{"type":"t", "other":[-0], "data":${data}}`;
+    const [plain] = await decodeBody(bytes(`[${record}]`), "application/json", undefined, LIMITS);
+    if (!plain?.ok) throw new Error("refused");
+    expect(sentAs(plain)).toBe(record);
+    const event = `{"specversion":"1.0","id":"e-1","source":"/s","type":"t","data":${data}}`;
+    const [structured] = await decodeBody(bytes(event), "application/cloudevents+json", undefined, LIMITS);
+    if (!structured?.ok) throw new Error("refused");
+    expect(sentAs(structured)).toBe(`{"type":"t","id":"e-1","data":${data}}`);
+    const [binary] = await decodeBody(bytes(data), "application/json", undefined, LIMITS, {
+      specversion: "1.0",
+      id: "e-2",
+      source: "/s",
+      type: "t",
+      time: "2026-01-01T00:00:00Z",
+    });
+    if (!binary?.ok) throw new Error("refused");
+    expect(sentAs(binary)).toBe(`{"type":"t","id":"e-2","ts":"2026-01-01T00:00:00Z","data":${data}}`);
   });
 
   test("a UTF-8 byte order mark is ignored, as TextDecoder did", async () => {
