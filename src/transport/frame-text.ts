@@ -1,6 +1,7 @@
 import { isUtf8 } from "node:buffer";
 
-const utf8 = new TextDecoder();
+/** A leading U+FEFF is kept, as in a text frame: the frame is then not JSON text, on both engines. */
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /**
  * A binary frame's bytes read as the UTF-8 text a client frame is, or

@@ -11,3 +11,7 @@ test("bytes that are not UTF-8 have no text: never U+FFFD in their place", () =>
   for (const bad of [[0xff], [0x61, 0xc3], [0xed, 0xa0, 0x80], [0xc0, 0xaf]])
     expect(binaryFrameText(new Uint8Array(bad))).toBeUndefined();
 });
+
+test("a leading byte order mark is kept, as a text frame's is", () => {
+  expect(binaryFrameText(Buffer.from('\uFEFF{"type":"ping"}'))).toBe('\uFEFF{"type":"ping"}');
+});

@@ -40,7 +40,8 @@ type ListenWithOptions = (
 ) => void;
 
 const METHODS_WITHOUT_BODY = new Set(["GET", "HEAD", "OPTIONS", "DELETE"]);
-const textDecoder = new TextDecoder();
+// A leading U+FEFF stays (TextDecoder drops it by default): Bun hands text frames over as sent.
+const textDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** Node adapter: maps uWebSockets.js onto the transport seam. */
 export async function listen<State>(app: GatewayApp<State>, options: ListenOptions): Promise<RunningServer> {
