@@ -31,7 +31,7 @@ export type EventRecord<Events extends EventTypes = UntypedEvents> = {
 }[keyof Events & string];
 
 export interface RetryOptions extends BackoffOptions {
-  /** Attempts per batch (the first one included) before its records are dropped and reported. */
+  /** Attempts per batch (the first one included) before its records are dropped and reported; a 409 spends none. */
   maxAttempts: number;
   /** A `Retry-After` longer than this is cut to it. */
   maxRetryAfterMs: number;
@@ -531,7 +531,12 @@ export abstract class BatchingClient {
       }
       // Offline: the attempt is not counted; the next one waits for the page's `online` event.
       if (outcome.unreachable && isOffline()) continue;
-      if (attempt >= this.retry.maxAttempts) {
+      // 409: the gateway is still writing this batch (its Idempotency-Key, say after a 503 at the ack
+      // deadline or a crash) or a record of it (its id). Nothing failed yet, so no attempt is spent:
+      // given up on, the batch would be reported dropped though it may still be written (or lost, if
+      // never written). The gateway's claim ends within IDEMPOTENCY_PENDING_SEC, then the answer changes.
+      const pending = outcome.status === 409;
+      if (!pending && attempt >= this.retry.maxAttempts) {
         this.drop(batch.records, outcome.status, `gave up after ${attempt} attempts: ${outcome.message}`);
         break;
       }
@@ -541,7 +546,7 @@ export abstract class BatchingClient {
           ? backoffDelay(attempt - 1, this.retry)
           : Math.min(outcome.retryAfterMs, this.retry.maxRetryAfterMs) +
             Math.floor(Math.random() * this.retry.initialDelayMs);
-      attempt++;
+      if (!pending) attempt++;
       await backoffWait(delay, this.abort.signal);
     }
     this.storage?.remove(batch.records.map((record) => record.id));

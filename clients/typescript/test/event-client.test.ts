@@ -194,6 +194,30 @@ describe("EventClient retries", () => {
     await events.close();
   });
 
+  test("a 409 spends no attempt: a batch the gateway is still writing past maxAttempts answers is not given up on", async () => {
+    // The first answer came at the ack deadline; the gateway keeps the key pending until the records land.
+    const late = { error: "unavailable", message: "Kafka did not acknowledge in time" };
+    const inFlight = { error: "idempotency_in_flight", message: "still being handled" };
+    const { fetch, sent } = scriptedFetch([
+      () => Response.json(late, { status: 503 }),
+      ...Array.from({ length: 5 }, () => () => Response.json(inFlight, { status: 409 })),
+      () => Response.json({ accepted: 1, rejected: 0, errors: [] }, { status: 202 }),
+    ]);
+    const failures: DeliveryFailure[] = [];
+    const events = client({
+      fetch,
+      retry: { initialDelayMs: 5, maxAttempts: 3 },
+      onError: (failure) => failures.push(failure),
+    });
+    events.enqueue(click(0));
+    await events.flush();
+    expect(sent.length).toBe(7);
+    expect(new Set(sent.map((request) => request.headers["idempotency-key"])).size).toBe(1);
+    expect(failures).toEqual([]);
+    expect(events.stats).toMatchObject({ accepted: 1, dropped: 0, retries: 6 });
+    await events.close();
+  });
+
   test("network errors back off and, once attempts run out, the batch is dropped and reported", async () => {
     const failures: DeliveryFailure[] = [];
     const { fetch, sent } = scriptedFetch([
