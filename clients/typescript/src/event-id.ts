@@ -8,6 +8,17 @@
 const ID_PATTERN = /^(.+)-(\d+)-(-1|\d+)$/;
 
 /**
+ * A `since` the gateway takes (version 1 of its protocol). It answers any
+ * other with a `bad_frame` error that names no channel, so a subscribe that
+ * sent one would wait for an answer that never comes.
+ */
+const POSITION_PATTERN = /^[A-Za-z0-9]{1,32}-\d{1,6}-(-1|\d{1,20})$/;
+
+export function isPosition(id: string): boolean {
+  return POSITION_PATTERN.test(id);
+}
+
+/**
  * Whether `id` comes after `last`. An id from another epoch counts as after
  * (the history restarted), unless `sameEpochOnly`; ids the client cannot read
  * count as after, so nothing is dropped for a format it does not know.

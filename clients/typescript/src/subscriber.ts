@@ -1,7 +1,7 @@
 import { type BackoffOptions, backoffDelay } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 import type { FetchLike } from "./event-client.js";
-import { isAfter } from "./event-id.js";
+import { isAfter, isPosition } from "./event-id.js";
 import { resolveToken, type TokenSource, tokenExpiresAt } from "./token.js";
 
 /** The WebSocket surface this client needs: the browser's, Bun's, Node's (22+, or 20 with `--experimental-websocket`) or the `ws` package. */
@@ -398,8 +398,12 @@ export class Subscriber extends Emitter<SubscriberEvents> {
    * closes first (the refusal is also an `error` event, so ignoring the
    * promise is safe). `presence: true` also delivers `join` and `leave`
    * events of the channel (off by default; a later subscribe of the channel changes it).
+   * Throws a `TypeError` for a `since` that is not an event id (or a
+   * `lastEventId`): the gateway refuses it without naming the channel.
    */
   subscribe(channel: string, options: { since?: string; presence?: boolean } = {}): Promise<Subscription> {
+    if (options.since !== undefined && !isPosition(options.since))
+      throw new TypeError(`since must be an event id or a lastEventId, not ${JSON.stringify(options.since)}`);
     let subscription = this.subscriptions.get(channel);
     const fresh = subscription === undefined;
     if (!subscription) {
@@ -506,9 +510,12 @@ export class Subscriber extends Emitter<SubscriberEvents> {
    * it. Rejects with a `GatewayPublishError`: the gateway's refusal, or
    * `disconnected` when the subscriber is not `open` or the socket closed
    * before the answer (the publish may then have been delivered: it is not
-   * sent again).
+   * sent again). Throws a `TypeError` without a channel unless `broadcast`:
+   * the gateway refuses that without naming the publish.
    */
   publish(channel: string | undefined, data: unknown, options: PublishOptions = {}): Promise<void> {
+    if (channel === undefined && !options.broadcast)
+      throw new TypeError("publish needs a channel, or broadcast: true");
     const socket = this.socket;
     if (this.currentState !== "open" || socket?.readyState !== 1)
       return Promise.reject(new GatewayPublishError("disconnected", "publish needs an open connection"));

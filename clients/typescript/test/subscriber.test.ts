@@ -171,6 +171,22 @@ describe("Subscriber", () => {
     expect(second.sent[1]).toMatchObject({ since: event("orders", 7).id });
   });
 
+  test("a since that is no event id throws and sends nothing: the gateway's bad_frame names no channel, so it would never settle", async () => {
+    const { subscriber } = start({ channels: ["orders"] });
+    const server = await connect(0);
+    server.frame({ type: "subscribed", channel: "orders", lastEventId: event("orders", 2).id });
+    for (const since of ["not-an-id", "", "undefined", "k1-0-12abc"])
+      expect(() => subscriber.subscribe("orders", { since })).toThrow(TypeError);
+    expect(() => subscriber.subscribe("room", { since: "null" })).toThrow(TypeError);
+    // The subscription it already had is untouched; the gateway's positions are taken.
+    expect(subscriber.subscription("orders")?.state).toBe("subscribed");
+    expect(subscriber.subscription("room")).toBeUndefined();
+    expect(server.sent.slice(1)).toEqual([{ type: "subscribe", channel: "orders" }]);
+    subscriber.subscribe("room", { since: "k1-3--1" });
+    subscriber.subscribe("orders", { since: event("orders", 1).id });
+    expect(server.sent.slice(2).map((frame) => frame.since)).toEqual(["k1-3--1", event("orders", 1).id]);
+  });
+
   test("history_gone is a gap event; the position restarts from the new history", async () => {
     const { of, subscriber } = start();
     subscriber.subscribe("orders", { since: event("orders", 5).id });
@@ -523,6 +539,13 @@ describe("Subscriber publish", () => {
     expect(error).toMatchObject({ code: "rate_limited", message: "slow down", retryAfterMs: 3000 });
     // The refusal is the promise's, not an `error` event of the subscriber.
     expect(of("error")).toEqual([]);
+  });
+
+  test("without a channel and without broadcast it throws and sends nothing (the gateway's bad_frame names no ref)", async () => {
+    const { subscriber } = start();
+    const server = await connect(0);
+    expect(() => subscriber.publish(undefined, { n: 1 })).toThrow(TypeError);
+    expect(server.sent.filter((frame) => frame.type === "publish")).toEqual([]);
   });
 
   test("without an open connection, or when it closes before the answer: disconnected, never sent again", async () => {
