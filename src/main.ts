@@ -29,7 +29,8 @@ function readConfig() {
 
 const config = readConfig();
 // A URL in a setting may carry a password (SCHEMAS=https://user:key@host/…, a hosted OTLP endpoint), and
-// many lines quote their URL or an error naming it: every line is written with passwords masked, whoever logs it.
+// many lines quote their URL or an error naming it (a refused Redis AUTH quotes its arguments): every line is
+// written with passwords masked, whoever logs it.
 const log = createLogger(config.logLevel, { runtime, pid: process.pid }, withoutPasswords);
 
 // A stray rejection or exception is a bug to log, not a reason to drop every connection.

@@ -422,7 +422,16 @@ export function loadConfig(env: Env = process.env): Config {
   return config;
 }
 
-/** `text` with the password of every URL in it masked: `redis://:secret@host` → `redis://:***@host`. */
+/**
+ * A Redis AUTH command as a logged error quotes it: ioredis's ReplyError carries its command, so a wrong
+ * REDIS_URL password (or a right one Redis refused) is `"command":{"name":"auth","args":["user","secret"]}`.
+ */
+const REDIS_AUTH_ARGS = /("name":"auth","args":\[)(?:"(?:[^"\\]|\\.)*",?)*\]/gi;
+
+/**
+ * `text` with every password in it masked: a URL's (`redis://:secret@host` → `redis://:***@host`) and a
+ * Redis AUTH command's arguments (`"args":["***"]`).
+ */
 export function withoutPasswords(text: string): string {
-  return text.replace(/(\/\/[^/\s:@"]*):[^/\s@"]*@/g, "$1:***@");
+  return text.replace(/(\/\/[^/\s:@"]*):[^/\s@"]*@/g, "$1:***@").replace(REDIS_AUTH_ARGS, '$1"***"]');
 }

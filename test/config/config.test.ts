@@ -94,6 +94,18 @@ describe("loadConfig", () => {
     expect(withoutPasswords('got "https://example.com/a:b@c"')).toBe('got "https://example.com/a:b@c"');
   });
 
+  test("a refused Redis AUTH is logged without its arguments: ioredis's error quotes the command", () => {
+    const line = JSON.stringify({
+      err: { message: "WRONGPASS", command: { name: "auth", args: ["app", 'pa"ss]w,rd'] } },
+      next: { command: { name: "select", args: ["2"] } },
+    });
+    const masked = withoutPasswords(line);
+    expect(masked).not.toContain('pa\\"ss');
+    expect(masked).not.toContain("w,rd");
+    expect(JSON.parse(masked).err.command.args).toEqual(["***"]);
+    expect(JSON.parse(masked).next.command.args).toEqual(["2"]);
+  });
+
   test("JWKS_URL must be https, except on loopback", () => {
     for (const url of ["http://idp.example/jwks.json", "http://10.0.0.1/jwks", "http://127.example/jwks"]) {
       const problems = problemsOf({ JWKS_URL: url });
