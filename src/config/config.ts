@@ -8,6 +8,7 @@ import {
   nonEmpty,
   oneOf,
   originList,
+  redisUrl,
   secret,
   topicName,
   url,
@@ -326,7 +327,7 @@ export function loadConfig(env: Env = process.env): Config {
       dir: read("LOCAL_LOG_DIR", nonEmpty, "./data/events"),
       rotateBytes: read("LOCAL_LOG_ROTATE_BYTES", integer(1024, 64 * 1024 * 1024 * 1024), 64 * 1024 * 1024),
     },
-    redisUrl: read("REDIS_URL", url(["redis:", "rediss:"])),
+    redisUrl: read("REDIS_URL", redisUrl),
     auth: {
       jwtSecret,
       jwksUrl,

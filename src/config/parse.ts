@@ -91,6 +91,21 @@ export function url(protocols: readonly string[]) {
   };
 }
 
+/**
+ * A Redis URL, `redis[s]://[user:password@]host[:port][/db]`, its path a database index or nothing:
+ * ioredis takes any other path for one, sends `SELECT NaN` (refused, an unhandled rejection per
+ * connection) and stays on database 0, where the gateway's keys would then mix with whatever lives there.
+ */
+export function redisUrl(raw: string): string {
+  const value = url(["redis:", "rediss:"])(raw);
+  const { pathname } = new URL(value);
+  if (pathname !== "" && pathname !== "/" && !/^\/\d+$/.test(pathname))
+    throw new Error(
+      `expected redis[s]://host[:port][/db] (the db a number, credentials before the host), got "${raw}"`,
+    );
+  return value;
+}
+
 /** Whether a URL's host is this machine: `localhost`, 127.0.0.0/8 or ::1. */
 function isLoopbackHost(hostname: string): boolean {
   return (

@@ -94,6 +94,29 @@ describe("loadConfig", () => {
     expect(withoutPasswords('got "https://example.com/a:b@c"')).toBe('got "https://example.com/a:b@c"');
   });
 
+  test("REDIS_URL: a path is a database index or nothing (ioredis would SELECT NaN and use database 0)", () => {
+    for (const good of [
+      "redis://127.0.0.1:6379",
+      "redis://127.0.0.1:6379/",
+      "redis://app:pw@127.0.0.1:6379/2",
+      "rediss://:TOKEN@master.example.cache.amazonaws.com:6379/15",
+    ])
+      expect(problemsOf({ REDIS_URL: good })).toEqual([]);
+    expect(loadConfig({ ...SECRET, REDIS_URL: "redis://app:pw@127.0.0.1:6379/2" }).redisUrl).toBe(
+      "redis://app:pw@127.0.0.1:6379/2",
+    );
+    for (const bad of [
+      "redis://127.0.0.1:6379/cache",
+      "redis://127.0.0.1:6379/2/x",
+      "redis://:S3CRETPW@h/-1",
+    ]) {
+      const problems = problemsOf({ REDIS_URL: bad });
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toStartWith("REDIS_URL: expected redis[s]://host[:port][/db] (the db a number");
+      expect(problems[0]).not.toContain("S3CRETPW");
+    }
+  });
+
   test("a refused Redis AUTH is logged without its arguments: ioredis's error quotes the command", () => {
     const line = JSON.stringify({
       err: { message: "WRONGPASS", command: { name: "auth", args: ["app", 'pa"ss]w,rd'] } },

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { services } from "../support/kafka.ts";
-import { token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway, waitForLog } from "./harness.ts";
+import { TEST_SECRET, token } from "../support/tokens.ts";
+import { RUNTIMES, type RunningGateway, runUntilExit, startGateway, waitForLog } from "./harness.ts";
 
 /** The REDIS_URL forms users write, against the real Redis of scripts/services (embedded sink: no Kafka needed). */
 describe.each(RUNTIMES)("REDIS_URL as users write it, on %s", (runtime) => {
@@ -47,5 +47,16 @@ describe.each(RUNTIMES)("REDIS_URL as users write it, on %s", (runtime) => {
     expect(JSON.stringify(warning)).toContain("WRONGPASS");
     // ...but no line carries the password.
     expect(JSON.stringify(gateway.logs)).not.toContain(password);
+  });
+
+  test("a path that is no database index exits 1 naming REDIS_URL, rather than using database 0", async () => {
+    const { code, stderr } = await runUntilExit(runtime, {
+      JWT_SECRET: TEST_SECRET,
+      KAFKA_BROKERS: "",
+      REDIS_URL: `${withCredentials("app", "S3CRETPW")}/cache`,
+    });
+    expect(code).toBe(1);
+    expect(stderr).toContain("REDIS_URL: expected redis[s]://host[:port][/db]");
+    expect(stderr).not.toContain("S3CRETPW");
   });
 });
