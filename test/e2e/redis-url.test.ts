@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, test } from "bun:test";
+import { Redis } from "ioredis";
 import { services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { RUNTIMES, type RunningGateway, runUntilExit, startGateway, waitForLog } from "./harness.ts";
@@ -19,12 +20,17 @@ describe.each(RUNTIMES)("REDIS_URL as users write it, on %s", (runtime) => {
     return url.toString();
   }
 
-  async function ingest(target: RunningGateway): Promise<number> {
+  async function ingest(
+    target: RunningGateway,
+    tenant = `redis-url-${runtime}`,
+    key?: string,
+  ): Promise<number> {
     const response = await fetch(`${target.url}/v1/events`, {
       method: "POST",
       headers: {
-        authorization: `Bearer ${await token(`redis-url-${runtime}`, ["ingest"])}`,
+        authorization: `Bearer ${await token(tenant, ["ingest"])}`,
         "content-type": "application/json",
+        ...(key ? { "idempotency-key": key } : {}),
       },
       body: JSON.stringify({ type: "click", data: { element: "b" } }),
     });
@@ -47,6 +53,33 @@ describe.each(RUNTIMES)("REDIS_URL as users write it, on %s", (runtime) => {
     expect(JSON.stringify(warning)).toContain("WRONGPASS");
     // ...but no line carries the password.
     expect(JSON.stringify(gateway.logs)).not.toContain(password);
+  });
+
+  test("a database index Redis refuses: per-process limits, and no key lands in database 0", async () => {
+    const tenant = `redis-db-${runtime}-${Date.now()}`;
+    // The services' Redis has 16 databases.
+    gateway = await startGateway(runtime, { KAFKA_BROKERS: "", REDIS_URL: `${services().redisUrl}/16` });
+    await waitForLog(gateway, "Redis unavailable: rate limits are per process");
+    const warning = gateway.logs.find(
+      (entry) => entry.msg === "Redis unavailable: rate limits are per process",
+    );
+    expect(JSON.stringify(warning)).toContain("DB index is out of range");
+    // Past a few reconnect attempts (each a refused SELECT), the gateway still says so and writes nowhere.
+    await Bun.sleep(2500);
+    expect(await ingest(gateway, tenant, "once")).toBe(202);
+    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    expect(metrics).toContain("gateway_rate_limiter_degraded 1");
+    expect(
+      gateway.logs.filter((entry) => entry.msg === "Redis ready: rate limits are shared across instances"),
+    ).toEqual([]);
+    const redis = new Redis(services().redisUrl);
+    try {
+      const keys = await redis.keys(`*${tenant}*`);
+      if (keys.length > 0) await redis.del(...keys);
+      expect(keys).toEqual([]);
+    } finally {
+      redis.disconnect();
+    }
   });
 
   test("a path that is no database index exits 1 naming REDIS_URL, rather than using database 0", async () => {

@@ -1,4 +1,4 @@
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import { GatewayError } from "../../domain/errors.ts";
 import type { Logger } from "../../log/logger.ts";
@@ -8,6 +8,7 @@ import { LeasedBudgets, NOT_LOCAL, type Spent, WINDOW_MS } from "./leases.ts";
 export { NOT_LOCAL };
 
 import { OccasionalLine } from "../../log/occasional-line.ts";
+import { connectRedis } from "../redis/client.ts";
 import { RedisLeaseStore } from "./redis-leases.ts";
 
 export type LimitScope = "tenant_events" | "ip_requests" | "ws_connect";
@@ -105,13 +106,7 @@ export class RateLimits {
       ws_connect: options.connectsPerSec,
     };
     if (!options.redisUrl) return;
-    const redis = new Redis(options.redisUrl, {
-      enableOfflineQueue: false,
-      enableAutoPipelining: true,
-      commandTimeout: options.redisTimeoutMs,
-      maxRetriesPerRequest: 0,
-      retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
-    });
+    const redis = connectRedis(options.redisUrl, options.redisTimeoutMs, true);
     this.redis = redis;
     redis.on("ready", () => this.setDegraded(false));
     redis.on("error", (error) => this.setDegraded(true, error));

@@ -5,16 +5,23 @@ import { Redis } from "ioredis";
  * queue and no retries per command (a call while disconnected fails at once,
  * one slower than `commandTimeoutMs` fails then), reconnecting in the
  * background. Its owner decides what a failure means and closes it.
+ * `autoPipelining`: commands of one tick share a write (the rate limiter's leases).
  */
-export function connectRedis(url: string, commandTimeoutMs: number): Redis {
+export function connectRedis(url: string, commandTimeoutMs: number, autoPipelining = false): Redis {
   const redis = new Redis(url, {
     enableOfflineQueue: false,
+    enableAutoPipelining: autoPipelining,
     commandTimeout: commandTimeoutMs,
     maxRetriesPerRequest: 0,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
   });
-  // Connection errors are retried by the client itself; each failed command is handled by its caller.
-  redis.on("error", () => {});
+  redis.on("error", (error: Error & { command?: { name?: string } }) => {
+    // ioredis goes on to "ready" when Redis refuses the SELECT of REDIS_URL's database (an index past the
+    // server's `databases`, a cluster-mode server), and its commands then land in database 0, beside whatever
+    // lives there: that connection failed instead, and the next attempt selects again.
+    if (error.command?.name === "select") redis.disconnect(true);
+    // Other connection errors are retried by the client itself; each failed command is handled by its caller.
+  });
   return redis;
 }
 
