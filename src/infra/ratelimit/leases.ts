@@ -47,6 +47,12 @@ const LEASES_PER_WINDOW = 10;
  * window's start is not taken for a rate more than ten times it.
  */
 const PROJECT_FROM = WINDOW_MS / 10;
+/**
+ * What spend() resolves while a key's lease failed within the last window: the caller's per-process
+ * limiter decides at once. A Redis slower than its timeout answers no lease, and without the pause every
+ * request of the key would wait the timeout for it again (each of a request's budgets in turn).
+ */
+const STORE_FAILED: Promise<undefined> = Promise.resolve(undefined);
 /** A slice running below this share of its target is topped up in the background, before a request waits. */
 const REFILL_BELOW = 0.5;
 /** No background top-up in the window's last tenth: it would expire mostly unspent. */
@@ -65,6 +71,8 @@ interface Bucket {
   waiting: number;
   /** The one lease in flight for this key, if any. */
   leasing: Promise<Lease | undefined> | undefined;
+  /** performance.now() before which the store is not asked for this key: its last lease failed. */
+  askAgainAt: number;
 }
 
 function newBucket(): Bucket {
@@ -76,6 +84,7 @@ function newBucket(): Bucket {
     spentLastWindow: 0,
     waiting: 0,
     leasing: undefined,
+    askAgainAt: 0,
   };
 }
 
@@ -150,8 +159,9 @@ export class LeasedBudgets {
   /**
    * Spends `cost` of `key`'s budget of `limit` per window: from the local
    * slice when it fits (no I/O), else after one lease shared with the other
-   * requests waiting on this key. Resolves undefined when the store failed
-   * (the caller falls back to its per-process limiter).
+   * requests waiting on this key. Resolves undefined when the store failed,
+   * and at once for a window after that (the caller falls back to its
+   * per-process limiter).
    */
   spend(key: string, cost: number, limit: number): Spent | Promise<Spent | undefined> {
     const now = performance.now();
@@ -165,6 +175,7 @@ export class LeasedBudgets {
     if (bucket.windowEndsAt !== 0 && cost > bucket.slice + bucket.sharedLeft) {
       return this.spent(false, bucket, limit, now);
     }
+    if (now < bucket.askAgainAt) return STORE_FAILED;
     return this.spendAfterLease(key, bucket, cost, limit);
   }
 
@@ -232,6 +243,7 @@ export class LeasedBudgets {
       },
       (error: unknown) => {
         bucket.leasing = undefined;
+        bucket.askAgainAt = performance.now() + WINDOW_MS;
         this.onLease(0, error);
         return undefined;
       },
@@ -244,6 +256,7 @@ export class LeasedBudgets {
     const target = this.target(bucket, now);
     if (
       bucket.leasing ||
+      now < bucket.askAgainAt ||
       bucket.slice >= target * REFILL_BELOW ||
       bucket.sharedLeft === 0 ||
       bucket.windowEndsAt - now < NO_REFILL_IN_LAST

@@ -179,4 +179,31 @@ describe("leased budgets on a real Redis", () => {
     expect(await budgets.spend(unique("down"), 1, 10)).toBeUndefined();
     expect(failures).toHaveLength(1);
   });
+
+  test("a key whose lease failed is not leased again for a window: a slow Redis costs a wait per key per window, not per request", async () => {
+    let calls = 0;
+    // Redis slower than REDIS_TIMEOUT_MS: the command times out after the wait.
+    const slow: LeaseStore = {
+      lease: async () => {
+        calls++;
+        await Bun.sleep(50);
+        throw new Error("Command timed out");
+      },
+    };
+    const budgets = new LeasedBudgets(slow, "rl:test", 1000, () => {});
+    const key = unique("slow");
+    const first = performance.now();
+    expect(await budgets.spend(key, 1, 10)).toBeUndefined();
+    expect(performance.now() - first).toBeGreaterThanOrEqual(45);
+    const started = performance.now();
+    for (let i = 0; i < 20; i++) expect(await budgets.spend(key, 1, 10)).toBeUndefined();
+    expect(performance.now() - started).toBeLessThan(45);
+    expect(calls).toBe(1);
+    // Another key is asked (its own wait); the window over, this one is asked again.
+    expect(await budgets.spend(unique("other"), 1, 10)).toBeUndefined();
+    expect(calls).toBe(2);
+    await Bun.sleep(WINDOW_MS);
+    expect(await budgets.spend(key, 1, 10)).toBeUndefined();
+    expect(calls).toBe(3);
+  });
 });
