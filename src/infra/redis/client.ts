@@ -14,6 +14,11 @@ export function connectRedis(url: string, commandTimeoutMs: number, autoPipelini
     commandTimeout: commandTimeoutMs,
     maxRetriesPerRequest: 0,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
+    // A failover (ElastiCache's, a replica promoted by hand) leaves this connection on the old primary, now a
+    // replica refusing every write, for as long as it stays up: dropped instead, the next one follows the
+    // primary's name to the new one. The refused command fails (its caller falls back) and is not resent.
+    // (Redis 6 quotes it inside a script's error: "ERR Error running script … -READONLY …".)
+    reconnectOnError: (error) => error.message.includes("READONLY"),
   });
   redis.on("error", (error: Error & { command?: { name?: string } }) => {
     // ioredis goes on to "ready" when Redis refuses the SELECT of REDIS_URL's database (an index past the
