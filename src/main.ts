@@ -1,4 +1,5 @@
 import { fileURLToPath } from "node:url";
+import { format } from "node:util";
 import packageJson from "../package.json" with { type: "json" };
 import { createGateway, SettingLoadError } from "./app.ts";
 import { ConfigError, loadConfig, withoutPasswords } from "./config/config.ts";
@@ -32,6 +33,10 @@ const config = readConfig();
 // many lines quote their URL or an error naming it (a refused Redis AUTH quotes its arguments): every line is
 // written with passwords masked, whoever logs it.
 const log = createLogger(config.logLevel, { runtime, pid: process.pid }, withoutPasswords);
+// Libraries warn through the console (ioredis: a password Redis does not ask for, an ACL user denied INFO,
+// at every connection): plain text on stderr among JSON lines, which log pipelines parse. JSON lines too.
+console.warn = (...args: unknown[]) => log.warn({ via: "console" }, format(...args));
+console.error = (...args: unknown[]) => log.error({ via: "console" }, format(...args));
 
 // A stray rejection or exception is a bug to log, not a reason to drop every connection.
 process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));

@@ -55,6 +55,26 @@ describe.each(RUNTIMES)("REDIS_URL as users write it, on %s", (runtime) => {
     expect(JSON.stringify(gateway.logs)).not.toContain(password);
   });
 
+  test("a password Redis does not ask for: the client's warning is a JSON line, not text on stderr", async () => {
+    // Run for 3 s (then killed): long enough to connect, and to be warned at each of its connections.
+    const { stdout, stderr } = await runUntilExit(
+      runtime,
+      { JWT_SECRET: TEST_SECRET, KAFKA_BROKERS: "", REDIS_URL: withCredentials("", "unasked") },
+      3000,
+    );
+    expect(stderr).toBe("");
+    const lines = stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const warning = lines.find((line) => line.via === "console");
+    expect(warning).toMatchObject({ level: "warn" });
+    expect(String(warning?.msg)).toContain("does not require a password");
+    expect(lines.some((line) => line.msg === "Redis ready: rate limits are shared across instances")).toBe(
+      true,
+    );
+  });
+
   test("a database index Redis refuses: per-process limits, and no key lands in database 0", async () => {
     const tenant = `redis-db-${runtime}-${Date.now()}`;
     // The services' Redis has 16 databases.
