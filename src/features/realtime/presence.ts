@@ -2,6 +2,7 @@ import { channelTopic, requireChannel } from "../../domain/channel.ts";
 import { authorizedReader, type ReaderChecks } from "../../http/caller.ts";
 import { jsonText } from "../../http/reply.ts";
 import type { Logger } from "../../log/logger.ts";
+import { OccasionalLine } from "../../log/occasional-line.ts";
 import type { PresenceMembers, PresenceStore } from "../../ports/presence.ts";
 import type { Route } from "../../ports/route.ts";
 
@@ -11,6 +12,8 @@ export const MAX_LISTED_MEMBERS = 1000;
 export const MAX_TRACKED_MEMBERS = 1000;
 /** Join and leave events sent per channel per check; the rest come at the next checks (nothing is lost, a flood is spread). */
 export const MAX_EVENTS_PER_CHECK = 100;
+/** At most one "presence store unavailable" line per this long, as the other Redis-backed features. */
+const STORE_FAILURE_LOG_INTERVAL_MS = 10_000;
 
 /** Receives the join and leave frames of a channel (`channelKey`), to send to its presence watchers. */
 export interface PresenceListener {
@@ -38,6 +41,7 @@ export class Presence {
   private readonly watched = new Map<string, { watchers: number; told: Set<string> | undefined }>();
   private readonly listeners: PresenceListener[] = [];
   private checking = false;
+  private readonly storeFailureLine = new OccasionalLine(STORE_FAILURE_LOG_INTERVAL_MS);
 
   constructor(
     private readonly store: PresenceStore | undefined,
@@ -190,7 +194,14 @@ export class Presence {
             scope = "cluster";
           } catch (error) {
             // Redis down or slow: this instance's view is still true, and the answer says it is partial.
-            this.log.warn({ err: error }, "presence store unavailable; answering for this instance");
+            // Warned at most every STORE_FAILURE_LOG_INTERVAL_MS (with how many answers it stands for):
+            // a line per request would flood the log for as long as Redis is down.
+            const failures = this.storeFailureLine.due();
+            if (failures !== undefined)
+              this.log.warn(
+                { err: error, failures },
+                "presence store unavailable; answering for this instance",
+              );
           }
         }
         const listed = [...members]

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import pino from "pino";
 import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { MAX_EVENTS_PER_CHECK, Presence } from "../../../src/features/realtime/presence.ts";
@@ -106,6 +107,23 @@ describe("Presence", () => {
       total: 0,
       members: [],
     });
+  });
+
+  test("a store that cannot answer is warned once per interval, not once per request", async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const capture = pino({ level: "warn" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const store: PresenceStore = {
+      changed: () => {},
+      members: () => Promise.reject(new Error("redis down")),
+      close: async () => {},
+    };
+    const presence = new Presence(store, capture);
+    for (let i = 0; i < 50; i++) expect((await ask(presence, "c")).body.scope).toBe("instance");
+    const warnings = lines.filter(
+      (line) => line.msg === "presence store unavailable; answering for this instance",
+    );
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ failures: 1, err: { message: "redis down" } });
   });
 });
 
