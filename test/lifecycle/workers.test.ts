@@ -9,6 +9,9 @@ import {
 } from "../../src/lifecycle/workers.ts";
 
 const saved = process.env[WORKER_ENV];
+/** Whether this process has an open IPC channel to a supervisor, as the tests need it (read-only otherwise). */
+const setConnected = (value: boolean) =>
+  Object.defineProperty(process, "connected", { value, configurable: true, writable: true });
 afterEach(() => {
   if (saved === undefined) delete process.env[WORKER_ENV];
   else process.env[WORKER_ENV] = saved;
@@ -44,10 +47,10 @@ test("a worker tells its supervisor it listens only over an open channel: none, 
   try {
     process.env[WORKER_ENV] = "0";
     process.send = ((message: unknown) => sent.push(message) > 0) as typeof process.send;
-    Object.defineProperty(process, "connected", { value: false, configurable: true, writable: true });
+    setConnected(false);
     tellSupervisorListening();
     expect(sent).toEqual([]);
-    Object.defineProperty(process, "connected", { value: true, configurable: true, writable: true });
+    setConnected(true);
     tellSupervisorListening();
     expect(sent).toEqual([{ type: "listening" }]);
     delete process.env[WORKER_ENV];
@@ -55,11 +58,7 @@ test("a worker tells its supervisor it listens only over an open channel: none, 
     expect(sent).toHaveLength(1);
   } finally {
     process.send = saved.send;
-    Object.defineProperty(process, "connected", {
-      value: saved.connected,
-      configurable: true,
-      writable: true,
-    });
+    setConnected(saved.connected);
   }
 });
 
@@ -71,7 +70,7 @@ test("a worker's relayed publishes are bounded while the supervisor does not pas
     process.env[WORKER_ENV] = "0";
     // A supervisor that takes every message and passes none on.
     process.send = (() => true) as typeof process.send;
-    Object.defineProperty(process, "connected", { value: true, configurable: true, writable: true });
+    setConnected(true);
     const relay = workerFanoutRelay();
     if (!relay) throw new Error("a worker with an IPC channel has a relay");
     const message = { tenant: "acme", channel: "orders", dataJson: "{}", ts: 0 };
@@ -89,11 +88,7 @@ test("a worker's relayed publishes are bounded while the supervisor does not pas
     expect(swallowed.every((error) => error instanceof GatewayError && error.status === 503)).toBe(true);
   } finally {
     process.send = saved.send;
-    Object.defineProperty(process, "connected", {
-      value: saved.connected,
-      configurable: true,
-      writable: true,
-    });
+    setConnected(saved.connected);
     for (const listener of process.listeners("message"))
       if (!listeners.message.includes(listener)) process.removeListener("message", listener);
     for (const listener of process.listeners("disconnect"))
