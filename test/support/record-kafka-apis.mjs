@@ -9,7 +9,11 @@ import { appendFileSync } from "node:fs";
 const file = process.env.KAFKA_APIS_FILE;
 const seen = new Set();
 const ignore = () => {};
-tracingChannel("plt:kafka:connections:api").subscribe({
+// Held for the process's life: channels are kept in a weak registry, so one nobody references can be
+// collected before @platformatic/kafka asks for it by name, which then gets a new one without this
+// subscriber (on Bun a clean-clone CI run recorded nothing).
+globalThis.kafkaApisChannel = tracingChannel("plt:kafka:connections:api");
+globalThis.kafkaApisChannel.subscribe({
   start(request) {
     if (!file || seen.has(request.apiKey)) return;
     seen.add(request.apiKey);
