@@ -59,6 +59,12 @@ export interface EventClientOptions {
   /** Bodies smaller than this are sent uncompressed. Default 1024 bytes. */
   gzipMinBytes?: number;
   retry?: Partial<RetryOptions>;
+  /**
+   * An attempt with no complete answer within this is abandoned and counted
+   * like a network error (retried with the same bytes and Idempotency-Key,
+   * so a request the gateway did write is not written twice). Default 30 s.
+   */
+  requestTimeoutMs?: number;
   /** In a browser page, send what is buffered with `keepalive` when the page is hidden. Default true. */
   flushOnPageHide?: boolean;
   fetch?: FetchLike;
@@ -130,6 +136,8 @@ type Outcome =
       retryAfterMs?: number;
       /** No HTTP answer at all (network error, abort). */
       unreachable?: boolean;
+      /** 413 on more than one record: the records go again in smaller batches. */
+      split?: boolean;
     };
 
 /** Browsers refuse `keepalive` requests once their bodies in flight pass 64 KiB (per page). */
@@ -169,6 +177,23 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
     signal.addEventListener("abort", onAbort, { once: true });
     promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
+}
+
+/** `parent`, also aborted `ms` after the call: one attempt's deadline. `clear` must be called once it is settled. */
+function withDeadline(parent: AbortSignal, ms: number): { signal: AbortSignal; clear: () => void } {
+  const controller = new AbortController();
+  const timeUp = () => controller.abort(new Error(`no answer within ${ms} ms`));
+  const parentAborted = () => controller.abort(parent.reason);
+  const timer = setTimeout(timeUp, ms);
+  if (parent.aborted) parentAborted();
+  else parent.addEventListener("abort", parentAborted, { once: true });
+  return {
+    signal: controller.signal,
+    clear: () => {
+      clearTimeout(timer);
+      parent.removeEventListener("abort", parentAborted);
+    },
+  };
 }
 
 function messageOf(error: unknown): string {
@@ -241,7 +266,14 @@ export abstract class BatchingClient {
     maxBufferRecords: number;
     maxBufferBytes: number;
     gzipMinBytes: number;
+    requestTimeoutMs: number;
   };
+  /**
+   * What the gateway takes in one request, learned from its 413s (its
+   * `MAX_BODY_BYTES` or `MAX_RECORDS_PER_REQUEST` may be below this client's
+   * batch limits): batches stay under it from then on.
+   */
+  private readonly accepts = { records: Number.POSITIVE_INFINITY, bytes: Number.POSITIVE_INFINITY };
   private readonly gzip: boolean;
   private readonly buffer: Pending[] = [];
   private bufferBytes = 0;
@@ -285,6 +317,7 @@ export abstract class BatchingClient {
       maxBufferRecords: options.maxBufferRecords ?? 10_000,
       maxBufferBytes: options.maxBufferBytes ?? 5 * 1024 * 1024,
       gzipMinBytes: options.gzipMinBytes ?? 1024,
+      requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
     };
     this.gzip = (options.gzip ?? true) && typeof CompressionStream === "function";
     this.storage = options.storage;
@@ -424,9 +457,16 @@ export abstract class BatchingClient {
 
   private fullBatchReady(): boolean {
     return (
-      this.buffer.length >= this.limits.maxBatchRecords ||
-      this.bufferBytes + this.buffer.length > this.limits.maxBatchBytes
+      this.buffer.length >= this.batchRecords() || this.bufferBytes + this.buffer.length > this.batchBytes()
     );
+  }
+
+  private batchRecords(): number {
+    return Math.min(this.limits.maxBatchRecords, this.accepts.records);
+  }
+
+  private batchBytes(): number {
+    return Math.min(this.limits.maxBatchBytes, this.accepts.bytes);
   }
 
   private async sendLoop(): Promise<void> {
@@ -434,7 +474,7 @@ export abstract class BatchingClient {
     try {
       while (this.buffer.length > 0 && (this.partialDue || this.fullBatchReady())) {
         if (this.abort.signal.aborted) return;
-        const batch = this.takeBatch(this.limits.maxBatchBytes);
+        const batch = this.takeBatch(this.batchBytes(), true);
         if (batch) await this.deliver(batch);
       }
       this.partialDue = false;
@@ -444,13 +484,17 @@ export abstract class BatchingClient {
     this.maybeSend();
   }
 
-  /** The oldest buffered records that fit in `maxBytes` (and the count limit); undefined if not even one fits. */
-  private takeBatch(maxBytes: number): Batch | undefined {
+  /**
+   * The oldest buffered records that fit in `maxBytes` (and the count limit);
+   * undefined if not even one fits, unless `atLeastOne`: then a record larger
+   * than what the gateway was learned to take goes alone, and the gateway decides.
+   */
+  private takeBatch(maxBytes: number, atLeastOne = false): Batch | undefined {
     let count = 0;
     let bytes = this.encoding.open.length + this.encoding.close.length;
-    while (count < this.buffer.length && count < this.limits.maxBatchRecords) {
+    while (count < this.buffer.length && count < this.batchRecords()) {
       const next = (this.buffer[count] as Pending).bytes + (count > 0 ? 1 : 0);
-      if (bytes + next > maxBytes) break;
+      if (bytes + next > maxBytes && !(atLeastOne && count === 0)) break;
       bytes += next;
       count++;
     }
@@ -503,12 +547,15 @@ export abstract class BatchingClient {
     for (;;) {
       await untilOnline(this.abort.signal);
       let outcome: Outcome;
+      let deadline: ReturnType<typeof withDeadline> | undefined;
       try {
         const token = await resolveToken(this.options.token, refresh);
         this.lastToken = token;
+        // Measured from the request, through its answer's body: a peer that stops answering stalls nothing.
+        deadline = withDeadline(this.abort.signal, this.limits.requestTimeoutMs);
         const response = await untilAborted(
-          this.post(payload.body, payload.size, payload.gzip, token, batch.key),
-          this.abort.signal,
+          this.post(payload.body, payload.size, payload.gzip, token, batch.key, deadline.signal),
+          deadline.signal,
         );
         this.reachable = true;
         if (response.status === 401 && canRefresh && !refreshed) {
@@ -517,12 +564,21 @@ export abstract class BatchingClient {
           refresh = refreshed = true;
           continue;
         }
-        outcome = await this.interpret(batch, response);
+        outcome = await untilAborted(this.interpret(batch, response), deadline.signal);
       } catch (error) {
         outcome = { done: false, status: undefined, message: messageOf(error), unreachable: true };
+      } finally {
+        deadline?.clear();
       }
       refresh = false;
       if (outcome.done) break;
+      if (outcome.split) {
+        // Nothing of it was written (a 413 is answered before the body is read): the records go
+        // again, first in the buffer, in batches under what the gateway takes.
+        this.requeue(batch, false);
+        this.partialDue = true;
+        return;
+      }
       if (outcome.unreachable) this.reachable = false;
       if (this.abort.signal.aborted) {
         this.giveUp(batch.records, outcome.status, `the client closed: ${outcome.message}`);
@@ -578,6 +634,7 @@ export abstract class BatchingClient {
     gzip: boolean,
     token: string,
     idempotencyKey: string,
+    signal: AbortSignal,
   ): Promise<Response> {
     const keepalive = this.stopPageHide !== undefined && size <= KEEPALIVE_BODY_LIMIT - this.keepaliveBytes;
     const headers: Record<string, string> = {
@@ -590,7 +647,7 @@ export abstract class BatchingClient {
       method: "POST",
       headers,
       body: body as RequestInit["body"],
-      signal: this.abort.signal,
+      signal,
     };
     if (!keepalive) return this.fetch(this.endpoint, init);
     this.keepaliveBytes += size;
@@ -604,6 +661,11 @@ export abstract class BatchingClient {
 
   private async interpret(batch: Batch, response: Response): Promise<Outcome> {
     const text = await response.text().catch(() => "");
+    if (response.status === 413 && batch.records.length > 1) {
+      this.accepts.records = Math.min(this.accepts.records, Math.ceil(batch.records.length / 2));
+      this.accepts.bytes = Math.min(this.accepts.bytes, Math.ceil(batch.bytes / 2));
+      return { done: false, status: 413, message: "HTTP 413", split: true };
+    }
     if (retryable(response.status)) {
       const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"));
       return { done: false, status: response.status, message: `HTTP ${response.status}`, retryAfterMs };
@@ -672,16 +734,18 @@ export abstract class BatchingClient {
     if (token !== undefined && !isOffline() && !this.restoring) {
       this.clearTimer();
       for (;;) {
-        const batch = this.takeBatch(
-          Math.min(this.limits.maxBatchBytes, KEEPALIVE_BODY_LIMIT - this.keepaliveBytes),
-        );
+        const batch = this.takeBatch(Math.min(this.batchBytes(), KEEPALIVE_BODY_LIMIT - this.keepaliveBytes));
         if (!batch) break;
         const ids = batch.records.map((record) => record.id);
         // A keepalive request outlives the page: once the gateway is known to answer, its records
         // leave storage now (else a reload would send them twice). Without that, they stay stored.
         const unstored = this.storage !== undefined && this.reachable;
         if (unstored) this.storage?.remove(ids);
-        untilAborted(this.post(batch.body, batch.bytes, false, token, batch.key), this.abort.signal)
+        // No deadline: a keepalive request is meant to outlive the page, and nothing waits on it.
+        untilAborted(
+          this.post(batch.body, batch.bytes, false, token, batch.key, this.abort.signal),
+          this.abort.signal,
+        )
           .then((response): Outcome | Promise<Outcome> => {
             if (response.status !== 401) return this.interpret(batch, response);
             // No fresh token can be awaited here: the batch goes again with one.

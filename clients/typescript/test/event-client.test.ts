@@ -244,6 +244,81 @@ describe("EventClient retries", () => {
     await events.close();
   });
 
+  test("an attempt with no answer within requestTimeoutMs is abandoned and sent again with the same key", async () => {
+    // The first answer never comes (a frozen peer: the fetch ignores its signal too); the second does.
+    const { fetch, sent } = scriptedFetch([() => new Promise<Response>(() => {}), accepted]);
+    const events = client({ fetch, requestTimeoutMs: 100, retry: { initialDelayMs: 10 } });
+    for (let i = 0; i < 2; i++) events.enqueue(click(i));
+    await events.flush();
+    expect(sent.length).toBe(2);
+    expect((sent[1] as Sent).at - (sent[0] as Sent).at).toBeGreaterThanOrEqual(99);
+    expect((sent[1] as Sent).headers["idempotency-key"]).toBe((sent[0] as Sent).headers["idempotency-key"]);
+    expect((sent[1] as Sent).body).toBe((sent[0] as Sent).body);
+    expect(events.stats).toMatchObject({ accepted: 2, retries: 1, dropped: 0 });
+    await events.close();
+  });
+
+  test("an answer whose body stalls past requestTimeoutMs is abandoned too", async () => {
+    const stalled = () =>
+      new Response(new ReadableStream({ start: () => {} }), { status: 503, headers: { "retry-after": "0" } });
+    const { fetch, sent } = scriptedFetch([stalled, accepted]);
+    const events = client({ fetch, requestTimeoutMs: 100, retry: { initialDelayMs: 10 } });
+    events.enqueue(click(0));
+    await events.flush();
+    expect(sent.length).toBe(2);
+    expect(events.stats).toMatchObject({ accepted: 1, retries: 1 });
+    await events.close();
+  });
+
+  test("a 413 on a batch splits it: every record goes again, in order, in batches the gateway takes", async () => {
+    const failures: DeliveryFailure[] = [];
+    // A gateway whose MAX_RECORDS_PER_REQUEST (or MAX_BODY_BYTES) is below this client's batch limits.
+    const sent: string[][] = [];
+    const keys: string[] = [];
+    const fetch = async (_url: string, init: RequestInit) => {
+      const ids = (init.body as string).split("\n").map((line) => JSON.parse(line).id as string);
+      sent.push(ids);
+      keys.push((init.headers as Record<string, string>)["idempotency-key"] as string);
+      if (ids.length > 2) return Response.json({ error: "payload_too_large" }, { status: 413 });
+      return Response.json({ accepted: ids.length, rejected: 0, errors: [] }, { status: 202 });
+    };
+    const events = client({ fetch, maxBatchRecords: 8, onError: (failure) => failures.push(failure) });
+    const ids = Array.from({ length: 8 }, (_, i) => events.enqueue(click(i)) as string);
+    await events.flush();
+    expect(sent.map((request) => request.length)).toEqual([8, 4, 2, 2, 2, 2]);
+    expect(sent.slice(2).flat()).toEqual(ids);
+    expect(new Set(keys).size).toBe(keys.length);
+    // Learned: the next batches stay under what the gateway takes.
+    for (let i = 0; i < 4; i++) events.enqueue(click(i));
+    await events.flush();
+    expect(sent.slice(6).map((request) => request.length)).toEqual([2, 2]);
+    expect(failures).toEqual([]);
+    expect(events.stats).toMatchObject({ accepted: 12, rejected: 0, dropped: 0 });
+    await events.close();
+  });
+
+  test("a 413 on one record is a refusal; a record over the learned size still goes, alone", async () => {
+    const failures: DeliveryFailure[] = [];
+    const sent: number[] = [];
+    const fetch = async (_url: string, init: RequestInit) => {
+      const bytes = new TextEncoder().encode(init.body as string).byteLength;
+      const lines = (init.body as string).split("\n").length;
+      sent.push(lines);
+      if (bytes > 400)
+        return Response.json({ error: "payload_too_large", message: "too big" }, { status: 413 });
+      return Response.json({ accepted: lines, rejected: 0, errors: [] }, { status: 202 });
+    };
+    const events = client({ fetch, onError: (failure) => failures.push(failure) });
+    const big = events.enqueue({ type: "note", data: { text: "x".repeat(500) } }) as string;
+    events.enqueue({ type: "note", data: { text: "y".repeat(300) } });
+    await events.flush();
+    // [big, medium] refused whole, split: big alone (refused), medium alone (taken, though over half of the first).
+    expect(sent).toEqual([2, 1, 1]);
+    expect(failures).toEqual([{ kind: "rejected", status: 413, message: "too big", records: [{ id: big }] }]);
+    expect(events.stats).toMatchObject({ accepted: 1, rejected: 1 });
+    await events.close();
+  });
+
   test("other 4xx are never retried; per-record reasons reach onError", async () => {
     const failures: DeliveryFailure[] = [];
     const { fetch, sent } = scriptedFetch([
