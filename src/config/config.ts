@@ -417,6 +417,18 @@ export function loadConfig(env: Env = process.env): Config {
     problems.push("KAFKA_COMPRESSION: zstd needs Node >= 22.15 or Bun; this runtime lacks it");
   if (config.kafka.fanoutCompression === "zstd" && !zstd)
     problems.push("KAFKA_FANOUT_COMPRESSION: zstd needs Node >= 22.15 or Bun; this runtime lacks it");
+  // One topic in two roles mixes what each carries: every instance reads the fan-out topic as channel
+  // messages, and consumers of the ingest topic take whatever lands there for accepted events. Kafka
+  // itself refuses one name twice in a CreateTopics, which the gateway would report as "Kafka unreachable".
+  const topics: Array<[string, string | undefined]> = [
+    ["KAFKA_TOPIC", config.kafka.topic],
+    ["KAFKA_FANOUT_TOPIC", config.kafka.fanoutTopic],
+    ["KAFKA_DLQ_TOPIC", config.kafka.dlqTopic],
+  ];
+  for (const [index, [name, topic]] of topics.entries())
+    for (const [other, otherTopic] of topics.slice(index + 1))
+      if (topic !== undefined && topic === otherTopic)
+        problems.push(`${name}/${other}: must name different topics, both are "${topic}"`);
   if (config.workers > 1 && config.port === 0)
     problems.push("WORKERS/PORT: more than 1 worker needs a fixed PORT, not 0");
   if (problems.length > 0) throw new ConfigError(problems);

@@ -274,6 +274,19 @@ describe("loadConfig", () => {
     ]);
   });
 
+  test("the ingest, fan-out and dead-letter topics are three topics: one name in two roles names both", () => {
+    expect(problemsOf({ KAFKA_TOPIC: "fanout" })).toEqual([
+      'KAFKA_TOPIC/KAFKA_FANOUT_TOPIC: must name different topics, both are "fanout"',
+    ]);
+    expect(problemsOf({ KAFKA_DLQ_TOPIC: "events" })).toEqual([
+      'KAFKA_TOPIC/KAFKA_DLQ_TOPIC: must name different topics, both are "events"',
+    ]);
+    expect(problemsOf({ KAFKA_FANOUT_TOPIC: " rejected ", KAFKA_DLQ_TOPIC: "rejected" })).toEqual([
+      'KAFKA_FANOUT_TOPIC/KAFKA_DLQ_TOPIC: must name different topics, both are "rejected"',
+    ]);
+    expect(problemsOf({ KAFKA_TOPIC: "in", KAFKA_FANOUT_TOPIC: "out", KAFKA_DLQ_TOPIC: "dead" })).toEqual([]);
+  });
+
   test("a JWKS_URL refused is the one problem named: JWT_SECRET is not said to be missing too", () => {
     expect(problemsOf({ JWT_SECRET: "", JWKS_URL: "http://idp.example/jwks.json" })).toEqual([
       'JWKS_URL: expected an https URL (http only on loopback), got "http://idp.example/jwks.json"',
