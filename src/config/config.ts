@@ -394,8 +394,9 @@ export function loadConfig(env: Env = process.env): Config {
       keepIdleMs: read("HISTORY_KEEP_IDLE_MS", integer(0, 24 * 3600 * 1000), 5 * 60 * 1000),
     },
     replay: {
-      maxConcurrent: read("REPLAY_MAX_CONCURRENT", integer(0, 10_000), 16),
-      maxConcurrentPerTenant: read("REPLAY_MAX_CONCURRENT_PER_TENANT", integer(0, 10_000), 4),
+      // At least 1: with 0 every resume and history page the topic must serve is try_again, retried forever.
+      maxConcurrent: read("REPLAY_MAX_CONCURRENT", integer(1, 10_000), 16),
+      maxConcurrentPerTenant: read("REPLAY_MAX_CONCURRENT_PER_TENANT", integer(1, 10_000), 4),
       maxBytes: read("REPLAY_MAX_BYTES", integer(1024, 1024 * 1024 * 1024), 8 * 1024 * 1024),
       timeoutMs: read("REPLAY_TIMEOUT_MS", integer(100, 600_000), 10_000),
     },

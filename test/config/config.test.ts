@@ -287,6 +287,14 @@ describe("loadConfig", () => {
     expect(problemsOf({ KAFKA_TOPIC: "in", KAFKA_FANOUT_TOPIC: "out", KAFKA_DLQ_TOPIC: "dead" })).toEqual([]);
   });
 
+  test("replays from the fan-out topic: at least one at a time, or every resume past memory would be try_again", () => {
+    for (const name of ["REPLAY_MAX_CONCURRENT", "REPLAY_MAX_CONCURRENT_PER_TENANT"])
+      expect(problemsOf({ [name]: "0" })).toEqual([`${name}: expected an integer in [1, 10000], got 0`]);
+    expect(
+      loadConfig({ ...SECRET, REPLAY_MAX_CONCURRENT: "1", REPLAY_MAX_CONCURRENT_PER_TENANT: "1" }).replay,
+    ).toMatchObject({ maxConcurrent: 1, maxConcurrentPerTenant: 1 });
+  });
+
   test("a JWKS_URL refused is the one problem named: JWT_SECRET is not said to be missing too", () => {
     expect(problemsOf({ JWT_SECRET: "", JWKS_URL: "http://idp.example/jwks.json" })).toEqual([
       'JWKS_URL: expected an https URL (http only on loopback), got "http://idp.example/jwks.json"',

@@ -3,11 +3,11 @@ import { TEST_SECRET } from "../support/tokens.ts";
 import { RUNTIMES, runUntilExit } from "./harness.ts";
 
 /**
- * Settings that are each valid but contradict one another, as an operator writes them: the real process
- * exits 1 at start naming them (stderr, and the one fatal JSON line on stdout), instead of starting and
- * then misbehaving.
+ * Settings an operator may write that the gateway would take and then misbehave on (settings that
+ * contradict one another, a bound that refuses everything): the real process exits 1 at start naming them
+ * (stderr, and the one fatal JSON line on stdout).
  */
-describe.each(RUNTIMES)("contradictory settings on %s", (runtime) => {
+describe.each(RUNTIMES)("settings refused at start on %s", (runtime) => {
   async function refused(env: Record<string, string>): Promise<{ variables: string[]; problems: string[] }> {
     const { code, stdout, stderr } = await runUntilExit(runtime, {
       JWT_SECRET: TEST_SECRET,
@@ -27,5 +27,11 @@ describe.each(RUNTIMES)("contradictory settings on %s", (runtime) => {
     expect(fatal.problems).toEqual([
       'KAFKA_TOPIC/KAFKA_FANOUT_TOPIC: must name different topics, both are "shared"',
     ]);
+  });
+
+  test("no replay from the fan-out topic at all (REPLAY_MAX_CONCURRENT=0)", async () => {
+    const fatal = await refused({ REPLAY_MAX_CONCURRENT: "0" });
+    expect(fatal.variables).toEqual(["REPLAY_MAX_CONCURRENT"]);
+    expect(fatal.problems).toEqual(["REPLAY_MAX_CONCURRENT: expected an integer in [1, 10000], got 0"]);
   });
 });
