@@ -23,6 +23,12 @@ export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "
  * JWT_SECRET nor JWKS_URL is set; logged as insecure at start.
  */
 export const DEV_JWT_SECRET = "edge-gateway-dev-secret-change-me";
+/**
+ * One topic's share of the producer queue's bounds (KAFKA_QUEUE_MAX_RECORDS, KAFKA_QUEUE_MAX_BYTES), so a
+ * failing topic leaves room for the others; high enough that a queue filling up with one topic still
+ * crosses the GatewayQueueNearFull alert's 80%.
+ */
+export const TOPIC_QUEUE_SHARE = 9 / 10;
 /** HS256 needs a key at least as long as its 256-bit output (RFC 7518 §3.2). */
 export const MIN_JWT_SECRET_BYTES = 32;
 
@@ -430,6 +436,23 @@ export function loadConfig(env: Env = process.env): Config {
     for (const [other, otherTopic] of topics.slice(index + 1))
       if (topic !== undefined && topic === otherTopic)
         problems.push(`${name}/${other}: must name different topics, both are "${topic}"`);
+  // A request the queue could not hold even empty would be 503 overloaded, Retry-After: 1, forever.
+  const queueRecords = Math.floor(config.kafka.queueMaxRecords * TOPIC_QUEUE_SHARE);
+  if (queueRecords < config.maxRecordsPerRequest)
+    problems.push(
+      `KAFKA_QUEUE_MAX_RECORDS/MAX_RECORDS_PER_REQUEST: the queue must hold one full request, but KAFKA_QUEUE_MAX_RECORDS (${config.kafka.queueMaxRecords}) gives a topic ${queueRecords} records (9/10 of it), fewer than MAX_RECORDS_PER_REQUEST (${config.maxRecordsPerRequest})`,
+    );
+  // Bodies only bound a request's bytes in Kafka from below (each record gains an id, tenant and headers):
+  // this catches the queue that can never take a full one, not every request it cannot take.
+  const queueBytes = Math.floor(config.kafka.queueMaxBytes * TOPIC_QUEUE_SHARE);
+  for (const [name, bytes] of [
+    ["MAX_BODY_BYTES", config.maxBodyBytes],
+    ["PUBLISH_MAX_BYTES", config.maxPublishBytes],
+  ] as const)
+    if (queueBytes < bytes)
+      problems.push(
+        `KAFKA_QUEUE_MAX_BYTES/${name}: the queue must hold one full request, but KAFKA_QUEUE_MAX_BYTES (${config.kafka.queueMaxBytes}) gives a topic ${queueBytes} bytes (9/10 of it), fewer than ${name} (${bytes})`,
+      );
   if (config.workers > 1 && config.port === 0)
     problems.push("WORKERS/PORT: more than 1 worker needs a fixed PORT, not 0");
   if (problems.length > 0) throw new ConfigError(problems);

@@ -295,6 +295,26 @@ describe("loadConfig", () => {
     ).toMatchObject({ maxConcurrent: 1, maxConcurrentPerTenant: 1 });
   });
 
+  test("the producer queue holds one full request, or that request would be 503 overloaded forever", () => {
+    expect(problemsOf({ KAFKA_QUEUE_MAX_RECORDS: "5000" })).toEqual([
+      "KAFKA_QUEUE_MAX_RECORDS/MAX_RECORDS_PER_REQUEST: the queue must hold one full request, but KAFKA_QUEUE_MAX_RECORDS (5000) gives a topic 4500 records (9/10 of it), fewer than MAX_RECORDS_PER_REQUEST (10000)",
+    ]);
+    expect(problemsOf({ KAFKA_QUEUE_MAX_RECORDS: "5000", MAX_RECORDS_PER_REQUEST: "4500" })).toEqual([]);
+    expect(problemsOf({ KAFKA_QUEUE_MAX_BYTES: "1048576" })).toEqual([
+      "KAFKA_QUEUE_MAX_BYTES/MAX_BODY_BYTES: the queue must hold one full request, but KAFKA_QUEUE_MAX_BYTES (1048576) gives a topic 943718 bytes (9/10 of it), fewer than MAX_BODY_BYTES (1048576)",
+    ]);
+    expect(
+      problemsOf({
+        KAFKA_QUEUE_MAX_BYTES: String(4 * 1024 * 1024),
+        PUBLISH_MAX_BYTES: String(8 * 1024 * 1024),
+      }),
+    ).toEqual([
+      "KAFKA_QUEUE_MAX_BYTES/PUBLISH_MAX_BYTES: the queue must hold one full request, but KAFKA_QUEUE_MAX_BYTES (4194304) gives a topic 3774873 bytes (9/10 of it), fewer than PUBLISH_MAX_BYTES (8388608)",
+    ]);
+    // The largest body the defaults allow still fits the default queue.
+    expect(problemsOf({ MAX_BODY_BYTES: String(64 * 1024 * 1024) })).toEqual([]);
+  });
+
   test("a JWKS_URL refused is the one problem named: JWT_SECRET is not said to be missing too", () => {
     expect(problemsOf({ JWT_SECRET: "", JWKS_URL: "http://idp.example/jwks.json" })).toEqual([
       'JWKS_URL: expected an https URL (http only on loopback), got "http://idp.example/jwks.json"',

@@ -34,4 +34,10 @@ describe.each(RUNTIMES)("settings refused at start on %s", (runtime) => {
     expect(fatal.variables).toEqual(["REPLAY_MAX_CONCURRENT"]);
     expect(fatal.problems).toEqual(["REPLAY_MAX_CONCURRENT: expected an integer in [1, 10000], got 0"]);
   });
+
+  test("a producer queue smaller than one full request", async () => {
+    const fatal = await refused({ KAFKA_QUEUE_MAX_RECORDS: "10" });
+    expect(fatal.variables).toEqual(["KAFKA_QUEUE_MAX_RECORDS", "MAX_RECORDS_PER_REQUEST"]);
+    expect(fatal.problems[0]).toContain("the queue must hold one full request");
+  });
 });

@@ -1,3 +1,4 @@
+import { TOPIC_QUEUE_SHARE } from "../../config/config.ts";
 import { GatewayError } from "../../domain/errors.ts";
 import { sleep, withDeadline } from "../../lib/time.ts";
 import type { Logger } from "../../log/logger.ts";
@@ -63,12 +64,6 @@ export const LOCAL_LOG_UNWRITABLE_REASON = "local_log_unwritable";
 export const TOPIC_UNAVAILABLE_PREFIX = "kafka_topic_unavailable:";
 
 const DRAIN_RETRY_MAX_MS = 500;
-/**
- * One topic never takes more than this share of the queue's bounds, so a
- * failing topic leaves room for the others; high enough that a queue filling
- * up with one topic still crosses the GatewayQueueNearFull alert's 80%.
- */
-const LANE_SHARE = 9 / 10;
 /** Dead letters are diagnostics: they get a small share and are dropped first. */
 const DEAD_LETTER_SHARE = 1 / 16;
 /** At most one log line per this interval about dropped dead letters, with the count. */
@@ -483,7 +478,7 @@ export class DeliveryQueue implements RecordQueue {
       (lane.failingSince !== undefined && now - lane.failingSince >= this.options.unhealthyAfterMs)
     )
       return new GatewayError("unavailable", "Kafka is unreachable", { "retry-after": "5" });
-    const share = lane.deadLetters ? DEAD_LETTER_SHARE : LANE_SHARE;
+    const share = lane.deadLetters ? DEAD_LETTER_SHARE : TOPIC_QUEUE_SHARE;
     if (
       lane.records + records > Math.max(1, Math.floor(this.options.maxRecords * share)) ||
       lane.bytes + bytes > this.options.maxBytes * share
