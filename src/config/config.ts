@@ -453,6 +453,19 @@ export function loadConfig(env: Env = process.env): Config {
       problems.push(
         `KAFKA_QUEUE_MAX_BYTES/${name}: the queue must hold one full request, but KAFKA_QUEUE_MAX_BYTES (${config.kafka.queueMaxBytes}) gives a topic ${queueBytes} bytes (9/10 of it), fewer than ${name} (${bytes})`,
       );
+  // Settings for reaching Kafka say Kafka is meant: without KAFKA_BROKERS (unset, or a typo in its name)
+  // the gateway would answer 202 into the embedded local log, a pod's disk, with a warning line only.
+  if (config.kafka.brokers === undefined) {
+    const meant = [
+      ...(saslMechanism !== "none" ? [`KAFKA_SASL_MECHANISM=${saslMechanism}`] : []),
+      // TLS is on by default only with aws-msk-iam, named already: on otherwise, it was asked for.
+      ...(config.kafka.tls && saslMechanism !== "aws-msk-iam" ? ["KAFKA_TLS=true"] : []),
+    ];
+    if (meant.length > 0 && !problems.some((problem) => problem.startsWith("KAFKA_BROKERS:")))
+      problems.push(
+        `KAFKA_BROKERS: required with ${meant.join(" and ")} (unset runs the embedded local log, which reaches no Kafka)`,
+      );
+  }
   if (config.workers > 1 && config.port === 0)
     problems.push("WORKERS/PORT: more than 1 worker needs a fixed PORT, not 0");
   if (problems.length > 0) throw new ConfigError(problems);

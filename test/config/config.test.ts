@@ -177,7 +177,12 @@ describe("loadConfig", () => {
   });
 
   test("aws-msk-iam turns TLS on unless told otherwise", () => {
-    const msk = { ...SECRET, KAFKA_SASL_MECHANISM: "aws-msk-iam", AWS_REGION: "eu-west-1" };
+    const msk = {
+      ...SECRET,
+      KAFKA_BROKERS: "b-1.msk:9098",
+      KAFKA_SASL_MECHANISM: "aws-msk-iam",
+      AWS_REGION: "eu-west-1",
+    };
     expect(loadConfig(msk).kafka.tls).toBe(true);
     expect(loadConfig({ ...msk, KAFKA_TLS: "false" }).kafka.tls).toBe(false);
   });
@@ -188,6 +193,7 @@ describe("loadConfig", () => {
     );
     const config = loadConfig({
       ...SECRET,
+      KAFKA_BROKERS: "b-1.msk:9098",
       KAFKA_SASL_MECHANISM: "aws-msk-iam",
       AWS_DEFAULT_REGION: "eu-west-1",
     });
@@ -251,6 +257,30 @@ describe("loadConfig", () => {
 
   test("PLAIN without credentials is refused", () => {
     expect(problemsOf({ KAFKA_SASL_MECHANISM: "plain" }).join()).toContain("KAFKA_SASL_USERNAME");
+  });
+
+  test("a SASL mechanism or TLS without KAFKA_BROKERS is refused: the embedded local log would take the events", () => {
+    const sasl = {
+      KAFKA_SASL_MECHANISM: "scram-sha-512",
+      KAFKA_SASL_USERNAME: "u",
+      KAFKA_SASL_PASSWORD: "p",
+    };
+    expect(problemsOf(sasl)).toEqual([
+      "KAFKA_BROKERS: required with KAFKA_SASL_MECHANISM=scram-sha-512 (unset runs the embedded local log, which reaches no Kafka)",
+    ]);
+    expect(problemsOf({ KAFKA_SASL_MECHANISM: "aws-msk-iam", AWS_REGION: "eu-west-1" })).toEqual([
+      "KAFKA_BROKERS: required with KAFKA_SASL_MECHANISM=aws-msk-iam (unset runs the embedded local log, which reaches no Kafka)",
+    ]);
+    expect(problemsOf({ KAFKA_TLS: "true", KAFKA_BROKERS: " " })).toEqual([
+      "KAFKA_BROKERS: required with KAFKA_TLS=true (unset runs the embedded local log, which reaches no Kafka)",
+    ]);
+    // A bad KAFKA_BROKERS is named for what it is, once.
+    expect(problemsOf({ ...sasl, KAFKA_BROKERS: "http://b:9092" })).toEqual([
+      'KAFKA_BROKERS: expected host:port without a scheme, got "http://b:9092"',
+    ]);
+    // Their defaults, and TLS switched off, say nothing about Kafka.
+    expect(problemsOf({ KAFKA_SASL_MECHANISM: "none", KAFKA_TLS: "false" })).toEqual([]);
+    expect(problemsOf({ ...sasl, KAFKA_BROKERS: "b:9092", KAFKA_TLS: "true" })).toEqual([]);
   });
 
   test("drain timeout must exceed drain delay: both are named, either may be the one set wrong", () => {

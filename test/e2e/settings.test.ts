@@ -40,4 +40,15 @@ describe.each(RUNTIMES)("settings refused at start on %s", (runtime) => {
     expect(fatal.variables).toEqual(["KAFKA_QUEUE_MAX_RECORDS", "MAX_RECORDS_PER_REQUEST"]);
     expect(fatal.problems[0]).toContain("the queue must hold one full request");
   });
+
+  test("a SASL mechanism for a Kafka whose KAFKA_BROKERS is missing", async () => {
+    const fatal = await refused({
+      KAFKA_BROKERS: "",
+      KAFKA_SASL_MECHANISM: "scram-sha-256",
+      KAFKA_SASL_USERNAME: "gateway",
+      KAFKA_SASL_PASSWORD: "gateway-secret",
+    });
+    expect(fatal.variables).toEqual(["KAFKA_BROKERS"]);
+    expect(fatal.problems[0]).toStartWith("KAFKA_BROKERS: required with KAFKA_SASL_MECHANISM=scram-sha-256");
+  });
 });
