@@ -468,6 +468,9 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (config.workers > 1 && config.port === 0)
     problems.push("WORKERS/PORT: more than 1 worker needs a fixed PORT, not 0");
+  // Each worker would pick a free port of its own: N unrelated /metrics ports, none known to a scraper.
+  if (config.workers > 1 && config.metricsPort === 0)
+    problems.push("WORKERS/METRICS_PORT: more than 1 worker needs a fixed METRICS_PORT, not 0");
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
 }

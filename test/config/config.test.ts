@@ -345,6 +345,13 @@ describe("loadConfig", () => {
     expect(problemsOf({ MAX_BODY_BYTES: String(64 * 1024 * 1024) })).toEqual([]);
   });
 
+  test("WORKERS > 1 with METRICS_PORT=0 names both: each worker would pick a /metrics port of its own", () => {
+    expect(problemsOf({ WORKERS: "2", PORT: "8080", METRICS_PORT: "0" })).toEqual([
+      "WORKERS/METRICS_PORT: more than 1 worker needs a fixed METRICS_PORT, not 0",
+    ]);
+    expect(problemsOf({ WORKERS: "2", METRICS_PORT: "9464" })).toEqual([]);
+  });
+
   test("a JWKS_URL refused is the one problem named: JWT_SECRET is not said to be missing too", () => {
     expect(problemsOf({ JWT_SECRET: "", JWKS_URL: "http://idp.example/jwks.json" })).toEqual([
       'JWKS_URL: expected an https URL (http only on loopback), got "http://idp.example/jwks.json"',

@@ -51,4 +51,9 @@ describe.each(RUNTIMES)("settings refused at start on %s", (runtime) => {
     expect(fatal.variables).toEqual(["KAFKA_BROKERS"]);
     expect(fatal.problems[0]).toStartWith("KAFKA_BROKERS: required with KAFKA_SASL_MECHANISM=scram-sha-256");
   });
+
+  test("several workers, each to pick a /metrics port of its own (METRICS_PORT=0)", async () => {
+    const fatal = await refused({ PORT: "19150", WORKERS: "2", METRICS_PORT: "0" });
+    expect(fatal.variables).toEqual(["WORKERS", "METRICS_PORT"]);
+  });
 });
