@@ -15,3 +15,33 @@ test("every setting the config reads is documented in docs/configuration.md's ta
     .map((name) => `${name}: add a row to the table in docs/configuration.md`);
   expect(undocumented).toEqual([]);
 });
+
+test("the accepted column gives each number's range and each switch as the config parses them", async () => {
+  const source = await Bun.file(new URL("../../src/config/config.ts", import.meta.url)).text();
+  const table = await Bun.file(new URL("../../docs/configuration.md", import.meta.url)).text();
+  const accepted = new Map(
+    [...table.matchAll(/^\| `([A-Z0-9_]+)` \|[^|]+\| ([^|]+) \|/gm)].map((row) => [row[1], row[2]]),
+  );
+  const expected = new Map<string, string>();
+  for (const [, name, parser, args] of source.matchAll(
+    /read\("([A-Z0-9_]+)", (integer\(([^)]*)\)|boolean)/g,
+  )) {
+    if (parser === "boolean") {
+      expected.set(name as string, "`true`, `false`");
+      continue;
+    }
+    // The bounds as written in the code: digit groups and products of them (64 * 1024 * 1024).
+    const [min, max] = (args as string).split(",").map((bound) =>
+      bound
+        .replaceAll("_", "")
+        .split("*")
+        .reduce((product, factor) => product * Number(factor), 1),
+    );
+    expected.set(name as string, max === undefined ? `≥ ${min}` : `${min}–${max}`);
+  }
+  expect(expected.size).toBeGreaterThan(60);
+  const mismatched = [...expected]
+    .filter(([name, form]) => accepted.get(name) !== form)
+    .map(([name, form]) => `${name}: the code takes ${form}, the table says ${accepted.get(name)}`);
+  expect(mismatched).toEqual([]);
+});
