@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { loadConfig } from "../../src/config/config.ts";
-import { brokerList, host, originList, topicName } from "../../src/config/parse.ts";
+import { brokerList, host, integer, originList, topicName } from "../../src/config/parse.ts";
 
 test("CORS_ORIGINS: * alone, or origins as browsers serialise them", () => {
   expect(originList("*")).toBe("*");
@@ -91,5 +91,23 @@ test("Kafka topic names as Kafka takes them: . and .. are refused at start, not 
   for (const value of [".", "..", "a b", "x".repeat(250), "é"]) expect(() => topicName(value)).toThrow();
   expect(() => loadConfig({ JWT_SECRET: "0123456789abcdef0123456789abcdef", KAFKA_TOPIC: ".." })).toThrow(
     /KAFKA_TOPIC: not a valid Kafka topic name/,
+  );
+});
+
+test("integers: whole decimal numbers only, a refused one quoted as written, even past 2^53", () => {
+  const port = integer(0, 65535);
+  expect(port(" 8080 ")).toBe(8080);
+  for (const raw of ["1e3", "0x10", "1.5", "5s", "10MB", "+80", "１２"])
+    expect(() => port(raw)).toThrow(`expected an integer, got "${raw}"`);
+  expect(() => port("-1")).toThrow("expected an integer in [0, 65535], got -1");
+  // Number() reads these as other numbers: 9007199254740992 and 1e+21.
+  expect(() => port("9007199254740993")).toThrow("expected an integer in [0, 65535], got 9007199254740993");
+  expect(() => port("1000000000000000000000")).toThrow(
+    "expected an integer in [0, 65535], got 1000000000000000000000",
+  );
+  // Without an upper bound, the message gives none either (not Number.MAX_SAFE_INTEGER).
+  expect(() => integer(1)("0")).toThrow("expected an integer of at least 1, got 0");
+  expect(() => integer(1)("9007199254740993")).toThrow(
+    "expected an integer of at least 1, got 9007199254740993",
   );
 });

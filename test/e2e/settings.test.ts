@@ -56,4 +56,11 @@ describe.each(RUNTIMES)("settings refused at start on %s", (runtime) => {
     const fatal = await refused({ PORT: "19150", WORKERS: "2", METRICS_PORT: "0" });
     expect(fatal.variables).toEqual(["WORKERS", "METRICS_PORT"]);
   });
+
+  test("a number past 2^53 is quoted as written, not as the number it reads as", async () => {
+    const fatal = await refused({ WS_MAX_CONNECTIONS: "9007199254740993" });
+    expect(fatal.problems).toEqual([
+      "WS_MAX_CONNECTIONS: expected an integer of at least 1, got 9007199254740993",
+    ]);
+  });
 });
