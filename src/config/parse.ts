@@ -10,7 +10,8 @@ export function integer(min: number, max: number = Number.MAX_SAFE_INTEGER) {
   const range = max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `in [${min}, ${max}]`;
   return (raw: string): number => {
     const text = raw.trim();
-    if (!/^-?\d+$/.test(text)) throw new Error(`expected an integer, got "${raw}"`);
+    if (!/^-?\d+$/.test(text))
+      throw new Error(`expected an integer ${range} (digits only, no unit), got "${raw}"`);
     const value = Number(text);
     // Quoted as written: past 2^53 the parsed number is another one (9007199254740993 reads as …992, 10^21 as 1e+21).
     if (value < min || value > max) throw new Error(`expected an integer ${range}, got ${text}`);

@@ -98,7 +98,7 @@ test("integers: whole decimal numbers only, a refused one quoted as written, eve
   const port = integer(0, 65535);
   expect(port(" 8080 ")).toBe(8080);
   for (const raw of ["1e3", "0x10", "1.5", "5s", "10MB", "+80", "１２"])
-    expect(() => port(raw)).toThrow(`expected an integer, got "${raw}"`);
+    expect(() => port(raw)).toThrow(`expected an integer in [0, 65535] (digits only, no unit), got "${raw}"`);
   expect(() => port("-1")).toThrow("expected an integer in [0, 65535], got -1");
   // Number() reads these as other numbers: 9007199254740992 and 1e+21.
   expect(() => port("9007199254740993")).toThrow("expected an integer in [0, 65535], got 9007199254740993");
