@@ -85,7 +85,7 @@ const route = ingestRoute(
     schemas,
     queue,
     metrics: createMetrics("batch-core-ingest", "0"),
-    fanOut: () => {},
+    fanOut: () => undefined,
     // No tenant deduplicates, as by default.
     dedup: { windowMs: () => undefined, store: undefined as never },
   },

@@ -4,6 +4,7 @@ import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
 import {
   connectSubscriber,
+  publishEvent,
   RUNTIMES,
   type RunningGateway,
   startGateway,
@@ -95,6 +96,23 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
     expect(
       (await collect(subscriber, 1)).map((event) => (event.data as { element: string }).element),
     ).toEqual(["e20"]);
+    subscriber.close();
+  });
+
+  test("a client taking turns between the instances (a load balancer) has its events delivered in the order its 202s came", async () => {
+    const subscriber = await connectSubscriber(first, "acme");
+    expect((await subscribe(subscriber, "turns")).type).toBe("subscribed");
+    // Each request waits for the previous one's answer: ingest and publish, alternating instances.
+    const count = 120;
+    for (let i = 0; i < count; i++) {
+      const gateway = i % 2 === 0 ? first : second;
+      if (i % 4 < 2) await ingest(gateway, "acme", "turns", i, 1);
+      else await publishEvent(gateway, "turns", { element: `e${i}` });
+    }
+    const events = await collect(subscriber, count);
+    expect(events.map((event) => (event.data as { element: string }).element)).toEqual(
+      Array.from({ length: count }, (_, i) => `e${i}`),
+    );
     subscriber.close();
   });
 

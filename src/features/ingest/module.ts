@@ -34,12 +34,12 @@ export function createIngestModule(options: IngestOptions, deps: IngestModuleDep
     records: EventRecord[],
     trace: TraceContext | undefined,
     messages: readonly RecordMessage[],
-  ) => {
+  ): Promise<void> | undefined => {
     // Most requests' records have no channel: no clock read, fan-out call or promise for them.
-    if (!records.some(hasChannel)) return;
+    if (!records.some(hasChannel)) return undefined;
     // Live fan-out is best effort: the records themselves are already in the events topic.
     // One time for the request's records: the fan-out bus then writes their shared headers once.
-    deps.bus
+    return deps.bus
       .publishRecords(records, Date.now(), trace, messages)
       .catch((error) => deps.log.debug({ err: error }, "fan-out of ingested records skipped"));
   };

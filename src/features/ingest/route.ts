@@ -42,11 +42,17 @@ export interface IngestDependencies extends CallerChecks {
   /** Per-record deduplication by id, for the tenants that asked for it. */
   dedup: RecordDedup;
   /**
-   * Hands accepted records with a `channel` to the fan-out (after they are
-   * queued), with the request's trace context and their Kafka messages (each
-   * record's `data` lies in its message's value bytes).
+   * Hands accepted records with a `channel` to the fan-out (once they are
+   * acknowledged, or queued with `?ack=none`), with the request's trace
+   * context and their Kafka messages (each record's `data` lies in its
+   * message's value bytes). Settles (never rejects) once the fan-out copies
+   * are acknowledged or failed; undefined when no record has a channel.
    */
-  fanOut(records: EventRecord[], trace: TraceContext | undefined, messages: readonly RecordMessage[]): void;
+  fanOut(
+    records: EventRecord[],
+    trace: TraceContext | undefined,
+    messages: readonly RecordMessage[],
+  ): Promise<void> | undefined;
 }
 
 interface RecordError {
@@ -68,6 +74,10 @@ export function sinkHeaders(record: EventRecord, trace: TraceContext | undefined
   }
   return headers;
 }
+
+/** Ends the 202's wait for fan-out copies Kafka has not acknowledged in time (they stay queued). */
+const fanoutLate = (): Error => new Error("fan-out copies not acknowledged in time");
+const ignore = (): void => {};
 
 /**
  * A record with a `channel` is also fanned out to subscribers, so it needs
@@ -238,7 +248,12 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
         return late;
       });
     deps.metrics.eventsAccepted.inc(accepted.length);
-    deps.fanOut(accepted, trace, messages);
+    const fannedOut = deps.fanOut(accepted, trace, messages);
+    // The 202 also waits for the subscribers' copies, so the caller's next request (on any instance,
+    // a publish too) reaches subscribers after these: answered at once, a copy could land after it.
+    // A copy that fails or is late does not fail records already written: live fan-out is best effort.
+    if (fannedOut !== undefined && !ackNone)
+      await acknowledgements.within(fannedOut, fanoutLate).catch(ignore);
     return acceptedReply();
   };
   return {

@@ -51,7 +51,7 @@ function setup(store: RecordIdStore, dedupTenants: string[]) {
       queue,
       metrics: createMetrics("test", "0"),
       dedup: { windowMs: (tenant) => (dedupTenants.includes(tenant) ? 60_000 : undefined), store },
-      fanOut: () => {},
+      fanOut: () => undefined,
     },
   );
   const post = async (tenant: string, ...ids: Array<string | undefined>) => {
@@ -105,7 +105,7 @@ test("records acknowledged past the deadline: the 503 carries the 202 they get o
       queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: () => written.promise },
       metrics: createMetrics("test", "0"),
       dedup: { windowMs: () => undefined, store: new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 10 }) },
-      fanOut: () => {},
+      fanOut: () => undefined,
     },
   );
   const late = await Promise.resolve(route.handler(request("acme", '{"type":"click","data":{}}'), {})).catch(

@@ -41,6 +41,7 @@ async function ingest(body: Buffer): Promise<SinkMessage[]> {
       dedup: { windowMs: () => undefined, store: undefined as never },
       fanOut: (records, _trace, messages) => {
         fannedOut = { records, messages };
+        return undefined;
       },
     },
   );

@@ -1,0 +1,81 @@
+import { expect, test } from "bun:test";
+import type { Principal } from "../../../src/domain/principal.ts";
+import { ingestRoute } from "../../../src/features/ingest/route.ts";
+import { createMetrics } from "../../../src/metrics/metrics.ts";
+import type { HttpReply, HttpRequest } from "../../../src/ports/transport.ts";
+
+const principal: Principal = {
+  subject: "s",
+  tenant: "acme",
+  scopes: new Set(["ingest", "publish"]),
+  channels: undefined,
+  expiresAt: Date.now() + 60_000,
+};
+
+/** An ingest route whose fan-out copies are acknowledged when the test says so (`copies`), with a short ack timeout. */
+function route(copies: () => Promise<void>) {
+  return ingestRoute(
+    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 200 },
+    {
+      authenticate: async () => principal,
+      admission: { request: () => undefined, events: () => undefined },
+      idempotency: { run: async () => ({ status: 500, body: "" }) },
+      schemas: { validate: () => ({ ok: true }) },
+      queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} },
+      metrics: createMetrics("test", "0"),
+      dedup: { windowMs: () => undefined, store: undefined as never },
+      fanOut: (records) => (records.some((record) => record.channel !== undefined) ? copies() : undefined),
+    },
+  );
+}
+
+function post(body: unknown, query = ""): HttpRequest {
+  return {
+    method: "POST",
+    path: "/v1/events",
+    query: new URLSearchParams(query),
+    header: (name) => (name === "content-type" ? "application/json" : undefined),
+    headerNames: () => ["content-type"],
+    remoteAddress: "127.0.0.1",
+    body: async () => Buffer.from(JSON.stringify(body)),
+  };
+}
+
+const withChannel = { type: "click", channel: "orders", data: { element: "a" } };
+
+/** The reply, or "waiting" when none came within `ms`. */
+async function replyWithin(
+  reply: HttpReply | Promise<HttpReply>,
+  ms: number,
+): Promise<HttpReply | "waiting"> {
+  return Promise.race([reply, Bun.sleep(ms).then(() => "waiting" as const)]);
+}
+
+test("the 202 of records with a channel waits for their fan-out copies: the caller's next request (on any instance) is delivered after them", async () => {
+  let acknowledge = () => {};
+  const copies = new Promise<void>((resolve) => {
+    acknowledge = resolve;
+  });
+  const reply = route(() => copies).handler(post(withChannel), {});
+  expect(await replyWithin(reply, 50)).toBe("waiting");
+  acknowledge();
+  expect((await reply).status).toBe(202);
+});
+
+test("fan-out copies that fail or are not acknowledged in time do not fail records already written: 202", async () => {
+  expect((await route(async () => {}).handler(post(withChannel), {})).status).toBe(202);
+  // The fan-out settles failures itself (they are logged there): a copy never acknowledged ends the wait at the ack timeout.
+  const late = await replyWithin(
+    route(() => new Promise<void>(() => {})).handler(post(withChannel), {}),
+    2000,
+  );
+  expect(late !== "waiting" && late.status).toBe(202);
+});
+
+test("?ack=none and records without a channel wait for no fan-out copy", async () => {
+  const never = () => new Promise<void>(() => {});
+  expect(await replyWithin(route(never).handler(post(withChannel, "ack=none"), {}), 100)).not.toBe("waiting");
+  expect(
+    await replyWithin(route(never).handler(post({ type: "click", data: { element: "a" } }), {}), 100),
+  ).not.toBe("waiting");
+});
