@@ -129,4 +129,4 @@ if (isWorker(config.workers))
     else log.fatal({ err: error }, "cannot start");
     process.exit(1);
   });
-else superviseWorkers(config.workers, log);
+else superviseWorkers(config.workers, log, config.redisUrl !== undefined);

@@ -100,7 +100,7 @@ export function isWorker(workers: number): boolean {
  * forever, so the supervisor drains the others and exits 1, as one process would.
  * On the embedded default it also relays the workers' fan-out messages (workerFanoutRelay).
  */
-export function superviseWorkers(workers: number, log: Logger): void {
+export function superviseWorkers(workers: number, log: Logger, sharedStore: boolean): void {
   const children = new Set<ChildProcess>();
   // Pending restarts keep this process alive while no worker runs; a signal cancels them.
   const restarts = new Set<ReturnType<typeof setTimeout>>();
@@ -169,4 +169,11 @@ export function superviseWorkers(workers: number, log: Logger): void {
     { workers },
     "WORKERS > 1: each /metrics scrape reaches one worker and shows only its counters; for Prometheus run one worker per instance and scale instances",
   );
+  // Without Redis these live in each worker's memory, and the kernel picks each connection's worker:
+  // the same pod would write a retried Idempotency-Key twice, half the time, with nothing said.
+  if (!sharedStore)
+    log.warn(
+      { workers },
+      "WORKERS > 1 without REDIS_URL: each worker keeps its own Idempotency-Key answers, record ids, presence and rate limits, so a retry that reaches another worker runs again; set REDIS_URL to share them",
+    );
 }

@@ -45,7 +45,9 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
     await until(() => listening(gateway).length === 2, 20_000, "two workers listening");
     // Each scrape reaches one worker: said once, at start, by the supervisor.
     expect(
-      gateway.logs.filter((entry) => entry.level === "warn" && String(entry.msg).startsWith("WORKERS > 1")),
+      gateway.logs.filter(
+        (entry) => entry.level === "warn" && String(entry.msg).startsWith("WORKERS > 1: each /metrics"),
+      ),
     ).toHaveLength(1);
     return {
       gateway,
@@ -94,6 +96,27 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
       await cleanup();
     }
   }, 30_000);
+
+  test("without REDIS_URL the supervisor says at start that each worker keeps its own Idempotency-Key answers, record ids, presence and limits; with it, nothing", async () => {
+    const perWorker = (gateway: RunningGateway) =>
+      gateway.logs.filter(
+        (entry) => entry.level === "warn" && String(entry.msg).startsWith("WORKERS > 1 without REDIS_URL"),
+      );
+    const alone = await supervise({ REDIS_URL: "" });
+    try {
+      expect(perWorker(alone.gateway)).toHaveLength(1);
+      expect(perWorker(alone.gateway)[0]?.workers).toBe(2);
+    } finally {
+      await alone.cleanup();
+    }
+    // The supervisor only reads the setting: an address nothing listens on will do.
+    const shared = await supervise({ REDIS_URL: `redis://127.0.0.1:${await freePort()}` });
+    try {
+      expect(perWorker(shared.gateway)).toHaveLength(0);
+    } finally {
+      await shared.cleanup();
+    }
+  });
 
   test("every worker runs with the supervisor's runtime flags", async () => {
     const { gateway, cleanup } = await supervise();
