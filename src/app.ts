@@ -33,7 +33,12 @@ import { createOtelTracing } from "./infra/tracing/otel.ts";
 import { createSchemaRegistry } from "./infra/validation/registry.ts";
 import { msUntil, withDeadline } from "./lib/time.ts";
 import { type DrainStep, drainPlan } from "./lifecycle/drain-plan.ts";
-import { WORKER_ENV, workerFanoutRelay } from "./lifecycle/workers.ts";
+import {
+  SUPERVISOR_CALL_TIMEOUT_MS,
+  type SupervisorStores,
+  supervisorStores,
+} from "./lifecycle/worker-stores.ts";
+import { supervisorEndpoint, WORKER_ENV, workerFanoutRelay } from "./lifecycle/workers.ts";
 import type { Logger } from "./log/logger.ts";
 import { createMetrics, type Metrics } from "./metrics/metrics.ts";
 import type { FanoutBus } from "./ports/fanout-bus.ts";
@@ -163,11 +168,16 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     enabled: config.rateLimit.enabled,
     trustProxyHops: config.rateLimit.trustProxyHops,
   });
-  // A claim must outlive the longest a request can wait for Kafka, or a retry would run beside it.
-  const idempotencyOptions = {
-    ...config.idempotency,
-    pendingMs: Math.max(config.idempotency.pendingMs, config.ackTimeoutMs + 5000),
-  };
+  const supervisor = config.redisUrl ? undefined : supervisorEndpoint();
+  // WORKERS > 1 without Redis: the supervisor holds one store of each for all workers.
+  const shared = supervisor
+    ? supervisorStores(supervisor, {
+        timeoutMs: SUPERVISOR_CALL_TIMEOUT_MS,
+        onIdempotencyFailOpen: () => metrics.idempotencyStoreFailures.inc(),
+        onRecordIdsFailOpen: () => metrics.recordDedupStoreFailures.inc(),
+      })
+    : undefined;
+  const idempotencyOptions = idempotencyStoreOptions(config);
   const idempotencyStore: IdempotencyStore = config.redisUrl
     ? new RedisIdempotencyStore(
         {
@@ -179,7 +189,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         },
         log,
       )
-    : new MemoryIdempotencyStore(idempotencyOptions);
+    : (shared?.idempotency ?? new MemoryIdempotencyStore(idempotencyOptions));
   const idempotency = new Idempotency(idempotencyStore, metrics);
   // Per-record deduplication is asked for per tenant, in the tenant table; without one, no tenant has it.
   const recordIds: RecordIdStore = config.redisUrl
@@ -192,11 +202,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         },
         log,
       )
-    : new MemoryRecordIdStore({
-        pendingMs: idempotencyOptions.pendingMs,
-        maxIds: config.idempotency.maxRecordIds,
-        onEarlyEviction: () => metrics.recordDedupEarlyEvictions.inc(),
-      });
+    : (shared?.recordIds ?? memoryRecordIdStore(config, () => metrics.recordDedupEarlyEvictions.inc()));
   const dedup = {
     windowMs: (tenant: string) => quotas?.dedupWindowMs(tenant),
     store: recordIds,
@@ -397,6 +403,35 @@ async function createSink(
  * as for a bad value or an unusable HOST/PORT, so a log pipeline finds all
  * three the same way.
  */
+/** A claim must outlive the longest a request can wait for Kafka, or a retry would run beside it. */
+function idempotencyStoreOptions(config: Config) {
+  return {
+    ...config.idempotency,
+    pendingMs: Math.max(config.idempotency.pendingMs, config.ackTimeoutMs + 5000),
+  };
+}
+
+function memoryRecordIdStore(config: Config, onEarlyEviction: () => void): MemoryRecordIdStore {
+  return new MemoryRecordIdStore({
+    pendingMs: idempotencyStoreOptions(config).pendingMs,
+    maxIds: config.idempotency.maxRecordIds,
+    onEarlyEviction,
+  });
+}
+
+/**
+ * WORKERS > 1 without Redis: the stores the supervisor keeps for all its
+ * workers (the embedded default's, in its memory). An early eviction there is
+ * not counted: the supervisor serves no metrics.
+ */
+export function createSupervisorStores(config: Config): SupervisorStores | undefined {
+  if (config.redisUrl) return undefined;
+  return {
+    idempotency: new MemoryIdempotencyStore(idempotencyStoreOptions(config)),
+    recordIds: memoryRecordIdStore(config, () => {}),
+  };
+}
+
 export class SettingLoadError extends Error {
   readonly variables: string[];
 

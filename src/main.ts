@@ -1,7 +1,7 @@
 import { fileURLToPath } from "node:url";
 import { format } from "node:util";
 import packageJson from "../package.json" with { type: "json" };
-import { createGateway, SettingLoadError } from "./app.ts";
+import { createGateway, createSupervisorStores, SettingLoadError } from "./app.ts";
 import { ConfigError, loadConfig, withoutPasswords } from "./config/config.ts";
 import { Lifecycle } from "./lifecycle/lifecycle.ts";
 import { isWorker, superviseWorkers, tellSupervisorListening, watchSupervisor } from "./lifecycle/workers.ts";
@@ -129,4 +129,4 @@ if (isWorker(config.workers))
     else log.fatal({ err: error }, "cannot start");
     process.exit(1);
   });
-else superviseWorkers(config.workers, log, config.redisUrl !== undefined);
+else superviseWorkers(config.workers, log, createSupervisorStores(config));

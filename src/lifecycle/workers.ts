@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { GatewayError } from "../domain/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import type { FanoutMessage, FanoutRelay } from "../ports/fanout-bus.ts";
+import { answerStoreCalls, type IpcEndpoint, type SupervisorStores } from "./worker-stores.ts";
 
 export const WORKER_ENV = "EDGE_GATEWAY_WORKER";
 
@@ -84,6 +85,20 @@ export function workerFanoutRelay(): FanoutRelay | undefined {
   };
 }
 
+/** In a worker: its IPC channel to the supervisor (for `supervisorStores`); undefined in a process of its own. */
+export function supervisorEndpoint(): IpcEndpoint | undefined {
+  if (process.env[WORKER_ENV] === undefined || !process.send) return undefined;
+  return {
+    get connected() {
+      return process.connected;
+    },
+    // With a callback a failed send is an answer here, not an 'error' event on the process.
+    send: (message, callback) => process.send?.(message, undefined, undefined, callback),
+    on: (event: "message" | "disconnect", listener: (message: unknown) => void) =>
+      process.on(event, listener),
+  };
+}
+
 /** True in a process started by `superviseWorkers`, and when WORKERS is 1. */
 export function isWorker(workers: number): boolean {
   return workers <= 1 || process.env[WORKER_ENV] !== undefined;
@@ -98,9 +113,10 @@ export function isWorker(workers: number): boolean {
  * A worker that exits before it listened failed to start (port in use, a
  * schema source that cannot be read): restarting it would fail the same way
  * forever, so the supervisor drains the others and exits 1, as one process would.
- * On the embedded default it also relays the workers' fan-out messages (workerFanoutRelay).
+ * On the embedded default it also relays the workers' fan-out messages (workerFanoutRelay), and
+ * without Redis it holds the Idempotency-Key answers and record ids of all workers (`stores`).
  */
-export function superviseWorkers(workers: number, log: Logger, sharedStore: boolean): void {
+export function superviseWorkers(workers: number, log: Logger, stores: SupervisorStores | undefined): void {
   const children = new Set<ChildProcess>();
   // Pending restarts keep this process alive while no worker runs; a signal cancels them.
   const restarts = new Set<ReturnType<typeof setTimeout>>();
@@ -121,6 +137,7 @@ export function superviseWorkers(workers: number, log: Logger, sharedStore: bool
       detached: true,
     });
     children.add(child);
+    if (stores) answerStoreCalls(child, stores);
     let listening = false;
     child.on("message", (message) => {
       if ((message as { type?: unknown } | null)?.type === LISTENING_MESSAGE.type) listening = true;
@@ -169,11 +186,10 @@ export function superviseWorkers(workers: number, log: Logger, sharedStore: bool
     { workers },
     "WORKERS > 1: each /metrics scrape reaches one worker and shows only its counters; for Prometheus run one worker per instance and scale instances",
   );
-  // Without Redis these live in each worker's memory, and the kernel picks each connection's worker:
-  // the same pod would write a retried Idempotency-Key twice, half the time, with nothing said.
-  if (!sharedStore)
+  // Without Redis these live in each worker's memory, and the kernel picks each connection's worker.
+  if (stores)
     log.warn(
       { workers },
-      "WORKERS > 1 without REDIS_URL: each worker keeps its own Idempotency-Key answers, record ids, presence and rate limits, so a retry that reaches another worker runs again; set REDIS_URL to share them",
+      "WORKERS > 1 without REDIS_URL: each worker keeps its own presence and rate limits (Idempotency-Key answers and record ids are shared through this supervisor); set REDIS_URL to share them all",
     );
 }

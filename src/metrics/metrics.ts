@@ -151,7 +151,7 @@ export function createMetrics(runtime: string, version: string) {
     }),
     idempotencyStoreFailures: new Counter({
       name: "gateway_idempotency_store_failures_total",
-      help: "Idempotency store calls that failed (Redis down or slow): the request ran without the shared check",
+      help: "Idempotency store calls that failed (Redis, or the WORKERS supervisor, down or slow): the request ran without the shared check",
       registers: r,
     }),
     recordDedup: new Counter({
@@ -162,7 +162,7 @@ export function createMetrics(runtime: string, version: string) {
     }),
     recordDedupStoreFailures: new Counter({
       name: "gateway_record_dedup_store_failures_total",
-      help: "Record id store calls that failed (Redis down or slow): the records were written without the shared check",
+      help: "Record id store calls that failed (Redis, or the WORKERS supervisor, down or slow): the records were written without the shared check",
       registers: r,
     }),
     recordDedupEarlyEvictions: new Counter({

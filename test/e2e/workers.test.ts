@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import { mkdtemp, rm } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import {
   connectSubscriber,
@@ -31,7 +32,7 @@ function exitWithin(gateway: RunningGateway, ms: number): Promise<number | "stil
 describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
   async function supervise(
     env: Record<string, string> = {},
-  ): Promise<{ gateway: RunningGateway; cleanup: () => Promise<void> }> {
+  ): Promise<{ gateway: RunningGateway; folder: string; cleanup: () => Promise<void> }> {
     const folder = await mkdtemp(join(tmpdir(), "workers-"));
     const gateway = await startGateway(runtime, {
       WORKERS: "2",
@@ -51,6 +52,7 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
     ).toHaveLength(1);
     return {
       gateway,
+      folder,
       cleanup: async () => {
         // The supervisor's whole family: its workers are detached, and outlive a SIGKILL of it alone.
         await gateway.stop("SIGKILL");
@@ -97,7 +99,7 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
     }
   }, 30_000);
 
-  test("without REDIS_URL the supervisor says at start that each worker keeps its own Idempotency-Key answers, record ids, presence and limits; with it, nothing", async () => {
+  test("without REDIS_URL the supervisor says at start that each worker keeps its own presence and limits; with it, nothing", async () => {
     const perWorker = (gateway: RunningGateway) =>
       gateway.logs.filter(
         (entry) => entry.level === "warn" && String(entry.msg).startsWith("WORKERS > 1 without REDIS_URL"),
@@ -117,6 +119,59 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
       await shared.cleanup();
     }
   });
+
+  test("without REDIS_URL a retried Idempotency-Key and a repeated record id are written once, whichever worker takes them", async () => {
+    const table = join(await mkdtemp(join(tmpdir(), "workers-quotas-")), "quotas.json");
+    await writeFile(table, JSON.stringify({ deduped: { dedupWindowSec: 600 } }));
+    const { gateway, folder, cleanup } = await supervise({
+      KAFKA_BROKERS: "",
+      REDIS_URL: "",
+      TENANT_QUOTAS: table,
+    });
+    try {
+      const post = async (tenant: string, body: string, key?: string) => {
+        const response = await fetch(`${gateway.url}/v1/events`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${await token(tenant, ["ingest"])}`,
+            "content-type": "application/json",
+            // A connection each: the kernel hands each to either worker.
+            connection: "close",
+            ...(key ? { "idempotency-key": `"${key}"` } : {}),
+          },
+          body,
+        });
+        expect(response.status).toBe(202);
+        return response.headers.get("idempotency-replayed");
+      };
+      const replayed: Array<string | null> = [];
+      // Twelve sends all reaching one worker: a chance of one in 2,048.
+      for (let n = 0; n < 12; n++)
+        replayed.push(
+          await post("acme", JSON.stringify({ type: "click", data: { element: "keyed" } }), "retry-1"),
+        );
+      expect(replayed.filter((header) => header === "true")).toHaveLength(11);
+      for (let n = 0; n < 12; n++)
+        await post(
+          "deduped",
+          JSON.stringify({ id: "record-1", type: "click", data: { element: "deduped" } }),
+        );
+      await Bun.sleep(300);
+      // Each worker appends to a log of its own, in a folder of its own.
+      const written = (await readdir(folder, { recursive: true }))
+        .filter((name) => name.endsWith(".ndjson"))
+        .map((name) => readFileSync(join(folder, name), "utf8"))
+        .join("")
+        .split("\n")
+        .filter((line) => line !== "")
+        .map((line) => JSON.parse(line) as { value: { data: { element: string } } });
+      expect(written.filter((record) => record.value.data.element === "keyed")).toHaveLength(1);
+      expect(written.filter((record) => record.value.data.element === "deduped")).toHaveLength(1);
+    } finally {
+      await cleanup();
+      await rm(dirname(table), { recursive: true, force: true });
+    }
+  }, 30_000);
 
   test("every worker runs with the supervisor's runtime flags", async () => {
     const { gateway, cleanup } = await supervise();

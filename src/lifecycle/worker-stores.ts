@@ -1,0 +1,179 @@
+import type { IdempotencyClaim, IdempotencyStore, StoredReply } from "../ports/idempotency.ts";
+import type { RecordIdStore, RecordIdVerdict } from "../ports/record-ids.ts";
+
+/**
+ * With WORKERS > 1 and no Redis, the workers' Idempotency-Key answers and
+ * record ids live in the supervisor: the kernel hands each connection to any
+ * worker, so a store of each worker's own would let a retry that reaches
+ * another worker be written again. A worker asks over its IPC channel; the
+ * supervisor answers from the one memory store of each kind.
+ */
+
+/** One side of an IPC channel: a worker's `process`, or the supervisor's handle on a child. */
+export interface IpcEndpoint {
+  readonly connected: boolean;
+  send(message: unknown, callback: (error: Error | null) => void): void;
+  on(event: "message", listener: (message: unknown) => void): void;
+  on(event: "disconnect", listener: () => void): void;
+}
+
+const CALL = "store-call";
+const REPLY = "store-reply";
+
+type StoreName = "idempotency" | "record-ids";
+
+interface StoreCall {
+  type: typeof CALL;
+  ref: number;
+  store: StoreName;
+  method: string;
+  args: unknown[];
+}
+
+interface StoreReply {
+  type: typeof REPLY;
+  ref: number;
+  result: unknown;
+}
+
+const isCall = (message: unknown): message is StoreCall =>
+  (message as { type?: unknown } | null)?.type === CALL;
+const isReply = (message: unknown): message is StoreReply =>
+  (message as { type?: unknown } | null)?.type === REPLY;
+
+export interface SupervisorStores {
+  idempotency: IdempotencyStore;
+  recordIds: RecordIdStore;
+}
+
+/** In the supervisor: answers one worker's store calls from `stores`. */
+export function answerStoreCalls(worker: IpcEndpoint, stores: SupervisorStores): void {
+  const methods: Record<StoreName, Record<string, (...args: never[]) => Promise<unknown>>> = {
+    idempotency: {
+      claim: (id: string, fingerprint: string) => stores.idempotency.claim(id, fingerprint),
+      complete: (id: string, fingerprint: string, reply: StoredReply) =>
+        stores.idempotency.complete(id, fingerprint, reply),
+      release: (id: string) => stores.idempotency.release(id),
+    },
+    "record-ids": {
+      claim: (tenant: string, ids: string[], claimant: string, windowMs: number) =>
+        stores.recordIds.claim(tenant, ids, claimant, windowMs),
+      confirm: (tenant: string, claimant: string, windowMs: number) =>
+        stores.recordIds.confirm(tenant, claimant, windowMs),
+      release: (tenant: string, claimant: string) => stores.recordIds.release(tenant, claimant),
+    },
+  };
+  worker.on("message", (message) => {
+    if (!isCall(message)) return;
+    const method = methods[message.store]?.[message.method];
+    // An unknown call (a worker of another version) gets no answer: the worker's deadline fails it open.
+    if (!method) return;
+    void method(...(message.args as never[])).then((result) => {
+      // A worker gone meanwhile: the callback keeps a failed send from being an 'error' event.
+      if (worker.connected)
+        worker.send({ type: REPLY, ref: message.ref, result } satisfies StoreReply, () => {});
+    });
+  });
+}
+
+/** A supervisor that does not answer within this is taken as gone: the call fails open. */
+export const SUPERVISOR_CALL_TIMEOUT_MS = 1000;
+
+/** Calls a worker waits on at most; past it, and past the deadline, a call fails open. */
+const MAX_CALLS_IN_FLIGHT = 10_000;
+
+/** A worker's calls to the supervisor's stores, each settled by its reply or by `fallback` at the deadline. */
+class SupervisorCalls {
+  private readonly waiting = new Map<
+    number,
+    { resolve: (result: unknown) => void; timer: ReturnType<typeof setTimeout> }
+  >();
+  private nextRef = 0;
+
+  constructor(
+    private readonly supervisor: IpcEndpoint,
+    private readonly timeoutMs: number,
+    private readonly onFailOpen: () => void,
+  ) {
+    supervisor.on("message", (message) => {
+      if (!isReply(message)) return;
+      this.settle(message.ref, message.result);
+    });
+    supervisor.on("disconnect", () => {
+      for (const ref of [...this.waiting.keys()]) this.failOpen(ref);
+    });
+  }
+
+  /** The supervisor's answer, or `fallback` when it cannot give one in time (fails open, as Redis stores do). */
+  call<T>(store: StoreName, method: string, args: unknown[], fallback: T): Promise<T> {
+    if (!this.supervisor.connected || this.waiting.size >= MAX_CALLS_IN_FLIGHT) {
+      this.onFailOpen();
+      return Promise.resolve(fallback);
+    }
+    const ref = this.nextRef++;
+    return new Promise<T>((resolve) => {
+      // Measured from the call: a supervisor that is stuck holds no request longer than this.
+      const timer = setTimeout(() => this.failOpen(ref), this.timeoutMs);
+      this.waiting.set(ref, {
+        resolve: (result) => resolve(result === FAILED_OPEN ? fallback : (result as T)),
+        timer,
+      });
+      this.supervisor.send({ type: CALL, ref, store, method, args } satisfies StoreCall, (error) => {
+        if (error) this.failOpen(ref);
+      });
+    });
+  }
+
+  private failOpen(ref: number): void {
+    if (this.waiting.has(ref)) this.onFailOpen();
+    this.settle(ref, FAILED_OPEN);
+  }
+
+  private settle(ref: number, result: unknown): void {
+    const waiter = this.waiting.get(ref);
+    if (!waiter) return;
+    this.waiting.delete(ref);
+    clearTimeout(waiter.timer);
+    waiter.resolve(result);
+  }
+}
+
+const FAILED_OPEN = Symbol("failed open");
+const CLAIMED: IdempotencyClaim = Object.freeze({ state: "claimed" });
+
+export interface WorkerStoreOptions {
+  /** How long a call waits for the supervisor before it fails open (SUPERVISOR_CALL_TIMEOUT_MS). */
+  timeoutMs: number;
+  onIdempotencyFailOpen: () => void;
+  onRecordIdsFailOpen: () => void;
+}
+
+/** In a worker: the supervisor's stores, reached over `supervisor` (the worker's `process`). */
+export function supervisorStores(supervisor: IpcEndpoint, options: WorkerStoreOptions): SupervisorStores {
+  const idempotencyCalls = new SupervisorCalls(supervisor, options.timeoutMs, options.onIdempotencyFailOpen);
+  const recordIdCalls = new SupervisorCalls(supervisor, options.timeoutMs, options.onRecordIdsFailOpen);
+  return {
+    idempotency: {
+      claim: (id, fingerprint) => idempotencyCalls.call("idempotency", "claim", [id, fingerprint], CLAIMED),
+      complete: (id, fingerprint, reply) =>
+        idempotencyCalls.call("idempotency", "complete", [id, fingerprint, reply], undefined),
+      release: (id) => idempotencyCalls.call("idempotency", "release", [id], undefined),
+      // The store lives in the supervisor, which outlives the worker.
+      close: () => Promise.resolve(),
+    },
+    recordIds: {
+      claim: (tenant, ids, claimant, windowMs) =>
+        recordIdCalls.call<RecordIdVerdict[]>(
+          "record-ids",
+          "claim",
+          [tenant, ids, claimant, windowMs],
+          ids.map(() => "new"),
+        ),
+      confirm: (tenant, claimant, windowMs) =>
+        recordIdCalls.call("record-ids", "confirm", [tenant, claimant, windowMs], undefined),
+      release: (tenant, claimant) =>
+        recordIdCalls.call("record-ids", "release", [tenant, claimant], undefined),
+      close: () => Promise.resolve(),
+    },
+  };
+}

@@ -1,0 +1,140 @@
+import { describe, expect, test } from "bun:test";
+import { MemoryRecordIdStore } from "../../src/infra/idempotency/memory-record-ids.ts";
+import { MemoryIdempotencyStore } from "../../src/infra/idempotency/memory-store.ts";
+import {
+  answerStoreCalls,
+  type IpcEndpoint,
+  type SupervisorStores,
+  supervisorStores,
+} from "../../src/lifecycle/worker-stores.ts";
+
+type Listener = (message?: unknown) => void;
+
+/** An IPC channel in one process: each side's messages reach the other's listeners a turn later, as JSON. */
+function channel(): {
+  worker: IpcEndpoint;
+  supervisor: IpcEndpoint;
+  disconnect: () => void;
+  mute: () => void;
+} {
+  const listeners = { worker: new Map<string, Listener[]>(), supervisor: new Map<string, Listener[]>() };
+  let connected = true;
+  let muted = false;
+  const side = (own: Map<string, Listener[]>, other: Map<string, Listener[]>): IpcEndpoint => ({
+    get connected() {
+      return connected;
+    },
+    send: (message, callback) => {
+      const copy = JSON.parse(JSON.stringify(message)) as unknown;
+      setImmediate(() => {
+        callback(null);
+        if (!muted) for (const listener of other.get("message") ?? []) listener(copy);
+      });
+    },
+    on: (event: string, listener: Listener) => {
+      own.set(event, [...(own.get(event) ?? []), listener]);
+    },
+  });
+  return {
+    worker: side(listeners.worker, listeners.supervisor),
+    supervisor: side(listeners.supervisor, listeners.worker),
+    disconnect: () => {
+      connected = false;
+      for (const listener of listeners.worker.get("disconnect") ?? []) listener();
+    },
+    mute: () => {
+      muted = true;
+    },
+  };
+}
+
+function supervisorHolding(): SupervisorStores {
+  return {
+    idempotency: new MemoryIdempotencyStore({
+      windowMs: 60_000,
+      pendingMs: 60_000,
+      maxKeys: 100,
+      maxBytes: 1e6,
+    }),
+    recordIds: new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 100 }),
+  };
+}
+
+const failOpens = () => {
+  const counts = { idempotency: 0, recordIds: 0 };
+  return {
+    counts,
+    options: {
+      timeoutMs: 100,
+      onIdempotencyFailOpen: () => counts.idempotency++,
+      onRecordIdsFailOpen: () => counts.recordIds++,
+    },
+  };
+};
+
+describe("the supervisor's stores, reached by its workers", () => {
+  test("two workers see one store: a key or id one claimed is pending, then done, for the other", async () => {
+    const held = supervisorHolding();
+    const [a, b] = [channel(), channel()];
+    answerStoreCalls(a.supervisor, held);
+    answerStoreCalls(b.supervisor, held);
+    const { counts, options } = failOpens();
+    const first = supervisorStores(a.worker, options);
+    const second = supervisorStores(b.worker, options);
+
+    expect(await first.idempotency.claim("acme\nkey", "f1")).toEqual({ state: "claimed" });
+    expect(await second.idempotency.claim("acme\nkey", "f1")).toEqual({
+      state: "pending",
+      fingerprint: "f1",
+    });
+    const reply = { status: 202, headers: { "content-type": "application/json" }, body: '{"accepted":1}' };
+    await first.idempotency.complete("acme\nkey", "f1", reply);
+    expect(await second.idempotency.claim("acme\nkey", "f1")).toEqual({
+      state: "done",
+      fingerprint: "f1",
+      reply,
+    });
+    await second.idempotency.release("acme\nkey");
+    expect(await first.idempotency.claim("acme\nkey", "f2")).toEqual({ state: "claimed" });
+
+    expect(await first.recordIds.claim("acme", ["r1", "r2"], "request-a", 60_000)).toEqual(["new", "new"]);
+    expect(await second.recordIds.claim("acme", ["r2", "r3"], "request-b", 60_000)).toEqual([
+      "pending",
+      "new",
+    ]);
+    await first.recordIds.confirm("acme", "request-a", 60_000);
+    await second.recordIds.release("acme", "request-b");
+    expect(await second.recordIds.claim("acme", ["r1", "r3"], "request-c", 60_000)).toEqual(["seen", "new"]);
+    expect(counts).toEqual({ idempotency: 0, recordIds: 0 });
+  });
+
+  test("a supervisor that does not answer: each call fails open at its deadline, counted", async () => {
+    const link = channel();
+    answerStoreCalls(link.supervisor, supervisorHolding());
+    link.mute();
+    const { counts, options } = failOpens();
+    const stores = supervisorStores(link.worker, options);
+    const start = Date.now();
+    const [claim, ids] = await Promise.all([
+      stores.idempotency.claim("acme\nkey", "f"),
+      stores.recordIds.claim("acme", ["r1", "r2"], "request", 60_000),
+    ]);
+    expect(Date.now() - start).toBeGreaterThanOrEqual(95);
+    expect(claim).toEqual({ state: "claimed" });
+    expect(ids).toEqual(["new", "new"]);
+    expect(counts).toEqual({ idempotency: 1, recordIds: 1 });
+  });
+
+  test("a supervisor gone: calls waiting fail open at once, and later ones without asking", async () => {
+    const link = channel();
+    link.mute();
+    const { counts, options } = failOpens();
+    const stores = supervisorStores(link.worker, { ...options, timeoutMs: 60_000 });
+    const waiting = stores.idempotency.claim("acme\nkey", "f");
+    link.disconnect();
+    expect(await waiting).toEqual({ state: "claimed" });
+    expect(await stores.recordIds.claim("acme", ["r1"], "request", 60_000)).toEqual(["new"]);
+    await stores.recordIds.confirm("acme", "request", 60_000);
+    expect(counts).toEqual({ idempotency: 1, recordIds: 2 });
+  });
+});
