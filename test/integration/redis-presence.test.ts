@@ -81,3 +81,29 @@ test("an instance answers with its own members as they are now, not as last writ
   slow.changed(key, new Map());
   expect(Object.fromEntries(await slow.members(key))).toEqual({ bob: 1 });
 });
+
+test("while Redis cannot be reached, channels joined and left again are not held for a write: the outage does not grow memory", async () => {
+  // Nothing listens there: the store never gets ready, as through an outage.
+  const down = new RedisPresence({ ...options, redisUrl: "redis://127.0.0.1:1" }, log);
+  open.push(down);
+  const dirty = (down as unknown as { dirty: Set<string> }).dirty;
+  for (let i = 0; i < 1000; i++) {
+    const key = `t/outage/room-${i}`;
+    down.changed(key, new Map([["ann", 1]]));
+    down.changed(key, new Map());
+  }
+  down.changed("t/outage/stays", new Map([["bob", 1]]));
+  await Bun.sleep(options.flushMs * 3);
+  // Only the channel that still has a member waits for Redis to come back.
+  expect([...dirty]).toEqual(["t/outage/stays"]);
+});
+
+test("a channel written to Redis and then left is still written once more: its entries are removed", async () => {
+  const key = `t/it-${Date.now()}/left`;
+  const a = instance();
+  const b = instance();
+  a.changed(key, new Map([["ann", 1]]));
+  await eventually(b, key, { ann: 1 });
+  a.changed(key, new Map());
+  await eventually(b, key, {});
+});

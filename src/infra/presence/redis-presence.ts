@@ -46,8 +46,15 @@ export class RedisPresence implements PresenceStore {
   }
 
   changed(channelKey: string, members: PresenceMembers): void {
-    if (members.size === 0) this.local.delete(channelKey);
-    else this.local.set(channelKey, members);
+    if (members.size === 0) {
+      this.local.delete(channelKey);
+      // Left before this instance wrote it (Redis down, or between two flushes): nothing in Redis to remove. Kept
+      // dirty, every channel a client passed through while Redis was unreachable stayed here until it came back.
+      if (!this.written.has(channelKey)) {
+        this.dirty.delete(channelKey);
+        return;
+      }
+    } else this.local.set(channelKey, members);
     this.dirty.add(channelKey);
   }
 
@@ -122,8 +129,10 @@ export class RedisPresence implements PresenceStore {
       await batch.exec();
       if (refresh) this.lastRefresh = now;
     } catch (error) {
-      // Written again on the next flush: nothing is lost but time.
-      for (const channelKey of channels) this.dirty.add(channelKey);
+      // Written again on the next flush: nothing is lost but time. A channel with neither members nor
+      // entries written has nothing to write (as in `changed`), so failures in a row do not pile them up.
+      for (const channelKey of channels)
+        if (this.local.has(channelKey) || this.written.has(channelKey)) this.dirty.add(channelKey);
       this.log.debug({ err: error }, "presence write failed; retrying");
     } finally {
       this.flushing = false;
