@@ -1,5 +1,5 @@
 import type { Redis } from "ioredis";
-import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
+import { RateLimiterMemory } from "rate-limiter-flexible";
 import { GatewayError } from "../../domain/errors.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
@@ -86,8 +86,13 @@ export class RateLimits {
   private readonly redis: Redis | undefined;
   private readonly points: Record<LimitScope, number>;
   private readonly leased: Record<LimitScope, LeasedBudgets> | undefined;
-  /** Per-process limiters (without Redis, or while it is down), one per scope and budget; tenant budgets come from the bounded quota table. */
-  private readonly local = new Map<string, RateLimiterMemory>();
+  /**
+   * Per-process counters (without Redis, or while it is down), one limiter per
+   * scope whatever the budget: each admit compares the key's count with its
+   * own budget. A limiter per budget would live as long as the process, and a
+   * quota table refreshed with new numbers would keep adding them.
+   */
+  private readonly local: Record<LimitScope, RateLimiterMemory>;
   private degraded = false;
   /** "Redis unavailable" was logged since Redis was last ready (or since the start): once per outage, not per retry. */
   private unavailableLogged = false;
@@ -104,6 +109,18 @@ export class RateLimits {
       tenant_events: options.eventsPerSec,
       ip_requests: options.requestsPerSec,
       ws_connect: options.connectsPerSec,
+    };
+    const counter = (scope: LimitScope) =>
+      // Never refuses by itself (its points are no budget): admitLocally compares the count with the key's.
+      new RateLimiterMemory({
+        keyPrefix: PREFIXES[scope],
+        points: Number.MAX_SAFE_INTEGER,
+        duration: WINDOW_MS / 1000,
+      });
+    this.local = {
+      tenant_events: counter("tenant_events"),
+      ip_requests: counter("ip_requests"),
+      ws_connect: counter("ws_connect"),
     };
     if (!options.redisUrl) return;
     const redis = connectRedis(options.redisUrl, options.redisTimeoutMs, true);
@@ -188,17 +205,17 @@ export class RateLimits {
     cost: number,
     limit: number,
   ): Promise<RateLimitHeaders> {
-    const limiter = this.localLimiter(scope, limit);
+    const limiter = this.local[scope];
+    // This process's share of the budget while Redis is configured but unavailable.
+    const points = Math.max(1, Math.floor(limit / (this.redis ? this.options.expectedInstances : 1)));
     const consumedAt = Date.now();
-    try {
-      const result = await limiter.consume(key, cost);
-      return headers(limit, result.remainingPoints, result.msBeforeNext);
-    } catch (rejection) {
-      if (!(rejection instanceof RateLimiterRes)) throw rejection;
-      refund(limiter, key, cost, consumedAt, rejection.msBeforeNext);
-      // As a refusal from a leased budget: nothing left for this cost, RateLimit-Remaining 0.
-      throw this.refusal(scope, cost, limit, headers(limit, 0, rejection.msBeforeNext));
+    const result = await limiter.consume(key, cost);
+    if (result.consumedPoints <= points) {
+      return headers(limit, points - result.consumedPoints, result.msBeforeNext);
     }
+    refund(limiter, key, cost, consumedAt, result.msBeforeNext);
+    // As a refusal from a leased budget: nothing left for this cost, RateLimit-Remaining 0.
+    throw this.refusal(scope, cost, limit, headers(limit, 0, result.msBeforeNext));
   }
 
   private refusal(scope: LimitScope, cost: number, limit: number, answer: RateLimitHeaders): GatewayError {
@@ -208,20 +225,6 @@ export class RateLimits {
       cost > limit ? `a batch of ${cost} exceeds the budget of ${limit} per second` : "rate limit exceeded",
       { ...answer, "retry-after": answer["ratelimit-reset"] as string },
     );
-  }
-
-  private localLimiter(scope: LimitScope, limit: number): RateLimiterMemory {
-    const name = `${scope}:${limit}`;
-    let limiter = this.local.get(name);
-    if (!limiter) {
-      limiter = new RateLimiterMemory({
-        keyPrefix: PREFIXES[scope],
-        points: Math.max(1, Math.floor(limit / (this.redis ? this.options.expectedInstances : 1))),
-        duration: WINDOW_MS / 1000,
-      });
-      this.local.set(name, limiter);
-    }
-    return limiter;
   }
 
   private leaseAnswered(scope: LimitScope, granted: number, error: unknown): void {

@@ -77,6 +77,37 @@ test("per process, a client IP's refused requests do not count: the budget is it
   await limits.close();
 });
 
+test("per process, a tenant has one count whatever its budget: a budget changed within the window (a quota refresh) is no fresh budget", async () => {
+  const limits = perProcess({ eventsPerSec: 10 });
+  const tenant = `quota${Date.now()}`;
+  const spend = (cost: number, budget: number) =>
+    limits.admit("tenant_events", tenant, cost, budget).then(
+      (answer) => `admitted, ${answer["ratelimit-remaining"]} left`,
+      (error: GatewayError) => error.code,
+    );
+  expect(await spend(8, 10)).toBe("admitted, 2 left");
+  // The table now says 12: 8 of them are spent already in this window.
+  expect(await spend(8, 12)).toBe("rate_limited");
+  expect(await spend(4, 12)).toBe("admitted, 0 left");
+  expect(await spend(1, 12)).toBe("rate_limited");
+  await limits.close();
+});
+
+test("per process, budgets of many sizes take no memory per budget: nothing is kept per budget for the process's life", async () => {
+  const limits = perProcess({ eventsPerSec: 10 });
+  const heapAfter = async (budgets: number, from: number) => {
+    // A quota table refreshed over weeks with new numbers: each budget once, for one tenant.
+    for (let budget = from; budget < from + budgets; budget++)
+      await limits.admit("tenant_events", "tenant", 0, budget); // nothing spent: only the budget varies
+    Bun.gc(true);
+    return process.memoryUsage().heapUsed;
+  };
+  const before = await heapAfter(1000, 1);
+  const after = await heapAfter(20_000, 1001);
+  expect(after - before).toBeLessThan(2 * 1024 * 1024);
+  await limits.close();
+});
+
 test("a Redis unreachable from the start is logged once, not per retry, and the per-process limiter decides", async () => {
   const lines: Array<{ msg: string; err?: unknown }> = [];
   const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
