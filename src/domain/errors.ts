@@ -62,7 +62,7 @@ export const HTTP_ERRORS = {
   upgrade_required: {
     status: 426,
     meaning:
-      "A `GET` of `/v1/ws` that asks for no WebSocket upgrade (no `Upgrade: websocket`); `Upgrade: websocket` names what to ask for. An upgrade that is asked for but malformed (no valid `Sec-WebSocket-Key`), or asked for in a `HEAD` (only a `GET` upgrades), is a 400 `bad_request` instead; a `HEAD` without one gets this 426.",
+      "A `GET` of `/v1/ws` that asks for no WebSocket upgrade (no `Upgrade: websocket`); `Upgrade: websocket` names what to ask for. An upgrade that is asked for but malformed (no valid `Sec-WebSocket-Key`), or asked for in a `HEAD` (only a `GET` upgrades), is a 400 `bad_request` instead; a `HEAD` without one gets this 426. Also an upgrade asking for another WebSocket version than 13 (`Sec-WebSocket-Version: 13` names the one spoken, RFC 6455 §4.4).",
     retry: false,
     advice: "Open it with a WebSocket client.",
   },

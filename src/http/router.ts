@@ -165,10 +165,25 @@ export class Router {
    * the policy headers. Each upgrade is counted as a request of the WebSocket
    * path (101 when accepted, else the refusal's status): the engines take
    * upgrades before `handle`, and without this a 503 of the connection caps
-   * would never reach the 5xx ratio the runbooks send operators to. The rest
-   * is passed through.
+   * would never reach the 5xx ratio the runbooks send operators to. An
+   * upgrade asking for another WebSocket version than 13 is refused here too
+   * (426 naming 13, RFC 6455 §4.4), so it is counted as refused: uWebSockets.js
+   * upgrades any version, and Bun.serve refuses it only after the core accepted.
+   * The rest is passed through.
    */
   guardUpgrades<State>(handlers: WsHandlers<State>): WsHandlers<State> {
+    const refuseVersion = () => ({
+      accept: false as const,
+      reply: errorReply(
+        new GatewayError(
+          "upgrade_required",
+          `this server speaks WebSocket version ${WEBSOCKET_VERSION} only`,
+          {
+            "sec-websocket-version": WEBSOCKET_VERSION,
+          },
+        ),
+      ),
+    });
     const refuseOrigin = () => ({
       accept: false as const,
       reply: errorReply(new GatewayError("forbidden", "this origin may not open WebSockets (CORS_ORIGINS)")),
@@ -176,9 +191,12 @@ export class Router {
     return {
       upgrade: async (request): Promise<UpgradeDecision<State>> => {
         const started = performance.now();
-        const decision = this.cors?.refusesUpgrade(request.header("origin"))
-          ? refuseOrigin()
-          : await handlers.upgrade(request);
+        const decision =
+          request.header("sec-websocket-version") !== WEBSOCKET_VERSION
+            ? refuseVersion()
+            : this.cors?.refusesUpgrade(request.header("origin"))
+              ? refuseOrigin()
+              : await handlers.upgrade(request);
         const series = this.seriesFor(
           request.path,
           request.method,
@@ -317,6 +335,9 @@ function asksToClose(request: HttpRequest): boolean {
   const connection = request.header("connection");
   return connection !== undefined && /(?:^|,)\s*close\s*(?:,|$)/i.test(connection);
 }
+
+/** The one WebSocket version spoken (RFC 6455), the only `Sec-WebSocket-Version` upgraded. */
+const WEBSOCKET_VERSION = "13";
 
 /**
  * Why a request to the WebSocket path that the engine did not upgrade is

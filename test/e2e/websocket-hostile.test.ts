@@ -52,14 +52,27 @@ describe.each(RUNTIMES)("hostile WebSocket input on %s", (runtime) => {
     await rm(folder, { recursive: true, force: true });
   });
 
-  test("an upgrade asking for a WebSocket version other than 13 gets 426 naming 13 (RFC 6455 §4.4)", async () => {
+  test("an upgrade asking for a WebSocket version other than 13 gets 426 naming 13 (RFC 6455 §4.4), counted as refused", async () => {
+    const upgrades = async (status: number) => {
+      const text = await (await fetch(`${gateway.url}/metrics`)).text();
+      const line = text
+        .split("\n")
+        .find((candidate) =>
+          candidate.startsWith(`gateway_http_requests_total{route="/v1/ws",method="GET",status="${status}"}`),
+        );
+      return line === undefined ? 0 : Number(line.split(" ").at(-1));
+    };
+    const [accepted, refused] = [await upgrades(101), await upgrades(426)];
     for (const version of ["8", "", "13, 8", "abc"]) {
       const answer = await rawUpgrade(gateway.port, { "Sec-WebSocket-Version": version });
       expect({ version, status: answer.status }).toEqual({ version, status: 426 });
       expect(answer.headers.get("sec-websocket-version")).toBe("13");
-      expect(answer.body).toBe("");
+      expect(JSON.parse(answer.body).error).toBe("upgrade_required");
     }
-    expect((await rawUpgrade(gateway.port, {})).status).toBe(101);
+    const upgraded = await rawUpgrade(gateway.port, {});
+    expect(upgraded.status).toBe(101);
+    // uWebSockets.js upgraded any version, Bun.serve refused it after the core accepted: both were counted 101.
+    expect([(await upgrades(101)) - accepted, (await upgrades(426)) - refused]).toEqual([1, 4]);
   });
 
   test("an oversized frame closes that socket and no other", async () => {

@@ -10,6 +10,9 @@ import type { HttpRequest, WsHandlers } from "../../src/ports/transport.ts";
 import { fakeRequest } from "../support/http.ts";
 
 const request = fakeRequest;
+/** An upgrade as a WebSocket client asks for it (the version spoken, 13). */
+const wsUpgrade = (headers: Record<string, string> = {}) =>
+  request("GET", "/v1/ws", { "sec-websocket-version": "13", ...headers });
 
 /** A router over `routes` whose log lines are kept for assertions. */
 function routerFor(routes: Route[], cors?: CorsPolicy) {
@@ -100,15 +103,15 @@ test("guarded upgrades: a foreign browser origin is a 403 before the hub is aske
   };
   const { router } = routerFor([], new CorsPolicy(["https://app.example.com"]));
   const guarded = router.guardUpgrades(handlers);
-  const foreign = await guarded.upgrade(request("GET", "/v1/ws", { origin: "https://evil.example.net" }));
+  const foreign = await guarded.upgrade(wsUpgrade({ origin: "https://evil.example.net" }));
   expect(foreign.accept).toBe(false);
   if (!foreign.accept) expect(foreign.reply.status).toBe(403);
   expect(asked).toEqual([]);
   const allowed = await guarded.upgrade(
-    request("GET", "/v1/ws", { origin: "https://app.example.com", authorization: "Bearer t" }),
+    wsUpgrade({ origin: "https://app.example.com", authorization: "Bearer t" }),
   );
   expect(allowed).toEqual({ accept: true, state: "ok" });
-  const noOrigin = await guarded.upgrade(request("GET", "/v1/ws"));
+  const noOrigin = await guarded.upgrade(wsUpgrade());
   expect(noOrigin.accept).toBe(false);
   if (!noOrigin.accept) {
     expect(noOrigin.reply.status).toBe(503);
@@ -126,14 +129,21 @@ test("WebSocket upgrades are counted as requests of their path: 101 when accepte
         ? { accept: true, state: "ok" }
         : { accept: false, reply: { status: 503, body: "" } },
   } as unknown as WsHandlers<string>);
-  await upgrades.upgrade(request("GET", "/v1/ws", { authorization: "Bearer t" }));
-  await upgrades.upgrade(request("GET", "/v1/ws", { authorization: "Bearer t" }));
-  await upgrades.upgrade(request("GET", "/v1/ws"));
-  await upgrades.upgrade(request("GET", "/v1/ws", { origin: "https://evil.example.net" }));
+  await upgrades.upgrade(wsUpgrade({ authorization: "Bearer t" }));
+  await upgrades.upgrade(wsUpgrade({ authorization: "Bearer t" }));
+  await upgrades.upgrade(wsUpgrade());
+  await upgrades.upgrade(wsUpgrade({ origin: "https://evil.example.net" }));
+  // Another version is refused before anything else is asked (RFC 6455 §4.4).
+  const otherVersion = await upgrades.upgrade(
+    wsUpgrade({ "sec-websocket-version": "8", authorization: "Bearer t" }),
+  );
+  expect(otherVersion.accept).toBe(false);
+  if (!otherVersion.accept) expect(replyHeaders(otherVersion.reply)?.["sec-websocket-version"]).toBe("13");
   const text = await counted(metrics);
   expect(text).toContain('gateway_http_requests_total{route="/v1/ws",method="GET",status="101"} 2');
   expect(text).toContain('gateway_http_requests_total{route="/v1/ws",method="GET",status="503"} 1');
   expect(text).toContain('gateway_http_requests_total{route="/v1/ws",method="GET",status="403"} 1');
+  expect(text).toContain('gateway_http_requests_total{route="/v1/ws",method="GET",status="426"} 1');
   expect(text).toContain(
     'gateway_http_request_duration_seconds_count{route="/v1/ws",method="GET",status="101"} 2',
   );
@@ -148,7 +158,7 @@ test("once the drain has begun every reply closes its connection, errors and ref
   router.closeConnectionsAfterReplies();
   expect((await router.handle(request("GET", "/v1/channels/a/events"))).closeConnection).toBe(true);
   expect((await router.handle(request("GET", "/nowhere"))).closeConnection).toBe(true);
-  const refused = await upgrades.upgrade(request("GET", "/v1/ws"));
+  const refused = await upgrades.upgrade(wsUpgrade());
   expect(refused.accept ? undefined : refused.reply.closeConnection).toBe(true);
 });
 

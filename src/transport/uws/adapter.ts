@@ -56,7 +56,6 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       const key = req.getHeader("sec-websocket-key");
       const protocol = req.getHeader("sec-websocket-protocol");
       const extensions = req.getHeader("sec-websocket-extensions");
-      const version = req.getHeader("sec-websocket-version");
       const headers = readHeaders(req);
       const url = req.getUrl();
       const query = req.getQuery() ?? "";
@@ -71,8 +70,6 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       app.ws.upgrade(request).then(
         (decision) => {
           if (!decision.accept) request.reply(decision.reply);
-          // uWS upgrades whatever version is asked; Bun.serve answers 426 once the core accepted.
-          else if (version !== WEBSOCKET_VERSION) request.reply(UNSUPPORTED_VERSION);
           else request.upgrade({ state: decision.state }, key, protocol, extensions, context);
         },
         () => request.reply(INTERNAL_ERROR),
@@ -141,19 +138,6 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
 
 /** The answer to a request whose handler failed unexpectedly (the router maps every known error itself). */
 const INTERNAL_ERROR: HttpReply = { status: 500, body: "" };
-
-/** The one WebSocket version spoken (RFC 6455), the only value of `Sec-WebSocket-Version` upgraded. */
-const WEBSOCKET_VERSION = "13";
-/**
- * The answer to an upgrade asking for another version (RFC 6455 §4.4), as
- * Bun.serve gives it: 426 naming the version spoken, no body, connection closed.
- */
-const UNSUPPORTED_VERSION: HttpReply = {
-  status: 426,
-  headers: { "sec-websocket-version": WEBSOCKET_VERSION },
-  body: "",
-  closeConnection: true,
-};
 
 /** Runs the core on one request and writes its reply, unless the client went away meanwhile. */
 async function answer<State>(app: GatewayApp<State>, request: UwsHttpRequest): Promise<void> {
