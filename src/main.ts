@@ -43,6 +43,13 @@ process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandl
 process.on("uncaughtException", (error) => log.error({ err: error }, "uncaught exception"));
 
 async function serve(): Promise<void> {
+  const lifecycle = new Lifecycle({
+    drainTimeoutMs: config.drainTimeoutMs,
+    log,
+    exit: (code) => process.exit(code),
+  });
+  lifecycle.installSignalHandlers();
+  watchSupervisor(() => lifecycle.onSignal("supervisor gone"));
   const { listen, engine } = await selectTransport();
   if (engine === "uws-js-fallback") {
     const forced = /^(1|true)$/i.test(process.env.UWS_USE_FALLBACK ?? "");
@@ -83,6 +90,9 @@ async function serve(): Promise<void> {
     maxBodyBytes: config.maxBodyBytes,
     ws,
   }).catch(cannotListen(config.port, ["HOST", "PORT"]));
+  // Requests may come in from here on: a signal now drains them.
+  gateway.attach(server);
+  lifecycle.serving(gateway.drainSteps(server));
   // Left open through the drain so Prometheus sees it; the process exit closes it.
   const metricsServer =
     gateway.metricsApp === undefined || config.metricsPort === undefined
@@ -95,16 +105,6 @@ async function serve(): Promise<void> {
           ws,
         }).catch(cannotListen(config.metricsPort, ["HOST", "METRICS_PORT"]));
 
-  gateway.attach(server);
-
-  const lifecycle = new Lifecycle({
-    drainTimeoutMs: config.drainTimeoutMs,
-    log,
-    steps: gateway.drainSteps(server),
-    exit: (code) => process.exit(code),
-  });
-  lifecycle.installSignalHandlers();
-  watchSupervisor(() => lifecycle.onSignal("supervisor gone"));
   tellSupervisorListening();
 
   log.info(

@@ -4,8 +4,6 @@ import type { DrainStep } from "./drain-plan.ts";
 export interface LifecycleOptions {
   drainTimeoutMs: number;
   log: Logger;
-  /** Steps run in order on the first signal. */
-  steps: DrainStep[];
   exit: (code: number) => void;
 }
 
@@ -17,17 +15,26 @@ const EXIT_RESERVE_MS = 500;
  * the drain steps in order, each with the same deadline; a step that fails is
  * logged and the next ones still run. The process exits 0 when every step
  * succeeded, 1 when one failed (say, records left undelivered) or the drain
- * overran DRAIN_TIMEOUT_MS; a second signal exits 1 at once.
+ * overran DRAIN_TIMEOUT_MS; a second signal exits 1 at once. A signal before
+ * the gateway serves (a start waiting on Kafka or a schema source) exits 0 at
+ * once: nothing was accepted, so nothing is left to drain.
  */
 export class Lifecycle {
   private draining = false;
+  private steps: DrainStep[] | undefined;
 
   constructor(private readonly options: LifecycleOptions) {}
 
+  /** Installed before the start's slow parts: left to the runtime, a signal then ended the process unlogged with 143. */
   installSignalHandlers(): void {
     for (const signal of ["SIGTERM", "SIGINT"] as const) {
       process.on(signal, () => this.onSignal(signal));
     }
+  }
+
+  /** The gateway listens: from now on the first signal runs these steps, in order. */
+  serving(steps: DrainStep[]): void {
+    this.steps = steps;
   }
 
   onSignal(signal: string): void {
@@ -38,13 +45,19 @@ export class Lifecycle {
       return;
     }
     this.draining = true;
+    const steps = this.steps;
+    if (steps === undefined) {
+      log.info({ signal }, "signal before listening: exiting, nothing accepted yet");
+      exit(0);
+      return;
+    }
     const deadline = Date.now() + drainTimeoutMs - Math.min(EXIT_RESERVE_MS, drainTimeoutMs / 10);
     log.info({ signal, drainTimeoutMs }, "drain started");
     const hardDeadline = setTimeout(() => {
       log.error({ drainTimeoutMs }, "drain timed out: exiting");
       exit(1);
     }, drainTimeoutMs);
-    this.runSteps(deadline).then((complete) => {
+    this.runSteps(steps, deadline).then((complete) => {
       clearTimeout(hardDeadline);
       if (complete) log.info("drain complete: exiting");
       else log.error("drain incomplete: exiting with 1");
@@ -53,9 +66,9 @@ export class Lifecycle {
   }
 
   /** Runs every step; resolves whether all of them succeeded. */
-  private async runSteps(deadline: number): Promise<boolean> {
+  private async runSteps(steps: DrainStep[], deadline: number): Promise<boolean> {
     let complete = true;
-    for (const step of this.options.steps) {
+    for (const step of steps) {
       const started = Date.now();
       try {
         await step.run(deadline);

@@ -163,7 +163,7 @@ export function superviseWorkers(workers: number, log: Logger, stores: Superviso
         restarts.add(restart);
         return;
       }
-      // A worker still starting up has no handlers yet: the forwarded signal ends it, which is no failure.
+      // A worker still loading its code has no handlers yet: the forwarded signal ends it, which is no failure.
       if (code !== 0 && signal !== "SIGTERM" && signal !== "SIGINT") failed = true;
       log.info({ worker: index, code, signal }, "worker exited");
       exitOnceAllExited();

@@ -131,12 +131,14 @@ async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: stri
 /**
  * Runs the gateway command with an environment it should refuse and returns
  * its exit code and output. One still running after `timeoutMs` is killed and
- * reported with code -1.
+ * reported with code -1. `whileRunning` gets the process as soon as it is
+ * spawned (to signal it at some point of its start or run); its failure is the run's.
  */
 export async function runUntilExit(
   runtime: Runtime,
   env: Record<string, string>,
   timeoutMs = 20_000,
+  whileRunning?: (child: Subprocess) => Promise<void>,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const logDir = ownLogDir();
   const child = spawnGroup(command(runtime, ROOT), {
@@ -150,14 +152,21 @@ export async function runUntilExit(
     timedOut = true;
     killGroup(child);
   }, timeoutMs);
+  // A failed `whileRunning` is reported once the process is gone (killed), with everything cleaned up.
+  let failure: { error: unknown } | undefined;
   const [exitCode, stdout, stderr] = await Promise.all([
     child.exited,
     new Response(child.stdout).text(),
     new Response(child.stderr).text(),
+    whileRunning?.(child).catch((error: unknown) => {
+      failure = { error };
+      return killGroup(child);
+    }),
   ]);
   clearTimeout(timer);
   await killGroup(child);
   rmSync(logDir, { recursive: true, force: true });
+  if (failure) throw failure.error;
   return { code: timedOut ? -1 : exitCode, stdout, stderr };
 }
 

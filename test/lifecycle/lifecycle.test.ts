@@ -9,9 +9,9 @@ function drain(steps: DrainStep[], drainTimeoutMs: number) {
   const lifecycle = new Lifecycle({
     drainTimeoutMs,
     log: pino({ level: "silent" }),
-    steps,
     exit: (code) => exited(code),
   });
+  lifecycle.serving(steps);
   let exited: (code: number) => void = () => {};
   const exitCode = new Promise<number>((resolve) => {
     exited = resolve;
@@ -28,6 +28,19 @@ function drain(steps: DrainStep[], drainTimeoutMs: number) {
 }
 
 describe("Lifecycle", () => {
+  test("a signal before the gateway serves exits 0 at once, running no step; a second one is a second signal", () => {
+    const exits: number[] = [];
+    const lifecycle = new Lifecycle({
+      drainTimeoutMs: 1000,
+      log: pino({ level: "silent" }),
+      exit: (code) => exits.push(code),
+    });
+    lifecycle.onSignal("SIGTERM");
+    expect(exits).toEqual([0]);
+    lifecycle.onSignal("SIGTERM");
+    expect(exits).toEqual([0, 1]);
+  });
+
   test("the drain deadline starts at the signal, not when the lifecycle was built", async () => {
     const deadlines: number[] = [];
     const run = drain([{ name: "record", run: (deadline) => void deadlines.push(deadline) }], 500);
@@ -85,9 +98,9 @@ describe("Lifecycle", () => {
     const lifecycle = new Lifecycle({
       drainTimeoutMs: 5000,
       log: pino({ level: "silent" }),
-      steps: [{ name: "hang", run: () => new Promise<void>(() => {}) }],
       exit: (code) => void codes.push(code),
     });
+    lifecycle.serving([{ name: "hang", run: () => new Promise<void>(() => {}) }]);
     lifecycle.onSignal("SIGTERM");
     lifecycle.onSignal("SIGTERM");
     expect(codes).toEqual([1]);
