@@ -3,7 +3,7 @@ import { format } from "node:util";
 import packageJson from "../package.json" with { type: "json" };
 import { createGateway, createSupervisorStores, SettingLoadError } from "./app.ts";
 import { ConfigError, loadConfig, withoutPasswords } from "./config/config.ts";
-import { Lifecycle } from "./lifecycle/lifecycle.ts";
+import { ignoreUnusedSignals, Lifecycle } from "./lifecycle/lifecycle.ts";
 import { isWorker, superviseWorkers, tellSupervisorListening, watchSupervisor } from "./lifecycle/workers.ts";
 import { createLogger } from "./log/logger.ts";
 import { selectTransport } from "./transport/select.ts";
@@ -41,6 +41,7 @@ console.error = (...args: unknown[]) => log.error({ via: "console" }, format(...
 // A stray rejection or exception is a bug to log, not a reason to drop every connection.
 process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));
 process.on("uncaughtException", (error) => log.error({ err: error }, "uncaught exception"));
+ignoreUnusedSignals(log);
 
 async function serve(): Promise<void> {
   const lifecycle = new Lifecycle({

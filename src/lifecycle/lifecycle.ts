@@ -81,3 +81,22 @@ export class Lifecycle {
     return complete;
   }
 }
+
+/**
+ * Signals that mean nothing to the gateway, logged and otherwise ignored:
+ * left to the runtimes, SIGHUP and SIGUSR2 (and SIGUSR1 on Bun) ended the
+ * process at once, with no drain, and SIGUSR1 on Node opened its debugger
+ * with a plain-text banner on stderr. Settings are read at start only, so
+ * there is nothing to reload. A handler also replaces the ignoring that
+ * nohup sets up: draining on SIGHUP would stop a gateway started with nohup
+ * when its terminal closes.
+ */
+export function ignoreUnusedSignals(log: Logger): void {
+  for (const signal of ["SIGHUP", "SIGUSR1", "SIGUSR2"] as const)
+    process.on(signal, () =>
+      log.warn(
+        { signal },
+        `${signal} ignored: settings are read at start; SIGTERM or SIGINT drains the gateway`,
+      ),
+    );
+}

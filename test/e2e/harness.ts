@@ -21,6 +21,8 @@ export interface RunningGateway {
   wsUrl: string;
   /** Every JSON log line the process wrote so far. */
   logs: Array<Record<string, unknown>>;
+  /** Everything the process wrote on stderr, once it has exited (the gateway logs on stdout only). */
+  stderr: Promise<string>;
   process: Subprocess<"ignore", "pipe", "pipe">;
   /**
    * Sends a signal to the gateway's main process and resolves with its exit
@@ -66,6 +68,7 @@ export async function startGateway(
   });
   child.exited.then(() => rmSync(logDir, { recursive: true, force: true }));
   const logs: Array<Record<string, unknown>> = [];
+  const stderr = new Response(child.stderr).text();
   const port = await new Promise<number>((resolve, reject) => {
     // One that never says "listening" is killed with everything it started, not left to the runner's exit.
     const timer = setTimeout(() => {
@@ -87,7 +90,7 @@ export async function startGateway(
     });
     child.exited.then(async (code) => {
       clearTimeout(timer);
-      reject(new Error(`${runtime} gateway exited with ${code}: ${await new Response(child.stderr).text()}`));
+      reject(new Error(`${runtime} gateway exited with ${code}: ${await stderr}`));
     });
   });
   return {
@@ -96,6 +99,7 @@ export async function startGateway(
     url: `http://127.0.0.1:${port}`,
     wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
     logs,
+    stderr,
     process: child,
     stop: async (signal = "SIGTERM") => {
       if (signal === "SIGKILL") await killGroup(child);

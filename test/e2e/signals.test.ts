@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { TEST_SECRET } from "../support/tokens.ts";
-import { RUNTIMES, runUntilExit } from "./harness.ts";
+import { waitUntil } from "../support/wait.ts";
+import { RUNTIMES, runUntilExit, startGateway } from "./harness.ts";
 
 /** A "broker" that takes connections and never answers: the start waits on it for Kafka's request timeout (30 s). */
 function silentBroker(): { address: string; connected: Promise<void>; stop(): void } {
@@ -57,4 +58,28 @@ describe.each(RUNTIMES)("signals on %s", (runtime) => {
     },
     25_000,
   );
+
+  test("SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored: it keeps serving, then SIGTERM drains it to exit 0", async () => {
+    const gateway = await startGateway(runtime, { JWT_SECRET: TEST_SECRET });
+    try {
+      // Before: SIGHUP and SIGUSR2 ended both runtimes at once with no drain, SIGUSR1 ended Bun and opened
+      // Node's debugger with a plain-text banner on stderr.
+      for (const signal of ["SIGHUP", "SIGUSR1", "SIGUSR2"] as const) {
+        gateway.process.kill(signal);
+        await waitUntil(
+          () => gateway.logs.some((entry) => entry.signal === signal && entry.level === "warn"),
+          `${signal} logged`,
+        );
+        expect((await fetch(`${gateway.url}/health`)).status).toBe(200);
+      }
+      expect(gateway.logs.find((entry) => entry.signal === "SIGHUP")?.msg).toBe(
+        "SIGHUP ignored: settings are read at start; SIGTERM or SIGINT drains the gateway",
+      );
+      expect(await gateway.stop("SIGTERM")).toBe(0);
+      expect(gateway.logs.some((entry) => entry.msg === "drain complete: exiting")).toBe(true);
+      expect(await gateway.stderr).toBe("");
+    } finally {
+      await gateway.stop("SIGKILL");
+    }
+  });
 });
