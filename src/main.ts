@@ -2,9 +2,15 @@ import { fileURLToPath } from "node:url";
 import { format } from "node:util";
 import packageJson from "../package.json" with { type: "json" };
 import { createGateway, createSupervisorStores, SettingLoadError } from "./app.ts";
-import { ConfigError, loadConfig, withoutPasswords } from "./config/config.ts";
+import { ConfigError, loadConfig, settingsForLog, withoutPasswords } from "./config/config.ts";
 import { ignoreUnusedSignals, Lifecycle } from "./lifecycle/lifecycle.ts";
-import { isWorker, superviseWorkers, tellSupervisorListening, watchSupervisor } from "./lifecycle/workers.ts";
+import {
+  isWorker,
+  superviseWorkers,
+  tellSupervisorListening,
+  WORKER_ENV,
+  watchSupervisor,
+} from "./lifecycle/workers.ts";
 import { createLogger } from "./log/logger.ts";
 import { selectTransport } from "./transport/select.ts";
 import { fallbackRefusal } from "./transport/uws/engine.ts";
@@ -42,6 +48,9 @@ console.error = (...args: unknown[]) => log.error({ via: "console" }, format(...
 process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));
 process.on("uncaughtException", (error) => log.error({ err: error }, "uncaught exception"));
 ignoreUnusedSignals(log);
+// Once per gateway: the workers of a supervisor run with the settings it logged.
+if (process.env[WORKER_ENV] === undefined)
+  log.info({ settings: settingsForLog(config) }, "settings in effect");
 
 async function serve(): Promise<void> {
   const lifecycle = new Lifecycle({

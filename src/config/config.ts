@@ -488,3 +488,32 @@ const REDIS_AUTH_ARGS = /("name":"auth","args":\[)(?:"(?:[^"\\]|\\.)*",?)*\]/gi;
 export function withoutPasswords(text: string): string {
   return text.replace(/(\/\/[^/\s:@"]*):[^/\s@"]*@/g, "$1:***@").replace(REDIS_AUTH_ARGS, '$1"***"]');
 }
+
+/** Stands for a secret's value in the settings logged at start: set, but never written out. */
+const SECRET_SET = "***";
+
+/**
+ * The settings in effect, as the start logs them: an operator checks there
+ * that a ConfigMap or an environment took effect (the defaults filled in)
+ * without reading each variable back. The secrets are only said to be set;
+ * a URL's password is masked by the logger like on every line, and a URL's
+ * query here, which may carry one too (ioredis takes `?password=`, a
+ * presigned URL its signature).
+ */
+export function settingsForLog(config: Config): Config {
+  const secret = (value: string | undefined) => (value === undefined ? undefined : SECRET_SET);
+  const withoutQuery = (url: string | undefined) => url?.replace(/\?.*$/s, `?${SECRET_SET}`);
+  return {
+    ...config,
+    kafka: { ...config.kafka, saslPassword: secret(config.kafka.saslPassword) },
+    redisUrl: withoutQuery(config.redisUrl),
+    auth: {
+      ...config.auth,
+      jwtSecret: secret(config.auth.jwtSecret),
+      jwksUrl: withoutQuery(config.auth.jwksUrl),
+    },
+    schemas: { ...config.schemas, source: withoutQuery(config.schemas.source) },
+    rateLimit: { ...config.rateLimit, tenantQuotas: withoutQuery(config.rateLimit.tenantQuotas) },
+    tracing: { ...config.tracing, tracesUrl: withoutQuery(config.tracing.tracesUrl) },
+  };
+}

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { ConfigError, loadConfig, withoutPasswords } from "../../src/config/config.ts";
+import { ConfigError, loadConfig, settingsForLog, withoutPasswords } from "../../src/config/config.ts";
 
 /** A valid secret, so each test sees only the problems it provokes. */
 const SECRET = { JWT_SECRET: "0123456789abcdef0123456789abcdef" };
@@ -378,5 +378,40 @@ describe("METRICS_PORT and KAFKA_AFFECTS_HEALTH", () => {
   test("KAFKA_AFFECTS_HEALTH=false", () => {
     expect(loadConfig({ ...SECRET, KAFKA_AFFECTS_HEALTH: "false" }).kafka.affectsHealth).toBe(false);
     expect(problemsOf({ KAFKA_AFFECTS_HEALTH: "maybe" })[0]).toStartWith("KAFKA_AFFECTS_HEALTH:");
+  });
+});
+
+describe("settingsForLog", () => {
+  test("the settings logged at start say which secrets are set, never their values", () => {
+    const secrets = [
+      "jwt-secret-0123456789-0123456789-0123",
+      "sasl-pass",
+      "redis-token",
+      "schemas-key",
+      "otlp-key",
+      "redis-query-pass",
+      "presigned-signature",
+    ];
+    const config = loadConfig({
+      JWT_SECRET: secrets[0],
+      KAFKA_BROKERS: "b1:9092",
+      KAFKA_SASL_MECHANISM: "plain",
+      KAFKA_SASL_USERNAME: "gateway",
+      KAFKA_SASL_PASSWORD: secrets[1],
+      REDIS_URL: `rediss://:${secrets[2]}@redis.example:6379/0?password=${secrets[5]}`,
+      TENANT_QUOTAS: `https://quotas.example/q.json?X-Amz-Signature=${secrets[6]}`,
+      SCHEMAS: `https://reader:${secrets[3]}@schemas.example/all.json`,
+      OTEL_EXPORTER_OTLP_ENDPOINT: `https://user:${secrets[4]}@otlp.example`,
+    });
+    // As main.ts writes it: every line goes through withoutPasswords.
+    const line = withoutPasswords(JSON.stringify(settingsForLog(config)));
+    for (const secret of secrets) expect(line).not.toContain(secret);
+    const logged = JSON.parse(line) as typeof config;
+    expect(logged.auth.jwtSecret).toBe("***");
+    expect(logged.kafka.saslPassword).toBe("***");
+    expect(logged.kafka.saslUsername).toBe("gateway");
+    expect(logged.redisUrl).toBe("rediss://:***@redis.example:6379/0?***");
+    expect(logged.rateLimit.tenantQuotas).toBe("https://quotas.example/q.json?***");
+    expect(logged.drainTimeoutMs).toBe(config.drainTimeoutMs);
   });
 });
