@@ -6,9 +6,13 @@ import { answerStoreCalls, type IpcEndpoint, type SupervisorStores } from "./wor
 
 export const WORKER_ENV = "EDGE_GATEWAY_WORKER";
 
-/** Runs `onOrphaned` when this worker's supervisor goes away without telling it. */
+/** Runs `onOrphaned` when this worker's supervisor goes away without telling it, or went away already. */
 export function watchSupervisor(onOrphaned: () => void): void {
-  if (process.env[WORKER_ENV] !== undefined) process.on("disconnect", onOrphaned);
+  if (process.env[WORKER_ENV] === undefined) return;
+  // Node emits 'disconnect' once, also while the worker still loads its code and nobody listens: a
+  // supervisor killed then left a worker that started, listened and served on, orphaned, sharing the port.
+  if (!process.connected) onOrphaned();
+  else process.on("disconnect", onOrphaned);
 }
 
 /** What a worker tells its supervisor once it listens: from then on, a death of it is a crash to restart. */

@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
 import { TEST_SECRET } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
-import { RUNTIMES, runUntilExit, startGateway } from "./harness.ts";
+import { freePort, RUNTIMES, runUntilExit, startGateway } from "./harness.ts";
 
 /** A "broker" that takes connections and never answers: the start waits on it for Kafka's request timeout (30 s). */
 function silentBroker(): { address: string; connected: Promise<void>; stop(): void } {
@@ -15,6 +16,19 @@ function silentBroker(): { address: string; connected: Promise<void>; stop(): vo
     socket: { open: () => connected(), data: () => {} },
   });
   return { address: `127.0.0.1:${listener.port}`, connected: reached, stop: () => listener.stop(true) };
+}
+
+/** The pids of `pid`'s children (the kernel's list; empty once it is gone). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
 }
 
 describe.each(RUNTIMES)("signals on %s", (runtime) => {
@@ -82,4 +96,43 @@ describe.each(RUNTIMES)("signals on %s", (runtime) => {
       await gateway.stop("SIGKILL");
     }
   });
+
+  test("workers whose supervisor is killed while they still load their code exit, instead of starting and serving orphaned", async () => {
+    const broker = silentBroker();
+    let workers: number[] = [];
+    try {
+      const { stdout } = await runUntilExit(
+        runtime,
+        {
+          WORKERS: "2",
+          KAFKA_BROKERS: broker.address,
+          REDIS_URL: "",
+          HOST: "127.0.0.1",
+          PORT: String(await freePort()),
+          JWT_SECRET: TEST_SECRET,
+        },
+        20_000,
+        async (supervisor) => {
+          // As soon as both exist: on Node a worker's 'disconnect' then comes before its code watches for it.
+          await waitUntil(() => childrenOf(supervisor.pid).length === 2, "both workers spawned", 10_000, 5);
+          workers = childrenOf(supervisor.pid);
+          supervisor.kill("SIGKILL");
+          // Before: they went on with the start (35 s on this broker), then listened with nobody to stop them.
+          await waitUntil(
+            () => workers.every((pid) => !existsSync(`/proc/${pid}`)),
+            "the orphaned workers gone",
+          );
+        },
+      );
+      const exits = stdout
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line) as { msg: string; pid: number; signal?: string })
+        .filter((line) => line.msg === "signal before listening: exiting, nothing accepted yet");
+      expect(exits.map((line) => line.pid).sort()).toEqual([...workers].sort());
+      expect(exits.every((line) => line.signal === "supervisor gone")).toBe(true);
+    } finally {
+      broker.stop();
+    }
+  }, 30_000);
 });

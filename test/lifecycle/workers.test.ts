@@ -32,6 +32,7 @@ test("a worker drains when its supervisor's IPC channel closes; a process withou
   expect(process.listenerCount("disconnect")).toBe(before);
 
   process.env[WORKER_ENV] = "1";
+  setConnected(true);
   let orphaned = 0;
   const onOrphaned = () => void orphaned++;
   watchSupervisor(onOrphaned);
@@ -39,6 +40,16 @@ test("a worker drains when its supervisor's IPC channel closes; a process withou
   process.emit("disconnect");
   expect(orphaned).toBe(1);
   process.removeListener("disconnect", onOrphaned);
+});
+
+test("a worker whose supervisor is gone before it watches (Node emitted 'disconnect' while it loaded its code) drains at once", () => {
+  const before = process.listenerCount("disconnect");
+  process.env[WORKER_ENV] = "1";
+  setConnected(false);
+  let orphaned = 0;
+  watchSupervisor(() => void orphaned++);
+  expect(orphaned).toBe(1);
+  expect(process.listenerCount("disconnect")).toBe(before);
 });
 
 test("a worker tells its supervisor it listens only over an open channel: none, or a closed one, is no error", () => {
