@@ -19,6 +19,8 @@ const SCHEMA = "https://json-schema.org/draft/2020-12/schema";
 const schemas = { signup: { $schema: SCHEMA, type: "object", required: ["email"] } };
 let server: Server<undefined>;
 const requests: Array<{ ifNoneMatch: string | null }> = [];
+/** Set: the server answers every request with this status (a source that is down). */
+let failWith: number | undefined;
 
 beforeAll(() => {
   const made = Bun.spawnSync([
@@ -47,6 +49,7 @@ beforeAll(() => {
     fetch(request) {
       const ifNoneMatch = request.headers.get("if-none-match");
       requests.push({ ifNoneMatch });
+      if (failWith !== undefined) return new Response("unavailable", { status: failWith });
       if (ifNoneMatch === '"v1"') return new Response(null, { status: 304 });
       return Response.json(schemas, { headers: { etag: '"v1"' } });
     },
@@ -90,6 +93,37 @@ describe.each(RUNTIMES)("SCHEMAS from an https URL on %s", (runtime) => {
         "a refresh with If-None-Match",
       );
     } finally {
+      await gateway.stop("SIGKILL");
+    }
+  });
+
+  test("a source that keeps failing is counted at each refresh but logged once, and its recovery once", async () => {
+    const gateway = await startGateway(runtime, {
+      SCHEMAS: source(),
+      SCHEMAS_REFRESH_MS: "1000",
+      NODE_EXTRA_CA_CERTS: certificate,
+      KAFKA_BROKERS: "",
+      REDIS_URL: "",
+      LOCAL_LOG_DIR: join(folder, `failing-${runtime}`),
+      JWT_SECRET: TEST_SECRET,
+    });
+    const failuresCounted = async () => {
+      const text = await (await fetch(`${gateway.url}/metrics`)).text();
+      return Number(/^gateway_schema_refresh_failures_total (\S+)$/m.exec(text)?.[1]);
+    };
+    const lines = (msg: string) => gateway.logs.filter((line) => line.msg === msg);
+    try {
+      failWith = 503;
+      await waitUntil(async () => (await failuresCounted()) >= 4, "four failed refreshes", 20_000);
+      expect(lines("schema refresh failed; keeping the last good copy")).toHaveLength(1);
+      failWith = undefined;
+      await waitUntil(() => lines("schema refresh works again").length > 0, "the recovery line");
+      const [recovered] = lines("schema refresh works again");
+      expect(recovered?.failures).toBeGreaterThanOrEqual(4);
+      expect(recovered?.source).toBe(source());
+      expect(lines("schema refresh failed; keeping the last good copy")).toHaveLength(1);
+    } finally {
+      failWith = undefined;
       await gateway.stop("SIGKILL");
     }
   });

@@ -6,6 +6,14 @@ import { parseS3Url, type S3ObjectClient } from "../aws/s3.ts";
 export type DocumentRead = { text: string; etag?: string } | "not-modified";
 
 const URL_TIMEOUT_MS = 10_000;
+/**
+ * While refreshes keep failing, a line at most this often when the failure
+ * stays the same: every refresh counts in the metric, but a line a refresh
+ * (each second at SCHEMAS_REFRESH_MS=1000) would bury the rest of the log.
+ */
+export const FAILURE_REPEAT_LOG_MS = 10 * 60_000;
+/** …and at most this often when it changed (a 404 that became bad JSON), so flapping errors cannot flood either. */
+export const FAILURE_CHANGE_LOG_MS = 60_000;
 
 /**
  * Reads a document from a file, an http(s) URL or `s3://bucket/key`. The URL
@@ -55,17 +63,30 @@ export interface RefreshedOptions<T> {
    */
   load(current: Loaded<T> | undefined): Promise<Loaded<T> | "not-modified">;
   onRefreshFailure?(): void;
+  /** The clock of the failure log's pacing; Date.now unless a test drives it. */
+  now?: () => number;
+}
+
+/** Refreshes failing since a good one: what the log said last, and when. */
+interface Failing {
+  since: number;
+  failures: number;
+  loggedReason: string;
+  loggedAt: number;
 }
 
 /**
  * A document loaded at start and refreshed in the background. A refresh that
  * fails (unreachable, invalid) keeps the last good copy, is logged and
  * counted; refreshes never overlap, so a slow source cannot pile them up.
+ * A run of failures is logged when it starts, then again only when the error
+ * changed or as a reminder (see FAILURE_REPEAT_LOG_MS), and its end once.
  */
 export class RefreshedDocument<T> {
   private loaded: Loaded<T> | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
   private refreshing = false;
+  private failing: Failing | undefined;
 
   constructor(private readonly options: RefreshedOptions<T>) {}
 
@@ -94,12 +115,34 @@ export class RefreshedDocument<T> {
   private async refresh(): Promise<void> {
     if (this.refreshing) return;
     this.refreshing = true;
+    const { log, name, source } = this.options;
+    const now = this.options.now ?? Date.now;
     try {
       await this.load();
+      if (this.failing) {
+        const { failures, since } = this.failing;
+        log.info({ source, failures, failingForMs: now() - since }, `${name} refresh works again`);
+        this.failing = undefined;
+      }
     } catch (error) {
-      const { log, name, source } = this.options;
-      log.warn({ err: error, source }, `${name} refresh failed; keeping the last good copy`);
       this.options.onRefreshFailure?.();
+      const at = now();
+      const reason = error instanceof Error ? error.message : String(error);
+      const failing = this.failing ?? { since: at, failures: 0, loggedReason: "", loggedAt: -Infinity };
+      this.failing = failing;
+      failing.failures++;
+      const quiet = at - failing.loggedAt;
+      if (
+        quiet >= FAILURE_REPEAT_LOG_MS ||
+        (reason !== failing.loggedReason && quiet >= FAILURE_CHANGE_LOG_MS)
+      ) {
+        log.warn(
+          { err: error, source, failures: failing.failures, failingForMs: at - failing.since },
+          `${name} refresh failed; keeping the last good copy`,
+        );
+        failing.loggedReason = reason;
+        failing.loggedAt = at;
+      }
     } finally {
       this.refreshing = false;
     }

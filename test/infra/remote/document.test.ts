@@ -3,7 +3,14 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
-import { type DocumentRead, RefreshedDocument, readDocument } from "../../../src/infra/remote/document.ts";
+import {
+  type DocumentRead,
+  FAILURE_CHANGE_LOG_MS,
+  FAILURE_REPEAT_LOG_MS,
+  RefreshedDocument,
+  readDocument,
+} from "../../../src/infra/remote/document.ts";
+import { waitUntil } from "../../support/wait.ts";
 
 const log = pino({ level: "silent" });
 const cleanups: Array<() => unknown> = [];
@@ -72,4 +79,77 @@ test("the initial load rejects, so a gateway never starts on nothing", async () 
   });
   await expect(document.start()).rejects.toThrow();
   document.stop();
+});
+
+test("refreshes that keep failing are each counted but logged when they start, when the error changes and as a reminder, and their end once", async () => {
+  const lines: Array<{ msg: string; failures?: number; err?: { message: string } }> = [];
+  const logged = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  let clock = 0;
+  let reads = 0;
+  let failures = 0;
+  // Each refresh after the first load waits for `proceed`: one call, one refresh, at a known clock.
+  let pending: ((failure: string | undefined) => void) | undefined;
+  const document = new RefreshedDocument<number>({
+    name: "test document",
+    source: "test://document",
+    refreshMs: 5,
+    log: logged,
+    now: () => clock,
+    onRefreshFailure: () => failures++,
+    load: async () => {
+      reads++;
+      if (reads > 1) {
+        const failure = await new Promise<string | undefined>((resolve) => {
+          pending = resolve;
+        });
+        if (failure !== undefined) throw new Error(failure);
+      }
+      return { value: reads };
+    },
+  });
+  cleanups.push(() => document.stop());
+  await document.start();
+  const waiting = () => waitUntil(() => pending !== undefined, "a refresh", 10_000, 1);
+  /** `count` refreshes with this outcome, the clock moving `stepMs` before each. */
+  const refreshes = async (count: number, failure: string | undefined, stepMs = 1000) => {
+    for (let run = 0; run < count; run++) {
+      await waiting();
+      clock += stepMs;
+      const proceed = pending as (failure: string | undefined) => void;
+      pending = undefined;
+      proceed(failure);
+    }
+    await waiting(); // the next one has started: the last one's outcome is logged
+  };
+  const warnings = () =>
+    lines.filter((line) => line.msg === "test document refresh failed; keeping the last good copy");
+  const HTTP_503 = "GET test://document: HTTP 503";
+  const NOT_JSON = "test://document: not JSON";
+
+  await refreshes(30, HTTP_503);
+  expect(failures).toBe(30);
+  expect(warnings()).toHaveLength(1);
+  expect(warnings()[0]?.failures).toBe(1);
+
+  // Another error is said, but not more than once a minute however the errors alternate.
+  await refreshes(1, NOT_JSON, FAILURE_CHANGE_LOG_MS);
+  for (let run = 0; run < 10; run++) await refreshes(1, run % 2 === 0 ? HTTP_503 : NOT_JSON);
+  expect(failures).toBe(41);
+  expect(warnings().map((line) => line.err?.message)).toEqual([HTTP_503, NOT_JSON]);
+
+  // The same error for long: a reminder with the count so far.
+  await refreshes(1, NOT_JSON, FAILURE_REPEAT_LOG_MS);
+  expect(warnings()).toHaveLength(3);
+  expect(warnings()[2]?.failures).toBe(42);
+
+  await refreshes(3, undefined);
+  const recovered = lines.filter((line) => line.msg === "test document refresh works again");
+  expect(recovered).toHaveLength(1);
+  expect(recovered[0]?.failures).toBe(42);
+  expect(document.value).toBe(reads - 1);
+
+  // A new run of failures is said at once.
+  await refreshes(1, HTTP_503);
+  expect(warnings()).toHaveLength(4);
+  expect(warnings()[3]?.failures).toBe(1);
 });
