@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { Server } from "bun";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
-import { RUNTIMES, runUntilExit, startGateway } from "./harness.ts";
+import { freePort, RUNTIMES, runUntilExit, startGateway } from "./harness.ts";
 
 /**
  * SCHEMAS from an https URL: a local TLS server with a self-signed
@@ -126,6 +126,27 @@ describe.each(RUNTIMES)("SCHEMAS from an https URL on %s", (runtime) => {
       failWith = undefined;
       await gateway.stop("SIGKILL");
     }
+  });
+
+  test("a source that is down stops the start with a fatal line naming the URL and the reason", async () => {
+    const down = `https://127.0.0.1:${await freePort()}/schemas.json`;
+    const { code, stdout } = await runUntilExit(runtime, {
+      SCHEMAS: down,
+      KAFKA_BROKERS: "",
+      REDIS_URL: "",
+      LOCAL_LOG_DIR: join(folder, `down-${runtime}`),
+      JWT_SECRET: TEST_SECRET,
+      HOST: "127.0.0.1",
+      PORT: "0",
+    });
+    expect(code).toBe(1);
+    const fatal = stdout
+      .split("\n")
+      .filter((line) => line.includes('"level":"fatal"'))
+      .map((line) => JSON.parse(line) as { msg: string });
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]?.msg).toStartWith(`SCHEMAS: cannot load: GET ${down}: `);
+    expect(fatal[0]?.msg).toContain("ECONNREFUSED");
   });
 
   test("without the CA the certificate is refused and the gateway does not start", async () => {

@@ -24,25 +24,44 @@ export async function readDocument(
   source: string,
   etag: string | undefined,
   s3Client: S3ObjectClient | undefined,
+  timeoutMs: number = URL_TIMEOUT_MS,
 ): Promise<DocumentRead> {
-  if (/^https?:\/\//i.test(source)) {
-    const response = await fetch(source, {
-      headers: etag ? { "if-none-match": etag } : {},
-      signal: AbortSignal.timeout(URL_TIMEOUT_MS),
-    });
-    if (response.status === 304 || !response.ok) {
-      await response.body?.cancel(); // frees the pooled connection now rather than at GC
-      if (response.status === 304) return "not-modified";
-      throw new Error(`GET ${source}: HTTP ${response.status}`);
-    }
-    return { text: await response.text(), etag: response.headers.get("etag") ?? undefined };
-  }
+  if (/^https?:\/\//i.test(source)) return readUrl(source, etag, timeoutMs);
   if (source.startsWith("s3://")) {
     const location = parseS3Url(source);
     if (!s3Client) throw new Error(`${source}: no S3 client given`);
     return s3Client.getObject(location, etag);
   }
   return { text: await readFile(source, "utf8") };
+}
+
+async function readUrl(source: string, etag: string | undefined, timeoutMs: number): Promise<DocumentRead> {
+  const signal = AbortSignal.timeout(timeoutMs);
+  // fetch's own errors name no URL, and say little: a bare "The operation timed out." (a DOMException
+  // whose every constant the log then lists) on Bun, "fetch failed" with the reason in its cause on Node.
+  const failed = (error: unknown) =>
+    new Error(`GET ${source}: ${signal.aborted ? `no answer within ${timeoutMs} ms` : reasonOf(error)}`);
+  const response = await fetch(source, { headers: etag ? { "if-none-match": etag } : {}, signal }).catch(
+    (error: unknown) => {
+      throw failed(error);
+    },
+  );
+  if (response.status === 304 || !response.ok) {
+    await response.body?.cancel(); // frees the pooled connection now rather than at GC
+    if (response.status === 304) return "not-modified";
+    throw new Error(`GET ${source}: HTTP ${response.status}`);
+  }
+  const text = await response.text().catch((error: unknown) => {
+    throw failed(error);
+  });
+  return { text, etag: response.headers.get("etag") ?? undefined };
+}
+
+/** What went wrong, from the error that says it: Node's undici keeps it in `cause` (connect ECONNREFUSED …). */
+function reasonOf(error: unknown): string {
+  const cause = (error as { cause?: unknown } | undefined)?.cause;
+  const said = cause instanceof Error ? cause : error;
+  return (said instanceof Error ? said.message : String(said)).trim();
 }
 
 /** A loaded copy: the value in use and the ETag to send on the next read. */

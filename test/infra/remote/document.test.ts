@@ -36,6 +36,36 @@ test("a URL is read conditionally on its ETag: an unchanged document is a 304, n
   expect(seen).toEqual([null, '"v1"']);
 });
 
+test("a URL that fails says which and why: refused, no answer (headers or body) within the time limit", async () => {
+  const closed = Bun.serve({ port: 0, fetch: () => new Response("") });
+  const closedUrl = `http://127.0.0.1:${closed.port}/doc.json`;
+  closed.stop(true);
+  await expect(readDocument(closedUrl, undefined, undefined)).rejects.toThrow(
+    new RegExp(`^GET ${closedUrl}: .*ECONNREFUSED`),
+  );
+
+  const server = Bun.serve({
+    port: 0,
+    idleTimeout: 0,
+    fetch(request) {
+      if (new URL(request.url).pathname === "/headers") return new Promise<Response>(() => {});
+      // The headers at once, then a body that never ends.
+      return new Response(
+        new ReadableStream({
+          start: (controller) => controller.enqueue(new TextEncoder().encode('{"a":')),
+        }),
+      );
+    },
+  });
+  cleanups.push(() => server.stop(true));
+  for (const path of ["/headers", "/body"]) {
+    const url = `http://127.0.0.1:${server.port}${path}`;
+    const failure = await readDocument(url, undefined, undefined, 200).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(Error);
+    expect((failure as Error).message).toBe(`GET ${url}: no answer within 200 ms`);
+  }
+});
+
 test("a refresh that fails keeps the last good copy and is counted; a good one replaces it", async () => {
   const folder = await mkdtemp(join(tmpdir(), "remote-document-"));
   cleanups.push(() => rm(folder, { recursive: true, force: true }));
