@@ -49,6 +49,11 @@ beforeAll(() => {
     fetch(request) {
       const ifNoneMatch = request.headers.get("if-none-match");
       requests.push({ ifNoneMatch });
+      if (
+        new URL(request.url).pathname === "/private.json" &&
+        request.headers.get("authorization") !== `Basic ${btoa("reader:p@ss:word")}`
+      )
+        return new Response("who are you?", { status: 401, headers: { "www-authenticate": "Basic" } });
       if (failWith !== undefined) return new Response("unavailable", { status: failWith });
       if (ifNoneMatch === '"v1"') return new Response(null, { status: 304 });
       return Response.json(schemas, { headers: { etag: '"v1"' } });
@@ -92,6 +97,34 @@ describe.each(RUNTIMES)("SCHEMAS from an https URL on %s", (runtime) => {
         () => requests.slice(before).some((request) => request.ifNoneMatch === '"v1"'),
         "a refresh with If-None-Match",
       );
+    } finally {
+      await gateway.stop("SIGKILL");
+    }
+  });
+
+  test("a URL with user:password@ is read with them as Basic credentials, and the password is not logged", async () => {
+    const withCredentials = `https://reader:p%40ss%3Aword@127.0.0.1:${server.port}/private.json`;
+    const gateway = await startGateway(runtime, {
+      SCHEMAS: withCredentials,
+      NODE_EXTRA_CA_CERTS: certificate,
+      KAFKA_BROKERS: "",
+      REDIS_URL: "",
+      LOCAL_LOG_DIR: join(folder, `credentials-${runtime}`),
+      JWT_SECRET: TEST_SECRET,
+    });
+    try {
+      const response = await fetch(`${gateway.url}/v1/events`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await token("acme", ["ingest"])}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({ type: "signup", data: { email: "a@example.com" } }),
+      });
+      expect(response.status).toBe(202);
+      const loaded = gateway.logs.find((line) => line.msg === "schemas loaded");
+      expect(loaded?.source).toBe(`https://reader:***@127.0.0.1:${server.port}/private.json`);
+      expect(JSON.stringify(gateway.logs)).not.toContain("p%40ss");
     } finally {
       await gateway.stop("SIGKILL");
     }

@@ -41,11 +41,9 @@ async function readUrl(source: string, etag: string | undefined, timeoutMs: numb
   // whose every constant the log then lists) on Bun, "fetch failed" with the reason in its cause on Node.
   const failed = (error: unknown) =>
     new Error(`GET ${source}: ${signal.aborted ? `no answer within ${timeoutMs} ms` : reasonOf(error)}`);
-  const response = await fetch(source, { headers: etag ? { "if-none-match": etag } : {}, signal }).catch(
-    (error: unknown) => {
-      throw failed(error);
-    },
-  );
+  const response = await get(source, etag, signal).catch((error: unknown) => {
+    throw failed(error);
+  });
   if (response.status === 304 || !response.ok) {
     await response.body?.cancel(); // frees the pooled connection now rather than at GC
     if (response.status === 304) return "not-modified";
@@ -55,6 +53,25 @@ async function readUrl(source: string, etag: string | undefined, timeoutMs: numb
     throw failed(error);
   });
   return { text, etag: response.headers.get("etag") ?? undefined };
+}
+
+/**
+ * GET `source`, conditional on `etag`. Its `user:password@` goes as a Basic
+ * Authorization header, the URL without them: Bun's fetch sends them so,
+ * Node's refuses such a URL ("Request cannot be constructed from a URL that
+ * includes credentials").
+ */
+async function get(source: string, etag: string | undefined, signal: AbortSignal): Promise<Response> {
+  const url = new URL(source);
+  const headers: Record<string, string> = {};
+  if (etag) headers["if-none-match"] = etag;
+  if (url.username !== "" || url.password !== "") {
+    const credentials = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
+    headers.authorization = `Basic ${Buffer.from(credentials).toString("base64")}`;
+    url.username = "";
+    url.password = "";
+  }
+  return fetch(url, { headers, signal });
 }
 
 /** What went wrong, from the error that says it: Node's undici keeps it in `cause` (connect ECONNREFUSED …). */

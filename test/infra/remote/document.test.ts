@@ -36,6 +36,27 @@ test("a URL is read conditionally on its ETag: an unchanged document is a 304, n
   expect(seen).toEqual([null, '"v1"']);
 });
 
+test("a URL's user:password@ is sent as Basic credentials, percent-decoded, and not in the URL requested", async () => {
+  const seen: Array<{ authorization: string | null; url: string }> = [];
+  const server = Bun.serve({
+    port: 0,
+    fetch(request) {
+      seen.push({ authorization: request.headers.get("authorization"), url: request.url });
+      return new Response('{"a":1}');
+    },
+  });
+  cleanups.push(() => server.stop(true));
+  const read = await readDocument(
+    `http://re%40der:p%3Ass@127.0.0.1:${server.port}/doc.json`,
+    '"v1"',
+    undefined,
+  );
+  expect(read).toEqual({ text: '{"a":1}', etag: undefined });
+  expect(seen).toEqual([
+    { authorization: `Basic ${btoa("re@der:p:ss")}`, url: `http://127.0.0.1:${server.port}/doc.json` },
+  ]);
+});
+
 test("a URL that fails says which and why: refused, no answer (headers or body) within the time limit", async () => {
   const closed = Bun.serve({ port: 0, fetch: () => new Response("") });
   const closedUrl = `http://127.0.0.1:${closed.port}/doc.json`;
