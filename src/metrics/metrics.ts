@@ -246,10 +246,17 @@ export function createMetrics(runtime: string, version: string) {
       help: "Connections closed with 1013 past the backpressure limit",
       registers: r,
     }),
+    // One result per resume, so that summing over `result` counts resumes (the history_gone share in
+    // GatewayResumesGone and the dashboard): reads of the fan-out log are counted apart.
     wsResumes: new Counter({
       name: "gateway_ws_resumes_total",
-      help: "Resume requests, by result",
+      help: "Resumes (WebSocket subscribe with since, SSE Last-Event-ID), each once by its result: served, history_gone, try_again",
       labelNames: ["result"],
+      registers: r,
+    }),
+    wsResumeLogReads: new Counter({
+      name: "gateway_ws_resume_log_reads_total",
+      help: "Resumes read from the fan-out log (memory no longer held their events), counted when the read starts; each gets its result in gateway_ws_resumes_total too",
       registers: r,
     }),
     fanoutWantedChannels: new Gauge({

@@ -529,7 +529,7 @@ export class Connection {
       }
     });
     this.replays.set(channel, replay);
-    this.host.metrics.wsResumes.inc({ result: "from_log" });
+    this.host.metrics.wsResumeLogReads.inc();
     pending.outcome.then((resumed) => {
       if (this.replays.get(channel) !== replay) return;
       this.cancelReplay(channel);

@@ -308,7 +308,7 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     const topic = channelTopic(stream.principal.tenant, channel);
     const replay: PendingReplay = { channel, until, held: [], heldBytes: 0 };
     stream.replays.set(topic, replay);
-    this.deps.metrics.wsResumes.inc({ result: "from_log" });
+    this.deps.metrics.wsResumeLogReads.inc();
     void outcome.then((resumed) => {
       if (stream.replays.get(topic) !== replay || stream.closed) return;
       stream.replays.delete(topic);

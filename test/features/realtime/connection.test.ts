@@ -524,12 +524,31 @@ describe("a resume read from the log", () => {
   /** An authenticated connection whose every resume is read from `log`. */
   function connectionReadingTheLog() {
     const log = readingEveryResumeFromTheLog();
-    const { connection: subject, peer } = connection(
-      { first: principal() },
-      { resume: log.resume, tap: log.tap },
-    );
-    return { log, subject, peer };
+    const {
+      connection: subject,
+      peer,
+      metrics,
+    } = connection({ first: principal() }, { resume: log.resume, tap: log.tap });
+    return { log, subject, peer, metrics };
   }
+
+  test("each resume is counted once, by its result; reads of the log apart", async () => {
+    const { log, peer, metrics } = connectionReadingTheLog();
+    await send(peer, { type: "auth", token: "first" });
+    await send(peer, { type: "subscribe", channel: "orders", since: "e-0-0000000000000001" });
+    log.finish({ kind: "events", events: [keptEvent(2)], complete: true, next: null });
+    await send(peer, { type: "subscribe", channel: "gone", since: "e-0-0000000000000001" });
+    log.finish({ kind: "gone" });
+    await settle();
+    const text = await metrics.registry.metrics();
+    const lines = (prefix: string) => text.split("\n").filter((line) => line.startsWith(prefix));
+    // Summed over results: 2 resumes, half of them history_gone.
+    expect(lines("gateway_ws_resumes_total{")).toEqual([
+      'gateway_ws_resumes_total{result="served"} 1',
+      'gateway_ws_resumes_total{result="history_gone"} 1',
+    ]);
+    expect(lines("gateway_ws_resume_log_reads_total ")).toEqual(["gateway_ws_resume_log_reads_total 2"]);
+  });
 
   test("a subscribed channel resumed from the log gets no live frame straight from the engine until the replay is sent: older events first, each once", async () => {
     const { log, subject, peer } = connectionReadingTheLog();

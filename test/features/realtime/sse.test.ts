@@ -191,6 +191,24 @@ describe("SseStreams", () => {
     expect(stream.state).toBe("open");
   });
 
+  test("each resume is counted once, by its result; reads of the log apart", async () => {
+    const world = setup();
+    for (const n of [0, 1, 2, 3, 4]) world.publish(n, "x");
+    // From memory, then twice from the log: served, then history_gone.
+    await world.open("channel=x&token=good", { "last-event-id": id(2) });
+    await world.open("channel=x&token=good", { "last-event-id": id(0) });
+    world.log.earliest = 3n;
+    await world.open("channel=x&token=good", { "last-event-id": id(0) });
+    await Bun.sleep(0);
+    const text = await world.metrics.registry.metrics();
+    const lines = (prefix: string) => text.split("\n").filter((line) => line.startsWith(prefix));
+    expect(lines("gateway_ws_resumes_total{")).toEqual([
+      'gateway_ws_resumes_total{result="served"} 2',
+      'gateway_ws_resumes_total{result="history_gone"} 1',
+    ]);
+    expect(lines("gateway_ws_resume_log_reads_total ")).toEqual(["gateway_ws_resume_log_reads_total 2"]);
+  });
+
   test("a Last-Event-ID or since that is not an event id is a 400 naming it, and takes no slot", async () => {
     const { open, slots } = setup();
     await expect(open("channel=x&token=good", { "last-event-id": "bogus" })).rejects.toMatchObject({
