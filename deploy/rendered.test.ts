@@ -11,7 +11,8 @@
  *   bun test --timeout 60000 deploy/rendered.test.ts     (deploy/check runs it)
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../src/config/config.ts";
 import { createMetrics } from "../src/metrics/metrics.ts";
@@ -76,7 +77,7 @@ const alerts = Bun.YAML.parse(alertsSource) as {
 };
 const adapterValues = Bun.YAML.parse(
   await Bun.file(join(DEPLOY, "k8s/prometheus-adapter/values.yaml")).text(),
-) as { rules: { custom: Array<{ seriesQuery: string; name: { as: string } }> } };
+) as { rules: { custom: Array<{ seriesQuery: string; name: { as: string }; metricsQuery: string }> } };
 const results = await Bun.file(join(ROOT, "loadtest/RESULTS.md")).text();
 const runbooks = await Bun.file(join(ROOT, "docs/runbooks.md")).text();
 
@@ -396,13 +397,13 @@ describe.each(renderings)("$name", ({ objects }) => {
     expect(rule.metadata.labels.release).toBeString();
   });
 
-  test("HPA: CPU and WebSockets per pod, each Pods metric served by a shipped adapter rule", () => {
+  test("HPA: CPU and connections per pod, each Pods metric served by a shipped adapter rule", () => {
     const hpa = only(objects, "HorizontalPodAutoscaler");
     expect(hpa.spec.scaleTargetRef.name).toBe(only(objects, "Deployment").metadata.name);
     const types = hpa.spec.metrics.map((m: K8s) =>
       m.type === "Resource" ? m.resource.name : m.pods.metric.name,
     );
-    expect(types).toEqual(["cpu", "gateway_ws_connections"]);
+    expect(types).toEqual(["cpu", "gateway_connections"]);
     const served = adapterValues.rules.custom.map((rule) => rule.name.as);
     for (const metric of hpa.spec.metrics.filter((m: K8s) => m.type === "Pods"))
       expect(served).toContain(metric.pods.metric.name);
@@ -421,6 +422,60 @@ describe("files that must agree", () => {
     for (const rule of adapterValues.rules.custom) {
       const series = /^([a-zA-Z_:][a-zA-Z0-9_:]*)/.exec(rule.seriesQuery)?.[1];
       expect({ series, exported: exported.has(series as string) }).toEqual({ series, exported: true });
+    }
+  });
+
+  test("the adapter's gateway_connections is each pod's WebSockets plus event streams, the two that share WS_MAX_CONNECTIONS (promtool)", async () => {
+    const rule = adapterValues.rules.custom.find((custom) => custom.name.as === "gateway_connections");
+    expect(rule).toBeDefined();
+    // As prometheus-adapter fills the template for the HPA of namespace prod.
+    const query = (rule?.metricsQuery ?? "")
+      .replaceAll("<<.Series>>", "gateway_ws_connections")
+      .replaceAll("<<.LabelMatchers>>", 'namespace="prod",pod=~"gw-a|gw-b|gw-c"')
+      .replaceAll("<<.GroupBy>>", "pod");
+    // The labels of a real scrape (createMetrics: `runtime` on the WebSocket gauge only) plus the ServiceMonitor's.
+    const pod = (name: string) => `namespace="prod", pod="${name}", job="edge-gateway"`;
+    const input = [
+      [`gateway_ws_connections{${pod("gw-a")}, runtime="bun"}`, 300],
+      [`gateway_sse_streams{${pod("gw-a")}}`, 200],
+      [`gateway_ws_connections{${pod("gw-b")}, runtime="node-uws"}`, 0],
+      [`gateway_sse_streams{${pod("gw-b")}}`, 700],
+      [`gateway_ws_connections{${pod("gw-c")}, runtime="bun"}`, 50],
+      [`gateway_sse_streams{${pod("gw-c")}}`, 0],
+      ['gateway_ws_connections{namespace="staging", pod="gw-a", job="edge-gateway", runtime="bun"}', 9999],
+    ] as const;
+    const tests = {
+      rule_files: [],
+      tests: [
+        {
+          interval: "15s",
+          input_series: input.map(([series, value]) => ({ series, values: `${value}x4` })),
+          promql_expr_test: [
+            {
+              expr: query,
+              eval_time: "30s",
+              exp_samples: [
+                { labels: '{pod="gw-a"}', value: 500 },
+                { labels: '{pod="gw-b"}', value: 700 },
+                { labels: '{pod="gw-c"}', value: 50 },
+              ],
+            },
+          ],
+        },
+      ],
+    };
+    const dir = mkdtempSync(join(tmpdir(), "edge-gateway-adapter-"));
+    try {
+      const file = join(dir, "adapter.test.yml");
+      await Bun.write(file, JSON.stringify(tests)); // JSON is YAML
+      const result = Bun.spawnSync(["promtool", "test", "rules", file], { stdout: "pipe", stderr: "pipe" });
+      const report = `${result.stdout.toString()}${result.stderr.toString()}`;
+      expect({ exit: result.exitCode, report }).toEqual({
+        exit: 0,
+        report: expect.stringContaining("SUCCESS"),
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
