@@ -152,7 +152,8 @@ export const HTTP_ERRORS = {
   },
   overloaded: {
     status: 503,
-    meaning: "The producer queue is full (`KAFKA_QUEUE_MAX_RECORDS`, `KAFKA_QUEUE_MAX_BYTES`).",
+    meaning:
+      "The producer queue is full (`KAFKA_QUEUE_MAX_RECORDS`, `KAFKA_QUEUE_MAX_BYTES`), or past half full and this tenant holds its share of it (docs/delivery-faults.md).",
     retry: true,
     advice: "After `Retry-After` seconds.",
   },

@@ -38,9 +38,10 @@ export interface RecordQueue {
   /**
    * Resolves once the messages are queued (`"queued"`) or acknowledged by the
    * sink (`"acknowledged"`); rejects with a GatewayError when they are refused
-   * (full, unhealthy, draining, or refused by the sink for good).
+   * (full, unhealthy, draining, or refused by the sink for good). With
+   * `tenant`, they count towards that tenant's share of a filling queue.
    */
-  enqueue(messages: SinkMessage[], until: "queued" | "acknowledged"): Promise<void>;
+  enqueue(messages: SinkMessage[], until: "queued" | "acknowledged", tenant?: string): Promise<void>;
   /** Whether `message` can ever fit a batch: a record that cannot is refused on its own, up front. */
   fits(message: SinkMessage): boolean;
   readonly maxRecordBytes: number;

@@ -146,3 +146,51 @@ describe.each(RUNTIMES)("connection caps shared by WebSockets and event streams 
     }
   });
 });
+
+/**
+ * The producer queue during a Kafka outage: it fills with whoever sends, and
+ * before tenants had shares one tenant filling it got every other tenant 503.
+ */
+describe.each(RUNTIMES)(
+  "a tenant filling the producer queue does not lock the others out on %s",
+  (runtime) => {
+    test("past half full, the tenant over its share gets 503 and the other tenant's batches still get 202", async () => {
+      const gateway = await startGateway(runtime, {
+        // Nothing answers there: records wait in the queue, and a young outage does not refuse them up front.
+        KAFKA_BROKERS: "127.0.0.1:1",
+        KAFKA_UNHEALTHY_AFTER_MS: "60000",
+        KAFKA_QUEUE_MAX_RECORDS: "1000",
+        MAX_RECORDS_PER_REQUEST: "100",
+        RATE_LIMIT_ENABLED: "false",
+        REDIS_URL: "",
+      });
+      const post = async (tenant: string, records: number) =>
+        (
+          await fetch(`${gateway.url}/v1/events?ack=none`, {
+            method: "POST",
+            headers: {
+              authorization: `Bearer ${await token(tenant, ["ingest"])}`,
+              "content-type": "application/json",
+            },
+            body: JSON.stringify(
+              Array.from({ length: records }, (_, n) => ({ type: "click", data: { element: `e${n}` } })),
+            ),
+          })
+        ).status;
+      try {
+        expect(await post("quiet", 1)).toBe(202);
+        const noisy: number[] = [];
+        while (noisy.at(-1) !== 503 && noisy.length < 20) noisy.push(await post("noisy", 100));
+        // Half the queue's 1,000 records for each of the two tenants sending: 5 batches, then 503.
+        expect(noisy).toEqual([202, 202, 202, 202, 202, 503]);
+        // 801 records would already have filled the queue's 900 for the topic without shares.
+        expect([await post("quiet", 100), await post("quiet", 100), await post("quiet", 100)]).toEqual([
+          202, 202, 202,
+        ]);
+        expect(await post("noisy", 100)).toBe(503);
+      } finally {
+        await gateway.stop("SIGKILL");
+      }
+    }, 60_000);
+  },
+);

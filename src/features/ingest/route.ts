@@ -226,7 +226,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
 
     const ackNone = request.query.get("ack") === "none";
     // With ?ack=none the caller chose speed over confirmation; the queue still retries until delivered.
-    const queued = deps.queue.enqueue(messages, ackNone ? "queued" : "acknowledged");
+    const queued = deps.queue.enqueue(messages, ackNone ? "queued" : "acknowledged", principal.tenant);
     // Claimed ids count as written once the write succeeded (even past the answer's deadline), else are freed.
     const delivered = claimed === undefined ? queued : settleAfter(queued, claimed);
     // All accepted (the usual answer): the same text JSON.stringify makes, without walking the object.

@@ -14,6 +14,7 @@ import {
 } from "../../ports/sink.ts";
 import { deadLetterFor } from "./dead-letter.ts";
 import { recordBytes, recordBytesAtMost } from "./record-size.ts";
+import { type TenantHolding, TenantShares } from "./tenant-shares.ts";
 
 export interface DeliveryQueueOptions {
   lingerMs: number;
@@ -43,6 +44,8 @@ interface Ticket {
   waits: boolean;
   resolve(): void;
   reject(error: Error): void;
+  /** What the request's tenant holds in the queue, when the request named one. */
+  holding?: TenantHolding;
 }
 
 interface Entry {
@@ -226,6 +229,8 @@ export class DeliveryQueue implements RecordQueue {
   private maxBatchBytes: number;
   private readonly deadLettersDroppedLine = new OccasionalLine(LOG_INTERVAL_MS);
   private readonly refusedRecordsLine = new OccasionalLine(LOG_INTERVAL_MS);
+  private readonly tenantShareLine = new OccasionalLine(LOG_INTERVAL_MS);
+  private readonly shares: TenantShares;
 
   constructor(
     private readonly writer: SinkWriter,
@@ -235,6 +240,7 @@ export class DeliveryQueue implements RecordQueue {
     private readonly log: Logger,
   ) {
     this.maxBatchBytes = options.maxBatchBytes;
+    this.shares = new TenantShares(options.maxRecords, options.maxBytes);
     metrics.queueCapacityRecords.set(options.maxRecords);
     metrics.queueCapacityBytes.set(options.maxBytes);
     metrics.kafkaUp.set(1);
@@ -296,8 +302,10 @@ export class DeliveryQueue implements RecordQueue {
    * 503 (draining, sink unreachable, topic unavailable, queue full) or 413 (a
    * record that can never fit); with `"acknowledged"` also when the sink
    * refuses one of them for good or refuses their topic. It never throws.
+   * With `tenant`, the records count towards that tenant's share (see
+   * TenantShares): past half full, a tenant over its share gets the 503.
    */
-  enqueue(messages: SinkMessage[], until: "queued" | "acknowledged"): Promise<void> {
+  enqueue(messages: SinkMessage[], until: "queued" | "acknowledged", tenant?: string): Promise<void> {
     const sizes: number[] = new Array(messages.length);
     const lanes: Lane[] = new Array(messages.length);
     let largest = 0;
@@ -324,17 +332,18 @@ export class DeliveryQueue implements RecordQueue {
       need.records++;
       need.bytes += size;
     }
-    const refusal = this.refusal(demand, largest);
+    const holding = tenant === undefined ? undefined : this.shares.asking(tenant, Date.now());
+    const refusal = this.refusal(demand, largest, holding);
     if (refusal) return Promise.reject(refusal);
     let ticket!: Ticket;
     let settled: Promise<void>;
     if (until === "acknowledged") {
       settled = new Promise<void>((resolve, reject) => {
-        ticket = { remaining: messages.length, waits: true, resolve, reject };
+        ticket = { remaining: messages.length, waits: true, resolve, reject, holding };
       });
     } else {
       // Nobody waits for the acknowledgement: the queue still retries until delivered.
-      ticket = { ...noTicket(), remaining: messages.length };
+      ticket = { ...noTicket(), remaining: messages.length, holding };
       settled = Promise.resolve();
     }
     let readyToSend = false;
@@ -344,7 +353,10 @@ export class DeliveryQueue implements RecordQueue {
       queue.push({ message, bytes: sizes[index] as number, ticket });
       if (queue.pendingBytes >= this.options.batchBytes) readyToSend = true;
     }
-    for (const [demanded, { records, bytes }] of demand) this.count(demanded, records, bytes);
+    for (const [demanded, { records, bytes }] of demand) {
+      this.count(demanded, records, bytes);
+      if (holding) this.shares.add(holding, records, bytes);
+    }
     if (readyToSend) this.pump();
     else this.schedulePump();
     return settled;
@@ -432,8 +444,9 @@ export class DeliveryQueue implements RecordQueue {
   private refusal(
     demand: Map<Lane, { records: number; bytes: number }>,
     largest: number,
+    holding: TenantHolding | undefined,
   ): GatewayError | undefined {
-    const refusal = this.findRefusal(demand, largest);
+    const refusal = this.findRefusal(demand, largest, holding);
     if (!refusal) return undefined;
     let deadLetters = 0;
     for (const [lane, need] of demand) if (lane.deadLetters) deadLetters += need.records;
@@ -446,6 +459,7 @@ export class DeliveryQueue implements RecordQueue {
   private findRefusal(
     demand: Map<Lane, { records: number; bytes: number }>,
     largest: number,
+    holding: TenantHolding | undefined,
   ): GatewayError | undefined {
     if (largest > this.maxBatchBytes)
       return new GatewayError(
@@ -467,6 +481,22 @@ export class DeliveryQueue implements RecordQueue {
       this.queuedBytes + bytes > this.options.maxBytes
     )
       return new GatewayError("overloaded", "the producer queue is full", { "retry-after": "1" });
+    if (holding && this.shares.refuses(holding, records, bytes, this.queuedRecords, this.queuedBytes)) {
+      const refused = this.tenantShareLine.due(1);
+      if (refused !== undefined)
+        this.log.warn(
+          {
+            tenant: holding.tenant,
+            refused,
+            queuedRecords: this.queuedRecords,
+            tenantRecords: holding.records,
+          },
+          "a tenant over its share of a filling producer queue was refused (503) while others get in",
+        );
+      return new GatewayError("overloaded", "the producer queue is full: this tenant holds its share of it", {
+        "retry-after": "1",
+      });
+    }
     return undefined;
   }
 
@@ -756,7 +786,7 @@ export class DeliveryQueue implements RecordQueue {
     const bytes = recordBytes(message);
     const lane = this.lane(message.topic);
     const demand = new Map([[lane, { records: 1, bytes }]]);
-    if (this.refusal(demand, bytes)) return false;
+    if (this.refusal(demand, bytes, undefined)) return false;
     this.writerQueue(lane, message).push({ message, bytes, ticket: noTicket() });
     this.count(lane, 1, bytes);
     this.schedulePump();
@@ -796,7 +826,23 @@ export class DeliveryQueue implements RecordQueue {
   /** Forgets entries that left the queue, delivered, set aside or dropped. */
   private release(lane: Lane, entries: Entry[]): void {
     let bytes = 0;
-    for (const entry of entries) bytes += entry.bytes;
+    // A batch holds runs of one request's entries: each run is released from its tenant's holding at once.
+    let holding: TenantHolding | undefined;
+    let runRecords = 0;
+    let runBytes = 0;
+    for (const entry of entries) {
+      bytes += entry.bytes;
+      const entryHolding = entry.ticket.holding;
+      if (entryHolding !== holding) {
+        if (holding) this.shares.release(holding, runRecords, runBytes);
+        holding = entryHolding;
+        runRecords = 0;
+        runBytes = 0;
+      }
+      runRecords++;
+      runBytes += entry.bytes;
+    }
+    if (holding) this.shares.release(holding, runRecords, runBytes);
     this.count(lane, -entries.length, -bytes);
     this.wakeIfIdle();
   }

@@ -649,6 +649,61 @@ function gate(): { opened: Promise<void>; open(): void } {
   return { opened, open };
 }
 
+describe("DeliveryQueue, tenants' shares", () => {
+  const three = (from: number) => [message(from), message(from + 1), message(from + 2)];
+
+  test("a tenant alone fills the whole queue: nobody else asks", async () => {
+    const { writer, queue } = setup({ maxRecords: 20, unhealthyAfterMs: 60_000 });
+    writer.failing = true;
+    for (let n = 0; n < 18; n += 3) await queue.enqueue(three(n), "queued", "acme");
+    expect(queue.depth.records).toBe(18);
+    await queue.close(10).catch(() => {});
+  });
+
+  test("past half full, a tenant over its share gets 503 while another tenant's records get in; delivered records free the share", async () => {
+    const { writer, queue, metrics } = setup({ maxRecords: 20, unhealthyAfterMs: 60_000 });
+    writer.failing = true;
+    await queue.enqueue(three(0), "queued", "noisy");
+    await queue.enqueue([message(100)], "queued", "quiet");
+    await queue.enqueue(three(3), "queued", "noisy");
+    await queue.enqueue(three(6), "queued", "noisy");
+    // 10 of 20 queued, the noisy tenant holding 9: 3 more would put it past 20 / 2 tenants, in a queue past half.
+    await expectRefused(() => queue.enqueue(three(9), "queued", "noisy"), "overloaded");
+    expect((await metrics.overloaded.get()).values[0]?.value).toBe(1);
+    await queue.enqueue(three(101), "queued", "quiet");
+    await queue.enqueue(three(104), "queued", "quiet");
+    expect(queue.depth.records).toBe(16);
+    writer.failing = false;
+    await waitUntil(() => queue.depth.records === 0, "the queue drained");
+    await queue.enqueue(three(9), "queued", "noisy");
+    await queue.close(1000);
+  });
+
+  test("a tenant holding nothing gets a request in even when it is larger than its share", async () => {
+    const { writer, queue } = setup({ maxRecords: 20, unhealthyAfterMs: 60_000 });
+    writer.failing = true;
+    await queue.enqueue([message(0)], "queued", "a");
+    await queue.enqueue([message(1)], "queued", "b");
+    await queue.enqueue([message(2)], "queued", "c");
+    await queue.enqueue([message(3)], "queued", "d");
+    // Four tenants sending: a share is 5 records; "e" holds nothing and sends 8 into a queue past half.
+    await queue.enqueue(three(10).concat(three(13), [message(16), message(17)]), "queued", "e");
+    await expectRefused(() => queue.enqueue([message(18)], "queued", "e"), "overloaded");
+    await queue.close(10).catch(() => {});
+  });
+
+  test("records without a tenant (fan-out copies, dead letters) are never refused for a share", async () => {
+    const { writer, queue } = setup({ maxRecords: 20, unhealthyAfterMs: 60_000 });
+    writer.failing = true;
+    await queue.enqueue(three(0), "queued", "a");
+    await queue.enqueue(three(3), "queued", "b");
+    await queue.enqueue(three(6).concat(three(9)), "queued");
+    await queue.enqueue(three(12), "queued");
+    expect(queue.depth.records).toBe(15);
+    await queue.close(10).catch(() => {});
+  });
+});
+
 describe("DeliveryQueue, several writers per topic", () => {
   function twoWriters(options: Partial<DeliveryQueueOptions> = {}) {
     const writer = new TwoWriters();
