@@ -157,6 +157,38 @@ describe("tenant quotas from S3", () => {
   });
 });
 
+describe("S3 failures", () => {
+  test("name the object, as a URL's failures name the URL: a missing key, a missing bucket, a store not there", async () => {
+    const bucket = await testBucket();
+    const reasonFor = (client: S3ObjectClient, location: { bucket: string; key: string }) =>
+      client.getObject(location).then(
+        () => "read",
+        (error: Error) => error.message,
+      );
+    expect(await reasonFor(gatewayS3Client(), { bucket: bucket.name, key: "missing.json" })).toBe(
+      `GET s3://${bucket.name}/missing.json: NoSuchKey: The specified key does not exist.`,
+    );
+    expect(
+      await reasonFor(gatewayS3Client(), { bucket: `${bucket.name}-gone`, key: "quotas.json" }),
+    ).toStartWith(`GET s3://${bucket.name}-gone/quotas.json: NoSuchBucket: `);
+    const nowhere = createS3ObjectClient({
+      endpoint: "http://127.0.0.1:1",
+      forcePathStyle: true,
+      region: "us-east-1",
+    });
+    expect(await reasonFor(nowhere, { bucket: "b", key: "k.json" })).toMatch(
+      /^GET s3:\/\/b\/k\.json: .*ECONNREFUSED/,
+    );
+  });
+
+  test("a failed start says which object", async () => {
+    const bucket = await testBucket();
+    await expect(tenantQuotas(bucket.url("missing.json"))).rejects.toThrow(
+      `GET ${bucket.url("missing.json")}: NoSuchKey`,
+    );
+  });
+});
+
 describe("an S3 endpoint that stops answering", () => {
   /** A TCP server that accepts and then stays silent, or sends headers and never the body: no S3 server can be made to. */
   async function silentServer(answer: string) {

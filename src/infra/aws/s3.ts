@@ -68,14 +68,28 @@ export function createS3ObjectClient(
       const signal = AbortSignal.timeout(timeoutMs);
       try {
         const object = await s3.send(command, { abortSignal: signal });
-        if (!object.Body) throw new Error(`s3://${bucket}/${key}: empty object`);
+        if (!object.Body) throw new Error("empty object");
         return { text: await object.Body.transformToString("utf8"), etag: object.ETag };
       } catch (error) {
         if (isNotModified(error)) return "not-modified";
-        throw signal.aborted ? new Error(`s3://${bucket}/${key}: no answer within ${timeoutMs} ms`) : error;
+        // The SDK's errors name no object ("NoSuchKey: The specified key does not exist."): with a schema
+        // bucket and a quota bucket, the log would not say which one is missing. So, as a URL's do, they name it.
+        throw new Error(
+          `GET s3://${bucket}/${key}: ${signal.aborted ? `no answer within ${timeoutMs} ms` : reasonOf(error)}`,
+          { cause: error },
+        );
       }
     },
   };
+}
+
+/** What an SDK error says, with its S3 error code (`AccessDenied: Access Denied`), else its system code. */
+function reasonOf(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const code = (error as { code?: unknown }).code;
+  // Node's AggregateError of a refused connection has no message of its own.
+  const message = error.message || (typeof code === "string" ? code : "");
+  return error.name === "Error" || error.name === "AggregateError" ? message : `${error.name}: ${message}`;
 }
 
 /** S3 has no modelled error for 304: the SDK (3.1169) throws one carrying only the status. */
