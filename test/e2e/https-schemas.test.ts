@@ -22,6 +22,23 @@ const requests: Array<{ ifNoneMatch: string | null }> = [];
 /** Set: the server answers every request with this status (a source that is down). */
 let failWith: number | undefined;
 
+/** A body that never ends (64 KiB of spaces at a time, for as long as they are read): a runaway source. */
+function endless(aborted: AbortSignal): Response {
+  const chunk = new Uint8Array(64 * 1024).fill(0x20);
+  return new Response(
+    new ReadableStream({
+      type: "direct",
+      async pull(controller) {
+        while (!aborted.aborted) {
+          controller.write(chunk);
+          await controller.flush();
+          await Bun.sleep(1);
+        }
+      },
+    }),
+  );
+}
+
 beforeAll(() => {
   const made = Bun.spawnSync([
     "openssl",
@@ -47,6 +64,7 @@ beforeAll(() => {
     port: 0,
     tls: { cert: readFileSync(certificate, "utf8"), key: readFileSync(key, "utf8") },
     fetch(request) {
+      if (new URL(request.url).pathname === "/endless.json") return endless(request.signal);
       const ifNoneMatch = request.headers.get("if-none-match");
       requests.push({ ifNoneMatch });
       if (
@@ -180,6 +198,31 @@ describe.each(RUNTIMES)("SCHEMAS from an https URL on %s", (runtime) => {
     expect(fatal).toHaveLength(1);
     expect(fatal[0]?.msg).toStartWith(`SCHEMAS: cannot load: GET ${down}: `);
     expect(fatal[0]?.msg).toContain("ECONNREFUSED");
+  });
+
+  test("a source larger than the 16 MiB limit stops the start with a fatal line naming it, read no further", async () => {
+    const endlessSource = `https://127.0.0.1:${server.port}/endless.json`;
+    const started = Date.now();
+    const { code, stdout } = await runUntilExit(runtime, {
+      SCHEMAS: endlessSource,
+      NODE_EXTRA_CA_CERTS: certificate,
+      KAFKA_BROKERS: "",
+      REDIS_URL: "",
+      LOCAL_LOG_DIR: join(folder, `endless-${runtime}`),
+      JWT_SECRET: TEST_SECRET,
+      HOST: "127.0.0.1",
+      PORT: "0",
+    });
+    expect(code).toBe(1);
+    const fatal = stdout
+      .split("\n")
+      .filter((line) => line.includes('"level":"fatal"'))
+      .map((line) => JSON.parse(line) as { msg: string });
+    expect(fatal.map((line) => line.msg)).toEqual([
+      `SCHEMAS: cannot load: GET ${endlessSource}: larger than 16777216 bytes, the limit of a remote document`,
+    ]);
+    // Refused at the limit, not read on until the 10 s read timeout.
+    expect(Date.now() - started).toBeLessThan(9000);
   });
 
   test("without the CA the certificate is refused and the gateway does not start", async () => {

@@ -161,7 +161,7 @@ describe("S3 failures", () => {
   test("name the object, as a URL's failures name the URL: a missing key, a missing bucket, a store not there", async () => {
     const bucket = await testBucket();
     const reasonFor = (client: S3ObjectClient, location: { bucket: string; key: string }) =>
-      client.getObject(location).then(
+      client.getObject(location, undefined, 1024).then(
         () => "read",
         (error: Error) => error.message,
       );
@@ -178,6 +178,24 @@ describe("S3 failures", () => {
     });
     expect(await reasonFor(nowhere, { bucket: "b", key: "k.json" })).toMatch(
       /^GET s3:\/\/b\/k\.json: .*ECONNREFUSED/,
+    );
+  });
+
+  test("an object larger than the limit is refused, naming it; one at the limit is read", async () => {
+    const bucket = await testBucket();
+    await bucket.put("at-limit.json", `${" ".repeat(1022)}{}`);
+    await bucket.put("over-limit.json", `${" ".repeat(1023)}{}`);
+    const client = gatewayS3Client();
+    const read = await client.getObject({ bucket: bucket.name, key: "at-limit.json" }, undefined, 1024);
+    expect(read !== "not-modified" && read.text.length).toBe(1024);
+    await expect(
+      client.getObject({ bucket: bucket.name, key: "over-limit.json" }, undefined, 1024),
+    ).rejects.toThrow(
+      `GET s3://${bucket.name}/over-limit.json: larger than 1024 bytes, the limit of a remote document`,
+    );
+    // The client and its connections still serve the next read.
+    expect(await client.getObject({ bucket: bucket.name, key: "at-limit.json" }, undefined, 1024)).not.toBe(
+      "not-modified",
     );
   });
 
@@ -205,6 +223,35 @@ describe("an S3 endpoint that stops answering", () => {
     return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
   }
 
+  test("an object streamed without end is read up to the limit, and the connection dropped there", async () => {
+    let sent = 0;
+    let closed = false;
+    const server = createServer((socket) => {
+      socket.once("data", () => {
+        socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nETag: "e1"\r\n\r\n');
+        const chunk = `4000\r\n${" ".repeat(0x4000)}\r\n`;
+        const more = () => {
+          while (!socket.destroyed && socket.write(chunk)) sent += 0x4000;
+          if (!socket.destroyed) socket.once("drain", more);
+        };
+        more();
+      });
+      socket.on("error", () => {}); // the reset that drops the read
+      socket.on("close", () => {
+        closed = true;
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => server.close());
+    const endpoint = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const client = createS3ObjectClient({ endpoint, forcePathStyle: true, region: "us-east-1" }, 5000);
+    await expect(
+      client.getObject({ bucket: "bucket", key: "schemas.json" }, undefined, 1024 * 1024),
+    ).rejects.toThrow("GET s3://bucket/schemas.json: larger than 1048576 bytes");
+    await waitFor(() => closed, "the connection closed");
+    expect(sent).toBeLessThan(1024 * 1024 + 8 * 1024 * 1024);
+  });
+
   for (const [what, answer] of [
     ["no answer", ""],
     ["headers but no body", 'HTTP/1.1 200 OK\r\nContent-Length: 100\r\nETag: "e1"\r\n\r\n{'],
@@ -213,9 +260,9 @@ describe("an S3 endpoint that stops answering", () => {
       const endpoint = await silentServer(answer as string);
       const client = createS3ObjectClient({ endpoint, forcePathStyle: true, region: "us-east-1" }, 300);
       const started = Date.now();
-      await expect(client.getObject({ bucket: "bucket", key: "schemas.json" })).rejects.toThrow(
-        "no answer within 300 ms",
-      );
+      await expect(
+        client.getObject({ bucket: "bucket", key: "schemas.json" }, undefined, 1024),
+      ).rejects.toThrow("no answer within 300 ms");
       // The rejection's message is the timeout at work; the bound only rules out a hang, generously.
       expect(Date.now() - started).toBeLessThan(10_000);
     });

@@ -1,4 +1,5 @@
 import type { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { readCapped } from "../../lib/read-capped.ts";
 
 /** Where S3 is and how buckets are addressed (the `s3` section of the config). */
 export interface S3Settings {
@@ -21,8 +22,15 @@ export interface S3Object {
 
 /** The one S3 call the gateway makes: read a whole object, unless it still has the ETag the caller holds. */
 export interface S3ObjectClient {
-  /** "not-modified" when the object's ETag is still `ifNoneMatch`; rejects when it is missing, denied or too slow. */
-  getObject(location: S3Location, ifNoneMatch?: string): Promise<S3Object | "not-modified">;
+  /**
+   * "not-modified" when the object's ETag is still `ifNoneMatch`; rejects when it is missing, denied, too
+   * slow or larger than `maxBytes` (not read past that).
+   */
+  getObject(
+    location: S3Location,
+    ifNoneMatch: string | undefined,
+    maxBytes: number,
+  ): Promise<S3Object | "not-modified">;
 }
 
 const S3_URL = /^s3:\/\/([^/]+)\/(.+)$/;
@@ -62,14 +70,15 @@ export function createS3ObjectClient(
     return sdk;
   };
   return {
-    async getObject({ bucket, key }, ifNoneMatch) {
+    async getObject({ bucket, key }, ifNoneMatch, maxBytes) {
       const { s3, GetObjectCommand } = await loadSdk();
       const command = new GetObjectCommand({ Bucket: bucket, Key: key, IfNoneMatch: ifNoneMatch });
       const signal = AbortSignal.timeout(timeoutMs);
       try {
         const object = await s3.send(command, { abortSignal: signal });
         if (!object.Body) throw new Error("empty object");
-        return { text: await object.Body.transformToString("utf8"), etag: object.ETag };
+        const body = object.Body as unknown as AsyncIterable<Uint8Array>; // a Node stream: the SDK's Node handler
+        return { text: await readCapped(body, maxBytes, object.ContentLength), etag: object.ETag };
       } catch (error) {
         if (isNotModified(error)) return "not-modified";
         // The SDK's errors name no object ("NoSuchKey: The specified key does not exist."): with a schema

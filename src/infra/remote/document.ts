@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { readCapped } from "../../lib/read-capped.ts";
 import type { Logger } from "../../log/logger.ts";
 import { parseS3Url, type S3ObjectClient } from "../aws/s3.ts";
 
@@ -6,6 +7,13 @@ import { parseS3Url, type S3ObjectClient } from "../aws/s3.ts";
 export type DocumentRead = { text: string; etag?: string } | "not-modified";
 
 const URL_TIMEOUT_MS = 10_000;
+/**
+ * The largest schema or quota document read from a URL or S3: a refresh reads
+ * it whole, every SCHEMAS_REFRESH_MS, so a wrong URL or a runaway object must
+ * not fill the heap. 16 MiB holds the largest quota table (100 000 tenants of
+ * 64-character names, indented) and schemas far beyond any real bundle.
+ */
+export const MAX_DOCUMENT_BYTES = 16 * 1024 * 1024;
 /**
  * While refreshes keep failing, a line at most this often when the failure
  * stays the same: every refresh counts in the metric, but a line a refresh
@@ -18,24 +26,31 @@ export const FAILURE_CHANGE_LOG_MS = 60_000;
 /**
  * Reads a document from a file, an http(s) URL or `s3://bucket/key`. The URL
  * and S3 reads are conditional on `etag` (If-None-Match), so an unchanged
- * document is not downloaded again. Rejects on anything unreadable.
+ * document is not downloaded again, and stop past `maxBytes`. Rejects on
+ * anything unreadable or too large.
  */
 export async function readDocument(
   source: string,
   etag: string | undefined,
   s3Client: S3ObjectClient | undefined,
   timeoutMs: number = URL_TIMEOUT_MS,
+  maxBytes: number = MAX_DOCUMENT_BYTES,
 ): Promise<DocumentRead> {
-  if (/^https?:\/\//i.test(source)) return readUrl(source, etag, timeoutMs);
+  if (/^https?:\/\//i.test(source)) return readUrl(source, etag, timeoutMs, maxBytes);
   if (source.startsWith("s3://")) {
     const location = parseS3Url(source);
     if (!s3Client) throw new Error(`${source}: no S3 client given`);
-    return s3Client.getObject(location, etag);
+    return s3Client.getObject(location, etag, maxBytes);
   }
   return { text: await readFile(source, "utf8") };
 }
 
-async function readUrl(source: string, etag: string | undefined, timeoutMs: number): Promise<DocumentRead> {
+async function readUrl(
+  source: string,
+  etag: string | undefined,
+  timeoutMs: number,
+  maxBytes: number,
+): Promise<DocumentRead> {
   const signal = AbortSignal.timeout(timeoutMs);
   // fetch's own errors name no URL, and say little: a bare "The operation timed out." (a DOMException
   // whose every constant the log then lists) on Bun, "fetch failed" with the reason in its cause on Node.
@@ -49,9 +64,15 @@ async function readUrl(source: string, etag: string | undefined, timeoutMs: numb
     if (response.status === 304) return "not-modified";
     throw new Error(`GET ${source}: HTTP ${response.status}`);
   }
-  const text = await response.text().catch((error: unknown) => {
-    throw failed(error);
-  });
+  const declared = response.headers.get("content-length");
+  const text =
+    response.body === null
+      ? ""
+      : await readCapped(response.body, maxBytes, declared === null ? undefined : Number(declared)).catch(
+          (error: unknown) => {
+            throw failed(error);
+          },
+        );
   return { text, etag: response.headers.get("etag") ?? undefined };
 }
 

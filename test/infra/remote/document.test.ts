@@ -1,5 +1,6 @@
 import { afterEach, expect, test } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
@@ -85,6 +86,94 @@ test("a URL that fails says which and why: refused, no answer (headers or body) 
     expect(failure).toBeInstanceOf(Error);
     expect((failure as Error).message).toBe(`GET ${url}: no answer within 200 ms`);
   }
+});
+
+/** A server of `/endless` (64 KiB chunks for as long as they are read) and `/sized/<n>` (n bytes). */
+function documentServer() {
+  const served = { endlessBytes: 0, endlessCancelled: false };
+  const chunk = new Uint8Array(64 * 1024).fill(0x20);
+  const server = Bun.serve({
+    port: 0,
+    idleTimeout: 0,
+    fetch(request) {
+      const path = new URL(request.url).pathname;
+      if (path === "/endless")
+        return new Response(
+          new ReadableStream({
+            type: "direct",
+            async pull(controller) {
+              while (!request.signal.aborted) {
+                served.endlessBytes += chunk.byteLength;
+                controller.write(chunk);
+                await controller.flush();
+                await Bun.sleep(1);
+              }
+              served.endlessCancelled = true;
+            },
+          }),
+        );
+      return new Response(" ".repeat(Number(path.slice("/sized/".length)) - 2).concat("{}"));
+    },
+  });
+  cleanups.push(() => server.stop(true));
+  return { url: (path: string) => `http://127.0.0.1:${server.port}${path}`, served };
+}
+
+test("a URL's document is read up to the size limit, and no further: a larger one is refused as it streams in", async () => {
+  const { url, served } = documentServer();
+  const limit = 1024 * 1024;
+  expect(await readDocument(url(`/sized/${limit}`), undefined, undefined, 5000, limit)).toEqual({
+    text: `${" ".repeat(limit - 2)}{}`,
+    etag: undefined,
+  });
+  await expect(readDocument(url(`/sized/${limit + 1}`), undefined, undefined, 5000, limit)).rejects.toThrow(
+    `GET ${url(`/sized/${limit + 1}`)}: larger than ${limit} bytes, the limit of a remote document`,
+  );
+  // A Content-Length over the limit is refused before the body is read (Bun.serve would set the true one).
+  const declaring = createServer((socket) =>
+    socket.once("data", () => socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${2 ** 30}\r\n\r\n{`)),
+  );
+  await new Promise<void>((resolve) => declaring.listen(0, "127.0.0.1", resolve));
+  cleanups.push(() => declaring.close());
+  const declared = `http://127.0.0.1:${(declaring.address() as AddressInfo).port}/doc.json`;
+  await expect(readDocument(declared, undefined, undefined, 5000, limit)).rejects.toThrow(
+    `GET ${declared}: larger than ${limit} bytes`,
+  );
+  // An endless body: the read stops past the limit and the connection is dropped, not read to the timeout.
+  await expect(readDocument(url("/endless"), undefined, undefined, 5000, limit)).rejects.toThrow(
+    `GET ${url("/endless")}: larger than ${limit} bytes`,
+  );
+  await waitUntil(() => served.endlessCancelled, "the endless body cancelled");
+  // What the server got out before it noticed: the limit, plus what sockets buffer on the way.
+  expect(served.endlessBytes).toBeLessThan(limit + 8 * 1024 * 1024);
+});
+
+test("a refresh over the size limit keeps the last good copy, is counted and logged", async () => {
+  const { url } = documentServer();
+  const lines: Array<{ msg: string; err?: { message: string } }> = [];
+  const logged = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  let path = "/sized/100";
+  let failures = 0;
+  const document = new RefreshedDocument<number>({
+    name: "test document",
+    source: url("/"),
+    refreshMs: 20,
+    log: logged,
+    onRefreshFailure: () => failures++,
+    load: async () => {
+      const read = await readDocument(url(path), undefined, undefined, 5000, 1000);
+      return read === "not-modified" ? read : { value: read.text.length };
+    },
+  });
+  cleanups.push(() => document.stop());
+  await document.start();
+  path = "/endless";
+  await waitUntil(() => failures >= 2, "two failed refreshes");
+  expect(document.value).toBe(100);
+  expect(
+    lines.find((line) => line.msg === "test document refresh failed; keeping the last good copy")?.err
+      ?.message,
+  ).toBe(`GET ${url("/endless")}: larger than 1000 bytes, the limit of a remote document`);
 });
 
 test("a refresh that fails keeps the last good copy and is counted; a good one replaces it", async () => {
