@@ -116,6 +116,21 @@ describe("schemas from S3", () => {
     expect(schemas.validate("click", {}).ok).toBe(false);
   });
 
+  test("an object that does not compile is downloaded once while it stays: each refresh is a 304, still failing", async () => {
+    const bucket = await testBucket();
+    await bucket.put("schemas.json", { click: objectSchema([]) });
+    const { schemas, calls } = await schemaRegistry(bucket.url("schemas.json"));
+    await bucket.put("schemas.json", { click: { $ref: "#/$defs/missing" } });
+    const seen = (await bucket.getStatuses("schemas.json")).length;
+    await waitFor(() => calls.failures >= 4, "failed refreshes of the object that does not compile");
+    const statuses = await nextStatuses(bucket, "schemas.json", seen, 4);
+    // The first read after the replacement downloads it; the refreshes after it ask with its ETag.
+    expect(statuses.indexOf(200)).toBe(statuses.lastIndexOf(200));
+    expect(statuses.slice(statuses.indexOf(200) + 1).every((status) => status === 304)).toBe(true);
+    expect(schemas.validate("click", {})).toEqual({ ok: true });
+    expect(calls.loaded).toEqual([1]);
+  });
+
   test("start() rejects when the object is missing", async () => {
     const bucket = await testBucket();
     await expect(schemaRegistry(bucket.url("missing.json"))).rejects.toThrow(/key does not exist/i);

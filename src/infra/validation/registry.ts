@@ -52,6 +52,16 @@ const MAX_REASONS = 3;
  */
 export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegistry {
   const { source, log } = options;
+  /**
+   * The last set that did not compile. While the source still holds it, each
+   * refresh fails with its error again, compiling nothing: compiling every
+   * schema of a large bundle at every refresh only to fail the same way cost
+   * a core for as long as the source stayed broken. It still fails (counted,
+   * GatewayRefreshFailing keeps firing): the set in use is not the source's.
+   * With an ETag the read is conditional on the refused one, so it is not
+   * downloaded again either.
+   */
+  let refused: { hash: string; etag: string | undefined; error: unknown } | undefined;
   const document = new RefreshedDocument<CompiledSet>({
     name: "schema",
     source,
@@ -59,12 +69,31 @@ export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegi
     log,
     onRefreshFailure: options.onRefreshFailure,
     load: async (current) => {
-      const loaded = await loadSchemaDocuments(source, { etag: current?.etag, s3Client: options.s3Client });
-      if (loaded === "not-modified") return loaded;
+      const last = refused; // refreshes never overlap: no other load changes it meanwhile
+      const loaded = await loadSchemaDocuments(source, {
+        etag: last?.etag ?? current?.etag,
+        s3Client: options.s3Client,
+      });
+      if (loaded === "not-modified") {
+        // A 304 to the refused set's ETag: the source still holds that set.
+        if (last?.etag !== undefined) throw last.error;
+        return loaded;
+      }
+      if (last && loaded.hash === last.hash) {
+        last.etag = loaded.etag;
+        throw last.error;
+      }
+      refused = undefined;
       if (current && loaded.hash === current.value.hash) return { value: current.value, etag: loaded.etag };
-      const validators = compileAll(loaded.schemas, loaded.exactNumbers, (type, warning) =>
-        log.warn({ source, type, warning }, "schema warning"),
-      );
+      let validators: Map<string, ValidateFunction>;
+      try {
+        validators = compileAll(loaded.schemas, loaded.exactNumbers, (type, warning) =>
+          log.warn({ source, type, warning }, "schema warning"),
+        );
+      } catch (error) {
+        refused = { hash: loaded.hash, etag: loaded.etag, error };
+        throw error;
+      }
       options.onLoaded?.(validators.size);
       log.info({ source, types: [...validators.keys()] }, "schemas loaded");
       return { value: { validators, hash: loaded.hash }, etag: loaded.etag };

@@ -451,6 +451,38 @@ describe("URL source", () => {
     await waitFor(() => calls.loaded.length === 2, "the changed document");
   });
 
+  for (const etags of [true, false]) {
+    test(`a set that does not compile is compiled once while the source holds it, each refresh still failing (${etags ? "with" : "without"} ETags)`, async () => {
+      const { url, state, publish } = documentServer({ etags });
+      const { schemas, calls, lines } = registry(url);
+      await schemas.start();
+      // "a" warns as it compiles (each compile says so once), then "b" does not compile.
+      publish({ a: { type: "string", format: "x-color" }, b: { $ref: "#/$defs/missing" } });
+      await waitFor(() => calls.failures >= 5, "five failed refreshes");
+      const warnings = lines.filter((line) => line.msg === "schema warning");
+      expect(warnings).toHaveLength(1);
+      const failed = lines.filter((line) => line.msg === "schema refresh failed; keeping the last good copy");
+      expect((failed[0]?.err as { message: string }).message).toStartWith('schema for "b" does not compile');
+      expect(schemas.types()).toEqual(["click"]);
+      if (etags) {
+        // Not downloaded again either: asked for with its ETag, answered 304.
+        expect(state.requests.slice(-3)).toEqual(Array(3).fill({ ifNoneMatch: '"v2"', status: 304 }));
+      }
+
+      // The set in use back at the source: the failures end, and nothing is compiled.
+      publish({ click: objectSchema(["element"]) });
+      await waitFor(() => lines.some((line) => line.msg === "schema refresh works again"), "the recovery");
+      const failures = calls.failures;
+      await Bun.sleep(200);
+      expect(calls.failures).toBe(failures);
+      expect(calls.loaded).toEqual([1]);
+      // The refused set fixed: taken at once.
+      publish({ click: objectSchema([]), b: objectSchema([]) });
+      await waitFor(() => calls.loaded.length === 2, "the fixed set");
+      expect(schemas.types()).toEqual(["click", "b"]);
+    });
+  }
+
   test("start() rejects on an HTTP error and on a document that is not a { type: schema } object", async () => {
     const failing = Bun.serve({ port: 0, fetch: () => new Response("nope", { status: 500 }) });
     cleanups.push(() => failing.stop(true));
