@@ -43,6 +43,14 @@ const log = createLogger(config.logLevel, { runtime, pid: process.pid }, without
 // at every connection): plain text on stderr among JSON lines, which log pipelines parse. JSON lines too.
 console.warn = (...args: unknown[]) => log.warn({ via: "console" }, format(...args));
 console.error = (...args: unknown[]) => log.error({ via: "console" }, format(...args));
+// Process warnings (process.emitWarning: the AWS SDK's NodeVersionSupportWarning on Node 20 at the first
+// s3:// read, a deprecation, MaxListenersExceededWarning) are warnings: Node's own handler printed them
+// through console.error, so as `error` lines an alert on errors counts, and Bun's as plain text on stderr.
+// Each is one warn line instead, with its name and code; --no-deprecation still silences deprecations.
+process.removeAllListeners("warning");
+process.on("warning", (warning: Error & { code?: string }) =>
+  log.warn({ via: "process warning", warning: warning.name, code: warning.code }, warning.message),
+);
 
 // A stray rejection or exception is a bug to log, not a reason to drop every connection.
 process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));

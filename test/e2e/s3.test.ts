@@ -114,6 +114,17 @@ describe.each(RUNTIMES)("schemas and tenant quotas from S3 on %s", (runtime) => 
     expect(accepted.headers.get("ratelimit-limit")).toBe("1000");
   });
 
+  test("the AWS SDK's warnings (Node 20: its Node version support notice) are warn lines, never errors or plain text", async () => {
+    const lines = gateway.logs.filter((line) => JSON.stringify(line).includes("NodeVersionSupportWarning"));
+    const major = Number(/^v(\d+)/.exec(Bun.spawnSync(["node", "--version"]).stdout.toString())?.[1]);
+    if (runtime === "node" && major < 22) expect(lines.length).toBe(1);
+    for (const line of lines) {
+      expect(line).toMatchObject({ level: "warn", via: "process warning", warning: "Warning" });
+      expect(line.msg).toStartWith("NodeVersionSupportWarning: The AWS SDK for JavaScript (v3)");
+    }
+    expect(gateway.logs.filter((line) => line.level === "error" || "raw" in line)).toEqual([]);
+  });
+
   test("S3 credentials come from the environment: other credentials, or none, and the gateway does not start", async () => {
     const source = {
       SCHEMAS: bucket.url("credentials.json"),
