@@ -9,8 +9,8 @@ export async function readCapped(
   body: AsyncIterable<Uint8Array>,
   maxBytes: number,
   declaredBytes?: number,
+  tooLarge: () => Error = () => new Error(`larger than ${maxBytes} bytes, the limit of a remote document`),
 ): Promise<string> {
-  const tooLarge = () => new Error(`larger than ${maxBytes} bytes, the limit of a remote document`);
   if (declaredBytes !== undefined && declaredBytes > maxBytes) {
     await body[Symbol.asyncIterator]().return?.(); // frees the connection: the body is never read
     throw tooLarge();

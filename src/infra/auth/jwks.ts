@@ -1,5 +1,6 @@
 import { createLocalJWKSet, type FlattenedJWSInput, type JWSHeaderParameters } from "jose";
 import { GatewayError } from "../../domain/errors.ts";
+import { readCapped } from "../../lib/read-capped.ts";
 import { sleep } from "../../lib/time.ts";
 
 export interface JwksOptions {
@@ -37,26 +38,6 @@ function keysUnavailable(retryInMs: number): GatewayError {
   return new GatewayError("unavailable", "token signing keys unavailable", {
     "retry-after": String(seconds),
   });
-}
-
-async function readCapped(response: Response, limit: number): Promise<string> {
-  if (Number(response.headers.get("content-length") ?? 0) > limit)
-    throw new FetchFailure("JWKS document too large");
-  const reader = response.body?.getReader();
-  if (!reader) return "";
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > limit) {
-      await reader.cancel();
-      throw new FetchFailure("JWKS document too large");
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString("utf8");
 }
 
 /**
@@ -164,6 +145,16 @@ export class JwksKeys {
       await response.body?.cancel();
       throw new FetchFailure(`JWKS endpoint answered ${response.status}`);
     }
-    return createLocalJWKSet(JSON.parse(await readCapped(response, MAX_DOCUMENT_BYTES)));
+    const declared = response.headers.get("content-length");
+    const text =
+      response.body === null
+        ? ""
+        : await readCapped(
+            response.body,
+            MAX_DOCUMENT_BYTES,
+            declared === null ? undefined : Number(declared),
+            () => new FetchFailure("JWKS document too large"),
+          );
+    return createLocalJWKSet(JSON.parse(text));
   }
 }

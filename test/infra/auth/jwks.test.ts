@@ -44,3 +44,40 @@ test("a key set past its age whose re-read fails keeps serving: the outage of th
   }
   expect(failures.length).toBeGreaterThan(1);
 });
+
+test("a key set larger than 256 KiB is refused, declared or streamed without end: the lookup gets a 503 and the failure says why", async () => {
+  const chunk = new Uint8Array(64 * 1024).fill(0x20);
+  const server = Bun.serve({
+    port: 0,
+    fetch: (request) => {
+      if (new URL(request.url).pathname === "/declared") return new Response(new Uint8Array(300 * 1024));
+      // An endless body: only the cap ends the read.
+      return new Response(
+        new ReadableStream({
+          pull(controller) {
+            controller.enqueue(chunk);
+          },
+        }),
+      );
+    },
+  });
+  try {
+    for (const path of ["/declared", "/endless"]) {
+      const failures: string[] = [];
+      const keys = new JwksKeys({
+        url: new URL(path, server.url).href,
+        minRefetchIntervalMs: 20,
+        maxAgeMs: 100,
+        timeoutMs: 5000,
+        onFetchFailure: (reason) => failures.push(reason),
+      });
+      const refusal = await keys
+        .getKey({ alg: "ES256", kid: "k1" }, NO_TOKEN)
+        .catch((error: unknown) => error);
+      expect(refusal).toMatchObject({ code: "unavailable" });
+      expect(failures).toEqual(["JWKS document too large"]);
+    }
+  } finally {
+    server.stop(true);
+  }
+});
