@@ -12,6 +12,9 @@ export const CHANNEL_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$/;
 /** Engine topic of one tenant's channel. "/" never occurs in tenant or channel names. */
 export const channelTopic = (tenant: string, channel: string) => `t/${tenant}/${channel}`;
 
+/** The tenant of an engine topic `t/<tenant>/<channel>`. */
+export const tenantOfTopic = (topic: string) => topic.slice(2, topic.indexOf("/", 2));
+
 /**
  * A 31-bit FNV-1a hash of a channel topic's UTF-8 bytes. The fan-out reader
  * hashes a record's topic straight from its tenant and channel header bytes

@@ -1,3 +1,4 @@
+import { tenantOfTopic } from "../../domain/channel.ts";
 import { type EventPosition, parseEventId } from "../../domain/event-id.ts";
 
 export interface HistoryEvent {
@@ -109,7 +110,7 @@ export class ChannelHistory {
    */
   watch(channelKey: string, partition: number, next: bigint): void {
     if (this.logs.has(channelKey)) return;
-    if (this.logs.size >= this.limits.channels) this.dropChannelOfLargest(tenantOf(channelKey));
+    if (this.logs.size >= this.limits.channels) this.dropChannelOfLargest(tenantOfTopic(channelKey));
     const log = this.createLog(channelKey, partition);
     if (next - 1n > log.evictedUpTo) log.evictedUpTo = next - 1n;
     log.tenant.channels.set(channelKey, log);
@@ -143,7 +144,7 @@ export class ChannelHistory {
     let log = this.logs.get(channelKey);
     if (log) log.tenant.channels.delete(channelKey);
     else {
-      if (this.logs.size >= this.limits.channels) this.dropChannelOfLargest(tenantOf(channelKey));
+      if (this.logs.size >= this.limits.channels) this.dropChannelOfLargest(tenantOfTopic(channelKey));
       log = this.createLog(channelKey, event.position.partition);
     }
     const tenant = log.tenant;
@@ -200,7 +201,9 @@ export class ChannelHistory {
     if (origin === undefined) return { ok: false, reason: "unknown_position" };
     if (position.offset + 1n < origin) return { ok: false, reason: "not_kept" };
     if (!log && this.keeps === "watched") return { ok: false, reason: "not_kept" };
-    const evictedUpTo = log ? log.evictedUpTo : this.droppedUpTo(tenantOf(channelKey), position.partition);
+    const evictedUpTo = log
+      ? log.evictedUpTo
+      : this.droppedUpTo(tenantOfTopic(channelKey), position.partition);
     if (position.offset < evictedUpTo) return { ok: false, reason: "not_kept" };
     const index = events.findIndex((event) => event.position.offset > position.offset);
     return { ok: true, events: index < 0 ? [] : events.slice(index) };
@@ -216,7 +219,7 @@ export class ChannelHistory {
   }
 
   private createLog(channelKey: string, partition: number): ChannelLog {
-    const name = tenantOf(channelKey);
+    const name = tenantOfTopic(channelKey);
     let tenant = this.tenants.get(name);
     if (!tenant) {
       tenant = new TenantHistory(name);
@@ -306,9 +309,4 @@ export class ChannelHistory {
     }
     return largest;
   }
-}
-
-/** The tenant of an engine topic `t/<tenant>/<channel>`. */
-function tenantOf(channelKey: string): string {
-  return channelKey.slice(2, channelKey.indexOf("/", 2));
 }

@@ -1,4 +1,4 @@
-import { topicHash } from "../../domain/channel.ts";
+import { tenantOfTopic, topicHash } from "../../domain/channel.ts";
 
 /**
  * Which channels this instance reads fan-out messages for: those a local
@@ -7,6 +7,11 @@ import { topicHash } from "../../domain/channel.ts";
  * the last `keepIdleMs` (a client that reconnects soon resumes from memory).
  * Every other channel's messages are skipped before their value is decoded,
  * and its resume and history are read from the fan-out log.
+ *
+ * Past `maxRecent` channels kept without a watcher, the tenant keeping the
+ * most loses its least recently left one: a tenant touching many channels'
+ * history pushes out its own, never the channels other tenants' clients are
+ * about to resume from memory.
  *
  * Keys are channel topics, `t/<tenant>/<channel>`. `onStart` runs when a channel
  * becomes wanted, `onEnd` when it stops being wanted: the owner of the
@@ -17,6 +22,8 @@ export class Interest {
   private readonly watched = new Map<string, number>();
   /** Channels no longer watched but kept a while, with when that began; oldest first. */
   private readonly recent = new Map<string, number>();
+  /** The same channels per tenant, oldest first; a tenant with none has no entry. */
+  private readonly recentByTenant = new Map<string, Set<string>>();
   /** Wanted channels per topic hash (`topicHash`): the reader's byte-level filter ahead of `wants`. */
   private readonly hashes = new Map<number, number>();
 
@@ -46,7 +53,7 @@ export class Interest {
   change(key: string, delta: 1 | -1): void {
     const count = (this.watched.get(key) ?? 0) + delta;
     if (count > 0) {
-      if (!this.watched.has(key) && !this.recent.delete(key)) this.started(key);
+      if (!this.watched.has(key) && !this.forgetRecent(key)) this.started(key);
       this.watched.set(key, count);
       return;
     }
@@ -57,7 +64,7 @@ export class Interest {
   /** A request for the channel's history: kept for a while, so the next one is served from memory. */
   touch(key: string): void {
     if (this.watched.has(key)) return;
-    if (!this.recent.delete(key)) this.started(key);
+    if (!this.forgetRecent(key)) this.started(key);
     this.keepRecent(key);
   }
 
@@ -66,7 +73,7 @@ export class Interest {
     const horizon = this.now() - this.options.keepIdleMs;
     for (const [key, since] of this.recent) {
       if (since > horizon) break;
-      this.recent.delete(key);
+      this.forgetRecent(key);
       this.ended(key);
     }
   }
@@ -92,10 +99,37 @@ export class Interest {
 
   private keepRecent(key: string): void {
     this.recent.set(key, this.now());
+    const tenant = tenantOfTopic(key);
+    const kept = this.recentByTenant.get(tenant);
+    if (kept) kept.add(key);
+    else this.recentByTenant.set(tenant, new Set([key]));
     while (this.recent.size > this.options.maxRecent) {
-      const oldest = this.recent.keys().next().value as string;
-      this.recent.delete(oldest);
+      const oldest = this.oldestOfLargest(tenant);
+      this.forgetRecent(oldest);
       this.ended(oldest);
     }
+  }
+
+  /** Drops a channel from those kept without a watcher; false when it was not kept. */
+  private forgetRecent(key: string): boolean {
+    if (!this.recent.delete(key)) return false;
+    const tenant = tenantOfTopic(key);
+    const kept = this.recentByTenant.get(tenant);
+    if (kept?.delete(key) && kept.size === 0) this.recentByTenant.delete(tenant);
+    return true;
+  }
+
+  /**
+   * The least recently left channel of the tenant keeping the most: the
+   * tenant that just added one when it keeps at least the average (a flood
+   * by one tenant, with no scan), otherwise found by a scan.
+   */
+  private oldestOfLargest(writer: string): string {
+    let largest = this.recentByTenant.get(writer);
+    if (!largest || largest.size * this.recentByTenant.size < this.recent.size) {
+      for (const kept of this.recentByTenant.values())
+        if (!largest || kept.size > largest.size) largest = kept;
+    }
+    return (largest as Set<string>).values().next().value as string;
   }
 }

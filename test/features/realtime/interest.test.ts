@@ -74,6 +74,28 @@ describe("Interest: which channels are read here", () => {
     expect(interest.wants("t/a/2")).toBe(false);
   });
 
+  test("past maxRecent the tenant keeping the most loses its oldest: one tenant's many history requests push out only its own", () => {
+    const { interest, log } = interestOnClock(60_000, 5);
+    interest.change("t/quiet/orders", 1);
+    interest.change("t/quiet/orders", -1);
+    interest.touch("t/quiet/prices");
+    for (let n = 0; n < 20; n++) interest.touch(`t/noisy/${n}`);
+    expect(interest.wants("t/quiet/orders") && interest.wants("t/quiet/prices")).toBe(true);
+    expect(log.filter((line) => line.startsWith("end"))).toEqual(
+      Array.from({ length: 17 }, (_, n) => `end t/noisy/${n}`),
+    );
+    // Where the newcomer keeps fewer than the others, the largest pays, not the newcomer.
+    interest.touch("t/third/a");
+    expect(log.at(-1)).toBe("end t/noisy/17");
+    expect(interest.size).toBe(5);
+    // A channel watched again leaves its tenant's kept set: nothing of it is evicted later.
+    interest.change("t/quiet/orders", 1);
+    for (let n = 100; n < 110; n++) interest.touch(`t/noisy/${n}`);
+    expect(
+      interest.wants("t/quiet/orders") && interest.wants("t/quiet/prices") && interest.wants("t/third/a"),
+    ).toBe(true);
+  });
+
   test("an unmatched leave is ignored", () => {
     const { interest, log } = interestOnClock();
     interest.change("t/a/x", -1);
