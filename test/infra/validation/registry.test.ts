@@ -462,7 +462,9 @@ describe("URL source", () => {
       const warnings = lines.filter((line) => line.msg === "schema warning");
       expect(warnings).toHaveLength(1);
       const failed = lines.filter((line) => line.msg === "schema refresh failed; keeping the last good copy");
-      expect((failed[0]?.err as { message: string }).message).toStartWith('schema for "b" does not compile');
+      expect((failed[0]?.err as { message: string } | undefined)?.message).toStartWith(
+        'schema for "b" does not compile',
+      );
       expect(schemas.types()).toEqual(["click"]);
       if (etags) {
         // Not downloaded again either: asked for with its ETag, answered 304.
