@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { createReadStream } from "node:fs";
 import { readCapped } from "../../lib/read-capped.ts";
 import type { Logger } from "../../log/logger.ts";
 import { parseS3Url, type S3ObjectClient } from "../aws/s3.ts";
@@ -42,7 +42,21 @@ export async function readDocument(
     if (!s3Client) throw new Error(`${source}: no S3 client given`);
     return s3Client.getObject(location, etag, maxBytes);
   }
-  return { text: await readFile(source, "utf8") };
+  return { text: await readLocalFile(source, maxBytes) };
+}
+
+/**
+ * A file's text, read as it streams and refused past `maxBytes`, as a URL's
+ * is: a path to something endless (`/dev/zero`) or huge would otherwise hang
+ * the start or fill the heap.
+ */
+export function readLocalFile(path: string, maxBytes: number = MAX_DOCUMENT_BYTES): Promise<string> {
+  return readCapped(
+    createReadStream(path),
+    maxBytes,
+    undefined,
+    () => new Error(`${path}: larger than ${maxBytes} bytes, the limit of a schema or quota document`),
+  );
 }
 
 async function readUrl(

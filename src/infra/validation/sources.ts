@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { type ExactNumbers, exactNumbersOf } from "../../lib/exact-numbers.ts";
 import { DEPTH_ERROR, DUPLICATE_KEY_ERROR, JsonScanner } from "../../lib/json-scan.ts";
 import type { S3ObjectClient } from "../aws/s3.ts";
-import { readDocument } from "../remote/document.ts";
+import { readDocument, readLocalFile } from "../remote/document.ts";
 
 /** The raw schemas of one load, before compilation. */
 export interface SchemaDocuments {
@@ -57,7 +57,7 @@ async function loadFromFolder(folder: string): Promise<SchemaDocuments> {
   const exactNumbers: ExactNumbers = new WeakMap();
   for (const name of names) {
     const type = checkedType(name.slice(0, -".json".length), `${folder}/${name}`);
-    const text = await readFile(join(folder, name), "utf8");
+    const text = await readLocalFile(join(folder, name));
     // The name is part of the content: renaming a file renames its event type.
     hash.update(name).update("\0").update(text).update("\0");
     entries.push([type, checkedSchema(parseJson(text, name, exactNumbers), name)]);

@@ -148,6 +148,25 @@ test("a URL's document is read up to the size limit, and no further: a larger on
   expect(served.endlessBytes).toBeLessThan(limit + 8 * 1024 * 1024);
 });
 
+test("a file is read up to the size limit too: an endless one (/dev/zero) or a larger one is refused, not read whole", async () => {
+  const folder = await mkdtemp(join(tmpdir(), "document-"));
+  cleanups.push(() => rm(folder, { recursive: true, force: true }));
+  const limit = 64 * 1024;
+  const fits = join(folder, "fits.json");
+  await writeFile(fits, `${" ".repeat(limit - 2)}{}`);
+  expect(await readDocument(fits, undefined, undefined, 5000, limit)).toEqual({
+    text: `${" ".repeat(limit - 2)}{}`,
+  });
+  const larger = join(folder, "larger.json");
+  await writeFile(larger, `${" ".repeat(limit - 1)}{}`);
+  await expect(readDocument(larger, undefined, undefined, 5000, limit)).rejects.toThrow(
+    `${larger}: larger than ${limit} bytes, the limit of a schema or quota document`,
+  );
+  await expect(readDocument("/dev/zero", undefined, undefined, 5000, limit)).rejects.toThrow(
+    `/dev/zero: larger than ${limit} bytes`,
+  );
+});
+
 test("a refresh over the size limit keeps the last good copy, is counted and logged", async () => {
   const { url } = documentServer();
   const lines: Array<{ msg: string; err?: { message: string } }> = [];
