@@ -91,14 +91,21 @@ export type LogReadResult = { gone: true } | { gone: false; messages: DeliveredM
  */
 export interface FanoutBus {
   start(listener: FanoutListener): Promise<void>;
-  /** Resolves once the messages are durably accepted for delivery. */
+  /**
+   * Resolves once the messages are durably accepted for delivery. They are
+   * one tenant's (a publish's): where they wait in the producer queue, they
+   * count in that tenant's share of it, so a refusal for the share rejects
+   * with the queue's `overloaded`.
+   */
   publish(messages: FanoutMessage[]): Promise<void>;
   /**
    * Ingested records: each with a channel is published as `publish` would
    * its message (tenant, channel, `dataJson`, the record's type and id, `ts`,
    * the publisher's trace context), with no message object per record in
-   * between; records without a channel are skipped. `dataBytes[i]`, when
-   * given, says where record i's `dataJson` lies as bytes, to be copied as they are.
+   * between; records without a channel are skipped. The records are one
+   * request's, hence one tenant's, and their copies count in its share as
+   * `publish`'s do. `dataBytes[i]`, when given, says where record i's
+   * `dataJson` lies as bytes, to be copied as they are.
    */
   publishRecords(
     records: readonly EventRecord[],

@@ -39,7 +39,9 @@ export interface RecordQueue {
    * Resolves once the messages are queued (`"queued"`) or acknowledged by the
    * sink (`"acknowledged"`); rejects with a GatewayError when they are refused
    * (full, unhealthy, draining, or refused by the sink for good). With
-   * `tenant`, they count towards that tenant's share of a filling queue.
+   * `tenant`, they count towards that tenant's share of a filling queue:
+   * every record queued on a tenant's behalf (its records, their dead
+   * letters, its publishes and fan-out copies) names it.
    */
   enqueue(messages: SinkMessage[], until: "queued" | "acknowledged", tenant?: string): Promise<void>;
   /** Whether `message` can ever fit a batch: a record that cannot is refused on its own, up front. */

@@ -192,5 +192,61 @@ describe.each(RUNTIMES)(
         await gateway.stop("SIGKILL");
       }
     }, 60_000);
+
+    test("publishes count in their tenant's share: a tenant filling the queue through /v1/publish gets 503 and the other tenant's batches still get 202", async () => {
+      const gateway = await startGateway(runtime, {
+        // Nothing answers there (the Kafka fan-out bus too): publishes wait in the queue for their acknowledgement.
+        KAFKA_BROKERS: "127.0.0.1:1",
+        KAFKA_UNHEALTHY_AFTER_MS: "60000",
+        KAFKA_QUEUE_MAX_RECORDS: "100",
+        MAX_RECORDS_PER_REQUEST: "20",
+        // A publish not acknowledged in this time is answered 503 unavailable; its record stays queued.
+        INGEST_ACK_TIMEOUT_MS: "100",
+        RATE_LIMIT_ENABLED: "false",
+        REDIS_URL: "",
+      });
+      const ingest = async (tenant: string, records: number) =>
+        (
+          await fetch(`${gateway.url}/v1/events?ack=none`, {
+            method: "POST",
+            headers: {
+              authorization: `Bearer ${await token(tenant, ["ingest"])}`,
+              "content-type": "application/json",
+            },
+            body: JSON.stringify(
+              Array.from({ length: records }, (_, n) => ({ type: "click", data: { element: `e${n}` } })),
+            ),
+          })
+        ).status;
+      const noisyToken = await token("noisy", ["ingest", "publish"]);
+      /** A publish's status, error code and Retry-After: `503 unavailable 5` once its record is queued unacknowledged. */
+      const publish = async (n: number) => {
+        const response = await fetch(`${gateway.url}/v1/publish`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${noisyToken}`, "content-type": "application/json" },
+          body: JSON.stringify({ channel: "news", data: { n } }),
+        });
+        const body = (await response.json()) as { error?: string };
+        return `${response.status} ${body.error} ${response.headers.get("retry-after")}`;
+      };
+      try {
+        expect(await ingest("quiet", 1)).toBe(202);
+        const answers: string[] = [];
+        // Rounds of 10 at once, until the queue refuses them (a round takes the 100 ms ack timeout).
+        while (!answers.includes("503 overloaded 1") && answers.length < 150)
+          answers.push(
+            ...(await Promise.all(Array.from({ length: 10 }, (_, n) => publish(answers.length + n)))),
+          );
+        // Half the queue's 100 records for each of the two tenants sending: 50 publishes queued, then 503.
+        expect(answers.filter((answer) => answer === "503 unavailable 5").length).toBe(50);
+        expect(answers.slice(50)).toEqual(Array.from({ length: 10 }, () => "503 overloaded 1"));
+        // Without shares the 90 publishes the fan-out topic's lane holds would leave the quiet tenant 9 records.
+        expect([await ingest("quiet", 20), await ingest("quiet", 20)]).toEqual([202, 202]);
+        expect(await publish(-1)).toBe("503 overloaded 1");
+        expect(await ingest("noisy", 1)).toBe(503);
+      } finally {
+        await gateway.stop("SIGKILL");
+      }
+    }, 60_000);
   },
 );

@@ -315,6 +315,6 @@ function sendToDeadLetters(
     value: `${JSON.stringify({ tenant: principal.tenant, reason, rejectedAt }).slice(0, -1)},"record":${raw ?? "null"}}`,
     headers: { tenant: principal.tenant, "content-type": "application/json" },
   }));
-  // A full queue drops dead letters first: they are diagnostics, not data.
-  deps.queue.enqueue(messages, "queued").catch(() => {});
+  // A full queue drops dead letters first: they are diagnostics, not data. They count in the tenant's share.
+  deps.queue.enqueue(messages, "queued", principal.tenant).catch(() => {});
 }

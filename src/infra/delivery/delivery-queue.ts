@@ -759,6 +759,7 @@ export class DeliveryQueue implements RecordQueue {
       !lane.deadLetters &&
       this.requeue(
         deadLetterFor(message, deadLetters, `refused by Kafka: ${refusal.sinkCode}`, this.maxBatchBytes),
+        entry.ticket.holding,
       );
     this.metrics.eventsUndeliverable.inc({ reason: refusal.reason });
     if (lane.deadLetters) this.dropDeadLetters("refused", 1);
@@ -781,14 +782,19 @@ export class DeliveryQueue implements RecordQueue {
     this.release(lane, [entry]);
   }
 
-  /** Queues a dead letter of the queue's own within the dead-letter lane's bounds; false (and counted) when it cannot. */
-  private requeue(message: SinkMessage): boolean {
+  /**
+   * Queues a dead letter of the queue's own within the dead-letter lane's
+   * bounds; false (and counted) when it cannot. It counts in the holding of
+   * the refused record's tenant (still holding that record), never refused for it.
+   */
+  private requeue(message: SinkMessage, holding: TenantHolding | undefined): boolean {
     const bytes = recordBytes(message);
     const lane = this.lane(message.topic);
     const demand = new Map([[lane, { records: 1, bytes }]]);
     if (this.refusal(demand, bytes, undefined)) return false;
-    this.writerQueue(lane, message).push({ message, bytes, ticket: noTicket() });
+    this.writerQueue(lane, message).push({ message, bytes, ticket: { ...noTicket(), holding } });
     this.count(lane, 1, bytes);
+    if (holding) this.shares.add(holding, 1, bytes);
     this.schedulePump();
     return true;
   }

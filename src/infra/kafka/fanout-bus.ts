@@ -102,7 +102,7 @@ export class KafkaFanoutBus implements FanoutBus {
   }
 
   publish(messages: FanoutMessage[]): Promise<void> {
-    return this.queue.enqueue(toFanoutRecords(this.topic, messages), "acknowledged");
+    return this.queue.enqueue(toFanoutRecords(this.topic, messages), "acknowledged", messages[0]?.tenant);
   }
 
   publishRecords(
@@ -112,7 +112,9 @@ export class KafkaFanoutBus implements FanoutBus {
     dataBytes?: readonly RecordDataBytes[],
   ): Promise<void> {
     const fanout = ingestedFanoutRecords(this.topic, records, ts, trace, dataBytes);
-    return fanout.length === 0 ? NOTHING_TO_PUBLISH : this.queue.enqueue(fanout, "acknowledged");
+    return fanout.length === 0
+      ? NOTHING_TO_PUBLISH
+      : this.queue.enqueue(fanout, "acknowledged", records[0]?.tenant);
   }
 
   /** The partition the producer picks for `key` (its hash modulo the partition count), and where the live reader stands on it. */

@@ -692,7 +692,7 @@ describe("DeliveryQueue, tenants' shares", () => {
     await queue.close(10).catch(() => {});
   });
 
-  test("records without a tenant (fan-out copies, dead letters) are never refused for a share", async () => {
+  test("records naming no tenant are never refused for a share", async () => {
     const { writer, queue } = setup({ maxRecords: 20, unhealthyAfterMs: 60_000 });
     writer.failing = true;
     await queue.enqueue(three(0), "queued", "a");
@@ -700,6 +700,83 @@ describe("DeliveryQueue, tenants' shares", () => {
     await queue.enqueue(three(6).concat(three(9)), "queued");
     await queue.enqueue(three(12), "queued");
     expect(queue.depth.records).toBe(15);
+    await queue.close(10).catch(() => {});
+  });
+
+  const published = (n: number): SinkMessage => ({ ...message(n), topic: "fanout" });
+
+  /**
+   * With "quiet" holding one record, "noisy" publishes one record at a time
+   * (waiting for the acknowledgement, as /v1/publish does) until the queue
+   * refuses it for its share; answers the publishes it took.
+   */
+  async function fillWithPublishes(queue: DeliveryQueue): Promise<Promise<unknown>[]> {
+    const taken: Promise<unknown>[] = [];
+    // 20 / 2 tenants sending: 10 publishes, then 503 in a queue past half.
+    for (let n = 0; n < 10; n++)
+      taken.push(queue.enqueue([published(n)], "acknowledged", "noisy").catch((error: unknown) => error));
+    await expectRefused(() => queue.enqueue([published(10)], "acknowledged", "noisy"), "overloaded");
+    // None of the ten was refused: each is still waiting for the sink.
+    expect(await Promise.race([Promise.any(taken), Bun.sleep(20).then(() => "waiting")])).toBe("waiting");
+    return taken;
+  }
+
+  test("a tenant's publishes (fan-out topic, acknowledged) count in its share; delivered, they free it", async () => {
+    const { writer, queue } = setup({ maxRecords: 20, unhealthyAfterMs: 60_000 });
+    writer.failing = true;
+    await queue.enqueue([message(100)], "queued", "quiet");
+    const taken = await fillWithPublishes(queue);
+    // The other tenant's records still get in (11 of 20 queued; the fan-out lane alone could take 18).
+    await queue.enqueue(three(101), "queued", "quiet");
+    await queue.enqueue(three(104), "queued", "quiet");
+    writer.failing = false;
+    expect(await Promise.all(taken)).toEqual(Array.from({ length: 10 }, () => undefined));
+    await waitUntil(() => queue.depth.records === 0, "the queue drained");
+    // Nothing held any more: the same share again.
+    writer.failing = true;
+    await queue.enqueue([message(107)], "queued", "quiet");
+    await fillWithPublishes(queue);
+    await queue.close(10).catch(() => {});
+  });
+
+  test("a tenant's publishes dropped with their held topic free its share", async () => {
+    const { writer, queue } = setup({ maxRecords: 20, unhealthyAfterMs: 60_000, unavailableRetryMs: 60_000 });
+    writer.failing = true;
+    await queue.enqueue([message(100)], "queued", "quiet");
+    const taken = await fillWithPublishes(queue);
+    writer.failing = false;
+    writer.refuse = (batch) =>
+      batch[0]?.topic === "fanout" ? new SinkUnavailableError("TOPIC_AUTHORIZATION_FAILED") : undefined;
+    const answers = await Promise.all(taken);
+    expect(answers.map((answer) => (answer as GatewayError).code)).toEqual(
+      Array.from({ length: 10 }, () => "unavailable"),
+    );
+    // The ten publishes left the queue: the tenant holds nothing and gets its whole share in another topic.
+    await waitUntil(() => queue.depth.records === 0, "the queue emptied");
+    writer.failing = true;
+    await queue.enqueue([message(101)], "queued", "quiet");
+    for (let n = 0; n < 10; n++) await queue.enqueue([message(n)], "queued", "noisy");
+    await expectRefused(() => queue.enqueue([message(10)], "queued", "noisy"), "overloaded");
+    await queue.close(10).catch(() => {});
+  });
+
+  test("the dead letter of a tenant's record the sink refuses counts in its share until it leaves", async () => {
+    const { writer, queue } = setup({ maxRecords: 32, unhealthyAfterMs: 60_000, deadLetterTopic: "dlq" });
+    const waiting = (n: number): SinkMessage => ({ ...message(n), topic: "u" });
+    writer.refuse = (batch) =>
+      batch[0]?.topic === "t" ? new UndeliverableError("invalid_record", "INVALID_RECORD") : undefined;
+    writer.failingTopics.add("dlq");
+    writer.failingTopics.add("u");
+    await queue.enqueue([waiting(100)], "queued", "quiet");
+    // Two records the sink refuses (422): their dead letters wait (the dead-letter lane takes 2 of 32, 1/16).
+    for (const n of [0, 1]) {
+      const refused = await queue.enqueue([message(n)], "acknowledged", "noisy").catch((error) => error);
+      expect((refused as GatewayError).code).toBe("record_refused");
+    }
+    await waitUntil(() => queue.depth.records === 3, "two dead letters waiting");
+    // A share is 32 / 2 tenants = 16 records, its 2 dead letters included: 14 more, then 503 past half full.
+    for (let n = 2; n < 16; n++) await queue.enqueue([waiting(n)], "queued", "noisy");
+    await expectRefused(() => queue.enqueue([waiting(16)], "queued", "noisy"), "overloaded");
     await queue.close(10).catch(() => {});
   });
 });

@@ -1,13 +1,15 @@
 import { expect, test } from "bun:test";
+import pino from "pino";
 import type { EventRecord } from "../../../src/domain/record.ts";
 import {
   fromFanoutRecord,
   ingestedFanoutRecords,
+  KafkaFanoutBus,
   toFanoutRecords,
 } from "../../../src/infra/kafka/fanout-bus.ts";
 import { encodeRecordBatch } from "../../../src/infra/kafka/produce-request.ts";
 import { type FanoutMessage, fanoutMessagesOf } from "../../../src/ports/fanout-bus.ts";
-import { headersOf as allHeadersOf, type SinkMessage } from "../../../src/ports/sink.ts";
+import { headersOf as allHeadersOf, type RecordQueue, type SinkMessage } from "../../../src/ports/sink.ts";
 
 /** Headers and values as the consumer hands them over: raw bytes. */
 const raw = (headers: Record<string, string>) =>
@@ -153,6 +155,32 @@ test("with the records' data as bytes, fan-out records copy them: the same batch
   expect(fromBytes.map((record) => record.valueBytes !== undefined)).toEqual([true, true, false]);
   const batch = (sent: SinkMessage[]) => encodeRecordBatch("fanout", 0, sent, {}, 1);
   expect(batch(fromBytes).equals(batch(fromText))).toBe(true);
+});
+
+test("publishes and ingested records' fan-out copies are queued in their tenant's name: they count in its share of the producer queue", async () => {
+  const queued: Array<{ topic: string | undefined; until: string; tenant: string | undefined }> = [];
+  const queue: RecordQueue = {
+    maxRecordBytes: 1_000_000,
+    fits: () => true,
+    enqueue: async (messages, until, tenant) => {
+      queued.push({ topic: messages[0]?.topic, until, tenant });
+    },
+  };
+  const bus = new KafkaFanoutBus({} as never, "fanout", queue, pino({ level: "silent" }));
+  await bus.publish([{ tenant: "acme", channel: "orders", dataJson: "1", ts: 1 }]);
+  const record = (channel?: string): EventRecord => ({
+    id: "r",
+    type: "click",
+    dataJson: "1",
+    tenant: "globex",
+    receivedAt: "2026-12-05T00:00:00.000Z",
+    ...(channel === undefined ? {} : { channel }),
+  });
+  await bus.publishRecords([record(), record("orders")], 1, undefined);
+  expect(queued).toEqual([
+    { topic: "fanout", until: "acknowledged", tenant: "acme" },
+    { topic: "fanout", until: "acknowledged", tenant: "globex" },
+  ]);
 });
 
 test("records not written by a gateway are skipped, never delivered as broken frames", () => {
