@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { loadConfig } from "../src/config/config.ts";
+import { LATENCY_BUCKETS } from "../src/metrics/metrics.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DEPLOY = join(ROOT, "deploy");
@@ -757,6 +758,21 @@ describe("Grafana dashboard", () => {
     ]) {
       expect(exprs).toContain(needle);
     }
+  });
+});
+
+// ---------------------------------------------------------------- histogram buckets
+
+describe("latency buckets", () => {
+  test("every le a rule or panel reads of a latency histogram is one of its buckets", async () => {
+    const read: Array<{ source: string; metric: string; le: string }> = [];
+    for (const source of ["grafana/gateway.json", "prometheus/alerts.yml"]) {
+      const body = (await text(source)).replaceAll('\\"', '"');
+      const bucketReads = /\b(gateway_[a-z_]+_seconds)_bucket\{[^}]*\ble="([^"]+)"/g;
+      for (const [, metric = "", le = ""] of body.matchAll(bucketReads)) read.push({ source, metric, le });
+    }
+    expect(read.length).toBeGreaterThan(0);
+    expect(read.filter(({ le }) => !LATENCY_BUCKETS.includes(Number(le)))).toEqual([]);
   });
 });
 

@@ -11,7 +11,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { HTTP_ERRORS, RECORD_ERRORS, WS_CLOSES, WS_ERRORS } from "../src/domain/errors.ts";
-import { createMetrics } from "../src/metrics/metrics.ts";
+import { createMetrics, LATENCY_BUCKETS } from "../src/metrics/metrics.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -189,6 +189,16 @@ of an instance share its port and each counts for itself, so a scrape reaches
 one of them and sees only its counters (a reset at every change of worker,
 and gauges of one worker): for Prometheus, run one worker per instance, as
 the manifests do, and scale instances; the gateway logs a warning at start.
+
+The gateway's latency histograms (\`_seconds\`) share their buckets, in
+seconds:
+
+${LATENCY_BUCKETS.join(", ")}
+
+They reach 60 s so that requests held up to a deadline (\`INGEST_ACK_TIMEOUT_MS\`,
+\`KAFKA_WRITE_TIMEOUT_MS\`, \`REPLAY_TIMEOUT_MS\`) land in a bucket of their
+own, not all in \`+Inf\`; a rule or query reading one bucket (\`le="0.25"\`)
+must name one of these.
 
 ## The gateway's
 

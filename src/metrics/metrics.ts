@@ -1,7 +1,14 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { ResolvedCounter, ResolvedHistogram, SampledGauge } from "./resolved.ts";
 
-const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+// Up to 60 s: an ingest request waits for Kafka's acknowledgement up to INGEST_ACK_TIMEOUT_MS (15 s by default,
+// tens of seconds when raised), a produce attempt up to KAFKA_WRITE_TIMEOUT_MS and a history page's topic read up
+// to REPLAY_TIMEOUT_MS, all settable well past 10 s; ending at 10 s put such requests in +Inf, where
+// histogram_quantile cannot tell 11 s from 59 s. 15 is the default acknowledgement deadline (answered within it,
+// or timed out). Three buckets more, not a finer scale: each is one more series per route, method and status.
+export const LATENCY_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60,
+];
 const SIZE_BUCKETS = [1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 50_000];
 
 /**
