@@ -728,6 +728,43 @@ describe("Grafana dashboard", () => {
     }
   });
 
+  test("has namespace, job and instance variables: query variables on the gateway's metrics, All matching every series", () => {
+    // biome-ignore lint/suspicious/noExplicitAny: Grafana variable JSON.
+    const variables: any[] = dashboard.templating.list;
+    expect(variables.map((variable) => variable.name)).toEqual([
+      "datasource",
+      "namespace",
+      "job",
+      "instance",
+    ]);
+    for (const name of ["namespace", "job", "instance"]) {
+      const variable = variables.find((v) => v.name === name);
+      expect(variable).toMatchObject({ type: "query", includeAll: true, multi: true, allValue: ".*" });
+      expect(variable.definition).toMatch(
+        new RegExp(`^label_values\\(gateway_info(\\{[^}]*\\})?, ${name}\\)$`),
+      );
+      expect(variable.query.query).toBe(variable.definition);
+    }
+  });
+
+  test("every panel query selects the gateway's series by namespace, job and instance", () => {
+    const unfiltered: string[] = [];
+    for (const panel of panels) {
+      for (const { expr } of panel.targets ?? []) {
+        for (const [selector, metric = "", matchers = ""] of expr.matchAll(
+          /\b((?:gateway|process|nodejs|kube)_[a-z0-9_]+)(?:\{([^}]*)\})?/g,
+        )) {
+          // Series the gateway exports carry the scrape's namespace and job; kube-state-metrics' carry the
+          // namespace of the object they describe, and its own job.
+          const wanted = metric.startsWith("kube_") ? ["namespace"] : ["namespace", "job", "instance"];
+          const missing = wanted.filter((label) => !matchers.includes(`${label}=~"$${label}"`));
+          if (missing.length > 0) unfiltered.push(`${panel.title}: ${selector} lacks ${missing.join(", ")}`);
+        }
+      }
+    }
+    expect(unfiltered).toEqual([]);
+  });
+
   test("has the panels operators look for", () => {
     const exprs = panels
       .flatMap((panel) => (panel.targets ?? []).map((t: { expr: string }) => t.expr))
@@ -893,8 +930,11 @@ describe("metrics against a running gateway", () => {
         const exprs: string[] = dashboard.panels.flatMap((panel: { targets?: Array<{ expr: string }> }) =>
           (panel.targets ?? []).map((target) => target.expr),
         );
+        // Each variable as its All option: ".*".
+        const allOf = (expr: string) =>
+          expr.replaceAll("$__rate_interval", "1m").replaceAll(/\$(namespace|job|instance)\b/g, ".*");
         for (const expr of exprs) {
-          const promql = expr.replaceAll("$__rate_interval", "1m").replaceAll("$instance", ".*");
+          const promql = allOf(expr);
           const result = await query(promql);
           expect({ promql, status: result.status, error: result.error }).toEqual({
             promql,
@@ -902,7 +942,11 @@ describe("metrics against a running gateway", () => {
             error: undefined,
           });
         }
-        const instances = await query('count(gateway_info{instance=~".*"})');
+        // All of each variable keeps series without the label: this scrape, like compose's, adds no namespace.
+        const instancesPanel = dashboard.panels.find(
+          (panel: { title?: string }) => panel.title === "Instances",
+        );
+        const instances = await query(allOf(instancesPanel.targets[0].expr));
         expect(instances.data.result[0]?.value[1]).toBe("1");
       } finally {
         await stop(prometheus);

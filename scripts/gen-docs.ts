@@ -179,7 +179,9 @@ export async function metricsDocument(): Promise<string> {
 Prometheus text format on \`GET /metrics\` (on \`METRICS_PORT\` when it is
 set). Generated from the registry, \`createMetrics\` in
 [\`src/metrics/metrics.ts\`](../src/metrics/metrics.ts); the panels are those
-of the Grafana dashboard [\`deploy/grafana/gateway.json\`](../deploy/grafana/gateway.json),
+of the Grafana dashboard [\`deploy/grafana/gateway.json\`](../deploy/grafana/gateway.json)
+(its \`namespace\`, \`job\` and \`instance\` variables pick the deployments a
+panel sums over: one of several in a cluster, or all),
 the alerts those of [\`deploy/prometheus/alerts.yml\`](../deploy/prometheus/alerts.yml)
 (what to do for each: [runbooks.md](runbooks.md)). Labels carry values from
 small fixed sets only (route templates, status codes, reason codes), never
