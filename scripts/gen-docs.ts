@@ -176,8 +176,13 @@ export async function metricsDocument(): Promise<string> {
 
 # Metrics
 
-Prometheus text format on \`GET /metrics\` (on \`METRICS_PORT\` when it is
-set). Generated from the registry, \`createMetrics\` in
+Prometheus text format 0.0.4 on \`GET /metrics\` (on \`METRICS_PORT\` when it is
+set), whatever the request's \`Accept\`: a scraper asking for OpenMetrics
+(\`application/openmetrics-text\`, as Prometheus does first) gets the text
+format too, which every scraper takes. OpenMetrics would add nothing the
+gateway uses (it sets no exemplars), and prom-client renames counters in
+place to serve it (a registry per format sharing the metrics would break the
+text one's \`_total\` names), so only the text format is served. Generated from the registry, \`createMetrics\` in
 [\`src/metrics/metrics.ts\`](../src/metrics/metrics.ts); the panels are those
 of the Grafana dashboard [\`deploy/grafana/gateway.json\`](../deploy/grafana/gateway.json)
 (its \`namespace\`, \`job\` and \`instance\` variables pick the deployments a

@@ -16,6 +16,18 @@ import {
   waitForLog,
 } from "./harness.ts";
 
+/** What `promtool check metrics` says of a page: its exit code and its complaints. */
+async function promtoolCheck(page: string): Promise<{ exit: number; problems: string }> {
+  const promtool = Bun.spawn(["promtool", "check", "metrics"], {
+    stdin: new Blob([page]),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const problems =
+    (await new Response(promtool.stdout).text()) + (await new Response(promtool.stderr).text());
+  return { exit: await promtool.exited, problems };
+}
+
 describe.each(RUNTIMES)("operations on %s", (runtime) => {
   let gateway: RunningGateway;
 
@@ -46,15 +58,20 @@ describe.each(RUNTIMES)("operations on %s", (runtime) => {
     expect(text).toContain(`gateway_info{runtime="${runtime === "bun" ? "bun" : "node-uws"}"`);
     expect(text).toContain('gateway_http_requests_total{route="/health",method="GET",status="200"}');
     expect(text).toContain("process_resident_memory_bytes");
-    const promtool = Bun.spawn(["promtool", "check", "metrics"], {
-      stdin: new Blob([text]),
-      stdout: "pipe",
-      stderr: "pipe",
+    expect(await promtoolCheck(text)).toEqual({ exit: 0, problems: "" });
+  });
+
+  test("GET /metrics answers the Prometheus text format to a scraper asking for OpenMetrics", async () => {
+    // docs/metrics.md: one format for every Accept (Prometheus asks for OpenMetrics first, takes this too).
+    const response = await fetch(`${gateway.url}/metrics`, {
+      headers: { accept: "application/openmetrics-text;version=1.0.0" },
     });
-    const problems =
-      (await new Response(promtool.stdout).text()) + (await new Response(promtool.stderr).text());
-    expect(problems).toBe("");
-    expect(await promtool.exited).toBe(0);
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toStartWith("text/plain; version=0.0.4");
+    const text = await response.text();
+    expect(text).toMatch(/^gateway_http_requests_total\{/m);
+    expect(text).not.toContain("# EOF");
+    expect(await promtoolCheck(text)).toEqual({ exit: 0, problems: "" });
   });
 
   test("an idle instance's event-loop lag reads as its delay, not as the sampling period", async () => {
