@@ -1,6 +1,14 @@
 import type { Logger } from "../log/logger.ts";
 import type { DrainStep } from "./drain-plan.ts";
 
+/**
+ * The signals that drain the gateway. SIGQUIT too: `docker stop` sends it to
+ * an image whose STOPSIGNAL is SIGQUIT (nginx-style), some process managers
+ * stop with it, and Ctrl-\ sends it; its default action ended the process at
+ * once, dropping every record accepted and not yet in Kafka.
+ */
+export const DRAIN_SIGNALS = ["SIGTERM", "SIGINT", "SIGQUIT"] as const;
+
 export interface LifecycleOptions {
   drainTimeoutMs: number;
   log: Logger;
@@ -11,7 +19,7 @@ export interface LifecycleOptions {
 const EXIT_RESERVE_MS = 500;
 
 /**
- * Graceful shutdown. The first SIGTERM/SIGINT starts the drain clock and runs
+ * Graceful shutdown. The first SIGTERM/SIGINT/SIGQUIT starts the drain clock and runs
  * the drain steps in order, each with the same deadline; a step that fails is
  * logged and the next ones still run. The process exits 0 when every step
  * succeeded, 1 when one failed (say, records left undelivered) or the drain
@@ -27,7 +35,7 @@ export class Lifecycle {
 
   /** Installed before the start's slow parts: left to the runtime, a signal then ended the process unlogged with 143. */
   installSignalHandlers(): void {
-    for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    for (const signal of DRAIN_SIGNALS) {
       process.on(signal, () => this.onSignal(signal));
     }
   }
@@ -96,7 +104,7 @@ export function ignoreUnusedSignals(log: Logger): void {
     process.on(signal, () =>
       log.warn(
         { signal },
-        `${signal} ignored: settings are read at start; SIGTERM or SIGINT drains the gateway`,
+        `${signal} ignored: settings are read at start; SIGTERM, SIGINT or SIGQUIT drains the gateway`,
       ),
     );
 }

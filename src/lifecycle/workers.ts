@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { GatewayError } from "../domain/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import type { FanoutMessage, FanoutRelay } from "../ports/fanout-bus.ts";
+import { DRAIN_SIGNALS } from "./lifecycle.ts";
 import { answerStoreCalls, type IpcEndpoint, type SupervisorStores } from "./worker-stores.ts";
 
 export const WORKER_ENV = "EDGE_GATEWAY_WORKER";
@@ -111,7 +112,7 @@ export function isWorker(workers: number): boolean {
 /**
  * WORKERS > 1: this process only supervises. It starts that many copies of
  * itself, which all listen on the same port (SO_REUSEPORT: the kernel spreads
- * connections), forwards SIGTERM/SIGINT to them so each drains, restarts one
+ * connections), forwards SIGTERM/SIGINT/SIGQUIT to them so each drains, restarts one
  * that dies outside a drain (never once a signal came: pending restarts are
  * cancelled), and exits once all have exited (1 if any failed in the drain).
  * A worker that exits before it listened failed to start (port in use, a
@@ -168,13 +169,13 @@ export function superviseWorkers(workers: number, log: Logger, stores: Superviso
         return;
       }
       // A worker still loading its code has no handlers yet: the forwarded signal ends it, which is no failure.
-      if (code !== 0 && signal !== "SIGTERM" && signal !== "SIGINT") failed = true;
+      if (code !== 0 && !(DRAIN_SIGNALS as readonly string[]).includes(signal ?? "")) failed = true;
       log.info({ worker: index, code, signal }, "worker exited");
       exitOnceAllExited();
     });
   };
 
-  const stopAll = (signal: "SIGTERM" | "SIGINT") => {
+  const stopAll = (signal: (typeof DRAIN_SIGNALS)[number]) => {
     draining = true;
     for (const restart of restarts) clearTimeout(restart);
     restarts.clear();
@@ -182,7 +183,7 @@ export function superviseWorkers(workers: number, log: Logger, stores: Superviso
     exitOnceAllExited();
   };
 
-  for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => stopAll(signal));
+  for (const signal of DRAIN_SIGNALS) process.on(signal, () => stopAll(signal));
   for (let index = 0; index < workers; index++) start(index);
   log.info({ workers }, "supervising workers");
   // Each worker counts for itself and they share the port: a scrape sees one of them at random.

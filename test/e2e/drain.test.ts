@@ -63,6 +63,47 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
     console.log(`${runtime}: ${ids.length} records flushed in ${flush?.ms} ms of the drain`);
   }, 120_000);
 
+  test("SIGQUIT drains like SIGTERM: records queued while Kafka is down are flushed, exit 0", async () => {
+    const topic = await createTopic(`drain-sigquit-${runtime}`);
+    const gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: topic,
+      JWT_SECRET: TEST_SECRET,
+      DRAIN_DELAY_MS: "200",
+      DRAIN_TIMEOUT_MS: String(DRAIN_TIMEOUT_MS),
+    });
+    const ids = Array.from({ length: 50 }, (_, index) => `drain-sigquit-${runtime}-${index}`);
+    let brokerStopped = false;
+    let code: number;
+    try {
+      await servicesCommand("stop-kafka");
+      brokerStopped = true;
+      const response = await fetch(`${gateway.url}/v1/events?ack=none`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await token("acme", ["ingest"])}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify(ids.map((id) => ({ type: "click", id, data: { element: "b" } }))),
+      });
+      expect(response.status).toBe(202);
+      // Before: SIGQUIT's default action ended the process at once (exit by signal), the 50 records with it.
+      const exited = gateway.stop("SIGQUIT");
+      await waitUntil(() => gateway.logs.some((entry) => entry.msg === "drain started"), "the drain");
+      await servicesCommand("start-kafka");
+      brokerStopped = false;
+      code = await exited;
+    } finally {
+      if (brokerStopped) await servicesCommand("start-kafka");
+      await gateway.stop("SIGKILL");
+    }
+    expect(code).toBe(0);
+    expect(gateway.logs.find((entry) => entry.msg === "drain started")?.signal).toBe("SIGQUIT");
+    const messages = await readTopic(topic, ids.length, 20_000);
+    const inKafka = new Set(messages.map((message) => (JSON.parse(message.value) as { id: string }).id));
+    expect(ids.filter((id) => !inKafka.has(id))).toEqual([]);
+  }, 120_000);
+
   test("a request still uploading when the listener closes is finished: 202, its record in Kafka, exit 0", async () => {
     const topic = await createTopic(`drain-in-flight-${runtime}`);
     const gateway = await startGateway(runtime, {

@@ -87,7 +87,7 @@ describe.each(RUNTIMES)("signals on %s", (runtime) => {
         expect((await fetch(`${gateway.url}/health`)).status).toBe(200);
       }
       expect(gateway.logs.find((entry) => entry.signal === "SIGHUP")?.msg).toBe(
-        "SIGHUP ignored: settings are read at start; SIGTERM or SIGINT drains the gateway",
+        "SIGHUP ignored: settings are read at start; SIGTERM, SIGINT or SIGQUIT drains the gateway",
       );
       expect(await gateway.stop("SIGTERM")).toBe(0);
       expect(gateway.logs.some((entry) => entry.msg === "drain complete: exiting")).toBe(true);

@@ -3,6 +3,8 @@ import { readFileSync } from "node:fs";
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { createTopic, readTopic, services } from "../support/kafka.ts";
+import { servicesCommand } from "../support/services.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import {
   connectSubscriber,
@@ -204,6 +206,63 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
       await cleanup();
     }
   }, 30_000);
+
+  test("SIGQUIT to the supervisor drains every worker: records queued while Kafka is down are flushed, exit 0", async () => {
+    const topic = await createTopic(`workers-sigquit-${runtime}`);
+    const { gateway, cleanup } = await supervise({
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: topic,
+      DRAIN_DELAY_MS: "200",
+      DRAIN_TIMEOUT_MS: "30000",
+    });
+    const ids: string[] = [];
+    let brokerStopped = false;
+    let code: number;
+    try {
+      await servicesCommand("stop-kafka");
+      brokerStopped = true;
+      const ingestToken = await token("acme", ["ingest"]);
+      // A connection each: the kernel spreads them over both workers.
+      for (let request = 0; request < 10; request++) {
+        const records = Array.from({ length: 5 }, (_, index) => ({
+          type: "click",
+          id: `workers-sigquit-${runtime}-${request}-${index}`,
+          data: { element: "b" },
+        }));
+        const response = await fetch(`${gateway.url}/v1/events?ack=none`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${ingestToken}`,
+            "content-type": "application/json",
+            connection: "close",
+          },
+          body: JSON.stringify(records),
+        });
+        expect(response.status).toBe(202);
+        ids.push(...records.map((record) => record.id));
+      }
+      // Before: SIGQUIT's default action ended the supervisor at once; its workers were left to drain orphaned.
+      gateway.process.kill("SIGQUIT");
+      await until(
+        () => gateway.logs.filter((entry) => entry.msg === "drain started").length === 2,
+        10_000,
+        "both workers draining",
+      );
+      await servicesCommand("start-kafka");
+      brokerStopped = false;
+      code = await gateway.process.exited;
+    } finally {
+      if (brokerStopped) await servicesCommand("start-kafka");
+      await cleanup();
+    }
+    expect(code).toBe(0);
+    const drains = gateway.logs.filter((entry) => entry.msg === "drain started");
+    expect(drains.map((entry) => entry.signal)).toEqual(["SIGQUIT", "SIGQUIT"]);
+    expect(gateway.logs.filter((entry) => entry.msg === "drain complete: exiting")).toHaveLength(2);
+    const messages = await readTopic(topic, ids.length, 20_000);
+    const inKafka = new Set(messages.map((message) => (JSON.parse(message.value) as { id: string }).id));
+    expect(ids.filter((id) => !inKafka.has(id))).toEqual([]);
+  }, 120_000);
 
   test("SIGTERM while every worker is dead and waiting for its restart: exit 0 at once", async () => {
     const { gateway, cleanup } = await supervise();
