@@ -33,6 +33,7 @@ import { createOtelTracing } from "./infra/tracing/otel.ts";
 import { createSchemaRegistry } from "./infra/validation/registry.ts";
 import { msUntil, withDeadline } from "./lib/time.ts";
 import { type DrainStep, drainPlan } from "./lifecycle/drain-plan.ts";
+import type { Undelivered } from "./lifecycle/lifecycle.ts";
 import {
   SUPERVISOR_CALL_TIMEOUT_MS,
   type SupervisorStores,
@@ -58,6 +59,8 @@ export interface Gateway {
   attach(server: RunningServer): void;
   /** The drain, in order, given the server once it listens. */
   drainSteps(server: RunningServer): DrainStep[];
+  /** Records accepted and not yet delivered to the sink, and their bytes: what an exit now loses. */
+  undelivered(): Undelivered;
 }
 
 /** The one path where WebSocket upgrades are taken. */
@@ -318,6 +321,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     },
     drainSteps: (server) =>
       drainPlan({ modules, server, requests: router, drainDelayMs: config.drainDelayMs, log }),
+    undelivered: () => queue.undelivered,
   };
 }
 

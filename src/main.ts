@@ -110,7 +110,7 @@ async function serve(): Promise<void> {
   }).catch(cannotListen(config.port, ["HOST", "PORT"]));
   // Requests may come in from here on: a signal now drains them.
   gateway.attach(server);
-  lifecycle.serving(gateway.drainSteps(server));
+  lifecycle.serving(gateway.drainSteps(server), gateway.undelivered);
   // Left open through the drain so Prometheus sees it; the process exit closes it.
   const metricsServer =
     gateway.metricsApp === undefined || config.metricsPort === undefined

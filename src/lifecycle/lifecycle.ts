@@ -9,6 +9,12 @@ import type { DrainStep } from "./drain-plan.ts";
  */
 export const DRAIN_SIGNALS = ["SIGTERM", "SIGINT", "SIGQUIT"] as const;
 
+/** Records accepted and not yet delivered to the sink, and their bytes. */
+export interface Undelivered {
+  records: number;
+  bytes: number;
+}
+
 export interface LifecycleOptions {
   drainTimeoutMs: number;
   log: Logger;
@@ -23,13 +29,16 @@ const EXIT_RESERVE_MS = 500;
  * the drain steps in order, each with the same deadline; a step that fails is
  * logged and the next ones still run. The process exits 0 when every step
  * succeeded, 1 when one failed (say, records left undelivered) or the drain
- * overran DRAIN_TIMEOUT_MS; a second signal exits 1 at once. A signal before
+ * overran DRAIN_TIMEOUT_MS; a second signal exits 1 at once. Exiting before the
+ * drain ends, either way, logs how many accepted records are lost with it
+ * (`lost`, `lostBytes`: the fields of the flush's own line at its deadline). A signal before
  * the gateway serves (a start waiting on Kafka or a schema source) exits 0 at
  * once: nothing was accepted, so nothing is left to drain.
  */
 export class Lifecycle {
   private draining = false;
   private steps: DrainStep[] | undefined;
+  private undelivered: () => Undelivered = () => ({ records: 0, bytes: 0 });
 
   constructor(private readonly options: LifecycleOptions) {}
 
@@ -40,15 +49,22 @@ export class Lifecycle {
     }
   }
 
-  /** The gateway listens: from now on the first signal runs these steps, in order. */
-  serving(steps: DrainStep[]): void {
+  /**
+   * The gateway listens: from now on the first signal runs these steps, in
+   * order; `undelivered` says what an exit before they end would lose.
+   */
+  serving(steps: DrainStep[], undelivered: () => Undelivered): void {
     this.steps = steps;
+    this.undelivered = undelivered;
   }
 
   onSignal(signal: string): void {
     const { log, exit, drainTimeoutMs } = this.options;
     if (this.draining) {
-      log.warn({ signal }, "second signal: exiting now");
+      const { records, bytes } = this.undelivered();
+      const lost = { signal, lost: records, lostBytes: bytes };
+      if (records > 0) log.error(lost, "second signal: exiting with records undelivered");
+      else log.warn(lost, "second signal: exiting now");
       exit(1);
       return;
     }
@@ -62,7 +78,8 @@ export class Lifecycle {
     const deadline = Date.now() + drainTimeoutMs - Math.min(EXIT_RESERVE_MS, drainTimeoutMs / 10);
     log.info({ signal, drainTimeoutMs }, "drain started");
     const hardDeadline = setTimeout(() => {
-      log.error({ drainTimeoutMs }, "drain timed out: exiting");
+      const { records, bytes } = this.undelivered();
+      log.error({ drainTimeoutMs, lost: records, lostBytes: bytes }, "drain timed out: exiting");
       exit(1);
     }, drainTimeoutMs);
     this.runSteps(steps, deadline).then((complete) => {

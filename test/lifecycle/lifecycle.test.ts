@@ -11,7 +11,7 @@ function drain(steps: DrainStep[], drainTimeoutMs: number) {
     log: pino({ level: "silent" }),
     exit: (code) => exited(code),
   });
-  lifecycle.serving(steps);
+  lifecycle.serving(steps, () => ({ records: 0, bytes: 0 }));
   let exited: (code: number) => void = () => {};
   const exitCode = new Promise<number>((resolve) => {
     exited = resolve;
@@ -100,9 +100,66 @@ describe("Lifecycle", () => {
       log: pino({ level: "silent" }),
       exit: (code) => void codes.push(code),
     });
-    lifecycle.serving([{ name: "hang", run: () => new Promise<void>(() => {}) }]);
+    lifecycle.serving([{ name: "hang", run: () => new Promise<void>(() => {}) }], () => ({
+      records: 0,
+      bytes: 0,
+    }));
     lifecycle.onSignal("SIGTERM");
     lifecycle.onSignal("SIGTERM");
     expect(codes).toEqual([1]);
+  });
+
+  /** A drain whose step never ends, with `undelivered` queued, and the lines it logs. */
+  function hangingDrain(drainTimeoutMs: number, undelivered: { records: number; bytes: number }) {
+    const lines: Array<Record<string, unknown>> = [];
+    const codes: number[] = [];
+    let exited: () => void = () => {};
+    const exit = new Promise<void>((resolve) => {
+      exited = resolve;
+    });
+    const lifecycle = new Lifecycle({
+      drainTimeoutMs,
+      log: pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line)) }),
+      exit: (code) => {
+        codes.push(code);
+        exited();
+      },
+    });
+    lifecycle.serving([{ name: "hang", run: () => new Promise<void>(() => {}) }], () => undelivered);
+    return { lifecycle, lines, codes, exit };
+  }
+
+  test("a second signal logs, as an error, how many accepted records (and bytes) it leaves undelivered", () => {
+    const { lifecycle, lines, codes } = hangingDrain(5000, { records: 42, bytes: 4200 });
+    lifecycle.onSignal("SIGTERM");
+    lifecycle.onSignal("SIGINT");
+    expect(codes).toEqual([1]);
+    expect(lines.at(-1)).toMatchObject({
+      level: 50,
+      signal: "SIGINT",
+      lost: 42,
+      lostBytes: 4200,
+      msg: "second signal: exiting with records undelivered",
+    });
+  });
+
+  test("a second signal with nothing queued is a warning that loses nothing", () => {
+    const { lifecycle, lines } = hangingDrain(5000, { records: 0, bytes: 0 });
+    lifecycle.onSignal("SIGTERM");
+    lifecycle.onSignal("SIGTERM");
+    expect(lines.at(-1)).toMatchObject({ level: 40, lost: 0, msg: "second signal: exiting now" });
+  });
+
+  test("a drain overrunning DRAIN_TIMEOUT_MS logs how many accepted records it leaves undelivered", async () => {
+    const { lifecycle, lines, codes, exit } = hangingDrain(200, { records: 7, bytes: 700 });
+    lifecycle.onSignal("SIGTERM");
+    await exit;
+    expect(codes).toEqual([1]);
+    expect(lines.at(-1)).toMatchObject({
+      level: 50,
+      lost: 7,
+      lostBytes: 700,
+      msg: "drain timed out: exiting",
+    });
   });
 });

@@ -387,6 +387,15 @@ export class DeliveryQueue implements RecordQueue {
     return { records: this.queuedRecords, bytes: this.queuedBytes };
   }
 
+  /** The data records (and their bytes) accepted and not yet acknowledged: what an exit now would lose. */
+  get undelivered(): { records: number; bytes: number } {
+    const deadLetters = this.deadLetterLane();
+    return {
+      records: this.queuedRecords - (deadLetters?.records ?? 0),
+      bytes: this.queuedBytes - (deadLetters?.bytes ?? 0),
+    };
+  }
+
   /**
    * Refuses new records, flushes what is queued (retrying a failing sink, more
    * often than usual, until `timeoutMs` runs out) and closes the writer.
@@ -408,15 +417,19 @@ export class DeliveryQueue implements RecordQueue {
       () => false,
     );
     const deadLetters = this.deadLetterLane()?.records ?? 0;
-    const undelivered = this.queuedRecords - deadLetters;
+    const undelivered = this.undelivered;
     // Retrying past the deadline (or dead letters past the data) would only reopen connections while the process exits.
     this.abandoned = true;
     for (const lane of this.lanes.values()) if (lane.retryTimer) clearTimeout(lane.retryTimer);
     if (deadLetters > 0) this.dropDeadLetters("undelivered_at_exit", deadLetters);
     await this.writer.close().catch((error) => this.log.warn({ err: error }, "sink close failed"));
-    if (!flushed && undelivered > 0) {
-      this.log.error({ records: undelivered }, "drain deadline passed with records undelivered");
-      throw new Error(`${undelivered} records undelivered at the drain deadline`);
+    if (!flushed && undelivered.records > 0) {
+      // The same fields as the lifecycle's line when a second signal or the hard deadline ends the drain.
+      this.log.error(
+        { lost: undelivered.records, lostBytes: undelivered.bytes },
+        "drain deadline passed with records undelivered",
+      );
+      throw new Error(`${undelivered.records} records undelivered at the drain deadline`);
     }
   }
 

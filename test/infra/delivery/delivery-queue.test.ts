@@ -312,10 +312,22 @@ describe("DeliveryQueue", () => {
   });
 
   test("close rejects, saying how many, when records are left undelivered at the deadline", async () => {
-    const { writer, queue } = setup();
+    const lines: Array<Record<string, unknown>> = [];
+    const log = pino({ level: "error" }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const { writer, queue } = setup({}, log);
     writer.failing = true;
     queue.enqueue([message(1), message(2)], "queued");
+    const { records, bytes } = queue.undelivered;
+    expect(records).toBe(2);
+    expect(bytes).toBeGreaterThan(0);
     await expect(queue.close(200)).rejects.toThrow("2 records undelivered");
+    // The fields the lifecycle logs too when a second signal or the hard deadline cuts the drain short.
+    expect(lines.find((line) => line.msg === "drain deadline passed with records undelivered")).toMatchObject(
+      {
+        lost: 2,
+        lostBytes: bytes,
+      },
+    );
     // Past the deadline it stops retrying instead of reopening connections while the process exits.
     const attempts = writer.attempts;
     await Bun.sleep(100);
