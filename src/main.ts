@@ -2,7 +2,13 @@ import { fileURLToPath } from "node:url";
 import { format } from "node:util";
 import packageJson from "../package.json" with { type: "json" };
 import { createGateway, createSupervisorStores, SettingLoadError } from "./app.ts";
-import { ConfigError, loadConfig, settingsForLog, withoutPasswords } from "./config/config.ts";
+import {
+  ConfigError,
+  ignoredSettings,
+  loadConfig,
+  settingsForLog,
+  withoutPasswords,
+} from "./config/config.ts";
 import { ignoreUnusedSignals, Lifecycle } from "./lifecycle/lifecycle.ts";
 import {
   isWorker,
@@ -57,8 +63,10 @@ process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandl
 process.on("uncaughtException", (error) => log.error({ err: error }, "uncaught exception"));
 ignoreUnusedSignals(log);
 // Once per gateway: the workers of a supervisor run with the settings it logged.
-if (process.env[WORKER_ENV] === undefined)
+if (process.env[WORKER_ENV] === undefined) {
   log.info({ settings: settingsForLog(config) }, "settings in effect");
+  for (const { variables, message } of ignoredSettings(config)) log.warn({ variables }, message);
+}
 
 async function serve(): Promise<void> {
   const lifecycle = new Lifecycle({

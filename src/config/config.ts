@@ -466,6 +466,11 @@ export function loadConfig(env: Env = process.env): Config {
         `KAFKA_BROKERS: required with ${meant.join(" and ")} (unset runs the embedded local log, which reaches no Kafka)`,
       );
   }
+  // MSK serves IAM authentication on its TLS listeners only: over plaintext the gateway could never connect.
+  if (saslMechanism === "aws-msk-iam" && !config.kafka.tls)
+    problems.push(
+      "KAFKA_SASL_MECHANISM/KAFKA_TLS: aws-msk-iam needs TLS (MSK serves IAM authentication on its TLS listeners only, ports 9098 and 9198); unset KAFKA_TLS or set it to true",
+    );
   if (config.workers > 1 && config.port === 0)
     problems.push("WORKERS/PORT: more than 1 worker needs a fixed PORT, not 0");
   // Each worker would pick a free port of its own: N unrelated /metrics ports, none known to a scraper.
@@ -473,6 +478,37 @@ export function loadConfig(env: Env = process.env): Config {
     problems.push("WORKERS/METRICS_PORT: more than 1 worker needs a fixed METRICS_PORT, not 0");
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+/** Settings that are set and do nothing, with why: each is one warning at start. */
+export interface IgnoredSettings {
+  variables: string[];
+  message: string;
+}
+
+/**
+ * Kafka credentials set where nothing uses them: an operator who set them
+ * believes the gateway authenticates with them. Warned about, not refused:
+ * deployments that template every variable set them all. (A SASL mechanism
+ * or TLS without KAFKA_BROKERS is refused by loadConfig instead: it means a
+ * Kafka, and events would land in the embedded local log.)
+ */
+export function ignoredSettings(config: Config): IgnoredSettings[] {
+  const { brokers, saslMechanism, saslUsername, saslPassword } = config.kafka;
+  const variables = [
+    ...(saslUsername === undefined ? [] : ["KAFKA_SASL_USERNAME"]),
+    ...(saslPassword === undefined ? [] : ["KAFKA_SASL_PASSWORD"]),
+  ];
+  const why =
+    brokers === undefined
+      ? "KAFKA_BROKERS is unset: the embedded local log takes the events, and nothing authenticates"
+      : saslMechanism === "none"
+        ? "KAFKA_SASL_MECHANISM is none: set it to plain, scram-sha-256 or scram-sha-512 to authenticate with them"
+        : saslMechanism === "aws-msk-iam"
+          ? "KAFKA_SASL_MECHANISM=aws-msk-iam signs with the AWS credentials of the environment (the pod's role), not a username and password"
+          : undefined;
+  if (variables.length === 0 || why === undefined) return [];
+  return [{ variables, message: `${variables.join("/")}: ignored, ${why}` }];
 }
 
 /**

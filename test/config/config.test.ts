@@ -1,5 +1,11 @@
 import { describe, expect, test } from "bun:test";
-import { ConfigError, loadConfig, settingsForLog, withoutPasswords } from "../../src/config/config.ts";
+import {
+  ConfigError,
+  ignoredSettings,
+  loadConfig,
+  settingsForLog,
+  withoutPasswords,
+} from "../../src/config/config.ts";
 
 /** A valid secret, so each test sees only the problems it provokes. */
 const SECRET = { JWT_SECRET: "0123456789abcdef0123456789abcdef" };
@@ -176,15 +182,60 @@ describe("loadConfig", () => {
     expect(config.kafka.saslMechanism).toBe("scram-sha-512");
   });
 
-  test("aws-msk-iam turns TLS on unless told otherwise", () => {
+  test("aws-msk-iam turns TLS on, and refuses it off: MSK serves IAM on its TLS listeners only", () => {
     const msk = {
-      ...SECRET,
       KAFKA_BROKERS: "b-1.msk:9098",
       KAFKA_SASL_MECHANISM: "aws-msk-iam",
       AWS_REGION: "eu-west-1",
     };
-    expect(loadConfig(msk).kafka.tls).toBe(true);
-    expect(loadConfig({ ...msk, KAFKA_TLS: "false" }).kafka.tls).toBe(false);
+    expect(loadConfig({ ...SECRET, ...msk }).kafka.tls).toBe(true);
+    expect(loadConfig({ ...SECRET, ...msk, KAFKA_TLS: "true" }).kafka.tls).toBe(true);
+    // Before: accepted, and the gateway could never connect.
+    expect(problemsOf({ ...msk, KAFKA_TLS: "false" })).toEqual([
+      "KAFKA_SASL_MECHANISM/KAFKA_TLS: aws-msk-iam needs TLS (MSK serves IAM authentication on its TLS listeners only, ports 9098 and 9198); unset KAFKA_TLS or set it to true",
+    ]);
+  });
+
+  test("Kafka credentials nothing uses are named in a warning, with why; the start goes on", () => {
+    const credentials = { KAFKA_SASL_USERNAME: "u", KAFKA_SASL_PASSWORD: "p" };
+    const ignored = (env: Record<string, string>) => ignoredSettings(loadConfig({ ...SECRET, ...env }));
+    // Before: none of these said anything, and the operator believed the gateway authenticated with them.
+    expect(ignored({ ...credentials, KAFKA_BROKERS: "b:9092" })).toEqual([
+      {
+        variables: ["KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"],
+        message:
+          "KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD: ignored, KAFKA_SASL_MECHANISM is none: set it to plain, scram-sha-256 or scram-sha-512 to authenticate with them",
+      },
+    ]);
+    expect(
+      ignored({
+        ...credentials,
+        KAFKA_BROKERS: "b-1.msk:9098",
+        KAFKA_SASL_MECHANISM: "aws-msk-iam",
+        AWS_REGION: "eu-west-1",
+      }),
+    ).toEqual([
+      {
+        variables: ["KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"],
+        message:
+          "KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD: ignored, KAFKA_SASL_MECHANISM=aws-msk-iam signs with the AWS credentials of the environment (the pod's role), not a username and password",
+      },
+    ]);
+    // Only the ones set are named.
+    expect(ignored({ KAFKA_SASL_PASSWORD: "p" })).toEqual([
+      {
+        variables: ["KAFKA_SASL_PASSWORD"],
+        message:
+          "KAFKA_SASL_PASSWORD: ignored, KAFKA_BROKERS is unset: the embedded local log takes the events, and nothing authenticates",
+      },
+    ]);
+    // Used: nothing to say.
+    for (const mechanism of ["plain", "scram-sha-256", "scram-sha-512"])
+      expect(ignored({ ...credentials, KAFKA_BROKERS: "b:9092", KAFKA_SASL_MECHANISM: mechanism })).toEqual(
+        [],
+      );
+    expect(ignored({ KAFKA_BROKERS: "b:9092" })).toEqual([]);
+    expect(ignored({})).toEqual([]);
   });
 
   test("aws-msk-iam without a region is a configuration problem named AWS_REGION, not a crash at start", () => {
