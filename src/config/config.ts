@@ -234,6 +234,12 @@ export function loadConfig(env: Env = process.env): Config {
   // Keys fetched over plain http could be swapped by anyone on the path: only a loopback IdP may use it.
   const jwksUrl = read("JWKS_URL", httpsUrlExceptLoopback);
   const devMode = read("DEV_MODE", boolean, false);
+  // The dev secret is in the source: anyone can sign tokens with it, so only dev mode may run on it.
+  if (jwtSecret === DEV_JWT_SECRET && !devMode) {
+    problems.push(
+      "JWT_SECRET: is the public dev secret, which anyone can sign tokens with; set a secret of your own (DEV_MODE=true to run on it)",
+    );
+  }
   // Auth fails closed: without a way to verify tokens the gateway does not start, unless asked for dev mode.
   if (
     jwtSecret === undefined &&

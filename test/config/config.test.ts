@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import {
   ConfigError,
+  DEV_JWT_SECRET,
   ignoredSettings,
   loadConfig,
   settingsForLog,
@@ -85,6 +86,13 @@ describe("loadConfig", () => {
     expect(problemsOf({ JWT_SECRET: "", JWKS_URL: "https://issuer.example/jwks.json" })).toEqual([]);
     expect(loadConfig({ DEV_MODE: "true" }).auth.usingDevSecret).toBe(true);
     expect(loadConfig({ ...SECRET, DEV_MODE: "true" }).auth.usingDevSecret).toBe(false);
+  });
+
+  test("the public dev secret as JWT_SECRET is refused outside dev mode: anyone can sign tokens with it", () => {
+    expect(problemsOf({ JWT_SECRET: DEV_JWT_SECRET })).toEqual([
+      "JWT_SECRET: is the public dev secret, which anyone can sign tokens with; set a secret of your own (DEV_MODE=true to run on it)",
+    ]);
+    expect(problemsOf({ JWT_SECRET: DEV_JWT_SECRET, DEV_MODE: "true" })).toEqual([]);
   });
 
   test("a bad URL is named without its password: problems are printed and logged", () => {

@@ -41,6 +41,12 @@ describe.each(RUNTIMES)("auth fails closed on %s", (runtime) => {
     expect(stderr).toContain("JWT_SECRET: must be at least 32 bytes");
   });
 
+  test("the public dev secret as JWT_SECRET is refused without DEV_MODE: anyone could sign tokens", async () => {
+    const { code, stderr } = await runUntilExit(runtime, { JWT_SECRET: DEV_JWT_SECRET, PORT: "0" });
+    expect(code).toBe(1);
+    expect(stderr).toContain("JWT_SECRET: is the public dev secret");
+  });
+
   test("with a real secret, a token signed with the public dev secret is refused", async () => {
     gateway = await startGateway(runtime, { JWT_SECRET: TEST_SECRET, LOCAL_LOG_DIR: tempLogDir() });
     expect(await postEvent(gateway, await devToken())).toBe(401);
