@@ -2,6 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { SignJWT } from "jose";
 import { DEV_JWT_SECRET } from "../../src/config/config.ts";
 import { signDevToken } from "../../src/infra/auth/dev-token.ts";
 import { killGroup, spawnGroup } from "../support/processes.ts";
@@ -81,6 +82,71 @@ describe.each(RUNTIMES)("a token just past its exp, inside the clock-skew tolera
     const stream = await fetch(`${gateway.url}/v1/sse?channel=orders&token=${expired}`);
     expect(stream.status).toBe(401);
     expect(await stream.json()).toEqual({ error: "unauthorized", message: "token expired" });
+  });
+});
+
+describe.each(RUNTIMES)("the claims a token is held to on %s", (runtime) => {
+  let gateway: RunningGateway | undefined;
+  afterEach(async () => {
+    await gateway?.stop("SIGKILL");
+    gateway = undefined;
+  });
+
+  test("iss and aud when JWT_ISSUER and JWT_AUDIENCE are set, nbf and iat not in the future, HS256 only: else 401 naming why", async () => {
+    gateway = await startGateway(runtime, {
+      JWT_SECRET: TEST_SECRET,
+      JWT_ISSUER: "https://idp.example",
+      JWT_AUDIENCE: "edge-gateway",
+      LOCAL_LOG_DIR: tempLogDir(),
+    });
+    const now = Math.floor(Date.now() / 1000);
+    const claims = {
+      sub: "e2e",
+      tenant: "acme",
+      scope: "ingest",
+      iss: "https://idp.example",
+      aud: "edge-gateway",
+    };
+    const signed = (extra: Record<string, unknown>, alg = "HS256") =>
+      new SignJWT({ ...claims, exp: now + 3600, ...extra })
+        .setProtectedHeader({ alg })
+        .sign(new TextEncoder().encode(TEST_SECRET));
+    const unsigned = `${Buffer.from('{"alg":"none"}').toString("base64url")}.${Buffer.from(
+      JSON.stringify({ ...claims, exp: now + 3600 }),
+    ).toString("base64url")}.`;
+    const answers: Array<[string, number, string]> = [];
+    for (const [name, candidate] of [
+      ["good", await signed({})],
+      ["another audience among them", await signed({ aud: ["other", "edge-gateway"] })],
+      ["iat inside the skew", await signed({ iat: now + 2 })],
+      ["no iss", await signed({ iss: undefined })],
+      ["another iss", await signed({ iss: "https://other.example" })],
+      ["another aud", await signed({ aud: "other" })],
+      ["nbf in a minute", await signed({ nbf: now + 60 })],
+      ["iat in a minute", await signed({ iat: now + 60 })],
+      ["alg none", unsigned],
+      ["HS512", await signed({}, "HS512")],
+    ] as const) {
+      const response = await fetch(`${gateway.url}/v1/events`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${candidate}`, "content-type": "application/json" },
+        body: JSON.stringify({ type: "page_view", data: { url: "https://example.com/" } }),
+      });
+      const body = (await response.json()) as { message?: string };
+      answers.push([name, response.status, body.message ?? ""]);
+    }
+    expect(answers).toEqual([
+      ["good", 202, ""],
+      ["another audience among them", 202, ""],
+      ["iat inside the skew", 202, ""],
+      ["no iss", 401, "token issuer not accepted"],
+      ["another iss", 401, "token issuer not accepted"],
+      ["another aud", 401, "token audience not accepted"],
+      ["nbf in a minute", 401, "token not valid yet or has malformed claims"],
+      ["iat in a minute", 401, "token issued in the future"],
+      ["alg none", 401, "unsupported token algorithm"],
+      ["HS512", 401, "unsupported token algorithm"],
+    ]);
   });
 });
 

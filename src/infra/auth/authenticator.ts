@@ -135,19 +135,23 @@ export function createAuthenticator(options: AuthenticatorOptions): CachingAuthe
       throw invalidToken("malformed token");
     }
     const checks = { ...claims, currentDate: new Date(now()) };
+    let payload: JWTPayload | undefined;
     try {
       if (secret && alg !== undefined && SECRET_ALGORITHMS.includes(alg)) {
-        return (await jwtVerify(token, secret, { ...checks, algorithms: SECRET_ALGORITHMS })).payload;
-      }
-      if (jwks && alg !== undefined && JWKS_ALGORITHMS.includes(alg)) {
-        return (await jwtVerify(token, jwks.getKey, { ...checks, algorithms: JWKS_ALGORITHMS })).payload;
+        payload = (await jwtVerify(token, secret, { ...checks, algorithms: SECRET_ALGORITHMS })).payload;
+      } else if (jwks && alg !== undefined && JWKS_ALGORITHMS.includes(alg)) {
+        payload = (await jwtVerify(token, jwks.getKey, { ...checks, algorithms: JWKS_ALGORITHMS })).payload;
       }
     } catch (error) {
       // The key lookup's own 503: the endpoint failed, not the token.
       if (isGatewayError(error)) throw error;
       throw invalidToken(rejectionReason(error));
     }
-    throw invalidToken("unsupported token algorithm");
+    if (payload === undefined) throw invalidToken("unsupported token algorithm");
+    // jose checks `iat` only against a maximum age; one later than now (past the skew) is a clock or issuer fault.
+    if (typeof payload.iat === "number" && payload.iat - clockTolerance > now() / 1000)
+      throw invalidToken("token issued in the future");
+    return payload;
   }
 
   function cached(token: string): Principal | undefined {

@@ -152,6 +152,14 @@ describe("HS256 tokens", () => {
     await expectRefused(secretAuthenticator(), token, "token not valid yet or has malformed claims");
   });
 
+  test("a token issued in the future, past the clock skew, is refused; one inside it is accepted", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const early = await signClaims({ sub: "a", tenant: "acme", exp: inOneHour(), iat: now + 60 });
+    await expectRefused(secretAuthenticator(), early, "token issued in the future");
+    const skewed = await signClaims({ sub: "a", tenant: "acme", exp: inOneHour(), iat: now + 3 });
+    expect((await secretAuthenticator().verify(skewed)).subject).toBe("a");
+  });
+
   test("garbage is a malformed token, and the reason never repeats it", async () => {
     for (const token of ["not-a-jwt", "a.b.c", ""]) {
       await expectRefused(secretAuthenticator(), token, "malformed token");
