@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
+import { exportJWK, exportSPKI, generateKeyPair, type JWK, SignJWT } from "jose";
 import { frameProblems, realResponse, responseProblems } from "../support/api-documents.ts";
 import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
 
@@ -106,6 +106,8 @@ describe.each(RUNTIMES)("an identity provider's JWKS endpoint on %s", (runtime) 
   beforeAll(async () => {
     jwks = await JwksServer.start();
     gateway = await startGateway(runtime, {
+      // The identity provider's keys only: no shared secret an HS256 token could be checked against.
+      JWT_SECRET: "",
       JWKS_URL: jwks.url,
       KAFKA_BROKERS: "",
       REDIS_URL: "",
@@ -169,6 +171,22 @@ describe.each(RUNTIMES)("an identity provider's JWKS endpoint on %s", (runtime) 
     jwks.down();
     expect((await ingest(gateway, await signed("ingest"))).status).toBe(202);
     jwks.up();
+  });
+
+  test("algorithm confusion: an HS256 token keyed with the set's public key (its JWK or PEM) is refused 401, the endpoint not asked", async () => {
+    const fetchesBefore = jwks.fetches;
+    const claims = { sub: "e2e", tenant: "acme", scope: "ingest", exp: Math.floor(Date.now() / 1000) + 3600 };
+    for (const publicKeyAsSecret of [JSON.stringify(PUBLIC_JWK), await exportSPKI(publicKey)]) {
+      const confused = await new SignJWT(claims)
+        .setProtectedHeader({ alg: "HS256", kid: KID })
+        .sign(new TextEncoder().encode(publicKeyAsSecret));
+      const answer = await ingest(gateway, confused);
+      expect([answer.status, await answer.json()]).toEqual([
+        401,
+        { error: "unauthorized", message: "unsupported token algorithm" },
+      ]);
+    }
+    expect(jwks.fetches).toBe(fetchesBefore);
   });
 
   test("a socket that refreshes in band keeps its subscription across the token's expiry; one that does not gets token_expiring, then 4001", async () => {
