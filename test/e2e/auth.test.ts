@@ -7,7 +7,15 @@ import { DEV_JWT_SECRET } from "../../src/config/config.ts";
 import { signDevToken } from "../../src/infra/auth/dev-token.ts";
 import { killGroup, spawnGroup } from "../support/processes.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, runUntilExit, startGateway, TestSocket } from "./harness.ts";
+import {
+  connectSubscriber,
+  publishEvent,
+  RUNTIMES,
+  type RunningGateway,
+  runUntilExit,
+  startGateway,
+  TestSocket,
+} from "./harness.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
@@ -147,6 +155,40 @@ describe.each(RUNTIMES)("the claims a token is held to on %s", (runtime) => {
       ["alg none", 401, "unsupported token algorithm"],
       ["HS512", 401, "unsupported token algorithm"],
     ]);
+  });
+});
+
+describe.each(RUNTIMES)("an auth frame on an authenticated socket on %s", (runtime) => {
+  let gateway: RunningGateway | undefined;
+  afterEach(async () => {
+    await gateway?.stop("SIGKILL");
+    gateway = undefined;
+  });
+
+  test("a token of another subject or tenant is refused (forbidden) and does not take the socket over: it stays on its tenant's channel", async () => {
+    gateway = await startGateway(runtime, { JWT_SECRET: TEST_SECRET, LOCAL_LOG_DIR: tempLogDir() });
+    const socket = await connectSubscriber(gateway, "acme", { sub: "alice", ttlSec: 600 });
+    socket.send({ type: "subscribe", channel: "orders" });
+    await socket.next((frame) => frame.type === "subscribed");
+    for (const takeover of [
+      await token("acme", ["subscribe"], { sub: "mallory", ttlSec: 3600 }),
+      await token("beta", ["subscribe"], { sub: "alice", ttlSec: 3600 }),
+    ]) {
+      socket.send({ type: "auth", token: takeover });
+      expect(await socket.next((frame) => frame.type === "error" || frame.type === "refreshed")).toEqual({
+        type: "error",
+        code: "forbidden",
+        message: "a refreshed token must have the same tenant and subject",
+      });
+    }
+    await publishEvent(gateway, "orders", { tenant: "beta" }, "beta");
+    await publishEvent(gateway, "orders", { tenant: "acme" }, "acme");
+    expect(await socket.next((frame) => frame.type === "event")).toMatchObject({
+      channel: "orders",
+      data: { tenant: "acme" },
+    });
+    expect(socket.socket.readyState).toBe(WebSocket.OPEN);
+    socket.close();
   });
 });
 
