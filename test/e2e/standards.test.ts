@@ -196,6 +196,56 @@ describe.each(RUNTIMES)(
       expect(JSON.parse(byId.get("ce-binary")?.value ?? "{}").data).toEqual({ element: "b", n: 2 });
       expect(byId.get("ce-raw")?.value).toContain(`"data":${exact}`);
     });
+
+    test("a null attribute is unset (JSON format 2.2): the spec's own examples are accepted, beside a refused event", async () => {
+      // As in json-format.md §3.2: "subject": null, an "unsetextension": null; other SDKs also write "time": null.
+      const event = (id: string) => ({
+        specversion: "1.0",
+        type: "click",
+        source: "/mycontext",
+        subject: null,
+        id,
+        time: null,
+        datacontenttype: null,
+        partitionkey: null,
+        unsetextension: null,
+        data: { element: "n" },
+      });
+      const structured = await post(gateway, "/v1/events", JSON.stringify(event("ce-null")), {
+        ...auth,
+        "content-type": "application/cloudevents+json",
+      });
+      expect(structured.status).toBe(202);
+      const batched = await post(
+        gateway,
+        "/v1/events",
+        JSON.stringify([event("ce-null-batch"), { ...event("ce-null-data"), data: null }]),
+        { ...auth, "content-type": "application/cloudevents-batch+json" },
+      );
+      expect(batched.status).toBe(202);
+      expect(JSON.parse(batched.text)).toEqual({
+        accepted: 1,
+        rejected: 1,
+        errors: [{ index: 1, reason: '"data" must be a JSON object', code: "invalid_record" }],
+      });
+
+      const messages = await readTopic(topic, 7);
+      const written = messages.filter((message) => JSON.parse(message.value).id.startsWith("ce-null"));
+      expect(written.map((message) => JSON.parse(message.value).id).sort()).toEqual([
+        "ce-null",
+        "ce-null-batch",
+      ]);
+      for (const message of written) {
+        expect(message.key).toBe("acme");
+        expect(JSON.parse(message.value).ts).toBeUndefined();
+        const headers = Object.fromEntries(message.headers ?? []);
+        expect(
+          Object.keys(headers)
+            .filter((name) => name.startsWith("ce_"))
+            .sort(),
+        ).toEqual(["ce_id", "ce_source", "ce_specversion", "ce_type"]);
+      }
+    });
   },
 );
 

@@ -117,13 +117,25 @@ function toRecord(
   return record;
 }
 
+/**
+ * The event's members without those whose value is `null`: JSON format 1.0.2
+ * §2.2 says a decoder MUST treat a null attribute as unset (other SDKs write
+ * `"subject": null`). `data: null` stays: an explicit null payload, refused
+ * as any data that is not an object.
+ */
+function unsetNulls(event: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(event).filter(([name, value]) => value !== null || name === "data"),
+  );
+}
+
 /** One event of a structured or batched body (scanned and parsed as a record, `data` spanned). */
 export function fromStructuredEvent(raw: RawRecord): RawRecord {
   if (!raw.ok) return raw;
   const event = raw.value;
   if (event === null || typeof event !== "object" || Array.isArray(event))
     return refused("an event must be a JSON object");
-  const attributes = event as Record<string, unknown>;
+  const attributes = unsetNulls(event as Record<string, unknown>);
   if (attributes.data_base64 !== undefined)
     return refused('"data_base64" is not carried: send data as a JSON object');
   const problem = attributeProblem(attributes);

@@ -38,6 +38,40 @@ describe("CloudEvents bodies", () => {
     });
   });
 
+  test("a null attribute is an unset one (JSON format 2.2); a null data is kept, for the record check to refuse", async () => {
+    const body = JSON.stringify([
+      {
+        ...EVENT,
+        subject: null,
+        time: null,
+        datacontenttype: null,
+        dataschema: null,
+        partitionkey: null,
+        data_base64: null,
+        unsetextension: null,
+        data: { element: "x" },
+      },
+      { ...EVENT, id: null, data: { element: "x" } },
+      { ...EVENT, data: null },
+    ]);
+    const [unset, noId, nullData] = await decodeBody(
+      bytes(body),
+      "application/cloudevents-batch+json",
+      undefined,
+      LIMITS,
+    );
+    expect(unset).toEqual({
+      ok: true,
+      value: { type: "click", id: "e1", data: { element: "x" } },
+      dataJson: '{"element":"x"}',
+      tsJson: undefined,
+      headers: { ce_specversion: "1.0", ce_type: "click", ce_source: "/s", ce_id: "e1" },
+      idSource: "/s",
+    });
+    expect(noId).toMatchObject({ ok: false, reason: 'CloudEvent: "id" must be a non-empty string' });
+    expect(nullData).toMatchObject({ ok: true, value: { data: null } });
+  });
+
   test("each event of a batch is refused on its own; the batch must be an array, the event an object", async () => {
     const body = JSON.stringify([
       { ...EVENT, data: { element: "x" } },
