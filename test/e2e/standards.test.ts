@@ -3,6 +3,7 @@ import { CloudEvent, HTTP } from "cloudevents";
 import { responseProblems } from "../support/api-documents.ts";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
+import { waitUntil } from "../support/wait.ts";
 import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
 
 async function post(
@@ -392,5 +393,46 @@ describe.each(RUNTIMES)("Idempotency-Key across two instances sharing Redis on %
     const rejected = await post(b, "/v1/events", record, { ...limited, "idempotency-key": key });
     expect(rejected.status).toBe(422);
     expect(JSON.parse(rejected.text).errors[0].code).toBe("forbidden_channel");
+  });
+});
+
+describe.each(RUNTIMES)("Idempotency-Key while the first request is still in flight on %s", (runtime) => {
+  let gateway: RunningGateway;
+
+  beforeAll(async () => {
+    // A broker nobody listens on: the first request waits for an acknowledgement that never comes.
+    gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: "127.0.0.1:1",
+      REDIS_URL: "",
+      INGEST_ACK_TIMEOUT_MS: "2000",
+    });
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+  });
+
+  test("a repeat gets 409 with Retry-After, also after the first's 503 while its record is still being written", async () => {
+    const headers = {
+      authorization: `Bearer ${await token("acme", ["ingest"])}`,
+      "content-type": "application/json",
+      "idempotency-key": `in-flight-${runtime}`,
+    };
+    const body = JSON.stringify({ type: "click", id: "in-flight", data: { element: "x" } });
+    const first = post(gateway, "/v1/events", body, headers);
+    // Its record queued: the key is claimed by then.
+    await waitUntil(async () => {
+      const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+      return /^gateway_queue_records [1-9]/m.test(metrics);
+    }, "the first request's record in the queue");
+    const repeat = await post(gateway, "/v1/events", body, headers);
+    expect(repeat.status).toBe(409);
+    expect(JSON.parse(repeat.text).error).toBe("idempotency_in_flight");
+    expect(repeat.headers.get("retry-after")).toBe("1");
+    expect(responseProblems("POST", "/v1/events", { ...repeat, body: repeat.text })).toEqual([]);
+
+    expect((await first).status).toBe(503);
+    const afterTimeout = await post(gateway, "/v1/events", body, headers);
+    expect(afterTimeout.status).toBe(409);
+    expect(afterTimeout.headers.get("idempotency-replayed")).toBeNull();
   });
 });
