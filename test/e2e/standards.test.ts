@@ -375,6 +375,29 @@ describe.each(RUNTIMES)("Idempotency-Key across two instances sharing Redis on %
     expect(again.headers.get("idempotency-replayed")).toBe("true");
   });
 
+  test("a key is the tenant's: another tenant sending the same key and body on the other instance gets its own 202 and its own record", async () => {
+    const key = `tenants-${Date.now()}`;
+    const [a, b] = gateways as [RunningGateway, RunningGateway];
+    const tenantOf = (authorization: string) =>
+      JSON.parse(atob(authorization.split(".")[1] as string)).tenant as string;
+    const otherTenant = `other-${runtime}-${Date.now()}`;
+    const other = {
+      authorization: `Bearer ${await token(otherTenant, ["ingest"])}`,
+      "content-type": "application/json",
+    };
+    const record = JSON.stringify({ type: "click", id: key, data: { element: "x" } });
+    const before = (await readTopic(topic, 0)).length;
+    const first = await post(a, "/v1/events", record, { ...auth, "idempotency-key": key });
+    const second = await post(b, "/v1/events", record, { ...other, "idempotency-key": key });
+    expect([first.status, second.status]).toEqual([202, 202]);
+    expect(second.headers.get("idempotency-replayed")).toBeNull();
+    const tenants = (await readTopic(topic, before + 2))
+      .map((message) => JSON.parse(message.value))
+      .filter((value) => value.id === key)
+      .map((value) => value.tenant as string);
+    expect(tenants.sort()).toEqual([tenantOf(auth.authorization as string), otherTenant].sort());
+  });
+
   test("a key is the caller's: a token of the tenant limited to other channels gets its own 403, not the first caller's replayed 202", async () => {
     const key = `scope-${Date.now()}`;
     const [a, b] = gateways as [RunningGateway, RunningGateway];
