@@ -4,7 +4,7 @@ import puppeteer, { type Browser } from "puppeteer-core";
 import { PartitionHash } from "../../src/infra/kafka/partition-hash.ts";
 import { createTopic, services } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+import { RUNTIMES, type RunningGateway, startGateway, waitForLog } from "./harness.ts";
 
 /** The embedded sink and bus, even when the test command exported the real services' addresses. */
 const EMBEDDED = { KAFKA_BROKERS: "", REDIS_URL: "" };
@@ -178,6 +178,38 @@ for (const runtime of RUNTIMES) {
         await gateway.stop();
       }
     });
+    test("a one-channel stream opens with the partition's position: dropped before any event, it resumes from the topic", async () => {
+      const env = {
+        KAFKA_BROKERS: services().brokers,
+        KAFKA_TOPIC: await createTopic(`sse-position-events-${runtime}`),
+        KAFKA_FANOUT_TOPIC: await createTopic(`sse-position-fanout-${runtime}`, 3),
+        REDIS_URL: "",
+      };
+      const gateway = await startGateway(runtime, env);
+      const other = await startGateway(runtime, env);
+      try {
+        await waitForLog(gateway, "fan-out consumer reading");
+        await waitForLog(other, "fan-out consumer reading");
+        const subscriber = await token("acme", ["subscribe"]);
+        const stream = await openStream(gateway, `channel=quiet&token=${subscriber}`);
+        await stream.until((messages) => messages.some((m) => m.id !== undefined));
+        const position = stream.messages.find((m) => m.id !== undefined)?.id as string;
+        await stream.close();
+        for (const n of [1, 2]) await publish(gateway, "acme", "quiet", `{"n":${n}}`);
+        // Another instance, which never kept the channel: the two are read back from the fan-out topic.
+        const resumed = await openStream(other, `channel=quiet&token=${subscriber}`, {
+          "last-event-id": position,
+        });
+        const messages = await resumed.until((all) =>
+          all.some((m) => m.event === "problem" || all.filter((x) => x.event === "event").length === 2),
+        );
+        expect(messages.filter((m) => m.event === "problem")).toEqual([]);
+        expect(resumed.events().map((m) => JSON.parse(m.data as string).data.n)).toEqual([1, 2]);
+        await resumed.close();
+      } finally {
+        await Promise.all([gateway.stop(), other.stop()]);
+      }
+    });
   });
 }
 
@@ -241,6 +273,29 @@ for (const runtime of RUNTIMES) {
       ).toEqual([3, 4]);
       await byHeader.close();
       await byQuery.close();
+    });
+
+    test("a stream opens with its position as an id alone: dropped before any event, Last-Event-ID gets what came meanwhile", async () => {
+      const subscriber = await token("acme", ["subscribe"]);
+      // Two channels: with the embedded bus they share one partition, so one position resumes both.
+      const quiet = await openStream(gateway, `channel=quiet-a&channel=quiet-b&token=${subscriber}`);
+      await quiet.until((messages) => messages.some((m) => m.id !== undefined));
+      const position = quiet.messages.find((m) => m.id !== undefined);
+      // No event fires for it (no data): EventSource only keeps it as the id to send back.
+      expect(position).toEqual({ id: expect.stringMatching(/^l[0-9a-z]+-0-(-1|\d{16})$/) });
+      await quiet.close();
+      await publish(gateway, "acme", "quiet-a", '{"n":1}');
+      await publish(gateway, "acme", "quiet-b", '{"n":2}');
+      const resumed = await openStream(gateway, `channel=quiet-a&channel=quiet-b&token=${subscriber}`, {
+        "last-event-id": position?.id as string,
+      });
+      const events = (await resumed.until((m) => m.filter((x) => x.event === "event").length === 2)).filter(
+        (m) => m.event === "event",
+      );
+      expect(events.map((m) => JSON.parse(m.data as string).data.n)).toEqual([1, 2]);
+      // A resumed stream gets no position of its own: the id it resumed from, or its replay's last, stands.
+      expect(resumed.messages.filter((m) => m.id !== undefined && m.event === undefined)).toEqual([]);
+      await resumed.close();
     });
 
     test("a since from another history is said with an error event, and the stream goes on live", async () => {
@@ -466,6 +521,7 @@ describe("EventSource in headless Chromium", () => {
   for (const runtime of RUNTIMES) {
     const live = `live-${runtime}`;
     const restart = `restart-${runtime}`;
+    const quiet = `quiet-${runtime}`;
     test(`EventSource reconnects with Last-Event-ID after a dropped stream and gets every event once, in order (${runtime})`, async () => {
       const gateway = await startGateway(runtime, EMBEDDED);
       setUpstream(gateway);
@@ -481,6 +537,28 @@ describe("EventSource in headless Chromium", () => {
       await publish(gateway, "acme", live, '{"n":6}');
       const final = await waitFor((state) => state.seen.length === 6);
       expect(final.seen).toEqual([1, 2, 3, 4, 5, 6]);
+      await page.close();
+      setUpstream(undefined);
+      await gateway.stop();
+    });
+
+    test(`EventSource dropped before its first event reconnects from the position the stream opened with: nothing published meanwhile is missed (${runtime})`, async () => {
+      const gateway = await startGateway(runtime, EMBEDDED);
+      setUpstream(gateway);
+      const { page, waitFor } = await watchInPage(quiet);
+      await waitFor((state) => state.opens === 1);
+      // The stream's first chunk (retry, position) reaches the page with its head or just after it.
+      await Bun.sleep(300);
+      // The load balancer drops the stream, and the reconnect waits while events are published.
+      setUpstream(undefined);
+      for (const abort of relayed) abort.abort();
+      relayed.clear();
+      for (const n of [1, 2]) await publish(gateway, "acme", quiet, `{"n":${n}}`);
+      setUpstream(gateway);
+      await waitFor((state) => state.opens === 2);
+      await publish(gateway, "acme", quiet, '{"n":3}');
+      const final = await waitFor((state) => state.seen.includes(3));
+      expect(final.seen).toEqual([1, 2, 3]);
       await page.close();
       setUpstream(undefined);
       await gateway.stop();

@@ -1,7 +1,7 @@
 import { channelTopic } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
 import { type EventPosition, formatEventId, isEventId, parseEventId } from "../../domain/event-id.ts";
-import type { FanoutBus } from "../../ports/fanout-bus.ts";
+import type { FanoutBus, LivePosition } from "../../ports/fanout-bus.ts";
 import { historyEvent } from "./fanout.ts";
 import type { ChannelHistory, HistoryEvent } from "./history.ts";
 
@@ -90,6 +90,24 @@ export class Resume {
     if (!head) return null;
     // `next - 1n` is BEFORE_FIRST_OFFSET on an empty partition: every later event is after it.
     return formatEventId({ epoch: head.epoch, partition: head.partition, offset: head.next - 1n });
+  }
+
+  /**
+   * One position valid as a later `since` for every one of `channels`: where
+   * the live reader stands on their partition (every later event of any of
+   * them is after it), when they all share one; null when they span several
+   * partitions, or before this instance knows the partition.
+   */
+  sharedPosition(tenant: string, channels: readonly string[]): string | null {
+    let shared: LivePosition | undefined;
+    for (const channel of channels) {
+      const head = this.bus.head(`${tenant}/${channel}`);
+      if (!head || (shared && (head.epoch !== shared.epoch || head.partition !== shared.partition)))
+        return null;
+      shared = head;
+    }
+    if (!shared) return null;
+    return formatEventId({ epoch: shared.epoch, partition: shared.partition, offset: shared.next - 1n });
   }
 
   /**

@@ -223,6 +223,13 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     if (full) throw full;
 
     let first = "retry: 2000\n\n";
+    if (since === undefined) {
+      // A stream opened without a position gets one before any event, as an `id:` alone (no event
+      // fires, EventSource only keeps it): one dropped before its first event reconnects with it
+      // as `Last-Event-ID` and gets what was published meanwhile, not only what comes after.
+      const position = this.deps.resume.sharedPosition(principal.tenant, channels);
+      if (position !== null) first += `id: ${position}\n\n`;
+    }
     let endNow = false;
     const fromLog: Array<[string, Promise<ResumeOutcome>, bigint]> = [];
     for (const channel of since === undefined ? [] : channels) {

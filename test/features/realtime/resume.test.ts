@@ -3,6 +3,7 @@ import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { deltaRoute } from "../../../src/features/realtime/delta-route.ts";
 import { type ConnectionState, WsHub } from "../../../src/features/realtime/hub.ts";
+import { Resume } from "../../../src/features/realtime/resume.ts";
 import { createLogger } from "../../../src/log/logger.ts";
 import type { HttpRequest, SendResult, WsPeer } from "../../../src/ports/transport.ts";
 import { id, LIMITS, resumeWorld } from "../../support/fanout-log.ts";
@@ -223,6 +224,32 @@ describe("resume from the log over WebSocket", () => {
     hub.message(peer, JSON.stringify({ type: "subscribe", channel: "quiet", since: subscribed.lastEventId }));
     await settle();
     expect(eventIds(peer)).toEqual([id(10)]);
+  });
+});
+
+describe("one position for several channels (an event stream's opening id)", () => {
+  test("channels of one partition share its live position; resuming from it gets each one's later events", () => {
+    const world = resumeWorld();
+    for (let n = 0; n < 5; n++) world.publish(n, "busy");
+    expect(world.resume.sharedPosition("acme", ["a", "b"])).toBe(id(4));
+    world.publish(5, "a");
+    world.publish(6, "b");
+    const after = (channel: string) => world.resume.after("acme", channel, id(4), 100);
+    expect(after("a")).toMatchObject({ kind: "events", events: [{ id: id(5) }] });
+    expect(after("b")).toMatchObject({ kind: "events", events: [{ id: id(6) }] });
+  });
+
+  test("none when the channels span partitions, or before the partition's position is known", () => {
+    const world = resumeWorld();
+    const partitionOf = (key: string) => (key.endsWith("/b") ? 1 : 0);
+    const log = {
+      head: (key: string) => ({ epoch: "e1", partition: partitionOf(key), next: 3n }),
+    };
+    const spread = new Resume(world.history, log, LIMITS);
+    expect(spread.sharedPosition("acme", ["a"])).toBe(id(2));
+    expect(spread.sharedPosition("acme", ["a", "b"])).toBeNull();
+    const unknown = new Resume(world.history, { head: () => undefined }, LIMITS);
+    expect(unknown.sharedPosition("acme", ["a"])).toBeNull();
   });
 });
 
