@@ -57,7 +57,8 @@ export function createMetrics(runtime: string, version: string) {
     ),
     httpDuration: new ResolvedHistogram(
       "gateway_http_request_duration_seconds",
-      "HTTP request latency by route, method and status",
+      // A stream's lifetime (minutes, hours) would swamp every latency panel and the SLO alert.
+      "HTTP request latency by route, method and status; an event stream (/v1/sse) until its head is sent, not its lifetime",
       ["route", "method", "status"],
       LATENCY_BUCKETS,
       registry,
@@ -65,7 +66,7 @@ export function createMetrics(runtime: string, version: string) {
     // Read when scraped (from each router's count): nothing to set on the request path.
     inFlightRequests: new SampledGauge(
       "gateway_http_requests_in_flight",
-      "HTTP requests being handled",
+      "HTTP requests being handled (an open event stream is not one: gateway_sse_streams counts those)",
       registry,
     ),
     eventsAccepted: new Counter({

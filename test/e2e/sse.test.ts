@@ -298,6 +298,76 @@ for (const runtime of RUNTIMES) {
       await resumed.close();
     });
 
+    test("history pages: limit 100 by default, at most 1000, anything else a 400; next walks every event once, in order", async () => {
+      // As many as a channel keeps by default (HISTORY_EVENTS_PER_CHANNEL).
+      const records = Array.from({ length: 1000 }, (_, n) => ({
+        type: "click",
+        channel: "paged",
+        data: { element: String(n) },
+      }));
+      const ingested = await fetch(`${gateway.url}/v1/events`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await token("acme", ["ingest", "publish"])}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify(records),
+      });
+      expect(ingested.status).toBe(202);
+      const authorization = `Bearer ${await token("acme", ["subscribe"])}`;
+      const page = async (query: string) => {
+        const response = await fetch(`${gateway.url}/v1/channels/paged/events?${query}`, {
+          headers: { authorization },
+        });
+        return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+      };
+      type Page = { events: Array<{ id: string; data: { element: string } }>; next: string | null };
+      // The copies reach the channel on the next turns of the event loop.
+      const deadline = Date.now() + 10_000;
+      while (((await page("limit=1000")).body as unknown as Page).events?.length !== 1000) {
+        if (Date.now() > deadline) break;
+        await Bun.sleep(50);
+      }
+      for (const limit of ["0", "1001", "abc", "-1", "1.5", "1e2", "", "99999999999999999999"]) {
+        const refused = await page(`limit=${limit}`);
+        expect({ limit, ...refused }).toMatchObject({ limit, status: 400, body: { error: "bad_request" } });
+      }
+      const first = (await page("")).body as unknown as Page;
+      expect(first.events).toHaveLength(100);
+      expect(first.next).toBe(first.events[99]?.id as string);
+      expect(((await page("limit=1000")).body as unknown as Page).events).toHaveLength(1000);
+      const seen: string[] = [];
+      let since: string | null = null;
+      let pages = 0;
+      do {
+        const { status, body } = await page(`limit=333${since === null ? "" : `&since=${since}`}`);
+        expect(status).toBe(200);
+        seen.push(...(body as unknown as Page).events.map((event) => event.data.element));
+        since = (body as unknown as Page).next;
+        pages++;
+      } while (since !== null && pages < 10);
+      expect(pages).toBe(4);
+      expect(seen).toEqual(records.map((record) => record.data.element));
+    });
+
+    test("a stream's lifetime is no request latency: /v1/sse is timed to its head, and is not a request in flight", async () => {
+      const stream = await openStream(gateway, `channel=timed&token=${await token("acme", ["subscribe"])}`);
+      await Bun.sleep(1500);
+      const scrape = async () => (await fetch(`${gateway.url}/metrics`)).text();
+      // Open: only the scrape itself is in flight.
+      expect(await scrape()).toContain("\ngateway_http_requests_in_flight 1\n");
+      await stream.close();
+      await Bun.sleep(200);
+      const page = await scrape();
+      const sample = (name: string) =>
+        Number(new RegExp(`^${name} (\\S+)$`, "m").exec(page)?.[1] ?? Number.NaN);
+      const series = 'route="/v1/sse",method="GET",status="200"';
+      const count = sample(`gateway_http_request_duration_seconds_count\\{${series}\\}`);
+      expect(count).toBeGreaterThan(0);
+      // Every stream of this gateway (some open for seconds) is counted under a second.
+      expect(sample(`gateway_http_request_duration_seconds_bucket\\{le="1",${series}\\}`)).toBe(count);
+    });
+
     test("a since from another history is said with an error event, and the stream goes on live", async () => {
       const subscriber = await token("acme", ["subscribe"]);
       const stream = await openStream(
