@@ -614,24 +614,27 @@ describe("EventSource in headless Chromium", () => {
 
     test(`EventSource dropped before its first event reconnects from the position the stream opened with: nothing published meanwhile is missed (${runtime})`, async () => {
       const gateway = await startGateway(runtime, EMBEDDED);
-      setUpstream(gateway);
-      const { page, waitFor } = await watchInPage(quiet);
-      await waitFor((state) => state.opens === 1);
-      // The stream's first chunk (retry, position) reaches the page with its head or just after it.
-      await Bun.sleep(300);
-      // The load balancer drops the stream, and the reconnect waits while events are published.
-      setUpstream(undefined);
-      for (const abort of relayed) abort.abort();
-      relayed.clear();
-      for (const n of [1, 2]) await publish(gateway, "acme", quiet, `{"n":${n}}`);
-      setUpstream(gateway);
-      await waitFor((state) => state.opens === 2);
-      await publish(gateway, "acme", quiet, '{"n":3}');
-      const final = await waitFor((state) => state.seen.includes(3));
-      expect(final.seen).toEqual([1, 2, 3]);
-      await page.close();
-      setUpstream(undefined);
-      await gateway.stop();
+      try {
+        setUpstream(gateway);
+        const { page, waitFor } = await watchInPage(quiet);
+        await waitFor((state) => state.opens === 1);
+        // The stream's first chunk (retry, position) reaches the page with its head or just after it.
+        await Bun.sleep(300);
+        // The load balancer drops the stream, and the reconnect waits while events are published.
+        setUpstream(undefined);
+        for (const abort of relayed) abort.abort();
+        relayed.clear();
+        for (const n of [1, 2]) await publish(gateway, "acme", quiet, `{"n":${n}}`);
+        setUpstream(gateway);
+        await waitFor((state) => state.opens === 2);
+        await publish(gateway, "acme", quiet, '{"n":3}');
+        const final = await waitFor((state) => state.seen.includes(3));
+        expect(final.seen).toEqual([1, 2, 3]);
+        await page.close();
+      } finally {
+        setUpstream(undefined);
+        await gateway.stop();
+      }
     });
 
     test(`after the only instance restarts, EventSource resumes from Kafka's retention: every event once, in order (${runtime})`, async () => {
