@@ -100,6 +100,11 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     issuer: config.auth.issuer,
     audience: config.auth.audience,
     onJwksFetchFailure: (reason) => log.warn({ reason }, "JWKS fetch failed; tokens with new keys get 503"),
+    onJwksUnusableKeys: (kids) =>
+      log.warn(
+        { kids },
+        "JWKS holds keys that cannot be imported; tokens naming them get 503 unless a last good copy serves",
+      ),
     cacheSize: config.auth.tokenCacheSize,
   });
   // A cached token's principal at once (the usual request): no promise to await.

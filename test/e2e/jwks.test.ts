@@ -18,17 +18,34 @@ const { privateKey, publicKey } = await generateKeyPair("ES256");
 const PUBLIC_JWK: JWK = { ...(await exportJWK(publicKey)), kid: KID, alg: "ES256", use: "sig" };
 
 function signed(scope: string, expiresInSec = 3600): Promise<string> {
+  return signedBy(privateKey, KID, scope, expiresInSec);
+}
+
+/** A token no other call returns (its jti), so the gateway's cache of verified tokens cannot answer for it. */
+function signedBy(key: CryptoKey, kid: string, scope: string, expiresInSec = 3600): Promise<string> {
   return new SignJWT({ tenant: "acme", scope })
-    .setProtectedHeader({ alg: "ES256", kid: KID })
+    .setProtectedHeader({ alg: "ES256", kid })
     .setSubject("e2e")
+    .setJti(crypto.randomUUID())
     .setExpirationTime(Math.floor(Date.now() / 1000) + expiresInSec)
-    .sign(privateKey);
+    .sign(key);
+}
+
+/** Another ES256 key of the identity provider, under its own kid. */
+async function anotherKey(kid: string): Promise<{ privateKey: CryptoKey; jwk: JWK }> {
+  const pair = await generateKeyPair("ES256");
+  return {
+    privateKey: pair.privateKey,
+    jwk: { ...(await exportJWK(pair.publicKey)), kid, alg: "ES256", use: "sig" },
+  };
 }
 
 /** A JWKS endpoint on a fixed loopback port, which `down()` stops listening and `up()` starts again. */
 class JwksServer {
   private server: ReturnType<typeof Bun.serve> | undefined;
   fetches = 0;
+  /** What the endpoint answers, as JSON. */
+  document: unknown = { keys: [PUBLIC_JWK] };
   constructor(readonly port: number) {}
 
   static async start(): Promise<JwksServer> {
@@ -43,12 +60,13 @@ class JwksServer {
   }
 
   up(): void {
+    if (this.server) return;
     this.server = Bun.serve({
       port: this.port,
       hostname: "127.0.0.1",
       fetch: () => {
         this.fetches++;
-        return Response.json({ keys: [PUBLIC_JWK] });
+        return Response.json(this.document);
       },
     });
   }
@@ -229,5 +247,59 @@ describe.each(RUNTIMES)("an identity provider's JWKS endpoint on %s", (runtime) 
     });
     expect(refreshing.socket.readyState).toBe(WebSocket.OPEN);
     expect(serverFrames.flatMap((frame) => frameProblems("server", frame))).toEqual([]);
+  });
+
+  test("a refresh answering a broken key set keeps the last good one: valid tokens get 202, never 401; a kid published only broken gets 503 / close 1013", async () => {
+    const unknownKey = await anotherKey("e2e-unknown");
+    const rotated = await anotherKey("e2e-rotated");
+    const brokenOnly = await anotherKey("e2e-broken");
+    jwks.up();
+    expect((await ingest(gateway, await signed("ingest"))).status).toBe(202);
+    try {
+      for (const [name, document] of [
+        ["no keys", { keys: [] }],
+        ["a key of no known kind", { keys: [{}] }],
+        ["the known kid with bad material", { keys: [{ ...PUBLIC_JWK, x: "AAAA" }] }],
+      ] as const) {
+        jwks.document = document;
+        // Past the least interval between fetches, so an unknown kid fetches the broken document at once.
+        await Bun.sleep(1100);
+        const needingFetch = await ingest(
+          gateway,
+          await signedBy(unknownKey.privateKey, unknownKey.jwk.kid as string, "ingest"),
+        );
+        expect([name, needingFetch.status]).toEqual([name, 503]);
+        expect(needingFetch.headers.get("retry-after")).toMatch(/^[1-9][0-9]*$/);
+        expect([name, (await ingest(gateway, await signed("ingest"))).status]).toEqual([name, 202]);
+      }
+
+      // Some keys good, some broken: the set is taken, the known kid keeps its last good copy.
+      jwks.document = { keys: [{ ...PUBLIC_JWK, x: "AAAA" }, rotated.jwk, { ...brokenOnly.jwk, y: "AAAA" }] };
+      await Bun.sleep(1100);
+      expect(
+        (await ingest(gateway, await signedBy(rotated.privateKey, "e2e-rotated", "ingest"))).status,
+      ).toBe(202);
+      expect((await ingest(gateway, await signed("ingest"))).status).toBe(202);
+      const naming = await signedBy(brokenOnly.privateKey, "e2e-broken", "ingest subscribe");
+      const refused = await realResponse(await ingest(gateway, naming));
+      expect([refused.status, JSON.parse(refused.body)]).toEqual([
+        503,
+        { error: "unavailable", message: "token signing keys unavailable" },
+      ]);
+      expect(refused.headers.get("retry-after")).toMatch(/^[1-9][0-9]*$/);
+      expect(responseProblems("POST", "/v1/events", refused)).toEqual([]);
+      const early = socket(naming);
+      expect(await early.next((frame) => frame.type === "error")).toMatchObject({ code: "unavailable" });
+      expect((await early.closed).code).toBe(1013);
+      // A kid the set does not publish at all is still the token's fault.
+      await Bun.sleep(1100);
+      const unknown = await ingest(gateway, await signedBy(unknownKey.privateKey, "e2e-unknown", "ingest"));
+      expect([unknown.status, await unknown.json()]).toEqual([
+        401,
+        { error: "unauthorized", message: "unknown token signing key" },
+      ]);
+    } finally {
+      jwks.document = { keys: [PUBLIC_JWK] };
+    }
   });
 });

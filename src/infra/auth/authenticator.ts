@@ -3,7 +3,7 @@ import { isGatewayError } from "../../domain/errors.ts";
 import { invalidToken, isChannelPattern, type Principal } from "../../domain/principal.ts";
 import { LruCache } from "../../lib/lru.ts";
 import type { Authenticator } from "../../ports/auth.ts";
-import { JwksKeys } from "./jwks.ts";
+import { JWKS_ALGORITHMS, JwksKeys } from "./jwks.ts";
 
 export interface AuthenticatorOptions {
   /** HS256 shared secret. */
@@ -20,6 +20,8 @@ export interface AuthenticatorOptions {
   jwksTimeoutMs?: number;
   /** A JWKS fetch failed (`reason` is a fixed phrase). */
   onJwksFetchFailure?(reason: string): void;
+  /** A fetched JWKS was taken but holds keys that cannot be imported (a few of their kids). */
+  onJwksUnusableKeys?(kids: string[]): void;
   /** Verified tokens kept (0 disables the cache). */
   cacheSize: number;
   /** Seconds of clock skew allowed on `exp` and `nbf`; default 5. */
@@ -30,7 +32,6 @@ export interface AuthenticatorOptions {
 
 const TENANT_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const SECRET_ALGORITHMS = ["HS256"];
-const JWKS_ALGORITHMS = ["RS256", "ES256", "EdDSA", "PS256"];
 
 function rejectionReason(error: unknown): string {
   const { code, claim } = error as { code?: unknown; claim?: unknown };
@@ -119,6 +120,7 @@ export function createAuthenticator(options: AuthenticatorOptions): CachingAuthe
         maxAgeMs: 10 * 60_000,
         timeoutMs: options.jwksTimeoutMs ?? 5000,
         onFetchFailure: options.onJwksFetchFailure,
+        onUnusableKeys: options.onJwksUnusableKeys,
       })
     : undefined;
   const claims = {

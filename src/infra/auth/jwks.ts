@@ -1,4 +1,10 @@
-import { createLocalJWKSet, type FlattenedJWSInput, type JWSHeaderParameters } from "jose";
+import {
+  createLocalJWKSet,
+  type FlattenedJWSInput,
+  type JSONWebKeySet,
+  type JWK,
+  type JWSHeaderParameters,
+} from "jose";
 import { GatewayError } from "../../domain/errors.ts";
 import { readCapped } from "../../lib/read-capped.ts";
 import { sleep } from "../../lib/time.ts";
@@ -13,9 +19,26 @@ export interface JwksOptions {
   timeoutMs: number;
   /** A fetch failed: `reason` is a fixed phrase, for the log. */
   onFetchFailure?(reason: string): void;
+  /** A fetched set was taken but holds keys that cannot be imported: their kids (a few, cut short), for the log. */
+  onUnusableKeys?(kids: string[]): void;
 }
 
+/** The algorithms a JWKS key may verify: the token's `alg` must be one of them. */
+export const JWKS_ALGORITHMS = ["RS256", "ES256", "EdDSA", "PS256"];
+
 type LocalKeySet = ReturnType<typeof createLocalJWKSet>;
+
+/** A fetched document, sorted: jose's lookups over the keys that verify and over those that cannot. */
+interface KeySet {
+  usable: LocalKeySet;
+  /** The usable keys' JWKs: the last good copy of a kid a later document breaks. */
+  usableKeys: JWK[];
+  /** Published keys that match one of our algorithms and fail to import (bad material, a private key). */
+  unusable: LocalKeySet | undefined;
+}
+
+const NO_MATCHING_KEY = "ERR_JWKS_NO_MATCHING_KEY";
+const errorCode = (error: unknown) => (error as { code?: unknown }).code;
 
 /** Far more than any identity provider's key set; a larger answer is not one. */
 const MAX_DOCUMENT_BYTES = 256 * 1024;
@@ -41,6 +64,76 @@ function keysUnavailable(retryInMs: number): GatewayError {
 }
 
 /**
+ * Whether the key verifies tokens of one of our algorithms, cannot (its
+ * material, kind or use fails jose's import), or is not for us at all
+ * (an encryption key, a curve we do not accept). jose's own matching and
+ * import decide, through a set of this one key.
+ */
+async function usability(jwk: JWK): Promise<"usable" | "unusable" | "not ours"> {
+  const alone = createLocalJWKSet({ keys: [jwk] });
+  let usable = false;
+  for (const alg of JWKS_ALGORITHMS) {
+    try {
+      await alone({ alg });
+      usable = true;
+    } catch (error) {
+      if (errorCode(error) !== NO_MATCHING_KEY) return "unusable";
+    }
+  }
+  return usable ? "usable" : "not ours";
+}
+
+/**
+ * Sorts a fetched document. jose's `createLocalJWKSet` refuses one that is
+ * not a key set, but imports each key only when a token asks for it, so a key
+ * that cannot be imported would make every token naming it a 401. Here every
+ * key is imported at once: a document without one usable key is refused as a
+ * failed fetch (the last good set serves on), and in one that has some, the
+ * last good copy of a kid the document breaks is kept.
+ */
+async function sortKeySet(document: unknown, previous: KeySet | undefined): Promise<KeySet> {
+  const published = createLocalJWKSet(document as JSONWebKeySet).jwks().keys;
+  const usableKeys: JWK[] = [];
+  const unusableKeys: JWK[] = [];
+  for (const jwk of published) {
+    const verdict = await usability(jwk);
+    if (verdict === "usable") usableKeys.push(jwk);
+    else if (verdict === "unusable") unusableKeys.push(jwk);
+  }
+  if (usableKeys.length === 0) throw new FetchFailure("JWKS endpoint answered a key set with no usable key");
+  const usableKids = new Set(usableKeys.map((jwk) => jwk.kid));
+  const brokenKids = new Set(
+    unusableKeys.map((jwk) => jwk.kid).filter((kid) => kid !== undefined && !usableKids.has(kid)),
+  );
+  const keptCopies = previous?.usableKeys.filter((jwk) => brokenKids.has(jwk.kid)) ?? [];
+  const keys = [...usableKeys, ...keptCopies];
+  return {
+    usable: createLocalJWKSet({ keys }),
+    usableKeys: keys,
+    unusable: unusableKeys.length === 0 ? undefined : createLocalJWKSet({ keys: unusableKeys }),
+  };
+}
+
+/** Whether the set publishes a key this header names that could not be imported. */
+async function namesUnusableKey(
+  keys: KeySet,
+  header: JWSHeaderParameters,
+  token: FlattenedJWSInput,
+): Promise<boolean> {
+  if (!keys.unusable) return false;
+  try {
+    await keys.unusable(header, token);
+    return true;
+  } catch (error) {
+    return errorCode(error) !== NO_MATCHING_KEY;
+  }
+}
+
+/** At most this many kids of unusable keys, each at most this long, go to the log. */
+const LOGGED_KIDS = 5;
+const LOGGED_KID_LENGTH = 100;
+
+/**
  * The identity provider's key set: fetched here, searched with jose's
  * `createLocalJWKSet`. jose's remote set refetches on an unknown `kid` at
  * most every 30 s and refuses every other unknown `kid` meanwhile, so a
@@ -57,9 +150,14 @@ function keysUnavailable(retryInMs: number): GatewayError {
  * passed, so does every lookup that needs a fetch. Keys already fetched keep
  * serving through an outage: a set older than `maxAgeMs` is re-read in the
  * background and replaced only by a good answer.
+ *
+ * A document whose keys all fail to import (or that has none) is such a
+ * failure. One with some usable keys replaces the set, but a kid it publishes
+ * only as a broken key keeps its last good copy; a token naming a broken key
+ * with no such copy gets `unavailable` too: the set is at fault, not the token.
  */
 export class JwksKeys {
-  private keys: LocalKeySet | undefined;
+  private keys: KeySet | undefined;
   private keysFetchedAt = 0;
   private lastFetchAt = Number.NEGATIVE_INFINITY;
   private lastFetchFailed = false;
@@ -77,14 +175,21 @@ export class JwksKeys {
     if (keys) {
       if (askedAt - this.keysFetchedAt >= this.options.maxAgeMs) this.refreshInBackground(askedAt);
       try {
-        return await keys(header, token);
+        return await keys.usable(header, token);
       } catch (error) {
-        if ((error as { code?: unknown }).code !== "ERR_JWKS_NO_MATCHING_KEY") throw error;
+        if (errorCode(error) !== NO_MATCHING_KEY) throw error;
       }
     }
     await this.fetchStartedAfter(askedAt);
-    // Still no matching key after a fresh document: jose's "no matching key" error, a 401.
-    return (this.keys as LocalKeySet)(header, token);
+    const fresh = this.keys as KeySet;
+    try {
+      return await fresh.usable(header, token);
+    } catch (error) {
+      // Still no matching key after a fresh document: a 401, unless the set names it and cannot use it.
+      if (errorCode(error) === NO_MATCHING_KEY && (await namesUnusableKey(fresh, header, token)))
+        throw keysUnavailable(this.lastFetchAt + this.options.minRefetchIntervalMs - Date.now());
+      throw error;
+    }
   };
 
   private fetchStartedAfter(askedAt: number): Promise<void> {
@@ -121,6 +226,7 @@ export class JwksKeys {
         (keys) => {
           this.keys = keys;
           this.keysFetchedAt = startedAt;
+          this.reportUnusableKeys(keys);
         },
         (error) => {
           this.lastFetchFailed = true;
@@ -135,7 +241,16 @@ export class JwksKeys {
     return fetching;
   }
 
-  private async download(): Promise<LocalKeySet> {
+  private reportUnusableKeys(keys: KeySet): void {
+    if (!keys.unusable || !this.options.onUnusableKeys) return;
+    const kids = keys.unusable
+      .jwks()
+      .keys.slice(0, LOGGED_KIDS)
+      .map((jwk) => String(jwk.kid ?? "(no kid)").slice(0, LOGGED_KID_LENGTH));
+    this.options.onUnusableKeys(kids);
+  }
+
+  private async download(): Promise<KeySet> {
     const response = await fetch(this.options.url, {
       headers: { accept: "application/json" },
       redirect: "manual",
@@ -155,6 +270,6 @@ export class JwksKeys {
             declared === null ? undefined : Number(declared),
             () => new FetchFailure("JWKS document too large"),
           );
-    return createLocalJWKSet(JSON.parse(text));
+    return sortKeySet(JSON.parse(text), this.keys);
   }
 }
