@@ -106,6 +106,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         "JWKS holds keys that cannot be imported; tokens naming them get 503 unless a last good copy serves",
       ),
     cacheSize: config.auth.tokenCacheSize,
+    cacheBytes: config.auth.tokenCacheBytes,
   });
   // A cached token's principal at once (the usual request): no promise to await.
   const authenticate = (request: HttpRequest) => {

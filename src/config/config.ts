@@ -93,6 +93,8 @@ export interface Config {
     /** DEV_MODE=true and no JWT_SECRET or JWKS_URL: tokens are checked against DEV_JWT_SECRET. */
     usingDevSecret: boolean;
     tokenCacheSize: number;
+    /** Bytes the verified-token cache may take (tokens and their claims, with per-entry overhead). */
+    tokenCacheBytes: number;
   };
   schemas: {
     source: string | undefined;
@@ -347,6 +349,8 @@ export function loadConfig(env: Env = process.env): Config {
       audience: read("JWT_AUDIENCE", nonEmpty),
       usingDevSecret: devMode && jwtSecret === undefined && jwksUrl === undefined,
       tokenCacheSize: read("AUTH_TOKEN_CACHE_SIZE", integer(0, 10_000_000), 10_000),
+      // 10,000 tokens of about 2.5 KB each: the count bounds ordinary tokens, this one large ones.
+      tokenCacheBytes: read("AUTH_TOKEN_CACHE_BYTES", integer(64 * 1024), 32 * 1024 * 1024),
     },
     schemas: {
       source: read("SCHEMAS", nonEmpty),

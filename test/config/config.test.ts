@@ -376,6 +376,17 @@ describe("loadConfig", () => {
     expect(problemsOf({ KAFKA_TOPIC: "in", KAFKA_FANOUT_TOPIC: "out", KAFKA_DLQ_TOPIC: "dead" })).toEqual([]);
   });
 
+  test("the verified-token cache is bounded in bytes, 32 MiB by default, at least 64 KiB", () => {
+    expect(loadConfig(SECRET).auth.tokenCacheBytes).toBe(32 * 1024 * 1024);
+    expect(loadConfig({ ...SECRET, AUTH_TOKEN_CACHE_BYTES: "1048576" }).auth.tokenCacheBytes).toBe(1048576);
+    expect(problemsOf({ AUTH_TOKEN_CACHE_BYTES: "1024" })).toEqual([
+      "AUTH_TOKEN_CACHE_BYTES: expected an integer of at least 65536, got 1024",
+    ]);
+    expect(problemsOf({ AUTH_TOKEN_CACHE_BYTES: "32MiB" })).toEqual([
+      'AUTH_TOKEN_CACHE_BYTES: expected an integer of at least 65536 (digits only, no unit), got "32MiB"',
+    ]);
+  });
+
   test("replays from the fan-out topic: at least one at a time, or every resume past memory would be try_again", () => {
     for (const name of ["REPLAY_MAX_CONCURRENT", "REPLAY_MAX_CONCURRENT_PER_TENANT"])
       expect(problemsOf({ [name]: "0" })).toEqual([`${name}: expected an integer in [1, 10000], got 0`]);

@@ -24,6 +24,8 @@ export interface AuthenticatorOptions {
   onJwksUnusableKeys?(kids: string[]): void;
   /** Verified tokens kept (0 disables the cache). */
   cacheSize: number;
+  /** Bytes the kept tokens may take, as `cachedBytes` counts them; default unbounded. */
+  cacheBytes?: number;
   /** Seconds of clock skew allowed on `exp` and `nbf`; default 5. */
   clockToleranceSec?: number;
   /** Clock in epoch ms, for tests. */
@@ -49,6 +51,30 @@ function rejectionReason(error: unknown): string {
     default:
       return "invalid token";
   }
+}
+
+/** A cache entry's own cost besides its strings: the map entry, the principal, its scope set and channel list. */
+const CACHE_ENTRY_OVERHEAD_BYTES = 400;
+/** Each claim string's header and its slot in the set or list. */
+const CLAIM_STRING_OVERHEAD_BYTES = 32;
+
+/**
+ * What a verified token costs in the cache: the token (ASCII, one byte a
+ * character, as a header brings it) and its principal's strings, counted as
+ * UTF-16 (claims may hold any text), each with its overhead. A token may be as
+ * large as the request head allows, so counting entries alone does not bound
+ * the memory.
+ */
+function cachedBytes(token: string, principal: Principal): number {
+  let bytes = CACHE_ENTRY_OVERHEAD_BYTES + token.length;
+  for (const text of [
+    principal.subject,
+    principal.tenant,
+    ...principal.scopes,
+    ...(principal.channels ?? []),
+  ])
+    bytes += CLAIM_STRING_OVERHEAD_BYTES + 2 * text.length;
+  return bytes;
 }
 
 /** OAuth style space-separated string, or a list of strings. A missing claim grants nothing. */
@@ -96,8 +122,8 @@ function principalFromClaims(payload: JWTPayload): Principal {
  * cannot be checked because the JWKS endpoint fails is `unavailable` (503,
  * Retry-After), never `unauthorized`: the client keeps it and retries.
  *
- * Verified principals are kept in a bounded LRU keyed by the token string
- * and served only while `now < expiresAt`, so a hot client costs a map lookup
+ * Verified principals are kept in an LRU keyed by the token string, bounded
+ * in entries and in bytes (`cachedBytes`), and served only while `now < expiresAt`, so a hot client costs a map lookup
  * per request, not a signature check. A cache entry outlives a key removed
  * from the JWKS, never the token's `exp`. Failures are not cached: a forger
  * can vary the token at will, so a negative cache would only hold garbage.
@@ -111,7 +137,7 @@ export interface CachingAuthenticator extends Authenticator {
 export function createAuthenticator(options: AuthenticatorOptions): CachingAuthenticator {
   const now = options.now ?? Date.now;
   const clockTolerance = options.clockToleranceSec ?? 5;
-  const cache = new LruCache<string, Principal>(options.cacheSize);
+  const cache = new LruCache<string, Principal>(options.cacheSize, options.cacheBytes);
   const secret = options.jwtSecret ? new TextEncoder().encode(options.jwtSecret) : undefined;
   const jwks = options.jwksUrl
     ? new JwksKeys({
@@ -171,7 +197,7 @@ export function createAuthenticator(options: AuthenticatorOptions): CachingAuthe
       const known = cached(token);
       if (known) return known;
       const principal = principalFromClaims(await verifySignature(token));
-      if (now() < principal.expiresAt) cache.set(token, principal);
+      if (now() < principal.expiresAt) cache.set(token, principal, cachedBytes(token, principal));
       return principal;
     },
   };

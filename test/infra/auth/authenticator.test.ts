@@ -11,7 +11,7 @@ const secretKey = new TextEncoder().encode(SECRET);
 const inOneHour = () => Math.floor(Date.now() / 1000) + 3600;
 
 function secretAuthenticator(
-  options: { cacheSize?: number; now?: () => number; clockToleranceSec?: number } = {},
+  options: { cacheSize?: number; cacheBytes?: number; now?: () => number; clockToleranceSec?: number } = {},
 ) {
   return createAuthenticator({ jwtSecret: SECRET, jwksUrl: undefined, cacheSize: 100, ...options });
 }
@@ -245,6 +245,35 @@ describe("verified-token cache", () => {
     } finally {
       checks.mockRestore();
     }
+  });
+
+  test("the cache is bounded in bytes: large tokens push out the least recently used, one larger than the bound is not kept", async () => {
+    // Tokens as large as a request head allows, about 14 KB each in the cache (its 5.5 KB and its scope as UTF-16).
+    const large = (name: string) =>
+      signDevToken({ secret: SECRET, tenant: "acme", scopes: ["ingest", name.repeat(4000)] });
+    const [first, second, third] = await Promise.all([large("a"), large("b"), large("c")]);
+    const authenticator = secretAuthenticator({ cacheSize: 100, cacheBytes: 50_000 });
+    for (const token of [first, second, third]) await authenticator.verify(token);
+    expect([first, second, third].map((token) => authenticator.cached(token) !== undefined)).toEqual([
+      true,
+      true,
+      true,
+    ]);
+    // A fourth does not fit with the other three: the least recently used (second, as first was read last) goes.
+    expect(authenticator.cached(first)).toBeDefined();
+    await authenticator.verify(await large("d"));
+    expect([first, second, third].map((token) => authenticator.cached(token) !== undefined)).toEqual([
+      true,
+      false,
+      true,
+    ]);
+
+    const small = secretAuthenticator({ cacheSize: 100, cacheBytes: 10_000 });
+    await small.verify(first);
+    expect(small.cached(first)).toBeUndefined();
+    const ordinary = await signDevToken({ secret: SECRET, tenant: "acme", scopes: ["ingest"] });
+    await small.verify(ordinary);
+    expect(small.cached(ordinary)).toBeDefined();
   });
 
   test("a cached principal is refused once now passes exp and the tolerance", async () => {
