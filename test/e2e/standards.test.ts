@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { connect } from "node:net";
 import { CloudEvent, HTTP } from "cloudevents";
 import { responseProblems } from "../support/api-documents.ts";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
@@ -15,6 +16,128 @@ async function post(
   const response = await fetch(`${gateway.url}${path}`, { method: "POST", body, headers });
   return { status: response.status, headers: response.headers, text: await response.text() };
 }
+
+/** The status line of a request sent over a raw socket, as the runtime's engine wrote it. */
+function rawStatusLine(
+  gateway: RunningGateway,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body = "",
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(gateway.port, "127.0.0.1");
+    let received = "";
+    socket.on("data", (chunk) => {
+      received += chunk.toString("latin1");
+      const end = received.indexOf("\r\n");
+      if (end < 0) return;
+      socket.destroy();
+      resolve(received.slice(0, end));
+    });
+    socket.on("error", reject);
+    socket.on("close", () => reject(new Error(`closed after ${JSON.stringify(received)}`)));
+    const fields = Object.entries({ ...headers, "content-length": String(Buffer.byteLength(body)) })
+      .map(([name, value]) => `${name}: ${value}\r\n`)
+      .join("");
+    socket.write(`${method} ${path} HTTP/1.1\r\nHost: x\r\n${fields}\r\n${body}`);
+  });
+}
+
+describe.each(RUNTIMES)("the status line's reason phrase on %s", (runtime) => {
+  let gateway: RunningGateway;
+
+  beforeAll(async () => {
+    // A broker nobody listens on: a request waiting for its acknowledgement holds its Idempotency-Key (409).
+    gateway = await startGateway(runtime, {
+      KAFKA_BROKERS: "127.0.0.1:1",
+      REDIS_URL: "",
+      INGEST_ACK_TIMEOUT_MS: "3000",
+      MAX_BODY_BYTES: "1024",
+      RATE_LIMIT_EVENTS_PER_SEC: "5",
+      CORS_ORIGINS: "*",
+    });
+  });
+  afterAll(async () => {
+    await gateway.stop("SIGKILL");
+  });
+
+  test("is the same on both runtimes for every status: Bun.serve's phrases (409 Conflict, 413 Payload Too Large, 422 Unprocessable Entity)", async () => {
+    const ingest = {
+      authorization: `Bearer ${await token(`status-${runtime}`, ["ingest"])}`,
+      "content-type": "application/json",
+    };
+    const click = JSON.stringify({ type: "click", data: { element: "x" } });
+    const held = { ...ingest, "idempotency-key": `held-${runtime}` };
+    const first = post(gateway, "/v1/events", click, held);
+    await waitUntil(async () => {
+      const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+      return /^gateway_queue_records [1-9]/m.test(metrics);
+    }, "the held request's record in the queue");
+    const lines = {
+      200: await rawStatusLine(gateway, "GET", "/health/live"),
+      202: await rawStatusLine(gateway, "POST", "/v1/events?ack=none", ingest, click),
+      204: await rawStatusLine(gateway, "OPTIONS", "/v1/events", {
+        origin: "https://app.example",
+        "access-control-request-method": "POST",
+      }),
+      400: await rawStatusLine(gateway, "POST", "/v1/events", ingest, "{"),
+      401: await rawStatusLine(gateway, "POST", "/v1/events", {}, click),
+      403: await rawStatusLine(
+        gateway,
+        "POST",
+        "/v1/events",
+        { authorization: `Bearer ${await token("acme", ["subscribe"])}` },
+        click,
+      ),
+      404: await rawStatusLine(gateway, "GET", "/v1/nowhere"),
+      405: await rawStatusLine(gateway, "DELETE", "/health/live"),
+      409: await rawStatusLine(gateway, "POST", "/v1/events", held, click),
+      413: await rawStatusLine(gateway, "POST", "/v1/events", ingest, `[${"1,".repeat(600)}1]`),
+      415: await rawStatusLine(
+        gateway,
+        "POST",
+        "/v1/events",
+        { ...ingest, "content-type": "text/plain" },
+        click,
+      ),
+      422: await rawStatusLine(
+        gateway,
+        "POST",
+        "/v1/events",
+        ingest,
+        JSON.stringify({ type: "no_such_type", data: {} }),
+      ),
+      426: await rawStatusLine(gateway, "GET", "/v1/ws"),
+      429: await rawStatusLine(
+        gateway,
+        "POST",
+        "/v1/events",
+        ingest,
+        JSON.stringify(Array.from({ length: 6 }, () => JSON.parse(click))),
+      ),
+      503: await rawStatusLine(gateway, "GET", "/health"),
+    };
+    expect(lines).toEqual({
+      200: "HTTP/1.1 200 OK",
+      202: "HTTP/1.1 202 Accepted",
+      204: "HTTP/1.1 204 No Content",
+      400: "HTTP/1.1 400 Bad Request",
+      401: "HTTP/1.1 401 Unauthorized",
+      403: "HTTP/1.1 403 Forbidden",
+      404: "HTTP/1.1 404 Not Found",
+      405: "HTTP/1.1 405 Method Not Allowed",
+      409: "HTTP/1.1 409 Conflict",
+      413: "HTTP/1.1 413 Payload Too Large",
+      415: "HTTP/1.1 415 Unsupported Media Type",
+      422: "HTTP/1.1 422 Unprocessable Entity",
+      426: "HTTP/1.1 426 Upgrade Required",
+      429: "HTTP/1.1 429 Too Many Requests",
+      503: "HTTP/1.1 503 Service Unavailable",
+    });
+    expect((await first).status).toBe(503);
+  });
+});
 
 describe.each(RUNTIMES)("one truth for validation and forwarding on %s", (runtime) => {
   let gateway: RunningGateway;
