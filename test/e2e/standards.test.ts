@@ -238,7 +238,7 @@ describe.each(RUNTIMES)(
       await gateway.stop("SIGKILL");
     });
 
-    test("structured, batched and binary modes land as records with ce_* headers, data byte for byte", async () => {
+    test("structured, batched and binary modes land as records with ce_* headers (datacontenttype too), data byte for byte", async () => {
       const event = (id: string, data: object) =>
         new CloudEvent({
           type: "click",
@@ -249,6 +249,8 @@ describe.each(RUNTIMES)(
           partitionkey: `key-${id}`,
           // An extension: a ce-region header in binary mode (HTTP binding 3.1.3).
           region: "eu",
+          // The Content-Type in binary mode (HTTP binding 3.1.1).
+          datacontenttype: "application/vnd.shop+json",
           data,
         });
       const send = async (message: { headers: Record<string, unknown>; body: unknown }) =>
@@ -313,8 +315,11 @@ describe.each(RUNTIMES)(
           ce_subject: `cart-${id}`,
           ce_time: "2026-12-04T10:00:00.000Z",
           ce_region: "eu",
+          ce_datacontenttype: "application/vnd.shop+json",
           tenant: "acme",
           type: "click",
+          // The value is the gateway's JSON record around data, whatever data's own media type.
+          "content-type": "application/json",
         });
       }
       expect(JSON.parse(byId.get("ce-binary")?.value ?? "{}").data).toEqual({ element: "b", n: 2 });

@@ -9,8 +9,12 @@ import type { RawRecord } from "./body.ts";
  * `ce-*` headers, the body is `data`). Each event becomes a record: `type`,
  * `id`, `time` → `ts`, `data` (its exact bytes), `partitionkey` → `key`; it is
  * then validated as any record. Its context attributes travel as Kafka
- * headers `ce_<name>` (the Kafka protocol binding's binary mode), `source` and
- * `subject` included.
+ * headers `ce_<name>` (the Kafka protocol binding's binary mode), `source`,
+ * `subject` and `datacontenttype` included. The binding would map
+ * `datacontenttype` to the record's `content-type`, but that header describes
+ * the record's value, which is the gateway's JSON record around `data`, not
+ * `data` alone: it stays `application/json`, and the event's own media type
+ * (`application/vnd.shop+json`, a charset) travels as `ce_datacontenttype`.
  */
 
 export const CLOUDEVENT_TYPE = "application/cloudevents+json";
@@ -20,7 +24,7 @@ export const CLOUDEVENT_BATCH_TYPE = "application/cloudevents-batch+json";
 export type CloudEventAttributes = Record<string, string>;
 
 /** Members of a structured event that are not attributes carried as headers. */
-const NOT_HEADERS = new Set(["data", "data_base64", "datacontenttype"]);
+const NOT_HEADERS = new Set(["data", "data_base64"]);
 /** CloudEvents attribute names: lower-case letters and digits, at most 20 (spec 1.0, "Attribute Naming Convention"). */
 const ATTRIBUTE_NAME = /^[a-z0-9]{1,20}$/;
 const MAX_HEADER_VALUE_LENGTH = 4096;
@@ -150,7 +154,9 @@ export function fromBinaryEvent(
   contentType: string | undefined,
 ): RawRecord {
   if (!raw.ok) return raw;
-  const problem = attributeProblem({ ...attributes, datacontenttype: contentType });
+  // In binary mode the Content-Type is the event's datacontenttype (HTTP binding 3.1.1).
+  const event = { ...attributes, datacontenttype: contentType };
+  const problem = attributeProblem(event);
   if (problem !== undefined) return refused(problem);
-  return toRecord(attributes, raw.value, raw.dataJson, raw.exactNumbers);
+  return toRecord(event, raw.value, raw.dataJson, raw.exactNumbers);
 }

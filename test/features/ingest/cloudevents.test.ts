@@ -13,8 +13,14 @@ function headers(values: Record<string, string>): HttpRequest {
 }
 
 describe("CloudEvents bodies", () => {
-  test("a structured event becomes a record with its attributes as ce_* headers", async () => {
-    const body = JSON.stringify({ ...EVENT, time: "2026-01-01T00:00:00Z", ext1: 7, data: { element: "x" } });
+  test("a structured event becomes a record with its attributes as ce_* headers, datacontenttype included", async () => {
+    const body = JSON.stringify({
+      ...EVENT,
+      time: "2026-01-01T00:00:00Z",
+      ext1: 7,
+      datacontenttype: "application/vnd.shop+json; charset=utf-8",
+      data: { element: "x" },
+    });
     const [record] = await decodeBody(
       bytes(body),
       "application/cloudevents+json; charset=utf-8",
@@ -33,6 +39,7 @@ describe("CloudEvents bodies", () => {
         ce_id: "e1",
         ce_time: "2026-01-01T00:00:00Z",
         ce_ext1: "7",
+        ce_datacontenttype: "application/vnd.shop+json; charset=utf-8",
       },
       idSource: "/s",
     });
@@ -122,9 +129,17 @@ describe("CloudEvents bodies", () => {
     expect(binaryCloudEvent(headers({ "content-type": "application/json" }))).toBeUndefined();
     const data = '{"element":"y","n":9007199254740993}';
     const [record] = await decodeBody(bytes(data), "application/json", undefined, LIMITS, attributes);
-    expect(record).toMatchObject({ ok: true, dataJson: data, headers: { ce_source: "/a b", ce_id: "e2" } });
-    const [plain] = await decodeBody(bytes(data), "text/plain+json", undefined, LIMITS, attributes);
-    expect(plain?.ok).toBe(true);
+    expect(record).toMatchObject({
+      ok: true,
+      dataJson: data,
+      headers: { ce_source: "/a b", ce_id: "e2", ce_datacontenttype: "application/json" },
+    });
+    // The Content-Type is the event's datacontenttype (HTTP binding 3.1.1): a ce-datacontenttype header is not.
+    const [plain] = await decodeBody(bytes(data), "text/plain+json", undefined, LIMITS, {
+      ...attributes,
+      datacontenttype: "application/other+json",
+    });
+    expect(plain).toMatchObject({ ok: true, headers: { ce_datacontenttype: "text/plain+json" } });
     const [wrong] = await decodeBody(bytes(data), "application/json", undefined, LIMITS, {
       ...attributes,
       specversion: "2",
