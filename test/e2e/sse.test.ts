@@ -275,6 +275,33 @@ for (const runtime of RUNTIMES) {
       await byQuery.close();
     });
 
+    test("an empty since is no since, on a stream and on the history route alike (EventSource's lastEventId before any event)", async () => {
+      const subscriber = await token("acme", ["subscribe"]);
+      for (const n of [1, 2]) await publish(gateway, "acme", "empty-since", `{"n":${n}}`);
+      const history = async (query: string) => {
+        const response = await fetch(`${gateway.url}/v1/channels/empty-since/events${query}`, {
+          headers: { authorization: `Bearer ${subscriber}` },
+        });
+        return {
+          status: response.status,
+          body: (await response.json()) as { events: Array<{ data: { n: number } }> },
+        };
+      };
+      const withoutSince = await history("");
+      expect(withoutSince.status).toBe(200);
+      expect(withoutSince.body.events.map((event) => event.data.n)).toEqual([1, 2]);
+      expect(await history("?since=")).toEqual(withoutSince);
+      expect(await history("?since=&limit=1")).toEqual(await history("?limit=1"));
+
+      // Live only, as without since: the two kept events are not replayed.
+      const stream = await openStream(gateway, `channel=empty-since&since=&token=${subscriber}`);
+      await stream.until((messages) => messages.some((m) => m.id !== undefined));
+      await publish(gateway, "acme", "empty-since", '{"n":3}');
+      await stream.until((messages) => messages.some((m) => m.event === "event"));
+      expect(stream.events().map((m) => JSON.parse(m.data as string).data.n)).toEqual([3]);
+      await stream.close();
+    });
+
     test("a stream opens with its position as an id alone: dropped before any event, Last-Event-ID gets what came meanwhile", async () => {
       const subscriber = await token("acme", ["subscribe"]);
       // Two channels: with the embedded bus they share one partition, so one position resumes both.

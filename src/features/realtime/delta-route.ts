@@ -30,7 +30,8 @@ export function deltaRoute(
       const { principal, rateLimit } = await authorizedReader(request, "subscribe", deps);
       const channel = requireChannel(principal, params.channel);
       const limit = pageLimit(request.query.get("limit"));
-      const since = requireSince(request.query.get("since") ?? undefined, "since");
+      // An empty since is none, as on an event stream: EventSource's lastEventId is "" before any event.
+      const since = requireSince(request.query.get("since") || undefined, "since");
       // The position is taken first: a read of the log answers up to where live delivery stood then.
       const lastEventId = JSON.stringify(deps.resume.position(principal.tenant, channel));
       const resumed = deps.resume.after(principal.tenant, channel, since, limit);
