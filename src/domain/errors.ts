@@ -134,8 +134,15 @@ export const HTTP_ERRORS = {
     meaning:
       "Over the client IP's request budget or the tenant's event budget; `RateLimit-*` headers say which and when the window resets. A batch that does not fit in what is left is refused whole.",
     retry: true,
+    advice: "After `Retry-After` seconds (the official client waits for it, capped at `maxRetryAfterMs`).",
+  },
+  batch_over_budget: {
+    status: 429,
+    meaning:
+      "The batch holds more events than the tenant's whole event budget per second (`RATE_LIMIT_EVENTS_PER_SEC` or its `TENANT_QUOTAS` entry; `RateLimit-Limit` says it): it never fits a window, however long the client waits. A 429 with `Retry-After` and `RateLimit-*` as `rate_limited` is, so a client that reads only the status backs off; nothing was spent or written.",
+    retry: false,
     advice:
-      "After `Retry-After` seconds (the official client waits for it, capped at `maxRetryAfterMs`); a batch larger than the whole budget never fits: split it.",
+      "Not the same batch: split it into batches of at most `RateLimit-Limit` events (the official client halves it until it fits).",
   },
   client_closed_request: {
     status: 499,

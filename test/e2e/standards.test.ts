@@ -418,9 +418,34 @@ describe.each(RUNTIMES)("RateLimit-Policy and RateLimit fields on %s", (runtime)
     let refused = await post(gateway, "/v1/events", batch(8), headers);
     if (refused.status === 202) refused = await post(gateway, "/v1/events", batch(8), headers);
     expect(refused.status).toBe(429);
+    expect(JSON.parse(refused.text).error).toBe("rate_limited");
     expect(refused.headers.get("ratelimit-policy")).toBe('"tenant";q=10;w=1');
     expect(refused.headers.get("ratelimit")).toMatch(/^"tenant";r=0;t=1$/);
     expect(refused.headers.get("retry-after")).toBe("1");
+  });
+
+  test("a batch larger than the whole budget is a 429 with its own code, batch_over_budget, and spends nothing", async () => {
+    const headers = {
+      authorization: `Bearer ${await token(`over-${runtime}-${Date.now()}`, ["ingest"])}`,
+      "content-type": "application/json",
+    };
+    const batch = (size: number) =>
+      JSON.stringify(Array.from({ length: size }, () => ({ type: "click", data: { element: "x" } })));
+    const over = await post(gateway, "/v1/events", batch(11), headers);
+    expect(over.status).toBe(429);
+    expect(JSON.parse(over.text)).toEqual({
+      error: "batch_over_budget",
+      message: "a batch of 11 exceeds the whole budget of 10 per second: split it",
+    });
+    // The SPEC's 429 still: Retry-After and the budget's fields, RateLimit-Limit saying what fits.
+    expect(over.headers.get("retry-after")).toBe("1");
+    expect(over.headers.get("ratelimit-limit")).toBe("10");
+    expect(over.headers.get("ratelimit-policy")).toBe('"tenant";q=10;w=1');
+    expect(responseProblems("POST", "/v1/events", { ...over, body: over.text })).toEqual([]);
+    // Split, it fits: nothing of the budget was spent on the refusal.
+    const halves = [await post(gateway, "/v1/events", batch(5), headers)];
+    halves.push(await post(gateway, "/v1/events", batch(5), headers));
+    expect(halves.map((half) => half.status)).toEqual([202, 202]);
   });
 });
 

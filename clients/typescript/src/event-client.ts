@@ -136,7 +136,7 @@ type Outcome =
       retryAfterMs?: number;
       /** No HTTP answer at all (network error, abort). */
       unreachable?: boolean;
-      /** 413 on more than one record: the records go again in smaller batches. */
+      /** 413, or 429 batch_over_budget, on more than one record: the records go again in smaller batches. */
       split?: boolean;
     };
 
@@ -573,8 +573,9 @@ export abstract class BatchingClient {
       refresh = false;
       if (outcome.done) break;
       if (outcome.split) {
-        // Nothing of it was written (a 413 is answered before the body is read): the records go
-        // again, first in the buffer, in batches under what the gateway takes.
+        // Nothing of it was written (a 413 is answered before the body is read, a batch over the
+        // budget is refused whole): the records go again, first in the buffer, in batches under
+        // what the gateway takes.
         this.requeue(batch, false);
         this.partialDue = true;
         return;
@@ -661,20 +662,22 @@ export abstract class BatchingClient {
 
   private async interpret(batch: Batch, response: Response): Promise<Outcome> {
     const text = await response.text().catch(() => "");
-    if (response.status === 413 && batch.records.length > 1) {
+    let answer: { accepted?: unknown; errors?: unknown; message?: unknown; error?: unknown } = {};
+    try {
+      answer = JSON.parse(text) as typeof answer;
+    } catch {
+      // A body that is not JSON (a proxy's error page) carries no code or per-record detail.
+    }
+    // A 429 for more events than the tenant's whole budget per second: waiting never makes it fit, halves do.
+    const overBudget = answer.error === "batch_over_budget";
+    if ((response.status === 413 || overBudget) && batch.records.length > 1) {
       this.accepts.records = Math.min(this.accepts.records, Math.ceil(batch.records.length / 2));
-      this.accepts.bytes = Math.min(this.accepts.bytes, Math.ceil(batch.bytes / 2));
-      return { done: false, status: 413, message: "HTTP 413", split: true };
+      if (!overBudget) this.accepts.bytes = Math.min(this.accepts.bytes, Math.ceil(batch.bytes / 2));
+      return { done: false, status: response.status, message: `HTTP ${response.status}`, split: true };
     }
     if (retryable(response.status)) {
       const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"));
       return { done: false, status: response.status, message: `HTTP ${response.status}`, retryAfterMs };
-    }
-    let answer: { accepted?: unknown; errors?: unknown; message?: unknown } = {};
-    try {
-      answer = JSON.parse(text) as typeof answer;
-    } catch {
-      // A body that is not JSON (a proxy's error page) carries no per-record detail.
     }
     const reasons = new Map<number, string>();
     if (Array.isArray(answer.errors)) {

@@ -297,6 +297,38 @@ describe("EventClient retries", () => {
     await events.close();
   });
 
+  test("a 429 batch_over_budget splits the batch at once, as a 413 does; a plain 429 waits for Retry-After and sends it whole", async () => {
+    const failures: DeliveryFailure[] = [];
+    // A tenant whose whole budget is 3 events per second: a batch of more never fits, however long one waits.
+    const sent: number[] = [];
+    let plainRefusals = 1;
+    const fetch = async (_url: string, init: RequestInit) => {
+      const records = (init.body as string).split("\n").length;
+      sent.push(records);
+      const headers = { "retry-after": "1", "ratelimit-limit": "3" };
+      if (records > 3)
+        return Response.json(
+          { error: "batch_over_budget", message: `a batch of ${records} exceeds the whole budget of 3` },
+          { status: 429, headers },
+        );
+      if (plainRefusals-- > 0) return Response.json({ error: "rate_limited" }, { status: 429, headers });
+      return Response.json({ accepted: records, rejected: 0, errors: [] }, { status: 202 });
+    };
+    const events = client({
+      fetch,
+      maxBatchRecords: 8,
+      retry: { initialDelayMs: 1, maxRetryAfterMs: 10 },
+      onError: (failure) => failures.push(failure),
+    });
+    for (let i = 0; i < 8; i++) events.enqueue(click(i));
+    await events.flush();
+    // 8 and 4 split without a wait; the first 2 meets a plain 429 and goes again whole.
+    expect(sent).toEqual([8, 4, 2, 2, 2, 2, 2]);
+    expect(failures).toEqual([]);
+    expect(events.stats).toMatchObject({ accepted: 8, rejected: 0, dropped: 0, retries: 1 });
+    await events.close();
+  });
+
   test("a 413 on one record is a refusal; a record over the learned size still goes, alone", async () => {
     const failures: DeliveryFailure[] = [];
     const sent: number[] = [];

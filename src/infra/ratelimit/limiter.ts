@@ -220,11 +220,15 @@ export class RateLimits {
 
   private refusal(scope: LimitScope, cost: number, limit: number, answer: RateLimitHeaders): GatewayError {
     this.metrics.rateLimited.inc({ scope });
-    return new GatewayError(
-      "rate_limited",
-      cost > limit ? `a batch of ${cost} exceeds the budget of ${limit} per second` : "rate limit exceeded",
-      { ...answer, "retry-after": answer["ratelimit-reset"] as string },
-    );
+    const headers = { ...answer, "retry-after": answer["ratelimit-reset"] as string };
+    // One that never fits a window says so: a client retrying it after Retry-After would retry forever.
+    if (cost > limit)
+      return new GatewayError(
+        "batch_over_budget",
+        `a batch of ${cost} exceeds the whole budget of ${limit} per second: split it`,
+        headers,
+      );
+    return new GatewayError("rate_limited", "rate limit exceeded", headers);
   }
 
   private leaseAnswered(scope: LimitScope, granted: number, error: unknown): void {

@@ -42,11 +42,14 @@ test("per process, a refused batch spends nothing: what was left still fits, to 
   await limits.close();
 });
 
-test("per process, a batch larger than the whole budget is refused and leaves the budget whole", async () => {
+test("per process, a batch larger than the whole budget is refused as batch_over_budget and leaves the budget whole", async () => {
   const limits = perProcess({ eventsPerSec: 10 });
   const tenant = `big${Date.now()}`;
   const refused = await limits.admit("tenant_events", tenant, 11).catch((error: GatewayError) => error);
-  expect((refused as GatewayError).code).toBe("rate_limited");
+  // Not rate_limited: waiting never makes it fit.
+  expect((refused as GatewayError).code).toBe("batch_over_budget");
+  expect((refused as GatewayError).status).toBe(429);
+  expect((refused as GatewayError).headers["ratelimit-limit"]).toBe("10");
   expect((refused as GatewayError).headers["ratelimit-remaining"]).toBe("0");
   expect((refused as GatewayError).headers["retry-after"]).toBe("1");
   const admitted = await limits.admit("tenant_events", tenant, 10);
