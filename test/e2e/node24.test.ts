@@ -8,10 +8,12 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, readlinkSync } from "node:fs";
+import { connect } from "node:net";
 import { partitionHash } from "../../src/infra/kafka/sink-producer.ts";
 import { DEBIAN_TREE, debianTreeProblem } from "../support/debian-tree.ts";
 import { assertExactlyOnce, createTopic, readTopic, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
+import { waitUntil } from "../support/wait.ts";
 import { type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
 
 async function post(gateway: RunningGateway, path: string, body: unknown, scopes: string[]): Promise<number> {
@@ -72,6 +74,29 @@ describe("the node24 target's gateway in a Debian 13 chroot", () => {
     expect(head.status).toBe(200);
     expect(await head.text()).toBe("");
     expect(head.headers.get("content-length")).toBe(String((await get.arrayBuffer()).byteLength));
+  });
+
+  test("a request head under 16 KiB that arrives in two writes is answered; over 16 KiB it is a 431 (uWebSockets.js 20.57 buffers a head cut across reads up to UWS_HTTP_MAX_HEADERS_SIZE, 4 KiB unless set)", async () => {
+    const [gateway] = gateways as [RunningGateway];
+    const answers: Record<string, string> = {};
+    for (const padding of [10_000, 20_000]) {
+      const head = `GET /health/live HTTP/1.1\r\nHost: x\r\nX-Padding: ${"a".repeat(padding)}\r\n\r\n`;
+      const socket = connect(gateway.port, "127.0.0.1");
+      let received = "";
+      socket.setEncoding("latin1");
+      socket.on("data", (chunk: string) => {
+        received += chunk;
+      });
+      socket.on("error", () => {});
+      const closed = new Promise((resolve) => socket.on("close", resolve));
+      socket.write(head.slice(0, 2000));
+      await Bun.sleep(50);
+      socket.write(head.slice(2000));
+      await Promise.race([closed, waitUntil(() => /^HTTP\/1\.1 \d{3}/.test(received), "an answer").catch(() => {})]);
+      socket.destroy();
+      answers[`${padding} bytes`] = received.match(/^HTTP\/1\.1 (\d{3})/)?.[1] ?? "no answer";
+    }
+    expect(answers).toEqual({ "10000 bytes": "200", "20000 bytes": "431" });
   });
 
   test("events ingested in batches and one by one are in Kafka once each, with headers", async () => {

@@ -2,8 +2,9 @@ import type {
   HttpRequest as UwsRequest,
   HttpResponse as UwsResponse,
   WebSocket as UwsSocket,
+  us_listen_socket as UwsListenSocket,
+  us_socket_context_t as UwsSocketContext,
 } from "uWebSockets.js";
-import uws from "uWebSockets.js";
 import { statusLine } from "../../http/status-text.ts";
 import type {
   GatewayApp,
@@ -21,6 +22,22 @@ import { EnginePeer } from "../peer.ts";
 import { uwsEngine } from "./engine.ts";
 import { resolvedPath } from "./resolved-path.ts";
 
+/**
+ * Bun.serve answers a request head (request line and header fields) of more
+ * than 16 KiB with a bare 431 and closes; uWebSockets.js 20.30 takes heads up
+ * to about 100 KB (and closes without an answer past that). The same bound
+ * and answer here, so both runtimes refuse the same requests alike.
+ */
+const MAX_HEAD_BYTES = 16 * 1024;
+
+// uWebSockets.js reads UWS_HTTP_MAX_HEADERS_SIZE once, as its addon loads: the
+// most it buffers of a head cut across reads (TCP segments, TLS records). 4 KiB
+// unless set, so the Node 24 target's 20.57 answered 431 to a 6 KB head sent in
+// two writes; 20.30 does not read it. Loaded after setting it (a static import
+// would load the addon first); an operator's own value stands.
+process.env.UWS_HTTP_MAX_HEADERS_SIZE ??= String(MAX_HEAD_BYTES);
+const { default: uws } = await import("uWebSockets.js");
+
 /** Native addon or the package's pure-JS fallback: see engine.ts. */
 export const engine = uwsEngine(uws);
 
@@ -36,7 +53,7 @@ type ListenWithOptions = (
   host: string,
   port: number,
   options: number,
-  cb: (listenSocket: uws.us_listen_socket | false) => void,
+  cb: (listenSocket: UwsListenSocket | false) => void,
 ) => void;
 
 const METHODS_WITHOUT_BODY = new Set(["GET", "HEAD", "OPTIONS", "DELETE"]);
@@ -110,7 +127,7 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
     answer(app, new UwsHttpRequest(res, req, url, query, headers, options.maxBodyBytes));
   });
 
-  const listenSocket = await new Promise<uws.us_listen_socket>((resolve, reject) => {
+  const listenSocket = await new Promise<UwsListenSocket>((resolve, reject) => {
     // uWS sets SO_REUSEPORT unless told otherwise, and a second process on a busy
     // port would then silently take half the connections.
     const flags = options.reusePort ? 0 : LIBUS_LISTEN_EXCLUSIVE_PORT;
@@ -233,7 +250,7 @@ class UwsHttpRequest implements HttpRequest {
     key: string,
     protocol: string,
     extensions: string,
-    context: uws.us_socket_context_t,
+    context: UwsSocketContext,
   ): void {
     if (this.closed) return;
     this.closed = true;
@@ -343,13 +360,6 @@ function readHeaders(req: UwsRequest): Map<string, string> {
   return headers;
 }
 
-/**
- * Bun.serve answers a request head (request line and header fields) of more
- * than 16 KiB with a bare 431 and closes; uWebSockets.js 20.30 takes heads up
- * to about 100 KB (and closes without an answer past that). The same bound
- * and answer here, so both runtimes refuse the same requests alike.
- */
-const MAX_HEAD_BYTES = 16 * 1024;
 /** Bun.serve's answer: no body, never counted (it does not reach the gateway's router there either). */
 const HEAD_TOO_LARGE: HttpReply = { status: 431, body: "", closeConnection: true };
 /** `GET ` + ` HTTP/1.1\r\n` and the blank line ending the head, bytes of every head: a method's length is about 4. */
