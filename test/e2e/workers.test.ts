@@ -219,7 +219,9 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
     let brokerStopped = false;
     let code: number;
     try {
-      await servicesCommand("stop-kafka");
+      // Frozen, not stopped (scripts/services pause-kafka): the records stay queued until it is thawed,
+      // at once, with no broker restart to wait for (test/e2e/drain.test.ts keeps one across a drain).
+      await servicesCommand("pause-kafka");
       brokerStopped = true;
       const ingestToken = await token("acme", ["ingest"]);
       // A connection each: the kernel spreads them over both workers.
@@ -248,11 +250,11 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
         10_000,
         "both workers draining",
       );
-      await servicesCommand("start-kafka");
+      await servicesCommand("resume-kafka");
       brokerStopped = false;
       code = await gateway.process.exited;
     } finally {
-      if (brokerStopped) await servicesCommand("start-kafka");
+      if (brokerStopped) await servicesCommand("resume-kafka");
       await cleanup();
     }
     expect(code).toBe(0);
