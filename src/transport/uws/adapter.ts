@@ -1,8 +1,8 @@
 import type {
+  us_listen_socket as UwsListenSocket,
   HttpRequest as UwsRequest,
   HttpResponse as UwsResponse,
   WebSocket as UwsSocket,
-  us_listen_socket as UwsListenSocket,
   us_socket_context_t as UwsSocketContext,
 } from "uWebSockets.js";
 import { statusLine } from "../../http/status-text.ts";
