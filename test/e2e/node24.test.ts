@@ -92,7 +92,10 @@ describe("the node24 target's gateway in a Debian 13 chroot", () => {
       socket.write(head.slice(0, 2000));
       await Bun.sleep(50);
       socket.write(head.slice(2000));
-      await Promise.race([closed, waitUntil(() => /^HTTP\/1\.1 \d{3}/.test(received), "an answer").catch(() => {})]);
+      await Promise.race([
+        closed,
+        waitUntil(() => /^HTTP\/1\.1 \d{3}/.test(received), "an answer").catch(() => {}),
+      ]);
       socket.destroy();
       answers[`${padding} bytes`] = received.match(/^HTTP\/1\.1 (\d{3})/)?.[1] ?? "no answer";
     }
