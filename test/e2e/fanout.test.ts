@@ -248,6 +248,29 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
     expect(typeof (ping.lastEventIds as Record<string, string>).orders).toBe("string");
     socket.close();
   });
+
+  test("a channel with no event yet is in the ping at the position its subscribed frame gave, not null", async () => {
+    // A client keeps the subscribed frame's lastEventId as its position; the ping must agree with it.
+    const socket = await connectSubscriber(second, "acme");
+    const channel = `quiet-${runtime}-${Date.now()}`;
+    const subscribed = await subscribe(socket, channel);
+    expect(typeof subscribed.lastEventId).toBe("string");
+    const ping = await socket.next(
+      (frame) => frame.type === "ping" && channel in (frame.lastEventIds as Record<string, unknown>),
+      3000,
+    );
+    expect((ping.lastEventIds as Record<string, unknown>)[channel]).toBe(subscribed.lastEventId);
+    // An event of the channel then moves it on.
+    await ingest(first, "acme", channel, 0, 1);
+    const event = await socket.next((frame) => frame.type === "event" && frame.channel === channel, 5000);
+    const later = await socket.next(
+      (frame) =>
+        frame.type === "ping" && (frame.lastEventIds as Record<string, unknown>)[channel] === event.id,
+      3000,
+    );
+    expect(later.type).toBe("ping");
+    socket.close();
+  });
 });
 
 describe.each(RUNTIMES)("WebSocket authentication on %s", (runtime) => {

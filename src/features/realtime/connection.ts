@@ -73,6 +73,12 @@ export class Connection {
   readonly id = randomUUID();
   principal: Principal | undefined;
   readonly channels = new Set<string>();
+  /**
+   * Per subscribed channel, the position its `subscribed` frame gave: a `ping`
+   * reports it while no event of the channel is kept, so a quiet channel's
+   * `lastEventIds` entry is the position the client holds, not null.
+   */
+  private readonly subscribedAt = new Map<string, string | null>();
   /** Subscribed channels whose join and leave events this connection asked for (`presence: true`). */
   private readonly presenceChannels = new Set<string>();
   /** Per channel being subscribed, whether its subscribe asked for join and leave events. */
@@ -225,13 +231,19 @@ export class Connection {
     }
   }
 
-  /** `ping` frame with the last event id of each subscribed channel, so a client can detect a gap. */
+  /**
+   * `ping` frame with the last event id of each subscribed channel (the newest kept, else the
+   * position its `subscribed` frame gave), so a client can detect a gap.
+   */
   ping(): void {
     const principal = this.principal;
     if (!principal) return;
     const lastEventIds: Record<string, string | null> = {};
     for (const channel of this.channels) {
-      lastEventIds[channel] = this.host.history.lastId(channelTopic(principal.tenant, channel)) ?? null;
+      lastEventIds[channel] =
+        this.host.history.lastId(channelTopic(principal.tenant, channel)) ??
+        this.subscribedAt.get(channel) ??
+        null;
     }
     this.send({ type: "ping", lastEventIds });
   }
@@ -494,11 +506,9 @@ export class Connection {
     // The latest subscribe of the channel says whether it wants join and leave events.
     this.setPresenceEvents(topic, channel, this.presenceAsked.get(channel) === true);
     this.presenceAsked.delete(channel);
-    this.send({
-      type: "subscribed",
-      channel,
-      lastEventId: this.host.resume.position(principal.tenant, channel),
-    });
+    const lastEventId = this.host.resume.position(principal.tenant, channel);
+    this.subscribedAt.set(channel, lastEventId);
+    this.send({ type: "subscribed", channel, lastEventId });
     if (resumed?.kind !== "events") return;
     metrics.wsResumes.inc({ result: "served" });
     const events: HistoryEvent[] = resumed.events;
@@ -562,6 +572,7 @@ export class Connection {
     this.presenceAsked.delete(channel);
     this.cancelReplay(channel);
     if (!this.principal || !this.channels.delete(channel)) return;
+    this.subscribedAt.delete(channel);
     const topic = channelTopic(this.principal.tenant, channel);
     this.peer?.unsubscribe(topic);
     this.host.countTopic(topic, -1);
