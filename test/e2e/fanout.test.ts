@@ -271,6 +271,36 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
     expect(later.type).toBe("ping");
     socket.close();
   });
+
+  test("a quiet channel resumed after other channels moved its partition is in the ping at the since, not a false gap", async () => {
+    const socket = await connectSubscriber(second, "acme");
+    const channel = `quiet-resumed-${runtime}-${Date.now()}`;
+    const first = String((await subscribe(socket, channel)).lastEventId);
+    const partitionOf = (id: string) => id.split("-")[1];
+    // Another channel on the same partition of the fan-out topic: its event moves the partition's head.
+    let neighbour: string | undefined;
+    for (let n = 0; n < 60 && neighbour === undefined; n++) {
+      const candidate = `${channel}-n${n}`;
+      const position = String((await subscribe(socket, candidate)).lastEventId);
+      if (partitionOf(position) === partitionOf(first)) neighbour = candidate;
+    }
+    expect(neighbour).toBeDefined();
+    await ingest(second, "acme", String(neighbour), 0, 1);
+    await socket.next((frame) => frame.type === "event" && frame.channel === neighbour, 5000);
+    socket.close();
+    // A client back from a disconnect resumes the quiet channel from the position it held.
+    const again = await connectSubscriber(second, "acme");
+    const resumed = await subscribe(again, channel, first);
+    expect(resumed.type).toBe("subscribed");
+    expect(resumed.lastEventId).not.toBe(first);
+    const ping = await again.next(
+      (frame) => frame.type === "ping" && channel in (frame.lastEventIds as Record<string, unknown>),
+      3000,
+    );
+    // Nothing of the channel came after its since: the ping shows no gap to close.
+    expect((ping.lastEventIds as Record<string, unknown>)[channel]).toBe(first);
+    again.close();
+  });
 });
 
 describe.each(RUNTIMES)("WebSocket authentication on %s", (runtime) => {

@@ -74,9 +74,10 @@ export class Connection {
   principal: Principal | undefined;
   readonly channels = new Set<string>();
   /**
-   * Per subscribed channel, the position its `subscribed` frame gave: a `ping`
-   * reports it while no event of the channel is kept, so a quiet channel's
-   * `lastEventIds` entry is the position the client holds, not null.
+   * Per subscribed channel, the position the client holds once subscribed (the
+   * `subscribed` frame's, or after a resume the last event replayed, else its
+   * `since`): a `ping` reports it while no event of the channel is kept, so a
+   * quiet channel's `lastEventIds` entry is that position, not null.
    */
   private readonly subscribedAt = new Map<string, string | null>();
   /** Subscribed channels whose join and leave events this connection asked for (`presence: true`). */
@@ -233,7 +234,7 @@ export class Connection {
 
   /**
    * `ping` frame with the last event id of each subscribed channel (the newest kept, else the
-   * position its `subscribed` frame gave), so a client can detect a gap.
+   * position the client holds since it subscribed), so a client can detect a gap.
    */
   ping(): void {
     const principal = this.principal;
@@ -459,8 +460,8 @@ export class Connection {
       since === undefined
         ? undefined
         : this.host.resume.after(principal.tenant, channel, since, Number.MAX_SAFE_INTEGER);
-    if (resumed && isPending(resumed)) this.replayFromLog(principal, channel, resumed);
-    else this.answerResume(principal, channel, resumed, []);
+    if (resumed && isPending(resumed)) this.replayFromLog(principal, channel, resumed, since);
+    else this.answerResume(principal, channel, resumed, [], since);
   }
 
   /**
@@ -473,6 +474,7 @@ export class Connection {
     channel: string,
     resumed: ResumeOutcome | undefined,
     held: PendingReplay["held"],
+    since: string | undefined,
   ): void {
     const metrics = this.host.metrics;
     if (resumed?.kind === "try_again") {
@@ -507,7 +509,14 @@ export class Connection {
     this.setPresenceEvents(topic, channel, this.presenceAsked.get(channel) === true);
     this.presenceAsked.delete(channel);
     const lastEventId = this.host.resume.position(principal.tenant, channel);
-    this.subscribedAt.set(channel, lastEventId);
+    // What the client holds once this answer is sent: after a resume, the last event replayed (else its
+    // since, nothing of the channel came after it); else this position. Not the position when it resumed:
+    // that is the partition's head, which other channels' events move, and a ping showing it would be a gap
+    // the client closes again at every ping.
+    this.subscribedAt.set(
+      channel,
+      resumed?.kind === "events" ? (resumed.events.at(-1)?.id ?? since ?? lastEventId) : lastEventId,
+    );
     this.send({ type: "subscribed", channel, lastEventId });
     if (resumed?.kind !== "events") return;
     metrics.wsResumes.inc({ result: "served" });
@@ -524,7 +533,12 @@ export class Connection {
    * they would reach it before the older replayed ones and again after them,
    * and a client that moved past them drops the replay, keeping the gap.
    */
-  private replayFromLog(principal: Principal, channel: string, pending: PendingResume): void {
+  private replayFromLog(
+    principal: Principal,
+    channel: string,
+    pending: PendingResume,
+    since: string | undefined,
+  ): void {
     const replay: PendingReplay = { untap: () => {}, held: [], heldBytes: 0 };
     const { maxBytes } = this.host.resume.limits;
     const topic = channelTopic(principal.tenant, channel);
@@ -545,7 +559,7 @@ export class Connection {
       this.cancelReplay(channel);
       // A token refreshed meanwhile may no longer allow the channel.
       if (this.live && this.principal && channelAllowed(this.principal, channel))
-        this.answerResume(this.principal, channel, resumed, replay.held);
+        this.answerResume(this.principal, channel, resumed, replay.held, since);
     });
   }
 
