@@ -177,9 +177,12 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
     const bearer = await token("acme", ["subscribe"]);
     // The channel's history starts with the event just sent: older positions are gone.
     await waitUntil(async () => (await delta()).status === 410, "a history for the channel");
-    const gone = await subscribe(socket, "old", "k0-0-0000000000000000");
-    expect(gone).toMatchObject({ type: "error", code: "history_gone" });
-    expect((await socket.next((frame) => frame.type === "subscribed")).channel).toBe("old");
+    // The SPEC's order: subscribed (the channel's position), then history_gone for the missed events.
+    expect(await subscribe(socket, "old", "k0-0-0000000000000000")).toMatchObject({
+      type: "subscribed",
+      channel: "old",
+    });
+    expect(await socket.next()).toMatchObject({ type: "error", code: "history_gone", channel: "old" });
     expect((await delta()).status).toBe(410);
     socket.close();
   });

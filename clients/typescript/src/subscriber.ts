@@ -242,6 +242,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     [];
   /** @internal The `since` of the next subscribe: the last event received, or the position the gateway reported. */
   position: string | undefined;
+  /** @internal The `lastEventId` of the `subscribed` frame answering the latest subscribe, once it came. */
+  given: string | undefined;
   /** @internal Whether its subscribe asks for join and leave events (sent again on every resubscribe). */
   presenceEvents = false;
 
@@ -365,7 +367,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (!WebSocketImpl) {
       throw new Error(
-        "no WebSocket in this runtime: pass one as options.WebSocket (on Node 20, or run it with --experimental-websocket)",
+        "no WebSocket here: pass options.WebSocket (Node 20: or run with --experimental-websocket)",
       );
     }
     this.WebSocketImpl = WebSocketImpl;
@@ -634,6 +636,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
         // Without a position, "now" is the position (also for a channel with no events yet):
         // a later resume starts here rather than missing what was published meanwhile.
         if (lastEventId !== null && subscription.position === undefined) subscription.position = lastEventId;
+        subscription.given = lastEventId ?? undefined;
         subscription.transition("subscribed", { channel, lastEventId });
         this.emit("subscribed", { channel, lastEventId });
         return;
@@ -700,8 +703,9 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     if (channel !== undefined && subscription) {
       if (code === "history_gone") {
         const gap: Gap = { channel, since: subscription.position ?? "", reason: "history_gone" };
-        // The `subscribed` frame that follows sets the new position.
-        subscription.position = undefined;
+        // The position its `subscribed` frame gave; a gateway that sent `history_gone` first (before
+        // 2026-12) has not answered yet, and its `subscribed` frame that follows sets it.
+        subscription.position = subscription.given;
         subscription.notify("gap", gap);
         this.emit("gap", gap);
         return;
@@ -917,6 +921,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   private sendSubscribe(subscription: Subscription): void {
     const since = subscription.position;
     const channel = subscription.channel;
+    subscription.given = undefined;
     const frame: Record<string, unknown> = { type: "subscribe", channel };
     if (since !== undefined) frame.since = since;
     if (subscription.presenceEvents) frame.presence = true;

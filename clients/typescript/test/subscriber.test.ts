@@ -187,7 +187,20 @@ describe("Subscriber", () => {
     expect(server.sent.slice(2).map((frame) => frame.since)).toEqual(["k1-3--1", event("orders", 1).id]);
   });
 
-  test("history_gone is a gap event; the position restarts from the new history", async () => {
+  test("history_gone after subscribed (the gateway's order) is a gap from the since sent; the position is the subscribed frame's", async () => {
+    const { of, subscriber } = start();
+    subscriber.subscribe("orders", { since: event("orders", 5).id });
+    const server = await connect(0);
+    server.frame({ type: "subscribed", channel: "orders", lastEventId: event("orders", 7).id });
+    server.frame({ type: "error", code: "history_gone", channel: "orders", message: "gone" });
+    expect(of("gap").map((e) => e.payload)).toEqual([
+      { channel: "orders", since: event("orders", 5).id, reason: "history_gone" },
+    ]);
+    expect(subscriber.lastEventId("orders")).toBe(event("orders", 7).id);
+    expect(of("error")).toEqual([]);
+  });
+
+  test("history_gone before subscribed (gateways before 2026-12) is a gap event; the position restarts from the new history", async () => {
     const { of, subscriber } = start();
     subscriber.subscribe("orders", { since: event("orders", 5).id });
     const server = await connect(0);

@@ -487,15 +487,6 @@ export class Connection {
       this.tryAgain(channel, 0, "the replay is larger than one read; resubscribe from the last event");
       return;
     }
-    if (resumed?.kind === "gone") {
-      metrics.wsResumes.inc({ result: "history_gone" });
-      this.send({
-        type: "error",
-        code: "history_gone",
-        channel,
-        message: "since is older than the kept history",
-      });
-    }
     const topic = channelTopic(principal.tenant, channel);
     if (!this.channels.has(channel)) {
       this.channels.add(channel);
@@ -518,6 +509,16 @@ export class Connection {
       resumed?.kind === "events" ? (resumed.events.at(-1)?.id ?? since ?? lastEventId) : lastEventId,
     );
     this.send({ type: "subscribed", channel, lastEventId });
+    if (resumed?.kind === "gone") {
+      // After `subscribed`, as the SPEC orders them: the answer, then what became of the missed events.
+      metrics.wsResumes.inc({ result: "history_gone" });
+      this.send({
+        type: "error",
+        code: "history_gone",
+        channel,
+        message: "since is older than the kept history",
+      });
+    }
     if (resumed?.kind !== "events") return;
     metrics.wsResumes.inc({ result: "served" });
     const events: HistoryEvent[] = resumed.events;

@@ -113,7 +113,7 @@ describe("resume from the log over WebSocket", () => {
     expect(eventIds(peer)).toEqual([id(2), id(4), id(6), id(8), id(10), id(12), id(13)]);
   });
 
-  test("a since the log no longer holds is history_gone, and the channel is still subscribed", async () => {
+  test("a since the log no longer holds is subscribed, then history_gone (the SPEC's order), and the channel is still subscribed", async () => {
     const world = resumeWorld();
     for (let n = 0; n < 10; n++) world.publish(n);
     world.log.earliest = 5n;
@@ -121,8 +121,8 @@ describe("resume from the log over WebSocket", () => {
     hub.message(peer, JSON.stringify({ type: "subscribe", channel: "x", since: id(2) }));
     await settle();
     expect(peer.frames.slice(1)).toMatchObject([
-      { type: "error", code: "history_gone", channel: "x" },
       { type: "subscribed", channel: "x", lastEventId: id(9) },
+      { type: "error", code: "history_gone", channel: "x" },
     ]);
   });
 
