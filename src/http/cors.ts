@@ -4,7 +4,12 @@ import type { HttpReply } from "../ports/transport.ts";
 export type CorsOrigins = "*" | readonly string[];
 
 const ALLOWED_REQUEST_HEADERS =
-  "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, last-event-id, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey";
+  "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, last-event-id, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-datacontenttype, ce-partitionkey";
+const LISTED = new Set(ALLOWED_REQUEST_HEADERS.split(", "));
+/** A binary-mode CloudEvent's extension attribute header: `ce-` and a CloudEvents attribute name. */
+const CLOUDEVENTS_EXTENSION_HEADER = /^ce-[a-z0-9]{1,20}$/;
+/** Extension headers one preflight may add: an event has a few, and the answer stays small. */
+const MAX_EXTENSION_HEADERS = 32;
 /** The response headers a browser script may read: the rate-limit state and when to retry. */
 // Deprecation, Sunset and Link tell a script that the route it calls is retired (RFC 9745, RFC 8594).
 // WWW-Authenticate tells it whether a new token helps (invalid_token) or which scope is missing (RFC 6750).
@@ -61,13 +66,24 @@ export class CorsPolicy {
   /**
    * The answer to a preflight from an allowed origin for a route accepting
    * `methods`; the origin headers are added with every other response's.
+   * `requestedHeaders` (Access-Control-Request-Headers) adds the `ce-*`
+   * extension headers it names, which the gateway carries into Kafka as any
+   * binary-mode attribute and no fixed list can name.
    */
-  preflight(methods: readonly string[]): HttpReply {
+  preflight(methods: readonly string[], requestedHeaders?: string): HttpReply {
+    const extensions = (requestedHeaders ?? "")
+      .split(",")
+      .map((name) => name.trim().toLowerCase())
+      .filter((name) => CLOUDEVENTS_EXTENSION_HEADER.test(name) && !LISTED.has(name))
+      .slice(0, MAX_EXTENSION_HEADERS);
     return {
       status: 204,
       headers: {
         "access-control-allow-methods": methods.join(", "),
-        "access-control-allow-headers": ALLOWED_REQUEST_HEADERS,
+        "access-control-allow-headers":
+          extensions.length === 0
+            ? ALLOWED_REQUEST_HEADERS
+            : `${ALLOWED_REQUEST_HEADERS}, ${extensions.join(", ")}`,
         "access-control-max-age": PREFLIGHT_MAX_AGE_SEC,
       },
       body: "",

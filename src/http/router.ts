@@ -365,7 +365,7 @@ function notAnUpgrade(request: HttpRequest): GatewayError {
 function answerPreflight(cors: CorsPolicy, request: HttpRequest, methods: string[]): HttpReply {
   if (!cors.allows(request.header("origin")))
     throw new GatewayError("forbidden", "this origin may not call the API (CORS_ORIGINS)");
-  return cors.preflight(methods);
+  return cors.preflight(methods, request.header("access-control-request-headers"));
 }
 
 function allowedMethods(routes: CompiledRoute[]): string[] {

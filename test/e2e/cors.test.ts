@@ -39,7 +39,7 @@ describe.each(RUNTIMES)("CORS with a list of origins on %s", (runtime) => {
     expect(response.headers.get("vary")).toBe("Origin");
     expect(response.headers.get("access-control-allow-methods")).toBe("POST");
     expect(response.headers.get("access-control-allow-headers")).toBe(
-      "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, last-event-id, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey",
+      "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, last-event-id, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-datacontenttype, ce-partitionkey",
     );
     expect(response.headers.get("access-control-max-age")).toBe("600");
     // RFC 9110 §8.6: a 204 carries no Content-Length (uWebSockets.js's end() wrote `Content-Length: 0`).
@@ -70,6 +70,22 @@ describe.each(RUNTIMES)("CORS with a list of origins on %s", (runtime) => {
     const allowed = response.headers.get("access-control-allow-headers")?.split(", ");
     expect(allowed).toContain("authorization");
     expect(allowed).toContain("last-event-id");
+  });
+
+  test("a preflight for a binary-mode CloudEvent allows its datacontenttype and extension headers", async () => {
+    const response = await fetch(`${gateway.url}/v1/events`, {
+      method: "OPTIONS",
+      headers: {
+        origin: ALLOWED,
+        "access-control-request-method": "POST",
+        "access-control-request-headers":
+          "authorization, content-type, ce-specversion, ce-id, ce-source, ce-type, ce-datacontenttype, ce-comexampleextension1",
+      },
+    });
+    expect(response.status).toBe(204);
+    const allowed = response.headers.get("access-control-allow-headers")?.split(", ");
+    expect(allowed).toContain("ce-datacontenttype");
+    expect(allowed).toContain("ce-comexampleextension1");
   });
 
   test("a preflight from another origin is a 403 without CORS headers", async () => {

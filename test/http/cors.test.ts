@@ -33,11 +33,31 @@ test("a preflight answer lists the route's methods, the request headers a client
     headers: {
       "access-control-allow-methods": "GET, HEAD",
       "access-control-allow-headers":
-        "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, last-event-id, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-partitionkey",
+        "authorization, content-type, content-encoding, idempotency-key, traceparent, tracestate, last-event-id, ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject, ce-dataschema, ce-datacontenttype, ce-partitionkey",
       "access-control-max-age": "600",
     },
     body: "",
   });
+});
+
+test("a preflight allows the CloudEvents extension headers it asks for (ce- and an attribute name), at most 32, and nothing else it asks for", () => {
+  const allowed = (requested: string) =>
+    String(
+      new CorsPolicy("*").preflight(["POST"], requested).headers?.["access-control-allow-headers"],
+    ).split(", ");
+  const asked = allowed(
+    "Authorization, CE-ComExampleExtension1, ce-datacontenttype, x-secret, ce-bad_name, ce-",
+  );
+  expect(
+    asked.filter(
+      (name) =>
+        name.startsWith("ce-") &&
+        !name.match(/^ce-(specversion|id|source|type|time|subject|dataschema|partitionkey)$/),
+    ),
+  ).toEqual(["ce-datacontenttype", "ce-comexampleextension1"]);
+  expect(asked).not.toContain("x-secret");
+  const many = Array.from({ length: 40 }, (_, index) => `ce-ext${index}`).join(", ");
+  expect(allowed(many).filter((name) => name.startsWith("ce-ext"))).toHaveLength(32);
 });
 
 test("only OPTIONS naming a requested method is a preflight", () => {
