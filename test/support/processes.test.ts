@@ -35,7 +35,8 @@ test("leftovers finds a process of the run by its marker, and nothing once it is
   const child = spawnGroup(["sleep", "300"], { stdout: "ignore" });
   // Until the child has exec'd, /proc shows the parent's environment, without the marker: a loaded machine shows that moment.
   const deadline = Date.now() + 5000;
-  while (!leftovers(run).some((found) => found.pid === child.pid) && Date.now() < deadline) await Bun.sleep(10);
+  while (!leftovers(run).some((found) => found.pid === child.pid) && Date.now() < deadline)
+    await Bun.sleep(10);
   expect(leftovers(run).map((found) => found.pid)).toContain(child.pid);
   await killGroup(child);
   expect(leftovers(run).map((found) => found.pid)).not.toContain(child.pid);
