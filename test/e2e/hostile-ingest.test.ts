@@ -189,6 +189,36 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
     expect(JSON.parse(publish.text).error).toBe("bad_request");
   });
 
+  test("a publish whose broadcast is not a boolean is a 400, not published to its channel alone", async () => {
+    const socket = new TestSocket(`${gateway.wsUrl}?token=${await token("acme", ["subscribe"])}`);
+    await socket.opened();
+    await socket.next((frame) => frame.type === "connected");
+    socket.send({ type: "subscribe", channel: "typed" });
+    await socket.next((frame) => frame.type === "subscribed");
+
+    for (const body of [
+      '{"broadcast":"true","channel":"typed","data":{"n":1}}',
+      '{"broadcast":1,"data":{"n":1}}',
+      '{"broadcast":null,"channel":"typed","data":{"n":1}}',
+    ]) {
+      const refused = await post(gateway, "/v1/publish", body, publisherAuth);
+      expect(refused.status).toBe(400);
+      expect(JSON.parse(refused.text)).toMatchObject({
+        error: "bad_request",
+        message: "broadcast must be true or false",
+      });
+    }
+    const body = '{"broadcast":true,"channel":"typed","data":{"n":2}}';
+    expect((await post(gateway, "/v1/publish", body, publisherAuth)).status).toBe(202);
+    // The first event the socket gets is the real broadcast: none of the refused ones was published.
+    expect(await socket.next((frame) => frame.type === "event")).toMatchObject({
+      channel: "typed",
+      broadcast: true,
+      data: { n: 2 },
+    });
+    socket.close();
+  });
+
   test("a body far past the limit gets the gateway's JSON 413 with its headers, not an engine's bare one", async () => {
     const response = await fetch(`${gateway.url}/v1/events`, {
       method: "POST",

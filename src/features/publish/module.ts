@@ -137,6 +137,10 @@ export function createPublishModule(deps: PublishDependencies): Module {
     bytes: Uint8Array,
   ): Promise<HttpReply> => {
     const { body, dataJson } = parsePublishBody(bytes);
+    // A `broadcast` that is not a boolean ("true", 1) is a client bug, refused as the WebSocket
+    // publish frame refuses it: read as false, a publish meant for the whole tenant went to its channel alone.
+    if (body.broadcast !== undefined && typeof body.broadcast !== "boolean")
+      throw new GatewayError("bad_request", "broadcast must be true or false");
     const rateLimit = await publisher(principal, {
       channel: body.channel,
       broadcast: body.broadcast === true,
