@@ -1,10 +1,10 @@
 import { describe, expect, test } from "bun:test";
-import { Consumer, compressionsAlgorithms, murmur2 } from "@platformatic/kafka";
+import { compressionsAlgorithms, murmur2 } from "@platformatic/kafka";
 import { COMPRESSIONS, loadConfig } from "../../src/config/config.ts";
 import { kafkaConnectionOptions } from "../../src/infra/kafka/client-options.ts";
 import { KafkaWriter } from "../../src/infra/kafka/writer.ts";
 import type { SinkMessage } from "../../src/ports/sink.ts";
-import { createTopic, services } from "../support/kafka.ts";
+import { createTopic, services, storedCompression } from "../support/kafka.ts";
 
 const PARTITIONS = 3;
 
@@ -31,46 +31,6 @@ async function kcat(topic: string): Promise<KcatMessage[]> {
     .split("\n")
     .filter((line) => line.trim() !== "")
     .map((line) => JSON.parse(line) as KcatMessage);
-}
-
-/** The compression attribute of the first record batch of partition 0 (0 none, 3 lz4), as stored. */
-async function storedCompression(topic: string): Promise<number> {
-  const consumer = new Consumer({
-    clientId: "writer-test",
-    bootstrapBrokers: [services().brokers],
-    groupId: `writer-test-${topic}`,
-  });
-  try {
-    const metadata = await consumer.metadata({ topics: [topic], forceUpdate: true });
-    const found = metadata.topics.get(topic);
-    const leader = found?.partitions[0]?.leader;
-    if (!found || leader === undefined) throw new Error(`no leader for ${topic}`);
-    const response = await consumer.fetch({
-      node: leader,
-      topics: [
-        {
-          topicId: found.id,
-          partitions: [
-            {
-              partition: 0,
-              fetchOffset: 0n,
-              partitionMaxBytes: 1 << 20,
-              currentLeaderEpoch: -1,
-              lastFetchedEpoch: -1,
-            },
-          ],
-        },
-      ],
-      maxWaitTime: 100,
-      minBytes: 1,
-      maxBytes: 1 << 20,
-    });
-    const stored = response.responses[0]?.partitions[0]?.records?.[0];
-    if (!stored) throw new Error(`nothing stored in ${topic}`);
-    return stored.attributes & 0x07;
-  } finally {
-    await new Promise<void>((resolve) => consumer.close(true, () => resolve()));
-  }
 }
 
 function batch(topic: string): SinkMessage[] {

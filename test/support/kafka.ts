@@ -107,3 +107,43 @@ export function assertExactlyOnce(
     unexpected: [...seen.keys()].filter((id) => !expectedSet.has(id)),
   };
 }
+
+/** The compression attribute of the first record batch of partition 0 (0 none, 3 lz4), as stored. */
+export async function storedCompression(topic: string): Promise<number> {
+  const consumer = new Consumer({
+    clientId: "test-compression-reader",
+    bootstrapBrokers: [services().brokers],
+    groupId: `test-compression-reader-${topic}`,
+  });
+  try {
+    const metadata = await consumer.metadata({ topics: [topic], forceUpdate: true });
+    const found = metadata.topics.get(topic);
+    const leader = found?.partitions[0]?.leader;
+    if (!found || leader === undefined) throw new Error(`no leader for ${topic}`);
+    const response = await consumer.fetch({
+      node: leader,
+      topics: [
+        {
+          topicId: found.id,
+          partitions: [
+            {
+              partition: 0,
+              fetchOffset: 0n,
+              partitionMaxBytes: 1 << 20,
+              currentLeaderEpoch: -1,
+              lastFetchedEpoch: -1,
+            },
+          ],
+        },
+      ],
+      maxWaitTime: 100,
+      minBytes: 1,
+      maxBytes: 1 << 20,
+    });
+    const stored = response.responses[0]?.partitions[0]?.records?.[0];
+    if (!stored) throw new Error(`nothing stored in ${topic}`);
+    return stored.attributes & 0x07;
+  } finally {
+    await new Promise<void>((resolve) => consumer.close(true, () => resolve()));
+  }
+}
