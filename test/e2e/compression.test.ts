@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { compressionsAlgorithms } from "@platformatic/kafka";
 import { COMPRESSIONS } from "../../src/config/config.ts";
-import { createTopic, services, storedCompression } from "../support/kafka.ts";
+import { createTopic, readWithKcat, services, storedCompression } from "../support/kafka.ts";
 import { token } from "../support/tokens.ts";
 import { RUNTIMES, type Runtime, runUntilExit, startGateway } from "./harness.ts";
 
@@ -10,26 +10,6 @@ function runtimeHasZstd(runtime: Runtime): boolean {
   if (runtime !== "node") return true;
   const probe = Bun.spawnSync(["node", "-p", "typeof require('node:zlib').zstdCompressSync"]);
   return probe.stdout.toString().trim() === "function";
-}
-
-interface KcatRecord {
-  key: string | null;
-  headers?: string[];
-  payload: string;
-}
-
-/** The whole topic as kcat, a client users have, reads it (it decompresses every codec). */
-async function kcat(topic: string): Promise<KcatRecord[]> {
-  const child = Bun.spawn(["kcat", "-C", "-b", services().brokers, "-t", topic, "-J", "-e", "-q"], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [stdout, code] = await Promise.all([new Response(child.stdout).text(), child.exited]);
-  expect(code).toBe(0);
-  return stdout
-    .split("\n")
-    .filter((line) => line.trim() !== "")
-    .map((line) => JSON.parse(line) as KcatRecord);
 }
 
 const RECORDS = [
@@ -72,7 +52,7 @@ describe.each(RUNTIMES)("KAFKA_COMPRESSION on %s", (runtime) => {
         } finally {
           await gateway.stop("SIGKILL");
         }
-        const read = await kcat(topic);
+        const read = await readWithKcat(topic);
         expect(read.map((record) => [codec, record.key])).toEqual([
           [codec, "device-7"],
           [codec, "acme"],

@@ -4,34 +4,9 @@ import { COMPRESSIONS, loadConfig } from "../../src/config/config.ts";
 import { kafkaConnectionOptions } from "../../src/infra/kafka/client-options.ts";
 import { KafkaWriter } from "../../src/infra/kafka/writer.ts";
 import type { SinkMessage } from "../../src/ports/sink.ts";
-import { createTopic, services, storedCompression } from "../support/kafka.ts";
+import { createTopic, type KcatRecord, readWithKcat, services, storedCompression } from "../support/kafka.ts";
 
 const PARTITIONS = 3;
-
-interface KcatMessage {
-  partition: number;
-  offset: number;
-  key: string | null;
-  payload: string;
-  headers?: string[];
-}
-
-/** Reads the whole topic with kcat, the real client users have. */
-async function kcat(topic: string): Promise<KcatMessage[]> {
-  const child = Bun.spawn(
-    ["kcat", "-C", "-b", services().brokers, "-t", topic, "-o", "beginning", "-e", "-J", "-q"],
-    {
-      stdout: "pipe",
-      stderr: "pipe",
-    },
-  );
-  const [stdout, code] = await Promise.all([new Response(child.stdout).text(), child.exited]);
-  expect(code).toBe(0);
-  return stdout
-    .split("\n")
-    .filter((line) => line.trim() !== "")
-    .map((line) => JSON.parse(line) as KcatMessage);
-}
 
 function batch(topic: string): SinkMessage[] {
   const pageView = { type: "page_view", tenant: "acme", "content-type": "application/json" };
@@ -62,11 +37,11 @@ describe.each(COMPRESSIONS.filter((name) => compressionsAlgorithms[name].availab
       } finally {
         await writer.close();
       }
-      const read = await kcat(topic);
+      const read = await readWithKcat(topic);
       expect(read).toHaveLength(sent.length);
       const byId = new Map(read.map((message) => [JSON.parse(message.payload).id as string, message]));
       for (const message of sent) {
-        const got = byId.get(JSON.parse(message.value).id) as KcatMessage;
+        const got = byId.get(JSON.parse(message.value).id) as KcatRecord;
         expect(got.payload).toBe(message.value);
         expect(got.key).toBe(message.key);
         expect(Object.fromEntries(pairs(got.headers ?? []))).toEqual(message.headers);
@@ -105,7 +80,7 @@ describe("KafkaWriter, writes handed over together", () => {
     } finally {
       await writer.close();
     }
-    const read = await kcat(topic);
+    const read = await readWithKcat(topic);
     expect(new Set(read.map((message) => message.payload)).size).toBe(250);
     // One partition, so the order of the writes is the order of the records.
     expect(read.map((message) => JSON.parse(message.payload).n)).toEqual(
@@ -142,7 +117,7 @@ describe("KafkaWriter with several producers per topic", () => {
     } finally {
       await writer.close();
     }
-    const read = await kcat(topic);
+    const read = await readWithKcat(topic);
     expect(new Set(read.map((message) => message.payload)).size).toBe(600);
     for (let partition = 0; partition < 6; partition++) {
       const stored = read

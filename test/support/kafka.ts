@@ -147,3 +147,30 @@ export async function storedCompression(topic: string): Promise<number> {
     await new Promise<void>((resolve) => consumer.close(true, () => resolve()));
   }
 }
+
+/** A record as `kcat -J` prints it: headers are a flat [name, value, name, value, …] list. */
+export interface KcatRecord {
+  partition: number;
+  offset: number;
+  key: string | null;
+  payload: string;
+  headers?: string[];
+}
+
+/** The whole topic as kcat, the client users have, reads it (it decompresses every codec). */
+export async function readWithKcat(topic: string): Promise<KcatRecord[]> {
+  const child = Bun.spawn(
+    ["kcat", "-C", "-b", services().brokers, "-t", topic, "-o", "beginning", "-e", "-J", "-q"],
+    {
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
+  const [stdout, code] = await Promise.all([new Response(child.stdout).text(), child.exited]);
+  if (code !== 0)
+    throw new Error(`kcat exited ${code} reading ${topic}: ${await new Response(child.stderr).text()}`);
+  return stdout
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .map((line) => JSON.parse(line) as KcatRecord);
+}
