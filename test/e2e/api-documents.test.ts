@@ -1,8 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import {
   CLOSE_CODES,
@@ -13,8 +10,12 @@ import {
   type RealResponse,
   responseProblems,
 } from "../support/api-documents.ts";
+import { tempDirs } from "../support/temp-dir.ts";
 import { token } from "../support/tokens.ts";
 import { RUNTIMES, type RunningGateway, rawUpgrade, startGateway, TestSocket } from "./harness.ts";
+
+/** Log folders of this file's gateways, removed after its tests. */
+const tempDir = tempDirs();
 
 /**
  * Real traffic checked against the API documents: every response below is
@@ -72,7 +73,7 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     [gateway, kafkaDown] = await Promise.all([
       startGateway(runtime, {
         ...EMBEDDED,
-        LOCAL_LOG_DIR: mkdtempSync(join(tmpdir(), "api-documents-")),
+        LOCAL_LOG_DIR: tempDir("api-documents-"),
         CORS_ORIGINS: ORIGIN,
         RATE_LIMIT_EVENTS_PER_SEC: "50",
         MAX_RECORDS_PER_REQUEST: "100",

@@ -1,11 +1,10 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { SignJWT } from "jose";
 import { DEV_JWT_SECRET } from "../../src/config/config.ts";
 import { signDevToken } from "../../src/infra/auth/dev-token.ts";
 import { killGroup, spawnGroup } from "../support/processes.ts";
+import { tempDirs } from "../support/temp-dir.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import {
   connectSubscriber,
@@ -16,6 +15,9 @@ import {
   startGateway,
   TestSocket,
 } from "./harness.ts";
+
+/** Log folders of this file's gateways, removed after its tests. */
+const tempDir = tempDirs();
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
@@ -29,7 +31,7 @@ async function postEvent(gateway: RunningGateway, token: string): Promise<number
 }
 
 const devToken = () => signDevToken({ secret: DEV_JWT_SECRET, tenant: "acme", scopes: ["ingest"] });
-const tempLogDir = () => mkdtempSync(join(tmpdir(), "edge-gateway-auth-"));
+const tempLogDir = () => tempDir("edge-gateway-auth-");
 
 describe.each(RUNTIMES)("auth fails closed on %s", (runtime) => {
   let gateway: RunningGateway | undefined;

@@ -7,8 +7,12 @@ import type * as ClientModule from "../../clients/typescript/src/index.js";
 import { serveBrowserEvents } from "../../examples/browser-events/serve.ts";
 import { serveDashboard } from "../../examples/live-dashboard/serve.ts";
 import { JwksServer, signingKey } from "../support/jwks.ts";
+import { tempDirs } from "../support/temp-dir.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { freePort, publishEvent, RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
+
+/** Log folders of this file's gateways, removed after its tests. */
+const tempDir = tempDirs();
 
 /** Debian's chromium (scripts/install-tools), driven by puppeteer-core: no browser download. */
 const CHROMIUM = "/usr/bin/chromium";
@@ -483,7 +487,7 @@ describe.each(RUNTIMES)("the live dashboard example in headless Chromium, agains
   let folder: string;
 
   beforeAll(async () => {
-    folder = mkdtempSync(join(tmpdir(), "dashboard-e2e-"));
+    folder = tempDir("dashboard-e2e-");
     // Two-second tokens from the dashboard's own server: the page outlives several of them.
     dashboard = await serveDashboard({
       tokens: { secret: TEST_SECRET, tenant: "acme", scopes: ["subscribe"], ttlSec: 2 },

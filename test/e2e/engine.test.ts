@@ -1,14 +1,15 @@
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { tempDirs } from "../support/temp-dir.ts";
 import { TEST_SECRET } from "../support/tokens.ts";
 import { RUNTIMES, runUntilExit, startGateway } from "./harness.ts";
+
+/** Log folders of this file's gateways, removed after its tests. */
+const tempDir = tempDirs();
 
 const EMBEDDED = {
   KAFKA_BROKERS: "",
   REDIS_URL: "",
-  LOCAL_LOG_DIR: mkdtempSync(join(tmpdir(), "engine-e2e-")),
+  LOCAL_LOG_DIR: tempDir("engine-e2e-"),
 };
 
 describe.each(RUNTIMES)("the engine on %s", (runtime) => {

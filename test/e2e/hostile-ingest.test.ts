@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
+import { tempDirs } from "../support/temp-dir.ts";
 import { token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
 import { RUNTIMES, type RunningGateway, startGateway, TestSocket, waitForLog } from "./harness.ts";
+
+/** Log folders of this file's gateways, removed after its tests. */
+const tempDir = tempDirs();
 
 /** A 19-digit nanosecond timestamp and 2^53 + 1: both come out of JSON.parse rounded. */
 const BIG_DATA = '{"element":"big","nanos":1700000000123456789,"n":9007199254740993,"f":1.50}';
@@ -280,7 +281,7 @@ describe.each(RUNTIMES)("per-IP budget before the body on %s", (runtime) => {
       RATE_LIMIT_REQUESTS_PER_SEC: "1",
       // A budget of this process alone: through Redis it would be shared with the other runtime's gateway.
       REDIS_URL: "",
-      LOCAL_LOG_DIR: mkdtempSync(join(tmpdir(), "edge-gateway-ip-")),
+      LOCAL_LOG_DIR: tempDir("edge-gateway-ip-"),
     });
   });
   afterAll(async () => {

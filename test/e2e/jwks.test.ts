@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { exportJWK, exportSPKI, generateKeyPair, type JWK, SignJWT } from "jose";
 import { frameProblems, realResponse, responseProblems } from "../support/api-documents.ts";
+import { tempDirs } from "../support/temp-dir.ts";
 import { RUNTIMES, type RunningGateway, startGateway, TestSocket } from "./harness.ts";
+
+/** Log folders of this file's gateways, removed after its tests. */
+const tempDir = tempDirs();
 
 /**
  * The gateway against a real identity provider's JWKS endpoint that the test
@@ -129,7 +130,7 @@ describe.each(RUNTIMES)("an identity provider's JWKS endpoint on %s", (runtime) 
       JWKS_URL: jwks.url,
       KAFKA_BROKERS: "",
       REDIS_URL: "",
-      LOCAL_LOG_DIR: mkdtempSync(join(tmpdir(), "edge-gateway-jwks-")),
+      LOCAL_LOG_DIR: tempDir("edge-gateway-jwks-"),
       WS_TOKEN_EXPIRY_WARNING_MS: "2000",
     });
   });
