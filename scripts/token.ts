@@ -52,8 +52,11 @@ if (!Number.isSafeInteger(ttlSec) || ttlSec <= 0) {
   process.exit(1);
 }
 const list = (value: string) => value.split(/[ ,]+/).filter((entry) => entry !== "");
+// An empty or blank secret is no secret, as the gateway reads JWT_SECRET: `--secret "$JWT_SECRET"` in a
+// shell without it (docs/load-testing.md) signs with the dev secret instead of failing in jose.
+const given = (value: string | undefined) => (value === undefined || value.trim() === "" ? undefined : value);
 const token = await signDevToken({
-  secret: values.secret ?? (process.env.JWT_SECRET || DEV_JWT_SECRET),
+  secret: given(values.secret) ?? given(process.env.JWT_SECRET) ?? DEV_JWT_SECRET,
   tenant: values.tenant,
   scopes: list(values.scope),
   sub: values.sub,

@@ -1,6 +1,7 @@
 // scripts/token.ts, the README's `bun run --silent token -- …`, run as a user runs it.
 import { expect, test } from "bun:test";
 import { join } from "node:path";
+import { DEV_JWT_SECRET } from "../../src/config/config.ts";
 import { createAuthenticator } from "../../src/infra/auth/authenticator.ts";
 
 const SCRIPT = join(import.meta.dir, "../../scripts/token.ts");
@@ -59,4 +60,29 @@ test("a gateway started in the same shell with JWT_SECRET, JWT_ISSUER and JWT_AU
   // --issuer and --audience override the environment's.
   const other = await run(["--issuer", "https://other.example.com/"], env);
   await expect(gateway.verify(other.stdout)).rejects.toThrow("token issuer not accepted");
+});
+
+test('an empty --secret is no secret: `--secret "$JWT_SECRET"` signs with JWT_SECRET, else the dev secret', async () => {
+  // docs/load-testing.md's command, in a shell without JWT_SECRET (a gateway in dev mode) and with it.
+  const args = ["--secret", "", "--tenant", "loadtest", "--scope", "ingest"];
+  const dev = await run(args);
+  expect([dev.code, dev.stderr]).toEqual([0, ""]);
+  const devGateway = createAuthenticator({
+    jwtSecret: DEV_JWT_SECRET,
+    jwksUrl: undefined,
+    cacheSize: 10,
+    issuer: undefined,
+    audience: undefined,
+  });
+  expect((await devGateway.verify(dev.stdout)).tenant).toBe("loadtest");
+  const own = await run(["--secret", " ", ...args.slice(2)], { JWT_SECRET: SECRET });
+  expect(own.code).toBe(0);
+  const gateway = createAuthenticator({
+    jwtSecret: SECRET,
+    jwksUrl: undefined,
+    cacheSize: 10,
+    issuer: undefined,
+    audience: undefined,
+  });
+  expect((await gateway.verify(own.stdout)).tenant).toBe("loadtest");
 });
