@@ -45,3 +45,37 @@ test("the accepted column gives each number's range and each switch as the confi
     .map(([name, form]) => `${name}: the code takes ${form}, the table says ${accepted.get(name)}`);
   expect(mismatched).toEqual([]);
 });
+
+test("the default column gives each plain default as the config has it", async () => {
+  const source = await Bun.file(new URL("../../src/config/config.ts", import.meta.url)).text();
+  const table = await Bun.file(new URL("../../docs/configuration.md", import.meta.url)).text();
+  const documented = new Map(
+    [...table.matchAll(/^\| `([A-Z0-9_]+)` \| ([^|]+) \|/gm)].map((row) => [
+      row[1],
+      (row[2] as string).trim(),
+    ]),
+  );
+  const expected = new Map<string, string>();
+  // Numbers as written in the code (digit groups and products of them), switches, and quoted words.
+  for (const [, name, value] of source.matchAll(/read\("([A-Z0-9_]+)", integer\([^)]*\), ([\d_ *]+)\)/g))
+    expected.set(
+      name as string,
+      String(
+        (value as string)
+          .replaceAll("_", "")
+          .split("*")
+          .reduce((product, factor) => product * Number(factor), 1),
+      ),
+    );
+  for (const [, name, value] of source.matchAll(/read\("([A-Z0-9_]+)", boolean, (true|false)\)/g))
+    expected.set(name as string, value as string);
+  for (const [, name, value] of source.matchAll(/read\("([A-Z0-9_]+)", [\w(). ]+, "([^"]*)"\)/g))
+    expected.set(name as string, value as string);
+  expect(expected.size).toBeGreaterThan(60);
+  const mismatched = [...expected]
+    .filter(([name, value]) => documented.get(name) !== `\`${value}\``)
+    .map(
+      ([name, value]) => `${name}: the code's default is ${value}, the table says ${documented.get(name)}`,
+    );
+  expect(mismatched).toEqual([]);
+});
