@@ -23,6 +23,7 @@ import { RedisIdempotencyStore } from "./infra/idempotency/redis-store.ts";
 import { type KafkaConnectionOptions, kafkaConnectionOptions } from "./infra/kafka/client-options.ts";
 import { KafkaFanoutBus } from "./infra/kafka/fanout-bus.ts";
 import { classifyFailure, KafkaWriter } from "./infra/kafka/writer.ts";
+import { ensureZstd } from "./infra/kafka/zstd.ts";
 import { LocalFanoutBus } from "./infra/local/fanout-bus.ts";
 import { LocalLogWriter } from "./infra/local/log-writer.ts";
 import { RedisPresence } from "./infra/presence/redis-presence.ts";
@@ -375,6 +376,10 @@ async function createSink(
     );
     return new DeliveryQueue(traceWrites(writer), queueOptions, metrics, health, log);
   }
+  // Node 20 has no zstd of its own: its WebAssembly one instantiates before anything is written or read.
+  const zstdSetting = config.kafka.compression === "zstd" ? "KAFKA_COMPRESSION" : "KAFKA_FANOUT_COMPRESSION";
+  if (config.kafka.compression === "zstd" || config.kafka.fanoutCompression === "zstd")
+    await startNamingSetting(zstdSetting, ensureZstd(), "zstd cannot be loaded");
   const writer = new KafkaWriter(kafka, config.kafka);
   const topics = [
     config.kafka.topic,

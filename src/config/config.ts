@@ -1,4 +1,3 @@
-import zlib from "node:zlib";
 import {
   boolean,
   brokerList,
@@ -429,11 +428,6 @@ export function loadConfig(env: Env = process.env): Config {
     },
   };
 
-  const zstd = typeof (zlib as { zstdCompressSync?: unknown }).zstdCompressSync === "function";
-  if (config.kafka.compression === "zstd" && !zstd)
-    problems.push("KAFKA_COMPRESSION: zstd needs Node >= 22.15 or Bun; this runtime lacks it");
-  if (config.kafka.fanoutCompression === "zstd" && !zstd)
-    problems.push("KAFKA_FANOUT_COMPRESSION: zstd needs Node >= 22.15 or Bun; this runtime lacks it");
   // One topic in two roles mixes what each carries: every instance reads the fan-out topic as channel
   // messages, and consumers of the ingest topic take whatever lands there for accepted events. Kafka
   // itself refuses one name twice in a CreateTopics, which the gateway would report as "Kafka unreachable".

@@ -21,6 +21,7 @@ import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
 import type { KafkaConnectionOptions } from "./client-options.ts";
 import {
   connectionTo,
+  holdsCompression,
   OFFSET_OUT_OF_RANGE,
   type RawPartition,
   RecordBytes,
@@ -28,6 +29,7 @@ import {
   walkRecords,
 } from "./fanout-fetch.ts";
 import { PartitionHash } from "./partition-hash.ts";
+import { ensureZstd, isZstdUnavailable, ZSTD_BITMASK, zstdReady } from "./zstd.ts";
 
 /** Reads records raw: headers are looked at before any value is decoded, and only the headers used are. */
 type FanoutConsumer = Consumer<Buffer, Buffer, Buffer, Buffer>;
@@ -132,6 +134,17 @@ export class KafkaFanoutBus implements FanoutBus {
    * from `from`, headers compared as bytes before any value is decoded.
    */
   async readLog(request: LogRead): Promise<LogReadResult> {
+    try {
+      return await this.readLogOnce(request);
+    } catch (error) {
+      // The client decodes these batches itself: a zstd one, on a runtime without zstd, is read again with the codec loaded.
+      if (zstdReady() || !isZstdUnavailable(error)) throw error;
+      await ensureZstd();
+      return await this.readLogOnce(request);
+    }
+  }
+
+  private async readLogOnce(request: LogRead): Promise<LogReadResult> {
     const reader: FanoutConsumer = new Consumer({
       ...this.connection,
       groupId: `edge-gateway-replay-${randomUUID()}`,
@@ -336,8 +349,11 @@ export class KafkaFanoutBus implements FanoutBus {
         if (errorCode === OFFSET_OUT_OF_RANGE) behind.push(partition);
         if (!records) continue;
         const position = { epoch: this.epoch, partition, offset: 0n };
+        const fetched = bytes.join(records);
+        // A zstd batch (another instance's KAFKA_FANOUT_COMPRESSION) on a runtime without zstd: its codec loads first.
+        if (!zstdReady() && holdsCompression(fetched, ZSTD_BITMASK)) await ensureZstd();
         const next = walkRecords(
-          bytes.join(records),
+          fetched,
           this.nextOffsets.get(partition) ?? 0n,
           filter,
           (offset, headers, value) => {

@@ -177,6 +177,22 @@ const CHANNEL = Buffer.from("channel");
 const BROADCAST = Buffer.from("broadcast");
 
 /**
+ * Whether `bytes` (one partition's fetched record batches) hold a batch
+ * compressed with `bitmask`'s codec: read from each batch's attributes only.
+ */
+export function holdsCompression(bytes: Buffer, bitmask: number): boolean {
+  let at = 0;
+  while (bytes.length - at >= BATCH_HEAD) {
+    const end = at + 12 + bytes.readInt32BE(at + 8);
+    if (end > bytes.length) break;
+    const attributes = bytes.readInt16BE(at + 21);
+    if ((attributes & CONTROL_BATCH) === 0 && (attributes & COMPRESSION_MASK) === bitmask) return true;
+    at = end;
+  }
+  return false;
+}
+
+/**
  * Walks the record batches of one partition's fetched bytes from offset
  * `next` on; `filter` decides, from the headers, whether a record is
  * decoded (a broadcast always is).
