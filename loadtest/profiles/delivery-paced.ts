@@ -81,7 +81,7 @@ async function run(producers: number, seconds: number) {
       const now = performance.now();
       while (next < scheduled && started + (next * 1000) / rate <= now) {
         const at = started + (next * 1000) / rate;
-        queue.enqueue(requests[next % requests.length] as SinkMessage[], "acknowledged").then(
+        queue.enqueue(requests[next % requests.length] as SinkMessage[], "acknowledged", "bench").then(
           () => {
             latencies[done++] = performance.now() - at;
             if (done + failed === scheduled) resolve();

@@ -92,10 +92,11 @@ export type LogReadResult = { gone: true } | { gone: false; messages: DeliveredM
 export interface FanoutBus {
   start(listener: FanoutListener): Promise<void>;
   /**
-   * Resolves once the messages are durably accepted for delivery. They are
-   * one tenant's (a publish's): where they wait in the producer queue, they
-   * count in that tenant's share of it, so a refusal for the share rejects
-   * with the queue's `overloaded`.
+   * Resolves once the messages are durably accepted for delivery. Where they
+   * wait in the producer queue, each counts in its own tenant's share of it
+   * (a publish's are one tenant's; messages of several tenants are charged
+   * each to its tenant, never all to the first), so a refusal for a share
+   * rejects with the queue's `overloaded`.
    */
   publish(messages: FanoutMessage[]): Promise<void>;
   /**
@@ -104,7 +105,7 @@ export interface FanoutBus {
    * the publisher's trace context), with no message object per record in
    * between; records without a channel are skipped. The records are one
    * request's, hence one tenant's, and their copies count in its share as
-   * `publish`'s do. `dataBytes[i]`, when given, says where record i's
+   * `publish`'s do (each in its own tenant's, were they several). `dataBytes[i]`, when given, says where record i's
    * `dataJson` lies as bytes, to be copied as they are.
    */
   publishRecords(

@@ -38,12 +38,15 @@ export interface RecordQueue {
   /**
    * Resolves once the messages are queued (`"queued"`) or acknowledged by the
    * sink (`"acknowledged"`); rejects with a GatewayError when they are refused
-   * (full, unhealthy, draining, or refused by the sink for good). With
-   * `tenant`, they count towards that tenant's share of a filling queue:
-   * every record queued on a tenant's behalf (its records, their dead
-   * letters, its publishes and fan-out copies) names it.
+   * (full, unhealthy, draining, or refused by the sink for good). The
+   * messages are `tenant`'s, and count towards its share of a filling queue:
+   * every record is queued on a tenant's behalf (its records, their dead
+   * letters, its publishes and fan-out copies), so every call names the one
+   * tenant whose records it holds; a call naming none is refused (an Error,
+   * not a GatewayError: a bug in the caller), never queued outside the shares.
+   * Records of several tenants go in one call per tenant.
    */
-  enqueue(messages: SinkMessage[], until: "queued" | "acknowledged", tenant?: string): Promise<void>;
+  enqueue(messages: SinkMessage[], until: "queued" | "acknowledged", tenant: string): Promise<void>;
   /** Whether `message` can ever fit a batch: a record that cannot is refused on its own, up front. */
   fits(message: SinkMessage): boolean;
   readonly maxRecordBytes: number;

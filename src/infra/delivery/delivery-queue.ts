@@ -44,8 +44,8 @@ interface Ticket {
   waits: boolean;
   resolve(): void;
   reject(error: Error): void;
-  /** What the request's tenant holds in the queue, when the request named one. */
-  holding?: TenantHolding;
+  /** What the request's tenant holds in the queue (a dead letter of the queue's own: its record's tenant's). */
+  holding: TenantHolding;
 }
 
 interface Entry {
@@ -73,7 +73,16 @@ const DEAD_LETTER_SHARE = 1 / 16;
 /** Lines that can come once per record (refusals, dead letters dropped) are logged at most this often. */
 const LOG_INTERVAL_MS = 10_000;
 
-const noTicket = (): Ticket => ({ remaining: 1, waits: false, resolve: () => {}, reject: () => {} });
+/** The refusal of an `enqueue` naming no tenant: every record counts in its tenant's share. */
+export const NO_TENANT = "records are queued in a tenant's name: enqueue needs the tenant";
+
+const noTicket = (holding: TenantHolding): Ticket => ({
+  remaining: 1,
+  waits: false,
+  resolve: () => {},
+  reject: () => {},
+  holding,
+});
 
 /** What the request of a record the sink refused for good is answered: never a 5xx for the client's record. */
 function refusalReply(refusal: UndeliverableError): GatewayError {
@@ -302,10 +311,13 @@ export class DeliveryQueue implements RecordQueue {
    * 503 (draining, sink unreachable, topic unavailable, queue full) or 413 (a
    * record that can never fit); with `"acknowledged"` also when the sink
    * refuses one of them for good or refuses their topic. It never throws.
-   * With `tenant`, the records count towards that tenant's share (see
+   * The records are `tenant`'s and count towards its share (see
    * TenantShares): past half full, a tenant over its share gets the 503.
+   * A call naming no tenant is a bug in the caller: it is refused with an
+   * Error (a 500), never queued outside every share.
    */
-  enqueue(messages: SinkMessage[], until: "queued" | "acknowledged", tenant?: string): Promise<void> {
+  enqueue(messages: SinkMessage[], until: "queued" | "acknowledged", tenant: string): Promise<void> {
+    if (typeof tenant !== "string" || tenant === "") return Promise.reject(new Error(NO_TENANT));
     const sizes: number[] = new Array(messages.length);
     const lanes: Lane[] = new Array(messages.length);
     let largest = 0;
@@ -332,7 +344,7 @@ export class DeliveryQueue implements RecordQueue {
       need.records++;
       need.bytes += size;
     }
-    const holding = tenant === undefined ? undefined : this.shares.asking(tenant, Date.now());
+    const holding = this.shares.asking(tenant, Date.now());
     const refusal = this.refusal(demand, largest, holding);
     if (refusal) return Promise.reject(refusal);
     let ticket!: Ticket;
@@ -343,7 +355,7 @@ export class DeliveryQueue implements RecordQueue {
       });
     } else {
       // Nobody waits for the acknowledgement: the queue still retries until delivered.
-      ticket = { ...noTicket(), remaining: messages.length, holding };
+      ticket = { ...noTicket(holding), remaining: messages.length };
       settled = Promise.resolve();
     }
     let readyToSend = false;
@@ -355,7 +367,7 @@ export class DeliveryQueue implements RecordQueue {
     }
     for (const [demanded, { records, bytes }] of demand) {
       this.count(demanded, records, bytes);
-      if (holding) this.shares.add(holding, records, bytes);
+      this.shares.add(holding, records, bytes);
     }
     if (readyToSend) this.pump();
     else this.schedulePump();
@@ -800,14 +812,14 @@ export class DeliveryQueue implements RecordQueue {
    * bounds; false (and counted) when it cannot. It counts in the holding of
    * the refused record's tenant (still holding that record), never refused for it.
    */
-  private requeue(message: SinkMessage, holding: TenantHolding | undefined): boolean {
+  private requeue(message: SinkMessage, holding: TenantHolding): boolean {
     const bytes = recordBytes(message);
     const lane = this.lane(message.topic);
     const demand = new Map([[lane, { records: 1, bytes }]]);
     if (this.refusal(demand, bytes, undefined)) return false;
-    this.writerQueue(lane, message).push({ message, bytes, ticket: { ...noTicket(), holding } });
+    this.writerQueue(lane, message).push({ message, bytes, ticket: noTicket(holding) });
     this.count(lane, 1, bytes);
-    if (holding) this.shares.add(holding, 1, bytes);
+    this.shares.add(holding, 1, bytes);
     this.schedulePump();
     return true;
   }

@@ -104,7 +104,7 @@ export class KafkaFanoutBus implements FanoutBus {
   }
 
   publish(messages: FanoutMessage[]): Promise<void> {
-    return this.queue.enqueue(toFanoutRecords(this.topic, messages), "acknowledged", messages[0]?.tenant);
+    return enqueueForTenants(this.queue, toFanoutRecords(this.topic, messages));
   }
 
   publishRecords(
@@ -114,9 +114,7 @@ export class KafkaFanoutBus implements FanoutBus {
     dataBytes?: readonly RecordDataBytes[],
   ): Promise<void> {
     const fanout = ingestedFanoutRecords(this.topic, records, ts, trace, dataBytes);
-    return fanout.length === 0
-      ? NOTHING_TO_PUBLISH
-      : this.queue.enqueue(fanout, "acknowledged", records[0]?.tenant);
+    return enqueueForTenants(this.queue, fanout);
   }
 
   /** The partition the producer picks for `key` (its hash modulo the partition count), and where the live reader stands on it. */
@@ -468,6 +466,33 @@ export function toFanoutRecords(topic: string, messages: readonly FanoutMessage[
     records[i] = record;
   }
   return records;
+}
+
+/**
+ * Queues fan-out records ("acknowledged") in their tenants' names, each
+ * tenant charged its own records in its share of the producer queue. A call's
+ * records are nearly always one tenant's (a publish, one request's records):
+ * one `enqueue` then. Records of several tenants go in one `enqueue` per
+ * tenant; the promise rejects if any of them is refused (the others stay
+ * queued: each tenant's are admitted or refused on their own).
+ */
+function enqueueForTenants(queue: RecordQueue, records: SinkMessage[]): Promise<void> {
+  const first = records[0];
+  if (first === undefined) return NOTHING_TO_PUBLISH;
+  const tenant = first.headers.tenant as string;
+  let index = 1;
+  while (index < records.length && (records[index] as SinkMessage).headers.tenant === tenant) index++;
+  if (index === records.length) return queue.enqueue(records, "acknowledged", tenant);
+  const byTenant = new Map<string, SinkMessage[]>();
+  for (const record of records) {
+    const own = record.headers.tenant as string;
+    const group = byTenant.get(own);
+    if (group) group.push(record);
+    else byTenant.set(own, [record]);
+  }
+  return Promise.all(Array.from(byTenant, ([own, group]) => queue.enqueue(group, "acknowledged", own))).then(
+    () => undefined,
+  );
 }
 
 /** Prefixes a broadcast's entry among a run's channels (no channel is named so: `$` is not allowed in one). */

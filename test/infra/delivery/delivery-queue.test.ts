@@ -6,10 +6,13 @@ import {
   CONNECTING_REASON,
   DeliveryQueue,
   type DeliveryQueueOptions,
+  NO_TENANT,
   UNHEALTHY_REASON,
 } from "../../../src/infra/delivery/delivery-queue.ts";
 import { recordBytes } from "../../../src/infra/delivery/record-size.ts";
+import { KafkaFanoutBus } from "../../../src/infra/kafka/fanout-bus.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
+import type { FanoutMessage } from "../../../src/ports/fanout-bus.ts";
 import {
   type SinkMessage,
   SinkUnavailableError,
@@ -85,8 +88,8 @@ describe("DeliveryQueue", () => {
   test("batches records of concurrent requests and acknowledges each request", async () => {
     const { writer, queue } = setup();
     await Promise.all([
-      queue.enqueue([message(1), message(2)], "acknowledged"),
-      queue.enqueue([message(3)], "acknowledged"),
+      queue.enqueue([message(1), message(2)], "acknowledged", "acme"),
+      queue.enqueue([message(3)], "acknowledged", "acme"),
     ]);
     expect(writer.batches.flat().map((m) => JSON.parse(m.value).n)).toEqual([1, 2, 3]);
     expect(writer.batches.length).toBe(1);
@@ -98,6 +101,7 @@ describe("DeliveryQueue", () => {
     await queue.enqueue(
       Array.from({ length: 10 }, (_, i) => message(i)),
       "acknowledged",
+      "acme",
     );
     expect(writer.batches.length).toBeGreaterThan(1);
     expect(writer.batches.flat().length).toBe(10);
@@ -106,7 +110,7 @@ describe("DeliveryQueue", () => {
   test("no batch holds more than maxBatchBytes, whatever batchBytes says", async () => {
     const { writer, queue } = setup({ batchBytes: 50_000, maxBatchBytes: 1000 });
     const messages = Array.from({ length: 20 }, (_, i) => ({ ...message(i), value: "x".repeat(250) }));
-    await queue.enqueue(messages, "acknowledged");
+    await queue.enqueue(messages, "acknowledged", "acme");
     expect(writer.batches.flat().length).toBe(20);
     for (const batch of writer.batches) {
       expect(batch.reduce((sum, each) => sum + recordBytes(each), 0)).toBeLessThanOrEqual(1000);
@@ -122,7 +126,9 @@ describe("DeliveryQueue", () => {
     // ASCII near the limit: the loose bound (3 bytes per character) is over it, the real size is not.
     expect(queue.fits({ ...message(1), value: "a".repeat(800) })).toBe(true);
     expect(queue.fits({ ...message(1), value: "a".repeat(1000) })).toBe(false);
-    const error = await queue.enqueue([message(1), huge], "queued").catch((reason: unknown) => reason);
+    const error = await queue
+      .enqueue([message(1), huge], "queued", "acme")
+      .catch((reason: unknown) => reason);
     expect(error).toBeInstanceOf(GatewayError);
     expect((error as GatewayError).status).toBe(413);
     expect(queue.depth.records).toBe(0);
@@ -131,18 +137,18 @@ describe("DeliveryQueue", () => {
 
   test("refuses with a 503 rejection past the record bound instead of growing", async () => {
     const { queue } = setup({ maxRecords: 3 });
-    queue.enqueue([message(1), message(2)], "acknowledged").catch(() => {});
-    await expectRefused(() => queue.enqueue([message(3), message(4)], "queued"), "overloaded");
+    queue.enqueue([message(1), message(2)], "acknowledged", "acme").catch(() => {});
+    await expectRefused(() => queue.enqueue([message(3), message(4)], "queued", "acme"), "overloaded");
   });
 
   test('"queued" resolves once accepted, "acknowledged" only once the sink acknowledged', async () => {
     const { writer, queue } = setup();
     writer.failing = true;
     let acknowledged = false;
-    queue.enqueue([message(1)], "acknowledged").then(() => {
+    queue.enqueue([message(1)], "acknowledged", "acme").then(() => {
       acknowledged = true;
     });
-    await queue.enqueue([message(2)], "queued");
+    await queue.enqueue([message(2)], "queued", "acme");
     await Bun.sleep(50);
     expect(acknowledged).toBe(false);
     writer.failing = false;
@@ -153,10 +159,10 @@ describe("DeliveryQueue", () => {
   test("retries a failed batch until it succeeds, turns unhealthy, and recovers", async () => {
     const { writer, health, queue } = setup();
     writer.failing = true;
-    const acknowledged = queue.enqueue([message(1)], "acknowledged");
+    const acknowledged = queue.enqueue([message(1)], "acknowledged", "acme");
     await Bun.sleep(120);
     expect(health.list()).toContain(UNHEALTHY_REASON);
-    await expectRefused(() => queue.enqueue([message(2)], "acknowledged"), "unavailable");
+    await expectRefused(() => queue.enqueue([message(2)], "acknowledged", "acme"), "unavailable");
     writer.failing = false;
     await acknowledged;
     expect(writer.attempts).toBeGreaterThan(2);
@@ -204,7 +210,7 @@ describe("DeliveryQueue", () => {
   test("the first acknowledged write counts as contact", async () => {
     const { health, queue } = setup();
     queue.awaitFirstContact();
-    await queue.enqueue([message(1)], "acknowledged");
+    await queue.enqueue([message(1)], "acknowledged", "acme");
     expect(health.ready).toBe(true);
     await queue.close(100);
   });
@@ -222,7 +228,7 @@ describe("DeliveryQueue", () => {
     const up = async () => (await metrics.kafkaUp.get()).values[0]?.value;
     expect(await up()).toBe(1);
     writer.failing = true;
-    const acknowledged = queue.enqueue([message(1)], "acknowledged");
+    const acknowledged = queue.enqueue([message(1)], "acknowledged", "acme");
     await waitUntil(() => writer.attempts > 0, "a failed write");
     // Well inside the 60 s grace: /health still serves, the metric already says the sink does not answer.
     expect(await up()).toBe(0);
@@ -249,7 +255,7 @@ describe("DeliveryQueue", () => {
       if (!brokerUp) throw new Error("broker down");
     });
     await Bun.sleep(300);
-    const acknowledged = queue.enqueue([message(1)], "acknowledged");
+    const acknowledged = queue.enqueue([message(1)], "acknowledged", "acme");
     brokerUp = true;
     const settled = await Promise.race([
       acknowledged.then(() => "acknowledged"),
@@ -263,8 +269,8 @@ describe("DeliveryQueue", () => {
   test("with no linger time, the records queued in one turn leave together, without waiting for a timer", async () => {
     const { writer, queue } = setup({ lingerMs: 0 });
     const acknowledged = [
-      queue.enqueue([message(1)], "acknowledged"),
-      queue.enqueue([message(2)], "acknowledged"),
+      queue.enqueue([message(1)], "acknowledged", "acme"),
+      queue.enqueue([message(2)], "acknowledged", "acme"),
     ];
     expect(writer.attempts).toBe(0);
     await new Promise((resolve) => setImmediate(resolve));
@@ -280,6 +286,7 @@ describe("DeliveryQueue", () => {
     await queue.enqueue(
       Array.from({ length: count }, (_, i) => message(i)),
       "queued",
+      "acme",
     );
     // A record lost there is never acknowledged: the flush says how many are left.
     await queue.close(3000);
@@ -292,17 +299,17 @@ describe("DeliveryQueue", () => {
 
   test("close flushes what is queued and then refuses", async () => {
     const { writer, queue } = setup({ lingerMs: 10_000 });
-    const acknowledged = queue.enqueue([message(1)], "acknowledged");
+    const acknowledged = queue.enqueue([message(1)], "acknowledged", "acme");
     await queue.close(1000);
     await acknowledged;
     expect(writer.batches.flat().length).toBe(1);
-    await expectRefused(() => queue.enqueue([message(2)], "queued"), "draining");
+    await expectRefused(() => queue.enqueue([message(2)], "queued", "acme"), "draining");
   });
 
   test("close retries a failing sink until its deadline, often, and flushes once it is back", async () => {
     const { writer, queue } = setup({ retryBaseMs: 400, retryMaxMs: 3000 });
     writer.failing = true;
-    const acknowledged = queue.enqueue([message(1)], "acknowledged");
+    const acknowledged = queue.enqueue([message(1)], "acknowledged", "acme");
     setTimeout(() => {
       writer.failing = false;
     }, 700);
@@ -316,7 +323,7 @@ describe("DeliveryQueue", () => {
     const log = pino({ level: "error" }, { write: (line: string) => void lines.push(JSON.parse(line)) });
     const { writer, queue } = setup({}, log);
     writer.failing = true;
-    queue.enqueue([message(1), message(2)], "queued");
+    queue.enqueue([message(1), message(2)], "queued", "acme");
     const { records, bytes } = queue.undelivered;
     expect(records).toBe(2);
     expect(bytes).toBeGreaterThan(0);
@@ -348,6 +355,7 @@ describe("DeliveryQueue", () => {
       await queue.enqueue(
         Array.from({ length: 10 }, (_, i) => message(i)),
         "acknowledged",
+        "acme",
       );
       expect(delivered(writer).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
       expect(writer.batches.every((batch) => batch.length <= 3)).toBe(true);
@@ -363,8 +371,9 @@ describe("DeliveryQueue", () => {
       const first = queue.enqueue(
         Array.from({ length: 10 }, (_, i) => message(i)),
         "acknowledged",
+        "acme",
       );
-      const second = queue.enqueue([message(10), message(11)], "acknowledged");
+      const second = queue.enqueue([message(10), message(11)], "acknowledged", "acme");
       const error = await first.catch((reason: unknown) => reason);
       expect(error).toBeInstanceOf(GatewayError);
       expect((error as GatewayError).status).toBe(413);
@@ -373,7 +382,7 @@ describe("DeliveryQueue", () => {
       expect(await undeliverable(metrics, "too_large")).toBe(1);
       expect(queue.depth.records).toBe(0);
       expect(health.ready).toBe(true);
-      await queue.enqueue([message(12)], "acknowledged");
+      await queue.enqueue([message(12)], "acknowledged", "acme");
     });
 
     test("a topic refusing every record: each request gets its 413, the log one line for them all", async () => {
@@ -383,7 +392,7 @@ describe("DeliveryQueue", () => {
       writer.refuse = () => new UndeliverableError("too_large", "MESSAGE_TOO_LARGE");
       const answers = await Promise.all(
         Array.from({ length: 20 }, (_, n) =>
-          queue.enqueue([message(n)], "acknowledged").catch((reason: GatewayError) => reason.status),
+          queue.enqueue([message(n)], "acknowledged", "acme").catch((reason: GatewayError) => reason.status),
         ),
       );
       expect(answers).toEqual(Array.from({ length: 20 }, () => 413));
@@ -401,7 +410,9 @@ describe("DeliveryQueue", () => {
           ? new UndeliverableError("invalid_record", "INVALID_RECORD")
           : undefined;
       const bad = { ...message(1), headers: { tenant: "acme", "content-type": "application/json" } };
-      const error = await queue.enqueue([message(0), bad], "acknowledged").catch((reason: unknown) => reason);
+      const error = await queue
+        .enqueue([message(0), bad], "acknowledged", "acme")
+        .catch((reason: unknown) => reason);
       expect((error as GatewayError).status).toBe(422);
       await waitUntil(() => writer.batches.flat().some((m) => m.topic === "dlq"), "the dead letter written");
       const letters = writer.batches.flat().filter((m) => m.topic === "dlq");
@@ -416,7 +427,7 @@ describe("DeliveryQueue", () => {
         batch.some((m) => m.topic === "dlq" || JSON.parse(m.value).n === 2)
           ? new UndeliverableError("invalid_record", "INVALID_RECORD")
           : undefined;
-      await queue.enqueue([message(2)], "queued");
+      await queue.enqueue([message(2)], "queued", "acme");
       await waitUntil(
         async () => (await undeliverable(metrics, "invalid_record")) === 3,
         "both refusals counted",
@@ -428,7 +439,9 @@ describe("DeliveryQueue", () => {
     test("a write the sink is not authorized for answers 503, not a client error", async () => {
       const { writer, queue } = setup();
       writer.refuse = () => new SinkUnavailableError("TOPIC_AUTHORIZATION_FAILED");
-      const error = await queue.enqueue([message(1)], "acknowledged").catch((reason: unknown) => reason);
+      const error = await queue
+        .enqueue([message(1)], "acknowledged", "acme")
+        .catch((reason: unknown) => reason);
       expect((error as GatewayError).status).toBe(503);
       expect(queue.depth.records).toBe(0);
     });
@@ -448,9 +461,9 @@ describe("DeliveryQueue", () => {
     test("a topic whose writes fail and are retried never holds another topic's records", async () => {
       const { writer, queue } = setup({ unhealthyAfterMs: 10_000 });
       writer.failingTopics.add("a");
-      const waitingOnA = queue.enqueue([onTopic("a", 1)], "acknowledged");
+      const waitingOnA = queue.enqueue([onTopic("a", 1)], "acknowledged", "acme");
       await waitUntil(() => writer.attempts >= 2, "topic a retried");
-      await queue.enqueue([onTopic("b", 2)], "acknowledged");
+      await queue.enqueue([onTopic("b", 2)], "acknowledged", "acme");
       expect(deliveredTo(writer, "b")).toEqual([2]);
       writer.failingTopics.clear();
       await waitingOnA;
@@ -460,12 +473,15 @@ describe("DeliveryQueue", () => {
     test("only the failing topic refuses new records once its failures last unhealthyAfterMs", async () => {
       const { writer, queue, health } = setup();
       writer.failingTopics.add("a");
-      queue.enqueue([onTopic("a", 1)], "queued");
+      queue.enqueue([onTopic("a", 1)], "queued", "acme");
       // The sink still answers for other topics: it is not unreachable.
-      const keepAnswering = setInterval(() => queue.enqueue([onTopic("b", 0)], "queued").catch(() => {}), 10);
+      const keepAnswering = setInterval(
+        () => queue.enqueue([onTopic("b", 0)], "queued", "acme").catch(() => {}),
+        10,
+      );
       await Bun.sleep(120);
-      await expectRefused(() => queue.enqueue([onTopic("a", 2)], "acknowledged"), "unavailable");
-      await queue.enqueue([onTopic("b", 3)], "acknowledged");
+      await expectRefused(() => queue.enqueue([onTopic("a", 2)], "acknowledged", "acme"), "unavailable");
+      await queue.enqueue([onTopic("b", 3)], "acknowledged", "acme");
       clearInterval(keepAnswering);
       expect(health.ready).toBe(true);
       writer.failingTopics.clear();
@@ -479,9 +495,10 @@ describe("DeliveryQueue", () => {
       await queue.enqueue(
         Array.from({ length: 18 }, (_, n) => onTopic("a", n)),
         "queued",
+        "acme",
       );
-      await expectRefused(() => queue.enqueue([onTopic("a", 18)], "queued"), "overloaded");
-      await queue.enqueue([onTopic("b", 19), onTopic("b", 20)], "acknowledged");
+      await expectRefused(() => queue.enqueue([onTopic("a", 18)], "queued", "acme"), "overloaded");
+      await queue.enqueue([onTopic("b", 19), onTopic("b", 20)], "acknowledged", "acme");
       writer.failingTopics.clear();
       await queue.close(1000);
     });
@@ -493,8 +510,8 @@ describe("DeliveryQueue", () => {
         refused && batch[0]?.topic === "a"
           ? new SinkUnavailableError("TOPIC_AUTHORIZATION_FAILED")
           : undefined;
-      const queued = queue.enqueue([onTopic("a", 1)], "queued");
-      const waiting = queue.enqueue([onTopic("a", 2)], "acknowledged");
+      const queued = queue.enqueue([onTopic("a", 1)], "queued", "acme");
+      const waiting = queue.enqueue([onTopic("a", 2)], "acknowledged", "acme");
       await queued;
       const error = (await waiting.catch((reason: unknown) => reason)) as GatewayError;
       expect(error.code).toBe("unavailable");
@@ -503,8 +520,8 @@ describe("DeliveryQueue", () => {
       const attempts = writer.attempts;
       expect(attempts).toBeLessThanOrEqual(2);
 
-      await expectRefused(() => queue.enqueue([onTopic("a", 3)], "acknowledged"), "unavailable");
-      await queue.enqueue([onTopic("b", 4)], "acknowledged");
+      await expectRefused(() => queue.enqueue([onTopic("a", 3)], "acknowledged", "acme"), "unavailable");
+      await queue.enqueue([onTopic("b", 4)], "acknowledged", "acme");
       expect(health.ready).toBe(true);
       expect(health.degraded()).toEqual(["kafka_topic_unavailable:a"]);
       expect((await metrics.topicAvailable.get()).values.find((v) => v.labels.topic === "a")?.value).toBe(0);
@@ -516,7 +533,7 @@ describe("DeliveryQueue", () => {
       await waitUntil(() => deliveredTo(writer, "a").length > 0, "topic a taking records again");
       expect(deliveredTo(writer, "a")).toEqual([1]);
       expect(health.degraded()).toEqual([]);
-      await queue.enqueue([onTopic("a", 5)], "acknowledged");
+      await queue.enqueue([onTopic("a", 5)], "acknowledged", "acme");
       expect(queue.depth.records).toBe(0);
     });
 
@@ -527,7 +544,7 @@ describe("DeliveryQueue", () => {
         refused && batch[0]?.topic === "a"
           ? new SinkUnavailableError("UNKNOWN_TOPIC_OR_PARTITION")
           : undefined;
-      await queue.enqueue([onTopic("a", 1), onTopic("a", 2)], "queued");
+      await queue.enqueue([onTopic("a", 1), onTopic("a", 2)], "queued", "acme");
       await waitUntil(() => health.degraded().length > 0, "topic a held");
       refused = false;
       // Held for a minute, past the drain's one second: only the drain's own try delivers them.
@@ -540,7 +557,7 @@ describe("DeliveryQueue", () => {
       Object.assign(writer, { kind: "local-log" });
       writer.refuse = () => new SinkUnavailableError("ENOSPC");
       const error = (await queue
-        .enqueue([message(1)], "acknowledged")
+        .enqueue([message(1)], "acknowledged", "acme")
         .catch((r: unknown) => r)) as GatewayError;
       expect(error.code).toBe("unavailable");
       expect(error.message).toContain("ENOSPC");
@@ -549,7 +566,7 @@ describe("DeliveryQueue", () => {
       // Refused up front until the retry time; then the next request is the one that tries again.
       await waitUntil(
         () =>
-          queue.enqueue([message(2)], "acknowledged").then(
+          queue.enqueue([message(2)], "acknowledged", "acme").then(
             () => true,
             () => false,
           ),
@@ -571,13 +588,13 @@ describe("DeliveryQueue", () => {
           : undefined;
       // Ten records refused for good: ten dead letters for a lane of 64/16 = 4.
       const outcomes = await Promise.allSettled(
-        Array.from({ length: 20 }, (_, n) => queue.enqueue([message(n)], "acknowledged")),
+        Array.from({ length: 20 }, (_, n) => queue.enqueue([message(n)], "acknowledged", "acme")),
       );
       expect(outcomes.filter((outcome) => outcome.status === "fulfilled").length).toBe(10);
       expect(deliveredTo(writer, "t").length).toBe(10);
       expect(await counter(metrics.deadLettersDropped)).toBe(6);
       // Data keeps flowing while the dead letters are retried.
-      await queue.enqueue([message(100)], "acknowledged");
+      await queue.enqueue([message(100)], "acknowledged", "acme");
       // The drain does not wait for dead letters the sink cannot take (its deadline is past the test's), nor fail for them.
       await queue.close(60_000);
       expect(await counter(metrics.deadLettersDropped)).toBe(10);
@@ -591,16 +608,19 @@ describe("DeliveryQueue", () => {
           ? new UndeliverableError("invalid_record", "INVALID_RECORD")
           : undefined;
       };
-      await queue.enqueue([message(1)], "acknowledged").catch(() => {});
+      await queue.enqueue([message(1)], "acknowledged", "acme").catch(() => {});
       await waitUntil(
         async () => (await counter(metrics.deadLettersDropped)) === 1,
         "the dead letter dropped",
       );
       expect(health.degraded()).toEqual(["kafka_topic_unavailable:dlq"]);
       // Dead letters queued by the caller while it is refused are dropped up front.
-      await expectRefused(() => queue.enqueue([{ ...message(2), topic: "dlq" }], "queued"), "unavailable");
+      await expectRefused(
+        () => queue.enqueue([{ ...message(2), topic: "dlq" }], "queued", "acme"),
+        "unavailable",
+      );
       expect(await counter(metrics.deadLettersDropped)).toBe(2);
-      await queue.enqueue([message(3), message(4)], "acknowledged");
+      await queue.enqueue([message(3), message(4)], "acknowledged", "acme");
       expect(deliveredTo(writer, "t")).toEqual([3, 4]);
       await queue.close(1000);
     });
@@ -704,14 +724,49 @@ describe("DeliveryQueue, tenants' shares", () => {
     await queue.close(10).catch(() => {});
   });
 
-  test("records naming no tenant are never refused for a share", async () => {
+  test("every call names its tenant: one naming none is refused as a bug, never queued outside the shares", async () => {
     const { writer, queue } = setup({ maxRecords: 20, unhealthyAfterMs: 60_000 });
     writer.failing = true;
     await queue.enqueue(three(0), "queued", "a");
     await queue.enqueue(three(3), "queued", "b");
-    await queue.enqueue(three(6).concat(three(9)), "queued");
-    await queue.enqueue(three(12), "queued");
-    expect(queue.depth.records).toBe(15);
+    // Once, records naming no tenant got in past every share: the type required none. Now neither does.
+    for (const tenant of [undefined, ""]) {
+      const refused = await queue
+        .enqueue(three(6).concat(three(9)), "queued", tenant as unknown as string)
+        .then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+      expect(refused).toBeInstanceOf(Error);
+      expect(refused).not.toBeInstanceOf(GatewayError);
+      expect((refused as Error).message).toBe(NO_TENANT);
+    }
+    expect(queue.depth.records).toBe(6);
+    await queue.close(10).catch(() => {});
+  });
+
+  test("a publish naming several tenants charges each its own records, not all to the first", async () => {
+    const { writer, queue } = setup({ maxRecords: 20, unhealthyAfterMs: 60_000 });
+    writer.failing = true;
+    const bus = new KafkaFanoutBus({} as never, "fanout", queue, pino({ level: "silent" }));
+    const publish = (tenant: string, n: number): FanoutMessage => ({
+      tenant,
+      channel: "orders",
+      dataJson: JSON.stringify({ n }),
+      ts: 1,
+    });
+    await queue.enqueue([message(100)], "queued", "quiet");
+    // One call: one of "quiet"'s, nine of "noisy"'s (it held nothing, so they all get in).
+    // Still waiting for the sink at the end: never acknowledged.
+    bus
+      .publish([publish("quiet", 0), ...Array.from({ length: 9 }, (_, n) => publish("noisy", n + 1))])
+      .catch(() => {});
+    expect(queue.depth.records).toBe(11);
+    // 11 of 20 queued: "noisy" holds its nine, and three more would put it past 20 / 2 tenants.
+    await expectRefused(() => queue.enqueue(three(0), "queued", "noisy"), "overloaded");
+    // "quiet" holds its two, not the ten the call carried: it still gets in.
+    await queue.enqueue(three(3), "queued", "quiet");
+    expect(queue.depth.records).toBe(14);
     await queue.close(10).catch(() => {});
   });
 
@@ -811,12 +866,12 @@ describe("DeliveryQueue, several writers per topic", () => {
     const { writer, queue } = twoWriters();
     const slow = gate();
     writer.gates[0] = slow.opened;
-    const first = queue.enqueue([keyed("a", 1)], "acknowledged");
+    const first = queue.enqueue([keyed("a", 1)], "acknowledged", "acme");
     await waitUntil(async () => writer.inFlight[0] === 1, "writer 0's batch in flight");
-    const later = [2, 3, 4].map((n) => queue.enqueue([keyed("a", n)], "acknowledged"));
+    const later = [2, 3, 4].map((n) => queue.enqueue([keyed("a", n)], "acknowledged", "acme"));
     // Writer 1's records are acknowledged while writer 0's first batch still waits.
-    await queue.enqueue([keyed("b", 10), keyed("b", 11)], "acknowledged");
-    await queue.enqueue([keyed("b", 12)], "acknowledged");
+    await queue.enqueue([keyed("b", 10), keyed("b", 11)], "acknowledged", "acme");
+    await queue.enqueue([keyed("b", 12)], "acknowledged", "acme");
     expect(writer.written).toEqual([[], [10, 11, 12]]);
     slow.open();
     await Promise.all([first, ...later]);
@@ -828,10 +883,10 @@ describe("DeliveryQueue, several writers per topic", () => {
   test("a writer retrying a transient failure keeps its order and resets only itself; the other writer flows", async () => {
     const { writer, queue } = twoWriters({ unhealthyAfterMs: 60_000 });
     writer.failing[0] = new Error("leader not available");
-    const retried = queue.enqueue([keyed("a", 1), keyed("a", 2)], "acknowledged");
+    const retried = queue.enqueue([keyed("a", 1), keyed("a", 2)], "acknowledged", "acme");
     await waitUntil(async () => writer.resets.length >= 2, "writer 0 retried twice");
-    const behind = queue.enqueue([keyed("a", 3)], "acknowledged");
-    await queue.enqueue([keyed("b", 10)], "acknowledged");
+    const behind = queue.enqueue([keyed("a", 3)], "acknowledged", "acme");
+    await queue.enqueue([keyed("b", 10)], "acknowledged", "acme");
     expect(writer.written).toEqual([[], [10]]);
     writer.failing[0] = undefined;
     await Promise.all([retried, behind]);
@@ -846,18 +901,22 @@ describe("DeliveryQueue, several writers per topic", () => {
     writer.gates[0] = slow.opened;
     writer.gates[1] = slow.opened;
     writer.failing[0] = new SinkUnavailableError("TOPIC_AUTHORIZATION_FAILED");
-    const inFlight = queue.enqueue([keyed("a", 1)], "acknowledged").catch((error: unknown) => error);
+    const inFlight = queue.enqueue([keyed("a", 1)], "acknowledged", "acme").catch((error: unknown) => error);
     await waitUntil(async () => writer.inFlight[1] === 0 && writer.inFlight[0] === 1, "writer 0 in flight");
-    const behindOther = queue.enqueue([keyed("b", 10)], "acknowledged").catch((error: unknown) => error);
+    const behindOther = queue
+      .enqueue([keyed("b", 10)], "acknowledged", "acme")
+      .catch((error: unknown) => error);
     await waitUntil(async () => writer.inFlight[1] === 1, "writer 1 in flight");
-    const pendingOther = queue.enqueue([keyed("b", 11)], "acknowledged").catch((error: unknown) => error);
+    const pendingOther = queue
+      .enqueue([keyed("b", 11)], "acknowledged", "acme")
+      .catch((error: unknown) => error);
     slow.open();
     expect(((await inFlight) as GatewayError).code).toBe("unavailable");
     expect(((await pendingOther) as GatewayError).code).toBe("unavailable");
     // Writer 1's batch in flight was acknowledged before the hold; nothing of it is refused.
     expect(await behindOther).toBeUndefined();
     expect(health.degraded()).toEqual(["kafka_topic_unavailable:t"]);
-    await expectRefused(() => queue.enqueue([keyed("b", 12)], "acknowledged"), "unavailable");
+    await expectRefused(() => queue.enqueue([keyed("b", 12)], "acknowledged", "acme"), "unavailable");
     expect(writer.written).toEqual([[], [10]]);
   });
 });
