@@ -55,7 +55,9 @@ export function traceparentOf(value: string): string | undefined {
 
 /**
  * The tracestate to propagate for a received `value`, or undefined when it is
- * invalid (more than 32 members, or one that is not `key=value`). One over
+ * invalid: more than 32 members, one that is not `key=value`, or a key named
+ * twice (W3C Trace Context: such a tracestate is invalid, and a vendor that
+ * cannot parse it must not propagate it; the traceparent still is). One over
  * 512 characters is cut by whole members as the spec asks: those over 128
  * characters go first, then members from the end, until it fits.
  */
@@ -64,7 +66,11 @@ function tracestateOf(value: string): string | undefined {
     .split(",")
     .map((member) => member.trim())
     .filter((member) => member !== "");
-  if (members.length > MAX_TRACESTATE_MEMBERS || !members.every((member) => TRACESTATE_MEMBER.test(member)))
+  if (
+    members.length > MAX_TRACESTATE_MEMBERS ||
+    !members.every((member) => TRACESTATE_MEMBER.test(member)) ||
+    hasDuplicateKey(members)
+  )
     return undefined;
   if (value.length <= MAX_TRACESTATE_LENGTH) return value;
   let kept = members;
@@ -74,4 +80,17 @@ function tracestateOf(value: string): string | undefined {
   }
   while (kept.join(",").length > MAX_TRACESTATE_LENGTH) kept = kept.slice(0, -1);
   return kept.length === 0 ? undefined : kept.join(",");
+}
+
+/** Whether two of `members` (each `key=value`) share a key. */
+function hasDuplicateKey(members: readonly string[]): boolean {
+  // Most tracestates hold one or two members: no set for them.
+  if (members.length < 2) return false;
+  const keys = new Set<string>();
+  for (const member of members) {
+    const key = member.slice(0, member.indexOf("="));
+    if (keys.has(key)) return true;
+    keys.add(key);
+  }
+  return false;
 }

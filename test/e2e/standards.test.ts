@@ -192,7 +192,7 @@ describe.each(RUNTIMES)("one truth for validation and forwarding on %s", (runtim
     expect(JSON.parse(publish.text).message).toBe('duplicate key "a"');
   });
 
-  test("a valid traceparent (a later version as version 00) and tracestate reach the Kafka record's headers, on ingest and on publish", async () => {
+  test("a valid traceparent (a later version as version 00) and tracestate reach the Kafka record's headers, on ingest and on publish; a tracestate naming a key twice does not", async () => {
     const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const trace = { traceparent, tracestate: "rojo=00f067aa0ba902b7" };
     const record = JSON.stringify({ type: "click", id: "traced", data: { element: "t" } });
@@ -207,16 +207,22 @@ describe.each(RUNTIMES)("one truth for validation and forwarding on %s", (runtim
       tracestate: "rojo=1",
     };
     expect((await post(gateway, "/v1/events", later, { ...auth, ...laterTrace })).status).toBe(202);
+    // A tracestate naming a key twice is invalid (W3C Trace Context): not passed on; the traceparent is.
+    const duplicated = JSON.stringify({ type: "click", id: "duplicate-state", data: { element: "t" } });
+    const duplicateTrace = { traceparent, tracestate: "rojo=1,congo=2,rojo=3" };
+    expect((await post(gateway, "/v1/events", duplicated, { ...auth, ...duplicateTrace })).status).toBe(202);
     const published = JSON.stringify({ channel: "traced", data: { n: 1 } });
     expect((await post(gateway, "/v1/publish", published, { ...auth, ...trace })).status).toBe(202);
 
-    const messages = await readTopic(topic, 4);
+    const messages = await readTopic(topic, 5);
     const headersOf = (id: string) =>
       Object.fromEntries(messages.find((message) => JSON.parse(message.value).id === id)?.headers ?? []);
     expect(headersOf("traced")).toMatchObject(trace);
     expect(headersOf("bad-trace").traceparent).toBeUndefined();
     expect(headersOf("bad-trace").tracestate).toBeUndefined();
     expect(headersOf("later-version")).toMatchObject({ traceparent, tracestate: "rojo=1" });
+    expect(headersOf("duplicate-state").traceparent).toBe(traceparent);
+    expect(headersOf("duplicate-state").tracestate).toBeUndefined();
     const [fanned] = await readTopic(fanoutTopic, 1);
     expect(Object.fromEntries(fanned?.headers ?? [])).toMatchObject({ ...trace, channel: "traced" });
   });

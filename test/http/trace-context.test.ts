@@ -53,6 +53,31 @@ describe("W3C trace context", () => {
     });
   });
 
+  test("a tracestate naming a key twice is invalid: dropped whole, as one too long in members or with a bad member is, the traceparent kept", () => {
+    const stateOf = (tracestate: string) => traceContextOf(headers({ traceparent: EXAMPLE, tracestate }));
+    for (const tracestate of [
+      "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE,rojo=1",
+      "rojo=1,rojo=1",
+      "rojo=1, congo=2 ,, rojo=3",
+      "fw529a3039@dt=1,congo=2,fw529a3039@dt=3",
+      // The other invalid ones, each dropped whole the same way.
+      "rojo=1,Congo=2",
+      "rojo=1,congo",
+      Array.from({ length: 33 }, (_, index) => `k${index}=1`).join(","),
+    ])
+      expect({ tracestate, propagated: stateOf(tracestate) }).toEqual({
+        tracestate,
+        propagated: { traceparent: EXAMPLE },
+      });
+    // Same value, other keys, or a key that is another's tenant (`t@v` vs `t`): distinct keys.
+    for (const tracestate of [
+      "rojo=1,congo=1",
+      "t@v=1,t=2",
+      Array.from({ length: 32 }, (_, i) => `k${i}=1`).join(","),
+    ])
+      expect(stateOf(tracestate)).toEqual({ traceparent: EXAMPLE, tracestate });
+  });
+
   test("a tracestate over 512 characters is cut by whole members: those over 128 first, then from the end", () => {
     const stateOf = (tracestate: string) =>
       traceContextOf(headers({ traceparent: EXAMPLE, tracestate }))?.tracestate;
