@@ -3,7 +3,7 @@ import { isGatewayError } from "../../domain/errors.ts";
 import { invalidToken, isChannelPattern, type Principal } from "../../domain/principal.ts";
 import { LruCache } from "../../lib/lru.ts";
 import type { Authenticator } from "../../ports/auth.ts";
-import { JWKS_ALGORITHMS, JwksKeys } from "./jwks.ts";
+import { JWKS_ALGORITHMS, JwksKeys, KEY_NOT_FOR_SIGNING } from "./jwks.ts";
 
 export interface AuthenticatorOptions {
   /** HS256 shared secret. */
@@ -48,6 +48,8 @@ function rejectionReason(error: unknown): string {
       return "bad token signature";
     case "ERR_JWKS_NO_MATCHING_KEY":
       return "unknown token signing key";
+    case KEY_NOT_FOR_SIGNING:
+      return "token names a key that does not sign tokens";
     default:
       return "invalid token";
   }

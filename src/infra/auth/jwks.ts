@@ -35,9 +35,31 @@ interface KeySet {
   usableKeys: JWK[];
   /** Published keys that match one of our algorithms and fail to import (bad material, a private key). */
   unusable: LocalKeySet | undefined;
+  /**
+   * Kids published only by keys that can never verify a token here: not for
+   * signing (an encryption key: `use` "enc", an encryption `alg` such as
+   * RSA-OAEP or ECDH-ES, `key_ops` without "verify", an X25519 key) or of a
+   * kind or curve none of our algorithms takes. Ignored, not broken.
+   */
+  ignoredKids: ReadonlySet<string>;
+}
+
+/**
+ * The lookup's refusal of a token whose `kid` the set publishes only as a key
+ * that cannot verify it: a 401 (the token's fault), answered at once, since
+ * no fetch can change it.
+ */
+export class KeyNotForSigning extends Error {
+  readonly code = KEY_NOT_FOR_SIGNING;
+  constructor() {
+    super("the JWKS publishes this kid only as a key that does not verify tokens");
+    this.name = "KeyNotForSigning";
+  }
 }
 
 const NO_MATCHING_KEY = "ERR_JWKS_NO_MATCHING_KEY";
+/** `KeyNotForSigning`'s code. */
+export const KEY_NOT_FOR_SIGNING = "ERR_JWKS_KEY_NOT_FOR_SIGNING";
 const errorCode = (error: unknown) => (error as { code?: unknown }).code;
 
 /** Far more than any identity provider's key set; a larger answer is not one. */
@@ -64,10 +86,13 @@ function keysUnavailable(retryInMs: number): GatewayError {
 }
 
 /**
- * Whether the key verifies tokens of one of our algorithms, cannot (its
- * material, kind or use fails jose's import), or is not for us at all
- * (an encryption key, a curve we do not accept). jose's own matching and
- * import decide, through a set of this one key.
+ * Whether the key verifies tokens of one of our algorithms, cannot (it is
+ * meant to, but its material fails jose's import: bad numbers, a private
+ * key), or is not for us at all (an encryption key by its `use`, `alg` or
+ * `key_ops`, an X25519 key, a curve we do not accept): jose matches a key to
+ * an algorithm by kind, curve, `alg`, `use` and `key_ops` before importing
+ * it, so those never reach the import. jose's own matching and import decide,
+ * through a set of this one key.
  */
 async function usability(jwk: JWK): Promise<"usable" | "unusable" | "not ours"> {
   const alone = createLocalJWKSet({ keys: [jwk] });
@@ -95,10 +120,12 @@ async function sortKeySet(document: unknown, previous: KeySet | undefined): Prom
   const published = createLocalJWKSet(document as JSONWebKeySet).jwks().keys;
   const usableKeys: JWK[] = [];
   const unusableKeys: JWK[] = [];
+  const ignoredKids = new Set<string>();
   for (const jwk of published) {
     const verdict = await usability(jwk);
     if (verdict === "usable") usableKeys.push(jwk);
     else if (verdict === "unusable") unusableKeys.push(jwk);
+    else if (typeof jwk.kid === "string") ignoredKids.add(jwk.kid);
   }
   if (usableKeys.length === 0) throw new FetchFailure("JWKS endpoint answered a key set with no usable key");
   const usableKids = new Set(usableKeys.map((jwk) => jwk.kid));
@@ -107,10 +134,13 @@ async function sortKeySet(document: unknown, previous: KeySet | undefined): Prom
   );
   const keptCopies = previous?.usableKeys.filter((jwk) => brokenKids.has(jwk.kid)) ?? [];
   const keys = [...usableKeys, ...keptCopies];
+  // A kid some key of ours also has (another kind of key under the same kid) is looked up as usual.
+  for (const jwk of [...keys, ...unusableKeys]) if (jwk.kid !== undefined) ignoredKids.delete(jwk.kid);
   return {
     usable: createLocalJWKSet({ keys }),
     usableKeys: keys,
     unusable: unusableKeys.length === 0 ? undefined : createLocalJWKSet({ keys: unusableKeys }),
+    ignoredKids,
   };
 }
 
@@ -127,6 +157,11 @@ async function namesUnusableKey(
   } catch (error) {
     return errorCode(error) !== NO_MATCHING_KEY;
   }
+}
+
+/** Whether the header's `kid` is one the set publishes only as keys that never verify a token here. */
+function namesIgnoredKey(keys: KeySet, header: JWSHeaderParameters): boolean {
+  return typeof header.kid === "string" && keys.ignoredKids.has(header.kid);
 }
 
 /** At most this many kids of unusable keys, each at most this long, go to the log. */
@@ -155,6 +190,12 @@ const LOGGED_KID_LENGTH = 100;
  * failure. One with some usable keys replaces the set, but a kid it publishes
  * only as a broken key keeps its last good copy; a token naming a broken key
  * with no such copy gets `unavailable` too: the set is at fault, not the token.
+ *
+ * Keys that can never verify a token here (encryption keys, kinds and
+ * curves of no algorithm we take) are ignored, neither usable nor broken: a
+ * token naming a kid the set publishes only as such keys is refused (401)
+ * at once, without a fetch, since no fetch could change the answer, and
+ * so also while the endpoint fails.
  */
 export class JwksKeys {
   private keys: KeySet | undefined;
@@ -178,6 +219,7 @@ export class JwksKeys {
         return await keys.usable(header, token);
       } catch (error) {
         if (errorCode(error) !== NO_MATCHING_KEY) throw error;
+        if (namesIgnoredKey(keys, header)) throw new KeyNotForSigning();
       }
     }
     await this.fetchStartedAfter(askedAt);
@@ -188,6 +230,8 @@ export class JwksKeys {
       // Still no matching key after a fresh document: a 401, unless the set names it and cannot use it.
       if (errorCode(error) === NO_MATCHING_KEY && (await namesUnusableKey(fresh, header, token)))
         throw keysUnavailable(this.lastFetchAt + this.options.minRefetchIntervalMs - Date.now());
+      if (errorCode(error) === NO_MATCHING_KEY && namesIgnoredKey(fresh, header))
+        throw new KeyNotForSigning();
       throw error;
     }
   };

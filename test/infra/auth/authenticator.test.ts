@@ -543,6 +543,80 @@ describe("JWKS endpoint outages are 503, never 401", () => {
     });
   }
 
+  test("keys not for signing (X25519, use enc, RSA-OAEP, ECDH-ES) are ignored, not broken: no warning, and a token naming one gets 401 at once, without a fetch, also while the endpoint fails", async () => {
+    const good = await signingKey("sig", "ES256");
+    const x25519 = await generateKeyPair("ECDH-ES", { crv: "X25519" });
+    const ecdh = await generateKeyPair("ECDH-ES", { crv: "P-256" });
+    const oaep = await generateKeyPair("RSA-OAEP");
+    // As identity providers publish their encryption keys beside their signing keys.
+    const ignored: JWK[] = [
+      { ...(await exportJWK(x25519.publicKey)), kid: "x25519" },
+      { ...(await exportJWK(ecdh.publicKey)), kid: "ec-enc", use: "enc" },
+      { ...(await exportJWK(ecdh.publicKey)), kid: "ecdh-es", alg: "ECDH-ES" },
+      { ...(await exportJWK(oaep.publicKey)), kid: "rsa-oaep", alg: "RSA-OAEP" },
+    ];
+    // A token naming each, signed with a key of the algorithm it claims (the signature is never reached).
+    const [ed, es, rs] = await Promise.all([
+      generateKeyPair("EdDSA"),
+      generateKeyPair("ES256"),
+      generateKeyPair("RS256"),
+    ]);
+    const namingIgnored = (kid: string, alg: string, privateKey: CryptoKey) =>
+      signWith({ kid, alg, privateKey, jwk: {} }, { jti: crypto.randomUUID() });
+    const tokens = async () => [
+      await namingIgnored("x25519", "EdDSA", ed.privateKey),
+      await namingIgnored("x25519", "ES256", es.privateKey),
+      await namingIgnored("ec-enc", "ES256", es.privateKey),
+      await namingIgnored("ecdh-es", "ES256", es.privateKey),
+      await namingIgnored("rsa-oaep", "RS256", rs.privateKey),
+    ];
+    const reason = "token names a key that does not sign tokens";
+    let fetches = 0;
+    let answering = true;
+    const server = Bun.serve({
+      port: 0,
+      fetch() {
+        fetches++;
+        return answering
+          ? Response.json({ keys: [good.jwk, ...ignored] })
+          : new Response("", { status: 503 });
+      },
+    });
+    const unusable: string[][] = [];
+    const failures: string[] = [];
+    const authenticatorOf = () =>
+      createAuthenticator({
+        jwtSecret: undefined,
+        jwksUrl: new URL("/.well-known/jwks.json", server.url).href,
+        cacheSize: 0,
+        jwksRefetchIntervalMs: 200,
+        onJwksUnusableKeys: (kids) => unusable.push(kids),
+        onJwksFetchFailure: (failure) => failures.push(failure),
+      });
+    try {
+      // The first token needing the set names an ignored key: fetched, then 401.
+      await expectRefused(authenticatorOf(), await namingIgnored("ec-enc", "ES256", es.privateKey), reason);
+      expect(fetches).toBe(1);
+      const authenticator = authenticatorOf();
+      expect((await authenticator.verify(await signWith(good))).tenant).toBe("acme");
+      expect(fetches).toBe(2);
+      // Once the set is known: 401 at once, no fetch (none could change the answer).
+      for (const token of await tokens()) await expectRefused(authenticator, token, reason);
+      expect(fetches).toBe(2);
+      // Nor while the endpoint fails: still the token's fault, not the identity provider's (503).
+      answering = false;
+      await Bun.sleep(250);
+      for (const token of await tokens()) await expectRefused(authenticator, token, reason);
+      expect((await authenticator.verify(await signWith(good))).tenant).toBe("acme");
+      // A kid the set does not publish at all still waits for a fetch, which fails: 503.
+      await expectUnavailable(authenticator, await namingIgnored("nowhere", "ES256", es.privateKey));
+      expect(unusable).toEqual([]);
+      expect(failures).toEqual(["JWKS endpoint answered 503"]);
+    } finally {
+      server.stop(true);
+    }
+  });
+
   test("an unreachable endpoint, then back: 503 while down, accepted once it answers", async () => {
     const key = await signingKey("es-1", "ES256");
     let fetches = 0;
