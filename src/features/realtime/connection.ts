@@ -13,8 +13,11 @@ import { isPending, type PendingResume, type Resume, type ResumeOutcome } from "
 /** Close codes of the protocol (the catalogue in domain/errors.ts says what each means). */
 export { CLOSE };
 
-/** Frames held while a token is verified: a few subscribes, never a pending socket's worth of payloads. */
-const MAX_FRAMES_DURING_AUTH = 16;
+/**
+ * Frames held while a token is verified: a dashboard's subscribes sent on open
+ * (a token in the URL), never a pending socket's worth of payloads.
+ */
+const MAX_FRAMES_DURING_AUTH = 64;
 const MAX_BYTES_DURING_AUTH = 16 * 1024;
 /** Publishes of one connection waiting for Kafka's acknowledgement; past it a publish is refused, not queued. */
 export const MAX_PUBLISHES_IN_FLIGHT = 32;
@@ -92,6 +95,8 @@ export class Connection {
   private live = false;
   /** Frames that arrived while a token was being verified; replayed once it is (bounded). */
   private framesDuringAuth: Array<string | undefined> | undefined;
+  /** Frames past the hold's bound were ignored: said with one error frame once the token is verified. */
+  private framesDroppedDuringAuth = false;
   private authTimer: ReturnType<typeof setTimeout> | undefined;
   /** A first token is being verified. */
   private verifying = false;
@@ -155,6 +160,7 @@ export class Connection {
     if (waiting) {
       const held = waiting.reduce((bytes, frame) => bytes + (frame?.length ?? 0), text?.length ?? 0);
       if (waiting.length < MAX_FRAMES_DURING_AUTH && held <= MAX_BYTES_DURING_AUTH) waiting.push(text);
+      else this.framesDroppedDuringAuth = true;
       return;
     }
     if (!this.withinMessageRate()) return;
@@ -427,6 +433,16 @@ export class Connection {
     const waiting = this.framesDuringAuth ?? [];
     this.framesDuringAuth = undefined;
     for (const text of waiting) this.receive(text);
+    if (this.framesDroppedDuringAuth) {
+      // As the per-second message limit answers: one frame, after those that were handled.
+      this.framesDroppedDuringAuth = false;
+      this.host.metrics.rateLimited.inc({ scope: "ws_message" });
+      this.send({
+        type: "error",
+        code: "rate_limited",
+        message: `too many frames before the token was verified (at most ${MAX_FRAMES_DURING_AUTH} frames or ${MAX_BYTES_DURING_AUTH / 1024} KiB are held): the rest were ignored`,
+      });
+    }
   }
 
   private subscribe(

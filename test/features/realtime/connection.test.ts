@@ -590,3 +590,32 @@ describe("a resume read from the log", () => {
     expect(peer.topics.has(channelTopic("acme", "orders"))).toBe(false);
   });
 });
+
+describe("frames sent while the first token is verified", () => {
+  test("are held and handled in order once it is; past the hold's bound the rest are ignored with one rate_limited frame after them", async () => {
+    const { peer, metrics } = connection({ first: principal() });
+    peer.state.receive(JSON.stringify({ type: "auth", token: "first" }));
+    // A client that pipelines before `connected`, as one with a token in the URL does on open.
+    for (let n = 0; n < 70; n++) peer.state.receive(JSON.stringify({ type: "ping" }));
+    await settle();
+    const frames = peer.take();
+    expect(frames[0]).toMatchObject({ type: "connected" });
+    expect(frames.slice(1, -1)).toEqual(Array.from({ length: 64 }, () => ({ type: "pong" })));
+    expect(frames.at(-1)).toMatchObject({ type: "error", code: "rate_limited" });
+    expect(
+      (await metrics.registry.getSingleMetric("gateway_rate_limited_total")?.get())?.values,
+    ).toContainEqual(expect.objectContaining({ labels: { scope: "ws_message" }, value: 1 }));
+    // Said once: the socket goes on as any other.
+    expect(await send(peer, { type: "ping" })).toEqual([{ type: "pong" }]);
+  });
+
+  test("within the bound nothing is refused", async () => {
+    const { peer } = connection({ first: principal() });
+    peer.state.receive(JSON.stringify({ type: "auth", token: "first" }));
+    for (let n = 0; n < 20; n++) peer.state.receive(JSON.stringify({ type: "ping" }));
+    await settle();
+    const frames = peer.take();
+    expect(frames).toHaveLength(21);
+    expect(frames.filter((frame) => frame.type === "error")).toEqual([]);
+  });
+});
