@@ -4,15 +4,23 @@ import type { FetchLike } from "./event-client.js";
 import { isAfter, isPosition } from "./event-id.js";
 import { resolveToken, type TokenSource, tokenExpiresAt } from "./token.js";
 
+/**
+ * A handler slot of a socket, checked as a method's parameter is (both
+ * ways): the platforms' own sockets type theirs with their event classes
+ * (`(this: WebSocket, ev: MessageEvent) => any`), which a plain function type
+ * here would refuse, so `WebSocket: WebSocket` would not compile.
+ */
+type Handler<Event> = { handle(event: Event): void }["handle"] | null;
+
 /** The WebSocket surface this client needs: the browser's, Bun's, Node's (22+, or 20 with `--experimental-websocket`) or the `ws` package. */
 export interface WebSocketLike {
   readonly readyState: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onopen: Handler<unknown>;
+  onmessage: Handler<{ data: unknown }>;
+  onclose: Handler<{ code: number; reason: string }>;
+  onerror: Handler<unknown>;
 }
 
 export type WebSocketConstructor = new (url: string) => WebSocketLike;

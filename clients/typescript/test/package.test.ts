@@ -20,16 +20,19 @@ describe("typed events", () => {
     expect(generate(join(ROOT, "schemas"))).toBe(committed);
   });
 
-  test("enqueue() is checked at compile time: a wrong type or data does not compile, a right one does", () => {
+  test("enqueue() is checked at compile time: a wrong type or data does not compile, a right one does (and a Subscriber takes the platform's WebSocket)", () => {
     const folder = mkdtempSync(join(PACKAGE, ".typed-"));
     try {
       const client = JSON.stringify(join(PACKAGE, "src/index.js"));
-      const preamble = `import { EventClient, type GatewayEvents } from ${client};
+      const preamble = `import { EventClient, type GatewayEvents, Subscriber } from ${client};
 const events = new EventClient<GatewayEvents>({ url: "https://events.example.com", token: "t" });\n`;
       writeFileSync(
         join(folder, "right.ts"),
         `${preamble}events.enqueue({ type: "page_view", data: { url: "https://example.com/", duration_ms: 5 } });
-events.enqueue({ type: "sensor_reading", channel: "iot", data: { sensor: "s1", value: 21.5, unit: "celsius" } });\n`,
+events.enqueue({ type: "sensor_reading", channel: "iot", data: { sensor: "s1", value: 21.5, unit: "celsius" } });
+// The platform's own WebSocket, as a test or a wrapper passes it (its handlers take its event classes).
+new Subscriber({ url: "https://events.example.com", token: "t", WebSocket });
+new Subscriber({ url: "https://events.example.com", token: "t", WebSocket: globalThis.WebSocket });\n`,
       );
       writeFileSync(
         join(folder, "wrong.ts"),
