@@ -541,8 +541,8 @@ export abstract class BatchingClient {
   private async deliver(batch: Batch): Promise<void> {
     const payload = await this.encode(batch);
     const canRefresh = typeof this.options.token === "function";
+    /** This attempt carries a token fetched for a 401: another 401 now is a refusal. */
     let refresh = false;
-    let refreshed = false;
     let attempt = 1;
     for (;;) {
       await untilOnline(this.abort.signal);
@@ -558,10 +558,10 @@ export abstract class BatchingClient {
           deadline.signal,
         );
         this.reachable = true;
-        if (response.status === 401 && canRefresh && !refreshed) {
+        if (response.status === 401 && canRefresh && !refresh) {
           // The token expired between enqueue and send, or was revoked: one fresh token, the same bytes.
           await response.text().catch(() => "");
-          refresh = refreshed = true;
+          refresh = true;
           continue;
         }
         outcome = await untilAborted(this.interpret(batch, response), deadline.signal);
@@ -570,6 +570,8 @@ export abstract class BatchingClient {
       } finally {
         deadline?.clear();
       }
+      // Any answer but a 401 (or none): a later 401 (a short-lived token that expired while the batch
+      // waited out an outage) gets a fresh token again. Only a second 401 in a row is a refusal.
       refresh = false;
       if (outcome.done) break;
       if (outcome.split) {

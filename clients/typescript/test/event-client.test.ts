@@ -416,6 +416,39 @@ describe("EventClient retries", () => {
     await events.close();
   });
 
+  test("a 401 after other answers gets a fresh token again: only a second 401 in a row is a refusal", async () => {
+    // Short-lived tokens and an outage: the token refreshed after the first 401 expires while the
+    // batch waits out 503s, and a callback that caches hands it back until asked for a fresh one.
+    const failures: DeliveryFailure[] = [];
+    const expired = () => Response.json({ error: "unauthorized", message: "token expired" }, { status: 401 });
+    const unavailable = () => new Response("{}", { status: 503, headers: { "retry-after": "0" } });
+    const { fetch, sent } = scriptedFetch([expired, unavailable, unavailable, expired, accepted]);
+    let issued = 0;
+    let cached = "token-0";
+    const events = client({
+      fetch,
+      token: ({ refresh }) => {
+        if (refresh) cached = `token-${++issued}`;
+        return cached;
+      },
+      retry: { initialDelayMs: 1 },
+      onError: (failure) => failures.push(failure),
+    });
+    events.enqueue(click(0));
+    await events.flush();
+    expect(sent.map((request) => request.headers.authorization)).toEqual([
+      "Bearer token-0",
+      "Bearer token-1",
+      "Bearer token-1",
+      "Bearer token-1",
+      "Bearer token-2",
+    ]);
+    expect(new Set(sent.map((request) => request.headers["idempotency-key"])).size).toBe(1);
+    expect(failures).toEqual([]);
+    expect(events.stats).toMatchObject({ accepted: 1, rejected: 0, dropped: 0 });
+    await events.close();
+  });
+
   test("close() gives up after its timeout and counts what was left", async () => {
     const { fetch } = scriptedFetch([
       () => new Response("{}", { status: 503, headers: { "retry-after": "60" } }),
