@@ -142,6 +142,18 @@ describe.each(RUNTIMES)("WebSocket under load on %s", (runtime) => {
         "every fast client to get every event",
       );
       expect(await metricValue(gateway, "gateway_ws_slow_consumer_disconnects_total")).toBe(1);
+      // What docs/runbooks.md#gatewayslowconsumers has the operator look for: which tenant, which channels.
+      expect(
+        gateway.logs.filter((entry) => String(entry.msg).startsWith("slow WebSocket consumer closed")),
+      ).toEqual([
+        expect.objectContaining({
+          level: "warn",
+          tenant: "acme",
+          channels: ["flood"],
+          subscriptions: 1,
+          closed: 1,
+        }),
+      ]);
       for (const client of fast) expect(events(client)).toBe(sent);
       // The close frame waits behind what the stalled client never read: read it all, then the code.
       // The engines drop any frame, the close frame too, once a socket holds more than their limit

@@ -78,7 +78,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
     private readonly options: WsHubOptions,
     private readonly deps: WsHubDependencies,
   ) {
-    this.sweeps = new Sweeps(options, this.connections, deps.metrics);
+    this.sweeps = new Sweeps(options, this.connections, deps.metrics, deps.log);
     this.host = {
       limits: options,
       history: deps.history,

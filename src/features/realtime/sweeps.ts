@@ -1,3 +1,5 @@
+import type { Logger } from "../../log/logger.ts";
+import { OccasionalLine } from "../../log/occasional-line.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import { CLOSE, type Connection } from "./connection.ts";
 
@@ -17,6 +19,11 @@ export interface SweepOptions {
  */
 const BACKPRESSURE_CHECK_MS = 100;
 
+/** A slow-consumer close is logged at most this often, with the count of closes it stands for. */
+const SLOW_CONSUMER_LOG_INTERVAL_MS = 10_000;
+/** A slow consumer's line names at most this many of its channels. */
+const LOGGED_CHANNELS = 5;
+
 /**
  * The periodic work over every connection of the hub: while frames are sent,
  * every BACKPRESSURE_CHECK_MS, closes slow consumers (1013); each second,
@@ -29,11 +36,13 @@ export class Sweeps {
   private readonly timers: Array<ReturnType<typeof setInterval>> = [];
   /** Set when frames were handed to the engine since the last backpressure check. */
   private sending = false;
+  private readonly slowConsumerLine = new OccasionalLine(SLOW_CONSUMER_LOG_INTERVAL_MS);
 
   constructor(
     private readonly options: SweepOptions,
     private readonly connections: Iterable<Connection>,
     private readonly metrics: Metrics,
+    private readonly log: Logger,
   ) {}
 
   start(): void {
@@ -67,8 +76,22 @@ export class Sweeps {
   }
 
   private closeIfSlow(connection: Connection): boolean {
-    if (connection.isClosing || connection.bufferedAmount() <= this.options.backpressureBytes) return false;
+    const queuedBytes = connection.bufferedAmount();
+    if (connection.isClosing || queuedBytes <= this.options.backpressureBytes) return false;
     this.metrics.wsSlowConsumerDisconnects.inc();
+    // Which tenant and channels: the operator's first question (is it one client, one channel?).
+    const closed = this.slowConsumerLine.due();
+    if (closed !== undefined)
+      this.log.warn(
+        {
+          tenant: connection.principal?.tenant,
+          channels: [...connection.channels].slice(0, LOGGED_CHANNELS),
+          subscriptions: connection.channels.size,
+          queuedBytes,
+          closed,
+        },
+        "slow WebSocket consumer closed (1013): it reads slower than its channels deliver",
+      );
     connection.close(CLOSE.tryAgainLater, "slow consumer");
     return true;
   }

@@ -1,12 +1,16 @@
 import { afterEach, beforeEach, expect, jest, test } from "bun:test";
+import pino from "pino";
 import type { Connection } from "../../../src/features/realtime/connection.ts";
 import { Sweeps } from "../../../src/features/realtime/sweeps.ts";
+import { createLogger } from "../../../src/log/logger.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 
 /** What the sweeps use of a connection, recorded. */
 class FakeConnection {
   readonly calls: string[] = [];
   isClosing = false;
+  readonly channels = new Set<string>();
+  principal: { tenant: string } | undefined;
   constructor(public buffered = 0) {}
   bufferedAmount(): number {
     return this.buffered;
@@ -24,6 +28,7 @@ class FakeConnection {
 }
 
 const asConnections = (fakes: FakeConnection[]) => fakes as unknown as Connection[];
+const silent = createLogger("silent", {});
 
 beforeEach(() => jest.useFakeTimers());
 afterEach(() => jest.useRealTimers());
@@ -37,6 +42,7 @@ test("each second: a connection past the backpressure limit closes 1013 and is c
     { pingIntervalMs: 60_000, backpressureBytes: 65_536 },
     asConnections([slow, atLimit, idle]),
     metrics,
+    silent,
   );
   sweeps.start();
   jest.advanceTimersByTime(999);
@@ -55,6 +61,7 @@ test("every pingIntervalMs each connection gets the app-level ping; stop ends bo
     { pingIntervalMs: 250, backpressureBytes: 1 },
     asConnections([connection]),
     createMetrics("test", "0"),
+    silent,
   );
   sweeps.start();
   jest.advanceTimersByTime(1000);
@@ -72,6 +79,7 @@ test("the connection set is read at each sweep: one added later is swept too", (
     { pingIntervalMs: 60_000, backpressureBytes: 10 },
     connections as unknown as Iterable<Connection>,
     createMetrics("test", "0"),
+    silent,
   );
   sweeps.start();
   jest.advanceTimersByTime(1000);
@@ -89,6 +97,7 @@ test("while frames are sent, a slow consumer is closed within 100 ms, once, befo
     { pingIntervalMs: 60_000, backpressureBytes: 65_536 },
     asConnections([slow]),
     metrics,
+    silent,
   );
   sweeps.start();
   // Nothing sent: no check before the second's sweep.
@@ -102,5 +111,38 @@ test("while frames are sent, a slow consumer is closed within 100 ms, once, befo
   jest.advanceTimersByTime(1000);
   expect(slow.calls).toEqual(["close 1013 slow consumer"]);
   expect((await metrics.wsSlowConsumerDisconnects.get()).values[0]?.value).toBe(1);
+  sweeps.stop();
+});
+
+test("a slow consumer's close is logged with its tenant and channels, at most once in 10 s, counted in the metric every time", async () => {
+  const lines: Array<Record<string, unknown>> = [];
+  const log = pino({ level: "warn" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  const metrics = createMetrics("test", "0");
+  const first = new FakeConnection(70_000);
+  first.principal = { tenant: "acme" };
+  for (const channel of ["orders", "a", "b", "c", "d", "e"]) first.channels.add(channel);
+  const second = new FakeConnection(80_000);
+  second.principal = { tenant: "globex" };
+  const sweeps = new Sweeps(
+    { pingIntervalMs: 60_000, backpressureBytes: 65_536 },
+    asConnections([first, second]),
+    metrics,
+    log,
+  );
+  sweeps.start();
+  jest.advanceTimersByTime(1000);
+  expect(first.calls).toEqual(["close 1013 slow consumer"]);
+  expect(second.calls).toEqual(["close 1013 slow consumer"]);
+  expect((await metrics.wsSlowConsumerDisconnects.get()).values[0]?.value).toBe(2);
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatchObject({
+    level: 40,
+    msg: "slow WebSocket consumer closed (1013): it reads slower than its channels deliver",
+    tenant: "acme",
+    channels: ["orders", "a", "b", "c", "d"],
+    subscriptions: 6,
+    queuedBytes: 70_000,
+    closed: 1,
+  });
   sweeps.stop();
 });
