@@ -73,11 +73,15 @@ export class KafkaFanoutBus implements FanoutBus {
   private closed = false;
   private readonly partitionHash = new PartitionHash();
 
+  /** Rebuilds that failed since the reader last ran: the first is logged, the rest counted on the rebuilt line. */
+  private rebuildFailures = 0;
+
   constructor(
     private readonly connection: KafkaConnectionOptions,
     private readonly topic: string,
     private readonly queue: RecordQueue,
     private readonly log: Logger,
+    private readonly restartDelayMs = RESTART_DELAY_MS,
   ) {}
 
   async start(listener: FanoutListener): Promise<void> {
@@ -412,13 +416,21 @@ export class KafkaFanoutBus implements FanoutBus {
       await this.stop();
       if (this.closed) return;
       this.consume(this.newConsumer()).then(
-        () => this.log.info("fan-out consumer rebuilt"),
+        () => {
+          this.log.info({ failedAttempts: this.rebuildFailures }, "fan-out consumer rebuilt");
+          this.rebuildFailures = 0;
+        },
         (error) => {
-          this.log.warn({ err: error }, "fan-out consumer rebuild failed; retrying");
+          // Through an outage an attempt fails every few seconds: one line with its cause, not one each.
+          if (this.rebuildFailures++ === 0)
+            this.log.warn(
+              { err: error, retryEveryMs: this.restartDelayMs },
+              "fan-out consumer rebuild failed; retrying until it succeeds",
+            );
           this.scheduleRestart();
         },
       );
-    }, RESTART_DELAY_MS);
+    }, this.restartDelayMs);
     this.restartTimer.unref?.();
   }
 

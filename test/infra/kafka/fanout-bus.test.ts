@@ -190,3 +190,36 @@ test("records not written by a gateway are skipped, never delivered as broken fr
   expect(fromFanoutRecord(raw({ tenant: "acme", channel: 'x"}' }), Buffer.from("{}"))).toBeUndefined();
   expect(fromFanoutRecord(raw({ channel: "orders" }), Buffer.from("{}"))).toBeUndefined();
 });
+
+test("a reader that cannot be rebuilt (Kafka down) logs its first failure with the cause, not one line per attempt", async () => {
+  const lines: Array<Record<string, unknown>> = [];
+  const log = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
+  // Nothing listens on port 1: every attempt's first request fails at once.
+  const nowhere = {
+    clientId: "rebuild-test",
+    bootstrapBrokers: ["127.0.0.1:1"],
+    connectTimeout: 200,
+    requestTimeout: 200,
+    retries: 0,
+    retryDelay: 10,
+  };
+  const bus = new KafkaFanoutBus(nowhere, "fanout", queue, log, 20);
+  const internals = bus as unknown as { newConsumer(): unknown; scheduleRestart(): void };
+  const newConsumer = internals.newConsumer.bind(bus);
+  let attempts = 0;
+  internals.newConsumer = () => {
+    attempts++;
+    return newConsumer();
+  };
+  // What a failing fetch loop does: the rebuild loop, started as the running reader's failure starts it.
+  internals.scheduleRestart();
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline && attempts < 5) await Bun.sleep(20);
+  await bus.close();
+  expect(attempts).toBeGreaterThanOrEqual(5);
+  const failed = lines.filter((line) => String(line.msg).startsWith("fan-out consumer rebuild failed"));
+  expect(failed).toHaveLength(1);
+  expect(failed[0]).toMatchObject({ level: 40, retryEveryMs: 20 });
+  expect(failed[0]?.err).toBeDefined();
+});
