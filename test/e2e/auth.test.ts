@@ -102,7 +102,7 @@ describe.each(RUNTIMES)("the claims a token is held to on %s", (runtime) => {
     gateway = undefined;
   });
 
-  test("iss and aud when JWT_ISSUER and JWT_AUDIENCE are set, nbf and iat not in the future, HS256 only: else 401 naming why", async () => {
+  test("iss and aud when JWT_ISSUER and JWT_AUDIENCE are set, nbf and iat not in the future, HS256 only: else 401 naming why; scopes separated by spaces only", async () => {
     gateway = await startGateway(runtime, {
       JWT_SECRET: TEST_SECRET,
       JWT_ISSUER: "https://idp.example",
@@ -136,6 +136,9 @@ describe.each(RUNTIMES)("the claims a token is held to on %s", (runtime) => {
       ["iat in a minute", await signed({ iat: now + 60 })],
       ["alg none", unsigned],
       ["HS512", await signed({}, "HS512")],
+      // RFC 6749 §3.3: only SP separates; an issuer reads each of these as one scope, not as `ingest`.
+      ["scope x<tab>ingest", await signed({ scope: "x\tingest" })],
+      ["scope x<no-break space>ingest", await signed({ scope: "x\u00a0ingest" })],
     ] as const) {
       const response = await fetch(`${gateway.url}/v1/events`, {
         method: "POST",
@@ -156,6 +159,8 @@ describe.each(RUNTIMES)("the claims a token is held to on %s", (runtime) => {
       ["iat in a minute", 401, "token issued in the future"],
       ["alg none", 401, "unsupported token algorithm"],
       ["HS512", 401, "unsupported token algorithm"],
+      ["scope x<tab>ingest", 403, "token lacks scope ingest"],
+      ["scope x<no-break space>ingest", 403, "token lacks scope ingest"],
     ]);
   });
 });

@@ -79,10 +79,18 @@ function cachedBytes(token: string, principal: Principal): number {
   return bytes;
 }
 
-/** OAuth style space-separated string, or a list of strings. A missing claim grants nothing. */
+/**
+ * OAuth style space-separated string, or a list of strings. A missing claim
+ * grants nothing. Only the space (U+0020) separates, as RFC 6749 §3.3 writes
+ * the claim (`scope-token *( SP scope-token )`): any other whitespace (a tab,
+ * a no-break space, U+2028, a BOM) is part of the scope it stands in, which
+ * then matches none. An issuer reads "tenant:x\u00a0publish" as one scope
+ * (a parameterised scope whose value a client chose, say), so splitting on
+ * every whitespace, as `\s` does, would grant `publish` the issuer never did.
+ */
 function parseScopes(scope: unknown): Set<string> {
   if (scope === undefined) return new Set();
-  if (typeof scope === "string") return new Set(scope.split(/\s+/).filter((entry) => entry !== ""));
+  if (typeof scope === "string") return new Set(scope.split(" ").filter((entry) => entry !== ""));
   if (Array.isArray(scope) && scope.every((entry) => typeof entry === "string")) return new Set(scope);
   throw invalidToken("token scope must be a string or a list of strings");
 }

@@ -198,9 +198,19 @@ describe("claims", () => {
   });
 
   test("scope is a space-separated string", async () => {
-    const token = await signClaims({ ...valid(), scope: " ingest  subscribe\tpublish " });
+    const token = await signClaims({ ...valid(), scope: " ingest  subscribe publish " });
     const { scopes } = await secretAuthenticator().verify(token);
     expect([...scopes].sort()).toEqual(["ingest", "publish", "subscribe"]);
+  });
+
+  test("only the space separates scopes: other whitespace is part of a scope, which grants nothing", async () => {
+    // RFC 6749 §3.3: scope-token *( SP scope-token ). An issuer reads each of these as one scope.
+    for (const separator of ["\t", "\n", "\r", "\u00a0", "\u2028", "\u3000", "\ufeff"]) {
+      const token = await signClaims({ ...valid(), scope: `tenant:x${separator}publish subscribe` });
+      const { scopes } = await secretAuthenticator().verify(token);
+      expect([...scopes].sort()).toEqual(["subscribe", `tenant:x${separator}publish`]);
+      expect(scopes.has("publish")).toBe(false);
+    }
   });
 
   test("scope may also be a list of strings", async () => {
