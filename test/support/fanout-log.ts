@@ -93,5 +93,19 @@ export function resumeWorld(limits: ReplayLimits = LIMITS) {
     log.next = delivered.position.offset + 1n;
     fanout.deliver(delivered);
   };
-  return { history, log, resume, metrics, fanout, publish };
+  /** Written to the log, not yet delivered here: another instance's reader is further on than this one's. */
+  const ahead: DeliveredMessage[] = [];
+  const writeAhead = (offset: number, channel = "x", tenant = "acme") => {
+    const written = message(offset, channel, tenant);
+    log.log.push(written);
+    ahead.push(written);
+  };
+  /** This instance's reader delivers what was written ahead of it. */
+  const catchUp = () => {
+    for (const written of ahead.splice(0)) {
+      log.next = written.position.offset + 1n;
+      fanout.deliver(written);
+    }
+  };
+  return { history, log, resume, metrics, fanout, publish, writeAhead, catchUp };
 }

@@ -47,6 +47,9 @@ export function requireSince(since: string | undefined, name: string): string | 
 /** How long a client waits after a refusal for lack of replay capacity. */
 const BUSY_RETRY_MS = 1000;
 
+/** How often a resume from ahead of this instance's live reader looks whether the reader got there. */
+const CATCH_UP_POLL_MS = 10;
+
 /**
  * Resume and history for every transport (WebSocket, the HTTP delta route,
  * Server-Sent Events): the events of a channel after an event id, from the
@@ -121,6 +124,8 @@ export class Resume {
     since: string | undefined,
     limit: number,
   ): ResumeOutcome | PendingResume {
+    const ahead = this.ahead(tenant, channel, since);
+    if (ahead) return ahead;
     const kept = this.history.after(channelTopic(tenant, channel), since);
     if (kept.ok) {
       const events = kept.events.length > limit ? kept.events.slice(0, limit) : kept.events;
@@ -153,6 +158,80 @@ export class Resume {
     );
     this.reading.set(key, outcome);
     return { until: head.next, outcome };
+  }
+
+  /**
+   * A `since` this instance's live reader has not reached yet: an id another
+   * instance, further on in the log, delivered (a client that moved from it,
+   * or whose load balancer takes turns). Neither memory nor the log has
+   * anything after it yet, but answered now the channel would then get live
+   * the events up to `since` that the client already holds, again, after a
+   * `subscribed` older than its own id. So the answer waits for the reader to
+   * deliver `since` (live events after it are held back meanwhile, as for a
+   * read of the log: `until` is the offset after it), within the replay
+   * bounds; past `timeoutMs`, `try_again`. Only with a log every instance
+   * shares: on the in-process bus no id is ahead of the reader.
+   */
+  private ahead(
+    tenant: string,
+    channel: string,
+    since: string | undefined,
+  ): ResumeOutcome | PendingResume | undefined {
+    const position = since === undefined ? undefined : parseEventId(since);
+    const key = `${tenant}/${channel}`;
+    const head = this.bus.head(key);
+    if (
+      !this.bus.readLog ||
+      !position ||
+      !head ||
+      head.epoch !== position.epoch ||
+      head.partition !== position.partition ||
+      position.offset < head.next
+    )
+      return undefined;
+    const until = position.offset + 1n;
+    const readKey = `${tenant}\n${channel}\n${position.offset}\nahead`;
+    const shared = this.reading.get(readKey);
+    if (shared) return { until, outcome: shared };
+    const refused =
+      this.active >= this.limits.maxConcurrent
+        ? "this instance is replaying as much as it may"
+        : (this.activePerTenant.get(tenant) ?? 0) >= this.limits.maxConcurrentPerTenant
+          ? "this tenant is replaying as much as it may"
+          : undefined;
+    if (refused) return busy(refused);
+    const outcome = this.catchUp(tenant, key, position).finally(() => this.reading.delete(readKey));
+    this.reading.set(readKey, outcome);
+    return { until, outcome };
+  }
+
+  /** Resolves once the live reader delivered `since` (nothing after it to replay), or at the deadline. */
+  private async catchUp(tenant: string, key: string, since: EventPosition): Promise<ResumeOutcome> {
+    this.active++;
+    this.activePerTenant.set(tenant, (this.activePerTenant.get(tenant) ?? 0) + 1);
+    try {
+      const deadline = Date.now() + this.limits.timeoutMs;
+      for (;;) {
+        const head = this.bus.head(key);
+        if (head && (head.epoch !== since.epoch || head.partition !== since.partition))
+          return { kind: "gone" };
+        if (head && head.next > since.offset)
+          return { kind: "events", events: [], complete: true, next: null };
+        if (Date.now() >= deadline) {
+          return {
+            kind: "try_again",
+            retryAfterMs: BUSY_RETRY_MS,
+            message: "this instance has not read the fan-out log up to since yet",
+          };
+        }
+        await new Promise((resolve) => setTimeout(resolve, CATCH_UP_POLL_MS));
+      }
+    } finally {
+      this.active--;
+      const left = (this.activePerTenant.get(tenant) ?? 1) - 1;
+      if (left > 0) this.activePerTenant.set(tenant, left);
+      else this.activePerTenant.delete(tenant);
+    }
   }
 
   private async readLog(

@@ -227,6 +227,43 @@ describe("resume from the log over WebSocket", () => {
   });
 });
 
+describe("a since this instance's live reader has not reached yet (an id from an instance further on)", () => {
+  test("the answer waits for the reader: the events the client holds are not sent again, nor a position older than its own", async () => {
+    const world = resumeWorld();
+    for (let n = 0; n < 3; n++) world.publish(n);
+    const { hub, peer } = await connectedPeer(world);
+    // Another instance delivered 3..5 to the client; this one's reader still stands at 3.
+    for (let n = 3; n < 6; n++) world.writeAhead(n);
+    hub.message(peer, JSON.stringify({ type: "subscribe", channel: "x", since: id(5) }));
+    await settle();
+    expect(peer.frames.slice(1)).toEqual([]);
+    world.catchUp();
+    world.publish(6);
+    await Bun.sleep(40);
+    world.publish(7);
+    expect(peer.frames.slice(1).filter((frame) => frame.type !== "event")).toEqual([
+      { type: "subscribed", channel: "x", lastEventId: id(6) },
+    ]);
+    expect(eventIds(peer)).toEqual([id(6), id(7)]);
+    expect(world.log.reads).toEqual([]);
+  });
+
+  test("a reader that does not get there within the replay timeout: try_again, and the channel is not subscribed", async () => {
+    const world = resumeWorld({ ...LIMITS, timeoutMs: 30 });
+    world.publish(0);
+    const { hub, peer } = await connectedPeer(world);
+    world.writeAhead(1);
+    hub.message(peer, JSON.stringify({ type: "subscribe", channel: "x", since: id(1) }));
+    await Bun.sleep(80);
+    expect(peer.frames.slice(1)).toMatchObject([
+      { type: "error", code: "try_again", channel: "x", retryAfterMs: 1000 },
+    ]);
+    world.catchUp();
+    world.publish(2);
+    expect(eventIds(peer)).toEqual([]);
+  });
+});
+
 describe("one position for several channels (an event stream's opening id)", () => {
   test("channels of one partition share its live position; resuming from it gets each one's later events", () => {
     const world = resumeWorld();

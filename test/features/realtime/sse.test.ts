@@ -158,6 +158,20 @@ describe("SseStreams", () => {
     expect(stream.state).toBe("open");
   });
 
+  test("a Last-Event-ID this instance's reader has not reached yet (from an instance further on): nothing the client holds comes again", async () => {
+    const world = setup();
+    world.publish(0, "x");
+    // Another instance sent the client 1..3; this one's reader still stands at 1.
+    for (const n of [1, 2, 3]) world.writeAhead(n, "x");
+    const { stream } = await world.open("channel=x&token=good", { "last-event-id": id(3) });
+    world.catchUp();
+    world.publish(4, "x");
+    await Bun.sleep(40);
+    world.publish(5, "x");
+    expect(numbers(stream.written.join(""))).toEqual([4, 5]);
+    expect(stream.state).toBe("open");
+  });
+
   test("a replay bound ends the stream after what was read, with retry: EventSource goes on from the last id", async () => {
     const world = setup(principal(), 10, { ...LIMITS, maxBytes: 20 });
     for (const n of [0, 1, 2, 3, 4, 5, 6]) world.publish(n, "x");
