@@ -297,16 +297,43 @@ describe.each(RUNTIMES)(
       );
       expect(invalid.status).toBe(422);
       expect(JSON.parse(invalid.text).errors[0]).toMatchObject({ code: "invalid_record" });
+      // HTTP binding 3.1.3.2: a double-quoted header value is unquoted, then percent-decoded once;
+      // bytes that are not UTF-8 (an overlong space) MUST be rejected.
+      const binaryHeaders = {
+        ...auth,
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-type": "click",
+      };
+      const quoted = await post(gateway, "/v1/events", '{"element":"q"}', {
+        ...binaryHeaders,
+        "ce-id": "ce-quoted",
+        "ce-source": '"/old \\"sender\\""',
+        "ce-subject": "caf%C3%A9",
+      });
+      expect(quoted.status).toBe(202);
+      const overlong = await post(gateway, "/v1/events", '{"element":"o"}', {
+        ...binaryHeaders,
+        "ce-id": "ce-overlong",
+        "ce-source": "%C0%A0",
+      });
+      expect(overlong.status).toBe(422);
+      expect(JSON.parse(overlong.text).errors[0]).toMatchObject({ code: "invalid_record" });
 
-      const messages = await readTopic(topic, 5);
+      const messages = await readTopic(topic, 6);
       const byId = new Map(messages.map((message) => [JSON.parse(message.value).id as string, message]));
       expect([...byId.keys()].sort()).toEqual([
         "ce-batch-1",
         "ce-batch-2",
         "ce-binary",
+        "ce-quoted",
         "ce-raw",
         "ce-structured",
       ]);
+      expect(Object.fromEntries(byId.get("ce-quoted")?.headers ?? [])).toMatchObject({
+        ce_source: '/old "sender"',
+        ce_subject: "café",
+      });
       for (const id of ["ce-structured", "ce-binary", "ce-batch-1"]) {
         const message = byId.get(id);
         const value = JSON.parse(message?.value ?? "{}");

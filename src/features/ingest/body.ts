@@ -14,9 +14,9 @@ import {
 } from "../../lib/json-scan.ts";
 import type { ExactNumbers } from "../../ports/schemas.ts";
 import {
+  type BinaryCloudEvent,
   CLOUDEVENT_BATCH_TYPE,
   CLOUDEVENT_TYPE,
-  type CloudEventAttributes,
   fromBinaryEvent,
   fromStructuredEvent,
 } from "./cloudevents.ts";
@@ -125,7 +125,7 @@ export async function decodeBody(
   contentEncoding: string | undefined,
   limits: BodyLimits,
   /** A binary-mode CloudEvent's `ce-*` attributes: the body is then its data. */
-  binaryEvent?: CloudEventAttributes,
+  binaryEvent?: BinaryCloudEvent,
 ): Promise<RawRecord[]> {
   const mediaType = readableMediaType(contentType, contentEncoding);
   const ndjson = NDJSON_TYPES.has(mediaType);

@@ -35,27 +35,81 @@ const MAX_HEADER_VALUE_LENGTH = 4096;
  */
 const dateTime = fullFormats["date-time"] as { validate(text: string): boolean };
 
+/** A binary-mode event's attributes, from its `ce-*` headers. */
+export interface BinaryCloudEvent {
+  attributes: CloudEventAttributes;
+  /** Why a header's value cannot be read (HTTP binding 3.1.3.2), when one cannot: the event is refused. */
+  problem?: string;
+}
+
 /**
  * The attributes of a binary-mode event, or undefined when the request is not
  * one (no `ce-specversion`): every `ce-<name>` header, extensions included
  * (HTTP binding 3.1.3), but those whose name is no attribute name.
  */
-export function binaryCloudEvent(request: HttpRequest): CloudEventAttributes | undefined {
+export function binaryCloudEvent(request: HttpRequest): BinaryCloudEvent | undefined {
   if (request.header("ce-specversion") === undefined) return undefined;
-  const attributes: CloudEventAttributes = {};
+  const event: BinaryCloudEvent = { attributes: {} };
   for (const header of request.headerNames()) {
     if (!header.startsWith("ce-")) continue;
     const name = header.slice("ce-".length);
     const value = request.header(header);
     if (!ATTRIBUTE_NAME.test(name) || value === undefined) continue;
-    // Header values are percent-encoded where they need it (HTTP binding 3.1.3.2).
-    try {
-      attributes[name] = decodeURIComponent(value);
-    } catch {
-      attributes[name] = value;
-    }
+    const decoded = headerValue(value);
+    if (decoded === undefined)
+      event.problem ??= `header ${header} is not a percent-encoded UTF-8 value (HTTP binding 3.1.3.2)`;
+    else event.attributes[name] = decoded;
   }
-  return attributes;
+  return event;
+}
+
+const QUOTE = '"';
+const BACKSLASH = "\\";
+const HEX_PAIR = /^[0-9A-Fa-f]{2}$/;
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * An attribute's value from its header (HTTP binding 1.0.2, 3.1.3.2): a
+ * double-quoted string is unquoted first (RFC 7230 3.2.6, its `\` escapes
+ * undone; older senders quote), then one round of percent-decoding; undefined
+ * when the value cannot be read so: a quote left open, a `%` without two hex
+ * digits after it, or bytes that are not UTF-8 (`%C0%A0`, an overlong space,
+ * which the binding says MUST be rejected). A value of neither is as sent.
+ */
+function headerValue(header: string): string | undefined {
+  let text = header;
+  if (text.startsWith(QUOTE)) {
+    let unquoted = "";
+    let closed = false;
+    for (let at = 1; at < text.length; at++) {
+      const char = text[at] as string;
+      if (char === BACKSLASH) {
+        if (at + 1 === text.length) return undefined;
+        unquoted += text[++at];
+      } else if (char === QUOTE) {
+        if (at !== text.length - 1) return undefined;
+        closed = true;
+      } else unquoted += char;
+    }
+    if (!closed) return undefined;
+    text = unquoted;
+  }
+  if (!text.includes("%")) return text;
+  const bytes: number[] = [];
+  for (let at = 0; at < text.length; at++) {
+    const char = text[at] as string;
+    if (char === "%") {
+      const pair = text.slice(at + 1, at + 3);
+      if (!HEX_PAIR.test(pair)) return undefined;
+      bytes.push(Number.parseInt(pair, 16));
+      at += 2;
+    } else bytes.push(...Buffer.from(char, "utf8"));
+  }
+  try {
+    return utf8.decode(new Uint8Array(bytes));
+  } catch {
+    return undefined;
+  }
 }
 
 function refused(reason: string): RawRecord {
@@ -147,15 +201,16 @@ export function fromStructuredEvent(raw: RawRecord): RawRecord {
   return toRecord(attributes, attributes.data, raw.dataJson, raw.exactNumbers);
 }
 
-/** A binary-mode event: `raw` is its body (the data, scanned as one JSON value), `attributes` its `ce-*` headers. */
+/** A binary-mode event: `raw` is its body (the data, scanned as one JSON value), `binary` its `ce-*` headers. */
 export function fromBinaryEvent(
   raw: RawRecord,
-  attributes: CloudEventAttributes,
+  binary: BinaryCloudEvent,
   contentType: string | undefined,
 ): RawRecord {
   if (!raw.ok) return raw;
+  if (binary.problem !== undefined) return refused(binary.problem);
   // In binary mode the Content-Type is the event's datacontenttype (HTTP binding 3.1.1).
-  const event = { ...attributes, datacontenttype: contentType };
+  const event = { ...binary.attributes, datacontenttype: contentType };
   const problem = attributeProblem(event);
   if (problem !== undefined) return refused(problem);
   return toRecord(event, raw.value, raw.dataJson, raw.exactNumbers);

@@ -223,11 +223,7 @@ describe("decodeBody", () => {
     if (!structured?.ok) throw new Error("refused");
     expect(sentAs(structured)).toBe(`{"type":"t","id":"e-1","data":${data}}`);
     const [binary] = await decodeBody(bytes(data), "application/json", undefined, LIMITS, {
-      specversion: "1.0",
-      id: "e-2",
-      source: "/s",
-      type: "t",
-      time: "2026-01-01T00:00:00Z",
+      attributes: { specversion: "1.0", id: "e-2", source: "/s", type: "t", time: "2026-01-01T00:00:00Z" },
     });
     if (!binary?.ok) throw new Error("refused");
     expect(sentAs(binary)).toBe(`{"type":"t","id":"e-2","ts":"2026-01-01T00:00:00Z","data":${data}}`);

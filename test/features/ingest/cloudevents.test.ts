@@ -125,7 +125,9 @@ describe("CloudEvents bodies", () => {
     const attributes = binaryCloudEvent(
       headers({ "ce-specversion": "1.0", "ce-type": "click", "ce-source": "/a%20b", "ce-id": "e2" }),
     );
-    expect(attributes).toEqual({ specversion: "1.0", type: "click", source: "/a b", id: "e2" });
+    expect(attributes).toEqual({
+      attributes: { specversion: "1.0", type: "click", source: "/a b", id: "e2" },
+    });
     expect(binaryCloudEvent(headers({ "content-type": "application/json" }))).toBeUndefined();
     const data = '{"element":"y","n":9007199254740993}';
     const [record] = await decodeBody(bytes(data), "application/json", undefined, LIMITS, attributes);
@@ -136,13 +138,11 @@ describe("CloudEvents bodies", () => {
     });
     // The Content-Type is the event's datacontenttype (HTTP binding 3.1.1): a ce-datacontenttype header is not.
     const [plain] = await decodeBody(bytes(data), "text/plain+json", undefined, LIMITS, {
-      ...attributes,
-      datacontenttype: "application/other+json",
+      attributes: { ...attributes?.attributes, datacontenttype: "application/other+json" },
     });
     expect(plain).toMatchObject({ ok: true, headers: { ce_datacontenttype: "text/plain+json" } });
     const [wrong] = await decodeBody(bytes(data), "application/json", undefined, LIMITS, {
-      ...attributes,
-      specversion: "2",
+      attributes: { ...attributes?.attributes, specversion: "2" },
     });
     expect(wrong).toMatchObject({ ok: false, code: "invalid_record" });
   });
@@ -161,7 +161,7 @@ describe("CloudEvents bodies", () => {
         "x-ce-id": "other",
       }),
     );
-    expect(attributes).toEqual({
+    expect(attributes?.attributes).toEqual({
       specversion: "1.0",
       type: "click",
       source: "/s",
@@ -174,6 +174,54 @@ describe("CloudEvents bodies", () => {
       ok: true,
       headers: { ce_id: "e3", ce_region: "eu-west 1", ce_comexampleextension1: "value" },
     });
+  });
+
+  test("binary mode: a header value is unquoted (RFC 7230 quoted-string), then percent-decoded once; one that is not UTF-8 refuses the event", async () => {
+    // HTTP binding 1.0.2, 3.1.3.2: double-quoted values MUST be supported (older senders), then one round of percent-decoding.
+    const quoted = binaryCloudEvent(
+      headers({
+        "ce-specversion": '"1.0"',
+        "ce-type": "click",
+        "ce-source": '"my \\"quoted\\" source"',
+        "ce-id": '"e%204"',
+        "ce-subject": "Euro%20%e2%82%ac%20%F0%9F%98%80",
+        "ce-region": "%2541",
+      }),
+    );
+    expect(quoted).toEqual({
+      attributes: {
+        specversion: "1.0",
+        type: "click",
+        source: 'my "quoted" source',
+        id: "e 4",
+        subject: "Euro \u20ac \u{1f600}",
+        region: "%41",
+      },
+    });
+    const [record] = await decodeBody(bytes("{}"), "application/json", undefined, LIMITS, quoted);
+    expect(record).toMatchObject({ ok: true, headers: { ce_source: 'my "quoted" source', ce_id: "e 4" } });
+    // "encoded byte sequences which are invalid in UTF-8 MUST be rejected": an overlong space, a lone byte,
+    // an encoded surrogate; and what is no percent-encoding or no quoted-string at all.
+    for (const value of ["%C0%A0", "caf%E9", "%ED%A0%80", "100%", "%4", "%zz", '"open', '"a"b"']) {
+      const event = binaryCloudEvent(
+        headers({
+          "ce-specversion": "1.0",
+          "ce-type": "click",
+          "ce-source": "/s",
+          "ce-id": "e5",
+          "ce-subject": value,
+        }),
+      );
+      expect(event?.problem).toBe(
+        "header ce-subject is not a percent-encoded UTF-8 value (HTTP binding 3.1.3.2)",
+      );
+      const [refused] = await decodeBody(bytes("{}"), "application/json", undefined, LIMITS, event);
+      expect(refused).toEqual({
+        ok: false,
+        reason: "CloudEvent: header ce-subject is not a percent-encoded UTF-8 value (HTTP binding 3.1.3.2)",
+        code: "invalid_record",
+      });
+    }
   });
 
   test("the Content-Type decides the mode: a structured event with ce-* headers is read as structured", async () => {
