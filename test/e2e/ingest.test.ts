@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
-import { assertExactlyOnce, createTopic, readTopic, services } from "../support/kafka.ts";
+import { assertExactlyOnce, createTopic, readTopic, readWithKcat, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
 import { RUNTIMES, type RunningGateway, startGateway } from "./harness.ts";
@@ -163,6 +163,22 @@ describe.each(RUNTIMES)("ingest into real Kafka on %s", (runtime) => {
   test("?ack=none answers 202 once queued", async () => {
     const result = await post(gateway, JSON.stringify(page(424242)), auth, "?ack=none");
     expect(result.status).toBe(202);
+  });
+
+  test("a key with a lone surrogate is refused (no UTF-8 spells it); a surrogate pair is the Kafka key as sent", async () => {
+    const body = `${JSON.stringify(page(515151, { key: "\ud83d\ude00" }))}\n${JSON.stringify(page(515152, { key: "\ud800" }))}`;
+    const result = await post(gateway, body, { ...auth, "content-type": "application/x-ndjson" });
+    expect(result.status).toBe(202);
+    expect(result.body).toMatchObject({
+      accepted: 1,
+      rejected: 1,
+      errors: [{ index: 1, code: "invalid_record" }],
+    });
+    const records = await readWithKcat(topic);
+    const keyed = records.filter((record) => record.payload.includes('"evt-51515'));
+    expect(keyed.map((record) => [JSON.parse(record.payload).id, record.key])).toEqual([
+      ["evt-515151", "\u{1f600}"],
+    ]);
   });
 });
 

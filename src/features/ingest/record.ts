@@ -20,6 +20,13 @@ export type Normalized =
 const TYPE_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 const MAX_ID_LENGTH = 128;
 const MAX_KEY_LENGTH = 1024;
+/**
+ * An unpaired surrogate (in `u` mode a pair is one code point, which `\p{Cs}`
+ * does not match): no UTF-8 spells it, so the Kafka key (and the id kept by
+ * per-record deduplication in Redis) would be U+FFFD, the same bytes for
+ * every such key, while the value's JSON still says `"\ud800"`.
+ */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 function invalid(reason: string): Normalized {
   return { ok: false, reason, code: "invalid_record" };
@@ -63,6 +70,8 @@ export function normalizeRecord(
   if (id !== undefined && (typeof id !== "string" || id === "" || id.length > MAX_ID_LENGTH)) {
     return invalid(`"id" must be a non-empty string of at most ${MAX_ID_LENGTH} characters`);
   }
+  if (typeof id === "string" && LONE_SURROGATE.test(id))
+    return invalid('"id" must be well-formed Unicode: it holds a lone surrogate, which UTF-8 cannot carry');
   if (ts !== undefined && !(typeof ts === "string" || (typeof ts === "number" && Number.isFinite(ts)))) {
     return invalid('"ts" must be a number or a string');
   }
@@ -72,6 +81,8 @@ export function normalizeRecord(
   if (key !== undefined && (typeof key !== "string" || key === "" || key.length > MAX_KEY_LENGTH)) {
     return invalid(`"key" must be a non-empty string of at most ${MAX_KEY_LENGTH} characters`);
   }
+  if (typeof key === "string" && LONE_SURROGATE.test(key))
+    return invalid('"key" must be well-formed Unicode: it holds a lone surrogate, which UTF-8 cannot carry');
   if (data === null || typeof data !== "object" || Array.isArray(data))
     return invalid('"data" must be a JSON object');
   const validation = schemas.validate(type, data, exactNumbers);
