@@ -319,6 +319,19 @@ describe.each(RUNTIMES)(
       });
       expect(overlong.status).toBe(422);
       expect(JSON.parse(overlong.text).errors[0]).toMatchObject({ code: "invalid_record" });
+      // A CloudEvents String excludes control characters and lone surrogates (spec 1.0.2, Type System).
+      const excluded = await post(
+        gateway,
+        "/v1/events",
+        '[{"specversion":"1.0","type":"click","source":"/x","id":"ce-nul","subject":"a\\u0000b","data":{}},' +
+          '{"specversion":"1.0","type":"click","source":"/x","id":"ce-lone","subject":"\\udead","data":{}}]',
+        { ...auth, "content-type": "application/cloudevents-batch+json" },
+      );
+      expect(excluded.status).toBe(422);
+      expect(JSON.parse(excluded.text).errors.map((error: { code: string }) => error.code)).toEqual([
+        "invalid_record",
+        "invalid_record",
+      ]);
 
       const messages = await readTopic(topic, 6);
       const byId = new Map(messages.map((message) => [JSON.parse(message.value).id as string, message]));

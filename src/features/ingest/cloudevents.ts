@@ -116,9 +116,21 @@ function refused(reason: string): RawRecord {
   return { ok: false, reason: `CloudEvent: ${reason}`, code: "invalid_record" };
 }
 
+/**
+ * Characters a CloudEvents String excludes (spec 1.0.2, "Type System"):
+ * control characters (U+0000-U+001F, U+007F-U+009F), noncharacters, and
+ * surrogates not used in pairs (in `u` mode a pair is one code point).
+ */
+const EXCLUDED_CHARACTER = /[\p{Cc}\p{Cs}\p{Noncharacter_Code_Point}]/u;
+
 /** The checks every event gets, whichever mode carried it; a reason, or undefined when it holds. */
 function attributeProblem(attributes: Record<string, unknown>): string | undefined {
   if (attributes.specversion !== "1.0") return '"specversion" must be "1.0"';
+  for (const name in attributes) {
+    const value = attributes[name];
+    if (!NOT_HEADERS.has(name) && typeof value === "string" && EXCLUDED_CHARACTER.test(value))
+      return `"${name}" holds a control character, a noncharacter or a lone surrogate, which a CloudEvents String excludes`;
+  }
   for (const name of ["id", "source", "type"]) {
     const value = attributes[name];
     if (typeof value !== "string" || value === "") return `"${name}" must be a non-empty string`;

@@ -224,6 +224,46 @@ describe("CloudEvents bodies", () => {
     }
   });
 
+  test("an attribute holding a character a CloudEvents String excludes is refused: control characters, noncharacters, lone surrogates", async () => {
+    // Spec 1.0.2, Type System, String: "\uDEAD" is invalid, "\uD800\uDEAD" legal. They would reach Kafka headers
+    // as sent (NUL, DEL) or, for a lone surrogate, as U+FFFD.
+    for (const [name, text] of <Array<[string, string]>>[
+      ["subject", "a\\u0000b"],
+      ["subject", "line\\nbreak"],
+      ["source", "\\u007f"],
+      ["id", "\\u0085"],
+      ["subject", "\\ufdd0"],
+      ["region", "\\uffff"],
+      ["subject", "\\udead"],
+      ["type", "click\\ud800"],
+    ]) {
+      const members = { specversion: "1.0", type: "click", source: "/s", id: "e9", data: {}, [name]: "@" };
+      const body = JSON.stringify(members).replace('"@"', `"${text}"`);
+      const [record] = await decodeBody(bytes(body), "application/cloudevents+json", undefined, LIMITS);
+      expect(record).toEqual({
+        ok: false,
+        reason: `CloudEvent: "${name}" holds a control character, a noncharacter or a lone surrogate, which a CloudEvents String excludes`,
+        code: "invalid_record",
+      });
+    }
+    // Binary mode: a percent-encoded control character is one too.
+    const binary = binaryCloudEvent(
+      headers({
+        "ce-specversion": "1.0",
+        "ce-type": "click",
+        "ce-source": "/s",
+        "ce-id": "e9",
+        "ce-subject": "a%00b",
+      }),
+    );
+    const [fromHeaders] = await decodeBody(bytes("{}"), "application/json", undefined, LIMITS, binary);
+    expect(fromHeaders).toMatchObject({ ok: false, code: "invalid_record" });
+    // A pair, other non-ASCII text, and control characters inside data are fine.
+    const good = `{"specversion":"1.0","type":"click","source":"/s","id":"e9","subject":"\\ud83d\\ude00 caf\\u00e9","data":{"t":"\\u0000"}}`;
+    const [kept] = await decodeBody(bytes(good), "application/cloudevents+json", undefined, LIMITS);
+    expect(kept).toMatchObject({ ok: true, headers: { ce_subject: "\u{1f600} café" } });
+  });
+
   test("the Content-Type decides the mode: a structured event with ce-* headers is read as structured", async () => {
     // Binding 3.2.3: a structured event MAY carry the binary mode's headers as well.
     const attributes = binaryCloudEvent(
