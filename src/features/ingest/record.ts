@@ -73,7 +73,8 @@ export function normalizeRecord(
   if (typeof id === "string" && LONE_SURROGATE.test(id))
     return invalid('"id" must be well-formed Unicode: it holds a lone surrogate, which UTF-8 cannot carry');
   if (ts !== undefined && !(typeof ts === "string" || (typeof ts === "number" && Number.isFinite(ts)))) {
-    return invalid('"ts" must be a number or a string');
+    // A number JSON.parse read as Infinity (1e400): its text is finite, but no timestamp that large is meant.
+    return invalid('"ts" must be a string or a number of at most about 1.8e308 (a double)');
   }
   if (channel !== undefined && (typeof channel !== "string" || !CHANNEL_PATTERN.test(channel))) {
     return invalid('"channel" must match [A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}');

@@ -23,4 +23,15 @@ describe("normalizeRecord", () => {
       expect(result).toMatchObject({ ok: true, record: { key: text, id: text } });
     }
   });
+
+  test("a ts past a double's range (1e400) is refused naming the range, not as a ts of the wrong type; other numbers and strings are taken", () => {
+    expect(normalize({ ts: Number.POSITIVE_INFINITY })).toEqual({
+      ok: false,
+      reason: '"ts" must be a string or a number of at most about 1.8e308 (a double)',
+      code: "invalid_record",
+    });
+    expect(normalize({ ts: true })).toMatchObject({ ok: false, code: "invalid_record" });
+    for (const ts of [0, 1733443200000, 1.5e300, "2026-12-06T00:00:00Z", "whenever"])
+      expect(normalize({ ts })).toMatchObject({ ok: true });
+  });
 });
