@@ -532,7 +532,7 @@ export class Connection {
         type: "error",
         code: "history_gone",
         channel,
-        message: "since is older than the kept history",
+        message: resumed.message,
       });
     }
     if (resumed?.kind !== "events") return;

@@ -37,8 +37,7 @@ export function deltaRoute(
       const resumed = deps.resume.after(principal.tenant, channel, since, limit);
       deps.interested?.(principal.tenant, channel);
       const page: ResumeOutcome = isPending(resumed) ? await resumed.outcome : resumed;
-      if (page.kind === "gone")
-        throw new GatewayError("history_gone", "since is older than the kept history");
+      if (page.kind === "gone") throw new GatewayError("history_gone", page.message);
       if (page.kind === "try_again") {
         throw new GatewayError("try_again", page.message, {
           "retry-after": String(Math.ceil(page.retryAfterMs / 1000)),

@@ -23,8 +23,20 @@ export interface ReplayLimits {
  */
 export type ResumeOutcome =
   | { kind: "events"; events: HistoryEvent[]; complete: boolean; next: string | null }
-  | { kind: "gone" }
+  | { kind: "gone"; message: string }
   | { kind: "try_again"; retryAfterMs: number; message: string };
+
+/** `since` is older than what memory keeps and, with Kafka, than what the fan-out topic still holds. */
+const OLDER_THAN_KEPT: ResumeOutcome = { kind: "gone", message: "since is older than the kept history" };
+/**
+ * `since` names another epoch of the fan-out topic (it was deleted and made
+ * again) or another partition than the channel's: no history of this channel
+ * follows it.
+ */
+const NOT_THIS_LOG: ResumeOutcome = {
+  kind: "gone",
+  message: "since is not a position of this channel's log (another epoch or partition of the fan-out topic)",
+};
 
 /** A read of the log under way; live delivery of the channel takes over at offset `until`. */
 export interface PendingResume {
@@ -139,14 +151,14 @@ export class Resume {
     if (!head && position) return busy("this instance has not started reading the fan-out log yet");
     if (
       kept.reason === "unknown_position" ||
-      !this.bus.readLog ||
       !position ||
       !head ||
       head.epoch !== position.epoch ||
       head.partition !== position.partition
     ) {
-      return { kind: "gone" };
+      return NOT_THIS_LOG;
     }
+    if (!this.bus.readLog) return OLDER_THAN_KEPT;
     const key = `${tenant}\n${channel}\n${position.offset}\n${head.next}\n${limit}`;
     const shared = this.reading.get(key);
     if (shared) return { until: head.next, outcome: shared };
@@ -213,8 +225,7 @@ export class Resume {
       const deadline = Date.now() + this.limits.timeoutMs;
       for (;;) {
         const head = this.bus.head(key);
-        if (head && (head.epoch !== since.epoch || head.partition !== since.partition))
-          return { kind: "gone" };
+        if (head && (head.epoch !== since.epoch || head.partition !== since.partition)) return NOT_THIS_LOG;
         if (head && head.next > since.offset)
           return { kind: "events", events: [], complete: true, next: null };
         if (Date.now() >= deadline) {
@@ -244,7 +255,7 @@ export class Resume {
     this.active++;
     this.activePerTenant.set(tenant, (this.activePerTenant.get(tenant) ?? 0) + 1);
     try {
-      if (!this.bus.readLog) return { kind: "gone" };
+      if (!this.bus.readLog) return OLDER_THAN_KEPT;
       const read = await this.bus.readLog({
         tenant,
         channel,
@@ -255,7 +266,7 @@ export class Resume {
         maxBytes: this.limits.maxBytes,
         deadline: Date.now() + this.limits.timeoutMs,
       });
-      if (read.gone) return { kind: "gone" };
+      if (read.gone) return OLDER_THAN_KEPT;
       const events = read.messages.map(historyEvent);
       const complete = read.next >= until;
       const next = complete ? null : formatEventId({ ...since, offset: read.next - 1n });

@@ -282,7 +282,7 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     switch (resumed.kind) {
       case "gone": {
         metrics.wsResumes.inc({ result: "history_gone" });
-        const gone = { code: "history_gone", channel, message: "since is older than the kept history" };
+        const gone = { code: "history_gone", channel, message: resumed.message };
         return { text: sseEvent("problem", JSON.stringify(gone)), end: false };
       }
       case "try_again": {

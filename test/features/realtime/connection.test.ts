@@ -538,7 +538,7 @@ describe("a resume read from the log", () => {
     await send(peer, { type: "subscribe", channel: "orders", since: "e-0-0000000000000001" });
     log.finish({ kind: "events", events: [keptEvent(2)], complete: true, next: null });
     await send(peer, { type: "subscribe", channel: "gone", since: "e-0-0000000000000001" });
-    log.finish({ kind: "gone" });
+    log.finish({ kind: "gone", message: "since is older than the kept history" });
     await settle();
     const text = await metrics.registry.metrics();
     const lines = (prefix: string) => text.split("\n").filter((line) => line.startsWith(prefix));

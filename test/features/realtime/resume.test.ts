@@ -122,7 +122,7 @@ describe("resume from the log over WebSocket", () => {
     await settle();
     expect(peer.frames.slice(1)).toMatchObject([
       { type: "subscribed", channel: "x", lastEventId: id(9) },
-      { type: "error", code: "history_gone", channel: "x" },
+      { type: "error", code: "history_gone", channel: "x", message: "since is older than the kept history" },
     ]);
   });
 
@@ -371,7 +371,7 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
     expect(verified).toBe(0);
   });
 
-  test("a since that is not an event id is a 400 bad_request; a well-formed one of another epoch or partition stays 410", async () => {
+  test("a since that is not an event id is a 400 bad_request; a well-formed one of another epoch or partition stays 410, saying so", async () => {
     const world = resumeWorld();
     for (let n = 0; n < 5; n++) world.publish(n, "x");
     for (const since of ["bogus", "null", `${id(1)}x`]) {
@@ -380,7 +380,12 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
     // An empty since is no since (EventSource's lastEventId before any event), as on GET /v1/sse.
     expect(await get(world, { since: "" })).toEqual(await get(world, {}));
     for (const since of ["otherepoch-0-0000000000000001", id(1).replace("-0-", "-7-")]) {
-      await expect(get(world, { since })).rejects.toMatchObject({ code: "history_gone", status: 410 });
+      await expect(get(world, { since })).rejects.toMatchObject({
+        code: "history_gone",
+        status: 410,
+        message:
+          "since is not a position of this channel's log (another epoch or partition of the fan-out topic)",
+      });
     }
     expect((await get(world, { since: id(1) })).events.map((event) => event.id)).toEqual([2, 3, 4].map(id));
   });
