@@ -360,6 +360,7 @@ async function createSink(
     retryMaxMs: 3000,
     unavailableRetryMs: config.kafka.topicRetryMs,
     deadLetterTopic: config.kafka.dlqTopic,
+    eventsTopic: config.kafka.topic,
   };
   if (!kafka) {
     // Each worker process appends to a log of its own.

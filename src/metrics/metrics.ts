@@ -82,7 +82,7 @@ export function createMetrics(runtime: string, version: string) {
     }),
     eventsProduced: new Counter({
       name: "gateway_events_produced_total",
-      help: "Records acknowledged by the sink (Kafka or the local log)",
+      help: "Ingested records (POST /v1/events) acknowledged by the sink: KAFKA_TOPIC or the local log. Fan-out copies, publishes and dead letters, written to other topics, are not counted",
       registers: r,
     }),
     eventsUndeliverable: new Counter({

@@ -19,6 +19,12 @@ async function subscribe(socket: TestSocket, channel: string, since?: string): P
   return socket.next((frame) => frame.type === "subscribed" || frame.type === "error");
 }
 
+/** gateway_events_produced_total of `gateway`. */
+async function produced(gateway: RunningGateway): Promise<number> {
+  const page = await (await fetch(`${gateway.url}/metrics`)).text();
+  return Number(/^gateway_events_produced_total (\S+)$/m.exec(page)?.[1]);
+}
+
 async function ingest(gateway: RunningGateway, tenant: string, channel: string, from: number, count: number) {
   const records = Array.from({ length: count }, (_, i) => ({
     type: "click",
@@ -82,7 +88,10 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
   test("events ingested on one instance reach a subscriber on the other, in order, once", async () => {
     const subscriber = await connectSubscriber(second, "acme");
     expect((await subscribe(subscriber, "orders")).type).toBe("subscribed");
+    const producedBefore = await produced(first);
     await ingest(first, "acme", "orders", 0, 20);
+    // Each record went to the ingest topic and, as a fan-out copy, to the fan-out topic: produced counts the first only.
+    expect((await produced(first)) - producedBefore).toBe(20);
     const events = await collect(subscriber, 20);
     expect(events.map((event) => (event.data as { element: string }).element)).toEqual(
       Array.from({ length: 20 }, (_, i) => `e${i}`),

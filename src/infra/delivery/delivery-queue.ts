@@ -36,6 +36,12 @@ export interface DeliveryQueueOptions {
   unavailableRetryMs: number;
   /** Where records the sink refused for good go (KAFKA_DLQ_TOPIC); unset: they are dropped. */
   deadLetterTopic?: string;
+  /**
+   * The ingest topic (KAFKA_TOPIC): only its records count in gateway_events_produced_total, the
+   * records gateway_events_accepted_total counts, written. The fan-out topic's copies and publishes
+   * and the dead letters share the queue but are not ingested events. Unset: every record counts.
+   */
+  eventsTopic?: string;
 }
 
 interface Ticket {
@@ -849,7 +855,9 @@ export class DeliveryQueue implements RecordQueue {
       entry.ticket.remaining--;
       if (entry.ticket.remaining === 0) entry.ticket.resolve();
     }
-    this.metrics.eventsProduced.inc(batch.length);
+    const { eventsTopic } = this.options;
+    if (eventsTopic === undefined || lane.topic === eventsTopic)
+      this.metrics.eventsProduced.inc(batch.length);
     this.metrics.produceBatchRecords.observe(batch.length);
     this.release(lane, batch);
   }

@@ -96,6 +96,21 @@ describe("DeliveryQueue", () => {
     expect(queue.depth.records).toBe(0);
   });
 
+  test("gateway_events_produced_total counts the ingest topic's records, not fan-out copies, publishes or dead letters", async () => {
+    const { writer, queue, metrics } = setup({ eventsTopic: "t", deadLetterTopic: "dlq" });
+    const on = (topic: string, n: number): SinkMessage => ({ ...message(n), topic });
+    await Promise.all([
+      queue.enqueue([on("t", 1), on("t", 2), on("t", 3)], "acknowledged", "acme"),
+      queue.enqueue([on("fanout", 1), on("fanout", 2)], "acknowledged", "acme"),
+    ]);
+    expect(writer.batches.flat().length).toBe(5);
+    const produced = (await metrics.eventsProduced.get()).values[0]?.value;
+    expect(produced).toBe(3);
+    // Every batch is still in the batch-size histogram, whatever its topic.
+    const batches = (await metrics.produceBatchRecords.get()).values;
+    expect(batches.find((value) => value.metricName === "gateway_kafka_batch_records_sum")?.value).toBe(5);
+  });
+
   test("splits by batch bytes", async () => {
     const { writer, queue } = setup({ batchBytes: 200 });
     await queue.enqueue(
