@@ -270,7 +270,7 @@ export function createMetrics(runtime: string, version: string) {
     }),
     fanoutWantedChannels: new Gauge({
       name: "gateway_fanout_wanted_channels",
-      help: "Channels whose fan-out messages this instance decodes and keeps: watched here, or within HISTORY_KEEP_IDLE_MS (Kafka bus)",
+      help: "Channels whose fan-out messages this instance decodes and keeps. Kafka bus: those watched here, or within HISTORY_KEEP_IDLE_MS; embedded bus, which keeps every channel: those with history held (a channel subscribed to but without events yet is not counted)",
       registers: r,
     }),
     historyChannels: new Gauge({
