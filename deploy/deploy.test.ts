@@ -371,7 +371,7 @@ const service = await yaml<K8sObject>("k8s/base/service.yaml");
 const pdb = await yaml<K8sObject>("k8s/base/pdb.yaml");
 const networkPolicy = await yaml<K8sObject>("k8s/base/networkpolicy.yaml");
 const hpa = await yaml<K8sObject>("k8s/base/hpa.yaml");
-const serviceMonitor = await yaml<K8sObject>("k8s/base/servicemonitor.yaml");
+const podMonitor = await yaml<K8sObject>("k8s/base/podmonitor.yaml");
 const adapterValues = await yaml<{ rules: { custom: Array<{ name: { as: string } }> } }>(
   "k8s/prometheus-adapter/values.yaml",
 );
@@ -583,7 +583,7 @@ describe("Kubernetes base", () => {
     }
   });
 
-  test("Service, PDB, HPA, ServiceMonitor and NetworkPolicy point at the Deployment's pods", () => {
+  test("Service, PDB, HPA, PodMonitor and NetworkPolicy point at the Deployment's pods", () => {
     const labels = deployment.spec.template.metadata.labels;
     expect(labels).toMatchObject(deployment.spec.selector.matchLabels);
     expect(labels).toMatchObject(service.spec.selector);
@@ -597,12 +597,15 @@ describe("Kubernetes base", () => {
     expect(hpa.spec.scaleTargetRef).toMatchObject({ kind: "Deployment", name: deployment.metadata.name });
     const metricTypes = hpa.spec.metrics.map((metric: { type: string }) => metric.type);
     expect(metricTypes).toEqual(expect.arrayContaining(["Resource", "Pods"]));
-    const monitor = serviceMonitor;
+    const monitor = podMonitor;
     expect(monitor.apiVersion).toBe("monitoring.coreos.com/v1");
-    expect(service.metadata.labels).toMatchObject(monitor.spec.selector.matchLabels);
-    const servicePortNames = service.spec.ports.map((port: { name: string }) => port.name);
-    for (const endpoint of monitor.spec.endpoints) {
-      expect(servicePortNames).toContain(endpoint.port);
+    expect(monitor.kind).toBe("PodMonitor");
+    expect(labels).toMatchObject(monitor.spec.selector.matchLabels);
+    const containerPortNames = deployment.spec.template.spec.containers.flatMap((c) =>
+      (c.ports ?? []).map((port) => port.name),
+    );
+    for (const endpoint of monitor.spec.podMetricsEndpoints) {
+      expect(containerPortNames).toContain(endpoint.port);
       expect(endpoint.path).toBe("/metrics");
     }
   });

@@ -276,8 +276,8 @@ describe.each(renderings)("$name", ({ objects }) => {
       .flatMap((group) => group.rules)
       .find((rule) => rule.alert === "GatewayDrainStuck");
     const thresholdMs = Number(/> (\d+)\s*$/.exec(drainStuck?.expr ?? "")?.[1]) * 1000;
-    const monitor = objects.find((o) => o.kind === "ServiceMonitor");
-    const scrapeMs = Number.parseInt(monitor?.spec.endpoints[0].interval ?? "15s", 10) * 1000;
+    const monitor = objects.find((o) => o.kind === "PodMonitor");
+    const scrapeMs = Number.parseInt(monitor?.spec.podMetricsEndpoints[0].interval ?? "15s", 10) * 1000;
     expect(thresholdMs).toBeGreaterThan(config.drainDelayMs);
     expect(thresholdMs + scrapeMs).toBeLessThanOrEqual(config.drainTimeoutMs);
   });
@@ -358,14 +358,25 @@ describe.each(renderings)("$name", ({ objects }) => {
       const rule = policy.spec.ingress.find((r: K8s) => r.ports.some((p: K8s) => p.port === metricsPort));
       expect(rule.from?.[0]?.namespaceSelector).toBeDefined();
     }
-    const monitor = objects.find((o) => o.kind === "ServiceMonitor");
+    const monitor = objects.find((o) => o.kind === "PodMonitor");
     if (monitor) {
-      expect(monitor.spec.endpoints.map((e: K8s) => [e.port, e.path])).toEqual([["metrics", "/metrics"]]);
-      // The alerts select job="edge-gateway": the job label comes from the Service's name label.
-      expect(service.metadata.labels[monitor.spec.jobLabel]).toBe("edge-gateway");
+      expect(monitor.spec.podMetricsEndpoints.map((e: K8s) => [e.port, e.path])).toEqual([
+        ["metrics", "/metrics"],
+      ]);
+      // The alerts select job="edge-gateway": the job label comes from the pods' name label.
+      const podLabels = only(objects, "Deployment").spec.template.metadata.labels;
+      expect(podLabels[monitor.spec.jobLabel]).toBe("edge-gateway");
       expect(monitor.metadata.labels.release).toBeString();
-      expect(service.metadata.labels).toMatchObject(monitor.spec.selector.matchLabels);
+      expect(podLabels).toMatchObject(monitor.spec.selector.matchLabels);
     }
+  });
+
+  test("a draining pod is still scraped: pods found by a PodMonitor, not through the Service's Endpoints", () => {
+    // Endpoints drop a pod as soon as it is deleted: a ServiceMonitor stops scraping it before
+    // preStop ends, so gateway_draining and the drain's start (GatewayDrainStuck) were never seen.
+    expect(objects.filter((o) => o.kind === "ServiceMonitor")).toEqual([]);
+    const monitor = objects.find((o) => o.kind === "PodMonitor");
+    if (objects.some((o) => o.kind === "PrometheusRule")) expect(monitor).toBeDefined();
   });
 
   test("the NetworkPolicy lets the gateway reach every port its settings name: Kafka's listeners, Redis, HTTPS, OTLP", () => {
@@ -433,7 +444,7 @@ describe("files that must agree", () => {
       .replaceAll("<<.Series>>", "gateway_ws_connections")
       .replaceAll("<<.LabelMatchers>>", 'namespace="prod",pod=~"gw-a|gw-b|gw-c"')
       .replaceAll("<<.GroupBy>>", "pod");
-    // The labels of a real scrape (createMetrics: `runtime` on the WebSocket gauge only) plus the ServiceMonitor's.
+    // The labels of a real scrape (createMetrics: `runtime` on the WebSocket gauge only) plus the PodMonitor's.
     const pod = (name: string) => `namespace="prod", pod="${name}", job="edge-gateway"`;
     const input = [
       [`gateway_ws_connections{${pod("gw-a")}, runtime="bun"}`, 300],
@@ -596,5 +607,9 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
     const passed = render("config.HISTORY_EVENTS_PER_CHANNEL=7");
     expect(passed.exitCode).toBe(0);
     expect(passed.stdout.toString()).toContain('HISTORY_EVENTS_PER_CHANNEL: "7"');
+    // A values file of an older chart that still turns the ServiceMonitor off or on is refused, not ignored.
+    const old = render("monitoring.serviceMonitor.enabled=false");
+    expect(old.exitCode).not.toBe(0);
+    expect(old.stderr.toString()).toContain("monitoring.serviceMonitor is now monitoring.podMonitor");
   });
 });

@@ -6,7 +6,7 @@
 {{- end -}}
 {{- end -}}
 
-{{/* The alerts and the ServiceMonitor's job label rely on app.kubernetes.io/name being edge-gateway. */}}
+{{/* The alerts and the PodMonitor's job label rely on app.kubernetes.io/name being edge-gateway. */}}
 {{- define "edge-gateway.selectorLabels" -}}
 app.kubernetes.io/name: edge-gateway
 app.kubernetes.io/instance: {{ .Release.Name }}
