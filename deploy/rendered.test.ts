@@ -340,6 +340,17 @@ describe.each(renderings)("$name", ({ objects }) => {
     }
   });
 
+  test("pods spread over zones, then nodes, each revision on its own (matchLabelKeys: pod-template-hash)", () => {
+    // Counted with the old revision's pods, a rollout places new pods beside old ones about to go.
+    const labels = only(objects, "Deployment").spec.template.metadata.labels;
+    for (const constraint of pod.topologySpreadConstraints)
+      expect(labels).toMatchObject(constraint.labelSelector.matchLabels);
+    expect(pod.topologySpreadConstraints.map((c: K8s) => [c.topologyKey, c.matchLabelKeys])).toEqual([
+      ["topology.kubernetes.io/zone", ["pod-template-hash"]],
+      ["kubernetes.io/hostname", ["pod-template-hash"]],
+    ]);
+  });
+
   test("PDB: one pod at a time, and unhealthy pods never block a node drain", () => {
     const pdb = only(objects, "PodDisruptionBudget");
     expect(pdb.spec.unhealthyPodEvictionPolicy).toBe("AlwaysAllow");
