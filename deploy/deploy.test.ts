@@ -86,6 +86,17 @@ async function yaml<T>(path: string): Promise<T> {
   return Bun.YAML.parse(await text(path)) as T;
 }
 
+/** A Kustomize env file (a configMapGenerator's `envs`) as the ConfigMap it makes: NAME=value lines, # comments. */
+async function envFile(path: string): Promise<{ data: Env }> {
+  const data: Env = {};
+  for (const line of (await text(path)).split("\n")) {
+    if (line.trim() === "" || line.trimStart().startsWith("#")) continue;
+    const at = line.indexOf("=");
+    data[line.slice(0, at)] = line.slice(at + 1);
+  }
+  return { data };
+}
+
 function gatewayContainer(deployment: Deployment): Container {
   const container = deployment.spec.template.spec.containers.find((c) => c.name === "gateway");
   if (!container) throw new Error("deployment has no container named gateway");
@@ -366,7 +377,7 @@ const node24Lock = (await Bun.file(join(DEPLOY, "node24/package-lock.json")).jso
 };
 const installTools = await Bun.file(join(ROOT, "scripts/install-tools")).text();
 const deployment = await yaml<Deployment>("k8s/base/deployment.yaml");
-const configMap = await yaml<K8sObject>("k8s/base/configmap.yaml");
+const configMap = await envFile("k8s/base/config.env");
 const service = await yaml<K8sObject>("k8s/base/service.yaml");
 const pdb = await yaml<K8sObject>("k8s/base/pdb.yaml");
 const networkPolicy = await yaml<K8sObject>("k8s/base/networkpolicy.yaml");
@@ -378,7 +389,7 @@ const adapterValues = await yaml<{ rules: { custom: Array<{ name: { as: string }
 const baseKustomization = await yaml<{ resources: string[] }>("k8s/base/kustomization.yaml");
 const awsKustomization = await yaml<{ resources: string[] }>("k8s/overlays/aws/kustomization.yaml");
 const awsDeploymentPatch = await yaml<Deployment>("k8s/overlays/aws/deployment-patch.yaml");
-const awsConfigMapPatch = await yaml<K8sObject>("k8s/overlays/aws/configmap-patch.yaml");
+const awsConfigMapPatch = await envFile("k8s/overlays/aws/config.env");
 const awsServiceAccount = await yaml<K8sObject>("k8s/overlays/aws/serviceaccount.yaml");
 // biome-ignore lint/suspicious/noExplicitAny: compose files are free-form; each test reads what it checks.
 const compose = await yaml<{ services: Record<string, any> }>("compose.yaml");

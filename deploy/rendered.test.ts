@@ -257,6 +257,19 @@ describe.each(renderings)("$name", ({ objects }) => {
     );
   });
 
+  test("a change of setting rolls the pods: the ConfigMap's name is a hash of it (Kustomize), or the template carries its checksum (chart)", () => {
+    // The gateway reads its settings at start only: a ConfigMap changed under the same name
+    // left every pod on the old settings until it happened to restart.
+    const [source] = container.envFrom.map((s: K8s) => s.configMapRef.name);
+    const map = objects.find((o) => o.kind === "ConfigMap" && o.metadata.name === source);
+    expect(map).toBeDefined();
+    const checksum = only(objects, "Deployment").spec.template.metadata.annotations["checksum/config"];
+    expect({
+      hashedName: /^edge-gateway-[a-z0-9]{10}$/.test(source),
+      checksum: checksum !== undefined,
+    }).not.toEqual({ hashedName: false, checksum: false });
+  });
+
   test("one core requested per pod", () => {
     expect(cores(container.resources.requests.cpu)).toBe(1);
   });
