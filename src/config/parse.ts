@@ -12,7 +12,8 @@ export function integer(min: number, max: number = Number.MAX_SAFE_INTEGER) {
     const text = raw.trim();
     if (!/^-?\d+$/.test(text))
       throw new Error(`expected an integer ${range} (digits only, no unit), got "${raw}"`);
-    const value = Number(text);
+    // + 0: "-0" is the number 0, not -0 (which `Object.is` and 1 / x tell apart from 0).
+    const value = Number(text) + 0;
     // Quoted as written: past 2^53 the parsed number is another one (9007199254740993 reads as …992, 10^21 as 1e+21).
     if (value < min || value > max) throw new Error(`expected an integer ${range}, got ${text}`);
     return value;

@@ -111,3 +111,14 @@ test("integers: whole decimal numbers only, a refused one quoted as written, eve
     "expected an integer of at least 1, got 9007199254740993",
   );
 });
+
+test('a number written "-0" is 0, not -0', () => {
+  for (const raw of ["-0", "-00", " -0 "]) expect(Object.is(integer(0, 65535)(raw), 0)).toBe(true);
+  const config = loadConfig({
+    JWT_SECRET: "0123456789abcdef0123456789abcdef",
+    PORT: "-0",
+    TRUST_PROXY: "-0",
+  });
+  expect(Object.is(config.port, 0)).toBe(true);
+  expect(Object.is(config.rateLimit.trustProxyHops, 0)).toBe(true);
+});
