@@ -35,9 +35,21 @@ export function boolean(raw: string): boolean {
   throw new Error(`expected true or false, got "${raw}"`);
 }
 
+/** The first control character (C0 or DEL) in a value, as U+XXXX: a paste or templating slip, never meant. */
+export function controlCharacterIn(value: string): string | undefined {
+  for (let index = 0; index < value.length; index++) {
+    const code = value.charCodeAt(index);
+    if (code < 0x20 || code === 0x7f) return `U+${code.toString(16).toUpperCase().padStart(4, "0")}`;
+  }
+  return undefined;
+}
+
 export function nonEmpty(raw: string): string {
   const value = raw.trim();
   if (value === "") throw new Error("must not be empty");
+  const control = controlCharacterIn(value);
+  if (control !== undefined)
+    throw new Error(`must not hold a control character, got ${control} in ${JSON.stringify(value)}`);
   return value;
 }
 
