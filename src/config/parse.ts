@@ -95,15 +95,24 @@ export function brokerList(raw: string): string[] {
 
 export function url(protocols: readonly string[]) {
   return (raw: string): string => {
+    const text = raw.trim();
+    // A URL parser drops a tab or newline inside ("http://exa<TAB>mple" is http://example), and reads
+    // "http:host" or "http:///host" as http://host: taken as written, or refused.
+    const control = controlCharacterIn(text);
+    if (control !== undefined) throw new Error(`expected a URL, got ${control} in ${JSON.stringify(raw)}`);
     let parsed: URL;
     try {
-      parsed = new URL(raw.trim());
+      parsed = new URL(text);
     } catch {
       throw new Error(`expected a URL, got "${raw}"`);
     }
     if (!protocols.includes(parsed.protocol)) {
       throw new Error(`expected a ${protocols.join(" or ")} URL, got "${raw}"`);
     }
+    // Non-special schemes (redis:) parse without a host, and a client then connects to localhost.
+    if (!/^[a-z][a-z0-9+.-]*:\/\/[^/\\]/i.test(text) || parsed.hostname === "")
+      throw new Error(`expected scheme://host[:port]…, got "${raw}"`);
+    if (parsed.port === "0") throw new Error(`expected a port in [1, 65535], got "${raw}"`);
     return parsed.toString();
   };
 }

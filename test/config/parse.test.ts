@@ -137,3 +137,23 @@ test("a text setting holding a control character inside is refused naming it", (
   // Trailing newline (a value read from a file) is trimmed, as before.
   expect(loadConfig({ ...secret, AWS_REGION: "eu-west-1\n" }).s3.region).toBe("eu-west-1");
 });
+
+test("a URL setting is taken as written, with a host and a port other than 0, or refused naming it", () => {
+  const secret = { JWT_SECRET: "0123456789abcdef0123456789abcdef" };
+  for (const [name, raw] of [
+    ["REDIS_URL", "redis://"],
+    ["REDIS_URL", "redis:"],
+    ["REDIS_URL", "redis:/0"],
+    ["REDIS_URL", "redis://redis:0"],
+    ["REDIS_URL", "redis://re\tdis:6379"],
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", "http:collector:4318"],
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", "http:///collector:4318"],
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", "http://collec\ntor:4318"],
+    ["S3_ENDPOINT", "https://minio:0"],
+    ["JWKS_URL", "https:idp.example/jwks"],
+  ] as const)
+    expect(() => loadConfig({ ...secret, [name]: raw })).toThrow(new RegExp(`${name}: expected`));
+  expect(loadConfig({ ...secret, REDIS_URL: " rediss://u:p@redis:6380/2 " }).redisUrl).toBe(
+    "rediss://u:p@redis:6380/2",
+  );
+});
