@@ -264,9 +264,14 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
 
   test("GET and HEAD /v1/channels/{channel}/events: the delta, and each refusal", async () => {
     const publisher = { ...JSON_TYPE, ...(await bearer("docs-delta", ["publish"])) };
+    // The second with trace context, which its delta event carries as the WebSocket event frame does.
+    const traced = {
+      traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+      tracestate: "rojo=00f067aa0ba902b7",
+    };
     for (const n of [1, 2])
       await call("POST", "/v1/publish", "/v1/publish", {
-        headers: publisher,
+        headers: n === 2 ? { ...publisher, ...traced } : publisher,
         body: JSON.stringify({ channel: "orders", data: { n } }),
       });
     const auth = await bearer("docs-delta", ["subscribe"]);
@@ -278,6 +283,7 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
       if (method === "GET") {
         const events = all.json().events as Array<{ id: string }>;
         expect(events.length).toBe(2);
+        expect(events[1]).toMatchObject(traced);
         const after = await get(`/v1/channels/orders/events?since=${events[0]?.id}`);
         expect(after.json().events).toHaveLength(1);
       }
