@@ -23,10 +23,13 @@ const REPLAYED = "idempotency-replayed";
  * it must only reach a caller whose request would have passed them: another
  * token of the tenant limited to other channels (or another subject) runs its
  * own request and gets its own answer (a 403 for a channel it may not use),
- * not the first caller's 202.
+ * not the first caller's 202. The tenant and the channel patterns hold no
+ * newline, so the subject between them is read back whole.
  */
 export function idempotencyScope(principal: Principal): string {
-  return `${principal.tenant}\n${principal.subject}\n${principal.channels?.join(" ") ?? ""}`;
+  // A claim of no channels (`[]`, which allows none) must not read as no claim (every channel).
+  const channels = principal.channels === undefined ? "" : `[${principal.channels.join(" ")}]`;
+  return `${principal.tenant}\n${principal.subject}\n${channels}`;
 }
 
 /**

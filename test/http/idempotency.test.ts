@@ -95,12 +95,14 @@ describe("Idempotency-Key", () => {
     };
     const carol = { ...alice, subject: "carol" };
     const aliceLimited = { ...alice, channels: ["orders.*"] };
-    for (const caller of [alice, carol, aliceLimited, alice]) {
+    // `channels: []` allows no channel: it must not share the keys of a token with no claim.
+    const aliceNoChannels = { ...alice, channels: [] };
+    for (const caller of [alice, carol, aliceLimited, aliceNoChannels, alice]) {
       await idempotency.run(request(), "k1", idempotencyScope(caller), body("{}"), handler());
     }
     // The last one, alice again with the same token's claims, is the only replay.
-    expect(runs()).toBe(3);
-    expect(new Set([alice, carol, aliceLimited].map(idempotencyScope)).size).toBe(3);
+    expect(runs()).toBe(4);
+    expect(new Set([alice, carol, aliceLimited, aliceNoChannels].map(idempotencyScope)).size).toBe(4);
   });
 
   test("a repeat with the same key and body gets the first answer, marked replayed, and runs nothing", async () => {
