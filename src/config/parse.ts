@@ -89,6 +89,10 @@ export function brokerList(raw: string): string[] {
     const port = Number(match?.[2]);
     if (!match || port < 1 || port > 65535)
       throw new Error(`expected host:port with a port in [1, 65535], got "${broker}"`);
+    const name = match[1] as string;
+    const address = name.startsWith("[") ? name.slice(1, -1) : name;
+    if (/^[\d.]+$/.test(address) || address.includes(":") ? isIP(address) === 0 : !isHostName(address))
+      throw new Error(`expected host:port with a host name, IPv4 or [IPv6] address, got "${broker}"`);
   }
   return brokers;
 }
@@ -185,7 +189,23 @@ export function host(raw: string): string {
     if (isIP(value) === 0) throw new Error(`expected an IPv4 or IPv6 address, got "${raw}"`);
     return value;
   }
-  if (!/^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$/.test(value))
-    throw new Error(`expected a host name or address, got "${raw}"`);
+  if (!isHostName(value)) throw new Error(`expected a host name or address, got "${raw}"`);
   return value;
+}
+
+const HOST_LABEL = /^[a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?$/;
+
+/**
+ * Dot-separated labels of letters, digits, `_` and inner `-` (RFC 1123, with the `_` that container
+ * names use), 253 characters at most. A last label that reads as a number (`0x10`, `010`) is
+ * refused: the resolver takes such a name as an IPv4 address (0x10 is 0.0.0.16), not a name.
+ */
+function isHostName(value: string): boolean {
+  const labels = value.split(".");
+  const last = labels[labels.length - 1] as string;
+  return (
+    value.length <= 253 &&
+    labels.every((label) => HOST_LABEL.test(label)) &&
+    !/^(?:\d+|0x[0-9a-f]*)$/i.test(last)
+  );
 }

@@ -36,7 +36,7 @@ test("CORS_ORIGINS unset means no CORS; a bad one is reported by name", () => {
   );
 });
 
-test("KAFKA_BROKERS: host:port entries with a port in [1, 65535]; a scheme, port 0, an empty host or whitespace is refused", () => {
+test("KAFKA_BROKERS: host:port entries with a port in [1, 65535]; a scheme, port 0, an empty or malformed host or whitespace is refused", () => {
   expect(brokerList(" b-1.msk.example:9098, 10.0.0.7:9092 ,[::1]:9092,kafka_1:1,k:65535")).toEqual([
     "b-1.msk.example:9098",
     "10.0.0.7:9092",
@@ -63,6 +63,13 @@ test("KAFKA_BROKERS: host:port entries with a port in [1, 65535]; a scheme, port
     "x:\t9092",
     "x:9092\ny:9092",
     "ok:9092,x:0",
+    "-:9092",
+    "a..b:9092",
+    ".x:9092",
+    "x-:9092",
+    "0x10:9092",
+    "999.1.1.1:9092",
+    "[::g]:9092",
   ]) {
     expect(() => brokerList(bad)).toThrow();
   }
@@ -76,10 +83,25 @@ test("KAFKA_BROKERS: a scheme or port 0 is reported by name", () => {
   expect(() => loadConfig({ ...secret, KAFKA_BROKERS: "x:0" })).toThrow(/KAFKA_BROKERS: expected host:port/);
 });
 
-test("HOST: a host name or an IPv4/IPv6 address; something meant as an address that is none is refused", () => {
+test("HOST: a host name or an IPv4/IPv6 address; something meant as an address that is none, or a name no resolver takes as one, is refused", () => {
   for (const value of ["0.0.0.0", "127.0.0.1", "::", "::1", "localhost", "gateway.internal", "my_host"])
     expect(host(value)).toBe(value);
-  for (const value of ["999.999.999.999", "256.0.0.1", "1.5", "10.0.0", ":::1", "[::1]", "a b", "a..b"])
+  for (const value of [
+    "999.999.999.999",
+    "256.0.0.1",
+    "1.5",
+    "10.0.0",
+    ":::1",
+    "[::1]",
+    "a b",
+    "a..b",
+    "-",
+    "-gateway",
+    "gateway-",
+    "0x10",
+    "host.0x7f",
+    "a".repeat(64),
+  ])
     expect(() => host(value)).toThrow();
   expect(() =>
     loadConfig({ JWT_SECRET: "0123456789abcdef0123456789abcdef", HOST: "999.999.999.999" }),
