@@ -35,4 +35,5 @@ export async function serveBrowserEvents(
 if (import.meta.main) {
   const { url } = await serveBrowserEvents({ port: Number(process.argv[2] ?? 5174) });
   console.log(`browser example: ${url}#gateway=http://localhost:8080`);
+  console.log(`the gateway must allow this page's origin: CORS_ORIGINS=${new URL(url).origin}`);
 }
