@@ -282,7 +282,8 @@ export async function publishEvent(
 
 /**
  * Sends a WebSocket upgrade over a raw socket and returns the HTTP answer;
- * a `Sec-WebSocket-Version` in `headers` replaces the usual 13.
+ * an `Upgrade`, `Sec-WebSocket-Key` or `Sec-WebSocket-Version` in `headers`
+ * (any case) replaces the usual one, and two spellings of one name send it twice.
  */
 export function rawUpgrade(
   port: number,
@@ -317,13 +318,14 @@ export function rawUpgrade(
     socket.on("close", () => finish() || reject(new Error(`closed after ${JSON.stringify(received)}`)));
     // A header given replaces the default one.
     const given = (name: string) => Object.keys(headers).some((other) => other.toLowerCase() === name);
+    const upgrade = given("upgrade") ? "" : "Upgrade: websocket\r\n";
     const version = given("sec-websocket-version") ? "" : "Sec-WebSocket-Version: 13\r\n";
     const key = given("sec-websocket-key") ? "" : "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
     const extra = Object.entries(headers)
       .map(([name, value]) => `${name}: ${value}\r\n`)
       .join("");
     socket.write(
-      `${method} /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n${key}${version}${extra}\r\n`,
+      `${method} /v1/ws HTTP/1.1\r\nHost: x\r\n${upgrade}Connection: Upgrade\r\n${key}${version}${extra}\r\n`,
     );
   });
 }

@@ -75,6 +75,21 @@ describe.each(RUNTIMES)("hostile WebSocket input on %s", (runtime) => {
     expect([(await upgrades(101)) - accepted, (await upgrades(426)) - refused]).toEqual([1, 4]);
   });
 
+  test("an upgrade without Upgrade: websocket, with two keys or a key that is no base64 is refused with the router's JSON answer, never upgraded", async () => {
+    const key = "dGhlIHNhbXBsZSBub25jZQ==";
+    const refusals: Array<[Record<string, string>, number, string]> = [
+      [{ Upgrade: "" }, 426, "upgrade_required"],
+      [{ Upgrade: "h2c" }, 426, "upgrade_required"],
+      [{ "Sec-WebSocket-Key": key, "sec-websocket-key": "AAAAAAAAAAAAAAAAAAAAAA==" }, 400, "bad_request"],
+      [{ "Sec-WebSocket-Key": "!!!!!!!!!!!!!!!!!!!!!!!!" }, 400, "bad_request"],
+    ];
+    for (const [headers, status, error] of refusals) {
+      const answer = await rawUpgrade(gateway.port, headers);
+      expect({ headers, status: answer.status }).toEqual({ headers, status });
+      expect(JSON.parse(answer.body).error).toBe(error);
+    }
+  });
+
   test("an oversized frame closes that socket and no other", async () => {
     const attacker = await connectSubscriber(gateway);
     attacker.send(JSON.stringify({ type: "ping", padding: "x".repeat(MAX_PAYLOAD) }));

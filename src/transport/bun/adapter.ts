@@ -13,11 +13,10 @@ import type {
 import { BodyBuffer, clientClosed, parseContentLength, tooLarge } from "../body-buffer.ts";
 import { binaryFrameText } from "../frame-text.ts";
 import { framingProblem, framingRefusal } from "../framing.ts";
+import { isWebSocketHandshake } from "../handshake.ts";
 import { EnginePeer } from "../peer.ts";
 
 const HTTP_IDLE_TIMEOUT_SEC = 10;
-/** A `Sec-WebSocket-Key` is 16 bytes in base64 (RFC 6455 §4.1). */
-const WEBSOCKET_KEY_LENGTH = 24;
 
 interface SocketData<State> {
   state: State;
@@ -48,13 +47,14 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       );
       if (problem !== undefined) return toResponse(framingRefusal(problem));
       const request = new BunHttpRequest(req, headers, contentLength, bunServer, options.maxBodyBytes);
-      // As uWS.js does: only a GET upgrades, a key of any other length is no upgrade, and the
-      // router answers the rest (400). Bun would answer a HEAD's failed upgrade with a bare 400.
+      // The router answers what is no handshake: Bun would answer a failed upgrade with a bare 400.
       if (
-        req.method === "GET" &&
         request.path === app.wsPath &&
-        headers.get("upgrade")?.toLowerCase() === "websocket" &&
-        headers.get("sec-websocket-key")?.length === WEBSOCKET_KEY_LENGTH
+        isWebSocketHandshake(
+          req.method,
+          headers.get("upgrade") ?? undefined,
+          headers.get("sec-websocket-key") ?? undefined,
+        )
       ) {
         const decision = await app.ws.upgrade(request);
         if (decision.accept) {

@@ -18,6 +18,7 @@ import type {
 import { BodyBuffer, clientClosed, parseContentLength } from "../body-buffer.ts";
 import { binaryFrameText } from "../frame-text.ts";
 import { framingProblem, framingRefusal } from "../framing.ts";
+import { isWebSocketHandshake } from "../handshake.ts";
 import { EnginePeer } from "../peer.ts";
 import { uwsEngine } from "./engine.ts";
 import { resolvedPath } from "./resolved-path.ts";
@@ -70,7 +71,6 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
     idleTimeout: options.ws.idleTimeoutSec,
     sendPingsAutomatically: true,
     upgrade: (res, req, context) => {
-      const key = req.getHeader("sec-websocket-key");
       const protocol = req.getHeader("sec-websocket-protocol");
       const extensions = req.getHeader("sec-websocket-extensions");
       const headers = readHeaders(req);
@@ -84,6 +84,10 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       );
       if (problem !== undefined) return refuse(res, framingRefusal(problem));
       const request = new UwsHttpRequest(res, req, url, query, headers, 0);
+      const key = headers.get("sec-websocket-key");
+      // uWS takes any GET with a 24-character key here: what is no handshake goes to the router, as on Bun.
+      if (!isWebSocketHandshake(request.method, headers.get("upgrade"), key))
+        return void answer(app, request);
       app.ws.upgrade(request).then(
         (decision) => {
           if (!decision.accept) request.reply(decision.reply);
