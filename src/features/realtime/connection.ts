@@ -166,7 +166,8 @@ export class Connection {
     if (!this.withinMessageRate()) return;
     const frame = parseClientFrame(text);
     if ("error" in frame) {
-      this.send({ type: "error", code: "bad_frame", message: frame.error });
+      const ref = frame.ref === undefined ? {} : { ref: frame.ref };
+      this.send({ type: "error", code: "bad_frame", message: frame.error, ...ref });
       return;
     }
     const principal = this.principal;

@@ -5,6 +5,7 @@ import {
   DUPLICATE_KEY_ERROR,
   JsonScanner,
   jsonProblem,
+  MAX_JSON_DEPTH,
   SYNTAX_ERROR,
 } from "../../lib/json-scan.ts";
 
@@ -38,14 +39,26 @@ const MAX_ECHOED_TYPE = 32;
 export const MAX_REF_LENGTH = 64;
 
 /**
+ * Why a frame was refused; `ref` is a refused publish frame's own, echoed so
+ * the client can match the refusal to its publish (which otherwise waits for
+ * an answer that never comes).
+ */
+export interface FrameRefusal {
+  error: string;
+  ref?: string;
+}
+
+/**
  * Parses one frame's text (undefined: a binary frame whose bytes are not
  * UTF-8); never throws, returns `{ error }` with a readable reason instead.
  */
-export function parseClientFrame(text: string | undefined): ClientFrame | { error: string } {
+export function parseClientFrame(text: string | undefined): ClientFrame | FrameRefusal {
   if (text === undefined) return { error: "frames are UTF-8 JSON text" };
   // Checked before JSON.parse: deep nesting costs a scan, never a deep parse or a RangeError.
-  const problem = jsonProblem(Buffer.from(text), MAX_DEPTH);
-  if (problem === DEPTH_ERROR) return { error: `frames nest at most ${MAX_DEPTH} levels` };
+  const bytes = Buffer.from(text);
+  const problem = jsonProblem(bytes, MAX_DEPTH);
+  if (problem === DEPTH_ERROR)
+    return { error: `frames nest at most ${MAX_DEPTH} levels`, ...publishRefOfDeepFrame(bytes, text) };
   if (problem === SYNTAX_ERROR) return { error: "frames are JSON text" };
   const value: unknown = JSON.parse(text);
   if (value === null || typeof value !== "object" || Array.isArray(value))
@@ -85,12 +98,29 @@ export function parseClientFrame(text: string | undefined): ClientFrame | { erro
   }
 }
 
-function publishFrame(text: string, frame: Record<string, unknown>): PublishFrame | { error: string } {
-  if (frame.broadcast !== undefined && typeof frame.broadcast !== "boolean")
-    return { error: "broadcast must be true or false" };
-  if (frame.broadcast !== true && frame.channel === undefined) return { error: "publish needs a channel" };
-  if (frame.ref !== undefined && (typeof frame.ref !== "string" || frame.ref.length > MAX_REF_LENGTH))
+/**
+ * The `ref` of a publish frame nested too deep for a client frame (its `data`,
+ * most likely) but not for a publish body: parsed at the HTTP body's bound,
+ * so its refusal names the publish it answers. Deeper frames get none.
+ */
+function publishRefOfDeepFrame(bytes: Uint8Array, text: string): { ref?: string } {
+  if (jsonProblem(bytes, MAX_JSON_DEPTH) !== undefined) return {};
+  const frame = JSON.parse(text) as { type?: unknown; ref?: unknown } | null;
+  return frame?.type === "publish" && isRef(frame.ref) ? { ref: frame.ref } : {};
+}
+
+function isRef(ref: unknown): ref is string {
+  return typeof ref === "string" && ref.length <= MAX_REF_LENGTH;
+}
+
+function publishFrame(text: string, frame: Record<string, unknown>): PublishFrame | FrameRefusal {
+  if (frame.ref !== undefined && !isRef(frame.ref))
     return { error: `ref must be a string of at most ${MAX_REF_LENGTH} characters` };
+  const ref = frame.ref;
+  const refused = (error: string): FrameRefusal => (ref === undefined ? { error } : { error, ref });
+  if (frame.broadcast !== undefined && typeof frame.broadcast !== "boolean")
+    return refused("broadcast must be true or false");
+  if (frame.broadcast !== true && frame.channel === undefined) return refused("publish needs a channel");
   const header = (name: string): string | undefined => {
     const value = frame[name];
     return typeof value === "string" ? value : undefined;
@@ -103,15 +133,15 @@ function publishFrame(text: string, frame: Record<string, unknown>): PublishFram
     data = scanner.record().data;
   } catch (failure) {
     if (failure === DUPLICATE_KEY_ERROR)
-      return { error: `duplicate key ${JSON.stringify(scanner.duplicateKey)}` };
-    return { error: "frames are JSON text" };
+      return refused(`duplicate key ${JSON.stringify(scanner.duplicateKey)}`);
+    return refused("frames are JSON text");
   }
   return {
     type: "publish",
     channel: frame.channel,
     broadcast: frame.broadcast === true,
     dataJson: data ? bytes.toString("utf8", data.start, data.end) : "null",
-    ref: frame.ref as string | undefined,
+    ref,
     trace: traceContextOf({ header }),
   };
 }

@@ -411,6 +411,45 @@ describe("publish frames", () => {
     expect(peer.closedWith).toBeUndefined();
   });
 
+  test("a publish frame refused as a bad_frame echoes its ref, so the client's publish is answered", async () => {
+    let asked = 0;
+    const peer = await publisher(["subscribe", "publish"], async () => {
+      asked++;
+      return undefined;
+    });
+    // Data nested as a publish body may nest it, deeper than a client frame may.
+    let deep: unknown = 1;
+    for (let level = 0; level < 20; level++) deep = { a: deep };
+    const refused = [
+      [{ type: "publish", channel: "o", data: deep, ref: "deep" }, "frames nest at most 8 levels"],
+      [{ type: "publish", data: {}, ref: "nochannel" }, "publish needs a channel"],
+      [{ type: "publish", broadcast: "yes", data: {}, ref: "broadcast" }, "broadcast must be true or false"],
+    ] as const;
+    for (const [frame, message] of refused) {
+      expect(await send(peer, frame)).toEqual([
+        { type: "error", code: "bad_frame", message, ref: frame.ref },
+      ]);
+    }
+    peer.state.receive('{"type":"publish","channel":"o","data":{"a":1,"a":2},"ref":"twice"}');
+    await settle();
+    expect(peer.take()).toEqual([
+      { type: "error", code: "bad_frame", message: 'duplicate key "a"', ref: "twice" },
+    ]);
+    // No ref to echo: an invalid one, a frame of another type, or one too deep for any JSON body.
+    let abyss: unknown = 1;
+    for (let level = 0; level < 100; level++) abyss = { a: abyss };
+    for (const frame of [
+      { type: "publish", channel: "o", ref: "x".repeat(65) },
+      { type: "subscribe", channel: deep, ref: "sub" },
+      { type: "publish", channel: "o", data: abyss, ref: "abyss" },
+    ]) {
+      const [answer] = await send(peer, frame);
+      expect(answer).toMatchObject({ type: "error", code: "bad_frame" });
+      expect(answer).not.toHaveProperty("ref");
+    }
+    expect(asked).toBe(0);
+  });
+
   test("refusals become error frames: bad channel, rate limited and no acknowledgement with retryAfterMs", async () => {
     const refusals = [
       new GatewayError("bad_request", "bad name"),
