@@ -291,6 +291,22 @@ export const WS_CLOSES = {
     retry: false,
     advice: "Fix the client.",
   },
+  protocolError: {
+    code: 1002,
+    sent: "engine",
+    meaning:
+      "Protocol error: a frame that breaks RFC 6455 (not masked, a reserved opcode or RSV bit, a control frame over 125 bytes or fragmented, a continuation without a start, a close frame of 1 byte or with an invalid code), on Bun. On Node, uWebSockets.js drops the connection without a close frame instead (1006), answers a bad close frame with an empty one, and reads a frame that is not masked as if it were, so that connection ends at its next frame or its idle timeout.",
+    retry: false,
+    advice: "Fix the client (or its WebSocket library).",
+  },
+  invalidPayload: {
+    code: 1007,
+    sent: "engine",
+    meaning:
+      "Invalid frame payload data: a text frame, or a close frame's reason, that is not UTF-8, on Bun. On Node, uWebSockets.js drops the connection without a close frame instead (1006).",
+    retry: false,
+    advice: "Send text frames in UTF-8.",
+  },
   messageTooBig: {
     code: 1009,
     sent: "engine",
@@ -302,7 +318,7 @@ export const WS_CLOSES = {
     code: 1006,
     sent: "engine",
     meaning:
-      "Abnormal closure (never on the wire: the connection ended without a close frame). On Node, uWebSockets.js drops a socket that sent a frame over `WS_MAX_PAYLOAD_BYTES` this way; also any network failure or a killed instance.",
+      "Abnormal closure (never on the wire: the connection ended without a close frame). On Node, uWebSockets.js drops a socket that sent a frame over `WS_MAX_PAYLOAD_BYTES` or that breaks RFC 6455 (where Bun sends 1009, 1002 or 1007) this way; also any network failure or a killed instance.",
     retry: true,
     advice: "Reconnect with backoff and resume with `since`.",
   },

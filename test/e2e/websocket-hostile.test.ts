@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TEST_SECRET, token } from "../support/tokens.ts";
@@ -16,6 +18,55 @@ const MAX_PAYLOAD = 65536;
 
 async function live(gateway: RunningGateway): Promise<number> {
   return (await fetch(`${gateway.url}/health/live`)).status;
+}
+
+/** One frame as a client writes it (RFC 6455 §5.2): masked unless told, `length` unless the payload's. */
+function wireFrame(
+  first: number,
+  payload: Buffer,
+  { masked = true, length = payload.length }: { masked?: boolean; length?: number } = {},
+): Buffer {
+  const head =
+    length < 126 ? Buffer.from([first, length]) : Buffer.from([first, 126, length >> 8, length & 255]);
+  if (!masked) return Buffer.concat([head, payload]);
+  head[1] = (head[1] as number) | 0x80;
+  const mask = randomBytes(4);
+  return Buffer.concat([head, mask, payload.map((byte, index) => byte ^ (mask[index % 4] as number))]);
+}
+
+/**
+ * Opens an authenticated socket over TCP, writes `frame` once it is connected,
+ * and says how the gateway answered within `waitMs`: the close code it sent
+ * (null: a close frame without one), and whether the connection ended.
+ */
+async function answerToRawFrame(
+  port: number,
+  frame: Buffer,
+  waitMs = 1000,
+): Promise<{ close: number | null | undefined; ended: boolean }> {
+  const socket = connect(port, "127.0.0.1");
+  let received = Buffer.alloc(0);
+  let ended = false;
+  socket.on("data", (chunk: Buffer) => {
+    received = Buffer.concat([received, chunk]);
+  });
+  socket.on("error", () => {});
+  const closed = new Promise<void>((resolve) => socket.on("close", resolve)).then(() => {
+    ended = true;
+  });
+  socket.write(
+    `GET /v1/ws?token=${await token("acme", ["subscribe"])} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n` +
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+  );
+  for (let waited = 0; !received.includes('"connected"') && waited < 5000; waited += 10) await Bun.sleep(10);
+  const start = received.length;
+  socket.write(frame);
+  await Promise.race([closed, Bun.sleep(waitMs)]);
+  socket.destroy();
+  // A frame from the server is never masked: 0x88 (close), its length, then the code.
+  const answer = received.subarray(start);
+  const close = answer[0] === 0x88 ? ((answer[1] as number) >= 2 ? answer.readUInt16BE(2) : null) : undefined;
+  return { close, ended };
 }
 
 /** Sends `frame` and waits for the error frame it earns; the socket must stay open and answer a ping. */
@@ -98,6 +149,36 @@ describe.each(RUNTIMES)("hostile WebSocket input on %s", (runtime) => {
     bystander.send({ type: "ping" });
     expect(await bystander.next()).toEqual({ type: "pong" });
     expect(await live(gateway)).toBe(200);
+  });
+
+  test("a frame that breaks RFC 6455 ends that connection: 1002 or 1007 on Bun, no close frame from uWebSockets.js (as x-close-codes says)", async () => {
+    const ping = Buffer.from('{"type":"ping"}');
+    const violations: Array<[string, Buffer, number]> = [
+      ["reserved opcode", wireFrame(0x83, ping), 1002],
+      ["RSV1 without an extension", wireFrame(0xc1, ping), 1002],
+      ["continuation without a start", wireFrame(0x80, ping), 1002],
+      ["control frame over 125 bytes", wireFrame(0x89, Buffer.alloc(126)), 1002],
+      ["fragmented control frame", wireFrame(0x09, Buffer.from("x")), 1002],
+      ["close frame of 1 byte", wireFrame(0x88, Buffer.from([3])), 1002],
+      ["close code 1005", wireFrame(0x88, Buffer.from([0x03, 0xed])), 1002],
+      ["text frame that is not UTF-8", wireFrame(0x81, Buffer.from([0x7b, 0xff, 0x7d])), 1007],
+    ];
+    for (const [name, frame, code] of violations) {
+      const answer = await answerToRawFrame(gateway.port, frame);
+      // uWebSockets.js answers a bad close frame with an empty one, and drops the rest unannounced.
+      const onNode = name.startsWith("close")
+        ? { close: null, ended: true }
+        : { close: undefined, ended: true };
+      expect({ name, ...answer }).toEqual({
+        name,
+        ...(runtime === "bun" ? { close: code, ended: true } : onNode),
+      });
+    }
+    // Not masked: Bun closes 1002; uWebSockets.js reads it as masked (garbage, no answer) and waits for more.
+    const unmasked = await answerToRawFrame(gateway.port, wireFrame(0x81, ping, { masked: false }), 300);
+    expect(unmasked).toEqual(
+      runtime === "bun" ? { close: 1002, ended: true } : { close: undefined, ended: false },
+    );
   });
 
   test("binary frames get bad_frame, the socket stays open", async () => {
