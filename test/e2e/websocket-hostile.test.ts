@@ -141,6 +141,16 @@ describe.each(RUNTIMES)("hostile WebSocket input on %s", (runtime) => {
     }
   });
 
+  test("a subprotocol offered is answered with the first one, a permessage-deflate offer declined", async () => {
+    const answer = await rawUpgrade(gateway.port, {
+      "Sec-WebSocket-Protocol": "json, bearer",
+      "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits",
+    });
+    expect(answer.status).toBe(101);
+    expect(answer.headers.get("sec-websocket-protocol")).toBe("json");
+    expect(answer.headers.get("sec-websocket-extensions")).toBeNull();
+  });
+
   test("an oversized frame closes that socket and no other", async () => {
     const attacker = await connectSubscriber(gateway);
     attacker.send(JSON.stringify({ type: "ping", padding: "x".repeat(MAX_PAYLOAD) }));
