@@ -122,6 +122,11 @@ export interface SubscriberOptions {
   heartbeatMs?: number;
   /** Consecutive refused tokens (close 4001 before `connected`) after which the subscriber stops. Default 5. */
   maxAuthFailures?: number;
+  /**
+   * A publish unanswered this long rejects with `timeout`: the gateway drops
+   * frames past its per-socket message rate without naming them. Default 30 s.
+   */
+  publishTimeoutMs?: number;
   WebSocket?: WebSocketConstructor;
   /** For `history()`. Default `globalThis.fetch`. */
   fetch?: FetchLike;
@@ -181,7 +186,8 @@ export interface PublishOptions {
  * A publish the gateway refused (`forbidden`, `bad_channel`, `rate_limited`,
  * `unavailable`; `retryAfterMs` when worth trying again), or one left
  * unanswered: `disconnected` when there was no open connection or it closed
- * before the answer (then it may still have been delivered).
+ * before the answer, `timeout` when no answer came in `publishTimeoutMs`
+ * (either way it may still have been delivered).
  */
 export class GatewayPublishError extends Error {
   constructor(
@@ -196,6 +202,7 @@ export class GatewayPublishError extends Error {
 
 /** Close codes of the gateway's protocol. */
 const CLOSE = { goingAway: 1001, tryAgainLater: 1013, unauthorized: 4001 } as const;
+const DEFAULT_PUBLISH_TIMEOUT_MS = 30_000;
 /** A connection that lasted this long resets the backoff. */
 const STABLE_AFTER_MS = 5000;
 /** The longest wait the gateway may ask for (`reconnect` frame, `retryAfterMs`). */
@@ -361,13 +368,12 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   private inBandRefresh = true;
   /**
    * Publishes sent on the current socket and not answered yet, by `ref`: the
-   * gateway answers each (it refuses past 32 waiting), and a close rejects
-   * the rest, so this holds at most what one connection has in flight.
+   * gateway answers each (it refuses past 32 waiting) or, past its message
+   * rate, drops it unnamed, which `publishTimeoutMs` settles; a close rejects
+   * the rest.
    */
-  private readonly publishes = new Map<
-    string,
-    { resolve: () => void; reject: (error: GatewayPublishError) => void }
-  >();
+  /** Settles one publish: resolves it, or rejects it with the error; either way it is forgotten. */
+  private readonly publishes = new Map<string, (error?: GatewayPublishError) => void>();
   private publishRef = 0;
 
   constructor(private readonly options: SubscriberOptions) {
@@ -536,7 +542,16 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     if (options.traceparent !== undefined) frame.traceparent = options.traceparent;
     if (options.tracestate !== undefined) frame.tracestate = options.tracestate;
     return new Promise<void>((resolve, reject) => {
-      this.publishes.set(ref, { resolve, reject });
+      const settle = (error?: GatewayPublishError) => {
+        clearTimeout(timer);
+        this.publishes.delete(ref);
+        error ? reject(error) : resolve();
+      };
+      const timer = setTimeout(
+        () => settle(new GatewayPublishError("timeout", "no answer in time")),
+        this.options.publishTimeoutMs ?? DEFAULT_PUBLISH_TIMEOUT_MS,
+      );
+      this.publishes.set(ref, settle);
       socket.send(JSON.stringify(frame));
     });
   }
@@ -629,11 +644,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
         return;
       }
       case "published": {
-        const ref = typeof frame.ref === "string" ? frame.ref : undefined;
-        const pending = ref === undefined ? undefined : this.publishes.get(ref);
-        if (ref === undefined || !pending) return;
-        this.publishes.delete(ref);
-        pending.resolve();
+        this.publishes.get(String(frame.ref))?.();
         return;
       }
       case "subscribed": {
@@ -697,13 +708,11 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   private onErrorFrame(socket: WebSocketLike, frame: Record<string, unknown>): void {
     const code = String(frame.code);
     const message = String(frame.message ?? code);
-    const ref = typeof frame.ref === "string" ? frame.ref : undefined;
-    const publish = ref === undefined ? undefined : this.publishes.get(ref);
-    if (ref !== undefined && publish) {
+    const settle = this.publishes.get(String(frame.ref));
+    if (settle) {
       // The answer to a publish: its promise rejects (not an `error` event).
-      this.publishes.delete(ref);
       const retryAfterMs = typeof frame.retryAfterMs === "number" ? frame.retryAfterMs : undefined;
-      publish.reject(new GatewayPublishError(code, message, retryAfterMs));
+      settle(new GatewayPublishError(code, message, retryAfterMs));
       return;
     }
     const channel = typeof frame.channel === "string" ? frame.channel : undefined;
@@ -899,9 +908,8 @@ export class Subscriber extends Emitter<SubscriberEvents> {
 
   /** Rejects the publishes of a socket that is gone: their answers will never come. */
   private abandonPublishes(message: string): void {
-    const pending = [...this.publishes.values()];
-    this.publishes.clear();
-    for (const publish of pending) publish.reject(new GatewayPublishError("disconnected", message));
+    for (const settle of [...this.publishes.values()])
+      settle(new GatewayPublishError("disconnected", message));
   }
 
   /** Ends a subscription for good and forgets it. */

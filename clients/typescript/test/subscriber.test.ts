@@ -561,6 +561,17 @@ describe("Subscriber publish", () => {
     expect(server.sent.filter((frame) => frame.type === "publish")).toEqual([]);
   });
 
+  test("a publish the gateway never answers (dropped past its message rate) rejects with timeout", async () => {
+    const { subscriber } = start({ publishTimeoutMs: 50 });
+    const server = await connect(0);
+    const dropped = subscriber.publish("orders", 1).catch((failure: unknown) => failure);
+    const answered = subscriber.publish("orders", 2);
+    server.frame({ type: "error", code: "rate_limited", message: "too many frames" });
+    server.frame({ type: "published", ref: "2" });
+    await answered;
+    expect(await dropped).toMatchObject({ code: "timeout" });
+  });
+
   test("without an open connection, or when it closes before the answer: disconnected, never sent again", async () => {
     const { subscriber } = start({ channels: ["orders"] });
     const early = await subscriber.publish("orders", 1).catch((failure: unknown) => failure);
