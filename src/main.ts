@@ -155,4 +155,10 @@ if (isWorker(config.workers))
     else log.fatal({ err: error }, "cannot start");
     process.exit(1);
   });
-else superviseWorkers(config.workers, log, createSupervisorStores(config));
+else
+  superviseWorkers({
+    workers: config.workers,
+    drainTimeoutMs: config.drainTimeoutMs,
+    log,
+    stores: createSupervisorStores(config),
+  });

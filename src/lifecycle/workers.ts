@@ -104,6 +104,22 @@ export function supervisorEndpoint(): IpcEndpoint | undefined {
   };
 }
 
+/**
+ * How long past its drain deadline (or a second signal) a worker may take to
+ * exit before the supervisor kills it: enough for it to log what it leaves
+ * undelivered and exit by itself.
+ */
+export const WORKER_EXIT_GRACE_MS = 1000;
+
+export interface SuperviseOptions {
+  workers: number;
+  /** DRAIN_TIMEOUT_MS: each worker's drain ends by then, counted from the signal the supervisor passes on. */
+  drainTimeoutMs: number;
+  log: Logger;
+  /** Without Redis: the Idempotency-Key answers and record ids the workers share. */
+  stores: SupervisorStores | undefined;
+}
+
 /** True in a process started by `superviseWorkers`, and when WORKERS is 1. */
 export function isWorker(workers: number): boolean {
   return workers <= 1 || process.env[WORKER_ENV] !== undefined;
@@ -118,15 +134,22 @@ export function isWorker(workers: number): boolean {
  * A worker that exits before it listened failed to start (port in use, a
  * schema source that cannot be read): restarting it would fail the same way
  * forever, so the supervisor drains the others and exits 1, as one process would.
+ * A worker still running WORKER_EXIT_GRACE_MS after its own drain deadline, or
+ * after a second signal, is killed (its event loop is stuck, so its own deadline
+ * never fires): the supervisor then exits 1, as a drain that overruns does.
  * On the embedded default it also relays the workers' fan-out messages (workerFanoutRelay), and
  * without Redis it holds the Idempotency-Key answers and record ids of all workers (`stores`).
  */
-export function superviseWorkers(workers: number, log: Logger, stores: SupervisorStores | undefined): void {
-  const children = new Set<ChildProcess>();
+export function superviseWorkers({ workers, drainTimeoutMs, log, stores }: SuperviseOptions): void {
+  // Each running worker, with its index (WORKER_ENV).
+  const children = new Map<ChildProcess, number>();
   // Pending restarts keep this process alive while no worker runs; a signal cancels them.
   const restarts = new Set<ReturnType<typeof setTimeout>>();
   let draining = false;
   let failed = false;
+  // When the workers still running are killed: armed by the first signal, brought forward by a second.
+  let killAt = Number.POSITIVE_INFINITY;
+  let killTimer: ReturnType<typeof setTimeout> | undefined;
 
   const exitOnceAllExited = () => {
     if (children.size === 0) process.exit(failed ? 1 : 0);
@@ -141,7 +164,7 @@ export function superviseWorkers(workers: number, log: Logger, stores: Superviso
       stdio: ["inherit", "inherit", "inherit", "ipc"],
       detached: true,
     });
-    children.add(child);
+    children.set(child, index);
     if (stores) answerStoreCalls(child, stores);
     let listening = false;
     child.on("message", (message) => {
@@ -149,7 +172,7 @@ export function superviseWorkers(workers: number, log: Logger, stores: Superviso
       // One sender, one order: every worker, the publisher's too, gets the fan-out messages as they came in.
       else if (isRelayedFanout(message))
         // A worker that went away meanwhile: its exit is handled there, the callback keeps it from an 'error' event.
-        for (const worker of children) if (worker.connected) worker.send(message, () => {});
+        for (const worker of children.keys()) if (worker.connected) worker.send(message, () => {});
     });
     child.on("exit", (code, signal) => {
       children.delete(child);
@@ -175,11 +198,31 @@ export function superviseWorkers(workers: number, log: Logger, stores: Superviso
     });
   };
 
+  const killStragglers = () => {
+    for (const [child, index] of children) {
+      log.error(
+        { worker: index, workerPid: child.pid, drainTimeoutMs },
+        "worker still running past its drain deadline or a second signal: killing it",
+      );
+      child.kill("SIGKILL");
+    }
+    failed = true;
+  };
+
+  const killRunningWorkersIn = (ms: number) => {
+    if (Date.now() + ms >= killAt) return;
+    killAt = Date.now() + ms;
+    clearTimeout(killTimer);
+    killTimer = setTimeout(killStragglers, ms);
+  };
+
   const stopAll = (signal: (typeof DRAIN_SIGNALS)[number]) => {
+    // A second signal reaches each worker as its second too: it exits at once, or is killed soon after.
+    killRunningWorkersIn(draining ? WORKER_EXIT_GRACE_MS : drainTimeoutMs + WORKER_EXIT_GRACE_MS);
     draining = true;
     for (const restart of restarts) clearTimeout(restart);
     restarts.clear();
-    for (const child of children) child.kill(signal);
+    for (const child of children.keys()) child.kill(signal);
     exitOnceAllExited();
   };
 

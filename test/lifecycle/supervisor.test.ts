@@ -1,0 +1,72 @@
+import { expect, test } from "bun:test";
+import { killGroup, spawnGroup } from "../support/processes.ts";
+import { waitUntil } from "../support/wait.ts";
+
+const FIXTURE = new URL("./supervised-workers.ts", import.meta.url).pathname;
+
+/** The stand-in supervisor with one worker that drains and one stuck worker, both listening. */
+async function supervise(drainTimeoutMs: number) {
+  const child = spawnGroup([process.execPath, FIXTURE], {
+    env: { ...process.env, DRAIN_TIMEOUT_MS: String(drainTimeoutMs) },
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  const lines: Array<Record<string, unknown>> = [];
+  void (async () => {
+    let pending = "";
+    for await (const chunk of child.stdout) {
+      pending += new TextDecoder().decode(chunk);
+      const complete = pending.split("\n");
+      pending = complete.pop() ?? "";
+      for (const line of complete) if (line !== "") lines.push(JSON.parse(line));
+    }
+  })();
+  await waitUntil(() => lines.filter((line) => line.msg === "listening").length === 2, "both workers");
+  const stuck = lines.find((line) => line.msg === "listening" && line.worker === "1")?.pid as number;
+  return { child, lines, stuck };
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+test("a worker that does not exit by its drain deadline is killed WORKER_EXIT_GRACE_MS later, and the supervisor exits 1", async () => {
+  const { child, lines, stuck } = await supervise(500);
+  try {
+    const signalled = Date.now();
+    child.kill("SIGTERM");
+    // Before: the supervisor waited for the stuck worker for ever, past DRAIN_TIMEOUT_MS and any grace.
+    const code = await Promise.race([child.exited, Bun.sleep(4000).then(() => "still running")]);
+    expect(code).toBe(1);
+    expect(Date.now() - signalled).toBeGreaterThanOrEqual(1500);
+    expect(lines.find((line) => String(line.msg).startsWith("worker still running"))).toMatchObject({
+      level: "error",
+      worker: 1,
+      workerPid: stuck,
+    });
+    await waitUntil(() => !alive(stuck), "the stuck worker gone");
+  } finally {
+    await killGroup(child);
+  }
+});
+
+test("a second signal ends the supervisor within WORKER_EXIT_GRACE_MS, whatever is left of DRAIN_TIMEOUT_MS", async () => {
+  const { child, stuck } = await supervise(60_000);
+  try {
+    child.kill("SIGTERM");
+    await Bun.sleep(100);
+    const second = Date.now();
+    child.kill("SIGTERM");
+    const code = await Promise.race([child.exited, Bun.sleep(4000).then(() => "still running")]);
+    expect(code).toBe(1);
+    expect(Date.now() - second).toBeLessThan(3000);
+    await waitUntil(() => !alive(stuck), "the stuck worker gone");
+  } finally {
+    await killGroup(child);
+  }
+});
