@@ -11,6 +11,7 @@ import {
 } from "./config/config.ts";
 import { ignoreUnusedSignals, Lifecycle } from "./lifecycle/lifecycle.ts";
 import {
+  ensureNothingListens,
   isWorker,
   superviseWorkers,
   tellSupervisorListening,
@@ -68,6 +69,16 @@ if (process.env[WORKER_ENV] === undefined) {
   for (const { variables, message } of ignoredSettings(config)) log.warn({ variables }, message);
 }
 
+// Named like a bad setting: the address comes from them, and an unusable one is known only when listening.
+const cannotListen = (port: number, variables: [string, string]) => (error: unknown) => {
+  const reason = error instanceof Error ? error.message : String(error);
+  log.fatal(
+    { host: config.host, port, variables },
+    `cannot listen on ${config.host}:${port} (${variables.join(", ")}): ${reason}`,
+  );
+  process.exit(1);
+};
+
 async function serve(): Promise<void> {
   const lifecycle = new Lifecycle({
     drainTimeoutMs: config.drainTimeoutMs,
@@ -99,15 +110,6 @@ async function serve(): Promise<void> {
     maxPayloadBytes: config.ws.maxPayloadBytes,
     maxBackpressureBytes: config.ws.backpressureBytes * 2,
     idleTimeoutSec: config.ws.idleTimeoutSec,
-  };
-  // Named like a bad setting: the address comes from them, and an unusable one is known only here.
-  const cannotListen = (port: number, variables: [string, string]) => (error: unknown) => {
-    const reason = error instanceof Error ? error.message : String(error);
-    log.fatal(
-      { host: config.host, port, variables },
-      `cannot listen on ${config.host}:${port} (${variables.join(", ")}): ${reason}`,
-    );
-    process.exit(1);
   };
   const server = await listen(gateway.app, {
     host: config.host,
@@ -155,10 +157,17 @@ if (isWorker(config.workers))
     else log.fatal({ err: error }, "cannot start");
     process.exit(1);
   });
-else
+else {
+  // Before any worker opens the port for sharing, where another gateway's workers would let them in.
+  await ensureNothingListens(config.host, config.port).catch(cannotListen(config.port, ["HOST", "PORT"]));
+  if (config.metricsPort !== undefined)
+    await ensureNothingListens(config.host, config.metricsPort).catch(
+      cannotListen(config.metricsPort, ["HOST", "METRICS_PORT"]),
+    );
   superviseWorkers({
     workers: config.workers,
     drainTimeoutMs: config.drainTimeoutMs,
     log,
     stores: createSupervisorStores(config),
   });
+}

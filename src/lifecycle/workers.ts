@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { createServer } from "node:net";
 import { GatewayError } from "../domain/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import type { FanoutMessage, FanoutRelay } from "../ports/fanout-bus.ts";
@@ -118,6 +119,23 @@ export interface SuperviseOptions {
   log: Logger;
   /** Without Redis: the Idempotency-Key answers and record ids the workers share. */
   stores: SupervisorStores | undefined;
+}
+
+/**
+ * Resolves when nothing listens on host:port; rejects with the listen error
+ * (EADDRINUSE, EADDRNOTAVAIL) otherwise. The workers open the port for sharing
+ * (SO_REUSEPORT), and the kernel lets any socket of the same user that asks
+ * for sharing join them: the workers of a second gateway started on the port
+ * would take part of the first one's connections instead of failing. So the
+ * supervisor first listens once without sharing, which anything already
+ * listening there refuses, as it refuses a gateway with WORKERS=1.
+ */
+export function ensureNothingListens(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
 }
 
 /** True in a process started by `superviseWorkers`, and when WORKERS is 1. */

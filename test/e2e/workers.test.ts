@@ -175,7 +175,7 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
     }
   }, 30_000);
 
-  test("every worker runs with the supervisor's runtime flags", async () => {
+  test("every worker runs with the supervisor's runtime flags; a second supervisor on their port exits 1 instead of joining them", async () => {
     const { gateway, cleanup } = await supervise();
     try {
       // Everything after the executable's name, which the supervisor spells as a full path.
@@ -184,6 +184,20 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
       const supervisorArgs = await args(gateway.process.pid);
       expect(supervisorArgs.length).toBeGreaterThan(1);
       for (const entry of listening(gateway)) expect(await args(entry.pid as number)).toEqual(supervisorArgs);
+      // Before: its workers opened the port for sharing too, and took part of the first gateway's connections.
+      const { code, stdout } = await runUntilExit(
+        runtime,
+        { JWT_SECRET: TEST_SECRET, WORKERS: "2", HOST: "127.0.0.1", PORT: String(gateway.port) },
+        10_000,
+      );
+      expect(code).toBe(1);
+      const fatal = stdout
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as Record<string, unknown>)
+        .find((line) => line.level === "fatal");
+      expect(fatal).toMatchObject({ variables: ["HOST", "PORT"], port: gateway.port });
+      expect(String(fatal?.msg)).toStartWith(`cannot listen on 127.0.0.1:${gateway.port} (HOST, PORT): `);
     } finally {
       await cleanup();
     }

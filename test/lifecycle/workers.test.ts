@@ -1,6 +1,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { GatewayError } from "../../src/domain/errors.ts";
 import {
+  ensureNothingListens,
   isWorker,
   tellSupervisorListening,
   WORKER_ENV,
@@ -105,4 +106,24 @@ test("a worker's relayed publishes are bounded while the supervisor does not pas
     for (const listener of process.listeners("disconnect"))
       if (!listeners.disconnect.includes(listener)) process.removeListener("disconnect", listener);
   }
+});
+
+test("the supervisor's check of its port: free passes; refused while sharing listeners hold it, as a second gateway's workers would join them", async () => {
+  const shared = { hostname: "127.0.0.1", reusePort: true, fetch: () => new Response("") };
+  const first = Bun.serve({ ...shared, port: 0 });
+  const second = Bun.serve({ ...shared, port: first.port });
+  try {
+    // Before: nothing checked, and a second WORKERS > 1 gateway on the port served half its connections.
+    const refused = await ensureNothingListens("127.0.0.1", first.port as number).catch((error) => error);
+    expect((refused as NodeJS.ErrnoException).code).toBe("EADDRINUSE");
+  } finally {
+    first.stop(true);
+    second.stop(true);
+  }
+  await ensureNothingListens("127.0.0.1", first.port as number);
+  // Neither the port nor a foreign address is left held.
+  const again = Bun.serve({ hostname: "127.0.0.1", port: first.port, fetch: () => new Response("") });
+  again.stop(true);
+  const foreign = await ensureNothingListens("192.0.2.1", 0).catch((error) => error);
+  expect((foreign as NodeJS.ErrnoException).code).toBe("EADDRNOTAVAIL");
 });
