@@ -183,6 +183,8 @@ export function superviseWorkers({ workers, drainTimeoutMs, log, stores }: Super
       detached: true,
     });
     children.set(child, index);
+    // The worker's index and pid on each line about it: its own lines carry the pid.
+    const about = { worker: index, workerPid: child.pid };
     if (stores) answerStoreCalls(child, stores);
     let listening = false;
     child.on("message", (message) => {
@@ -195,13 +197,13 @@ export function superviseWorkers({ workers, drainTimeoutMs, log, stores }: Super
     child.on("exit", (code, signal) => {
       children.delete(child);
       if (!draining && !listening) {
-        log.fatal({ worker: index, code, signal }, "worker could not start; stopping the other workers");
+        log.fatal({ ...about, code, signal }, "worker could not start; stopping the other workers");
         failed = true;
         stopAll("SIGTERM");
         return;
       }
       if (!draining) {
-        log.error({ worker: index, code, signal }, "worker died; restarting it");
+        log.error({ ...about, code, signal }, "worker died; restarting it");
         const restart = setTimeout(() => {
           restarts.delete(restart);
           start(index);
@@ -210,8 +212,10 @@ export function superviseWorkers({ workers, drainTimeoutMs, log, stores }: Super
         return;
       }
       // A worker still loading its code has no handlers yet: the forwarded signal ends it, which is no failure.
-      if (code !== 0 && !(DRAIN_SIGNALS as readonly string[]).includes(signal ?? "")) failed = true;
-      log.info({ worker: index, code, signal }, "worker exited");
+      const failedDrain = code !== 0 && !(DRAIN_SIGNALS as readonly string[]).includes(signal ?? "");
+      if (failedDrain) failed = true;
+      // An error when it failed: killed (an OOM kill) it could not log why itself.
+      log[failedDrain ? "error" : "info"]({ ...about, code, signal }, "worker exited");
       exitOnceAllExited();
     });
   };

@@ -50,6 +50,10 @@ test("a worker that does not exit by its drain deadline is killed WORKER_EXIT_GR
       workerPid: stuck,
     });
     await waitUntil(() => !alive(stuck), "the stuck worker gone");
+    // Before: "worker exited" at info for both, naming neither pid; a killed worker cannot log why itself.
+    const exits = lines.filter((line) => line.msg === "worker exited");
+    expect(exits.find((line) => line.worker === 1)).toMatchObject({ level: "error", workerPid: stuck });
+    expect(exits.find((line) => line.worker === 0)).toMatchObject({ level: "info", code: 0 });
   } finally {
     await killGroup(child);
   }
