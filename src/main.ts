@@ -86,7 +86,7 @@ async function serve(): Promise<void> {
     exit: (code) => process.exit(code),
   });
   lifecycle.installSignalHandlers();
-  watchSupervisor(() => lifecycle.onSignal("supervisor gone"));
+  watchSupervisor(() => lifecycle.drainUnlessDraining("supervisor gone"));
   const { listen, engine } = await selectTransport();
   if (engine === "uws-js-fallback") {
     const forced = /^(1|true)$/i.test(process.env.UWS_USE_FALLBACK ?? "");

@@ -59,7 +59,7 @@ export class Lifecycle {
   }
 
   onSignal(signal: string): void {
-    const { log, exit, drainTimeoutMs } = this.options;
+    const { log, exit } = this.options;
     if (this.draining) {
       const { records, bytes } = this.undelivered();
       const lost = { signal, lost: records, lostBytes: bytes };
@@ -68,6 +68,21 @@ export class Lifecycle {
       exit(1);
       return;
     }
+    this.drain(signal);
+  }
+
+  /**
+   * Starts the drain as a first signal does, unless it runs already: for a
+   * cause that is nobody asking to exit at once (a WORKERS supervisor gone,
+   * killed, say, by the OOM killer during the drain it had passed on), where
+   * a second signal would have dropped every record the drain was flushing.
+   */
+  drainUnlessDraining(cause: string): void {
+    if (!this.draining) this.drain(cause);
+  }
+
+  private drain(signal: string): void {
+    const { log, exit, drainTimeoutMs } = this.options;
     this.draining = true;
     const steps = this.steps;
     if (steps === undefined) {

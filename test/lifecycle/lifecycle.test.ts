@@ -162,4 +162,35 @@ describe("Lifecycle", () => {
       msg: "drain timed out: exiting",
     });
   });
+  test("a supervisor gone during the drain lets it finish (no second signal); gone before any signal, it starts the drain", async () => {
+    let flushed = false;
+    const run = drain(
+      [
+        {
+          name: "flush",
+          run: async () => {
+            await Bun.sleep(200);
+            flushed = true;
+          },
+        },
+      ],
+      5000,
+    );
+    const exitCode = run.signal();
+    // Before: taken as a second signal, the supervisor's end exited 1 at once, every queued record lost.
+    run.lifecycle.drainUnlessDraining("supervisor gone");
+    expect(await exitCode).toBe(0);
+    expect(flushed).toBe(true);
+
+    const exits: number[] = [];
+    const orphan = new Lifecycle({
+      drainTimeoutMs: 1000,
+      log: pino({ level: "silent" }),
+      exit: (code) => exits.push(code),
+    });
+    orphan.serving([{ name: "flush", run: () => {} }], () => ({ records: 0, bytes: 0 }));
+    orphan.drainUnlessDraining("supervisor gone");
+    await Bun.sleep(50);
+    expect(exits).toEqual([0]);
+  });
 });
