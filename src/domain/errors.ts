@@ -201,7 +201,7 @@ export const ERROR_STATUS = Object.fromEntries(
 export const WS_ERRORS = {
   bad_frame: {
     meaning:
-      "A frame that is not a JSON object, nested deeper than 8 levels, a binary frame whose bytes are not UTF-8, of an unknown `type` or missing members, or a `subscribe` whose `since` is not an event id (then not subscribed). The socket stays open.",
+      "A frame that is not a JSON object, nested deeper than 8 levels (a publish frame 64, as its HTTP body), a binary frame whose bytes are not UTF-8, of an unknown `type` or missing members, or a `subscribe` whose `since` is not an event id (then not subscribed). The socket stays open.",
     retry: false,
     advice: "Fix the frame.",
   },

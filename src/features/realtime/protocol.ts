@@ -57,8 +57,7 @@ export function parseClientFrame(text: string | undefined): ClientFrame | FrameR
   // Checked before JSON.parse: deep nesting costs a scan, never a deep parse or a RangeError.
   const bytes = Buffer.from(text);
   const problem = jsonProblem(bytes, MAX_DEPTH);
-  if (problem === DEPTH_ERROR)
-    return { error: `frames nest at most ${MAX_DEPTH} levels`, ...publishRefOfDeepFrame(bytes, text) };
+  if (problem === DEPTH_ERROR) return deepFrame(bytes, text);
   if (problem === SYNTAX_ERROR) return { error: "frames are JSON text" };
   const value: unknown = JSON.parse(text);
   if (value === null || typeof value !== "object" || Array.isArray(value))
@@ -99,14 +98,20 @@ export function parseClientFrame(text: string | undefined): ClientFrame | FrameR
 }
 
 /**
- * The `ref` of a publish frame nested too deep for a client frame (its `data`,
- * most likely) but not for a publish body: parsed at the HTTP body's bound,
- * so its refusal names the publish it answers. Deeper frames get none.
+ * A frame nested deeper than a client frame may: a publish, whose `data` may
+ * nest as deep as in a `POST /v1/publish` body (the frame has the body's
+ * shape), is read at the body's bound; anything else, or deeper, is refused
+ * (naming no `ref`: a frame too deep for any JSON body is not parsed).
  */
-function publishRefOfDeepFrame(bytes: Uint8Array, text: string): { ref?: string } {
-  if (jsonProblem(bytes, MAX_JSON_DEPTH) !== undefined) return {};
-  const frame = JSON.parse(text) as { type?: unknown; ref?: unknown } | null;
-  return frame?.type === "publish" && isRef(frame.ref) ? { ref: frame.ref } : {};
+function deepFrame(bytes: Uint8Array, text: string): PublishFrame | FrameRefusal {
+  const tooDeep = { error: `frames nest at most ${MAX_DEPTH} levels (a publish ${MAX_JSON_DEPTH})` };
+  const problem = jsonProblem(bytes, MAX_JSON_DEPTH);
+  if (problem === SYNTAX_ERROR) return { error: "frames are JSON text" };
+  if (problem !== undefined) return tooDeep;
+  const frame: unknown = JSON.parse(text);
+  return frame !== null && typeof frame === "object" && (frame as { type?: unknown }).type === "publish"
+    ? publishFrame(text, frame as Record<string, unknown>)
+    : tooDeep;
 }
 
 function isRef(ref: unknown): ref is string {

@@ -33,9 +33,14 @@ test("client frames are parsed, and bad ones explained without throwing", () => 
 });
 
 test("deeply nested or oversized values are refused before they cost anything", () => {
-  expect(parseClientFrame("[".repeat(20_000))).toEqual({ error: "frames nest at most 8 levels" });
-  expect(parseClientFrame(`{"type":${"[".repeat(20_000)}${"]".repeat(20_000)}}`)).toEqual({
-    error: "frames nest at most 8 levels",
+  const tooDeep = { error: "frames nest at most 8 levels (a publish 64)" };
+  expect(parseClientFrame("[".repeat(20_000))).toEqual(tooDeep);
+  expect(parseClientFrame(`{"type":${"[".repeat(20_000)}${"]".repeat(20_000)}}`)).toEqual(tooDeep);
+  expect(parseClientFrame(`{"type":"subscribe","channel":${"[".repeat(20)}${"]".repeat(20)}}`)).toEqual(
+    tooDeep,
+  );
+  expect(parseClientFrame(`{"type":"publish","channel":"o","data":${"[".repeat(20)}`)).toEqual({
+    error: "frames are JSON text",
   });
   // Brackets inside strings are text, not nesting.
   expect(parseClientFrame(`{"type":"auth","token":"${"[{".repeat(100)}"}`)).toEqual({
