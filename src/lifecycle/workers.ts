@@ -19,11 +19,25 @@ export function watchSupervisor(onOrphaned: () => void): void {
 
 /** What a worker tells its supervisor once it listens: from then on, a death of it is a crash to restart. */
 const LISTENING_MESSAGE = { type: "listening" } as const;
+/** The supervisor's question to a listening worker, which its event loop answers in kind. */
+const HEARTBEAT_MESSAGE = { type: "heartbeat" } as const;
 
-/** In a worker: tells the supervisor it listens (a no-op without one, or once it is gone). */
+const typeOf = (message: unknown): unknown => (message as { type?: unknown } | null)?.type;
+
+/**
+ * In a worker: tells the supervisor it listens, and from then on answers its
+ * heartbeats (a no-op without one, or once it is gone).
+ */
 export function tellSupervisorListening(): void {
-  // A send on a closed channel raises an 'error' event on Node; the worker is draining then anyway.
-  if (process.env[WORKER_ENV] !== undefined && process.connected) process.send?.(LISTENING_MESSAGE);
+  if (process.env[WORKER_ENV] === undefined) return;
+  // A send on a closed channel raises an 'error' event on Node: the callback takes it (the worker drains then).
+  const tell = (message: object) => {
+    if (process.connected) process.send?.(message, undefined, undefined, () => {});
+  };
+  process.on("message", (message) => {
+    if (typeOf(message) === HEARTBEAT_MESSAGE.type) tell(HEARTBEAT_MESSAGE);
+  });
+  tell(LISTENING_MESSAGE);
 }
 
 /** Fan-out messages of the embedded bus, from a worker to the supervisor and from it to every worker. */
@@ -112,6 +126,14 @@ export function supervisorEndpoint(): IpcEndpoint | undefined {
  */
 export const WORKER_EXIT_GRACE_MS = 1000;
 
+/**
+ * A listening worker that answered nothing for this long is stuck (its event
+ * loop blocked, or stopped): its connections hang, and with WORKERS > 1 no
+ * probe sees it (each reaches one worker), so the supervisor kills it and
+ * starts another. Far beyond any GC pause or event-loop lag that still serves.
+ */
+export const WORKER_STUCK_MS = 30_000;
+
 export interface SuperviseOptions {
   workers: number;
   /** DRAIN_TIMEOUT_MS: each worker's drain ends by then, counted from the signal the supervisor passes on. */
@@ -119,6 +141,8 @@ export interface SuperviseOptions {
   log: Logger;
   /** Without Redis: the Idempotency-Key answers and record ids the workers share. */
   stores: SupervisorStores | undefined;
+  /** WORKER_STUCK_MS, but for tests. */
+  stuckAfterMs?: number;
 }
 
 /**
@@ -155,12 +179,22 @@ export function isWorker(workers: number): boolean {
  * A worker still running WORKER_EXIT_GRACE_MS after its own drain deadline, or
  * after a second signal, is killed (its event loop is stuck, so its own deadline
  * never fires): the supervisor then exits 1, as a drain that overruns does.
+ * Outside a drain a listening worker that answers no heartbeat for
+ * WORKER_STUCK_MS is killed and, as any worker that dies then, restarted.
  * On the embedded default it also relays the workers' fan-out messages (workerFanoutRelay), and
  * without Redis it holds the Idempotency-Key answers and record ids of all workers (`stores`).
  */
-export function superviseWorkers({ workers, drainTimeoutMs, log, stores }: SuperviseOptions): void {
+export function superviseWorkers({
+  workers,
+  drainTimeoutMs,
+  log,
+  stores,
+  stuckAfterMs = WORKER_STUCK_MS,
+}: SuperviseOptions): void {
   // Each running worker, with its index (WORKER_ENV).
   const children = new Map<ChildProcess, number>();
+  // When each listening worker last said anything: its event loop ran then.
+  const lastHeard = new Map<ChildProcess, number>();
   // Pending restarts keep this process alive while no worker runs; a signal cancels them.
   const restarts = new Set<ReturnType<typeof setTimeout>>();
   let draining = false;
@@ -188,7 +222,8 @@ export function superviseWorkers({ workers, drainTimeoutMs, log, stores }: Super
     if (stores) answerStoreCalls(child, stores);
     let listening = false;
     child.on("message", (message) => {
-      if ((message as { type?: unknown } | null)?.type === LISTENING_MESSAGE.type) listening = true;
+      if (listening || typeOf(message) === LISTENING_MESSAGE.type) lastHeard.set(child, Date.now());
+      if (typeOf(message) === LISTENING_MESSAGE.type) listening = true;
       // One sender, one order: every worker, the publisher's too, gets the fan-out messages as they came in.
       else if (isRelayedFanout(message))
         // A worker that went away meanwhile: its exit is handled there, the callback keeps it from an 'error' event.
@@ -196,6 +231,7 @@ export function superviseWorkers({ workers, drainTimeoutMs, log, stores }: Super
     });
     child.on("exit", (code, signal) => {
       children.delete(child);
+      lastHeard.delete(child);
       if (!draining && !listening) {
         log.fatal({ ...about, code, signal }, "worker could not start; stopping the other workers");
         failed = true;
@@ -247,6 +283,25 @@ export function superviseWorkers({ workers, drainTimeoutMs, log, stores }: Super
     for (const child of children.keys()) child.kill(signal);
     exitOnceAllExited();
   };
+
+  const checkHeartbeats = () => {
+    if (draining) return;
+    const now = Date.now();
+    for (const [child, heard] of lastHeard) {
+      if (now - heard < stuckAfterMs) {
+        if (child.connected) child.send(HEARTBEAT_MESSAGE, () => {});
+        continue;
+      }
+      log.error(
+        { worker: children.get(child), workerPid: child.pid, silentMs: now - heard },
+        "worker answers no heartbeat: its event loop is stuck; killing it",
+      );
+      lastHeard.delete(child);
+      child.kill("SIGKILL");
+    }
+  };
+  // Unref'd: the workers' channels keep this process alive, and a drain ends it with them.
+  setInterval(checkHeartbeats, Math.min(5000, stuckAfterMs / 4)).unref();
 
   for (const signal of DRAIN_SIGNALS) process.on(signal, () => stopAll(signal));
   for (let index = 0; index < workers; index++) start(index);

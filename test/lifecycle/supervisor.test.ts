@@ -5,9 +5,9 @@ import { waitUntil } from "../support/wait.ts";
 const FIXTURE = new URL("./supervised-workers.ts", import.meta.url).pathname;
 
 /** The stand-in supervisor with one worker that drains and one stuck worker, both listening. */
-async function supervise(drainTimeoutMs: number) {
+async function supervise(drainTimeoutMs: number, env: Record<string, string> = {}) {
   const child = spawnGroup([process.execPath, FIXTURE], {
-    env: { ...process.env, DRAIN_TIMEOUT_MS: String(drainTimeoutMs) },
+    env: { ...process.env, DRAIN_TIMEOUT_MS: String(drainTimeoutMs), ...env },
     stdout: "pipe",
     stderr: "inherit",
   });
@@ -70,6 +70,27 @@ test("a second signal ends the supervisor within WORKER_EXIT_GRACE_MS, whatever 
     expect(code).toBe(1);
     expect(Date.now() - second).toBeLessThan(3000);
     await waitUntil(() => !alive(stuck), "the stuck worker gone");
+  } finally {
+    await killGroup(child);
+  }
+});
+
+test("a listening worker whose event loop is blocked is killed after stuckAfterMs without a heartbeat, and started again", async () => {
+  const { child, lines, stuck } = await supervise(60_000, { BLOCK_WORKER: "1", STUCK_AFTER_MS: "1000" });
+  try {
+    // Before: nothing noticed it; its share of the port's connections hung for ever.
+    await waitUntil(() => !alive(stuck), "the blocked worker killed", 5000);
+    expect(lines.find((line) => String(line.msg).startsWith("worker answers no heartbeat"))).toMatchObject({
+      level: "error",
+      worker: 1,
+      workerPid: stuck,
+    });
+    await waitUntil(
+      () => lines.some((line) => line.msg === "listening" && line.worker === "1" && line.pid !== stuck),
+      "worker 1 started again",
+    );
+    // The worker that answers its heartbeats is left alone.
+    expect(lines.filter((line) => line.msg === "listening" && line.worker === "0")).toHaveLength(1);
   } finally {
     await killGroup(child);
   }
