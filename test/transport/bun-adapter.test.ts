@@ -1,4 +1,5 @@
 import { expect, test } from "bun:test";
+import { connect } from "node:net";
 import { splitUrl } from "../../src/transport/bun/adapter.ts";
 
 test("path and query come out of any URL Bun hands us, with or without a host", () => {
@@ -54,3 +55,79 @@ test("a request without a query string gets an empty query that refuses changes 
     { ack: "none", text: "x=1&ack=none", refused: false },
   ]);
 });
+
+/** Sends one raw request; resolves with what came back once the answer ends (`until`), then how long the idle connection stayed open. */
+function answerThenIdle(port: number, path: string, until: string, idleWaitMs: number) {
+  return new Promise<{ answered: boolean; idleClosedAfterMs: number | undefined }>((resolve) => {
+    let received = "";
+    let answeredAt: number | undefined;
+    const finish = (closedAt: number | undefined) => {
+      clearTimeout(giveUp);
+      resolve({
+        answered: answeredAt !== undefined,
+        idleClosedAfterMs:
+          answeredAt !== undefined && closedAt !== undefined ? closedAt - answeredAt : undefined,
+      });
+    };
+    const giveUp = setTimeout(() => {
+      socket.end();
+      finish(undefined);
+    }, 13_000 + idleWaitMs);
+    const socket = connect(port, "127.0.0.1", () => {
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: gw\r\n\r\n`);
+    });
+    socket.on("data", (chunk: Buffer) => {
+      received += chunk.toString();
+      if (answeredAt === undefined && received.endsWith(until)) answeredAt = Date.now();
+    });
+    socket.on("close", () => finish(Date.now()));
+    socket.on("error", () => {});
+  });
+}
+
+test("a request without a body answered after the idle timeout gets its answer, and a server-ended stream's connection idles out", async () => {
+  const { listen } = await import("../../src/transport/bun/adapter.ts");
+  const server = await listen<undefined>(
+    {
+      http: async (request) => {
+        if (request.path === "/stream")
+          return {
+            status: 200,
+            body: "first\n",
+            stream: { open: (stream) => setTimeout(() => stream.end(), 100), closed() {} },
+          };
+        await Bun.sleep(12_000);
+        return { status: 200, body: "late" };
+      },
+      wsPath: "/ws",
+      ws: {
+        upgrade: async () => ({ accept: false, reply: { status: 400, body: "" } }),
+        open() {},
+        message() {},
+        drain() {},
+        close() {},
+      },
+    },
+    {
+      host: "127.0.0.1",
+      port: 0,
+      reusePort: false,
+      maxBodyBytes: 1024,
+      ws: { maxPayloadBytes: 1024, maxBackpressureBytes: 1024, idleTimeoutSec: 10 },
+    },
+  );
+  try {
+    const [slow, stream] = await Promise.all([
+      // Before: Bun's 10 s idle timer dropped the connection while the handler waited.
+      answerThenIdle(server.port, "/slow", "late", 0),
+      // Before: the stream's timeout of 0 stayed on the connection, which then never idled out.
+      answerThenIdle(server.port, "/stream", "0\r\n\r\n", 2_000),
+    ]);
+    expect(slow.answered).toBe(true);
+    expect(stream.answered).toBe(true);
+    expect(stream.idleClosedAfterMs).toBeDefined();
+    expect(stream.idleClosedAfterMs).toBeLessThan(14_000);
+  } finally {
+    server.stopListening();
+  }
+}, 30_000);

@@ -63,12 +63,25 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
         }
         return toResponse(decision.reply);
       }
+      // Bun's idle timer keeps running while the handler works on a request without a body
+      // (one with a body is let be once it is read), so a wait of about 10 s (a delta read
+      // back from the fan-out topic, up to REPLAY_TIMEOUT_MS) lost its answer: the connection
+      // was dropped. Such a request is whole once its head is read, so no slow-client bound
+      // is lost; the bound is set again for the idle keep-alive connection after the answer.
+      const whole =
+        !headers.has("transfer-encoding") && (contentLength === undefined || contentLength === "0");
+      if (whole) bunServer.timeout(req, 0);
       const reply = await app.http(request);
       if (reply.stream && req.method !== "HEAD" && !req.signal.aborted) {
-        // A stream may stay quiet between heartbeats longer than the idle timeout that bounds requests.
+        // A stream may stay quiet between heartbeats longer than the idle timeout that bounds
+        // requests; once the server ends it, the connection is an idle keep-alive one again
+        // (Bun keeps a request's timeout for its connection: 0 would hold it open for good).
         bunServer.timeout(req, 0);
-        return streamResponse(reply, reply.stream, req.signal);
+        return streamResponse(reply, reply.stream, req.signal, () =>
+          bunServer.timeout(req, HTTP_IDLE_TIMEOUT_SEC),
+        );
       }
+      if (whole) bunServer.timeout(req, HTTP_IDLE_TIMEOUT_SEC);
       // HEAD, or the client left already: the stream never opens.
       reply.stream?.closed();
       // A stream's GET is chunked, its length unknown: its HEAD says so too (an empty stream
@@ -295,7 +308,12 @@ function blockHeaders(own: Readonly<Record<string, string>>, block: HeaderBlock)
  * Bun takes chunks as the socket accepts them, so the queue's size is what
  * the client has not read (beyond the socket's own buffers).
  */
-function streamResponse(reply: HttpReply, listener: StreamListener, signal: AbortSignal): Response {
+function streamResponse(
+  reply: HttpReply,
+  listener: StreamListener,
+  signal: AbortSignal,
+  idleAgain: () => void,
+): Response {
   let done = false;
   const finish = () => {
     if (done) return;
@@ -316,6 +334,7 @@ function streamResponse(reply: HttpReply, listener: StreamListener, signal: Abor
           bufferedAmount: () => (done ? 0 : Math.max(0, -(controller.desiredSize ?? 0))),
           end() {
             if (done) return;
+            idleAgain();
             controller.close();
             finish();
           },
