@@ -86,9 +86,14 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       reply.stream?.closed();
       // A stream's GET is chunked, its length unknown: its HEAD says so too (an empty stream
       // body, which Bun cancels unread), not the length of the first chunk.
-      if (reply.stream && req.method === "HEAD")
-        return new Response(new ReadableStream(), { status: reply.status, headers: replyHeaders(reply) });
-      return toResponse(reply);
+      if (req.method !== "HEAD") return toResponse(reply);
+      const head = reply.stream
+        ? new Response(new ReadableStream(), { status: reply.status, headers: replyHeaders(reply) })
+        : toResponse(reply);
+      // Bun writes Date on a GET's answer but not on a HEAD's, which is to carry GET's headers
+      // (RFC 9110 §9.3.2) and a Date (§6.6.1). Set on this response's own copy of the headers.
+      head.headers.set("date", new Date().toUTCString());
+      return head;
     },
     websocket: {
       maxPayloadLength: options.ws.maxPayloadBytes,
