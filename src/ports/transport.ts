@@ -116,6 +116,12 @@ export interface ListenOptions {
   reusePort: boolean;
   maxBodyBytes: number;
   ws: WsLimits;
+  /**
+   * Seconds a connection may go without delivering a whole request (head or
+   * body) before it is closed; 10, uWebSockets.js's own (fixed) bound, unless
+   * a test of the Bun adapter shortens it.
+   */
+  httpIdleTimeoutSec?: number;
 }
 
 export interface RunningServer {

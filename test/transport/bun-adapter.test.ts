@@ -40,6 +40,8 @@ test("a request without a query string gets an empty query that refuses changes 
       reusePort: false,
       maxBodyBytes: 1024,
       ws: { maxPayloadBytes: 1024, maxBackpressureBytes: 1024, idleTimeoutSec: 10 },
+      // Shortened from 10 s: the answer comes after it, the idle connection closes at it.
+      httpIdleTimeoutSec: 2,
     },
   );
   try {
@@ -72,7 +74,7 @@ function answerThenIdle(port: number, path: string, until: string, idleWaitMs: n
     const giveUp = setTimeout(() => {
       socket.end();
       finish(undefined);
-    }, 13_000 + idleWaitMs);
+    }, 5_000 + idleWaitMs);
     const socket = connect(port, "127.0.0.1", () => {
       socket.write(`GET ${path} HTTP/1.1\r\nHost: gw\r\n\r\n`);
     });
@@ -96,7 +98,7 @@ test("a request without a body answered after the idle timeout gets its answer, 
             body: "first\n",
             stream: { open: (stream) => setTimeout(() => stream.end(), 100), closed() {} },
           };
-        await Bun.sleep(12_000);
+        await Bun.sleep(3_000);
         return { status: 200, body: "late" };
       },
       wsPath: "/ws",
@@ -114,6 +116,8 @@ test("a request without a body answered after the idle timeout gets its answer, 
       reusePort: false,
       maxBodyBytes: 1024,
       ws: { maxPayloadBytes: 1024, maxBackpressureBytes: 1024, idleTimeoutSec: 10 },
+      // Shortened from 10 s: the answer comes after it, the idle connection closes at it.
+      httpIdleTimeoutSec: 2,
     },
   );
   try {
@@ -121,13 +125,13 @@ test("a request without a body answered after the idle timeout gets its answer, 
       // Before: Bun's 10 s idle timer dropped the connection while the handler waited.
       answerThenIdle(server.port, "/slow", "late", 0),
       // Before: the stream's timeout of 0 stayed on the connection, which then never idled out.
-      answerThenIdle(server.port, "/stream", "0\r\n\r\n", 2_000),
+      answerThenIdle(server.port, "/stream", "0\r\n\r\n", 1_000),
     ]);
     expect(slow.answered).toBe(true);
     expect(stream.answered).toBe(true);
     expect(stream.idleClosedAfterMs).toBeDefined();
-    expect(stream.idleClosedAfterMs).toBeLessThan(14_000);
+    expect(stream.idleClosedAfterMs).toBeLessThan(4_000);
   } finally {
     server.stopListening();
   }
-}, 30_000);
+}, 15_000);

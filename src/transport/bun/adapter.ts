@@ -16,7 +16,7 @@ import { framingProblem, framingRefusal } from "../framing.ts";
 import { isWebSocketHandshake } from "../handshake.ts";
 import { EnginePeer } from "../peer.ts";
 
-const HTTP_IDLE_TIMEOUT_SEC = 10;
+const DEFAULT_HTTP_IDLE_TIMEOUT_SEC = 10;
 
 interface SocketData<State> {
   state: State;
@@ -25,13 +25,14 @@ interface SocketData<State> {
 
 /** Bun adapter: maps Bun.serve (uWebSockets inside) onto the transport seam. */
 export async function listen<State>(app: GatewayApp<State>, options: ListenOptions): Promise<RunningServer> {
+  const idleTimeoutSec = options.httpIdleTimeoutSec ?? DEFAULT_HTTP_IDLE_TIMEOUT_SEC;
   const server: Server<SocketData<State>> = Bun.serve<SocketData<State>>({
     hostname: options.host,
     port: options.port,
     reusePort: options.reusePort,
     // A connection that delivers no whole request (headers or body) in this
     // time is closed: the slow-client bound uWebSockets.js has built in (10 s).
-    idleTimeout: HTTP_IDLE_TIMEOUT_SEC,
+    idleTimeout: idleTimeoutSec,
     // Bun would answer a bare 413 of its own (no body, no headers) past its limit. The body
     // reader enforces MAX_BODY_BYTES itself, from Content-Length up front or while streaming,
     // and closes the connection after its JSON 413: Bun's limit only has to stay out of the way.
@@ -77,11 +78,9 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
         // requests; once the server ends it, the connection is an idle keep-alive one again
         // (Bun keeps a request's timeout for its connection: 0 would hold it open for good).
         bunServer.timeout(req, 0);
-        return streamResponse(reply, reply.stream, req.signal, () =>
-          bunServer.timeout(req, HTTP_IDLE_TIMEOUT_SEC),
-        );
+        return streamResponse(reply, reply.stream, req.signal, () => bunServer.timeout(req, idleTimeoutSec));
       }
-      if (whole) bunServer.timeout(req, HTTP_IDLE_TIMEOUT_SEC);
+      if (whole) bunServer.timeout(req, idleTimeoutSec);
       // HEAD, or the client left already: the stream never opens.
       reply.stream?.closed();
       // A stream's GET is chunked, its length unknown: its HEAD says so too (an empty stream
