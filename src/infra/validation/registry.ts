@@ -15,6 +15,7 @@ import type { Logger } from "../../log/logger.ts";
 import type { ExactNumbers, SchemaValidator } from "../../ports/schemas.ts";
 import { RefreshedDocument } from "../remote/document.ts";
 import { addSchemaFormats } from "./formats.ts";
+import { checkNoEndlessRecursion } from "./loops.ts";
 import { loadSchemaDocuments, type S3ObjectClient } from "./sources.ts";
 
 export interface SchemaRegistry extends SchemaValidator {
@@ -467,6 +468,7 @@ function compileAll(
   schemaNumbers: ExactNumbers,
   warn: (type: string, warning: string) => void,
 ): Map<string, ValidateFunction> {
+  checkNoEndlessRecursion(schemas);
   let compiling = "";
   // ajv prints its warnings (`unknown format "x" ignored`: a typo that checks nothing) on the console,
   // which would break the JSON log lines; each goes to the log once (ajv says some twice), naming its type.

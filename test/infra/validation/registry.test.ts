@@ -153,6 +153,48 @@ describe("folder source", () => {
     await expect(registry(uncompilable).schemas.start()).rejects.toThrow('schema for "bad" does not compile');
   });
 
+  test("a schema that applies itself to the same data without end does not load, naming where; a recursive one that goes deeper does", async () => {
+    // Each compiled, and validating any record of its type then overflowed the stack: a 500 per record.
+    const endless: Record<string, object>[] = [
+      { loop: { $ref: "#" } },
+      { loop: { anyOf: [{ type: "string" }, { $ref: "#" }] } },
+      {
+        loop: {
+          dependentSchemas: { a: { $ref: "#/$defs/again" } },
+          $defs: { again: { allOf: [{ $ref: "#" }] } },
+        },
+      },
+      { loop: { $dynamicAnchor: "node", oneOf: [{ $dynamicRef: "#node" }] } },
+      {
+        loop: { $id: "urn:t:loop", not: { $ref: "urn:t:other" } },
+        other: { $id: "urn:t:other", $ref: "urn:t:loop" },
+      },
+    ];
+    for (const set of endless) {
+      const dir = await tempDir();
+      for (const [type, schema] of Object.entries(set))
+        await writeJson(join(dir, `${type}.json`), { $schema: SCHEMA_DRAFT, ...schema });
+      await expect(registry(dir).schemas.start()).rejects.toThrow(
+        /^schema for "(loop|other)" applies itself to the same data without end \((loop|other)#\S* leads back to (loop|other)#\S*\)/,
+      );
+    }
+
+    const tree = await tempDirWith({
+      $ref: "#/$defs/node",
+      $defs: {
+        node: {
+          type: "object",
+          properties: { children: { type: "array", items: { $ref: "#/$defs/node" } } },
+        },
+      },
+      examples: [{ allOf: [{ $ref: "#" }] }], // data, not a subschema
+    });
+    const { schemas } = registry(tree);
+    await schemas.start();
+    expect(schemas.validate("t", { children: [{ children: [] }] })).toEqual({ ok: true });
+    expect(schemas.validate("t", { children: [{ children: 1 }] }).ok).toBe(false);
+  });
+
   test("unknown keywords do not break loading (strict: false)", async () => {
     const dir = await tempDir();
     await writeJson(join(dir, "tagged.json"), { ...objectSchema(["a"]), "x-owner": "team-a" });
