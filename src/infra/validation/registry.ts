@@ -449,7 +449,9 @@ const draft6MetaSchema = createRequire(import.meta.url)("ajv/dist/refs/json-sche
 
 function newAjv(dialect: Dialect, logger: Options["logger"]): AjvCore {
   // strict: false so vendor keywords in user schemas load; a schema that does not compile still fails the set.
-  const options: Options = { allErrors: false, strict: false, logger };
+  // ownProperties: a property is the record's own, not one every object inherits. Without it `required:
+  // ["constructor"]` passed `{}`, and an optional `toString` property refused every record lacking it.
+  const options: Options = { allErrors: false, strict: false, ownProperties: true, logger };
   let ajv: AjvCore;
   if (dialect === "2020-12") ajv = new Ajv2020(options);
   else if (dialect === "2019-09") ajv = new Ajv2019(options);

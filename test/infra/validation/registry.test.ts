@@ -195,6 +195,27 @@ describe("folder source", () => {
     expect(schemas.validate("t", { children: [{ children: 1 }] }).ok).toBe(false);
   });
 
+  test("a property named like a member every object inherits (constructor, toString, __proto__) is judged by the record's own", async () => {
+    const dir = await tempDirWith({
+      type: "object",
+      required: ["constructor"],
+      properties: { toString: { type: "string" }, valueOf: { type: "integer" } },
+      dependentRequired: { hasOwnProperty: ["x"] },
+    });
+    const { schemas } = registry(dir);
+    await schemas.start();
+    expect(schemas.validate("t", JSON.parse('{"constructor": 1}'))).toEqual({ ok: true });
+    expect(schemas.validate("t", JSON.parse("{}"))).toEqual({
+      ok: false,
+      reason: "data must have required property 'constructor'",
+    });
+    expect(schemas.validate("t", JSON.parse('{"__proto__": 1, "toString": "a"}')).ok).toBe(false);
+    expect(schemas.validate("t", JSON.parse('{"constructor": 1, "toString": 1}'))).toEqual({
+      ok: false,
+      reason: "data/toString must be string",
+    });
+  });
+
   test("unknown keywords do not break loading (strict: false)", async () => {
     const dir = await tempDir();
     await writeJson(join(dir, "tagged.json"), { ...objectSchema(["a"]), "x-owner": "team-a" });
