@@ -88,7 +88,7 @@ export function createSchemaRegistry(options: SchemaRegistryOptions): SchemaRegi
       if (current && loaded.hash === current.value.hash) return { value: current.value, etag: loaded.etag };
       let validators: Map<string, ValidateFunction>;
       try {
-        validators = compileAll(loaded.schemas, loaded.exactNumbers, (type, warning) =>
+        validators = await compileAll(loaded.schemas, loaded.exactNumbers, (type, warning) =>
           log.warn({ source, type, warning }, "schema warning"),
         );
       } catch (error) {
@@ -447,11 +447,16 @@ function dialectOf(schema: object): Dialect {
 // Not an import: `bun build` drops its `with { type: "json" }`, without which Node refuses a JSON module.
 const draft6MetaSchema = createRequire(import.meta.url)("ajv/dist/refs/json-schema-draft-06.json");
 
-function newAjv(dialect: Dialect, logger: Options["logger"]): AjvCore {
+/**
+ * An ajv for one draft. `validateSchema`: whether it checks each schema
+ * added against the draft's meta-schema; a set's instances do not, as
+ * `checkAgainstMetaSchema` did.
+ */
+function newAjv(dialect: Dialect, logger: Options["logger"], validateSchema: boolean): AjvCore {
   // strict: false so vendor keywords in user schemas load; a schema that does not compile still fails the set.
   // ownProperties: a property is the record's own, not one every object inherits. Without it `required:
   // ["constructor"]` passed `{}`, and an optional `toString` property refused every record lacking it.
-  const options: Options = { allErrors: false, strict: false, ownProperties: true, logger };
+  const options: Options = { allErrors: false, strict: false, ownProperties: true, logger, validateSchema };
   let ajv: AjvCore;
   if (dialect === "2020-12") ajv = new Ajv2020(options);
   else if (dialect === "2019-09") ajv = new Ajv2019(options);
@@ -465,12 +470,45 @@ function newAjv(dialect: Dialect, logger: Options["logger"]): AjvCore {
   return ajv;
 }
 
-function compileAll(
+/**
+ * One long-lived ajv per draft that only checks schemas against the draft's
+ * meta-schema, never holding one: compiling a meta-schema takes 50–150 ms
+ * in one go, which each set's fresh instances paid again at every change.
+ */
+const metaSchemaCheckers = new Map<Dialect, AjvCore>();
+
+function checkAgainstMetaSchema(dialect: Dialect, schema: object): void {
+  let checker = metaSchemaCheckers.get(dialect);
+  if (checker === undefined) {
+    checker = newAjv(dialect, false, true);
+    metaSchemaCheckers.set(dialect, checker);
+  }
+  // ajv's own words when addSchema checks it.
+  if (!checker.validateSchema(schema))
+    throw new Error(`schema is invalid: ${checker.errorsText(checker.errors)}`);
+}
+
+/**
+ * The longest the compile of a set runs before the event loop gets a turn:
+ * a few hundred types take a second or more to compile, which in one go
+ * stalled every request and socket of the process at each change of the set
+ * (every instance at once, as they refresh alike). The set in use serves
+ * meanwhile.
+ */
+const COMPILE_SLICE_MS = 10;
+
+async function compileAll(
   schemas: Record<string, object>,
   schemaNumbers: ExactNumbers,
   warn: (type: string, warning: string) => void,
-): Map<string, ValidateFunction> {
+): Promise<Map<string, ValidateFunction>> {
   checkNoEndlessRecursion(schemas);
+  let sliceStarted = performance.now();
+  const yieldWhenDue = async () => {
+    if (performance.now() - sliceStarted < COMPILE_SLICE_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    sliceStarted = performance.now();
+  };
   let compiling = "";
   // ajv prints its warnings (`unknown format "x" ignored`: a typo that checks nothing) on the console,
   // which would break the JSON log lines; each goes to the log once (ajv says some twice), naming its type.
@@ -491,7 +529,7 @@ function compileAll(
   const instanceFor = (dialect: Dialect): AjvCore => {
     let ajv = instances.get(dialect);
     if (ajv === undefined) {
-      ajv = newAjv(dialect, logger);
+      ajv = newAjv(dialect, logger, false);
       instances.set(dialect, ajv);
     }
     return ajv;
@@ -499,10 +537,14 @@ function compileAll(
   // All added before any is compiled: a schema may $ref another type's by its $id, whichever file sorts first.
   const added: [string, AjvCore][] = [];
   for (const [type, schema] of Object.entries(schemas)) {
+    await yieldWhenDue();
     compiling = type;
     try {
-      const ajv = instanceFor(dialectOf(schema));
-      ajv.addSchema(withExactNumericKeywords(schema, schemaNumbers) as object, type);
+      const dialect = dialectOf(schema);
+      const copy = withExactNumericKeywords(schema, schemaNumbers) as object;
+      checkAgainstMetaSchema(dialect, copy);
+      const ajv = instanceFor(dialect);
+      ajv.addSchema(copy, type);
       added.push([type, ajv]);
     } catch (error) {
       throw doesNotCompile(type, error);
@@ -510,6 +552,7 @@ function compileAll(
   }
   const validators = new Map<string, ValidateFunction>();
   for (const [type, ajv] of added) {
+    await yieldWhenDue();
     compiling = type;
     try {
       validators.set(type, ajv.getSchema(type) as ValidateFunction);

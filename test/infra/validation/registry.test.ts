@@ -504,6 +504,48 @@ describe("URL source", () => {
     });
   });
 
+  test("a refresh compiling a large set leaves the event loop turns: the set in use serves meanwhile", async () => {
+    const { url, publish } = documentServer();
+    const { schemas, calls } = registry(url, { refreshMs: 100 });
+    await schemas.start();
+    const bundle = (revision: number) =>
+      Object.fromEntries(
+        Array.from({ length: 600 }, (_, index) => [
+          `t${index}`,
+          objectSchema(["a"], {
+            a: { type: "string", maxLength: 10 + revision, pattern: "^[a-z]+$" },
+            b: {
+              type: "array",
+              items: { type: "object", properties: { c: { type: "number", minimum: 0 } } },
+            },
+          }),
+        ]),
+      );
+    publish(bundle(1));
+    await waitFor(() => calls.loaded.length === 2, "the large set", 20_000);
+    // Compiled once without measuring (warms up ajv), then the change whose compile is timed.
+    const gaps: number[] = [];
+    const served: boolean[] = [];
+    let last = performance.now();
+    const probe = setInterval(() => {
+      const now = performance.now();
+      gaps.push(now - last);
+      last = now;
+      served.push(schemas.validate("t1", { a: "abc" }).ok);
+    }, 1);
+    const started = performance.now();
+    publish(bundle(2));
+    await waitFor(() => calls.loaded.length === 3, "the changed large set", 20_000);
+    clearInterval(probe);
+    const took = performance.now() - started;
+    // 600 types take half a second or more to compile; in one go the event loop stalled that long.
+    expect(took).toBeGreaterThan(300);
+    expect(Math.max(...gaps)).toBeLessThan(Math.min(200, took / 2));
+    expect(served.length).toBeGreaterThan(10);
+    expect(served.every(Boolean)).toBe(true);
+    expect(schemas.types()).toHaveLength(600);
+  });
+
   test("without ETags, an identical document is not compiled again", async () => {
     const { url, state, publish } = documentServer({ etags: false });
     const { schemas, calls } = registry(url);
