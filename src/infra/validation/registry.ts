@@ -464,6 +464,10 @@ function newAjv(dialect: Dialect, logger: Options["logger"], validateSchema: boo
     ajv = new Ajv(options);
     ajv.addMetaSchema(draft6MetaSchema);
   }
+  // ajv keeps schemas by key (the type) in plain objects, where "constructor", "toString" or "__proto__" are
+  // taken already ("schema with key or id "toString" already exists"): one such type refused the whole set.
+  Object.setPrototypeOf(ajv.schemas, null);
+  Object.setPrototypeOf(ajv.refs, null);
   addSchemaFormats(ajv);
   addExactKeywords(ajv);
   addExactEqualityKeywords(ajv);

@@ -216,6 +216,32 @@ describe("folder source", () => {
     });
   });
 
+  test("types named like members every object inherits load and validate, from a folder and from a document", async () => {
+    const names = ["constructor", "toString", "__proto__", "hasOwnProperty"];
+    const dir = await tempDir();
+    for (const name of names) await writeJson(join(dir, `${name}.json`), objectSchema([name]));
+    const fromFolder = registry(dir).schemas;
+    await fromFolder.start();
+    const { url, publish } = documentServer();
+    // JSON.parse makes "__proto__" an own member of the document, as the other names.
+    publish(
+      JSON.parse(`{${names.map((name) => `"${name}": ${JSON.stringify(objectSchema([name]))}`).join(",")}}`),
+    );
+    const fromDocument = registry(url).schemas;
+    await fromDocument.start();
+    for (const schemas of [fromFolder, fromDocument]) {
+      expect(schemas.types().sort()).toEqual([...names].sort());
+      for (const name of names) {
+        expect(schemas.validate(name, JSON.parse(`{"${name}": 1}`))).toEqual({ ok: true });
+        expect(schemas.validate(name, {})).toEqual({
+          ok: false,
+          reason: `data must have required property '${name}'`,
+        });
+      }
+      expect(schemas.validate("valueOf", {})).toEqual({ ok: false, reason: 'unknown type "valueOf"' });
+    }
+  });
+
   test("unknown keywords do not break loading (strict: false)", async () => {
     const dir = await tempDir();
     await writeJson(join(dir, "tagged.json"), { ...objectSchema(["a"]), "x-owner": "team-a" });
