@@ -79,9 +79,66 @@ export function uriReference(text: string): boolean {
   return escapesWellFormed(text) && URI_REFERENCE.test(text);
 }
 
-/** ajv-formats' formats (full mode), `uri` and `uri-reference` answered as above. */
+/** `~` only as `~0` or `~1`, the escapes of a JSON pointer: checked apart for the reason `%` is. */
+const BAD_TILDE = /~(?![01])/;
+const tildesWellFormed = (text: string) => !text.includes("~") || !BAD_TILDE.test(text);
+
+/** ajv-formats' `json-pointer`: empty, or `/` then anything, `~` only in `~0` or `~1`. */
+export function jsonPointer(text: string): boolean {
+  return (text === "" || text.startsWith("/")) && tildesWellFormed(text);
+}
+
+const POINTER_FRAGMENT = /^#(?:\/[a-z0-9_\-.!$&'()*+,;:=@~%/]*)?$/i;
+
+/** ajv-formats' `json-pointer-uri-fragment`: `#`, then a pointer of URI fragment characters. */
+export function jsonPointerUriFragment(text: string): boolean {
+  return escapesWellFormed(text) && tildesWellFormed(text) && POINTER_FRAGMENT.test(text);
+}
+
+const UP_LEVELS = /^(?:0|[1-9][0-9]*)/;
+
+/** ajv-formats' `relative-json-pointer`: a count of levels up, then `#` or a JSON pointer. */
+export function relativeJsonPointer(text: string): boolean {
+  const levels = UP_LEVELS.exec(text)?.[0];
+  if (levels === undefined) return false;
+  const rest = text.slice(levels.length);
+  return rest === "#" || jsonPointer(rest);
+}
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: a literal is anything but controls, space and these
+const TEMPLATE_LITERALS = /^[^\x00-\x20"'<>\\^`{|}]*$/;
+const EXPRESSION = /\{([^}]*)\}/;
+const OPERATOR = /^[+#./;?&=,!@|]/;
+const VARSPEC = /^[a-z0-9_%]+(?::[1-9][0-9]{0,3}|\*)?$/i;
+
+/**
+ * ajv-formats' `uri-template`: literals and `{…}` expressions, each an
+ * optional operator and variables separated by `,`, judged piece by piece.
+ */
+export function uriTemplate(text: string): boolean {
+  if (!escapesWellFormed(text)) return false;
+  // Split on the expressions: literals at even places, expression bodies at odd ones.
+  const pieces = text.split(EXPRESSION);
+  for (let index = 0; index < pieces.length; index++) {
+    const piece = pieces[index] as string;
+    if (index % 2 === 0) {
+      if (!TEMPLATE_LITERALS.test(piece)) return false;
+      continue;
+    }
+    // A variable starts with none of the operators, so a first one is the operator.
+    const variables = OPERATOR.test(piece) ? piece.slice(1) : piece;
+    if (!variables.split(",").every((variable) => VARSPEC.test(variable))) return false;
+  }
+  return true;
+}
+
+/** ajv-formats' formats (full mode), those of URIs and JSON pointers answered as above. */
 export function addSchemaFormats(ajv: Ajv): void {
   addFormats.default(ajv);
   ajv.addFormat("uri", uri);
   ajv.addFormat("uri-reference", uriReference);
+  ajv.addFormat("uri-template", uriTemplate);
+  ajv.addFormat("json-pointer", jsonPointer);
+  ajv.addFormat("json-pointer-uri-fragment", jsonPointerUriFragment);
+  ajv.addFormat("relative-json-pointer", relativeJsonPointer);
 }
