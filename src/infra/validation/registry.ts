@@ -196,32 +196,35 @@ function holds(keyword: NumericKeyword, value: number, sent: string | undefined,
 type DataContext = { parentData?: unknown; parentDataProperty?: string | number };
 type ErrorObject = { keyword: string; message: string; params: Record<string, unknown> };
 
+/**
+ * The keywords of ours are `validate` keywords, one function for every place
+ * that is given the keyword's value, not `compile` ones, a function per place:
+ * ajv's code generation grew with the square of such functions (8000 limits
+ * in an `anyOf` took 12 s to compile in one go, 1 s this way).
+ */
 function addExactKeywords(ajv: AjvCore): void {
+  // One entry per limit text of this instance's schemas, prepared at its first use; the set owns it.
+  const limits = new Map<string, Limit>();
   for (const keyword of Object.keys(EXACT_KEYWORDS) as NumericKeyword[]) {
     const { name, operator } = EXACT_KEYWORDS[keyword];
-    ajv.addKeyword({
-      keyword: name,
-      type: "number",
-      schemaType: "string",
-      errors: true,
-      compile(text: string) {
-        const limit = limitOf(text);
-        const message = `must be ${operator} ${text}`;
-        const check = (value: number, context?: DataContext): boolean => {
-          const parent = context?.parentData;
-          const sent =
-            numbersAsSent !== undefined && parent !== null && typeof parent === "object"
-              ? numbersAsSent.get(parent)?.get(context?.parentDataProperty as string | number)
-              : undefined;
-          if (holds(keyword, value, sent, limit)) return true;
-          // A new object each time: ajv writes the instance path into it.
-          check.errors = [{ keyword, message, params: { limit: limit.double } }];
-          return false;
-        };
-        check.errors = [] as ErrorObject[];
-        return check;
-      },
-    });
+    const check = (text: string, value: number, _schema?: unknown, context?: DataContext): boolean => {
+      let limit = limits.get(text);
+      if (limit === undefined) {
+        limit = limitOf(text);
+        limits.set(text, limit);
+      }
+      const parent = context?.parentData;
+      const sent =
+        numbersAsSent !== undefined && parent !== null && typeof parent === "object"
+          ? numbersAsSent.get(parent)?.get(context?.parentDataProperty as string | number)
+          : undefined;
+      if (holds(keyword, value, sent, limit)) return true;
+      // A new object each time: ajv writes the instance path into it.
+      check.errors = [{ keyword, message: `must be ${operator} ${text}`, params: { limit: limit.double } }];
+      return false;
+    };
+    check.errors = [] as ErrorObject[];
+    ajv.addKeyword({ keyword: name, type: "number", schemaType: "string", errors: true, validate: check });
   }
 }
 
@@ -306,54 +309,57 @@ const NO_TEXT = (): undefined => undefined;
  * `uniqueItems` replaces ajv's, whose refusals may be wrong too.
  */
 function addExactEqualityKeywords(ajv: AjvCore): void {
-  const allowedKeyword = (name: string, keyword: "const" | "enum", message: string) =>
-    ajv.addKeyword({
-      keyword: name,
-      schemaType: "object",
-      errors: true,
-      compile(allowed: AllowedValues) {
-        const values = new Set(allowed.values);
-        const check = (value: unknown, context?: DataContext): boolean => {
-          if (numbersAsSent === undefined && !allowed.rounded) return true;
-          if (values.has(canonicalData(value, context))) return true;
-          check.errors = [{ keyword, message, params: {} }];
-          return false;
-        };
-        check.errors = [] as ErrorObject[];
-        return check;
-      },
-    });
+  const allowedKeyword = (name: string, keyword: "const" | "enum", message: string) => {
+    // Each place's values as a set, made at its first use; kept as long as its schema.
+    const sets = new WeakMap<AllowedValues, Set<string>>();
+    const check = (
+      allowed: AllowedValues,
+      value: unknown,
+      _schema?: unknown,
+      context?: DataContext,
+    ): boolean => {
+      if (numbersAsSent === undefined && !allowed.rounded) return true;
+      let values = sets.get(allowed);
+      if (values === undefined) {
+        values = new Set(allowed.values);
+        sets.set(allowed, values);
+      }
+      if (values.has(canonicalData(value, context))) return true;
+      check.errors = [{ keyword, message, params: {} }];
+      return false;
+    };
+    check.errors = [] as ErrorObject[];
+    ajv.addKeyword({ keyword: name, schemaType: "object", errors: true, validate: check });
+  };
   allowedKeyword("exactConst", "const", "must be equal to constant");
   allowedKeyword("exactEnum", "enum", "must be equal to one of the allowed values");
+  const unique = (isUnique: boolean, items: unknown[]): boolean => {
+    if (!isUnique) return true;
+    const seen = new Map<string, number>();
+    for (let index = 0; index < items.length; index++) {
+      const text = canonical(items[index], dataNumberText, items, index);
+      const first = seen.get(text);
+      if (first !== undefined) {
+        unique.errors = [
+          {
+            keyword: "uniqueItems",
+            message: `must NOT have duplicate items (items ## ${first} and ${index} are identical)`,
+            params: { i: index, j: first },
+          },
+        ];
+        return false;
+      }
+      seen.set(text, index);
+    }
+    return true;
+  };
+  unique.errors = [] as ErrorObject[];
   ajv.addKeyword({
     keyword: "exactUniqueItems",
     type: "array",
     schemaType: "boolean",
     errors: true,
-    compile(unique: boolean) {
-      const check = (items: unknown[]): boolean => {
-        if (!unique) return true;
-        const seen = new Map<string, number>();
-        for (let index = 0; index < items.length; index++) {
-          const text = canonical(items[index], dataNumberText, items, index);
-          const first = seen.get(text);
-          if (first !== undefined) {
-            check.errors = [
-              {
-                keyword: "uniqueItems",
-                message: `must NOT have duplicate items (items ## ${first} and ${index} are identical)`,
-                params: { i: index, j: first },
-              },
-            ];
-            return false;
-          }
-          seen.set(text, index);
-        }
-        return true;
-      };
-      check.errors = [] as ErrorObject[];
-      return check;
-    },
+    validate: unique,
   });
 }
 
