@@ -97,7 +97,7 @@ describe("uri format", () => {
       expect(uri(text)).toBe(false);
       expect(uriReference(text)).toBe(false);
     }
-    expect(performance.now() - started).toBeLessThan(200);
+    expect(performance.now() - started).toBeLessThan(1000);
   });
 
   test("the JSON pointer and URI template formats answer as ajv-formats' for any string", () => {
@@ -138,7 +138,7 @@ describe("uri format", () => {
     expect(uriTemplate("b".repeat(long))).toBe(true);
     expect(uriTemplate("b{x}".repeat(long / 4))).toBe(true);
     expect(uriTemplate(`${"b{x}".repeat(long / 4)}{`)).toBe(false);
-    expect(performance.now() - started).toBeLessThan(200);
+    expect(performance.now() - started).toBeLessThan(1000);
   });
 
   test("schemas compiled with the gateway's formats use it", () => {
