@@ -14,6 +14,7 @@ import {
 import type { Logger } from "../../log/logger.ts";
 import type { ExactNumbers, SchemaValidator } from "../../ports/schemas.ts";
 import { RefreshedDocument } from "../remote/document.ts";
+import { checkPatternsRunInTime } from "./backtracking.ts";
 import { addSchemaFormats } from "./formats.ts";
 import { checkNoEndlessRecursion } from "./loops.ts";
 import { loadSchemaDocuments, type S3ObjectClient } from "./sources.ts";
@@ -546,6 +547,7 @@ async function compileAll(
   };
   // All added before any is compiled: a schema may $ref another type's by its $id, whichever file sorts first.
   const added: [string, AjvCore][] = [];
+  const patternsChecked = new Set<string>();
   for (const [type, schema] of Object.entries(schemas)) {
     await yieldWhenDue();
     compiling = type;
@@ -553,6 +555,7 @@ async function compileAll(
       const dialect = dialectOf(schema);
       const copy = withExactNumericKeywords(schema, schemaNumbers) as object;
       checkAgainstMetaSchema(dialect, copy);
+      checkPatternsRunInTime(schema, patternsChecked);
       const ajv = instanceFor(dialect);
       ajv.addSchema(copy, type);
       added.push([type, ajv]);

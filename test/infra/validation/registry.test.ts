@@ -264,6 +264,28 @@ describe("folder source", () => {
     expect(await compileTime(6000)).toBeLessThan(10_000);
   }, 60_000);
 
+  test("a pattern that backtracks catastrophically does not load, naming its type and the pattern; the last good set stays", async () => {
+    // It loaded, and a record with a string of some 30 characters against it froze the process for minutes.
+    const dir = await tempDir();
+    await writeJson(join(dir, "t.json"), objectSchema([], { s: { type: "string", pattern: "^[a-z]+$" } }));
+    const { schemas, calls } = registry(dir);
+    await schemas.start();
+    await writeJson(
+      join(dir, "t.json"),
+      objectSchema([], { s: { type: "string", pattern: "^(\\w+\\s?)*$" } }),
+    );
+    await waitFor(() => calls.failures > 0, "a failed refresh");
+    expect(schemas.validate("t", { s: "abc" })).toEqual({ ok: true });
+    const started = performance.now();
+    expect(schemas.validate("t", { s: `${"a".repeat(40)}!` }).ok).toBe(false);
+    expect(performance.now() - started).toBeLessThan(50);
+
+    const fresh = registry(dir).schemas;
+    await expect(fresh.start()).rejects.toThrow(
+      `schema for "t" does not compile: pattern ${JSON.stringify("^(\\w+\\s?)*$")} backtracks catastrophically`,
+    );
+  });
+
   test("unknown keywords do not break loading (strict: false)", async () => {
     const dir = await tempDir();
     await writeJson(join(dir, "tagged.json"), { ...objectSchema(["a"]), "x-owner": "team-a" });
