@@ -149,7 +149,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
   const kafka = config.kafka.brokers ? kafkaConnectionOptions(config.kafka) : undefined;
   const queue = await createSink(config, kafka, log, metrics, health, tracing);
   const bus: FanoutBus = kafka
-    ? new KafkaFanoutBus(kafka, config.kafka.fanoutTopic, queue, log)
+    ? new KafkaFanoutBus(kafka, config.kafka.fanoutTopic, queue, log, health)
     : new LocalFanoutBus(workerFanoutRelay());
 
   const limits = new RateLimits(

@@ -99,6 +99,7 @@ const bus = new KafkaFanoutBus(
   FANOUT_TOPIC,
   queue,
   log,
+  new HealthState(),
 );
 const principal = {
   subject: "bench",

@@ -617,7 +617,7 @@ describe("fault matrix, one runtime each", () => {
   }, 40_000);
 
   test.skipIf(!aclsEnabled)(
-    "bun: write access to the ingest topic revoked: its requests get 503, publishes to the fan-out topic keep flowing, ingest resumes once access is back",
+    "bun: write access to the ingest topic and read access to the fan-out topic revoked: ingest gets 503, publishes keep flowing, /health names both topics, both resume once access is back",
     async () => {
       const runtime = "bun";
       const [events, fanout] = await Promise.all([
@@ -646,6 +646,14 @@ describe("fault matrix, one runtime each", () => {
         operation: 4 as const,
         permissionType: 2 as const,
       };
+      // The fan-out topic stays writable (an ALLOW for all, since any ACL on it ends "open to all") but not readable.
+      const fanoutAcl = (operation: 2 | 3, permissionType: 2 | 3) => ({
+        ...denyWrite,
+        resourceName: fanout,
+        operation: operation as 4,
+        permissionType: permissionType as 2,
+      });
+      const revocations = [denyWrite, fanoutAcl(2, 3), fanoutAcl(3, 2)];
       let publishing = true;
       let revoked = false;
       const publishes = (async () => {
@@ -661,20 +669,23 @@ describe("fault matrix, one runtime each", () => {
           "both acknowledged",
           () => ingester.acknowledged.size > 0 && publisher.acknowledged.size > 0,
         );
-        await withAdmin((admin) => admin.createAcls({ creations: [denyWrite] }));
+        await withAdmin((admin) => admin.createAcls({ creations: revocations }));
         revoked = true;
-        await until("/health names the revoked topic", async () =>
-          (((await health(gateway)).body.degraded as string[] | undefined) ?? []).includes(
-            `kafka_topic_unavailable:${events}`,
-          ),
-        );
+        const degraded = async () => ((await health(gateway)).body.degraded as string[] | undefined) ?? [];
+        await until("/health names the revoked topics", async () => {
+          const reasons = await degraded();
+          return (
+            reasons.includes(`kafka_topic_unavailable:${events}`) &&
+            reasons.includes(`kafka_topic_unreadable:${fanout}`)
+          );
+        });
         expect((await health(gateway)).status).toBe(200);
         const published = publisher.acknowledged.size;
         await until(
           "publishes acknowledged while ingest is refused",
           () => publisher.acknowledged.size > published + 5,
         );
-        await withAdmin((admin) => admin.deleteAcls({ filters: [denyWrite] }));
+        await withAdmin((admin) => admin.deleteAcls({ filters: revocations }));
         revoked = false;
         const faultEnds = Date.now();
         await until(
@@ -682,6 +693,12 @@ describe("fault matrix, one runtime each", () => {
           () => ingester.firstAcknowledgedAfter(faultEnds) !== undefined,
           20_000,
         );
+        await until("/health drops the fan-out topic", async () => (await degraded()).length === 0);
+        // The reader's outage is one warning, however many rebuilds it took.
+        const readerFailures = gateway.logs.filter(
+          (entry) => entry.msg === "fan-out consumer failed; rebuilding it",
+        );
+        expect(readerFailures).toHaveLength(1);
         publishing = false;
         await publishes;
         await ingester.stop();
@@ -697,7 +714,7 @@ describe("fault matrix, one runtime each", () => {
         publishing = false;
         await publishes;
         await ingester.stop();
-        if (revoked) await withAdmin((admin) => admin.deleteAcls({ filters: [denyWrite] }));
+        if (revoked) await withAdmin((admin) => admin.deleteAcls({ filters: revocations }));
         await gateway.stop("SIGKILL");
       }
     },

@@ -2,6 +2,7 @@ import { expect, test } from "bun:test";
 import { Admin, Producer, stringSerializers } from "@platformatic/kafka";
 import pino from "pino";
 import { loadConfig } from "../../src/config/config.ts";
+import { HealthState } from "../../src/features/operations/health.ts";
 import { kafkaConnectionOptions } from "../../src/infra/kafka/client-options.ts";
 import { KafkaFanoutBus, toFanoutRecords } from "../../src/infra/kafka/fanout-bus.ts";
 import type { DeliveredMessage, FanoutListener } from "../../src/ports/fanout-bus.ts";
@@ -22,7 +23,15 @@ test("partitions added to the fan-out topic while the reader runs are read from 
   };
   const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
   // Short check and rebuild delays, so the test does not wait for the production ones.
-  const bus = new KafkaFanoutBus(connection(), topic, queue, pino({ level: "silent" }), 50, 200);
+  const bus = new KafkaFanoutBus(
+    connection(),
+    topic,
+    queue,
+    pino({ level: "silent" }),
+    new HealthState(),
+    50,
+    200,
+  );
   const admin = new Admin(connection());
   const producer = new Producer({ ...connection(), serializers: stringSerializers });
   try {

@@ -17,7 +17,8 @@ import {
   type LogReadResult,
   type RecordDataBytes,
 } from "../../ports/fanout-bus.ts";
-import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
+import type { HealthReasons } from "../../ports/health.ts";
+import { type RecordQueue, type SinkMessage, SinkUnavailableError } from "../../ports/sink.ts";
 import type { KafkaConnectionOptions } from "./client-options.ts";
 import {
   connectionTo,
@@ -29,6 +30,7 @@ import {
   walkRecords,
 } from "./fanout-fetch.ts";
 import { PartitionHash } from "./partition-hash.ts";
+import { classifyFailure } from "./writer.ts";
 import { ensureZstd, isZstdUnavailable, ZSTD_BITMASK, zstdReady } from "./zstd.ts";
 
 /** Reads records raw: headers are looked at before any value is decoded, and only the headers used are. */
@@ -85,6 +87,12 @@ export class KafkaFanoutBus implements FanoutBus {
   private closed = false;
   private readonly partitionHash = new PartitionHash();
 
+  /**
+   * From the reader's failure until a rebuilt reader's fetch is answered: a
+   * rebuild that connects but whose fetches the broker refuses (READ denied
+   * on the topic) is part of the same outage, not a recovery.
+   */
+  private failing = false;
   /** Rebuilds that failed since the reader last ran: the first is logged, the rest counted on the rebuilt line. */
   private rebuildFailures = 0;
 
@@ -93,6 +101,7 @@ export class KafkaFanoutBus implements FanoutBus {
     private readonly topic: string,
     private readonly queue: RecordQueue,
     private readonly log: Logger,
+    private readonly health: HealthReasons,
     private readonly restartDelayMs = RESTART_DELAY_MS,
     private readonly partitionCheckMs = PARTITION_CHECK_MS,
   ) {}
@@ -311,9 +320,7 @@ export class KafkaFanoutBus implements FanoutBus {
       if (!broker) throw new Error(`no broker ${leader} for ${this.topic}`);
       const fetchFrom = { topicId: api.byName ? this.topic : topic.id, run, consumer, broker, partitions };
       this.fetchLoop(api.fetch, fetchFrom).catch((error) => {
-        if (run.stopped) return;
-        this.log.warn({ err: error }, "fan-out consumer failed; rebuilding it");
-        this.scheduleRestart();
+        if (!run.stopped) this.readerFailed(error);
       });
     }
   }
@@ -387,6 +394,7 @@ export class KafkaFanoutBus implements FanoutBus {
         ),
       );
       if (from.run.stopped) return;
+      this.answered();
       const behind: number[] = [];
       for (const { partitionIndex: partition, errorCode, records } of answer) {
         if (errorCode === OFFSET_OUT_OF_RANGE) behind.push(partition);
@@ -450,27 +458,50 @@ export class KafkaFanoutBus implements FanoutBus {
     }
   }
 
+  /**
+   * The live reader (or an attempt to rebuild it) failed: rebuild it. Through
+   * an outage an attempt fails every few seconds: the outage's first failure
+   * and its first failed rebuild are logged, with their causes, not one line
+   * each. A topic the broker refuses (READ denied, the topic deleted) is
+   * reported in /health's `degraded`: every instance sees the same, and
+   * publishes still get 202 while no subscriber receives them.
+   */
+  private readerFailed(error: unknown): void {
+    if (!this.failing) {
+      this.failing = true;
+      this.log.warn({ err: error }, "fan-out consumer failed; rebuilding it");
+    } else if (this.rebuildFailures++ === 0) {
+      this.log.warn(
+        { err: error, retryEveryMs: this.restartDelayMs },
+        "fan-out consumer rebuild failed; retrying until it succeeds",
+      );
+    }
+    if (classifyFailure(error) instanceof SinkUnavailableError) this.health.degrade(this.unreadable, true);
+    this.scheduleRestart();
+  }
+
+  /** A fetch of the live reader was answered: an outage it was in is over. */
+  private answered(): void {
+    if (!this.failing) return;
+    this.failing = false;
+    this.health.degrade(this.unreadable, false);
+    this.log.info({ failedAttempts: this.rebuildFailures }, "fan-out consumer rebuilt");
+    this.rebuildFailures = 0;
+  }
+
+  /** The /health `degraded` reason while the broker refuses this reader its topic. */
+  private get unreadable(): string {
+    return `kafka_topic_unreadable:${this.topic}`;
+  }
+
   private scheduleRestart(): void {
     if (this.closed || this.restartTimer) return;
     this.restartTimer = setTimeout(async () => {
       this.restartTimer = undefined;
       await this.stop();
       if (this.closed) return;
-      this.consume(this.newConsumer()).then(
-        () => {
-          this.log.info({ failedAttempts: this.rebuildFailures }, "fan-out consumer rebuilt");
-          this.rebuildFailures = 0;
-        },
-        (error) => {
-          // Through an outage an attempt fails every few seconds: one line with its cause, not one each.
-          if (this.rebuildFailures++ === 0)
-            this.log.warn(
-              { err: error, retryEveryMs: this.restartDelayMs },
-              "fan-out consumer rebuild failed; retrying until it succeeds",
-            );
-          this.scheduleRestart();
-        },
-      );
+      // Rebuilt once a fetch is answered (readerRecovered): connecting alone proves nothing.
+      this.consume(this.newConsumer()).catch((error) => this.readerFailed(error));
     }, this.restartDelayMs);
     this.restartTimer.unref?.();
   }

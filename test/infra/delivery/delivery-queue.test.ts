@@ -763,7 +763,13 @@ describe("DeliveryQueue, tenants' shares", () => {
   test("a publish naming several tenants charges each its own records, not all to the first", async () => {
     const { writer, queue } = setup({ maxRecords: 20, unhealthyAfterMs: 60_000 });
     writer.failing = true;
-    const bus = new KafkaFanoutBus({} as never, "fanout", queue, pino({ level: "silent" }));
+    const bus = new KafkaFanoutBus(
+      {} as never,
+      "fanout",
+      queue,
+      pino({ level: "silent" }),
+      new HealthState(),
+    );
     const publish = (tenant: string, n: number): FanoutMessage => ({
       tenant,
       channel: "orders",

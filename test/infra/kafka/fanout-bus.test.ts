@@ -1,6 +1,8 @@
 import { expect, test } from "bun:test";
+import { kGetApi, ResponseError } from "@platformatic/kafka";
 import pino from "pino";
 import type { EventRecord } from "../../../src/domain/record.ts";
+import { HealthState } from "../../../src/features/operations/health.ts";
 import {
   fromFanoutRecord,
   ingestedFanoutRecords,
@@ -10,6 +12,7 @@ import {
 import { encodeRecordBatch } from "../../../src/infra/kafka/produce-request.ts";
 import { type FanoutMessage, fanoutMessagesOf } from "../../../src/ports/fanout-bus.ts";
 import { headersOf as allHeadersOf, type RecordQueue, type SinkMessage } from "../../../src/ports/sink.ts";
+import { waitUntil } from "../../support/wait.ts";
 
 /** Headers and values as the consumer hands them over: raw bytes. */
 const raw = (headers: Record<string, string>) =>
@@ -166,7 +169,7 @@ test("publishes and ingested records' fan-out copies are queued in their tenant'
       queued.push({ topic: messages[0]?.topic, until, tenant });
     },
   };
-  const bus = new KafkaFanoutBus({} as never, "fanout", queue, pino({ level: "silent" }));
+  const bus = new KafkaFanoutBus({} as never, "fanout", queue, pino({ level: "silent" }), new HealthState());
   await bus.publish([{ tenant: "acme", channel: "orders", dataJson: "1", ts: 1 }]);
   const record = (channel?: string): EventRecord => ({
     id: "r",
@@ -204,7 +207,7 @@ test("a reader that cannot be rebuilt (Kafka down) logs its first failure with t
     retries: 0,
     retryDelay: 10,
   };
-  const bus = new KafkaFanoutBus(nowhere, "fanout", queue, log, 20);
+  const bus = new KafkaFanoutBus(nowhere, "fanout", queue, log, new HealthState(), 20);
   const internals = bus as unknown as { newConsumer(): unknown; scheduleRestart(): void };
   const newConsumer = internals.newConsumer.bind(bus);
   let attempts = 0;
@@ -222,4 +225,55 @@ test("a reader that cannot be rebuilt (Kafka down) logs its first failure with t
   expect(failed).toHaveLength(1);
   expect(failed[0]).toMatchObject({ level: 40, retryEveryMs: 20 });
   expect(failed[0]?.err).toBeDefined();
+});
+
+test("a reader whose fetches the broker refuses (READ denied) is one outage: logged once, in /health's degraded, until a fetch is answered", async () => {
+  const lines: Array<Record<string, unknown>> = [];
+  const log = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
+  const health = new HealthState();
+  const bus = new KafkaFanoutBus({} as never, "fanout", queue, log, health, 10, 60_000);
+  // Connecting and reading metadata works (Describe is allowed); every Fetch is refused.
+  const consumer = {
+    metadata: async () => ({
+      topics: new Map([["fanout", { id: "topic-id", partitionsCount: 1, partitions: [{ leader: 1 }] }]]),
+      brokers: new Map([[1, { host: "127.0.0.1", port: 1 }]]),
+    }),
+    [kGetApi]: (_name: string, callback: (error: null, api: { version: number }) => void) =>
+      callback(null, { version: 17 }),
+    close: (_force: boolean, callback: () => void) => callback(),
+  };
+  let refused = true;
+  let fetches = 0;
+  const internals = bus as unknown as {
+    nextOffsets: Map<number, bigint>;
+    newConsumer(): unknown;
+    scheduleRestart(): void;
+    fetchLoop(): Promise<void>;
+    answered(): void;
+  };
+  internals.nextOffsets.set(0, 0n);
+  internals.newConsumer = () => consumer;
+  // TOPIC_AUTHORIZATION_FAILED (29) on the partition, as the broker answers a Fetch without READ.
+  internals.fetchLoop = async () => {
+    fetches++;
+    if (refused) throw new ResponseError(1, 17, { "": [29, null] }, {});
+    internals.answered();
+    await new Promise<never>(() => {});
+  };
+  internals.scheduleRestart();
+  await waitUntil(() => fetches >= 5, "five refused fetches");
+  expect(health.degraded()).toEqual(["kafka_topic_unreadable:fanout"]);
+  refused = false;
+  const refusedFetches = fetches;
+  await waitUntil(() => health.degraded().length === 0, "the reader reads again");
+  await bus.close();
+  const messages = lines.map((line) => line.msg);
+  expect(messages.filter((msg) => msg === "fan-out consumer failed; rebuilding it")).toHaveLength(1);
+  expect(
+    messages.filter((msg) => msg === "fan-out consumer rebuild failed; retrying until it succeeds"),
+  ).toHaveLength(1);
+  const rebuilt = lines.filter((line) => line.msg === "fan-out consumer rebuilt");
+  expect(rebuilt).toHaveLength(1);
+  expect(rebuilt[0]?.failedAttempts).toBe(refusedFetches - 1);
 });
