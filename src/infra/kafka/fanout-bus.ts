@@ -119,11 +119,14 @@ export class KafkaFanoutBus implements FanoutBus {
         listener.origin(this.epoch, partition, offset);
       });
       await this.consume(consumer);
+      this.health.degrade(this.unreadable, false);
       this.log.info(
         { topic: this.topic, partitions: this.nextOffsets.size, epoch: this.epoch },
         "fan-out consumer reading",
       );
     } catch (error) {
+      // The topic missing at start on a cluster that does not create topics (nor lets the gateway), or READ denied.
+      if (classifyFailure(error) instanceof SinkUnavailableError) this.health.degrade(this.unreadable, true);
       await forceClose(consumer);
       throw error;
     }

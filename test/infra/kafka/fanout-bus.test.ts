@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { kGetApi, ResponseError } from "@platformatic/kafka";
+import { kGetApi, MultipleErrors, ResponseError, UserError } from "@platformatic/kafka";
 import pino from "pino";
 import type { EventRecord } from "../../../src/domain/record.ts";
 import { HealthState } from "../../../src/features/operations/health.ts";
@@ -276,4 +276,36 @@ test("a reader whose fetches the broker refuses (READ denied) is one outage: log
   const rebuilt = lines.filter((line) => line.msg === "fan-out consumer rebuilt");
   expect(rebuilt).toHaveLength(1);
   expect(rebuilt[0]?.failedAttempts).toBe(refusedFetches - 1);
+});
+
+test("a fan-out topic missing at start (a cluster that does not create topics) is in /health's degraded until the reader starts", async () => {
+  const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
+  const health = new HealthState();
+  const bus = new KafkaFanoutBus({} as never, "fanout", queue, pino({ level: "silent" }), health, 10, 60_000);
+  let exists = false;
+  const consumer = {
+    // The client's answer for a topic the broker does not have, after its metadata retries.
+    metadata: async () => {
+      if (!exists)
+        throw new MultipleErrors("metadata failed 2 times.", [new UserError("Unknown topic fanout.")]);
+      return {
+        topics: new Map([["fanout", { id: "topic-id", partitionsCount: 1, partitions: [{ leader: 1 }] }]]),
+        brokers: new Map([[1, { host: "127.0.0.1", port: 1 }]]),
+      };
+    },
+    listOffsets: async () => new Map([["fanout", [0n]]]),
+    [kGetApi]: (_name: string, callback: (error: null, api: { version: number }) => void) =>
+      callback(null, { version: 17 }),
+    close: (_force: boolean, callback: () => void) => callback(),
+  };
+  const internals = bus as unknown as { newConsumer(): unknown; fetchLoop(): Promise<void> };
+  internals.newConsumer = () => consumer;
+  internals.fetchLoop = () => new Promise<never>(() => {});
+  const listener = { deliver: () => {}, origin: () => {} };
+  await expect(bus.start(listener)).rejects.toThrow();
+  expect(health.degraded()).toEqual(["kafka_topic_unreadable:fanout"]);
+  exists = true;
+  await bus.start(listener);
+  expect(health.degraded()).toEqual([]);
+  await bus.close();
 });
