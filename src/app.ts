@@ -390,20 +390,24 @@ async function createSink(
   const queue = new DeliveryQueue(traceWrites(writer), queueOptions, metrics, health, log);
   // Not ready until Kafka has answered once: ensureTopics below, or later a write or the probe.
   queue.awaitFirstContact();
+  let reached = true;
   try {
     await writer.ensureTopics(topics, config.kafka.topicPartitions);
-    queue.noteReachable();
-    await capToTopicLimits(writer, topics, config, queue, log);
   } catch (error) {
     // Not fatal: the queue retries, /health reports the outage, the producer auto-creates topics later.
-    // A refusal (credentials the brokers reject) is an answer: the writes hold their topics, /health says degraded.
-    if (classifyFailure(error) instanceof SinkUnavailableError) {
+    // A refusal (credentials the brokers reject, a topic it may not create) is an answer: the writes
+    // hold the topics refused, /health says degraded, and the other topics' limits still apply.
+    reached = classifyFailure(error) instanceof SinkUnavailableError;
+    if (reached)
       log.error({ err: error, brokers: config.kafka.brokers }, "Kafka refuses the gateway at start");
-      queue.noteReachable();
-    } else {
+    else {
       log.error({ err: error, brokers: config.kafka.brokers }, "Kafka unreachable at start");
       queue.noteFailure(error);
     }
+  }
+  if (reached) {
+    queue.noteReachable();
+    await capToTopicLimits(writer, topics, config, queue, log);
   }
   queue.startMonitor(() => writer.probe());
   log.info(
@@ -474,8 +478,9 @@ async function startNamingSetting<T>(setting: string, started: Promise<T>, failu
  * A topic that takes smaller records than KAFKA_MAX_MESSAGE_BYTES says would
  * refuse them one at a time, each after splitting the batch that held it (a
  * delay for every tenant in that batch): its limit becomes the queue's, so
- * such a record is a 413 before it is accepted. Read once at start; without
- * the DescribeConfigs permission the setting is trusted, and a refusal later
+ * such a record is a 413 before it is accepted. Read once at start, for
+ * each topic Kafka describes: for one it does not (no DescribeConfigs
+ * permission, the topic missing) the setting is trusted, and a refusal later
  * is still split down to the record at fault.
  */
 async function capToTopicLimits(
@@ -485,13 +490,12 @@ async function capToTopicLimits(
   queue: DeliveryQueue,
   log: Logger,
 ): Promise<void> {
-  let limits: Map<string, number>;
-  try {
-    limits = await writer.messageLimits(topics);
-  } catch (error) {
-    log.info({ err: error }, "topics' max.message.bytes not readable: KAFKA_MAX_MESSAGE_BYTES is trusted");
-    return;
-  }
+  const { limits, unreadable } = await writer.messageLimits(topics);
+  for (const [topic, error] of unreadable)
+    log.info(
+      { err: error, topic },
+      "topic's max.message.bytes not readable: KAFKA_MAX_MESSAGE_BYTES is trusted",
+    );
   const compressed = config.kafka.compression !== "none" || config.kafka.fanoutCompression !== "none";
   for (const [topic, bytes] of limits) {
     if (bytes >= config.kafka.maxMessageBytes) continue;

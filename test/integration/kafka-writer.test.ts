@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { compressionsAlgorithms, murmur2 } from "@platformatic/kafka";
+import { Admin, ConfigResourceTypes, compressionsAlgorithms, murmur2 } from "@platformatic/kafka";
 import { COMPRESSIONS, loadConfig } from "../../src/config/config.ts";
 import { kafkaConnectionOptions } from "../../src/infra/kafka/client-options.ts";
 import { KafkaWriter } from "../../src/infra/kafka/writer.ts";
@@ -161,4 +161,31 @@ describe("KafkaWriter, compression per topic", () => {
     expect(await storedCompression(events)).toBe(compressionsAlgorithms.lz4.bitmask);
     expect(await storedCompression(fanout)).toBe(0);
   }, 40_000);
+});
+
+describe("KafkaWriter, topic limits", () => {
+  test("a topic's max.message.bytes is read although another topic is missing (not created: no CreateTopic permission)", async () => {
+    const small = await createTopic("writer-limits");
+    const admin = new Admin({ clientId: "writer-limits", bootstrapBrokers: services().brokers.split(",") });
+    const config = loadConfig({ KAFKA_BROKERS: services().brokers, DEV_MODE: "true" });
+    const writer = new KafkaWriter(kafkaConnectionOptions(config.kafka), config.kafka);
+    const missing = `writer-limits-missing-${Date.now()}`;
+    try {
+      await admin.incrementalAlterConfigs({
+        resources: [
+          {
+            resourceType: ConfigResourceTypes.TOPIC,
+            resourceName: small,
+            configs: [{ name: "max.message.bytes", configOperation: 0, value: "65536" }],
+          },
+        ],
+      });
+      const { limits, unreadable } = await writer.messageLimits([small, missing]);
+      expect(Object.fromEntries(limits)).toEqual({ [small]: 65536 });
+      expect([...unreadable.keys()]).toEqual([missing]);
+    } finally {
+      await admin.close();
+      await writer.close();
+    }
+  }, 30_000);
 });

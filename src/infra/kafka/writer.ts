@@ -114,6 +114,12 @@ function findIn(error: unknown, property: string, value: string, depth = 0): Err
   return findIn(error.cause, property, value, depth + 1);
 }
 
+/** What `messageLimits` learned: each topic's limit, or why it could not be read. */
+export interface MessageLimits {
+  limits: Map<string, number>;
+  unreadable: Map<string, unknown>;
+}
+
 /** One of a topic's producers and its last write, which the next one waits for. */
 interface TopicProducer {
   producer: SinkProducer;
@@ -283,23 +289,39 @@ export class KafkaWriter implements SinkWriter {
       await admin.close();
     }
   }
-  /** Each topic's `max.message.bytes` (its own, else the broker's `message.max.bytes`), as Kafka reports it. */
-  async messageLimits(topics: string[]): Promise<Map<string, number>> {
+  /**
+   * Each topic's `max.message.bytes` (its own, else the broker's
+   * `message.max.bytes`), as Kafka reports it. Topics are described one by
+   * one: one Kafka does not describe (missing, not authorized) is left out
+   * with its error, and the others' limits still apply.
+   */
+  async messageLimits(topics: string[]): Promise<MessageLimits> {
     const admin = new Admin({ ...this.connection });
+    const limits = new Map<string, number>();
+    const unreadable = new Map<string, unknown>();
     try {
-      const described = await admin.describeConfigs({
-        resources: topics.map((topic) => ({
-          resourceType: ConfigResourceTypes.TOPIC,
-          resourceName: topic,
-          configurationKeys: ["max.message.bytes"],
-        })),
-      });
-      const limits = new Map<string, number>();
-      for (const resource of described) {
-        const value = Number(resource.configs.find((config) => config.name === "max.message.bytes")?.value);
-        if (Number.isSafeInteger(value) && value > 0) limits.set(resource.resourceName, value);
-      }
-      return limits;
+      await Promise.all(
+        topics.map(async (topic) => {
+          try {
+            const [described] = await admin.describeConfigs({
+              resources: [
+                {
+                  resourceType: ConfigResourceTypes.TOPIC,
+                  resourceName: topic,
+                  configurationKeys: ["max.message.bytes"],
+                },
+              ],
+            });
+            const setting = described?.configs.find((config) => config.name === "max.message.bytes");
+            const value = Number(setting?.value);
+            if (Number.isSafeInteger(value) && value > 0) limits.set(topic, value);
+            else unreadable.set(topic, new Error(`max.message.bytes is ${setting?.value}`));
+          } catch (error) {
+            unreadable.set(topic, error);
+          }
+        }),
+      );
+      return { limits, unreadable };
     } finally {
       await admin.close();
     }
