@@ -387,7 +387,17 @@ async function createSink(
     config.kafka.fanoutTopic,
     ...(config.kafka.dlqTopic ? [config.kafka.dlqTopic] : []),
   ];
-  const queue = new DeliveryQueue(traceWrites(writer), queueOptions, metrics, health, log);
+  // A topic's limit lowered while running: read again at a refusal (at most every LIMITS_REREAD_MS), so that
+  // records over it are refused before they are accepted rather than answered 202 (?ack=none) and dropped.
+  let limitsReadAt = Number.NEGATIVE_INFINITY;
+  const onTooLarge = () => {
+    if (performance.now() - limitsReadAt < LIMITS_REREAD_MS) return;
+    limitsReadAt = performance.now();
+    capToTopicLimits(writer, topics, config, queue, log).catch((error) =>
+      log.info({ err: error }, "topics' max.message.bytes not read again"),
+    );
+  };
+  const queue = new DeliveryQueue(traceWrites(writer), { ...queueOptions, onTooLarge }, metrics, health, log);
   // Not ready until Kafka has answered once: ensureTopics below, or later a write or the probe.
   queue.awaitFirstContact();
   let reached = true;
@@ -474,12 +484,15 @@ async function startNamingSetting<T>(setting: string, started: Promise<T>, failu
   }
 }
 
+/** How often, at most, a refusal of a too large record has the topics' limits read again. */
+const LIMITS_REREAD_MS = 10_000;
+
 /**
  * A topic that takes smaller records than KAFKA_MAX_MESSAGE_BYTES says would
  * refuse them one at a time, each after splitting the batch that held it (a
  * delay for every tenant in that batch): its limit becomes the queue's, so
- * such a record is a 413 before it is accepted. Read once at start, for
- * each topic Kafka describes: for one it does not (no DescribeConfigs
+ * such a record is a 413 before it is accepted. Read at start, and again
+ * when Kafka refuses a record as too large, for each topic Kafka describes: for one it does not (no DescribeConfigs
  * permission, the topic missing) the setting is trusted, and a refusal later
  * is still split down to the record at fault.
  */

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { Admin, ConfigResourceTypes, IncrementalAlterConfigOperationTypes } from "@platformatic/kafka";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
-import { RUNTIMES, startGateway } from "./harness.ts";
+import { RUNTIMES, startGateway, waitForLog } from "./harness.ts";
 
 const TOPIC_LIMIT = 100_000;
 
@@ -51,7 +51,7 @@ async function lowerTopicLimit(topic: string, limit: number): Promise<void> {
 const incompressible = (bytes: number) => randomBytes(Math.ceil((bytes * 3) / 4)).toString("base64");
 
 describe.each(RUNTIMES)("records the broker refuses for good on %s", (runtime) => {
-  test("a limit lowered while running: a refused batch is split and delivered; the record at fault is a 413 and dead-lettered; ingest goes on", async () => {
+  test("a limit lowered while running: a refused batch is split and delivered; the record at fault is a 413 and dead-lettered; ingest goes on; the new limit is learnt", async () => {
     const topic = await createLimitedTopic(`refusals-${runtime}`);
     const dlq = await createTopic(`refusals-dlq-${runtime}`, 1);
     const gateway = await startGateway(runtime, {
@@ -64,8 +64,8 @@ describe.each(RUNTIMES)("records the broker refuses for good on %s", (runtime) =
       KAFKA_UNHEALTHY_AFTER_MS: "3000",
       INGEST_ACK_TIMEOUT_MS: "10000",
     });
-    const post = async (records: Array<{ id: string; blobBytes: number }>) => {
-      const response = await fetch(`${gateway.url}/v1/events`, {
+    const post = async (records: Array<{ id: string; blobBytes: number }>, query = "") => {
+      const response = await fetch(`${gateway.url}/v1/events${query}`, {
         method: "POST",
         headers: {
           authorization: `Bearer ${await token("acme", ["ingest"])}`,
@@ -93,6 +93,15 @@ describe.each(RUNTIMES)("records the broker refuses for good on %s", (runtime) =
       expect((await fetch(`${gateway.url}/health`)).status).toBe(200);
       const after = await post([{ id: "after", blobBytes: 100 }]);
       expect(after.status).toBe(202);
+      // The refusal has the limit read again: a record over it is now rejected before it is accepted,
+      // not answered 202 (?ack=none) and then dropped.
+      await waitForLog(
+        gateway,
+        "a topic takes smaller records than KAFKA_MAX_MESSAGE_BYTES: its max.message.bytes applies",
+        5000,
+      );
+      const unacknowledged = await post([{ id: "huge-again", blobBytes: 150_000 }], "?ack=none");
+      expect(unacknowledged.status).toBe(422);
 
       const ids = [...many.map((record) => record.id), "after"];
       const messages = await readTopic(topic, ids.length, 15_000);

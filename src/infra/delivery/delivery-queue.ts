@@ -42,6 +42,12 @@ export interface DeliveryQueueOptions {
    * and the dead letters share the queue but are not ingested events. Unset: every record counts.
    */
   eventsTopic?: string;
+  /**
+   * Told the topic of a record the sink refused as too large (a limit lowered
+   * while running), so that its owner can learn the limit again and lower the
+   * batches with `capBatchBytes`.
+   */
+  onTooLarge?: (topic: string) => void;
 }
 
 interface Ticket {
@@ -793,6 +799,7 @@ export class DeliveryQueue implements RecordQueue {
         entry.ticket.holding,
       );
     this.metrics.eventsUndeliverable.inc({ reason: refusal.reason });
+    if (refusal.reason === "too_large") this.options.onTooLarge?.(message.topic);
     if (lane.deadLetters) this.dropDeadLetters("refused", 1);
     // Once per record would be a line per record when a topic refuses many (a KAFKA_MAX_MESSAGE_BYTES
     // above the topic's own limit): this record's details, and how many the line stands for.

@@ -377,8 +377,9 @@ describe("DeliveryQueue", () => {
       expect(health.ready).toBe(true);
     });
 
-    test("the one record at fault is dropped and counted, its request gets a 413, the others go on", async () => {
-      const { writer, queue, health, metrics } = setup();
+    test("the one record at fault is dropped and counted, its request gets a 413, the others go on; the owner is told its topic", async () => {
+      const tooLarge: string[] = [];
+      const { writer, queue, health, metrics } = setup({ onTooLarge: (topic) => tooLarge.push(topic) });
       writer.refuse = (batch) =>
         batch.some((m) => JSON.parse(m.value).n === 6)
           ? new UndeliverableError("too_large", "MESSAGE_TOO_LARGE")
@@ -395,6 +396,8 @@ describe("DeliveryQueue", () => {
       await second;
       expect(delivered(writer).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11]);
       expect(await undeliverable(metrics, "too_large")).toBe(1);
+      // So that it reads the topic's limit again (a limit lowered while running).
+      expect(tooLarge).toEqual(["t"]);
       expect(queue.depth.records).toBe(0);
       expect(health.ready).toBe(true);
       await queue.enqueue([message(12)], "acknowledged", "acme");
