@@ -470,16 +470,19 @@ export class KafkaFanoutBus implements FanoutBus {
    * publishes still get 202 while no subscriber receives them.
    */
   private readerFailed(error: unknown): void {
+    const refusal = classifyFailure(error);
+    // The client's message names only the request ("… executing API Fetch(v17)"): the broker's code says why.
+    const code = refusal instanceof SinkUnavailableError ? { code: refusal.sinkCode } : {};
     if (!this.failing) {
       this.failing = true;
-      this.log.warn({ err: error }, "fan-out consumer failed; rebuilding it");
+      this.log.warn({ err: error, ...code }, "fan-out consumer failed; rebuilding it");
     } else if (this.rebuildFailures++ === 0) {
       this.log.warn(
-        { err: error, retryEveryMs: this.restartDelayMs },
+        { err: error, ...code, retryEveryMs: this.restartDelayMs },
         "fan-out consumer rebuild failed; retrying until it succeeds",
       );
     }
-    if (classifyFailure(error) instanceof SinkUnavailableError) this.health.degrade(this.unreadable, true);
+    if (refusal instanceof SinkUnavailableError) this.health.degrade(this.unreadable, true);
     this.scheduleRestart();
   }
 

@@ -269,7 +269,8 @@ test("a reader whose fetches the broker refuses (READ denied) is one outage: log
   await waitUntil(() => health.degraded().length === 0, "the reader reads again");
   await bus.close();
   const messages = lines.map((line) => line.msg);
-  expect(messages.filter((msg) => msg === "fan-out consumer failed; rebuilding it")).toHaveLength(1);
+  const failed = lines.filter((line) => line.msg === "fan-out consumer failed; rebuilding it");
+  expect(failed).toEqual([expect.objectContaining({ code: "TOPIC_AUTHORIZATION_FAILED" })]);
   expect(
     messages.filter((msg) => msg === "fan-out consumer rebuild failed; retrying until it succeeds"),
   ).toHaveLength(1);
