@@ -521,12 +521,42 @@ export function ignoredSettings(config: Config): IgnoredSettings[] {
  */
 const REDIS_AUTH_ARGS = /("name":"auth","args":\[)(?:"(?:[^"\\]|\\.)*",?)*\]/gi;
 
+/** Where a URL's text ends in a log line: a space, a quote (JSON string) or a backslash (an escape). */
+const URL_END = /[\s"\\]/g;
+/** The same, or where its query starts. */
+const URL_END_OR_QUERY = /[\s"\\?]/g;
+
 /**
- * `text` with every password in it masked: a URL's (`redis://:secret@host` → `redis://:***@host`) and a
- * Redis AUTH command's arguments (`"args":["***"]`).
+ * `text` with the query of every URL in it written `?***`: it may carry a secret (a presigned URL's
+ * `X-Amz-Signature`, an OTLP backend's API key, ioredis's `?password=`). Each character is looked at
+ * a bounded number of times, so a long line costs linear time whatever it holds.
+ */
+function withoutUrlQueries(text: string): string {
+  let masked = "";
+  let copied = 0;
+  for (let at = text.indexOf("://"); at !== -1; at = text.indexOf("://", at)) {
+    URL_END_OR_QUERY.lastIndex = at;
+    const query = URL_END_OR_QUERY.exec(text)?.index ?? text.length;
+    at = query;
+    if (text[query] !== "?") continue;
+    URL_END.lastIndex = query;
+    const end = URL_END.exec(text)?.index ?? text.length;
+    if (end > query + 1) {
+      masked += `${text.slice(copied, query)}?***`;
+      copied = end;
+    }
+    at = end;
+  }
+  return copied === 0 ? text : masked + text.slice(copied);
+}
+
+/**
+ * `text` with every password in it masked: a URL's (`redis://:secret@host` → `redis://:***@host`), a URL's
+ * query (`https://host/a.json?***`), and a Redis AUTH command's arguments (`"args":["***"]`).
  */
 export function withoutPasswords(text: string): string {
-  return text.replace(/(\/\/[^/\s:@"]*):[^/\s@"]*@/g, "$1:***@").replace(REDIS_AUTH_ARGS, '$1"***"]');
+  const masked = text.replace(/(\/\/[^/\s:@"]*):[^/\s@"]*@/g, "$1:***@").replace(REDIS_AUTH_ARGS, '$1"***"]');
+  return masked.includes("?") ? withoutUrlQueries(masked) : masked;
 }
 
 /** Stands for a secret's value in the settings logged at start: set, but never written out. */

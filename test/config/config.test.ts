@@ -131,6 +131,33 @@ describe("loadConfig", () => {
     }
   });
 
+  test("a URL's query is masked in every line: the lines that quote a presigned or keyed URL after the settings", () => {
+    // As the schema registry and the OTLP exporter log their URLs (the settings line already hid the query).
+    const line = JSON.stringify({
+      source: "https://bucket.s3.amazonaws.com/schemas.json?X-Amz-Signature=SIGSECRET&X-Amz-Credential=AKIA1",
+      err: { message: 'GET https://schemas.example/all.json?sig=SIGSECRET: HTTP 500 "quoted?x"' },
+      url: "http://127.0.0.1:4318/v1/traces?api-key=KEYSECRET",
+      msg: "OpenTelemetry: span export failing",
+    });
+    const masked = withoutPasswords(line);
+    for (const secret of ["SIGSECRET", "AKIA1", "KEYSECRET"]) expect(masked).not.toContain(secret);
+    const parsed = JSON.parse(masked);
+    expect(parsed.source).toBe("https://bucket.s3.amazonaws.com/schemas.json?***");
+    // Up to the next space: the colon after it goes too.
+    expect(parsed.err.message).toBe('GET https://schemas.example/all.json?*** HTTP 500 "quoted?x"');
+    expect(parsed.url).toBe("http://127.0.0.1:4318/v1/traces?***");
+    // Already masked (the settings line): unchanged; an escaped quote ends the query, the line stays JSON.
+    expect(withoutPasswords('"redis://:***@h:6379/0?***"')).toBe('"redis://:***@h:6379/0?***"');
+    expect(JSON.parse(withoutPasswords(JSON.stringify({ m: 'see http://h/p?a="b" c' }))).m).toBe(
+      'see http://h/p?***"b" c',
+    );
+    // Linear in the line's length, whatever it holds (a regex from each start would take seconds here).
+    const started = performance.now();
+    for (const long of ["a".repeat(200_000), `${"://".repeat(70_000)}?x`, `${"http://a ".repeat(20_000)}?x`])
+      withoutPasswords(long);
+    expect(performance.now() - started).toBeLessThan(500);
+  });
+
   test("a refused Redis AUTH is logged without its arguments: ioredis's error quotes the command", () => {
     const line = JSON.stringify({
       err: { message: "WRONGPASS", command: { name: "auth", args: ["app", 'pa"ss]w,rd'] } },
