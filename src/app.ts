@@ -135,6 +135,8 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         protocol: config.tracing.protocol,
         serviceName: config.tracing.serviceName,
         serviceVersion: version,
+        sampler: config.tracing.sampler,
+        samplerRatio: config.tracing.samplerRatio,
         log,
       })
     : undefined;

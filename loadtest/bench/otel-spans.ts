@@ -11,6 +11,8 @@ const tracing = await createOtelTracing({
   protocol: "http/json",
   serviceName: "b",
   serviceVersion: "0",
+  sampler: "parentbased_always_on",
+  samplerRatio: 1,
   log: pino({ level: "silent" }),
 });
 const reply = { status: 202, body: "" };

@@ -7,6 +7,7 @@ import {
   nonEmpty,
   oneOf,
   originList,
+  ratio,
   redisUrl,
   secret,
   topicName,
@@ -169,6 +170,9 @@ export interface Config {
     tracesUrl: string | undefined;
     protocol: OtlpProtocol;
     serviceName: string;
+    /** OTEL_TRACES_SAMPLER, and its ratio (OTEL_TRACES_SAMPLER_ARG), which only the ratio samplers use. */
+    sampler: TracesSampler;
+    samplerRatio: number;
   };
 }
 
@@ -176,6 +180,16 @@ export interface Config {
 export const OTLP_PROTOCOLS = ["http/protobuf", "http/json", "grpc"] as const;
 export type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
 const TRACES_EXPORTERS = ["otlp", "none"] as const;
+/** The samplers of the OpenTelemetry SDK configuration (OTEL_TRACES_SAMPLER) that the JavaScript SDK has. */
+export const TRACES_SAMPLERS = [
+  "always_on",
+  "always_off",
+  "traceidratio",
+  "parentbased_always_on",
+  "parentbased_always_off",
+  "parentbased_traceidratio",
+] as const;
+export type TracesSampler = (typeof TRACES_SAMPLERS)[number];
 
 /**
  * The traces URL as the OpenTelemetry exporter specification derives it: a
@@ -258,6 +272,10 @@ export function loadConfig(env: Env = process.env): Config {
   const otlpProtocol =
     read("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", oneOf(OTLP_PROTOCOLS)) ??
     read("OTEL_EXPORTER_OTLP_PROTOCOL", oneOf(OTLP_PROTOCOLS), "http/protobuf");
+  // Read here, not by the SDK: it takes an unknown sampler or a bad ratio for its default (every trace
+  // sampled) and says so only on its diagnostic channel, which nothing reads; a bad value exits 1 instead.
+  const sampler = read("OTEL_TRACES_SAMPLER", oneOf(TRACES_SAMPLERS), "parentbased_always_on");
+  const samplerRatio = read("OTEL_TRACES_SAMPLER_ARG", ratio, 1);
   const saslUsername = read("KAFKA_SASL_USERNAME", nonEmpty);
   const saslPassword = read("KAFKA_SASL_PASSWORD", nonEmpty);
   const needsPassword = saslMechanism === "plain" || saslMechanism.startsWith("scram");
@@ -425,6 +443,8 @@ export function loadConfig(env: Env = process.env): Config {
       ),
       protocol: otlpProtocol,
       serviceName: read("OTEL_SERVICE_NAME", nonEmpty, "edge-gateway"),
+      sampler,
+      samplerRatio,
     },
   };
 

@@ -62,6 +62,15 @@ export function secret(minBytes: number) {
   };
 }
 
+/** A number in [0, 1] (a sampling ratio), as decimal digits. */
+export function ratio(raw: string): number {
+  const text = raw.trim();
+  const value = Number(text);
+  if (!/^(?:\d+\.?\d*|\.\d+)$/.test(text) || value > 1)
+    throw new Error(`expected a number in [0, 1], got "${raw}"`);
+  return value;
+}
+
 /** Kafka's rule for topic names (`Topic.validate`): its characters, at most 249, and neither `.` nor `..`. */
 export function topicName(raw: string): string {
   const value = raw.trim();

@@ -27,6 +27,8 @@ describe("loadConfig", () => {
       tracesUrl: undefined,
       protocol: "http/protobuf",
       serviceName: "edge-gateway",
+      sampler: "parentbased_always_on",
+      samplerRatio: 1,
     });
     const base = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/" };
     expect(loadConfig({ ...SECRET, ...base }).tracing.tracesUrl).toBe("http://collector:4318/v1/traces");
@@ -46,6 +48,8 @@ describe("loadConfig", () => {
       tracesUrl: "http://collector:4317/",
       protocol: "grpc",
       serviceName: "edge-gateway",
+      sampler: "parentbased_always_on",
+      samplerRatio: 1,
     });
     // The traces-specific protocol wins over the general one.
     const json = { OTEL_EXPORTER_OTLP_PROTOCOL: "grpc", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/json" };
@@ -61,6 +65,30 @@ describe("loadConfig", () => {
       loadConfig({ ...SECRET, ...base, OTEL_TRACES_EXPORTER: "none" }).tracing.tracesUrl,
     ).toBeUndefined();
     expect(problemsOf({ ...base, OTEL_TRACES_EXPORTER: "zipkin" }).join()).toContain("OTEL_TRACES_EXPORTER");
+  });
+
+  test("OpenTelemetry: a sampler or ratio the SDK would replace by sampling every trace is refused at start", () => {
+    const tracing = (env: Record<string, string>) => loadConfig({ ...SECRET, ...env }).tracing;
+    expect(tracing({ OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "0.25" })).toMatchObject({
+      sampler: "traceidratio",
+      samplerRatio: 0.25,
+    });
+    expect(tracing({ OTEL_TRACES_SAMPLER: "parentbased_traceidratio" }).samplerRatio).toBe(1);
+    for (const [env, variable] of [
+      [{ OTEL_TRACES_SAMPLER: "traceidration" }, "OTEL_TRACES_SAMPLER"],
+      [{ OTEL_TRACES_SAMPLER: "jaeger_remote" }, "OTEL_TRACES_SAMPLER"],
+      [{ OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "1.5" }, "OTEL_TRACES_SAMPLER_ARG"],
+      [
+        { OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: "10%" },
+        "OTEL_TRACES_SAMPLER_ARG",
+      ],
+      [{ OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "-0.1" }, "OTEL_TRACES_SAMPLER_ARG"],
+      [{ OTEL_TRACES_SAMPLER_ARG: "a\nb" }, "OTEL_TRACES_SAMPLER_ARG"],
+    ] as const) {
+      const problems = problemsOf(env);
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toStartWith(`${variable}:`);
+    }
   });
 
   test("with only a secret, the documented defaults and the embedded sink", () => {

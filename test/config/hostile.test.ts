@@ -59,6 +59,7 @@ const VALID: Record<string, string> = {
   httpsUrlExceptLoopback: "https://idp.example/.well-known/jwks.json",
   originList: "https://app.example.com,http://localhost:3000",
   host: "gateway.internal",
+  ratio: "0.25",
 };
 
 const HOSTILE = [
@@ -213,7 +214,10 @@ function insanities(config: unknown): string[] {
   const wrong: string[] = [];
   for (const [path, value] of leaves(config)) {
     for (const item of Array.isArray(value) ? value : [value]) {
-      if (typeof item === "number" && (!Number.isSafeInteger(item) || Object.is(item, -0)))
+      // A sampling ratio is the one fraction: within [0, 1].
+      if (path === ".tracing.samplerRatio") {
+        if (typeof item !== "number" || !(item >= 0 && item <= 1)) wrong.push(`${path} is ${item}`);
+      } else if (typeof item === "number" && (!Number.isSafeInteger(item) || Object.is(item, -0)))
         wrong.push(`${path} is ${Object.is(item, -0) ? "-0" : item}`);
       // A secret is used as given, its bytes whatever they are.
       if (typeof item === "string" && path !== ".auth.jwtSecret") {

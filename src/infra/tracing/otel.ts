@@ -1,6 +1,6 @@
 import type { Attributes, Link, SpanContext, Tracer } from "@opentelemetry/api";
 import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
-import type { OtlpProtocol } from "../../config/config.ts";
+import type { OtlpProtocol, TracesSampler } from "../../config/config.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { SinkMessage, SinkWriter } from "../../ports/sink.ts";
 import type { RequestSpan, Tracing } from "../../ports/tracing.ts";
@@ -11,6 +11,9 @@ export interface OtelOptions {
   protocol: OtlpProtocol;
   serviceName: string;
   serviceVersion: string;
+  /** OTEL_TRACES_SAMPLER as the config validated it, with its ratio (OTEL_TRACES_SAMPLER_ARG). */
+  sampler: TracesSampler;
+  samplerRatio: number;
   log: Logger;
 }
 
@@ -49,6 +52,28 @@ function detectEnvResource(
   }
 }
 
+/** The sampler OTEL_TRACES_SAMPLER names, built as the SDK would build it from the environment. */
+function samplerOf(
+  sdk: typeof import("@opentelemetry/sdk-trace-base"),
+  name: TracesSampler,
+  ratio: number,
+): import("@opentelemetry/sdk-trace-base").Sampler {
+  switch (name) {
+    case "always_on":
+      return new sdk.AlwaysOnSampler();
+    case "always_off":
+      return new sdk.AlwaysOffSampler();
+    case "traceidratio":
+      return new sdk.TraceIdRatioBasedSampler(ratio);
+    case "parentbased_always_on":
+      return new sdk.ParentBasedSampler({ root: new sdk.AlwaysOnSampler() });
+    case "parentbased_always_off":
+      return new sdk.ParentBasedSampler({ root: new sdk.AlwaysOffSampler() });
+    case "parentbased_traceidratio":
+      return new sdk.ParentBasedSampler({ root: new sdk.TraceIdRatioBasedSampler(ratio) });
+  }
+}
+
 /** The official exporter of each OTLP transport, imported only when chosen. */
 async function otlpExporter(protocol: OtlpProtocol, url: string): Promise<SpanExporter> {
   switch (protocol) {
@@ -75,6 +100,7 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
     import("@opentelemetry/semantic-conventions"),
   ]);
   const provider = new sdk.BasicTracerProvider({
+    sampler: samplerOf(sdk, options.sampler, options.samplerRatio),
     // The SDK's own attributes (telemetry.sdk.*), then ours, then what the operator set in
     // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (the OpenTelemetry precedence): without the env
     // detector a deployment.environment or k8s.* attribute set the standard way never reached the backend.

@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
 import pino from "pino";
+import type { TracesSampler } from "../../../src/config/config.ts";
 import { createOtelTracing } from "../../../src/infra/tracing/otel.ts";
 import type { Logger } from "../../../src/log/logger.ts";
 
@@ -44,12 +45,18 @@ afterEach(() => {
 });
 
 /** Tracing exported as OTLP/JSON to the test's receiver. */
-function tracingToReceiver(log: Logger = pino({ level: "silent" })) {
+function tracingToReceiver(
+  log: Logger = pino({ level: "silent" }),
+  sampler: TracesSampler = "parentbased_always_on",
+  samplerRatio = 1,
+) {
   return createOtelTracing({
     tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
     protocol: "http/json",
     serviceName: process.env.OTEL_SERVICE_NAME ?? "edge-gateway",
     serviceVersion: "1.2.3",
+    sampler,
+    samplerRatio,
     log,
   });
 }
@@ -99,6 +106,27 @@ test("an HTTP SERVER span has the semantic conventions' required attributes, and
   exports = [];
   const failed = (await exportOneRequest(503)).span?.attributes ?? [];
   expect(attributeOf(failed, "error.type")).toBe("503");
+});
+
+test("the sampler is the configured one (OTEL_TRACES_SAMPLER as validated), not the SDK's default", async () => {
+  const parent = { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" };
+  const exportedNames = async (sampler: TracesSampler, ratio = 1) => {
+    exports = [];
+    const tracing = await tracingToReceiver(undefined, sampler, ratio);
+    tracing.startRequest("POST", "/v1/events", "/v1/events", undefined).end(202);
+    tracing.startRequest("POST", "/v1/publish", "/v1/publish", parent).end(202);
+    await tracing.shutdown();
+    return exports
+      .flatMap((sent) =>
+        sent.resourceSpans.flatMap((resource) => resource.scopeSpans.flatMap((scope) => scope.spans)),
+      )
+      .map((span) => span.name);
+  };
+  expect(await exportedNames("parentbased_always_on")).toEqual(["POST /v1/events", "POST /v1/publish"]);
+  expect(await exportedNames("always_off")).toEqual([]);
+  // A sampled parent still decides under a parent-based sampler; a root request follows the root sampler.
+  expect(await exportedNames("parentbased_always_off")).toEqual(["POST /v1/publish"]);
+  expect(await exportedNames("parentbased_traceidratio", 0)).toEqual(["POST /v1/publish"]);
 });
 
 test("a failing export is logged once, and its recovery once", async () => {
