@@ -194,7 +194,7 @@ export type TracesSampler = (typeof TRACES_SAMPLERS)[number];
 /**
  * The traces URL as the OpenTelemetry exporter specification derives it: a
  * signal-specific endpoint as is; the base one as is for gRPC, else with
- * /v1/traces. None when the SDK or the traces exporter is switched off.
+ * /v1/traces appended to its path. None when the SDK or the traces exporter is switched off.
  */
 function tracesUrlOf(
   protocol: OtlpProtocol,
@@ -205,7 +205,10 @@ function tracesUrlOf(
   if (switchedOff) return undefined;
   if (tracesEndpoint !== undefined || baseEndpoint === undefined || protocol === "grpc")
     return tracesEndpoint ?? baseEndpoint;
-  return `${baseEndpoint.replace(/\/+$/, "")}/v1/traces`;
+  // Appended to the path: a query (a backend's key) stays the query, not the end of the path.
+  const url = new URL(baseEndpoint);
+  url.pathname = `${url.pathname.replace(/\/+$/, "")}/v1/traces`;
+  return url.href;
 }
 
 export class ConfigError extends Error {

@@ -36,6 +36,11 @@ describe("loadConfig", () => {
     expect(loadConfig({ ...SECRET, ...base, ...traces }).tracing.tracesUrl).toBe(
       "https://otlp.example/traces",
     );
+    // A backend's key in the query stays in the query.
+    expect(
+      loadConfig({ ...SECRET, OTEL_EXPORTER_OTLP_ENDPOINT: "https://otlp.example/otlp/?api-key=k" }).tracing
+        .tracesUrl,
+    ).toBe("https://otlp.example/otlp/v1/traces?api-key=k");
     expect(problemsOf({ OTEL_EXPORTER_OTLP_ENDPOINT: "collector:4318" }).join()).toContain(
       "OTEL_EXPORTER_OTLP_ENDPOINT",
     );

@@ -108,8 +108,9 @@ describe.each(RUNTIMES)("trace context and spans through a real OpenTelemetry Co
       // A limiter of its own: the shared Redis holds other tests' budgets.
       REDIS_URL: "",
       CORS_ORIGINS: pageOrigin(),
-      // With credentials, as for a hosted backend (the Collector ignores them): never logged.
-      OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint.replace("//", "//collector:s3cret@"),
+      // With credentials and a key in the query, as for a hosted backend (the Collector ignores them):
+      // never logged, and the query stays the query of <endpoint>/v1/traces.
+      OTEL_EXPORTER_OTLP_ENDPOINT: `${collector.endpoint.replace("//", "//collector:s3cret@")}/?api-key=k3yval`,
       OTEL_SERVICE_NAME: `edge-gateway-${runtime}`,
       OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name=e2e,service.name=overridden",
     });
@@ -152,6 +153,7 @@ describe.each(RUNTIMES)("trace context and spans through a real OpenTelemetry Co
     expect(ingestSpan.service).toBe(`edge-gateway-${runtime}`);
     expect(JSON.stringify(gateway.logs)).toContain("collector:***@");
     expect(JSON.stringify(gateway.logs)).not.toContain("s3cret");
+    expect(JSON.stringify(gateway.logs)).not.toContain("k3yval");
     // OTEL_RESOURCE_ATTRIBUTES reaches the resource; OTEL_SERVICE_NAME wins over a service.name there.
     expect(attribute({ attributes: ingestSpan.resource }, "deployment.environment.name")).toBe("e2e");
     expect(attribute({ attributes: ingestSpan.resource }, "telemetry.sdk.language")).toBe("nodejs");
