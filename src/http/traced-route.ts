@@ -15,7 +15,7 @@ export function tracedRoute(route: Route, tracing: Tracing): Route {
     ...route,
     handler: async (request, params) => {
       const parent = traceContextOf(request);
-      const span = tracing.startRequest(request.method, route.path, request.path, parent);
+      const span = tracing.startRequest(request, route.path, parent);
       const view: HttpRequest = {
         method: request.method,
         path: request.path,

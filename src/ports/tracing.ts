@@ -1,4 +1,8 @@
 import type { SinkWriter } from "./sink.ts";
+import type { HttpRequest } from "./transport.ts";
+
+/** What the SERVER span of an HTTP request records of it. */
+export type TracedRequest = Pick<HttpRequest, "method" | "path" | "query" | "header">;
 
 /** The SERVER span of one HTTP request or WebSocket frame. */
 export interface RequestSpan {
@@ -9,11 +13,10 @@ export interface RequestSpan {
 
 /** OpenTelemetry spans, exported over OTLP; present only when an OTLP endpoint is configured. */
 export interface Tracing {
-  /** `route` is the template (`/v1/events`), `path` the request's; `parent` is the request's valid `traceparent` (and `tracestate`), when it sent one. */
+  /** `route` is the template (`/v1/events`); `parent` is the request's valid `traceparent` (and `tracestate`), when it sent one. */
   startRequest(
-    method: string,
+    request: TracedRequest,
     route: string,
-    path: string,
     parent: { traceparent: string; tracestate?: string } | undefined,
   ): RequestSpan;
   /** The same for a WebSocket frame of `type` the gateway acts on (a publish); `end` takes its outcome as an HTTP status. */

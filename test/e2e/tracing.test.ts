@@ -134,9 +134,9 @@ describe.each(RUNTIMES)("trace context and spans through a real OpenTelemetry Co
       body: JSON.stringify({ type: "click", id: `traced-${runtime}`, data: { element: "t" } }),
     });
     expect(ingest.status).toBe(202);
-    const publish = await fetch(`${gateway.url}/v1/publish`, {
+    const publish = await fetch(`${gateway.url}/v1/publish?src=e2e`, {
       method: "POST",
-      headers,
+      headers: { ...headers, "user-agent": "e2e-publisher/1" },
       body: JSON.stringify({ channel: "traced", data: { n: 1 } }),
     });
     expect(publish.status).toBe(202);
@@ -161,8 +161,14 @@ describe.each(RUNTIMES)("trace context and spans through a real OpenTelemetry Co
     expect(attribute(ingestSpan, "http.response.status_code")).toBe(202);
     expect(attribute(ingestSpan, "url.path")).toBe("/v1/events");
     expect(attribute(ingestSpan, "url.scheme")).toBe("http");
+    expect(attribute(ingestSpan, "url.query")).toBeUndefined();
+    // From the Host header, as the HTTP semantic conventions take them.
+    expect(attribute(ingestSpan, "server.address")).toBe("127.0.0.1");
+    expect(attribute(ingestSpan, "server.port")).toBe(Number(new URL(gateway.url).port));
     const publishSpan = serverSpan("/v1/publish") as CollectedSpan;
     expect(publishSpan.parentSpanId).toBe(clientSpanId);
+    expect(attribute(publishSpan, "url.query")).toBe("src=e2e");
+    expect(attribute(publishSpan, "user_agent.original")).toBe("e2e-publisher/1");
 
     // The records point consumers at the gateway's span, in the client's trace, with its tracestate.
     const [record] = await readTopic(topic, 1);

@@ -12,8 +12,8 @@ function recordingTracing() {
   const started: Array<{ route: string; path?: string; parent: unknown }> = [];
   const ended: number[] = [];
   const tracing: Tracing = {
-    startRequest: (_method, route, path, parent) => {
-      started.push({ route, path, parent });
+    startRequest: (request, route, parent) => {
+      started.push({ route, path: request.path, parent });
       return { traceparent: SPAN_TRACEPARENT, end: (status) => ended.push(status) };
     },
     startFrame: (type, parent) => {

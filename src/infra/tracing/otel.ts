@@ -3,7 +3,7 @@ import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
 import type { OtlpProtocol, TracesSampler } from "../../config/config.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { SinkMessage, SinkWriter } from "../../ports/sink.ts";
-import type { RequestSpan, Tracing } from "../../ports/tracing.ts";
+import type { RequestSpan, TracedRequest, Tracing } from "../../ports/tracing.ts";
 
 export interface OtelOptions {
   /** Full OTLP/HTTP traces URL (…/v1/traces), or the gRPC endpoint. */
@@ -25,6 +25,35 @@ const EXPORT_DELAY_MS = 1000;
 const MAX_LINKS = 128;
 /** Where WebSocket frames arrive (the app's `wsPath`). */
 const WS_PATH = "/v1/ws";
+/**
+ * Query parameters whose values a span never records: the semantic conventions' list of URL
+ * signatures (url.query), and `token`, the gateway's own bearer token in a query.
+ */
+const REDACTED_QUERY_KEYS = new Set(["AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature", "token"]);
+/** `host`, `host:port`, `[v6]` or `[v6]:port`, as a Host header holds it. */
+const HOST_HEADER = /^(\[[^\]]*\]|[^:]*)(?::(\d{1,5}))?$/;
+
+/**
+ * The span attributes of a request's query (semantic conventions: url.query, required when there is
+ * one), with the values of REDACTED_QUERY_KEYS replaced by `REDACTED`.
+ */
+function queryAttribute(query: URLSearchParams): Attributes {
+  if (query.size === 0) return {};
+  const scrubbed = new URLSearchParams();
+  for (const [key, value] of query) scrubbed.append(key, REDACTED_QUERY_KEYS.has(key) ? "REDACTED" : value);
+  return { "url.query": scrubbed.toString() };
+}
+
+/** server.address and server.port from the Host header, as the HTTP semantic conventions take them. */
+function serverAttributes(host: string | undefined): Attributes {
+  const match = host === undefined ? null : HOST_HEADER.exec(host.trim());
+  if (!match?.[1]) return {};
+  const port = match[2] === undefined ? undefined : Number(match[2]);
+  return {
+    "server.address": match[1].replace(/^\[(.*)\]$/, "$1"),
+    ...(port === undefined || port > 65535 ? {} : { "server.port": port }),
+  };
+}
 
 /**
  * What OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME set. A value that does
@@ -146,16 +175,22 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
   };
 
   return {
-    startRequest(method, route, path, parent): RequestSpan {
+    startRequest(request: TracedRequest, route: string, parent): RequestSpan {
       // The HTTP server span's required attributes (semantic conventions): url.path and url.scheme too,
-      // which backends group and filter on. The gateway serves plain HTTP (TLS ends before it).
+      // which backends group and filter on, url.query when there is one; and, at the span's start as they
+      // ask (samplers may read them), the recommended server.address, server.port and user agent. The
+      // gateway serves plain HTTP (TLS ends before it).
+      const userAgent = request.header("user-agent");
       const { span, traceparent } = serverSpan(
-        `${method} ${route}`,
+        `${request.method} ${route}`,
         {
-          [semconv.ATTR_HTTP_REQUEST_METHOD]: method,
+          [semconv.ATTR_HTTP_REQUEST_METHOD]: request.method,
           [semconv.ATTR_HTTP_ROUTE]: route,
-          [semconv.ATTR_URL_PATH]: path,
+          [semconv.ATTR_URL_PATH]: request.path,
           [semconv.ATTR_URL_SCHEME]: "http",
+          ...queryAttribute(request.query),
+          ...serverAttributes(request.header("host")),
+          ...(userAgent === undefined ? {} : { [semconv.ATTR_USER_AGENT_ORIGINAL]: userAgent }),
         },
         parent,
       );

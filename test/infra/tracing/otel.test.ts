@@ -3,6 +3,7 @@ import pino from "pino";
 import type { TracesSampler } from "../../../src/config/config.ts";
 import { createOtelTracing } from "../../../src/infra/tracing/otel.ts";
 import type { Logger } from "../../../src/log/logger.ts";
+import type { TracedRequest } from "../../../src/ports/tracing.ts";
 
 type OtlpValue = { stringValue?: string; intValue?: string | number };
 type OtlpAttributes = Array<{ key: string; value: OtlpValue }>;
@@ -61,10 +62,16 @@ function tracingToReceiver(
   });
 }
 
+/** A POST to `path` as the transports give it: `target` is the request target (path and query). */
+function post(target: string, headers: Record<string, string> = {}): TracedRequest {
+  const url = new URL(target, "http://gateway.invalid");
+  return { method: "POST", path: url.pathname, query: url.searchParams, header: (name) => headers[name] };
+}
+
 /** Ends one request span and exports it: the resource and the span, as the receiver got them. */
-async function exportOneRequest(status = 202) {
+async function exportOneRequest(status = 202, request = post("/v1/events")) {
   const tracing = await tracingToReceiver();
-  tracing.startRequest("POST", "/v1/events", "/v1/events", undefined).end(status);
+  tracing.startRequest(request, "/v1/events", undefined).end(status);
   await tracing.shutdown();
   const [sent] = exports;
   const resourceSpans = sent?.resourceSpans[0];
@@ -108,13 +115,34 @@ test("an HTTP SERVER span has the semantic conventions' required attributes, and
   expect(attributeOf(failed, "error.type")).toBe("503");
 });
 
+test("an HTTP SERVER span has url.query when there is one (signatures and tokens redacted), the server and the user agent", async () => {
+  const plain = (await exportOneRequest(202)).span?.attributes ?? [];
+  for (const key of ["url.query", "server.address", "server.port", "user_agent.original"])
+    expect(attributeOf(plain, key)).toBeUndefined();
+  exports = [];
+  const request = post("/v1/events?ack=none&token=eyJ.secret&sig=s1gn&note=a%20b", {
+    host: "ingest.example.com:8443",
+    "user-agent": "shop-app/2.1",
+  });
+  const attributes = (await exportOneRequest(202, request)).span?.attributes ?? [];
+  expect(attributeOf(attributes, "url.path")).toBe("/v1/events");
+  expect(attributeOf(attributes, "url.query")).toBe("ack=none&token=REDACTED&sig=REDACTED&note=a+b");
+  expect(attributeOf(attributes, "server.address")).toBe("ingest.example.com");
+  expect(attributeOf(attributes, "server.port")).toBe(8443);
+  expect(attributeOf(attributes, "user_agent.original")).toBe("shop-app/2.1");
+  exports = [];
+  const v6 = (await exportOneRequest(202, post("/v1/events", { host: "[::1]" }))).span?.attributes ?? [];
+  expect(attributeOf(v6, "server.address")).toBe("::1");
+  expect(attributeOf(v6, "server.port")).toBeUndefined();
+});
+
 test("the sampler is the configured one (OTEL_TRACES_SAMPLER as validated), not the SDK's default", async () => {
   const parent = { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" };
   const exportedNames = async (sampler: TracesSampler, ratio = 1) => {
     exports = [];
     const tracing = await tracingToReceiver(undefined, sampler, ratio);
-    tracing.startRequest("POST", "/v1/events", "/v1/events", undefined).end(202);
-    tracing.startRequest("POST", "/v1/publish", "/v1/publish", parent).end(202);
+    tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
+    tracing.startRequest(post("/v1/publish"), "/v1/publish", parent).end(202);
     await tracing.shutdown();
     return exports
       .flatMap((sent) =>
@@ -136,7 +164,7 @@ test("a failing export is logged once, and its recovery once", async () => {
   // One span, then the batch processor's next export (every second) reaching the receiver and answered.
   const exportOne = async () => {
     const before = requests;
-    tracing.startRequest("POST", "/v1/events", "/v1/events", undefined).end(202);
+    tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
     while (requests === before) await Bun.sleep(20);
     await Bun.sleep(50);
   };
@@ -162,7 +190,7 @@ test("an OTEL_RESOURCE_ATTRIBUTES that does not parse is dropped whole, and the 
   const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
   process.env.OTEL_RESOURCE_ATTRIBUTES = "deployment.environment.name=prod,no-equals-sign";
   const tracing = await tracingToReceiver(log);
-  tracing.startRequest("POST", "/v1/events", "/v1/events", undefined).end(202);
+  tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
   await tracing.shutdown();
   const resource = exports[0]?.resourceSpans[0]?.resource.attributes ?? [];
   expect(attributeOf(resource, "deployment.environment.name")).toBeUndefined();
