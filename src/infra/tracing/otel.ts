@@ -217,7 +217,10 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
       return {
         traceparent,
         end(status) {
-          if (status >= 500) span.setStatus({ code: api.SpanStatusCode.ERROR });
+          if (status >= 500) {
+            span.setAttribute(semconv.ATTR_ERROR_TYPE, String(status));
+            span.setStatus({ code: api.SpanStatusCode.ERROR });
+          }
           span.end();
         },
       };
@@ -264,6 +267,8 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
           return writer.write(batch, index).then(
             () => span.end(),
             (error: unknown) => {
+              // A failed operation names its error (messaging conventions): the client's error code, low in cardinality.
+              span.setAttribute(semconv.ATTR_ERROR_TYPE, errorType(error));
               span.setStatus({ code: api.SpanStatusCode.ERROR, message: String(error) });
               span.end();
               throw error;
@@ -275,6 +280,13 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
 
     shutdown: () => provider.shutdown(),
   };
+}
+
+/** The error.type of a failed write: the error's code (`PLT_KFK_NETWORK`, a GatewayError's), else its class, else `_OTHER`. */
+function errorType(error: unknown): string {
+  if (!(error instanceof Error)) return "_OTHER";
+  const code = (error as Error & { code?: unknown }).code;
+  return typeof code === "string" && code !== "" ? code : error.name;
 }
 
 /** ExportResultCode.SUCCESS of @opentelemetry/core (not a dependency of its own). */

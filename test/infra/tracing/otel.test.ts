@@ -157,6 +157,32 @@ test("the sampler is the configured one (OTEL_TRACES_SAMPLER as validated), not 
   expect(await exportedNames("parentbased_traceidratio", 0)).toEqual(["POST /v1/publish"]);
 });
 
+test("a failed Kafka write and a failed WebSocket publish name their error.type, as a 5xx request does", async () => {
+  const tracing = await tracingToReceiver();
+  const refused = Object.assign(new Error("broker gone"), { code: "PLT_KFK_NETWORK" });
+  const writer = tracing.traceWriter({
+    kind: "kafka",
+    write: async () => {
+      throw refused;
+    },
+    close: async () => {},
+  });
+  const batch = [{ topic: "events", key: "k", value: "v", headers: {} }];
+  await expect(writer.write(batch, 0)).rejects.toBe(refused);
+  tracing.startFrame("publish", undefined).end(503);
+  tracing.startFrame("publish", undefined).end(202);
+  await tracing.shutdown();
+  const spans = exports.flatMap((sent) =>
+    sent.resourceSpans.flatMap((resource) => resource.scopeSpans.flatMap((scope) => scope.spans)),
+  );
+  const errorTypes = spans.map((span) => [span.name, attributeOf(span.attributes, "error.type")]);
+  expect(errorTypes).toEqual([
+    ["send events", "PLT_KFK_NETWORK"],
+    ["WebSocket publish", "503"],
+    ["WebSocket publish", undefined],
+  ]);
+});
+
 test("a failing export is logged once, and its recovery once", async () => {
   const lines: Array<{ level: number; msg: string; url?: string }> = [];
   const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
