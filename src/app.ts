@@ -311,7 +311,9 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     ),
     realtime,
     // Closed after the sink's flush, so the last batches' spans are exported.
-    ...(tracing ? [{ name: "tracing", close: () => tracing.shutdown() }] : []),
+    ...(tracing
+      ? [{ name: "tracing", close: (deadline: number) => tracing.shutdown(msUntil(deadline)) }]
+      : []),
   ];
 
   const router = new Router(

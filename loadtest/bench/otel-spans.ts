@@ -49,5 +49,5 @@ for (let round = 0; round < 2; round++) {
   await time("traced route (span + export)", 20000, () => traced.handler(request as never, {}));
   await time("traced batch of 100 records / 100 links", 5000, () => writer.write(batch));
 }
-await tracing.shutdown();
+await tracing.shutdown(10_000);
 receiver.stop(true);

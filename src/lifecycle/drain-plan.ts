@@ -56,10 +56,10 @@ export function drainPlan({ modules, server, requests, drainDelayMs, log }: Drai
     phase("flush the queue", "flush"),
     {
       name: "release resources",
-      run: async () => {
+      run: async (deadline) => {
         const closing = [...modules].reverse().map(async (module) => {
           try {
-            await module.close?.();
+            await module.close?.(deadline);
           } catch (error) {
             log.warn({ err: error, module: module.name }, "module failed to close");
           }

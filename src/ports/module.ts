@@ -27,6 +27,10 @@ export interface Module {
   /** Called once, when the server listens. */
   attach?(server: RunningServer): void;
   readonly drain?: DrainHandlers;
-  /** Frees what the module opened (timers, connections); called once, last. */
-  close?(): Promise<void> | void;
+  /**
+   * Frees what the module opened (timers, connections); called once, last,
+   * with the drain's deadline (epoch ms), by which a close that waits on the
+   * network (exporting the last spans) gives up.
+   */
+  close?(deadline: number): Promise<void> | void;
 }

@@ -23,6 +23,9 @@ export interface Tracing {
   startFrame(type: string, parent: { traceparent: string; tracestate?: string } | undefined): RequestSpan;
   /** `writer`, with a PRODUCER span per batch written, linked to the request spans of its records. */
   traceWriter(writer: SinkWriter): SinkWriter;
-  /** Exports the spans still queued, then stops. */
-  shutdown(): Promise<void>;
+  /**
+   * Exports the spans still queued, then stops; rejects once `timeoutMs` ran
+   * out first (a receiver that does not answer), dropping what is left.
+   */
+  shutdown(timeoutMs: number): Promise<void>;
 }

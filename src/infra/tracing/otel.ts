@@ -1,6 +1,7 @@
 import type { Attributes, Link, SpanContext, Tracer } from "@opentelemetry/api";
 import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
 import type { OtlpProtocol, TracesSampler } from "../../config/config.ts";
+import { withDeadline } from "../../lib/time.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { SinkMessage, SinkWriter } from "../../ports/sink.ts";
 import type { RequestSpan, TracedRequest, Tracing } from "../../ports/tracing.ts";
@@ -278,7 +279,13 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
       };
     },
 
-    shutdown: () => provider.shutdown(),
+    // The exporter waits up to 10 s for a receiver, more than a drain may have left.
+    shutdown: (timeoutMs) =>
+      withDeadline(
+        provider.shutdown(),
+        timeoutMs,
+        () => new Error(`spans not exported within ${timeoutMs} ms of the drain's end: dropped`),
+      ),
   };
 }
 

@@ -71,7 +71,7 @@ test("the instance is not ready until the fan-out bus has started: a socket woul
   starts[0]?.finish();
   await realtime.fanoutStartSettled;
   expect(health.ready).toBe(true);
-  await realtime.close?.();
+  await realtime.close?.(Date.now() + 1000);
 });
 
 test("a first start that fails makes the instance ready all the same (ingest is not held hostage); the bus retries", async () => {
@@ -81,5 +81,5 @@ test("a first start that fails makes the instance ready all the same (ingest is 
   starts[0]?.fail();
   await realtime.fanoutStartSettled;
   expect(health.ready).toBe(true);
-  await realtime.close?.();
+  await realtime.close?.(Date.now() + 1000);
 });

@@ -72,7 +72,7 @@ function post(target: string, headers: Record<string, string> = {}): TracedReque
 async function exportOneRequest(status = 202, request = post("/v1/events")) {
   const tracing = await tracingToReceiver();
   tracing.startRequest(request, "/v1/events", undefined).end(status);
-  await tracing.shutdown();
+  await tracing.shutdown(10_000);
   const [sent] = exports;
   const resourceSpans = sent?.resourceSpans[0];
   return {
@@ -143,7 +143,7 @@ test("the sampler is the configured one (OTEL_TRACES_SAMPLER as validated), not 
     const tracing = await tracingToReceiver(undefined, sampler, ratio);
     tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
     tracing.startRequest(post("/v1/publish"), "/v1/publish", parent).end(202);
-    await tracing.shutdown();
+    await tracing.shutdown(10_000);
     return exports
       .flatMap((sent) =>
         sent.resourceSpans.flatMap((resource) => resource.scopeSpans.flatMap((scope) => scope.spans)),
@@ -171,7 +171,7 @@ test("a failed Kafka write and a failed WebSocket publish name their error.type,
   await expect(writer.write(batch, 0)).rejects.toBe(refused);
   tracing.startFrame("publish", undefined).end(503);
   tracing.startFrame("publish", undefined).end(202);
-  await tracing.shutdown();
+  await tracing.shutdown(10_000);
   const spans = exports.flatMap((sent) =>
     sent.resourceSpans.flatMap((resource) => resource.scopeSpans.flatMap((scope) => scope.spans)),
   );
@@ -181,6 +181,28 @@ test("a failed Kafka write and a failed WebSocket publish name their error.type,
     ["WebSocket publish", "503"],
     ["WebSocket publish", undefined],
   ]);
+});
+
+test("shutdown gives up at its time limit when the receiver does not answer: the drain still ends in time", async () => {
+  const silent = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Promise<Response>(() => {}) });
+  try {
+    const tracing = await createOtelTracing({
+      tracesUrl: `http://127.0.0.1:${silent.port}/v1/traces`,
+      protocol: "http/json",
+      serviceName: "edge-gateway",
+      serviceVersion: "1.2.3",
+      sampler: "parentbased_always_on",
+      samplerRatio: 1,
+      log: pino({ level: "silent" }),
+    });
+    tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
+    const started = performance.now();
+    await expect(tracing.shutdown(300)).rejects.toThrow("spans not exported within 300 ms");
+    // The exporter alone would wait 10 s for an answer.
+    expect(performance.now() - started).toBeLessThan(2000);
+  } finally {
+    silent.stop(true);
+  }
 });
 
 test("a failing export is logged once, and its recovery once", async () => {
@@ -208,7 +230,7 @@ test("a failing export is logged once, and its recovery once", async () => {
     "OpenTelemetry: span export failing, spans are dropped until it succeeds",
     "OpenTelemetry: span export succeeds again",
   ]);
-  await tracing.shutdown();
+  await tracing.shutdown(10_000);
 });
 
 test("an OTEL_RESOURCE_ATTRIBUTES that does not parse is dropped whole, and the operator is told once at start", async () => {
@@ -217,7 +239,7 @@ test("an OTEL_RESOURCE_ATTRIBUTES that does not parse is dropped whole, and the 
   process.env.OTEL_RESOURCE_ATTRIBUTES = "deployment.environment.name=prod,no-equals-sign";
   const tracing = await tracingToReceiver(log);
   tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
-  await tracing.shutdown();
+  await tracing.shutdown(10_000);
   const resource = exports[0]?.resourceSpans[0]?.resource.attributes ?? [];
   expect(attributeOf(resource, "deployment.environment.name")).toBeUndefined();
   expect(attributeOf(resource, "service.name")).toBe("edge-gateway");
