@@ -61,7 +61,7 @@ export function traceparentOf(value: string): string | undefined {
  * 512 characters is cut by whole members as the spec asks: those over 128
  * characters go first, then members from the end, until it fits.
  */
-function tracestateOf(value: string): string | undefined {
+export function tracestateOf(value: string): string | undefined {
   const members = value
     .split(",")
     .map((member) => member.trim())

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { Consumer } from "@platformatic/kafka";
 import { CHANNEL_PATTERN } from "../../domain/channel.ts";
 import type { EventRecord } from "../../domain/record.ts";
-import { traceparentOf } from "../../http/trace-context.ts";
+import { traceparentOf, tracestateOf } from "../../http/trace-context.ts";
 import { isJsonValue } from "../../lib/json-scan.ts";
 import type { Logger } from "../../log/logger.ts";
 import {
@@ -743,7 +743,9 @@ export function fromFanoutRecord(
   const traceparent = received === undefined ? undefined : traceparentOf(received);
   if (traceparent !== undefined) {
     message.traceparent = traceparent;
-    if (rawTracestate) message.tracestate = rawTracestate.toString();
+    // Checked as a request's is: an invalid one is dropped, a long one cut, before it reaches a frame.
+    const tracestate = rawTracestate ? tracestateOf(rawTracestate.toString()) : undefined;
+    if (tracestate !== undefined) message.tracestate = tracestate;
   }
   return message;
 }

@@ -53,6 +53,12 @@ test("the publisher's trace context comes back from the record's headers (a late
   expect(fromFanoutRecord(headersOf(record), Buffer.from("{}"))).toEqual(traced);
   const later = raw({ ...allHeadersOf(record), traceparent: `01-${traced.traceparent?.slice(3)}-more` });
   expect(fromFanoutRecord(later, Buffer.from("{}"))).toEqual(traced);
+  // A tracestate W3C calls invalid (a key named twice, a control character) is not passed on; the traceparent is.
+  for (const tracestate of ["a=1,a=2", 'a=1"},"x":"\n'])
+    expect(fromFanoutRecord(raw({ ...allHeadersOf(record), tracestate }), Buffer.from("{}"))).toEqual({
+      ...traced,
+      tracestate: undefined,
+    });
   const forged = raw({ ...allHeadersOf(record), traceparent: '00-x"}', tracestate: "a=1" });
   expect(fromFanoutRecord(forged, Buffer.from("{}"))).toEqual({
     tenant: "acme",
