@@ -31,6 +31,12 @@ const WS_PATH = "/v1/ws";
  * signatures (url.query), and `token`, the gateway's own bearer token in a query.
  */
 const REDACTED_QUERY_KEYS = new Set(["AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature", "token"]);
+/**
+ * Longest client-written text a span records (a query, a user agent, a host), cut beyond: a request
+ * head may hold 16 KiB, and MAX_QUEUED_SPANS of those would hold 64 MiB while a receiver is down.
+ */
+const MAX_CLIENT_TEXT = 1024;
+const clipped = (text: string) => (text.length > MAX_CLIENT_TEXT ? text.slice(0, MAX_CLIENT_TEXT) : text);
 /** `host`, `host:port`, `[v6]` or `[v6]:port`, as a Host header holds it. */
 const HOST_HEADER = /^(\[[^\]]*\]|[^:]*)(?::(\d{1,5}))?$/;
 
@@ -42,7 +48,7 @@ function queryAttribute(query: URLSearchParams): Attributes {
   if (query.size === 0) return {};
   const scrubbed = new URLSearchParams();
   for (const [key, value] of query) scrubbed.append(key, REDACTED_QUERY_KEYS.has(key) ? "REDACTED" : value);
-  return { "url.query": scrubbed.toString() };
+  return { "url.query": clipped(scrubbed.toString()) };
 }
 
 /** server.address and server.port from the Host header, as the HTTP semantic conventions take them. */
@@ -51,7 +57,7 @@ function serverAttributes(host: string | undefined): Attributes {
   if (!match?.[1]) return {};
   const port = match[2] === undefined ? undefined : Number(match[2]);
   return {
-    "server.address": match[1].replace(/^\[(.*)\]$/, "$1"),
+    "server.address": clipped(match[1].replace(/^\[(.*)\]$/, "$1")),
     ...(port === undefined || port > 65535 ? {} : { "server.port": port }),
   };
 }
@@ -191,7 +197,7 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
           [semconv.ATTR_URL_SCHEME]: "http",
           ...queryAttribute(request.query),
           ...serverAttributes(request.header("host")),
-          ...(userAgent === undefined ? {} : { [semconv.ATTR_USER_AGENT_ORIGINAL]: userAgent }),
+          ...(userAgent === undefined ? {} : { [semconv.ATTR_USER_AGENT_ORIGINAL]: clipped(userAgent) }),
         },
         parent,
       );

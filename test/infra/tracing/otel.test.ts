@@ -134,6 +134,12 @@ test("an HTTP SERVER span has url.query when there is one (signatures and tokens
   const v6 = (await exportOneRequest(202, post("/v1/events", { host: "[::1]" }))).span?.attributes ?? [];
   expect(attributeOf(v6, "server.address")).toBe("::1");
   expect(attributeOf(v6, "server.port")).toBeUndefined();
+  // Client-written text is cut at 1024 characters: queued spans stay small while a receiver is down.
+  exports = [];
+  const long = post(`/v1/events?q=${"q".repeat(5000)}`, { "user-agent": "u".repeat(5000) });
+  const clipped = (await exportOneRequest(202, long)).span?.attributes ?? [];
+  expect(String(attributeOf(clipped, "url.query"))).toHaveLength(1024);
+  expect(String(attributeOf(clipped, "user_agent.original"))).toHaveLength(1024);
 });
 
 test("the sampler is the configured one (OTEL_TRACES_SAMPLER as validated), not the SDK's default", async () => {
