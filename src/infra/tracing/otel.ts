@@ -3,6 +3,7 @@ import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
 import type { OtlpProtocol, TracesSampler } from "../../config/config.ts";
 import { withDeadline } from "../../lib/time.ts";
 import type { Logger } from "../../log/logger.ts";
+import { OccasionalLine } from "../../log/occasional-line.ts";
 import type { SinkMessage, SinkWriter } from "../../ports/sink.ts";
 import type { RequestSpan, TracedRequest, Tracing } from "../../ports/tracing.ts";
 
@@ -88,6 +89,34 @@ function detectEnvResource(
   }
 }
 
+/** The batch processor's report of spans it dropped with its queue full (to the SDK's diagnostic channel). */
+const DROPPED_SPANS = /^Dropped (\d+) spans because maxQueueSize reached/;
+/** At most one line about dropped spans this often, with how many were dropped since the last one. */
+const DROPPED_SPANS_LINE_MS = 60_000;
+
+/**
+ * Logs the spans the batch processor drops when its queue is full (a receiver slower than the spans
+ * come): the SDK says so only on its diagnostic channel, which nothing reads, so spans went missing
+ * without a word. A line at most once a minute, never one per drop.
+ */
+function reportDroppedSpans(api: typeof import("@opentelemetry/api"), log: Logger): void {
+  const line = new OccasionalLine(DROPPED_SPANS_LINE_MS);
+  const quiet = () => {};
+  const warn = (message: string) => {
+    const dropped = DROPPED_SPANS.exec(message);
+    const count = dropped === null ? undefined : line.due(Number(dropped[1]));
+    if (count !== undefined)
+      log.warn(
+        { dropped: count, maxQueued: MAX_QUEUED_SPANS },
+        "OpenTelemetry: spans dropped, the export queue is full (the receiver takes them slower than they come)",
+      );
+  };
+  api.diag.setLogger(
+    { error: quiet, warn, info: quiet, debug: quiet, verbose: quiet },
+    api.DiagLogLevel.WARN,
+  );
+}
+
 /** The sampler OTEL_TRACES_SAMPLER names, built as the SDK would build it from the environment. */
 function samplerOf(
   sdk: typeof import("@opentelemetry/sdk-trace-base"),
@@ -157,6 +186,7 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
       }),
     ],
   });
+  reportDroppedSpans(api, options.log);
   const tracer: Tracer = provider.getTracer("edge-gateway", options.serviceVersion);
 
   const remoteContext = (traceparent: string, tracestate?: string): SpanContext => {

@@ -211,6 +211,28 @@ test("shutdown gives up at its time limit when the receiver does not answer: the
   }
 });
 
+test("spans dropped because the export queue is full are logged, with how many, at most once a minute", async () => {
+  const lines: Array<{ level: number; msg: string; dropped?: number }> = [];
+  const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+  const tracing = await tracingToReceiver(log);
+  // More spans at once than the queue holds (4096): the rest are dropped until an export makes room.
+  const burst = async (spans: number) => {
+    for (let i = 0; i < spans; i++)
+      tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
+    await Bun.sleep(100);
+    // The SDK reports a drop when the next span finds room again.
+    tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
+  };
+  await burst(5000);
+  await burst(5000);
+  await tracing.shutdown(10_000);
+  const dropped = lines.filter((line) => line.msg.includes("spans dropped"));
+  expect(dropped).toHaveLength(1);
+  expect(dropped[0]?.level).toBe(40);
+  // The queue holds 4096, and the first batch of 512 left it for the receiver at once.
+  expect(dropped[0]?.dropped).toBe(5000 - 4096 - 512);
+});
+
 test("a failing export is logged once, and its recovery once", async () => {
   const lines: Array<{ level: number; msg: string; url?: string }> = [];
   const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
