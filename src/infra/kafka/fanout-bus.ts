@@ -36,12 +36,6 @@ import { ensureZstd, isZstdUnavailable, ZSTD_BITMASK, zstdReady } from "./zstd.t
 /** Reads records raw: headers are looked at before any value is decoded, and only the headers used are. */
 type FanoutConsumer = Consumer<Buffer, Buffer, Buffer, Buffer>;
 
-/** One build of the live reader: its fetch loops end once `stopped`, and its partition check with it. */
-interface LiveRun {
-  stopped: boolean;
-  partitionCheck?: ReturnType<typeof setTimeout>;
-}
-
 /** Bytes asked of the broker per fetch of a log read. */
 const LOG_READ_FETCH_BYTES = 1024 * 1024;
 const LOG_READ_GRACE_MS = 2000;
@@ -56,12 +50,6 @@ const LIVE_FETCH_PARTITION_BYTES = 1024 * 1024;
 const LIVE_FETCH_BYTES = 8 * 1024 * 1024;
 
 const RESTART_DELAY_MS = 2000;
-/**
- * How often the live reader asks whether the topic gained partitions (an
- * operator scaling it while the gateway runs): the producers start writing to
- * new ones once their metadata (5 s old at most) shows them.
- */
-const PARTITION_CHECK_MS = 5000;
 const NOTHING_TO_PUBLISH = Promise.resolve();
 /** The fan-out record's own header: each record's id (its other headers are shared). */
 const RECORD_ID_HEADER = "record-id";
@@ -78,7 +66,7 @@ const RECORD_ID_HEADER = "record-id";
 export class KafkaFanoutBus implements FanoutBus {
   private consumer: FanoutConsumer | undefined;
   /** The live reader's fetch loops; set `stopped` to end them. */
-  private running: LiveRun | undefined;
+  private running: { stopped: boolean } | undefined;
   private listener: FanoutListener | undefined;
   private epoch = "";
   /** Next offset to read, per partition. */
@@ -103,7 +91,6 @@ export class KafkaFanoutBus implements FanoutBus {
     private readonly log: Logger,
     private readonly health: HealthReasons,
     private readonly restartDelayMs = RESTART_DELAY_MS,
-    private readonly partitionCheckMs = PARTITION_CHECK_MS,
   ) {}
 
   async start(listener: FanoutListener): Promise<void> {
@@ -290,10 +277,6 @@ export class KafkaFanoutBus implements FanoutBus {
    * Starts the live reader on `consumer`: once the partitions' leaders and
    * the Fetch version are known, one fetch loop per leader runs in the
    * background; a failure rebuilds the reader from the next unread offsets.
-   * Partitions the topic gained since the reader last ran are read from their
-   * start (offset 0: they held nothing before), so none of their messages is
-   * skipped; without this they were never read, and the channels hashed to
-   * them went silent on every instance until it restarted.
    */
   private async consume(consumer: FanoutConsumer): Promise<void> {
     this.consumer = consumer;
@@ -301,23 +284,14 @@ export class KafkaFanoutBus implements FanoutBus {
     const topic = metadata.topics.get(this.topic);
     if (!topic) throw new Error(`no metadata for ${this.topic}`);
     const api = await rawFetchApi(consumer);
-    for (let partition = this.nextOffsets.size; partition < topic.partitionsCount; partition++) {
-      this.log.info(
-        { topic: this.topic, partition },
-        "fan-out topic gained a partition; reading it from its start",
-      );
-      this.nextOffsets.set(partition, 0n);
-      this.listener?.origin(this.epoch, partition, 0n);
-    }
     const byLeader = new Map<number, number[]>();
     for (const partition of this.nextOffsets.keys()) {
       const leader = topic.partitions[partition]?.leader;
       if (leader === undefined) throw new Error(`no leader for ${this.topic}/${partition}`);
       byLeader.set(leader, [...(byLeader.get(leader) ?? []), partition]);
     }
-    const run: LiveRun = { stopped: false };
+    const run = { stopped: false };
     this.running = run;
-    this.watchPartitions(consumer, run, topic.partitionsCount);
     for (const [leader, partitions] of byLeader) {
       const broker = metadata.brokers.get(leader);
       if (!broker) throw new Error(`no broker ${leader} for ${this.topic}`);
@@ -326,21 +300,6 @@ export class KafkaFanoutBus implements FanoutBus {
         if (!run.stopped) this.readerFailed(error);
       });
     }
-  }
-
-  /** Rebuilds the reader once the topic has more partitions than `partitions`, the count it reads. */
-  private watchPartitions(consumer: FanoutConsumer, run: LiveRun, partitions: number): void {
-    run.partitionCheck = setTimeout(async () => {
-      // A failed check is left to the fetch loops, which report a broker that fails and rebuild.
-      const count = await consumer.metadata({ topics: [this.topic], forceUpdate: true }).then(
-        (metadata) => metadata.topics.get(this.topic)?.partitionsCount ?? partitions,
-        () => partitions,
-      );
-      if (run.stopped) return;
-      if (count > partitions) this.scheduleRestart();
-      else this.watchPartitions(consumer, run, partitions);
-    }, this.partitionCheckMs);
-    run.partitionCheck.unref?.();
   }
 
   /**
@@ -514,10 +473,7 @@ export class KafkaFanoutBus implements FanoutBus {
 
   private async stop(): Promise<void> {
     const { running, consumer } = this;
-    if (running) {
-      running.stopped = true;
-      clearTimeout(running.partitionCheck);
-    }
+    if (running) running.stopped = true;
     this.running = undefined;
     this.consumer = undefined;
     if (consumer) await forceClose(consumer);

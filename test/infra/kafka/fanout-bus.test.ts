@@ -238,7 +238,7 @@ test("a reader whose fetches the broker refuses (READ denied) is one outage: log
   const log = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line)) });
   const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
   const health = new HealthState();
-  const bus = new KafkaFanoutBus({} as never, "fanout", queue, log, health, 10, 60_000);
+  const bus = new KafkaFanoutBus({} as never, "fanout", queue, log, health, 10);
   // Connecting and reading metadata works (Describe is allowed); every Fetch is refused.
   const consumer = {
     metadata: async () => ({
@@ -288,7 +288,7 @@ test("a reader whose fetches the broker refuses (READ denied) is one outage: log
 test("a fan-out topic missing at start (a cluster that does not create topics) is in /health's degraded until the reader starts", async () => {
   const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
   const health = new HealthState();
-  const bus = new KafkaFanoutBus({} as never, "fanout", queue, pino({ level: "silent" }), health, 10, 60_000);
+  const bus = new KafkaFanoutBus({} as never, "fanout", queue, pino({ level: "silent" }), health, 10);
   let exists = false;
   const consumer = {
     // The client's answer for a topic the broker does not have, after its metadata retries.
