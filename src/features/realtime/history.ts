@@ -142,6 +142,12 @@ export class ChannelHistory {
   /** `channelKey` is the channel's engine topic, `t/<tenant>/<channel>`. */
   append(channelKey: string, event: HistoryEvent): void {
     let log = this.logs.get(channelKey);
+    if (log && log.partition !== event.position.partition) {
+      // The channel's key now maps to a partition added to the fan-out topic: positions there
+      // do not compare with the old ones, so its history starts again (an older `since` is gone).
+      this.dropChannel(log);
+      log = undefined;
+    }
     if (log) log.tenant.channels.delete(channelKey);
     else {
       if (this.logs.size >= this.limits.channels) this.dropChannelOfLargest(tenantOfTopic(channelKey));

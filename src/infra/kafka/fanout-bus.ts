@@ -50,6 +50,12 @@ const LIVE_FETCH_PARTITION_BYTES = 1024 * 1024;
 const LIVE_FETCH_BYTES = 8 * 1024 * 1024;
 
 const RESTART_DELAY_MS = 2000;
+/**
+ * How often the live reader looks for partitions added to the fan-out topic:
+ * the producers of every instance write to them once their metadata shows
+ * them (the client refreshes it every 5 s), and nothing else tells the reader.
+ */
+const PARTITION_CHECK_MS = 5000;
 const NOTHING_TO_PUBLISH = Promise.resolve();
 /** The fan-out record's own header: each record's id (its other headers are shared). */
 const RECORD_ID_HEADER = "record-id";
@@ -61,7 +67,8 @@ const RECORD_ID_HEADER = "record-id";
  * id is its own (unique, never joined, nothing committed), so instances never
  * share partitions and need no group permission. When the
  * stream fails (broker restart) it is rebuilt from the next unread offsets, so
- * no message is skipped.
+ * no message is skipped. Partitions added to the topic while it runs are read
+ * too, from their first offset.
  */
 export class KafkaFanoutBus implements FanoutBus {
   private consumer: FanoutConsumer | undefined;
@@ -72,6 +79,9 @@ export class KafkaFanoutBus implements FanoutBus {
   /** Next offset to read, per partition. */
   private readonly nextOffsets = new Map<number, bigint>();
   private restartTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Looks for added partitions every `partitionCheckMs` while the reader runs; cleared by `close`. */
+  private partitionTimer: ReturnType<typeof setInterval> | undefined;
+  private checkingPartitions = false;
   private closed = false;
   private readonly partitionHash = new PartitionHash();
 
@@ -90,7 +100,10 @@ export class KafkaFanoutBus implements FanoutBus {
     private readonly queue: RecordQueue,
     private readonly log: Logger,
     private readonly health: HealthReasons,
-    private readonly restartDelayMs = RESTART_DELAY_MS,
+    private readonly timing: { restartDelayMs: number; partitionCheckMs: number } = {
+      restartDelayMs: RESTART_DELAY_MS,
+      partitionCheckMs: PARTITION_CHECK_MS,
+    },
   ) {}
 
   async start(listener: FanoutListener): Promise<void> {
@@ -111,6 +124,8 @@ export class KafkaFanoutBus implements FanoutBus {
         { topic: this.topic, partitions: this.nextOffsets.size, epoch: this.epoch },
         "fan-out consumer reading",
       );
+      this.partitionTimer = setInterval(() => void this.readAddedPartitions(), this.timing.partitionCheckMs);
+      this.partitionTimer.unref?.();
     } catch (error) {
       // The topic missing at start on a cluster that does not create topics (nor lets the gateway), or READ denied.
       if (classifyFailure(error) instanceof SinkUnavailableError) this.health.degrade(this.unreadable, true);
@@ -261,6 +276,7 @@ export class KafkaFanoutBus implements FanoutBus {
   async close(): Promise<void> {
     this.closed = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
+    if (this.partitionTimer) clearInterval(this.partitionTimer);
     await this.stop();
   }
 
@@ -364,7 +380,11 @@ export class KafkaFanoutBus implements FanoutBus {
         const position = { epoch: this.epoch, partition, offset: 0n };
         const fetched = bytes.join(records);
         // A zstd batch (another instance's KAFKA_FANOUT_COMPRESSION) on a runtime without zstd: its codec loads first.
-        if (!zstdReady() && holdsCompression(fetched, ZSTD_BITMASK)) await ensureZstd();
+        if (!zstdReady() && holdsCompression(fetched, ZSTD_BITMASK)) {
+          await ensureZstd();
+          // Replaced meanwhile (added partitions, a rebuild): the new loops fetch this again.
+          if (from.run.stopped) return;
+        }
         const next = walkRecords(
           fetched,
           this.nextOffsets.get(partition) ?? 0n,
@@ -437,7 +457,7 @@ export class KafkaFanoutBus implements FanoutBus {
       this.log.warn({ err: error, ...code }, "fan-out consumer failed; rebuilding it");
     } else if (this.rebuildFailures++ === 0) {
       this.log.warn(
-        { err: error, ...code, retryEveryMs: this.restartDelayMs },
+        { err: error, ...code, retryEveryMs: this.timing.restartDelayMs },
         "fan-out consumer rebuild failed; retrying until it succeeds",
       );
     }
@@ -459,6 +479,54 @@ export class KafkaFanoutBus implements FanoutBus {
     return `kafka_topic_unreadable:${this.topic}`;
   }
 
+  /**
+   * Partitions added to the topic since the reader started: read from their
+   * first offset (the producers may have written there before this look),
+   * announced as the partitions' origin, and fetched from now on, the fetch
+   * loops restarted to include them. `head` then maps keys over the new count,
+   * as the producers do. A look that fails waits for the next one.
+   */
+  private async readAddedPartitions(): Promise<void> {
+    const consumer = this.consumer;
+    const running = this.running;
+    if (!consumer || !running || this.restartTimer || this.checkingPartitions) return;
+    this.checkingPartitions = true;
+    try {
+      const metadata = await consumer.metadata({ topics: [this.topic], forceUpdate: true });
+      const count = metadata.topics.get(this.topic)?.partitionsCount ?? 0;
+      const known = this.nextOffsets.size;
+      if (count <= known) return;
+      const added = Array.from({ length: count - known }, (_, i) => known + i);
+      const earliest =
+        (
+          await consumer.listOffsets({
+            topics: [this.topic],
+            partitions: { [this.topic]: added },
+            timestamp: -2n,
+          })
+        ).get(this.topic) ?? [];
+      // Rebuilt meanwhile (it reads the partitions known when it started): the next look adds them.
+      if (consumer !== this.consumer || running !== this.running) return;
+      for (const partition of added) {
+        const first = earliest[partition] ?? 0n;
+        this.nextOffsets.set(partition, first);
+        this.listener?.origin(this.epoch, partition, first);
+      }
+      this.log.info(
+        { topic: this.topic, partitions: count },
+        "fan-out topic has more partitions; reading them",
+      );
+      // The fetch loops under way end with their fetch (its answer dropped); new ones cover every partition.
+      running.stopped = true;
+      this.running = undefined;
+      await this.consume(consumer).catch((error) => this.readerFailed(error));
+    } catch {
+      // Kafka unreachable: the reader's own failure, if any, rebuilds it; the next look tries again.
+    } finally {
+      this.checkingPartitions = false;
+    }
+  }
+
   private scheduleRestart(): void {
     if (this.closed || this.restartTimer) return;
     this.restartTimer = setTimeout(async () => {
@@ -467,7 +535,7 @@ export class KafkaFanoutBus implements FanoutBus {
       if (this.closed) return;
       // Rebuilt once a fetch is answered (readerRecovered): connecting alone proves nothing.
       this.consume(this.newConsumer()).catch((error) => this.readerFailed(error));
-    }, this.restartDelayMs);
+    }, this.timing.restartDelayMs);
     this.restartTimer.unref?.();
   }
 

@@ -217,3 +217,21 @@ describe("ChannelHistory origin", () => {
     expect(history.after("t/a/x", event(149).id).ok).toBe(true);
   });
 });
+
+describe("ChannelHistory on a fan-out topic given more partitions", () => {
+  test("a channel whose events move to an added partition is served from there, not refused as another partition's", () => {
+    const history = new ChannelHistory({ ...limitsFor(10), ...ROOMY }, () => {}, "watched");
+    history.setOrigin("e1", 1, 40n);
+    history.watch("t/a/x", 1, 40n);
+    history.append("t/a/x", event(40, "e1", 1));
+    // The reader found partition 3 added and reads it from its first offset; the channel's key maps there now.
+    history.setOrigin("e1", 3, 0n);
+    history.append("t/a/x", event(0, "e1", 3));
+    history.append("t/a/x", event(1, "e1", 3));
+    expect(history.lastId("t/a/x")).toBe(event(1, "e1", 3).id);
+    const after = history.after("t/a/x", event(0, "e1", 3).id);
+    expect(after.ok && after.events.map((e) => e.id)).toEqual([event(1, "e1", 3).id]);
+    // Positions of the old partition do not compare with the new ones: not served from here.
+    expect(history.after("t/a/x", event(40, "e1", 1).id)).toEqual({ ok: false, reason: "unknown_position" });
+  });
+});

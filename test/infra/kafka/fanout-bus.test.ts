@@ -213,7 +213,10 @@ test("a reader that cannot be rebuilt (Kafka down) logs its first failure with t
     retries: 0,
     retryDelay: 10,
   };
-  const bus = new KafkaFanoutBus(nowhere, "fanout", queue, log, new HealthState(), 20);
+  const bus = new KafkaFanoutBus(nowhere, "fanout", queue, log, new HealthState(), {
+    restartDelayMs: 20,
+    partitionCheckMs: 60_000,
+  });
   const internals = bus as unknown as { newConsumer(): unknown; scheduleRestart(): void };
   const newConsumer = internals.newConsumer.bind(bus);
   let attempts = 0;
@@ -238,7 +241,10 @@ test("a reader whose fetches the broker refuses (READ denied) is one outage: log
   const log = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line)) });
   const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
   const health = new HealthState();
-  const bus = new KafkaFanoutBus({} as never, "fanout", queue, log, health, 10);
+  const bus = new KafkaFanoutBus({} as never, "fanout", queue, log, health, {
+    restartDelayMs: 10,
+    partitionCheckMs: 60_000,
+  });
   // Connecting and reading metadata works (Describe is allowed); every Fetch is refused.
   const consumer = {
     metadata: async () => ({
@@ -288,7 +294,10 @@ test("a reader whose fetches the broker refuses (READ denied) is one outage: log
 test("a fan-out topic missing at start (a cluster that does not create topics) is in /health's degraded until the reader starts", async () => {
   const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
   const health = new HealthState();
-  const bus = new KafkaFanoutBus({} as never, "fanout", queue, pino({ level: "silent" }), health, 10);
+  const bus = new KafkaFanoutBus({} as never, "fanout", queue, pino({ level: "silent" }), health, {
+    restartDelayMs: 10,
+    partitionCheckMs: 60_000,
+  });
   let exists = false;
   const consumer = {
     // The client's answer for a topic the broker does not have, after its metadata retries.

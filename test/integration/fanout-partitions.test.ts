@@ -1,0 +1,72 @@
+import { expect, test } from "bun:test";
+import { Admin, Producer, stringSerializers } from "@platformatic/kafka";
+import pino from "pino";
+import { HealthState } from "../../src/features/operations/health.ts";
+import { KafkaFanoutBus, toFanoutRecords } from "../../src/infra/kafka/fanout-bus.ts";
+import { PartitionHash } from "../../src/infra/kafka/partition-hash.ts";
+import type { DeliveredMessage } from "../../src/ports/fanout-bus.ts";
+import { headersOf, type RecordQueue, type SinkMessage } from "../../src/ports/sink.ts";
+import { createTopic, services } from "../support/kafka.ts";
+import { waitUntil } from "../support/wait.ts";
+
+const connection = {
+  clientId: "fanout-partitions-test",
+  bootstrapBrokers: services().brokers.split(","),
+  connectTimeout: 5000,
+  requestTimeout: 10_000,
+  retries: 1,
+  retryDelay: 250,
+};
+const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
+
+// Found from outside: after `kafka-topics --alter --partitions` on the fan-out topic, the events of
+// channels whose key the producers then put on an added partition reached no subscriber on any
+// running instance (each read only the partitions it saw at start) until every instance restarted.
+test("partitions added to the fan-out topic while the reader runs are read too, from their first offset", async () => {
+  const topic = await createTopic("fanout-grown", 2);
+  const delivered: DeliveredMessage[] = [];
+  const origins: Array<[number, bigint]> = [];
+  const bus = new KafkaFanoutBus(connection, topic, queue, pino({ level: "silent" }), new HealthState(), {
+    restartDelayMs: 200,
+    partitionCheckMs: 200,
+  });
+  const admin = new Admin({
+    clientId: "fanout-partitions-admin",
+    bootstrapBrokers: connection.bootstrapBrokers,
+  });
+  const producer = new Producer({ ...connection, serializers: stringSerializers });
+  try {
+    await bus.start({
+      deliver: (message) => void delivered.push(message),
+      origin: (_epoch, partition, offset) => void origins.push([partition, offset]),
+    });
+    await admin.createPartitions({ topics: [{ name: topic, count: 3 }] });
+    // Written to the added partition before the reader can have seen it: read from its first offset all the same.
+    const record = toFanoutRecords(topic, [
+      { tenant: "acme", channel: "moved", dataJson: '{"n":1}', ts: 1 },
+    ])[0] as SinkMessage;
+    await producer.send({
+      messages: [
+        {
+          topic,
+          partition: 2,
+          key: record.key,
+          value: record.value,
+          headers: headersOf(record),
+        },
+      ],
+    });
+    await waitUntil(async () => delivered.length > 0, "the added partition's message delivered");
+    expect(
+      delivered.map((message) => [message.channel, message.position.partition, message.position.offset]),
+    ).toEqual([["moved", 2, 0n]]);
+    expect(origins).toContainEqual([2, 0n]);
+    // Positions follow the keys over the new count, as the producers' partitioning does.
+    const key = ["a", "b", "c", "d", "e", "f", "g", "h"].find(
+      (k) => new PartitionHash().of(k) % 3 === 2,
+    ) as string;
+    expect(bus.head(key)?.partition).toBe(2);
+  } finally {
+    await Promise.all([bus.close(), admin.close(), producer.close()]);
+  }
+}, 30_000);
