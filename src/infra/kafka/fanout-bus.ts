@@ -299,6 +299,8 @@ export class KafkaFanoutBus implements FanoutBus {
     const metadata = await consumer.metadata({ topics: [this.topic], forceUpdate: true });
     const topic = metadata.topics.get(this.topic);
     if (!topic) throw new Error(`no metadata for ${this.topic}`);
+    const epoch = epochOf(topic.id);
+    if (epoch !== this.epoch) await this.startOver(consumer, epoch);
     const api = await rawFetchApi(consumer);
     const byLeader = new Map<number, number[]>();
     for (const partition of this.nextOffsets.keys()) {
@@ -406,6 +408,29 @@ export class KafkaFanoutBus implements FanoutBus {
   }
 
   /**
+   * The topic was deleted and made again since the reader last read it (a new
+   * topic id): a new history. Everything in it is new here, so it is read
+   * from its first offsets, under a new epoch announced as every partition's
+   * origin (the history of the old one is dropped). Reading on at the old
+   * offsets skipped what was written first and gave new events the ids of
+   * old ones.
+   */
+  private async startOver(consumer: FanoutConsumer, epoch: string): Promise<void> {
+    const earliest =
+      (await consumer.listOffsets({ topics: [this.topic], timestamp: -2n })).get(this.topic) ?? [];
+    this.log.warn(
+      { topic: this.topic, from: this.epoch, to: epoch },
+      "the fan-out topic was made again; reading the new one from its start",
+    );
+    this.epoch = epoch;
+    this.nextOffsets.clear();
+    earliest.forEach((offset, partition) => {
+      this.nextOffsets.set(partition, offset);
+      this.listener?.origin(epoch, partition, offset);
+    });
+  }
+
+  /**
    * Partitions whose next offset the log no longer holds (retention or a
    * deletion passed the reader, or the log was cut back): the reader goes on
    * from the nearest offset the log holds, rather than fail every fetch. What
@@ -413,6 +438,10 @@ export class KafkaFanoutBus implements FanoutBus {
    * moves there: a `since` before it is `history_gone`, never a silent gap.
    */
   private async moveIntoLog(consumer: FanoutConsumer, partitions: number[]): Promise<void> {
+    const metadata = await consumer.metadata({ topics: [this.topic], forceUpdate: true });
+    const id = metadata.topics.get(this.topic)?.id;
+    // A topic made again starts at offset 0: the rebuild reads the new one from its start.
+    if (id !== undefined && epochOf(id) !== this.epoch) throw new Error(`${this.topic} was made again`);
     const offsets = async (timestamp: bigint) =>
       (
         await consumer.listOffsets({
@@ -493,7 +522,14 @@ export class KafkaFanoutBus implements FanoutBus {
     this.checkingPartitions = true;
     try {
       const metadata = await consumer.metadata({ topics: [this.topic], forceUpdate: true });
-      const count = metadata.topics.get(this.topic)?.partitionsCount ?? 0;
+      const described = metadata.topics.get(this.topic);
+      if (described && epochOf(described.id) !== this.epoch) {
+        // Made again with no fetch failing (the old one was empty): the rebuild reads the new one.
+        running.stopped = true;
+        this.scheduleRestart();
+        return;
+      }
+      const count = described?.partitionsCount ?? 0;
       const known = this.nextOffsets.size;
       if (count <= known) return;
       const added = Array.from({ length: count - known }, (_, i) => known + i);
