@@ -119,6 +119,11 @@ export interface FanoutBus {
   head(key: string): LivePosition | undefined;
   /** Reads one channel's messages back from the log's retention; absent when nothing outlives memory. */
   readLog?(request: LogRead): Promise<LogReadResult>;
+  /**
+   * The offset after the newest message of `partition` (its high watermark):
+   * no event id has an offset at or past it. Absent when nothing outlives memory.
+   */
+  logEnd?(partition: number): Promise<bigint>;
 }
 
 /**

@@ -61,6 +61,8 @@ test("partitions added to the fan-out topic while the reader runs are read too, 
       delivered.map((message) => [message.channel, message.position.partition, message.position.offset]),
     ).toEqual([["moved", 2, 0n]]);
     expect(origins).toContainEqual([2, 0n]);
+    // The end of the added partition: after its one message.
+    expect(await bus.logEnd(2)).toBe(1n);
     // Positions follow the keys over the new count, as the producers' partitioning does.
     const key = ["a", "b", "c", "d", "e", "f", "g", "h"].find(
       (k) => new PartitionHash().of(k) % 3 === 2,

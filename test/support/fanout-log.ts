@@ -31,7 +31,7 @@ export const id = (offset: number) => formatEventId({ epoch: EPOCH, partition: 0
  * handed over, everything in `log` from `earliest` can be read back; reads
  * wait for `release()` when `gated`.
  */
-export class FakeLog implements Pick<FanoutBus, "head" | "readLog"> {
+export class FakeLog implements Pick<FanoutBus, "head" | "readLog" | "logEnd"> {
   readonly log: DeliveredMessage[] = [];
   earliest = 0n;
   next = 0n;
@@ -41,6 +41,12 @@ export class FakeLog implements Pick<FanoutBus, "head" | "readLog"> {
 
   head(): LivePosition {
     return { epoch: EPOCH, partition: 0, next: this.next };
+  }
+
+  /** After the newest message written, delivered here or not. */
+  async logEnd(): Promise<bigint> {
+    const newest = this.log.at(-1)?.position.offset;
+    return newest === undefined ? 0n : newest + 1n;
   }
 
   release(): void {

@@ -38,6 +38,12 @@ const NOT_THIS_LOG: ResumeOutcome = {
   message: "since is not a position of this channel's log (another epoch or partition of the fan-out topic)",
 };
 
+/** `since` is at or past the end of its partition: no event has that id (a client's bug, most likely). */
+const PAST_THE_END: ResumeOutcome = {
+  kind: "gone",
+  message: "since is not a position of this channel's log (past the end of the fan-out topic)",
+};
+
 /** A read of the log under way; live delivery of the channel takes over at offset `until`. */
 export interface PendingResume {
   until: bigint;
@@ -80,7 +86,7 @@ export class Resume {
 
   constructor(
     private readonly history: ChannelHistory,
-    private readonly bus: Pick<FanoutBus, "head" | "readLog">,
+    private readonly bus: Pick<FanoutBus, "head" | "readLog" | "logEnd">,
     readonly limits: ReplayLimits,
   ) {}
 
@@ -223,11 +229,22 @@ export class Resume {
     this.activePerTenant.set(tenant, (this.activePerTenant.get(tenant) ?? 0) + 1);
     try {
       const deadline = Date.now() + this.limits.timeoutMs;
+      // Past the log's end the reader never gets there: said as soon as the end is known, rather than
+      // holding a replay slot for the whole timeout and answering try_again to every retry. Asked
+      // beside the wait (the answer can queue behind the reader's long poll); unknown, it is waited for.
+      let pastTheEnd = false;
+      this.bus.logEnd?.(since.partition).then(
+        (end) => {
+          pastTheEnd = since.offset >= end;
+        },
+        () => {},
+      );
       for (;;) {
         const head = this.bus.head(key);
         if (head && (head.epoch !== since.epoch || head.partition !== since.partition)) return NOT_THIS_LOG;
         if (head && head.next > since.offset)
           return { kind: "events", events: [], complete: true, next: null };
+        if (pastTheEnd) return PAST_THE_END;
         if (Date.now() >= deadline) {
           return {
             kind: "try_again",

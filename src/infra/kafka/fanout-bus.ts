@@ -157,6 +157,19 @@ export class KafkaFanoutBus implements FanoutBus {
     return next === undefined ? undefined : { epoch: this.epoch, partition, next };
   }
 
+  async logEnd(partition: number): Promise<bigint> {
+    const consumer = this.consumer;
+    if (!consumer) throw new Error("the fan-out reader is being rebuilt");
+    const ends = await consumer.listOffsets({
+      topics: [this.topic],
+      partitions: { [this.topic]: [partition] },
+      timestamp: -1n,
+    });
+    const end = ends.get(this.topic)?.[partition];
+    if (end === undefined) throw new Error(`no end offset for ${this.topic}/${partition}`);
+    return end;
+  }
+
   /**
    * Reads one channel's messages of a partition with a short-lived consumer
    * (a group id of its own, never joined, nothing committed): plain fetches

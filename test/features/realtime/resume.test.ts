@@ -264,6 +264,26 @@ describe("a since this instance's live reader has not reached yet (an id from an
   });
 });
 
+describe("a since past the end of the log (no event has that id)", () => {
+  // Found from outside: such a since held a replay slot for REPLAY_TIMEOUT_MS, then answered
+  // try_again, and again at every retry: a client with a bad id looped for ever.
+  test("is history_gone at once, after subscribed, and takes no replay slot", async () => {
+    const world = resumeWorld({ ...LIMITS, timeoutMs: 5000 });
+    world.publish(0);
+    const { hub, peer } = await connectedPeer(world);
+    hub.message(peer, JSON.stringify({ type: "subscribe", channel: "x", since: id(99) }));
+    // Long before the 5 s replay timeout.
+    await Bun.sleep(40);
+    expect(peer.frames.slice(1)).toMatchObject([
+      { type: "subscribed", channel: "x", lastEventId: id(0) },
+      { type: "error", code: "history_gone", channel: "x" },
+    ]);
+    expect(world.resume.inProgress).toBe(0);
+    world.publish(1);
+    expect(eventIds(peer)).toEqual([id(1)]);
+  });
+});
+
 describe("one position for several channels (an event stream's opening id)", () => {
   test("channels of one partition share its live position; resuming from it gets each one's later events", () => {
     const world = resumeWorld();
