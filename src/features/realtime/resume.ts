@@ -113,6 +113,11 @@ export class Resume {
     return formatEventId({ epoch: head.epoch, partition: head.partition, offset: head.next - 1n });
   }
 
+  /** The partition of the fan-out topic the channel's events go to; undefined until the reader knows. */
+  partitionOf(tenant: string, channel: string): number | undefined {
+    return this.bus.head(`${tenant}/${channel}`)?.partition;
+  }
+
   /**
    * One position valid as a later `since` for every one of `channels`: where
    * the live reader stands on their partition (every later event of any of

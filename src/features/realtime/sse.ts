@@ -8,9 +8,9 @@ import type { AdmittedHeaders } from "../../ports/admission.ts";
 import type { Route } from "../../ports/route.ts";
 import type { HttpRequest, HttpStream } from "../../ports/transport.ts";
 import type { FanoutTarget } from "./fanout.ts";
-import type { HistoryEvent } from "./history.ts";
 import { type PresenceListener, presenceTopic } from "./presence.ts";
-import { isPending, type Resume, type ResumeOutcome, requireSince } from "./resume.ts";
+import { isPending, type Resume, type ResumeOutcome } from "./resume.ts";
+import { parseCursor, StreamCursor } from "./stream-cursor.ts";
 
 export interface SseOptions {
   /** A comment line at least this often, so proxies and clients see the stream alive. */
@@ -61,7 +61,7 @@ interface PendingReplay {
   channel: string;
   /** Live delivery takes over at this offset: earlier ones come with the replay. */
   until: bigint;
-  held: Array<{ text: string; offset: bigint }>;
+  held: Array<{ frame: string; id: string; offset: bigint }>;
   heldBytes: number;
 }
 
@@ -82,7 +82,14 @@ class EventStream {
     readonly topics: string[],
     /** It asked for its channels' join and leave events. */
     readonly presence: boolean,
+    /** Its position on each partition, when its channels lie on several: its `id:` lines carry it. */
+    readonly cursor: StreamCursor | undefined,
   ) {}
+
+  /** The `id:` line of the channel event `id` sent now: the event's id, or the stream's cursor once past it. */
+  idLine(id: string): string {
+    return this.cursor ? this.cursor.after(id) : id;
+  }
 
   opened(stream: HttpStream): void {
     this.stream = stream;
@@ -161,11 +168,14 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     // the broadcast's partition of the fan-out topic, so as the `Last-Event-ID` EventSource sends
     // back it would make the stream's channels, on other partitions, `history_gone`. Without it
     // the stream's resume position stays its last channel event.
-    const text = isBroadcastTopic(topic) ? sseEvent("event", frame) : sseEvent("event", frame, id);
+    const broadcast = isBroadcastTopic(topic);
+    // One text for every stream, but those with a cursor: each has an `id:` line of its own.
+    const shared = broadcast ? sseEvent("event", frame) : sseEvent("event", frame, id);
     for (const stream of streams) {
       const replay = stream.replays.get(topic);
-      if (replay) this.hold(stream, topic, replay, text, id);
-      else stream.write(text);
+      if (replay) this.hold(stream, topic, replay, frame, id);
+      else if (stream.cursor && !broadcast) stream.write(sseEvent("event", frame, stream.cursor.after(id)));
+      else stream.write(shared);
     }
     this.deps.metrics.sseEventsSent.inc(streams.size);
     return streams.size;
@@ -212,36 +222,45 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     for (const channel of channels) requireChannel(principal, channel);
     // EventSource sends back the last `id:` it got, always one of ours: anything else is a client bug.
     const lastEventId = request.header("last-event-id") || undefined;
-    const since =
+    const given =
       lastEventId === undefined
-        ? requireSince(request.query.get("since") || undefined, "since")
-        : requireSince(lastEventId, "Last-Event-ID");
+        ? this.requireCursor(request.query.get("since") || undefined, "since")
+        : this.requireCursor(lastEventId, "Last-Event-ID");
     const presence = request.query.get("presence");
     if (presence !== null && presence !== "true" && presence !== "false")
       throw new GatewayError("bad_request", "presence is true or false");
     const full = this.deps.claimSlot(principal.tenant);
     if (full) throw full;
 
-    let first = "retry: 2000\n\n";
-    if (since === undefined) {
-      // A stream opened without a position gets one before any event, as an `id:` alone (no event
-      // fires, EventSource only keeps it): one dropped before its first event reconnects with it
-      // as `Last-Event-ID` and gets what was published meanwhile, not only what comes after.
-      const position = this.deps.resume.sharedPosition(principal.tenant, channels);
-      if (position !== null) first += `id: ${position}\n\n`;
+    const resume = this.deps.resume;
+    const byPartition = new Map<number, string[]>();
+    for (const channel of channels) {
+      const partition = resume.partitionOf(principal.tenant, channel);
+      if (partition !== undefined)
+        byPartition.set(partition, [...(byPartition.get(partition) ?? []), channel]);
     }
-    let endNow = false;
-    const fromLog: Array<[string, Promise<ResumeOutcome>, bigint]> = [];
-    for (const channel of since === undefined ? [] : channels) {
-      const resumed = this.deps.resume.after(principal.tenant, channel, since, Number.MAX_SAFE_INTEGER);
-      if (isPending(resumed)) {
-        fromLog.push([channel, resumed.outcome, resumed.until]);
-        continue;
-      }
-      const answer = this.replayText(channel, resumed);
-      first += answer.text;
-      endNow ||= answer.end;
-    }
+    const givenOn = (partition: number | undefined) =>
+      given?.find((id) => parseEventId(id)?.partition === partition);
+    /** A channel's `since`: the given position on its partition (an id resumes only its own partition's channels). */
+    const sinceOf = (channel: string): string | undefined =>
+      givenOn(resume.partitionOf(principal.tenant, channel)) ?? given?.[0];
+    // Channels on several partitions: the stream's `id:` lines carry a position on each (the given
+    // one, else where the live reader stands), so the Last-Event-ID EventSource sends back resumes
+    // every channel, not only those of the last event's partition.
+    const cursor =
+      byPartition.size > 1
+        ? new StreamCursor(
+            [...byPartition].flatMap(([partition, group]) => {
+              const live = resume.sharedPosition(principal.tenant, group);
+              const own = givenOn(partition);
+              const position =
+                own !== undefined && parseEventId(own)?.epoch === (live && parseEventId(live)?.epoch)
+                  ? own
+                  : live;
+              return position === null ? [] : [position];
+            }),
+          )
+        : undefined;
     const channelKeys = channels.map((channel) => channelTopic(principal.tenant, channel));
     const withPresence = presence === "true";
     const eventStream = new EventStream(
@@ -253,7 +272,29 @@ export class SseStreams implements FanoutTarget, PresenceListener {
         ...(withPresence ? channelKeys.map(presenceTopic) : []),
       ],
       withPresence,
+      cursor,
     );
+    let first = "retry: 2000\n\n";
+    if (cursor) first += `id: ${cursor}\n\n`;
+    else if (given === undefined) {
+      // A stream opened without a position gets one before any event, as an `id:` alone (no event
+      // fires, EventSource only keeps it): one dropped before its first event reconnects with it
+      // as `Last-Event-ID` and gets what was published meanwhile, not only what comes after.
+      const position = resume.sharedPosition(principal.tenant, channels);
+      if (position !== null) first += `id: ${position}\n\n`;
+    }
+    let endNow = false;
+    const fromLog: Array<[string, Promise<ResumeOutcome>, bigint]> = [];
+    for (const channel of given === undefined ? [] : channels) {
+      const resumed = resume.after(principal.tenant, channel, sinceOf(channel), Number.MAX_SAFE_INTEGER);
+      if (isPending(resumed)) {
+        fromLog.push([channel, resumed.outcome, resumed.until]);
+        continue;
+      }
+      const answer = this.replayText(eventStream, channel, resumed);
+      first += answer.text;
+      endNow ||= answer.end;
+    }
     // Registered in the same tick as the replay was read: no live event falls between the two.
     this.register(eventStream);
     for (const [channel, outcome, until] of fromLog) this.replayFromLog(eventStream, channel, outcome, until);
@@ -277,7 +318,11 @@ export class SseStreams implements FanoutTarget, PresenceListener {
    * `retry` delay given. A `since` nothing can serve any more is said with an
    * error event, and the channel goes on live.
    */
-  private replayText(channel: string, resumed: ResumeOutcome): { text: string; end: boolean } {
+  private replayText(
+    stream: EventStream,
+    channel: string,
+    resumed: ResumeOutcome,
+  ): { text: string; end: boolean } {
     const metrics = this.deps.metrics;
     switch (resumed.kind) {
       case "gone": {
@@ -300,9 +345,26 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       }
       case "events": {
         metrics.wsResumes.inc({ result: resumed.complete ? "served" : "try_again" });
-        return { text: resumed.events.map(eventText).join(""), end: !resumed.complete };
+        const text = resumed.events.map((event) => sseEvent("event", event.frame, stream.idLine(event.id)));
+        return { text: text.join(""), end: !resumed.complete };
       }
     }
+  }
+
+  /**
+   * A `since` or `Last-Event-ID` as sent back: one event id, or a stream's
+   * cursor (ids joined by commas, one per partition, at most one per channel).
+   * Anything else is a client bug: a 400 naming it, never `history_gone`.
+   */
+  private requireCursor(text: string | undefined, name: string): string[] | undefined {
+    if (text === undefined) return undefined;
+    const positions = parseCursor(text, this.options.maxChannels);
+    if (positions === undefined)
+      throw new GatewayError(
+        "bad_request",
+        `${name} must be an event id (<epoch>-<partition>-<offset>), or several joined by commas`,
+      );
+    return positions;
   }
 
   /** Holds the channel's live events while the log is read, then writes the replay and what was held after it. */
@@ -319,23 +381,25 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     void outcome.then((resumed) => {
       if (stream.replays.get(topic) !== replay || stream.closed) return;
       stream.replays.delete(topic);
-      const answer = this.replayText(channel, resumed);
+      const answer = this.replayText(stream, channel, resumed);
       stream.write(answer.text);
       if (answer.end) {
         stream.end();
         return;
       }
       const last = resumed.kind === "events" ? (resumed.events.at(-1)?.position.offset ?? -1n) : -1n;
-      for (const live of replay.held) if (live.offset > last) stream.write(live.text);
+      for (const live of replay.held)
+        if (live.offset > last) stream.write(sseEvent("event", live.frame, stream.idLine(live.id)));
     });
   }
 
   /** A live event of a channel being replayed: held if the replay will not carry it, within the replay bound. */
-  private hold(stream: EventStream, topic: string, replay: PendingReplay, text: string, id: string): void {
+  private hold(stream: EventStream, topic: string, replay: PendingReplay, frame: string, id: string): void {
     const offset = parseEventId(id)?.offset ?? -1n;
     if (offset < replay.until) return;
-    replay.held.push({ text, offset });
-    replay.heldBytes += text.length;
+    // Its `id:` line is made when it is written: a cursor moves on meanwhile.
+    replay.held.push({ frame, id, offset });
+    replay.heldBytes += frame.length;
     if (replay.heldBytes <= this.deps.resume.limits.maxBytes) return;
     stream.replays.delete(topic);
     const error = {
@@ -399,10 +463,6 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       } else if (heartbeat) stream.write(HEARTBEAT);
     }
   }
-}
-
-function eventText(event: HistoryEvent): string {
-  return sseEvent("event", event.frame, event.id);
 }
 
 /** EventSource cannot set headers, so the token may come as `?token=`. */

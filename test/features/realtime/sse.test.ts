@@ -227,11 +227,12 @@ describe("SseStreams", () => {
     const { open, slots } = setup();
     await expect(open("channel=x&token=good", { "last-event-id": "bogus" })).rejects.toMatchObject({
       code: "bad_request",
-      message: "Last-Event-ID must be an event id (<epoch>-<partition>-<offset>)",
+      message:
+        "Last-Event-ID must be an event id (<epoch>-<partition>-<offset>), or several joined by commas",
     });
     await expect(open("channel=x&token=good&since=bogus")).rejects.toMatchObject({
       code: "bad_request",
-      message: "since must be an event id (<epoch>-<partition>-<offset>)",
+      message: "since must be an event id (<epoch>-<partition>-<offset>), or several joined by commas",
     });
     expect(slots()).toBe(0);
   });

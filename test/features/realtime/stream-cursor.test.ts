@@ -1,0 +1,20 @@
+import { expect, test } from "bun:test";
+import { parseCursor, StreamCursor } from "../../../src/features/realtime/stream-cursor.ts";
+
+test("a cursor holds one position per partition, ordered by partition, and moves with each event sent", () => {
+  const cursor = new StreamCursor(["e1-2-0000000000000007", "e1-0--1"]);
+  expect(cursor.toString()).toBe("e1-0--1,e1-2-0000000000000007");
+  expect(cursor.after("e1-0-0000000000000003")).toBe("e1-0-0000000000000003,e1-2-0000000000000007");
+  expect(cursor.after("e1-2-0000000000000009")).toBe("e1-0-0000000000000003,e1-2-0000000000000009");
+  expect(cursor.at(2)).toBe("e1-2-0000000000000009");
+  expect(cursor.at(1)).toBeUndefined();
+});
+
+test("a cursor sent back is one event id, or several on distinct partitions, within the bound", () => {
+  expect(parseCursor("e1-0-0000000000000003", 3)).toEqual(["e1-0-0000000000000003"]);
+  expect(parseCursor("e1-0--1,e1-2-0000000000000007", 3)).toEqual(["e1-0--1", "e1-2-0000000000000007"]);
+  expect(parseCursor("e1-0-1,e1-0-2", 3)).toBeUndefined();
+  expect(parseCursor("e1-0-1,e1-1-1,e1-2-1", 2)).toBeUndefined();
+  expect(parseCursor("e1-0-1,", 3)).toBeUndefined();
+  expect(parseCursor("bogus", 3)).toBeUndefined();
+});
