@@ -73,6 +73,10 @@ class EventStream {
   private ended = false;
   /** Channels being read back from the log: their live events are held until the replay is written. */
   readonly replays = new Map<string, PendingReplay>();
+  /** Channels not caught up (a replay under way, refused or cut short), with the position each resumes from. */
+  readonly behind = new Map<string, string>();
+  /** A replay did not finish: the stream ends once the others under way are written. */
+  private endingAfterReplays = false;
 
   constructor(
     readonly principal: Principal,
@@ -110,6 +114,39 @@ class EventStream {
   end(): void {
     this.ended = true;
     this.stream?.end();
+  }
+
+  /**
+   * Ends the stream for a replay not done, so that the `Last-Event-ID`
+   * EventSource sends back is no further on than any channel not caught up:
+   * the last `id:` goes back to the oldest such position (on its partition,
+   * for a cursor). Other channels' events since then come again; left at the
+   * last event sent, the id skipped those of the channel behind.
+   */
+  endBehind(): void {
+    const positions = [...this.behind.values()];
+    let rewound: string | undefined;
+    if (this.cursor && positions.length > 0) {
+      for (const position of positions) this.cursor.rewind(position);
+      rewound = this.cursor.toString();
+    } else rewound = oldest(positions);
+    if (rewound !== undefined) this.write(`id: ${rewound}\n\n`);
+    this.end();
+  }
+
+  /**
+   * `endBehind` once the replays under way are written: ended at once, they
+   * would be read again at the reconnect, and a stream with more channels to
+   * read than the tenant's concurrent replays would never get past them.
+   */
+  endWhenReplayed(): void {
+    if (this.replays.size === 0) this.endBehind();
+    else this.endingAfterReplays = true;
+  }
+
+  /** A replay was written: the stream ends now if it was waiting for that. */
+  replayed(): void {
+    if (this.endingAfterReplays && this.replays.size === 0) this.endBehind();
   }
 
   get closed(): boolean {
@@ -286,19 +323,22 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     let endNow = false;
     const fromLog: Array<[string, Promise<ResumeOutcome>, bigint]> = [];
     for (const channel of given === undefined ? [] : channels) {
-      const resumed = resume.after(principal.tenant, channel, sinceOf(channel), Number.MAX_SAFE_INTEGER);
+      const since = sinceOf(channel) as string;
+      const resumed = resume.after(principal.tenant, channel, since, Number.MAX_SAFE_INTEGER);
       if (isPending(resumed)) {
         fromLog.push([channel, resumed.outcome, resumed.until]);
+        eventStream.behind.set(channel, since);
         continue;
       }
       const answer = this.replayText(eventStream, channel, resumed);
       first += answer.text;
+      if (answer.end) eventStream.behind.set(channel, resumedFrom(resumed, since));
       endNow ||= answer.end;
     }
     // Registered in the same tick as the replay was read: no live event falls between the two.
     this.register(eventStream);
     for (const [channel, outcome, until] of fromLog) this.replayFromLog(eventStream, channel, outcome, until);
-    if (endNow) eventStream.end();
+    if (endNow) eventStream.endWhenReplayed();
     return {
       status: 200,
       headers: rateLimit ? { ...SSE_HEADERS, ...rateLimit.own } : SSE_HEADERS,
@@ -383,13 +423,17 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       stream.replays.delete(topic);
       const answer = this.replayText(stream, channel, resumed);
       stream.write(answer.text);
+      const since = stream.behind.get(channel) as string;
       if (answer.end) {
-        stream.end();
+        stream.behind.set(channel, resumedFrom(resumed, since));
+        stream.endWhenReplayed();
         return;
       }
+      stream.behind.delete(channel);
       const last = resumed.kind === "events" ? (resumed.events.at(-1)?.position.offset ?? -1n) : -1n;
       for (const live of replay.held)
         if (live.offset > last) stream.write(sseEvent("event", live.frame, stream.idLine(live.id)));
+      stream.replayed();
     });
   }
 
@@ -410,7 +454,7 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     };
     this.deps.metrics.wsResumes.inc({ result: "try_again" });
     stream.write(sseEvent("problem", JSON.stringify(error)));
-    stream.end();
+    stream.endBehind();
   }
 
   private register(stream: EventStream): void {
@@ -463,6 +507,21 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       } else if (heartbeat) stream.write(HEARTBEAT);
     }
   }
+}
+
+/** Where a channel whose replay did not finish resumes: after its last event sent, else from its `since`. */
+function resumedFrom(resumed: ResumeOutcome, since: string): string {
+  return resumed.kind === "events" ? (resumed.next ?? resumed.events.at(-1)?.id ?? since) : since;
+}
+
+/** The position of `positions` (of one partition) furthest back. */
+function oldest(positions: readonly string[]): string | undefined {
+  let found: { id: string; offset: bigint } | undefined;
+  for (const id of positions) {
+    const offset = parseEventId(id)?.offset;
+    if (offset !== undefined && (!found || offset < found.offset)) found = { id, offset };
+  }
+  return found?.id;
 }
 
 /** EventSource cannot set headers, so the token may come as `?token=`. */

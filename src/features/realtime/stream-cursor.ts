@@ -24,6 +24,15 @@ export class StreamCursor {
     return this.toString();
   }
 
+  /** Moves the cursor back to `position` on its partition, if it stands further on there. */
+  rewind(position: string): void {
+    const parsed = parseEventId(position);
+    if (!parsed) return;
+    const current = parseEventId(this.positions.get(parsed.partition) ?? "");
+    if (!current || current.epoch !== parsed.epoch || parsed.offset < current.offset)
+      this.positions.set(parsed.partition, position);
+  }
+
   /** The stream's position on `partition`, if it has one. */
   at(partition: number): string | undefined {
     return this.positions.get(partition);

@@ -182,6 +182,40 @@ describe("SseStreams", () => {
     expect(stream.state).toBe("ended");
   });
 
+  // Found in the outside audit: the stream ended on one channel's try_again with the last `id:` at
+  // another channel's newest event, so EventSource resumed the refused channel from there, past the
+  // events it never got.
+  test("a stream ended for one channel's replay leaves its last id no further on than that channel's since", async () => {
+    const world = setup(principal(), 10, { ...LIMITS, maxConcurrent: 0 });
+    // y keeps 2..4 in memory (1 needs the log, refused); x's 5 and 6 come from memory.
+    for (const n of [0, 1, 2, 3, 4]) world.publish(n, "y");
+    for (const n of [5, 6]) world.publish(n, "x");
+    const { reply, stream } = await world.open("channel=y&channel=x&token=good", { "last-event-id": id(0) });
+    const text = String(reply.body) + stream.written.join("");
+    expect(text).toContain('"code":"try_again","channel":"y"');
+    expect(numbers(text)).toEqual([5, 6]);
+    expect([...text.matchAll(/^id: (.*)$/gm)].at(-1)?.[1]).toBe(id(0));
+    expect(stream.state).toBe("ended");
+  });
+
+  test("a stream ended for one channel's replay first writes the replays under way: the reconnect does not read them again", async () => {
+    // One read of the log at a time for the tenant: x's is under way when y's is refused.
+    const world = setup();
+    for (const n of [0, 1, 2, 3, 4]) world.publish(n, "x");
+    for (const n of [5, 6, 7, 8]) world.publish(n, "y");
+    world.log.gated = true;
+    const { reply, stream } = await world.open("channel=x&channel=y&token=good", { "last-event-id": id(0) });
+    expect(String(reply.body)).toContain('"code":"try_again","channel":"y"');
+    expect(stream.state).toBe("open");
+    world.log.release();
+    await Bun.sleep(0);
+    const text = String(reply.body) + stream.written.join("");
+    expect(numbers(text)).toEqual([1, 2, 3, 4]);
+    // y's since: nothing of y was sent.
+    expect([...text.matchAll(/^id: (.*)$/gm)].at(-1)?.[1]).toBe(id(0));
+    expect(stream.state).toBe("ended");
+  });
+
   test("a replay refused for now is an error event with retryAfterMs and the retry delay, then the end", async () => {
     const world = setup(principal(), 10, { ...LIMITS, maxConcurrent: 0 });
     for (const n of [0, 1, 2, 3, 4]) world.publish(n, "x");

@@ -10,6 +10,13 @@ test("a cursor holds one position per partition, ordered by partition, and moves
   expect(cursor.at(1)).toBeUndefined();
 });
 
+test("a cursor goes back on a partition only, and only to an older position", () => {
+  const cursor = new StreamCursor(["e1-0-0000000000000005", "e1-1-0000000000000009"]);
+  cursor.rewind("e1-1-0000000000000004");
+  cursor.rewind("e1-0-0000000000000007");
+  expect(cursor.toString()).toBe("e1-0-0000000000000005,e1-1-0000000000000004");
+});
+
 test("a cursor sent back is one event id, or several on distinct partitions, within the bound", () => {
   expect(parseCursor("e1-0-0000000000000003", 3)).toEqual(["e1-0-0000000000000003"]);
   expect(parseCursor("e1-0--1,e1-2-0000000000000007", 3)).toEqual(["e1-0--1", "e1-2-0000000000000007"]);
