@@ -87,8 +87,17 @@ export class ChannelHistory {
   private epoch: string | undefined;
   /** Per partition, the first offset this instance delivers: nothing older is known here. */
   private readonly origins = new Map<number, bigint>();
-  /** The `droppedUpTo` marks of tenants that no longer hold any channel, merged (their state is freed). */
-  private readonly formerTenantsDroppedUpTo = new Map<number, bigint>();
+  /**
+   * The `droppedUpTo` marks of tenants that no longer hold any channel (their
+   * state is freed), oldest first, at most `limits.channels` tenants: a mark
+   * holds for its own tenant only, as a live tenant's does.
+   */
+  private readonly formerTenants = new Map<string, Map<number, bigint>>();
+  /**
+   * The marks of former tenants pushed out of `formerTenants`, merged: they
+   * hold for every tenant (needless `history_gone` at worst, never a gap).
+   */
+  private readonly forgottenTenantsDroppedUpTo = new Map<number, bigint>();
   private totalBytes = 0;
 
   constructor(
@@ -131,7 +140,8 @@ export class ChannelHistory {
     if (this.epoch !== epoch) {
       this.epoch = epoch;
       this.origins.clear();
-      this.formerTenantsDroppedUpTo.clear();
+      this.formerTenants.clear();
+      this.forgottenTenantsDroppedUpTo.clear();
       this.logs.clear();
       this.tenants.clear();
       this.totalBytes = 0;
@@ -229,6 +239,10 @@ export class ChannelHistory {
     let tenant = this.tenants.get(name);
     if (!tenant) {
       tenant = new TenantHistory(name);
+      // A tenant back after its state was freed takes up its marks again.
+      const former = this.formerTenants.get(name);
+      if (former) for (const [partition, offset] of former) tenant.droppedUpTo.set(partition, offset);
+      this.formerTenants.delete(name);
       this.tenants.set(name, tenant);
     }
     // A channel created now may have been dropped before: it inherits what was dropped.
@@ -240,9 +254,10 @@ export class ChannelHistory {
   }
 
   private droppedUpTo(tenantName: string, partition: number): bigint {
-    const own = this.tenants.get(tenantName)?.droppedUpTo.get(partition) ?? -1n;
-    const former = this.formerTenantsDroppedUpTo.get(partition) ?? -1n;
-    return own > former ? own : former;
+    const marks = this.tenants.get(tenantName)?.droppedUpTo ?? this.formerTenants.get(tenantName);
+    const own = marks?.get(partition) ?? -1n;
+    const forgotten = this.forgottenTenantsDroppedUpTo.get(partition) ?? -1n;
+    return own > forgotten ? own : forgotten;
   }
 
   /** Drops the oldest event of the channel (the whole channel once it has none left). */
@@ -288,12 +303,22 @@ export class ChannelHistory {
     this.logs.delete(log.key);
     tenant.channels.delete(log.key);
     if (tenant.channels.size === 0) {
-      // The tenant's state is freed; its marks stay, merged with those of every former tenant.
-      for (const [partition, offset] of marks) {
-        if (offset > (this.formerTenantsDroppedUpTo.get(partition) ?? -1n))
-          this.formerTenantsDroppedUpTo.set(partition, offset);
-      }
+      // The tenant's state is freed; its marks stay, its own (they once held for every tenant,
+      // so one tenant's dropped channels made another's resume history_gone).
+      if (marks.size > 0) this.keepFormerMarks(tenant.name, marks);
       this.tenants.delete(tenant.name);
+    }
+  }
+
+  /** Keeps a freed tenant's marks; past `limits.channels` such tenants, the oldest one's hold for all. */
+  private keepFormerMarks(name: string, marks: Map<number, bigint>): void {
+    this.formerTenants.set(name, marks);
+    if (this.formerTenants.size <= this.limits.channels) return;
+    const [oldest, forgotten] = this.formerTenants.entries().next().value as [string, Map<number, bigint>];
+    this.formerTenants.delete(oldest);
+    for (const [partition, offset] of forgotten) {
+      if (offset > (this.forgottenTenantsDroppedUpTo.get(partition) ?? -1n))
+        this.forgottenTenantsDroppedUpTo.set(partition, offset);
     }
   }
 

@@ -235,3 +235,38 @@ describe("ChannelHistory on a fan-out topic given more partitions", () => {
     expect(history.after("t/a/x", event(40, "e1", 1).id)).toEqual({ ok: false, reason: "unknown_position" });
   });
 });
+
+describe("ChannelHistory marks of tenants whose state was freed", () => {
+  // Found in the outside audit: a freed tenant's marks were merged into one held for every tenant, so
+  // another tenant's channel started after it had its resume refused (history_gone) with nothing missed.
+  test("hold for their own tenant, also when it comes back, never for another tenant", () => {
+    const history = new ChannelHistory({ ...limitsFor(10), ...ROOMY });
+    history.setOrigin("e1", 0, 0n);
+    for (let offset = 0; offset <= 10; offset++) history.append("t/a/x", event(offset));
+    history.forget("t/a/x");
+    history.append("t/b/y", event(11));
+    const other = history.after("t/b/y", event(5).id);
+    expect(other.ok && other.events.map((e) => e.id)).toEqual([event(11).id]);
+    // Tenant a's channels dropped up to 10 are still gone for a, back with a new channel.
+    history.append("t/a/z", event(12));
+    expect(history.after("t/a/z", event(5).id)).toEqual({ ok: false, reason: "not_kept" });
+    expect(history.after("t/a/z", event(10).id).ok).toBe(true);
+  });
+
+  test("past as many freed tenants as channels kept, the oldest one's marks hold for every tenant", () => {
+    const history = new ChannelHistory({ ...limitsFor(2), ...ROOMY });
+    history.setOrigin("e1", 0, 0n);
+    for (const [offset, tenant] of [
+      [3, "a"],
+      [4, "b"],
+      [5, "c"],
+    ] as const) {
+      history.append(`t/${tenant}/x`, event(offset));
+      history.forget(`t/${tenant}/x`);
+    }
+    history.append("t/d/y", event(6));
+    // a's mark (3) now holds for d too: needless history_gone at worst, never a gap.
+    expect(history.after("t/d/y", event(2).id)).toEqual({ ok: false, reason: "not_kept" });
+    expect(history.after("t/d/y", event(3).id).ok).toBe(true);
+  });
+});
