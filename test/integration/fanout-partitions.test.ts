@@ -80,7 +80,7 @@ test("a fan-out topic made again while the reader runs is read from its start, u
   const topic = await createTopic("fanout-remade", 1);
   const delivered: DeliveredMessage[] = [];
   const origins: Array<[string, number, bigint]> = [];
-  const bus = new KafkaFanoutBus(connection, topic, queue, pino({ level: "silent" }), {
+  const bus = new KafkaFanoutBus(connection, topic, queue, pino({ level: "silent" }), new HealthState(), {
     restartDelayMs: 200,
     partitionCheckMs: 200,
   });

@@ -258,12 +258,15 @@ test("a reader whose fetches the broker refuses (READ denied) is one outage: log
   let refused = true;
   let fetches = 0;
   const internals = bus as unknown as {
+    epoch: string;
     nextOffsets: Map<number, bigint>;
     newConsumer(): unknown;
     scheduleRestart(): void;
     fetchLoop(): Promise<void>;
     answered(): void;
   };
+  // The reader started on this topic (its id's epoch): a rebuild goes on, it does not start over.
+  internals.epoch = "ktopicid";
   internals.nextOffsets.set(0, 0n);
   internals.newConsumer = () => consumer;
   // TOPIC_AUTHORIZATION_FAILED (29) on the partition, as the broker answers a Fetch without READ.
