@@ -279,6 +279,12 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
     await publish(gateway, first, 0, 1);
     await publish(gateway, second, 0, 1);
     const before = await opened;
+    // Each event's `id:` is its own event id (SPEC.md); the cursor follows it as an `id:` line alone.
+    for (const block of before.split("\n\n").filter((text) => text.includes("event: event"))) {
+      const data = JSON.parse(/^data: (.*)$/m.exec(block)?.[1] as string) as { id: string };
+      expect(/^id: (.*)$/m.exec(block)?.[1]).toBe(data.id);
+    }
+    expect(lastId(before)).toContain(",");
     // Missed while away, on both partitions.
     await publish(gateway, first, 1, 1);
     await publish(gateway, second, 1, 1);

@@ -90,9 +90,16 @@ class EventStream {
     readonly cursor: StreamCursor | undefined,
   ) {}
 
-  /** The `id:` line of the channel event `id` sent now: the event's id, or the stream's cursor once past it. */
-  idLine(id: string): string {
-    return this.cursor ? this.cursor.after(id) : id;
+  /**
+   * The text of a channel event sent now: `id:` its own id, as SPEC.md writes
+   * an event. With a cursor, a block of just `id:` the cursor past it follows
+   * in the same write: EventSource dispatches no event for it but takes it as
+   * its last event id (HTML's "dispatch the event" sets it before it looks at
+   * the data), so the `Last-Event-ID` it sends back resumes every partition.
+   */
+  eventText(frame: string, id: string): string {
+    const event = sseEvent("event", frame, id);
+    return this.cursor ? `${event}id: ${this.cursor.after(id)}\n\n` : event;
   }
 
   opened(stream: HttpStream): void {
@@ -206,12 +213,12 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     // back it would make the stream's channels, on other partitions, `history_gone`. Without it
     // the stream's resume position stays its last channel event.
     const broadcast = isBroadcastTopic(topic);
-    // One text for every stream, but those with a cursor: each has an `id:` line of its own.
+    // One text for every stream, but those with a cursor: each has a cursor of its own after it.
     const shared = broadcast ? sseEvent("event", frame) : sseEvent("event", frame, id);
     for (const stream of streams) {
       const replay = stream.replays.get(topic);
       if (replay) this.hold(stream, topic, replay, frame, id);
-      else if (stream.cursor && !broadcast) stream.write(sseEvent("event", frame, stream.cursor.after(id)));
+      else if (stream.cursor && !broadcast) stream.write(stream.eventText(frame, id));
       else stream.write(shared);
     }
     this.deps.metrics.sseEventsSent.inc(streams.size);
@@ -385,7 +392,7 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       }
       case "events": {
         metrics.wsResumes.inc({ result: resumed.complete ? "served" : "try_again" });
-        const text = resumed.events.map((event) => sseEvent("event", event.frame, stream.idLine(event.id)));
+        const text = resumed.events.map((event) => stream.eventText(event.frame, event.id));
         return { text: text.join(""), end: !resumed.complete };
       }
     }
@@ -432,7 +439,7 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       stream.behind.delete(channel);
       const last = resumed.kind === "events" ? (resumed.events.at(-1)?.position.offset ?? -1n) : -1n;
       for (const live of replay.held)
-        if (live.offset > last) stream.write(sseEvent("event", live.frame, stream.idLine(live.id)));
+        if (live.offset > last) stream.write(stream.eventText(live.frame, live.id));
       stream.replayed();
     });
   }
@@ -441,7 +448,7 @@ export class SseStreams implements FanoutTarget, PresenceListener {
   private hold(stream: EventStream, topic: string, replay: PendingReplay, frame: string, id: string): void {
     const offset = parseEventId(id)?.offset ?? -1n;
     if (offset < replay.until) return;
-    // Its `id:` line is made when it is written: a cursor moves on meanwhile.
+    // Its cursor is made when it is written: a cursor moves on meanwhile.
     replay.held.push({ frame, id, offset });
     replay.heldBytes += frame.length;
     if (replay.heldBytes <= this.deps.resume.limits.maxBytes) return;
