@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { killGroup, spawnGroup } from "../support/processes.ts";
+import { isAlive, killGroup, spawnGroup } from "../support/processes.ts";
 import { waitUntil } from "../support/wait.ts";
 
 const FIXTURE = new URL("./supervised-workers.ts", import.meta.url).pathname;
@@ -26,15 +26,6 @@ async function supervise(drainTimeoutMs: number, env: Record<string, string> = {
   return { child, lines, stuck };
 }
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 test("a worker that does not exit by its drain deadline is killed WORKER_EXIT_GRACE_MS later, and the supervisor exits 1", async () => {
   const { child, lines, stuck } = await supervise(500);
   try {
@@ -49,7 +40,7 @@ test("a worker that does not exit by its drain deadline is killed WORKER_EXIT_GR
       worker: 1,
       workerPid: stuck,
     });
-    await waitUntil(() => !alive(stuck), "the stuck worker gone");
+    await waitUntil(() => !isAlive(stuck), "the stuck worker gone");
     // Before: "worker exited" at info for both, naming neither pid; a killed worker cannot log why itself.
     const exits = lines.filter((line) => line.msg === "worker exited");
     expect(exits.find((line) => line.worker === 1)).toMatchObject({ level: "error", workerPid: stuck });
@@ -69,7 +60,7 @@ test("a second signal ends the supervisor within WORKER_EXIT_GRACE_MS, whatever 
     const code = await Promise.race([child.exited, Bun.sleep(4000).then(() => "still running")]);
     expect(code).toBe(1);
     expect(Date.now() - second).toBeLessThan(3000);
-    await waitUntil(() => !alive(stuck), "the stuck worker gone");
+    await waitUntil(() => !isAlive(stuck), "the stuck worker gone");
   } finally {
     await killGroup(child);
   }
@@ -79,7 +70,7 @@ test("a listening worker whose event loop is blocked is killed after stuckAfterM
   const { child, lines, stuck } = await supervise(60_000, { BLOCK_WORKER: "1", STUCK_AFTER_MS: "1000" });
   try {
     // Before: nothing noticed it; its share of the port's connections hung for ever.
-    await waitUntil(() => !alive(stuck), "the blocked worker killed", 5000);
+    await waitUntil(() => !isAlive(stuck), "the blocked worker killed", 5000);
     expect(lines.find((line) => String(line.msg).startsWith("worker answers no heartbeat"))).toMatchObject({
       level: "error",
       worker: 1,

@@ -1,14 +1,5 @@
 import { expect, test } from "bun:test";
-import { killGroup, leftovers, RUN_ENV, spawnGroup } from "./processes.ts";
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
+import { isAlive, killGroup, leftovers, RUN_ENV, spawnGroup } from "./processes.ts";
 
 test("killGroup ends the child, its group, and a grandchild that left for a session of its own", async () => {
   // The grandchild does what a WORKERS supervisor's worker does: leaves the group (setsid) and outlives its parent.
@@ -19,12 +10,12 @@ test("killGroup ends the child, its group, and a grandchild that left for a sess
   const reader = child.stdout.getReader();
   const detached = Number(new TextDecoder().decode((await reader.read()).value).trim());
   reader.releaseLock();
-  expect(alive(detached)).toBe(true);
+  expect(isAlive(detached)).toBe(true);
   await killGroup(child);
-  expect(alive(child.pid)).toBe(false);
+  expect(isAlive(child.pid)).toBe(false);
   // Reparented to init and reaped by it: gone, or at most a zombie for a moment.
   const deadline = Date.now() + 5000;
-  while (alive(detached) && (await Bun.file(`/proc/${detached}/cmdline`).text()) !== "") {
+  while (isAlive(detached) && (await Bun.file(`/proc/${detached}/cmdline`).text()) !== "") {
     if (Date.now() > deadline) throw new Error(`pid ${detached} survived`);
     await Bun.sleep(20);
   }

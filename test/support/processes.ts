@@ -153,3 +153,13 @@ if (import.meta.main && process.argv[2] === "leftovers") {
   if (found.length === 0) console.log("no process started by the tests is still running");
   process.exit(found.length === 0 ? 0 : 1);
 }
+
+/** Whether a process of this pid still exists (a zombie counts until reaped). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,30 +1,13 @@
 import { expect, test } from "bun:test";
 import { connect } from "node:net";
-import { splitUrl } from "../../src/transport/bun/adapter.ts";
+import type { HttpReply, HttpRequest } from "../../src/ports/transport.ts";
+import { listen, splitUrl } from "../../src/transport/bun/adapter.ts";
 
-test("path and query come out of any URL Bun hands us, with or without a host", () => {
-  expect(splitUrl("http://gw:8080/v1/events?ack=none")).toEqual({ path: "/v1/events", search: "ack=none" });
-  expect(splitUrl("http://gw/health")).toEqual({ path: "/health", search: "" });
-  expect(splitUrl("http:///health")).toEqual({ path: "/health", search: "" });
-  expect(splitUrl("/health?x=1")).toEqual({ path: "/health", search: "x=1" });
-  expect(splitUrl("http://gw")).toEqual({ path: "/", search: "" });
-});
-
-test("a request without a query string gets an empty query that refuses changes (shared by such requests)", async () => {
-  const { listen } = await import("../../src/transport/bun/adapter.ts");
-  const seen: Array<{ ack: string | null; text: string; refused: boolean }> = [];
-  const server = await listen(
+/** The Bun adapter serving `http` on a free loopback port, WebSocket upgrades refused. */
+function serve(http: (request: HttpRequest) => Promise<HttpReply>, httpIdleTimeoutSec?: number) {
+  return listen<undefined>(
     {
-      http: async (request) => {
-        let refused = false;
-        try {
-          request.query.append("ack", "none");
-        } catch {
-          refused = true;
-        }
-        seen.push({ ack: request.query.get("ack"), text: request.query.toString(), refused });
-        return { status: 204, body: "" };
-      },
+      http,
       wsPath: "/ws",
       ws: {
         upgrade: async () => ({ accept: false, reply: { status: 400, body: "" } }),
@@ -40,10 +23,31 @@ test("a request without a query string gets an empty query that refuses changes 
       reusePort: false,
       maxBodyBytes: 1024,
       ws: { maxPayloadBytes: 1024, maxBackpressureBytes: 1024, idleTimeoutSec: 10 },
-      // Shortened from 10 s: the answer comes after it, the idle connection closes at it.
-      httpIdleTimeoutSec: 2,
+      httpIdleTimeoutSec,
     },
   );
+}
+
+test("path and query come out of any URL Bun hands us, with or without a host", () => {
+  expect(splitUrl("http://gw:8080/v1/events?ack=none")).toEqual({ path: "/v1/events", search: "ack=none" });
+  expect(splitUrl("http://gw/health")).toEqual({ path: "/health", search: "" });
+  expect(splitUrl("http:///health")).toEqual({ path: "/health", search: "" });
+  expect(splitUrl("/health?x=1")).toEqual({ path: "/health", search: "x=1" });
+  expect(splitUrl("http://gw")).toEqual({ path: "/", search: "" });
+});
+
+test("a request without a query string gets an empty query that refuses changes (shared by such requests)", async () => {
+  const seen: Array<{ ack: string | null; text: string; refused: boolean }> = [];
+  const server = await serve(async (request) => {
+    let refused = false;
+    try {
+      request.query.append("ack", "none");
+    } catch {
+      refused = true;
+    }
+    seen.push({ ack: request.query.get("ack"), text: request.query.toString(), refused });
+    return { status: 204, body: "" };
+  });
   try {
     await fetch(`http://127.0.0.1:${server.port}/v1/events`);
     await fetch(`http://127.0.0.1:${server.port}/v1/events`);
@@ -88,38 +92,17 @@ function answerThenIdle(port: number, path: string, until: string, idleWaitMs: n
 }
 
 test("a request without a body answered after the idle timeout gets its answer, and a server-ended stream's connection idles out", async () => {
-  const { listen } = await import("../../src/transport/bun/adapter.ts");
-  const server = await listen<undefined>(
-    {
-      http: async (request) => {
-        if (request.path === "/stream")
-          return {
-            status: 200,
-            body: "first\n",
-            stream: { open: (stream) => setTimeout(() => stream.end(), 100), closed() {} },
-          };
-        await Bun.sleep(3_000);
-        return { status: 200, body: "late" };
-      },
-      wsPath: "/ws",
-      ws: {
-        upgrade: async () => ({ accept: false, reply: { status: 400, body: "" } }),
-        open() {},
-        message() {},
-        drain() {},
-        close() {},
-      },
-    },
-    {
-      host: "127.0.0.1",
-      port: 0,
-      reusePort: false,
-      maxBodyBytes: 1024,
-      ws: { maxPayloadBytes: 1024, maxBackpressureBytes: 1024, idleTimeoutSec: 10 },
-      // Shortened from 10 s: the answer comes after it, the idle connection closes at it.
-      httpIdleTimeoutSec: 2,
-    },
-  );
+  // The idle timeout shortened from 10 s: the answer comes after it, the idle connection closes at it.
+  const server = await serve(async (request) => {
+    if (request.path === "/stream")
+      return {
+        status: 200,
+        body: "first\n",
+        stream: { open: (stream) => setTimeout(() => stream.end(), 100), closed() {} },
+      };
+    await Bun.sleep(3_000);
+    return { status: 200, body: "late" };
+  }, 2);
   try {
     const [slow, stream] = await Promise.all([
       // Before: Bun's 10 s idle timer dropped the connection while the handler waited.
