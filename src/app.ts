@@ -370,7 +370,7 @@ async function createSink(
     // Each worker process appends to a log of its own.
     const worker = process.env[WORKER_ENV];
     const dir = worker === undefined ? config.localLog.dir : join(config.localLog.dir, `worker-${worker}`);
-    const writer = new LocalLogWriter({ ...config.localLog, dir });
+    const writer = new LocalLogWriter({ ...config.localLog, dir }, log);
     // A folder that cannot be created or written (a file in the way, a read-only disk) is the setting's fault.
     const { truncatedBytes } = await startNamingSetting("LOCAL_LOG_DIR", writer.connect(), "cannot open");
     if (truncatedBytes > 0)

@@ -3,6 +3,8 @@ import type { FileHandle } from "node:fs/promises";
 import { mkdir, open, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { jsonString } from "../../domain/record.ts";
+import type { Logger } from "../../log/logger.ts";
+import { OccasionalLine } from "../../log/occasional-line.ts";
 import { headersOf, type SinkMessage, SinkUnavailableError, type SinkWriter } from "../../ports/sink.ts";
 import { LogLock } from "./log-lock.ts";
 
@@ -25,6 +27,8 @@ const TAIL_CHUNK_BYTES = 64 * 1024;
 const DSYNC = constants.O_DSYNC;
 const OPEN_FLAGS =
   DSYNC === undefined ? "a+" : constants.O_RDWR | constants.O_APPEND | constants.O_CREAT | DSYNC;
+/** How often a rotation that keeps failing is logged. */
+const ROTATE_FAILURE_LOG_INTERVAL_MS = 60_000;
 
 /**
  * The embedded default sink: an append-only NDJSON log on local disk, one line
@@ -35,7 +39,9 @@ const OPEN_FLAGS =
  * disk) is continued, and when the rest cannot be written the file is cut back
  * to its last whole line and the write rejects, so nothing is acknowledged
  * that is not in the log. A line torn by a crash mid-write is cut at start.
- * The folder is this writer's alone while it is open (LogLock).
+ * The folder is this writer's alone while it is open (LogLock). A rotation
+ * that fails (no inode left, the folder gone) leaves the written batch
+ * acknowledged, appending to the current file until the next file can be opened.
  */
 export class LocalLogWriter implements SinkWriter {
   readonly kind = "local-log";
@@ -45,11 +51,16 @@ export class LocalLogWriter implements SinkWriter {
   private fileBytes = 0;
   /** Set when cutting back failed: the next write tries again before appending anything. */
   private torn = false;
-  private sequence = 0;
+  private sequence = 1;
   /** The last write, which the next one waits for: batches of several topics never interleave their lines. */
   private lastWrite: Promise<void> = Promise.resolve();
 
-  constructor(private readonly options: LocalLogOptions) {}
+  private readonly rotateFailureLine = new OccasionalLine(ROTATE_FAILURE_LOG_INTERVAL_MS);
+
+  constructor(
+    private readonly options: LocalLogOptions,
+    private readonly log?: Logger,
+  ) {}
 
   /**
    * Takes the folder's lock (rejects with LogInUseError while another gateway
@@ -73,7 +84,7 @@ export class LocalLogWriter implements SinkWriter {
       .map((name) => FILE_PATTERN.exec(name)?.[1])
       .filter((sequence): sequence is string => sequence !== undefined)
       .map(Number);
-    this.sequence = existing.length > 0 ? Math.max(...existing) : 0;
+    this.sequence = existing.length > 0 ? Math.max(...existing) : 1;
     await this.openCurrent();
     const size = this.fileBytes;
     this.fileBytes = await this.lastLineEnd(size);
@@ -82,7 +93,11 @@ export class LocalLogWriter implements SinkWriter {
   }
 
   get currentPath(): string {
-    return join(this.options.dir, `events-${String(this.sequence).padStart(6, "0")}.ndjson`);
+    return this.pathOf(this.sequence);
+  }
+
+  private pathOf(sequence: number): string {
+    return join(this.options.dir, `events-${String(sequence).padStart(6, "0")}.ndjson`);
   }
 
   write(batch: SinkMessage[]): Promise<void> {
@@ -166,14 +181,33 @@ export class LocalLogWriter implements SinkWriter {
     return 0;
   }
 
+  /**
+   * Opens the next file, then closes the current one. When the next cannot be
+   * opened, the current one stays open and takes the next writes: the batch
+   * just written is on disk and is acknowledged; each write tries again.
+   */
   private async rotate(): Promise<void> {
-    await this.file?.close();
-    this.sequence++;
-    await this.openCurrent();
+    let next: FileHandle | undefined;
+    try {
+      next = await open(this.pathOf(this.sequence + 1), OPEN_FLAGS);
+      const size = (await next.stat()).size;
+      const previous = this.file;
+      this.file = next;
+      this.fileBytes = size;
+      this.sequence++;
+      await previous?.close().catch(() => {});
+    } catch (error) {
+      if (next && next !== this.file) await next.close().catch(() => {});
+      const failures = this.rotateFailureLine.due();
+      if (failures !== undefined)
+        this.log?.warn(
+          { err: error, path: this.currentPath, bytes: this.fileBytes, failures },
+          "local log: cannot open the next file; appending to the current one",
+        );
+    }
   }
 
   private async openCurrent(): Promise<void> {
-    if (this.sequence === 0) this.sequence = 1;
     this.file = await open(this.currentPath, OPEN_FLAGS);
     this.fileBytes = (await this.file.stat()).size;
   }

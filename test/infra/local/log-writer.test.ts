@@ -1,6 +1,6 @@
 import { afterEach, expect, test } from "bun:test";
 import { constants, readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LocalLogWriter } from "../../../src/infra/local/log-writer.ts";
@@ -61,6 +61,33 @@ test("a torn last line (no newline: a crash mid-write) is cut at start, whole li
   expect((await again.connect()).truncatedBytes).toBe('{"topic"'.length);
   await again.close();
   expect((await stat(path)).size).toBe(0);
+});
+
+/** The `n` of every line of `file`, in order. */
+const loggedIn = async (file: string) =>
+  (await readFile(file, "utf8"))
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => JSON.parse(line).value.n as number);
+
+test("a rotation that cannot open the next file acknowledges the written batch and keeps appending until it can", async () => {
+  folder = await mkdtemp(join(tmpdir(), "local-log-"));
+  // A folder where the next file would go: opening it fails, as it would with no inode left.
+  const blocked = join(folder, "events-000002.ndjson");
+  const writer = new LocalLogWriter({ dir: folder, rotateBytes: 1024 });
+  await writer.connect();
+  await mkdir(blocked);
+  const big = (n: number) => ({ ...message(n), value: JSON.stringify({ n, pad: "x".repeat(1024) }) });
+  await writer.write([big(1)]);
+  await writer.write([big(2)]);
+  expect(await loggedIn(join(folder, "events-000001.ndjson"))).toEqual([1, 2]);
+
+  await rmdir(blocked);
+  await writer.write([big(3)]);
+  await writer.write([message(4)]);
+  await writer.close();
+  expect(await loggedIn(join(folder, "events-000001.ndjson"))).toEqual([1, 2, 3]);
+  expect(await loggedIn(blocked)).toEqual([4]);
 });
 
 test("under a file-size limit a write is whole or refused: the log holds every acknowledged record, no torn line", async () => {
