@@ -48,7 +48,7 @@ export class LogLock {
 
   private constructor(
     private readonly path: string,
-    private readonly file: FileHandle,
+    private file: FileHandle,
     timing: LogLockTiming,
   ) {
     held.add(path);
@@ -77,6 +77,25 @@ export class LogLock {
     await writeHolder(file);
     await rename(next, path);
     return new LogLock(path, file, timing);
+  }
+
+  /**
+   * Writes the lock again when it was removed (the folder deleted under the
+   * running gateway, which makes it again): otherwise another gateway could
+   * start on the folder. Rejects with LogInUseError when another holds it now.
+   */
+  async restore(): Promise<void> {
+    const ours = (await this.file.stat()).ino;
+    const there = await stat(this.path).catch(() => undefined);
+    if (there?.ino === ours) return;
+    const created = there ? undefined : await create(this.path);
+    if (!created) {
+      const holder = holderOf(await readFile(this.path, "utf8").catch(() => ""));
+      throw new LogInUseError(this.path, holder ? `pid ${holder.pid} on ${holder.host}` : "another process");
+    }
+    const removed = this.file;
+    this.file = created;
+    await removed.close().catch(() => {});
   }
 
   async release(): Promise<void> {

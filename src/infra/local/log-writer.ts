@@ -6,7 +6,7 @@ import { jsonString } from "../../domain/record.ts";
 import type { Logger } from "../../log/logger.ts";
 import { OccasionalLine } from "../../log/occasional-line.ts";
 import { headersOf, type SinkMessage, SinkUnavailableError, type SinkWriter } from "../../ports/sink.ts";
-import { LogLock } from "./log-lock.ts";
+import { LogInUseError, LogLock } from "./log-lock.ts";
 
 export interface LocalLogOptions {
   dir: string;
@@ -39,9 +39,14 @@ const ROTATE_FAILURE_LOG_INTERVAL_MS = 60_000;
  * disk) is continued, and when the rest cannot be written the file is cut back
  * to its last whole line and the write rejects, so nothing is acknowledged
  * that is not in the log. A line torn by a crash mid-write is cut at start.
- * The folder is this writer's alone while it is open (LogLock). A rotation
- * that fails (no inode left, the folder gone) leaves the written batch
- * acknowledged, appending to the current file until the next file can be opened.
+ * The folder is this writer's alone while it is open (LogLock).
+ *
+ * A file removed while open (its folder deleted, an `rm events-*`) still takes
+ * writes that no one will ever read: each write checks its file is still
+ * linked, and when it is not, makes the folder again and writes the batch to
+ * the next file before it resolves. A rotation that fails (no inode left, the
+ * folder gone) leaves the written batch acknowledged, appending to the
+ * current file until the next file can be opened.
  */
 export class LocalLogWriter implements SinkWriter {
   readonly kind = "local-log";
@@ -107,28 +112,24 @@ export class LocalLogWriter implements SinkWriter {
   }
 
   private async append(batch: SinkMessage[]): Promise<void> {
-    const file = this.file;
-    if (!file) throw new Error("local log is not open");
-    let text = "";
-    // Runs of records share their topic and headers: each is serialised once per run.
-    let topic: string | undefined;
-    let topicJson = "";
-    let headers: SinkMessage["headers"] | undefined;
-    let headersJson = "";
-    for (const message of batch) {
-      if (message.topic !== topic) {
-        topic = message.topic;
-        topicJson = JSON.stringify(topic);
+    const bytes = Buffer.from(lines(batch));
+    try {
+      await this.appendTo(this.file ?? (await this.reopen()), bytes);
+      if (this.file && (await this.file.stat()).nlink === 0) {
+        this.log?.warn({ path: this.currentPath }, "local log: the file was removed; writing to a new one");
+        // The next name: one a shipper has seen (and maybe removed) is never written again.
+        this.sequence++;
+        await this.appendTo(await this.reopen(), bytes);
       }
-      if (message.headers !== headers) {
-        headers = message.headers;
-        headersJson = JSON.stringify(headers);
-      }
-      const recordHeadersJson =
-        message.ownHeader === undefined ? headersJson : JSON.stringify(headersOf(message));
-      text += `{"topic":${topicJson},"key":${jsonString(message.key)},"headers":${recordHeadersJson},"value":${message.value}}\n`;
+    } catch (error) {
+      throw unwritable(error);
     }
-    const bytes = Buffer.from(text);
+    this.fileBytes += bytes.byteLength;
+    if (this.fileBytes >= this.options.rotateBytes) await this.rotate();
+  }
+
+  /** Appends `bytes` whole, or cuts `file` back to its last whole line and rejects. */
+  private async appendTo(file: FileHandle, bytes: Buffer): Promise<void> {
     try {
       if (this.torn) {
         await file.truncate(this.fileBytes);
@@ -144,10 +145,24 @@ export class LocalLogWriter implements SinkWriter {
       if (DSYNC === undefined) await file.datasync();
     } catch (error) {
       await this.cutBack(file);
-      throw unwritable(error);
+      throw error;
     }
-    this.fileBytes += bytes.byteLength;
-    if (this.fileBytes >= this.options.rotateBytes) await this.rotate();
+  }
+
+  /**
+   * Makes the folder and its lock again (they were removed) and opens the
+   * current file; until it can, the log stays closed and each write tries again.
+   */
+  private async reopen(): Promise<FileHandle> {
+    const removed = this.file;
+    this.file = undefined;
+    await removed?.close().catch(() => {});
+    // Closed (or never connected): the folder is no longer this writer's to make again.
+    if (!this.lock) throw new Error("local log is not open");
+    await mkdir(this.options.dir, { recursive: true });
+    await this.lock.restore();
+    this.torn = false;
+    return this.openCurrent();
   }
 
   async close(): Promise<void> {
@@ -207,14 +222,42 @@ export class LocalLogWriter implements SinkWriter {
     }
   }
 
-  private async openCurrent(): Promise<void> {
-    this.file = await open(this.currentPath, OPEN_FLAGS);
-    this.fileBytes = (await this.file.stat()).size;
+  private async openCurrent(): Promise<FileHandle> {
+    const file = await open(this.currentPath, OPEN_FLAGS);
+    this.file = file;
+    this.fileBytes = (await file.stat()).size;
+    return file;
   }
+}
+
+/** The batch as log lines, one per record. */
+function lines(batch: SinkMessage[]): string {
+  let text = "";
+  // Runs of records share their topic and headers: each is serialised once per run.
+  let topic: string | undefined;
+  let topicJson = "";
+  let headers: SinkMessage["headers"] | undefined;
+  let headersJson = "";
+  for (const message of batch) {
+    if (message.topic !== topic) {
+      topic = message.topic;
+      topicJson = JSON.stringify(topic);
+    }
+    if (message.headers !== headers) {
+      headers = message.headers;
+      headersJson = JSON.stringify(headers);
+    }
+    const recordHeadersJson =
+      message.ownHeader === undefined ? headersJson : JSON.stringify(headersOf(message));
+    text += `{"topic":${topicJson},"key":${jsonString(message.key)},"headers":${recordHeadersJson},"value":${message.value}}\n`;
+  }
+  return text;
 }
 
 /** A write that could not complete: the log cannot take records (full disk, size limit, I/O error) until it can. */
 function unwritable(error: unknown): SinkUnavailableError {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code ?? "EIO";
+  // The folder taken by another gateway while its lock was removed: this one no longer writes there.
+  const code =
+    error instanceof LogInUseError ? "EBUSY" : ((error as NodeJS.ErrnoException | undefined)?.code ?? "EIO");
   return new SinkUnavailableError(code, { cause: error });
 }

@@ -87,3 +87,20 @@ test("the holder's heartbeat keeps its lock fresh, so another process waiting st
   expect(after).toBeGreaterThan(before);
   await lock.release();
 });
+
+test("a lock removed under its holder is written again by restore(); one another gateway wrote meanwhile is not overwritten", async () => {
+  folder = await mkdtemp(join(tmpdir(), "log-lock-"));
+  const path = join(folder, LOCK_FILE);
+  const lock = await LogLock.acquire(folder, FAST);
+  await rm(path);
+  await lock.restore();
+  expect(JSON.parse(await readFile(path, "utf8")).pid).toBe(process.pid);
+  await lock.restore();
+
+  await rm(path);
+  await writeFile(path, lockOf(livePid()));
+  await expect(lock.restore()).rejects.toBeInstanceOf(LogInUseError);
+  await lock.release();
+  // Released: the other's lock stays.
+  expect(existsSync(path)).toBe(true);
+});

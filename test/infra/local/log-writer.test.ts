@@ -1,8 +1,9 @@
 import { afterEach, expect, test } from "bun:test";
 import { constants, readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { LOCK_FILE } from "../../../src/infra/local/log-lock.ts";
 import { LocalLogWriter } from "../../../src/infra/local/log-writer.ts";
 
 let folder = "";
@@ -69,6 +70,31 @@ const loggedIn = async (file: string) =>
     .split("\n")
     .filter(Boolean)
     .map((line) => JSON.parse(line).value.n as number);
+
+test("a folder deleted under the writer is made again, lock included, and the write lands there: none is acknowledged into a removed file", async () => {
+  folder = await mkdtemp(join(tmpdir(), "local-log-"));
+  const dir = join(folder, "log");
+  const writer = new LocalLogWriter({ dir, rotateBytes: 1 << 20 });
+  await writer.connect();
+  await writer.write([message(1)]);
+  await rm(dir, { recursive: true });
+  await writer.write([message(2)]);
+  await writer.write([message(3)]);
+  // The next name in the sequence: a name once removed is not written again.
+  expect((await readdir(dir)).sort()).toEqual(["events-000002.ndjson", LOCK_FILE]);
+  expect(await loggedIn(writer.currentPath)).toEqual([2, 3]);
+  // The lock is back: a second gateway is still refused the folder.
+  expect(JSON.parse(await readFile(join(dir, LOCK_FILE), "utf8")).pid).toBe(process.pid);
+  await expect(new LocalLogWriter({ dir, rotateBytes: 1 << 20 }).connect()).rejects.toThrow(
+    "one gateway per folder",
+  );
+
+  // Only the current file removed (`rm events-*`).
+  await unlink(writer.currentPath);
+  await writer.write([message(4)]);
+  expect(await loggedIn(join(dir, "events-000003.ndjson"))).toEqual([4]);
+  await writer.close();
+});
 
 test("a rotation that cannot open the next file acknowledges the written batch and keeps appending until it can", async () => {
   folder = await mkdtemp(join(tmpdir(), "local-log-"));
