@@ -301,26 +301,29 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
   });
 
   test("an embedded log folder that cannot be opened exits 1 naming LOCAL_LOG_DIR", async () => {
-    // A regular file where a folder should be: refused even to root, unlike permissions.
+    // A regular file where a folder should be: refused even to root, unlike permissions. And a folder
+    // under /proc, where mkdir answers ENOENT under a parent that exists (Node's recursive mkdir looped forever).
     const folder = mkdtempSync(join(tmpdir(), "operations-log-"));
     const inTheWay = join(folder, "file");
     writeFileSync(inTheWay, "");
-    const { code, stdout } = await runUntilExit(runtime, {
-      JWT_SECRET: TEST_SECRET,
-      PORT: "0",
-      KAFKA_BROKERS: "",
-      LOCAL_LOG_DIR: join(inTheWay, "log"),
-    });
+    const unopenable = [join(inTheWay, "log"), "/proc/edge-gateway-log/events"];
+    const runs = await Promise.all(
+      unopenable.map((dir) =>
+        runUntilExit(runtime, { JWT_SECRET: TEST_SECRET, PORT: "0", KAFKA_BROKERS: "", LOCAL_LOG_DIR: dir }),
+      ),
+    );
     rmSync(folder, { recursive: true, force: true });
-    expect(code).toBe(1);
-    const fatal = stdout
-      .split("\n")
-      .filter((line) => line.includes('"level":"fatal"'))
-      .map((line) => JSON.parse(line) as { msg: string; variables?: string[] });
-    expect(fatal).toHaveLength(1);
-    expect(fatal[0]?.msg).toStartWith("LOCAL_LOG_DIR: cannot open: ");
-    expect(fatal[0]?.msg).toContain(join(inTheWay, "log"));
-    expect(fatal[0]?.variables).toEqual(["LOCAL_LOG_DIR"]);
+    for (const [i, { code, stdout }] of runs.entries()) {
+      expect(code).toBe(1);
+      const fatal = stdout
+        .split("\n")
+        .filter((line) => line.includes('"level":"fatal"'))
+        .map((line) => JSON.parse(line) as { msg: string; variables?: string[] });
+      expect(fatal).toHaveLength(1);
+      expect(fatal[0]?.msg).toStartWith("LOCAL_LOG_DIR: cannot open: ");
+      expect(fatal[0]?.msg).toContain(i === 0 ? unopenable[0] : "/proc/edge-gateway-log");
+      expect(fatal[0]?.variables).toEqual(["LOCAL_LOG_DIR"]);
+    }
   });
 });
 

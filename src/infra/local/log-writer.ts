@@ -1,7 +1,7 @@
 import { constants } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { mkdir, open, readdir } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { jsonString } from "../../domain/record.ts";
 import type { Logger } from "../../log/logger.ts";
 import { OccasionalLine } from "../../log/occasional-line.ts";
@@ -74,7 +74,7 @@ export class LocalLogWriter implements SinkWriter {
    * with how many bytes were cut.
    */
   async connect(): Promise<{ truncatedBytes: number }> {
-    await mkdir(this.options.dir, { recursive: true });
+    await makeFolder(this.options.dir);
     this.lock = await LogLock.acquire(this.options.dir);
     try {
       return await this.openNewest();
@@ -159,7 +159,7 @@ export class LocalLogWriter implements SinkWriter {
     await removed?.close().catch(() => {});
     // Closed (or never connected): the folder is no longer this writer's to make again.
     if (!this.lock) throw new Error("local log is not open");
-    await mkdir(this.options.dir, { recursive: true });
+    await makeFolder(this.options.dir);
     await this.lock.restore();
     this.torn = false;
     return this.openCurrent();
@@ -252,6 +252,27 @@ function lines(batch: SinkMessage[]): string {
     text += `{"topic":${topicJson},"key":${jsonString(message.key)},"headers":${recordHeadersJson},"value":${message.value}}\n`;
   }
   return text;
+}
+
+/**
+ * mkdir -p, one level at a time: Node 20's mkdir(dir, { recursive: true })
+ * never returns where mkdir answers ENOENT under a parent that exists (/proc,
+ * /sys), which would hang the start instead of refusing LOCAL_LOG_DIR.
+ */
+async function makeFolder(dir: string): Promise<void> {
+  try {
+    await mkdir(dir);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    // Something in the way (a file) is found by opening what the folder should hold.
+    if (code === "EEXIST") return;
+    const parent = dirname(dir);
+    if (code !== "ENOENT" || parent === dir) throw error;
+    await makeFolder(parent);
+    await mkdir(dir).catch((again: NodeJS.ErrnoException) => {
+      if (again.code !== "EEXIST") throw again;
+    });
+  }
 }
 
 /** A write that could not complete: the log cannot take records (full disk, size limit, I/O error) until it can. */
