@@ -79,6 +79,14 @@ const adapterValues = Bun.YAML.parse(
   await Bun.file(join(DEPLOY, "k8s/prometheus-adapter/values.yaml")).text(),
 ) as { rules: { custom: Array<{ seriesQuery: string; name: { as: string }; metricsQuery: string }> } };
 const results = await Bun.file(join(ROOT, "loadtest/RESULTS.md")).text();
+/** Every variable the gateway's config reads, sorted. */
+const gatewaySettings = [
+  ...new Set(
+    [...(await Bun.file(join(ROOT, "src/config/config.ts")).text()).matchAll(/read\("([A-Z0-9_]+)"/g)].map(
+      (match) => match[1] as string,
+    ),
+  ),
+].sort();
 const runbooks = await Bun.file(join(ROOT, "docs/runbooks.md")).text();
 
 // ---------------------------------------------------------------- helpers
@@ -222,6 +230,13 @@ describe.each(renderings)("$name", ({ objects }) => {
   test("the pod's environment is a valid gateway configuration", () => {
     expect(config.workers).toBe(1);
     expect(config.kafka.brokers?.length).toBeGreaterThan(0);
+  });
+
+  test("every variable the pod's environment sets is read by the gateway (NODE_OPTIONS by the runtime): none is ignored", () => {
+    const ignored = Object.keys(env).filter(
+      (name) => name !== "NODE_OPTIONS" && !gatewaySettings.includes(name),
+    );
+    expect(ignored).toEqual([]);
   });
 
   test("memory: every in-memory bound + the runtime's working set fit in 70% of the limit", () => {
@@ -591,24 +606,27 @@ describe("files that must agree", () => {
   });
 });
 
+/** `helm template` of the chart with a ci/ values file and `--set` overrides, as a values file of a user would be. */
+function renderChart(values: string, ...settings: string[]) {
+  return Bun.spawnSync(
+    [
+      helm as string,
+      "template",
+      "gw",
+      CHART,
+      "--kube-version",
+      KUBE_VERSION,
+      "-f",
+      join(CHART, "ci", values),
+      ...settings.flatMap((setting) => ["--set", setting]),
+    ],
+    { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
+  );
+}
+
 describe.skipIf(!helm)("the chart's config passthrough", () => {
   test("a setting the chart sets itself is refused in `config`, naming the value to use, and so are empty brokers; others pass through", () => {
-    const render = (setting: string) =>
-      Bun.spawnSync(
-        [
-          helm as string,
-          "template",
-          "gw",
-          CHART,
-          "--kube-version",
-          KUBE_VERSION,
-          "-f",
-          join(CHART, "ci", "default-values.yaml"),
-          "--set",
-          setting,
-        ],
-        { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
-      );
+    const render = (setting: string) => renderChart("default-values.yaml", setting);
     for (const [setting, use] of [
       ["config.DRAIN_TIMEOUT_MS=40000", "drain.timeoutMs"],
       ["config.TRUST_PROXY=2", "trustProxy"],
@@ -635,5 +653,29 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
     const old = render("monitoring.serviceMonitor.enabled=false");
     expect(old.exitCode).not.toBe(0);
     expect(old.stderr.toString()).toContain("monitoring.serviceMonitor is now monitoring.podMonitor");
+  });
+
+  test("a name in `config` the gateway does not read is refused (a typo would leave the default in force), and WORKERS stays 1", async () => {
+    // files/settings.txt is the list the chart checks against: every name src/config/config.ts reads.
+    const listed = (await Bun.file(join(CHART, "files/settings.txt")).text())
+      .split("\n")
+      .filter((line) => line !== "" && !line.startsWith("#"));
+    expect(listed).toEqual(gatewaySettings);
+    const typo = renderChart("default-values.yaml", "config.WS_MAX_CONECTIONS=10000");
+    expect(typo.exitCode).not.toBe(0);
+    expect(typo.stderr.toString()).toContain("config.WS_MAX_CONECTIONS is not a setting the gateway reads");
+    // The OpenTelemetry and AWS SDKs read their own variables.
+    const sdk = renderChart(
+      "default-values.yaml",
+      "config.OTEL_RESOURCE_ATTRIBUTES=deployment.environment=prod",
+    );
+    expect(sdk.exitCode).toBe(0);
+    // Each worker would hold the per-process bounds (the budget above counts one) and answer a share of the scrapes.
+    const workers = renderChart("default-values.yaml", "config.WORKERS=2");
+    expect(workers.exitCode).not.toBe(0);
+    expect(workers.stderr.toString()).toContain("config.WORKERS must be 1");
+    const one = renderChart("default-values.yaml", "config.WORKERS=1");
+    expect(one.exitCode).toBe(0);
+    expect(loadConfig(podEnv(documents(one.stdout.toString()))).workers).toBe(1);
   });
 });
