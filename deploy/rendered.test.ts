@@ -678,4 +678,19 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
     expect(one.exitCode).toBe(0);
     expect(loadConfig(podEnv(documents(one.stdout.toString()))).workers).toBe(1);
   });
+
+  test("a grace period or deregistration delay set in values that the drain does not fit in is refused", () => {
+    // preStop 25 s behind the ALB + DRAIN_TIMEOUT_MS 25 s: at 50 s the kubelet kills the pod mid-drain.
+    const grace = renderChart("eks-values.yaml", "drain.terminationGracePeriodSeconds=50");
+    expect(grace.exitCode).not.toBe(0);
+    expect(grace.stderr.toString()).toContain(
+      "drain.terminationGracePeriodSeconds (50) must exceed preStop (25 s)",
+    );
+    expect(renderChart("eks-values.yaml", "drain.terminationGracePeriodSeconds=51").exitCode).toBe(0);
+    // preStop 25 s + DRAIN_DELAY_MS 5 s + 2 s of reconnect frames: at 32 s the ALB cuts WebSockets first.
+    const deregistration = renderChart("eks-values.yaml", "ingress.deregistrationDelaySeconds=32");
+    expect(deregistration.exitCode).not.toBe(0);
+    expect(deregistration.stderr.toString()).toContain("ingress.deregistrationDelaySeconds (32) must exceed");
+    expect(renderChart("eks-values.yaml", "ingress.deregistrationDelaySeconds=33").exitCode).toBe(0);
+  });
 });

@@ -67,18 +67,28 @@ drain's reconnect frame and 1001 reach the WebSockets still open through the
 ALB before it closes them.
 */}}
 {{- define "edge-gateway.deregistrationDelaySeconds" -}}
+{{- $preStopMs := mul (include "edge-gateway.preStopSeconds" . | int) 1000 -}}
 {{- if .Values.ingress.deregistrationDelaySeconds -}}
+{{- /* The drain sends its reconnect frames over up to 2 s after DRAIN_DELAY_MS. */ -}}
+{{- if le (mul (int .Values.ingress.deregistrationDelaySeconds) 1000) (add $preStopMs .Values.drain.delayMs 2000) -}}
+{{- fail (printf "ingress.deregistrationDelaySeconds (%v) must exceed preStop (%d s) + drain.delayMs (%v ms) + 2 s: the ALB would close WebSockets before the drain's reconnect frame" .Values.ingress.deregistrationDelaySeconds (div $preStopMs 1000) .Values.drain.delayMs) -}}
+{{- end -}}
 {{- .Values.ingress.deregistrationDelaySeconds -}}
 {{- else -}}
-{{- add (include "edge-gateway.preStopSeconds" . | int) (div .Values.drain.delayMs 1000) 5 -}}
+{{- add (div $preStopMs 1000) (div .Values.drain.delayMs 1000) 5 -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "edge-gateway.gracePeriodSeconds" -}}
+{{- $preStopMs := mul (include "edge-gateway.preStopSeconds" . | int) 1000 -}}
 {{- if .Values.drain.terminationGracePeriodSeconds -}}
+{{- /* Past it the kubelet kills the pod mid-drain: queued records and reconnect frames are lost. */ -}}
+{{- if le (mul (int .Values.drain.terminationGracePeriodSeconds) 1000) (add $preStopMs .Values.drain.timeoutMs) -}}
+{{- fail (printf "drain.terminationGracePeriodSeconds (%v) must exceed preStop (%d s) + drain.timeoutMs (%v ms): the kubelet would kill pods mid-drain" .Values.drain.terminationGracePeriodSeconds (div $preStopMs 1000) .Values.drain.timeoutMs) -}}
+{{- end -}}
 {{- .Values.drain.terminationGracePeriodSeconds -}}
 {{- else -}}
-{{- add (include "edge-gateway.preStopSeconds" . | int) (div .Values.drain.timeoutMs 1000) 10 -}}
+{{- add (div $preStopMs 1000) (div .Values.drain.timeoutMs 1000) 10 -}}
 {{- end -}}
 {{- end -}}
 
