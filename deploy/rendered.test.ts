@@ -693,4 +693,18 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
     expect(deregistration.stderr.toString()).toContain("ingress.deregistrationDelaySeconds (32) must exceed");
     expect(renderChart("eks-values.yaml", "ingress.deregistrationDelaySeconds=33").exitCode).toBe(0);
   });
+
+  test("MSK IAM needs a pod role: without a ServiceAccount of its own the render fails; with one the Pod Identity agent is reachable", () => {
+    const noRole = renderChart("eks-values.yaml", "serviceAccount.create=false");
+    expect(noRole.exitCode).not.toBe(0);
+    expect(noRole.stderr.toString()).toContain("kafka.msk.enabled needs serviceAccount.create");
+    const agentRule = (result: ReturnType<typeof renderChart>) =>
+      only(documents(result.stdout.toString()), "NetworkPolicy").spec.egress.some((rule: K8s) =>
+        rule.to?.some((peer: K8s) => peer.ipBlock?.cidr === "169.254.170.23/32"),
+      );
+    // A Pod Identity association has no annotation to tell it from IRSA: the agent is open by default.
+    expect(agentRule(renderChart("eks-values.yaml", "serviceAccount.annotations=null"))).toBe(true);
+    expect(agentRule(renderChart("eks-values.yaml", "networkPolicy.podIdentityAgent=false"))).toBe(false);
+    expect(agentRule(renderChart("default-values.yaml"))).toBe(false);
+  });
 });
