@@ -192,6 +192,33 @@ function runtimeOf(objects: K8s[]): "bun" | "node" | "node24" {
   return only(objects, "Deployment").spec.template.metadata.annotations["edge-gateway/image-target"];
 }
 
+/** Egress ports a NetworkPolicy opens to any destination. */
+function openEgressPorts(policy: K8s): Set<number> {
+  return new Set(
+    policy.spec.egress
+      .filter((rule: K8s) => !rule.to)
+      .flatMap((rule: K8s) => rule.ports.map((p: K8s) => p.port)),
+  );
+}
+
+/** The ports the settings make the gateway connect to: the brokers', and each http(s) URL's (or its scheme's). */
+function portsNamed(config: ReturnType<typeof loadConfig>): number[] {
+  const urls = [
+    config.auth.jwksUrl,
+    config.schemas.source,
+    config.rateLimit.tenantQuotas,
+    config.s3.endpoint,
+    config.tracing.tracesUrl,
+  ].filter((value): value is string => value !== undefined && /^https?:\/\//.test(value));
+  return [
+    ...(config.kafka.brokers ?? []).map((broker) => Number(/(\d+)$/.exec(broker)?.[1])),
+    ...urls.map((url) => {
+      const { port, protocol } = new URL(url);
+      return Number(port || (protocol === "https:" ? 443 : 80));
+    }),
+  ];
+}
+
 const ALB_INGRESS = (objects: K8s[]) =>
   objects.find((o) => o.kind === "Ingress" && o.spec.ingressClassName === "alb");
 
@@ -421,12 +448,21 @@ describe.each(renderings)("$name", ({ objects }) => {
   test("the NetworkPolicy lets the gateway reach every port its settings name: Kafka's listeners, Redis, HTTPS, OTLP", () => {
     const policy = objects.find((o) => o.kind === "NetworkPolicy");
     if (!policy) return;
-    const open = new Set(
-      policy.spec.egress
-        .filter((rule: K8s) => !rule.to)
-        .flatMap((rule: K8s) => rule.ports.map((p: K8s) => p.port)),
-    );
-    for (const port of [53, 9092, 9093, 9094, 9096, 9098, 6379, 6380, 443, 4317, 4318]) {
+    const open = openEgressPorts(policy);
+    for (const port of [
+      53,
+      9092,
+      9093,
+      9094,
+      9096,
+      9098,
+      6379,
+      6380,
+      443,
+      4317,
+      4318,
+      ...portsNamed(config),
+    ]) {
       expect({ port, open: open.has(port) }).toEqual({ port, open: true });
     }
   });
@@ -692,6 +728,23 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
     expect(deregistration.exitCode).not.toBe(0);
     expect(deregistration.stderr.toString()).toContain("ingress.deregistrationDelaySeconds (32) must exceed");
     expect(renderChart("eks-values.yaml", "ingress.deregistrationDelaySeconds=33").exitCode).toBe(0);
+  });
+
+  test("the NetworkPolicy opens the ports the values name: brokers' (MSK's public 9198), and the JWKS, S3, schema and OTLP URLs'", () => {
+    const result = renderChart(
+      "eks-values.yaml",
+      "kafka.brokers=b-1.edge.kafka.eu-west-1.amazonaws.com:9198\\,b-2.edge.kafka.eu-west-1.amazonaws.com:9198",
+      "auth.jwksUrl=https://idp.example.com:8443/jwks.json",
+      "config.SCHEMAS=https://schemas.example.com/all.json",
+      "config.S3_ENDPOINT=http://minio.storage:9000",
+      "config.OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector.observability",
+    );
+    expect(result.exitCode).toBe(0);
+    const objects = documents(result.stdout.toString());
+    const named = portsNamed(loadConfig(podEnv(objects)));
+    expect(named).toEqual(expect.arrayContaining([9198, 8443, 443, 9000, 80]));
+    const open = openEgressPorts(only(objects, "NetworkPolicy"));
+    expect(named.filter((port) => !open.has(port))).toEqual([]);
   });
 
   test("MSK IAM needs a pod role: without a ServiceAccount of its own the render fails; with one the Pod Identity agent is reachable", () => {
