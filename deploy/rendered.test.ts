@@ -730,6 +730,24 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
     expect(renderChart("eks-values.yaml", "ingress.deregistrationDelaySeconds=33").exitCode).toBe(0);
   });
 
+  test("an ALB idle timeout the gateway's WebSocket pings and stream comments do not beat is refused", () => {
+    // WS_PING_INTERVAL_MS is all an idle WebSocket carries: the ALB closes connections idle past its timeout.
+    const slowPings = renderChart("eks-values.yaml", "config.WS_PING_INTERVAL_MS=90000");
+    expect(slowPings.exitCode).not.toBe(0);
+    expect(slowPings.stderr.toString()).toContain(
+      "ingress.idleTimeoutSeconds (60) must exceed WS_PING_INTERVAL_MS (90000 ms)",
+    );
+    expect(renderChart("eks-values.yaml", "ingress.idleTimeoutSeconds=30").exitCode).not.toBe(0);
+    expect(renderChart("eks-values.yaml", "ingress.idleTimeoutSeconds=31").exitCode).toBe(0);
+    const fastPings = renderChart(
+      "eks-values.yaml",
+      "config.WS_PING_INTERVAL_MS=5000",
+      "config.SSE_HEARTBEAT_MS=5000",
+      "ingress.idleTimeoutSeconds=6",
+    );
+    expect(fastPings.exitCode).toBe(0);
+  });
+
   test("the NetworkPolicy opens the ports the values name: brokers' (MSK's public 9198), and the JWKS, S3, schema and OTLP URLs'", () => {
     const result = renderChart(
       "eks-values.yaml",

@@ -79,6 +79,20 @@ ALB before it closes them.
 {{- end -}}
 {{- end -}}
 
+{{/*
+The ALB's idle timeout: past the gateway's WebSocket pings and event-stream
+comments (their defaults, 30 s and 10 s, unless config sets them), which are
+all an idle WebSocket or stream sends; the ALB closes a connection idle longer.
+*/}}
+{{- define "edge-gateway.idleTimeoutSeconds" -}}
+{{- $ping := int (default 30000 .Values.config.WS_PING_INTERVAL_MS) -}}
+{{- $heartbeat := int (default 10000 .Values.config.SSE_HEARTBEAT_MS) -}}
+{{- if le (mul (int .Values.ingress.idleTimeoutSeconds) 1000) (max $ping $heartbeat) -}}
+{{- fail (printf "ingress.idleTimeoutSeconds (%v) must exceed WS_PING_INTERVAL_MS (%d ms) and SSE_HEARTBEAT_MS (%d ms): the ALB would close idle WebSockets and event streams" .Values.ingress.idleTimeoutSeconds $ping $heartbeat) -}}
+{{- end -}}
+{{- .Values.ingress.idleTimeoutSeconds -}}
+{{- end -}}
+
 {{- define "edge-gateway.gracePeriodSeconds" -}}
 {{- $preStopMs := mul (include "edge-gateway.preStopSeconds" . | int) 1000 -}}
 {{- if .Values.drain.terminationGracePeriodSeconds -}}
