@@ -730,6 +730,28 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
     expect(renderChart("eks-values.yaml", "ingress.deregistrationDelaySeconds=33").exitCode).toBe(0);
   });
 
+  test("on the Node targets, a memory limit or heap cap set in values that leaves the heap no room is refused", () => {
+    // Old space 1024 MiB + young generation 192 MiB + queue 128 MiB fill a 1 GiB container before V8 collects.
+    const small = renderChart(
+      "node24-values.yaml",
+      "resources.limits.memory=1Gi",
+      "resources.requests.memory=1Gi",
+    );
+    expect(small.exitCode).not.toBe(0);
+    expect(small.stderr.toString()).toContain(
+      "nodeMaxOldSpaceMiB (1024) + the young generation (192 MiB) + KAFKA_QUEUE_MAX_BYTES (128 MiB) must stay under resources.limits.memory (1024 MiB)",
+    );
+    expect(renderChart("node24-values.yaml", "nodeMaxOldSpaceMiB=2048").exitCode).not.toBe(0);
+    const fits = renderChart(
+      "node24-values.yaml",
+      "resources.limits.memory=1536Mi",
+      "resources.requests.memory=1536Mi",
+    );
+    expect(fits.exitCode).toBe(0);
+    // Bun has no heap cap to check (the budget above is checked on the ci/ renderings).
+    expect(renderChart("default-values.yaml", "resources.limits.memory=1Gi").exitCode).toBe(0);
+  });
+
   test("an ALB idle timeout the gateway's WebSocket pings and stream comments do not beat is refused", () => {
     // WS_PING_INTERVAL_MS is all an idle WebSocket carries: the ALB closes connections idle past its timeout.
     const slowPings = renderChart("eks-values.yaml", "config.WS_PING_INTERVAL_MS=90000");
