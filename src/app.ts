@@ -466,6 +466,22 @@ export function createSupervisorStores(config: Config): SupervisorStores | undef
   };
 }
 
+/**
+ * The embedded default's folder, held by the supervisor of workers for as long
+ * as it runs: a WORKERS=1 gateway started on the same LOCAL_LOG_DIR would write
+ * beside the workers' `worker-<n>/` logs, and one started first keeps the
+ * workers out. Nothing to hold with Kafka.
+ */
+export async function holdWorkersLogFolder(config: Config): Promise<void> {
+  if (config.kafka.brokers) return;
+  const lock = await startNamingSetting(
+    "LOCAL_LOG_DIR",
+    LocalLogWriter.holdFolder(config.localLog.dir),
+    "cannot open",
+  );
+  lock.releaseAtExit();
+}
+
 export class SettingLoadError extends Error {
   readonly variables: string[];
 

@@ -1,7 +1,7 @@
 import { fileURLToPath } from "node:url";
 import { format } from "node:util";
 import packageJson from "../package.json" with { type: "json" };
-import { createGateway, createSupervisorStores, SettingLoadError } from "./app.ts";
+import { createGateway, createSupervisorStores, holdWorkersLogFolder, SettingLoadError } from "./app.ts";
 import {
   ConfigError,
   ignoredSettings,
@@ -149,15 +149,17 @@ async function serve(): Promise<void> {
 
 // A start that fails (say, a schema or quota source that cannot be read) exits 1, like a bad setting:
 // left to the uncaughtException handler it was only logged, and the process exited 0.
-if (isWorker(config.workers))
-  await serve().catch((error: unknown) => {
-    // The error itself is the cause: logged as the wrapper, its text came twice (pino appends a cause's message).
-    if (error instanceof SettingLoadError)
-      log.fatal({ variables: error.variables, err: error.cause }, error.message);
-    else log.fatal({ err: error }, "cannot start");
-    process.exit(1);
-  });
+const cannotStart = (error: unknown) => {
+  // The error itself is the cause: logged as the wrapper, its text came twice (pino appends a cause's message).
+  if (error instanceof SettingLoadError)
+    log.fatal({ variables: error.variables, err: error.cause }, error.message);
+  else log.fatal({ err: error }, "cannot start");
+  process.exit(1);
+};
+
+if (isWorker(config.workers)) await serve().catch(cannotStart);
 else {
+  await holdWorkersLogFolder(config).catch(cannotStart);
   // Before any worker opens the port for sharing, where another gateway's workers would let them in.
   await ensureNothingListens(config.host, config.port).catch(cannotListen(config.port, ["HOST", "PORT"]));
   if (config.metricsPort !== undefined)

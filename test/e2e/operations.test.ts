@@ -141,6 +141,14 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
     expect(fatal[0]?.msg).toStartWith("LOCAL_LOG_DIR: cannot open: ");
     expect(fatal[0]?.msg).toContain(`pid ${first.process.pid}`);
     expect(fatal[0]?.variables).toEqual(["LOCAL_LOG_DIR"]);
+    // WORKERS > 1 too: its workers write beneath the folder (worker-<n>/), beside the first gateway's log.
+    const workers = await runUntilExit(
+      runtime,
+      { ...env, HOST: "127.0.0.1", PORT: String(await freePort()), WORKERS: "2" },
+      10_000,
+    );
+    expect(workers.code).toBe(1);
+    expect(workers.stdout).toContain(`"msg":"LOCAL_LOG_DIR: cannot open: `);
     // The first is untouched and still takes records.
     expect((await ingestClick(first)).status).toBe(202);
 

@@ -1,3 +1,4 @@
+import { fstatSync, statSync, unlinkSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { open, readFile, rename, stat, unlink } from "node:fs/promises";
 import { hostname } from "node:os";
@@ -96,6 +97,14 @@ export class LogLock {
     const removed = this.file;
     this.file = created;
     await removed.close().catch(() => {});
+  }
+
+  /** For a holder that ends by process.exit without a drain (the supervisor of workers): removed as it exits. */
+  releaseAtExit(): void {
+    process.once("exit", () => {
+      const ours = fstatSync(this.file.fd).ino;
+      if (statSync(this.path, { throwIfNoEntry: false })?.ino === ours) unlinkSync(this.path);
+    });
   }
 
   async release(): Promise<void> {

@@ -73,6 +73,16 @@ export class LocalLogWriter implements SinkWriter {
    * restart, and cuts a torn last line (one without its newline). Resolves
    * with how many bytes were cut.
    */
+  /**
+   * Makes the folder and takes its lock, for a process that writes beneath it
+   * through others (the supervisor of workers, each writing its own
+   * `worker-<n>/`): one gateway per folder holds for either way of running.
+   */
+  static async holdFolder(dir: string): Promise<LogLock> {
+    await makeFolder(dir);
+    return LogLock.acquire(dir);
+  }
+
   async connect(): Promise<{ truncatedBytes: number }> {
     await makeFolder(this.options.dir);
     this.lock = await LogLock.acquire(this.options.dir);
