@@ -18,7 +18,7 @@ import type { RateLimitFields } from "../ports/admission.ts";
 import type { HeaderBlock } from "../ports/transport.ts";
 import { headerBlock } from "./header-block.ts";
 
-/** The names of the gateway's policies: a tenant's events, a client IP's requests and WebSocket connects. */
+/** The names of the gateway's windowed policies: a tenant's events, a client IP's requests and WebSocket connects. */
 export type RateLimitPolicy = "tenant" | "ip" | "ip-connects";
 
 /** Budgets whose shared block one policy keeps: the default and the quota table's, which are few. */
@@ -85,4 +85,22 @@ export function addRateLimitFields(
   headers["ratelimit-policy"] = `"${policy}";q=${limit};w=${windowSec}`;
   headers.ratelimit = `"${policy}";r=${headers["ratelimit-remaining"] ?? "0"};t=${headers["ratelimit-reset"] ?? "0"}`;
   return headers;
+}
+
+/**
+ * The headers of a 429 from a cap on open connections (a tenant's WebSockets
+ * and event streams): Retry-After, and the legacy headers and the two fields
+ * as every 429 of a limited route carries them, for the policy
+ * `tenant-connections`. It has no window (`w`): a slot comes back when one of
+ * the tenant's connections closes, so the reset is the Retry-After hint.
+ */
+export function connectionCapFields(cap: number, retryAfterSec: number): Record<string, string> {
+  return {
+    "retry-after": String(retryAfterSec),
+    "ratelimit-limit": String(cap),
+    "ratelimit-remaining": "0",
+    "ratelimit-reset": String(retryAfterSec),
+    "ratelimit-policy": `"tenant-connections";q=${cap}`,
+    ratelimit: `"tenant-connections";r=0;t=${retryAfterSec}`,
+  };
 }

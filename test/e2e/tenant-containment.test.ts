@@ -130,6 +130,9 @@ describe.each(RUNTIMES)("connection caps shared by WebSockets and event streams 
       const refusedStream = await stream("capped", open.signal);
       expect(refusedStream.status).toBe(429);
       expect(refusedStream.headers.get("retry-after")).toBe("5");
+      // As every 429 of a limited route (SPEC.md): the cap's policy, none of it left.
+      expect(refusedStream.headers.get("ratelimit-policy")).toBe('"tenant-connections";q=1');
+      expect(refusedStream.headers.get("ratelimit")).toBe('"tenant-connections";r=0;t=5');
       const socket = new WebSocket(`${gateway.wsUrl}?token=${await token("capped", ["subscribe"])}`);
       const frames: Array<Record<string, unknown>> = [];
       socket.onmessage = (message) => frames.push(JSON.parse(String(message.data)));

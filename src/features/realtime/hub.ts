@@ -3,6 +3,7 @@ import { GatewayError } from "../../domain/errors.ts";
 import { requireScope, requireUnexpired } from "../../domain/principal.ts";
 import { bearerToken } from "../../http/bearer.ts";
 import { clientIp } from "../../http/client-ip.ts";
+import { connectionCapFields } from "../../http/rate-limit-fields.ts";
 import { errorReply } from "../../http/reply.ts";
 import { sleep } from "../../lib/time.ts";
 import type { Logger } from "../../log/logger.ts";
@@ -210,7 +211,12 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
     if (tenantOpen >= this.options.maxConnectionsPerTenant) {
       // Counted beside the other limits: the operator sees a tenant at its cap without reading logs.
       this.deps.metrics.rateLimited.inc({ scope: "tenant_connections" });
-      return new GatewayError("rate_limited", "too many connections for this tenant", { "retry-after": "5" });
+      // An event stream's 429 carries the RateLimit fields as every 429 of a limited route does.
+      return new GatewayError(
+        "rate_limited",
+        "too many connections for this tenant",
+        connectionCapFields(this.options.maxConnectionsPerTenant, CAP_RETRY_AFTER_SEC),
+      );
     }
     if (this.authenticated >= this.options.maxConnections) return instanceFull();
     this.authenticated++;
@@ -264,6 +270,9 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
   }
 }
 
+/** Retry-After of a refusal by a connection cap (instance or tenant): a slot comes back when a connection closes. */
+const CAP_RETRY_AFTER_SEC = 5;
+
 /**
  * No authenticated slot left: the same answer (with `Retry-After`) for an
  * upgrade refused at once, a socket refused when it authenticates and an event
@@ -271,6 +280,6 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
  */
 function instanceFull(): GatewayError {
   return new GatewayError("unavailable", "this instance has no room for more connections", {
-    "retry-after": "5",
+    "retry-after": String(CAP_RETRY_AFTER_SEC),
   });
 }

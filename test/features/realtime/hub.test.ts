@@ -171,6 +171,23 @@ describe("WsHub connection caps", () => {
     expect(full && errorReply(full)).toMatchObject({ status: 503, headers: { "retry-after": "5" } });
   });
 
+  test("an event stream refused by the tenant's cap: 429 with Retry-After and RateLimit fields, as every 429 of a limited route", () => {
+    const target = hub({ maxConnectionsPerTenant: 1 }, gatedAuthenticator().authenticator);
+    expect(target.claimSlots("acme")).toBeUndefined();
+    const full = target.claimSlots("acme");
+    expect(full && errorReply(full)).toMatchObject({
+      status: 429,
+      headers: {
+        "retry-after": "5",
+        "ratelimit-limit": "1",
+        "ratelimit-remaining": "0",
+        "ratelimit-reset": "5",
+        "ratelimit-policy": '"tenant-connections";q=1',
+        ratelimit: '"tenant-connections";r=0;t=5',
+      },
+    });
+  });
+
   test("pending sockets have their own cap and never take an authenticated slot", async () => {
     const { authenticator, release } = gatedAuthenticator();
     release();
