@@ -1,4 +1,5 @@
 import { afterAll, expect, test } from "bun:test";
+import type { Redis } from "ioredis";
 import pino from "pino";
 import { RedisPresence } from "../../src/infra/presence/redis-presence.ts";
 import type { PresenceMembers } from "../../src/ports/presence.ts";
@@ -106,4 +107,29 @@ test("a channel written to Redis and then left is still written once more: its e
   await eventually(b, key, { ann: 1 });
   a.changed(key, new Map());
   await eventually(b, key, {});
+});
+
+test("a leave whose write failed is written at the next flush: the subject does not linger until its entry expires", async () => {
+  const key = `t/it-${Date.now()}/retry`;
+  // Entries that outlive the test: only a removal written to Redis takes the subject out in time.
+  const leaving = new RedisPresence({ ...options, ttlMs: 60_000 }, log);
+  open.push(leaving);
+  const reader = instance();
+  leaving.changed(key, new Map([["dan", 1]]));
+  await eventually(reader, key, { dan: 1 });
+  // The next batch fails, as when the connection drops under it (what it queued never reaches Redis).
+  const redis = (leaving as unknown as { redis: Redis }).redis;
+  const multi = redis.multi.bind(redis);
+  let failed = false;
+  redis.multi = ((...args: Parameters<typeof multi>) => {
+    const batch = multi(...args);
+    if (!failed) {
+      failed = true;
+      batch.exec = () => Promise.reject(new Error("Connection is closed."));
+    }
+    return batch;
+  }) as typeof redis.multi;
+  leaving.changed(key, new Map());
+  await eventually(reader, key, {});
+  expect(failed).toBe(true);
 });

@@ -109,9 +109,12 @@ export class RedisPresence implements PresenceStore {
     this.dirty.clear();
     const expiresAt = now + this.options.ttlMs;
     const batch = this.redis.multi();
+    /** `written` as it was before this batch, for the channels in it: merged back if the batch fails. */
+    const writtenBefore = new Map<string, Set<string> | undefined>();
     for (const channelKey of channels) {
       const members = this.local.get(channelKey) ?? new Map<string, number>();
       const before = this.written.get(channelKey) ?? new Set<string>();
+      writtenBefore.set(channelKey, this.written.get(channelKey));
       const gone = [...before].filter((subject) => !members.has(subject)).map((s) => this.entry(s));
       if (gone.length > 0) batch.zrem(setKey(channelKey), ...gone).hdel(countKey(channelKey), ...gone);
       for (const [subject, count] of members) {
@@ -129,6 +132,15 @@ export class RedisPresence implements PresenceStore {
       await batch.exec();
       if (refresh) this.lastRefresh = now;
     } catch (error) {
+      // The batch may have landed or not (a timeout, a dropped connection): Redis may hold the entries
+      // written before it and those it wrote, so both count as written, and the next flush removes each
+      // subject that left among them. Counting only the batch's, a leave in it would stay in Redis until
+      // its entry expired (PRESENCE_TTL_MS) instead of the next flush.
+      for (const [channelKey, before] of writtenBefore) {
+        const either = new Set([...(before ?? []), ...(this.written.get(channelKey) ?? [])]);
+        if (either.size > 0) this.written.set(channelKey, either);
+        else this.written.delete(channelKey);
+      }
       // Written again on the next flush: nothing is lost but time. A channel with neither members nor
       // entries written has nothing to write (as in `changed`), so failures in a row do not pile them up.
       for (const channelKey of channels)
