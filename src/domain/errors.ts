@@ -139,7 +139,7 @@ export const HTTP_ERRORS = {
   batch_over_budget: {
     status: 429,
     meaning:
-      "The batch holds more events than the tenant's whole event budget per second (`RATE_LIMIT_EVENTS_PER_SEC` or its `TENANT_QUOTAS` entry; `RateLimit-Limit` says it): it never fits a window, however long the client waits. A 429 with `Retry-After` and `RateLimit-*` as `rate_limited` is, so a client that reads only the status backs off; nothing was spent or written.",
+      "The batch holds more events than the tenant's whole event budget per second (`RATE_LIMIT_EVENTS_PER_SEC` or its `TENANT_QUOTAS` entry; while Redis is down, this instance's share of it; `RateLimit-Limit` says it): it never fits a window, however long the client waits. A 429 with `Retry-After` and `RateLimit-*` as `rate_limited` is, so a client that reads only the status backs off; nothing was spent or written.",
     retry: false,
     advice:
       "Not the same batch: split it into batches of at most `RateLimit-Limit` events (the official client halves it until it fits).",

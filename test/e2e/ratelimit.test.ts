@@ -117,6 +117,19 @@ describe.each(RUNTIMES)("rate limits shared through Redis on %s", (runtime) => {
       expect(degraded.admitted).toBeLessThanOrEqual(BUDGET * 1.05);
       const metrics = await (await fetch(`${(gateways[0] as RunningGateway).url}/metrics`)).text();
       expect(metrics).toContain("gateway_rate_limiter_degraded 1");
+      // A batch within the budget but over this instance's share never fits while Redis is down: the
+      // answer says to split it (the share as RateLimit-Limit), not to retry it after Retry-After.
+      const overShare = await fetch(`${(gateways[0] as RunningGateway).url}/v1/events?ack=none`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await token(`o${Date.now()}`, ["ingest"])}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify(Array(BUDGET / 2 + 1).fill({ type: "click", data: { element: "x" } })),
+      });
+      expect(overShare.status).toBe(429);
+      expect(((await overShare.json()) as { error: string }).error).toBe("batch_over_budget");
+      expect(overShare.headers.get("ratelimit-limit")).toBe(String(BUDGET / 2));
 
       await servicesCommand("start-redis");
       redisStopped = false;

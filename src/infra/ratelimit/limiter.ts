@@ -206,16 +206,19 @@ export class RateLimits {
     limit: number,
   ): Promise<RateLimitHeaders> {
     const limiter = this.local[scope];
-    // This process's share of the budget while Redis is configured but unavailable.
+    // This process's share of the budget while Redis is configured but unavailable. It is the budget
+    // this process applies, so it is the one its answers state (RateLimit-Limit, the policy's q), and a
+    // batch larger than it is batch_over_budget: a client told to retry a batch that cannot fit any
+    // window would retry it for as long as Redis stays down.
     const points = Math.max(1, Math.floor(limit / (this.redis ? this.options.expectedInstances : 1)));
     const consumedAt = Date.now();
     const result = await limiter.consume(key, cost);
     if (result.consumedPoints <= points) {
-      return headers(limit, points - result.consumedPoints, result.msBeforeNext);
+      return headers(points, points - result.consumedPoints, result.msBeforeNext);
     }
     refund(limiter, key, cost, consumedAt, result.msBeforeNext);
     // As a refusal from a leased budget: nothing left for this cost, RateLimit-Remaining 0.
-    throw this.refusal(scope, cost, limit, headers(limit, 0, result.msBeforeNext));
+    throw this.refusal(scope, cost, points, headers(points, 0, result.msBeforeNext));
   }
 
   private refusal(scope: LimitScope, cost: number, limit: number, answer: RateLimitHeaders): GatewayError {

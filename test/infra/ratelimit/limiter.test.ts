@@ -141,6 +141,34 @@ test("a Redis unreachable from the start is logged once, not per retry, and the 
   }
 });
 
+test("Redis down: the per-process share is the budget answered, and a batch larger than it is batch_over_budget, not a 429 to retry", async () => {
+  const limits = new RateLimits(
+    {
+      // Nothing listens on port 1: Redis is down from the start.
+      redisUrl: "redis://127.0.0.1:1",
+      eventsPerSec: 10,
+      requestsPerSec: 1000,
+      connectsPerSec: 100,
+      expectedInstances: 2,
+      redisTimeoutMs: 250,
+    },
+    createMetrics("test", "0"),
+    pino({ level: "silent" }),
+  );
+  try {
+    const tenant = `share${Date.now()}`;
+    // 8 of a budget of 10 never fits this process's 5, whatever the window: split it, do not wait.
+    const refused = await limits.admit("tenant_events", tenant, 8).catch((error: GatewayError) => error);
+    expect((refused as GatewayError).code).toBe("batch_over_budget");
+    expect((refused as GatewayError).headers["ratelimit-limit"]).toBe("5");
+    const admitted = await limits.admit("tenant_events", tenant, 4);
+    expect(admitted).toMatchObject({ "ratelimit-limit": "5", "ratelimit-remaining": "1" });
+    expect(await outcome(limits, tenant, 2)).toBe("rate_limited");
+  } finally {
+    await limits.close();
+  }
+});
+
 test("closing at the drain is not Redis going down: no 'Redis unavailable' warning as the gateway exits", async () => {
   const lines: Array<{ msg: string }> = [];
   const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
