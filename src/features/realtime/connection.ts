@@ -102,8 +102,11 @@ export class Connection {
   private verifying = false;
   /** The `expiresAt` of the token `token_expiring` was sent for: once per token. */
   private expiryWarnedFor: number | undefined;
-  /** Inbound frames in the current one-second window, for the per-connection message rate. */
-  private windowStart = Date.now();
+  /**
+   * Inbound frames in the current one-second window, for the per-connection message rate; the window
+   * opened at this performance.now() (monotonic: a wall clock stepped back would hold it open, muting the socket).
+   */
+  private windowStart = performance.now();
   private windowMessages = 0;
   /** Publishes waiting for Kafka's acknowledgement (at most MAX_PUBLISHES_IN_FLIGHT). */
   private publishing = 0;
@@ -628,7 +631,7 @@ export class Connection {
   }
 
   private withinMessageRate(): boolean {
-    const now = Date.now();
+    const now = performance.now();
     if (now - this.windowStart >= 1000) {
       this.windowStart = now;
       this.windowMessages = 0;

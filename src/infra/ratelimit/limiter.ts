@@ -213,12 +213,15 @@ export class RateLimits {
     const points = Math.max(1, Math.floor(limit / (this.redis ? this.options.expectedInstances : 1)));
     const consumedAt = Date.now();
     const result = await limiter.consume(key, cost);
+    // The memory store counts a window's end from the wall clock (its counter goes on a timer): a clock
+    // stepped back within a window would make it an hour away, and Retry-After with it.
+    const resetMs = Math.min(result.msBeforeNext, WINDOW_MS);
     if (result.consumedPoints <= points) {
-      return headers(points, points - result.consumedPoints, result.msBeforeNext);
+      return headers(points, points - result.consumedPoints, resetMs);
     }
     refund(limiter, key, cost, consumedAt, result.msBeforeNext);
     // As a refusal from a leased budget: nothing left for this cost, RateLimit-Remaining 0.
-    throw this.refusal(scope, cost, points, headers(points, 0, result.msBeforeNext));
+    throw this.refusal(scope, cost, points, headers(points, 0, resetMs));
   }
 
   private refusal(scope: LimitScope, cost: number, limit: number, answer: RateLimitHeaders): GatewayError {

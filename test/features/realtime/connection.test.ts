@@ -76,6 +76,7 @@ function connection(
     publish = async () => undefined,
     tap = () => () => {},
     admit = async () => {},
+    maxMessagesPerSec = 1000,
   }: {
     tokenExpiryWarningMs?: number;
     authTimeoutMs?: number;
@@ -83,6 +84,7 @@ function connection(
     publish?: Publish;
     tap?: ConnectionHost["tap"];
     admit?: ConnectionHost["admit"];
+    maxMessagesPerSec?: number;
   } = {},
 ) {
   const history = new ChannelHistory({
@@ -93,7 +95,7 @@ function connection(
     tenantMaxBytes: 1 << 20,
   });
   const host: ConnectionHost = {
-    limits: { authTimeoutMs, maxSubscriptions: 10, maxMessagesPerSec: 1000, tokenExpiryWarningMs },
+    limits: { authTimeoutMs, maxSubscriptions: 10, maxMessagesPerSec, tokenExpiryWarningMs },
     history,
     resume:
       resume ??
@@ -185,6 +187,24 @@ describe("the first token", () => {
       expect(peer.closedWith).toBe(CLOSE.unauthorized);
     }
   });
+});
+
+test("WS_MAX_MESSAGES_PER_SEC: the window rolls over after a second even when the wall clock was stepped back", async () => {
+  const { peer } = connection({ first: principal() }, { maxMessagesPerSec: 2 });
+  expect((await send(peer, { type: "auth", token: "first" }))[0]).toMatchObject({ type: "connected" });
+  expect(await send(peer, { type: "ping" })).toEqual([{ type: "pong" }]);
+  expect(await send(peer, { type: "ping" })).toEqual([
+    { type: "error", code: "rate_limited", message: "too many messages; slow down" },
+  ]);
+  // An NTP step back by an hour: the budget's window still ends a second after it opened.
+  const wallClock = Date.now;
+  Date.now = () => wallClock() - 3_600_000;
+  try {
+    await Bun.sleep(1050);
+    expect(await send(peer, { type: "ping" })).toEqual([{ type: "pong" }]);
+  } finally {
+    Date.now = wallClock;
+  }
 });
 
 test("a refused connect from the IP and a full tenant close alike: a rate_limited frame, then 1013 with the code as reason", async () => {

@@ -57,6 +57,24 @@ test("per process, a batch larger than the whole budget is refused as batch_over
   await limits.close();
 });
 
+test("per process, a wall clock stepped back within a window never makes Retry-After longer than the window", async () => {
+  const limits = perProcess({ eventsPerSec: 1 });
+  const tenant = `clock${Date.now()}`;
+  expect(await outcome(limits, tenant, 1)).toBe("admitted");
+  // An NTP step back by an hour, within the window.
+  const wallClock = Date.now;
+  Date.now = () => wallClock() - 3_600_000;
+  try {
+    const refused = await limits.admit("tenant_events", tenant, 1).catch((error: GatewayError) => error);
+    expect((refused as GatewayError).code).toBe("rate_limited");
+    expect((refused as GatewayError).headers["retry-after"]).toBe("1");
+    expect((refused as GatewayError).headers["ratelimit-reset"]).toBe("1");
+  } finally {
+    Date.now = wallClock;
+    await limits.close();
+  }
+});
+
 test("per process, a client IP's refused requests do not count: the budget is its admitted requests", async () => {
   const limits = perProcess({ requestsPerSec: 3 });
   const ip = `192.0.2.${Date.now() % 250}`;
