@@ -190,7 +190,11 @@ panel sums over: one of several in a cluster, or all),
 the alerts those of [\`deploy/prometheus/alerts.yml\`](../deploy/prometheus/alerts.yml)
 (what to do for each: [runbooks.md](runbooks.md)). Labels carry values from
 small fixed sets only (route templates, status codes, reason codes), never
-ids, raw paths or tenants. Each instance has
+ids, raw paths or tenants. A counter's reasons, outcomes, results, scopes and
+kinds (those its meaning lists) are exported at 0 from the start, so that
+\`increase()\` and \`rate()\` count the first one (a series born at 1 has no
+earlier sample to count from); route, method and status series appear with
+the first such request. Each instance has
 its own counters: aggregate over instances. With \`WORKERS\` > 1 the workers
 of an instance share its port and each counts for itself, so a scrape reaches
 one of them and sees only its counters (a reset at every change of worker,

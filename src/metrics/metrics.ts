@@ -11,6 +11,15 @@ export const LATENCY_BUCKETS = [
 ];
 const SIZE_BUCKETS = [1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 50_000];
 
+/** Every combination of the values of `values`' labels. */
+function labelSets(values: Readonly<Record<string, readonly string[]>>): Array<Record<string, string>> {
+  return Object.entries(values).reduce<Array<Record<string, string>>>(
+    (sets, [label, labelValues]) =>
+      sets.flatMap((set) => labelValues.map((value) => ({ ...set, [label]: value }))),
+    [{}],
+  );
+}
+
 /**
  * Every metric the gateway exports, in one registry. Labels only ever carry
  * values from small fixed sets (route templates, status codes, reason codes),
@@ -342,6 +351,45 @@ export function createMetrics(runtime: string, version: string) {
       registers: r,
     }),
   };
+  // The values each labelled counter's labels can take (its help lists them), exported at 0 from the start: a
+  // series born at its first increment has no earlier sample, so increase() and rate() read that increment as
+  // none, and a one-off refusal would never fire GatewayEventsUndeliverable or GatewayDeadLettersDropped.
+  const labelValues: Array<[Counter, Record<string, readonly string[]>]> = [
+    [
+      metrics.eventsRejected,
+      {
+        reason: [
+          "malformed_json",
+          "invalid_record",
+          "unknown_type",
+          "schema",
+          "forbidden_channel",
+          "too_large",
+        ],
+      },
+    ],
+    [metrics.eventsUndeliverable, { reason: ["too_large", "invalid_record"] }],
+    [metrics.deadLettersDropped, { reason: ["full", "unavailable", "refused", "undelivered_at_exit"] }],
+    [metrics.idempotencyOutcomes, { outcome: ["first", "replayed", "in_flight", "key_reused"] }],
+    [metrics.recordDedup, { outcome: ["new", "duplicate", "in_flight"] }],
+    [
+      metrics.rateLimited,
+      { scope: ["tenant_events", "ip_requests", "ws_connect", "ws_message", "tenant_connections"] },
+    ],
+    [
+      metrics.rateLimitLeases,
+      { scope: ["tenant_events", "ip_requests", "ws_connect"], outcome: ["granted", "refused", "failed"] },
+    ],
+    [
+      metrics.wsPublishes,
+      { result: ["published", "forbidden", "bad_channel", "rate_limited", "unavailable"] },
+    ],
+    [metrics.wsResumes, { result: ["served", "history_gone", "try_again"] }],
+    [metrics.presenceEvents, { kind: ["join", "leave"] }],
+  ];
+  for (const [counter, values] of labelValues) {
+    for (const labels of labelSets(values)) counter.inc(labels, 0);
+  }
   metrics.info.set({ runtime, version }, 1);
   metrics.draining.set(0);
   metrics.drainStarted.set(0);
