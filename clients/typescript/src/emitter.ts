@@ -6,25 +6,25 @@ type Listener<T> = (payload: T) => void;
  * on a later tick, where the platform reports it.
  */
 export class Emitter<Events extends object> {
-  private readonly listeners = new Map<keyof Events, Set<Listener<never>>>();
+  readonly #listeners = new Map<keyof Events, Set<Listener<never>>>();
 
   /** Adds a listener; returns a function that removes it. */
   on<K extends keyof Events>(type: K, listener: Listener<Events[K]>): () => void {
-    let set = this.listeners.get(type);
+    let set = this.#listeners.get(type);
     if (!set) {
       set = new Set();
-      this.listeners.set(type, set);
+      this.#listeners.set(type, set);
     }
     set.add(listener as Listener<never>);
     return () => this.off(type, listener);
   }
 
   off<K extends keyof Events>(type: K, listener: Listener<Events[K]>): void {
-    this.listeners.get(type)?.delete(listener as Listener<never>);
+    this.#listeners.get(type)?.delete(listener as Listener<never>);
   }
 
   protected emit<K extends keyof Events>(type: K, payload: Events[K]): void {
-    const set = this.listeners.get(type);
+    const set = this.#listeners.get(type);
     if (!set) return;
     for (const listener of [...set]) {
       try {
@@ -38,6 +38,6 @@ export class Emitter<Events extends object> {
   }
 
   protected removeAllListeners(): void {
-    this.listeners.clear();
+    this.#listeners.clear();
   }
 }

@@ -256,10 +256,10 @@ function untilOnline(signal: AbortSignal): Promise<void> {
  * record is, and how a batch is framed.
  */
 export abstract class BatchingClient {
-  private readonly endpoint: string;
-  private readonly fetch: FetchLike;
-  private readonly retry: RetryOptions;
-  private readonly limits: {
+  readonly #endpoint: string;
+  readonly #fetch: FetchLike;
+  readonly #retry: RetryOptions;
+  readonly #limits: {
     maxBatchRecords: number;
     maxBatchBytes: number;
     flushIntervalMs: number;
@@ -273,44 +273,46 @@ export abstract class BatchingClient {
    * `MAX_BODY_BYTES` or `MAX_RECORDS_PER_REQUEST` may be below this client's
    * batch limits): batches stay under it from then on.
    */
-  private readonly accepts = { records: Number.POSITIVE_INFINITY, bytes: Number.POSITIVE_INFINITY };
-  private readonly gzip: boolean;
-  private readonly buffer: Pending[] = [];
-  private bufferBytes = 0;
-  private readonly inFlight = new Set<Batch>();
-  private sending = false;
+  readonly #accepts = { records: Number.POSITIVE_INFINITY, bytes: Number.POSITIVE_INFINITY };
+  readonly #gzip: boolean;
+  readonly #buffer: Pending[] = [];
+  #bufferBytes = 0;
+  readonly #inFlight = new Set<Batch>();
+  #sending = false;
   /** A batch smaller than the limits may go: the timer fired, or flush() or close() asked. */
-  private partialDue = false;
-  private timer: ReturnType<typeof setTimeout> | undefined;
-  private nextSeq = 1;
+  #partialDue = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #nextSeq = 1;
   /** Records restored from storage get sequence numbers below every enqueued one: they are older. */
-  private lowestSeq = 1;
-  private flushWaiters: Array<{ upTo: number; resolve: () => void }> = [];
-  private readonly counts = { accepted: 0, rejected: 0, dropped: 0, retries: 0 };
+  #lowestSeq = 1;
+  #flushWaiters: Array<{ upTo: number; resolve: () => void }> = [];
+  readonly #counts = { accepted: 0, rejected: 0, dropped: 0, retries: 0 };
   /** Body bytes of keepalive requests in flight, held under KEEPALIVE_BODY_LIMIT. */
-  private keepaliveBytes = 0;
+  #keepaliveBytes = 0;
   /** The last token a callback returned, for the synchronous send on page hide. */
-  private lastToken: string | undefined;
+  #lastToken: string | undefined;
   /** A token being resolved ahead of need, and when to look at it again. */
-  private tokenAhead: Promise<void> | undefined;
-  private nextTokenCheck = 0;
+  #tokenAhead: Promise<void> | undefined;
+  #nextTokenCheck = 0;
   /** Whether the last request got an HTTP answer: then a keepalive request on page hide will most likely arrive. */
-  private reachable = false;
-  private readonly storage: QueueStorage | undefined;
+  #reachable = false;
+  readonly #storage: QueueStorage | undefined;
   /** Records an earlier run stored are being loaded: nothing is sent until they are back at the front. */
-  private restoring: Promise<void> | undefined;
-  private readonly abort = new AbortController();
-  private readonly stopPageHide: (() => void) | undefined;
-  private closing: Promise<void> | undefined;
+  #restoring: Promise<void> | undefined;
+  readonly #abort = new AbortController();
+  readonly #stopPageHide: (() => void) | undefined;
+  #closing: Promise<void> | undefined;
 
-  constructor(
-    private readonly options: EventClientOptions,
-    private readonly encoding: BatchEncoding,
-  ) {
-    this.endpoint = `${options.url.replace(/\/+$/, "")}/v1/events`;
-    this.fetch = options.fetch ?? ((url, init) => globalThis.fetch(url, init));
-    this.retry = { ...DEFAULT_RETRY, ...options.retry };
-    this.limits = {
+  readonly #options: EventClientOptions;
+  readonly #encoding: BatchEncoding;
+
+  constructor(options: EventClientOptions, encoding: BatchEncoding) {
+    this.#options = options;
+    this.#encoding = encoding;
+    this.#endpoint = `${options.url.replace(/\/+$/, "")}/v1/events`;
+    this.#fetch = options.fetch ?? ((url, init) => globalThis.fetch(url, init));
+    this.#retry = { ...DEFAULT_RETRY, ...options.retry };
+    this.#limits = {
       maxBatchRecords: options.maxBatchRecords ?? 500,
       maxBatchBytes: options.maxBatchBytes ?? 512 * 1024,
       flushIntervalMs: options.flushIntervalMs ?? 1000,
@@ -319,33 +321,33 @@ export abstract class BatchingClient {
       gzipMinBytes: options.gzipMinBytes ?? 1024,
       requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
     };
-    this.gzip = (options.gzip ?? true) && typeof CompressionStream === "function";
-    this.storage = options.storage;
-    if (this.storage) this.restoring = this.restore(this.storage);
-    this.stopPageHide =
-      options.flushOnPageHide === false ? undefined : onPageHide((final) => this.sendOnPageHide(final));
-    this.prepareToken();
+    this.#gzip = (options.gzip ?? true) && typeof CompressionStream === "function";
+    this.#storage = options.storage;
+    if (this.#storage) this.#restoring = this.#restore(this.#storage);
+    this.#stopPageHide =
+      options.flushOnPageHide === false ? undefined : onPageHide((final) => this.#sendOnPageHide(final));
+    this.#prepareToken();
   }
 
   /** Buffers one record, already JSON, under its id; see `enqueue` of the subclasses. */
   protected add(id: string, line: string): string | undefined {
-    if (this.closing) throw new Error("the client is closed");
+    if (this.#closing) throw new Error("the client is closed");
     const bytes = utf8Length(line);
-    if (bytes + this.encoding.open.length + this.encoding.close.length > this.limits.maxBatchBytes) {
+    if (bytes + this.#encoding.open.length + this.#encoding.close.length > this.#limits.maxBatchBytes) {
       throw new RangeError(`a record of ${bytes} bytes is larger than maxBatchBytes`);
     }
     if (
-      this.buffer.length >= this.limits.maxBufferRecords ||
-      this.bufferBytes + bytes > this.limits.maxBufferBytes
+      this.#buffer.length >= this.#limits.maxBufferRecords ||
+      this.#bufferBytes + bytes > this.#limits.maxBufferBytes
     ) {
-      this.counts.dropped++;
+      this.#counts.dropped++;
       return undefined;
     }
-    this.buffer.push({ id, line, bytes, seq: this.nextSeq++ });
-    this.bufferBytes += bytes;
-    this.storage?.add([{ id, line }]);
-    this.prepareToken();
-    this.maybeSend();
+    this.#buffer.push({ id, line, bytes, seq: this.#nextSeq++ });
+    this.#bufferBytes += bytes;
+    this.#storage?.add([{ id, line }]);
+    this.#prepareToken();
+    this.#maybeSend();
     return id;
   }
 
@@ -354,9 +356,9 @@ export abstract class BatchingClient {
    * call (and every record restored from storage) is accepted, refused or dropped.
    */
   flush(): Promise<void> {
-    const upTo = this.nextSeq - 1;
-    if (this.restoring) return this.restoring.then(() => this.flushUpTo(upTo));
-    return this.flushUpTo(upTo);
+    const upTo = this.#nextSeq - 1;
+    if (this.#restoring) return this.#restoring.then(() => this.#flushUpTo(upTo));
+    return this.#flushUpTo(upTo);
   }
 
   /**
@@ -365,23 +367,23 @@ export abstract class BatchingClient {
    * (with `storage`, it stays stored and goes on the next start instead).
    */
   close(options: { timeoutMs?: number } = {}): Promise<void> {
-    this.closing ??= this.shutDown(options.timeoutMs ?? 10_000);
-    return this.closing;
+    this.#closing ??= this.#shutDown(options.timeoutMs ?? 10_000);
+    return this.#closing;
   }
 
   get stats(): EventClientStats {
-    return { buffered: this.buffer.length, bufferedBytes: this.bufferBytes, ...this.counts };
+    return { buffered: this.#buffer.length, bufferedBytes: this.#bufferBytes, ...this.#counts };
   }
 
-  private flushUpTo(upTo: number): Promise<void> {
-    this.partialDue = true;
-    this.maybeSend();
-    if (this.oldestUnsettled() > upTo) return Promise.resolve();
-    return new Promise((resolve) => this.flushWaiters.push({ upTo, resolve }));
+  #flushUpTo(upTo: number): Promise<void> {
+    this.#partialDue = true;
+    this.#maybeSend();
+    if (this.#oldestUnsettled() > upTo) return Promise.resolve();
+    return new Promise((resolve) => this.#flushWaiters.push({ upTo, resolve }));
   }
 
-  private async shutDown(timeoutMs: number): Promise<void> {
-    this.stopPageHide?.();
+  async #shutDown(timeoutMs: number): Promise<void> {
+    this.#stopPageHide?.();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const flushed = this.flush();
     const timedOut = await Promise.race([
@@ -391,28 +393,28 @@ export abstract class BatchingClient {
       }),
     ]);
     clearTimeout(timer);
-    this.clearTimer();
+    this.#clearTimer();
     if (timedOut) {
       // Aborting ends every request and backoff wait at once; their batches are given up on.
-      this.abort.abort();
-      const left = this.buffer.splice(0);
-      this.bufferBytes = 0;
-      if (left.length > 0) this.giveUp(left, undefined, "the client closed before these records were sent");
-      this.settle(undefined);
+      this.#abort.abort();
+      const left = this.#buffer.splice(0);
+      this.#bufferBytes = 0;
+      if (left.length > 0) this.#giveUp(left, undefined, "the client closed before these records were sent");
+      this.#settle(undefined);
       await flushed;
     }
-    await this.storage?.flush();
+    await this.#storage?.flush();
   }
 
   /** Puts the records an earlier run left in storage in front of the buffer, oldest first. */
-  private async restore(storage: QueueStorage): Promise<void> {
+  async #restore(storage: QueueStorage): Promise<void> {
     let stored: StoredRecord[] = [];
     try {
       stored = await storage.load();
     } catch {
       // Unreadable storage: nothing to restore, and new records still go from memory.
     }
-    const present = new Set(this.buffer.map((record) => record.id));
+    const present = new Set(this.#buffer.map((record) => record.id));
     const restored: Pending[] = [];
     const refused: Pending[] = [];
     let bytes = 0;
@@ -420,9 +422,9 @@ export abstract class BatchingClient {
       if (present.has(id)) continue;
       const record: Pending = { id, line, bytes: utf8Length(line), seq: 0 };
       const fits =
-        record.bytes <= this.limits.maxBatchBytes &&
-        this.buffer.length + restored.length < this.limits.maxBufferRecords &&
-        this.bufferBytes + bytes + record.bytes <= this.limits.maxBufferBytes;
+        record.bytes <= this.#limits.maxBatchBytes &&
+        this.#buffer.length + restored.length < this.#limits.maxBufferRecords &&
+        this.#bufferBytes + bytes + record.bytes <= this.#limits.maxBufferBytes;
       if (!fits) {
         refused.push(record);
         continue;
@@ -430,58 +432,59 @@ export abstract class BatchingClient {
       restored.push(record);
       bytes += record.bytes;
     }
-    this.lowestSeq -= restored.length;
+    this.#lowestSeq -= restored.length;
     restored.forEach((record, index) => {
-      record.seq = this.lowestSeq + index;
+      record.seq = this.#lowestSeq + index;
     });
-    this.buffer.unshift(...restored);
-    this.bufferBytes += bytes;
-    if (refused.length > 0) this.drop(refused, undefined, "stored records past this client's limits");
-    this.restoring = undefined;
-    this.maybeSend();
+    this.#buffer.unshift(...restored);
+    this.#bufferBytes += bytes;
+    if (refused.length > 0) this.#drop(refused, undefined, "stored records past this client's limits");
+    this.#restoring = undefined;
+    this.#maybeSend();
   }
 
-  private maybeSend(): void {
-    if (this.sending || this.restoring || this.buffer.length === 0 || this.abort.signal.aborted) return;
-    if (this.partialDue || this.fullBatchReady()) {
-      this.clearTimer();
-      void this.sendLoop();
+  #maybeSend(): void {
+    if (this.#sending || this.#restoring || this.#buffer.length === 0 || this.#abort.signal.aborted) return;
+    if (this.#partialDue || this.#fullBatchReady()) {
+      this.#clearTimer();
+      void this.#sendLoop();
       return;
     }
-    this.timer ??= setTimeout(() => {
-      this.timer = undefined;
-      this.partialDue = true;
-      this.maybeSend();
-    }, this.limits.flushIntervalMs);
+    this.#timer ??= setTimeout(() => {
+      this.#timer = undefined;
+      this.#partialDue = true;
+      this.#maybeSend();
+    }, this.#limits.flushIntervalMs);
   }
 
-  private fullBatchReady(): boolean {
+  #fullBatchReady(): boolean {
     return (
-      this.buffer.length >= this.batchRecords() || this.bufferBytes + this.buffer.length > this.batchBytes()
+      this.#buffer.length >= this.#batchRecords() ||
+      this.#bufferBytes + this.#buffer.length > this.#batchBytes()
     );
   }
 
-  private batchRecords(): number {
-    return Math.min(this.limits.maxBatchRecords, this.accepts.records);
+  #batchRecords(): number {
+    return Math.min(this.#limits.maxBatchRecords, this.#accepts.records);
   }
 
-  private batchBytes(): number {
-    return Math.min(this.limits.maxBatchBytes, this.accepts.bytes);
+  #batchBytes(): number {
+    return Math.min(this.#limits.maxBatchBytes, this.#accepts.bytes);
   }
 
-  private async sendLoop(): Promise<void> {
-    this.sending = true;
+  async #sendLoop(): Promise<void> {
+    this.#sending = true;
     try {
-      while (this.buffer.length > 0 && (this.partialDue || this.fullBatchReady())) {
-        if (this.abort.signal.aborted) return;
-        const batch = this.takeBatch(this.batchBytes(), true);
-        if (batch) await this.deliver(batch);
+      while (this.#buffer.length > 0 && (this.#partialDue || this.#fullBatchReady())) {
+        if (this.#abort.signal.aborted) return;
+        const batch = this.#takeBatch(this.#batchBytes(), true);
+        if (batch) await this.#deliver(batch);
       }
-      this.partialDue = false;
+      this.#partialDue = false;
     } finally {
-      this.sending = false;
+      this.#sending = false;
     }
-    this.maybeSend();
+    this.#maybeSend();
   }
 
   /**
@@ -489,22 +492,22 @@ export abstract class BatchingClient {
    * undefined if not even one fits, unless `atLeastOne`: then a record larger
    * than what the gateway was learned to take goes alone, and the gateway decides.
    */
-  private takeBatch(maxBytes: number, atLeastOne = false): Batch | undefined {
+  #takeBatch(maxBytes: number, atLeastOne = false): Batch | undefined {
     let count = 0;
-    let bytes = this.encoding.open.length + this.encoding.close.length;
-    while (count < this.buffer.length && count < this.batchRecords()) {
-      const next = (this.buffer[count] as Pending).bytes + (count > 0 ? 1 : 0);
+    let bytes = this.#encoding.open.length + this.#encoding.close.length;
+    while (count < this.#buffer.length && count < this.#batchRecords()) {
+      const next = (this.#buffer[count] as Pending).bytes + (count > 0 ? 1 : 0);
       if (bytes + next > maxBytes && !(atLeastOne && count === 0)) break;
       bytes += next;
       count++;
     }
     if (count === 0) return undefined;
-    const records = this.buffer.splice(0, count);
-    for (const record of records) this.bufferBytes -= record.bytes;
-    const { open, separator, close } = this.encoding;
+    const records = this.#buffer.splice(0, count);
+    for (const record of records) this.#bufferBytes -= record.bytes;
+    const { open, separator, close } = this.#encoding;
     const body = open + records.map((record) => record.line).join(separator) + close;
     const batch: Batch = { records, body, bytes, key: `"${uuidv7()}"` };
-    this.inFlight.add(batch);
+    this.#inFlight.add(batch);
     return batch;
   }
 
@@ -512,59 +515,59 @@ export abstract class BatchingClient {
    * In a page, resolves a token ahead of need (at start, and whenever the one
    * at hand expires within a minute), so the synchronous send on page hide has one.
    */
-  private prepareToken(): void {
-    const source = this.options.token;
-    if (!this.stopPageHide || typeof source === "string") return;
-    if (this.tokenAhead || Date.now() < this.nextTokenCheck) return;
-    const current = this.lastToken;
+  #prepareToken(): void {
+    const source = this.#options.token;
+    if (!this.#stopPageHide || typeof source === "string") return;
+    if (this.#tokenAhead || Date.now() < this.#nextTokenCheck) return;
+    const current = this.#lastToken;
     if (current !== undefined) {
       const expiresAt = tokenExpiresAt(current);
       if (expiresAt === undefined || expiresAt - Date.now() > TOKEN_AHEAD_MS) return;
     }
-    this.tokenAhead = resolveToken(source, current !== undefined)
+    this.#tokenAhead = resolveToken(source, current !== undefined)
       .then(
         (token) => {
-          this.lastToken = token;
+          this.#lastToken = token;
         },
         () => {
           // The next request calls the callback again, and reports if it still fails.
         },
       )
       .finally(() => {
-        this.tokenAhead = undefined;
+        this.#tokenAhead = undefined;
         // A callback that failed, or handed back a token that still expires soon, is not asked again at once.
-        this.nextTokenCheck = Date.now() + 5000;
+        this.#nextTokenCheck = Date.now() + 5000;
       });
   }
 
   /** Sends one batch until it is accepted, refused, or given up on. Never rejects. */
-  private async deliver(batch: Batch): Promise<void> {
-    const payload = await this.encode(batch);
-    const canRefresh = typeof this.options.token === "function";
+  async #deliver(batch: Batch): Promise<void> {
+    const payload = await this.#encode(batch);
+    const canRefresh = typeof this.#options.token === "function";
     /** This attempt carries a token fetched for a 401: another 401 now is a refusal. */
     let refresh = false;
     let attempt = 1;
     for (;;) {
-      await untilOnline(this.abort.signal);
+      await untilOnline(this.#abort.signal);
       let outcome: Outcome;
       let deadline: ReturnType<typeof withDeadline> | undefined;
       try {
-        const token = await resolveToken(this.options.token, refresh);
-        this.lastToken = token;
+        const token = await resolveToken(this.#options.token, refresh);
+        this.#lastToken = token;
         // Measured from the request, through its answer's body: a peer that stops answering stalls nothing.
-        deadline = withDeadline(this.abort.signal, this.limits.requestTimeoutMs);
+        deadline = withDeadline(this.#abort.signal, this.#limits.requestTimeoutMs);
         const response = await untilAborted(
-          this.post(payload.body, payload.size, payload.gzip, token, batch.key, deadline.signal),
+          this.#post(payload.body, payload.size, payload.gzip, token, batch.key, deadline.signal),
           deadline.signal,
         );
-        this.reachable = true;
+        this.#reachable = true;
         if (response.status === 401 && canRefresh && !refresh) {
           // The token expired between enqueue and send, or was revoked: one fresh token, the same bytes.
           await response.text().catch(() => "");
           refresh = true;
           continue;
         }
-        outcome = await untilAborted(this.interpret(batch, response), deadline.signal);
+        outcome = await untilAborted(this.#interpret(batch, response), deadline.signal);
       } catch (error) {
         outcome = { done: false, status: undefined, message: messageOf(error), unreachable: true };
       } finally {
@@ -578,14 +581,14 @@ export abstract class BatchingClient {
         // Nothing of it was written (a 413 is answered before the body is read, a batch over the
         // budget is refused whole): the records go again, first in the buffer, in batches under
         // what the gateway takes.
-        this.requeue(batch, false);
-        this.partialDue = true;
+        this.#requeue(batch, false);
+        this.#partialDue = true;
         return;
       }
-      if (outcome.unreachable) this.reachable = false;
-      if (this.abort.signal.aborted) {
-        this.giveUp(batch.records, outcome.status, `the client closed: ${outcome.message}`);
-        this.settle(batch);
+      if (outcome.unreachable) this.#reachable = false;
+      if (this.#abort.signal.aborted) {
+        this.#giveUp(batch.records, outcome.status, `the client closed: ${outcome.message}`);
+        this.#settle(batch);
         return;
       }
       // Offline: the attempt is not counted; the next one waits for the page's `online` event.
@@ -595,26 +598,26 @@ export abstract class BatchingClient {
       // given up on, the batch would be reported dropped though it may still be written (or lost, if
       // never written). The gateway's claim ends within IDEMPOTENCY_PENDING_SEC, then the answer changes.
       const pending = outcome.status === 409;
-      if (!pending && attempt >= this.retry.maxAttempts) {
-        this.drop(batch.records, outcome.status, `gave up after ${attempt} attempts: ${outcome.message}`);
+      if (!pending && attempt >= this.#retry.maxAttempts) {
+        this.#drop(batch.records, outcome.status, `gave up after ${attempt} attempts: ${outcome.message}`);
         break;
       }
-      this.counts.retries++;
+      this.#counts.retries++;
       const delay =
         outcome.retryAfterMs === undefined
-          ? backoffDelay(attempt - 1, this.retry)
-          : Math.min(outcome.retryAfterMs, this.retry.maxRetryAfterMs) +
-            Math.floor(Math.random() * this.retry.initialDelayMs);
+          ? backoffDelay(attempt - 1, this.#retry)
+          : Math.min(outcome.retryAfterMs, this.#retry.maxRetryAfterMs) +
+            Math.floor(Math.random() * this.#retry.initialDelayMs);
       if (!pending) attempt++;
-      await backoffWait(delay, this.abort.signal);
+      await backoffWait(delay, this.#abort.signal);
     }
-    this.storage?.remove(batch.records.map((record) => record.id));
-    this.settle(batch);
+    this.#storage?.remove(batch.records.map((record) => record.id));
+    this.#settle(batch);
   }
 
   /** Gzipped once per batch, so every retry sends the same bytes. */
-  private async encode(batch: Batch): Promise<{ body: string | Uint8Array; size: number; gzip: boolean }> {
-    if (this.gzip && batch.bytes >= this.limits.gzipMinBytes) {
+  async #encode(batch: Batch): Promise<{ body: string | Uint8Array; size: number; gzip: boolean }> {
+    if (this.#gzip && batch.bytes >= this.#limits.gzipMinBytes) {
       try {
         const stream = new Blob([batch.body]).stream().pipeThrough(new CompressionStream("gzip"));
         const body = new Uint8Array(await new Response(stream).arrayBuffer());
@@ -631,7 +634,7 @@ export abstract class BatchingClient {
    * a request is sent with `keepalive` whenever it fits in the browser's
    * budget, so it survives the page being closed mid-request.
    */
-  private post(
+  #post(
     body: string | Uint8Array,
     size: number,
     gzip: boolean,
@@ -639,10 +642,10 @@ export abstract class BatchingClient {
     idempotencyKey: string,
     signal: AbortSignal,
   ): Promise<Response> {
-    const keepalive = this.stopPageHide !== undefined && size <= KEEPALIVE_BODY_LIMIT - this.keepaliveBytes;
+    const keepalive = this.#stopPageHide !== undefined && size <= KEEPALIVE_BODY_LIMIT - this.#keepaliveBytes;
     const headers: Record<string, string> = {
       authorization: `Bearer ${token}`,
-      "content-type": this.encoding.contentType,
+      "content-type": this.#encoding.contentType,
       "idempotency-key": idempotencyKey,
     };
     if (gzip) headers["content-encoding"] = "gzip";
@@ -652,17 +655,17 @@ export abstract class BatchingClient {
       body: body as RequestInit["body"],
       signal,
     };
-    if (!keepalive) return this.fetch(this.endpoint, init);
-    this.keepaliveBytes += size;
-    const sent = this.fetch(this.endpoint, { ...init, keepalive: true });
+    if (!keepalive) return this.#fetch(this.#endpoint, init);
+    this.#keepaliveBytes += size;
+    const sent = this.#fetch(this.#endpoint, { ...init, keepalive: true });
     const release = () => {
-      this.keepaliveBytes -= size;
+      this.#keepaliveBytes -= size;
     };
     sent.then(release, release);
     return sent;
   }
 
-  private async interpret(batch: Batch, response: Response): Promise<Outcome> {
+  async #interpret(batch: Batch, response: Response): Promise<Outcome> {
     const text = await response.text().catch(() => "");
     let answer: { accepted?: unknown; errors?: unknown; message?: unknown; error?: unknown } = {};
     try {
@@ -673,8 +676,8 @@ export abstract class BatchingClient {
     // A 429 for more events than the tenant's whole budget per second: waiting never makes it fit, halves do.
     const overBudget = answer.error === "batch_over_budget";
     if ((response.status === 413 || overBudget) && batch.records.length > 1) {
-      this.accepts.records = Math.min(this.accepts.records, Math.ceil(batch.records.length / 2));
-      if (!overBudget) this.accepts.bytes = Math.min(this.accepts.bytes, Math.ceil(batch.bytes / 2));
+      this.#accepts.records = Math.min(this.#accepts.records, Math.ceil(batch.records.length / 2));
+      if (!overBudget) this.#accepts.bytes = Math.min(this.#accepts.bytes, Math.ceil(batch.bytes / 2));
       return { done: false, status: response.status, message: `HTTP ${response.status}`, split: true };
     }
     if (retryable(response.status)) {
@@ -689,41 +692,35 @@ export abstract class BatchingClient {
     }
     if (response.ok) {
       const refused = batch.records.filter((_, index) => reasons.has(index));
-      this.counts.accepted += batch.records.length - refused.length;
-      if (refused.length > 0) this.reject(batch, response.status, "some records were rejected", reasons);
+      this.#counts.accepted += batch.records.length - refused.length;
+      if (refused.length > 0) this.#reject(batch, response.status, "some records were rejected", reasons);
     } else {
       const message = typeof answer.message === "string" ? answer.message : `HTTP ${response.status}`;
-      this.reject(batch, response.status, message, reasons, true);
+      this.#reject(batch, response.status, message, reasons, true);
     }
     return { done: true };
   }
 
-  private reject(
-    batch: Batch,
-    status: number,
-    message: string,
-    reasons: Map<number, string>,
-    all = false,
-  ): void {
+  #reject(batch: Batch, status: number, message: string, reasons: Map<number, string>, all = false): void {
     const records: DeliveryFailure["records"] = [];
     batch.records.forEach((record, index) => {
       const reason = reasons.get(index);
       if (reason !== undefined) records.push({ id: record.id, reason });
       else if (all) records.push({ id: record.id });
     });
-    this.counts.rejected += records.length;
-    this.options.onError?.({ kind: "rejected", status, message, records });
+    this.#counts.rejected += records.length;
+    this.#options.onError?.({ kind: "rejected", status, message, records });
   }
 
-  private drop(records: Pending[], status: number | undefined, message: string): void {
-    this.counts.dropped += records.length;
-    this.storage?.remove(records.map((record) => record.id));
-    this.options.onError?.({ kind: "dropped", status, message, records: records.map(({ id }) => ({ id })) });
+  #drop(records: Pending[], status: number | undefined, message: string): void {
+    this.#counts.dropped += records.length;
+    this.#storage?.remove(records.map((record) => record.id));
+    this.#options.onError?.({ kind: "dropped", status, message, records: records.map(({ id }) => ({ id })) });
   }
 
   /** Records the client stops trying to send: with storage they stay stored for the next start, else they are dropped. */
-  private giveUp(records: Pending[], status: number | undefined, message: string): void {
-    if (!this.storage) this.drop(records, status, message);
+  #giveUp(records: Pending[], status: number | undefined, message: string): void {
+    if (!this.#storage) this.#drop(records, status, message);
   }
 
   /**
@@ -733,87 +730,89 @@ export abstract class BatchingClient {
    * goes out if the page comes back; when the page is going away for good
    * (`final`), what is left is counted as dropped, unless it is in storage.
    */
-  private sendOnPageHide(final: boolean): void {
-    if (this.abort.signal.aborted) return;
-    const token = typeof this.options.token === "string" ? this.options.token : this.lastToken;
-    if (token !== undefined && !isOffline() && !this.restoring) {
-      this.clearTimer();
+  #sendOnPageHide(final: boolean): void {
+    if (this.#abort.signal.aborted) return;
+    const token = typeof this.#options.token === "string" ? this.#options.token : this.#lastToken;
+    if (token !== undefined && !isOffline() && !this.#restoring) {
+      this.#clearTimer();
       for (;;) {
-        const batch = this.takeBatch(Math.min(this.batchBytes(), KEEPALIVE_BODY_LIMIT - this.keepaliveBytes));
+        const batch = this.#takeBatch(
+          Math.min(this.#batchBytes(), KEEPALIVE_BODY_LIMIT - this.#keepaliveBytes),
+        );
         if (!batch) break;
         const ids = batch.records.map((record) => record.id);
         // A keepalive request outlives the page: once the gateway is known to answer, its records
         // leave storage now (else a reload would send them twice). Without that, they stay stored.
-        const unstored = this.storage !== undefined && this.reachable;
-        if (unstored) this.storage?.remove(ids);
+        const unstored = this.#storage !== undefined && this.#reachable;
+        if (unstored) this.#storage?.remove(ids);
         // No deadline: a keepalive request is meant to outlive the page, and nothing waits on it.
         untilAborted(
-          this.post(batch.body, batch.bytes, false, token, batch.key, this.abort.signal),
-          this.abort.signal,
+          this.#post(batch.body, batch.bytes, false, token, batch.key, this.#abort.signal),
+          this.#abort.signal,
         )
           .then((response): Outcome | Promise<Outcome> => {
-            if (response.status !== 401) return this.interpret(batch, response);
+            if (response.status !== 401) return this.#interpret(batch, response);
             // No fresh token can be awaited here: the batch goes again with one.
-            this.lastToken = undefined;
+            this.#lastToken = undefined;
             return { done: false, status: 401, message: "HTTP 401" };
           })
           .catch((error): Outcome => ({ done: false, status: undefined, message: messageOf(error) }))
           .then((outcome) => {
             if (outcome.done) {
-              this.storage?.remove(ids);
-              this.settle(batch);
-            } else this.requeue(batch, unstored);
+              this.#storage?.remove(ids);
+              this.#settle(batch);
+            } else this.#requeue(batch, unstored);
           });
       }
     }
-    if (final && !this.storage && this.buffer.length > 0) {
+    if (final && !this.#storage && this.#buffer.length > 0) {
       // Nothing will send these once the page is gone: count them rather than lose them silently.
-      const left = this.buffer.splice(0);
-      this.bufferBytes = 0;
-      this.drop(
+      const left = this.#buffer.splice(0);
+      this.#bufferBytes = 0;
+      this.#drop(
         left,
         undefined,
         token === undefined
           ? "the page closed before a token was at hand"
           : "the page closed with more than the browser lets it send",
       );
-      this.settle(undefined);
+      this.#settle(undefined);
     }
   }
 
   /** A page-hide batch that failed goes back to the front of the buffer (and to storage), in its order. */
-  private requeue(batch: Batch, unstored: boolean): void {
-    if (unstored) this.storage?.add(batch.records.map(({ id, line }) => ({ id, line })));
-    if (this.abort.signal.aborted) {
-      this.giveUp(batch.records, undefined, "the client closed before these records were sent");
-      this.settle(batch);
+  #requeue(batch: Batch, unstored: boolean): void {
+    if (unstored) this.#storage?.add(batch.records.map(({ id, line }) => ({ id, line })));
+    if (this.#abort.signal.aborted) {
+      this.#giveUp(batch.records, undefined, "the client closed before these records were sent");
+      this.#settle(batch);
       return;
     }
-    this.inFlight.delete(batch);
-    this.buffer.unshift(...batch.records);
-    for (const record of batch.records) this.bufferBytes += record.bytes;
-    this.maybeSend();
+    this.#inFlight.delete(batch);
+    this.#buffer.unshift(...batch.records);
+    for (const record of batch.records) this.#bufferBytes += record.bytes;
+    this.#maybeSend();
   }
 
-  private oldestUnsettled(): number {
-    let oldest = this.buffer[0]?.seq ?? Number.POSITIVE_INFINITY;
-    for (const batch of this.inFlight) oldest = Math.min(oldest, (batch.records[0] as Pending).seq);
+  #oldestUnsettled(): number {
+    let oldest = this.#buffer[0]?.seq ?? Number.POSITIVE_INFINITY;
+    for (const batch of this.#inFlight) oldest = Math.min(oldest, (batch.records[0] as Pending).seq);
     return oldest;
   }
 
-  private settle(batch: Batch | undefined): void {
-    if (batch) this.inFlight.delete(batch);
-    const oldest = this.oldestUnsettled();
-    this.flushWaiters = this.flushWaiters.filter((waiter) => {
+  #settle(batch: Batch | undefined): void {
+    if (batch) this.#inFlight.delete(batch);
+    const oldest = this.#oldestUnsettled();
+    this.#flushWaiters = this.#flushWaiters.filter((waiter) => {
       if (waiter.upTo >= oldest) return true;
       waiter.resolve();
       return false;
     });
   }
 
-  private clearTimer(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
+  #clearTimer(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 }
 

@@ -67,24 +67,28 @@ interface StorageGlobals {
  * batch; batches are written one after the other, in order.
  */
 export class WriteBatcher {
-  private pending: Operation[] = [];
-  private chain: Promise<void> = Promise.resolve();
-  private scheduled = false;
+  #pending: Operation[] = [];
+  #chain: Promise<void> = Promise.resolve();
+  #scheduled = false;
 
-  constructor(private readonly write: (operations: Operation[]) => Promise<void> | void) {}
+  readonly #write: (operations: Operation[]) => Promise<void> | void;
+
+  constructor(write: (operations: Operation[]) => Promise<void> | void) {
+    this.#write = write;
+  }
 
   push(operation: Operation): void {
-    this.pending.push(operation);
-    if (this.scheduled) return;
-    this.scheduled = true;
-    this.chain = this.chain.then(async () => {
+    this.#pending.push(operation);
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    this.#chain = this.#chain.then(async () => {
       // One macrotask later, so records enqueued together land in one write.
       await new Promise((resolve) => setTimeout(resolve, 0));
-      this.scheduled = false;
-      const operations = this.pending;
-      this.pending = [];
+      this.#scheduled = false;
+      const operations = this.#pending;
+      this.#pending = [];
       try {
-        await this.write(operations);
+        await this.#write(operations);
       } catch {
         // Storage is best effort (a full quota, a private window): the records still go from memory.
       }
@@ -92,7 +96,7 @@ export class WriteBatcher {
   }
 
   flush(): Promise<void> {
-    return this.chain;
+    return this.#chain;
   }
 }
 

@@ -252,9 +252,8 @@ function toChannelEvent(frame: Record<string, unknown>): ChannelEvent {
  * lives until `unsubscribe()`, a refusal by the gateway, or `close()`.
  */
 export class Subscription extends Emitter<SubscriptionEvents> {
-  private current: SubscriptionState = "subscribing";
-  private waiters: Array<{ resolve: (subscription: Subscription) => void; reject: (error: Error) => void }> =
-    [];
+  #current: SubscriptionState = "subscribing";
+  #waiters: Array<{ resolve: (subscription: Subscription) => void; reject: (error: Error) => void }> = [];
   /** @internal The `since` of the next subscribe: the last event received, or the position the gateway reported. */
   position: string | undefined;
   /** @internal The `lastEventId` of the `subscribed` frame answering the latest subscribe, once it came. */
@@ -262,15 +261,18 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   /** @internal Whether its subscribe asks for join and leave events (sent again on every resubscribe). */
   presenceEvents = false;
 
+  readonly #owner: Subscriber;
+
   constructor(
     readonly channel: string,
-    private readonly owner: Subscriber,
+    owner: Subscriber,
   ) {
     super();
+    this.#owner = owner;
   }
 
   get state(): SubscriptionState {
-    return this.current;
+    return this.#current;
   }
 
   /** The id of the last event received (where a resume starts); store it to resume across page loads. */
@@ -280,37 +282,37 @@ export class Subscription extends Emitter<SubscriptionEvents> {
 
   /** Resolves once subscribed (at once if it is); rejects once the subscription has ended. */
   ready(): Promise<Subscription> {
-    if (this.current === "subscribed") return Promise.resolve(this);
-    if (this.current === "unsubscribed")
+    if (this.#current === "subscribed") return Promise.resolve(this);
+    if (this.#current === "unsubscribed")
       return Promise.reject(new Error(`not subscribed to ${this.channel}`));
-    const ready = new Promise<Subscription>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    const ready = new Promise<Subscription>((resolve, reject) => this.#waiters.push({ resolve, reject }));
     // Ignoring the promise is fine: a refusal is also an `error` event, never an unhandled rejection.
     ready.catch(() => {});
     return ready;
   }
 
   unsubscribe(): void {
-    this.owner.unsubscribe(this.channel);
+    this.#owner.unsubscribe(this.channel);
   }
 
   /** A page of the channel's history; see `Subscriber.history`. */
   history(options: { since?: string; limit?: number } = {}): Promise<HistoryPage> {
-    return this.owner.history(this.channel, options);
+    return this.#owner.history(this.channel, options);
   }
 
   /** Who watches the channel; see `Subscriber.presence`. */
   presence(): Promise<ChannelPresence> {
-    return this.owner.presence(this.channel);
+    return this.#owner.presence(this.channel);
   }
 
   /** @internal Moves to `state` and tells this subscription's listeners (for the Subscriber only). */
   transition<State extends SubscriptionState>(state: State, payload: SubscriptionEvents[State]): void {
-    if (this.current === "unsubscribed") return;
-    if (state === "subscribing" && this.current === "subscribing") return;
-    this.current = state;
+    if (this.#current === "unsubscribed") return;
+    if (state === "subscribing" && this.#current === "subscribing") return;
+    this.#current = state;
     if (state !== "subscribing") {
-      const waiters = this.waiters;
-      this.waiters = [];
+      const waiters = this.#waiters;
+      this.#waiters = [];
       const reason = (payload as SubscriptionEvents["unsubscribed"]).reason;
       for (const waiter of waiters) {
         if (state === "subscribed") waiter.resolve(this);
@@ -338,34 +340,34 @@ export class Subscription extends Emitter<SubscriptionEvents> {
  * replay dropped.
  */
 export class Subscriber extends Emitter<SubscriberEvents> {
-  private readonly WebSocketImpl: WebSocketConstructor;
-  private readonly wsUrl: string;
-  private readonly httpBase: string;
-  private readonly backoff: BackoffOptions;
+  readonly #WebSocketImpl: WebSocketConstructor;
+  readonly #wsUrl: string;
+  readonly #httpBase: string;
+  readonly #backoff: BackoffOptions;
   /** The channels the caller wants, kept across reconnects. */
-  private readonly subscriptions = new Map<string, Subscription>();
+  readonly #subscriptions = new Map<string, Subscription>();
   /** Subscribes the gateway asked to try again later (`try_again`), one timer per channel at most. */
-  private readonly retrySubscribe = new Map<string, ReturnType<typeof setTimeout>>();
-  private socket: WebSocketLike | undefined;
-  private currentState: SubscriberState = "connecting";
-  private attempt = 0;
-  private authFailures = 0;
-  private refreshToken = false;
-  private connectedAt = 0;
+  readonly #retrySubscribe = new Map<string, ReturnType<typeof setTimeout>>();
+  #socket: WebSocketLike | undefined;
+  #currentState: SubscriberState = "connecting";
+  #attempt = 0;
+  #authFailures = 0;
+  #refreshToken = false;
+  #connectedAt = 0;
   /** The delay of the gateway's last `reconnect` frame, or `retryAfterMs` of its `unavailable` error, on this connection. */
-  private serverDelayMs: number | undefined;
-  private retryTimer: ReturnType<typeof setTimeout> | undefined;
-  private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
-  private awaitingPong = false;
+  #serverDelayMs: number | undefined;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+  #awaitingPong = false;
   /** The token the gateway holds for this connection, and when it expires (epoch ms, when known). */
-  private token: string | undefined;
-  private tokenExpiresAt: number | undefined;
-  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  #token: string | undefined;
+  #tokenExpiresAt: number | undefined;
+  #refreshTimer: ReturnType<typeof setTimeout> | undefined;
   /** An in-band `auth` sent and not yet answered. */
-  private pendingToken: string | undefined;
-  private refreshing = false;
+  #pendingToken: string | undefined;
+  #refreshing = false;
   /** False once this connection's gateway refused in-band refresh (an older version): it waits for 4001. */
-  private inBandRefresh = true;
+  #inBandRefresh = true;
   /**
    * Publishes sent on the current socket and not answered yet, by `ref`: the
    * gateway answers each (it refuses past 32 waiting) or, past its message
@@ -373,38 +375,41 @@ export class Subscriber extends Emitter<SubscriberEvents> {
    * the rest.
    */
   /** Settles one publish: resolves it, or rejects it with the error; either way it is forgotten. */
-  private readonly publishes = new Map<string, (error?: GatewayPublishError) => void>();
-  private publishRef = 0;
+  readonly #publishes = new Map<string, (error?: GatewayPublishError) => void>();
+  #publishRef = 0;
 
-  constructor(private readonly options: SubscriberOptions) {
+  readonly #options: SubscriberOptions;
+
+  constructor(options: SubscriberOptions) {
     super();
+    this.#options = options;
     const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (!WebSocketImpl) {
       throw new Error(
         "no WebSocket here: pass options.WebSocket (Node 20: or run with --experimental-websocket)",
       );
     }
-    this.WebSocketImpl = WebSocketImpl;
-    this.wsUrl = toWebSocketUrl(options.url);
-    this.httpBase = toHttpBase(options.url);
-    this.backoff = { initialDelayMs: 500, maxDelayMs: 30_000, ...options.reconnect };
+    this.#WebSocketImpl = WebSocketImpl;
+    this.#wsUrl = toWebSocketUrl(options.url);
+    this.#httpBase = toHttpBase(options.url);
+    this.#backoff = { initialDelayMs: 500, maxDelayMs: 30_000, ...options.reconnect };
     for (const channel of options.channels ?? [])
-      this.subscriptions.set(channel, new Subscription(channel, this));
-    void this.connect();
+      this.#subscriptions.set(channel, new Subscription(channel, this));
+    void this.#connect();
   }
 
   get state(): SubscriberState {
-    return this.currentState;
+    return this.#currentState;
   }
 
   /** The position a resume of `channel` starts from: the last event received, or the gateway's position at subscribe. */
   lastEventId(channel: string): string | undefined {
-    return this.subscriptions.get(channel)?.position;
+    return this.#subscriptions.get(channel)?.position;
   }
 
   /** The subscription to `channel`, while there is one. */
   subscription(channel: string): Subscription | undefined {
-    return this.subscriptions.get(channel);
+    return this.#subscriptions.get(channel);
   }
 
   /**
@@ -420,33 +425,33 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   subscribe(channel: string, options: { since?: string; presence?: boolean } = {}): Promise<Subscription> {
     if (options.since !== undefined && !isPosition(options.since))
       throw new TypeError(`since must be an event id or a lastEventId, not ${JSON.stringify(options.since)}`);
-    let subscription = this.subscriptions.get(channel);
+    let subscription = this.#subscriptions.get(channel);
     const fresh = subscription === undefined;
     if (!subscription) {
       subscription = new Subscription(channel, this);
-      this.subscriptions.set(channel, subscription);
+      this.#subscriptions.set(channel, subscription);
     }
     if (options.since !== undefined) subscription.position = options.since;
     const presenceChanged =
       options.presence !== undefined && options.presence !== subscription.presenceEvents;
     if (options.presence !== undefined) subscription.presenceEvents = options.presence;
     const ready = subscription.ready();
-    if (this.isClosed()) {
-      this.end(subscription, "closed");
+    if (this.#isClosed()) {
+      this.#end(subscription, "closed");
       return ready;
     }
     if (fresh || options.since !== undefined || presenceChanged) {
       subscription.transition("subscribing", { channel });
-      if (this.currentState === "open") this.sendSubscribe(subscription);
+      if (this.#currentState === "open") this.#sendSubscribe(subscription);
     }
     return ready;
   }
 
   unsubscribe(channel: string): void {
-    const subscription = this.subscriptions.get(channel);
+    const subscription = this.#subscriptions.get(channel);
     if (!subscription) return;
-    this.end(subscription, "client");
-    if (this.currentState === "open") this.send({ type: "unsubscribe", channel });
+    this.#end(subscription, "client");
+    if (this.#currentState === "open") this.#send({ type: "unsubscribe", channel });
   }
 
   /**
@@ -456,10 +461,10 @@ export class Subscriber extends Emitter<SubscriberEvents> {
    * `GatewayRequestError` (`history_gone`, 410, when `since` is older than what is kept).
    */
   async history(channel: string, options: { since?: string; limit?: number } = {}): Promise<HistoryPage> {
-    const url = new URL(`${this.httpBase}/v1/channels/${encodeURIComponent(channel)}/events`);
+    const url = new URL(`${this.#httpBase}/v1/channels/${encodeURIComponent(channel)}/events`);
     if (options.since !== undefined) url.searchParams.set("since", options.since);
     if (options.limit !== undefined) url.searchParams.set("limit", String(options.limit));
-    const body = await this.getJson(url);
+    const body = await this.#getJson(url);
     const events = Array.isArray(body.events) ? (body.events as Array<Record<string, unknown>>) : [];
     return {
       channel,
@@ -476,8 +481,8 @@ export class Subscriber extends Emitter<SubscriberEvents> {
    * Rejects with a `GatewayRequestError`.
    */
   async presence(channel: string): Promise<ChannelPresence> {
-    const body = await this.getJson(
-      new URL(`${this.httpBase}/v1/channels/${encodeURIComponent(channel)}/presence`),
+    const body = await this.#getJson(
+      new URL(`${this.#httpBase}/v1/channels/${encodeURIComponent(channel)}/presence`),
     );
     const members = Array.isArray(body.members) ? (body.members as Array<Record<string, unknown>>) : [];
     return {
@@ -492,9 +497,9 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   }
 
   /** A GET with the subscriber's token (one refreshed token after a 401); a refusal rejects with `GatewayRequestError`. */
-  private async getJson(url: URL): Promise<Record<string, unknown>> {
-    const fetch = this.options.fetch ?? ((target, init) => globalThis.fetch(target, init));
-    let token = this.token ?? (await resolveToken(this.options.token));
+  async #getJson(url: URL): Promise<Record<string, unknown>> {
+    const fetch = this.#options.fetch ?? ((target, init) => globalThis.fetch(target, init));
+    let token = this.#token ?? (await resolveToken(this.#options.token));
     for (let refreshed = false; ; refreshed = true) {
       const response = await fetch(url.toString(), { headers: { authorization: `Bearer ${token}` } });
       const text = await response.text();
@@ -504,8 +509,8 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       } catch {
         // Not JSON (a proxy's error page): the status says what happened.
       }
-      if (response.status === 401 && !refreshed && typeof this.options.token === "function") {
-        token = await resolveToken(this.options.token, true);
+      if (response.status === 401 && !refreshed && typeof this.#options.token === "function") {
+        token = await resolveToken(this.#options.token, true);
         continue;
       }
       if (!response.ok) {
@@ -532,10 +537,10 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   publish(channel: string | undefined, data: unknown, options: PublishOptions = {}): Promise<void> {
     if (channel === undefined && !options.broadcast)
       throw new TypeError("publish needs a channel, or broadcast: true");
-    const socket = this.socket;
-    if (this.currentState !== "open" || socket?.readyState !== 1)
+    const socket = this.#socket;
+    if (this.#currentState !== "open" || socket?.readyState !== 1)
       return Promise.reject(new GatewayPublishError("disconnected", "publish needs an open connection"));
-    const ref = String(++this.publishRef);
+    const ref = String(++this.#publishRef);
     const frame: Record<string, unknown> = { type: "publish", data, ref };
     if (channel !== undefined) frame.channel = channel;
     if (options.broadcast) frame.broadcast = true;
@@ -544,76 +549,76 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     return new Promise<void>((resolve, reject) => {
       const settle = (error?: GatewayPublishError) => {
         clearTimeout(timer);
-        this.publishes.delete(ref);
+        this.#publishes.delete(ref);
         error ? reject(error) : resolve();
       };
       const timer = setTimeout(
         () => settle(new GatewayPublishError("timeout", "no answer in time")),
-        this.options.publishTimeoutMs ?? DEFAULT_PUBLISH_TIMEOUT_MS,
+        this.#options.publishTimeoutMs ?? DEFAULT_PUBLISH_TIMEOUT_MS,
       );
-      this.publishes.set(ref, settle);
+      this.#publishes.set(ref, settle);
       socket.send(JSON.stringify(frame));
     });
   }
 
   /** Closes for good: no reconnect; every subscription ends. */
   close(): void {
-    if (this.currentState === "closed") return;
-    this.currentState = "closed";
-    clearTimeout(this.retryTimer);
-    this.stopConnectionTimers();
-    const socket = this.socket;
-    this.socket = undefined;
+    if (this.#currentState === "closed") return;
+    this.#currentState = "closed";
+    clearTimeout(this.#retryTimer);
+    this.#stopConnectionTimers();
+    const socket = this.#socket;
+    this.#socket = undefined;
     if (socket) {
       socket.onclose = null;
       socket.close(1000, "client closed");
     }
-    this.abandonPublishes("the subscriber closed before the gateway answered");
-    for (const subscription of [...this.subscriptions.values()]) this.end(subscription, "closed");
+    this.#abandonPublishes("the subscriber closed before the gateway answered");
+    for (const subscription of [...this.#subscriptions.values()]) this.#end(subscription, "closed");
     this.emit("disconnected", { code: 1000, reason: "client closed", reconnectInMs: undefined });
   }
 
-  private async connect(): Promise<void> {
-    this.currentState = "connecting";
-    this.serverDelayMs = undefined;
+  async #connect(): Promise<void> {
+    this.#currentState = "connecting";
+    this.#serverDelayMs = undefined;
     let token: string;
     try {
-      token = await resolveToken(this.options.token, this.refreshToken);
+      token = await resolveToken(this.#options.token, this.#refreshToken);
     } catch (error) {
-      if (this.isClosed()) return;
+      if (this.#isClosed()) return;
       this.emit("error", { code: "token", message: messageOf(error) });
-      this.scheduleReconnect(backoffDelay(this.attempt++, this.backoff), 1006, "token callback failed");
+      this.#scheduleReconnect(backoffDelay(this.#attempt++, this.#backoff), 1006, "token callback failed");
       return;
     }
-    if (this.isClosed()) return;
+    if (this.#isClosed()) return;
     let socket: WebSocketLike;
     try {
-      socket = new this.WebSocketImpl(this.wsUrl);
+      socket = new this.#WebSocketImpl(this.#wsUrl);
     } catch (error) {
-      this.scheduleReconnect(backoffDelay(this.attempt++, this.backoff), 1006, String(error));
+      this.#scheduleReconnect(backoffDelay(this.#attempt++, this.#backoff), 1006, String(error));
       return;
     }
-    this.socket = socket;
-    this.token = token;
-    this.tokenExpiresAt = tokenExpiresAt(token);
-    this.inBandRefresh = true;
+    this.#socket = socket;
+    this.#token = token;
+    this.#tokenExpiresAt = tokenExpiresAt(token);
+    this.#inBandRefresh = true;
     // The token goes in the first message, not the URL, so it stays out of access logs.
     socket.onopen = () => socket.send(JSON.stringify({ type: "auth", token }));
-    socket.onmessage = (event) => this.onFrame(socket, String(event.data));
-    socket.onclose = (event) => this.onClose(socket, event.code, event.reason);
+    socket.onmessage = (event) => this.#onFrame(socket, String(event.data));
+    socket.onclose = (event) => this.#onClose(socket, event.code, event.reason);
     socket.onerror = () => {
       // A close event follows, and carries what matters.
     };
   }
 
   /** State read after an await: close() may have run meanwhile. */
-  private isClosed(): boolean {
-    return this.currentState === "closed";
+  #isClosed(): boolean {
+    return this.#currentState === "closed";
   }
 
-  private onFrame(socket: WebSocketLike, text: string): void {
-    if (socket !== this.socket) return;
-    this.awaitingPong = false;
+  #onFrame(socket: WebSocketLike, text: string): void {
+    if (socket !== this.#socket) return;
+    this.#awaitingPong = false;
     let frame: Record<string, unknown>;
     try {
       frame = JSON.parse(text) as Record<string, unknown>;
@@ -622,21 +627,21 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     }
     switch (frame.type) {
       case "connected":
-        this.currentState = "open";
-        this.connectedAt = Date.now();
-        this.authFailures = 0;
-        this.refreshToken = false;
-        this.startHeartbeat(socket);
-        this.scheduleRefresh(socket);
+        this.#currentState = "open";
+        this.#connectedAt = Date.now();
+        this.#authFailures = 0;
+        this.#refreshToken = false;
+        this.#startHeartbeat(socket);
+        this.#scheduleRefresh(socket);
         this.emit("connected", { connection: String(frame.connection) });
-        for (const subscription of this.subscriptions.values()) this.sendSubscribe(subscription);
+        for (const subscription of this.#subscriptions.values()) this.#sendSubscribe(subscription);
         return;
       case "event":
-        this.onEvent(frame);
+        this.#onEvent(frame);
         return;
       case "join":
       case "leave": {
-        const subscription = this.subscriptions.get(String(frame.channel));
+        const subscription = this.#subscriptions.get(String(frame.channel));
         if (!subscription || typeof frame.subject !== "string") return;
         const change: PresenceChange = { channel: subscription.channel, subject: frame.subject };
         subscription.notify(frame.type, change);
@@ -644,12 +649,12 @@ export class Subscriber extends Emitter<SubscriberEvents> {
         return;
       }
       case "published": {
-        this.publishes.get(String(frame.ref))?.();
+        this.#publishes.get(String(frame.ref))?.();
         return;
       }
       case "subscribed": {
         const channel = String(frame.channel);
-        const subscription = this.subscriptions.get(channel);
+        const subscription = this.#subscriptions.get(channel);
         if (!subscription) return;
         const lastEventId = typeof frame.lastEventId === "string" ? frame.lastEventId : null;
         // Without a position, "now" is the position (also for a channel with no events yet):
@@ -662,40 +667,40 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       }
       case "unsubscribed": {
         const channel = String(frame.channel);
-        const subscription = this.subscriptions.get(channel);
+        const subscription = this.#subscriptions.get(channel);
         if (frame.reason === "forbidden" && subscription) {
           // The refreshed token no longer allows this channel.
-          this.end(subscription, "forbidden");
+          this.#end(subscription, "forbidden");
           return;
         }
         this.emit("unsubscribed", { channel });
         return;
       }
       case "error":
-        this.onErrorFrame(socket, frame);
+        this.#onErrorFrame(socket, frame);
         return;
       case "refreshed":
-        this.onRefreshed(socket, frame);
+        this.#onRefreshed(socket, frame);
         return;
       case "token_expiring":
-        void this.refreshInBand(socket);
+        void this.#refreshInBand(socket);
         return;
       case "reconnect":
-        this.serverDelayMs = serverDelay(frame.afterMs) ?? this.serverDelayMs;
+        this.#serverDelayMs = serverDelay(frame.afterMs) ?? this.#serverDelayMs;
         return;
       case "ping":
-        this.checkForGaps(frame.lastEventIds);
+        this.#checkForGaps(frame.lastEventIds);
         return;
     }
   }
 
-  private onEvent(frame: Record<string, unknown>): void {
+  #onEvent(frame: Record<string, unknown>): void {
     const event = toChannelEvent(frame);
     if (event.broadcast) {
       this.emit("event", event);
       return;
     }
-    const subscription = this.subscriptions.get(event.channel);
+    const subscription = this.#subscriptions.get(event.channel);
     if (!subscription) return;
     const last = subscription.position;
     // A replay can overlap events already received live: each is delivered once.
@@ -705,10 +710,10 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     this.emit("event", event);
   }
 
-  private onErrorFrame(socket: WebSocketLike, frame: Record<string, unknown>): void {
+  #onErrorFrame(socket: WebSocketLike, frame: Record<string, unknown>): void {
     const code = String(frame.code);
     const message = String(frame.message ?? code);
-    const settle = this.publishes.get(String(frame.ref));
+    const settle = this.#publishes.get(String(frame.ref));
     if (settle) {
       // The answer to a publish: its promise rejects (not an `error` event).
       const retryAfterMs = typeof frame.retryAfterMs === "number" ? frame.retryAfterMs : undefined;
@@ -716,7 +721,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       return;
     }
     const channel = typeof frame.channel === "string" ? frame.channel : undefined;
-    const subscription = channel === undefined ? undefined : this.subscriptions.get(channel);
+    const subscription = channel === undefined ? undefined : this.#subscriptions.get(channel);
     if (channel !== undefined && subscription) {
       if (code === "history_gone") {
         const gap: Gap = { channel, since: subscription.position ?? "", reason: "history_gone" };
@@ -729,9 +734,9 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       }
       if (code === "try_again") {
         // The replay is over the gateway's bounds for now: not a gap, the same subscribe later.
-        this.retrySubscribeLater(
+        this.#retrySubscribeLater(
           subscription,
-          serverDelay(frame.retryAfterMs) ?? this.backoff.initialDelayMs,
+          serverDelay(frame.retryAfterMs) ?? this.#backoff.initialDelayMs,
         );
         return;
       }
@@ -739,15 +744,15 @@ export class Subscriber extends Emitter<SubscriberEvents> {
         // Refused for good: not asked again after a reconnect.
         subscription.notify("error", { code, message, channel });
         this.emit("error", { code, message, channel });
-        this.end(subscription, code);
+        this.#end(subscription, code);
         return;
       }
     }
-    if (channel === undefined && this.refreshing) {
-      if (this.onRefreshRefused(socket, code, frame)) return;
+    if (channel === undefined && this.#refreshing) {
+      if (this.#onRefreshRefused(socket, code, frame)) return;
     } else if (channel === undefined && code === "unavailable") {
       // The identity provider is unreachable: the close (1013) that follows waits as long as asked.
-      this.serverDelayMs = serverDelay(frame.retryAfterMs) ?? this.serverDelayMs;
+      this.#serverDelayMs = serverDelay(frame.retryAfterMs) ?? this.#serverDelayMs;
     }
     const error: GatewayErrorInfo = { code, message };
     if (channel !== undefined) error.channel = channel;
@@ -755,82 +760,83 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   }
 
   /** The gateway's keep-alive names each channel's newest event: one newer than ours means we missed some. */
-  private checkForGaps(lastEventIds: unknown): void {
+  #checkForGaps(lastEventIds: unknown): void {
     if (lastEventIds === null || typeof lastEventIds !== "object") return;
     for (const [channel, newest] of Object.entries(lastEventIds as Record<string, unknown>)) {
-      const subscription = this.subscriptions.get(channel);
+      const subscription = this.#subscriptions.get(channel);
       const ours = subscription?.position;
       if (typeof newest !== "string" || ours === undefined || !subscription) continue;
       if (isAfter(newest, ours, { sameEpochOnly: true })) {
         const gap: Gap = { channel, since: ours, reason: "behind" };
         subscription.notify("gap", gap);
         this.emit("gap", gap);
-        this.sendSubscribe(subscription);
+        this.#sendSubscribe(subscription);
       }
     }
   }
 
   /** Schedules the in-band refresh ahead of expiry (the gateway's `token_expiring` may come first). */
-  private scheduleRefresh(socket: WebSocketLike, inMs?: number): void {
-    clearTimeout(this.refreshTimer);
-    this.refreshTimer = undefined;
-    if (typeof this.options.token === "string") return;
+  #scheduleRefresh(socket: WebSocketLike, inMs?: number): void {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = undefined;
+    if (typeof this.#options.token === "string") return;
     let delay = inMs;
     if (delay === undefined) {
-      if (this.tokenExpiresAt === undefined) return;
-      const left = this.tokenExpiresAt - Date.now();
+      if (this.#tokenExpiresAt === undefined) return;
+      const left = this.#tokenExpiresAt - Date.now();
       delay = Math.max(0, left - Math.min(REFRESH_AHEAD_MS, left / 2));
     }
-    this.refreshTimer = setTimeout(() => void this.refreshInBand(socket), delay);
+    this.#refreshTimer = setTimeout(() => void this.#refreshInBand(socket), delay);
   }
 
   /** Sends a fresh token on the open socket: it and its subscriptions stay. */
-  private async refreshInBand(socket: WebSocketLike): Promise<void> {
-    const source = this.options.token;
-    if (typeof source === "string" || this.refreshing || !this.inBandRefresh || socket !== this.socket)
+  async #refreshInBand(socket: WebSocketLike): Promise<void> {
+    const source = this.#options.token;
+    if (typeof source === "string" || this.#refreshing || !this.#inBandRefresh || socket !== this.#socket)
       return;
-    this.refreshing = true;
-    clearTimeout(this.refreshTimer);
+    this.#refreshing = true;
+    clearTimeout(this.#refreshTimer);
     let token: string;
     try {
       token = await resolveToken(source, true);
     } catch (error) {
-      this.refreshing = false;
-      if (socket !== this.socket) return;
+      this.#refreshing = false;
+      if (socket !== this.#socket) return;
       this.emit("error", { code: "token", message: messageOf(error) });
-      this.scheduleRefresh(socket, this.refreshRetryMs());
+      this.#scheduleRefresh(socket, this.#refreshRetryMs());
       return;
     }
-    if (socket !== this.socket || this.isClosed()) {
-      this.refreshing = false;
+    if (socket !== this.#socket || this.#isClosed()) {
+      this.#refreshing = false;
       return;
     }
     const expiresAt = tokenExpiresAt(token);
-    if (expiresAt !== undefined && this.tokenExpiresAt !== undefined && expiresAt <= this.tokenExpiresAt) {
+    if (expiresAt !== undefined && this.#tokenExpiresAt !== undefined && expiresAt <= this.#tokenExpiresAt) {
       // Nothing newer yet (the gateway would refuse it): ask again shortly; at expiry a reconnect refreshes anyway.
-      this.refreshing = false;
-      this.scheduleRefresh(socket, this.refreshRetryMs());
+      this.#refreshing = false;
+      this.#scheduleRefresh(socket, this.#refreshRetryMs());
       return;
     }
-    this.pendingToken = token;
-    this.send({ type: "auth", token });
+    this.#pendingToken = token;
+    this.#send({ type: "auth", token });
   }
 
   /** When to try a refresh again that could not be made: before the current token expires. */
-  private refreshRetryMs(): number {
+  #refreshRetryMs(): number {
     const left =
-      this.tokenExpiresAt === undefined ? Number.POSITIVE_INFINITY : this.tokenExpiresAt - Date.now();
+      this.#tokenExpiresAt === undefined ? Number.POSITIVE_INFINITY : this.#tokenExpiresAt - Date.now();
     return Math.max(MIN_REFRESH_RETRY_MS, Math.min(REFRESH_RETRY_MS, left * REFRESH_RETRY_SHARE));
   }
 
-  private onRefreshed(socket: WebSocketLike, frame: Record<string, unknown>): void {
-    if (this.pendingToken === undefined) return;
-    this.token = this.pendingToken;
-    this.pendingToken = undefined;
-    this.refreshing = false;
-    this.tokenExpiresAt = typeof frame.expiresAt === "number" ? frame.expiresAt : tokenExpiresAt(this.token);
-    this.scheduleRefresh(socket);
-    this.emit("refreshed", { expiresAt: this.tokenExpiresAt });
+  #onRefreshed(socket: WebSocketLike, frame: Record<string, unknown>): void {
+    if (this.#pendingToken === undefined) return;
+    this.#token = this.#pendingToken;
+    this.#pendingToken = undefined;
+    this.#refreshing = false;
+    this.#tokenExpiresAt =
+      typeof frame.expiresAt === "number" ? frame.expiresAt : tokenExpiresAt(this.#token);
+    this.#scheduleRefresh(socket);
+    this.emit("refreshed", { expiresAt: this.#tokenExpiresAt });
   }
 
   /**
@@ -838,114 +844,115 @@ export class Subscriber extends Emitter<SubscriberEvents> {
    * true when handled here: an older gateway that cannot refresh in band
    * (`bad_frame`) is left to close at expiry, and the reconnect refreshes.
    */
-  private onRefreshRefused(socket: WebSocketLike, code: string, frame: Record<string, unknown>): boolean {
-    this.refreshing = false;
-    this.pendingToken = undefined;
+  #onRefreshRefused(socket: WebSocketLike, code: string, frame: Record<string, unknown>): boolean {
+    this.#refreshing = false;
+    this.#pendingToken = undefined;
     if (code === "unavailable") {
       // The identity provider is unreachable: the socket stays; try again when asked.
-      this.scheduleRefresh(socket, serverDelay(frame.retryAfterMs) ?? this.refreshRetryMs());
+      this.#scheduleRefresh(socket, serverDelay(frame.retryAfterMs) ?? this.#refreshRetryMs());
       return false;
     }
     if (code === "bad_frame") {
-      this.inBandRefresh = false;
+      this.#inBandRefresh = false;
       return true;
     }
     // `forbidden` (another tenant or subject, or no later expiry): reported, and asked again shortly
     // (the callback may have a newer token by then); at expiry a reconnect refreshes anyway.
     // `unauthorized` is followed by close 4001, which refreshes too.
-    if (code === "forbidden") this.scheduleRefresh(socket, this.refreshRetryMs());
+    if (code === "forbidden") this.#scheduleRefresh(socket, this.#refreshRetryMs());
     return false;
   }
 
-  private onClose(socket: WebSocketLike, code: number, reason: string): void {
-    if (socket !== this.socket) return;
-    this.socket = undefined;
-    this.stopConnectionTimers();
-    this.abandonPublishes(`the connection closed (${code}) before the gateway answered`);
-    if (this.currentState === "closed") return;
-    if (this.connectedAt > 0 && Date.now() - this.connectedAt >= STABLE_AFTER_MS) this.attempt = 0;
-    this.connectedAt = 0;
-    for (const subscription of this.subscriptions.values()) {
+  #onClose(socket: WebSocketLike, code: number, reason: string): void {
+    if (socket !== this.#socket) return;
+    this.#socket = undefined;
+    this.#stopConnectionTimers();
+    this.#abandonPublishes(`the connection closed (${code}) before the gateway answered`);
+    if (this.#currentState === "closed") return;
+    if (this.#connectedAt > 0 && Date.now() - this.#connectedAt >= STABLE_AFTER_MS) this.#attempt = 0;
+    this.#connectedAt = 0;
+    for (const subscription of this.#subscriptions.values()) {
       subscription.transition("subscribing", { channel: subscription.channel });
     }
 
     if (code === CLOSE.unauthorized) {
-      this.authFailures++;
-      const canRefresh = typeof this.options.token === "function";
-      if (!canRefresh || this.authFailures > (this.options.maxAuthFailures ?? 5)) {
-        this.currentState = "closed";
+      this.#authFailures++;
+      const canRefresh = typeof this.#options.token === "function";
+      if (!canRefresh || this.#authFailures > (this.#options.maxAuthFailures ?? 5)) {
+        this.#currentState = "closed";
         this.emit("error", {
           code: "unauthorized",
           message: canRefresh
             ? "the gateway refused every refreshed token"
             : "the gateway refused the token; give a token callback so it can be refreshed",
         });
-        for (const subscription of [...this.subscriptions.values()]) this.end(subscription, "closed");
+        for (const subscription of [...this.#subscriptions.values()]) this.#end(subscription, "closed");
         this.emit("disconnected", { code, reason, reconnectInMs: undefined });
         return;
       }
-      this.refreshToken = true;
+      this.#refreshToken = true;
     }
     let delay: number;
-    if (this.serverDelayMs !== undefined) {
+    if (this.#serverDelayMs !== undefined) {
       // As long as the gateway asked (a drain, an unreachable identity provider), spread by a little jitter.
-      delay = this.serverDelayMs + (code === CLOSE.tryAgainLater ? backoffDelay(0, this.backoff) : 0);
+      delay = this.#serverDelayMs + (code === CLOSE.tryAgainLater ? backoffDelay(0, this.#backoff) : 0);
     } else if (code === CLOSE.tryAgainLater) {
       // Too slow or too many connections: start further up the backoff.
-      delay = backoffDelay(this.attempt + 2, this.backoff);
-      this.attempt++;
-    } else if (code === CLOSE.unauthorized && this.authFailures === 1) delay = backoffDelay(0, this.backoff);
-    else delay = backoffDelay(this.attempt++, this.backoff);
-    this.scheduleReconnect(delay, code, reason);
+      delay = backoffDelay(this.#attempt + 2, this.#backoff);
+      this.#attempt++;
+    } else if (code === CLOSE.unauthorized && this.#authFailures === 1)
+      delay = backoffDelay(0, this.#backoff);
+    else delay = backoffDelay(this.#attempt++, this.#backoff);
+    this.#scheduleReconnect(delay, code, reason);
   }
 
-  private scheduleReconnect(delay: number, code: number, reason: string): void {
-    this.currentState = "waiting";
+  #scheduleReconnect(delay: number, code: number, reason: string): void {
+    this.#currentState = "waiting";
     this.emit("disconnected", { code, reason, reconnectInMs: delay });
-    if (this.currentState !== "waiting") return;
-    this.retryTimer = setTimeout(() => void this.connect(), delay);
+    if (this.#currentState !== "waiting") return;
+    this.#retryTimer = setTimeout(() => void this.#connect(), delay);
   }
 
   /** Rejects the publishes of a socket that is gone: their answers will never come. */
-  private abandonPublishes(message: string): void {
-    for (const settle of [...this.publishes.values()])
+  #abandonPublishes(message: string): void {
+    for (const settle of [...this.#publishes.values()])
       settle(new GatewayPublishError("disconnected", message));
   }
 
   /** Ends a subscription for good and forgets it. */
-  private end(subscription: Subscription, reason: UnsubscribeReason): void {
+  #end(subscription: Subscription, reason: UnsubscribeReason): void {
     const channel = subscription.channel;
-    if (this.subscriptions.get(channel) === subscription) this.subscriptions.delete(channel);
-    clearTimeout(this.retrySubscribe.get(channel));
-    this.retrySubscribe.delete(channel);
+    if (this.#subscriptions.get(channel) === subscription) this.#subscriptions.delete(channel);
+    clearTimeout(this.#retrySubscribe.get(channel));
+    this.#retrySubscribe.delete(channel);
     subscription.transition("unsubscribed", { channel, reason });
     if (reason !== "client") this.emit("unsubscribed", { channel, reason });
   }
 
-  private retrySubscribeLater(subscription: Subscription, delay: number): void {
+  #retrySubscribeLater(subscription: Subscription, delay: number): void {
     const channel = subscription.channel;
-    clearTimeout(this.retrySubscribe.get(channel));
-    this.retrySubscribe.set(
+    clearTimeout(this.#retrySubscribe.get(channel));
+    this.#retrySubscribe.set(
       channel,
       setTimeout(() => {
-        this.retrySubscribe.delete(channel);
-        if (this.subscriptions.get(channel) === subscription) this.sendSubscribe(subscription);
+        this.#retrySubscribe.delete(channel);
+        if (this.#subscriptions.get(channel) === subscription) this.#sendSubscribe(subscription);
       }, delay),
     );
   }
 
-  private sendSubscribe(subscription: Subscription): void {
+  #sendSubscribe(subscription: Subscription): void {
     const since = subscription.position;
     const channel = subscription.channel;
     subscription.given = undefined;
     const frame: Record<string, unknown> = { type: "subscribe", channel };
     if (since !== undefined) frame.since = since;
     if (subscription.presenceEvents) frame.presence = true;
-    this.send(frame);
+    this.#send(frame);
   }
 
-  private send(frame: Record<string, unknown>): void {
-    if (this.socket?.readyState === 1) this.socket.send(JSON.stringify(frame));
+  #send(frame: Record<string, unknown>): void {
+    if (this.#socket?.readyState === 1) this.#socket.send(JSON.stringify(frame));
   }
 
   /**
@@ -953,33 +960,33 @@ export class Subscriber extends Emitter<SubscriberEvents> {
    * waking up, a NAT that forgot us) is found by an app-level ping: no frame
    * at all for a whole interval after one means the connection is gone.
    */
-  private startHeartbeat(socket: WebSocketLike): void {
-    const interval = this.options.heartbeatMs ?? 20_000;
+  #startHeartbeat(socket: WebSocketLike): void {
+    const interval = this.#options.heartbeatMs ?? 20_000;
     if (interval <= 0) return;
-    clearInterval(this.heartbeatTimer);
-    this.awaitingPong = false;
-    this.heartbeatTimer = setInterval(() => {
-      if (this.awaitingPong) {
+    clearInterval(this.#heartbeatTimer);
+    this.#awaitingPong = false;
+    this.#heartbeatTimer = setInterval(() => {
+      if (this.#awaitingPong) {
         socket.onclose = null;
         socket.close();
-        this.onClose(socket, 1006, "no answer to ping");
+        this.#onClose(socket, 1006, "no answer to ping");
         return;
       }
-      this.awaitingPong = true;
-      this.send({ type: "ping" });
+      this.#awaitingPong = true;
+      this.#send({ type: "ping" });
     }, interval);
   }
 
   /** Timers that belong to one connection: heartbeat, token refresh, delayed subscribes. */
-  private stopConnectionTimers(): void {
-    clearInterval(this.heartbeatTimer);
-    this.heartbeatTimer = undefined;
-    this.awaitingPong = false;
-    clearTimeout(this.refreshTimer);
-    this.refreshTimer = undefined;
-    this.refreshing = false;
-    this.pendingToken = undefined;
-    for (const timer of this.retrySubscribe.values()) clearTimeout(timer);
-    this.retrySubscribe.clear();
+  #stopConnectionTimers(): void {
+    clearInterval(this.#heartbeatTimer);
+    this.#heartbeatTimer = undefined;
+    this.#awaitingPong = false;
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = undefined;
+    this.#refreshing = false;
+    this.#pendingToken = undefined;
+    for (const timer of this.#retrySubscribe.values()) clearTimeout(timer);
+    this.#retrySubscribe.clear();
   }
 }
