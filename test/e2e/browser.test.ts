@@ -327,6 +327,73 @@ describe.each(RUNTIMES)("the client in headless Chromium, from another origin, a
     await page.close();
   });
 
+  test("two tabs of a page on one browserQueue, while the gateway is unreachable: once it is back, each tab's records reach the log and the fan-out once", async () => {
+    const queue = `tabs-${runtime}-${Date.now()}`;
+    const channel = `tabs-${runtime}`;
+    const ingestToken = await token("acme", ["ingest", "publish"]);
+    const tabs = [await openPage(allowed), await openPage(allowed)];
+    // The gateway unreachable from the tabs: their requests to it fail as a refused connection does.
+    let unreachable = true;
+    for (const tab of tabs) {
+      await tab.setRequestInterception(true);
+      tab.on("request", (request) => {
+        if (unreachable && request.url().startsWith(gateway.url)) void request.abort("connectionrefused");
+        else void request.continue();
+      });
+    }
+    const ids: string[] = [];
+    // One tab after the other: the second starts, and loads the queue, while the first holds its records unsent.
+    for (const [index, tab] of tabs.entries()) {
+      const enqueued = await tab.evaluate(
+        async ({ url, ingestToken, queue, channel, index }) => {
+          const globals = globalThis as PageGlobals & { events?: ClientModule.EventClient };
+          const { EventClient, browserQueue } = globals.edgeClient;
+          const storage = browserQueue(queue);
+          const events = new EventClient({
+            url,
+            token: ingestToken,
+            storage,
+            flushIntervalMs: 10,
+            retry: { initialDelayMs: 100, maxDelayMs: 200, maxAttempts: 1000 },
+          });
+          globals.events = events;
+          const ids = [1, 2, 3].map((n) =>
+            events.enqueue({ type: "click", channel, data: { element: `tab${index}-${n}` } }),
+          );
+          await storage.flush();
+          // A failed attempt: the stored records were loaded before it.
+          while (events.stats.retries === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+          return ids as string[];
+        },
+        { url: gateway.url, ingestToken, queue, channel, index },
+      );
+      ids.push(...enqueued);
+    }
+    unreachable = false;
+    const stats = await Promise.all(
+      tabs.map((tab) =>
+        tab.evaluate(async () => {
+          const events = (globalThis as PageGlobals & { events: ClientModule.EventClient }).events;
+          await events.flush();
+          return events.stats;
+        }),
+      ),
+    );
+    expect(stats.map(({ accepted, dropped, rejected }) => ({ accepted, dropped, rejected }))).toEqual([
+      { accepted: 3, dropped: 0, rejected: 0 },
+      { accepted: 3, dropped: 0, rejected: 0 },
+    ]);
+    // The ledger: every record written once to the log, and fanned out once on its channel.
+    const logged = loggedIds(join(folder, "log")).filter((id) => ids.includes(id));
+    expect(logged.toSorted()).toEqual(ids.toSorted());
+    const history = await fetch(`${gateway.url}/v1/channels/${channel}/events?limit=100`, {
+      headers: { authorization: `Bearer ${await token("acme", ["subscribe"])}` },
+    });
+    const { events } = (await history.json()) as { events: Array<{ recordId?: string }> };
+    expect(events.map((event) => event.recordId as string).toSorted()).toEqual(ids.toSorted());
+    for (const tab of tabs) await tab.close();
+  });
+
   test("the browser example sends a page_view and typed clicks with EventClient and tokens from its server", async () => {
     const page = await browser.newPage();
     await page.goto(`${example.url}#gateway=${gateway.url}`);

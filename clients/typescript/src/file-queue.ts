@@ -1,10 +1,18 @@
 import { appendFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
-import { apply, type QueueStorage, type StoredRecord, WriteBatcher } from "./storage.js";
+import { type Operation, type QueueStorage, type StoredRecord, WriteBatcher } from "./storage.js";
 
 /** Journal lines past this many per live record (and past a floor) make the next write compact the file. */
 const COMPACT_RATIO = 4;
 const COMPACT_FLOOR = 1000;
+
+/** Applies operations to an id → line map, keeping insertion order (the order records were enqueued). */
+function apply(records: Map<string, string>, operations: Operation[]): void {
+  for (const operation of operations) {
+    if ("add" in operation) for (const { id, line } of operation.add) records.set(id, line);
+    else for (const id of operation.remove) records.delete(id);
+  }
+}
 
 /**
  * A file that keeps an `EventClient`'s unsent records across restarts, for

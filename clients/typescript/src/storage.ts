@@ -1,3 +1,5 @@
+import { uuidv7 } from "./ids.js";
+
 /** One unsent record as the client keeps it: its id and its NDJSON line (which holds the same id). */
 export interface StoredRecord {
   id: string;
@@ -10,14 +12,14 @@ export interface StoredRecord {
  * `flush()` resolves once everything asked so far is written.
  */
 export interface QueueStorage {
-  /** Records an earlier run left unsent, oldest first. */
+  /** Records an earlier run left unsent, oldest first (in a browser queue: none another open tab holds). */
   load(): Promise<StoredRecord[]>;
   add(records: StoredRecord[]): void;
   remove(ids: string[]): void;
   flush(): Promise<void>;
 }
 
-type Operation = { add: StoredRecord[] } | { remove: string[] };
+export type Operation = { add: StoredRecord[] } | { remove: string[] };
 
 /** The parts of `localStorage` used here (declared, not taken from the DOM library, so servers typecheck too). */
 export interface StorageLike {
@@ -100,42 +102,106 @@ export class WriteBatcher {
   }
 }
 
-/** Applies operations to an id → line map, keeping insertion order (the order records were enqueued). */
-export function apply(records: Map<string, string>, operations: Operation[]): void {
-  for (const operation of operations) {
-    if ("add" in operation) for (const { id, line } of operation.add) records.set(id, line);
-    else for (const id of operation.remove) records.delete(id);
-  }
+/** The parts of the Web Locks API (`navigator.locks`) used here. */
+export interface LockManagerLike {
+  request(name: string, callback: () => Promise<unknown>): Promise<unknown>;
+  query(): Promise<{ held?: Array<{ name?: string }> }>;
 }
 
-/** localStorage: one key holding every unsent record (synchronous, small quota, but everywhere). */
+/**
+ * Which stored records a page may take, for the tabs of one origin that
+ * share a queue. Each row names the page that wrote it, and a page holds a
+ * Web Lock of that name while it has rows stored (only then: a page holding a
+ * lock may be kept out of the back/forward cache, or evicted from it). `load()`
+ * takes the page's own rows and those whose writer holds no lock (its page
+ * closed or crashed, or an older client wrote it without a name), under the
+ * queue's lock, so two pages loading at once never take the same ones, and
+ * marks them the page's own before it lets go. Without Web Locks (an old
+ * browser, a page not served over https or from localhost) every page takes
+ * every row, as before: tabs of such a page may send each other's records twice.
+ */
+function pageAsWriter(queue: string) {
+  const locks = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator?.locks;
+  /** The name of this page's lock, written in its rows. */
+  const name = `edge-gateway-queue:${uuidv7()}`;
+  /** Ids of this page's stored rows. */
+  const mine = new Set<string>();
+  /** This page's lock, once asked for: resolves with its release when held. */
+  let holding: Promise<() => void> | undefined;
+  return {
+    name,
+    /** Before a write: counts this page's rows, and takes its lock before its first row is written. */
+    async before(operations: Operation[]): Promise<void> {
+      for (const operation of operations) {
+        if ("add" in operation) for (const { id } of operation.add) mine.add(id);
+        else for (const id of operation.remove) mine.delete(id);
+      }
+      if (locks && mine.size > 0)
+        holding ??= new Promise((held) => {
+          locks
+            .request(name, () => new Promise<void>((release) => held(() => release())))
+            .catch(() => held(() => {}));
+        });
+      await holding;
+    },
+    /** After a write: a page left with no rows stored lets its lock go. */
+    after(): void {
+      if (mine.size > 0) return;
+      void holding?.then((release) => release());
+      holding = undefined;
+    },
+    /** Calls `take`, under the queue's lock, with the test of whether this page takes a row of `writer`. */
+    claim<T>(take: (taken: (writer?: string) => boolean) => Promise<T>): Promise<T> {
+      if (!locks) return take(() => true);
+      return locks.request(`edge-gateway-queue:${queue}`, async () => {
+        const held = new Set((await locks.query()).held?.map((lock) => lock.name));
+        return take((writer) => writer === name || !held.has(writer));
+      }) as Promise<T>;
+    },
+  };
+}
+
+/**
+ * localStorage: one key holding every unsent record as `[id, line, writer]`
+ * (synchronous, small quota, but everywhere). Read again at every write, as
+ * another tab may have written since.
+ */
 export function localStorageQueue(
   key: string,
   storage: StorageLike = (globalThis as StorageGlobals).localStorage as StorageLike,
 ): QueueStorage {
-  const records = new Map<string, string>();
-  let loaded = false;
+  const page = pageAsWriter(key);
   const read = () => {
-    if (loaded) return;
-    loaded = true;
     try {
-      const saved = JSON.parse(storage.getItem(key) ?? "[]") as Array<[string, string]>;
-      for (const [id, line] of saved) records.set(id, line);
+      const rows = JSON.parse(storage.getItem(key) ?? "[]") as Array<[string, string, string?]>;
+      return new Map(rows.map((row) => [row[0], row]));
     } catch {
       // A value that is not ours, or a corrupt one: start empty.
+      return new Map<string, [string, string, string?]>();
     }
   };
-  const batcher = new WriteBatcher((operations) => {
-    read();
-    apply(records, operations);
-    if (records.size === 0) storage.removeItem(key);
-    else storage.setItem(key, JSON.stringify([...records]));
+  const batcher = new WriteBatcher(async (operations) => {
+    await page.before(operations);
+    const rows = read();
+    for (const operation of operations) {
+      if ("add" in operation) for (const { id, line } of operation.add) rows.set(id, [id, line, page.name]);
+      else for (const id of operation.remove) rows.delete(id);
+    }
+    if (rows.size === 0) storage.removeItem(key);
+    else storage.setItem(key, JSON.stringify([...rows.values()]));
+    page.after();
   });
   return {
-    async load() {
-      read();
-      return [...records].map(([id, line]) => ({ id, line }));
-    },
+    load: () =>
+      page.claim(async (taken) => {
+        const records = [...read().values()]
+          .filter((row) => taken(row[2]))
+          .map(([id, line]) => ({ id, line }));
+        // Marked this page's before the queue's lock is let go.
+        batcher.push({ add: records });
+        await batcher.flush();
+        return records;
+      }),
     add: (added) => batcher.push({ add: added }),
     remove: (ids) => batcher.push({ remove: ids }),
     flush: () => batcher.flush(),
@@ -151,7 +217,8 @@ function request<T>(req: IdbRequest<T>): Promise<T> {
 
 /**
  * IndexedDB: a database `name` with one object store, a row per record keyed
- * by id, and an `order` field so records come back in the order they were enqueued.
+ * by id, with the page that wrote it and an `order` field so records come
+ * back in the order they were enqueued.
  */
 export function indexedDbQueue(
   name: string,
@@ -164,14 +231,16 @@ export function indexedDbQueue(
     open.onerror = () => reject(open.error);
     open.onblocked = () => reject(new Error("IndexedDB blocked"));
   });
+  const page = pageAsWriter(name);
   let order = Date.now() * 1000;
   const batcher = new WriteBatcher(async (operations) => {
     const db = await opening;
+    await page.before(operations);
     const transaction = db.transaction("records", "readwrite");
     const store = transaction.objectStore("records");
     for (const operation of operations) {
       if ("add" in operation)
-        for (const { id, line } of operation.add) store.put({ id, line, order: order++ });
+        for (const { id, line } of operation.add) store.put({ id, line, order: order++, writer: page.name });
       else for (const id of operation.remove) store.delete(id);
     }
     await new Promise<void>((resolve, reject) => {
@@ -179,17 +248,23 @@ export function indexedDbQueue(
       transaction.onerror = () => reject(transaction.error);
       transaction.onabort = () => reject(transaction.error);
     });
+    page.after();
   });
   return {
     async load() {
+      // Opened before the queue's lock is asked for: a database that never opens holds up this tab only.
       const db = await opening;
-      const rows = (await request(db.transaction("records").objectStore("records").getAll())) as Array<
-        StoredRecord & { order: number }
-      >;
-      rows.sort((a, b) => a.order - b.order);
-      const last = rows.at(-1);
-      if (last) order = Math.max(order, last.order + 1);
-      return rows.map(({ id, line }) => ({ id, line }));
+      return page.claim(async (taken) => {
+        const rows = (await request(db.transaction("records").objectStore("records").getAll())) as Array<
+          StoredRecord & { order: number; writer?: string }
+        >;
+        rows.sort((a, b) => a.order - b.order);
+        const records = rows.filter((row) => taken(row.writer)).map(({ id, line }) => ({ id, line }));
+        // Marked this page's (in their order, after its own earlier rows) before the queue's lock is let go.
+        batcher.push({ add: records });
+        await batcher.flush();
+        return records;
+      });
     },
     add: (added) => batcher.push({ add: added }),
     remove: (ids) => batcher.push({ remove: ids }),

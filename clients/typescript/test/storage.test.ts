@@ -1,0 +1,135 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { type LockManagerLike, localStorageQueue, type StorageLike } from "../src/storage.js";
+
+/** A Storage (the localStorage interface) in memory, shared by the "tabs" of a test. */
+function memoryStorage(): StorageLike & { items: Map<string, string> } {
+  const items = new Map<string, string>();
+  return {
+    items,
+    getItem: (key) => items.get(key) ?? null,
+    removeItem: (key) => void items.delete(key),
+    setItem: (key, value) => void items.set(key, value),
+  };
+}
+
+/**
+ * Web Locks of one origin, as its tabs see them: exclusive locks by name,
+ * granted in order; a tab that closes lets go of every lock it holds or waits for.
+ */
+function origin() {
+  const holders = new Map<string, object>();
+  /** Per name, when the last request made for it ends (done, or its tab closed). */
+  const ends = new Map<string, Promise<unknown>>();
+  const closers: Array<{ tab: object; close: () => void }> = [];
+  return {
+    tab(): LockManagerLike & { close(): void } {
+      const tab = {};
+      return {
+        request(name, callback) {
+          const closed = new Promise<void>((close) => closers.push({ tab, close }));
+          const granted = (ends.get(name) ?? Promise.resolve()).then(async () => {
+            holders.set(name, tab);
+            try {
+              return await callback();
+            } finally {
+              if (holders.get(name) === tab) holders.delete(name);
+            }
+          });
+          ends.set(
+            name,
+            Promise.race([granted, closed]).catch(() => {}),
+          );
+          return granted;
+        },
+        query: async () => ({ held: [...holders.keys()].map((name) => ({ name })) }),
+        close() {
+          for (const [name, holder] of holders) if (holder === tab) holders.delete(name);
+          for (const closer of closers) if (closer.tab === tab) closer.close();
+        },
+      };
+    },
+  };
+}
+
+const realNavigator = Object.getOwnPropertyDescriptor(globalThis, "navigator");
+/** The page's navigator.locks from now on (the queues read it when made); undefined: a browser without it. */
+function useLocks(locks: LockManagerLike | undefined) {
+  Object.defineProperty(globalThis, "navigator", { value: { locks }, configurable: true, writable: true });
+}
+afterEach(() => {
+  if (realNavigator) Object.defineProperty(globalThis, "navigator", realNavigator);
+});
+
+const record = (id: string) => ({ id, line: JSON.stringify({ id, type: "click", data: {} }) });
+const idsOf = (records: Array<{ id: string }>) => records.map((stored) => stored.id);
+
+describe("a queue shared by the tabs of a page (localStorage; IndexedDB in test/e2e/browser.test.ts)", () => {
+  test("a tab takes at load its own records and those of closed tabs, never those of a tab still open", async () => {
+    const backing = memoryStorage();
+    const locks = origin();
+    const first = locks.tab();
+    useLocks(first);
+    const a = localStorageQueue("events", backing);
+    expect(await a.load()).toEqual([]);
+    a.add([record("a1"), record("a2")]);
+    await a.flush();
+
+    const second = locks.tab();
+    useLocks(second);
+    const b = localStorageQueue("events", backing);
+    // The first tab is open and sends its own records: the second does not take them.
+    expect(await b.load()).toEqual([]);
+    b.add([record("b1")]);
+    await b.flush();
+    a.add([record("a3")]);
+    await a.flush();
+    // Each write reads the queue again: no tab overwrote the other's records.
+    expect(idsOf(JSON.parse(backing.items.get("events") ?? "[]").map(([id]: [string]) => ({ id })))).toEqual([
+      "a1",
+      "a2",
+      "b1",
+      "a3",
+    ]);
+
+    // The first tab closes with its records unsent: the next tab to load takes them, and only them.
+    first.close();
+    useLocks(locks.tab());
+    const c = localStorageQueue("events", backing);
+    expect(idsOf(await c.load())).toEqual(["a1", "a2", "a3"]);
+    useLocks(locks.tab());
+    expect(await localStorageQueue("events", backing).load()).toEqual([]);
+
+    // The second tab sends its record: it leaves the queue; the third tab's are still there.
+    b.remove(["b1"]);
+    await b.flush();
+    useLocks(undefined);
+    expect(idsOf(await localStorageQueue("events", backing).load())).toEqual(["a1", "a2", "a3"]);
+  });
+
+  test("a tab holds its lock only while it has records stored (a page holding one may lose the back/forward cache)", async () => {
+    const backing = memoryStorage();
+    const locks = origin();
+    const tab = locks.tab();
+    useLocks(tab);
+    const queue = localStorageQueue("events", backing);
+    const held = async () => (await tab.query()).held?.length ?? 0;
+    expect(await held()).toBe(0);
+    queue.add([record("a1")]);
+    await queue.flush();
+    expect(await held()).toBe(1);
+    queue.remove(["a1"]);
+    await queue.flush();
+    await Bun.sleep(0);
+    expect(await held()).toBe(0);
+  });
+
+  test("without Web Locks every tab takes every record, as before; rows of an older client are taken too", async () => {
+    const backing = memoryStorage();
+    backing.setItem("events", JSON.stringify([[record("old").id, record("old").line]]));
+    useLocks(undefined);
+    const a = localStorageQueue("events", backing);
+    a.add([record("a1")]);
+    await a.flush();
+    expect(idsOf(await localStorageQueue("events", backing).load())).toEqual(["old", "a1"]);
+  });
+});
