@@ -303,4 +303,19 @@ describe.each(RUNTIMES)("an identity provider's JWKS endpoint on %s", (runtime) 
       jwks.document = { keys: [PUBLIC_JWK] };
     }
   });
+
+  test("a key replaced under the same kid: the first token it signed makes a fetch and is accepted, never 401", async () => {
+    const replacing = await anotherKey(KID);
+    jwks.up();
+    expect((await ingest(gateway, await signed("ingest"))).status).toBe(202);
+    jwks.document = { keys: [replacing.jwk] };
+    try {
+      const fetchesBefore = jwks.fetches;
+      const response = await ingest(gateway, await signedBy(replacing.privateKey, KID, "ingest"));
+      expect(response.status).toBe(202);
+      expect(jwks.fetches).toBe(fetchesBefore + 1);
+    } finally {
+      jwks.document = { keys: [PUBLIC_JWK] };
+    }
+  });
 });

@@ -35,6 +35,9 @@ export interface AuthenticatorOptions {
 const TENANT_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const SECRET_ALGORITHMS = ["HS256"];
 
+const SIGNATURE_FAILED = "ERR_JWS_SIGNATURE_VERIFICATION_FAILED";
+const errorCode = (error: unknown) => (error as { code?: unknown }).code;
+
 function rejectionReason(error: unknown): string {
   const { code, claim } = error as { code?: unknown; claim?: unknown };
   switch (code) {
@@ -44,7 +47,7 @@ function rejectionReason(error: unknown): string {
       if (claim === "iss") return "token issuer not accepted";
       if (claim === "aud") return "token audience not accepted";
       return "token not valid yet or has malformed claims";
-    case "ERR_JWS_SIGNATURE_VERIFICATION_FAILED":
+    case SIGNATURE_FAILED:
       return "bad token signature";
     case "ERR_JWKS_NO_MATCHING_KEY":
       return "unknown token signing key";
@@ -124,8 +127,8 @@ function principalFromClaims(payload: JWTPayload): Principal {
 /**
  * Verifies bearer JWTs with jose: HS256 against the shared secret, RS256,
  * ES256, EdDSA and PS256 against the JWKS (`JwksKeys`: fetched on a new
- * `kid` at most once a second, re-read every 10 min, kept through an outage
- * of the endpoint). The token's `alg` picks the key source, so with both
+ * `kid` or a failed signature at most once a second, re-read every 10 min,
+ * kept through an outage of the endpoint). The token's `alg` picks the key source, so with both
  * configured either kind of token is accepted and an HS256 token can never
  * be checked against a public key. `iss` and `aud` are checked when
  * configured. Signature comparison is jose's (constant time). A token that
@@ -178,7 +181,16 @@ export function createAuthenticator(options: AuthenticatorOptions): CachingAuthe
       if (secret && alg !== undefined && SECRET_ALGORITHMS.includes(alg)) {
         payload = (await jwtVerify(token, secret, { ...checks, algorithms: SECRET_ALGORITHMS })).payload;
       } else if (jwks && alg !== undefined && JWKS_ALGORITHMS.includes(alg)) {
-        payload = (await jwtVerify(token, jwks.getKey, { ...checks, algorithms: JWKS_ALGORITHMS })).payload;
+        const askedAt = Date.now();
+        const options = { ...checks, algorithms: JWKS_ALGORITHMS };
+        try {
+          payload = (await jwtVerify(token, jwks.getKey, options)).payload;
+        } catch (error) {
+          // A key replaced under the same kid: one more try once a newer set arrived, else the refusal stands.
+          if (errorCode(error) !== SIGNATURE_FAILED || !(await jwks.refetchAfterBadSignature(askedAt)))
+            throw error;
+          payload = (await jwtVerify(token, jwks.getKey, options)).payload;
+        }
       }
     } catch (error) {
       // The key lookup's own 503: the endpoint failed, not the token.

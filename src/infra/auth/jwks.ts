@@ -236,6 +236,22 @@ export class JwksKeys {
     }
   };
 
+  /**
+   * A token's signature failed against the set's key for its `kid`: the
+   * identity provider may have replaced that key under the same kid. Waits
+   * for the next fetch that starts after the token arrived (the same shared,
+   * interval-bound fetch an unknown kid waits for, so forged signatures cost
+   * the endpoint no more than random kids do) and says whether a new set
+   * arrived, worth one more verification. None is fetched when the set was
+   * already fetched after the token arrived.
+   */
+  async refetchAfterBadSignature(askedAt: number): Promise<boolean> {
+    const checked = this.keys;
+    if (this.keysFetchedAt >= askedAt) return false;
+    await this.fetchStartedAfter(askedAt);
+    return this.keys !== checked;
+  }
+
   private fetchStartedAfter(askedAt: number): Promise<void> {
     const cooldown = this.lastFetchAt + this.options.minRefetchIntervalMs - Date.now();
     // A failing endpoint is not asked more often for it: answer 503 at once until the interval passed.

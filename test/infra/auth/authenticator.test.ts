@@ -415,6 +415,58 @@ describe("JWKS tokens", () => {
     });
   });
 
+  test("key rotation under the same kid: a token signed by the replacing key makes a fresh fetch and is accepted, never refused", async () => {
+    const oldKey = await signingKey("es-1", "ES256");
+    const newKey = await signingKey("es-1", "ES256");
+    await withJwksServer([oldKey.jwk], async (jwks) => {
+      const authenticator = createAuthenticator({
+        jwtSecret: undefined,
+        jwksUrl: jwks.url,
+        cacheSize: 0,
+        jwksRefetchIntervalMs: 200,
+      });
+      await authenticator.verify(await signWith(oldKey));
+      jwks.serve([newKey.jwk]);
+      expect((await authenticator.verify(await signWith(newKey))).subject).toBe("svc");
+      expect(jwks.fetches()).toBe(2);
+      // The new set serves at once: no fetch for the next token.
+      await authenticator.verify(await signWith(newKey));
+      expect(jwks.fetches()).toBe(2);
+    });
+  });
+
+  test("forged signatures on a known kid share one fetch per interval and are refused as bad signatures", async () => {
+    const published = await signingKey("es-1", "ES256");
+    const forger = await signingKey("es-1", "ES256");
+    const intervalMs = 300;
+    await withJwksServer([published.jwk], async (jwks) => {
+      const authenticator = createAuthenticator({
+        jwtSecret: undefined,
+        jwksUrl: jwks.url,
+        cacheSize: 0,
+        jwksRefetchIntervalMs: intervalMs,
+      });
+      await authenticator.verify(await signWith(published));
+      const started = Date.now();
+      for (let round = 0; round < 3; round++) {
+        const forged = await Promise.all(Array.from({ length: 30 }, () => signWith(forger)));
+        const reasons = await Promise.all(
+          forged.map((token) =>
+            authenticator.verify(token).then(
+              () => "accepted",
+              (error: GatewayError) => error.message,
+            ),
+          ),
+        );
+        expect(new Set(reasons)).toEqual(new Set(["bad token signature"]));
+      }
+      const elapsed = Date.now() - started;
+      // 90 forged tokens: one shared fetch a round, never more than the interval allows.
+      expect(jwks.fetches() - 1).toBeLessThanOrEqual(Math.min(3, Math.ceil(elapsed / intervalMs) + 1));
+      expect((await authenticator.verify(await signWith(published))).subject).toBe("svc");
+    });
+  });
+
   test("a flood of unknown kids costs one fetch per interval and never keeps a rotated key out", async () => {
     const oldKey = await signingKey("es-old", "ES256");
     const newKey = await signingKey("es-new", "ES256");
