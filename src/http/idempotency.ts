@@ -133,10 +133,48 @@ function isFinal(status: number): boolean {
   return status < 500 && status !== 429 && status !== 409;
 }
 
+/** A parameter of a media type: `; name=value` or `; name="quoted value"` (RFC 9110 §5.6.6). */
+const MEDIA_PARAMETER =
+  /^\s*;\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=\s*(?:([!#$%&'*+.^_`|~0-9A-Za-z-]+)|"((?:[^"\\]|\\.)*)")/;
+
+/**
+ * A Content-Type as RFC 9110 §8.3.1 compares it: type, subtype and parameter
+ * names lower-case, no whitespace around `;` and `=`, a quoted value
+ * unquoted, `charset`'s value lower-case, parameters in name order. `charset=utf-8`
+ * is dropped: every body the gateway reads is JSON, which is UTF-8 only (RFC
+ * 8259 §8.1), so it names no choice. A field that does not parse is kept as sent.
+ */
+function canonicalMediaType(contentType: string | undefined): string {
+  if (contentType === undefined) return "";
+  const semicolon = contentType.indexOf(";");
+  const essence = (semicolon < 0 ? contentType : contentType.slice(0, semicolon)).trim().toLowerCase();
+  const parameters: string[] = [];
+  let rest = semicolon < 0 ? "" : contentType.slice(semicolon);
+  while (rest.trim() !== "") {
+    const parameter = MEDIA_PARAMETER.exec(rest);
+    if (parameter === null) return contentType;
+    const name = (parameter[1] as string).toLowerCase();
+    let value = parameter[2] ?? (parameter[3] as string).replace(/\\(.)/g, "$1");
+    if (name === "charset") value = value.toLowerCase();
+    if (!(name === "charset" && (value === "utf-8" || value === "utf8"))) parameters.push(`${name}=${value}`);
+    rest = rest.slice(parameter[0].length);
+  }
+  return [essence, ...parameters.sort()].join(";");
+}
+
+/** A Content-Encoding as it is read: lower-case, `x-gzip` is `gzip`, `identity` is none (RFC 9110 §8.4.1). */
+function canonicalCoding(contentEncoding: string | undefined): string {
+  const coding = (contentEncoding ?? "").trim().toLowerCase();
+  if (coding === "identity") return "";
+  return coding === "x-gzip" ? "gzip" : coding;
+}
+
 function fingerprintOf(request: HttpRequest, body: Uint8Array): string {
   const hash = createHash("sha256");
+  // The content type and coding as they are read: the same body sent as `application/json` and as
+  // `Application/JSON; charset=UTF-8` is the same request.
   hash.update(
-    `${request.method} ${request.path}?${request.query.toString()}\n${request.header("content-type") ?? ""}\n${request.header("content-encoding") ?? ""}\n`,
+    `${request.method} ${request.path}?${request.query.toString()}\n${canonicalMediaType(request.header("content-type"))}\n${canonicalCoding(request.header("content-encoding"))}\n`,
   );
   // A binary-mode CloudEvent's ce-* headers (its attributes, extensions included) are part of what it asks.
   if (request.header("ce-specversion") !== undefined) {

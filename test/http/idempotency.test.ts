@@ -200,6 +200,60 @@ describe("Idempotency-Key", () => {
       });
   });
 
+  test("the content type is compared as a media type: case, whitespace, parameter order, quoting and charset=utf-8 make no other request", async () => {
+    const { idempotency, handler, runs } = setup();
+    await idempotency.run(request(), "json", "t", body("{}"), handler());
+    for (const same of [
+      "application/json; charset=utf-8",
+      "Application/JSON;charset=UTF-8",
+      ' application/json ;  charset="utf-8"',
+    ]) {
+      const reply = await idempotency.run(
+        request({ "content-type": same }),
+        "json",
+        "t",
+        body("{}"),
+        handler(),
+      );
+      expect([same, reply.headers?.["idempotency-replayed"]]).toEqual([same, "true"]);
+    }
+    await idempotency.run(
+      request({ "content-type": 'application/cloudevents+json; a=1; b="x y"' }),
+      "params",
+      "t",
+      body("{}"),
+      handler(),
+    );
+    const reordered = await idempotency.run(
+      request({ "content-type": 'application/CloudEvents+json;B="x y";A=1' }),
+      "params",
+      "t",
+      body("{}"),
+      handler(),
+    );
+    expect(reordered.headers?.["idempotency-replayed"]).toBe("true");
+    await idempotency.run(request({ "content-encoding": "gzip" }), "gzip", "t", body("{}"), handler());
+    const xGzip = await idempotency.run(
+      request({ "content-encoding": "X-Gzip" }),
+      "gzip",
+      "t",
+      body("{}"),
+      handler(),
+    );
+    expect(xGzip.headers?.["idempotency-replayed"]).toBe("true");
+    expect(runs()).toBe(3);
+    // A parameter's value still counts (a binary-mode CloudEvent carries it as datacontenttype).
+    await expect(
+      idempotency.run(
+        request({ "content-type": 'application/cloudevents+json; a=2; b="x y"' }),
+        "params",
+        "t",
+        body("{}"),
+        handler(),
+      ),
+    ).rejects.toMatchObject({ code: "idempotency_key_reused" });
+  });
+
   test("the key is an sf-string: its escapes are undone, and a quote left open or a bad escape is a 400", async () => {
     const { idempotency, handler, runs } = setup();
     // A structured-field serializer escapes `"` and `\`: such a key is valid, and names the key it escapes.
