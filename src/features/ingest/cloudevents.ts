@@ -1,4 +1,5 @@
 import { fullFormats } from "ajv-formats/dist/formats.js";
+import { traceparentOf, tracestateOf } from "../../http/trace-context.ts";
 import type { HttpRequest } from "../../ports/transport.ts";
 import type { RawRecord } from "./body.ts";
 
@@ -152,11 +153,28 @@ function isJsonMediaType(contentType: unknown): boolean {
   return mediaType === "application/json" || mediaType.endsWith("+json");
 }
 
-/** Kafka headers `ce_<name>` for the scalar attributes (CloudEvents Kafka binding, binary mode). */
+/** The Distributed Tracing extension's attributes, checked below rather than carried as sent. */
+const TRACE_ATTRIBUTES = new Set(["traceparent", "tracestate"]);
+
+/**
+ * Kafka headers `ce_<name>` for the scalar attributes (CloudEvents Kafka
+ * binding, binary mode). The Distributed Tracing extension's `traceparent`
+ * and `tracestate` are checked as a request's headers are (W3C Trace
+ * Context, see `traceparentOf`): an invalid traceparent is dropped with its
+ * tracestate, an invalid tracestate alone, a later version goes on as 00, so a
+ * consumer continuing the trace never reads a malformed one.
+ */
 function kafkaHeaders(attributes: Record<string, unknown>): Record<string, string> {
   const headers: Record<string, string> = {};
+  const { traceparent, tracestate } = attributes;
+  const parent = typeof traceparent === "string" ? traceparentOf(traceparent) : undefined;
+  if (parent !== undefined) {
+    headers.ce_traceparent = parent;
+    const state = typeof tracestate === "string" ? tracestateOf(tracestate) : undefined;
+    if (state !== undefined) headers.ce_tracestate = state;
+  }
   for (const name in attributes) {
-    if (NOT_HEADERS.has(name) || !ATTRIBUTE_NAME.test(name)) continue;
+    if (NOT_HEADERS.has(name) || TRACE_ATTRIBUTES.has(name) || !ATTRIBUTE_NAME.test(name)) continue;
     const value = attributes[name];
     if (typeof value !== "string" && typeof value !== "number" && typeof value !== "boolean") continue;
     const text = String(value);

@@ -45,6 +45,52 @@ describe("CloudEvents bodies", () => {
     });
   });
 
+  test("the traceparent and tracestate extension attributes are checked as W3C Trace Context headers: invalid ones are dropped, a later version goes on as 00", async () => {
+    const parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const events = [
+      { traceparent: parent, tracestate: "vendor=1" },
+      { traceparent: "not a traceparent", tracestate: "vendor=1" },
+      { traceparent: "00-00000000000000000000000000000000-b7ad6b7169203331-01" },
+      { traceparent: parent.toUpperCase() },
+      { traceparent: `00${parent.slice(2)}-extra` },
+      { traceparent: `01${parent.slice(2)}-more-fields` },
+      { traceparent: parent, tracestate: "=no key,a=1,a=2" },
+      { traceparent: 7 },
+    ];
+    const body = JSON.stringify(
+      events.map((trace, index) => ({ ...EVENT, id: `t${index}`, ...trace, data: {} })),
+    );
+    const records = await decodeBody(bytes(body), "application/cloudevents-batch+json", undefined, LIMITS);
+    const traces = records.map((record) => {
+      if (!record.ok) return record.reason;
+      const { ce_traceparent, ce_tracestate } = record.headers ?? {};
+      return { ce_traceparent, ce_tracestate };
+    });
+    expect(traces).toEqual([
+      { ce_traceparent: parent, ce_tracestate: "vendor=1" },
+      { ce_traceparent: undefined, ce_tracestate: undefined },
+      { ce_traceparent: undefined, ce_tracestate: undefined },
+      { ce_traceparent: undefined, ce_tracestate: undefined },
+      { ce_traceparent: undefined, ce_tracestate: undefined },
+      { ce_traceparent: parent, ce_tracestate: undefined },
+      { ce_traceparent: parent, ce_tracestate: undefined },
+      { ce_traceparent: undefined, ce_tracestate: undefined },
+    ]);
+    // Binary mode: the same checks on the ce-* headers.
+    const binary = binaryCloudEvent(
+      headers({
+        "ce-specversion": "1.0",
+        "ce-type": "click",
+        "ce-source": "/s",
+        "ce-id": "b",
+        "ce-traceparent": "junk",
+      }),
+    );
+    const [record] = await decodeBody(bytes("{}"), "application/json", undefined, LIMITS, binary);
+    expect(record).toMatchObject({ ok: true });
+    expect((record as { headers?: Record<string, string> }).headers?.ce_traceparent).toBeUndefined();
+  });
+
   test("a null attribute is an unset one (JSON format 2.2); a null data is kept, for the record check to refuse", async () => {
     const body = JSON.stringify([
       {
