@@ -137,6 +137,8 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         serviceVersion: version,
         sampler: config.tracing.sampler,
         samplerRatio: config.tracing.samplerRatio,
+        compression: config.tracing.compression,
+        exportTimeoutMs: config.tracing.exportTimeoutMs,
         log,
       })
     : undefined;

@@ -13,6 +13,8 @@ const tracing = await createOtelTracing({
   serviceVersion: "0",
   sampler: "parentbased_always_on",
   samplerRatio: 1,
+  compression: "none",
+  exportTimeoutMs: 10_000,
   log: pino({ level: "silent" }),
 });
 const reply = { status: 202, body: "" };

@@ -7,6 +7,7 @@ import {
   nonEmpty,
   oneOf,
   originList,
+  otlpHeaders,
   ratio,
   redisUrl,
   secret,
@@ -173,6 +174,10 @@ export interface Config {
     /** OTEL_TRACES_SAMPLER, and its ratio (OTEL_TRACES_SAMPLER_ARG), which only the ratio samplers use. */
     sampler: TracesSampler;
     samplerRatio: number;
+    /** OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION: how export requests are compressed. */
+    compression: OtlpCompression;
+    /** OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT: one export's deadline. */
+    exportTimeoutMs: number;
   };
 }
 
@@ -180,6 +185,9 @@ export interface Config {
 export const OTLP_PROTOCOLS = ["http/protobuf", "http/json", "grpc"] as const;
 export type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
 const TRACES_EXPORTERS = ["otlp", "none"] as const;
+/** The OTLP exporter's compressions (OTEL_EXPORTER_OTLP_COMPRESSION). */
+export const OTLP_COMPRESSIONS = ["none", "gzip"] as const;
+export type OtlpCompression = (typeof OTLP_COMPRESSIONS)[number];
 /** The samplers of the OpenTelemetry SDK configuration (OTEL_TRACES_SAMPLER) that the JavaScript SDK has. */
 export const TRACES_SAMPLERS = [
   "always_on",
@@ -279,6 +287,18 @@ export function loadConfig(env: Env = process.env): Config {
   // sampled) and says so only on its diagnostic channel, which nothing reads; a bad value exits 1 instead.
   const sampler = read("OTEL_TRACES_SAMPLER", oneOf(TRACES_SAMPLERS), "parentbased_always_on");
   const samplerRatio = read("OTEL_TRACES_SAMPLER_ARG", ratio, 1);
+  // The exporter's other settings, for the same reason: the SDK drops a bad value (a timeout of
+  // "10s", "zstd", a header without "=") with a diagnostic nothing reads. Both the general and the
+  // traces variable are checked, the traces one wins. The headers are read by the SDK itself (kept
+  // out of the config, which is logged: they carry credentials), only checked here.
+  const generalCompression = read("OTEL_EXPORTER_OTLP_COMPRESSION", oneOf(OTLP_COMPRESSIONS), "none");
+  const compression =
+    read("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", oneOf(OTLP_COMPRESSIONS)) ?? generalCompression;
+  // Above 2^31 - 1 ms a timer fires at once; 10 min is past any sane export.
+  const generalTimeoutMs = read("OTEL_EXPORTER_OTLP_TIMEOUT", integer(1, 600_000), 10_000);
+  const exportTimeoutMs = read("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", integer(1, 600_000)) ?? generalTimeoutMs;
+  read("OTEL_EXPORTER_OTLP_HEADERS", otlpHeaders);
+  read("OTEL_EXPORTER_OTLP_TRACES_HEADERS", otlpHeaders);
   const saslUsername = read("KAFKA_SASL_USERNAME", nonEmpty);
   const saslPassword = read("KAFKA_SASL_PASSWORD", nonEmpty);
   const needsPassword = saslMechanism === "plain" || saslMechanism.startsWith("scram");
@@ -448,6 +468,8 @@ export function loadConfig(env: Env = process.env): Config {
       serviceName: read("OTEL_SERVICE_NAME", nonEmpty, "edge-gateway"),
       sampler,
       samplerRatio,
+      compression,
+      exportTimeoutMs,
     },
   };
 

@@ -71,6 +71,43 @@ export function ratio(raw: string): number {
   return value;
 }
 
+/** An HTTP field name (RFC 9110 §5.1): a token. */
+const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** A field value the exporter can send: visible ASCII, spaces and tabs inside (RFC 9110 §5.5). */
+const FIELD_VALUE = /^[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?$/;
+
+/**
+ * OTEL_EXPORTER_OTLP_HEADERS: `key=value,…`, each key and value
+ * percent-decoded (the OpenTelemetry exporter specification: W3C Baggage
+ * without its `;` properties). The SDK drops a member it cannot read without
+ * a word (no `=`, an empty key or value, a bad `%` escape) and cuts a value at
+ * a `;`, so an API key would silently not be sent: refused here instead. The
+ * message names the member by position only: these values are credentials.
+ */
+export function otlpHeaders(raw: string): string {
+  const members = raw.split(",");
+  members.forEach((member, index) => {
+    if (member.trim() === "") return;
+    const at = `member ${index + 1}`;
+    const equals = member.indexOf("=");
+    if (equals < 0) throw new Error(`${at} is not key=value (comma-separated, values percent-encoded)`);
+    if (member.includes(";"))
+      throw new Error(`${at} holds a ";", which the exporter cuts the value at: percent-encode it as %3B`);
+    let key: string;
+    let value: string;
+    try {
+      key = decodeURIComponent(member.slice(0, equals).trim());
+      value = decodeURIComponent(member.slice(equals + 1).trim());
+    } catch {
+      throw new Error(`${at} holds a "%" that is no percent-encoded UTF-8`);
+    }
+    if (!FIELD_NAME.test(key)) throw new Error(`${at}'s key is no HTTP header name`);
+    if (!FIELD_VALUE.test(value))
+      throw new Error(`${at}'s value is empty or holds a character an HTTP header cannot carry`);
+  });
+  return raw;
+}
+
 /** Kafka's rule for topic names (`Topic.validate`): its characters, at most 249, and neither `.` nor `..`. */
 export function topicName(raw: string): string {
   const value = raw.trim();

@@ -29,6 +29,8 @@ describe("loadConfig", () => {
       serviceName: "edge-gateway",
       sampler: "parentbased_always_on",
       samplerRatio: 1,
+      compression: "none",
+      exportTimeoutMs: 10_000,
     });
     const base = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/" };
     expect(loadConfig({ ...SECRET, ...base }).tracing.tracesUrl).toBe("http://collector:4318/v1/traces");
@@ -55,6 +57,8 @@ describe("loadConfig", () => {
       serviceName: "edge-gateway",
       sampler: "parentbased_always_on",
       samplerRatio: 1,
+      compression: "none",
+      exportTimeoutMs: 10_000,
     });
     // The traces-specific protocol wins over the general one.
     const json = { OTEL_EXPORTER_OTLP_PROTOCOL: "grpc", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/json" };
@@ -94,6 +98,48 @@ describe("loadConfig", () => {
       expect(problems).toHaveLength(1);
       expect(problems[0]).toStartWith(`${variable}:`);
     }
+  });
+
+  test("OpenTelemetry: an exporter timeout, compression or header the SDK would drop silently is refused at start, naming its variable; the traces variable wins", () => {
+    const tracing = (env: Record<string, string>) => loadConfig({ ...SECRET, ...env }).tracing;
+    expect(
+      tracing({ OTEL_EXPORTER_OTLP_COMPRESSION: "gzip", OTEL_EXPORTER_OTLP_TIMEOUT: "2500" }),
+    ).toMatchObject({ compression: "gzip", exportTimeoutMs: 2500 });
+    expect(
+      tracing({
+        OTEL_EXPORTER_OTLP_COMPRESSION: "gzip",
+        OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: "none",
+        OTEL_EXPORTER_OTLP_TIMEOUT: "2500",
+        OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: "700",
+      }),
+    ).toMatchObject({ compression: "none", exportTimeoutMs: 700 });
+    for (const good of ["api-key=s3cr3t", " a=1 , x-b=c%3Bd%20e ,", "authorization=Bearer%20abc"])
+      expect(problemsOf({ OTEL_EXPORTER_OTLP_HEADERS: good })).toEqual([]);
+    for (const [variable, value] of [
+      ["OTEL_EXPORTER_OTLP_TIMEOUT", "10s"],
+      ["OTEL_EXPORTER_OTLP_TIMEOUT", "0"],
+      ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "-5"],
+      ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "3000000000"],
+      ["OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"],
+      ["OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "deflate"],
+      ["OTEL_EXPORTER_OTLP_HEADERS", "api-key"],
+      ["OTEL_EXPORTER_OTLP_HEADERS", "api-key="],
+      ["OTEL_EXPORTER_OTLP_HEADERS", "=s3cr3t"],
+      ["OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr3t;x"],
+      ["OTEL_EXPORTER_OTLP_HEADERS", "api-key=%zz"],
+      ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "bad key=1"],
+      ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "k=a%0Ab"],
+    ] as const) {
+      const problems = problemsOf({ [variable]: value });
+      expect([value, problems.length]).toEqual([value, 1]);
+      expect(problems[0]).toStartWith(`${variable}:`);
+      // Header values are credentials: never repeated in the message, which is printed and logged.
+      if (variable.endsWith("HEADERS")) expect(problems[0]).not.toContain("s3cr3t");
+    }
+    // The general variable is checked even when the traces one is set.
+    expect(
+      problemsOf({ OTEL_EXPORTER_OTLP_TIMEOUT: "10s", OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: "500" }),
+    ).toHaveLength(1);
   });
 
   test("with only a secret, the documented defaults and the embedded sink", () => {

@@ -58,6 +58,7 @@ const VALID: Record<string, string> = {
   redisUrl: "redis://user:pass@redis:6379/2",
   httpsUrlExceptLoopback: "https://idp.example/.well-known/jwks.json",
   originList: "https://app.example.com,http://localhost:3000",
+  otlpHeaders: "api-key=abc%3Bdef,x-tenant=acme",
   host: "gateway.internal",
   ratio: "0.25",
 };

@@ -1,6 +1,6 @@
 import type { Attributes, Link, SpanContext, Tracer } from "@opentelemetry/api";
 import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
-import type { OtlpProtocol, TracesSampler } from "../../config/config.ts";
+import type { OtlpCompression, OtlpProtocol, TracesSampler } from "../../config/config.ts";
 import { withDeadline } from "../../lib/time.ts";
 import type { Logger } from "../../log/logger.ts";
 import { OccasionalLine } from "../../log/occasional-line.ts";
@@ -16,6 +16,9 @@ export interface OtelOptions {
   /** OTEL_TRACES_SAMPLER as the config validated it, with its ratio (OTEL_TRACES_SAMPLER_ARG). */
   sampler: TracesSampler;
   samplerRatio: number;
+  /** OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION and _TIMEOUT as the config validated them. */
+  compression: OtlpCompression;
+  exportTimeoutMs: number;
   log: Logger;
 }
 
@@ -139,15 +142,28 @@ function samplerOf(
   }
 }
 
-/** The official exporter of each OTLP transport, imported only when chosen. */
-async function otlpExporter(protocol: OtlpProtocol, url: string): Promise<SpanExporter> {
-  switch (protocol) {
+type ExporterSettings = NonNullable<
+  ConstructorParameters<typeof import("@opentelemetry/exporter-trace-otlp-http").OTLPTraceExporter>[0]
+>;
+
+/**
+ * The official exporter of each OTLP transport, imported only when chosen.
+ * The headers it reads from the environment itself (checked by the config).
+ */
+async function otlpExporter(options: OtelOptions): Promise<SpanExporter> {
+  const settings = {
+    url: options.tracesUrl,
+    // The SDK's CompressionAlgorithm enum holds these very strings.
+    compression: options.compression as ExporterSettings["compression"],
+    timeoutMillis: options.exportTimeoutMs,
+  };
+  switch (options.protocol) {
     case "http/protobuf":
-      return new (await import("@opentelemetry/exporter-trace-otlp-proto")).OTLPTraceExporter({ url });
+      return new (await import("@opentelemetry/exporter-trace-otlp-proto")).OTLPTraceExporter(settings);
     case "http/json":
-      return new (await import("@opentelemetry/exporter-trace-otlp-http")).OTLPTraceExporter({ url });
+      return new (await import("@opentelemetry/exporter-trace-otlp-http")).OTLPTraceExporter(settings);
     case "grpc":
-      return new (await import("@opentelemetry/exporter-trace-otlp-grpc")).OTLPTraceExporter({ url });
+      return new (await import("@opentelemetry/exporter-trace-otlp-grpc")).OTLPTraceExporter(settings);
   }
 }
 
@@ -160,7 +176,7 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
   const [api, sdk, exporter, resources, semconv] = await Promise.all([
     import("@opentelemetry/api"),
     import("@opentelemetry/sdk-trace-base"),
-    otlpExporter(options.protocol, options.tracesUrl),
+    otlpExporter(options),
     import("@opentelemetry/resources"),
     import("@opentelemetry/semantic-conventions"),
   ]);

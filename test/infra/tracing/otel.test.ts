@@ -58,6 +58,8 @@ function tracingToReceiver(
     serviceVersion: "1.2.3",
     sampler,
     samplerRatio,
+    compression: "none",
+    exportTimeoutMs: 10_000,
     log,
   });
 }
@@ -199,6 +201,8 @@ test("shutdown gives up at its time limit when the receiver does not answer: the
       serviceVersion: "1.2.3",
       sampler: "parentbased_always_on",
       samplerRatio: 1,
+      compression: "none",
+      exportTimeoutMs: 10_000,
       log: pino({ level: "silent" }),
     });
     tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
