@@ -377,9 +377,16 @@ export const RECORD_ERRORS = {
     advice: "Needs another token, or drop the `channel`.",
   },
   record_too_large: {
-    meaning: "The record can never fit a Kafka batch (`KAFKA_MAX_MESSAGE_BYTES`).",
+    meaning:
+      "The record can never fit a Kafka batch (`KAFKA_MAX_MESSAGE_BYTES`), or Kafka refused it as too large (`MESSAGE_TOO_LARGE`) while it wrote the request's other records; it was dead-lettered (or dropped).",
     retry: false,
-    advice: "The record itself must shrink.",
+    advice: "The record itself must shrink; resend only the records named in `errors`.",
+  },
+  record_refused: {
+    meaning:
+      "Kafka refused the record for good as invalid (`INVALID_RECORD`, `CORRUPT_MESSAGE`) while it wrote the request's other records; it was dead-lettered (or dropped).",
+    retry: false,
+    advice: "Not the same record; resend only the records named in `errors`.",
   },
 } as const satisfies Record<string, ErrorMeaning>;
 

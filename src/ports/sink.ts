@@ -1,3 +1,4 @@
+import { GatewayError } from "../domain/errors.ts";
 /** One record on its way to Kafka (or to the local log). */
 export interface SinkMessage {
   topic: string;
@@ -33,12 +34,35 @@ export function headersOf(message: SinkMessage): Record<string, string> {
     : { ...message.headers, [name]: message.ownHeaderValue as string };
 }
 
+/** A record of a request the sink refused for good: its place among the request's messages, and the answer for it. */
+export interface RefusedRecord {
+  position: number;
+  /** `record_too_large` (Kafka's MESSAGE_TOO_LARGE) or `record_refused` (INVALID_RECORD…). */
+  error: GatewayError;
+}
+
+/**
+ * The rejection of an `"acknowledged"` enqueue some of whose records the sink
+ * refused for good, once every record of it is settled: the others were
+ * written. As a whole it answers as its first refusal does (413
+ * record_too_large, 422 record_refused); a caller that answers per record
+ * reads `records` instead, so a client resends only those.
+ */
+export class RecordsRefused extends GatewayError {
+  constructor(readonly records: readonly RefusedRecord[]) {
+    const first = (records[0] as RefusedRecord).error;
+    super(first.code, first.message, first.headers, first.details);
+    this.name = "RecordsRefused";
+  }
+}
+
 /** Where features hand records over for durable delivery; the delivery queue implements it. */
 export interface RecordQueue {
   /**
    * Resolves once the messages are queued (`"queued"`) or acknowledged by the
    * sink (`"acknowledged"`); rejects with a GatewayError when they are refused
-   * (full, unhealthy, draining, or refused by the sink for good). The
+   * (full, unhealthy, draining), and with `RecordsRefused` once all are
+   * settled when the sink refused some of them for good. The
    * messages are `tenant`'s, and count towards its share of a filling queue:
    * every record is queued on a tenant's behalf (its records, their dead
    * letters, its publishes and fan-out copies), so every call names the one

@@ -42,6 +42,7 @@ export const REJECT_REASON: Record<RecordErrorCode, RejectReason> = {
   schema_invalid: "schema",
   forbidden_channel: "forbidden_channel",
   record_too_large: "too_large",
+  record_refused: "invalid_record",
 };
 
 /**

@@ -10,7 +10,7 @@ import type { Metrics } from "../../metrics/metrics.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { Route } from "../../ports/route.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
-import type { RecordQueue, SinkMessage } from "../../ports/sink.ts";
+import { type RecordQueue, RecordsRefused, type RefusedRecord, type SinkMessage } from "../../ports/sink.ts";
 import type { HttpReply, HttpRequest } from "../../ports/transport.ts";
 import { decodeBody, type RawRecord, type RecordMembers, readableMediaType, sentAs } from "./body.ts";
 import { binaryCloudEvent } from "./cloudevents.ts";
@@ -227,26 +227,53 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     const ackNone = request.query.get("ack") === "none";
     // With ?ack=none the caller chose speed over confirmation; the queue still retries until delivered.
     const queued = deps.queue.enqueue(messages, ackNone ? "queued" : "acknowledged", principal.tenant);
+    // Kafka refused some records for good (too large for the topic) and wrote the others: a 202 naming
+    // the refused ones, so a retry resends only those. None written: the refusal answers the request.
+    const written = queued.then(
+      () => NONE_REFUSED,
+      (error: unknown) => {
+        if (error instanceof RecordsRefused && error.records.length < messages.length) return error.records;
+        throw error;
+      },
+    );
     // Claimed ids count as written once the write succeeded (even past the answer's deadline), else are freed.
-    const delivered = claimed === undefined ? queued : settleAfter(queued, claimed);
+    const delivered = claimed === undefined ? written : settleAfter(written, claimed);
     // All accepted (the usual answer): the same text JSON.stringify makes, without walking the object.
-    const acceptedReply = (): HttpReply =>
-      errors.length === 0 && duplicates === undefined
+    const acceptedReply = (refused: readonly RefusedRecord[]): HttpReply => {
+      if (refused.length > 0) {
+        const all = [...errors, ...refusedErrors(refused, rawRecords.length, errors, claimed?.skip)];
+        all.sort((a, b) => a.index - b.index);
+        const partial = { accepted: acknowledged - refused.length, rejected: all.length, errors: all };
+        return json(
+          202,
+          duplicates === undefined ? partial : { ...partial, duplicates },
+          ownHeaders,
+          sharedHeaders,
+        );
+      }
+      return errors.length === 0 && duplicates === undefined
         ? jsonText(202, `{"accepted":${acknowledged},"rejected":0,"errors":[]}`, ownHeaders, sharedHeaders)
         : json(202, body, ownHeaders, sharedHeaders);
-    if (ackNone) await delivered;
-    else
-      await acknowledgements.within(delivered, () => {
-        const late = new GatewayError(
-          "unavailable",
-          "Kafka did not acknowledge in time; the records may still be delivered",
-          { "retry-after": "5" },
-        );
-        // Written later after all: a retry with the same Idempotency-Key gets this 202, not a second write.
-        late.eventualAnswer = delivered.then(acceptedReply);
-        late.eventualAnswer.catch(() => {});
-        return late;
-      });
+    };
+    const refused = ackNone
+      ? await delivered
+      : await acknowledgements.within(delivered, () => {
+          const late = new GatewayError(
+            "unavailable",
+            "Kafka did not acknowledge in time; the records may still be delivered",
+            { "retry-after": "5" },
+          );
+          // Written later after all: a retry with the same Idempotency-Key gets this 202, not a second write.
+          late.eventualAnswer = delivered.then(acceptedReply);
+          late.eventualAnswer.catch(() => {});
+          return late;
+        });
+    if (refused.length > 0) {
+      const out = new Set(refused.map((record) => record.position));
+      for (const record of refused)
+        deps.metrics.eventsRejected.inc({ reason: REJECT_REASON[recordErrorCode(record)] });
+      dropSkipped(out, accepted, messages);
+    }
     deps.metrics.eventsAccepted.inc(accepted.length);
     const fannedOut = deps.fanOut(accepted, trace, messages);
     // The 202 also waits for the subscribers' copies, so the caller's next request (on any instance,
@@ -254,7 +281,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     // A copy that fails or is late does not fail records already written: live fan-out is best effort.
     if (fannedOut !== undefined && !ackNone)
       await acknowledgements.within(fannedOut, fanoutLate).catch(ignore);
-    return acceptedReply();
+    return acceptedReply(refused);
   };
   return {
     method: "POST",
@@ -276,6 +303,39 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
   };
 }
 
+const NONE_REFUSED: readonly RefusedRecord[] = Object.freeze([]);
+
+/** The per-record code of a record the sink refused for good. */
+function recordErrorCode(record: RefusedRecord): RecordErrorCode {
+  return record.error.code === "record_too_large" ? "record_too_large" : "record_refused";
+}
+
+/**
+ * The answer's errors for records the sink refused, each at its index in the
+ * request: the messages hold neither the records rejected up front (`errors`)
+ * nor the duplicates skipped (`skip`, positions among the records accepted).
+ */
+function refusedErrors(
+  refused: readonly RefusedRecord[],
+  total: number,
+  errors: readonly RecordError[],
+  skip: ReadonlySet<number> | undefined,
+): RecordError[] {
+  const rejected = new Set(errors.map((error) => error.index));
+  const indexes: number[] = [];
+  let position = 0;
+  for (let index = 0; index < total; index++) {
+    if (rejected.has(index)) continue;
+    if (!skip?.has(position)) indexes.push(index);
+    position++;
+  }
+  return refused.map((record) => ({
+    index: indexes[record.position] as number,
+    reason: record.error.message,
+    code: recordErrorCode(record),
+  }));
+}
+
 /** Removes the records at `skip` (positions) from both arrays, in place, keeping their order. */
 function dropSkipped(skip: ReadonlySet<number>, records: EventRecord[], messages: SinkMessage[]): void {
   let kept = 0;
@@ -289,10 +349,15 @@ function dropSkipped(skip: ReadonlySet<number>, records: EventRecord[], messages
   messages.length = kept;
 }
 
-/** `written`, once the claimed ids are confirmed (it resolved) or released (it rejected, with the same error). */
-function settleAfter(written: Promise<void>, claimed: ClaimedIds): Promise<void> {
+/**
+ * `written`, once the claimed ids are confirmed (it resolved) or released (it
+ * rejected, with the same error). Confirmed also when the sink refused some
+ * records and wrote the others: the claims are the request's as a whole, and
+ * releasing them would let a retry of the whole request write the others twice.
+ */
+function settleAfter<T>(written: Promise<T>, claimed: ClaimedIds): Promise<T> {
   return written.then(
-    () => claimed.settle(true),
+    (value) => claimed.settle(true).then(() => value),
     (error: unknown) => {
       void claimed.settle(false);
       throw error;

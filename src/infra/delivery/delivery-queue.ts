@@ -7,6 +7,8 @@ import type { Metrics } from "../../metrics/metrics.ts";
 import type { HealthReasons } from "../../ports/health.ts";
 import {
   type RecordQueue,
+  RecordsRefused,
+  type RefusedRecord,
   type SinkMessage,
   SinkUnavailableError,
   type SinkWriter,
@@ -52,6 +54,8 @@ export interface DeliveryQueueOptions {
 
 interface Ticket {
   remaining: number;
+  /** Its records the sink refused for good so far, by position in the request (none: undefined). */
+  refused?: RefusedRecord[];
   /** Whether a request waits for the acknowledgement ("acknowledged"); else it was answered when queued. */
   waits: boolean;
   resolve(): void;
@@ -64,6 +68,8 @@ interface Entry {
   message: SinkMessage;
   bytes: number;
   ticket: Ticket;
+  /** Its place among the messages of its `enqueue`. */
+  position: number;
 }
 
 export const UNHEALTHY_REASON = "kafka_unreachable";
@@ -322,7 +328,8 @@ export class DeliveryQueue implements RecordQueue {
    * (`"acknowledged"`). It rejects with a GatewayError when they are refused:
    * 503 (draining, sink unreachable, topic unavailable, queue full) or 413 (a
    * record that can never fit); with `"acknowledged"` also when the sink
-   * refuses one of them for good or refuses their topic. It never throws.
+   * refuses their topic, and, once every record is settled, with
+   * `RecordsRefused` naming those it refused for good. It never throws.
    * The records are `tenant`'s and count towards its share (see
    * TenantShares): past half full, a tenant over its share gets the 503.
    * A call naming no tenant is a bug in the caller: it is refused with an
@@ -374,7 +381,7 @@ export class DeliveryQueue implements RecordQueue {
     for (let index = 0; index < messages.length; index++) {
       const message = messages[index] as SinkMessage;
       const queue = this.writerQueue(lanes[index] as Lane, message);
-      queue.push({ message, bytes: sizes[index] as number, ticket });
+      queue.push({ message, bytes: sizes[index] as number, ticket, position: index });
       if (queue.pendingBytes >= this.options.batchBytes) readyToSend = true;
     }
     for (const [demanded, { records, bytes }] of demand) {
@@ -816,8 +823,23 @@ export class DeliveryQueue implements RecordQueue {
         },
         deadLettered ? "record refused by the sink: dead-lettered" : "record refused by the sink: dropped",
       );
-    entry.ticket.reject(refusalReply(refusal));
+    const { ticket } = entry;
+    ticket.refused ??= [];
+    ticket.refused.push({ position: entry.position, error: refusalReply(refusal) });
+    this.countDown(ticket);
     this.release(lane, [entry]);
+  }
+
+  /**
+   * One record of the ticket is settled, written or refused for good. The
+   * request is answered once all are: with the refused ones named, so a
+   * client resends those alone, never the records already written.
+   */
+  private countDown(ticket: Ticket): void {
+    ticket.remaining--;
+    if (ticket.remaining > 0) return;
+    if (ticket.refused === undefined) ticket.resolve();
+    else ticket.reject(new RecordsRefused(ticket.refused));
   }
 
   /**
@@ -830,7 +852,7 @@ export class DeliveryQueue implements RecordQueue {
     const lane = this.lane(message.topic);
     const demand = new Map([[lane, { records: 1, bytes }]]);
     if (this.refusal(demand, bytes, undefined)) return false;
-    this.writerQueue(lane, message).push({ message, bytes, ticket: noTicket(holding) });
+    this.writerQueue(lane, message).push({ message, bytes, ticket: noTicket(holding), position: 0 });
     this.count(lane, 1, bytes);
     this.shares.add(holding, 1, bytes);
     this.schedulePump();
@@ -858,10 +880,7 @@ export class DeliveryQueue implements RecordQueue {
   }
 
   private settle(lane: Lane, batch: Entry[]): void {
-    for (const entry of batch) {
-      entry.ticket.remaining--;
-      if (entry.ticket.remaining === 0) entry.ticket.resolve();
-    }
+    for (const entry of batch) this.countDown(entry.ticket);
     const { eventsTopic } = this.options;
     if (eventsTopic === undefined || lane.topic === eventsTopic)
       this.metrics.eventsProduced.inc(batch.length);

@@ -5,7 +5,7 @@ import { ingestRoute } from "../../../src/features/ingest/route.ts";
 import { MemoryRecordIdStore } from "../../../src/infra/idempotency/memory-record-ids.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { RecordIdStore } from "../../../src/ports/record-ids.ts";
-import type { SinkMessage } from "../../../src/ports/sink.ts";
+import { RecordsRefused, type RefusedRecord, type SinkMessage } from "../../../src/ports/sink.ts";
 import type { HttpRequest } from "../../../src/ports/transport.ts";
 
 const principal = (tenant: string): Principal => ({
@@ -34,11 +34,22 @@ function setup(store: RecordIdStore, dedupTenants: string[]) {
   const written: SinkMessage[] = [];
   const queue = {
     failing: false,
+    /** Ids Kafka refuses as too large: the others of the request are written, then the refusal names these. */
+    tooLarge: new Set<string>(),
     maxRecordBytes: 1_000_000,
     fits: () => true,
     enqueue: async (messages: SinkMessage[]) => {
       if (queue.failing) throw new GatewayError("unavailable", "Kafka is down");
-      written.push(...messages);
+      const refused: RefusedRecord[] = [];
+      messages.forEach((message, position) => {
+        if (!queue.tooLarge.has(JSON.parse(message.value).id)) written.push(message);
+        else
+          refused.push({
+            position,
+            error: new GatewayError("record_too_large", "Kafka refused a record as too large"),
+          });
+      });
+      if (refused.length > 0) throw new RecordsRefused(refused);
     },
   };
   const route = ingestRoute(
@@ -91,6 +102,33 @@ test("a duplicate-only request writes nothing; a failed write frees its ids for 
   expect((await post("acme", "b", "c")).body).toEqual({ accepted: 2, rejected: 0, errors: [] });
   expect(ids().filter((id) => id.length === 1)).toEqual(["a", "b", "c"]);
   expect(ids().length).toBe(4);
+});
+
+test("Kafka refuses one record as too large and writes the others: a 202 naming it at its index in the request, beside the records rejected up front and the duplicates", async () => {
+  const { route, post, queue, ids } = setup(new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 100 }), [
+    "acme",
+  ]);
+  queue.tooLarge.add("big");
+  const lines = [
+    "not json",
+    ...["a", "a", "big", "c"].map((id) => JSON.stringify({ type: "click", id, data: {} })),
+  ];
+  const reply = await route.handler(request("acme", lines.join("\n")), {});
+  expect([reply.status, JSON.parse(reply.body as string)]).toEqual([
+    202,
+    {
+      accepted: 3,
+      rejected: 2,
+      errors: [
+        { index: 0, reason: expect.any(String), code: "malformed_json" },
+        { index: 3, reason: "Kafka refused a record as too large", code: "record_too_large" },
+      ],
+      duplicates: [{ index: 2, id: "a" }],
+    },
+  ]);
+  expect(ids()).toEqual(["a", "c"]);
+  // Every record refused: nothing was written, the request is refused as a whole (413), as before.
+  await expect(post("other", "big")).rejects.toMatchObject({ code: "record_too_large", status: 413 });
 });
 
 test("records acknowledged past the deadline: the 503 carries the 202 they get once written, for Idempotency-Key to keep", async () => {

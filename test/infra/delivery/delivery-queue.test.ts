@@ -14,6 +14,7 @@ import { KafkaFanoutBus } from "../../../src/infra/kafka/fanout-bus.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { FanoutMessage } from "../../../src/ports/fanout-bus.ts";
 import {
+  RecordsRefused,
   type SinkMessage,
   SinkUnavailableError,
   type SinkWriter,
@@ -377,7 +378,7 @@ describe("DeliveryQueue", () => {
       expect(health.ready).toBe(true);
     });
 
-    test("the one record at fault is dropped and counted, its request gets a 413, the others go on; the owner is told its topic", async () => {
+    test("the one record at fault is dropped and counted; its request is refused once its other records are written, naming that one (a 413 as a whole); the owner is told its topic", async () => {
       const tooLarge: string[] = [];
       const { writer, queue, health, metrics } = setup({ onTooLarge: (topic) => tooLarge.push(topic) });
       writer.refuse = (batch) =>
@@ -391,8 +392,17 @@ describe("DeliveryQueue", () => {
       );
       const second = queue.enqueue([message(10), message(11)], "acknowledged", "acme");
       const error = await first.catch((reason: unknown) => reason);
-      expect(error).toBeInstanceOf(GatewayError);
-      expect((error as GatewayError).status).toBe(413);
+      // Not before the request's other records are written: its answer says which were not.
+      expect(
+        delivered(writer)
+          .filter((n) => n < 10)
+          .sort((a, b) => a - b),
+      ).toEqual([0, 1, 2, 3, 4, 5, 7, 8, 9]);
+      expect(error).toBeInstanceOf(RecordsRefused);
+      expect((error as RecordsRefused).status).toBe(413);
+      expect((error as RecordsRefused).records.map(({ position, error }) => [position, error.code])).toEqual([
+        [6, "record_too_large"],
+      ]);
       await second;
       expect(delivered(writer).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11]);
       expect(await undeliverable(metrics, "too_large")).toBe(1);
