@@ -120,12 +120,15 @@ function reportDroppedSpans(api: typeof import("@opentelemetry/api"), log: Logge
   );
 }
 
+type Sampler = import("@opentelemetry/sdk-trace-base").Sampler;
+
 /** The sampler OTEL_TRACES_SAMPLER names, built as the SDK would build it from the environment. */
 function samplerOf(
+  api: typeof import("@opentelemetry/api"),
   sdk: typeof import("@opentelemetry/sdk-trace-base"),
   name: TracesSampler,
   ratio: number,
-): import("@opentelemetry/sdk-trace-base").Sampler {
+): Sampler {
   switch (name) {
     case "always_on":
       return new sdk.AlwaysOnSampler();
@@ -134,12 +137,43 @@ function samplerOf(
     case "traceidratio":
       return new sdk.TraceIdRatioBasedSampler(ratio);
     case "parentbased_always_on":
-      return new sdk.ParentBasedSampler({ root: new sdk.AlwaysOnSampler() });
+      return linksDecide(api, sdk, new sdk.ParentBasedSampler({ root: new sdk.AlwaysOnSampler() }));
     case "parentbased_always_off":
-      return new sdk.ParentBasedSampler({ root: new sdk.AlwaysOffSampler() });
+      return linksDecide(api, sdk, new sdk.ParentBasedSampler({ root: new sdk.AlwaysOffSampler() }));
     case "parentbased_traceidratio":
-      return new sdk.ParentBasedSampler({ root: new sdk.TraceIdRatioBasedSampler(ratio) });
+      return linksDecide(
+        api,
+        sdk,
+        new sdk.ParentBasedSampler({ root: new sdk.TraceIdRatioBasedSampler(ratio) }),
+      );
   }
+}
+
+/**
+ * A parent-based sampler that also follows the spans a parentless span links
+ * to: a batch's PRODUCER span has no one parent (it writes the records of
+ * several requests) but links to each request's span, so it is sampled when
+ * one of them was and dropped when none was. The parent-based sampler alone
+ * sees a root there and asks its root sampler: every batch of unsampled
+ * requests exported under `parentbased_always_on`, none of sampled ones under
+ * `parentbased_always_off`.
+ */
+function linksDecide(
+  api: typeof import("@opentelemetry/api"),
+  sdk: typeof import("@opentelemetry/sdk-trace-base"),
+  parentBased: Sampler,
+): Sampler {
+  return {
+    shouldSample(context, traceId, spanName, spanKind, attributes, links) {
+      if (links.length === 0 || api.trace.getSpanContext(context) !== undefined)
+        return parentBased.shouldSample(context, traceId, spanName, spanKind, attributes, links);
+      const sampled = links.some((link) => (link.context.traceFlags & api.TraceFlags.SAMPLED) !== 0);
+      return {
+        decision: sampled ? sdk.SamplingDecision.RECORD_AND_SAMPLED : sdk.SamplingDecision.NOT_RECORD,
+      };
+    },
+    toString: () => `LinksDecide{${parentBased.toString()}}`,
+  };
 }
 
 type ExporterSettings = NonNullable<
@@ -181,7 +215,7 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
     import("@opentelemetry/semantic-conventions"),
   ]);
   const provider = new sdk.BasicTracerProvider({
-    sampler: samplerOf(sdk, options.sampler, options.samplerRatio),
+    sampler: samplerOf(api, sdk, options.sampler, options.samplerRatio),
     // The SDK's own attributes (telemetry.sdk.*), then ours, then what the operator set in
     // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (the OpenTelemetry precedence): without the env
     // detector a deployment.environment or k8s.* attribute set the standard way never reached the backend.

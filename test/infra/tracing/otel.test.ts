@@ -3,6 +3,7 @@ import pino from "pino";
 import type { TracesSampler } from "../../../src/config/config.ts";
 import { createOtelTracing } from "../../../src/infra/tracing/otel.ts";
 import type { Logger } from "../../../src/log/logger.ts";
+import type { SinkMessage } from "../../../src/ports/sink.ts";
 import type { TracedRequest } from "../../../src/ports/tracing.ts";
 
 type OtlpValue = { stringValue?: string; intValue?: string | number };
@@ -163,6 +164,37 @@ test("the sampler is the configured one (OTEL_TRACES_SAMPLER as validated), not 
   // A sampled parent still decides under a parent-based sampler; a root request follows the root sampler.
   expect(await exportedNames("parentbased_always_off")).toEqual(["POST /v1/publish"]);
   expect(await exportedNames("parentbased_traceidratio", 0)).toEqual(["POST /v1/publish"]);
+});
+
+test("a batch's PRODUCER span follows the sampling of the request spans it links to, under a parent-based sampler", async () => {
+  const sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const unsampled = "00-5bf92f3577b34da6a3ce929d0e0e4736-10f067aa0ba902b7-00";
+  const record = (traceparent?: string): SinkMessage => ({
+    topic: "events",
+    key: "k",
+    value: "v",
+    headers: traceparent === undefined ? {} : { traceparent },
+  });
+  const sentBatches = async (sampler: TracesSampler) => {
+    exports = [];
+    const tracing = await tracingToReceiver(undefined, sampler);
+    const writer = tracing.traceWriter({ kind: "kafka", write: async () => {}, close: async () => {} });
+    await writer.write([record(unsampled), record(unsampled)], 0);
+    await writer.write([record(unsampled), record(sampled)], 0);
+    await writer.write([record()], 0);
+    await tracing.shutdown(10_000);
+    return exports
+      .flatMap((sent) =>
+        sent.resourceSpans.flatMap((resource) => resource.scopeSpans.flatMap((scope) => scope.spans)),
+      )
+      .map((span) => attributeOf(span.attributes, "messaging.batch.message_count"))
+      .sort();
+  };
+  // Unsampled requests only: no batch span. A sampled one among them: exported. No link: the root sampler.
+  expect(await sentBatches("parentbased_always_on")).toEqual([1, 2]);
+  expect(await sentBatches("parentbased_always_off")).toEqual([2]);
+  // A sampler that ignores parents ignores links too.
+  expect(await sentBatches("always_on")).toEqual([1, 2, 2]);
 });
 
 test("a failed Kafka write and a failed WebSocket publish name their error.type, as a 5xx request does", async () => {
