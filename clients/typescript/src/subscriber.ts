@@ -606,9 +606,9 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     socket.onopen = () => socket.send(JSON.stringify({ type: "auth", token }));
     socket.onmessage = (event) => this.#onFrame(socket, String(event.data));
     socket.onclose = (event) => this.#onClose(socket, event.code, event.reason);
-    socket.onerror = () => {
-      // A close event follows, and carries what matters.
-    };
+    // A close event follows, and carries what matters; but Node 20's WebSocket (undici 6) refused
+    // leaves readyState at 0 and never closes: without this the subscriber would wait for good.
+    socket.onerror = () => socket.readyState || this.#onClose(socket, 1006, "");
   }
 
   /** State read after an await: close() may have run meanwhile. */

@@ -21,10 +21,13 @@ class FakeSocket implements WebSocketLike {
 
   constructor(readonly url: string) {
     FakeSocket.all.push(this);
-    queueMicrotask(() => {
-      this.readyState = 1;
-      this.onopen?.({});
-    });
+    queueMicrotask(() => this.open());
+  }
+
+  /** What the connection does once the microtask after its creation runs: opens, unless a test says otherwise. */
+  protected open(): void {
+    this.readyState = 1;
+    this.onopen?.({});
   }
 
   send(data: string): void {
@@ -296,6 +299,23 @@ describe("Subscriber", () => {
     first.serverClose(1006);
     const second = await connect(1);
     expect(second.sent.slice(1)).toEqual([{ type: "subscribe", channel: "news" }]);
+  });
+
+  test("a connection that fails with an error and no close (Node 20's WebSocket, refused) is tried again", async () => {
+    // Node 20's undici WebSocket, when the connection is refused: error, readyState stays 0, no close ever.
+    class RefusedOnce extends FakeSocket {
+      protected override open(): void {
+        if (FakeSocket.all[0] === this) this.onerror?.({});
+        else super.open();
+      }
+    }
+    const { of } = start({ WebSocket: RefusedOnce, channels: ["orders"] });
+    const second = await connect(1);
+    expect(second.sent).toEqual([
+      { type: "auth", token: "t" },
+      { type: "subscribe", channel: "orders" },
+    ]);
+    expect(of("disconnected").map((e) => (e.payload as { code: number }).code)).toEqual([1006]);
   });
 
   test("a connection that stops answering pings is replaced", async () => {
