@@ -1,3 +1,4 @@
+import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { appendFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { type Operation, type QueueStorage, type StoredRecord, WriteBatcher } from "./storage.js";
@@ -14,13 +15,79 @@ function apply(records: Map<string, string>, operations: Operation[]): void {
   }
 }
 
+/** The lock files this process holds, removed when it exits. */
+const heldLocks = new Set<string>();
+
+function errorCode(error: unknown): string | undefined {
+  return (error as { code?: string }).code;
+}
+
+function isAlive(pid: number): boolean {
+  if (!(pid > 0)) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return errorCode(error) === "EPERM";
+  }
+}
+
+function releaseLocks(): void {
+  for (const lock of heldLocks) {
+    try {
+      if (readFileSync(lock, "utf8") === String(process.pid)) unlinkSync(lock);
+    } catch {
+      // Already gone, or taken over: nothing of ours to remove.
+    }
+  }
+}
+
+/**
+ * Claims `<path>.lock` (holding this process's pid) for the queue file, or
+ * throws when a live process holds it: two processes on one file would each
+ * compact it with only their own records, erasing the other's. A lock whose
+ * process is gone (killed) is taken over; this process may open the file again.
+ */
+function lockQueueFile(path: string): void {
+  const lock = `${path}.lock`;
+  mkdirSync(dirname(path), { recursive: true });
+  // Written whole under another name, then linked: the lock never holds a partial pid.
+  const mine = `${lock}.${process.pid}`;
+  writeFileSync(mine, String(process.pid));
+  try {
+    for (;;) {
+      try {
+        linkSync(mine, lock);
+        break;
+      } catch (error) {
+        if (errorCode(error) !== "EEXIST") throw error;
+      }
+      const owner = Number(readFileSync(lock, "utf8"));
+      if (owner === process.pid) break;
+      if (isAlive(owner))
+        throw new Error(`${path} is in use by process ${owner} (one client per queue file)`);
+      try {
+        unlinkSync(lock);
+      } catch (error) {
+        if (errorCode(error) !== "ENOENT") throw error;
+      }
+    }
+  } finally {
+    unlinkSync(mine);
+  }
+  if (heldLocks.size === 0) process.once("exit", releaseLocks);
+  heldLocks.add(lock);
+}
+
 /**
  * A file that keeps an `EventClient`'s unsent records across restarts, for
  * Node and Bun: an append-only journal (`["+", id, line]`, `["-", id]`), so a
  * crash loses at most the last write, compacted at load and when it grows.
- * One client per file at a time.
+ * One client per file at a time: another process holding it (`<path>.lock`)
+ * makes this throw.
  */
 export function fileQueue(path: string): QueueStorage {
+  lockQueueFile(path);
   const records = new Map<string, string>();
   let journalLines = 0;
   let loading: Promise<void> | undefined;
@@ -39,7 +106,7 @@ export function fileQueue(path: string): QueueStorage {
       try {
         text = await readFile(path, "utf8");
       } catch (error) {
-        if ((error as { code?: string }).code !== "ENOENT") throw error;
+        if (errorCode(error) !== "ENOENT") throw error;
       }
       for (const entry of text.split("\n")) {
         if (entry === "") continue;

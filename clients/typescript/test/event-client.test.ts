@@ -694,6 +694,35 @@ describe("EventClient with storage: unsent records survive a restart", () => {
     }
   });
 
+  test("a file another live process holds is refused at once; one a killed process held is taken over", async () => {
+    const folder = mkdtempSync(join(tmpdir(), "file-queue-"));
+    const path = join(folder, "events.jsonl");
+    const module = new URL("../src/file-queue.ts", import.meta.url).pathname;
+    const holder = Bun.spawn(
+      [
+        process.execPath,
+        "-e",
+        `(await import(${JSON.stringify(module)})).fileQueue(${JSON.stringify(path)}); console.log("held"); setInterval(() => {}, 1000);`,
+      ],
+      { stdout: "pipe", stderr: "inherit" },
+    );
+    try {
+      const reader = holder.stdout.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toContain("held");
+      expect(() => fileQueue(path)).toThrow(`in use by process ${holder.pid}`);
+      holder.kill("SIGKILL");
+      await holder.exited;
+      const { fetch, sent } = scriptedFetch([accepted]);
+      const events = client({ fetch, storage: fileQueue(path) });
+      const id = events.enqueue(click(0));
+      await events.close();
+      expect(sent.flatMap(idsOf)).toEqual([id as string]);
+    } finally {
+      holder.kill("SIGKILL");
+      rmSync(folder, { recursive: true, force: true });
+    }
+  });
+
   test("records the gateway refused or accepted leave storage; so do dropped ones", async () => {
     const backing = memoryStorage();
     const storage = localStorageQueue("events", backing);
