@@ -544,30 +544,39 @@ export abstract class BatchingClient {
   async #deliver(batch: Batch): Promise<void> {
     const payload = await this.#encode(batch);
     const canRefresh = typeof this.#options.token === "function";
-    /** This attempt carries a token fetched for a 401: another 401 now is a refusal. */
-    let refresh = false;
+    /**
+     * The token a 401 refused, while this attempt asks for a fresh one: another 401 now is a
+     * refusal, and the same token again means the callback has nothing newer yet.
+     */
+    let refused: string | undefined;
     let attempt = 1;
     for (;;) {
       await untilOnline(this.#abort.signal);
       let outcome: Outcome;
       let deadline: ReturnType<typeof withDeadline> | undefined;
       try {
-        const token = await resolveToken(this.#options.token, refresh);
+        const token = await resolveToken(this.#options.token, refused !== undefined);
         this.#lastToken = token;
-        // Measured from the request, through its answer's body: a peer that stops answering stalls nothing.
-        deadline = withDeadline(this.#abort.signal, this.#limits.requestTimeoutMs);
-        const response = await untilAborted(
-          this.#post(payload.body, payload.size, payload.gzip, token, batch.key, deadline.signal),
-          deadline.signal,
-        );
-        this.#reachable = true;
-        if (response.status === 401 && canRefresh && !refresh) {
-          // The token expired between enqueue and send, or was revoked: one fresh token, the same bytes.
-          await response.text().catch(() => "");
-          refresh = true;
-          continue;
+        if (token === refused) {
+          // The callback has nothing newer yet (a token file its sidecar rotates late): the same token
+          // would be refused again, so this is no refusal of a fresh one; the batch waits and asks again.
+          outcome = { done: false, status: 401, message: "no fresh token" };
+        } else {
+          // Measured from the request, through its answer's body: a peer that stops answering stalls nothing.
+          deadline = withDeadline(this.#abort.signal, this.#limits.requestTimeoutMs);
+          const response = await untilAborted(
+            this.#post(payload.body, payload.size, payload.gzip, token, batch.key, deadline.signal),
+            deadline.signal,
+          );
+          this.#reachable = true;
+          if (response.status === 401 && canRefresh && refused === undefined) {
+            // The token expired between enqueue and send, or was revoked: one fresh token, the same bytes.
+            await response.text().catch(() => "");
+            refused = token;
+            continue;
+          }
+          outcome = await untilAborted(this.#interpret(batch, response), deadline.signal);
         }
-        outcome = await untilAborted(this.#interpret(batch, response), deadline.signal);
       } catch (error) {
         outcome = { done: false, status: undefined, message: messageOf(error), unreachable: true };
       } finally {
@@ -575,7 +584,7 @@ export abstract class BatchingClient {
       }
       // Any answer but a 401 (or none): a later 401 (a short-lived token that expired while the batch
       // waited out an outage) gets a fresh token again. Only a second 401 in a row is a refusal.
-      refresh = false;
+      refused = undefined;
       if (outcome.done) break;
       if (outcome.split) {
         // Nothing of it was written (a 413 is answered before the body is read, a batch over the

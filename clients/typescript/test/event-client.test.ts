@@ -7,6 +7,7 @@ import {
   type DeliveryFailure,
   EventClient,
   type EventClientOptions,
+  type FetchLike,
   KEEPALIVE_BODY_LIMIT,
   localStorageQueue,
   type QueueStorage,
@@ -408,11 +409,46 @@ describe("EventClient retries", () => {
     const { fetch, sent } = scriptedFetch([
       () => Response.json({ error: "unauthorized", message: "bad token" }, { status: 401 }),
     ]);
-    const events = client({ fetch, token: () => "revoked", onError: (failure) => failures.push(failure) });
+    const events = client({
+      fetch,
+      token: ({ refresh }) => (refresh ? "revoked-too" : "revoked"),
+      onError: (failure) => failures.push(failure),
+    });
     const id = events.enqueue(click(0)) as string;
     await events.flush();
     expect(sent.length).toBe(2);
     expect(failures).toEqual([{ kind: "rejected", status: 401, message: "bad token", records: [{ id }] }]);
+    await events.close();
+  });
+
+  test("a callback that hands back the token just refused has none newer yet: the batch waits and asks again", async () => {
+    // A token file its sidecar rotates a little late: read again, it still holds the expired token.
+    const failures: DeliveryFailure[] = [];
+    const sent: string[] = [];
+    let file = "expired";
+    const fetch: FetchLike = async (_url, init) => {
+      const authorization = (init.headers as Record<string, string>).authorization as string;
+      sent.push(authorization);
+      if (authorization !== "Bearer rotated")
+        return Response.json({ error: "unauthorized" }, { status: 401 });
+      return accepted();
+    };
+    const events = client({
+      fetch,
+      token: () => file,
+      retry: { initialDelayMs: 20, maxDelayMs: 20 },
+      onError: (failure) => failures.push(failure),
+    });
+    events.enqueue(click(0));
+    await until(() => events.stats.retries >= 2);
+    file = "rotated";
+    await events.flush();
+    expect(failures).toEqual([]);
+    expect(events.stats).toMatchObject({ accepted: 1, rejected: 0, dropped: 0 });
+    // The same token is not sent again right after its refusal: one request per attempt until it rotated.
+    expect(sent.slice(0, 2)).toEqual(["Bearer expired", "Bearer expired"]);
+    expect(sent.at(-1)).toBe("Bearer rotated");
+    expect(sent.length).toBeLessThanOrEqual(events.stats.retries + 2);
     await events.close();
   });
 
