@@ -599,6 +599,8 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       return;
     }
     this.#socket = socket;
+    // From the start: a peer that takes the connection and never answers (a frozen gateway) is replaced too.
+    this.#startHeartbeat(socket);
     this.#token = token;
     this.#tokenExpiresAt = tokenExpiresAt(token);
     this.#inBandRefresh = true;
@@ -631,7 +633,6 @@ export class Subscriber extends Emitter<SubscriberEvents> {
         this.#connectedAt = Date.now();
         this.#authFailures = 0;
         this.#refreshToken = false;
-        this.#startHeartbeat(socket);
         this.#scheduleRefresh(socket);
         this.emit("connected", { connection: String(frame.connection) });
         for (const subscription of this.#subscriptions.values()) this.#sendSubscribe(subscription);

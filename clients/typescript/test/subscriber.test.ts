@@ -318,6 +318,17 @@ describe("Subscriber", () => {
     expect(of("disconnected").map((e) => (e.payload as { code: number }).code)).toEqual([1006]);
   });
 
+  test("a connection that never opens (a frozen gateway took it) is replaced after the heartbeat", async () => {
+    class NeverOpens extends FakeSocket {
+      protected override open(): void {
+        if (FakeSocket.all[0] !== this) super.open();
+      }
+    }
+    const { of } = start({ WebSocket: NeverOpens, heartbeatMs: 50 });
+    await connect(1);
+    expect(of("disconnected").map((e) => (e.payload as { code: number }).code)).toEqual([1006]);
+  });
+
   test("a connection that stops answering pings is replaced", async () => {
     start({ heartbeatMs: 50 });
     const first = await connect(0);
