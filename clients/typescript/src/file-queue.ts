@@ -90,6 +90,12 @@ export function fileQueue(path: string): QueueStorage {
   lockQueueFile(path);
   const records = new Map<string, string>();
   let journalLines = 0;
+  /**
+   * A write failed (disk full, an I/O error, the folder gone): the file may lack
+   * records the client still holds, or end in a partial line the next append
+   * would run into, so the next write rewrites it whole from memory.
+   */
+  let rewrite = false;
   let loading: Promise<void> | undefined;
 
   const compact = async () => {
@@ -133,8 +139,15 @@ export function fileQueue(path: string): QueueStorage {
       else for (const id of operation.remove) lines.push(JSON.stringify(["-", id]));
     }
     journalLines += lines.length;
-    if (journalLines > COMPACT_FLOOR && journalLines > COMPACT_RATIO * records.size) await compact();
-    else if (lines.length > 0) await appendFile(path, `${lines.join("\n")}\n`);
+    try {
+      if (rewrite || (journalLines > COMPACT_FLOOR && journalLines > COMPACT_RATIO * records.size))
+        await compact();
+      else if (lines.length > 0) await appendFile(path, `${lines.join("\n")}\n`);
+      rewrite = false;
+    } catch (error) {
+      rewrite = true;
+      throw error;
+    }
   });
 
   return {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileQueue } from "../src/file-queue.js";
@@ -755,6 +755,35 @@ describe("EventClient with storage: unsent records survive a restart", () => {
       expect(sent.flatMap(idsOf)).toEqual([id as string]);
     } finally {
       holder.kill("SIGKILL");
+      rmSync(folder, { recursive: true, force: true });
+    }
+  });
+
+  test("a file write that failed (its folder gone, a full disk) is made good by the next one: the file holds every unsent record", async () => {
+    const folder = mkdtempSync(join(tmpdir(), "file-queue-"));
+    const path = join(folder, "queue", "events.jsonl");
+    const storage = fileQueue(path);
+    const events = client({
+      fetch: scriptedFetch([() => Promise.reject(new TypeError("connection refused"))]).fetch,
+      storage,
+      retry: { initialDelayMs: 60_000 },
+    });
+    try {
+      const ids = [events.enqueue(click(0))];
+      await storage.flush();
+      rmSync(join(folder, "queue"), { recursive: true });
+      ids.push(events.enqueue(click(1)));
+      await storage.flush();
+      mkdirSync(join(folder, "queue"));
+      ids.push(events.enqueue(click(2)));
+      await storage.flush();
+      const stored = readFileSync(path, "utf8")
+        .split("\n")
+        .filter((line) => line !== "")
+        .map((line) => JSON.parse(line)[1]);
+      expect(stored).toEqual(ids);
+    } finally {
+      await events.close({ timeoutMs: 10 });
       rmSync(folder, { recursive: true, force: true });
     }
   });
