@@ -46,6 +46,8 @@ export class LogInUseError extends Error {
  */
 export class LogLock {
   private heartbeat: ReturnType<typeof setInterval> | undefined;
+  /** The restore under way: the heartbeat's and a write's would otherwise race to create the lock. */
+  private restoring: Promise<void> | undefined;
 
   private constructor(
     private readonly path: string,
@@ -53,9 +55,13 @@ export class LogLock {
     timing: LogLockTiming,
   ) {
     held.add(path);
+    // A lock file removed alone (by hand, a cleanup job) is written again here, not only at the next
+    // write that finds its log file gone: meanwhile another gateway could start on the folder.
     this.heartbeat = setInterval(() => {
       const now = new Date();
-      this.file.utimes(now, now).catch(() => {});
+      this.restore()
+        .then(() => this.file.utimes(now, now))
+        .catch(() => {});
     }, timing.heartbeatMs);
     // The heartbeat never keeps the process alive: the drain decides when it ends.
     this.heartbeat.unref?.();
@@ -85,7 +91,14 @@ export class LogLock {
    * running gateway, which makes it again): otherwise another gateway could
    * start on the folder. Rejects with LogInUseError when another holds it now.
    */
-  async restore(): Promise<void> {
+  restore(): Promise<void> {
+    this.restoring ??= this.restoreOnce().finally(() => {
+      this.restoring = undefined;
+    });
+    return this.restoring;
+  }
+
+  private async restoreOnce(): Promise<void> {
     const ours = (await this.file.stat()).ino;
     const there = await stat(this.path).catch(() => undefined);
     if (there?.ino === ours) return;

@@ -88,6 +88,18 @@ test("the holder's heartbeat keeps its lock fresh, so another process waiting st
   await lock.release();
 });
 
+test("a lock file removed alone is written again by the holder's heartbeat", async () => {
+  folder = await mkdtemp(join(tmpdir(), "log-lock-"));
+  const path = join(folder, LOCK_FILE);
+  const lock = await LogLock.acquire(folder, FAST);
+  await rm(path);
+  await Bun.sleep(FAST.heartbeatMs * 4);
+  expect(JSON.parse(await readFile(path, "utf8")).pid).toBe(process.pid);
+  await expect(LogLock.acquire(folder, FAST)).rejects.toBeInstanceOf(LogInUseError);
+  await lock.release();
+  expect(existsSync(path)).toBe(false);
+});
+
 test("a lock removed under its holder is written again by restore(); one another gateway wrote meanwhile is not overwritten", async () => {
   folder = await mkdtemp(join(tmpdir(), "log-lock-"));
   const path = join(folder, LOCK_FILE);
