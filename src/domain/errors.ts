@@ -355,7 +355,7 @@ export const RECORD_ERRORS = {
   },
   invalid_record: {
     meaning:
-      "The envelope is wrong: `type`, `id`, `ts`, `channel`, `key` or `data`, or a CloudEvent's attributes (not CloudEvents 1.0, `data_base64`, a `time` that is not RFC 3339, a binary-mode `ce-*` header that is not percent-encoded UTF-8, an attribute holding a control character, a noncharacter or a lone surrogate); the reason says which.",
+      "The envelope is wrong: `type`, `id`, `ts`, `channel`, `key` or `data`, or a CloudEvent's attributes (not CloudEvents 1.0, `data_base64`, a `time` that is not RFC 3339, a binary-mode `ce-*` header that is not percent-encoded UTF-8, an attribute holding a control character, a noncharacter or a lone surrogate, of no CloudEvents type, or longer than 4096 characters); the reason says which.",
     retry: false,
     advice: "Fix the record.",
   },

@@ -333,16 +333,55 @@ describe.each(RUNTIMES)(
         "invalid_record",
       ]);
 
-      const messages = await readTopic(topic, 6);
+      // No attribute is dropped after a 202: a name past 20 characters (only discouraged) is carried, a
+      // value too long for a header, or of no CloudEvents type, refuses its event alone.
+      const longName = "comexamplelongextensionname";
+      const attributes = await post(
+        gateway,
+        "/v1/events",
+        JSON.stringify([
+          {
+            specversion: "1.0",
+            type: "click",
+            source: "/x",
+            id: "ce-long-name",
+            [longName]: "v",
+            data: { element: "n" },
+          },
+          {
+            specversion: "1.0",
+            type: "click",
+            source: "/x",
+            id: "ce-ratio",
+            ratio: 1.5,
+            data: { element: "r" },
+          },
+        ]),
+        { ...auth, "content-type": "application/cloudevents-batch+json" },
+      );
+      expect(JSON.parse(attributes.text)).toMatchObject({ accepted: 1, rejected: 1, errors: [{ index: 1 }] });
+      const tooLong = await post(gateway, "/v1/events", '{"element":"l"}', {
+        ...binaryHeaders,
+        "ce-id": "ce-too-long",
+        "ce-source": "/x",
+        "ce-region": "x".repeat(4097),
+      });
+      expect(tooLong.status).toBe(422);
+
+      const messages = await readTopic(topic, 7);
       const byId = new Map(messages.map((message) => [JSON.parse(message.value).id as string, message]));
       expect([...byId.keys()].sort()).toEqual([
         "ce-batch-1",
         "ce-batch-2",
         "ce-binary",
+        "ce-long-name",
         "ce-quoted",
         "ce-raw",
         "ce-structured",
       ]);
+      expect(Object.fromEntries(byId.get("ce-long-name")?.headers ?? [])).toMatchObject({
+        [`ce_${longName}`]: "v",
+      });
       expect(Object.fromEntries(byId.get("ce-quoted")?.headers ?? [])).toMatchObject({
         ce_source: '/old "sender"',
         ce_subject: "café",
@@ -404,7 +443,7 @@ describe.each(RUNTIMES)(
         errors: [{ index: 1, reason: '"data" must be a JSON object', code: "invalid_record" }],
       });
 
-      const messages = await readTopic(topic, 7);
+      const messages = await readTopic(topic, 8);
       const written = messages.filter((message) => JSON.parse(message.value).id.startsWith("ce-null"));
       expect(written.map((message) => JSON.parse(message.value).id).sort()).toEqual([
         "ce-null",

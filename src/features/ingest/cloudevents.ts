@@ -26,9 +26,17 @@ export type CloudEventAttributes = Record<string, string>;
 
 /** Members of a structured event that are not attributes carried as headers. */
 const NOT_HEADERS = new Set(["data", "data_base64"]);
-/** CloudEvents attribute names: lower-case letters and digits, at most 20 (spec 1.0, "Attribute Naming Convention"). */
-const ATTRIBUTE_NAME = /^[a-z0-9]{1,20}$/;
-const MAX_HEADER_VALUE_LENGTH = 4096;
+/**
+ * CloudEvents attribute names: lower-case letters and digits (spec 1.0.2,
+ * "Attribute Naming Convention"). Past 20 characters a name is only
+ * discouraged (SHOULD NOT), and SDKs send such names: they are attributes too.
+ */
+const ATTRIBUTE_NAME = /^[a-z0-9]+$/;
+/** An attribute's value longer than this is refused, never written as a Kafka header nor dropped unsaid. */
+const MAX_ATTRIBUTE_LENGTH = 4096;
+/** The CloudEvents Integer type's range (spec 1.0.2, "Type System"). */
+const MIN_INTEGER = -(2 ** 31);
+const MAX_INTEGER = 2 ** 31 - 1;
 /**
  * RFC 3339 (offset required, the date and a leap second checked), as a
  * schema's `format: date-time` judges it; Date.parse would also take `1`,
@@ -128,9 +136,12 @@ const EXCLUDED_CHARACTER = /[\p{Cc}\p{Cs}\p{Noncharacter_Code_Point}]/u;
 function attributeProblem(attributes: Record<string, unknown>): string | undefined {
   if (attributes.specversion !== "1.0") return '"specversion" must be "1.0"';
   for (const name in attributes) {
+    if (NOT_HEADERS.has(name) || !ATTRIBUTE_NAME.test(name)) continue;
     const value = attributes[name];
-    if (!NOT_HEADERS.has(name) && typeof value === "string" && EXCLUDED_CHARACTER.test(value))
-      return `"${name}" holds a control character, a noncharacter or a lone surrogate, which a CloudEvents String excludes`;
+    // An invalid traceparent or tracestate is dropped (kafkaHeaders), not refused, as a request's headers are.
+    const problem =
+      TRACE_ATTRIBUTES.has(name) && typeof value !== "string" ? undefined : valueProblem(name, value);
+    if (problem !== undefined) return problem;
   }
   for (const name of ["id", "source", "type"]) {
     const value = attributes[name];
@@ -144,6 +155,28 @@ function attributeProblem(attributes: Record<string, unknown>): string | undefin
   const contentType = attributes.datacontenttype;
   if (contentType !== undefined && !isJsonMediaType(contentType))
     return '"datacontenttype" must be application/json (data is carried as a JSON object)';
+  return undefined;
+}
+
+/**
+ * Why an attribute's value is none the gateway carries, or undefined: it must
+ * be of a CloudEvents type (String, Boolean, Integer; the others are Strings
+ * in JSON), and fit a Kafka header. An object, an array, `1.5` or `2^31` is
+ * no attribute value at all, and a value dropped would be lost after a 202.
+ */
+function valueProblem(name: string, value: unknown): string | undefined {
+  if (typeof value === "boolean") return undefined;
+  if (typeof value === "number") {
+    return Number.isInteger(value) && value >= MIN_INTEGER && value <= MAX_INTEGER
+      ? undefined
+      : `"${name}" must be a CloudEvents Integer (-2147483648 to 2147483647) when it is a number`;
+  }
+  if (typeof value !== "string")
+    return `"${name}" must be a String, a Boolean or an Integer: CloudEvents attributes have no other type`;
+  if (EXCLUDED_CHARACTER.test(value))
+    return `"${name}" holds a control character, a noncharacter or a lone surrogate, which a CloudEvents String excludes`;
+  if (value.length > MAX_ATTRIBUTE_LENGTH)
+    return `"${name}" is longer than ${MAX_ATTRIBUTE_LENGTH} characters`;
   return undefined;
 }
 
@@ -175,10 +208,8 @@ function kafkaHeaders(attributes: Record<string, unknown>): Record<string, strin
   }
   for (const name in attributes) {
     if (NOT_HEADERS.has(name) || TRACE_ATTRIBUTES.has(name) || !ATTRIBUTE_NAME.test(name)) continue;
-    const value = attributes[name];
-    if (typeof value !== "string" && typeof value !== "number" && typeof value !== "boolean") continue;
-    const text = String(value);
-    if (text.length <= MAX_HEADER_VALUE_LENGTH) headers[`ce_${name}`] = text;
+    // attributeProblem let only Strings, Booleans and Integers of at most MAX_ATTRIBUTE_LENGTH through.
+    headers[`ce_${name}`] = String(attributes[name]);
   }
   return headers;
 }

@@ -310,6 +310,57 @@ describe("CloudEvents bodies", () => {
     expect(kept).toMatchObject({ ok: true, headers: { ce_subject: "\u{1f600} café" } });
   });
 
+  test("no attribute is dropped unsaid after a 202: a name past 20 characters is carried, a value of no CloudEvents type or too long refuses the event", async () => {
+    // Spec 1.0.2: names past 20 characters are only discouraged (SHOULD NOT), and SDKs send them.
+    const long = "comexamplelongextensionname";
+    const body = JSON.stringify([
+      {
+        ...EVENT,
+        [long]: "v",
+        min: -(2 ** 31),
+        max: 2 ** 31 - 1,
+        flag: false,
+        fits: "x".repeat(4096),
+        data: {},
+      },
+      { ...EVENT, ratio: 1.5, data: {} },
+      { ...EVENT, count: 2 ** 31, data: {} },
+      { ...EVENT, nested: { a: 1 }, data: {} },
+      { ...EVENT, list: ["a"], data: {} },
+      { ...EVENT, huge: "x".repeat(4097), data: {} },
+      { ...EVENT, source: `/${"x".repeat(4096)}`, data: {} },
+    ]);
+    const records = await decodeBody(bytes(body), "application/cloudevents-batch+json", undefined, LIMITS);
+    expect(records[0]).toMatchObject({
+      ok: true,
+      headers: { [`ce_${long}`]: "v", ce_min: "-2147483648", ce_max: "2147483647", ce_flag: "false" },
+    });
+    expect((records[0] as { headers: Record<string, string> }).headers.ce_fits).toHaveLength(4096);
+    expect(records.slice(1).map((record) => (record.ok ? "ok" : record.reason))).toEqual([
+      'CloudEvent: "ratio" must be a CloudEvents Integer (-2147483648 to 2147483647) when it is a number',
+      'CloudEvent: "count" must be a CloudEvents Integer (-2147483648 to 2147483647) when it is a number',
+      'CloudEvent: "nested" must be a String, a Boolean or an Integer: CloudEvents attributes have no other type',
+      'CloudEvent: "list" must be a String, a Boolean or an Integer: CloudEvents attributes have no other type',
+      'CloudEvent: "huge" is longer than 4096 characters',
+      'CloudEvent: "source" is longer than 4096 characters',
+    ]);
+    // Binary mode: a long name is an attribute too, a long value refuses the event.
+    const binary = binaryCloudEvent(
+      headers({
+        "ce-specversion": "1.0",
+        "ce-type": "click",
+        "ce-source": "/s",
+        "ce-id": "e10",
+        [`ce-${long}`]: "v",
+      }),
+    );
+    const [carried] = await decodeBody(bytes("{}"), "application/json", undefined, LIMITS, binary);
+    expect(carried).toMatchObject({ ok: true, headers: { [`ce_${long}`]: "v" } });
+    const tooLong = { attributes: { ...binary?.attributes, big: "x".repeat(5000) } };
+    const [refused] = await decodeBody(bytes("{}"), "application/json", undefined, LIMITS, tooLong);
+    expect(refused).toMatchObject({ ok: false, code: "invalid_record" });
+  });
+
   test("the Content-Type decides the mode: a structured event with ce-* headers is read as structured", async () => {
     // Binding 3.2.3: a structured event MAY carry the binary mode's headers as well.
     const attributes = binaryCloudEvent(
