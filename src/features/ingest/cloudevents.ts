@@ -38,8 +38,15 @@ const MAX_ATTRIBUTE_LENGTH = 4096;
 const MIN_INTEGER = -(2 ** 31);
 const MAX_INTEGER = 2 ** 31 - 1;
 /**
- * RFC 3339 (offset required, the date and a leap second checked), as a
- * schema's `format: date-time` judges it; Date.parse would also take `1`,
+ * RFC 3339's `date-time` shape (section 5.6): `T` between date and time
+ * (lower case allowed, a space is not), an offset `Z` or `±hh:mm`. The
+ * schema format below checks the values (the date, a leap second) but also
+ * takes a space, `+01` and `+0100`, which CloudEvents SDKs do not parse back.
+ */
+const RFC3339_SHAPE = /^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-]\d\d:\d\d)$/;
+/**
+ * RFC 3339's values (offset required, the date and a leap second checked), as a
+ * schema's `format: date-time` judges them; Date.parse would also take `1`,
  * `2020-01-01` or an RFC 1123 date, which are no CloudEvents Timestamp.
  */
 const dateTime = fullFormats["date-time"] as { validate(text: string): boolean };
@@ -147,9 +154,16 @@ function attributeProblem(attributes: Record<string, unknown>): string | undefin
     const value = attributes[name];
     if (typeof value !== "string" || value === "") return `"${name}" must be a non-empty string`;
   }
+  // Spec 1.0.2: "if present, MUST be a non-empty string" (subject), "a non-empty URI" (dataschema).
+  for (const name of ["subject", "dataschema"]) {
+    const value = attributes[name];
+    if (value !== undefined && (typeof value !== "string" || value === ""))
+      return `"${name}" must be a non-empty string when present`;
+  }
+  const time = attributes.time;
   if (
-    attributes.time !== undefined &&
-    (typeof attributes.time !== "string" || !dateTime.validate(attributes.time))
+    time !== undefined &&
+    (typeof time !== "string" || !RFC3339_SHAPE.test(time) || !dateTime.validate(time))
   )
     return '"time" must be an RFC 3339 timestamp';
   const contentType = attributes.datacontenttype;

@@ -137,11 +137,19 @@ describe("CloudEvents bodies", () => {
       { ...EVENT, time: "2026-01-01T00:00:00" },
       { ...EVENT, time: "Thu, 01 Jan 2026 00:00:00 GMT" },
       { ...EVENT, time: "2026-02-30T00:00:00Z" },
+      // A schema's date-time format takes these too; RFC 3339 has a T and an offset of ±hh:mm.
+      { ...EVENT, time: "2026-01-01 00:00:00Z" },
+      { ...EVENT, time: "2026-01-01T00:00:00+01" },
+      { ...EVENT, time: "2026-01-01T00:00:00+0100" },
       // RFC 3339 allows fractions of any length, lower-case t and z, and a leap second.
       { ...EVENT, time: "2026-01-01T00:00:00.123456789+02:00", data: { element: "x" } },
       { ...EVENT, time: "2016-12-31t23:59:60z", data: { element: "x" } },
       { ...EVENT, id: "" },
       { ...EVENT, datacontenttype: "text/plain", data: "x" },
+      // Optional attributes that, when present, must be non-empty Strings (spec 1.0.2).
+      { ...EVENT, subject: "" },
+      { ...EVENT, subject: 5 },
+      { ...EVENT, dataschema: "" },
     ]);
     const records = await decodeBody(bytes(body), "application/cloudevents-batch+json", undefined, LIMITS);
     expect(records.map((record) => (record.ok ? "ok" : record.reason))).toEqual([
@@ -154,10 +162,16 @@ describe("CloudEvents bodies", () => {
       'CloudEvent: "time" must be an RFC 3339 timestamp',
       'CloudEvent: "time" must be an RFC 3339 timestamp',
       'CloudEvent: "time" must be an RFC 3339 timestamp',
+      'CloudEvent: "time" must be an RFC 3339 timestamp',
+      'CloudEvent: "time" must be an RFC 3339 timestamp',
+      'CloudEvent: "time" must be an RFC 3339 timestamp',
       "ok",
       "ok",
       'CloudEvent: "id" must be a non-empty string',
       'CloudEvent: "datacontenttype" must be application/json (data is carried as a JSON object)',
+      'CloudEvent: "subject" must be a non-empty string when present',
+      'CloudEvent: "subject" must be a non-empty string when present',
+      'CloudEvent: "dataschema" must be a non-empty string when present',
     ]);
     await expect(
       decodeBody(bytes("{}"), "application/cloudevents-batch+json", undefined, LIMITS),
