@@ -8,7 +8,8 @@ import type { RawRecord } from "./body.ts";
  * structured event (`application/cloudevents+json`), a batch of them
  * (`application/cloudevents-batch+json`), or binary mode (the attributes in
  * `ce-*` headers, the body is `data`). Each event becomes a record: `type`,
- * `id`, `time` → `ts`, `data` (its exact bytes), `partitionkey` → `key`; it is
+ * `id`, `time` → `ts`, `data` (its exact bytes), `partitionkey` → `key`,
+ * the extension `channel` → `channel` (fanned out as any record's); it is
  * then validated as any record. Its context attributes travel as Kafka
  * headers `ce_<name>` (the Kafka protocol binding's binary mode), `source`,
  * `subject` and `datacontenttype` included. The binding would map
@@ -238,6 +239,8 @@ function toRecord(
   const value: Record<string, unknown> = { type: attributes.type, id: attributes.id, data };
   if (typeof attributes.time === "string") value.ts = attributes.time;
   if (attributes.partitionkey !== undefined) value.key = attributes.partitionkey;
+  // An extension of the gateway's own: without it no event could reach subscribers.
+  if (attributes.channel !== undefined) value.channel = attributes.channel;
   const record: RawRecord = {
     ok: true,
     value,

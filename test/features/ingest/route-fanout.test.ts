@@ -29,12 +29,12 @@ function route(copies: () => Promise<void>) {
   );
 }
 
-function post(body: unknown, query = ""): HttpRequest {
+function post(body: unknown, query = "", contentType = "application/json"): HttpRequest {
   return {
     method: "POST",
     path: "/v1/events",
     query: new URLSearchParams(query),
-    header: (name) => (name === "content-type" ? "application/json" : undefined),
+    header: (name) => (name === "content-type" ? contentType : undefined),
     headerNames: () => ["content-type"],
     remoteAddress: "127.0.0.1",
     body: async () => Buffer.from(JSON.stringify(body)),
@@ -78,4 +78,32 @@ test("?ack=none and records without a channel wait for no fan-out copy", async (
   expect(
     await replyWithin(route(never).handler(post({ type: "click", data: { element: "a" } }), {}), 100),
   ).not.toBe("waiting");
+});
+
+test("a CloudEvent's channel extension is the record's channel: it is fanned out as any record's", async () => {
+  const fanned: Array<string | undefined> = [];
+  const ingest = ingestRoute(
+    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 200 },
+    {
+      authenticate: async () => principal,
+      admission: { request: () => undefined, events: () => undefined },
+      idempotency: { run: async () => ({ status: 500, body: "" }) },
+      schemas: { validate: () => ({ ok: true }) },
+      queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} },
+      metrics: createMetrics("test", "0"),
+      dedup: { windowMs: () => undefined, store: undefined as never },
+      fanOut: (records) => {
+        fanned.push(...records.map((record) => record.channel));
+        return undefined;
+      },
+    },
+  );
+  const event = { specversion: "1.0", type: "click", source: "/s", data: { element: "a" } };
+  const batch = [
+    { ...event, id: "a", channel: "orders" },
+    { ...event, id: "b" },
+  ];
+  const reply = await ingest.handler(post(batch, "", "application/cloudevents-batch+json"), {});
+  expect(reply.status).toBe(202);
+  expect(fanned).toEqual(["orders", undefined]);
 });
