@@ -13,7 +13,8 @@ export interface LocalLogOptions {
   rotateBytes: number;
 }
 
-const FILE_PATTERN = /^events-(\d{6})\.ndjson$/;
+/** Names are padded to 6 digits and grow past 999999 (events-1000000): any width is read, by its number. */
+const FILE_PATTERN = /^events-(\d{6,})\.ndjson$/;
 const NEWLINE = 0x0a;
 /** How much of a torn tail is read at a time, from the end, looking for the last whole line. */
 const TAIL_CHUNK_BYTES = 64 * 1024;
@@ -95,11 +96,7 @@ export class LocalLogWriter implements SinkWriter {
   }
 
   private async openNewest(): Promise<{ truncatedBytes: number }> {
-    const existing = (await readdir(this.options.dir))
-      .map((name) => FILE_PATTERN.exec(name)?.[1])
-      .filter((sequence): sequence is string => sequence !== undefined)
-      .map(Number);
-    this.sequence = existing.length > 0 ? Math.max(...existing) : 1;
+    this.sequence = newestSequence(await readdir(this.options.dir)) ?? 1;
     await this.openCurrent();
     const size = this.fileBytes;
     this.fileBytes = await this.lastLineEnd(size);
@@ -238,6 +235,21 @@ export class LocalLogWriter implements SinkWriter {
     this.fileBytes = (await file.stat()).size;
     return file;
   }
+}
+
+/**
+ * The highest sequence among log file names, compared as numbers: past
+ * 999999 a name has 7 digits and sorts before events-999999 as text.
+ */
+export function newestSequence(names: Iterable<string>): number | undefined {
+  let newest: number | undefined;
+  for (const name of names) {
+    const digits = FILE_PATTERN.exec(name)?.[1];
+    if (digits === undefined) continue;
+    const sequence = Number(digits);
+    if (newest === undefined || sequence > newest) newest = sequence;
+  }
+  return newest;
 }
 
 /** The batch as log lines, one per record. */

@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, unlink, writeFile }
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LOCK_FILE } from "../../../src/infra/local/log-lock.ts";
-import { LocalLogWriter } from "../../../src/infra/local/log-writer.ts";
+import { LocalLogWriter, newestSequence } from "../../../src/infra/local/log-writer.ts";
 
 let folder = "";
 afterEach(async () => {
@@ -174,3 +174,31 @@ test.skipIf(process.platform !== "linux")(
     expect(flags & constants.O_APPEND).toBe(constants.O_APPEND);
   },
 );
+
+test("the sequence goes on past 999999: a restart continues after events-1000000, not in events-999999", async () => {
+  folder = await mkdtemp(join(tmpdir(), "local-log-"));
+  await writeFile(join(folder, "events-999999.ndjson"), "");
+  const big = (n: number) => ({ ...message(n), value: JSON.stringify({ n, pad: "x".repeat(1024) }) });
+  let writer = new LocalLogWriter({ dir: folder, rotateBytes: 1024 });
+  await writer.connect();
+  await writer.write([big(1)]);
+  await writer.write([message(2)]);
+  await writer.close();
+  writer = new LocalLogWriter({ dir: folder, rotateBytes: 1024 });
+  await writer.connect();
+  expect(writer.currentPath).toBe(join(folder, "events-1000000.ndjson"));
+  await writer.write([message(3)]);
+  await writer.close();
+  expect(await loggedIn(join(folder, "events-999999.ndjson"))).toEqual([1]);
+  expect(await loggedIn(join(folder, "events-1000000.ndjson"))).toEqual([2, 3]);
+});
+
+test("newestSequence compares file names by their number, of any width, and ignores other files", () => {
+  expect(newestSequence(["events-1000000.ndjson", "events-999999.ndjson", "events-000002.ndjson"])).toBe(
+    1000000,
+  );
+  expect(
+    newestSequence(["gateway.lock", "events-12.ndjson", "events-000003.ndjson.gz", "worker-1"]),
+  ).toBeUndefined();
+  expect(newestSequence(["events-000007.ndjson"])).toBe(7);
+});
