@@ -39,7 +39,8 @@ const ROTATE_FAILURE_LOG_INTERVAL_MS = 60_000;
  * A batch is written whole or not at all: a short write (file-size limit, full
  * disk) is continued, and when the rest cannot be written the file is cut back
  * to its last whole line and the write rejects, so nothing is acknowledged
- * that is not in the log. A line torn by a crash mid-write is cut at start.
+ * that is not in the log. A file that reached the file-size limit (EFBIG) is
+ * followed by the next one and the batch written there once. A line torn by a crash mid-write is cut at start.
  * The folder is this writer's alone while it is open (LogLock).
  *
  * A file removed while open (its folder deleted, an `rm events-*`) still takes
@@ -61,6 +62,8 @@ export class LocalLogWriter implements SinkWriter {
   /** The last write, which the next one waits for: batches of several topics never interleave their lines. */
   private lastWrite: Promise<void> = Promise.resolve();
 
+  /** The file-size limit is logged once: every file from then on may reach it. */
+  private sizeLimitWarned = false;
   private readonly rotateFailureLine = new OccasionalLine(ROTATE_FAILURE_LOG_INTERVAL_MS);
 
   constructor(
@@ -121,7 +124,12 @@ export class LocalLogWriter implements SinkWriter {
   private async append(batch: SinkMessage[]): Promise<void> {
     const bytes = Buffer.from(lines(batch));
     try {
-      await this.appendTo(this.file ?? (await this.reopen()), bytes);
+      try {
+        await this.appendTo(this.file ?? (await this.reopen()), bytes);
+      } catch (error) {
+        if (!(await this.rotatedPastSizeLimit(error))) throw error;
+        await this.appendTo(this.file as FileHandle, bytes);
+      }
       if (this.file && (await this.file.stat()).nlink === 0) {
         this.log?.warn({ path: this.currentPath }, "local log: the file was removed; writing to a new one");
         // The next name: one a shipper has seen (and maybe removed) is never written again.
@@ -133,6 +141,27 @@ export class LocalLogWriter implements SinkWriter {
     }
     this.fileBytes += bytes.byteLength;
     if (this.fileBytes >= this.options.rotateBytes) await this.rotate();
+  }
+
+  /**
+   * After a write refused with EFBIG (a per-process file-size limit,
+   * `ulimit -f`, or FAT32's 4 GiB) and cut back whole: opens the next file, so
+   * the log keeps taking records instead of refusing every write to a file that
+   * cannot grow, a restart included (it reopens the newest). False when a new
+   * file would not help (the current one holds nothing, or could not be cut
+   * back) or cannot be opened: the write is refused.
+   */
+  private async rotatedPastSizeLimit(error: unknown): Promise<boolean> {
+    if ((error as NodeJS.ErrnoException).code !== "EFBIG" || !this.file || this.fileBytes === 0 || this.torn)
+      return false;
+    if (!this.sizeLimitWarned) {
+      this.sizeLimitWarned = true;
+      this.log?.warn(
+        { path: this.currentPath, bytes: this.fileBytes },
+        "local log: the file reached the file-size limit; writing to a new one (LOCAL_LOG_ROTATE_BYTES is above the limit)",
+      );
+    }
+    return this.rotate();
   }
 
   /** Appends `bytes` whole, or cuts `file` back to its last whole line and rejects. */
@@ -208,7 +237,7 @@ export class LocalLogWriter implements SinkWriter {
    * opened, the current one stays open and takes the next writes: the batch
    * just written is on disk and is acknowledged; each write tries again.
    */
-  private async rotate(): Promise<void> {
+  private async rotate(): Promise<boolean> {
     let next: FileHandle | undefined;
     try {
       next = await open(this.pathOf(this.sequence + 1), OPEN_FLAGS);
@@ -218,6 +247,7 @@ export class LocalLogWriter implements SinkWriter {
       this.fileBytes = size;
       this.sequence++;
       await previous?.close().catch(() => {});
+      return true;
     } catch (error) {
       if (next && next !== this.file) await next.close().catch(() => {});
       const failures = this.rotateFailureLine.due();
@@ -226,6 +256,7 @@ export class LocalLogWriter implements SinkWriter {
           { err: error, path: this.currentPath, bytes: this.fileBytes, failures },
           "local log: cannot open the next file; appending to the current one",
         );
+      return false;
     }
   }
 

@@ -116,16 +116,20 @@ test("a rotation that cannot open the next file acknowledges the written batch a
   expect(await loggedIn(blocked)).toEqual([4]);
 });
 
-test("under a file-size limit a write is whole or refused: the log holds every acknowledged record, no torn line", async () => {
+test("a file at the file-size limit (EFBIG) is followed by the next one, a restart included: every acknowledged record is logged once, no torn line", async () => {
   folder = await mkdtemp(join(tmpdir(), "local-log-"));
-  const script = new URL("./append-until-refused.ts", import.meta.url).pathname;
-  // 8 blocks of 512 bytes: the limit falls inside a batch, so the write is short and then refused (EFBIG).
+  // The newest file already at the limit of 4096 bytes, one whole line, as a previous run left it.
+  const prefix = '{"topic":"events","key":"k","headers":{},"value":{"n":-1,"pad":"';
+  const suffix = '"}}\n';
+  await writeFile(
+    join(folder, "events-000001.ndjson"),
+    prefix + "x".repeat(4096 - prefix.length - suffix.length) + suffix,
+  );
+  const script = new URL("./append-under-size-limit.ts", import.meta.url).pathname;
+  // 4 blocks of 1024 bytes (bash counts in KiB): the limit falls inside batches, so writes are short and then refused (EFBIG).
   const child = Bun.spawn(
-    ["bash", "-c", `ulimit -f 8; exec "$0" "$1" "$2"`, process.execPath, script, folder],
-    {
-      stdout: "pipe",
-      stderr: "pipe",
-    },
+    ["bash", "-c", `ulimit -f 4; exec "$0" "$1" "$2"`, process.execPath, script, folder],
+    { stdout: "pipe", stderr: "pipe" },
   );
   const [code, out, err] = await Promise.all([
     child.exited,
@@ -136,17 +140,24 @@ test("under a file-size limit a write is whole or refused: the log holds every a
   expect(code).toBe(0);
   const result = JSON.parse(out) as {
     acknowledged: number[];
-    refusal?: { name: string; code: string };
-    small: boolean;
+    refused: { name: string; code: string; first: number }[];
+    warnings: string[];
   };
-  expect(result.refusal).toEqual({ name: "SinkUnavailableError", code: "EFBIG" });
-  expect(result.acknowledged.length).toBeGreaterThan(0);
-  expect(result.small).toBe(true);
-  const text = await readFile(join(folder, "events-000001.ndjson"), "utf8");
-  expect(text.endsWith("\n")).toBe(true);
-  const lines = text.split("\n").slice(0, -1);
-  const logged = lines.map((line) => JSON.parse(line).value.n as number | undefined);
-  expect(logged).toEqual([...result.acknowledged, undefined]);
+  // Only the batch larger than a whole file is refused: 200 records before it, 1 after.
+  expect(result.refused).toEqual([{ name: "SinkUnavailableError", code: "EFBIG", first: 200 }]);
+  expect(result.acknowledged).toEqual([...Array.from({ length: 200 }, (_, n) => n), 250]);
+  expect(result.warnings.filter((line) => line.includes("file-size limit"))).toHaveLength(1);
+  const files = (await readdir(folder)).filter((name) => name.endsWith(".ndjson")).sort();
+  expect(files.length).toBeGreaterThan(5);
+  const logged: number[] = [];
+  for (const file of files) {
+    const text = await readFile(join(folder, file), "utf8");
+    expect(text.length).toBeLessThanOrEqual(4096);
+    if (text === "") continue;
+    expect(text.endsWith("\n")).toBe(true);
+    for (const line of text.split("\n").slice(0, -1)) logged.push(JSON.parse(line).value.n);
+  }
+  expect(logged).toEqual([-1, ...result.acknowledged]);
 });
 
 test.skipIf(process.platform !== "linux")(
