@@ -115,3 +115,21 @@ all an idle WebSocket or stream sends; the ALB closes a connection idle longer.
 0
 {{- end -}}
 {{- end -}}
+
+{{- /* resources.limits.memory in MiB (Gi, Mi, G, M or bytes), for the render's memory checks. */ -}}
+{{- define "edge-gateway.memoryLimitMiB" -}}
+{{- $limit := toString . -}}
+{{- if regexMatch "^[0-9]+Gi$" $limit -}}
+{{- mul (trimSuffix "Gi" $limit | int) 1024 -}}
+{{- else if regexMatch "^[0-9]+Mi$" $limit -}}
+{{- trimSuffix "Mi" $limit | int -}}
+{{- else if regexMatch "^[0-9]+G$" $limit -}}
+{{- div (mul (trimSuffix "G" $limit | int64) 1000000000) 1048576 -}}
+{{- else if regexMatch "^[0-9]+M$" $limit -}}
+{{- div (mul (trimSuffix "M" $limit | int64) 1000000) 1048576 -}}
+{{- else if regexMatch "^[0-9]+$" $limit -}}
+{{- div (int64 $limit) 1048576 -}}
+{{- else -}}
+{{- fail (printf "resources.limits.memory (%s): write it in Gi, Mi, G, M or bytes, so the chart can check the memory budget against it" $limit) -}}
+{{- end -}}
+{{- end -}}
