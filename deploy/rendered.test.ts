@@ -474,6 +474,8 @@ describe.each(renderings)("$name", ({ objects }) => {
       rule.to?.some((peer: K8s) => peer.ipBlock?.cidr === "169.254.170.23/32"),
     );
     expect(agent?.ports).toEqual([{ protocol: "TCP", port: 80 }]);
+    // Its address on IPv6 clusters too.
+    expect(agent.to.map((peer: K8s) => peer.ipBlock.cidr)).toContain("fd00:ec2::23/128");
   });
 
   test("the PrometheusRule carries deploy/prometheus/alerts.yml, labelled for the Operator", () => {
@@ -826,5 +828,21 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
     expect(agentRule(renderChart("eks-values.yaml", "serviceAccount.annotations=null"))).toBe(true);
     expect(agentRule(renderChart("eks-values.yaml", "networkPolicy.podIdentityAgent=false"))).toBe(false);
     expect(agentRule(renderChart("default-values.yaml"))).toBe(false);
+  });
+
+  test("IPv6-only clusters: `host: '::'` makes the gateway listen on IPv6 too, and the agent rule opens its IPv6 address", () => {
+    const objects = documents(renderChart("eks-values.yaml", "host=::").stdout.toString());
+    // The kubelet probes and the Service reach the pod on its IPv6 address: 0.0.0.0 is IPv4 only.
+    expect(loadConfig(podEnv(objects)).host).toBe("::");
+    expect(loadConfig(podEnv(documents(renderChart("default-values.yaml").stdout.toString()))).host).toBe(
+      "0.0.0.0",
+    );
+    const agent = only(objects, "NetworkPolicy").spec.egress.find((rule: K8s) =>
+      rule.to?.some((peer: K8s) => peer.ipBlock?.cidr === "169.254.170.23/32"),
+    );
+    expect(agent.to.map((peer: K8s) => peer.ipBlock.cidr)).toEqual(["169.254.170.23/32", "fd00:ec2::23/128"]);
+    const inConfig = renderChart("default-values.yaml", "config.HOST=::");
+    expect(inConfig.exitCode).not.toBe(0);
+    expect(inConfig.stderr.toString()).toContain("config.HOST is set by the chart: use host instead");
   });
 });
