@@ -781,6 +781,31 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
     expect(renderChart("default-values.yaml", "resources.limits.memory=4G").exitCode).toBe(0);
   });
 
+  test("a scrape interval set in values that leaves GatewayDrainStuck no scrape before the drain's deadline is refused", () => {
+    // Threshold 10 s + a 16 s interval > DRAIN_TIMEOUT_MS 25 s: a stuck drain can be cut before any scrape sees it past 10 s.
+    const slow = renderChart("eks-values.yaml", "monitoring.podMonitor.interval=16s");
+    expect(slow.exitCode).not.toBe(0);
+    expect(slow.stderr.toString()).toContain(
+      "monitoring.podMonitor.interval (16s) + GatewayDrainStuck's threshold (10 s) must not exceed drain.timeoutMs (25000 ms)",
+    );
+    expect(renderChart("eks-values.yaml", "monitoring.podMonitor.interval=1m").exitCode).not.toBe(0);
+    expect(renderChart("eks-values.yaml", "monitoring.podMonitor.interval=15s").exitCode).toBe(0);
+    // A longer drain leaves room for a longer interval; without the chart's rule there is nothing to hold it to.
+    expect(
+      renderChart("eks-values.yaml", "monitoring.podMonitor.interval=30s", "drain.timeoutMs=40000").exitCode,
+    ).toBe(0);
+    expect(
+      renderChart(
+        "eks-values.yaml",
+        "monitoring.podMonitor.interval=1m",
+        "monitoring.prometheusRule.enabled=false",
+      ).exitCode,
+    ).toBe(0);
+    const unitless = renderChart("eks-values.yaml", "monitoring.podMonitor.interval=15");
+    expect(unitless.exitCode).not.toBe(0);
+    expect(unitless.stderr.toString()).toContain("write it as a Prometheus duration");
+  });
+
   test("an ALB idle timeout the gateway's WebSocket pings and stream comments do not beat is refused", () => {
     // WS_PING_INTERVAL_MS is all an idle WebSocket carries: the ALB closes connections idle past its timeout.
     const slowPings = renderChart("eks-values.yaml", "config.WS_PING_INTERVAL_MS=90000");

@@ -133,3 +133,35 @@ all an idle WebSocket or stream sends; the ALB closes a connection idle longer.
 {{- fail (printf "resources.limits.memory (%s): write it in Gi, Mi, G, M or bytes, so the chart can check the memory budget against it" $limit) -}}
 {{- end -}}
 {{- end -}}
+
+{{- /*
+The PodMonitor's scrape interval. GatewayDrainStuck fires on a drain seen past its threshold
+(files/alerts.yml): a stuck drain is cut at drain.timeoutMs, so a scrape must fall between the
+two, or the alert never sees the drains it is for. Checked when the chart ships the rule.
+*/ -}}
+{{- define "edge-gateway.podMonitorInterval" -}}
+{{- $interval := toString .Values.monitoring.podMonitor.interval -}}
+{{- if not (regexMatch "^([0-9]+(ms|s|m|h))+$" $interval) -}}
+{{- fail (printf "monitoring.podMonitor.interval (%s): write it as a Prometheus duration (15s, 1m, 1m30s)" $interval) -}}
+{{- end -}}
+{{- if .Values.monitoring.prometheusRule.enabled -}}
+{{- $intervalMs := 0 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h)" $interval -1 -}}
+{{- $n := regexFind "^[0-9]+" . | int -}}
+{{- $unit := trimPrefix (toString $n) . -}}
+{{- $intervalMs = add $intervalMs (mul $n (get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000) $unit)) -}}
+{{- end -}}
+{{- $thresholdS := 0 -}}
+{{- range (.Files.Get "files/alerts.yml" | fromYaml).groups -}}
+{{- range .rules -}}
+{{- if eq (toString .alert) "GatewayDrainStuck" -}}
+{{- $thresholdS = regexFind "[0-9]+$" (trim .expr) | int -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if gt (add (mul $thresholdS 1000) $intervalMs) (int .Values.drain.timeoutMs) -}}
+{{- fail (printf "monitoring.podMonitor.interval (%s) + GatewayDrainStuck's threshold (%d s) must not exceed drain.timeoutMs (%v ms): a stuck drain would be cut before any scrape saw it past the threshold, and the alert would not fire" $interval $thresholdS .Values.drain.timeoutMs) -}}
+{{- end -}}
+{{- end -}}
+{{- $interval -}}
+{{- end -}}
