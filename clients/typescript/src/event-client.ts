@@ -285,7 +285,11 @@ export abstract class BatchingClient {
   #nextSeq = 1;
   /** Records restored from storage get sequence numbers below every enqueued one: they are older. */
   #lowestSeq = 1;
-  #flushWaiters: Array<{ upTo: number; resolve: () => void }> = [];
+  /**
+   * flush() promises by the last sequence number they wait for: calls with the same target share
+   * one, so however often flush() is called during an outage, there are at most as many as records held.
+   */
+  readonly #flushWaiters = new Map<number, [Promise<void>, () => void]>();
   readonly #counts = { accepted: 0, rejected: 0, dropped: 0, retries: 0 };
   /** Body bytes of keepalive requests in flight, held under KEEPALIVE_BODY_LIMIT. */
   #keepaliveBytes = 0;
@@ -379,7 +383,13 @@ export abstract class BatchingClient {
     this.#partialDue = true;
     this.#maybeSend();
     if (this.#oldestUnsettled() > upTo) return Promise.resolve();
-    return new Promise((resolve) => this.#flushWaiters.push({ upTo, resolve }));
+    let waiter = this.#flushWaiters.get(upTo);
+    if (!waiter) {
+      let resolve = () => {};
+      waiter = [new Promise<void>((done) => (resolve = done)), () => resolve()];
+      this.#flushWaiters.set(upTo, waiter);
+    }
+    return waiter[0];
   }
 
   async #shutDown(timeoutMs: number): Promise<void> {
@@ -812,11 +822,11 @@ export abstract class BatchingClient {
   #settle(batch: Batch | undefined): void {
     if (batch) this.#inFlight.delete(batch);
     const oldest = this.#oldestUnsettled();
-    this.#flushWaiters = this.#flushWaiters.filter((waiter) => {
-      if (waiter.upTo >= oldest) return true;
-      waiter.resolve();
-      return false;
-    });
+    for (const [upTo, [, resolve]] of this.#flushWaiters) {
+      if (upTo >= oldest) continue;
+      this.#flushWaiters.delete(upTo);
+      resolve();
+    }
   }
 
   #clearTimer(): void {

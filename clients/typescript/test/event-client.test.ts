@@ -1,3 +1,4 @@
+import { heapStats } from "bun:jsc";
 import { afterEach, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -496,6 +497,24 @@ describe("EventClient retries", () => {
     expect(Date.now() - started).toBeLessThan(1000);
     expect(events.stats).toMatchObject({ dropped: 5, buffered: 0 });
     expect(() => events.enqueue(click(9))).toThrow("closed");
+  });
+
+  test("flush() called again and again while the gateway is unreachable holds one waiter, not one per call", async () => {
+    const events = client({
+      fetch: () => Promise.reject(new Error("unreachable")),
+      retry: { initialDelayMs: 60_000 },
+    });
+    events.enqueue(click(1));
+    await Bun.sleep(20);
+    const first = events.flush();
+    Bun.gc(true);
+    const before = heapStats().objectTypeCounts.Promise ?? 0;
+    for (let i = 0; i < 10_000; i++) void events.flush();
+    Bun.gc(true);
+    // Each call's promise was let go by its caller: only a waiter list could keep 10,000 of them alive.
+    expect((heapStats().objectTypeCounts.Promise ?? 0) - before).toBeLessThan(100);
+    expect(events.flush()).toBe(first);
+    await events.close({ timeoutMs: 10 });
   });
 });
 
