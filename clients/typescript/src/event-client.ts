@@ -74,13 +74,16 @@ export interface EventClientOptions {
    * once, with their original ids. Default: memory only.
    */
   storage?: QueueStorage;
-  /** Records the gateway refused, or that the client gave up on. */
+  /** Records the gateway refused or the client gave up on, and a `storage` that could not be loaded. */
   onError?: (failure: DeliveryFailure) => void;
 }
 
 export interface DeliveryFailure {
-  /** `rejected`: the gateway refused these records (never retried); `dropped`: the client gave up on them. */
-  kind: "rejected" | "dropped";
+  /**
+   * `rejected`: the gateway refused these records (never retried); `dropped`: the client gave up on them;
+   * `storage`: `storage` failed to load (records stay in memory only, so a restart loses them; `records` is empty).
+   */
+  kind: "rejected" | "dropped" | "storage";
   /** HTTP status of the last answer, when there was one. */
   status: number | undefined;
   message: string;
@@ -421,8 +424,9 @@ export abstract class BatchingClient {
     let stored: StoredRecord[] = [];
     try {
       stored = await storage.load();
-    } catch {
-      // Unreadable storage: nothing to restore, and new records still go from memory.
+    } catch (error) {
+      // Unreadable storage: nothing to restore, and new records still go from memory only. Said once.
+      this.#options.onError?.({ kind: "storage", status: undefined, message: messageOf(error), records: [] });
     }
     const present = new Set(this.#buffer.map((record) => record.id));
     const restored: Pending[] = [];

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileQueue } from "../src/file-queue.js";
 import {
+  browserQueue,
   type DeliveryFailure,
   EventClient,
   type EventClientOptions,
@@ -745,6 +746,38 @@ describe("EventClient with storage: unsent records survive a restart", () => {
       expect(sent.flatMap(idsOf)).toEqual(["kept"]);
       await events.close();
     } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
+  });
+
+  test("storage that fails to load (a queue file unreadable, IndexedDB failing to open) is reported once as kind storage; records still go from memory", async () => {
+    const folder = mkdtempSync(join(tmpdir(), "file-queue-"));
+    // A folder where the file should be: its read fails (EISDIR), as an unreadable file's does (EACCES).
+    const path = join(folder, "events.jsonl");
+    mkdirSync(path);
+    const page = globalThis as { indexedDB?: unknown };
+    page.indexedDB = {
+      open() {
+        const request = { error: new Error("UnknownError: IndexedDB failed") } as Record<string, unknown>;
+        setTimeout(() => (request.onerror as () => void)(), 0);
+        return request;
+      },
+    };
+    try {
+      for (const storage of [() => fileQueue(path), () => browserQueue("events")]) {
+        const failures: DeliveryFailure[] = [];
+        const { fetch, sent } = scriptedFetch([accepted]);
+        const events = client({ fetch, storage: storage(), onError: (failure) => failures.push(failure) });
+        const id = events.enqueue(click(1));
+        await events.flush();
+        expect(sent.flatMap(idsOf)).toEqual([id as string]);
+        expect(failures).toEqual([
+          { kind: "storage", status: undefined, message: expect.any(String), records: [] },
+        ]);
+        await events.close();
+      }
+    } finally {
+      delete page.indexedDB;
       rmSync(folder, { recursive: true, force: true });
     }
   });
