@@ -114,6 +114,8 @@ interface Pending {
   bytes: number;
   /** Order of enqueueing, for flush(). */
   seq: number;
+  /** The Idempotency-Key of the batch it was last taken into (stored with it): a restart resends that batch whole. */
+  key?: string;
 }
 
 interface Batch {
@@ -123,7 +125,8 @@ interface Batch {
   bytes: number;
   /**
    * The batch's `Idempotency-Key` (an sf-string), sent with every attempt of
-   * these bytes: a retry of a request the gateway wrote but whose answer was
+   * these bytes and stored with its records, so that a retry, or the same
+   * batch after a restart, of a request the gateway wrote but whose answer was
    * lost gets the first answer again, and nothing is written twice. Records
    * put back in the buffer go out in a new batch, with a key of its own.
    */
@@ -432,9 +435,9 @@ export abstract class BatchingClient {
     const restored: Pending[] = [];
     const refused: Pending[] = [];
     let bytes = 0;
-    for (const { id, line } of stored) {
+    for (const { id, line, key } of stored) {
       if (present.has(id)) continue;
-      const record: Pending = { id, line, bytes: utf8Length(line), seq: 0 };
+      const record: Pending = { id, line, bytes: utf8Length(line), seq: 0, key };
       const fits =
         record.bytes <= this.#limits.maxBatchBytes &&
         this.#buffer.length + restored.length < this.#limits.maxBufferRecords &&
@@ -509,9 +512,18 @@ export abstract class BatchingClient {
   #takeBatch(maxBytes: number, atLeastOne = false): Batch | undefined {
     let count = 0;
     let bytes = this.#encoding.open.length + this.#encoding.close.length;
-    while (count < this.#buffer.length && count < this.#batchRecords()) {
-      const next = (this.#buffer[count] as Pending).bytes + (count > 0 ? 1 : 0);
-      if (bytes + next > maxBytes && !(atLeastOne && count === 0)) break;
+    // Records an earlier run sent under a stored key go again as that batch, whole and alone
+    // (the same body under the same key): the gateway answers it again if it wrote it.
+    const key = this.#buffer[0]?.key;
+    while (count < this.#buffer.length) {
+      const record = this.#buffer[count] as Pending;
+      const next = record.bytes + (count > 0 ? 1 : 0);
+      if (record.key !== key) break;
+      if (
+        !key &&
+        (count >= this.#batchRecords() || (bytes + next > maxBytes && !(atLeastOne && count === 0)))
+      )
+        break;
       bytes += next;
       count++;
     }
@@ -520,9 +532,17 @@ export abstract class BatchingClient {
     for (const record of records) this.#bufferBytes -= record.bytes;
     const { open, separator, close } = this.#encoding;
     const body = open + records.map((record) => record.line).join(separator) + close;
-    const batch: Batch = { records, body, bytes, key: `"${uuidv7()}"` };
+    const batch: Batch = { records, body, bytes, key: key ?? this.#newKey(records) };
     this.#inFlight.add(batch);
     return batch;
+  }
+
+  /** A fresh Idempotency-Key for these records, stored with them (#deliver waits for the write before sending). */
+  #newKey(records: Pending[]): string {
+    const key = `"${uuidv7()}"`;
+    for (const record of records) record.key = key;
+    this.#storage?.add(records.map(({ id, line }) => ({ id, line, key })));
+    return key;
   }
 
   /**
@@ -566,6 +586,8 @@ export abstract class BatchingClient {
     let attempt = 1;
     for (;;) {
       await untilOnline(this.#abort.signal);
+      // The key is stored before the request goes: a client killed mid-request resends it under that key.
+      await this.#storage?.flush();
       let outcome: Outcome;
       let deadline: ReturnType<typeof withDeadline> | undefined;
       try {
@@ -703,6 +725,12 @@ export abstract class BatchingClient {
       if (!overBudget) this.#accepts.bytes = Math.min(this.#accepts.bytes, Math.ceil(batch.bytes / 2));
       return { done: false, status: response.status, message: `HTTP ${response.status}`, split: true };
     }
+    if (answer.error === "idempotency_key_reused") {
+      // A stored batch whose bytes differ from the first time (gzip of another runtime): sent again under a
+      // new key; if the first one was written, its records may be written twice, but none is lost.
+      batch.key = this.#newKey(batch.records);
+      return { done: false, status: response.status, message: "idempotency_key_reused" };
+    }
     if (retryable(response.status)) {
       const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"));
       return { done: false, status: response.status, message: `HTTP ${response.status}`, retryAfterMs };
@@ -813,7 +841,11 @@ export abstract class BatchingClient {
     }
     this.#inFlight.delete(batch);
     this.#buffer.unshift(...batch.records);
-    for (const record of batch.records) this.#bufferBytes += record.bytes;
+    for (const record of batch.records) {
+      this.#bufferBytes += record.bytes;
+      // They go again in new batches (halves, or with what is buffered), each under a key of its own.
+      record.key = undefined;
+    }
     this.#maybeSend();
   }
 

@@ -7,12 +7,17 @@ import { type Operation, type QueueStorage, type StoredRecord, WriteBatcher } fr
 const COMPACT_RATIO = 4;
 const COMPACT_FLOOR = 1000;
 
-/** Applies operations to an id → line map, keeping insertion order (the order records were enqueued). */
-function apply(records: Map<string, string>, operations: Operation[]): void {
+/** Applies operations to an id → record map, keeping insertion order (the order records were enqueued). */
+function apply(records: Map<string, StoredRecord>, operations: Operation[]): void {
   for (const operation of operations) {
-    if ("add" in operation) for (const { id, line } of operation.add) records.set(id, line);
+    if ("add" in operation) for (const record of operation.add) records.set(record.id, record);
     else for (const id of operation.remove) records.delete(id);
   }
+}
+
+/** A journal line adding a record: `["+", id, line]`, or `["+", id, line, key]` once it was sent under a key. */
+function added({ id, line, key }: StoredRecord): string {
+  return JSON.stringify(key === undefined ? ["+", id, line] : ["+", id, line, key]);
 }
 
 /** The lock files this process holds, removed when it exits. */
@@ -81,14 +86,14 @@ function lockQueueFile(path: string): void {
 
 /**
  * A file that keeps an `EventClient`'s unsent records across restarts, for
- * Node and Bun: an append-only journal (`["+", id, line]`, `["-", id]`), so a
+ * Node and Bun: an append-only journal (`["+", id, line, key?]`, `["-", id]`), so a
  * crash loses at most the last write, compacted at load and when it grows.
  * One client per file at a time: another process holding it (`<path>.lock`)
  * makes this throw.
  */
 export function fileQueue(path: string): QueueStorage {
   lockQueueFile(path);
-  const records = new Map<string, string>();
+  const records = new Map<string, StoredRecord>();
   let journalLines = 0;
   /**
    * A write failed (disk full, an I/O error, the folder gone): the file may lack
@@ -99,7 +104,7 @@ export function fileQueue(path: string): QueueStorage {
   let loading: Promise<void> | undefined;
 
   const compact = async () => {
-    const text = [...records].map(([id, line]) => `${JSON.stringify(["+", id, line])}\n`).join("");
+    const text = [...records.values()].map((record) => `${added(record)}\n`).join("");
     await writeFile(`${path}.tmp`, text);
     await rename(`${path}.tmp`, path);
     journalLines = records.size;
@@ -117,8 +122,9 @@ export function fileQueue(path: string): QueueStorage {
       for (const entry of text.split("\n")) {
         if (entry === "") continue;
         try {
-          const [op, id, line] = JSON.parse(entry) as [string, string, string?];
-          if (op === "+" && typeof line === "string") records.set(id, line);
+          const [op, id, line, key] = JSON.parse(entry) as [string, string, string?, string?];
+          if (op === "+" && typeof line === "string")
+            records.set(id, typeof key === "string" ? { id, line, key } : { id, line });
           else if (op === "-") records.delete(id);
         } catch {
           // A line cut short by a crash: what it said was never confirmed.
@@ -134,8 +140,7 @@ export function fileQueue(path: string): QueueStorage {
     apply(records, operations);
     const lines: string[] = [];
     for (const operation of operations) {
-      if ("add" in operation)
-        for (const { id, line } of operation.add) lines.push(JSON.stringify(["+", id, line]));
+      if ("add" in operation) for (const record of operation.add) lines.push(added(record));
       else for (const id of operation.remove) lines.push(JSON.stringify(["-", id]));
     }
     journalLines += lines.length;
@@ -153,7 +158,7 @@ export function fileQueue(path: string): QueueStorage {
   return {
     async load(): Promise<StoredRecord[]> {
       await load();
-      return [...records].map(([id, line]) => ({ id, line }));
+      return [...records.values()];
     },
     add: (added) => batcher.push({ add: added }),
     remove: (ids) => batcher.push({ remove: ids }),

@@ -4,6 +4,11 @@ import { uuidv7 } from "./ids.js";
 export interface StoredRecord {
   id: string;
   line: string;
+  /**
+   * The Idempotency-Key of the batch it was sent in, once it was: the records
+   * stored under one key are resent, after a restart, as that batch again.
+   */
+  key?: string;
 }
 
 /**
@@ -173,18 +178,20 @@ export function localStorageQueue(
   const page = pageAsWriter(key);
   const read = () => {
     try {
-      const rows = JSON.parse(storage.getItem(key) ?? "[]") as Array<[string, string, string?]>;
+      const rows = JSON.parse(storage.getItem(key) ?? "[]") as Array<[string, string, string?, string?]>;
       return new Map(rows.map((row) => [row[0], row]));
     } catch {
       // A value that is not ours, or a corrupt one: start empty.
-      return new Map<string, [string, string, string?]>();
+      return new Map<string, [string, string, string?, string?]>();
     }
   };
   const batcher = new WriteBatcher(async (operations) => {
     await page.before(operations);
     const rows = read();
     for (const operation of operations) {
-      if ("add" in operation) for (const { id, line } of operation.add) rows.set(id, [id, line, page.name]);
+      if ("add" in operation)
+        for (const record of operation.add)
+          rows.set(record.id, [record.id, record.line, page.name, record.key]);
       else for (const id of operation.remove) rows.delete(id);
     }
     if (rows.size === 0) storage.removeItem(key);
@@ -196,7 +203,7 @@ export function localStorageQueue(
       page.claim(async (taken) => {
         const records = [...read().values()]
           .filter((row) => taken(row[2]))
-          .map(([id, line]) => ({ id, line }));
+          .map(([id, line, , key]) => ({ id, line, key: key ?? undefined }));
         // Marked this page's before the queue's lock is let go.
         batcher.push({ add: records });
         await batcher.flush();
@@ -233,6 +240,8 @@ export function indexedDbQueue(
   });
   const page = pageAsWriter(name);
   let order = Date.now() * 1000;
+  /** Each stored row's order, kept when the row is written again (with its batch's key). */
+  const orders = new Map<string, number>();
   const batcher = new WriteBatcher(async (operations) => {
     const db = await opening;
     await page.before(operations);
@@ -240,8 +249,15 @@ export function indexedDbQueue(
     const store = transaction.objectStore("records");
     for (const operation of operations) {
       if ("add" in operation)
-        for (const { id, line } of operation.add) store.put({ id, line, order: order++, writer: page.name });
-      else for (const id of operation.remove) store.delete(id);
+        for (const record of operation.add) {
+          if (!orders.has(record.id)) orders.set(record.id, order++);
+          store.put({ ...record, order: orders.get(record.id), writer: page.name });
+        }
+      else
+        for (const id of operation.remove) {
+          orders.delete(id);
+          store.delete(id);
+        }
     }
     await new Promise<void>((resolve, reject) => {
       transaction.oncomplete = () => resolve();
@@ -259,7 +275,9 @@ export function indexedDbQueue(
           StoredRecord & { order: number; writer?: string }
         >;
         rows.sort((a, b) => a.order - b.order);
-        const records = rows.filter((row) => taken(row.writer)).map(({ id, line }) => ({ id, line }));
+        const records = rows
+          .filter((row) => taken(row.writer))
+          .map(({ id, line, key }) => ({ id, line, key }));
         // Marked this page's (in their order, after its own earlier rows) before the queue's lock is let go.
         batcher.push({ add: records });
         await batcher.flush();

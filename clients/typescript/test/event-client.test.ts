@@ -10,6 +10,8 @@ import {
   EventClient,
   type EventClientOptions,
   type FetchLike,
+  type IdbFactoryLike,
+  indexedDbQueue,
   KEEPALIVE_BODY_LIMIT,
   localStorageQueue,
   type QueueStorage,
@@ -167,6 +169,20 @@ describe("EventClient retries", () => {
     expect(keys[1]).toBe(keys[0] as string);
     expect(keys[2]).not.toBe(keys[0] as string);
     await events.close();
+  });
+
+  test("a 422 idempotency_key_reused (a stored batch whose bytes changed) is sent again under a new key, not refused", async () => {
+    const { fetch, sent } = scriptedFetch([
+      () => Response.json({ error: "idempotency_key_reused", message: "reused" }, { status: 422 }),
+      accepted,
+    ]);
+    const events = client({ fetch, retry: { initialDelayMs: 10 } });
+    events.enqueue(click(1));
+    await events.flush();
+    expect(sent.length).toBe(2);
+    expect(sent[1]?.body).toBe(sent[0]?.body as string);
+    expect(sent[1]?.headers["idempotency-key"]).not.toBe(sent[0]?.headers["idempotency-key"] as string);
+    expect(events.stats).toMatchObject({ accepted: 1, rejected: 0 });
   });
 
   test("409 (a record with the same id, or the same Idempotency-Key, being written) is waited out and resent", async () => {
@@ -694,15 +710,47 @@ function memoryStorage(): StorageLike & { items: Map<string, string> } {
   };
 }
 
+/** One IndexedDB database in memory (the calls indexedDbQueue makes), kept across "restarts". */
+function memoryIndexedDb() {
+  const rows = new Map<string, Record<string, unknown>>();
+  const later = (callback: () => void) => setTimeout(callback, 0);
+  const db = {
+    createObjectStore: () => ({}),
+    transaction() {
+      const transaction: Record<string, unknown> = {
+        objectStore: () => ({
+          put: (row: Record<string, unknown>) => void rows.set(row.id as string, structuredClone(row)),
+          delete: (id: string) => void rows.delete(id),
+          getAll() {
+            const request: Record<string, unknown> = {};
+            later(() => {
+              request.result = [...rows.values()].map((row) => structuredClone(row));
+              (request.onsuccess as () => void)();
+            });
+            return request;
+          },
+        }),
+      };
+      later(() => (transaction.oncomplete as (() => void) | null)?.());
+      return transaction;
+    },
+  };
+  const factory = {
+    open() {
+      const request: Record<string, unknown> = { result: db };
+      later(() => (request.onsuccess as () => void)());
+      return request;
+    },
+  } as unknown as IdbFactoryLike;
+  return { rows, factory };
+}
+
 describe("EventClient with storage: unsent records survive a restart", () => {
   const unreachable = () => Promise.reject(new TypeError("connection refused"));
 
   async function acrossRestart(storage: () => QueueStorage) {
-    const first = client({
-      fetch: scriptedFetch([unreachable]).fetch,
-      storage: storage(),
-      retry: { initialDelayMs: 5_000 },
-    });
+    const before = scriptedFetch([unreachable]);
+    const first = client({ fetch: before.fetch, storage: storage(), retry: { initialDelayMs: 5_000 } });
     const ids = [0, 1, 2].map((i) => first.enqueue(click(i)) as string);
     await first.close({ timeoutMs: 50 });
     // Given up on at close, but kept: not dropped.
@@ -712,6 +760,11 @@ describe("EventClient with storage: unsent records survive a restart", () => {
     const more = second.enqueue(click(3)) as string;
     await second.flush();
     expect(sent.flatMap(idsOf)).toEqual([...ids, more]);
+    // The batch the first run sent (its answer never came) goes again whole, with the same bytes and key,
+    // so a gateway that wrote it answers again and writes nothing; the new record goes in a batch of its own.
+    expect(sent[0]?.body).toBe(before.sent[0]?.body as string);
+    expect(sent[0]?.headers["idempotency-key"]).toBe(before.sent[0]?.headers["idempotency-key"] as string);
+    expect(sent.map(idsOf)).toEqual([ids, [more]]);
     expect(
       sent.flatMap((request) => request.body.split("\n").map((line) => JSON.parse(line).data.element)),
     ).toEqual(["e0", "e1", "e2", "e3"]);
@@ -728,6 +781,27 @@ describe("EventClient with storage: unsent records survive a restart", () => {
     const backing = memoryStorage();
     await acrossRestart(() => localStorageQueue("events", backing));
     expect(backing.items.size).toBe(0);
+  });
+
+  test("IndexedDB; a record written again with its batch's key keeps its place", async () => {
+    const database = memoryIndexedDb();
+    await acrossRestart(() => indexedDbQueue("events", database.factory));
+    expect(database.rows.size).toBe(0);
+    // A full batch goes (and is stored again with its key) while a later record waits: order kept.
+    const first = client({
+      fetch: scriptedFetch([unreachable]).fetch,
+      storage: indexedDbQueue("events", database.factory),
+      maxBatchRecords: 2,
+      retry: { initialDelayMs: 5_000 },
+    });
+    const ids = [0, 1, 2].map((i) => first.enqueue(click(i)) as string);
+    await Bun.sleep(20);
+    await first.close({ timeoutMs: 50 });
+    const { fetch, sent } = scriptedFetch([accepted]);
+    const second = client({ fetch, storage: indexedDbQueue("events", database.factory) });
+    await second.flush();
+    expect(sent.map(idsOf)).toEqual([ids.slice(0, 2), ids.slice(2)]);
+    await second.close();
   });
 
   test("a file (Node and Bun); a journal line cut short by a crash is ignored", async () => {
