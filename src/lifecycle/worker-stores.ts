@@ -61,6 +61,8 @@ export function answerStoreCalls(worker: IpcEndpoint, stores: SupervisorStores):
       confirm: (tenant: string, claimant: string, windowMs: number) =>
         stores.recordIds.confirm(tenant, claimant, windowMs),
       release: (tenant: string, claimant: string) => stores.recordIds.release(tenant, claimant),
+      forget: (tenant: string, claimant: string, ids: string[]) =>
+        stores.recordIds.forget(tenant, claimant, ids),
     },
   };
   worker.on("message", (message) => {
@@ -173,6 +175,8 @@ export function supervisorStores(supervisor: IpcEndpoint, options: WorkerStoreOp
         recordIdCalls.call("record-ids", "confirm", [tenant, claimant, windowMs], undefined),
       release: (tenant, claimant) =>
         recordIdCalls.call("record-ids", "release", [tenant, claimant], undefined),
+      forget: (tenant, claimant, ids) =>
+        recordIdCalls.call("record-ids", "forget", [tenant, claimant, ids], undefined),
       close: () => Promise.resolve(),
     },
   };

@@ -27,5 +27,12 @@ export interface RecordIdStore {
   confirm(tenant: string, claimant: string, windowMs: number): Promise<void>;
   /** The claimant's ids were not written: another request may write them. */
   release(tenant: string, claimant: string): Promise<void>;
+  /**
+   * Some of the claimant's ids (keys as claimed) were not written though the
+   * others were (Kafka refused those records): they are free again, so a
+   * resend under the same id is written. An id another request holds by now
+   * is left alone.
+   */
+  forget(tenant: string, claimant: string, ids: readonly string[]): Promise<void>;
   close(): Promise<void>;
 }

@@ -46,8 +46,13 @@ export interface ClaimedIds {
   duplicates: Duplicate[];
   /** Positions among the accepted records not to write. */
   skip: Set<number>;
-  /** Settles the claims after the write: `written` confirms them for the window, else they are released. */
-  settle(written: boolean): Promise<void>;
+  /**
+   * Settles the claims after the write: `written` confirms them for the
+   * window, else they are released. `unwritten` (positions among the records
+   * sent, the skipped ones out) are those the sink refused while it wrote the
+   * others: their ids are freed, so a resend under the same id is written.
+   */
+  settle(written: boolean, unwritten?: readonly number[]): Promise<void>;
 }
 
 /**
@@ -110,10 +115,32 @@ export async function claimRecordIds(
     metrics.recordDedup.inc({ outcome: "duplicate" }, duplicates.length);
     duplicates.sort((a, b) => a.index - b.index);
   }
+  const forget = (unwritten: readonly number[]): Promise<void> => {
+    const keys = sentKeys(unique, skip);
+    const ids = unwritten.flatMap((position) => keys.get(position) ?? []);
+    return ids.length === 0 ? Promise.resolve() : dedup.store.forget(tenant, claimant, ids);
+  };
   return {
     duplicates,
     skip,
-    settle: (written) =>
-      written ? dedup.store.confirm(tenant, claimant, windowMs) : dedup.store.release(tenant, claimant),
+    settle: async (written, unwritten) => {
+      if (!written) return dedup.store.release(tenant, claimant);
+      // Freed before the answer says so: a resend right after it must not find them taken.
+      if (unwritten !== undefined && unwritten.length > 0) await forget(unwritten);
+      return dedup.store.confirm(tenant, claimant, windowMs);
+    },
   };
+}
+
+/** The claimed ids by position among the records sent (the request's accepted ones, those at `skip` out). */
+function sentKeys(unique: readonly DedupCandidate[], skip: ReadonlySet<number>): Map<number, string> {
+  const skipped = [...skip].sort((a, b) => a - b);
+  const keys = new Map<number, string>();
+  let before = 0;
+  for (const candidate of unique) {
+    if (skip.has(candidate.position)) continue;
+    while (before < skipped.length && (skipped[before] as number) < candidate.position) before++;
+    keys.set(candidate.position - before, candidate.key);
+  }
+  return keys;
 }

@@ -351,13 +351,23 @@ function dropSkipped(skip: ReadonlySet<number>, records: EventRecord[], messages
 
 /**
  * `written`, once the claimed ids are confirmed (it resolved) or released (it
- * rejected, with the same error). Confirmed also when the sink refused some
- * records and wrote the others: the claims are the request's as a whole, and
- * releasing them would let a retry of the whole request write the others twice.
+ * rejected, with the same error). When the sink refused some records and
+ * wrote the others, the written ones are confirmed (a retry of the whole
+ * request must not write them twice) and the refused ones' ids freed (a
+ * resend of those, under the same ids, is written).
  */
-function settleAfter<T>(written: Promise<T>, claimed: ClaimedIds): Promise<T> {
+function settleAfter(
+  written: Promise<readonly RefusedRecord[]>,
+  claimed: ClaimedIds,
+): Promise<readonly RefusedRecord[]> {
   return written.then(
-    (value) => claimed.settle(true).then(() => value),
+    (refused) =>
+      claimed
+        .settle(
+          true,
+          refused.map((record) => record.position),
+        )
+        .then(() => refused),
     (error: unknown) => {
       void claimed.settle(false);
       throw error;

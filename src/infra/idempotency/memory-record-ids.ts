@@ -69,6 +69,11 @@ export class MemoryRecordIdStore implements RecordIdStore {
     return Promise.resolve();
   }
 
+  forget(tenant: string, claimant: string, ids: readonly string[]): Promise<void> {
+    for (const id of ids) if (this.ids.get(tenant, id)?.claimant === claimant) this.ids.delete(tenant, id);
+    return Promise.resolve();
+  }
+
   close(): Promise<void> {
     this.ids.clear();
     this.requests.clear();

@@ -40,8 +40,15 @@ for i = 2, #KEYS do
 end
 return out`;
 
+/** KEYS: id keys; ARGV[1]: claimant. Deletes each id still this claimant's (another may have taken it over). */
+const FORGET = `for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+end
+return 0`;
+
 interface RecordIdCommands {
   recordIdsClaim(count: number, ...keysAndArgs: string[]): Promise<number[]>;
+  recordIdsForget(count: number, ...keysAndArgs: string[]): Promise<number>;
 }
 
 const VERDICTS: readonly RecordIdVerdict[] = ["new", "seen", "pending"];
@@ -69,6 +76,7 @@ export class RedisRecordIdStore implements RecordIdStore {
   ) {
     const redis = connectRedis(options.redisUrl, options.commandTimeoutMs);
     redis.defineCommand("recordIdsClaim", { lua: CLAIM });
+    redis.defineCommand("recordIdsForget", { lua: FORGET });
     this.redis = redis as Redis & RecordIdCommands;
     this.connected = connectionWait(redis, options.commandTimeoutMs);
   }
@@ -117,6 +125,19 @@ export class RedisRecordIdStore implements RecordIdStore {
   async release(tenant: string, claimant: string): Promise<void> {
     try {
       await this.redis.del(`rreq:{${tenant}}:${claimant}`);
+    } catch (error) {
+      this.failedOpen(error);
+    }
+  }
+
+  async forget(tenant: string, claimant: string, ids: readonly string[]): Promise<void> {
+    const idPrefix = `rid:{${tenant}}:`;
+    try {
+      await Promise.all(
+        slicesOf(ids).map((slice) =>
+          this.redis.recordIdsForget(slice.length, ...slice.map((id) => idPrefix + id), claimant),
+        ),
+      );
     } catch (error) {
       this.failedOpen(error);
     }

@@ -79,6 +79,7 @@ test("a tenant without deduplication: the store is never called, every copy is w
     claim: () => Promise.reject(new Error("called")),
     confirm: () => Promise.reject(new Error("called")),
     release: () => Promise.reject(new Error("called")),
+    forget: () => Promise.reject(new Error("called")),
     close: async () => {},
   };
   const { post, ids } = setup(untouchable, ["other"]);
@@ -127,6 +128,22 @@ test("Kafka refuses one record as too large and writes the others: a 202 naming 
     },
   ]);
   expect(ids()).toEqual(["a", "c"]);
+  // The client shrinks it and resends it under its id: written (its claim was freed), the others still duplicates.
+  queue.tooLarge.clear();
+  expect(await post("acme", "big", "a", "c")).toEqual({
+    status: 202,
+    body: {
+      accepted: 3,
+      rejected: 0,
+      errors: [],
+      duplicates: [
+        { index: 1, id: "a" },
+        { index: 2, id: "c" },
+      ],
+    },
+  });
+  expect(ids()).toEqual(["a", "c", "big"]);
+  queue.tooLarge.add("big");
   // Every record refused: nothing was written, the request is refused as a whole (413), as before.
   await expect(post("other", "big")).rejects.toMatchObject({ code: "record_too_large", status: 413 });
 });

@@ -63,6 +63,18 @@ describe.each(KINDS)("%s record id store", (_, make) => {
     expect(await a.claim(tenant, ["x"], "r3", 60_000)).toEqual(["seen"]);
   });
 
+  test("forgotten ids of a confirmed request are new again, the others stay seen; an id taken over meanwhile is left alone", async () => {
+    const [a, b] = make(60_000);
+    const tenant = unique("t");
+    expect(await a.claim(tenant, ["x", "y", "z"], "r1", 60_000)).toEqual(["new", "new", "new"]);
+    await a.forget(tenant, "r1", ["y", "z"]);
+    // z is claimed by another request before r1 is confirmed: forgetting it again must not free r2's claim.
+    expect(await b.claim(tenant, ["z"], "r2", 60_000)).toEqual(["new"]);
+    await a.forget(tenant, "r1", ["z"]);
+    await a.confirm(tenant, "r1", 60_000);
+    expect(await b.claim(tenant, ["x", "y", "z"], "r3", 60_000)).toEqual(["seen", "new", "pending"]);
+  });
+
   test("a request that never confirms loses its claims after the pending time; a window ends", async () => {
     const [a, b] = make(50);
     const tenant = unique("t");
