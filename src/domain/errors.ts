@@ -388,6 +388,12 @@ export const RECORD_ERRORS = {
     retry: false,
     advice: "Not the same record; resend only the records named in `errors`.",
   },
+  record_unavailable: {
+    meaning:
+      "Kafka refused writes to the topic (held as unavailable, as a `503 unavailable`) before this record was written, while it wrote the request's other records; it was not written. The `202` carries `Retry-After`.",
+    retry: true,
+    advice: "Resend only the records named in `errors` (the same ids) after `Retry-After`.",
+  },
 } as const satisfies Record<string, ErrorMeaning>;
 
 export type RecordErrorCode = keyof typeof RECORD_ERRORS;

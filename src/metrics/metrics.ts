@@ -98,7 +98,7 @@ export function createMetrics(runtime: string, version: string) {
     eventsRejected: new Counter({
       name: "gateway_events_rejected_total",
       // The reasons are fewer than the codes of a 202/422 body's errors (REJECT_REASON): say which code is which.
-      help: "Records rejected (each in a 202 or 422 body's errors), by reason, the body's code in brackets where it differs: malformed_json, invalid_record (invalid_record, too_deep, duplicate_key, record_refused), unknown_type, schema (schema_invalid), forbidden_channel, too_large (record_too_large)",
+      help: "Records rejected (each in a 202 or 422 body's errors), by reason, the body's code in brackets where it differs: malformed_json, invalid_record (invalid_record, too_deep, duplicate_key, record_refused), unknown_type, schema (schema_invalid), forbidden_channel, too_large (record_too_large), unavailable (record_unavailable)",
       labelNames: ["reason"],
       registers: r,
     }),
@@ -377,6 +377,7 @@ export function createMetrics(runtime: string, version: string) {
           "schema",
           "forbidden_channel",
           "too_large",
+          "unavailable",
         ],
       },
     ],

@@ -34,24 +34,31 @@ export function headersOf(message: SinkMessage): Record<string, string> {
     : { ...message.headers, [name]: message.ownHeaderValue as string };
 }
 
-/** A record of a request the sink refused for good: its place among the request's messages, and the answer for it. */
+/** A record of a request the sink did not write: its place among the request's messages, and the answer for it. */
 export interface RefusedRecord {
   position: number;
-  /** `record_too_large` (Kafka's MESSAGE_TOO_LARGE) or `record_refused` (INVALID_RECORD…). */
+  /**
+   * `record_too_large` (Kafka's MESSAGE_TOO_LARGE) or `record_refused`
+   * (INVALID_RECORD…): refused for good; `unavailable` (503, Retry-After):
+   * dropped because Kafka refused the whole topic, to be sent again later.
+   */
   error: GatewayError;
 }
 
 /**
  * The rejection of an `"acknowledged"` enqueue some of whose records the sink
- * refused for good, once every record of it is settled: the others were
- * written. As a whole it answers as its first refusal does (413
- * record_too_large, 422 record_refused); a caller that answers per record
- * reads `records` instead, so a client resends only those.
+ * did not write (refused for good, or dropped with their topic), once every
+ * record of it is settled: the others were written. As a whole (none
+ * written) it answers 503 if one was dropped with its topic (a retry may
+ * write them), else as its first refusal does (413 record_too_large, 422
+ * record_refused); a caller that answers per record reads `records` instead,
+ * so a client resends only those.
  */
 export class RecordsRefused extends GatewayError {
   constructor(readonly records: readonly RefusedRecord[]) {
-    const first = (records[0] as RefusedRecord).error;
-    super(first.code, first.message, first.headers, first.details);
+    const whole = (records.find((record) => record.error.code === "unavailable") ??
+      records[0]) as RefusedRecord;
+    super(whole.error.code, whole.error.message, whole.error.headers, whole.error.details);
     this.name = "RecordsRefused";
   }
 }
@@ -62,7 +69,8 @@ export interface RecordQueue {
    * Resolves once the messages are queued (`"queued"`) or acknowledged by the
    * sink (`"acknowledged"`); rejects with a GatewayError when they are refused
    * (full, unhealthy, draining), and with `RecordsRefused` once all are
-   * settled when the sink refused some of them for good. The
+   * settled when the sink did not write some of them (refused them for
+   * good, or their topic while they waited). The
    * messages are `tenant`'s, and count towards its share of a filling queue:
    * every record is queued on a tenant's behalf (its records, their dead
    * letters, its publishes and fan-out copies), so every call names the one

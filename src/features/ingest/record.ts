@@ -11,7 +11,8 @@ export type RejectReason =
   | "unknown_type"
   | "schema"
   | "forbidden_channel"
-  | "too_large";
+  | "too_large"
+  | "unavailable";
 
 export type Normalized =
   | { ok: true; record: EventRecord }
@@ -43,6 +44,7 @@ export const REJECT_REASON: Record<RecordErrorCode, RejectReason> = {
   forbidden_channel: "forbidden_channel",
   record_too_large: "too_large",
   record_refused: "invalid_record",
+  record_unavailable: "unavailable",
 };
 
 /**

@@ -227,8 +227,8 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     const ackNone = request.query.get("ack") === "none";
     // With ?ack=none the caller chose speed over confirmation; the queue still retries until delivered.
     const queued = deps.queue.enqueue(messages, ackNone ? "queued" : "acknowledged", principal.tenant);
-    // Kafka refused some records for good (too large for the topic) and wrote the others: a 202 naming
-    // the refused ones, so a retry resends only those. None written: the refusal answers the request.
+    // Kafka wrote some records and not the others (refused for good, or their topic held unavailable):
+    // a 202 naming those, so a retry resends only them. None written: the refusal answers the request.
     const written = queued.then(
       () => NONE_REFUSED,
       (error: unknown) => {
@@ -247,7 +247,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
         return json(
           202,
           duplicates === undefined ? partial : { ...partial, duplicates },
-          ownHeaders,
+          withRetryAfter(ownHeaders, refused),
           sharedHeaders,
         );
       }
@@ -305,9 +305,21 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
 
 const NONE_REFUSED: readonly RefusedRecord[] = Object.freeze([]);
 
-/** The per-record code of a record the sink refused for good. */
+/** The per-record code of a record the sink did not write. */
 function recordErrorCode(record: RefusedRecord): RecordErrorCode {
-  return record.error.code === "record_too_large" ? "record_too_large" : "record_refused";
+  const { code } = record.error;
+  if (code === "unavailable") return "record_unavailable";
+  return code === "record_too_large" ? "record_too_large" : "record_refused";
+}
+
+/** `headers` with the latest `Retry-After` of the records to be sent again (none: `headers` as they are). */
+function withRetryAfter(
+  headers: Readonly<Record<string, string>> | undefined,
+  refused: readonly RefusedRecord[],
+): Readonly<Record<string, string>> | undefined {
+  let seconds = 0;
+  for (const { error } of refused) seconds = Math.max(seconds, Number(error.headers["retry-after"] ?? 0));
+  return seconds > 0 ? { ...headers, "retry-after": String(seconds) } : headers;
 }
 
 /**

@@ -225,8 +225,10 @@ class Lane {
  *   is split down to the record at fault, which is dead-lettered or dropped;
  * - refused for the whole topic (SinkUnavailableError: not authorized,
  *   missing topic, full disk): the topic is held for `unavailableRetryMs` and
- *   then tried again. Requests waiting for it get a 503 at once (their records
- *   are dropped: the client retries), records already answered 202 stay
+ *   then tried again. Records of requests waiting for it are dropped: a
+ *   request none of whose records was written gets a 503 (the client
+ *   retries), one some of whose records were written gets the dropped ones
+ *   named (`RecordsRefused`, a 503 each); records already answered 202 stay
  *   queued until the topic comes back, and new records for it get a 503.
  *
  * Dead letters travel in a lane of their own with a small share of the
@@ -327,9 +329,9 @@ export class DeliveryQueue implements RecordQueue {
    * accepted (`"queued"`) or once the sink acknowledged all of them
    * (`"acknowledged"`). It rejects with a GatewayError when they are refused:
    * 503 (draining, sink unreachable, topic unavailable, queue full) or 413 (a
-   * record that can never fit); with `"acknowledged"` also when the sink
-   * refuses their topic, and, once every record is settled, with
-   * `RecordsRefused` naming those it refused for good. It never throws.
+   * record that can never fit); with `"acknowledged"`, once every record is
+   * settled, with `RecordsRefused` naming those it did not write (refused
+   * for good, or dropped when it refused their topic). It never throws.
    * The records are `tenant`'s and count towards its share (see
    * TenantShares): past half full, a tenant over its share gets the 503.
    * A call naming no tenant is a bug in the caller: it is refused with an
@@ -708,10 +710,10 @@ export class DeliveryQueue implements RecordQueue {
 
   /**
    * The sink refused the lane's topic (or the lane is held and `refusal` is
-   * undefined): the batch goes back in front of its writer's queue; requests
-   * waiting for this topic (any writer's) get a 503 now and their records are
-   * dropped (the client retries), records already answered stay for the next
-   * try; dead letters are dropped.
+   * undefined): the batch goes back in front of its writer's queue; records
+   * of requests waiting for this topic (any writer's) are dropped, each
+   * refused with a 503 (`refuse`), records already answered stay for
+   * the next try; dead letters are dropped.
    */
   private hold(
     lane: Lane,
@@ -745,7 +747,9 @@ export class DeliveryQueue implements RecordQueue {
     if (dropped.length === 0) return;
     if (lane.deadLetters) this.dropDeadLetters("unavailable", dropped.length);
     const reply = this.unavailableReply(lane);
-    for (const entry of dropped) entry.ticket.reject(reply);
+    // Each request is answered once all its records are settled (others may be written, or in flight on
+    // another writer): a 503 as a whole when none was written, else these are named, the written ones not.
+    for (const entry of dropped) this.refuse(entry, reply);
     this.release(lane, dropped);
   }
 
@@ -823,11 +827,16 @@ export class DeliveryQueue implements RecordQueue {
         },
         deadLettered ? "record refused by the sink: dead-lettered" : "record refused by the sink: dropped",
       );
+    this.refuse(entry, refusalReply(refusal));
+    this.release(lane, [entry]);
+  }
+
+  /** One record of the ticket will not be written: `error` says why, for the request's answer. */
+  private refuse(entry: Entry, error: GatewayError): void {
     const { ticket } = entry;
     ticket.refused ??= [];
-    ticket.refused.push({ position: entry.position, error: refusalReply(refusal) });
+    ticket.refused.push({ position: entry.position, error });
     this.countDown(ticket);
-    this.release(lane, [entry]);
   }
 
   /**

@@ -36,18 +36,28 @@ function setup(store: RecordIdStore, dedupTenants: string[]) {
     failing: false,
     /** Ids Kafka refuses as too large: the others of the request are written, then the refusal names these. */
     tooLarge: new Set<string>(),
+    /** Ids dropped unwritten when Kafka refused the topic while the request's others were written. */
+    unwritten: new Set<string>(),
     maxRecordBytes: 1_000_000,
     fits: () => true,
     enqueue: async (messages: SinkMessage[]) => {
       if (queue.failing) throw new GatewayError("unavailable", "Kafka is down");
       const refused: RefusedRecord[] = [];
       messages.forEach((message, position) => {
-        if (!queue.tooLarge.has(JSON.parse(message.value).id)) written.push(message);
-        else
+        const { id } = JSON.parse(message.value);
+        if (queue.tooLarge.has(id))
           refused.push({
             position,
             error: new GatewayError("record_too_large", "Kafka refused a record as too large"),
           });
+        else if (queue.unwritten.has(id))
+          refused.push({
+            position,
+            error: new GatewayError("unavailable", "Kafka refuses writes to this topic", {
+              "retry-after": "3",
+            }),
+          });
+        else written.push(message);
       });
       if (refused.length > 0) throw new RecordsRefused(refused);
     },
@@ -146,6 +156,36 @@ test("Kafka refuses one record as too large and writes the others: a 202 naming 
   queue.tooLarge.add("big");
   // Every record refused: nothing was written, the request is refused as a whole (413), as before.
   await expect(post("other", "big")).rejects.toMatchObject({ code: "record_too_large", status: 413 });
+});
+
+test("Kafka refuses the topic after writing part of a request: a 202 with Retry-After naming the unwritten ones (record_unavailable); resent under the same ids, they are written once", async () => {
+  const { route, post, queue, ids } = setup(new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 100 }), [
+    "acme",
+  ]);
+  queue.unwritten.add("b");
+  queue.unwritten.add("d");
+  const body = ["a", "b", "c", "d"].map((id) => JSON.stringify({ type: "click", id, data: {} })).join("\n");
+  const reply = await route.handler(request("acme", body), {});
+  expect([reply.status, reply.headers?.["retry-after"], JSON.parse(reply.body as string)]).toEqual([
+    202,
+    "3",
+    {
+      accepted: 2,
+      rejected: 2,
+      errors: [
+        { index: 1, reason: "Kafka refuses writes to this topic", code: "record_unavailable" },
+        { index: 3, reason: "Kafka refuses writes to this topic", code: "record_unavailable" },
+      ],
+    },
+  ]);
+  queue.unwritten.clear();
+  // A client that follows the answer resends b and d (a client resending all four is not harmed either).
+  expect((await post("acme", "b", "d")).body).toEqual({ accepted: 2, rejected: 0, errors: [] });
+  expect((await post("acme", "a", "b", "c", "d")).body.duplicates.length).toBe(4);
+  expect(ids().sort()).toEqual(["a", "b", "c", "d"]);
+  // None written: the whole request gets the 503, as before.
+  queue.unwritten.add("e");
+  await expect(post("acme", "e")).rejects.toMatchObject({ code: "unavailable", status: 503 });
 });
 
 test("records acknowledged past the deadline: the 503 carries the 202 they get once written, for Idempotency-Key to keep", async () => {

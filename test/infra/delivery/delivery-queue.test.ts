@@ -565,6 +565,39 @@ describe("DeliveryQueue", () => {
       expect(queue.depth.records).toBe(0);
     });
 
+    test("a topic refused as a whole after part of a waiting request was written: the request is answered once all its records are settled, naming the unwritten ones (503 each), never a 503 for records written", async () => {
+      const { writer, queue } = setup({ batchBytes: 200, maxInFlight: 1 });
+      // The first batch is written, then the topic is refused: the request's later batches are not.
+      writer.refuse = () =>
+        writer.batches.length > 0 ? new SinkUnavailableError("TOPIC_AUTHORIZATION_FAILED") : undefined;
+      const error = await queue
+        .enqueue(
+          Array.from({ length: 10 }, (_, n) => onTopic("a", n)),
+          "acknowledged",
+          "acme",
+        )
+        .catch((reason: unknown) => reason);
+      const written = deliveredTo(writer, "a");
+      expect(written.length).toBeGreaterThan(0);
+      expect(written.length).toBeLessThan(10);
+      expect(error).toBeInstanceOf(RecordsRefused);
+      const unwritten = (error as RecordsRefused).records;
+      expect(unwritten.map((record) => record.position).sort((a, b) => a - b)).toEqual(
+        Array.from({ length: 10 }, (_, n) => n).filter((n) => !written.includes(n)),
+      );
+      for (const { error } of unwritten) {
+        expect([error.code, error.status]).toEqual(["unavailable", 503]);
+        expect(Number(error.headers["retry-after"])).toBeGreaterThan(0);
+      }
+      // None written: the request is refused as a whole, as before (503 with Retry-After).
+      writer.refuse = () => new SinkUnavailableError("TOPIC_AUTHORIZATION_FAILED");
+      await expectRefused(
+        () => queue.enqueue([onTopic("b", 1), onTopic("b", 2)], "acknowledged", "acme"),
+        "unavailable",
+      );
+      expect(queue.depth.records).toBe(0);
+    });
+
     test("the drain tries a held topic again at once: records answered 202 while it was refused are flushed", async () => {
       const { writer, queue, health } = setup({ unavailableRetryMs: 60_000 });
       let refused = true;
