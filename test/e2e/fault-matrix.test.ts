@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Admin } from "@platformatic/kafka";
-import { createTopic, readTopic, services } from "../support/kafka.ts";
+import { createTopic, readTopic, readWithKcat, services } from "../support/kafka.ts";
 import { servicesCommand } from "../support/services.ts";
 import { token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
@@ -720,6 +720,90 @@ describe("fault matrix, one runtime each", () => {
         await publishes;
         await ingester.stop();
         if (revoked) await withAdmin((admin) => admin.deleteAcls({ filters: revocations }));
+        await gateway.stop("SIGKILL");
+      }
+    },
+    40_000,
+  );
+  test.skipIf(!aclsEnabled)(
+    "bun: write access revoked while requests are part written: a client following each answer (resending what a 202 names, or a whole 503'd request) leaves every id once in the kcat ledger",
+    async () => {
+      const topic = await createTopic("fm-acl-ledger");
+      const gateway = await startGateway("bun", {
+        KAFKA_BROKERS: process.env.KAFKA_SASL_PLAIN_BROKERS ?? "",
+        KAFKA_SASL_MECHANISM: "plain",
+        KAFKA_SASL_USERNAME: process.env.KAFKA_SASL_USERNAME ?? "",
+        KAFKA_SASL_PASSWORD: process.env.KAFKA_SASL_PASSWORD ?? "",
+        KAFKA_TOPIC: topic,
+        // Small batches: a request of 300 records is many batches, so the revocation lands inside some.
+        KAFKA_BATCH_BYTES: "1024",
+        KAFKA_TOPIC_RETRY_MS: TOPIC_RETRY_MS,
+        RATE_LIMIT_ENABLED: "false",
+      });
+      const authorization = `Bearer ${await token("acl-ledger", ["ingest"])}`;
+      const deny = {
+        resourceType: 2 as const,
+        resourceName: topic,
+        resourcePatternType: 3 as const,
+        principal: `User:${process.env.KAFKA_SASL_USERNAME}`,
+        host: "*",
+        operation: 4 as const,
+        permissionType: 2 as const,
+      };
+      const ids = Array.from({ length: 6000 }, (_, n) => `l-${n}`);
+      const unsent = [...ids];
+      let sending = 0;
+      const statuses: number[] = [];
+      const client = async () => {
+        while (unsent.length > 0 || sending > 0) {
+          const batch = unsent.splice(0, 300);
+          if (batch.length === 0) {
+            await Bun.sleep(50);
+            continue;
+          }
+          sending++;
+          const response = await fetch(`${gateway.url}/v1/events`, {
+            method: "POST",
+            headers: { authorization, "content-type": "application/json" },
+            body: JSON.stringify(
+              batch.map((id) => ({ type: "click", id, data: { element: "x".repeat(200) } })),
+            ),
+          });
+          const answer = (await response.json()) as { errors?: Array<{ index: number; code: string }> };
+          statuses.push(response.status);
+          expect([202, 503]).toContain(response.status);
+          const again =
+            response.status === 202
+              ? (answer.errors ?? []).map((error) => {
+                  expect(error.code).toBe("record_unavailable");
+                  return batch[error.index] as string;
+                })
+              : batch;
+          sending--;
+          if (again.length === 0) continue;
+          expect(Number(response.headers.get("retry-after"))).toBeGreaterThan(0);
+          await Bun.sleep(Number(TOPIC_RETRY_MS));
+          unsent.push(...again);
+        }
+      };
+      let revoked = false;
+      try {
+        const clients = [client(), client(), client()];
+        await Bun.sleep(500);
+        await withAdmin((admin) => admin.createAcls({ creations: [deny] }));
+        revoked = true;
+        await Bun.sleep(1500);
+        await withAdmin((admin) => admin.deleteAcls({ filters: [deny] }));
+        revoked = false;
+        await Promise.all(clients);
+        expect(statuses).toContain(503);
+        const ledger = (await readWithKcat(topic)).map((record) => JSON.parse(record.payload).id as string);
+        expect({ written: ledger.length, distinct: new Set(ledger).size }).toEqual({
+          written: ids.length,
+          distinct: ids.length,
+        });
+      } finally {
+        if (revoked) await withAdmin((admin) => admin.deleteAcls({ filters: [deny] }));
         await gateway.stop("SIGKILL");
       }
     },
