@@ -144,7 +144,17 @@ type Outcome =
       unreachable?: boolean;
       /** 413, or 429 batch_over_budget, on more than one record: the records go again in smaller batches. */
       split?: boolean;
+      /**
+       * A 202 whose `errors` name records the gateway did not write but may
+       * later (`record_unavailable`: Kafka refused the topic meanwhile): the
+       * others were written; these go again, after `retryAfterMs`, in a batch
+       * (and with a key) of their own.
+       */
+      unwritten?: Pending[];
     };
+
+/** Per-record codes of a 202 for records not written that a later request may write. */
+const UNWRITTEN_CODES: ReadonlySet<string> = new Set(["record_unavailable"]);
 
 /** Browsers refuse `keepalive` requests once their bodies in flight pass 64 KiB (per page). */
 export const KEEPALIVE_BODY_LIMIT = 65_536;
@@ -622,6 +632,19 @@ export abstract class BatchingClient {
       // waited out an outage) gets a fresh token again. Only a second 401 in a row is a refusal.
       refused = undefined;
       if (outcome.done) break;
+      if (outcome.unwritten) {
+        const unwritten = new Set(outcome.unwritten);
+        this.#storage?.remove(batch.records.filter((record) => !unwritten.has(record)).map(({ id }) => id));
+        await backoffWait(
+          Math.min(outcome.retryAfterMs ?? this.#retry.initialDelayMs, this.#retry.maxRetryAfterMs),
+          this.#abort.signal,
+        );
+        this.#counts.retries++;
+        batch.records = outcome.unwritten;
+        this.#requeue(batch, false);
+        this.#partialDue = true;
+        return;
+      }
       if (outcome.split) {
         // Nothing of it was written (a 413 is answered before the body is read, a batch over the
         // budget is refused whole): the records go again, first in the buffer, in batches under
@@ -736,15 +759,26 @@ export abstract class BatchingClient {
       return { done: false, status: response.status, message: `HTTP ${response.status}`, retryAfterMs };
     }
     const reasons = new Map<number, string>();
+    const unwritten = new Set<number>();
     if (Array.isArray(answer.errors)) {
-      for (const error of answer.errors as Array<{ index?: unknown; reason?: unknown }>) {
-        if (typeof error.index === "number") reasons.set(error.index, String(error.reason));
+      for (const error of answer.errors as Array<{ index?: unknown; reason?: unknown; code?: unknown }>) {
+        if (typeof error.index !== "number") continue;
+        if (response.ok && UNWRITTEN_CODES.has(String(error.code))) unwritten.add(error.index);
+        else reasons.set(error.index, String(error.reason));
       }
     }
     if (response.ok) {
       const refused = batch.records.filter((_, index) => reasons.has(index));
-      this.#counts.accepted += batch.records.length - refused.length;
+      this.#counts.accepted += batch.records.length - refused.length - unwritten.size;
       if (refused.length > 0) this.#reject(batch, response.status, "some records were rejected", reasons);
+      if (unwritten.size > 0)
+        return {
+          done: false,
+          status: response.status,
+          message: "some records were not written yet",
+          retryAfterMs: parseRetryAfter(response.headers.get("retry-after")),
+          unwritten: batch.records.filter((_, index) => unwritten.has(index)),
+        };
     } else {
       const message = typeof answer.message === "string" ? answer.message : `HTTP ${response.status}`;
       this.#reject(batch, response.status, message, reasons, true);

@@ -400,6 +400,32 @@ describe("EventClient retries", () => {
     await events.close();
   });
 
+  test("records a 202 names as not written yet (record_unavailable) go again alone after its Retry-After, under a new key; the others are done", async () => {
+    const failures: DeliveryFailure[] = [];
+    const { fetch, sent } = scriptedFetch([
+      () =>
+        Response.json(
+          {
+            accepted: 1,
+            rejected: 1,
+            errors: [{ index: 1, reason: "Kafka refuses writes to this topic", code: "record_unavailable" }],
+          },
+          { status: 202, headers: { "retry-after": "1" } },
+        ),
+      accepted,
+    ]);
+    const events = client({ fetch, onError: (failure) => failures.push(failure) });
+    const written = events.enqueue(click(0)) as string;
+    const unwritten = events.enqueue(click(1)) as string;
+    await events.flush();
+    expect(sent.map(idsOf)).toEqual([[written, unwritten], [unwritten]]);
+    expect((sent[1] as Sent).at - (sent[0] as Sent).at).toBeGreaterThanOrEqual(900);
+    expect(sent[1]?.headers["idempotency-key"]).not.toBe(sent[0]?.headers["idempotency-key"]);
+    expect(failures).toEqual([]);
+    expect(events.stats).toMatchObject({ accepted: 2, rejected: 0, retries: 1 });
+    await events.close();
+  });
+
   test("a 401 gets one fresh token from the callback and the same bytes again", async () => {
     const refreshes: boolean[] = [];
     const { fetch, sent } = scriptedFetch([
