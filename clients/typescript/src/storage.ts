@@ -298,7 +298,7 @@ export function indexedDbQueue(
 export function browserQueue(name = "edge-gateway-events"): QueueStorage {
   const page = globalThis as StorageGlobals;
   if (!page.indexedDB && !page.localStorage) {
-    throw new Error("neither IndexedDB nor localStorage here: use fileQueue on Node and Bun");
+    throw new Error("no IndexedDB or localStorage: use fileQueue");
   }
   let chosen: Promise<QueueStorage>;
   if (page.indexedDB) {
@@ -306,7 +306,7 @@ export function browserQueue(name = "edge-gateway-events"): QueueStorage {
     chosen = idb.load().then(
       () => idb,
       () => {
-        if (!page.localStorage) throw new Error("IndexedDB failed to open and there is no localStorage");
+        if (!page.localStorage) throw new Error("no IndexedDB or localStorage");
         return localStorageQueue(name, page.localStorage);
       },
     );

@@ -385,9 +385,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     this.#options = options;
     const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (!WebSocketImpl) {
-      throw new Error(
-        "no WebSocket here: pass options.WebSocket (Node 20: or run with --experimental-websocket)",
-      );
+      throw new Error("no WebSocket: pass options.WebSocket");
     }
     this.#WebSocketImpl = WebSocketImpl;
     this.#wsUrl = toWebSocketUrl(options.url);
@@ -885,7 +883,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
           code: "unauthorized",
           message: canRefresh
             ? "the gateway refused every refreshed token"
-            : "the gateway refused the token; give a token callback so it can be refreshed",
+            : "the gateway refused the token (no token callback)",
         });
         for (const subscription of [...this.#subscriptions.values()]) this.#end(subscription, "closed");
         this.emit("disconnected", { code, reason, reconnectInMs: undefined });
