@@ -198,6 +198,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
           redisUrl: config.redisUrl,
           windowMs: idempotencyOptions.windowMs,
           pendingMs: idempotencyOptions.pendingMs,
+          leaseMs: idempotencyOptions.leaseMs,
           commandTimeoutMs: config.rateLimit.redisTimeoutMs,
           onFailOpen: () => metrics.idempotencyStoreFailures.inc(),
         },

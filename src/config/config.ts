@@ -145,6 +145,8 @@ export interface Config {
     windowMs: number;
     /** How long a key stays claimed by a request that never answered (e.g. its instance died). */
     pendingMs: number;
+    /** With REDIS_URL: how long a claim outlives its instance's last renewal (a dead instance's claim lapses then). */
+    leaseMs: number;
     /** Keys and answer bytes kept in memory when REDIS_URL is unset. */
     maxKeys: number;
     maxBytes: number;
@@ -434,6 +436,7 @@ export function loadConfig(env: Env = process.env): Config {
     idempotency: {
       windowMs: read("IDEMPOTENCY_WINDOW_SEC", integer(1, 30 * 86_400), 86_400) * 1000,
       pendingMs: read("IDEMPOTENCY_PENDING_SEC", integer(1, 3600), 60) * 1000,
+      leaseMs: read("IDEMPOTENCY_LEASE_MS", integer(1000, 60_000), 5000),
       maxKeys: read("IDEMPOTENCY_MAX_KEYS", integer(1, 100_000_000), 100_000),
       maxBytes: read("IDEMPOTENCY_MAX_BYTES", integer(1024), 64 * 1024 * 1024),
       maxRecordIds: read("DEDUP_MAX_IDS", integer(1000, 100_000_000), 200_000),

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { connect } from "node:net";
+import { Redis } from "ioredis";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
 import { servicesCommand } from "../support/services.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
@@ -252,5 +253,70 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
     );
     expect(report).toMatchObject({ level: "error", signal: "SIGTERM", lost: 37 });
     expect(report?.lostBytes).toBeGreaterThan(0);
+  }, 60_000);
+  test("a gateway killed mid-request: its Idempotency-Key claim lapses within the lease and the retry on another is answered", async () => {
+    const topic = await createTopic(`drain-killed-claim-${runtime}`);
+    const env = {
+      KAFKA_BROKERS: services().brokers,
+      KAFKA_TOPIC: topic,
+      REDIS_URL: services().redisUrl,
+      JWT_SECRET: TEST_SECRET,
+      IDEMPOTENCY_LEASE_MS: "1000",
+    };
+    const [killed, other] = await Promise.all([startGateway(runtime, env), startGateway(runtime, env)]);
+    const key = `killed-${runtime}-${Date.now()}`;
+    const records = Array.from({ length: 20 }, (_, index) => ({
+      type: "click",
+      id: `${key}-${index}`,
+      data: { element: "b" },
+    }));
+    const post = async (url: string) =>
+      fetch(`${url}/v1/events`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await token("acme", ["ingest"])}`,
+          "content-type": "application/json",
+          "idempotency-key": key,
+        },
+        body: JSON.stringify(records),
+      });
+    const redis = new Redis(services().redisUrl);
+    let brokerPaused = false;
+    try {
+      // Frozen: the first request holds its claim, waiting for Kafka, when its gateway is killed.
+      await servicesCommand("pause-kafka");
+      brokerPaused = true;
+      const inFlight = post(killed.url).catch(() => undefined);
+      await waitUntil(
+        async () => (await redis.keys(`idem:*${key}`)).length === 1,
+        "the claim of the first request",
+      );
+      await killed.stop("SIGKILL");
+      const killedAt = performance.now();
+      await inFlight;
+      await servicesCommand("resume-kafka");
+      brokerPaused = false;
+      // Before: 409 for IDEMPOTENCY_PENDING_SEC (60 s) after the claimant died.
+      let status = 409;
+      while (status === 409 && performance.now() - killedAt < 4000) {
+        status = (await post(other.url)).status;
+        if (status === 409) await Bun.sleep(100);
+      }
+      expect(status).toBe(202);
+      const replay = await post(other.url);
+      expect(replay.headers.get("idempotency-replayed")).toBe("true");
+      // Records the killed one had sent may land too (at least once): each id is there.
+      const inKafka = new Set(
+        (await readTopic(topic, records.length, 20_000)).map(
+          (message) => (JSON.parse(message.value) as { id: string }).id,
+        ),
+      );
+      expect(records.filter((record) => !inKafka.has(record.id))).toEqual([]);
+    } finally {
+      if (brokerPaused) await servicesCommand("resume-kafka");
+      redis.disconnect();
+      await killed.stop("SIGKILL");
+      await other.stop("SIGKILL");
+    }
   }, 60_000);
 });

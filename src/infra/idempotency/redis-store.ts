@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { Logger } from "../../log/logger.ts";
 import type { IdempotencyClaim, IdempotencyStore, StoredReply } from "../../ports/idempotency.ts";
@@ -6,16 +7,50 @@ import { connectionWait, connectRedis } from "../redis/client.ts";
 export interface RedisIdempotencyOptions {
   redisUrl: string;
   windowMs: number;
+  /** The longest a claim is held for a request still running (renewed until then). */
   pendingMs: number;
+  /** How long a claim outlives its instance's last renewal: a retry after the claimant died waits at most this. */
+  leaseMs: number;
   commandTimeoutMs: number;
   /** Called when Redis did not answer and the request ran without the shared check. */
   onFailOpen: () => void;
 }
 
-/** Stored value: the body fingerprint, and the answer once there is one. */
+/** Stored value: the body fingerprint, and the answer once there is one; a claim's own name while pending. */
 interface Stored {
   f: string;
   r?: StoredReply;
+  c?: string;
+}
+
+/** A claim this instance holds: the value it stored (its name inside) and until when it renews it. */
+interface Held {
+  value: string;
+  renewUntil: number;
+}
+
+/** Extends each key (KEYS) whose value is still ARGV[i+1] by ARGV[1] ms; returns the indexes (1-based) of those lost. */
+const RENEW = `
+local lost = {}
+for i, key in ipairs(KEYS) do
+  if redis.call("GET", key) == ARGV[i + 1] then redis.call("PEXPIRE", key, ARGV[1]) else lost[#lost + 1] = i end
+end
+return lost`;
+/** Stores the answer (ARGV[2]) for ARGV[3] ms if the key is still this claim (ARGV[1]) or gone, not another's. */
+const COMPLETE = `
+local now = redis.call("GET", KEYS[1])
+if now ~= false and now ~= ARGV[1] then return 0 end
+redis.call("SET", KEYS[1], ARGV[2], "PX", ARGV[3])
+return 1`;
+/** Deletes the key only while it is still this claim (ARGV[1]). */
+const RELEASE = `
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0`;
+
+interface LeaseCommands {
+  idempotencyRenew(...args: (string | number)[]): Promise<number[]>;
+  idempotencyComplete(key: string, claim: string, value: string, windowMs: number): Promise<number>;
+  idempotencyRelease(key: string, claim: string): Promise<number>;
 }
 
 const PREFIX = "idem:";
@@ -24,15 +59,23 @@ const CLAIMED: IdempotencyClaim = Object.freeze({ state: "claimed" });
 const WARN_EVERY_MS = 10_000;
 
 /**
- * Keys shared by every instance through Redis: the claim is `SET NX` with the
- * pending TTL (one instance wins a race between two retries), the answer then
- * replaces it for the window. When Redis does not answer in time the request
- * runs anyway (fail open: a retry during the outage may write twice), counted
- * and logged, never a 5xx.
+ * Keys shared by every instance through Redis: the claim is `SET NX` with a
+ * short lease (one instance wins a race between two retries), which the
+ * instance renews while the request runs (one timer for all its claims, up
+ * to the pending bound), so a claim whose instance died lapses within the
+ * lease and a retry elsewhere takes it over; the answer then replaces the
+ * claim for the window. Each claim stores its own name, so a claimant whose
+ * lease lapsed (stalled past it) never stores its answer over, nor deletes,
+ * the claim of the request that took over. When Redis does not answer in
+ * time the request runs anyway (fail open: a retry during the outage may
+ * write twice), counted and logged, never a 5xx.
  */
 export class RedisIdempotencyStore implements IdempotencyStore {
-  private readonly redis: Redis;
+  private readonly redis: Redis & LeaseCommands;
   private lastWarning = 0;
+  /** Claims this instance renews, by key; each leaves on its answer, its release, loss or pending bound. */
+  private readonly held = new Map<string, Held>();
+  private renewal: ReturnType<typeof setInterval> | undefined;
   /** What to wait for before a claim: a connection attempt in progress (the start), not a Redis known down. */
   private readonly connected: () => Promise<void> | undefined;
 
@@ -41,8 +84,12 @@ export class RedisIdempotencyStore implements IdempotencyStore {
     private readonly log: Logger,
   ) {
     // Reconnects on its own; each command that fails meanwhile fails open.
-    this.redis = connectRedis(options.redisUrl, options.commandTimeoutMs);
-    this.connected = connectionWait(this.redis, options.commandTimeoutMs);
+    const redis = connectRedis(options.redisUrl, options.commandTimeoutMs);
+    redis.defineCommand("idempotencyRenew", { lua: RENEW });
+    redis.defineCommand("idempotencyComplete", { lua: COMPLETE, numberOfKeys: 1 });
+    redis.defineCommand("idempotencyRelease", { lua: RELEASE, numberOfKeys: 1 });
+    this.redis = redis as Redis & LeaseCommands;
+    this.connected = connectionWait(redis, options.commandTimeoutMs);
   }
 
   async claim(id: string, fingerprint: string): Promise<IdempotencyClaim> {
@@ -52,9 +99,12 @@ export class RedisIdempotencyStore implements IdempotencyStore {
       // is known down (a failed attempt or a drop), they fail open at once, as the command would.
       const connecting = this.connected();
       if (connecting) await connecting;
-      const value = JSON.stringify({ f: fingerprint } satisfies Stored);
+      const value = JSON.stringify({ f: fingerprint, c: randomUUID() } satisfies Stored);
       for (let attempt = 0; attempt < 2; attempt++) {
-        if ((await this.redis.set(key, value, "PX", this.options.pendingMs, "NX")) === "OK") return CLAIMED;
+        if ((await this.redis.set(key, value, "PX", this.options.leaseMs, "NX")) === "OK") {
+          this.hold(key, value);
+          return CLAIMED;
+        }
         const text = await this.redis.get(key);
         // Gone between the two commands (expired): claim it again, once.
         if (text === null) continue;
@@ -71,24 +121,77 @@ export class RedisIdempotencyStore implements IdempotencyStore {
   }
 
   async complete(id: string, fingerprint: string, reply: StoredReply): Promise<void> {
+    const key = PREFIX + id;
+    // A claim that failed open holds nothing: "" matches no stored value, so the answer is stored only if the key is free.
+    const claim = this.held.get(key)?.value ?? "";
+    this.drop(key);
     try {
       const value = JSON.stringify({ f: fingerprint, r: reply } satisfies Stored);
-      await this.redis.set(PREFIX + id, value, "PX", this.options.windowMs);
+      await this.redis.idempotencyComplete(key, claim, value, this.options.windowMs);
     } catch (error) {
       this.failedOpen(error);
     }
   }
 
   async release(id: string): Promise<void> {
+    const key = PREFIX + id;
+    const claim = this.held.get(key);
+    this.drop(key);
+    if (claim === undefined) return;
     try {
-      await this.redis.del(PREFIX + id);
+      await this.redis.idempotencyRelease(key, claim.value);
     } catch (error) {
       this.failedOpen(error);
     }
   }
 
   async close(): Promise<void> {
+    this.held.clear();
+    this.drop("");
     this.redis.disconnect();
+  }
+
+  private hold(key: string, value: string): void {
+    this.held.set(key, { value, renewUntil: Date.now() + this.options.pendingMs });
+    // A third of the lease: two renewals may fail or come late before the claim lapses.
+    this.renewal ??= setInterval(
+      () => void this.renew(),
+      Math.max(100, Math.floor(this.options.leaseMs / 3)),
+    );
+    this.renewal.unref?.();
+  }
+
+  private drop(key: string): void {
+    this.held.delete(key);
+    if (this.held.size > 0 || this.renewal === undefined) return;
+    clearInterval(this.renewal);
+    this.renewal = undefined;
+  }
+
+  /** One script for every claim held (keys one Redis holds: no cluster slots to split by). */
+  private async renew(): Promise<void> {
+    const now = Date.now();
+    const keys: string[] = [];
+    const values: string[] = [];
+    for (const [key, held] of this.held) {
+      // Past the pending bound the claim is left to lapse: a retry then runs again (documented).
+      if (held.renewUntil <= now) this.drop(key);
+      else {
+        keys.push(key);
+        values.push(held.value);
+      }
+    }
+    if (keys.length === 0) return;
+    try {
+      const lost = await this.redis.idempotencyRenew(keys.length, ...keys, this.options.leaseMs, ...values);
+      // Lapsed (this instance stalled past its lease) and maybe taken over: no longer ours to renew.
+      for (const index of lost) {
+        const key = keys[index - 1] as string;
+        if (this.held.get(key)?.value === values[index - 1]) this.drop(key);
+      }
+    } catch (error) {
+      this.failedOpen(error);
+    }
   }
 
   private failedOpen(error: unknown): void {

@@ -8,10 +8,10 @@ afterAll(async () => {
   for (const store of stores) await store.close();
 });
 
-function store(redisUrl: string, commandTimeoutMs = 200) {
+function store(redisUrl: string, commandTimeoutMs = 200, leaseMs = 5000) {
   let failures = 0;
   const created = new RedisIdempotencyStore(
-    { redisUrl, windowMs: 60_000, pendingMs: 5000, commandTimeoutMs, onFailOpen: () => failures++ },
+    { redisUrl, windowMs: 60_000, pendingMs: 5000, leaseMs, commandTimeoutMs, onFailOpen: () => failures++ },
     pino({ level: "silent" }),
   );
   stores.push(created);
@@ -43,17 +43,60 @@ describe("RedisIdempotencyStore", () => {
     const reply = { status: 202, headers: { "content-type": "application/json" }, body: "{}" };
     await first.store.complete(id, "f1", reply);
     expect(await second.store.claim(id, "f2")).toEqual({ state: "done", fingerprint: "f1", reply });
-    await first.store.release(id);
-    expect(await second.store.claim(id, "f2")).toEqual({ state: "claimed" });
+    const released = `${id}-released`;
+    expect(await first.store.claim(released, "f1")).toEqual({ state: "claimed" });
+    await first.store.release(released);
+    expect(await second.store.claim(released, "f2")).toEqual({ state: "claimed" });
     expect(first.failures() + second.failures()).toBe(failuresBefore);
+  });
+
+  test("a claim lives while its instance renews it, lapses within the lease once it is gone, and is then taken over", async () => {
+    const first = store(services().redisUrl, 200, 1000);
+    const second = store(services().redisUrl, 200, 1000);
+    await connected(first);
+    await connected(second);
+    const id = `lease-${Date.now()}-${Math.random()}`;
+    expect(await first.store.claim(id, "f")).toEqual({ state: "claimed" });
+    // Renewed past three leases while the request runs.
+    await Bun.sleep(3000);
+    expect(await second.store.claim(id, "f")).toEqual({ state: "pending", fingerprint: "f" });
+    // Its instance gone (no more renewals): taken over within a lease.
+    await first.store.close();
+    await Bun.sleep(1100);
+    expect(await second.store.claim(id, "f")).toEqual({ state: "claimed" });
+  });
+
+  test("a claimant whose lease lapsed neither overwrites nor deletes the claim that took over", async () => {
+    const stalled = store(services().redisUrl, 200, 1000);
+    const other = store(services().redisUrl, 200, 1000);
+    const third = store(services().redisUrl, 200, 1000);
+    await connected(stalled);
+    await connected(other);
+    await connected(third);
+    const id = `stalled-${Date.now()}-${Math.random()}`;
+    expect(await stalled.store.claim(id, "f")).toEqual({ state: "claimed" });
+    // A stall past the lease, as a SIGSTOP: the key lapses and the retry elsewhere takes it.
+    const redis = new (await import("ioredis")).Redis(services().redisUrl);
+    await redis.del(`idem:${id}`);
+    redis.disconnect();
+    expect(await other.store.claim(id, "f")).toEqual({ state: "claimed" });
+    const reply = (status: number) => ({ status, headers: {}, body: `{"from":${status}}` });
+    await stalled.store.release(id);
+    expect(await third.store.claim(id, "f")).toEqual({ state: "pending", fingerprint: "f" });
+    await stalled.store.complete(id, "f", reply(202));
+    expect(await third.store.claim(id, "f")).toEqual({ state: "pending", fingerprint: "f" });
+    await other.store.complete(id, "f", reply(200));
+    expect(await third.store.claim(id, "f")).toEqual({ state: "done", fingerprint: "f", reply: reply(200) });
   });
 
   test("Redis unreachable: every call fails open (the request runs), counted, never a rejection", async () => {
     const down = store("redis://127.0.0.1:1");
     expect(await down.store.claim("k", "f")).toEqual({ state: "claimed" });
     await down.store.complete("k", "f", { status: 202, headers: {}, body: "{}" });
+    expect(down.failures()).toBe(2);
+    // A claim that failed open stored nothing: its release has nothing to delete and sends nothing.
     await down.store.release("k");
-    expect(down.failures()).toBe(3);
+    expect(down.failures()).toBe(2);
   });
 
   test("Redis known down (its connection attempt failed): a claim fails open at once, not after the command timeout", async () => {
