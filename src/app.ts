@@ -212,6 +212,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         {
           redisUrl: config.redisUrl,
           pendingMs: idempotencyOptions.pendingMs,
+          leaseMs: idempotencyOptions.leaseMs,
           commandTimeoutMs: config.rateLimit.redisTimeoutMs,
           onFailOpen: () => metrics.recordDedupStoreFailures.inc(),
         },
@@ -442,9 +443,12 @@ async function createSink(
  */
 /** A claim must outlive the longest a request can wait for Kafka, or a retry would run beside it. */
 function idempotencyStoreOptions(config: Config) {
+  const pendingMs = Math.max(config.idempotency.pendingMs, config.ackTimeoutMs + 5000);
   return {
     ...config.idempotency,
-    pendingMs: Math.max(config.idempotency.pendingMs, config.ackTimeoutMs + 5000),
+    pendingMs,
+    // A lease longer than the longest claim would only keep a dead instance's claims longer.
+    leaseMs: Math.min(config.idempotency.leaseMs, pendingMs),
   };
 }
 

@@ -1,8 +1,11 @@
 import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { join } from "node:path";
 import { Redis } from "ioredis";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
 import { servicesCommand } from "../support/services.ts";
+import { tempDirs } from "../support/temp-dir.ts";
 import { TEST_SECRET, token } from "../support/tokens.ts";
 import { waitUntil } from "../support/wait.ts";
 import { RUNTIMES, startGateway } from "./harness.ts";
@@ -15,6 +18,7 @@ const DRAIN_TIMEOUT_MS = 30_000;
  * a second after the signal, it answers at once, so the flush needs no room for a broker's start.
  */
 const FROZEN_DRAIN_TIMEOUT_MS = 6000;
+const temporaryFolder = tempDirs();
 
 describe.each(RUNTIMES)("drain on %s", (runtime) => {
   test("after an uptime longer than DRAIN_TIMEOUT_MS, records queued while Kafka is down are all flushed", async () => {
@@ -254,13 +258,18 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
     expect(report).toMatchObject({ level: "error", signal: "SIGTERM", lost: 37 });
     expect(report?.lostBytes).toBeGreaterThan(0);
   }, 60_000);
-  test("a gateway killed mid-request: its Idempotency-Key claim lapses within the lease and the retry on another is answered", async () => {
+  test("a gateway killed mid-request: its Idempotency-Key and record id claims lapse within the lease and the retry on another is answered", async () => {
     const topic = await createTopic(`drain-killed-claim-${runtime}`);
+    // Per-record deduplication on: the records' ids are claimed too.
+    const tenant = `killed-claim-${runtime}`;
+    const table = join(temporaryFolder("killed-claim-"), "tenants.json");
+    writeFileSync(table, JSON.stringify({ [tenant]: { dedupWindowSec: 600 } }));
     const env = {
       KAFKA_BROKERS: services().brokers,
       KAFKA_TOPIC: topic,
       REDIS_URL: services().redisUrl,
       JWT_SECRET: TEST_SECRET,
+      TENANT_QUOTAS: table,
       IDEMPOTENCY_LEASE_MS: "1000",
     };
     const [killed, other] = await Promise.all([startGateway(runtime, env), startGateway(runtime, env)]);
@@ -274,7 +283,7 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
       fetch(`${url}/v1/events`, {
         method: "POST",
         headers: {
-          authorization: `Bearer ${await token("acme", ["ingest"])}`,
+          authorization: `Bearer ${await token(tenant, ["ingest"])}`,
           "content-type": "application/json",
           "idempotency-key": key,
         },
@@ -296,7 +305,7 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
       await inFlight;
       await servicesCommand("resume-kafka");
       brokerPaused = false;
-      // Before: 409 for IDEMPOTENCY_PENDING_SEC (60 s) after the claimant died.
+      // Before: 409 (idempotency_in_flight, then duplicate_in_flight) for IDEMPOTENCY_PENDING_SEC (60 s) after the claimant died.
       let status = 409;
       while (status === 409 && performance.now() - killedAt < 4000) {
         status = (await post(other.url)).status;

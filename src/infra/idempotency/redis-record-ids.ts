@@ -5,8 +5,10 @@ import { connectionWait, connectRedis } from "../redis/client.ts";
 
 export interface RedisRecordIdOptions {
   redisUrl: string;
-  /** How long a claim holds without a confirmation (its request died, or Kafka is that slow). */
+  /** The longest a request's claim is held while it writes (renewed until then). */
   pendingMs: number;
+  /** How long a request's claim outlives its instance's last renewal: a retry after the claimant died waits at most this. */
+  leaseMs: number;
   commandTimeoutMs: number;
   /** Called when Redis did not answer and the records were written without the shared check. */
   onFailOpen: () => void;
@@ -46,9 +48,18 @@ const FORGET = `for i = 1, #KEYS do
 end
 return 0`;
 
+/** Extends each state key (KEYS) still pending by ARGV[1] ms; returns the indexes (1-based) of those no longer pending. */
+const RENEW = `
+local lost = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == 'p' then redis.call('PEXPIRE', key, ARGV[1]) else lost[#lost + 1] = i end
+end
+return lost`;
+
 interface RecordIdCommands {
   recordIdsClaim(count: number, ...keysAndArgs: string[]): Promise<number[]>;
   recordIdsForget(count: number, ...keysAndArgs: string[]): Promise<number>;
+  recordIdsRenew(count: number, ...keysAndArgs: string[]): Promise<number[]>;
 }
 
 const VERDICTS: readonly RecordIdVerdict[] = ["new", "seen", "pending"];
@@ -67,6 +78,9 @@ const VERDICTS: readonly RecordIdVerdict[] = ["new", "seen", "pending"];
 export class RedisRecordIdStore implements RecordIdStore {
   private readonly redis: Redis & RecordIdCommands;
   private lastWarning = 0;
+  /** State keys of the requests writing now, each with until when it is renewed; each leaves on its confirmation, release or bound. */
+  private readonly held = new Map<string, number>();
+  private renewal: ReturnType<typeof setInterval> | undefined;
   /** What to wait for before a claim: a connection attempt in progress (the start), not a Redis known down. */
   private readonly connected: () => Promise<void> | undefined;
 
@@ -77,6 +91,7 @@ export class RedisRecordIdStore implements RecordIdStore {
     const redis = connectRedis(options.redisUrl, options.commandTimeoutMs);
     redis.defineCommand("recordIdsClaim", { lua: CLAIM });
     redis.defineCommand("recordIdsForget", { lua: FORGET });
+    redis.defineCommand("recordIdsRenew", { lua: RENEW });
     this.redis = redis as Redis & RecordIdCommands;
     this.connected = connectionWait(redis, options.commandTimeoutMs);
   }
@@ -101,12 +116,13 @@ export class RedisRecordIdStore implements RecordIdStore {
             statePrefix + claimant,
             ...slice.map((id) => idPrefix + id),
             claimant,
-            String(this.options.pendingMs),
+            String(this.options.leaseMs),
             String(windowMs),
             statePrefix,
           ),
         ),
       );
+      this.hold(statePrefix + claimant);
       return slices.flat().map((code) => VERDICTS[code] ?? "new");
     } catch (error) {
       this.failedOpen(error);
@@ -115,6 +131,7 @@ export class RedisRecordIdStore implements RecordIdStore {
   }
 
   async confirm(tenant: string, claimant: string, windowMs: number): Promise<void> {
+    this.drop(`rreq:{${tenant}}:${claimant}`);
     try {
       await this.redis.set(`rreq:{${tenant}}:${claimant}`, "d", "PX", windowMs);
     } catch (error) {
@@ -123,6 +140,7 @@ export class RedisRecordIdStore implements RecordIdStore {
   }
 
   async release(tenant: string, claimant: string): Promise<void> {
+    this.drop(`rreq:{${tenant}}:${claimant}`);
     try {
       await this.redis.del(`rreq:{${tenant}}:${claimant}`);
     } catch (error) {
@@ -144,7 +162,45 @@ export class RedisRecordIdStore implements RecordIdStore {
   }
 
   async close(): Promise<void> {
+    this.held.clear();
+    this.drop("");
     this.redis.disconnect();
+  }
+
+  private hold(stateKey: string): void {
+    this.held.set(stateKey, Date.now() + this.options.pendingMs);
+    // A third of the lease: two renewals may fail or come late before the claim lapses.
+    this.renewal ??= setInterval(
+      () => void this.renew(),
+      Math.max(100, Math.floor(this.options.leaseMs / 3)),
+    );
+    this.renewal.unref?.();
+  }
+
+  private drop(stateKey: string): void {
+    this.held.delete(stateKey);
+    if (this.held.size > 0 || this.renewal === undefined) return;
+    clearInterval(this.renewal);
+    this.renewal = undefined;
+  }
+
+  /** One script for every request's state held (keys one Redis holds: no cluster slots to split by). */
+  private async renew(): Promise<void> {
+    const now = Date.now();
+    const keys: string[] = [];
+    for (const [key, renewUntil] of this.held) {
+      // Past the pending bound the claim is left to lapse: its ids are then taken over (documented).
+      if (renewUntil <= now) this.drop(key);
+      else keys.push(key);
+    }
+    if (keys.length === 0) return;
+    try {
+      const lost = await this.redis.recordIdsRenew(keys.length, ...keys, String(this.options.leaseMs));
+      // Lapsed (this instance stalled past its lease): its ids may be another request's now.
+      for (const index of lost) this.drop(keys[index - 1] as string);
+    } catch (error) {
+      this.failedOpen(error);
+    }
   }
 
   private failedOpen(error: unknown): void {

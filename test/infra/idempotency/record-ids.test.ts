@@ -10,10 +10,10 @@ afterAll(async () => {
   for (const store of stores) await store.close();
 });
 
-function redisStore(redisUrl: string, pendingMs: number, commandTimeoutMs = 500) {
+function redisStore(redisUrl: string, pendingMs: number, commandTimeoutMs = 500, leaseMs = pendingMs) {
   let failures = 0;
   const store = new RedisRecordIdStore(
-    { redisUrl, pendingMs, commandTimeoutMs, onFailOpen: () => failures++ },
+    { redisUrl, pendingMs, leaseMs, commandTimeoutMs, onFailOpen: () => failures++ },
     pino({ level: "silent" }),
   );
   stores.push(store);
@@ -99,6 +99,22 @@ test("redis: racing requests with the same 2,500 ids on two clients: each id is 
     expect(verdicts.filter((one) => one[at] === "new").length).toBe(1);
   }
   expect(clients[0]?.failures()).toBe(0);
+});
+
+test("redis: a request's claim lives while its instance renews it, and lapses within the lease once it is gone", async () => {
+  const tenant = unique("lease");
+  const [writing, other] = [
+    redisStore(services().redisUrl, 60_000, 500, 1000),
+    redisStore(services().redisUrl, 60_000, 500, 1000),
+  ];
+  expect(await writing.store.claim(tenant, ["x"], "r1", 60_000)).toEqual(["new"]);
+  // Renewed past two leases while the request writes.
+  await Bun.sleep(2500);
+  expect(await other.store.claim(tenant, ["x"], "r2", 60_000)).toEqual(["pending"]);
+  // Its instance gone (no more renewals): the id is taken over within a lease, not after pendingMs.
+  await writing.store.close();
+  await Bun.sleep(1100);
+  expect(await other.store.claim(tenant, ["x"], "r3", 60_000)).toEqual(["new"]);
 });
 
 test("redis unreachable: every id is new (fail open), counted, never a rejection", async () => {
