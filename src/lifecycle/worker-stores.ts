@@ -46,25 +46,67 @@ export interface SupervisorStores {
   recordIds: RecordIdStore;
 }
 
-/** In the supervisor: answers one worker's store calls from `stores`. */
+/**
+ * Which worker holds each Idempotency-Key claim of a supervisor's store, so that a worker that
+ * dies mid-request (killed, crashed) frees its claims at once: its retry, which the kernel hands
+ * to another worker, would otherwise get 409 for the whole pending time. A claim another worker
+ * took over (the first one's lapsed) is that worker's: the dead one frees only its own. Entries
+ * leave with their request's answer or release, or with their worker.
+ */
+const claimHolders = new WeakMap<IdempotencyStore, Map<string, IpcEndpoint>>();
+
+/** In the supervisor: answers one worker's store calls from `stores`, and frees its claims when it is gone. */
 export function answerStoreCalls(worker: IpcEndpoint, stores: SupervisorStores): void {
+  const keyHolders = claimHolders.get(stores.idempotency) ?? new Map<string, IpcEndpoint>();
+  claimHolders.set(stores.idempotency, keyHolders);
+  const settled = (id: string) => {
+    if (keyHolders.get(id) === worker) keyHolders.delete(id);
+  };
+  /** Record id claims of this worker's requests still writing, as `tenant` and request name. */
+  const writing = new Map<string, { tenant: string; claimant: string }>();
   const methods: Record<StoreName, Record<string, (...args: never[]) => Promise<unknown>>> = {
     idempotency: {
-      claim: (id: string, fingerprint: string) => stores.idempotency.claim(id, fingerprint),
-      complete: (id: string, fingerprint: string, reply: StoredReply) =>
-        stores.idempotency.complete(id, fingerprint, reply),
-      release: (id: string) => stores.idempotency.release(id),
+      claim: async (id: string, fingerprint: string) => {
+        const claim = await stores.idempotency.claim(id, fingerprint);
+        if (claim.state === "claimed") keyHolders.set(id, worker);
+        return claim;
+      },
+      complete: (id: string, fingerprint: string, reply: StoredReply) => {
+        settled(id);
+        return stores.idempotency.complete(id, fingerprint, reply);
+      },
+      release: (id: string) => {
+        settled(id);
+        return stores.idempotency.release(id);
+      },
     },
     "record-ids": {
-      claim: (tenant: string, ids: string[], claimant: string, windowMs: number) =>
-        stores.recordIds.claim(tenant, ids, claimant, windowMs),
-      confirm: (tenant: string, claimant: string, windowMs: number) =>
-        stores.recordIds.confirm(tenant, claimant, windowMs),
-      release: (tenant: string, claimant: string) => stores.recordIds.release(tenant, claimant),
+      claim: (tenant: string, ids: string[], claimant: string, windowMs: number) => {
+        writing.set(`${tenant}\n${claimant}`, { tenant, claimant });
+        return stores.recordIds.claim(tenant, ids, claimant, windowMs);
+      },
+      confirm: (tenant: string, claimant: string, windowMs: number) => {
+        writing.delete(`${tenant}\n${claimant}`);
+        return stores.recordIds.confirm(tenant, claimant, windowMs);
+      },
+      release: (tenant: string, claimant: string) => {
+        writing.delete(`${tenant}\n${claimant}`);
+        return stores.recordIds.release(tenant, claimant);
+      },
       forget: (tenant: string, claimant: string, ids: string[]) =>
         stores.recordIds.forget(tenant, claimant, ids),
     },
   };
+  worker.on("disconnect", () => {
+    // Its requests died with it: nothing of theirs will answer, release or confirm.
+    for (const [id, holder] of keyHolders) {
+      if (holder !== worker) continue;
+      keyHolders.delete(id);
+      void stores.idempotency.release(id);
+    }
+    for (const { tenant, claimant } of writing.values()) void stores.recordIds.release(tenant, claimant);
+    writing.clear();
+  });
   worker.on("message", (message) => {
     if (!isCall(message)) return;
     const method = methods[message.store]?.[message.method];

@@ -15,6 +15,8 @@ function channel(): {
   worker: IpcEndpoint;
   supervisor: IpcEndpoint;
   disconnect: () => void;
+  /** The worker's end closed (it died): the supervisor's side hears it. */
+  workerGone: () => void;
   mute: () => void;
 } {
   const listeners = { worker: new Map<string, Listener[]>(), supervisor: new Map<string, Listener[]>() };
@@ -41,6 +43,10 @@ function channel(): {
     disconnect: () => {
       connected = false;
       for (const listener of listeners.worker.get("disconnect") ?? []) listener();
+    },
+    workerGone: () => {
+      connected = false;
+      for (const listener of listeners.supervisor.get("disconnect") ?? []) listener();
     },
     mute: () => {
       muted = true;
@@ -106,6 +112,35 @@ describe("the supervisor's stores, reached by its workers", () => {
     await second.recordIds.release("acme", "request-b");
     expect(await second.recordIds.claim("acme", ["r1", "r3"], "request-c", 60_000)).toEqual(["seen", "new"]);
     expect(counts).toEqual({ idempotency: 0, recordIds: 0 });
+  });
+
+  test("a worker that dies mid-request frees its claims at once: the retry on another worker runs, not 409 for the pending time", async () => {
+    const held = supervisorHolding();
+    const [dying, living] = [channel(), channel()];
+    answerStoreCalls(dying.supervisor, held);
+    answerStoreCalls(living.supervisor, held);
+    const { options } = failOpens();
+    const killed = supervisorStores(dying.worker, options);
+    const other = supervisorStores(living.worker, options);
+    expect(await killed.idempotency.claim("acme\nkey", "f")).toEqual({ state: "claimed" });
+    expect(await killed.recordIds.claim("acme", ["r1"], "request-a", 60_000)).toEqual(["new"]);
+    // Answered before it died: its answer stays.
+    const reply = { status: 202, headers: {}, body: "{}" };
+    expect(await killed.idempotency.claim("acme\nanswered", "f")).toEqual({ state: "claimed" });
+    await killed.idempotency.complete("acme\nanswered", "f", reply);
+    // Another worker's claim is not the dead one's to free.
+    expect(await other.idempotency.claim("acme\nother", "f")).toEqual({ state: "claimed" });
+    expect(await other.idempotency.claim("acme\nkey", "f")).toEqual({ state: "pending", fingerprint: "f" });
+
+    dying.workerGone();
+    expect(await other.idempotency.claim("acme\nkey", "f")).toEqual({ state: "claimed" });
+    expect(await other.recordIds.claim("acme", ["r1"], "request-b", 60_000)).toEqual(["new"]);
+    expect(await other.idempotency.claim("acme\nanswered", "f")).toEqual({
+      state: "done",
+      fingerprint: "f",
+      reply,
+    });
+    expect(await other.idempotency.claim("acme\nother", "f")).toEqual({ state: "pending", fingerprint: "f" });
   });
 
   test("a supervisor that does not answer: each call fails open at its deadline, counted", async () => {
