@@ -2,6 +2,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "../../log/logger.ts";
 import type { RecordIdStore, RecordIdVerdict } from "../../ports/record-ids.ts";
 import { connectionWait, connectRedis } from "../redis/client.ts";
+import { LeaseRenewals } from "./lease-renewals.ts";
 
 export interface RedisRecordIdOptions {
   redisUrl: string;
@@ -78,9 +79,8 @@ const VERDICTS: readonly RecordIdVerdict[] = ["new", "seen", "pending"];
 export class RedisRecordIdStore implements RecordIdStore {
   private readonly redis: Redis & RecordIdCommands;
   private lastWarning = 0;
-  /** State keys of the requests writing now, each with until when it is renewed; each leaves on its confirmation, release or bound. */
-  private readonly held = new Map<string, number>();
-  private renewal: ReturnType<typeof setInterval> | undefined;
+  /** State keys of the requests writing now; each leaves on its confirmation, release or bound. */
+  private readonly held: LeaseRenewals;
   /** What to wait for before a claim: a connection attempt in progress (the start), not a Redis known down. */
   private readonly connected: () => Promise<void> | undefined;
 
@@ -94,6 +94,13 @@ export class RedisRecordIdStore implements RecordIdStore {
     redis.defineCommand("recordIdsRenew", { lua: RENEW });
     this.redis = redis as Redis & RecordIdCommands;
     this.connected = connectionWait(redis, options.commandTimeoutMs);
+    // One script for every request's state held (keys one Redis holds: no cluster slots to split by).
+    // A key past the pending bound is left to lapse: its ids are then taken over (documented).
+    this.held = new LeaseRenewals(
+      options,
+      (keys) => this.redis.recordIdsRenew(keys.length, ...keys, String(options.leaseMs)),
+      (error) => this.failedOpen(error),
+    );
   }
 
   async claim(
@@ -122,7 +129,7 @@ export class RedisRecordIdStore implements RecordIdStore {
           ),
         ),
       );
-      this.hold(statePrefix + claimant);
+      this.held.hold(statePrefix + claimant);
       return slices.flat().map((code) => VERDICTS[code] ?? "new");
     } catch (error) {
       this.failedOpen(error);
@@ -131,7 +138,7 @@ export class RedisRecordIdStore implements RecordIdStore {
   }
 
   async confirm(tenant: string, claimant: string, windowMs: number): Promise<void> {
-    this.drop(`rreq:{${tenant}}:${claimant}`);
+    this.held.drop(`rreq:{${tenant}}:${claimant}`);
     try {
       await this.redis.set(`rreq:{${tenant}}:${claimant}`, "d", "PX", windowMs);
     } catch (error) {
@@ -140,7 +147,7 @@ export class RedisRecordIdStore implements RecordIdStore {
   }
 
   async release(tenant: string, claimant: string): Promise<void> {
-    this.drop(`rreq:{${tenant}}:${claimant}`);
+    this.held.drop(`rreq:{${tenant}}:${claimant}`);
     try {
       await this.redis.del(`rreq:{${tenant}}:${claimant}`);
     } catch (error) {
@@ -163,44 +170,7 @@ export class RedisRecordIdStore implements RecordIdStore {
 
   async close(): Promise<void> {
     this.held.clear();
-    this.drop("");
     this.redis.disconnect();
-  }
-
-  private hold(stateKey: string): void {
-    this.held.set(stateKey, Date.now() + this.options.pendingMs);
-    // A third of the lease: two renewals may fail or come late before the claim lapses.
-    this.renewal ??= setInterval(
-      () => void this.renew(),
-      Math.max(100, Math.floor(this.options.leaseMs / 3)),
-    );
-    this.renewal.unref?.();
-  }
-
-  private drop(stateKey: string): void {
-    this.held.delete(stateKey);
-    if (this.held.size > 0 || this.renewal === undefined) return;
-    clearInterval(this.renewal);
-    this.renewal = undefined;
-  }
-
-  /** One script for every request's state held (keys one Redis holds: no cluster slots to split by). */
-  private async renew(): Promise<void> {
-    const now = Date.now();
-    const keys: string[] = [];
-    for (const [key, renewUntil] of this.held) {
-      // Past the pending bound the claim is left to lapse: its ids are then taken over (documented).
-      if (renewUntil <= now) this.drop(key);
-      else keys.push(key);
-    }
-    if (keys.length === 0) return;
-    try {
-      const lost = await this.redis.recordIdsRenew(keys.length, ...keys, String(this.options.leaseMs));
-      // Lapsed (this instance stalled past its lease): its ids may be another request's now.
-      for (const index of lost) this.drop(keys[index - 1] as string);
-    } catch (error) {
-      this.failedOpen(error);
-    }
   }
 
   private failedOpen(error: unknown): void {

@@ -3,6 +3,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "../../log/logger.ts";
 import type { IdempotencyClaim, IdempotencyStore, StoredReply } from "../../ports/idempotency.ts";
 import { connectionWait, connectRedis } from "../redis/client.ts";
+import { LeaseRenewals } from "./lease-renewals.ts";
 
 export interface RedisIdempotencyOptions {
   redisUrl: string;
@@ -21,12 +22,6 @@ interface Stored {
   f: string;
   r?: StoredReply;
   c?: string;
-}
-
-/** A claim this instance holds: the value it stored (its name inside) and until when it renews it. */
-interface Held {
-  value: string;
-  renewUntil: number;
 }
 
 /** Extends each key (KEYS) whose value is still ARGV[i+1] by ARGV[1] ms; returns the indexes (1-based) of those lost. */
@@ -73,9 +68,8 @@ const WARN_EVERY_MS = 10_000;
 export class RedisIdempotencyStore implements IdempotencyStore {
   private readonly redis: Redis & LeaseCommands;
   private lastWarning = 0;
-  /** Claims this instance renews, by key; each leaves on its answer, its release, loss or pending bound. */
-  private readonly held = new Map<string, Held>();
-  private renewal: ReturnType<typeof setInterval> | undefined;
+  /** Claims this instance renews, by key, with the value each stored (its name inside); each leaves on its answer, its release, loss or pending bound. */
+  private readonly held: LeaseRenewals;
   /** What to wait for before a claim: a connection attempt in progress (the start), not a Redis known down. */
   private readonly connected: () => Promise<void> | undefined;
 
@@ -90,6 +84,13 @@ export class RedisIdempotencyStore implements IdempotencyStore {
     redis.defineCommand("idempotencyRelease", { lua: RELEASE, numberOfKeys: 1 });
     this.redis = redis as Redis & LeaseCommands;
     this.connected = connectionWait(redis, options.commandTimeoutMs);
+    // One script for every claim held (keys one Redis holds: no cluster slots to split by). A claim
+    // past the pending bound is left to lapse: a retry then runs again (documented).
+    this.held = new LeaseRenewals(
+      options,
+      (keys, values) => this.redis.idempotencyRenew(keys.length, ...keys, options.leaseMs, ...values),
+      (error) => this.failedOpen(error),
+    );
   }
 
   async claim(id: string, fingerprint: string): Promise<IdempotencyClaim> {
@@ -102,7 +103,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
       const value = JSON.stringify({ f: fingerprint, c: randomUUID() } satisfies Stored);
       for (let attempt = 0; attempt < 2; attempt++) {
         if ((await this.redis.set(key, value, "PX", this.options.leaseMs, "NX")) === "OK") {
-          this.hold(key, value);
+          this.held.hold(key, value);
           return CLAIMED;
         }
         const text = await this.redis.get(key);
@@ -123,8 +124,8 @@ export class RedisIdempotencyStore implements IdempotencyStore {
   async complete(id: string, fingerprint: string, reply: StoredReply): Promise<void> {
     const key = PREFIX + id;
     // A claim that failed open holds nothing: "" matches no stored value, so the answer is stored only if the key is free.
-    const claim = this.held.get(key)?.value ?? "";
-    this.drop(key);
+    const claim = this.held.valueOf(key) ?? "";
+    this.held.drop(key);
     try {
       const value = JSON.stringify({ f: fingerprint, r: reply } satisfies Stored);
       await this.redis.idempotencyComplete(key, claim, value, this.options.windowMs);
@@ -135,11 +136,11 @@ export class RedisIdempotencyStore implements IdempotencyStore {
 
   async release(id: string): Promise<void> {
     const key = PREFIX + id;
-    const claim = this.held.get(key);
-    this.drop(key);
+    const claim = this.held.valueOf(key);
+    this.held.drop(key);
     if (claim === undefined) return;
     try {
-      await this.redis.idempotencyRelease(key, claim.value);
+      await this.redis.idempotencyRelease(key, claim);
     } catch (error) {
       this.failedOpen(error);
     }
@@ -147,51 +148,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
 
   async close(): Promise<void> {
     this.held.clear();
-    this.drop("");
     this.redis.disconnect();
-  }
-
-  private hold(key: string, value: string): void {
-    this.held.set(key, { value, renewUntil: Date.now() + this.options.pendingMs });
-    // A third of the lease: two renewals may fail or come late before the claim lapses.
-    this.renewal ??= setInterval(
-      () => void this.renew(),
-      Math.max(100, Math.floor(this.options.leaseMs / 3)),
-    );
-    this.renewal.unref?.();
-  }
-
-  private drop(key: string): void {
-    this.held.delete(key);
-    if (this.held.size > 0 || this.renewal === undefined) return;
-    clearInterval(this.renewal);
-    this.renewal = undefined;
-  }
-
-  /** One script for every claim held (keys one Redis holds: no cluster slots to split by). */
-  private async renew(): Promise<void> {
-    const now = Date.now();
-    const keys: string[] = [];
-    const values: string[] = [];
-    for (const [key, held] of this.held) {
-      // Past the pending bound the claim is left to lapse: a retry then runs again (documented).
-      if (held.renewUntil <= now) this.drop(key);
-      else {
-        keys.push(key);
-        values.push(held.value);
-      }
-    }
-    if (keys.length === 0) return;
-    try {
-      const lost = await this.redis.idempotencyRenew(keys.length, ...keys, this.options.leaseMs, ...values);
-      // Lapsed (this instance stalled past its lease) and maybe taken over: no longer ours to renew.
-      for (const index of lost) {
-        const key = keys[index - 1] as string;
-        if (this.held.get(key)?.value === values[index - 1]) this.drop(key);
-      }
-    } catch (error) {
-      this.failedOpen(error);
-    }
   }
 
   private failedOpen(error: unknown): void {
