@@ -48,6 +48,9 @@ export class LogLock {
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   /** The restore under way: the heartbeat's and a write's would otherwise race to create the lock. */
   private restoring: Promise<void> | undefined;
+  /** Set when a restore found the folder another gateway's (our lock removed, then taken): writes stop until ours again. */
+  private lostTo: LogInUseError | undefined;
+  private released = false;
 
   private constructor(
     private readonly path: string,
@@ -91,6 +94,11 @@ export class LogLock {
    * running gateway, which makes it again): otherwise another gateway could
    * start on the folder. Rejects with LogInUseError when another holds it now.
    */
+  /** Throws LogInUseError while another gateway holds the folder: appending beside it would lose records. */
+  assertHeld(): void {
+    if (this.lostTo) throw this.lostTo;
+  }
+
   restore(): Promise<void> {
     this.restoring ??= this.restoreOnce().finally(() => {
       this.restoring = undefined;
@@ -99,14 +107,23 @@ export class LogLock {
   }
 
   private async restoreOnce(): Promise<void> {
+    if (this.released) return;
     const ours = (await this.file.stat()).ino;
     const there = await stat(this.path).catch(() => undefined);
-    if (there?.ino === ours) return;
+    if (there?.ino === ours) {
+      this.lostTo = undefined;
+      return;
+    }
     const created = there ? undefined : await create(this.path);
     if (!created) {
       const holder = holderOf(await readFile(this.path, "utf8").catch(() => ""));
-      throw new LogInUseError(this.path, holder ? `pid ${holder.pid} on ${holder.host}` : "another process");
+      this.lostTo = new LogInUseError(
+        this.path,
+        holder ? `pid ${holder.pid} on ${holder.host}` : "another process",
+      );
+      throw this.lostTo;
     }
+    this.lostTo = undefined;
     const removed = this.file;
     this.file = created;
     await removed.close().catch(() => {});
@@ -121,8 +138,11 @@ export class LogLock {
   }
 
   async release(): Promise<void> {
+    this.released = true;
     clearInterval(this.heartbeat);
     this.heartbeat = undefined;
+    // A restore under way may be writing a new lock file: the one to remove is the one it leaves.
+    await this.restoring?.catch(() => {});
     held.delete(this.path);
     // Only our own lock is removed: one taken over meanwhile (this process stalled past staleMs) is the new holder's.
     const ours = (await this.file.stat()).ino;

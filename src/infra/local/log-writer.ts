@@ -124,6 +124,7 @@ export class LocalLogWriter implements SinkWriter {
   private async append(batch: SinkMessage[]): Promise<void> {
     const bytes = Buffer.from(lines(batch));
     try {
+      this.lock?.assertHeld();
       try {
         await this.appendTo(this.file ?? (await this.reopen()), bytes);
       } catch (error) {

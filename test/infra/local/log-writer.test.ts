@@ -1,7 +1,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { constants, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, unlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { LOCK_FILE } from "../../../src/infra/local/log-lock.ts";
 import { LocalLogWriter, newestSequence } from "../../../src/infra/local/log-writer.ts";
@@ -93,6 +93,35 @@ test("a folder deleted under the writer is made again, lock included, and the wr
   await unlink(writer.currentPath);
   await writer.write([message(4)]);
   expect(await loggedIn(join(dir, "events-000003.ndjson"))).toEqual([4]);
+  await writer.close();
+});
+
+test("a writer whose lock was removed and taken by another gateway refuses writes (EBUSY) until the folder is its own again", async () => {
+  folder = await mkdtemp(join(tmpdir(), "local-log-"));
+  const writer = new LocalLogWriter({ dir: folder, rotateBytes: 1 << 20 });
+  await writer.connect();
+  await writer.write([message(1)]);
+  // Removed by hand, then written by another gateway before the heartbeat (every second) wrote ours again.
+  const sleeper = Bun.spawn(["sleep", "30"]);
+  const lock = join(folder, LOCK_FILE);
+  await rm(lock);
+  await writeFile(
+    lock,
+    `${JSON.stringify({ pid: sleeper.pid, host: hostname(), since: "2026-01-01T00:00:00.000Z" })}\n`,
+  );
+  await Bun.sleep(1200);
+  expect(
+    await writer.write([message(2)]).then(
+      () => "written",
+      (error: { sinkCode?: string }) => error.sinkCode,
+    ),
+  ).toBe("EBUSY");
+  // That gateway gone (its lock with it): the heartbeat takes the folder back, and writes go on.
+  sleeper.kill();
+  await rm(lock);
+  await Bun.sleep(1200);
+  await writer.write([message(3)]);
+  expect(await loggedIn(writer.currentPath)).toEqual([1, 3]);
   await writer.close();
 });
 
