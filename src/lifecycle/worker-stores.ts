@@ -218,7 +218,7 @@ export function supervisorStores(supervisor: IpcEndpoint, options: WorkerStoreOp
       release: (tenant, claimant) =>
         recordIdCalls.call("record-ids", "release", [tenant, claimant], undefined),
       forget: (tenant, claimant, ids) =>
-        recordIdCalls.call("record-ids", "forget", [tenant, claimant, ids], undefined),
+        recordIdCalls.call("record-ids", "forget", [tenant, claimant, ids], false),
       close: () => Promise.resolve(),
     },
   };

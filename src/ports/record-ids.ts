@@ -31,8 +31,9 @@ export interface RecordIdStore {
    * Some of the claimant's ids (keys as claimed) were not written though the
    * others were (Kafka refused those records): they are free again, so a
    * resend under the same id is written. An id another request holds by now
-   * is left alone.
+   * is left alone. Resolves false when the store could not answer (the ids
+   * may still be claimed).
    */
-  forget(tenant: string, claimant: string, ids: readonly string[]): Promise<void>;
+  forget(tenant: string, claimant: string, ids: readonly string[]): Promise<boolean>;
   close(): Promise<void>;
 }

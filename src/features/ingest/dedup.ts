@@ -115,18 +115,22 @@ export async function claimRecordIds(
     metrics.recordDedup.inc({ outcome: "duplicate" }, duplicates.length);
     duplicates.sort((a, b) => a.index - b.index);
   }
-  const forget = (unwritten: readonly number[]): Promise<void> => {
+  const forget = (unwritten: readonly number[]): Promise<boolean> => {
     const keys = sentKeys(unique, skip);
     const ids = unwritten.flatMap((position) => keys.get(position) ?? []);
-    return ids.length === 0 ? Promise.resolve() : dedup.store.forget(tenant, claimant, ids);
+    return ids.length === 0 ? Promise.resolve(true) : dedup.store.forget(tenant, claimant, ids);
   };
   return {
     duplicates,
     skip,
     settle: async (written, unwritten) => {
       if (!written) return dedup.store.release(tenant, claimant);
-      // Freed before the answer says so: a resend right after it must not find them taken.
-      if (unwritten !== undefined && unwritten.length > 0) await forget(unwritten);
+      // Freed before the answer says so: a resend right after it must not find them taken. When the
+      // store could not free them, confirming would make their resend a duplicate never written (a
+      // 202 followed by a lost record): the request's claims are released instead, so the resend is
+      // written, and only a resend of the written ones too could be written twice (at least once).
+      if (unwritten !== undefined && unwritten.length > 0 && !(await forget(unwritten)))
+        return dedup.store.release(tenant, claimant);
       return dedup.store.confirm(tenant, claimant, windowMs);
     },
   };

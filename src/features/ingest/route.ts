@@ -221,8 +221,11 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       duplicates === undefined
         ? { accepted: acknowledged, rejected: errors.length, errors }
         : { accepted: acknowledged, rejected: errors.length, errors, duplicates };
-    // Every accepted record was a duplicate: nothing to write.
-    if (accepted.length === 0) return json(202, body, ownHeaders, sharedHeaders);
+    // Every accepted record was a duplicate: nothing to write, and the request claimed no id to keep.
+    if (accepted.length === 0) {
+      await claimed?.settle(false);
+      return json(202, body, ownHeaders, sharedHeaders);
+    }
 
     const ackNone = request.query.get("ack") === "none";
     // With ?ack=none the caller chose speed over confirmation; the queue still retries until delivered.

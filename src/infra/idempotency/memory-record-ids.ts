@@ -69,9 +69,9 @@ export class MemoryRecordIdStore implements RecordIdStore {
     return Promise.resolve();
   }
 
-  forget(tenant: string, claimant: string, ids: readonly string[]): Promise<void> {
+  forget(tenant: string, claimant: string, ids: readonly string[]): Promise<boolean> {
     for (const id of ids) if (this.ids.get(tenant, id)?.claimant === claimant) this.ids.delete(tenant, id);
-    return Promise.resolve();
+    return Promise.resolve(true);
   }
 
   close(): Promise<void> {

@@ -155,7 +155,7 @@ export class RedisRecordIdStore implements RecordIdStore {
     }
   }
 
-  async forget(tenant: string, claimant: string, ids: readonly string[]): Promise<void> {
+  async forget(tenant: string, claimant: string, ids: readonly string[]): Promise<boolean> {
     const idPrefix = `rid:{${tenant}}:`;
     try {
       await Promise.all(
@@ -163,8 +163,10 @@ export class RedisRecordIdStore implements RecordIdStore {
           this.redis.recordIdsForget(slice.length, ...slice.map((id) => idPrefix + id), claimant),
         ),
       );
+      return true;
     } catch (error) {
       this.failedOpen(error);
+      return false;
     }
   }
 

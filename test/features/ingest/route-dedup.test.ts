@@ -251,3 +251,33 @@ test("a CloudEvent is a duplicate only of one with the same source and id: anoth
   expect(JSON.parse(plain.body as string)).toEqual({ accepted: 1, rejected: 0, errors: [] });
   expect(ids()).toEqual(["1", "1", "1", "1"]);
 });
+
+test("a request of duplicates only settles its claim at once: nothing is left held for it", async () => {
+  const store = new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 100 });
+  const { post } = setup(store, ["acme"]);
+  await post("acme", "a", "b");
+  const held = store.size.requests;
+  for (let retry = 0; retry < 5; retry++)
+    expect((await post("acme", "a", "b")).body.duplicates.length).toBe(2);
+  expect(store.size.requests).toBe(held);
+});
+
+test("refused records whose ids the store could not free: the request's claims are released, so their resend under the same ids is written, never a duplicate unwritten", async () => {
+  const memory = new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 100 });
+  // Redis failing for the one call that frees the refused ids (it answers false).
+  const store: RecordIdStore = {
+    claim: (...args) => memory.claim(...args),
+    confirm: (...args) => memory.confirm(...args),
+    release: (...args) => memory.release(...args),
+    forget: async () => false,
+    close: () => memory.close(),
+  };
+  const { post, queue, ids } = setup(store, ["acme"]);
+  queue.tooLarge.add("big");
+  expect((await post("acme", "a", "big")).body.errors).toEqual([
+    { index: 1, reason: "Kafka refused a record as too large", code: "record_too_large" },
+  ]);
+  queue.tooLarge.clear();
+  expect((await post("acme", "big")).body).toEqual({ accepted: 1, rejected: 0, errors: [] });
+  expect(ids()).toEqual(["a", "big"]);
+});
