@@ -147,8 +147,8 @@ function attributeProblem(attributes: Record<string, unknown>): string | undefin
     if (NOT_HEADERS.has(name) || !ATTRIBUTE_NAME.test(name)) continue;
     const value = attributes[name];
     // An invalid traceparent or tracestate is dropped (kafkaHeaders), not refused, as a request's headers are.
-    const problem =
-      TRACE_ATTRIBUTES.has(name) && typeof value !== "string" ? undefined : valueProblem(name, value);
+    if (TRACE_ATTRIBUTES.has(name)) continue;
+    const problem = valueProblem(name, value);
     if (problem !== undefined) return problem;
   }
   for (const name of ["id", "source", "type"]) {

@@ -56,6 +56,7 @@ describe("CloudEvents bodies", () => {
       { traceparent: `01${parent.slice(2)}-more-fields` },
       { traceparent: parent, tracestate: "=no key,a=1,a=2" },
       { traceparent: 7 },
+      { traceparent: `${parent}\u0001`, tracestate: `a=${"x".repeat(5000)}` },
     ];
     const body = JSON.stringify(
       events.map((trace, index) => ({ ...EVENT, id: `t${index}`, ...trace, data: {} })),
@@ -74,6 +75,7 @@ describe("CloudEvents bodies", () => {
       { ce_traceparent: undefined, ce_tracestate: undefined },
       { ce_traceparent: parent, ce_tracestate: undefined },
       { ce_traceparent: parent, ce_tracestate: undefined },
+      { ce_traceparent: undefined, ce_tracestate: undefined },
       { ce_traceparent: undefined, ce_tracestate: undefined },
     ]);
     // Binary mode: the same checks on the ce-* headers.
