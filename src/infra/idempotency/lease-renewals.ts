@@ -1,3 +1,6 @@
+/** Keys renewed by one script call at most. */
+const SLICE = 1000;
+
 export interface LeaseTiming {
   /** How long a key outlives its instance's last renewal. */
   leaseMs: number;
@@ -67,16 +70,21 @@ export class LeaseRenewals {
         values.push(held.value);
       }
     }
-    if (keys.length === 0) return;
-    try {
-      const lost = await this.renew(keys, values);
-      for (const index of lost) {
-        const key = keys[index - 1] as string;
-        // Held again meanwhile (a new claim of the same key) is that claim's: left alone.
-        if (this.held.get(key)?.value === values[index - 1]) this.drop(key);
+    // In slices: one script call blocks Redis while it runs, and its arguments are spread.
+    for (let start = 0; start < keys.length; start += SLICE) {
+      const sliceKeys = keys.slice(start, start + SLICE);
+      const sliceValues = values.slice(start, start + SLICE);
+      try {
+        const lost = await this.renew(sliceKeys, sliceValues);
+        for (const index of lost) {
+          const key = sliceKeys[index - 1] as string;
+          // Held again meanwhile (a new claim of the same key) is that claim's: left alone.
+          if (this.held.get(key)?.value === sliceValues[index - 1]) this.drop(key);
+        }
+      } catch (error) {
+        this.onError(error);
+        return;
       }
-    } catch (error) {
-      this.onError(error);
     }
   }
 }

@@ -99,7 +99,7 @@ export class RedisRecordIdStore implements RecordIdStore {
     this.held = new LeaseRenewals(
       options,
       (keys) => this.redis.recordIdsRenew(keys.length, ...keys, String(options.leaseMs)),
-      (error) => this.failedOpen(error),
+      (error) => this.warn(error),
     );
   }
 
@@ -177,6 +177,11 @@ export class RedisRecordIdStore implements RecordIdStore {
 
   private failedOpen(error: unknown): void {
     this.options.onFailOpen();
+    this.warn(error);
+  }
+
+  /** A renewal that failed is no request run without the shared check: logged, not counted as one. */
+  private warn(error: unknown): void {
     const now = Date.now();
     if (now - this.lastWarning < WARN_EVERY_MS) return;
     this.lastWarning = now;

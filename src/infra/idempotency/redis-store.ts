@@ -89,7 +89,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
     this.held = new LeaseRenewals(
       options,
       (keys, values) => this.redis.idempotencyRenew(keys.length, ...keys, options.leaseMs, ...values),
-      (error) => this.failedOpen(error),
+      (error) => this.warn(error),
     );
   }
 
@@ -153,6 +153,11 @@ export class RedisIdempotencyStore implements IdempotencyStore {
 
   private failedOpen(error: unknown): void {
     this.options.onFailOpen();
+    this.warn(error);
+  }
+
+  /** A renewal that failed is no request run without the shared check: logged, not counted as one. */
+  private warn(error: unknown): void {
     const now = Date.now();
     if (now - this.lastWarning < WARN_EVERY_MS) return;
     this.lastWarning = now;
