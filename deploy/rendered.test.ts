@@ -747,6 +747,16 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
       "resources.requests.memory=1536Mi",
     );
     expect(fits.exitCode).toBe(0);
+    // Any Kubernetes quantity: 1.5Gi is the same 1536 MiB; one the chart cannot read is named.
+    expect(
+      renderChart("node24-values.yaml", "resources.limits.memory=1.5Gi", "resources.requests.memory=1.5Gi")
+        .exitCode,
+    ).toBe(0);
+    const unreadable = renderChart("node24-values.yaml", "resources.limits.memory=2e9");
+    expect(unreadable.exitCode).not.toBe(0);
+    expect(unreadable.stderr.toString()).toContain(
+      "resources.limits.memory (2e9): write it as a number with Ki",
+    );
   });
 
   test("on Bun, a memory limit or bound set in values that leaves the budget past 70% of the limit is refused", async () => {
@@ -790,6 +800,10 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
     );
     expect(renderChart("eks-values.yaml", "monitoring.podMonitor.interval=1m").exitCode).not.toBe(0);
     expect(renderChart("eks-values.yaml", "monitoring.podMonitor.interval=15s").exitCode).toBe(0);
+    // Below the PodMonitor's 10 s scrapeTimeout, Prometheus would refuse the scrape config.
+    const fast = renderChart("eks-values.yaml", "monitoring.podMonitor.interval=5s");
+    expect(fast.exitCode).not.toBe(0);
+    expect(fast.stderr.toString()).toContain("must be at least the PodMonitor's scrapeTimeout (10s)");
     // A longer drain leaves room for a longer interval; without the chart's rule there is nothing to hold it to.
     expect(
       renderChart("eks-values.yaml", "monitoring.podMonitor.interval=30s", "drain.timeoutMs=40000").exitCode,

@@ -116,22 +116,16 @@ all an idle WebSocket or stream sends; the ALB closes a connection idle longer.
 {{- end -}}
 {{- end -}}
 
-{{- /* resources.limits.memory in MiB (Gi, Mi, G, M or bytes), for the render's memory checks. */ -}}
+{{- /* resources.limits.memory in MiB (a Kubernetes quantity: 1.5Gi, 512Mi, 2G, bytes), for the render's memory checks. */ -}}
 {{- define "edge-gateway.memoryLimitMiB" -}}
 {{- $limit := toString . -}}
-{{- if regexMatch "^[0-9]+Gi$" $limit -}}
-{{- mul (trimSuffix "Gi" $limit | int) 1024 -}}
-{{- else if regexMatch "^[0-9]+Mi$" $limit -}}
-{{- trimSuffix "Mi" $limit | int -}}
-{{- else if regexMatch "^[0-9]+G$" $limit -}}
-{{- div (mul (trimSuffix "G" $limit | int64) 1000000000) 1048576 -}}
-{{- else if regexMatch "^[0-9]+M$" $limit -}}
-{{- div (mul (trimSuffix "M" $limit | int64) 1000000) 1048576 -}}
-{{- else if regexMatch "^[0-9]+$" $limit -}}
-{{- div (int64 $limit) 1048576 -}}
-{{- else -}}
-{{- fail (printf "resources.limits.memory (%s): write it in Gi, Mi, G, M or bytes, so the chart can check the memory budget against it" $limit) -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $limit -}}
+{{- $suffix := trimPrefix $number $limit -}}
+{{- $bytes := dict "" 1.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 -}}
+{{- if or (eq $number "") (not (hasKey $bytes $suffix)) -}}
+{{- fail (printf "resources.limits.memory (%s): write it as a number with Ki, Mi, Gi, Ti, k, M, G, T or none (bytes), so the chart can check the memory budget against it" $limit) -}}
 {{- end -}}
+{{- floor (divf (mulf (float64 $number) (get $bytes $suffix)) 1048576.0) | int -}}
 {{- end -}}
 
 {{- /*
@@ -144,13 +138,17 @@ two, or the alert never sees the drains it is for. Checked when the chart ships 
 {{- if not (regexMatch "^([0-9]+(ms|s|m|h))+$" $interval) -}}
 {{- fail (printf "monitoring.podMonitor.interval (%s): write it as a Prometheus duration (15s, 1m, 1m30s)" $interval) -}}
 {{- end -}}
-{{- if .Values.monitoring.prometheusRule.enabled -}}
 {{- $intervalMs := 0 -}}
 {{- range regexFindAll "[0-9]+(ms|s|m|h)" $interval -1 -}}
 {{- $n := regexFind "^[0-9]+" . | int -}}
 {{- $unit := trimPrefix (toString $n) . -}}
 {{- $intervalMs = add $intervalMs (mul $n (get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000) $unit)) -}}
 {{- end -}}
+{{- /* The PodMonitor's scrapeTimeout: Prometheus refuses a scrape config whose timeout exceeds its interval. */ -}}
+{{- if lt $intervalMs 10000 -}}
+{{- fail (printf "monitoring.podMonitor.interval (%s) must be at least the PodMonitor's scrapeTimeout (10s): Prometheus refuses the scrape config otherwise" $interval) -}}
+{{- end -}}
+{{- if .Values.monitoring.prometheusRule.enabled -}}
 {{- $thresholdS := 0 -}}
 {{- range (.Files.Get "files/alerts.yml" | fromYaml).groups -}}
 {{- range .rules -}}
