@@ -600,10 +600,12 @@ export abstract class BatchingClient {
       await this.#storage?.flush();
       let outcome: Outcome;
       let deadline: ReturnType<typeof withDeadline> | undefined;
+      let stale = false;
       try {
         const token = await resolveToken(this.#options.token, refused !== undefined);
         this.#lastToken = token;
-        if (token === refused) {
+        stale = token === refused;
+        if (stale) {
           // The callback has nothing newer yet (a token file its sidecar rotates late): the same token
           // would be refused again, so this is no refusal of a fresh one; the batch waits and asks again.
           outcome = { done: false, status: 401, message: "no fresh token" };
@@ -629,8 +631,9 @@ export abstract class BatchingClient {
         deadline?.clear();
       }
       // Any answer but a 401 (or none): a later 401 (a short-lived token that expired while the batch
-      // waited out an outage) gets a fresh token again. Only a second 401 in a row is a refusal.
-      refused = undefined;
+      // waited out an outage) gets a fresh token again. Only a second 401 in a row is a refusal. While
+      // the callback hands back the refused token, it is asked for a fresh one again, not sent.
+      if (!stale) refused = undefined;
       if (outcome.done) break;
       if (outcome.unwritten) {
         const unwritten = new Set(outcome.unwritten);
