@@ -20,6 +20,9 @@ function added({ id, line, key }: StoredRecord): string {
   return JSON.stringify(key === undefined ? ["+", id, line] : ["+", id, line, key]);
 }
 
+/** Another live process holds the queue file. */
+class QueueFileInUse extends Error {}
+
 /** The lock files this process holds, removed when it exits. */
 const heldLocks = new Set<string>();
 
@@ -70,7 +73,7 @@ function lockQueueFile(path: string): void {
       const owner = Number(readFileSync(lock, "utf8"));
       if (owner === process.pid) break;
       if (isAlive(owner))
-        throw new Error(`${path} is in use by process ${owner} (one client per queue file)`);
+        throw new QueueFileInUse(`${path} is in use by process ${owner} (one client per queue file)`);
       try {
         unlinkSync(lock);
       } catch (error) {
@@ -92,7 +95,13 @@ function lockQueueFile(path: string): void {
  * makes this throw.
  */
 export function fileQueue(path: string): QueueStorage {
-  lockQueueFile(path);
+  try {
+    lockQueueFile(path);
+  } catch (error) {
+    // Held by another process: not this client's file. Any other failure (a folder it cannot
+    // write, a file in the way) fails the load too, which the client reports as kind "storage".
+    if (error instanceof QueueFileInUse) throw error;
+  }
   const records = new Map<string, StoredRecord>();
   let journalLines = 0;
   /**

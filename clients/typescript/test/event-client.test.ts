@@ -862,7 +862,14 @@ describe("EventClient with storage: unsent records survive a restart", () => {
       },
     };
     try {
-      for (const storage of [() => fileQueue(path), () => browserQueue("events")]) {
+      // A file where the queue's folder should be: the lock beside the queue cannot be written either.
+      writeFileSync(join(folder, "file"), "");
+      const underFile = join(folder, "file", "events.jsonl");
+      for (const storage of [
+        () => fileQueue(path),
+        () => fileQueue(underFile),
+        () => browserQueue("events"),
+      ]) {
         const failures: DeliveryFailure[] = [];
         const { fetch, sent } = scriptedFetch([accepted]);
         const events = client({ fetch, storage: storage(), onError: (failure) => failures.push(failure) });
