@@ -15,8 +15,8 @@ import {
   KEEPALIVE_BODY_LIMIT,
   localStorageQueue,
   type QueueStorage,
-  type StorageLike,
 } from "../src/index.js";
+import { memoryStorage } from "./support/memory-storage.js";
 
 interface Sent {
   at: number;
@@ -721,17 +721,6 @@ async function until(probe: () => boolean, timeoutMs = 2000): Promise<void> {
     if (Date.now() > deadline) throw new Error("condition not met in time");
     await Bun.sleep(5);
   }
-}
-
-/** A Storage (the localStorage interface) in memory. */
-function memoryStorage(): StorageLike & { items: Map<string, string> } {
-  const items = new Map<string, string>();
-  return {
-    items,
-    getItem: (key) => items.get(key) ?? null,
-    removeItem: (key) => void items.delete(key),
-    setItem: (key, value) => void items.set(key, value),
-  };
 }
 
 /** One IndexedDB database in memory (the calls indexedDbQueue makes), kept across "restarts". */

@@ -1,16 +1,6 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { type LockManagerLike, localStorageQueue, type StorageLike } from "../src/storage.js";
-
-/** A Storage (the localStorage interface) in memory, shared by the "tabs" of a test. */
-function memoryStorage(): StorageLike & { items: Map<string, string> } {
-  const items = new Map<string, string>();
-  return {
-    items,
-    getItem: (key) => items.get(key) ?? null,
-    removeItem: (key) => void items.delete(key),
-    setItem: (key, value) => void items.set(key, value),
-  };
-}
+import { type LockManagerLike, localStorageQueue } from "../src/storage.js";
+import { memoryStorage } from "./support/memory-storage.js";
 
 /**
  * Web Locks of one origin, as its tabs see them: exclusive locks by name,

@@ -14,6 +14,12 @@ const principal: Principal = {
 
 /** An ingest route whose fan-out copies are acknowledged when the test says so (`copies`), with a short ack timeout. */
 function route(copies: () => Promise<void>) {
+  return routeFanningOut((records) =>
+    records.some((record) => record.channel !== undefined) ? copies() : undefined,
+  );
+}
+
+function routeFanningOut(fanOut: Parameters<typeof ingestRoute>[1]["fanOut"]) {
   return ingestRoute(
     { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 200 },
     {
@@ -24,7 +30,7 @@ function route(copies: () => Promise<void>) {
       queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} },
       metrics: createMetrics("test", "0"),
       dedup: { windowMs: () => undefined, store: undefined as never },
-      fanOut: (records) => (records.some((record) => record.channel !== undefined) ? copies() : undefined),
+      fanOut,
     },
   );
 }
@@ -82,22 +88,10 @@ test("?ack=none and records without a channel wait for no fan-out copy", async (
 
 test("a CloudEvent's channel extension is the record's channel: it is fanned out as any record's", async () => {
   const fanned: Array<string | undefined> = [];
-  const ingest = ingestRoute(
-    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 200 },
-    {
-      authenticate: async () => principal,
-      admission: { request: () => undefined, events: () => undefined },
-      idempotency: { run: async () => ({ status: 500, body: "" }) },
-      schemas: { validate: () => ({ ok: true }) },
-      queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} },
-      metrics: createMetrics("test", "0"),
-      dedup: { windowMs: () => undefined, store: undefined as never },
-      fanOut: (records) => {
-        fanned.push(...records.map((record) => record.channel));
-        return undefined;
-      },
-    },
-  );
+  const ingest = routeFanningOut((records) => {
+    fanned.push(...records.map((record) => record.channel));
+    return undefined;
+  });
   const event = { specversion: "1.0", type: "click", source: "/s", data: { element: "a" } };
   const batch = [
     { ...event, id: "a", channel: "orders" },

@@ -1,0 +1,12 @@
+import type { StorageLike } from "../../src/storage.js";
+
+/** A Storage (the localStorage interface) in memory, shared by whoever holds it (a page's "tabs"). */
+export function memoryStorage(): StorageLike & { items: Map<string, string> } {
+  const items = new Map<string, string>();
+  return {
+    items,
+    getItem: (key) => items.get(key) ?? null,
+    removeItem: (key) => void items.delete(key),
+    setItem: (key, value) => void items.set(key, value),
+  };
+}
