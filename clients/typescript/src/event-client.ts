@@ -430,6 +430,7 @@ export abstract class BatchingClient {
       await flushed;
     }
     await this.#storage?.flush();
+    await this.#storage?.close?.();
   }
 
   /** Puts the records an earlier run left in storage in front of the buffer, oldest first. */

@@ -1,6 +1,6 @@
-import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { appendFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
+import { FileLock, LockHeld } from "./file-lock.js";
 import { type Operation, type QueueStorage, type StoredRecord, WriteBatcher } from "./storage.js";
 
 /** Journal lines past this many per live record (and past a floor) make the next write compact the file. */
@@ -20,88 +20,34 @@ function added({ id, line, key }: StoredRecord): string {
   return JSON.stringify(key === undefined ? ["+", id, line] : ["+", id, line, key]);
 }
 
-/** Another live process holds the queue file. */
-class QueueFileInUse extends Error {}
-
-/** The lock files this process holds, removed when it exits. */
-const heldLocks = new Set<string>();
-
 function errorCode(error: unknown): string | undefined {
   return (error as { code?: string }).code;
 }
 
-function isAlive(pid: number): boolean {
-  if (!(pid > 0)) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return errorCode(error) === "EPERM";
-  }
-}
-
-function releaseLocks(): void {
-  for (const lock of heldLocks) {
-    try {
-      if (readFileSync(lock, "utf8") === String(process.pid)) unlinkSync(lock);
-    } catch {
-      // Already gone, or taken over: nothing of ours to remove.
-    }
-  }
-}
-
-/**
- * Claims `<path>.lock` (holding this process's pid) for the queue file, or
- * throws when a live process holds it: two processes on one file would each
- * compact it with only their own records, erasing the other's. A lock whose
- * process is gone (killed) is taken over; this process may open the file again.
- */
-function lockQueueFile(path: string): void {
-  const lock = `${path}.lock`;
-  mkdirSync(dirname(path), { recursive: true });
-  // Written whole under another name, then linked: the lock never holds a partial pid.
-  const mine = `${lock}.${process.pid}`;
-  writeFileSync(mine, String(process.pid));
-  try {
-    for (;;) {
-      try {
-        linkSync(mine, lock);
-        break;
-      } catch (error) {
-        if (errorCode(error) !== "EEXIST") throw error;
-      }
-      const owner = Number(readFileSync(lock, "utf8"));
-      if (owner === process.pid) break;
-      if (isAlive(owner))
-        throw new QueueFileInUse(`${path} is in use by process ${owner} (one client per queue file)`);
-      try {
-        unlinkSync(lock);
-      } catch (error) {
-        if (errorCode(error) !== "ENOENT") throw error;
-      }
-    }
-  } finally {
-    unlinkSync(mine);
-  }
-  if (heldLocks.size === 0) process.once("exit", releaseLocks);
-  heldLocks.add(lock);
+/** A `QueueStorage` in a file, which its owner closes to let another queue open the file. */
+export interface FileQueue extends QueueStorage {
+  /** Writes what is asked, then lets the file go (`EventClient.close()` calls it). */
+  close(): Promise<void>;
 }
 
 /**
  * A file that keeps an `EventClient`'s unsent records across restarts, for
  * Node and Bun: an append-only journal (`["+", id, line, key?]`, `["-", id]`), so a
  * crash loses at most the last write, compacted at load and when it grows.
- * One client per file at a time: another process holding it (`<path>.lock`)
- * makes this throw.
+ * One queue per file at a time: two would each compact it with only their own
+ * records, erasing the other's. Another holder of `<path>.lock` (a live
+ * process, or an open queue of this one) makes this throw; `close()` lets it go.
  */
-export function fileQueue(path: string): QueueStorage {
+export function fileQueue(path: string): FileQueue {
+  let lock: FileLock | undefined;
   try {
-    lockQueueFile(path);
+    lock = new FileLock(path);
   } catch (error) {
-    // Held by another process: not this client's file. Any other failure (a folder it cannot
-    // write, a file in the way) fails the load too, which the client reports as kind "storage".
-    if (error instanceof QueueFileInUse) throw error;
+    if (error instanceof LockHeld) throw new Error(`${path} ${error.message} (one queue per file)`);
+    // Any other failure (a folder it cannot write, a file in the way) fails the load too,
+    // which the client reports as kind "storage".
   }
+  let closed: Promise<void> | undefined;
   const records = new Map<string, StoredRecord>();
   let journalLines = 0;
   /**
@@ -169,8 +115,17 @@ export function fileQueue(path: string): QueueStorage {
       await load();
       return [...records.values()];
     },
-    add: (added) => batcher.push({ add: added }),
-    remove: (ids) => batcher.push({ remove: ids }),
+    // Once closed, the file may be another queue's: nothing more is written to it.
+    add(added) {
+      if (!closed) batcher.push({ add: added });
+    },
+    remove(ids) {
+      if (!closed) batcher.push({ remove: ids });
+    },
     flush: () => batcher.flush(),
+    close: () => {
+      closed ??= batcher.flush().then(() => lock?.release());
+      return closed;
+    },
   };
 }

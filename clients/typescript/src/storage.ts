@@ -22,6 +22,8 @@ export interface QueueStorage {
   add(records: StoredRecord[]): void;
   remove(ids: string[]): void;
   flush(): Promise<void>;
+  /** Writes what is asked, then lets the storage go (`fileQueue`: its file, for another queue to open). */
+  close?(): Promise<void>;
 }
 
 export type Operation = { add: StoredRecord[] } | { remove: string[] };
