@@ -116,6 +116,8 @@ interface Pending {
   seq: number;
   /** The Idempotency-Key of the batch it was last taken into (stored with it): a restart resends that batch whole. */
   key?: string;
+  /** Attempts spent on it by earlier batches that left it unwritten (`record_unavailable`). */
+  attempts?: number;
 }
 
 interface Batch {
@@ -289,7 +291,7 @@ export abstract class BatchingClient {
    * `MAX_BODY_BYTES` or `MAX_RECORDS_PER_REQUEST` may be below this client's
    * batch limits): batches stay under it from then on.
    */
-  readonly #accepts = { records: Number.POSITIVE_INFINITY, bytes: Number.POSITIVE_INFINITY };
+  readonly #accepts = { records: Infinity, bytes: Infinity };
   readonly #gzip: boolean;
   readonly #buffer: Pending[] = [];
   #bufferBytes = 0;
@@ -425,7 +427,7 @@ export abstract class BatchingClient {
       this.#abort.abort();
       const left = this.#buffer.splice(0);
       this.#bufferBytes = 0;
-      if (left.length > 0) this.#giveUp(left, undefined, "the client closed before these records were sent");
+      this.#giveUp(left, undefined, "the client closed before these records were sent");
       this.#settle(undefined);
       await flushed;
     }
@@ -466,7 +468,7 @@ export abstract class BatchingClient {
     });
     this.#buffer.unshift(...restored);
     this.#bufferBytes += bytes;
-    if (refused.length > 0) this.#drop(refused, undefined, "stored records past this client's limits");
+    this.#drop(refused, undefined, "stored records past this client's limits");
     this.#restoring = undefined;
     this.#maybeSend();
   }
@@ -637,14 +639,25 @@ export abstract class BatchingClient {
       if (!stale) refused = undefined;
       if (outcome.done) break;
       if (outcome.unwritten) {
-        const unwritten = new Set(outcome.unwritten);
-        this.#storage?.remove(batch.records.filter((record) => !unwritten.has(record)).map(({ id }) => id));
+        // The batch's attempts count for each record it left unwritten: records of a topic refused for
+        // good, sent again with others that are written, went again under fresh attempts forever.
+        const again = outcome.unwritten.filter((record) => {
+          record.attempts = (record.attempts ?? 0) + attempt;
+          return record.attempts < this.#retry.maxAttempts;
+        });
+        // The others were written, or are given up on now: they leave storage.
+        this.#storage?.remove(batch.records.filter((record) => !again.includes(record)).map(({ id }) => id));
+        this.#drop(
+          outcome.unwritten.filter((record) => !again.includes(record)),
+          outcome.status,
+          `gave up after ${this.#retry.maxAttempts} attempts: ${outcome.message}`,
+        );
         await backoffWait(
           Math.min(outcome.retryAfterMs ?? this.#retry.initialDelayMs, this.#retry.maxRetryAfterMs),
           this.#abort.signal,
         );
         this.#counts.retries++;
-        batch.records = outcome.unwritten;
+        batch.records = again;
         this.#requeue(batch, false);
         this.#partialDue = true;
         return;
@@ -801,7 +814,9 @@ export abstract class BatchingClient {
     this.#options.onError?.({ kind: "rejected", status, message, records });
   }
 
+  /** Counts and reports records given up on (none: nothing to say). */
   #drop(records: Pending[], status: number | undefined, message: string): void {
+    if (records.length === 0) return;
     this.#counts.dropped += records.length;
     this.#storage?.remove(records.map((record) => record.id));
     this.#options.onError?.({ kind: "dropped", status, message, records: records.map(({ id }) => ({ id })) });
@@ -854,7 +869,7 @@ export abstract class BatchingClient {
           });
       }
     }
-    if (final && !this.#storage && this.#buffer.length > 0) {
+    if (final && !this.#storage) {
       // Nothing will send these once the page is gone: count them rather than lose them silently.
       const left = this.#buffer.splice(0);
       this.#bufferBytes = 0;
@@ -877,18 +892,19 @@ export abstract class BatchingClient {
       this.#settle(batch);
       return;
     }
-    this.#inFlight.delete(batch);
     this.#buffer.unshift(...batch.records);
     for (const record of batch.records) {
       this.#bufferBytes += record.bytes;
       // They go again in new batches (halves, or with what is buffered), each under a key of its own.
       record.key = undefined;
     }
+    // Settled once back in the buffer: a flush waits for them there (none are left when all were dropped).
+    this.#settle(batch);
     this.#maybeSend();
   }
 
   #oldestUnsettled(): number {
-    let oldest = this.#buffer[0]?.seq ?? Number.POSITIVE_INFINITY;
+    let oldest = this.#buffer[0]?.seq ?? Infinity;
     for (const batch of this.#inFlight) oldest = Math.min(oldest, (batch.records[0] as Pending).seq);
     return oldest;
   }

@@ -822,8 +822,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
 
   /** When to try a refresh again that could not be made: before the current token expires. */
   #refreshRetryMs(): number {
-    const left =
-      this.#tokenExpiresAt === undefined ? Number.POSITIVE_INFINITY : this.#tokenExpiresAt - Date.now();
+    const left = this.#tokenExpiresAt === undefined ? Infinity : this.#tokenExpiresAt - Date.now();
     return Math.max(MIN_REFRESH_RETRY_MS, Math.min(REFRESH_RETRY_MS, left * REFRESH_RETRY_SHARE));
   }
 

@@ -426,6 +426,49 @@ describe("EventClient retries", () => {
     await events.close();
   });
 
+  test("a record a 202 names as not written again and again is given up on after maxAttempts, though the records sent with it are written (it went again forever)", async () => {
+    const failures: DeliveryFailure[] = [];
+    // A gateway whose topic for "bad" records stays refused: every batch holding one is answered 202
+    // naming it record_unavailable, and the others are written.
+    const sent: string[][] = [];
+    const fetch = async (_url: string, init: RequestInit) => {
+      const lines = String(init.body)
+        .split("\n")
+        .map((line) => JSON.parse(line));
+      sent.push(lines.map((line) => line.data.element));
+      const errors = lines.flatMap((line, index) =>
+        line.data.element === "bad" ? [{ index, reason: "topic refused", code: "record_unavailable" }] : [],
+      );
+      return Response.json(
+        { accepted: lines.length - errors.length, errors },
+        { status: 202, headers: { "retry-after": "0" } },
+      );
+    };
+    const events = client({ fetch, retry: { maxAttempts: 3 }, onError: (failure) => failures.push(failure) });
+    const bad = events.enqueue({ type: "click", data: { element: "bad" } }) as string;
+    events.enqueue(click(0));
+    const timer = setInterval(() => events.enqueue(click(1)), 5);
+    try {
+      const settled = await Promise.race([
+        events.flush().then(() => true),
+        Bun.sleep(2_000).then(() => false),
+      ]);
+      expect(settled).toBe(true);
+    } finally {
+      clearInterval(timer);
+    }
+    expect(sent.filter((elements) => elements.includes("bad")).length).toBe(3);
+    expect(failures).toEqual([
+      {
+        kind: "dropped",
+        status: 202,
+        message: expect.stringContaining("gave up after 3 attempts"),
+        records: [{ id: bad }],
+      },
+    ]);
+    await events.close();
+  });
+
   test("a 401 gets one fresh token from the callback and the same bytes again", async () => {
     const refreshes: boolean[] = [];
     const { fetch, sent } = scriptedFetch([
