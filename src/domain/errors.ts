@@ -125,7 +125,7 @@ export const HTTP_ERRORS = {
   idempotency_key_reused: {
     status: 422,
     meaning:
-      "The `Idempotency-Key` was used within `IDEMPOTENCY_WINDOW_SEC` with another request (body, content type, encoding or query).",
+      "The `Idempotency-Key` was used within `IDEMPOTENCY_WINDOW_SEC` with another request (body, content type or query; the body compared with its `Content-Encoding` undone).",
     retry: false,
     advice: "Use a new key for a new request.",
   },

@@ -35,7 +35,8 @@ export function idempotencyScope(principal: Principal): string {
 /**
  * `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header) for a POST
  * route: the first request with a key runs; a repeat with the same key and the
- * same body (method, path, query, content type and encoding, bytes) within the
+ * same request (method, path, query, content type, and the body's bytes with
+ * its content coding undone: plain or gzip at any level is one body) within the
  * window gets the first final answer again, marked `Idempotency-Replayed:
  * true`, and runs nothing; the same key with another body is a 422; a repeat
  * while the first still runs is a 409. Keys are scoped to the caller (see
@@ -48,7 +49,10 @@ export class Idempotency {
     private readonly metrics: Pick<Metrics, "idempotencyOutcomes">,
   ) {}
 
-  /** `handle` runs at most once per key; without the header this is never called (no cost). */
+  /**
+   * `handle` runs at most once per key; without the header this is never called (no cost).
+   * `body` is the body as read: its content coding undone.
+   */
   async run(
     request: HttpRequest,
     header: string,
@@ -70,7 +74,7 @@ export class Idempotency {
         this.metrics.idempotencyOutcomes.inc({ outcome: "key_reused" });
         throw new GatewayError(
           "idempotency_key_reused",
-          "this Idempotency-Key was used with another request (body, content type, encoding or query)",
+          "this Idempotency-Key was used with another request (body, content type or query)",
         );
       }
       if (claim.state === "pending") {
@@ -162,19 +166,12 @@ function canonicalMediaType(contentType: string | undefined): string {
   return [essence, ...parameters.sort()].join(";");
 }
 
-/** A Content-Encoding as it is read: lower-case, `x-gzip` is `gzip`, `identity` is none (RFC 9110 §8.4.1). */
-function canonicalCoding(contentEncoding: string | undefined): string {
-  const coding = (contentEncoding ?? "").trim().toLowerCase();
-  if (coding === "identity") return "";
-  return coding === "x-gzip" ? "gzip" : coding;
-}
-
 function fingerprintOf(request: HttpRequest, body: Uint8Array): string {
   const hash = createHash("sha256");
-  // The content type and coding as they are read: the same body sent as `application/json` and as
-  // `Application/JSON; charset=UTF-8` is the same request.
+  // The content type as it is read: the same body sent as `application/json` and as
+  // `Application/JSON; charset=UTF-8` is the same request. No Content-Encoding: `body` is decoded.
   hash.update(
-    `${request.method} ${request.path}?${request.query.toString()}\n${canonicalMediaType(request.header("content-type"))}\n${canonicalCoding(request.header("content-encoding"))}\n`,
+    `${request.method} ${request.path}?${request.query.toString()}\n${canonicalMediaType(request.header("content-type"))}\n`,
   );
   // A binary-mode CloudEvent's ce-* headers (its attributes, extensions included) are part of what it asks.
   if (request.header("ce-specversion") !== undefined) {

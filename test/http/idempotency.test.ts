@@ -232,15 +232,10 @@ describe("Idempotency-Key", () => {
       handler(),
     );
     expect(reordered.headers?.["idempotency-replayed"]).toBe("true");
+    // The body comes decoded (the route undid its coding): the Content-Encoding it was sent with is no part of it.
     await idempotency.run(request({ "content-encoding": "gzip" }), "gzip", "t", body("{}"), handler());
-    const xGzip = await idempotency.run(
-      request({ "content-encoding": "X-Gzip" }),
-      "gzip",
-      "t",
-      body("{}"),
-      handler(),
-    );
-    expect(xGzip.headers?.["idempotency-replayed"]).toBe("true");
+    const plain = await idempotency.run(request(), "gzip", "t", body("{}"), handler());
+    expect(plain.headers?.["idempotency-replayed"]).toBe("true");
     expect(runs()).toBe(3);
     // A parameter's value still counts (a binary-mode CloudEvent carries it as datacontenttype).
     await expect(

@@ -524,12 +524,16 @@ function readEvent(scanner: JsonScanner, text: Buffer, unit: "record" | "line", 
   return record;
 }
 
-async function decompress(
+/**
+ * The body with its content coding undone (gzip, at most `maxBytes` once
+ * inflated, to stop gzip bombs): what the client meant to send, whatever
+ * compressor and level it used. Any other coding was refused by readableMediaType.
+ */
+export async function decompress(
   bytes: Uint8Array,
   encoding: string | undefined,
   maxBytes: number,
 ): Promise<Uint8Array> {
-  // Any other coding was refused by readableMediaType.
   const name = (encoding ?? "identity").trim().toLowerCase();
   if (name === "identity" || name === "") return bytes;
   return new Promise((resolve, reject) => {

@@ -12,7 +12,14 @@ import type { Route } from "../../ports/route.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
 import { type RecordQueue, RecordsRefused, type RefusedRecord, type SinkMessage } from "../../ports/sink.ts";
 import type { HttpReply, HttpRequest } from "../../ports/transport.ts";
-import { decodeBody, type RawRecord, type RecordMembers, readableMediaType, sentAs } from "./body.ts";
+import {
+  decodeBody,
+  decompress,
+  type RawRecord,
+  type RecordMembers,
+  readableMediaType,
+  sentAs,
+} from "./body.ts";
 import { binaryCloudEvent } from "./cloudevents.ts";
 import {
   type ClaimedIds,
@@ -111,11 +118,13 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     request: HttpRequest,
     principal: Principal,
     bytes: Uint8Array,
+    /** The body's Content-Encoding; undefined once it is undone. */
+    contentEncoding: string | undefined,
   ): Promise<HttpReply> => {
     const rawRecords = await decodeBody(
       bytes,
       request.header("content-type"),
-      request.header("content-encoding"),
+      contentEncoding,
       { maxBytes: options.maxBodyBytes, maxRecords: options.maxRecords },
       binaryCloudEvent(request),
     );
@@ -297,10 +306,17 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       readableMediaType(request.header("content-type"), request.header("content-encoding"));
       const bytes = await request.body();
       const idempotencyKey = request.header("idempotency-key");
+      const contentEncoding = request.header("content-encoding");
       // Without the header (the usual request) nothing is hashed, stored or allocated for it.
-      if (idempotencyKey === undefined) return ingest(request, principal, bytes);
-      return deps.idempotency.run(request, idempotencyKey, idempotencyScope(principal), bytes, () =>
-        ingest(request, principal, bytes),
+      if (idempotencyKey === undefined) return ingest(request, principal, bytes, contentEncoding);
+      // The key's fingerprint is over the body as read (a retry compressed otherwise, or not at all, is the
+      // same request): inflated once, here, and ingest reads the inflated bytes.
+      const decoded =
+        contentEncoding === undefined
+          ? bytes
+          : await decompress(bytes, contentEncoding, options.maxBodyBytes);
+      return deps.idempotency.run(request, idempotencyKey, idempotencyScope(principal), decoded, () =>
+        ingest(request, principal, decoded, undefined),
       );
     },
   };
