@@ -201,18 +201,27 @@ export const TRACES_SAMPLERS = [
 ] as const;
 export type TracesSampler = (typeof TRACES_SAMPLERS)[number];
 
+/** Tracing off: no traces URL (the SDK is never loaded), and the OpenTelemetry defaults of the rest. */
+const TRACING_OFF: Config["tracing"] = Object.freeze({
+  tracesUrl: undefined,
+  protocol: "http/protobuf",
+  serviceName: "edge-gateway",
+  sampler: "parentbased_always_on",
+  samplerRatio: 1,
+  compression: "none",
+  exportTimeoutMs: 10_000,
+});
+
 /**
  * The traces URL as the OpenTelemetry exporter specification derives it: a
  * signal-specific endpoint as is; the base one as is for gRPC, else with
- * /v1/traces appended to its path. None when the SDK or the traces exporter is switched off.
+ * /v1/traces appended to its path.
  */
 function tracesUrlOf(
   protocol: OtlpProtocol,
   tracesEndpoint: string | undefined,
   baseEndpoint: string | undefined,
-  switchedOff: boolean,
 ): string | undefined {
-  if (switchedOff) return undefined;
   if (tracesEndpoint !== undefined || baseEndpoint === undefined || protocol === "grpc")
     return tracesEndpoint ?? baseEndpoint;
   // Appended to the path: a query (a backend's key) stays the query, not the end of the path.
@@ -281,26 +290,52 @@ export function loadConfig(env: Env = process.env): Config {
     );
   }
   const saslMechanism = read("KAFKA_SASL_MECHANISM", oneOf(SASL_MECHANISMS), "none");
-  // The OpenTelemetry default; the traces-specific variable wins over the general one.
-  const otlpProtocol =
-    read("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", oneOf(OTLP_PROTOCOLS)) ??
-    read("OTEL_EXPORTER_OTLP_PROTOCOL", oneOf(OTLP_PROTOCOLS), "http/protobuf");
-  // Read here, not by the SDK: it takes an unknown sampler or a bad ratio for its default (every trace
-  // sampled) and says so only on its diagnostic channel, which nothing reads; a bad value exits 1 instead.
-  const sampler = read("OTEL_TRACES_SAMPLER", oneOf(TRACES_SAMPLERS), "parentbased_always_on");
-  const samplerRatio = read("OTEL_TRACES_SAMPLER_ARG", ratio, 1);
-  // The exporter's other settings, for the same reason: the SDK drops a bad value (a timeout of
-  // "10s", "zstd", a header without "=") with a diagnostic nothing reads. Both the general and the
-  // traces variable are checked, the traces one wins. The headers are read by the SDK itself (kept
-  // out of the config, which is logged: they carry credentials), only checked here.
-  const generalCompression = read("OTEL_EXPORTER_OTLP_COMPRESSION", oneOf(OTLP_COMPRESSIONS), "none");
-  const compression =
-    read("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", oneOf(OTLP_COMPRESSIONS)) ?? generalCompression;
-  // Above 2^31 - 1 ms a timer fires at once; 10 min is past any sane export.
-  const generalTimeoutMs = read("OTEL_EXPORTER_OTLP_TIMEOUT", integer(1, 600_000), 10_000);
-  const exportTimeoutMs = read("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", integer(1, 600_000)) ?? generalTimeoutMs;
-  read("OTEL_EXPORTER_OTLP_HEADERS", otlpHeaders);
-  read("OTEL_EXPORTER_OTLP_TRACES_HEADERS", otlpHeaders);
+  /**
+   * The OpenTelemetry settings, read (and a bad one refused) only when spans are exported: an
+   * endpoint set, and neither OTEL_SDK_DISABLED=true nor OTEL_TRACES_EXPORTER=none. Platforms inject
+   * OTEL_* variables into every container (an operator's webhook, a shared ConfigMap): a gateway that
+   * exports nothing reads none of them, so none of them may stop it.
+   */
+  function readTracing(): Config["tracing"] {
+    const endpointSet = [env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, env.OTEL_EXPORTER_OTLP_ENDPOINT].some(
+      (raw) => raw !== undefined && raw.trim() !== "",
+    );
+    if (
+      !endpointSet ||
+      read("OTEL_SDK_DISABLED", boolean, false) ||
+      read("OTEL_TRACES_EXPORTER", oneOf(TRACES_EXPORTERS), "otlp") === "none"
+    )
+      return TRACING_OFF;
+    // The OpenTelemetry default; the traces-specific variable wins over the general one.
+    const protocol =
+      read("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", oneOf(OTLP_PROTOCOLS)) ??
+      read("OTEL_EXPORTER_OTLP_PROTOCOL", oneOf(OTLP_PROTOCOLS), TRACING_OFF.protocol);
+    // The exporter's other settings are read here too, not by the SDK: it drops a bad value (a
+    // timeout of "10s", "zstd", a header without "=") with a diagnostic nothing reads. Both the
+    // general and the traces variable are checked, the traces one wins. The headers are read by the
+    // SDK itself (kept out of the config, which is logged: they carry credentials), only checked here.
+    const general = read("OTEL_EXPORTER_OTLP_COMPRESSION", oneOf(OTLP_COMPRESSIONS), TRACING_OFF.compression);
+    // Above 2^31 - 1 ms a timer fires at once; 10 min is past any sane export.
+    const timeoutMs = read("OTEL_EXPORTER_OTLP_TIMEOUT", integer(1, 600_000), TRACING_OFF.exportTimeoutMs);
+    read("OTEL_EXPORTER_OTLP_HEADERS", otlpHeaders);
+    read("OTEL_EXPORTER_OTLP_TRACES_HEADERS", otlpHeaders);
+    return {
+      tracesUrl: tracesUrlOf(
+        protocol,
+        read("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url(["http:", "https:"])),
+        read("OTEL_EXPORTER_OTLP_ENDPOINT", url(["http:", "https:"])),
+      ),
+      protocol,
+      serviceName: read("OTEL_SERVICE_NAME", nonEmpty, TRACING_OFF.serviceName),
+      // The sampler too: the SDK takes an unknown one or a bad ratio for its default (every trace
+      // sampled) and says so only on its diagnostic channel.
+      sampler: read("OTEL_TRACES_SAMPLER", oneOf(TRACES_SAMPLERS), TRACING_OFF.sampler),
+      samplerRatio: read("OTEL_TRACES_SAMPLER_ARG", ratio, TRACING_OFF.samplerRatio),
+      compression: read("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", oneOf(OTLP_COMPRESSIONS)) ?? general,
+      exportTimeoutMs: read("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", integer(1, 600_000)) ?? timeoutMs,
+    };
+  }
+
   const saslUsername = read("KAFKA_SASL_USERNAME", nonEmpty);
   const saslPassword = read("KAFKA_SASL_PASSWORD", nonEmpty);
   const needsPassword = saslMechanism === "plain" || saslMechanism.startsWith("scram");
@@ -459,21 +494,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxBytes: read("REPLAY_MAX_BYTES", integer(1024, 1024 * 1024 * 1024), 8 * 1024 * 1024),
       timeoutMs: read("REPLAY_TIMEOUT_MS", integer(100, 600_000), 10_000),
     },
-    tracing: {
-      tracesUrl: tracesUrlOf(
-        otlpProtocol,
-        read("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url(["http:", "https:"])),
-        read("OTEL_EXPORTER_OTLP_ENDPOINT", url(["http:", "https:"])),
-        read("OTEL_SDK_DISABLED", boolean, false) ||
-          read("OTEL_TRACES_EXPORTER", oneOf(TRACES_EXPORTERS), "otlp") === "none",
-      ),
-      protocol: otlpProtocol,
-      serviceName: read("OTEL_SERVICE_NAME", nonEmpty, "edge-gateway"),
-      sampler,
-      samplerRatio,
-      compression,
-      exportTimeoutMs,
-    },
+    tracing: readTracing(),
   };
 
   // One topic in two roles mixes what each carries: every instance reads the fan-out topic as channel

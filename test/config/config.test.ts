@@ -10,6 +10,8 @@ import {
 
 /** A valid secret, so each test sees only the problems it provokes. */
 const SECRET = { JWT_SECRET: "0123456789abcdef0123456789abcdef" };
+/** An OTLP endpoint: tracing on, so the other OTEL_* variables are read. */
+const COLLECTOR = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" };
 
 function problemsOf(env: Record<string, string>): string[] {
   try {
@@ -66,7 +68,7 @@ describe("loadConfig", () => {
       tracesUrl: "http://collector:4317/v1/traces",
       protocol: "http/json",
     });
-    expect(problemsOf({ OTEL_EXPORTER_OTLP_PROTOCOL: "thrift" }).join()).toContain(
+    expect(problemsOf({ ...base, OTEL_EXPORTER_OTLP_PROTOCOL: "thrift" }).join()).toContain(
       "OTEL_EXPORTER_OTLP_PROTOCOL",
     );
     expect(loadConfig({ ...SECRET, ...base, OTEL_SDK_DISABLED: "true" }).tracing.tracesUrl).toBeUndefined();
@@ -77,7 +79,7 @@ describe("loadConfig", () => {
   });
 
   test("OpenTelemetry: a sampler or ratio the SDK would replace by sampling every trace is refused at start", () => {
-    const tracing = (env: Record<string, string>) => loadConfig({ ...SECRET, ...env }).tracing;
+    const tracing = (env: Record<string, string>) => loadConfig({ ...SECRET, ...COLLECTOR, ...env }).tracing;
     expect(tracing({ OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "0.25" })).toMatchObject({
       sampler: "traceidratio",
       samplerRatio: 0.25,
@@ -94,14 +96,14 @@ describe("loadConfig", () => {
       [{ OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "-0.1" }, "OTEL_TRACES_SAMPLER_ARG"],
       [{ OTEL_TRACES_SAMPLER_ARG: "a\nb" }, "OTEL_TRACES_SAMPLER_ARG"],
     ] as const) {
-      const problems = problemsOf(env);
+      const problems = problemsOf({ ...COLLECTOR, ...env });
       expect(problems).toHaveLength(1);
       expect(problems[0]).toStartWith(`${variable}:`);
     }
   });
 
   test("OpenTelemetry: an exporter timeout, compression or header the SDK would drop silently is refused at start, naming its variable; the traces variable wins", () => {
-    const tracing = (env: Record<string, string>) => loadConfig({ ...SECRET, ...env }).tracing;
+    const tracing = (env: Record<string, string>) => loadConfig({ ...SECRET, ...COLLECTOR, ...env }).tracing;
     expect(
       tracing({ OTEL_EXPORTER_OTLP_COMPRESSION: "gzip", OTEL_EXPORTER_OTLP_TIMEOUT: "2500" }),
     ).toMatchObject({ compression: "gzip", exportTimeoutMs: 2500 });
@@ -114,7 +116,7 @@ describe("loadConfig", () => {
       }),
     ).toMatchObject({ compression: "none", exportTimeoutMs: 700 });
     for (const good of ["api-key=s3cr3t", " a=1 , x-b=c%3Bd%20e ,", "authorization=Bearer%20abc"])
-      expect(problemsOf({ OTEL_EXPORTER_OTLP_HEADERS: good })).toEqual([]);
+      expect(problemsOf({ ...COLLECTOR, OTEL_EXPORTER_OTLP_HEADERS: good })).toEqual([]);
     for (const [variable, value] of [
       ["OTEL_EXPORTER_OTLP_TIMEOUT", "10s"],
       ["OTEL_EXPORTER_OTLP_TIMEOUT", "0"],
@@ -130,7 +132,7 @@ describe("loadConfig", () => {
       ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "bad key=1"],
       ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "k=a%0Ab"],
     ] as const) {
-      const problems = problemsOf({ [variable]: value });
+      const problems = problemsOf({ ...COLLECTOR, [variable]: value });
       expect([value, problems.length]).toEqual([value, 1]);
       expect(problems[0]).toStartWith(`${variable}:`);
       // Header values are credentials: never repeated in the message, which is printed and logged.
@@ -138,8 +140,39 @@ describe("loadConfig", () => {
     }
     // The general variable is checked even when the traces one is set.
     expect(
-      problemsOf({ OTEL_EXPORTER_OTLP_TIMEOUT: "10s", OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: "500" }),
+      problemsOf({
+        ...COLLECTOR,
+        OTEL_EXPORTER_OTLP_TIMEOUT: "10s",
+        OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: "500",
+      }),
     ).toHaveLength(1);
+  });
+
+  test("OpenTelemetry: with tracing off (no endpoint, OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none) the OTEL_* variables a platform injects everywhere are not read, and none stops the gateway", () => {
+    const injected = {
+      OTEL_EXPORTER_OTLP_HEADERS: "api-key",
+      OTEL_EXPORTER_OTLP_TRACES_HEADERS: "bad key=1",
+      OTEL_EXPORTER_OTLP_COMPRESSION: "zstd",
+      OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: "deflate",
+      OTEL_EXPORTER_OTLP_TIMEOUT: "10s",
+      OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: "-5",
+      OTEL_EXPORTER_OTLP_PROTOCOL: "thrift",
+      OTEL_TRACES_SAMPLER: "jaeger_remote",
+      OTEL_TRACES_SAMPLER_ARG: "10%",
+    };
+    const off = loadConfig(SECRET).tracing;
+    for (const env of [
+      injected,
+      { ...injected, OTEL_SDK_DISABLED: "maybe", OTEL_TRACES_EXPORTER: "zipkin" },
+      { ...injected, ...COLLECTOR, OTEL_SDK_DISABLED: "true" },
+      { ...injected, ...COLLECTOR, OTEL_TRACES_EXPORTER: "none" },
+      { ...injected, OTEL_EXPORTER_OTLP_ENDPOINT: "not a url", OTEL_TRACES_EXPORTER: "none" },
+    ])
+      expect(loadConfig({ ...SECRET, ...env }).tracing).toEqual(off);
+    // With an endpoint they are read, and every bad one is named.
+    expect(
+      new Set(problemsOf({ ...injected, ...COLLECTOR }).map((problem) => problem.split(":")[0])),
+    ).toEqual(new Set(Object.keys(injected)));
   });
 
   test("with only a secret, the documented defaults and the embedded sink", () => {

@@ -43,6 +43,8 @@ const BASE: Record<string, string> = {
   KAFKA_SASL_USERNAME: "gateway",
   KAFKA_SASL_PASSWORD: "gateway-secret",
   AWS_REGION: "eu-west-1",
+  // Tracing on: the other OTEL_* settings are read only then.
+  OTEL_EXPORTER_OTLP_ENDPOINT: "https://collector.example:4318",
 };
 
 /** A valid value of each kind, mutated by the generators below. */
