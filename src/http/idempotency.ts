@@ -50,22 +50,16 @@ export class Idempotency {
   ) {}
 
   /**
-   * `handle` runs at most once per key; without the header this is never called (no cost).
-   * `body` is the body as read: its content coding undone.
+   * `handle` runs at most once per key (as `idempotencyKeyOf` read it); without the header this is
+   * never called (no cost). `body` is the body as read: its content coding undone.
    */
   async run(
     request: HttpRequest,
-    header: string,
+    key: string,
     scope: string,
     body: Uint8Array,
     handle: () => Promise<HttpReply>,
   ): Promise<HttpReply> {
-    const key = keyOf(header);
-    if (key === undefined)
-      throw new GatewayError(
-        "bad_request",
-        'Idempotency-Key must be a quoted string ("…", with \\" and \\\\ escapes) or bare text of 1 to 255 printable ASCII characters',
-      );
     const id = `${scope}\n${request.path}\n${key}`;
     const fingerprint = fingerprintOf(request, body);
     const claim = await this.store.claim(id, fingerprint);
@@ -127,10 +121,25 @@ export class Idempotency {
   }
 }
 
-/** The key a field names: an sf-string's value (`"a\"b"` is `a"b`; the bare `a\b` and `"a\\b"` are one key). */
-function keyOf(header: string): string | undefined {
-  if (header.startsWith('"')) return SF_STRING.exec(header)?.[1]?.replace(/\\(["\\])/g, "$1");
-  return BARE_KEY.test(header) ? header : undefined;
+/**
+ * The request's Idempotency-Key: the key its field names (an sf-string's value: `"a\"b"` is `a"b`;
+ * the bare `a\b` and `"a\\b"` are one key), undefined without the field. A malformed one is a 400,
+ * asked for with the headers alone, so the routes answer it before the body is uploaded.
+ */
+export function idempotencyKeyOf(request: HttpRequest): string | undefined {
+  const header = request.header("idempotency-key");
+  if (header === undefined) return undefined;
+  const key = header.startsWith('"')
+    ? SF_STRING.exec(header)?.[1]?.replace(/\\(["\\])/g, "$1")
+    : BARE_KEY.test(header)
+      ? header
+      : undefined;
+  if (key === undefined)
+    throw new GatewayError(
+      "bad_request",
+      'Idempotency-Key must be a quoted string ("…", with \\" and \\\\ escapes) or bare text of 1 to 255 printable ASCII characters',
+    );
+  return key;
 }
 
 function isFinal(status: number): boolean {

@@ -2,7 +2,7 @@ import { GatewayError, type RecordErrorCode } from "../../domain/errors.ts";
 import { channelAllowed, type Principal } from "../../domain/principal.ts";
 import type { EventRecord } from "../../domain/record.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
-import { type Idempotency, idempotencyScope } from "../../http/idempotency.ts";
+import { type Idempotency, idempotencyKeyOf, idempotencyScope } from "../../http/idempotency.ts";
 import { json, jsonText } from "../../http/reply.ts";
 import { type TraceContext, traceContextOf } from "../../http/trace-context.ts";
 import { Deadlines, isoNow } from "../../lib/time.ts";
@@ -302,10 +302,11 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       // Usually at once (IP paid locally, token cached): no await before the body's.
       const caller = authorizedCaller(request, "ingest", deps);
       const principal = caller instanceof Promise ? await caller : caller;
-      // A 415 needs only the headers: answered before the body is read, as a 401 or 413 (by Content-Length) is.
+      // A 415 needs only the headers: answered before the body is read, as a 401 or 413 (by Content-Length)
+      // is, and so is a malformed Idempotency-Key.
       readableMediaType(request.header("content-type"), request.header("content-encoding"));
+      const idempotencyKey = idempotencyKeyOf(request);
       const bytes = await request.body();
-      const idempotencyKey = request.header("idempotency-key");
       const contentEncoding = request.header("content-encoding");
       // Without the header (the usual request) nothing is hashed, stored or allocated for it.
       if (idempotencyKey === undefined) return ingest(request, principal, bytes, contentEncoding);

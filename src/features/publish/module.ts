@@ -3,7 +3,7 @@ import { requireChannel } from "../../domain/channel.ts";
 import { GatewayError, isGatewayError } from "../../domain/errors.ts";
 import { insufficientScope, mayBroadcast, type Principal } from "../../domain/principal.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
-import { type Idempotency, idempotencyScope } from "../../http/idempotency.ts";
+import { type Idempotency, idempotencyKeyOf, idempotencyScope } from "../../http/idempotency.ts";
 import { json } from "../../http/reply.ts";
 import { traceContextOf } from "../../http/trace-context.ts";
 import {
@@ -173,9 +173,10 @@ export function createPublishModule(deps: PublishDependencies): Module {
           // framing) before the body is read, as ingest's body limit is.
           if (Number(request.header("content-length") ?? 0) > deps.maxBytes)
             throw publishTooLarge(deps.maxBytes);
+          // So is a malformed Idempotency-Key.
+          const idempotencyKey = idempotencyKeyOf(request);
           const bytes = await request.body();
           if (bytes.byteLength > deps.maxBytes) throw publishTooLarge(deps.maxBytes);
-          const idempotencyKey = request.header("idempotency-key");
           if (idempotencyKey === undefined) return publish(request, principal, bytes);
           return deps.idempotency.run(request, idempotencyKey, idempotencyScope(principal), bytes, () =>
             publish(request, principal, bytes),

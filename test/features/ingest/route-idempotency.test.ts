@@ -117,3 +117,22 @@ test("Idempotency-Key: the same body sent plain and gzip-compressed at other lev
     expect([contentType, other.code]).toEqual([contentType, "idempotency_key_reused"]);
   }
 });
+
+test("a malformed Idempotency-Key is a 400 from the headers alone: the body is never read (nor uploaded)", async () => {
+  const { route } = setup();
+  for (const key of ["a".repeat(256), '"open', "é"]) {
+    let read = false;
+    const refused = route.handler(
+      {
+        ...request({ "content-type": "application/json", "idempotency-key": key }, new Uint8Array()),
+        body: async () => {
+          read = true;
+          return new TextEncoder().encode("{}");
+        },
+      },
+      {},
+    );
+    await expect(refused).rejects.toMatchObject({ code: "bad_request" });
+    expect([key, read]).toEqual([key, false]);
+  }
+});

@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
-import { createPublisher } from "../../../src/features/publish/module.ts";
+import { createPublisher, createPublishModule } from "../../../src/features/publish/module.ts";
 import type { FanoutBus, FanoutMessage } from "../../../src/ports/fanout-bus.ts";
+import type { HttpRequest } from "../../../src/ports/transport.ts";
 
 function principal(channels: string[] | undefined): Principal {
   return {
@@ -82,5 +83,36 @@ describe("createPublisher: broadcasts", () => {
       trace: undefined,
     });
     expect(published).toMatchObject([{ tenant: "acme", channel: "orders" }]);
+  });
+});
+
+describe("POST /v1/publish", () => {
+  test("a malformed Idempotency-Key is a 400 from the headers alone: the body is never read (nor uploaded)", async () => {
+    const module = createPublishModule({
+      authenticate: () => principal(undefined),
+      admission: { request: () => undefined, events: () => undefined },
+      idempotency: { run: () => Promise.reject(new Error("not reached")) },
+      bus: {} as FanoutBus,
+      maxBytes: 1000,
+      ackTimeoutMs: 1000,
+    });
+    const route = module.routes?.[0];
+    let read = false;
+    const request: HttpRequest = {
+      method: "POST",
+      path: "/v1/publish",
+      query: new URLSearchParams(),
+      header: (name) => ({ "content-type": "application/json", "idempotency-key": "a".repeat(256) })[name],
+      headerNames: () => ["content-type", "idempotency-key"],
+      remoteAddress: "127.0.0.1",
+      body: async () => {
+        read = true;
+        return new TextEncoder().encode('{"channel":"orders","data":{}}');
+      },
+    };
+    await expect(route?.handler(request, {}) as Promise<unknown>).rejects.toMatchObject({
+      code: "bad_request",
+    });
+    expect(read).toBe(false);
   });
 });
