@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
+import { gzipSync } from "node:zlib";
 import { CloudEvent, HTTP } from "cloudevents";
 import { responseProblems } from "../support/api-documents.ts";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
@@ -605,6 +606,13 @@ describe.each(RUNTIMES)("Idempotency-Key across two instances sharing Redis on %
     const reused = await post(b, "/v1/events", record("b"), { ...auth, "idempotency-key": key });
     expect(reused.status).toBe(422);
     expect(JSON.parse(reused.text).error).toBe("idempotency_key_reused");
+    // The same body gzip-compressed (a retry from another runtime) is the same request: replayed.
+    const gzipped = await post(b, "/v1/events", gzipSync(record("a"), { level: 9 }), {
+      ...auth,
+      "content-encoding": "gzip",
+      "idempotency-key": key,
+    });
+    expect([gzipped.status, gzipped.headers.get("idempotency-replayed")]).toEqual([202, "true"]);
 
     const publish = JSON.stringify({ channel: "orders", data: { n: 1 } });
     const first = await post(a, "/v1/publish", publish, { ...auth, "idempotency-key": key });
