@@ -178,9 +178,11 @@ function canonicalMediaType(contentType: string | undefined): string {
 function fingerprintOf(request: HttpRequest, body: Uint8Array): string {
   const hash = createHash("sha256");
   // The content type as it is read: the same body sent as `application/json` and as
-  // `Application/JSON; charset=UTF-8` is the same request. No Content-Encoding: `body` is decoded.
+  // `Application/JSON; charset=UTF-8` is the same request. No Content-Encoding: `body` is decoded. The
+  // empty line was the coding's: an uncompressed request hashes as it did, so the answers stored
+  // before it (in Redis, across a rolling deploy) still match their retries.
   hash.update(
-    `${request.method} ${request.path}?${request.query.toString()}\n${canonicalMediaType(request.header("content-type"))}\n`,
+    `${request.method} ${request.path}?${request.query.toString()}\n${canonicalMediaType(request.header("content-type"))}\n\n`,
   );
   // A binary-mode CloudEvent's ce-* headers (its attributes, extensions included) are part of what it asks.
   if (request.header("ce-specversion") !== undefined) {

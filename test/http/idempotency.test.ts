@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
 import { GatewayError } from "../../src/domain/errors.ts";
 import { Idempotency, idempotencyKeyOf, idempotencyScope } from "../../src/http/idempotency.ts";
 import { AdmittedFields } from "../../src/http/rate-limit-fields.ts";
@@ -248,6 +249,17 @@ describe("Idempotency-Key", () => {
         handler(),
       ),
     ).rejects.toMatchObject({ code: "idempotency_key_reused" });
+  });
+
+  test("an uncompressed request's fingerprint is the one earlier releases stored: their answers in Redis are still replayed after a deploy", async () => {
+    const { idempotency, store, handler, runs } = setup();
+    const stored = createHash("sha256")
+      .update("POST /v1/events?\napplication/json\n\n{}")
+      .digest("base64url");
+    await store.claim("t\n/v1/events\nk", stored);
+    await store.complete("t\n/v1/events\nk", stored, { status: 202, headers: {}, body: '{"accepted":1}' });
+    const reply = await idempotency.run(request(), "k", "t", body("{}"), handler());
+    expect([reply.status, reply.headers?.["idempotency-replayed"], runs()]).toEqual([202, "true", 0]);
   });
 
   test("the key is an sf-string: its escapes are undone, and a quote left open or a bad escape is a 400", async () => {
