@@ -10,6 +10,7 @@ import {
   otlpHeaders,
   ratio,
   redisUrl,
+  resourceAttributes,
   secret,
   topicName,
   url,
@@ -319,6 +320,8 @@ export function loadConfig(env: Env = process.env): Config {
     const timeoutMs = read("OTEL_EXPORTER_OTLP_TIMEOUT", integer(1, 600_000), TRACING_OFF.exportTimeoutMs);
     read("OTEL_EXPORTER_OTLP_HEADERS", otlpHeaders);
     read("OTEL_EXPORTER_OTLP_TRACES_HEADERS", otlpHeaders);
+    // Read by the SDK too, which drops a value it cannot parse whole (every attribute missing from the spans).
+    read("OTEL_RESOURCE_ATTRIBUTES", resourceAttributes);
     return {
       tracesUrl: tracesUrlOf(
         protocol,

@@ -108,6 +108,40 @@ export function otlpHeaders(raw: string): string {
   return raw;
 }
 
+/** The OpenTelemetry SDK's longest resource attribute key or value, in characters. */
+const MAX_RESOURCE_ATTRIBUTE_LENGTH = 255;
+
+/**
+ * OTEL_RESOURCE_ATTRIBUTES: `key=value,…`, each key and value percent-decoded
+ * (`,` and `=` inside them percent-encoded), at most 255 characters each: the
+ * OpenTelemetry SDK's rules. The SDK drops the whole value when one member
+ * breaks them and tells only its debug channel, so every attribute (a
+ * `deployment.environment.name`, a `service.name`) would silently be missing
+ * from the spans: refused here instead, naming the member by position.
+ */
+export function resourceAttributes(raw: string): string {
+  const control = controlCharacterIn(raw.trim());
+  if (control !== undefined) throw new Error(`must not hold a control character, got ${control}`);
+  raw.split(",").forEach((member, index) => {
+    if (member.trim() === "") return;
+    const at = `member ${index + 1}`;
+    const parts = member.split("=");
+    if (parts.length !== 2)
+      throw new Error(`${at} is not key=value (comma-separated; a "," or "=" inside percent-encoded)`);
+    const [key, value] = parts.map((part) => part.trim()) as [string, string];
+    if (key === "") throw new Error(`${at} has an empty key`);
+    let decoded: string[];
+    try {
+      decoded = [decodeURIComponent(key), decodeURIComponent(value)];
+    } catch {
+      throw new Error(`${at} holds a "%" that is no percent-encoded UTF-8`);
+    }
+    if (decoded.some((part) => part.length > MAX_RESOURCE_ATTRIBUTE_LENGTH))
+      throw new Error(`${at} has a key or value longer than ${MAX_RESOURCE_ATTRIBUTE_LENGTH} characters`);
+  });
+  return raw;
+}
+
 /** Kafka's rule for topic names (`Topic.validate`): its characters, at most 249, and neither `.` nor `..`. */
 export function topicName(raw: string): string {
   const value = raw.trim();

@@ -159,6 +159,7 @@ describe("loadConfig", () => {
       OTEL_EXPORTER_OTLP_PROTOCOL: "thrift",
       OTEL_TRACES_SAMPLER: "jaeger_remote",
       OTEL_TRACES_SAMPLER_ARG: "10%",
+      OTEL_RESOURCE_ATTRIBUTES: "a=b,oops",
     };
     const off = loadConfig(SECRET).tracing;
     for (const env of [
@@ -173,6 +174,27 @@ describe("loadConfig", () => {
     expect(
       new Set(problemsOf({ ...injected, ...COLLECTOR }).map((problem) => problem.split(":")[0])),
     ).toEqual(new Set(Object.keys(injected)));
+  });
+
+  test("OpenTelemetry: with spans exported, an OTEL_RESOURCE_ATTRIBUTES the SDK would drop whole is refused at start, naming it", () => {
+    for (const good of [
+      "deployment.environment.name=prod",
+      " service.name = gw , k8s.pod.name=gw-0,",
+      "team=a%2Cb%3Dc",
+      `k=${"v".repeat(255)}`,
+    ])
+      expect(problemsOf({ ...COLLECTOR, OTEL_RESOURCE_ATTRIBUTES: good })).toEqual([]);
+    for (const bad of [
+      "deployment.environment.name=prod,no-equals-sign",
+      "a=b=c",
+      "=prod",
+      "k=%zz",
+      `k=${"v".repeat(256)}`,
+    ]) {
+      const problems = problemsOf({ ...COLLECTOR, OTEL_RESOURCE_ATTRIBUTES: bad });
+      expect([bad, problems.length]).toEqual([bad, 1]);
+      expect(problems[0]).toStartWith("OTEL_RESOURCE_ATTRIBUTES: member ");
+    }
   });
 
   test("with only a secret, the documented defaults and the embedded sink", () => {

@@ -61,6 +61,7 @@ const VALID: Record<string, string> = {
   httpsUrlExceptLoopback: "https://idp.example/.well-known/jwks.json",
   originList: "https://app.example.com,http://localhost:3000",
   otlpHeaders: "api-key=abc%3Bdef,x-tenant=acme",
+  resourceAttributes: "deployment.environment.name=prod,k8s.pod.name=gw-0",
   host: "gateway.internal",
   ratio: "0.25",
 };
