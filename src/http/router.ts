@@ -139,7 +139,7 @@ export class Router {
   private withPolicyHeaders(request: HttpRequest, reply: HttpReply, route?: CompiledRoute): HttpReply {
     const cors = this.cors?.responseHeaders(request.header("origin"));
     const path = route === undefined ? request.path : route.path;
-    const tenantData = path.startsWith("/v1/");
+    const tenantData = path === "/v1" || path.startsWith("/v1/");
     const blocks = route?.blocks ?? (tenantData ? this.tenantDataBlocks : this.commonBlocks);
     let block = blocks.get(cors);
     if (block === undefined) {

@@ -47,6 +47,17 @@ test("a bad percent-encoding in a path is a 400, not a 500 with a stack in the l
   expect(lines.filter((line) => (line.level as number) >= 50)).toEqual([]);
 });
 
+test("every /v1 answer says Cache-Control: no-store, /v1 itself included; the operations routes do not", async () => {
+  const { router } = routerFor([channelRoute]);
+  const cacheControl = async (path: string) =>
+    replyHeaders(await router.handle(request("GET", path)))?.["cache-control"];
+  expect(await cacheControl("/v1/channels/a/events")).toBe("no-store");
+  expect(await cacheControl("/v1/nope")).toBe("no-store");
+  expect(await cacheControl("/v1")).toBe("no-store");
+  expect(await cacheControl("/v10")).toBeUndefined();
+  expect(await cacheControl("/health")).toBeUndefined();
+});
+
 test("a client that goes away mid-body is a 499 logged at debug, never a 500", async () => {
   const { router, lines, metrics } = routerFor([
     {
