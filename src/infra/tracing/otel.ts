@@ -66,32 +66,6 @@ function serverAttributes(host: string | undefined): Attributes {
   };
 }
 
-/**
- * What OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME set. A value that does
- * not parse is dropped whole, as the specification says, but the SDK tells
- * only its debug channel: the operator is told here, once, at start.
- */
-function detectEnvResource(
-  api: typeof import("@opentelemetry/api"),
-  resources: typeof import("@opentelemetry/resources"),
-  log: Logger,
-): import("@opentelemetry/resources").Resource {
-  const report = (message: string) => {
-    if (message.startsWith("EnvDetector failed"))
-      log.warn({ reason: message }, "OpenTelemetry: OTEL_RESOURCE_ATTRIBUTES ignored, it does not parse");
-  };
-  const quiet = () => {};
-  api.diag.setLogger(
-    { error: quiet, warn: quiet, info: quiet, debug: report, verbose: quiet },
-    api.DiagLogLevel.DEBUG,
-  );
-  try {
-    return resources.detectResources({ detectors: [resources.envDetector] });
-  } finally {
-    api.diag.disable();
-  }
-}
-
 /** The batch processor's report of spans it dropped with its queue full (to the SDK's diagnostic channel). */
 const DROPPED_SPANS = /^Dropped (\d+) spans because maxQueueSize reached/;
 /** At most one line about dropped spans this often, with how many were dropped since the last one. */
@@ -227,7 +201,7 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
           [semconv.ATTR_SERVICE_VERSION]: options.serviceVersion,
         }),
       )
-      .merge(detectEnvResource(api, resources, options.log)),
+      .merge(resources.detectResources({ detectors: [resources.envDetector] })),
     spanProcessors: [
       new sdk.BatchSpanProcessor(loggingFailures(exporter, options), {
         maxQueueSize: MAX_QUEUED_SPANS,

@@ -296,19 +296,3 @@ test("a failing export is logged once, and its recovery once", async () => {
   ]);
   await tracing.shutdown(10_000);
 });
-
-test("an OTEL_RESOURCE_ATTRIBUTES that does not parse is dropped whole, and the operator is told once at start", async () => {
-  const lines: Array<{ level: number; msg: string; reason?: string }> = [];
-  const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
-  process.env.OTEL_RESOURCE_ATTRIBUTES = "deployment.environment.name=prod,no-equals-sign";
-  const tracing = await tracingToReceiver(log);
-  tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
-  await tracing.shutdown(10_000);
-  const resource = exports[0]?.resourceSpans[0]?.resource.attributes ?? [];
-  expect(attributeOf(resource, "deployment.environment.name")).toBeUndefined();
-  expect(attributeOf(resource, "service.name")).toBe("edge-gateway");
-  const warnings = lines.filter((line) => line.msg.includes("OTEL_RESOURCE_ATTRIBUTES"));
-  expect(warnings).toHaveLength(1);
-  expect(warnings[0]?.level).toBe(40);
-  expect(warnings[0]?.reason).toContain("no-equals-sign");
-});
