@@ -6,6 +6,9 @@
 //   bun loadtest/profiles/limits-ab.ts node|bun [seconds] [rounds]
 //   MEASURE_REDIS_URL=redis://host:port (required)   MEASURE_KAFKA_BROKERS=host:port: Kafka sink (acks=all)
 //   EVENTS=1|100   events per request (default 1)     CONNECTIONS=64   per wrk
+//   OLD_ROOT=/path   instead: limits on in both, the gateway of that checkout (`git archive` of an older
+//                    commit, node_modules linked, `bun run build` there for Node) against this one's: an
+//                    A/B of a change under the same load ("off" is the old tree, "on" this one)
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,6 +23,7 @@ const connections = Number(process.env.CONNECTIONS ?? 64);
 const redisUrl = process.env.MEASURE_REDIS_URL;
 if (!redisUrl) throw new Error("MEASURE_REDIS_URL is required");
 const TICKS = 100;
+const oldRoot = process.env.OLD_ROOT;
 
 const secret = `limits-ab-${crypto.randomUUID()}-${crypto.randomUUID()}`;
 const token = await signDevToken({ secret, tenant: "bench", scopes: ["ingest"], ttlSec: 3600 });
@@ -36,7 +40,7 @@ function start(name: "off" | "on", port: number): Gateway {
   const command =
     runtime === "bun" ? ["bun", "src/main.ts"] : ["node", "--max-semi-space-size=64", "dist/main.js"];
   const child = Bun.spawn(command, {
-    cwd: ROOT,
+    cwd: oldRoot !== undefined && name === "off" ? oldRoot : ROOT,
     env: {
       ...process.env,
       HOST: "127.0.0.1",
@@ -44,8 +48,8 @@ function start(name: "off" | "on", port: number): Gateway {
       JWT_SECRET: secret,
       DEV_MODE: "false",
       LOG_LEVEL: "warn",
-      RATE_LIMIT_ENABLED: name === "on" ? "true" : "false",
-      REDIS_URL: name === "on" ? redisUrl : "",
+      RATE_LIMIT_ENABLED: name === "on" || oldRoot !== undefined ? "true" : "false",
+      REDIS_URL: name === "on" || oldRoot !== undefined ? redisUrl : "",
       RATE_LIMIT_EVENTS_PER_SEC: "100000000",
       RATE_LIMIT_REQUESTS_PER_SEC: "100000000",
       KAFKA_BROKERS: process.env.MEASURE_KAFKA_BROKERS ?? "",
@@ -107,8 +111,9 @@ try {
     }
   }
   await drive(gateways, 1); // warm-up
+  const [a, b] = oldRoot === undefined ? ["off", "on"] : ["old", "new"];
   console.log(
-    `| ${runtime}, ${events} event(s) per request | off req/s | on req/s | off events / CPU-s | on events / CPU-s | on ÷ off |`,
+    `| ${runtime}, ${events} event(s) per request | ${a} req/s | ${b} req/s | ${a} events / CPU-s | ${b} events / CPU-s | ${b} ÷ ${a} |`,
   );
   console.log("|---|---:|---:|---:|---:|---:|");
   const ratios: number[] = [];
@@ -124,7 +129,7 @@ try {
     );
   }
   const sorted = [...ratios].sort((a, b) => a - b);
-  console.log(`\nmedian on ÷ off: ${(sorted[Math.floor(sorted.length / 2)] as number).toFixed(3)}`);
+  console.log(`\nmedian ${b} ÷ ${a}: ${(sorted[Math.floor(sorted.length / 2)] as number).toFixed(3)}`);
 } finally {
   for (const gateway of gateways) gateway.child.kill("SIGTERM");
   for (const gateway of gateways) {
