@@ -13,7 +13,7 @@
 //   KAFKA_COMPRESSION etc. pass through from the environment
 //   FLOOR=1   then runs loadtest/bench/floor.mjs on the same runtime (JSON.parse + ajv of the same
 //             events, issue 17 target 3) and prints each case's events per gateway CPU-second ÷ that floor
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { signDevToken } from "../../src/infra/auth/dev-token.ts";
@@ -73,6 +73,33 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / TICKS;
 }
 
+// CPU per thread, summed by thread name (/proc/PID/task/*/comm): the main thread
+// (named after the runtime) against the runtime's helpers (GC, JIT, I/O). A
+// thread that ended between two reads is missing from the later one.
+function cpuByThread(pid: number): Map<string, number> {
+  const byName = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const text = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+      const name = tid === String(pid) ? "main" : text.slice(text.indexOf("(") + 1, text.lastIndexOf(")"));
+      byName.set(name, (byName.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / TICKS);
+    } catch {
+      // the thread ended
+    }
+  }
+  return byName;
+}
+
+function threadShares(before: Map<string, number>, after: Map<string, number>, total: number): string {
+  return [...after]
+    .map(([name, cpu]) => [name, cpu - (before.get(name) ?? 0)] as const)
+    .filter(([, cpu]) => cpu > 0)
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, cpu]) => `${name} ${((cpu / total) * 100).toFixed(1)}%`)
+    .join(", ");
+}
+
 function wrk(
   events: number,
   query: string,
@@ -111,11 +138,16 @@ try {
   console.log(`| ${runtime} case | req/s | events/s (2xx) | CPU-µs/event | p50 ms | p99 ms | non-2xx |`);
   console.log("|---|---:|---:|---:|---:|---:|---:|");
   const perCpuSecond: Array<{ id: string; events: number }> = [];
+  const threadLines: string[] = [];
   for (const c of CASES) {
     wrk(c.events, c.query, 1); // warm-up
     const before = cpuSeconds(child.pid);
+    const threadsBefore = cpuByThread(child.pid);
     const result = wrk(c.events, c.query, seconds);
     const cpu = cpuSeconds(child.pid) - before;
+    threadLines.push(
+      `${c.id}: ${threadShares(threadsBefore, cpuByThread(child.pid), cpu)} of the process's CPU`,
+    );
     // Refused requests (503 when the local log falls behind with ?ack=none) did the parsing too.
     const events = result.requests * c.events;
     const landed = (result.requests - result.non2xx) * c.events;
@@ -124,6 +156,7 @@ try {
       `| ${c.id} | ${Math.round(result.requests / seconds)} | ${Math.round(landed / seconds)} | ${((cpu * 1e6) / events).toFixed(2)} | ${(result.p50Us / 1000).toFixed(2)} | ${(result.p99Us / 1000).toFixed(2)} | ${result.non2xx} |`,
     );
   }
+  console.log(`\nCPU by thread: ${threadLines.join("; ")}`);
   if (process.env.FLOOR === "1") {
     const run = Bun.spawnSync([runtime, join(import.meta.dir, "../bench/floor.mjs"), "2"], {
       cwd: ROOT,
