@@ -159,7 +159,7 @@ export async function decodeBody(
   }
   const records = ndjson
     ? scanNdjson(text, limits.maxRecords, !utf8)
-    : scanJson(text, limits.maxRecords, readRecord);
+    : scanJson(text, limits.maxRecords, plainRecordReader(text));
   if (records.length === 0) throw new GatewayError("bad_request", "the body holds no records");
   return records;
 }
@@ -339,14 +339,25 @@ function refusalOf(failure: unknown, scanner: JsonScanner, unit: "record" | "lin
 }
 
 /**
+ * `readRecord` for the records of one JSON body, with the body decoded once
+ * as latin1: a member of ASCII bytes is then a slice of that text (as its
+ * UTF-8 decoding would read) instead of a native decode per record.
+ */
+function plainRecordReader(text: Buffer): ItemReader {
+  const latin1 = text.toString("latin1");
+  return (scanner, bytes, unit) => readRecord(scanner, bytes, unit, latin1);
+}
+
+/**
  * Scans the plain record at the scanner's position and parses what ingest
  * reads of it: its `data` text is decoded once, parsed once, and is the text
  * forwarded; `ts` likewise; `type`, `id`, `channel` and `key` are decoded
  * from their bytes. The record's other members are scanned (grammar,
  * nesting, duplicate keys) but not parsed. Only text the scanner accepted
- * reaches JSON.parse, so it cannot throw or recurse deeply.
+ * reaches JSON.parse, so it cannot throw or recurse deeply. `latin1` is
+ * `text` decoded as latin1, when the caller has it (see plainRecordReader).
  */
-function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line"): RawRecord {
+function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line", latin1?: string): RawRecord {
   try {
     scanner.scanRecord();
   } catch (failure) {
@@ -364,9 +375,12 @@ function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line")
     };
   }
   const members = scanner.members;
-  const dataJson = spanText(text, members, MEMBER.data);
+  // A slice keeps the whole body's text alive while it lives: only for a record without a
+  // channel, whose texts end with its request (a channel's go on to the fan-out).
+  const slices = (members[2 * MEMBER.channel] as number) < 0 ? latin1 : undefined;
+  const dataJson = spanText(text, scanner, MEMBER.data, slices);
   const data: unknown = dataJson === undefined ? undefined : JSON.parse(dataJson);
-  const tsJson = spanText(text, members, MEMBER.ts);
+  const tsJson = spanText(text, scanner, MEMBER.ts, slices);
   const dataAscii = dataJson !== undefined && (scanner.nonAsciiMembers & (1 << MEMBER.data)) === 0;
   const value: RecordMembers = {
     type: typeOf(text, scanner),
@@ -393,10 +407,24 @@ function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line")
   return record;
 }
 
-/** The text of member `member`'s value, or undefined when the record has none. */
-function spanText(text: Buffer, members: Int32Array, member: Member): string | undefined {
+/**
+ * The text of member `member`'s value, or undefined when the record has none:
+ * a slice of `latin1` (the body's text) when its bytes are all ASCII, which
+ * latin1 and UTF-8 read alike, else decoded from its bytes.
+ */
+function spanText(
+  text: Buffer,
+  scanner: JsonScanner,
+  member: Member,
+  latin1: string | undefined,
+): string | undefined {
+  const members = scanner.members;
   const start = members[2 * member] as number;
-  return start < 0 ? undefined : text.toString("utf8", start, members[2 * member + 1]);
+  if (start < 0) return undefined;
+  const end = members[2 * member + 1] as number;
+  if (latin1 !== undefined && (scanner.nonAsciiMembers & (1 << member)) === 0)
+    return latin1.slice(start, end);
+  return text.toString("utf8", start, end);
 }
 
 /** Member `member`'s value: a string without escapes straight from its bytes, anything else through JSON.parse. */

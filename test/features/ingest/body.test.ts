@@ -150,6 +150,29 @@ describe("decodeBody", () => {
     ]);
   });
 
+  test("data and ts are their UTF-8 texts as sent, with non-ASCII bytes before, in or after them, with or without a channel", async () => {
+    const items = [
+      '{"note":"ü€😀","ts":"2026-12-07T05:00:00Z","data":{"a":"x"}}',
+      '{"ts":"tüsday","data":{"b":"é😀","c":[1,2.50,"\\u00e9"]},"z":"ü"}',
+      '{"channel":"room.1","ts":1.50,"data":{"d":"ü"}}',
+      '{"channel":"room.1","ts":"2026-12-07T05:00:00Z","data":{"e":"ascii"}}',
+      '{"data":{"f":"plain"},"ts":"2026-12-07T05:00:00.000Z","type":"tü"}',
+    ];
+    const records = await decodeBody(
+      Buffer.from(`[${items.join(" , ")}]`),
+      "application/json",
+      undefined,
+      LIMITS,
+    );
+    expect(records.map((raw) => (raw.ok ? [raw.dataJson, raw.tsJson] : raw.code))).toEqual([
+      ['{"a":"x"}', '"2026-12-07T05:00:00Z"'],
+      ['{"b":"é😀","c":[1,2.50,"\\u00e9"]}', '"tüsday"'],
+      ['{"d":"ü"}', "1.50"],
+      ['{"e":"ascii"}', '"2026-12-07T05:00:00Z"'],
+      ['{"f":"plain"}', '"2026-12-07T05:00:00.000Z"'],
+    ]);
+  });
+
   test("a key spelled with escapes is the same key: twice, it refuses the record on its own", async () => {
     const body = '[{"d\\u0061ta":{"a":1},"data":{"b":2}},{"data":{"amount":-5,"amount":1}},{"data":{}}]';
     const records = await decodeBody(bytes(body), "application/json", undefined, LIMITS);
