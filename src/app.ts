@@ -10,6 +10,7 @@ import { createRealtimeModule, FANOUT_STARTING_REASON } from "./features/realtim
 import { bearerToken } from "./http/bearer.ts";
 import { CorsPolicy } from "./http/cors.ts";
 import { Idempotency } from "./http/idempotency.ts";
+import { RequestBodies } from "./http/request-bodies.ts";
 import { Router } from "./http/router.ts";
 import { tracedRoute } from "./http/traced-route.ts";
 import { createAuthenticator } from "./infra/auth/authenticator.ts";
@@ -206,6 +207,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
       )
     : (shared?.idempotency ?? new MemoryIdempotencyStore(idempotencyOptions));
   const idempotency = new Idempotency(idempotencyStore, metrics);
+  const bodies = new RequestBodies(config.requestBodiesMaxBytes, config.maxBodyBytes);
   // Per-record deduplication is asked for per tenant, in the tenant table; without one, no tenant has it.
   const recordIds: RecordIdStore = config.redisUrl
     ? new RedisRecordIdStore(
@@ -300,7 +302,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
           maxRecords: config.maxRecordsPerRequest,
           ackTimeoutMs: config.ackTimeoutMs,
         },
-        { authenticate, admission, idempotency, dedup, schemas, queue, bus, metrics, log },
+        { authenticate, admission, idempotency, dedup, schemas, queue, bodies, bus, metrics, log },
       ),
     ),
     traced(
@@ -309,6 +311,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         admission,
         idempotency,
         bus,
+        bodies,
         maxBytes: config.maxPublishBytes,
         ackTimeoutMs: config.ackTimeoutMs,
       }),

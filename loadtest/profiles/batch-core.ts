@@ -18,6 +18,7 @@ import pino from "pino";
 import type { Principal } from "../../src/domain/principal.ts";
 import { ingestRoute } from "../../src/features/ingest/route.ts";
 import { HealthState } from "../../src/features/operations/health.ts";
+import { RequestBodies } from "../../src/http/request-bodies.ts";
 import { DeliveryQueue } from "../../src/infra/delivery/delivery-queue.ts";
 import { createProduceRequest, type PartitionRecords } from "../../src/infra/kafka/produce-request.ts";
 import { toPartitions } from "../../src/infra/kafka/sink-producer.ts";
@@ -83,6 +84,7 @@ const route = ingestRoute(
     admission: { request: () => settled, events: () => settled } as never,
     authenticate: async () => principal,
     idempotency: { run: () => Promise.reject(new Error("unused")) } as never,
+    bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
     schemas,
     queue,
     metrics: createMetrics("batch-core-ingest", "0"),

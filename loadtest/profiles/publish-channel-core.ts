@@ -17,6 +17,7 @@ import pino from "pino";
 import type { Principal } from "../../src/domain/principal.ts";
 import { createIngestModule } from "../../src/features/ingest/module.ts";
 import { HealthState } from "../../src/features/operations/health.ts";
+import { RequestBodies } from "../../src/http/request-bodies.ts";
 import { DeliveryQueue } from "../../src/infra/delivery/delivery-queue.ts";
 import { KafkaFanoutBus } from "../../src/infra/kafka/fanout-bus.ts";
 import { walkRecords } from "../../src/infra/kafka/fanout-fetch.ts";
@@ -121,6 +122,7 @@ const route = (
       admission: { request: () => undefined, events: () => settled } as never,
       authenticate: () => principal,
       idempotency: { run: () => Promise.reject(new Error("unused")) } as never,
+      bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
       schemas,
       queue,
       bus,

@@ -44,6 +44,8 @@ export interface Config {
   uwsAllowFallback: boolean;
   logLevel: (typeof LOG_LEVELS)[number];
   maxBodyBytes: number;
+  /** Bytes of the request bodies being received at once, per process (see RequestBodies). */
+  requestBodiesMaxBytes: number;
   /** Body bytes of one `/v1/publish`: every instance keeps the message in its history. */
   maxPublishBytes: number;
   maxRecordsPerRequest: number;
@@ -382,6 +384,7 @@ export function loadConfig(env: Env = process.env): Config {
     uwsAllowFallback: read("UWS_ALLOW_FALLBACK", boolean, false),
     logLevel: read("LOG_LEVEL", oneOf(LOG_LEVELS), "info"),
     maxBodyBytes: read("MAX_BODY_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
+    requestBodiesMaxBytes: read("REQUEST_BODIES_MAX_BYTES", integer(1024), 64 * 1024 * 1024),
     maxPublishBytes: read("PUBLISH_MAX_BYTES", integer(128, 16 * 1024 * 1024), 64 * 1024),
     maxRecordsPerRequest: read("MAX_RECORDS_PER_REQUEST", integer(1, 1_000_000), 10_000),
     ackTimeoutMs: read("INGEST_ACK_TIMEOUT_MS", integer(100, 600_000), 15_000),
@@ -517,6 +520,11 @@ export function loadConfig(env: Env = process.env): Config {
   if (queueRecords < config.maxRecordsPerRequest)
     problems.push(
       `KAFKA_QUEUE_MAX_RECORDS/MAX_RECORDS_PER_REQUEST: the queue must hold one full request, but KAFKA_QUEUE_MAX_RECORDS (${config.kafka.queueMaxRecords}) gives a topic ${queueRecords} records (9/10 of it), fewer than MAX_RECORDS_PER_REQUEST (${config.maxRecordsPerRequest})`,
+    );
+  // A body of MAX_BODY_BYTES would be 503 overloaded, Retry-After: 1, forever.
+  if (config.requestBodiesMaxBytes < config.maxBodyBytes)
+    problems.push(
+      `REQUEST_BODIES_MAX_BYTES/MAX_BODY_BYTES: the bodies being received at once must hold one full body, but REQUEST_BODIES_MAX_BYTES (${config.requestBodiesMaxBytes}) is less than MAX_BODY_BYTES (${config.maxBodyBytes})`,
     );
   // Bodies only bound a request's bytes in Kafka from below (each record gains an id, tenant and headers):
   // this catches the queue that can never take a full one, not every request it cannot take.

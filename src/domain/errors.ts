@@ -160,7 +160,7 @@ export const HTTP_ERRORS = {
   overloaded: {
     status: 503,
     meaning:
-      "The producer queue is full (`KAFKA_QUEUE_MAX_RECORDS`, `KAFKA_QUEUE_MAX_BYTES`), or past half full and this tenant holds its share of it (docs/delivery-faults.md).",
+      "The producer queue is full (`KAFKA_QUEUE_MAX_RECORDS`, `KAFKA_QUEUE_MAX_BYTES`), or past half full and this tenant holds its share of it (docs/delivery-faults.md); or the request bodies being received fill `REQUEST_BODIES_MAX_BYTES`, or this tenant's hold its share of it (answered before the body is read).",
     retry: true,
     advice: "After `Retry-After` seconds.",
   },

@@ -576,6 +576,13 @@ describe("loadConfig", () => {
     expect(problemsOf({ MAX_BODY_BYTES: String(64 * 1024 * 1024) })).toEqual([]);
   });
 
+  test("the bodies received at once hold one full body, or that body would be 503 overloaded forever", () => {
+    expect(problemsOf({ REQUEST_BODIES_MAX_BYTES: "1048575" })).toEqual([
+      "REQUEST_BODIES_MAX_BYTES/MAX_BODY_BYTES: the bodies being received at once must hold one full body, but REQUEST_BODIES_MAX_BYTES (1048575) is less than MAX_BODY_BYTES (1048576)",
+    ]);
+    expect(problemsOf({ REQUEST_BODIES_MAX_BYTES: "1048576" })).toEqual([]);
+  });
+
   test("WORKERS > 1 with METRICS_PORT=0 names both: each worker would pick a /metrics port of its own", () => {
     expect(problemsOf({ WORKERS: "2", PORT: "8080", METRICS_PORT: "0" })).toEqual([
       "WORKERS/METRICS_PORT: more than 1 worker needs a fixed METRICS_PORT, not 0",

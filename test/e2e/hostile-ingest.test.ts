@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { connect } from "node:net";
 import { gzipSync } from "node:zlib";
 import { createTopic, readTopic, services } from "../support/kafka.ts";
 import { tempDirs } from "../support/temp-dir.ts";
@@ -57,6 +58,8 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
       KAFKA_FANOUT_TOPIC: await createTopic(`fidelity-fanout-${runtime}`, 1),
       KAFKA_MAX_MESSAGE_BYTES: "65536",
       KAFKA_DLQ_TOPIC: deadLetters,
+      // Two bodies of MAX_BODY_BYTES (1 MiB): a tenant may hold half while others hold nothing.
+      REQUEST_BODIES_MAX_BYTES: String(2 * 1024 * 1024),
     });
     await waitForLog(gateway, "fan-out consumer reading");
     ingestAuth = {
@@ -229,6 +232,42 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
     expect(response.status).toBe(413);
     expect(response.headers.get("x-content-type-options")).toBe("nosniff");
     expect(((await response.json()) as { error: string }).error).toBe("payload_too_large");
+  });
+
+  test("a tenant holding uploads open past its share of REQUEST_BODIES_MAX_BYTES gets 503 overloaded, and another tenant still gets in", async () => {
+    const hog = await token("hog", ["ingest"]);
+    // Announces 600 KiB and sends half: the gateway holds the body until the rest comes.
+    const upload = () => {
+      const socket = connect(gateway.port, "127.0.0.1");
+      const answer = new Promise<string>((resolve) => {
+        let text = "";
+        socket.on("data", (chunk) => {
+          text += chunk.toString();
+          if (text.includes("\r\n\r\n")) resolve(text);
+        });
+        socket.on("close", () => resolve(text));
+        socket.on("error", () => {});
+      });
+      socket.write(
+        `POST /v1/events HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer ${hog}\r\ncontent-type: application/json\r\ncontent-length: ${600 * 1024}\r\n\r\n${" ".repeat(300 * 1024)}`,
+      );
+      return { socket, answer };
+    };
+    const first = upload();
+    await Bun.sleep(200);
+    const second = upload();
+    try {
+      const refused = await second.answer;
+      expect(refused).toStartWith("HTTP/1.1 503");
+      expect(refused.toLowerCase()).toContain("retry-after: 1");
+      expect(refused).toContain('"error":"overloaded"');
+      // The hog's first upload is still open: another tenant's request is read and written.
+      const other = await post(gateway, "/v1/events", '{"type":"click","data":{"element":"b"}}', ingestAuth);
+      expect(other.status).toBe(202);
+    } finally {
+      first.socket.destroy();
+      second.socket.destroy();
+    }
   });
 
   test("bytes that are not UTF-8 are refused (400, or the NDJSON line alone), and UTF-8 reaches Kafka as sent", async () => {

@@ -1,6 +1,7 @@
 import type { Principal } from "../../domain/principal.ts";
 import type { EventRecord } from "../../domain/record.ts";
 import type { Idempotency } from "../../http/idempotency.ts";
+import type { RequestBodies } from "../../http/request-bodies.ts";
 import type { TraceContext } from "../../http/trace-context.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
@@ -21,6 +22,7 @@ export interface IngestModuleDependencies {
   dedup: RecordDedup;
   schemas: SchemaValidator;
   queue: RecordQueue;
+  bodies: Pick<RequestBodies, "read">;
   bus: FanoutBus;
   metrics: Metrics;
   log: Logger;
@@ -53,6 +55,7 @@ export function createIngestModule(options: IngestOptions, deps: IngestModuleDep
         dedup: deps.dedup,
         schemas: deps.schemas,
         queue: deps.queue,
+        bodies: deps.bodies,
         metrics: deps.metrics,
         fanOut,
       }),

@@ -4,6 +4,7 @@ import type { EventRecord } from "../../domain/record.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import { type Idempotency, idempotencyKeyOf, idempotencyScope } from "../../http/idempotency.ts";
 import { json, jsonText } from "../../http/reply.ts";
+import type { RequestBodies } from "../../http/request-bodies.ts";
 import { type TraceContext, traceContextOf } from "../../http/trace-context.ts";
 import { Deadlines, isoNow } from "../../lib/time.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
@@ -45,6 +46,8 @@ export interface IngestDependencies extends CallerChecks {
   idempotency: Pick<Idempotency, "run">;
   schemas: SchemaValidator;
   queue: RecordQueue;
+  /** Bounds the bodies being received at once. */
+  bodies: Pick<RequestBodies, "read">;
   metrics: Metrics;
   /** Per-record deduplication by id, for the tenants that asked for it. */
   dedup: RecordDedup;
@@ -306,7 +309,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       // is, and so is a malformed Idempotency-Key.
       readableMediaType(request.header("content-type"), request.header("content-encoding"));
       const idempotencyKey = idempotencyKeyOf(request);
-      const bytes = await request.body();
+      const bytes = await deps.bodies.read(request, principal.tenant);
       const contentEncoding = request.header("content-encoding");
       // Without the header (the usual request) nothing is hashed, stored or allocated for it.
       if (idempotencyKey === undefined) return ingest(request, principal, bytes, contentEncoding);

@@ -5,6 +5,7 @@ import { insufficientScope, mayBroadcast, type Principal } from "../../domain/pr
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
 import { type Idempotency, idempotencyKeyOf, idempotencyScope } from "../../http/idempotency.ts";
 import { json } from "../../http/reply.ts";
+import type { RequestBodies } from "../../http/request-bodies.ts";
 import { traceContextOf } from "../../http/trace-context.ts";
 import {
   DEPTH_ERROR,
@@ -27,6 +28,8 @@ export interface PublishDependencies extends CallerChecks {
   /** A publish costs one request of the client's IP budget and one event of the tenant's. */
   admission: Pick<Admission, "request" | "events">;
   bus: FanoutBus;
+  /** Bounds the bodies being received at once. */
+  bodies: Pick<RequestBodies, "read">;
   /** Body bytes past which a publish gets 413 (bounded again by MAX_BODY_BYTES while it is read). */
   maxBytes: number;
   /** How long a publish waits for Kafka's acknowledgement before a 503 (INGEST_ACK_TIMEOUT_MS, as ingest). */
@@ -175,7 +178,7 @@ export function createPublishModule(deps: PublishDependencies): Module {
             throw publishTooLarge(deps.maxBytes);
           // So is a malformed Idempotency-Key.
           const idempotencyKey = idempotencyKeyOf(request);
-          const bytes = await request.body();
+          const bytes = await deps.bodies.read(request, principal.tenant);
           if (bytes.byteLength > deps.maxBytes) throw publishTooLarge(deps.maxBytes);
           if (idempotencyKey === undefined) return publish(request, principal, bytes);
           return deps.idempotency.run(request, idempotencyKey, idempotencyScope(principal), bytes, () =>

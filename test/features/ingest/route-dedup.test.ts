@@ -2,6 +2,7 @@ import { expect, test } from "bun:test";
 import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { ingestRoute } from "../../../src/features/ingest/route.ts";
+import { RequestBodies } from "../../../src/http/request-bodies.ts";
 import { MemoryRecordIdStore } from "../../../src/infra/idempotency/memory-record-ids.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { RecordIdStore } from "../../../src/ports/record-ids.ts";
@@ -68,6 +69,7 @@ function setup(store: RecordIdStore, dedupTenants: string[]) {
       authenticate: async (req) => principal(req.header("x-tenant") as string),
       admission: { request: () => undefined, events: () => undefined },
       idempotency: { run: async () => ({ status: 500, body: "" }) },
+      bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
       schemas: { validate: () => ({ ok: true }) },
       queue,
       metrics: createMetrics("test", "0"),
@@ -196,6 +198,7 @@ test("records acknowledged past the deadline: the 503 carries the 202 they get o
       authenticate: async () => principal("acme"),
       admission: { request: () => undefined, events: () => undefined },
       idempotency: { run: async () => ({ status: 500, body: "" }) },
+      bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
       schemas: { validate: () => ({ ok: true }) },
       queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: () => written.promise },
       metrics: createMetrics("test", "0"),

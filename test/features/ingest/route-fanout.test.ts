@@ -1,6 +1,7 @@
 import { expect, test } from "bun:test";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { ingestRoute } from "../../../src/features/ingest/route.ts";
+import { RequestBodies } from "../../../src/http/request-bodies.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { HttpReply, HttpRequest } from "../../../src/ports/transport.ts";
 
@@ -26,6 +27,7 @@ function routeFanningOut(fanOut: Parameters<typeof ingestRoute>[1]["fanOut"]) {
       authenticate: async () => principal,
       admission: { request: () => undefined, events: () => undefined },
       idempotency: { run: async () => ({ status: 500, body: "" }) },
+      bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
       schemas: { validate: () => ({ ok: true }) },
       queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} },
       metrics: createMetrics("test", "0"),

@@ -3,6 +3,7 @@ import type { Principal } from "../../../src/domain/principal.ts";
 import type { EventRecord } from "../../../src/domain/record.ts";
 import type { RecordMessage } from "../../../src/features/ingest/record-value.ts";
 import { ingestRoute } from "../../../src/features/ingest/route.ts";
+import { RequestBodies } from "../../../src/http/request-bodies.ts";
 import { deadLetterFor } from "../../../src/infra/delivery/dead-letter.ts";
 import { recordBytes } from "../../../src/infra/delivery/record-size.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
@@ -29,6 +30,7 @@ async function ingest(body: Buffer): Promise<SinkMessage[]> {
       authenticate: async () => principal,
       admission: { request: () => undefined, events: () => undefined },
       idempotency: { run: async () => ({ status: 500, body: "" }) },
+      bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
       schemas: { validate: () => ({ ok: true }) },
       queue: {
         maxRecordBytes: 1_000_000,
