@@ -189,6 +189,8 @@ class UwsHttpRequest implements HttpRequest {
   private address: string | undefined;
   private readonly bodyBytes: Promise<Uint8Array>;
   private abortBody: ((error: Error) => void) | undefined;
+  /** The whole body has come (or there is none). */
+  private bodyReceived = false;
   /** The open streaming response, told when the client goes away. */
   private stream: UwsStream | undefined;
 
@@ -209,11 +211,16 @@ class UwsHttpRequest implements HttpRequest {
       this.abortBody?.(clientClosed());
       this.stream?.aborted();
     });
-    this.bodyBytes = METHODS_WITHOUT_BODY.has(this.method)
+    this.bodyReceived = METHODS_WITHOUT_BODY.has(this.method);
+    this.bodyBytes = this.bodyReceived
       ? Promise.resolve(new Uint8Array(0))
       : new Promise<Uint8Array>((resolve, reject) => {
           this.abortBody = reject;
-          collectBody(res, maxBodyBytes, parseContentLength(headers.get("content-length")), resolve, reject);
+          const received = (body: Uint8Array) => {
+            this.bodyReceived = true;
+            resolve(body);
+          };
+          collectBody(res, maxBodyBytes, parseContentLength(headers.get("content-length")), received, reject);
         });
     // The core may answer without reading the body (401, 415, ...): keep that rejection handled.
     this.bodyBytes.catch(() => {});
@@ -279,7 +286,11 @@ class UwsHttpRequest implements HttpRequest {
       return;
     }
     this.closed = true;
-    this.res.cork(() => writeReply(this.res, reply, head, this.headers.get("connection")?.length === 5));
+    // Answered before its body came (a 401, a 415, a refusal): the connection closes. Left open, uWS goes
+    // on receiving the upload into its buffer, allocated at its Content-Length, for as long as the client
+    // takes to send it: a client holding uploads open after their 401 held 1 MiB each.
+    const answer = this.bodyReceived || reply.closeConnection ? reply : { ...reply, closeConnection: true };
+    this.res.cork(() => writeReply(this.res, answer, head, this.headers.get("connection")?.length === 5));
     // HEAD: the head of a stream, which never opens.
     listener?.closed();
   }
