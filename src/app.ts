@@ -289,6 +289,8 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
       },
     },
     { name: "sink", drain: { flush: (deadline) => queue.close(msUntil(deadline)) } },
+    // Before the wait for in-flight requests: a body trickling in would hold it to the deadline.
+    { name: "request bodies", drain: { disconnect: (deadline) => bodies.cutAtDrain(deadline) } },
     { name: "idempotency keys", close: () => idempotencyStore.close() },
     { name: "record ids", close: () => recordIds.close() },
     { name: "fan-out bus", close: () => bus.close() },

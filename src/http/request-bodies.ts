@@ -1,8 +1,11 @@
 import { GatewayError } from "../domain/errors.ts";
+import { msUntil, sleep } from "../lib/time.ts";
 import type { HttpRequest } from "../ports/transport.ts";
 
 /** A client refused here retries this much later: bodies in flight free up as their uploads end. */
 const RETRY_AFTER_SEC = "1";
+/** How often the drain looks whether the bodies being received have all come. */
+const CUT_POLL_MS = 50;
 
 /**
  * Request bodies being received at once, bounded in bytes for the instance
@@ -17,11 +20,16 @@ const RETRY_AFTER_SEC = "1";
  * one tenant's uploads always leave room for the others'. Past either, the
  * request gets 503 `overloaded` with Retry-After, before its body is read.
  *
- * Memory: one entry per tenant with a body being received, freed with its last.
+ * Memory: one entry per tenant with a body being received, freed with its last,
+ * and one per body being received, freed when it came or failed.
  */
 export class RequestBodies {
   private held = 0;
   private readonly byTenant = new Map<string, number>();
+  /** How to cut each body being received (see `cutAtDrain`); each leaves once its body came or failed. */
+  private readonly receiving = new Set<(error: Error) => void>();
+  /** The drain cut the bodies still arriving: later ones are refused at once. */
+  private cut = false;
 
   constructor(
     private readonly maxBytes: number,
@@ -31,6 +39,7 @@ export class RequestBodies {
 
   /** The body of `request`, counted as `tenant`'s while it is received. */
   async read(request: HttpRequest, tenant: string): Promise<Uint8Array> {
+    if (this.cut) throw draining();
     const bytes = announcedBytes(request, this.maxBodyBytes);
     const own = this.byTenant.get(tenant) ?? 0;
     if (this.held + bytes > this.maxBytes)
@@ -41,14 +50,35 @@ export class RequestBodies {
       );
     this.held += bytes;
     this.byTenant.set(tenant, own + bytes);
+    let cut: (error: Error) => void = () => {};
+    const cutting = new Promise<never>((_, reject) => {
+      cut = reject;
+    });
+    this.receiving.add(cut);
     try {
-      return await request.body();
+      return await Promise.race([request.body(), cutting]);
     } finally {
+      this.receiving.delete(cut);
       this.held -= bytes;
       const left = (this.byTenant.get(tenant) ?? bytes) - bytes;
       if (left > 0) this.byTenant.set(tenant, left);
       else this.byTenant.delete(tenant);
     }
+  }
+
+  /**
+   * At the drain: bodies still arriving once half the time left to `deadline`
+   * has passed are cut, their requests answered 503 `draining` (nothing of
+   * them was accepted; the client retries elsewhere). A client trickling a
+   * body a byte at a time held the drain's wait for in-flight requests to its
+   * deadline, leaving the flush no time, and the gateway exited 1.
+   */
+  async cutAtDrain(deadline: number): Promise<void> {
+    const until = Date.now() + msUntil(deadline) / 2;
+    while (this.receiving.size > 0 && Date.now() < until)
+      await sleep(Math.min(CUT_POLL_MS, until - Date.now()));
+    this.cut = true;
+    for (const cut of this.receiving) cut(draining());
   }
 
   /** Bytes and tenants counted now (tests). */
@@ -62,6 +92,10 @@ function announcedBytes(request: HttpRequest, maxBodyBytes: number): number {
   const header = request.header("content-length");
   const length = header === undefined ? Number.NaN : Number(header);
   return Number.isSafeInteger(length) && length >= 0 ? Math.min(length, maxBodyBytes) : maxBodyBytes;
+}
+
+function draining(): GatewayError {
+  return new GatewayError("draining", "the gateway is shutting down", { "retry-after": RETRY_AFTER_SEC });
 }
 
 function overloaded(message: string): GatewayError {

@@ -118,14 +118,14 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
     expect(ids.filter((id) => !inKafka.has(id))).toEqual([]);
   }, 120_000);
 
-  test("a request still uploading when the listener closes is finished: 202, its record in Kafka, exit 0", async () => {
+  test("a request still uploading when the listener closes is finished: 202, its record in Kafka, exit 0; one that stalls is cut with 503 draining halfway to the deadline", async () => {
     const topic = await createTopic(`drain-in-flight-${runtime}`);
     const gateway = await startGateway(runtime, {
       KAFKA_BROKERS: services().brokers,
       KAFKA_TOPIC: topic,
       JWT_SECRET: TEST_SECRET,
       DRAIN_DELAY_MS: "200",
-      DRAIN_TIMEOUT_MS: "10000",
+      DRAIN_TIMEOUT_MS: "6000",
     });
     try {
       const id = `drain-in-flight-${runtime}`;
@@ -139,6 +139,18 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
       });
       socket.on("error", () => {});
       await new Promise((resolve) => socket.once("connect", resolve));
+      // Another upload that stops halfway: it would hold the drain's wait for in-flight requests to the deadline.
+      let stalledAnswer = "";
+      const stalled = connect(gateway.port, "127.0.0.1");
+      stalled.on("data", (chunk) => {
+        stalledAnswer += chunk.toString();
+      });
+      stalled.on("error", () => {});
+      await new Promise((resolve) => stalled.once("connect", resolve));
+      stalled.write(
+        `POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${await token("acme", ["ingest"])}\r\n` +
+          `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, half)}`,
+      );
       socket.write(
         `POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${await token("acme", ["ingest"])}\r\n` +
           `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, half)}`,
@@ -146,7 +158,7 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
       // In flight (the scrape is the other one) before the signal.
       await waitUntil(
         async () =>
-          /^gateway_http_requests_in_flight 2$/m.test(await (await fetch(`${gateway.url}/metrics`)).text()),
+          /^gateway_http_requests_in_flight 3$/m.test(await (await fetch(`${gateway.url}/metrics`)).text()),
         "the upload in flight",
       );
       const exited = gateway.stop("SIGTERM");
@@ -162,6 +174,9 @@ describe.each(RUNTIMES)("drain on %s", (runtime) => {
       expect(received.toLowerCase()).toContain("connection: close");
       socket.destroy();
       expect(await exited).toBe(0);
+      expect(stalledAnswer).toStartWith("HTTP/1.1 503 ");
+      expect(stalledAnswer).toContain('"error":"draining"');
+      stalled.destroy();
       const steps = gateway.logs
         .filter((entry) => entry.msg === "drain step done")
         .map((entry) => entry.step);

@@ -70,4 +70,30 @@ describe("RequestBodies", () => {
     bodies.read(upload(5000).request, "a");
     expect(bodies.size.bytes).toBe(400);
   });
+
+  test("the drain cuts the bodies still arriving halfway to its deadline with 503 draining, and refuses later ones", async () => {
+    const bodies = new RequestBodies(1000, 400);
+    const quick = upload(100);
+    const stalled = upload(100);
+    const quickRead = bodies.read(quick.request, "a");
+    const stalledRead = bodies.read(stalled.request, "b");
+    const started = Date.now();
+    const cutting = bodies.cutAtDrain(started + 400);
+    quick.arrive();
+    expect((await quickRead).byteLength).toBe(100);
+    await cutting;
+    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+    const error = await refusal(stalledRead);
+    expect(error.code).toBe("draining");
+    expect(error.status).toBe(503);
+    expect(bodies.size).toEqual({ bytes: 0, tenants: 0 });
+    expect((await refusal(bodies.read(upload(10).request, "c"))).code).toBe("draining");
+  });
+
+  test("with nothing arriving, the drain does not wait", async () => {
+    const bodies = new RequestBodies(1000, 400);
+    const started = Date.now();
+    await bodies.cutAtDrain(started + 10_000);
+    expect(Date.now() - started).toBeLessThan(100);
+  });
 });
