@@ -4,6 +4,7 @@ import type { Principal } from "../../../src/domain/principal.ts";
 import { decodeBody } from "../../../src/features/ingest/body.ts";
 import { ingestRoute } from "../../../src/features/ingest/route.ts";
 import { Idempotency } from "../../../src/http/idempotency.ts";
+import { RequestBodies } from "../../../src/http/request-bodies.ts";
 import { MemoryIdempotencyStore } from "../../../src/infra/idempotency/memory-store.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { SinkMessage } from "../../../src/ports/sink.ts";
@@ -56,6 +57,7 @@ function setup() {
       metrics,
       dedup: { windowMs: () => undefined, store: undefined as never },
       fanOut: () => undefined,
+      bodies: new RequestBodies(64 * 1024 * 1024, 1_000_000),
     },
   );
   return { route, written };

@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { createPublisher, createPublishModule } from "../../../src/features/publish/module.ts";
+import { RequestBodies } from "../../../src/http/request-bodies.ts";
 import type { FanoutBus, FanoutMessage } from "../../../src/ports/fanout-bus.ts";
 import type { HttpRequest } from "../../../src/ports/transport.ts";
 
@@ -95,6 +96,7 @@ describe("POST /v1/publish", () => {
       bus: {} as FanoutBus,
       maxBytes: 1000,
       ackTimeoutMs: 1000,
+      bodies: new RequestBodies(64 * 1024 * 1024, 1000),
     });
     const route = module.routes?.[0];
     let read = false;
