@@ -140,6 +140,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         samplerRatio: config.tracing.samplerRatio,
         compression: config.tracing.compression,
         exportTimeoutMs: config.tracing.exportTimeoutMs,
+        spanLimits: config.tracing.spanLimits,
         log,
       })
     : undefined;

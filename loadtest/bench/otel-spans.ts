@@ -15,6 +15,7 @@ const tracing = await createOtelTracing({
   samplerRatio: 1,
   compression: "none",
   exportTimeoutMs: 10_000,
+  spanLimits: {},
   log: pino({ level: "silent" }),
 });
 const reply = { status: 202, body: "" };

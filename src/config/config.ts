@@ -183,7 +183,19 @@ export interface Config {
     compression: OtlpCompression;
     /** OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT: one export's deadline. */
     exportTimeoutMs: number;
+    /** OTEL_SPAN_*_LIMIT and OTEL_ATTRIBUTE_*_LIMIT; unset ones are the SDK's defaults. */
+    spanLimits: SpanLimits;
   };
+}
+
+/** The OpenTelemetry span limits an operator set (the SDK's SpanLimits, each one optional). */
+export interface SpanLimits {
+  attributeCountLimit?: number | undefined;
+  attributeValueLengthLimit?: number | undefined;
+  eventCountLimit?: number | undefined;
+  linkCountLimit?: number | undefined;
+  attributePerEventCountLimit?: number | undefined;
+  attributePerLinkCountLimit?: number | undefined;
 }
 
 /** The OTLP transports of the OpenTelemetry exporter specification (OTEL_EXPORTER_OTLP_PROTOCOL). */
@@ -213,6 +225,7 @@ const TRACING_OFF: Config["tracing"] = Object.freeze({
   samplerRatio: 1,
   compression: "none",
   exportTimeoutMs: 10_000,
+  spanLimits: {},
 });
 
 /**
@@ -324,6 +337,20 @@ export function loadConfig(env: Env = process.env): Config {
     read("OTEL_EXPORTER_OTLP_TRACES_HEADERS", otlpHeaders);
     // Read by the SDK too, which drops a value it cannot parse whole (every attribute missing from the spans).
     read("OTEL_RESOURCE_ATTRIBUTES", resourceAttributes);
+    // The span limits too: the SDK takes a value that is not a number ("1k") for its default, saying
+    // so only on its diagnostic channel, and a negative or fractional one as written. The span
+    // variable wins over the general one, as in the SDK.
+    const attributeCountLimit = read("OTEL_ATTRIBUTE_COUNT_LIMIT", integer(0));
+    const attributeValueLengthLimit = read("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", integer(0));
+    const spanLimits: SpanLimits = {
+      attributeCountLimit: read("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", integer(0)) ?? attributeCountLimit,
+      attributeValueLengthLimit:
+        read("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", integer(0)) ?? attributeValueLengthLimit,
+      eventCountLimit: read("OTEL_SPAN_EVENT_COUNT_LIMIT", integer(0)),
+      linkCountLimit: read("OTEL_SPAN_LINK_COUNT_LIMIT", integer(0)),
+      attributePerEventCountLimit: read("OTEL_SPAN_ATTRIBUTE_PER_EVENT_COUNT_LIMIT", integer(0)),
+      attributePerLinkCountLimit: read("OTEL_SPAN_ATTRIBUTE_PER_LINK_COUNT_LIMIT", integer(0)),
+    };
     return {
       tracesUrl: tracesUrlOf(
         protocol,
@@ -338,6 +365,7 @@ export function loadConfig(env: Env = process.env): Config {
       samplerRatio: read("OTEL_TRACES_SAMPLER_ARG", ratio, TRACING_OFF.samplerRatio),
       compression: read("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", oneOf(OTLP_COMPRESSIONS)) ?? general,
       exportTimeoutMs: read("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", integer(1, 600_000)) ?? timeoutMs,
+      spanLimits,
     };
   }
 

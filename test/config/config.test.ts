@@ -33,6 +33,7 @@ describe("loadConfig", () => {
       samplerRatio: 1,
       compression: "none",
       exportTimeoutMs: 10_000,
+      spanLimits: {},
     });
     const base = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/" };
     expect(loadConfig({ ...SECRET, ...base }).tracing.tracesUrl).toBe("http://collector:4318/v1/traces");
@@ -61,6 +62,7 @@ describe("loadConfig", () => {
       samplerRatio: 1,
       compression: "none",
       exportTimeoutMs: 10_000,
+      spanLimits: {},
     });
     // The traces-specific protocol wins over the general one.
     const json = { OTEL_EXPORTER_OTLP_PROTOCOL: "grpc", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/json" };
@@ -160,6 +162,7 @@ describe("loadConfig", () => {
       OTEL_TRACES_SAMPLER: "jaeger_remote",
       OTEL_TRACES_SAMPLER_ARG: "10%",
       OTEL_RESOURCE_ATTRIBUTES: "a=b,oops",
+      OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: "1k",
     };
     const off = loadConfig(SECRET).tracing;
     for (const env of [
@@ -194,6 +197,46 @@ describe("loadConfig", () => {
       const problems = problemsOf({ ...COLLECTOR, OTEL_RESOURCE_ATTRIBUTES: bad });
       expect([bad, problems.length]).toEqual([bad, 1]);
       expect(problems[0]).toStartWith("OTEL_RESOURCE_ATTRIBUTES: member ");
+    }
+  });
+
+  test("OpenTelemetry: with spans exported, a span limit the SDK would replace by its default (or take negative) is refused at start, naming it", () => {
+    const limits = [
+      "OTEL_ATTRIBUTE_COUNT_LIMIT",
+      "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+      "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+      "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+      "OTEL_SPAN_EVENT_COUNT_LIMIT",
+      "OTEL_SPAN_LINK_COUNT_LIMIT",
+      "OTEL_SPAN_ATTRIBUTE_PER_EVENT_COUNT_LIMIT",
+      "OTEL_SPAN_ATTRIBUTE_PER_LINK_COUNT_LIMIT",
+    ];
+    // The span variable wins over the general one, as in the SDK.
+    expect(
+      loadConfig({
+        ...SECRET,
+        ...COLLECTOR,
+        OTEL_ATTRIBUTE_COUNT_LIMIT: "16",
+        OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: "256",
+        OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: "32",
+        OTEL_SPAN_LINK_COUNT_LIMIT: "0",
+      }).tracing.spanLimits,
+    ).toEqual({
+      attributeCountLimit: 32,
+      attributeValueLengthLimit: 256,
+      eventCountLimit: undefined,
+      linkCountLimit: 0,
+      attributePerEventCountLimit: undefined,
+      attributePerLinkCountLimit: undefined,
+    });
+    for (const variable of limits) {
+      for (const good of ["0", "64", " 4096 "])
+        expect(problemsOf({ ...COLLECTOR, [variable]: good })).toEqual([]);
+      for (const bad of ["1k", "-1", "1.5", "unlimited"]) {
+        const problems = problemsOf({ ...COLLECTOR, [variable]: bad });
+        expect([variable, bad, problems.length]).toEqual([variable, bad, 1]);
+        expect(problems[0]).toStartWith(`${variable}:`);
+      }
     }
   });
 

@@ -1,6 +1,6 @@
 import type { Attributes, Link, SpanContext, Tracer } from "@opentelemetry/api";
 import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
-import type { OtlpCompression, OtlpProtocol, TracesSampler } from "../../config/config.ts";
+import type { OtlpCompression, OtlpProtocol, SpanLimits, TracesSampler } from "../../config/config.ts";
 import { withDeadline } from "../../lib/time.ts";
 import type { Logger } from "../../log/logger.ts";
 import { OccasionalLine } from "../../log/occasional-line.ts";
@@ -19,6 +19,8 @@ export interface OtelOptions {
   /** OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION and _TIMEOUT as the config validated them. */
   compression: OtlpCompression;
   exportTimeoutMs: number;
+  /** The span limits as the config validated them. */
+  spanLimits: SpanLimits;
   log: Logger;
 }
 
@@ -190,6 +192,10 @@ export async function createOtelTracing(options: OtelOptions): Promise<Tracing> 
   ]);
   const provider = new sdk.BasicTracerProvider({
     sampler: samplerOf(api, sdk, options.sampler, options.samplerRatio),
+    // Only the limits set: the SDK merges these over its defaults, and an undefined one would lift it.
+    spanLimits: Object.fromEntries(
+      Object.entries(options.spanLimits).filter(([, limit]) => limit !== undefined),
+    ),
     // The SDK's own attributes (telemetry.sdk.*), then ours, then what the operator set in
     // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (the OpenTelemetry precedence): without the env
     // detector a deployment.environment or k8s.* attribute set the standard way never reached the backend.

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
 import pino from "pino";
-import type { TracesSampler } from "../../../src/config/config.ts";
+import type { SpanLimits, TracesSampler } from "../../../src/config/config.ts";
 import { createOtelTracing } from "../../../src/infra/tracing/otel.ts";
 import type { Logger } from "../../../src/log/logger.ts";
 import type { SinkMessage } from "../../../src/ports/sink.ts";
@@ -51,6 +51,7 @@ function tracingToReceiver(
   log: Logger = pino({ level: "silent" }),
   sampler: TracesSampler = "parentbased_always_on",
   samplerRatio = 1,
+  spanLimits: SpanLimits = {},
 ) {
   return createOtelTracing({
     tracesUrl: `http://127.0.0.1:${receiver.port}/v1/traces`,
@@ -61,6 +62,7 @@ function tracingToReceiver(
     samplerRatio,
     compression: "none",
     exportTimeoutMs: 10_000,
+    spanLimits,
     log,
   });
 }
@@ -72,8 +74,8 @@ function post(target: string, headers: Record<string, string> = {}): TracedReque
 }
 
 /** Ends one request span and exports it: the resource and the span, as the receiver got them. */
-async function exportOneRequest(status = 202, request = post("/v1/events")) {
-  const tracing = await tracingToReceiver();
+async function exportOneRequest(status = 202, request = post("/v1/events"), spanLimits: SpanLimits = {}) {
+  const tracing = await tracingToReceiver(undefined, undefined, undefined, spanLimits);
   tracing.startRequest(request, "/v1/events", undefined).end(status);
   await tracing.shutdown(10_000);
   const [sent] = exports;
@@ -101,6 +103,16 @@ test("service.name: OTEL_SERVICE_NAME first, then OTEL_RESOURCE_ATTRIBUTES, then
   exports = [];
   process.env.OTEL_SERVICE_NAME = "from-service-name";
   expect(attributeOf((await exportOneRequest()).resource, "service.name")).toBe("from-service-name");
+});
+
+test("the span limits the config read apply to the spans; a limit left unset keeps the SDK's default", async () => {
+  const request = post("/v1/events?a=1", { host: "gateway.example:8443", "user-agent": "curl/8" });
+  const limited = (
+    await exportOneRequest(202, request, { attributeCountLimit: 2, eventCountLimit: undefined })
+  ).span;
+  expect(limited?.attributes).toHaveLength(2);
+  exports = [];
+  expect((await exportOneRequest(202, request)).span?.attributes.length).toBeGreaterThan(2);
 });
 
 test("an HTTP SERVER span has the semantic conventions' required attributes, and error.type on a 5xx", async () => {
@@ -235,6 +247,7 @@ test("shutdown gives up at its time limit when the receiver does not answer: the
       samplerRatio: 1,
       compression: "none",
       exportTimeoutMs: 10_000,
+      spanLimits: {},
       log: pino({ level: "silent" }),
     });
     tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
