@@ -302,11 +302,16 @@ export class Router {
         const cors = this.cors;
         return { routeName: path, run: () => answerPreflight(cors, request, methods) };
       }
-      const allow = methods.join(", ");
+      // With CORS on, the path answers OPTIONS too (its preflights), so Allow lists it (RFC 9110 §10.2.1).
+      const allow = (this.cors ? [...methods, "OPTIONS"] : methods).join(", ");
+      const message =
+        request.method === "OPTIONS" && this.cors
+          ? `use ${methods.join(", ")} on ${path}: OPTIONS is answered as a CORS preflight, with Access-Control-Request-Method`
+          : `use ${allow} on ${path}`;
       return {
         routeName: path,
         run: () => {
-          throw new GatewayError("method_not_allowed", `use ${allow} on ${path}`, { allow });
+          throw new GatewayError("method_not_allowed", message, { allow });
         },
       };
     }

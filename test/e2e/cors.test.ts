@@ -54,6 +54,13 @@ describe.each(RUNTIMES)("CORS with a list of origins on %s", (runtime) => {
     });
     expect(response.status).toBe(204);
     expect(response.headers.get("access-control-allow-methods")).toBe("GET, HEAD");
+    // Its other methods' 405 lists OPTIONS, answered there.
+    const put = await fetch(`${gateway.url}/v1/channels/news/events`, {
+      method: "PUT",
+      headers: { origin: ALLOWED },
+    });
+    expect(put.status).toBe(405);
+    expect(put.headers.get("allow")).toBe("GET, HEAD, OPTIONS");
   });
 
   test("a preflight for an SSE resume with Last-Event-ID allows that header", async () => {

@@ -98,6 +98,21 @@ test("preflights are answered only with CORS configured, and only for an allowed
   expect(replyHeaders(refused)?.["access-control-allow-origin"]).toBeUndefined();
 });
 
+test("Allow lists OPTIONS where preflights are answered (CORS on), and only there", async () => {
+  const put = request("PUT", "/v1/publish", { origin: "https://app.example.com" });
+  const withoutCors = await routerFor([publishRoute]).router.handle(put);
+  expect(replyHeaders(withoutCors)?.allow).toBe("POST");
+  const { router } = routerFor([publishRoute], new CorsPolicy(["https://app.example.com"]));
+  const refused = await router.handle(put);
+  expect(refused.status).toBe(405);
+  expect(replyHeaders(refused)?.allow).toBe("POST, OPTIONS");
+  // A plain OPTIONS (no Access-Control-Request-Method) is still a 405, saying what OPTIONS is for.
+  const plain = await router.handle(request("OPTIONS", "/v1/publish", { origin: "https://app.example.com" }));
+  expect(plain.status).toBe(405);
+  expect(replyHeaders(plain)?.allow).toBe("POST, OPTIONS");
+  expect(String(plain.body)).toContain("CORS preflight");
+});
+
 test("guarded upgrades: a foreign browser origin is a 403 before the hub is asked; refusals carry the policy headers", async () => {
   const asked: string[] = [];
   const handlers: WsHandlers<string> = {
