@@ -234,13 +234,13 @@ export const WS_ERRORS = {
   },
   rate_limited: {
     meaning:
-      "More than `WS_MAX_MESSAGES_PER_SEC` frames (the extra ones are ignored, one error a second); a publish past the tenant's event budget or past 32 publishes of the connection waiting for Kafka (with `retryAfterMs`); or (then close 1013) too many connections for the tenant or connection attempts from the IP.",
+      "More than `WS_MAX_MESSAGES_PER_SEC` frames (the extra ones are ignored, one error a second); a publish past the tenant's event budget or past 32 publishes of the connection waiting for Kafka (with `retryAfterMs`); or (then close 1013, with `retryAfterMs`) too many connections for the tenant or connection attempts from the IP.",
     retry: true,
-    advice: "Slow down; after a close, reconnect with backoff.",
+    advice: "Slow down; after a close, reconnect after `retryAfterMs`, with backoff.",
   },
   unavailable: {
     meaning:
-      "This instance has no room for more connections (close 1013), or the token's signing keys cannot be fetched (with `retryAfterMs`; close 1013 for the first token, while a refresh keeps the socket on its current token), or Kafka did not acknowledge a publish in time (with `retryAfterMs`; it may still be delivered).",
+      "This instance has no room for more connections (close 1013, with `retryAfterMs`), or the token's signing keys cannot be fetched (with `retryAfterMs`; close 1013 for the first token, while a refresh keeps the socket on its current token), or Kafka did not acknowledge a publish in time (with `retryAfterMs`; it may still be delivered).",
     retry: true,
     advice: "After `retryAfterMs` or with backoff.",
   },

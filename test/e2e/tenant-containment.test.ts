@@ -140,7 +140,7 @@ describe.each(RUNTIMES)("connection caps shared by WebSockets and event streams 
         socket.onclose = (event) => resolve(event.code);
       });
       expect(code).toBe(1013);
-      expect(frames[0]).toMatchObject({ type: "error", code: "rate_limited" });
+      expect(frames[0]).toMatchObject({ type: "error", code: "rate_limited", retryAfterMs: 5000 });
       expect((await stream("other", open.signal)).status).toBe(200);
       const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
       expect(metrics).toContain('gateway_rate_limited_total{scope="tenant_connections"} 2');

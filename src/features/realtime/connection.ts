@@ -149,10 +149,16 @@ export class Connection {
         this.upgradeToken = undefined;
         if (token !== undefined && this.live) this.authenticate(token);
       },
-      () => {
-        // Closed as a full tenant closes (reason = code), naming which budget refused.
+      (error: unknown) => {
+        // Closed as a full tenant closes (reason = code), naming which budget refused, with its Retry-After.
         if (this.live)
-          this.refuse(new GatewayError("rate_limited", "too many connection attempts from this address"));
+          this.refuse(
+            new GatewayError(
+              "rate_limited",
+              "too many connection attempts from this address",
+              isGatewayError(error) ? error.headers : {},
+            ),
+          );
       },
     );
   }
@@ -212,9 +218,18 @@ export class Connection {
     for (const channel of [...this.channels]) this.unsubscribe(channel);
   }
 
-  /** An error frame and 1013 ("try again later"): the socket opened or authenticated past a cap. */
+  /**
+   * An error frame and 1013 ("try again later"): the socket opened or authenticated past a cap. The
+   * frame's `retryAfterMs` is the Retry-After an upgrade or event stream refused by that cap gets.
+   */
   refuse(error: GatewayError): void {
-    this.send({ type: "error", code: error.code, message: error.message });
+    const retryAfter = error.headers["retry-after"];
+    this.send({
+      type: "error",
+      code: error.code,
+      message: error.message,
+      ...(retryAfter === undefined ? {} : { retryAfterMs: Number(retryAfter) * 1000 }),
+    });
     this.close(CLOSE.tryAgainLater, error.code);
   }
 

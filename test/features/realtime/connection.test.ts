@@ -210,11 +210,19 @@ test("WS_MAX_MESSAGES_PER_SEC: the window rolls over after a second even when th
 test("a refused connect from the IP and a full tenant close alike: a rate_limited frame, then 1013 with the code as reason", async () => {
   const { peer } = connection(
     {},
-    { admit: async () => Promise.reject(new GatewayError("rate_limited", "rate limit exceeded")) },
+    {
+      admit: async () =>
+        Promise.reject(new GatewayError("rate_limited", "rate limit exceeded", { "retry-after": "1" })),
+    },
   );
   await settle();
   expect(peer.take()).toEqual([
-    { type: "error", code: "rate_limited", message: "too many connection attempts from this address" },
+    {
+      type: "error",
+      code: "rate_limited",
+      message: "too many connection attempts from this address",
+      retryAfterMs: 1000,
+    },
   ]);
   expect([peer.closedWith, peer.closedBecause]).toEqual([CLOSE.tryAgainLater, "rate_limited"]);
 });

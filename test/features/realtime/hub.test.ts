@@ -137,7 +137,13 @@ describe("WsHub connection caps", () => {
     expect(peers.filter((peer) => peer.connected).length).toBe(2);
     const refused = peers.filter((peer) => !peer.connected);
     expect(refused.map((peer) => peer.closedWith)).toEqual(Array(8).fill(1013));
-    expect(refused[0]?.frames[0]).toMatchObject({ type: "error", code: "rate_limited" });
+    // The frame says when to retry, as the Retry-After of an event stream refused by the same cap.
+    expect(refused[0]?.frames[0]).toEqual({
+      type: "error",
+      code: "rate_limited",
+      message: "too many connections for this tenant",
+      retryAfterMs: 5000,
+    });
     expect(await metrics.registry.getSingleMetricAsString("gateway_rate_limited_total")).toContain(
       'gateway_rate_limited_total{scope="tenant_connections"} 8',
     );
@@ -160,6 +166,10 @@ describe("WsHub connection caps", () => {
     expect(peers.filter((peer) => !peer.connected).map((peer) => peer.closedWith)).toEqual(
       Array(8).fill(1013),
     );
+    expect(peers.find((peer) => !peer.connected)?.frames[0]).toMatchObject({
+      code: "unavailable",
+      retryAfterMs: 5000,
+    });
     // Full: the upgrade itself is refused.
     expect(await openPeer(target, "t9:x")).toBe(503);
   });
