@@ -10,11 +10,12 @@ import { errorReply } from "./reply.ts";
 /**
  * The field is an sf-string (draft-ietf-httpapi-idempotency-key-header, RFC 8941 §3.3.3): printable
  * ASCII in quotes, where `"` and `\` are escaped as `\"` and `\\`, so a client's structured-field
- * serializer can send any key; leniently, the bare text (printable ASCII without `"`). The key, its
- * escapes undone, is 1 to 255 characters.
+ * serializer can send any key; leniently, the bare text (printable ASCII without `"` or `,`). The
+ * key, its escapes undone, is 1 to 255 characters. A bare comma is refused: both engines join two
+ * Idempotency-Key fields into `k1, k2` (RFC 9110 §5.3), which would otherwise be taken as one key.
  */
 const SF_STRING = /^"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\]){1,255})"$/;
-const BARE_KEY = /^[\x20\x21\x23-\x7e]{1,255}$/;
+const BARE_KEY = /^[\x20\x21\x23-\x2b\x2d-\x7e]{1,255}$/;
 const REPLAYED = "idempotency-replayed";
 
 /**
@@ -137,7 +138,7 @@ export function idempotencyKeyOf(request: HttpRequest): string | undefined {
   if (key === undefined)
     throw new GatewayError(
       "bad_request",
-      'Idempotency-Key must be a quoted string ("…", with \\" and \\\\ escapes) or bare text of 1 to 255 printable ASCII characters',
+      'Idempotency-Key must be one field: a quoted string ("…", with \\" and \\\\ escapes) or bare text without a comma, of 1 to 255 printable ASCII characters',
     );
   return key;
 }

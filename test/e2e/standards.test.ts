@@ -138,6 +138,20 @@ describe.each(RUNTIMES)("the status line's reason phrase on %s", (runtime) => {
     });
     expect((await first).status).toBe(503);
   });
+
+  test("two Idempotency-Key fields, which the engine joins into `k1, k2`, are a 400, not one key", async () => {
+    const ingest = {
+      authorization: `Bearer ${await token(`keys-${runtime}`, ["ingest"])}`,
+      "content-type": "application/json",
+      // Two fields: the names differ only in case.
+      "idempotency-key": "k1",
+      "Idempotency-Key": "k2",
+    };
+    const click = JSON.stringify({ type: "click", data: { element: "x" } });
+    expect(await rawStatusLine(gateway, "POST", "/v1/events", ingest, click)).toBe(
+      "HTTP/1.1 400 Bad Request",
+    );
+  });
 });
 
 describe.each(RUNTIMES)("one truth for validation and forwarding on %s", (runtime) => {

@@ -284,6 +284,13 @@ describe("Idempotency-Key", () => {
     for (const bad of ['"k', 'k"', '"a\\x"', '"a\\"', '""', `"${"a".repeat(256)}"`])
       expect(() => keyOf(bad)).toThrow(expect.objectContaining({ code: "bad_request" }));
   });
+
+  test("two Idempotency-Key fields, which the engines join with a comma, are a 400, not one key; a quoted key may hold a comma", () => {
+    for (const joined of ["k1, k2", "k1,k2", '"k1", "k2"', 'k1, "k2"', "k1,"])
+      expect(() => keyOf(joined)).toThrow(expect.objectContaining({ code: "bad_request" }));
+    expect(keyOf('"k1, k2"')).toBe("k1, k2");
+    expect(keyOf("k1 k2")).toBe("k1 k2");
+  });
 });
 
 describe("MemoryIdempotencyStore", () => {
