@@ -184,6 +184,8 @@ class Lane {
   bytes = 0;
   /** Since when this topic's writes fail with transient errors; cleared by an answer. */
   failingSince: number | undefined;
+  /** When the sink last answered a write of this topic (0: never): its failures count from no earlier. */
+  lastAnswerAt = 0;
   /** Set while the sink refuses the whole topic: its code, and until when the lane is held. */
   unavailable: { code: string; until: number } | undefined;
   /** Wakes the lane when its hold ends. */
@@ -246,8 +248,14 @@ export class DeliveryQueue implements RecordQueue {
   private monitorTimer: ReturnType<typeof setInterval> | undefined;
   private lastProbeAt = 0;
   private probing = false;
-  /** Since when the sink fails with transient errors and nothing it answered since (any topic, or the probe). */
+  /**
+   * Since when the sink fails with transient errors and nothing it answered since (any topic, or the
+   * probe): from when the first write or probe that failed was sent, not when its failure was seen (a
+   * frozen broker is seen only at the write timeout), and no earlier than the sink's last answer.
+   */
   private failingSince: number | undefined;
+  /** When the sink last answered anything (0: never). */
+  private lastAnswerAt = 0;
   /** Set by `awaitFirstContact` until the sink answers for the first time. */
   private connecting = false;
   private closed = false;
@@ -288,12 +296,13 @@ export class DeliveryQueue implements RecordQueue {
       if (this.closed) return;
       this.checkHealth();
       if (!probe || this.probing || Date.now() - this.lastProbeAt < this.options.probeIntervalMs) return;
-      this.lastProbeAt = Date.now();
+      const sentAt = Date.now();
+      this.lastProbeAt = sentAt;
       this.probing = true;
       withDeadline(probe(), this.options.writeTimeoutMs, () => this.writeTimeout())
         .then(
           () => this.markReachable(),
-          (error) => this.markFailing(undefined, error),
+          (error) => this.markFailing(undefined, error, sentAt),
         )
         .finally(() => {
           this.probing = false;
@@ -316,7 +325,7 @@ export class DeliveryQueue implements RecordQueue {
 
   /** Records a failure seen outside a write (Kafka unreachable at start): the unhealthy clock starts now. */
   noteFailure(error: unknown): void {
-    this.markFailing(undefined, error);
+    this.markFailing(undefined, error, Date.now());
   }
 
   /** Records an answer seen outside a write (Kafka reached at start). */
@@ -676,6 +685,7 @@ export class DeliveryQueue implements RecordQueue {
     try {
       for (let attempt = 0; ; attempt++) {
         const started = performance.now();
+        const sentAt = Date.now();
         try {
           await withDeadline(this.writer.write(messages, queue.writer), this.options.writeTimeoutMs, () =>
             this.writeTimeout(),
@@ -696,7 +706,7 @@ export class DeliveryQueue implements RecordQueue {
             this.wakeIfIdle();
           }
           failed = true;
-          this.markFailing(lane, error);
+          this.markFailing(lane, error, sentAt);
           if (this.abandoned) return "abandoned";
           this.writer.reset?.(lane.topic, queue.writer);
           await sleep(this.backoff(attempt));
@@ -781,6 +791,7 @@ export class DeliveryQueue implements RecordQueue {
   /** The sink answered for `lane`: its transient failures are over, and, if `accepted`, so is its hold. */
   private markAnswered(lane: Lane, accepted: boolean): void {
     lane.failingSince = undefined;
+    lane.lastAnswerAt = Date.now();
     if (accepted && lane.unavailable) {
       lane.unavailable = undefined;
       if (lane.retryTimer) clearTimeout(lane.retryTimer);
@@ -938,11 +949,14 @@ export class DeliveryQueue implements RecordQueue {
     return this.failingSince !== undefined && Date.now() - this.failingSince >= this.options.unhealthyAfterMs;
   }
 
-  /** A transient failure of a write to `lane` (or of the probe): both unhealthy clocks start if not running. */
-  private markFailing(lane: Lane | undefined, error: unknown): void {
-    if (lane && lane.failingSince === undefined) lane.failingSince = Date.now();
+  /**
+   * A transient failure of a write to `lane` (or of the probe) sent at `sentAt`: both unhealthy clocks
+   * start if not running, from when it was sent, or from a later answer of the sink.
+   */
+  private markFailing(lane: Lane | undefined, error: unknown, sentAt: number): void {
+    if (lane && lane.failingSince === undefined) lane.failingSince = Math.max(sentAt, lane.lastAnswerAt);
     if (this.failingSince === undefined) {
-      this.failingSince = Date.now();
+      this.failingSince = Math.max(sentAt, this.lastAnswerAt);
       // The metric says what happens now; /health waits for unhealthyAfterMs, alerts for their own `for`.
       this.metrics.kafkaUp.set(0);
       this.log.warn(
@@ -966,6 +980,7 @@ export class DeliveryQueue implements RecordQueue {
 
   /** The sink answered something (a write, a refusal, the probe): it is reachable. */
   private markReachable(): void {
+    this.lastAnswerAt = Date.now();
     if (this.connecting) {
       this.connecting = false;
       this.health.set(CONNECTING_REASON, false);

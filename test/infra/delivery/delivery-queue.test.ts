@@ -255,6 +255,54 @@ describe("DeliveryQueue", () => {
     await queue.close(100);
   });
 
+  test("the unhealthy grace counts from when the unanswered write was sent, not from its timeout, and from no earlier than the sink's last answer", async () => {
+    // A frozen broker: writes of record 1 are never answered; record 2's write is, 150 ms after it is sent.
+    class FrozenWriter extends ControlledWriter {
+      override async write(batch: SinkMessage[]) {
+        this.attempts++;
+        if (JSON.parse((batch[0] as SinkMessage).value).n === 1) return new Promise<void>(() => {});
+        await Bun.sleep(150);
+        this.batches.push(batch);
+      }
+    }
+    const frozen = () => {
+      const health = new HealthState();
+      const metrics = createMetrics("test", "0");
+      const options = { ...OPTIONS, writeTimeoutMs: 400, unhealthyAfterMs: 300, lingerMs: 0 };
+      const queue = new DeliveryQueue(
+        new FrozenWriter(),
+        options,
+        metrics,
+        health,
+        pino({ level: "silent" }),
+      );
+      const failureSeen = () =>
+        waitUntil(
+          async () => (await metrics.kafkaUp.get()).values[0]?.value === 0,
+          "the write's timeout",
+          5000,
+          5,
+        );
+      return { health, queue, failureSeen };
+    };
+
+    // Sent at 0, seen failing at its timeout (400 ms): already past the 300 ms grace, so /health is 503 at once.
+    const alone = frozen();
+    void alone.queue.enqueue([message(1)], "queued", "acme");
+    await alone.failureSeen();
+    expect(alone.health.list()).toContain(UNHEALTHY_REASON);
+    await expect(alone.queue.close(0)).rejects.toThrow("undelivered");
+
+    // Another write, sent later, is answered at ~170 ms: the sink has failed since then only.
+    const answered = frozen();
+    void answered.queue.enqueue([message(1)], "queued", "acme");
+    await Bun.sleep(20);
+    await answered.queue.enqueue([message(2)], "acknowledged", "acme");
+    await answered.failureSeen();
+    expect(answered.health.list()).not.toContain(UNHEALTHY_REASON);
+    await expect(answered.queue.close(0)).rejects.toThrow("undelivered");
+  });
+
   test("gateway_kafka_up is 0 until a sink awaiting its first contact answers", async () => {
     const { queue, metrics } = setup();
     const up = async () => (await metrics.kafkaUp.get()).values[0]?.value;
