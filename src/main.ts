@@ -66,7 +66,7 @@ ignoreUnusedSignals(log);
 // Once per gateway: the workers of a supervisor run with the settings it logged.
 if (process.env[WORKER_ENV] === undefined) {
   log.info({ settings: settingsForLog(config) }, "settings in effect");
-  for (const { variables, message } of ignoredSettings(config)) log.warn({ variables }, message);
+  for (const { variables, message } of ignoredSettings(config, runtime)) log.warn({ variables }, message);
 }
 
 // Named like a bad setting: the address comes from them, and an unusable one is known only when listening.
@@ -117,6 +117,7 @@ async function serve(): Promise<void> {
     reusePort,
     maxBodyBytes: config.maxBodyBytes,
     ws,
+    httpKeepAliveSec: config.httpKeepAliveSec,
   }).catch(cannotListen(config.port, ["HOST", "PORT"]));
   // Requests may come in from here on: a signal now drains them.
   gateway.attach(server);

@@ -33,6 +33,8 @@ export const DEV_JWT_SECRET = "edge-gateway-dev-secret-change-me";
 export const TOPIC_QUEUE_SHARE = 9 / 10;
 /** HS256 needs a key at least as long as its 256-bit output (RFC 7518 §3.2). */
 export const MIN_JWT_SECRET_BYTES = 32;
+/** uWebSockets.js's HTTP idle timeout, compiled in (`HTTP_IDLE_TIMEOUT_S`): the keep-alive default on Bun too. */
+const UWS_HTTP_IDLE_TIMEOUT_SEC = 10;
 
 export interface Config {
   host: string;
@@ -46,6 +48,8 @@ export interface Config {
   maxBodyBytes: number;
   /** Bytes of the request bodies being received at once, per process (see RequestBodies). */
   requestBodiesMaxBytes: number;
+  /** Seconds an idle keep-alive HTTP connection stays open (Bun; uWebSockets.js's is fixed at 10). */
+  httpKeepAliveSec: number;
   /** Body bytes of one `/v1/publish`: every instance keeps the message in its history. */
   maxPublishBytes: number;
   maxRecordsPerRequest: number;
@@ -413,6 +417,8 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: read("LOG_LEVEL", oneOf(LOG_LEVELS), "info"),
     maxBodyBytes: read("MAX_BODY_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
     requestBodiesMaxBytes: read("REQUEST_BODIES_MAX_BYTES", integer(1024), 64 * 1024 * 1024),
+    // At most 255: what Bun takes for a connection's timeout.
+    httpKeepAliveSec: read("HTTP_KEEP_ALIVE_SEC", integer(1, 255), UWS_HTTP_IDLE_TIMEOUT_SEC),
     maxPublishBytes: read("PUBLISH_MAX_BYTES", integer(128, 16 * 1024 * 1024), 64 * 1024),
     maxRecordsPerRequest: read("MAX_RECORDS_PER_REQUEST", integer(1, 1_000_000), 10_000),
     ackTimeoutMs: read("INGEST_ACK_TIMEOUT_MS", integer(100, 600_000), 15_000),
@@ -599,13 +605,33 @@ export interface IgnoredSettings {
 }
 
 /**
- * Kafka credentials set where nothing uses them: an operator who set them
- * believes the gateway authenticates with them. Warned about, not refused:
- * deployments that template every variable set them all. (A SASL mechanism
- * or TLS without KAFKA_BROKERS is refused by loadConfig instead: it means a
- * Kafka, and events would land in the embedded local log.)
+ * Settings set where they do nothing on this runtime or with these other
+ * settings. Warned about, not refused: deployments that template every
+ * variable set them all.
  */
-export function ignoredSettings(config: Config): IgnoredSettings[] {
+export function ignoredSettings(config: Config, runtime: "bun" | "node-uws"): IgnoredSettings[] {
+  return [...ignoredKafkaCredentials(config), ...ignoredKeepAlive(config, runtime)];
+}
+
+/** uWebSockets.js compiles its HTTP idle timeout in: Node cannot keep an idle connection longer or shorter. */
+function ignoredKeepAlive(config: Config, runtime: "bun" | "node-uws"): IgnoredSettings[] {
+  if (runtime === "bun" || config.httpKeepAliveSec === UWS_HTTP_IDLE_TIMEOUT_SEC) return [];
+  return [
+    {
+      variables: ["HTTP_KEEP_ALIVE_SEC"],
+      message:
+        "HTTP_KEEP_ALIVE_SEC: ignored on Node, where uWebSockets.js closes idle keep-alive connections at its own fixed timeout (10 s)",
+    },
+  ];
+}
+
+/**
+ * Kafka credentials set where nothing uses them: an operator who set them
+ * believes the gateway authenticates with them. (A SASL mechanism or TLS
+ * without KAFKA_BROKERS is refused by loadConfig instead: it means a Kafka,
+ * and events would land in the embedded local log.)
+ */
+function ignoredKafkaCredentials(config: Config): IgnoredSettings[] {
   const { brokers, saslMechanism, saslUsername, saslPassword } = config.kafka;
   const variables = [
     ...(saslUsername === undefined ? [] : ["KAFKA_SASL_USERNAME"]),

@@ -117,11 +117,16 @@ export interface ListenOptions {
   maxBodyBytes: number;
   ws: WsLimits;
   /**
-   * Seconds a connection may go without delivering a whole request (head or
-   * body) before it is closed; 10, uWebSockets.js's own (fixed) bound, unless
-   * a test of the Bun adapter shortens it.
+   * Seconds a request's body may take from its head before the connection is
+   * closed (the slow-client bound); 10, uWebSockets.js's own (fixed) bound,
+   * unless a test of the Bun adapter shortens it.
    */
   httpIdleTimeoutSec?: number;
+  /**
+   * Seconds an idle keep-alive connection (after an answer, no request under
+   * way) stays open; default 10. Bun only: uWebSockets.js's is fixed at 10.
+   */
+  httpKeepAliveSec?: number;
 }
 
 export interface RunningServer {

@@ -410,7 +410,8 @@ describe("loadConfig", () => {
 
   test("Kafka credentials nothing uses are named in a warning, with why; the start goes on", () => {
     const credentials = { KAFKA_SASL_USERNAME: "u", KAFKA_SASL_PASSWORD: "p" };
-    const ignored = (env: Record<string, string>) => ignoredSettings(loadConfig({ ...SECRET, ...env }));
+    const ignored = (env: Record<string, string>) =>
+      ignoredSettings(loadConfig({ ...SECRET, ...env }), "bun");
     // Before: none of these said anything, and the operator believed the gateway authenticated with them.
     expect(ignored({ ...credentials, KAFKA_BROKERS: "b:9092" })).toEqual([
       {
@@ -448,6 +449,25 @@ describe("loadConfig", () => {
       );
     expect(ignored({ KAFKA_BROKERS: "b:9092" })).toEqual([]);
     expect(ignored({})).toEqual([]);
+  });
+
+  test("HTTP_KEEP_ALIVE_SEC keeps idle connections on Bun (default 10) and is named in a warning on Node", () => {
+    expect(loadConfig(SECRET).httpKeepAliveSec).toBe(10);
+    expect(loadConfig({ ...SECRET, HTTP_KEEP_ALIVE_SEC: "75" }).httpKeepAliveSec).toBe(75);
+    expect(problemsOf({ HTTP_KEEP_ALIVE_SEC: "256" })).toEqual([
+      "HTTP_KEEP_ALIVE_SEC: expected an integer in [1, 255], got 256",
+    ]);
+    const ignored = (env: Record<string, string>, runtime: "bun" | "node-uws") =>
+      ignoredSettings(loadConfig({ ...SECRET, ...env }), runtime);
+    expect(ignored({ HTTP_KEEP_ALIVE_SEC: "75" }, "bun")).toEqual([]);
+    expect(ignored({ HTTP_KEEP_ALIVE_SEC: "10" }, "node-uws")).toEqual([]);
+    expect(ignored({ HTTP_KEEP_ALIVE_SEC: "75" }, "node-uws")).toEqual([
+      {
+        variables: ["HTTP_KEEP_ALIVE_SEC"],
+        message:
+          "HTTP_KEEP_ALIVE_SEC: ignored on Node, where uWebSockets.js closes idle keep-alive connections at its own fixed timeout (10 s)",
+      },
+    ]);
   });
 
   test("aws-msk-iam without a region is a configuration problem named AWS_REGION, not a crash at start", () => {

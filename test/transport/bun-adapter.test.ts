@@ -1,10 +1,13 @@
 import { expect, test } from "bun:test";
 import { connect } from "node:net";
-import type { HttpReply, HttpRequest } from "../../src/ports/transport.ts";
+import type { HttpReply, HttpRequest, ListenOptions } from "../../src/ports/transport.ts";
 import { listen, splitUrl } from "../../src/transport/bun/adapter.ts";
 
 /** The Bun adapter serving `http` on a free loopback port, WebSocket upgrades refused. */
-function serve(http: (request: HttpRequest) => Promise<HttpReply>, httpIdleTimeoutSec?: number) {
+function serve(
+  http: (request: HttpRequest) => Promise<HttpReply>,
+  timeouts: Pick<ListenOptions, "httpIdleTimeoutSec" | "httpKeepAliveSec"> = {},
+) {
   return listen<undefined>(
     {
       http,
@@ -23,7 +26,7 @@ function serve(http: (request: HttpRequest) => Promise<HttpReply>, httpIdleTimeo
       reusePort: false,
       maxBodyBytes: 1024,
       ws: { maxPayloadBytes: 1024, maxBackpressureBytes: 1024, idleTimeoutSec: 10 },
-      httpIdleTimeoutSec,
+      ...timeouts,
     },
   );
 }
@@ -93,16 +96,19 @@ function answerThenIdle(port: number, path: string, until: string, idleWaitMs: n
 
 test("a request without a body answered after the idle timeout gets its answer, and a server-ended stream's connection idles out", async () => {
   // The idle timeout shortened from 10 s: the answer comes after it, the idle connection closes at it.
-  const server = await serve(async (request) => {
-    if (request.path === "/stream")
-      return {
-        status: 200,
-        body: "first\n",
-        stream: { open: (stream) => setTimeout(() => stream.end(), 100), closed() {} },
-      };
-    await Bun.sleep(3_000);
-    return { status: 200, body: "late" };
-  }, 2);
+  const server = await serve(
+    async (request) => {
+      if (request.path === "/stream")
+        return {
+          status: 200,
+          body: "first\n",
+          stream: { open: (stream) => setTimeout(() => stream.end(), 100), closed() {} },
+        };
+      await Bun.sleep(3_000);
+      return { status: 200, body: "late" };
+    },
+    { httpIdleTimeoutSec: 2, httpKeepAliveSec: 2 },
+  );
   try {
     const [slow, stream] = await Promise.all([
       // Before: Bun's 10 s idle timer dropped the connection while the handler waited.
@@ -118,3 +124,96 @@ test("a request without a body answered after the idle timeout gets its answer, 
     server.stopListening();
   }
 }, 15_000);
+
+/** A connection's writes: `text` at `atMs` after it opened, at once or one byte every `byteEveryMs`. */
+type Write = { atMs: number; text: string; byteEveryMs?: number };
+
+/** Opens a connection and writes; resolves with when each answer began and when the server closed it (ms after opening). */
+function timedConnection(port: number, writes: Write[]) {
+  return new Promise<{ answersAtMs: number[]; closedAtMs: number | undefined }>((resolve) => {
+    const opened = Date.now();
+    const timers: Array<ReturnType<typeof setTimeout>> = [];
+    const answersAtMs: number[] = [];
+    let received = "";
+    const finish = (closedAtMs: number | undefined) => {
+      for (const timer of timers) clearTimeout(timer);
+      resolve({ answersAtMs, closedAtMs });
+    };
+    const socket = connect(port, "127.0.0.1");
+    const send = (text: string) => {
+      if (!socket.destroyed) socket.write(text);
+    };
+    for (const { atMs, text, byteEveryMs } of writes)
+      if (byteEveryMs === undefined) timers.push(setTimeout(() => send(text), atMs));
+      else
+        for (let at = 0; at < text.length; at++)
+          timers.push(setTimeout(() => send(text.charAt(at)), atMs + at * byteEveryMs));
+    timers.push(
+      setTimeout(() => {
+        socket.destroy();
+        finish(undefined);
+      }, 16_000),
+    );
+    socket.on("data", (chunk: Buffer) => {
+      received += chunk.toString();
+      while ((received.match(/HTTP\/1\.1 /g) ?? []).length > answersAtMs.length)
+        answersAtMs.push(Date.now() - opened);
+    });
+    socket.on("close", () => finish(Date.now() - opened));
+    socket.on("error", () => {});
+  });
+}
+
+test("an idle keep-alive connection stays open for httpKeepAliveSec while a trickled body is still cut at the idle timeout", async () => {
+  // uSockets counts timeouts in 4 s ticks: the idle timeout of 4 closes within 4 s, the keep-alive of 12 after 8 to 12 s.
+  const server = await serve(
+    async (request) => {
+      if (request.path === "/read") await request.body().catch(() => undefined);
+      return { status: 200, body: "ok" };
+    },
+    { httpIdleTimeoutSec: 4, httpKeepAliveSec: 12 },
+  );
+  const get = "GET / HTTP/1.1\r\nHost: gw\r\n\r\n";
+  const post = (path: string) => `POST ${path} HTTP/1.1\r\nHost: gw\r\nContent-Length: 40\r\n\r\n`;
+  const body = "a".repeat(40);
+  try {
+    const [idleAfterGet, idleAfterBody, freshHead, trickledBody, reusedTrickledBody, unreadBody] =
+      await Promise.all([
+        timedConnection(server.port, [{ atMs: 0, text: get }]),
+        timedConnection(server.port, [{ atMs: 0, text: post("/read") + body }]),
+        // Bun's own bound on a new connection's first head: 10 s, in ticks 8 to 12.
+        timedConnection(server.port, [{ atMs: 0, text: get, byteEveryMs: 500 }]),
+        timedConnection(server.port, [
+          { atMs: 0, text: post("/read") },
+          { atMs: 0, text: body, byteEveryMs: 300 },
+        ]),
+        timedConnection(server.port, [
+          { atMs: 0, text: get },
+          { atMs: 1_000, text: post("/read") },
+          { atMs: 1_000, text: body, byteEveryMs: 300 },
+        ]),
+        // Answered before its body was read: the body still arriving keeps the idle timeout, not the keep-alive.
+        timedConnection(server.port, [
+          { atMs: 0, text: post("/ignore") },
+          { atMs: 0, text: body, byteEveryMs: 300 },
+        ]),
+      ]);
+    // Before: both closed within the idle timeout's 4 s of their answer.
+    for (const idle of [idleAfterGet, idleAfterBody]) {
+      expect(idle.answersAtMs).toHaveLength(1);
+      const idleMs = (idle.closedAtMs ?? Infinity) - (idle.answersAtMs[0] as number);
+      expect(idleMs).toBeGreaterThan(7_500);
+      expect(idleMs).toBeLessThan(12_500);
+    }
+    expect(freshHead.answersAtMs).toEqual([]);
+    expect(freshHead.closedAtMs).toBeLessThan(12_500);
+    expect(trickledBody.answersAtMs).toEqual([]);
+    expect(trickledBody.closedAtMs).toBeLessThan(4_500);
+    expect(reusedTrickledBody.answersAtMs).toHaveLength(1);
+    expect(reusedTrickledBody.closedAtMs).toBeLessThan(1_000 + 4_500);
+    expect(unreadBody.answersAtMs).toHaveLength(1);
+    expect(unreadBody.closedAtMs).toBeLessThan(4_500);
+  } finally {
+    server.stopListening();
+  }
+}, 20_000);

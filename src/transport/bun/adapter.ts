@@ -17,6 +17,7 @@ import { isWebSocketHandshake } from "../handshake.ts";
 import { EnginePeer } from "../peer.ts";
 
 const DEFAULT_HTTP_IDLE_TIMEOUT_SEC = 10;
+const DEFAULT_HTTP_KEEP_ALIVE_SEC = 10;
 
 interface SocketData<State> {
   state: State;
@@ -26,12 +27,15 @@ interface SocketData<State> {
 /** Bun adapter: maps Bun.serve (uWebSockets inside) onto the transport seam. */
 export async function listen<State>(app: GatewayApp<State>, options: ListenOptions): Promise<RunningServer> {
   const idleTimeoutSec = options.httpIdleTimeoutSec ?? DEFAULT_HTTP_IDLE_TIMEOUT_SEC;
+  const keepAliveSec = options.httpKeepAliveSec ?? DEFAULT_HTTP_KEEP_ALIVE_SEC;
   const server: Server<SocketData<State>> = Bun.serve<SocketData<State>>({
     hostname: options.host,
     port: options.port,
     reusePort: options.reusePort,
-    // A connection that delivers no whole request (headers or body) in this
-    // time is closed: the slow-client bound uWebSockets.js has built in (10 s).
+    // Bun arms this when a request's head is read: a body not delivered in this time (unless it
+    // comes at 16 KiB/s or more) is closed, the slow-client bound uWebSockets.js has built in
+    // (10 s). A new connection's first head has Bun's own 10 s, whatever this says; the idle
+    // time after an answer (which also bounds the next head) is the keep-alive set below.
     idleTimeout: idleTimeoutSec,
     // Bun would answer a bare 413 of its own (no body, no headers) past its limit. The body
     // reader enforces MAX_BODY_BYTES itself, from Content-Length up front or while streaming,
@@ -68,7 +72,7 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       // (one with a body is let be once it is read), so a wait of about 10 s (a delta read
       // back from the fan-out topic, up to REPLAY_TIMEOUT_MS) lost its answer: the connection
       // was dropped. Such a request is whole once its head is read, so no slow-client bound
-      // is lost; the bound is set again for the idle keep-alive connection after the answer.
+      // is lost; the keep-alive bound is set for the idle connection after the answer.
       const whole =
         !headers.has("transfer-encoding") && (contentLength === undefined || contentLength === "0");
       if (whole) bunServer.timeout(req, 0);
@@ -78,9 +82,12 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
         // requests; once the server ends it, the connection is an idle keep-alive one again
         // (Bun keeps a request's timeout for its connection: 0 would hold it open for good).
         bunServer.timeout(req, 0);
-        return streamResponse(reply, reply.stream, req.signal, () => bunServer.timeout(req, idleTimeoutSec));
+        return streamResponse(reply, reply.stream, req.signal, () => bunServer.timeout(req, keepAliveSec));
       }
-      if (whole) bunServer.timeout(req, idleTimeoutSec);
+      // Bun keeps the timeout set here for the idle connection after the answer: the keep-alive.
+      // Not while a body may still be arriving (answered before it was read): that keeps the
+      // slow-client bound, and the connection idles out at it.
+      if (whole || request.bodyReceived) bunServer.timeout(req, keepAliveSec);
       // HEAD, or the client left already: the stream never opens.
       reply.stream?.closed();
       // A stream's GET is chunked, its length unknown: its HEAD says so too (an empty stream
@@ -184,6 +191,8 @@ class BunHttpRequest<State> implements HttpRequest {
   private parsedQuery: URLSearchParams | undefined;
   private address: string | undefined;
   private bodyBytes: Promise<Uint8Array> | undefined;
+  /** The whole body has arrived (read to its end, within the limit). */
+  bodyReceived = false;
 
   constructor(
     private readonly req: Request,
@@ -219,7 +228,7 @@ class BunHttpRequest<State> implements HttpRequest {
   }
 
   body(): Promise<Uint8Array> {
-    this.bodyBytes ??= collectBody(this.req, parseContentLength(this.contentLength), this.limit);
+    this.bodyBytes ??= collectBody(this, this.req, parseContentLength(this.contentLength), this.limit);
     return this.bodyBytes;
   }
 }
@@ -231,28 +240,42 @@ class BunHttpRequest<State> implements HttpRequest {
  * request's CPU (a promise and a controller callback per chunk). Without
  * one (chunked), the stream is read chunk by chunk up to the limit.
  */
-function collectBody(req: Request, contentLength: number | undefined, limit: number): Promise<Uint8Array> {
-  if (contentLength === undefined) return streamBody(req, limit);
+function collectBody(
+  into: { bodyReceived: boolean },
+  req: Request,
+  contentLength: number | undefined,
+  limit: number,
+): Promise<Uint8Array> {
+  if (contentLength === undefined) return streamBody(into, req, limit);
   if (contentLength > limit) return Promise.reject(tooLarge(limit));
   // Bun fails the read (AbortError) only when the connection ended mid-body.
   return req.arrayBuffer().then(
-    (bytes) => new Uint8Array(bytes),
+    (bytes) => {
+      into.bodyReceived = true;
+      return new Uint8Array(bytes);
+    },
     () => {
       throw clientClosed();
     },
   );
 }
 
-async function streamBody(req: Request, limit: number): Promise<Uint8Array> {
+async function streamBody(into: { bodyReceived: boolean }, req: Request, limit: number): Promise<Uint8Array> {
   const buffer = new BodyBuffer(limit, undefined);
-  if (!req.body) return buffer.bytes();
+  if (!req.body) {
+    into.bodyReceived = true;
+    return buffer.bytes();
+  }
   const reader = req.body.getReader();
   for (;;) {
     // Bun fails the read (AbortError) only when the connection ended mid-body.
     const { done, value } = await reader.read().catch(() => {
       throw clientClosed();
     });
-    if (done) return buffer.bytes();
+    if (done) {
+      into.bodyReceived = true;
+      return buffer.bytes();
+    }
     try {
       buffer.append(value);
     } catch {
