@@ -364,6 +364,10 @@ describe.each(renderings)("$name", ({ objects }) => {
     // WebSockets open through the ALB get the drain's reconnect (sent over at most 2 s) before it closes them.
     expect(deregistrationS * 1000).toBeGreaterThan(preStopS * 1000 + config.drainDelayMs + 2000);
     expect(idleS * 1000).toBeGreaterThan(config.ws.pingIntervalMs);
+    // The gateway keeps idle connections longer than the ALB does (AWS's rule for targets), or a
+    // request the ALB sends as the gateway closes one gets a 502. Bun counts in 4 s ticks: a
+    // timeout of N s may end after N - 4. uWebSockets.js's 10 s is fixed (the Node targets' known limit).
+    if (runtime === "bun") expect(config.httpKeepAliveSec - 4).toBeGreaterThan(idleS);
     const backend = ingress.spec.rules[0].http.paths[0].backend.service;
     const service = only(objects, "Service");
     expect(backend).toEqual({ name: service.metadata.name, port: { name: "http" } });
@@ -836,6 +840,25 @@ describe.skipIf(!helm)("the chart's config passthrough", () => {
       "ingress.idleTimeoutSeconds=6",
     );
     expect(fastPings.exitCode).toBe(0);
+  });
+
+  test("on Bun behind the ALB the gateway keeps idle connections past the ALB's idle timeout; on Node the setting is refused", () => {
+    const keepAlive = (...settings: string[]) =>
+      /HTTP_KEEP_ALIVE_SEC: "(\d+)"/.exec(renderChart("eks-values.yaml", ...settings).stdout.toString())?.[1];
+    expect(keepAlive()).toBe("75");
+    expect(keepAlive("ingress.idleTimeoutSeconds=120")).toBe("135");
+    expect(keepAlive("config.HTTP_KEEP_ALIVE_SEC=65")).toBe("65");
+    expect(keepAlive("ingress.enabled=false")).toBeUndefined();
+    const tooShort = renderChart("eks-values.yaml", "config.HTTP_KEEP_ALIVE_SEC=64");
+    expect(tooShort.exitCode).not.toBe(0);
+    expect(tooShort.stderr.toString()).toContain(
+      "HTTP_KEEP_ALIVE_SEC (64) must be at least ingress.idleTimeoutSeconds (60) + 5 on Bun",
+    );
+    // Past 250 s no keep-alive Bun takes (at most 255) outlasts the ALB.
+    expect(renderChart("eks-values.yaml", "ingress.idleTimeoutSeconds=251").exitCode).not.toBe(0);
+    const onNode = renderChart("node24-values.yaml", "config.HTTP_KEEP_ALIVE_SEC=75");
+    expect(onNode.exitCode).not.toBe(0);
+    expect(onNode.stderr.toString()).toContain("config.HTTP_KEEP_ALIVE_SEC does nothing on the Node targets");
   });
 
   test("the NetworkPolicy opens the ports the values name: brokers' (MSK's public 9198), and the JWKS, S3, schema and OTLP URLs'", () => {
