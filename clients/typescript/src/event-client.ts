@@ -81,7 +81,7 @@ export interface EventClientOptions {
 export interface DeliveryFailure {
   /**
    * `rejected`: the gateway refused these records (never retried); `dropped`: the client gave up on them;
-   * `storage`: `storage` failed to load (records stay in memory only, so a restart loses them; `records` is empty).
+   * `storage`: `storage` failed to load, or stopped writing (records stay in memory only, so a restart loses them; `records` is empty).
    */
   kind: "rejected" | "dropped" | "storage";
   /** HTTP status of the last answer, when there was one. */
@@ -437,13 +437,16 @@ export abstract class BatchingClient {
 
   /** Puts the records an earlier run left in storage in front of the buffer, oldest first. */
   async #restore(storage: QueueStorage): Promise<void> {
-    let stored: StoredRecord[] = [];
-    try {
-      stored = await storage.load();
-    } catch (error) {
-      // Unreadable storage: nothing to restore, and new records still go from memory only. Said once.
+    // Unreadable storage, or storage that stops writing later: records go from memory only. Said once.
+    const report = (error: unknown) =>
       this.#options.onError?.({ kind: "storage", status: undefined, message: messageOf(error), records: [] });
-    }
+    // Asked for in a then: a load that throws at once is reported as one that rejects.
+    const stored = await Promise.resolve()
+      .then(() => storage.load(report))
+      .catch((error): StoredRecord[] => {
+        report(error);
+        return [];
+      });
     const present = new Set(this.#buffer.map((record) => record.id));
     const restored: Pending[] = [];
     const refused: Pending[] = [];

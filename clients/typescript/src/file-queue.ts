@@ -1,6 +1,6 @@
 import { appendFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
-import { FileLock, LockHeld } from "./file-lock.js";
+import { FileLock, LockHeld, LockLost } from "./file-lock.js";
 import { type Operation, type QueueStorage, type StoredRecord, WriteBatcher } from "./storage.js";
 
 /** Journal lines past this many per live record (and past a floor) make the next write compact the file. */
@@ -26,7 +26,11 @@ function errorCode(error: unknown): string | undefined {
 
 /** A `QueueStorage` in a file, which its owner closes to let another queue open the file. */
 export interface FileQueue extends QueueStorage {
-  /** Writes what is asked, then lets the file go (`EventClient.close()` calls it). */
+  /**
+   * Writes what is asked, then lets the file go (`EventClient.close()` calls
+   * it). A closed queue stays closed: its `load()` rejects and a write to it is
+   * reported; open a new `fileQueue` for the next client.
+   */
   close(): Promise<void>;
 }
 
@@ -37,15 +41,27 @@ export interface FileQueue extends QueueStorage {
  * One queue per file at a time: two would each compact it with only their own
  * records, erasing the other's. Another holder of `<path>.lock` (a live
  * process, or an open queue of this one) makes this throw; `close()` lets it go.
+ * A queue whose lock was taken over (see FileLock) stops writing the file.
+ * What keeps it from writing (the lock failed, was lost, the queue was closed)
+ * is reported once through load()'s `report`, or by load() rejecting; the
+ * client keeps its records in memory.
  */
 export function fileQueue(path: string): FileQueue {
+  let report: (error: unknown) => void = () => {};
+  /** Why this queue no longer writes the file, once it does not. */
+  let stopped: unknown;
+  const stop = (error: unknown) => {
+    if (stopped === undefined) report(error);
+    stopped ??= error;
+  };
   let lock: FileLock | undefined;
+  /** Any other failure (a folder it cannot write, a folder in the way, no hard links): load() rejects with it. */
+  let lockFailed: unknown;
   try {
-    lock = new FileLock(path);
+    lock = new FileLock(path, stop);
   } catch (error) {
     if (error instanceof LockHeld) throw new Error(`${path} ${error.message} (one queue per file)`);
-    // Any other failure (a folder it cannot write, a file in the way) fails the load too,
-    // which the client reports as kind "storage".
+    lockFailed = error;
   }
   let closed: Promise<void> | undefined;
   const records = new Map<string, StoredRecord>();
@@ -67,6 +83,7 @@ export function fileQueue(path: string): FileQueue {
 
   const load = () => {
     loading ??= (async () => {
+      if (lockFailed !== undefined) throw lockFailed;
       await mkdir(dirname(path), { recursive: true });
       let text = "";
       try {
@@ -93,6 +110,7 @@ export function fileQueue(path: string): FileQueue {
   const batcher = new WriteBatcher(async (operations) => {
     await load();
     apply(records, operations);
+    if (stopped !== undefined) return;
     const lines: string[] = [];
     for (const operation of operations) {
       if ("add" in operation) for (const record of operation.add) lines.push(added(record));
@@ -100,27 +118,39 @@ export function fileQueue(path: string): FileQueue {
     }
     journalLines += lines.length;
     try {
+      // Another process may have taken the lock (this one paused too long): then the file is its.
+      lock?.check();
       if (rewrite || (journalLines > COMPACT_FLOOR && journalLines > COMPACT_RATIO * records.size))
         await compact();
       else if (lines.length > 0) await appendFile(path, `${lines.join("\n")}\n`);
       rewrite = false;
     } catch (error) {
+      // Said once by the lock (stop): nothing more is written.
+      if (error instanceof LockLost) return;
       rewrite = true;
       throw error;
     }
   });
 
+  /** Once closed, the file may be another queue's: nothing more is written to it. */
+  const closedError = () =>
+    new Error(`${path}: this fileQueue was closed (open a new one for the next client)`);
   return {
-    async load(): Promise<StoredRecord[]> {
+    async load(reportTo): Promise<StoredRecord[]> {
+      if (reportTo) report = reportTo;
+      if (closed) stopped ??= closedError();
+      // What already keeps this queue from writing is said by the load failing.
+      if (stopped !== undefined) throw stopped;
       await load();
       return [...records.values()];
     },
-    // Once closed, the file may be another queue's: nothing more is written to it.
     add(added) {
-      if (!closed) batcher.push({ add: added });
+      if (closed) stop(closedError());
+      else batcher.push({ add: added });
     },
     remove(ids) {
-      if (!closed) batcher.push({ remove: ids });
+      if (closed) stop(closedError());
+      else batcher.push({ remove: ids });
     },
     flush: () => batcher.flush(),
     close: () => {

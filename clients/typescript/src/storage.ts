@@ -17,8 +17,12 @@ export interface StoredRecord {
  * `flush()` resolves once everything asked so far is written.
  */
 export interface QueueStorage {
-  /** Records an earlier run left unsent, oldest first (in a browser queue: none another open tab holds). */
-  load(): Promise<StoredRecord[]>;
+  /**
+   * Records an earlier run left unsent, oldest first (in a browser queue: none
+   * another open tab holds). `report` is called once with what stops later
+   * writes (`fileQueue`: its lock taken over, or the queue closed).
+   */
+  load(report?: (error: unknown) => void): Promise<StoredRecord[]>;
   add(records: StoredRecord[]): void;
   remove(ids: string[]): void;
   flush(): Promise<void>;

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import {
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -9,13 +10,56 @@ import {
   utimesSync,
   writeFileSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
-import { STALE_MS } from "../src/file-lock.js";
+import { STALE_MS, UNPROVEN_STALE_MS } from "../src/file-lock.js";
 import { fileQueue } from "../src/file-queue.js";
-import { EventClient } from "../src/index.js";
+import { type DeliveryFailure, EventClient } from "../src/index.js";
 
 const MODULE = new URL("../src/file-queue.ts", import.meta.url).pathname;
+const CLIENT = new URL("../src/index.ts", import.meta.url).pathname;
+
+/** Reads a child's stdout line by line. */
+function linesOf(child: { stdout: ReadableStream<Uint8Array> }) {
+  const reader = child.stdout.getReader();
+  const lines: string[] = [];
+  let rest = "";
+  const reading = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      rest += new TextDecoder().decode(value);
+      const parts = rest.split("\n");
+      rest = parts.pop() as string;
+      lines.push(...parts);
+    }
+  })();
+  return {
+    lines,
+    /** Resolves with the first line that passes `test`, within `timeoutMs`. */
+    async next(test: (line: string) => boolean, timeoutMs = 5_000): Promise<string> {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const found = lines.find(test);
+        if (found !== undefined) return found;
+        if (Date.now() > deadline) throw new Error(`no such line; got ${JSON.stringify(lines)}`);
+        await Promise.race([reading, Bun.sleep(20)]);
+      }
+    },
+  };
+}
+
+/** Runs `script` (TypeScript) in a child Bun process and gives its output; `node:fs` may be mocked there. */
+async function runChild(script: string): Promise<string> {
+  const child = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "pipe" });
+  const [out, err] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+  ]);
+  await child.exited;
+  if (child.exitCode !== 0) throw new Error(`child failed: ${err}`);
+  return out.trim();
+}
 
 let folder: string;
 let path: string;
@@ -24,13 +68,6 @@ beforeEach(() => {
   path = join(folder, "events.jsonl");
 });
 afterEach(() => rmSync(folder, { recursive: true, force: true }));
-
-/** The pid of a process that has exited (and was reaped): no process has it now. */
-async function deadPid(): Promise<number> {
-  const child = Bun.spawn(["true"]);
-  await child.exited;
-  return child.pid;
-}
 
 /** A lock as another holder would have written it, last touched `ageMs` ago. */
 function writeLock(content: string, ageMs = 0): void {
@@ -89,11 +126,7 @@ describe("fileQueue's lock", () => {
   test("a stale lock whose pid another process has since is taken over (it blocked every start for good)", async () => {
     const sleeper = Bun.spawn(["sleep", "30"]);
     try {
-      // An older client's lock (a bare pid), written long before the process that has the pid now started.
-      writeLock(String(sleeper.pid), 3_600_000);
-      const queue = fileQueue(path);
-      await queue.close();
-      // A lock of this client naming that pid, with another start time than its process has.
+      // A lock naming that pid, with another start time than its process has.
       const probe = fileQueue(join(folder, "probe"));
       const me = JSON.parse(readFileSync(join(folder, "probe.lock"), "utf8"));
       await probe.close();
@@ -116,8 +149,16 @@ describe("fileQueue's lock", () => {
   test("processes taking over one stale lock at once: exactly one gets it", async () => {
     const rounds = 12;
     const contenders = 4;
-    const dead = await deadPid();
-    for (let round = 0; round < rounds; round++) writeFileSync(`${path}.${round}.lock`, String(dead));
+    // Locks of another container, untouched for longer than STALE_MS.
+    for (let round = 0; round < rounds; round++) {
+      const lock = `${path}.${round}.lock`;
+      writeFileSync(
+        lock,
+        JSON.stringify({ pid: 1, host: "gone", scope: "other-boot pid:[1]", token: `gone-${round}` }),
+      );
+      const at = new Date(Date.now() - STALE_MS - 5_000);
+      utimesSync(lock, at, at);
+    }
     const start = Date.now() + 1_500;
     const script = `const { fileQueue } = await import(${JSON.stringify(MODULE)});
 const won = [];
@@ -155,4 +196,174 @@ setInterval(() => {}, 1000);`;
       [],
     );
   }, 20_000);
+});
+
+describe("fileQueue's lock, lost or failing", () => {
+  test("a holder paused until another container took its lock stops writing the file and says so once; its records stay in memory", async () => {
+    // The holder runs in another pid namespace (another container): its lock goes stale by time alone.
+    const script = `const { fileQueue } = await import(${JSON.stringify(MODULE)});
+const { EventClient } = await import(${JSON.stringify(CLIENT)});
+let enqueued = 0;
+const storage = fileQueue(${JSON.stringify(path)});
+const events = new EventClient({
+  url: "http://gateway.test",
+  token: "t",
+  storage,
+  fetch: () => Promise.reject(new Error("down")),
+  // Nothing is sent during the test: every record stays in the buffer.
+  flushIntervalMs: 600000,
+  onError: (failure) => console.log(JSON.stringify({ failure, buffered: events.stats.buffered, enqueued })),
+});
+const enqueue = () => { events.enqueue({ type: "click", data: {} }); enqueued++; };
+enqueue();
+await storage.flush();
+console.log("ready");
+setInterval(enqueue, 200);`;
+    const unshare = Bun.spawn(["unshare", "-p", "-f", "--mount-proc", process.execPath, "-e", script], {
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+    const output = linesOf(unshare);
+    let holder = 0;
+    try {
+      await output.next((line) => line === "ready", 10_000);
+      holder = Number(readFileSync(`/proc/${unshare.pid}/task/${unshare.pid}/children`, "utf8").trim());
+      process.kill(holder, "SIGSTOP");
+      await Bun.sleep(STALE_MS + 1_000);
+      const queue = fileQueue(path);
+      expect((await queue.load()).length).toBeGreaterThan(0);
+      queue.add([record("b1")]);
+      await queue.flush();
+      const journal = readFileSync(path, "utf8");
+      process.kill(holder, "SIGCONT");
+      const said = JSON.parse(await output.next((line) => line.startsWith("{")));
+      expect(said.failure).toMatchObject({ kind: "storage", records: [] });
+      expect(said.failure.message).toContain("taken over");
+      expect(said.buffered).toBe(said.enqueued);
+      // It goes on enqueueing: none of it reaches the file, and it is said once.
+      await Bun.sleep(1_000);
+      expect(readFileSync(path, "utf8")).toBe(journal);
+      expect(output.lines.filter((line) => line.startsWith("{")).length).toBe(1);
+      await queue.close();
+    } finally {
+      if (holder > 0) {
+        process.kill(holder, "SIGCONT");
+        process.kill(holder, "SIGKILL");
+      }
+      unshare.kill("SIGKILL");
+      await unshare.exited;
+    }
+  }, 30_000);
+
+  test("without /proc (macOS, Windows) a live pid of this host holds its lock however long it was untouched, up to a minute", async () => {
+    const sleeper = Bun.spawn(["sleep", "30"]);
+    // This process with node:fs answering ENOENT for /proc, as a host without it does.
+    const attempt = `import { mock } from "bun:test";
+import * as fs from "node:fs";
+const real = { ...fs };
+const noProc = (name) => (file, ...rest) => {
+  if (String(file).startsWith("/proc")) throw Object.assign(new Error("ENOENT"), { code: "ENOENT" });
+  return real[name](file, ...rest);
+};
+mock.module("node:fs", () => ({ ...real, readFileSync: noProc("readFileSync"), readlinkSync: noProc("readlinkSync") }));
+const { fileQueue } = await import(${JSON.stringify(MODULE)});
+try { await fileQueue(${JSON.stringify(path)}).close(); console.log("taken"); } catch (error) { console.log(String(error)); }`;
+    try {
+      const lock = JSON.stringify({
+        pid: sleeper.pid,
+        host: hostname(),
+        scope: `host ${hostname()}`,
+        token: "t",
+      });
+      writeLock(lock, STALE_MS + 5_000);
+      expect(await runChild(attempt)).toContain(`in use by process ${sleeper.pid}`);
+      writeLock(lock, UNPROVEN_STALE_MS + 5_000);
+      expect(await runChild(attempt)).toBe("taken");
+      sleeper.kill();
+      await sleeper.exited;
+      writeLock(lock);
+      expect(await runChild(attempt)).toBe("taken");
+    } finally {
+      sleeper.kill();
+    }
+  }, 20_000);
+
+  test("a claim whose link was made though the file system answered EEXIST (NFS) is this process's: it holds the lock", async () => {
+    const attempt = `import { mock } from "bun:test";
+import * as fs from "node:fs";
+const real = { ...fs };
+mock.module("node:fs", () => ({
+  ...real,
+  linkSync: (from, to) => {
+    real.linkSync(from, to);
+    throw Object.assign(new Error("EEXIST"), { code: "EEXIST" });
+  },
+}));
+const { fileQueue } = await import(${JSON.stringify(MODULE)});
+try { await fileQueue(${JSON.stringify(path)}).close(); console.log("taken"); } catch (error) { console.log(String(error)); }`;
+    expect(await runChild(attempt)).toBe("taken");
+    expect(existsSync(`${path}.lock`)).toBe(false);
+  });
+
+  test("a lock that fails otherwise than held (a folder in its way) makes load() reject: the client says so once and runs from memory", async () => {
+    mkdirSync(`${path}.lock`);
+    expect(fileQueue(path).load()).rejects.toThrow("EISDIR");
+    const failures: DeliveryFailure[] = [];
+    const sent: string[] = [];
+    const events = new EventClient({
+      url: "http://gateway.test",
+      token: "t",
+      storage: fileQueue(path),
+      fetch: async (_url, init) => {
+        sent.push(String(init.body));
+        return Response.json({ accepted: 1, errors: [] }, { status: 202 });
+      },
+      onError: (failure) => failures.push(failure),
+    });
+    events.enqueue({ type: "click", data: {} });
+    await events.flush();
+    expect(sent.length).toBe(1);
+    expect(failures).toEqual([
+      { kind: "storage", status: undefined, message: expect.stringContaining("EISDIR"), records: [] },
+    ]);
+    await events.close();
+    expect(existsSync(path)).toBe(false);
+  });
+
+  test("a queue its client closed, given to another client, is said to be closed once (it wrote nothing without a word)", async () => {
+    const queue = fileQueue(path);
+    const fetch = async () => Response.json({ accepted: 1, errors: [] }, { status: 202 });
+    const first = new EventClient({ url: "http://gateway.test", token: "t", storage: queue, fetch });
+    await first.close();
+    const failures: DeliveryFailure[] = [];
+    const second = new EventClient({
+      url: "http://gateway.test",
+      token: "t",
+      storage: queue,
+      fetch,
+      onError: (failure) => failures.push(failure),
+    });
+    second.enqueue({ type: "click", data: {} });
+    second.enqueue({ type: "click", data: {} });
+    await second.flush();
+    expect(failures).toEqual([
+      { kind: "storage", status: undefined, message: expect.stringContaining("closed"), records: [] },
+    ]);
+    expect(second.stats.accepted).toBe(2);
+    await second.close();
+    // A new queue opens the file.
+    await fileQueue(path).close();
+  });
+
+  test("break and new files left by processes killed mid-claim are swept once older than STALE_MS", async () => {
+    const old = new Date(Date.now() - STALE_MS - 5_000);
+    for (const name of ["break-gone", "new-gone", "new-fresh"]) {
+      writeFileSync(`${path}.lock.${name}`, "{}");
+      if (name.endsWith("gone")) utimesSync(`${path}.lock.${name}`, old, old);
+    }
+    await fileQueue(path).close();
+    expect(readdirSync(folder).filter((name) => name.includes(".lock."))).toEqual([
+      "events.jsonl.lock.new-fresh",
+    ]);
+  });
 });
