@@ -655,11 +655,14 @@ export abstract class BatchingClient {
           outcome.status,
           `gave up after ${this.#retry.maxAttempts} attempts: ${outcome.message}`,
         );
-        await backoffWait(
-          Math.min(outcome.retryAfterMs ?? this.#retry.initialDelayMs, this.#retry.maxRetryAfterMs),
-          this.#abort.signal,
-        );
-        this.#counts.retries++;
+        // None left to send again (all given up on): no wait, no retry.
+        if (again[0]) {
+          await backoffWait(
+            Math.min(outcome.retryAfterMs ?? this.#retry.initialDelayMs, this.#retry.maxRetryAfterMs),
+            this.#abort.signal,
+          );
+          this.#counts.retries++;
+        }
         batch.records = again;
         this.#requeue(batch, false);
         this.#partialDue = true;

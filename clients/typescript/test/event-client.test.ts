@@ -469,6 +469,25 @@ describe("EventClient retries", () => {
     await events.close();
   });
 
+  test("a 202 whose record_unavailable records are all given up on now waits no Retry-After and counts no retry", async () => {
+    const failures: DeliveryFailure[] = [];
+    const fetch = async () =>
+      Response.json(
+        { accepted: 1, errors: [{ index: 1, reason: "topic refused", code: "record_unavailable" }] },
+        { status: 202, headers: { "retry-after": "30" } },
+      );
+    const events = client({ fetch, retry: { maxAttempts: 1 }, onError: (failure) => failures.push(failure) });
+    events.enqueue(click(0));
+    const bad = events.enqueue(click(1)) as string;
+    const settled = await Promise.race([events.flush().then(() => true), Bun.sleep(1_000).then(() => false)]);
+    expect(settled).toBe(true);
+    expect(events.stats).toMatchObject({ accepted: 1, dropped: 1, retries: 0 });
+    expect(failures.map(({ kind, records }) => ({ kind, records }))).toEqual([
+      { kind: "dropped", records: [{ id: bad }] },
+    ]);
+    await events.close({ timeoutMs: 10 });
+  });
+
   test("a 401 gets one fresh token from the callback and the same bytes again", async () => {
     const refreshes: boolean[] = [];
     const { fetch, sent } = scriptedFetch([
