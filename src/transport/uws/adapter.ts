@@ -461,12 +461,29 @@ function writeReply(res: UwsResponse, reply: HttpReply, head = false, engineClos
     const framing = reply.stream ? "transfer-encoding: chunked" : `content-length: ${byteLength(reply.body)}`;
     res.writeStatus(`${statusText}\r\n${framing}${closing}`);
     res.endWithoutBody();
-  } else {
+  } else if (reply.closeConnection === true || engineCloses) {
     // end(body, true) writes `Connection: close` itself, except when uWS already closes because of the
     // request (`engineCloses`); then it is written by hand, since the answer should say so too.
     res.writeStatus(engineCloses ? statusText + closing : statusText);
     res.end(reply.body, reply.closeConnection === true);
+  } else {
+    res.writeStatus(statusText);
+    // tryEnd (total 0: this body is all of it) writes what the socket takes and nothing while it still
+    // holds unsent bytes. end() would buffer the rest, without bound: uWS answers requests pipelined in
+    // one read at once, so a client pipelining and never reading held every answer (4 connections of
+    // 3,000 GET /metrics: 505 MiB). Unfinished, the answer is pending: uWS closes the connection at the
+    // next request pipelined behind it, and drops it after 10 s without progress.
+    if (!res.tryEnd(reply.body, 0)[1]) finishWhenWritable(res, reply.body);
   }
+}
+
+/**
+ * Writes the rest of an answer that tryEnd could not finish as the socket drains. `offset`: the body's
+ * bytes written so far. uWS calls no handler of a response after its onAborted (every request has one).
+ */
+function finishWhenWritable(res: UwsResponse, body: string | Uint8Array): void {
+  const bytes = typeof body === "string" ? Buffer.from(body) : body;
+  res.onWritable((offset) => res.tryEnd(bytes.subarray(offset), bytes.byteLength)[0]);
 }
 
 /**
