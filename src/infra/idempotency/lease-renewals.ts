@@ -25,6 +25,11 @@ export type RenewKeys = (keys: string[], values: string[]) => Promise<number[]>;
 export class LeaseRenewals {
   private readonly held = new Map<string, { value: string; renewUntil: number }>();
   private timer: ReturnType<typeof setInterval> | undefined;
+  /**
+   * A tick's renewal still runs (a slow Redis, thousands of keys): the next tick is skipped rather than
+   * started beside it, which would pile calls of every key onto the Redis that is already slow.
+   */
+  private renewing = false;
 
   constructor(
     private readonly timing: LeaseTiming,
@@ -34,10 +39,7 @@ export class LeaseRenewals {
 
   hold(key: string, value = ""): void {
     this.held.set(key, { value, renewUntil: Date.now() + this.timing.pendingMs });
-    this.timer ??= setInterval(
-      () => void this.renewAll(),
-      Math.max(100, Math.floor(this.timing.leaseMs / 3)),
-    );
+    this.timer ??= setInterval(() => this.tick(), Math.max(100, Math.floor(this.timing.leaseMs / 3)));
     this.timer.unref?.();
   }
 
@@ -57,6 +59,14 @@ export class LeaseRenewals {
     this.held.clear();
     clearInterval(this.timer);
     this.timer = undefined;
+  }
+
+  private tick(): void {
+    if (this.renewing) return;
+    this.renewing = true;
+    void this.renewAll().finally(() => {
+      this.renewing = false;
+    });
   }
 
   private async renewAll(): Promise<void> {

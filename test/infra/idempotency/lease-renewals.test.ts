@@ -1,5 +1,6 @@
 import { expect, test } from "bun:test";
 import { LeaseRenewals } from "../../../src/infra/idempotency/lease-renewals.ts";
+import { waitUntil } from "../../support/wait.ts";
 
 test("held keys are renewed in slices of at most 1000, a lost one is dropped, and the timer stops with the last key", async () => {
   const calls: number[] = [];
@@ -34,4 +35,31 @@ test("a renewal that fails is reported once per tick, and the keys stay held for
   expect(errors).toHaveLength(1);
   expect(renewals.valueOf("k1499")).toBe("");
   renewals.clear();
+});
+
+test("a tick is skipped while the previous renewal still runs (a slow Redis), and the next one after it runs", async () => {
+  const calls: number[] = [];
+  let answer = () => {};
+  const renewals = new LeaseRenewals(
+    { leaseMs: 300, pendingMs: 60_000 },
+    (keys) => {
+      calls.push(keys.length);
+      return new Promise<number[]>((resolve) => {
+        answer = () => resolve([]);
+      });
+    },
+    () => {},
+  );
+  for (let i = 0; i < 1500; i++) renewals.hold(`k${i}`);
+  // Ticks every 100 ms: three came while the first slice of the first waits.
+  await Bun.sleep(350);
+  expect(calls).toEqual([1000]);
+  answer();
+  await Bun.sleep(10);
+  expect(calls).toEqual([1000, 500]);
+  answer();
+  await waitUntil(() => calls.length === 3, "the next tick's renewal");
+  expect(calls).toEqual([1000, 500, 1000]);
+  renewals.clear();
+  answer();
 });
