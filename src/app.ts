@@ -36,11 +36,7 @@ import { createSchemaRegistry } from "./infra/validation/registry.ts";
 import { msUntil, withDeadline } from "./lib/time.ts";
 import { type DrainStep, drainPlan } from "./lifecycle/drain-plan.ts";
 import type { Undelivered } from "./lifecycle/lifecycle.ts";
-import {
-  SUPERVISOR_CALL_TIMEOUT_MS,
-  type SupervisorStores,
-  supervisorStores,
-} from "./lifecycle/worker-stores.ts";
+import { type HeldStores, SUPERVISOR_CALL_TIMEOUT_MS, supervisorStores } from "./lifecycle/worker-stores.ts";
 import { supervisorEndpoint, WORKER_ENV, workerFanoutRelay } from "./lifecycle/workers.ts";
 import type { Logger } from "./log/logger.ts";
 import { createMetrics, type Metrics } from "./metrics/metrics.ts";
@@ -471,11 +467,13 @@ function memoryRecordIdStore(config: Config, onEarlyEviction: () => void): Memor
  * workers (the embedded default's, in its memory). An early eviction there is
  * not counted: the supervisor serves no metrics.
  */
-export function createSupervisorStores(config: Config): SupervisorStores | undefined {
+export function createSupervisorStores(config: Config): HeldStores | undefined {
   if (config.redisUrl) return undefined;
+  const options = idempotencyStoreOptions(config);
   return {
-    idempotency: new MemoryIdempotencyStore(idempotencyStoreOptions(config)),
+    idempotency: new MemoryIdempotencyStore(options),
     recordIds: memoryRecordIdStore(config, () => {}),
+    pendingMs: options.pendingMs,
   };
 }
 

@@ -46,24 +46,74 @@ export interface SupervisorStores {
   recordIds: RecordIdStore;
 }
 
+/** The stores the supervisor holds for its workers. */
+export interface HeldStores extends SupervisorStores {
+  /** How long a claim of either store holds without its request's answer (IDEMPOTENCY_PENDING_SEC). */
+  pendingMs: number;
+}
+
+/**
+ * Entries that lapse `lapseMs` after they were last set, as the claims they stand for lapse in the
+ * store: a worker's answer or release that never reached the supervisor (the worker at its bound of
+ * calls in flight, a failed send) would otherwise leave its entry for the worker's life. Oldest
+ * first (a set re-inserts at the young end), so each set sweeps the lapsed ones from the front.
+ */
+class LapsingEntries<V> {
+  private readonly entries = new Map<string, { value: V; lapsesAt: number }>();
+
+  constructor(private readonly lapseMs: number) {}
+
+  set(key: string, value: V): void {
+    const now = Date.now();
+    for (const [oldest, entry] of this.entries) {
+      if (entry.lapsesAt > now) break;
+      this.entries.delete(oldest);
+    }
+    this.entries.delete(key);
+    this.entries.set(key, { value, lapsesAt: now + this.lapseMs });
+  }
+
+  get(key: string): V | undefined {
+    const entry = this.entries.get(key);
+    return entry !== undefined && entry.lapsesAt > Date.now() ? entry.value : undefined;
+  }
+
+  delete(key: string): void {
+    this.entries.delete(key);
+  }
+
+  /** Removes the entries `matches` picks and returns those that had not lapsed. */
+  take(matches: (value: V) => boolean): Array<[string, V]> {
+    const now = Date.now();
+    const taken: Array<[string, V]> = [];
+    for (const [key, entry] of this.entries) {
+      if (!matches(entry.value)) continue;
+      this.entries.delete(key);
+      if (entry.lapsesAt > now) taken.push([key, entry.value]);
+    }
+    return taken;
+  }
+}
+
 /**
  * Which worker holds each Idempotency-Key claim of a supervisor's store, so that a worker that
  * dies mid-request (killed, crashed) frees its claims at once: its retry, which the kernel hands
  * to another worker, would otherwise get 409 for the whole pending time. A claim another worker
  * took over (the first one's lapsed) is that worker's: the dead one frees only its own. Entries
- * leave with their request's answer or release, or with their worker.
+ * leave with their request's answer or release, with their worker, or with the claim's lapse.
  */
-const claimHolders = new WeakMap<IdempotencyStore, Map<string, IpcEndpoint>>();
+const claimHolders = new WeakMap<IdempotencyStore, LapsingEntries<IpcEndpoint>>();
 
 /** In the supervisor: answers one worker's store calls from `stores`, and frees its claims when it is gone. */
-export function answerStoreCalls(worker: IpcEndpoint, stores: SupervisorStores): void {
-  const keyHolders = claimHolders.get(stores.idempotency) ?? new Map<string, IpcEndpoint>();
+export function answerStoreCalls(worker: IpcEndpoint, stores: HeldStores): void {
+  const keyHolders =
+    claimHolders.get(stores.idempotency) ?? new LapsingEntries<IpcEndpoint>(stores.pendingMs);
   claimHolders.set(stores.idempotency, keyHolders);
   const settled = (id: string) => {
     if (keyHolders.get(id) === worker) keyHolders.delete(id);
   };
   /** Record id claims of this worker's requests still writing, as `tenant` and request name. */
-  const writing = new Map<string, { tenant: string; claimant: string }>();
+  const writing = new LapsingEntries<{ tenant: string; claimant: string }>(stores.pendingMs);
   const methods: Record<StoreName, Record<string, (...args: never[]) => Promise<unknown>>> = {
     idempotency: {
       claim: async (id: string, fingerprint: string) => {
@@ -99,13 +149,9 @@ export function answerStoreCalls(worker: IpcEndpoint, stores: SupervisorStores):
   };
   worker.on("disconnect", () => {
     // Its requests died with it: nothing of theirs will answer, release or confirm.
-    for (const [id, holder] of keyHolders) {
-      if (holder !== worker) continue;
-      keyHolders.delete(id);
-      void stores.idempotency.release(id);
-    }
-    for (const { tenant, claimant } of writing.values()) void stores.recordIds.release(tenant, claimant);
-    writing.clear();
+    for (const [id] of keyHolders.take((holder) => holder === worker)) void stores.idempotency.release(id);
+    for (const [, { tenant, claimant }] of writing.take(() => true))
+      void stores.recordIds.release(tenant, claimant);
   });
   worker.on("message", (message) => {
     if (!isCall(message)) return;

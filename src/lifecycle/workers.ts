@@ -4,7 +4,7 @@ import { GatewayError } from "../domain/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import type { FanoutMessage, FanoutRelay } from "../ports/fanout-bus.ts";
 import { DRAIN_SIGNALS } from "./lifecycle.ts";
-import { answerStoreCalls, type IpcEndpoint, type SupervisorStores } from "./worker-stores.ts";
+import { answerStoreCalls, type HeldStores, type IpcEndpoint } from "./worker-stores.ts";
 
 export const WORKER_ENV = "EDGE_GATEWAY_WORKER";
 
@@ -140,7 +140,7 @@ export interface SuperviseOptions {
   drainTimeoutMs: number;
   log: Logger;
   /** Without Redis: the Idempotency-Key answers and record ids the workers share. */
-  stores: SupervisorStores | undefined;
+  stores: HeldStores | undefined;
   /** WORKER_STUCK_MS, but for tests. */
   stuckAfterMs?: number;
 }

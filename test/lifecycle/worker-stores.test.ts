@@ -3,8 +3,8 @@ import { MemoryRecordIdStore } from "../../src/infra/idempotency/memory-record-i
 import { MemoryIdempotencyStore } from "../../src/infra/idempotency/memory-store.ts";
 import {
   answerStoreCalls,
+  type HeldStores,
   type IpcEndpoint,
-  type SupervisorStores,
   supervisorStores,
 } from "../../src/lifecycle/worker-stores.ts";
 
@@ -54,15 +54,11 @@ function channel(): {
   };
 }
 
-function supervisorHolding(): SupervisorStores {
+function supervisorHolding(pendingMs = 60_000): HeldStores {
   return {
-    idempotency: new MemoryIdempotencyStore({
-      windowMs: 60_000,
-      pendingMs: 60_000,
-      maxKeys: 100,
-      maxBytes: 1e6,
-    }),
-    recordIds: new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 100 }),
+    idempotency: new MemoryIdempotencyStore({ windowMs: 60_000, pendingMs, maxKeys: 100, maxBytes: 1e6 }),
+    recordIds: new MemoryRecordIdStore({ pendingMs, maxIds: 100 }),
+    pendingMs,
   };
 }
 
@@ -141,6 +137,33 @@ describe("the supervisor's stores, reached by its workers", () => {
       reply,
     });
     expect(await other.idempotency.claim("acme\nother", "f")).toEqual({ state: "pending", fingerprint: "f" });
+  });
+
+  test("a worker's claims whose answer never reached the supervisor are forgotten with their lapse, not kept for the worker's life", async () => {
+    const held = supervisorHolding(100);
+    const releases: string[] = [];
+    const release = { idempotency: held.idempotency.release, recordIds: held.recordIds.release };
+    held.idempotency.release = (id) => {
+      releases.push(id);
+      return release.idempotency.call(held.idempotency, id);
+    };
+    held.recordIds.release = (tenant, claimant) => {
+      releases.push(claimant);
+      return release.recordIds.call(held.recordIds, tenant, claimant);
+    };
+    const link = channel();
+    answerStoreCalls(link.supervisor, held);
+    const { options } = failOpens();
+    const worker = supervisorStores(link.worker, options);
+    // Claimed, and the answer or release dropped in the worker (at its bound of calls in flight).
+    expect(await worker.idempotency.claim("acme\nlost", "f")).toEqual({ state: "claimed" });
+    expect(await worker.recordIds.claim("acme", ["r1"], "request-lost", 60_000)).toEqual(["new"]);
+    await Bun.sleep(150);
+    // Claimed within the pending time: the worker's exit still frees these.
+    expect(await worker.idempotency.claim("acme\nrunning", "f")).toEqual({ state: "claimed" });
+    expect(await worker.recordIds.claim("acme", ["r2"], "request-running", 60_000)).toEqual(["new"]);
+    link.workerGone();
+    expect(releases.sort()).toEqual(["acme\nrunning", "request-running"]);
   });
 
   test("a supervisor that does not answer: each call fails open at its deadline, counted", async () => {
