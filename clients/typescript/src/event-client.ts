@@ -440,13 +440,13 @@ export abstract class BatchingClient {
     // Unreadable storage, or storage that stops writing later: records go from memory only. Said once.
     const report = (error: unknown) =>
       this.#options.onError?.({ kind: "storage", status: undefined, message: messageOf(error), records: [] });
-    // Asked for in a then: a load that throws at once is reported as one that rejects.
-    const stored = await Promise.resolve()
-      .then(() => storage.load(report))
-      .catch((error): StoredRecord[] => {
+    // Asked for at once (before any add), inside a promise: a load that throws at once is reported as one that rejects.
+    const stored = await new Promise<StoredRecord[]>((resolve) => resolve(storage.load(report))).catch(
+      (error): StoredRecord[] => {
         report(error);
         return [];
-      });
+      },
+    );
     const present = new Set(this.#buffer.map((record) => record.id));
     const restored: Pending[] = [];
     const refused: Pending[] = [];

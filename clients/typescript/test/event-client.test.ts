@@ -938,6 +938,43 @@ describe("EventClient with storage: unsent records survive a restart", () => {
     }
   });
 
+  test("a custom storage is asked to load before the first add, as in 0.2.0: a record enqueued right after the client is made reaches add() after load(); a load that throws at once is reported", async () => {
+    const calls: string[] = [];
+    const storage: QueueStorage = {
+      load: async () => {
+        calls.push("load");
+        return [];
+      },
+      add: (records) => calls.push(`add ${records.length}`),
+      remove: () => {},
+      flush: async () => {},
+    };
+    const { fetch } = scriptedFetch([accepted]);
+    const events = client({ fetch, storage });
+    events.enqueue(click(1));
+    expect(calls).toEqual(["load", "add 1"]);
+    await events.close();
+
+    const failures: DeliveryFailure[] = [];
+    const throwing: QueueStorage = {
+      ...storage,
+      load: () => {
+        throw new Error("no connection");
+      },
+    };
+    const second = scriptedFetch([accepted]);
+    const other = client({
+      fetch: second.fetch,
+      storage: throwing,
+      onError: (failure) => failures.push(failure),
+    });
+    const id = other.enqueue(click(2));
+    await other.flush();
+    expect(second.sent.flatMap(idsOf)).toEqual([id as string]);
+    expect(failures).toEqual([{ kind: "storage", status: undefined, message: "no connection", records: [] }]);
+    await other.close();
+  });
+
   test("a file another live process holds is refused at once; one a killed process held is taken over", async () => {
     const folder = mkdtempSync(join(tmpdir(), "file-queue-"));
     const path = join(folder, "events.jsonl");
