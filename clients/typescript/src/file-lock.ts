@@ -264,19 +264,30 @@ export class FileLock {
    * Throws LockLost when the lock is no longer this one's: another process
    * holds it, or it is gone while the file it guards is there (another process
    * may have taken it, written the file and let it go). Gone with the file (its
-   * folder removed), it is taken again.
+   * folder removed), it is taken again; another process claiming it first
+   * makes it lost too.
    */
   check(): void {
     if (this.#lost) throw this.#lost;
     const holder = readHolder(this.#path)?.holder;
-    if (holder === undefined && !existsSync(this.#file)) this.#claim();
-    else if (holder?.token !== this.#token) {
-      this.#lost = new LockLost(
-        `${this.#path} was taken over${holder ? ` by ${describe(holder)}` : ""} while this process did not touch it for ${STALE_MS / 1000} s or more (paused?): this queue no longer writes the file`,
-      );
-      clearInterval(this.#refresh);
-      this.#onLost(this.#lost);
-      throw this.#lost;
+    if (holder?.token === this.#token) return;
+    if (holder === undefined && !existsSync(this.#file) && this.#claimedAgain()) return;
+    this.#lost = new LockLost(
+      `${this.#path} was taken over${holder ? ` by ${describe(holder)}` : ""} while this process did not touch it for ${STALE_MS / 1000} s or more (paused?): this queue no longer writes the file`,
+    );
+    clearInterval(this.#refresh);
+    this.#onLost(this.#lost);
+    throw this.#lost;
+  }
+
+  /** False when another process claimed the lock first: as lost as one taken over. */
+  #claimedAgain(): boolean {
+    try {
+      this.#claim();
+      return true;
+    } catch (error) {
+      if (error instanceof LockHeld) return false;
+      throw error;
     }
   }
 

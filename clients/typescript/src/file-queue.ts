@@ -102,6 +102,15 @@ export function fileQueue(path: string): FileQueue {
           // A line cut short by a crash: what it said was never confirmed.
         }
       }
+      try {
+        // Taken over before the first load (this process paused since it was made): the file is its new holder's.
+        lock?.check();
+      } catch (error) {
+        if (!(error instanceof LockLost)) throw error;
+        // Said once by the lock (stop); the file's records are the new holder's to send.
+        records.clear();
+        return;
+      }
       await compact();
     })();
     return loading;

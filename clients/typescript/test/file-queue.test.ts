@@ -305,6 +305,54 @@ try { await fileQueue(${JSON.stringify(path)}).close(); console.log("taken"); } 
     expect(existsSync(`${path}.lock`)).toBe(false);
   });
 
+  test("a queue whose lock was taken over before its first load leaves the new holder's file alone (load compacted it) and says so once", async () => {
+    const queue = fileQueue(path);
+    // The new holder's journal, not yet compacted: a compaction would rewrite it.
+    const journal = `${JSON.stringify(["+", "a", record("a").line])}\n${JSON.stringify(["-", "a"])}\n${JSON.stringify(["+", "b", record("b").line])}\n`;
+    writeFileSync(path, journal);
+    writeLock(JSON.stringify({ pid: 1, host: "elsewhere", token: "theirs" }));
+    const reports: unknown[] = [];
+    expect(await queue.load((error) => reports.push(error))).toEqual([]);
+    queue.add([record("c")]);
+    await queue.flush();
+    expect(readFileSync(path, "utf8")).toBe(journal);
+    expect(reports).toEqual([expect.objectContaining({ message: expect.stringContaining("taken over") })]);
+    await queue.close();
+  });
+
+  test("a lock another process claims first while this queue takes it again (gone with its file) is lost: said once, nothing written", async () => {
+    // The lock and file vanish (the folder emptied); as this queue claims the lock again, another process's link wins.
+    const script = `import { mock } from "bun:test";
+import * as fs from "node:fs";
+const real = { ...fs };
+let armed = false;
+mock.module("node:fs", () => ({
+  ...real,
+  linkSync: (from, to) => {
+    if (armed && to === ${JSON.stringify(`${path}.lock`)}) {
+      real.writeFileSync(to, JSON.stringify({ pid: 1, host: "elsewhere", token: "theirs" }));
+      throw Object.assign(new Error("EEXIST"), { code: "EEXIST" });
+    }
+    return real.linkSync(from, to);
+  },
+}));
+const { fileQueue } = await import(${JSON.stringify(MODULE)});
+const queue = fileQueue(${JSON.stringify(path)});
+const reports = [];
+await queue.load((error) => reports.push(String(error)));
+real.unlinkSync(${JSON.stringify(path)});
+real.unlinkSync(${JSON.stringify(`${path}.lock`)});
+armed = true;
+queue.add([{ id: "a", line: "{}" }]);
+await queue.flush();
+console.log(JSON.stringify({ reports, written: real.existsSync(${JSON.stringify(path)}) }));`;
+    // Not a write error to retry (one the write batcher would keep quiet about): the lock is lost, and said so.
+    expect(JSON.parse(await runChild(script))).toEqual({
+      reports: [expect.stringContaining("taken over")],
+      written: false,
+    });
+  });
+
   test("a lock that fails otherwise than held (a folder in its way) makes load() reject: the client says so once and runs from memory", async () => {
     mkdirSync(`${path}.lock`);
     expect(fileQueue(path).load()).rejects.toThrow("EISDIR");
