@@ -26,6 +26,7 @@ export interface HttpRequest {
 export interface HttpReply {
   status: number;
   headers?: Record<string, string>;
+  /** Not changed once returned: the adapter may write it later, as the client reads (uWS onWritable). */
   body: string | Uint8Array;
   /**
    * Headers shared by many replies (the router's response policy, joined
