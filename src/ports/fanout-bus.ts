@@ -76,13 +76,18 @@ export interface LogRead {
   maxBytes: number;
   /** Epoch ms at which the read stops and answers with what it read so far. */
   deadline: number;
+  /** A `from` the log no longer holds starts at the partition's first offset instead of answering `gone`. */
+  fromEarliest?: boolean;
 }
 
 /**
  * `gone`: the log no longer holds `from`. Otherwise the channel's messages in
  * order, and `next`, the first offset not read: `until` once the read is complete.
+ * `from`: where the read started (the partition's first offset when `fromEarliest` moved it there).
  */
-export type LogReadResult = { gone: true } | { gone: false; messages: DeliveredMessage[]; next: bigint };
+export type LogReadResult =
+  | { gone: true }
+  | { gone: false; messages: DeliveredMessage[]; next: bigint; from?: bigint };
 
 /**
  * Carries fan-out messages to every gateway instance. Over Kafka every

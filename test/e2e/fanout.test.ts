@@ -176,6 +176,33 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
     after.close();
   });
 
+  test("without since, an instance that never watched the channel answers its latest events from the fan-out topic, oldest first", async () => {
+    await ingest(first, "acme", "unwatched", 0, 3);
+    // Another tenant's same-named channel, on the same partition key space, must not appear.
+    await ingest(first, "globex", "unwatched", 10, 2);
+    const bearer = await token("acme", ["subscribe"]);
+    const latest = async (gateway: RunningGateway, query = "") =>
+      (await (
+        await fetch(`${gateway.url}/v1/channels/unwatched/events${query}`, {
+          headers: { authorization: `Bearer ${bearer}` },
+        })
+      ).json()) as { events: Frame[]; next: string | null };
+    await waitUntil(async () => (await latest(second)).events.length === 3, "the 3 events from the topic");
+    for (const gateway of [first, second]) {
+      const body = await latest(gateway);
+      expect(body.events.map((event) => (event.data as { element: string }).element)).toEqual([
+        "e0",
+        "e1",
+        "e2",
+      ]);
+      expect(body.next).toBeNull();
+    }
+    const paged = await latest(second, "?limit=2");
+    expect(paged.events.map((event) => (event.data as { element: string }).element)).toEqual(["e0", "e1"]);
+    const rest = await latest(second, `?since=${paged.next}`);
+    expect(rest.events.map((event) => (event.data as { element: string }).element)).toEqual(["e2"]);
+  });
+
   test("since older than the history: history_gone on the socket and 410 on HTTP", async () => {
     const socket = await connectSubscriber(second, "acme");
     await ingest(first, "acme", "old", 0, 1);

@@ -56,19 +56,20 @@ export class FakeLog implements Pick<FanoutBus, "head" | "readLog" | "logEnd"> {
   async readLog(request: LogRead): Promise<LogReadResult> {
     this.reads.push(request);
     if (this.gated) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    if (this.earliest > request.from) return { gone: true };
+    if (this.earliest > request.from && !request.fromEarliest) return { gone: true };
+    const from = this.earliest > request.from ? this.earliest : request.from;
     const messages: DeliveredMessage[] = [];
     let bytes = 0;
     for (const entry of this.log) {
       const offset = entry.position.offset;
-      if (offset < request.from || offset >= request.until) continue;
+      if (offset < from || offset >= request.until) continue;
       if (entry.tenant !== request.tenant || entry.channel !== request.channel) continue;
       bytes += entry.dataJson.length;
       if (messages.length >= request.maxMessages || (messages.length > 0 && bytes > request.maxBytes))
-        return { gone: false, messages, next: offset };
+        return { gone: false, messages, next: offset, from };
       messages.push(entry);
     }
-    return { gone: false, messages, next: request.until };
+    return { gone: false, messages, next: request.until, from };
   }
 }
 

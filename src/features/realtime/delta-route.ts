@@ -34,7 +34,10 @@ export function deltaRoute(
       const since = requireSince(request.query.get("since") || undefined, "since");
       // The position is taken first: a read of the log answers up to where live delivery stood then.
       const lastEventId = JSON.stringify(deps.resume.position(principal.tenant, channel));
-      const resumed = deps.resume.after(principal.tenant, channel, since, limit);
+      const resumed =
+        since === undefined
+          ? deps.resume.latest(principal.tenant, channel, limit)
+          : deps.resume.after(principal.tenant, channel, since, limit);
       deps.interested?.(principal.tenant, channel);
       const page: ResumeOutcome = isPending(resumed) ? await resumed.outcome : resumed;
       if (page.kind === "gone") throw new GatewayError("history_gone", page.message);

@@ -60,6 +60,8 @@ class ChannelLog {
   events: HistoryEvent[] = [];
   /** Bytes of `events`; the log's own cost (`overheadBytes`) counts for its tenant and the instance only. */
   bytes = 0;
+  /** The channel's own bounds evicted from it: it holds as many of its latest events as it may keep. */
+  full = false;
   readonly overheadBytes: number;
 
   constructor(
@@ -179,7 +181,10 @@ export class ChannelHistory {
       this.evictOldest(log);
       evicted++;
     }
-    if (evicted > 0) this.onEvict("channel", evicted);
+    if (evicted > 0) {
+      log.full = true;
+      this.onEvict("channel", evicted);
+    }
     evicted = 0;
     while (tenant.bytes > this.limits.tenantMaxBytes && tenant.events > 1) {
       this.evictOldestOf(tenant);
@@ -194,6 +199,21 @@ export class ChannelHistory {
       evicted++;
     }
     if (evicted > 0) this.onEvict("instance_budget", evicted);
+  }
+
+  /** The most events one channel keeps: what an answer of a channel's latest events holds at most. */
+  get eventsPerChannel(): number {
+    return this.limits.eventsPerChannel;
+  }
+
+  /**
+   * Whether the kept events are the channel's latest as far as this history
+   * would keep them: always when every channel is kept; with `watched`, once
+   * the channel's own bounds evicted from its log (what it skipped before its
+   * watch would have been evicted too).
+   */
+  holdsLatest(channelKey: string): boolean {
+    return this.keeps === "every" || this.logs.get(channelKey)?.full === true;
   }
 
   lastId(channelKey: string): string | undefined {

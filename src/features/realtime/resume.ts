@@ -1,7 +1,7 @@
 import { channelTopic } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
 import { type EventPosition, formatEventId, isEventId, parseEventId } from "../../domain/event-id.ts";
-import type { FanoutBus, LivePosition } from "../../ports/fanout-bus.ts";
+import type { DeliveredMessage, FanoutBus, LivePosition } from "../../ports/fanout-bus.ts";
 import { historyEvent } from "./fanout.ts";
 import type { ChannelHistory, HistoryEvent } from "./history.ts";
 
@@ -64,6 +64,12 @@ export function requireSince(since: string | undefined, name: string): string | 
 
 /** How long a client waits after a refusal for lack of replay capacity. */
 const BUSY_RETRY_MS = 1000;
+
+/**
+ * Offsets of the partition the first window of a scan for a channel's latest
+ * events reads back from the end; each further window is twice the last.
+ */
+const FIRST_WINDOW_OFFSETS = 1024n;
 
 /** How often a resume from ahead of this instance's live reader looks whether the reader got there. */
 const CATCH_UP_POLL_MS = 10;
@@ -184,6 +190,33 @@ export class Resume {
   }
 
   /**
+   * The channel's latest events (as many as the history keeps of a channel),
+   * oldest first, the first `limit` of them: what `after` answers without
+   * `since` when memory has kept the channel. Memory answers when it holds
+   * them; else (a channel no connection here watched long enough) they are
+   * found in the log: its partition is read back from the live reader's
+   * position in growing windows, each forward, within the replay bounds. A
+   * bound (bytes, deadline) or the partition's start ends the scan with what
+   * it found: the newest events, without a gap up to the reader's position.
+   */
+  latest(tenant: string, channel: string, limit: number): ResumeOutcome | PendingResume {
+    const head = this.bus.head(`${tenant}/${channel}`);
+    if (!this.bus.readLog || this.history.holdsLatest(channelTopic(tenant, channel)))
+      return this.after(tenant, channel, undefined, limit);
+    if (!head) return busy("this instance has not started reading the fan-out log yet");
+    if (head.next <= 0n) return this.after(tenant, channel, undefined, limit);
+    const key = `${tenant}\n${channel}\nlatest\n${head.next}\n${limit}`;
+    const shared = this.reading.get(key);
+    if (shared) return { until: head.next, outcome: shared };
+    if (this.active >= this.limits.maxConcurrent) return busy("this instance is replaying as much as it may");
+    if ((this.activePerTenant.get(tenant) ?? 0) >= this.limits.maxConcurrentPerTenant)
+      return busy("this tenant is replaying as much as it may");
+    const outcome = this.readLatest(tenant, channel, head, limit).finally(() => this.reading.delete(key));
+    this.reading.set(key, outcome);
+    return { until: head.next, outcome };
+  }
+
+  /**
    * A `since` this instance's live reader has not reached yet: an id another
    * instance, further on in the log, delivered (a client that moved from it,
    * or whose load balancer takes turns). Neither memory nor the log has
@@ -267,6 +300,102 @@ export class Resume {
     }
   }
 
+  private async readLatest(
+    tenant: string,
+    channel: string,
+    head: LivePosition,
+    limit: number,
+  ): Promise<ResumeOutcome> {
+    this.active++;
+    this.activePerTenant.set(tenant, (this.activePerTenant.get(tenant) ?? 0) + 1);
+    try {
+      const want = this.history.eventsPerChannel;
+      const deadline = Date.now() + this.limits.timeoutMs;
+      let found: DeliveredMessage[] = [];
+      let end = head.next;
+      let window = FIRST_WINDOW_OFFSETS;
+      while (found.length < want && end > 0n && Date.now() < deadline) {
+        const from = end > window ? end - window : 0n;
+        const read = await this.readWindow(
+          tenant,
+          channel,
+          head.partition,
+          from,
+          end,
+          want - found.length,
+          deadline,
+        );
+        // A window not read to its end would leave a gap before what was found: the scan ends without it.
+        if (!read) break;
+        const newer = [...read.messages, ...found];
+        found = newestWithin(newer, this.limits.maxBytes);
+        // The partition's start, or the byte bound: nothing older fits.
+        if (read.from > from || from === 0n || read.trimmed || found.length < newer.length) break;
+        end = from;
+        window *= 2n;
+      }
+      const events = found.map(historyEvent);
+      const page = events.length > limit ? events.slice(0, limit) : events;
+      const complete = page.length === events.length;
+      return { kind: "events", events: page, complete, next: complete ? null : (page.at(-1)?.id ?? null) };
+    } catch {
+      return { kind: "try_again", retryAfterMs: BUSY_RETRY_MS, message: "the log could not be read in time" };
+    } finally {
+      this.active--;
+      const left = (this.activePerTenant.get(tenant) ?? 1) - 1;
+      if (left > 0) this.activePerTenant.set(tenant, left);
+      else this.activePerTenant.delete(tenant);
+    }
+  }
+
+  /**
+   * The channel's newest `want` messages in offsets `from` to `end` of the
+   * partition (from its first offset, when the log no longer holds `from`),
+   * as many as fit in the byte bound (`trimmed` when older ones did not), and
+   * where the window started; undefined when the window could not be read to
+   * its end (the deadline, or the log gone or cut short under the read).
+   */
+  private async readWindow(
+    tenant: string,
+    channel: string,
+    partition: number,
+    from: bigint,
+    end: bigint,
+    want: number,
+    deadline: number,
+  ): Promise<{ messages: DeliveredMessage[]; from: bigint; trimmed: boolean } | undefined> {
+    if (!this.bus.readLog) return undefined;
+    let messages: DeliveredMessage[] = [];
+    let trimmed = false;
+    let start = from;
+    let at = from;
+    while (at < end) {
+      const read = await this.bus.readLog({
+        tenant,
+        channel,
+        partition,
+        from: at,
+        until: end,
+        maxMessages: want,
+        maxBytes: this.limits.maxBytes,
+        deadline,
+        fromEarliest: true,
+      });
+      if (read.gone) return undefined;
+      if (at === from && read.from !== undefined) start = read.from;
+      messages.push(...read.messages);
+      if (messages.length > want) messages = messages.slice(-want);
+      const fitting = newestWithin(messages, this.limits.maxBytes);
+      trimmed ||= fitting.length < messages.length;
+      messages = fitting;
+      if (read.next >= end) return { messages, from: start, trimmed };
+      // No progress: out of time, or the log ends before `end` (truncated under the read).
+      if (read.next <= at || Date.now() >= deadline) return undefined;
+      at = read.next;
+    }
+    return { messages, from: start, trimmed };
+  }
+
   private async readLog(
     tenant: string,
     channel: string,
@@ -302,6 +431,16 @@ export class Resume {
       else this.activePerTenant.delete(tenant);
     }
   }
+}
+
+/** Keeps the newest of `messages` whose payloads fit in `maxBytes` (the newest one always). */
+function newestWithin(messages: DeliveredMessage[], maxBytes: number): DeliveredMessage[] {
+  let bytes = 0;
+  for (let i = messages.length - 1; i >= 0; i--) {
+    bytes += (messages[i] as DeliveredMessage).dataJson.length;
+    if (bytes > maxBytes && i < messages.length - 1) return messages.slice(i + 1);
+  }
+  return messages;
 }
 
 function busy(message: string): ResumeOutcome {

@@ -225,15 +225,17 @@ export class KafkaFanoutBus implements FanoutBus {
       })
     ).get(this.topic)?.[partition];
     if (earliest === undefined) throw new Error(`no earliest offset for ${this.topic}/${partition}`);
-    if (earliest > request.from) return { gone: true };
+    const startsLater = earliest > request.from;
+    if (startsLater && !request.fromEarliest) return { gone: true };
+    const from = startsLater ? earliest : request.from;
     const tenant = Buffer.from(request.tenant);
     const channel = Buffer.from(request.channel);
     const messages: DeliveredMessage[] = [];
     let bytes = 0;
-    let offset = request.from;
+    let offset = from;
     while (offset < until) {
       // Out of time: what was read so far, in order, with where to go on from.
-      if (Date.now() >= request.deadline) return { gone: false, messages, next: offset };
+      if (Date.now() >= request.deadline) return { gone: false, messages, next: offset, from };
       const response = await reader.fetch({
         node: leader,
         topics: [
@@ -257,7 +259,7 @@ export class KafkaFanoutBus implements FanoutBus {
       const read = response.responses[0]?.partitions[0];
       if (!read?.records?.length) {
         // Nothing past `offset` although the live reader read up to `until`: the log was truncated.
-        if (read && read.highWatermark <= offset) return { gone: false, messages, next: offset };
+        if (read && read.highWatermark <= offset) return { gone: false, messages, next: offset, from };
         continue;
       }
       for (const batch of read.records) {
@@ -266,7 +268,7 @@ export class KafkaFanoutBus implements FanoutBus {
           for (const record of batch.records) {
             const at = batch.firstOffset + BigInt(record.offsetDelta);
             if (at < offset) continue;
-            if (at >= until) return { gone: false, messages, next: until };
+            if (at >= until) return { gone: false, messages, next: until, from };
             if (
               !hasHeader(record.headers, TENANT_HEADER, tenant) ||
               !hasHeader(record.headers, CHANNEL_HEADER, channel)
@@ -276,14 +278,14 @@ export class KafkaFanoutBus implements FanoutBus {
             if (!message || message === UNWANTED) continue;
             bytes += message.dataJson.length;
             if (messages.length >= request.maxMessages || (messages.length > 0 && bytes > request.maxBytes))
-              return { gone: false, messages, next: at };
+              return { gone: false, messages, next: at, from };
             messages.push({ ...message, position: { epoch: this.epoch, partition, offset: at } });
           }
         }
         if (batchEnd > offset) offset = batchEnd;
       }
     }
-    return { gone: false, messages, next: until };
+    return { gone: false, messages, next: until, from };
   }
 
   async close(): Promise<void> {

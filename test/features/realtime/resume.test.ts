@@ -2,11 +2,12 @@ import { describe, expect, test } from "bun:test";
 import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { deltaRoute } from "../../../src/features/realtime/delta-route.ts";
+import { ChannelHistory } from "../../../src/features/realtime/history.ts";
 import { type ConnectionState, WsHub } from "../../../src/features/realtime/hub.ts";
-import { Resume } from "../../../src/features/realtime/resume.ts";
+import { isPending, Resume, type ResumeOutcome } from "../../../src/features/realtime/resume.ts";
 import { createLogger } from "../../../src/log/logger.ts";
 import type { HttpRequest, SendResult, WsPeer } from "../../../src/ports/transport.ts";
-import { id, LIMITS, resumeWorld } from "../../support/fanout-log.ts";
+import { FakeLog, id, LIMITS, message, resumeWorld } from "../../support/fanout-log.ts";
 
 const principal: Principal = {
   subject: "s",
@@ -418,5 +419,131 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
       status: 503,
       headers: { "retry-after": "1" },
     });
+  });
+});
+
+describe("a channel's latest events without since, on an instance that did not keep them (scanned back in the log)", () => {
+  /** With Kafka: memory keeps only watched channels, 3 events each; `log` holds `length` offsets, `channel` x at `at`. */
+  function scanWorld(length: number, at: number[], limits = LIMITS) {
+    const history = new ChannelHistory(
+      {
+        eventsPerChannel: 3,
+        bytesPerChannel: 1 << 20,
+        channels: 100,
+        maxBytes: 1 << 24,
+        tenantMaxBytes: 1 << 24,
+      },
+      () => {},
+      "watched",
+    );
+    const log = new FakeLog();
+    const wanted = new Set(at);
+    for (let offset = 0; offset < length; offset++) {
+      // Between the channel's events: other channels, and another tenant's channel of the same name.
+      log.log.push(
+        message(
+          offset,
+          wanted.has(offset) ? "x" : "other",
+          wanted.has(offset) || offset % 2 ? "acme" : "globex",
+        ),
+      );
+      if (!wanted.has(offset) && offset % 2 === 0) (log.log.at(-1) as { channel: string }).channel = "x";
+    }
+    log.next = BigInt(length);
+    history.setOrigin("e1", 0, 0n);
+    return { history, log, resume: new Resume(history, log, limits) };
+  }
+
+  async function latest(resume: Resume, limit = 100): Promise<ResumeOutcome> {
+    const outcome = resume.latest("acme", "x", limit);
+    return isPending(outcome) ? await outcome.outcome : outcome;
+  }
+
+  test("reads back in growing windows from the live position until the kept number is found, oldest first", async () => {
+    const world = scanWorld(5000, [10, 20, 30, 4990]);
+    expect(await latest(world.resume)).toEqual({
+      kind: "events",
+      events: [20, 30, 4990].map((offset) => expect.objectContaining({ id: id(offset) })),
+      complete: true,
+      next: null,
+    });
+    // Windows of 1024, 2048, then 4096 offsets back from the end, reaching offset 0; the last one holds
+    // more than the 2 still wanted, so it is read on from where the first read stopped, keeping the newest.
+    expect(world.log.reads.map((read) => [read.from, read.until])).toEqual([
+      [3976n, 5000n],
+      [1928n, 3976n],
+      [0n, 1928n],
+      [30n, 1928n],
+    ]);
+  });
+
+  test("stops at the partition's first offset the log still holds, with what it found", async () => {
+    const world = scanWorld(3000, [5, 2500]);
+    world.log.earliest = 100n;
+    const outcome = await latest(world.resume);
+    expect(outcome).toMatchObject({ kind: "events", events: [{ id: id(2500) }], complete: true, next: null });
+    expect(world.log.reads.at(-1)).toMatchObject({ from: 0n, fromEarliest: true });
+  });
+
+  test("pages by limit with next; since=next gets the rest", async () => {
+    const world = scanWorld(100, [10, 20, 30, 40]);
+    const first = await latest(world.resume, 2);
+    expect(first).toMatchObject({
+      kind: "events",
+      events: [{ id: id(20) }, { id: id(30) }],
+      complete: false,
+      next: id(30),
+    });
+    const rest = world.resume.after("acme", "x", id(30), 2);
+    expect(isPending(rest) ? await rest.outcome : rest).toMatchObject({
+      events: [{ id: id(40) }],
+      complete: true,
+    });
+  });
+
+  test("the byte bound and the deadline end the scan with the newest events found, not try_again", async () => {
+    // Each payload is {"n":<offset>}: 10 bytes at 4 digits; 25 bytes keep the newest two.
+    const bytes = scanWorld(5000, [1000, 2000, 4000, 4500], { ...LIMITS, maxBytes: 25 });
+    expect(await latest(bytes.resume)).toMatchObject({
+      kind: "events",
+      events: [{ id: id(4000) }, { id: id(4500) }],
+    });
+    const slow = scanWorld(5000, [1000, 4500], { ...LIMITS, timeoutMs: 60 });
+    const read = slow.log.readLog.bind(slow.log);
+    slow.log.readLog = async (request) => {
+      await new Promise((resolve) => setTimeout(resolve, 40));
+      return read(request);
+    };
+    expect(await latest(slow.resume)).toMatchObject({
+      kind: "events",
+      events: [{ id: id(4500) }],
+      complete: true,
+    });
+    expect(slow.log.reads).toHaveLength(2);
+  });
+
+  test("a watched channel whose memory holds its latest events is answered from memory, without reading the log", async () => {
+    const world = scanWorld(10, [1, 2, 3, 4, 5]);
+    world.history.watch("t/acme/x", 0, 0n);
+    for (const offset of [1, 2, 3, 4]) {
+      world.history.append("t/acme/x", {
+        id: id(offset),
+        position: { epoch: "e1", partition: 0, offset: BigInt(offset) },
+        frame: "{}",
+      });
+    }
+    expect(await latest(world.resume)).toMatchObject({
+      events: [{ id: id(2) }, { id: id(3) }, { id: id(4) }],
+    });
+    expect(world.log.reads).toHaveLength(0);
+  });
+
+  test("past the concurrent replays of the tenant: try_again, never an empty answer", async () => {
+    const world = scanWorld(10, [1]);
+    world.log.gated = true;
+    const held = world.resume.latest("acme", "x", 100);
+    expect(world.resume.latest("acme", "y", 100)).toMatchObject({ kind: "try_again" });
+    world.log.release();
+    expect(isPending(held) && (await held.outcome)).toMatchObject({ events: [{ id: id(1) }] });
   });
 });
