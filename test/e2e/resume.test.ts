@@ -193,7 +193,7 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
     expect({ refused, rounds }).toMatchObject({ refused: { code: "try_again", retryAfterMs: 1000 } });
   });
 
-  test("a since whose offset the log deleted is history_gone", async () => {
+  test("a since whose offset the log deleted is history_gone; a page without since starts at the first offset the log holds", async () => {
     const socket = await connectSubscriber(gateway);
     socket.send({ type: "subscribe", channel: "deleted" });
     await socket.next((frame) => frame.type === "subscribed");
@@ -228,6 +228,27 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
     });
     expect(response.status).toBe(410);
     socket.close();
+
+    // Without since, a channel this instance did not keep is read back from the partition's end: the
+    // scan reaches offsets the log deleted and starts at the first one it holds, not at history_gone.
+    const latest = async (channel: string) =>
+      (await (
+        await fetch(`${gateway.url}/v1/channels/${channel}/events`, { headers: { authorization } })
+      ).json()) as {
+        events: Frame[];
+        lastEventId: string;
+      };
+    let unkept = "";
+    for (let n = 0; !unkept && n < 30; n++) {
+      const position = parseEventId((await latest(`unkept${n}`)).lastEventId);
+      if (position?.partition === last?.partition) unkept = `unkept${n}`;
+    }
+    await publish(gateway, unkept, 0, 1);
+    await waitUntil(
+      async () => (await latest(unkept)).events.length === 1,
+      "the event read back from the topic",
+    );
+    expect(numbers((await latest(unkept)).events)).toEqual([0]);
   });
 
   /** Reads an event stream until `done` holds for its text (or 10 s), then drops it: the text. */
