@@ -302,12 +302,13 @@ export class Router {
         const cors = this.cors;
         return { routeName: path, run: () => answerPreflight(cors, request, methods) };
       }
-      // With CORS on, the path answers OPTIONS too (its preflights), so Allow lists it (RFC 9110 §10.2.1).
-      const allow = (this.cors ? [...methods, "OPTIONS"] : methods).join(", ");
-      const message =
-        request.method === "OPTIONS" && this.cors
-          ? `use ${methods.join(", ")} on ${path}: OPTIONS is answered as a CORS preflight, with Access-Control-Request-Method`
-          : `use ${allow} on ${path}`;
+      // With CORS on, the path answers OPTIONS too (its preflights), so Allow lists it (RFC 9110 §10.2.1);
+      // but not in the 405 to a plain OPTIONS, which would name the very method it refuses.
+      const plainOptions = request.method === "OPTIONS" && this.cors !== undefined;
+      const allow = (this.cors && !plainOptions ? [...methods, "OPTIONS"] : methods).join(", ");
+      const message = plainOptions
+        ? `use ${allow} on ${path}: OPTIONS is answered as a CORS preflight, with Access-Control-Request-Method`
+        : `use ${allow} on ${path}`;
       return {
         routeName: path,
         run: () => {
