@@ -25,6 +25,51 @@ async function post(
   return { status: response.status, text: await response.text() };
 }
 
+/**
+ * Sends each request whole (head and body in one write) on one keep-alive connection, waiting for
+ * each answer, and returns the answers' heads; a connection the gateway closed ends the list.
+ */
+async function keepAliveExchange(port: number, requests: string[]): Promise<string[]> {
+  const socket = connect(port, "127.0.0.1");
+  socket.on("error", () => {});
+  let received = "";
+  let wake = () => {};
+  let open = true;
+  socket.on("data", (chunk) => {
+    received += chunk.toString("latin1");
+    wake();
+  });
+  socket.on("close", () => {
+    open = false;
+    wake();
+  });
+  const heads: string[] = [];
+  try {
+    for (const request of requests) {
+      socket.write(request);
+      for (;;) {
+        const headEnd = received.indexOf("\r\n\r\n");
+        const length = Number(/content-length: (\d+)/i.exec(received.slice(0, headEnd))?.[1] ?? 0);
+        if (headEnd >= 0 && received.length >= headEnd + 4 + length) {
+          heads.push(received.slice(0, headEnd).toLowerCase());
+          received = received.slice(headEnd + 4 + length);
+          break;
+        }
+        if (!open) return heads;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+      }
+    }
+    // A connection closed after the last answer: give the close a moment to arrive.
+    await Bun.sleep(50);
+    if (!open) heads.push("closed");
+    return heads;
+  } finally {
+    socket.destroy();
+  }
+}
+
 /** How long /health/live takes to answer while `work` runs: the event loop's stall. */
 /** Probes /health/live while `work` runs and returns every status it got (none may be an error). */
 async function liveStatusesDuring(gateway: RunningGateway, work: Promise<unknown>): Promise<number[]> {
@@ -60,6 +105,8 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
       KAFKA_DLQ_TOPIC: deadLetters,
       // Eight bodies of MAX_BODY_BYTES (1 MiB): a tenant may hold half while others hold nothing.
       REQUEST_BODIES_MAX_BYTES: String(8 * 1024 * 1024),
+      // No Redis: a refusal is then answered without I/O, before uWS delivered the body that came with it.
+      REDIS_URL: "",
     });
     await waitForLog(gateway, "fan-out consumer reading");
     ingestAuth = {
@@ -253,6 +300,26 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
     if (runtime === "node") expect(outcome).toBe("closed");
   });
 
+  test("an early answer to a small body sent whole (401, 415) keeps the keep-alive connection open", async () => {
+    const head = (headers: string) => `POST /v1/events HTTP/1.1\r\nhost: gateway\r\n${headers}`;
+    const json = '{"type":"click","data":{"element":"b"}}';
+    const heads = await keepAliveExchange(gateway.port, [
+      `${head("content-type: application/json\r\n")}content-length: ${json.length}\r\n\r\n${json}`,
+      `${head("content-type: application/json\r\n")}content-length: 0\r\n\r\n`,
+      `${head("content-type: application/json\r\n")}transfer-encoding: chunked\r\n\r\n${json.length.toString(16)}\r\n${json}\r\n0\r\n\r\n`,
+      `${head(`authorization: ${ingestAuth.authorization}\r\ncontent-type: text/plain\r\n`)}content-length: 3\r\n\r\nabc`,
+      "GET /health/live HTTP/1.1\r\nhost: gateway\r\n\r\n",
+    ]);
+    expect(heads.map((answer) => answer.slice(0, 12))).toEqual([
+      "http/1.1 401",
+      "http/1.1 401",
+      "http/1.1 401",
+      "http/1.1 415",
+      "http/1.1 200",
+    ]);
+    for (const answer of heads) expect(answer).not.toContain("connection: close");
+  });
+
   test("a tenant holding uploads open past its share of REQUEST_BODIES_MAX_BYTES gets 503 overloaded, and another tenant still gets in", async () => {
     const hog = await token("hog", ["ingest"]);
     // Announces MAX_BODY_BYTES and sends half: the gateway holds the body until the rest comes.
@@ -357,5 +424,14 @@ describe.each(RUNTIMES)("per-IP budget before the body on %s", (runtime) => {
     expect(second).toBeDefined();
     if (!second) return;
     expect(JSON.parse(second.text).error).toBe("rate_limited");
+  });
+
+  test("a 429 to a small body sent whole keeps the keep-alive connection open: a limited client does not reconnect", async () => {
+    const request =
+      "POST /v1/events HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+    const heads = await keepAliveExchange(gateway.port, [request, request, request]);
+    expect(heads).toHaveLength(3);
+    expect(heads.some((answer) => answer.startsWith("http/1.1 429"))).toBe(true);
+    for (const answer of heads) expect(answer).not.toContain("connection: close");
   });
 });

@@ -58,6 +58,12 @@ type ListenWithOptions = (
 ) => void;
 
 const METHODS_WITHOUT_BODY = new Set(["GET", "HEAD", "OPTIONS", "DELETE"]);
+
+/**
+ * A body announced at most this long, still arriving when its request is answered, is let in on an
+ * open connection: its buffer is small, and closing would cost a keep-alive client a reconnect.
+ */
+const SMALL_BODY_BYTES = 64 * 1024;
 // A leading U+FEFF stays (TextDecoder drops it by default): Bun hands text frames over as sent.
 const textDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
@@ -191,6 +197,10 @@ class UwsHttpRequest implements HttpRequest {
   private abortBody: ((error: Error) => void) | undefined;
   /** The whole body has come (or there is none). */
   private bodyReceived = false;
+  /** The body's Content-Length; undefined when chunked. */
+  private readonly announcedBodyBytes: number | undefined;
+  /** The client went away: `res` may no longer be touched (a reply waiting a turn is dropped). */
+  private aborted = false;
   /** The open streaming response, told when the client goes away. */
   private stream: UwsStream | undefined;
 
@@ -208,10 +218,12 @@ class UwsHttpRequest implements HttpRequest {
     this.rawQuery = query;
     res.onAborted(() => {
       this.closed = true;
+      this.aborted = true;
       this.abortBody?.(clientClosed());
       this.stream?.aborted();
     });
-    this.bodyReceived = METHODS_WITHOUT_BODY.has(this.method);
+    this.announcedBodyBytes = parseContentLength(headers.get("content-length"));
+    this.bodyReceived = METHODS_WITHOUT_BODY.has(this.method) || this.announcedBodyBytes === 0;
     this.bodyBytes = this.bodyReceived
       ? Promise.resolve(new Uint8Array(0))
       : new Promise<Uint8Array>((resolve, reject) => {
@@ -220,7 +232,7 @@ class UwsHttpRequest implements HttpRequest {
             this.bodyReceived = true;
             resolve(body);
           };
-          collectBody(res, maxBodyBytes, parseContentLength(headers.get("content-length")), received, reject);
+          collectBody(res, maxBodyBytes, this.announcedBodyBytes, received, reject);
         });
     // The core may answer without reading the body (401, 415, ...): keep that rejection handled.
     this.bodyBytes.catch(() => {});
@@ -286,13 +298,31 @@ class UwsHttpRequest implements HttpRequest {
       return;
     }
     this.closed = true;
-    // Answered before its body came (a 401, a 415, a refusal): the connection closes. Left open, uWS goes
-    // on receiving the upload into its buffer, allocated at its Content-Length, for as long as the client
-    // takes to send it: a client holding uploads open after their 401 held 1 MiB each.
-    const answer = this.bodyReceived || reply.closeConnection ? reply : { ...reply, closeConnection: true };
-    this.res.cork(() => writeReply(this.res, answer, head, this.headers.get("connection")?.length === 5));
+    if (this.bodyReceived || reply.closeConnection) this.write(reply, head);
+    else {
+      // Answered before its body came (a 401, a 415, a refusal). uWS hands over body bytes it already
+      // holds only after the handler returns, and Node runs the microtasks answering without I/O first:
+      // so the decision waits a turn, for what came with the head.
+      setImmediate(() => {
+        if (!this.aborted) this.write(this.bodyReceived ? reply : this.closingIfUploading(reply), head);
+      });
+    }
     // HEAD: the head of a stream, which never opens.
     listener?.closed();
+  }
+
+  private write(reply: HttpReply, head: boolean): void {
+    this.res.cork(() => writeReply(this.res, reply, head, this.headers.get("connection")?.length === 5));
+  }
+
+  /**
+   * Closes the connection of an answer whose large or chunked body is still arriving: left open, uWS
+   * goes on receiving the upload into its buffer, allocated at its Content-Length, for as long as the
+   * client takes to send it (a client holding uploads open after their 401 held 1 MiB each).
+   */
+  private closingIfUploading(reply: HttpReply): HttpReply {
+    const small = this.announcedBodyBytes !== undefined && this.announcedBodyBytes <= SMALL_BODY_BYTES;
+    return small ? reply : { ...reply, closeConnection: true };
   }
 }
 
