@@ -170,6 +170,9 @@ class WriterQueue {
   }
 }
 
+/** A write or probe the sink never answered within the write timeout (frozen, partitioned). */
+class NoAnswer extends Error {}
+
 /**
  * One topic's records. Batches hold records of one topic, and a topic's
  * trouble (retries, a refusal of the whole topic) holds only its own lane.
@@ -933,7 +936,7 @@ export class DeliveryQueue implements RecordQueue {
   }
 
   private writeTimeout(): Error {
-    return new Error(`no acknowledgement within ${this.options.writeTimeoutMs} ms`);
+    return new NoAnswer(`no acknowledgement within ${this.options.writeTimeoutMs} ms`);
   }
 
   private backoff(attempt: number): number {
@@ -951,12 +954,16 @@ export class DeliveryQueue implements RecordQueue {
 
   /**
    * A transient failure of a write to `lane` (or of the probe) sent at `sentAt`: both unhealthy clocks
-   * start if not running, from when it was sent, or from a later answer of the sink.
+   * start if not running. A write never answered (timed out) dates them from when it was sent, or from
+   * a later answer of the sink: a frozen broker is seen only at the timeout. An error the sink answered
+   * dates them from now: a slow transient one (a leader election through the client's retries) would
+   * otherwise start past a short grace, and /health flap to 503 until the next answer.
    */
   private markFailing(lane: Lane | undefined, error: unknown, sentAt: number): void {
-    if (lane && lane.failingSince === undefined) lane.failingSince = Math.max(sentAt, lane.lastAnswerAt);
+    const since = error instanceof NoAnswer ? sentAt : Date.now();
+    if (lane && lane.failingSince === undefined) lane.failingSince = Math.max(since, lane.lastAnswerAt);
     if (this.failingSince === undefined) {
-      this.failingSince = Math.max(sentAt, this.lastAnswerAt);
+      this.failingSince = Math.max(since, this.lastAnswerAt);
       // The metric says what happens now; /health waits for unhealthyAfterMs, alerts for their own `for`.
       this.metrics.kafkaUp.set(0);
       this.log.warn(

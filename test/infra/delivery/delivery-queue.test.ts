@@ -303,6 +303,32 @@ describe("DeliveryQueue", () => {
     await expect(answered.queue.close(0)).rejects.toThrow("undelivered");
   });
 
+  test("an error the sink answered after a slow attempt starts the unhealthy grace when it is seen, not when the write was sent", async () => {
+    // A leader election through the client's retries: the write fails, answered, 400 ms after it was sent.
+    class SlowlyFailingWriter extends ControlledWriter {
+      override async write() {
+        this.attempts++;
+        await Bun.sleep(400);
+        throw new Error("NOT_LEADER_OR_FOLLOWER");
+      }
+    }
+    const health = new HealthState();
+    const metrics = createMetrics("test", "0");
+    const options = { ...OPTIONS, writeTimeoutMs: 5000, unhealthyAfterMs: 300, lingerMs: 0 };
+    const queue = new DeliveryQueue(
+      new SlowlyFailingWriter(),
+      options,
+      metrics,
+      health,
+      pino({ level: "silent" }),
+    );
+    void queue.enqueue([message(1)], "queued", "acme");
+    await waitUntil(async () => (await metrics.kafkaUp.get()).values[0]?.value === 0, "the failure", 5000, 5);
+    // Seen failing just now: the 300 ms grace has not passed (dated from the send, it had, by 100 ms).
+    expect(health.list()).not.toContain(UNHEALTHY_REASON);
+    await expect(queue.close(0)).rejects.toThrow("undelivered");
+  });
+
   test("gateway_kafka_up is 0 until a sink awaiting its first contact answers", async () => {
     const { queue, metrics } = setup();
     const up = async () => (await metrics.kafkaUp.get()).values[0]?.value;
