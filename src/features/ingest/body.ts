@@ -341,11 +341,17 @@ function refusalOf(failure: unknown, scanner: JsonScanner, unit: "record" | "lin
 /**
  * `readRecord` for the records of one JSON body, with the body decoded once
  * as latin1: a member of ASCII bytes is then a slice of that text (as its
- * UTF-8 decoding would read) instead of a native decode per record.
+ * UTF-8 decoding would read) instead of a native decode per record. Decoded
+ * when first sliced: a body whose records all have channels or non-ASCII
+ * data never pays for (nor holds) that text.
  */
 function plainRecordReader(text: Buffer): ItemReader {
-  const latin1 = text.toString("latin1");
-  return (scanner, bytes, unit) => readRecord(scanner, bytes, unit, latin1);
+  let latin1: string | undefined;
+  const bodyText = () => {
+    latin1 ??= text.toString("latin1");
+    return latin1;
+  };
+  return (scanner, bytes, unit) => readRecord(scanner, bytes, unit, bodyText);
 }
 
 /**
@@ -354,10 +360,15 @@ function plainRecordReader(text: Buffer): ItemReader {
  * forwarded; `ts` likewise; `type`, `id`, `channel` and `key` are decoded
  * from their bytes. The record's other members are scanned (grammar,
  * nesting, duplicate keys) but not parsed. Only text the scanner accepted
- * reaches JSON.parse, so it cannot throw or recurse deeply. `latin1` is
+ * reaches JSON.parse, so it cannot throw or recurse deeply. `latin1` gives
  * `text` decoded as latin1, when the caller has it (see plainRecordReader).
  */
-function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line", latin1?: string): RawRecord {
+function readRecord(
+  scanner: JsonScanner,
+  text: Buffer,
+  unit: "record" | "line",
+  latin1?: () => string,
+): RawRecord {
   try {
     scanner.scanRecord();
   } catch (failure) {
@@ -409,21 +420,21 @@ function readRecord(scanner: JsonScanner, text: Buffer, unit: "record" | "line",
 
 /**
  * The text of member `member`'s value, or undefined when the record has none:
- * a slice of `latin1` (the body's text) when its bytes are all ASCII, which
+ * a slice of `latin1()` (the body's text) when its bytes are all ASCII, which
  * latin1 and UTF-8 read alike, else decoded from its bytes.
  */
 function spanText(
   text: Buffer,
   scanner: JsonScanner,
   member: Member,
-  latin1: string | undefined,
+  latin1: (() => string) | undefined,
 ): string | undefined {
   const members = scanner.members;
   const start = members[2 * member] as number;
   if (start < 0) return undefined;
   const end = members[2 * member + 1] as number;
   if (latin1 !== undefined && (scanner.nonAsciiMembers & (1 << member)) === 0)
-    return latin1.slice(start, end);
+    return latin1().slice(start, end);
   return text.toString("utf8", start, end);
 }
 

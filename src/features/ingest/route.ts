@@ -8,7 +8,7 @@ import type { RequestBodies } from "../../http/request-bodies.ts";
 import { type TraceContext, traceContextOf } from "../../http/trace-context.ts";
 import { Deadlines, isoNow } from "../../lib/time.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
-import type { Admission } from "../../ports/admission.ts";
+import type { Admission, RateLimitFields } from "../../ports/admission.ts";
 import type { Route } from "../../ports/route.ts";
 import type { SchemaValidator } from "../../ports/schemas.ts";
 import { type RecordQueue, RecordsRefused, type RefusedRecord, type SinkMessage } from "../../ports/sink.ts";
@@ -244,45 +244,21 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     const queued = deps.queue.enqueue(messages, ackNone ? "queued" : "acknowledged", principal.tenant);
     // Kafka wrote some records and not the others (refused for good, or their topic held unavailable):
     // a 202 naming those, so a retry resends only them. None written: the refusal answers the request.
-    const written = queued.then(
-      () => NONE_REFUSED,
-      (error: unknown) => {
-        if (error instanceof RecordsRefused && error.records.length < messages.length) return error.records;
-        throw error;
-      },
-    );
+    const written = refusedOf(queued, messages.length);
     // Claimed ids count as written once the write succeeded (even past the answer's deadline), else are freed.
     const delivered = claimed === undefined ? written : settleAfter(written, claimed);
-    // All accepted (the usual answer): the same text JSON.stringify makes, without walking the object.
-    const acceptedReply = (refused: readonly RefusedRecord[]): HttpReply => {
-      if (refused.length > 0) {
-        const all = [...errors, ...refusedErrors(refused, rawRecords.length, errors, claimed?.skip)];
-        all.sort((a, b) => a.index - b.index);
-        const partial = { accepted: acknowledged - refused.length, rejected: all.length, errors: all };
-        return json(
-          202,
-          duplicates === undefined ? partial : { ...partial, duplicates },
-          withRetryAfter(ownHeaders, refused),
-          sharedHeaders,
-        );
-      }
-      return errors.length === 0 && duplicates === undefined
-        ? jsonText(202, `{"accepted":${acknowledged},"rejected":0,"errors":[]}`, ownHeaders, sharedHeaders)
-        : json(202, body, ownHeaders, sharedHeaders);
-    };
+    const acceptedReply = acceptedAnswer({
+      acknowledged,
+      recordCount: rawRecords.length,
+      errors,
+      duplicates,
+      skip: claimed?.skip,
+      ownHeaders,
+      sharedHeaders,
+    });
     const refused = ackNone
       ? await delivered
-      : await acknowledgements.within(delivered, () => {
-          const late = new GatewayError(
-            "unavailable",
-            "Kafka did not acknowledge in time; the records may still be delivered",
-            { "retry-after": "5" },
-          );
-          // Written later after all: a retry with the same Idempotency-Key gets this 202, not a second write.
-          late.eventualAnswer = delivered.then(acceptedReply);
-          late.eventualAnswer.catch(() => {});
-          return late;
-        });
+      : await acknowledgements.within(delivered, lateAnswer(delivered, acceptedReply));
     if (refused.length > 0) {
       const out = new Set(refused.map((record) => record.position));
       for (const record of refused)
@@ -327,6 +303,86 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
 }
 
 const NONE_REFUSED: readonly RefusedRecord[] = Object.freeze([]);
+
+/*
+ * The functions below outlive the request while Kafka has not settled its records (past the answer's
+ * deadline, until the write timeout and its retries): made here rather than in the request's async
+ * function, since on Bun a closure made there keeps that function's whole scope, the body, its records
+ * and their text included.
+ */
+
+/**
+ * The records of `sent` messages that Kafka did not write while it wrote the others: none when all were
+ * written; the refusal itself when none was.
+ */
+function refusedOf(queued: Promise<void>, sent: number): Promise<readonly RefusedRecord[]> {
+  return queued.then(
+    () => NONE_REFUSED,
+    (error: unknown) => {
+      if (error instanceof RecordsRefused && error.records.length < sent) return error.records;
+      throw error;
+    },
+  );
+}
+
+/** The 503 of records not acknowledged in time, carrying the 202 they get once written. */
+function lateAnswer(
+  delivered: Promise<readonly RefusedRecord[]>,
+  acceptedReply: (refused: readonly RefusedRecord[]) => HttpReply,
+): () => GatewayError {
+  return () => {
+    const late = new GatewayError(
+      "unavailable",
+      "Kafka did not acknowledge in time; the records may still be delivered",
+      { "retry-after": "5" },
+    );
+    // Written later after all: a retry with the same Idempotency-Key gets this 202, not a second write.
+    late.eventualAnswer = delivered.then(acceptedReply);
+    late.eventualAnswer.catch(() => {});
+    return late;
+  };
+}
+
+/** What the 202 of a request's written records says besides the records Kafka refused. */
+interface AcceptedCounts {
+  acknowledged: number;
+  /** The records of the request, rejected ones included. */
+  recordCount: number;
+  errors: readonly RecordError[];
+  duplicates: ClaimedIds["duplicates"] | undefined;
+  /** Positions among the accepted records skipped as duplicates. */
+  skip: ReadonlySet<number> | undefined;
+  ownHeaders: RateLimitFields["own"] | undefined;
+  sharedHeaders: RateLimitFields["shared"] | undefined;
+}
+
+/** The 202 once Kafka settled, given the records it refused. */
+function acceptedAnswer(counts: AcceptedCounts): (refused: readonly RefusedRecord[]) => HttpReply {
+  return (refused) => {
+    const { acknowledged, errors, duplicates, ownHeaders, sharedHeaders } = counts;
+    if (refused.length > 0) {
+      const all = [...errors, ...refusedErrors(refused, counts.recordCount, errors, counts.skip)];
+      all.sort((a, b) => a.index - b.index);
+      const partial = { accepted: acknowledged - refused.length, rejected: all.length, errors: all };
+      return json(
+        202,
+        duplicates === undefined ? partial : { ...partial, duplicates },
+        withRetryAfter(ownHeaders, refused),
+        sharedHeaders,
+      );
+    }
+    // All accepted (the usual answer): the same text JSON.stringify makes, without walking the object.
+    if (errors.length === 0 && duplicates === undefined)
+      return jsonText(
+        202,
+        `{"accepted":${acknowledged},"rejected":0,"errors":[]}`,
+        ownHeaders,
+        sharedHeaders,
+      );
+    const body = { accepted: acknowledged, rejected: errors.length, errors };
+    return json(202, duplicates === undefined ? body : { ...body, duplicates }, ownHeaders, sharedHeaders);
+  };
+}
 
 /** The per-record code of a record the sink did not write. */
 function recordErrorCode(record: RefusedRecord): RecordErrorCode {
