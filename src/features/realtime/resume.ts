@@ -263,8 +263,7 @@ export class Resume {
 
   /** Resolves once the live reader delivered `since` (nothing after it to replay), or at the deadline. */
   private async catchUp(tenant: string, key: string, since: EventPosition): Promise<ResumeOutcome> {
-    this.active++;
-    this.activePerTenant.set(tenant, (this.activePerTenant.get(tenant) ?? 0) + 1);
+    this.enter(tenant);
     try {
       const deadline = Date.now() + this.limits.timeoutMs;
       // Past the log's end the reader never gets there: said as soon as the end is known, rather than
@@ -293,11 +292,22 @@ export class Resume {
         await new Promise((resolve) => setTimeout(resolve, CATCH_UP_POLL_MS));
       }
     } finally {
-      this.active--;
-      const left = (this.activePerTenant.get(tenant) ?? 1) - 1;
-      if (left > 0) this.activePerTenant.set(tenant, left);
-      else this.activePerTenant.delete(tenant);
+      this.leave(tenant);
     }
+  }
+
+  /** A read of the log begins for `tenant`: counted against the instance's and the tenant's bounds. */
+  private enter(tenant: string): void {
+    this.active++;
+    this.activePerTenant.set(tenant, (this.activePerTenant.get(tenant) ?? 0) + 1);
+  }
+
+  /** That read ended, however it ended. */
+  private leave(tenant: string): void {
+    this.active--;
+    const left = (this.activePerTenant.get(tenant) ?? 1) - 1;
+    if (left > 0) this.activePerTenant.set(tenant, left);
+    else this.activePerTenant.delete(tenant);
   }
 
   private async readLatest(
@@ -306,8 +316,7 @@ export class Resume {
     head: LivePosition,
     limit: number,
   ): Promise<ResumeOutcome> {
-    this.active++;
-    this.activePerTenant.set(tenant, (this.activePerTenant.get(tenant) ?? 0) + 1);
+    this.enter(tenant);
     try {
       const want = this.history.eventsPerChannel;
       const deadline = Date.now() + this.limits.timeoutMs;
@@ -341,10 +350,7 @@ export class Resume {
     } catch {
       return { kind: "try_again", retryAfterMs: BUSY_RETRY_MS, message: "the log could not be read in time" };
     } finally {
-      this.active--;
-      const left = (this.activePerTenant.get(tenant) ?? 1) - 1;
-      if (left > 0) this.activePerTenant.set(tenant, left);
-      else this.activePerTenant.delete(tenant);
+      this.leave(tenant);
     }
   }
 
@@ -403,8 +409,7 @@ export class Resume {
     until: bigint,
     limit: number,
   ): Promise<ResumeOutcome> {
-    this.active++;
-    this.activePerTenant.set(tenant, (this.activePerTenant.get(tenant) ?? 0) + 1);
+    this.enter(tenant);
     try {
       if (!this.bus.readLog) return OLDER_THAN_KEPT;
       const read = await this.bus.readLog({
@@ -425,10 +430,7 @@ export class Resume {
     } catch {
       return { kind: "try_again", retryAfterMs: BUSY_RETRY_MS, message: "the log could not be read in time" };
     } finally {
-      this.active--;
-      const left = (this.activePerTenant.get(tenant) ?? 1) - 1;
-      if (left > 0) this.activePerTenant.set(tenant, left);
-      else this.activePerTenant.delete(tenant);
+      this.leave(tenant);
     }
   }
 }

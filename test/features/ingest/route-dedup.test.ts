@@ -36,6 +36,24 @@ function requestWithBody(bytes: Uint8Array): HttpRequest {
 }
 
 /** The ingest route with a queue that keeps what it is given, or fails while `failing`. */
+/** The route for tenant acme, whose records are written once `written` settles (past its 20 ms deadline). */
+function lateRoute(written: Promise<void>) {
+  return ingestRoute(
+    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 20 },
+    {
+      authenticate: async () => principal("acme"),
+      admission: { request: () => undefined, events: () => undefined },
+      idempotency: { run: async () => ({ status: 500, body: "" }) },
+      bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
+      schemas: { validate: () => ({ ok: true }) },
+      queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: () => written },
+      metrics: createMetrics("test", "0"),
+      dedup: { windowMs: () => undefined, store: new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 10 }) },
+      fanOut: () => undefined,
+    },
+  );
+}
+
 function setup(store: RecordIdStore, dedupTenants: string[]) {
   const written: SinkMessage[] = [];
   const queue = {
@@ -197,20 +215,7 @@ test("Kafka refuses the topic after writing part of a request: a 202 with Retry-
 
 test("records acknowledged past the deadline: the 503 carries the 202 they get once written, for Idempotency-Key to keep", async () => {
   const written = Promise.withResolvers<void>();
-  const route = ingestRoute(
-    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 20 },
-    {
-      authenticate: async () => principal("acme"),
-      admission: { request: () => undefined, events: () => undefined },
-      idempotency: { run: async () => ({ status: 500, body: "" }) },
-      bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
-      schemas: { validate: () => ({ ok: true }) },
-      queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: () => written.promise },
-      metrics: createMetrics("test", "0"),
-      dedup: { windowMs: () => undefined, store: new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 10 }) },
-      fanOut: () => undefined,
-    },
-  );
+  const route = lateRoute(written.promise);
   const late = await Promise.resolve(route.handler(request("acme", '{"type":"click","data":{}}'), {})).catch(
     (error: unknown) => error as GatewayError,
   );
@@ -224,20 +229,7 @@ test("records acknowledged past the deadline: the 503 carries the 202 they get o
 
 test("records acknowledged past the deadline: the eventual 202 waiting for Kafka holds no reference to the request's body or its records", async () => {
   const written = Promise.withResolvers<void>();
-  const route = ingestRoute(
-    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 20 },
-    {
-      authenticate: async () => principal("acme"),
-      admission: { request: () => undefined, events: () => undefined },
-      idempotency: { run: async () => ({ status: 500, body: "" }) },
-      bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
-      schemas: { validate: () => ({ ok: true }) },
-      queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: () => written.promise },
-      metrics: createMetrics("test", "0"),
-      dedup: { windowMs: () => undefined, store: new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 10 }) },
-      fanOut: () => undefined,
-    },
-  );
+  const route = lateRoute(written.promise);
   // Each body in a function of its own, so that nothing of this test's frame keeps it; nor the 503
   // itself, dropped once written (what a retry's Idempotency-Key gets is its eventual answer).
   const send = async () => {
