@@ -2,6 +2,7 @@ import { expect, test } from "bun:test";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { ingestRoute } from "../../../src/features/ingest/route.ts";
 import { RequestBodies } from "../../../src/http/request-bodies.ts";
+import { ingestedFanoutRecords } from "../../../src/infra/kafka/fanout-bus.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { HttpReply, HttpRequest } from "../../../src/ports/transport.ts";
 
@@ -102,4 +103,31 @@ test("a CloudEvent's channel extension is the record's channel: it is fanned out
   const reply = await ingest.handler(post(batch, "", "application/cloudevents-batch+json"), {});
   expect(reply.status).toBe(202);
   expect(fanned).toEqual(["orders", undefined]);
+});
+
+test("what the fan-out keeps of a record with a channel is text of its own, not a slice of the whole body's text", async () => {
+  // The records of a JSON body without a channel read their data as slices of the body's text, which end
+  // with the request. A channel's data goes on to the fan-out queue: a slice there would keep each
+  // request's whole body text (here 200 KB for a 20-byte data) for as long as the copy waits to be sent.
+  const kept: unknown[] = [];
+  const fanningOut = routeFanningOut((records) => {
+    for (const message of ingestedFanoutRecords("fanout", records, 0, undefined)) kept.push(message.value);
+    return undefined;
+  });
+  const pad = "x".repeat(2000);
+  const body = (request: number) => [
+    { type: "click", channel: "orders", data: { request } },
+    ...Array.from({ length: 99 }, (_, n) => ({ type: "click", data: { n, pad } })),
+  ];
+  const heapUsed = () => {
+    for (let round = 0; round < 3; round++) Bun.gc(true);
+    return process.memoryUsage().heapUsed;
+  };
+  const before = heapUsed();
+  for (let request = 0; request < 40; request++)
+    expect((await fanningOut.handler(post(body(request)), {})).status).toBe(202);
+  const grown = heapUsed() - before;
+  expect(kept).toHaveLength(40);
+  // 40 bodies' texts would be 8 MB; the 40 data texts and the test's own garbage are well under 2 MB.
+  expect(grown).toBeLessThan(2_000_000);
 });
