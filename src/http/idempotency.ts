@@ -94,12 +94,7 @@ export class Idempotency {
     } catch (error) {
       const eventual = isGatewayError(error) ? error.eventualAnswer : undefined;
       if (eventual !== undefined) {
-        // The request's work goes on (records past their deadline): the key stays pending (a
-        // repeat gets 409) until it ends, then holds its answer, or is freed if it failed.
-        eventual.then(
-          (reply) => this.settle(id, fingerprint, reply as HttpReply),
-          () => this.store.release(id),
-        );
+        this.settleWhenDone(id, fingerprint, eventual);
         throw error;
       }
       const answer = isGatewayError(error) ? errorReply(error) : undefined;
@@ -108,6 +103,19 @@ export class Idempotency {
     }
     await this.settle(id, fingerprint, reply);
     return reply;
+  }
+
+  /**
+   * The request's work goes on (records past their deadline): the key stays pending (a repeat gets
+   * 409) until it ends, then holds its answer, or is freed if it failed. Its handlers are made here,
+   * not in `run`: on Bun a closure made in an async function keeps that function's whole scope, the
+   * request's body and `handle` (and all it captured) included, until Kafka settles.
+   */
+  private settleWhenDone(id: string, fingerprint: string, eventual: Promise<unknown>): void {
+    eventual.then(
+      (reply) => this.settle(id, fingerprint, reply as HttpReply),
+      () => this.store.release(id),
+    );
   }
 
   private settle(id: string, fingerprint: string, reply: HttpReply | undefined): Promise<void> {
