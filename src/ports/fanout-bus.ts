@@ -78,16 +78,24 @@ export interface LogRead {
   deadline: number;
   /** A `from` the log no longer holds starts at the partition's first offset instead of answering `gone`. */
   fromEarliest?: boolean;
+  /**
+   * Read on to `until` keeping the newest `maxMessages` (and the newest that
+   * fit in `maxBytes`, the newest one always), letting older ones go
+   * (`dropped`), instead of stopping before the first that does not fit: a
+   * window of the log scanned for its newest messages in one read.
+   */
+  keepNewest?: boolean;
 }
 
 /**
  * `gone`: the log no longer holds `from`. Otherwise the channel's messages in
  * order, and `next`, the first offset not read: `until` once the read is complete.
  * `from`: where the read started (the partition's first offset when `fromEarliest` moved it there).
+ * `dropped`: with `keepNewest`, older messages of the channel were read and let go.
  */
 export type LogReadResult =
   | { gone: true }
-  | { gone: false; messages: DeliveredMessage[]; next: bigint; from?: bigint };
+  | { gone: false; messages: DeliveredMessage[]; next: bigint; from?: bigint; dropped?: boolean };
 
 /**
  * Carries fan-out messages to every gateway instance. Over Kafka every

@@ -2,6 +2,7 @@ import { formatEventId } from "../../src/domain/event-id.ts";
 import { Fanout } from "../../src/features/realtime/fanout.ts";
 import { ChannelHistory } from "../../src/features/realtime/history.ts";
 import { type ReplayLimits, Resume } from "../../src/features/realtime/resume.ts";
+import { KeptMessages } from "../../src/infra/kafka/kept-messages.ts";
 import { createMetrics } from "../../src/metrics/metrics.ts";
 import type {
   DeliveredMessage,
@@ -58,18 +59,14 @@ export class FakeLog implements Pick<FanoutBus, "head" | "readLog" | "logEnd"> {
     if (this.gated) await new Promise<void>((resolve) => this.waiting.push(resolve));
     if (this.earliest > request.from && !request.fromEarliest) return { gone: true };
     const from = this.earliest > request.from ? this.earliest : request.from;
-    const messages: DeliveredMessage[] = [];
-    let bytes = 0;
+    const kept = new KeptMessages(request);
     for (const entry of this.log) {
       const offset = entry.position.offset;
       if (offset < from || offset >= request.until) continue;
       if (entry.tenant !== request.tenant || entry.channel !== request.channel) continue;
-      bytes += entry.dataJson.length;
-      if (messages.length >= request.maxMessages || (messages.length > 0 && bytes > request.maxBytes))
-        return { gone: false, messages, next: offset, from };
-      messages.push(entry);
+      if (!kept.add(entry)) return kept.answer(offset, from);
     }
-    return { gone: false, messages, next: request.until, from };
+    return kept.answer(request.until, from);
   }
 }
 

@@ -338,8 +338,8 @@ export class Resume {
         if (!read) break;
         const newer = [...read.messages, ...found];
         found = newestWithin(newer, this.limits.maxBytes);
-        // The partition's start, or the byte bound: nothing older fits.
-        if (read.from > from || from === 0n || read.trimmed || found.length < newer.length) break;
+        // The partition's start, or a bound (the count wanted, the bytes): nothing older fits.
+        if (read.from > from || from === 0n || read.dropped || found.length < newer.length) break;
         end = from;
         window *= 2n;
       }
@@ -357,9 +357,10 @@ export class Resume {
   /**
    * The channel's newest `want` messages in offsets `from` to `end` of the
    * partition (from its first offset, when the log no longer holds `from`),
-   * as many as fit in the byte bound (`trimmed` when older ones did not), and
-   * where the window started; undefined when the window could not be read to
-   * its end (the deadline, or the log gone or cut short under the read).
+   * as many as fit in the byte bound, in one read of the window (`dropped`
+   * when older ones were let go), and where the window started; undefined
+   * when the window could not be read to its end (the deadline, or the log
+   * gone or cut short under the read).
    */
   private async readWindow(
     tenant: string,
@@ -369,37 +370,22 @@ export class Resume {
     end: bigint,
     want: number,
     deadline: number,
-  ): Promise<{ messages: DeliveredMessage[]; from: bigint; trimmed: boolean } | undefined> {
+  ): Promise<{ messages: DeliveredMessage[]; from: bigint; dropped: boolean } | undefined> {
     if (!this.bus.readLog) return undefined;
-    let messages: DeliveredMessage[] = [];
-    let trimmed = false;
-    let start = from;
-    let at = from;
-    while (at < end) {
-      const read = await this.bus.readLog({
-        tenant,
-        channel,
-        partition,
-        from: at,
-        until: end,
-        maxMessages: want,
-        maxBytes: this.limits.maxBytes,
-        deadline,
-        fromEarliest: true,
-      });
-      if (read.gone) return undefined;
-      if (at === from && read.from !== undefined) start = read.from;
-      messages.push(...read.messages);
-      if (messages.length > want) messages = messages.slice(-want);
-      const fitting = newestWithin(messages, this.limits.maxBytes);
-      trimmed ||= fitting.length < messages.length;
-      messages = fitting;
-      if (read.next >= end) return { messages, from: start, trimmed };
-      // No progress: out of time, or the log ends before `end` (truncated under the read).
-      if (read.next <= at || Date.now() >= deadline) return undefined;
-      at = read.next;
-    }
-    return { messages, from: start, trimmed };
+    const read = await this.bus.readLog({
+      tenant,
+      channel,
+      partition,
+      from,
+      until: end,
+      maxMessages: want,
+      maxBytes: this.limits.maxBytes,
+      deadline,
+      fromEarliest: true,
+      keepNewest: true,
+    });
+    if (read.gone || read.next < end) return undefined;
+    return { messages: read.messages, from: read.from ?? from, dropped: read.dropped === true };
   }
 
   private async readLog(

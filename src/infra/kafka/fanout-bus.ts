@@ -6,7 +6,6 @@ import { traceparentOf, tracestateOf } from "../../http/trace-context.ts";
 import { isJsonValue } from "../../lib/json-scan.ts";
 import type { Logger } from "../../log/logger.ts";
 import {
-  type DeliveredMessage,
   type FanoutBus,
   type FanoutListener,
   type FanoutMessage,
@@ -29,6 +28,7 @@ import {
   rawFetchApi,
   walkRecords,
 } from "./fanout-fetch.ts";
+import { KeptMessages } from "./kept-messages.ts";
 import { PartitionHash } from "./partition-hash.ts";
 import { classifyFailure } from "./writer.ts";
 import { ensureZstd, isZstdUnavailable, ZSTD_BITMASK, zstdReady } from "./zstd.ts";
@@ -230,12 +230,11 @@ export class KafkaFanoutBus implements FanoutBus {
     const from = startsLater ? earliest : request.from;
     const tenant = Buffer.from(request.tenant);
     const channel = Buffer.from(request.channel);
-    const messages: DeliveredMessage[] = [];
-    let bytes = 0;
+    const kept = new KeptMessages(request);
     let offset = from;
     while (offset < until) {
       // Out of time: what was read so far, in order, with where to go on from.
-      if (Date.now() >= request.deadline) return { gone: false, messages, next: offset, from };
+      if (Date.now() >= request.deadline) return kept.answer(offset, from);
       const response = await reader.fetch({
         node: leader,
         topics: [
@@ -259,7 +258,7 @@ export class KafkaFanoutBus implements FanoutBus {
       const read = response.responses[0]?.partitions[0];
       if (!read?.records?.length) {
         // Nothing past `offset` although the live reader read up to `until`: the log was truncated.
-        if (read && read.highWatermark <= offset) return { gone: false, messages, next: offset, from };
+        if (read && read.highWatermark <= offset) return kept.answer(offset, from);
         continue;
       }
       for (const batch of read.records) {
@@ -268,7 +267,7 @@ export class KafkaFanoutBus implements FanoutBus {
           for (const record of batch.records) {
             const at = batch.firstOffset + BigInt(record.offsetDelta);
             if (at < offset) continue;
-            if (at >= until) return { gone: false, messages, next: until, from };
+            if (at >= until) return kept.answer(until, from);
             if (
               !hasHeader(record.headers, TENANT_HEADER, tenant) ||
               !hasHeader(record.headers, CHANNEL_HEADER, channel)
@@ -276,16 +275,14 @@ export class KafkaFanoutBus implements FanoutBus {
               continue;
             const message = fromFanoutRecord(record.headers, record.value);
             if (!message || message === UNWANTED) continue;
-            bytes += message.dataJson.length;
-            if (messages.length >= request.maxMessages || (messages.length > 0 && bytes > request.maxBytes))
-              return { gone: false, messages, next: at, from };
-            messages.push({ ...message, position: { epoch: this.epoch, partition, offset: at } });
+            if (!kept.add({ ...message, position: { epoch: this.epoch, partition, offset: at } }))
+              return kept.answer(at, from);
           }
         }
         if (batchEnd > offset) offset = batchEnd;
       }
     }
-    return { gone: false, messages, next: until, from };
+    return kept.answer(until, from);
   }
 
   async close(): Promise<void> {

@@ -468,13 +468,24 @@ describe("a channel's latest events without since, on an instance that did not k
       next: null,
     });
     // Windows of 1024, 2048, then 4096 offsets back from the end, reaching offset 0; the last one holds
-    // more than the 2 still wanted, so it is read on from where the first read stopped, keeping the newest.
-    expect(world.log.reads.map((read) => [read.from, read.until])).toEqual([
-      [3976n, 5000n],
-      [1928n, 3976n],
-      [0n, 1928n],
-      [30n, 1928n],
+    // more than the 2 still wanted: its one read keeps the newest.
+    expect(world.log.reads.map((read) => [read.from, read.until, read.keepNewest])).toEqual([
+      [3976n, 5000n, true],
+      [1928n, 3976n, true],
+      [0n, 1928n, true],
     ]);
+  });
+
+  test("a window holding many more of the channel's events than still wanted is read once, not once per wanted event", async () => {
+    // The last 1024 offsets hold 2 of x's events; the window before them, 2000 of them (every offset but a few).
+    const dense = Array.from({ length: 2000 }, (_, i) => 100 + i);
+    const world = scanWorld(3200, [...dense, 3000, 3100]);
+    expect(await latest(world.resume)).toMatchObject({
+      kind: "events",
+      events: [{ id: id(2099) }, { id: id(3000) }, { id: id(3100) }],
+      complete: true,
+    });
+    expect(world.log.reads).toHaveLength(2);
   });
 
   test("stops at the partition's first offset the log still holds, with what it found", async () => {
