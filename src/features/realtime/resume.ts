@@ -89,6 +89,12 @@ export class Resume {
    * subscriber after a restart) share one read. At most `maxConcurrent` entries.
    */
   private readonly reading = new Map<string, Promise<ResumeOutcome>>();
+  /**
+   * Scans for a channel's latest events under way, by tenant and channel:
+   * every request for them while one runs joins it, whatever its limit (each
+   * takes its page of what the scan found). At most `maxConcurrent` entries.
+   */
+  private readonly scanning = new Map<string, { until: bigint; found: Promise<ResumeOutcome> }>();
 
   constructor(
     private readonly history: ChannelHistory,
@@ -157,9 +163,7 @@ export class Resume {
     if (ahead) return ahead;
     const kept = this.history.after(channelTopic(tenant, channel), since);
     if (kept.ok) {
-      const events = kept.events.length > limit ? kept.events.slice(0, limit) : kept.events;
-      const complete = events.length === kept.events.length;
-      return { kind: "events", events, complete, next: complete ? null : (events.at(-1)?.id ?? null) };
+      return firstOf({ kind: "events", events: kept.events, complete: true, next: null }, limit);
     }
     const position = since === undefined ? undefined : parseEventId(since);
     const head = this.bus.head(`${tenant}/${channel}`);
@@ -205,15 +209,15 @@ export class Resume {
       return this.after(tenant, channel, undefined, limit);
     if (!head) return busy("this instance has not started reading the fan-out log yet");
     if (head.next <= 0n) return this.after(tenant, channel, undefined, limit);
-    const key = `${tenant}\n${channel}\nlatest\n${head.next}\n${limit}`;
-    const shared = this.reading.get(key);
-    if (shared) return { until: head.next, outcome: shared };
+    const key = `${tenant}\n${channel}`;
+    const scan = this.scanning.get(key);
+    if (scan) return { until: scan.until, outcome: scan.found.then((found) => firstOf(found, limit)) };
     if (this.active >= this.limits.maxConcurrent) return busy("this instance is replaying as much as it may");
     if ((this.activePerTenant.get(tenant) ?? 0) >= this.limits.maxConcurrentPerTenant)
       return busy("this tenant is replaying as much as it may");
-    const outcome = this.readLatest(tenant, channel, head, limit).finally(() => this.reading.delete(key));
-    this.reading.set(key, outcome);
-    return { until: head.next, outcome };
+    const found = this.readLatest(tenant, channel, head).finally(() => this.scanning.delete(key));
+    this.scanning.set(key, { until: head.next, found });
+    return { until: head.next, outcome: found.then((outcome) => firstOf(outcome, limit)) };
   }
 
   /**
@@ -310,12 +314,8 @@ export class Resume {
     else this.activePerTenant.delete(tenant);
   }
 
-  private async readLatest(
-    tenant: string,
-    channel: string,
-    head: LivePosition,
-    limit: number,
-  ): Promise<ResumeOutcome> {
+  /** Every latest event of the channel the scan finds (as many as the history keeps of a channel), oldest first. */
+  private async readLatest(tenant: string, channel: string, head: LivePosition): Promise<ResumeOutcome> {
     this.enter(tenant);
     try {
       const want = this.history.eventsPerChannel;
@@ -343,10 +343,7 @@ export class Resume {
         end = from;
         window *= 2n;
       }
-      const events = found.map(historyEvent);
-      const page = events.length > limit ? events.slice(0, limit) : events;
-      const complete = page.length === events.length;
-      return { kind: "events", events: page, complete, next: complete ? null : (page.at(-1)?.id ?? null) };
+      return { kind: "events", events: found.map(historyEvent), complete: true, next: null };
     } catch {
       return { kind: "try_again", retryAfterMs: BUSY_RETRY_MS, message: "the log could not be read in time" };
     } finally {
@@ -429,6 +426,13 @@ function newestWithin(messages: DeliveredMessage[], maxBytes: number): Delivered
     if (bytes > maxBytes && i < messages.length - 1) return messages.slice(i + 1);
   }
   return messages;
+}
+
+/** The first `limit` events of a complete answer, with `next` after them when more follow. */
+function firstOf(outcome: ResumeOutcome, limit: number): ResumeOutcome {
+  if (outcome.kind !== "events" || outcome.events.length <= limit) return outcome;
+  const events = outcome.events.slice(0, limit);
+  return { kind: "events", events, complete: false, next: events.at(-1)?.id ?? null };
 }
 
 function busy(message: string): ResumeOutcome {

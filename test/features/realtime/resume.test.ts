@@ -549,6 +549,26 @@ describe("a channel's latest events without since, on an instance that did not k
     expect(world.log.reads).toHaveLength(0);
   });
 
+  test("requests for a channel's latest events while a scan runs join it, whatever their limit and the partition's progress", async () => {
+    const world = scanWorld(100, [10, 20, 30]);
+    world.log.gated = true;
+    const first = world.resume.latest("acme", "x", 1);
+    // Other channels' events moved the live reader on meanwhile (a busy partition).
+    world.log.next = 105n;
+    const second = world.resume.latest("acme", "x", 100);
+    world.log.release();
+    expect(isPending(first) && (await first.outcome)).toMatchObject({
+      events: [{ id: id(10) }],
+      complete: false,
+      next: id(10),
+    });
+    expect(isPending(second) && (await second.outcome)).toMatchObject({
+      events: [{ id: id(10) }, { id: id(20) }, { id: id(30) }],
+      complete: true,
+    });
+    expect(world.log.reads).toHaveLength(1);
+  });
+
   test("past the concurrent replays of the tenant: try_again, never an empty answer", async () => {
     const world = scanWorld(10, [1]);
     world.log.gated = true;
