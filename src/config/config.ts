@@ -174,6 +174,8 @@ export interface Config {
     maxConcurrentPerTenant: number;
     maxBytes: number;
     timeoutMs: number;
+    /** Offsets of its partition a history page without since reads back at most, looking for a channel's latest events. */
+    scanMaxOffsets: number;
   };
   tracing: {
     /** Where spans go (an OTLP/HTTP traces URL, or a gRPC endpoint); unset: no spans, and the OpenTelemetry SDK is never loaded. */
@@ -533,6 +535,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxConcurrentPerTenant: read("REPLAY_MAX_CONCURRENT_PER_TENANT", integer(1, 10_000), 4),
       maxBytes: read("REPLAY_MAX_BYTES", integer(1024, 1024 * 1024 * 1024), 8 * 1024 * 1024),
       timeoutMs: read("REPLAY_TIMEOUT_MS", integer(100, 600_000), 10_000),
+      scanMaxOffsets: read("REPLAY_SCAN_MAX_OFFSETS", integer(1024, 1_000_000_000), 262_144),
     },
     tracing: readTracing(),
   };

@@ -75,6 +75,7 @@ export const LIMITS: ReplayLimits = {
   maxConcurrentPerTenant: 1,
   maxBytes: 1 << 20,
   timeoutMs: 1000,
+  scanMaxOffsets: 1 << 20,
 };
 
 /** History that keeps 3 events per channel, the log, and the fan-out feeding both (as the bus would). */

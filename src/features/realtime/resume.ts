@@ -13,6 +13,8 @@ export interface ReplayLimits {
   /** Payload bytes one read returns (and live bytes a socket holds back while it runs). */
   maxBytes: number;
   timeoutMs: number;
+  /** Offsets of its partition a scan for a channel's latest events reads back at most. */
+  scanMaxOffsets: number;
 }
 
 /**
@@ -200,7 +202,7 @@ export class Resume {
    * them; else (a channel no connection here watched long enough) they are
    * found in the log: its partition is read back from the live reader's
    * position in growing windows, each forward, within the replay bounds. A
-   * bound (bytes, deadline) or the partition's start ends the scan with what
+   * bound (bytes, deadline, offsets) or the partition's start ends the scan with what
    * it found: the newest events, without a gap up to the reader's position.
    */
   latest(tenant: string, channel: string, limit: number): ResumeOutcome | PendingResume {
@@ -323,8 +325,11 @@ export class Resume {
       let found: DeliveredMessage[] = [];
       let end = head.next;
       let window = FIRST_WINDOW_OFFSETS;
-      while (found.length < want && end > 0n && Date.now() < deadline) {
-        const from = end > window ? end - window : 0n;
+      // The farthest back the scan reads: a rare or empty channel on a long partition costs this much, not the timeout.
+      const bound = head.next - BigInt(this.limits.scanMaxOffsets);
+      const start = bound > 0n ? bound : 0n;
+      while (found.length < want && end > start && Date.now() < deadline) {
+        const from = end - window > start ? end - window : start;
         const read = await this.readWindow(
           tenant,
           channel,

@@ -104,6 +104,7 @@ function connection(
         maxConcurrentPerTenant: 1,
         maxBytes: 1 << 20,
         timeoutMs: 1000,
+        scanMaxOffsets: 1 << 20,
       }),
     tap,
     metrics: createMetrics("test", "0"),

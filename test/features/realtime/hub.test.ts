@@ -10,7 +10,13 @@ import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { Authenticator } from "../../../src/ports/auth.ts";
 import type { HttpRequest, SendResult, WsPeer } from "../../../src/ports/transport.ts";
 
-const REPLAY_LIMITS = { maxConcurrent: 2, maxConcurrentPerTenant: 1, maxBytes: 1 << 20, timeoutMs: 1000 };
+const REPLAY_LIMITS = {
+  maxConcurrent: 2,
+  maxConcurrentPerTenant: 1,
+  maxBytes: 1 << 20,
+  timeoutMs: 1000,
+  scanMaxOffsets: 1 << 20,
+};
 
 /** A peer as an engine would hand it over; `close` reports back to the hub like the engine's close event. */
 class FakePeer implements WsPeer<ConnectionState> {

@@ -46,7 +46,13 @@ function realtimeModule(bus: LocalFanoutBus, health: HealthState) {
         tenantMaxBytes: 1 << 20,
         keepIdleMs: 60_000,
       },
-      replay: { maxConcurrent: 1, maxConcurrentPerTenant: 1, maxBytes: 1 << 20, timeoutMs: 1000 },
+      replay: {
+        maxConcurrent: 1,
+        maxConcurrentPerTenant: 1,
+        maxBytes: 1 << 20,
+        timeoutMs: 1000,
+        scanMaxOffsets: 1 << 20,
+      },
     },
     {
       authenticator: { verify: async () => Promise.reject(new Error("no tokens here")) },

@@ -488,6 +488,15 @@ describe("a channel's latest events without since, on an instance that did not k
     expect(world.log.reads).toHaveLength(2);
   });
 
+  test("reads back at most scanMaxOffsets offsets: a rare channel on a long partition costs that, not the timeout", async () => {
+    const world = scanWorld(5000, [10, 4990], { ...LIMITS, scanMaxOffsets: 2000 });
+    expect(await latest(world.resume)).toMatchObject({ kind: "events", events: [{ id: id(4990) }] });
+    expect(world.log.reads.map((read) => [read.from, read.until])).toEqual([
+      [3976n, 5000n],
+      [3000n, 3976n],
+    ]);
+  });
+
   test("stops at the partition's first offset the log still holds, with what it found", async () => {
     const world = scanWorld(3000, [5, 2500]);
     world.log.earliest = 100n;
