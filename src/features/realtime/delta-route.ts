@@ -47,9 +47,11 @@ export function deltaRoute(
         });
       }
       const events = page.events.map(toDelta).join(",");
+      // Only on a scan a bound cut short: older events may exist that were not read.
+      const truncated = page.kind === "events" && page.truncated ? `,"truncated":true` : "";
       return jsonText(
         200,
-        `{"channel":${JSON.stringify(channel)},"events":[${events}],"lastEventId":${lastEventId},"next":${JSON.stringify(page.next)}}`,
+        `{"channel":${JSON.stringify(channel)},"events":[${events}],"lastEventId":${lastEventId},"next":${JSON.stringify(page.next)}${truncated}}`,
         rateLimit?.own,
         rateLimit?.shared,
       );

@@ -20,11 +20,14 @@ export interface ReplayLimits {
 /**
  * `events`: in order, after `since`; `complete` when nothing after them was
  * left out, else `next` is the position to resume from (the last event's id,
- * or where a read of the log stopped). `gone`: `since` can no longer be
- * served. `try_again`: a replay bound was hit; nothing was left out silently.
+ * or where a read of the log stopped). `truncated`: a channel's latest
+ * events whose scan of the log a bound ended before it found as many as the
+ * history keeps or reached the partition's start: older events may exist
+ * that were not read. `gone`: `since` can no longer be served. `try_again`:
+ * a replay bound was hit; nothing was left out silently.
  */
 export type ResumeOutcome =
-  | { kind: "events"; events: HistoryEvent[]; complete: boolean; next: string | null }
+  | { kind: "events"; events: HistoryEvent[]; complete: boolean; next: string | null; truncated?: true }
   | { kind: "gone"; message: string }
   | { kind: "try_again"; retryAfterMs: number; message: string };
 
@@ -325,6 +328,7 @@ export class Resume {
       let found: DeliveredMessage[] = [];
       let end = head.next;
       let window = FIRST_WINDOW_OFFSETS;
+      let reachedStart = false;
       // The farthest back the scan reads: a rare or empty channel on a long partition costs this much, not the timeout.
       const bound = head.next - BigInt(this.limits.scanMaxOffsets);
       const start = bound > 0n ? bound : 0n;
@@ -344,11 +348,16 @@ export class Resume {
         const newer = [...read.messages, ...found];
         found = newestWithin(newer, this.limits.maxBytes);
         // The partition's start, or a bound (the count wanted, the bytes): nothing older fits.
-        if (read.from > from || from === 0n || read.dropped || found.length < newer.length) break;
+        reachedStart = read.from > from || from === 0n;
+        if (reachedStart || read.dropped || found.length < newer.length) break;
         end = from;
         window *= 2n;
       }
-      return { kind: "events", events: found.map(historyEvent), complete: true, next: null };
+      const events = found.map(historyEvent);
+      // Short of what the history keeps and not at the partition's start: a bound (time, bytes, offsets) ended the scan.
+      if (found.length < want && !reachedStart)
+        return { kind: "events", events, complete: true, next: null, truncated: true };
+      return { kind: "events", events, complete: true, next: null };
     } catch {
       return { kind: "try_again", retryAfterMs: BUSY_RETRY_MS, message: "the log could not be read in time" };
     } finally {
@@ -437,7 +446,10 @@ function newestWithin(messages: DeliveredMessage[], maxBytes: number): Delivered
 function firstOf(outcome: ResumeOutcome, limit: number): ResumeOutcome {
   if (outcome.kind !== "events" || outcome.events.length <= limit) return outcome;
   const events = outcome.events.slice(0, limit);
-  return { kind: "events", events, complete: false, next: events.at(-1)?.id ?? null };
+  const next = events.at(-1)?.id ?? null;
+  return outcome.truncated
+    ? { kind: "events", events, complete: false, next, truncated: true }
+    : { kind: "events", events, complete: false, next };
 }
 
 function busy(message: string): ResumeOutcome {

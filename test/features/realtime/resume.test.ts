@@ -490,11 +490,36 @@ describe("a channel's latest events without since, on an instance that did not k
 
   test("reads back at most scanMaxOffsets offsets: a rare channel on a long partition costs that, not the timeout", async () => {
     const world = scanWorld(5000, [10, 4990], { ...LIMITS, scanMaxOffsets: 2000 });
-    expect(await latest(world.resume)).toMatchObject({ kind: "events", events: [{ id: id(4990) }] });
+    expect(await latest(world.resume)).toMatchObject({
+      kind: "events",
+      events: [{ id: id(4990) }],
+      truncated: true,
+    });
     expect(world.log.reads.map((read) => [read.from, read.until])).toEqual([
       [3976n, 5000n],
       [3000n, 3976n],
     ]);
+  });
+
+  test("the delta route marks an answer a bound cut short truncated, and only that one", async () => {
+    const answer = async (resume: Resume) => {
+      const route = deltaRoute({ ...admitted, authenticate: async () => principal, resume });
+      const request: HttpRequest = {
+        method: "GET",
+        path: "/v1/channels/x/events",
+        query: new URLSearchParams(),
+        header: () => undefined,
+        headerNames: () => [],
+        remoteAddress: "127.0.0.1",
+        body: async () => new Uint8Array(0),
+      };
+      return JSON.parse(String((await route.handler(request, { channel: "x" })).body));
+    };
+    const cut = await answer(scanWorld(5000, [10, 4990], { ...LIMITS, scanMaxOffsets: 2000 }).resume);
+    expect(cut).toMatchObject({ events: [{ id: id(4990) }], next: null, truncated: true });
+    const whole = await answer(scanWorld(5000, [10, 4990]).resume);
+    expect(whole).toMatchObject({ events: [{ id: id(10) }, { id: id(4990) }], next: null });
+    expect(whole).not.toHaveProperty("truncated");
   });
 
   test("stops at the partition's first offset the log still holds, with what it found", async () => {
@@ -502,6 +527,8 @@ describe("a channel's latest events without since, on an instance that did not k
     world.log.earliest = 100n;
     const outcome = await latest(world.resume);
     expect(outcome).toMatchObject({ kind: "events", events: [{ id: id(2500) }], complete: true, next: null });
+    // Every event the log still holds was read: nothing older to say.
+    expect(outcome).not.toHaveProperty("truncated");
     expect(world.log.reads.at(-1)).toMatchObject({ from: 0n, fromEarliest: true });
   });
 
@@ -524,9 +551,11 @@ describe("a channel's latest events without since, on an instance that did not k
   test("the byte bound and the deadline end the scan with the newest events found, not try_again", async () => {
     // Each payload is {"n":<offset>}: 10 bytes at 4 digits; 25 bytes keep the newest two.
     const bytes = scanWorld(5000, [1000, 2000, 4000, 4500], { ...LIMITS, maxBytes: 25 });
+    // Both cut the scan short of the 3 events kept per channel: older ones may exist, and the answer says so.
     expect(await latest(bytes.resume)).toMatchObject({
       kind: "events",
       events: [{ id: id(4000) }, { id: id(4500) }],
+      truncated: true,
     });
     const slow = scanWorld(5000, [1000, 4500], { ...LIMITS, timeoutMs: 60 });
     const read = slow.log.readLog.bind(slow.log);
@@ -538,6 +567,7 @@ describe("a channel's latest events without since, on an instance that did not k
       kind: "events",
       events: [{ id: id(4500) }],
       complete: true,
+      truncated: true,
     });
     expect(slow.log.reads).toHaveLength(2);
   });
