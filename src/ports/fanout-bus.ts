@@ -65,6 +65,8 @@ export interface LivePosition {
 export interface LogRead {
   tenant: string;
   channel: string;
+  /** The fan-out topic's epoch the read belongs to: the topic made again since (another epoch) is `gone`. */
+  epoch: string;
   partition: number;
   /** First offset to read. */
   from: bigint;
@@ -88,7 +90,7 @@ export interface LogRead {
 }
 
 /**
- * `gone`: the log no longer holds `from`. Otherwise the channel's messages in
+ * `gone`: the log no longer holds `from`, or is of another epoch than the read's. Otherwise the channel's messages in
  * order, and `next`, the first offset not read: `until` once the read is complete.
  * `from`: where the read started (the partition's first offset when `fromEarliest` moved it there).
  * `dropped`: with `keepNewest`, older messages of the channel were read and let go.

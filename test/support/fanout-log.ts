@@ -57,6 +57,7 @@ export class FakeLog implements Pick<FanoutBus, "head" | "readLog" | "logEnd"> {
   async readLog(request: LogRead): Promise<LogReadResult> {
     this.reads.push(request);
     if (this.gated) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (request.epoch !== EPOCH) return { gone: true };
     if (this.earliest > request.from && !request.fromEarliest) return { gone: true };
     const from = this.earliest > request.from ? this.earliest : request.from;
     const kept = new KeptMessages(request);

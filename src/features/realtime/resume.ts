@@ -334,15 +334,7 @@ export class Resume {
       const start = bound > 0n ? bound : 0n;
       while (found.length < want && end > start && Date.now() < deadline) {
         const from = end - window > start ? end - window : start;
-        const read = await this.readWindow(
-          tenant,
-          channel,
-          head.partition,
-          from,
-          end,
-          want - found.length,
-          deadline,
-        );
+        const read = await this.readWindow(tenant, channel, head, from, end, want - found.length, deadline);
         // A window not read to its end would leave a gap before what was found: the scan ends without it.
         if (!read) break;
         const newer = [...read.messages, ...found];
@@ -376,7 +368,7 @@ export class Resume {
   private async readWindow(
     tenant: string,
     channel: string,
-    partition: number,
+    { epoch, partition }: LivePosition,
     from: bigint,
     end: bigint,
     want: number,
@@ -386,6 +378,7 @@ export class Resume {
     const read = await this.bus.readLog({
       tenant,
       channel,
+      epoch,
       partition,
       from,
       until: end,
@@ -412,6 +405,7 @@ export class Resume {
       const read = await this.bus.readLog({
         tenant,
         channel,
+        epoch: since.epoch,
         partition: since.partition,
         from: since.offset + 1n,
         until,

@@ -216,7 +216,8 @@ export class KafkaFanoutBus implements FanoutBus {
     const topic = metadata.topics.get(this.topic);
     const leader = topic?.partitions[partition]?.leader;
     if (!topic || leader === undefined) throw new Error(`no leader for ${this.topic}/${partition}`);
-    if (epochOf(topic.id) !== this.epoch) return { gone: true };
+    // The epoch the read was asked for, not the live reader's: a topic made again during a scan is another log.
+    if (epochOf(topic.id) !== request.epoch) return { gone: true };
     const earliest = (
       await reader.listOffsets({
         topics: [this.topic],
@@ -275,7 +276,7 @@ export class KafkaFanoutBus implements FanoutBus {
               continue;
             const message = fromFanoutRecord(record.headers, record.value);
             if (!message || message === UNWANTED) continue;
-            if (!kept.add({ ...message, position: { epoch: this.epoch, partition, offset: at } }))
+            if (!kept.add({ ...message, position: { epoch: request.epoch, partition, offset: at } }))
               return kept.answer(at, from);
           }
         }

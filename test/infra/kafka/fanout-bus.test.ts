@@ -10,7 +10,12 @@ import {
   toFanoutRecords,
 } from "../../../src/infra/kafka/fanout-bus.ts";
 import { encodeRecordBatch } from "../../../src/infra/kafka/produce-request.ts";
-import { type FanoutMessage, fanoutMessagesOf } from "../../../src/ports/fanout-bus.ts";
+import {
+  type FanoutMessage,
+  fanoutMessagesOf,
+  type LogRead,
+  type LogReadResult,
+} from "../../../src/ports/fanout-bus.ts";
 import { headersOf as allHeadersOf, type RecordQueue, type SinkMessage } from "../../../src/ports/sink.ts";
 import { waitUntil } from "../../support/wait.ts";
 
@@ -327,4 +332,36 @@ test("a fan-out topic missing at start (a cluster that does not create topics) i
   await bus.start(listener);
   expect(health.degraded()).toEqual([]);
   await bus.close();
+});
+
+test("a read of the log for one epoch of the fan-out topic, on a topic made again since, is gone: its messages are not taken as the old epoch's", async () => {
+  const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
+  const bus = new KafkaFanoutBus({} as never, "fanout", queue, pino({ level: "silent" }), new HealthState());
+  const internals = bus as unknown as {
+    epoch: string;
+    readWith(reader: unknown, request: LogRead): Promise<LogReadResult>;
+  };
+  // The live reader already moved on to the new topic (epoch knewtopic); the scan began on the old one.
+  internals.epoch = "knewtopic";
+  const reader = {
+    metadata: async () => ({
+      topics: new Map([["fanout", { id: "new-topic", partitionsCount: 1, partitions: [{ leader: 1 }] }]]),
+      brokers: new Map([[1, { host: "127.0.0.1", port: 1 }]]),
+    }),
+    listOffsets: async () => {
+      throw new Error("the new topic was read as the old one");
+    },
+  };
+  const request: LogRead = {
+    tenant: "acme",
+    channel: "x",
+    epoch: "koldtopic",
+    partition: 0,
+    from: 0n,
+    until: 10n,
+    maxMessages: 10,
+    maxBytes: 1 << 20,
+    deadline: Date.now() + 1000,
+  };
+  expect(await internals.readWith(reader, request)).toEqual({ gone: true });
 });
