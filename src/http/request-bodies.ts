@@ -71,7 +71,16 @@ export class RequestBodies {
       const receiving: Receiving = { tenant, counted, bytes, reject, previous: undefined, next: this.first };
       if (this.first !== undefined) this.first.previous = receiving;
       this.first = receiving;
-      request.body().then(
+      let body: Promise<Uint8Array>;
+      try {
+        body = request.body();
+      } catch (error) {
+        // An adapter that throws rather than rejects: the count is freed all the same.
+        this.release(receiving);
+        reject(error);
+        return;
+      }
+      body.then(
         (body) => {
           this.release(receiving);
           resolve(body);

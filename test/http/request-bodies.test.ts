@@ -71,6 +71,18 @@ describe("RequestBodies", () => {
     expect(bodies.size.bytes).toBe(400);
   });
 
+  test("a body() that throws at once rejects the read and frees its bytes", async () => {
+    const bodies = new RequestBodies(1000, 400);
+    const request = {
+      header: (name: string) => (name === "content-length" ? "300" : undefined),
+      body: () => {
+        throw new Error("the connection was already closed");
+      },
+    } as unknown as HttpRequest;
+    await expect(bodies.read(request, "a")).rejects.toThrow("the connection was already closed");
+    expect(bodies.size).toEqual({ bytes: 0, tenants: 0 });
+  });
+
   test("the drain cuts the bodies still arriving halfway to its deadline with 503 draining, and refuses later ones", async () => {
     const bodies = new RequestBodies(1000, 400);
     const quick = upload(100);
