@@ -15,11 +15,12 @@ import type {
   RunningServer,
   StreamListener,
 } from "../../ports/transport.ts";
-import { BodyBuffer, clientClosed, parseContentLength } from "../body-buffer.ts";
+import { clientClosed, parseContentLength } from "../body-buffer.ts";
 import { binaryFrameText } from "../frame-text.ts";
 import { framingProblem, framingRefusal } from "../framing.ts";
 import { isWebSocketHandshake } from "../handshake.ts";
 import { EnginePeer } from "../peer.ts";
+import { BodyCollector } from "./body-collector.ts";
 import { uwsEngine } from "./engine.ts";
 import { resolvedPath } from "./resolved-path.ts";
 
@@ -61,7 +62,7 @@ const METHODS_WITHOUT_BODY = new Set(["GET", "HEAD", "OPTIONS", "DELETE"]);
 
 /**
  * A body announced at most this long, still arriving when its request is answered, is let in on an
- * open connection: its buffer is small, and closing would cost a keep-alive client a reconnect.
+ * open connection (and let go, not kept): closing would cost a keep-alive client a reconnect.
  */
 const SMALL_BODY_BYTES = 64 * 1024;
 // A leading U+FEFF stays (TextDecoder drops it by default): Bun hands text frames over as sent.
@@ -195,6 +196,8 @@ class UwsHttpRequest implements HttpRequest {
   private address: string | undefined;
   private readonly bodyBytes: Promise<Uint8Array>;
   private abortBody: ((error: Error) => void) | undefined;
+  /** The body being received; undefined when there is none. */
+  private collector: BodyCollector | undefined;
   /** The whole body has come (or there is none). */
   private bodyReceived = false;
   /** The body's Content-Length; undefined when chunked. */
@@ -232,7 +235,7 @@ class UwsHttpRequest implements HttpRequest {
             this.bodyReceived = true;
             resolve(body);
           };
-          collectBody(res, maxBodyBytes, this.announcedBodyBytes, received, reject);
+          this.collector = new BodyCollector(res, maxBodyBytes, this.announcedBodyBytes, received, reject);
         });
     // The core may answer without reading the body (401, 415, ...): keep that rejection handled.
     this.bodyBytes.catch(() => {});
@@ -304,7 +307,10 @@ class UwsHttpRequest implements HttpRequest {
       // holds only after the handler returns, and Node runs the microtasks answering without I/O first:
       // so the decision waits a turn, for what came with the head.
       setImmediate(() => {
-        if (!this.aborted) this.write(this.bodyReceived ? reply : this.closingIfUploading(reply), head);
+        if (this.aborted) return;
+        // Answered without it: what still comes of the body is not kept, on a connection left open too.
+        if (!this.bodyReceived) this.collector?.drop();
+        this.write(this.bodyReceived ? reply : this.closingIfUploading(reply), head);
       });
     }
     // HEAD: the head of a stream, which never opens.
@@ -317,8 +323,8 @@ class UwsHttpRequest implements HttpRequest {
 
   /**
    * Closes the connection of an answer whose large or chunked body is still arriving: left open, uWS
-   * goes on receiving the upload into its buffer, allocated at its Content-Length, for as long as the
-   * client takes to send it (a client holding uploads open after their 401 held 1 MiB each).
+   * goes on receiving the upload for as long as the client takes to send it (a client holding
+   * uploads open after their 401 held 1 MiB each, before their buffers were let go at the answer).
    */
   private closingIfUploading(reply: HttpReply): HttpReply {
     const small = this.announcedBodyBytes !== undefined && this.announcedBodyBytes <= SMALL_BODY_BYTES;
@@ -432,34 +438,6 @@ function refuse(res: UwsResponse, reply: HttpReply): void {
   });
   setImmediate(() => {
     if (!aborted) res.cork(() => writeReply(res, reply));
-  });
-}
-
-function collectBody(
-  res: UwsResponse,
-  limit: number,
-  contentLength: number | undefined,
-  resolve: (body: Uint8Array) => void,
-  reject: (error: unknown) => void,
-): void {
-  let buffer: BodyBuffer;
-  try {
-    buffer = new BodyBuffer(limit, contentLength);
-  } catch (error) {
-    reject(error);
-    return;
-  }
-  let failed = false;
-  res.onData((chunk, isLast) => {
-    if (failed) return;
-    try {
-      buffer.append(new Uint8Array(chunk));
-    } catch (error) {
-      failed = true;
-      reject(error);
-      return;
-    }
-    if (isLast) resolve(buffer.bytes());
   });
 }
 
