@@ -130,6 +130,19 @@ export class UndeliverableError extends Error {
 }
 
 /**
+ * A write or probe the sink never answered: the delivery queue's write
+ * timeout, or a writer's own timeout with nothing heard back (Kafka: a
+ * connection never completed within its connect timeout). The sink has been
+ * failing since the write was sent, not since the timeout was seen.
+ */
+export class SinkNoAnswerError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "SinkNoAnswerError";
+  }
+}
+
+/**
  * A writer's rejection when the sink cannot take any record of the batch's
  * topic until someone acts: not authorized, topic missing on a cluster that
  * does not create it, a full disk under the local log. Neither splitting nor

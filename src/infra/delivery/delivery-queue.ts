@@ -10,6 +10,7 @@ import {
   RecordsRefused,
   type RefusedRecord,
   type SinkMessage,
+  SinkNoAnswerError,
   SinkUnavailableError,
   type SinkWriter,
   UndeliverableError,
@@ -169,9 +170,6 @@ class WriterQueue {
     this.pendingBytes = this.pending.reduce((sum, entry) => sum + entry.bytes, 0);
   }
 }
-
-/** A write or probe the sink never answered within the write timeout (frozen, partitioned). */
-class NoAnswer extends Error {}
 
 /**
  * One topic's records. Batches hold records of one topic, and a topic's
@@ -936,7 +934,7 @@ export class DeliveryQueue implements RecordQueue {
   }
 
   private writeTimeout(): Error {
-    return new NoAnswer(`no acknowledgement within ${this.options.writeTimeoutMs} ms`);
+    return new SinkNoAnswerError(`no acknowledgement within ${this.options.writeTimeoutMs} ms`);
   }
 
   private backoff(attempt: number): number {
@@ -960,7 +958,7 @@ export class DeliveryQueue implements RecordQueue {
    * otherwise start past a short grace, and /health flap to 503 until the next answer.
    */
   private markFailing(lane: Lane | undefined, error: unknown, sentAt: number): void {
-    const since = error instanceof NoAnswer ? sentAt : Date.now();
+    const since = error instanceof SinkNoAnswerError ? sentAt : Date.now();
     if (lane && lane.failingSince === undefined) lane.failingSince = Math.max(since, lane.lastAnswerAt);
     if (this.failingSince === undefined) {
       this.failingSince = Math.max(since, this.lastAnswerAt);

@@ -1,7 +1,8 @@
-import { Admin, ConfigResourceTypes, GenericError, UserError } from "@platformatic/kafka";
+import { Admin, ConfigResourceTypes, GenericError, TimeoutError, UserError } from "@platformatic/kafka";
 import type { Config } from "../../config/config.ts";
 import {
   type SinkMessage,
+  SinkNoAnswerError,
   SinkUnavailableError,
   type SinkWriter,
   UndeliverableError,
@@ -92,6 +93,19 @@ export function classifyFailure(error: unknown): UndeliverableError | SinkUnavai
   return undefined;
 }
 
+/**
+ * A failure the broker never answered: the client's TimeoutError (a
+ * connection not made within its connect timeout, however it is wrapped by
+ * the client's retries) as a SinkNoAnswerError, so the delivery queue dates
+ * the outage from the send; undefined for anything else.
+ */
+export function noAnswerOf(error: unknown): SinkNoAnswerError | undefined {
+  const timeout = findError(error, (inner) => inner instanceof TimeoutError);
+  return timeout
+    ? new SinkNoAnswerError(`Kafka did not answer: ${timeout.message}`, { cause: error })
+    : undefined;
+}
+
 /** The client's errors nest a few levels (retries, connection, response); a cycle or a deeper chain stops here. */
 const MAX_ERROR_DEPTH = 8;
 
@@ -101,17 +115,22 @@ const MAX_ERROR_DEPTH = 8;
  * handshake as a NetworkError "Connection … failed" whose `cause` is the
  * AuthenticationError (itself caused by the broker's SASL_AUTHENTICATION_FAILED).
  */
-function findIn(error: unknown, property: string, value: string, depth = 0): Error | undefined {
+function findIn(error: unknown, property: string, value: string): Error | undefined {
+  return findError(error, (inner) => (inner as unknown as Record<string, unknown>)[property] === value);
+}
+
+/** `error`, or an error it wraps (in `errors` or `cause`), that `matches`. */
+function findError(error: unknown, matches: (error: Error) => boolean, depth = 0): Error | undefined {
   if (!(error instanceof Error) || depth > MAX_ERROR_DEPTH) return undefined;
-  if ((error as unknown as Record<string, unknown>)[property] === value) return error;
+  if (matches(error)) return error;
   const inner = (error as { errors?: unknown }).errors;
   if (Array.isArray(inner)) {
     for (const wrapped of inner) {
-      const found = findIn(wrapped, property, value, depth + 1);
+      const found = findError(wrapped, matches, depth + 1);
       if (found) return found;
     }
   }
-  return findIn(error.cause, property, value, depth + 1);
+  return findError(error.cause, matches, depth + 1);
 }
 
 /** What `messageLimits` learned: each topic's limit, or why it could not be read. */
@@ -226,7 +245,7 @@ export class KafkaWriter implements SinkWriter {
       const stale = this.probeProducer;
       this.probeProducer = this.newProducer();
       stale.close(true, () => {});
-      if (!(classifyFailure(error) instanceof SinkUnavailableError)) throw error;
+      if (!(classifyFailure(error) instanceof SinkUnavailableError)) throw noAnswerOf(error) ?? error;
     }
   }
 
@@ -252,7 +271,7 @@ export class KafkaWriter implements SinkWriter {
     try {
       await producer.send({ messages: toPartitions(topic, batch, this.partitionCounts.get(topic)) });
     } catch (error) {
-      throw classifyFailure(error) ?? error;
+      throw classifyFailure(error) ?? noAnswerOf(error) ?? error;
     } finally {
       this.notePartitions(topic, producer.currentMetadata?.topics.get(topic)?.partitionsCount);
     }

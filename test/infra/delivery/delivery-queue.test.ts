@@ -16,6 +16,7 @@ import type { FanoutMessage } from "../../../src/ports/fanout-bus.ts";
 import {
   RecordsRefused,
   type SinkMessage,
+  SinkNoAnswerError,
   SinkUnavailableError,
   type SinkWriter,
   UndeliverableError,
@@ -326,6 +327,31 @@ describe("DeliveryQueue", () => {
     await waitUntil(async () => (await metrics.kafkaUp.get()).values[0]?.value === 0, "the failure", 5000, 5);
     // Seen failing just now: the 300 ms grace has not passed (dated from the send, it had, by 100 ms).
     expect(health.list()).not.toContain(UNHEALTHY_REASON);
+    await expect(queue.close(0)).rejects.toThrow("undelivered");
+  });
+
+  test("a write the sink's own timeout ended unanswered (Kafka's connect timeout, shorter than the write timeout) starts the grace when it was sent", async () => {
+    class ConnectTimeoutWriter extends ControlledWriter {
+      override async write() {
+        this.attempts++;
+        await Bun.sleep(400);
+        throw new SinkNoAnswerError("Kafka did not answer: Connection to 10.0.0.1:9092 timed out.");
+      }
+    }
+    const health = new HealthState();
+    const metrics = createMetrics("test", "0");
+    const options = { ...OPTIONS, writeTimeoutMs: 5000, unhealthyAfterMs: 300, lingerMs: 0 };
+    const queue = new DeliveryQueue(
+      new ConnectTimeoutWriter(),
+      options,
+      metrics,
+      health,
+      pino({ level: "silent" }),
+    );
+    void queue.enqueue([message(1)], "queued", "acme");
+    await waitUntil(async () => (await metrics.kafkaUp.get()).values[0]?.value === 0, "the failure", 5000, 5);
+    // Failing since the send, 400 ms ago: past the 300 ms grace at once.
+    expect(health.list()).toContain(UNHEALTHY_REASON);
     await expect(queue.close(0)).rejects.toThrow("undelivered");
   });
 

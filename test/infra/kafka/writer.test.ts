@@ -8,8 +8,8 @@ import {
   UnsupportedApiError,
   UserError,
 } from "@platformatic/kafka";
-import { classifyFailure } from "../../../src/infra/kafka/writer.ts";
-import { SinkUnavailableError, UndeliverableError } from "../../../src/ports/sink.ts";
+import { classifyFailure, noAnswerOf } from "../../../src/infra/kafka/writer.ts";
+import { SinkNoAnswerError, SinkUnavailableError, UndeliverableError } from "../../../src/ports/sink.ts";
 
 /** The error Producer.send rejects with when the broker answers `code` for one partition (as 1.35 builds it). */
 function produceFailure(code: number): Error {
@@ -111,5 +111,22 @@ describe("classifyFailure", () => {
     expect(classifyFailure(new TimeoutError("Request timed out"))).toBeUndefined();
     expect(classifyFailure(new Error("no acknowledgement within 5000 ms"))).toBeUndefined();
     expect(classifyFailure("not even an error")).toBeUndefined();
+  });
+});
+
+describe("noAnswerOf", () => {
+  test("a connection not made within the connect timeout, however the client's retries wrap it, is a write never answered", () => {
+    const connect = new TimeoutError("Connection to 10.0.0.1:9092 timed out.");
+    const retried = new MultipleErrors("Producing messages failed after 3 attempts.", [
+      new NetworkError("Connection to 10.0.0.1:9092 failed.", { cause: connect }),
+    ]);
+    for (const error of [connect, retried]) {
+      const noAnswer = noAnswerOf(error);
+      expect(noAnswer).toBeInstanceOf(SinkNoAnswerError);
+      expect(noAnswer?.cause).toBe(error);
+    }
+    // Answered: a refused connection, a broker error.
+    expect(noAnswerOf(new NetworkError("Connection refused"))).toBeUndefined();
+    expect(noAnswerOf(produceFailure(6))).toBeUndefined();
   });
 });
