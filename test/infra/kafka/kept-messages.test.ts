@@ -1,14 +1,21 @@
 import { describe, expect, test } from "bun:test";
 import { KeptMessages } from "../../../src/infra/kafka/kept-messages.ts";
+import type { DeliveredMessage } from "../../../src/ports/fanout-bus.ts";
 import { message } from "../../support/fanout-log.ts";
 
 describe("KeptMessages: what one read of the log keeps", () => {
   test("by default the first that fit, stopping before the one that does not", () => {
     const kept = new KeptMessages({ maxMessages: 2, maxBytes: 1 << 20 });
-    expect([kept.add(message(1)), kept.add(message(2)), kept.add(message(3))]).toEqual([true, true, false]);
+    // Made once: each carries the millisecond it was made in.
+    const [first, second, third] = [1, 2, 3].map((offset) => message(offset)) as [
+      DeliveredMessage,
+      DeliveredMessage,
+      DeliveredMessage,
+    ];
+    expect([kept.add(first), kept.add(second), kept.add(third)]).toEqual([true, true, false]);
     expect(kept.answer(3n, 0n)).toEqual({
       gone: false,
-      messages: [message(1), message(2)],
+      messages: [first, second],
       next: 3n,
       from: 0n,
     });
@@ -30,7 +37,8 @@ describe("KeptMessages: what one read of the log keeps", () => {
     const kept = bytes.answer(3001n, 0n);
     expect(!kept.gone && kept.messages.map((one) => one.position.offset)).toEqual([2000n, 3000n]);
     const one = new KeptMessages({ maxMessages: 100, maxBytes: 5, keepNewest: true });
-    one.add(message(1000));
-    expect(one.answer(1001n, 0n)).toMatchObject({ messages: [message(1000)] });
+    const large = message(1000);
+    one.add(large);
+    expect(one.answer(1001n, 0n)).toMatchObject({ messages: [large] });
   });
 });
