@@ -1,8 +1,11 @@
 import { afterAll, expect, test } from "bun:test";
-import type { Redis } from "ioredis";
+import { Redis as IORedis, type Redis } from "ioredis";
 import pino from "pino";
+import type { Principal } from "../../src/domain/principal.ts";
+import { Presence } from "../../src/features/realtime/presence.ts";
 import { RedisPresence } from "../../src/infra/presence/redis-presence.ts";
 import type { PresenceMembers } from "../../src/ports/presence.ts";
+import type { HttpReply, HttpRequest } from "../../src/ports/transport.ts";
 import { services } from "../support/kafka.ts";
 
 const log = pino({ level: "silent" });
@@ -26,7 +29,10 @@ async function eventually(
   const deadline = Date.now() + 10_000;
   let members: PresenceMembers = new Map();
   while (Date.now() < deadline) {
-    members = await store.members(key).catch(() => new Map());
+    members = await store
+      .members(key, 1000)
+      .then((page) => page.members)
+      .catch(() => new Map());
     if (JSON.stringify(Object.fromEntries([...members].sort())) === JSON.stringify(expected)) return;
     await Bun.sleep(30);
   }
@@ -78,9 +84,9 @@ test("an instance answers with its own members as they are now, not as last writ
   other.changed(key, new Map([["bob", 1]]));
   await eventually(slow, key, { bob: 1 });
   slow.changed(key, new Map([["ann", 1]]));
-  expect(Object.fromEntries(await slow.members(key))).toEqual({ ann: 1, bob: 1 });
+  expect(Object.fromEntries((await slow.members(key, 1000)).members)).toEqual({ ann: 1, bob: 1 });
   slow.changed(key, new Map());
-  expect(Object.fromEntries(await slow.members(key))).toEqual({ bob: 1 });
+  expect(Object.fromEntries((await slow.members(key, 1000)).members)).toEqual({ bob: 1 });
 });
 
 test("while Redis cannot be reached, channels joined and left again are not held for a write: the outage does not grow memory", async () => {
@@ -119,17 +125,166 @@ test("a leave whose write failed is written at the next flush: the subject does 
   await eventually(reader, key, { dan: 1 });
   // The next batch fails, as when the connection drops under it (what it queued never reaches Redis).
   const redis = (leaving as unknown as { redis: Redis }).redis;
-  const multi = redis.multi.bind(redis);
+  const pipeline = redis.pipeline.bind(redis);
   let failed = false;
-  redis.multi = ((...args: Parameters<typeof multi>) => {
-    const batch = multi(...args);
+  redis.pipeline = ((...args: Parameters<typeof pipeline>) => {
+    const batch = pipeline(...args);
     if (!failed) {
       failed = true;
       batch.exec = () => Promise.reject(new Error("Connection is closed."));
     }
     return batch;
-  }) as typeof redis.multi;
+  }) as typeof redis.pipeline;
   leaving.changed(key, new Map());
   await eventually(reader, key, {});
   expect(failed).toBe(true);
+});
+
+/** `count` subjects named `<prefix>-000000`…, one connection each. */
+function subjects(prefix: string, count: number): Map<string, number> {
+  return new Map(Array.from({ length: count }, (_, i) => [`${prefix}-${String(i).padStart(6, "0")}`, 1]));
+}
+
+/** Bytes Redis sent (to every client) while `work` ran: what reading a channel costs it and the reader. */
+async function bytesSentBy(work: () => Promise<unknown>): Promise<number> {
+  const sent = async () => Number(/total_net_output_bytes:(\d+)/.exec(await probe.info("stats"))?.[1]);
+  const before = await sent();
+  await work();
+  return (await sent()) - before;
+}
+const probe = new IORedis(services().redisUrl);
+afterAll(() => probe.disconnect());
+
+async function askPresence(presence: Presence, channel: string) {
+  const who: Principal = {
+    subject: "reader",
+    tenant: "acme",
+    scopes: new Set(["subscribe"]),
+    channels: undefined,
+    expiresAt: Date.now() + 60_000,
+  };
+  const checks = { admission: { read: () => undefined }, authenticate: async () => who };
+  const reply = (await presence.route(checks).handler({} as HttpRequest, { channel })) as HttpReply;
+  return JSON.parse(reply.body as string) as { total: number; members: Array<{ subject: string }> };
+}
+
+test("a channel of 20,000 members on two instances costs each check and each answer a bounded read, not every member", async () => {
+  const channel = `crowd-${Date.now()}`;
+  const key = `t/acme/${channel}`;
+  // Long-lived entries: no refresh of 10,000 entries runs while the reads are measured.
+  const writers = [0, 1].map(() => new RedisPresence({ ...options, ttlMs: 600_000 }, log));
+  open.push(...writers);
+  writers.forEach((writer, index) => {
+    writer.changed(key, subjects(`user-${index}`, 10_000));
+  });
+  const reader = new Presence(instance(), log);
+  const deadline = Date.now() + 20_000;
+  while ((await askPresence(reader, channel).catch(() => ({ total: 0 }))).total !== 20_000)
+    if (Date.now() > deadline) throw new Error("the 20,000 members were never all written");
+    else await Bun.sleep(100);
+
+  reader.watch(key, 1);
+  // Each second, for every channel someone here watches: a count, the members being too many to follow.
+  const checked = await bytesSentBy(() => reader.check());
+  // The answer: the total, and the first 1,000 members only.
+  let answer = { total: 0, members: [] as Array<{ subject: string }> };
+  const answered = await bytesSentBy(async () => {
+    answer = await askPresence(reader, channel);
+  });
+  expect(answer.total).toBe(20_000);
+  expect(answer.members.map((member) => member.subject)).toEqual([...subjects("user-0", 1000).keys()]);
+  // Reading every member is about 1 MB; the INFO around the work is some 2 kB of these.
+  expect(checked).toBeLessThan(5_000);
+  expect(answered).toBeLessThan(100_000);
+}, 60_000);
+
+test("an instance's own changes since its last write count at once in the total and the first page of a crowded channel", async () => {
+  const key = `t/it-${Date.now()}/page`;
+  const other = instance();
+  other.changed(key, subjects("s", 1500));
+  const own = instance();
+  own.changed(
+    key,
+    new Map([
+      ["s-000000", 1],
+      ["own-only", 1],
+    ]),
+  );
+  const pageOf = async () => {
+    const page = await own.members(key, 1000);
+    return { total: page.total, first: [...page.members].slice(0, 3) };
+  };
+  const deadline = Date.now() + 10_000;
+  while ((await pageOf().catch(() => ({ total: 0 }))).total !== 1501)
+    if (Date.now() > deadline) throw new Error("never written");
+    else await Bun.sleep(30);
+  expect(await pageOf()).toEqual({
+    total: 1501,
+    first: [
+      ["own-only", 1],
+      ["s-000000", 2],
+      ["s-000001", 1],
+    ],
+  });
+  // From here it writes nothing: what it answers of its own comes from its live members.
+  clearInterval((own as unknown as { timer: ReturnType<typeof setInterval> }).timer);
+  own.changed(key, new Map([["a-first", 2]]));
+  expect(await pageOf()).toEqual({
+    total: 1501,
+    first: [
+      ["a-first", 2],
+      ["s-000000", 1],
+      ["s-000001", 1],
+    ],
+  });
+  const page = await own.members(key, 1000);
+  expect(page.members.size).toBe(1000);
+  expect([...page.members.keys()].at(-1)).toBe("s-000998");
+  // Asked only if all fit: a count, no members.
+  expect(await own.members(key, 1000, true)).toEqual({ total: 1501, members: new Map() });
+  own.changed(key, new Map());
+  expect((await own.members(key, 1000)).total).toBe(1500);
+});
+
+test("a crashed instance with more subjects than one prune removes is gone after its TTL, count and all", async () => {
+  const key = `t/it-${Date.now()}/crowd-crash`;
+  const crashed = new RedisPresence(options, log);
+  const live = instance();
+  crashed.changed(key, subjects("gone", 1200));
+  live.changed(key, new Map([["liv", 1]]));
+  const deadline = Date.now() + 10_000;
+  while ((await live.members(key, 1).catch(() => ({ total: 0 }))).total !== 1201)
+    if (Date.now() > deadline) throw new Error("never written");
+    else await Bun.sleep(30);
+  (crashed as unknown as { redis: { disconnect(): void } }).redis.disconnect();
+  clearInterval((crashed as unknown as { timer: ReturnType<typeof setInterval> }).timer);
+  await Bun.sleep(options.ttlMs + 100);
+  // The first read once they expired: not one of them counted, though a run removes PRUNE_BATCH at most.
+  expect(await live.members(key, 1000)).toEqual({ total: 1, members: new Map([["liv", 1]]) });
+});
+
+test("scripts Redis no longer holds (SCRIPT FLUSH) are sent again: writes go on", async () => {
+  const key = `t/it-${Date.now()}/flushed`;
+  const writer = instance();
+  const reader = instance();
+  writer.changed(key, new Map([["ann", 1]]));
+  await eventually(reader, key, { ann: 1 });
+  await probe.script("FLUSH");
+  writer.changed(key, new Map([["bob", 1]]));
+  await eventually(reader, key, { bob: 1 });
+});
+
+test("subjects are any strings: a colon, a NUL, letters of several bytes", async () => {
+  const key = `t/it-${Date.now()}/odd`;
+  const odd = "zoë:1\u0000ø";
+  const writer = instance();
+  const reader = instance();
+  writer.changed(key, new Map([[odd, 2]]));
+  await eventually(reader, key, { [odd]: 2 });
+  // Told but not yet written: looked up by name, whatever it holds.
+  reader.changed(key, new Map([[odd, 1]]));
+  expect(await reader.members(key, 1000)).toEqual({ total: 1, members: new Map([[odd, 3]]) });
+  writer.changed(key, new Map());
+  reader.changed(key, new Map());
+  await eventually(reader, key, {});
 });

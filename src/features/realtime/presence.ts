@@ -3,7 +3,7 @@ import { authorizedReader, type ReaderChecks } from "../../http/caller.ts";
 import { jsonText } from "../../http/reply.ts";
 import type { Logger } from "../../log/logger.ts";
 import { OccasionalLine } from "../../log/occasional-line.ts";
-import type { PresenceMembers, PresenceStore } from "../../ports/presence.ts";
+import type { PresenceMembers, PresencePage, PresenceStore } from "../../ports/presence.ts";
 import type { Route } from "../../ports/route.ts";
 
 /** Members listed in one answer; the rest are counted in `total`. */
@@ -62,15 +62,15 @@ export class Presence {
       const started = { watchers: 1, told: undefined as Set<string> | undefined };
       this.watched.set(channelKey, started);
       // The baseline is who is there now, so a subject arriving right after is a join, not part of it.
-      const baseline = (members: PresenceMembers | undefined) => {
-        if (members && this.watched.get(channelKey) === started && !started.told)
-          started.told = members.size > MAX_TRACKED_MEMBERS ? undefined : new Set(members.keys());
+      const baseline = (page: PresencePage) => {
+        if (this.watched.get(channelKey) === started && !started.told)
+          started.told = page.total > MAX_TRACKED_MEMBERS ? undefined : new Set(page.members.keys());
       };
+      const local = () => baseline(this.localPage(channelKey, MAX_TRACKED_MEMBERS, true));
       // Unread from the store (Redis not connected yet, or slow): this instance's members, known exactly;
       // the others' then count as joins at the first check that reads them (a join too many, never one missed).
-      if (this.store)
-        this.store.members(channelKey).then(baseline, () => baseline(this.localMembers(channelKey)));
-      else baseline(this.localMembers(channelKey));
+      if (this.store) this.store.members(channelKey, MAX_TRACKED_MEMBERS, true).then(baseline, local);
+      else local();
       return;
     }
     entry.watchers += delta;
@@ -84,7 +84,9 @@ export class Presence {
    * gained its first connection and a leave for each that lost its last one.
    * A subject that connects and leaves between two checks sends nothing; at
    * most MAX_EVENTS_PER_CHECK per channel per check. With a store, a crashed
-   * instance's subjects leave once their entries expire (PRESENCE_TTL_MS).
+   * instance's subjects leave once their entries expire (PRESENCE_TTL_MS). A
+   * channel with more than MAX_TRACKED_MEMBERS is read as a count only: a
+   * check costs the same for a channel of ten thousand as of a thousand.
    */
   async check(): Promise<void> {
     if (this.checking || this.watched.size === 0) return;
@@ -92,11 +94,13 @@ export class Presence {
     try {
       const keys = [...this.watched.keys()];
       const store = this.store;
-      const members = store
-        ? await Promise.all(keys.map((key) => store.members(key).catch(() => undefined)))
-        : keys.map((key) => this.localMembers(key));
+      const pages = store
+        ? await Promise.all(
+            keys.map((key) => store.members(key, MAX_TRACKED_MEMBERS, true).catch(() => undefined)),
+          )
+        : keys.map((key) => this.localPage(key, MAX_TRACKED_MEMBERS, true));
       keys.forEach((key, index) => {
-        const now = members[index];
+        const now = pages[index];
         // The store did not answer: nothing is said rather than every subject leaving.
         if (now) this.compare(key, now);
       });
@@ -105,10 +109,10 @@ export class Presence {
     }
   }
 
-  private compare(channelKey: string, members: PresenceMembers): void {
+  private compare(channelKey: string, { total, members }: PresencePage): void {
     const entry = this.watched.get(channelKey);
     if (!entry) return;
-    if (members.size > MAX_TRACKED_MEMBERS) {
+    if (total > MAX_TRACKED_MEMBERS) {
       // Too crowded to follow: no events, and a fresh baseline once it is not.
       entry.told = undefined;
       return;
@@ -177,6 +181,14 @@ export class Presence {
     return this.local.get(channelKey) ?? new Map();
   }
 
+  /** This instance's members of a channel as a store answers (see `PresenceStore.members`). */
+  private localPage(channelKey: string, limit: number, onlyIfAll = false): PresencePage {
+    const members = this.localMembers(channelKey);
+    if (onlyIfAll && members.size > limit) return { total: members.size, members: new Map() };
+    const first = [...members].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).slice(0, limit);
+    return { total: members.size, members: new Map(first) };
+  }
+
   /** GET /v1/channels/{channel}/presence, after the per-IP request budget, the token and the scope `subscribe`. */
   route(checks: ReaderChecks): Route {
     return {
@@ -187,10 +199,10 @@ export class Presence {
         const channel = requireChannel(principal, params.channel);
         const key = channelTopic(principal.tenant, channel);
         let scope = "instance";
-        let members = this.localMembers(key);
+        let page: PresencePage | undefined;
         if (this.store) {
           try {
-            members = await this.store.members(key);
+            page = await this.store.members(key, MAX_LISTED_MEMBERS);
             scope = "cluster";
           } catch (error) {
             // Redis down or slow: this instance's view is still true, and the answer says it is partial.
@@ -204,13 +216,11 @@ export class Presence {
               );
           }
         }
-        const listed = [...members]
-          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-          .slice(0, MAX_LISTED_MEMBERS)
-          .map(([subject, connections]) => ({ subject, connections }));
+        const { total, members } = page ?? this.localPage(key, MAX_LISTED_MEMBERS);
+        const listed = [...members].map(([subject, connections]) => ({ subject, connections }));
         return jsonText(
           200,
-          JSON.stringify({ channel, scope, total: members.size, members: listed }),
+          JSON.stringify({ channel, scope, total, members: listed }),
           rateLimit?.own,
           rateLimit?.shared,
         );

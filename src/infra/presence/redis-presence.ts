@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { Logger } from "../../log/logger.ts";
-import type { PresenceMembers, PresenceStore } from "../../ports/presence.ts";
+import type { PresenceMembers, PresencePage, PresenceStore } from "../../ports/presence.ts";
 import { connectRedis } from "../redis/client.ts";
 
 export interface RedisPresenceOptions {
@@ -13,18 +13,125 @@ export interface RedisPresenceOptions {
   commandTimeoutMs: number;
 }
 
-/** Entries are `<instance>\0<subject>`: no subject or instance id holds a NUL. */
-const SEPARATOR = "\u0000";
+/** Expired entries removed per script run: a crashed instance's many go over several runs, none long. */
+export const PRUNE_BATCH = 500;
+/** Runs of PRUNE_BATCH one read may take; past that (over 50,000 expired at once) it fails, the next goes on. */
+const MAX_PRUNE_PASSES = 100;
+/** Subjects written (and as many removed) per script run. */
+const WRITE_SLICE = 1000;
 
 /**
- * Presence in Redis, per channel: a sorted set of `<instance>\0<subject>`
- * scored by when the entry expires, and a hash of the same members' connection
- * counts. Each instance writes its own entries (changed channels every
- * `flushMs`, all of them again every `ttlMs / 3`), so a crashed instance's
- * entries expire by themselves; readers skip and prune expired ones.
+ * Shared by both scripts. A channel's keys: KEYS[1] its entries
+ * `<instance>\0<subject>` (no instance id holds a NUL) scored by when they expire, KEYS[2] each entry's
+ * connections, and per subject (kept by every change of an entry, so nothing
+ * is ever counted by reading them all): KEYS[3] the subjects in order (score
+ * 0, for a first page by ZRANGEBYLEX and a count by ZCARD), KEYS[4] its
+ * connections on all instances (an entry has at least one: a subject none is
+ * left to is no member).
+ */
+const ENTRIES = `
+local entries, entryConnections, subjects, connections = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local function drop(entry)
+  if redis.call('ZREM', entries, entry) == 0 then return end
+  local subject = string.sub(entry, string.find(entry, '\\0', 1, true) + 1)
+  local had = tonumber(redis.call('HGET', entryConnections, entry)) or 0
+  redis.call('HDEL', entryConnections, entry)
+  if redis.call('HINCRBY', connections, subject, -had) <= 0 then
+    redis.call('HDEL', connections, subject)
+    redis.call('ZREM', subjects, subject)
+  end
+end
+local function prune(now)
+  local expired = redis.call('ZRANGEBYSCORE', entries, '-inf', '(' .. now, 'LIMIT', 0, ${PRUNE_BATCH})
+  for _, entry in ipairs(expired) do drop(entry) end
+  return #expired
+end
+`;
+
+/**
+ * One instance's members of a channel. ARGV: now, expiry, TTL, instance,
+ * how many subjects it has, those subjects and their connections in pairs,
+ * then the subjects it no longer has.
+ */
+const WRITE = `${ENTRIES}
+local now, expiresAt, ttl, instance = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+prune(now)
+local upserts = tonumber(ARGV[5])
+local at = 6
+for _ = 1, upserts do
+  local subject, count = ARGV[at], tonumber(ARGV[at + 1])
+  at = at + 2
+  local entry = instance .. '\\0' .. subject
+  local before = 0
+  if redis.call('ZADD', entries, expiresAt, entry) == 1 then
+    redis.call('ZADD', subjects, 0, subject)
+  else
+    before = tonumber(redis.call('HGET', entryConnections, entry)) or 0
+  end
+  redis.call('HSET', entryConnections, entry, count)
+  redis.call('HINCRBY', connections, subject, count - before)
+end
+for gone = at, #ARGV do drop(instance .. '\\0' .. ARGV[gone]) end
+if upserts > 0 then
+  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
+end
+`;
+
+/**
+ * The count and first page of a channel, for the instance reading it, or {-1}
+ * when a whole PRUNE_BATCH of expired entries was removed and more may be
+ * left (the reader runs it again: a count includes no expired entry). ARGV:
+ * now, instance, page size, the most subjects for which the page is read (-1:
+ * any), the subjects to look up, each as its length in bytes, a colon and itself. Returns {count, page, lookups}: the page as
+ * subject, connections on all instances, the reader's own (as last written)
+ * in threes; the lookups as connections on all, the reader's own in pairs.
+ */
+const READ = `${ENTRIES}
+local now, instance, size, most = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if prune(now) == ${PRUNE_BATCH} then return {-1} end
+local function counts(subject)
+  return tonumber(redis.call('HGET', connections, subject)) or 0,
+    tonumber(redis.call('HGET', entryConnections, instance .. '\\0' .. subject)) or 0
+end
+local count = redis.call('ZCARD', subjects)
+local page = {}
+if most < 0 or count <= most then
+  for _, subject in ipairs(redis.call('ZRANGEBYLEX', subjects, '-', '+', 'LIMIT', 0, size)) do
+    local all, own = counts(subject)
+    page[#page + 1] = subject
+    page[#page + 1] = all
+    page[#page + 1] = own
+  end
+end
+local lookups = {}
+local wanted, from = ARGV[5], 1
+while from <= #wanted do
+  local colon = string.find(wanted, ':', from, true)
+  local stop = colon + tonumber(string.sub(wanted, from, colon - 1))
+  local all, own = counts(string.sub(wanted, colon + 1, stop))
+  lookups[#lookups + 1] = all
+  lookups[#lookups + 1] = own
+  from = stop + 1
+end
+return {count, page, lookups}
+`;
+
+type WriteCommand = (...args: Array<string | number>) => unknown;
+type ReadCommand = (...args: Array<string | number>) => Promise<[number, Array<string | number>, number[]]>;
+
+/**
+ * Presence in Redis, per channel: each instance's entries, scored by when
+ * they expire, with their connection counts, and per subject its connections
+ * on all instances, kept up to date by the scripts
+ * that change entries. A read is then a count and a first page, whatever the
+ * channel's size. Each instance writes its own entries (changed channels
+ * every `flushMs`, all of them again every `ttlMs / 3`), so a crashed
+ * instance's entries expire by themselves; every script first removes some
+ * expired ones (PRUNE_BATCH), and the subjects they alone held.
  */
 export class RedisPresence implements PresenceStore {
   private readonly redis: Redis;
+  private readonly read: ReadCommand;
   private readonly instance = randomUUID();
   /** This instance's members per channel, as last told (the feature's live maps). */
   private readonly local = new Map<string, PresenceMembers>();
@@ -41,6 +148,10 @@ export class RedisPresence implements PresenceStore {
   ) {
     // Reconnects on its own; the next flush rewrites what changed meanwhile.
     this.redis = connectRedis(options.redisUrl, options.commandTimeoutMs);
+    this.redis.defineCommand("presenceWrite", { numberOfKeys: 4, lua: WRITE });
+    this.redis.defineCommand("presenceRead", { numberOfKeys: 4, lua: READ });
+    const client = this.redis as unknown as { presenceRead: ReadCommand };
+    this.read = client.presenceRead.bind(client);
     this.timer = setInterval(() => void this.flush(), options.flushMs);
     this.timer.unref?.();
   }
@@ -58,36 +169,62 @@ export class RedisPresence implements PresenceStore {
     this.dirty.add(channelKey);
   }
 
-  async members(channelKey: string): Promise<PresenceMembers> {
-    const now = Date.now();
-    const [live, counts, expired] = (await this.redis
-      .multi()
-      .zrangebyscore(setKey(channelKey), now, "+inf")
-      .hgetall(countKey(channelKey))
-      .zrangebyscore(setKey(channelKey), "-inf", `(${now}`)
-      .exec()) as Array<[Error | null, unknown]>;
-    const stale = (expired?.[1] as string[] | undefined) ?? [];
-    if (stale.length > 0) {
-      this.redis
-        .multi()
-        .zrem(setKey(channelKey), ...stale)
-        .hdel(countKey(channelKey), ...stale)
-        .exec()
-        .catch(() => {});
+  /**
+   * Redis holds this instance's members as last written (up to a flush ago);
+   * a client that subscribed (or left) here is seen so at once by a read here:
+   * its own share of the subjects that changed since is looked up and replaced
+   * by its live members. What is read is the page and those subjects, never
+   * the whole channel.
+   */
+  async members(channelKey: string, limit: number, onlyIfAll = false): Promise<PresencePage> {
+    const local = this.local.get(channelKey) ?? new Map<string, number>();
+    const written = this.written.get(channelKey) ?? new Set<string>();
+    const arrived = [...local.keys()].filter((subject) => !written.has(subject));
+    const left = [...written].filter((subject) => !local.has(subject));
+    // A subject that left here may be in the page and no longer a member: the page is read that much longer.
+    const size = limit + left.length;
+    const lookup = [...arrived, ...left];
+    // One argument, however many: a call's arguments are bounded (Node's stack overflows past some 100,000).
+    const wanted = lookup.map((subject) => `${Buffer.byteLength(subject)}:${subject}`).join("");
+    let reply: Awaited<ReturnType<ReadCommand>>;
+    let passes = 0;
+    // A crashed instance's many entries expired: removed a batch per run, each short, before the count.
+    do
+      reply = await this.read(
+        ...keysOf(channelKey),
+        Date.now(),
+        this.instance,
+        size,
+        onlyIfAll ? size : -1,
+        wanted,
+      );
+    while (reply[0] < 0 && ++passes < MAX_PRUNE_PASSES);
+    if (reply[0] < 0) throw new Error("presence: expired entries still being removed");
+    const [count, page, lookups] = reply;
+    const connectionsNow = (subject: string, all: number, own: number) =>
+      all - own + (local.get(subject) ?? 0);
+    let total = count;
+    lookup.forEach((subject, index) => {
+      const all = lookups[2 * index] as number;
+      const isMember = connectionsNow(subject, all, lookups[2 * index + 1] as number) > 0;
+      total += (isMember ? 1 : 0) - (all > 0 ? 1 : 0);
+    });
+    const listed: Array<[string, number]> = [];
+    for (let at = 0; at < page.length; at += 3) {
+      const subject = page[at] as string;
+      const connections = connectionsNow(subject, page[at + 1] as number, page[at + 2] as number);
+      if (connections > 0) listed.push([subject, connections]);
     }
-    const countOf = (counts?.[1] as Record<string, string> | undefined) ?? {};
-    const members = new Map<string, number>();
-    for (const entry of (live?.[1] as string[] | undefined) ?? []) {
-      const separator = entry.indexOf(SEPARATOR);
-      // This instance's own entries lag its connections by up to a flush: its live map below is what holds.
-      if (entry.slice(0, separator) === this.instance) continue;
-      const subject = entry.slice(separator + 1);
-      members.set(subject, (members.get(subject) ?? 0) + (Number(countOf[entry]) || 1));
-    }
-    // A client that subscribed (or left) here is seen so at once by a read here: the answer, and join and leave events.
-    for (const [subject, count] of this.local.get(channelKey) ?? [])
-      members.set(subject, (members.get(subject) ?? 0) + count);
-    return members;
+    // The page read all of Redis's subjects, or up to its last: a subject only here is listed if it sorts before that.
+    const pageRead = !onlyIfAll || count <= size;
+    const whole = pageRead && page.length / 3 < size;
+    const last = page[page.length - 3] as string | undefined;
+    const inListed = new Set(listed.map(([subject]) => subject));
+    for (const subject of arrived)
+      if ((whole || (last !== undefined && subject < last)) && !inListed.has(subject))
+        listed.push([subject, local.get(subject) ?? 0]);
+    listed.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return { total, members: new Map(listed.slice(0, limit)) };
   }
 
   async close(): Promise<void> {
@@ -108,28 +245,37 @@ export class RedisPresence implements PresenceStore {
     this.flushing = true;
     this.dirty.clear();
     const expiresAt = now + this.options.ttlMs;
-    const batch = this.redis.multi();
+    const batch = this.redis.pipeline();
+    const write = (batch as unknown as { presenceWrite: WriteCommand }).presenceWrite.bind(batch);
     /** `written` as it was before this batch, for the channels in it: merged back if the batch fails. */
     const writtenBefore = new Map<string, Set<string> | undefined>();
     for (const channelKey of channels) {
       const members = this.local.get(channelKey) ?? new Map<string, number>();
       const before = this.written.get(channelKey) ?? new Set<string>();
       writtenBefore.set(channelKey, this.written.get(channelKey));
-      const gone = [...before].filter((subject) => !members.has(subject)).map((s) => this.entry(s));
-      if (gone.length > 0) batch.zrem(setKey(channelKey), ...gone).hdel(countKey(channelKey), ...gone);
-      for (const [subject, count] of members) {
-        const entry = this.entry(subject);
-        batch.zadd(setKey(channelKey), expiresAt, entry).hset(countKey(channelKey), entry, count);
+      const upserts = [...members];
+      const gone = [...before].filter((subject) => !members.has(subject));
+      // In slices: a call's arguments are bounded, and one script keeps Redis from every other client while it runs.
+      for (let at = 0; at < Math.max(upserts.length, gone.length); at += WRITE_SLICE) {
+        const slice = upserts.slice(at, at + WRITE_SLICE);
+        write(
+          ...keysOf(channelKey),
+          now,
+          expiresAt,
+          this.options.ttlMs,
+          this.instance,
+          slice.length,
+          ...slice.flat(),
+          ...gone.slice(at, at + WRITE_SLICE),
+        );
       }
-      if (members.size > 0) {
-        batch
-          .pexpire(setKey(channelKey), this.options.ttlMs)
-          .pexpire(countKey(channelKey), this.options.ttlMs);
-        this.written.set(channelKey, new Set(members.keys()));
-      } else this.written.delete(channelKey);
+      if (members.size > 0) this.written.set(channelKey, new Set(members.keys()));
+      else this.written.delete(channelKey);
     }
     try {
-      await batch.exec();
+      const results = await batch.exec();
+      const failed = results?.find(([error]) => error)?.[0];
+      if (failed) throw failed;
       if (refresh) this.lastRefresh = now;
     } catch (error) {
       // The batch may have landed or not (a timeout, a dropped connection): Redis may hold the entries
@@ -150,11 +296,15 @@ export class RedisPresence implements PresenceStore {
       this.flushing = false;
     }
   }
-
-  private entry(subject: string): string {
-    return `${this.instance}${SEPARATOR}${subject}`;
-  }
 }
 
-const setKey = (channelKey: string) => `pr:${channelKey}`;
-const countKey = (channelKey: string) => `prc:${channelKey}`;
+/**
+ * A channel's keys, as the scripts take them (see ENTRIES). Named apart from the `pr:`/`prc:` of versions that
+ * kept no per-subject keys: their writes and prunes would leave these wrong (an upgrade splits presence meanwhile).
+ */
+const keysOf = (channelKey: string) => [
+  `pse:${channelKey}`,
+  `psc:${channelKey}`,
+  `pss:${channelKey}`,
+  `pst:${channelKey}`,
+];

@@ -4,7 +4,7 @@ import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { MAX_EVENTS_PER_CHECK, Presence } from "../../../src/features/realtime/presence.ts";
 import { createLogger } from "../../../src/log/logger.ts";
-import type { PresenceMembers, PresenceStore } from "../../../src/ports/presence.ts";
+import type { PresencePage, PresenceStore } from "../../../src/ports/presence.ts";
 import type { HttpReply, HttpRequest } from "../../../src/ports/transport.ts";
 
 const log = createLogger("silent", {});
@@ -83,12 +83,15 @@ describe("Presence", () => {
     let failing = false;
     const store: PresenceStore = {
       changed: (key, members) => told.push([key, [...members]]),
-      members: async (): Promise<PresenceMembers> => {
+      members: async (): Promise<PresencePage> => {
         if (failing) throw new Error("redis down");
-        return new Map([
-          ["ann", 3],
-          ["zed", 1],
-        ]);
+        return {
+          total: 2,
+          members: new Map([
+            ["ann", 3],
+            ["zed", 1],
+          ]),
+        };
       },
       close: async () => {},
     };
@@ -186,7 +189,7 @@ describe("join and leave events (this instance's members)", () => {
       changed: () => {},
       members: async () => {
         if (fail) throw new Error("down");
-        return members;
+        return { total: members.size, members };
       },
       close: async () => {},
     };
