@@ -1,4 +1,5 @@
-import { type BackoffOptions, backoffDelay, parseRetryAfter, sleep } from "./backoff.js";
+import { type BackoffOptions, backoffDelay, parseRetryAfter } from "./backoff.js";
+import { messageOf } from "./error-message.js";
 import { uuidv7 } from "./ids.js";
 import { onPageHide } from "./page.js";
 import type { QueueStorage, StoredRecord } from "./storage.js";
@@ -214,10 +215,6 @@ function withDeadline(parent: AbortSignal, ms: number): { signal: AbortSignal; c
   };
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** The parts of a page the online check uses, looked up at run time so the same build runs on servers. */
 interface OnlineAware {
   navigator?: { onLine?: boolean };
@@ -231,33 +228,27 @@ function isOffline(): boolean {
   return page.navigator?.onLine === false && typeof page.addEventListener === "function";
 }
 
-/** Waits out a backoff delay; a page that comes back online ends it early (a retry is worth it now). */
+/** Waits out a backoff delay, ended early when `signal` aborts or a page comes back online (a retry is worth it now). */
 function backoffWait(ms: number, signal: AbortSignal): Promise<void> {
   const page = globalThis as unknown as OnlineAware;
-  if (typeof page.addEventListener !== "function") return sleep(ms, signal);
-  const wake = new AbortController();
-  const onWake = () => wake.abort();
-  page.addEventListener("online", onWake);
-  signal.addEventListener("abort", onWake);
-  return sleep(ms, wake.signal).then(() => {
-    page.removeEventListener?.("online", onWake);
-    signal.removeEventListener("abort", onWake);
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      page.removeEventListener?.("online", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done);
+    page.addEventListener?.("online", done);
+    if (signal.aborted) done();
   });
 }
 
 /** Resolves at once when online, else on the page's `online` event or when `signal` aborts. */
 function untilOnline(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (!isOffline() || signal.aborted) return resolve();
-    const page = globalThis as unknown as Required<Pick<OnlineAware, "addEventListener">> & OnlineAware;
-    const done = () => {
-      page.removeEventListener?.("online", done);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    page.addEventListener("online", done);
-    signal.addEventListener("abort", done);
-  });
+  // The longest delay a timer takes (about 24 days): in effect, until one of those.
+  return isOffline() && !signal.aborted ? backoffWait(2 ** 31 - 1, signal) : Promise.resolve();
 }
 
 /**
@@ -926,7 +917,7 @@ export abstract class BatchingClient {
   }
 
   #clearTimer(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    clearTimeout(this.#timer);
     this.#timer = undefined;
   }
 }

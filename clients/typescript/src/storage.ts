@@ -303,20 +303,16 @@ export function indexedDbQueue(
  */
 export function browserQueue(name = "edge-gateway-events"): QueueStorage {
   const page = globalThis as StorageGlobals;
-  if (!page.indexedDB && !page.localStorage) {
-    throw new Error("no IndexedDB or localStorage: use fileQueue");
-  }
+  /** Where IndexedDB is missing or does not open. */
+  const fallback = () => {
+    if (!page.localStorage) throw new Error("no IndexedDB or localStorage: use fileQueue");
+    return localStorageQueue(name, page.localStorage);
+  };
   let chosen: Promise<QueueStorage>;
   if (page.indexedDB) {
     const idb = indexedDbQueue(name, page.indexedDB);
-    chosen = idb.load().then(
-      () => idb,
-      () => {
-        if (!page.localStorage) throw new Error("no IndexedDB or localStorage");
-        return localStorageQueue(name, page.localStorage);
-      },
-    );
-  } else chosen = Promise.resolve(localStorageQueue(name, page.localStorage as StorageLike));
+    chosen = idb.load().then(() => idb, fallback);
+  } else chosen = Promise.resolve(fallback());
   // Operations asked for before the choice is made wait for it, in order.
   let chain: Promise<unknown> = chosen;
   const later = (operation: (storage: QueueStorage) => void) => {

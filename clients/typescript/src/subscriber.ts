@@ -1,5 +1,6 @@
 import { type BackoffOptions, backoffDelay } from "./backoff.js";
 import { Emitter } from "./emitter.js";
+import { messageOf } from "./error-message.js";
 import type { FetchLike } from "./event-client.js";
 import { isAfter, isPosition } from "./event-id.js";
 import { resolveToken, type TokenSource, tokenExpiresAt } from "./token.js";
@@ -201,7 +202,7 @@ export class GatewayPublishError extends Error {
 }
 
 /** Close codes of the gateway's protocol. */
-const CLOSE = { goingAway: 1001, tryAgainLater: 1013, unauthorized: 4001 } as const;
+const CLOSE = { tryAgainLater: 1013, unauthorized: 4001 } as const;
 const DEFAULT_PUBLISH_TIMEOUT_MS = 30_000;
 /** A connection that lasted this long resets the backoff. */
 const STABLE_AFTER_MS = 5000;
@@ -228,21 +229,22 @@ function toHttpBase(url: string): string {
     .replace(/\/v1\/ws$/, "");
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 function serverDelay(value: unknown): number | undefined {
   return typeof value === "number" && value >= 0 ? Math.min(value, MAX_SERVER_DELAY_MS) : undefined;
 }
 
+/** `value` if it is a string (a frame's or an answer's optional field), else undefined. */
+function stringOf(value: unknown): string | undefined {
+  return typeof value === "string" ? value : undefined;
+}
+
 function toChannelEvent(frame: Record<string, unknown>): ChannelEvent {
   const event: ChannelEvent = { channel: String(frame.channel), id: String(frame.id), data: frame.data };
-  if (typeof frame.recordType === "string") event.recordType = frame.recordType;
-  if (typeof frame.recordId === "string") event.recordId = frame.recordId;
+  for (const field of ["recordType", "recordId", "traceparent", "tracestate"] as const) {
+    const value = stringOf(frame[field]);
+    if (value !== undefined) event[field] = value;
+  }
   if (frame.broadcast === true) event.broadcast = true;
-  if (typeof frame.traceparent === "string") event.traceparent = frame.traceparent;
-  if (typeof frame.tracestate === "string") event.tracestate = frame.tracestate;
   return event;
 }
 
@@ -467,8 +469,8 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     return {
       channel,
       events: events.map((event) => toChannelEvent({ channel, ...event })),
-      lastEventId: typeof body.lastEventId === "string" ? body.lastEventId : null,
-      next: typeof body.next === "string" ? body.next : null,
+      lastEventId: stringOf(body.lastEventId) ?? null,
+      next: stringOf(body.next) ?? null,
     };
   }
 
@@ -512,7 +514,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
         continue;
       }
       if (!response.ok) {
-        const code = typeof body.error === "string" ? body.error : `http_${response.status}`;
+        const code = stringOf(body.error) ?? `http_${response.status}`;
         throw new GatewayRequestError(
           response.status,
           code,
@@ -539,11 +541,16 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     if (this.#currentState !== "open" || socket?.readyState !== 1)
       return Promise.reject(new GatewayPublishError("disconnected", "publish needs an open connection"));
     const ref = String(++this.#publishRef);
-    const frame: Record<string, unknown> = { type: "publish", data, ref };
-    if (channel !== undefined) frame.channel = channel;
-    if (options.broadcast) frame.broadcast = true;
-    if (options.traceparent !== undefined) frame.traceparent = options.traceparent;
-    if (options.tracestate !== undefined) frame.tracestate = options.tracestate;
+    // Fields left undefined are not sent.
+    const frame = {
+      type: "publish",
+      data,
+      ref,
+      channel,
+      broadcast: options.broadcast || undefined,
+      traceparent: options.traceparent,
+      tracestate: options.tracestate,
+    };
     return new Promise<void>((resolve, reject) => {
       const settle = (error?: GatewayPublishError) => {
         clearTimeout(timer);
@@ -643,8 +650,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
         const subscription = this.#subscriptions.get(String(frame.channel));
         if (!subscription || typeof frame.subject !== "string") return;
         const change: PresenceChange = { channel: subscription.channel, subject: frame.subject };
-        subscription.notify(frame.type, change);
-        this.emit(frame.type, change);
+        this.#tell(subscription, frame.type, change);
         return;
       }
       case "published": {
@@ -655,7 +661,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
         const channel = String(frame.channel);
         const subscription = this.#subscriptions.get(channel);
         if (!subscription) return;
-        const lastEventId = typeof frame.lastEventId === "string" ? frame.lastEventId : null;
+        const lastEventId = stringOf(frame.lastEventId) ?? null;
         // Without a position, "now" is the position (also for a channel with no events yet):
         // a later resume starts here rather than missing what was published meanwhile.
         if (lastEventId !== null && subscription.position === undefined) subscription.position = lastEventId;
@@ -705,8 +711,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     // A replay can overlap events already received live: each is delivered once.
     if (last !== undefined && !isAfter(event.id, last)) return;
     subscription.position = event.id;
-    subscription.notify("event", event);
-    this.emit("event", event);
+    this.#tell(subscription, "event", event);
   }
 
   #onErrorFrame(socket: WebSocketLike, frame: Record<string, unknown>): void {
@@ -719,7 +724,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       settle(new GatewayPublishError(code, message, retryAfterMs));
       return;
     }
-    const channel = typeof frame.channel === "string" ? frame.channel : undefined;
+    const channel = stringOf(frame.channel);
     const subscription = channel === undefined ? undefined : this.#subscriptions.get(channel);
     if (channel !== undefined && subscription) {
       if (code === "history_gone") {
@@ -727,8 +732,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
         // The position its `subscribed` frame gave; a gateway that sent `history_gone` first (before
         // 2026-12) has not answered yet, and its `subscribed` frame that follows sets it.
         subscription.position = subscription.given;
-        subscription.notify("gap", gap);
-        this.emit("gap", gap);
+        this.#tell(subscription, "gap", gap);
         return;
       }
       if (code === "try_again") {
@@ -741,8 +745,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       }
       if (code === "forbidden" || code === "bad_channel" || code === "too_many_subscriptions") {
         // Refused for good: not asked again after a reconnect.
-        subscription.notify("error", { code, message, channel });
-        this.emit("error", { code, message, channel });
+        this.#tell(subscription, "error", { code, message, channel });
         this.#end(subscription, code);
         return;
       }
@@ -760,15 +763,14 @@ export class Subscriber extends Emitter<SubscriberEvents> {
 
   /** The gateway's keep-alive names each channel's newest event: one newer than ours means we missed some. */
   #checkForGaps(lastEventIds: unknown): void {
-    if (lastEventIds === null || typeof lastEventIds !== "object") return;
-    for (const [channel, newest] of Object.entries(lastEventIds as Record<string, unknown>)) {
+    // Anything but an object lists no subscribed channel.
+    for (const [channel, newest] of Object.entries(lastEventIds ?? {})) {
       const subscription = this.#subscriptions.get(channel);
       const ours = subscription?.position;
       if (typeof newest !== "string" || ours === undefined || !subscription) continue;
       if (isAfter(newest, ours, { sameEpochOnly: true })) {
         const gap: Gap = { channel, since: ours, reason: "behind" };
-        subscription.notify("gap", gap);
-        this.emit("gap", gap);
+        this.#tell(subscription, "gap", gap);
         this.#sendSubscribe(subscription);
       }
     }
@@ -939,14 +941,25 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     );
   }
 
+  /** Tells the subscription's listeners, then the subscriber's. */
+  #tell<K extends "event" | "gap" | "error" | "join" | "leave">(
+    subscription: Subscription,
+    type: K,
+    payload: SubscriptionEvents[K] & SubscriberEvents[K],
+  ): void {
+    subscription.notify(type, payload);
+    this.emit(type, payload);
+  }
+
   #sendSubscribe(subscription: Subscription): void {
-    const since = subscription.position;
-    const channel = subscription.channel;
     subscription.given = undefined;
-    const frame: Record<string, unknown> = { type: "subscribe", channel };
-    if (since !== undefined) frame.since = since;
-    if (subscription.presenceEvents) frame.presence = true;
-    this.#send(frame);
+    // Fields left undefined are not sent.
+    this.#send({
+      type: "subscribe",
+      channel: subscription.channel,
+      since: subscription.position,
+      presence: subscription.presenceEvents || undefined,
+    });
   }
 
   #send(frame: Record<string, unknown>): void {
