@@ -121,6 +121,12 @@ export interface SubscriberOptions {
   reconnect?: Partial<BackoffOptions>;
   /** A client ping this often checks that the connection is alive; 0 turns it off. Default 20 s. */
   heartbeatMs?: number;
+  /**
+   * A connection not `connected` this long after it was started (a gateway
+   * that took the TCP connection and never answered the upgrade or the auth)
+   * is given up and tried again with the backoff, heartbeat or not. Default 15 s.
+   */
+  connectTimeoutMs?: number;
   /** Consecutive refused tokens (close 4001 before `connected`) after which the subscriber stops. Default 5. */
   maxAuthFailures?: number;
   /**
@@ -204,6 +210,8 @@ export class GatewayPublishError extends Error {
 /** Close codes of the gateway's protocol. */
 const CLOSE = { tryAgainLater: 1013, unauthorized: 4001 } as const;
 const DEFAULT_PUBLISH_TIMEOUT_MS = 30_000;
+/** Connect, upgrade and auth: the gateway answers auth within its 5 s deadline, so this leaves a slow network ten more. */
+const DEFAULT_CONNECT_TIMEOUT_MS = 15_000;
 /** A connection that lasted this long resets the backoff. */
 const STABLE_AFTER_MS = 5000;
 /** The longest wait the gateway may ask for (`reconnect` frame, `retryAfterMs`). */
@@ -359,6 +367,8 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   /** The delay of the gateway's last `reconnect` frame, or `retryAfterMs` of its `unavailable` error, on this connection. */
   #serverDelayMs: number | undefined;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Gives the connection up unless it is `connected` in time. */
+  #connectTimer: ReturnType<typeof setTimeout> | undefined;
   #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   #awaitingPong = false;
   /** The token the gateway holds for this connection, and when it expires (epoch ms, when known). */
@@ -604,6 +614,11 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       return;
     }
     this.#socket = socket;
+    // Without a heartbeat too: no platform gives up a connection whose upgrade is never answered.
+    this.#connectTimer = setTimeout(
+      () => this.#drop(socket, "no answer to connect"),
+      this.#options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    );
     // From the start: a peer that takes the connection and never answers (a frozen gateway) is replaced too.
     this.#startHeartbeat(socket);
     this.#token = token;
@@ -634,6 +649,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     }
     switch (frame.type) {
       case "connected":
+        clearTimeout(this.#connectTimer);
         this.#currentState = "open";
         this.#connectedAt = Date.now();
         this.#authFailures = 0;
@@ -978,9 +994,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     this.#awaitingPong = false;
     this.#heartbeatTimer = setInterval(() => {
       if (this.#awaitingPong) {
-        socket.onclose = null;
-        socket.close();
-        this.#onClose(socket, 1006, "no answer to ping");
+        this.#drop(socket, "no answer to ping");
         return;
       }
       this.#awaitingPong = true;
@@ -988,8 +1002,16 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     }, interval);
   }
 
-  /** Timers that belong to one connection: heartbeat, token refresh, delayed subscribes. */
+  /** Gives up a connection that does not answer: closed as a dropped one is (1006), then the backoff. */
+  #drop(socket: WebSocketLike, reason: string): void {
+    socket.onclose = null;
+    socket.close();
+    this.#onClose(socket, 1006, reason);
+  }
+
+  /** Timers that belong to one connection: connect timeout, heartbeat, token refresh, delayed subscribes. */
   #stopConnectionTimers(): void {
+    clearTimeout(this.#connectTimer);
     clearInterval(this.#heartbeatTimer);
     this.#heartbeatTimer = undefined;
     this.#awaitingPong = false;

@@ -329,6 +329,62 @@ describe("Subscriber", () => {
     expect(of("disconnected").map((e) => (e.payload as { code: number }).code)).toEqual([1006]);
   });
 
+  test("without a heartbeat, a connection never answered (a gateway that took TCP and not the upgrade) times out and is tried again with the backoff", async () => {
+    class NeverOpens extends FakeSocket {
+      protected override open(): void {
+        if (FakeSocket.all.length > 2) super.open();
+      }
+    }
+    const { of } = start({
+      WebSocket: NeverOpens,
+      heartbeatMs: 0,
+      connectTimeoutMs: 100,
+      reconnect: { initialDelayMs: 100, maxDelayMs: 10_000 },
+    });
+    // Opened (the upgrade answered) but never `connected` times out too.
+    const second = await socket(1);
+    second.readyState = 1;
+    second.onopen?.({});
+    const third = await connect(2);
+    expect(third.openedAt - second.openedAt).toBeGreaterThanOrEqual(100 + 100);
+    const disconnected = of("disconnected").map(
+      (e) => e.payload as { code: number; reason: string; reconnectInMs: number },
+    );
+    expect(disconnected.map(({ code, reason }) => [code, reason])).toEqual([
+      [1006, "no answer to connect"],
+      [1006, "no answer to connect"],
+    ]);
+    // The backoff grows: 50–100 ms, then 100–200 ms.
+    expect(disconnected[1]?.reconnectInMs).toBeGreaterThanOrEqual(100);
+    await Bun.sleep(150);
+    expect(FakeSocket.all.length).toBe(3);
+  });
+
+  test("with Bun's own WebSocket against a server that takes TCP and never answers the upgrade: tried again after connectTimeoutMs", async () => {
+    let accepted = 0;
+    const silent = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: { open: () => void accepted++, data: () => {} },
+    });
+    const seen: number[] = [];
+    const real = new Subscriber({
+      url: `ws://127.0.0.1:${silent.port}/v1/ws`,
+      token: "t",
+      heartbeatMs: 0,
+      connectTimeoutMs: 150,
+      reconnect: { initialDelayMs: 20, maxDelayMs: 40 },
+    });
+    real.on("disconnected", ({ code }) => seen.push(code));
+    try {
+      await until(() => accepted >= 3, 3000);
+      expect(seen.slice(0, 2)).toEqual([1006, 1006]);
+    } finally {
+      real.close();
+      silent.stop(true);
+    }
+  });
+
   test("a connection that stops answering pings is replaced", async () => {
     start({ heartbeatMs: 50 });
     const first = await connect(0);
