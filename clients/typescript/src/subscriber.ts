@@ -364,7 +364,10 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   #authFailures = 0;
   #refreshToken = false;
   #connectedAt = 0;
-  /** The delay of the gateway's last `reconnect` frame, or `retryAfterMs` of its `unavailable` error, on this connection. */
+  /**
+   * The delay of the gateway's last `reconnect` frame, or the `retryAfterMs` of
+   * its last connection-level error (`unavailable`, `rate_limited`), on this connection.
+   */
   #serverDelayMs: number | undefined;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   /** Gives the connection up unless it is `connected` in time. */
@@ -768,8 +771,8 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     }
     if (channel === undefined && this.#refreshing) {
       if (this.#onRefreshRefused(socket, code, frame)) return;
-    } else if (channel === undefined && code === "unavailable") {
-      // The identity provider is unreachable: the close (1013) that follows waits as long as asked.
+    } else if (channel === undefined) {
+      // An unreachable identity provider (`unavailable`), a connection cap (`rate_limited`): the close (1013) that follows waits as long as asked.
       this.#serverDelayMs = serverDelay(frame.retryAfterMs) ?? this.#serverDelayMs;
     }
     const error: GatewayErrorInfo = { code, message };

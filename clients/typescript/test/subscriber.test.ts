@@ -619,6 +619,28 @@ describe("Subscriber when the identity provider is down", () => {
   });
 });
 
+describe("Subscriber at a connection cap", () => {
+  test("rate_limited with retryAfterMs, then 1013: the reconnect waits at least retryAfterMs", async () => {
+    const { of } = start({ reconnect: { initialDelayMs: 20, maxDelayMs: 10_000 } });
+    for (let index = 0; index < 2; index++) {
+      const server = await socket(index);
+      await until(() => server.sent.length > 0);
+      server.frame({
+        type: "error",
+        code: "rate_limited",
+        retryAfterMs: 300,
+        message: "too many connections for this tenant",
+      });
+      server.serverClose(1013, "rate_limited");
+      const next = await socket(index + 1);
+      expect(next.openedAt - server.openedAt).toBeGreaterThanOrEqual(295);
+    }
+    const delays = of("disconnected").map((e) => (e.payload as { reconnectInMs: number }).reconnectInMs);
+    for (const delay of delays) expect(delay).toBeGreaterThanOrEqual(300);
+    await connect(2);
+  });
+});
+
 describe("Subscriber publish", () => {
   const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
