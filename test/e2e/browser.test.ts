@@ -25,6 +25,8 @@ const TEST_PAGE = `<!doctype html><meta charset="utf-8"><title>client test</titl
 <script type="module">import * as client from "/client.js"; globalThis.edgeClient = client;</script>`;
 
 type PageGlobals = typeof globalThis & { edgeClient: typeof ClientModule; seen: unknown[] };
+/** `navigator.locks` as a page sees it (this project's types have no DOM library). */
+type ClientLocks = { query(): Promise<{ held: Array<{ name: string }> }> };
 /** The example page's stats, as it shows them. */
 type ExamplePage = typeof globalThis & {
   document: { getElementById(id: string): { textContent: string | null } | null };
@@ -97,6 +99,39 @@ async function openPage(server: ReturnType<typeof Bun.serve>): Promise<Page> {
   await page.waitForFunction(() => "edgeClient" in globalThis, { timeout: 5000 });
   return page;
 }
+
+describe("the client's browser queue in headless Chromium (no gateway)", () => {
+  test("close() lets the tab's Web Lock go: another open tab takes its unsent records at once", async () => {
+    const queue = `close-${Date.now()}`;
+    const [closing, other] = [await openPage(allowed), await openPage(allowed)];
+    const closed = await closing.evaluate(async (queue) => {
+      const { EventClient, browserQueue } = (globalThis as PageGlobals).edgeClient;
+      const storage = browserQueue(queue);
+      // The gateway unreachable (a closed port): the records stay stored when close() gives up.
+      const events = new EventClient({
+        url: "http://127.0.0.1:9",
+        token: "t",
+        storage,
+        flushIntervalMs: 60_000,
+      });
+      const ids = [1, 2].map((n) => events.enqueue({ type: "click", data: { element: `close-${n}` } }));
+      await storage.flush();
+      await events.close({ timeoutMs: 100 });
+      const locks = (globalThis as unknown as { navigator: { locks: ClientLocks } }).navigator.locks;
+      const held = (await locks.query()).held.map((lock) => lock.name);
+      return { ids, held: held.filter((name) => name.startsWith("edge-gateway-queue:")) };
+    }, queue);
+    expect(closed.held).toEqual([]);
+    const taken = await other.evaluate(
+      async (queue) =>
+        (await (globalThis as PageGlobals).edgeClient.browserQueue(queue).load()).map((record) => record.id),
+      queue,
+    );
+    expect(taken).toEqual(closed.ids as string[]);
+    await closing.close();
+    await other.close();
+  });
+});
 
 describe.each(RUNTIMES)("the client in headless Chromium, from another origin, against %s", (runtime) => {
   let gateway: RunningGateway;

@@ -26,7 +26,11 @@ export interface QueueStorage {
   add(records: StoredRecord[]): void;
   remove(ids: string[]): void;
   flush(): Promise<void>;
-  /** Writes what is asked, then lets the storage go (`fileQueue`: its file, for another queue to open). */
+  /**
+   * Writes what is asked, then lets the storage go: `fileQueue` its file, for
+   * another queue to open; a browser queue its tab's Web Lock, so another tab
+   * may take its records.
+   */
   close?(): Promise<void>;
 }
 
@@ -123,7 +127,8 @@ export interface LockManagerLike {
  * Which stored records a page may take, for the tabs of one origin that
  * share a queue. Each row names the page that wrote it, and a page holds a
  * Web Lock of that name while it has rows stored (only then: a page holding a
- * lock may be kept out of the back/forward cache, or evicted from it). `load()`
+ * lock may be kept out of the back/forward cache, or evicted from it; and
+ * `close()` lets it go, for another tab to take what is left). `load()`
  * takes the page's own rows and those whose writer holds no lock (its page
  * closed or crashed, or an older client wrote it without a name), under the
  * queue's lock, so two pages loading at once never take the same ones, and
@@ -139,8 +144,13 @@ function pageAsWriter(queue: string) {
   const mine = new Set<string>();
   /** This page's lock, once asked for: resolves with its release when held. */
   let holding: Promise<() => void> | undefined;
+  const release = () => {
+    void holding?.then((release) => release());
+    holding = undefined;
+  };
   return {
     name,
+    release,
     /** Before a write: counts this page's rows, and takes its lock before its first row is written. */
     async before(operations: Operation[]): Promise<void> {
       for (const operation of operations) {
@@ -157,9 +167,7 @@ function pageAsWriter(queue: string) {
     },
     /** After a write: a page left with no rows stored lets its lock go. */
     after(): void {
-      if (mine.size > 0) return;
-      void holding?.then((release) => release());
-      holding = undefined;
+      if (mine.size === 0) release();
     },
     /** Calls `take`, under the queue's lock, with the test of whether this page takes a row of `writer`. */
     claim<T>(take: (taken: (writer?: string) => boolean) => Promise<T>): Promise<T> {
@@ -215,9 +223,17 @@ export function localStorageQueue(
         await batcher.flush();
         return records;
       }),
-    add: (added) => batcher.push({ add: added }),
-    remove: (ids) => batcher.push({ remove: ids }),
+    ...operations(batcher, page),
+  };
+}
+
+/** A browser queue's writes, and its `close()`, which lets its tab's lock go once they are written. */
+function operations(batcher: WriteBatcher, page: { release(): void }) {
+  return {
+    add: (records: StoredRecord[]) => batcher.push({ add: records }),
+    remove: (ids: string[]) => batcher.push({ remove: ids }),
     flush: () => batcher.flush(),
+    close: () => batcher.flush().then(page.release),
   };
 }
 
@@ -290,9 +306,7 @@ export function indexedDbQueue(
         return records;
       });
     },
-    add: (added) => batcher.push({ add: added }),
-    remove: (ids) => batcher.push({ remove: ids }),
-    flush: () => batcher.flush(),
+    ...operations(batcher, page),
   };
 }
 
@@ -318,13 +332,16 @@ export function browserQueue(name = "edge-gateway-events"): QueueStorage {
   const later = (operation: (storage: QueueStorage) => void) => {
     chain = chain.then(() => chosen.then(operation)).catch(() => {});
   };
+  /** Once the operations asked for so far were handed on: `last` of the chosen storage. */
+  const after = (last: (storage: QueueStorage) => Promise<void> | undefined) => async () => {
+    await chain;
+    await chosen.then(last).catch(() => {});
+  };
   return {
     load: () => chosen.then((storage) => storage.load()),
     add: (records) => later((storage) => storage.add(records)),
     remove: (ids) => later((storage) => storage.remove(ids)),
-    flush: async () => {
-      await chain;
-      await chosen.then((storage) => storage.flush()).catch(() => {});
-    },
+    flush: after((storage) => storage.flush()),
+    close: after((storage) => storage.close?.()),
   };
 }

@@ -96,6 +96,24 @@ describe("a queue shared by the tabs of a page (localStorage; IndexedDB in test/
     expect(idsOf(await localStorageQueue("events", backing).load())).toEqual(["a1", "a2", "a3"]);
   });
 
+  test("close() lets the tab's lock go: another tab takes its unsent records at once", async () => {
+    const backing = memoryStorage();
+    const locks = origin();
+    const tab = locks.tab();
+    useLocks(tab);
+    const closing = localStorageQueue("events", backing);
+    await closing.load();
+    closing.add([record("a1")]);
+    await closing.flush();
+    useLocks(locks.tab());
+    expect(await localStorageQueue("events", backing).load()).toEqual([]);
+    await closing.close?.();
+    await Bun.sleep(0);
+    expect((await tab.query()).held).toEqual([]);
+    useLocks(locks.tab());
+    expect(idsOf(await localStorageQueue("events", backing).load())).toEqual(["a1"]);
+  });
+
   test("a tab holds its lock only while it has records stored (a page holding one may lose the back/forward cache)", async () => {
     const backing = memoryStorage();
     const locks = origin();
