@@ -133,6 +133,42 @@ describe("the client's browser queue in headless Chromium (no gateway)", () => {
   });
 });
 
+describe("localStorageQueue in headless Chromium (no gateway)", () => {
+  test("each tab writes its records under a key of its own; a tab starting takes a closed client's, never an open one's", async () => {
+    const queue = `local-${Date.now()}`;
+    const [first, second] = [await openPage(allowed), await openPage(allowed)];
+    const store = (page: Page, ids: string[]) =>
+      page.evaluate(
+        async ({ queue, ids }) => {
+          const globals = globalThis as PageGlobals & { queue?: ClientModule.QueueStorage };
+          globals.queue = globals.edgeClient.localStorageQueue(queue);
+          const taken = (await globals.queue.load()).map((record) => record.id);
+          globals.queue.add(ids.map((id) => ({ id, line: JSON.stringify({ id }) })));
+          await globals.queue.flush();
+          return taken;
+        },
+        { queue, ids },
+      );
+    expect(await store(first, ["a1", "a2"])).toEqual([]);
+    // The first tab's client is open: the second takes nothing of it.
+    expect(await store(second, ["b1"])).toEqual([]);
+    const keys = await second.evaluate(
+      (queue) =>
+        Object.keys((globalThis as unknown as { localStorage: object }).localStorage)
+          .filter((key) => key.startsWith(queue))
+          .map((key) => key.replace(/edge-gateway-queue:.*/, "<tab>")),
+      queue,
+    );
+    expect(keys).toEqual([`${queue}:<tab>`, `${queue}:<tab>`]);
+    await first.evaluate(() =>
+      (globalThis as PageGlobals & { queue: ClientModule.QueueStorage }).queue.close?.(),
+    );
+    const third = await openPage(allowed);
+    expect(await store(third, [])).toEqual(["a1", "a2"]);
+    for (const page of [first, second, third]) await page.close();
+  });
+});
+
 describe.each(RUNTIMES)("the client in headless Chromium, from another origin, against %s", (runtime) => {
   let gateway: RunningGateway;
   let folder: string;

@@ -38,6 +38,8 @@ export type Operation = { add: StoredRecord[] } | { remove: string[] };
 
 /** The parts of `localStorage` used here (declared, not taken from the DOM library, so servers typecheck too). */
 export interface StorageLike {
+  readonly length: number;
+  key(index: number): string | null;
   getItem(key: string): string | null;
   setItem(key: string, value: string): void;
   removeItem(key: string): void;
@@ -124,116 +126,136 @@ export interface LockManagerLike {
 }
 
 /**
- * Which stored records a page may take, for the tabs of one origin that
- * share a queue. Each row names the page that wrote it, and a page holds a
- * Web Lock of that name while it has rows stored (only then: a page holding a
- * lock may be kept out of the back/forward cache, or evicted from it; and
- * `close()` lets it go, for another tab to take what is left). `load()`
- * takes the page's own rows and those whose writer holds no lock (its page
- * closed or crashed, or an older client wrote it without a name), under the
- * queue's lock, so two pages loading at once never take the same ones, and
- * marks them the page's own before it lets go. Without Web Locks (an old
- * browser, a page not served over https or from localhost) every page takes
- * every row, as before: tabs of such a page may send each other's records twice.
+ * A browser page's writes to a queue shared by the tabs of one origin, and
+ * which stored records it may take. Each row names the page that wrote it,
+ * and a page holds a Web Lock of that name while it has rows stored (only
+ * then: a page holding a lock may be kept out of the back/forward cache, or
+ * evicted from it; and `close()` lets it go, for another tab to take what is
+ * left). `load()` takes the page's own rows and those whose writer holds no
+ * lock (its page closed or crashed, or an older client wrote it without a
+ * name), under the queue's lock, so two pages loading at once never take the
+ * same ones, and marks them the page's own before it lets go. Without Web
+ * Locks (an old browser, a page not served over https or from localhost)
+ * every page takes every row, as before: tabs of such a page may send each
+ * other's records twice. `write` stores a batch of operations, with this
+ * page's lock held while it has rows.
  */
-function pageAsWriter(queue: string) {
+function pageQueue(queue: string, write: (operations: Operation[]) => Promise<void> | void) {
   const locks = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator?.locks;
   /** The name of this page's lock, written in its rows. */
   const name = `edge-gateway-queue:${uuidv7()}`;
-  /** Ids of this page's stored rows. */
-  const mine = new Set<string>();
+  /** This page's stored rows, by id. */
+  const rows = new Map<string, StoredRecord>();
   /** This page's lock, once asked for: resolves with its release when held. */
   let holding: Promise<() => void> | undefined;
   const release = () => {
     void holding?.then((release) => release());
     holding = undefined;
   };
+  const batcher = new WriteBatcher(async (operations) => {
+    for (const operation of operations) {
+      if ("add" in operation) for (const record of operation.add) rows.set(record.id, record);
+      else for (const id of operation.remove) rows.delete(id);
+    }
+    // Taken before its first row is written, let go once none is left.
+    if (locks && rows.size > 0)
+      holding ??= new Promise((held) => {
+        locks
+          .request(name, () => new Promise<void>((release) => held(() => release())))
+          .catch(() => held(() => {}));
+      });
+    await holding;
+    await write(operations);
+    if (rows.size === 0) release();
+  });
   return {
     name,
-    release,
-    /** Before a write: counts this page's rows, and takes its lock before its first row is written. */
-    async before(operations: Operation[]): Promise<void> {
-      for (const operation of operations) {
-        if ("add" in operation) for (const { id } of operation.add) mine.add(id);
-        else for (const id of operation.remove) mine.delete(id);
-      }
-      if (locks && mine.size > 0)
-        holding ??= new Promise((held) => {
-          locks
-            .request(name, () => new Promise<void>((release) => held(() => release())))
-            .catch(() => held(() => {}));
-        });
-      await holding;
-    },
-    /** After a write: a page left with no rows stored lets its lock go. */
-    after(): void {
-      if (mine.size === 0) release();
-    },
-    /** Calls `take`, under the queue's lock, with the test of whether this page takes a row of `writer`. */
-    claim<T>(take: (taken: (writer?: string) => boolean) => Promise<T>): Promise<T> {
-      if (!locks) return take(() => true);
+    rows,
+    /**
+     * Calls `take`, under the queue's lock, with the test of whether this page
+     * takes a row of `writer`; the records it returns are written as this
+     * page's, then `moved` is called, before the queue's lock is let go.
+     */
+    claim: (take: (taken: (writer?: string) => boolean) => Promise<StoredRecord[]>, moved = () => {}) => {
+      const claimed = async (taken: (writer?: string) => boolean) => {
+        const records = await take(taken);
+        batcher.push({ add: records });
+        await batcher.flush();
+        moved();
+        return records;
+      };
+      if (!locks) return claimed(() => true);
       return locks.request(`edge-gateway-queue:${queue}`, async () => {
         const held = new Set((await locks.query()).held?.map((lock) => lock.name));
-        return take((writer) => writer === name || !held.has(writer));
-      }) as Promise<T>;
+        return claimed((writer) => writer === name || !held.has(writer));
+      }) as Promise<StoredRecord[]>;
+    },
+    storage: {
+      add: (records: StoredRecord[]) => batcher.push({ add: records }),
+      remove: (ids: string[]) => batcher.push({ remove: ids }),
+      flush: () => batcher.flush(),
+      close: () => batcher.flush().then(release),
     },
   };
 }
 
+/** A row of the localStorage queue: id, line, the page that wrote it, the key of the batch it was sent in. */
+type Row = [string, string, string?, string?];
+
 /**
- * localStorage: one key holding every unsent record as `[id, line, writer]`
- * (synchronous, small quota, but everywhere). Read again at every write, as
- * another tab may have written since.
+ * localStorage (synchronous, small quota, but everywhere): each page keeps
+ * its rows (`[id, line, writer, key?]`) under a key of its own,
+ * `<key>:<its lock's name>`, written whole from memory and by no other page
+ * while it holds its lock. So tabs never read, change and write back one
+ * value: a tab whose copy of it lagged (Chromium gives each renderer its own,
+ * which other tabs' writes reach later) would bring back rows another tab
+ * removed. `load()` moves the rows it takes (from `<key>`, where older
+ * clients kept every row, and from the keys of pages that are gone) under
+ * the page's key before it removes them where they were.
  */
 export function localStorageQueue(
   key: string,
   storage: StorageLike = (globalThis as StorageGlobals).localStorage as StorageLike,
 ): QueueStorage {
-  const page = pageAsWriter(key);
-  const read = () => {
-    try {
-      const rows = JSON.parse(storage.getItem(key) ?? "[]") as Array<[string, string, string?, string?]>;
-      return new Map(rows.map((row) => [row[0], row]));
-    } catch {
-      // A value that is not ours, or a corrupt one: start empty.
-      return new Map<string, [string, string, string?, string?]>();
-    }
-  };
-  const batcher = new WriteBatcher(async (operations) => {
-    await page.before(operations);
-    const rows = read();
-    for (const operation of operations) {
-      if ("add" in operation)
-        for (const record of operation.add)
-          rows.set(record.id, [record.id, record.line, page.name, record.key]);
-      else for (const id of operation.remove) rows.delete(id);
-    }
-    if (rows.size === 0) storage.removeItem(key);
-    else storage.setItem(key, JSON.stringify([...rows.values()]));
-    page.after();
-  });
+  const keep = (name: string, rows: Row[]) =>
+    rows[0] ? storage.setItem(name, JSON.stringify(rows)) : storage.removeItem(name);
+  const page = pageQueue(key, () =>
+    keep(
+      own,
+      [...page.rows.values()].map(({ id, line, key }) => [id, line, page.name, key]),
+    ),
+  );
+  const own = `${key}:${page.name}`;
   return {
-    load: () =>
-      page.claim(async (taken) => {
-        const records = [...read().values()]
-          .filter((row) => taken(row[2]))
-          .map(([id, line, , key]) => ({ id, line, key: key ?? undefined }));
-        // Marked this page's before the queue's lock is let go.
-        batcher.push({ add: records });
-        await batcher.flush();
-        return records;
-      }),
-    ...operations(batcher, page),
-  };
-}
-
-/** A browser queue's writes, and its `close()`, which lets its tab's lock go once they are written. */
-function operations(batcher: WriteBatcher, page: { release(): void }) {
-  return {
-    add: (records: StoredRecord[]) => batcher.push({ add: records }),
-    remove: (ids: string[]) => batcher.push({ remove: ids }),
-    flush: () => batcher.flush(),
-    close: () => batcher.flush().then(page.release),
+    load: () => {
+      /** The keys rows were taken from, with the rows left there: rewritten once the rows are under this page's key. */
+      const left: Array<[string, Row[]]> = [];
+      return page.claim(
+        async (taken) => {
+          const records: StoredRecord[] = [];
+          const names: string[] = [];
+          for (let index = 0; index < storage.length; index++) names.push(storage.key(index) as string);
+          // The queue's key, then the pages' keys, oldest page first (their names are UUIDv7).
+          for (const name of names.sort())
+            if (name === key || (name.startsWith(`${key}:edge-gateway-queue:`) && name !== own))
+              try {
+                const found: Row[] = JSON.parse(storage.getItem(name) as string);
+                const kept = found.filter(
+                  ([id, line, writer, key]) =>
+                    !taken(writer) || !records.push({ id, line, key: key ?? undefined }),
+                );
+                if (kept.length < found.length) left.push([name, kept]);
+              } catch {
+                // A value that is not ours, or a corrupt one: left alone.
+              }
+          return records;
+        },
+        () => {
+          for (const [name, rows] of left) keep(name, rows);
+        },
+      );
+    },
+    ...page.storage,
   };
 }
 
@@ -260,14 +282,11 @@ export function indexedDbQueue(
     open.onerror = () => reject(open.error);
     open.onblocked = () => reject(new Error("IndexedDB blocked"));
   });
-  const page = pageAsWriter(name);
   let order = Date.now() * 1000;
   /** Each stored row's order, kept when the row is written again (with its batch's key). */
   const orders = new Map<string, number>();
-  const batcher = new WriteBatcher(async (operations) => {
-    const db = await opening;
-    await page.before(operations);
-    const transaction = db.transaction("records", "readwrite");
+  const page = pageQueue(name, async (operations) => {
+    const transaction = (await opening).transaction("records", "readwrite");
     const store = transaction.objectStore("records");
     for (const operation of operations) {
       if ("add" in operation)
@@ -286,27 +305,21 @@ export function indexedDbQueue(
       transaction.onerror = () => reject(transaction.error);
       transaction.onabort = () => reject(transaction.error);
     });
-    page.after();
   });
   return {
     async load() {
       // Opened before the queue's lock is asked for: a database that never opens holds up this tab only.
       const db = await opening;
+      // Marked this page's (in their order, after its own earlier rows) before the queue's lock is let go.
       return page.claim(async (taken) => {
         const rows = (await request(db.transaction("records").objectStore("records").getAll())) as Array<
           StoredRecord & { order: number; writer?: string }
         >;
         rows.sort((a, b) => a.order - b.order);
-        const records = rows
-          .filter((row) => taken(row.writer))
-          .map(({ id, line, key }) => ({ id, line, key }));
-        // Marked this page's (in their order, after its own earlier rows) before the queue's lock is let go.
-        batcher.push({ add: records });
-        await batcher.flush();
-        return records;
+        return rows.filter((row) => taken(row.writer)).map(({ id, line, key }) => ({ id, line, key }));
       });
     },
-    ...operations(batcher, page),
+    ...page.storage,
   };
 }
 

@@ -52,6 +52,41 @@ afterEach(() => {
 
 const record = (id: string) => ({ id, line: JSON.stringify({ id, type: "click", data: {} }) });
 const idsOf = (records: Array<{ id: string }>) => records.map((stored) => stored.id);
+/** The ids stored in `backing` for the queue `events`, under any of its keys. */
+const storedIds = (backing: { items: Map<string, string> }) =>
+  [...backing.items]
+    .filter(([key]) => key === "events" || key.startsWith("events:"))
+    .flatMap(([, value]) => (JSON.parse(value) as Array<[string]>).map(([id]) => id))
+    .sort();
+
+/**
+ * One tab's view of an origin's localStorage as Chromium keeps it: each
+ * renderer reads a copy of its own, which another tab's writes reach later
+ * (`sync()`), not before the next read. So a tab may write a value it read
+ * before another tab's write.
+ */
+function tabView(shared: Map<string, string>) {
+  const copy = new Map(shared);
+  return {
+    get length() {
+      return copy.size;
+    },
+    key: (index: number) => [...copy.keys()][index] ?? null,
+    getItem: (key: string) => copy.get(key) ?? null,
+    setItem(key: string, value: string) {
+      copy.set(key, value);
+      shared.set(key, value);
+    },
+    removeItem(key: string) {
+      copy.delete(key);
+      shared.delete(key);
+    },
+    sync() {
+      copy.clear();
+      for (const [key, value] of shared) copy.set(key, value);
+    },
+  };
+}
 
 describe("a queue shared by the tabs of a page (localStorage; IndexedDB in test/e2e/browser.test.ts)", () => {
   test("a tab takes at load its own records and those of closed tabs, never those of a tab still open", async () => {
@@ -73,13 +108,8 @@ describe("a queue shared by the tabs of a page (localStorage; IndexedDB in test/
     await b.flush();
     a.add([record("a3")]);
     await a.flush();
-    // Each write reads the queue again: no tab overwrote the other's records.
-    expect(idsOf(JSON.parse(backing.items.get("events") ?? "[]").map(([id]: [string]) => ({ id })))).toEqual([
-      "a1",
-      "a2",
-      "b1",
-      "a3",
-    ]);
+    // No tab overwrote the other's records.
+    expect(storedIds(backing)).toEqual(["a1", "a2", "a3", "b1"]);
 
     // The first tab closes with its records unsent: the next tab to load takes them, and only them.
     first.close();
@@ -94,6 +124,30 @@ describe("a queue shared by the tabs of a page (localStorage; IndexedDB in test/
     await b.flush();
     useLocks(undefined);
     expect(idsOf(await localStorageQueue("events", backing).load())).toEqual(["a1", "a2", "a3"]);
+  });
+
+  test("tabs whose copies of localStorage lag (other processes) never bring back a record another tab removed", async () => {
+    const shared = new Map<string, string>();
+    const locks = origin();
+    useLocks(locks.tab());
+    const aView = tabView(shared);
+    const a = localStorageQueue("events", aView);
+    await a.load();
+    useLocks(locks.tab());
+    const bView = tabView(shared);
+    const b = localStorageQueue("events", bView);
+    await b.load();
+    a.add([record("a1"), record("a2")]);
+    await a.flush();
+    bView.sync();
+    // The first tab sends a1; the second writes before that write reached its copy.
+    a.remove(["a1"]);
+    await a.flush();
+    b.add([record("b1")]);
+    await b.flush();
+    aView.sync();
+    bView.sync();
+    expect(storedIds({ items: shared })).toEqual(["a2", "b1"]);
   });
 
   test("close() lets the tab's lock go: another tab takes its unsent records at once", async () => {
@@ -139,5 +193,29 @@ describe("a queue shared by the tabs of a page (localStorage; IndexedDB in test/
     a.add([record("a1")]);
     await a.flush();
     expect(idsOf(await localStorageQueue("events", backing).load())).toEqual(["old", "a1"]);
+  });
+
+  test("rows an older client kept under the queue's key: those of a tab gone are taken and moved, those of an open tab stay", async () => {
+    const backing = memoryStorage();
+    const locks = origin();
+    const open = locks.tab();
+    useLocks(open);
+    let release = () => {};
+    void open.request("edge-gateway-queue:open-tab", () => new Promise<void>((done) => (release = done)));
+    await Bun.sleep(0);
+    const row = (id: string, writer?: string) => [id, record(id).line, writer, null];
+    backing.setItem(
+      "events",
+      JSON.stringify([
+        row("old"),
+        row("gone", "edge-gateway-queue:gone-tab"),
+        row("kept", "edge-gateway-queue:open-tab"),
+      ]),
+    );
+    useLocks(locks.tab());
+    expect(idsOf(await localStorageQueue("events", backing).load())).toEqual(["old", "gone"]);
+    expect(JSON.parse(backing.items.get("events") ?? "[]").map(([id]: [string]) => id)).toEqual(["kept"]);
+    expect(storedIds(backing)).toEqual(["gone", "kept", "old"]);
+    release();
   });
 });
