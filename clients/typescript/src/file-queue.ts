@@ -1,4 +1,5 @@
-import { appendFile, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { fstatSync, statSync } from "node:fs";
+import { type FileHandle, mkdir, open, readFile, rename } from "node:fs/promises";
 import { dirname } from "node:path";
 import { FileLock, LockHeld, LockLost } from "./file-lock.js";
 import { type Operation, type QueueStorage, type StoredRecord, WriteBatcher } from "./storage.js";
@@ -73,11 +74,38 @@ export function fileQueue(path: string): FileQueue {
    */
   let rewrite = false;
   let loading: Promise<void> | undefined;
+  /**
+   * The file as this queue last wrote it whole, which it appends to: not the
+   * file at `path` by then. A holder paused between its lock check and an
+   * append (its lock taken over meanwhile) appends to the file the new holder
+   * replaced when it loaded, never to the new holder's.
+   */
+  let file: FileHandle | undefined;
+  /**
+   * Whether the file at `path` is not the one this queue writes: gone (its
+   * folder emptied) or replaced (by a holder that lost the lock while paused
+   * between its check and a compaction). Either way it is written whole again.
+   */
+  const replaced = () => {
+    try {
+      return statSync(path).ino !== fstatSync((file as FileHandle).fd).ino;
+    } catch {
+      return true;
+    }
+  };
 
   const compact = async () => {
     const text = [...records.values()].map((record) => `${added(record)}\n`).join("");
-    await writeFile(`${path}.tmp`, text);
-    await rename(`${path}.tmp`, path);
+    const written = await open(`${path}.tmp`, "w");
+    try {
+      await written.writeFile(text);
+      await rename(`${path}.tmp`, path);
+    } catch (error) {
+      await written.close();
+      throw error;
+    }
+    await file?.close();
+    file = written;
     journalLines = records.size;
   };
 
@@ -127,11 +155,14 @@ export function fileQueue(path: string): FileQueue {
     }
     journalLines += lines.length;
     try {
+      // Looked at before the lock: a holder paused after its check finds the new holder's file replaced
+      // by then, and must not rewrite it.
+      const whole = rewrite || replaced();
       // Another process may have taken the lock (this one paused too long): then the file is its.
       lock?.check();
-      if (rewrite || (journalLines > COMPACT_FLOOR && journalLines > COMPACT_RATIO * records.size))
+      if (whole || (journalLines > COMPACT_FLOOR && journalLines > COMPACT_RATIO * records.size))
         await compact();
-      else if (lines.length > 0) await appendFile(path, `${lines.join("\n")}\n`);
+      else if (lines.length > 0) await (file as FileHandle).appendFile(`${lines.join("\n")}\n`);
       rewrite = false;
     } catch (error) {
       // Said once by the lock (stop): nothing more is written.
@@ -163,7 +194,10 @@ export function fileQueue(path: string): FileQueue {
     },
     flush: () => batcher.flush(),
     close: () => {
-      closed ??= batcher.flush().then(() => lock?.release());
+      closed ??= batcher.flush().then(async () => {
+        lock?.release();
+        await file?.close();
+      });
       return closed;
     },
   };

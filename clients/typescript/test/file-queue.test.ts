@@ -5,6 +5,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   utimesSync,
@@ -317,6 +318,70 @@ try { await fileQueue(${JSON.stringify(path)}).close(); console.log("taken"); } 
     await queue.flush();
     expect(readFileSync(path, "utf8")).toBe(journal);
     expect(reports).toEqual([expect.objectContaining({ message: expect.stringContaining("taken over") })]);
+    await queue.close();
+  });
+
+  test("a holder paused between its lock check and an append, its lock taken over meanwhile, never writes into the new holder's file", async () => {
+    const theirs = `${JSON.stringify(["+", "x", record("x").line])}\n`;
+    // As this queue reads its lock before a write, another container takes it over and loads the file
+    // (compacting it) before the append runs: the pause falls between the check and the append.
+    const script = `import { mock } from "bun:test";
+import * as fs from "node:fs";
+const real = { ...fs };
+let armed = false;
+mock.module("node:fs", () => ({
+  ...real,
+  openSync: (file, ...rest) => {
+    const fd = real.openSync(file, ...rest);
+    if (armed && file === ${JSON.stringify(`${path}.lock`)}) {
+      armed = false;
+      real.unlinkSync(file);
+      real.writeFileSync(file, JSON.stringify({ pid: 1, host: "elsewhere", token: "theirs" }));
+      real.writeFileSync(${JSON.stringify(`${path}.theirs`)}, ${JSON.stringify(theirs)});
+      real.renameSync(${JSON.stringify(`${path}.theirs`)}, ${JSON.stringify(path)});
+    }
+    return fd;
+  },
+}));
+const { fileQueue } = await import(${JSON.stringify(MODULE)});
+const queue = fileQueue(${JSON.stringify(path)});
+const reports = [];
+await queue.load((error) => reports.push(String(error)));
+queue.add([{ id: "a", line: "{}" }]);
+await queue.flush();
+armed = true;
+queue.add([{ id: "b", line: "{}" }]);
+await queue.flush();
+const paused = real.readFileSync(${JSON.stringify(path)}, "utf8");
+queue.add([{ id: "c", line: "{}" }]);
+await queue.flush();
+console.log(JSON.stringify({ paused, reports, after: real.readFileSync(${JSON.stringify(path)}, "utf8") }));`;
+    expect(JSON.parse(await runChild(script))).toEqual({
+      paused: theirs,
+      reports: [expect.stringContaining("taken over")],
+      after: theirs,
+    });
+  });
+
+  test("a file removed or replaced under its open queue (a holder that lost the lock compacting late) is written whole again at the next write", async () => {
+    const queue = fileQueue(path);
+    await queue.load();
+    const storedIds = () =>
+      readFileSync(path, "utf8")
+        .split("\n")
+        .filter((line) => line !== "")
+        .map((line) => JSON.parse(line)[1]);
+    queue.add([record("a")]);
+    await queue.flush();
+    rmSync(path);
+    queue.add([record("b")]);
+    await queue.flush();
+    expect(storedIds()).toEqual(["a", "b"]);
+    writeFileSync(`${path}.late`, `${JSON.stringify(["+", "x", record("x").line])}\n`);
+    renameSync(`${path}.late`, path);
+    queue.add([record("c")]);
+    await queue.flush();
+    expect(storedIds()).toEqual(["a", "b", "c"]);
     await queue.close();
   });
 
