@@ -736,11 +736,11 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   #onErrorFrame(socket: WebSocketLike, frame: Record<string, unknown>): void {
     const code = String(frame.code);
     const message = String(frame.message ?? code);
-    const settle = this.#publishes.get(String(frame.ref));
-    if (settle) {
-      // The answer to a publish: its promise rejects (not an `error` event).
+    if (frame.ref !== undefined) {
+      // The answer to a publish: its promise rejects (not an `error` event). One that timed out already
+      // is ignored: it says nothing of the connection.
       const retryAfterMs = typeof frame.retryAfterMs === "number" ? frame.retryAfterMs : undefined;
-      settle(new GatewayPublishError(code, message, retryAfterMs));
+      this.#publishes.get(String(frame.ref))?.(new GatewayPublishError(code, message, retryAfterMs));
       return;
     }
     const channel = stringOf(frame.channel);

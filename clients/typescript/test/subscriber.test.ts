@@ -681,6 +681,37 @@ describe("Subscriber publish", () => {
     expect(await dropped).toMatchObject({ code: "timeout" });
   });
 
+  test("an error answering a publish that already timed out is ignored: no error event, no reconnect floor", async () => {
+    const { subscriber, of } = start({
+      publishTimeoutMs: 30,
+      reconnect: { initialDelayMs: 20, maxDelayMs: 40 },
+    });
+    const first = await connect(0);
+    expect(await subscriber.publish("orders", 1).catch((failure: unknown) => failure)).toMatchObject({
+      code: "timeout",
+    });
+    first.frame({
+      type: "error",
+      code: "rate_limited",
+      message: "slow down",
+      retryAfterMs: 30_000,
+      ref: "1",
+    });
+    first.frame({
+      type: "error",
+      code: "unavailable",
+      message: "publish failed",
+      retryAfterMs: 1000,
+      ref: "1",
+    });
+    expect(of("error")).toEqual([]);
+    first.serverClose(1006);
+    const delays = of("disconnected").map((e) => (e.payload as { reconnectInMs: number }).reconnectInMs);
+    expect(delays.length).toBe(1);
+    expect(delays[0]).toBeLessThanOrEqual(40);
+    await connect(1);
+  });
+
   test("without an open connection, or when it closes before the answer: disconnected, never sent again", async () => {
     const { subscriber } = start({ channels: ["orders"] });
     const early = await subscriber.publish("orders", 1).catch((failure: unknown) => failure);
