@@ -219,12 +219,12 @@ export function localStorageQueue(
 ): QueueStorage {
   const keep = (name: string, rows: Row[]) =>
     rows[0] ? storage.setItem(name, JSON.stringify(rows)) : storage.removeItem(name);
-  const page = pageQueue(key, () =>
+  const write = () =>
     keep(
       own,
       [...page.rows.values()].map(({ id, line, key }) => [id, line, page.name, key]),
-    ),
-  );
+    );
+  const page = pageQueue(key, write);
   const own = `${key}:${page.name}`;
   return {
     load: () => {
@@ -252,6 +252,11 @@ export function localStorageQueue(
         },
         () => {
           for (const [name, rows] of left) keep(name, rows);
+          // Written again once those are gone: beside them, the taken rows may not have fit (a full quota).
+          // If they still do not, they go from memory only, as after any write past the quota.
+          try {
+            write();
+          } catch {}
         },
       );
     },

@@ -168,6 +168,45 @@ describe("a queue shared by the tabs of a page (localStorage; IndexedDB in test/
     expect(idsOf(await localStorageQueue("events", backing).load())).toEqual(["a1"]);
   });
 
+  test.each([
+    [1.5, ["a1", "a2", "a3"]],
+    // No room even once: taken all the same, and sent from memory.
+    [0.9, []],
+  ])(
+    "records a tab takes over stay stored when its copy of them does not fit beside theirs (quota %p of them)",
+    async (share, left) => {
+      const backing = memoryStorage();
+      const locks = origin();
+      const gone = locks.tab();
+      useLocks(gone);
+      const closed = localStorageQueue("events", backing);
+      await closed.load();
+      closed.add([record("a1"), record("a2"), record("a3")]);
+      await closed.flush();
+      gone.close();
+      // Room for those rows once, not twice (localStorage throws QuotaExceededError past it).
+      const quota =
+        share * [...backing.items].reduce((size, [key, value]) => size + key.length + value.length, 0);
+      const full = {
+        ...backing,
+        get length() {
+          return backing.length;
+        },
+        setItem(key: string, value: string) {
+          let size = key.length + value.length;
+          for (const [other, stored] of backing.items)
+            if (other !== key) size += other.length + stored.length;
+          if (size > quota) throw new Error("QuotaExceededError");
+          backing.setItem(key, value);
+        },
+      };
+      useLocks(locks.tab());
+      expect(idsOf(await localStorageQueue("events", full).load())).toEqual(["a1", "a2", "a3"]);
+      // Stored still (under the new tab's key), so a reload or a crash of this tab does not lose them.
+      expect(storedIds(backing)).toEqual(left);
+    },
+  );
+
   test("a tab holds its lock only while it has records stored (a page holding one may lose the back/forward cache)", async () => {
     const backing = memoryStorage();
     const locks = origin();
