@@ -99,12 +99,14 @@ export function fileQueue(path: string): FileQueue {
     const written = await open(`${path}.tmp`, "w");
     try {
       await written.writeFile(text);
+      // Windows does not replace a file open in this process; without a handle, the next write compacts again.
+      await file?.close();
+      file = undefined;
       await rename(`${path}.tmp`, path);
     } catch (error) {
       await written.close();
       throw error;
     }
-    await file?.close();
     file = written;
     journalLines = records.size;
   };

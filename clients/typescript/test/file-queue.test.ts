@@ -385,6 +385,43 @@ console.log(JSON.stringify({ paused, reports, after: real.readFileSync(${JSON.st
     await queue.close();
   });
 
+  test("a compaction closes its handle to the file before replacing it (Windows does not replace a file open in this process)", async () => {
+    // rename() as Windows does it: a file this process holds open is not replaced (EPERM).
+    const script = `import { mock } from "bun:test";
+import * as fs from "node:fs";
+import * as promises from "node:fs/promises";
+const real = { ...promises };
+mock.module("node:fs/promises", () => ({
+  ...real,
+  rename: async (from, to) => {
+    for (const fd of fs.readdirSync("/proc/self/fd")) {
+      let target = "";
+      try {
+        target = fs.readlinkSync("/proc/self/fd/" + fd);
+      } catch {}
+      if (target === to) throw Object.assign(new Error("EPERM: operation not permitted, rename"), { code: "EPERM" });
+    }
+    return real.rename(from, to);
+  },
+}));
+const { fileQueue } = await import(${JSON.stringify(MODULE)});
+const queue = fileQueue(${JSON.stringify(path)});
+await queue.load();
+queue.add([{ id: "keep", line: "{}" }]);
+await queue.flush();
+// Past the journal's bounds (over 1,000 lines, 4 per record): the write compacts the file.
+const sent = Array.from({ length: 600 }, (_, index) => ({ id: "sent" + index, line: "{}" }));
+queue.add(sent);
+queue.remove(sent.map(({ id }) => id));
+await queue.flush();
+queue.add([{ id: "after", line: "{}" }]);
+await queue.flush();
+await queue.close();
+const ids = fs.readFileSync(${JSON.stringify(path)}, "utf8").split("\\n").filter(Boolean).map((line) => JSON.parse(line)[1]);
+console.log(JSON.stringify(ids));`;
+    expect(JSON.parse(await runChild(script))).toEqual(["keep", "after"]);
+  });
+
   test("a lock another process claims first while this queue takes it again (gone with its file) is lost: said once, nothing written", async () => {
     // The lock and file vanish (the folder emptied); as this queue claims the lock again, another process's link wins.
     const script = `import { mock } from "bun:test";
