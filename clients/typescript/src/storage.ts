@@ -176,12 +176,12 @@ function pageQueue(queue: string, write: (operations: Operation[]) => Promise<vo
      * takes a row of `writer`; the records it returns are written as this
      * page's, then `moved` is called, before the queue's lock is let go.
      */
-    claim: (take: (taken: (writer?: string) => boolean) => Promise<StoredRecord[]>, moved = () => {}) => {
+    claim: (take: (taken: (writer?: string) => boolean) => Promise<StoredRecord[]>, moved?: () => void) => {
       const claimed = async (taken: (writer?: string) => boolean) => {
         const records = await take(taken);
         batcher.push({ add: records });
         await batcher.flush();
-        moved();
+        moved?.();
         return records;
       };
       if (!locks) return claimed(() => true);

@@ -124,7 +124,7 @@ export interface SubscriberOptions {
   /**
    * A connection not `connected` this long after it was started (a gateway
    * that took the TCP connection and never answered the upgrade or the auth)
-   * is given up and tried again with the backoff, heartbeat or not. Default 15 s.
+   * is given up and tried again with the backoff, heartbeat or not; 0 turns it off. Default 15 s.
    */
   connectTimeoutMs?: number;
   /** Consecutive refused tokens (close 4001 before `connected`) after which the subscriber stops. Default 5. */
@@ -618,10 +618,9 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     }
     this.#socket = socket;
     // Without a heartbeat too: no platform gives up a connection whose upgrade is never answered.
-    this.#connectTimer = setTimeout(
-      () => this.#drop(socket, "no answer to connect"),
-      this.#options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-    );
+    const connectTimeout = this.#options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    if (connectTimeout > 0)
+      this.#connectTimer = setTimeout(() => this.#drop(socket, "no answer to connect"), connectTimeout);
     // From the start: a peer that takes the connection and never answers (a frozen gateway) is replaced too.
     this.#startHeartbeat(socket);
     this.#token = token;
@@ -798,7 +797,6 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   /** Schedules the in-band refresh ahead of expiry (the gateway's `token_expiring` may come first). */
   #scheduleRefresh(socket: WebSocketLike, inMs?: number): void {
     clearTimeout(this.#refreshTimer);
-    this.#refreshTimer = undefined;
     if (typeof this.#options.token === "string") return;
     let delay = inMs;
     if (delay === undefined) {
@@ -993,8 +991,6 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   #startHeartbeat(socket: WebSocketLike): void {
     const interval = this.#options.heartbeatMs ?? 20_000;
     if (interval <= 0) return;
-    clearInterval(this.#heartbeatTimer);
-    this.#awaitingPong = false;
     this.#heartbeatTimer = setInterval(() => {
       if (this.#awaitingPong) {
         this.#drop(socket, "no answer to ping");
@@ -1016,10 +1012,8 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   #stopConnectionTimers(): void {
     clearTimeout(this.#connectTimer);
     clearInterval(this.#heartbeatTimer);
-    this.#heartbeatTimer = undefined;
     this.#awaitingPong = false;
     clearTimeout(this.#refreshTimer);
-    this.#refreshTimer = undefined;
     this.#refreshing = false;
     this.#pendingToken = undefined;
     for (const timer of this.#retrySubscribe.values()) clearTimeout(timer);

@@ -360,6 +360,15 @@ describe("Subscriber", () => {
     expect(FakeSocket.all.length).toBe(3);
   });
 
+  test("connectTimeoutMs: 0 turns the connect timeout off, as heartbeatMs: 0 does the heartbeat", async () => {
+    const { subscriber, of } = start({ connectTimeoutMs: 0 });
+    const server = await socket(0);
+    await Bun.sleep(20);
+    server.frame({ type: "connected", connection: "c0" });
+    expect(subscriber.state).toBe("open");
+    expect(of("disconnected")).toEqual([]);
+  });
+
   test("with Bun's own WebSocket against a server that takes TCP and never answers the upgrade: tried again after connectTimeoutMs", async () => {
     let accepted = 0;
     const silent = Bun.listen({
