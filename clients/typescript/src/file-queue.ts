@@ -197,8 +197,20 @@ export function fileQueue(path: string): FileQueue {
     flush: () => batcher.flush(),
     close: () => {
       closed ??= batcher.flush().then(async () => {
-        lock?.release();
-        await file?.close();
+        try {
+          // A file removed or replaced since the last write would leave the records nowhere once closed.
+          if (stopped === undefined && (file === undefined ? rewrite : replaced())) {
+            lock?.check();
+            await compact();
+          }
+        } catch (error) {
+          if (!(error instanceof LockLost)) throw error;
+        } finally {
+          // The handle goes before the lock: a new holder on Windows could not replace a file open here.
+          await file?.close();
+          file = undefined;
+          lock?.release();
+        }
       });
       return closed;
     },

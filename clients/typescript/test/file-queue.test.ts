@@ -385,6 +385,21 @@ console.log(JSON.stringify({ paused, reports, after: real.readFileSync(${JSON.st
     await queue.close();
   });
 
+  test("a file removed under its open queue with no write after is written whole again as the queue closes", async () => {
+    const queue = fileQueue(path);
+    await queue.load();
+    queue.add([record("a"), record("b")]);
+    await queue.flush();
+    rmSync(path);
+    await queue.close();
+    const ids = readFileSync(path, "utf8")
+      .split("\n")
+      .filter((line) => line !== "")
+      .map((line) => JSON.parse(line)[1]);
+    expect(ids).toEqual(["a", "b"]);
+    expect(existsSync(`${path}.lock`)).toBe(false);
+  });
+
   test("a compaction closes its handle to the file before replacing it (Windows does not replace a file open in this process)", async () => {
     // rename() as Windows does it: a file this process holds open is not replaced (EPERM).
     const script = `import { mock } from "bun:test";
