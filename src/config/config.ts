@@ -176,6 +176,8 @@ export interface Config {
     timeoutMs: number;
     /** Offsets of its partition a history page without since reads back at most, looking for a channel's latest events. */
     scanMaxOffsets: number;
+    /** Memory for what scans for channels' latest events found, read on from by the next request (0: none kept). */
+    latestCacheBytes: number;
   };
   tracing: {
     /** Where spans go (an OTLP/HTTP traces URL, or a gRPC endpoint); unset: no spans, and the OpenTelemetry SDK is never loaded. */
@@ -536,6 +538,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxBytes: read("REPLAY_MAX_BYTES", integer(1024, 1024 * 1024 * 1024), 8 * 1024 * 1024),
       timeoutMs: read("REPLAY_TIMEOUT_MS", integer(100, 600_000), 10_000),
       scanMaxOffsets: read("REPLAY_SCAN_MAX_OFFSETS", integer(1024, 1_000_000_000), 262_144),
+      latestCacheBytes: read("REPLAY_LATEST_CACHE_BYTES", integer(0, 1024 * 1024 * 1024), 16 * 1024 * 1024),
     },
     tracing: readTracing(),
   };

@@ -97,7 +97,15 @@ export interface LogRead {
  */
 export type LogReadResult =
   | { gone: true }
-  | { gone: false; messages: DeliveredMessage[]; next: bigint; from?: bigint; dropped?: boolean };
+  | {
+      gone: false;
+      messages: DeliveredMessage[];
+      next: bigint;
+      from?: bigint;
+      dropped?: boolean;
+      /** The partition's first offset the log held when the read began. */
+      logStart?: bigint;
+    };
 
 /**
  * Carries fan-out messages to every gateway instance. Over Kafka every

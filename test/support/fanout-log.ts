@@ -65,9 +65,9 @@ export class FakeLog implements Pick<FanoutBus, "head" | "readLog" | "logEnd"> {
       const offset = entry.position.offset;
       if (offset < from || offset >= request.until) continue;
       if (entry.tenant !== request.tenant || entry.channel !== request.channel) continue;
-      if (!kept.add(entry)) return kept.answer(offset, from);
+      if (!kept.add(entry)) return kept.answer(offset, from, this.earliest);
     }
-    return kept.answer(request.until, from);
+    return kept.answer(request.until, from, this.earliest);
   }
 }
 
@@ -77,6 +77,7 @@ export const LIMITS: ReplayLimits = {
   maxBytes: 1 << 20,
   timeoutMs: 1000,
   scanMaxOffsets: 1 << 20,
+  latestCacheBytes: 1 << 20,
 };
 
 /** History that keeps 3 events per channel, the log, and the fan-out feeding both (as the bus would). */

@@ -4,6 +4,7 @@ import { type EventPosition, formatEventId, isEventId, parseEventId } from "../.
 import type { DeliveredMessage, FanoutBus, LivePosition } from "../../ports/fanout-bus.ts";
 import { historyEvent } from "./fanout.ts";
 import type { ChannelHistory, HistoryEvent } from "./history.ts";
+import { LatestCache, type ScannedLatest } from "./latest-cache.ts";
 
 export interface ReplayLimits {
   /** Reads from the log under way on this instance. */
@@ -15,6 +16,8 @@ export interface ReplayLimits {
   timeoutMs: number;
   /** Offsets of its partition a scan for a channel's latest events reads back at most. */
   scanMaxOffsets: number;
+  /** Bytes the scans' results kept for the next request of the same channel's latest events may take (`LatestCache`). */
+  latestCacheBytes: number;
 }
 
 /**
@@ -100,12 +103,16 @@ export class Resume {
    * takes its page of what the scan found). At most `maxConcurrent` entries.
    */
   private readonly scanning = new Map<string, { until: bigint; found: Promise<ResumeOutcome> }>();
+  /** What the last scan for a channel's latest events found: the next one reads only the offsets after it. */
+  private readonly scanned: LatestCache;
 
   constructor(
     private readonly history: ChannelHistory,
     private readonly bus: Pick<FanoutBus, "head" | "readLog" | "logEnd">,
     readonly limits: ReplayLimits,
-  ) {}
+  ) {
+    this.scanned = new LatestCache(limits.latestCacheBytes);
+  }
 
   /** Reads of the log under way. */
   get inProgress(): number {
@@ -319,42 +326,154 @@ export class Resume {
     else this.activePerTenant.delete(tenant);
   }
 
-  /** Every latest event of the channel the scan finds (as many as the history keeps of a channel), oldest first. */
+  /**
+   * Every latest event of the channel (as many as the history keeps of a
+   * channel), oldest first: read on from what the last scan for them found
+   * when that is cheaper than scanning back and gives the same answer,
+   * else scanned back from the live reader's position.
+   */
   private async readLatest(tenant: string, channel: string, head: LivePosition): Promise<ResumeOutcome> {
     this.enter(tenant);
     try {
-      const want = this.history.eventsPerChannel;
       const deadline = Date.now() + this.limits.timeoutMs;
-      let found: DeliveredMessage[] = [];
-      let end = head.next;
-      let window = FIRST_WINDOW_OFFSETS;
-      let reachedStart = false;
-      // The farthest back the scan reads: a rare or empty channel on a long partition costs this much, not the timeout.
-      const bound = head.next - BigInt(this.limits.scanMaxOffsets);
-      const start = bound > 0n ? bound : 0n;
-      while (found.length < want && end > start && Date.now() < deadline) {
-        const from = end - window > start ? end - window : start;
-        const read = await this.readWindow(tenant, channel, head, from, end, want - found.length, deadline);
-        // A window not read to its end would leave a gap before what was found: the scan ends without it.
-        if (!read) break;
-        const newer = [...read.messages, ...found];
-        found = newestWithin(newer, this.limits.maxBytes);
-        // The partition's start, or a bound (the count wanted, the bytes): nothing older fits.
-        reachedStart = read.from > from || from === 0n;
-        if (reachedStart || read.dropped || found.length < newer.length) break;
-        end = from;
-        window *= 2n;
+      const key = `${tenant}\n${channel}`;
+      const known = this.scanned.get(key, head.epoch, head.partition);
+      if (known && this.worthReadingOn(known, head.next)) {
+        const read = await this.readOn(tenant, channel, head, known, deadline);
+        if (read) return read;
       }
-      const events = found.map(historyEvent);
-      // Short of what the history keeps and not at the partition's start: a bound (time, bytes, offsets) ended the scan.
-      if (found.length < want && !reachedStart)
-        return { kind: "events", events, complete: true, next: null, truncated: true };
-      return { kind: "events", events, complete: true, next: null };
+      this.scanned.delete(key);
+      return await this.scanBack(tenant, channel, head, deadline);
     } catch {
       return { kind: "try_again", retryAfterMs: BUSY_RETRY_MS, message: "the log could not be read in time" };
     } finally {
       this.leave(tenant);
     }
+  }
+
+  /**
+   * Whether reading the offsets after `known` costs no more than a scan back
+   * would: about as many offsets as `known` spans (what the scan that found it
+   * read), and never past the scan's own bound.
+   */
+  private worthReadingOn(known: ScannedLatest, next: bigint): boolean {
+    const added = next - known.until;
+    const span = known.until - known.from;
+    return (
+      added >= 0n &&
+      added <= BigInt(this.limits.scanMaxOffsets) &&
+      (added <= span || added <= FIRST_WINDOW_OFFSETS)
+    );
+  }
+
+  /**
+   * The channel's latest events from what a scan found up to `known.until`
+   * and one forward read of the offsets from there to the live reader's
+   * position: exactly what a scan back from that position would answer, or
+   * undefined when that cannot be told so (the merge hit the byte bound,
+   * whose cut depends on the scan's windows; or what is known does not reach
+   * back as far as the scan would read; or the read stopped short).
+   */
+  private async readOn(
+    tenant: string,
+    channel: string,
+    head: LivePosition,
+    known: ScannedLatest,
+    deadline: number,
+  ): Promise<ResumeOutcome | undefined> {
+    if (!this.bus.readLog) return undefined;
+    const want = this.history.eventsPerChannel;
+    const read = await this.bus.readLog({
+      tenant,
+      channel,
+      epoch: head.epoch,
+      partition: head.partition,
+      from: known.until,
+      until: head.next,
+      maxMessages: want,
+      maxBytes: this.limits.maxBytes,
+      deadline,
+      fromEarliest: true,
+      keepNewest: true,
+    });
+    if (read.gone || read.next < head.next || read.logStart === undefined) return undefined;
+    // What a scan back from here would read: from its offset bound or the log's first offset, the later.
+    const bound = head.next - BigInt(this.limits.scanMaxOffsets);
+    const start = bound > 0n ? bound : 0n;
+    const lowest = read.logStart > start ? read.logStart : start;
+    // Every message of the channel from `covered` on is in `merged`.
+    const oldestRead = read.messages[0]?.position.offset;
+    const dropped = read.dropped === true && oldestRead !== undefined;
+    const covered = dropped ? oldestRead : known.from > read.logStart ? known.from : read.logStart;
+    const merged = (dropped ? read.messages : [...known.messages, ...read.messages]).filter(
+      (message) => message.position.offset >= lowest,
+    );
+    const { messages, cut } = newestOf(merged, want, this.limits.maxBytes);
+    if (cut === "bytes" || (cut === "none" && covered > lowest)) return undefined;
+    const from = cut === "count" ? (messages[0] as DeliveredMessage).position.offset : lowest;
+    this.scanned.set(`${tenant}\n${channel}`, { ...known, from, until: head.next, messages });
+    const events = messages.map(historyEvent);
+    // As a scan that read to its bound without finding enough: truncated unless that was the partition's start.
+    const reachedStart = read.logStart > start || start === 0n;
+    if (cut === "none" && !reachedStart)
+      return { kind: "events", events, complete: true, next: null, truncated: true };
+    return { kind: "events", events, complete: true, next: null };
+  }
+
+  /**
+   * The channel's latest events found by reading its partition back from the
+   * live reader's position in growing windows, each forward; what it found is
+   * kept for the next request (`readOn`) when it is every message of the
+   * channel over the offsets it spans.
+   */
+  private async scanBack(
+    tenant: string,
+    channel: string,
+    head: LivePosition,
+    deadline: number,
+  ): Promise<ResumeOutcome> {
+    const want = this.history.eventsPerChannel;
+    let found: DeliveredMessage[] = [];
+    let end = head.next;
+    let window = FIRST_WINDOW_OFFSETS;
+    let reachedStart = false;
+    // Every message of the channel from `covered` on is in `found`, unless a byte bound let one go (`whole`).
+    let covered = head.next;
+    let whole = true;
+    // The farthest back the scan reads: a rare or empty channel on a long partition costs this much, not the timeout.
+    const bound = head.next - BigInt(this.limits.scanMaxOffsets);
+    const start = bound > 0n ? bound : 0n;
+    while (found.length < want && end > start && Date.now() < deadline) {
+      const from = end - window > start ? end - window : start;
+      const read = await this.readWindow(tenant, channel, head, from, end, want - found.length, deadline);
+      // A window not read to its end would leave a gap before what was found: the scan ends without it.
+      if (!read) break;
+      const newer = [...read.messages, ...found];
+      found = newestWithin(newer, this.limits.maxBytes);
+      covered = read.from;
+      if (read.dropped || found.length < newer.length) whole = false;
+      // The partition's start, or a bound (the count wanted, the bytes): nothing older fits.
+      reachedStart = read.from > from || from === 0n;
+      if (reachedStart || read.dropped || found.length < newer.length) break;
+      end = from;
+      window *= 2n;
+    }
+    const oldest = found[0]?.position.offset;
+    if (found.length >= want && oldest !== undefined) covered = oldest;
+    if (covered < head.next && (found.length >= want || whole)) {
+      this.scanned.set(`${tenant}\n${channel}`, {
+        epoch: head.epoch,
+        partition: head.partition,
+        from: covered,
+        until: head.next,
+        messages: found,
+      });
+    }
+    const events = found.map(historyEvent);
+    // Short of what the history keeps and not at the partition's start: a bound (time, bytes, offsets) ended the scan.
+    if (found.length < want && !reachedStart)
+      return { kind: "events", events, complete: true, next: null, truncated: true };
+    return { kind: "events", events, complete: true, next: null };
   }
 
   /**
@@ -434,6 +553,26 @@ function newestWithin(messages: DeliveredMessage[], maxBytes: number): Delivered
     if (bytes > maxBytes && i < messages.length - 1) return messages.slice(i + 1);
   }
   return messages;
+}
+
+/**
+ * The newest of `messages` (oldest first) a scan back would keep: at most
+ * `want`, and those whose payloads fit in `maxBytes` (the newest one always),
+ * taken newest first up to the first that does not fit. `cut` says what
+ * stopped it: the count, the bytes, or `none` (every message was taken).
+ */
+function newestOf(
+  messages: DeliveredMessage[],
+  want: number,
+  maxBytes: number,
+): { messages: DeliveredMessage[]; cut: "count" | "bytes" | "none" } {
+  let bytes = 0;
+  for (let i = messages.length - 1; i >= 0; i--) {
+    if (messages.length - 1 - i >= want) return { messages: messages.slice(i + 1), cut: "count" };
+    bytes += (messages[i] as DeliveredMessage).dataJson.length;
+    if (bytes > maxBytes && i < messages.length - 1) return { messages: messages.slice(i + 1), cut: "bytes" };
+  }
+  return { messages, cut: messages.length >= want ? "count" : "none" };
 }
 
 /** The first `limit` events of a complete answer, with `next` after them when more follow. */

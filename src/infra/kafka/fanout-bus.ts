@@ -232,10 +232,11 @@ export class KafkaFanoutBus implements FanoutBus {
     const tenant = Buffer.from(request.tenant);
     const channel = Buffer.from(request.channel);
     const kept = new KeptMessages(request);
+    const answer = (next: bigint) => kept.answer(next, from, earliest);
     let offset = from;
     while (offset < until) {
       // Out of time: what was read so far, in order, with where to go on from.
-      if (Date.now() >= request.deadline) return kept.answer(offset, from);
+      if (Date.now() >= request.deadline) return answer(offset);
       const response = await reader.fetch({
         node: leader,
         topics: [
@@ -259,7 +260,7 @@ export class KafkaFanoutBus implements FanoutBus {
       const read = response.responses[0]?.partitions[0];
       if (!read?.records?.length) {
         // Nothing past `offset` although the live reader read up to `until`: the log was truncated.
-        if (read && read.highWatermark <= offset) return kept.answer(offset, from);
+        if (read && read.highWatermark <= offset) return answer(offset);
         continue;
       }
       for (const batch of read.records) {
@@ -268,7 +269,7 @@ export class KafkaFanoutBus implements FanoutBus {
           for (const record of batch.records) {
             const at = batch.firstOffset + BigInt(record.offsetDelta);
             if (at < offset) continue;
-            if (at >= until) return kept.answer(until, from);
+            if (at >= until) return answer(until);
             if (
               !hasHeader(record.headers, TENANT_HEADER, tenant) ||
               !hasHeader(record.headers, CHANNEL_HEADER, channel)
@@ -277,13 +278,13 @@ export class KafkaFanoutBus implements FanoutBus {
             const message = fromFanoutRecord(record.headers, record.value);
             if (!message || message === UNWANTED) continue;
             if (!kept.add({ ...message, position: { epoch: request.epoch, partition, offset: at } }))
-              return kept.answer(at, from);
+              return answer(at);
           }
         }
         if (batchEnd > offset) offset = batchEnd;
       }
     }
-    return kept.answer(until, from);
+    return answer(until);
   }
 
   async close(): Promise<void> {

@@ -43,10 +43,13 @@ export class KeptMessages {
     return true;
   }
 
-  /** The read's answer, `next` the first offset not read, `from` where it started. */
-  answer(next: bigint, from: bigint): LogReadResult {
+  /** The read's answer, `next` the first offset not read, `from` where it started, `logStart` the log's first offset. */
+  answer(next: bigint, from: bigint, logStart?: bigint): LogReadResult {
     const dropped = this.compacted + this.first > 0;
     const messages = this.first > 0 ? this.messages.slice(this.first) : this.messages;
-    return dropped ? { gone: false, messages, next, from, dropped } : { gone: false, messages, next, from };
+    const answer: LogReadResult = { gone: false, messages, next, from };
+    if (dropped) answer.dropped = true;
+    if (logStart !== undefined) answer.logStart = logStart;
+    return answer;
   }
 }

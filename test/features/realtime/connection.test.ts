@@ -105,6 +105,7 @@ function connection(
         maxBytes: 1 << 20,
         timeoutMs: 1000,
         scanMaxOffsets: 1 << 20,
+        latestCacheBytes: 1 << 20,
       }),
     tap,
     metrics: createMetrics("test", "0"),

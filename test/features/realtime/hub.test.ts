@@ -16,6 +16,7 @@ const REPLAY_LIMITS = {
   maxBytes: 1 << 20,
   timeoutMs: 1000,
   scanMaxOffsets: 1 << 20,
+  latestCacheBytes: 1 << 20,
 };
 
 /** A peer as an engine would hand it over; `close` reports back to the hub like the engine's close event. */

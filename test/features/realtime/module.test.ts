@@ -52,6 +52,7 @@ function realtimeModule(bus: LocalFanoutBus, health: HealthState) {
         maxBytes: 1 << 20,
         timeoutMs: 1000,
         scanMaxOffsets: 1 << 20,
+        latestCacheBytes: 1 << 20,
       },
     },
     {
