@@ -276,7 +276,9 @@ export class KafkaFanoutBus implements FanoutBus {
             )
               continue;
             const message = fromFanoutRecord(record.headers, record.value);
-            if (!message || message === UNWANTED) continue;
+            // A broadcast naming the channel is no event of its history (memory never keeps one): it
+            // lands here only when the tenant's broadcasts share the channel's partition.
+            if (!message || message === UNWANTED || message.broadcast) continue;
             if (!kept.add({ ...message, position: { epoch: request.epoch, partition, offset: at } }))
               return answer(at);
           }
