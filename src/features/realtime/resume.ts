@@ -352,17 +352,20 @@ export class Resume {
   }
 
   /**
-   * Whether reading the offsets after `known` costs no more than a scan back
-   * would: about as many offsets as `known` spans (what the scan that found it
-   * read), and never past the scan's own bound.
+   * Whether reading the offsets after `known` likely costs no more than a
+   * scan back would, never past the scan's own bound: always when `known`
+   * holds fewer events than wanted (a scan back would read at least those
+   * offsets too, looking for more), else up to about as many offsets as
+   * `known` spans (what a scan finding that many events reads).
    */
   private worthReadingOn(known: ScannedLatest, next: bigint): boolean {
     const added = next - known.until;
     const span = known.until - known.from;
+    const sparse = known.messages.length < this.history.eventsPerChannel;
     return (
       added >= 0n &&
       added <= BigInt(this.limits.scanMaxOffsets) &&
-      (added <= span || added <= FIRST_WINDOW_OFFSETS)
+      (sparse || added <= span || added <= FIRST_WINDOW_OFFSETS)
     );
   }
 

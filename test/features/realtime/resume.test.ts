@@ -645,6 +645,28 @@ describe("a channel's latest events without since, on an instance that did not k
     expect(world.log.reads.at(-1)).toMatchObject({ from: 6001n, until: 6001n });
   });
 
+  test("reads on rather than back when the last scan found fewer events than wanted, and back when more were written than a full answer spanned", async () => {
+    // A short partition holding 2 of x's events: the scan read it all.
+    const sparse = scanWorld(100, [10, 20]);
+    await latest(sparse.resume);
+    const scanned = sparse.log.reads.length;
+    for (let offset = 100; offset < 5100; offset++) sparse.log.log.push(message(offset, "other"));
+    sparse.log.next = 5100n;
+    const readOn = await latest(sparse.resume);
+    expect(sparse.log.reads.slice(scanned).map((read) => [read.from, read.until])).toEqual([[100n, 5100n]]);
+    expect(readOn).toEqual(await latest(freshResume(sparse.log)));
+
+    // 3 events (all that are wanted) in the last 50 offsets: 5000 offsets later a scan back is the cheaper.
+    const dense = scanWorld(100, [60, 70, 80]);
+    await latest(dense.resume);
+    for (let offset = 100; offset < 5100; offset++)
+      dense.log.log.push(message(offset, offset % 10 ? "other" : "x"));
+    dense.log.next = 5100n;
+    dense.log.reads = [];
+    expect(await latest(dense.resume)).toEqual(await latest(freshResume(dense.log)));
+    expect(dense.log.reads[0]).toMatchObject({ from: 4076n, until: 5100n });
+  });
+
   test("what the cache answers is what a fresh scan answers, after any writes, retention and bounds", async () => {
     type Step =
       | { kind: "write"; others: number; mine: number; pad: number }
