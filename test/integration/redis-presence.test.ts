@@ -288,3 +288,23 @@ test("subjects are any strings: a colon, a NUL, letters of several bytes", async
   reader.changed(key, new Map());
   await eventually(reader, key, {});
 });
+
+test("a key of a channel evicted by Redis (maxmemory) leaves no ghost member nor doubled count: the channel is whole again after a refresh", async () => {
+  for (const prefix of ["pse", "psc", "pss", "pst"]) {
+    const key = `t/it-${Date.now()}/evicted-${prefix}`;
+    const a = instance();
+    const b = instance();
+    a.changed(key, new Map([["ann", 1]]));
+    b.changed(key, new Map([["bob", 1]]));
+    await eventually(a, key, { ann: 1, bob: 1 });
+    // What an eviction does to one of the channel's keys, the others kept.
+    await probe.del(`${prefix}:${key}`);
+    b.changed(key, new Map());
+    // Each instance's members are written again at its next refresh (every ttlMs / 3): then exact, and bob gone.
+    await eventually(a, key, { ann: 1 });
+    await Bun.sleep(options.ttlMs);
+    expect((await a.members(key, 1000)).members).toEqual(new Map([["ann", 1]]));
+    await a.close();
+    await eventually(b, key, {});
+  }
+}, 60_000);

@@ -41,7 +41,15 @@ local function drop(entry)
     redis.call('ZREM', subjects, subject)
   end
 end
+-- The four keys count one another's contents (an entry's connections, a subject's entries): Redis evicting one
+-- (maxmemory) would leave the others wrong for as long as the channel has members, a ghost member or a count
+-- doubled at each refresh. All go instead: each instance's entries are back at its next refresh, as after a restart.
+local function discardIfTorn()
+  local held = redis.call('EXISTS', entries, entryConnections, subjects, connections)
+  if held ~= 0 and held ~= 4 then redis.call('DEL', entries, entryConnections, subjects, connections) end
+end
 local function prune(now)
+  discardIfTorn()
   local expired = redis.call('ZRANGEBYSCORE', entries, '-inf', '(' .. now, 'LIMIT', 0, ${PRUNE_BATCH})
   for _, entry in ipairs(expired) do drop(entry) end
   return #expired
