@@ -308,3 +308,34 @@ test("a key of a channel evicted by Redis (maxmemory) leaves no ghost member nor
     await eventually(b, key, {});
   }
 }, 60_000);
+
+/** Resolves once the store's connection is ready: a flush before that writes nothing. */
+async function ready(store: RedisPresence): Promise<void> {
+  const redis = (store as unknown as { redis: Redis }).redis;
+  while (redis.status !== "ready") await Bun.sleep(10);
+}
+const flushOf = (store: RedisPresence) => (store as unknown as { flush(): Promise<void> }).flush();
+
+test("a flush of many members goes in round trips each within the command timeout: written once, and a read meanwhile is answered", async () => {
+  const lines: string[] = [];
+  const debugLog = pino({ level: "debug" }, { write: (line: string) => void lines.push(line) });
+  // A timeout well above one round trip's work (some 20 ms), well below the whole flush's (some 400 ms).
+  const big = new RedisPresence(
+    { ...options, ttlMs: 600_000, flushMs: 60_000, commandTimeoutMs: 100 },
+    debugLog,
+  );
+  open.push(big);
+  const run = `t/it-${Date.now()}`;
+  big.changed(`${run}/crowd`, subjects("u", 30_000));
+  for (let i = 0; i < 1000; i++) big.changed(`${run}/room-${i}`, new Map([["ann", 1]]));
+  await ready(big);
+  const flushed = flushOf(big);
+  // Asked while the flush is being written: answered (after it), not timed out behind it.
+  const page = await big.members(`${run}/crowd`, 1);
+  await flushed;
+  expect(page.total).toBe(30_000);
+  expect(lines.filter((line) => line.includes("presence write failed"))).toEqual([]);
+  const reader = instance();
+  await ready(reader);
+  expect((await reader.members(`${run}/room-999`, 10)).members).toEqual(new Map([["ann", 1]]));
+}, 30_000);

@@ -17,8 +17,14 @@ export interface RedisPresenceOptions {
 export const PRUNE_BATCH = 500;
 /** Runs of PRUNE_BATCH one read may take; past that (over 50,000 expired at once) it fails, the next goes on. */
 const MAX_PRUNE_PASSES = 100;
-/** Subjects written (and as many removed) per script run. */
+/**
+ * Subjects written (and as many removed) per script run, and per round trip of a flush: each write's command
+ * timeout then covers its own work, not that of every write queued before it in one pipeline (20,000 subjects
+ * took some 250 ms, REDIS_TIMEOUT_MS: each flush failed and was sent again a second later, all channels, forever).
+ */
 const WRITE_SLICE = 1000;
+/** A script run weighs at least as many subjects (its prune, its key checks): at most 100 runs per round trip. */
+const MIN_WRITE_WEIGHT = 10;
 
 /**
  * Shared by both scripts. A channel's keys: KEYS[1] its entries
@@ -148,7 +154,8 @@ export class RedisPresence implements PresenceStore {
   private readonly dirty = new Set<string>();
   private readonly timer: ReturnType<typeof setInterval>;
   private lastRefresh = Date.now();
-  private flushing = false;
+  /** The flush under way: a read waits for it (Redis then holds what `written` says). */
+  private flushing: Promise<void> | undefined;
 
   constructor(
     private readonly options: RedisPresenceOptions,
@@ -185,6 +192,7 @@ export class RedisPresence implements PresenceStore {
    * the whole channel.
    */
   async members(channelKey: string, limit: number, onlyIfAll = false): Promise<PresencePage> {
+    if (this.flushing) await this.flushing;
     const local = this.local.get(channelKey) ?? new Map<string, number>();
     const written = this.written.get(channelKey) ?? new Set<string>();
     const arrived = [...local.keys()].filter((subject) => !written.has(subject));
@@ -239,22 +247,28 @@ export class RedisPresence implements PresenceStore {
     clearInterval(this.timer);
     // Leaving: this instance's entries go now rather than at their expiry.
     for (const channelKey of this.local.keys()) this.changed(channelKey, new Map());
-    await this.flush().catch(() => {});
+    await this.flush();
     this.redis.disconnect();
   }
 
-  /** Writes the channels that changed, or every channel when the entries are due for refresh. */
-  private async flush(): Promise<void> {
-    if (this.flushing || this.redis.status !== "ready") return;
+  /** Writes the channels that changed, or every channel when the entries are due for refresh; never rejects. */
+  private flush(): Promise<void> {
+    this.flushing ??= this.write().finally(() => {
+      this.flushing = undefined;
+    });
+    return this.flushing;
+  }
+
+  private async write(): Promise<void> {
+    if (this.redis.status !== "ready") return;
     const now = Date.now();
     const refresh = now - this.lastRefresh >= this.options.ttlMs / 3;
     const channels = refresh ? new Set([...this.dirty, ...this.local.keys()]) : new Set(this.dirty);
     if (channels.size === 0) return;
-    this.flushing = true;
     this.dirty.clear();
     const expiresAt = now + this.options.ttlMs;
-    const batch = this.redis.pipeline();
-    const write = (batch as unknown as { presenceWrite: WriteCommand }).presenceWrite.bind(batch);
+    /** Each script run's arguments, and its weight in subjects. */
+    const runs: Array<{ args: Array<string | number>; weight: number }> = [];
     /** `written` as it was before this batch, for the channels in it: merged back if the batch fails. */
     const writtenBefore = new Map<string, Set<string> | undefined>();
     for (const channelKey of channels) {
@@ -266,24 +280,39 @@ export class RedisPresence implements PresenceStore {
       // In slices: a call's arguments are bounded, and one script keeps Redis from every other client while it runs.
       for (let at = 0; at < Math.max(upserts.length, gone.length); at += WRITE_SLICE) {
         const slice = upserts.slice(at, at + WRITE_SLICE);
-        write(
-          ...keysOf(channelKey),
-          now,
-          expiresAt,
-          this.options.ttlMs,
-          this.instance,
-          slice.length,
-          ...slice.flat(),
-          ...gone.slice(at, at + WRITE_SLICE),
-        );
+        const leaving = gone.slice(at, at + WRITE_SLICE);
+        runs.push({
+          args: [
+            ...keysOf(channelKey),
+            now,
+            expiresAt,
+            this.options.ttlMs,
+            this.instance,
+            slice.length,
+            ...slice.flat(),
+            ...leaving,
+          ],
+          weight: Math.max(MIN_WRITE_WEIGHT, slice.length + leaving.length),
+        });
       }
       if (members.size > 0) this.written.set(channelKey, new Set(members.keys()));
       else this.written.delete(channelKey);
     }
     try {
-      const results = await batch.exec();
-      const failed = results?.find(([error]) => error)?.[0];
-      if (failed) throw failed;
+      // In round trips of about WRITE_SLICE subjects; the first that fails ends the flush (retried whole).
+      for (let at = 0; at < runs.length; ) {
+        const batch = this.redis.pipeline();
+        const write = (batch as unknown as { presenceWrite: WriteCommand }).presenceWrite.bind(batch);
+        let weight = 0;
+        do {
+          const run = runs[at++] as (typeof runs)[number];
+          write(...run.args);
+          weight += run.weight;
+        } while (at < runs.length && weight + (runs[at] as (typeof runs)[number]).weight <= WRITE_SLICE);
+        const results = await batch.exec();
+        const failed = results?.find(([error]) => error)?.[0];
+        if (failed) throw failed;
+      }
       if (refresh) this.lastRefresh = now;
     } catch (error) {
       // The batch may have landed or not (a timeout, a dropped connection): Redis may hold the entries
@@ -300,8 +329,6 @@ export class RedisPresence implements PresenceStore {
       for (const channelKey of channels)
         if (this.local.has(channelKey) || this.written.has(channelKey)) this.dirty.add(channelKey);
       this.log.debug({ err: error }, "presence write failed; retrying");
-    } finally {
-      this.flushing = false;
     }
   }
 }
