@@ -339,3 +339,16 @@ test("a flush of many members goes in round trips each within the command timeou
   await ready(reader);
   expect((await reader.members(`${run}/room-999`, 10)).members).toEqual(new Map([["ann", 1]]));
 }, 30_000);
+
+test("an instance closed while a flush is under way still removes its members at once", async () => {
+  const key = `t/it-${Date.now()}/closing`;
+  // Entries that outlive the test: only a removal written to Redis takes the members out in time.
+  const leaving = new RedisPresence({ ...options, ttlMs: 60_000, flushMs: 60_000 }, log);
+  const reader = instance();
+  await ready(leaving);
+  leaving.changed(key, subjects("m", 5000));
+  const flushed = flushOf(leaving);
+  await leaving.close();
+  await flushed;
+  expect((await reader.members(key, 1)).total).toBe(0);
+});

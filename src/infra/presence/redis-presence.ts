@@ -154,7 +154,7 @@ export class RedisPresence implements PresenceStore {
   private readonly dirty = new Set<string>();
   private readonly timer: ReturnType<typeof setInterval>;
   private lastRefresh = Date.now();
-  /** The flush under way: a read waits for it (Redis then holds what `written` says). */
+  /** The flush under way: a read waits for it (Redis then holds what `written` says), and so does `close`. */
   private flushing: Promise<void> | undefined;
 
   constructor(
@@ -247,6 +247,8 @@ export class RedisPresence implements PresenceStore {
     clearInterval(this.timer);
     // Leaving: this instance's entries go now rather than at their expiry.
     for (const channelKey of this.local.keys()) this.changed(channelKey, new Map());
+    // A flush under way wrote the members as they were: the removals go after it.
+    if (this.flushing) await this.flushing;
     await this.flush();
     this.redis.disconnect();
   }
