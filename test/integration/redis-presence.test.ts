@@ -4,7 +4,7 @@ import pino from "pino";
 import type { Principal } from "../../src/domain/principal.ts";
 import { Presence } from "../../src/features/realtime/presence.ts";
 import { RedisPresence } from "../../src/infra/presence/redis-presence.ts";
-import type { PresenceMembers } from "../../src/ports/presence.ts";
+import type { PresenceMembers, PresencePage } from "../../src/ports/presence.ts";
 import type { HttpReply, HttpRequest } from "../../src/ports/transport.ts";
 import { services } from "../support/kafka.ts";
 
@@ -352,3 +352,36 @@ test("an instance closed while a flush is under way still removes its members at
   await flushed;
   expect((await reader.members(key, 1)).total).toBe(0);
 });
+
+test("thousands of members come or gone here since the last write: a read costs a page, not a lookup of each", async () => {
+  const key = `t/it-${Date.now()}/exodus`;
+  // Writes only when told to (or when a read needs it).
+  const busy = new RedisPresence({ ...options, ttlMs: 600_000, flushMs: 60_000 }, log);
+  open.push(busy);
+  const other = instance();
+  other.changed(key, new Map([["zed", 1]]));
+  await eventually(other, key, { zed: 1 });
+  await ready(busy);
+  const members = subjects("u", 20_000);
+  busy.changed(key, members);
+  await flushOf(busy);
+  expect((await other.members(key, 1)).total).toBe(20_001);
+  // Every client here gone at once (a network blip), and 5,000 others come, before the next write.
+  members.clear();
+  for (const [subject] of subjects("v", 5000)) members.set(subject, 1);
+  busy.changed(key, members);
+  let page: PresencePage = { total: 0, members: new Map() };
+  const sent = await bytesSentBy(async () => {
+    page = await busy.members(key, 1000, true);
+  });
+  // Old: the 20,000 gone read as a page of 21,000 and looked up, with the 5,000 come: some 760 kB.
+  expect(sent).toBeLessThan(20_000);
+  expect(page.total).toBe(5001);
+  expect(page.members.size).toBe(0);
+  expect((await busy.members(key, 2)).members).toEqual(
+    new Map([
+      ["v-000000", 1],
+      ["v-000001", 1],
+    ]),
+  );
+}, 30_000);
