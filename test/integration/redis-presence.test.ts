@@ -385,3 +385,21 @@ test("thousands of members come or gone here since the last write: a read costs 
     ]),
   );
 }, 30_000);
+
+test("a subject with a lone surrogate (a JWT sub may hold one) is listed by its own instance once written, as by the others", async () => {
+  const channel = `surrogate-${Date.now()}`;
+  const key = `t/acme/${channel}`;
+  const store = instance();
+  const presence = new Presence(store, log);
+  await ready(store);
+  presence.change(key, "\ud800x", 1);
+  await flushOf(store);
+  // UTF-8 in Redis: U+FFFD for the lone surrogate, on every instance.
+  expect(await askPresence(presence, channel)).toMatchObject({
+    total: 1,
+    members: [{ subject: "\ufffdx", connections: 1 }],
+  });
+  const other = instance();
+  await ready(other);
+  expect((await other.members(key, 10)).members).toEqual(new Map([["\ufffdx", 1]]));
+});

@@ -20,6 +20,8 @@ export interface PresenceListener {
   presenceEvent(channelKey: string, kind: "join" | "leave", frame: string): void;
 }
 
+const LONE_SURROGATE = /\p{Cs}/u;
+
 /** The engine topic of a channel's join and leave events (`p/<tenant>/<channel>` beside the channel's `t/…`). */
 export const presenceTopic = (channelKey: string) => `p${channelKey.slice(1)}`;
 
@@ -152,7 +154,10 @@ export class Presence {
   }
 
   /** A connection of `subject` joined (`delta` 1) or left (-1) the channel `channelKey`. */
-  change(channelKey: string, subject: string, delta: 1 | -1): void {
+  change(channelKey: string, sub: string, delta: 1 | -1): void {
+    // A store keeps subjects as UTF-8: a lone surrogate (a JWT `sub` may hold one) would come back U+FFFD, no longer
+    // this instance's member (its own instance listed it no more once written, counted it still). Named so here too.
+    const subject = LONE_SURROGATE.test(sub) ? Buffer.from(sub).toString() : sub;
     let members = this.local.get(channelKey);
     if (!members) {
       if (delta < 0) return;
