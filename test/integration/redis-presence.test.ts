@@ -403,3 +403,20 @@ test("a subject with a lone surrogate (a JWT sub may hold one) is listed by its 
   await ready(other);
   expect((await other.members(key, 10)).members).toEqual(new Map([["\ufffdx", 1]]));
 });
+
+test("an instance with a shorter TTL (PRESENCE_TTL_MS changed by a rolling deploy) does not shorten the others' presence", async () => {
+  const key = `t/it-${Date.now()}/ttl`;
+  const long = new RedisPresence({ ...options, ttlMs: 600_000, flushMs: 60_000 }, log);
+  const short = new RedisPresence({ ...options, ttlMs: 3000 }, log);
+  open.push(long, short);
+  await Promise.all([ready(long), ready(short)]);
+  long.changed(key, new Map([["ann", 1]]));
+  await flushOf(long);
+  short.changed(key, new Map([["bob", 1]]));
+  await eventually(long, key, { ann: 1, bob: 1 });
+  short.changed(key, new Map());
+  await eventually(long, key, { ann: 1 });
+  // Past the short TTL, long before the long one's next refresh.
+  await Bun.sleep(3500);
+  expect((await long.members(key, 10)).members).toEqual(new Map([["ann", 1]]));
+}, 20_000);

@@ -88,8 +88,12 @@ for _ = 1, upserts do
   redis.call('HINCRBY', connections, subject, count - before)
 end
 for gone = at, #ARGV do drop(instance .. '\\0' .. ARGV[gone]) end
+-- Lengthened only: an instance with a shorter PRESENCE_TTL_MS (a rolling change of it) must not make the keys
+-- expire before the others' entries, which would be gone until their next refresh.
 if upserts > 0 then
-  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
+  for _, key in ipairs(KEYS) do
+    if redis.call('PTTL', key) < tonumber(ttl) then redis.call('PEXPIRE', key, ttl) end
+  end
 end
 `;
 
