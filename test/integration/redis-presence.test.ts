@@ -420,3 +420,34 @@ test("an instance with a shorter TTL (PRESENCE_TTL_MS changed by a rolling deplo
   await Bun.sleep(3500);
   expect((await long.members(key, 10)).members).toEqual(new Map([["ann", 1]]));
 }, 20_000);
+
+test("a join in a channel of 5,000 members here writes that subject, not the whole channel again", async () => {
+  const key = `t/it-${Date.now()}/churn`;
+  // Refreshed (every member written again) only every ttlMs / 3: not during the test.
+  const store = new RedisPresence({ ...options, ttlMs: 600_000, flushMs: 60_000 }, log);
+  open.push(store);
+  await ready(store);
+  const members = subjects("u", 5000);
+  store.changed(key, members);
+  await flushOf(store);
+  members.set("newcomer", 1);
+  members.set("u-000001", 2);
+  members.delete("u-000002");
+  store.changed(key, members);
+  const received = async () => Number(/total_net_input_bytes:(\d+)/.exec(await probe.info("stats"))?.[1]);
+  const before = await received();
+  await flushOf(store);
+  // Old: the 5,000 members sent again, some 80 kB (the INFO around it is some 100 B).
+  expect((await received()) - before).toBeLessThan(5_000);
+  const reader = instance();
+  await ready(reader);
+  const page = await reader.members(key, 3);
+  expect(page.total).toBe(5000);
+  expect(page.members).toEqual(
+    new Map([
+      ["newcomer", 1],
+      ["u-000000", 1],
+      ["u-000001", 2],
+    ]),
+  );
+});

@@ -23,6 +23,8 @@ const MAX_PRUNE_PASSES = 100;
  * took some 250 ms, REDIS_TIMEOUT_MS: each flush failed and was sent again a second later, all channels, forever).
  */
 const WRITE_SLICE = 1000;
+/** What `written` holds of a subject whose write may have landed or not: any count differs, it is written again. */
+const UNKNOWN_CONNECTIONS = -1;
 /** Subjects a read looks up among its instance's changes since its last write; past that it writes them first. */
 const MAX_LOOKUPS = 1000;
 /** A script run weighs at least as many subjects (its prune, its key checks): at most 100 runs per round trip. */
@@ -155,8 +157,8 @@ export class RedisPresence implements PresenceStore {
   private readonly instance = randomUUID();
   /** This instance's members per channel, as last told (the feature's live maps). */
   private readonly local = new Map<string, PresenceMembers>();
-  /** Subjects this instance wrote per channel, to remove the ones that left. */
-  private readonly written = new Map<string, Set<string>>();
+  /** Subjects this instance wrote per channel, with their connections: to write only what changed, remove who left. */
+  private readonly written = new Map<string, Map<string, number>>();
   private readonly dirty = new Set<string>();
   private readonly timer: ReturnType<typeof setInterval>;
   private lastRefresh = Date.now();
@@ -256,9 +258,9 @@ export class RedisPresence implements PresenceStore {
   /** This instance's live members of a channel, and the subjects that came or went since it last wrote them. */
   private unwritten(channelKey: string) {
     const local = this.local.get(channelKey) ?? new Map<string, number>();
-    const written = this.written.get(channelKey) ?? new Set<string>();
+    const written = this.written.get(channelKey) ?? new Map<string, number>();
     const arrived = [...local.keys()].filter((subject) => !written.has(subject));
-    const left = [...written].filter((subject) => !local.has(subject));
+    const left = [...written.keys()].filter((subject) => !local.has(subject));
     return { local, arrived, left };
   }
 
@@ -291,13 +293,17 @@ export class RedisPresence implements PresenceStore {
     /** Each script run's arguments, and its weight in subjects. */
     const runs: Array<{ args: Array<string | number>; weight: number }> = [];
     /** `written` as it was before this batch, for the channels in it: merged back if the batch fails. */
-    const writtenBefore = new Map<string, Set<string> | undefined>();
+    const writtenBefore = new Map<string, Map<string, number> | undefined>();
     for (const channelKey of channels) {
       const members = this.local.get(channelKey) ?? new Map<string, number>();
-      const before = this.written.get(channelKey) ?? new Set<string>();
+      const before = this.written.get(channelKey) ?? new Map<string, number>();
       writtenBefore.set(channelKey, this.written.get(channelKey));
-      const upserts = [...members];
-      const gone = [...before].filter((subject) => !members.has(subject));
+      // The subjects whose connections changed: a join in a channel of 20,000 is one subject written, not 20,000
+      // every second. A refresh writes them all (their entries' expiry).
+      const upserts = refresh
+        ? [...members]
+        : [...members].filter(([subject, count]) => before.get(subject) !== count);
+      const gone = [...before.keys()].filter((subject) => !members.has(subject));
       // In slices: a call's arguments are bounded, and one script keeps Redis from every other client while it runs.
       for (let at = 0; at < Math.max(upserts.length, gone.length); at += WRITE_SLICE) {
         const slice = upserts.slice(at, at + WRITE_SLICE);
@@ -316,7 +322,7 @@ export class RedisPresence implements PresenceStore {
           weight: Math.max(MIN_WRITE_WEIGHT, slice.length + leaving.length),
         });
       }
-      if (members.size > 0) this.written.set(channelKey, new Set(members.keys()));
+      if (members.size > 0) this.written.set(channelKey, new Map(members));
       else this.written.delete(channelKey);
     }
     try {
@@ -340,8 +346,11 @@ export class RedisPresence implements PresenceStore {
       // written before it and those it wrote, so both count as written, and the next flush removes each
       // subject that left among them. Counting only the batch's, a leave in it would stay in Redis until
       // its entry expired (PRESENCE_TTL_MS) instead of the next flush.
+      // Their connections in Redis are unknown: each is written again at the next flush.
       for (const [channelKey, before] of writtenBefore) {
-        const either = new Set([...(before ?? []), ...(this.written.get(channelKey) ?? [])]);
+        const either = new Map<string, number>();
+        for (const subject of [...(before?.keys() ?? []), ...(this.written.get(channelKey)?.keys() ?? [])])
+          either.set(subject, UNKNOWN_CONNECTIONS);
         if (either.size > 0) this.written.set(channelKey, either);
         else this.written.delete(channelKey);
       }
