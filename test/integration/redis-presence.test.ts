@@ -321,7 +321,7 @@ test("a flush of many members goes in round trips each within the command timeou
   const debugLog = pino({ level: "debug" }, { write: (line: string) => void lines.push(line) });
   // A timeout well above one round trip's work (some 20 ms), well below the whole flush's (some 400 ms).
   const big = new RedisPresence(
-    { ...options, ttlMs: 600_000, flushMs: 60_000, commandTimeoutMs: 100 },
+    { ...options, ttlMs: 600_000, flushMs: 60_000, commandTimeoutMs: 150 },
     debugLog,
   );
   open.push(big);
