@@ -451,3 +451,30 @@ test("a join in a channel of 5,000 members here writes that subject, not the who
     ]),
   );
 });
+
+test("a read of a channel with 200,000 members here, unchanged since written, does not go through them", async () => {
+  const key = `t/it-${Date.now()}/huge`;
+  const store = new RedisPresence(
+    { ...options, ttlMs: 600_000, flushMs: 60_000, commandTimeoutMs: 5000 },
+    log,
+  );
+  open.push(store);
+  await ready(store);
+  store.changed(key, subjects("u", 200_000));
+  await flushOf(store);
+  const small = `t/it-${Date.now()}/small`;
+  store.changed(small, new Map([["ann", 1]]));
+  await flushOf(store);
+  const took = async (channelKey: string) => {
+    const times: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const start = performance.now();
+      await store.members(channelKey, 1, true);
+      times.push(performance.now() - start);
+    }
+    return times.sort((a, b) => a - b)[3] as number;
+  };
+  const base = await took(small);
+  // Old: each read spread and filtered the 200,000 twice, some 30-60 ms of the event loop.
+  expect(await took(key)).toBeLessThan(base + 10);
+}, 60_000);

@@ -258,6 +258,8 @@ export class RedisPresence implements PresenceStore {
   /** This instance's live members of a channel, and the subjects that came or went since it last wrote them. */
   private unwritten(channelKey: string) {
     const local = this.local.get(channelKey) ?? new Map<string, number>();
+    // Unchanged since its last write (none under way: a read waits for it), as in Redis: nothing to go through.
+    if (!this.dirty.has(channelKey)) return { local, arrived: [], left: [] };
     const written = this.written.get(channelKey) ?? new Map<string, number>();
     const arrived = [...local.keys()].filter((subject) => !written.has(subject));
     const left = [...written.keys()].filter((subject) => !local.has(subject));
