@@ -478,3 +478,25 @@ test("a read of a channel with 200,000 members here, unchanged since written, do
   // Old: each read spread and filtered the 200,000 twice, some 30-60 ms of the event loop.
   expect(await took(key)).toBeLessThan(base + 10);
 }, 60_000);
+
+test("a read of a channel the flush under way does not change is answered without waiting for it (a refresh of 100,000 members)", async () => {
+  const run = `t/it-${Date.now()}`;
+  const store = new RedisPresence(
+    { ...options, ttlMs: 600_000, flushMs: 60_000, commandTimeoutMs: 5000 },
+    log,
+  );
+  open.push(store);
+  await ready(store);
+  store.changed(`${run}/huge`, subjects("u", 100_000));
+  store.changed(`${run}/small`, new Map([["ann", 1]]));
+  await flushOf(store);
+  // A refresh due: every member written again, none of them changed.
+  (store as unknown as { lastRefresh: number }).lastRefresh = 0;
+  let refreshed = false;
+  const refresh = flushOf(store).then(() => {
+    refreshed = true;
+  });
+  expect((await store.members(`${run}/small`, 10)).members).toEqual(new Map([["ann", 1]]));
+  expect(refreshed).toBe(false);
+  await refresh;
+}, 60_000);

@@ -162,8 +162,14 @@ export class RedisPresence implements PresenceStore {
   private readonly dirty = new Set<string>();
   private readonly timer: ReturnType<typeof setInterval>;
   private lastRefresh = Date.now();
-  /** The flush under way: a read waits for it (Redis then holds what `written` says), and so does `close`. */
+  /** The flush under way: `close` waits for it, and so does a read of a channel in `changing`. */
   private flushing: Promise<void> | undefined;
+  /**
+   * The channels whose members or counts the flush under way changes: a read of one waits for it (Redis then
+   * holds what `written` says). The others' are the same before and after, whatever it refreshes: not held
+   * up for the seconds a refresh of 200,000 members takes.
+   */
+  private changing = new Set<string>();
 
   constructor(
     private readonly options: RedisPresenceOptions,
@@ -201,7 +207,7 @@ export class RedisPresence implements PresenceStore {
    * at once), the channel is written first instead.
    */
   async members(channelKey: string, limit: number, onlyIfAll = false): Promise<PresencePage> {
-    if (this.flushing) await this.flushing;
+    if (this.flushing && this.changing.has(channelKey)) await this.flushing;
     let { local, arrived, left } = this.unwritten(channelKey);
     // Looked up one by one, and each leaver lengthening the page: 20,000 clients gone held Redis 130 ms per read
     // and sent it 600 kB. Written, they are the flush's work due within a second anyway, and the read a page.
@@ -258,7 +264,7 @@ export class RedisPresence implements PresenceStore {
   /** This instance's live members of a channel, and the subjects that came or went since it last wrote them. */
   private unwritten(channelKey: string) {
     const local = this.local.get(channelKey) ?? new Map<string, number>();
-    // Unchanged since its last write (none under way: a read waits for it), as in Redis: nothing to go through.
+    // Unchanged since its last write (a flush changing it: a read waited for it), as in Redis: nothing to go through.
     if (!this.dirty.has(channelKey)) return { local, arrived: [], left: [] };
     const written = this.written.get(channelKey) ?? new Map<string, number>();
     const arrived = [...local.keys()].filter((subject) => !written.has(subject));
@@ -292,6 +298,8 @@ export class RedisPresence implements PresenceStore {
     if (channels.size === 0) return;
     this.dirty.clear();
     const expiresAt = now + this.options.ttlMs;
+    const changing = new Set<string>();
+    this.changing = changing;
     /** Each script run's arguments, and its weight in subjects. */
     const runs: Array<{ args: Array<string | number>; weight: number }> = [];
     /** `written` as it was before this batch, for the channels in it: merged back if the batch fails. */
@@ -302,10 +310,10 @@ export class RedisPresence implements PresenceStore {
       writtenBefore.set(channelKey, this.written.get(channelKey));
       // The subjects whose connections changed: a join in a channel of 20,000 is one subject written, not 20,000
       // every second. A refresh writes them all (their entries' expiry).
-      const upserts = refresh
-        ? [...members]
-        : [...members].filter(([subject, count]) => before.get(subject) !== count);
+      const changed = [...members].filter(([subject, count]) => before.get(subject) !== count);
+      const upserts = refresh ? [...members] : changed;
       const gone = [...before.keys()].filter((subject) => !members.has(subject));
+      if (changed.length > 0 || gone.length > 0) changing.add(channelKey);
       // In slices: a call's arguments are bounded, and one script keeps Redis from every other client while it runs.
       for (let at = 0; at < Math.max(upserts.length, gone.length); at += WRITE_SLICE) {
         const slice = upserts.slice(at, at + WRITE_SLICE);
