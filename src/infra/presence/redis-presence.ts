@@ -212,6 +212,8 @@ export class RedisPresence implements PresenceStore {
     // Looked up one by one, and each leaver lengthening the page: 20,000 clients gone held Redis 130 ms per read
     // and sent it 600 kB. Written, they are the flush's work due within a second anyway, and the read a page.
     if (arrived.length + left.length > MAX_LOOKUPS) {
+      // One under way (a refresh) began before these changes: they go in the next.
+      if (this.flushing) await this.flushing;
       await this.flush();
       ({ local, arrived, left } = this.unwritten(channelKey));
     }
