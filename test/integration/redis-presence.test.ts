@@ -421,6 +421,43 @@ test("an instance with a shorter TTL (PRESENCE_TTL_MS changed by a rolling deplo
   expect((await long.members(key, 10)).members).toEqual(new Map([["ann", 1]]));
 }, 20_000);
 
+/** Runs `act` with this process's clock `skewMs` off: what a store does up to its first await (reads the clock). */
+function withClockSkew<T>(skewMs: number, act: () => T): T {
+  const realNow = Date.now;
+  Date.now = () => realNow() + skewMs;
+  try {
+    return act();
+  } finally {
+    Date.now = realNow;
+  }
+}
+
+test("instances whose clocks are 25 s apart list one another's live members: entries expire by Redis's clock", async () => {
+  const key = `t/it-${Date.now()}/skew`;
+  const live = instance();
+  live.changed(key, new Map([["liv", 1]]));
+  // Written only when the test flushes them, each with its clock off by 25 s (well past the 900 ms TTL).
+  const ahead = new RedisPresence({ ...options, flushMs: 60_000 }, log);
+  const behind = new RedisPresence({ ...options, flushMs: 60_000 }, log);
+  open.push(ahead, behind);
+  // In Redis, as another instance reads it (by the right clock).
+  await eventually(ahead, key, { liv: 1 });
+  await ready(behind);
+  ahead.changed(key, new Map([["fwd", 1]]));
+  behind.changed(key, new Map([["bck", 1]]));
+  await withClockSkew(25_000, () => flushOf(ahead));
+  await withClockSkew(-25_000, () => flushOf(behind));
+  const all = new Map([
+    ["bck", 1],
+    ["fwd", 1],
+    ["liv", 1],
+  ]);
+  // Each read prunes first: by the clock ahead, the live entries; by the right one, the entries written behind.
+  expect((await withClockSkew(25_000, () => ahead.members(key, 10))).members).toEqual(all);
+  expect((await withClockSkew(-25_000, () => behind.members(key, 10))).members).toEqual(all);
+  expect((await live.members(key, 10)).members).toEqual(all);
+});
+
 test("a join in a channel of 5,000 members here writes that subject, not the whole channel again", async () => {
   const key = `t/it-${Date.now()}/churn`;
   // Refreshed (every member written again) only every ttlMs / 3: not during the test.

@@ -32,7 +32,9 @@ const MIN_WRITE_WEIGHT = 10;
 
 /**
  * Shared by both scripts. A channel's keys: KEYS[1] its entries
- * `<instance>\0<subject>` (no instance id holds a NUL) scored by when they expire, KEYS[2] each entry's
+ * `<instance>\0<subject>` (no instance id holds a NUL) scored by when they expire, in ms by Redis's clock (`now`:
+ * one clock for every instance; by each instance's own, one 25 s ahead removed the others' live entries at each
+ * write, and one behind wrote entries the others took for expired), KEYS[2] each entry's
  * connections, and per subject (kept by every change of an entry, so nothing
  * is ever counted by reading them all): KEYS[3] the subjects in order (score
  * 0, for a first page by ZRANGEBYLEX and a count by ZCARD), KEYS[4] its
@@ -41,6 +43,8 @@ const MIN_WRITE_WEIGHT = 10;
  */
 const ENTRIES = `
 local entries, entryConnections, subjects, connections = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
 local function drop(entry)
   if redis.call('ZREM', entries, entry) == 0 then return end
   local subject = string.sub(entry, string.find(entry, '\\0', 1, true) + 1)
@@ -58,7 +62,7 @@ local function discardIfTorn()
   local held = redis.call('EXISTS', entries, entryConnections, subjects, connections)
   if held ~= 0 and held ~= 4 then redis.call('DEL', entries, entryConnections, subjects, connections) end
 end
-local function prune(now)
+local function prune()
   discardIfTorn()
   local expired = redis.call('ZRANGEBYSCORE', entries, '-inf', '(' .. now, 'LIMIT', 0, ${PRUNE_BATCH})
   for _, entry in ipairs(expired) do drop(entry) end
@@ -67,15 +71,16 @@ end
 `;
 
 /**
- * One instance's members of a channel. ARGV: now, expiry, TTL, instance,
+ * One instance's members of a channel. ARGV: TTL, instance,
  * how many subjects it has, those subjects and their connections in pairs,
  * then the subjects it no longer has.
  */
 const WRITE = `${ENTRIES}
-local now, expiresAt, ttl, instance = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-prune(now)
-local upserts = tonumber(ARGV[5])
-local at = 6
+local ttl, instance = tonumber(ARGV[1]), ARGV[2]
+local expiresAt = now + ttl
+prune()
+local upserts = tonumber(ARGV[3])
+local at = 4
 for _ = 1, upserts do
   local subject, count = ARGV[at], tonumber(ARGV[at + 1])
   at = at + 2
@@ -94,7 +99,7 @@ for gone = at, #ARGV do drop(instance .. '\\0' .. ARGV[gone]) end
 -- expire before the others' entries, which would be gone until their next refresh.
 if upserts > 0 then
   for _, key in ipairs(KEYS) do
-    if redis.call('PTTL', key) < tonumber(ttl) then redis.call('PEXPIRE', key, ttl) end
+    if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
   end
 end
 `;
@@ -103,14 +108,14 @@ end
  * The count and first page of a channel, for the instance reading it, or {-1}
  * when a whole PRUNE_BATCH of expired entries was removed and more may be
  * left (the reader runs it again: a count includes no expired entry). ARGV:
- * now, instance, page size, the most subjects for which the page is read (-1:
+ * instance, page size, the most subjects for which the page is read (-1:
  * any), the subjects to look up, each as its length in bytes, a colon and itself. Returns {count, page, lookups}: the page as
  * subject, connections on all instances, the reader's own (as last written)
  * in threes; the lookups as connections on all, the reader's own in pairs.
  */
 const READ = `${ENTRIES}
-local now, instance, size, most = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if prune(now) == ${PRUNE_BATCH} then return {-1} end
+local instance, size, most = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if prune() == ${PRUNE_BATCH} then return {-1} end
 local function counts(subject)
   return tonumber(redis.call('HGET', connections, subject)) or 0,
     tonumber(redis.call('HGET', entryConnections, instance .. '\\0' .. subject)) or 0
@@ -126,7 +131,7 @@ if most < 0 or count <= most then
   end
 end
 local lookups = {}
-local wanted, from = ARGV[5], 1
+local wanted, from = ARGV[4], 1
 while from <= #wanted do
   local colon = string.find(wanted, ':', from, true)
   local stop = colon + tonumber(string.sub(wanted, from, colon - 1))
@@ -225,15 +230,7 @@ export class RedisPresence implements PresenceStore {
     let reply: Awaited<ReturnType<ReadCommand>>;
     let passes = 0;
     // A crashed instance's many entries expired: removed a batch per run, each short, before the count.
-    do
-      reply = await this.read(
-        ...keysOf(channelKey),
-        Date.now(),
-        this.instance,
-        size,
-        onlyIfAll ? size : -1,
-        wanted,
-      );
+    do reply = await this.read(...keysOf(channelKey), this.instance, size, onlyIfAll ? size : -1, wanted);
     while (reply[0] < 0 && ++passes < MAX_PRUNE_PASSES);
     if (reply[0] < 0) throw new Error("presence: expired entries still being removed");
     const [count, page, lookups] = reply;
@@ -299,7 +296,6 @@ export class RedisPresence implements PresenceStore {
     const channels = refresh ? new Set([...this.dirty, ...this.local.keys()]) : new Set(this.dirty);
     if (channels.size === 0) return;
     this.dirty.clear();
-    const expiresAt = now + this.options.ttlMs;
     const changing = new Set<string>();
     this.changing = changing;
     /** Each script run's arguments, and its weight in subjects. */
@@ -323,8 +319,6 @@ export class RedisPresence implements PresenceStore {
         runs.push({
           args: [
             ...keysOf(channelKey),
-            now,
-            expiresAt,
             this.options.ttlMs,
             this.instance,
             slice.length,
