@@ -12,13 +12,13 @@ const scanned = (messages: number, epoch = "e1", partition = 0): ScannedLatest =
 
 describe("LatestCache: what scans for channels' latest events found", () => {
   test("holds entries within its bytes, the least recently used going first", () => {
-    const cache = new LatestCache(2000);
+    const cache = new LatestCache(3300);
     cache.set("a", scanned(3));
     cache.set("b", scanned(3));
     expect(cache.get("a", "e1", 0)).toBeDefined();
     cache.set("c", scanned(3));
     cache.set("d", scanned(3));
-    expect(cache.heldBytes).toBeLessThanOrEqual(2000);
+    expect(cache.heldBytes).toBeLessThanOrEqual(3300);
     // b was the least recently used: it went first.
     expect(cache.get("b", "e1", 0)).toBeUndefined();
     expect(cache.get("d", "e1", 0)).toBeDefined();
@@ -43,4 +43,34 @@ describe("LatestCache: what scans for channels' latest events found", () => {
     expect(cache.size).toBe(0);
     expect(cache.heldBytes).toBe(0);
   });
+});
+
+// Found by review: an entry counted only its messages' payloads and record ids, yet each message read
+// from the log holds strings of its own (tenant, channel, record type, trace context: a tracestate up to
+// 512 characters) and more than 120 bytes of objects (about 230 measured on Bun): the memory the cache
+// took could be several times REPLAY_LATEST_CACHE_BYTES.
+test("an entry counts every string its messages hold, and their objects", () => {
+  const plain = message(1, "orders.eu-west-1", "acme-tenant");
+  const traced = {
+    ...plain,
+    record: { type: "order.created", id: "r-1" },
+    traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    tracestate: `vendor=${"x".repeat(500)}`,
+  };
+  const held = (one: typeof plain) => {
+    const cache = new LatestCache(1 << 20);
+    cache.set("k", { epoch: "e1", partition: 0, from: 0n, until: 2n, messages: [one] });
+    return cache.heldBytes;
+  };
+  const strings = (one: typeof traced) =>
+    2 *
+    (one.tenant.length +
+      (one.channel?.length ?? 0) +
+      one.dataJson.length +
+      one.record.type.length +
+      one.record.id.length +
+      one.traceparent.length +
+      one.tracestate.length);
+  expect(held(plain)).toBeGreaterThanOrEqual(230 + 2 * (plain.dataJson.length + 16 + 11));
+  expect(held(traced)).toBeGreaterThanOrEqual(230 + strings(traced));
 });
