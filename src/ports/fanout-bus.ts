@@ -59,6 +59,8 @@ export interface LivePosition {
   epoch: string;
   partition: number;
   next: bigint;
+  /** The partition's first offset the log held, as the live reader's last fetch saw it (unknown before one). */
+  logStart?: bigint;
 }
 
 /** A read of one channel's messages from the log, for a resume older than the in-memory history. */

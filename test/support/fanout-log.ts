@@ -41,7 +41,7 @@ export class FakeLog implements Pick<FanoutBus, "head" | "readLog" | "logEnd"> {
   private waiting: Array<() => void> = [];
 
   head(): LivePosition {
-    return { epoch: EPOCH, partition: 0, next: this.next };
+    return { epoch: EPOCH, partition: 0, next: this.next, logStart: this.earliest };
   }
 
   /** After the newest message written, delivered here or not. */

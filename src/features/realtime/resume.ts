@@ -1,7 +1,7 @@
 import { channelTopic } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
 import { type EventPosition, formatEventId, isEventId, parseEventId } from "../../domain/event-id.ts";
-import type { DeliveredMessage, FanoutBus, LivePosition } from "../../ports/fanout-bus.ts";
+import type { DeliveredMessage, FanoutBus, LivePosition, LogReadResult } from "../../ports/fanout-bus.ts";
 import { historyEvent } from "./fanout.ts";
 import type { ChannelHistory, HistoryEvent } from "./history.ts";
 import { LatestCache, type ScannedLatest } from "./latest-cache.ts";
@@ -386,19 +386,23 @@ export class Resume {
   ): Promise<ResumeOutcome | undefined> {
     if (!this.bus.readLog) return undefined;
     const want = this.history.eventsPerChannel;
-    const read = await this.bus.readLog({
-      tenant,
-      channel,
-      epoch: head.epoch,
-      partition: head.partition,
-      from: known.until,
-      until: head.next,
-      maxMessages: want,
-      maxBytes: this.limits.maxBytes,
-      deadline,
-      fromEarliest: true,
-      keepNewest: true,
-    });
+    // Nothing written since: the live reader's last fetch told where the log starts, no read of it needed.
+    const read: LogReadResult =
+      head.next === known.until && head.logStart !== undefined
+        ? { gone: false, messages: [], next: head.next, logStart: head.logStart }
+        : await this.bus.readLog({
+            tenant,
+            channel,
+            epoch: head.epoch,
+            partition: head.partition,
+            from: known.until,
+            until: head.next,
+            maxMessages: want,
+            maxBytes: this.limits.maxBytes,
+            deadline,
+            fromEarliest: true,
+            keepNewest: true,
+          });
     if (read.gone || read.next < head.next || read.logStart === undefined) return undefined;
     // What a scan back from here would read: from its offset bound or the log's first offset, the later.
     const bound = head.next - BigInt(this.limits.scanMaxOffsets);

@@ -78,6 +78,8 @@ export class KafkaFanoutBus implements FanoutBus {
   private epoch = "";
   /** Next offset to read, per partition. */
   private readonly nextOffsets = new Map<number, bigint>();
+  /** Each partition's first offset the log held at the live reader's last fetch of it (every fetch answers it). */
+  private readonly logStarts = new Map<number, bigint>();
   private restartTimer: ReturnType<typeof setTimeout> | undefined;
   /** Looks for added partitions every `partitionCheckMs` while the reader runs; cleared by `close`. */
   private partitionTimer: ReturnType<typeof setInterval> | undefined;
@@ -154,7 +156,11 @@ export class KafkaFanoutBus implements FanoutBus {
     if (partitions === 0) return undefined;
     const partition = this.partitionHash.of(key) % partitions;
     const next = this.nextOffsets.get(partition);
-    return next === undefined ? undefined : { epoch: this.epoch, partition, next };
+    if (next === undefined) return undefined;
+    const logStart = this.logStarts.get(partition);
+    return logStart === undefined
+      ? { epoch: this.epoch, partition, next }
+      : { epoch: this.epoch, partition, next, logStart };
   }
 
   async logEnd(partition: number): Promise<bigint> {
@@ -392,8 +398,9 @@ export class KafkaFanoutBus implements FanoutBus {
       if (from.run.stopped) return;
       this.answered();
       const behind: number[] = [];
-      for (const { partitionIndex: partition, errorCode, records } of answer) {
+      for (const { partitionIndex: partition, errorCode, logStartOffset, records } of answer) {
         if (errorCode === OFFSET_OUT_OF_RANGE) behind.push(partition);
+        if (logStartOffset >= 0n) this.logStarts.set(partition, logStartOffset);
         if (!records) continue;
         const position = { epoch: this.epoch, partition, offset: 0n };
         const fetched = bytes.join(records);
@@ -440,6 +447,7 @@ export class KafkaFanoutBus implements FanoutBus {
     );
     this.epoch = epoch;
     this.nextOffsets.clear();
+    this.logStarts.clear();
     earliest.forEach((offset, partition) => {
       this.nextOffsets.set(partition, offset);
       this.listener?.origin(epoch, partition, offset);

@@ -37,6 +37,8 @@ export const OFFSET_OUT_OF_RANGE = 1;
 export interface RawPartition {
   partitionIndex: number;
   errorCode: number;
+  /** The partition's first offset the log holds; -1 when the broker did not say. */
+  logStartOffset: bigint;
   records: Buffer[] | undefined;
 }
 
@@ -54,11 +56,12 @@ function rawParser(byName: boolean) {
         const partition: RawPartition = {
           partitionIndex: r.readInt32(),
           errorCode: r.readInt16(),
+          logStartOffset: -1n,
           records: undefined,
         };
         r.readInt64(); // high_watermark
         r.readInt64(); // last_stable_offset
-        r.readInt64(); // log_start_offset
+        partition.logStartOffset = r.readInt64();
         r.readArray((r: Reader) => {
           r.readInt64();
           r.readInt64();
