@@ -304,6 +304,12 @@ export function createMetrics(runtime: string, version: string) {
       help: "Reads of the fan-out log under way for resumes and history pages (bounded by REPLAY_MAX_CONCURRENT)",
       registers: r,
     }),
+    replayOffsetsRead: new Counter({
+      name: "gateway_replay_offsets_read_total",
+      help: "Offsets of the fan-out log read for resumes and history pages, by read: since (a resume), scan (a channel's latest events scanned back), read_on (read on from the last scan's)",
+      labelNames: ["read"],
+      registers: r,
+    }),
     presenceChannels: new Gauge({
       name: "gateway_presence_channels",
       help: "Channels with at least one member connected to this instance",
@@ -398,6 +404,7 @@ export function createMetrics(runtime: string, version: string) {
       { result: ["published", "forbidden", "bad_channel", "rate_limited", "unavailable"] },
     ],
     [metrics.wsResumes, { result: ["served", "history_gone", "try_again"] }],
+    [metrics.replayOffsetsRead, { read: ["since", "scan", "read_on"] }],
     [metrics.presenceEvents, { kind: ["join", "leave"] }],
   ];
   for (const [counter, values] of labelValues) {

@@ -101,7 +101,9 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
   const interestSweep = setInterval(() => interest?.sweep(), INTEREST_SWEEP_MS);
   interestSweep.unref?.();
 
-  const resume = new Resume(history, deps.bus, options.replay);
+  const resume = new Resume(history, deps.bus, options.replay, (read, offsets) =>
+    deps.metrics.replayOffsetsRead.inc({ read }, offsets),
+  );
   const fanout = new Fanout(history, deps.metrics, interest);
   const presence = new Presence(deps.presenceStore, deps.log, (kind, count) =>
     deps.metrics.presenceEvents.inc({ kind }, count),

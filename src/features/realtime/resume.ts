@@ -1,7 +1,13 @@
 import { channelTopic } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
 import { type EventPosition, formatEventId, isEventId, parseEventId } from "../../domain/event-id.ts";
-import type { DeliveredMessage, FanoutBus, LivePosition, LogReadResult } from "../../ports/fanout-bus.ts";
+import type {
+  DeliveredMessage,
+  FanoutBus,
+  LivePosition,
+  LogRead,
+  LogReadResult,
+} from "../../ports/fanout-bus.ts";
 import { historyEvent } from "./fanout.ts";
 import type { ChannelHistory, HistoryEvent } from "./history.ts";
 import { LatestCache, type ScannedLatest } from "./latest-cache.ts";
@@ -70,6 +76,9 @@ export function requireSince(since: string | undefined, name: string): string | 
   return since;
 }
 
+/** What a read of the log is for: a resume, a scan back for a channel's latest events, or a read on from the last scan. */
+export type LogReadKind = "since" | "scan" | "read_on";
+
 /** How long a client waits after a refusal for lack of replay capacity. */
 const BUSY_RETRY_MS = 1000;
 
@@ -110,6 +119,7 @@ export class Resume {
     private readonly history: ChannelHistory,
     private readonly bus: Pick<FanoutBus, "head" | "readLog" | "logEnd">,
     readonly limits: ReplayLimits,
+    private readonly countOffsetsRead: (read: LogReadKind, offsets: number) => void = () => {},
   ) {
     this.scanned = new LatestCache(limits.latestCacheBytes);
   }
@@ -390,7 +400,7 @@ export class Resume {
     const read: LogReadResult =
       head.next === known.until && head.logStart !== undefined
         ? { gone: false, messages: [], next: head.next, logStart: head.logStart }
-        : await this.bus.readLog({
+        : await this.readCounted("read_on", {
             tenant,
             channel,
             epoch: head.epoch,
@@ -500,8 +510,7 @@ export class Resume {
     want: number,
     deadline: number,
   ): Promise<{ messages: DeliveredMessage[]; from: bigint; dropped: boolean } | undefined> {
-    if (!this.bus.readLog) return undefined;
-    const read = await this.bus.readLog({
+    const read = await this.readCounted("scan", {
       tenant,
       channel,
       epoch,
@@ -518,6 +527,15 @@ export class Resume {
     return { messages: read.messages, from: read.from ?? from, dropped: read.dropped === true };
   }
 
+  /** One read of the log, its offsets counted (`gateway_replay_offsets_read_total`). */
+  private async readCounted(kind: LogReadKind, request: LogRead): Promise<LogReadResult> {
+    if (!this.bus.readLog) return { gone: true };
+    const read = await this.bus.readLog(request);
+    if (!read.gone && read.next > (read.from ?? request.from))
+      this.countOffsetsRead(kind, Number(read.next - (read.from ?? request.from)));
+    return read;
+  }
+
   private async readLog(
     tenant: string,
     channel: string,
@@ -528,7 +546,7 @@ export class Resume {
     this.enter(tenant);
     try {
       if (!this.bus.readLog) return OLDER_THAN_KEPT;
-      const read = await this.bus.readLog({
+      const read = await this.readCounted("since", {
         tenant,
         channel,
         epoch: since.epoch,

@@ -452,7 +452,11 @@ describe("a channel's latest events without since, on an instance that did not k
     }
     log.next = BigInt(length);
     history.setOrigin("e1", 0, 0n);
-    return { history, log, resume: new Resume(history, log, limits) };
+    const offsetsRead: Record<string, number> = {};
+    const resume = new Resume(history, log, limits, (read, offsets) => {
+      offsetsRead[read] = (offsetsRead[read] ?? 0) + offsets;
+    });
+    return { history, log, resume, offsetsRead };
   }
 
   /** An instance that never scanned the channel: what it answers is what a scan of the log gives. */
@@ -669,6 +673,20 @@ describe("a channel's latest events without since, on an instance that did not k
     dense.log.reads = [];
     expect(await latest(dense.resume)).toEqual(await latest(freshResume(dense.log)));
     expect(dense.log.reads[0]).toMatchObject({ from: 4076n, until: 5100n });
+  });
+
+  // Found by review: nothing told an operator how much of the log scans and reads on cost.
+  test("the offsets each kind of read covers are counted", async () => {
+    const world = scanWorld(5000, [10, 20]);
+    await latest(world.resume);
+    expect(world.offsetsRead).toEqual({ scan: 5000 });
+    for (let offset = 5000; offset < 5100; offset++) world.log.log.push(message(offset, "other"));
+    world.log.next = 5100n;
+    await latest(world.resume);
+    expect(world.offsetsRead).toEqual({ scan: 5000, read_on: 100 });
+    const outcome = world.resume.after("acme", "x", id(5), 10);
+    if (isPending(outcome)) await outcome.outcome;
+    expect(world.offsetsRead.since).toBe(5094);
   });
 
   test("what the cache answers is what a fresh scan answers, after any writes, retention and bounds", async () => {
