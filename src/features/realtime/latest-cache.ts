@@ -15,7 +15,7 @@ export interface ScannedLatest {
 }
 
 /**
- * What an entry costs beside its messages' strings (the key, the entry, the
+ * What an entry costs beside its messages' strings (its keys, the entry, the
  * array), and what each message does (its object, its position and offset,
  * its record: about 230 bytes measured on Bun).
  */
@@ -30,8 +30,8 @@ const stringBytes = (text: string | undefined) => 2 * (text?.length ?? 0);
  * read from the log holds strings of its own, tenant and channel too) plus
  * the objects around them.
  */
-function entryBytes(key: string, scanned: ScannedLatest): number {
-  let bytes = ENTRY_OVERHEAD_BYTES + stringBytes(key);
+function entryBytes(tenant: string, channel: string, scanned: ScannedLatest): number {
+  let bytes = ENTRY_OVERHEAD_BYTES + stringBytes(tenant) + stringBytes(channel);
   for (const message of scanned.messages) {
     bytes +=
       MESSAGE_OVERHEAD_BYTES +
@@ -46,57 +46,80 @@ function entryBytes(key: string, scanned: ScannedLatest): number {
   return bytes;
 }
 
+interface Entry {
+  scanned: ScannedLatest;
+  bytes: number;
+}
+
+/** One tenant's entries, least recently used first, and their bytes. */
+interface TenantEntries {
+  entries: Map<string, Entry>;
+  bytes: number;
+}
+
 /**
  * The last scan's result per tenant and channel (`ScannedLatest`), within
  * `maxBytes` (every entry costs at least its overhead, which bounds their
- * number too): least recently used first out. An entry of another epoch of
- * the fan-out topic than the live reader's clears every entry (the topic was
- * made again: none of them stands for it).
+ * number too). Past it, the tenant holding the most bytes loses its least
+ * recently used entry: a tenant asking for many channels' latest events
+ * pushes out its own entries, never those of a tenant holding less. An
+ * entry of another epoch of the fan-out topic than the live reader's clears
+ * every entry (the topic was made again: none of them stands for it).
  */
 export class LatestCache {
-  private readonly entries = new Map<string, { scanned: ScannedLatest; bytes: number }>();
+  private readonly tenants = new Map<string, TenantEntries>();
   private bytes = 0;
+  private entryCount = 0;
 
   constructor(private readonly maxBytes: number) {}
 
-  get(key: string, epoch: string, partition: number): ScannedLatest | undefined {
-    const entry = this.entries.get(key);
-    if (!entry) return undefined;
+  get(tenant: string, channel: string, epoch: string, partition: number): ScannedLatest | undefined {
+    const held = this.tenants.get(tenant);
+    const entry = held?.entries.get(channel);
+    if (!held || !entry) return undefined;
     if (entry.scanned.epoch !== epoch) {
       this.clear();
       return undefined;
     }
     // The channel's key maps to a partition added since: the entry stands for another log.
     if (entry.scanned.partition !== partition) {
-      this.delete(key);
+      this.delete(tenant, channel);
       return undefined;
     }
-    this.entries.delete(key);
-    this.entries.set(key, entry);
+    held.entries.delete(channel);
+    held.entries.set(channel, entry);
     return entry.scanned;
   }
 
-  set(key: string, scanned: ScannedLatest): void {
-    this.delete(key);
-    const bytes = entryBytes(key, scanned);
+  set(tenant: string, channel: string, scanned: ScannedLatest): void {
+    this.delete(tenant, channel);
+    const bytes = entryBytes(tenant, channel, scanned);
     if (bytes > this.maxBytes) return;
-    while (this.bytes + bytes > this.maxBytes) {
-      const oldest = this.entries.keys().next().value as string;
-      this.delete(oldest);
+    while (this.bytes + bytes > this.maxBytes) this.evictFromLargest();
+    let held = this.tenants.get(tenant);
+    if (!held) {
+      held = { entries: new Map(), bytes: 0 };
+      this.tenants.set(tenant, held);
     }
-    this.entries.set(key, { scanned, bytes });
+    held.entries.set(channel, { scanned, bytes });
+    held.bytes += bytes;
     this.bytes += bytes;
+    this.entryCount++;
   }
 
-  delete(key: string): void {
-    const entry = this.entries.get(key);
-    if (!entry) return;
-    this.entries.delete(key);
+  delete(tenant: string, channel: string): void {
+    const held = this.tenants.get(tenant);
+    const entry = held?.entries.get(channel);
+    if (!held || !entry) return;
+    held.entries.delete(channel);
+    held.bytes -= entry.bytes;
     this.bytes -= entry.bytes;
+    this.entryCount--;
+    if (held.entries.size === 0) this.tenants.delete(tenant);
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.entryCount;
   }
 
   /** Bytes held, as counted against `maxBytes`. */
@@ -104,8 +127,18 @@ export class LatestCache {
     return this.bytes;
   }
 
+  /** The least recently used entry of the tenant holding the most bytes goes. */
+  private evictFromLargest(): void {
+    let largest: [string, TenantEntries] | undefined;
+    for (const held of this.tenants) if (!largest || held[1].bytes > largest[1].bytes) largest = held;
+    if (!largest) return;
+    const [tenant, { entries }] = largest;
+    this.delete(tenant, entries.keys().next().value as string);
+  }
+
   private clear(): void {
-    this.entries.clear();
+    this.tenants.clear();
     this.bytes = 0;
+    this.entryCount = 0;
   }
 }

@@ -346,13 +346,12 @@ export class Resume {
     this.enter(tenant);
     try {
       const deadline = Date.now() + this.limits.timeoutMs;
-      const key = `${tenant}\n${channel}`;
-      const known = this.scanned.get(key, head.epoch, head.partition);
+      const known = this.scanned.get(tenant, channel, head.epoch, head.partition);
       if (known && this.worthReadingOn(known, head.next)) {
         const read = await this.readOn(tenant, channel, head, known, deadline);
         if (read) return read;
       }
-      this.scanned.delete(key);
+      this.scanned.delete(tenant, channel);
       return await this.scanBack(tenant, channel, head, deadline);
     } catch {
       return { kind: "try_again", retryAfterMs: BUSY_RETRY_MS, message: "the log could not be read in time" };
@@ -428,7 +427,7 @@ export class Resume {
     const { messages, cut } = newestOf(merged, want, this.limits.maxBytes);
     if (cut === "bytes" || (cut === "none" && covered > lowest)) return undefined;
     const from = cut === "count" ? (messages[0] as DeliveredMessage).position.offset : lowest;
-    this.scanned.set(`${tenant}\n${channel}`, { ...known, from, until: head.next, messages });
+    this.scanned.set(tenant, channel, { ...known, from, until: head.next, messages });
     const events = messages.map(historyEvent);
     // As a scan that read to its bound without finding enough: truncated unless that was the partition's start.
     const reachedStart = read.logStart > start || start === 0n;
@@ -478,7 +477,7 @@ export class Resume {
     const oldest = found[0]?.position.offset;
     if (found.length >= want && oldest !== undefined) covered = oldest;
     if (covered < head.next && (found.length >= want || whole)) {
-      this.scanned.set(`${tenant}\n${channel}`, {
+      this.scanned.set(tenant, channel, {
         epoch: head.epoch,
         partition: head.partition,
         from: covered,

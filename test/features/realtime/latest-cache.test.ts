@@ -13,33 +13,47 @@ const scanned = (messages: number, epoch = "e1", partition = 0): ScannedLatest =
 describe("LatestCache: what scans for channels' latest events found", () => {
   test("holds entries within its bytes, the least recently used going first", () => {
     const cache = new LatestCache(3300);
-    cache.set("a", scanned(3));
-    cache.set("b", scanned(3));
-    expect(cache.get("a", "e1", 0)).toBeDefined();
-    cache.set("c", scanned(3));
-    cache.set("d", scanned(3));
+    cache.set("acme", "a", scanned(3));
+    cache.set("acme", "b", scanned(3));
+    expect(cache.get("acme", "a", "e1", 0)).toBeDefined();
+    cache.set("acme", "c", scanned(3));
+    cache.set("acme", "d", scanned(3));
     expect(cache.heldBytes).toBeLessThanOrEqual(3300);
     // b was the least recently used: it went first.
-    expect(cache.get("b", "e1", 0)).toBeUndefined();
-    expect(cache.get("d", "e1", 0)).toBeDefined();
+    expect(cache.get("acme", "b", "e1", 0)).toBeUndefined();
+    expect(cache.get("acme", "d", "e1", 0)).toBeDefined();
   });
 
   test("an entry larger than the whole bound is not kept; with 0 bytes nothing is", () => {
     const cache = new LatestCache(1000);
-    cache.set("big", scanned(100));
+    cache.set("acme", "big", scanned(100));
     expect(cache.size).toBe(0);
     const none = new LatestCache(0);
-    none.set("a", scanned(0));
+    none.set("acme", "a", scanned(0));
     expect(none.size).toBe(0);
+  });
+
+  // Found by review: one tenant asking for many channels' latest events pushed every other tenant's
+  // entries out (least recently used first, whoever held them), so their next requests scanned again.
+  test("a tenant filling the cache pushes out its own entries, not those of a tenant holding less", () => {
+    const cache = new LatestCache(20_000);
+    cache.set("globex", "quiet", scanned(3));
+    for (let n = 0; n < 100; n++) cache.set("acme", `c${n}`, scanned(3));
+    expect(cache.heldBytes).toBeLessThanOrEqual(20_000);
+    expect(cache.get("globex", "quiet", "e1", 0)).toBeDefined();
+    expect(cache.get("acme", "c99", "e1", 0)).toBeDefined();
+    expect(cache.get("acme", "c0", "e1", 0)).toBeUndefined();
+    // The same channel name of another tenant is another entry.
+    expect(cache.get("globex", "c99", "e1", 0)).toBeUndefined();
   });
 
   test("the fan-out topic made again (another epoch) drops every entry; another partition drops that one", () => {
     const cache = new LatestCache(1 << 20);
-    cache.set("a", scanned(1));
-    cache.set("b", scanned(1));
-    expect(cache.get("a", "e1", 1)).toBeUndefined();
+    cache.set("acme", "a", scanned(1));
+    cache.set("acme", "b", scanned(1));
+    expect(cache.get("acme", "a", "e1", 1)).toBeUndefined();
     expect(cache.size).toBe(1);
-    expect(cache.get("b", "e2", 0)).toBeUndefined();
+    expect(cache.get("acme", "b", "e2", 0)).toBeUndefined();
     expect(cache.size).toBe(0);
     expect(cache.heldBytes).toBe(0);
   });
@@ -59,7 +73,7 @@ test("an entry counts every string its messages hold, and their objects", () => 
   };
   const held = (one: typeof plain) => {
     const cache = new LatestCache(1 << 20);
-    cache.set("k", { epoch: "e1", partition: 0, from: 0n, until: 2n, messages: [one] });
+    cache.set("acme", "k", { epoch: "e1", partition: 0, from: 0n, until: 2n, messages: [one] });
     return cache.heldBytes;
   };
   const strings = (one: typeof traced) =>
