@@ -4,6 +4,7 @@ import { MemoryRecordIdStore } from "../../../src/infra/idempotency/memory-recor
 import { RedisRecordIdStore } from "../../../src/infra/idempotency/redis-record-ids.ts";
 import type { RecordIdStore } from "../../../src/ports/record-ids.ts";
 import { services } from "../../support/kafka.ts";
+import { waitUntil } from "../../support/wait.ts";
 
 const stores: RecordIdStore[] = [];
 afterAll(async () => {
@@ -112,9 +113,14 @@ test("redis: a request's claim lives while its instance renews it, and lapses wi
   await Bun.sleep(2500);
   expect(await other.store.claim(tenant, ["x"], "r2", 60_000)).toEqual(["pending"]);
   // Its instance gone (no more renewals): the id is taken over within a lease, not after pendingMs.
+  // Asked until taken: a renewal sent just before the close can reach Redis later than that, and
+  // restart the lease past a fixed wait of 1.1 s.
   await writing.store.close();
-  await Bun.sleep(1100);
-  expect(await other.store.claim(tenant, ["x"], "r3", 60_000)).toEqual(["new"]);
+  await waitUntil(
+    async () => (await other.store.claim(tenant, ["x"], "r3", 60_000))[0] === "new",
+    "the id taken over",
+    3000,
+  );
 });
 
 test("redis unreachable: every id is new (fail open), counted, never a rejection", async () => {

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import { parseQuotas, TenantQuotas } from "../../../src/infra/ratelimit/tenant-quotas.ts";
+import { waitUntil } from "../../support/wait.ts";
 
 let folder = "";
 afterEach(async () => {
@@ -25,15 +26,23 @@ test("a changed file is picked up, and a broken one keeps the last good table", 
   folder = await mkdtemp(join(tmpdir(), "quotas-"));
   const file = join(folder, "quotas.json");
   await writeFile(file, '{"acme":{"eventsPerSec":10}}');
-  const quotas = new TenantQuotas({ source: file, refreshMs: 50, log: pino({ level: "silent" }) });
+  let failures = 0;
+  const quotas = new TenantQuotas({
+    source: file,
+    refreshMs: 50,
+    log: pino({ level: "silent" }),
+    onRefreshFailure: () => failures++,
+  });
   await quotas.start();
   expect(quotas.eventsPerSec("acme")).toBe(10);
   expect(quotas.eventsPerSec("other")).toBeUndefined();
+  // Waited for, not slept on: each refresh reads the file, which a loaded machine can hold up past a
+  // fixed 200 ms; and the broken file is known to have been read before the table is looked at.
   await writeFile(file, '{"acme":{"eventsPerSec":20}}');
-  await Bun.sleep(200);
-  expect(quotas.eventsPerSec("acme")).toBe(20);
+  await waitUntil(() => quotas.eventsPerSec("acme") === 20, "the changed table");
+  const failed = failures;
   await writeFile(file, "{broken");
-  await Bun.sleep(200);
+  await waitUntil(() => failures > failed, "a failed refresh");
   expect(quotas.eventsPerSec("acme")).toBe(20);
   quotas.stop();
 });

@@ -5,6 +5,7 @@ import { createOtelTracing } from "../../../src/infra/tracing/otel.ts";
 import type { Logger } from "../../../src/log/logger.ts";
 import type { SinkMessage } from "../../../src/ports/sink.ts";
 import type { TracedRequest } from "../../../src/ports/tracing.ts";
+import { waitUntil } from "../../support/wait.ts";
 
 type OtlpValue = { stringValue?: string; intValue?: string | number };
 type OtlpAttributes = Array<{ key: string; value: OtlpValue }>;
@@ -266,9 +267,14 @@ test("spans dropped because the export queue is full are logged, with how many, 
   const tracing = await tracingToReceiver(log);
   // More spans at once than the queue holds (4096): the rest are dropped until an export makes room.
   const burst = async (spans: number) => {
+    const before = requests;
     for (let i = 0; i < spans; i++)
       tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
-    await Bun.sleep(100);
+    // Room is made when an export is answered: the processor then takes the next batch out of the queue
+    // and sends it. Exports go one at a time and the receiver runs in this process, so a second request
+    // received after the burst means one was answered since. (A fixed 100 ms was not always enough for
+    // the 512-span export on a loaded machine, and the next span was dropped too.)
+    await waitUntil(() => requests >= before + 2, "an export answered after the burst", 10_000, 5);
     // The SDK reports a drop when the next span finds room again.
     tracing.startRequest(post("/v1/events"), "/v1/events", undefined).end(202);
   };
