@@ -106,6 +106,7 @@ describe("RequestBodies", () => {
     const bodies = new RequestBodies(1000, 400);
     const started = Date.now();
     await bodies.cutAtDrain(started + 10_000);
-    expect(Date.now() - started).toBeLessThan(100);
+    // Not halfway to the deadline (5 s); the bound leaves room for a loaded machine's pauses (it was 100 ms).
+    expect(Date.now() - started).toBeLessThan(1000);
   });
 });

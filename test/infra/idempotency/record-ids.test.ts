@@ -138,7 +138,8 @@ test("redis known down (its connection attempt failed): a claim fails open at on
   for (let i = 0; i < 3; i++) {
     const started = performance.now();
     expect(await down.store.claim("acme", ["a"], `r${i}`, 1000)).toEqual(["new"]);
-    expect(performance.now() - started).toBeLessThan(100);
+    // Not the command timeout (1000 ms); the bound leaves room for a loaded machine's pauses (it was 100 ms).
+    expect(performance.now() - started).toBeLessThan(500);
   }
   expect(down.failures()).toBe(3);
 });

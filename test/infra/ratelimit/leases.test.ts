@@ -197,7 +197,8 @@ describe("leased budgets on a real Redis", () => {
     expect(performance.now() - first).toBeGreaterThanOrEqual(45);
     const started = performance.now();
     for (let i = 0; i < 20; i++) expect(await budgets.spend(key, 1, 10)).toBeUndefined();
-    expect(performance.now() - started).toBeLessThan(45);
+    // A wait each would take 20 x 50 ms; the bound leaves room for a loaded machine's pauses (it was 45 ms).
+    expect(performance.now() - started).toBeLessThan(500);
     expect(calls).toBe(1);
     // Another key is asked (its own wait); the window over, this one is asked again.
     expect(await budgets.spend(unique("other"), 1, 10)).toBeUndefined();
