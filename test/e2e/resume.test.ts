@@ -252,25 +252,36 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
   });
 
   /** Reads an event stream until `done` holds for its text (or 10 s), then drops it: the text. */
-  async function readStream(query: string, headers: Record<string, string>, done: (text: string) => boolean) {
+  /**
+   * Opens an event stream; resolves once its head came (the gateway registers the stream before it
+   * answers, so what is published from then on reaches it), with the text read until `done`.
+   */
+  async function openStream(query: string, headers: Record<string, string>, done: (text: string) => boolean) {
     const aborted = new AbortController();
     const timer = setTimeout(() => aborted.abort(), 10_000);
     const response = await fetch(`${gateway.url}/v1/sse?${query}`, { headers, signal: aborted.signal });
     expect(response.status).toBe(200);
-    const decoder = new TextDecoder();
-    let text = "";
-    try {
-      for await (const chunk of response.body as ReadableStream<Uint8Array>) {
-        text += decoder.decode(chunk, { stream: true });
-        if (done(text)) break;
+    const read = async () => {
+      const decoder = new TextDecoder();
+      let text = "";
+      try {
+        for await (const chunk of response.body as ReadableStream<Uint8Array>) {
+          text += decoder.decode(chunk, { stream: true });
+          if (done(text)) break;
+        }
+      } catch {
+        // Aborted at the deadline: the text so far.
+      } finally {
+        clearTimeout(timer);
+        aborted.abort();
       }
-    } catch {
-      // Aborted at the deadline: the text so far.
-    } finally {
-      clearTimeout(timer);
-      aborted.abort();
-    }
-    return text;
+      return text;
+    };
+    return { text: read() };
+  }
+
+  async function readStream(query: string, headers: Record<string, string>, done: (text: string) => boolean) {
+    return (await openStream(query, headers, done)).text;
   }
 
   // Found from outside: an event id names one partition of the fan-out topic, so the Last-Event-ID
@@ -295,11 +306,11 @@ describe.each(RUNTIMES)("resume from the fan-out log's retention on %s", (runtim
     const lastId = (text: string) => [...text.matchAll(/^id: (.*)$/gm)].at(-1)?.[1];
     const count = (text: string) =>
       numbers([...text.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1] as string)));
-    const opened = readStream(query, {}, (text) => count(text).length === 2);
-    await Bun.sleep(300);
+    // Published once the stream is open (not after a fixed 300 ms): published before, they are not its to get.
+    const opened = await openStream(query, {}, (text) => count(text).length === 2);
     await publish(gateway, first, 0, 1);
     await publish(gateway, second, 0, 1);
-    const before = await opened;
+    const before = await opened.text;
     // Each event's `id:` is its own event id (SPEC.md); the cursor follows it as an `id:` line alone.
     for (const block of before.split("\n\n").filter((text) => text.includes("event: event"))) {
       const data = JSON.parse(/^data: (.*)$/m.exec(block)?.[1] as string) as { id: string };
