@@ -79,9 +79,11 @@ describe.each(RUNTIMES)("operations on %s", (runtime) => {
     await fetch(`${gateway.url}/metrics`);
     await Bun.sleep(1500);
     const text = await (await fetch(`${gateway.url}/metrics`)).text();
-    const p99 = Number(/^nodejs_eventloop_lag_p99_seconds (\S+)$/m.exec(text)?.[1]);
+    const p50 = Number(/^nodejs_eventloop_lag_p50_seconds (\S+)$/m.exec(text)?.[1]);
     // Node's histogram counts the period it samples on in every reading; the 200 ms alert assumes 10 ms.
-    expect(p99).toBeLessThan(0.08);
+    // A period counted in is in every reading, so the median shows it. Not the p99: on Bun (a sample
+    // every 100 ms, 15 in the idle second and a half) that is the one latest wake, 69 ms on a loaded machine.
+    expect(p50).toBeLessThan(0.08);
   });
 
   test("unknown route answers a JSON 404 with a stable code", async () => {
