@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createServer } from "node:net";
 import { gzipSync } from "node:zlib";
 import {
   CLOSE_CODES,
@@ -12,7 +11,7 @@ import {
 } from "../support/api-documents.ts";
 import { tempDirs } from "../support/temp-dir.ts";
 import { token } from "../support/tokens.ts";
-import { RUNTIMES, type RunningGateway, rawUpgrade, startGateway, TestSocket } from "./harness.ts";
+import { freePort, RUNTIMES, type RunningGateway, rawUpgrade, startGateway, TestSocket } from "./harness.ts";
 
 /** Log folders of this file's gateways, removed after its tests. */
 const tempDir = tempDirs();
@@ -49,16 +48,6 @@ const NOT_PROVOKED: Record<string, string> = {
 
 /** The per-IP request budget of the gateway whose Kafka is down. */
 const REQUESTS_PER_IP = 3;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime) => {
   let gateway: RunningGateway;

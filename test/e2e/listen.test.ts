@@ -1,16 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { type AddressInfo, createServer } from "node:net";
 import { TEST_SECRET } from "../support/tokens.ts";
-import { RUNTIMES, runUntilExit, startGateway } from "./harness.ts";
-
-/** A port that was free a moment ago. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+import { freePort, RUNTIMES, runUntilExit, startGateway } from "./harness.ts";
 
 describe.each(RUNTIMES)("listening on %s", (runtime) => {
   test("a second gateway on a port in use exits 1 and names the port", async () => {
