@@ -177,8 +177,9 @@ describe("DeliveryQueue", () => {
     const { writer, health, queue } = setup();
     writer.failing = true;
     const acknowledged = queue.enqueue([message(1)], "acknowledged", "acme");
-    await Bun.sleep(120);
-    expect(health.list()).toContain(UNHEALTHY_REASON);
+    // Waited for: the grace (50 ms) runs from the first failure, which a loaded machine can delay past a
+    // fixed 120 ms (the first write then fails at the same turn the test looks).
+    await waitUntil(() => health.has(UNHEALTHY_REASON), "unhealthy past the grace");
     await expectRefused(() => queue.enqueue([message(2)], "acknowledged", "acme"), "unavailable");
     writer.failing = false;
     await acknowledged;
@@ -257,19 +258,22 @@ describe("DeliveryQueue", () => {
   });
 
   test("the unhealthy grace counts from when the unanswered write was sent, not from its timeout, and from no earlier than the sink's last answer", async () => {
-    // A frozen broker: writes of record 1 are never answered; record 2's write is, 150 ms after it is sent.
+    // A frozen broker: writes of record 1 are never answered; record 2's write is, 380 ms after it is sent.
+    // Record 2's answer (~400 ms) falls halfway into the grace before record 1's timeout (700 ms): a loaded
+    // machine may delay either by up to 300 ms. (At 170 ms against 400 and 300, a timeout seen 70 ms
+    // late was past the grace counted from the answer.)
     class FrozenWriter extends ControlledWriter {
       override async write(batch: SinkMessage[]) {
         this.attempts++;
         if (JSON.parse((batch[0] as SinkMessage).value).n === 1) return new Promise<void>(() => {});
-        await Bun.sleep(150);
+        await Bun.sleep(380);
         this.batches.push(batch);
       }
     }
     const frozen = () => {
       const health = new HealthState();
       const metrics = createMetrics("test", "0");
-      const options = { ...OPTIONS, writeTimeoutMs: 400, unhealthyAfterMs: 300, lingerMs: 0 };
+      const options = { ...OPTIONS, writeTimeoutMs: 700, unhealthyAfterMs: 600, lingerMs: 0 };
       const queue = new DeliveryQueue(
         new FrozenWriter(),
         options,
@@ -287,14 +291,14 @@ describe("DeliveryQueue", () => {
       return { health, queue, failureSeen };
     };
 
-    // Sent at 0, seen failing at its timeout (400 ms): already past the 300 ms grace, so /health is 503 at once.
+    // Sent at 0, seen failing at its timeout (700 ms): already past the 600 ms grace, so /health is 503 at once.
     const alone = frozen();
     void alone.queue.enqueue([message(1)], "queued", "acme");
     await alone.failureSeen();
     expect(alone.health.list()).toContain(UNHEALTHY_REASON);
     await expect(alone.queue.close(0)).rejects.toThrow("undelivered");
 
-    // Another write, sent later, is answered at ~170 ms: the sink has failed since then only.
+    // Another write, sent later, is answered at ~400 ms: the sink has failed since then only (300 ms).
     const answered = frozen();
     void answered.queue.enqueue([message(1)], "queued", "acme");
     await Bun.sleep(20);
