@@ -7,12 +7,13 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { loadConfig } from "../src/config/config.ts";
 import { LATENCY_BUCKETS } from "../src/metrics/metrics.ts";
+import { freePort } from "../test/support/ports.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DEPLOY = join(ROOT, "deploy");
@@ -225,18 +226,6 @@ function rawStatusLine(port: number, request: string): Promise<string> {
     });
     socket.on("error", done);
     socket.on("close", done);
-  });
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
   });
 }
 
