@@ -85,6 +85,13 @@ afterEach(() => {
   for (const cleanup of cleanups.splice(0)) cleanup();
 });
 
+/**
+ * The command timeout of the clients below: the most that still gives the 1 s stall bound. An
+ * answered command must come back within it, and a loop turn runs due timers before the answers that
+ * arrived: at 50 ms, one pause of a loaded machine timed an answered command out.
+ */
+const COMMAND_TIMEOUT_MS = 250;
+
 async function readyClient(url: string, commandTimeoutMs: number): Promise<Redis> {
   const redis = connectRedis(url, commandTimeoutMs);
   cleanups.push(() => redis.disconnect());
@@ -102,12 +109,12 @@ describe("connectRedis", () => {
   test("a Redis that answers nothing with its connection open: the unanswered commands are dropped with the connection, not kept", async () => {
     const hanging = await hangingRedis();
     cleanups.push(hanging.close);
-    const redis = await readyClient(hanging.url, 50);
+    const redis = await readyClient(hanging.url, COMMAND_TIMEOUT_MS);
     expect(await redis.get("answered")).toBe("OK");
     hanging.freeze();
     const errors: string[] = [];
     redis.on("error", (error: Error) => errors.push(error.message));
-    // Each times out for its caller after 50 ms, and ioredis keeps it queued until Redis answers it.
+    // Each times out for its caller after the command timeout, and ioredis keeps it queued until Redis answers it.
     let failed = 0;
     for (let index = 0; index < 1000; index++)
       redis.get(`key-${index}`).catch(() => {
@@ -125,7 +132,7 @@ describe("connectRedis", () => {
   test("a Redis that answers, with idle pauses between commands, keeps its connection", async () => {
     const hanging = await hangingRedis();
     cleanups.push(hanging.close);
-    const redis = await readyClient(hanging.url, 50);
+    const redis = await readyClient(hanging.url, COMMAND_TIMEOUT_MS);
     for (let round = 0; round < 12; round++) {
       expect(await redis.get(`key-${round}`)).toBe("OK");
       await Bun.sleep(100);
