@@ -594,7 +594,9 @@ describe("JWKS endpoint outages are 503, never 401", () => {
           jwtSecret: undefined,
           jwksUrl: server.url.href,
           cacheSize: 0,
-          jwksTimeoutMs: 200,
+          // Past the answers of the server in this process, which a loaded machine can delay: at 200 ms,
+          // one pause turned an answer (500, garbage) into "timed out". The hanging endpoint waits for it.
+          jwksTimeoutMs: 1000,
           onJwksFetchFailure: (failure) => logged.push(failure),
         });
         await expectUnavailable(authenticator, await signWith(key));
