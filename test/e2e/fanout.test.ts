@@ -352,9 +352,12 @@ describe.each(RUNTIMES)("WebSocket authentication on %s", (runtime) => {
   });
 
   test("a first-message auth frame authenticates, and a subscribe sent right behind it is served", async () => {
+    // Signed before the socket opens: the 400 ms auth deadline runs from the open, and signing (WebCrypto,
+    // off the loop) is what a loaded machine delays most.
+    const auth = await token("acme", ["subscribe"]);
     const socket = new TestSocket(gateway.wsUrl);
     await socket.opened();
-    socket.send({ type: "auth", token: await token("acme", ["subscribe"]) });
+    socket.send({ type: "auth", token: auth });
     socket.send({ type: "subscribe", channel: "right-behind" });
     expect((await socket.next()).type).toBe("connected");
     expect(await socket.next()).toMatchObject({ type: "subscribed", channel: "right-behind" });
