@@ -579,10 +579,13 @@ describe("a channel's latest events without since, on an instance that did not k
       events: [{ id: id(4000) }, { id: id(4500) }],
       truncated: true,
     });
-    const slow = scanWorld(5000, [1000, 4500], { ...LIMITS, timeoutMs: 60 });
+    const slow = scanWorld(5000, [1000, 4500], { ...LIMITS, timeoutMs: 300 });
     const read = slow.log.readLog.bind(slow.log);
+    // The first read answers at once, the second only past the scan's deadline (a slow broker): the scan
+    // ends there. (Reads of 40 ms each against 60 ms let a paused test process end it after the first.)
     slow.log.readLog = async (request) => {
-      await new Promise((resolve) => setTimeout(resolve, 40));
+      if (slow.log.reads.length > 0)
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, request.deadline - Date.now()) + 10));
       return read(request);
     };
     expect(await latest(slow.resume)).toMatchObject({
