@@ -35,6 +35,9 @@ test("a worker that does not exit by its drain deadline is killed WORKER_EXIT_GR
     const code = await Promise.race([child.exited, Bun.sleep(4000).then(() => "still running")]);
     expect(code).toBe(1);
     expect(Date.now() - signalled).toBeGreaterThanOrEqual(1500);
+    // Its exit can be seen before this process has read its last lines from the pipe: waited for.
+    const exits = () => lines.filter((line) => line.msg === "worker exited");
+    await waitUntil(() => exits().length === 2, "the supervisor's lines on both workers' exits");
     expect(lines.find((line) => String(line.msg).startsWith("worker still running"))).toMatchObject({
       level: "error",
       worker: 1,
@@ -42,9 +45,8 @@ test("a worker that does not exit by its drain deadline is killed WORKER_EXIT_GR
     });
     await waitUntil(() => !isAlive(stuck), "the stuck worker gone");
     // Before: "worker exited" at info for both, naming neither pid; a killed worker cannot log why itself.
-    const exits = lines.filter((line) => line.msg === "worker exited");
-    expect(exits.find((line) => line.worker === 1)).toMatchObject({ level: "error", workerPid: stuck });
-    expect(exits.find((line) => line.worker === 0)).toMatchObject({ level: "info", code: 0 });
+    expect(exits().find((line) => line.worker === 1)).toMatchObject({ level: "error", workerPid: stuck });
+    expect(exits().find((line) => line.worker === 0)).toMatchObject({ level: "info", code: 0 });
   } finally {
     await killGroup(child);
   }
@@ -70,8 +72,12 @@ test("a listening worker whose event loop is blocked is killed after stuckAfterM
   const { child, lines, stuck } = await supervise(60_000, { BLOCK_WORKER: "1", STUCK_AFTER_MS: "1000" });
   try {
     // Before: nothing noticed it; its share of the port's connections hung for ever.
+    // The supervisor names it before the kill, but its line comes through a pipe this process may read
+    // after it sees the pid gone: both are waited for.
+    const named = () => lines.find((line) => String(line.msg).startsWith("worker answers no heartbeat"));
+    await waitUntil(() => named() !== undefined, "the blocked worker named", 5000);
     await waitUntil(() => !isAlive(stuck), "the blocked worker killed", 5000);
-    expect(lines.find((line) => String(line.msg).startsWith("worker answers no heartbeat"))).toMatchObject({
+    expect(named()).toMatchObject({
       level: "error",
       worker: 1,
       workerPid: stuck,
