@@ -28,8 +28,8 @@ export interface RunningGateway {
   process: Subprocess<"ignore", "pipe", "pipe">;
   /**
    * Sends a signal to the gateway's main process and resolves with its exit
-   * code; SIGKILL kills its whole family (the workers of a WORKERS supervisor too)
-   * and resolves once none of it is left.
+   * code once its log lines are all in `logs`; SIGKILL kills its whole family
+   * (the workers of a WORKERS supervisor too) and resolves once none of it is left.
    */
   stop(signal?: NodeJS.Signals): Promise<number>;
 }
@@ -71,6 +71,7 @@ export async function startGateway(
   child.exited.then(() => rmSync(logDir, { recursive: true, force: true }));
   const logs: Array<Record<string, unknown>> = [];
   const stderr = new Response(child.stderr).text();
+  let linesRead: Promise<void> = Promise.resolve();
   const port = await new Promise<number>((resolve, reject) => {
     // One that never says "listening" is killed with everything it started, not left to the runner's exit.
     const timer = setTimeout(() => {
@@ -78,7 +79,7 @@ export async function startGateway(
         reject(new Error(`${runtime} gateway did not start:\n${JSON.stringify(logs)}`)),
       );
     }, 20_000);
-    readLines(child.stdout, (line) => {
+    linesRead = readLines(child.stdout, (line) => {
       try {
         const entry = JSON.parse(line) as Record<string, unknown>;
         logs.push(entry);
@@ -106,7 +107,11 @@ export async function startGateway(
     stop: async (signal = "SIGTERM") => {
       if (signal === "SIGKILL") await killGroup(child);
       else if (child.exitCode === null) child.kill(signal);
-      return child.exited;
+      const code = await child.exited;
+      // Its exit can be seen before its last lines are read from the pipe (the drain's report, say):
+      // read to the end, or for a moment if something it started holds the pipe open.
+      await Promise.race([linesRead, Bun.sleep(2000)]);
+      return code;
     },
   };
 }
