@@ -29,12 +29,16 @@ class ControlledWriter implements SinkWriter {
   readonly batches: SinkMessage[][] = [];
   failing = false;
   attempts = 0;
+  /** When a write first failed (Date.now()), if one did. */
+  firstFailureAt: number | undefined;
   /** Answers a batch with a refusal, as the broker does for MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED and the like. */
   refuse: (batch: SinkMessage[]) => UndeliverableError | SinkUnavailableError | undefined = () => undefined;
   /** Fails a batch of these topics with a transient error. */
   readonly failingTopics = new Set<string>();
   async write(batch: SinkMessage[]) {
     this.attempts++;
+    if (this.failing || this.failingTopics.has((batch[0] as SinkMessage).topic))
+      this.firstFailureAt ??= Date.now();
     if (this.failing) throw new Error("broker down");
     if (this.failingTopics.has((batch[0] as SinkMessage).topic)) throw new Error("leader not available");
     const refusal = this.refuse(batch);
@@ -611,7 +615,14 @@ describe("DeliveryQueue", () => {
         () => queue.enqueue([onTopic("b", 0)], "queued", "acme").catch(() => {}),
         10,
       );
-      await Bun.sleep(120);
+      // Past the grace from the topic's first failure, not a fixed 120 ms from the start: a loaded machine
+      // can delay that first write, and a record taken meanwhile waits for good on the failing topic.
+      await waitUntil(
+        () =>
+          writer.firstFailureAt !== undefined &&
+          Date.now() - writer.firstFailureAt > 2 * OPTIONS.unhealthyAfterMs,
+        "topic a failing past the grace",
+      );
       await expectRefused(() => queue.enqueue([onTopic("a", 2)], "acknowledged", "acme"), "unavailable");
       await queue.enqueue([onTopic("b", 3)], "acknowledged", "acme");
       clearInterval(keepAnswering);
@@ -766,7 +777,12 @@ describe("DeliveryQueue", () => {
     });
 
     test("a dead-letter topic refused as a whole drops its letters, counted, and data is never refused for it", async () => {
-      const { writer, queue, metrics, health } = setup({ deadLetterTopic: "dlq" });
+      // Held for a minute once refused, not OPTIONS' 200 ms, which a loaded machine can let pass before
+      // the test queues its next dead letter (taken then, as the hold is over).
+      const { writer, queue, metrics, health } = setup({
+        deadLetterTopic: "dlq",
+        unavailableRetryMs: 60_000,
+      });
       writer.refuse = (batch) => {
         if (batch[0]?.topic === "dlq") return new SinkUnavailableError("UNKNOWN_TOPIC_OR_PARTITION");
         return batch.some((m) => JSON.parse(m.value).n === 1)
