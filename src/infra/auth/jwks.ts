@@ -243,11 +243,13 @@ export class JwksKeys {
    * interval-bound fetch an unknown kid waits for, so forged signatures cost
    * the endpoint no more than random kids do) and says whether a new set
    * arrived, worth one more verification. None is fetched when the set was
-   * already fetched after the token arrived.
+   * already fetched after the token arrived: a fetch started in the token's
+   * own millisecond may have read the set before the key was replaced, so it
+   * does not count.
    */
   async refetchAfterBadSignature(askedAt: number): Promise<boolean> {
     const checked = this.keys;
-    if (this.keysFetchedAt >= askedAt) return false;
+    if (this.keysFetchedAt > askedAt) return false;
     await this.fetchStartedAfter(askedAt);
     return this.keys !== checked;
   }
@@ -256,7 +258,8 @@ export class JwksKeys {
     const cooldown = this.lastFetchAt + this.options.minRefetchIntervalMs - Date.now();
     // A failing endpoint is not asked more often for it: answer 503 at once until the interval passed.
     if (this.lastFetchFailed && cooldown > 0 && !this.next) return Promise.reject(keysUnavailable(cooldown));
-    if (this.inFlight && this.inFlightStartedAt >= askedAt) return this.inFlight;
+    // Started after the lookup (not in its millisecond, which may be before it): its set is new enough.
+    if (this.inFlight && this.inFlightStartedAt > askedAt) return this.inFlight;
     this.next ??= this.fetchWhenAllowed();
     return this.next;
   }

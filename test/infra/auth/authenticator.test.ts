@@ -435,6 +435,34 @@ describe("JWKS tokens", () => {
     });
   });
 
+  test("a key replaced under the same kid in the millisecond the set was last fetched in: fetched again and accepted", async () => {
+    // Found as a flake of the test above on a loaded machine: a fetch started in the token's own
+    // millisecond counted as one started after the token, though it may have read the set before the
+    // new key was published, and the token was refused. The clock is held still to make them one.
+    const oldKey = await signingKey("es-1", "ES256");
+    const newKey = await signingKey("es-1", "ES256");
+    const [oldToken, newToken] = await Promise.all([signWith(oldKey), signWith(newKey)]);
+    const wallClock = Date.now;
+    const frozen = wallClock();
+    Date.now = () => frozen;
+    try {
+      await withJwksServer([oldKey.jwk], async (jwks) => {
+        const authenticator = createAuthenticator({
+          jwtSecret: undefined,
+          jwksUrl: jwks.url,
+          cacheSize: 0,
+          jwksRefetchIntervalMs: 200,
+        });
+        await authenticator.verify(oldToken);
+        jwks.serve([newKey.jwk]);
+        expect((await authenticator.verify(newToken)).subject).toBe("svc");
+        expect(jwks.fetches()).toBe(2);
+      });
+    } finally {
+      Date.now = wallClock;
+    }
+  });
+
   test("forged signatures on a known kid share one fetch per interval and are refused as bad signatures", async () => {
     const published = await signingKey("es-1", "ES256");
     const forger = await signingKey("es-1", "ES256");
