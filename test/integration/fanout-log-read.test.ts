@@ -4,19 +4,12 @@ import pino from "pino";
 import { HealthState } from "../../src/features/operations/health.ts";
 import { KafkaFanoutBus, toFanoutRecords } from "../../src/infra/kafka/fanout-bus.ts";
 import type { FanoutMessage } from "../../src/ports/fanout-bus.ts";
-import { headersOf, type RecordQueue } from "../../src/ports/sink.ts";
-import { createTopic, services } from "../support/kafka.ts";
+import { headersOf } from "../../src/ports/sink.ts";
+import { busConnection, createTopic, discardingQueue } from "../support/kafka.ts";
 import { waitUntil } from "../support/wait.ts";
 
-const connection = {
-  clientId: "fanout-log-read-test",
-  bootstrapBrokers: services().brokers.split(","),
-  connectTimeout: 5000,
-  requestTimeout: 10_000,
-  retries: 1,
-  retryDelay: 250,
-};
-const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
+const connection = busConnection("fanout-log-read-test");
+const queue = discardingQueue;
 
 // Found from outside: a broadcast naming a channel (POST /v1/publish {"channel","broadcast":true})
 // came back in that channel's history read from the fan-out topic (GET …/events with or without

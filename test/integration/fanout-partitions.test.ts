@@ -5,19 +5,12 @@ import { HealthState } from "../../src/features/operations/health.ts";
 import { KafkaFanoutBus, toFanoutRecords } from "../../src/infra/kafka/fanout-bus.ts";
 import { PartitionHash } from "../../src/infra/kafka/partition-hash.ts";
 import type { DeliveredMessage } from "../../src/ports/fanout-bus.ts";
-import { headersOf, type RecordQueue, type SinkMessage } from "../../src/ports/sink.ts";
-import { createTopic, services } from "../support/kafka.ts";
+import { headersOf, type SinkMessage } from "../../src/ports/sink.ts";
+import { busConnection, createTopic, discardingQueue } from "../support/kafka.ts";
 import { waitUntil } from "../support/wait.ts";
 
-const connection = {
-  clientId: "fanout-partitions-test",
-  bootstrapBrokers: services().brokers.split(","),
-  connectTimeout: 5000,
-  requestTimeout: 10_000,
-  retries: 1,
-  retryDelay: 250,
-};
-const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
+const connection = busConnection("fanout-partitions-test");
+const queue = discardingQueue;
 
 // Found from outside: after `kafka-topics --alter --partitions` on the fan-out topic, the events of
 // channels whose key the producers then put on an added partition reached no subscriber on any

@@ -6,19 +6,12 @@ import { ChannelHistory } from "../../src/features/realtime/history.ts";
 import { isPending, Resume, type ResumeOutcome } from "../../src/features/realtime/resume.ts";
 import { KafkaFanoutBus, toFanoutRecords } from "../../src/infra/kafka/fanout-bus.ts";
 import type { LogRead } from "../../src/ports/fanout-bus.ts";
-import { headersOf, type RecordQueue } from "../../src/ports/sink.ts";
-import { createTopic, services } from "../support/kafka.ts";
+import { headersOf } from "../../src/ports/sink.ts";
+import { busConnection, createTopic, discardingQueue } from "../support/kafka.ts";
 import { waitUntil } from "../support/wait.ts";
 
-const connection = {
-  clientId: "latest-cache-test",
-  bootstrapBrokers: services().brokers.split(","),
-  connectTimeout: 5000,
-  requestTimeout: 10_000,
-  retries: 1,
-  retryDelay: 250,
-};
-const queue: RecordQueue = { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} };
+const connection = busConnection("latest-cache-test");
+const queue = discardingQueue;
 const limits = {
   maxConcurrent: 4,
   maxConcurrentPerTenant: 4,

@@ -1,4 +1,5 @@
 import { Admin, Consumer, type Message, stringDeserializers } from "@platformatic/kafka";
+import type { RecordQueue } from "../../src/ports/sink.ts";
 
 /** Addresses of the real services started by scripts/services (see scripts/test-all). */
 export function services() {
@@ -9,6 +10,25 @@ export function services() {
   }
   return { brokers, redisUrl };
 }
+
+/** The connection options of a fan-out bus or producer of a test against the real broker. */
+export function busConnection(clientId: string) {
+  return {
+    clientId,
+    bootstrapBrokers: services().brokers.split(","),
+    connectTimeout: 5000,
+    requestTimeout: 10_000,
+    retries: 1,
+    retryDelay: 250,
+  };
+}
+
+/** A fan-out bus's record queue that takes every record and keeps none (the test produces itself). */
+export const discardingQueue: RecordQueue = {
+  maxRecordBytes: 1_000_000,
+  fits: () => true,
+  enqueue: async () => {},
+};
 
 /** A fresh topic per test, so tests never see each other's records. */
 export async function createTopic(prefix: string, partitions = 3): Promise<string> {
