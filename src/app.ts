@@ -205,6 +205,8 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     : (shared?.idempotency ?? new MemoryIdempotencyStore(idempotencyOptions));
   const idempotency = new Idempotency(idempotencyStore, metrics);
   const bodies = new RequestBodies(config.requestBodiesMaxBytes, config.maxBodyBytes);
+  metrics.requestBodiesBytes.sampleFrom(() => bodies.size.bytes);
+  metrics.requestBodiesCapacityBytes.set(config.requestBodiesMaxBytes);
   // Per-record deduplication is asked for per tenant, in the tenant table; without one, no tenant has it.
   const recordIds: RecordIdStore = config.redisUrl
     ? new RedisRecordIdStore(

@@ -125,7 +125,7 @@ export class RequestBodies {
     }
   }
 
-  /** Bytes and tenants counted now (tests). */
+  /** Bytes and tenants counted now (the bytes are a gauge, read when scraped). */
   get size(): { bytes: number; tenants: number } {
     return { bytes: this.held, tenants: this.byTenant.size };
   }

@@ -163,6 +163,17 @@ export function createMetrics(runtime: string, version: string) {
       help: "Queue bound in records",
       registers: r,
     }),
+    // Read when scraped, from the instance's count (REQUEST_BODIES_MAX_BYTES).
+    requestBodiesBytes: new SampledGauge(
+      "gateway_request_bodies_bytes",
+      "Bytes of request bodies being received, each counted from its Content-Length (or as MAX_BODY_BYTES without one) until it came",
+      registry,
+    ),
+    requestBodiesCapacityBytes: new Gauge({
+      name: "gateway_request_bodies_capacity_bytes",
+      help: "Bound on the bytes of request bodies being received at once (REQUEST_BODIES_MAX_BYTES); past it, or past a tenant's share, 503 overloaded",
+      registers: r,
+    }),
     queueCapacityBytes: new Gauge({
       name: "gateway_queue_capacity_bytes",
       help: "Queue bound in bytes",

@@ -341,7 +341,10 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
     };
     // Four fill the tenant's half of the 8 MiB.
     const held = Array.from({ length: 4 }, upload);
-    await Bun.sleep(300);
+    await waitUntil(async () => {
+      const text = await (await fetch(`${gateway.url}/metrics`)).text();
+      return /^gateway_request_bodies_bytes 4194304$/m.test(text);
+    }, "the four uploads counted in gateway_request_bodies_bytes");
     const over = upload();
     try {
       const refused = await over.answer;
