@@ -1,6 +1,7 @@
 import { channelTopic, requireChannel } from "../../domain/channel.ts";
 import { authorizedReader, type ReaderChecks } from "../../http/caller.ts";
 import { jsonText } from "../../http/reply.ts";
+import { SortedStrings } from "../../lib/sorted-strings.ts";
 import type { Logger } from "../../log/logger.ts";
 import { OccasionalLine } from "../../log/occasional-line.ts";
 import type { PresenceMembers, PresencePage, PresenceStore } from "../../ports/presence.ts";
@@ -32,8 +33,12 @@ export const presenceTopic = (channelKey: string) => `p${channelKey.slice(1)}`;
  * answers for every instance, else for this one (`scope` says which).
  */
 export class Presence {
-  /** Channel key → subject → connections of this instance subscribed. */
-  private readonly local = new Map<string, Map<string, number>>();
+  /**
+   * Channel key → subject → connections of this instance subscribed, and the
+   * subjects in order: an answer lists the first MAX_LISTED_MEMBERS at a cost
+   * bounded by that, not by the channel (no sort of its 100,000 per request).
+   */
+  private readonly local = new Map<string, { connections: Map<string, number>; order: SortedStrings }>();
   /**
    * Channels with a local connection asking for join/leave events → how many
    * ask, and the members last told to them (unset until the baseline, who was
@@ -161,14 +166,17 @@ export class Presence {
     let members = this.local.get(channelKey);
     if (!members) {
       if (delta < 0) return;
-      members = new Map();
+      members = { connections: new Map(), order: new SortedStrings() };
       this.local.set(channelKey, members);
     }
-    const count = (members.get(subject) ?? 0) + delta;
-    if (count > 0) members.set(subject, count);
-    else members.delete(subject);
-    if (members.size === 0) this.local.delete(channelKey);
-    this.store?.changed(channelKey, members);
+    const { connections, order } = members;
+    const count = (connections.get(subject) ?? 0) + delta;
+    if (count > 0) {
+      if (!connections.has(subject)) order.add(subject);
+      connections.set(subject, count);
+    } else if (connections.delete(subject)) order.delete(subject);
+    if (connections.size === 0) this.local.delete(channelKey);
+    this.store?.changed(channelKey, connections);
   }
 
   /** Channels whose join/leave events a local connection asked for. */
@@ -183,15 +191,19 @@ export class Presence {
 
   /** This instance's members of a channel. */
   localMembers(channelKey: string): PresenceMembers {
-    return this.local.get(channelKey) ?? new Map();
+    return this.local.get(channelKey)?.connections ?? new Map();
   }
 
   /** This instance's members of a channel as a store answers (see `PresenceStore.members`). */
   private localPage(channelKey: string, limit: number, onlyIfAll = false): PresencePage {
-    const members = this.localMembers(channelKey);
-    if (onlyIfAll && members.size > limit) return { total: members.size, members: new Map() };
-    const first = [...members].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).slice(0, limit);
-    return { total: members.size, members: new Map(first) };
+    const members = this.local.get(channelKey);
+    const total = members?.connections.size ?? 0;
+    if (!members || (onlyIfAll && total > limit)) return { total, members: new Map() };
+    const { connections, order } = members;
+    return {
+      total,
+      members: new Map(order.first(limit).map((subject) => [subject, connections.get(subject) ?? 0])),
+    };
   }
 
   /** GET /v1/channels/{channel}/presence, after the per-IP request budget, the token and the scope `subscribe`. */

@@ -78,6 +78,35 @@ describe("Presence", () => {
     await expect(ask(presence, "$bad")).rejects.toMatchObject({ code: "bad_request" });
   });
 
+  test("a channel of 100,000 is answered without sorting them: its first 1,000 in `<` order, as before, and its total", async () => {
+    const presence = new Presence(undefined, log);
+    const subjects = Array.from({ length: 100_000 }, (_, i) => `user-${(i * 7919) % 100_000}`);
+    subjects.push("\uFFFF", "😀", "A");
+    for (const subject of subjects) presence.change("t/acme/big", subject, 1);
+    presence.change("t/acme/big", "A", 1);
+    presence.change("t/acme/big", "user-0", -1);
+    subjects.splice(subjects.indexOf("user-0"), 1);
+    // The cost of a sort grows with what it sorts: none of more than a page is allowed per answer.
+    const sort = Array.prototype.sort;
+    let largestSorted = 0;
+    Array.prototype.sort = function (this: unknown[], compare) {
+      largestSorted = Math.max(largestSorted, this.length);
+      return sort.call(this, compare);
+    };
+    let answer: Awaited<ReturnType<typeof ask>>;
+    try {
+      answer = await ask(presence, "big");
+    } finally {
+      Array.prototype.sort = sort;
+    }
+    expect(largestSorted).toBeLessThanOrEqual(1000);
+    const expected = subjects.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).slice(0, 1000);
+    expect(answer.body.total).toBe(100_002);
+    expect(answer.body.members).toEqual(
+      expected.map((subject) => ({ subject, connections: subject === "A" ? 2 : 1 })),
+    );
+  });
+
   test("with a store every change is told to it, and the answer is the cluster's; a store failure falls back to this instance", async () => {
     const told: Array<[string, Array<[string, number]>]> = [];
     let failing = false;
