@@ -4,7 +4,7 @@ import { jsonText } from "../../http/reply.ts";
 import { SortedStrings } from "../../lib/sorted-strings.ts";
 import type { Logger } from "../../log/logger.ts";
 import { OccasionalLine } from "../../log/occasional-line.ts";
-import type { PresenceMembers, PresencePage, PresenceStore } from "../../ports/presence.ts";
+import type { PresencePage, PresenceStore } from "../../ports/presence.ts";
 import type { Route } from "../../ports/route.ts";
 
 /** Members listed in one answer; the rest are counted in `total`. */
@@ -187,11 +187,6 @@ export class Presence {
   /** Channels with a member on this instance. */
   get channelCount(): number {
     return this.local.size;
-  }
-
-  /** This instance's members of a channel. */
-  localMembers(channelKey: string): PresenceMembers {
-    return this.local.get(channelKey)?.connections ?? new Map();
   }
 
   /** This instance's members of a channel as a store answers (see `PresenceStore.members`). */
