@@ -2,11 +2,11 @@ import { expect, test } from "bun:test";
 import { Admin, Producer, stringSerializers } from "@platformatic/kafka";
 import pino from "pino";
 import { HealthState } from "../../src/features/operations/health.ts";
-import { ChannelHistory } from "../../src/features/realtime/history.ts";
 import { isPending, Resume, type ResumeOutcome } from "../../src/features/realtime/resume.ts";
 import { KafkaFanoutBus, toFanoutRecords } from "../../src/infra/kafka/fanout-bus.ts";
 import type { LogRead } from "../../src/ports/fanout-bus.ts";
 import { headersOf } from "../../src/ports/sink.ts";
+import { watchedHistory } from "../support/fanout-log.ts";
 import { busConnection, createTopic, discardingQueue } from "../support/kafka.ts";
 import { waitUntil } from "../support/wait.ts";
 
@@ -23,17 +23,7 @@ const limits = {
 
 /** An instance's resume over the real bus: memory keeps only watched channels, as with Kafka. */
 function resumeOver(bus: KafkaFanoutBus): Resume {
-  const history = new ChannelHistory(
-    {
-      eventsPerChannel: 10,
-      bytesPerChannel: 1 << 20,
-      channels: 100,
-      maxBytes: 1 << 24,
-      tenantMaxBytes: 1 << 24,
-    },
-    () => {},
-    "watched",
-  );
+  const history = watchedHistory(10);
   const head = bus.head("acme/quiet");
   if (head) history.setOrigin(head.epoch, head.partition, 0n);
   return new Resume(history, bus, limits);

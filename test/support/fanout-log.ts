@@ -80,6 +80,15 @@ export const LIMITS: ReplayLimits = {
   latestCacheBytes: 1 << 20,
 };
 
+/** History as an instance with Kafka keeps it: `eventsPerChannel` for the channels watched here only. */
+export function watchedHistory(eventsPerChannel: number): ChannelHistory {
+  return new ChannelHistory(
+    { eventsPerChannel, bytesPerChannel: 1 << 20, channels: 100, maxBytes: 1 << 24, tenantMaxBytes: 1 << 24 },
+    () => {},
+    "watched",
+  );
+}
+
 /** History that keeps 3 events per channel, the log, and the fan-out feeding both (as the bus would). */
 export function resumeWorld(limits: ReplayLimits = LIMITS) {
   const history = new ChannelHistory({

@@ -3,12 +3,11 @@ import fc from "fast-check";
 import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { deltaRoute } from "../../../src/features/realtime/delta-route.ts";
-import { ChannelHistory } from "../../../src/features/realtime/history.ts";
 import { type ConnectionState, WsHub } from "../../../src/features/realtime/hub.ts";
 import { isPending, Resume, type ResumeOutcome } from "../../../src/features/realtime/resume.ts";
 import { createLogger } from "../../../src/log/logger.ts";
 import type { HttpRequest, SendResult, WsPeer } from "../../../src/ports/transport.ts";
-import { FakeLog, id, LIMITS, message, resumeWorld } from "../../support/fanout-log.ts";
+import { FakeLog, id, LIMITS, message, resumeWorld, watchedHistory } from "../../support/fanout-log.ts";
 
 const principal: Principal = {
   subject: "s",
@@ -426,17 +425,7 @@ describe("history paging (GET /v1/channels/{c}/events)", () => {
 describe("a channel's latest events without since, on an instance that did not keep them (scanned back in the log)", () => {
   /** With Kafka: memory keeps only watched channels, 3 events each; `log` holds `length` offsets, `channel` x at `at`. */
   function scanWorld(length: number, at: number[], limits = LIMITS) {
-    const history = new ChannelHistory(
-      {
-        eventsPerChannel: 3,
-        bytesPerChannel: 1 << 20,
-        channels: 100,
-        maxBytes: 1 << 24,
-        tenantMaxBytes: 1 << 24,
-      },
-      () => {},
-      "watched",
-    );
+    const history = watchedHistory(3);
     const log = new FakeLog();
     const wanted = new Set(at);
     for (let offset = 0; offset < length; offset++) {
@@ -461,17 +450,7 @@ describe("a channel's latest events without since, on an instance that did not k
 
   /** An instance that never scanned the channel: what it answers is what a scan of the log gives. */
   function freshResume(log: FakeLog, limits = LIMITS): Resume {
-    const history = new ChannelHistory(
-      {
-        eventsPerChannel: 3,
-        bytesPerChannel: 1 << 20,
-        channels: 100,
-        maxBytes: 1 << 24,
-        tenantMaxBytes: 1 << 24,
-      },
-      () => {},
-      "watched",
-    );
+    const history = watchedHistory(3);
     history.setOrigin("e1", 0, 0n);
     return new Resume(history, log, limits);
   }
