@@ -18,6 +18,10 @@
 //   BENCH_QUICK=1 bun run bench           one 2 s round over a subset (one paced case), < 90 s
 //   ROUNDS=3 DURATION=5s CONNECTIONS=64 BENCH_CASES=node-local-1,bare-uws-1 BENCH_OUT=file.md
 //   PACED=0                               no paced runs (an A/B of saturating cases only)
+//   node24-* and bare-uws24-* cases: the node24 container target (Node 24, its uWebSockets.js build,
+//                                         @platformatic/kafka 2.x) chrooted into the Debian 13 tree that
+//                                         scripts/install-tools makes as root; skipped without it, and not
+//                                         in the short run
 //   PACED_CONNECTIONS=256                 paced.ts's pool (default 256): past rate × latency
 //                                         connections, requests queue in the generator, not the server
 //                                         (64 made 11k waits and doubled p99 at 12k req/s, 2026-11-23)
@@ -27,6 +31,7 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { Admin } from "@platformatic/kafka";
 import { signDevToken } from "../../src/infra/auth/dev-token.ts";
+import { debianTreeCommand, debianTreeProblem } from "../../test/support/debian-tree.ts";
 import type { PacedResult } from "./paced.ts";
 import { cpuSeconds, machineTicks, statusBytes, treeCpuSeconds, treePeakRssBytes } from "./proc.ts";
 
@@ -65,7 +70,9 @@ function seconds(text: string): number {
 }
 
 type Sink = "none" | "local" | "kafka";
-type Engine = "bare-uws" | "bare-bun";
+type Engine = "bare-uws" | "bare-uws24" | "bare-bun";
+/** node24: the node24 container target (Node 24, its uWebSockets.js and @platformatic/kafka 2.x) in the Debian 13 tree. */
+type Runtime = "node" | "bun" | "node24";
 
 interface IngestCase {
   id: string;
@@ -76,6 +83,8 @@ interface IngestCase {
   sink: Sink;
   /** The bare engine whose req/s (with the same body) this case is divided by. */
   engine: Engine;
+  /** What runs it: a gateway's 100-event cases are divided by the floor on the same runtime. */
+  runtime: Runtime;
   /** `listening` lines to wait for (WORKERS=2 prints one per worker). */
   listeners: number;
   /** Case whose events landed/s this one is divided by. */
@@ -266,6 +275,8 @@ function gatewayEnv(sink: Sink, extra: Record<string, string> = {}): Record<stri
 
 const NODE_GATEWAY = ["node", "--max-semi-space-size=64", "dist/main.js"];
 const BUN_GATEWAY = ["bun", "src/main.ts"];
+/** The node24 image's Node and node_modules, chrooted into the Debian 13 tree of scripts/install-tools (root only). */
+const NODE24_GATEWAY = debianTreeCommand(["--max-semi-space-size=64", "dist/main.js"]);
 
 const describeEvents = (events: number) => (events === 1 ? "1 event per request" : `${events}-event batches`);
 
@@ -274,10 +285,22 @@ function ingestCases(): IngestCase[] {
   const bareEngines = [
     {
       engine: "bare-uws" as const,
+      runtime: "node" as const,
       label: "bare uWebSockets.js (Node)",
       command: ["node", "loadtest/bench/bare-uws.mjs"],
     },
-    { engine: "bare-bun" as const, label: "bare Bun.serve", command: ["bun", "loadtest/bench/bare-bun.ts"] },
+    {
+      engine: "bare-uws24" as const,
+      runtime: "node24" as const,
+      label: "bare uWebSockets.js of the node24 target (Node 24, Debian 13 tree)",
+      command: debianTreeCommand(["loadtest/bench/bare-uws.mjs"]),
+    },
+    {
+      engine: "bare-bun" as const,
+      runtime: "bun" as const,
+      label: "bare Bun.serve",
+      command: ["bun", "loadtest/bench/bare-bun.ts"],
+    },
   ];
   for (const bare of bareEngines) {
     for (const events of [1, 100]) {
@@ -289,29 +312,40 @@ function ingestCases(): IngestCase[] {
         events,
         sink: "none",
         engine: bare.engine,
+        runtime: bare.runtime,
         listeners: 1,
-        quick: true,
+        quick: bare.runtime !== "node24",
         paced: false,
       });
     }
   }
   const gateways = [
-    { runtime: "node", command: NODE_GATEWAY, engine: "bare-uws" as const },
-    { runtime: "bun", command: BUN_GATEWAY, engine: "bare-bun" as const },
+    { runtime: "node" as const, command: NODE_GATEWAY, engine: "bare-uws" as const },
+    { runtime: "node24" as const, command: NODE24_GATEWAY, engine: "bare-uws24" as const },
+    { runtime: "bun" as const, command: BUN_GATEWAY, engine: "bare-bun" as const },
   ];
   for (const sink of ["local", "kafka"] as const) {
     for (const gateway of gateways) {
       for (const events of [1, 100]) {
         const id = `${gateway.runtime}-${sink}-${events}`;
         const label = `gateway ${gateway.runtime}, ${sink === "local" ? "embedded sink" : "Kafka acks=all"}, ${describeEvents(events)}`;
-        const common = { command: gateway.command, events, sink, engine: gateway.engine, listeners: 1 };
+        const common = {
+          command: gateway.command,
+          events,
+          sink,
+          engine: gateway.engine,
+          runtime: gateway.runtime,
+          listeners: 1,
+        };
         cases.push({
           ...common,
           id,
           label,
           env: gatewayEnv(sink),
           baseline: sink === "kafka" ? `baseline-kafka-${events}` : undefined,
-          quick: events === 100 || (gateway.runtime === "node" && sink === "local"),
+          quick:
+            gateway.runtime !== "node24" &&
+            (events === 100 || (gateway.runtime === "node" && sink === "local")),
           paced: sink === "kafka",
         });
         // Users run with Redis-backed limits: the same case with them on, right after it (the two compare
@@ -343,6 +377,7 @@ function ingestCases(): IngestCase[] {
       events,
       sink: "local",
       engine: "bare-uws",
+      runtime: "node",
       listeners: 2,
       quick: false,
       paced: false,
@@ -357,6 +392,7 @@ function ingestCases(): IngestCase[] {
       events,
       sink: "kafka",
       engine: "bare-uws",
+      runtime: "node",
       listeners: 1,
       baseline: `baseline-kafka-${events}`,
       quick: events === 100,
@@ -379,6 +415,13 @@ const skipped = allIngest
   .filter((entry) => (entry.sink === "kafka" && !brokers) || (entry.limitsOff !== undefined && !redisUrl))
   .map((entry) => entry.id);
 if (skipped.length > 0) log(`no Kafka or Redis (run scripts/services up): skipping ${skipped.join(", ")}`);
+/** Why the node24 cases cannot run here (no Debian 13 tree, not root), if they cannot. */
+const node24Problem = debianTreeProblem();
+const node24Skipped =
+  node24Problem === undefined ? [] : allIngest.filter((entry) => entry.runtime === "node24");
+if (node24Skipped.length > 0 && only?.some((id) => node24Skipped.some((entry) => entry.id === id)))
+  log(`node24 cases skipped: ${node24Problem} (scripts/install-tools as root makes the tree)`);
+skipped.push(...node24Skipped.map((entry) => entry.id));
 const ingest = selected(allIngest).filter((entry) => !skipped.includes(entry.id));
 const fanout = selected(fanoutCases);
 const paced = ingest.filter(
@@ -661,15 +704,16 @@ const fanoutRuns = new Map<string, FanoutResult[]>();
 /** The floor's events per CPU-second (events parsed one by one), by runtime, one per round. */
 const floorRuns = new Map<string, Array<{ round: number; perCpuSec: number }>>();
 /** Runtimes whose 100-event gateway cases run: the floor is measured for them. */
-const floorRuntimes = [...new Set(ingest.filter(isGatewayBatch).map((entry) => entry.command[0] as string))];
+const floorRuntimes = [...new Set(ingest.filter(isGatewayBatch).map((entry) => entry.runtime))];
 
 function isGatewayBatch(entry: IngestCase): boolean {
-  return entry.events === 100 && /^(node|bun)-/.test(entry.id);
+  return entry.events === 100 && /^(node|node24|bun)-/.test(entry.id);
 }
 
 /** floor.mjs on `runtime` for a second (per event and per body, half each); events per CPU-second per event. */
-function measureFloor(runtime: string): number {
-  const line = run([runtime, "loadtest/bench/floor.mjs", "2"])
+function measureFloor(runtime: Runtime): number {
+  const floor = ["loadtest/bench/floor.mjs", "2"];
+  const line = run(runtime === "node24" ? debianTreeCommand(floor) : [runtime, ...floor])
     .split("\n")
     .find((text) => text.startsWith("floor-result "));
   if (!line) throw new Error(`floor.mjs on ${runtime} printed no result`);
@@ -863,7 +907,7 @@ const pacedLimitRows = limitRows(
 
 /** 100-event gateway cases ÷ the floor of their runtime, round by round (both measured in that round). */
 const floorRows = ingest.filter(isGatewayBatch).flatMap((entry) => {
-  const runtime = entry.command[0] as string;
+  const runtime = entry.runtime;
   const floors = floorRuns.get(runtime) ?? [];
   const ratios = (ingestRuns.get(entry.id) ?? []).flatMap((each) => {
     const floor = floors.find((candidate) => candidate.round === each.round);
@@ -956,7 +1000,11 @@ const PACED_LEGEND = [
 ];
 
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB`;
-const versions = `Node ${run(["node", "--version"]).trim()}, Bun ${Bun.version}, ${run(["sh", "-c", "wrk -v 2>&1 | head -1"]).split(" Copyright")[0]}`;
+const node24Version =
+  node24Problem === undefined && ingest.some((entry) => entry.runtime === "node24")
+    ? `, node24 target: Node ${run(debianTreeCommand(["--version"])).trim()}`
+    : "";
+const versions = `Node ${run(["node", "--version"]).trim()}${node24Version}, Bun ${Bun.version}, ${run(["sh", "-c", "wrk -v 2>&1 | head -1"]).split(" Copyright")[0]}`;
 const report = [
   `Run of ${started.toISOString().slice(0, 16).replace("T", " ")} UTC: \`${QUICK ? "BENCH_QUICK=1 " : ""}bun run bench\`` +
     ` (ROUNDS=${ROUNDS}, DURATION=${DURATION_SEC}s, warm-up ${WARMUP_SEC}s, wrk -t${WRK_THREADS} -c${CONNECTIONS}).`,
