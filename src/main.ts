@@ -10,6 +10,7 @@ import {
   withoutPasswords,
 } from "./config/config.ts";
 import { ignoreUnusedSignals, Lifecycle } from "./lifecycle/lifecycle.ts";
+import { tuneNodeHeap } from "./lifecycle/v8-heap.ts";
 import {
   ensureNothingListens,
   isWorker,
@@ -22,6 +23,8 @@ import { createLogger } from "./log/logger.ts";
 import { selectTransport } from "./transport/select.ts";
 import { fallbackRefusal } from "./transport/uws/engine.ts";
 
+// First, before any request: V8 decides how to allocate from what it has seen.
+tuneNodeHeap();
 const runtime = typeof Bun !== "undefined" ? "bun" : "node-uws";
 
 function readConfig() {
