@@ -174,10 +174,11 @@ describe("the node24 target's gateway in a Debian 13 chroot", () => {
   }, 30_000);
 
   test("100-event batches at a steady rate: what a scavenge finds alive is not promoted a full collection's worth a second (V8's allocation-site pretenuring off, src/lifecycle/v8-heap.ts)", async () => {
-    const result = await pacedGc({ runtime: "node24", rate: 600, brokers: services().brokers });
+    const result = await pacedGc({ runtime: "node24", rate: 400, brokers: services().brokers });
     expect(result.paced.non2xx).toBe(0);
     expect(result.paced.unfinished).toBe(0);
-    // With pretenuring on, Node 24 promoted 100–122 MiB in these 8 s (6–8 full collections); off, 0.3 MiB.
+    // With pretenuring on, Node 24 promoted 61 MiB in these 8 s (4 full collections; 108 MiB at 600 a
+    // second); off, 0.3 MiB. A light load: the e2e lane beside this one shares the cores.
     expect(result.promoted).toBeLessThan(16 * 2 ** 20);
   }, 60_000);
 
