@@ -1,5 +1,5 @@
 // The saturating benchmark (`bun run bench`): Debian's wrk drives POST
-// /v1/events against bare engines, the gateway on Node and Bun, and a Fastify +
+// /v1/events against bare engines, the gateway on Node (20, and 24 as the node24 target) and Bun, and a Fastify +
 // KafkaJS baseline, all in one run; a Bun client drives the WebSocket fan-out.
 // Each case runs DURATION after a short warm-up, ROUNDS times in round-robin
 // order (this machine's noise moves single runs), and the round with the median
@@ -7,7 +7,7 @@
 // (so the broker's and wrk's do not count) and wrk's own CPU from its rusage:
 // a case where wrk used a whole core while the server used less than ~90% of
 // one is flagged, because there wrk, not the server, was the limit.
-// Each round also runs loadtest/bench/floor.mjs on Node and Bun (JSON.parse +
+// Each round also runs loadtest/bench/floor.mjs on each runtime measured (JSON.parse +
 // ajv of the same events, nothing else): the 100-event gateway cases are
 // reported as a share of that floor, per round (issue 17, target 3).
 // Then the Kafka cases (and the baseline's batches) run again at half their
@@ -419,7 +419,7 @@ if (skipped.length > 0) log(`no Kafka or Redis (run scripts/services up): skippi
 const node24Problem = debianTreeProblem();
 const node24Skipped =
   node24Problem === undefined ? [] : allIngest.filter((entry) => entry.runtime === "node24");
-if (node24Skipped.length > 0 && only?.some((id) => node24Skipped.some((entry) => entry.id === id)))
+if (selected(node24Skipped).length > 0)
   log(`node24 cases skipped: ${node24Problem} (scripts/install-tools as root makes the tree)`);
 skipped.push(...node24Skipped.map((entry) => entry.id));
 const ingest = selected(allIngest).filter((entry) => !skipped.includes(entry.id));

@@ -8,13 +8,15 @@
 //   eval "$(scripts/services env)"; bun run build
 //   bun loadtest/profiles/paced-gc.ts node|node24 [RATE] [node flags...]
 //   SINK=local: the embedded log instead of Kafka (KAFKA_BROKERS, acks=all)
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Admin } from "@platformatic/kafka";
+import type { Subprocess } from "bun";
 import { signDevToken } from "../../src/infra/auth/dev-token.ts";
-import { debianTreeCommand } from "../../test/support/debian-tree.ts";
+import { debianTreeCommand, debianTreeProblem } from "../../test/support/debian-tree.ts";
 import { freePort } from "../../test/support/ports.ts";
+import { killGroup, spawnGroup } from "../../test/support/processes.ts";
 import { benchBody, type PacedResult, runPaced } from "../bench/paced.ts";
 
 const ROOT = join(import.meta.dir, "../..");
@@ -33,32 +35,40 @@ export interface PacedGcOptions {
 
 export interface PacedGcResult {
   paced: PacedResult;
-  scavenges: number;
-  /** Bytes each scavenge found alive in the young generation, on average. */
-  survivedPerScavenge: number;
-  /** Bytes the scavenges moved to the old generation, in all. */
+  youngCollections: number;
+  /** Bytes each young-generation collection found alive there, on average. */
+  survivedPerYoungCollection: number;
+  /** Bytes they moved to the old generation, in all. */
   promoted: number;
-  scavengePauseMs: number;
+  youngPauseMs: number;
   fullCollections: number;
   fullCollectionPauseMs: number;
 }
 
 export async function pacedGc(options: PacedGcOptions): Promise<PacedGcResult> {
+  if (options.runtime === "node24") {
+    const problem = debianTreeProblem();
+    if (problem !== undefined)
+      throw new Error(`node24: ${problem} (scripts/install-tools as root makes the tree)`);
+  }
   const work = mkdtempSync(join(tmpdir(), "paced-gc-"));
   const topic = `paced-gc-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6)}`;
-  if (options.brokers !== "") {
-    const admin = new Admin({ clientId: "paced-gc", bootstrapBrokers: options.brokers.split(",") });
-    await admin.createTopics({ topics: [topic], partitions: 6, replicas: 1 });
-    await admin.close();
-  }
-  const secret = `paced-gc-${crypto.randomUUID()}`;
-  const token = await signDevToken({ secret, tenant: "bench", scopes: ["ingest"], ttlSec: 3600 });
-  const port = await freePort();
-  const nodeArgs = ["--max-semi-space-size=64", ...(options.flags ?? []), "--trace-gc-nvp", "dist/main.js"];
-  const logPath = join(work, "gateway.log");
-  const gateway = Bun.spawn(
-    options.runtime === "node24" ? debianTreeCommand(nodeArgs) : ["node", ...nodeArgs],
-    {
+  const admin =
+    options.brokers === ""
+      ? undefined
+      : new Admin({ clientId: "paced-gc", bootstrapBrokers: options.brokers.split(",") });
+  let gateway: Subprocess | undefined;
+  try {
+    await admin?.createTopics({ topics: [topic], partitions: 6, replicas: 1 });
+    const secret = `paced-gc-${crypto.randomUUID()}`;
+    const token = await signDevToken({ secret, tenant: "bench", scopes: ["ingest"], ttlSec: 3600 });
+    const port = await freePort();
+    const nodeArgs = ["--max-semi-space-size=64", ...(options.flags ?? []), "--trace-gc-nvp", "dist/main.js"];
+    const logPath = join(work, "gateway.log");
+    // One descriptor for both streams (two opens of the file would write over each other), the child's own.
+    const log = openSync(logPath, "a");
+    // A process group of its own, as the e2e harness's gateways: a test runner that stops early kills it too.
+    gateway = spawnGroup(options.runtime === "node24" ? debianTreeCommand(nodeArgs) : ["node", ...nodeArgs], {
       cwd: ROOT,
       env: {
         ...process.env,
@@ -73,14 +83,14 @@ export async function pacedGc(options: PacedGcOptions): Promise<PacedGcResult> {
         HOST: "127.0.0.1",
         PORT: String(port),
       },
-      stdout: Bun.file(logPath),
-      stderr: "ignore",
-    },
-  );
-  try {
+      stdout: log,
+      stderr: log,
+    });
+    closeSync(log);
     const deadline = Date.now() + 30_000;
     while (!readFileSync(logPath, "utf8").includes('"msg":"listening"')) {
-      if (Date.now() > deadline || gateway.exitCode !== null) throw new Error("the gateway did not start");
+      if (Date.now() > deadline || gateway.exitCode !== null)
+        throw new Error(`the gateway did not start: ${readFileSync(logPath, "utf8").slice(-2000)}`);
       await Bun.sleep(100);
     }
     const paced = async (durationSec: number) =>
@@ -97,27 +107,31 @@ export async function pacedGc(options: PacedGcOptions): Promise<PacedGcResult> {
         })
       ).result;
     await paced(WARM_UP_SEC);
-    const warmedLines = readFileSync(logPath, "utf8").split("\n").length;
+    const warmedUpTo = readFileSync(logPath, "utf8").length;
     const measured = await paced(MEASURED_SEC);
-    const lines = readFileSync(logPath, "utf8").split("\n").slice(warmedLines);
+    // The lines written after the warm-up (one being written at that moment counts with them).
+    const written = readFileSync(logPath, "utf8");
+    const lines = written.slice(written.lastIndexOf("\n", warmedUpTo - 1) + 1).split("\n");
     const field = (line: string, name: string) =>
       Number(new RegExp(`\\b${name}=([0-9.]+)`).exec(line)?.[1] ?? 0);
     const sum = (values: number[]) => values.reduce((total, value) => total + value, 0);
-    const scavenges = lines.filter((line) => line.includes(" gc=s "));
-    const full = lines.filter((line) => / gc=(mc|mmc) /.test(line));
+    // Young-generation collections: scavenges (gc=s), or minor mark-sweeps with --minor-ms (mms; mmc before V8 12).
+    const young = lines.filter((line) => / gc=(s|mms|mmc) /.test(line));
+    const full = lines.filter((line) => line.includes(" gc=mc "));
     return {
       paced: measured,
-      scavenges: scavenges.length,
-      survivedPerScavenge:
-        sum(scavenges.map((line) => field(line, "new_space_survived"))) / (scavenges.length || 1),
-      promoted: sum(scavenges.map((line) => field(line, "promoted"))),
-      scavengePauseMs: sum(scavenges.map((line) => field(line, "pause"))),
+      youngCollections: young.length,
+      survivedPerYoungCollection:
+        sum(young.map((line) => field(line, "new_space_survived"))) / (young.length || 1),
+      promoted: sum(young.map((line) => field(line, "promoted"))),
+      youngPauseMs: sum(young.map((line) => field(line, "pause"))),
       fullCollections: full.length,
       fullCollectionPauseMs: sum(full.map((line) => field(line, "pause"))),
     };
   } finally {
-    gateway.kill("SIGKILL");
-    await gateway.exited;
+    if (gateway !== undefined) await killGroup(gateway);
+    await admin?.deleteTopics({ topics: [topic] }).catch(() => {});
+    await admin?.close();
     rmSync(work, { recursive: true, force: true });
   }
 }
@@ -138,8 +152,8 @@ if (import.meta.main) {
       `send lag p99 ${paced.sendLagP99Ms.toFixed(2)} ms`,
   );
   console.log(
-    `  ${result.scavenges} scavenges: survived ${mib(result.survivedPerScavenge)} MiB each on average, ` +
-      `promoted ${mib(result.promoted)} MiB in all, pauses ${result.scavengePauseMs.toFixed(0)} ms in all; ` +
+    `  ${result.youngCollections} young-generation collections: survived ${mib(result.survivedPerYoungCollection)} MiB each on average, ` +
+      `promoted ${mib(result.promoted)} MiB in all, pauses ${result.youngPauseMs.toFixed(0)} ms in all; ` +
       `${result.fullCollections} full collections, pauses ${result.fullCollectionPauseMs.toFixed(0)} ms in all`,
   );
 }

@@ -175,12 +175,18 @@ describe("the node24 target's gateway in a Debian 13 chroot", () => {
 
   test("100-event batches at a steady rate: what a scavenge finds alive is not promoted a full collection's worth a second (V8's allocation-site pretenuring off, src/lifecycle/v8-heap.ts)", async () => {
     const result = await pacedGc({ runtime: "node24", rate: 400, brokers: services().brokers });
-    expect(result.paced.non2xx).toBe(0);
-    expect(result.paced.unfinished).toBe(0);
+    // Every figure in the failure's output: a flake on busy cores tells itself apart from the collector.
+    const figures = JSON.stringify(result);
+    expect({ non2xx: result.paced.non2xx, unfinished: result.paced.unfinished, figures }).toMatchObject({
+      non2xx: 0,
+      unfinished: 0,
+    });
     // With pretenuring on, Node 24 promoted 61 MiB in these 8 s (4 full collections; 108 MiB at 600 a
     // second); off, 0.3 MiB. A light load: the e2e lane beside this one shares the cores.
-    expect(result.promoted).toBeLessThan(16 * 2 ** 20);
-  }, 60_000);
+    expect({ promotedUnder16MiB: result.promoted < 16 * 2 ** 20, figures }).toMatchObject({
+      promotedUnder16MiB: true,
+    });
+  }, 90_000);
 
   test("SIGTERM: sockets get 1001, records accepted with ack=none are all flushed, exit 0", async () => {
     const drainTopic = await createTopic("node24-drain");
