@@ -2,7 +2,30 @@
 const MAX_CHUNK = 512;
 
 /**
- * A set of strings kept in the order `<` gives them (UTF-16 code units), as
+ * Orders strings by code point, as their UTF-8 bytes sort (Redis's order for
+ * members of equal score). `<` compares UTF-16 code units, which puts an
+ * astral character (its surrogates, U+D800–DFFF) before U+E000–FFFF: two
+ * stores listing a page of the same members would disagree on it. At the
+ * first unit that differs, surrogates are ranked above U+E000–FFFF.
+ */
+export function compareCodePoints(a: string, b: string): number {
+  const length = Math.min(a.length, b.length);
+  for (let index = 0; index < length; index++) {
+    const unitA = a.charCodeAt(index);
+    const unitB = b.charCodeAt(index);
+    if (unitA !== unitB) return codePointRank(unitA) - codePointRank(unitB);
+  }
+  return a.length - b.length;
+}
+
+/** A code unit's place in code point order: U+E000–FFFF moved below the surrogates. */
+function codePointRank(unit: number): number {
+  if (unit < 0xd800) return unit;
+  return unit >= 0xe000 ? unit - 0x800 : unit + 0x2000;
+}
+
+/**
+ * A set of strings kept in code point order (`compareCodePoints`), as
  * sorted chunks: adding or removing one is two binary searches and a move
  * within a chunk, and the first `limit` are read in order by walking the
  * chunks, a cost bounded by `limit`, never by the size (a sort per read of a
@@ -66,7 +89,7 @@ export class SortedStrings {
     while (low < high) {
       const middle = (low + high) >>> 1;
       const chunk = this.chunks[middle] as string[];
-      if ((chunk[chunk.length - 1] as string) < value) low = middle + 1;
+      if (compareCodePoints(chunk[chunk.length - 1] as string, value) < 0) low = middle + 1;
       else high = middle;
     }
     return low;
@@ -79,7 +102,7 @@ function positionIn(chunk: readonly string[], value: string): number {
   let high = chunk.length;
   while (low < high) {
     const middle = (low + high) >>> 1;
-    if ((chunk[middle] as string) < value) low = middle + 1;
+    if (compareCodePoints(chunk[middle] as string, value) < 0) low = middle + 1;
     else high = middle;
   }
   return low;

@@ -295,6 +295,35 @@ test("subjects are any strings: a colon, a NUL, letters of several bytes", async
   await eventually(reader, key, {});
 });
 
+test("a page lists subjects in Redis's order (code points) when it merges its own unwritten ones: U+E000 before an astral letter", async () => {
+  const key = `t/it-${Date.now()}/order`;
+  const writer = instance();
+  // In UTF-8 (Redis) and in code points: "a" < U+E000 < 😀; by `<` (UTF-16 units) 😀 comes before U+E000.
+  writer.changed(
+    key,
+    new Map([
+      ["a", 1],
+      ["\uE000", 1],
+      ["😀", 1],
+    ]),
+  );
+  const reader = instance();
+  await ready(reader);
+  await flushOf(writer);
+  // From here the reader writes nothing: its own subject is merged into each page from its live members.
+  clearInterval((reader as unknown as { timer: ReturnType<typeof setInterval> }).timer);
+  reader.changed(key, new Map([["😁", 1]]));
+  // Redis's first two are "a" and U+E000: 😁, after both and after 😀, is not on the page.
+  expect(await reader.members(key, 2)).toEqual({
+    total: 4,
+    members: new Map([
+      ["a", 1],
+      ["\uE000", 1],
+    ]),
+  });
+  expect([...(await reader.members(key, 10)).members.keys()]).toEqual(["a", "\uE000", "😀", "😁"]);
+});
+
 test("a key of a channel evicted by Redis (maxmemory) leaves no ghost member nor doubled count: the channel is whole again after a refresh", async () => {
   for (const prefix of ["pse", "psc", "pss", "pst"]) {
     const key = `t/it-${Date.now()}/evicted-${prefix}`;

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
+import { compareCodePoints } from "../../lib/sorted-strings.ts";
 import type { Logger } from "../../log/logger.ts";
 import type { PresenceMembers, PresencePage, PresenceStore } from "../../ports/presence.ts";
 import { connectRedis } from "../redis/client.ts";
@@ -248,15 +249,16 @@ export class RedisPresence implements PresenceStore {
       const connections = connectionsNow(subject, page[at + 1] as number, page[at + 2] as number);
       if (connections > 0) listed.push([subject, connections]);
     }
-    // The page read all of Redis's subjects, or up to its last: a subject only here is listed if it sorts before that.
+    // The page read all of Redis's subjects, or up to its last: a subject only here is listed if it sorts before that,
+    // in Redis's order (its UTF-8 bytes: code points).
     const pageRead = !onlyIfAll || count <= size;
     const whole = pageRead && page.length / 3 < size;
     const last = page[page.length - 3] as string | undefined;
     const inListed = new Set(listed.map(([subject]) => subject));
     for (const subject of arrived)
-      if ((whole || (last !== undefined && subject < last)) && !inListed.has(subject))
+      if ((whole || (last !== undefined && compareCodePoints(subject, last) < 0)) && !inListed.has(subject))
         listed.push([subject, local.get(subject) ?? 0]);
-    listed.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    listed.sort(([a], [b]) => compareCodePoints(a, b));
     return { total, members: new Map(listed.slice(0, limit)) };
   }
 
