@@ -274,6 +274,9 @@ type Env = Record<string, string | undefined>;
  * Reads every setting from the environment and validates it. All problems are
  * collected so the operator fixes them in one pass; each names its variable.
  */
+const DEFAULT_DRAIN_DELAY_MS = 5000;
+const DEFAULT_DRAIN_TIMEOUT_MS = 25_000;
+
 export function loadConfig(env: Env = process.env): Config {
   const problems: string[] = [];
 
@@ -403,8 +406,14 @@ export function loadConfig(env: Env = process.env): Config {
   if (metricsPort !== undefined && metricsPort !== 0 && metricsPort === port) {
     problems.push("METRICS_PORT: must differ from PORT (unset serves /metrics on PORT)");
   }
-  const drainDelayMs = read("DRAIN_DELAY_MS", integer(0, 600_000), 5000);
-  const drainTimeoutMs = read("DRAIN_TIMEOUT_MS", integer(100, 3_600_000), 25_000);
+  const drainTimeoutMs = read("DRAIN_TIMEOUT_MS", integer(100, 3_600_000), DEFAULT_DRAIN_TIMEOUT_MS);
+  // Unset, the delay takes at most half the timeout (DRAIN_TIMEOUT_MS=3000 alone: 1500 ms), leaving the
+  // drain the rest, rather than refusing a short timeout over a delay the operator never set.
+  const drainDelayMs = read(
+    "DRAIN_DELAY_MS",
+    integer(0, 600_000),
+    Math.min(DEFAULT_DRAIN_DELAY_MS, Math.floor(drainTimeoutMs / 2)),
+  );
   // Either one may be the mistake (a longer DRAIN_DELAY_MS under the default timeout, say): name both.
   if (drainTimeoutMs <= drainDelayMs) {
     problems.push(
@@ -419,7 +428,8 @@ export function loadConfig(env: Env = process.env): Config {
     workers: read("WORKERS", integer(1, 256), 1),
     uwsAllowFallback: read("UWS_ALLOW_FALLBACK", boolean, false),
     logLevel: read("LOG_LEVEL", oneOf(LOG_LEVELS), "info"),
-    maxBodyBytes: read("MAX_BODY_BYTES", integer(1024, 64 * 1024 * 1024), 1024 * 1024),
+    // As small as a test of the 413 wants: one byte refuses every body but "" and single digits.
+    maxBodyBytes: read("MAX_BODY_BYTES", integer(1, 64 * 1024 * 1024), 1024 * 1024),
     requestBodiesMaxBytes: read("REQUEST_BODIES_MAX_BYTES", integer(1024), 64 * 1024 * 1024),
     // At most 255: what Bun takes for a connection's timeout.
     httpKeepAliveSec: read("HTTP_KEEP_ALIVE_SEC", integer(1, 255), UWS_HTTP_IDLE_TIMEOUT_SEC),

@@ -509,7 +509,7 @@ describe("loadConfig", () => {
       PORT: "80a",
       KAFKA_BROKERS: "nohostport",
       KAFKA_SASL_MECHANISM: "kerberos",
-      MAX_BODY_BYTES: "1",
+      MAX_BODY_BYTES: "0",
       REDIS_URL: "http://x",
       WORKERS: "0",
     });
@@ -564,6 +564,18 @@ describe("loadConfig", () => {
     // Their defaults, and TLS switched off, say nothing about Kafka.
     expect(problemsOf({ KAFKA_SASL_MECHANISM: "none", KAFKA_TLS: "false" })).toEqual([]);
     expect(problemsOf({ ...sasl, KAFKA_BROKERS: "b:9092", KAFKA_TLS: "true" })).toEqual([]);
+  });
+
+  test("a short DRAIN_TIMEOUT_MS alone shortens the default delay to half of it; a small MAX_BODY_BYTES is taken", () => {
+    expect(loadConfig({ ...SECRET, DRAIN_TIMEOUT_MS: "3000" })).toMatchObject({
+      drainDelayMs: 1500,
+      drainTimeoutMs: 3000,
+    });
+    expect(loadConfig({ ...SECRET, DRAIN_TIMEOUT_MS: "101" })).toMatchObject({ drainDelayMs: 50 });
+    // Twice the default delay or more: the default itself.
+    expect(loadConfig({ ...SECRET, DRAIN_TIMEOUT_MS: "10000" })).toMatchObject({ drainDelayMs: 5000 });
+    expect(loadConfig(SECRET)).toMatchObject({ drainDelayMs: 5000, drainTimeoutMs: 25_000 });
+    expect(loadConfig({ ...SECRET, MAX_BODY_BYTES: "100" }).maxBodyBytes).toBe(100);
   });
 
   test("drain timeout must exceed drain delay: both are named, either may be the one set wrong", () => {

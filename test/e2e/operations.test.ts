@@ -193,6 +193,35 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
     expect(Date.now() - signalledAt).toBeGreaterThanOrEqual(1400);
   });
 
+  test("the SPEC's settings set alone as a test would: MAX_BODY_BYTES=100 answers 413 past it, DRAIN_TIMEOUT_MS=2000 drains to exit 0 within it", async () => {
+    const gateway = await startForTest({
+      JWT_SECRET: TEST_SECRET,
+      MAX_BODY_BYTES: "100",
+      // Empty is unset: the harness's own DRAIN_DELAY_MS is not the default this is about.
+      DRAIN_DELAY_MS: "",
+      DRAIN_TIMEOUT_MS: "2000",
+    });
+    const authorization = `Bearer ${await token("acme", ["ingest"])}`;
+    const post = (body: string) =>
+      fetch(`${gateway.url}/v1/events`, {
+        method: "POST",
+        headers: { authorization, "content-type": "application/json" },
+        body,
+      });
+    const small = JSON.stringify({ type: "click", data: { element: "a" } });
+    expect((await post(small)).status).toBe(202);
+    expect((await post(JSON.stringify({ type: "click", data: { element: "a".repeat(100) } }))).status).toBe(
+      413,
+    );
+    const signalledAt = Date.now();
+    gateway.process.kill("SIGTERM");
+    // The delay, unset, took half the timeout: /health is 503 meanwhile, then the listener closes.
+    expect((await fetch(`${gateway.url}/health`)).status).toBe(503);
+    expect(await gateway.process.exited).toBe(0);
+    expect(Date.now() - signalledAt).toBeLessThan(2000);
+    expect(Date.now() - signalledAt).toBeGreaterThanOrEqual(900);
+  });
+
   test("after the drain delay new connections are refused", async () => {
     const gateway = await startForTest({ DRAIN_DELAY_MS: "300", DRAIN_TIMEOUT_MS: "5000" });
     const client = new TestSocket(gateway.wsUrl);
