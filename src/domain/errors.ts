@@ -371,8 +371,7 @@ export const RECORD_ERRORS = {
     advice: "Fix the record.",
   },
   forbidden_channel: {
-    meaning:
-      "The record has a `channel`, and the token lacks scope `publish` or its `channels` claim does not allow the channel.",
+    meaning: "The record has a `channel` that the token's `channels` claim does not allow.",
     retry: false,
     advice: "Needs another token, or drop the `channel`.",
   },

@@ -34,7 +34,8 @@ async function ingest(gateway: RunningGateway, tenant: string, channel: string, 
   const response = await fetch(`${gateway.url}/v1/events`, {
     method: "POST",
     headers: {
-      authorization: `Bearer ${await token(tenant, ["ingest", "publish"])}`,
+      // The `ingest` scope alone: a record's channel is part of ingest (SPEC, POST /v1/events).
+      authorization: `Bearer ${await token(tenant, ["ingest"])}`,
       "content-type": "application/json",
     },
     body: JSON.stringify(records),

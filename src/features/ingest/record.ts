@@ -66,7 +66,12 @@ export function normalizeRecord(
   if (raw === null || typeof raw !== "object" || Array.isArray(raw))
     return invalid("a record must be a JSON object");
   const input = raw as Record<string, unknown>;
-  const { type, id, ts, channel, key, data } = input;
+  const { type, data } = input;
+  // An optional member sent as null is absent: what a client writes for "no value" (Python's None).
+  const id = input.id ?? undefined;
+  const ts = input.ts ?? undefined;
+  const channel = input.channel ?? undefined;
+  const key = input.key ?? undefined;
   if (typeof type !== "string" || !TYPE_PATTERN.test(type)) {
     return invalid('"type" must be a string of letters, digits, ".", "_" or "-" (at most 128)');
   }

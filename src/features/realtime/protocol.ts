@@ -68,19 +68,18 @@ export function parseClientFrame(text: string | undefined): ClientFrame | FrameR
       return typeof frame.token === "string"
         ? { type: "auth", token: frame.token }
         : { error: "auth needs a token" };
-    case "subscribe":
+    case "subscribe": {
       if (typeof frame.channel !== "string") return { error: "subscribe needs a channel" };
+      // null is absent: what a client writes for "no value" (`since: lastId ?? null`, Python's None).
+      const since = frame.since ?? undefined;
+      const presence = frame.presence ?? undefined;
       // A malformed `since` is a client bug: said as such, not as `history_gone` (lost history).
-      if (frame.since !== undefined && (typeof frame.since !== "string" || !isEventId(frame.since)))
+      if (since !== undefined && (typeof since !== "string" || !isEventId(since)))
         return { error: "since must be an event id" };
-      if (frame.presence !== undefined && typeof frame.presence !== "boolean")
+      if (presence !== undefined && typeof presence !== "boolean")
         return { error: "presence must be true or false" };
-      return {
-        type: "subscribe",
-        channel: frame.channel,
-        since: frame.since as string | undefined,
-        presence: frame.presence === true,
-      };
+      return { type: "subscribe", channel: frame.channel, since, presence: presence === true };
+    }
     case "unsubscribe":
       return typeof frame.channel === "string"
         ? { type: "unsubscribe", channel: frame.channel }

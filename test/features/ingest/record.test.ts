@@ -34,4 +34,14 @@ describe("normalizeRecord", () => {
     for (const ts of [0, 1733443200000, 1.5e300, "2026-12-06T00:00:00Z", "whenever"])
       expect(normalize({ ts })).toMatchObject({ ok: true });
   });
+
+  test("optional members sent as null are absent (Python's None): an id is generated, no ts, channel or key; a null data is refused", () => {
+    const result = normalize({ id: null, ts: null, channel: null, key: null });
+    expect(result.ok).toBe(true);
+    const record = (result as unknown as { record: Record<string, unknown> }).record;
+    expect(record.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7/);
+    expect(Object.keys(record).sort()).toEqual(["dataJson", "id", "receivedAt", "tenant", "type"]);
+    expect(normalize({ data: null })).toMatchObject({ ok: false, code: "invalid_record" });
+    expect(normalize({ type: null })).toMatchObject({ ok: false, code: "invalid_record" });
+  });
 });

@@ -32,6 +32,15 @@ test("client frames are parsed, and bad ones explained without throwing", () => 
   expect(parseClientFrame('{"type":"dance"}')).toEqual({ error: 'unknown frame type "dance"' });
 });
 
+test("a subscribe's optional members sent as null are absent, as a client writing `since: lastId ?? null` means", () => {
+  expect(parseClientFrame('{"type":"subscribe","channel":"o","since":null,"presence":null}')).toEqual({
+    type: "subscribe",
+    channel: "o",
+    since: undefined,
+    presence: false,
+  });
+});
+
 test("deeply nested or oversized values are refused before they cost anything", () => {
   const tooDeep = { error: "frames nest at most 8 levels (a publish 64)" };
   expect(parseClientFrame("[".repeat(20_000))).toEqual(tooDeep);
