@@ -55,14 +55,12 @@ export function requireUnexpired(principal: Principal, now: number): void {
 
 /**
  * Why `next` may not replace `current` as a live socket's token, if it may
- * not: a refresh keeps who the socket speaks for and never shortens its life.
- * One expiring at the same second is taken (the same token sent again, or a
- * new one signed within the second the first was, its `exp` whole seconds).
+ * not: a refresh keeps who the socket speaks for and only extends its life.
  */
 export function refreshRefusal(current: Principal, next: Principal): string | undefined {
   if (next.tenant !== current.tenant || next.subject !== current.subject)
     return "a refreshed token must have the same tenant and subject";
-  if (next.expiresAt < current.expiresAt) return "a refreshed token must not expire sooner";
+  if (next.expiresAt <= current.expiresAt) return "a refreshed token must expire later";
   return undefined;
 }
 

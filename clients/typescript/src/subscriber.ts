@@ -873,7 +873,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       this.#inBandRefresh = false;
       return true;
     }
-    // `forbidden` (another tenant or subject, or an earlier expiry): reported, and asked again shortly
+    // `forbidden` (another tenant or subject, or no later expiry): reported, and asked again shortly
     // (the callback may have a newer token by then); at expiry a reconnect refreshes anyway.
     // `unauthorized` is followed by close 4001, which refreshes too.
     if (code === "forbidden") this.#scheduleRefresh(socket, this.#refreshRetryMs());
