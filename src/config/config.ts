@@ -270,13 +270,13 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
+const DEFAULT_DRAIN_DELAY_MS = 5000;
+const DEFAULT_DRAIN_TIMEOUT_MS = 25_000;
+
 /**
  * Reads every setting from the environment and validates it. All problems are
  * collected so the operator fixes them in one pass; each names its variable.
  */
-const DEFAULT_DRAIN_DELAY_MS = 5000;
-const DEFAULT_DRAIN_TIMEOUT_MS = 25_000;
-
 export function loadConfig(env: Env = process.env): Config {
   const problems: string[] = [];
 
@@ -409,11 +409,8 @@ export function loadConfig(env: Env = process.env): Config {
   const drainTimeoutMs = read("DRAIN_TIMEOUT_MS", integer(100, 3_600_000), DEFAULT_DRAIN_TIMEOUT_MS);
   // Unset, the delay takes at most half the timeout (DRAIN_TIMEOUT_MS=3000 alone: 1500 ms), leaving the
   // drain the rest, rather than refusing a short timeout over a delay the operator never set.
-  const drainDelayMs = read(
-    "DRAIN_DELAY_MS",
-    integer(0, 600_000),
-    Math.min(DEFAULT_DRAIN_DELAY_MS, Math.floor(drainTimeoutMs / 2)),
-  );
+  const defaultDelayMs = Math.min(DEFAULT_DRAIN_DELAY_MS, Math.floor(drainTimeoutMs / 2));
+  const drainDelayMs = read("DRAIN_DELAY_MS", integer(0, 600_000), defaultDelayMs);
   // Either one may be the mistake (a longer DRAIN_DELAY_MS under the default timeout, say): name both.
   if (drainTimeoutMs <= drainDelayMs) {
     problems.push(
