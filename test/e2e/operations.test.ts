@@ -215,10 +215,14 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
     );
     const signalledAt = Date.now();
     gateway.process.kill("SIGTERM");
-    // The delay, unset, took half the timeout: /health is 503 meanwhile, then the listener closes.
-    expect((await fetch(`${gateway.url}/health`)).status).toBe(503);
+    // The delay, unset, took half the timeout: /health turns 503 (once the signal is handled), then the
+    // listener closes. Exit 0 is the drain ending before DRAIN_TIMEOUT_MS (past it, the code is 1); the
+    // lower bound is the delay being honoured, which a slow machine can only make longer.
+    await waitUntil(
+      async () => (await fetch(`${gateway.url}/health`)).status === 503,
+      "/health 503 during the drain delay",
+    );
     expect(await gateway.process.exited).toBe(0);
-    expect(Date.now() - signalledAt).toBeLessThan(2000);
     expect(Date.now() - signalledAt).toBeGreaterThanOrEqual(900);
   });
 
