@@ -302,6 +302,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
           maxBodyBytes: config.maxBodyBytes,
           maxRecords: config.maxRecordsPerRequest,
           ackTimeoutMs: config.ackTimeoutMs,
+          channelScope: config.ingestChannelScope,
         },
         { authenticate, admission, idempotency, dedup, schemas, queue, bodies, bus, metrics, log },
       ),

@@ -79,7 +79,14 @@ const principal = {
 } as unknown as Principal;
 const settled = Promise.resolve({});
 const route = ingestRoute(
-  { topic: "events", dlqTopic: undefined, maxBodyBytes: 1024 * 1024, maxRecords: 1000, ackTimeoutMs: 30_000 },
+  {
+    topic: "events",
+    dlqTopic: undefined,
+    maxBodyBytes: 1024 * 1024,
+    maxRecords: 1000,
+    ackTimeoutMs: 30_000,
+    channelScope: "ingest",
+  },
   {
     admission: { request: () => settled, events: () => settled } as never,
     authenticate: async () => principal,

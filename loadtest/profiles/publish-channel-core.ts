@@ -117,6 +117,7 @@ const route = (
       maxBodyBytes: 1024 * 1024,
       maxRecords: 1000,
       ackTimeoutMs: 30_000,
+      channelScope: "ingest",
     },
     {
       admission: { request: () => undefined, events: () => settled } as never,

@@ -54,6 +54,8 @@ export interface Config {
   maxPublishBytes: number;
   maxRecordsPerRequest: number;
   ackTimeoutMs: number;
+  /** The scope an ingested record with a `channel` needs besides `ingest`'s: none, or `publish`. */
+  ingestChannelScope: IngestChannelScope;
   drainDelayMs: number;
   drainTimeoutMs: number;
   /** Browser origins allowed by CORS; undefined: no CORS headers at all. */
@@ -270,6 +272,14 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
+/**
+ * What fans an ingested record out to its `channel`: the `ingest` scope (the SPEC's record has a
+ * channel, its route asks for `ingest`), or, for operators whose ingest tokens sit in web pages or
+ * devices, `publish` as `POST /v1/publish` does.
+ */
+export const INGEST_CHANNEL_SCOPES = ["ingest", "publish"] as const;
+export type IngestChannelScope = (typeof INGEST_CHANNEL_SCOPES)[number];
+
 const DEFAULT_DRAIN_DELAY_MS = 5000;
 const DEFAULT_DRAIN_TIMEOUT_MS = 25_000;
 
@@ -433,6 +443,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxPublishBytes: read("PUBLISH_MAX_BYTES", integer(128, 16 * 1024 * 1024), 64 * 1024),
     maxRecordsPerRequest: read("MAX_RECORDS_PER_REQUEST", integer(1, 1_000_000), 10_000),
     ackTimeoutMs: read("INGEST_ACK_TIMEOUT_MS", integer(100, 600_000), 15_000),
+    ingestChannelScope: read("INGEST_CHANNEL_SCOPE", oneOf(INGEST_CHANNEL_SCOPES), "ingest"),
     drainDelayMs,
     drainTimeoutMs,
     corsOrigins: read("CORS_ORIGINS", originList),

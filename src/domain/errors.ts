@@ -371,7 +371,8 @@ export const RECORD_ERRORS = {
     advice: "Fix the record.",
   },
   forbidden_channel: {
-    meaning: "The record has a `channel` that the token's `channels` claim does not allow.",
+    meaning:
+      "The record has a `channel` that the token's `channels` claim does not allow, or the token lacks the scope `INGEST_CHANNEL_SCOPE` asks for it (`publish` when set so).",
     retry: false,
     advice: "Needs another token, or drop the `channel`.",
   },

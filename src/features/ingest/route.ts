@@ -38,6 +38,8 @@ export interface IngestOptions {
   maxBodyBytes: number;
   maxRecords: number;
   ackTimeoutMs: number;
+  /** The scope a record with a `channel` needs (INGEST_CHANNEL_SCOPE): `ingest`, which every record has, or `publish`. */
+  channelScope: "ingest" | "publish";
 }
 
 export interface IngestDependencies extends CallerChecks {
@@ -90,14 +92,21 @@ const fanoutLate = (): Error => new Error("fan-out copies not acknowledged in ti
 const ignore = (): void => {};
 
 /**
- * A record with a `channel` is also fanned out to that channel's subscribers,
- * on the `ingest` scope alone (the SPEC's record has a `channel`, and its
- * route asks for `ingest` only): a token limited to channel patterns (the
+ * A record with a `channel` is also fanned out to that channel's subscribers:
+ * by default on the `ingest` scope alone (the SPEC's record has a `channel`,
+ * and its route asks for `ingest`), with INGEST_CHANNEL_SCOPE=publish only
+ * with the `publish` scope too. A token limited to channel patterns (the
  * `channels` claim) sends only to those, as it publishes only to them.
  */
-function channelRefusal(principal: Principal, channel: string | undefined): string | undefined {
-  if (channel === undefined || channelAllowed(principal, channel)) return undefined;
-  return `channel ${channel} is not allowed for this token`;
+function channelRefusal(
+  principal: Principal,
+  channel: string | undefined,
+  scope: IngestOptions["channelScope"],
+): string | undefined {
+  if (channel === undefined) return undefined;
+  if (!principal.scopes.has(scope)) return `"channel" needs a token with scope ${scope}`;
+  if (!channelAllowed(principal, channel)) return `channel ${channel} is not allowed for this token`;
+  return undefined;
 }
 
 /** POST /v1/events: authenticate, rate limit, validate, queue for Kafka, answer when acknowledged. */
@@ -166,7 +175,7 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       let refusal: { reason: string; code: RecordErrorCode };
       if (!result.ok) refusal = result;
       else {
-        const channelProblem = channelRefusal(principal, result.record.channel);
+        const channelProblem = channelRefusal(principal, result.record.channel, options.channelScope);
         if (headers?.type !== result.record.type) headers = headersOf(result.record, trace);
         if (raw.ok && raw.headers !== undefined) result.record.headers = raw.headers;
         const record = result.record;

@@ -39,7 +39,14 @@ function requestWithBody(bytes: Uint8Array): HttpRequest {
 /** The route for tenant acme, whose records are written once `written` settles (past its 20 ms deadline). */
 function lateRoute(written: Promise<void>) {
   return ingestRoute(
-    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 20 },
+    {
+      topic: "events",
+      dlqTopic: undefined,
+      maxBodyBytes: 1_000_000,
+      maxRecords: 1000,
+      ackTimeoutMs: 20,
+      channelScope: "ingest",
+    },
     {
       authenticate: async () => principal("acme"),
       admission: { request: () => undefined, events: () => undefined },
@@ -87,7 +94,14 @@ function setup(store: RecordIdStore, dedupTenants: string[]) {
     },
   };
   const route = ingestRoute(
-    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 5000 },
+    {
+      topic: "events",
+      dlqTopic: undefined,
+      maxBodyBytes: 1_000_000,
+      maxRecords: 1000,
+      ackTimeoutMs: 5000,
+      channelScope: "ingest",
+    },
     {
       authenticate: async (req) => principal(req.header("x-tenant") as string),
       admission: { request: () => undefined, events: () => undefined },

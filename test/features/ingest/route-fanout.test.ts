@@ -21,11 +21,22 @@ function route(copies: () => Promise<void>) {
   );
 }
 
-function routeFanningOut(fanOut: Parameters<typeof ingestRoute>[1]["fanOut"]) {
+function routeFanningOut(
+  fanOut: Parameters<typeof ingestRoute>[1]["fanOut"],
+  channelScope: "ingest" | "publish" = "ingest",
+  caller: Principal = principal,
+) {
   return ingestRoute(
-    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 200 },
     {
-      authenticate: async () => principal,
+      topic: "events",
+      dlqTopic: undefined,
+      maxBodyBytes: 1_000_000,
+      maxRecords: 1000,
+      ackTimeoutMs: 200,
+      channelScope,
+    },
+    {
+      authenticate: async () => caller,
       admission: { request: () => undefined, events: () => undefined },
       idempotency: { run: async () => ({ status: 500, body: "" }) },
       bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
@@ -130,4 +141,39 @@ test("what the fan-out keeps of a record with a channel is text of its own, not 
   expect(kept).toHaveLength(40);
   // 40 bodies' texts would be 8 MB; the 40 data texts and the test's own garbage are well under 2 MB.
   expect(grown).toBeLessThan(2_000_000);
+});
+
+test("INGEST_CHANNEL_SCOPE: a record's channel needs `ingest` by default, `publish` too when set so; the channels claim limits it either way", async () => {
+  const ingestOnly: Principal = { ...principal, scopes: new Set(["ingest"]) };
+  const fanned: string[] = [];
+  const fanOut: Parameters<typeof ingestRoute>[1]["fanOut"] = (records) => {
+    for (const record of records) if (record.channel !== undefined) fanned.push(record.channel);
+    return undefined;
+  };
+  const body = [withChannel, { type: "click", data: { element: "b" } }];
+  const answer = async (reply: HttpReply | Promise<HttpReply>) => {
+    const { status, body } = await reply;
+    return { status, body: JSON.parse(String(body)) };
+  };
+  expect(await answer(routeFanningOut(fanOut, "ingest", ingestOnly).handler(post(body), {}))).toEqual({
+    status: 202,
+    body: { accepted: 2, rejected: 0, errors: [] },
+  });
+  expect(fanned).toEqual(["orders"]);
+  expect(await answer(routeFanningOut(fanOut, "publish", ingestOnly).handler(post(body), {}))).toEqual({
+    status: 202,
+    body: {
+      accepted: 1,
+      rejected: 1,
+      errors: [{ index: 0, reason: '"channel" needs a token with scope publish', code: "forbidden_channel" }],
+    },
+  });
+  expect(await answer(routeFanningOut(fanOut, "publish").handler(post(body), {}))).toMatchObject({
+    status: 202,
+  });
+  expect(fanned).toEqual(["orders", "orders"]);
+  const limited: Principal = { ...ingestOnly, channels: ["news.*"] };
+  expect(await answer(routeFanningOut(fanOut, "ingest", limited).handler(post(body), {}))).toMatchObject({
+    body: { errors: [{ index: 0, reason: "channel orders is not allowed for this token" }] },
+  });
 });

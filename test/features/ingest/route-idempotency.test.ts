@@ -41,7 +41,14 @@ function setup() {
     maxBytes: 1 << 20,
   });
   const route = ingestRoute(
-    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 5000 },
+    {
+      topic: "events",
+      dlqTopic: undefined,
+      maxBodyBytes: 1_000_000,
+      maxRecords: 1000,
+      ackTimeoutMs: 5000,
+      channelScope: "ingest",
+    },
     {
       authenticate: async () => principal,
       admission: { request: () => undefined, events: () => undefined },
@@ -149,7 +156,14 @@ test("records acknowledged past the deadline with an Idempotency-Key: the key's 
     maxBytes: 1 << 20,
   });
   const route = ingestRoute(
-    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 20 },
+    {
+      topic: "events",
+      dlqTopic: undefined,
+      maxBodyBytes: 1_000_000,
+      maxRecords: 1000,
+      ackTimeoutMs: 20,
+      channelScope: "ingest",
+    },
     {
       authenticate: async () => principal,
       admission: { request: () => undefined, events: () => undefined },

@@ -16,7 +16,14 @@ const principal: Principal = {
 test("every record the route queues names the request's tenant, its dead letters too: all count in its share of the producer queue", async () => {
   const queued: Array<{ topic: string | undefined; tenant: string | undefined }> = [];
   const route = ingestRoute(
-    { topic: "events", dlqTopic: "dlq", maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 5000 },
+    {
+      topic: "events",
+      dlqTopic: "dlq",
+      maxBodyBytes: 1_000_000,
+      maxRecords: 1000,
+      ackTimeoutMs: 5000,
+      channelScope: "ingest",
+    },
     {
       authenticate: async () => principal,
       admission: { request: () => undefined, events: () => undefined },

@@ -25,7 +25,14 @@ let fannedOut: { records: EventRecord[]; messages: readonly RecordMessage[] } | 
 async function ingest(body: Buffer): Promise<SinkMessage[]> {
   const written: SinkMessage[] = [];
   const route = ingestRoute(
-    { topic: "events", dlqTopic: undefined, maxBodyBytes: 1_000_000, maxRecords: 1000, ackTimeoutMs: 5000 },
+    {
+      topic: "events",
+      dlqTopic: undefined,
+      maxBodyBytes: 1_000_000,
+      maxRecords: 1000,
+      ackTimeoutMs: 5000,
+      channelScope: "ingest",
+    },
     {
       authenticate: async () => principal,
       admission: { request: () => undefined, events: () => undefined },
