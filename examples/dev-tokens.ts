@@ -13,6 +13,8 @@ export interface DevTokenOptions {
   secret?: string;
   tenant?: string;
   scopes: string[];
+  /** The `channels` claim: channel patterns the token may use (`[]`: none). Default: no claim. */
+  channels?: string[];
   /** Short on purpose, so the client's refresh is exercised. Default 300 s. */
   ttlSec?: number;
 }
@@ -34,6 +36,7 @@ export function devTokenIssuer(options: DevTokenOptions): DevTokenIssuer {
         secret: options.secret ?? (process.env.JWT_SECRET || DEV_JWT_SECRET),
         tenant: options.tenant ?? "acme",
         scopes: options.scopes,
+        channels: options.channels,
         ttlSec: options.ttlSec ?? 300,
       });
       issued++;

@@ -14,7 +14,8 @@ export async function serveBrowserEvents(
   if (!build.success) throw new AggregateError(build.logs, "the page did not build");
   const script = await (build.outputs[0] as Blob).text();
   const page = await Bun.file(`${HERE}index.html`).text();
-  const tokens = devTokenIssuer(options.tokens ?? { scopes: ["ingest"] });
+  // A page's token is anyone's who opens the page: it sends analytics, never into live channels.
+  const tokens = devTokenIssuer(options.tokens ?? { scopes: ["ingest"], channels: [] });
   const server = Bun.serve({
     hostname: "127.0.0.1",
     port: options.port ?? 0,
