@@ -8,6 +8,7 @@ import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { RecordIdStore } from "../../../src/ports/record-ids.ts";
 import { RecordsRefused, type RefusedRecord, type SinkMessage } from "../../../src/ports/sink.ts";
 import type { HttpRequest } from "../../../src/ports/transport.ts";
+import { ingestOptions } from "../../support/ingest-options.ts";
 
 const principal = (tenant: string): Principal => ({
   subject: "s",
@@ -38,27 +39,17 @@ function requestWithBody(bytes: Uint8Array): HttpRequest {
 /** The ingest route with a queue that keeps what it is given, or fails while `failing`. */
 /** The route for tenant acme, whose records are written once `written` settles (past its 20 ms deadline). */
 function lateRoute(written: Promise<void>) {
-  return ingestRoute(
-    {
-      topic: "events",
-      dlqTopic: undefined,
-      maxBodyBytes: 1_000_000,
-      maxRecords: 1000,
-      ackTimeoutMs: 20,
-      channelScope: "ingest",
-    },
-    {
-      authenticate: async () => principal("acme"),
-      admission: { request: () => undefined, events: () => undefined },
-      idempotency: { run: async () => ({ status: 500, body: "" }) },
-      bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
-      schemas: { validate: () => ({ ok: true }) },
-      queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: () => written },
-      metrics: createMetrics("test", "0"),
-      dedup: { windowMs: () => undefined, store: new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 10 }) },
-      fanOut: () => undefined,
-    },
-  );
+  return ingestRoute(ingestOptions({ ackTimeoutMs: 20 }), {
+    authenticate: async () => principal("acme"),
+    admission: { request: () => undefined, events: () => undefined },
+    idempotency: { run: async () => ({ status: 500, body: "" }) },
+    bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
+    schemas: { validate: () => ({ ok: true }) },
+    queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: () => written },
+    metrics: createMetrics("test", "0"),
+    dedup: { windowMs: () => undefined, store: new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 10 }) },
+    fanOut: () => undefined,
+  });
 }
 
 function setup(store: RecordIdStore, dedupTenants: string[]) {
@@ -93,27 +84,17 @@ function setup(store: RecordIdStore, dedupTenants: string[]) {
       if (refused.length > 0) throw new RecordsRefused(refused);
     },
   };
-  const route = ingestRoute(
-    {
-      topic: "events",
-      dlqTopic: undefined,
-      maxBodyBytes: 1_000_000,
-      maxRecords: 1000,
-      ackTimeoutMs: 5000,
-      channelScope: "ingest",
-    },
-    {
-      authenticate: async (req) => principal(req.header("x-tenant") as string),
-      admission: { request: () => undefined, events: () => undefined },
-      idempotency: { run: async () => ({ status: 500, body: "" }) },
-      bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
-      schemas: { validate: () => ({ ok: true }) },
-      queue,
-      metrics: createMetrics("test", "0"),
-      dedup: { windowMs: (tenant) => (dedupTenants.includes(tenant) ? 60_000 : undefined), store },
-      fanOut: () => undefined,
-    },
-  );
+  const route = ingestRoute(ingestOptions(), {
+    authenticate: async (req) => principal(req.header("x-tenant") as string),
+    admission: { request: () => undefined, events: () => undefined },
+    idempotency: { run: async () => ({ status: 500, body: "" }) },
+    bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
+    schemas: { validate: () => ({ ok: true }) },
+    queue,
+    metrics: createMetrics("test", "0"),
+    dedup: { windowMs: (tenant) => (dedupTenants.includes(tenant) ? 60_000 : undefined), store },
+    fanOut: () => undefined,
+  });
   const post = async (tenant: string, ...ids: Array<string | undefined>) => {
     const body = ids.map((id) => JSON.stringify({ type: "click", id, data: {} })).join("\n");
     const reply = await route.handler(request(tenant, body), {});

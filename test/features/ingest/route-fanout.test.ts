@@ -5,6 +5,7 @@ import { RequestBodies } from "../../../src/http/request-bodies.ts";
 import { ingestedFanoutRecords } from "../../../src/infra/kafka/fanout-bus.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { HttpReply, HttpRequest } from "../../../src/ports/transport.ts";
+import { ingestOptions } from "../../support/ingest-options.ts";
 
 const principal: Principal = {
   subject: "s",
@@ -26,27 +27,17 @@ function routeFanningOut(
   channelScope: "ingest" | "publish" = "ingest",
   caller: Principal = principal,
 ) {
-  return ingestRoute(
-    {
-      topic: "events",
-      dlqTopic: undefined,
-      maxBodyBytes: 1_000_000,
-      maxRecords: 1000,
-      ackTimeoutMs: 200,
-      channelScope,
-    },
-    {
-      authenticate: async () => caller,
-      admission: { request: () => undefined, events: () => undefined },
-      idempotency: { run: async () => ({ status: 500, body: "" }) },
-      bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
-      schemas: { validate: () => ({ ok: true }) },
-      queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} },
-      metrics: createMetrics("test", "0"),
-      dedup: { windowMs: () => undefined, store: undefined as never },
-      fanOut,
-    },
-  );
+  return ingestRoute(ingestOptions({ ackTimeoutMs: 200, channelScope }), {
+    authenticate: async () => caller,
+    admission: { request: () => undefined, events: () => undefined },
+    idempotency: { run: async () => ({ status: 500, body: "" }) },
+    bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
+    schemas: { validate: () => ({ ok: true }) },
+    queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} },
+    metrics: createMetrics("test", "0"),
+    dedup: { windowMs: () => undefined, store: undefined as never },
+    fanOut,
+  });
 }
 
 function post(body: unknown, query = "", contentType = "application/json"): HttpRequest {

@@ -4,6 +4,7 @@ import { ingestRoute } from "../../../src/features/ingest/route.ts";
 import { RequestBodies } from "../../../src/http/request-bodies.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { HttpRequest } from "../../../src/ports/transport.ts";
+import { ingestOptions } from "../../support/ingest-options.ts";
 
 const principal: Principal = {
   subject: "s",
@@ -15,33 +16,23 @@ const principal: Principal = {
 
 test("every record the route queues names the request's tenant, its dead letters too: all count in its share of the producer queue", async () => {
   const queued: Array<{ topic: string | undefined; tenant: string | undefined }> = [];
-  const route = ingestRoute(
-    {
-      topic: "events",
-      dlqTopic: "dlq",
-      maxBodyBytes: 1_000_000,
-      maxRecords: 1000,
-      ackTimeoutMs: 5000,
-      channelScope: "ingest",
-    },
-    {
-      authenticate: async () => principal,
-      admission: { request: () => undefined, events: () => undefined },
-      idempotency: { run: async () => ({ status: 500, body: "" }) },
-      bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
-      schemas: { validate: () => ({ ok: true }) },
-      queue: {
-        maxRecordBytes: 1_000_000,
-        fits: () => true,
-        enqueue: async (messages, _until, tenant) => {
-          queued.push({ topic: messages[0]?.topic, tenant });
-        },
+  const route = ingestRoute(ingestOptions({ dlqTopic: "dlq" }), {
+    authenticate: async () => principal,
+    admission: { request: () => undefined, events: () => undefined },
+    idempotency: { run: async () => ({ status: 500, body: "" }) },
+    bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
+    schemas: { validate: () => ({ ok: true }) },
+    queue: {
+      maxRecordBytes: 1_000_000,
+      fits: () => true,
+      enqueue: async (messages, _until, tenant) => {
+        queued.push({ topic: messages[0]?.topic, tenant });
       },
-      metrics: createMetrics("test", "0"),
-      dedup: { windowMs: () => undefined, store: undefined as never },
-      fanOut: () => undefined,
     },
-  );
+    metrics: createMetrics("test", "0"),
+    dedup: { windowMs: () => undefined, store: undefined as never },
+    fanOut: () => undefined,
+  });
   // One record written, one rejected (no type): the rejected one goes to the dead-letter topic.
   const body = [{ type: "click", data: {} }, { data: {} }];
   const request: HttpRequest = {
