@@ -2,13 +2,11 @@ import { expect, test } from "bun:test";
 import { GatewayError } from "../../../src/domain/errors.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { ingestRoute } from "../../../src/features/ingest/route.ts";
-import { RequestBodies } from "../../../src/http/request-bodies.ts";
 import { MemoryRecordIdStore } from "../../../src/infra/idempotency/memory-record-ids.ts";
-import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { RecordIdStore } from "../../../src/ports/record-ids.ts";
 import { RecordsRefused, type RefusedRecord, type SinkMessage } from "../../../src/ports/sink.ts";
 import type { HttpRequest } from "../../../src/ports/transport.ts";
-import { ingestOptions } from "../../support/ingest-options.ts";
+import { ingestDependencies, ingestOptions } from "../../support/ingest-options.ts";
 
 const principal = (tenant: string): Principal => ({
   subject: "s",
@@ -39,17 +37,14 @@ function requestWithBody(bytes: Uint8Array): HttpRequest {
 /** The ingest route with a queue that keeps what it is given, or fails while `failing`. */
 /** The route for tenant acme, whose records are written once `written` settles (past its 20 ms deadline). */
 function lateRoute(written: Promise<void>) {
-  return ingestRoute(ingestOptions({ ackTimeoutMs: 20 }), {
-    authenticate: async () => principal("acme"),
-    admission: { request: () => undefined, events: () => undefined },
-    idempotency: { run: async () => ({ status: 500, body: "" }) },
-    bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
-    schemas: { validate: () => ({ ok: true }) },
-    queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: () => written },
-    metrics: createMetrics("test", "0"),
-    dedup: { windowMs: () => undefined, store: new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 10 }) },
-    fanOut: () => undefined,
-  });
+  return ingestRoute(
+    ingestOptions({ ackTimeoutMs: 20 }),
+    ingestDependencies({
+      authenticate: async () => principal("acme"),
+      queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: () => written },
+      dedup: { windowMs: () => undefined, store: new MemoryRecordIdStore({ pendingMs: 60_000, maxIds: 10 }) },
+    }),
+  );
 }
 
 function setup(store: RecordIdStore, dedupTenants: string[]) {
@@ -84,17 +79,14 @@ function setup(store: RecordIdStore, dedupTenants: string[]) {
       if (refused.length > 0) throw new RecordsRefused(refused);
     },
   };
-  const route = ingestRoute(ingestOptions(), {
-    authenticate: async (req) => principal(req.header("x-tenant") as string),
-    admission: { request: () => undefined, events: () => undefined },
-    idempotency: { run: async () => ({ status: 500, body: "" }) },
-    bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
-    schemas: { validate: () => ({ ok: true }) },
-    queue,
-    metrics: createMetrics("test", "0"),
-    dedup: { windowMs: (tenant) => (dedupTenants.includes(tenant) ? 60_000 : undefined), store },
-    fanOut: () => undefined,
-  });
+  const route = ingestRoute(
+    ingestOptions(),
+    ingestDependencies({
+      authenticate: async (req) => principal(req.header("x-tenant") as string),
+      queue,
+      dedup: { windowMs: (tenant) => (dedupTenants.includes(tenant) ? 60_000 : undefined), store },
+    }),
+  );
   const post = async (tenant: string, ...ids: Array<string | undefined>) => {
     const body = ids.map((id) => JSON.stringify({ type: "click", id, data: {} })).join("\n");
     const reply = await route.handler(request(tenant, body), {});

@@ -1,11 +1,9 @@
 import { expect, test } from "bun:test";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { ingestRoute } from "../../../src/features/ingest/route.ts";
-import { RequestBodies } from "../../../src/http/request-bodies.ts";
 import { ingestedFanoutRecords } from "../../../src/infra/kafka/fanout-bus.ts";
-import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { HttpReply, HttpRequest } from "../../../src/ports/transport.ts";
-import { ingestOptions } from "../../support/ingest-options.ts";
+import { ingestDependencies, ingestOptions } from "../../support/ingest-options.ts";
 
 const principal: Principal = {
   subject: "s",
@@ -27,17 +25,13 @@ function routeFanningOut(
   channelScope: "ingest" | "publish" = "ingest",
   caller: Principal = principal,
 ) {
-  return ingestRoute(ingestOptions({ ackTimeoutMs: 200, channelScope }), {
-    authenticate: async () => caller,
-    admission: { request: () => undefined, events: () => undefined },
-    idempotency: { run: async () => ({ status: 500, body: "" }) },
-    bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
-    schemas: { validate: () => ({ ok: true }) },
-    queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} },
-    metrics: createMetrics("test", "0"),
-    dedup: { windowMs: () => undefined, store: undefined as never },
-    fanOut,
-  });
+  return ingestRoute(
+    ingestOptions({ ackTimeoutMs: 200, channelScope }),
+    ingestDependencies({
+      authenticate: async () => caller,
+      fanOut,
+    }),
+  );
 }
 
 function post(body: unknown, query = "", contentType = "application/json"): HttpRequest {

@@ -9,7 +9,7 @@ import { MemoryIdempotencyStore } from "../../../src/infra/idempotency/memory-st
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { SinkMessage } from "../../../src/ports/sink.ts";
 import type { HttpRequest } from "../../../src/ports/transport.ts";
-import { ingestOptions } from "../../support/ingest-options.ts";
+import { ingestDependencies, ingestOptions } from "../../support/ingest-options.ts";
 
 const principal: Principal = {
   subject: "s",
@@ -41,23 +41,22 @@ function setup() {
     maxKeys: 100,
     maxBytes: 1 << 20,
   });
-  const route = ingestRoute(ingestOptions(), {
-    authenticate: async () => principal,
-    admission: { request: () => undefined, events: () => undefined },
-    idempotency: new Idempotency(store, metrics),
-    schemas: { validate: () => ({ ok: true }) },
-    queue: {
-      maxRecordBytes: 1_000_000,
-      fits: () => true,
-      enqueue: async (messages: SinkMessage[]) => {
-        written.push(...messages);
+  const route = ingestRoute(
+    ingestOptions(),
+    ingestDependencies({
+      authenticate: async () => principal,
+      idempotency: new Idempotency(store, metrics),
+      queue: {
+        maxRecordBytes: 1_000_000,
+        fits: () => true,
+        enqueue: async (messages: SinkMessage[]) => {
+          written.push(...messages);
+        },
       },
-    },
-    metrics,
-    dedup: { windowMs: () => undefined, store: undefined as never },
-    fanOut: () => undefined,
-    bodies: new RequestBodies(64 * 1024 * 1024, 1_000_000),
-  });
+      metrics,
+      bodies: new RequestBodies(64 * 1024 * 1024, 1_000_000),
+    }),
+  );
   return { route, written };
 }
 
@@ -146,17 +145,16 @@ test("records acknowledged past the deadline with an Idempotency-Key: the key's 
     maxKeys: 100,
     maxBytes: 1 << 20,
   });
-  const route = ingestRoute(ingestOptions({ ackTimeoutMs: 20 }), {
-    authenticate: async () => principal,
-    admission: { request: () => undefined, events: () => undefined },
-    idempotency: new Idempotency(store, metrics),
-    schemas: { validate: () => ({ ok: true }) },
-    queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: () => written.promise },
-    metrics,
-    dedup: { windowMs: () => undefined, store: undefined as never },
-    fanOut: () => undefined,
-    bodies: new RequestBodies(64 * 1024 * 1024, 1_000_000),
-  });
+  const route = ingestRoute(
+    ingestOptions({ ackTimeoutMs: 20 }),
+    ingestDependencies({
+      authenticate: async () => principal,
+      idempotency: new Idempotency(store, metrics),
+      queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: () => written.promise },
+      metrics,
+      bodies: new RequestBodies(64 * 1024 * 1024, 1_000_000),
+    }),
+  );
   // Each body in a function of its own, so that nothing of this test's frame keeps it, nor the 503.
   const send = async (key: number) => {
     const bytes = new TextEncoder().encode(

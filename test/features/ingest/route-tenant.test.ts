@@ -1,10 +1,8 @@
 import { expect, test } from "bun:test";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { ingestRoute } from "../../../src/features/ingest/route.ts";
-import { RequestBodies } from "../../../src/http/request-bodies.ts";
-import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { HttpRequest } from "../../../src/ports/transport.ts";
-import { ingestOptions } from "../../support/ingest-options.ts";
+import { ingestDependencies, ingestOptions } from "../../support/ingest-options.ts";
 
 const principal: Principal = {
   subject: "s",
@@ -16,23 +14,19 @@ const principal: Principal = {
 
 test("every record the route queues names the request's tenant, its dead letters too: all count in its share of the producer queue", async () => {
   const queued: Array<{ topic: string | undefined; tenant: string | undefined }> = [];
-  const route = ingestRoute(ingestOptions({ dlqTopic: "dlq" }), {
-    authenticate: async () => principal,
-    admission: { request: () => undefined, events: () => undefined },
-    idempotency: { run: async () => ({ status: 500, body: "" }) },
-    bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
-    schemas: { validate: () => ({ ok: true }) },
-    queue: {
-      maxRecordBytes: 1_000_000,
-      fits: () => true,
-      enqueue: async (messages, _until, tenant) => {
-        queued.push({ topic: messages[0]?.topic, tenant });
+  const route = ingestRoute(
+    ingestOptions({ dlqTopic: "dlq" }),
+    ingestDependencies({
+      authenticate: async () => principal,
+      queue: {
+        maxRecordBytes: 1_000_000,
+        fits: () => true,
+        enqueue: async (messages, _until, tenant) => {
+          queued.push({ topic: messages[0]?.topic, tenant });
+        },
       },
-    },
-    metrics: createMetrics("test", "0"),
-    dedup: { windowMs: () => undefined, store: undefined as never },
-    fanOut: () => undefined,
-  });
+    }),
+  );
   // One record written, one rejected (no type): the rejected one goes to the dead-letter topic.
   const body = [{ type: "click", data: {} }, { data: {} }];
   const request: HttpRequest = {

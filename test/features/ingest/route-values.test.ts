@@ -3,13 +3,11 @@ import type { Principal } from "../../../src/domain/principal.ts";
 import type { EventRecord } from "../../../src/domain/record.ts";
 import type { RecordMessage } from "../../../src/features/ingest/record-value.ts";
 import { ingestRoute } from "../../../src/features/ingest/route.ts";
-import { RequestBodies } from "../../../src/http/request-bodies.ts";
 import { deadLetterFor } from "../../../src/infra/delivery/dead-letter.ts";
 import { recordBytes } from "../../../src/infra/delivery/record-size.ts";
-import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { SinkMessage } from "../../../src/ports/sink.ts";
 import type { HttpRequest } from "../../../src/ports/transport.ts";
-import { ingestOptions } from "../../support/ingest-options.ts";
+import { ingestDependencies, ingestOptions } from "../../support/ingest-options.ts";
 
 const principal: Principal = {
   subject: "s",
@@ -25,26 +23,23 @@ let fannedOut: { records: EventRecord[]; messages: readonly RecordMessage[] } | 
 /** Posts `body` to the ingest route; answers the messages it queued. */
 async function ingest(body: Buffer): Promise<SinkMessage[]> {
   const written: SinkMessage[] = [];
-  const route = ingestRoute(ingestOptions(), {
-    authenticate: async () => principal,
-    admission: { request: () => undefined, events: () => undefined },
-    idempotency: { run: async () => ({ status: 500, body: "" }) },
-    bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
-    schemas: { validate: () => ({ ok: true }) },
-    queue: {
-      maxRecordBytes: 1_000_000,
-      fits: () => true,
-      enqueue: async (messages: SinkMessage[]) => {
-        written.push(...messages);
+  const route = ingestRoute(
+    ingestOptions(),
+    ingestDependencies({
+      authenticate: async () => principal,
+      queue: {
+        maxRecordBytes: 1_000_000,
+        fits: () => true,
+        enqueue: async (messages: SinkMessage[]) => {
+          written.push(...messages);
+        },
       },
-    },
-    metrics: createMetrics("test", "0"),
-    dedup: { windowMs: () => undefined, store: undefined as never },
-    fanOut: (records, _trace, messages) => {
-      fannedOut = { records, messages };
-      return undefined;
-    },
-  });
+      fanOut: (records, _trace, messages) => {
+        fannedOut = { records, messages };
+        return undefined;
+      },
+    }),
+  );
   const request: HttpRequest = {
     method: "POST",
     path: "/v1/events",
