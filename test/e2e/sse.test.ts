@@ -325,7 +325,7 @@ for (const runtime of RUNTIMES) {
       await resumed.close();
     });
 
-    test("history pages: limit 100 by default, at most 1000, anything else a 400; next walks every event once, in order", async () => {
+    test("history pages: limit 100 by default, at most 1000 (a larger one is read as 1000), anything but a positive integer a 400; next walks every event once, in order", async () => {
       // As many as a channel keeps by default (HISTORY_EVENTS_PER_CHANNEL).
       const records = Array.from({ length: 1000 }, (_, n) => ({
         type: "click",
@@ -355,7 +355,7 @@ for (const runtime of RUNTIMES) {
         if (Date.now() > deadline) break;
         await Bun.sleep(50);
       }
-      for (const limit of ["0", "1001", "abc", "-1", "1.5", "1e2", "", "99999999999999999999"]) {
+      for (const limit of ["0", "abc", "-1", "1.5", "1e2", ""]) {
         const refused = await page(`limit=${limit}`);
         expect({ limit, ...refused }).toMatchObject({ limit, status: 400, body: { error: "bad_request" } });
       }
@@ -363,6 +363,11 @@ for (const runtime of RUNTIMES) {
       expect(first.events).toHaveLength(100);
       expect(first.next).toBe(first.events[99]?.id as string);
       expect(((await page("limit=1000")).body as unknown as Page).events).toHaveLength(1000);
+      for (const limit of ["1001", "5000", "99999999999999999999"]) {
+        const clamped = await page(`limit=${limit}`);
+        expect(clamped.status).toBe(200);
+        expect((clamped.body as unknown as Page).events).toHaveLength(1000);
+      }
       const seen: string[] = [];
       let since: string | null = null;
       let pages = 0;
