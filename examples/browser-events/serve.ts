@@ -15,7 +15,7 @@ export async function serveBrowserEvents(
   const script = await (build.outputs[0] as Blob).text();
   const page = await Bun.file(`${HERE}index.html`).text();
   // A page's token is anyone's who opens the page: it sends analytics, never into live channels.
-  const tokens = devTokenIssuer(options.tokens ?? { scopes: ["ingest"], channels: [] });
+  const tokens = devTokenIssuer({ scopes: ["ingest"], channels: [], ...options.tokens });
   const server = Bun.serve({
     hostname: "127.0.0.1",
     port: options.port ?? 0,

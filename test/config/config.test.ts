@@ -578,6 +578,12 @@ describe("loadConfig", () => {
     expect(loadConfig({ ...SECRET, MAX_BODY_BYTES: "100" }).maxBodyBytes).toBe(100);
   });
 
+  test("INGEST_CHANNEL_SCOPE: ingest by default, publish when set so, anything else refused naming it", () => {
+    expect(loadConfig(SECRET).ingestChannelScope).toBe("ingest");
+    expect(loadConfig({ ...SECRET, INGEST_CHANNEL_SCOPE: "publish" }).ingestChannelScope).toBe("publish");
+    expect(problemsOf({ INGEST_CHANNEL_SCOPE: "subscribe" }).join()).toStartWith("INGEST_CHANNEL_SCOPE:");
+  });
+
   test("drain timeout must exceed drain delay: both are named, either may be the one set wrong", () => {
     for (const env of [
       { DRAIN_DELAY_MS: "5000", DRAIN_TIMEOUT_MS: "4000" },

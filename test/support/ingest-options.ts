@@ -25,12 +25,13 @@ export function ingestDependencies(
   return {
     admission: { request: () => undefined, events: () => undefined },
     idempotency: { run: async () => ({ status: 500, body: "" }) },
-    bodies: new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
     schemas: { validate: () => ({ ok: true }) },
     queue: { maxRecordBytes: 1_000_000, fits: () => true, enqueue: async () => {} },
-    metrics: createMetrics("test", "0"),
     dedup: { windowMs: () => undefined, store: undefined as never },
     fanOut: () => undefined,
     ...overrides,
+    // Made only when not given: each holds state of its own (prom-client's registry, the bodies' budget).
+    bodies: overrides.bodies ?? new RequestBodies(64 * 1024 * 1024, 1024 * 1024),
+    metrics: overrides.metrics ?? createMetrics("test", "0"),
   };
 }

@@ -11,7 +11,7 @@ export interface RecordFields {
   /** Set by the client (a UUIDv7) when absent, so a retried record can be deduplicated downstream. */
   id?: string;
   ts?: number | string;
-  /** Also fans the record out to this channel's subscribers (a token limited by a `channels` claim must allow it). */
+  /** Also fans the record out to this channel's subscribers (a `channels` claim must allow it; a gateway set to INGEST_CHANNEL_SCOPE=publish asks the publish scope too). */
   channel?: string;
   key?: string;
 }

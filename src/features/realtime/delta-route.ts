@@ -64,13 +64,14 @@ export function deltaRoute(
  * integer asks for that many (the SPEC's "at most 1000": the client walks on
  * with `next`); anything but a positive integer is a 400.
  */
-function pageLimit(raw: string | null): number {
+export function pageLimit(raw: string | null): number {
   if (raw === null) return DEFAULT_PAGE;
-  if (!/^\d+$/.test(raw) || /^0+$/.test(raw)) {
+  const digits = raw.replace(/^0+/, "");
+  if (!/^\d+$/.test(raw) || digits === "") {
     throw new GatewayError("bad_request", "limit must be a positive integer (a page holds at most 1000)");
   }
   // Past four digits it is past MAX_PAGE, however many more it has.
-  return raw.length > 4 ? MAX_PAGE : Math.min(Number(raw), MAX_PAGE);
+  return digits.length > 4 ? MAX_PAGE : Math.min(Number(digits), MAX_PAGE);
 }
 
 /** The history frame without its `type` member, as text: numbers in `data` stay as they were sent. */
