@@ -170,7 +170,7 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
     expect(JSON.parse(letter as string)).toMatchObject({ tenant: "acme", record: { id: "refused-as-sent" } });
   });
 
-  test("a record with a channel needs the ingest scope only; a token limited to channel patterns has only that record refused", async () => {
+  test("a record with a channel needs the ingest scope only (publish too with INGEST_CHANNEL_SCOPE=publish); a token limited to channel patterns has only that record refused", async () => {
     const body = JSON.stringify([
       { type: "click", channel: "orders", data: { element: "a" } },
       { type: "click", data: { element: "b" } },
@@ -191,6 +191,19 @@ describe.each(RUNTIMES)("payload fidelity and hostile bodies on %s", (runtime) =
     expect(JSON.parse(refused.text).errors).toEqual([
       { index: 0, reason: "channel orders is not allowed for this token", code: "forbidden_channel" },
     ]);
+    // INGEST_CHANNEL_SCOPE=publish: the same ingest token's record with a channel is refused on its own.
+    const strict = await startGateway(runtime, { KAFKA_BROKERS: "", INGEST_CHANNEL_SCOPE: "publish" });
+    try {
+      expect(JSON.parse((await post(strict, "/v1/events", body, ingestAuth)).text)).toEqual({
+        accepted: 1,
+        rejected: 1,
+        errors: [
+          { index: 0, reason: '"channel" needs a token with scope publish', code: "forbidden_channel" },
+        ],
+      });
+    } finally {
+      await strict.stop("SIGKILL");
+    }
   });
 
   test("a record that can never fit a Kafka batch is refused on its own, before any 202", async () => {
