@@ -15,16 +15,17 @@ import { Router } from "./http/router.ts";
 import { tracedRoute } from "./http/traced-route.ts";
 import { createAuthenticator } from "./infra/auth/authenticator.ts";
 import { createS3ObjectClient } from "./infra/aws/s3.ts";
-import { CONNECTING_REASON, DeliveryQueue, UNHEALTHY_REASON } from "./infra/delivery/delivery-queue.ts";
+import {
+  CONNECTING_REASON,
+  DeliveryQueue,
+  type DeliveryQueueOptions,
+  UNHEALTHY_REASON,
+} from "./infra/delivery/delivery-queue.ts";
 import { batchBytesLimit } from "./infra/delivery/record-size.ts";
 import { MemoryRecordIdStore } from "./infra/idempotency/memory-record-ids.ts";
 import { MemoryIdempotencyStore } from "./infra/idempotency/memory-store.ts";
 import { RedisRecordIdStore } from "./infra/idempotency/redis-record-ids.ts";
 import { RedisIdempotencyStore } from "./infra/idempotency/redis-store.ts";
-import { type KafkaConnectionOptions, kafkaConnectionOptions } from "./infra/kafka/client-options.ts";
-import { KafkaFanoutBus } from "./infra/kafka/fanout-bus.ts";
-import { classifyFailure, KafkaWriter } from "./infra/kafka/writer.ts";
-import { ensureZstd } from "./infra/kafka/zstd.ts";
 import { LocalFanoutBus } from "./infra/local/fanout-bus.ts";
 import { LocalLogWriter } from "./infra/local/log-writer.ts";
 import { RedisPresence } from "./infra/presence/redis-presence.ts";
@@ -45,9 +46,9 @@ import type { HealthReasons } from "./ports/health.ts";
 import type { IdempotencyStore } from "./ports/idempotency.ts";
 import type { Module } from "./ports/module.ts";
 import type { RecordIdStore } from "./ports/record-ids.ts";
-import { SinkUnavailableError, type SinkWriter } from "./ports/sink.ts";
-import type { Tracing } from "./ports/tracing.ts";
+import type { SinkWriter } from "./ports/sink.ts";
 import type { GatewayApp, HttpRequest, RunningServer } from "./ports/transport.ts";
+import { startNamingSetting } from "./start-setting.ts";
 
 export interface Gateway {
   app: GatewayApp<Connection>;
@@ -59,6 +60,23 @@ export interface Gateway {
   drainSteps(server: RunningServer): DrainStep[];
   /** Records accepted and not yet delivered to the sink, and their bytes: what an exit now loses. */
   undelivered(): Undelivered;
+}
+
+/** What starting a sink is given. */
+export interface SinkEnvironment {
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  health: HealthReasons;
+  /** Wraps the sink's writer in spans when tracing is on. */
+  traceWrites: (writer: SinkWriter) => SinkWriter;
+  queueOptions: DeliveryQueueOptions;
+}
+
+/** Where accepted records go, and the bus that fans them out. */
+export interface StartedSink {
+  queue: DeliveryQueue;
+  bus: FanoutBus;
 }
 
 /** The one path where WebSocket upgrades are taken. */
@@ -148,11 +166,14 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
   const traced = (module: Module): Module =>
     tracing ? { ...module, routes: module.routes?.map((route) => tracedRoute(route, tracing)) } : module;
 
-  const kafka = config.kafka.brokers ? kafkaConnectionOptions(config.kafka) : undefined;
-  const queue = await createSink(config, kafka, log, metrics, health, tracing);
-  const bus: FanoutBus = kafka
-    ? new KafkaFanoutBus(kafka, config.kafka.fanoutTopic, queue, log, health)
-    : new LocalFanoutBus(workerFanoutRelay());
+  const { queue, bus } = await createSink({
+    config,
+    log,
+    metrics,
+    health,
+    traceWrites: (writer) => (tracing ? tracing.traceWriter(writer) : writer),
+    queueOptions: deliveryQueueOptions(config),
+  });
 
   const limits = new RateLimits(
     {
@@ -345,17 +366,9 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
   };
 }
 
-/** The delivery queue in front of Kafka, or of the embedded local log when KAFKA_BROKERS is unset. */
-async function createSink(
-  config: Config,
-  kafka: KafkaConnectionOptions | undefined,
-  log: Logger,
-  metrics: Metrics,
-  health: HealthReasons,
-  tracing: Tracing | undefined,
-): Promise<DeliveryQueue> {
-  const traceWrites = (writer: SinkWriter): SinkWriter => (tracing ? tracing.traceWriter(writer) : writer);
-  const queueOptions = {
+/** What the delivery queue needs to know of its sink, from the settings: the same in front of Kafka and of the local log. */
+function deliveryQueueOptions(config: Config): DeliveryQueueOptions {
+  return {
     lingerMs: config.kafka.lingerMs,
     batchBytes: config.kafka.batchBytes,
     maxBatchBytes: batchBytesLimit(
@@ -375,71 +388,32 @@ async function createSink(
     deadLetterTopic: config.kafka.dlqTopic,
     eventsTopic: config.kafka.topic,
   };
-  if (!kafka) {
-    // Each worker process appends to a log of its own.
-    const worker = process.env[WORKER_ENV];
-    const dir = worker === undefined ? config.localLog.dir : join(config.localLog.dir, `worker-${worker}`);
-    const writer = new LocalLogWriter({ ...config.localLog, dir }, log);
-    // A folder that cannot be created or written (a file in the way, a read-only disk) is the setting's fault.
-    const { truncatedBytes } = await startNamingSetting("LOCAL_LOG_DIR", writer.connect(), "cannot open");
-    if (truncatedBytes > 0)
-      log.warn({ path: writer.currentPath, bytes: truncatedBytes }, "local log: cut a torn last line");
-    log.warn(
-      { dir },
-      "KAFKA_BROKERS unset: embedded default (local NDJSON log as sink, in-process fan-out bus)",
-    );
-    return new DeliveryQueue(traceWrites(writer), queueOptions, metrics, health, log);
-  }
-  // Node 20 has no zstd of its own: its WebAssembly one instantiates before anything is written or read.
-  const zstdSetting = config.kafka.compression === "zstd" ? "KAFKA_COMPRESSION" : "KAFKA_FANOUT_COMPRESSION";
-  if (config.kafka.compression === "zstd" || config.kafka.fanoutCompression === "zstd")
-    await startNamingSetting(zstdSetting, ensureZstd(), "zstd cannot be loaded");
-  const writer = new KafkaWriter(kafka, config.kafka);
-  const topics = [
-    config.kafka.topic,
-    config.kafka.fanoutTopic,
-    ...(config.kafka.dlqTopic ? [config.kafka.dlqTopic] : []),
-  ];
-  // A topic's limit lowered while running: read again at a refusal (at most every LIMITS_REREAD_MS), so that
-  // records over it are refused before they are accepted rather than answered 202 (?ack=none) and dropped.
-  let limitsReadAt = Number.NEGATIVE_INFINITY;
-  const onTooLarge = () => {
-    if (performance.now() - limitsReadAt < LIMITS_REREAD_MS) return;
-    limitsReadAt = performance.now();
-    capToTopicLimits(writer, topics, config, queue, log).catch((error) =>
-      log.info({ err: error }, "topics' max.message.bytes not read again"),
-    );
-  };
-  const queue = new DeliveryQueue(traceWrites(writer), { ...queueOptions, onTooLarge }, metrics, health, log);
-  // Not ready until Kafka has answered once: ensureTopics below, or later a write or the probe.
-  queue.awaitFirstContact();
-  let reached = true;
-  try {
-    await writer.ensureTopics(topics, config.kafka.topicPartitions);
-  } catch (error) {
-    // Not fatal: the queue retries, /health reports the outage, the producer auto-creates topics later.
-    // A refusal (credentials the brokers reject, a topic it may not create) is an answer: the writes
-    // hold the topics refused, /health says degraded, and the other topics' limits still apply.
-    reached = classifyFailure(error) instanceof SinkUnavailableError;
-    if (reached)
-      log.error({ err: error, brokers: config.kafka.brokers }, "Kafka refuses the gateway at start");
-    else {
-      log.error({ err: error, brokers: config.kafka.brokers }, "Kafka unreachable at start");
-      queue.noteFailure(error);
-    }
-  }
-  if (reached) {
-    queue.noteReachable();
-    await capToTopicLimits(writer, topics, config, queue, log);
-  }
-  queue.startMonitor(() => writer.probe());
-  log.info(
-    { brokers: config.kafka.brokers, topic: config.kafka.topic, sasl: config.kafka.saslMechanism },
-    "Kafka sink",
-  );
-  return queue;
 }
 
+/**
+ * The delivery queue and the fan-out bus: Kafka's when KAFKA_BROKERS is set, loaded only then (importing the
+ * Kafka client costs a start ~0.8 CPU-s, loadtest/RESULTS.md), or the embedded local log and in-process bus.
+ */
+async function createSink(sink: SinkEnvironment): Promise<StartedSink> {
+  if (sink.config.kafka.brokers) return (await import("./kafka-sink.ts")).startKafkaSink(sink);
+  const { config, log, metrics, health, traceWrites, queueOptions } = sink;
+  // Each worker process appends to a log of its own.
+  const worker = process.env[WORKER_ENV];
+  const dir = worker === undefined ? config.localLog.dir : join(config.localLog.dir, `worker-${worker}`);
+  const writer = new LocalLogWriter({ ...config.localLog, dir }, log);
+  // A folder that cannot be created or written (a file in the way, a read-only disk) is the setting's fault.
+  const { truncatedBytes } = await startNamingSetting("LOCAL_LOG_DIR", writer.connect(), "cannot open");
+  if (truncatedBytes > 0)
+    log.warn({ path: writer.currentPath, bytes: truncatedBytes }, "local log: cut a torn last line");
+  log.warn(
+    { dir },
+    "KAFKA_BROKERS unset: embedded default (local NDJSON log as sink, in-process fan-out bus)",
+  );
+  return {
+    queue: new DeliveryQueue(traceWrites(writer), queueOptions, metrics, health, log),
+    bus: new LocalFanoutBus(workerFanoutRelay()),
+  };
+}
 /**
  * A document or folder named by a setting that could not be loaded or opened
  * at start: the fatal line names the setting in its text and in `variables`,
@@ -494,62 +468,4 @@ export async function holdWorkersLogFolder(config: Config): Promise<void> {
     "cannot open",
   );
   lock.releaseAtExit();
-}
-
-export class SettingLoadError extends Error {
-  readonly variables: string[];
-
-  constructor(setting: string, cause: unknown, failure = "cannot load") {
-    super(`${setting}: ${failure}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
-    this.name = "SettingLoadError";
-    this.variables = [setting];
-  }
-}
-
-/**
- * A document or folder named by a setting that cannot be loaded at start stops the
- * gateway with a message naming that setting, as a bad value of any other setting does.
- */
-async function startNamingSetting<T>(setting: string, started: Promise<T>, failure?: string): Promise<T> {
-  try {
-    return await started;
-  } catch (error) {
-    throw new SettingLoadError(setting, error, failure);
-  }
-}
-
-/** How often, at most, a refusal of a too large record has the topics' limits read again. */
-const LIMITS_REREAD_MS = 10_000;
-
-/**
- * A topic that takes smaller records than KAFKA_MAX_MESSAGE_BYTES says would
- * refuse them one at a time, each after splitting the batch that held it (a
- * delay for every tenant in that batch): its limit becomes the queue's, so
- * such a record is a 413 before it is accepted. Read at start, and again
- * when Kafka refuses a record as too large, for each topic Kafka describes: for one it does not (no DescribeConfigs
- * permission, the topic missing) the setting is trusted, and a refusal later
- * is still split down to the record at fault.
- */
-async function capToTopicLimits(
-  writer: KafkaWriter,
-  topics: string[],
-  config: Config,
-  queue: DeliveryQueue,
-  log: Logger,
-): Promise<void> {
-  const { limits, unreadable } = await writer.messageLimits(topics);
-  for (const [topic, error] of unreadable)
-    log.info(
-      { err: error, topic },
-      "topic's max.message.bytes not readable: KAFKA_MAX_MESSAGE_BYTES is trusted",
-    );
-  const compressed = config.kafka.compression !== "none" || config.kafka.fanoutCompression !== "none";
-  for (const [topic, bytes] of limits) {
-    if (bytes >= config.kafka.maxMessageBytes) continue;
-    log.warn(
-      { topic, topicMaxMessageBytes: bytes, KAFKA_MAX_MESSAGE_BYTES: config.kafka.maxMessageBytes },
-      "a topic takes smaller records than KAFKA_MAX_MESSAGE_BYTES: its max.message.bytes applies",
-    );
-    queue.capBatchBytes(batchBytesLimit(bytes, compressed));
-  }
 }

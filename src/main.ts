@@ -1,7 +1,7 @@
 import { fileURLToPath } from "node:url";
 import { format } from "node:util";
 import packageJson from "../package.json" with { type: "json" };
-import { createGateway, createSupervisorStores, holdWorkersLogFolder, SettingLoadError } from "./app.ts";
+import { createGateway, createSupervisorStores, holdWorkersLogFolder } from "./app.ts";
 import {
   ConfigError,
   ignoredSettings,
@@ -20,6 +20,7 @@ import {
   watchSupervisor,
 } from "./lifecycle/workers.ts";
 import { createLogger } from "./log/logger.ts";
+import { SettingLoadError } from "./start-setting.ts";
 import { selectTransport } from "./transport/select.ts";
 import { fallbackRefusal } from "./transport/uws/engine.ts";
 
