@@ -414,12 +414,7 @@ async function createSink(sink: SinkEnvironment): Promise<StartedSink> {
     bus: new LocalFanoutBus(workerFanoutRelay()),
   };
 }
-/**
- * A document or folder named by a setting that could not be loaded or opened
- * at start: the fatal line names the setting in its text and in `variables`,
- * as for a bad value or an unusable HOST/PORT, so a log pipeline finds all
- * three the same way.
- */
+
 /** A claim must outlive the longest a request can wait for Kafka, or a retry would run beside it. */
 function idempotencyStoreOptions(config: Config) {
   const pendingMs = Math.max(config.idempotency.pendingMs, config.ackTimeoutMs + 5000);

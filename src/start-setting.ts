@@ -1,3 +1,9 @@
+/**
+ * A document or folder named by a setting that could not be loaded or opened
+ * at start: the fatal line names the setting in its text and in `variables`,
+ * as for a bad value or an unusable HOST/PORT, so a log pipeline finds all
+ * three the same way.
+ */
 export class SettingLoadError extends Error {
   readonly variables: string[];
 

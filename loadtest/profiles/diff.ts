@@ -9,8 +9,9 @@ interface ProfileNode {
   children?: number[];
 }
 
+// A bundle chunk's name without its content hash (kafka-sink-t5sr08zj.js), so two builds' frames line up.
 const nameOf = (node: ProfileNode) =>
-  `${node.callFrame.functionName || "(anonymous)"} ${node.callFrame.url.replace(/^.*\//, "")}:${node.callFrame.lineNumber + 1}`;
+  `${node.callFrame.functionName || "(anonymous)"} ${node.callFrame.url.replace(/^.*\//, "").replace(/-[a-z0-9]{8}\.js$/, ".js")}:${node.callFrame.lineNumber + 1}`;
 
 function load(path: string) {
   const profile = JSON.parse(readFileSync(path, "utf8")) as { nodes: ProfileNode[]; samples: number[] };

@@ -1,10 +1,12 @@
 // Who pays for each sample of a V8 .cpuprofile: every sample is charged to the
-// nearest frame on its stack that is ours (a `src/` module, from the bundle's
-// `// src/...` markers in dist/main.js) or a package's file (node_modules), so
-// Buffer, utf8Write and other runtime internals count for their caller. GC and
-// idle stay apart. Prints a markdown table of groups and of the top client files.
-//   bun loadtest/profiles/split.ts FILE.cpuprofile [dist/main.js]
+// nearest frame on its stack that is ours (a `src/` module, from the `// src/...`
+// markers Bun's bundler writes in each file of dist/: main.js and its chunks) or a
+// package's file (node_modules), so Buffer, utf8Write and other runtime internals
+// count for their caller. GC and idle stay apart. Prints a markdown table of groups
+// and of the top client files.
+//   bun loadtest/profiles/split.ts FILE.cpuprofile
 import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 
 interface ProfileNode {
   id: number;
@@ -12,21 +14,30 @@ interface ProfileNode {
   children?: number[];
 }
 
-const [path, bundlePath = "dist/main.js"] = process.argv.slice(2);
-if (!path) throw new Error("usage: split.ts FILE.cpuprofile [dist/main.js]");
+const [path] = process.argv.slice(2);
+if (!path) throw new Error("usage: split.ts FILE.cpuprofile");
 const profile = JSON.parse(readFileSync(path, "utf8")) as { nodes: ProfileNode[]; samples: number[] };
 
-// Bundle line -> source module, from the markers Bun's bundler writes.
-const markers: { line: number; module: string }[] = [];
-readFileSync(bundlePath, "utf8")
-  .split("\n")
-  .forEach((text, index) => {
-    const match = /^\/\/ (src\/\S+)$/.exec(text);
-    if (match) markers.push({ line: index + 1, module: match[1] as string });
-  });
-function moduleAt(line: number): string {
+type Marker = { line: number; module: string };
+// Bundle file -> its lines' source modules, read once per file the profile names.
+const markersByFile = new Map<string, Marker[]>();
+function markersOf(url: string): Marker[] {
+  let markers = markersByFile.get(url);
+  if (!markers) {
+    markers = [];
+    for (const [index, text] of readFileSync(url.startsWith("file:") ? fileURLToPath(url) : url, "utf8")
+      .split("\n")
+      .entries()) {
+      const match = /^\/\/ (src\/\S+)$/.exec(text);
+      if (match) markers.push({ line: index + 1, module: match[1] as string });
+    }
+    markersByFile.set(url, markers);
+  }
+  return markers;
+}
+function moduleAt(url: string, line: number): string {
   let found = "src/(bundle prelude)";
-  for (const marker of markers) {
+  for (const marker of markersOf(url)) {
     if (marker.line > line) break;
     found = marker.module;
   }
@@ -41,7 +52,7 @@ function owner(node: ProfileNode): string | undefined {
   const { url, lineNumber, functionName } = node.callFrame;
   if (functionName === "(garbage collector)") return "(garbage collector)";
   if (functionName === "(idle)") return "(idle)";
-  if (/\/dist\/main\.js$/.test(url)) return moduleAt(lineNumber + 1);
+  if (/\/dist\/[^/]+\.js$/.test(url)) return moduleAt(url, lineNumber + 1);
   const pkg = /node_modules\/(@[^/]+\/[^/]+|[^/]+)\/(.*)$/.exec(url);
   if (pkg) return `${pkg[1]}/${pkg[2]}`;
   return undefined;

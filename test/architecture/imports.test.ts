@@ -7,7 +7,7 @@ const SRC = join(import.meta.dir, "../../src");
 /**
  * Which layers each layer may import (ARCHITECTURE.md draws the same arrows).
  * A feature may import only its own folder among the features; infrastructure
- * never imports a feature; the composition root (app.ts, main.ts) imports anything.
+ * never imports a feature; the composition root (the files directly in src/) imports anything.
  */
 const ALLOWED: Record<string, string[]> = {
   domain: ["domain"],

@@ -14,37 +14,49 @@ const tempDir = tempDirs();
  */
 const KAFKA_ONLY = ["@platformatic/kafka", "aws-msk-iam-sasl-signer-js", "@aws-sdk/credential-providers"];
 
-/** A static import or re-export (not `import type`, which is erased), or a bare `import "x"`. */
-const STATIC_IMPORT =
-  /(?:^|\n)\s*(?:import|export)\s+(?!type\b)[^"';]*?\bfrom\s*["']([^"']+)["']|(?:^|\n)\s*import\s*["']([^"']+)["']/g;
+/** What a file imports before its first line runs: static imports and re-exports, as the runtime sees them. */
+function staticImports(file: string): string[] {
+  const loader = file.endsWith(".ts") ? "ts" : "js";
+  return new Bun.Transpiler({ loader })
+    .scanImports(readFileSync(file, "utf8"))
+    .filter((entry) => entry.kind === "import-statement")
+    .map((entry) => entry.path);
+}
 
-/** The packages a file loads before its first line runs: its static imports, followed through relative files. */
-function packagesLoadedBy(entry: string): Map<string, string> {
+/**
+ * Every file and package loaded with a file, before its first line runs: its static imports, followed
+ * through relative files (`import type`, erased, is not one). Each package maps to the file importing it.
+ */
+function loadedWith(entry: string): { files: Set<string>; packages: Map<string, string> } {
+  const files = new Set<string>();
   const packages = new Map<string, string>();
-  const seen = new Set<string>();
   const visit = (file: string) => {
-    if (seen.has(file)) return;
-    seen.add(file);
-    for (const match of readFileSync(file, "utf8").matchAll(STATIC_IMPORT)) {
-      const specifier = (match[1] ?? match[2]) as string;
-      if (specifier.startsWith(".")) visit(normalize(join(dirname(file), specifier)));
+    if (files.has(file)) return;
+    files.add(file);
+    for (const specifier of staticImports(file)) {
+      // A relative JSON module (package.json) is data: it imports nothing.
+      if (specifier.endsWith(".json")) files.add(normalize(join(dirname(file), specifier)));
+      else if (specifier.startsWith(".")) visit(normalize(join(dirname(file), specifier)));
       else if (!packages.has(specifier)) packages.set(specifier, file);
     }
   };
   visit(entry);
-  return packages;
+  return { files, packages };
 }
 
 function kafkaOnlyIn(packages: Map<string, string>): string[] {
   return [...packages]
-    .filter(([name]) => KAFKA_ONLY.includes(name))
+    .filter(([name]) => KAFKA_ONLY.some((only) => name === only || name.startsWith(`${only}/`)))
     .map(([name, file]) => `${name} <- ${file}`);
 }
 
 describe("the Kafka client is imported only when KAFKA_BROKERS is set", () => {
-  test("no static import from src/main.ts reaches it; the Kafka sink's module does", () => {
-    expect(kafkaOnlyIn(packagesLoadedBy(join(ROOT, "src/main.ts")))).toEqual([]);
-    const kafkaSink = packagesLoadedBy(join(ROOT, "src/kafka-sink.ts"));
+  test("no static import from src/main.ts reaches it, nor any of src/infra/kafka; the Kafka sink's module does", () => {
+    const start = loadedWith(join(ROOT, "src/main.ts"));
+    expect(kafkaOnlyIn(start.packages)).toEqual([]);
+    expect([...start.files].filter((file) => file.includes("/src/infra/kafka/"))).toEqual([]);
+    expect(start.files.has(join(ROOT, "src/app.ts"))).toBe(true);
+    const kafkaSink = loadedWith(join(ROOT, "src/kafka-sink.ts")).packages;
     for (const name of KAFKA_ONLY) expect(kafkaSink.has(name)).toBe(true);
   });
 
@@ -61,11 +73,11 @@ describe("the Kafka client is imported only when KAFKA_BROKERS is set", () => {
     expect(built.exitCode).toBe(0);
     const entry = join(outdir, "main.js");
     expect(existsSync(entry)).toBe(true);
-    expect(kafkaOnlyIn(packagesLoadedBy(entry))).toEqual([]);
+    expect(kafkaOnlyIn(loadedWith(entry).packages)).toEqual([]);
     // The check sees imports: the bundle does load the client, from a chunk that only import() reaches.
     const bundled = readFileSync(entry, "utf8");
     const chunk = /import\(\s*["'](\.\/kafka-sink[^"']*)["']\s*\)/.exec(bundled)?.[1];
     expect(chunk).toBeString();
-    expect(packagesLoadedBy(join(outdir, chunk as string)).has("@platformatic/kafka")).toBe(true);
+    expect(loadedWith(join(outdir, chunk as string)).packages.has("@platformatic/kafka")).toBe(true);
   });
 });
