@@ -243,9 +243,11 @@ function localLogLines(dir: string): number {
   );
 }
 
+const servicesState = process.env.EDGE_GATEWAY_STATE ?? "/tmp/edge-gateway-services";
+
 /** The broker's pid when it is the scripts/services broker we produce to (for its CPU share). */
 function brokerPid(): number | undefined {
-  const state = process.env.EDGE_GATEWAY_STATE ?? "/tmp/edge-gateway-services";
+  const state = servicesState;
   try {
     const port = /^KAFKA_PORT=(\d+)$/m.exec(readFileSync(join(state, "ports"), "utf8"))?.[1];
     if (!port || !brokers?.split(",").includes(`127.0.0.1:${port}`)) return undefined;
@@ -999,6 +1001,17 @@ const PACED_LEGEND = [
   "",
 ];
 
+/** Said when the broker runs with KAFKA_LEAN_JVM's flags (the test command's): its figures are not a production broker's. */
+function brokerJvmNote(): string {
+  if (brokerPid() === undefined) return "";
+  try {
+    const flags = readFileSync(join(servicesState, "kafka", "jvm-flags"), "utf8").trim();
+    return flags === "" ? "" : `, a lean test broker (JVM ${flags}): not figures to quote`;
+  } catch {
+    return "";
+  }
+}
+
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB`;
 const node24Version =
   node24Problem === undefined && ingest.some((entry) => entry.runtime === "node24")
@@ -1008,7 +1021,7 @@ const versions = `Node ${run(["node", "--version"]).trim()}${node24Version}, Bun
 const report = [
   `Run of ${started.toISOString().slice(0, 16).replace("T", " ")} UTC: \`${QUICK ? "BENCH_QUICK=1 " : ""}bun run bench\`` +
     ` (ROUNDS=${ROUNDS}, DURATION=${DURATION_SEC}s, warm-up ${WARMUP_SEC}s, wrk -t${WRK_THREADS} -c${CONNECTIONS}).`,
-  `Machine: ${machine}; ${versions}; Kafka ${brokers ? `at ${brokers} (same cores)` : "not running"}.`,
+  `Machine: ${machine}; ${versions}; Kafka ${brokers ? `at ${brokers} (same cores)${brokerJvmNote()}` : "not running"}.`,
   "",
   "| case | req/s (runs) | events landed/s | p50 / p99 ms | server CPU-s (% of a core) | events / server CPU-s | peak RSS MiB | wrk CPU | machine CPU | limit | ÷ bare engine | ÷ baseline | notes |",
   "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
