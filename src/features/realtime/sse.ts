@@ -8,6 +8,7 @@ import type { AdmittedHeaders } from "../../ports/admission.ts";
 import type { Route } from "../../ports/route.ts";
 import type { HttpRequest, HttpStream } from "../../ports/transport.ts";
 import type { FanoutTarget } from "./fanout.ts";
+import type { HistoryEvent } from "./history.ts";
 import { type PresenceListener, presenceTopic } from "./presence.ts";
 import { isPending, type Resume, type ResumeOutcome } from "./resume.ts";
 import { parseCursor, StreamCursor } from "./stream-cursor.ts";
@@ -329,6 +330,9 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     }
     let endNow = false;
     const fromLog: Array<[string, Promise<ResumeOutcome>, bigint]> = [];
+    // Every channel's replay from memory, written below in id order: channel by channel, the last `id:`
+    // EventSource keeps (and sends back) could be behind events of another channel it already has.
+    const replayed: HistoryEvent[] = [];
     for (const channel of given === undefined ? [] : channels) {
       const since = sinceOf(channel) as string;
       const resumed = resume.after(principal.tenant, channel, since, Number.MAX_SAFE_INTEGER);
@@ -337,11 +341,13 @@ export class SseStreams implements FanoutTarget, PresenceListener {
         eventStream.behind.set(channel, since);
         continue;
       }
-      const answer = this.replayText(eventStream, channel, resumed);
+      const answer = this.replayText(eventStream, channel, resumed, replayed);
       first += answer.text;
       if (answer.end) eventStream.behind.set(channel, resumedFrom(resumed, since));
       endNow ||= answer.end;
     }
+    replayed.sort(byPosition);
+    for (const event of replayed) first += eventStream.eventText(event.frame, event.id);
     // Registered in the same tick as the replay was read: no live event falls between the two.
     this.register(eventStream);
     for (const [channel, outcome, until] of fromLog) this.replayFromLog(eventStream, channel, outcome, until);
@@ -363,12 +369,14 @@ export class SseStreams implements FanoutTarget, PresenceListener {
    * refused for now, ends the stream after it (`end`): `EventSource` then
    * reconnects with the last id it got and goes on from there, after the
    * `retry` delay given. A `since` nothing can serve any more is said with an
-   * error event, and the channel goes on live.
+   * error event, and the channel goes on live. Given `into`, the events go
+   * there instead of into the text, for the caller to write in id order.
    */
   private replayText(
     stream: EventStream,
     channel: string,
     resumed: ResumeOutcome,
+    into?: HistoryEvent[],
   ): { text: string; end: boolean } {
     const metrics = this.deps.metrics;
     switch (resumed.kind) {
@@ -392,6 +400,10 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       }
       case "events": {
         metrics.wsResumes.inc({ result: resumed.complete ? "served" : "try_again" });
+        if (into) {
+          into.push(...resumed.events);
+          return { text: "", end: !resumed.complete };
+        }
         const text = resumed.events.map((event) => stream.eventText(event.frame, event.id));
         return { text: text.join(""), end: !resumed.complete };
       }
@@ -519,6 +531,12 @@ export class SseStreams implements FanoutTarget, PresenceListener {
 /** Where a channel whose replay did not finish resumes: after its last event sent, else from its `since`. */
 function resumedFrom(resumed: ResumeOutcome, since: string): string {
   return resumed.kind === "events" ? (resumed.next ?? resumed.events.at(-1)?.id ?? since) : since;
+}
+
+/** Partition, then offset: the order of ids a stream's `Last-Event-ID` resumes after. */
+function byPosition(a: HistoryEvent, b: HistoryEvent): number {
+  if (a.position.partition !== b.position.partition) return a.position.partition - b.position.partition;
+  return a.position.offset < b.position.offset ? -1 : a.position.offset > b.position.offset ? 1 : 0;
 }
 
 /** The position of `positions` (of one partition) furthest back. */

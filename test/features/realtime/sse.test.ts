@@ -158,6 +158,26 @@ describe("SseStreams", () => {
     expect(stream.state).toBe("open");
   });
 
+  test("a resume of several channels on one partition comes in id order, so the last id the client holds covers every event before it", async () => {
+    const { streams, publish } = setup();
+    for (const [n, channel] of [
+      [0, "c"],
+      [1, "x"],
+      [2, "c"],
+      [3, "x"],
+      [4, "c"],
+    ] as const)
+      publish(n, channel);
+    const reply = (await streams
+      .route()
+      .handler(request("channel=c&channel=x&token=good", { "last-event-id": id(0) }), {})) as HttpReply;
+    // Channel by channel (c's 2 and 4, then x's 1 and 3), the last id was 3's: a reconnect sent 4 again.
+    expect(numbers(reply.body as string)).toEqual([1, 2, 3, 4]);
+    const ids = [...(reply.body as string).matchAll(/^id: (.+)$/gm)].map((match) => match[1]);
+    expect(ids).toEqual([1, 2, 3, 4].map(id));
+    reply.stream?.closed();
+  });
+
   test("a Last-Event-ID this instance's reader has not reached yet (from an instance further on): nothing the client holds comes again", async () => {
     const world = setup();
     world.publish(0, "x");
