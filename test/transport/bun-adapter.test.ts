@@ -221,3 +221,90 @@ test("an idle keep-alive connection stays open for httpKeepAliveSec while a tric
     server.stopListening();
   }
 }, 20_000);
+
+/** A raw WebSocket client that reads frames and, when `answerPings`, answers each ping with a (masked) pong. */
+function rawWebSocket(port: number, answerPings: boolean) {
+  const startedAt = performance.now();
+  const seen = { pings: 0, texts: 0, closedAfterMs: undefined as number | undefined };
+  const socket = connect(port, "127.0.0.1", () => {
+    socket.write(
+      "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+  });
+  let pending = Buffer.alloc(0);
+  let upgraded = false;
+  socket.on("data", (chunk: Buffer) => {
+    pending = Buffer.concat([pending, chunk]);
+    if (!upgraded) {
+      const end = pending.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      upgraded = true;
+      pending = pending.subarray(end + 4);
+    }
+    // Frames from the server are unmasked and small here (payload length < 126).
+    while (pending.length >= 2 && pending.length >= 2 + ((pending[1] as number) & 0x7f)) {
+      const opcode = (pending[0] as number) & 0x0f;
+      const length = (pending[1] as number) & 0x7f;
+      if (opcode === 0x9) {
+        seen.pings++;
+        // A pong carries the ping's payload, masked (an all-zero mask leaves it as it is).
+        if (answerPings)
+          socket.write(
+            Buffer.concat([Buffer.from([0x8a, 0x80 | length, 0, 0, 0, 0]), pending.subarray(2, 2 + length)]),
+          );
+      } else if (opcode === 0x1) seen.texts++;
+      pending = pending.subarray(2 + length);
+    }
+  });
+  socket.on("close", () => {
+    seen.closedAfterMs = performance.now() - startedAt;
+  });
+  socket.on("error", () => {});
+  return { seen, end: () => socket.destroy() };
+}
+
+test("a WebSocket peer that answers nothing is cut after the idle timeout though the server keeps sending it; one that answers pings stays", async () => {
+  const senders = new Set<ReturnType<typeof setInterval>>();
+  const server = await listen<undefined>(
+    {
+      http: async () => ({ status: 404, body: "" }),
+      wsPath: "/ws",
+      ws: {
+        upgrade: async () => ({ accept: true, state: undefined }),
+        // The gateway sends a connected socket events and application pings: Bun restarts its idle timer on each.
+        open(peer) {
+          const sender = setInterval(() => peer.send("tick"), 500);
+          senders.add(sender);
+        },
+        message() {},
+        drain() {},
+        close() {},
+      },
+    },
+    {
+      host: "127.0.0.1",
+      port: 0,
+      reusePort: false,
+      maxBodyBytes: 1024,
+      ws: { maxPayloadBytes: 1024, maxBackpressureBytes: 1 << 20, idleTimeoutSec: 4 },
+    },
+  );
+  const silent = rawWebSocket(server.port, false);
+  const answering = rawWebSocket(server.port, true);
+  try {
+    await Bun.sleep(9_000);
+  } finally {
+    for (const sender of senders) clearInterval(sender);
+    silent.end();
+    answering.end();
+    server.stopListening();
+  }
+  expect(silent.seen.texts).toBeGreaterThan(0);
+  expect(silent.seen.pings).toBeGreaterThan(0);
+  // Before: never cut while the server sent (Bun pinged it, and kept it open).
+  expect(silent.seen.closedAfterMs).toBeDefined();
+  expect(silent.seen.closedAfterMs as number).toBeLessThan(7_000);
+  expect(answering.seen.pings).toBeGreaterThan(0);
+  expect(answering.seen.closedAfterMs).toBeUndefined();
+}, 15_000);

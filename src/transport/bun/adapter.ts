@@ -15,6 +15,7 @@ import { binaryFrameText } from "../frame-text.ts";
 import { framingProblem, framingRefusal } from "../framing.ts";
 import { isWebSocketHandshake } from "../handshake.ts";
 import { EnginePeer } from "../peer.ts";
+import { SilentPeers } from "./silent-peers.ts";
 
 const DEFAULT_HTTP_IDLE_TIMEOUT_SEC = 10;
 const DEFAULT_HTTP_KEEP_ALIVE_SEC = 10;
@@ -22,12 +23,15 @@ const DEFAULT_HTTP_KEEP_ALIVE_SEC = 10;
 interface SocketData<State> {
   state: State;
   peer?: EnginePeer<State>;
+  /** When a frame (a message, ping or pong) last came from the peer: see SilentPeers. */
+  heardAt: number;
 }
 
 /** Bun adapter: maps Bun.serve (uWebSockets inside) onto the transport seam. */
 export async function listen<State>(app: GatewayApp<State>, options: ListenOptions): Promise<RunningServer> {
   const idleTimeoutSec = options.httpIdleTimeoutSec ?? DEFAULT_HTTP_IDLE_TIMEOUT_SEC;
   const keepAliveSec = options.httpKeepAliveSec ?? DEFAULT_HTTP_KEEP_ALIVE_SEC;
+  const silentPeers = new SilentPeers<ServerWebSocket<SocketData<State>>>(options.ws.idleTimeoutSec * 1000);
   const server: Server<SocketData<State>> = Bun.serve<SocketData<State>>({
     hostname: options.host,
     port: options.port,
@@ -63,7 +67,7 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       ) {
         const decision = await app.ws.upgrade(request);
         if (decision.accept) {
-          if (bunServer.upgrade(req, { data: { state: decision.state } })) return undefined;
+          if (bunServer.upgrade(req, { data: { state: decision.state, heardAt: 0 } })) return undefined;
           return toResponse({ status: 400, body: "" });
         }
         return toResponse(decision.reply);
@@ -109,9 +113,17 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
       sendPings: true,
       open(socket) {
         socket.data.peer = createPeer(socket);
+        silentPeers.opened(socket);
         app.ws.open(socket.data.peer);
       },
+      ping(socket) {
+        socket.data.heardAt = performance.now();
+      },
+      pong(socket) {
+        socket.data.heardAt = performance.now();
+      },
       message(socket, message) {
+        socket.data.heardAt = performance.now();
         const peer = socket.data.peer;
         if (peer) app.ws.message(peer, typeof message === "string" ? message : binaryFrameText(message));
       },
@@ -120,6 +132,7 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
         if (peer) app.ws.drain(peer);
       },
       close(socket, code) {
+        silentPeers.closed(socket);
         const peer = socket.data.peer;
         if (!peer) return;
         peer.markClosed();
@@ -138,6 +151,8 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
     stopListening: () => {
       if (!listening) return;
       listening = false;
+      // The drain closes the sockets left: their liveness is no longer watched.
+      silentPeers.stop();
       // false: stop accepting, let open requests and sockets finish.
       server.stop(false);
     },
