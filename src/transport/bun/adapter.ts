@@ -117,13 +117,13 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
         app.ws.open(socket.data.peer);
       },
       ping(socket) {
-        socket.data.heardAt = performance.now();
+        silentPeers.heard(socket);
       },
       pong(socket) {
-        socket.data.heardAt = performance.now();
+        silentPeers.heard(socket);
       },
       message(socket, message) {
-        socket.data.heardAt = performance.now();
+        silentPeers.heard(socket);
         const peer = socket.data.peer;
         if (peer) app.ws.message(peer, typeof message === "string" ? message : binaryFrameText(message));
       },
@@ -151,7 +151,6 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
     stopListening: () => {
       if (!listening) return;
       listening = false;
-      // The drain closes the sockets left: their liveness is no longer watched.
       silentPeers.stop();
       // false: stop accepting, let open requests and sockets finish.
       server.stop(false);
