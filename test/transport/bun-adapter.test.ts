@@ -1,32 +1,31 @@
 import { expect, test } from "bun:test";
 import { connect } from "node:net";
-import type { HttpReply, HttpRequest, ListenOptions } from "../../src/ports/transport.ts";
+import type { HttpReply, HttpRequest, ListenOptions, WsHandlers } from "../../src/ports/transport.ts";
 import { listen, splitUrl } from "../../src/transport/bun/adapter.ts";
 
-/** The Bun adapter serving `http` on a free loopback port, WebSocket upgrades refused. */
+const REFUSE_UPGRADES: WsHandlers<undefined> = {
+  upgrade: async () => ({ accept: false, reply: { status: 400, body: "" } }),
+  open() {},
+  message() {},
+  drain() {},
+  close() {},
+};
+
+/** The Bun adapter serving `http` on a free loopback port, WebSocket upgrades refused unless `ws` takes them. */
 function serve(
   http: (request: HttpRequest) => Promise<HttpReply>,
-  timeouts: Pick<ListenOptions, "httpIdleTimeoutSec" | "httpKeepAliveSec"> = {},
+  options: Pick<ListenOptions, "httpIdleTimeoutSec" | "httpKeepAliveSec"> & { ws?: ListenOptions["ws"] } = {},
+  ws: WsHandlers<undefined> = REFUSE_UPGRADES,
 ) {
   return listen<undefined>(
-    {
-      http,
-      wsPath: "/ws",
-      ws: {
-        upgrade: async () => ({ accept: false, reply: { status: 400, body: "" } }),
-        open() {},
-        message() {},
-        drain() {},
-        close() {},
-      },
-    },
+    { http, wsPath: "/ws", ws },
     {
       host: "127.0.0.1",
       port: 0,
       reusePort: false,
       maxBodyBytes: 1024,
       ws: { maxPayloadBytes: 1024, maxBackpressureBytes: 1024, idleTimeoutSec: 10 },
-      ...timeouts,
+      ...options,
     },
   );
 }
@@ -266,29 +265,17 @@ function rawWebSocket(port: number, answerPings: boolean) {
 
 test("a WebSocket peer that answers nothing is cut after the idle timeout though the server keeps sending it; one that answers pings stays", async () => {
   const senders = new Set<ReturnType<typeof setInterval>>();
-  const server = await listen<undefined>(
+  const server = await serve(
+    async () => ({ status: 404, body: "" }),
+    // 2 s: swept every 500 ms, a silent peer is pinged from 1 s and cut between 2 and 2.5 s.
+    { ws: { maxPayloadBytes: 1024, maxBackpressureBytes: 1 << 20, idleTimeoutSec: 2 } },
     {
-      http: async () => ({ status: 404, body: "" }),
-      wsPath: "/ws",
-      ws: {
-        upgrade: async () => ({ accept: true, state: undefined }),
-        // The gateway sends a connected socket events and application pings: Bun restarts its idle timer on each.
-        open(peer) {
-          const sender = setInterval(() => peer.send("tick"), 250);
-          senders.add(sender);
-        },
-        message() {},
-        drain() {},
-        close() {},
+      ...REFUSE_UPGRADES,
+      upgrade: async () => ({ accept: true, state: undefined }),
+      // The gateway sends a connected socket events and application pings: Bun restarts its idle timer on each.
+      open(peer) {
+        senders.add(setInterval(() => peer.send("tick"), 250));
       },
-    },
-    {
-      host: "127.0.0.1",
-      port: 0,
-      reusePort: false,
-      maxBodyBytes: 1024,
-      // 2 s: swept every 500 ms, a silent peer is pinged from 1 s and cut between 2 and 2.5 s.
-      ws: { maxPayloadBytes: 1024, maxBackpressureBytes: 1 << 20, idleTimeoutSec: 2 },
     },
   );
   const silent = rawWebSocket(server.port, false);

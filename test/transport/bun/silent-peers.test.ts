@@ -49,7 +49,8 @@ test("an idle timeout of 0 watches nothing, and a stopped sweep takes no new soc
   expect(off.size).toBe(0);
   const peers = new SilentPeers<ReturnType<typeof socket>>(8_000);
   peers.opened(socket());
-  expect(peers.size).toBe(1);
+  peers.opened(socket());
+  expect(peers.size).toBe(2);
   peers.stop();
   expect(peers.size).toBe(0);
   peers.opened(socket());
