@@ -91,13 +91,23 @@ describe.each(RUNTIMES)("records the broker refuses for good on %s", (runtime) =
         post(many),
         post([{ id: "huge-alone", blobBytes: 150_000 }]),
       ]);
-      // The other 30 were written: the answer names the refused one, so a retry resends it alone.
+      // The other 30 were written: the answer names the refused one, so a retry resends it alone. The
+      // lone record's refusal has the limit read again, which may be learnt before the batch is taken:
+      // then its record is refused before it is accepted, with the same code.
       expect(batched).toEqual({
         status: 202,
         body: {
           accepted: 30,
           rejected: 1,
-          errors: [{ index: 12, reason: "Kafka refused a record as too large", code: "record_too_large" }],
+          errors: [
+            {
+              index: 12,
+              reason: expect.stringMatching(
+                /^(Kafka refused a record as too large|record too large for Kafka: at most \d+ bytes)$/,
+              ),
+              code: "record_too_large",
+            },
+          ],
         },
       });
       expect(tooLarge.status).toBe(413);
