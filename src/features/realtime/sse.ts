@@ -97,10 +97,20 @@ class EventStream {
    * in the same write: EventSource dispatches no event for it but takes it as
    * its last event id (HTML's "dispatch the event" sets it before it looks at
    * the data), so the `Last-Event-ID` it sends back resumes every partition.
+   * While a channel is behind (read back from the log, or cut short), that
+   * `id:` stays at its position: a drop before its replay is written resumes
+   * it from there, not past the events it never got.
    */
   eventText(frame: string, id: string): string {
     const event = sseEvent("event", frame, id);
-    return this.cursor ? `${event}id: ${this.cursor.after(id)}\n\n` : event;
+    if (this.cursor) {
+      this.cursor.after(id);
+      const text =
+        this.behind.size === 0 ? this.cursor.toString() : this.cursor.cappedAt(this.behind.values());
+      return `${event}id: ${text}\n\n`;
+    }
+    const floor = this.behind.size === 0 ? undefined : oldestBefore(id, this.behind.values());
+    return floor === undefined ? event : `${event}id: ${floor}\n\n`;
   }
 
   opened(stream: HttpStream): void {
@@ -214,12 +224,13 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     // back it would make the stream's channels, on other partitions, `history_gone`. Without it
     // the stream's resume position stays its last channel event.
     const broadcast = isBroadcastTopic(topic);
-    // One text for every stream, but those with a cursor: each has a cursor of its own after it.
+    // One text for every stream, but those with a cursor or a channel behind: each has its own `id:` after it.
     const shared = broadcast ? sseEvent("event", frame) : sseEvent("event", frame, id);
     for (const stream of streams) {
       const replay = stream.replays.get(topic);
       if (replay) this.hold(stream, topic, replay, frame, id);
-      else if (stream.cursor && !broadcast) stream.write(stream.eventText(frame, id));
+      else if ((stream.cursor || stream.behind.size > 0) && !broadcast)
+        stream.write(stream.eventText(frame, id));
       else stream.write(shared);
     }
     this.deps.metrics.sseEventsSent.inc(streams.size);
@@ -440,15 +451,16 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     void outcome.then((resumed) => {
       if (stream.replays.get(topic) !== replay || stream.closed) return;
       stream.replays.delete(topic);
+      // No longer behind while its own replay is written: its events' ids are where it stands.
+      const since = stream.behind.get(channel) as string;
+      stream.behind.delete(channel);
       const answer = this.replayText(stream, channel, resumed);
       stream.write(answer.text);
-      const since = stream.behind.get(channel) as string;
       if (answer.end) {
         stream.behind.set(channel, resumedFrom(resumed, since));
         stream.endWhenReplayed();
         return;
       }
-      stream.behind.delete(channel);
       const last = resumed.kind === "events" ? (resumed.events.at(-1)?.position.offset ?? -1n) : -1n;
       for (const live of replay.held)
         if (live.offset > last) stream.write(stream.eventText(live.frame, live.id));
@@ -537,6 +549,21 @@ function resumedFrom(resumed: ResumeOutcome, since: string): string {
 function byPosition(a: HistoryEvent, b: HistoryEvent): number {
   if (a.position.partition !== b.position.partition) return a.position.partition - b.position.partition;
   return a.position.offset < b.position.offset ? -1 : a.position.offset > b.position.offset ? 1 : 0;
+}
+
+/** The position of `positions` furthest back on the event `id`'s partition, if it is before `id`. */
+function oldestBefore(id: string, positions: Iterable<string>): string | undefined {
+  const event = parseEventId(id);
+  if (!event) return undefined;
+  const found = oldest(
+    [...positions].filter((position) => {
+      const parsed = parseEventId(position);
+      return parsed?.partition === event.partition && parsed.epoch === event.epoch;
+    }),
+  );
+  return found !== undefined && (parseEventId(found)?.offset ?? event.offset) < event.offset
+    ? found
+    : undefined;
 }
 
 /** The position of `positions` (of one partition) furthest back. */

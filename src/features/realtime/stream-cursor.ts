@@ -33,6 +33,13 @@ export class StreamCursor {
       this.positions.set(parsed.partition, position);
   }
 
+  /** The cursor's text with it no further on than `floors` on their partitions; the cursor itself stays. */
+  cappedAt(floors: Iterable<string>): string {
+    const capped = new StreamCursor(this.positions.values());
+    for (const floor of floors) capped.rewind(floor);
+    return capped.toString();
+  }
+
   /** The stream's position on `partition`, if it has one. */
   at(partition: number): string | undefined {
     return this.positions.get(partition);

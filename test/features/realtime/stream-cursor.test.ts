@@ -25,3 +25,11 @@ test("a cursor sent back is one event id, or several on distinct partitions, wit
   expect(parseCursor("e1-0-1,", 3)).toBeUndefined();
   expect(parseCursor("bogus", 3)).toBeUndefined();
 });
+
+test("a cursor capped at a channel's position behind goes no further on there, and itself stays where it is", () => {
+  const cursor = new StreamCursor(["e1-0-0000000000000005", "e1-1-0000000000000009"]);
+  expect(cursor.cappedAt(["e1-1-0000000000000002", "e1-0-0000000000000008"])).toBe(
+    "e1-0-0000000000000005,e1-1-0000000000000002",
+  );
+  expect(cursor.toString()).toBe("e1-0-0000000000000005,e1-1-0000000000000009");
+});
