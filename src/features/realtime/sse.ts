@@ -16,7 +16,11 @@ import { parseCursor, StreamCursor } from "./stream-cursor.ts";
 export interface SseOptions {
   /** A comment line at least this often, so proxies and clients see the stream alive. */
   heartbeatMs: number;
-  /** Bytes the client may lag behind before its stream is ended. */
+  /**
+   * Bytes the client may lag behind: past them its stream is dropped at the
+   * next sweep, past twice them at once (as the engines cap a WebSocket), and
+   * a replay writes no more than them at a time.
+   */
   backpressureBytes: number;
   /** Channels one stream may carry (the WebSocket subscription cap). */
   maxChannels: number;
@@ -80,6 +84,9 @@ class EventStream {
   private endingAfterReplays = false;
 
   constructor(
+    /** Bytes it may hold unsent: a write past them drops it (`lagging`), so no stream holds more for long. */
+    private readonly maxBufferedBytes: number,
+    private readonly lagging: (stream: EventStream) => void,
     readonly principal: Principal,
     /** Its channels' keys, for presence. */
     readonly channelKeys: string[],
@@ -123,6 +130,7 @@ class EventStream {
   write(text: string): void {
     if (this.stream) this.stream.write(text);
     else this.early += text;
+    if (!this.ended && this.bufferedAmount() > this.maxBufferedBytes) this.lagging(this);
   }
 
   bufferedAmount(): number {
@@ -173,8 +181,10 @@ class EventStream {
 
   /** A client that stopped reading: its connection and what waits for it are dropped. */
   abort(): void {
-    if (this.stream) this.stream.abort();
-    else this.end();
+    if (this.ended) return;
+    this.ended = true;
+    this.early = "";
+    this.stream?.abort();
   }
 }
 
@@ -320,6 +330,8 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     const channelKeys = channels.map((channel) => channelTopic(principal.tenant, channel));
     const withPresence = presence === "true";
     const eventStream = new EventStream(
+      2 * this.options.backpressureBytes,
+      (lagging) => this.dropSlow(lagging),
       principal,
       channelKeys,
       [
@@ -343,7 +355,7 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     const fromLog: Array<[string, Promise<ResumeOutcome>, bigint]> = [];
     // Every channel's replay from memory, written below in id order: channel by channel, the last `id:`
     // EventSource keeps (and sends back) could be behind events of another channel it already has.
-    const replayed: HistoryEvent[] = [];
+    const replayed: Array<{ channel: string; event: HistoryEvent }> = [];
     for (const channel of given === undefined ? [] : channels) {
       const since = sinceOf(channel) as string;
       const resumed = resume.after(principal.tenant, channel, since, Number.MAX_SAFE_INTEGER);
@@ -357,8 +369,24 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       if (answer.end) eventStream.behind.set(channel, resumedFrom(resumed, since));
       endNow ||= answer.end;
     }
-    replayed.sort(byPosition);
-    for (const event of replayed) first += eventStream.eventText(event.frame, event.id);
+    replayed.sort((a, b) => byPosition(a.event, b.event));
+    // At most the backpressure bound at once (one event at least): what is left comes after EventSource
+    // reconnects from the last id sent, as when a replay bound cuts it short.
+    const budget = first.length + this.options.backpressureBytes;
+    const sentOn = new Map<number, string>();
+    for (const [index, { event }] of replayed.entries()) {
+      if (index > 0 && first.length >= budget) {
+        for (const { channel, event: unsent } of replayed.slice(index))
+          eventStream.behind.set(
+            channel,
+            sentOn.get(unsent.position.partition) ?? (sinceOf(channel) as string),
+          );
+        endNow = true;
+        break;
+      }
+      first += eventStream.eventText(event.frame, event.id);
+      sentOn.set(event.position.partition, event.id);
+    }
     // Registered in the same tick as the replay was read: no live event falls between the two.
     this.register(eventStream);
     for (const [channel, outcome, until] of fromLog) this.replayFromLog(eventStream, channel, outcome, until);
@@ -387,14 +415,14 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     stream: EventStream,
     channel: string,
     resumed: ResumeOutcome,
-    into?: HistoryEvent[],
-  ): { text: string; end: boolean } {
+    into: Array<{ channel: string; event: HistoryEvent }> | { budget: number },
+  ): { text: string; end: boolean; sent: number } {
     const metrics = this.deps.metrics;
     switch (resumed.kind) {
       case "gone": {
         metrics.wsResumes.inc({ result: "history_gone" });
         const gone = { code: "history_gone", channel, message: resumed.message };
-        return { text: sseEvent("problem", JSON.stringify(gone)), end: false };
+        return { text: sseEvent("problem", JSON.stringify(gone)), end: false, sent: 0 };
       }
       case "try_again": {
         metrics.wsResumes.inc({ result: "try_again" });
@@ -407,16 +435,23 @@ export class SseStreams implements FanoutTarget, PresenceListener {
         return {
           text: `${sseEvent("problem", JSON.stringify(error))}retry: ${resumed.retryAfterMs}\n\n`,
           end: true,
+          sent: 0,
         };
       }
       case "events": {
         metrics.wsResumes.inc({ result: resumed.complete ? "served" : "try_again" });
-        if (into) {
-          into.push(...resumed.events);
-          return { text: "", end: !resumed.complete };
+        if (Array.isArray(into)) {
+          for (const event of resumed.events) into.push({ channel, event });
+          return { text: "", end: !resumed.complete, sent: resumed.events.length };
         }
-        const text = resumed.events.map((event) => stream.eventText(event.frame, event.id));
-        return { text: text.join(""), end: !resumed.complete };
+        let text = "";
+        let sent = 0;
+        for (const event of resumed.events) {
+          if (sent > 0 && text.length >= into.budget) break;
+          text += stream.eventText(event.frame, event.id);
+          sent++;
+        }
+        return { text, end: !resumed.complete || sent < resumed.events.length, sent };
       }
     }
   }
@@ -454,10 +489,12 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       // No longer behind while its own replay is written: its events' ids are where it stands.
       const since = stream.behind.get(channel) as string;
       stream.behind.delete(channel);
-      const answer = this.replayText(stream, channel, resumed);
+      const answer = this.replayText(stream, channel, resumed, {
+        budget: this.options.backpressureBytes - stream.bufferedAmount(),
+      });
       stream.write(answer.text);
       if (answer.end) {
-        stream.behind.set(channel, resumedFrom(resumed, since));
+        stream.behind.set(channel, resumedFrom(resumed, since, answer.sent));
         stream.endWhenReplayed();
         return;
       }
@@ -486,6 +523,12 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     this.deps.metrics.wsResumes.inc({ result: "try_again" });
     stream.write(sseEvent("problem", JSON.stringify(error)));
     stream.endBehind();
+  }
+
+  /** A client that stopped reading: counted, and its connection dropped with what waits for it. */
+  private dropSlow(stream: EventStream): void {
+    this.deps.metrics.sseSlowConsumerDisconnects.inc();
+    stream.abort();
   }
 
   private register(stream: EventStream): void {
@@ -529,10 +572,8 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     const heartbeat = now - this.lastHeartbeat >= this.options.heartbeatMs - this.sweepMs;
     if (heartbeat) this.lastHeartbeat = now;
     for (const stream of [...this.streams]) {
-      if (stream.bufferedAmount() > this.options.backpressureBytes) {
-        this.deps.metrics.sseSlowConsumerDisconnects.inc();
-        stream.abort();
-      } else if (stream.principal.expiresAt <= now) {
+      if (stream.bufferedAmount() > this.options.backpressureBytes) this.dropSlow(stream);
+      else if (stream.principal.expiresAt <= now) {
         stream.write(sseEvent("problem", '{"code":"unauthorized","message":"token expired"}'));
         stream.end();
       } else if (heartbeat) stream.write(HEARTBEAT);
@@ -540,9 +581,15 @@ export class SseStreams implements FanoutTarget, PresenceListener {
   }
 }
 
-/** Where a channel whose replay did not finish resumes: after its last event sent, else from its `since`. */
-function resumedFrom(resumed: ResumeOutcome, since: string): string {
-  return resumed.kind === "events" ? (resumed.next ?? resumed.events.at(-1)?.id ?? since) : since;
+/**
+ * Where a channel whose replay did not finish resumes: after its last event
+ * sent (the first `sent` of the replay's, when it was cut short here), else
+ * from its `since`.
+ */
+function resumedFrom(resumed: ResumeOutcome, since: string, sent?: number): string {
+  if (resumed.kind !== "events") return since;
+  if (sent !== undefined && sent < resumed.events.length) return resumed.events[sent - 1]?.id ?? since;
+  return resumed.next ?? resumed.events.at(-1)?.id ?? since;
 }
 
 /** Partition, then offset: the order of ids a stream's `Last-Event-ID` resumes after. */

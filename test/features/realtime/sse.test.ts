@@ -8,11 +8,14 @@ import { id, LIMITS, resumeWorld } from "../../support/fanout-log.ts";
 class FakeStream implements HttpStream {
   written: string[] = [];
   buffered = 0;
+  /** A client that reads nothing: every write stays buffered. */
+  stalled = false;
   state: "open" | "ended" | "aborted" = "open";
   constructor(private readonly onClosed: () => void) {}
   write(text: string): boolean {
     if (this.state !== "open") return false;
     this.written.push(text);
+    if (this.stalled) this.buffered += text.length;
     return true;
   }
   bufferedAmount(): number {
@@ -51,13 +54,19 @@ function request(query: string, headers: Record<string, string> = {}): HttpReque
   };
 }
 
-function setup(who: Principal = principal(), slots = 10, limits = LIMITS, heartbeatMs = 1000) {
+function setup(
+  who: Principal = principal(),
+  slots = 10,
+  limits = LIMITS,
+  heartbeatMs = 1000,
+  backpressureBytes = 1000,
+) {
   const world = resumeWorld(limits);
   let taken = 0;
   /** Presence as the stream reports it: channel key | subject → connections. */
   const watching = new Map<string, number>();
   const streams = new SseStreams(
-    { heartbeatMs, backpressureBytes: 1000, maxChannels: 3 },
+    { heartbeatMs, backpressureBytes, maxChannels: 3 },
     {
       resume: world.resume,
       metrics: world.metrics,
@@ -372,6 +381,64 @@ describe("SseStreams", () => {
     expect(quiet.stream.state).toBe("ended");
     expect(quiet.stream.written.at(-1)).toContain('"code":"unauthorized"');
     expect(slots()).toBe(0);
+  });
+
+  // Found in the tenant-versus-tenant audit: the bound was looked at once a second only, so streams
+  // that read nothing held whatever was written to them until then (2.5 MB each, in a burst).
+  test("a write that leaves a stream twice its backpressure bound behind drops it at once, counted", async () => {
+    const world = setup(principal(), 10, LIMITS, 1000, 300);
+    const slow = await world.open("channel=c&token=good");
+    const reading = await world.open("channel=c&token=good");
+    slow.stream.stalled = true;
+    let before = 0;
+    let n = 0;
+    while (slow.stream.state === "open" && n < 20) {
+      before = slow.stream.buffered;
+      world.publish(++n, "c");
+    }
+    // Dropped by the write that took it past 600 bytes, not by a sweep.
+    expect(slow.stream.state).toBe("aborted");
+    expect(n).toBeGreaterThan(2);
+    expect(before).toBeLessThanOrEqual(600);
+    expect(slow.stream.buffered).toBeGreaterThan(600);
+    expect(reading.stream.state).toBe("open");
+    expect(numbers(reading.stream.written.join(""))).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+    expect(await world.metrics.sseSlowConsumerDisconnects.get()).toMatchObject({ values: [{ value: 1 }] });
+    expect(world.slots()).toBe(1);
+  });
+
+  test("a replay from memory larger than the backpressure bound is written up to it; the reconnect from its last id gets the rest", async () => {
+    const world = setup(principal(), 10, LIMITS, 1000, 300);
+    for (const [n, channel] of [
+      [0, "c"],
+      [1, "c"],
+      [2, "x"],
+      [3, "c"],
+      [4, "x"],
+      [5, "c"],
+    ] as const)
+      world.publish(n, channel);
+    const first = await world.open("channel=c&channel=x&token=good", { "last-event-id": id(0) });
+    const text = String(first.reply.body) + first.stream.written.join("");
+    expect(numbers(text)).toEqual([1, 2, 3]);
+    expect([...text.matchAll(/^id: (.*)$/gm)].at(-1)?.[1]).toBe(id(3));
+    expect(first.stream.state).toBe("ended");
+    const second = await world.open("channel=c&channel=x&token=good", { "last-event-id": id(3) });
+    expect(numbers(String(second.reply.body))).toEqual([4, 5]);
+    expect(second.stream.state).toBe("open");
+  });
+
+  test("a replay read back from the log is written up to the backpressure bound, then the stream ends at its last id", async () => {
+    const world = setup(principal(), 10, LIMITS, 1000, 300);
+    for (const n of [0, 1, 2, 3, 4, 5, 6]) world.publish(n, "x");
+    world.log.gated = true;
+    const { reply, stream } = await world.open("channel=x&token=good", { "last-event-id": id(0) });
+    world.log.release();
+    await Bun.sleep(0);
+    const text = String(reply.body) + stream.written.join("");
+    expect(numbers(text)).toEqual([1, 2, 3]);
+    expect([...text.matchAll(/^id: (.*)$/gm)].at(-1)?.[1]).toBe(id(3));
+    expect(stream.state).toBe("ended");
   });
 
   test("at the longest SSE_HEARTBEAT_MS the heartbeat goes on the last sweep before it is due, never a sweep after", async () => {
