@@ -259,7 +259,7 @@ export class JsonScanner {
         if (next !== COMMA) throw SYNTAX_ERROR;
       }
     } catch (failure) {
-      if (failure === DEPTH_ERROR || failure === DUPLICATE_KEY_ERROR) this.skipBalanced(start);
+      if (failure === DEPTH_ERROR || failure === DUPLICATE_KEY_ERROR) this.skipChecked(start);
       throw failure;
     }
   }
@@ -279,7 +279,7 @@ export class JsonScanner {
     try {
       this.scanValue(depth);
     } catch (failure) {
-      if (failure === DEPTH_ERROR || failure === DUPLICATE_KEY_ERROR) this.skipBalanced(start);
+      if (failure === DEPTH_ERROR || failure === DUPLICATE_KEY_ERROR) this.skipChecked(start);
       throw failure;
     }
   }
@@ -519,29 +519,51 @@ export class JsonScanner {
   }
 
   /**
-   * After DEPTH_ERROR: moves past the value that started at `start` by
-   * counting brackets outside strings, without recursion. Throws SYNTAX_ERROR
-   * if the brackets never balance.
+   * After DEPTH_ERROR or DUPLICATE_KEY_ERROR: moves past the value that
+   * started at `start`, checking its grammar without recursion (a stack of
+   * the open containers instead), so the record is refused for its nesting or
+   * its key only when it is JSON. Throws SYNTAX_ERROR when it is not: a
+   * malformed body is a malformed body, however deep or repeated its keys.
    */
-  private skipBalanced(start: number): void {
-    const bytes = this.bytes;
-    let depth = 0;
-    let pos = start;
-    while (pos < bytes.length) {
-      const byte = bytes[pos++] as number;
-      if (byte === QUOTE) {
-        while (pos < bytes.length && bytes[pos] !== QUOTE) pos += bytes[pos] === BACKSLASH ? 2 : 1;
-        pos++;
-      } else if (byte === OPEN_BRACE || byte === OPEN_BRACKET) depth++;
-      else if (byte === CLOSE_BRACE || byte === CLOSE_BRACKET) {
-        depth--;
-        if (depth === 0) {
-          this.pos = pos;
-          return;
+  private skipChecked(start: number): void {
+    this.pos = start;
+    const open: number[] = [];
+    for (;;) {
+      this.skipWhitespace();
+      const byte = this.peek();
+      if (byte === OPEN_BRACE || byte === OPEN_BRACKET) {
+        this.pos++;
+        this.skipWhitespace();
+        if (this.peek() === (byte === OPEN_BRACE ? CLOSE_BRACE : CLOSE_BRACKET)) this.pos++;
+        else {
+          open.push(byte);
+          if (byte === OPEN_BRACE) this.skipKey();
+          continue;
         }
+      } else this.scanValue(0);
+      // After a value: close what it ends, until a comma asks for the next value.
+      for (;;) {
+        if (open.length === 0) return;
+        this.skipWhitespace();
+        const next = this.bytes[this.pos++];
+        const container = open[open.length - 1];
+        if (next === COMMA) {
+          if (container === OPEN_BRACE) this.skipKey();
+          break;
+        }
+        if (next !== (container === OPEN_BRACE ? CLOSE_BRACE : CLOSE_BRACKET)) throw SYNTAX_ERROR;
+        open.pop();
       }
     }
-    throw SYNTAX_ERROR;
+  }
+
+  /** An object's key and its colon, during `skipChecked`. */
+  private skipKey(): void {
+    this.skipWhitespace();
+    if (this.peek() !== QUOTE) throw SYNTAX_ERROR;
+    this.scanString();
+    this.skipWhitespace();
+    this.expect(COLON);
   }
 }
 

@@ -7,6 +7,7 @@ import {
   isJsonValue,
   JsonScanner,
   MAX_JSON_DEPTH,
+  SYNTAX_ERROR,
 } from "../../src/lib/json-scan.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
@@ -76,6 +77,57 @@ describe("JsonScanner", () => {
     } catch (failure) {
       expect(failure).toBe(DEPTH_ERROR);
     }
+  });
+});
+
+describe("JsonScanner: a record refused for its nesting or a key is still checked for grammar", () => {
+  const failureOf = (text: string): unknown => {
+    const scanner = new JsonScanner(bytes(text), { rejectDuplicateKeys: true });
+    try {
+      scanner.record();
+      scanner.end();
+      return undefined;
+    } catch (failure) {
+      return failure;
+    }
+  };
+  const deep = (inner: string) => `{"data":${"[".repeat(70)}${inner}${"]".repeat(70)}}`;
+
+  // Found in the SPEC audit: past the first duplicate or level 65 the brackets were only counted,
+  // so a malformed body around such a record got a 202 or a 422 instead of a 400.
+  test("malformed JSON after a duplicate key or past the nesting limit is a syntax error", () => {
+    expect(failureOf('{"data":{"element":"x","element":nope}}')).toBe(SYNTAX_ERROR);
+    expect(failureOf('{"type":"click","type":"click",,"data":{"element":"a"]}')).toBe(SYNTAX_ERROR);
+    expect(failureOf(deep("1,,2"))).toBe(SYNTAX_ERROR);
+    expect(failureOf(`{"data":${"[".repeat(70)}1${"]".repeat(69)}}}`)).toBe(SYNTAX_ERROR);
+    expect(failureOf(deep('{"a":}'))).toBe(SYNTAX_ERROR);
+    expect(failureOf(deep('"\\x"'))).toBe(SYNTAX_ERROR);
+    // Well-formed, they are refused for what they are.
+    expect(failureOf('{"data":{"element":"x","element":"y"}}')).toBe(DUPLICATE_KEY_ERROR);
+    expect(failureOf(deep('1,{"a":[true,null,"\u00e9"]},-2.5e3'))).toBe(DEPTH_ERROR);
+  });
+
+  test("past the limit, a record fails with a syntax error exactly when JSON.parse refuses it", () => {
+    const jsonish = fc.stringMatching(/^[[\]{}",:0-9eE.+\-tfnrulsa\\ \n]{0,30}$/);
+    fc.assert(
+      fc.property(fc.oneof(jsonish, fc.json({ maxDepth: 4 })), (inner) => {
+        const text = deep(inner);
+        expect(failureOf(text) === SYNTAX_ERROR).toBe(!parses(text));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  test("a million levels are checked without recursion", () => {
+    expect(failureOf(`{"data":${"[".repeat(1_000_000)}${"]".repeat(1_000_000)}}`)).toBe(DEPTH_ERROR);
+    expect(failureOf(`{"data":${"[".repeat(1_000_000)}${"]".repeat(999_999)}}`)).toBe(SYNTAX_ERROR);
+  });
+
+  test("a body whose refused record is malformed is a 400, and no record of it is taken", async () => {
+    const body = '[{"type":"click","data":{"element":"x","element":nope}},{"type":"click","data":{}}]';
+    await expect(decodeBody(bytes(body), "application/json", undefined, LIMITS)).rejects.toMatchObject({
+      code: "malformed_json",
+    });
   });
 });
 
