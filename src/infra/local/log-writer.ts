@@ -303,10 +303,21 @@ function lines(batch: SinkMessage[]): string {
     }
     const recordHeadersJson =
       message.ownHeader === undefined ? headersJson : JSON.stringify(headersOf(message));
-    text += `{"topic":${topicJson},"key":${jsonString(message.key)},"headers":${recordHeadersJson},"value":${message.value}}\n`;
+    text += `{"topic":${topicJson},"key":${jsonString(message.key)},"headers":${recordHeadersJson},"value":${oneLine(message.value)}}\n`;
   }
   return text;
 }
+
+/**
+ * A JSON text on one line. A line break in it can only be whitespace between
+ * tokens (in a string it is escaped), so a space stands for it: the same
+ * value, numbers and strings byte for byte, and the log stays one record per
+ * line (a client's pretty-printed `data` made one record span several).
+ */
+function oneLine(json: string): string {
+  return json.includes("\n") || json.includes("\r") ? json.replace(LINE_BREAKS, " ") : json;
+}
+const LINE_BREAKS = /[\r\n]/g;
 
 /**
  * mkdir -p, one level at a time: Node 20's mkdir(dir, { recursive: true })

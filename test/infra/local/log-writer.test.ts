@@ -242,3 +242,20 @@ test("newestSequence compares file names by their number, of any width, and igno
   ).toBeUndefined();
   expect(newestSequence(["events-000007.ndjson"])).toBe(7);
 });
+
+// Found in the SPEC audit: a client's pretty-printed `data` is forwarded as sent, so its line breaks
+// made one record span several lines of the log, which line-by-line readers could not parse.
+test("a value with line breaks between its tokens is one line, with the same value, numbers and strings as sent", async () => {
+  folder = await mkdtemp(join(tmpdir(), "local-log-"));
+  const writer = new LocalLogWriter({ dir: folder, rotateBytes: 1 << 20 });
+  await writer.connect();
+  const value = '{"data":{\r\n  "big": 12345678901234567890.10,\n  "text": "a\\nb\\r"\r}}';
+  await writer.write([{ ...message(0), value }, message(1)]);
+  await writer.close();
+  const lines = (await readFile(join(folder, "events-000001.ndjson"), "utf8")).split("\n");
+  expect(lines.pop()).toBe("");
+  expect(lines.length).toBe(2);
+  expect(lines[0]).toContain('"big": 12345678901234567890.10,');
+  expect(JSON.parse(lines[0] as string).value).toEqual(JSON.parse(value));
+  expect(JSON.parse(lines[1] as string).value).toEqual({ n: 1 });
+});
