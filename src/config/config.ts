@@ -281,6 +281,8 @@ export const INGEST_CHANNEL_SCOPES = ["ingest", "publish"] as const;
 export type IngestChannelScope = (typeof INGEST_CHANNEL_SCOPES)[number];
 
 const DEFAULT_DRAIN_DELAY_MS = 5000;
+/** What the default delay leaves the drain (in-flight requests, the flush, the sockets' goodbyes) at least. */
+const DRAIN_AFTER_DELAY_MS = 2000;
 const DEFAULT_DRAIN_TIMEOUT_MS = 25_000;
 
 /**
@@ -417,9 +419,14 @@ export function loadConfig(env: Env = process.env): Config {
     problems.push("METRICS_PORT: must differ from PORT (unset serves /metrics on PORT)");
   }
   const drainTimeoutMs = read("DRAIN_TIMEOUT_MS", integer(100, 3_600_000), DEFAULT_DRAIN_TIMEOUT_MS);
-  // Unset, the delay takes at most half the timeout (DRAIN_TIMEOUT_MS=3000 alone: 1500 ms), leaving the
-  // drain the rest, rather than refusing a short timeout over a delay the operator never set.
-  const defaultDelayMs = Math.min(DEFAULT_DRAIN_DELAY_MS, Math.floor(drainTimeoutMs / 2));
+  // Unset, the delay is SPEC's 5000 ms as long as that leaves the drain DRAIN_AFTER_DELAY_MS, else what
+  // does (half the timeout at least: DRAIN_TIMEOUT_MS=3000 alone gives 1500 ms), rather than refusing
+  // a short timeout over a delay the operator never set. Half in every case made DRAIN_TIMEOUT_MS=8000
+  // alone a 4000 ms delay, where 5000 left the drain time enough.
+  const defaultDelayMs = Math.min(
+    DEFAULT_DRAIN_DELAY_MS,
+    Math.max(Math.floor(drainTimeoutMs / 2), drainTimeoutMs - DRAIN_AFTER_DELAY_MS),
+  );
   const drainDelayMs = read("DRAIN_DELAY_MS", integer(0, 600_000), defaultDelayMs);
   // Either one may be the mistake (a longer DRAIN_DELAY_MS under the default timeout, say): name both.
   if (drainTimeoutMs <= drainDelayMs) {

@@ -566,13 +566,16 @@ describe("loadConfig", () => {
     expect(problemsOf({ ...sasl, KAFKA_BROKERS: "b:9092", KAFKA_TLS: "true" })).toEqual([]);
   });
 
-  test("a short DRAIN_TIMEOUT_MS alone shortens the default delay to half of it; a small MAX_BODY_BYTES is taken", () => {
+  test("a short DRAIN_TIMEOUT_MS alone shortens the default delay to leave the drain 2 s, or half of it; a small MAX_BODY_BYTES is taken", () => {
     expect(loadConfig({ ...SECRET, DRAIN_TIMEOUT_MS: "3000" })).toMatchObject({
       drainDelayMs: 1500,
       drainTimeoutMs: 3000,
     });
     expect(loadConfig({ ...SECRET, DRAIN_TIMEOUT_MS: "101" })).toMatchObject({ drainDelayMs: 50 });
-    // Twice the default delay or more: the default itself.
+    expect(loadConfig({ ...SECRET, DRAIN_TIMEOUT_MS: "6000" })).toMatchObject({ drainDelayMs: 4000 });
+    // The default delay and 2 s or more: the default itself (half of 8000 was taken before).
+    expect(loadConfig({ ...SECRET, DRAIN_TIMEOUT_MS: "8000" })).toMatchObject({ drainDelayMs: 5000 });
+    expect(loadConfig({ ...SECRET, DRAIN_TIMEOUT_MS: "7000" })).toMatchObject({ drainDelayMs: 5000 });
     expect(loadConfig({ ...SECRET, DRAIN_TIMEOUT_MS: "10000" })).toMatchObject({ drainDelayMs: 5000 });
     expect(loadConfig(SECRET)).toMatchObject({ drainDelayMs: 5000, drainTimeoutMs: 25_000 });
     expect(loadConfig({ ...SECRET, MAX_BODY_BYTES: "100" }).maxBodyBytes).toBe(100);
