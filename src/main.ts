@@ -74,13 +74,19 @@ if (process.env[WORKER_ENV] === undefined) {
 }
 
 // Named like a bad setting: the address comes from them, and an unusable one is known only when listening.
+/** A start that cannot go on: its fatal JSON line, and, as for a bad setting, its text on stderr; exit 1. */
+function exitCannotStart(fields: Record<string, unknown>, message: string): never {
+  log.fatal(fields, message);
+  process.stderr.write(`${message}\n`);
+  process.exit(1);
+}
+
 const cannotListen = (port: number, variables: [string, string]) => (error: unknown) => {
   const reason = error instanceof Error ? error.message : String(error);
-  log.fatal(
+  exitCannotStart(
     { host: config.host, port, variables },
     `cannot listen on ${config.host}:${port} (${variables.join(", ")}): ${reason}`,
   );
-  process.exit(1);
 };
 
 async function serve(): Promise<void> {
@@ -157,9 +163,8 @@ async function serve(): Promise<void> {
 const cannotStart = (error: unknown) => {
   // The error itself is the cause: logged as the wrapper, its text came twice (pino appends a cause's message).
   if (error instanceof SettingLoadError)
-    log.fatal({ variables: error.variables, err: error.cause }, error.message);
-  else log.fatal({ err: error }, "cannot start");
-  process.exit(1);
+    exitCannotStart({ variables: error.variables, err: error.cause }, error.message);
+  exitCannotStart({ err: error }, `cannot start: ${error instanceof Error ? error.message : String(error)}`);
 };
 
 if (isWorker(config.workers)) await serve().catch(cannotStart);

@@ -336,7 +336,8 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
         [setting]: "/nonexistent/edge-gateway-source",
       });
       expect(code).toBe(1);
-      expect(stdout + stderr).toContain(`${setting}: cannot load`);
+      // On stderr too, as a bad value is: it printed nothing there.
+      expect(stderr).toStartWith(`${setting}: cannot load`);
       // One fatal line, named like a bad value (msg and variables), the cause's text once.
       const fatal = stdout
         .split("\n")
@@ -363,8 +364,9 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
       ),
     );
     rmSync(folder, { recursive: true, force: true });
-    for (const [i, { code, stdout }] of runs.entries()) {
+    for (const [i, { code, stdout, stderr }] of runs.entries()) {
       expect(code).toBe(1);
+      expect(stderr).toStartWith("LOCAL_LOG_DIR: cannot open: ");
       const fatal = stdout
         .split("\n")
         .filter((line) => line.includes('"level":"fatal"'))

@@ -185,12 +185,13 @@ describe.each(RUNTIMES)("WORKERS supervisor on %s", (runtime) => {
       expect(supervisorArgs.length).toBeGreaterThan(1);
       for (const entry of listening(gateway)) expect(await args(entry.pid as number)).toEqual(supervisorArgs);
       // Before: its workers opened the port for sharing too, and took part of the first gateway's connections.
-      const { code, stdout } = await runUntilExit(
+      const { code, stdout, stderr } = await runUntilExit(
         runtime,
         { JWT_SECRET: TEST_SECRET, WORKERS: "2", HOST: "127.0.0.1", PORT: String(gateway.port) },
         10_000,
       );
       expect(code).toBe(1);
+      expect(stderr).toStartWith(`cannot listen on 127.0.0.1:${gateway.port} (HOST, PORT): `);
       const fatal = stdout
         .split("\n")
         .filter((line) => line.startsWith("{"))
