@@ -173,6 +173,8 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     expect((await post(JSON.stringify(Array(101).fill(record)))).status).toBe(413);
     expect((await post(JSON.stringify({ ...record, data: { url: "x".repeat(70_000) } }))).status).toBe(413);
     expect((await post("hello", { "content-type": "text/plain" })).status).toBe(415);
+    const utf16 = { "content-type": "application/json; charset=utf-16" };
+    expect((await post(JSON.stringify(record), utf16)).status).toBe(415);
     const brotli = await post(JSON.stringify(record), { ...JSON_TYPE, "content-encoding": "br" });
     expect(brotli.status).toBe(415);
     expect(brotli.headers.get("accept-encoding")).toBe("gzip");
@@ -226,6 +228,8 @@ describe.each(RUNTIMES)("the API documents against real traffic on %s", (runtime
     expect((await publish("{nope")).status).toBe(400);
     expect((await publish(JSON.stringify({ channel: "orders", data: "x".repeat(70_000) }))).status).toBe(413);
     expect((await publish("x", { ...auth, "content-type": "text/plain" })).status).toBe(415);
+    const latin1 = { ...auth, "content-type": "application/json; charset=iso-8859-1" };
+    expect((await publish(JSON.stringify({ channel: "orders", data: 1 }), latin1)).status).toBe(415);
     // The route reads the body as sent: a compressed one is refused, not read as JSON.
     const message = JSON.stringify({ channel: "orders", data: 1 });
     for (const coding of ["gzip", "br"]) {

@@ -1,6 +1,7 @@
 import { isUtf8 } from "node:buffer";
 import { gunzip } from "node:zlib";
 import { GatewayError, type RecordErrorCode } from "../../domain/errors.ts";
+import { requireUtf8Charset } from "../../http/charset.ts";
 import { exactNumbersOf } from "../../lib/exact-numbers.ts";
 import {
   DEPTH_ERROR,
@@ -182,6 +183,7 @@ export function readableMediaType(
       "use Content-Type application/json or application/x-ndjson",
     );
   }
+  if (mediaType !== contentType) requireUtf8Charset(contentType);
   if (contentEncoding !== undefined && !READABLE_CODINGS.has(contentEncoding.trim().toLowerCase())) {
     // RFC 9110 §15.5.16: a 415 for a content coding says which codings would have been read.
     throw new GatewayError(

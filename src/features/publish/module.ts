@@ -3,6 +3,7 @@ import { requireChannel } from "../../domain/channel.ts";
 import { GatewayError, isGatewayError } from "../../domain/errors.ts";
 import { insufficientScope, mayBroadcast, type Principal } from "../../domain/principal.ts";
 import { authorizedCaller, type CallerChecks } from "../../http/caller.ts";
+import { requireUtf8Charset } from "../../http/charset.ts";
 import { type Idempotency, idempotencyKeyOf, idempotencyScope } from "../../http/idempotency.ts";
 import { json } from "../../http/reply.ts";
 import type { RequestBodies } from "../../http/request-bodies.ts";
@@ -163,6 +164,7 @@ export function createPublishModule(deps: PublishDependencies): Module {
           const mediaType = request.header("content-type")?.split(";")[0]?.trim().toLowerCase();
           if (mediaType !== "application/json")
             throw new GatewayError("unsupported_media_type", "use application/json");
+          requireUtf8Charset(request.header("content-type"));
           // This route reads the body as sent: a compressed one would be taken for JSON (a 400 for
           // gzip, and a brotli body that happens to be JSON text would be published as is).
           const coding = request.header("content-encoding")?.trim().toLowerCase();
