@@ -255,6 +255,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         pingIntervalMs: config.ws.pingIntervalMs,
         authTimeoutMs: config.ws.authTimeoutMs,
         backpressureBytes: config.ws.backpressureBytes,
+        queuedMaxBytes: config.ws.queuedMaxBytes,
         maxConnections: config.ws.maxConnections,
         maxUnauthenticated: config.ws.maxUnauthenticated,
         maxConnectionsPerTenant: config.ws.maxConnectionsPerTenant,

@@ -131,6 +131,8 @@ export interface Config {
     authTimeoutMs: number;
     maxPayloadBytes: number;
     backpressureBytes: number;
+    /** Bytes queued towards every WebSocket client together; a tenant's clients may hold half. */
+    queuedMaxBytes: number;
     idleTimeoutSec: number;
     maxConnections: number;
     maxUnauthenticated: number;
@@ -281,6 +283,8 @@ export const INGEST_CHANNEL_SCOPES = ["ingest", "publish"] as const;
 export type IngestChannelScope = (typeof INGEST_CHANNEL_SCOPES)[number];
 
 const DEFAULT_DRAIN_DELAY_MS = 5000;
+/** Bytes queued towards WebSocket clients in all: inside the 30% of a pod's memory the deploy sum leaves. */
+const DEFAULT_WS_QUEUED_MAX_BYTES = 256 * 1024 * 1024;
 /** What the default delay leaves the drain (in-flight requests, the flush, the sockets' goodbyes) at least. */
 const DRAIN_AFTER_DELAY_MS = 2000;
 const DEFAULT_DRAIN_TIMEOUT_MS = 25_000;
@@ -435,6 +439,15 @@ export function loadConfig(env: Env = process.env): Config {
     );
   }
 
+  const wsBackpressureBytes = read("WS_BACKPRESSURE_BYTES", integer(1024, 256 * 1024 * 1024), 1024 * 1024);
+  // A tenant may hold half: one socket at the engine's cap (twice the backpressure bound) must fit in it.
+  const wsQueuedDefault = Math.max(DEFAULT_WS_QUEUED_MAX_BYTES, 4 * wsBackpressureBytes);
+  const wsQueuedMaxBytes = read("WS_QUEUED_MAX_BYTES", integer(4096, 64 * 1024 ** 3), wsQueuedDefault);
+  if (wsQueuedMaxBytes < 4 * wsBackpressureBytes)
+    problems.push(
+      `WS_QUEUED_MAX_BYTES: must be at least 4 × WS_BACKPRESSURE_BYTES (${4 * wsBackpressureBytes}): a tenant's share, half of it, holds one socket at twice its bound`,
+    );
+
   const config: Config = {
     host: read("HOST", host, "0.0.0.0"),
     port,
@@ -523,7 +536,8 @@ export function loadConfig(env: Env = process.env): Config {
       pingIntervalMs: read("WS_PING_INTERVAL_MS", integer(100, 3_600_000), 30_000),
       authTimeoutMs: read("WS_AUTH_TIMEOUT_MS", integer(100, 60_000), 5000),
       maxPayloadBytes: read("WS_MAX_PAYLOAD_BYTES", integer(128, 16 * 1024 * 1024), 64 * 1024),
-      backpressureBytes: read("WS_BACKPRESSURE_BYTES", integer(1024, 256 * 1024 * 1024), 1024 * 1024),
+      backpressureBytes: wsBackpressureBytes,
+      queuedMaxBytes: wsQueuedMaxBytes,
       idleTimeoutSec: read("WS_IDLE_TIMEOUT_SEC", integer(8, 960), 120),
       maxConnections: wsMaxConnections,
       maxUnauthenticated: read("WS_MAX_UNAUTHENTICATED", integer(1), wsMaxUnauthenticatedDefault),

@@ -566,6 +566,18 @@ describe("loadConfig", () => {
     expect(problemsOf({ ...sasl, KAFKA_BROKERS: "b:9092", KAFKA_TLS: "true" })).toEqual([]);
   });
 
+  test("WS_QUEUED_MAX_BYTES: 256 MiB, or four times WS_BACKPRESSURE_BYTES when that is more; smaller than that is refused", () => {
+    expect(loadConfig(SECRET).ws.queuedMaxBytes).toBe(256 * 1024 * 1024);
+    const large = 128 * 1024 * 1024;
+    expect(loadConfig({ ...SECRET, WS_BACKPRESSURE_BYTES: String(large) }).ws.queuedMaxBytes).toBe(4 * large);
+    expect(loadConfig({ ...SECRET, WS_QUEUED_MAX_BYTES: "8388608" }).ws.queuedMaxBytes).toBe(8388608);
+    const problems = problemsOf({ WS_QUEUED_MAX_BYTES: "4000000" });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toStartWith(
+      "WS_QUEUED_MAX_BYTES: must be at least 4 × WS_BACKPRESSURE_BYTES (4194304)",
+    );
+  });
+
   test("a short DRAIN_TIMEOUT_MS alone shortens the default delay to leave the drain 2 s, or half of it; a small MAX_BODY_BYTES is taken", () => {
     expect(loadConfig({ ...SECRET, DRAIN_TIMEOUT_MS: "3000" })).toMatchObject({
       drainDelayMs: 1500,

@@ -27,6 +27,8 @@ export interface WsHubOptions {
   pingIntervalMs: number;
   authTimeoutMs: number;
   backpressureBytes: number;
+  /** Bytes queued towards all its sockets together (see `SweepOptions`). */
+  queuedMaxBytes: number;
   /** Authenticated sockets per instance. */
   maxConnections: number;
   /** Sockets still authenticating (open, no principal yet), counted apart from `maxConnections`. */

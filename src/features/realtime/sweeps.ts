@@ -7,6 +7,14 @@ export interface SweepOptions {
   pingIntervalMs: number;
   /** Queued bytes past which a connection is a slow consumer. */
   backpressureBytes: number;
+  /**
+   * Bytes queued towards every connection together: past this, or past half
+   * of it for one tenant, the connections holding the most are closed as slow
+   * consumers (the tenant holding the most pays first), so no tenant's
+   * clients that read nothing can fill the instance's memory, one socket
+   * below `backpressureBytes` at a time.
+   */
+  queuedMaxBytes: number;
 }
 
 /**
@@ -26,7 +34,8 @@ const LOGGED_CHANNELS = 5;
 
 /**
  * The periodic work over every connection of the hub: while frames are sent,
- * every BACKPRESSURE_CHECK_MS, closes slow consumers (1013); each second,
+ * every BACKPRESSURE_CHECK_MS, closes slow consumers (1013), and the largest
+ * queues of a tenant past its share of `queuedMaxBytes`; each second,
  * warns connections whose token expires soon (`token_expiring`) and closes
  * those whose token expired (4001); every `pingIntervalMs`, sends the
  * app-level ping. Owns its timers: no connection has a timer of its own for
@@ -66,18 +75,55 @@ export class Sweeps {
   private checkBackpressure(): void {
     if (!this.sending) return;
     this.sending = false;
-    for (const connection of this.connections) this.closeIfSlow(connection);
+    let total = 0;
+    const queued: Array<{ connection: Connection; bytes: number; tenant: string }> = [];
+    for (const connection of this.connections) {
+      const bytes = connection.bufferedAmount();
+      if (bytes === 0 || this.closeIfSlow(connection, bytes) || connection.isClosing) continue;
+      total += bytes;
+      queued.push({ connection, bytes, tenant: connection.principal?.tenant ?? "" });
+    }
+    // No tenant holds more than all of them do.
+    if (total > this.options.queuedMaxBytes / 2) this.closeOverBudget(queued, total);
+  }
+
+  /**
+   * Closes, largest queue first, connections of a tenant holding more than
+   * half of `queuedMaxBytes`, and while the total is over it, of the tenant
+   * holding the most.
+   */
+  private closeOverBudget(
+    queued: Array<{ connection: Connection; bytes: number; tenant: string }>,
+    total: number,
+  ): void {
+    const share = this.options.queuedMaxBytes / 2;
+    const byTenant = new Map<string, number>();
+    for (const { bytes, tenant } of queued) byTenant.set(tenant, (byTenant.get(tenant) ?? 0) + bytes);
+    const largest = () => [...byTenant].reduce((a, b) => (b[1] > a[1] ? b : a))[0];
+    queued.sort((a, b) => b.bytes - a.bytes);
+    for (const { connection, bytes, tenant } of queued) {
+      const held = byTenant.get(tenant) as number;
+      if (held <= share && (total <= this.options.queuedMaxBytes || tenant !== largest())) continue;
+      this.closeSlow(connection, bytes, "its tenant's clients hold more queued bytes than their share");
+      byTenant.set(tenant, held - bytes);
+      total -= bytes;
+    }
   }
 
   private sweep(now: number): void {
     for (const connection of this.connections) {
-      if (!connection.isClosing && !this.closeIfSlow(connection)) connection.checkExpiry(now);
+      if (!connection.isClosing && !this.closeIfSlow(connection, connection.bufferedAmount()))
+        connection.checkExpiry(now);
     }
   }
 
-  private closeIfSlow(connection: Connection): boolean {
-    const queuedBytes = connection.bufferedAmount();
+  private closeIfSlow(connection: Connection, queuedBytes: number): boolean {
     if (connection.isClosing || queuedBytes <= this.options.backpressureBytes) return false;
+    this.closeSlow(connection, queuedBytes, "it reads slower than its channels deliver");
+    return true;
+  }
+
+  private closeSlow(connection: Connection, queuedBytes: number, why: string): void {
     this.metrics.wsSlowConsumerDisconnects.inc();
     // Which tenant and channels: the operator's first question (is it one client, one channel?).
     const closed = this.slowConsumerLine.due();
@@ -90,10 +136,9 @@ export class Sweeps {
           queuedBytes,
           closed,
         },
-        "slow WebSocket consumer closed (1013): it reads slower than its channels deliver",
+        `slow WebSocket consumer closed (1013): ${why}`,
       );
     connection.close(CLOSE.tryAgainLater, "slow consumer");
-    return true;
   }
 
   private ping(): void {

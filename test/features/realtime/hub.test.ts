@@ -100,6 +100,7 @@ function hub(
       pingIntervalMs: 60_000,
       authTimeoutMs: 60_000,
       backpressureBytes: 1 << 20,
+      queuedMaxBytes: 1 << 28,
       maxConnections: 100,
       maxUnauthenticated: 100,
       maxConnectionsPerTenant: 100,

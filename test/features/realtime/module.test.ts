@@ -29,6 +29,7 @@ function realtimeModule(bus: LocalFanoutBus, health: HealthState) {
         pingIntervalMs: 60_000,
         authTimeoutMs: 60_000,
         backpressureBytes: 1 << 20,
+        queuedMaxBytes: 1 << 28,
         maxConnections: 10,
         maxUnauthenticated: 10,
         maxConnectionsPerTenant: 10,

@@ -44,6 +44,7 @@ async function connectedPeer(world: ReturnType<typeof resumeWorld>) {
       pingIntervalMs: 60_000,
       authTimeoutMs: 60_000,
       backpressureBytes: 1 << 20,
+      queuedMaxBytes: 1 << 28,
       maxConnections: 10,
       maxUnauthenticated: 10,
       maxConnectionsPerTenant: 10,

@@ -39,7 +39,7 @@ test("each second: a connection past the backpressure limit closes 1013 and is c
   const atLimit = new FakeConnection(65_536);
   const idle = new FakeConnection(0);
   const sweeps = new Sweeps(
-    { pingIntervalMs: 60_000, backpressureBytes: 65_536 },
+    { pingIntervalMs: 60_000, backpressureBytes: 65_536, queuedMaxBytes: 1 << 30 },
     asConnections([slow, atLimit, idle]),
     metrics,
     silent,
@@ -58,7 +58,7 @@ test("each second: a connection past the backpressure limit closes 1013 and is c
 test("every pingIntervalMs each connection gets the app-level ping; stop ends both timers", () => {
   const connection = new FakeConnection();
   const sweeps = new Sweeps(
-    { pingIntervalMs: 250, backpressureBytes: 1 },
+    { pingIntervalMs: 250, backpressureBytes: 1, queuedMaxBytes: 1 << 30 },
     asConnections([connection]),
     createMetrics("test", "0"),
     silent,
@@ -76,7 +76,7 @@ test("every pingIntervalMs each connection gets the app-level ping; stop ends bo
 test("the connection set is read at each sweep: one added later is swept too", () => {
   const connections = new Set<FakeConnection>();
   const sweeps = new Sweeps(
-    { pingIntervalMs: 60_000, backpressureBytes: 10 },
+    { pingIntervalMs: 60_000, backpressureBytes: 10, queuedMaxBytes: 1 << 30 },
     connections as unknown as Iterable<Connection>,
     createMetrics("test", "0"),
     silent,
@@ -94,7 +94,7 @@ test("while frames are sent, a slow consumer is closed within 100 ms, once, befo
   const metrics = createMetrics("test", "0");
   const slow = new FakeConnection(70_000);
   const sweeps = new Sweeps(
-    { pingIntervalMs: 60_000, backpressureBytes: 65_536 },
+    { pingIntervalMs: 60_000, backpressureBytes: 65_536, queuedMaxBytes: 1 << 30 },
     asConnections([slow]),
     metrics,
     silent,
@@ -124,7 +124,7 @@ test("a slow consumer's close is logged with its tenant and channels, at most on
   const second = new FakeConnection(80_000);
   second.principal = { tenant: "globex" };
   const sweeps = new Sweeps(
-    { pingIntervalMs: 60_000, backpressureBytes: 65_536 },
+    { pingIntervalMs: 60_000, backpressureBytes: 65_536, queuedMaxBytes: 1 << 30 },
     asConnections([first, second]),
     metrics,
     log,
@@ -144,5 +144,60 @@ test("a slow consumer's close is logged with its tenant and channels, at most on
     queuedBytes: 70_000,
     closed: 1,
   });
+  sweeps.stop();
+});
+
+// Found in the tenant-versus-tenant audit: each socket was bounded, the sockets of a tenant together
+// not, so a tenant's clients reading nothing held up to WS_BACKPRESSURE_BYTES each, as many as it may open.
+test("past half of queuedMaxBytes, a tenant's largest queues are closed 1013 until it is within its share; other tenants keep theirs", async () => {
+  const metrics = createMetrics("test", "0");
+  const of = (tenant: string, bytes: number) => {
+    const connection = new FakeConnection(bytes);
+    connection.principal = { tenant };
+    return connection;
+  };
+  const acme = [of("acme", 110), of("acme", 190), of("acme", 120), of("acme", 180)];
+  const globex = [of("globex", 190), of("globex", 190)];
+  const sweeps = new Sweeps(
+    { pingIntervalMs: 60_000, backpressureBytes: 200, queuedMaxBytes: 1000 },
+    asConnections([...acme, ...globex]),
+    metrics,
+    silent,
+  );
+  sweeps.start();
+  sweeps.noteSending();
+  jest.advanceTimersByTime(100);
+  // 600 bytes for acme, over 500: its largest queue goes, and 410 are left.
+  expect(acme.map((connection) => connection.calls)).toEqual([[], ["close 1013 slow consumer"], [], []]);
+  expect(globex.map((connection) => connection.calls)).toEqual([[], []]);
+  expect((await metrics.wsSlowConsumerDisconnects.get()).values[0]?.value).toBe(1);
+  sweeps.stop();
+});
+
+test("past queuedMaxBytes in all, the tenant holding the most loses its largest queues until the total is within it", () => {
+  const of = (tenant: string, bytes: number) => {
+    const connection = new FakeConnection(bytes);
+    connection.principal = { tenant };
+    return connection;
+  };
+  const acme = [of("acme", 200), of("acme", 250)];
+  const globex = [of("globex", 190), of("globex", 190), of("globex", 20)];
+  const initech = [of("initech", 150), of("initech", 150)];
+  const sweeps = new Sweeps(
+    { pingIntervalMs: 60_000, backpressureBytes: 300, queuedMaxBytes: 1000 },
+    asConnections([...acme, ...globex, ...initech]),
+    createMetrics("test", "0"),
+    silent,
+  );
+  sweeps.start();
+  sweeps.noteSending();
+  jest.advanceTimersByTime(100);
+  // 1150 in all, no tenant over 500: acme (450) pays, its 250 is enough.
+  expect(acme.map((connection) => connection.calls)).toEqual([[], ["close 1013 slow consumer"]]);
+  expect([...globex, ...initech].every((connection) => connection.calls.length === 0)).toBe(true);
+  // Within the budget now: the next check closes nothing more.
+  sweeps.noteSending();
+  jest.advanceTimersByTime(100);
+  expect(acme[0]?.calls).toEqual([]);
   sweeps.stop();
 });
