@@ -58,8 +58,11 @@ export interface ConnectionHost {
   countTopic(topic: string, delta: number): void;
   /** A subject joined (1) or left (-1) a channel, for presence. */
   presence(channelKey: string, subject: string, delta: 1 | -1): void;
-  /** This connection started (1) or stopped (-1) asking for a channel's join and leave events. */
-  watchPresence(channelKey: string, delta: 1 | -1): void;
+  /**
+   * This connection started (1) or stopped (-1) asking for a channel's join
+   * and leave events; false when a start is refused (too many channels watched).
+   */
+  watchPresence(channelKey: string, delta: 1 | -1): boolean;
   /** Hands `listener` every live frame of `topic` until the returned function is called. */
   tap(topic: string, listener: LiveTap): () => void;
   /** A `publish` frame's message, through the fan-out bus (as `POST /v1/publish`). */
@@ -531,9 +534,6 @@ export class Connection {
     }
     // Again too for a channel whose live frames were held back from the engine while the log was read.
     this.peer?.subscribe(topic);
-    // The latest subscribe of the channel says whether it wants join and leave events.
-    this.setPresenceEvents(topic, channel, this.presenceAsked.get(channel) === true);
-    this.presenceAsked.delete(channel);
     const lastEventId = this.host.resume.position(principal.tenant, channel);
     // What the client holds once this answer is sent: after a resume, the last event replayed (else its
     // since, nothing of the channel came after it); else this position. Not the position when it resumed:
@@ -544,6 +544,10 @@ export class Connection {
       resumed?.kind === "events" ? (resumed.events.at(-1)?.id ?? since ?? lastEventId) : lastEventId,
     );
     this.send({ type: "subscribed", channel, lastEventId });
+    // The latest subscribe of the channel says whether it wants join and leave events (a refusal is
+    // said after `subscribed`: the subscription stands). They come from a timer: none falls in between.
+    this.setPresenceEvents(topic, channel, this.presenceAsked.get(channel) === true);
+    this.presenceAsked.delete(channel);
     if (resumed?.kind === "gone") {
       // After `subscribed`, as the SPEC orders them: the answer, then what became of the missed events.
       metrics.wsResumes.inc({ result: "history_gone" });
@@ -635,9 +639,18 @@ export class Connection {
   private setPresenceEvents(topic: string, channel: string, on: boolean): void {
     if (on === this.presenceChannels.has(channel)) return;
     if (on) {
+      if (!this.host.watchPresence(topic, 1)) {
+        // The subscription stands, without join and leave events: those channels cost every instance a check each second.
+        this.send({
+          type: "error",
+          code: "unavailable",
+          channel,
+          message: "no join and leave events: the tenant watches as many channels for them as it may here",
+        });
+        return;
+      }
       this.presenceChannels.add(channel);
       this.peer?.subscribe(presenceTopic(topic));
-      this.host.watchPresence(topic, 1);
     } else {
       this.presenceChannels.delete(channel);
       this.peer?.unsubscribe(presenceTopic(topic));

@@ -97,7 +97,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
       claimSlots: (tenant) => this.claimSlots(tenant),
       countTopic: (topic, delta) => this.countTopic(topic, delta),
       presence: (channelKey, subject, delta) => deps.presence?.change(channelKey, subject, delta),
-      watchPresence: (channelKey, delta) => deps.presence?.watch(channelKey, delta),
+      watchPresence: (channelKey, delta) => deps.presence?.watch(channelKey, delta) ?? true,
       tap: (topic, listener) => this.tap(topic, listener),
       publish: deps.publish,
     };

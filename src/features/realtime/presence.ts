@@ -1,4 +1,4 @@
-import { channelTopic, requireChannel } from "../../domain/channel.ts";
+import { channelTopic, requireChannel, tenantOfTopic } from "../../domain/channel.ts";
 import { authorizedReader, type ReaderChecks } from "../../http/caller.ts";
 import { jsonText } from "../../http/reply.ts";
 import { SortedStrings } from "../../lib/sorted-strings.ts";
@@ -13,6 +13,15 @@ export const MAX_LISTED_MEMBERS = 1000;
 export const MAX_TRACKED_MEMBERS = 1000;
 /** Join and leave events sent per channel per check; the rest come at the next checks (nothing is lost, a flood is spread). */
 export const MAX_EVENTS_PER_CHECK = 100;
+/**
+ * Channels one tenant's connections may watch for join and leave events on an
+ * instance, and all tenants' together: each costs a comparison (with Redis, a
+ * read) every second, so past them a `presence: true` is refused (the
+ * subscription stands without those events). A tenant's 400,000 watched
+ * channels held the event loop 460–660 ms of every second.
+ */
+export const MAX_WATCHED_CHANNELS_PER_TENANT = 2500;
+export const MAX_WATCHED_CHANNELS = 4 * MAX_WATCHED_CHANNELS_PER_TENANT;
 /** At most one "presence store unavailable" line per this long, as the other Redis-backed features. */
 const STORE_FAILURE_LOG_INTERVAL_MS = 10_000;
 
@@ -46,6 +55,8 @@ export class Presence {
    * Bounded by the subscriptions.
    */
   private readonly watched = new Map<string, { watchers: number; told: Set<string> | undefined }>();
+  /** Tenant → how many of `watched` are its channels (at most MAX_WATCHED_CHANNELS_PER_TENANT). */
+  private readonly watchedByTenant = new Map<string, number>();
   private readonly listeners: PresenceListener[] = [];
   private checking = false;
   private readonly storeFailureLine = new OccasionalLine(STORE_FAILURE_LOG_INTERVAL_MS);
@@ -61,11 +72,20 @@ export class Presence {
     this.listeners.push(listener);
   }
 
-  /** A local connection started (1) or stopped (-1) asking for the channel's join and leave events. */
-  watch(channelKey: string, delta: 1 | -1): void {
+  /**
+   * A local connection started (1) or stopped (-1) asking for the channel's
+   * join and leave events. False when a start is refused: the channel is not
+   * watched yet and its tenant, or the instance, watches as many as it may.
+   */
+  watch(channelKey: string, delta: 1 | -1): boolean {
     const entry = this.watched.get(channelKey);
     if (!entry) {
-      if (delta < 0) return;
+      if (delta < 0) return true;
+      const tenant = tenantOfTopic(channelKey);
+      const ofTenant = this.watchedByTenant.get(tenant) ?? 0;
+      if (ofTenant >= MAX_WATCHED_CHANNELS_PER_TENANT || this.watched.size >= MAX_WATCHED_CHANNELS)
+        return false;
+      this.watchedByTenant.set(tenant, ofTenant + 1);
       const started = { watchers: 1, told: undefined as Set<string> | undefined };
       this.watched.set(channelKey, started);
       // The baseline is who is there now, so a subject arriving right after is a join, not part of it.
@@ -78,10 +98,17 @@ export class Presence {
       // the others' then count as joins at the first check that reads them (a join too many, never one missed).
       if (this.store) this.store.members(channelKey, MAX_TRACKED_MEMBERS, true).then(baseline, local);
       else local();
-      return;
+      return true;
     }
     entry.watchers += delta;
-    if (entry.watchers <= 0) this.watched.delete(channelKey);
+    if (entry.watchers <= 0) {
+      this.watched.delete(channelKey);
+      const tenant = tenantOfTopic(channelKey);
+      const left = (this.watchedByTenant.get(tenant) ?? 1) - 1;
+      if (left > 0) this.watchedByTenant.set(tenant, left);
+      else this.watchedByTenant.delete(tenant);
+    }
+    return true;
   }
 
   /**

@@ -39,8 +39,11 @@ export interface SseDependencies {
   releaseSlot(tenant: string): void;
   /** A subject joined (1) or left (-1) a channel, for presence. */
   presence(channelKey: string, subject: string, delta: 1 | -1): void;
-  /** A stream started (1) or stopped (-1) asking for a channel's join and leave events (`?presence=true`). */
-  watchPresence(channelKey: string, delta: 1 | -1): void;
+  /**
+   * A stream started (1) or stopped (-1) asking for a channel's join and leave
+   * events (`?presence=true`); false when a start is refused (too many channels watched).
+   */
+  watchPresence(channelKey: string, delta: 1 | -1): boolean;
 }
 
 const SSE_HEADERS = {
@@ -82,13 +85,16 @@ class EventStream {
   readonly behind = new Map<string, string>();
   /** A replay did not finish: the stream ends once the others under way are written. */
   private endingAfterReplays = false;
+  /** The channels (keys) whose join and leave events it watches: those it asked for, less any refused. */
+  readonly watching = new Set<string>();
 
   constructor(
     /** Bytes it may hold unsent: a write past them drops it (`lagging`), so no stream holds more for long. */
     private readonly maxBufferedBytes: number,
     private readonly lagging: (stream: EventStream) => void,
     readonly principal: Principal,
-    /** Its channels' keys, for presence. */
+    readonly channels: string[],
+    /** Its channels' keys, for presence (in the order of `channels`). */
     readonly channelKeys: string[],
     /** Every engine topic it hears: its channels, the tenant's broadcasts and, when asked, its channels' presence. */
     readonly topics: string[],
@@ -333,6 +339,7 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       2 * this.options.backpressureBytes,
       (lagging) => this.dropSlow(lagging),
       principal,
+      channels,
       channelKeys,
       [
         ...channelKeys,
@@ -541,9 +548,18 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       }
       streams.add(stream);
     }
-    for (const key of stream.channelKeys) {
+    for (const [index, key] of stream.channelKeys.entries()) {
       this.deps.presence(key, stream.principal.subject, 1);
-      if (stream.presence) this.deps.watchPresence(key, 1);
+      if (!stream.presence) continue;
+      if (this.deps.watchPresence(key, 1)) stream.watching.add(key);
+      else {
+        const refused = {
+          code: "unavailable",
+          channel: stream.channels[index],
+          message: "no join and leave events: the tenant watches as many channels for them as it may here",
+        };
+        stream.write(sseEvent("problem", JSON.stringify(refused)));
+      }
     }
     this.deps.metrics.sseStreams.inc();
   }
@@ -555,10 +571,8 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       streams?.delete(stream);
       if (streams?.size === 0) this.byTopic.delete(topic);
     }
-    for (const key of stream.channelKeys) {
-      this.deps.presence(key, stream.principal.subject, -1);
-      if (stream.presence) this.deps.watchPresence(key, -1);
-    }
+    for (const key of stream.channelKeys) this.deps.presence(key, stream.principal.subject, -1);
+    for (const key of stream.watching) this.deps.watchPresence(key, -1);
     this.deps.releaseSlot(stream.principal.tenant);
     this.deps.metrics.sseStreams.dec();
   }

@@ -77,6 +77,7 @@ function connection(
     tap = () => () => {},
     admit = async () => {},
     maxMessagesPerSec = 1000,
+    watchPresence = () => true,
   }: {
     tokenExpiryWarningMs?: number;
     authTimeoutMs?: number;
@@ -85,6 +86,7 @@ function connection(
     tap?: ConnectionHost["tap"];
     admit?: ConnectionHost["admit"];
     maxMessagesPerSec?: number;
+    watchPresence?: ConnectionHost["watchPresence"];
   } = {},
 ) {
   const history = new ChannelHistory({
@@ -122,7 +124,7 @@ function connection(
     claimSlots: () => undefined,
     countTopic: () => {},
     presence: () => {},
-    watchPresence: () => {},
+    watchPresence,
     publish,
   };
   const subject = new Connection("127.0.0.1", undefined, host);
@@ -140,8 +142,15 @@ async function send(peer: FakePeer, frame: Record<string, unknown>) {
   return peer.take();
 }
 
-async function authenticated(tokens: Record<string, Principal | GatewayError>, warningMs?: number) {
-  const opened = connection(tokens, { tokenExpiryWarningMs: warningMs });
+async function authenticated(
+  tokens: Record<string, Principal | GatewayError>,
+  warningMs?: number,
+  watchPresence?: ConnectionHost["watchPresence"],
+) {
+  const opened = connection(tokens, {
+    tokenExpiryWarningMs: warningMs,
+    ...(watchPresence ? { watchPresence } : {}),
+  });
   const frames = await send(opened.peer, { type: "auth", token: "first" });
   expect(frames[0]).toMatchObject({ type: "connected" });
   return { ...opened, frames };
@@ -574,6 +583,24 @@ describe("Connection: join and leave events", () => {
     expect(presenceTopics()).toEqual([]);
     const refused = await send(peer, { type: "subscribe", channel: "room", presence: "yes" });
     expect(refused[0]).toMatchObject({ type: "error", code: "bad_frame" });
+  });
+
+  test("refused by a full watch list: an unavailable error naming the channel, the subscription stands without them, and leaving gives back nothing it was not given", async () => {
+    const calls: string[] = [];
+    const watchPresence = (key: string, delta: 1 | -1) => {
+      calls.push(`${key} ${delta}`);
+      return key !== "t/acme/crowded";
+    };
+    const { peer } = await authenticated({ first: principal() }, undefined, watchPresence);
+    const frames = await send(peer, { type: "subscribe", channel: "crowded", presence: true });
+    expect(frames.map((frame) => frame.type)).toEqual(["subscribed", "error"]);
+    expect(frames[1]).toMatchObject({ code: "unavailable", channel: "crowded" });
+    expect([...peer.topics].filter((topic) => topic.startsWith("p/"))).toEqual([]);
+    await send(peer, { type: "subscribe", channel: "room", presence: true });
+    expect([...peer.topics].filter((topic) => topic.startsWith("p/"))).toEqual(["p/acme/room"]);
+    await send(peer, { type: "unsubscribe", channel: "crowded" });
+    await send(peer, { type: "unsubscribe", channel: "room" });
+    expect(calls).toEqual(["t/acme/crowded 1", "t/acme/room 1", "t/acme/room -1"]);
   });
 });
 

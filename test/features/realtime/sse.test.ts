@@ -65,6 +65,9 @@ function setup(
   let taken = 0;
   /** Presence as the stream reports it: channel key | subject → connections. */
   const watching = new Map<string, number>();
+  /** Calls to watchPresence; the channel keys whose watch it refuses. */
+  const watchCalls: string[] = [];
+  const refusedWatches = new Set<string>();
   const streams = new SseStreams(
     { heartbeatMs, backpressureBytes, maxChannels: 3 },
     {
@@ -86,7 +89,10 @@ function setup(
       presence: (channelKey, subject, delta) => {
         watching.set(`${channelKey}|${subject}`, (watching.get(`${channelKey}|${subject}`) ?? 0) + delta);
       },
-      watchPresence: () => {},
+      watchPresence: (channelKey, delta) => {
+        watchCalls.push(`${channelKey} ${delta}`);
+        return !refusedWatches.has(channelKey);
+      },
     },
   );
   world.fanout.attach(streams);
@@ -96,7 +102,7 @@ function setup(
     reply.stream?.open(stream);
     return { reply, stream };
   };
-  return { ...world, streams, open, slots: () => taken, watching };
+  return { ...world, streams, open, slots: () => taken, watching, watchCalls, refusedWatches };
 }
 
 /** The `n` of every event in stream text, in order. */
@@ -439,6 +445,16 @@ describe("SseStreams", () => {
     expect(numbers(text)).toEqual([1, 2, 3]);
     expect([...text.matchAll(/^id: (.*)$/gm)].at(-1)?.[1]).toBe(id(3));
     expect(stream.state).toBe("ended");
+  });
+
+  test("presence=true refused for a channel by a full watch list: a problem event naming it, the others watched, and only those given back", async () => {
+    const world = setup();
+    world.refusedWatches.add("t/acme/crowded");
+    const { reply, stream } = await world.open("channel=crowded&channel=room&presence=true&token=good");
+    const text = String(reply.body) + stream.written.join("");
+    expect(text).toContain('event: problem\ndata: {"code":"unavailable","channel":"crowded"');
+    stream.end();
+    expect(world.watchCalls).toEqual(["t/acme/crowded 1", "t/acme/room 1", "t/acme/room -1"]);
   });
 
   test("at the longest SSE_HEARTBEAT_MS the heartbeat goes on the last sweep before it is due, never a sweep after", async () => {
