@@ -442,7 +442,7 @@ export function loadConfig(env: Env = process.env): Config {
   const wsBackpressureBytes = read("WS_BACKPRESSURE_BYTES", integer(1024, 256 * 1024 * 1024), 1024 * 1024);
   // A tenant may hold half: one socket at the engine's cap (twice the backpressure bound) must fit in it.
   const wsQueuedDefault = Math.max(DEFAULT_WS_QUEUED_MAX_BYTES, 4 * wsBackpressureBytes);
-  const wsQueuedMaxBytes = read("WS_QUEUED_MAX_BYTES", integer(4096, 64 * 1024 ** 3), wsQueuedDefault);
+  const wsQueuedMaxBytes = read("WS_QUEUED_MAX_BYTES", integer(4096, 68_719_476_736), wsQueuedDefault);
   if (wsQueuedMaxBytes < 4 * wsBackpressureBytes)
     problems.push(
       `WS_QUEUED_MAX_BYTES: must be at least 4 × WS_BACKPRESSURE_BYTES (${4 * wsBackpressureBytes}): a tenant's share, half of it, holds one socket at twice its bound`,
