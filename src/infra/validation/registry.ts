@@ -214,12 +214,7 @@ function addExactKeywords(ajv: AjvCore): void {
         limit = limitOf(text);
         limits.set(text, limit);
       }
-      const parent = context?.parentData;
-      const sent =
-        numbersAsSent !== undefined && parent !== null && typeof parent === "object"
-          ? numbersAsSent.get(parent)?.get(context?.parentDataProperty as string | number)
-          : undefined;
-      if (holds(keyword, value, sent, limit)) return true;
+      if (holds(keyword, value, sentText(context), limit)) return true;
       // A new object each time: ajv writes the instance path into it.
       check.errors = [{ keyword, message: `must be ${operator} ${text}`, params: { limit: limit.double } }];
       return false;
@@ -227,6 +222,38 @@ function addExactKeywords(ajv: AjvCore): void {
     check.errors = [] as ErrorObject[];
     ajv.addKeyword({ keyword: name, type: "number", schemaType: "string", errors: true, validate: check });
   }
+  // Beside `type: "integer"`: ajv judged the double, which is an integer for `1.0000000000000000001`.
+  const integer = (_on: boolean, _value: number, _schema?: unknown, context?: DataContext): boolean => {
+    const sent = sentText(context);
+    if (sent === undefined || isIntegral(parseDecimal(sent))) return true;
+    integer.errors = [{ keyword: "type", message: "must be integer", params: { type: "integer" } }];
+    return false;
+  };
+  integer.errors = [] as ErrorObject[];
+  ajv.addKeyword({
+    keyword: "exactInteger",
+    type: "number",
+    schemaType: "boolean",
+    errors: true,
+    validate: integer,
+  });
+}
+
+/** The text of the number being validated, when JSON.parse rounded it (else its double is the number sent). */
+function sentText(context: DataContext | undefined): string | undefined {
+  const parent = context?.parentData;
+  return numbersAsSent !== undefined && parent !== null && typeof parent === "object"
+    ? numbersAsSent.get(parent)?.get(context?.parentDataProperty as string | number)
+    : undefined;
+}
+
+function isIntegral(decimal: Decimal): boolean {
+  return decimal.digits === "" || decimal.exponent >= decimal.digits.length;
+}
+
+/** A `type` that holds only integers among numbers: `integer`, or a list naming it and not `number`. */
+function integersOnly(type: unknown): boolean {
+  return type === "integer" || (Array.isArray(type) && type.includes("integer") && !type.includes("number"));
 }
 
 /**
@@ -413,7 +440,10 @@ export function withExactNumericKeywords(schema: unknown, schemaNumbers?: ExactN
       copy.enum = value;
       copy.exactEnum = allowedValues(value, numberText, value);
     } else if (key === "uniqueItems" && typeof value === "boolean") copy.exactUniqueItems = value;
-    else if (SUBSCHEMA_LISTS.has(key) && Array.isArray(value)) copy[key] = value.map(copied);
+    else if (key === "type" && integersOnly(value)) {
+      copy.type = value;
+      copy.exactInteger = true;
+    } else if (SUBSCHEMA_LISTS.has(key) && Array.isArray(value)) copy[key] = value.map(copied);
     else if (SUBSCHEMA.has(key)) copy[key] = copied(value);
     else if (SUBSCHEMA_MAPS.has(key) && value !== null && typeof value === "object") {
       copy[key] = Object.fromEntries(

@@ -739,6 +739,28 @@ describe("numeric limits hold for the numbers as sent", () => {
     expect(valid('{"nested":[1,-1e-400]}')).toBe(false);
   });
 
+  // Found in the SPEC audit: `type: integer` judged JSON.parse's double, an integer for 1.0000000000000000001.
+  test("type integer holds for the number as sent: a fraction JSON.parse rounded away is no integer", async () => {
+    const valid = await validatorFor({
+      type: "object",
+      properties: {
+        qty: { type: "integer" },
+        either: { type: ["integer", "string"] },
+        any: { type: ["integer", "number"] },
+      },
+    });
+    expect(valid('{"qty":1.0000000000000000001}')).toBe(false);
+    expect(valid('{"qty":1.0000000000000000000}')).toBe(true);
+    expect(valid('{"qty":9007199254740993}')).toBe(true);
+    expect(valid('{"qty":12345678901234567890e-1}')).toBe(true);
+    expect(valid('{"qty":1234567890123456789.5}')).toBe(false);
+    expect(valid('{"qty":1e400}')).toBe(true);
+    expect(valid('{"qty":1.5}')).toBe(false);
+    expect(valid('{"either":0.99999999999999999999}')).toBe(false);
+    expect(valid('{"either":"x"}')).toBe(true);
+    expect(valid('{"any":1.0000000000000000001}')).toBe(true);
+  });
+
   test("multipleOf is exact for big integers", async () => {
     const valid = await validatorFor({ type: "object", properties: { even: { multipleOf: 2 } } });
     expect(valid('{"even":9007199254740994}')).toBe(true);
