@@ -13,6 +13,7 @@ import {
   SYNTAX_ERROR,
   TOO_DEEP_REASON,
 } from "../../lib/json-scan.ts";
+import { withoutUtf8Bom } from "../../lib/utf8-bom.ts";
 import type { ExactNumbers } from "../../ports/schemas.ts";
 import {
   type BinaryCloudEvent,
@@ -99,7 +100,6 @@ const TOO_DEEP: RawRecord = { ok: false, reason: TOO_DEEP_REASON, code: "too_dee
 const SCANNER_OPTIONS = { rejectDuplicateKeys: true };
 /** An NDJSON body whose first lines are all malformed is not NDJSON: stop reading it there. */
 const MALFORMED_LINES_BEFORE_GIVING_UP = 100;
-const UTF8_BOM = [0xef, 0xbb, 0xbf];
 const LF = 0x0a;
 const QUOTE = 0x22;
 /** A type longer than this is not kept as the last one seen (TYPE_PATTERN allows 128). */
@@ -133,7 +133,7 @@ export async function decodeBody(
   // Most bodies are not compressed: no await (and no microtask turn) for them.
   const inflated =
     contentEncoding === undefined ? bytes : await decompress(bytes, contentEncoding, limits.maxBytes);
-  const decoded = withoutBom(inflated);
+  const decoded = withoutUtf8Bom(inflated);
   const text = Buffer.isBuffer(decoded)
     ? decoded
     : Buffer.from(decoded.buffer, decoded.byteOffset, decoded.byteLength);
@@ -220,12 +220,6 @@ function scanValue(text: Buffer): RawRecord {
 /** `type/subtype` of a Content-Type, lower-case, without parameters. */
 function mediaTypeOf(contentType: string | undefined): string {
   return (contentType ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
-}
-
-function withoutBom(bytes: Uint8Array): Uint8Array {
-  return bytes[0] === UTF8_BOM[0] && bytes[1] === UTF8_BOM[1] && bytes[2] === UTF8_BOM[2]
-    ? bytes.subarray(3)
-    : bytes;
 }
 
 function tooManyRecords(maxRecords: number): GatewayError {

@@ -16,6 +16,7 @@ import {
   TOO_DEEP_REASON,
 } from "../../lib/json-scan.ts";
 import { Deadlines } from "../../lib/time.ts";
+import { withoutUtf8Bom } from "../../lib/utf8-bom.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
 import type { Module } from "../../ports/module.ts";
@@ -41,10 +42,12 @@ export interface PublishDependencies extends CallerChecks {
  * The publish body, checked by the scanner before JSON.parse (bounded nesting,
  * no exception on bad input), with the exact text of its `data`.
  */
-function parsePublishBody(bytes: Uint8Array): {
+function parsePublishBody(sent: Uint8Array): {
   body: Record<string, unknown>;
   dataJson: string | undefined;
 } {
+  // A leading byte order mark is not JSON: ingest skips it, and so does this route.
+  const bytes = withoutUtf8Bom(sent);
   const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   // JSON text is UTF-8 (RFC 8259): invalid bytes would be delivered as U+FFFD, not as sent.
   if (!isUtf8(text)) throw new GatewayError("malformed_json", "the body is not valid UTF-8");

@@ -117,4 +117,42 @@ describe("POST /v1/publish", () => {
     });
     expect(read).toBe(false);
   });
+
+  // Found in the SPEC audit: /v1/events skipped a leading byte order mark, /v1/publish refused it (400).
+  test("a body behind a UTF-8 byte order mark is published as ingest reads one; a malformed one is still a 400", async () => {
+    const published: FanoutMessage[] = [];
+    const module = createPublishModule({
+      authenticate: () => principal(undefined),
+      admission: { request: () => undefined, events: () => undefined },
+      idempotency: { run: () => Promise.reject(new Error("not reached")) },
+      bus: {
+        publish: async (messages: FanoutMessage[]) => {
+          published.push(...messages);
+        },
+      } as unknown as FanoutBus,
+      maxBytes: 1000,
+      ackTimeoutMs: 1000,
+      bodies: new RequestBodies(64 * 1024 * 1024, 1000),
+    });
+    const post = (text: string) =>
+      module.routes?.[0]?.handler(
+        {
+          method: "POST",
+          path: "/v1/publish",
+          query: new URLSearchParams(),
+          header: (name) => ({ "content-type": "application/json" })[name],
+          headerNames: () => ["content-type"],
+          remoteAddress: "127.0.0.1",
+          body: async () => new TextEncoder().encode(text),
+        },
+        {},
+      );
+    await post('\ufeff{"channel":"orders","data":{"n":1}}');
+    expect(published).toMatchObject([{ channel: "orders", dataJson: '{"n":1}' }]);
+    await expect(
+      post('\ufeff\ufeff{"channel":"orders","data":{}}') as Promise<unknown>,
+    ).rejects.toMatchObject({
+      code: "malformed_json",
+    });
+  });
 });
