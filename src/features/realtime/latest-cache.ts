@@ -61,8 +61,10 @@ interface TenantEntries {
  * The last scan's result per tenant and channel (`ScannedLatest`), within
  * `maxBytes` (every entry costs at least its overhead, which bounds their
  * number too). Past it, the tenant holding the most bytes loses its least
- * recently used entry: a tenant asking for many channels' latest events
- * pushes out its own entries, never those of a tenant holding less. An
+ * recently used entry, the writer counted with the entry it brings and paying
+ * on a tie: a tenant asking for many channels' latest events pushes out its
+ * own entries, never those of a tenant holding no more than it would (an
+ * entry that would need them is not kept). An
  * entry of another epoch of the fan-out topic than the live reader's clears
  * every entry (the topic was made again: none of them stands for it).
  */
@@ -95,7 +97,13 @@ export class LatestCache {
     this.delete(tenant, channel);
     const bytes = entryBytes(tenant, channel, scanned);
     if (bytes > this.maxBytes) return;
-    while (this.bytes + bytes > this.maxBytes) this.evictFromLargest();
+    while (this.bytes + bytes > this.maxBytes) {
+      const payer = this.largest(tenant, bytes);
+      const held = this.tenants.get(payer);
+      // The writer pays and has nothing left to give: the others hold less than it would.
+      if (!held) return;
+      this.delete(payer, held.entries.keys().next().value as string);
+    }
     let held = this.tenants.get(tenant);
     if (!held) {
       held = { entries: new Map(), bytes: 0 };
@@ -127,13 +135,17 @@ export class LatestCache {
     return this.bytes;
   }
 
-  /** The least recently used entry of the tenant holding the most bytes goes. */
-  private evictFromLargest(): void {
-    let largest: [string, TenantEntries] | undefined;
-    for (const held of this.tenants) if (!largest || held[1].bytes > largest[1].bytes) largest = held;
-    if (!largest) return;
-    const [tenant, { entries }] = largest;
-    this.delete(tenant, entries.keys().next().value as string);
+  /** The tenant holding the most bytes, `writer` counted with the `incoming` bytes of its entry and chosen on a tie. */
+  private largest(writer: string, incoming: number): string {
+    let found = writer;
+    let most = (this.tenants.get(writer)?.bytes ?? 0) + incoming;
+    for (const [tenant, held] of this.tenants) {
+      if (held.bytes > most) {
+        found = tenant;
+        most = held.bytes;
+      }
+    }
+    return found;
   }
 
   private clear(): void {

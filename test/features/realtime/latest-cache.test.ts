@@ -47,6 +47,29 @@ describe("LatestCache: what scans for channels' latest events found", () => {
     expect(cache.get("globex", "c99", "e1", 0)).toBeUndefined();
   });
 
+  // Found in the tenant-versus-tenant audit: the writer's bytes were counted before its new entry, so a
+  // tenant holding as much as another, once that entry was in, pushed the other's entries out.
+  test("the writer counts with the entry it brings and pays on a tie; an entry only another tenant's could make room for is not kept", () => {
+    const cache = new LatestCache(2500);
+    cache.set("globex", "a", scanned(3));
+    cache.set("globex", "b", scanned(3));
+    cache.set("acme", "x", scanned(3));
+    // globex held more than acme would: it paid once.
+    expect(cache.get("globex", "a", "e1", 0)).toBeUndefined();
+    cache.set("acme", "y", scanned(3));
+    // acme would hold as much as globex: acme pays, globex keeps b.
+    expect(cache.get("globex", "b", "e1", 0)).toBeDefined();
+    expect(cache.get("acme", "x", "e1", 0)).toBeUndefined();
+    expect(cache.get("acme", "y", "e1", 0)).toBeDefined();
+
+    // Room for one entry, two tenants of names as long (entries as large): the first one's stays.
+    const one = new LatestCache(1500);
+    one.set("abcd", "a", scanned(3));
+    one.set("acme", "a", scanned(3));
+    expect(one.get("abcd", "a", "e1", 0)).toBeDefined();
+    expect(one.get("acme", "a", "e1", 0)).toBeUndefined();
+  });
+
   test("the fan-out topic made again (another epoch) drops every entry; another partition drops that one", () => {
     const cache = new LatestCache(1 << 20);
     cache.set("acme", "a", scanned(1));
