@@ -136,6 +136,7 @@ export function createRealtimeModule(options: RealtimeOptions, deps: RealtimeDep
       heartbeatMs: options.sse.heartbeatMs,
       backpressureBytes: options.ws.backpressureBytes,
       maxChannels: options.ws.maxSubscriptions,
+      queuedMaxBytes: options.ws.queuedMaxBytes,
     },
     {
       resume,

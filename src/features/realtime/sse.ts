@@ -10,6 +10,7 @@ import type { HttpRequest, HttpStream } from "../../ports/transport.ts";
 import type { FanoutTarget } from "./fanout.ts";
 import type { HistoryEvent } from "./history.ts";
 import { type PresenceListener, presenceTopic } from "./presence.ts";
+import { overBudget, type QueuedBytes } from "./queued-budget.ts";
 import { isPending, type Resume, type ResumeOutcome } from "./resume.ts";
 import { parseCursor, StreamCursor } from "./stream-cursor.ts";
 
@@ -24,6 +25,8 @@ export interface SseOptions {
   backpressureBytes: number;
   /** Channels one stream may carry (the WebSocket subscription cap). */
   maxChannels: number;
+  /** Bytes queued towards every stream together, half of it per tenant (`WS_QUEUED_MAX_BYTES`, see `overBudget`). */
+  queuedMaxBytes: number;
 }
 
 export interface SseDependencies {
@@ -534,6 +537,7 @@ export class SseStreams implements FanoutTarget, PresenceListener {
 
   /** A client that stopped reading: counted, and its connection dropped with what waits for it. */
   private dropSlow(stream: EventStream): void {
+    if (stream.closed) return;
     this.deps.metrics.sseSlowConsumerDisconnects.inc();
     stream.abort();
   }
@@ -578,20 +582,28 @@ export class SseStreams implements FanoutTarget, PresenceListener {
   }
 
   /**
-   * Every second (and every heartbeat): ends slow and expired streams, sends
+   * Every second (and every heartbeat): ends slow and expired streams (and,
+   * past `queuedMaxBytes` or a tenant's half of it, the largest queues), sends
    * the heartbeat when due. Due one sweep early: waiting for the sweep past
    * `heartbeatMs` made the gap up to a sweep longer than it (16 s at 15000).
    */
   sweep(now: number): void {
     const heartbeat = now - this.lastHeartbeat >= this.options.heartbeatMs - this.sweepMs;
     if (heartbeat) this.lastHeartbeat = now;
+    const queues: Array<QueuedBytes<EventStream>> = [];
     for (const stream of [...this.streams]) {
       if (stream.bufferedAmount() > this.options.backpressureBytes) this.dropSlow(stream);
       else if (stream.principal.expiresAt <= now) {
         stream.write(sseEvent("problem", '{"code":"unauthorized","message":"token expired"}'));
         stream.end();
-      } else if (heartbeat) stream.write(HEARTBEAT);
+      } else {
+        if (heartbeat) stream.write(HEARTBEAT);
+        const bytes = stream.bufferedAmount();
+        if (bytes > 0 && !stream.closed)
+          queues.push({ client: stream, bytes, tenant: stream.principal.tenant });
+      }
     }
+    for (const { client } of overBudget(queues, this.options.queuedMaxBytes)) this.dropSlow(client);
   }
 }
 

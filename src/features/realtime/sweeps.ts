@@ -2,6 +2,7 @@ import type { Logger } from "../../log/logger.ts";
 import { OccasionalLine } from "../../log/occasional-line.ts";
 import type { Metrics } from "../../metrics/metrics.ts";
 import { CLOSE, type Connection } from "./connection.ts";
+import { overBudget, type QueuedBytes } from "./queued-budget.ts";
 
 export interface SweepOptions {
   pingIntervalMs: number;
@@ -75,39 +76,14 @@ export class Sweeps {
   private checkBackpressure(): void {
     if (!this.sending) return;
     this.sending = false;
-    let total = 0;
-    const queued: Array<{ connection: Connection; bytes: number; tenant: string }> = [];
+    const queues: Array<QueuedBytes<Connection>> = [];
     for (const connection of this.connections) {
       const bytes = connection.bufferedAmount();
       if (bytes === 0 || this.closeIfSlow(connection, bytes) || connection.isClosing) continue;
-      total += bytes;
-      queued.push({ connection, bytes, tenant: connection.principal?.tenant ?? "" });
+      queues.push({ client: connection, bytes, tenant: connection.principal?.tenant ?? "" });
     }
-    // No tenant holds more than all of them do.
-    if (total > this.options.queuedMaxBytes / 2) this.closeOverBudget(queued, total);
-  }
-
-  /**
-   * Closes, largest queue first, connections of a tenant holding more than
-   * half of `queuedMaxBytes`, and while the total is over it, of the tenant
-   * holding the most.
-   */
-  private closeOverBudget(
-    queued: Array<{ connection: Connection; bytes: number; tenant: string }>,
-    total: number,
-  ): void {
-    const share = this.options.queuedMaxBytes / 2;
-    const byTenant = new Map<string, number>();
-    for (const { bytes, tenant } of queued) byTenant.set(tenant, (byTenant.get(tenant) ?? 0) + bytes);
-    const largest = () => [...byTenant].reduce((a, b) => (b[1] > a[1] ? b : a))[0];
-    queued.sort((a, b) => b.bytes - a.bytes);
-    for (const { connection, bytes, tenant } of queued) {
-      const held = byTenant.get(tenant) as number;
-      if (held <= share && (total <= this.options.queuedMaxBytes || tenant !== largest())) continue;
-      this.closeSlow(connection, bytes, "its tenant's clients hold more queued bytes than their share");
-      byTenant.set(tenant, held - bytes);
-      total -= bytes;
-    }
+    for (const { client, bytes } of overBudget(queues, this.options.queuedMaxBytes))
+      this.closeSlow(client, bytes, "its tenant's clients hold more queued bytes than their share");
   }
 
   private sweep(now: number): void {

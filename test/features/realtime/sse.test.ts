@@ -60,6 +60,7 @@ function setup(
   limits = LIMITS,
   heartbeatMs = 1000,
   backpressureBytes = 1000,
+  queuedMaxBytes = 1 << 30,
 ) {
   const world = resumeWorld(limits);
   let taken = 0;
@@ -69,12 +70,13 @@ function setup(
   const watchCalls: string[] = [];
   const refusedWatches = new Set<string>();
   const streams = new SseStreams(
-    { heartbeatMs, backpressureBytes, maxChannels: 3 },
+    { heartbeatMs, backpressureBytes, maxChannels: 3, queuedMaxBytes },
     {
       resume: world.resume,
       metrics: world.metrics,
       admitRead: () => undefined,
       verify: async (token) => {
+        if (token === "globex") return { ...who, tenant: "globex" };
         if (token !== "good") throw new GatewayError("unauthorized", "bad token");
         return who;
       },
@@ -455,6 +457,20 @@ describe("SseStreams", () => {
     expect(text).toContain('event: problem\ndata: {"code":"unavailable","channel":"crowded"');
     stream.end();
     expect(world.watchCalls).toEqual(["t/acme/crowded 1", "t/acme/room 1", "t/acme/room -1"]);
+  });
+
+  // Found in the tenant-versus-tenant audit: a tenant's streams that read nothing were bounded one by one only.
+  test("the sweep drops a tenant's largest streams past its half of queuedMaxBytes; another tenant's stay", async () => {
+    const world = setup(principal(), 10, LIMITS, 1000, 1000, 4000);
+    const acme = await Promise.all([0, 1, 2].map(() => world.open("channel=c&token=good")));
+    for (const [index, { stream }] of acme.entries()) stream.buffered = 800 + 50 * index;
+    const globex = await Promise.all([0, 1].map(() => world.open("channel=c&token=globex")));
+    for (const { stream } of globex) stream.buffered = 950;
+    world.streams.sweep(Date.now());
+    // 2550 queued for acme, over its 2000: its largest goes, 1650 are left; globex's 1900 stay.
+    expect(acme.map(({ stream }) => stream.state)).toEqual(["open", "open", "aborted"]);
+    expect(globex.map(({ stream }) => stream.state)).toEqual(["open", "open"]);
+    expect(await world.metrics.sseSlowConsumerDisconnects.get()).toMatchObject({ values: [{ value: 1 }] });
   });
 
   test("at the longest SSE_HEARTBEAT_MS the heartbeat goes on the last sweep before it is due, never a sweep after", async () => {
