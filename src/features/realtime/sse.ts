@@ -179,6 +179,16 @@ class EventStream {
     else this.endingAfterReplays = true;
   }
 
+  /**
+   * It ends once the replays under way are written: its channels' live events
+   * are no longer written (they come again at the reconnect, from the `id:`
+   * it ends with), or one of a channel cut short would come before the rest
+   * of that channel's replay, and again after it.
+   */
+  get ending(): boolean {
+    return this.endingAfterReplays;
+  }
+
   /** A replay was written: the stream ends now if it was waiting for that. */
   replayed(): void {
     if (this.endingAfterReplays && this.replays.size === 0) this.endBehind();
@@ -248,6 +258,7 @@ export class SseStreams implements FanoutTarget, PresenceListener {
     for (const stream of streams) {
       const replay = stream.replays.get(topic);
       if (replay) this.hold(stream, topic, replay, frame, id);
+      else if (stream.ending && !broadcast) continue;
       else if ((stream.cursor || stream.behind.size > 0) && !broadcast)
         stream.write(stream.eventText(frame, id));
       else stream.write(shared);
@@ -499,8 +510,11 @@ export class SseStreams implements FanoutTarget, PresenceListener {
       // No longer behind while its own replay is written: its events' ids are where it stands.
       const since = stream.behind.get(channel) as string;
       stream.behind.delete(channel);
+      // What the client has not read yet counts, but half the bound is always there: on Bun the first
+      // chunk counts until it is read, and a replay done before then would go on one event per reconnect.
+      const bound = this.options.backpressureBytes;
       const answer = this.replayText(stream, channel, resumed, {
-        budget: this.options.backpressureBytes - stream.bufferedAmount(),
+        budget: Math.max(bound / 2, bound - stream.bufferedAmount()),
       });
       stream.write(answer.text);
       if (answer.end) {

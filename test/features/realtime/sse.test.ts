@@ -436,6 +436,33 @@ describe("SseStreams", () => {
     expect(second.stream.state).toBe("open");
   });
 
+  // Found in review: c, cut short by the bound, still got its live events while y was read back, so
+  // its 10 came before its 5 (left for the reconnect), and again at the reconnect.
+  test("a stream ending once a replay under way is written writes no more live events of its channels", async () => {
+    const world = setup(principal(), 10, LIMITS, 1000, 300);
+    for (const n of [6, 7, 8, 9]) world.publish(n, "y");
+    for (const [n, channel] of [
+      [11, "c"],
+      [12, "x"],
+      [13, "c"],
+      [14, "x"],
+      [15, "c"],
+    ] as const)
+      world.publish(n, channel);
+    world.log.gated = true;
+    const { reply, stream } = await world.open("channel=c&channel=x&channel=y&token=good", {
+      "last-event-id": id(5),
+    });
+    world.publish(16, "c");
+    world.log.release();
+    await Bun.sleep(0);
+    const text = String(reply.body) + stream.written.join("");
+    // c and x from memory up to the bound (11..13), y from the log; c's 16 comes at the reconnect.
+    expect(numbers(text)).toEqual([11, 12, 13, 6, 7, 8]);
+    expect([...text.matchAll(/^id: (.*)$/gm)].at(-1)?.[1]).toBe(id(8));
+    expect(stream.state).toBe("ended");
+  });
+
   test("a replay read back from the log is written up to the backpressure bound, then the stream ends at its last id", async () => {
     const world = setup(principal(), 10, LIMITS, 1000, 300);
     for (const n of [0, 1, 2, 3, 4, 5, 6]) world.publish(n, "x");
