@@ -137,6 +137,8 @@ class EventStream {
   }
 
   write(text: string): void {
+    // Nothing after the end: an event written after a last `id:` put there would take its place.
+    if (this.ended) return;
     if (this.stream) this.stream.write(text);
     else this.early += text;
     if (!this.ended && this.bufferedAmount() > this.maxBufferedBytes) this.lagging(this);

@@ -463,6 +463,28 @@ describe("SseStreams", () => {
     expect(stream.state).toBe("ended");
   });
 
+  test("a stream ended before its response opens keeps its last id: a live event coming meanwhile is not written after it", async () => {
+    const world = setup(principal(), 10, LIMITS, 1000, 300);
+    for (const [n, channel] of [
+      [1, "c"],
+      [2, "x"],
+      [3, "c"],
+      [4, "x"],
+      [5, "c"],
+    ] as const)
+      world.publish(n, channel);
+    const reply = (await world.streams
+      .route()
+      .handler(request("channel=c&channel=x&token=good", { "last-event-id": id(0) }), {})) as HttpReply;
+    world.publish(6, "c");
+    const stream = new FakeStream(() => reply.stream?.closed());
+    reply.stream?.open(stream);
+    const text = String(reply.body) + stream.written.join("");
+    expect(numbers(text)).toEqual([1, 2, 3]);
+    expect([...text.matchAll(/^id: (.*)$/gm)].at(-1)?.[1]).toBe(id(3));
+    expect(stream.state).toBe("ended");
+  });
+
   test("a replay read back from the log is written up to the backpressure bound, then the stream ends at its last id", async () => {
     const world = setup(principal(), 10, LIMITS, 1000, 300);
     for (const n of [0, 1, 2, 3, 4, 5, 6]) world.publish(n, "x");
