@@ -233,7 +233,13 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
       expect(await subscribe(globex, crafted)).toMatchObject({ type: "error", code: "bad_channel" });
     }
     await ingest(first, "acme", "shared", 0, 5);
-    expect((await collect(acme, 5)).length).toBe(5);
+    expect((await collect(acme, 5)).map((event) => (event.data as { element: string }).element)).toEqual([
+      "e0",
+      "e1",
+      "e2",
+      "e3",
+      "e4",
+    ]);
     // A leak would have reached globex's socket in the same dispatch, before globex's own event.
     await ingest(first, "globex", "shared", 100, 1);
     expect((await collect(globex, 1)).map((event) => (event.data as { element: string }).element)).toEqual([
@@ -248,7 +254,9 @@ describe.each(RUNTIMES)("fan-out across two instances on %s", (runtime) => {
     expect(await subscribe(limited, "payroll")).toMatchObject({ type: "error", code: "forbidden" });
     expect(await subscribe(limited, "orders.eu")).toMatchObject({ type: "subscribed", channel: "orders.eu" });
     await ingest(first, "acme", "orders.eu", 0, 1);
-    expect((await collect(limited, 1)).length).toBe(1);
+    expect((await collect(limited, 1)).map((event) => (event.data as { element: string }).element)).toEqual([
+      "e0",
+    ]);
     limited.close();
   });
 

@@ -165,6 +165,10 @@ async function audit(runtime: Runtime, scenario: string, topic: string, ledger: 
       `${missing.length} missing from Kafka, ` +
       `${duplicates} duplicates, ${unacknowledgedDelivered} delivered without a 202`,
   );
+  // A fault is a 503 or no answer: a 500 (or any other status) is a defect, not a record left unacknowledged.
+  expect(
+    [...ledger.statuses.keys()].filter((status) => !["202", "503", "no answer"].includes(status)),
+  ).toEqual([]);
   // Recovery: records sent once the fault was over were acknowledged, and are in Kafka with all the others.
   expect(ledger.acknowledgedIn.after.size).toBeGreaterThanOrEqual(ACKNOWLEDGED_PER_PHASE);
   expect([...ledger.acknowledgedIn.after].filter((id) => !counts.has(id))).toEqual([]);

@@ -505,6 +505,7 @@ for (const runtime of RUNTIMES) {
         socket.resume();
         const deadline = Date.now() + 10_000;
         while (!closed && Date.now() < deadline) await Bun.sleep(50);
+        expect(closed).toBe(true);
         await publish(slowGateway, "acme", "bulk", '{"after":true}');
         await healthy.until((m) => m.filter((x) => x.event === "event").length === published + 1);
         await healthy.close();
