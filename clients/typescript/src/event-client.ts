@@ -591,6 +591,8 @@ export abstract class BatchingClient {
      */
     let refused: string | undefined;
     let attempt = 1;
+    /** Token callbacks failed in a row: their own backoff, as they spend no attempt. */
+    let tokenFailures = 0;
     for (;;) {
       await untilOnline(this.#abort.signal);
       // The key is stored before the request goes: a client killed mid-request resends it under that key.
@@ -598,8 +600,20 @@ export abstract class BatchingClient {
       let outcome: Outcome;
       let deadline: ReturnType<typeof withDeadline> | undefined;
       let stale = false;
+      /** The token callback failed or did not answer in time: nothing was sent. */
+      let noToken = false;
       try {
-        const token = await resolveToken(this.#options.token, refused !== undefined);
+        // Within the request timeout and close(): a callback that never answered stalled the batch, and close().
+        const asked = withDeadline(this.#abort.signal, this.#limits.requestTimeoutMs);
+        const token = await untilAborted(
+          resolveToken(this.#options.token, refused !== undefined),
+          asked.signal,
+        ).finally(() => {
+          asked.clear();
+          noToken = true;
+        });
+        noToken = false;
+        tokenFailures = 0;
         this.#lastToken = token;
         stale = token === refused;
         if (stale) {
@@ -626,6 +640,13 @@ export abstract class BatchingClient {
         outcome = { done: false, status: undefined, message: messageOf(error), unreachable: true };
       } finally {
         deadline?.clear();
+      }
+      // No token (the identity provider down): nothing was sent, so no attempt is spent either; the
+      // batch waits on a backoff of its own. Counted, ten of them dropped the batch within a minute.
+      if (noToken && !this.#abort.signal.aborted) {
+        this.#counts.retries++;
+        await backoffWait(backoffDelay(tokenFailures++, this.#retry), this.#abort.signal);
+        continue;
       }
       // Any answer but a 401 (or none): a later 401 (a short-lived token that expired while the batch
       // waited out an outage) gets a fresh token again. Only a second 401 in a row is a refusal. While
@@ -685,11 +706,17 @@ export abstract class BatchingClient {
         break;
       }
       this.#counts.retries++;
+      // `Retry-After` is the least the gateway asks, not the whole wait: a gateway that says 1 s at each
+      // answer (its identity provider or Kafka out of reach for a while) spent every attempt in 11 s.
+      const backoff = backoffDelay(attempt - 1, this.#retry);
       const delay =
         outcome.retryAfterMs === undefined
-          ? backoffDelay(attempt - 1, this.#retry)
-          : Math.min(outcome.retryAfterMs, this.#retry.maxRetryAfterMs) +
-            Math.floor(Math.random() * this.#retry.initialDelayMs);
+          ? backoff
+          : Math.max(
+              backoff,
+              Math.min(outcome.retryAfterMs, this.#retry.maxRetryAfterMs) +
+                Math.floor(Math.random() * this.#retry.initialDelayMs),
+            );
       if (!pending) attempt++;
       await backoffWait(delay, this.#abort.signal);
     }

@@ -589,6 +589,69 @@ describe("EventClient retries", () => {
     await events.close();
   });
 
+  // Found in the auth audit: with the identity provider out of reach the gateway answers 503 with
+  // Retry-After 1 each time, and waiting just that, the ten attempts were spent and the batch dropped in 11 s.
+  test("Retry-After is the least a retry waits: answered 0 at each 503, the waits still grow as the backoff's", async () => {
+    const at: number[] = [];
+    const unavailable = () => {
+      at.push(performance.now());
+      return new Response("{}", { status: 503, headers: { "retry-after": "0" } });
+    };
+    const { fetch } = scriptedFetch([
+      unavailable,
+      unavailable,
+      unavailable,
+      unavailable,
+      unavailable,
+      () => {
+        at.push(performance.now());
+        return accepted();
+      },
+    ]);
+    const events = client({ fetch, retry: { initialDelayMs: 20, maxDelayMs: 1000 } });
+    events.enqueue(click(0));
+    await events.flush();
+    const waits = at.slice(1).map((time, index) => time - (at[index] as number));
+    expect(waits).toHaveLength(5);
+    // The backoff's k-th wait is at least half of 20 · 2^k ms: 10, 20, 40, 80, 160.
+    for (const [k, wait] of waits.entries()) expect(wait).toBeGreaterThanOrEqual(10 * 2 ** k - 2);
+    expect(events.stats).toMatchObject({ accepted: 1, dropped: 0 });
+    await events.close();
+  });
+
+  // Found in the auth audit: a token callback failing counted as a failed attempt (the batch dropped
+  // after ten, nothing sent), and one never answering held the batch and close() forever.
+  test("a token callback that fails spends no attempt: once it answers, the batch goes", async () => {
+    const { fetch, sent } = scriptedFetch([accepted]);
+    let asked = 0;
+    const events = client({
+      fetch,
+      token: () => {
+        if (++asked <= 12) throw new Error("identity provider down");
+        return "fresh";
+      },
+      retry: { initialDelayMs: 1, maxDelayMs: 4 },
+    });
+    events.enqueue(click(0));
+    await events.flush();
+    expect(asked).toBe(13);
+    expect(sent.map((request) => request.headers.authorization)).toEqual(["Bearer fresh"]);
+    expect(events.stats).toMatchObject({ accepted: 1, dropped: 0 });
+    await events.close();
+  });
+
+  test("a token callback that never answers is given up on at the request timeout, and close() still ends in time", async () => {
+    const { fetch, sent } = scriptedFetch([accepted]);
+    const events = client({ fetch, token: () => new Promise<string>(() => {}), requestTimeoutMs: 50 });
+    events.enqueue(click(0));
+    await Bun.sleep(200);
+    const started = Date.now();
+    await events.close({ timeoutMs: 100 });
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(sent).toEqual([]);
+    expect(events.stats).toMatchObject({ accepted: 0, dropped: 1 });
+  });
+
   test("close() gives up after its timeout and counts what was left", async () => {
     const { fetch } = scriptedFetch([
       () => new Response("{}", { status: 503, headers: { "retry-after": "60" } }),

@@ -7,7 +7,7 @@ import { PROTOCOL_VERSION } from "../src/index.js";
 const PACKAGE = new URL("..", import.meta.url).pathname;
 const ROOT = new URL("../../..", import.meta.url).pathname;
 /** Minified and gzipped, the whole browser bundle (EventClient, Subscriber, storage) stays under this. */
-const SIZE_BUDGET_BYTES = 10 * 1024;
+const SIZE_BUDGET_BYTES = 10.5 * 1024;
 
 function run(command: string[], cwd = PACKAGE) {
   const result = Bun.spawnSync(command, { cwd, stdout: "pipe", stderr: "pipe" });
