@@ -111,6 +111,11 @@ function setup(
 const numbers = (text: string) =>
   [...text.matchAll(/"data":\{"n":(\d+)\}/g)].map((match) => Number(match[1]));
 
+/** Events `from` to `from + 4` on channels c and x in turn (c, x, c, x, c). */
+function alternate(publish: (n: number, channel: string) => void, from: number): void {
+  for (let n = from; n < from + 5; n++) publish(n, (n - from) % 2 === 0 ? "c" : "x");
+}
+
 const frame = (n: number) => `{"type":"event","channel":"c","id":"e1-0-${n}","data":{"n":${n}}}`;
 
 describe("sseEvent", () => {
@@ -177,14 +182,7 @@ describe("SseStreams", () => {
 
   test("a resume of several channels on one partition comes in id order, so the last id the client holds covers every event before it", async () => {
     const { streams, publish } = setup();
-    for (const [n, channel] of [
-      [0, "c"],
-      [1, "x"],
-      [2, "c"],
-      [3, "x"],
-      [4, "c"],
-    ] as const)
-      publish(n, channel);
+    alternate(publish, 0);
     const reply = (await streams
       .route()
       .handler(request("channel=c&channel=x&token=good", { "last-event-id": id(0) }), {})) as HttpReply;
@@ -417,15 +415,8 @@ describe("SseStreams", () => {
 
   test("a replay from memory larger than the backpressure bound is written up to it; the reconnect from its last id gets the rest", async () => {
     const world = setup(principal(), 10, LIMITS, 1000, 300);
-    for (const [n, channel] of [
-      [0, "c"],
-      [1, "c"],
-      [2, "x"],
-      [3, "c"],
-      [4, "x"],
-      [5, "c"],
-    ] as const)
-      world.publish(n, channel);
+    world.publish(0, "c");
+    alternate(world.publish, 1);
     const first = await world.open("channel=c&channel=x&token=good", { "last-event-id": id(0) });
     const text = String(first.reply.body) + first.stream.written.join("");
     expect(numbers(text)).toEqual([1, 2, 3]);
@@ -441,14 +432,7 @@ describe("SseStreams", () => {
   test("a stream ending once a replay under way is written writes no more live events of its channels", async () => {
     const world = setup(principal(), 10, LIMITS, 1000, 300);
     for (const n of [6, 7, 8, 9]) world.publish(n, "y");
-    for (const [n, channel] of [
-      [11, "c"],
-      [12, "x"],
-      [13, "c"],
-      [14, "x"],
-      [15, "c"],
-    ] as const)
-      world.publish(n, channel);
+    alternate(world.publish, 11);
     world.log.gated = true;
     const { reply, stream } = await world.open("channel=c&channel=x&channel=y&token=good", {
       "last-event-id": id(5),
@@ -465,14 +449,7 @@ describe("SseStreams", () => {
 
   test("a stream ended before its response opens keeps its last id: a live event coming meanwhile is not written after it", async () => {
     const world = setup(principal(), 10, LIMITS, 1000, 300);
-    for (const [n, channel] of [
-      [1, "c"],
-      [2, "x"],
-      [3, "c"],
-      [4, "x"],
-      [5, "c"],
-    ] as const)
-      world.publish(n, channel);
+    alternate(world.publish, 1);
     const reply = (await world.streams
       .route()
       .handler(request("channel=c&channel=x&token=good", { "last-event-id": id(0) }), {})) as HttpReply;
