@@ -115,6 +115,7 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
     jwksUrl: config.auth.jwksUrl,
     issuer: config.auth.issuer,
     audience: config.auth.audience,
+    clockToleranceSec: config.auth.clockSkewSec,
     onJwksFetchFailure: (reason) => log.warn({ reason }, "JWKS fetch failed; tokens with new keys get 503"),
     onJwksUnusableKeys: (kids) =>
       log.warn(

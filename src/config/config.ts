@@ -100,6 +100,8 @@ export interface Config {
     issuer: string | undefined;
     /** Required `aud` (one of the token's audiences), when set. */
     audience: string | undefined;
+    /** Seconds a token's `exp`, `nbf` and `iat` may be off from this host's clock. */
+    clockSkewSec: number;
     /** DEV_MODE=true and no JWT_SECRET or JWKS_URL: tokens are checked against DEV_JWT_SECRET. */
     usingDevSecret: boolean;
     tokenCacheSize: number;
@@ -506,6 +508,7 @@ export function loadConfig(env: Env = process.env): Config {
       jwksUrl,
       issuer: read("JWT_ISSUER", nonEmpty),
       audience: read("JWT_AUDIENCE", nonEmpty),
+      clockSkewSec: read("JWT_CLOCK_SKEW_SEC", integer(0, 300), 5),
       usingDevSecret: devMode && jwtSecret === undefined && jwksUrl === undefined,
       tokenCacheSize: read("AUTH_TOKEN_CACHE_SIZE", integer(0, 10_000_000), 10_000),
       // 10,000 tokens of about 2.5 KB each: the count bounds ordinary tokens, this one large ones.

@@ -365,8 +365,11 @@ describe("loadConfig", () => {
     }
   });
 
-  test("JWT_ISSUER and JWT_AUDIENCE are checked only when set; the expiry warning defaults to a minute", () => {
+  test("JWT_ISSUER and JWT_AUDIENCE are checked only when set; the clock skew defaults to 5 s; the expiry warning defaults to a minute", () => {
     const unset = loadConfig(SECRET);
+    expect(unset.auth.clockSkewSec).toBe(5);
+    expect(loadConfig({ ...SECRET, JWT_CLOCK_SKEW_SEC: "0" }).auth.clockSkewSec).toBe(0);
+    expect(problemsOf({ JWT_CLOCK_SKEW_SEC: "301" })[0]).toStartWith("JWT_CLOCK_SKEW_SEC:");
     expect(unset.auth.issuer).toBeUndefined();
     expect(unset.auth.audience).toBeUndefined();
     expect(unset.ws.tokenExpiryWarningMs).toBe(60_000);
