@@ -861,7 +861,10 @@ export abstract class BatchingClient {
   #sendOnPageHide(final: boolean): void {
     if (this.#abort.signal.aborted) return;
     const token = typeof this.#options.token === "string" ? this.#options.token : this.#lastToken;
-    if (token !== undefined && !isOffline() && !this.#restoring) {
+    // A token that expired while the page sat idle would get a 401 nobody is left to see, after the
+    // records left storage: stored, they wait for the next start instead.
+    const expired = token !== undefined && (tokenExpiresAt(token) ?? Number.POSITIVE_INFINITY) <= Date.now();
+    if (token !== undefined && !(expired && this.#storage) && !isOffline() && !this.#restoring) {
       this.#clearTimer();
       for (;;) {
         const batch = this.#takeBatch(

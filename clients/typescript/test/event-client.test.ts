@@ -769,6 +769,37 @@ describe("EventClient in a page", () => {
     await events.close();
   });
 
+  test("with storage, a page closing on a token that expired while it sat idle sends nothing with it: the records stay stored and the next start sends them", async () => {
+    installPage();
+    const backing = memoryStorage();
+    const claims = btoa(JSON.stringify({ exp: Math.floor(Date.now() / 1000) - 60 })).replace(/=+$/, "");
+    const expired = `eyJhbGciOiJIUzI1NiJ9.${claims}.signature`;
+    // A gateway that answered once: a keepalive request would most likely arrive, to be refused.
+    const before = scriptedFetch([accepted, () => new Promise<Response>(() => {})]);
+    const storage = localStorageQueue("events", backing);
+    const events = client({
+      fetch: before.fetch,
+      token: async () => expired,
+      storage,
+      flushIntervalMs: 60_000,
+    });
+    events.enqueue(click(0));
+    await events.flush();
+    const ids = [1, 2, 3].map((i) => events.enqueue(click(i)));
+    await storage.flush();
+    (listeners.get("pagehide") as PageHideListener)({ persisted: false });
+    expect(before.sent.length).toBe(1);
+    // The page lives on for the storage writes its hide made, then is gone: nothing more runs in it
+    // (its client is closed only after the next start).
+    await storage.flush();
+    const next = scriptedFetch([accepted]);
+    const restarted = client({ fetch: next.fetch, storage: localStorageQueue("events", backing) });
+    await restarted.flush();
+    expect(next.sent.flatMap(idsOf)).toEqual(ids as string[]);
+    await restarted.close();
+    await events.close({ timeoutMs: 20 });
+  });
+
   test("records a closing page cannot send (no token at hand) are counted as dropped and reported", async () => {
     installPage();
     const failures: DeliveryFailure[] = [];
