@@ -482,7 +482,12 @@ export class Connection {
       return;
     }
     const { maxSubscriptions } = this.host.limits;
-    if (!this.channels.has(channel) && this.channels.size + this.replays.size >= maxSubscriptions) {
+    // A channel already held, subscribed or still reading its replay, takes no new place when asked again.
+    if (
+      !this.channels.has(channel) &&
+      !this.replays.has(channel) &&
+      this.subscriptionCount() >= maxSubscriptions
+    ) {
       this.send({
         type: "error",
         code: "too_many_subscriptions",
@@ -500,6 +505,13 @@ export class Connection {
         : this.host.resume.after(principal.tenant, channel, since, Number.MAX_SAFE_INTEGER);
     if (resumed && isPending(resumed)) this.replayFromLog(principal, channel, resumed, since);
     else this.answerResume(principal, channel, resumed, [], since);
+  }
+
+  /** Channels subscribed or still reading their replay (a channel can be both: asked again with a `since`). */
+  private subscriptionCount(): number {
+    let count = this.channels.size;
+    for (const channel of this.replays.keys()) if (!this.channels.has(channel)) count++;
+    return count;
   }
 
   /**

@@ -688,6 +688,34 @@ describe("a resume read from the log", () => {
     expect(peer.topics.has(topic)).toBe(true);
   });
 
+  test("a channel asked again while its replay is read, or while subscribed and read again, takes no second place among WS_MAX_SUBSCRIPTIONS", async () => {
+    const { log, peer } = connectionReadingTheLog();
+    await send(peer, { type: "auth", token: "first" });
+    for (let n = 0; n < 8; n++) await send(peer, { type: "subscribe", channel: `fill${n}` });
+    peer.take();
+    const answers = [
+      // The ninth place: subscribed, then read again from the log (subscribed and replaying at once).
+      ...(await send(peer, { type: "subscribe", channel: "audit" })),
+      ...(await send(peer, { type: "subscribe", channel: "audit", since: "e-0-0000000000000001" })),
+      // The tenth, asked twice while its replay is read (a client resending on reconnect).
+      ...(await send(peer, { type: "subscribe", channel: "orders", since: "e-0-0000000000000001" })),
+      ...(await send(peer, { type: "subscribe", channel: "orders", since: "e-0-0000000000000001" })),
+    ];
+    for (let n = 0; n < 3; n++) log.finish({ kind: "events", events: [], complete: true, next: null });
+    await settle();
+    answers.push(...peer.take());
+    expect(answers.filter((frame) => frame.type === "error")).toEqual([]);
+    expect(answers.filter((frame) => frame.type === "subscribed").map((frame) => frame.channel)).toEqual([
+      "audit",
+      "audit",
+      "orders",
+    ]);
+    // Ten places taken: an eleventh channel is refused.
+    expect(await send(peer, { type: "subscribe", channel: "more" })).toEqual([
+      { type: "error", code: "too_many_subscriptions", channel: "more", message: "at most 10" },
+    ]);
+  });
+
   test("a try_again leaves the channel unsubscribed, even one subscribed before", async () => {
     const { log, subject, peer } = connectionReadingTheLog();
     await send(peer, { type: "auth", token: "first" });
