@@ -252,7 +252,8 @@ export class Resume {
    * deliver `since` (live events after it are held back meanwhile, as for a
    * read of the log: `until` is the offset after it), within the replay
    * bounds; past `timeoutMs`, `try_again`. Only with a log every instance
-   * shares: on the in-process bus no id is ahead of the reader.
+   * shares: the in-process bus has given every id of its epoch, so one ahead
+   * of it was never given (past the end, as Kafka's high watermark says).
    */
   private ahead(
     tenant: string,
@@ -263,7 +264,6 @@ export class Resume {
     const key = `${tenant}/${channel}`;
     const head = this.bus.head(key);
     if (
-      !this.bus.readLog ||
       !position ||
       !head ||
       head.epoch !== position.epoch ||
@@ -271,6 +271,7 @@ export class Resume {
       position.offset < head.next
     )
       return undefined;
+    if (!this.bus.readLog) return PAST_THE_END;
     const until = position.offset + 1n;
     const readKey = `${tenant}\n${channel}\n${position.offset}\nahead`;
     const shared = this.reading.get(readKey);

@@ -1,11 +1,16 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { GatewayError } from "../../../src/domain/errors.ts";
+import { formatEventId } from "../../../src/domain/event-id.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { deltaRoute, pageLimit } from "../../../src/features/realtime/delta-route.ts";
+import { Fanout } from "../../../src/features/realtime/fanout.ts";
+import { ChannelHistory } from "../../../src/features/realtime/history.ts";
 import { type ConnectionState, WsHub } from "../../../src/features/realtime/hub.ts";
 import { isPending, Resume, type ResumeOutcome } from "../../../src/features/realtime/resume.ts";
+import { LocalFanoutBus } from "../../../src/infra/local/fanout-bus.ts";
 import { createLogger } from "../../../src/log/logger.ts";
+import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { HttpRequest, SendResult, WsPeer } from "../../../src/ports/transport.ts";
 import { FakeLog, id, LIMITS, message, resumeWorld, watchedHistory } from "../../support/fanout-log.ts";
 
@@ -283,6 +288,40 @@ describe("a since past the end of the log (no event has that id)", () => {
     expect(world.resume.inProgress).toBe(0);
     world.publish(1);
     expect(eventIds(peer)).toEqual([id(1)]);
+  });
+});
+
+describe("a since past the end of the in-process bus (the embedded default)", () => {
+  // Found from outside: memory answered "no events after it" and the client's place was kept past every
+  // event to come, so a subscriber, an event stream or a poller of the delta route stayed blind.
+  test("is gone at once, as Kafka's high watermark makes it; the last id given is served", async () => {
+    const history = new ChannelHistory({
+      eventsPerChannel: 3,
+      bytesPerChannel: 1 << 20,
+      channels: 100,
+      maxBytes: 1 << 24,
+      tenantMaxBytes: 1 << 24,
+    });
+    const bus = new LocalFanoutBus();
+    await bus.start(new Fanout(history, createMetrics("test", "0")));
+    const resume = new Resume(history, bus, LIMITS);
+    for (let n = 0; n < 3; n++)
+      await bus.publish([{ tenant: "acme", channel: "x", dataJson: `${n}`, ts: 0 }]);
+    await Bun.sleep(0);
+    const head = bus.head("acme/x");
+    if (!head) throw new Error("the bus has not started");
+    const at = (offset: bigint) => formatEventId({ epoch: head.epoch, partition: 0, offset });
+    expect(resume.after("acme", "x", at(head.next - 1n), 100)).toEqual({
+      kind: "events",
+      events: [],
+      complete: true,
+      next: null,
+    });
+    for (const offset of [head.next, head.next + 50n])
+      expect(resume.after("acme", "x", at(offset), 100)).toEqual({
+        kind: "gone",
+        message: "since is not a position of this channel's log (past the end of the fan-out topic)",
+      });
   });
 });
 
