@@ -248,7 +248,12 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
   };
 
   // WebSocket publish frames: the publish of POST /v1/publish, in a span of their own when tracing.
-  const publisher = createPublisher({ admission, bus, ackTimeoutMs: config.ackTimeoutMs });
+  const publisher = createPublisher({
+    admission,
+    bus,
+    ackTimeoutMs: config.ackTimeoutMs,
+    maxBytes: config.maxPublishBytes,
+  });
   const realtime = createRealtimeModule(
     {
       ws: {

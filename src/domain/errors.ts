@@ -222,6 +222,12 @@ export const WS_ERRORS = {
     retry: false,
     advice: "Unsubscribe from another channel first, or open another connection.",
   },
+  payload_too_large: {
+    meaning:
+      "A publish whose `data` is over `PUBLISH_MAX_BYTES`, or that Kafka can never take (`KAFKA_MAX_MESSAGE_BYTES`, or the topic's own limit: HTTP's `record_too_large`). Not published.",
+    retry: false,
+    advice: "Publish less data.",
+  },
   history_gone: {
     meaning: "`since` cannot be served (as HTTP 410). The subscription still happens: live events follow.",
     retry: false,

@@ -190,8 +190,8 @@ export interface PublishOptions {
 }
 
 /**
- * A publish the gateway refused (`forbidden`, `bad_channel`, `rate_limited`,
- * `unavailable`; `retryAfterMs` when worth trying again), or one left
+ * A publish the gateway refused (`forbidden`, `bad_channel`, `payload_too_large`,
+ * `rate_limited`, `unavailable`; `retryAfterMs` when worth trying again), or one left
  * unanswered: `disconnected` when there was no open connection or it closed
  * before the answer, `timeout` when no answer came in `publishTimeoutMs`
  * (either way it may still have been delivered).

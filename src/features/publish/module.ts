@@ -16,6 +16,7 @@ import {
   TOO_DEEP_REASON,
 } from "../../lib/json-scan.ts";
 import { Deadlines } from "../../lib/time.ts";
+import { utf8Length } from "../../lib/utf8.ts";
 import { withoutUtf8Bom } from "../../lib/utf8-bom.ts";
 import type { Admission } from "../../ports/admission.ts";
 import type { FanoutBus, FanoutMessage } from "../../ports/fanout-bus.ts";
@@ -74,16 +75,20 @@ function parsePublishBody(sent: Uint8Array): {
 }
 
 /**
- * The publish both transports share: the channel checked against the token,
- * one event of the tenant's budget, then the bus, answered once Kafka
- * acknowledged (or a 503 after `ackTimeoutMs`).
+ * The publish both transports share: `data` within `maxBytes` (a WebSocket
+ * frame's; an HTTP body was held to it whole), the channel checked against
+ * the token, one event of the tenant's budget, then the bus, answered once
+ * Kafka acknowledged (or a 503 after `ackTimeoutMs`).
  */
 export function createPublisher(
-  deps: Pick<PublishDependencies, "admission" | "bus" | "ackTimeoutMs">,
+  deps: Pick<PublishDependencies, "admission" | "bus" | "ackTimeoutMs" | "maxBytes">,
 ): Publish {
   // One timer for every publish waiting for its acknowledgement (they share the time limit).
   const acknowledgements = new Deadlines(deps.ackTimeoutMs);
   return async (principal, request) => {
+    // A UTF-16 unit is at most 3 UTF-8 bytes: most data is measured without counting its bytes.
+    if (request.dataJson.length * 3 > deps.maxBytes && utf8Length(request.dataJson) > deps.maxBytes)
+      throw new GatewayError("payload_too_large", `a publish's data is at most ${deps.maxBytes} bytes`);
     const message: FanoutMessage = { tenant: principal.tenant, dataJson: request.dataJson, ts: Date.now() };
     if (request.trace !== undefined) {
       message.traceparent = request.trace.traceparent;

@@ -693,6 +693,9 @@ function publishError(error: unknown): Record<string, unknown> {
     return { type: "error", code: "unavailable", message: "publish failed", retryAfterMs: 1000 };
   if (error.code === "bad_request") return { type: "error", code: "bad_channel", message: error.message };
   if (error.code === "forbidden") return { type: "error", code: "forbidden", message: error.message };
+  // Over PUBLISH_MAX_BYTES, or more than Kafka ever takes: final, as HTTP's 413 is.
+  if (error.code === "payload_too_large" || error.code === "record_too_large")
+    return { type: "error", code: "payload_too_large", message: error.message };
   const retryAfter = Number(error.headers["retry-after"] ?? 1);
   const code = error.code === "rate_limited" ? "rate_limited" : "unavailable";
   return { type: "error", code, message: error.message, retryAfterMs: retryAfter * 1000 };

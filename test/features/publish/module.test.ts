@@ -28,6 +28,7 @@ function publisher() {
   const publish = createPublisher({
     bus,
     ackTimeoutMs: 1000,
+    maxBytes: 256,
     admission: {
       request: () => undefined,
       events: () => {
@@ -84,6 +85,28 @@ describe("createPublisher: broadcasts", () => {
       trace: undefined,
     });
     expect(published).toMatchObject([{ tenant: "acme", channel: "orders" }]);
+  });
+});
+
+describe("createPublisher: size", () => {
+  test("data over maxBytes (a WebSocket frame's; an HTTP body is held to it whole) is refused payload_too_large, counted in UTF-8 bytes, and not published", async () => {
+    const { publish, published, charged } = publisher();
+    const over = {
+      channel: "orders",
+      broadcast: false,
+      dataJson: JSON.stringify("é".repeat(127)),
+      trace: undefined,
+    };
+    expect(Buffer.byteLength(over.dataJson)).toBe(256);
+    await publish(principal(undefined), over);
+    const tooLarge = { ...over, dataJson: JSON.stringify("é".repeat(128)) };
+    expect(tooLarge.dataJson.length).toBeLessThan(256);
+    await expect(publish(principal(undefined), tooLarge)).rejects.toMatchObject({
+      code: "payload_too_large",
+      message: "a publish's data is at most 256 bytes",
+    });
+    expect(published.length).toBe(1);
+    expect(charged()).toBe(1);
   });
 });
 

@@ -503,18 +503,20 @@ describe("publish frames", () => {
     expect(asked).toBe(0);
   });
 
-  test("refusals become error frames: bad channel, rate limited and no acknowledgement with retryAfterMs", async () => {
+  test("refusals become error frames: bad channel, rate limited and no acknowledgement with retryAfterMs; too large for good, without", async () => {
     const refusals = [
       new GatewayError("bad_request", "bad name"),
       new GatewayError("rate_limited", "slow down", { "retry-after": "3" }),
       new GatewayError("unavailable", "Kafka did not acknowledge in time", { "retry-after": "5" }),
       new Error("broken"),
+      new GatewayError("payload_too_large", "a publish's data is at most 256 bytes"),
+      new GatewayError("record_too_large", "a record takes 10157 bytes in Kafka; at most 3971 fit"),
     ];
     const peer = await publisher(["subscribe", "publish"], async () => {
       throw refusals.shift();
     });
     const frames = [];
-    for (let n = 0; n < 4; n++)
+    for (let n = 0; n < 6; n++)
       frames.push(...(await send(peer, { type: "publish", channel: "o", ref: `${n}` })));
     expect(frames).toEqual([
       { type: "error", code: "bad_channel", message: "bad name", ref: "0" },
@@ -527,6 +529,18 @@ describe("publish frames", () => {
         ref: "2",
       },
       { type: "error", code: "unavailable", message: "publish failed", retryAfterMs: 1000, ref: "3" },
+      {
+        type: "error",
+        code: "payload_too_large",
+        message: "a publish's data is at most 256 bytes",
+        ref: "4",
+      },
+      {
+        type: "error",
+        code: "payload_too_large",
+        message: "a record takes 10157 bytes in Kafka; at most 3971 fit",
+        ref: "5",
+      },
     ]);
   });
 
