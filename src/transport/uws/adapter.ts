@@ -75,7 +75,9 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
   server.ws<SocketData<State>>(app.wsPath, {
     maxPayloadLength: options.ws.maxPayloadBytes,
     maxBackpressure: options.ws.maxBackpressureBytes,
-    idleTimeout: options.ws.idleTimeoutSec,
+    // uWS counts timeouts in 4 s ticks from wherever the current one is: a cut fell up to 4 s before the
+    // setting. One tick more makes it at least the setting, at most 4 s after (960 s is uWS's most).
+    idleTimeout: Math.min(options.ws.idleTimeoutSec + 4, 960),
     sendPingsAutomatically: true,
     upgrade: (res, req, context) => {
       const protocol = req.getHeader("sec-websocket-protocol");
