@@ -719,6 +719,8 @@ export function ingestedFanoutRecords(
     | Map<string, { tenant: string; type: string; key: string; headers: SinkMessage["headers"] }>
     | undefined;
   let stamp: string | undefined;
+  const compact = dataBytes === undefined ? undefined : compactBuffer(records, dataBytes);
+  let compacted = 0;
   for (let i = 0; i < records.length; i++) {
     const record = records[i] as EventRecord;
     const channel = record.channel;
@@ -744,19 +746,58 @@ export function ingestedFanoutRecords(
     // The payload's bytes, where the record's value holds them: copied, not measured and encoded again.
     const data = dataBytes?.[i];
     const known = data !== undefined && data.dataStart >= 0;
+    let valueBytes = known ? data.valueBytes : undefined;
+    let valueStart = known ? data.dataStart : undefined;
+    if (known && compact !== undefined) {
+      compact.set(data.valueBytes.subarray(data.dataStart, data.dataEnd), compacted);
+      valueBytes = compact;
+      valueStart = compacted;
+      compacted += data.dataEnd - data.dataStart;
+    }
     fanout.push({
       topic,
       key: shared.key,
       value: record.dataJson,
-      valueBytes: known ? data.valueBytes : undefined,
-      valueStart: known ? data.dataStart : undefined,
-      valueEnd: known ? data.dataEnd : undefined,
+      valueBytes,
+      valueStart,
+      valueEnd: known ? (valueStart as number) + data.dataEnd - data.dataStart : undefined,
       headers: shared.headers,
       ownHeader: RECORD_ID_HEADER,
       ownHeaderValue: record.id,
     });
   }
   return fanout;
+}
+
+/** The bytes a fan-out copy may keep of its request's values beyond its own data, before it gets them alone. */
+const SHARED_VALUES_SLACK = 1024;
+
+/**
+ * A buffer for the fan-out copies' data alone, when the request's values are
+ * mostly other records': the copies outlive those in the queue while the
+ * fan-out topic lags, and are counted by their data only, so sharing the
+ * request's buffer would hold up to its whole body per copy, unaccounted.
+ * Undefined (the copies share it) when their data is most of it.
+ */
+function compactBuffer(
+  records: readonly EventRecord[],
+  dataBytes: readonly RecordDataBytes[],
+): Buffer | undefined {
+  let shared: Buffer | undefined;
+  let bytes = 0;
+  let copies = 0;
+  for (let i = 0; i < records.length; i++) {
+    const data = dataBytes[i];
+    if ((records[i] as EventRecord).channel === undefined || data === undefined || data.dataStart < 0)
+      continue;
+    // The ingest route gives a request's values one buffer; another layout is left as it is.
+    if (shared !== undefined && data.valueBytes !== shared) return undefined;
+    shared = data.valueBytes;
+    bytes += data.dataEnd - data.dataStart;
+    copies++;
+  }
+  if (shared === undefined || shared.byteLength <= 2 * bytes + SHARED_VALUES_SLACK * copies) return undefined;
+  return Buffer.allocUnsafeSlow(bytes);
 }
 
 type RawHeaders = Iterable<[Buffer | null | undefined, Buffer | null | undefined]>;

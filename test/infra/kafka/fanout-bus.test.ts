@@ -171,6 +171,48 @@ test("with the records' data as bytes, fan-out records copy them: the same batch
   expect(batch(fromBytes).equals(batch(fromText))).toBe(true);
 });
 
+test("fan-out copies whose data is a small share of the request's values get a buffer of their own, so a queued copy does not hold the whole body; a fair share is not copied", () => {
+  // Found from outside: a request of nine 100 KiB records and one small one with a channel left each
+  // queued fan-out copy holding 900 KiB, counted as ~350 bytes, while the fan-out topic lagged.
+  const record = (i: number, channel: string | undefined, dataJson: string): EventRecord => ({
+    id: `r-${i}`,
+    type: "click",
+    dataJson,
+    tenant: "acme",
+    receivedAt: "2026-12-08T00:00:00.000Z",
+    ...(channel === undefined ? {} : { channel }),
+  });
+  const big = JSON.stringify({ pad: "x".repeat(100 * 1024) });
+  const layout = (records: EventRecord[]) => {
+    const texts = records.map((one) => Buffer.from(one.dataJson));
+    const valueBytes = Buffer.concat(texts);
+    let at = 0;
+    const dataBytes = texts.map((text) => {
+      const span = { valueBytes, dataStart: at, dataEnd: at + text.length };
+      at += text.length;
+      return span;
+    });
+    return { valueBytes, dataBytes };
+  };
+  const lopsided = [
+    ...Array.from({ length: 4 }, (_, i) => record(i, undefined, big)),
+    record(4, "a", '{"n":1}'),
+    ...Array.from({ length: 5 }, (_, i) => record(5 + i, undefined, big)),
+    record(10, "b", '{"n":"ü"}'),
+  ];
+  const apart = layout(lopsided);
+  const copies = ingestedFanoutRecords("fanout", lopsided, 1, undefined, apart.dataBytes);
+  expect(copies.map((copy) => copy.valueBytes?.byteLength)).toEqual([17, 17]);
+  expect(copies[0]?.valueBytes).toBe(copies[1]?.valueBytes as Buffer);
+  const batch = (sent: SinkMessage[]) => encodeRecordBatch("fanout", 0, sent, {}, 1);
+  expect(batch(copies).equals(batch(ingestedFanoutRecords("fanout", lopsided, 1, undefined)))).toBe(true);
+
+  const fair = [record(0, "a", big), record(1, undefined, big), record(2, "b", '{"n":2}')];
+  const together = layout(fair);
+  for (const copy of ingestedFanoutRecords("fanout", fair, 1, undefined, together.dataBytes))
+    expect(copy.valueBytes).toBe(together.valueBytes);
+});
+
 test("publishes and ingested records' fan-out copies are queued in their tenant's name: they count in its share of the producer queue", async () => {
   const queued: Array<{ topic: string | undefined; until: string; tenant: string | undefined }> = [];
   const queue: RecordQueue = {
