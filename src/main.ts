@@ -77,7 +77,8 @@ if (process.env[WORKER_ENV] === undefined) {
 /** A start that cannot go on: its fatal JSON line, and, as for a bad setting, its text on stderr; exit 1. */
 function exitCannotStart(fields: Record<string, unknown>, message: string): never {
   log.fatal(fields, message);
-  process.stderr.write(`${message}\n`);
+  // Masked as the log line is: the reason often quotes a setting's URL (SCHEMAS, TENANT_QUOTAS).
+  process.stderr.write(`${withoutPasswords(message)}\n`);
   process.exit(1);
 }
 

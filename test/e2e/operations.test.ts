@@ -328,26 +328,33 @@ describe.each(RUNTIMES)("lifecycle on %s", (runtime) => {
       expect(problems.some((problem) => problem.startsWith(`${name}: `))).toBe(true);
   });
 
-  test("a SCHEMAS or TENANT_QUOTAS source that cannot be loaded exits 1 naming the variable", async () => {
+  test("a SCHEMAS or TENANT_QUOTAS source that cannot be loaded exits 1 naming the variable, its URL's password and query masked on both outputs", async () => {
+    // Nothing listens there: refused at once. The password and a presigned URL's signature must not be printed.
+    const source = `http://reader:s3cr3t-pw@127.0.0.1:${await freePort()}/source.json?X-Amz-Signature=sig-0123456789`;
+    const masked = source.replace("s3cr3t-pw", "***").replace(/\?.*$/, "?***");
     for (const setting of ["SCHEMAS", "TENANT_QUOTAS"]) {
       const { code, stdout, stderr } = await runUntilExit(runtime, {
         JWT_SECRET: TEST_SECRET,
         PORT: "0",
-        [setting]: "/nonexistent/edge-gateway-source",
+        [setting]: source,
       });
       expect(code).toBe(1);
       // On stderr too, as a bad value is: it printed nothing there.
-      expect(stderr).toStartWith(`${setting}: cannot load`);
+      expect(stderr).toStartWith(`${setting}: cannot load: GET ${masked}`);
+      for (const secret of ["s3cr3t-pw", "sig-0123456789"]) {
+        expect(stderr).not.toContain(secret);
+        expect(stdout).not.toContain(secret);
+      }
       // One fatal line, named like a bad value (msg and variables), the cause's text once.
       const fatal = stdout
         .split("\n")
         .filter((line) => line.includes('"level":"fatal"'))
         .map((line) => JSON.parse(line) as { msg: string; variables?: string[]; err?: { message: string } });
       expect(fatal).toHaveLength(1);
-      expect(fatal[0]?.msg).toStartWith(`${setting}: cannot load: `);
+      expect(fatal[0]?.msg).toStartWith(`${setting}: cannot load: GET ${masked}`);
       expect(fatal[0]?.variables).toEqual([setting]);
-      expect(fatal[0]?.msg.split("/nonexistent/edge-gateway-source")).toHaveLength(2);
-      expect(fatal[0]?.err?.message).toContain("/nonexistent/edge-gateway-source");
+      expect(fatal[0]?.msg.split(masked)).toHaveLength(2);
+      expect(fatal[0]?.err?.message).toContain(masked);
     }
   });
 
