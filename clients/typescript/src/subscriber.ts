@@ -895,7 +895,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     if (code === CLOSE.unauthorized) {
       this.#authFailures++;
       const canRefresh = typeof this.#options.token === "function";
-      if (!canRefresh || this.#authFailures > (this.#options.maxAuthFailures ?? 5)) {
+      if (!canRefresh || this.#authFailures >= (this.#options.maxAuthFailures ?? 5)) {
         this.#currentState = "closed";
         this.emit("error", {
           code: "unauthorized",

@@ -275,6 +275,33 @@ describe("Subscriber", () => {
     expect(requests).toEqual([false, true]);
   });
 
+  test("maxAuthFailures refusals in a row stop it: the callback is asked that many times, no more", async () => {
+    let calls = 0;
+    const { of, subscriber } = start({
+      token: () => {
+        calls++;
+        return "refused";
+      },
+      maxAuthFailures: 3,
+      reconnect: { initialDelayMs: 1, maxDelayMs: 2 },
+    });
+    for (let index = 0; index < 3; index++) {
+      // Refused before `connected`, as a bad token is.
+      const server = await socket(index);
+      await until(() => server.sent.length > 0);
+      server.serverClose(4001, "bad token signature");
+    }
+    await Bun.sleep(50);
+    expect(subscriber.state).toBe("closed");
+    expect(calls).toBe(3);
+    expect(FakeSocket.all.length).toBe(3);
+    expect(of("disconnected").map((e) => (e.payload as { reconnectInMs?: number }).reconnectInMs)).toEqual([
+      expect.any(Number),
+      expect.any(Number),
+      undefined,
+    ]);
+  });
+
   test("4001 with a fixed token stops for good", async () => {
     const { of, subscriber } = start();
     const first = await connect(0);
