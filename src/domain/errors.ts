@@ -104,7 +104,7 @@ export const HTTP_ERRORS = {
   unsupported_media_type: {
     status: 415,
     meaning:
-      "`Content-Type` is not JSON or NDJSON (`application/json`, `application/*+json`, `application/x-ndjson`, `application/ndjson`, `application/jsonl`; `POST /v1/publish`: `application/json` only), or `Content-Encoding` is not `gzip` (`POST /v1/publish`: any `Content-Encoding` but `identity`), or its `charset` is not UTF-8 (`utf-8`, `utf8` or `us-ascii`; without one, UTF-8).",
+      "`Content-Type` is not JSON or NDJSON (`application/json`, `application/*+json`, `application/x-ndjson`, `application/ndjson`, `application/jsonl`; `POST /v1/publish`: `application/json` only), or `Content-Encoding` is not `gzip`, `x-gzip` or `identity` (`POST /v1/publish`: any `Content-Encoding` but `identity`), or its `charset` is not UTF-8 (`utf-8`, `utf8` or `us-ascii`; without one, UTF-8).",
     retry: false,
     advice: "Send a supported type and encoding.",
   },
