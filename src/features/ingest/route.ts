@@ -88,8 +88,44 @@ export function sinkHeaders(record: EventRecord, trace: TraceContext | undefined
 }
 
 /** Ends the 202's wait for fan-out copies Kafka has not acknowledged in time (they stay queued). */
-const fanoutLate = (): Error => new Error("fan-out copies not acknowledged in time");
-const ignore = (): void => {};
+/** The deadline passed after the records were written, while their fan-out copies were not acknowledged. */
+const COPIES_LATE = new Error("fan-out copies not acknowledged in time");
+
+/** A request waiting for its answer: what it does once its records are written (unset once it no longer waits), and what they were. */
+interface AnswerWaiting {
+  onWritten:
+    | ((refused: readonly RefusedRecord[]) => readonly RefusedRecord[] | Promise<readonly RefusedRecord[]>)
+    | undefined;
+  written: readonly RefusedRecord[] | undefined;
+}
+
+/**
+ * The answer's deadline passed: after the write, only the fan-out copies are
+ * late (`COPIES_LATE`); before it, the request is (`late`), and the write
+ * goes on unseen by it, keeping nothing of it.
+ */
+function pastTheDeadline(waiting: AnswerWaiting, late: () => GatewayError): () => Error {
+  return () => {
+    if (waiting.written !== undefined) return COPIES_LATE;
+    waiting.onWritten = undefined;
+    return late();
+  };
+}
+
+/**
+ * `delivered`, then what `waiting.onWritten` makes of it while set. This and
+ * `pastTheDeadline` are made here, not in the route: a closure there would
+ * keep the request's body and records for as long as Kafka takes, however late.
+ */
+function whileWaited(
+  delivered: Promise<readonly RefusedRecord[]>,
+  waiting: AnswerWaiting,
+): Promise<readonly RefusedRecord[]> {
+  return delivered.then((refused) => {
+    const onWritten = waiting.onWritten;
+    return onWritten === undefined ? refused : onWritten(refused);
+  });
+}
 
 /**
  * A record with a `channel` is also fanned out to that channel's subscribers:
@@ -264,22 +300,46 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       ownHeaders,
       sharedHeaders,
     });
-    const refused = ackNone
-      ? await delivered
-      : await acknowledgements.within(delivered, lateAnswer(delivered, acceptedReply));
-    if (refused.length > 0) {
-      const out = new Set(refused.map((record) => record.position));
-      for (const record of refused)
-        deps.metrics.eventsRejected.inc({ reason: REJECT_REASON[recordErrorCode(record)] });
-      dropSkipped(out, accepted, messages);
+    /** Counts what was written, and hands it to the fan-out: its copies' acknowledgement, if any is awaited. */
+    const wrote = (refused: readonly RefusedRecord[]): Promise<void> | undefined => {
+      if (refused.length > 0) {
+        const out = new Set(refused.map((record) => record.position));
+        for (const record of refused)
+          deps.metrics.eventsRejected.inc({ reason: REJECT_REASON[recordErrorCode(record)] });
+        dropSkipped(out, accepted, messages);
+      }
+      deps.metrics.eventsAccepted.inc(accepted.length);
+      return deps.fanOut(accepted, trace, messages);
+    };
+    if (ackNone) {
+      const refused = await delivered;
+      wrote(refused);
+      return acceptedReply(refused);
     }
-    deps.metrics.eventsAccepted.inc(accepted.length);
-    const fannedOut = deps.fanOut(accepted, trace, messages);
     // The 202 also waits for the subscribers' copies, so the caller's next request (on any instance,
     // a publish too) reaches subscribers after these: answered at once, a copy could land after it.
-    // A copy that fails or is late does not fail records already written: live fan-out is best effort.
-    if (fannedOut !== undefined && !ackNone)
-      await acknowledgements.within(fannedOut, fanoutLate).catch(ignore);
+    // One deadline for both, from the enqueue: the copies get what the write left of it. Past it
+    // before the write, the request is late (503); after, it is answered with what was written, as a
+    // copy that fails or is late does not fail records already written (live fan-out is best effort).
+    const waiting: AnswerWaiting = {
+      written: undefined,
+      onWritten: (refused) => {
+        waiting.written = refused;
+        const fannedOut = wrote(refused);
+        return fannedOut === undefined
+          ? refused
+          : fannedOut.then(
+              () => refused,
+              () => refused,
+            );
+      },
+    };
+    const refused = await acknowledgements
+      .within(whileWaited(delivered, waiting), pastTheDeadline(waiting, lateAnswer(delivered, acceptedReply)))
+      .catch((error: unknown) => {
+        if (error === COPIES_LATE && waiting.written !== undefined) return waiting.written;
+        throw error;
+      });
     return acceptedReply(refused);
   };
   return {
