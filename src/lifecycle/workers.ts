@@ -134,6 +134,22 @@ export const WORKER_EXIT_GRACE_MS = 1000;
  */
 export const WORKER_STUCK_MS = 30_000;
 
+/**
+ * Relayed fan-out messages a worker may have waiting in the supervisor, in
+ * bytes (about: their data, plus 256 each): one that reads them slower than
+ * the others publish (stalled, not yet stuck) would grow the supervisor
+ * without bound. Past it, the worker is killed and started again, as a stuck
+ * one is: its clients reconnect, and a resume names what they missed.
+ */
+export const RELAY_BACKLOG_MAX_BYTES = 64 * 1024 * 1024;
+
+/** What a relayed message takes in a worker's backlog, about. */
+function relayedBytes(message: RelayedFanout): number {
+  let bytes = 0;
+  for (const fanout of message.messages) bytes += fanout.dataJson.length + 256;
+  return bytes;
+}
+
 export interface SuperviseOptions {
   workers: number;
   /** DRAIN_TIMEOUT_MS: each worker's drain ends by then, counted from the signal the supervisor passes on. */
@@ -143,6 +159,8 @@ export interface SuperviseOptions {
   stores: HeldStores | undefined;
   /** WORKER_STUCK_MS, but for tests. */
   stuckAfterMs?: number;
+  /** RELAY_BACKLOG_MAX_BYTES, but for tests. */
+  relayBacklogMaxBytes?: number;
 }
 
 /**
@@ -190,9 +208,12 @@ export function superviseWorkers({
   log,
   stores,
   stuckAfterMs = WORKER_STUCK_MS,
+  relayBacklogMaxBytes = RELAY_BACKLOG_MAX_BYTES,
 }: SuperviseOptions): void {
   // Each running worker, with its index (WORKER_ENV).
   const children = new Map<ChildProcess, number>();
+  // Bytes of relayed messages each worker has not taken yet (sent, not yet written to its channel).
+  const relayBacklog = new Map<ChildProcess, number>();
   // When each listening worker last said anything: its event loop ran then.
   const lastHeard = new Map<ChildProcess, number>();
   // Pending restarts keep this process alive while no worker runs; a signal cancels them.
@@ -225,13 +246,12 @@ export function superviseWorkers({
       if (listening || typeOf(message) === LISTENING_MESSAGE.type) lastHeard.set(child, Date.now());
       if (typeOf(message) === LISTENING_MESSAGE.type) listening = true;
       // One sender, one order: every worker, the publisher's too, gets the fan-out messages as they came in.
-      else if (isRelayedFanout(message))
-        // A worker that went away meanwhile: its exit is handled there, the callback keeps it from an 'error' event.
-        for (const worker of children.keys()) if (worker.connected) worker.send(message, () => {});
+      else if (isRelayedFanout(message)) relay(message);
     });
     child.on("exit", (code, signal) => {
       children.delete(child);
       lastHeard.delete(child);
+      relayBacklog.delete(child);
       if (!draining && !listening) {
         log.fatal({ ...about, code, signal }, "worker could not start; stopping the other workers");
         failed = true;
@@ -254,6 +274,28 @@ export function superviseWorkers({
       log[failedDrain ? "error" : "info"]({ ...about, code, signal }, "worker exited");
       exitOnceAllExited();
     });
+  };
+
+  const relay = (message: RelayedFanout) => {
+    const bytes = relayedBytes(message);
+    for (const worker of children.keys()) {
+      if (!worker.connected || worker.killed) continue;
+      const backlog = (relayBacklog.get(worker) ?? 0) + bytes;
+      if (backlog > relayBacklogMaxBytes) {
+        log.error(
+          { worker: children.get(worker), workerPid: worker.pid, backlogBytes: backlog - bytes },
+          "worker is not taking the fan-out messages relayed to it; killing it",
+        );
+        worker.kill("SIGKILL");
+        continue;
+      }
+      relayBacklog.set(worker, backlog);
+      // A worker that went away meanwhile: its exit is handled there, the callback keeps it from an 'error' event.
+      worker.send(message, () => {
+        const left = relayBacklog.get(worker);
+        if (left !== undefined) relayBacklog.set(worker, left - bytes);
+      });
+    }
   };
 
   const killStragglers = () => {

@@ -92,3 +92,27 @@ test("a listening worker whose event loop is blocked is killed after stuckAfterM
     await killGroup(child);
   }
 });
+
+test("a worker that stops taking the fan-out messages relayed to it is killed once its backlog passes relayBacklogMaxBytes, and started again", async () => {
+  // Found from outside: a stalled worker (not yet stuck) grew the supervisor by 30 MB a second under publishes.
+  const { child, lines, stuck } = await supervise(60_000, {
+    BLOCK_WORKER: "1",
+    PUBLISH_FLOOD: "1",
+    RELAY_BACKLOG_MAX_BYTES: String(4 * 1024 * 1024),
+  });
+  try {
+    const named = () => lines.find((line) => String(line.msg).startsWith("worker is not taking the fan-out"));
+    await waitUntil(() => named() !== undefined, "the stalled worker named", 5000);
+    expect(named()).toMatchObject({ level: "error", worker: 1, workerPid: stuck });
+    expect(named()?.backlogBytes).toBeLessThanOrEqual(4 * 1024 * 1024);
+    await waitUntil(() => !isAlive(stuck), "the stalled worker killed", 5000);
+    await waitUntil(
+      () => lines.some((line) => line.msg === "listening" && line.worker === "1" && line.pid !== stuck),
+      "worker 1 started again",
+    );
+    // The worker that keeps up is left alone.
+    expect(lines.filter((line) => line.msg === "listening" && line.worker === "0")).toHaveLength(1);
+  } finally {
+    await killGroup(child);
+  }
+});
