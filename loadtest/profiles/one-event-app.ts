@@ -55,9 +55,10 @@ export async function oneEventCore(
     defaultSchemas: join(root, "schemas"),
   });
   const token = await signDevToken({ secret, tenant: "bench", scopes: ["ingest"], ttlSec: 3600 });
-  // post.lua's event and headers.
+  // post.lua's event and headers; with EVENT_CHANNEL, on that channel (the fan-out path: the 202 waits for its copy).
+  const channel = process.env.EVENT_CHANNEL;
   const event = Buffer.from(
-    '{"type":"page_view","data":{"url":"https://example.com/bench","title":"bench"}}',
+    `{"type":"page_view",${channel ? `"channel":${JSON.stringify(channel)},` : ""}"data":{"url":"https://example.com/bench","title":"bench"}}`,
   );
   const search = options.ack === "none" ? "ack=none" : "";
   const headers = new Map([
