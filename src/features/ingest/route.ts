@@ -112,6 +112,19 @@ function pastTheDeadline(waiting: AnswerWaiting, late: () => GatewayError): () =
   };
 }
 
+/** `refused` once `copies` settled, either way (a closure of its own: one made in the route would keep it). */
+function settledAs(
+  copies: Promise<void>,
+  refused: readonly RefusedRecord[],
+): Promise<readonly RefusedRecord[]> {
+  return copies.then(
+    () => refused,
+    () => refused,
+  );
+}
+
+const hasChannel = (record: EventRecord): boolean => record.channel !== undefined;
+
 /**
  * `delivered`, then what `waiting.onWritten` makes of it while set. This and
  * `pastTheDeadline` are made here, not in the route: a closure there would
@@ -311,8 +324,10 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
       deps.metrics.eventsAccepted.inc(accepted.length);
       return deps.fanOut(accepted, trace, messages);
     };
-    if (ackNone) {
-      const refused = await delivered;
+    if (ackNone || !accepted.some(hasChannel)) {
+      const refused = ackNone
+        ? await delivered
+        : await acknowledgements.within(delivered, lateAnswer(delivered, acceptedReply));
       wrote(refused);
       return acceptedReply(refused);
     }
@@ -324,14 +339,11 @@ export function ingestRoute(options: IngestOptions, deps: IngestDependencies): R
     const waiting: AnswerWaiting = {
       written: undefined,
       onWritten: (refused) => {
+        // Once: then `waiting` keeps nothing of the request, however long the copies take.
+        waiting.onWritten = undefined;
         waiting.written = refused;
         const fannedOut = wrote(refused);
-        return fannedOut === undefined
-          ? refused
-          : fannedOut.then(
-              () => refused,
-              () => refused,
-            );
+        return fannedOut === undefined ? refused : settledAs(fannedOut, refused);
       },
     };
     const refused = await acknowledgements
