@@ -212,7 +212,8 @@ export function superviseWorkers({
 }: SuperviseOptions): void {
   // Each running worker, with its index (WORKER_ENV).
   const children = new Map<ChildProcess, number>();
-  // Bytes of relayed messages each worker has not taken yet (sent, not yet written to its channel).
+  // Bytes of relayed messages each listening worker has not taken yet (sent, not yet written to its channel).
+  // One still starting has no subscribers: it gets none, so is never killed for them before it listens.
   const relayBacklog = new Map<ChildProcess, number>();
   // When each listening worker last said anything: its event loop ran then.
   const lastHeard = new Map<ChildProcess, number>();
@@ -244,8 +245,11 @@ export function superviseWorkers({
     let listening = false;
     child.on("message", (message) => {
       if (listening || typeOf(message) === LISTENING_MESSAGE.type) lastHeard.set(child, Date.now());
-      if (typeOf(message) === LISTENING_MESSAGE.type) listening = true;
-      // One sender, one order: every worker, the publisher's too, gets the fan-out messages as they came in.
+      if (typeOf(message) === LISTENING_MESSAGE.type) {
+        listening = true;
+        relayBacklog.set(child, 0);
+      }
+      // One sender, one order: every listening worker, the publisher's too, gets the fan-out messages as they came in.
       else if (isRelayedFanout(message)) relay(message);
     });
     child.on("exit", (code, signal) => {
@@ -278,10 +282,11 @@ export function superviseWorkers({
 
   const relay = (message: RelayedFanout) => {
     const bytes = relayedBytes(message);
-    for (const worker of children.keys()) {
+    for (const [worker, taken] of relayBacklog) {
       if (!worker.connected || worker.killed) continue;
-      const backlog = (relayBacklog.get(worker) ?? 0) + bytes;
-      if (backlog > relayBacklogMaxBytes) {
+      const backlog = taken + bytes;
+      // A draining worker is let finish: the drain's deadline bounds it, and a kill would lose its records.
+      if (backlog > relayBacklogMaxBytes && !draining) {
         log.error(
           { worker: children.get(worker), workerPid: worker.pid, backlogBytes: backlog - bytes },
           "worker is not taking the fan-out messages relayed to it; killing it",
