@@ -886,16 +886,18 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     this.#stopConnectionTimers();
     this.#abandonPublishes(`the connection closed (${code}) before the gateway answered`);
     if (this.#currentState === "closed") return;
-    if (this.#connectedAt > 0 && Date.now() - this.#connectedAt >= STABLE_AFTER_MS) this.#attempt = 0;
+    const wasOpen = this.#connectedAt > 0;
+    if (wasOpen && Date.now() - this.#connectedAt >= STABLE_AFTER_MS) this.#attempt = 0;
     this.#connectedAt = 0;
     for (const subscription of this.#subscriptions.values()) {
       subscription.transition("subscribing", { channel: subscription.channel });
     }
 
     if (code === CLOSE.unauthorized) {
-      this.#authFailures++;
+      // A token that expired on an open connection is no refusal: only those before `connected` count.
+      if (!wasOpen) this.#authFailures++;
       const canRefresh = typeof this.#options.token === "function";
-      if (!canRefresh || this.#authFailures >= (this.#options.maxAuthFailures ?? 5)) {
+      if (!canRefresh || (!wasOpen && this.#authFailures >= (this.#options.maxAuthFailures ?? 5))) {
         this.#currentState = "closed";
         this.emit("error", {
           code: "unauthorized",
@@ -917,7 +919,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       // Too slow or too many connections: start further up the backoff.
       delay = backoffDelay(this.#attempt + 2, this.#backoff);
       this.#attempt++;
-    } else if (code === CLOSE.unauthorized && this.#authFailures === 1)
+    } else if (code === CLOSE.unauthorized && (wasOpen || this.#authFailures === 1))
       delay = backoffDelay(0, this.#backoff);
     else delay = backoffDelay(this.#attempt++, this.#backoff);
     this.#scheduleReconnect(delay, code, reason);

@@ -302,6 +302,22 @@ describe("Subscriber", () => {
     ]);
   });
 
+  test("a token that expires on an open connection (4001 after connected) is no refusal: maxAuthFailures: 1 refreshes and reconnects", async () => {
+    const requests: boolean[] = [];
+    const { subscriber } = start({
+      token: ({ refresh }) => {
+        requests.push(refresh);
+        return refresh ? "fresh" : "stale";
+      },
+      maxAuthFailures: 1,
+    });
+    for (let index = 0; index < 3; index++) (await connect(index)).serverClose(4001, "token expired");
+    const last = await connect(3);
+    expect(last.sent[0]).toEqual({ type: "auth", token: "fresh" });
+    expect(subscriber.state).toBe("open");
+    expect(requests).toEqual([false, true, true, true]);
+  });
+
   test("4001 with a fixed token stops for good", async () => {
     const { of, subscriber } = start();
     const first = await connect(0);
