@@ -76,7 +76,8 @@ export async function listen<State>(app: GatewayApp<State>, options: ListenOptio
     maxPayloadLength: options.ws.maxPayloadBytes,
     maxBackpressure: options.ws.maxBackpressureBytes,
     // uWS counts timeouts in 4 s ticks from wherever the current one is: a cut fell up to 4 s before the
-    // setting. One tick more makes it at least the setting, at most 4 s after (960 s is uWS's most).
+    // setting. One tick more makes it at least the setting, at most 4 s after (7 s for a setting that is not
+    // a multiple of 4: uWS rounds it up); 960 s is uWS's most, so a setting from 957 may still fall short.
     idleTimeout: Math.min(options.ws.idleTimeoutSec + 4, 960),
     sendPingsAutomatically: true,
     upgrade: (res, req, context) => {
