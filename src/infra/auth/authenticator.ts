@@ -204,11 +204,15 @@ export function createAuthenticator(options: AuthenticatorOptions): CachingAuthe
     return payload;
   }
 
+  // A cached token is served as long as jose would accept it: past `exp` within the tolerance too (up to
+  // JWT_CLOCK_SKEW_SEC, 300 s), which would otherwise cost a signature check a request. One first seen
+  // past its `exp` takes no slot, as before: the tolerance is a grace, not a reason to evict a live token.
+  const toleranceMs = clockTolerance * 1000;
+
   function cached(token: string): Principal | undefined {
     const principal = cache.get(token);
     if (principal === undefined) return undefined;
-    if (now() < principal.expiresAt) return principal;
-    // Past `exp`: forget it and let jose decide, with the same clock tolerance as for any other token.
+    if (now() < principal.expiresAt + toleranceMs) return principal;
     cache.delete(token);
     return undefined;
   }
