@@ -89,15 +89,20 @@ export function watchedHistory(eventsPerChannel: number): ChannelHistory {
   );
 }
 
-/** History that keeps 3 events per channel, the log, and the fan-out feeding both (as the bus would). */
-export function resumeWorld(limits: ReplayLimits = LIMITS) {
-  const history = new ChannelHistory({
+/** History that keeps 3 events per channel, of any channel. */
+export function threeEventHistory(): ChannelHistory {
+  return new ChannelHistory({
     eventsPerChannel: 3,
     bytesPerChannel: 1 << 20,
     channels: 100,
     maxBytes: 1 << 24,
     tenantMaxBytes: 1 << 24,
   });
+}
+
+/** History that keeps 3 events per channel, the log, and the fan-out feeding both (as the bus would). */
+export function resumeWorld(limits: ReplayLimits = LIMITS) {
+  const history = threeEventHistory();
   const log = new FakeLog();
   const resume = new Resume(history, log, limits);
   const metrics = createMetrics("test", "0");

@@ -5,14 +5,21 @@ import { formatEventId } from "../../../src/domain/event-id.ts";
 import type { Principal } from "../../../src/domain/principal.ts";
 import { deltaRoute, pageLimit } from "../../../src/features/realtime/delta-route.ts";
 import { Fanout } from "../../../src/features/realtime/fanout.ts";
-import { ChannelHistory } from "../../../src/features/realtime/history.ts";
 import { type ConnectionState, WsHub } from "../../../src/features/realtime/hub.ts";
 import { isPending, Resume, type ResumeOutcome } from "../../../src/features/realtime/resume.ts";
 import { LocalFanoutBus } from "../../../src/infra/local/fanout-bus.ts";
 import { createLogger } from "../../../src/log/logger.ts";
 import { createMetrics } from "../../../src/metrics/metrics.ts";
 import type { HttpRequest, SendResult, WsPeer } from "../../../src/ports/transport.ts";
-import { FakeLog, id, LIMITS, message, resumeWorld, watchedHistory } from "../../support/fanout-log.ts";
+import {
+  FakeLog,
+  id,
+  LIMITS,
+  message,
+  resumeWorld,
+  threeEventHistory,
+  watchedHistory,
+} from "../../support/fanout-log.ts";
 
 const principal: Principal = {
   subject: "s",
@@ -295,13 +302,7 @@ describe("a since past the end of the in-process bus (the embedded default)", ()
   // Found from outside: memory answered "no events after it" and the client's place was kept past every
   // event to come, so a subscriber, an event stream or a poller of the delta route stayed blind.
   test("is gone at once, as Kafka's high watermark makes it; the last id given is served", async () => {
-    const history = new ChannelHistory({
-      eventsPerChannel: 3,
-      bytesPerChannel: 1 << 20,
-      channels: 100,
-      maxBytes: 1 << 24,
-      tenantMaxBytes: 1 << 24,
-    });
+    const history = threeEventHistory();
     const bus = new LocalFanoutBus();
     await bus.start(new Fanout(history, createMetrics("test", "0")));
     const resume = new Resume(history, bus, LIMITS);
