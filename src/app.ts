@@ -266,6 +266,8 @@ export async function createGateway(environment: GatewayEnvironment): Promise<Ga
         maxUnauthenticated: config.ws.maxUnauthenticated,
         maxConnectionsPerTenant: config.ws.maxConnectionsPerTenant,
         maxSubscriptions: config.ws.maxSubscriptions,
+        maxChannels: config.ws.maxChannels,
+        maxTenantChannels: config.ws.maxTenantChannels,
         maxMessagesPerSec: config.ws.maxMessagesPerSec,
         trustProxyHops: config.rateLimit.trustProxyHops,
         tokenExpiryWarningMs: config.ws.tokenExpiryWarningMs,

@@ -140,6 +140,9 @@ export interface Config {
     maxUnauthenticated: number;
     maxConnectionsPerTenant: number;
     maxSubscriptions: number;
+    /** Distinct channels subscribed to on this instance, in all and per tenant. */
+    maxChannels: number;
+    maxTenantChannels: number;
     maxMessagesPerSec: number;
     connectsPerSecPerIp: number;
     /** How long before its token's exp a socket gets `token_expiring`; 0: never. */
@@ -546,6 +549,10 @@ export function loadConfig(env: Env = process.env): Config {
       maxUnauthenticated: read("WS_MAX_UNAUTHENTICATED", integer(1), wsMaxUnauthenticatedDefault),
       maxConnectionsPerTenant: read("WS_MAX_CONNECTIONS_PER_TENANT", integer(1), 20_000),
       maxSubscriptions: read("WS_MAX_SUBSCRIPTIONS", integer(1, 100_000), 100),
+      // Each distinct channel holds state of its own (6-9 KB measured, with presence in Redis): bounded per
+      // instance, and per tenant so one tenant's channels cannot take every place.
+      maxChannels: read("WS_MAX_CHANNELS", integer(1, 10_000_000), 50_000),
+      maxTenantChannels: read("WS_MAX_TENANT_CHANNELS", integer(1, 10_000_000), 10_000),
       maxMessagesPerSec: read("WS_MAX_MESSAGES_PER_SEC", integer(1), 100),
       connectsPerSecPerIp: read("WS_CONNECTS_PER_SEC_PER_IP", integer(1), 1000),
       tokenExpiryWarningMs: read("WS_TOKEN_EXPIRY_WARNING_MS", integer(0, 86_400_000), 60_000),

@@ -234,7 +234,8 @@ export const WS_ERRORS = {
     advice: "Reload the channel's state from elsewhere; live events keep coming.",
   },
   try_again: {
-    meaning: "A replay bound was hit (concurrent replays, bytes per replay, time). Not subscribed.",
+    meaning:
+      "A replay bound was hit (concurrent replays, bytes per replay, time), or the channel would be one more than the instance (`WS_MAX_CHANNELS`) or the tenant (`WS_MAX_TENANT_CHANNELS`) holds subscribers for. Not subscribed.",
     retry: true,
     advice: "Subscribe again after `retryAfterMs`, with `since` the last event received.",
   },

@@ -385,6 +385,15 @@ describe("loadConfig", () => {
     expect(problemsOf({ WS_TOKEN_EXPIRY_WARNING_MS: "-1" })[0]).toStartWith("WS_TOKEN_EXPIRY_WARNING_MS:");
   });
 
+  test("WS_MAX_CHANNELS and WS_MAX_TENANT_CHANNELS bound distinct channels: 50,000 and 10,000 by default", () => {
+    expect(loadConfig(SECRET).ws).toMatchObject({ maxChannels: 50_000, maxTenantChannels: 10_000 });
+    expect(loadConfig({ ...SECRET, WS_MAX_CHANNELS: "7", WS_MAX_TENANT_CHANNELS: "3" }).ws).toMatchObject({
+      maxChannels: 7,
+      maxTenantChannels: 3,
+    });
+    expect(problemsOf({ WS_MAX_TENANT_CHANNELS: "0" })[0]).toStartWith("WS_MAX_TENANT_CHANNELS:");
+  });
+
   test("parses brokers and SASL settings", () => {
     const config = loadConfig({
       ...SECRET,

@@ -22,6 +22,9 @@ const MAX_BYTES_DURING_AUTH = 16 * 1024;
 /** Publishes of one connection waiting for Kafka's acknowledgement; past it a publish is refused, not queued. */
 export const MAX_PUBLISHES_IN_FLIGHT = 32;
 
+/** retryAfterMs of a subscribe refused for the instance's or the tenant's distinct channels. */
+const CHANNEL_CAP_RETRY_MS = 5000;
+
 export type Peer = WsPeer<Connection>;
 
 /** Receives each live frame of a topic, with its offset in the partition. */
@@ -56,6 +59,11 @@ export interface ConnectionHost {
   claimSlots(tenant: string): GatewayError | undefined;
   /** Keeps the count of local subscribers per engine topic. */
   countTopic(topic: string, delta: number): void;
+  /**
+   * Why a channel topic no socket here subscribes to yet cannot be one more (the instance's or the
+   * tenant's distinct channels at their cap), if it cannot.
+   */
+  channelRoom(topic: string): string | undefined;
   /** A subject joined (1) or left (-1) a channel, for presence. */
   presence(channelKey: string, subject: string, delta: 1 | -1): void;
   /**
@@ -483,16 +491,25 @@ export class Connection {
     }
     const { maxSubscriptions } = this.host.limits;
     // A channel already held, subscribed or still reading its replay, takes no new place when asked again.
-    if (
-      !this.channels.has(channel) &&
-      !this.replays.has(channel) &&
-      this.subscriptionCount() >= maxSubscriptions
-    ) {
+    const held = this.channels.has(channel) || this.replays.has(channel);
+    if (!held && this.subscriptionCount() >= maxSubscriptions) {
       this.send({
         type: "error",
         code: "too_many_subscriptions",
         channel,
         message: `at most ${maxSubscriptions}`,
+      });
+      return;
+    }
+    // A place may come back as other sockets leave channels: not subscribed, asked again later.
+    const full = held ? undefined : this.host.channelRoom(channelTopic(principal.tenant, channel));
+    if (full !== undefined) {
+      this.send({
+        type: "error",
+        code: "try_again",
+        channel,
+        retryAfterMs: CHANNEL_CAP_RETRY_MS,
+        message: full,
       });
       return;
     }

@@ -1,4 +1,4 @@
-import { broadcastTopic } from "../../domain/channel.ts";
+import { broadcastTopic, tenantOfTopic } from "../../domain/channel.ts";
 import { GatewayError } from "../../domain/errors.ts";
 import { requireScope, requireUnexpired } from "../../domain/principal.ts";
 import { bearerToken } from "../../http/bearer.ts";
@@ -35,6 +35,10 @@ export interface WsHubOptions {
   maxUnauthenticated: number;
   maxConnectionsPerTenant: number;
   maxSubscriptions: number;
+  /** Distinct channels this instance's sockets subscribe to, in all (WS_MAX_CHANNELS). */
+  maxChannels: number;
+  /** Distinct channels one tenant's sockets subscribe to on this instance (WS_MAX_TENANT_CHANNELS). */
+  maxTenantChannels: number;
   maxMessagesPerSec: number;
   /** X-Forwarded-For hops to trust for the client IP the connect rate limit counts (`TRUST_PROXY`). */
   trustProxyHops: number;
@@ -70,6 +74,12 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
   private authenticated = 0;
   private readonly tenantConnections = new Map<string, number>();
   private readonly topicSubscribers = new Map<string, number>();
+  /**
+   * Distinct channel topics with a subscriber here, per tenant and in all: each holds its own state
+   * (the engine's topic, the reader's interest, history, presence), which per socket caps do not bound.
+   */
+  private readonly tenantChannels = new Map<string, number>();
+  private channelCount = 0;
   /** Per engine topic, the sockets holding live events back while their replay is read from the log. */
   private readonly taps = new Map<string, Set<LiveTap>>();
   private publishToEngine: ((topic: string, frame: string) => void) | undefined;
@@ -96,6 +106,7 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
       },
       claimSlots: (tenant) => this.claimSlots(tenant),
       countTopic: (topic, delta) => this.countTopic(topic, delta),
+      channelRoom: (topic) => this.channelRoom(topic),
       presence: (channelKey, subject, delta) => deps.presence?.change(channelKey, subject, delta),
       watchPresence: (channelKey, delta) => deps.presence?.watch(channelKey, delta) ?? true,
       tap: (topic, listener) => this.tap(topic, listener),
@@ -253,11 +264,33 @@ export class WsHub implements WsHandlers<Connection>, FanoutTarget, PresenceList
   }
 
   private countTopic(topic: string, delta: number): void {
-    // Broadcast topics (`b/…`) are always read.
-    if (topic.startsWith("t/")) this.deps.interest?.change(topic, delta > 0 ? 1 : -1);
-    const count = (this.topicSubscribers.get(topic) ?? 0) + delta;
+    // Broadcast topics (`b/…`) are always read, and are no channel.
+    const channel = topic.startsWith("t/");
+    if (channel) this.deps.interest?.change(topic, delta > 0 ? 1 : -1);
+    const before = this.topicSubscribers.get(topic) ?? 0;
+    const count = before + delta;
     if (count > 0) this.topicSubscribers.set(topic, count);
     else this.topicSubscribers.delete(topic);
+    if (!channel) return;
+    if (before === 0 && count > 0) this.countChannel(tenantOfTopic(topic), 1);
+    else if (before > 0 && count <= 0) this.countChannel(tenantOfTopic(topic), -1);
+  }
+
+  private countChannel(tenant: string, delta: 1 | -1): void {
+    this.channelCount += delta;
+    const count = (this.tenantChannels.get(tenant) ?? 0) + delta;
+    if (count > 0) this.tenantChannels.set(tenant, count);
+    else this.tenantChannels.delete(tenant);
+  }
+
+  /** Why a channel no socket here subscribes to yet cannot be one more, if it cannot. */
+  private channelRoom(topic: string): string | undefined {
+    if (this.topicSubscribers.has(topic)) return undefined;
+    if (this.channelCount >= this.options.maxChannels)
+      return `this instance's sockets subscribe to as many channels as it holds (${this.options.maxChannels})`;
+    if ((this.tenantChannels.get(tenantOfTopic(topic)) ?? 0) >= this.options.maxTenantChannels)
+      return `this tenant's sockets subscribe to as many channels as an instance holds for one tenant (${this.options.maxTenantChannels})`;
+    return undefined;
   }
 
   /** Why no new socket fits right now, if none does: the authenticated slots or the pending ones are full. */

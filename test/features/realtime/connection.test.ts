@@ -123,6 +123,7 @@ function connection(
     },
     claimSlots: () => undefined,
     countTopic: () => {},
+    channelRoom: () => undefined,
     presence: () => {},
     watchPresence,
     publish,

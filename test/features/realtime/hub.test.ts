@@ -105,6 +105,8 @@ function hub(
       maxUnauthenticated: 100,
       maxConnectionsPerTenant: 100,
       maxSubscriptions: 10,
+      maxChannels: 1000,
+      maxTenantChannels: 1000,
       maxMessagesPerSec: 100,
       trustProxyHops: 0,
       tokenExpiryWarningMs: 60_000,
@@ -223,6 +225,51 @@ describe("WsHub connection caps", () => {
     const second = (await openPeer(target, "acme:y")) as FakePeer;
     await settle();
     expect(first.connected && second.connected).toBe(true);
+  });
+});
+
+describe("WsHub distinct channels", () => {
+  // Found in a containment audit: 100 distinct channels on each of 4,000 sockets of one tenant took
+  // 2-3 GB and stalled every tenant for seconds; each distinct channel holds state of its own.
+  test("WS_MAX_TENANT_CHANNELS and WS_MAX_CHANNELS bound the distinct channels subscribed to: one more is try_again, a channel held already is not, and a channel let go gives its place back", async () => {
+    const { authenticator, release } = gatedAuthenticator();
+    release();
+    const target = hub({ maxChannels: 3, maxTenantChannels: 2 }, authenticator);
+    const [first, second, other] = (await Promise.all(
+      ["acme:1", "acme:2", "beta:1"].map((token) => openPeer(target, token)),
+    )) as FakePeer[];
+    await settle();
+    const subscribe = (peer: FakePeer | undefined, channel: string) => {
+      target.message(peer as FakePeer, JSON.stringify({ type: "subscribe", channel }));
+      return peer?.frames.at(-1);
+    };
+    const refused = (channel: string, message: string) => ({
+      type: "error",
+      code: "try_again",
+      channel,
+      retryAfterMs: 5000,
+      message,
+    });
+    const tenantFull =
+      "this tenant's sockets subscribe to as many channels as an instance holds for one tenant (2)";
+    expect(subscribe(first, "x")).toMatchObject({ type: "subscribed", channel: "x" });
+    expect(subscribe(first, "y")).toMatchObject({ type: "subscribed", channel: "y" });
+    // Held by another socket of the tenant already: no new place.
+    expect(subscribe(second, "x")).toMatchObject({ type: "subscribed", channel: "x" });
+    expect(subscribe(second, "z")).toEqual(refused("z", tenantFull));
+    // Another tenant's channel of the same name is another channel: the instance's third.
+    expect(subscribe(other, "x")).toMatchObject({ type: "subscribed", channel: "x" });
+    expect(subscribe(other, "w")).toEqual(
+      refused("w", "this instance's sockets subscribe to as many channels as it holds (3)"),
+    );
+    target.message(first as FakePeer, JSON.stringify({ type: "unsubscribe", channel: "y" }));
+    expect(subscribe(second, "z")).toMatchObject({ type: "subscribed", channel: "z" });
+    // A socket closing gives back the channels only it held (z), not those others hold too (x).
+    second?.close(1000);
+    expect(subscribe(other, "w")).toMatchObject({ type: "subscribed", channel: "w" });
+    expect(subscribe(first, "v")).toEqual(
+      refused("v", "this instance's sockets subscribe to as many channels as it holds (3)"),
+    );
   });
 });
 

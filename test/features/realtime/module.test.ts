@@ -34,6 +34,8 @@ function realtimeModule(bus: LocalFanoutBus, health: HealthState) {
         maxUnauthenticated: 10,
         maxConnectionsPerTenant: 10,
         maxSubscriptions: 10,
+        maxChannels: 1000,
+        maxTenantChannels: 1000,
         maxMessagesPerSec: 100,
         trustProxyHops: 0,
         tokenExpiryWarningMs: 60_000,

@@ -61,6 +61,8 @@ async function connectedPeer(world: ReturnType<typeof resumeWorld>) {
       maxUnauthenticated: 10,
       maxConnectionsPerTenant: 10,
       maxSubscriptions: 10,
+      maxChannels: 1000,
+      maxTenantChannels: 1000,
       maxMessagesPerSec: 1000,
       trustProxyHops: 0,
       tokenExpiryWarningMs: 60_000,
