@@ -27,7 +27,7 @@ class FakeConnection {
   }
 }
 
-const asConnections = (fakes: FakeConnection[]) => fakes as unknown as Connection[];
+const asConnections = (fakes: FakeConnection[]) => new Set(fakes as unknown as Connection[]);
 const silent = createLogger("silent", {});
 
 beforeEach(() => jest.useFakeTimers());
@@ -55,6 +55,33 @@ test("each second: a connection past the backpressure limit closes 1013 and is c
   sweeps.stop();
 });
 
+test("the pings of an interval go out in slices over its first half, not in one pass; a socket closed before its turn is skipped", () => {
+  const connections = Array.from({ length: 10 }, () => new FakeConnection());
+  const held = asConnections(connections);
+  const sweeps = new Sweeps(
+    { pingIntervalMs: 1000, backpressureBytes: 1 << 20, queuedMaxBytes: 1 << 30 },
+    held,
+    createMetrics("test", "0"),
+    silent,
+  );
+  const pinged = () => connections.filter((connection) => connection.calls.includes("ping")).length;
+  sweeps.start();
+  jest.advanceTimersByTime(1000);
+  // Five slices of two, 100 ms apart, the first at once.
+  expect(pinged()).toBe(2);
+  held.delete(connections[9] as unknown as Connection);
+  jest.advanceTimersByTime(100);
+  expect(pinged()).toBe(4);
+  jest.advanceTimersByTime(300);
+  expect(pinged()).toBe(9);
+  jest.advanceTimersByTime(500);
+  expect(pinged()).toBe(9);
+  expect(connections.map((connection) => connection.calls.filter((call) => call === "ping").length)).toEqual([
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 0,
+  ]);
+  sweeps.stop();
+});
+
 test("every pingIntervalMs each connection gets the app-level ping; stop ends both timers", () => {
   const connection = new FakeConnection();
   const sweeps = new Sweeps(
@@ -77,7 +104,7 @@ test("the connection set is read at each sweep: one added later is swept too", (
   const connections = new Set<FakeConnection>();
   const sweeps = new Sweeps(
     { pingIntervalMs: 60_000, backpressureBytes: 10, queuedMaxBytes: 1 << 30 },
-    connections as unknown as Iterable<Connection>,
+    connections as unknown as ReadonlySet<Connection>,
     createMetrics("test", "0"),
     silent,
   );
